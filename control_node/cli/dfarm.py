@@ -1,0 +1,39 @@
+"""``dfarm``: start the nodes of a cluster and manage it.
+
+    dfarm up [--workers N] [--slots N] [--home DIR]    a local cluster on 127.0.0.1
+    dfarm scheduler [--home DIR] [--host H] [--port P] the scheduler node
+    dfarm worker --scheduler HOST:PORT --secret-file F  a worker node
+    dfarm user add|list|remove|token ...               users (on the scheduler node)
+
+This launcher is the one place that starts every role, so it imports each.
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = __doc__.split("\n\n")[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print("usage: dfarm COMMAND [options]\n\n" + USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "up":
+        from control_node.local_cluster import main as run
+    elif command == "scheduler":
+        from scheduler.__main__ import main as run
+    elif command == "worker":
+        from worker_node.__main__ import main as run
+    elif command == "user":
+        from scheduler.admin import main as run
+    else:
+        print(f"dfarm: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    return run(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""``dsub``: submit jobs from a submit file, optionally wait for their results."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from control_node import render
+from control_node.cli.common import add_connection_options, connect, run_command
+from control_node.results import failed
+from scheduler import protocol as p
+
+
+def progress_printer(cluster: int, stream=sys.stderr):  # noqa: ANN001, ANN201
+    """A callback showing counts on one terminal line (nothing when not a terminal)."""
+    if not stream.isatty():
+        return None
+
+    def show(jobs: dict[str, p.JobInfo]) -> None:
+        states = [j.state for j in jobs.values()]
+        done = sum(s in ("completed", "removed", "held") for s in states)
+        counts = f"{states.count('idle')} idle, {states.count('running')} running"
+        stream.write(f"\rcluster {cluster}: {counts}, {done}/{len(states)} done ")
+        stream.flush()
+
+    return show
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dsub", description="Submit jobs from a submit file.")
+    parser.add_argument(
+        "file", type=Path, help="submit file (HTCondor syntax or dfarm's seed format)"
+    )
+    parser.add_argument("--wait", action="store_true", help="wait for the jobs, then fetch results")
+    parser.add_argument("--dest", type=Path, help="where --wait puts <cluster>.<proc>/ folders")
+    parser.add_argument("--timeout", type=float, help="seconds --wait waits at most")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the cluster id")
+    add_connection_options(parser)
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        with connect(args) as client:
+            cluster = client.submit(args.file)
+            for warning in cluster.warnings:
+                print(f"dsub: warning: {warning}", file=sys.stderr)
+            if args.quiet:
+                print(cluster.id)
+            elif not args.json:
+                print(f"{len(cluster.job_ids)} job(s) submitted to cluster {cluster.id}.")
+            if not args.wait:
+                if args.json:
+                    print(render.dump_json({"cluster": cluster.id, "job_ids": cluster.job_ids}))
+                return 0
+            show = None if args.json or args.quiet else progress_printer(cluster.id)
+            jobs = client.wait(cluster.job_ids, timeout=args.timeout, on_update=show)
+            if show:
+                sys.stderr.write("\n")
+            fetched = client.fetch(cluster.job_ids, dest=args.dest)
+        if args.json:
+            print(
+                render.dump_json({"cluster": cluster.id, "job_ids": cluster.job_ids, "jobs": jobs})
+            )
+        elif not args.quiet:
+            print(render.fetched_report(fetched))
+        return 1 if any(failed(j) for j in jobs) else 0
+
+    return run_command("dsub", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The Python API of dfarm; the commands are thin layers over it.
+
+from control_node import Client
+
+client = Client()                        # finds the scheduler like the commands do
+cluster = client.submit("job.sub")
+jobs = cluster.wait()
+for result in cluster.results(dest="results"):
+    print(result.job.id, result.job.exit_code, result.stdout)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from control_node import results
+from control_node.connection import Connection, Endpoint, find_endpoint
+from control_node.submit import submit_file
+from scheduler import protocol as p
+
+ACTIVE_STATES = [p.JobState.IDLE.value, p.JobState.RUNNING.value, p.JobState.HELD.value]
+
+
+class Client:
+    """A connection to the scheduler as one user."""
+
+    def __init__(
+        self, scheduler: str | None = None, token: str | None = None, timeout: float = 30.0
+    ):
+        self.endpoint: Endpoint = find_endpoint(scheduler, token)
+        self.conn = Connection(self.endpoint, timeout=timeout)
+
+    @property
+    def user(self) -> str:
+        return self.conn.user
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(self, path: str | os.PathLike[str], cwd: str | None = None) -> Cluster:
+        """Submit a submit file; relative paths in it start from ``cwd`` (default: here)."""
+        sub = submit_file(self.conn, Path(path), cwd=cwd)
+        return Cluster(self, sub.cluster, sub.job_ids, sub.warnings)
+
+    def jobs(
+        self, ids: list[str] | None = None, states: list[str] | None = None, all_users: bool = False
+    ) -> list[p.JobInfo]:
+        """Jobs by id (``42`` or ``42.0``) and state; default: your jobs in the queue."""
+        reply = self.conn.request(
+            p.QueryJobs(
+                ids=list(ids or []),
+                states=ACTIVE_STATES if states is None else list(states),
+                all_users=all_users,
+            )
+        )
+        assert isinstance(reply, p.JobList)
+        return reply.jobs
+
+    def workers(self) -> list[p.WorkerInfo]:
+        reply = self.conn.request(p.QueryWorkers())
+        assert isinstance(reply, p.WorkerList)
+        return reply.workers
+
+    def wait(
+        self,
+        ids: list[str],
+        timeout: float | None = None,
+        on_update: Callable[[dict[str, p.JobInfo]], None] | None = None,
+    ) -> list[p.JobInfo]:
+        """Block until the jobs are completed, removed or held."""
+        return results.wait(self.conn, ids, timeout=timeout, on_update=on_update)
+
+    def fetch(
+        self, ids: list[str], dest: str | os.PathLike[str] | None = None, submit_paths: bool = True
+    ) -> list[results.FetchedJob]:
+        """Download the results of finished jobs (see :mod:`control_node.results`)."""
+        return results.fetch(self.conn, ids, Path(dest) if dest is not None else None, submit_paths)
+
+
+class Cluster:
+    """The jobs of one submission."""
+
+    def __init__(self, client: Client, cluster: int, job_ids: list[str], warnings: list[str]):
+        self.client = client
+        self.id = cluster
+        self.job_ids = job_ids
+        self.warnings = warnings
+
+    def __repr__(self) -> str:
+        return f"Cluster({self.id}, {len(self.job_ids)} jobs)"
+
+    def status(self) -> list[p.JobInfo]:
+        return self.client.jobs([str(self.id)], states=[])
+
+    def wait(self, timeout: float | None = None) -> list[p.JobInfo]:
+        return self.client.wait(self.job_ids, timeout=timeout)
+
+    def results(self, dest: str | os.PathLike[str] | None = None) -> list[results.FetchedJob]:
+        return self.client.fetch([str(self.id)], dest=dest)

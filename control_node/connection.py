@@ -1,0 +1,173 @@
+"""A blocking, authenticated connection from a control node to the scheduler.
+
+Blocking sockets (no event loop) so the client works the same from a script, a
+Jupyter notebook or a thread of an asyncio program.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from scheduler import protocol as p
+
+
+class DfarmError(Exception):
+    """Base of every error the client raises."""
+
+
+class SchedulerUnavailable(DfarmError):
+    """The scheduler cannot be found or reached."""
+
+
+class AuthError(DfarmError):
+    """The scheduler refused our token, or is not the scheduler it claims to be."""
+
+
+class NotFound(DfarmError):
+    """No such job or cluster (of yours)."""
+
+
+class RequestFailed(DfarmError):
+    """The scheduler refused a request; the message says why."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    token: str
+
+
+def find_endpoint(scheduler: str | None = None, token: str | None = None) -> Endpoint:
+    """Where the scheduler is and who we are: arguments, then ``DFARM_SCHEDULER`` and
+    ``DFARM_TOKEN``, then ``$DFARM_HOME/access.json`` (default ``~/.dfarm``)."""
+    scheduler = scheduler or os.environ.get("DFARM_SCHEDULER")
+    token = token or os.environ.get("DFARM_TOKEN")
+    record = None
+    access = p.default_home() / p.ACCESS_FILE
+    if (not scheduler or not token) and access.exists():
+        try:
+            record = p.AccessRecord.load(access)
+        except p.ProtocolError as exc:
+            raise SchedulerUnavailable(str(exc)) from None
+    if scheduler:
+        host, sep, port = scheduler.rpartition(":")
+        if not sep or not port.isdigit():
+            raise SchedulerUnavailable(f"scheduler address must be HOST:PORT, not {scheduler!r}")
+        host, port_number = host.strip("[]"), int(port)
+    elif record is not None:
+        host, port_number = record.host, record.port
+    else:
+        raise SchedulerUnavailable(
+            f"no scheduler found: pass --scheduler HOST:PORT, set DFARM_SCHEDULER, or start "
+            f"one with 'dfarm up' (looked for {access})"
+        )
+    token = token or (record.token if record else None)
+    if not token:
+        raise AuthError(
+            "no user token: set DFARM_TOKEN (an administrator creates one with 'dfarm user add')"
+        )
+    return Endpoint(host, port_number, token)
+
+
+class Connection:
+    """One authenticated session; :meth:`request` sends and waits for the reply."""
+
+    def __init__(self, endpoint: Endpoint, timeout: float = 30.0):
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.updates: collections.deque[p.JobUpdate] = collections.deque()
+        self._ids = iter(range(1, 1 << 62))
+        try:
+            user = p.token_user(endpoint.token)
+        except ValueError as exc:
+            raise AuthError(f"DFARM_TOKEN: {exc}") from None
+        try:
+            self.sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)
+        except OSError as exc:
+            raise SchedulerUnavailable(
+                f"cannot reach the scheduler at {endpoint.host}:{endpoint.port}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        try:
+            self._handshake(user, p.user_key(endpoint.token))
+        except BaseException:
+            self.close()
+            raise
+        self.user = user
+
+    def _handshake(self, user: str, key: bytes) -> None:
+        hello = p.Hello(role="control", version=p.PROTOCOL_VERSION, name=user, nonce=p.new_nonce())
+        try:
+            self._send(hello)
+            challenge = self._recv()
+            self._send(p.answer_challenge(key, hello, challenge))
+            assert isinstance(challenge, p.Challenge)
+            p.verify_welcome(key, hello, challenge, self._recv())
+        except p.HandshakeError as exc:
+            raise AuthError(f"the scheduler refused the connection: {exc}") from None
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, message: p.Message) -> None:
+        try:
+            self.sock.sendall(p.encode(message))
+        except OSError as exc:
+            raise SchedulerUnavailable(f"lost the connection to the scheduler: {exc}") from None
+
+    def _recv(self, timeout: float | None = None) -> p.Message:
+        self.sock.settimeout(self.timeout if timeout is None else timeout)
+        try:
+            return p.recv_message(self.sock)
+        except (OSError, ConnectionError) as exc:
+            if isinstance(exc, TimeoutError):
+                raise
+            raise SchedulerUnavailable(f"lost the connection to the scheduler: {exc}") from None
+        except p.ProtocolError as exc:
+            raise SchedulerUnavailable(f"bad reply from the scheduler: {exc}") from None
+
+    def request(self, message: p.Message) -> p.Message:
+        """Send a request and return its reply; pushed updates are kept in ``updates``."""
+        request_id = next(self._ids)
+        self._send(message.with_id(request_id))
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                reply = self._recv(max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                raise SchedulerUnavailable("the scheduler did not answer in time") from None
+            if isinstance(reply, p.JobUpdate):
+                self.updates.append(reply)
+            elif reply.id == request_id:
+                break
+        if isinstance(reply, p.Error):
+            kind = {"not_found": NotFound, "auth": AuthError}.get(reply.code, RequestFailed)
+            raise kind(reply.message)
+        return reply
+
+    def next_update(self, timeout: float) -> p.JobUpdate | None:
+        """The next pushed job update, or None after ``timeout`` seconds."""
+        if self.updates:
+            return self.updates.popleft()
+        try:
+            message = self._recv(timeout)
+        except TimeoutError:
+            return None
+        return message if isinstance(message, p.JobUpdate) else None
+
+
+def dump_json(value: object) -> str:
+    """Records as the ``--json`` output of the commands prints them."""
+    return json.dumps(p.to_wire(value), indent=2)

@@ -1,0 +1,175 @@
+"""``dfarm up``: a scheduler and N workers on 127.0.0.1, as separate processes.
+
+Everything lives under one home directory (default ``~/.dfarm``): the state
+database, the spool, the worker secret, each process's log under ``logs/``, and
+``access.json`` with a token for the local user, so that ``dsub``, ``dq`` and
+``dstat`` on this machine need no flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from scheduler import protocol as p
+from scheduler.config import SchedulerConfig
+from scheduler.store import Store, StoreError
+
+STARTUP_TIMEOUT = 30.0
+
+
+class ClusterError(Exception):
+    """The local cluster could not start."""
+
+
+def local_user_token(config: SchedulerConfig) -> str:
+    """The token of the user running ``dfarm up``, created on first use."""
+    token_file = config.home / "local-user.token"
+    name = re.sub(r"[^a-z0-9_.-]", "_", getpass.getuser().lower())
+    if not re.match(r"^[a-z_]", name):
+        name = "_" + name
+    store = Store(config.db_path)
+    try:
+        if token_file.exists():
+            token = token_file.read_text().strip()
+            if store.user_key(p.token_user(token)) == p.user_key(token):
+                return token
+        try:
+            token = store.add_user(name)
+        except StoreError:
+            token = store.new_token(name)
+    finally:
+        store.close()
+    token_file.touch(mode=0o600)
+    token_file.write_text(token + "\n")
+    return token
+
+
+class LocalCluster:
+    """Starts, watches and stops the processes of a local cluster."""
+
+    def __init__(self, home: Path, workers: int, slots: int, port: int = 0):
+        self.config = SchedulerConfig(home=home.resolve(), host="127.0.0.1", port=port)
+        self.n_workers, self.slots = workers, slots
+        self.logs = self.config.home / "logs"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log_file = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", *args], stdout=log_file, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        log_file.close()
+
+    def start(self) -> p.AccessRecord:
+        home = self.config.home
+        home.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        token = local_user_token(self.config)
+        self.config.access_path.unlink(missing_ok=True)
+        self._spawn("scheduler", ["scheduler", "--home", str(home), "--host", "127.0.0.1",
+                                  "--port", str(self.config.port), "--log-file", "-"])  # fmt: skip
+        record = self._wait_for_access()
+        record = p.AccessRecord(host=record.host, port=record.port, token=token)
+        record.save(self.config.access_path)
+        host = socket.gethostname().split(".")[0]
+        for i in range(1, self.n_workers + 1):
+            name = f"{host}-{i}"
+            self._spawn(f"worker-{i}", [
+                "worker_node", "--scheduler", f"127.0.0.1:{record.port}",
+                "--secret-file", str(self.config.secret_path), "--name", name,
+                "--slots", str(self.slots), "--work-dir", str(home / "workers" / name),
+            ])  # fmt: skip
+        return record
+
+    def _wait_for_access(self) -> p.AccessRecord:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        scheduler = self.processes["scheduler"]
+        while time.monotonic() < deadline:
+            if self.config.access_path.exists():
+                return p.AccessRecord.load(self.config.access_path)
+            if scheduler.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        out = (self.logs / "scheduler.log").read_text(errors="replace")[-2000:]
+        raise ClusterError(f"the scheduler did not start:\n{out}")
+
+    def wait(self) -> int:
+        """Block until a signal arrives or a process dies; returns an exit code."""
+        stop = []
+        handler = lambda signum, frame: stop.append(signum)  # noqa: E731
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+        while not stop:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    print(f"dfarm up: {name} exited with {process.returncode}; see "
+                          f"{self.logs}", file=sys.stderr)  # fmt: skip
+                    return 1
+            time.sleep(0.2)
+        return 0
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM every process (workers first), then SIGKILL what is left."""
+        order = sorted(self.processes, key=lambda n: n == "scheduler")
+        for name in order:
+            if self.processes[name].poll() is None:
+                os.killpg(self.processes[name].pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for name in order:
+            process = self.processes[name]
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def build_parser(prog: str = "dfarm up") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Run a scheduler and local workers on 127.0.0.1 until Ctrl-C."
+    )
+    parser.add_argument("--workers", type=int, default=2, help="local workers (default 2)")
+    parser.add_argument(
+        "--slots", type=int, default=None, help="slots per worker (default: CPUs / workers)"
+    )
+    parser.add_argument(
+        "--home", type=Path, default=None, help="state directory (default ~/.dfarm)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=0, help="scheduler port (default: any free one)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.workers < 0 or (args.slots is not None and args.slots < 1):
+        print("dfarm up: error: --workers must be >= 0 and --slots >= 1", file=sys.stderr)
+        return 2
+    slots = args.slots or max(1, (os.cpu_count() or 1) // max(1, args.workers))
+    home = (args.home or p.default_home()).expanduser()
+    cluster = LocalCluster(home, args.workers, slots, args.port)
+    try:
+        record = cluster.start()
+    except (ClusterError, OSError, StoreError) as exc:
+        print(f"dfarm up: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"dfarm is up: scheduler on {record.host}:{record.port}, {args.workers} worker(s) "
+          f"with {slots} slot(s) each; state and logs in {home.resolve()}. Ctrl-C stops it.",
+          flush=True)  # fmt: skip
+    try:
+        return cluster.wait()
+    finally:
+        cluster.stop()
+        print("dfarm stopped.", flush=True)

@@ -1,0 +1,107 @@
+"""Turning records into the tables and JSON that the commands print."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tabulate import tabulate
+
+from control_node.connection import dump_json
+from control_node.results import FetchedJob, describe_status, tail
+from scheduler import protocol as p
+
+
+def when(timestamp: float | None) -> str:
+    """A time as ``11/22 14:03``, or ``-``."""
+    return "-" if timestamp is None else time.strftime("%m/%d %H:%M", time.localtime(timestamp))
+
+
+def duration(seconds: float | None) -> str:
+    """``0+00:01:05`` (days+hh:mm:ss), as HTCondor prints run times."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 86400}+{s % 86400 // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def run_time(job: p.JobInfo, now: float) -> float | None:
+    """Wall time so far for a running job, the recorded one for a finished job."""
+    if job.state == p.JobState.RUNNING.value and job.start_time is not None:
+        return now - job.start_time
+    return job.wall_time
+
+
+def jobs_table(jobs: Sequence[p.JobInfo], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    rows = [
+        (
+            j.id,
+            j.owner,
+            j.state,
+            when(j.submit_time),
+            duration(run_time(j, now)),
+            j.worker or "-",
+            " ".join([j.executable, *j.arguments])[:50],
+        )
+        for j in jobs
+    ]
+    headers = ("ID", "OWNER", "STATE", "SUBMITTED", "RUN_TIME", "WORKER", "CMD")
+    return tabulate(rows, headers=headers, tablefmt="plain")
+
+
+def jobs_summary(jobs: Sequence[p.JobInfo]) -> str:
+    counts = {s.value: 0 for s in p.JobState}
+    for j in jobs:
+        counts[j.state] += 1
+    parts = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    return f"{len(jobs)} job(s){': ' + parts if parts else ''}"
+
+
+def workers_table(workers: Sequence[p.WorkerInfo]) -> str:
+    rows = []
+    for w in workers:
+        m = w.metrics
+        gpus = ", ".join(g.name for g in m.gpus) if m.gpus else "-"
+        rows.append(
+            (
+                w.id,
+                w.name,
+                w.state,
+                f"{w.slots_used}/{w.slots_total}",
+                m.cores,
+                m.threads,
+                f"{m.memory_available_mb / 1024:.1f} GB",
+                gpus,
+                " ".join(f"{x:.2f}" for x in m.load_avg),
+            )
+        )
+    headers = ("ID", "NAME", "STATE", "SLOTS", "CORES", "THREADS", "RAM_AVAIL", "GPU", "LOAD")
+    return tabulate(rows, headers=headers, tablefmt="plain")
+
+
+__all__ = ["dump_json", "jobs_summary", "jobs_table", "workers_table", "duration", "when"]
+
+
+def fetched_report(fetched: Sequence[FetchedJob], cwd: Path | None = None) -> str:
+    """One line per job (status and where its results are); a failed job's stderr tail."""
+    cwd = Path.cwd() if cwd is None else cwd
+    lines = []
+    for f in fetched:
+        where = _short(f.stdout.parent if f.stdout else None, cwd)
+        lines.append(f"{f.job.id}: {describe_status(f.job)} -> {where}")
+        if f.failed:
+            stderr = tail(f.stderr)
+            if stderr:
+                lines.extend("    " + line for line in stderr.splitlines())
+    return "\n".join(lines)
+
+
+def _short(path: Path | None, cwd: Path) -> str:
+    if path is None:
+        return "(no stdout kept)"
+    try:
+        return f"./{path.resolve().relative_to(cwd.resolve())}/".replace("/./", "/")
+    except ValueError:
+        return f"{path}/"

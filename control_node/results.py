@@ -1,0 +1,183 @@
+"""Waiting for jobs and bringing their results home.
+
+Without ``output``/``error`` in the submit file, a job's results go to
+``./<cluster>.<proc>/``: ``stdout``, ``stderr``, ``status.json`` and its output
+files. With them, as HTCondor does: stdout and stderr to the named paths,
+output files into the job's ``initialdir``; ``status.json`` is not written.
+A ``log`` file gets the job's events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ftplib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from control_node.connection import Connection, DfarmError
+from scheduler import protocol as p
+
+DONE_STATES = {p.JobState.COMPLETED.value, p.JobState.REMOVED.value, p.JobState.HELD.value}
+RESERVED_NAMES = {"stdout", "stderr", "status.json"}
+
+
+@dataclass(frozen=True)
+class FetchedJob:
+    """Where one job's results were written."""
+
+    job: p.JobInfo
+    stdout: Path | None
+    stderr: Path | None
+    outputs: list[Path]
+
+    @property
+    def failed(self) -> bool:
+        return failed(self.job)
+
+
+def failed(job: p.JobInfo) -> bool:
+    """A job that did not complete with exit code 0."""
+    return not (job.state == p.JobState.COMPLETED.value and job.exit_code == 0)
+
+
+def describe_status(job: p.JobInfo) -> str:
+    """``exit code 0``, ``killed by signal 9``, ``held: reason`` ..."""
+    if job.state == p.JobState.HELD.value:
+        return f"held: {job.hold_reason}"
+    if job.exit_signal is not None:
+        return f"killed by signal {job.exit_signal}"
+    if job.exit_code is not None:
+        return f"exit code {job.exit_code}"
+    return job.state
+
+
+def wait(
+    conn: Connection,
+    job_ids: list[str],
+    timeout: float | None = None,
+    on_update: Callable[[dict[str, p.JobInfo]], None] | None = None,
+) -> list[p.JobInfo]:
+    """Block until every job is completed, removed or held; returns their records."""
+    clusters = sorted({p.parse_job_id(j)[0] for j in job_ids})
+    conn.request(p.Subscribe(clusters=clusters))
+    reply = conn.request(p.QueryJobs(ids=job_ids))
+    assert isinstance(reply, p.JobList)
+    jobs = {j.id: j for j in reply.jobs}
+    wanted = set(jobs)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if on_update:
+        on_update(jobs)
+    while any(jobs[j].state not in DONE_STATES for j in wanted):
+        left = 5.0 if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"jobs still running after {timeout} s")
+        update = conn.next_update(min(left, 5.0))
+        if update is not None and update.job.id in wanted:
+            jobs[update.job.id] = update.job
+            if on_update:
+                on_update(jobs)
+    return [jobs[j] for j in sorted(wanted, key=_order)]
+
+
+def _order(job_id: str) -> tuple[int, int]:
+    cluster, proc = p.parse_job_id(job_id)
+    return cluster, proc or 0
+
+
+def fetch(
+    conn: Connection, ids: list[str], dest: Path | None = None, submit_paths: bool = True
+) -> list[FetchedJob]:
+    """Download the results of finished jobs. ``dest`` (default: the current
+    directory) holds the ``<cluster>.<proc>/`` folders; with ``submit_paths``, jobs
+    whose submit file named ``output``/``error`` get them where it said, when its
+    ``initialdir`` exists on this machine."""
+    reply = conn.request(p.FetchResults(ids=ids))
+    assert isinstance(reply, p.JobResults)
+    dest = Path.cwd() if dest is None else dest
+    fetched = []
+    logs: dict[str, list[tuple[p.JobEvent, str]]] = {}
+    grant = reply.download
+    try:
+        with ftplib.FTP() as ftp:
+            ftp.connect(grant.host, grant.port, timeout=60)
+            ftp.login(grant.user, grant.password)
+            for job in reply.jobs:
+                spec = reply.specs[job.id]
+                if job.state not in DONE_STATES:
+                    continue
+                fetched.append(_fetch_job(ftp, job, spec, dest, submit_paths))
+                if spec.log and submit_paths:
+                    logs.setdefault(spec.log, []).extend(
+                        (e, job.id) for e in reply.events.get(job.id, [])
+                    )
+    except (OSError, EOFError, ftplib.Error) as exc:
+        raise DfarmError(f"downloading results failed: {exc}") from None
+    for path, events in logs.items():
+        write_event_log(Path(path), events)
+    return fetched
+
+
+def _fetch_job(
+    ftp: ftplib.FTP, job: p.JobInfo, spec: p.JobSpec, dest: Path, submit_paths: bool
+) -> FetchedJob:
+    remote = f"{job.cluster}/{job.proc}"
+    if submit_paths and (spec.output or spec.error) and Path(spec.initialdir or "/-").is_dir():
+        out = Path(spec.output) if spec.output else None
+        err = Path(spec.error) if spec.error else None
+        out_dir = Path(spec.initialdir or dest)
+    else:
+        out_dir = dest / job.id
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out, err = out_dir / "stdout", out_dir / "stderr"
+        (out_dir / "status.json").write_text(json.dumps(p.to_wire(job), indent=2) + "\n")
+    for local, name in ((out, "stdout"), (err, "stderr")):
+        if local is not None:
+            _download(ftp, f"{remote}/{name}", local)
+    outputs = []
+    for name in job.output_files:
+        local_name = f"output-{name}" if out_dir.name == job.id and name in RESERVED_NAMES else name
+        local = out_dir / local_name
+        _download(ftp, f"{remote}/outputs/{name}", local)
+        outputs.append(local)
+    return FetchedJob(job, out, err, outputs)
+
+
+def _download(ftp: ftplib.FTP, remote: str, local: Path) -> None:
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(f".{local.name}.part")
+    try:
+        with open(tmp, "wb") as f:
+            ftp.retrbinary(f"RETR {remote}", f.write, blocksize=1 << 20)
+    except ftplib.error_perm:
+        # A job held before it ran has no stdout to fetch.
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return
+    os.replace(tmp, local)
+
+
+def write_event_log(path: Path, events: list[tuple[p.JobEvent, str]]) -> None:
+    """One line per event: time, job id, event, detail (the same for every job
+    sharing a log file, in time order)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(e.time))} {job_id} "
+        f"{e.event}: {e.detail}\n"
+        for e, job_id in sorted(events, key=lambda pair: (pair[0].time, _order(pair[1])))
+    ]
+    path.write_text("".join(lines))
+
+
+def tail(path: Path | None, lines: int = 10) -> str:
+    """The last lines of a text file, for showing a failed job's stderr."""
+    if path is None or not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 64 * 1024))
+        text = f.read().decode(errors="replace")
+    return "\n".join(text.splitlines()[-lines:])

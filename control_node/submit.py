@@ -1,0 +1,127 @@
+"""Submitting a submit file: parse, reserve a cluster, upload inputs once, queue.
+
+The file is parsed before the scheduler is contacted, so a bad file queues
+nothing. Each distinct input file is hashed while it is read (memory stays
+flat) and uploaded once per cluster, whatever the number of procs using it.
+"""
+
+from __future__ import annotations
+
+import ftplib
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from control_node.connection import Connection, DfarmError
+from control_node.submit_file import ProcDescription, SubmitFileError, parse_submit_file
+from scheduler import protocol as p
+
+BLOCK = 1 << 20
+
+
+class SubmitError(DfarmError):
+    """The submit file is invalid (names file and line) or could not be submitted."""
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None):
+        super().__init__(message)
+        self.path, self.line = path, line
+
+
+@dataclass(frozen=True)
+class Submission:
+    cluster: int
+    job_ids: list[str]
+    warnings: list[str]
+
+
+def file_digest(path: str) -> tuple[str, int]:
+    """SHA-256 and size of a file, read in blocks."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(BLOCK):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def _parse(path: Path, cluster: int, cwd: str | None) -> tuple[list[ProcDescription], list[str]]:
+    try:
+        description = parse_submit_file(path, cluster=cluster, cwd=cwd)
+    except SubmitFileError as exc:
+        raise SubmitError(str(exc), exc.path, exc.line) from None
+    return description.procs, description.warnings
+
+
+def submit_file(conn: Connection, path: Path, cwd: str | None = None) -> Submission:
+    """Submit ``path``; returns the cluster id and its job ids."""
+    _parse(path, 0, cwd)  # refuse a bad file before reserving anything
+    created = conn.request(p.NewCluster())
+    assert isinstance(created, p.ClusterCreated)
+    procs, warnings = _parse(path, created.cluster, cwd)
+    if not procs:
+        raise SubmitError(f"{path}: the file queues no jobs", str(path))
+    digests: dict[str, tuple[str, int]] = {}
+    for proc in procs:
+        for local in _inputs(proc):
+            if local not in digests:
+                digests[local] = file_digest(local)
+    _upload(created.upload, digests)
+    specs = [_spec(proc, digests) for proc in procs]
+    reply = conn.request(
+        p.SubmitJobs(cluster=created.cluster, submit_file=os.path.basename(path), jobs=specs)
+    )
+    assert isinstance(reply, p.Submitted)
+    return Submission(reply.cluster, reply.job_ids, warnings + reply.warnings)
+
+
+def _inputs(proc: ProcDescription) -> list[str]:
+    files = [proc.executable, *proc.transfer_input_files]
+    if proc.input:
+        files.append(proc.input)
+    return files
+
+
+def _spec(proc: ProcDescription, digests: dict[str, tuple[str, int]]) -> p.JobSpec:
+    inputs: dict[str, p.InputFile] = {}
+    for local in _inputs(proc):
+        sha, size = digests[local]
+        name = os.path.basename(local)
+        inputs[name] = p.InputFile(name=name, sha256=sha, size=size)
+    return p.JobSpec(
+        executable=os.path.basename(proc.executable),
+        arguments=list(proc.arguments),
+        environment=dict(proc.environment),
+        stdin=os.path.basename(proc.input) if proc.input else None,
+        inputs=list(inputs.values()),
+        transfer_output_files=proc.transfer_output_files,
+        request_cpus=proc.request_cpus,
+        request_memory=proc.request_memory,
+        request_disk=proc.request_disk,
+        request_gpus=proc.request_gpus,
+        priority=proc.priority,
+        machine=proc.machine,
+        notify_user=proc.notify_user,
+        notification=proc.notification,
+        output=proc.output,
+        error=proc.error,
+        log=proc.log,
+        initialdir=proc.initialdir,
+    )
+
+
+def _upload(grant: p.FtpGrant, digests: dict[str, tuple[str, int]]) -> None:
+    uploaded: set[str] = set()
+    try:
+        with ftplib.FTP() as ftp:
+            ftp.connect(grant.host, grant.port, timeout=60)
+            ftp.login(grant.user, grant.password)
+            for local, (sha, _) in digests.items():
+                if sha in uploaded:
+                    continue
+                with open(local, "rb") as f:
+                    ftp.storbinary(f"STOR {sha}", f, blocksize=BLOCK)
+                uploaded.add(sha)
+    except (OSError, EOFError, ftplib.Error) as exc:
+        raise SubmitError(f"uploading the inputs failed: {exc}") from None

@@ -1,0 +1,76 @@
+"""``dfarm user``: manage users on the scheduler node (works on the state database
+directly, with or without the scheduler running)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tabulate import tabulate
+
+from scheduler.config import SchedulerConfig
+from scheduler.protocol import ACCESS_FILE, default_home
+from scheduler.store import Store, StoreError
+
+
+def build_parser(prog: str = "dfarm user") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Manage dfarm users.")
+    parser.add_argument("--home", type=Path, default=None, help="scheduler state directory")
+    sub = parser.add_subparsers(dest="action", required=True)
+    add = sub.add_parser("add", help="create a user and print their token")
+    add.add_argument("name")
+    add.add_argument("--email")
+    add.add_argument("--admin", action="store_true", help="may act on every user's jobs")
+    sub.add_parser("list", help="list users")
+    remove = sub.add_parser("remove", help="delete a user (their jobs stay)")
+    remove.add_argument("name")
+    token = sub.add_parser("token", help="issue a new token (the old one stops working)")
+    token.add_argument("name")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    home = (args.home or default_home()).expanduser()
+    config = SchedulerConfig(home=home)
+    if not config.db_path.exists():
+        print(
+            f"dfarm user: error: no scheduler state in {home} (start 'dfarm scheduler "
+            f"--home {home}' once, or pass --home)",
+            file=sys.stderr,
+        )
+        return 1
+    store = Store(config.db_path)
+    try:
+        if args.action == "add":
+            token = store.add_user(args.name, email=args.email, admin=args.admin)
+            print(f"user {args.name} created; their token (shown once):\n{token}")
+            print(
+                f"the user sets DFARM_TOKEN={token} and finds the scheduler through "
+                f"DFARM_SCHEDULER or {home / ACCESS_FILE}",
+                file=sys.stderr,
+            )
+        elif args.action == "token":
+            print(store.new_token(args.name))
+        elif args.action == "remove":
+            store.remove_user(args.name)
+            print(f"user {args.name} removed")
+        else:
+            rows = [
+                (
+                    u["name"],
+                    u["email"] or "-",
+                    "yes" if u["admin"] else "no",
+                    time.strftime("%Y-%m-%d", time.localtime(u["created"])),
+                )
+                for u in store.users()
+            ]
+            print(tabulate(rows, headers=("NAME", "EMAIL", "ADMIN", "CREATED"), tablefmt="plain"))
+    except StoreError as exc:
+        print(f"dfarm user: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return 0

@@ -1,0 +1,61 @@
+"""The scheduler's configuration: one frozen dataclass, a default and a line of doc per field."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from scheduler.protocol import DEFAULT_MAX_FRAME, DEFAULT_PORT
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchedulerConfig:
+    #: State directory: database, spool, worker secret, access record, log.
+    home: Path
+    #: Address the socket protocol listens on ("0.0.0.0" = every interface).
+    host: str = "0.0.0.0"
+    #: Port of the socket protocol; 0 picks a free one (see access.json).
+    port: int = DEFAULT_PORT
+    #: Port of the embedded FTP server; 0 picks a free one.
+    ftp_port: int = 0
+    #: Host name written to access.json for clients; default: this machine's name,
+    #: or 127.0.0.1 when listening on loopback only.
+    advertise_host: str | None = None
+    #: Seconds between worker heartbeats.
+    heartbeat_interval: float = 5.0
+    #: Seconds without a heartbeat (or, after a disconnect, without a reconnect)
+    #: before a worker is declared lost and its running jobs are queued again.
+    worker_timeout: float = 30.0
+    #: Seconds a new connection has to complete its handshake.
+    handshake_timeout: float = 10.0
+    #: Largest frame accepted, in bytes.
+    max_frame: int = DEFAULT_MAX_FRAME
+    #: Seconds a job's FTP grant to its worker stays valid.
+    job_grant_ttl: float = 7 * 24 * 3600
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "dfarm.db"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.home / "spool"
+
+    @property
+    def secret_path(self) -> Path:
+        return self.home / "worker.secret"
+
+    @property
+    def access_path(self) -> Path:
+        return self.home / "access.json"
+
+    def client_host(self) -> str:
+        """The host name clients should use to reach this scheduler."""
+        if self.advertise_host:
+            return self.advertise_host
+        if self.host in ("127.0.0.1", "localhost", "::1"):
+            return self.host
+        if self.host in ("0.0.0.0", "::", ""):
+            return socket.getfqdn()
+        return self.host

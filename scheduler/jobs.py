@@ -1,0 +1,120 @@
+"""The scheduler's live job table: every state change goes through here.
+
+:meth:`JobTable.transition` checks the transition table, writes the row and an
+event to SQLite, and only then returns, so the caller acts on state that is
+already durable. Callers that change many jobs wrap the calls in one
+``store.transaction()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from scheduler.dispatch import IdleQueue, Slots
+from scheduler.jobstate import check_transition
+from scheduler.protocol import JobSpec, JobState, parse_job_id
+from scheduler.store import Job, Store
+
+log = logging.getLogger(__name__)
+
+
+class JobTable:
+    """Active jobs (idle, running, held) in memory, mirrored in SQLite."""
+
+    def __init__(self, store: Store, on_change: Callable[[Job], None] = lambda job: None):
+        self.store = store
+        self.on_change = on_change
+        self.active: dict[tuple[int, int], Job] = {}
+        self.queue = IdleQueue()
+        for job in store.active_jobs():
+            self.active[(job.cluster, job.proc)] = job
+            if job.state is JobState.IDLE:
+                self.queue.push(job)
+
+    def get(self, job_id: str) -> Job | None:
+        cluster, proc = parse_job_id(job_id)
+        return None if proc is None else self.active.get((cluster, proc))
+
+    def running(self) -> list[Job]:
+        return [j for j in self.active.values() if j.state is JobState.RUNNING]
+
+    def transition(
+        self, job: Job, new: JobState, event: str, detail: str = "", **changes: object
+    ) -> None:
+        """Move ``job`` to ``new`` (checked), apply ``changes``, write it all durably."""
+        check_transition(
+            job.id, job.state, new, lambda: [e.event for e in self.store.events(*_key(job))]
+        )
+        old = job.state
+        job.state = new
+        for name, value in changes.items():
+            setattr(job, name, value)
+        self.store.save_job(job, event, detail)
+        key = _key(job)
+        if old is JobState.IDLE:
+            self.queue.discard(job)
+        if new is JobState.IDLE:
+            self.queue.push(job)
+        if new in (JobState.COMPLETED, JobState.REMOVED):
+            self.active.pop(key, None)
+        log.debug("job %s: %s -> %s (%s)", job.id, old.value, new.value, event)
+        self.on_change(job)
+
+    # ------------------------------------------------------------------ submit
+
+    def submit(self, cluster: int, owner: str, submit_file: str, specs: list[JobSpec]) -> list[Job]:
+        """Queue every proc of a cluster in one transaction."""
+        now = time.time()
+        jobs = [
+            Job(cluster=cluster, proc=i, owner=owner, state=JobState.IDLE, spec=s, submit_time=now)
+            for i, s in enumerate(specs)
+        ]
+        self.store.insert_jobs(cluster, submit_file, jobs, now)
+        for job in jobs:
+            self.active[_key(job)] = job
+            self.queue.push(job)
+            self.on_change(job)
+        return jobs
+
+    # ------------------------------------------------------------------ dispatch
+
+    def assign(self, workers: Iterable[Slots]) -> list[tuple[Slots, Job]]:
+        """Match idle jobs to free slots and mark them running, in one transaction."""
+        assignments: list[tuple[Slots, Job]] = []
+        now = time.time()
+        with self.store.transaction():
+            for slots in workers:
+                while slots.free:
+                    job = self.queue.pop_fitting(slots)
+                    if job is None:
+                        break
+                    slots.take(job)
+                    self.transition(
+                        job,
+                        JobState.RUNNING,
+                        "executing",
+                        f"on worker {slots.name} (attempt {job.attempt + 1})",
+                        worker=slots.name,
+                        attempt=job.attempt + 1,
+                        num_starts=job.num_starts + 1,
+                        start_time=now,
+                        end_time=None,
+                        hold_reason=None,
+                    )
+                    assignments.append((slots, job))
+        return assignments
+
+    def requeue(self, job: Job, reason: str) -> None:
+        """A running job whose attempt was lost goes back to the queue."""
+        self.transition(job, JobState.IDLE, "evicted", reason, worker=None)
+
+    def hold(self, job: Job, reason: str) -> None:
+        self.transition(
+            job, JobState.HELD, "held", reason, hold_reason=reason, end_time=time.time()
+        )
+
+
+def _key(job: Job) -> tuple[int, int]:
+    return job.cluster, job.proc

@@ -1,0 +1,223 @@
+"""The spool and the embedded FTP server that moves files in and out of it.
+
+Layout of the spool::
+
+    spool/<cluster>/input/     inputs shared by every proc, uploaded once at submit
+    spool/<cluster>/<proc>/    results of one job: stdout, stderr and outputs/
+
+The FTP server (pyftpdlib) runs in its own thread and decides nothing: every
+login is a :class:`Grant` issued by the scheduler for one step (an upload, a
+job's run, a fetch), with a random user name and password, an expiry, and
+rules naming the only directories it may touch and how. pyftpdlib's
+``AbstractedFS`` resolves symlinks and refuses any path outside the grant's
+root; the rules narrow that further.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyftpdlib.authorizers import AuthenticationFailed
+from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.ioloop import IOLoop
+from pyftpdlib.servers import FTPServer
+
+from scheduler.protocol import FtpGrant
+
+log = logging.getLogger(__name__)
+
+READ = "elr"
+WRITE = "ew"
+READ_WRITE = "elrmwadf"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Permissions (pyftpdlib letters) on a directory and everything below it."""
+
+    directory: Path
+    perms: str
+
+
+@dataclass(frozen=True)
+class Grant:
+    user: str
+    password: str
+    root: Path
+    rules: tuple[Rule, ...]
+    expires: float
+
+
+class GrantAuthorizer:
+    """A pyftpdlib authorizer whose users are short-lived grants."""
+
+    def __init__(self) -> None:
+        self._grants: dict[str, Grant] = {}
+        self._lock = threading.Lock()
+
+    def add(self, grant: Grant) -> None:
+        with self._lock:
+            self._grants[grant.user] = grant
+
+    def revoke(self, user: str) -> None:
+        with self._lock:
+            self._grants.pop(user, None)
+
+    def expire(self, now: float) -> int:
+        """Forget expired grants; returns how many."""
+        with self._lock:
+            old = [u for u, g in self._grants.items() if g.expires <= now]
+            for user in old:
+                del self._grants[user]
+        return len(old)
+
+    def _grant(self, user: str) -> Grant:
+        with self._lock:
+            grant = self._grants.get(user)
+        if grant is None or grant.expires <= time.time():
+            raise AuthenticationFailed("Authentication failed.")
+        return grant
+
+    # -- the interface pyftpdlib calls -------------------------------------
+
+    def validate_authentication(self, username: str, password: str, handler: object) -> None:
+        grant = self._grant(username)
+        if not hmac.compare_digest(grant.password.encode(), password.encode()):
+            raise AuthenticationFailed("Authentication failed.")
+
+    def get_home_dir(self, username: str) -> str:
+        return str(self._grant(username).root)
+
+    def has_user(self, username: str) -> bool:
+        with self._lock:
+            return username in self._grants
+
+    def has_perm(self, username: str, perm: str, path: str | None = None) -> bool:
+        try:
+            grant = self._grant(username)
+        except AuthenticationFailed:
+            return False
+        if path is None:
+            return any(perm in rule.perms for rule in grant.rules)
+        target = Path(path)
+        best: Rule | None = None
+        for rule in grant.rules:
+            if target.is_relative_to(rule.directory) and (
+                best is None or len(rule.directory.parts) > len(best.directory.parts)
+            ):
+                best = rule
+        if best is not None:
+            return perm in best.perms
+        # Directories on the way to a rule may be entered, nothing more.
+        return perm == "e" and any(r.directory.is_relative_to(target) for r in grant.rules)
+
+    def get_perms(self, username: str) -> str:
+        try:
+            return "".join(sorted({p for r in self._grant(username).rules for p in r.perms}))
+        except AuthenticationFailed:
+            return ""
+
+    def get_msg_login(self, username: str) -> str:
+        return "Welcome to the dfarm spool."
+
+    def get_msg_quit(self, username: str) -> str:
+        return "Goodbye."
+
+    def impersonate_user(self, username: str, password: str) -> None:
+        pass
+
+    def terminate_impersonation(self, username: str) -> None:
+        pass
+
+
+class Spool:
+    """The spool directory and the FTP server over it."""
+
+    def __init__(
+        self,
+        root: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        passive_ports: range | None = None,
+        masquerade_address: str | None = None,
+    ):
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.authorizer = GrantAuthorizer()
+        handler = type("SpoolFTPHandler", (FTPHandler,), {})
+        handler.authorizer = self.authorizer
+        handler.banner = "dfarm spool ready."
+        handler.passive_ports = passive_ports
+        handler.masquerade_address = masquerade_address
+        handler.use_sendfile = True
+        handler.timeout = 120
+        self._ioloop = IOLoop()
+        self._server = FTPServer((host, port), handler, ioloop=self._ioloop)
+        self.port: int = self._server.socket.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="ftp", daemon=True)
+        logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("FTP server on port %d over %s", self.port, self.root)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            self._server.serve_forever(timeout=0.2, blocking=False, handle_exit=False)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._server.close_all()
+
+    # -- directories -------------------------------------------------------
+
+    def input_dir(self, cluster: int) -> Path:
+        return self.root / str(cluster) / "input"
+
+    def job_dir(self, cluster: int, proc: int) -> Path:
+        return self.root / str(cluster) / str(proc)
+
+    def fresh_job_dir(self, cluster: int, proc: int) -> Path:
+        """An empty result directory for a new attempt of a job."""
+        path = self.job_dir(cluster, proc)
+        if path.exists():
+            shutil.rmtree(path)
+        (path / "outputs").mkdir(parents=True)
+        return path
+
+    # -- grants ------------------------------------------------------------
+
+    def _issue(self, root: Path, rules: list[Rule], ttl: float, host: str) -> FtpGrant:
+        user = "g" + secrets.token_hex(8)
+        password = secrets.token_urlsafe(24)
+        self.authorizer.add(Grant(user, password, root, tuple(rules), time.time() + ttl))
+        return FtpGrant(host=host, port=self.port, user=user, password=password)
+
+    def grant_upload(self, cluster: int, host: str, ttl: float = 3600) -> FtpGrant:
+        """Write-only access to a new cluster's input directory."""
+        path = self.input_dir(cluster)
+        path.mkdir(parents=True, exist_ok=True)
+        return self._issue(path, [Rule(path, WRITE)], ttl, host)
+
+    def grant_job(self, cluster: int, proc: int, host: str, ttl: float) -> FtpGrant:
+        """For a worker: read the cluster's inputs, write this job's results."""
+        rules = [Rule(self.input_dir(cluster), READ), Rule(self.job_dir(cluster, proc), READ_WRITE)]
+        return self._issue(self.root / str(cluster), rules, ttl, host)
+
+    def grant_fetch(self, jobs: list[tuple[int, int]], host: str, ttl: float = 900) -> FtpGrant:
+        """For a user: read the results of these jobs (their own, checked by the caller)."""
+        rules = [Rule(self.job_dir(c, p), READ) for c, p in jobs]
+        return self._issue(self.root, rules, ttl, host)
+
+    def revoke(self, grant: FtpGrant) -> None:
+        self.authorizer.revoke(grant.user)

@@ -1,0 +1,396 @@
+"""SQLite state of the scheduler: users, clusters, jobs and their events.
+
+SQLite is the source of truth for everything that must survive a restart. The
+connection is in autocommit mode; writes go through :meth:`Store.transaction`,
+which opens ``BEGIN IMMEDIATE`` and rolls back on error. The database runs in
+WAL mode with ``synchronous=NORMAL``: a committed transaction survives a crash
+of the scheduler process (``kill -9``); only a power loss can take back the last
+few commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scheduler.protocol import (
+    JobEvent,
+    JobInfo,
+    JobSpec,
+    JobState,
+    format_job_id,
+    from_wire,
+    to_wire,
+    user_key,
+)
+
+#: Ordered migrations; ``PRAGMA user_version`` says how many have run.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        key_hash BLOB NOT NULL,
+        email TEXT,
+        admin INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL
+    );
+    CREATE TABLE clusters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner TEXT NOT NULL,
+        created REAL NOT NULL,
+        submit_file TEXT,
+        submitted REAL
+    );
+    CREATE TABLE jobs (
+        cluster INTEGER NOT NULL,
+        proc INTEGER NOT NULL,
+        owner TEXT NOT NULL,
+        state TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        submit_time REAL NOT NULL,
+        start_time REAL,
+        end_time REAL,
+        worker TEXT,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        num_starts INTEGER NOT NULL DEFAULT 0,
+        exit_code INTEGER,
+        exit_signal INTEGER,
+        wall_time REAL,
+        cpu_time REAL,
+        hold_reason TEXT,
+        output_files TEXT NOT NULL DEFAULT '[]',
+        PRIMARY KEY (cluster, proc)
+    );
+    CREATE INDEX jobs_state ON jobs (state);
+    CREATE INDEX jobs_owner ON jobs (owner);
+    CREATE TABLE job_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        cluster INTEGER NOT NULL,
+        proc INTEGER NOT NULL,
+        time REAL NOT NULL,
+        event TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX job_events_job ON job_events (cluster, proc);
+    CREATE TABLE workers (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL
+    );
+    """,
+]
+
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+
+
+@dataclass
+class Job:
+    """A job as the scheduler holds it; a row of the ``jobs`` table."""
+
+    cluster: int
+    proc: int
+    owner: str
+    state: JobState
+    spec: JobSpec
+    submit_time: float
+    start_time: float | None = None
+    end_time: float | None = None
+    worker: str | None = None
+    attempt: int = 0
+    num_starts: int = 0
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    wall_time: float | None = None
+    cpu_time: float | None = None
+    hold_reason: str | None = None
+    output_files: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return format_job_id(self.cluster, self.proc)
+
+    def info(self) -> JobInfo:
+        """The record users see."""
+        return JobInfo(
+            id=self.id,
+            cluster=self.cluster,
+            proc=self.proc,
+            owner=self.owner,
+            state=self.state.value,
+            submit_time=self.submit_time,
+            start_time=self.start_time,
+            end_time=self.end_time,
+            worker=self.worker,
+            exit_code=self.exit_code,
+            exit_signal=self.exit_signal,
+            wall_time=self.wall_time,
+            cpu_time=self.cpu_time,
+            num_starts=self.num_starts,
+            hold_reason=self.hold_reason,
+            executable=self.spec.executable,
+            arguments=list(self.spec.arguments),
+            output_files=list(self.output_files),
+        )
+
+
+_JOB_COLUMNS = (
+    "cluster, proc, owner, state, spec, submit_time, start_time, end_time, worker, attempt,"
+    " num_starts, exit_code, exit_signal, wall_time, cpu_time, hold_reason, output_files"
+)
+
+
+def _job_from_row(row: sqlite3.Row) -> Job:
+    return Job(
+        cluster=row["cluster"],
+        proc=row["proc"],
+        owner=row["owner"],
+        state=JobState(row["state"]),
+        spec=from_wire(JobSpec, json.loads(row["spec"]), "spec"),
+        submit_time=row["submit_time"],
+        start_time=row["start_time"],
+        end_time=row["end_time"],
+        worker=row["worker"],
+        attempt=row["attempt"],
+        num_starts=row["num_starts"],
+        exit_code=row["exit_code"],
+        exit_signal=row["exit_signal"],
+        wall_time=row["wall_time"],
+        cpu_time=row["cpu_time"],
+        hold_reason=row["hold_reason"],
+        output_files=json.loads(row["output_files"]),
+    )
+
+
+class StoreError(Exception):
+    """A request the store refuses (unknown user, duplicate name, ...)."""
+
+
+class Store:
+    """The scheduler's database. One instance per process; thread-safe through a lock."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _migrate(self) -> None:
+        with self.transaction() as db:
+            done = db.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[done:], start=done + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={number}")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; nested calls join the outer one."""
+        with self._lock:
+            if self._db.in_transaction:
+                yield self._db
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: Iterable[object] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
+
+    # ------------------------------------------------------------------ users
+
+    def add_user(self, name: str, *, email: str | None = None, admin: bool = False) -> str:
+        """Create a user and return their token (shown once; only its hash is kept)."""
+        if not USER_NAME.match(name):
+            raise StoreError(
+                f"invalid user name {name!r}: use lower-case letters, digits, '_', '.', '-'"
+            )
+        token = f"{name}:{secrets.token_urlsafe(24)}"
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM users WHERE name=?", (name,)).fetchone():
+                raise StoreError(f"user {name!r} already exists")
+            db.execute(
+                "INSERT INTO users (name, key_hash, email, admin, created) VALUES (?,?,?,?,?)",
+                (name, user_key(token), email, int(admin), time.time()),
+            )
+        return token
+
+    def new_token(self, name: str) -> str:
+        """Replace a user's token; the old one stops working."""
+        token = f"{name}:{secrets.token_urlsafe(24)}"
+        with self.transaction() as db:
+            cur = db.execute("UPDATE users SET key_hash=? WHERE name=?", (user_key(token), name))
+            if cur.rowcount == 0:
+                raise StoreError(f"no user {name!r}")
+        return token
+
+    def remove_user(self, name: str) -> None:
+        with self.transaction() as db:
+            if db.execute("DELETE FROM users WHERE name=?", (name,)).rowcount == 0:
+                raise StoreError(f"no user {name!r}")
+
+    def user_key(self, name: str) -> bytes | None:
+        rows = self._query("SELECT key_hash FROM users WHERE name=?", (name,))
+        return bytes(rows[0]["key_hash"]) if rows else None
+
+    def users(self) -> list[dict[str, object]]:
+        rows = self._query("SELECT name, email, admin, created FROM users ORDER BY name")
+        return [dict(row) for row in rows]
+
+    # ------------------------------------------------------------------ clusters and jobs
+
+    def reserve_cluster(self, owner: str, now: float) -> int:
+        with self.transaction() as db:
+            cur = db.execute("INSERT INTO clusters (owner, created) VALUES (?, ?)", (owner, now))
+            return int(cur.lastrowid or 0)
+
+    def cluster_owner(self, cluster: int) -> tuple[str, bool] | None:
+        """The owner of a cluster and whether its jobs were submitted."""
+        rows = self._query("SELECT owner, submitted FROM clusters WHERE id=?", (cluster,))
+        return (rows[0]["owner"], rows[0]["submitted"] is not None) if rows else None
+
+    def insert_jobs(self, cluster: int, submit_file: str, jobs: list[Job], now: float) -> None:
+        """Queue all procs of a cluster in one transaction."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE clusters SET submit_file=?, submitted=? WHERE id=?",
+                (submit_file, now, cluster),
+            )
+            db.executemany(
+                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({','.join('?' * 17)})",
+                [self._job_values(job) for job in jobs],
+            )
+            db.executemany(
+                "INSERT INTO job_events (cluster, proc, time, event, detail) VALUES (?,?,?,?,?)",
+                [(j.cluster, j.proc, now, "submitted", f"from {submit_file}") for j in jobs],
+            )
+
+    @staticmethod
+    def _job_values(job: Job) -> tuple[object, ...]:
+        return (
+            job.cluster,
+            job.proc,
+            job.owner,
+            job.state.value,
+            json.dumps(to_wire(job.spec), separators=(",", ":")),
+            job.submit_time,
+            job.start_time,
+            job.end_time,
+            job.worker,
+            job.attempt,
+            job.num_starts,
+            job.exit_code,
+            job.exit_signal,
+            job.wall_time,
+            job.cpu_time,
+            job.hold_reason,
+            json.dumps(job.output_files),
+        )
+
+    def save_job(self, job: Job, event: str, detail: str = "", now: float | None = None) -> None:
+        """Write a job's changed row and one event, inside the caller's transaction
+        (or a transaction of its own)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE jobs SET state=?, start_time=?, end_time=?, worker=?, attempt=?,"
+                " num_starts=?, exit_code=?, exit_signal=?, wall_time=?, cpu_time=?,"
+                " hold_reason=?, output_files=? WHERE cluster=? AND proc=?",
+                (
+                    job.state.value,
+                    job.start_time,
+                    job.end_time,
+                    job.worker,
+                    job.attempt,
+                    job.num_starts,
+                    job.exit_code,
+                    job.exit_signal,
+                    job.wall_time,
+                    job.cpu_time,
+                    job.hold_reason,
+                    json.dumps(job.output_files),
+                    job.cluster,
+                    job.proc,
+                ),
+            )
+            db.execute(
+                "INSERT INTO job_events (cluster, proc, time, event, detail) VALUES (?,?,?,?,?)",
+                (job.cluster, job.proc, time.time() if now is None else now, event, detail),
+            )
+
+    def active_jobs(self) -> list[Job]:
+        """Every job not yet completed or removed, in submit order."""
+        rows = self._query(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN (?,?,?) ORDER BY cluster, proc",
+            (JobState.IDLE.value, JobState.RUNNING.value, JobState.HELD.value),
+        )
+        return [_job_from_row(row) for row in rows]
+
+    def jobs(
+        self,
+        *,
+        owner: str | None = None,
+        clusters: Iterable[int] = (),
+        job_ids: Iterable[tuple[int, int]] = (),
+        states: Iterable[str] = (),
+    ) -> list[Job]:
+        """Jobs matching every filter given (clusters and job ids are OR-ed together)."""
+        where, args = [], []
+        if owner is not None:
+            where.append("owner=?")
+            args.append(owner)
+        picks = [("cluster=?", (c,)) for c in clusters]
+        picks += [("(cluster=? AND proc=?)", pair) for pair in job_ids]
+        if picks:
+            where.append("(" + " OR ".join(p for p, _ in picks) + ")")
+            args.extend(a for _, pair in picks for a in pair)
+        states = list(states)
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args.extend(states)
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [_job_from_row(row) for row in self._query(sql + " ORDER BY cluster, proc", args)]
+
+    def events(self, cluster: int, proc: int) -> list[JobEvent]:
+        rows = self._query(
+            "SELECT time, event, detail FROM job_events WHERE cluster=? AND proc=? ORDER BY seq",
+            (cluster, proc),
+        )
+        return [JobEvent(time=r["time"], event=r["event"], detail=r["detail"]) for r in rows]
+
+    # ------------------------------------------------------------------ workers
+
+    def worker_id(self, name: str, now: float) -> int:
+        """The stable id of a worker name, assigned at its first registration."""
+        with self.transaction() as db:
+            row = db.execute("SELECT id FROM workers WHERE name=?", (name,)).fetchone()
+            if row:
+                db.execute("UPDATE workers SET last_seen=? WHERE id=?", (now, row["id"]))
+                return int(row["id"])
+            cur = db.execute(
+                "INSERT INTO workers (name, first_seen, last_seen) VALUES (?,?,?)", (name, now, now)
+            )
+            return int(cur.lastrowid or 0)

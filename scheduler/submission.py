@@ -1,0 +1,89 @@
+"""Checks on a submission as it reaches the scheduler: nothing a user supplies may
+name a path outside its sandbox, and every input must have been uploaded."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+
+from scheduler.protocol import JobSpec
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_PROCS = 1_000_000
+
+
+class SubmissionError(Exception):
+    """A submission that cannot be queued; nothing of it is stored."""
+
+
+def safe_name(name: str) -> bool:
+    """A plain file name: no directory part, not '.' or '..', no control characters."""
+    return (
+        bool(name)
+        and len(name) <= 255
+        and "/" not in name
+        and name not in (".", "..")
+        and not any(ord(c) < 32 for c in name)
+    )
+
+
+def safe_relative_path(path: str) -> bool:
+    """A relative path that stays below its starting directory."""
+    parts = PurePosixPath(path).parts
+    return (
+        bool(parts)
+        and not PurePosixPath(path).is_absolute()
+        and ".." not in parts
+        and not any(ord(c) < 32 for c in path)
+    )
+
+
+def check_submission(specs: list[JobSpec], input_dir: Path) -> list[str]:
+    """Raise :class:`SubmissionError` naming the first problem; return warnings."""
+    if not specs:
+        raise SubmissionError("the submission has no jobs")
+    if len(specs) > MAX_PROCS:
+        raise SubmissionError(f"at most {MAX_PROCS} jobs in one cluster")
+    uploaded: dict[str, int] = {}
+    for proc, spec in enumerate(specs):
+        _check_inputs(f"job {proc}", spec, input_dir, uploaded)
+        _check_spec(f"job {proc}", spec)
+    if any(spec.notify_user for spec in specs):
+        return ["email notification is not configured on this scheduler: no mail will be sent"]
+    return []
+
+
+def _check_inputs(where: str, spec: JobSpec, input_dir: Path, uploaded: dict[str, int]) -> None:
+    for f in spec.inputs:
+        if not safe_name(f.name):
+            raise SubmissionError(f"{where}: input {f.name!r} is not a plain file name")
+        if not SHA256.match(f.sha256):
+            raise SubmissionError(f"{where}: input {f.name!r} has no valid sha256")
+        if f.sha256 not in uploaded:
+            path = input_dir / f.sha256
+            if path.is_symlink() or not path.is_file():
+                raise SubmissionError(f"{where}: input {f.name!r} was not uploaded")
+            uploaded[f.sha256] = path.stat().st_size
+        if uploaded[f.sha256] != f.size:
+            raise SubmissionError(
+                f"{where}: input {f.name!r} has {uploaded[f.sha256]} bytes, expected {f.size}"
+            )
+    names = [f.name for f in spec.inputs]
+    if len(set(names)) != len(names):
+        raise SubmissionError(f"{where}: two inputs have the same name")
+    if spec.executable not in names:
+        raise SubmissionError(f"{where}: the executable {spec.executable!r} is not an input")
+    if spec.stdin is not None and spec.stdin not in names:
+        raise SubmissionError(f"{where}: the input file {spec.stdin!r} is not an input")
+
+
+def _check_spec(where: str, spec: JobSpec) -> None:
+    for out in spec.transfer_output_files or []:
+        if not safe_relative_path(out):
+            raise SubmissionError(f"{where}: output {out!r} leaves the job's directory")
+    for key in spec.environment:
+        if not ENV_NAME.match(key):
+            raise SubmissionError(f"{where}: invalid environment variable name {key!r}")
+    if spec.request_cpus < 1 or spec.request_gpus < 0:
+        raise SubmissionError(f"{where}: request_cpus must be >= 1 and request_gpus >= 0")

@@ -1,0 +1,94 @@
+"""``dfarm worker``: run a worker daemon in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from scheduler import logs
+from scheduler.protocol import HandshakeError, parse_memory_mb, read_secret
+from worker_node.daemon import Worker, WorkerConfig
+from worker_node.metrics import Sampler
+
+log = logging.getLogger("worker_node")
+
+
+def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Run a dfarm worker daemon.")
+    parser.add_argument("--scheduler", required=True, metavar="HOST:PORT")
+    parser.add_argument("--secret-file", required=True, type=Path, help="the worker pool secret")
+    parser.add_argument("--name", default=None, help="worker name (default: host name)")
+    parser.add_argument("--slots", type=int, default=None, help="jobs at once (default: CPUs)")
+    parser.add_argument("--work-dir", type=Path, default=None, help="sandboxes and input cache")
+    parser.add_argument("--cpus", type=int, default=None, help="CPUs to offer (default: all)")
+    parser.add_argument("--memory", default=None, help="memory to offer, e.g. 4GB (default: all)")
+    parser.add_argument("--gpus", type=int, default=None, help="GPUs to offer (default: detected)")
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-file", type=Path, default=None)
+    return parser
+
+
+def split_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"--scheduler must be HOST:PORT, not {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def config_from_args(args: argparse.Namespace, sampler: Sampler) -> WorkerConfig:
+    host, port = split_address(args.scheduler)
+    name = args.name or socket.gethostname()
+    metrics = sampler.sample()
+    cpus = args.cpus or metrics.threads
+    memory = parse_memory_mb(args.memory) if args.memory else metrics.memory_total_mb
+    gpus = len(metrics.gpus) if args.gpus is None else args.gpus
+    for what, value in (("--slots", args.slots), ("--cpus", cpus), ("--memory", memory)):
+        if value is not None and value < 1:
+            raise ValueError(f"{what} must be at least 1")
+    return WorkerConfig(
+        host=host,
+        port=port,
+        secret=read_secret(args.secret_file),
+        name=name,
+        work_dir=(args.work_dir or Path("~/.dfarm") / f"worker-{name}").expanduser().resolve(),
+        slots=args.slots or cpus,
+        cpus=cpus,
+        memory_mb=memory,
+        gpus=max(0, gpus),
+    )
+
+
+async def run(worker: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, worker.stop)
+    await worker.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level, args.log_file)
+    try:
+        work_dir = args.work_dir or Path(os.getcwd())
+        sampler = Sampler(work_dir if work_dir.exists() else Path("/"))
+        config = config_from_args(args, sampler)
+        sampler.disk_path = config.work_dir
+        config.work_dir.mkdir(parents=True, exist_ok=True)
+        asyncio.run(run(Worker(config, sampler)))
+    except (ValueError, OSError) as exc:
+        log.error("cannot start the worker: %s", exc)
+        return 2
+    except HandshakeError as exc:
+        log.error("the scheduler refused this worker: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The worker daemon: connects out to the scheduler and runs the jobs it is given.
+
+One loop: connect, handshake, register, then serve messages and send
+heartbeats until the connection breaks; then reconnect with backoff. Jobs keep
+running while the scheduler is away, and each result is kept until the
+scheduler acknowledges it, so a result is never lost to a broken connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from scheduler import protocol as p
+from worker_node.metrics import Sampler
+from worker_node.runner import Attempt, run_attempt
+from worker_node.transfer import InputCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerConfig:
+    #: Scheduler host and port.
+    host: str
+    port: int
+    #: The worker pool secret.
+    secret: bytes
+    #: This worker's name (unique in the pool).
+    name: str
+    #: Directory for sandboxes and the input cache.
+    work_dir: Path
+    #: Jobs run at once.
+    slots: int
+    #: CPUs, memory (MiB) and GPUs offered to jobs.
+    cpus: int
+    memory_mb: int
+    gpus: int
+    #: Longest wait between reconnection attempts, in seconds.
+    max_backoff: float = 10.0
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig, sampler: Sampler):
+        self.config = config
+        self.sampler = sampler
+        config.work_dir.mkdir(parents=True, exist_ok=True)
+        self.jobs_dir = config.work_dir / "jobs"
+        shutil.rmtree(self.jobs_dir, ignore_errors=True)  # leftovers of a previous run
+        self.jobs_dir.mkdir()
+        self.cache = InputCache(config.work_dir / "cache")
+        self.attempts: dict[str, Attempt] = {}
+        #: Results not yet acknowledged, by request id.
+        self.unacked: dict[int, p.JobFinished] = {}
+        self._ids = itertools.count(1)
+        self._writer: asyncio.StreamWriter | None = None
+        self._stopping = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop`; reconnect with backoff when the scheduler is away."""
+        backoff = 0.5
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._session()
+                    backoff = 0.5
+                except p.HandshakeError:
+                    raise
+                except (OSError, asyncio.IncompleteReadError, p.ProtocolError, TimeoutError) as exc:
+                    log.warning(
+                        "scheduler %s:%d unreachable: %s", self.config.host, self.config.port, exc
+                    )
+                if self._stopping.is_set():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, self.config.max_backoff)
+        finally:
+            for attempt in self.attempts.values():
+                attempt.kill("the worker is shutting down")
+            log.info("worker %s stopped", self.config.name)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._writer is not None:
+            self._writer.close()
+
+    # ------------------------------------------------------------------ one connection
+
+    async def _session(self) -> None:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.config.host, self.config.port), timeout=10
+        )
+        try:
+            await self._handshake(reader, writer)
+            metrics = self.sampler.sample()
+            running = [a.key for a in self.attempts.values()]
+            await p.write_message(
+                writer,
+                p.Register(
+                    id=0,
+                    slots=self.config.slots,
+                    cpus=self.config.cpus,
+                    memory_mb=self.config.memory_mb,
+                    gpus=self.config.gpus,
+                    metrics=metrics,
+                    running=running,
+                ),
+            )
+            reply = await asyncio.wait_for(p.read_message(reader), timeout=30)
+            if isinstance(reply, p.Error) and reply.code == "conflict":
+                raise ConnectionError(reply.message)  # the old connection may linger: retry
+            if isinstance(reply, p.Error):
+                raise p.HandshakeError(f"registration refused: {reply.message}")
+            if not isinstance(reply, p.Registered):
+                raise p.ProtocolError(f"expected registered, got {reply.type}")
+            log.info(
+                "registered as worker %d with %s:%d",
+                reply.worker_id,
+                self.config.host,
+                self.config.port,
+            )
+            self._writer = writer
+            for request_id, result in self.unacked.items():
+                self._send(result.with_id(request_id))
+            heartbeat = asyncio.create_task(self._heartbeats(reply.heartbeat_interval))
+            try:
+                while True:
+                    self._handle(await p.read_message(reader))
+            finally:
+                heartbeat.cancel()
+                self._writer = None
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        key = self.config.secret
+        hello = p.Hello(
+            role=p.Role.WORKER.value,
+            version=p.PROTOCOL_VERSION,
+            name=self.config.name,
+            nonce=p.new_nonce(),
+        )
+        await p.write_message(writer, hello)
+        challenge = await asyncio.wait_for(p.read_message(reader), timeout=30)
+        await p.write_message(writer, p.answer_challenge(key, hello, challenge))
+        welcome = await asyncio.wait_for(p.read_message(reader), timeout=30)
+        assert isinstance(challenge, p.Challenge)
+        p.verify_welcome(key, hello, challenge, welcome)
+
+    async def _heartbeats(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            metrics = await asyncio.to_thread(self.sampler.sample)
+            self._send(p.Heartbeat(metrics=metrics))
+
+    def _send(self, message: p.Message) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(p.encode(message))
+
+    # ------------------------------------------------------------------ messages
+
+    def _handle(self, message: p.Message) -> None:
+        if isinstance(message, p.RunJob):
+            self._start(message)
+        elif isinstance(message, p.KillJob):
+            attempt = self.attempts.get(message.job_id)
+            if attempt is not None and attempt.msg.attempt == message.attempt:
+                log.info("job %s: killed (%s)", message.job_id, message.reason)
+                attempt.kill(message.reason)
+        elif isinstance(message, p.Ok) and message.id is not None:
+            self.unacked.pop(message.id, None)
+        elif isinstance(message, p.Error):
+            log.warning("scheduler error: %s", message.message)
+        else:
+            log.warning("unexpected %s message ignored", message.type)
+
+    def _start(self, msg: p.RunJob) -> None:
+        if msg.job_id in self.attempts:
+            log.warning("job %s is already running here; request ignored", msg.job_id)
+            return
+        directory = self.jobs_dir / f"{msg.job_id}-{msg.attempt}"
+        attempt = Attempt(msg=msg, directory=directory)
+        self.attempts[msg.job_id] = attempt
+        asyncio.create_task(self._run(attempt))
+
+    async def _run(self, attempt: Attempt) -> None:
+        msg = attempt.msg
+        loop = asyncio.get_running_loop()
+
+        def started() -> None:
+            loop.call_soon_threadsafe(
+                self._send, p.JobStarted(job_id=msg.job_id, attempt=msg.attempt)
+            )
+
+        log.info("job %s attempt %d: starting %s", msg.job_id, msg.attempt, msg.spec.executable)
+        try:
+            result = await asyncio.to_thread(run_attempt, attempt, self.cache, started)
+        finally:
+            self.attempts.pop(msg.job_id, None)
+        log.info(
+            "job %s attempt %d: exit %s signal %s%s",
+            msg.job_id,
+            msg.attempt,
+            result.exit_code,
+            result.exit_signal,
+            f" ({result.failure})" if result.failure else "",
+        )
+        request_id = next(self._ids)
+        self.unacked[request_id] = result
+        self._send(result.with_id(request_id))

@@ -1,0 +1,80 @@
+"""What a worker knows about its machine: cores, memory, disk, load and GPUs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import psutil
+
+from scheduler.protocol import GpuInfo, WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+
+def detect_gpus(nvidia_smi: str | None = None) -> list[GpuInfo]:
+    """NVIDIA GPUs as ``nvidia-smi`` lists them; none when it is absent or fails."""
+    exe = nvidia_smi or shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("nvidia-smi failed, reporting no GPUs: %s", exc)
+        return []
+    return parse_nvidia_smi(out)
+
+
+def parse_nvidia_smi(text: str) -> list[GpuInfo]:
+    """Parse ``index, name, memory.total`` CSV lines (units: MiB)."""
+    gpus = []
+    for line in text.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) != 3:
+            continue
+        try:
+            gpus.append(
+                GpuInfo(index=int(fields[0]), name=fields[1], memory_mb=int(float(fields[2])))
+            )
+        except ValueError:
+            log.warning("unexpected nvidia-smi line: %r", line)
+    return gpus
+
+
+class Sampler:
+    """Reads fresh metrics on each call; GPUs are detected once, at start."""
+
+    def __init__(self, disk_path: Path, gpus: list[GpuInfo] | None = None):
+        self.disk_path = disk_path
+        self.gpus = detect_gpus() if gpus is None else gpus
+        self.cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+        self.threads = psutil.cpu_count(logical=True) or self.cores
+        self.hostname = socket.gethostname()
+
+    def sample(self) -> WorkerMetrics:
+        mem = psutil.virtual_memory()
+        disk = psutil.disk_usage(str(self.disk_path))
+        return WorkerMetrics(
+            cores=self.cores,
+            threads=self.threads,
+            memory_total_mb=mem.total // 2**20,
+            memory_available_mb=mem.available // 2**20,
+            disk_total_mb=disk.total // 2**20,
+            disk_free_mb=disk.free // 2**20,
+            load_avg=[round(x, 2) for x in os.getloadavg()],
+            gpus=list(self.gpus),
+            os=platform.system(),
+            arch=platform.machine(),
+            hostname=self.hostname,
+        )
