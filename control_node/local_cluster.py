@@ -61,6 +61,8 @@ class LocalCluster:
         self.n_workers, self.slots = workers, slots
         self.logs = self.config.home / "logs"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.access: p.AccessRecord | None = None
+        self.token: str | None = None
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log_file = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
@@ -71,25 +73,40 @@ class LocalCluster:
         log_file.close()
 
     def start(self) -> p.AccessRecord:
+        """Start the scheduler, then the workers; returns the access record (with token)."""
         home = self.config.home
         home.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
-        token = local_user_token(self.config)
-        self.config.access_path.unlink(missing_ok=True)
-        self._spawn("scheduler", ["scheduler", "--home", str(home), "--host", "127.0.0.1",
-                                  "--port", str(self.config.port), "--log-file", "-"])  # fmt: skip
-        record = self._wait_for_access()
-        record = p.AccessRecord(host=record.host, port=record.port, token=token)
-        record.save(self.config.access_path)
+        self.token = local_user_token(self.config)
+        self.start_scheduler()
         host = socket.gethostname().split(".")[0]
         for i in range(1, self.n_workers + 1):
-            name = f"{host}-{i}"
-            self._spawn(f"worker-{i}", [
-                "worker_node", "--scheduler", f"127.0.0.1:{record.port}",
-                "--secret-file", str(self.config.secret_path), "--name", name,
-                "--slots", str(self.slots), "--work-dir", str(home / "workers" / name),
-            ])  # fmt: skip
-        return record
+            self.add_worker(f"{host}-{i}", slots=self.slots)
+        return self.access
+
+    def start_scheduler(self, *extra: str) -> p.AccessRecord:
+        """Start (or restart) the scheduler process and wait until it listens."""
+        self.config.access_path.unlink(missing_ok=True)
+        port = str(self.access.port if self.access else self.config.port)
+        args = ["--home", str(self.config.home), "--host", "127.0.0.1", "--port", port]
+        self._spawn("scheduler", ["scheduler", *args, "--log-file", "-", *extra])
+        record = self._wait_for_access()
+        self.access = p.AccessRecord(host=record.host, port=record.port, token=self.token)
+        self.access.save(self.config.access_path)
+        return self.access
+
+    def add_worker(
+        self, name: str, *extra: str, slots: int = 1, secret_file: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a worker process named ``name`` (its log: ``logs/<name>.log``)."""
+        assert self.access is not None, "start the scheduler first"
+        self._spawn(name, [
+            "worker_node", "--scheduler", f"127.0.0.1:{self.access.port}",
+            "--secret-file", str(secret_file or self.config.secret_path), "--name", name,
+            "--slots", str(slots), "--work-dir", str(self.config.home / "workers" / name),
+            *extra,
+        ])  # fmt: skip
+        return self.processes[name]
 
     def _wait_for_access(self) -> p.AccessRecord:
         deadline = time.monotonic() + STARTUP_TIMEOUT

@@ -48,7 +48,7 @@ def jobs_table(jobs: Sequence[p.JobInfo], now: float | None = None) -> str:
         for j in jobs
     ]
     headers = ("ID", "OWNER", "STATE", "SUBMITTED", "RUN_TIME", "WORKER", "CMD")
-    return tabulate(rows, headers=headers, tablefmt="plain")
+    return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
 
 
 def jobs_summary(jobs: Sequence[p.JobInfo]) -> str:
@@ -78,7 +78,7 @@ def workers_table(workers: Sequence[p.WorkerInfo]) -> str:
             )
         )
     headers = ("ID", "NAME", "STATE", "SLOTS", "CORES", "THREADS", "RAM_AVAIL", "GPU", "LOAD")
-    return tabulate(rows, headers=headers, tablefmt="plain")
+    return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
 
 
 __all__ = ["dump_json", "jobs_summary", "jobs_table", "workers_table", "duration", "when"]

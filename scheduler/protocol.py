@@ -42,6 +42,7 @@ import struct
 import types
 import typing
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar, Self, Union
 
@@ -97,26 +98,32 @@ def parse_job_id(text: str) -> tuple[int, int | None]:
         raise ValueError(f"not a job id: {text!r} (expected CLUSTER or CLUSTER.PROC)") from None
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*$", re.IGNORECASE)
-_SIZE_POWERS = {"K": 1, "M": 2, "G": 3, "T": 4}
+_QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([KMGT]B?)?", re.IGNORECASE)
+_UNIT_BYTES = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
-def _parse_size(text: str, default_unit: str, unit_power: int) -> int:
-    match = _SIZE.match(text)
-    if not match:
-        raise ValueError(f"not a size: {text!r} (examples: 512, 1024M, 2GB)")
-    number, unit = float(match[1]), (match[2] or default_unit).upper()
-    return math.ceil(number * 1024 ** (_SIZE_POWERS[unit] - unit_power))
+def _quantity_bytes(value: str, default_unit: str, what: str) -> Fraction:
+    m = _QUANTITY.fullmatch(value.strip())
+    if m is None:
+        raise ValueError(
+            f"invalid {what} {value!r}: expected a number with an optional unit"
+            " K, KB, M, MB, G, GB, T or TB"
+        )
+    unit = (m.group(2) or default_unit)[0].upper()
+    amount = Fraction(m.group(1)) * _UNIT_BYTES[unit]
+    if amount <= 0:
+        raise ValueError(f"invalid {what} {value!r}: must be greater than 0")
+    return amount
 
 
-def parse_memory_mb(text: str) -> int:
-    """HTCondor memory units: a bare number is MiB; K, M, G, T (optionally with B)."""
-    return _parse_size(text, "M", 2)
+def parse_memory_mb(value: str) -> int:
+    """``request_memory``: a bare number is MiB; K/M/G/T(B) are binary units. Rounds up."""
+    return math.ceil(_quantity_bytes(value, "M", "memory size") / 2**20)
 
 
-def parse_disk_kb(text: str) -> int:
-    """HTCondor disk units: a bare number is KiB; K, M, G, T (optionally with B)."""
-    return _parse_size(text, "K", 1)
+def parse_disk_kb(value: str) -> int:
+    """``request_disk``: a bare number is KiB; K/M/G/T(B) are binary units. Rounds up."""
+    return math.ceil(_quantity_bytes(value, "K", "disk size") / 2**10)
 
 
 # --------------------------------------------------------------------------- records

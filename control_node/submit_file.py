@@ -1,0 +1,531 @@
+"""The dfarm submit-file parser: the seed format and a subset of HTCondor's submit language.
+
+Where dfarm accepts HTCondor syntax it means what condor_submit means; what it does not
+support is rejected with the file name, line number and a clear message. Every
+``key = value`` also defines a macro, expanded when a ``queue`` statement is reached with
+the values in force there (see ``submit_quoting`` for macros, quoting and units).
+Unlike HTCondor, an undefined macro without a default is an error, not "". An empty
+value (``key =``) leaves the key unset, except that an empty or ``""``
+``transfer_output_files`` means "no output files" and an empty ``arguments`` still
+counts as given (so a seed ``data`` file is then not passed as an argument).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from control_node.submit_quoting import (
+    CONTROL_CHARS,
+    QUEUE_FORM_ERROR,
+    LineError,
+    MacroContext,
+    MacroError,
+    Statement,
+    expand_macros,
+    parse_arguments,
+    parse_environment,
+    read_statements,
+    replace_self_reference,
+    split_list,
+    valid_env_name,
+)
+from scheduler.protocol import parse_disk_kb, parse_memory_mb
+
+__all__ = [
+    "ProcDescription",
+    "SubmitDescription",
+    "SubmitFileError",
+    "parse_disk_kb",
+    "parse_memory_mb",
+    "parse_submit_file",
+    "parse_submit_text",
+]
+
+
+class SubmitFileError(Exception):
+    """A submit file that dfarm refuses: ``str(e)`` is ``"file:line: message"``."""
+
+    def __init__(self, path: str, line: int | None, message: str) -> None:
+        super().__init__(path, line, message)
+        self.path, self.line, self.message = path, line, message
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class ProcDescription:
+    """One proc of a cluster, with every path absolute on the submit machine."""
+
+    proc: int
+    executable: str
+    arguments: list[str]
+    environment: dict[str, str]
+    input: str | None
+    output: str | None
+    error: str | None
+    log: str | None
+    transfer_input_files: list[str]
+    transfer_output_files: list[str] | None
+    initialdir: str
+    request_cpus: int
+    request_memory: int | None
+    request_disk: int | None
+    request_gpus: int
+    notify_user: str | None
+    notification: str
+    priority: int
+    machine: str | None
+    getenv: bool
+
+
+@dataclass(frozen=True)
+class SubmitDescription:
+    """A parsed submit file: its procs in order and non-fatal warnings."""
+
+    path: str
+    procs: list[ProcDescription]
+    warnings: list[str]
+
+
+SEED_KEYS = frozenset({"executable", "data", "email", "client"})
+SUPPORTED_KEYS = SEED_KEYS | {
+    "arguments", "input", "output", "error", "log", "transfer_input_files",
+    "transfer_output_files", "initialdir", "environment", "getenv", "request_cpus",
+    "request_memory", "request_disk", "request_gpus", "notify_user", "notification",
+    "priority", "universe", "should_transfer_files", "when_to_transfer_output",
+}  # fmt: skip
+UNSUPPORTED_KEYS = frozenset({
+    "requirements", "rank", "max_retries", "retry_until", "success_exit_code",
+    "transfer_executable", "transfer_output_remaps", "periodic_remove", "periodic_hold",
+    "periodic_release", "on_exit_remove", "on_exit_hold", "hold", "stream_output",
+    "stream_error", "stream_input", "batch_name", "accounting_group", "accounting_group_user",
+    "concurrency_limits", "nice_user", "docker_image", "container_image", "deferral_time",
+    "job_max_vacate_time", "max_idle", "max_materialize", "skip_filechecks", "copy_to_spool",
+    "leave_in_queue", "next_job_start_delay", "allowed_execute_duration",
+    "allowed_job_duration", "remote_initialdir", "log_xml", "job_lease_duration",
+    "output_destination", "transfer_plugins", "want_graceful_removal", "kill_sig",
+    "encrypt_input_files", "encrypt_output_files", "dont_encrypt_input_files",
+    "dont_encrypt_output_files", "max_transfer_input_mb", "max_transfer_output_mb",
+    "preserve_relative_paths", "image_size", "coresize", "description",
+})  # fmt: skip
+_RESERVED = frozenset({"cluster", "clusterid", "process", "procid", "dollar"})
+_NOTIFICATIONS = {n.lower(): n for n in ("Never", "Complete", "Error", "Always")}
+
+_MACRO_USE = re.compile(r"\$\(\s*([A-Za-z_][A-Za-z0-9_.]*)")
+_INT = re.compile(r"[+-]?[0-9]+")
+_EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
+_MACHINE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+MAX_PROCS = 1_000_000
+_INT32 = 2**31 - 1
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+class _Parser:
+    def __init__(self, filename: str, cluster: int, cwd: str, environ: Mapping[str, str]):
+        self.filename, self.cluster, self.cwd, self.environ = filename, cluster, cwd, environ
+        self.submit_file = os.path.join(cwd, filename)
+        self.raw: dict[str, str] = {}  # lower-case key -> raw value, for macro expansion
+        self.lines: dict[str, int] = {}  # lower-case key -> line of its definition
+        self.procs: list[ProcDescription] = []
+        self.warnings: dict[str, None] = {}
+        self.executable: str | None = None
+        self.outputs: dict[tuple[str, str, int], int] = {}
+        self._stat: dict[str, int] = {}
+
+    # -- errors, warnings and raw values
+    def error(self, key: str, message: str) -> SubmitFileError:
+        """An error on the line where key was last set."""
+        return SubmitFileError(self.filename, self.lines.get(key), message)
+
+    def warn(self, line: int | None, text: str) -> None:
+        where = self.filename if line is None else f"{self.filename}:{line}"
+        self.warnings[f"{where}: {text}"] = None
+
+    def get(self, ctx: MacroContext, key: str) -> str | None:
+        """The expanded, stripped value of key, or None when it is not set."""
+        if key not in self.raw:
+            return None
+        try:
+            value = expand_macros(self.raw[key], ctx, (key,)).strip()
+        except MacroError as e:
+            raise self.error(key, str(e)) from None
+        m = CONTROL_CHARS.search(value)
+        if m:
+            raise self.error(key, f"value of '{key}' contains control character U+{ord(m[0]):04X}")
+        return value
+
+    # -- statements
+    def run(self, stmts: list[Statement]) -> None:
+        used = {m.lower() for s in stmts for m in _MACRO_USE.findall(s.value)}
+        queues = [s.line for s in stmts if s.key is None]
+        for st in stmts:
+            if st.key is None:
+                self.queue(st)
+            else:
+                self.assign(st, used)
+                if queues and st.line > queues[-1]:
+                    self.warn(
+                        st.line, f"'{st.key}' is set after the last 'queue' and has no effect"
+                    )
+        if not queues:
+            if any(k not in SEED_KEYS for k in self.raw):
+                raise SubmitFileError(self.filename, None, "no 'queue' statement")
+            self.queue(Statement(0, None, ""))
+        self.shared_output_warnings()
+
+    def assign(self, st: Statement, used: set[str]) -> None:
+        assert st.key is not None
+        key = st.key.lower()
+        if key in _RESERVED:
+            raise SubmitFileError(self.filename, st.line, f"'{st.key}' is predefined")
+        if key in UNSUPPORTED_KEYS or (key.startswith("request_") and key not in SUPPORTED_KEYS):
+            raise SubmitFileError(
+                self.filename, st.line, f"submit key '{st.key}' is not supported yet"
+            )
+        if key not in SUPPORTED_KEYS and key not in used:
+            raise SubmitFileError(self.filename, st.line, f"unknown submit key '{st.key}'")
+        try:
+            self.raw[key] = replace_self_reference(st.value, key, self.raw.get(key))
+        except MacroError as e:
+            raise SubmitFileError(self.filename, st.line, str(e)) from None
+        self.lines[key] = st.line
+
+    def context(self, proc: int, step: int) -> MacroContext:
+        """Predefined macros: Cluster and Process always win; the rest only when unset."""
+        fixed = {"cluster": str(self.cluster), "process": str(proc), "dollar": "$"}
+        fixed |= {"clusterid": fixed["cluster"], "procid": fixed["process"]}
+        soft = {"step": str(step), "itemindex": "0", "row": "0", "node": ""}
+        soft["submit_file"] = self.submit_file
+        return MacroContext(self.raw, fixed, soft, self.environ, {})
+
+    def queue(self, st: Statement) -> None:
+        line = st.line or None
+        try:
+            count = expand_macros(st.value, self.context(len(self.procs), 0), ()).strip() or "1"
+        except MacroError as e:
+            raise SubmitFileError(self.filename, line, str(e)) from None
+        if not re.fullmatch(r"[0-9]+", count):
+            raise SubmitFileError(self.filename, line, QUEUE_FORM_ERROR)
+        if len(self.procs) + int(count) > MAX_PROCS:
+            raise SubmitFileError(self.filename, line, f"more than {MAX_PROCS} procs")
+        for step in range(int(count)):
+            self.procs.append(self.build(len(self.procs), step, line))
+
+    # -- one proc
+    def build(self, proc: int, step: int, qline: int | None) -> ProcDescription:
+        ctx = self.context(proc, step)
+        self.check_fixed_choices(ctx)
+        initialdir = self.initialdir(ctx)
+        executable = self.the_executable(ctx, qline)
+        stdin = self.existing_file(ctx, "input", initialdir, "input file")
+        inputs = self.input_files(ctx, initialdir)
+        data = self.existing_file(ctx, "data", initialdir, "data file")
+        if data is not None and data not in inputs:
+            inputs.append(data)
+        self.check_collisions(executable, stdin, inputs, data)
+        out = {k: self.output_path(ctx, k, initialdir) for k in ("output", "error", "log")}
+        if out["output"] is not None and out["output"] == out["error"]:
+            self.warn(self.lines["error"], "'output' and 'error' name the same file")
+        arguments = self.arguments(ctx, data)
+        notify_user, notification = self.notification(ctx)
+        getenv = self.boolean(ctx, "getenv")
+        return ProcDescription(
+            proc=proc,
+            executable=executable,
+            arguments=arguments,
+            environment=self.environment(ctx, getenv),
+            input=stdin,
+            output=out["output"],
+            error=out["error"],
+            log=out["log"],
+            transfer_input_files=inputs,
+            transfer_output_files=self.output_files(ctx),
+            initialdir=initialdir,
+            request_cpus=self.integer(ctx, "request_cpus", 1, 1),
+            request_memory=self.quantity(ctx, "request_memory", parse_memory_mb),
+            request_disk=self.quantity(ctx, "request_disk", parse_disk_kb),
+            request_gpus=self.integer(ctx, "request_gpus", 0, 0),
+            notify_user=notify_user,
+            notification=notification,
+            priority=self.integer(ctx, "priority", 0, -_INT32),
+            machine=self.machine(ctx),
+            getenv=getenv,
+        )
+
+    def check_fixed_choices(self, ctx: MacroContext) -> None:
+        universe = self.get(ctx, "universe")
+        if universe and universe.lower() != "vanilla":
+            raise self.error("universe", f"universe '{universe}' is not supported (only vanilla)")
+        transfer = self.get(ctx, "should_transfer_files")
+        if transfer and transfer.upper() == "NO":
+            raise self.error("should_transfer_files", "dfarm always transfers files")
+        if transfer and transfer.upper() not in ("YES", "IF_NEEDED"):
+            raise self.error("should_transfer_files", f"invalid should_transfer_files {transfer!r}")
+        when = self.get(ctx, "when_to_transfer_output")
+        if when and when.upper() != "ON_EXIT":
+            raise self.error(
+                "when_to_transfer_output",
+                f"when_to_transfer_output = {when} is not supported (only ON_EXIT)",
+            )
+
+    # -- paths
+    def kind(self, path: str) -> int:
+        """0: missing, 1: regular file, 2: directory, 3: something else."""
+        if path not in self._stat:
+            isfile, isdir = os.path.isfile(path), os.path.isdir(path)
+            exists = isfile or isdir or os.path.exists(path)
+            self._stat[path] = 1 if isfile else 2 if isdir else 3 if exists else 0
+        return self._stat[path]
+
+    def initialdir(self, ctx: MacroContext) -> str:
+        value = self.get(ctx, "initialdir")
+        if not value:
+            return self.cwd
+        path = os.path.normpath(os.path.join(self.cwd, value))
+        if self.kind(path) != 2:
+            raise self.error("initialdir", f"initialdir '{value}' is not an existing directory")
+        return path
+
+    def existing_file_path(self, value: str, base: str, key: str, what: str) -> str:
+        path = os.path.normpath(os.path.join(base, value))
+        where = "" if os.path.isabs(value) else f" (looked for {path})"
+        kind = self.kind(path)
+        if kind == 0:
+            raise self.error(key, f"{what} '{value}' does not exist{where}")
+        if kind == 2 and key == "transfer_input_files":
+            raise self.error(
+                key, f"'{value}': directories in transfer_input_files are not supported yet"
+            )
+        if kind != 1:
+            raise self.error(key, f"{what} '{value}' is not a regular file{where}")
+        return path
+
+    def existing_file(self, ctx: MacroContext, key: str, base: str, what: str) -> str | None:
+        value = self.get(ctx, key)
+        return self.existing_file_path(value, base, key, what) if value else None
+
+    def the_executable(self, ctx: MacroContext, qline: int | None) -> str:
+        value = self.get(ctx, "executable")
+        if not value:
+            raise SubmitFileError(self.filename, qline, "missing 'executable'")
+        path = self.existing_file_path(value, self.cwd, "executable", "executable")
+        if self.executable is None:
+            self.executable = path
+        elif path != self.executable:
+            raise self.error(
+                "executable",
+                "a second executable in one submit file would start a second cluster"
+                " in HTCondor; dfarm submits one cluster per file",
+            )
+        return path
+
+    def input_files(self, ctx: MacroContext, base: str) -> list[str]:
+        items = split_list(self.get(ctx, "transfer_input_files") or "")
+        for item in items:
+            what = "URL inputs" if _URL.match(item) else "directories" if item.endswith("/") else ""
+            if what:
+                raise self.error(
+                    "transfer_input_files",
+                    f"'{item}': {what} in transfer_input_files are not supported yet",
+                )
+        return [
+            self.existing_file_path(p, base, "transfer_input_files", "input file") for p in items
+        ]
+
+    def check_collisions(
+        self, executable: str, stdin: str | None, inputs: list[str], data: str | None
+    ) -> None:
+        named = [(executable, "executable"), (stdin, "input")]
+        named += [(p, "data" if p == data else "transfer_input_files") for p in inputs]
+        seen: dict[str, str] = {}
+        for path, key in named:
+            if path is None:
+                continue
+            other = seen.setdefault(os.path.basename(path), path)
+            if other != path:
+                raise self.error(
+                    key,
+                    f"'{path}' and '{other}' have the same name '{os.path.basename(path)}'"
+                    " and would collide in the job's sandbox",
+                )
+
+    def output_path(self, ctx: MacroContext, key: str, base: str) -> str | None:
+        value = self.get(ctx, key)
+        if not value:
+            return None
+        path = os.path.normpath(os.path.join(base, value))
+        if self.kind(path) == 2:
+            raise self.error(key, f"{key} file '{value}' is a directory")
+        if self.kind(os.path.dirname(path)) != 2:
+            raise self.error(key, f"directory of {key} file '{value}' does not exist ({path})")
+        if key != "log":
+            slot = (key, path, self.lines[key])
+            self.outputs[slot] = self.outputs.get(slot, 0) + 1
+        return path
+
+    def shared_output_warnings(self) -> None:
+        for (key, path, line), count in self.outputs.items():
+            if count > 1:
+                self.warn(line, f"{count} procs write their {key} to the same file '{path}'")
+
+    def output_files(self, ctx: MacroContext) -> list[str] | None:
+        value = self.get(ctx, "transfer_output_files")
+        if value is None:
+            return None
+        names = [] if value == '""' else split_list(value)
+        for name in names:
+            parts = name.replace("\\", "/").split("/")
+            if os.path.isabs(name) or name.startswith("/") or ".." in parts:
+                raise self.error(
+                    "transfer_output_files",
+                    f"transfer_output_files entry '{name}' must be a relative path inside"
+                    " the job's sandbox (no absolute path, no '..')",
+                )
+            if all(p in ("", ".") for p in parts):
+                raise self.error(
+                    "transfer_output_files", f"invalid transfer_output_files entry '{name}'"
+                )
+        return names
+
+    # -- other values
+    def arguments(self, ctx: MacroContext, data: str | None) -> list[str]:
+        value = self.get(ctx, "arguments")
+        if value is None:
+            return [os.path.basename(data)] if data else []
+        try:
+            return parse_arguments(value)
+        except ValueError as e:
+            raise self.error("arguments", f"invalid arguments: {e}") from None
+
+    def environment(self, ctx: MacroContext, getenv: bool) -> dict[str, str]:
+        env: dict[str, str] = {}
+        if getenv:
+            skipped = []
+            for name, val in self.environ.items():
+                if valid_env_name(name) and not CONTROL_CHARS.search(val):
+                    env[name] = val
+                else:
+                    skipped.append(name)
+            if skipped:
+                names = ", ".join(repr(n) for n in sorted(skipped))
+                self.warn(self.lines["getenv"], f"getenv skipped unusable variables: {names}")
+        value = self.get(ctx, "environment")
+        if value:
+            try:
+                env.update(parse_environment(value))
+            except ValueError as e:
+                raise self.error("environment", f"invalid environment: {e}") from None
+        return env
+
+    def boolean(self, ctx: MacroContext, key: str) -> bool:
+        value = (self.get(ctx, key) or "false").lower()
+        if value not in ("true", "false", "1", "0"):
+            raise self.error(key, f"{key} must be true or false, not {value!r}")
+        return value in ("true", "1")
+
+    def integer(self, ctx: MacroContext, key: str, default: int, minimum: int) -> int:
+        value = self.get(ctx, key)
+        if not value:
+            return default
+        if not _INT.fullmatch(value):
+            raise self.error(key, f"{key} must be a whole number, not {value!r}")
+        if not minimum <= int(value) <= _INT32:
+            raise self.error(key, f"{key} must be between {minimum} and {_INT32}, not {value}")
+        return int(value)
+
+    def quantity(self, ctx: MacroContext, key: str, parse: Callable[[str], int]) -> int | None:
+        value = self.get(ctx, key)
+        if not value:
+            return None
+        try:
+            result = parse(value)
+        except ValueError as e:
+            raise self.error(key, f"{key}: {e}") from None
+        if result >= 2**63:
+            raise self.error(key, f"{key} {value!r} is too large")
+        return result
+
+    def notification(self, ctx: MacroContext) -> tuple[str | None, str]:
+        notify, email = self.get(ctx, "notify_user"), self.get(ctx, "email")
+        if notify and email and notify != email:
+            raise self.error("email", "'email' and 'notify_user' give different addresses")
+        address = notify or email
+        if address and not _EMAIL.fullmatch(address):
+            raise self.error(
+                "notify_user" if notify else "email", f"invalid e-mail address {address!r}"
+            )
+        value = self.get(ctx, "notification")
+        if not value:
+            return address or None, "Complete" if address else "Never"
+        if value.lower() not in _NOTIFICATIONS:
+            raise self.error(
+                "notification",
+                f"notification must be Never, Complete, Error or Always, not {value!r}",
+            )
+        return address or None, _NOTIFICATIONS[value.lower()]
+
+    def machine(self, ctx: MacroContext) -> str | None:
+        value = self.get(ctx, "client")
+        if value and not _MACHINE.fullmatch(value):
+            raise self.error("client", f"invalid client {value!r}: expected a worker id or name")
+        return value or None
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def parse_submit_text(
+    text: str,
+    *,
+    filename: str,
+    cluster: int,
+    cwd: str,
+    environ: Mapping[str, str] | None = None,
+) -> SubmitDescription:
+    """Parse submit-file text; relative paths start from ``cwd``. Raises SubmitFileError."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    parser = _Parser(
+        filename, cluster, os.path.abspath(cwd), os.environ if environ is None else environ
+    )
+    try:
+        stmts = read_statements(text)
+    except LineError as e:
+        raise SubmitFileError(filename, e.line, str(e)) from None
+    parser.run(stmts)
+    return SubmitDescription(path=filename, procs=parser.procs, warnings=list(parser.warnings))
+
+
+def parse_submit_file(
+    path: str | os.PathLike[str],
+    *,
+    cluster: int,
+    cwd: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> SubmitDescription:
+    """Read and parse a submit file; ``cwd`` defaults to the current directory, as condor_submit."""
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise SubmitFileError(name, None, f"cannot read submit file: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise SubmitFileError(name, line, "submit file is not valid UTF-8") from None
+    return parse_submit_text(
+        text, filename=name, cluster=cluster, cwd=cwd or os.getcwd(), environ=environ
+    )

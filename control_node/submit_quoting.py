@@ -1,0 +1,383 @@
+"""Value syntaxes of the HTCondor submit language, as condor_submit reads them.
+
+Every function here is pure and raises ``ValueError`` (``MacroError`` for macros)
+with a readable message; ``control_node.submit_file`` adds the file and line.
+
+- ``arguments``: the "new" syntax (the whole value in double quotes, ``""`` for
+  a literal double quote, white space between arguments, single quotes group,
+  ``''`` inside them for a literal single quote) and the "old" one (white space
+  between arguments, ``\\"`` for a literal double quote, nothing else special).
+- ``environment``: the new syntax (double-quoted, ``NAME=value`` entries
+  separated by white space, quoted like the new arguments) and the old one
+  (``NAME=value;NAME2=value2``, no quoting at all).
+- File lists (comma and/or white space separated) and the memory / disk units.
+- Lines: ``key = value`` statements and ``queue``; a trailing backslash continues a
+  line (comment lines inside the continuation are skipped); ``#`` starts a comment line.
+- Macros: ``$(name)``, ``$(name:default)`` and ``$ENV(VAR[:default])``. Names are
+  case-insensitive; ``$$(...)`` and the other ``$FUNC()`` macros are refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+__all__ = [
+    "CONTROL_CHARS",
+    "MAX_VALUE_CHARS",
+    "QUEUE_FORM_ERROR",
+    "LineError",
+    "MacroContext",
+    "MacroError",
+    "MacroRef",
+    "expand_macros",
+    "parse_arguments",
+    "parse_environment",
+    "read_statements",
+    "replace_self_reference",
+    "scan_macros",
+    "split_list",
+    "Statement",
+    "valid_env_name",
+]
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BLANKS = " \t"
+_MACRO_START = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\(")
+MAX_VALUE_CHARS = 1 << 20
+MAX_MACRO_DEPTH = 100
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+QUEUE_FORM_ERROR = "this form of 'queue' is not supported yet (only 'queue' and 'queue N')"
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_QUEUE = re.compile(r"queue\b(.*)", re.IGNORECASE | re.DOTALL)
+_QUEUE_ARGS = re.compile(r"[0-9]+|\$\([^()]*\)")
+_STATEMENT_WORDS = frozenset({"include", "if", "elif", "else", "endif", "error", "warning"})
+
+
+def _dequote_v2(value: str) -> str:
+    """Strip the outer double quotes of a new-syntax value and undouble ``""``."""
+    out: list[str] = []
+    i, n = 1, len(value)
+    while i < n:
+        c = value[i]
+        if c != '"':
+            out.append(c)
+            i += 1
+        elif i + 1 < n and value[i + 1] == '"':
+            out.append('"')
+            i += 2
+        elif i == n - 1:
+            return "".join(out)
+        else:
+            raise ValueError(
+                "unexpected text after the closing double quote"
+                ' (write "" for a literal double quote inside the quotes)'
+            )
+    raise ValueError("missing closing double quote")
+
+
+def _split_v2(raw: str) -> list[str]:
+    """Split dequoted new-syntax text on blanks; single quotes group, '' is a literal '."""
+    words: list[str] = []
+    cur: list[str] = []
+    in_word = False
+    i, n = 0, len(raw)
+    while i < n:
+        c = raw[i]
+        if c in _BLANKS:
+            if in_word:
+                words.append("".join(cur))
+                cur, in_word = [], False
+            i += 1
+            continue
+        in_word = True
+        if c != "'":
+            cur.append(c)
+            i += 1
+            continue
+        i += 1  # inside single quotes until a lone closing quote
+        while True:
+            if i >= n:
+                raise ValueError("missing closing single quote")
+            if raw[i] != "'":
+                cur.append(raw[i])
+                i += 1
+            elif i + 1 < n and raw[i + 1] == "'":
+                cur.append("'")
+                i += 2
+            else:
+                i += 1
+                break
+    if in_word:
+        words.append("".join(cur))
+    return words
+
+
+def _split_v1_arguments(value: str) -> list[str]:
+    """Old syntax: blanks separate arguments, \\" is a literal double quote."""
+    words: list[str] = []
+    cur: list[str] = []
+    in_word = False
+    i, n = 0, len(value)
+    while i < n:
+        c = value[i]
+        if c in _BLANKS:
+            if in_word:
+                words.append("".join(cur))
+                cur, in_word = [], False
+            i += 1
+            continue
+        in_word = True
+        if c == "\\" and i + 1 < n and value[i + 1] == '"':
+            cur.append('"')
+            i += 2
+        elif c == '"':
+            raise ValueError(
+                'unescaped double quote in old-syntax arguments (write \\" for a literal'
+                " double quote, or put the whole value in double quotes for the new syntax)"
+            )
+        else:
+            cur.append(c)
+            i += 1
+    if in_word:
+        words.append("".join(cur))
+    return words
+
+
+def parse_arguments(value: str) -> list[str]:
+    """Parse an ``arguments`` value in either HTCondor syntax into a list of arguments."""
+    value = value.strip(_BLANKS)
+    if value.startswith('"'):
+        return _split_v2(_dequote_v2(value))
+    return _split_v1_arguments(value)
+
+
+def valid_env_name(name: str) -> bool:
+    """True when ``name`` is a portable environment variable name."""
+    return _ENV_NAME.fullmatch(name) is not None
+
+
+def _env_entry(entry: str, env: dict[str, str]) -> None:
+    name, eq, val = entry.partition("=")
+    if not eq:
+        raise ValueError(f"environment entry {entry!r} has no '='")
+    if not valid_env_name(name):
+        raise ValueError(f"invalid environment variable name {name!r}")
+    env[name] = val
+
+
+def parse_environment(value: str) -> dict[str, str]:
+    """Parse an ``environment`` value in either HTCondor syntax into a dict (later wins)."""
+    value = value.strip(_BLANKS)
+    env: dict[str, str] = {}
+    if value.startswith('"'):
+        entries = _split_v2(_dequote_v2(value))
+    else:
+        entries = [e for e in value.split(";") if e != ""]
+    for entry in entries:
+        _env_entry(entry, env)
+    return env
+
+
+def split_list(value: str) -> list[str]:
+    """Split an HTCondor file list on commas and/or white space, dropping empty items."""
+    return [item for item in re.split(r"[,\s]+", value) if item]
+
+
+# ----------------------------------------------------------------------------- macros
+
+
+class MacroError(ValueError):
+    """A macro reference that cannot be expanded."""
+
+
+@dataclass(frozen=True)
+class MacroRef:
+    """One ``$(name[:default])`` or ``$ENV(name[:default])`` in a value."""
+
+    name: str
+    default: str | None
+    env: bool
+    raw: str
+
+
+@dataclass
+class MacroContext:
+    """What macros expand to: raw definitions (lower-case names) and predefined values.
+
+    ``fixed`` always wins; ``soft`` is used only when the file does not define the name.
+    """
+
+    defs: Mapping[str, str]
+    fixed: Mapping[str, str]
+    soft: Mapping[str, str]
+    environ: Mapping[str, str]
+    memo: dict[str, str]
+
+
+def _closing_paren(text: str, start: int) -> int:
+    depth = 0
+    for i in range(start, len(text)):
+        if text[i] == "(":
+            depth += 1
+        elif text[i] == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+    raise MacroError(f"unterminated macro reference {text[start - 1 :]!r}")
+
+
+def _scan_ref(text: str, at: int) -> tuple[MacroRef | None, int]:
+    if text.startswith("$$(", at):
+        raise MacroError("'$$(...)' (machine attribute substitution) is not supported yet")
+    m = _MACRO_START.match(text, at)
+    if m is None:
+        return None, at + 1
+    end = _closing_paren(text, m.end() - 1)
+    name, colon, default = text[m.end() : end].partition(":")
+    func = m.group(1)
+    if func not in (None, "ENV"):
+        raise MacroError(f"macro function '${func}()' is not supported yet")
+    if not (_KEY if func is None else _ENV_NAME).fullmatch(name):
+        raise MacroError(f"invalid macro name {name!r} in {text[at : end + 1]!r}")
+    return MacroRef(name, default if colon else None, func == "ENV", text[at : end + 1]), end + 1
+
+
+@lru_cache(maxsize=4096)
+def scan_macros(text: str) -> tuple[str | MacroRef, ...]:
+    """Split text into literal strings and macro references; a lone ``$`` is literal."""
+    parts: list[str | MacroRef] = []
+    i = lit = 0
+    while (j := text.find("$", i)) >= 0:
+        ref, i = _scan_ref(text, j)
+        if ref is not None:
+            parts += [text[lit:j], ref]
+            lit = i
+    parts.append(text[lit:])
+    return tuple(p for p in parts if p != "")
+
+
+def replace_self_reference(value: str, key: str, previous: str | None) -> str:
+    """Replace ``$(key)`` in key's new definition by its earlier raw value, as HTCondor does."""
+    out = []
+    for p in scan_macros(value):
+        if isinstance(p, str) or p.env or p.name.lower() != key:
+            out.append(p if isinstance(p, str) else p.raw)
+        elif previous is not None or p.default is not None:
+            out.append(previous if previous is not None else p.default)
+        else:
+            raise MacroError(
+                f"macro '{p.name}' is used in its own definition with no earlier value"
+            )
+    return "".join(out)
+
+
+def expand_macros(text: str, ctx: MacroContext, stack: tuple[str, ...] = ()) -> str:
+    """Expand every macro in text, recursively; ``stack`` holds names being expanded."""
+    result = "".join(
+        p if isinstance(p, str) else _resolve(p, ctx, stack) for p in scan_macros(text)
+    )
+    if len(result) > MAX_VALUE_CHARS:
+        raise MacroError(f"macro expansion is longer than {MAX_VALUE_CHARS} characters")
+    return result
+
+
+def _resolve(ref: MacroRef, ctx: MacroContext, stack: tuple[str, ...]) -> str:
+    if ref.env:
+        value = ctx.environ.get(ref.name)
+        if value is None and ref.default is None:
+            raise MacroError(f"environment variable '{ref.name}' is not set (in {ref.raw})")
+        return value if value is not None else expand_macros(ref.default or "", ctx, stack)
+    key = ref.name.lower()
+    if key in ctx.fixed:
+        return ctx.fixed[key]
+    if len(stack) > MAX_MACRO_DEPTH:
+        raise MacroError(f"macros nested more than {MAX_MACRO_DEPTH} deep")
+    if key in stack:
+        chain = " -> ".join([*stack[stack.index(key) :], key])
+        raise MacroError(f"macro '{ref.name}' refers to itself ({chain})")
+    if key in ctx.defs:
+        if key not in ctx.memo:
+            ctx.memo[key] = expand_macros(ctx.defs[key], ctx, (*stack, key))
+        return ctx.memo[key]
+    if key in ctx.soft:
+        return ctx.soft[key]
+    if ref.default is not None:
+        return expand_macros(ref.default, ctx, stack)
+    raise MacroError(f"undefined macro '{ref.name}'")
+
+
+# ----------------------------------------------------------------------------- lines
+
+
+class LineError(ValueError):
+    """A line that is not a statement dfarm accepts; ``line`` is its 1-based number."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+@dataclass(frozen=True)
+class Statement:
+    """``key = value`` (value stripped) or, with ``key`` None, ``queue`` and its arguments."""
+
+    line: int
+    key: str | None
+    value: str
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    raw = text.split("\n")
+    for no, line in enumerate(raw, 1):
+        m = CONTROL_CHARS.search(line.rstrip("\r"))
+        if m:
+            raise LineError(no, f"control character U+{ord(m[0]):04X} in line")
+    out: list[tuple[int, str]] = []
+    i = 0
+    while i < len(raw):
+        start, line = i + 1, raw[i].rstrip(" \t\r")
+        i += 1
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = []
+        while line.endswith("\\"):
+            parts.append(line[:-1])
+            while i < len(raw) and raw[i].lstrip().startswith("#"):
+                i += 1
+            line = raw[i].rstrip(" \t\r").lstrip(" \t") if i < len(raw) else ""
+            i += 1
+        parts.append(line)
+        if "".join(parts).strip():
+            out.append((start, "".join(parts)))
+    return out
+
+
+def _statement(no: int, text: str) -> Statement:
+    m = _QUEUE.fullmatch(text.strip())
+    if m:
+        args = m.group(1).strip()
+        if args and not _QUEUE_ARGS.fullmatch(args):
+            raise LineError(no, QUEUE_FORM_ERROR)
+        return Statement(no, None, args)
+    key, eq, value = text.partition("=")
+    key = key.strip()
+    if not eq:
+        word = text.split(None, 1)[0].lstrip("@").lower()
+        if word in _STATEMENT_WORDS:
+            raise LineError(no, f"'{word}' statements are not supported yet")
+        raise LineError(no, "expected 'key = value' or 'queue'")
+    if key.endswith("@"):
+        raise LineError(no, "multi-line values ('@=') are not supported yet")
+    if key.startswith("+") or key.lower().startswith("my."):
+        raise LineError(no, f"custom job attribute '{key}' (+Attr / MY.Attr) is not supported yet")
+    if not _KEY.fullmatch(key):
+        raise LineError(no, f"invalid submit key {key!r}")
+    return Statement(no, key, value.strip())
+
+
+def read_statements(text: str) -> list[Statement]:
+    """Split submit-file text into statements, joining continued lines; raises LineError."""
+    return [_statement(no, line) for no, line in _logical_lines(text)]

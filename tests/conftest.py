@@ -1,0 +1,120 @@
+"""A real local cluster per test: scheduler and workers as separate processes.
+
+Each process logs to ``<tmp>/home/logs/<name>.log``; every process is stopped
+at teardown, and a process that died on its own fails the test with its log.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from control_node.local_cluster import LocalCluster
+
+COMMAND_TIMEOUT = 60
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 20.0, what: str = "") -> object:
+    """Poll ``predicate`` until it returns something true; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+class TestCluster(LocalCluster):
+    """A :class:`LocalCluster` with helpers to run the real commands against it."""
+
+    __test__ = False
+
+    def __init__(self, home: Path):
+        super().__init__(home, workers=0, slots=1)
+        self.expected_exits: set[str] = set()
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DFARM_")}
+        env["DFARM_HOME"] = str(self.config.home)
+        env.update(extra)
+        return env
+
+    def run(
+        self,
+        command: str,
+        *args: str | Path,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``dsub``/``dq``/``dstat``/``dfetch``/``dfarm`` as a user would."""
+        module = "control_node.cli." + command
+        return subprocess.run(
+            [sys.executable, "-m", module, *map(str, args)],
+            cwd=cwd,
+            env=env or self.env(),
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+        )
+
+    def log(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def crashed(self) -> list[str]:
+        return [
+            name
+            for name, proc in self.processes.items()
+            if proc.poll() is not None and proc.returncode != 0 and name not in self.expected_exits
+        ]
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., TestCluster]]:
+    """Factory: ``make_cluster(workers=2)`` starts a scheduler and that many 1-slot workers."""
+    made: list[TestCluster] = []
+
+    def create(workers: int = 2, slots: int = 1, worker_args: tuple[str, ...] = ()) -> TestCluster:
+        cluster = TestCluster(tmp_path / f"home{len(made)}")
+        made.append(cluster)
+        cluster.config.home.mkdir(parents=True)
+        cluster.logs.mkdir()
+        from control_node.local_cluster import local_user_token
+
+        cluster.token = local_user_token(cluster.config)
+        cluster.start_scheduler()
+        for i in range(1, workers + 1):
+            cluster.add_worker(f"w{i}", *worker_args, slots=slots)
+        if workers:
+            wait_until(lambda: cluster.log("scheduler").count("registered from") >= workers,
+                       what=f"{workers} workers to register")  # fmt: skip
+        return cluster
+
+    yield create
+    for cluster in made:
+        crashed = cluster.crashed()
+        cluster.stop(grace=5)
+        assert not crashed, "crashed: " + "; ".join(
+            f"{name}:\n{cluster.log(name)[-3000:]}" for name in crashed
+        )
+
+
+@pytest.fixture
+def cluster(make_cluster: Callable[..., TestCluster]) -> TestCluster:
+    """A scheduler with two 1-slot workers."""
+    return make_cluster(workers=2)
+
+
+def write(path: Path, text: str, executable: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    if executable:
+        path.chmod(0o755)
+    return path

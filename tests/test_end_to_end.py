@@ -1,0 +1,206 @@
+"""End-to-end: the real commands against a real scheduler and real workers."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import struct
+import time
+from pathlib import Path
+
+from conftest import TestCluster, wait_until, write
+
+from control_node import Client
+
+STATS = """#!/usr/bin/env python3
+import csv, statistics, sys
+values = [float(row["value"]) for row in csv.DictReader(open(sys.argv[1]))]
+print(f"n={len(values)} mean={statistics.mean(values):.2f} max={max(values):.0f}")
+"""
+
+
+def test_job_with_dataset_returns_its_stdout(cluster: TestCluster, tmp_path: Path) -> None:
+    write(tmp_path / "stats.py", STATS, executable=True)
+    write(tmp_path / "data.csv", "name,value\na,1\nb,2\nc,6\n")
+    write(tmp_path / "job.sub", "executable = stats.py\ndata = data.csv\n")
+    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "1 job(s) submitted to cluster 1." in result.stdout
+    assert (tmp_path / "1.0" / "stdout").read_text() == "n=3 mean=3.00 max=6\n"
+    status = json.loads((tmp_path / "1.0" / "status.json").read_text())
+    assert status["exit_code"] == 0 and status["state"] == "completed"
+
+
+def test_two_jobs_on_two_workers_overlap(cluster: TestCluster, tmp_path: Path) -> None:
+    write(tmp_path / "span.sh", "#!/bin/sh\ndate +%s.%N\nsleep 1\ndate +%s.%N\n", True)
+    write(tmp_path / "job.sub", "executable = span.sh\nqueue 2\n")
+    result = cluster.run("dsub", "--wait", "--json", "job.sub", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    jobs = json.loads(result.stdout)["jobs"]
+    assert {j["worker"] for j in jobs} == {"w1", "w2"}
+    spans = [[float(x) for x in (tmp_path / j["id"] / "stdout").read_text().split()] for j in jobs]
+    (a0, a1), (b0, b1) = spans
+    assert a0 < b1 and b0 < a1, f"runs did not overlap: {spans}"
+
+
+def test_five_jobs_on_two_slots_all_complete(cluster: TestCluster, tmp_path: Path) -> None:
+    write(tmp_path / "job.sh", "#!/bin/sh\nsleep 0.2\necho proc $1\n", True)
+    write(tmp_path / "job.sub", "executable = job.sh\narguments = $(Process)\nqueue 5\n")
+    submitted = cluster.run("dsub", "--quiet", "job.sub", cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+    cluster_id = submitted.stdout.strip()
+    queue = json.loads(cluster.run("dq", "--json").stdout)
+    assert len(queue) == 5
+    assert any(j["state"] == "idle" for j in queue), "five jobs cannot all run on two slots"
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        jobs = client.wait([f"{cluster_id}.{i}" for i in range(5)], timeout=60)
+    assert [j.state for j in jobs] == ["completed"] * 5
+    fetched = cluster.run("dfetch", cluster_id, cwd=tmp_path)
+    assert fetched.returncode == 0, fetched.stderr
+    for i in range(5):
+        assert (tmp_path / f"{cluster_id}.{i}" / "stdout").read_text() == f"proc {i}\n"
+    assert json.loads(cluster.run("dq", "--json").stdout) == []
+
+
+def test_failing_job_returns_stderr_and_exit_code(cluster: TestCluster, tmp_path: Path) -> None:
+    write(tmp_path / "fail.sh", "#!/bin/sh\necho 'something went wrong' >&2\nexit 3\n", True)
+    write(tmp_path / "job.sub", "executable = fail.sh\nqueue\n")
+    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "1.0: exit code 3" in result.stdout
+    assert "something went wrong" in result.stdout
+    assert (tmp_path / "1.0" / "stderr").read_text() == "something went wrong\n"
+    assert json.loads((tmp_path / "1.0" / "status.json").read_text())["exit_code"] == 3
+
+
+def test_job_killed_by_signal_reports_it(cluster: TestCluster, tmp_path: Path) -> None:
+    write(tmp_path / "die.sh", "#!/bin/sh\nkill -9 $$\n", True)
+    write(tmp_path / "job.sub", "executable = die.sh\nqueue\n")
+    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"killed by signal {int(signal.SIGKILL)}" in result.stdout
+
+
+def test_submit_file_paths_like_htcondor(cluster: TestCluster, tmp_path: Path) -> None:
+    script = '#!/bin/sh\nread line\necho "got $line"\necho oops >&2\necho 42 > answer.txt\n'
+    write(tmp_path / "bin" / "job.sh", script, True)
+    write(tmp_path / "run" / "in.txt", "hello\n")
+    write(
+        tmp_path / "job.sub",
+        "executable = bin/job.sh\ninitialdir = run\ninput = in.txt\n"
+        "output = out.$(Process).txt\nerror = err.$(Process).txt\nlog = job.log\n"
+        "transfer_output_files = answer.txt\nqueue\n",
+    )
+    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = tmp_path / "run"
+    assert (run / "out.0.txt").read_text() == "got hello\n"
+    assert (run / "err.0.txt").read_text() == "oops\n"
+    assert (run / "answer.txt").read_text() == "42\n"
+    log = (run / "job.log").read_text()
+    assert "1.0 submitted" in log and "1.0 terminated: exit code 0" in log
+
+
+def test_missing_declared_output_holds_the_job(cluster: TestCluster, tmp_path: Path) -> None:
+    write(tmp_path / "job.sh", "#!/bin/sh\necho hi\n", True)
+    write(tmp_path / "job.sub", "executable = job.sh\ntransfer_output_files = nope.txt\nqueue\n")
+    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "held: transfer_output_files: 'nope.txt' was not produced" in result.stdout
+    held = json.loads(cluster.run("dq", "--json").stdout)
+    assert [j["state"] for j in held] == ["held"]
+
+
+def test_executable_that_cannot_start_is_held(cluster: TestCluster, tmp_path: Path) -> None:
+    write(tmp_path / "notexec.txt", "no shebang, not a binary\n", True)
+    write(tmp_path / "job.sub", "executable = notexec.txt\nqueue\n")
+    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "held: cannot execute 'notexec.txt'" in result.stdout
+
+
+def test_bad_submit_file_is_rejected_and_nothing_queued(
+    cluster: TestCluster, tmp_path: Path
+) -> None:
+    write(tmp_path / "job.sh", "#!/bin/sh\n", True)
+    write(tmp_path / "bad.sub", "executable = job.sh\n# comment\nargumnets = 1 2\nqueue\n")
+    result = cluster.run("dsub", "bad.sub", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "bad.sub:3:" in result.stderr and "argumnets" in result.stderr
+    assert json.loads(cluster.run("dq", "--all", "--json").stdout) == []
+
+
+def test_wrong_token_is_refused(cluster: TestCluster) -> None:
+    env = cluster.env(DFARM_TOKEN=cluster.token.rsplit(":", 1)[0] + ":wrong")
+    result = cluster.run("dq", env=env)
+    assert result.returncode == 1
+    assert "authentication failed: wrong user token" in result.stderr
+    unknown = cluster.run("dq", env=cluster.env(DFARM_TOKEN="mallory:secret"))
+    assert unknown.returncode == 1 and "authentication failed" in unknown.stderr
+    assert cluster.run("dq").returncode == 0
+
+
+def test_wrong_worker_secret_is_refused(cluster: TestCluster, tmp_path: Path) -> None:
+    secret = write(tmp_path / "wrong.secret", "not-the-pool-secret\n")
+    worker = cluster.add_worker("intruder", secret_file=secret)
+    cluster.expected_exits.add("intruder")
+    assert worker.wait(timeout=30) == 1
+    assert "authentication failed: wrong worker secret" in cluster.log("intruder")
+    workers = json.loads(cluster.run("dstat", "--json").stdout)
+    assert sorted(w["name"] for w in workers) == ["w1", "w2"]
+
+
+def test_dstat_and_dq_json_fields(cluster: TestCluster, tmp_path: Path) -> None:
+    workers = json.loads(cluster.run("dstat", "--json").stdout)
+    assert len(workers) == 2
+    for w in workers:
+        assert w["state"] == "idle" and w["slots_total"] == 1
+        assert w["metrics"]["cores"] >= 1 and w["metrics"]["memory_available_mb"] > 0
+    table = cluster.run("dstat").stdout
+    assert "RAM_AVAIL" in table and "w1" in table
+    write(tmp_path / "job.sh", "#!/bin/sh\nsleep 30\n", True)
+    write(tmp_path / "job.sub", "executable = job.sh\nqueue\n")
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    running = wait_until(
+        lambda: [j for j in json.loads(cluster.run("dq", "--json").stdout) if j["worker"]]
+    )
+    assert running[0]["state"] == "running" and running[0]["id"] == "1.0"
+    assert "1.0" in cluster.run("dq").stdout
+
+
+def test_scheduler_survives_garbage_and_keeps_answering(cluster: TestCluster) -> None:
+    port = cluster.access.port
+    for payload in (
+        b"\x00\x00\x00\x05{{{{{",
+        struct.pack(">I", 1 << 30),
+        b"GET / HTTP/1.0\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(payload)
+            sock.settimeout(10)
+            try:
+                reply = sock.recv(4096)
+            except (ConnectionResetError, TimeoutError):
+                reply = b""
+            assert b"hello" not in reply
+    assert cluster.run("dq").returncode == 0
+
+
+def test_jobs_survive_a_scheduler_kill(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=0)
+    write(tmp_path / "job.sh", "#!/bin/sh\necho done $1\n", True)
+    write(tmp_path / "job.sub", "executable = job.sh\narguments = $(Process)\nqueue 3\n")
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    cluster.processes["scheduler"].send_signal(signal.SIGKILL)
+    cluster.processes["scheduler"].wait()
+    cluster.start_scheduler()
+    queue = json.loads(cluster.run("dq", "--json").stdout)
+    assert [(j["id"], j["state"]) for j in queue] == [(f"1.{i}", "idle") for i in range(3)]
+    cluster.add_worker("late")
+    result = cluster.run("dsub", "--help")
+    assert result.returncode == 0
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        jobs = client.wait(["1.0", "1.1", "1.2"], timeout=60)
+    assert [j.state for j in jobs] == ["completed"] * 3
+    time.sleep(0)
