@@ -45,14 +45,20 @@ def test_two_jobs_on_two_workers_overlap(cluster: TestCluster, tmp_path: Path) -
 
 
 def test_five_jobs_on_two_slots_all_complete(cluster: TestCluster, tmp_path: Path) -> None:
-    write(tmp_path / "job.sh", "#!/bin/sh\nsleep 0.2\necho proc $1\n", True)
+    gate = tmp_path / "go"
+    script = f"#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.05; done\necho proc $1\n"
+    write(tmp_path / "job.sh", script, True)
     write(tmp_path / "job.sub", "executable = job.sh\narguments = $(Process)\nqueue 5\n")
     submitted = cluster.run("dsub", "--quiet", "job.sub", cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stderr
     cluster_id = submitted.stdout.strip()
-    queue = json.loads(cluster.run("dq", "--json").stdout)
-    assert len(queue) == 5
-    assert any(j["state"] == "idle" for j in queue), "five jobs cannot all run on two slots"
+
+    def states() -> list[str]:
+        return sorted(j["state"] for j in json.loads(cluster.run("dq", "--json").stdout))
+
+    # Two slots: two jobs run, three wait in the queue until a slot frees.
+    wait_until(lambda: states() == ["idle"] * 3 + ["running"] * 2, what="2 running, 3 idle")
+    gate.touch()
     with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
         jobs = client.wait([f"{cluster_id}.{i}" for i in range(5)], timeout=60)
     assert [j.state for j in jobs] == ["completed"] * 5

@@ -1,0 +1,92 @@
+"""Throughput of trivial jobs on a local cluster, next to the machine's spawn rate.
+
+    .venv/bin/python bench/throughput.py [--jobs 200] [--workers 2] [--runs 3]
+
+Starts a scheduler and workers (one slot each) in a temporary directory, submits
+one cluster of N jobs running a staged shell script that exits 0, waits for all
+of them, and compares with `seq N | xargs -P<workers> -n1 /bin/true`. Prints the
+median of several runs and their spread; asserts that every job completed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tabulate import tabulate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from control_node import Client  # noqa: E402
+from control_node.local_cluster import LocalCluster  # noqa: E402
+
+
+def time_xargs(jobs: int, parallel: int) -> float:
+    start = time.perf_counter()
+    subprocess.run(f"seq {jobs} | xargs -P{parallel} -n1 /bin/true", shell=True, check=True)
+    return time.perf_counter() - start
+
+
+def time_dfarm(client: Client, workdir: Path, jobs: int) -> tuple[float, float]:
+    """(seconds from submit to the last exit status known, of which submit took)."""
+    start = time.perf_counter()
+    cluster = client.submit(workdir / "true.sub", cwd=str(workdir))
+    submitted = time.perf_counter() - start
+    records = cluster.wait(timeout=600)
+    elapsed = time.perf_counter() - start
+    assert len(records) == jobs, f"{len(records)} of {jobs} jobs"
+    bad = [r.id for r in records if r.state != "completed" or r.exit_code != 0]
+    assert not bad, f"jobs failed: {bad[:5]}"
+    return elapsed, submitted
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.3f}-{max(values):.3f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="dfarm-bench-") as tmp:
+        root = Path(tmp)
+        (root / "true.sh").write_text("#!/bin/sh\nexit 0\n")
+        (root / "true.sh").chmod(0o755)
+        (root / "true.sub").write_text(f"executable = true.sh\nqueue {args.jobs}\n")
+        cluster = LocalCluster(root / "home", workers=args.workers, slots=1)
+        access = cluster.start()
+        try:
+            with Client(scheduler=f"{access.host}:{access.port}", token=access.token) as client:
+                deadline = time.monotonic() + 30
+                while len(client.workers()) < args.workers and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                dfarm, submit, xargs = [], [], []
+                for _ in range(args.runs):
+                    elapsed, submitted = time_dfarm(client, root, args.jobs)
+                    dfarm.append(elapsed)
+                    submit.append(submitted)
+                    xargs.append(time_xargs(args.jobs, args.workers))
+        finally:
+            cluster.stop()
+    d, x = statistics.median(dfarm), statistics.median(xargs)
+    rows = [
+        ("dfarm: submit to last exit status", f"{d:.3f}", spread(dfarm), f"{args.jobs / d:.0f}"),
+        ("  of which submit (parse, upload, queue)", f"{statistics.median(submit):.3f}",
+         spread(submit), "-"),
+        (f"xargs -P{args.workers} /bin/true", f"{x:.3f}", spread(xargs), f"{args.jobs / x:.0f}"),
+    ]  # fmt: skip
+    print(f"{args.jobs} trivial jobs, {args.workers} workers x 1 slot, median of {args.runs} runs")
+    print(tabulate(rows, headers=("what", "seconds", "spread", "jobs/s"), disable_numparse=True))
+    print(f"dfarm / xargs time ratio: {d / x:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""The dfarm wire protocol: frames, message types, records and the handshake.
+
+This package is the one part of the scheduler that the worker and control nodes
+import. A frame is a 4-byte big-endian length followed by one UTF-8
+JSON object; every object has a ``type``; requests carry an ``id`` that their
+reply echoes. Every message is a frozen dataclass registered by its ``type``::
+
+    >>> frame = encode(QueryJobs(id=7, ids=["42.0"]))
+    >>> decode(frame[4:])
+    QueryJobs(id=7, ids=['42.0'], all_users=False, states=[])
+
+Decoding checks every field against its type hint and rejects unknown types and
+missing or mistyped fields with a :class:`ProtocolError` that names the field.
+
+The first exchange on a connection is the handshake::
+
+    peer -> Hello(role, version, name, nonce)
+    scheduler -> Challenge(nonce)                  or Error, then close
+    peer -> Auth(digest = HMAC(key, "peer|..."))
+    scheduler -> Welcome(digest = HMAC(key, "scheduler|..."), ...)   or Error, then close
+
+The key is the worker pool secret for workers and the user's key (derived from
+the user's token by :func:`user_key`) for control clients. Both sides prove that
+they hold the key, and both nonces enter the digest, so a recorded handshake
+cannot be replayed.
+"""
+
+from scheduler.protocol.access import *  # noqa: F403
+from scheduler.protocol.auth import *  # noqa: F403
+from scheduler.protocol.messages import *  # noqa: F403
+from scheduler.protocol.records import *  # noqa: F403
+from scheduler.protocol.wire import *  # noqa: F403

@@ -1,0 +1,325 @@
+"""Every message type, grouped by channel; each names the roles that may send it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from scheduler.protocol.records import (
+    FtpGrant,
+    JobEvent,
+    JobInfo,
+    JobSpec,
+    Role,
+    WorkerInfo,
+    WorkerMetrics,
+)
+
+__all__ = [
+    "Auth",
+    "BOTH",
+    "CONTROL",
+    "Challenge",
+    "ClusterCreated",
+    "Error",
+    "FetchResults",
+    "Heartbeat",
+    "Hello",
+    "JobFinished",
+    "JobList",
+    "JobResults",
+    "JobStarted",
+    "JobUpdate",
+    "KillJob",
+    "MESSAGE_TYPES",
+    "Message",
+    "NewCluster",
+    "Ok",
+    "QueryJobs",
+    "QueryWorkers",
+    "Register",
+    "Registered",
+    "RunJob",
+    "SubmitJobs",
+    "Submitted",
+    "Subscribe",
+    "WORKER",
+    "Welcome",
+    "WorkerList",
+]
+
+MESSAGE_TYPES: dict[str, type[Message]] = {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    """Base of every message. ``roles`` lists who may send it to the scheduler."""
+
+    type: ClassVar[str] = ""
+    roles: ClassVar[frozenset[Role]] = frozenset()
+    id: int | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.type:
+            MESSAGE_TYPES[cls.type] = cls
+
+    def with_id(self, request_id: int | None) -> Self:
+        """This message as the reply to (or request number) ``request_id``."""
+        return self if request_id is None else dataclasses.replace(self, id=request_id)
+
+
+BOTH = frozenset({Role.WORKER, Role.CONTROL})
+CONTROL = frozenset({Role.CONTROL})
+WORKER = frozenset({Role.WORKER})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Error(Message):
+    """A request failed, or the peer broke the protocol (then the connection closes)."""
+
+    type: ClassVar[str] = "error"
+    message: str
+    code: str = "error"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hello(Message):
+    """First message from a peer: who it is and which protocol it speaks."""
+
+    type: ClassVar[str] = "hello"
+    roles = BOTH
+    role: str
+    version: int
+    name: str
+    nonce: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Challenge(Message):
+    """The scheduler's nonce, to be answered with :class:`Auth`."""
+
+    type: ClassVar[str] = "challenge"
+    nonce: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Auth(Message):
+    """The peer's proof that it holds the key."""
+
+    type: ClassVar[str] = "auth"
+    roles = BOTH
+    digest: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Welcome(Message):
+    """The handshake succeeded; ``digest`` proves the scheduler holds the key too."""
+
+    type: ClassVar[str] = "welcome"
+    digest: str
+    server_name: str
+    server_time: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ok(Message):
+    """A request that returns nothing succeeded."""
+
+    type: ClassVar[str] = "ok"
+
+
+# control -> scheduler -------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewCluster(Message):
+    """Reserve a cluster id and get write-only FTP access to its input directory."""
+
+    type: ClassVar[str] = "new_cluster"
+    roles = CONTROL
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterCreated(Message):
+    type: ClassVar[str] = "cluster_created"
+    cluster: int
+    upload: FtpGrant
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubmitJobs(Message):
+    """Queue the procs of a reserved cluster, whose inputs are uploaded.
+
+    Done atomically: either every proc is queued or none is.
+    """
+
+    type: ClassVar[str] = "submit_jobs"
+    roles = CONTROL
+    cluster: int
+    submit_file: str
+    jobs: list[JobSpec]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Submitted(Message):
+    type: ClassVar[str] = "submitted"
+    cluster: int
+    job_ids: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueryJobs(Message):
+    """The caller's jobs, filtered by ids (``42`` or ``42.0``) and states."""
+
+    type: ClassVar[str] = "query_jobs"
+    roles = CONTROL
+    ids: list[str] = field(default_factory=list)
+    all_users: bool = False
+    states: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobList(Message):
+    type: ClassVar[str] = "job_list"
+    jobs: list[JobInfo]
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueryWorkers(Message):
+    type: ClassVar[str] = "query_workers"
+    roles = CONTROL
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerList(Message):
+    type: ClassVar[str] = "worker_list"
+    workers: list[WorkerInfo]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Subscribe(Message):
+    """Push a :class:`JobUpdate` for every state change of these clusters' jobs."""
+
+    type: ClassVar[str] = "subscribe"
+    roles = CONTROL
+    clusters: list[int]
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobUpdate(Message):
+    """Pushed by the scheduler: a job of a subscribed cluster changed state."""
+
+    type: ClassVar[str] = "job_update"
+    job: JobInfo
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchResults(Message):
+    """Read-only FTP access to the results of the caller's finished jobs."""
+
+    type: ClassVar[str] = "fetch_results"
+    roles = CONTROL
+    ids: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobResults(Message):
+    """Where each job's results lie: ``<cluster>/<proc>/`` under the grant's root."""
+
+    type: ClassVar[str] = "job_results"
+    download: FtpGrant
+    jobs: list[JobInfo]
+    specs: dict[str, JobSpec]
+    events: dict[str, list[JobEvent]]
+
+
+# worker -> scheduler --------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Register(Message):
+    """A worker offers its slots. ``running`` lists attempts it still runs."""
+
+    type: ClassVar[str] = "register"
+    roles = WORKER
+    slots: int
+    cpus: int
+    memory_mb: int
+    gpus: int
+    metrics: WorkerMetrics
+    running: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Registered(Message):
+    type: ClassVar[str] = "registered"
+    worker_id: int
+    heartbeat_interval: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Heartbeat(Message):
+    """The worker is alive; fresh machine metrics."""
+
+    type: ClassVar[str] = "heartbeat"
+    roles = WORKER
+    metrics: WorkerMetrics
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobStarted(Message):
+    """The job's process was started (inputs are staged)."""
+
+    type: ClassVar[str] = "job_started"
+    roles = WORKER
+    job_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobFinished(Message):
+    """An attempt ended and its outputs are uploaded. Answered by :class:`Ok`
+    once the result is durable; the worker keeps the result until then."""
+
+    type: ClassVar[str] = "job_finished"
+    roles = WORKER
+    job_id: str
+    attempt: int
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    wall_time: float = 0.0
+    cpu_time: float = 0.0
+    output_files: list[str] = field(default_factory=list)
+    #: Set when the attempt failed for a reason other than the job's own exit
+    #: (inputs could not be staged, the executable could not start, a declared
+    #: output is missing): the job is put on hold with this reason.
+    failure: str | None = None
+
+
+# scheduler -> worker --------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunJob(Message):
+    """Run one attempt of a job. Inputs are fetched (or taken from the worker's
+    cache by hash) with ``ftp``, whose root is the cluster's spool directory."""
+
+    type: ClassVar[str] = "run_job"
+    job_id: str
+    attempt: int
+    owner: str
+    spec: JobSpec
+    ftp: FtpGrant
+
+
+@dataclass(frozen=True, kw_only=True)
+class KillJob(Message):
+    """Stop an attempt the scheduler no longer expects (it was reassigned or removed)."""
+
+    type: ClassVar[str] = "kill_job"
+    job_id: str
+    attempt: int
+    reason: str

@@ -1,0 +1,236 @@
+"""Shared vocabulary: job states, roles, ids, size units and the records messages carry."""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+import struct
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "DEFAULT_PORT",
+    "FINAL_STATES",
+    "FtpGrant",
+    "GpuInfo",
+    "HEADER",
+    "InputFile",
+    "JobEvent",
+    "JobInfo",
+    "JobSpec",
+    "JobState",
+    "PROTOCOL_VERSION",
+    "ProtocolError",
+    "Role",
+    "WorkerInfo",
+    "WorkerMetrics",
+    "format_job_id",
+    "parse_disk_kb",
+    "parse_job_id",
+    "parse_memory_mb",
+]
+
+PROTOCOL_VERSION = 1
+DEFAULT_PORT = 7070
+#: Largest frame accepted by default (bytes of JSON).
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+HEADER = struct.Struct(">I")
+
+
+class ProtocolError(Exception):
+    """A frame or message that does not follow the protocol."""
+
+
+class JobState(enum.StrEnum):
+    """The states of a job. Legal moves are in ``scheduler.jobstate``."""
+
+    #: Waiting in the queue for a slot.
+    IDLE = "idle"
+    #: Dispatched to a worker.
+    RUNNING = "running"
+    #: Ran to the end; its exit code or signal is recorded.
+    COMPLETED = "completed"
+    #: Will not run until released; ``hold_reason`` says why.
+    HELD = "held"
+    #: Removed by its owner or an admin.
+    REMOVED = "removed"
+
+
+FINAL_STATES = frozenset({JobState.COMPLETED, JobState.REMOVED})
+
+
+class Role(enum.StrEnum):
+    """What a peer is. Each message type lists the roles that may send it."""
+
+    WORKER = "worker"
+    CONTROL = "control"
+
+
+def format_job_id(cluster: int, proc: int) -> str:
+    """``42, 0`` -> ``"42.0"``."""
+    return f"{cluster}.{proc}"
+
+
+def parse_job_id(text: str) -> tuple[int, int | None]:
+    """``"42.0"`` -> ``(42, 0)``; a bare cluster ``"42"`` -> ``(42, None)``."""
+    match = _JOB_ID.match(text)
+    if not match:
+        raise ValueError(f"not a job id: {text!r} (expected CLUSTER or CLUSTER.PROC)")
+    return int(match[1]), None if match[2] is None else int(match[2])
+
+
+_JOB_ID = re.compile(r"^\s*([0-9]+)(?:\.([0-9]+))?\s*$")
+_QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([KMGT]B?)?", re.IGNORECASE)
+_UNIT_BYTES = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _quantity_bytes(value: str, default_unit: str, what: str) -> Fraction:
+    m = _QUANTITY.fullmatch(value.strip())
+    if m is None:
+        raise ValueError(
+            f"invalid {what} {value!r}: expected a number with an optional unit"
+            " K, KB, M, MB, G, GB, T or TB"
+        )
+    unit = (m.group(2) or default_unit)[0].upper()
+    amount = Fraction(m.group(1)) * _UNIT_BYTES[unit]
+    if amount <= 0:
+        raise ValueError(f"invalid {what} {value!r}: must be greater than 0")
+    return amount
+
+
+def parse_memory_mb(value: str) -> int:
+    """``request_memory``: a bare number is MiB; K/M/G/T(B) are binary units. Rounds up."""
+    return math.ceil(_quantity_bytes(value, "M", "memory size") / 2**20)
+
+
+def parse_disk_kb(value: str) -> int:
+    """``request_disk``: a bare number is KiB; K/M/G/T(B) are binary units. Rounds up."""
+    return math.ceil(_quantity_bytes(value, "K", "disk size") / 2**10)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuInfo:
+    """One GPU on a worker."""
+
+    index: int
+    name: str
+    memory_mb: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerMetrics:
+    """What a worker reports about its machine at registration and in heartbeats."""
+
+    cores: int
+    threads: int
+    memory_total_mb: int
+    memory_available_mb: int
+    disk_total_mb: int
+    disk_free_mb: int
+    load_avg: list[float]
+    gpus: list[GpuInfo] = field(default_factory=list)
+    os: str = ""
+    arch: str = ""
+    hostname: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputFile:
+    """A file staged into a job's sandbox as ``name``; the spool keeps it once per
+    cluster as ``<cluster>/input/<sha256>``."""
+
+    name: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSpec:
+    """What to run: one proc of a submit description, as stored by the scheduler.
+
+    File names on the worker side are bare names in the sandbox. ``output``,
+    ``error``, ``log`` and ``initialdir`` are paths on the submitting machine,
+    kept so that results can be put where the submit file said.
+    """
+
+    executable: str
+    arguments: list[str] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+    stdin: str | None = None
+    inputs: list[InputFile] = field(default_factory=list)
+    transfer_output_files: list[str] | None = None
+    request_cpus: int = 1
+    request_memory: int | None = None
+    request_disk: int | None = None
+    request_gpus: int = 0
+    priority: int = 0
+    machine: str | None = None
+    notify_user: str | None = None
+    notification: str = "Never"
+    output: str | None = None
+    error: str | None = None
+    log: str | None = None
+    initialdir: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobEvent:
+    """One line of a job's story (submitted, executing, terminated, held, ...)."""
+
+    time: float
+    event: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobInfo:
+    """A job as users see it: ``dq --json`` and the Python API use these fields."""
+
+    id: str
+    cluster: int
+    proc: int
+    owner: str
+    state: str
+    submit_time: float
+    start_time: float | None = None
+    end_time: float | None = None
+    worker: str | None = None
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    wall_time: float | None = None
+    cpu_time: float | None = None
+    num_starts: int = 0
+    hold_reason: str | None = None
+    executable: str = ""
+    arguments: list[str] = field(default_factory=list)
+    output_files: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerInfo:
+    """A worker as ``dstat --json`` and the Python API show it."""
+
+    id: int
+    name: str
+    state: str
+    address: str
+    slots_total: int
+    slots_used: int
+    cpus_total: int
+    cpus_used: int
+    memory_used_mb: int
+    metrics: WorkerMetrics
+    last_heartbeat: float
+    connected_since: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class FtpGrant:
+    """Short-lived FTP credentials confined to the directories that one step needs."""
+
+    host: str
+    port: int
+    user: str
+    password: str
