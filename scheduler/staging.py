@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import secrets
 import shutil
 import threading
@@ -106,7 +107,7 @@ class GrantAuthorizer:
             return False
         if path is None:
             return any(perm in rule.perms for rule in grant.rules)
-        target = Path(path)
+        target = Path(os.path.realpath(path))
         best: Rule | None = None
         for rule in grant.rules:
             if target.is_relative_to(rule.directory) and (

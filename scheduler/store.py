@@ -89,7 +89,7 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 
 
 @dataclass
@@ -223,7 +223,7 @@ class Store:
 
     def add_user(self, name: str, *, email: str | None = None, admin: bool = False) -> str:
         """Create a user and return their token (shown once; only its hash is kept)."""
-        if not USER_NAME.match(name):
+        if not USER_NAME.fullmatch(name):
             raise StoreError(
                 f"invalid user name {name!r}: use lower-case letters, digits, '_', '.', '-'"
             )

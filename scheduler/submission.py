@@ -8,8 +8,8 @@ from pathlib import Path, PurePosixPath
 
 from scheduler.protocol import JobSpec
 
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_PROCS = 1_000_000
 
 
@@ -18,13 +18,13 @@ class SubmissionError(Exception):
 
 
 def safe_name(name: str) -> bool:
-    """A plain file name: no directory part, not '.' or '..', no control characters."""
+    """A plain file name: no directory part, not '.' or '..', nothing unprintable."""
     return (
         bool(name)
         and len(name) <= 255
         and "/" not in name
         and name not in (".", "..")
-        and not any(ord(c) < 32 for c in name)
+        and name.isprintable()
     )
 
 
@@ -35,7 +35,7 @@ def safe_relative_path(path: str) -> bool:
         bool(parts)
         and not PurePosixPath(path).is_absolute()
         and ".." not in parts
-        and not any(ord(c) < 32 for c in path)
+        and path.isprintable()
     )
 
 
@@ -58,7 +58,7 @@ def _check_inputs(where: str, spec: JobSpec, input_dir: Path, uploaded: dict[str
     for f in spec.inputs:
         if not safe_name(f.name):
             raise SubmissionError(f"{where}: input {f.name!r} is not a plain file name")
-        if not SHA256.match(f.sha256):
+        if not SHA256.fullmatch(f.sha256):
             raise SubmissionError(f"{where}: input {f.name!r} has no valid sha256")
         if f.sha256 not in uploaded:
             path = input_dir / f.sha256
@@ -83,7 +83,7 @@ def _check_spec(where: str, spec: JobSpec) -> None:
         if not safe_relative_path(out):
             raise SubmissionError(f"{where}: output {out!r} leaves the job's directory")
     for key in spec.environment:
-        if not ENV_NAME.match(key):
+        if not ENV_NAME.fullmatch(key):
             raise SubmissionError(f"{where}: invalid environment variable name {key!r}")
     if spec.request_cpus < 1 or spec.request_gpus < 0:
         raise SubmissionError(f"{where}: request_cpus must be >= 1 and request_gpus >= 0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import struct
@@ -210,3 +211,40 @@ def test_jobs_survive_a_scheduler_kill(make_cluster, tmp_path: Path) -> None:  #
         jobs = client.wait(["1.0", "1.1", "1.2"], timeout=60)
     assert [j.state for j in jobs] == ["completed"] * 3
     time.sleep(0)
+
+
+def test_wrong_protocol_version_is_refused_in_words(cluster: TestCluster) -> None:
+    from scheduler import protocol as p
+
+    with socket.create_connection(("127.0.0.1", cluster.access.port), timeout=10) as sock:
+        hello = p.Hello(role="control", version=99, name="someone", nonce=p.new_nonce())
+        sock.sendall(p.encode(hello))
+        reply = p.recv_message(sock)
+    assert isinstance(reply, p.Error) and reply.code == "version"
+    assert "protocol version 99 is not supported" in reply.message
+
+
+def test_a_compiled_binary_runs(cluster: TestCluster, tmp_path: Path) -> None:
+    write(tmp_path / "job.sub", "executable = /bin/echo\narguments = compiled binary\nqueue\n")
+    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "1.0" / "stdout").read_text() == "compiled binary\n"
+
+
+def test_worker_reports_gpus_and_advertised_resources(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=0)
+    fake_bin = tmp_path / "bin"
+    write(fake_bin / "nvidia-smi", "#!/bin/sh\necho '0, NVIDIA H100 80GB HBM3, 81559'\n", True)
+    env_path = f"{fake_bin}:{os.environ['PATH']}"
+    old = os.environ["PATH"]
+    os.environ["PATH"] = env_path  # inherited by the worker process
+    try:
+        cluster.add_worker("gpu1", "--cpus", "1", "--memory", "1GB")
+    finally:
+        os.environ["PATH"] = old
+    workers = wait_until(lambda: json.loads(cluster.run("dstat", "--json").stdout))
+    (worker,) = workers
+    assert worker["metrics"]["gpus"] == [{"index": 0, "name": "NVIDIA H100 80GB HBM3",
+                                          "memory_mb": 81559}]  # fmt: skip
+    assert (worker["cpus_total"], worker["memory_total_mb"], worker["gpus_total"]) == (1, 1024, 1)
+    assert "NVIDIA H100" in cluster.run("dstat").stdout

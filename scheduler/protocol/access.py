@@ -35,10 +35,12 @@ class AccessRecord:
     token: str | None = None
 
     def save(self, path: Path) -> None:
-        """Write atomically, readable by the owner only when it holds a token."""
+        """Write atomically; the file is created owner-only when it holds a token."""
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(to_wire(self), indent=2) + "\n")
-        tmp.chmod(0o600 if self.token else 0o644)
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if self.token else 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(to_wire(self), indent=2) + "\n")
         tmp.replace(path)
 
     @classmethod

@@ -220,7 +220,10 @@ class WorkerInfo:
     slots_used: int
     cpus_total: int
     cpus_used: int
+    memory_total_mb: int
     memory_used_mb: int
+    gpus_total: int
+    gpus_used: int
     metrics: WorkerMetrics
     last_heartbeat: float
     connected_since: float
