@@ -122,30 +122,62 @@ class Job:
         """The record users see."""
         return JobInfo(
             id=self.id,
-            cluster=self.cluster,
-            proc=self.proc,
-            owner=self.owner,
             state=self.state.value,
-            submit_time=self.submit_time,
-            start_time=self.start_time,
-            end_time=self.end_time,
-            worker=self.worker,
-            exit_code=self.exit_code,
-            exit_signal=self.exit_signal,
-            wall_time=self.wall_time,
-            cpu_time=self.cpu_time,
-            num_starts=self.num_starts,
-            hold_reason=self.hold_reason,
             executable=self.spec.executable,
             arguments=list(self.spec.arguments),
             output_files=list(self.output_files),
+            **{name: getattr(self, name) for name in _INFO_FIELDS},
         )
 
 
-_JOB_COLUMNS = (
-    "cluster, proc, owner, state, spec, submit_time, start_time, end_time, worker, attempt,"
-    " num_starts, exit_code, exit_signal, wall_time, cpu_time, hold_reason, output_files"
+#: Fields a job and its public record share unchanged.
+_INFO_FIELDS = [
+    "cluster",
+    "proc",
+    "owner",
+    "submit_time",
+    "start_time",
+    "end_time",
+    "worker",
+    "exit_code",
+    "exit_signal",
+    "wall_time",
+    "cpu_time",
+    "num_starts",
+    "hold_reason",
+]
+#: Columns that change after submission; the others are written once.
+_MUTABLE_COLUMNS = [
+    "state",
+    "start_time",
+    "end_time",
+    "worker",
+    "attempt",
+    "num_starts",
+    "exit_code",
+    "exit_signal",
+    "wall_time",
+    "cpu_time",
+    "hold_reason",
+    "output_files",
+]
+_ALL_COLUMNS = ["cluster", "proc", "owner", "spec", "submit_time", *_MUTABLE_COLUMNS]
+_JOB_COLUMNS = ", ".join(_ALL_COLUMNS)
+_UPDATE_JOB = (
+    f"UPDATE jobs SET {', '.join(f'{c}=?' for c in _MUTABLE_COLUMNS)} WHERE cluster=? AND proc=?"
 )
+
+
+def _column(job: Job, name: str) -> object:
+    """A job attribute as stored in SQLite."""
+    value = getattr(job, name)
+    if name == "state":
+        return value.value
+    if name == "spec":
+        return json.dumps(to_wire(value), separators=(",", ":"))
+    if name == "output_files":
+        return json.dumps(value)
+    return value
 
 
 def _job_from_row(row: sqlite3.Row) -> Job:
@@ -279,60 +311,21 @@ class Store:
                 (submit_file, now, cluster),
             )
             db.executemany(
-                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({','.join('?' * 17)})",
-                [self._job_values(job) for job in jobs],
+                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({','.join('?' * len(_ALL_COLUMNS))})",
+                [tuple(_column(job, c) for c in _ALL_COLUMNS) for job in jobs],
             )
             db.executemany(
                 "INSERT INTO job_events (cluster, proc, time, event, detail) VALUES (?,?,?,?,?)",
                 [(j.cluster, j.proc, now, "submitted", f"from {submit_file}") for j in jobs],
             )
 
-    @staticmethod
-    def _job_values(job: Job) -> tuple[object, ...]:
-        return (
-            job.cluster,
-            job.proc,
-            job.owner,
-            job.state.value,
-            json.dumps(to_wire(job.spec), separators=(",", ":")),
-            job.submit_time,
-            job.start_time,
-            job.end_time,
-            job.worker,
-            job.attempt,
-            job.num_starts,
-            job.exit_code,
-            job.exit_signal,
-            job.wall_time,
-            job.cpu_time,
-            job.hold_reason,
-            json.dumps(job.output_files),
-        )
-
     def save_job(self, job: Job, event: str, detail: str = "", now: float | None = None) -> None:
         """Write a job's changed row and one event, inside the caller's transaction
         (or a transaction of its own)."""
         with self.transaction() as db:
             db.execute(
-                "UPDATE jobs SET state=?, start_time=?, end_time=?, worker=?, attempt=?,"
-                " num_starts=?, exit_code=?, exit_signal=?, wall_time=?, cpu_time=?,"
-                " hold_reason=?, output_files=? WHERE cluster=? AND proc=?",
-                (
-                    job.state.value,
-                    job.start_time,
-                    job.end_time,
-                    job.worker,
-                    job.attempt,
-                    job.num_starts,
-                    job.exit_code,
-                    job.exit_signal,
-                    job.wall_time,
-                    job.cpu_time,
-                    job.hold_reason,
-                    json.dumps(job.output_files),
-                    job.cluster,
-                    job.proc,
-                ),
+                _UPDATE_JOB,
+                (*(_column(job, c) for c in _MUTABLE_COLUMNS), job.cluster, job.proc),
             )
             db.execute(
                 "INSERT INTO job_events (cluster, proc, time, event, detail) VALUES (?,?,?,?,?)",
