@@ -14,7 +14,7 @@ import ftplib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,31 +100,44 @@ def fetch(
     dest = Path.cwd() if dest is None else dest
     fetched = []
     logs: dict[str, list[tuple[p.JobEvent, str]]] = {}
-    grant = reply.download
-    try:
-        with ftplib.FTP() as ftp:
-            ftp.connect(grant.host, grant.port, timeout=60)
-            ftp.login(grant.user, grant.password)
-            for job in reply.jobs:
-                spec = reply.specs[job.id]
-                if job.state not in DONE_STATES:
-                    continue
-                fetched.append(_fetch_job(ftp, job, spec, dest, submit_paths))
-                if spec.log and submit_paths:
-                    logs.setdefault(spec.log, []).extend(
-                        (e, job.id) for e in reply.events.get(job.id, [])
-                    )
-    except (OSError, EOFError, ftplib.Error) as exc:
-        raise DfarmError(f"downloading results failed: {exc}") from None
+    done = [job for job in reply.jobs if job.state in DONE_STATES]
+    with _results_source(reply.download) as source:
+        for job in done:
+            spec = reply.specs[job.id]
+            inline = reply.files.get(job.id, {})
+            fetched.append(_fetch_job(source, inline, job, spec, dest, submit_paths))
+            if spec.log and submit_paths:
+                logs.setdefault(spec.log, []).extend(
+                    (e, job.id) for e in reply.events.get(job.id, [])
+                )
     for path, events in logs.items():
         write_event_log(Path(path), events)
     return fetched
 
 
+@contextlib.contextmanager
+def _results_source(grant: p.FtpGrant | None) -> Iterator[ftplib.FTP | None]:
+    """An FTP session when some results are too large to have come inline."""
+    if grant is None:
+        yield None
+        return
+    try:
+        with ftplib.FTP() as ftp:
+            ftp.connect(grant.host, grant.port, timeout=60)
+            ftp.login(grant.user, grant.password)
+            yield ftp
+    except (OSError, EOFError, ftplib.Error) as exc:
+        raise DfarmError(f"downloading results failed: {exc}") from None
+
+
 def _fetch_job(
-    ftp: ftplib.FTP, job: p.JobInfo, spec: p.JobSpec, dest: Path, submit_paths: bool
+    ftp: ftplib.FTP | None,
+    inline: dict[str, str],
+    job: p.JobInfo,
+    spec: p.JobSpec,
+    dest: Path,
+    submit_paths: bool,
 ) -> FetchedJob:
-    remote = f"{job.cluster}/{job.proc}"
     if submit_paths and (spec.output or spec.error) and Path(spec.initialdir or "/-").is_dir():
         out = Path(spec.output) if spec.output else None
         err = Path(spec.error) if spec.error else None
@@ -134,16 +147,30 @@ def _fetch_job(
         out_dir.mkdir(parents=True, exist_ok=True)
         out, err = out_dir / "stdout", out_dir / "stderr"
         (out_dir / "status.json").write_text(json.dumps(p.to_wire(job), indent=2) + "\n")
+    remote = f"{job.cluster}/{job.proc}"
+
+    def get(name: str, local: Path) -> None:
+        if name in inline:
+            _write(local, p.unpack_bytes(inline[name]))
+        elif ftp is not None:
+            _download(ftp, f"{remote}/{name}", local)
+
     for local, name in ((out, "stdout"), (err, "stderr")):
         if local is not None:
-            _download(ftp, f"{remote}/{name}", local)
+            get(name, local)
     outputs = []
     for name in job.output_files:
         local_name = f"output-{name}" if out_dir.name == job.id and name in RESERVED_NAMES else name
-        local = out_dir / local_name
-        _download(ftp, f"{remote}/outputs/{name}", local)
-        outputs.append(local)
+        get(f"outputs/{name}", out_dir / local_name)
+        outputs.append(out_dir / local_name)
     return FetchedJob(job, out, err, outputs)
+
+
+def _write(local: Path, data: bytes) -> None:
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(f".{local.name}.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, local)
 
 
 def _download(ftp: ftplib.FTP, remote: str, local: Path) -> None:

@@ -67,10 +67,16 @@ def submit_file(conn: Connection, path: Path, cwd: str | None = None) -> Submiss
         for local in _inputs(proc):
             if local not in digests:
                 digests[local] = file_digest(local)
-    _upload(created.upload, digests)
+    inline = _inline_files(digests)
+    _upload(created.upload, {k: v for k, v in digests.items() if v[0] not in inline})
     specs = [_spec(proc, digests) for proc in procs]
     reply = conn.request(
-        p.SubmitJobs(cluster=created.cluster, submit_file=os.path.basename(path), jobs=specs)
+        p.SubmitJobs(
+            cluster=created.cluster,
+            submit_file=os.path.basename(path),
+            jobs=specs,
+            files=inline,
+        )
     )
     assert isinstance(reply, p.Submitted)
     return Submission(reply.cluster, reply.job_ids, warnings + reply.warnings)
@@ -111,7 +117,22 @@ def _spec(proc: ProcDescription, digests: dict[str, tuple[str, int]]) -> p.JobSp
     )
 
 
+def _inline_files(digests: dict[str, tuple[str, int]]) -> dict[str, str]:
+    """Small inputs by hash, to travel inside the submit message."""
+    inline: dict[str, str] = {}
+    budget = p.INLINE_BUDGET
+    for local, (sha, size) in digests.items():
+        if sha not in inline and size <= p.INLINE_LIMIT and size <= budget:
+            with open(local, "rb") as f:
+                inline[sha] = p.pack_bytes(f.read(p.INLINE_LIMIT + 1))
+            budget -= size
+    return inline
+
+
 def _upload(grant: p.FtpGrant, digests: dict[str, tuple[str, int]]) -> None:
+    """Upload larger inputs over FTP (nothing to do when all went inline)."""
+    if not digests:
+        return
     uploaded: set[str] = set()
     try:
         with ftplib.FTP() as ftp:

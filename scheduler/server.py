@@ -23,7 +23,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.dispatch import Slots
 from scheduler.jobs import JobTable
 from scheduler.protocol import JobState, Role
-from scheduler.staging import Spool
+from scheduler.staging import Spool, StagingError
 from scheduler.store import Job, Store
 from scheduler.submission import SubmissionError, check_submission
 
@@ -53,6 +53,8 @@ class Connection:
     metrics: p.WorkerMetrics | None = None
     running: dict[str, Job] = field(default_factory=dict)
     grants: dict[str, p.FtpGrant] = field(default_factory=dict)
+    #: Hashes of small inputs already sent inline to this worker (it caches them).
+    sent_inputs: set[str] = field(default_factory=set)
     connected_since: float = field(default_factory=time.time)
     last_heartbeat: float = field(default_factory=time.time)
 
@@ -271,9 +273,21 @@ class Scheduler:
             )
             conn.running[job.id] = job
             conn.grants[job.id] = grant
+            files = {}
+            for item in job.spec.inputs:
+                if item.sha256 not in conn.sent_inputs:
+                    data = self.spool.inline_input(job.cluster, item.sha256)
+                    if data is not None:
+                        files[item.sha256] = data
+                        conn.sent_inputs.add(item.sha256)
             conn.send(
                 p.RunJob(
-                    job_id=job.id, attempt=job.attempt, owner=job.owner, spec=job.spec, ftp=grant
+                    job_id=job.id,
+                    attempt=job.attempt,
+                    owner=job.owner,
+                    spec=job.spec,
+                    ftp=grant,
+                    files=files,
                 )
             )
 
@@ -360,12 +374,6 @@ class Scheduler:
         assert conn.slots is not None
         conn.slots.disk_free_mb = msg.metrics.disk_free_mb
 
-    def on_job_started(self, conn: Connection, msg: p.JobStarted) -> None:
-        self._registered(conn)
-        job = conn.running.get(msg.job_id)
-        if job is not None and job.attempt == msg.attempt:
-            self.store.save_job(job, "started", f"process started on {conn.name}")
-
     def on_job_finished(self, conn: Connection, msg: p.JobFinished) -> p.Message:
         slots = self._registered(conn)
         job = conn.running.get(msg.job_id)
@@ -377,18 +385,23 @@ class Scheduler:
                 msg.attempt,
             )
             return p.Ok()
-        now = time.time()
+        cluster, proc = p.parse_job_id(msg.job_id)
+        failure = msg.failure
+        try:
+            self.spool.store_results(cluster, proc or 0, msg.files)
+        except (StagingError, p.ProtocolError, OSError) as exc:
+            failure = failure or f"the worker's results could not be stored: {exc}"
         outcome = dict(
-            end_time=now,
+            end_time=time.time(),
             wall_time=msg.wall_time,
             cpu_time=msg.cpu_time,
             exit_code=msg.exit_code,
             exit_signal=msg.exit_signal,
             output_files=msg.output_files,
         )
-        if msg.failure:
+        if failure:
             self.jobs.transition(
-                job, JobState.HELD, "held", msg.failure, hold_reason=msg.failure, **outcome
+                job, JobState.HELD, "held", failure, hold_reason=failure, **outcome
             )
         else:
             status = (
@@ -423,8 +436,9 @@ class Scheduler:
         if owner[1]:
             raise RequestError(f"cluster {msg.cluster} was already submitted", "conflict")
         try:
+            self.spool.store_inputs(msg.cluster, msg.files)
             warnings = check_submission(msg.jobs, self.spool.input_dir(msg.cluster))
-        except SubmissionError as exc:
+        except (SubmissionError, StagingError, p.ProtocolError) as exc:
             raise RequestError(str(exc), "invalid") from None
         jobs = self.jobs.submit(msg.cluster, conn.name, msg.submit_file, msg.jobs)
         log.info("user %s submitted cluster %d: %d job(s)", conn.name, msg.cluster, len(jobs))
@@ -463,9 +477,12 @@ class Scheduler:
         jobs = self.store.jobs(owner=conn.name, clusters=clusters, job_ids=pairs)
         if not jobs:
             raise RequestError(f"no job of yours matches {' '.join(msg.ids)}", "not_found")
-        grant = self.spool.grant_fetch([(j.cluster, j.proc) for j in jobs], conn.local_host)
+        keys = [(j.cluster, j.proc) for j in jobs]
+        files, left = self.spool.collect_results(keys)
+        grant = self.spool.grant_fetch(keys, conn.local_host) if left else None
         return p.JobResults(
             download=grant,
+            files=files,
             jobs=[j.info() for j in jobs],
             specs={j.id: j.spec for j in jobs},
             events={j.id: self.store.events(j.cluster, j.proc) for j in jobs},
@@ -475,7 +492,6 @@ class Scheduler:
 ROUTES: dict[type[p.Message], Any] = {
     p.Register: Scheduler.on_register,
     p.Heartbeat: Scheduler.on_heartbeat,
-    p.JobStarted: Scheduler.on_job_started,
     p.JobFinished: Scheduler.on_job_finished,
     p.NewCluster: Scheduler.on_new_cluster,
     p.SubmitJobs: Scheduler.on_submit_jobs,

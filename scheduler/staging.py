@@ -15,6 +15,7 @@ root; the rules narrow that further.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
@@ -30,7 +31,15 @@ from pyftpdlib.handlers import FTPHandler
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
-from scheduler.protocol import FtpGrant
+from scheduler.protocol import (
+    INLINE_BUDGET,
+    INLINE_LIMIT,
+    FtpGrant,
+    format_job_id,
+    pack_bytes,
+    unpack_bytes,
+)
+from scheduler.submission import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -222,3 +231,70 @@ class Spool:
 
     def revoke(self, grant: FtpGrant) -> None:
         self.authorizer.revoke(grant.user)
+
+    # -- files that travel inside messages -----------------------------------
+
+    def store_inputs(self, cluster: int, files: dict[str, str]) -> None:
+        """Write small inputs sent inline at submit; each must match its hash."""
+        directory = self.input_dir(cluster)
+        for sha, text in files.items():
+            data = unpack_bytes(text)
+            if len(data) > INLINE_LIMIT or hashlib.sha256(data).hexdigest() != sha:
+                raise StagingError("an inline input does not match its sha256 or is too large")
+            _write_atomic(directory / sha, data)
+
+    def inline_input(self, cluster: int, sha: str) -> str | None:
+        """A small input of a cluster as it travels in a message; None if large."""
+        path = self.input_dir(cluster) / sha
+        if path.stat().st_size > INLINE_LIMIT:
+            return None
+        return pack_bytes(path.read_bytes())
+
+    def store_results(self, cluster: int, proc: int, files: dict[str, str]) -> None:
+        """Write small results sent inline by a worker: stdout, stderr, outputs/NAME."""
+        directory = self.job_dir(cluster, proc)
+        for name, text in files.items():
+            if not _result_name(name):
+                raise StagingError(f"invalid result file name {name!r}")
+            _write_atomic(directory / name, unpack_bytes(text))
+
+    def collect_results(
+        self, jobs: list[tuple[int, int]], budget: int = INLINE_BUDGET
+    ) -> tuple[dict[str, dict[str, str]], bool]:
+        """Small result files of jobs, keyed by job id then name, within ``budget``
+        bytes; and whether some files are left for FTP."""
+        inline: dict[str, dict[str, str]] = {}
+        left = False
+        for cluster, proc in jobs:
+            directory = self.job_dir(cluster, proc)
+            found = {}
+            for path in [directory / "stdout", directory / "stderr"] + sorted(
+                (directory / "outputs").glob("*")
+            ):
+                if not path.is_file():
+                    continue
+                size = path.stat().st_size
+                if size > INLINE_LIMIT or size > budget:
+                    left = True
+                    continue
+                budget -= size
+                found[str(path.relative_to(directory))] = pack_bytes(path.read_bytes())
+            inline[format_job_id(cluster, proc)] = found
+        return inline, left
+
+
+class StagingError(Exception):
+    """Inline file data that cannot be stored."""
+
+
+def _result_name(name: str) -> bool:
+    if name in ("stdout", "stderr"):
+        return True
+    head, _, rest = name.partition("/")
+    return head == "outputs" and safe_name(rest)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

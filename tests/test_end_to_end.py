@@ -248,3 +248,30 @@ def test_worker_reports_gpus_and_advertised_resources(make_cluster, tmp_path: Pa
                                           "memory_mb": 81559}]  # fmt: skip
     assert (worker["cpus_total"], worker["memory_total_mb"], worker["gpus_total"]) == (1, 1024, 1)
     assert "NVIDIA H100" in cluster.run("dstat").stdout
+
+
+def test_large_files_travel_over_ftp_small_ones_inline(
+    cluster: TestCluster, tmp_path: Path
+) -> None:
+    from scheduler.protocol import INLINE_LIMIT
+
+    big = os.urandom(3 * INLINE_LIMIT)
+    (tmp_path / "big.bin").write_bytes(big)
+    write(tmp_path / "small.txt", "tiny\n")
+    script = (
+        "#!/bin/sh\ncat big.bin > copy.bin\ncat small.txt > small-copy.txt\n"
+        f"head -c {2 * INLINE_LIMIT} big.bin\n"
+    )
+    write(tmp_path / "job.sh", script, True)
+    write(tmp_path / "job.sub", "executable = job.sh\ntransfer_input_files = big.bin, small.txt\n"
+          "queue 2\n")  # fmt: skip
+    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for proc in range(2):
+        out = tmp_path / f"1.{proc}"
+        assert (out / "copy.bin").read_bytes() == big
+        assert (out / "small-copy.txt").read_text() == "tiny\n"
+        assert (out / "stdout").read_bytes() == big[: 2 * INLINE_LIMIT]
+    # The big input was uploaded once, the small one went inline; both are in the spool.
+    inputs = list((cluster.config.spool_dir / "1" / "input").iterdir())
+    assert len(inputs) == 3

@@ -36,7 +36,6 @@ from scheduler.protocol import (
     JobList,
     JobResults,
     JobSpec,
-    JobStarted,
     JobUpdate,
     KillJob,
     Message,
@@ -204,13 +203,13 @@ SAMPLES: dict[str, Message] = {
             ],
             "42.4": [],
         },
+        files={"42.3": {"stdout": "aGkK", "outputs/a.txt": ""}},
     ),
     "register": Register(
         slots=4, cpus=8, memory_mb=64000, gpus=2, metrics=sample_metrics(), running=["42.3"]
     ),
     "registered": Registered(worker_id=7, heartbeat_interval=2.5),
     "heartbeat": Heartbeat(metrics=sample_metrics()),
-    "job_started": JobStarted(job_id="42.3", attempt=2),
     "job_finished": JobFinished(
         job_id="42.3",
         attempt=2,
@@ -218,11 +217,17 @@ SAMPLES: dict[str, Message] = {
         exit_signal=9,
         wall_time=3.5,
         cpu_time=1.25,
-        output_files=["stdout", "stderr"],
+        output_files=["a.txt"],
+        files={"stdout": "aGkK", "stderr": ""},
         failure="declared output missing",
     ),
     "run_job": RunJob(
-        job_id="42.3", attempt=2, owner="alice", spec=sample_spec(), ftp=sample_grant()
+        job_id="42.3",
+        attempt=2,
+        owner="alice",
+        spec=sample_spec(),
+        ftp=sample_grant(),
+        files={"ab" * 32: "aGkK"},
     ),
     "kill_job": KillJob(job_id="42.3", attempt=1, reason="removed"),
 }
@@ -900,3 +905,19 @@ def test_access_record_token_is_never_readable_by_others(
         os.umask(old_umask)
     assert created == [0o600]
     assert mode(path) == 0o600
+
+
+def test_results_with_nothing_left_for_ftp_round_trip() -> None:
+    message = JobResults(download=None, jobs=[], specs={}, events={}, files={"1.0": {}})
+    assert decode(body_of(message)) == message
+    assert wire_dict(message)["download"] is None
+
+
+def test_inline_bytes_round_trip_and_reject_bad_base64() -> None:
+    from scheduler.protocol import pack_bytes, unpack_bytes
+
+    data = bytes(range(256)) * 3
+    assert unpack_bytes(pack_bytes(data)) == data
+    for bad in ("not base64!", "aGk", "é"):
+        with pytest.raises(ProtocolError, match="base64"):
+            unpack_bytes(bad)

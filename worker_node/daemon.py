@@ -9,6 +9,7 @@ scheduler acknowledges it, so a result is never lost to a broken connection.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import logging
@@ -55,6 +56,8 @@ class Worker:
         self.jobs_dir.mkdir()
         self.cache = InputCache(config.work_dir / "cache")
         self.attempts: dict[str, Attempt] = {}
+        #: One thread per slot: a job's thread waits for its process.
+        self.executor = concurrent.futures.ThreadPoolExecutor(config.slots, "slot")
         #: Results not yet acknowledged, by request id.
         self.unacked: dict[int, p.JobFinished] = {}
         self._ids = itertools.count(1)
@@ -85,6 +88,7 @@ class Worker:
         finally:
             for attempt in self.attempts.values():
                 attempt.kill("the worker is shutting down")
+            self.executor.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped", self.config.name)
 
     def stop(self) -> None:
@@ -195,16 +199,11 @@ class Worker:
 
     async def _run(self, attempt: Attempt) -> None:
         msg = attempt.msg
-        loop = asyncio.get_running_loop()
-
-        def started() -> None:
-            loop.call_soon_threadsafe(
-                self._send, p.JobStarted(job_id=msg.job_id, attempt=msg.attempt)
-            )
-
         log.info("job %s attempt %d: starting %s", msg.job_id, msg.attempt, msg.spec.executable)
         try:
-            result = await asyncio.to_thread(run_attempt, attempt, self.cache, started)
+            result = await asyncio.get_running_loop().run_in_executor(
+                self.executor, run_attempt, attempt, self.cache
+            )
         finally:
             self.attempts.pop(msg.job_id, None)
         log.info(

@@ -16,11 +16,17 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scheduler.protocol import JobFinished, RunJob, parse_job_id
+from scheduler.protocol import (
+    INLINE_BUDGET,
+    INLINE_LIMIT,
+    JobFinished,
+    RunJob,
+    pack_bytes,
+    parse_job_id,
+)
 from worker_node.transfer import InputCache, TransferError, ftp_session, upload
 
 log = logging.getLogger(__name__)
@@ -70,31 +76,24 @@ def job_environment(msg: RunJob, sandbox: Path) -> dict[str, str]:
     return env
 
 
-def run_attempt(attempt: Attempt, cache: InputCache, on_started: Callable[[], None]) -> JobFinished:
-    """Stage, run and upload one attempt; never raises for the job's own failures."""
+def run_attempt(attempt: Attempt, cache: InputCache) -> JobFinished:
+    """Stage, run and return one attempt; never raises for the job's own failures."""
     msg = attempt.msg
     sandbox = attempt.directory / "sandbox"
     sandbox.mkdir(parents=True)
     stdout, stderr = attempt.directory / "stdout", attempt.directory / "stderr"
-    stdout.touch()
-    stderr.touch()
     result = dict(job_id=msg.job_id, attempt=msg.attempt)
     try:
-        with ftp_session(msg.ftp) as ftp:
-            try:
-                cache.stage(ftp, msg.spec.inputs, sandbox)
-            except TransferError as exc:
-                return JobFinished(**result, failure=f"could not stage inputs: {exc}")
-        on_started()
+        try:
+            _stage(msg, cache, sandbox)
+        except TransferError as exc:
+            return JobFinished(**result, failure=f"could not stage inputs: {exc}")
         status, wall, cpu, failure = _execute(attempt, sandbox, stdout, stderr)
         outputs, missing = _collect_outputs(msg, sandbox, cache)
+        results = {"stdout": stdout, "stderr": stderr}
+        results.update((f"outputs/{name}", path) for name, path in outputs.items())
+        inline = _send_results(msg, results)
         failure = failure or missing
-        with ftp_session(msg.ftp) as ftp:
-            proc = str(parse_job_id(msg.job_id)[1])
-            upload(ftp, stdout, f"{proc}/stdout")
-            upload(ftp, stderr, f"{proc}/stderr")
-            for name, path in outputs.items():
-                upload(ftp, path, f"{proc}/outputs/{name}")
         if attempt.kill_reason and not failure:
             failure = f"killed: {attempt.kill_reason}"
         code, sig = (None, -status) if status is not None and status < 0 else (status, None)
@@ -105,12 +104,43 @@ def run_attempt(attempt: Attempt, cache: InputCache, on_started: Callable[[], No
             wall_time=round(wall, 6),
             cpu_time=round(cpu, 6),
             output_files=sorted(outputs),
+            files=inline,
             failure=failure,
         )
     except TransferError as exc:
         return JobFinished(**result, failure=f"could not transfer results: {exc}")
     finally:
         shutil.rmtree(attempt.directory, ignore_errors=True)
+
+
+def _stage(msg: RunJob, cache: InputCache, sandbox: Path) -> None:
+    """Inputs from the message, the cache, or (only if still missing) FTP."""
+    cache.add_inline(msg.files)
+    missing = cache.missing(msg.spec.inputs)
+    if missing:
+        with ftp_session(msg.ftp) as ftp:
+            cache.download(ftp, missing)
+    cache.link_into(msg.spec.inputs, sandbox)
+
+
+def _send_results(msg: RunJob, results: dict[str, Path]) -> dict[str, str]:
+    """Small results to travel inline; the others are uploaded now over FTP."""
+    inline: dict[str, str] = {}
+    large: list[tuple[str, Path]] = []
+    budget = INLINE_BUDGET
+    for name, path in results.items():
+        size = path.stat().st_size
+        if size <= INLINE_LIMIT and size <= budget:
+            budget -= size
+            inline[name] = pack_bytes(path.read_bytes())
+        else:
+            large.append((name, path))
+    if large:
+        proc = parse_job_id(msg.job_id)[1]
+        with ftp_session(msg.ftp) as ftp:
+            for name, path in large:
+                upload(ftp, path, f"{proc}/{name}")
+    return inline
 
 
 def _execute(

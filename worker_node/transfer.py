@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from scheduler.protocol import FtpGrant, InputFile
+from scheduler.protocol import FtpGrant, InputFile, unpack_bytes
 
 BLOCK = 1 << 20
 
@@ -83,16 +83,36 @@ class InputCache:
             tmp.replace(target)
             return target
 
-    def stage(self, ftp: ftplib.FTP, inputs: list[InputFile], sandbox: Path) -> None:
+    def add_inline(self, files: dict[str, str]) -> None:
+        """Cache inputs that arrived inside the message, checking each hash."""
+        for sha, text in files.items():
+            target = self.path(sha)
+            if target.exists():
+                continue
+            data = unpack_bytes(text)
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise TransferError("an inline input does not match its hash")
+            with self._lock(sha):
+                tmp = target.with_suffix(f".part{threading.get_ident()}")
+                tmp.write_bytes(data)
+                tmp.chmod(0o555)
+                tmp.replace(target)
+
+    def missing(self, inputs: list[InputFile]) -> list[InputFile]:
+        return [item for item in inputs if not self.path(item.sha256).exists()]
+
+    def download(self, ftp: ftplib.FTP, inputs: list[InputFile]) -> None:
+        for item in inputs:
+            self.fetch(ftp, f"input/{item.sha256}", item)
+
+    def link_into(self, inputs: list[InputFile], sandbox: Path) -> None:
         """Put every input into ``sandbox`` (hard links to the cache, read-only)."""
         for item in inputs:
-            cached = self.fetch(ftp, f"input/{item.sha256}", item)
-            dest = sandbox / item.name
+            cached, dest = self.path(item.sha256), sandbox / item.name
             try:
                 os.link(cached, dest)
             except OSError:  # another file system: copy instead
-                shutil.copyfile(cached, dest)
-                dest.chmod(0o555)
+                shutil.copy2(cached, dest)
 
 
 def upload(ftp: ftplib.FTP, local: Path, remote: str) -> None:

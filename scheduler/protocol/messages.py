@@ -29,7 +29,6 @@ __all__ = [
     "JobFinished",
     "JobList",
     "JobResults",
-    "JobStarted",
     "JobUpdate",
     "KillJob",
     "MESSAGE_TYPES",
@@ -160,6 +159,8 @@ class SubmitJobs(Message):
     cluster: int
     submit_file: str
     jobs: list[JobSpec]
+    #: Small inputs by sha256 (base64), instead of an FTP upload.
+    files: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -227,13 +228,16 @@ class FetchResults(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class JobResults(Message):
-    """Where each job's results lie: ``<cluster>/<proc>/`` under the grant's root."""
+    """Each job's results: small files inline (``files[job_id][name]``, base64, names
+    ``stdout``, ``stderr``, ``outputs/<name>``); the others under ``<cluster>/<proc>/``
+    through ``download``, which is set only when something is left to download."""
 
     type: ClassVar[str] = "job_results"
-    download: FtpGrant
+    download: FtpGrant | None
     jobs: list[JobInfo]
     specs: dict[str, JobSpec]
     events: dict[str, list[JobEvent]]
+    files: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 # worker -> scheduler --------------------------------------------------------
@@ -270,16 +274,6 @@ class Heartbeat(Message):
 
 
 @dataclass(frozen=True, kw_only=True)
-class JobStarted(Message):
-    """The job's process was started (inputs are staged)."""
-
-    type: ClassVar[str] = "job_started"
-    roles = WORKER
-    job_id: str
-    attempt: int
-
-
-@dataclass(frozen=True, kw_only=True)
 class JobFinished(Message):
     """An attempt ended and its outputs are uploaded. Answered by :class:`Ok`
     once the result is durable; the worker keeps the result until then."""
@@ -293,6 +287,9 @@ class JobFinished(Message):
     wall_time: float = 0.0
     cpu_time: float = 0.0
     output_files: list[str] = field(default_factory=list)
+    #: Small results inline (base64): ``stdout``, ``stderr``, ``outputs/<name>``;
+    #: the others were uploaded over FTP before this message was sent.
+    files: dict[str, str] = field(default_factory=dict)
     #: Set when the attempt failed for a reason other than the job's own exit
     #: (inputs could not be staged, the executable could not start, a declared
     #: output is missing): the job is put on hold with this reason.
@@ -313,6 +310,8 @@ class RunJob(Message):
     owner: str
     spec: JobSpec
     ftp: FtpGrant
+    #: Small inputs this worker may not have yet, by sha256 (base64).
+    files: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,6 +16,8 @@ __all__ = [
     "FtpGrant",
     "GpuInfo",
     "HEADER",
+    "INLINE_BUDGET",
+    "INLINE_LIMIT",
     "InputFile",
     "JobEvent",
     "JobInfo",
@@ -37,6 +39,10 @@ DEFAULT_PORT = 7070
 #: Largest frame accepted by default (bytes of JSON).
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 HEADER = struct.Struct(">I")
+#: Files up to this size travel inside messages (base64); larger ones over FTP.
+INLINE_LIMIT = 64 * 1024
+#: Most inline file bytes one message carries; what does not fit goes over FTP.
+INLINE_BUDGET = 4 * 1024 * 1024
 
 
 class ProtocolError(Exception):

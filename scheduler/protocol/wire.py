@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import enum
 import json
@@ -15,6 +16,8 @@ from scheduler.protocol.messages import MESSAGE_TYPES, Message
 from scheduler.protocol.records import DEFAULT_MAX_FRAME, HEADER, ProtocolError
 
 __all__ = [
+    "pack_bytes",
+    "unpack_bytes",
     "decode",
     "encode",
     "from_wire",
@@ -41,6 +44,19 @@ def to_wire(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: to_wire(v) for k, v in value.items()}
     return value
+
+
+def pack_bytes(data: bytes) -> str:
+    """File content as it travels inside a message."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def unpack_bytes(text: str) -> bytes:
+    """The inverse of :func:`pack_bytes`; raises :class:`ProtocolError`."""
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError):
+        raise ProtocolError("inline file content is not valid base64") from None
 
 
 def encode(message: Message) -> bytes:
