@@ -35,17 +35,6 @@ class Submission:
     warnings: list[str]
 
 
-def file_digest(path: str) -> tuple[str, int]:
-    """SHA-256 and size of a file, read in blocks."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while block := f.read(BLOCK):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
-
-
 def _parse(path: Path, cluster: int, cwd: str | None) -> tuple[list[ProcDescription], list[str]]:
     try:
         description = parse_submit_file(path, cluster=cluster, cwd=cwd)
@@ -62,13 +51,9 @@ def submit_file(conn: Connection, path: Path, cwd: str | None = None) -> Submiss
     procs, warnings = _parse(path, created.cluster, cwd)
     if not procs:
         raise SubmitError(f"{path}: the file queues no jobs", str(path))
-    digests: dict[str, tuple[str, int]] = {}
-    for proc in procs:
-        for local in _inputs(proc):
-            if local not in digests:
-                digests[local] = file_digest(local)
-    inline = _inline_files(digests)
-    _upload(created.upload, {k: v for k, v in digests.items() if v[0] not in inline})
+    paths = list(dict.fromkeys(local for proc in procs for local in _inputs(proc)))
+    digests, inline = _read_small_files(paths)
+    digests.update(_upload(created.upload, [path for path in paths if path not in digests]))
     specs = [_spec(proc, digests) for proc in procs]
     reply = conn.request(
         p.SubmitJobs(
@@ -117,32 +102,50 @@ def _spec(proc: ProcDescription, digests: dict[str, tuple[str, int]]) -> p.JobSp
     )
 
 
-def _inline_files(digests: dict[str, tuple[str, int]]) -> dict[str, str]:
-    """Small inputs by hash, to travel inside the submit message."""
+def _read_small_files(
+    paths: list[str],
+) -> tuple[dict[str, tuple[str, int]], dict[str, str]]:
+    """Hash and pack the small inputs that travel inside the submit message:
+    (path -> (sha256, size)), (sha256 -> base64 content)."""
+    digests: dict[str, tuple[str, int]] = {}
     inline: dict[str, str] = {}
     budget = p.INLINE_BUDGET
-    for local, (sha, size) in digests.items():
-        if sha not in inline and size <= p.INLINE_LIMIT and size <= budget:
-            with open(local, "rb") as f:
-                inline[sha] = p.pack_bytes(f.read(p.INLINE_LIMIT + 1))
-            budget -= size
-    return inline
+    for path in paths:
+        try:
+            size = os.stat(path).st_size
+            if size > p.INLINE_LIMIT or size > budget:
+                continue
+            with open(path, "rb") as f:
+                data = f.read(p.INLINE_LIMIT + 1)
+        except OSError as exc:
+            raise SubmitError(f"cannot read input {path}: {exc.strerror}") from None
+        if len(data) > p.INLINE_LIMIT:
+            continue  # it grew since stat: upload it instead
+        sha = hashlib.sha256(data).hexdigest()
+        digests[path] = (sha, len(data))
+        inline[sha] = p.pack_bytes(data)
+        budget -= len(data)
+    return digests, inline
 
 
-def _upload(grant: p.FtpGrant, digests: dict[str, tuple[str, int]]) -> None:
-    """Upload larger inputs over FTP (nothing to do when all went inline)."""
-    if not digests:
-        return
-    uploaded: set[str] = set()
+def _upload(grant: p.FtpGrant, paths: list[str]) -> dict[str, tuple[str, int]]:
+    """Upload larger inputs over FTP, hashing them on the way; each is stored under
+    a temporary name, then renamed to its hash. Returns path -> (sha256, size)."""
+    if not paths:
+        return {}
+    digests: dict[str, tuple[str, int]] = {}
     try:
         with ftplib.FTP() as ftp:
             ftp.connect(grant.host, grant.port, timeout=60)
             ftp.login(grant.user, grant.password)
-            for local, (sha, _) in digests.items():
-                if sha in uploaded:
-                    continue
-                with open(local, "rb") as f:
-                    ftp.storbinary(f"STOR {sha}", f, blocksize=BLOCK)
-                uploaded.add(sha)
+            for number, path in enumerate(paths):
+                part = f"part-{number}"
+                with open(path, "rb") as f:
+                    reader = p.HashingReader(f)
+                    ftp.storbinary(f"STOR {part}", reader, blocksize=BLOCK)
+                sha = reader.digest.hexdigest()
+                ftp.rename(part, sha)
+                digests[path] = (sha, reader.size)
     except (OSError, EOFError, ftplib.Error) as exc:
         raise SubmitError(f"uploading the inputs failed: {exc}") from None
+    return digests

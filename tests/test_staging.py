@@ -128,8 +128,21 @@ def test_upload_grant_cannot_read_or_list(spool: Spool) -> None:
         assert refused(ftp.size, SHA)
         assert refused(ftp.delete, SHA)
         assert refused(ftp.mkd, "sub")
-        assert refused(ftp.rename, SHA, "other")
     assert files_under(spool.input_dir(5)) == {SHA: DATA}
+
+
+def test_upload_grant_renames_only_inside_its_input_dir(spool: Spool) -> None:
+    """Uploads are renamed to their hash; a rename can never leave the directory."""
+    grant = spool.grant_upload(5, HOST)
+    with connect(grant) as ftp:
+        stor(ftp, "part-0", DATA)
+        ftp.rename("part-0", SHA)
+        for target in ("../escaped", "/escaped", "../../5/escaped"):
+            with suppress(ftplib.error_perm):
+                ftp.rename(SHA, target)
+                ftp.rename(target.rsplit("/", 1)[-1], SHA)
+    assert files_under(spool.input_dir(5)) == {SHA: DATA}
+    assert not (spool.root / "escaped").exists() and not (spool.root / "5" / "escaped").exists()
 
 
 def test_upload_grant_is_confined_to_its_input_dir(spool: Spool, tmp_path: Path) -> None:

@@ -1,0 +1,172 @@
+"""Staging a large file through dfarm, next to a plain loopback copy of it.
+
+    .venv/bin/python bench/staging.py [--size-mb 1024] [--runs 3]
+
+In: the time from `submit` until the job runs with the file in its sandbox (the
+job prints a timestamp first thing), against copying the same file once over a
+TCP socket on 127.0.0.1 (sendfile to a receiver that writes it to disk).
+Out: the job copies the file to an output; the time from the job's end until
+the client has fetched it, against the same loopback copy. Also the peak
+resident memory of the scheduler, the worker and this client, sampled while
+the transfers run: it must stay flat, not grow with the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from tabulate import tabulate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from control_node import Client  # noqa: E402
+from control_node.local_cluster import LocalCluster  # noqa: E402
+
+CHUNK = 1 << 20
+
+
+def make_file(path: Path, size: int) -> str:
+    """A file of random-looking bytes; returns its sha256."""
+    digest = hashlib.sha256()
+    block = os.urandom(CHUNK)
+    with open(path, "wb") as f:
+        for i in range(size // CHUNK):
+            chunk = block[i % 251 :] + block[: i % 251]  # not all identical blocks
+            digest.update(chunk)
+            f.write(chunk)
+    return digest.hexdigest()
+
+
+def loopback_copy(source: Path, dest: Path) -> float:
+    """Seconds to copy a file once over a loopback TCP socket, written to disk."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def receive() -> None:
+        conn, _ = server.accept()
+        with conn, open(dest, "wb") as out:
+            while chunk := conn.recv(CHUNK):
+                out.write(chunk)
+
+    thread = threading.Thread(target=receive)
+    start = time.perf_counter()
+    thread.start()
+    with socket.create_connection(("127.0.0.1", port)) as sock, open(source, "rb") as f:
+        sock.sendfile(f)
+    thread.join()
+    elapsed = time.perf_counter() - start
+    server.close()
+    dest.unlink()
+    return elapsed
+
+
+class PeakMemory:
+    """Samples the peak RSS of some processes every 20 ms in a thread."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.peak = {name: 0 for name in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            for name, proc in self.procs.items():
+                try:
+                    rss = proc.memory_info().rss
+                except psutil.Error:
+                    continue
+                self.peak[name] = max(self.peak[name], rss)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def one_run(client: Client, work: Path, sha: str) -> tuple[float, float]:
+    """(seconds from submit to job start, seconds from job end to output fetched)."""
+    start_wall = time.time()
+    cluster = client.submit(work / "stage.sub", cwd=str(work))
+    (job,) = cluster.wait(timeout=600)
+    assert job.state == "completed" and job.exit_code == 0, job
+    fetch_start = time.time()
+    dest = work / "results"
+    (result,) = cluster.results(dest=dest)
+    fetched = time.time()
+    stamps = result.stdout.read_text().split()
+    job_start, job_end = float(stamps[0]), float(stamps[1])
+    out = dest / result.job.id / "copy.bin"
+    digest = hashlib.sha256()
+    with open(out, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    assert digest.hexdigest() == sha, "the output differs from the input"
+    out.unlink()
+    assert fetch_start >= job_end
+    return job_start - start_wall, fetched - job_end
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    size = args.size_mb * CHUNK
+    with tempfile.TemporaryDirectory(prefix="dfarm-stage-") as tmp:
+        work = Path(tmp)
+        sha = make_file(work / "big.bin", size)
+        script = "#!/bin/sh\ndate +%s.%N\ncp big.bin copy.bin\ndate +%s.%N\n"
+        (work / "stage.sh").write_text(script)
+        (work / "stage.sh").chmod(0o755)
+        (work / "stage.sub").write_text(
+            "executable = stage.sh\ntransfer_input_files = big.bin\n"
+            "transfer_output_files = copy.bin\nqueue\n"
+        )
+        cluster = LocalCluster(work / "home", workers=1, slots=1)
+        access = cluster.start()
+        ins, outs, copies = [], [], []
+        try:
+            with Client(scheduler=f"{access.host}:{access.port}", token=access.token) as client:
+                while not client.workers():
+                    time.sleep(0.05)
+                pids = {name: proc.pid for name, proc in cluster.processes.items()}
+                pids["client"] = os.getpid()
+                with PeakMemory(pids) as memory:
+                    for _ in range(args.runs):
+                        copies.append(loopback_copy(work / "big.bin", work / "copy-baseline.bin"))
+                        into, back = one_run(client, work, sha)
+                        ins.append(into)
+                        outs.append(back)
+        finally:
+            cluster.stop()
+    base = statistics.median(copies)
+    rows = [
+        ("loopback copy (baseline)", f"{base:.2f}", f"{args.size_mb / base:.0f}", "1.00"),
+        ("dfarm: submit -> file in sandbox", f"{statistics.median(ins):.2f}",
+         f"{args.size_mb / statistics.median(ins):.0f}", f"{base / statistics.median(ins):.2f}"),
+        ("dfarm: job end -> output fetched", f"{statistics.median(outs):.2f}",
+         f"{args.size_mb / statistics.median(outs):.0f}", f"{base / statistics.median(outs):.2f}"),
+    ]  # fmt: skip
+    print(f"{args.size_mb} MiB file, median of {args.runs} runs")
+    print(tabulate(rows, headers=("what", "seconds", "MiB/s", "speed vs copy"),
+                   disable_numparse=True))  # fmt: skip
+    print("peak RSS: " + ", ".join(f"{n} {v / 2**20:.0f} MiB" for n, v in memory.peak.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
