@@ -75,7 +75,8 @@ class Client:
         timeout: float | None = None,
         on_update: Callable[[dict[str, p.JobInfo]], None] | None = None,
     ) -> list[p.JobInfo]:
-        """Block until the jobs are completed, removed or held."""
+        """Block until the jobs (``42.0``, or every job of cluster ``42``) are
+        completed, removed or held."""
         return results.wait(self.conn, ids, timeout=timeout, on_update=on_update)
 
     def fetch(
@@ -101,7 +102,7 @@ class Cluster:
         return self.client.jobs([str(self.id)], states=[])
 
     def wait(self, timeout: float | None = None) -> list[p.JobInfo]:
-        return self.client.wait(self.job_ids, timeout=timeout)
+        return self.client.wait([str(self.id)], timeout=timeout)
 
     def results(self, dest: str | os.PathLike[str] | None = None) -> list[results.FetchedJob]:
         return self.client.fetch([str(self.id)], dest=dest)

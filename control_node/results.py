@@ -63,24 +63,29 @@ def wait(
 ) -> list[p.JobInfo]:
     """Block until every job is completed, removed or held; returns their records."""
     clusters = sorted({p.parse_job_id(j)[0] for j in job_ids})
-    conn.request(p.Subscribe(clusters=clusters))
+    # Without a progress display only the final states matter.
+    states = [] if on_update else sorted(DONE_STATES)
+    conn.request(p.Subscribe(clusters=clusters, states=states))
     reply = conn.request(p.QueryJobs(ids=job_ids))
     assert isinstance(reply, p.JobList)
     jobs = {j.id: j for j in reply.jobs}
-    wanted = set(jobs)
+    pending = {j.id for j in reply.jobs if j.state not in DONE_STATES}
     deadline = None if timeout is None else time.monotonic() + timeout
     if on_update:
         on_update(jobs)
-    while any(jobs[j].state not in DONE_STATES for j in wanted):
+    while pending:
         left = 5.0 if deadline is None else deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError(f"jobs still running after {timeout} s")
         update = conn.next_update(min(left, 5.0))
-        if update is not None and update.job.id in wanted:
-            jobs[update.job.id] = update.job
-            if on_update:
-                on_update(jobs)
-    return [jobs[j] for j in sorted(wanted, key=_order)]
+        if update is None or update.job.id not in jobs:
+            continue
+        jobs[update.job.id] = update.job
+        if update.job.state in DONE_STATES:
+            pending.discard(update.job.id)
+        if on_update:
+            on_update(jobs)
+    return [jobs[j] for j in sorted(jobs, key=_order)]
 
 
 def _order(job_id: str) -> tuple[int, int]:
@@ -95,21 +100,24 @@ def fetch(
     directory) holds the ``<cluster>.<proc>/`` folders; with ``submit_paths``, jobs
     whose submit file named ``output``/``error`` get them where it said, when its
     ``initialdir`` exists on this machine."""
-    reply = conn.request(p.FetchResults(ids=ids))
-    assert isinstance(reply, p.JobResults)
     dest = Path.cwd() if dest is None else dest
     fetched = []
     logs: dict[str, list[tuple[p.JobEvent, str]]] = {}
-    done = [job for job in reply.jobs if job.state in DONE_STATES]
-    with _results_source(reply.download) as source:
-        for job in done:
-            spec = reply.specs[job.id]
-            inline = reply.files.get(job.id, {})
-            fetched.append(_fetch_job(source, inline, job, spec, dest, submit_paths))
-            if spec.log and submit_paths:
-                logs.setdefault(spec.log, []).extend(
-                    (e, job.id) for e in reply.events.get(job.id, [])
-                )
+    while ids:
+        reply = conn.request(p.FetchResults(ids=ids))
+        assert isinstance(reply, p.JobResults)
+        with _results_source(reply.download) as source:
+            for job in reply.jobs:
+                if job.state not in DONE_STATES:
+                    continue
+                spec = reply.specs[job.id]
+                inline = reply.files.get(job.id, {})
+                fetched.append(_fetch_job(source, inline, job, spec, dest, submit_paths))
+                if spec.log and submit_paths:
+                    logs.setdefault(spec.log, []).extend(
+                        (e, job.id) for e in reply.events.get(job.id, [])
+                    )
+        ids = reply.remaining
     for path, events in logs.items():
         write_event_log(Path(path), events)
     return fetched

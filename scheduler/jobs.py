@@ -110,10 +110,9 @@ class JobTable:
         """A running job whose attempt was lost goes back to the queue."""
         self.transition(job, JobState.IDLE, "evicted", reason, worker=None)
 
-    def hold(self, job: Job, reason: str) -> None:
-        self.transition(
-            job, JobState.HELD, "held", reason, hold_reason=reason, end_time=time.time()
-        )
+    def hold(self, job: Job, reason: str, **changes: object) -> None:
+        changes.setdefault("end_time", time.time())
+        self.transition(job, JobState.HELD, "held", reason, hold_reason=reason, **changes)
 
 
 def _key(job: Job) -> tuple[int, int]:

@@ -25,7 +25,7 @@ from scheduler.jobs import JobTable
 from scheduler.protocol import JobState, Role
 from scheduler.staging import Spool, StagingError
 from scheduler.store import Job, Store
-from scheduler.submission import SubmissionError, check_submission
+from scheduler.submission import SubmissionError, check_submission, safe_result_name
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,19 @@ class Connection:
     connected_since: float = field(default_factory=time.time)
     last_heartbeat: float = field(default_factory=time.time)
 
+    #: Frames waiting for the end of this turn of the event loop.
+    outbox: list[bytes] = field(default_factory=list)
+
     def send(self, message: p.Message) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(p.encode(message))
+        """Queue a frame; every frame queued in one turn of the loop leaves in one write."""
+        if not self.outbox:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.outbox.append(p.encode(message))
+
+    def flush(self) -> None:
+        if self.outbox and not self.writer.is_closing():
+            self.writer.write(b"".join(self.outbox))
+        self.outbox.clear()
 
 
 class Scheduler:
@@ -75,7 +85,8 @@ class Scheduler:
         self.jobs = JobTable(self.store, on_change=self._notify)
         self.workers: dict[int, Connection] = {}
         self.controls: dict[int, Connection] = {}
-        self.subscribers: dict[int, set[Connection]] = {}
+        #: Connections watching each cluster, with the states they want (empty: all).
+        self.subscribers: dict[int, dict[Connection, frozenset[str]]] = {}
         #: Running jobs whose worker is away: requeued unless it returns by the deadline.
         self.orphans: dict[str, float] = {}
         self._ids = itertools.count(1)
@@ -141,6 +152,7 @@ class Scheduler:
                 conn.send(p.Error(message=str(exc), code="protocol"))
         finally:
             self._disconnected(conn)
+            conn.flush()
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -226,6 +238,12 @@ class Scheduler:
                 reply = route(self, conn, message)
             except RequestError as exc:
                 reply = p.Error(message=str(exc), code=exc.code)
+            except Exception:
+                # A bug must cost one request, never the connection or the loop.
+                log.exception("internal error handling %s from %s", message.type, conn.peer)
+                reply = p.Error(
+                    message=f"internal error handling {message.type!r}", code="internal"
+                )
             if reply is not None:
                 conn.send(reply.with_id(message.id))
             await conn.writer.drain()
@@ -234,7 +252,7 @@ class Scheduler:
         if conn.role is Role.CONTROL:
             self.controls.pop(conn.id, None)
             for subs in self.subscribers.values():
-                subs.discard(conn)
+                subs.pop(conn, None)
         if conn.slots is not None and self.workers.get(conn.slots.worker_id) is conn:
             del self.workers[conn.slots.worker_id]
             deadline = time.time() + self.config.worker_timeout
@@ -247,8 +265,11 @@ class Scheduler:
     def _notify(self, job: Job) -> None:
         subs = self.subscribers.get(job.cluster)
         if subs:
-            update = p.JobUpdate(job=job.info())
-            for conn in subs:
+            update: p.JobUpdate | None = None
+            for conn, states in subs.items():
+                if states and job.state.value not in states:
+                    continue
+                update = update or p.JobUpdate(job=job.info())
                 conn.send(update)
 
     # ------------------------------------------------------------------ loops
@@ -261,13 +282,17 @@ class Scheduler:
             # Let a burst of messages in before the next pass.
             await asyncio.sleep(0)
 
-    def _schedule_once(self) -> None:
-        free = [c.slots for c in self.workers.values() if c.slots and c.slots.free]
+    def _schedule_once(self, candidates: list[Slots] | None = None) -> None:
+        """Start idle jobs on free slots (of ``candidates``, default every worker)."""
+        if candidates is None:
+            candidates = [c.slots for c in self.workers.values() if c.slots]
+        free = [slots for slots in candidates if slots.free]
         if not free or not len(self.jobs.queue):
             return
         for slots, job in self.jobs.assign(free):
             conn = self.workers[slots.worker_id]
-            self.spool.fresh_job_dir(job.cluster, job.proc)
+            if job.attempt > 1:
+                self.spool.clear_job_dir(job.cluster, job.proc)
             grant = self.spool.grant_job(
                 job.cluster, job.proc, conn.local_host, self.config.job_grant_ttl
             )
@@ -385,12 +410,13 @@ class Scheduler:
                 msg.attempt,
             )
             return p.Ok()
-        cluster, proc = p.parse_job_id(msg.job_id)
         failure = msg.failure
         try:
-            self.spool.store_results(cluster, proc or 0, msg.files)
-        except (StagingError, p.ProtocolError, OSError) as exc:
-            failure = failure or f"the worker's results could not be stored: {exc}"
+            files = {name: p.unpack_bytes(text) for name, text in msg.files.items()}
+            if not all(safe_result_name(name) for name in files):
+                raise p.ProtocolError("invalid result file name")
+        except p.ProtocolError as exc:
+            files, failure = {}, failure or f"the worker sent invalid results: {exc}"
         outcome = dict(
             end_time=time.time(),
             wall_time=msg.wall_time,
@@ -399,21 +425,23 @@ class Scheduler:
             exit_signal=msg.exit_signal,
             output_files=msg.output_files,
         )
-        if failure:
-            self.jobs.transition(
-                job, JobState.HELD, "held", failure, hold_reason=failure, **outcome
-            )
-        else:
-            status = (
-                f"exit code {msg.exit_code}"
-                if msg.exit_signal is None
-                else f"signal {msg.exit_signal}"
-            )
-            self.jobs.transition(job, JobState.COMPLETED, "terminated", status, **outcome)
-        del conn.running[msg.job_id]
-        self.spool.revoke(conn.grants.pop(msg.job_id))
-        slots.give_back(job)
-        self._wake.set()
+        with self.store.transaction():
+            self.store.save_files(job.cluster, job.proc, files)
+            if failure:
+                self.jobs.hold(job, failure, **outcome)
+            else:
+                status = (
+                    f"exit code {msg.exit_code}"
+                    if msg.exit_signal is None
+                    else f"signal {msg.exit_signal}"
+                )
+                self.jobs.transition(job, JobState.COMPLETED, "terminated", status, **outcome)
+            del conn.running[msg.job_id]
+            self.spool.revoke(conn.grants.pop(msg.job_id))
+            slots.give_back(job)
+            # The freed slot's next job, in the same transaction: the reply and the
+            # next RunJob leave together, after the commit.
+            self._schedule_once([slots])
         return p.Ok()
 
     def _registered(self, conn: Connection) -> Slots:
@@ -467,7 +495,7 @@ class Scheduler:
 
     def on_subscribe(self, conn: Connection, msg: p.Subscribe) -> p.Message:
         for cluster in msg.clusters:
-            self.subscribers.setdefault(cluster, set()).add(conn)
+            self.subscribers.setdefault(cluster, {})[conn] = frozenset(msg.states)
         return p.Ok()
 
     def on_fetch_results(self, conn: Connection, msg: p.FetchResults) -> p.Message:
@@ -477,15 +505,26 @@ class Scheduler:
         jobs = self.store.jobs(owner=conn.name, clusters=clusters, job_ids=pairs)
         if not jobs:
             raise RequestError(f"no job of yours matches {' '.join(msg.ids)}", "not_found")
-        keys = [(j.cluster, j.proc) for j in jobs]
-        files, left = self.spool.collect_results(keys)
-        grant = self.spool.grant_fetch(keys, conn.local_host) if left else None
+        files: dict[str, dict[str, str]] = {}
+        budget, sent = p.INLINE_BUDGET, []
+        for job in jobs:
+            small = self.store.files(job.cluster, job.proc)
+            size = sum(len(data) for data in small.values())
+            if sent and size > budget:
+                break  # the rest in another request, so a reply never outgrows a frame
+            budget -= size
+            files[job.id] = {name: p.pack_bytes(data) for name, data in small.items()}
+            sent.append(job)
+        large = [
+            (j.cluster, j.proc) for j in sent if self.spool.job_dir(j.cluster, j.proc).exists()
+        ]
         return p.JobResults(
-            download=grant,
+            download=self.spool.grant_fetch(large, conn.local_host) if large else None,
             files=files,
-            jobs=[j.info() for j in jobs],
-            specs={j.id: j.spec for j in jobs},
-            events={j.id: self.store.events(j.cluster, j.proc) for j in jobs},
+            jobs=[j.info() for j in sent],
+            specs={j.id: j.spec for j in sent},
+            events={j.id: self.store.events(j.cluster, j.proc) for j in sent},
+            remaining=[j.id for j in jobs[len(sent) :]],
         )
 
 

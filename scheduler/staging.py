@@ -3,7 +3,11 @@
 Layout of the spool::
 
     spool/<cluster>/input/     inputs shared by every proc, uploaded once at submit
-    spool/<cluster>/<proc>/    results of one job: stdout, stderr and outputs/
+    spool/<cluster>/<proc>/    large results of one job: stdout, stderr, outputs/
+
+Small files (up to ``INLINE_LIMIT``) travel inside messages instead: small
+results are kept in SQLite with the job's state, so most jobs never create a
+directory here.
 
 The FTP server (pyftpdlib) runs in its own thread and decides nothing: every
 login is a :class:`Grant` issued by the scheduler for one step (an upload, a
@@ -32,14 +36,11 @@ from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
 from scheduler.protocol import (
-    INLINE_BUDGET,
     INLINE_LIMIT,
     FtpGrant,
-    format_job_id,
     pack_bytes,
     unpack_bytes,
 )
-from scheduler.submission import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -201,13 +202,9 @@ class Spool:
     def job_dir(self, cluster: int, proc: int) -> Path:
         return self.root / str(cluster) / str(proc)
 
-    def fresh_job_dir(self, cluster: int, proc: int) -> Path:
-        """An empty result directory for a new attempt of a job."""
-        path = self.job_dir(cluster, proc)
-        if path.exists():
-            shutil.rmtree(path)
-        (path / "outputs").mkdir(parents=True)
-        return path
+    def clear_job_dir(self, cluster: int, proc: int) -> None:
+        """Forget the large results of an earlier attempt of a job."""
+        shutil.rmtree(self.job_dir(cluster, proc), ignore_errors=True)
 
     # -- grants ------------------------------------------------------------
 
@@ -254,48 +251,9 @@ class Spool:
             return None
         return pack_bytes(path.read_bytes())
 
-    def store_results(self, cluster: int, proc: int, files: dict[str, str]) -> None:
-        """Write small results sent inline by a worker: stdout, stderr, outputs/NAME."""
-        directory = self.job_dir(cluster, proc)
-        for name, text in files.items():
-            if not _result_name(name):
-                raise StagingError(f"invalid result file name {name!r}")
-            _write_atomic(directory / name, unpack_bytes(text))
-
-    def collect_results(
-        self, jobs: list[tuple[int, int]], budget: int = INLINE_BUDGET
-    ) -> tuple[dict[str, dict[str, str]], bool]:
-        """Small result files of jobs, keyed by job id then name, within ``budget``
-        bytes; and whether some files are left for FTP."""
-        inline: dict[str, dict[str, str]] = {}
-        left = False
-        for cluster, proc in jobs:
-            directory = self.job_dir(cluster, proc)
-            found = {}
-            for path in [directory / "stdout", directory / "stderr"] + sorted(
-                (directory / "outputs").glob("*")
-            ):
-                if not path.is_file():
-                    continue
-                size = path.stat().st_size
-                if size > INLINE_LIMIT or size > budget:
-                    left = True
-                    continue
-                budget -= size
-                found[str(path.relative_to(directory))] = pack_bytes(path.read_bytes())
-            inline[format_job_id(cluster, proc)] = found
-        return inline, left
-
 
 class StagingError(Exception):
     """Inline file data that cannot be stored."""
-
-
-def _result_name(name: str) -> bool:
-    if name in ("stdout", "stderr"):
-        return True
-    head, _, rest = name.partition("/")
-    return head == "outputs" and safe_name(rest)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

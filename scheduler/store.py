@@ -87,6 +87,15 @@ MIGRATIONS: list[str] = [
         last_seen REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE job_files (
+        cluster INTEGER NOT NULL,
+        proc INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (cluster, proc, name)
+    );
+    """,
 ]
 
 USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
@@ -332,6 +341,22 @@ class Store:
                 (job.cluster, job.proc, time.time() if now is None else now, event, detail),
             )
 
+    def save_files(self, cluster: int, proc: int, files: dict[str, bytes]) -> None:
+        """Small result files of a job's current attempt (replacing an earlier one's)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM job_files WHERE cluster=? AND proc=?", (cluster, proc))
+            db.executemany(
+                "INSERT INTO job_files (cluster, proc, name, data) VALUES (?,?,?,?)",
+                [(cluster, proc, name, data) for name, data in files.items()],
+            )
+
+    def files(self, cluster: int, proc: int) -> dict[str, bytes]:
+        rows = self._query(
+            "SELECT name, data FROM job_files WHERE cluster=? AND proc=? ORDER BY name",
+            (cluster, proc),
+        )
+        return {row["name"]: bytes(row["data"]) for row in rows}
+
     def active_jobs(self) -> list[Job]:
         """Every job not yet completed or removed, in submit order."""
         rows = self._query(
@@ -353,11 +378,19 @@ class Store:
         if owner is not None:
             where.append("owner=?")
             args.append(owner)
-        picks = [("cluster=?", (c,)) for c in clusters]
-        picks += [("(cluster=? AND proc=?)", pair) for pair in job_ids]
+        by_cluster: dict[int, list[int]] = {}
+        for cluster, proc in job_ids:
+            by_cluster.setdefault(cluster, []).append(proc)
+        picks: list[tuple[str, tuple[int, ...]]] = []
+        whole = sorted(set(clusters))
+        if whole:
+            picks.append((f"cluster IN ({','.join('?' * len(whole))})", tuple(whole)))
+        for cluster, procs in by_cluster.items():
+            marks = ",".join("?" * len(procs))
+            picks.append((f"(cluster=? AND proc IN ({marks}))", (cluster, *procs)))
         if picks:
-            where.append("(" + " OR ".join(p for p, _ in picks) + ")")
-            args.extend(a for _, pair in picks for a in pair)
+            where.append("(" + " OR ".join(sql for sql, _ in picks) + ")")
+            args.extend(a for _, values in picks for a in values)
         states = list(states)
         if states:
             where.append(f"state IN ({','.join('?' * len(states))})")

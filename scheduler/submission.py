@@ -39,6 +39,12 @@ def safe_relative_path(path: str) -> bool:
     )
 
 
+def safe_result_name(name: str) -> bool:
+    """A result file a worker may report: ``stdout``, ``stderr`` or ``outputs/NAME``."""
+    head, _, rest = name.partition("/")
+    return name in ("stdout", "stderr") or (head == "outputs" and safe_name(rest))
+
+
 def check_submission(specs: list[JobSpec], input_dir: Path) -> list[str]:
     """Raise :class:`SubmissionError` naming the first problem; return warnings."""
     if not specs:

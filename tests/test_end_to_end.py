@@ -275,3 +275,15 @@ def test_large_files_travel_over_ftp_small_ones_inline(
     # The big input was uploaded once, the small one went inline; both are in the spool.
     inputs = list((cluster.config.spool_dir / "1" / "input").iterdir())
     assert len(inputs) == 3
+
+
+def test_queries_with_thousands_of_ids(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=0)
+    write(tmp_path / "job.sh", "#!/bin/sh\n", True)
+    write(tmp_path / "job.sub", "executable = job.sh\nqueue 3000\n")
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        ids = [f"1.{i}" for i in range(3000)]
+        assert [j.id for j in client.jobs(ids)] == ids
+        assert len(client.jobs(["1"])) == 3000
+        assert client.jobs(["1.5", "1", "1.7"])[5].id == "1.5"

@@ -1,23 +1,28 @@
-"""Running one attempt of a job: stage inputs, run the process, upload results.
+"""Running one attempt of a job: stage inputs, run the process, send results.
 
-Each attempt gets its own directory ``<work>/jobs/<cluster>.<proc>-<attempt>/``
-holding ``sandbox/`` (the job's working directory, where its inputs are
-staged) and the captured ``stdout`` and ``stderr`` beside it, so they are never
-mistaken for outputs. :func:`run_attempt` blocks; the daemon runs it in a thread.
+Each attempt runs in its own directory ``<work>/jobs/<cluster>.<proc>-<attempt>/``,
+where its inputs are staged as read-only hard links to the input cache. Its
+stdout and stderr go to anonymous temporary files, never into that directory,
+so they are not mistaken for outputs. File-system operations are kept few: on
+a busy or virtualised disk each costs more than starting the job's process.
+:func:`run_attempt` blocks; the daemon runs it in a thread of its own per slot.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ftplib
 import logging
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from scheduler.protocol import (
     INLINE_BUDGET,
@@ -79,38 +84,44 @@ def job_environment(msg: RunJob, sandbox: Path) -> dict[str, str]:
 def run_attempt(attempt: Attempt, cache: InputCache) -> JobFinished:
     """Stage, run and return one attempt; never raises for the job's own failures."""
     msg = attempt.msg
-    sandbox = attempt.directory / "sandbox"
-    sandbox.mkdir(parents=True)
-    stdout, stderr = attempt.directory / "stdout", attempt.directory / "stderr"
+    sandbox = attempt.directory
+    sandbox.mkdir()
     result = dict(job_id=msg.job_id, attempt=msg.attempt)
-    try:
+    # Anonymous files (O_TMPFILE): nothing to name, nothing to delete afterwards.
+    with (
+        tempfile.TemporaryFile(dir=sandbox.parent) as stdout,
+        tempfile.TemporaryFile(dir=sandbox.parent) as stderr,
+    ):
         try:
-            _stage(msg, cache, sandbox)
+            try:
+                _stage(msg, cache, sandbox)
+            except TransferError as exc:
+                return JobFinished(**result, failure=f"could not stage inputs: {exc}")
+            status, wall, cpu, failure = _execute(attempt, sandbox, stdout, stderr)
+            outputs, missing = _collect_outputs(msg, sandbox, cache)
+            results: dict[str, BinaryIO] = {"stdout": stdout, "stderr": stderr}
+            with contextlib.ExitStack() as files:
+                for name, path in outputs.items():
+                    results[f"outputs/{name}"] = files.enter_context(open(path, "rb"))
+                inline = _send_results(msg, results)
+            failure = failure or missing
+            if attempt.kill_reason and not failure:
+                failure = f"killed: {attempt.kill_reason}"
+            code, sig = (None, -status) if status is not None and status < 0 else (status, None)
+            return JobFinished(
+                **result,
+                exit_code=code,
+                exit_signal=sig,
+                wall_time=round(wall, 6),
+                cpu_time=round(cpu, 6),
+                output_files=sorted(outputs),
+                files=inline,
+                failure=failure,
+            )
         except TransferError as exc:
-            return JobFinished(**result, failure=f"could not stage inputs: {exc}")
-        status, wall, cpu, failure = _execute(attempt, sandbox, stdout, stderr)
-        outputs, missing = _collect_outputs(msg, sandbox, cache)
-        results = {"stdout": stdout, "stderr": stderr}
-        results.update((f"outputs/{name}", path) for name, path in outputs.items())
-        inline = _send_results(msg, results)
-        failure = failure or missing
-        if attempt.kill_reason and not failure:
-            failure = f"killed: {attempt.kill_reason}"
-        code, sig = (None, -status) if status is not None and status < 0 else (status, None)
-        return JobFinished(
-            **result,
-            exit_code=code,
-            exit_signal=sig,
-            wall_time=round(wall, 6),
-            cpu_time=round(cpu, 6),
-            output_files=sorted(outputs),
-            files=inline,
-            failure=failure,
-        )
-    except TransferError as exc:
-        return JobFinished(**result, failure=f"could not transfer results: {exc}")
-    finally:
-        shutil.rmtree(attempt.directory, ignore_errors=True)
+            return JobFinished(**result, failure=f"could not transfer results: {exc}")
+        finally:
+            shutil.rmtree(sandbox, ignore_errors=True)
 
 
 def _stage(msg: RunJob, cache: InputCache, sandbox: Path) -> None:
@@ -123,39 +134,50 @@ def _stage(msg: RunJob, cache: InputCache, sandbox: Path) -> None:
     cache.link_into(msg.spec.inputs, sandbox)
 
 
-def _send_results(msg: RunJob, results: dict[str, Path]) -> dict[str, str]:
+def _send_results(msg: RunJob, results: dict[str, BinaryIO]) -> dict[str, str]:
     """Small results to travel inline; the others are uploaded now over FTP."""
     inline: dict[str, str] = {}
-    large: list[tuple[str, Path]] = []
+    large: list[tuple[str, BinaryIO]] = []
     budget = INLINE_BUDGET
-    for name, path in results.items():
-        size = path.stat().st_size
+    for name, f in results.items():
+        size = os.fstat(f.fileno()).st_size
+        f.seek(0)
         if size <= INLINE_LIMIT and size <= budget:
             budget -= size
-            inline[name] = pack_bytes(path.read_bytes())
+            if size:
+                inline[name] = pack_bytes(f.read())
         else:
-            large.append((name, path))
+            large.append((name, f))
     if large:
         proc = parse_job_id(msg.job_id)[1]
         with ftp_session(msg.ftp) as ftp:
-            for name, path in large:
-                upload(ftp, path, f"{proc}/{name}")
+            for folder in (f"{proc}", f"{proc}/outputs"):
+                with contextlib.suppress(ftplib.error_perm):  # it exists already
+                    ftp.mkd(folder)
+            for name, f in large:
+                upload(ftp, f, f"{proc}/{name}")
     return inline
 
 
+def _devnull() -> int:
+    """One read-only descriptor of /dev/null, shared as every job's default stdin."""
+    global _DEVNULL
+    if _DEVNULL is None:
+        _DEVNULL = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _DEVNULL
+
+
+_DEVNULL: int | None = None
+
+
 def _execute(
-    attempt: Attempt, sandbox: Path, stdout: Path, stderr: Path
+    attempt: Attempt, sandbox: Path, stdout: BinaryIO, stderr: BinaryIO
 ) -> tuple[int | None, float, float, str | None]:
     """Run the process; returns (exit status or -signal, wall s, cpu s, failure)."""
     spec = attempt.msg.spec
     exe = sandbox / spec.executable
-    stdin_path = sandbox / spec.stdin if spec.stdin else None
     start = time.monotonic()
-    with (
-        open(stdin_path, "rb") if stdin_path else open(os.devnull, "rb") as fin,
-        open(stdout, "wb") as fout,
-        open(stderr, "wb") as ferr,
-    ):
+    with open(sandbox / spec.stdin, "rb") if spec.stdin else contextlib.nullcontext() as fin:
         try:
             with attempt._lock:
                 if attempt.kill_reason:
@@ -163,20 +185,20 @@ def _execute(
                 attempt.process = subprocess.Popen(
                     [str(exe), *spec.arguments],
                     cwd=sandbox,
-                    stdin=fin,
-                    stdout=fout,
-                    stderr=ferr,
+                    stdin=fin if fin is not None else _devnull(),
+                    stdout=stdout,
+                    stderr=stderr,
                     env=job_environment(attempt.msg, sandbox),
                     start_new_session=True,
                     close_fds=True,
                 )
         except OSError as exc:
             reason = f"cannot execute {spec.executable!r}: {exc.strerror or exc}"
-            ferr.write(f"dfarm: {reason}\n".encode())
+            stderr.write(f"dfarm: {reason}\n".encode())
             return None, time.monotonic() - start, 0.0, reason
-        process = attempt.process
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
+    process = attempt.process
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - start
     return process.returncode, wall, usage.ru_utime + usage.ru_stime, None
 
@@ -195,22 +217,15 @@ def _collect_outputs(
                 return found, f"transfer_output_files: {name!r} {what}"
             found[path.name] = path
         return found, None
-    staged = {f.name: cache.path(f.sha256) for f in msg.spec.inputs}
+    # New or changed files at the top: an input still linked to its cache entry is
+    # unchanged (a job that rewrites one has to replace it, since inputs are read-only).
+    staged = {f.name: cache.inodes.get(f.sha256) for f in msg.spec.inputs}
     found = {}
-    for path in sorted(sandbox.iterdir()):
-        if path.is_symlink() or not path.is_file():
-            continue
-        original = staged.get(path.name)
-        if original is not None and _same_file(path, original):
-            continue
-        found[path.name] = path
+    with os.scandir(sandbox) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if entry.name in staged and staged[entry.name] == entry.inode():
+                continue
+            found[entry.name] = Path(entry.path)
     return found, None
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b) or (
-            a.stat().st_size == b.stat().st_size and a.stat().st_mtime_ns == b.stat().st_mtime_ns
-        )
-    except OSError:
-        return False

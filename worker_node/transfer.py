@@ -16,6 +16,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from scheduler.protocol import FtpGrant, InputFile, unpack_bytes
 
@@ -49,6 +50,12 @@ class InputCache:
         root.mkdir(parents=True, exist_ok=True)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        #: Inode of each cached file by hash: knowing what is cached costs no stat,
+        #: and a sandbox file still linked to its cache entry is an unchanged input.
+        self.inodes: dict[str, int] = {}
+        for entry in os.scandir(root):
+            if entry.is_file() and ".part" not in entry.name:
+                self.inodes[entry.name] = entry.inode()
 
     def _lock(self, sha256: str) -> threading.Lock:
         with self._guard:
@@ -61,7 +68,7 @@ class InputCache:
         """The cached copy of ``wanted``, downloading ``remote`` if it is not cached."""
         target = self.path(wanted.sha256)
         with self._lock(wanted.sha256):
-            if target.exists():
+            if wanted.sha256 in self.inodes:
                 return target
             tmp = target.with_suffix(f".part{threading.get_ident()}")
             digest = hashlib.sha256()
@@ -79,27 +86,29 @@ class InputCache:
             if digest.hexdigest() != wanted.sha256:
                 tmp.unlink(missing_ok=True)
                 raise TransferError(f"input {wanted.name!r} does not match its hash")
-            tmp.chmod(0o555)
-            tmp.replace(target)
+            self._install(tmp, wanted.sha256)
             return target
+
+    def _install(self, tmp: Path, sha256: str) -> None:
+        tmp.chmod(0o555)
+        self.inodes[sha256] = tmp.stat().st_ino
+        tmp.replace(self.path(sha256))
 
     def add_inline(self, files: dict[str, str]) -> None:
         """Cache inputs that arrived inside the message, checking each hash."""
         for sha, text in files.items():
-            target = self.path(sha)
-            if target.exists():
+            if sha in self.inodes:
                 continue
             data = unpack_bytes(text)
             if hashlib.sha256(data).hexdigest() != sha:
                 raise TransferError("an inline input does not match its hash")
             with self._lock(sha):
-                tmp = target.with_suffix(f".part{threading.get_ident()}")
+                tmp = self.path(sha).with_suffix(f".part{threading.get_ident()}")
                 tmp.write_bytes(data)
-                tmp.chmod(0o555)
-                tmp.replace(target)
+                self._install(tmp, sha)
 
     def missing(self, inputs: list[InputFile]) -> list[InputFile]:
-        return [item for item in inputs if not self.path(item.sha256).exists()]
+        return [item for item in inputs if item.sha256 not in self.inodes]
 
     def download(self, ftp: ftplib.FTP, inputs: list[InputFile]) -> None:
         for item in inputs:
@@ -115,9 +124,9 @@ class InputCache:
                 shutil.copy2(cached, dest)
 
 
-def upload(ftp: ftplib.FTP, local: Path, remote: str) -> None:
+def upload(ftp: ftplib.FTP, source: BinaryIO, remote: str) -> None:
+    """Upload an open file from its current position."""
     try:
-        with open(local, "rb") as f:
-            ftp.storbinary(f"STOR {remote}", f, blocksize=BLOCK)
+        ftp.storbinary(f"STOR {remote}", source, blocksize=BLOCK)
     except (OSError, EOFError, ftplib.Error) as exc:
-        raise TransferError(f"cannot upload {local.name!r}: {exc}") from None
+        raise TransferError(f"cannot upload {remote!r}: {exc}") from None

@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(render.dump_json({"cluster": cluster.id, "job_ids": cluster.job_ids}))
                 return 0
             show = None if args.json or args.quiet else progress_printer(cluster.id)
-            jobs = client.wait(cluster.job_ids, timeout=args.timeout, on_update=show)
+            jobs = client.wait([str(cluster.id)], timeout=args.timeout, on_update=show)
             if show:
                 sys.stderr.write("\n")
-            fetched = client.fetch(cluster.job_ids, dest=args.dest)
+            fetched = client.fetch([str(cluster.id)], dest=args.dest)
         if args.json:
             print(
                 render.dump_json({"cluster": cluster.id, "job_ids": cluster.job_ids, "jobs": jobs})

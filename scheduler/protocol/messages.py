@@ -202,11 +202,13 @@ class WorkerList(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class Subscribe(Message):
-    """Push a :class:`JobUpdate` for every state change of these clusters' jobs."""
+    """Push a :class:`JobUpdate` for every change of these clusters' jobs into one of
+    ``states`` (every state when empty)."""
 
     type: ClassVar[str] = "subscribe"
     roles = CONTROL
     clusters: list[int]
+    states: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -238,6 +240,8 @@ class JobResults(Message):
     specs: dict[str, JobSpec]
     events: dict[str, list[JobEvent]]
     files: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Jobs left out to keep the reply small: ask for them again.
+    remaining: list[str] = field(default_factory=list)
 
 
 # worker -> scheduler --------------------------------------------------------

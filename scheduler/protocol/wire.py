@@ -6,10 +6,12 @@ import asyncio
 import base64
 import dataclasses
 import enum
+import functools
 import json
 import socket
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, Union
 
 from scheduler.protocol.messages import MESSAGE_TYPES, Message
@@ -28,10 +30,25 @@ __all__ = [
 ]
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    """The fields of a dataclass type (None for other types), looked up once."""
+    if not dataclasses.is_dataclass(cls):
+        return None
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def to_wire(value: Any) -> Any:
     """A message or record as plain JSON-able data."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out = {f.name: to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    cls = type(value)
+    if cls in _PLAIN:
+        return value
+    names = _field_names(cls)
+    if names is not None:
+        out = {name: to_wire(getattr(value, name)) for name in names}
         if isinstance(value, Message):
             out["type"] = value.type
             if out.get("id") is None:
@@ -39,9 +56,9 @@ def to_wire(value: Any) -> Any:
         return out
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, list | tuple):
+    if cls is list or cls is tuple:
         return [to_wire(v) for v in value]
-    if isinstance(value, dict):
+    if cls is dict:
         return {k: to_wire(v) for k, v in value.items()}
     return value
 
@@ -80,68 +97,134 @@ def decode(body: bytes) -> Message:
     return from_wire(cls, data, kind)
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+class _Invalid(Exception):
+    """A value that does not fit its type; ``path`` grows as it propagates up."""
 
-
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
+    def __init__(self, path: str, problem: str):
+        self.path, self.problem = path, problem
 
 
 def from_wire(cls: type, data: Any, where: str) -> Any:
     """Build dataclass ``cls`` from JSON data, checking every field's type."""
-    if not isinstance(data, dict):
-        raise ProtocolError(f"{where}: expected an object")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = set(data) - set(fields)
-    if unknown:
-        raise ProtocolError(f"{where}: unknown field {sorted(unknown)[0]!r}")
-    hints = _hints(cls)
-    kwargs = {}
-    for name, f in fields.items():
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ProtocolError(f"{where}: missing field {name!r}")
-            continue
-        kwargs[name] = _convert(hints[name], data[name], f"{where}.{name}")
-    return cls(**kwargs)
+    try:
+        return _converter(cls)(data)
+    except _Invalid as exc:
+        raise ProtocolError(f"{where}{exc.path}: {exc.problem}") from None
 
 
-def _convert(hint: Any, value: Any, where: str) -> Any:
+Converter = Callable[[Any], Any]
+
+
+@functools.cache
+def _converter(hint: Any) -> Converter:
+    """A function that checks and converts JSON data for ``hint``, built once per type."""
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(arg, value, where)
-            except ProtocolError as exc:
-                errors.append(str(exc))
-        raise ProtocolError(errors[0] if errors else f"{where}: must not be null")
+        return _union(hint)
     if origin is list:
-        if not isinstance(value, list):
-            raise ProtocolError(f"{where}: expected a list")
-        (item,) = typing.get_args(hint)
-        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return _list(_converter(typing.get_args(hint)[0]))
     if origin is dict:
-        if not isinstance(value, dict):
-            raise ProtocolError(f"{where}: expected an object")
-        _, item = typing.get_args(hint)
-        return {str(k): _convert(item, v, f"{where}.{k}") for k, v in value.items()}
+        return _dict(_converter(typing.get_args(hint)[1]))
     if hint is Any:
-        return value
+        return lambda value: value
     if dataclasses.is_dataclass(hint):
-        return from_wire(hint, value, where)
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, str, bool) and type(value) is hint:
-        return value
-    raise ProtocolError(f"{where}: expected {getattr(hint, '__name__', hint)}")
+        return _record(hint)
+    if hint is float:
+
+        def to_float(value: Any) -> float:
+            if type(value) in (int, float):
+                return float(value)
+            raise _Invalid("", "expected float")
+
+        return to_float
+    name = getattr(hint, "__name__", str(hint))
+
+    def exact(value: Any) -> Any:
+        if type(value) is hint:
+            return value
+        raise _Invalid("", f"expected {name}")
+
+    return exact
+
+
+def _union(hint: Any) -> Converter:
+    args = typing.get_args(hint)
+    nullable = type(None) in args
+    options = [_converter(arg) for arg in args if arg is not type(None)]
+
+    def convert(value: Any) -> Any:
+        if value is None and nullable:
+            return None
+        first: _Invalid | None = None
+        for option in options:
+            try:
+                return option(value)
+            except _Invalid as exc:
+                first = first or exc
+        raise first or _Invalid("", "must not be null")
+
+    return convert
+
+
+def _list(item: Converter) -> Converter:
+    def convert(value: Any) -> list[Any]:
+        if type(value) is not list:
+            raise _Invalid("", "expected a list")
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(item(v))
+            except _Invalid as exc:
+                raise _Invalid(f"[{i}]{exc.path}", exc.problem) from None
+        return out
+
+    return convert
+
+
+def _dict(item: Converter) -> Converter:
+    def convert(value: Any) -> dict[str, Any]:
+        if type(value) is not dict:
+            raise _Invalid("", "expected an object")
+        out = {}
+        for k, v in value.items():
+            try:
+                out[str(k)] = item(v)
+            except _Invalid as exc:
+                raise _Invalid(f".{k}{exc.path}", exc.problem) from None
+        return out
+
+    return convert
+
+
+def _record(cls: type) -> Converter:
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    plan = [(f.name, _converter(hints[f.name])) for f in fields]
+    required = {
+        f.name
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    known = {f.name for f in fields}
+
+    def convert(value: Any) -> Any:
+        if type(value) is not dict:
+            raise _Invalid("", "expected an object")
+        if not known.issuperset(value):
+            unknown = sorted(set(value) - known)[0]
+            raise _Invalid("", f"unknown field {unknown!r}")
+        kwargs = {}
+        for name, field_converter in plan:
+            if name in value:
+                try:
+                    kwargs[name] = field_converter(value[name])
+                except _Invalid as exc:
+                    raise _Invalid(f".{name}{exc.path}", exc.problem) from None
+            elif name in required:
+                raise _Invalid("", f"missing field {name!r}")
+        return cls(**kwargs)
+
+    return convert
 
 
 async def read_message(reader: asyncio.StreamReader, max_frame: int = DEFAULT_MAX_FRAME) -> Message:
