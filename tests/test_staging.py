@@ -99,7 +99,8 @@ def populate(spool: Spool, cluster: int, procs: int = 2) -> None:
     spool.input_dir(cluster).mkdir(parents=True, exist_ok=True)
     (spool.input_dir(cluster) / SHA).write_bytes(DATA)
     for proc in range(procs):
-        path = spool.fresh_job_dir(cluster, proc)
+        path = spool.job_dir(cluster, proc)
+        (path / "outputs").mkdir(parents=True, exist_ok=True)
         (path / "stdout").write_bytes(f"stdout of {cluster}.{proc}\n".encode())
         (path / "outputs" / "result.txt").write_bytes(f"result of {cluster}.{proc}\n".encode())
 
@@ -180,7 +181,8 @@ def test_upload_grant_is_confined_to_its_input_dir(spool: Spool, tmp_path: Path)
 def job_grant(spool: Spool) -> FtpGrant:
     populate(spool, 7, procs=2)
     populate(spool, 8, procs=1)
-    spool.fresh_job_dir(7, 0)
+    spool.clear_job_dir(7, 0)
+    (spool.job_dir(7, 0) / "outputs").mkdir(parents=True)  # as the worker's MKD does
     return spool.grant_job(7, 0, HOST, ttl=60)
 
 
@@ -362,12 +364,28 @@ def test_expire_removes_only_expired_grants(spool: Spool) -> None:
     assert not spool.authorizer.has_user(long.user)
 
 
-def test_fresh_job_dir_empties_previous_attempt(spool: Spool) -> None:
-    populate(spool, 7, procs=1)
-    path = spool.fresh_job_dir(7, 0)
-    assert path == spool.job_dir(7, 0)
-    assert files_under(path) == {"outputs": None}
+def test_clear_job_dir_forgets_previous_attempt(spool: Spool) -> None:
+    populate(spool, 7, procs=2)
+    spool.clear_job_dir(7, 0)
+    spool.clear_job_dir(7, 5)  # nothing there: not an error
+    assert not spool.job_dir(7, 0).exists()
+    assert (spool.job_dir(7, 1) / "stdout").exists()
     assert (spool.input_dir(7) / SHA).read_bytes() == DATA
+
+
+def test_job_grant_creates_its_result_folders(spool: Spool) -> None:
+    """Workers create <proc>/ and <proc>/outputs/ only when they have large files."""
+    populate(spool, 7, procs=1)
+    spool.clear_job_dir(7, 3)
+    with connect(spool.grant_job(7, 3, HOST, ttl=60)) as ftp:
+        ftp.mkd("3")
+        ftp.mkd("3/outputs")
+        stor(ftp, "3/outputs/big.bin", DATA)
+        assert refused(ftp.mkd, "0/outputs/x")
+        assert refused(ftp.mkd, "4")
+        assert refused(ftp.mkd, "elsewhere")
+    assert (spool.job_dir(7, 3) / "outputs" / "big.bin").read_bytes() == DATA
+    assert not spool.job_dir(7, 4).exists()
 
 
 # ----------------------------------------------------------------------------- has_perm
