@@ -37,6 +37,32 @@ class JobTable:
         cluster, proc = parse_job_id(job_id)
         return None if proc is None else self.active.get((cluster, proc))
 
+    def select(
+        self,
+        owner: str | None,
+        clusters: list[int],
+        pairs: list[tuple[int, int]],
+        states: set[str],
+    ) -> list[Job]:
+        """Active jobs matching the filters (as :meth:`Store.jobs` would select them)."""
+        if not states:
+            return []
+        if clusters or pairs:
+            whole = set(clusters)
+            candidates = [j for k, j in self.active.items() if k[0] in whole]
+            candidates += [
+                self.active[k]
+                for k in dict.fromkeys(pairs)
+                if k in self.active and k[0] not in whole
+            ]
+        else:
+            candidates = list(self.active.values())
+        return [
+            job
+            for job in candidates
+            if job.state.value in states and (owner is None or job.owner == owner)
+        ]
+
     def running(self) -> list[Job]:
         return [j for j in self.active.values() if j.state is JobState.RUNNING]
 

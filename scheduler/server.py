@@ -14,7 +14,9 @@ import contextlib
 import itertools
 import logging
 import secrets
+import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +30,9 @@ from scheduler.store import Job, Store
 from scheduler.submission import SubmissionError, check_submission, safe_result_name
 
 log = logging.getLogger(__name__)
+
+
+FINAL = {state.value for state in p.FINAL_STATES}
 
 
 class RequestError(Exception):
@@ -60,11 +65,13 @@ class Connection:
 
     #: Frames waiting for the end of this turn of the event loop.
     outbox: list[bytes] = field(default_factory=list)
+    #: Called with this connection when it has frames to send.
+    on_output: Callable[[Connection], None] = lambda conn: None
 
     def send(self, message: p.Message) -> None:
-        """Queue a frame; every frame queued in one turn of the loop leaves in one write."""
+        """Queue a frame; it leaves at the end of the loop's turn, after the commit."""
         if not self.outbox:
-            asyncio.get_running_loop().call_soon(self.flush)
+            self.on_output(self)
         self.outbox.append(p.encode(message))
 
     def flush(self) -> None:
@@ -90,6 +97,10 @@ class Scheduler:
         #: Running jobs whose worker is away: requeued unless it returns by the deadline.
         self.orphans: dict[str, float] = {}
         self._ids = itertools.count(1)
+        #: Connections with frames to send at the end of this turn of the loop.
+        self._dirty: set[Connection] = set()
+        self._turn_ending = False
+        self.store.on_batch_open = self._end_turn_soon
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.port = config.port
@@ -124,6 +135,7 @@ class Scheduler:
         finally:
             for task in tasks:
                 task.cancel()
+            self._end_turn()
             for conn in [*self.workers.values(), *self.controls.values()]:
                 conn.writer.close()
             self.spool.stop()
@@ -139,7 +151,12 @@ class Scheduler:
         peer = writer.get_extra_info("peername")
         local = writer.get_extra_info("sockname")
         conn = Connection(
-            next(self._ids), reader, writer, f"{peer[0]}:{peer[1]}", _host_for_grants(local[0])
+            next(self._ids),
+            reader,
+            writer,
+            f"{peer[0]}:{peer[1]}",
+            _host_for_grants(local[0]),
+            on_output=self._output,
         )
         try:
             if await self._handshake(conn):
@@ -152,7 +169,7 @@ class Scheduler:
                 conn.send(p.Error(message=str(exc), code="protocol"))
         finally:
             self._disconnected(conn)
-            conn.flush()
+            self._end_turn()
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -260,6 +277,32 @@ class Scheduler:
                 self.orphans[job_id] = deadline
             log.info("worker %s disconnected with %d running job(s)", conn.name, len(conn.running))
 
+    # ------------------------------------------------------------------ turns of the loop
+
+    def _output(self, conn: Connection) -> None:
+        self._dirty.add(conn)
+        self._end_turn_soon()
+
+    def _end_turn_soon(self) -> None:
+        if not self._turn_ending:
+            self._turn_ending = True
+            asyncio.get_running_loop().call_soon(self._end_turn)
+
+    def _end_turn(self) -> None:
+        """Commit what this turn wrote, then send what it queued: a peer never hears
+        of a change that a crash could still take back."""
+        self._turn_ending = False
+        try:
+            self.store.commit()
+        except sqlite3.Error:
+            log.critical("cannot commit to %s: stopping", self.config.db_path, exc_info=True)
+            self._dirty.clear()
+            self.stop()
+            return
+        for conn in self._dirty:
+            conn.flush()
+        self._dirty.clear()
+
     # ------------------------------------------------------------------ job updates
 
     def _notify(self, job: Job) -> None:
@@ -291,7 +334,8 @@ class Scheduler:
             return
         for slots, job in self.jobs.assign(free):
             conn = self.workers[slots.worker_id]
-            if job.attempt > 1:
+            if job.attempt > 1:  # forget what an earlier attempt left
+                self.store.clear_files(job.cluster, job.proc)
                 self.spool.clear_job_dir(job.cluster, job.proc)
             grant = self.spool.grant_job(
                 job.cluster, job.proc, conn.local_host, self.config.job_grant_ttl
@@ -475,12 +519,15 @@ class Scheduler:
 
     def on_query_jobs(self, conn: Connection, msg: p.QueryJobs) -> p.Message:
         clusters, pairs = _parse_ids(msg.ids)
-        jobs = self.store.jobs(
-            owner=None if msg.all_users else conn.name,
-            clusters=clusters,
-            job_ids=pairs,
-            states=msg.states,
-        )
+        owner = None if msg.all_users else conn.name
+        states = set(msg.states) or {s.value for s in JobState}
+        # Jobs in the queue are in memory; only finished ones are read from SQLite.
+        jobs = self.jobs.select(owner, clusters, pairs, states - FINAL)
+        if states & FINAL:
+            jobs += self.store.jobs(
+                owner=owner, clusters=clusters, job_ids=pairs, states=sorted(states & FINAL)
+            )
+        jobs.sort(key=lambda job: (job.cluster, job.proc))
         return p.JobList(jobs=[self._visible(conn, job) for job in jobs])
 
     def _visible(self, conn: Connection, job: Job) -> p.JobInfo:

@@ -19,6 +19,7 @@ root; the rules narrow that further.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -209,8 +210,8 @@ class Spool:
     # -- grants ------------------------------------------------------------
 
     def _issue(self, root: Path, rules: list[Rule], ttl: float, host: str) -> FtpGrant:
-        user = "g" + secrets.token_hex(8)
-        password = secrets.token_urlsafe(24)
+        raw = secrets.token_bytes(26)
+        user, password = "g" + raw[:8].hex(), base64.urlsafe_b64encode(raw[8:]).decode()
         self.authorizer.add(Grant(user, password, root, tuple(rules), time.time() + ttl))
         return FtpGrant(host=host, port=self.port, user=user, password=password)
 

@@ -17,7 +17,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -227,6 +227,10 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute("PRAGMA foreign_keys=ON")
+        self._depth = 0
+        #: When set, writes accumulate in one transaction (a batch) until
+        #: :meth:`commit`; this is called when a batch opens, to schedule that.
+        self.on_batch_open: Callable[[], None] | None = None
         self._migrate()
 
     def close(self) -> None:
@@ -234,6 +238,8 @@ class Store:
             self._db.close()
 
     def _migrate(self) -> None:
+        if self._db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
+            return  # up to date: no need to wait for the write lock
         with self.transaction() as db:
             done = db.execute("PRAGMA user_version").fetchone()[0]
             for number, script in enumerate(MIGRATIONS[done:], start=done + 1):
@@ -243,18 +249,40 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; nested calls join the outer one."""
+        """One unit of writes: all or nothing. Nested calls join the outer one.
+
+        Without batching it commits at the end. With batching (:attr:`on_batch_open`
+        set) it is a savepoint inside the open batch, which :meth:`commit` ends.
+        """
         with self._lock:
-            if self._db.in_transaction:
+            if self._depth:
                 yield self._db
                 return
-            self._db.execute("BEGIN IMMEDIATE")
+            batching = self.on_batch_open is not None
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+                if self.on_batch_open is not None:
+                    self.on_batch_open()
+            if batching:
+                self._db.execute("SAVEPOINT unit")
+            self._depth = 1
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("ROLLBACK TO unit" if batching else "ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            finally:
+                self._depth = 0
+                if batching:
+                    self._db.execute("RELEASE unit")
+            if not batching:
+                self._db.execute("COMMIT")
+
+    def commit(self) -> None:
+        """End the open batch: everything written since is durable on return."""
+        with self._lock:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
 
     def _query(self, sql: str, args: Iterable[object] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -342,13 +370,19 @@ class Store:
             )
 
     def save_files(self, cluster: int, proc: int, files: dict[str, bytes]) -> None:
-        """Small result files of a job's current attempt (replacing an earlier one's)."""
+        """Small result files of a job's current attempt (see :meth:`clear_files`)."""
+        if not files:
+            return
         with self.transaction() as db:
-            db.execute("DELETE FROM job_files WHERE cluster=? AND proc=?", (cluster, proc))
             db.executemany(
                 "INSERT INTO job_files (cluster, proc, name, data) VALUES (?,?,?,?)",
                 [(cluster, proc, name, data) for name, data in files.items()],
             )
+
+    def clear_files(self, cluster: int, proc: int) -> None:
+        """Forget the small result files of an earlier attempt."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM job_files WHERE cluster=? AND proc=?", (cluster, proc))
 
     def files(self, cluster: int, proc: int) -> dict[str, bytes]:
         rows = self._query(

@@ -783,3 +783,41 @@ def test_slots_full() -> None:
     assert not w.free
     assert not w.fits(make_job(1, 1))
     assert w.could_ever_fit(make_job(1, 1))
+
+
+def test_small_result_files_per_attempt(store: Store) -> None:
+    store.save_files(3, 0, {})  # nothing to keep: no write at all
+    assert store.files(3, 0) == {}
+    store.save_files(3, 0, {"stdout": b"one\n", "outputs/a.txt": b"\x00\x01"})
+    assert store.files(3, 0) == {"outputs/a.txt": b"\x00\x01", "stdout": b"one\n"}
+    store.clear_files(3, 0)  # a new attempt starts from nothing
+    assert store.files(3, 0) == {}
+    store.save_files(3, 0, {"stdout": b"two\n"})
+    assert store.files(3, 0) == {"stdout": b"two\n"}
+
+
+def test_batched_writes_wait_for_commit(tmp_path: Path) -> None:
+    """In batching mode units are savepoints; nothing is visible to others before commit,
+    and a failed unit is undone without undoing the rest of the batch."""
+    store = Store(tmp_path / "batch.db")
+    opened: list[int] = []
+    store.on_batch_open = lambda: opened.append(1)
+    first = store.reserve_cluster("alice", 1.0)
+    with pytest.raises(RuntimeError), store.transaction() as db:
+        db.execute("INSERT INTO clusters (owner, created) VALUES ('bob', 2.0)")
+        raise RuntimeError("undo this unit only")
+    second = store.reserve_cluster("carol", 3.0)
+    reader = sqlite3.connect(tmp_path / "batch.db")
+
+    def owners() -> list[str]:
+        return [row[0] for row in reader.execute("SELECT owner FROM clusters ORDER BY id")]
+
+    assert owners() == []  # not committed yet
+    assert Store(tmp_path / "batch.db").users() == []  # opening needs no write lock
+    store.commit()
+    assert opened == [1]
+    assert owners() == ["alice", "carol"]
+    assert store.cluster_owner(first) == ("alice", False)
+    assert store.cluster_owner(second) == ("carol", False)
+    reader.close()
+    store.close()

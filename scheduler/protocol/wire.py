@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Union
 
 from scheduler.protocol.messages import MESSAGE_TYPES, Message
-from scheduler.protocol.records import DEFAULT_MAX_FRAME, HEADER, ProtocolError
+from scheduler.protocol.records import DEFAULT_MAX_FRAME, HEADER, JobSpec, ProtocolError
 
 __all__ = [
     "pack_bytes",
@@ -31,6 +31,9 @@ __all__ = [
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
+#: Immutable records sent again and again (a job's spec in every RunJob): their
+#: wire form is computed once and kept on the instance.
+_KEEP_WIRE = frozenset({JobSpec})
 
 
 @functools.cache
@@ -48,7 +51,11 @@ def to_wire(value: Any) -> Any:
         return value
     names = _field_names(cls)
     if names is not None:
+        if cls in _KEEP_WIRE and "_wire" in value.__dict__:
+            return value.__dict__["_wire"]
         out = {name: to_wire(getattr(value, name)) for name in names}
+        if cls in _KEEP_WIRE:
+            object.__setattr__(value, "_wire", out)
         if isinstance(value, Message):
             out["type"] = value.type
             if out.get("id") is None:
