@@ -38,7 +38,8 @@ format: $(TEST_STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
-	$(BIN)/python bench/throughput.py
+	$(BIN)/python -m pip install --quiet -e '.[bench]' || echo "bench: HyperQueue not installed; its baseline is skipped"
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) demo-results .pytest_cache .ruff_cache

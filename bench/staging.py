@@ -120,12 +120,9 @@ def one_run(client: Client, work: Path, sha: str) -> tuple[float, float]:
     return job_start - start_wall, fetched - job_end
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mb", type=int, default=1024)
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    size = args.size_mb * CHUNK
+def measure(size_mb: int, runs: int) -> dict[str, object]:
+    """Seconds per run for the loopback copy, dfarm in and dfarm out; peak RSS by process."""
+    size = size_mb * CHUNK
     with tempfile.TemporaryDirectory(prefix="dfarm-stage-") as tmp:
         work = Path(tmp)
         sha = make_file(work / "big.bin", size)
@@ -146,13 +143,23 @@ def main() -> int:
                 pids = {name: proc.pid for name, proc in cluster.processes.items()}
                 pids["client"] = os.getpid()
                 with PeakMemory(pids) as memory:
-                    for _ in range(args.runs):
+                    for _ in range(runs):
                         copies.append(loopback_copy(work / "big.bin", work / "copy-baseline.bin"))
                         into, back = one_run(client, work, sha)
                         ins.append(into)
                         outs.append(back)
         finally:
             cluster.stop()
+    return {"copy": copies, "in": ins, "out": outs, "peak_rss": memory.peak}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    result = measure(args.size_mb, args.runs)
+    copies, ins, outs, peak = result["copy"], result["in"], result["out"], result["peak_rss"]
     base = statistics.median(copies)
     rows = [
         ("loopback copy (baseline)", f"{base:.2f}", f"{args.size_mb / base:.0f}", "1.00"),
@@ -164,7 +171,7 @@ def main() -> int:
     print(f"{args.size_mb} MiB file, median of {args.runs} runs")
     print(tabulate(rows, headers=("what", "seconds", "MiB/s", "speed vs copy"),
                    disable_numparse=True))  # fmt: skip
-    print("peak RSS: " + ", ".join(f"{n} {v / 2**20:.0f} MiB" for n, v in memory.peak.items()))
+    print("peak RSS: " + ", ".join(f"{n} {v / 2**20:.0f} MiB" for n, v in peak.items()))
     return 0
 
 

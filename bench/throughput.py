@@ -49,32 +49,40 @@ def spread(values: list[float]) -> str:
     return f"{min(values):.3f}-{max(values):.3f}"
 
 
+def measure(jobs: int, workers: int, runs: int) -> dict[str, list[float]]:
+    """Seconds per run: dfarm from submit to the last exit status (and its submit part),
+    and ``xargs -P<workers>`` over the same number of /bin/true."""
+    with tempfile.TemporaryDirectory(prefix="dfarm-bench-") as tmp:
+        root = Path(tmp)
+        (root / "true.sh").write_text("#!/bin/sh\nexit 0\n")
+        (root / "true.sh").chmod(0o755)
+        (root / "true.sub").write_text(f"executable = true.sh\nqueue {jobs}\n")
+        cluster = LocalCluster(root / "home", workers=workers, slots=1)
+        access = cluster.start()
+        result: dict[str, list[float]] = {"dfarm": [], "submit": [], "xargs": []}
+        try:
+            with Client(scheduler=f"{access.host}:{access.port}", token=access.token) as client:
+                deadline = time.monotonic() + 30
+                while len(client.workers()) < workers and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                for _ in range(runs):
+                    elapsed, submitted = time_dfarm(client, root, jobs)
+                    result["dfarm"].append(elapsed)
+                    result["submit"].append(submitted)
+                    result["xargs"].append(time_xargs(jobs, workers))
+        finally:
+            cluster.stop()
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="dfarm-bench-") as tmp:
-        root = Path(tmp)
-        (root / "true.sh").write_text("#!/bin/sh\nexit 0\n")
-        (root / "true.sh").chmod(0o755)
-        (root / "true.sub").write_text(f"executable = true.sh\nqueue {args.jobs}\n")
-        cluster = LocalCluster(root / "home", workers=args.workers, slots=1)
-        access = cluster.start()
-        try:
-            with Client(scheduler=f"{access.host}:{access.port}", token=access.token) as client:
-                deadline = time.monotonic() + 30
-                while len(client.workers()) < args.workers and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                dfarm, submit, xargs = [], [], []
-                for _ in range(args.runs):
-                    elapsed, submitted = time_dfarm(client, root, args.jobs)
-                    dfarm.append(elapsed)
-                    submit.append(submitted)
-                    xargs.append(time_xargs(args.jobs, args.workers))
-        finally:
-            cluster.stop()
+    times = measure(args.jobs, args.workers, args.runs)
+    dfarm, submit, xargs = times["dfarm"], times["submit"], times["xargs"]
     d, x = statistics.median(dfarm), statistics.median(xargs)
     rows = [
         ("dfarm: submit to last exit status", f"{d:.3f}", spread(dfarm), f"{args.jobs / d:.0f}"),

@@ -1,0 +1,110 @@
+"""`make bench`: every performance target of dfarm in one table.
+
+    .venv/bin/python bench/run.py [--runs 3] [--quick]
+
+Each figure is the median of several runs (spread in brackets), next to its
+baseline measured in the same run on the same machine: the spawn rate of
+`xargs -P2`, a plain loopback copy, and HyperQueue (from PyPI, run in a
+private network namespace; skipped with the reason when it cannot run). The
+machines are shared and noisy: compare ratios, not absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import hq_baseline  # noqa: E402
+import latency  # noqa: E402
+import scheduler_cpu  # noqa: E402
+import staging  # noqa: E402
+import throughput  # noqa: E402
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def show(value: float, values: list[float], fmt: str) -> str:
+    return f"{format(value, fmt)} [{format(min(values), fmt)}-{format(max(values), fmt)}]"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a first look")
+    args = parser.parse_args()
+    jobs, size_mb, sim_jobs = (500, 256, 2000) if args.quick else (2000, 1024, 10000)
+    rows = []
+
+    hq_reason = hq_baseline.available()
+    print(f"throughput: {jobs} jobs ...", file=sys.stderr)
+    t = throughput.measure(jobs, workers=2, runs=args.runs)
+    rates = [jobs / s for s in t["dfarm"]]
+    xargs_rates = [jobs / s for s in t["xargs"]]
+    if hq_reason is None:
+        print("throughput: HyperQueue ...", file=sys.stderr)
+        hq_rates = [jobs / hq_baseline.throughput(jobs, 2) for _ in range(args.runs)]
+        ratio = med(rates) / med(hq_rates)
+        label = f"1. throughput, {jobs} jobs, 2 slots (jobs/s)"
+        rows.append((label, show(med(rates), rates, ".0f"),
+                     "HyperQueue " + show(med(hq_rates), hq_rates, ".0f"), f"{ratio:.2f}",
+                     ">= 1.00", verdict(ratio >= 1.0)))  # fmt: skip
+    else:
+        rows.append(("1. throughput vs HyperQueue", show(med(rates), rates, ".0f"),
+                     f"skipped: {hq_reason}", "-", ">= 1.00", "-"))  # fmt: skip
+    ratio = med(rates) / med(xargs_rates)
+    rows.append(("   throughput vs process spawning", show(med(rates), rates, ".0f"),
+                 "xargs -P2 " + show(med(xargs_rates), xargs_rates, ".0f"), f"{ratio:.2f}",
+                 ">= 0.50", verdict(ratio >= 0.5)))  # fmt: skip
+
+    print("latency ...", file=sys.stderr)
+    lat = [s * 1000 for s in latency.latency(20)]
+    if hq_reason is None:
+        hq_lat = [s * 1000 for s in hq_baseline.latency(20)]
+        ratio = med(lat) / med(hq_lat)
+        rows.append(("2. latency, one job, median of 20 (ms)", show(med(lat), lat, ".1f"),
+                     "HyperQueue " + show(med(hq_lat), hq_lat, ".1f"), f"{ratio:.2f}",
+                     "<= 20 ms, <= 3.00", verdict(med(lat) <= 20 and ratio <= 3)))  # fmt: skip
+    else:
+        rows.append(("2. latency, one job, median of 20 (ms)", show(med(lat), lat, ".1f"),
+                     f"skipped: {hq_reason}", "-", "<= 20 ms", verdict(med(lat) <= 20)))  # fmt: skip
+
+    print(f"staging: {size_mb} MiB ...", file=sys.stderr)
+    st = staging.measure(size_mb, args.runs)
+    copy_rates = [size_mb / s for s in st["copy"]]
+    for label, key in (("in: control node -> sandbox", "in"), ("out: job end -> fetched", "out")):
+        values = [size_mb / s for s in st[key]]
+        ratio = med(values) / med(copy_rates)
+        label = f"3. staging {size_mb} MiB {label} (MiB/s)"
+        rows.append((label, show(med(values), values, ".0f"),
+                     "loopback copy " + show(med(copy_rates), copy_rates, ".0f"),
+                     f"{ratio:.2f}", ">= 0.50", verdict(ratio >= 0.5)))  # fmt: skip
+    peak = max(st["peak_rss"].values()) / 2**20
+    rows.append(("   peak RSS of any process (MiB)", f"{peak:.0f}", "-", "-", "flat", verdict(
+        peak < size_mb / 4)))  # fmt: skip
+
+    print("scheduler CPU with simulated workers ...", file=sys.stderr)
+    cpu = [scheduler_cpu.measure(sim_jobs, 20, 8)["total_cpu_us"] for _ in range(args.runs)]
+    label = f"4. scheduler CPU per job, {sim_jobs} jobs, 20x8 simulated slots (µs)"
+    rows.append((label,
+                 show(med(cpu), cpu, ".0f"), "-", "-", "< 250", verdict(med(cpu) < 250)))  # fmt: skip
+
+    print(f"\nmedian of {args.runs} runs [min-max]; ratios are dfarm / baseline")
+    headers = ("target", "dfarm", "baseline", "ratio", "target", "")
+    print(tabulate(rows, headers=headers, disable_numparse=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
