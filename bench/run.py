@@ -57,28 +57,65 @@ def main() -> int:
         hq_rates = [jobs / hq_baseline.throughput(jobs, 2) for _ in range(args.runs)]
         ratio = med(rates) / med(hq_rates)
         label = f"1. throughput, {jobs} jobs, 2 slots (jobs/s)"
-        rows.append((label, show(med(rates), rates, ".0f"),
-                     "HyperQueue " + show(med(hq_rates), hq_rates, ".0f"), f"{ratio:.2f}",
-                     ">= 1.00", verdict(ratio >= 1.0)))  # fmt: skip
+        rows.append(
+            (
+                label,
+                show(med(rates), rates, ".0f"),
+                "HyperQueue " + show(med(hq_rates), hq_rates, ".0f"),
+                f"{ratio:.2f}",
+                ">= 1.00",
+                verdict(ratio >= 1.0),
+            )
+        )
     else:
-        rows.append(("1. throughput vs HyperQueue", show(med(rates), rates, ".0f"),
-                     f"skipped: {hq_reason}", "-", ">= 1.00", "-"))  # fmt: skip
+        rows.append(
+            (
+                "1. throughput vs HyperQueue",
+                show(med(rates), rates, ".0f"),
+                f"skipped: {hq_reason}",
+                "-",
+                ">= 1.00",
+                "-",
+            )
+        )
     ratio = med(rates) / med(xargs_rates)
-    rows.append(("   throughput vs process spawning", show(med(rates), rates, ".0f"),
-                 "xargs -P2 " + show(med(xargs_rates), xargs_rates, ".0f"), f"{ratio:.2f}",
-                 ">= 0.50", verdict(ratio >= 0.5)))  # fmt: skip
+    rows.append(
+        (
+            "   throughput vs process spawning",
+            show(med(rates), rates, ".0f"),
+            "xargs -P2 " + show(med(xargs_rates), xargs_rates, ".0f"),
+            f"{ratio:.2f}",
+            ">= 0.50",
+            verdict(ratio >= 0.5),
+        )
+    )
 
     print("latency ...", file=sys.stderr)
     lat = [s * 1000 for s in latency.latency(20)]
     if hq_reason is None:
         hq_lat = [s * 1000 for s in hq_baseline.latency(20)]
         ratio = med(lat) / med(hq_lat)
-        rows.append(("2. latency, one job, median of 20 (ms)", show(med(lat), lat, ".1f"),
-                     "HyperQueue " + show(med(hq_lat), hq_lat, ".1f"), f"{ratio:.2f}",
-                     "<= 20 ms, <= 3.00", verdict(med(lat) <= 20 and ratio <= 3)))  # fmt: skip
+        rows.append(
+            (
+                "2. latency, one job, median of 20 (ms)",
+                show(med(lat), lat, ".1f"),
+                "HyperQueue " + show(med(hq_lat), hq_lat, ".1f"),
+                f"{ratio:.2f}",
+                "<= 20 ms, <= 3.00",
+                verdict(med(lat) <= 20 and ratio <= 3),
+            )
+        )
     else:
-        rows.append(("2. latency, one job, median of 20 (ms)", show(med(lat), lat, ".1f"),
-                     f"skipped: {hq_reason}", "-", "<= 20 ms", verdict(med(lat) <= 20)))  # fmt: skip
+        rows.append(
+            (
+                "2. latency, one job, median of 20 (ms)",
+                show(med(lat), lat, ".1f"),
+                f"skipped: {hq_reason}",
+                "-",
+                "<= 20 ms",
+                verdict(med(lat) <= 20),
+            )
+        )
 
     print(f"staging: {size_mb} MiB ...", file=sys.stderr)
     st = staging.measure(size_mb, args.runs)
@@ -87,18 +124,32 @@ def main() -> int:
         values = [size_mb / s for s in st[key]]
         ratio = med(values) / med(copy_rates)
         label = f"3. staging {size_mb} MiB {label} (MiB/s)"
-        rows.append((label, show(med(values), values, ".0f"),
-                     "loopback copy " + show(med(copy_rates), copy_rates, ".0f"),
-                     f"{ratio:.2f}", ">= 0.50", verdict(ratio >= 0.5)))  # fmt: skip
+        rows.append(
+            (
+                label,
+                show(med(values), values, ".0f"),
+                "loopback copy " + show(med(copy_rates), copy_rates, ".0f"),
+                f"{ratio:.2f}",
+                ">= 0.50",
+                verdict(ratio >= 0.5),
+            )
+        )
     peak = max(st["peak_rss"].values()) / 2**20
-    rows.append(("   peak RSS of any process (MiB)", f"{peak:.0f}", "-", "-", "flat", verdict(
-        peak < size_mb / 4)))  # fmt: skip
+    rows.append(
+        (
+            "   peak RSS of any process (MiB)",
+            f"{peak:.0f}",
+            "-",
+            "-",
+            "flat",
+            verdict(peak < size_mb / 4),
+        )
+    )
 
     print("scheduler CPU with simulated workers ...", file=sys.stderr)
     cpu = [scheduler_cpu.measure(sim_jobs, 20, 8)["total_cpu_us"] for _ in range(args.runs)]
     label = f"4. scheduler CPU per job, {sim_jobs} jobs, 20x8 simulated slots (µs)"
-    rows.append((label,
-                 show(med(cpu), cpu, ".0f"), "-", "-", "< 250", verdict(med(cpu) < 250)))  # fmt: skip
+    rows.append((label, show(med(cpu), cpu, ".0f"), "-", "-", "< 250", verdict(med(cpu) < 250)))
 
     print(f"\nmedian of {args.runs} runs [min-max]; ratios are dfarm / baseline")
     headers = ("target", "dfarm", "baseline", "ratio", "target", "")
