@@ -43,17 +43,6 @@ class Slots:
             and (spec.request_disk or 0) <= self.disk_free_mb * 1024
         )
 
-    def could_ever_fit(self, job: Job) -> bool:
-        """Whether ``job`` fits this worker when it is empty."""
-        spec = job.spec
-        if spec.machine is not None and spec.machine not in (self.name, str(self.worker_id)):
-            return False
-        return (
-            spec.request_cpus <= self.cpus
-            and (spec.request_memory or 0) <= self.memory_mb
-            and spec.request_gpus <= self.gpus
-        )
-
     def take(self, job: Job) -> None:
         self.used_slots += 1
         self.used_cpus += job.spec.request_cpus

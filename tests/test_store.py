@@ -734,22 +734,19 @@ def test_restart_reloads_active_jobs_and_queue(db_path: Path) -> None:
 # ----------------------------------------------------------------------------- slots
 
 
-def test_could_ever_fit_vs_fits() -> None:
+def test_slot_accounting() -> None:
     w = worker(slots=2, cpus=4, memory_mb=1000, gpus=1)
     small = make_job(1, 0, request_cpus=2, request_memory=500, request_gpus=1)
-    assert w.fits(small) and w.could_ever_fit(small)
+    assert w.fits(small)
     w.take(small)
     assert (w.used_slots, w.used_cpus, w.used_memory_mb, w.used_gpus) == (1, 2, 500, 1)
-    # Busy now, but fits an empty worker.
-    assert not w.fits(small)
-    assert w.could_ever_fit(small)
+    assert not w.fits(small)  # busy now
     w.give_back(small)
     assert (w.used_slots, w.used_cpus, w.used_memory_mb, w.used_gpus) == (0, 0, 0, 0)
     assert w.fits(small)
     w.draining = True
     assert not w.fits(small)
     assert not w.free
-    assert w.could_ever_fit(small)
 
 
 @pytest.mark.parametrize(
@@ -766,7 +763,6 @@ def test_never_fits(kwargs: dict) -> None:
     w = worker(worker_id=1, name="w1", slots=2, cpus=4, memory_mb=1000, gpus=1)
     job = make_job(1, 0, **kwargs)
     assert not w.fits(job)
-    assert not w.could_ever_fit(job)
 
 
 @pytest.mark.parametrize("machine", ["w1", "1", None])
@@ -774,7 +770,6 @@ def test_pinned_job_fits_its_machine(machine: str | None) -> None:
     w = worker(worker_id=1, name="w1")
     job = make_job(1, 0, machine=machine)
     assert w.fits(job)
-    assert w.could_ever_fit(job)
 
 
 def test_slots_full() -> None:
@@ -782,7 +777,6 @@ def test_slots_full() -> None:
     w.take(make_job(1, 0))
     assert not w.free
     assert not w.fits(make_job(1, 1))
-    assert w.could_ever_fit(make_job(1, 1))
 
 
 def test_small_result_files_per_attempt(store: Store) -> None:
