@@ -55,8 +55,15 @@ READ_WRITE = "elrmwadf"
 class Rule:
     """Permissions (pyftpdlib letters) on a directory and everything below it."""
 
-    directory: Path
+    directory: str
     perms: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "directory", os.path.normpath(self.directory))
+
+    def covers(self, path: str) -> bool:
+        d = self.directory
+        return path == d or path.startswith(d if d.endswith(os.sep) else d + os.sep)
 
 
 @dataclass(frozen=True)
@@ -119,17 +126,16 @@ class GrantAuthorizer:
             return False
         if path is None:
             return any(perm in rule.perms for rule in grant.rules)
-        target = Path(os.path.realpath(path))
+        target = os.path.realpath(path)
         best: Rule | None = None
         for rule in grant.rules:
-            if target.is_relative_to(rule.directory) and (
-                best is None or len(rule.directory.parts) > len(best.directory.parts)
-            ):
+            if rule.covers(target) and (best is None or len(rule.directory) > len(best.directory)):
                 best = rule
         if best is not None:
             return perm in best.perms
         # Directories on the way to a rule may be entered, nothing more.
-        return perm == "e" and any(r.directory.is_relative_to(target) for r in grant.rules)
+        on_the_way = Rule(target, "")
+        return perm == "e" and any(on_the_way.covers(r.directory) for r in grant.rules)
 
     def get_perms(self, username: str) -> str:
         try:
@@ -219,16 +225,17 @@ class Spool:
         """Write-only access to a new cluster's input directory."""
         path = self.input_dir(cluster)
         path.mkdir(parents=True, exist_ok=True)
-        return self._issue(path, [Rule(path, WRITE)], ttl, host)
+        return self._issue(path, [Rule(str(path), WRITE)], ttl, host)
 
     def grant_job(self, cluster: int, proc: int, host: str, ttl: float) -> FtpGrant:
         """For a worker: read the cluster's inputs, write this job's results."""
-        rules = [Rule(self.input_dir(cluster), READ), Rule(self.job_dir(cluster, proc), READ_WRITE)]
-        return self._issue(self.root / str(cluster), rules, ttl, host)
+        root = f"{self.root}{os.sep}{cluster}"
+        rules = [Rule(f"{root}{os.sep}input", READ), Rule(f"{root}{os.sep}{proc}", READ_WRITE)]
+        return self._issue(Path(root), rules, ttl, host)
 
     def grant_fetch(self, jobs: list[tuple[int, int]], host: str, ttl: float = 900) -> FtpGrant:
         """For a user: read the results of these jobs (their own, checked by the caller)."""
-        rules = [Rule(self.job_dir(c, p), READ) for c, p in jobs]
+        rules = [Rule(str(self.job_dir(c, p)), READ) for c, p in jobs]
         return self._issue(self.root, rules, ttl, host)
 
     def revoke(self, grant: FtpGrant) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import operator
 import re
 import secrets
 import sqlite3
@@ -175,6 +176,19 @@ _JOB_COLUMNS = ", ".join(_ALL_COLUMNS)
 _UPDATE_JOB = (
     f"UPDATE jobs SET {', '.join(f'{c}=?' for c in _MUTABLE_COLUMNS)} WHERE cluster=? AND proc=?"
 )
+
+
+_MUTABLE_GET = operator.attrgetter(*_MUTABLE_COLUMNS)
+_STATE_AT = _MUTABLE_COLUMNS.index("state")
+_OUTPUTS_AT = _MUTABLE_COLUMNS.index("output_files")
+
+
+def _mutable_values(job: Job) -> list[object]:
+    """The changing columns of a job's row, as stored (the hot path of every change)."""
+    values = list(_MUTABLE_GET(job))
+    values[_STATE_AT] = job.state.value
+    values[_OUTPUTS_AT] = json.dumps(job.output_files)
+    return values
 
 
 def _column(job: Job, name: str) -> object:
@@ -362,7 +376,7 @@ class Store:
         with self.transaction() as db:
             db.execute(
                 _UPDATE_JOB,
-                (*(_column(job, c) for c in _MUTABLE_COLUMNS), job.cluster, job.proc),
+                (*_mutable_values(job), job.cluster, job.proc),
             )
             db.execute(
                 "INSERT INTO job_events (cluster, proc, time, event, detail) VALUES (?,?,?,?,?)",
