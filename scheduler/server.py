@@ -2,7 +2,8 @@
 
 Each connection starts with the handshake of :mod:`scheduler.protocol`; then
 its messages are routed by :data:`ROUTES`, which names the handler of each
-message type. The roles allowed to send a type are declared on the message
+message type (worker messages in :mod:`scheduler.worker_handlers`, user
+requests in :mod:`scheduler.control_handlers`). The roles allowed to send a type are declared on the message
 class itself, so who may do what is visible in one place. A malformed or
 forbidden message gets an ``error`` reply and never crashes the loop.
 """
@@ -16,71 +17,23 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from scheduler import protocol as p
 from scheduler.config import SchedulerConfig
+from scheduler.connection import Connection, RequestError
+from scheduler.control_handlers import ControlHandlers
 from scheduler.dispatch import Slots
 from scheduler.jobs import JobTable
 from scheduler.protocol import JobState, Role
-from scheduler.staging import Spool, StagingError
+from scheduler.staging import Spool
 from scheduler.store import Job, Store
-from scheduler.submission import SubmissionError, check_submission, safe_result_name
+from scheduler.worker_handlers import WorkerHandlers
 
 log = logging.getLogger(__name__)
 
 
-FINAL = {state.value for state in p.FINAL_STATES}
-
-
-class RequestError(Exception):
-    """A request that is refused with a readable reason (sent back as ``error``)."""
-
-    def __init__(self, message: str, code: str = "error"):
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass(eq=False)
-class Connection:
-    id: int
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    peer: str
-    #: The scheduler's own address as this peer reached it: what FTP grants name.
-    local_host: str
-    role: Role | None = None
-    name: str = ""
-    #: For workers, once registered.
-    slots: Slots | None = None
-    metrics: p.WorkerMetrics | None = None
-    running: dict[str, Job] = field(default_factory=dict)
-    grants: dict[str, p.FtpGrant] = field(default_factory=dict)
-    #: Hashes of small inputs already sent inline to this worker (it caches them).
-    sent_inputs: set[str] = field(default_factory=set)
-    connected_since: float = field(default_factory=time.time)
-    last_heartbeat: float = field(default_factory=time.time)
-
-    #: Frames waiting for the end of this turn of the event loop.
-    outbox: list[bytes] = field(default_factory=list)
-    #: Called with this connection when it has frames to send.
-    on_output: Callable[[Connection], None] = lambda conn: None
-
-    def send(self, message: p.Message) -> None:
-        """Queue a frame; it leaves at the end of the loop's turn, after the commit."""
-        if not self.outbox:
-            self.on_output(self)
-        self.outbox.append(p.encode(message))
-
-    def flush(self) -> None:
-        if self.outbox and not self.writer.is_closing():
-            self.writer.write(b"".join(self.outbox))
-        self.outbox.clear()
-
-
-class Scheduler:
+class Scheduler(WorkerHandlers, ControlHandlers):
     """The scheduler node. ``await Scheduler(config).serve()`` runs it until stopped."""
 
     def __init__(self, config: SchedulerConfig):
@@ -386,194 +339,6 @@ class Scheduler:
             self._wake.set()
         self.spool.authorizer.expire(now)
 
-    # ------------------------------------------------------------------ worker messages
-
-    def on_register(self, conn: Connection, msg: p.Register) -> p.Message:
-        if conn.slots is not None:
-            raise RequestError("this worker is already registered")
-        now = time.time()
-        worker_id = self.store.worker_id(conn.name, now)
-        if worker_id in self.workers:
-            raise RequestError(f"a worker named {conn.name!r} is already connected", "conflict")
-        conn.slots = Slots(
-            worker_id=worker_id,
-            name=conn.name,
-            slots=max(1, msg.slots),
-            cpus=msg.cpus,
-            memory_mb=msg.memory_mb,
-            gpus=msg.gpus,
-            disk_free_mb=msg.metrics.disk_free_mb,
-        )
-        conn.metrics, conn.last_heartbeat = msg.metrics, now
-        self.workers[worker_id] = conn
-        self._adopt(conn, msg.running)
-        log.info(
-            "worker %s (id %d) registered from %s: %d slots, %d cpus, %d MB",
-            conn.name, worker_id, conn.peer, msg.slots, msg.cpus, msg.memory_mb,
-        )  # fmt: skip
-        self._wake.set()
-        return p.Registered(worker_id=worker_id, heartbeat_interval=self.config.heartbeat_interval)
-
-    def _adopt(self, conn: Connection, running: list[str]) -> None:
-        """Take back the attempts a returning worker still runs; stop the stale ones."""
-        assert conn.slots is not None
-        for entry in running:
-            job_id, _, attempt_text = entry.partition(":")
-            job = self.jobs.get(job_id)
-            attempt = int(attempt_text) if attempt_text.isdigit() else -1
-            if (
-                job is not None
-                and job.state is JobState.RUNNING
-                and job.worker == conn.name
-                and job.attempt == attempt
-            ):
-                self.orphans.pop(job_id, None)
-                conn.slots.take(job)
-                conn.running[job_id] = job
-                conn.grants[job_id] = self.spool.grant_job(
-                    job.cluster, job.proc, conn.local_host, self.config.job_grant_ttl
-                )
-                log.info("worker %s still runs job %s: adopted", conn.name, job_id)
-            else:
-                conn.send(p.KillJob(job_id=job_id, attempt=attempt, reason="stale attempt"))
-
-    def on_heartbeat(self, conn: Connection, msg: p.Heartbeat) -> None:
-        self._registered(conn)
-        conn.metrics, conn.last_heartbeat = msg.metrics, time.time()
-        assert conn.slots is not None
-        conn.slots.disk_free_mb = msg.metrics.disk_free_mb
-
-    def on_job_finished(self, conn: Connection, msg: p.JobFinished) -> p.Message:
-        slots = self._registered(conn)
-        job = conn.running.get(msg.job_id)
-        if job is None or job.attempt != msg.attempt or job.state is not JobState.RUNNING:
-            log.info(
-                "worker %s: result of stale attempt %s:%d discarded",
-                conn.name,
-                msg.job_id,
-                msg.attempt,
-            )
-            return p.Ok()
-        failure = msg.failure
-        try:
-            files = {name: p.unpack_bytes(text) for name, text in msg.files.items()}
-            if not all(safe_result_name(name) for name in files):
-                raise p.ProtocolError("invalid result file name")
-        except p.ProtocolError as exc:
-            files, failure = {}, failure or f"the worker sent invalid results: {exc}"
-        outcome = dict(
-            end_time=time.time(),
-            wall_time=msg.wall_time,
-            cpu_time=msg.cpu_time,
-            exit_code=msg.exit_code,
-            exit_signal=msg.exit_signal,
-            output_files=msg.output_files,
-        )
-        with self.store.transaction():
-            self.store.save_files(job.cluster, job.proc, files)
-            if failure:
-                self.jobs.hold(job, failure, **outcome)
-            else:
-                status = (
-                    f"exit code {msg.exit_code}"
-                    if msg.exit_signal is None
-                    else f"signal {msg.exit_signal}"
-                )
-                self.jobs.transition(job, JobState.COMPLETED, "terminated", status, **outcome)
-            del conn.running[msg.job_id]
-            self.spool.revoke(conn.grants.pop(msg.job_id))
-            slots.give_back(job)
-            # The freed slot's next job, in the same transaction: the reply and the
-            # next RunJob leave together, after the commit.
-            self._schedule_once([slots])
-        return p.Ok()
-
-    def _registered(self, conn: Connection) -> Slots:
-        if conn.slots is None:
-            raise RequestError("register first")
-        return conn.slots
-
-    # ------------------------------------------------------------------ control messages
-
-    def on_new_cluster(self, conn: Connection, msg: p.NewCluster) -> p.Message:
-        cluster = self.store.reserve_cluster(conn.name, time.time())
-        return p.ClusterCreated(
-            cluster=cluster, upload=self.spool.grant_upload(cluster, conn.local_host)
-        )
-
-    def on_submit_jobs(self, conn: Connection, msg: p.SubmitJobs) -> p.Message:
-        owner = self.store.cluster_owner(msg.cluster)
-        if owner is None or owner[0] != conn.name:
-            raise RequestError(f"cluster {msg.cluster} was not reserved by you", "not_found")
-        if owner[1]:
-            raise RequestError(f"cluster {msg.cluster} was already submitted", "conflict")
-        try:
-            self.spool.store_inputs(msg.cluster, msg.files)
-            warnings = check_submission(msg.jobs, self.spool.input_dir(msg.cluster))
-        except (SubmissionError, StagingError, p.ProtocolError) as exc:
-            raise RequestError(str(exc), "invalid") from None
-        jobs = self.jobs.submit(msg.cluster, conn.name, msg.submit_file, msg.jobs)
-        log.info("user %s submitted cluster %d: %d job(s)", conn.name, msg.cluster, len(jobs))
-        self._wake.set()
-        return p.Submitted(cluster=msg.cluster, job_ids=[j.id for j in jobs], warnings=warnings)
-
-    def on_query_jobs(self, conn: Connection, msg: p.QueryJobs) -> p.Message:
-        clusters, pairs = _parse_ids(msg.ids)
-        owner = None if msg.all_users else conn.name
-        states = set(msg.states) or {s.value for s in JobState}
-        # Jobs in the queue are in memory; only finished ones are read from SQLite.
-        jobs = self.jobs.select(owner, clusters, pairs, states - FINAL)
-        if states & FINAL:
-            jobs += self.store.jobs(
-                owner=owner, clusters=clusters, job_ids=pairs, states=sorted(states & FINAL)
-            )
-        jobs.sort(key=lambda job: (job.cluster, job.proc))
-        return p.JobList(jobs=[self._visible(conn, job) for job in jobs])
-
-    def _visible(self, conn: Connection, job: Job) -> p.JobInfo:
-        """Other users' jobs show no arguments or outputs (as HTCondor's queue does)."""
-        info = job.info()
-        if job.owner != conn.name:
-            info = p.JobInfo(**{**p.to_wire(info), "arguments": [], "output_files": []})
-        return info
-
-    def on_query_workers(self, conn: Connection, msg: p.QueryWorkers) -> p.Message:
-        return p.WorkerList(workers=[_worker_info(w) for w in self.workers.values() if w.slots])
-
-    def on_subscribe(self, conn: Connection, msg: p.Subscribe) -> p.Message:
-        for cluster in msg.clusters:
-            self.subscribers.setdefault(cluster, {})[conn] = frozenset(msg.states)
-        return p.Ok()
-
-    def on_fetch_results(self, conn: Connection, msg: p.FetchResults) -> p.Message:
-        clusters, pairs = _parse_ids(msg.ids)
-        if not clusters and not pairs:
-            raise RequestError("name at least one job or cluster")
-        jobs = self.store.jobs(owner=conn.name, clusters=clusters, job_ids=pairs)
-        if not jobs:
-            raise RequestError(f"no job of yours matches {' '.join(msg.ids)}", "not_found")
-        files: dict[str, dict[str, str]] = {}
-        budget, sent = p.INLINE_BUDGET, []
-        for job in jobs:
-            small = self.store.files(job.cluster, job.proc)
-            size = sum(len(data) for data in small.values())
-            if sent and size > budget:
-                break  # the rest in another request, so a reply never outgrows a frame
-            budget -= size
-            files[job.id] = {name: p.pack_bytes(data) for name, data in small.items()}
-            sent.append(job)
-        large = [
-            (j.cluster, j.proc) for j in sent if self.spool.job_dir(j.cluster, j.proc).exists()
-        ]
-        return p.JobResults(
-            download=self.spool.grant_fetch(large, conn.local_host) if large else None,
-            files=files,
-            jobs=[j.info() for j in sent],
-            specs={j.id: j.spec for j in sent},
-            events={j.id: self.store.events(j.cluster, j.proc) for j in sent},
-            remaining=[j.id for j in jobs[len(sent) :]],
-        )
-
 
 ROUTES: dict[type[p.Message], Any] = {
     p.Register: Scheduler.on_register,
@@ -586,43 +351,6 @@ ROUTES: dict[type[p.Message], Any] = {
     p.Subscribe: Scheduler.on_subscribe,
     p.FetchResults: Scheduler.on_fetch_results,
 }
-
-
-def _parse_ids(ids: list[str]) -> tuple[list[int], list[tuple[int, int]]]:
-    clusters: list[int] = []
-    pairs: list[tuple[int, int]] = []
-    for text in ids:
-        try:
-            cluster, proc = p.parse_job_id(text)
-        except ValueError as exc:
-            raise RequestError(str(exc), "invalid") from None
-        if proc is None:
-            clusters.append(cluster)
-        else:
-            pairs.append((cluster, proc))
-    return clusters, pairs
-
-
-def _worker_info(conn: Connection) -> p.WorkerInfo:
-    assert conn.slots is not None and conn.metrics is not None
-    s = conn.slots
-    return p.WorkerInfo(
-        id=s.worker_id,
-        name=s.name,
-        state="busy" if s.used_slots else "idle",
-        address=conn.peer,
-        slots_total=s.slots,
-        slots_used=s.used_slots,
-        cpus_total=s.cpus,
-        cpus_used=s.used_cpus,
-        memory_total_mb=s.memory_mb,
-        memory_used_mb=s.used_memory_mb,
-        gpus_total=s.gpus,
-        gpus_used=s.used_gpus,
-        metrics=conn.metrics,
-        last_heartbeat=conn.last_heartbeat,
-        connected_since=conn.connected_since,
-    )
 
 
 def _bind_host(host: str) -> str:

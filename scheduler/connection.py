@@ -1,0 +1,58 @@
+"""One peer's connection to the scheduler, and the error a request is refused with."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from scheduler import protocol as p
+from scheduler.dispatch import Slots
+from scheduler.protocol import Role
+from scheduler.store import Job
+
+
+class RequestError(Exception):
+    """A request that is refused with a readable reason (sent back as ``error``)."""
+
+    def __init__(self, message: str, code: str = "error"):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(eq=False)
+class Connection:
+    id: int
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    peer: str
+    #: The scheduler's own address as this peer reached it: what FTP grants name.
+    local_host: str
+    role: Role | None = None
+    name: str = ""
+    #: For workers, once registered.
+    slots: Slots | None = None
+    metrics: p.WorkerMetrics | None = None
+    running: dict[str, Job] = field(default_factory=dict)
+    grants: dict[str, p.FtpGrant] = field(default_factory=dict)
+    #: Hashes of small inputs already sent inline to this worker (it caches them).
+    sent_inputs: set[str] = field(default_factory=set)
+    connected_since: float = field(default_factory=time.time)
+    last_heartbeat: float = field(default_factory=time.time)
+
+    #: Frames waiting for the end of this turn of the event loop.
+    outbox: list[bytes] = field(default_factory=list)
+    #: Called with this connection when it has frames to send.
+    on_output: Callable[[Connection], None] = lambda conn: None
+
+    def send(self, message: p.Message) -> None:
+        """Queue a frame; it leaves at the end of the loop's turn, after the commit."""
+        if not self.outbox:
+            self.on_output(self)
+        self.outbox.append(p.encode(message))
+
+    def flush(self) -> None:
+        if self.outbox and not self.writer.is_closing():
+            self.writer.write(b"".join(self.outbox))
+        self.outbox.clear()

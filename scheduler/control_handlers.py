@@ -1,0 +1,137 @@
+"""What the scheduler does with the requests of users (control nodes)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from scheduler import protocol as p
+from scheduler.connection import Connection, RequestError
+from scheduler.protocol import JobState
+from scheduler.staging import StagingError
+from scheduler.store import Job
+from scheduler.submission import SubmissionError, check_submission
+
+log = logging.getLogger("scheduler.server")
+
+FINAL = {state.value for state in p.FINAL_STATES}
+
+
+class ControlHandlers:
+    """Handlers of user requests; mixed into :class:`scheduler.server.Scheduler`."""
+
+    def on_new_cluster(self, conn: Connection, msg: p.NewCluster) -> p.Message:
+        cluster = self.store.reserve_cluster(conn.name, time.time())
+        return p.ClusterCreated(
+            cluster=cluster, upload=self.spool.grant_upload(cluster, conn.local_host)
+        )
+
+    def on_submit_jobs(self, conn: Connection, msg: p.SubmitJobs) -> p.Message:
+        owner = self.store.cluster_owner(msg.cluster)
+        if owner is None or owner[0] != conn.name:
+            raise RequestError(f"cluster {msg.cluster} was not reserved by you", "not_found")
+        if owner[1]:
+            raise RequestError(f"cluster {msg.cluster} was already submitted", "conflict")
+        try:
+            self.spool.store_inputs(msg.cluster, msg.files)
+            warnings = check_submission(msg.jobs, self.spool.input_dir(msg.cluster))
+        except (SubmissionError, StagingError, p.ProtocolError) as exc:
+            raise RequestError(str(exc), "invalid") from None
+        jobs = self.jobs.submit(msg.cluster, conn.name, msg.submit_file, msg.jobs)
+        log.info("user %s submitted cluster %d: %d job(s)", conn.name, msg.cluster, len(jobs))
+        self._wake.set()
+        return p.Submitted(cluster=msg.cluster, job_ids=[j.id for j in jobs], warnings=warnings)
+
+    def on_query_jobs(self, conn: Connection, msg: p.QueryJobs) -> p.Message:
+        clusters, pairs = _parse_ids(msg.ids)
+        owner = None if msg.all_users else conn.name
+        states = set(msg.states) or {s.value for s in JobState}
+        # Jobs in the queue are in memory; only finished ones are read from SQLite.
+        jobs = self.jobs.select(owner, clusters, pairs, states - FINAL)
+        if states & FINAL:
+            jobs += self.store.jobs(
+                owner=owner, clusters=clusters, job_ids=pairs, states=sorted(states & FINAL)
+            )
+        jobs.sort(key=lambda job: (job.cluster, job.proc))
+        return p.JobList(jobs=[self._visible(conn, job) for job in jobs])
+
+    def _visible(self, conn: Connection, job: Job) -> p.JobInfo:
+        """Other users' jobs show no arguments or outputs (as HTCondor's queue does)."""
+        info = job.info()
+        if job.owner != conn.name:
+            info = p.JobInfo(**{**p.to_wire(info), "arguments": [], "output_files": []})
+        return info
+
+    def on_query_workers(self, conn: Connection, msg: p.QueryWorkers) -> p.Message:
+        return p.WorkerList(workers=[_worker_info(w) for w in self.workers.values() if w.slots])
+
+    def on_subscribe(self, conn: Connection, msg: p.Subscribe) -> p.Message:
+        for cluster in msg.clusters:
+            self.subscribers.setdefault(cluster, {})[conn] = frozenset(msg.states)
+        return p.Ok()
+
+    def on_fetch_results(self, conn: Connection, msg: p.FetchResults) -> p.Message:
+        clusters, pairs = _parse_ids(msg.ids)
+        if not clusters and not pairs:
+            raise RequestError("name at least one job or cluster")
+        jobs = self.store.jobs(owner=conn.name, clusters=clusters, job_ids=pairs)
+        if not jobs:
+            raise RequestError(f"no job of yours matches {' '.join(msg.ids)}", "not_found")
+        files: dict[str, dict[str, str]] = {}
+        budget, sent = p.INLINE_BUDGET, []
+        for job in jobs:
+            small = self.store.files(job.cluster, job.proc)
+            size = sum(len(data) for data in small.values())
+            if sent and size > budget:
+                break  # the rest in another request, so a reply never outgrows a frame
+            budget -= size
+            files[job.id] = {name: p.pack_bytes(data) for name, data in small.items()}
+            sent.append(job)
+        large = [
+            (j.cluster, j.proc) for j in sent if self.spool.job_dir(j.cluster, j.proc).exists()
+        ]
+        return p.JobResults(
+            download=self.spool.grant_fetch(large, conn.local_host) if large else None,
+            files=files,
+            jobs=[j.info() for j in sent],
+            specs={j.id: j.spec for j in sent},
+            events={j.id: self.store.events(j.cluster, j.proc) for j in sent},
+            remaining=[j.id for j in jobs[len(sent) :]],
+        )
+
+
+def _parse_ids(ids: list[str]) -> tuple[list[int], list[tuple[int, int]]]:
+    clusters: list[int] = []
+    pairs: list[tuple[int, int]] = []
+    for text in ids:
+        try:
+            cluster, proc = p.parse_job_id(text)
+        except ValueError as exc:
+            raise RequestError(str(exc), "invalid") from None
+        if proc is None:
+            clusters.append(cluster)
+        else:
+            pairs.append((cluster, proc))
+    return clusters, pairs
+
+
+def _worker_info(conn: Connection) -> p.WorkerInfo:
+    assert conn.slots is not None and conn.metrics is not None
+    s = conn.slots
+    return p.WorkerInfo(
+        id=s.worker_id,
+        name=s.name,
+        state="busy" if s.used_slots else "idle",
+        address=conn.peer,
+        slots_total=s.slots,
+        slots_used=s.used_slots,
+        cpus_total=s.cpus,
+        cpus_used=s.used_cpus,
+        memory_total_mb=s.memory_mb,
+        memory_used_mb=s.used_memory_mb,
+        gpus_total=s.gpus,
+        gpus_used=s.used_gpus,
+        metrics=conn.metrics,
+        last_heartbeat=conn.last_heartbeat,
+        connected_since=conn.connected_since,
+    )

@@ -1,0 +1,123 @@
+"""What the scheduler does with the messages of workers."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from scheduler import protocol as p
+from scheduler.connection import Connection, RequestError
+from scheduler.dispatch import Slots
+from scheduler.protocol import JobState
+from scheduler.submission import safe_result_name
+
+log = logging.getLogger("scheduler.server")
+
+
+class WorkerHandlers:
+    """Handlers of worker messages; mixed into :class:`scheduler.server.Scheduler`."""
+
+    def on_register(self, conn: Connection, msg: p.Register) -> p.Message:
+        if conn.slots is not None:
+            raise RequestError("this worker is already registered")
+        now = time.time()
+        worker_id = self.store.worker_id(conn.name, now)
+        if worker_id in self.workers:
+            raise RequestError(f"a worker named {conn.name!r} is already connected", "conflict")
+        conn.slots = Slots(
+            worker_id=worker_id,
+            name=conn.name,
+            slots=max(1, msg.slots),
+            cpus=msg.cpus,
+            memory_mb=msg.memory_mb,
+            gpus=msg.gpus,
+            disk_free_mb=msg.metrics.disk_free_mb,
+        )
+        conn.metrics, conn.last_heartbeat = msg.metrics, now
+        self.workers[worker_id] = conn
+        self._adopt(conn, msg.running)
+        log.info(
+            "worker %s (id %d) registered from %s: %d slots, %d cpus, %d MB",
+            conn.name, worker_id, conn.peer, msg.slots, msg.cpus, msg.memory_mb,
+        )  # fmt: skip
+        self._wake.set()
+        return p.Registered(worker_id=worker_id, heartbeat_interval=self.config.heartbeat_interval)
+
+    def _adopt(self, conn: Connection, running: list[str]) -> None:
+        """Take back the attempts a returning worker still runs; stop the stale ones."""
+        assert conn.slots is not None
+        for entry in running:
+            job_id, _, attempt_text = entry.partition(":")
+            job = self.jobs.get(job_id)
+            attempt = int(attempt_text) if attempt_text.isdigit() else -1
+            if (
+                job is not None
+                and job.state is JobState.RUNNING
+                and job.worker == conn.name
+                and job.attempt == attempt
+            ):
+                self.orphans.pop(job_id, None)
+                conn.slots.take(job)
+                conn.running[job_id] = job
+                conn.grants[job_id] = self.spool.grant_job(
+                    job.cluster, job.proc, conn.local_host, self.config.job_grant_ttl
+                )
+                log.info("worker %s still runs job %s: adopted", conn.name, job_id)
+            else:
+                conn.send(p.KillJob(job_id=job_id, attempt=attempt, reason="stale attempt"))
+
+    def on_heartbeat(self, conn: Connection, msg: p.Heartbeat) -> None:
+        self._registered(conn)
+        conn.metrics, conn.last_heartbeat = msg.metrics, time.time()
+        assert conn.slots is not None
+        conn.slots.disk_free_mb = msg.metrics.disk_free_mb
+
+    def on_job_finished(self, conn: Connection, msg: p.JobFinished) -> p.Message:
+        slots = self._registered(conn)
+        job = conn.running.get(msg.job_id)
+        if job is None or job.attempt != msg.attempt or job.state is not JobState.RUNNING:
+            log.info(
+                "worker %s: result of stale attempt %s:%d discarded",
+                conn.name,
+                msg.job_id,
+                msg.attempt,
+            )
+            return p.Ok()
+        failure = msg.failure
+        try:
+            files = {name: p.unpack_bytes(text) for name, text in msg.files.items()}
+            if not all(safe_result_name(name) for name in files):
+                raise p.ProtocolError("invalid result file name")
+        except p.ProtocolError as exc:
+            files, failure = {}, failure or f"the worker sent invalid results: {exc}"
+        outcome = dict(
+            end_time=time.time(),
+            wall_time=msg.wall_time,
+            cpu_time=msg.cpu_time,
+            exit_code=msg.exit_code,
+            exit_signal=msg.exit_signal,
+            output_files=msg.output_files,
+        )
+        with self.store.transaction():
+            self.store.save_files(job.cluster, job.proc, files)
+            if failure:
+                self.jobs.hold(job, failure, **outcome)
+            else:
+                status = (
+                    f"exit code {msg.exit_code}"
+                    if msg.exit_signal is None
+                    else f"signal {msg.exit_signal}"
+                )
+                self.jobs.transition(job, JobState.COMPLETED, "terminated", status, **outcome)
+            del conn.running[msg.job_id]
+            self.spool.revoke(conn.grants.pop(msg.job_id))
+            slots.give_back(job)
+            # The freed slot's next job, in the same transaction: the reply and the
+            # next RunJob leave together, after the commit.
+            self._schedule_once([slots])
+        return p.Ok()
+
+    def _registered(self, conn: Connection) -> Slots:
+        if conn.slots is None:
+            raise RequestError("register first")
+        return conn.slots
