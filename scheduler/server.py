@@ -3,9 +3,10 @@
 Each connection starts with the handshake of :mod:`scheduler.protocol`; then
 its messages are routed by :data:`ROUTES`, which names the handler of each
 message type (worker messages in :mod:`scheduler.worker_handlers`, user
-requests in :mod:`scheduler.control_handlers`). The roles allowed to send a type are declared on the message
-class itself, so who may do what is visible in one place. A malformed or
-forbidden message gets an ``error`` reply and never crashes the loop.
+requests in :mod:`scheduler.control_handlers`). The roles allowed to send a
+type are declared on the message class itself, so who may do what is visible
+in one place. A malformed or forbidden message gets an ``error`` reply and
+never crashes the loop.
 """
 
 from __future__ import annotations
