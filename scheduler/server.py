@@ -54,6 +54,8 @@ class Scheduler(WorkerHandlers, ControlHandlers):
         #: Connections with frames to send at the end of this turn of the loop.
         self._dirty: set[Connection] = set()
         self._turn_ending = False
+        #: Every live connection, by the task serving it.
+        self._peers: dict[asyncio.Task[None], Connection] = {}
         self.store.on_batch_open = self._end_turn_soon
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -89,9 +91,16 @@ class Scheduler(WorkerHandlers, ControlHandlers):
         finally:
             for task in tasks:
                 task.cancel()
-            self._end_turn()
-            for conn in [*self.workers.values(), *self.controls.values()]:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # Every connection winds down (and commits) before the database closes.
+            # Closing makes each reader see the end of its stream; cancelling the
+            # task instead makes Python 3.11's start_server log a spurious error.
+            peers = list(self._peers.items())
+            for _, conn in peers:
                 conn.writer.close()
+            if peers:
+                await asyncio.wait([task for task, _ in peers], timeout=5)
+            self._end_turn()
             self.spool.stop()
             self.store.close()
             log.info("scheduler stopped")
@@ -112,6 +121,9 @@ class Scheduler(WorkerHandlers, ControlHandlers):
             _host_for_grants(local[0]),
             on_output=self._output,
         )
+        task = asyncio.current_task()
+        assert task is not None
+        self._peers[task] = conn
         try:
             if await self._handshake(conn):
                 await self._serve_peer(conn)
@@ -122,6 +134,7 @@ class Scheduler(WorkerHandlers, ControlHandlers):
             with contextlib.suppress(ConnectionError):
                 conn.send(p.Error(message=str(exc), code="protocol"))
         finally:
+            self._peers.pop(task, None)
             self._disconnected(conn)
             self._end_turn()
             writer.close()

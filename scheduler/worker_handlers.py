@@ -41,7 +41,9 @@ class WorkerHandlers:
             conn.name, worker_id, conn.peer, msg.slots, msg.cpus, msg.memory_mb,
         )  # fmt: skip
         self._wake.set()
-        return p.Registered(worker_id=worker_id, heartbeat_interval=self.config.heartbeat_interval)
+        # Several heartbeats fit in the timeout, so one late heartbeat loses nothing.
+        interval = min(self.config.heartbeat_interval, self.config.worker_timeout / 3)
+        return p.Registered(worker_id=worker_id, heartbeat_interval=interval)
 
     def _adopt(self, conn: Connection, running: list[str]) -> None:
         """Take back the attempts a returning worker still runs; stop the stale ones."""

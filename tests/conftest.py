@@ -81,7 +81,12 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., TestCluster]]:
     """Factory: ``make_cluster(workers=2)`` starts a scheduler and that many 1-slot workers."""
     made: list[TestCluster] = []
 
-    def create(workers: int = 2, slots: int = 1, worker_args: tuple[str, ...] = ()) -> TestCluster:
+    def create(
+        workers: int = 2,
+        slots: int = 1,
+        worker_args: tuple[str, ...] = (),
+        scheduler_args: tuple[str, ...] = (),
+    ) -> TestCluster:
         cluster = TestCluster(tmp_path / f"home{len(made)}")
         made.append(cluster)
         cluster.config.home.mkdir(parents=True)
@@ -89,7 +94,7 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., TestCluster]]:
         from control_node.local_cluster import local_user_token
 
         cluster.token = local_user_token(cluster.config)
-        cluster.start_scheduler()
+        cluster.start_scheduler(*scheduler_args)
         for i in range(1, workers + 1):
             cluster.add_worker(f"w{i}", *worker_args, slots=slots)
         if workers:
@@ -104,6 +109,9 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., TestCluster]]:
         assert not crashed, "crashed: " + "; ".join(
             f"{name}:\n{cluster.log(name)[-3000:]}" for name in crashed
         )
+        # An error a process survived is still a bug: no traceback in any log.
+        for name in cluster.processes:
+            assert "Traceback" not in cluster.log(name), f"{name}:\n{cluster.log(name)[-3000:]}"
 
 
 @pytest.fixture

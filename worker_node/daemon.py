@@ -105,7 +105,10 @@ class Worker:
         try:
             await self._handshake(reader, writer)
             metrics = self.sampler.sample()
+            # Attempts still running, and finished ones whose result is not yet
+            # acknowledged: the scheduler keeps both as this worker's.
             running = [a.key for a in self.attempts.values()]
+            running += [f"{r.job_id}:{r.attempt}" for r in self.unacked.values()]
             await p.write_message(
                 writer,
                 p.Register(
@@ -177,8 +180,8 @@ class Worker:
         if isinstance(message, p.RunJob):
             self._start(message)
         elif isinstance(message, p.KillJob):
-            attempt = self.attempts.get(message.job_id)
-            if attempt is not None and attempt.msg.attempt == message.attempt:
+            attempt = self.attempts.get(f"{message.job_id}:{message.attempt}")
+            if attempt is not None:
                 log.info("job %s: killed (%s)", message.job_id, message.reason)
                 attempt.kill(message.reason)
         elif isinstance(message, p.Ok) and message.id is not None:
@@ -189,23 +192,23 @@ class Worker:
             log.warning("unexpected %s message ignored", message.type)
 
     def _start(self, msg: p.RunJob) -> None:
-        if msg.job_id in self.attempts:
-            log.warning("job %s is already running here; request ignored", msg.job_id)
+        attempt = Attempt(msg=msg, directory=self.jobs_dir / f"{msg.job_id}-{msg.attempt}")
+        if attempt.key in self.attempts:
+            log.warning("job %s attempt %d already runs here", msg.job_id, msg.attempt)
             return
-        directory = self.jobs_dir / f"{msg.job_id}-{msg.attempt}"
-        attempt = Attempt(msg=msg, directory=directory)
-        self.attempts[msg.job_id] = attempt
+        # Keyed by attempt: a stale attempt being killed never blocks the current one.
+        self.attempts[attempt.key] = attempt
         asyncio.create_task(self._run(attempt))
 
     async def _run(self, attempt: Attempt) -> None:
         msg = attempt.msg
-        log.info("job %s attempt %d: starting %s", msg.job_id, msg.attempt, msg.spec.executable)
+        log.debug("job %s attempt %d: starting %s", msg.job_id, msg.attempt, msg.spec.executable)
         try:
             result = await asyncio.get_running_loop().run_in_executor(
                 self.executor, run_attempt, attempt, self.cache
             )
         finally:
-            self.attempts.pop(msg.job_id, None)
+            self.attempts.pop(attempt.key, None)
         log.info(
             "job %s attempt %d: exit %s signal %s%s",
             msg.job_id,

@@ -1,0 +1,59 @@
+"""Nothing is lost when a worker or the scheduler dies mid-job (real processes, kill -9)."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+from conftest import TestCluster, wait_until, write
+
+from control_node import Client
+
+
+def gated_job(tmp_path: Path) -> Path:
+    """A job that waits for a gate file, then says where it ran."""
+    gate = tmp_path / "go"
+    write(tmp_path / "job.sh", f"#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.05; done\n"
+          "echo ran as attempt $DFARM_ATTEMPT\n", True)  # fmt: skip
+    write(tmp_path / "job.sub", "executable = job.sh\nqueue\n")
+    return gate
+
+
+def running_on(cluster: TestCluster) -> str | None:
+    jobs = json.loads(cluster.run("dq", "--json").stdout)
+    return jobs[0]["worker"] if jobs and jobs[0]["state"] == "running" else None
+
+
+def test_a_job_on_a_lost_worker_runs_elsewhere(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=1, scheduler_args=("--worker-timeout", "2"))
+    gate = gated_job(tmp_path)
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    assert wait_until(lambda: running_on(cluster)) == "w1"
+    cluster.expected_exits.add("w1")
+    cluster.processes["w1"].send_signal(signal.SIGKILL)
+    cluster.processes["w1"].wait()
+    cluster.add_worker("w2")
+    gate.touch()
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        (job,) = client.wait(["1"], timeout=60)
+    assert (job.state, job.exit_code, job.worker, job.num_starts) == ("completed", 0, "w2", 2)
+    assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "1.0" / "stdout").read_text() == "ran as attempt 2\n"
+
+
+def test_a_running_job_survives_a_scheduler_kill(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=1)
+    gate = gated_job(tmp_path)
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    assert wait_until(lambda: running_on(cluster)) == "w1"
+    cluster.processes["scheduler"].send_signal(signal.SIGKILL)
+    cluster.processes["scheduler"].wait()
+    gate.touch()  # the job ends while the scheduler is down; its worker keeps the result
+    cluster.start_scheduler()
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        (job,) = client.wait(["1"], timeout=60)
+    assert (job.state, job.exit_code, job.worker, job.num_starts) == ("completed", 0, "w1", 1)
+    assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "1.0" / "stdout").read_text() == "ran as attempt 1\n"
+    assert "still runs job 1.0: adopted" in cluster.log("scheduler")
