@@ -160,8 +160,10 @@ def _fetch_job(
     def get(name: str, local: Path) -> None:
         if name in inline:
             _write(local, p.unpack_bytes(inline[name]))
-        elif ftp is not None:
-            _download(ftp, f"{remote}/{name}", local)
+        elif ftp is not None and _download(ftp, f"{remote}/{name}", local):
+            pass
+        elif name in ("stdout", "stderr"):
+            _write(local, b"")  # the job printed nothing there
 
     for local, name in ((out, "stdout"), (err, "stderr")):
         if local is not None:
@@ -181,18 +183,19 @@ def _write(local: Path, data: bytes) -> None:
     os.replace(tmp, local)
 
 
-def _download(ftp: ftplib.FTP, remote: str, local: Path) -> None:
+def _download(ftp: ftplib.FTP, remote: str, local: Path) -> bool:
+    """Download one file; False when the spool has no such file."""
     local.parent.mkdir(parents=True, exist_ok=True)
     tmp = local.with_name(f".{local.name}.part")
     try:
         with open(tmp, "wb") as f:
             ftp.retrbinary(f"RETR {remote}", f.write, blocksize=1 << 20)
     except ftplib.error_perm:
-        # A job held before it ran has no stdout to fetch.
         with contextlib.suppress(OSError):
             tmp.unlink()
-        return
+        return False
     os.replace(tmp, local)
+    return True
 
 
 def write_event_log(path: Path, events: list[tuple[p.JobEvent, str]]) -> None:

@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 BIN=$ROOT/.venv/bin
 export DFARM_HOME=${DFARM_DEMO_HOME:-$(mktemp -d /tmp/dfarm-demo.XXXXXX)}
-RESULTS=$ROOT/demo-results
+RESULTS=${DFARM_DEMO_RESULTS:-$ROOT/demo-results}
 rm -rf "$RESULTS" && mkdir -p "$RESULTS"
 
 "$BIN/dfarm" up --workers 2 --slots 1 --home "$DFARM_HOME" &
@@ -50,4 +50,4 @@ with Client() as client:
 cat "$RESULTS/$cluster".*/stdout
 step "dq --all: everything that ran"
 "$BIN/dq" --all
-step "done: results are in ./demo-results"
+step "done: results are in $RESULTS"

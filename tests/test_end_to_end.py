@@ -29,6 +29,7 @@ def test_job_with_dataset_returns_its_stdout(cluster: TestCluster, tmp_path: Pat
     assert result.returncode == 0, result.stderr
     assert "1 job(s) submitted to cluster 1." in result.stdout
     assert (tmp_path / "1.0" / "stdout").read_text() == "n=3 mean=3.00 max=6\n"
+    assert (tmp_path / "1.0" / "stderr").read_text() == ""  # nothing printed, still there
     status = json.loads((tmp_path / "1.0" / "status.json").read_text())
     assert status["exit_code"] == 0 and status["state"] == "completed"
 
@@ -90,21 +91,22 @@ def test_job_killed_by_signal_reports_it(cluster: TestCluster, tmp_path: Path) -
 
 
 def test_submit_file_paths_like_htcondor(cluster: TestCluster, tmp_path: Path) -> None:
-    script = '#!/bin/sh\nread line\necho "got $line"\necho oops >&2\necho 42 > answer.txt\n'
+    script = '#!/bin/sh\nread line\necho "got $line"\necho 42 > answer.txt\ntouch empty.txt\n'
     write(tmp_path / "bin" / "job.sh", script, True)
     write(tmp_path / "run" / "in.txt", "hello\n")
     write(
         tmp_path / "job.sub",
         "executable = bin/job.sh\ninitialdir = run\ninput = in.txt\n"
         "output = out.$(Process).txt\nerror = err.$(Process).txt\nlog = job.log\n"
-        "transfer_output_files = answer.txt\nqueue\n",
+        "transfer_output_files = answer.txt, empty.txt\nqueue\n",
     )
     result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     run = tmp_path / "run"
     assert (run / "out.0.txt").read_text() == "got hello\n"
-    assert (run / "err.0.txt").read_text() == "oops\n"
+    assert (run / "err.0.txt").read_text() == ""  # created even when empty, as HTCondor does
     assert (run / "answer.txt").read_text() == "42\n"
+    assert (run / "empty.txt").read_bytes() == b""
     log = (run / "job.log").read_text()
     assert "1.0 submitted" in log and "1.0 terminated: exit code 0" in log
 

@@ -144,7 +144,8 @@ def _send_results(msg: RunJob, results: dict[str, BinaryIO]) -> dict[str, str]:
         f.seek(0)
         if size <= INLINE_LIMIT and size <= budget:
             budget -= size
-            if size:
+            # An empty stdout or stderr is implied; an empty output file is sent.
+            if size or name.startswith("outputs/"):
                 inline[name] = pack_bytes(f.read())
         else:
             large.append((name, f))
