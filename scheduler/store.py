@@ -173,6 +173,7 @@ _MUTABLE_COLUMNS = [
 ]
 _ALL_COLUMNS = ["cluster", "proc", "owner", "spec", "submit_time", *_MUTABLE_COLUMNS]
 _JOB_COLUMNS = ", ".join(_ALL_COLUMNS)
+_INSERT_EVENT = "INSERT INTO job_events (cluster, proc, time, event, detail) VALUES (?,?,?,?,?)"
 _UPDATE_JOB = (
     f"UPDATE jobs SET {', '.join(f'{c}=?' for c in _MUTABLE_COLUMNS)} WHERE cluster=? AND proc=?"
 )
@@ -245,6 +246,8 @@ class Store:
         #: When set, writes accumulate in one transaction (a batch) until
         #: :meth:`commit`; this is called when a batch opens, to schedule that.
         self.on_batch_open: Callable[[], None] | None = None
+        self._pending_jobs: dict[tuple[int, int], Job] = {}
+        self._pending_events: list[tuple[int, int, float, str, str]] = []
         self._migrate()
 
     def close(self) -> None:
@@ -273,10 +276,7 @@ class Store:
                 yield self._db
                 return
             batching = self.on_batch_open is not None
-            if not self._db.in_transaction:
-                self._db.execute("BEGIN IMMEDIATE")
-                if self.on_batch_open is not None:
-                    self.on_batch_open()
+            self._open_batch()
             if batching:
                 self._db.execute("SAVEPOINT unit")
             self._depth = 1
@@ -295,11 +295,13 @@ class Store:
     def commit(self) -> None:
         """End the open batch: everything written since is durable on return."""
         with self._lock:
+            self._write_pending()
             if self._db.in_transaction:
                 self._db.execute("COMMIT")
 
     def _query(self, sql: str, args: Iterable[object] = ()) -> list[sqlite3.Row]:
         with self._lock:
+            self._write_pending()  # a read sees every write queued before it
             return self._db.execute(sql, tuple(args)).fetchall()
 
     # ------------------------------------------------------------------ users
@@ -366,22 +368,44 @@ class Store:
                 [tuple(_column(job, c) for c in _ALL_COLUMNS) for job in jobs],
             )
             db.executemany(
-                "INSERT INTO job_events (cluster, proc, time, event, detail) VALUES (?,?,?,?,?)",
+                _INSERT_EVENT,
                 [(j.cluster, j.proc, now, "submitted", f"from {submit_file}") for j in jobs],
             )
 
     def save_job(self, job: Job, event: str, detail: str = "", now: float | None = None) -> None:
-        """Write a job's changed row and one event, inside the caller's transaction
-        (or a transaction of its own)."""
+        """Write a job's changed row and one event.
+
+        When batching, both are queued and written (with ``executemany``, each
+        job's row once, in its latest state) before the next read or the commit:
+        the database always ends a turn as memory does. Otherwise they are
+        written now, in the caller's transaction or one of their own.
+        """
+        row = (job.cluster, job.proc, time.time() if now is None else now, event, detail)
+        if self.on_batch_open is not None:
+            with self._lock:
+                self._open_batch()
+                self._pending_jobs[(job.cluster, job.proc)] = job
+                self._pending_events.append(row)
+            return
         with self.transaction() as db:
-            db.execute(
-                _UPDATE_JOB,
-                (*_mutable_values(job), job.cluster, job.proc),
-            )
-            db.execute(
-                "INSERT INTO job_events (cluster, proc, time, event, detail) VALUES (?,?,?,?,?)",
-                (job.cluster, job.proc, time.time() if now is None else now, event, detail),
-            )
+            db.execute(_UPDATE_JOB, (*_mutable_values(job), job.cluster, job.proc))
+            db.execute(_INSERT_EVENT, row)
+
+    def _open_batch(self) -> None:
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+            if self.on_batch_open is not None:
+                self.on_batch_open()
+
+    def _write_pending(self) -> None:
+        """Write the queued job rows and events (inside the open batch)."""
+        if self._pending_jobs:
+            rows = [(*_mutable_values(j), j.cluster, j.proc) for j in self._pending_jobs.values()]
+            self._pending_jobs.clear()
+            self._db.executemany(_UPDATE_JOB, rows)
+        if self._pending_events:
+            self._db.executemany(_INSERT_EVENT, self._pending_events)
+            self._pending_events.clear()
 
     def save_files(self, cluster: int, proc: int, files: dict[str, bytes]) -> None:
         """Small result files of a job's current attempt (see :meth:`clear_files`)."""
