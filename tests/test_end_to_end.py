@@ -289,3 +289,22 @@ def test_queries_with_thousands_of_ids(make_cluster, tmp_path: Path) -> None:  #
         assert [j.id for j in client.jobs(ids)] == ids
         assert len(client.jobs(["1"])) == 3000
         assert client.jobs(["1.5", "1", "1.7"])[5].id == "1.5"
+
+
+def test_processes_a_job_leaves_behind_are_killed(cluster: TestCluster, tmp_path: Path) -> None:
+    import psutil
+
+    write(tmp_path / "job.sh", "#!/bin/sh\nsleep 300 &\necho started $!\n", True)
+    write(tmp_path / "job.sub", "executable = job.sh\nqueue\n")
+    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    pid = int((tmp_path / "1.0" / "stdout").read_text().split()[1])
+
+    def stray_alive() -> bool:
+        try:
+            proc = psutil.Process(pid)
+            return proc.status() != psutil.STATUS_ZOMBIE and proc.name() == "sleep"
+        except psutil.NoSuchProcess:
+            return False
+
+    wait_until(lambda: not stray_alive(), timeout=10, what="the job's background sleep to die")

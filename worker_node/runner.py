@@ -198,6 +198,11 @@ def _execute(
             stderr.write(f"dfarm: {reason}\n".encode())
             return None, time.monotonic() - start, 0.0, reason
     process = attempt.process
+    # Wait without reaping, kill what the job left behind in its process group,
+    # then reap: while the leader is a zombie its group id cannot be reused.
+    os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - start
