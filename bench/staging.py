@@ -35,16 +35,12 @@ from control_node.local_cluster import LocalCluster  # noqa: E402
 CHUNK = 1 << 20
 
 
-def make_file(path: Path, size: int) -> str:
-    """A file of random-looking bytes; returns its sha256."""
-    digest = hashlib.sha256()
+def make_file(path: Path, size: int) -> None:
+    """A file of random-looking bytes (:func:`refresh` makes each run's unique)."""
     block = os.urandom(CHUNK)
     with open(path, "wb") as f:
         for i in range(size // CHUNK):
-            chunk = block[i % 251 :] + block[: i % 251]  # not all identical blocks
-            digest.update(chunk)
-            f.write(chunk)
-    return digest.hexdigest()
+            f.write(block[i % 251 :] + block[: i % 251])  # not all identical blocks
 
 
 def loopback_copy(source: Path, dest: Path) -> float:
@@ -97,6 +93,18 @@ class PeakMemory:
         self._thread.join()
 
 
+def refresh(path: Path) -> str:
+    """New random bytes at the start of the file, so no cache on the way already has
+    it (workers keep inputs by content hash); returns its new sha256 (not timed)."""
+    with open(path, "r+b") as f:
+        f.write(os.urandom(CHUNK))
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def one_run(client: Client, work: Path, sha: str) -> tuple[float, float]:
     """(seconds from submit to job start, seconds from job end to output fetched)."""
     start_wall = time.time()
@@ -125,7 +133,7 @@ def measure(size_mb: int, runs: int) -> dict[str, object]:
     size = size_mb * CHUNK
     with tempfile.TemporaryDirectory(prefix="dfarm-stage-") as tmp:
         work = Path(tmp)
-        sha = make_file(work / "big.bin", size)
+        make_file(work / "big.bin", size)
         script = "#!/bin/sh\ndate +%s.%N\ncp big.bin copy.bin\ndate +%s.%N\n"
         (work / "stage.sh").write_text(script)
         (work / "stage.sh").chmod(0o755)
@@ -145,6 +153,7 @@ def measure(size_mb: int, runs: int) -> dict[str, object]:
                 with PeakMemory(pids) as memory:
                     for _ in range(runs):
                         copies.append(loopback_copy(work / "big.bin", work / "copy-baseline.bin"))
+                        sha = refresh(work / "big.bin")
                         into, back = one_run(client, work, sha)
                         ins.append(into)
                         outs.append(back)

@@ -170,6 +170,8 @@ def _fetch_job(
             get(name, local)
     outputs = []
     for name in job.output_files:
+        if name != os.path.basename(name) or name in ("", ".", ".."):
+            continue  # never a path: results stay inside their folder
         local_name = f"output-{name}" if out_dir.name == job.id and name in RESERVED_NAMES else name
         get(f"outputs/{name}", out_dir / local_name)
         outputs.append(out_dir / local_name)

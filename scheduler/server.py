@@ -277,8 +277,8 @@ class Scheduler(WorkerHandlers, ControlHandlers):
         if subs:
             update: p.JobUpdate | None = None
             for conn, states in subs.items():
-                if states and job.state.value not in states:
-                    continue
+                if conn.name != job.owner or (states and job.state.value not in states):
+                    continue  # updates go to the job's owner only
                 update = update or p.JobUpdate(job=job.info())
                 conn.send(update)
 

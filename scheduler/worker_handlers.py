@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -9,7 +10,7 @@ from scheduler import protocol as p
 from scheduler.connection import Connection, RequestError
 from scheduler.dispatch import Slots
 from scheduler.protocol import JobState
-from scheduler.submission import safe_result_name
+from scheduler.submission import safe_name, safe_result_name
 
 log = logging.getLogger("scheduler.server")
 
@@ -88,10 +89,13 @@ class WorkerHandlers:
         failure = msg.failure
         try:
             files = {name: p.unpack_bytes(text) for name, text in msg.files.items()}
-            if not all(safe_result_name(name) for name in files):
+            if not all(safe_result_name(name) for name in files) or not all(
+                safe_name(name) for name in msg.output_files
+            ):
                 raise p.ProtocolError("invalid result file name")
         except p.ProtocolError as exc:
             files, failure = {}, failure or f"the worker sent invalid results: {exc}"
+            msg = dataclasses.replace(msg, output_files=[])
         outcome = dict(
             end_time=time.time(),
             wall_time=msg.wall_time,

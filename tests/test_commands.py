@@ -100,6 +100,18 @@ def test_user_add_list_token_remove(cluster: TestCluster, tmp_path: Path) -> Non
     assert [j["id"] for j in others] == ["1.0"] and others[0]["arguments"] == []
     refused = cluster.run("dfetch", "1.0", env=bob, cwd=tmp_path)
     assert refused.returncode == 1 and "no job of yours" in refused.stderr
+    # Watching another user's cluster yields nothing of it.
+    from control_node import Client
+    from scheduler import protocol as p
+
+    address = f"127.0.0.1:{cluster.access.port}"
+    with Client(scheduler=address, token=token) as spy, Client(address, cluster.token) as me:
+        for client in (spy, me):
+            client.conn.request(p.Subscribe(clusters=[2]))  # the next cluster
+        write(tmp_path / "t.sub", "executable = s.sh\nqueue\n")
+        assert cluster.run("dsub", "-q", "t.sub", cwd=tmp_path).stdout.strip() == "2"
+        assert me.conn.next_update(10) is not None  # the owner hears of it
+        assert spy.conn.next_update(1) is None  # the other user does not
 
     new = dfarm("user", "--home", str(home), "token", "bob")
     assert new.returncode == 0
