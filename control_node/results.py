@@ -191,7 +191,7 @@ def _download(ftp: ftplib.FTP, remote: str, local: Path) -> bool:
     tmp = local.with_name(f".{local.name}.part")
     try:
         with open(tmp, "wb") as f:
-            ftp.retrbinary(f"RETR {remote}", f.write, blocksize=1 << 20)
+            p.retrieve(ftp, remote, f.write)
     except ftplib.error_perm:
         with contextlib.suppress(OSError):
             tmp.unlink()

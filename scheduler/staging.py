@@ -177,8 +177,12 @@ class Spool:
         handler.masquerade_address = masquerade_address
         handler.use_sendfile = True
         handler.timeout = 120
-        # Large receive buffers: uploads move at disk speed, not 64 KiB per loop turn.
-        handler.dtp_handler = type("SpoolDTPHandler", (DTPHandler,), {"ac_in_buffer_size": 1 << 20})
+        # Large buffers: files move at disk speed, not 64 KiB per turn of the I/O loop.
+        handler.dtp_handler = type(
+            "SpoolDTPHandler",
+            (DTPHandler,),
+            {"ac_in_buffer_size": 1 << 20, "ac_out_buffer_size": 4 << 20},
+        )
         self._ioloop = IOLoop()
         self._server = FTPServer((host, port), handler, ioloop=self._ioloop)
         self.port: int = self._server.socket.getsockname()[1]

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from scheduler.protocol import FtpGrant, InputFile, unpack_bytes
+from scheduler.protocol import FtpGrant, InputFile, retrieve, unpack_bytes
 
 BLOCK = 1 << 20
 
@@ -74,12 +74,12 @@ class InputCache:
             digest = hashlib.sha256()
             with open(tmp, "wb") as out:
 
-                def write(block: bytes) -> None:
+                def write(block: memoryview) -> None:
                     digest.update(block)
                     out.write(block)
 
                 try:
-                    ftp.retrbinary(f"RETR {remote}", write, blocksize=BLOCK)
+                    retrieve(ftp, remote, write)
                 except (OSError, EOFError, ftplib.Error) as exc:
                     tmp.unlink(missing_ok=True)
                     raise TransferError(f"cannot fetch input {wanted.name!r}: {exc}") from None

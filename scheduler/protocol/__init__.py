@@ -27,6 +27,7 @@ cannot be replayed.
 
 from scheduler.protocol.access import *  # noqa: F403
 from scheduler.protocol.auth import *  # noqa: F403
+from scheduler.protocol.ftp import *  # noqa: F403
 from scheduler.protocol.hashing import *  # noqa: F403
 from scheduler.protocol.messages import *  # noqa: F403
 from scheduler.protocol.records import *  # noqa: F403
