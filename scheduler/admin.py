@@ -15,18 +15,31 @@ from scheduler.protocol import ACCESS_FILE, default_home
 from scheduler.store import Store, StoreError
 
 
+def _home_option() -> argparse.ArgumentParser:
+    """A fresh parser holding --home (argparse shares an action among its users)."""
+    home = argparse.ArgumentParser(add_help=False)
+    home.add_argument(
+        "--home", type=Path, default=argparse.SUPPRESS, help="scheduler state directory"
+    )
+    return home
+
+
 def build_parser(prog: str = "dfarm user") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Manage dfarm users.")
-    parser.add_argument("--home", type=Path, default=None, help="scheduler state directory")
+    # --home is accepted before or after the action: `dfarm user add NAME --home DIR`.
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Manage dfarm users.", parents=[_home_option()]
+    )
+    parser.set_defaults(home=None)
     sub = parser.add_subparsers(dest="action", required=True)
-    add = sub.add_parser("add", help="create a user and print their token")
+    add = sub.add_parser("add", parents=[_home_option()], help="create a user, print the token")
     add.add_argument("name")
     add.add_argument("--email")
-    add.add_argument("--admin", action="store_true", help="may act on every user's jobs")
-    sub.add_parser("list", help="list users")
-    remove = sub.add_parser("remove", help="delete a user (their jobs stay)")
+    sub.add_parser("list", parents=[_home_option()], help="list users")
+    remove = sub.add_parser("remove", parents=[_home_option()], help="delete a user")
     remove.add_argument("name")
-    token = sub.add_parser("token", help="issue a new token (the old one stops working)")
+    token = sub.add_parser(
+        "token", parents=[_home_option()], help="issue a new token (the old one stops working)"
+    )
     token.add_argument("name")
     return parser
 
@@ -45,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     store = Store(config.db_path)
     try:
         if args.action == "add":
-            token = store.add_user(args.name, email=args.email, admin=args.admin)
+            token = store.add_user(args.name, email=args.email)
             print(f"user {args.name} created; their token (shown once):\n{token}")
             print(
                 f"the user sets DFARM_TOKEN={token} and finds the scheduler through "
@@ -62,12 +75,11 @@ def main(argv: list[str] | None = None) -> int:
                 (
                     u["name"],
                     u["email"] or "-",
-                    "yes" if u["admin"] else "no",
                     time.strftime("%Y-%m-%d", time.localtime(u["created"])),
                 )
                 for u in store.users()
             ]
-            print(tabulate(rows, headers=("NAME", "EMAIL", "ADMIN", "CREATED"), tablefmt="plain"))
+            print(tabulate(rows, headers=("NAME", "EMAIL", "CREATED"), tablefmt="plain"))
     except StoreError as exc:
         print(f"dfarm user: error: {exc}", file=sys.stderr)
         return 1

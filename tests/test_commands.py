@@ -87,6 +87,8 @@ def test_user_add_list_token_remove(cluster: TestCluster, tmp_path: Path) -> Non
     assert again.returncode == 1 and "already exists" in again.stderr
     bad = dfarm("user", "--home", str(home), "add", "Bob Smith")
     assert bad.returncode == 1 and "invalid user name" in bad.stderr
+    after = dfarm("user", "add", "carol", "--home", str(home))  # --home after the action
+    assert after.returncode == 0 and after.stdout.strip().splitlines()[-1].startswith("carol:")
     listing = dfarm("user", "--home", str(home), "list")
     assert "bob" in listing.stdout and "bob@example.org" in listing.stdout
 
