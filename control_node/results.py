@@ -130,11 +130,9 @@ def _results_source(grant: p.FtpGrant | None) -> Iterator[ftplib.FTP | None]:
         yield None
         return
     try:
-        with ftplib.FTP() as ftp:
-            ftp.connect(grant.host, grant.port, timeout=60)
-            ftp.login(grant.user, grant.password)
+        with p.ftp_session(grant) as ftp:
             yield ftp
-    except (OSError, EOFError, ftplib.Error) as exc:
+    except p.FTP_ERRORS as exc:
         raise DfarmError(f"downloading results failed: {exc}") from None
 
 

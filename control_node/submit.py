@@ -7,7 +7,6 @@ flat) and uploaded once per cluster, whatever the number of procs using it.
 
 from __future__ import annotations
 
-import ftplib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -135,9 +134,7 @@ def _upload(grant: p.FtpGrant, paths: list[str]) -> dict[str, tuple[str, int]]:
         return {}
     digests: dict[str, tuple[str, int]] = {}
     try:
-        with ftplib.FTP() as ftp:
-            ftp.connect(grant.host, grant.port, timeout=60)
-            ftp.login(grant.user, grant.password)
+        with p.ftp_session(grant) as ftp:
             for number, path in enumerate(paths):
                 part = f"part-{number}"
                 with open(path, "rb") as f:
@@ -146,6 +143,6 @@ def _upload(grant: p.FtpGrant, paths: list[str]) -> dict[str, tuple[str, int]]:
                 sha = reader.digest.hexdigest()
                 ftp.rename(part, sha)
                 digests[path] = (sha, reader.size)
-    except (OSError, EOFError, ftplib.Error) as exc:
+    except p.FTP_ERRORS as exc:
         raise SubmitError(f"uploading the inputs failed: {exc}") from None
     return digests

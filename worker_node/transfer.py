@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from scheduler import protocol as p
 from scheduler.protocol import FtpGrant, InputFile, retrieve, unpack_bytes
 
 BLOCK = 1 << 20
@@ -28,18 +29,13 @@ class TransferError(Exception):
 
 
 @contextlib.contextmanager
-def ftp_session(grant: FtpGrant, timeout: float = 60) -> Iterator[ftplib.FTP]:
-    ftp = ftplib.FTP()
+def ftp_session(grant: FtpGrant) -> Iterator[ftplib.FTP]:
+    """An FTP session for a job's grant; any FTP failure becomes a TransferError."""
     try:
-        ftp.connect(grant.host, grant.port, timeout=timeout)
-        ftp.login(grant.user, grant.password)
-        yield ftp
-    except (OSError, EOFError, ftplib.Error) as exc:
+        with p.ftp_session(grant) as ftp:
+            yield ftp
+    except p.FTP_ERRORS as exc:
         raise TransferError(f"FTP to {grant.host}:{grant.port} failed: {exc}") from None
-    finally:
-        with contextlib.suppress(OSError, EOFError, ftplib.Error):
-            ftp.quit()
-        ftp.close()
 
 
 class InputCache:
@@ -80,7 +76,7 @@ class InputCache:
 
                 try:
                     retrieve(ftp, remote, write)
-                except (OSError, EOFError, ftplib.Error) as exc:
+                except p.FTP_ERRORS as exc:
                     tmp.unlink(missing_ok=True)
                     raise TransferError(f"cannot fetch input {wanted.name!r}: {exc}") from None
             if digest.hexdigest() != wanted.sha256:
@@ -128,5 +124,5 @@ def upload(ftp: ftplib.FTP, source: BinaryIO, remote: str) -> None:
     """Upload an open file from its current position."""
     try:
         ftp.storbinary(f"STOR {remote}", source, blocksize=BLOCK)
-    except (OSError, EOFError, ftplib.Error) as exc:
+    except p.FTP_ERRORS as exc:
         raise TransferError(f"cannot upload {remote!r}: {exc}") from None

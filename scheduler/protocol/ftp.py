@@ -1,18 +1,38 @@
-"""Reading a file from the spool's FTP server in large blocks.
+"""Talking to the spool's FTP server with a grant.
 
-``ftplib``'s ``retrbinary`` hands over whatever one ``recv`` returns (often a
-few dozen KiB), so a large file costs tens of thousands of Python calls and
-writes. :func:`retrieve` fills a 4 MiB buffer before passing it on.
+:func:`session` logs in with a grant's credentials. ``ftplib``'s ``retrbinary``
+hands over whatever one ``recv`` returns (often a few dozen KiB), so a large
+file costs tens of thousands of Python calls and writes; :func:`retrieve`
+fills a 4 MiB buffer before passing it on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ftplib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-__all__ = ["retrieve"]
+from scheduler.protocol.records import FtpGrant
+
+__all__ = ["FTP_ERRORS", "ftp_session", "retrieve"]
 
 BUFFER = 4 << 20
+#: What a failed FTP exchange raises.
+FTP_ERRORS = (OSError, EOFError, ftplib.Error)
+
+
+@contextlib.contextmanager
+def ftp_session(grant: FtpGrant, timeout: float = 60) -> Iterator[ftplib.FTP]:
+    """A session logged in with ``grant``; raises one of :data:`FTP_ERRORS`."""
+    ftp = ftplib.FTP()
+    try:
+        ftp.connect(grant.host, grant.port, timeout=timeout)
+        ftp.login(grant.user, grant.password)
+        yield ftp
+    finally:
+        with contextlib.suppress(*FTP_ERRORS):
+            ftp.quit()
+        ftp.close()
 
 
 def retrieve(ftp: ftplib.FTP, remote: str, sink: Callable[[memoryview], object]) -> None:
