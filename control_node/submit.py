@@ -44,10 +44,11 @@ def _parse(path: Path, cluster: int, cwd: str | None) -> tuple[list[ProcDescript
 
 def submit_file(conn: Connection, path: Path, cwd: str | None = None) -> Submission:
     """Submit ``path``; returns the cluster id and its job ids."""
-    _parse(path, 0, cwd)  # refuse a bad file before reserving anything
+    procs, warnings = _parse(path, 0, cwd)  # refuse a bad file before reserving anything
     created = conn.request(p.NewCluster())
     assert isinstance(created, p.ClusterCreated)
-    procs, warnings = _parse(path, created.cluster, cwd)
+    if _mentions_cluster(path):  # $(Cluster) or $(ClusterId): expand with the real id
+        procs, warnings = _parse(path, created.cluster, cwd)
     if not procs:
         raise SubmitError(f"{path}: the file queues no jobs", str(path))
     paths = list(dict.fromkeys(local for proc in procs for local in _inputs(proc)))
@@ -64,6 +65,15 @@ def submit_file(conn: Connection, path: Path, cwd: str | None = None) -> Submiss
     )
     assert isinstance(reply, p.Submitted)
     return Submission(reply.cluster, reply.job_ids, warnings + reply.warnings)
+
+
+def _mentions_cluster(path: Path) -> bool:
+    """Whether the file can refer to the cluster id: only a macro named in its own
+    text can, so a file without the word parses the same for any cluster."""
+    try:
+        return b"cluster" in path.read_bytes().lower()
+    except OSError:
+        return True
 
 
 def _inputs(proc: ProcDescription) -> list[str]:

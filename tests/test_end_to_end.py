@@ -308,3 +308,15 @@ def test_processes_a_job_leaves_behind_are_killed(cluster: TestCluster, tmp_path
             return False
 
     wait_until(lambda: not stray_alive(), timeout=10, what="the job's background sleep to die")
+
+
+def test_cluster_macro_is_the_real_cluster_id(cluster: TestCluster, tmp_path: Path) -> None:
+    write(tmp_path / "job.sh", '#!/bin/sh\necho "$1"\n', True)
+    write(tmp_path / "plain.sub", "executable = job.sh\nqueue\n")
+    assert cluster.run("dsub", "--wait", "plain.sub", cwd=tmp_path).returncode == 0  # cluster 1
+    write(tmp_path / "job.sub", "executable = job.sh\narguments = c$(ClusterId)p$(Process)\n"
+          "output = out.$(Cluster).$(Process).txt\nerror = err.txt\nqueue 2\n")  # fmt: skip
+    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "out.2.0.txt").read_text() == "c2p0\n"
+    assert (tmp_path / "out.2.1.txt").read_text() == "c2p1\n"
