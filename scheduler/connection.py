@@ -43,16 +43,35 @@ class Connection:
 
     #: Frames waiting for the end of this turn of the event loop.
     outbox: list[bytes] = field(default_factory=list)
+    #: Whether the outbox holds a reply (which leaves at once) or only job updates.
+    urgent: bool = False
+    #: A flush of job updates is already scheduled for later.
+    deferred: bool = False
+    last_flush: float = 0.0
     #: Called with this connection when it has frames to send.
     on_output: Callable[[Connection], None] = lambda conn: None
 
-    def send(self, message: p.Message) -> None:
-        """Queue a frame; it leaves at the end of the loop's turn, after the commit."""
-        if not self.outbox:
-            self.on_output(self)
+    def send(self, message: p.Message, urgent: bool = True) -> None:
+        """Queue a frame; it leaves at the end of the loop's turn, after the commit.
+        Frames that are not ``urgent`` (job updates) may wait: see :meth:`flush_delay`."""
         self.outbox.append(p.encode(message))
+        self.urgent = self.urgent or urgent
+        self.on_output(self)
 
-    def flush(self) -> None:
+    def flush_delay(self, now: float) -> float:
+        """Seconds to hold the outbox back. Job updates to a user leave at most every
+        ``UPDATE_INTERVAL``, so a client watching a busy cluster is woken a few hundred
+        times a second, not once per job; replies, and anything for a worker, never wait."""
+        if self.urgent or self.role is not Role.CONTROL:
+            return 0.0
+        return self.last_flush + UPDATE_INTERVAL - now
+
+    def flush(self, now: float) -> None:
         if self.outbox and not self.writer.is_closing():
             self.writer.write(b"".join(self.outbox))
         self.outbox.clear()
+        self.urgent = False
+        self.last_flush = now
+
+
+UPDATE_INTERVAL = 0.005

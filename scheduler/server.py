@@ -266,9 +266,22 @@ class Scheduler(WorkerHandlers, ControlHandlers):
             self._dirty.clear()
             self.stop()
             return
+        now = time.monotonic()
         for conn in self._dirty:
-            conn.flush()
+            delay = conn.flush_delay(now)
+            if delay <= 0:
+                conn.flush(now)
+            elif not conn.deferred:
+                conn.deferred = True
+                asyncio.get_running_loop().call_later(delay, self._flush_deferred, conn)
         self._dirty.clear()
+
+    def _flush_deferred(self, conn: Connection) -> None:
+        # Through the end of a turn, so that nothing leaves before its commit.
+        conn.deferred = False
+        if conn.outbox:
+            conn.urgent = True
+            self._output(conn)
 
     # ------------------------------------------------------------------ job updates
 
@@ -280,7 +293,7 @@ class Scheduler(WorkerHandlers, ControlHandlers):
                 if conn.name != job.owner or (states and job.state.value not in states):
                     continue  # updates go to the job's owner only
                 update = update or p.JobUpdate(job=job.info())
-                conn.send(update)
+                conn.send(update, urgent=False)
 
     # ------------------------------------------------------------------ loops
 

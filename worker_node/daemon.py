@@ -20,6 +20,7 @@ from pathlib import Path
 from scheduler import protocol as p
 from worker_node.metrics import Sampler
 from worker_node.runner import Attempt, run_attempt
+from worker_node.sandbox import Sandbox
 from worker_node.transfer import InputCache
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class Worker:
         self.jobs_dir.mkdir()
         self.cache = InputCache(config.work_dir / "cache")
         self.attempts: dict[str, Attempt] = {}
+        #: Sandboxes of idle slots, kept for the next job of the same cluster.
+        self.sandboxes: list[Sandbox] = []
         #: One thread per slot: a job's thread waits for its process.
         self.executor = concurrent.futures.ThreadPoolExecutor(config.slots, "slot")
         #: Results not yet acknowledged, by request id.
@@ -89,6 +92,8 @@ class Worker:
             for attempt in self.attempts.values():
                 attempt.kill("the worker is shutting down")
             self.executor.shutdown(wait=False, cancel_futures=True)
+            for sandbox in self.sandboxes:
+                sandbox.discard()
             log.info("worker %s stopped", self.config.name)
 
     def stop(self) -> None:
@@ -192,7 +197,7 @@ class Worker:
             log.warning("unexpected %s message ignored", message.type)
 
     def _start(self, msg: p.RunJob) -> None:
-        attempt = Attempt(msg=msg, directory=self.jobs_dir / f"{msg.job_id}-{msg.attempt}")
+        attempt = Attempt(msg=msg)
         if attempt.key in self.attempts:
             log.warning("job %s attempt %d already runs here", msg.job_id, msg.attempt)
             return
@@ -200,16 +205,28 @@ class Worker:
         self.attempts[attempt.key] = attempt
         asyncio.create_task(self._run(attempt))
 
+    def _sandbox(self, cluster: int) -> Sandbox:
+        """An idle slot's sandbox, preferably one last used by ``cluster``."""
+        for i, sandbox in enumerate(self.sandboxes):
+            if sandbox.cluster == cluster:
+                return self.sandboxes.pop(i)
+        return self.sandboxes.pop() if self.sandboxes else Sandbox(self.jobs_dir)
+
     async def _run(self, attempt: Attempt) -> None:
         msg = attempt.msg
         log.debug("job %s attempt %d: starting %s", msg.job_id, msg.attempt, msg.spec.executable)
+        sandbox = self._sandbox(p.parse_job_id(msg.job_id)[0])
         try:
             result = await asyncio.get_running_loop().run_in_executor(
-                self.executor, run_attempt, attempt, self.cache
+                self.executor, run_attempt, attempt, self.cache, sandbox
             )
         finally:
             self.attempts.pop(attempt.key, None)
-        log.info(
+            self.sandboxes.append(sandbox)
+        # Every job's end is in the scheduler's database; only failures are worth a line here.
+        clean = result.exit_code == 0 and not result.failure
+        log.log(
+            logging.DEBUG if clean else logging.INFO,
             "job %s attempt %d: exit %s signal %s%s",
             msg.job_id,
             msg.attempt,

@@ -1,10 +1,12 @@
 """Running one attempt of a job: stage inputs, run the process, send results.
 
-Each attempt runs in its own directory ``<work>/jobs/<cluster>.<proc>-<attempt>/``,
+Each attempt runs in a sandbox directory ``<work>/jobs/<cluster>.<proc>-<attempt>/``,
 where its inputs are staged as read-only hard links to the input cache. Its
 stdout and stderr go to anonymous temporary files, never into that directory,
 so they are not mistaken for outputs. File-system operations are kept few: on
-a busy or virtualised disk each costs more than starting the job's process.
+a busy or virtualised disk each costs more than starting the job's process, so
+a slot reuses its sandbox for the next job of the same cluster (see
+:mod:`worker_node.sandbox`).
 :func:`run_attempt` blocks; the daemon runs it in a thread of its own per slot.
 """
 
@@ -14,10 +16,8 @@ import contextlib
 import ftplib
 import logging
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +32,7 @@ from scheduler.protocol import (
     pack_bytes,
     parse_job_id,
 )
+from worker_node.sandbox import Sandbox
 from worker_node.transfer import InputCache, TransferError, ftp_session, upload
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ class Attempt:
     """One run of a job on this worker, killable from another thread."""
 
     msg: RunJob
-    directory: Path
     process: subprocess.Popen[bytes] | None = None
     kill_reason: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -81,57 +81,54 @@ def job_environment(msg: RunJob, sandbox: Path) -> dict[str, str]:
     return env
 
 
-def run_attempt(attempt: Attempt, cache: InputCache) -> JobFinished:
+def run_attempt(attempt: Attempt, cache: InputCache, sandbox: Sandbox) -> JobFinished:
     """Stage, run and return one attempt; never raises for the job's own failures."""
     msg = attempt.msg
-    sandbox = attempt.directory
-    sandbox.mkdir()
     result = dict(job_id=msg.job_id, attempt=msg.attempt)
-    # Anonymous files (O_TMPFILE): nothing to name, nothing to delete afterwards.
-    with (
-        tempfile.TemporaryFile(dir=sandbox.parent) as stdout,
-        tempfile.TemporaryFile(dir=sandbox.parent) as stderr,
-    ):
+    reusable = False
+    try:
+        sandbox.prepare(parse_job_id(msg.job_id)[0], f"{msg.job_id}-{msg.attempt}")
         try:
-            try:
-                _stage(msg, cache, sandbox)
-            except TransferError as exc:
-                return JobFinished(**result, failure=f"could not stage inputs: {exc}")
-            status, wall, cpu, failure = _execute(attempt, sandbox, stdout, stderr)
-            outputs, missing = _collect_outputs(msg, sandbox, cache)
-            results: dict[str, BinaryIO] = {"stdout": stdout, "stderr": stderr}
-            with contextlib.ExitStack() as files:
-                for name, path in outputs.items():
-                    results[f"outputs/{name}"] = files.enter_context(open(path, "rb"))
-                inline = _send_results(msg, results)
-            failure = failure or missing
-            if attempt.kill_reason and not failure:
-                failure = f"killed: {attempt.kill_reason}"
-            code, sig = (None, -status) if status is not None and status < 0 else (status, None)
-            return JobFinished(
-                **result,
-                exit_code=code,
-                exit_signal=sig,
-                wall_time=round(wall, 6),
-                cpu_time=round(cpu, 6),
-                output_files=sorted(outputs),
-                files=inline,
-                failure=failure,
-            )
+            _stage(msg, cache, sandbox)
         except TransferError as exc:
-            return JobFinished(**result, failure=f"could not transfer results: {exc}")
-        finally:
-            shutil.rmtree(sandbox, ignore_errors=True)
+            return JobFinished(**result, failure=f"could not stage inputs: {exc}")
+        stdout, stderr = sandbox.stdout, sandbox.stderr
+        status, wall, cpu, failure = _execute(attempt, sandbox.directory, stdout, stderr)
+        outputs, missing = _collect_outputs(msg, sandbox.directory, cache)
+        results: dict[str, BinaryIO] = {"stdout": stdout, "stderr": stderr}
+        with contextlib.ExitStack() as files:
+            for name, path in outputs.items():
+                results[f"outputs/{name}"] = files.enter_context(open(path, "rb"))
+            inline = _send_results(msg, results)
+        failure = failure or missing
+        if attempt.kill_reason and not failure:
+            failure = f"killed: {attempt.kill_reason}"
+        reusable = failure is None
+        code, sig = (None, -status) if status is not None and status < 0 else (status, None)
+        return JobFinished(
+            **result,
+            exit_code=code,
+            exit_signal=sig,
+            wall_time=round(wall, 6),
+            cpu_time=round(cpu, 6),
+            output_files=sorted(outputs),
+            files=inline,
+            failure=failure,
+        )
+    except TransferError as exc:
+        return JobFinished(**result, failure=f"could not transfer results: {exc}")
+    finally:
+        sandbox.finish(reusable)
 
 
-def _stage(msg: RunJob, cache: InputCache, sandbox: Path) -> None:
+def _stage(msg: RunJob, cache: InputCache, sandbox: Sandbox) -> None:
     """Inputs from the message, the cache, or (only if still missing) FTP."""
     cache.add_inline(msg.files)
     missing = cache.missing(msg.spec.inputs)
     if missing:
         with ftp_session(msg.ftp) as ftp:
             cache.download(ftp, missing)
-    cache.link_into(msg.spec.inputs, sandbox)
+    sandbox.stage(msg.spec.inputs, cache)
 
 
 def _send_results(msg: RunJob, results: dict[str, BinaryIO]) -> dict[str, str]:

@@ -110,14 +110,16 @@ class InputCache:
         for item in inputs:
             self.fetch(ftp, f"input/{item.sha256}", item)
 
-    def link_into(self, inputs: list[InputFile], sandbox: Path) -> None:
-        """Put every input into ``sandbox`` (hard links to the cache, read-only)."""
-        for item in inputs:
-            cached, dest = self.path(item.sha256), sandbox / item.name
-            try:
-                os.link(cached, dest)
-            except OSError:  # another file system: copy instead
-                shutil.copy2(cached, dest)
+    def link(self, item: InputFile, sandbox: Path) -> bool:
+        """Put a cached input into ``sandbox`` as a read-only hard link to the cache
+        (True), or as a copy when the sandbox is on another file system (False)."""
+        cached, dest = self.path(item.sha256), sandbox / item.name
+        try:
+            os.link(cached, dest)
+            return True
+        except OSError:
+            shutil.copy2(cached, dest)
+            return False
 
 
 def upload(ftp: ftplib.FTP, source: BinaryIO, remote: str) -> None:

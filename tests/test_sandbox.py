@@ -1,0 +1,136 @@
+"""A slot's sandbox is reused within a cluster only when a job left it as staged."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import TestCluster, write
+
+from scheduler.protocol import InputFile, pack_bytes
+from worker_node.sandbox import Sandbox
+from worker_node.transfer import InputCache
+
+
+def cached(cache: InputCache, name: str, data: bytes) -> InputFile:
+    sha = hashlib.sha256(data).hexdigest()
+    cache.add_inline({sha: pack_bytes(data)})
+    return InputFile(name=name, sha256=sha, size=len(data))
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> InputCache:
+    return InputCache(tmp_path / "cache")
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    (tmp_path / "jobs").mkdir()
+    sandbox = Sandbox(tmp_path / "jobs")
+    yield sandbox
+    sandbox.discard()
+
+
+def test_clean_sandbox_is_reused_with_empty_output_files(
+    sandbox: Sandbox, cache: InputCache
+) -> None:
+    exe = cached(cache, "job.sh", b"#!/bin/sh\n")
+    sandbox.prepare(1, "1.0-0")
+    sandbox.stage([exe], cache)
+    first = sandbox.directory
+    sandbox.stdout.write(b"proc 0\n")
+    sandbox.finish(reusable=True)
+    sandbox.prepare(1, "1.1-0")
+    assert sandbox.directory == first
+    assert os.listdir(first) == ["job.sh"]
+    assert sandbox.stdout.read() == b"" and os.fstat(sandbox.stdout.fileno()).st_size == 0
+
+
+def test_inputs_are_exactly_those_of_the_next_job(sandbox: Sandbox, cache: InputCache) -> None:
+    exe, a, b = (cached(cache, n, n.encode()) for n in ("job.sh", "a.txt", "b.txt"))
+    sandbox.prepare(1, "1.0-0")
+    sandbox.stage([exe, a], cache)
+    sandbox.finish(reusable=True)
+    sandbox.prepare(1, "1.1-0")
+    renamed_b = InputFile(name="a.txt", sha256=b.sha256, size=b.size)  # same name, new content
+    sandbox.stage([exe, renamed_b], cache)
+    assert sorted(os.listdir(sandbox.directory)) == ["a.txt", "job.sh"]
+    assert (sandbox.directory / "a.txt").read_bytes() == b"b.txt"
+    sandbox.stage([exe], cache)
+    assert os.listdir(sandbox.directory) == ["job.sh"]
+
+
+@pytest.mark.parametrize(
+    "mess",
+    [
+        lambda d: (d / "made.txt").write_text("x"),
+        lambda d: (d / ".hidden").mkdir(),
+        lambda d: d.chmod(0o777),
+        lambda d: (d / "job.sh").unlink(),
+        lambda d: ((d / "job.sh").unlink(), (d / "job.sh").write_text("#!/bin/sh\n")),
+    ],
+    ids=["new file", "new directory", "mode", "input removed", "input replaced"],
+)
+def test_sandbox_changed_by_a_job_is_not_reused(
+    sandbox: Sandbox, cache: InputCache, mess: Callable[[Path], object]
+) -> None:
+    exe = cached(cache, "job.sh", b"#!/bin/sh\n")
+    sandbox.prepare(1, "1.0-0")
+    sandbox.stage([exe], cache)
+    first = sandbox.directory
+    mess(first)
+    sandbox.finish(reusable=True)
+    assert not first.exists()
+    sandbox.prepare(1, "1.1-0")
+    assert sandbox.directory != first and os.listdir(sandbox.directory) == []
+
+
+def test_other_cluster_or_failed_attempt_gets_a_fresh_sandbox(
+    sandbox: Sandbox, cache: InputCache
+) -> None:
+    exe = cached(cache, "job.sh", b"#!/bin/sh\n")
+    sandbox.prepare(1, "1.0-0")
+    sandbox.stage([exe], cache)
+    first = sandbox.directory
+    sandbox.stdout.write(b"secret of cluster 1\n")
+    out = sandbox.stdout
+    sandbox.finish(reusable=True)
+    sandbox.prepare(2, "2.0-0")
+    assert sandbox.directory != first and not first.exists()
+    assert sandbox.stdout is not out and out.closed
+    second = sandbox.directory
+    sandbox.finish(reusable=False)
+    assert not second.exists()
+
+
+JOB = """#!/bin/sh
+ls -A
+echo "proc $1"
+if [ $(($1 % 2)) -eq 1 ]; then echo "made by $1" > made.txt; fi
+"""
+
+
+def test_jobs_of_one_cluster_in_one_slot_see_only_their_own_files(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=1, slots=1)
+    write(tmp_path / "job.sh", JOB, executable=True)
+    write(tmp_path / "common.txt", "shared\n")
+    for i in range(6):
+        write(tmp_path / f"in_{i}.txt", f"{i}\n")
+    write(
+        tmp_path / "job.sub",
+        "executable = job.sh\narguments = $(Process)\n"
+        "transfer_input_files = common.txt, in_$(Process).txt\nqueue 6\n",
+    )
+    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for i in range(6):
+        job = tmp_path / f"1.{i}"
+        expected = "\n".join(sorted(["common.txt", f"in_{i}.txt", "job.sh"]))
+        assert (job / "stdout").read_text() == f"{expected}\nproc {i}\n"
+        made = job / "made.txt"
+        assert (made.read_text() == f"made by {i}\n") if i % 2 else not made.exists()
