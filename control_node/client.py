@@ -12,12 +12,14 @@ for result in cluster.results(dest="results"):
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
-from control_node import results
+from control_node import mapping, results
 from control_node.connection import Connection, Endpoint, find_endpoint
-from control_node.submit import submit_file
+from control_node.submit import SubmitError, submit_file
+from control_node.submit_dict import submit_text
 from scheduler import protocol as p
 
 ACTIVE_STATES = [p.JobState.IDLE.value, p.JobState.RUNNING.value, p.JobState.HELD.value]
@@ -45,10 +47,56 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def submit(self, path: str | os.PathLike[str], cwd: str | None = None) -> Cluster:
-        """Submit a submit file; relative paths in it start from ``cwd`` (default: here)."""
-        sub = submit_file(self.conn, Path(path), cwd=cwd)
+    def submit(
+        self, source: str | os.PathLike[str] | Mapping[str, Any], cwd: str | None = None
+    ) -> Cluster:
+        """Submit a submit file (a path), submit-file text (a string with a newline) or a
+        dict of submit keys (see :mod:`control_node.submit_dict`). Relative paths in it
+        start from ``cwd`` (default: the current directory)."""
+        if isinstance(source, Mapping):
+            try:
+                text = submit_text(source)
+            except ValueError as exc:
+                raise SubmitError(str(exc), "<dict>") from None
+            sub = submit_file(self.conn, Path("<dict>"), cwd=cwd, text=text)
+        elif isinstance(source, str) and "\n" in source:
+            sub = submit_file(self.conn, Path("<text>"), cwd=cwd, text=source)
+        else:
+            sub = submit_file(self.conn, Path(source), cwd=cwd)
         return Cluster(self, sub.cluster, sub.job_ids, sub.warnings)
+
+    def map(
+        self,
+        fn: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        *,
+        chunk_size: int = 1,
+        stop_when: Callable[[Any], bool] | None = None,
+        keep_if: Callable[[Any], bool] | None = None,
+        resources: Mapping[str, str | int] | None = None,
+        ordered: bool = True,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run ``fn(item)`` for every item on the workers, ``chunk_size`` items per job.
+
+        Returns :class:`~control_node.mapping.MapResults` (results keyed by item, in
+        order, with ``stats``), or with ``ordered=False`` an iterator of
+        ``(item, result)`` as jobs complete. ``stop_when(result)`` true ends the run
+        (the remaining jobs are removed); only results with ``keep_if(result)`` true
+        are kept. ``resources`` are submit keys such as ``{"request_memory": "2GB"}``.
+        An exception in ``fn`` is raised here, with the remote traceback as a note.
+        """
+        found = mapping.run_map(
+            self, fn, iterable, chunk_size=chunk_size, stop_when=stop_when, keep_if=keep_if,
+            resources=dict(resources or {}), timeout=timeout,
+        )  # fmt: skip
+        if ordered:
+            return mapping.collect(found)
+        return ((item, value) for item, value, _, _ in found)
+
+    def as_completed(self, ids: list[str], timeout: float | None = None) -> Iterator[p.JobInfo]:
+        """Each job's record as soon as it is completed, removed or held."""
+        return results.as_completed(self.conn, ids, timeout=timeout)
 
     def jobs(
         self, ids: list[str] | None = None, states: list[str] | None = None, all_users: bool = False

@@ -62,17 +62,38 @@ def wait(
     on_update: Callable[[dict[str, p.JobInfo]], None] | None = None,
 ) -> list[p.JobInfo]:
     """Block until every job is completed, removed or held; returns their records."""
-    clusters = sorted({p.parse_job_id(j)[0] for j in job_ids})
+    jobs: dict[str, p.JobInfo] = {}
     # Without a progress display only the final states matter.
-    states = [] if on_update else sorted(DONE_STATES)
-    conn.request(p.Subscribe(clusters=clusters, states=states))
+    for jobs, _ in _watch(conn, job_ids, timeout, all_states=on_update is not None):
+        if on_update:
+            on_update(jobs)
+    return [jobs[j] for j in sorted(jobs, key=_order)]
+
+
+def as_completed(
+    conn: Connection, job_ids: list[str], timeout: float | None = None
+) -> Iterator[p.JobInfo]:
+    """Each job's record as soon as it is completed, removed or held."""
+    for jobs, changed in _watch(conn, job_ids, timeout, all_states=False):
+        if changed is None:
+            yield from (job for job in jobs.values() if job.state in DONE_STATES)
+        elif changed.state in DONE_STATES:
+            yield changed
+
+
+def _watch(
+    conn: Connection, job_ids: list[str], timeout: float | None, all_states: bool
+) -> Iterator[tuple[dict[str, p.JobInfo], p.JobInfo | None]]:
+    """The jobs' records, then again after each update (with the job that changed),
+    until none is left to finish."""
+    clusters = sorted({p.parse_job_id(j)[0] for j in job_ids})
+    conn.request(p.Subscribe(clusters=clusters, states=[] if all_states else sorted(DONE_STATES)))
     reply = conn.request(p.QueryJobs(ids=job_ids))
     assert isinstance(reply, p.JobList)
     jobs = {j.id: j for j in reply.jobs}
     pending = {j.id for j in reply.jobs if j.state not in DONE_STATES}
     deadline = None if timeout is None else time.monotonic() + timeout
-    if on_update:
-        on_update(jobs)
+    yield jobs, None
     while pending:
         left = 5.0 if deadline is None else deadline - time.monotonic()
         if left <= 0:
@@ -80,12 +101,12 @@ def wait(
         update = conn.next_update(min(left, 5.0))
         if update is None or update.job.id not in jobs:
             continue
+        if update.job.id not in pending:
+            continue  # an update of a job already finished (and reported)
         jobs[update.job.id] = update.job
         if update.job.state in DONE_STATES:
             pending.discard(update.job.id)
-        if on_update:
-            on_update(jobs)
-    return [jobs[j] for j in sorted(jobs, key=_order)]
+        yield jobs, update.job
 
 
 def _order(job_id: str) -> tuple[int, int]:

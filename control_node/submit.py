@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from control_node.connection import Connection, DfarmError
-from control_node.submit_file import ProcDescription, SubmitFileError, parse_submit_file
+from control_node.submit_file import (
+    ProcDescription,
+    SubmitFileError,
+    parse_submit_file,
+    parse_submit_text,
+)
 from scheduler import protocol as p
 
 BLOCK = 1 << 20
@@ -34,21 +39,31 @@ class Submission:
     warnings: list[str]
 
 
-def _parse(path: Path, cluster: int, cwd: str | None) -> tuple[list[ProcDescription], list[str]]:
+def _parse(
+    path: Path, text: str | None, cluster: int, cwd: str | None
+) -> tuple[list[ProcDescription], list[str]]:
     try:
-        description = parse_submit_file(path, cluster=cluster, cwd=cwd)
+        if text is None:
+            description = parse_submit_file(path, cluster=cluster, cwd=cwd)
+        else:
+            description = parse_submit_text(
+                text, filename=str(path), cluster=cluster, cwd=cwd or os.getcwd()
+            )
     except SubmitFileError as exc:
         raise SubmitError(str(exc), exc.path, exc.line) from None
     return description.procs, description.warnings
 
 
-def submit_file(conn: Connection, path: Path, cwd: str | None = None) -> Submission:
-    """Submit ``path``; returns the cluster id and its job ids."""
-    procs, warnings = _parse(path, 0, cwd)  # refuse a bad file before reserving anything
+def submit_file(
+    conn: Connection, path: Path, cwd: str | None = None, text: str | None = None
+) -> Submission:
+    """Submit the file ``path`` (or ``text``, named ``path`` in messages); returns the
+    cluster id and its job ids."""
+    procs, warnings = _parse(path, text, 0, cwd)  # refuse a bad file before reserving anything
     created = conn.request(p.NewCluster())
     assert isinstance(created, p.ClusterCreated)
-    if _mentions_cluster(path):  # $(Cluster) or $(ClusterId): expand with the real id
-        procs, warnings = _parse(path, created.cluster, cwd)
+    if _mentions_cluster(path, text):  # $(Cluster) or $(ClusterId): use the real id
+        procs, warnings = _parse(path, text, created.cluster, cwd)
     if not procs:
         raise SubmitError(f"{path}: the file queues no jobs", str(path))
     paths = list(dict.fromkeys(local for proc in procs for local in _inputs(proc)))
@@ -67,9 +82,11 @@ def submit_file(conn: Connection, path: Path, cwd: str | None = None) -> Submiss
     return Submission(reply.cluster, reply.job_ids, warnings + reply.warnings)
 
 
-def _mentions_cluster(path: Path) -> bool:
+def _mentions_cluster(path: Path, text: str | None) -> bool:
     """Whether the file can refer to the cluster id: only a macro named in its own
     text can, so a file without the word parses the same for any cluster."""
+    if text is not None:
+        return "cluster" in text.lower()
     try:
         return b"cluster" in path.read_bytes().lower()
     except OSError:

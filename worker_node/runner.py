@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -76,6 +77,8 @@ def job_environment(msg: RunJob, sandbox: Path) -> dict[str, str]:
         DFARM_ATTEMPT=str(msg.attempt),
         DFARM_SCRATCH_DIR=str(sandbox),
         OMP_NUM_THREADS=str(msg.spec.request_cpus),
+        # The worker's own interpreter, which Client.map jobs run with.
+        DFARM_PYTHON=sys.executable,
     )
     env.update(msg.spec.environment)
     return env
