@@ -5,9 +5,12 @@ from __future__ import annotations
 import email
 import email.policy
 import socket
+import ssl
+import subprocess
 import threading
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -18,6 +21,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made with openssl."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
 
 
 @dataclass
@@ -63,13 +78,27 @@ class Inbox:
 class SmtpServer:
     """aiosmtpd in a thread on 127.0.0.1 (optionally with a user and password)."""
 
-    def __init__(self, port: int | None = None, login: tuple[str, str] | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        login: tuple[str, str] | None = None,
+        tls: str = "none",
+        cert: tuple[Path, Path] | None = None,
+    ):
         self.inbox = Inbox()
         self.port = port or free_port()
         self.login = login
         kwargs: dict[str, Any] = {}
         if login:
             kwargs = {"authenticator": self._authenticate, "auth_require_tls": False}
+        if tls != "none":
+            assert cert is not None
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*cert)
+            if tls == "starttls":
+                kwargs.update(tls_context=context, require_starttls=True)
+            else:
+                kwargs.update(ssl_context=context)
         self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port, **kwargs)
         self.logins: list[str] = []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TestCluster, wait_until, write
-from smtp_server import SmtpServer, free_port
+from smtp_server import SmtpServer, free_port, self_signed
 
 Cluster = Callable[..., TestCluster]
 
@@ -126,6 +127,29 @@ def test_always_mails_a_hold(make_cluster: Cluster, smtp: SmtpServer, tmp_path: 
     assert "Hold reason:" in mail.body
 
 
+def test_always_mails_each_retry_and_the_end(
+    make_cluster: Cluster, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=1, scheduler_args=(*smtp.args(), "--worker-timeout", "2"))
+    gate = tmp_path / "go"
+    write(tmp_path / "job.sh", f"#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.05; done\n", True)
+    write(tmp_path / "job.sub", "executable = job.sh\nnotify_user = me@example.org\n"
+          "notification = Always\nqueue\n")  # fmt: skip
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    wait_until(lambda: any(j["state"] == "running" for j in dq_all(cluster)), what="running")
+    cluster.expected_exits.add("w1")
+    cluster.processes["w1"].send_signal(signal.SIGKILL)
+    cluster.processes["w1"].wait()
+    wait_until(lambda: smtp.inbox.count() >= 1, what="the retry's mail")
+    assert smtp.inbox.mails[0].message["Subject"] == "[dfarm] job 1.0 requeued: job.sh"
+    assert re.search(r"Requeued because:\s+worker w1 was lost", smtp.inbox.mails[0].body)
+    cluster.add_worker("w2")
+    gate.touch()
+    wait_until(lambda: smtp.inbox.count() >= 2, what="the completion's mail")
+    assert smtp.inbox.mails[1].message["Subject"].startswith("[dfarm] job 1.0 completed")
+    assert re.search(r"Starts:\s+2", smtp.inbox.mails[1].body)
+
+
 def test_refused_mail_is_delivered_after_a_retry(
     make_cluster: Cluster, smtp: SmtpServer, tmp_path: Path
 ) -> None:
@@ -227,3 +251,20 @@ def test_a_password_file_others_can_read_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"the SMTP password file {secret} is readable by others" in result.stderr
     assert "secret\n" not in result.stderr
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_mail_over_tls(make_cluster: Cluster, tmp_path: Path, security: str) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = self_signed(tmp_path)
+    smtp = SmtpServer(tls=security, cert=(cert, key)).start()
+    try:
+        args = (*smtp.args(), "--smtp-security", security, "--smtp-ca-file", str(cert))
+        cluster = make_cluster(workers=1, scheduler_args=args)
+        write(tmp_path / "run.sh", "#!/bin/sh\necho hi\n", executable=True)
+        write(tmp_path / "job.sub", "executable = run.sh\nemail = me@example.org\n")
+        assert cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path).returncode == 0
+        wait_until(lambda: smtp.inbox.count() == 1, what=f"the mail over {security}")
+    finally:
+        smtp.stop()

@@ -52,6 +52,7 @@ class Mailer:
         self._seen: dict[tuple[int, int], JobState] = {}
         #: Idle or running jobs of each such cluster, and its number of jobs.
         self._unfinished: Counter[int] = Counter()
+        self._watched: Counter[int] = Counter()
         self._size: dict[int, int] = {}
         #: Mails not yet delivered: id -> time of the next attempt.
         self._due: dict[int, float] = {}
@@ -96,6 +97,7 @@ class Mailer:
 
     def _watch(self, job: Job) -> None:
         self._seen[(job.cluster, job.proc)] = job.state
+        self._watched[job.cluster] += 1
         if job.state in rules.UNFINISHED:
             self._unfinished[job.cluster] += 1
 
@@ -105,7 +107,8 @@ class Mailer:
         old = self._seen.get(key)
         if old is None or old is job.state:
             return
-        if job.state in (JobState.COMPLETED, JobState.REMOVED):
+        final = job.state in (JobState.COMPLETED, JobState.REMOVED)
+        if final:
             del self._seen[key]
         else:
             self._seen[key] = job.state
@@ -114,6 +117,12 @@ class Mailer:
         except Exception:
             # A bug here must not undo the job's state change.
             log.exception("cannot prepare the mail about job %s", job.id)
+        if final:
+            self._watched[job.cluster] -= 1
+            if self._watched[job.cluster] <= 0:  # the cluster is over: forget it
+                del self._watched[job.cluster]
+                self._size.pop(job.cluster, None)
+                self._unfinished.pop(job.cluster, None)
 
     def _changed(self, job: Job, old: JobState) -> None:
         cluster = job.cluster
@@ -135,8 +144,6 @@ class Mailer:
             del self._unfinished[cluster]
             if digest:
                 self._digests(cluster)
-            if not any(k[0] == cluster for k in self._seen):
-                self._size.pop(cluster, None)
 
     def _job_mail(self, job: Job, why: str) -> None:
         assert self.config is not None and job.spec.notify_user
