@@ -65,6 +65,18 @@ def test_completed_job_sends_one_mail_with_its_details(
     wait_until(lambda: mail_state(cluster, "1.0") == "sent", what="mail state 'sent' in dq")
 
 
+def test_a_large_stdout_is_quoted_from_the_spool(
+    make_cluster: Cluster, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=1, scheduler_args=smtp.args())
+    script = "#!/bin/sh\nseq 1 40000\necho the end\n"  # over 64 KiB: staged over FTP
+    write(tmp_path / "run.sh", script, executable=True)
+    write(tmp_path / "job.sub", "executable = run.sh\nemail = me@example.org\n")
+    assert cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path).returncode == 0
+    wait_until(lambda: smtp.inbox.count() == 1, what="the job's mail")
+    assert "  39999\n  40000\n  the end\n" in smtp.inbox.mails[0].body
+
+
 def test_error_notification_mails_failures_only(
     make_cluster: Cluster, smtp: SmtpServer, tmp_path: Path
 ) -> None:

@@ -151,7 +151,11 @@ class Mailer:
         if why == "requeued":
             events = self.store.events(job.cluster, job.proc)
             detail = events[-1].detail if events else ""
-        tails = {name: compose.tail_text(self._result(job, name)) for name in ("stdout", "stderr")}
+        small = self.store.files(job.cluster, job.proc)
+        tails = {
+            name: compose.tail_text(small[name] if name in small else self._tail(job, name))
+            for name in ("stdout", "stderr")
+        }
         message = compose.job_message(
             job,
             why,
@@ -163,11 +167,8 @@ class Mailer:
         )
         self._queue(job.cluster, job.proc, job.owner, why, job.spec.notify_user, message)
 
-    def _result(self, job: Job, name: str) -> bytes:
-        """The end of a job's stdout or stderr: kept in SQLite when small, else in the spool."""
-        small = self.store.files(job.cluster, job.proc)
-        if name in small:
-            return small[name]
+    def _tail(self, job: Job, name: str) -> bytes:
+        """The end of a large stdout or stderr, which the spool keeps (small ones: SQLite)."""
         path = self.job_dir(job.cluster, job.proc) / name
         try:
             with path.open("rb") as f:
