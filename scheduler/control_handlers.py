@@ -56,7 +56,8 @@ class ControlHandlers:
                 owner=owner, clusters=clusters, job_ids=pairs, states=sorted(states & FINAL)
             )
         jobs.sort(key=lambda job: (job.cluster, job.proc))
-        return p.JobList(jobs=self.mailer.annotate([self._visible(conn, job) for job in jobs]))
+        infos = [self._visible(conn, job) for job in jobs]
+        return p.JobList(jobs=self.mailer.annotate(infos, conn.name))
 
     def _visible(self, conn: Connection, job: Job) -> p.JobInfo:
         """Other users' jobs show no arguments or outputs (as HTCondor's queue does)."""
@@ -96,7 +97,7 @@ class ControlHandlers:
         return p.JobResults(
             download=self.spool.grant_fetch(large, conn.local_host) if large else None,
             files=files,
-            jobs=self.mailer.annotate([j.info() for j in sent]),
+            jobs=self.mailer.annotate([j.info() for j in sent], conn.name),
             specs={j.id: j.spec for j in sent},
             events={j.id: self.store.events(j.cluster, j.proc) for j in sent},
             remaining=[j.id for j in jobs[len(sent) :]],

@@ -282,15 +282,17 @@ class Mailer:
 
     # ------------------------------------------------------------------ status
 
-    def annotate(self, infos: list[JobInfo]) -> list[JobInfo]:
+    def annotate(self, infos: list[JobInfo], owner: str) -> list[JobInfo]:
         """``infos`` with the delivery state of each job's mail (its own, or its
-        cluster's digest) in ``mail``."""
+        cluster's digest) in ``mail``, for the jobs of ``owner`` only: the state's
+        error text can name the recipient."""
         if not self._any_mail or not infos:
             return infos
-        status = self.status(sorted({i.cluster for i in infos}))
+        status = self.status(sorted({i.cluster for i in infos if i.owner == owner}))
         out = []
         for info in infos:
             text = status.get((info.cluster, info.proc)) or status.get((info.cluster, None))
+            text = text if info.owner == owner else None
             out.append(dataclasses.replace(info, mail=text) if text else info)
         return out
 
