@@ -32,14 +32,15 @@ class ControlHandlers:
             raise RequestError(f"cluster {msg.cluster} was not reserved by you", "not_found")
         if owner[1]:
             raise RequestError(f"cluster {msg.cluster} was already submitted", "conflict")
+        specs = self.mailer.addressed(msg.jobs, conn.name)
         try:
             self.spool.store_inputs(msg.cluster, msg.files)
             warnings = check_submission(
-                msg.jobs, self.spool.input_dir(msg.cluster), mail=self.mailer.configured
+                specs, self.spool.input_dir(msg.cluster), mail=self.mailer.configured
             )
         except (SubmissionError, StagingError, p.ProtocolError) as exc:
             raise RequestError(str(exc), "invalid") from None
-        jobs = self.jobs.submit(msg.cluster, conn.name, msg.submit_file, msg.jobs)
+        jobs = self.jobs.submit(msg.cluster, conn.name, msg.submit_file, specs)
         self.mailer.submitted(jobs)
         log.info("user %s submitted cluster %d: %d job(s)", conn.name, msg.cluster, len(jobs))
         self._wake.set()

@@ -58,6 +58,11 @@ def check_submission(specs: list[JobSpec], input_dir: Path, *, mail: bool = Fals
     for proc, spec in enumerate(specs):
         _check_inputs(f"job {proc}", spec, input_dir, uploaded)
         _check_spec(f"job {proc}", spec)
+    if any(not spec.notify_user and spec.notification != "Never" for spec in specs):
+        return [
+            "notification asks for mail but there is no address: set notify_user"
+            " (or register one with 'dfarm user add --email')"
+        ]
     if not mail and any(wants_mail(spec) for spec in specs):
         return ["this scheduler has no SMTP server configured: no notification mail will be sent"]
     return []

@@ -302,3 +302,23 @@ def test_mail_over_tls(make_cluster: Cluster, tmp_path: Path, security: str) -> 
         wait_until(lambda: smtp.inbox.count() == 1, what=f"the mail over {security}")
     finally:
         smtp.stop()
+
+
+def test_notification_without_an_address_mails_the_owners_registered_one(
+    make_cluster: Cluster, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=1, scheduler_args=smtp.args())
+    write(tmp_path / "run.sh", "#!/bin/sh\necho hi\n", executable=True)
+    write(tmp_path / "job.sub", "executable = run.sh\nnotification = Complete\nqueue\n")
+    home = cluster.config.home
+    added = cluster.run("dfarm", "user", "--home", home, "add", "carol", "--email", "c@ex.org")
+    carol = cluster.env(DFARM_TOKEN=added.stdout.strip().splitlines()[-1])
+    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path, env=carol)
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+    wait_until(lambda: smtp.inbox.count() == 1, what="the mail to carol")
+    assert smtp.inbox.mails[0].recipients == ["c@ex.org"]
+    added = cluster.run("dfarm", "user", "--home", home, "add", "dave")
+    dave = cluster.env(DFARM_TOKEN=added.stdout.strip().splitlines()[-1])
+    result = cluster.run("dsub", "job.sub", cwd=tmp_path, env=dave)
+    assert result.returncode == 0, result.stderr
+    assert "notification asks for mail but there is no address" in result.stderr

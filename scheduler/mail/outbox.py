@@ -18,13 +18,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from scheduler.mail import compose, rules
-from scheduler.mail.settings import MailConfig
+from scheduler.mail.settings import MailConfig, check_address
 from scheduler.mail.smtp import Mail, Outcome, deliver
-from scheduler.protocol import JobInfo, JobState
+from scheduler.protocol import JobInfo, JobSpec, JobState
 from scheduler.store import Job, Store
 
 log = logging.getLogger("scheduler.mail")
@@ -62,6 +63,23 @@ class Mailer:
     @property
     def configured(self) -> bool:
         return self.config is not None
+
+    def addressed(self, specs: list[JobSpec], owner: str) -> list[JobSpec]:
+        """``specs`` with the owner's registered address (``dfarm user add --email``)
+        where ``notification`` asks for mail and names no ``notify_user``, as
+        HTCondor mails the job's owner then."""
+        if all(s.notify_user or s.notification == "Never" for s in specs):
+            return specs
+        rows = self.store.query("SELECT email FROM users WHERE name=?", (owner,))
+        address = rows[0]["email"] if rows else None
+        try:
+            check_address(address or "")
+        except ValueError:
+            return specs  # none usable: check_submission warns
+        return [
+            s if s.notify_user or s.notification == "Never" else replace(s, notify_user=address)
+            for s in specs
+        ]
 
     # ------------------------------------------------------------------ watching jobs
 
