@@ -144,3 +144,20 @@ def test_settings_hide_the_password_and_check_the_sender(tmp_path: Path) -> None
 def test_retry_delay_doubles_up_to_the_maximum() -> None:
     config = MailConfig(host="h", retry_initial=1.0, retry_max=5.0)
     assert [config.delay(n) for n in range(1, 6)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_submit_file_key_notification_per_job(tmp_path: Path) -> None:
+    from control_node.submit_file import SubmitFileError, parse_submit_text
+
+    (tmp_path / "run.sh").write_text("#!/bin/sh\n")
+    text = "executable = run.sh\nnotify_user = a@b.org\nnotification_per_job = {}\nqueue 2\n"
+
+    def parse(value: str) -> list[bool]:
+        description = parse_submit_text(
+            text.format(value), filename="j.sub", cluster=1, cwd=str(tmp_path)
+        )
+        return [proc.notification_per_job for proc in description.procs]
+
+    assert parse("true") == [True, True] and parse("False") == [False, False]
+    with pytest.raises(SubmitFileError, match="notification_per_job must be true or false"):
+        parse("sometimes")
