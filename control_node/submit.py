@@ -121,6 +121,7 @@ def _spec(proc: ProcDescription, digests: dict[str, tuple[str, int]]) -> p.JobSp
         machine=proc.machine,
         notify_user=proc.notify_user,
         notification=proc.notification,
+        notification_per_job=proc.notification_per_job,
         output=proc.output,
         error=proc.error,
         log=proc.log,

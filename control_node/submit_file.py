@@ -78,6 +78,7 @@ class ProcDescription:
     request_gpus: int
     notify_user: str | None
     notification: str
+    notification_per_job: bool
     priority: int
     machine: str | None
     getenv: bool
@@ -97,6 +98,7 @@ SUPPORTED_KEYS = SEED_KEYS | {
     "arguments", "input", "output", "error", "log", "transfer_input_files",
     "transfer_output_files", "initialdir", "environment", "getenv", "request_cpus",
     "request_memory", "request_disk", "request_gpus", "notify_user", "notification",
+    "notification_per_job",
     "priority", "universe", "should_transfer_files", "when_to_transfer_output",
 }  # fmt: skip
 UNSUPPORTED_KEYS = frozenset({
@@ -258,6 +260,7 @@ class _Parser:
             request_gpus=self.integer(ctx, "request_gpus", 0, 0),
             notify_user=notify_user,
             notification=notification,
+            notification_per_job=self.boolean(ctx, "notification_per_job"),
             priority=self.integer(ctx, "priority", 0, -_INT32),
             machine=self.machine(ctx),
             getenv=getenv,

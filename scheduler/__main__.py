@@ -11,6 +11,8 @@ from pathlib import Path
 
 from scheduler import logs
 from scheduler.config import SchedulerConfig
+from scheduler.mail import MailConfigError
+from scheduler.mail.options import add_mail_options, mail_config_from_args
 from scheduler.protocol import DEFAULT_PORT, default_home
 from scheduler.server import Scheduler
 
@@ -32,6 +34,7 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
     parser.add_argument(
         "--worker-timeout", type=float, default=30.0, help="seconds before a silent worker is lost"
     )
+    add_mail_options(parser)
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--log-file", default=None, help="log file (default HOME/scheduler.log; '-' = stderr only)"
@@ -40,6 +43,7 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
+    """The configuration the options ask for; :class:`MailConfigError` if SMTP cannot work."""
     return SchedulerConfig(
         home=(args.home or default_home()).expanduser().resolve(),
         host=args.host,
@@ -48,6 +52,7 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         advertise_host=args.advertise_host,
         heartbeat_interval=args.heartbeat_interval,
         worker_timeout=args.worker_timeout,
+        mail=mail_config_from_args(args),
     )
 
 
@@ -62,7 +67,11 @@ async def run(config: SchedulerConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = config_from_args(args)
+    try:
+        config = config_from_args(args)
+    except MailConfigError as exc:
+        print(f"dfarm scheduler: {exc}", file=sys.stderr)
+        return 2
     config.home.mkdir(parents=True, exist_ok=True)
     log_file = (
         None if args.log_file == "-" else Path(args.log_file or config.home / "scheduler.log")

@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from scheduler.mail.settings import MailConfig
 from scheduler.protocol import DEFAULT_MAX_FRAME, DEFAULT_PORT
 
 
@@ -33,6 +34,8 @@ class SchedulerConfig:
     max_frame: int = DEFAULT_MAX_FRAME
     #: Seconds a job's FTP grant to its worker stays valid.
     job_grant_ttl: float = 7 * 24 * 3600
+    #: SMTP settings for notification mail; None: no mail is sent.
+    mail: MailConfig | None = None
 
     @property
     def db_path(self) -> Path:

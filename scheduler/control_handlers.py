@@ -32,12 +32,16 @@ class ControlHandlers:
             raise RequestError(f"cluster {msg.cluster} was not reserved by you", "not_found")
         if owner[1]:
             raise RequestError(f"cluster {msg.cluster} was already submitted", "conflict")
+        specs = self.mailer.addressed(msg.jobs, conn.name)
         try:
             self.spool.store_inputs(msg.cluster, msg.files)
-            warnings = check_submission(msg.jobs, self.spool.input_dir(msg.cluster))
+            warnings = check_submission(
+                specs, self.spool.input_dir(msg.cluster), mail=self.mailer.configured
+            )
         except (SubmissionError, StagingError, p.ProtocolError) as exc:
             raise RequestError(str(exc), "invalid") from None
-        jobs = self.jobs.submit(msg.cluster, conn.name, msg.submit_file, msg.jobs)
+        jobs = self.jobs.submit(msg.cluster, conn.name, msg.submit_file, specs)
+        self.mailer.submitted(jobs)
         log.info("user %s submitted cluster %d: %d job(s)", conn.name, msg.cluster, len(jobs))
         self._wake.set()
         return p.Submitted(cluster=msg.cluster, job_ids=[j.id for j in jobs], warnings=warnings)
@@ -53,7 +57,8 @@ class ControlHandlers:
                 owner=owner, clusters=clusters, job_ids=pairs, states=sorted(states & FINAL)
             )
         jobs.sort(key=lambda job: (job.cluster, job.proc))
-        return p.JobList(jobs=[self._visible(conn, job) for job in jobs])
+        infos = [self._visible(conn, job) for job in jobs]
+        return p.JobList(jobs=self.mailer.annotate(infos, conn.name))
 
     def _visible(self, conn: Connection, job: Job) -> p.JobInfo:
         """Other users' jobs show no arguments or outputs (as HTCondor's queue does)."""
@@ -93,7 +98,7 @@ class ControlHandlers:
         return p.JobResults(
             download=self.spool.grant_fetch(large, conn.local_host) if large else None,
             files=files,
-            jobs=[j.info() for j in sent],
+            jobs=self.mailer.annotate([j.info() for j in sent], conn.name),
             specs={j.id: j.spec for j in sent},
             events={j.id: self.store.events(j.cluster, j.proc) for j in sent},
             remaining=[j.id for j in jobs[len(sent) :]],

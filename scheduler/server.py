@@ -26,6 +26,7 @@ from scheduler.connection import Connection, RequestError
 from scheduler.control_handlers import ControlHandlers
 from scheduler.dispatch import Slots
 from scheduler.jobs import JobTable
+from scheduler.mail import Mailer
 from scheduler.protocol import JobState, Role
 from scheduler.staging import Spool
 from scheduler.store import Job, Store
@@ -43,7 +44,9 @@ class Scheduler(WorkerHandlers, ControlHandlers):
         self.secret = ensure_secret(config)
         self.store = Store(config.db_path)
         self.spool = Spool(config.spool_dir, host=_bind_host(config.host), port=config.ftp_port)
+        self.mailer = Mailer(config.mail, self.store, self.spool.job_dir)
         self.jobs = JobTable(self.store, on_change=self._notify)
+        self.mailer.resume(self.jobs.active.values())
         self.workers: dict[int, Connection] = {}
         self.controls: dict[int, Connection] = {}
         #: Connections watching each cluster, with the states they want (empty: all).
@@ -81,6 +84,7 @@ class Scheduler(WorkerHandlers, ControlHandlers):
         tasks = [
             asyncio.create_task(self._scheduling_loop(), name="scheduling"),
             asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
+            asyncio.create_task(self.mailer.run(), name="mail"),
         ]
         self._wake.set()
         if ready is not None:
@@ -286,6 +290,7 @@ class Scheduler(WorkerHandlers, ControlHandlers):
     # ------------------------------------------------------------------ job updates
 
     def _notify(self, job: Job) -> None:
+        self.mailer.changed(job)
         subs = self.subscribers.get(job.cluster)
         if subs:
             update: p.JobUpdate | None = None

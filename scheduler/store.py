@@ -97,6 +97,25 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (cluster, proc, name)
     );
     """,
+    """
+    CREATE TABLE mail (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        cluster INTEGER NOT NULL,
+        proc INTEGER,
+        owner TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        message BLOB NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL,
+        next_try REAL NOT NULL,
+        sent REAL,
+        error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX mail_cluster ON mail (cluster, proc);
+    CREATE INDEX mail_state ON mail (state);
+    """,
 ]
 
 USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
@@ -298,6 +317,10 @@ class Store:
             self._write_pending()
             if self._db.in_transaction:
                 self._db.execute("COMMIT")
+
+    def query(self, sql: str, args: Iterable[object] = ()) -> list[sqlite3.Row]:
+        """Rows of a read, for modules that keep tables of their own (``mail``)."""
+        return self._query(sql, args)
 
     def _query(self, sql: str, args: Iterable[object] = ()) -> list[sqlite3.Row]:
         with self._lock:

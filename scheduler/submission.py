@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path, PurePosixPath
 
+from scheduler.mail.rules import NOTIFICATIONS, wants_mail
+from scheduler.mail.settings import check_address
 from scheduler.protocol import JobSpec
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -45,8 +47,9 @@ def safe_result_name(name: str) -> bool:
     return name in ("stdout", "stderr") or (head == "outputs" and safe_name(rest))
 
 
-def check_submission(specs: list[JobSpec], input_dir: Path) -> list[str]:
-    """Raise :class:`SubmissionError` naming the first problem; return warnings."""
+def check_submission(specs: list[JobSpec], input_dir: Path, *, mail: bool = False) -> list[str]:
+    """Raise :class:`SubmissionError` naming the first problem; return warnings
+    (``mail``: whether this scheduler can send notification mail)."""
     if not specs:
         raise SubmissionError("the submission has no jobs")
     if len(specs) > MAX_PROCS:
@@ -55,8 +58,13 @@ def check_submission(specs: list[JobSpec], input_dir: Path) -> list[str]:
     for proc, spec in enumerate(specs):
         _check_inputs(f"job {proc}", spec, input_dir, uploaded)
         _check_spec(f"job {proc}", spec)
-    if any(spec.notify_user for spec in specs):
-        return ["email notification is not configured on this scheduler: no mail will be sent"]
+    if any(not spec.notify_user and spec.notification != "Never" for spec in specs):
+        return [
+            "notification asks for mail but there is no address: set notify_user"
+            " (or register one with 'dfarm user add --email')"
+        ]
+    if not mail and any(wants_mail(spec) for spec in specs):
+        return ["this scheduler has no SMTP server configured: no notification mail will be sent"]
     return []
 
 
@@ -91,5 +99,12 @@ def _check_spec(where: str, spec: JobSpec) -> None:
     for key in spec.environment:
         if not ENV_NAME.fullmatch(key):
             raise SubmissionError(f"{where}: invalid environment variable name {key!r}")
+    if spec.notification not in NOTIFICATIONS:
+        raise SubmissionError(f"{where}: notification must be one of {', '.join(NOTIFICATIONS)}")
+    if spec.notify_user is not None:
+        try:
+            check_address(spec.notify_user)
+        except ValueError as exc:
+            raise SubmissionError(f"{where}: notify_user: {exc}") from None
     if spec.request_cpus < 1 or spec.request_gpus < 0:
         raise SubmissionError(f"{where}: request_cpus must be >= 1 and request_gpus >= 0")

@@ -509,10 +509,28 @@ def test_valid_submission(input_dir: Path) -> None:
     assert check_submission(specs, input_dir) == []
 
 
-def test_notify_user_returns_email_warning(input_dir: Path) -> None:
-    specs = [valid_spec(input_dir), valid_spec(input_dir, notify_user="alice@example.org")]
+def test_notify_user_without_smtp_returns_a_mail_warning(input_dir: Path) -> None:
+    asks = valid_spec(input_dir, notify_user="alice@example.org", notification="Complete")
+    specs = [valid_spec(input_dir), asks]
     [warning] = check_submission(specs, input_dir)
-    assert "email" in warning
+    assert "no SMTP server configured" in warning
+    assert check_submission(specs, input_dir, mail=True) == []
+
+
+@pytest.mark.parametrize(
+    "address", ["not-an-address", "a@b.org\nBcc: evil@example.org", "a@b.org, c@d.org", "a@"]
+)
+def test_notify_user_must_be_one_plain_address(input_dir: Path, address: str) -> None:
+    message = rejected(
+        [valid_spec(input_dir, notify_user=address)],
+        input_dir,
+    )
+    assert "job 0: notify_user: invalid e-mail address" in message
+
+
+def test_notification_must_be_known(input_dir: Path) -> None:
+    message = rejected([valid_spec(input_dir, notification="Sometimes")], input_dir)
+    assert "notification must be one of Never, Complete, Error, Always" in message
 
 
 def test_empty_submission(input_dir: Path) -> None:

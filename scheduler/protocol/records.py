@@ -175,6 +175,8 @@ class JobSpec:
     machine: str | None = None
     notify_user: str | None = None
     notification: str = "Never"
+    #: One mail per job even in a cluster of many (default: one digest per cluster).
+    notification_per_job: bool = False
     output: str | None = None
     error: str | None = None
     log: str | None = None
@@ -212,6 +214,9 @@ class JobInfo:
     executable: str = ""
     arguments: list[str] = field(default_factory=list)
     output_files: list[str] = field(default_factory=list)
+    #: Delivery of the job's mail notification: "" (none asked or due yet), "pending",
+    #: "sent" or "failed", with the last error after a colon.
+    mail: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
