@@ -12,7 +12,8 @@ for result in cluster.results(dest="results"):
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from control_node import results
@@ -65,9 +66,13 @@ class Client:
         return reply.jobs
 
     def workers(self) -> list[p.WorkerInfo]:
+        return self.pool().workers
+
+    def pool(self) -> p.WorkerList:
+        """The workers, the spool's disk use and how long results are kept."""
         reply = self.conn.request(p.QueryWorkers())
         assert isinstance(reply, p.WorkerList)
-        return reply.workers
+        return reply
 
     def wait(
         self,
@@ -84,6 +89,76 @@ class Client:
     ) -> list[results.FetchedJob]:
         """Download the results of finished jobs (see :mod:`control_node.results`)."""
         return results.fetch(self.conn, ids, Path(dest) if dest is not None else None, submit_paths)
+
+    # -- job control: each returns which jobs changed and why the others did not
+
+    def remove(
+        self, ids: list[str] | None = None, all_jobs: bool = False, reason: str = ""
+    ) -> p.JobsChanged:
+        """Remove jobs (``42.0``, cluster ``42``, or every job of yours with ``all_jobs``);
+        running ones are killed on their worker."""
+        return self._change("remove", ids, all_jobs, reason)
+
+    def hold(
+        self, ids: list[str] | None = None, all_jobs: bool = False, reason: str = ""
+    ) -> p.JobsChanged:
+        """Hold jobs: they do not run until released; running ones are killed and held."""
+        return self._change("hold", ids, all_jobs, reason)
+
+    def release(self, ids: list[str] | None = None, all_jobs: bool = False) -> p.JobsChanged:
+        """Put held jobs back in the queue."""
+        return self._change("release", ids, all_jobs, "")
+
+    def _change(
+        self, action: str, ids: list[str] | None, all_jobs: bool, reason: str
+    ) -> p.JobsChanged:
+        reply = self.conn.request(
+            p.ChangeJobs(action=action, ids=list(ids or []), all_jobs=all_jobs, reason=reason)
+        )
+        assert isinstance(reply, p.JobsChanged)
+        return reply
+
+    def edit(self, ids: list[str], changes: dict[str, str]) -> p.JobsChanged:
+        """Change requests or limits of idle or held jobs: ``{"request_memory": "4GB"}``."""
+        reply = self.conn.request(p.EditJobs(ids=list(ids), changes=dict(changes)))
+        assert isinstance(reply, p.JobsChanged)
+        return reply
+
+    def history(
+        self,
+        ids: list[str] | None = None,
+        user: str | None = None,
+        since: float | None = None,
+        limit: int = 1000,
+    ) -> list[p.JobInfo]:
+        """Finished and removed jobs, oldest first: yours, ``user``'s, or everyone's
+        (``user="*"``); ``since`` is a Unix time."""
+        reply = self.conn.request(
+            p.QueryHistory(ids=list(ids or []), user=user or "", since=since, limit=limit)
+        )
+        assert isinstance(reply, p.JobList)
+        return reply.jobs
+
+    def tail(self, job_id: str, stderr: bool = False, offset: int = 0) -> p.OutputChunk:
+        """What a running job has written to stdout (or stderr) from ``offset``."""
+        stream = "stderr" if stderr else "stdout"
+        reply = self.conn.request(p.TailJob(job_id=job_id, stream=stream, offset=offset))
+        assert isinstance(reply, p.OutputChunk)
+        return reply
+
+    def follow(self, job_id: str, stderr: bool = False, interval: float = 0.5) -> Iterator[bytes]:
+        """A running job's output as it grows, until the job stops running."""
+        offset = 0
+        while True:
+            chunk = self.tail(job_id, stderr, offset)
+            data = p.unpack_bytes(chunk.data)
+            if data:
+                offset += len(data)
+                yield data
+            if not chunk.running:
+                return
+            if offset >= chunk.size:
+                time.sleep(interval)
 
 
 class Cluster:

@@ -81,7 +81,68 @@ def workers_table(workers: Sequence[p.WorkerInfo]) -> str:
     return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
 
 
-__all__ = ["dump_json", "jobs_summary", "jobs_table", "workers_table", "duration", "when"]
+__all__ = [
+    "changed_report",
+    "dump_json",
+    "duration",
+    "hold_reasons",
+    "history_table",
+    "jobs_summary",
+    "jobs_table",
+    "size",
+    "when",
+    "workers_table",
+]
+
+
+def hold_reasons(jobs: Sequence[p.JobInfo]) -> str:
+    """One line per held job: why it is held."""
+    return "\n".join(
+        f"{j.id} held: {j.hold_reason or '-'}" for j in jobs if j.state == p.JobState.HELD.value
+    )
+
+
+def history_table(jobs: Sequence[p.JobInfo]) -> str:
+    rows = [
+        (
+            j.id,
+            j.owner,
+            j.state,
+            when(j.submit_time),
+            when(j.start_time),
+            when(j.end_time),
+            duration(j.wall_time),
+            duration(j.cpu_time),
+            j.worker or "-",
+            describe_status(j) if j.state == p.JobState.COMPLETED.value else "-",
+            j.num_starts,
+        )
+        for j in jobs
+    ]
+    headers = (
+        "ID", "OWNER", "STATE", "SUBMITTED", "STARTED", "ENDED", "WALL", "CPU", "WORKER",
+        "STATUS", "STARTS",
+    )  # fmt: skip
+    return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
+
+
+def changed_report(reply: p.JobsChanged, action: str) -> str:
+    """``2 job(s) removed: 1.0 1.1`` and a line for each job left alone."""
+    past = {"remove": "removed", "hold": "held", "release": "released", "edit": "edited"}[action]
+    shown = " ".join(reply.changed[:20]) + (" ..." if len(reply.changed) > 20 else "")
+    lines = [f"{len(reply.changed)} job(s) {past}" + (f": {shown}" if reply.changed else "")]
+    lines += [f"{job_id}: not {past}: it {why}" for job_id, why in reply.skipped.items()]
+    return "\n".join(lines)
+
+
+def size(n: int) -> str:
+    """``1.5 GB``, binary units."""
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
 
 
 def fetched_report(fetched: Sequence[FetchedJob], cwd: Path | None = None) -> str:

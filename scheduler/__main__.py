@@ -32,6 +32,13 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
     parser.add_argument(
         "--worker-timeout", type=float, default=30.0, help="seconds before a silent worker is lost"
     )
+    parser.add_argument(
+        "--keep-results",
+        type=float,
+        default=7.0,
+        metavar="DAYS",
+        help="days the results of a finished job are kept for dfetch (default 7)",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--log-file", default=None, help="log file (default HOME/scheduler.log; '-' = stderr only)"
@@ -48,6 +55,7 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         advertise_host=args.advertise_host,
         heartbeat_interval=args.heartbeat_interval,
         worker_timeout=args.worker_timeout,
+        result_retention=args.keep_results * 86400,
     )
 
 

@@ -33,6 +33,9 @@ class SchedulerConfig:
     max_frame: int = DEFAULT_MAX_FRAME
     #: Seconds a job's FTP grant to its worker stays valid.
     job_grant_ttl: float = 7 * 24 * 3600
+    #: Seconds the results of a finished job are kept for ``dfetch`` before they are
+    #: cleaned (the job stays in the history).
+    result_retention: float = 7 * 24 * 3600
 
     @property
     def db_path(self) -> Path:

@@ -10,6 +10,7 @@ from scheduler import protocol as p
 from scheduler.connection import Connection, RequestError
 from scheduler.dispatch import Slots
 from scheduler.protocol import JobState
+from scheduler.store import Job
 from scheduler.submission import safe_name, safe_result_name
 
 log = logging.getLogger("scheduler.server")
@@ -108,6 +109,8 @@ class WorkerHandlers:
             self.store.save_files(job.cluster, job.proc, files)
             if failure:
                 self.jobs.hold(job, failure, **outcome)
+            elif retry := self._retry(job, msg):
+                self.jobs.transition(job, JobState.IDLE, "retrying", retry, worker=None, **outcome)
             else:
                 status = (
                     f"exit code {msg.exit_code}"
@@ -122,6 +125,18 @@ class WorkerHandlers:
             # next RunJob leave together, after the commit.
             self._schedule_once([slots])
         return p.Ok()
+
+    def _retry(self, job: Job, msg: p.JobFinished) -> str:
+        """Why a failed run is run again (``max_retries``), or "" when it is not."""
+        if msg.exit_code == 0 or job.spec.max_retries <= 0:
+            return ""
+        done = sum(e.event == "retrying" for e in self.store.events(job.cluster, job.proc))
+        if done >= job.spec.max_retries:
+            return ""
+        status = (
+            f"exit code {msg.exit_code}" if msg.exit_signal is None else f"signal {msg.exit_signal}"
+        )
+        return f"{status}: retry {done + 1} of {job.spec.max_retries}"
 
     def _registered(self, conn: Connection) -> Slots:
         if conn.slots is None:

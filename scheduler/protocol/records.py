@@ -179,6 +179,10 @@ class JobSpec:
     error: str | None = None
     log: str | None = None
     initialdir: str | None = None
+    #: Reruns after a non-zero exit or a kill (HTCondor's ``max_retries``).
+    max_retries: int = 0
+    #: Seconds a run may last before the job is held (``allowed_job_duration``).
+    allowed_job_duration: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

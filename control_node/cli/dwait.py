@@ -1,0 +1,75 @@
+"""``dwait``: wait for jobs to finish, then fetch their results."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from control_node import render
+from control_node.cli.common import add_connection_options, connect, run_command
+from control_node.results import failed
+from scheduler import protocol as p
+
+BAR = 30
+
+
+def progress_bar(stream=sys.stderr):  # noqa: ANN001, ANN201
+    """A callback drawing counts and a bar on one terminal line (None off a terminal)."""
+    if not stream.isatty():
+        return None
+
+    def show(jobs: dict[str, p.JobInfo]) -> None:
+        states = [j.state for j in jobs.values()]
+        done = sum(s in ("completed", "removed", "held") for s in states)
+        filled = BAR * done // max(1, len(states))
+        stream.write(
+            f"\r[{'#' * filled}{'.' * (BAR - filled)}] {done}/{len(states)} done, "
+            f"{states.count('idle')} idle, {states.count('running')} running, "
+            f"{states.count('held')} held "
+        )
+        stream.flush()
+
+    return show
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="dwait", description="Wait for jobs to finish, then fetch their results."
+    )
+    parser.add_argument("ids", nargs="+", metavar="ID", help="cluster or cluster.proc")
+    parser.add_argument("--timeout", type=float, help="give up after this many seconds")
+    parser.add_argument("--dest", type=Path, help="folder for the <cluster>.<proc>/ results")
+    parser.add_argument("--no-fetch", action="store_true", help="only wait")
+    add_connection_options(parser)
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        with connect(args) as client:
+            show = None if args.json else progress_bar()
+            try:
+                jobs = client.wait(args.ids, timeout=args.timeout, on_update=show)
+            except TimeoutError as exc:
+                print(f"\ndwait: {exc}", file=sys.stderr)
+                return 2
+            finally:
+                if show:
+                    sys.stderr.write("\n")
+            finished = [j.id for j in jobs if j.state != p.JobState.HELD.value]
+            fetched = (
+                client.fetch(finished, dest=args.dest) if finished and not args.no_fetch else []
+            )
+        if args.json:
+            print(render.dump_json(jobs))
+        elif fetched:
+            print(render.fetched_report(fetched))
+        held = [j for j in jobs if j.state == p.JobState.HELD.value]
+        for job in held:
+            print(f"{job.id}: held: {job.hold_reason}")
+        return 1 if any(failed(j) for j in jobs) else 0
+
+    return run_command("dwait", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
