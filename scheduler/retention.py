@@ -16,7 +16,7 @@ from scheduler.store import Job, Store
 
 log = logging.getLogger(__name__)
 
-#: Seconds between two sweeps for expired results.
+#: Most seconds between two sweeps for expired results (less for a short retention).
 SWEEP_INTERVAL = 60.0
 #: Seconds a measurement of the spool's size is reused.
 USAGE_TTL = 10.0
@@ -30,7 +30,7 @@ class Retention:
 
     def expire(self, now: float, active: dict[tuple[int, int], Job], force: bool = False) -> int:
         """Clean the results of jobs that ended more than ``keep_seconds`` ago."""
-        if not force and now - self._last_sweep < SWEEP_INTERVAL:
+        if not force and now - self._last_sweep < min(SWEEP_INTERVAL, self.keep_seconds / 2):
             return 0
         self._last_sweep = now
         expired = self.store.expired_results(now - self.keep_seconds)

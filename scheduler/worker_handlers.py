@@ -19,7 +19,7 @@ log = logging.getLogger("scheduler.server")
 class WorkerHandlers:
     """Handlers of worker messages; mixed into :class:`scheduler.server.Scheduler`."""
 
-    def on_register(self, conn: Connection, msg: p.Register) -> p.Message:
+    def on_register(self, conn: Connection, msg: p.Register) -> None:
         if conn.slots is not None:
             raise RequestError("this worker is already registered")
         now = time.time()
@@ -37,15 +37,18 @@ class WorkerHandlers:
         )
         conn.metrics, conn.last_heartbeat = msg.metrics, now
         self.workers[worker_id] = conn
+        # Several heartbeats fit in the timeout, so one late heartbeat loses nothing.
+        interval = min(self.config.heartbeat_interval, self.config.worker_timeout / 3)
+        # The reply goes first: a worker reads nothing else before it (stale attempts
+        # are stopped with messages that follow).
+        conn.send(p.Registered(worker_id=worker_id, heartbeat_interval=interval).with_id(msg.id))
         self._adopt(conn, msg.running)
         log.info(
             "worker %s (id %d) registered from %s: %d slots, %d cpus, %d MB",
             conn.name, worker_id, conn.peer, msg.slots, msg.cpus, msg.memory_mb,
         )  # fmt: skip
         self._wake.set()
-        # Several heartbeats fit in the timeout, so one late heartbeat loses nothing.
-        interval = min(self.config.heartbeat_interval, self.config.worker_timeout / 3)
-        return p.Registered(worker_id=worker_id, heartbeat_interval=interval)
+        return None
 
     def _adopt(self, conn: Connection, running: list[str]) -> None:
         """Take back the attempts a returning worker still runs; stop the stale ones."""
