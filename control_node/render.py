@@ -42,12 +42,13 @@ def jobs_table(jobs: Sequence[p.JobInfo], now: float | None = None) -> str:
             j.state,
             when(j.submit_time),
             duration(run_time(j, now)),
+            j.num_starts,
             j.worker or "-",
             " ".join([j.executable, *j.arguments])[:50],
         )
         for j in jobs
     ]
-    headers = ("ID", "OWNER", "STATE", "SUBMITTED", "RUN_TIME", "WORKER", "CMD")
+    headers = ("ID", "OWNER", "STATE", "SUBMITTED", "RUN_TIME", "STARTS", "WORKER", "CMD")
     return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
 
 

@@ -145,7 +145,8 @@ def test_history_wait_and_log(cluster: TestCluster, tmp_path: Path) -> None:
     out = cluster.run("dwait", "2", "--json", cwd=tmp_path)
     assert out.returncode == 1 and json.loads(out.stdout)[0]["exit_code"] == 3
     history = json.loads(cluster.run("dhistory", "--json").stdout)
-    assert [j["id"] for j in history] == ["1.0", "1.1", "2.0"]
+    assert sorted(j["id"] for j in history) == ["1.0", "1.1", "2.0"]
+    assert history[-1]["id"] == "2.0"  # in the order they ended
     first = history[0]
     assert first["worker"] in ("w1", "w2") and first["num_starts"] == 1
     assert first["wall_time"] is not None and first["cpu_time"] is not None
