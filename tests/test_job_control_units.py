@@ -1,0 +1,46 @@
+"""Pure parts of job control: argument parsing and limit checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from control_node.cli.dedit import split_words
+from control_node.cli.dhistory import parse_since
+from scheduler import protocol as p
+from worker_node.limits import check, tree_rss_mb
+from worker_node.runner import Attempt
+
+
+def test_dedit_words() -> None:
+    assert split_words(["12.0", "13", "request_memory=4GB", "max_retries", "2"]) == (
+        ["12.0", "13"],
+        {"request_memory": "4GB", "max_retries": "2"},
+    )
+    with pytest.raises(ValueError, match="has no value"):
+        split_words(["12", "request_memory"])
+
+
+def test_since() -> None:
+    assert parse_since("2h", now=10_000.0) == 10_000.0 - 7200
+    assert parse_since("1.5d", now=200_000.0) == 200_000.0 - 1.5 * 86400
+    assert parse_since("2026-11-22 14:00") > 0
+    with pytest.raises(ValueError, match="give a duration"):
+        parse_since("soon")
+
+
+def attempt(**limits: int) -> Attempt:
+    spec = p.JobSpec(executable="x", **limits)
+    grant = p.FtpGrant(host="h", port=1, user="u", password="p")
+    msg = p.RunJob(job_id="1.0", attempt=1, owner="a", spec=spec, ftp=grant)
+    return Attempt(msg=msg, directory=Path("/nonexistent"))
+
+
+def test_limit_checks() -> None:
+    assert check(attempt(), 0.0, 1e9) is None
+    reason = check(attempt(allowed_job_duration=10), 0.0, 12.4)
+    assert reason == "wall-time limit exceeded: ran 12 s, more than allowed_job_duration = 10 s"
+    assert check(attempt(allowed_job_duration=10), 0.0, 9.0) is None
+    assert check(attempt(request_memory=1), 0.0, 0.0) is None  # no process yet
+    assert tree_rss_mb(2**22 + 12345) == 0.0  # no such process
