@@ -167,6 +167,9 @@ class JobControlHandlers:
             raise RequestError(f"stream must be stdout or stderr, not {msg.stream!r}", "invalid")
         job = self._tailed_job(conn, msg.job_id)
         worker = next((w for w in self.workers.values() if job.id in w.running), None)
+        if job.state is JobState.IDLE or (job.state is JobState.RUNNING and worker is None):
+            # Not started yet, or its worker is away: nothing to show, but more to come.
+            return p.OutputChunk(job_id=job.id, offset=msg.offset)
         if job.state is not JobState.RUNNING or worker is None:
             data = self._final_output(job, msg.stream)
             return p.OutputChunk(

@@ -178,3 +178,19 @@ def test_tail_a_running_job(make_cluster, tmp_path: Path) -> None:  # noqa: ANN0
     assert cluster.run("dtail", "1.0", "--stderr").stdout == "err\n"
     out = cluster.run("dtail", "9.0")
     assert out.returncode == 1 and "no job of yours is 9.0" in out.stderr
+
+
+def test_tail_follows_a_job_from_before_it_starts(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=0)
+    gate = gated(tmp_path)
+    gate.touch()
+    submit(cluster, tmp_path)
+    assert cluster.run("dtail", "1.0").returncode == 0  # idle: nothing yet
+    with subprocess.Popen(
+        [sys.executable, "-m", "control_node.cli.dtail", "1.0", "-f"],
+        env=cluster.env(), stdout=subprocess.PIPE, text=True,
+    ) as follow:  # fmt: skip
+        cluster.add_worker("w1")
+        assert follow.wait(timeout=60) == 0
+        assert follow.stdout is not None
+        assert follow.stdout.read() == "started 1.0\ndone 1\n"

@@ -105,7 +105,8 @@ class ReadOutput(Message):
 @dataclass(frozen=True, kw_only=True)
 class OutputChunk(Message):
     """Part of a job's output (base64) starting at ``offset``; ``size`` is the stream's
-    size so far; ``running`` is false once the attempt has ended."""
+    size so far; ``running`` is false once the job writes no more (it ended, or is
+    held or removed); an idle job is empty but still running in this sense."""
 
     type: ClassVar[str] = "output_chunk"
     roles = WORKER
