@@ -72,6 +72,16 @@ class WorkerHandlers:
                 log.info("worker %s still runs job %s: adopted", conn.name, job_id)
             else:
                 conn.send(p.KillJob(job_id=job_id, attempt=attempt, reason="stale attempt"))
+        # What it no longer runs (it was restarted) need not wait for the deadline.
+        gone = [
+            job
+            for job_id in self.orphans
+            if (job := self.jobs.get(job_id)) is not None and job.worker == conn.name
+        ]
+        for job in gone:
+            del self.orphans[job.id]
+            if job.state is JobState.RUNNING:
+                self.jobs.requeue(job, f"worker {conn.name} came back without it")
 
     def on_heartbeat(self, conn: Connection, msg: p.Heartbeat) -> None:
         self._registered(conn)

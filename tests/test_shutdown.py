@@ -122,3 +122,33 @@ def test_results_are_cleaned_after_the_retention_time(
     assert out.returncode == 1 and "the results of 1.0 were cleaned" in out.stderr
     history = json.loads(cluster.run("dhistory", "--json").stdout)
     assert [(j["id"], j["exit_code"]) for j in history] == [("1.0", 0)]
+
+
+def test_a_restarted_worker_kills_what_its_killed_run_left(
+    make_cluster,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    cluster = make_cluster(workers=1, scheduler_args=("--worker-timeout", "1.5"))
+    pids = tmp_path / "pids"
+    write(tmp_path / "job.sh", f"#!/bin/sh\nsleep 300 &\necho $$ $! >> {pids}\nwait\n", True)
+    write(tmp_path / "job.sub", "executable = job.sh\nqueue\n")
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    wait_until(lambda: pids.exists() and pids.read_text().strip())
+    left = [int(pid) for pid in pids.read_text().split()]
+    cluster.expected_exits.add("w1")
+    cluster.processes["w1"].send_signal(signal.SIGKILL)
+    cluster.processes["w1"].wait()
+    assert all(alive(pid) for pid in left)  # kill -9 of a worker does not reach its jobs
+    cluster.add_worker("w1")
+    wait_until(lambda: not any(alive(pid) for pid in left))
+    assert "killed 1 job(s) left running by an earlier run" in cluster.log("w1")
+    with client(cluster) as c:
+        assert c.remove(["1"]).changed == ["1.0"]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scheduler import protocol as p
+from worker_node.leftovers import kill_leftovers
 from worker_node.metrics import Sampler
 from worker_node.runner import Attempt, run_attempt
 from worker_node.transfer import InputCache
@@ -54,6 +55,7 @@ class Worker:
         self.sampler = sampler
         config.work_dir.mkdir(parents=True, exist_ok=True)
         self.jobs_dir = config.work_dir / "jobs"
+        kill_leftovers(self.jobs_dir)  # their jobs were (or will be) run elsewhere
         shutil.rmtree(self.jobs_dir, ignore_errors=True)  # leftovers of a previous run
         self.jobs_dir.mkdir()
         self.cache = InputCache(config.work_dir / "cache")
