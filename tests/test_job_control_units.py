@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 
 from control_node.cli.dedit import split_words
 from control_node.cli.dhistory import parse_since
+from control_node.cli.dwait import progress_bar
 from scheduler import protocol as p
 from worker_node.limits import check, tree_rss_mb
 from worker_node.runner import Attempt
@@ -44,3 +46,21 @@ def test_limit_checks() -> None:
     assert check(attempt(allowed_job_duration=10), 0.0, 9.0) is None
     assert check(attempt(request_memory=1), 0.0, 0.0) is None  # no process yet
     assert tree_rss_mb(2**22 + 12345) == 0.0  # no such process
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_dwait_progress_bar() -> None:
+    assert progress_bar(io.StringIO()) is None  # nothing when not a terminal
+    out = FakeTerminal()
+    show = progress_bar(out)
+    assert show is not None
+    states = ["completed", "running", "idle", "held"]
+    show({str(i): p.JobInfo(id=str(i), cluster=1, proc=i, owner="a", state=s, submit_time=0)
+          for i, s in enumerate(states)})  # fmt: skip
+    assert out.getvalue() == (
+        "\r[" + "#" * 15 + "." * 15 + "] 2/4 done, 1 idle, 1 running, 1 held "
+    )
