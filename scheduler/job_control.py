@@ -70,7 +70,8 @@ class JobControlHandlers:
             clusters=clusters, job_ids=pairs, states=[s.value for s in p.FINAL_STATES]
         )
         found = [j for j in found if may_control(conn.name, j)]
-        missing = [t for t in ids if not any(_matches(j, t) for j in found)]
+        have = {(j.cluster, j.proc) for j in found} | {(j.cluster, None) for j in found}
+        missing = [t for t in ids if p.parse_job_id(t) not in have]
         if missing:
             raise RequestError(f"no job of yours matches {' '.join(missing)}", "not_found")
         return sorted(found, key=lambda j: (j.cluster, j.proc))
@@ -230,8 +231,3 @@ class JobControlHandlers:
             if w is worker:
                 del self.tails[token]
                 conn.send(p.Error(id=request_id, message="the job's worker went away", code="gone"))
-
-
-def _matches(job: Job, text: str) -> bool:
-    cluster, proc = p.parse_job_id(text)
-    return job.cluster == cluster and (proc is None or job.proc == proc)
