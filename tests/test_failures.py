@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -60,6 +62,28 @@ def test_a_running_job_survives_a_scheduler_kill(make_cluster, tmp_path: Path) -
     assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
     assert (tmp_path / "1.0" / "stdout").read_text() == "ran as attempt 1\n"
     assert "still runs job 1.0: adopted" in cluster.log("scheduler")
+
+
+def test_dwait_waits_through_a_scheduler_restart(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=1)
+    gate = gated_job(tmp_path)
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    assert wait_until(lambda: running_on(cluster)) == "w1"
+    with subprocess.Popen(
+        [sys.executable, "-m", "control_node.cli.dwait", "1", "--timeout", "120"],
+        cwd=tmp_path, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    ) as waiter:  # fmt: skip
+        time.sleep(1)
+        cluster.processes["scheduler"].send_signal(signal.SIGKILL)
+        cluster.processes["scheduler"].wait()
+        time.sleep(1)
+        cluster.start_scheduler()
+        gate.touch()
+        out, err = waiter.communicate(timeout=120)
+    assert waiter.returncode == 0, err
+    assert "trying again" in err and "1.0: exit code 0" in out
+    assert (tmp_path / "1.0" / "stdout").read_text() == "ran as attempt 1\n"
 
 
 @pytest.mark.slow

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from control_node import render
 from control_node.cli.common import add_connection_options, connect, run_command
-from control_node.results import failed
+from control_node.connection import SchedulerUnavailable
+from control_node.results import FetchedJob, failed
 from scheduler import protocol as p
 
 BAR = 30
@@ -33,6 +36,29 @@ def progress_bar(stream=sys.stderr):  # noqa: ANN001, ANN201
     return show
 
 
+def wait_and_fetch(
+    args: argparse.Namespace, show: Callable[..., None] | None, deadline: float | None
+) -> tuple[list[p.JobInfo], list[FetchedJob]]:
+    """Wait, then fetch; a scheduler that goes away after the first connection
+    (a restart) is waited for, with backoff, until the deadline."""
+    connected, backoff = False, 0.5
+    while True:
+        try:
+            with connect(args) as client:
+                connected = True
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                jobs = client.wait(args.ids, timeout=left, on_update=show)
+                finished = [j.id for j in jobs if j.state != p.JobState.HELD.value]
+                fetch = finished and not args.no_fetch
+                return jobs, client.fetch(finished, dest=args.dest) if fetch else []
+        except SchedulerUnavailable as exc:
+            if not connected or (deadline is not None and time.monotonic() > deadline):
+                raise
+            print(f"\ndwait: {exc}; trying again", file=sys.stderr)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="dwait", description="Wait for jobs to finish, then fetch their results."
@@ -45,20 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        with connect(args) as client:
-            show = None if args.json else progress_bar()
-            try:
-                jobs = client.wait(args.ids, timeout=args.timeout, on_update=show)
-            except TimeoutError as exc:
-                print(f"\ndwait: {exc}", file=sys.stderr)
-                return 2
-            finally:
-                if show:
-                    sys.stderr.write("\n")
-            finished = [j.id for j in jobs if j.state != p.JobState.HELD.value]
-            fetched = (
-                client.fetch(finished, dest=args.dest) if finished and not args.no_fetch else []
-            )
+        show = None if args.json else progress_bar()
+        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        try:
+            jobs, fetched = wait_and_fetch(args, show, deadline)
+        except TimeoutError as exc:
+            print(f"\ndwait: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            if show:
+                sys.stderr.write("\n")
         if args.json:
             print(render.dump_json(jobs))
         elif fetched:
