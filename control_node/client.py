@@ -139,16 +139,22 @@ class Client:
         assert isinstance(reply, p.JobList)
         return reply.jobs
 
-    def tail(self, job_id: str, stderr: bool = False, offset: int = 0) -> p.OutputChunk:
-        """What a running job has written to stdout (or stderr) from ``offset``."""
+    def tail(
+        self, job_id: str, stderr: bool = False, offset: int = 0, limit: int = 1 << 20
+    ) -> p.OutputChunk:
+        """Up to ``limit`` bytes a running job has written to stdout (or stderr) from
+        ``offset``; ``size`` in the reply is how much it has written in all."""
         stream = "stderr" if stderr else "stdout"
-        reply = self.conn.request(p.TailJob(job_id=job_id, stream=stream, offset=offset))
+        reply = self.conn.request(
+            p.TailJob(job_id=job_id, stream=stream, offset=offset, limit=limit)
+        )
         assert isinstance(reply, p.OutputChunk)
         return reply
 
-    def follow(self, job_id: str, stderr: bool = False, interval: float = 0.5) -> Iterator[bytes]:
-        """A running job's output as it grows, until the job stops running."""
-        offset = 0
+    def follow(
+        self, job_id: str, stderr: bool = False, interval: float = 0.5, offset: int = 0
+    ) -> Iterator[bytes]:
+        """A running job's output from ``offset`` as it grows, until the job stops running."""
         while True:
             chunk = self.tail(job_id, stderr, offset)
             data = p.unpack_bytes(chunk.data)

@@ -166,6 +166,8 @@ class JobControlHandlers:
     def on_tail_job(self, conn: Connection, msg: p.TailJob) -> p.Message | None:
         if msg.stream not in STREAMS:
             raise RequestError(f"stream must be stdout or stderr, not {msg.stream!r}", "invalid")
+        if msg.offset < 0 or msg.limit < 1:
+            raise RequestError("offset must be >= 0 and limit >= 1", "invalid")
         job = self._tailed_job(conn, msg.job_id)
         worker = next((w for w in self.workers.values() if job.id in w.running), None)
         if job.state is JobState.IDLE or (job.state is JobState.RUNNING and worker is None):
@@ -176,7 +178,7 @@ class JobControlHandlers:
             return p.OutputChunk(
                 job_id=job.id,
                 offset=msg.offset,
-                data=p.pack_bytes(data[msg.offset : msg.offset + msg.limit]),
+                data=p.pack_bytes(data[msg.offset : msg.offset + min(msg.limit, p.INLINE_BUDGET)]),
                 size=len(data),
                 running=False,
             )
@@ -188,7 +190,7 @@ class JobControlHandlers:
                 job_id=job.id,
                 attempt=job.attempt,
                 stream=msg.stream,
-                offset=max(0, msg.offset),
+                offset=msg.offset,
                 limit=max(1, min(msg.limit, p.INLINE_BUDGET)),
             )
         )

@@ -176,6 +176,7 @@ def test_tail_a_running_job(make_cluster, tmp_path: Path) -> None:  # noqa: ANN0
     assert state(cluster, "1.0") == "completed"
     assert cluster.run("dtail", "1.0").stdout == "started 1.0\ndone 1\n"
     assert cluster.run("dtail", "1.0", "--stderr").stdout == "err\n"
+    assert cluster.run("dtail", "1.0", "--bytes", "7").stdout == "done 1\n"
     out = cluster.run("dtail", "9.0")
     assert out.returncode == 1 and "no job of yours is 9.0" in out.stderr
 
