@@ -112,7 +112,7 @@ def history_table(jobs: Sequence[p.JobInfo]) -> str:
             when(j.submit_time),
             when(j.start_time),
             when(j.end_time),
-            duration(j.wall_time),
+            duration(j.wall_time if j.total_run_time is None else j.total_run_time),
             duration(j.cpu_time),
             j.worker or "-",
             describe_status(j) if j.state == p.JobState.COMPLETED.value else "-",
@@ -121,7 +121,7 @@ def history_table(jobs: Sequence[p.JobInfo]) -> str:
         for j in jobs
     ]
     headers = (
-        "ID", "OWNER", "STATE", "SUBMITTED", "STARTED", "ENDED", "WALL", "CPU", "WORKER",
+        "ID", "OWNER", "STATE", "SUBMITTED", "STARTED", "ENDED", "RUN_TIME", "CPU", "WORKER",
         "STATUS", "STARTS",
     )  # fmt: skip
     return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)

@@ -15,6 +15,7 @@ from scheduler import protocol as p
 from scheduler.connection import Connection, RequestError
 from scheduler.control_handlers import _parse_ids
 from scheduler.protocol import JobState
+from scheduler.run_time import total_run_time
 from scheduler.store import Job
 
 log = logging.getLogger("scheduler.server")
@@ -159,7 +160,12 @@ class JobControlHandlers:
         jobs = self.store.history(
             owner=owner, job_ids=msg.ids, since=msg.since, limit=max(1, min(msg.limit, 100_000))
         )
-        return p.JobList(jobs=[self._visible(conn, job) for job in jobs])
+        infos = []
+        for job in jobs:
+            info = self._visible(conn, job)
+            total = total_run_time(self.store.events(job.cluster, job.proc))
+            infos.append(dataclasses.replace(info, total_run_time=total))
+        return p.JobList(jobs=infos)
 
     # ------------------------------------------------------------------ live output
 

@@ -11,6 +11,7 @@ from control_node.cli.dedit import split_words
 from control_node.cli.dhistory import parse_since
 from control_node.cli.dwait import progress_bar
 from scheduler import protocol as p
+from scheduler.run_time import total_run_time
 from worker_node.limits import check, tree_rss_mb
 from worker_node.runner import Attempt
 
@@ -64,3 +65,13 @@ def test_dwait_progress_bar() -> None:
     assert out.getvalue() == (
         "\r[" + "#" * 15 + "." * 15 + "] 2/4 done, 1 idle, 1 running, 1 held "
     )
+
+
+def test_total_run_time_adds_every_run() -> None:
+    def e(t: float, name: str) -> p.JobEvent:
+        return p.JobEvent(time=t, event=name)
+
+    events = [e(0, "submitted"), e(1, "executing"), e(3, "retrying"), e(4, "executing"),
+              e(5, "evicted"), e(6, "executing"), e(10, "terminated")]  # fmt: skip
+    assert total_run_time(events) == 2 + 1 + 4
+    assert total_run_time([e(0, "submitted"), e(1, "removed")]) == 0

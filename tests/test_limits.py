@@ -37,6 +37,7 @@ def test_max_retries_reruns_a_failing_job(cluster: TestCluster, tmp_path: Path) 
     assert "1.0 retrying: exit code 7: retry 2 of 2" in log
     history = json.loads(cluster.run("dhistory", "2", "--json").stdout)
     assert history[0]["num_starts"] == 3
+    assert history[0]["total_run_time"] >= history[0]["wall_time"] > 0
 
 
 def test_a_job_over_its_memory_is_held_then_edited_and_released(

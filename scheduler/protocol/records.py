@@ -216,6 +216,8 @@ class JobInfo:
     executable: str = ""
     arguments: list[str] = field(default_factory=list)
     output_files: list[str] = field(default_factory=list)
+    #: Seconds of every run together, retries and lost attempts included (history only).
+    total_run_time: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
