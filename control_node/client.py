@@ -12,11 +12,13 @@ for result in cluster.results(dest="results"):
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from control_node import mapping, results
+from control_node import mapping, render, results
 from control_node.connection import Connection, Endpoint, find_endpoint
 from control_node.submit import SubmitError, submit_file
 from control_node.submit_dict import submit_text
@@ -113,9 +115,13 @@ class Client:
         return reply.jobs
 
     def workers(self) -> list[p.WorkerInfo]:
+        return self.pool().workers
+
+    def pool(self) -> p.WorkerList:
+        """The workers, the spool's disk use and how long results are kept."""
         reply = self.conn.request(p.QueryWorkers())
         assert isinstance(reply, p.WorkerList)
-        return reply.workers
+        return reply
 
     def wait(
         self,
@@ -133,6 +139,82 @@ class Client:
         """Download the results of finished jobs (see :mod:`control_node.results`)."""
         return results.fetch(self.conn, ids, Path(dest) if dest is not None else None, submit_paths)
 
+    # -- job control: each returns which jobs changed and why the others did not
+
+    def remove(
+        self, ids: list[str] | None = None, all_jobs: bool = False, reason: str = ""
+    ) -> p.JobsChanged:
+        """Remove jobs (``42.0``, cluster ``42``, or every job of yours with ``all_jobs``);
+        running ones are killed on their worker."""
+        return self._change("remove", ids, all_jobs, reason)
+
+    def hold(
+        self, ids: list[str] | None = None, all_jobs: bool = False, reason: str = ""
+    ) -> p.JobsChanged:
+        """Hold jobs: they do not run until released; running ones are killed and held."""
+        return self._change("hold", ids, all_jobs, reason)
+
+    def release(self, ids: list[str] | None = None, all_jobs: bool = False) -> p.JobsChanged:
+        """Put held jobs back in the queue."""
+        return self._change("release", ids, all_jobs, "")
+
+    def _change(
+        self, action: str, ids: list[str] | None, all_jobs: bool, reason: str
+    ) -> p.JobsChanged:
+        reply = self.conn.request(
+            p.ChangeJobs(action=action, ids=list(ids or []), all_jobs=all_jobs, reason=reason)
+        )
+        assert isinstance(reply, p.JobsChanged)
+        return reply
+
+    def edit(self, ids: list[str], changes: dict[str, str]) -> p.JobsChanged:
+        """Change requests or limits of idle or held jobs: ``{"request_memory": "4GB"}``."""
+        reply = self.conn.request(p.EditJobs(ids=list(ids), changes=dict(changes)))
+        assert isinstance(reply, p.JobsChanged)
+        return reply
+
+    def history(
+        self,
+        ids: list[str] | None = None,
+        user: str | None = None,
+        since: float | None = None,
+        limit: int = 1000,
+    ) -> list[p.JobInfo]:
+        """Finished and removed jobs, oldest first: yours, ``user``'s, or everyone's
+        (``user="*"``); ``since`` is a Unix time."""
+        reply = self.conn.request(
+            p.QueryHistory(ids=list(ids or []), user=user or "", since=since, limit=limit)
+        )
+        assert isinstance(reply, p.JobList)
+        return reply.jobs
+
+    def tail(
+        self, job_id: str, stderr: bool = False, offset: int = 0, limit: int = 1 << 20
+    ) -> p.OutputChunk:
+        """Up to ``limit`` bytes a running job has written to stdout (or stderr) from
+        ``offset``; ``size`` in the reply is how much it has written in all."""
+        stream = "stderr" if stderr else "stdout"
+        reply = self.conn.request(
+            p.TailJob(job_id=job_id, stream=stream, offset=offset, limit=limit)
+        )
+        assert isinstance(reply, p.OutputChunk)
+        return reply
+
+    def follow(
+        self, job_id: str, stderr: bool = False, interval: float = 0.5, offset: int = 0
+    ) -> Iterator[bytes]:
+        """A running job's output from ``offset`` as it grows, until the job stops running."""
+        while True:
+            chunk = self.tail(job_id, stderr, offset)
+            data = p.unpack_bytes(chunk.data)
+            if data:
+                offset += len(data)
+                yield data
+            if not chunk.running:
+                return
+            if offset >= chunk.size:
+                time.sleep(interval)
+
 
 class Cluster:
     """The jobs of one submission."""
@@ -149,8 +231,27 @@ class Cluster:
     def status(self) -> list[p.JobInfo]:
         return self.client.jobs([str(self.id)], states=[])
 
-    def wait(self, timeout: float | None = None) -> list[p.JobInfo]:
-        return self.client.wait([str(self.id)], timeout=timeout)
+    def wait(self, timeout: float | None = None, progress: bool = False) -> list[p.JobInfo]:
+        """Block until every job is completed, removed or held; ``progress`` draws
+        counts and a bar on stderr (a terminal or a notebook) while waiting."""
+        show = render.progress_bar(sys.stderr, always=True) if progress else None
+        jobs = self.client.wait([str(self.id)], timeout=timeout, on_update=show)
+        if show is not None:
+            sys.stderr.write("\n")
+        return jobs
 
     def results(self, dest: str | os.PathLike[str] | None = None) -> list[results.FetchedJob]:
+        """Download every finished job's results (see :meth:`Client.fetch`)."""
         return self.client.fetch([str(self.id)], dest=dest)
+
+    def remove(self, reason: str = "") -> p.JobsChanged:
+        """Remove the cluster's jobs; running ones are killed."""
+        return self.client.remove([str(self.id)], reason=reason)
+
+    def hold(self, reason: str = "") -> p.JobsChanged:
+        """Hold the cluster's idle and running jobs."""
+        return self.client.hold([str(self.id)], reason=reason)
+
+    def release(self) -> p.JobsChanged:
+        """Release the cluster's held jobs."""
+        return self.client.release([str(self.id)])

@@ -137,11 +137,13 @@ class LocalCluster:
         return 0
 
     def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM every process (workers first), then SIGKILL what is left."""
+        """Stop every process (workers first, with SIGINT: at once, not draining; the
+        scheduler with SIGTERM), then SIGKILL what is left."""
         order = sorted(self.processes, key=lambda n: n == "scheduler")
         for name in order:
             if self.processes[name].poll() is None:
-                os.killpg(self.processes[name].pid, signal.SIGTERM)
+                sig = signal.SIGTERM if name == "scheduler" else signal.SIGINT
+                os.killpg(self.processes[name].pid, sig)
         deadline = time.monotonic() + grace
         for name in order:
             process = self.processes[name]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from tabulate import tabulate
 
@@ -42,12 +43,13 @@ def jobs_table(jobs: Sequence[p.JobInfo], now: float | None = None) -> str:
             j.state,
             when(j.submit_time),
             duration(run_time(j, now)),
+            j.num_starts,
             j.worker or "-",
             " ".join([j.executable, *j.arguments])[:50],
         )
         for j in jobs
     ]
-    headers = ("ID", "OWNER", "STATE", "SUBMITTED", "RUN_TIME", "WORKER", "CMD")
+    headers = ("ID", "OWNER", "STATE", "SUBMITTED", "RUN_TIME", "STARTS", "WORKER", "CMD")
     return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
 
 
@@ -81,7 +83,68 @@ def workers_table(workers: Sequence[p.WorkerInfo]) -> str:
     return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
 
 
-__all__ = ["dump_json", "jobs_summary", "jobs_table", "workers_table", "duration", "when"]
+__all__ = [
+    "changed_report",
+    "dump_json",
+    "duration",
+    "hold_reasons",
+    "history_table",
+    "jobs_summary",
+    "jobs_table",
+    "size",
+    "when",
+    "workers_table",
+]
+
+
+def hold_reasons(jobs: Sequence[p.JobInfo]) -> str:
+    """One line per held job: why it is held."""
+    return "\n".join(
+        f"{j.id} held: {j.hold_reason or '-'}" for j in jobs if j.state == p.JobState.HELD.value
+    )
+
+
+def history_table(jobs: Sequence[p.JobInfo]) -> str:
+    rows = [
+        (
+            j.id,
+            j.owner,
+            j.state,
+            when(j.submit_time),
+            when(j.start_time),
+            when(j.end_time),
+            duration(j.wall_time if j.total_run_time is None else j.total_run_time),
+            duration(j.cpu_time),
+            j.worker or "-",
+            describe_status(j) if j.state == p.JobState.COMPLETED.value else "-",
+            j.num_starts,
+        )
+        for j in jobs
+    ]
+    headers = (
+        "ID", "OWNER", "STATE", "SUBMITTED", "STARTED", "ENDED", "RUN_TIME", "CPU", "WORKER",
+        "STATUS", "STARTS",
+    )  # fmt: skip
+    return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
+
+
+def changed_report(reply: p.JobsChanged, action: str) -> str:
+    """``2 job(s) removed: 1.0 1.1`` and a line for each job left alone."""
+    past = {"remove": "removed", "hold": "held", "release": "released", "edit": "edited"}[action]
+    shown = " ".join(reply.changed[:20]) + (" ..." if len(reply.changed) > 20 else "")
+    lines = [f"{len(reply.changed)} job(s) {past}" + (f": {shown}" if reply.changed else "")]
+    lines += [f"{job_id}: not {past}: it {why}" for job_id, why in reply.skipped.items()]
+    return "\n".join(lines)
+
+
+def size(n: int) -> str:
+    """``1.5 GB``, binary units."""
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
 
 
 def fetched_report(fetched: Sequence[FetchedJob], cwd: Path | None = None) -> str:
@@ -105,3 +168,28 @@ def _short(path: Path | None, cwd: Path) -> str:
         return f"./{path.resolve().relative_to(cwd.resolve())}/".replace("/./", "/")
     except ValueError:
         return f"{path}/"
+
+
+PROGRESS_BAR = 30
+
+
+def progress_bar(
+    stream: TextIO, always: bool = False
+) -> Callable[[dict[str, p.JobInfo]], None] | None:
+    """A callback that draws counts and a bar on one line of ``stream``; None when
+    ``stream`` is not a terminal, unless ``always``."""
+    if not (always or stream.isatty()):
+        return None
+
+    def show(jobs: dict[str, p.JobInfo]) -> None:
+        states = [j.state for j in jobs.values()]
+        done = sum(s in ("completed", "removed", "held") for s in states)
+        filled = PROGRESS_BAR * done // max(1, len(states))
+        stream.write(
+            f"\r[{'#' * filled}{'.' * (PROGRESS_BAR - filled)}] {done}/{len(states)} done, "
+            f"{states.count('idle')} idle, {states.count('running')} running, "
+            f"{states.count('held')} held "
+        )
+        stream.flush()
+
+    return show

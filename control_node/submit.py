@@ -126,6 +126,8 @@ def _spec(proc: ProcDescription, digests: dict[str, tuple[str, int]]) -> p.JobSp
         error=proc.error,
         log=proc.log,
         initialdir=proc.initialdir,
+        max_retries=proc.max_retries,
+        allowed_job_duration=proc.allowed_job_duration,
     )
 
 

@@ -82,6 +82,8 @@ class ProcDescription:
     priority: int
     machine: str | None
     getenv: bool
+    max_retries: int = 0
+    allowed_job_duration: int | None = None
 
 
 @dataclass(frozen=True)
@@ -100,16 +102,17 @@ SUPPORTED_KEYS = SEED_KEYS | {
     "request_memory", "request_disk", "request_gpus", "notify_user", "notification",
     "notification_per_job",
     "priority", "universe", "should_transfer_files", "when_to_transfer_output",
+    "max_retries", "allowed_job_duration",
 }  # fmt: skip
 UNSUPPORTED_KEYS = frozenset({
-    "requirements", "rank", "max_retries", "retry_until", "success_exit_code",
+    "requirements", "rank", "retry_until", "success_exit_code",
     "transfer_executable", "transfer_output_remaps", "periodic_remove", "periodic_hold",
     "periodic_release", "on_exit_remove", "on_exit_hold", "hold", "stream_output",
     "stream_error", "stream_input", "batch_name", "accounting_group", "accounting_group_user",
     "concurrency_limits", "nice_user", "docker_image", "container_image", "deferral_time",
     "job_max_vacate_time", "max_idle", "max_materialize", "skip_filechecks", "copy_to_spool",
     "leave_in_queue", "next_job_start_delay", "allowed_execute_duration",
-    "allowed_job_duration", "remote_initialdir", "log_xml", "job_lease_duration",
+    "remote_initialdir", "log_xml", "job_lease_duration",
     "output_destination", "transfer_plugins", "want_graceful_removal", "kill_sig",
     "encrypt_input_files", "encrypt_output_files", "dont_encrypt_input_files",
     "dont_encrypt_output_files", "max_transfer_input_mb", "max_transfer_output_mb",
@@ -264,6 +267,8 @@ class _Parser:
             priority=self.integer(ctx, "priority", 0, -_INT32),
             machine=self.machine(ctx),
             getenv=getenv,
+            max_retries=self.integer(ctx, "max_retries", 0, 0),
+            allowed_job_duration=self.integer(ctx, "allowed_job_duration", 0, 1) or None,
         )
 
     def check_fixed_choices(self, ctx: MacroContext) -> None:

@@ -35,6 +35,13 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         "--worker-timeout", type=float, default=30.0, help="seconds before a silent worker is lost"
     )
     add_mail_options(parser)
+    parser.add_argument(
+        "--keep-results",
+        type=float,
+        default=7.0,
+        metavar="DAYS",
+        help="days the results of a finished job are kept for dfetch (default 7)",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--log-file", default=None, help="log file (default HOME/scheduler.log; '-' = stderr only)"
@@ -53,6 +60,7 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         heartbeat_interval=args.heartbeat_interval,
         worker_timeout=args.worker_timeout,
         mail=mail_config_from_args(args),
+        result_retention=args.keep_results * 86400,
     )
 
 

@@ -36,6 +36,9 @@ class SchedulerConfig:
     job_grant_ttl: float = 7 * 24 * 3600
     #: SMTP settings for notification mail; None: no mail is sent.
     mail: MailConfig | None = None
+    #: Seconds the results of a finished job are kept for ``dfetch`` before they are
+    #: cleaned (the job stays in the history).
+    result_retention: float = 7 * 24 * 3600
 
     @property
     def db_path(self) -> Path:

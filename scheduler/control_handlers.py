@@ -68,7 +68,11 @@ class ControlHandlers:
         return info
 
     def on_query_workers(self, conn: Connection, msg: p.QueryWorkers) -> p.Message:
-        return p.WorkerList(workers=[_worker_info(w) for w in self.workers.values() if w.slots])
+        return p.WorkerList(
+            workers=[_worker_info(w) for w in self.workers.values() if w.slots],
+            spool_bytes=self.retention.spool_bytes(),
+            result_retention=self.config.result_retention,
+        )
 
     def on_subscribe(self, conn: Connection, msg: p.Subscribe) -> p.Message:
         for cluster in msg.clusters:
@@ -82,6 +86,15 @@ class ControlHandlers:
         jobs = self.store.jobs(owner=conn.name, clusters=clusters, job_ids=pairs)
         if not jobs:
             raise RequestError(f"no job of yours matches {' '.join(msg.ids)}", "not_found")
+        expired = self.store.expired_jobs(j.cluster for j in jobs)
+        gone = [j.id for j in jobs if (j.cluster, j.proc) in expired]
+        if gone:
+            days = self.config.result_retention / 86400
+            raise RequestError(
+                f"the results of {' '.join(gone[:10])}{' ...' if len(gone) > 10 else ''} "
+                f"were cleaned {days:g} day(s) after the job ended",
+                "not_found",
+            )
         files: dict[str, dict[str, str]] = {}
         budget, sent = p.INLINE_BUDGET, []
         for job in jobs:

@@ -25,17 +25,20 @@ from scheduler.config import SchedulerConfig
 from scheduler.connection import Connection, RequestError
 from scheduler.control_handlers import ControlHandlers
 from scheduler.dispatch import Slots
+from scheduler.job_control import JobControlHandlers
 from scheduler.jobs import JobTable
 from scheduler.mail import Mailer
 from scheduler.protocol import JobState, Role
+from scheduler.retention import Retention
 from scheduler.staging import Spool
 from scheduler.store import Job, Store
+from scheduler.worker_control import WorkerControlHandlers
 from scheduler.worker_handlers import WorkerHandlers
 
 log = logging.getLogger(__name__)
 
 
-class Scheduler(WorkerHandlers, ControlHandlers):
+class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobControlHandlers):
     """The scheduler node. ``await Scheduler(config).serve()`` runs it until stopped."""
 
     def __init__(self, config: SchedulerConfig):
@@ -53,6 +56,10 @@ class Scheduler(WorkerHandlers, ControlHandlers):
         self.subscribers: dict[int, dict[Connection, frozenset[str]]] = {}
         #: Running jobs whose worker is away: requeued unless it returns by the deadline.
         self.orphans: dict[str, float] = {}
+        #: Output requests (``dtail``) waiting for a worker: the asking connection,
+        #: its request id and the worker asked, by the id of the request to the worker.
+        self.tails: dict[int, tuple[Connection, int | None, Connection]] = {}
+        self.retention = Retention(self.store, self.spool, config.result_retention)
         self._ids = itertools.count(1)
         #: Connections with frames to send at the end of this turn of the loop.
         self._dirty: set[Connection] = set()
@@ -243,6 +250,7 @@ class Scheduler(WorkerHandlers, ControlHandlers):
                 subs.pop(conn, None)
         if conn.slots is not None and self.workers.get(conn.slots.worker_id) is conn:
             del self.workers[conn.slots.worker_id]
+            self._drop_tails(conn)
             deadline = time.time() + self.config.worker_timeout
             for job_id in conn.running:
                 self.orphans[job_id] = deadline
@@ -370,6 +378,7 @@ class Scheduler(WorkerHandlers, ControlHandlers):
                         self.jobs.requeue(job, f"worker {job.worker} was lost")
             self._wake.set()
         self.spool.authorizer.expire(now)
+        self.retention.expire(now, self.jobs.active)
 
 
 ROUTES: dict[type[p.Message], Any] = {
@@ -382,6 +391,13 @@ ROUTES: dict[type[p.Message], Any] = {
     p.QueryWorkers: Scheduler.on_query_workers,
     p.Subscribe: Scheduler.on_subscribe,
     p.FetchResults: Scheduler.on_fetch_results,
+    p.ChangeJobs: Scheduler.on_change_jobs,
+    p.EditJobs: Scheduler.on_edit_jobs,
+    p.QueryHistory: Scheduler.on_query_history,
+    p.TailJob: Scheduler.on_tail_job,
+    p.OutputChunk: Scheduler.on_output_chunk,
+    p.DrainWorker: Scheduler.on_drain_worker,
+    p.Draining: Scheduler.on_draining,
 }
 
 

@@ -116,6 +116,15 @@ MIGRATIONS: list[str] = [
     CREATE INDEX mail_cluster ON mail (cluster, proc);
     CREATE INDEX mail_state ON mail (state);
     """,
+    """
+    CREATE TABLE expired (
+        cluster INTEGER NOT NULL,
+        proc INTEGER NOT NULL,
+        time REAL NOT NULL,
+        PRIMARY KEY (cluster, proc)
+    );
+    CREATE INDEX jobs_end_time ON jobs (end_time);
+    """,
 ]
 
 USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
@@ -494,6 +503,73 @@ class Store:
         if where:
             sql += " WHERE " + " AND ".join(where)
         return [_job_from_row(row) for row in self._query(sql + " ORDER BY cluster, proc", args)]
+
+    def save_spec(self, job: Job, event: str, detail: str) -> None:
+        """Write an edited spec (``dedit``) and one event."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE jobs SET spec=? WHERE cluster=? AND proc=?",
+                (_column(job, "spec"), job.cluster, job.proc),
+            )
+        self.save_job(job, event, detail)
+
+    def history(
+        self, *, owner: str | None, job_ids: Iterable[str], since: float | None, limit: int
+    ) -> list[Job]:
+        """Finished jobs (completed or removed), the most recently ended ``limit``."""
+        where = ["state IN (?,?)"]
+        args: list[object] = [JobState.COMPLETED.value, JobState.REMOVED.value]
+        if owner is not None:
+            where.append("owner=?")
+            args.append(owner)
+        if since is not None:
+            where.append("end_time >= ?")
+            args.append(since)
+        picks = []
+        for text in job_ids:
+            cluster, _, proc = text.partition(".")
+            picks.append("(cluster=? AND proc=?)" if proc else "cluster=?")
+            args.extend([int(cluster), int(proc)] if proc else [int(cluster)])
+        if picks:
+            where.append("(" + " OR ".join(picks) + ")")
+        sql = (
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
+            " ORDER BY end_time DESC, cluster DESC, proc DESC LIMIT ?"
+        )
+        rows = self._query(sql, [*args, limit])
+        return [_job_from_row(row) for row in reversed(rows)]
+
+    def expired_results(self, before: float) -> list[tuple[int, int]]:
+        """Finished jobs that ended before ``before`` and still keep results."""
+        rows = self._query(
+            "SELECT cluster, proc FROM jobs WHERE state IN (?,?) AND end_time < ?"
+            " AND (cluster, proc) NOT IN (SELECT cluster, proc FROM expired)",
+            (JobState.COMPLETED.value, JobState.REMOVED.value, before),
+        )
+        return [(row["cluster"], row["proc"]) for row in rows]
+
+    def expire_results(self, jobs: list[tuple[int, int]], now: float) -> None:
+        """Forget the results of these jobs (their rows and events stay, for history)."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM job_files WHERE cluster=? AND proc=?", jobs)
+            db.executemany(
+                "INSERT OR IGNORE INTO expired (cluster, proc, time) VALUES (?,?,?)",
+                [(c, p, now) for c, p in jobs],
+            )
+
+    def expired_jobs(self, clusters: Iterable[int]) -> set[tuple[int, int]]:
+        """The jobs of these clusters whose results were cleaned."""
+        whole = sorted(set(clusters))
+        rows = self._query(
+            f"SELECT cluster, proc FROM expired WHERE cluster IN ({','.join('?' * len(whole))})",
+            whole,
+        )
+        return {(row["cluster"], row["proc"]) for row in rows}
+
+    def results_bytes(self) -> int:
+        """Bytes of small results kept in the database."""
+        rows = self._query("SELECT COALESCE(SUM(LENGTH(data)), 0) AS n FROM job_files")
+        return int(rows[0]["n"])
 
     def events(self, cluster: int, proc: int) -> list[JobEvent]:
         rows = self._query(

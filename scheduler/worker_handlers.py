@@ -10,6 +10,7 @@ from scheduler import protocol as p
 from scheduler.connection import Connection, RequestError
 from scheduler.dispatch import Slots
 from scheduler.protocol import JobState
+from scheduler.store import Job
 from scheduler.submission import safe_name, safe_result_name
 
 log = logging.getLogger("scheduler.server")
@@ -18,7 +19,7 @@ log = logging.getLogger("scheduler.server")
 class WorkerHandlers:
     """Handlers of worker messages; mixed into :class:`scheduler.server.Scheduler`."""
 
-    def on_register(self, conn: Connection, msg: p.Register) -> p.Message:
+    def on_register(self, conn: Connection, msg: p.Register) -> None:
         if conn.slots is not None:
             raise RequestError("this worker is already registered")
         now = time.time()
@@ -36,15 +37,18 @@ class WorkerHandlers:
         )
         conn.metrics, conn.last_heartbeat = msg.metrics, now
         self.workers[worker_id] = conn
+        # Several heartbeats fit in the timeout, so one late heartbeat loses nothing.
+        interval = min(self.config.heartbeat_interval, self.config.worker_timeout / 3)
+        # The reply goes first: a worker reads nothing else before it (stale attempts
+        # are stopped with messages that follow).
+        conn.send(p.Registered(worker_id=worker_id, heartbeat_interval=interval).with_id(msg.id))
         self._adopt(conn, msg.running)
         log.info(
             "worker %s (id %d) registered from %s: %d slots, %d cpus, %d MB",
             conn.name, worker_id, conn.peer, msg.slots, msg.cpus, msg.memory_mb,
         )  # fmt: skip
         self._wake.set()
-        # Several heartbeats fit in the timeout, so one late heartbeat loses nothing.
-        interval = min(self.config.heartbeat_interval, self.config.worker_timeout / 3)
-        return p.Registered(worker_id=worker_id, heartbeat_interval=interval)
+        return None
 
     def _adopt(self, conn: Connection, running: list[str]) -> None:
         """Take back the attempts a returning worker still runs; stop the stale ones."""
@@ -68,6 +72,16 @@ class WorkerHandlers:
                 log.info("worker %s still runs job %s: adopted", conn.name, job_id)
             else:
                 conn.send(p.KillJob(job_id=job_id, attempt=attempt, reason="stale attempt"))
+        # What it no longer runs (it was restarted) need not wait for the deadline.
+        gone = [
+            job
+            for job_id in self.orphans
+            if (job := self.jobs.get(job_id)) is not None and job.worker == conn.name
+        ]
+        for job in gone:
+            del self.orphans[job.id]
+            if job.state is JobState.RUNNING:
+                self.jobs.requeue(job, f"worker {conn.name} came back without it")
 
     def on_heartbeat(self, conn: Connection, msg: p.Heartbeat) -> None:
         self._registered(conn)
@@ -108,6 +122,8 @@ class WorkerHandlers:
             self.store.save_files(job.cluster, job.proc, files)
             if failure:
                 self.jobs.hold(job, failure, **outcome)
+            elif retry := self._retry(job, msg):
+                self.jobs.transition(job, JobState.IDLE, "retrying", retry, worker=None, **outcome)
             else:
                 status = (
                     f"exit code {msg.exit_code}"
@@ -122,6 +138,18 @@ class WorkerHandlers:
             # next RunJob leave together, after the commit.
             self._schedule_once([slots])
         return p.Ok()
+
+    def _retry(self, job: Job, msg: p.JobFinished) -> str:
+        """Why a failed run is run again (``max_retries``), or "" when it is not."""
+        if msg.exit_code == 0 or job.spec.max_retries <= 0:
+            return ""
+        done = sum(e.event == "retrying" for e in self.store.events(job.cluster, job.proc))
+        if done >= job.spec.max_retries:
+            return ""
+        status = (
+            f"exit code {msg.exit_code}" if msg.exit_signal is None else f"signal {msg.exit_signal}"
+        )
+        return f"{status}: retry {done + 1} of {job.spec.max_retries}"
 
     def _registered(self, conn: Connection) -> Slots:
         if conn.slots is None:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
 from conftest import TestCluster, wait_until, write
 
 from control_node import Client
@@ -57,3 +62,67 @@ def test_a_running_job_survives_a_scheduler_kill(make_cluster, tmp_path: Path) -
     assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
     assert (tmp_path / "1.0" / "stdout").read_text() == "ran as attempt 1\n"
     assert "still runs job 1.0: adopted" in cluster.log("scheduler")
+
+
+def test_dwait_waits_through_a_scheduler_restart(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=1)
+    gate = gated_job(tmp_path)
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    assert wait_until(lambda: running_on(cluster)) == "w1"
+    with subprocess.Popen(
+        [sys.executable, "-m", "control_node.cli.dwait", "1", "--timeout", "120"],
+        cwd=tmp_path, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    ) as waiter:  # fmt: skip
+        time.sleep(1)
+        cluster.processes["scheduler"].send_signal(signal.SIGKILL)
+        cluster.processes["scheduler"].wait()
+        time.sleep(1)
+        cluster.start_scheduler()
+        gate.touch()
+        out, err = waiter.communicate(timeout=120)
+    assert waiter.returncode == 0, err
+    assert "trying again" in err and "1.0: exit code 0" in out
+    assert (tmp_path / "1.0" / "stdout").read_text() == "ran as attempt 1\n"
+
+
+@pytest.mark.slow
+def test_200_jobs_survive_a_scheduler_kill_and_none_runs_twice(
+    make_cluster,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    cluster = make_cluster(workers=2, slots=4, scheduler_args=("--worker-timeout", "5"))
+    markers = tmp_path / "markers"
+    write(tmp_path / "job.sh", f"#!/bin/sh\nsleep 0.1\necho $DFARM_JOB_ID >> {markers}\n"
+          "echo marker $DFARM_JOB_ID\n", True)  # fmt: skip
+    write(tmp_path / "job.sub", "executable = job.sh\nqueue 200\n")
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    wait_until(lambda: markers.exists() and len(markers.read_text().split()) >= 40, timeout=120)
+    cluster.processes["scheduler"].send_signal(signal.SIGKILL)
+    cluster.processes["scheduler"].wait()
+    time.sleep(1)  # jobs finish while the scheduler is down
+    cluster.start_scheduler("--worker-timeout", "5")
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        jobs = client.wait(["1"], timeout=300)
+        fetched = client.fetch(["1"], dest=tmp_path / "results")
+    assert len(jobs) == 200
+    assert all((j.state, j.exit_code, j.num_starts) == ("completed", 0, 1) for j in jobs)
+    ends = markers.read_text().split()
+    assert sorted(ends) == sorted(f"1.{i}" for i in range(200))  # each ran once
+    assert all(f.stdout.read_text() == f"marker {f.job.id}\n" for f in fetched)
+    for job_id in ("1.0", "1.199"):  # each result recorded once
+        assert client_events(cluster, job_id).count("terminated") == 1
+
+
+def client_events(cluster: TestCluster, job_id: str) -> list[str]:
+    """The events of a job, read from the scheduler's database."""
+    cluster_id, proc = job_id.split(".")
+    db = sqlite3.connect(cluster.config.db_path)
+    try:
+        rows = db.execute(
+            "SELECT event FROM job_events WHERE cluster=? AND proc=? ORDER BY seq",
+            (int(cluster_id), int(proc)),
+        ).fetchall()
+    finally:
+        db.close()
+    return [row[0] for row in rows]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import scheduler.protocol.jobcontrol as jc
 from scheduler.protocol import (
     DEFAULT_MAX_FRAME,
     MESSAGE_TYPES,
@@ -230,6 +231,16 @@ SAMPLES: dict[str, Message] = {
         files={"ab" * 32: "aGkK"},
     ),
     "kill_job": KillJob(job_id="42.3", attempt=1, reason="removed"),
+    "change_jobs": jc.ChangeJobs(action="hold", ids=["42", "43.1"], reason="later"),
+    "edit_jobs": jc.EditJobs(ids=["42.0"], changes={"request_memory": "4GB"}),
+    "jobs_changed": jc.JobsChanged(changed=["42.0"], skipped={"42.1": "is completed"}),
+    "query_history": jc.QueryHistory(ids=["42"], user="*", since=1.5e9, limit=10),
+    "tail_job": jc.TailJob(job_id="42.0", stream="stderr", offset=10),
+    "read_output": jc.ReadOutput(job_id="42.0", attempt=2, stream="stdout", offset=0, limit=9),
+    "output_chunk": jc.OutputChunk(job_id="42.0", offset=3, data="aGkK", size=6),
+    "drain_worker": jc.DrainWorker(name="w1", grace=5.0),
+    "drain": jc.Drain(grace=None),
+    "draining": jc.Draining(requeue=["42.0:2"]),
 }
 
 

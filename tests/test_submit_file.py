@@ -556,7 +556,7 @@ def test_key_used_as_macro_is_not_unknown(farm: Path) -> None:
     ("line", "key"),
     [
         ("requirements = Memory > 100", "requirements"),
-        ("max_retries = 3", "max_retries"),
+        ("retry_until = ExitCode == 0", "retry_until"),
         ("Rank = Memory", "Rank"),
         ("transfer_executable = false", "transfer_executable"),
         ("request_foo = 1", "request_foo"),
@@ -566,6 +566,17 @@ def test_key_used_as_macro_is_not_unknown(farm: Path) -> None:
 def test_unsupported_keys(farm: Path, line: str, key: str) -> None:
     e = fails(farm, f"executable = run.sh\n{line}\nqueue\n")
     assert (e.line, e.message) == (2, f"submit key '{key}' is not supported yet")
+
+
+def test_retries_and_wall_time_limit(farm: Path) -> None:
+    text = "executable = run.sh\nmax_retries = 3\nallowed_job_duration = 60\nqueue\n"
+    proc = parse(farm, text).procs[0]
+    assert (proc.max_retries, proc.allowed_job_duration) == (3, 60)
+    assert parse(farm, "executable = run.sh\nqueue\n").procs[0].max_retries == 0
+    e = fails(farm, "executable = run.sh\nmax_retries = -1\nqueue\n")
+    assert e.line == 2 and "max_retries must be between 0" in e.message
+    e = fails(farm, "executable = run.sh\nallowed_job_duration = 1h\nqueue\n")
+    assert e.line == 2 and "allowed_job_duration must be a whole number" in e.message
 
 
 @pytest.mark.parametrize("line", ['+ProjectName = "x"', "MY.ProjectName = 1"])

@@ -12,8 +12,15 @@ import sys
 from pathlib import Path
 
 from scheduler import logs
-from scheduler.protocol import HandshakeError, parse_memory_mb, read_secret
+from scheduler.protocol import (
+    HandshakeError,
+    ProtocolError,
+    default_home,
+    parse_memory_mb,
+    read_secret,
+)
 from worker_node.daemon import Worker, WorkerConfig
+from worker_node.drain import drain
 from worker_node.metrics import Sampler
 
 log = logging.getLogger("worker_node")
@@ -21,14 +28,30 @@ log = logging.getLogger("worker_node")
 
 def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Run a dfarm worker daemon.")
-    parser.add_argument("--scheduler", required=True, metavar="HOST:PORT")
-    parser.add_argument("--secret-file", required=True, type=Path, help="the worker pool secret")
+    parser.add_argument("--scheduler", metavar="HOST:PORT", help="the scheduler (required)")
+    parser.add_argument("--secret-file", type=Path, help="the worker pool secret (required)")
+    parser.add_argument(
+        "--drain",
+        metavar="NAME",
+        help="on the scheduler node: ask worker NAME to finish its jobs and exit",
+    )
+    parser.add_argument(
+        "--home", type=Path, default=None, help="with --drain: the scheduler's state directory"
+    )
     parser.add_argument("--name", default=None, help="worker name (default: host name)")
     parser.add_argument("--slots", type=int, default=None, help="jobs at once (default: CPUs)")
     parser.add_argument("--work-dir", type=Path, default=None, help="sandboxes and input cache")
     parser.add_argument("--cpus", type=int, default=None, help="CPUs to offer (default: all)")
     parser.add_argument("--memory", default=None, help="memory to offer, e.g. 4GB (default: all)")
     parser.add_argument("--gpus", type=int, default=None, help="GPUs to offer (default: detected)")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="on SIGTERM or --drain, how long running jobs may finish before they are"
+        " requeued (default 300)",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-file", type=Path, default=None)
     return parser
@@ -61,18 +84,25 @@ def config_from_args(args: argparse.Namespace, sampler: Sampler) -> WorkerConfig
         cpus=cpus,
         memory_mb=memory,
         gpus=max(0, gpus),
+        grace=300.0 if args.grace is None else max(0.0, args.grace),
     )
 
 
 async def run(worker: Worker) -> None:
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, worker.stop)
+    # SIGTERM drains (running jobs finish first); SIGINT stops at once.
+    loop.add_signal_handler(signal.SIGTERM, worker.drain)
+    loop.add_signal_handler(signal.SIGINT, worker.stop)
     await worker.run()
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.drain:
+        return drain_command(args)
+    if not args.scheduler or not args.secret_file:
+        parser.error("--scheduler and --secret-file are required")
     logs.configure(args.log_level, args.log_file)
     try:
         work_dir = args.work_dir or Path(os.getcwd())
@@ -87,6 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     except HandshakeError as exc:
         log.error("the scheduler refused this worker: %s", exc)
         return 1
+    return 0
+
+
+def drain_command(args: argparse.Namespace) -> int:
+    home = (args.home or default_home()).expanduser()
+    try:
+        drain(args.drain, home, args.grace, args.scheduler)
+    except (ValueError, OSError, ProtocolError, HandshakeError) as exc:
+        print(f"dfarm worker: error: cannot drain {args.drain}: {exc}", file=sys.stderr)
+        return 1
+    print(f"worker {args.drain} is draining")
     return 0
 
 

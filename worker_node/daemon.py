@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scheduler import protocol as p
+from worker_node.leftovers import kill_leftovers
 from worker_node.metrics import Sampler
 from worker_node.runner import Attempt, run_attempt
 from worker_node.sandbox import Sandbox
@@ -45,6 +46,8 @@ class WorkerConfig:
     gpus: int
     #: Longest wait between reconnection attempts, in seconds.
     max_backoff: float = 10.0
+    #: Seconds a draining worker lets its jobs run before it gives them back.
+    grace: float = 300.0
 
 
 class Worker:
@@ -53,6 +56,7 @@ class Worker:
         self.sampler = sampler
         config.work_dir.mkdir(parents=True, exist_ok=True)
         self.jobs_dir = config.work_dir / "jobs"
+        kill_leftovers(self.jobs_dir)  # their jobs were (or will be) run elsewhere
         shutil.rmtree(self.jobs_dir, ignore_errors=True)  # leftovers of a previous run
         self.jobs_dir.mkdir()
         self.cache = InputCache(config.work_dir / "cache")
@@ -66,6 +70,7 @@ class Worker:
         self._ids = itertools.count(1)
         self._writer: asyncio.StreamWriter | None = None
         self._stopping = asyncio.Event()
+        self._drain_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -100,6 +105,34 @@ class Worker:
         self._stopping.set()
         if self._writer is not None:
             self._writer.close()
+
+    def drain(self, grace: float | None = None) -> None:
+        """Take no new jobs, let running ones finish, give back those still running
+        after ``grace`` seconds, then exit. Asked twice: exit now."""
+        if self._drain_task is not None:
+            log.info("asked again to stop: stopping now")
+            self.stop()
+            return
+        grace = self.config.grace if grace is None else grace
+        self._drain_task = asyncio.get_running_loop().create_task(self._drain(grace))
+
+    async def _drain(self, grace: float) -> None:
+        log.info("draining: %d job(s) running, grace period %.0f s", len(self.attempts), grace)
+        self._send(p.Draining(id=next(self._ids)))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.attempts and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        if self.attempts:
+            keys = list(self.attempts)
+            log.info("grace period over: giving back %d job(s)", len(keys))
+            self._send(p.Draining(id=next(self._ids), requeue=keys))
+            for attempt in list(self.attempts.values()):
+                attempt.kill("the worker is shutting down")
+        deadline = loop.time() + 10  # results (even discarded ones) acknowledged first
+        while (self.attempts or self.unacked) and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        self.stop()
 
     # ------------------------------------------------------------------ one connection
 
@@ -142,6 +175,8 @@ class Worker:
             self._writer = writer
             for request_id, result in self.unacked.items():
                 self._send(result.with_id(request_id))
+            if self._drain_task is not None:
+                self._send(p.Draining(id=next(self._ids)))
             heartbeat = asyncio.create_task(self._heartbeats(reply.heartbeat_interval))
             try:
                 while True:
@@ -189,12 +224,29 @@ class Worker:
             if attempt is not None:
                 log.info("job %s: killed (%s)", message.job_id, message.reason)
                 attempt.kill(message.reason)
+        elif isinstance(message, p.ReadOutput):
+            self._read_output(message)
+        elif isinstance(message, p.Drain):
+            log.info("the scheduler asks this worker to drain")
+            self.drain(message.grace)
         elif isinstance(message, p.Ok) and message.id is not None:
             self.unacked.pop(message.id, None)
         elif isinstance(message, p.Error):
             log.warning("scheduler error: %s", message.message)
         else:
             log.warning("unexpected %s message ignored", message.type)
+
+    def _read_output(self, msg: p.ReadOutput) -> None:
+        attempt = self.attempts.get(f"{msg.job_id}:{msg.attempt}")
+        read = None if attempt is None else attempt.read_output(msg.stream, msg.offset, msg.limit)
+        if read is None:
+            chunk = p.OutputChunk(job_id=msg.job_id, offset=msg.offset, running=False)
+        else:
+            data, size = read
+            chunk = p.OutputChunk(
+                job_id=msg.job_id, offset=msg.offset, data=p.pack_bytes(data), size=size
+            )
+        self._send(chunk.with_id(msg.id))
 
     def _start(self, msg: p.RunJob) -> None:
         attempt = Attempt(msg=msg)

@@ -33,6 +33,7 @@ from scheduler.protocol import (
     pack_bytes,
     parse_job_id,
 )
+from worker_node.limits import watch_limits
 from worker_node.sandbox import Sandbox
 from worker_node.transfer import InputCache, TransferError, ftp_session, upload
 
@@ -49,6 +50,10 @@ class Attempt:
     msg: RunJob
     process: subprocess.Popen[bytes] | None = None
     kill_reason: str | None = None
+    #: Set when the job was killed for exceeding a limit: the hold reason.
+    limit_exceeded: str | None = None
+    #: The job's stdout and stderr while it runs (read by ``dtail``).
+    streams: dict[str, BinaryIO] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -62,6 +67,16 @@ class Attempt:
             if self.process is not None and self.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self.process.pid, signal.SIGKILL)
+
+    def read_output(self, stream: str, offset: int, limit: int) -> tuple[bytes, int] | None:
+        """``limit`` bytes of stdout or stderr from ``offset``, and the stream's size;
+        None once the attempt's files are closed."""
+        with self._lock:
+            f = self.streams.get(stream)
+            if f is None:
+                return None
+            size = os.fstat(f.fileno()).st_size
+            return os.pread(f.fileno(), max(0, min(limit, size - offset)), offset), size
 
 
 def job_environment(msg: RunJob, sandbox: Path) -> dict[str, str]:
@@ -96,14 +111,18 @@ def run_attempt(attempt: Attempt, cache: InputCache, sandbox: Sandbox) -> JobFin
         except TransferError as exc:
             return JobFinished(**result, failure=f"could not stage inputs: {exc}")
         stdout, stderr = sandbox.stdout, sandbox.stderr
+        with attempt._lock:
+            attempt.streams = {"stdout": stdout, "stderr": stderr}
         status, wall, cpu, failure = _execute(attempt, sandbox.directory, stdout, stderr)
+        with attempt._lock:
+            attempt.streams = {}  # results are read from the start, with no dtail about
         outputs, missing = _collect_outputs(msg, sandbox.directory, cache)
         results: dict[str, BinaryIO] = {"stdout": stdout, "stderr": stderr}
         with contextlib.ExitStack() as files:
             for name, path in outputs.items():
                 results[f"outputs/{name}"] = files.enter_context(open(path, "rb"))
             inline = _send_results(msg, results)
-        failure = failure or missing
+        failure = attempt.limit_exceeded or failure or missing
         if attempt.kill_reason and not failure:
             failure = f"killed: {attempt.kill_reason}"
         reusable = failure is None
@@ -121,6 +140,8 @@ def run_attempt(attempt: Attempt, cache: InputCache, sandbox: Sandbox) -> JobFin
     except TransferError as exc:
         return JobFinished(**result, failure=f"could not transfer results: {exc}")
     finally:
+        with attempt._lock:
+            attempt.streams = {}
         sandbox.finish(reusable)
 
 
@@ -200,7 +221,8 @@ def _execute(
     process = attempt.process
     # Wait without reaping, kill what the job left behind in its process group,
     # then reap: while the leader is a zombie its group id cannot be reused.
-    os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+    with watch_limits(attempt, start):
+        os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
     _, status, usage = os.wait4(process.pid, 0)

@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if jobs:
                 print(render.jobs_table(jobs))
+            reasons = render.hold_reasons(jobs)
+            if reasons:
+                print(reasons)
             print(render.jobs_summary(jobs))
         return 0
 

@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         with connect(args) as client:
-            workers = client.workers()
+            pool = client.pool()
+        workers = pool.workers
         if args.json:
             print(render.dump_json(workers))
             return 0
@@ -25,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         used = sum(w.slots_used for w in workers)
         total = sum(w.slots_total for w in workers)
         print(f"{len(workers)} worker(s), {used}/{total} slots busy")
+        print(
+            f"spool: {render.size(pool.spool_bytes)} used; results kept"
+            f" {pool.result_retention / 86400:g} day(s) after a job ends"
+        )
         return 0
 
     return run_command("dstat", body)

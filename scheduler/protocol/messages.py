@@ -198,6 +198,10 @@ class QueryWorkers(Message):
 class WorkerList(Message):
     type: ClassVar[str] = "worker_list"
     workers: list[WorkerInfo]
+    #: Disk used by the spool (inputs, results) and results kept in the database.
+    spool_bytes: int = 0
+    #: Seconds results are kept after a job ends.
+    result_retention: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -181,6 +181,10 @@ class JobSpec:
     error: str | None = None
     log: str | None = None
     initialdir: str | None = None
+    #: Reruns after a non-zero exit or a kill (HTCondor's ``max_retries``).
+    max_retries: int = 0
+    #: Seconds a run may last before the job is held (``allowed_job_duration``).
+    allowed_job_duration: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,6 +221,8 @@ class JobInfo:
     #: Delivery of the job's mail notification: "" (none asked or due yet), "pending",
     #: "sent" or "failed", with the last error after a colon.
     mail: str = ""
+    #: Seconds of every run together, retries and lost attempts included (history only).
+    total_run_time: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

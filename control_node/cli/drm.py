@@ -1,0 +1,12 @@
+"""``drm``: see :mod:`control_node.cli.jobctl`."""
+
+from __future__ import annotations
+
+import sys
+
+from control_node.cli.jobctl import drm as main
+
+__all__ = ["main"]
+
+if __name__ == "__main__":
+    sys.exit(main())

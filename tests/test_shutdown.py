@@ -1,0 +1,154 @@
+"""Graceful worker shutdown (SIGTERM, dfarm worker --drain), a lost worker that comes
+back, and results kept for a limited time."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+from conftest import TestCluster, wait_until, write
+
+from control_node import Client
+
+
+def gated(tmp_path: Path, count: int = 1) -> Path:
+    gate = tmp_path / "go"
+    write(tmp_path / "job.sh", f"#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.05; done\n"
+          "echo ran as attempt $DFARM_ATTEMPT on $DFARM_JOB_ID\n", True)  # fmt: skip
+    write(tmp_path / "job.sub", f"executable = job.sh\nqueue {count}\n")
+    return gate
+
+
+def jobs(cluster: TestCluster) -> dict[str, dict]:
+    return {j["id"]: j for j in json.loads(cluster.run("dq", "--json", "--all").stdout)}
+
+
+def client(cluster: TestCluster) -> Client:
+    return Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token)
+
+
+def test_sigterm_lets_running_jobs_finish_and_takes_no_new_ones(
+    make_cluster,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    cluster = make_cluster(workers=1, worker_args=("--grace", "60"))
+    gate = gated(tmp_path)
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    wait_until(lambda: jobs(cluster)["1.0"]["state"] == "running")
+    cluster.processes["w1"].send_signal(signal.SIGTERM)
+    wait_until(lambda: "worker w1 is draining" in cluster.log("scheduler"))
+    write(tmp_path / "two.sh", "#!/bin/sh\necho two\n", True)
+    write(tmp_path / "two.sub", "executable = two.sh\nqueue\n")
+    assert cluster.run("dsub", "two.sub", cwd=tmp_path).returncode == 0
+    time.sleep(0.5)
+    assert jobs(cluster)["2.0"]["state"] == "idle"  # not sent to the draining worker
+    gate.touch()
+    assert cluster.processes["w1"].wait(timeout=30) == 0
+    cluster.add_worker("w2")
+    with client(cluster) as c:
+        first, second = c.wait(["1", "2"], timeout=60)
+    assert (first.state, first.exit_code, first.worker, first.num_starts) == (
+        "completed", 0, "w1", 1,
+    )  # fmt: skip
+    assert (second.state, second.worker) == ("completed", "w2")
+
+
+def test_drain_from_the_scheduler_node_requeues_after_the_grace_period(
+    make_cluster,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    cluster = make_cluster(workers=1, worker_args=("--grace", "60"))
+    gate = gated(tmp_path)
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    wait_until(lambda: jobs(cluster)["1.0"]["state"] == "running")
+    cluster.add_worker("w2")
+    home = str(cluster.config.home)
+    out = cluster.run("dfarm", "worker", "--drain", "nobody", "--home", home)
+    assert out.returncode == 1 and "no worker named 'nobody' is connected" in out.stderr
+    out = cluster.run("dfarm", "worker", "--drain", "w1", "--grace", "0.5", "--home", home)
+    assert out.returncode == 0, out.stderr
+    assert cluster.processes["w1"].wait(timeout=30) == 0
+    wait_until(lambda: jobs(cluster)["1.0"]["worker"] == "w2")
+    gate.touch()
+    with client(cluster) as c:
+        (job,) = c.wait(["1"], timeout=60)
+    assert (job.state, job.worker, job.num_starts) == ("completed", "w2", 2)
+    assert "worker w1 is draining: 0 running, 1 requeued" in cluster.log("scheduler")
+
+
+def test_a_lost_worker_that_returns_cannot_overwrite_the_new_attempt(
+    make_cluster,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    cluster = make_cluster(workers=1, scheduler_args=("--worker-timeout", "1.5"))
+    gate = gated(tmp_path)
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    wait_until(lambda: jobs(cluster)["1.0"]["state"] == "running")
+    w1 = cluster.processes["w1"]
+    w1.send_signal(signal.SIGSTOP)  # silent, but its job runs on
+    try:
+        cluster.add_worker("w2")
+        wait_until(lambda: jobs(cluster)["1.0"]["worker"] == "w2", timeout=30)
+    finally:
+        w1.send_signal(signal.SIGCONT)
+    wait_until(lambda: "job 1.0: killed (stale attempt)" in cluster.log("w1"), timeout=30)
+    gate.touch()
+    with client(cluster) as c:
+        (job,) = c.wait(["1"], timeout=60)
+    assert (job.state, job.worker, job.num_starts) == ("completed", "w2", 2)
+    assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "1.0" / "stdout").read_text() == "ran as attempt 2 on 1.0\n"
+
+
+def test_results_are_cleaned_after_the_retention_time(
+    make_cluster,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    days = str(2 / 86400)  # two seconds
+    cluster = make_cluster(workers=1, scheduler_args=("--keep-results", days))
+    write(tmp_path / "big.sh", "#!/bin/sh\nhead -c 300000 /dev/zero > big.out\necho hi\n", True)
+    write(tmp_path / "big.sub", "executable = big.sh\nqueue\n")
+    assert cluster.run("dsub", "big.sub", cwd=tmp_path).returncode == 0
+    with client(cluster) as c:
+        c.wait(["1"], timeout=60)
+    spool = cluster.config.home / "spool" / "1"
+    assert (spool / "0" / "outputs" / "big.out").exists()
+    stat = cluster.run("dstat")
+    assert "spool: 29" in stat.stdout and "results kept 2.31481e-05 day(s)" in stat.stdout
+    wait_until(lambda: not spool.exists(), timeout=30)
+    out = cluster.run("dfetch", "1", cwd=tmp_path)
+    assert out.returncode == 1 and "the results of 1.0 were cleaned" in out.stderr
+    history = json.loads(cluster.run("dhistory", "--json").stdout)
+    assert [(j["id"], j["exit_code"]) for j in history] == [("1.0", 0)]
+
+
+def test_a_restarted_worker_kills_what_its_killed_run_left(
+    make_cluster,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    cluster = make_cluster(workers=1, scheduler_args=("--worker-timeout", "1.5"))
+    pids = tmp_path / "pids"
+    write(tmp_path / "job.sh", f"#!/bin/sh\nsleep 300 &\necho $$ $! >> {pids}\nwait\n", True)
+    write(tmp_path / "job.sub", "executable = job.sh\nqueue\n")
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    wait_until(lambda: pids.exists() and pids.read_text().strip())
+    left = [int(pid) for pid in pids.read_text().split()]
+    cluster.expected_exits.add("w1")
+    cluster.processes["w1"].send_signal(signal.SIGKILL)
+    cluster.processes["w1"].wait()
+    assert all(alive(pid) for pid in left)  # kill -9 of a worker does not reach its jobs
+    cluster.add_worker("w1")
+    wait_until(lambda: not any(alive(pid) for pid in left))
+    assert "killed 1 job(s) left running by an earlier run" in cluster.log("w1")
+    with client(cluster) as c:
+        assert c.remove(["1"]).changed == ["1.0"]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False
