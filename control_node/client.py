@@ -22,6 +22,7 @@ from control_node import mapping, render, results
 from control_node.connection import Connection, Endpoint, find_endpoint
 from control_node.submit import SubmitError, submit_file
 from control_node.submit_dict import submit_text
+from control_node.sweep import Sweep
 from scheduler import protocol as p
 
 ACTIVE_STATES = [p.JobState.IDLE.value, p.JobState.RUNNING.value, p.JobState.HELD.value]
@@ -113,6 +114,18 @@ class Client:
         )
         assert isinstance(reply, p.JobList)
         return reply.jobs
+
+    def cluster_jobs(self, cluster: int, page: int = 2000) -> list[p.JobInfo]:
+        """Every job of one of your clusters, in any state, asked for ``page`` procs at
+        a time so that a reply stays small whatever the cluster's size."""
+        jobs: list[p.JobInfo] = []
+        while True:
+            first = len(jobs)
+            ids = [f"{cluster}.{proc}" for proc in range(first, first + page)]
+            batch = self.jobs(ids, states=[])
+            jobs += batch
+            if len(batch) < page:  # procs are numbered 0..N-1: this was the last page
+                return jobs
 
     def workers(self) -> list[p.WorkerInfo]:
         return self.pool().workers
@@ -255,3 +268,7 @@ class Cluster:
     def release(self) -> p.JobsChanged:
         """Release the cluster's held jobs."""
         return self.client.release([str(self.id)])
+
+    def sweep(self) -> Sweep:
+        """Each job's parameters and result so far, with summary statistics."""
+        return Sweep(self.client.cluster_jobs(self.id))

@@ -10,10 +10,12 @@ traceback, so the job itself still exits 0 and the other items of the chunk run.
 
 from __future__ import annotations
 
+import linecache
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+import types
+from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
@@ -35,6 +37,44 @@ class Outcome:
     @property
     def failed(self) -> bool:
         return self.error_text is not None
+
+
+@dataclass
+class Function:
+    """The function to map, with the source of the file that defined it.
+
+    cloudpickle names the code of a function pickled by value ``<dynamic-code>``,
+    and the worker may not have the file anyway; the source travels with the
+    function so a remote traceback still shows the lines that failed.
+    """
+
+    fn: Any
+    filename: str = ""
+    source: list[str] = field(default_factory=list)
+
+    @classmethod
+    def capture(cls, fn: Any) -> Function:
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            return cls(fn)
+        return cls(fn, code.co_filename, linecache.getlines(code.co_filename))
+
+    def restore(self) -> Any:
+        """The function, its code named after its file again, the file's lines in linecache."""
+        if not self.filename or not isinstance(self.fn, types.FunctionType):
+            return self.fn
+        if self.source:
+            size = sum(len(line) for line in self.source)
+            linecache.cache[self.filename] = (size, None, self.source, self.filename)
+        self.fn.__code__ = _renamed(self.fn.__code__, self.filename)
+        return self.fn
+
+
+def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
+    consts = tuple(
+        _renamed(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts
+    )
+    return code.replace(co_filename=filename, co_consts=consts)
 
 
 def run_chunk(fn: Any, chunk: list[tuple[int, Any]]) -> list[Outcome]:
@@ -65,7 +105,7 @@ def main(argv: list[str]) -> int:
         return 2
     function_file, chunk_file, result_file = argv
     with open(function_file, "rb") as f:
-        fn = cloudpickle.load(f)
+        fn = cloudpickle.load(f).restore()
     with open(chunk_file, "rb") as f:
         chunk = cloudpickle.load(f)
     outcomes = run_chunk(fn, chunk)

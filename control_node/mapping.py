@@ -20,7 +20,7 @@ import cloudpickle
 
 from control_node import results
 from control_node.connection import DfarmError
-from control_node.map_runner import Outcome
+from control_node.map_runner import Function, Outcome
 
 if TYPE_CHECKING:
     from control_node.client import Client
@@ -136,7 +136,7 @@ def _submit(
     chunk_size: int,
     resources: dict[str, str | int],
 ) -> Any:
-    (work / "function.pkl").write_bytes(cloudpickle.dumps(fn))
+    (work / "function.pkl").write_bytes(cloudpickle.dumps(Function.capture(fn)))
     indexed = list(enumerate(items))
     chunks = [indexed[i : i + chunk_size] for i in range(0, len(indexed), chunk_size)]
     for n, chunk in enumerate(chunks):

@@ -87,8 +87,9 @@ __all__ = [
     "changed_report",
     "dump_json",
     "duration",
-    "hold_reasons",
     "history_table",
+    "hold_reasons",
+    "jobs_long",
     "jobs_summary",
     "jobs_table",
     "size",
@@ -145,6 +146,23 @@ def size(n: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} B"
+
+
+def jobs_long(jobs: Sequence[p.JobInfo]) -> str:
+    """Every attribute of each job, one ``name = value`` line each (as ``condor_q -l``);
+    parameters and results as ``params.NAME`` and ``result.KEY``."""
+    blocks = []
+    for job in jobs:
+        lines = []
+        for name, value in p.to_wire(job).items():
+            if isinstance(value, dict):
+                lines += [f"{name}.{k} = {v}" for k, v in value.items()]
+            elif isinstance(value, list):
+                lines.append(f"{name} = {' '.join(map(str, value))}")
+            elif value is not None:
+                lines.append(f"{name} = {value}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def fetched_report(fetched: Sequence[FetchedJob], cwd: Path | None = None) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from control_node.connection import Connection, DfarmError
 from control_node.submit_file import (
     ProcDescription,
+    SubmitDescription,
     SubmitFileError,
     parse_submit_file,
     parse_submit_text,
@@ -40,18 +41,16 @@ class Submission:
 
 
 def _parse(
-    path: Path, text: str | None, cluster: int, cwd: str | None
-) -> tuple[list[ProcDescription], list[str]]:
+    path: Path, text: str | None, cluster: int, cwd: str | None, seed: int | None
+) -> SubmitDescription:
     try:
         if text is None:
-            description = parse_submit_file(path, cluster=cluster, cwd=cwd)
-        else:
-            description = parse_submit_text(
-                text, filename=str(path), cluster=cluster, cwd=cwd or os.getcwd()
-            )
+            return parse_submit_file(path, cluster=cluster, cwd=cwd, seed=seed)
+        return parse_submit_text(
+            text, filename=str(path), cluster=cluster, cwd=cwd or os.getcwd(), seed=seed
+        )
     except SubmitFileError as exc:
         raise SubmitError(str(exc), exc.path, exc.line) from None
-    return description.procs, description.warnings
 
 
 def submit_file(
@@ -59,11 +58,13 @@ def submit_file(
 ) -> Submission:
     """Submit the file ``path`` (or ``text``, named ``path`` in messages); returns the
     cluster id and its job ids."""
-    procs, warnings = _parse(path, text, 0, cwd)  # refuse a bad file before reserving anything
+    description = _parse(path, text, 0, cwd, None)  # refuse a bad file before reserving
     created = conn.request(p.NewCluster())
     assert isinstance(created, p.ClusterCreated)
     if _mentions_cluster(path, text):  # $(Cluster) or $(ClusterId): use the real id
-        procs, warnings = _parse(path, text, created.cluster, cwd)
+        # The same seed, so that random draws are the ones of the first reading.
+        description = _parse(path, text, created.cluster, cwd, description.random_seed)
+    procs, warnings = description.procs, description.warnings
     if not procs:
         raise SubmitError(f"{path}: the file queues no jobs", str(path))
     paths = list(dict.fromkeys(local for proc in procs for local in _inputs(proc)))
@@ -128,6 +129,8 @@ def _spec(proc: ProcDescription, digests: dict[str, tuple[str, int]]) -> p.JobSp
         initialdir=proc.initialdir,
         max_retries=proc.max_retries,
         allowed_job_duration=proc.allowed_job_duration,
+        params=dict(proc.params),
+        result_file=proc.result_file,
     )
 
 

@@ -3,7 +3,9 @@
 Where dfarm accepts HTCondor syntax it means what condor_submit means; what it does not
 support is rejected with the file name, line number and a clear message. Every
 ``key = value`` also defines a macro, expanded when a ``queue`` statement is reached with
-the values in force there (see ``submit_quoting`` for macros, quoting and units).
+the values in force there (see ``submit_quoting`` for macros, quoting and units,
+``submit_queue`` for the queue forms, ``submit_conditions`` for if/else and
+``submit_functions`` for the random functions).
 Unlike HTCondor, an undefined macro without a default is an error, not "". An empty
 value (``key =``) leaves the key unset, except that an empty or ``""``
 ``transfer_output_files`` means "no output files" and an empty ``arguments`` still
@@ -14,12 +16,21 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from control_node.submit_conditions import ConditionError, Conditions
+from control_node.submit_functions import RandomDraws
+from control_node.submit_queue import (
+    Item,
+    QueueError,
+    evaluate_count,
+    parse_queue,
+    queue_items,
+)
 from control_node.submit_quoting import (
     CONTROL_CHARS,
-    QUEUE_FORM_ERROR,
     LineError,
     MacroContext,
     MacroError,
@@ -82,6 +93,10 @@ class ProcDescription:
     priority: int
     machine: str | None
     getenv: bool
+    #: The queue variables of this proc's item and the values its $RANDOM_* drew.
+    params: dict[str, str]
+    #: A file whose content is the job's result (else the last line of stdout).
+    result_file: str | None
     max_retries: int = 0
     allowed_job_duration: int | None = None
 
@@ -93,6 +108,8 @@ class SubmitDescription:
     path: str
     procs: list[ProcDescription]
     warnings: list[str]
+    #: The seed of the random functions (``random_seed``, or drawn when not set).
+    random_seed: int = 0
 
 
 SEED_KEYS = frozenset({"executable", "data", "email", "client"})
@@ -103,6 +120,7 @@ SUPPORTED_KEYS = SEED_KEYS | {
     "notification_per_job",
     "priority", "universe", "should_transfer_files", "when_to_transfer_output",
     "max_retries", "allowed_job_duration",
+    "random_seed", "result_file",
 }  # fmt: skip
 UNSUPPORTED_KEYS = frozenset({
     "requirements", "rank", "retry_until", "success_exit_code",
@@ -122,6 +140,7 @@ _RESERVED = frozenset({"cluster", "clusterid", "process", "procid", "dollar"})
 _NOTIFICATIONS = {n.lower(): n for n in ("Never", "Complete", "Error", "Always")}
 
 _MACRO_USE = re.compile(r"\$\(\s*([A-Za-z_][A-Za-z0-9_.]*)")
+_DEFINED = re.compile(r"\bdefined\s+([A-Za-z_][A-Za-z0-9_.]*)", re.IGNORECASE)
 _INT = re.compile(r"[+-]?[0-9]+")
 _EMAIL = re.compile(
     r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -137,8 +156,11 @@ _INT32 = 2**31 - 1
 
 
 class _Parser:
-    def __init__(self, filename: str, cluster: int, cwd: str, environ: Mapping[str, str]):
+    def __init__(
+        self, filename: str, cluster: int, cwd: str, environ: Mapping[str, str], seed: int
+    ):
         self.filename, self.cluster, self.cwd, self.environ = filename, cluster, cwd, environ
+        self.default_seed = seed
         self.submit_file = os.path.join(cwd, filename)
         self.raw: dict[str, str] = {}  # lower-case key -> raw value, for macro expansion
         self.lines: dict[str, int] = {}  # lower-case key -> line of its definition
@@ -168,26 +190,52 @@ class _Parser:
         m = CONTROL_CHARS.search(value)
         if m:
             raise self.error(key, f"value of '{key}' contains control character U+{ord(m[0]):04X}")
+        if "$$(" in value and key not in ("arguments", "environment"):
+            raise self.error(
+                key,
+                f"$$(...) is substituted when the job is matched to a worker: only in"
+                f" arguments and environment, not in '{key}'",
+            )
         return value
 
     # -- statements
     def run(self, stmts: list[Statement]) -> None:
         used = {m.lower() for s in stmts for m in _MACRO_USE.findall(s.value)}
-        queues = [s.line for s in stmts if s.key is None]
+        used |= {m.lower() for s in stmts if s.kind != "set" for m in _DEFINED.findall(s.value)}
+        conditions = Conditions(self.is_defined, self.expand_condition)
+        queues: list[int] = []
+        assigned: list[Statement] = []
         for st in stmts:
-            if st.key is None:
+            if st.kind in ("if", "elif", "else", "endif"):
+                try:
+                    conditions.step(st.kind, st.value, st.line)
+                except (ConditionError, MacroError) as e:
+                    raise SubmitFileError(self.filename, st.line, str(e)) from None
+            elif not conditions.active:
+                continue
+            elif st.kind == "queue":
+                queues.append(st.line)
                 self.queue(st)
             else:
                 self.assign(st, used)
-                if queues and st.line > queues[-1]:
-                    self.warn(
-                        st.line, f"'{st.key}' is set after the last 'queue' and has no effect"
-                    )
+                assigned.append(st)
+        if conditions.blocks:
+            line = conditions.blocks[-1].line
+            raise SubmitFileError(self.filename, line, "this 'if' has no 'endif'")
+        for st in assigned:
+            if queues and st.line > queues[-1]:
+                self.warn(st.line, f"'{st.key}' is set after the last 'queue' and has no effect")
         if not queues:
             if any(k not in SEED_KEYS for k in self.raw):
                 raise SubmitFileError(self.filename, None, "no 'queue' statement")
-            self.queue(Statement(0, None, ""))
+            self.queue(Statement(0, None, "", "queue"))
         self.shared_output_warnings()
+
+    def is_defined(self, name: str) -> bool:
+        return bool(self.raw.get(name, "").strip()) or name in self.context(0, 0, None).fixed
+
+    def expand_condition(self, text: str) -> str:
+        return expand_macros(text, self.context(len(self.procs), 0, None), ())
 
     def assign(self, st: Statement, used: set[str]) -> None:
         assert st.key is not None
@@ -206,30 +254,52 @@ class _Parser:
             raise SubmitFileError(self.filename, st.line, str(e)) from None
         self.lines[key] = st.line
 
-    def context(self, proc: int, step: int) -> MacroContext:
-        """Predefined macros: Cluster and Process always win; the rest only when unset."""
+    def context(
+        self, proc: int, step: int, item: Item | None, seed: int | None = None
+    ) -> MacroContext:
+        """Predefined macros: Cluster, Process and the queue variables always win;
+        Step, ItemIndex and Row only when the file does not define them."""
         fixed = {"cluster": str(self.cluster), "process": str(proc), "dollar": "$"}
         fixed |= {"clusterid": fixed["cluster"], "procid": fixed["process"]}
         soft = {"step": str(step), "itemindex": "0", "row": "0", "node": ""}
         soft["submit_file"] = self.submit_file
-        return MacroContext(self.raw, fixed, soft, self.environ, {})
+        draws = None
+        if item is not None:
+            fixed |= {name.lower(): value for name, value in item.values.items()}
+            soft |= {"itemindex": str(item.index), "row": str(item.row)}
+            draws = RandomDraws(self.seed() if seed is None else seed, proc)
+        return MacroContext(self.raw, fixed, soft, self.environ, {}, draws)
+
+    def seed(self) -> int:
+        """``random_seed`` when set (a whole number), else the one drawn for this parse."""
+        if "random_seed" not in self.raw:
+            return self.default_seed
+        value = self.get(self.context(0, 0, None), "random_seed")
+        if not value or not _INT.fullmatch(value):
+            raise self.error("random_seed", f"random_seed must be a whole number, not {value!r}")
+        return int(value)
 
     def queue(self, st: Statement) -> None:
         line = st.line or None
         try:
-            count = expand_macros(st.value, self.context(len(self.procs), 0), ()).strip() or "1"
-        except MacroError as e:
+            spec = parse_queue(st.value, st.block)
+            ctx = self.context(len(self.procs), 0, None)
+            count = evaluate_count(expand_macros(spec.count, ctx, ()))
+            items = queue_items(spec, expand_macros(spec.source, ctx, ()).strip(), self.cwd)
+        except (QueueError, MacroError) as e:
             raise SubmitFileError(self.filename, line, str(e)) from None
-        if not re.fullmatch(r"[0-9]+", count):
-            raise SubmitFileError(self.filename, line, QUEUE_FORM_ERROR)
-        if len(self.procs) + int(count) > MAX_PROCS:
+        if len(self.procs) + count * len(items) > MAX_PROCS:
             raise SubmitFileError(self.filename, line, f"more than {MAX_PROCS} procs")
-        for step in range(int(count)):
-            self.procs.append(self.build(len(self.procs), step, line))
+        seed = self.seed()
+        for item in items:
+            for step in range(count):
+                self.procs.append(self.build(len(self.procs), step, line, item, seed))
 
     # -- one proc
-    def build(self, proc: int, step: int, qline: int | None) -> ProcDescription:
-        ctx = self.context(proc, step)
+    def build(
+        self, proc: int, step: int, qline: int | None, item: Item, seed: int
+    ) -> ProcDescription:
+        ctx = self.context(proc, step, item, seed)
         self.check_fixed_choices(ctx)
         initialdir = self.initialdir(ctx)
         executable = self.the_executable(ctx, qline)
@@ -245,17 +315,23 @@ class _Parser:
         arguments = self.arguments(ctx, data)
         notify_user, notification = self.notification(ctx)
         getenv = self.boolean(ctx, "getenv")
+        environment = self.environment(ctx, getenv)
+        result_file = self.result_file(ctx)
+        outputs = self.output_files(ctx)
+        if result_file and outputs is not None and result_file not in outputs:
+            outputs = [*outputs, result_file]
+        draws = ctx.call
         return ProcDescription(
             proc=proc,
             executable=executable,
             arguments=arguments,
-            environment=self.environment(ctx, getenv),
+            environment=environment,
             input=stdin,
             output=out["output"],
             error=out["error"],
             log=out["log"],
             transfer_input_files=inputs,
-            transfer_output_files=self.output_files(ctx),
+            transfer_output_files=outputs,
             initialdir=initialdir,
             request_cpus=self.integer(ctx, "request_cpus", 1, 1),
             request_memory=self.quantity(ctx, "request_memory", parse_memory_mb),
@@ -269,6 +345,8 @@ class _Parser:
             getenv=getenv,
             max_retries=self.integer(ctx, "max_retries", 0, 0),
             allowed_job_duration=self.integer(ctx, "allowed_job_duration", 0, 1) or None,
+            params={**item.values, **draws.drawn} if isinstance(draws, RandomDraws) else {},
+            result_file=result_file,
         )
 
     def check_fixed_choices(self, ctx: MacroContext) -> None:
@@ -483,6 +561,14 @@ class _Parser:
             )
         return address or None, _NOTIFICATIONS[value.lower()]
 
+    def result_file(self, ctx: MacroContext) -> str | None:
+        value = self.get(ctx, "result_file")
+        if value and ("/" in value or "\\" in value or value in (".", "..")):
+            raise self.error(
+                "result_file", f"result_file '{value}' must be a file name in the job's directory"
+            )
+        return value or None
+
     def machine(self, ctx: MacroContext) -> str | None:
         value = self.get(ctx, "client")
         if value and not _MACHINE.fullmatch(value):
@@ -500,19 +586,25 @@ def parse_submit_text(
     cluster: int,
     cwd: str,
     environ: Mapping[str, str] | None = None,
+    seed: int | None = None,
 ) -> SubmitDescription:
-    """Parse submit-file text; relative paths start from ``cwd``. Raises SubmitFileError."""
+    """Parse submit-file text; relative paths start from ``cwd``. Raises SubmitFileError.
+
+    ``seed`` seeds the random functions when the file sets no ``random_seed``
+    (default: a fresh random seed, returned in the description)."""
     if text.startswith("\ufeff"):
         text = text[1:]
+    seed = secrets.randbits(48) if seed is None else seed
     parser = _Parser(
-        filename, cluster, os.path.abspath(cwd), os.environ if environ is None else environ
+        filename, cluster, os.path.abspath(cwd), os.environ if environ is None else environ, seed
     )
     try:
         stmts = read_statements(text)
     except LineError as e:
         raise SubmitFileError(filename, e.line, str(e)) from None
     parser.run(stmts)
-    return SubmitDescription(path=filename, procs=parser.procs, warnings=list(parser.warnings))
+    random_seed = parser.seed() if parser.procs else seed
+    return SubmitDescription(filename, parser.procs, list(parser.warnings), random_seed)
 
 
 def parse_submit_file(
@@ -521,6 +613,7 @@ def parse_submit_file(
     cluster: int,
     cwd: str | None = None,
     environ: Mapping[str, str] | None = None,
+    seed: int | None = None,
 ) -> SubmitDescription:
     """Read and parse a submit file; ``cwd`` defaults to the current directory, as condor_submit."""
     name = os.fspath(path)
@@ -535,5 +628,5 @@ def parse_submit_file(
         line = data.count(b"\n", 0, e.start) + 1
         raise SubmitFileError(name, line, "submit file is not valid UTF-8") from None
     return parse_submit_text(
-        text, filename=name, cluster=cluster, cwd=cwd or os.getcwd(), environ=environ
+        text, filename=name, cluster=cluster, cwd=cwd or os.getcwd(), environ=environ, seed=seed
     )

@@ -13,21 +13,25 @@ with a readable message; ``control_node.submit_file`` adds the file and line.
 - File lists (comma and/or white space separated) and the memory / disk units.
 - Lines: ``key = value`` statements and ``queue``; a trailing backslash continues a
   line (comment lines inside the continuation are skipped); ``#`` starts a comment line.
-- Macros: ``$(name)``, ``$(name:default)`` and ``$ENV(VAR[:default])``. Names are
-  case-insensitive; ``$$(...)`` and the other ``$FUNC()`` macros are refused.
+- Macros: ``$(name)``, ``$(name:default)``, ``$ENV(VAR[:default])`` and the random
+  functions of ``submit_functions`` (evaluated by ``MacroContext.call``). Names are
+  case-insensitive; ``$(DOLLAR)`` is a literal ``$``. ``$$(NAME[:default])`` is left
+  in place for the scheduler to substitute from the matched worker (HTCondor's
+  match-time substitution; ``scheduler.match_macros``); other ``$FUNC()`` are refused.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
+
+from scheduler.protocol import MACHINE_ATTRIBUTES
 
 __all__ = [
     "CONTROL_CHARS",
     "MAX_VALUE_CHARS",
-    "QUEUE_FORM_ERROR",
     "LineError",
     "MacroContext",
     "MacroError",
@@ -47,13 +51,18 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BLANKS = " \t"
 _MACRO_START = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\(")
 MAX_VALUE_CHARS = 1 << 20
+#: ``MacroRef.func`` of a ``$$(NAME)``, which expands to itself.
+MACHINE = "$$"
+#: The ``$FUNC()`` macros evaluated by ``MacroContext.call`` (see ``submit_functions``).
+RANDOM_FUNCTIONS = frozenset({"RANDOM_INTEGER", "RANDOM_CHOICE", "RANDOM_NORMAL", "RANDOM_UNIFORM"})
 MAX_MACRO_DEPTH = 100
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-QUEUE_FORM_ERROR = "this form of 'queue' is not supported yet (only 'queue' and 'queue N')"
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _QUEUE = re.compile(r"queue\b(.*)", re.IGNORECASE | re.DOTALL)
-_QUEUE_ARGS = re.compile(r"[0-9]+|\$\([^()]*\)")
-_STATEMENT_WORDS = frozenset({"include", "if", "elif", "else", "endif", "error", "warning"})
+_CONDITIONALS = frozenset({"if", "elif", "else", "endif"})
+_STATEMENT_WORDS = frozenset({"include", "error", "warning"})
+#: A queue line that opens a list it does not close: the list goes on to a ")" line.
+_OPEN_LIST = re.compile(r"queue\b.*\([^()]*", re.IGNORECASE | re.DOTALL)
 
 
 def _dequote_v2(value: str) -> str:
@@ -195,12 +204,14 @@ class MacroError(ValueError):
 
 @dataclass(frozen=True)
 class MacroRef:
-    """One ``$(name[:default])`` or ``$ENV(name[:default])`` in a value."""
+    """One ``$(name[:default])``, ``$ENV(name[:default])`` or ``$FUNC(args)`` in a value
+    (then ``func`` is set and ``name`` holds the raw arguments)."""
 
     name: str
     default: str | None
     env: bool
     raw: str
+    func: str | None = None
 
 
 @dataclass
@@ -215,6 +226,8 @@ class MacroContext:
     soft: Mapping[str, str]
     environ: Mapping[str, str]
     memo: dict[str, str]
+    #: Evaluates ``$FUNC(args)``: (function, expanded arguments, macro holding the call).
+    call: Callable[[str, str, str], str] | None = field(default=None)
 
 
 def _closing_paren(text: str, start: int) -> int:
@@ -231,18 +244,34 @@ def _closing_paren(text: str, start: int) -> int:
 
 def _scan_ref(text: str, at: int) -> tuple[MacroRef | None, int]:
     if text.startswith("$$(", at):
-        raise MacroError("'$$(...)' (machine attribute substitution) is not supported yet")
+        return _machine_ref(text, at)
     m = _MACRO_START.match(text, at)
     if m is None:
         return None, at + 1
     end = _closing_paren(text, m.end() - 1)
-    name, colon, default = text[m.end() : end].partition(":")
     func = m.group(1)
+    if func is not None and func.upper() in RANDOM_FUNCTIONS:
+        return MacroRef(text[m.end() : end], None, False, text[at : end + 1], func.upper()), end + 1
+    name, colon, default = text[m.end() : end].partition(":")
     if func not in (None, "ENV"):
         raise MacroError(f"macro function '${func}()' is not supported yet")
     if not (_KEY if func is None else _ENV_NAME).fullmatch(name):
         raise MacroError(f"invalid macro name {name!r} in {text[at : end + 1]!r}")
     return MacroRef(name, default if colon else None, func == "ENV", text[at : end + 1]), end + 1
+
+
+def _machine_ref(text: str, at: int) -> tuple[MacroRef, int]:
+    """``$$(NAME[:default])``: left in place, substituted when the job is matched."""
+    end = _closing_paren(text, at + 2)
+    name, colon, default = text[at + 3 : end].partition(":")
+    if name.lower() not in MACHINE_ATTRIBUTES:
+        known = ", ".join(sorted(MACHINE_ATTRIBUTES))
+        raise MacroError(
+            f"'{text[at : end + 1]}': dfarm substitutes $$(NAME) for these worker attributes"
+            f" only: {known} (write $(DOLLAR) for a literal '$')"
+        )
+    raw = text[at : end + 1]
+    return MacroRef(name, default if colon else None, False, raw, MACHINE), end + 1
 
 
 @lru_cache(maxsize=4096)
@@ -263,7 +292,7 @@ def replace_self_reference(value: str, key: str, previous: str | None) -> str:
     """Replace ``$(key)`` in key's new definition by its earlier raw value, as HTCondor does."""
     out = []
     for p in scan_macros(value):
-        if isinstance(p, str) or p.env or p.name.lower() != key:
+        if isinstance(p, str) or p.env or p.func or p.name.lower() != key:
             out.append(p if isinstance(p, str) else p.raw)
         elif previous is not None or p.default is not None:
             out.append(previous if previous is not None else p.default)
@@ -285,6 +314,16 @@ def expand_macros(text: str, ctx: MacroContext, stack: tuple[str, ...] = ()) -> 
 
 
 def _resolve(ref: MacroRef, ctx: MacroContext, stack: tuple[str, ...]) -> str:
+    if ref.func == MACHINE:
+        return ref.raw
+    if ref.func is not None:
+        if ctx.call is None:
+            raise MacroError(f"${ref.func}() cannot be used here")
+        args = expand_macros(ref.name, ctx, stack)
+        try:
+            return ctx.call(ref.func, args, stack[-1] if stack else "")
+        except ValueError as e:
+            raise MacroError(str(e)) from None
     if ref.env:
         value = ctx.environ.get(ref.name)
         if value is None and ref.default is None:
@@ -322,20 +361,44 @@ class LineError(ValueError):
 
 @dataclass(frozen=True)
 class Statement:
-    """``key = value`` (value stripped) or, with ``key`` None, ``queue`` and its arguments."""
+    """``key = value`` (value stripped), ``queue`` and its arguments (``key`` None), or
+    a conditional line (``kind`` ``if``, ``elif``, ``else`` or ``endif``, ``key`` None)."""
 
     line: int
     key: str | None
     value: str
+    #: ``set``, ``queue``, ``if``, ``elif``, ``else`` or ``endif``.
+    kind: str = "set"
+    #: The lines of a queue list that goes on after its line, up to the ``)`` line
+    #: (blank lines and ``#`` comments left out).
+    block: tuple[str, ...] | None = None
 
 
-def _logical_lines(text: str) -> list[tuple[int, str]]:
+Line = tuple[int, str, tuple[str, ...] | None]
+
+
+def _list_block(raw: list[str], i: int, start: int) -> tuple[tuple[str, ...], int]:
+    """The lines of a queue list from raw line ``i`` to the line that begins with ')'."""
+    block: list[str] = []
+    while i < len(raw):
+        text = raw[i].strip()
+        i += 1
+        if text.startswith(")"):
+            if text[1:].strip():
+                raise LineError(i, "unexpected text after the ')' that closes the queue list")
+            return tuple(block), i
+        if text and not text.startswith("#"):
+            block.append(text)
+    raise LineError(start, "the queue list opened with '(' has no line beginning with ')'")
+
+
+def _logical_lines(text: str) -> list[Line]:
     raw = text.split("\n")
     for no, line in enumerate(raw, 1):
         m = CONTROL_CHARS.search(line.rstrip("\r"))
         if m:
             raise LineError(no, f"control character U+{ord(m[0]):04X} in line")
-    out: list[tuple[int, str]] = []
+    out: list[Line] = []
     i = 0
     while i < len(raw):
         start, line = i + 1, raw[i].rstrip(" \t\r")
@@ -350,22 +413,27 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
             line = raw[i].rstrip(" \t\r").lstrip(" \t") if i < len(raw) else ""
             i += 1
         parts.append(line)
-        if "".join(parts).strip():
-            out.append((start, "".join(parts)))
+        joined = "".join(parts)
+        if not joined.strip():
+            continue
+        block = None
+        if _OPEN_LIST.fullmatch(joined.strip()):
+            block, i = _list_block(raw, i, start)
+        out.append((start, joined, block))
     return out
 
 
-def _statement(no: int, text: str) -> Statement:
+def _statement(no: int, text: str, block: tuple[str, ...] | None) -> Statement:
     m = _QUEUE.fullmatch(text.strip())
     if m:
-        args = m.group(1).strip()
-        if args and not _QUEUE_ARGS.fullmatch(args):
-            raise LineError(no, QUEUE_FORM_ERROR)
-        return Statement(no, None, args)
+        return Statement(no, None, m.group(1).strip(), "queue", block)
     key, eq, value = text.partition("=")
     key = key.strip()
+    word = text.split(None, 1)[0].lower()
+    if word in _CONDITIONALS and (not eq or key.lower() != word):
+        return Statement(no, None, text.strip()[len(word) :].strip(), word)
     if not eq:
-        word = text.split(None, 1)[0].lstrip("@").lower()
+        word = word.lstrip("@")
         if word in _STATEMENT_WORDS:
             raise LineError(no, f"'{word}' statements are not supported yet")
         raise LineError(no, "expected 'key = value' or 'queue'")
@@ -380,4 +448,4 @@ def _statement(no: int, text: str) -> Statement:
 
 def read_statements(text: str) -> list[Statement]:
     """Split submit-file text into statements, joining continued lines; raises LineError."""
-    return [_statement(no, line) for no, line in _logical_lines(text)]
+    return [_statement(no, line, block) for no, line, block in _logical_lines(text)]

@@ -9,7 +9,7 @@ from scheduler import protocol as p
 from scheduler.connection import Connection, RequestError
 from scheduler.protocol import JobState
 from scheduler.staging import StagingError
-from scheduler.store import Job
+from scheduler.store import Job, JobResult
 from scheduler.submission import SubmissionError, check_submission
 
 log = logging.getLogger("scheduler.server")
@@ -57,15 +57,19 @@ class ControlHandlers:
                 owner=owner, clusters=clusters, job_ids=pairs, states=sorted(states & FINAL)
             )
         jobs.sort(key=lambda job: (job.cluster, job.proc))
-        infos = [self._visible(conn, job) for job in jobs]
+        finished = {job.cluster for job in jobs if job.state is JobState.COMPLETED}
+        results = self.store.results(finished)
+        infos = [self._visible(conn, job, results.get((job.cluster, job.proc))) for job in jobs]
         return p.JobList(jobs=self.mailer.annotate(infos, conn.name))
 
-    def _visible(self, conn: Connection, job: Job) -> p.JobInfo:
-        """Other users' jobs show no arguments or outputs (as HTCondor's queue does)."""
-        info = job.info()
+    def _visible(self, conn: Connection, job: Job, result: JobResult | None = None) -> p.JobInfo:
+        """Other users' jobs show no arguments, parameters, results or outputs (as
+        HTCondor's queue shows no one else's arguments)."""
         if job.owner != conn.name:
-            info = p.JobInfo(**{**p.to_wire(info), "arguments": [], "output_files": []})
-        return info
+            info = job.info()
+            hidden = {"arguments": [], "output_files": [], "params": {}}
+            return p.JobInfo(**{**p.to_wire(info), **hidden})
+        return job.info(result)
 
     def on_query_workers(self, conn: Connection, msg: p.QueryWorkers) -> p.Message:
         return p.WorkerList(
@@ -108,10 +112,13 @@ class ControlHandlers:
         large = [
             (j.cluster, j.proc) for j in sent if self.spool.job_dir(j.cluster, j.proc).exists()
         ]
+        results = self.store.results({j.cluster for j in sent})
         return p.JobResults(
             download=self.spool.grant_fetch(large, conn.local_host) if large else None,
             files=files,
-            jobs=self.mailer.annotate([j.info() for j in sent], conn.name),
+            jobs=self.mailer.annotate(
+                [j.info(results.get((j.cluster, j.proc))) for j in sent], conn.name
+            ),
             specs={j.id: j.spec for j in sent},
             events={j.id: self.store.events(j.cluster, j.proc) for j in sent},
             remaining=[j.id for j in jobs[len(sent) :]],

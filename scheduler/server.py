@@ -28,6 +28,7 @@ from scheduler.dispatch import Slots
 from scheduler.job_control import JobControlHandlers
 from scheduler.jobs import JobTable
 from scheduler.mail import Mailer
+from scheduler.match_macros import match_spec
 from scheduler.protocol import JobState, Role
 from scheduler.retention import Retention
 from scheduler.staging import Spool
@@ -347,7 +348,7 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
                     job_id=job.id,
                     attempt=job.attempt,
                     owner=job.owner,
-                    spec=job.spec,
+                    spec=match_spec(job.spec, slots, conn.metrics),
                     ftp=grant,
                     files=files,
                 )

@@ -125,9 +125,27 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX jobs_end_time ON jobs (end_time);
     """,
+    """
+    CREATE TABLE job_results (
+        cluster INTEGER NOT NULL,
+        proc INTEGER NOT NULL,
+        value TEXT,
+        error TEXT,
+        time REAL NOT NULL,
+        PRIMARY KEY (cluster, proc)
+    );
+    """,
 ]
 
 USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a finished job produced: its numbers, or why there are none."""
+
+    value: dict[str, float] | None
+    error: str | None
 
 
 @dataclass
@@ -151,19 +169,25 @@ class Job:
     cpu_time: float | None = None
     hold_reason: str | None = None
     output_files: list[str] = field(default_factory=list)
+    #: Set when the job completes (kept in ``job_results``, not in this row).
+    result: JobResult | None = None
 
     @property
     def id(self) -> str:
         return format_job_id(self.cluster, self.proc)
 
-    def info(self) -> JobInfo:
-        """The record users see."""
+    def info(self, result: JobResult | None = None) -> JobInfo:
+        """The record users see, with its result (``result``, else the one it holds)."""
+        result = result or self.result
         return JobInfo(
             id=self.id,
             state=self.state.value,
             executable=self.spec.executable,
             arguments=list(self.spec.arguments),
             output_files=list(self.output_files),
+            params=dict(self.spec.params),
+            result=None if result is None else result.value,
+            result_error=None if result is None else result.error,
             **{name: getattr(self, name) for name in _INFO_FIELDS},
         )
 
@@ -448,6 +472,34 @@ class Store:
                 "INSERT INTO job_files (cluster, proc, name, data) VALUES (?,?,?,?)",
                 [(cluster, proc, name, data) for name, data in files.items()],
             )
+
+    def save_result(self, cluster: int, proc: int, result: JobResult) -> None:
+        """Record a finished job's result (replacing an earlier attempt's)."""
+        value = None if result.value is None else json.dumps(result.value)
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO job_results (cluster, proc, value, error, time)"
+                " VALUES (?,?,?,?,?)",
+                (cluster, proc, value, result.error, time.time()),
+            )
+
+    def results(self, clusters: Iterable[int]) -> dict[tuple[int, int], JobResult]:
+        """The recorded results of these clusters' jobs, by (cluster, proc)."""
+        wanted = sorted(set(clusters))
+        rows: list[sqlite3.Row] = []
+        for at in range(0, len(wanted), 500):  # within SQLite's limit on parameters
+            chunk = wanted[at : at + 500]
+            rows += self._query(
+                f"SELECT cluster, proc, value, error FROM job_results"
+                f" WHERE cluster IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+        return {
+            (r["cluster"], r["proc"]): JobResult(
+                None if r["value"] is None else json.loads(r["value"]), r["error"]
+            )
+            for r in rows
+        }
 
     def clear_files(self, cluster: int, proc: int) -> None:
         """Forget the small result files of an earlier attempt."""

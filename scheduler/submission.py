@@ -13,6 +13,8 @@ from scheduler.protocol import JobSpec
 SHA256 = re.compile(r"[0-9a-f]{64}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_PROCS = 1_000_000
+#: Most queue variables and random draws recorded for one job.
+MAX_PARAMS = 100
 
 
 class SubmissionError(Exception):
@@ -106,5 +108,11 @@ def _check_spec(where: str, spec: JobSpec) -> None:
             check_address(spec.notify_user)
         except ValueError as exc:
             raise SubmissionError(f"{where}: notify_user: {exc}") from None
+    if spec.result_file is not None and not safe_name(spec.result_file):
+        raise SubmissionError(f"{where}: result_file {spec.result_file!r} is not a plain file name")
+    if len(spec.params) > MAX_PARAMS or any(
+        len(k) > 200 or len(v) > 4096 for k, v in spec.params.items()
+    ):
+        raise SubmissionError(f"{where}: too many or too long parameters")
     if spec.request_cpus < 1 or spec.request_gpus < 0:
         raise SubmissionError(f"{where}: request_cpus must be >= 1 and request_gpus >= 0")

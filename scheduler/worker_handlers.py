@@ -9,6 +9,7 @@ import time
 from scheduler import protocol as p
 from scheduler.connection import Connection, RequestError
 from scheduler.dispatch import Slots
+from scheduler.job_results import extract_result
 from scheduler.protocol import JobState
 from scheduler.store import Job
 from scheduler.submission import safe_name, safe_result_name
@@ -130,7 +131,13 @@ class WorkerHandlers:
                     if msg.exit_signal is None
                     else f"signal {msg.exit_signal}"
                 )
-                self.jobs.transition(job, JobState.COMPLETED, "terminated", status, **outcome)
+                job_dir = self.spool.job_dir(job.cluster, job.proc)
+                result = extract_result(job.spec, files, job_dir, msg.exit_code, msg.exit_signal)
+                self.store.save_result(job.cluster, job.proc, result)
+                # Held by the job, so the update pushed on completion carries the result.
+                self.jobs.transition(
+                    job, JobState.COMPLETED, "terminated", status, result=result, **outcome
+                )
             del conn.running[msg.job_id]
             self.spool.revoke(conn.grants.pop(msg.job_id))
             slots.give_back(job)

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import TestCluster, wait_until, write
 
@@ -74,7 +75,13 @@ def test_dwait_waits_through_a_scheduler_restart(make_cluster, tmp_path: Path) -
         cwd=tmp_path, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     ) as waiter:  # fmt: skip
-        time.sleep(1)
+        # Kill the scheduler only once dwait is connected (and past its handshake).
+        port = cluster.access.port
+        wait_until(lambda: any(
+            c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+            for c in psutil.Process(waiter.pid).net_connections()
+        ), what="dwait to connect")  # fmt: skip
+        time.sleep(0.5)
         cluster.processes["scheduler"].send_signal(signal.SIGKILL)
         cluster.processes["scheduler"].wait()
         time.sleep(1)

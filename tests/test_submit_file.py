@@ -181,26 +181,31 @@ def test_queue_count_from_a_macro(farm: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "line",
+    ("line", "message"),
     [
-        "queue x in (a, b)",
-        "queue x from list.txt",
-        "queue x matching *.dat",
-        "queue 2 x,y from (",
-        "queue 3*2",
-        "queue -1",
-        "queue arguments from (",
+        ("queue 3**2", "must be a whole number"),
+        ("queue -1", "must not be negative"),
+        ("queue 1/0", "must be a whole number"),
+        ("queue x", "cannot read 'queue x'"),
+        ("queue x,y in (a b)", "takes one variable"),
+        ("queue x from", "needs a list of items"),
+        ("queue x in [1:2:0] (a)", "step of a queue slice"),
+        ("queue x in [a] (a)", "invalid slice"),
+        ("queue 2bad in (a)", "invalid queue variable name"),
+        ("queue Process in (a)", "is predefined"),
+        ("queue x from nosuch.txt", "cannot read the item file 'nosuch.txt'"),
+        ("queue x from exit 3 |", "exited with status 3"),
     ],
 )
-def test_other_queue_forms_are_not_supported(farm: Path, line: str) -> None:
-    e = fails(farm, f"executable = run.sh\n{line}\n  a b\n)\n")
+def test_invalid_queue_statements_name_the_line(farm: Path, line: str, message: str) -> None:
+    e = fails(farm, f"executable = run.sh\n{line}\n")
     assert e.line == 2
-    assert e.message == "this form of 'queue' is not supported yet (only 'queue' and 'queue N')"
+    assert message in e.message
 
 
 def test_queue_macro_that_is_not_a_number(farm: Path) -> None:
     e = fails(farm, "executable = run.sh\nn = many\nqueue $(n)\n")
-    assert e.line == 3 and "not supported yet" in e.message
+    assert e.line == 3 and "whole number" in e.message
 
 
 def test_setting_keys_after_the_last_queue_warns(farm: Path) -> None:
@@ -271,9 +276,13 @@ def test_macro_recursion_is_detected(farm: Path) -> None:
     assert "refers to itself" in e.message and "a -> b -> a" in e.message
 
 
-def test_double_dollar_is_rejected(farm: Path) -> None:
-    e = fails(farm, "executable = run.sh\narguments = $$(OpSys)\nqueue\n")
-    assert e.line == 2 and "'$$(...)'" in e.message and "not supported" in e.message
+def test_double_dollar_names_a_worker_attribute(farm: Path) -> None:
+    text = "executable = run.sh\narguments = $$(OpSys) $$(cpus:1)\nqueue\n"
+    assert parse(farm, text).procs[0].arguments == ["$$(OpSys)", "$$(cpus:1)"]
+    e = fails(farm, "executable = run.sh\narguments = $$(KFlops)\nqueue\n")
+    assert e.line == 2 and "'$$(KFlops)'" in e.message and "totalcpus" in e.message
+    e = fails(farm, "executable = run.sh\noutput = out.$$(Name)\nqueue\n")
+    assert e.line == 2 and "only in arguments and environment" in e.message
 
 
 def test_dollar_macro_and_lone_dollars_are_literal(farm: Path) -> None:

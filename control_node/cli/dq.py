@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--allusers", "-allusers", action="store_true", help="every user's jobs, not only yours"
     )
+    parser.add_argument(
+        "-l", "--long", action="store_true", help="every attribute of each job, with its"
+        " parameters and result"
+    )  # fmt: skip
     add_connection_options(parser)
     args = parser.parse_args(argv)
 
@@ -26,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
             jobs = client.jobs(args.ids, states=[] if args.all else None, all_users=args.allusers)
         if args.json:
             print(render.dump_json(jobs))
+        elif args.long:
+            if jobs:
+                print(render.jobs_long(jobs))
         else:
             if jobs:
                 print(render.jobs_table(jobs))

@@ -23,6 +23,7 @@ __all__ = [
     "JobInfo",
     "JobSpec",
     "JobState",
+    "MACHINE_ATTRIBUTES",
     "PROTOCOL_VERSION",
     "ProtocolError",
     "Role",
@@ -35,6 +36,12 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = 1
+#: What ``$$(NAME)`` in a job's arguments or environment may name (lower case): the
+#: attributes of the worker the job is matched to, substituted at dispatch.
+MACHINE_ATTRIBUTES = frozenset({
+    "machine", "name", "cpus", "memory", "disk", "gpus", "opsys", "arch",
+    "totalcpus", "totalmemory", "totalgpus",
+})  # fmt: skip
 DEFAULT_PORT = 7070
 #: Largest frame accepted by default (bytes of JSON).
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
@@ -185,6 +192,10 @@ class JobSpec:
     max_retries: int = 0
     #: Seconds a run may last before the job is held (``allowed_job_duration``).
     allowed_job_duration: int | None = None
+    #: The queue variables of the proc's item and the values its $RANDOM_* drew.
+    params: dict[str, str] = field(default_factory=dict)
+    #: The job's result is this output file's content (else its last line of stdout).
+    result_file: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,6 +234,12 @@ class JobInfo:
     mail: str = ""
     #: Seconds of every run together, retries and lost attempts included (history only).
     total_run_time: float | None = None
+    #: The queue variables and random draws of the job (see :attr:`JobSpec.params`).
+    params: dict[str, str] = field(default_factory=dict)
+    #: The numbers the job produced (a single number is ``{"value": x}``), once completed.
+    result: dict[str, float] | None = None
+    #: Why a finished job has no result (its exit status, or what it printed).
+    result_error: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,152 @@
+"""``dresults``: the results of a parameter sweep, summarized."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+import time
+from pathlib import Path
+
+from tabulate import tabulate
+
+from control_node import render
+from control_node.cli.common import add_connection_options, connect, run_command
+from control_node.client import Client
+from control_node.connection import DfarmError
+from control_node.sweep import Sweep, histogram_lines
+
+CLEAR = "\033[H\033[J"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="dresults",
+        description="Summarize the results of a cluster: each job's parameters and result,"
+        " statistics, a histogram and who produced them.",
+    )
+    parser.add_argument("cluster", metavar="CLUSTER", help="cluster id")
+    parser.add_argument("--csv", action="store_true", help="print one CSV row per job")
+    parser.add_argument("--plot", metavar="FILE.png", type=Path, help="write a density plot")
+    parser.add_argument("--key", help="result key to plot and draw (default: the first)")
+    parser.add_argument("--summary", action="store_true", help="leave out the table of jobs")
+    parser.add_argument(
+        "--watch", action="store_true", help="redraw the summary as results arrive, until done"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=2.0, metavar="S", help="seconds between redraws"
+    )
+    add_connection_options(parser)
+    args = parser.parse_args(argv)
+    if not args.cluster.isdigit():
+        parser.error(f"not a cluster id: {args.cluster!r}")
+
+    def body() -> int:
+        with connect(args) as client:
+            sweep = watch(client, args) if args.watch else fetch(client, args.cluster)
+        if args.json:
+            print(render.dump_json({"cluster": int(args.cluster), **sweep.report()}))
+        elif args.csv:
+            print(csv_text(sweep), end="")
+        elif not args.watch:
+            print(report_text(sweep, args.cluster, args.key, table=not args.summary))
+        if args.plot:
+            write_plot(sweep, args)
+        return 0
+
+    return run_command("dresults", body)
+
+
+def fetch(client: Client, cluster: str) -> Sweep:
+    jobs = client.cluster_jobs(int(cluster))
+    if not jobs:
+        raise DfarmError(f"no job of yours in cluster {cluster}")
+    return Sweep(jobs)
+
+
+def watch(client: Client, args: argparse.Namespace) -> Sweep:
+    """Redraw the summary until no job is idle or running; returns the last state."""
+    tty = sys.stdout.isatty()
+    while True:
+        sweep = fetch(client, args.cluster)
+        text = report_text(sweep, args.cluster, args.key, table=False)
+        if not (args.json or args.csv):
+            print((CLEAR if tty else "") + text + "\n", flush=True)
+        if not sweep.pending:
+            return sweep
+        time.sleep(max(0.1, args.interval))
+
+
+def key_of(sweep: Sweep, key: str | None) -> str | None:
+    if key is not None and key not in sweep.keys:
+        raise DfarmError(f"no result has the key {key!r} (keys: {', '.join(sweep.keys) or '-'})")
+    return key or (sweep.keys[0] if sweep.keys else None)
+
+
+def report_text(sweep: Sweep, cluster: str, key: str | None, table: bool = True) -> str:
+    """The table of jobs, the summary, the histogram and the contributions."""
+    parts = []
+    if table:
+        params, keys = list(sweep.param_columns.values()), list(sweep.key_columns.values())
+        headers = ["JOB", *params, *[k.upper() for k in keys], "WORKER", "STATUS"]
+        rows = [
+            [r["job"], *[r[k] for k in params], *[_num(r[k]) for k in keys],
+             r["worker"] or "-", r["status"]]
+            for r in sweep.rows()
+        ]  # fmt: skip
+        parts.append(tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True))
+    parts.append(
+        f"Cluster {cluster}: {len(sweep.jobs)} jobs, {len(sweep.done)} results,"
+        f" {len(sweep.failures)} failures, {len(sweep.pending)} pending"
+    )
+    summary = sweep.summary()
+    if summary:
+        names = ["count", "mean", "sd", "cv", "min", "q1", "median", "q3", "max"]
+        rows = [[k, *(_num(getattr(s, n)) for n in names)] for k, s in summary.items()]
+        parts.append(
+            tabulate(rows, headers=["RESULT", *[n.upper() for n in names]], tablefmt="plain",
+                     disable_numparse=True)
+        )  # fmt: skip
+    chosen = key_of(sweep, key)
+    if chosen is not None and sweep.values(chosen):
+        parts.append(f"Histogram of {chosen}:\n" + "\n".join(histogram_lines(sweep.values(chosen))))
+    for field, title in (("owner", "USER"), ("worker", "WORKER")):
+        rows = sweep.contributions(field)
+        if rows:
+            parts.append(tabulate(rows, headers=[title, "RESULTS", "FAILURES"], tablefmt="plain"))
+    return "\n\n".join(parts)
+
+
+def csv_text(sweep: Sweep) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=sweep.columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(sweep.rows())
+    return out.getvalue()
+
+
+def write_plot(sweep: Sweep, args: argparse.Namespace) -> None:
+    key = key_of(sweep, args.key)
+    if key is None:
+        raise DfarmError(f"cluster {args.cluster} has no results to plot yet")
+    from control_node.sweep_plot import plot_sweep  # matplotlib only when plotting
+
+    try:
+        width, height = plot_sweep(sweep, key, args.plot, f"cluster {args.cluster}: {key}")
+    except OSError as exc:
+        raise DfarmError(f"cannot write {args.plot}: {exc.strerror or exc}") from None
+    if not (args.json or args.csv):
+        print(f"plot written to {args.plot} ({width}x{height})")
+
+
+def _num(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""The ``queue`` statement of the HTCondor submit language, as condor_submit reads it.
+
+::
+
+    queue [N]
+    queue [N] [VAR] in [slice] (a, b, c)              items listed (one line or several)
+    queue [N] [VAR[,VAR...]] from [slice] FILE        one item per line of FILE
+    queue [N] [VAR[,VAR...]] from [slice] COMMAND |   one item per line the command prints
+    queue [N] [VAR[,VAR...]] from [slice] ( ... )     one item per line, up to a ")" line
+    queue [N] [VAR] matching [files|dirs] [slice] GLOB ...
+
+Each item queues N procs (default 1). Without a variable name the item is ``$(Item)``.
+A line of a ``from`` list is split on commas and/or white space until every variable
+has a value; the last one takes the rest of the line (missing ones are empty). Blank
+lines and lines beginning with ``#`` are skipped. The slice is Python's
+``[start:stop:step]`` over the items (no negative step). ``matching`` looks in the
+submit directory; without ``files`` or ``dirs`` it matches both, in sorted order.
+
+Everything here raises :class:`QueueError` (a ``ValueError``) with a readable message;
+the parser adds the file and line.
+"""
+
+from __future__ import annotations
+
+import ast
+import glob
+import operator
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+
+__all__ = [
+    "Item",
+    "QueueError",
+    "QueueSpec",
+    "evaluate_count",
+    "parse_queue",
+    "queue_items",
+    "split_fields",
+]
+
+_KEYWORD = re.compile(r"(?<![^\s,])(in|from|matching)(?=[\s(\[]|$)", re.IGNORECASE)
+#: A count: a number, a macro, or an integer expression of them (no blanks inside
+#: when variable names follow, since blanks separate those).
+_COUNT = re.compile(r"(?:[0-9+*/%()-]|\$\([^()]*\))+")
+_COUNT_ALONE = re.compile(r"(?:[0-9+*/%()\s-]|\$\([^()]*\))+")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SLICE = re.compile(r"\[\s*([+-]?[0-9]*)\s*(?::\s*([+-]?[0-9]*)\s*)?(?::\s*([+-]?[0-9]*)\s*)?\]")
+_SEPARATORS = re.compile(r"\s*,\s*|\s+")
+_PREDEFINED = frozenset({"cluster", "clusterid", "process", "procid", "dollar"})
+MAX_ITEMS = 1_000_000
+#: Seconds a ``from COMMAND |`` may run.
+COMMAND_TIMEOUT = 60
+FORMS = "expected 'queue [N]' or 'queue [N] [VARS] in|from|matching ...'"
+
+
+class QueueError(ValueError):
+    """A queue statement that dfarm cannot expand."""
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A parsed queue statement; ``source`` is macro-expanded before items are read."""
+
+    count: str
+    names: tuple[str, ...]
+    mode: str | None  # None (plain 'queue N'), 'in', 'from' or 'matching'
+    what: str  # for matching: 'files', 'dirs' or '' (both)
+    slice: slice | None
+    source: str
+    block: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class Item:
+    """One item of a queue statement: its position in the list, among the selected
+    items (``row``), and the values of the queue variables."""
+
+    index: int
+    row: int
+    values: dict[str, str]
+
+
+def parse_queue(args: str, block: tuple[str, ...] | None = None) -> QueueSpec:
+    """Parse what follows the word ``queue``; ``block`` holds the lines of a list that
+    goes on after the queue line."""
+    m = _KEYWORD.search(args)
+    if m is None:
+        if block is not None or (args and not _COUNT_ALONE.fullmatch(args)):
+            raise QueueError(f"cannot read 'queue {args}': {FORMS}")
+        return QueueSpec(args, (), None, "", None, "", None)
+    mode = m.group(1).lower()
+    count, names = _head(args[: m.start()].strip())
+    if mode == "in" and len(names) > 1:
+        raise QueueError("'queue ... in' takes one variable; use 'from' for several")
+    rest = args[m.end() :].strip()
+    what = ""
+    if mode == "matching":
+        word = re.match(r"(files|dirs)\b", rest, re.IGNORECASE)
+        if word:
+            what, rest = word.group(1).lower(), rest[word.end() :].strip()
+    the_slice = None
+    if rest.startswith("["):
+        s = _SLICE.match(rest)
+        if s is None:
+            raise QueueError(f"invalid slice in 'queue {args}': expected [start:stop:step]")
+        the_slice, rest = _to_slice(s), rest[s.end() :].strip()
+    if not rest and block is None:
+        raise QueueError(f"'queue ... {mode}' needs a list of items")
+    return QueueSpec(count, names or ("Item",), mode, what, the_slice, rest, block)
+
+
+def _head(head: str) -> tuple[str, tuple[str, ...]]:
+    """``[N] [VAR[,VAR...]]`` before the keyword."""
+    tokens = [t for t in _SEPARATORS.split(head) if t] if head else []
+    count = ""
+    if tokens and _COUNT.fullmatch(tokens[0]):
+        count, tokens = tokens[0], tokens[1:]
+    for name in tokens:
+        if not _NAME.fullmatch(name):
+            raise QueueError(f"invalid queue variable name {name!r}")
+        if name.lower() in _PREDEFINED:
+            raise QueueError(f"'{name}' is predefined and cannot be a queue variable")
+    if len({n.lower() for n in tokens}) != len(tokens):
+        raise QueueError("a queue variable is named twice")
+    return count, tuple(tokens)
+
+
+def _to_slice(m: re.Match[str]) -> slice:
+    start, stop, step = (int(g) if g else None for g in m.groups())
+    if step is not None and step <= 0:
+        raise QueueError("the step of a queue slice must be a positive number")
+    return slice(start, stop, step)
+
+
+def evaluate_count(text: str) -> int:
+    """The value of a count expression (macros already expanded): whole numbers with
+    ``+ - * / %`` and parentheses, ``/`` dividing whole numbers as ClassAds do."""
+    try:
+        tree = ast.parse(text.strip() or "1", mode="eval")
+        value = _evaluate(tree.body)
+    except (SyntaxError, ValueError, ZeroDivisionError, RecursionError):
+        raise QueueError(f"the queue count must be a whole number, not {text.strip()!r}") from None
+    if value < 0:
+        raise QueueError(f"the queue count must not be negative ({text.strip()} = {value})")
+    return value
+
+
+_OPERATORS = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.Div: operator.floordiv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+}  # fmt: skip
+
+
+def _evaluate(node: ast.expr) -> int:
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        value = _evaluate(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+        left, right = _evaluate(node.left), _evaluate(node.right)
+        if isinstance(node.op, ast.Mult) and abs(left * right) > MAX_ITEMS * MAX_ITEMS:
+            raise ValueError("too large")
+        return _OPERATORS[type(node.op)](left, right)
+    raise ValueError("not a whole-number expression")
+
+
+def split_fields(line: str, count: int) -> list[str]:
+    """Split one item line into ``count`` values; the last one keeps the rest."""
+    fields = _SEPARATORS.split(line.strip(), maxsplit=count - 1) if line.strip() else []
+    return fields + [""] * (count - len(fields))
+
+
+def queue_items(spec: QueueSpec, source: str, cwd: str) -> list[Item]:
+    """The selected items of a queue statement, with ``source`` its expanded list text."""
+    if spec.mode is None:
+        return [Item(0, 0, {})]
+    if spec.mode == "matching":
+        values = [[name] for name in _matching(spec.what, _inline(source, spec.block), cwd)]
+    elif spec.mode == "in":
+        values = [[v] for v in re.split(r"[,\s]+", _inline(source, spec.block)) if v]
+    else:
+        lines = _from_lines(source, spec.block, cwd)
+        values = [split_fields(line, len(spec.names)) for line in lines]
+    if len(values) > MAX_ITEMS:
+        raise QueueError(f"more than {MAX_ITEMS} items in one queue statement")
+    indexes = range(len(values))[spec.slice] if spec.slice else range(len(values))
+    return [
+        Item(index, row, dict(zip(spec.names, values[index], strict=True)))
+        for row, index in enumerate(indexes)
+    ]
+
+
+def _inline(source: str, block: tuple[str, ...] | None) -> str:
+    """The text of an item list: a list in parentheses (one line or several) or bare."""
+    if block is not None:
+        return "\n".join([source[1:], *block])
+    if source.startswith("("):
+        if not source.endswith(")"):
+            raise QueueError("the queue list opened with '(' is not closed")
+        return source[1:-1]
+    return source
+
+
+def _from_lines(source: str, block: tuple[str, ...] | None, cwd: str) -> list[str]:
+    if block is not None or source.startswith("("):
+        lines = _inline(source, block).split("\n")
+    else:
+        if source.endswith("|"):
+            return _non_blank(_command_output(source[:-1].strip(), cwd).split("\n"))
+        path = os.path.join(cwd, source)
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().split("\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
+            raise QueueError(f"cannot read the item file '{source}' ({path}): {why}") from None
+    return _non_blank(lines)
+
+
+def _non_blank(lines: list[str]) -> list[str]:
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def _command_output(command: str, cwd: str) -> str:
+    """``from COMMAND |``: what the command prints, run by the shell in the submit
+    directory (as condor_submit runs it)."""
+    if not command:
+        raise QueueError("'queue ... from |' names no command")
+    try:
+        done = subprocess.run(
+            command, shell=True, cwd=cwd, capture_output=True, timeout=COMMAND_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise QueueError(f"the item command {command!r} ran over {COMMAND_TIMEOUT} s") from None
+    if done.returncode != 0:
+        why = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+        raise QueueError(
+            f"the item command {command!r} exited with status {done.returncode}: {why[0]}"
+        )
+    try:
+        return done.stdout.decode("utf-8")
+    except UnicodeDecodeError:
+        raise QueueError(f"the item command {command!r} printed text that is not UTF-8") from None
+
+
+def _matching(what: str, source: str, cwd: str) -> list[str]:
+    names: dict[str, None] = {}
+    for pattern in (p for p in re.split(r"[,\s]+", source) if p):
+        if os.path.isabs(pattern):
+            raise QueueError(f"'queue matching' takes patterns relative to the submit directory,"
+                             f" not {pattern!r}")  # fmt: skip
+        for name in sorted(glob.glob(pattern, root_dir=cwd)):
+            path = os.path.join(cwd, name)
+            if (what == "files" and not os.path.isfile(path)) or (
+                what == "dirs" and not os.path.isdir(path)
+            ):
+                continue
+            names[name] = None
+    return list(names)

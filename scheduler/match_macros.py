@@ -1,0 +1,62 @@
+"""``$$(NAME)`` in a job's arguments and environment: the attributes of the worker the
+job is matched to, substituted when it is dispatched there (as HTCondor substitutes
+``$$(ATTR)`` from the matched machine's ClassAd). ``$$(NAME:default)`` gives a default.
+
+The names (``MACHINE_ATTRIBUTES``, case-insensitive) are ``Machine`` (host name),
+``Name`` (worker name), ``Cpus``, ``Memory`` (MB), ``Disk`` (KB) and ``GPUs`` the job
+holds there, ``OpSys`` and ``Arch`` of the worker, and ``TotalCpus``, ``TotalMemory``
+(MB) and ``TotalGpus`` the worker offers. The submit-file parser refuses other names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from scheduler.dispatch import Slots
+from scheduler.protocol import JobSpec, WorkerMetrics
+
+__all__ = ["match_spec", "worker_attributes"]
+
+_REF = re.compile(r"\$\$\(([A-Za-z_][A-Za-z0-9_]*)(?::([^()]*))?\)")
+_ARCH = {"x86_64": "X86_64", "amd64": "X86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+
+
+def worker_attributes(spec: JobSpec, slots: Slots, metrics: WorkerMetrics | None) -> dict[str, str]:
+    """The values of ``$$(NAME)`` for ``spec`` running on this worker."""
+    arch = metrics.arch if metrics else ""
+    return {
+        "machine": (metrics.hostname if metrics else "") or slots.name,
+        "name": slots.name,
+        "cpus": str(spec.request_cpus),
+        "memory": str(spec.request_memory or slots.memory_mb),
+        "disk": str(spec.request_disk or slots.disk_free_mb * 1024),
+        "gpus": str(spec.request_gpus),
+        "opsys": (metrics.os if metrics else "").upper(),
+        "arch": _ARCH.get(arch.lower(), arch),
+        "totalcpus": str(slots.cpus),
+        "totalmemory": str(slots.memory_mb),
+        "totalgpus": str(slots.gpus),
+    }
+
+
+def match_spec(spec: JobSpec, slots: Slots, metrics: WorkerMetrics | None) -> JobSpec:
+    """``spec`` with every ``$$(NAME)`` substituted for this worker (itself if none)."""
+    texts = [*spec.arguments, *spec.environment.values()]
+    if not any("$$(" in text for text in texts):
+        return spec
+    attrs = worker_attributes(spec, slots, metrics)
+
+    def value(m: re.Match[str]) -> str:
+        found = attrs.get(m.group(1).lower())
+        if found:
+            return found
+        if m.group(2) is not None:
+            return m.group(2)
+        return "" if found is not None else m.group(0)
+
+    return dataclasses.replace(
+        spec,
+        arguments=[_REF.sub(value, a) for a in spec.arguments],
+        environment={k: _REF.sub(value, v) for k, v in spec.environment.items()},
+    )

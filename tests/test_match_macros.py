@@ -1,0 +1,53 @@
+"""$$(NAME): worker attributes substituted when a job is matched, end to end and unit."""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+from pathlib import Path
+
+from conftest import TestCluster, write
+
+from scheduler.dispatch import Slots
+from scheduler.match_macros import match_spec
+from scheduler.protocol import JobSpec, WorkerMetrics
+
+
+def test_worker_attributes_reach_arguments_and_environment(
+    cluster: TestCluster, tmp_path: Path
+) -> None:
+    write(tmp_path / "show.sh", '#!/bin/sh\necho "$@" "$HOST_OF_JOB"\n', executable=True)
+    write(
+        tmp_path / "job.sub",
+        "executable = show.sh\narguments = $$(Name) $$(Cpus) $$(OpSys) $$(Arch) $$(gpus:none)\n"
+        'environment = "HOST_OF_JOB=$$(Machine)"\nrequest_cpus = 1\nqueue 2\n',
+    )
+    done = cluster.run("dsub", "--wait", "--json", "job.sub", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    arch = {"x86_64": "X86_64", "aarch64": "aarch64"}.get(platform.machine(), platform.machine())
+    for job in json.loads(done.stdout)["jobs"]:
+        words = (tmp_path / job["id"] / "stdout").read_text().split()
+        assert words == [job["worker"], "1", "LINUX", arch, "0", socket.gethostname()]
+        assert job["arguments"][0] == "$$(Name)"  # the job keeps what was submitted
+
+
+def test_match_spec_defaults_and_untouched_specs() -> None:
+    slots = Slots(worker_id=3, name="w3", slots=2, cpus=8, memory_mb=4096, gpus=0,
+                  disk_free_mb=10)  # fmt: skip
+    metrics = WorkerMetrics(
+        cores=8, threads=8, memory_total_mb=4096, memory_available_mb=4000, disk_total_mb=20,
+        disk_free_mb=10, load_avg=[0.0, 0.0, 0.0], os="Linux", arch="x86_64", hostname="h",
+    )  # fmt: skip
+    plain = JobSpec(executable="x", arguments=["a"])
+    assert match_spec(plain, slots, metrics) is plain
+    spec = JobSpec(
+        executable="x",
+        arguments=["$$(TotalCpus)/$$(totalmemory)", "$$(Memory)", "$$(OpSys:unix)"],
+        environment={"D": "$$(Disk)", "N": "$$(Name:x)"},
+        request_memory=512,
+    )
+    matched = match_spec(spec, slots, metrics)
+    assert matched.arguments == ["8/4096", "512", "LINUX"]
+    assert matched.environment == {"D": "10240", "N": "w3"}
+    assert match_spec(spec, slots, None).arguments[2] == "unix"
