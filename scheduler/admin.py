@@ -34,6 +34,9 @@ def build_parser(prog: str = "dfarm user") -> argparse.ArgumentParser:
     add = sub.add_parser("add", parents=[_home_option()], help="create a user, print the token")
     add.add_argument("name")
     add.add_argument("--email")
+    add.add_argument(
+        "--admin", action="store_true", help="may hold, release, remove and fetch every job"
+    )
     sub.add_parser("list", parents=[_home_option()], help="list users")
     remove = sub.add_parser("remove", parents=[_home_option()], help="delete a user")
     remove.add_argument("name")
@@ -58,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     store = Store(config.db_path)
     try:
         if args.action == "add":
-            token = store.add_user(args.name, email=args.email)
-            print(f"user {args.name} created; their token (shown once):\n{token}")
+            token = store.add_user(args.name, email=args.email, admin=args.admin)
+            role = "admin " if args.admin else ""
+            print(f"{role}user {args.name} created; their token (shown once):\n{token}")
             print(
                 f"the user sets DFARM_TOKEN={token} and finds the scheduler through "
                 f"DFARM_SCHEDULER or {home / ACCESS_FILE}",
@@ -75,11 +79,12 @@ def main(argv: list[str] | None = None) -> int:
                 (
                     u["name"],
                     u["email"] or "-",
+                    "admin" if u["admin"] else "user",
                     time.strftime("%Y-%m-%d", time.localtime(u["created"])),
                 )
                 for u in store.users()
             ]
-            print(tabulate(rows, headers=("NAME", "EMAIL", "CREATED"), tablefmt="plain"))
+            print(tabulate(rows, headers=("NAME", "EMAIL", "ROLE", "CREATED"), tablefmt="plain"))
     except StoreError as exc:
         print(f"dfarm user: error: {exc}", file=sys.stderr)
         return 1

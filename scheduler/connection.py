@@ -31,6 +31,8 @@ class Connection:
     local_host: str
     role: Role | None = None
     name: str = ""
+    #: A user with the admin role may act on every job (see :mod:`scheduler.authz`).
+    admin: bool = False
     #: For workers, once registered.
     slots: Slots | None = None
     metrics: p.WorkerMetrics | None = None

@@ -6,6 +6,7 @@ import logging
 import time
 
 from scheduler import protocol as p
+from scheduler.authz import may_control, not_found, visible_info
 from scheduler.connection import Connection, RequestError
 from scheduler.protocol import JobState
 from scheduler.staging import StagingError
@@ -63,13 +64,8 @@ class ControlHandlers:
         return p.JobList(jobs=self.mailer.annotate(infos, conn.name))
 
     def _visible(self, conn: Connection, job: Job, result: JobResult | None = None) -> p.JobInfo:
-        """Other users' jobs show no arguments, parameters, results or outputs (as
-        HTCondor's queue shows no one else's arguments)."""
-        if job.owner != conn.name:
-            info = job.info()
-            hidden = {"arguments": [], "output_files": [], "params": {}}
-            return p.JobInfo(**{**p.to_wire(info), **hidden})
-        return job.info(result)
+        """The job as ``conn`` may see it (see :mod:`scheduler.authz`)."""
+        return visible_info(conn, job, job.info(result) if may_control(conn, job) else job.info())
 
     def on_query_workers(self, conn: Connection, msg: p.QueryWorkers) -> p.Message:
         return p.WorkerList(
@@ -87,9 +83,10 @@ class ControlHandlers:
         clusters, pairs = _parse_ids(msg.ids)
         if not clusters and not pairs:
             raise RequestError("name at least one job or cluster")
-        jobs = self.store.jobs(owner=conn.name, clusters=clusters, job_ids=pairs)
+        owner = None if conn.admin else conn.name
+        jobs = self.store.jobs(owner=owner, clusters=clusters, job_ids=pairs)
         if not jobs:
-            raise RequestError(f"no job of yours matches {' '.join(msg.ids)}", "not_found")
+            raise RequestError(not_found(conn, " ".join(msg.ids)), "not_found")
         expired = self.store.expired_jobs(j.cluster for j in jobs)
         gone = [j.id for j in jobs if (j.cluster, j.proc) in expired]
         if gone:

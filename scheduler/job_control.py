@@ -1,7 +1,6 @@
 """Users' control of their jobs: remove, hold, release, edit, history and live output.
 
-Who may touch a job is decided in one place, :func:`may_control`; for now a job is
-its owner's alone.
+Who may touch a job is decided in :mod:`scheduler.authz`.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ import logging
 import time
 
 from scheduler import protocol as p
+from scheduler.authz import may_control, not_found
 from scheduler.connection import Connection, RequestError
 from scheduler.control_handlers import _parse_ids
 from scheduler.protocol import JobState
@@ -41,11 +41,6 @@ STREAMS = ("stdout", "stderr")
 _tail_ids = itertools.count(1)
 
 
-def may_control(user: str, job: Job) -> bool:
-    """Whether ``user`` may remove, hold, release, edit or read ``job``."""
-    return job.owner == user
-
-
 def _whole(value: str, minimum: int) -> int:
     text = value.strip()
     if not text.lstrip("+").isdigit() or int(text) < minimum or int(text) >= 2**31:
@@ -62,7 +57,7 @@ class JobControlHandlers:
         """The caller's active jobs named by ``ids`` (or all of them); naming a job
         that is not the caller's, or that does not exist, is an error."""
         if all_jobs:
-            return [j for j in self.jobs.active.values() if may_control(conn.name, j)]
+            return [j for j in self.jobs.active.values() if may_control(conn, j)]
         clusters, pairs = _parse_ids(ids)
         if not clusters and not pairs:
             raise RequestError("name at least one job or cluster (or use -all)", "invalid")
@@ -70,11 +65,11 @@ class JobControlHandlers:
         found += self.store.jobs(
             clusters=clusters, job_ids=pairs, states=[s.value for s in p.FINAL_STATES]
         )
-        found = [j for j in found if may_control(conn.name, j)]
+        found = [j for j in found if may_control(conn, j)]
         have = {(j.cluster, j.proc) for j in found} | {(j.cluster, None) for j in found}
         missing = [t for t in ids if p.parse_job_id(t) not in have]
         if missing:
-            raise RequestError(f"no job of yours matches {' '.join(missing)}", "not_found")
+            raise RequestError(not_found(conn, " ".join(missing)), "not_found")
         return sorted(found, key=lambda j: (j.cluster, j.proc))
 
     # ------------------------------------------------------------------ remove, hold, release
@@ -211,7 +206,7 @@ class JobControlHandlers:
         if job is None and proc is not None:
             found = self.store.jobs(job_ids=[(cluster, proc)])
             job = found[0] if found else None
-        if job is None or not may_control(conn.name, job):
+        if job is None or not may_control(conn, job):
             raise RequestError(f"no job of yours is {job_id} (give CLUSTER.PROC)", "not_found")
         return job
 

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from scheduler import protocol as p
+from scheduler.authz import may_control
 from scheduler.config import SchedulerConfig
 from scheduler.connection import Connection, RequestError
 from scheduler.control_handlers import ControlHandlers
@@ -205,6 +206,7 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
             )
         )
         if conn.role is Role.CONTROL:
+            conn.admin = self.store.is_admin(conn.name)
             self.controls[conn.id] = conn
         log.debug("%s %s authenticated from %s", conn.role.value, conn.name, conn.peer)
         return True
@@ -304,8 +306,8 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
         if subs:
             update: p.JobUpdate | None = None
             for conn, states in subs.items():
-                if conn.name != job.owner or (states and job.state.value not in states):
-                    continue  # updates go to the job's owner only
+                if not may_control(conn, job) or (states and job.state.value not in states):
+                    continue  # updates go to the job's owner (and admins) only
                 update = update or p.JobUpdate(job=job.info())
                 conn.send(update, urgent=False)
 

@@ -396,6 +396,10 @@ class Store:
         rows = self._query("SELECT key_hash FROM users WHERE name=?", (name,))
         return bytes(rows[0]["key_hash"]) if rows else None
 
+    def is_admin(self, name: str) -> bool:
+        rows = self._query("SELECT admin FROM users WHERE name=?", (name,))
+        return bool(rows and rows[0]["admin"])
+
     def users(self) -> list[dict[str, object]]:
         rows = self._query("SELECT name, email, admin, created FROM users ORDER BY name")
         return [dict(row) for row in rows]
