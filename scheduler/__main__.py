@@ -34,6 +34,26 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
     parser.add_argument(
         "--worker-timeout", type=float, default=30.0, help="seconds before a silent worker is lost"
     )
+    parser.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a new connection has to authenticate (default 10)",
+    )
+    parser.add_argument(
+        "--auth-failure-limit",
+        type=int,
+        default=10,
+        metavar="N",
+        help="failed handshakes per address within the window before it is refused (default 10)",
+    )
+    parser.add_argument(
+        "--auth-failure-window",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="window of --auth-failure-limit (default 60)",
+    )
     add_mail_options(parser)
     parser.add_argument(
         "--keep-results",
@@ -59,6 +79,9 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         advertise_host=args.advertise_host,
         heartbeat_interval=args.heartbeat_interval,
         worker_timeout=args.worker_timeout,
+        handshake_timeout=args.handshake_timeout,
+        auth_failure_limit=args.auth_failure_limit,
+        auth_failure_window=args.auth_failure_window,
         mail=mail_config_from_args(args),
         result_retention=args.keep_results * 86400,
     )

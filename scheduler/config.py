@@ -30,6 +30,10 @@ class SchedulerConfig:
     worker_timeout: float = 30.0
     #: Seconds a new connection has to complete its handshake.
     handshake_timeout: float = 10.0
+    #: Failed handshakes an address may make within ``auth_failure_window`` seconds
+    #: before it is refused until the oldest leaves the window.
+    auth_failure_limit: int = 10
+    auth_failure_window: float = 60.0
     #: Largest frame accepted, in bytes.
     max_frame: int = DEFAULT_MAX_FRAME
     #: Seconds a job's FTP grant to its worker stays valid.

@@ -26,6 +26,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.connection import Connection, RequestError
 from scheduler.control_handlers import ControlHandlers
 from scheduler.dispatch import Slots
+from scheduler.handshake_guard import HandshakeGuard
 from scheduler.job_control import JobControlHandlers
 from scheduler.jobs import JobTable
 from scheduler.mail import Mailer
@@ -63,6 +64,7 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
         self.tails: dict[int, tuple[Connection, int | None, Connection]] = {}
         self.retention = Retention(self.store, self.spool, config.result_retention)
         self._ids = itertools.count(1)
+        self.guard = HandshakeGuard(config.auth_failure_limit, config.auth_failure_window)
         #: Connections with frames to send at the end of this turn of the loop.
         self._dirty: set[Connection] = set()
         self._turn_ending = False
@@ -137,12 +139,25 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
         task = asyncio.current_task()
         assert task is not None
         self._peers[task] = conn
+        address = peer[0]
         try:
-            if await self._handshake(conn):
+            wait = self.guard.blocked_for(address, time.monotonic())
+            if wait:
+                conn.send(
+                    p.Error(
+                        message=f"too many failed handshakes from {address}: "
+                        f"try again in {wait:.0f} s",
+                        code="auth",
+                    )
+                )
+            elif await self._handshake(conn):
                 await self._serve_peer(conn)
         except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+            if conn.role is None:
+                self.guard.failed(address, time.monotonic())
         except p.ProtocolError as exc:
+            if conn.role is None:
+                self.guard.failed(address, time.monotonic())
             log.warning("closing %s (%s): %s", conn.peer, conn.name or "?", exc)
             with contextlib.suppress(ConnectionError):
                 conn.send(p.Error(message=str(exc), code="protocol"))
@@ -165,6 +180,7 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
             hello = await self._read(conn, timeout)
         except TimeoutError:
             log.warning("handshake from %s: nothing received in %.0f s", conn.peer, timeout)
+            self.guard.failed(conn.peer.rpartition(":")[0], time.monotonic())
             return False
         if not isinstance(hello, p.Hello):
             raise p.ProtocolError(f"expected hello, got {hello.type}")
@@ -183,6 +199,8 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
         try:
             auth = await self._read(conn, timeout)
         except TimeoutError:
+            log.warning("handshake from %s: no answer to the challenge", conn.peer)
+            self.guard.failed(conn.peer.rpartition(":")[0], time.monotonic())
             return False
         expected = p.handshake_digest(key or secrets.token_bytes(32), "peer", hello, server_nonce)
         if (
@@ -193,6 +211,7 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
             log.warning(
                 "authentication failed for %s %r from %s", hello.role, hello.name, conn.peer
             )
+            self.guard.failed(conn.peer.rpartition(":")[0], time.monotonic())
             await asyncio.sleep(0.2)  # slows down guessing
             what = "worker secret" if hello.role == Role.WORKER.value else "user token"
             conn.send(p.Error(message=f"authentication failed: wrong {what}", code="auth"))
