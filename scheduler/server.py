@@ -209,7 +209,10 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
             or not secrets.compare_digest(auth.digest, expected)
         ):
             log.warning(
-                "authentication failed for %s %r from %s", hello.role, hello.name, conn.peer
+                "authentication failed for %s %r from %s",
+                hello.role[:20].encode("unicode_escape").decode(),
+                hello.name,
+                conn.peer,
             )
             self.guard.failed(conn.peer.rpartition(":")[0], time.monotonic())
             await asyncio.sleep(0.2)  # slows down guessing

@@ -197,7 +197,10 @@ def _dict(item: Converter) -> Converter:
             try:
                 out[str(k)] = item(v)
             except _Invalid as exc:
-                raise _Invalid(f".{k}{exc.path}", exc.problem) from None
+                # A key is the sender's text: quoted unless plain, so that it cannot
+                # forge a line in a log.
+                key = f".{k}" if k.isascii() and k.isprintable() else f"[{k!r}]"
+                raise _Invalid(f"{key}{exc.path}", exc.problem) from None
         return out
 
     return convert
