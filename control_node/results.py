@@ -133,8 +133,11 @@ def fetch(
                     continue
                 spec = reply.specs[job.id]
                 inline = reply.files.get(job.id, {})
-                fetched.append(_fetch_job(source, inline, job, spec, dest, submit_paths))
-                if spec.log and submit_paths:
+                # Paths in someone else's submit file (an admin fetching it) are never
+                # written to: they could name any file of the admin's.
+                own_paths = submit_paths and job.owner == conn.user
+                fetched.append(_fetch_job(source, inline, job, spec, dest, own_paths))
+                if spec.log and own_paths:
                     logs.setdefault(spec.log, []).extend(
                         (e, job.id) for e in reply.events.get(job.id, [])
                     )

@@ -118,15 +118,25 @@ def test_admin_acts_on_every_job(make_cluster, tmp_path: Path) -> None:  # noqa:
     out = cluster.run("dfetch", "1.0", "--dest", tmp_path / "admin", env=admin)
     assert out.returncode == 0, out.stderr
     assert "topsecret" in (tmp_path / "admin" / "1.0" / "stdout").read_text()
+    # Paths alice's submit file names are not written on the admin's machine.
+    planted = tmp_path / "planted"
+    write(folder / "paths.sub", f"executable = job.sh\noutput = {planted}.out\n"
+          f"log = {planted}.log\nqueue\n")  # fmt: skip
+    assert cluster.run("dsub", "paths.sub", cwd=folder).returncode == 0
+    wait_until(lambda: completed(cluster, alice, "2.0"), timeout=60)
+    out = cluster.run("dfetch", "2.0", "--dest", tmp_path / "admin", env=admin)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "admin" / "2.0" / "stdout").exists()
+    assert not list(tmp_path.glob("planted*"))
     # A job of alice's that waits: the admin holds, releases and removes it.
     write(
         folder / "wait.sub", "executable = /bin/sleep\narguments = 300\nrequest_cpus = 64\nqueue\n"
     )
     assert cluster.run("dsub", "wait.sub", cwd=folder).returncode == 0
     for command, expected in (("dhold", "held"), ("drelease", "idle"), ("drm", "removed")):
-        out = cluster.run(command, "2.0", env=admin)
+        out = cluster.run(command, "3.0", env=admin)
         assert out.returncode == 0, out.stderr
-        job = jobs_of(cluster, alice)["2.0"]
+        job = jobs_of(cluster, alice)["3.0"]
         assert job["state"] == expected
         if expected == "held":
             assert job["hold_reason"] == "held by carol"

@@ -238,9 +238,14 @@ def _collect_outputs(
     wanted = msg.spec.transfer_output_files
     if wanted is not None:
         found: dict[str, Path] = {}
+        inside = sandbox.resolve()
         for name in wanted:
             path = sandbox / name
-            if path.is_symlink() or not path.is_file():
+            # A job may plant links (``ln -s /etc d``, then ``d/shadow``): what is sent
+            # back must be a plain file that really lies in the sandbox.
+            if not path.resolve().is_relative_to(inside) or path.is_symlink():
+                return found, f"transfer_output_files: {name!r} is a link out of the sandbox"
+            if not path.is_file():
                 what = "is a directory" if path.is_dir() else "was not produced"
                 return found, f"transfer_output_files: {name!r} {what}"
             found[path.name] = path
