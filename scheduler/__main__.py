@@ -14,6 +14,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.mail import MailConfigError
 from scheduler.mail.options import add_mail_options, mail_config_from_args
 from scheduler.protocol import DEFAULT_PORT, default_home
+from scheduler.quota import parse_size
 from scheduler.server import Scheduler
 
 log = logging.getLogger("scheduler")
@@ -54,6 +55,20 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="window of --auth-failure-limit (default 60)",
     )
+    parser.add_argument(
+        "--upload-limit",
+        type=parse_size,
+        default="10GB",
+        metavar="SIZE",
+        help="input bytes one submission may upload, e.g. 2GB (default 10GB; 0: no limit)",
+    )
+    parser.add_argument(
+        "--spool-quota",
+        type=parse_size,
+        default="100GB",
+        metavar="SIZE",
+        help="bytes each user may keep in the spool (default 100GB; 0: no limit)",
+    )
     add_mail_options(parser)
     parser.add_argument(
         "--keep-results",
@@ -84,6 +99,8 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         auth_failure_window=args.auth_failure_window,
         mail=mail_config_from_args(args),
         result_retention=args.keep_results * 86400,
+        upload_limit=args.upload_limit,
+        spool_quota=args.spool_quota,
     )
 
 

@@ -43,6 +43,10 @@ class SchedulerConfig:
     #: Seconds the results of a finished job are kept for ``dfetch`` before they are
     #: cleaned (the job stays in the history).
     result_retention: float = 7 * 24 * 3600
+    #: Bytes of input files one submission may upload; 0: no limit.
+    upload_limit: int = 10 * 2**30
+    #: Bytes a user may keep in the spool (inputs and results); 0: no limit.
+    spool_quota: int = 100 * 2**30
 
     @property
     def db_path(self) -> Path:

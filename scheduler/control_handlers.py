@@ -9,6 +9,7 @@ from scheduler import protocol as p
 from scheduler.authz import may_control, not_found, visible_info
 from scheduler.connection import Connection, RequestError
 from scheduler.protocol import JobState
+from scheduler.quota import QuotaError
 from scheduler.staging import StagingError
 from scheduler.store import Job, JobResult
 from scheduler.submission import SubmissionError, check_submission
@@ -22,9 +23,14 @@ class ControlHandlers:
     """Handlers of user requests; mixed into :class:`scheduler.server.Scheduler`."""
 
     def on_new_cluster(self, conn: Connection, msg: p.NewCluster) -> p.Message:
+        try:
+            budget = self.quota.upload_budget(conn.name)
+        except QuotaError as exc:
+            raise RequestError(str(exc), "quota") from None
         cluster = self.store.reserve_cluster(conn.name, time.time())
         return p.ClusterCreated(
-            cluster=cluster, upload=self.spool.grant_upload(cluster, conn.local_host)
+            cluster=cluster,
+            upload=self.spool.grant_upload(cluster, conn.local_host, max_bytes=budget),
         )
 
     def on_submit_jobs(self, conn: Connection, msg: p.SubmitJobs) -> p.Message:
@@ -36,11 +42,14 @@ class ControlHandlers:
         specs = self.mailer.addressed(msg.jobs, conn.name)
         try:
             self.spool.store_inputs(msg.cluster, msg.files)
+            self.quota.check_submission(conn.name, msg.cluster)
             warnings = check_submission(
                 specs, self.spool.input_dir(msg.cluster), mail=self.mailer.configured
             )
         except (SubmissionError, StagingError, p.ProtocolError) as exc:
             raise RequestError(str(exc), "invalid") from None
+        except QuotaError as exc:
+            raise RequestError(str(exc), "quota") from None
         jobs = self.jobs.submit(msg.cluster, conn.name, msg.submit_file, specs)
         self.mailer.submitted(jobs)
         log.info("user %s submitted cluster %d: %d job(s)", conn.name, msg.cluster, len(jobs))

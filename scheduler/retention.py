@@ -54,11 +54,11 @@ class Retention:
         """Bytes in the spool (inputs and large results) plus small results in SQLite."""
         now = time.monotonic()
         if now - self._usage[0] > USAGE_TTL:
-            self._usage = (now, _tree_size(self.spool.root) + self.store.results_bytes())
+            self._usage = (now, tree_size(self.spool.root) + self.store.results_bytes())
         return self._usage[1]
 
 
-def _tree_size(root: Path) -> int:
+def tree_size(root: Path) -> int:
     total = 0
     for folder, _, files in os.walk(root):
         for name in files:

@@ -32,6 +32,7 @@ from scheduler.jobs import JobTable
 from scheduler.mail import Mailer
 from scheduler.match_macros import match_spec
 from scheduler.protocol import JobState, Role
+from scheduler.quota import Quota
 from scheduler.retention import Retention
 from scheduler.staging import Spool
 from scheduler.store import Job, Store
@@ -63,6 +64,7 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
         #: its request id and the worker asked, by the id of the request to the worker.
         self.tails: dict[int, tuple[Connection, int | None, Connection]] = {}
         self.retention = Retention(self.store, self.spool, config.result_retention)
+        self.quota = Quota(self.store, self.spool, config.upload_limit, config.spool_quota)
         self._ids = itertools.count(1)
         self.guard = HandshakeGuard(config.auth_failure_limit, config.auth_failure_window)
         #: Connections with frames to send at the end of this turn of the loop.

@@ -20,6 +20,7 @@ root; the rules narrow that further.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -73,6 +74,8 @@ class Grant:
     root: Path
     rules: tuple[Rule, ...]
     expires: float
+    #: Bytes this grant may upload in all (None: no limit).
+    max_bytes: int | None = None
 
 
 class GrantAuthorizer:
@@ -80,6 +83,8 @@ class GrantAuthorizer:
 
     def __init__(self) -> None:
         self._grants: dict[str, Grant] = {}
+        #: Bytes each grant has uploaded in finished transfers.
+        self._uploaded: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def add(self, grant: Grant) -> None:
@@ -89,6 +94,20 @@ class GrantAuthorizer:
     def revoke(self, user: str) -> None:
         with self._lock:
             self._grants.pop(user, None)
+            self._uploaded.pop(user, None)
+
+    def upload_room(self, user: str) -> int | None:
+        """Bytes ``user`` may still upload (None: no limit)."""
+        with self._lock:
+            grant = self._grants.get(user)
+            if grant is None or grant.max_bytes is None:
+                return None
+            return grant.max_bytes - self._uploaded.get(user, 0)
+
+    def uploaded(self, user: str, size: int) -> None:
+        with self._lock:
+            if user in self._grants:
+                self._uploaded[user] = self._uploaded.get(user, 0) + size
 
     def expire(self, now: float) -> int:
         """Forget expired grants; returns how many."""
@@ -96,6 +115,7 @@ class GrantAuthorizer:
             old = [u for u, g in self._grants.items() if g.expires <= now]
             for user in old:
                 del self._grants[user]
+                self._uploaded.pop(user, None)
         return len(old)
 
     def _grant(self, user: str) -> Grant:
@@ -156,6 +176,36 @@ class GrantAuthorizer:
         pass
 
 
+class QuotaDTPHandler(DTPHandler):
+    """A data channel that stops an upload once its grant's byte budget is spent
+    (and deletes what it wrote), so that no user fills the scheduler's disk."""
+
+    def handle_read(self) -> None:
+        super().handle_read()
+        if not self.receive or self._closed:
+            return
+        user = self.cmd_channel.username
+        room = self.cmd_channel.authorizer.upload_room(user)
+        if room is not None and self.tot_bytes_received > room:
+            path = self.file_obj.name
+            self._resp = (
+                f"552 Upload limit exceeded: this submission may upload {room} more "
+                "bytes; transfer aborted.",
+                log.warning,
+            )
+            self.close()
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            self.cmd_channel.authorizer.uploaded(user, room + 1)
+
+    handle_read_event = handle_read  # as DTPHandler does, which would bypass the above
+
+    def close(self) -> None:
+        if not self._closed and self.receive and self.transfer_finished:
+            self.cmd_channel.authorizer.uploaded(self.cmd_channel.username, self.tot_bytes_received)
+        super().close()
+
+
 class Spool:
     """The spool directory and the FTP server over it."""
 
@@ -180,7 +230,7 @@ class Spool:
         # Large buffers: files move at disk speed, not 64 KiB per turn of the I/O loop.
         handler.dtp_handler = type(
             "SpoolDTPHandler",
-            (DTPHandler,),
+            (QuotaDTPHandler,),
             {"ac_in_buffer_size": 1 << 20, "ac_out_buffer_size": 4 << 20},
         )
         self._ioloop = IOLoop()
@@ -219,17 +269,22 @@ class Spool:
 
     # -- grants ------------------------------------------------------------
 
-    def _issue(self, root: Path, rules: list[Rule], ttl: float, host: str) -> FtpGrant:
+    def _issue(
+        self, root: Path, rules: list[Rule], ttl: float, host: str, max_bytes: int | None = None
+    ) -> FtpGrant:
         raw = secrets.token_bytes(26)
         user, password = "g" + raw[:8].hex(), base64.urlsafe_b64encode(raw[8:]).decode()
-        self.authorizer.add(Grant(user, password, root, tuple(rules), time.time() + ttl))
+        grant = Grant(user, password, root, tuple(rules), time.time() + ttl, max_bytes)
+        self.authorizer.add(grant)
         return FtpGrant(host=host, port=self.port, user=user, password=password)
 
-    def grant_upload(self, cluster: int, host: str, ttl: float = 3600) -> FtpGrant:
-        """Write-only access to a new cluster's input directory."""
+    def grant_upload(
+        self, cluster: int, host: str, ttl: float = 3600, max_bytes: int | None = None
+    ) -> FtpGrant:
+        """Write-only access to a new cluster's input directory, for ``max_bytes``."""
         path = self.input_dir(cluster)
         path.mkdir(parents=True, exist_ok=True)
-        return self._issue(path, [Rule(str(path), WRITE)], ttl, host)
+        return self._issue(path, [Rule(str(path), WRITE)], ttl, host, max_bytes)
 
     def grant_job(self, cluster: int, proc: int, host: str, ttl: float) -> FtpGrant:
         """For a worker: read the cluster's inputs, write this job's results."""

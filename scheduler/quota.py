@@ -1,0 +1,91 @@
+"""Per-user limits on the spool: bytes uploaded by one submission, and bytes kept
+in all (inputs, large results on disk, small results in SQLite).
+
+Use is measured from the spool and the database each time it is asked (at
+``new_cluster`` and at submit), never counted alongside: what retention cleans,
+what a user removes or what a rerun replaces is reflected at once, with nothing
+to drift. The FTP server enforces the upload budget a grant carries while the
+bytes arrive (see :mod:`scheduler.staging`); the submit checks again.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from scheduler.protocol import parse_disk_kb
+from scheduler.retention import tree_size
+from scheduler.staging import Spool
+from scheduler.store import Store
+
+
+class QuotaError(Exception):
+    """A request refused because it would exceed a user's limits."""
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``10GB``, ``512M``, ``0`` (none): the units of ``request_disk``."""
+    if text.strip() in ("0", "none", "unlimited"):
+        return 0
+    return parse_disk_kb(text if text.strip()[-1:].isalpha() else text + "B") * 1024
+
+
+def human(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return f"{size:.1f} TiB"
+
+
+class Quota:
+    def __init__(self, store: Store, spool: Spool, upload_limit: int, spool_quota: int):
+        #: Bytes one submission may upload, and a user may keep; 0: no limit.
+        self.upload_limit, self.spool_quota = upload_limit, spool_quota
+        self.store, self.spool = store, spool
+
+    def usage(self, user: str) -> int:
+        """Bytes ``user`` keeps in the spool and in the database."""
+        total = 0
+        for row in self.store.query("SELECT id FROM clusters WHERE owner=?", (user,)):
+            total += tree_size(self.spool.root / str(row["id"]))
+        rows = self.store.query(
+            "SELECT COALESCE(SUM(LENGTH(f.data)), 0) AS n FROM job_files f"
+            " JOIN jobs j ON j.cluster = f.cluster AND j.proc = f.proc WHERE j.owner=?",
+            (user,),
+        )
+        return total + int(rows[0]["n"])
+
+    def upload_budget(self, user: str) -> int | None:
+        """Bytes a new submission of ``user`` may upload (None: no limit); refuses
+        when the user is already at the quota."""
+        room = None
+        if self.spool_quota:
+            used = self.usage(user)
+            if used >= self.spool_quota:
+                raise QuotaError(self._over(used))
+            room = self.spool_quota - used
+        if self.upload_limit:
+            room = self.upload_limit if room is None else min(room, self.upload_limit)
+        return room
+
+    def check_submission(self, user: str, cluster: int) -> None:
+        """After the upload: refuse (and delete the uploads) if it went over a limit."""
+        uploaded = tree_size(self.spool.input_dir(cluster))
+        problem = None
+        if self.upload_limit and uploaded > self.upload_limit:
+            problem = (
+                f"the input files of this submission take {human(uploaded)}, more than "
+                f"the upload limit of {human(self.upload_limit)}"
+            )
+        elif self.spool_quota and (used := self.usage(user)) > self.spool_quota:
+            problem = self._over(used)
+        if problem:
+            shutil.rmtree(self.spool.input_dir(cluster), ignore_errors=True)
+            raise QuotaError(problem)
+
+    def _over(self, used: int) -> str:
+        return (
+            f"spool quota exceeded: your inputs and results take {human(used)} of "
+            f"{human(self.spool_quota)}; fetch your results and wait until those of finished "
+            "jobs are cleaned (dfarm scheduler --keep-results), or ask for a larger quota"
+        )

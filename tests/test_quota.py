@@ -1,0 +1,89 @@
+"""Per-user upload limit and spool quota, against a real scheduler and FTP server."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+from conftest import TestCluster, wait_until, write
+
+# pyftpdlib (imported with the spool) imports asyncore, deprecated in Python 3.11.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from scheduler.quota import human, parse_size
+
+
+def queued(cluster: TestCluster, env: dict[str, str] | None = None) -> list[dict]:
+    out = cluster.run("dq", "--json", "--all", env=env or cluster.env())
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_upload_limit_refuses_a_large_submission(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=0, scheduler_args=("--upload-limit", "200K"))
+    write(tmp_path / "job.sh", "#!/bin/sh\n", True)
+    (tmp_path / "big.bin").write_bytes(b"x" * 300_000)
+    (tmp_path / "small.bin").write_bytes(b"x" * 100_000)
+    write(tmp_path / "big.sub", "executable = job.sh\ntransfer_input_files = big.bin\nqueue\n")
+    write(tmp_path / "small.sub", "executable = job.sh\ntransfer_input_files = small.bin\nqueue\n")
+    out = cluster.run("dsub", "big.sub", cwd=tmp_path)
+    assert out.returncode == 1 and "Upload limit exceeded" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert queued(cluster) == []
+    # Nothing of the refused upload stays in the spool.
+    assert not [f for f in cluster.config.spool_dir.rglob("*") if f.is_file()]
+    out = cluster.run("dsub", "small.sub", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert [j["state"] for j in queued(cluster)] == ["idle"]
+
+
+def test_spool_quota_per_user_and_freed_by_retention(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    # Results are cleaned about 4 s after a job ends.
+    cluster = make_cluster(
+        workers=1, scheduler_args=("--spool-quota", "500K", "--keep-results", "0.00005")
+    )
+    write(tmp_path / "out.sh", "#!/bin/sh\nhead -c 450000 /dev/zero > big.out\n", True)
+    write(tmp_path / "out.sub", "executable = out.sh\ntransfer_output_files = big.out\nqueue\n")
+    write(tmp_path / "job.sh", "#!/bin/sh\n", True)
+    (tmp_path / "in.bin").write_bytes(b"x" * 100_000)
+    write(tmp_path / "in.sub", "executable = job.sh\ntransfer_input_files = in.bin\nqueue\n")
+    assert cluster.run("dsub", "--wait", "out.sub", cwd=tmp_path).returncode == 0
+    # 450 KB of results kept: 100 KB more does not fit in 500 KB.
+    out = cluster.run("dsub", "in.sub", cwd=tmp_path)
+    assert out.returncode == 1, out.stdout
+    assert "limit exceeded" in out.stderr or "spool quota exceeded" in out.stderr, out.stderr
+    # Another user's quota is their own.
+    add = cluster.run("dfarm", "user", "add", "bob", "--home", cluster.config.home)
+    bob = cluster.env(DFARM_TOKEN=add.stdout.strip().splitlines()[-1])
+    assert cluster.run("dsub", "in.sub", cwd=tmp_path, env=bob).returncode == 0
+    # Once retention cleans the results, the space is the user's again.
+    wait_until(
+        lambda: cluster.run("dsub", "in.sub", cwd=tmp_path).returncode == 0,
+        timeout=60,
+        what="the quota to be freed by retention",
+    )
+    assert "job(s) cleaned after" in cluster.log("scheduler")
+
+
+def test_a_user_over_quota_is_told_before_uploading(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=1, scheduler_args=("--spool-quota", "100K"))
+    write(tmp_path / "out.sh", "#!/bin/sh\nhead -c 150000 /dev/zero > big.out\n", True)
+    write(tmp_path / "out.sub", "executable = out.sh\ntransfer_output_files = big.out\nqueue\n")
+    assert cluster.run("dsub", "--wait", "out.sub", cwd=tmp_path).returncode == 0
+    out = cluster.run("dsub", "out.sub", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "spool quota exceeded: your inputs and results take 146.5 KiB of 100.0 KiB" in out.stderr
+    assert len(queued(cluster)) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("0", 0), ("10GB", 10 * 2**30), ("512M", 512 * 2**20), ("200K", 204800)]
+)
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+def test_human() -> None:
+    assert (human(100), human(150_000), human(3 * 2**30)) == ("100 B", "146.5 KiB", "3.0 GiB")
