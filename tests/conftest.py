@@ -7,8 +7,10 @@ at teardown, and a process that died on its own fails the test with its log.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +31,22 @@ def wait_until(predicate: Callable[[], object], timeout: float = 20.0, what: str
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+@pytest.fixture
+def tmp_path(tmp_path: Path) -> Iterator[Path]:
+    """As root, workers run jobs as ``nobody``, which must reach the test's files (the
+    gates and data jobs look for): then the folder is one of its own under /tmp, open
+    to all, not in pytest's, which is private to root and reset by every session."""
+    if os.geteuid() != 0:
+        yield tmp_path
+        return
+    path = Path(tempfile.mkdtemp(prefix="dfarm-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class TestCluster(LocalCluster):

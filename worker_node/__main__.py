@@ -52,6 +52,13 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
         help="on SIGTERM or --drain, how long running jobs may finish before they are"
         " requeued (default 300)",
     )
+    parser.add_argument(
+        "--run-as",
+        default="nobody",
+        metavar="ACCOUNT",
+        help="when the worker runs as root: the account for jobs of users with no account"
+        " of their own on this machine (default nobody; never root)",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-file", type=Path, default=None)
     return parser
@@ -85,6 +92,7 @@ def config_from_args(args: argparse.Namespace, sampler: Sampler) -> WorkerConfig
         memory_mb=memory,
         gpus=max(0, gpus),
         grace=300.0 if args.grace is None else max(0.0, args.grace),
+        run_as=args.run_as,
     )
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scheduler import protocol as p
+from worker_node.identity import DEFAULT_RUN_AS, JobAccounts
 from worker_node.leftovers import kill_leftovers
 from worker_node.metrics import Sampler
 from worker_node.runner import Attempt, run_attempt
@@ -48,17 +49,21 @@ class WorkerConfig:
     max_backoff: float = 10.0
     #: Seconds a draining worker lets its jobs run before it gives them back.
     grace: float = 300.0
+    #: When running as root: the account jobs of owners with no account here run as.
+    run_as: str = DEFAULT_RUN_AS
 
 
 class Worker:
     def __init__(self, config: WorkerConfig, sampler: Sampler):
         self.config = config
         self.sampler = sampler
+        self.accounts = JobAccounts(config.run_as)
         config.work_dir.mkdir(parents=True, exist_ok=True)
         self.jobs_dir = config.work_dir / "jobs"
         kill_leftovers(self.jobs_dir)  # their jobs were (or will be) run elsewhere
         shutil.rmtree(self.jobs_dir, ignore_errors=True)  # leftovers of a previous run
         self.jobs_dir.mkdir()
+        self.jobs_dir.chmod(0o711)  # jobs reach their own sandbox, list no one else's
         self.cache = InputCache(config.work_dir / "cache")
         self.attempts: dict[str, Attempt] = {}
         #: Sandboxes of idle slots, kept for the next job of the same cluster.
@@ -270,7 +275,12 @@ class Worker:
         sandbox = self._sandbox(p.parse_job_id(msg.job_id)[0])
         try:
             result = await asyncio.get_running_loop().run_in_executor(
-                self.executor, run_attempt, attempt, self.cache, sandbox
+                self.executor,
+                run_attempt,
+                attempt,
+                self.cache,
+                sandbox,
+                self.accounts.for_owner(msg.owner),
             )
         finally:
             self.attempts.pop(attempt.key, None)

@@ -33,6 +33,7 @@ from scheduler.protocol import (
     pack_bytes,
     parse_job_id,
 )
+from worker_node.identity import Account
 from worker_node.limits import watch_limits
 from worker_node.sandbox import Sandbox
 from worker_node.transfer import InputCache, TransferError, ftp_session, upload
@@ -99,13 +100,16 @@ def job_environment(msg: RunJob, sandbox: Path) -> dict[str, str]:
     return env
 
 
-def run_attempt(attempt: Attempt, cache: InputCache, sandbox: Sandbox) -> JobFinished:
-    """Stage, run and return one attempt; never raises for the job's own failures."""
+def run_attempt(
+    attempt: Attempt, cache: InputCache, sandbox: Sandbox, account: Account | None = None
+) -> JobFinished:
+    """Stage, run and return one attempt (as ``account``, default the worker's own);
+    never raises for the job's own failures."""
     msg = attempt.msg
     result = dict(job_id=msg.job_id, attempt=msg.attempt)
     reusable = False
     try:
-        sandbox.prepare(parse_job_id(msg.job_id)[0], f"{msg.job_id}-{msg.attempt}")
+        sandbox.prepare(parse_job_id(msg.job_id)[0], f"{msg.job_id}-{msg.attempt}", account)
         try:
             _stage(msg, cache, sandbox)
         except TransferError as exc:
@@ -113,7 +117,7 @@ def run_attempt(attempt: Attempt, cache: InputCache, sandbox: Sandbox) -> JobFin
         stdout, stderr = sandbox.stdout, sandbox.stderr
         with attempt._lock:
             attempt.streams = {"stdout": stdout, "stderr": stderr}
-        status, wall, cpu, failure = _execute(attempt, sandbox.directory, stdout, stderr)
+        status, wall, cpu, failure = _execute(attempt, sandbox.directory, stdout, stderr, account)
         with attempt._lock:
             attempt.streams = {}  # results are read from the start, with no dtail about
         outputs, missing = _collect_outputs(msg, sandbox.directory, cache)
@@ -193,12 +197,21 @@ _DEVNULL: int | None = None
 
 
 def _execute(
-    attempt: Attempt, sandbox: Path, stdout: BinaryIO, stderr: BinaryIO
+    attempt: Attempt,
+    sandbox: Path,
+    stdout: BinaryIO,
+    stderr: BinaryIO,
+    account: Account | None = None,
 ) -> tuple[int | None, float, float, str | None]:
     """Run the process; returns (exit status or -signal, wall s, cpu s, failure)."""
     spec = attempt.msg.spec
     exe = sandbox / spec.executable
     start = time.monotonic()
+    env = job_environment(attempt.msg, sandbox)
+    who: dict[str, object] = {}
+    if account is not None:
+        who = dict(user=account.uid, group=account.gid, extra_groups=list(account.groups))
+        env.update(USER=account.name, LOGNAME=account.name)
     with open(sandbox / spec.stdin, "rb") if spec.stdin else contextlib.nullcontext() as fin:
         try:
             with attempt._lock:
@@ -210,9 +223,10 @@ def _execute(
                     stdin=fin if fin is not None else _devnull(),
                     stdout=stdout,
                     stderr=stderr,
-                    env=job_environment(attempt.msg, sandbox),
+                    env=env,
                     start_new_session=True,
                     close_fds=True,
+                    **who,  # type: ignore[arg-type]
                 )
         except OSError as exc:
             reason = f"cannot execute {spec.executable!r}: {exc.strerror or exc}"

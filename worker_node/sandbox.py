@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from scheduler.protocol import InputFile
+from worker_node.identity import Account
 from worker_node.transfer import InputCache
 
 
@@ -46,9 +47,11 @@ class Sandbox:
         assert self._files is not None, "prepare() the sandbox first"
         return self._files[1]
 
-    def prepare(self, cluster: int, name: str) -> None:
+    def prepare(self, cluster: int, name: str, account: Account | None = None) -> None:
         """Ready the sandbox for a job of ``cluster``, empty output files included;
-        a fresh sandbox is made as ``<root>/<name>``, a name never used before."""
+        a fresh sandbox is made as ``<root>/<name>``, a name never used before, with
+        mode 0700, owned by ``account`` (the job's) when given. A reused one already
+        is: a cluster has one owner."""
         if self.cluster == cluster and self._files is not None:
             for f in self._files:
                 f.seek(0)
@@ -56,7 +59,9 @@ class Sandbox:
             return
         self.discard()
         self.directory = self.root / name
-        self.directory.mkdir()
+        self.directory.mkdir(mode=0o700)
+        if account is not None:
+            os.chown(self.directory, account.uid, account.gid)
         self._mode = stat.S_IMODE(os.lstat(self.directory).st_mode)
         # Anonymous files (O_TMPFILE): never seen in the sandbox, nothing to delete.
         # They live as long as the sandbox; discard() closes them.

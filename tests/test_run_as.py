@@ -1,0 +1,69 @@
+"""A worker running as root never runs a job as root; jobs cannot read each other's
+sandboxes (real worker processes, run as root here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+from pathlib import Path
+
+import pytest
+
+from conftest import TestCluster, wait_until, write
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs a worker running as root")
+
+
+def uid(name: str) -> int:
+    return pwd.getpwnam(name).pw_uid
+
+
+def states(cluster: TestCluster, env: dict[str, str]) -> dict[str, str]:
+    out = cluster.run("dq", "--json", "--all", env=env)
+    return {j["id"]: j["state"] for j in json.loads(out.stdout)}
+
+
+def test_jobs_run_as_their_owner_or_nobody_never_root(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=1, slots=2)
+    add = cluster.run("dfarm", "user", "add", "daemon", "--home", cluster.config.home)
+    daemon = cluster.env(DFARM_TOKEN=add.stdout.strip().splitlines()[-1])
+    gate = tmp_path / "gate"
+    jobs_dir = cluster.config.home / "workers" / "w1" / "jobs"
+    # root's job (1.0): runs as nobody, keeps a secret in its sandbox, waits.
+    write(tmp_path / "a" / "keep.sh", "#!/bin/sh\nid -u; stat -c '%a %u' .\necho s3cr3t > mine.txt\n"
+          f"while [ ! -e {gate} ]; do sleep 0.05; done\n", True)  # fmt: skip
+    write(tmp_path / "a" / "keep.sub", "executable = keep.sh\nqueue\n")
+    assert cluster.run("dsub", "keep.sub", cwd=tmp_path / "a").returncode == 0
+    wait_until(lambda: list(jobs_dir.glob("1.0-1/mine.txt")), what="job 1.0's secret")
+    # daemon's job (2.0): runs as daemon, tries to read 1.0's sandbox.
+    write(tmp_path / "b" / "peek.sh", "#!/bin/sh\nid -u\ncat \"$1/mine.txt\"\nls \"$1\"\n"
+          "ls \"$(dirname \"$1\")\"\nexit 0\n", True)  # fmt: skip
+    write(tmp_path / "b" / "peek.sub", f"executable = peek.sh\narguments = {jobs_dir}/1.0-1\n"
+          "queue\n")  # fmt: skip
+    assert cluster.run("dsub", "--wait", "peek.sub", cwd=tmp_path / "b", env=daemon).returncode == 0
+    assert cluster.run("dfetch", "2.0", "--dest", tmp_path / "got", env=daemon).returncode == 0
+    peek = tmp_path / "got" / "2.0"
+    assert (peek / "stdout").read_text().split() == [str(uid("daemon"))]
+    assert (peek / "stderr").read_text().count("Permission denied") == 3
+    gate.touch()
+    wait_until(lambda: states(cluster, cluster.env()).get("1.0") == "completed")
+    assert cluster.run("dfetch", "1.0", "--dest", tmp_path / "got").returncode == 0
+    first = (tmp_path / "got" / "1.0" / "stdout").read_text().splitlines()
+    assert first == [str(uid("nobody")), f"700 {uid('nobody')}"]
+
+
+@pytest.mark.parametrize(
+    ("account", "refusal"),
+    [("root", "is root: jobs never run as root"), ("no-such-account", "no such account")],
+)
+def test_run_as_must_be_an_unprivileged_account(
+    make_cluster,  # noqa: ANN001
+    account: str,
+    refusal: str,
+) -> None:
+    cluster = make_cluster(workers=0)
+    worker = cluster.add_worker("w1", "--run-as", account)
+    cluster.expected_exits.add("w1")
+    assert worker.wait(timeout=30) == 2
+    assert refusal in cluster.log("w1")
