@@ -9,7 +9,6 @@ import pwd
 from pathlib import Path
 
 import pytest
-
 from conftest import TestCluster, wait_until, write
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs a worker running as root")
@@ -31,7 +30,8 @@ def test_jobs_run_as_their_owner_or_nobody_never_root(make_cluster, tmp_path: Pa
     gate = tmp_path / "gate"
     jobs_dir = cluster.config.home / "workers" / "w1" / "jobs"
     # root's job (1.0): runs as nobody, keeps a secret in its sandbox, waits.
-    write(tmp_path / "a" / "keep.sh", "#!/bin/sh\nid -u; stat -c '%a %u' .\necho s3cr3t > mine.txt\n"
+    write(tmp_path / "a" / "keep.sh", "#!/bin/sh\nid -u; stat -c '%a %u' .\n"
+          "echo s3cr3t > mine.txt\n"
           f"while [ ! -e {gate} ]; do sleep 0.05; done\n", True)  # fmt: skip
     write(tmp_path / "a" / "keep.sub", "executable = keep.sh\nqueue\n")
     assert cluster.run("dsub", "keep.sub", cwd=tmp_path / "a").returncode == 0

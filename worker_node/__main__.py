@@ -59,6 +59,12 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
         help="when the worker runs as root: the account for jobs of users with no account"
         " of their own on this machine (default nobody; never root)",
     )
+    parser.add_argument(
+        "--job-python",
+        metavar="PATH",
+        help="the Python that Client.map jobs run with (default: the worker's own; give"
+        " another when job accounts cannot run that one)",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-file", type=Path, default=None)
     return parser
@@ -93,6 +99,7 @@ def config_from_args(args: argparse.Namespace, sampler: Sampler) -> WorkerConfig
         gpus=max(0, gpus),
         grace=300.0 if args.grace is None else max(0.0, args.grace),
         run_as=args.run_as,
+        job_python=args.job_python,
     )
 
 

@@ -51,6 +51,8 @@ class WorkerConfig:
     grace: float = 300.0
     #: When running as root: the account jobs of owners with no account here run as.
     run_as: str = DEFAULT_RUN_AS
+    #: The Python ``Client.map`` jobs run with; None: this worker's own.
+    job_python: str | None = None
 
 
 class Worker:
@@ -281,6 +283,7 @@ class Worker:
                 self.cache,
                 sandbox,
                 self.accounts.for_owner(msg.owner),
+                self.config.job_python,
             )
         finally:
             self.attempts.pop(attempt.key, None)

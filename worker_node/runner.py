@@ -80,8 +80,9 @@ class Attempt:
             return os.pread(f.fileno(), max(0, min(limit, size - offset)), offset), size
 
 
-def job_environment(msg: RunJob, sandbox: Path) -> dict[str, str]:
-    """What a job sees: a few of the worker's variables, dfarm's, then the job's own."""
+def job_environment(msg: RunJob, sandbox: Path, python: str | None = None) -> dict[str, str]:
+    """What a job sees: a few of the worker's variables, dfarm's, then the job's own
+    (``python``: the interpreter ``Client.map`` jobs use, default the worker's)."""
     env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
     cluster, proc = parse_job_id(msg.job_id)
     env.update(
@@ -94,14 +95,18 @@ def job_environment(msg: RunJob, sandbox: Path) -> dict[str, str]:
         DFARM_SCRATCH_DIR=str(sandbox),
         OMP_NUM_THREADS=str(msg.spec.request_cpus),
         # The worker's own interpreter, which Client.map jobs run with.
-        DFARM_PYTHON=sys.executable,
+        DFARM_PYTHON=python or sys.executable,
     )
     env.update(msg.spec.environment)
     return env
 
 
 def run_attempt(
-    attempt: Attempt, cache: InputCache, sandbox: Sandbox, account: Account | None = None
+    attempt: Attempt,
+    cache: InputCache,
+    sandbox: Sandbox,
+    account: Account | None = None,
+    python: str | None = None,
 ) -> JobFinished:
     """Stage, run and return one attempt (as ``account``, default the worker's own);
     never raises for the job's own failures."""
@@ -117,7 +122,9 @@ def run_attempt(
         stdout, stderr = sandbox.stdout, sandbox.stderr
         with attempt._lock:
             attempt.streams = {"stdout": stdout, "stderr": stderr}
-        status, wall, cpu, failure = _execute(attempt, sandbox.directory, stdout, stderr, account)
+        status, wall, cpu, failure = _execute(
+            attempt, sandbox.directory, stdout, stderr, account, python
+        )
         with attempt._lock:
             attempt.streams = {}  # results are read from the start, with no dtail about
         outputs, missing = _collect_outputs(msg, sandbox.directory, cache)
@@ -202,12 +209,13 @@ def _execute(
     stdout: BinaryIO,
     stderr: BinaryIO,
     account: Account | None = None,
+    python: str | None = None,
 ) -> tuple[int | None, float, float, str | None]:
     """Run the process; returns (exit status or -signal, wall s, cpu s, failure)."""
     spec = attempt.msg.spec
     exe = sandbox / spec.executable
     start = time.monotonic()
-    env = job_environment(attempt.msg, sandbox)
+    env = job_environment(attempt.msg, sandbox, python)
     who: dict[str, object] = {}
     if account is not None:
         who = dict(user=account.uid, group=account.gid, extra_groups=list(account.groups))
