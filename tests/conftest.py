@@ -38,13 +38,14 @@ def wait_until(predicate: Callable[[], object], timeout: float = 20.0, what: str
 @pytest.fixture
 def tmp_path(tmp_path: Path) -> Iterator[Path]:
     """As root, workers run jobs as ``nobody``, which must reach the test's files (the
-    gates and data jobs look for): then the folder is one of its own under /tmp, open
-    to all, not in pytest's, which is private to root and reset by every session."""
+    gates and data jobs look for, the files they append to): then the folder is one
+    of its own under /tmp, open to all like /tmp, not in pytest's, which is private
+    to root and reset by every session."""
     if os.geteuid() != 0:
         yield tmp_path
         return
     path = Path(tempfile.mkdtemp(prefix="dfarm-test-"))
-    path.chmod(0o755)
+    path.chmod(0o1777)  # like /tmp: jobs leave their marks here too
     try:
         yield path
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from conftest import TestCluster, wait_until, write
@@ -47,7 +46,7 @@ def test_a_job_over_its_memory_is_held_then_edited_and_released(
     write(tmp_path / "hog.py", "import subprocess, sys, time\n"
           "child = 'b = bytearray(120 * 2**20); import time; time.sleep(1.5)'\n"
           "subprocess.run([sys.executable, '-c', child], check=True)\n", True)  # fmt: skip
-    write(tmp_path / "hog.sh", f"#!/bin/sh\nexec {sys.executable} hog.py\n", True)
+    write(tmp_path / "hog.sh", '#!/bin/sh\nexec "$DFARM_PYTHON" hog.py\n', True)
     write(tmp_path / "hog.sub", "executable = hog.sh\ntransfer_input_files = hog.py\n"
           "request_memory = 60MB\nmax_retries = 3\nqueue\n")  # fmt: skip
     assert cluster.run("dsub", "hog.sub", cwd=tmp_path).returncode == 0
