@@ -10,10 +10,12 @@ import collections
 import json
 import os
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 
 from scheduler import protocol as p
+from scheduler.protocol.tls import TlsError, check_pin, client_context, normalize_fingerprint
 
 
 class DfarmError(Exception):
@@ -41,16 +43,20 @@ class Endpoint:
     host: str
     port: int
     token: str
+    #: The scheduler's certificate, when it speaks TLS.
+    tls_fingerprint: str | None = None
 
 
 def find_endpoint(scheduler: str | None = None, token: str | None = None) -> Endpoint:
-    """Where the scheduler is and who we are: arguments, then ``DFARM_SCHEDULER`` and
-    ``DFARM_TOKEN``, then ``$DFARM_HOME/access.json`` (default ``~/.dfarm``)."""
+    """Where the scheduler is and who we are: arguments, then ``DFARM_SCHEDULER``,
+    ``DFARM_TOKEN`` and ``DFARM_TLS_FINGERPRINT``, then ``$DFARM_HOME/access.json``
+    (default ``~/.dfarm``)."""
     scheduler = scheduler or os.environ.get("DFARM_SCHEDULER")
     token = token or os.environ.get("DFARM_TOKEN")
+    pinned = os.environ.get("DFARM_TLS_FINGERPRINT") or None
     record = None
     access = p.default_home() / p.ACCESS_FILE
-    if (not scheduler or not token) and access.exists():
+    if (not scheduler or not token or not pinned) and access.exists():
         try:
             record = p.AccessRecord.load(access)
         except p.ProtocolError as exc:
@@ -72,7 +78,19 @@ def find_endpoint(scheduler: str | None = None, token: str | None = None) -> End
         raise AuthError(
             "no user token: set DFARM_TOKEN (an administrator creates one with 'dfarm user add')"
         )
-    return Endpoint(host, port_number, token)
+    # The record's pin is for the record's scheduler only.
+    if (
+        pinned is None
+        and record is not None
+        and (not scheduler or (host, port_number) == (record.host, record.port))
+    ):
+        pinned = record.tls_fingerprint
+    if pinned is not None:
+        try:
+            pinned = normalize_fingerprint(pinned)
+        except ValueError as exc:
+            raise AuthError(f"DFARM_TLS_FINGERPRINT: {exc}") from None
+    return Endpoint(host, port_number, token, pinned)
 
 
 class Connection:
@@ -95,7 +113,21 @@ class Connection:
                 f"{exc.strerror or exc}"
             ) from None
         try:
+            if endpoint.tls_fingerprint:
+                self.sock = client_context().wrap_socket(self.sock)
+                check_pin(self.sock, endpoint.tls_fingerprint)
             self._handshake(user, p.user_key(endpoint.token))
+        except (TlsError, ssl.SSLError) as exc:
+            self.close()
+            raise AuthError(f"TLS with {endpoint.host}:{endpoint.port} failed: {exc}") from None
+        except SchedulerUnavailable as exc:
+            self.close()
+            if endpoint.tls_fingerprint:
+                raise
+            raise SchedulerUnavailable(
+                f"{exc} during the handshake (if it runs with --tls, set DFARM_TLS_FINGERPRINT"
+                " to the fingerprint in its access.json)"
+            ) from None
         except BaseException:
             self.close()
             raise

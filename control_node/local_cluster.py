@@ -91,7 +91,12 @@ class LocalCluster:
         args = ["--home", str(self.config.home), "--host", "127.0.0.1", "--port", port]
         self._spawn("scheduler", ["scheduler", *args, "--log-file", "-", *extra])
         record = self._wait_for_access()
-        self.access = p.AccessRecord(host=record.host, port=record.port, token=self.token)
+        self.access = p.AccessRecord(
+            host=record.host,
+            port=record.port,
+            token=self.token,
+            tls_fingerprint=record.tls_fingerprint,
+        )
         self.access.save(self.config.access_path)
         return self.access
 
@@ -104,6 +109,8 @@ class LocalCluster:
             "worker_node", "--scheduler", f"127.0.0.1:{self.access.port}",
             "--secret-file", str(secret_file or self.config.secret_path), "--name", name,
             "--slots", str(slots), "--work-dir", str(self.config.home / "workers" / name),
+            *(("--tls-fingerprint", self.access.tls_fingerprint)
+              if self.access.tls_fingerprint else ()),
             *extra,
         ])  # fmt: skip
         return self.processes[name]

@@ -16,6 +16,7 @@ from scheduler.mail.options import add_mail_options, mail_config_from_args
 from scheduler.protocol import DEFAULT_PORT, default_home
 from scheduler.quota import parse_size
 from scheduler.server import Scheduler
+from scheduler.tls_setup import TlsSetupError
 
 log = logging.getLogger("scheduler")
 
@@ -69,6 +70,14 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         metavar="SIZE",
         help="bytes each user may keep in the spool (default 100GB; 0: no limit)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="TLS on the socket protocol and FTP; peers pin the certificate's fingerprint,"
+        " written to access.json (default certificate: self-signed, made on first start)",
+    )
+    parser.add_argument("--tls-cert", type=Path, metavar="PEM", help="with --tls: certificate")
+    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="with --tls: private key")
     add_mail_options(parser)
     parser.add_argument(
         "--keep-results",
@@ -100,6 +109,9 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         mail=mail_config_from_args(args),
         result_retention=args.keep_results * 86400,
         upload_limit=args.upload_limit,
+        tls=args.tls or bool(args.tls_cert),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         spool_quota=args.spool_quota,
     )
 
@@ -127,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.log_level, log_file)
     try:
         asyncio.run(run(config))
-    except OSError as exc:
+    except (OSError, TlsSetupError) as exc:
         log.error("cannot start the scheduler: %s", exc)
         return 1
     except Exception:

@@ -43,6 +43,11 @@ class SchedulerConfig:
     #: Seconds the results of a finished job are kept for ``dfetch`` before they are
     #: cleaned (the job stays in the history).
     result_retention: float = 7 * 24 * 3600
+    #: Serve the socket protocol and FTP over TLS (see docs/SECURITY.md).
+    tls: bool = False
+    #: The certificate and key (PEM); None: a self-signed pair in ``home``.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     #: Bytes of input files one submission may upload; 0: no limit.
     upload_limit: int = 10 * 2**30
     #: Bytes a user may keep in the spool (inputs and results); 0: no limit.

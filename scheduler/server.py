@@ -36,6 +36,7 @@ from scheduler.quota import Quota
 from scheduler.retention import Retention
 from scheduler.staging import Spool
 from scheduler.store import Job, Store
+from scheduler.tls_setup import load_or_create
 from scheduler.worker_control import WorkerControlHandlers
 from scheduler.worker_handlers import WorkerHandlers
 
@@ -50,7 +51,12 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
         config.home.mkdir(parents=True, exist_ok=True)
         self.secret = ensure_secret(config)
         self.store = Store(config.db_path)
-        self.spool = Spool(config.spool_dir, host=_bind_host(config.host), port=config.ftp_port)
+        self.tls = (
+            load_or_create(config.home, config.tls_cert, config.tls_key) if config.tls else None
+        )
+        self.spool = Spool(
+            config.spool_dir, host=_bind_host(config.host), port=config.ftp_port, tls=self.tls
+        )
         self.mailer = Mailer(config.mail, self.store, self.spool.job_dir)
         self.jobs = JobTable(self.store, on_change=self._notify)
         self.mailer.resume(self.jobs.active.values())
@@ -83,10 +89,28 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
     # ------------------------------------------------------------------ lifecycle
 
     async def serve(self, ready: asyncio.Event | None = None) -> None:
-        server = await asyncio.start_server(self._connection, self.config.host, self.config.port)
+        server = await asyncio.start_server(
+            self._connection,
+            self.config.host,
+            self.config.port,
+            **(
+                {
+                    "ssl": self.tls.server_context(),
+                    "ssl_handshake_timeout": self.config.handshake_timeout,
+                }
+                if self.tls
+                else {}
+            ),
+        )
         self.port = server.sockets[0].getsockname()[1]
         self.spool.start()
-        p.AccessRecord(host=self.config.client_host(), port=self.port).save(self.config.access_path)
+        p.AccessRecord(
+            host=self.config.client_host(),
+            port=self.port,
+            tls_fingerprint=self.tls.fingerprint if self.tls else None,
+        ).save(self.config.access_path)
+        if self.tls:
+            log.info("TLS on; certificate %s, SHA-256 %s", self.tls.cert, self.tls.fingerprint)
         log.info(
             "scheduler listening on %s:%d (FTP %d), %d active jobs",
             self.config.host,

@@ -31,6 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from pyftpdlib.authorizers import AuthenticationFailed
 from pyftpdlib.handlers import DTPHandler, FTPHandler
@@ -206,6 +207,31 @@ class QuotaDTPHandler(DTPHandler):
         super().close()
 
 
+class TlsFiles(Protocol):
+    cert: Path
+    key: Path
+    fingerprint: str
+
+
+def _tls_handlers(tls: TlsFiles) -> tuple[type[FTPHandler], type[DTPHandler]]:
+    """FTPS handlers that require TLS on the control and the data channels."""
+    from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
+
+    # TLS first, then the budget check, then the plain data channel.
+    data = type("TlsQuotaDTPHandler", (TLS_DTPHandler, QuotaDTPHandler), {})
+    control = type(
+        "TlsSpoolHandler",
+        (TLS_FTPHandler,),
+        {
+            "certfile": str(tls.cert),
+            "keyfile": str(tls.key),
+            "tls_control_required": True,
+            "tls_data_required": True,
+        },
+    )
+    return control, data
+
+
 class Spool:
     """The spool directory and the FTP server over it."""
 
@@ -216,11 +242,17 @@ class Spool:
         port: int = 0,
         passive_ports: range | None = None,
         masquerade_address: str | None = None,
+        tls: TlsFiles | None = None,
     ):
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.authorizer = GrantAuthorizer()
-        handler = type("SpoolFTPHandler", (FTPHandler,), {})
+        #: With TLS, what grants tell peers to pin.
+        self.tls_fingerprint = tls.fingerprint if tls else None
+        control, data = FTPHandler, QuotaDTPHandler
+        if tls is not None:
+            control, data = _tls_handlers(tls)
+        handler = type("SpoolFTPHandler", (control,), {})
         handler.authorizer = self.authorizer
         handler.banner = "dfarm spool ready."
         handler.passive_ports = passive_ports
@@ -230,7 +262,7 @@ class Spool:
         # Large buffers: files move at disk speed, not 64 KiB per turn of the I/O loop.
         handler.dtp_handler = type(
             "SpoolDTPHandler",
-            (QuotaDTPHandler,),
+            (data,),
             {"ac_in_buffer_size": 1 << 20, "ac_out_buffer_size": 4 << 20},
         )
         self._ioloop = IOLoop()
@@ -276,7 +308,13 @@ class Spool:
         user, password = "g" + raw[:8].hex(), base64.urlsafe_b64encode(raw[8:]).decode()
         grant = Grant(user, password, root, tuple(rules), time.time() + ttl, max_bytes)
         self.authorizer.add(grant)
-        return FtpGrant(host=host, port=self.port, user=user, password=password)
+        return FtpGrant(
+            host=host,
+            port=self.port,
+            user=user,
+            password=password,
+            tls_fingerprint=self.tls_fingerprint,
+        )
 
     def grant_upload(
         self, cluster: int, host: str, ttl: float = 3600, max_bytes: int | None = None

@@ -13,6 +13,10 @@ from pathlib import Path
 from scheduler.protocol.tls import fingerprint
 
 
+class TlsSetupError(Exception):
+    """A certificate or key that cannot be used, named in the message."""
+
+
 @dataclass(frozen=True)
 class Certificate:
     cert: Path
@@ -28,18 +32,18 @@ class Certificate:
 
 
 def load_or_create(home: Path, cert: Path | None, key: Path | None) -> Certificate:
-    """The certificate to serve; raises OSError or ValueError with the file named."""
+    """The certificate to serve; raises :class:`TlsSetupError` naming the file."""
     if cert is None and key is None:
         cert, key = home / "tls.crt", home / "tls.key"
         if not cert.exists() or not key.exists():
             _self_signed(cert, key)
     elif cert is None or key is None:
-        raise ValueError("--tls-cert and --tls-key go together")
+        raise TlsSetupError("--tls-cert and --tls-key go together")
     try:
         der = ssl.PEM_cert_to_DER_cert(cert.read_text())
         Certificate(cert, key, "").server_context()  # refuses a key that does not match
-    except (ssl.SSLError, ValueError) as exc:
-        raise ValueError(f"cannot use TLS certificate {cert} with key {key}: {exc}") from None
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise TlsSetupError(f"cannot use TLS certificate {cert} with key {key}: {exc}") from None
     return Certificate(cert, key, fingerprint(der))
 
 

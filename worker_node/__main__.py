@@ -19,6 +19,7 @@ from scheduler.protocol import (
     parse_memory_mb,
     read_secret,
 )
+from scheduler.protocol.tls import normalize_fingerprint
 from worker_node.daemon import Worker, WorkerConfig
 from worker_node.drain import drain
 from worker_node.metrics import Sampler
@@ -65,6 +66,12 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
         help="the Python that Client.map jobs run with (default: the worker's own; give"
         " another when job accounts cannot run that one)",
     )
+    parser.add_argument(
+        "--tls-fingerprint",
+        metavar="SHA256",
+        help="the scheduler runs with --tls: the fingerprint of its certificate (in its"
+        " access.json), which this worker pins",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-file", type=Path, default=None)
     return parser
@@ -100,6 +107,9 @@ def config_from_args(args: argparse.Namespace, sampler: Sampler) -> WorkerConfig
         grace=300.0 if args.grace is None else max(0.0, args.grace),
         run_as=args.run_as,
         job_python=args.job_python,
+        tls_fingerprint=normalize_fingerprint(args.tls_fingerprint)
+        if args.tls_fingerprint
+        else None,
     )
 
 

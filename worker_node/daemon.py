@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scheduler import protocol as p
+from scheduler.protocol.tls import TlsError, check_pin, client_context
 from worker_node.identity import DEFAULT_RUN_AS, JobAccounts
 from worker_node.leftovers import kill_leftovers
 from worker_node.metrics import Sampler
@@ -53,6 +54,8 @@ class WorkerConfig:
     run_as: str = DEFAULT_RUN_AS
     #: The Python ``Client.map`` jobs run with; None: this worker's own.
     job_python: str | None = None
+    #: The scheduler's TLS certificate (SHA-256); None: plain TCP.
+    tls_fingerprint: str | None = None
 
 
 class Worker:
@@ -144,10 +147,19 @@ class Worker:
     # ------------------------------------------------------------------ one connection
 
     async def _session(self) -> None:
+        pinned = self.config.tls_fingerprint
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.config.host, self.config.port), timeout=10
+            asyncio.open_connection(
+                self.config.host, self.config.port, ssl=client_context() if pinned else None
+            ),
+            timeout=10,
         )
         try:
+            if pinned:
+                try:
+                    check_pin(writer.get_extra_info("ssl_object"), pinned)
+                except TlsError as exc:
+                    raise p.HandshakeError(str(exc)) from None
             await self._handshake(reader, writer)
             metrics = self.sampler.sample()
             # Attempts still running, and finished ones whose result is not yet

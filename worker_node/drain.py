@@ -7,23 +7,31 @@ what makes one the operator of the pool.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from pathlib import Path
 
 from scheduler import protocol as p
+from scheduler.protocol.tls import check_pin, client_context
 
 
 def drain(name: str, home: Path, grace: float | None = None, scheduler: str | None = None) -> None:
     """Ask the scheduler to drain worker ``name``; raises ValueError or OSError with
     a readable message when it cannot."""
     secret = p.read_secret(home / "worker.secret")
+    path = home / p.ACCESS_FILE
+    record = p.AccessRecord.load(path) if path.exists() or not scheduler else None
     if scheduler:
         host, _, port = scheduler.rpartition(":")
         address = (host.strip("[]"), int(port))
     else:
-        record = p.AccessRecord.load(home / p.ACCESS_FILE)
+        assert record is not None
         address = (record.host, record.port)
-    with socket.create_connection(address, timeout=30) as sock:
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection(address, timeout=30))
+        if record and record.tls_fingerprint:  # this state directory's scheduler: TLS
+            sock = stack.enter_context(client_context().wrap_socket(sock))
+            check_pin(sock, record.tls_fingerprint)
         hello = p.Hello(
             role=p.Role.WORKER.value,
             version=p.PROTOCOL_VERSION,

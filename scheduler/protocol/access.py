@@ -33,6 +33,8 @@ class AccessRecord:
     port: int
     version: int = PROTOCOL_VERSION
     token: str | None = None
+    #: With ``dfarm scheduler --tls``: the SHA-256 of its certificate, which peers pin.
+    tls_fingerprint: str | None = None
 
     def save(self, path: Path) -> None:
         """Write atomically; the file is created owner-only when it holds a token."""

@@ -13,6 +13,7 @@ import ftplib
 from collections.abc import Callable, Iterator
 
 from scheduler.protocol.records import FtpGrant
+from scheduler.protocol.tls import check_pin, client_context
 
 __all__ = ["FTP_ERRORS", "ftp_session", "retrieve"]
 
@@ -23,11 +24,19 @@ FTP_ERRORS = (OSError, EOFError, ftplib.Error)
 
 @contextlib.contextmanager
 def ftp_session(grant: FtpGrant, timeout: float = 60) -> Iterator[ftplib.FTP]:
-    """A session logged in with ``grant``; raises one of :data:`FTP_ERRORS`."""
-    ftp = ftplib.FTP()
+    """A session logged in with ``grant`` (over TLS, its certificate checked, when
+    the grant names one); raises one of :data:`FTP_ERRORS`."""
+    pinned = grant.tls_fingerprint
+    ftp = ftplib.FTP_TLS(context=client_context()) if pinned else ftplib.FTP()
     try:
         ftp.connect(grant.host, grant.port, timeout=timeout)
-        ftp.login(grant.user, grant.password)
+        if isinstance(ftp, ftplib.FTP_TLS) and pinned:
+            ftp.auth()
+            check_pin(ftp.sock, pinned)  # before the password leaves
+            ftp.login(grant.user, grant.password)
+            ftp.prot_p()
+        else:
+            ftp.login(grant.user, grant.password)
         yield ftp
     finally:
         with contextlib.suppress(*FTP_ERRORS):

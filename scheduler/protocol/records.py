@@ -271,3 +271,5 @@ class FtpGrant:
     port: int
     user: str
     password: str
+    #: Set when the spool speaks FTPS: the certificate the client must see.
+    tls_fingerprint: str | None = None
