@@ -180,6 +180,24 @@ class Client:
         assert isinstance(reply, p.JobsChanged)
         return reply
 
+    def users(self) -> p.UserList:
+        """Every user's fair-share usage, share and jobs idle and running."""
+        reply = self.conn.request(p.QueryUsers())
+        assert isinstance(reply, p.UserList)
+        return reply
+
+    def analyze(self, ids: list[str]) -> list[p.JobAnalysis]:
+        """Why your jobs (``42`` or ``42.0``) are not running, in words and numbers."""
+        reply = self.conn.request(p.AnalyzeJobs(ids=list(ids)))
+        assert isinstance(reply, p.JobAnalyses)
+        return reply.jobs
+
+    def counts(self, all_users: bool = False) -> dict[str, int]:
+        """How many of your (or everyone's) jobs are in each state of the queue."""
+        reply = self.conn.request(p.QueryCounts(all_users=all_users))
+        assert isinstance(reply, p.JobCounts)
+        return reply.counts
+
     def edit(self, ids: list[str], changes: dict[str, str]) -> p.JobsChanged:
         """Change requests or limits of idle or held jobs: ``{"request_memory": "4GB"}``."""
         reply = self.conn.request(p.EditJobs(ids=list(ids), changes=dict(changes)))

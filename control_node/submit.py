@@ -120,6 +120,7 @@ def _spec(proc: ProcDescription, digests: dict[str, tuple[str, int]]) -> p.JobSp
         request_gpus=proc.request_gpus,
         priority=proc.priority,
         machine=proc.machine,
+        requirements=proc.requirements,
         notify_user=proc.notify_user,
         notification=proc.notification,
         notification_per_job=proc.notification_per_job,

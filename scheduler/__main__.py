@@ -42,6 +42,13 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         metavar="DAYS",
         help="days the results of a finished job are kept for dfetch (default 7)",
     )
+    parser.add_argument(
+        "--usage-halflife",
+        type=float,
+        default=86400.0,
+        metavar="SECONDS",
+        help="half-life of each user's fair-share usage (default 86400, one day)",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--log-file", default=None, help="log file (default HOME/scheduler.log; '-' = stderr only)"
@@ -61,6 +68,7 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         worker_timeout=args.worker_timeout,
         mail=mail_config_from_args(args),
         result_retention=args.keep_results * 86400,
+        usage_halflife=args.usage_halflife,
     )
 
 
@@ -79,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except MailConfigError as exc:
         print(f"dfarm scheduler: {exc}", file=sys.stderr)
+        return 2
+    if not config.usage_halflife > 0:
+        print("dfarm scheduler: --usage-halflife must be greater than 0 seconds", file=sys.stderr)
         return 2
     config.home.mkdir(parents=True, exist_ok=True)
     log_file = (

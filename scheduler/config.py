@@ -39,6 +39,9 @@ class SchedulerConfig:
     #: Seconds the results of a finished job are kept for ``dfetch`` before they are
     #: cleaned (the job stays in the history).
     result_retention: float = 7 * 24 * 3600
+    #: Half-life of each user's fair-share usage, in seconds (HTCondor's
+    #: ``PRIORITY_HALFLIFE``; default one day).
+    usage_halflife: float = 86400.0
 
     @property
     def db_path(self) -> Path:

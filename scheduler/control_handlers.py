@@ -7,6 +7,8 @@ import time
 
 from scheduler import protocol as p
 from scheduler.connection import Connection, RequestError
+from scheduler.dispatch import Slots
+from scheduler.matching import capacities, impossible_warnings
 from scheduler.protocol import JobState
 from scheduler.staging import StagingError
 from scheduler.store import Job, JobResult
@@ -40,11 +42,16 @@ class ControlHandlers:
             )
         except (SubmissionError, StagingError, p.ProtocolError) as exc:
             raise RequestError(str(exc), "invalid") from None
+        warnings += impossible_warnings(specs, capacities(self._slots()))
         jobs = self.jobs.submit(msg.cluster, conn.name, msg.submit_file, specs)
         self.mailer.submitted(jobs)
         log.info("user %s submitted cluster %d: %d job(s)", conn.name, msg.cluster, len(jobs))
         self._wake.set()
         return p.Submitted(cluster=msg.cluster, job_ids=[j.id for j in jobs], warnings=warnings)
+
+    def _slots(self) -> list[Slots]:
+        """What each registered worker offers."""
+        return [c.slots for c in self.workers.values() if c.slots is not None]
 
     def on_query_jobs(self, conn: Connection, msg: p.QueryJobs) -> p.Message:
         clusters, pairs = _parse_ids(msg.ids)

@@ -25,6 +25,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.connection import Connection, RequestError
 from scheduler.control_handlers import ControlHandlers
 from scheduler.dispatch import Slots
+from scheduler.explain import ExplainHandlers
 from scheduler.job_control import JobControlHandlers
 from scheduler.jobs import JobTable
 from scheduler.mail import Mailer
@@ -39,7 +40,9 @@ from scheduler.worker_handlers import WorkerHandlers
 log = logging.getLogger(__name__)
 
 
-class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobControlHandlers):
+class Scheduler(
+    WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobControlHandlers, ExplainHandlers
+):
     """The scheduler node. ``await Scheduler(config).serve()`` runs it until stopped."""
 
     def __init__(self, config: SchedulerConfig):
@@ -49,7 +52,7 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
         self.store = Store(config.db_path)
         self.spool = Spool(config.spool_dir, host=_bind_host(config.host), port=config.ftp_port)
         self.mailer = Mailer(config.mail, self.store, self.spool.job_dir)
-        self.jobs = JobTable(self.store, on_change=self._notify)
+        self.jobs = JobTable(self.store, on_change=self._notify, halflife=config.usage_halflife)
         self.mailer.resume(self.jobs.active.values())
         self.workers: dict[int, Connection] = {}
         self.controls: dict[int, Connection] = {}
@@ -399,6 +402,9 @@ ROUTES: dict[type[p.Message], Any] = {
     p.OutputChunk: Scheduler.on_output_chunk,
     p.DrainWorker: Scheduler.on_drain_worker,
     p.Draining: Scheduler.on_draining,
+    p.QueryUsers: Scheduler.on_query_users,
+    p.QueryCounts: Scheduler.on_query_counts,
+    p.AnalyzeJobs: Scheduler.on_analyze_jobs,
 }
 
 

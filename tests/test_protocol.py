@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import scheduler.protocol.explain as ex
 import scheduler.protocol.jobcontrol as jc
 from scheduler.protocol import (
     DEFAULT_MAX_FRAME,
@@ -241,6 +242,37 @@ SAMPLES: dict[str, Message] = {
     "drain_worker": jc.DrainWorker(name="w1", grace=5.0),
     "drain": jc.Drain(grace=None),
     "draining": jc.Draining(requeue=["42.0:2"]),
+    "query_users": ex.QueryUsers(),
+    "user_list": ex.UserList(
+        users=[
+            ex.UserUsage(
+                user="ann",
+                effective_usage=12.5,
+                share=1.0,
+                idle=3,
+                running=1,
+                running_cpus=2,
+                rank=1,
+            )
+        ],
+        halflife=86400.0,
+    ),  # fmt: skip
+    "analyze_jobs": ex.AnalyzeJobs(ids=["42.0"]),
+    "job_analyses": ex.JobAnalyses(
+        jobs=[
+            ex.JobAnalysis(
+                id="42.0",
+                state="idle",
+                owner="ann",
+                summary="Job 42.0 is idle.",
+                reasons=["no worker has a GPU"],
+                workers_connected=2,
+                estimated_start=1.7e9,
+            )
+        ]
+    ),  # fmt: skip
+    "query_counts": ex.QueryCounts(all_users=True),
+    "job_counts": ex.JobCounts(counts={"idle": 3, "running": 1}),
 }
 
 

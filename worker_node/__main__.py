@@ -84,6 +84,7 @@ def config_from_args(args: argparse.Namespace, sampler: Sampler) -> WorkerConfig
         cpus=cpus,
         memory_mb=memory,
         gpus=max(0, gpus),
+        gpu_ids=tuple(g.index for g in metrics.gpus)[:gpus] if gpus <= len(metrics.gpus) else (),
         grace=300.0 if args.grace is None else max(0.0, args.grace),
     )
 
