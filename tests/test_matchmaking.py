@@ -100,3 +100,55 @@ def test_gpus_requirements_and_impossible_jobs(make_cluster, tmp_path: Path) -> 
     assert bad.returncode == 1
     assert "bad.sub:2: requirements: column 9: unexpected '>'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+DRY_KEYS = [
+    "proc", "executable", "arguments", "input", "output", "error", "log", "initialdir",
+    "environment", "transfer_input_files", "transfer_output_files", "request_cpus",
+    "request_memory", "request_disk", "request_gpus", "requirements", "notify_user",
+    "notification", "priority", "max_retries",
+]  # fmt: skip
+
+
+def test_dry_run_expands_without_queueing(make_cluster, tmp_path: Path) -> None:
+    cluster = two_workers(make_cluster)
+    write(tmp_path / "span.sh", SPAN, True)
+    write(tmp_path / "a.txt", "a")
+    write(tmp_path / "in.txt", "in")
+    write(
+        tmp_path / "job.sub",
+        'executable = span.sh\narguments = "-n $(Process) \'two words\'"\ninput = in.txt\n'
+        "output = out.$(Process)\nerror = err.$(Process)\nlog = job.log\n"
+        "transfer_input_files = a.txt\ntransfer_output_files = r.txt\n"
+        'environment = "A=1 B=two"\nrequest_cpus = 2\nrequest_memory = 512M\n'
+        "request_disk = 1GB\nrequirements = Cpus >= 2\nnotify_user = me@example.org\n"
+        "notification = Error\npriority = 3\nmax_retries = 2\nqueue 2\n",
+    )
+    out = cluster.run("dsub", "--dry-run", "--json", "job.sub", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    jobs = json.loads(out.stdout)
+    assert [list(j) for j in jobs] == [DRY_KEYS, DRY_KEYS]
+    one = jobs[1]
+    assert one["proc"] == 1 and one["executable"] == str(tmp_path / "span.sh")
+    assert one["arguments"] == ["-n", "1", "two words"]
+    assert one["input"] == str(tmp_path / "in.txt")
+    assert (one["output"], one["error"], one["log"]) == tuple(
+        str(tmp_path / n) for n in ("out.1", "err.1", "job.log")
+    )
+    assert one["initialdir"] == str(tmp_path) and one["environment"] == {"A": "1", "B": "two"}
+    assert one["transfer_input_files"] == [str(tmp_path / "a.txt")]
+    assert one["transfer_output_files"] == ["r.txt"]
+    assert (one["request_cpus"], one["request_memory"], one["request_disk"]) == (2, 512, 1048576)
+    assert (one["request_gpus"], one["requirements"]) == (0, "Cpus >= 2")
+    assert (one["notify_user"], one["notification"]) == ("me@example.org", "Error")
+    assert (one["priority"], one["max_retries"]) == (3, 2)
+    text = cluster.run("dsub", "--dry-run", "job.sub", cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert "job 1: " in text.stdout and "matching workers: w1\n" in text.stdout
+    assert "2 job(s) would be submitted; nothing was queued." in text.stdout
+    assert json.loads(cluster.run("dq", "--json").stdout) == []
+    write(
+        tmp_path / "huge.sub", "executable = span.sh\nrequest_gpus = 1\nrequest_cpus = 2\nqueue\n"
+    )
+    text = cluster.run("dsub", "--dry-run", "huge.sub", cwd=tmp_path)
+    assert "matching workers: none: no single worker has everything" in text.stdout
