@@ -104,12 +104,14 @@ class JobTable:
 
     # ------------------------------------------------------------------ submit
 
-    def submit(self, cluster: int, owner: str, submit_file: str, specs: list[JobSpec]) -> list[Job]:
-        """Queue every proc of a cluster in one transaction."""
+    def submit(
+        self, cluster: int, owner: str, submit_file: str, specs: list[JobSpec], first: int = 0
+    ) -> list[Job]:
+        """Queue the procs of a cluster (numbered from ``first``) in one transaction."""
         now = time.time()
         jobs = [
             Job(cluster=cluster, proc=i, owner=owner, state=JobState.IDLE, spec=s, submit_time=now)
-            for i, s in enumerate(specs)
+            for i, s in enumerate(specs, start=first)
         ]
         self.store.insert_jobs(cluster, submit_file, jobs, now)
         for job in jobs:

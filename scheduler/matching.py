@@ -31,7 +31,7 @@ def capacities(workers: Iterable[Slots]) -> list[Capacity]:
     ]
 
 
-def impossible_warnings(specs: list[JobSpec], workers: list[Capacity]) -> list[str]:
+def impossible_warnings(specs: list[JobSpec], workers: list[Capacity], first: int = 0) -> list[str]:
     """Warnings for the jobs of a submission that no connected worker could ever run
     (one per distinct set of requests, so a large cluster costs a few checks)."""
     by_shape: dict[Shape, list[int]] = {}
@@ -41,7 +41,7 @@ def impossible_warnings(specs: list[JobSpec], workers: list[Capacity]) -> list[s
     for procs in by_shape.values():
         _, reasons = never_reasons(specs[procs[0]], workers)
         if reasons:
-            which = f"job {procs[0]}" if len(procs) == 1 else f"{len(procs)} job(s)"
+            which = f"job {first + procs[0]}" if len(procs) == 1 else "jobs of this cluster"
             warnings.append(
                 f"{which} will stay idle until such a worker connects: {'; '.join(reasons)}"
             )

@@ -60,6 +60,8 @@ class Scheduler(
         self.subscribers: dict[int, dict[Connection, frozenset[str]]] = {}
         #: Running jobs whose worker is away: requeued unless it returns by the deadline.
         self.orphans: dict[str, float] = {}
+        #: Clusters submitted in parts, with the proc number their next part starts at.
+        self.partial_clusters: dict[int, int] = {}
         #: Output requests (``dtail``) waiting for a worker: the asking connection,
         #: its request id and the worker asked, by the id of the request to the worker.
         self.tails: dict[int, tuple[Connection, int | None, Connection]] = {}

@@ -117,7 +117,7 @@ def test_dry_run_expands_without_queueing(make_cluster, tmp_path: Path) -> None:
     write(tmp_path / "in.txt", "in")
     write(
         tmp_path / "job.sub",
-        'executable = span.sh\narguments = "-n $(Process) \'two words\'"\ninput = in.txt\n'
+        "executable = span.sh\narguments = \"-n $(Process) 'two words'\"\ninput = in.txt\n"
         "output = out.$(Process)\nerror = err.$(Process)\nlog = job.log\n"
         "transfer_input_files = a.txt\ntransfer_output_files = r.txt\n"
         'environment = "A=1 B=two"\nrequest_cpus = 2\nrequest_memory = 512M\n'

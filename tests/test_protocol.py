@@ -367,7 +367,10 @@ def test_id_is_omitted_when_none_and_echoed_by_with_id() -> None:
 
 def test_wire_format_of_defaults() -> None:
     data = wire_dict(QueryJobs(id=1))
-    assert data == {"type": "query_jobs", "id": 1, "ids": [], "all_users": False, "states": []}
+    assert data == {
+        "type": "query_jobs", "id": 1, "ids": [], "all_users": False, "states": [],
+        "limit": 0, "after": "",
+    }  # fmt: skip
     # Fields left out on the wire take their defaults.
     assert decode(b'{"type":"query_jobs"}') == QueryJobs()
 

@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--summary", action="store_true", help="only the number of jobs in each state"
     )
+    parser.add_argument(
+        "-limit", "--limit", type=int, default=0, metavar="N", help="show at most N jobs"
+    )
     add_connection_options(parser)
     args = parser.parse_args(argv)
     if args.users:
@@ -45,7 +48,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         with connect(args) as client:
-            jobs = client.jobs(args.ids, states=[] if args.all else None, all_users=args.allusers)
+            jobs = client.jobs(
+                args.ids,
+                states=[] if args.all else None,
+                all_users=args.allusers,
+                limit=args.limit,
+            )
         if args.json:
             print(render.dump_json(jobs))
         elif args.long:
@@ -76,8 +84,8 @@ def summary(args: argparse.Namespace) -> int:
     if args.json:
         print(render.dump_json(counts))
     else:
-        total = sum(counts.values())
-        print(f"{total} jobs; " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+        parts = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+        print(f"{sum(counts.values())} job(s) in the queue{': ' + parts if parts else ''}")
     return 0
 
 

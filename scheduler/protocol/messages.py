@@ -151,7 +151,9 @@ class ClusterCreated(Message):
 class SubmitJobs(Message):
     """Queue the procs of a reserved cluster, whose inputs are uploaded.
 
-    Done atomically: either every proc is queued or none is.
+    Done atomically: either every proc of the message is queued or none is. A
+    large cluster comes in parts, in order, so that no frame outgrows the limit:
+    each part names its first proc, and the last says so.
     """
 
     type: ClassVar[str] = "submit_jobs"
@@ -161,6 +163,10 @@ class SubmitJobs(Message):
     jobs: list[JobSpec]
     #: Small inputs by sha256 (base64), instead of an FTP upload.
     files: dict[str, str] = field(default_factory=dict)
+    #: The proc number of ``jobs[0]`` (0 for the first part).
+    first_proc: int = 0
+    #: Whether this is the cluster's last part.
+    last: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,12 +186,17 @@ class QueryJobs(Message):
     ids: list[str] = field(default_factory=list)
     all_users: bool = False
     states: list[str] = field(default_factory=list)
+    #: A page: at most ``limit`` jobs (0: all) after the job id ``after``, in id order.
+    limit: int = 0
+    after: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
 class JobList(Message):
     type: ClassVar[str] = "job_list"
     jobs: list[JobInfo]
+    #: Whether jobs past this page match too (ask again with ``after``).
+    more: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
