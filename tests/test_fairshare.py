@@ -165,3 +165,31 @@ def test_edited_priority_reorders_and_discard_is_final() -> None:
     q.push(b)
     q.discard(a)
     assert [q.pop_fitting(slot(), 0.0), q.pop_fitting(slot(), 0.0)] == [b, None]
+
+
+def test_usage_survives_a_restart_and_running_jobs_count_again(tmp_path: Path) -> None:
+    from scheduler.jobs import JobTable
+    from scheduler.store import Store
+
+    store = Store(tmp_path / "dfarm.db")
+    table = JobTable(store, halflife=1e9)
+    cluster = store.reserve_cluster("ann", 1.0)
+    specs = [JobSpec(executable="x", request_cpus=2)] * 2
+    first, second = table.submit(cluster, "ann", "a.sub", specs)
+    table.assign([slot()])
+    first.start_time = second.start_time = time.time() - 10  # ran ten seconds
+    table.transition(first, JobState.COMPLETED, "terminated", exit_code=0)
+    charged = table.queue.users["ann"].value
+    assert 19.0 < charged < 25.0  # 10 s x 2 cpus
+    store.save_job(second, "test")
+    store.close()
+
+    store = Store(tmp_path / "dfarm.db")
+    try:
+        again = JobTable(store, halflife=1e9)
+        ann = again.queue.users["ann"]
+        assert ann.value == pytest.approx(charged)
+        assert (ann.running, ann.running_cpus) == (1, 2)  # the job still running
+        assert again.queue.effective_usage("ann", time.time()) > charged + 19.0
+    finally:
+        store.close()
