@@ -47,7 +47,13 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
         config.home.mkdir(parents=True, exist_ok=True)
         self.secret = ensure_secret(config)
         self.store = Store(config.db_path)
-        self.spool = Spool(config.spool_dir, host=_bind_host(config.host), port=config.ftp_port)
+        self.spool = Spool(
+            config.spool_dir,
+            host=_bind_host(config.host),
+            port=config.ftp_port,
+            passive_ports=config.ftp_passive_ports,
+            masquerade_address=config.masquerade_address,
+        )
         self.mailer = Mailer(config.mail, self.store, self.spool.job_dir)
         self.jobs = JobTable(self.store, on_change=self._notify)
         self.mailer.resume(self.jobs.active.values())
@@ -78,7 +84,9 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
     # ------------------------------------------------------------------ lifecycle
 
     async def serve(self, ready: asyncio.Event | None = None) -> None:
-        server = await asyncio.start_server(self._connection, self.config.host, self.config.port)
+        # "::" means every address of both families, as for the FTP server.
+        host = None if self.config.host == "::" else self.config.host
+        server = await asyncio.start_server(self._connection, host, self.config.port)
         self.port = server.sockets[0].getsockname()[1]
         self.spool.start()
         p.AccessRecord(host=self.config.client_host(), port=self.port).save(self.config.access_path)
@@ -130,7 +138,7 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
             reader,
             writer,
             f"{peer[0]}:{peer[1]}",
-            _host_for_grants(local[0]),
+            self.config.masquerade_address or _host_for_grants(local[0]),
             on_output=self._output,
         )
         task = asyncio.current_task()
@@ -403,7 +411,7 @@ ROUTES: dict[type[p.Message], Any] = {
 
 
 def _bind_host(host: str) -> str:
-    return "" if host in ("0.0.0.0", "::") else host
+    return "" if host == "0.0.0.0" else host
 
 
 def _host_for_grants(local_address: str) -> str:

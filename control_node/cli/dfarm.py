@@ -5,6 +5,7 @@
     dfarm worker --scheduler HOST:PORT --secret-file F  a worker node
     dfarm worker --drain NAME [--home DIR]            drain a worker (scheduler node)
     dfarm user add|list|remove|token ...               users (on the scheduler node)
+    dfarm config show scheduler|worker [OPTIONS]      the effective configuration
 
 This launcher is the one place that starts every role, so it imports each.
 """
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         from worker_node.__main__ import main as run
     elif command == "user":
         from scheduler.admin import main as run
+    elif command == "config":
+        from control_node.cli.dfarm_config import main as run
     else:
         print(f"dfarm: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
