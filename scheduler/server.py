@@ -29,6 +29,7 @@ from scheduler.job_control import JobControlHandlers
 from scheduler.jobs import JobTable
 from scheduler.mail import Mailer
 from scheduler.match_macros import match_spec
+from scheduler.probe import ProbeHandlers
 from scheduler.protocol import JobState, Role
 from scheduler.retention import Retention
 from scheduler.staging import Spool
@@ -39,7 +40,9 @@ from scheduler.worker_handlers import WorkerHandlers
 log = logging.getLogger(__name__)
 
 
-class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobControlHandlers):
+class Scheduler(
+    WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobControlHandlers, ProbeHandlers
+):
     """The scheduler node. ``await Scheduler(config).serve()`` runs it until stopped."""
 
     def __init__(self, config: SchedulerConfig):
@@ -407,6 +410,7 @@ ROUTES: dict[type[p.Message], Any] = {
     p.OutputChunk: Scheduler.on_output_chunk,
     p.DrainWorker: Scheduler.on_drain_worker,
     p.Draining: Scheduler.on_draining,
+    p.ProbeFtp: Scheduler.on_probe_ftp,
 }
 
 

@@ -105,3 +105,42 @@ def test_a_job_runs_across_hosts_with_input_and_output_files(farm: Farm, tmp_pat
     # The spool on the scheduler host holds the staged input once, by its hash.
     sizes = [f.stat().st_size for f in (farm.home / "spool" / "1" / "input").iterdir()]
     assert sizes.count(320_000) == 1
+
+
+def test_doctor_passes_on_client_and_worker_hosts(farm: Farm) -> None:
+    out = farm.client("control_node.cli.dfarm", "doctor")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert [line[:6] for line in lines[:7]] == ["[ OK ]"] * 7, out.stdout
+    assert f"{farm.address}, user alice" in lines[0]
+    assert "KiB received intact" in lines[6] and lines[-1] == "everything works."
+    out = farm.lab.run("w1", "control_node.cli.dfarm", "doctor", "--worker", "--config",
+                       farm.worker_toml["w1"])  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"{farm.address} (file {farm.worker_toml['w1']}:1)" in out.stdout
+    assert "worker doctor-" in out.stdout
+    # The probes left nothing behind in the spool.
+    assert list((farm.home / "spool" / "probe").iterdir()) == []
+
+
+def test_doctor_reports_a_closed_passive_port_range(farm: Farm) -> None:
+    farm.lab.drop_tcp_ports("sched", *PASSIVE)
+    out = farm.client("control_node.cli.dfarm", "doctor", "--timeout", "2")
+    assert out.returncode == 1, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[4].startswith("[ OK ] 5. FTP control connection"), out.stdout
+    sched = farm.lab.address["sched"]
+    assert re.match(
+        rf"\[FAIL\] 6\. FTP upload \(passive data connection\): the passive data connection "
+        rf"to {re.escape(sched)}:(\d+) failed \(timed out\): the FTP passive port range is closed",
+        lines[5],
+    ), out.stdout
+    port = int(re.search(rf"{re.escape(sched)}:(\d+)", lines[5]).group(1))
+    assert PASSIVE[0] <= port <= PASSIVE[1]
+    assert lines[6] == (
+        f"       fix: open the scheduler's FTP passive ports {PASSIVE[0]}-{PASSIVE[1]} in the "
+        "firewall of the scheduler host and between the hosts"
+    )
+    assert "not checked: FTP download" in lines[7]
+    # The control channel and everything before it still work.
+    assert farm.client("control_node.cli.dq").returncode == 0
