@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import logging
 import secrets
+import socket
 import sqlite3
 import time
 from typing import Any
@@ -87,9 +88,16 @@ class Scheduler(
     # ------------------------------------------------------------------ lifecycle
 
     async def serve(self, ready: asyncio.Event | None = None) -> None:
-        # "::" means every address of both families, as for the FTP server.
-        host = None if self.config.host == "::" else self.config.host
-        server = await asyncio.start_server(self._connection, host, self.config.port)
+        if self.config.host == "::" and socket.has_dualstack_ipv6():
+            # One socket for both families (IPv4 peers as ::ffff:a.b.c.d), as for FTP.
+            sock = socket.create_server(
+                ("::", self.config.port), family=socket.AF_INET6, dualstack_ipv6=True
+            )
+            server = await asyncio.start_server(self._connection, sock=sock)
+        else:
+            server = await asyncio.start_server(
+                self._connection, self.config.host, self.config.port
+            )
         self.port = server.sockets[0].getsockname()[1]
         self.spool.start()
         p.AccessRecord(host=self.config.client_host(), port=self.port).save(self.config.access_path)
@@ -140,7 +148,7 @@ class Scheduler(
             next(self._ids),
             reader,
             writer,
-            f"{peer[0]}:{peer[1]}",
+            f"{_host_for_grants(peer[0])}:{peer[1]}",
             self.config.masquerade_address or _host_for_grants(local[0]),
             on_output=self._output,
         )
