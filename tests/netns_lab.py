@@ -3,7 +3,8 @@
 ``NetnsLab(tmp_path, ["sched", "w1", "w2", "client"])`` makes one namespace per
 host. The first host holds the bridge (so it is the router of the test network);
 the others are joined to it by veth pairs. Addresses are ``10.213.N.1``,
-``10.213.N.2``, ... in a private range, N random per run. Names carry the pid and
+``10.213.N.2``, ... in a private range, N random per run, and IPv6 addresses
+``fd00:213:N::1``, ``fd00:213:N::2``, ... (unique local) beside them. Names carry the pid and
 a random suffix, so parallel runs do not meet; :meth:`close` kills every process
 started in the lab and deletes its namespaces (which removes their interfaces).
 """
@@ -46,6 +47,8 @@ class NetnsLab:
         self.subnet = f"10.213.{random.randrange(256)}"
         self.ns = {host: f"dfarm-{tag}-{host}" for host in hosts}
         self.address = {host: f"{self.subnet}.{i}" for i, host in enumerate(hosts, 1)}
+        n = self.subnet.rsplit(".", 1)[1]
+        self.address6 = {host: f"fd00:213:{n}::{i}" for i, host in enumerate(hosts, 1)}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -71,15 +74,22 @@ class NetnsLab:
         hub = self.ns[hosts[0]]
         self._run("-n", hub, "link", "add", "br0", "type", "bridge")
         self._run("-n", hub, "link", "set", "br0", "up")
-        self._run("-n", hub, "addr", "add", f"{self.address[hosts[0]]}/24", "dev", "br0")
+        self._add_addresses(hosts[0], "br0")
         for i, host in enumerate(hosts[1:], 1):
             port = f"port{i}"
             self._run("-n", hub, "link", "add", port, "type", "veth", "peer", "name", "eth0",
                       "netns", self.ns[host])  # fmt: skip
             self._run("-n", hub, "link", "set", port, "master", "br0")
             self._run("-n", hub, "link", "set", port, "up")
-            self._run("-n", self.ns[host], "addr", "add", f"{self.address[host]}/24", "dev", "eth0")
+            self._add_addresses(host, "eth0")
             self._run("-n", self.ns[host], "link", "set", "eth0", "up")
+
+    def _add_addresses(self, host: str, device: str) -> None:
+        ns = self.ns[host]
+        self._run("-n", ns, "addr", "add", f"{self.address[host]}/24", "dev", device)
+        # nodad: usable at once, without duplicate address detection's delay
+        self._run("-n", ns, "-6", "addr", "add", f"{self.address6[host]}/64", "dev", device,
+                  "nodad")  # fmt: skip
 
     def drop_tcp_ports(self, host: str, first: int, last: int) -> None:
         """A firewall on ``host`` that drops incoming TCP to ports ``first``-``last``

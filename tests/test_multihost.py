@@ -26,7 +26,7 @@ class Farm:
         self.address = f"{lab.address['sched']}:{PORT}"
         self.scheduler_toml = write(root / "etc" / "scheduler.toml", "\n".join([
             f'home = "{self.home}"',
-            'host = "0.0.0.0"',
+            'host = "::"',  # IPv4 and IPv6
             f"port = {PORT}",
             f"ftp_port = {FTP_PORT}",
             f'ftp_passive_ports = "{PASSIVE[0]}-{PASSIVE[1]}"',
@@ -40,9 +40,12 @@ class Farm:
         assert added.returncode == 0, added.stderr
         self.token = added.stdout.split()[-1]
         self.worker_toml: dict[str, Path] = {}
+        self.address6 = f"[{lab.address6['sched']}]:{PORT}"
         for name in ("w1", "w2"):
+            # w1 speaks IPv4, w2 IPv6
+            address = self.address if name == "w1" else self.address6
             self.worker_toml[name] = write(root / name / "worker.toml", "\n".join([
-                f'scheduler = "{self.address}"',
+                f'scheduler = "{address}"',
                 f'secret_file = "{self.home / "worker.secret"}"',
                 f'name = "{name}"',
                 "slots = 1",
@@ -71,9 +74,10 @@ def farm(tmp_path: Path) -> Iterator[Farm]:
 
 def test_a_job_runs_across_hosts_with_input_and_output_files(farm: Farm, tmp_path: Path) -> None:
     lab = farm.lab
-    # Each worker came from its own host's address.
-    for name in ("w1", "w2"):
-        assert re.search(rf"{name}.*registered from {lab.address[name]}:", lab.log("scheduler"))
+    # Each worker came from its own host's address, w1 over IPv4 and w2 over IPv6.
+    log = lab.log("scheduler")
+    assert re.search(rf"w1.*registered from {lab.address['w1']}:", log)
+    assert re.search(rf"w2.*registered from {lab.address6['w2']}:", log)
     work = tmp_path / "client"
     # Beyond the 64 KiB that travel inside messages: both ways over FTP's data channel.
     write(work / "input.dat", "".join(f"{i:07d}\n" for i in range(40_000)))
@@ -114,11 +118,12 @@ def test_doctor_passes_on_client_and_worker_hosts(farm: Farm) -> None:
     assert [line[:6] for line in lines[:7]] == ["[ OK ]"] * 7, out.stdout
     assert f"{farm.address}, user alice" in lines[0]
     assert "KiB received intact" in lines[6] and lines[-1] == "everything works."
-    out = farm.lab.run("w1", "control_node.cli.dfarm", "doctor", "--worker", "--config",
-                       farm.worker_toml["w1"])  # fmt: skip
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert f"{farm.address} (file {farm.worker_toml['w1']}:1)" in out.stdout
-    assert "worker doctor-" in out.stdout
+    for name, address in (("w1", farm.address), ("w2", farm.address6)):
+        out = farm.lab.run(name, "control_node.cli.dfarm", "doctor", "--worker", "--config",
+                           farm.worker_toml[name])  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"{address} (file {farm.worker_toml[name]}:1)" in out.stdout
+        assert "worker doctor-" in out.stdout and "received intact" in out.stdout
     # The probes left nothing behind in the spool.
     assert list((farm.home / "spool" / "probe").iterdir()) == []
 

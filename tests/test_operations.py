@@ -162,3 +162,37 @@ def test_logs_go_to_journald_under_systemd(tmp_path: Path) -> None:
             assert "scheduler listening" in (home / "scheduler.log").read_text()
         assert "Traceback" not in stderr
     assert json.loads((tmp_path / "home-True" / "access.json").read_text())["port"] > 0
+
+
+def test_passive_mode_announces_the_masquerade_address_and_uses_the_range(
+    tmp_path: Path,
+) -> None:
+    """What a firewall and a NAT router need: passive ports from the configured range,
+    and the public address announced in PASV replies (and named in grants)."""
+    import ftplib
+    import re
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from scheduler.staging import Spool
+
+    ports = range(47310, 47320)
+    spool = Spool(tmp_path / "spool", "127.0.0.1", 0, ports, "203.0.113.9")
+    spool.start()
+    try:
+        grant, directory = spool.grant_probe("203.0.113.9")
+        assert grant.host == "203.0.113.9"
+        ftp = ftplib.FTP()
+        ftp.connect("127.0.0.1", spool.port, timeout=10)
+        ftp.login(grant.user, grant.password)
+        reply = ftp.sendcmd("PASV")
+        numbers = re.search(r"\((\d+),(\d+),(\d+),(\d+),(\d+),(\d+)\)", reply).groups()
+        assert ".".join(numbers[:4]) == "203.0.113.9"
+        assert int(numbers[4]) * 256 + int(numbers[5]) in ports
+        # The probe directory is the grant's only writable place.
+        ftp.cwd(directory)
+        assert ftp.nlst() == []
+        ftp.quit()
+    finally:
+        spool.stop()
