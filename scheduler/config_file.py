@@ -226,12 +226,17 @@ def load(
     # setting is already present, so argparse fills in no default.
     # (append and count actions build on what is there, and start afresh from None.)
     fresh = (argparse._AppendAction, argparse._CountAction)
+    required = [a for a in keys.values() if a.required]
+    for action in required:
+        action.required = False  # it may come from the file or the environment
     probe = argparse.Namespace(
         **{a.dest: None if isinstance(a, fresh) else _UNSET for a in keys.values()}
     )
     given = parser.parse_args(argv, namespace=probe)
     values, sources, _ = layered_defaults(parser, node, getattr(given, "config", None), env)
     parser.set_defaults(**values)
+    for action in required:
+        action.required = action.dest not in values
     args = parser.parse_args(argv)
     for action in keys.values():
         if getattr(given, action.dest) not in (_UNSET, None):

@@ -106,6 +106,10 @@ def test_booleans_lists_and_secrets_from_any_parser() -> None:
     assert shown["db_password"] == "********" and shown["key_file"] == Path("/k")
     with pytest.raises(config_file.ConfigError, match="expected true or false"):
         config_file.load(parser, [], "test", {"DFARM_TLS": "maybe"})
+    required = argparse.ArgumentParser()
+    required.add_argument("--site", required=True)
+    args, sources = config_file.load(required, [], "test", {"DFARM_SITE": "north"})
+    assert args.site == "north" and sources["site"].kind == "env"
 
 
 def dfarm(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

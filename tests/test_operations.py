@@ -196,3 +196,27 @@ def test_passive_mode_announces_the_masquerade_address_and_uses_the_range(
         ftp.quit()
     finally:
         spool.stop()
+
+
+def test_doctor_fails_on_clocks_apart() -> None:
+    """The clock step compares the scheduler's time in its welcome with the middle of
+    the exchange (a unit test: clocks cannot be set apart on one machine)."""
+    import argparse
+
+    from control_node.doctor import Doctor, Failed
+    from scheduler import protocol as p
+
+    lines: list[str] = []
+    doctor = Doctor(argparse.Namespace(timeout=1.0), lines.append)
+    now = 1_800_000_000.0
+    doctor._sent, doctor._received = now, now + 0.2
+    doctor.state.welcome = p.Welcome(digest="", server_name="s", server_time=now + 0.1 + 7.5)
+    try:
+        doctor.clock()
+    except Failed as exc:
+        assert str(exc) == "the scheduler's clock is +7.5 s from this host's"
+        assert "NTP" in exc.fix
+    else:
+        raise AssertionError("a 7.5 s offset passed")
+    doctor.state.welcome = p.Welcome(digest="", server_name="s", server_time=now + 0.1 - 0.4)
+    assert doctor.clock() == "offset -400 ms"
