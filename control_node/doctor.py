@@ -133,6 +133,16 @@ class Doctor:
             worker, sources = config_file.load(build_parser(), argv, "worker")
         except config_file.ConfigError as exc:
             raise Failed(str(exc), "correct the worker's configuration") from None
+        if not worker.scheduler:
+            # On the scheduler node itself: its access record.
+            access = p.default_home() / p.ACCESS_FILE
+            if access.exists():
+                try:
+                    record = p.AccessRecord.load(access)
+                except p.ProtocolError as exc:
+                    raise Failed(str(exc), "pass --scheduler HOST:PORT") from None
+                worker.scheduler = _address(record.host, record.port)
+                sources["scheduler"] = config_file.Source("file", str(access))
         if not worker.scheduler or not worker.secret_file:
             raise Failed(
                 "the worker's scheduler or secret_file is not set",

@@ -29,7 +29,14 @@ def node_parser(node: str) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return show(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:  # `dfarm config show worker | head`
+        sys.stderr.close()
+        return 0
+
+
+def show(argv: list[str]) -> int:
     if argv[:1] in (["-h"], ["--help"]):
         print(USAGE + "\n\n" + __doc__.split("\n\n")[1])
         return 0
