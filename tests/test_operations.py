@@ -86,7 +86,12 @@ def test_doctor_says_what_to_fix(cluster: TestCluster, tmp_path: Path) -> None:
     good = dfarm("doctor", "--worker", "--scheduler", f"127.0.0.1:{port}", "--secret-file",
                  cluster.config.secret_path, env=env)  # fmt: skip
     assert good.returncode == 0, good.stdout
-    for out in (wrong, closed, lost, worker, good):
+    # On the scheduler node, a worker check finds the scheduler through access.json.
+    here = dfarm("doctor", "--worker", "--secret-file", cluster.config.secret_path,
+                 env=cluster.env())  # fmt: skip
+    assert here.returncode == 0, here.stdout
+    assert f"(file {cluster.config.access_path})" in here.stdout
+    for out in (wrong, closed, lost, worker, good, here):
         assert "Traceback" not in out.stdout + out.stderr
 
 
