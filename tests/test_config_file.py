@@ -142,6 +142,9 @@ def test_config_show_prints_values_and_sources(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "cannot read configuration file" in bad.stderr
     assert "Traceback" not in bad.stderr
     assert dfarm("config", "show", "nodes", env=env).returncode == 2
+    both = json.loads(dfarm("config", "show", "--json", env=env).stdout)
+    assert set(both) == {"scheduler", "worker"}
+    assert {"key": "port", "value": 7070, "source": "default", "where": ""} in both["scheduler"]
 
 
 def test_daemons_refuse_bad_files_in_words(tmp_path: Path) -> None:

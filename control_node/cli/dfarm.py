@@ -5,7 +5,7 @@
     dfarm worker --scheduler HOST:PORT --secret-file F  a worker node
     dfarm worker --drain NAME [--home DIR]            drain a worker (scheduler node)
     dfarm user add|list|remove|token ...               users (on the scheduler node)
-    dfarm config show scheduler|worker [OPTIONS]      the effective configuration
+    dfarm config show [scheduler|worker] [OPTIONS]    the effective configuration
     dfarm doctor [--worker] [--scheduler HOST:PORT]    check this host step by step
     dfarm backup FILE [--home DIR]                     copy the scheduler's database
     dfarm install-service scheduler|worker [--dry-run] systemd unit files
