@@ -43,6 +43,8 @@ from scheduler.protocol import (
     Message,
     NewCluster,
     Ok,
+    ProbeFtp,
+    ProbeGranted,
     ProtocolError,
     QueryJobs,
     QueryWorkers,
@@ -194,6 +196,8 @@ SAMPLES: dict[str, Message] = {
     "subscribe": Subscribe(clusters=[42, 43]),
     "job_update": JobUpdate(job=sample_info()),
     "fetch_results": FetchResults(ids=["42.3", "43"]),
+    "probe_ftp": ProbeFtp(),
+    "probe_granted": ProbeGranted(ftp=sample_grant(), directory="ab12", passive_ports="1-9"),
     "job_results": JobResults(
         download=sample_grant(),
         jobs=[sample_info()],

@@ -35,6 +35,8 @@ __all__ = [
     "Message",
     "NewCluster",
     "Ok",
+    "ProbeFtp",
+    "ProbeGranted",
     "QueryJobs",
     "QueryWorkers",
     "Register",
@@ -257,6 +259,26 @@ class JobResults(Message):
     files: dict[str, dict[str, str]] = field(default_factory=dict)
     #: Jobs left out to keep the reply small: ask for them again.
     remaining: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeFtp(Message):
+    """``dfarm doctor``: FTP access to a fresh, empty probe directory, to check the
+    data channel both ways with the real server and credentials."""
+
+    type: ClassVar[str] = "probe_ftp"
+    roles = BOTH
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeGranted(Message):
+    """Read-write access to ``directory`` (relative to the grant's root) for a minute,
+    and the scheduler's FTP passive port range (empty: any port)."""
+
+    type: ClassVar[str] = "probe_granted"
+    ftp: FtpGrant
+    directory: str
+    passive_ports: str = ""
 
 
 # worker -> scheduler --------------------------------------------------------
