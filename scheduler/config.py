@@ -20,6 +20,11 @@ class SchedulerConfig:
     port: int = DEFAULT_PORT
     #: Port of the embedded FTP server; 0 picks a free one.
     ftp_port: int = 0
+    #: Ports of FTP data connections in passive mode (None: any free port).
+    ftp_passive_ports: range | None = None
+    #: Address FTP announces in passive mode and names in grants (for NAT); None:
+    #: the address each peer connected to.
+    masquerade_address: str | None = None
     #: Host name written to access.json for clients; default: this machine's name,
     #: or 127.0.0.1 when listening on loopback only.
     advertise_host: str | None = None
@@ -52,6 +57,9 @@ class SchedulerConfig:
     upload_limit: int = 10 * 2**30
     #: Bytes a user may keep in the spool (inputs and results); 0: no limit.
     spool_quota: int = 100 * 2**30
+    #: Half-life of each user's fair-share usage, in seconds (HTCondor's
+    #: ``PRIORITY_HALFLIFE``; default one day).
+    usage_halflife: float = 86400.0
 
     @property
     def db_path(self) -> Path:
@@ -78,3 +86,18 @@ class SchedulerConfig:
         if self.host in ("0.0.0.0", "::", ""):
             return socket.getfqdn()
         return self.host
+
+
+def port_range(text: str | None, as_range: bool = False) -> str | range | None:
+    """Check a port range ``FIRST-LAST`` (or one port); the text, or with ``as_range``
+    the ports as a :class:`range`. ValueError names what is wrong."""
+    if text is None:
+        return None
+    first, _, last = text.partition("-")
+    try:
+        low, high = int(first), int(last or first)
+    except ValueError:
+        raise ValueError(f"a port range is FIRST-LAST, e.g. 40000-40100, not {text!r}") from None
+    if not 1 <= low <= high <= 65535:
+        raise ValueError(f"port range {text!r}: ports go from 1 to 65535, FIRST <= LAST")
+    return range(low, high + 1) if as_range else f"{low}-{high}"

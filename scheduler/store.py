@@ -135,6 +135,14 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (cluster, proc)
     );
     """,
+    # fair share: each user's decayed usage (cpu-seconds) as of a time
+    """
+    CREATE TABLE usage (
+        user TEXT PRIMARY KEY,
+        value REAL NOT NULL,
+        stamp REAL NOT NULL
+    );
+    """,
 ]
 
 USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")

@@ -55,6 +55,9 @@ class Attempt:
     limit_exceeded: str | None = None
     #: The job's stdout and stderr while it runs (read by ``dtail``).
     streams: dict[str, BinaryIO] = field(default_factory=dict)
+    #: ``CUDA_VISIBLE_DEVICES`` of the job: the GPUs reserved for it (None: the
+    #: worker has no GPUs, leave it unset).
+    visible_gpus: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -80,9 +83,12 @@ class Attempt:
             return os.pread(f.fileno(), max(0, min(limit, size - offset)), offset), size
 
 
-def job_environment(msg: RunJob, sandbox: Path, python: str | None = None) -> dict[str, str]:
+def job_environment(
+    msg: RunJob, sandbox: Path, gpus: str | None = None, python: str | None = None
+) -> dict[str, str]:
     """What a job sees: a few of the worker's variables, dfarm's, then the job's own
-    (``python``: the interpreter ``Client.map`` jobs use, default the worker's)."""
+    (``gpus``: its ``CUDA_VISIBLE_DEVICES``, which the job cannot override; ``python``:
+    the interpreter ``Client.map`` jobs use, default the worker's)."""
     env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
     cluster, proc = parse_job_id(msg.job_id)
     env.update(
@@ -98,6 +104,8 @@ def job_environment(msg: RunJob, sandbox: Path, python: str | None = None) -> di
         DFARM_PYTHON=python or sys.executable,
     )
     env.update(msg.spec.environment)
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpus
     return env
 
 
@@ -215,7 +223,7 @@ def _execute(
     spec = attempt.msg.spec
     exe = sandbox / spec.executable
     start = time.monotonic()
-    env = job_environment(attempt.msg, sandbox, python)
+    env = job_environment(attempt.msg, sandbox, attempt.visible_gpus, python)
     who: dict[str, object] = {}
     if account is not None:
         who = dict(user=account.uid, group=account.gid, extra_groups=list(account.groups))
