@@ -7,6 +7,7 @@ import time
 from collections import Counter
 
 from scheduler import protocol as p
+from scheduler.authz import may_control
 from scheduler.connection import Connection, RequestError
 from scheduler.matching import capacities
 from scheduler.protocol import JobState
@@ -60,7 +61,7 @@ class ExplainHandlers:
             else:
                 job = self.jobs.active.get((cluster, proc))
                 found = [job] if job is not None else []
-            found = [j for j in found if j.owner == conn.name]
+            found = [j for j in found if may_control(conn, j)]
             if not found:
                 raise RequestError(f"no job of yours in the queue matches {text}", "not_found")
             jobs += sorted(found, key=lambda j: j.proc)[:100]

@@ -348,7 +348,9 @@ class Spool:
                 shutil.rmtree(old, ignore_errors=True)
         name = secrets.token_hex(8)
         (probes / name).mkdir()
-        return self._issue(probes, [Rule(str(probes / name), READ_WRITE)], ttl, host), name
+        rules = [Rule(str(probes / name), READ_WRITE)]
+        # A probe moves a few hundred KiB; the budget keeps it from filling the disk.
+        return self._issue(probes, rules, ttl, host, max_bytes=PROBE_BUDGET), name
 
     def revoke(self, grant: FtpGrant) -> None:
         self.authorizer.revoke(grant.user)
@@ -370,6 +372,10 @@ class Spool:
         if path.stat().st_size > INLINE_LIMIT:
             return None
         return pack_bytes(path.read_bytes())
+
+
+#: Bytes one ``dfarm doctor`` probe may upload.
+PROBE_BUDGET = 4 << 20
 
 
 class StagingError(Exception):
