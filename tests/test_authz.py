@@ -140,3 +140,33 @@ def test_admin_acts_on_every_job(make_cluster, tmp_path: Path) -> None:  # noqa:
         assert job["state"] == expected
         if expected == "held":
             assert job["hold_reason"] == "held by carol"
+
+
+def test_secrets_never_in_logs_json_or_command_lines(
+    make_cluster,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    cluster = make_cluster(workers=1)
+    folder = big_output_job(tmp_path, "alice", "words")
+    assert cluster.run("dsub", "--wait", "job.sub", cwd=folder).returncode == 0
+    outputs = [
+        cluster.run(command, *args, cwd=tmp_path).stdout
+        for command, *args in (("dq", "--json", "--all"), ("dstat", "--json"),
+                               ("dhistory", "--json"), ("dfetch", "1.0", "--json"))
+    ]  # fmt: skip
+    with Client(token=cluster.token, scheduler=f"127.0.0.1:{cluster.access.port}") as c:
+        reply = c.conn.request(p.FetchResults(ids=["1"]))
+    assert isinstance(reply, p.JobResults) and reply.download is not None
+    secrets = {
+        "token": cluster.token.partition(":")[2],
+        "pool secret": p.read_secret(cluster.config.secret_path).decode(),
+        "FTP password": reply.download.password,
+    }
+    logs = [cluster.log(name) for name in cluster.processes]
+    command_lines = [
+        Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode(errors="replace")
+        for proc in cluster.processes.values()
+    ]
+    for what, secret in secrets.items():
+        for text in (*outputs, *logs, *command_lines):
+            assert secret not in text, f"the {what} leaks"
