@@ -25,8 +25,13 @@ def states(cluster: TestCluster, env: dict[str, str]) -> dict[str, str]:
 
 def test_jobs_run_as_their_owner_or_nobody_never_root(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
     cluster = make_cluster(workers=1, slots=2)
-    add = cluster.run("dfarm", "user", "add", "daemon", "--home", cluster.config.home)
-    daemon = cluster.env(DFARM_TOKEN=add.stdout.strip().splitlines()[-1])
+    # A user with an account here (uid >= UID_MIN) runs as that account.
+    users = [pw.pw_name for pw in pwd.getpwall() if 1000 <= pw.pw_uid < 65534]
+    if not users:
+        pytest.skip("no user account on this machine")
+    user = users[0]
+    add = cluster.run("dfarm", "user", "add", user, "--home", cluster.config.home)
+    other = cluster.env(DFARM_TOKEN=add.stdout.strip().splitlines()[-1])
     gate = tmp_path / "gate"
     jobs_dir = cluster.config.home / "workers" / "w1" / "jobs"
     # root's job (1.0): runs as nobody, keeps a secret in its sandbox, waits.
@@ -36,21 +41,35 @@ def test_jobs_run_as_their_owner_or_nobody_never_root(make_cluster, tmp_path: Pa
     write(tmp_path / "a" / "keep.sub", "executable = keep.sh\nqueue\n")
     assert cluster.run("dsub", "keep.sub", cwd=tmp_path / "a").returncode == 0
     wait_until(lambda: list(jobs_dir.glob("1.0-1/mine.txt")), what="job 1.0's secret")
-    # daemon's job (2.0): runs as daemon, tries to read 1.0's sandbox.
+    # The other user's job (2.0): runs as their account, tries to read 1.0's sandbox.
     write(tmp_path / "b" / "peek.sh", "#!/bin/sh\nid -u\ncat \"$1/mine.txt\"\nls \"$1\"\n"
           "ls \"$(dirname \"$1\")\"\nexit 0\n", True)  # fmt: skip
     write(tmp_path / "b" / "peek.sub", f"executable = peek.sh\narguments = {jobs_dir}/1.0-1\n"
           "queue\n")  # fmt: skip
-    assert cluster.run("dsub", "--wait", "peek.sub", cwd=tmp_path / "b", env=daemon).returncode == 0
-    assert cluster.run("dfetch", "2.0", "--dest", tmp_path / "got", env=daemon).returncode == 0
+    assert cluster.run("dsub", "--wait", "peek.sub", cwd=tmp_path / "b", env=other).returncode == 0
+    assert cluster.run("dfetch", "2.0", "--dest", tmp_path / "got", env=other).returncode == 0
     peek = tmp_path / "got" / "2.0"
-    assert (peek / "stdout").read_text().split() == [str(uid("daemon"))]
+    assert (peek / "stdout").read_text().split() == [str(uid(user))]
     assert (peek / "stderr").read_text().count("Permission denied") == 3
     gate.touch()
     wait_until(lambda: states(cluster, cluster.env()).get("1.0") == "completed")
     assert cluster.run("dfetch", "1.0", "--dest", tmp_path / "got").returncode == 0
     first = (tmp_path / "got" / "1.0" / "stdout").read_text().splitlines()
     assert first == [str(uid("nobody")), f"700 {uid('nobody')}"]
+
+
+def test_system_accounts_are_never_used_for_a_namesake_user(
+    make_cluster,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    cluster = make_cluster(workers=1)
+    add = cluster.run("dfarm", "user", "add", "daemon", "--home", cluster.config.home)
+    daemon = cluster.env(DFARM_TOKEN=add.stdout.strip().splitlines()[-1])
+    write(tmp_path / "id.sh", "#!/bin/sh\nid -u\n", True)
+    write(tmp_path / "id.sub", "executable = id.sh\nqueue\n")
+    assert cluster.run("dsub", "--wait", "id.sub", cwd=tmp_path, env=daemon).returncode == 0
+    assert cluster.run("dfetch", "1.0", "--dest", tmp_path / "got", env=daemon).returncode == 0
+    assert (tmp_path / "got" / "1.0" / "stdout").read_text() == f"{uid('nobody')}\n"
 
 
 @pytest.mark.parametrize(
