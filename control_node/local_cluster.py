@@ -12,16 +12,19 @@ import argparse
 import getpass
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from scheduler import protocol as p
 from scheduler.config import SchedulerConfig
 from scheduler.store import Store, StoreError
+from worker_node.job_python import reachable_by_others
 
 STARTUP_TIMEOUT = 30.0
 
@@ -63,6 +66,19 @@ class LocalCluster:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.access: p.AccessRecord | None = None
         self.token: str | None = None
+        self._workers_dir: Path | None = None
+
+    @property
+    def workers_dir(self) -> Path:
+        """The workers' work folders: in the home, unless workers run as root with a
+        home other accounts cannot traverse (``/root/.dfarm``): jobs then run as other
+        accounts, so the folders go to a fresh folder under the system's temp dir."""
+        if self._workers_dir is None:
+            self._workers_dir = self.config.home / "workers"
+            if os.geteuid() == 0 and not reachable_by_others(self.config.home, read=False):
+                self._workers_dir = Path(tempfile.mkdtemp(prefix="dfarm-workers-"))
+                self._workers_dir.chmod(0o711)
+        return self._workers_dir
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log_file = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
@@ -108,7 +124,7 @@ class LocalCluster:
         self._spawn(name, [
             "worker_node", "--scheduler", f"127.0.0.1:{self.access.port}",
             "--secret-file", str(secret_file or self.config.secret_path), "--name", name,
-            "--slots", str(slots), "--work-dir", str(self.config.home / "workers" / name),
+            "--slots", str(slots), "--work-dir", str(self.workers_dir / name),
             *(("--tls-fingerprint", self.access.tls_fingerprint)
               if self.access.tls_fingerprint else ()),
             *extra,
@@ -159,6 +175,9 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        if self._workers_dir is not None and not self._workers_dir.is_relative_to(self.config.home):
+            shutil.rmtree(self._workers_dir, ignore_errors=True)
+            self._workers_dir = None
 
 
 def build_parser(prog: str = "dfarm up") -> argparse.ArgumentParser:

@@ -10,12 +10,10 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -52,30 +50,10 @@ def tmp_path(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def job_python(folder: Path) -> Path | None:
-    """As root, jobs run as ``nobody``, who cannot run this interpreter when it lives
-    in root's home: a launcher of the system's Python with the same packages."""
-    if os.geteuid() != 0:
-        return None
-    launcher = folder / "job-python"
-    if not launcher.exists():
-        paths = ":".join(
-            [str(Path(__file__).resolve().parents[1]), sysconfig.get_paths()["purelib"]]
-        )
-        system = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
-        write(launcher, f'#!/bin/sh\nPYTHONPATH={paths} exec {system} "$@"\n', True)
-    return launcher
-
-
 class TestCluster(LocalCluster):
     """A :class:`LocalCluster` with helpers to run the real commands against it."""
 
     __test__ = False
-
-    def add_worker(self, name: str, *extra: str, **kwargs: Any) -> subprocess.Popen[bytes]:
-        launcher = job_python(self.config.home)
-        more = ("--job-python", str(launcher)) if launcher and "--job-python" not in extra else ()
-        return super().add_worker(name, *extra, *more, **kwargs)
 
     def __init__(self, home: Path):
         super().__init__(home, workers=0, slots=1)

@@ -86,3 +86,15 @@ def test_run_as_must_be_an_unprivileged_account(
     cluster.expected_exits.add("w1")
     assert worker.wait(timeout=30) == 2
     assert refusal in cluster.log("w1")
+
+
+def test_a_work_dir_jobs_cannot_reach_is_refused(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=0)
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    worker = cluster.add_worker("w1", "--work-dir", str(private / "w1"))
+    cluster.expected_exits.add("w1")
+    assert worker.wait(timeout=30) == 2
+    assert f"--work-dir {private / 'w1'}: jobs, run as other accounts, cannot reach it" in (
+        cluster.log("w1")
+    )

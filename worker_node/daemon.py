@@ -19,7 +19,8 @@ from pathlib import Path
 
 from scheduler import protocol as p
 from scheduler.protocol.tls import TlsError, check_pin, client_context
-from worker_node.identity import DEFAULT_RUN_AS, JobAccounts
+from worker_node.identity import DEFAULT_RUN_AS, IdentityError, JobAccounts
+from worker_node.job_python import job_python, reachable_by_others
 from worker_node.leftovers import kill_leftovers
 from worker_node.metrics import Sampler
 from worker_node.runner import Attempt, run_attempt
@@ -66,11 +67,17 @@ class Worker:
         self.sampler = sampler
         self.accounts = JobAccounts(config.run_as)
         config.work_dir.mkdir(parents=True, exist_ok=True)
+        if self.accounts.privileged and not reachable_by_others(config.work_dir, read=False):
+            raise IdentityError(
+                f"--work-dir {config.work_dir}: jobs, run as other accounts, cannot reach it"
+                " (a folder above it is private): choose one such as /var/lib/dfarm"
+            )
         self.jobs_dir = config.work_dir / "jobs"
         kill_leftovers(self.jobs_dir)  # their jobs were (or will be) run elsewhere
         shutil.rmtree(self.jobs_dir, ignore_errors=True)  # leftovers of a previous run
         self.jobs_dir.mkdir()
         self.jobs_dir.chmod(0o711)  # jobs reach their own sandbox, list no one else's
+        self.job_python = config.job_python or job_python(config.work_dir, self.accounts.privileged)
         self.cache = InputCache(config.work_dir / "cache")
         self.attempts: dict[str, Attempt] = {}
         #: GPUs not reserved by a running job (the scheduler reserves the count).
@@ -303,7 +310,7 @@ class Worker:
                 self.cache,
                 sandbox,
                 self.accounts.for_owner(msg.owner),
-                self.config.job_python,
+                self.job_python,
             )
         finally:
             self.attempts.pop(attempt.key, None)

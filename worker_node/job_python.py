@@ -1,0 +1,88 @@
+"""The Python that ``Client.map`` jobs run with (``DFARM_PYTHON``).
+
+By default it is the worker's own. A worker running as root runs jobs as other
+accounts (see :mod:`worker_node.identity`), which cannot use an interpreter that
+lives in a private folder (a pyenv or a virtualenv under ``/root``). Then, unless
+``--job-python`` names one, the worker writes a launcher into its work folder: the
+system's Python of the same version, with this worker's packages on its path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def reachable_by_others(path: Path, read: bool = True) -> bool:
+    """Whether any account may reach ``path`` through its folders (and read it)."""
+    try:
+        real = path.resolve()
+        modes = [os.stat(folder).st_mode for folder in (real, *real.parents)]
+    except OSError:
+        return False
+    mine = stat.S_IROTH if read else stat.S_IXOTH
+    return all(mode & stat.S_IXOTH for mode in modes[1:]) and bool(modes[0] & mine)
+
+
+def _package_paths() -> list[Path]:
+    """Folders this worker imports from, beyond the standard library: its
+    site-packages and the folder holding dfarm itself (editable installs)."""
+    import control_node
+
+    base = Path(sys.base_prefix).resolve()
+    paths = [Path(control_node.__file__).resolve().parents[1]]
+    for entry in sys.path:
+        path = Path(entry).resolve() if entry else None
+        if path and path.is_dir() and not path.is_relative_to(base) and path not in paths:
+            paths.append(path)
+    return paths
+
+
+def _same_version(candidate: str) -> bool:
+    try:
+        out = subprocess.run(
+            [candidate, "-c", "import sys; print(sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.stdout.strip() == str(tuple(sys.version_info[:2]))
+
+
+def job_python(work_dir: Path, privileged: bool) -> str | None:
+    """The interpreter for ``Client.map`` jobs; None: the worker's own will do."""
+    if not privileged or (
+        reachable_by_others(Path(sys.executable)) and reachable_by_others(Path(sys.base_prefix))
+    ):
+        return None
+    paths = _package_paths()
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for name in (version, "python3"):
+        candidate = shutil.which(name, path="/usr/local/bin:/usr/bin:/bin")
+        if candidate and reachable_by_others(Path(candidate)) and _same_version(candidate):
+            break
+    else:
+        candidate = None
+    if candidate is None or not all(reachable_by_others(p) for p in paths):
+        log.warning(
+            "jobs run as other accounts cannot run %s: Client.map jobs will fail here; "
+            "give --job-python a Python %s with dfarm's packages that all accounts can run",
+            sys.executable,
+            version,
+        )
+        return None
+    launcher = work_dir / "job-python"
+    pythonpath = ":".join(str(p) for p in paths)
+    launcher.write_text(f'#!/bin/sh\nPYTHONPATH={pythonpath} exec {candidate} "$@"\n')
+    launcher.chmod(0o755)
+    log.info("Client.map jobs run %s with this worker's packages (%s)", candidate, launcher)
+    return str(launcher)
