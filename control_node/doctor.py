@@ -17,6 +17,7 @@ import contextlib
 import ftplib
 import secrets
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scheduler import protocol as p
+from scheduler.protocol.tls import TlsError, check_pin, client_context, normalize_fingerprint
 
 #: Clocks further apart than this make job times and grant expiry wrong.
 CLOCK_TOLERANCE = 2.0
@@ -59,6 +61,8 @@ class State:
     probe: p.ProbeGranted | None = None
     ftp: ftplib.FTP | None = None
     data: bytes = b""
+    #: The scheduler's certificate, when it speaks TLS.
+    pin: str | None = None
 
 
 class Doctor:
@@ -111,6 +115,7 @@ class Doctor:
                 "token with 'dfarm user add NAME' on the scheduler node)",
             ) from None
         self.state.host, self.state.port = endpoint.host, endpoint.port
+        self.state.pin = endpoint.tls_fingerprint
         self.state.identity = Identity(
             p.Role.CONTROL,
             user,
@@ -143,6 +148,12 @@ class Doctor:
                     raise Failed(str(exc), "pass --scheduler HOST:PORT") from None
                 worker.scheduler = _address(record.host, record.port)
                 sources["scheduler"] = config_file.Source("file", str(access))
+                self.state.pin = record.tls_fingerprint
+        if worker.tls_fingerprint:
+            try:
+                self.state.pin = normalize_fingerprint(worker.tls_fingerprint)
+            except ValueError as exc:
+                raise Failed(str(exc), "correct tls_fingerprint (see access.json)") from None
         if not worker.scheduler or not worker.secret_file:
             raise Failed(
                 "the worker's scheduler or secret_file is not set",
@@ -191,6 +202,17 @@ class Doctor:
                 "and 'port' settings)",
             ) from None
         rtt = (time.monotonic() - started) * 1000
+        if self.state.pin:
+            try:
+                self.state.sock = client_context().wrap_socket(self.state.sock)
+                check_pin(self.state.sock, self.state.pin)
+            except (OSError, TlsError) as exc:
+                raise Failed(
+                    f"TLS with {_address(host, port)} failed: {_describe(exc)}",
+                    "check that the scheduler runs with --tls and that the fingerprint you"
+                    " pin is the one in its access.json",
+                ) from None
+            return f"connected to {_address(host, port)} in {rtt:.1f} ms, TLS certificate pinned"
         return f"connected to {_address(host, port)} in {rtt:.1f} ms"
 
     def authenticate(self) -> str:
@@ -255,12 +277,19 @@ class Doctor:
         assert isinstance(reply, p.ProbeGranted)
         self.state.probe = reply
         grant = reply.ftp
-        ftp = ftplib.FTP()
+        pin = grant.tls_fingerprint
+        ftp = ftplib.FTP_TLS(context=client_context()) if pin else ftplib.FTP()
         try:
             ftp.connect(grant.host, grant.port, timeout=self.timeout)
-            ftp.login(grant.user, grant.password)
+            if isinstance(ftp, ftplib.FTP_TLS) and pin:
+                ftp.auth()
+                check_pin(ftp.sock, pin)
+                ftp.login(grant.user, grant.password)
+                ftp.prot_p()
+            else:
+                ftp.login(grant.user, grant.password)
             ftp.voidcmd("TYPE I")
-        except (OSError, EOFError, ftplib.Error) as exc:
+        except (OSError, EOFError, ftplib.Error, TlsError) as exc:
             ftp.close()
             raise Failed(
                 f"FTP control connection to {_address(grant.host, grant.port)} failed: "
@@ -276,6 +305,8 @@ class Doctor:
         remote = f"{self._probe().directory}/probe.bin"
         with self._data_connection(f"STOR {remote}") as conn:
             conn.sendall(self.state.data)
+            if isinstance(conn, ssl.SSLSocket):
+                conn.unwrap()  # a clean end of TLS: the server sees the whole file
         self._end_transfer()
         return f"{len(self.state.data) // 1024} KiB sent"
 
@@ -338,6 +369,8 @@ class Doctor:
             ) from None
         try:
             ftp.sendcmd(command)
+            if isinstance(ftp, ftplib.FTP_TLS):  # as ftplib does: TLS after the command
+                conn = ftp.context.wrap_socket(conn, server_hostname=host)
         except (OSError, EOFError, ftplib.Error) as exc:
             conn.close()
             raise Failed(f"{command.split()[0]} refused: {_describe(exc)}",

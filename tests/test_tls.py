@@ -128,3 +128,23 @@ def test_certificate_is_kept_across_restarts_and_files_can_be_given(
     assert out.returncode == 1
     assert f"cannot use TLS certificate {given / 'c.pem'}" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_doctor_checks_a_tls_scheduler(make_cluster) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=0, scheduler_args=("--tls",))
+    pin = cluster.access.tls_fingerprint
+    assert pin is not None
+    as_user = cluster.run("dfarm", "doctor")
+    assert as_user.returncode == 0, as_user.stdout + as_user.stderr
+    assert "TLS certificate pinned" in as_user.stdout and "received intact" in as_user.stdout
+    # On the scheduler node, a worker check takes the address and pin from access.json.
+    as_worker = cluster.run(
+        "dfarm", "doctor", "--worker", "--secret-file", cluster.config.secret_path
+    )
+    assert as_worker.returncode == 0, as_worker.stdout + as_worker.stderr
+    assert "TLS certificate pinned" in as_worker.stdout
+    wrong = cluster.run("dfarm", "doctor", env=cluster.env(DFARM_TLS_FINGERPRINT="AB" * 32))
+    assert wrong.returncode == 1 and "[FAIL] 2. scheduler reachable: TLS with" in wrong.stdout
+    assert "is not the pinned one" in wrong.stdout
+    for out in (as_user, as_worker, wrong):
+        assert "Traceback" not in out.stdout + out.stderr
