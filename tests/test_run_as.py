@@ -98,3 +98,28 @@ def test_a_work_dir_jobs_cannot_reach_is_refused(make_cluster, tmp_path: Path) -
     assert f"--work-dir {private / 'w1'}: jobs, run as other accounts, cannot reach it" in (
         cluster.log("w1")
     )
+
+
+def test_slot_uids_isolate_jobs_of_users_without_accounts(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    base = 62000
+    if any(base <= pw.pw_uid < base + 2 for pw in pwd.getpwall()):
+        pytest.skip("uids 62000-62001 are taken here")
+    cluster = make_cluster(workers=1, slots=2, worker_args=("--slot-uids", str(base)))
+    gate = tmp_path / "gate"
+    jobs_dir = cluster.config.home / "workers" / "w1" / "jobs"
+    # Both jobs are root's (no account to run as): each slot runs them as its own uid.
+    write(tmp_path / "keep.sh", "#!/bin/sh\nid -u\necho s3cr3t > mine.txt\n"
+          f"while [ ! -e {gate} ]; do sleep 0.05; done\n", True)  # fmt: skip
+    write(tmp_path / "keep.sub", "executable = keep.sh\nqueue\n")
+    assert cluster.run("dsub", "keep.sub", cwd=tmp_path).returncode == 0
+    wait_until(lambda: list(jobs_dir.glob("1.0-1/mine.txt")), what="job 1.0's secret")
+    write(tmp_path / "peek.sh", '#!/bin/sh\nid -u\ncat "$1/mine.txt"\nexit 0\n', True)
+    write(tmp_path / "peek.sub", f"executable = peek.sh\narguments = {jobs_dir}/1.0-1\nqueue\n")
+    assert cluster.run("dsub", "--wait", "peek.sub", cwd=tmp_path).returncode == 0
+    gate.touch()
+    wait_until(lambda: states(cluster, cluster.env()).get("1.0") == "completed")
+    assert cluster.run("dfetch", "1", "2", "--dest", tmp_path / "got").returncode == 0
+    keep = (tmp_path / "got" / "1.0" / "stdout").read_text().split()
+    peek = (tmp_path / "got" / "2.0" / "stdout").read_text().split()
+    assert sorted(keep + peek) == [str(base), str(base + 1)]
+    assert "Permission denied" in (tmp_path / "got" / "2.0" / "stderr").read_text()

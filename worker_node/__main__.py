@@ -61,6 +61,14 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
         " of their own on this machine (default nobody; never root)",
     )
     parser.add_argument(
+        "--slot-uids",
+        type=int,
+        default=0,
+        metavar="BASE",
+        help="when the worker runs as root: slot N's jobs of users with no account here run"
+        " as uid BASE+N (ids of no account), isolated from each other, instead of --run-as",
+    )
+    parser.add_argument(
         "--job-python",
         metavar="PATH",
         help="the Python that Client.map jobs run with (default: the worker's own; give"
@@ -116,6 +124,7 @@ def config_from_args(args: argparse.Namespace, sampler: Sampler) -> WorkerConfig
         gpu_ids=tuple(g.index for g in metrics.gpus)[:gpus] if gpus <= len(metrics.gpus) else (),
         grace=300.0 if args.grace is None else max(0.0, args.grace),
         run_as=args.run_as,
+        slot_uids=args.slot_uids,
         job_python=args.job_python,
         tls_fingerprint=normalize_fingerprint(args.tls_fingerprint)
         if args.tls_fingerprint

@@ -55,6 +55,9 @@ class WorkerConfig:
     grace: float = 300.0
     #: When running as root: the account jobs of owners with no account here run as.
     run_as: str = DEFAULT_RUN_AS
+    #: When running as root: slot N's jobs of owners with no account run as uid
+    #: ``slot_uids + N`` instead of ``run_as`` (0: off).
+    slot_uids: int = 0
     #: The Python ``Client.map`` jobs run with; None: this worker's own.
     job_python: str | None = None
     #: The scheduler's TLS certificate (SHA-256); None: plain TCP.
@@ -65,7 +68,8 @@ class Worker:
     def __init__(self, config: WorkerConfig, sampler: Sampler):
         self.config = config
         self.sampler = sampler
-        self.accounts = JobAccounts(config.run_as)
+        self.accounts = JobAccounts(config.run_as, slot_uids=config.slot_uids, slots=config.slots)
+        self._sandboxes_made = 0
         config.work_dir.mkdir(parents=True, exist_ok=True)
         if self.accounts.privileged and not reachable_by_others(config.work_dir, read=False):
             raise IdentityError(
@@ -296,7 +300,10 @@ class Worker:
         for i, sandbox in enumerate(self.sandboxes):
             if sandbox.cluster == cluster:
                 return self.sandboxes.pop(i)
-        return self.sandboxes.pop() if self.sandboxes else Sandbox(self.jobs_dir)
+        if self.sandboxes:
+            return self.sandboxes.pop()
+        self._sandboxes_made += 1
+        return Sandbox(self.jobs_dir, self._sandboxes_made - 1)
 
     async def _run(self, attempt: Attempt) -> None:
         msg = attempt.msg
@@ -309,7 +316,7 @@ class Worker:
                 attempt,
                 self.cache,
                 sandbox,
-                self.accounts.for_owner(msg.owner),
+                self.accounts.for_owner(msg.owner, sandbox.index),
                 self.job_python,
             )
         finally:

@@ -35,7 +35,14 @@ class IdentityError(ValueError):
 
 
 class JobAccounts:
-    def __init__(self, run_as: str = DEFAULT_RUN_AS, *, privileged: bool | None = None):
+    def __init__(
+        self,
+        run_as: str = DEFAULT_RUN_AS,
+        *,
+        slot_uids: int = 0,
+        slots: int = 1,
+        privileged: bool | None = None,
+    ):
         #: Whether this worker runs as root, hence must pick an account per job.
         self.privileged = os.geteuid() == 0 if privileged is None else privileged
         self.fallback: Account | None = None
@@ -47,15 +54,29 @@ class JobAccounts:
             if account.uid == 0:
                 raise IdentityError(f"--run-as {run_as!r} is root: jobs never run as root")
             self.fallback = account
+        #: With ``--slot-uids BASE``: slot N's fallback jobs run as uid and gid BASE+N,
+        #: ids of no account (HTCondor's slot users), so they are isolated from each other.
+        self.slot_uids = slot_uids
+        if self.privileged and slot_uids:
+            for uid in range(slot_uids, slot_uids + slots):
+                if uid < self.uid_min or uid >= 2**31 - 1:
+                    raise IdentityError(f"--slot-uids {slot_uids}: uid {uid} is not a user's")
+                with contextlib.suppress(KeyError):
+                    taken = pwd.getpwuid(uid).pw_name
+                    raise IdentityError(f"--slot-uids {slot_uids}: uid {uid} is {taken}'s")
 
-    def for_owner(self, owner: str) -> Account | None:
-        """The account a job of ``owner`` runs as; None: the worker's own."""
+    def for_owner(self, owner: str, slot: int = 0) -> Account | None:
+        """The account a job of ``owner`` runs as in ``slot`` (0, 1, ...); None: the
+        worker's own."""
         if not self.privileged:
             return None
         account = _account(owner)
-        if account is None or account.uid < self.uid_min:
-            return self.fallback
-        return account
+        if account is not None and account.uid >= self.uid_min:
+            return account
+        if self.slot_uids:
+            uid = self.slot_uids + slot
+            return Account(f"dfarm-slot{slot + 1}", uid, uid, (uid,))
+        return self.fallback
 
 
 def _uid_min(path: Path = Path("/etc/login.defs")) -> int:

@@ -27,8 +27,10 @@ from worker_node.transfer import InputCache
 class Sandbox:
     """The directory a job runs in, and the files its stdout and stderr go to."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, index: int = 0):
         self.root = root
+        #: Which of the worker's sandboxes (slots) this is: 0, 1, ...
+        self.index = index
         self.directory = root
         #: The cluster whose job last ran here; None when nothing is set up.
         self.cluster: int | None = None
