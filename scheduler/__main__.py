@@ -42,6 +42,14 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         metavar="DAYS",
         help="days the results of a finished job are kept for dfetch (default 7)",
     )
+    parser.add_argument(
+        "--web-port", type=int, default=None, help="serve the web dashboard on this port"
+        " (default: no dashboard; 0 = any free port)"
+    )  # fmt: skip
+    parser.add_argument(
+        "--web-host", default="127.0.0.1", help="address of the web dashboard (default"
+        " 127.0.0.1: loopback only, see docs/web.md)"
+    )  # fmt: skip
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--log-file", default=None, help="log file (default HOME/scheduler.log; '-' = stderr only)"
@@ -61,6 +69,8 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         worker_timeout=args.worker_timeout,
         mail=mail_config_from_args(args),
         result_retention=args.keep_results * 86400,
+        web_port=args.web_port,
+        web_host=args.web_host,
     )
 
 

@@ -39,6 +39,10 @@ class SchedulerConfig:
     #: Seconds the results of a finished job are kept for ``dfetch`` before they are
     #: cleaned (the job stays in the history).
     result_retention: float = 7 * 24 * 3600
+    #: Port of the web dashboard; None: no dashboard (the default); 0: any free port.
+    web_port: int | None = None
+    #: Address the web dashboard listens on: loopback unless asked (see docs/web.md).
+    web_host: str = "127.0.0.1"
 
     @property
     def db_path(self) -> Path:

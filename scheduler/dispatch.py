@@ -83,6 +83,11 @@ class IdleQueue:
     def discard(self, job: Job) -> None:
         self._queued.discard((job.cluster, job.proc))
 
+    def order(self) -> list[tuple[int, int]]:
+        """The queued jobs' (cluster, proc), in the order slots are offered to them."""
+        keys = (e.key[1:] for e in sorted(self._heap))
+        return [key for key in dict.fromkeys(keys) if key in self._queued]
+
     def pop_fitting(self, slots: Slots) -> Job | None:
         """The first queued job that fits ``slots``, removed from the queue."""
         skipped: list[_Entry] = []

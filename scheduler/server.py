@@ -33,6 +33,7 @@ from scheduler.protocol import JobState, Role
 from scheduler.retention import Retention
 from scheduler.staging import Spool
 from scheduler.store import Job, Store
+from scheduler.web import start_web
 from scheduler.worker_control import WorkerControlHandlers
 from scheduler.worker_handlers import WorkerHandlers
 
@@ -80,6 +81,7 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
     async def serve(self, ready: asyncio.Event | None = None) -> None:
         server = await asyncio.start_server(self._connection, self.config.host, self.config.port)
         self.port = server.sockets[0].getsockname()[1]
+        web = await start_web(self) if self.config.web_port is not None else None
         self.spool.start()
         p.AccessRecord(host=self.config.client_host(), port=self.port).save(self.config.access_path)
         log.info(
@@ -104,6 +106,8 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if web is not None:
+                await web.stop()
             # Every connection winds down (and commits) before the database closes.
             # Closing makes each reader see the end of its stream; cancelling the
             # task instead makes Python 3.11's start_server log a spurious error.

@@ -1,0 +1,119 @@
+"""The JSON API: ``/api/...``, with the records and field names of the commands'
+``--json`` (``dq``, ``dstat``, ``dhistory``, ``dresults``). The pages refresh
+themselves from it; scripts may use it with ``Authorization: Bearer TOKEN``.
+
+Actions are POSTs that carry the session's CSRF token in ``X-CSRF-Token`` (not
+needed with a bearer token).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from scheduler import protocol as p
+from scheduler.connection import RequestError
+from scheduler.web import jobpages, views
+from scheduler.web.session import require_user
+
+routes = web.RouteTableDef()
+
+
+def _s(request: web.Request):  # noqa: ANN202 - the Scheduler, imported late
+    from scheduler.web.app import scheduler_of
+
+    return scheduler_of(request)
+
+
+def _json(data: Any) -> web.Response:
+    return web.json_response(p.to_wire(data) if not isinstance(data, dict) else data)
+
+
+@routes.get("/api/overview")
+async def overview(request: web.Request) -> web.Response:
+    return _json(views.overview(_s(request), require_user(request)))
+
+
+@routes.get("/api/workers")
+async def workers(request: web.Request) -> web.Response:
+    """``dstat --json``: one record per worker."""
+    return _json(views.pool(_s(request), require_user(request)).workers)
+
+
+@routes.get("/api/workers/{name}")
+async def worker(request: web.Request) -> web.Response:
+    """One worker and its charts of the last hour."""
+    from scheduler.web.app import METRICS
+
+    user = require_user(request)
+    name = request.match_info["name"]
+    found = [w for w in views.pool(_s(request), user).workers if w.name == name]
+    if not found:
+        raise RequestError(f"no worker named {name!r} is connected", "not_found")
+    charts = request.app[METRICS].charts(name)
+    return _json({"worker": p.to_wire(found[0]), "charts": charts})
+
+
+@routes.get("/api/queue")
+async def queue(request: web.Request) -> web.Response:
+    """The queue page's data: ``dq --json`` records plus position, reason, running_for."""
+    user = require_user(request)
+    return _json(views.queue(_s(request), user, request.query.get("all") == "1"))
+
+
+@routes.get("/api/jobs")
+async def jobs(request: web.Request) -> web.Response:
+    """``dq --json``: ``?ids=12,13.0`` and ``?states=idle,held`` (``all`` = every
+    state), ``?allusers=1``."""
+    user = require_user(request)
+    q = request.query
+    ids = [i for i in q.get("ids", "").split(",") if i]
+    states = q.get("states")
+    chosen = None if states is None else [] if states == "all" else states.split(",")
+    found = views.jobs(_s(request), user, ids, chosen, q.get("allusers") == "1")
+    return _json(found)
+
+
+@routes.get("/api/jobs/{id}")
+async def job(request: web.Request) -> web.Response:
+    """One job of the caller's: its record, events, output tails and output files."""
+    user = require_user(request)
+    return _json(jobpages.job_details(_s(request), user, request.match_info["id"]))
+
+
+@routes.post("/api/jobs/{id}/{action}")
+async def change(request: web.Request) -> web.Response:
+    """Hold, release or remove one job (or cluster): ``drm --json`` and friends."""
+    user = require_user(request)
+    action = request.match_info["action"]
+    if action not in ("hold", "release", "remove"):
+        raise RequestError(f"unknown action {action!r}", "invalid")
+    return _json(views.change(_s(request), user, action, [request.match_info["id"]]))
+
+
+@routes.get("/api/history")
+async def history(request: web.Request) -> web.Response:
+    """``dhistory --json``: ``?since=SECONDS_AGO``, ``?ids=``, ``?allusers=1``."""
+    user = require_user(request)
+    q = request.query
+    try:
+        since = time.time() - float(q["since"]) if "since" in q else None
+    except ValueError:
+        raise RequestError(f"since: not a number of seconds: {q['since']!r}", "invalid") from None
+    ids = [i for i in q.get("ids", "").split(",") if i]
+    return _json(views.history(_s(request), user, ids, since, q.get("allusers") == "1"))
+
+
+@routes.get("/api/clusters/{cluster}/results")
+async def results(request: web.Request) -> web.Response:
+    """``dresults --json``: the sweep's table, summary and contributions."""
+    user = require_user(request)
+    cluster = request.match_info["cluster"]
+    sweep = jobpages.sweep_of(_s(request), user, cluster)
+    return _json({"cluster": int(cluster), **sweep.report()})
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_routes(routes)

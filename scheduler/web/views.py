@@ -1,0 +1,150 @@
+"""What the pages and the JSON API show, read through the scheduler's own handlers.
+
+Every read and every action here calls the handler that serves the same request
+over the socket protocol (``dq``, ``dstat``, ``dhistory``, ``drm``/``dhold``/
+``drelease``), with a :class:`~scheduler.web.session.WebUser` as the caller: who
+may see or touch what is decided there, once, for the commands and the web alike.
+Records are turned into JSON with :func:`scheduler.protocol.to_wire`, so the field
+names are those of the commands' ``--json``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from scheduler import protocol as p
+from scheduler.connection import RequestError
+from scheduler.protocol import JobState
+from scheduler.web.session import WebUser
+
+if TYPE_CHECKING:
+    from scheduler.server import Scheduler
+
+ACTIVE = [JobState.IDLE.value, JobState.RUNNING.value, JobState.HELD.value]
+DAY = 86400.0
+
+
+def pool(s: Scheduler, user: WebUser) -> p.WorkerList:
+    """``dstat``: the workers, the spool's disk use and how long results are kept."""
+    reply = s.on_query_workers(user, p.QueryWorkers())
+    assert isinstance(reply, p.WorkerList)
+    return reply
+
+
+def jobs(
+    s: Scheduler,
+    user: WebUser,
+    ids: list[str] | None = None,
+    states: list[str] | None = None,
+    all_users: bool = False,
+) -> list[p.JobInfo]:
+    """``dq``: jobs by id and state (default: the caller's in the queue)."""
+    message = p.QueryJobs(
+        ids=ids or [], states=ACTIVE if states is None else states, all_users=all_users
+    )
+    reply = s.on_query_jobs(user, message)
+    assert isinstance(reply, p.JobList)
+    return reply.jobs
+
+
+def history(
+    s: Scheduler,
+    user: WebUser,
+    ids: list[str] | None = None,
+    since: float | None = None,
+    all_users: bool = False,
+    limit: int = 500,
+) -> list[p.JobInfo]:
+    """``dhistory``: finished and removed jobs, the most recently ended last."""
+    message = p.QueryHistory(ids=ids or [], user="*" if all_users else "", since=since, limit=limit)
+    reply = s.on_query_history(user, message)
+    assert isinstance(reply, p.JobList)
+    return reply.jobs
+
+
+def change(s: Scheduler, user: WebUser, action: str, ids: list[str]) -> p.JobsChanged:
+    """``drm``/``dhold``/``drelease`` (``action``: remove, hold, release)."""
+    reply = s.on_change_jobs(user, p.ChangeJobs(action=action, ids=ids))
+    assert isinstance(reply, p.JobsChanged)
+    s._end_turn()  # committed before the browser hears of it
+    return reply
+
+
+def own_job(s: Scheduler, user: WebUser, job_id: str) -> p.JobInfo:
+    """One of the caller's jobs, in any state (RequestError "not_found" otherwise)."""
+    job = s._tailed_job(user, job_id)  # the owner check of dtail, dfetch and friends
+    found = jobs(s, user, [job.id], states=[])
+    if not found:
+        raise RequestError(f"no job of yours is {job_id}", "not_found")
+    return found[0]
+
+
+def queue_positions(s: Scheduler) -> dict[str, int]:
+    """Each idle job's place in the order the scheduler hands out slots (1 = next)."""
+    return {p.format_job_id(*key): n for n, key in enumerate(s.jobs.queue.order(), 1)}
+
+
+def queue_reason(job: p.JobInfo, positions: dict[str, int]) -> str:
+    """Why a job in the queue is not running, in plain words.
+
+    This is where the fair-share scheduler's ``dq -analyze`` reason plugs in; until
+    then it says what the queue knows: the job's place in line, or its hold reason.
+    """
+    if job.state == JobState.HELD.value:
+        return f"held: {job.hold_reason or 'no reason given'}"
+    if job.state == JobState.IDLE.value:
+        position = positions.get(job.id)
+        return f"waiting for a free slot: number {position} in line" if position else "queued"
+    return ""
+
+
+def usage_by_user(running: list[p.JobInfo], slots_total: int) -> list[dict[str, Any]]:
+    """Each user's part of the pool now: running jobs and the fraction of all slots.
+
+    This is where the fair-share scheduler's per-user usage and share plug in; until
+    then it shows what the queue holds now.
+    """
+    counts = Counter(job.owner for job in running)
+    return [
+        {"user": user, "running": n, "slots_fraction": n / slots_total if slots_total else 0.0}
+        for user, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    ]
+
+
+def overview(s: Scheduler, user: WebUser) -> dict[str, Any]:
+    """The overview page: workers, slots, jobs by state (finished: last day), users."""
+    workers = pool(s, user).workers
+    queued = jobs(s, user, all_users=True)
+    ended = history(s, user, since=time.time() - DAY, all_users=True, limit=100_000)
+    states = Counter(job.state for job in queued + ended)
+    slots_total = sum(w.slots_total for w in workers)
+    running = [job for job in queued if job.state == JobState.RUNNING.value]
+    return {
+        "workers": len(workers),
+        "workers_busy": sum(1 for w in workers if w.state == "busy"),
+        "slots_used": sum(w.slots_used for w in workers),
+        "slots_total": slots_total,
+        "jobs": {state.value: states.get(state.value, 0) for state in JobState},
+        "jobs_period": DAY,
+        "users": usage_by_user(running, slots_total),
+        "user": user.name,
+    }
+
+
+def queue(s: Scheduler, user: WebUser, all_users: bool = False) -> dict[str, Any]:
+    """The queue page: running jobs, then idle and held ones with why they wait."""
+    found = jobs(s, user, all_users=all_users)
+    positions = queue_positions(s)
+    now = time.time()
+    rows = []
+    for job in found:
+        row = p.to_wire(job)
+        row["position"] = positions.get(job.id)
+        row["reason"] = queue_reason(job, positions)
+        row["running_for"] = now - job.start_time if job.state == "running" else None
+        row["mine"] = job.owner == user.name
+        rows.append(row)
+    rows.sort(key=lambda r: (r["state"] != "running", r["position"] or 0, r["cluster"], r["proc"]))
+    return {"jobs": rows, "user": user.name, "all_users": all_users, "time": now}
