@@ -1,0 +1,160 @@
+"""The web dashboard over plain HTTP (the browser suite is test_web_browser.py): login,
+sessions and CSRF, the JSON API's field names, and that one user never reaches another
+user's jobs or files."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import TestCluster, wait_until, write
+from webtools import Browserless, add_user, web_cluster
+
+
+def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body (csrf first, as the form sends it) and its type."""
+    boundary = secrets.token_hex(8)
+    parts = []
+    for name, value in fields.items():
+        disposition = f'Content-Disposition: form-data; name="{name}"'
+        parts.append(f"--{boundary}\r\n{disposition}\r\n\r\n{value}\r\n".encode())
+    for name, (filename, data) in files.items():
+        disposition = f'Content-Disposition: form-data; name="{name}"; filename="{filename}"'
+        head = f"--{boundary}\r\n{disposition}\r\nContent-Type: application/octet-stream\r\n\r\n"
+        parts.append(head.encode() + data + b"\r\n")
+    return b"".join(
+        parts
+    ) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def submit(client: Browserless, fields: dict[str, str], files: dict[str, tuple[str, bytes]]):
+    body, kind = multipart({"csrf": client.csrf("/submit"), **fields}, files)
+    return client.request("/submit", body, {"Content-Type": kind})
+
+
+def test_dashboard_is_off_by_default(cluster: TestCluster) -> None:
+    assert "web dashboard" not in cluster.log("scheduler")
+
+
+def test_login_session_csrf_and_api_fields(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster, url = web_cluster(make_cluster)
+    client = Browserless(url)
+    assert client.get("/api/overview").status == 401
+    assert client.get("/queue").url.endswith("/login")  # pages send you to the login form
+    bad = client.login(cluster.token.rpartition(":")[0] + ":wrong")
+    assert bad.status == 403 and "wrong token" in bad.text
+    # A form posted without the session's CSRF token is refused, the login form too.
+    assert client.post("/login", {"token": cluster.token}).status == 403
+    ok = client.login(cluster.token)
+    assert ok.status == 200 and ok.url == url
+    (cookie,) = [c for c in client.jar if c.name == "dfarm_session"]
+    assert cookie.has_nonstandard_attr("HttpOnly")
+    assert cookie.get_nonstandard_attr("SameSite") == "Strict"
+    assert cookie.value not in ok.text  # the session id is never in a page
+
+    # The API's records are those of the commands' --json.
+    workers = client.get("/api/workers").json()
+    dstat = json.loads(cluster.run("dstat", "--json").stdout)
+    assert sorted(w["name"] for w in workers) == ["w1", "w2"]
+    assert set(workers[0]) == set(dstat[0])
+    write(tmp_path / "job.sub", "executable = /bin/sleep\narguments = 30\nqueue\n")
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    jobs = client.get("/api/jobs?states=all").json()
+    dq = json.loads(cluster.run("dq", "--json").stdout)
+    assert [j["id"] for j in jobs] == [j["id"] for j in dq] == ["1.0"]
+    assert set(jobs[0]) == set(dq[0])
+    overview = client.get("/api/overview").json()
+    assert overview["workers"] == 2 and overview["slots_total"] == 2
+
+    # Actions need the CSRF token: without it nothing changes.
+    assert client.post("/jobs/1.0/hold", {}).status == 403
+    assert client.request("/api/jobs/1.0/hold", b"").status == 403
+    assert client.get("/api/jobs/1.0").json()["job"]["state"] in ("idle", "running")
+    csrf = client.csrf("/queue")
+    held = client.request("/api/jobs/1.0/hold", b"", {"X-CSRF-Token": csrf}).json()
+    assert held["changed"] == ["1.0"] and held["skipped"] == {}  # as drm --json prints it
+    assert client.post("/jobs/1.0/release", {"csrf": csrf}).url.endswith("/queue")
+    assert client.get("/api/jobs/1.0").json()["job"]["state"] in ("idle", "running")
+    assert client.post("/jobs/1.0/remove", {"csrf": csrf}).status == 200
+    assert json.loads(cluster.run("dq", "--json", "--all").stdout)[0]["state"] == "removed"
+
+    # A script may use a bearer token instead of a session.
+    bearer = Browserless(url).get("/api/workers", {"Authorization": f"Bearer {cluster.token}"})
+    assert bearer.status == 200 and len(bearer.json()) == 2
+    assert Browserless(url).get("/api/workers", {"Authorization": "Bearer x:y"}).status == 401
+
+    assert client.post("/logout", {"csrf": csrf}).url.endswith("/login")
+    assert client.get("/api/overview").status == 401
+
+
+def test_other_users_jobs_and_files_are_out_of_reach(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster, url = web_cluster(make_cluster)
+    write(tmp_path / "job.sh", "#!/bin/sh\necho secret-output\necho data > out.txt\n", True)
+    write(tmp_path / "job.sub", "executable = job.sh\narguments = --secret-arg\nqueue\n")
+    done = cluster.run("dsub", "--wait", "--dest", str(tmp_path / "r"), "job.sub", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    alice = Browserless(url)
+    alice.login(cluster.token)
+    mine = alice.get("/api/jobs/1.0").json()
+    assert mine["files"] == ["out.txt"] and "secret-output" in mine["output"]["stdout"]["tail"]
+    assert alice.get("/jobs/1.0/files/out.txt").body == b"data\n"
+    assert alice.get("/jobs/1.0/stdout").text == "secret-output\n"
+    assert alice.get("/jobs/1.0/files/..%2Fstdout").status == 404
+
+    bob = Browserless(url)
+    bob.login(add_user(cluster, "bob"))
+    for path in [
+        "/jobs/1.0", "/jobs/1.0/stdout", "/jobs/1.0/stderr", "/jobs/1.0/files/out.txt",
+        "/api/jobs/1.0", "/api/clusters/1/results", "/clusters/1", "/clusters/1/plot.png",
+    ]:  # fmt: skip
+        got = bob.get(path)
+        assert got.status == 404 and "no job of yours" in got.text, path
+        assert "secret" not in got.text
+    assert bob.get("/api/jobs?ids=1.0&states=all").json() == []
+    others = bob.get("/api/history?allusers=1").json()
+    assert [j["id"] for j in others] == ["1.0"] and others[0]["arguments"] == []
+    assert "--secret-arg" not in bob.get("/jobs?all=1").text
+    csrf = bob.csrf("/queue")
+    assert bob.request("/api/jobs/1.0/remove", b"", {"X-CSRF-Token": csrf}).status == 404
+
+
+def test_submit_form_runs_a_job_and_refuses_what_leaves_the_upload(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    cluster, url = web_cluster(make_cluster, workers=1)
+    client = Browserless(url)
+    client.login(cluster.token)
+    script = b'#!/bin/sh\ncat in.txt\necho "args: $*"\necho "home: ${DFARM_WEB_PROBE:-unset}"\n'
+    page = submit(
+        client,
+        {"arguments": "a b", "request_cpus": "1", "request_memory": "10MB"},
+        {"executable": ("run.sh", script), "data": ("in.txt", b"from the form\n")},
+    )
+    assert page.status == 200 and "1 job(s) submitted to cluster 1" in page.text, page.text
+    wait_until(lambda: client.get("/api/jobs/1.0").json()["job"]["state"] == "completed",
+               timeout=60, what="the job to complete")  # fmt: skip
+    out = client.get("/jobs/1.0/stdout").text
+    assert out == "from the form\nargs: a b\nhome: unset\n"
+    # A whole submit file; what it names must be among the uploaded files.
+    escape = b"executable = run.sh\ntransfer_input_files = /etc/hostname\nqueue\n"
+    refused = submit(
+        client, {}, {"executable": ("run.sh", script), "submit_file": ("x.sub", escape)}
+    )
+    assert refused.status == 400 and "is not one of the uploaded files" in refused.text
+    reads = b"executable = run.sh\narguments = $(x)\nqueue x from /etc/passwd\n"
+    refused = submit(
+        client, {}, {"executable": ("run.sh", script), "submit_file": ("y.sub", reads)}
+    )
+    assert refused.status == 400 and "submit it with dsub" in refused.text
+    no_exe = submit(client, {"arguments": "x"}, {})
+    assert no_exe.status == 400 and "choose an executable" in no_exe.text
+    injected = submit(client, {"arguments": "a\nqueue 5"}, {"executable": ("run.sh", script)})
+    assert injected.status == 400 and "one line only" in injected.text
+    assert [j["id"] for j in client.get("/api/jobs?states=all").json()] == ["1.0"]
+    assert not list((cluster.config.home / "web-uploads").iterdir())  # nothing left behind
