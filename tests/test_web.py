@@ -158,3 +158,32 @@ def test_submit_form_runs_a_job_and_refuses_what_leaves_the_upload(
     assert injected.status == 400 and "one line only" in injected.text
     assert [j["id"] for j in client.get("/api/jobs?states=all").json()] == ["1.0"]
     assert not list((cluster.config.home / "web-uploads").iterdir())  # nothing left behind
+
+
+def test_sweep_page_plot_and_results_api(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster, url = web_cluster(make_cluster)
+    write(tmp_path / "sq.sh", "#!/bin/sh\necho $(($1 * $1))\n", True)
+    write(tmp_path / "sweep.sub", "executable = sq.sh\narguments = $(x)\nqueue x in (1 2 3 4)\n")
+    done = cluster.run("dsub", "--wait", "--dest", str(tmp_path / "r"), "sweep.sub", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    client = Browserless(url)
+    client.login(cluster.token)
+    report = client.get("/api/clusters/1/results").json()
+    assert report == json.loads(cluster.run("dresults", "--json", "1").stdout)
+    assert report["summary"]["value"]["mean"] == 7.5
+    page = client.get("/clusters/1")
+    assert (
+        page.status == 200 and "7.5" in page.text and "/clusters/1/plot.png?key=value" in page.text
+    )
+    plot = client.get("/clusters/1/plot.png?key=value")
+    assert plot.headers["Content-Type"] == "image/png" and plot.body.startswith(b"\x89PNG")
+    assert client.get("/clusters/1/plot.png?key=nope").status == 404
+    assert client.get("/sweeps?cluster=1").url.endswith("/clusters/1")
+    assert client.get("/clusters/x").status == 400
+    chart = client.get("/api/workers/w1").json()["charts"]
+    assert [c["key"] for c in chart] == ["load", "slots_used", "cpus_used", "memory_available_mb"]
+    assert client.get("/workers/w1").status == 200 and client.get("/workers/nope").status == 404
+    finished = client.get("/jobs?outcome=ok&days=0").text
+    assert all(f'data-job="1.{i}"' in finished for i in range(4))
