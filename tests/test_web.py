@@ -5,10 +5,16 @@ user's jobs or files."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import secrets
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import TestCluster, wait_until, write
 from webtools import Browserless, add_user, web_cluster
 
@@ -125,8 +131,9 @@ def test_other_users_jobs_and_files_are_out_of_reach(
 
 
 def test_submit_form_runs_a_job_and_refuses_what_leaves_the_upload(
-    make_cluster: Callable[..., TestCluster],
+    make_cluster: Callable[..., TestCluster], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("DFARM_WEB_PROBE", "the scheduler's environment")
     cluster, url = web_cluster(make_cluster, workers=1)
     client = Browserless(url)
     client.login(cluster.token)
@@ -141,6 +148,14 @@ def test_submit_form_runs_a_job_and_refuses_what_leaves_the_upload(
                timeout=60, what="the job to complete")  # fmt: skip
     out = client.get("/jobs/1.0/stdout").text
     assert out == "from the form\nargs: a b\nhome: unset\n"
+    # getenv in a submit file sent through the web sees nothing of the scheduler's.
+    getenv = b"executable = run.sh\ntransfer_input_files = in.txt\ngetenv = true\nqueue\n"
+    page = submit(client, {}, {"executable": ("run.sh", script), "data": ("in.txt", b"x\n"),
+                               "submit_file": ("env.sub", getenv)})  # fmt: skip
+    assert "submitted to cluster 2" in page.text, page.text
+    wait_until(lambda: client.get("/api/jobs/2.0").json()["job"]["state"] == "completed",
+               timeout=60, what="the job to complete")  # fmt: skip
+    assert client.get("/jobs/2.0/stdout").text.endswith("home: unset\n")
     # A whole submit file; what it names must be among the uploaded files.
     escape = b"executable = run.sh\ntransfer_input_files = /etc/hostname\nqueue\n"
     refused = submit(
@@ -156,7 +171,7 @@ def test_submit_form_runs_a_job_and_refuses_what_leaves_the_upload(
     assert no_exe.status == 400 and "choose an executable" in no_exe.text
     injected = submit(client, {"arguments": "a\nqueue 5"}, {"executable": ("run.sh", script)})
     assert injected.status == 400 and "one line only" in injected.text
-    assert [j["id"] for j in client.get("/api/jobs?states=all").json()] == ["1.0"]
+    assert [j["id"] for j in client.get("/api/jobs?states=all").json()] == ["1.0", "2.0"]
     assert not list((cluster.config.home / "web-uploads").iterdir())  # nothing left behind
 
 
@@ -187,3 +202,27 @@ def test_sweep_page_plot_and_results_api(
     assert client.get("/workers/w1").status == 200 and client.get("/workers/nope").status == 404
     finished = client.get("/jobs?outcome=ok&days=0").text
     assert all(f'data-job="1.{i}"' in finished for i in range(4))
+
+
+def test_dfarm_up_serves_the_dashboard_on_loopback(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DFARM_")}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "control_node.cli.dfarm", "up", "--workers", "1", "--home",
+         str(home), "--web-port", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        line = up.stdout.readline() + up.stdout.readline()
+        url = re.search(r"web dashboard: (http://127\.0\.0\.1:\d+/)", line)
+        assert url, line
+        client = Browserless(url[1])
+        token = (home / "local-user.token").read_text().strip()
+        assert client.login(token).url == url[1]
+        wait_until(lambda: client.get("/api/overview").json()["workers"] == 1)
+    finally:
+        up.send_signal(signal.SIGTERM)
+        out, _ = up.communicate(timeout=30)
+    assert up.returncode == 0 and "Traceback" not in out, out
+    assert "Traceback" not in (home / "logs" / "scheduler.log").read_text()

@@ -20,11 +20,8 @@ def web_cluster(
 ) -> tuple[TestCluster, str]:
     """A cluster whose scheduler serves the dashboard on a free loopback port; its URL."""
     cluster = make_cluster(workers=workers, scheduler_args=("--web-port", "0"))
-    found = wait_until(
-        lambda: re.search(r"web dashboard on (http://\S+/)", cluster.log("scheduler")),
-        what="the dashboard's address in the scheduler's log",
-    )
-    return cluster, found[1]
+    url = wait_until(cluster.web_url, what="the dashboard's address in the scheduler's log")
+    return cluster, str(url)
 
 
 def add_user(cluster: TestCluster, name: str) -> str:

@@ -47,7 +47,7 @@ class WebUser:
 class Session:
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     user: str | None = None
-    last_used: float = field(default_factory=time.monotonic)
+    last_used: float = field(default_factory=lambda: time.monotonic())
 
 
 class Sessions:
