@@ -87,6 +87,8 @@ def test_login_session_csrf_and_api_fields(
     assert client.get("/api/jobs/1.0").json()["job"]["state"] in ("idle", "running")
     assert client.post("/jobs/1.0/remove", {"csrf": csrf}).status == 200
     assert json.loads(cluster.run("dq", "--json", "--all").stdout)[0]["state"] == "removed"
+    counts = client.get("/api/overview").json()["jobs"]
+    assert counts == {"idle": 0, "running": 0, "held": 0, "completed": 0, "removed": 1}
 
     # A script may use a bearer token instead of a session.
     bearer = Browserless(url).get("/api/workers", {"Authorization": f"Bearer {cluster.token}"})
@@ -196,6 +198,7 @@ def test_sweep_page_plot_and_results_api(
     assert plot.headers["Content-Type"] == "image/png" and plot.body.startswith(b"\x89PNG")
     assert client.get("/clusters/1/plot.png?key=nope").status == 404
     assert client.get("/sweeps?cluster=1").url.endswith("/clusters/1")
+    assert 'href="/clusters/1">cluster 1</a> (4 job(s))' in client.get("/sweeps").text
     assert client.get("/clusters/x").status == 400
     chart = client.get("/api/workers/w1").json()["charts"]
     assert [c["key"] for c in chart] == ["load", "slots_used", "cpus_used", "memory_available_mb"]

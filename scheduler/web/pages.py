@@ -177,12 +177,7 @@ async def sweeps(request: web.Request) -> web.StreamResponse:
     cluster = request.query.get("cluster", "").strip()
     if cluster.isdigit():
         raise web.HTTPSeeOther(f"/clusters/{cluster}")
-    s = _s(request)
-    recent = views.jobs(s, user) + views.history(s, user, limit=2000)
-    clusters: dict[int, int] = {}
-    for job in recent:
-        clusters[job.cluster] = clusters.get(job.cluster, 0) + 1
-    rows = sorted(clusters.items(), reverse=True)[:50]
+    rows = views.recent_clusters(_s(request), user)
     return aiohttp_jinja2.render_template(
         "sweeps.html", request, {"page": "sweeps", "clusters": rows, "asked": cluster}
     )

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 ACTIVE = [JobState.IDLE.value, JobState.RUNNING.value, JobState.HELD.value]
 DAY = 86400.0
+#: Most jobs the queue page lists (running ones first, then in the order they will run).
+QUEUE_ROWS = 1000
 
 
 def pool(s: Scheduler, user: WebUser) -> p.WorkerList:
@@ -113,12 +115,32 @@ def usage_by_user(running: list[p.JobInfo], slots_total: int) -> list[dict[str, 
     ]
 
 
+def finished_counts(s: Scheduler, since: float) -> dict[str, int]:
+    """How many jobs completed and were removed since ``since`` (every user's)."""
+    rows = s.store.query(
+        "SELECT state, COUNT(*) AS n FROM jobs WHERE state IN (?, ?) AND end_time >= ?"
+        " GROUP BY state",
+        (JobState.COMPLETED.value, JobState.REMOVED.value, since),
+    )
+    return {row["state"]: row["n"] for row in rows}
+
+
+def recent_clusters(s: Scheduler, user: WebUser, limit: int = 50) -> list[tuple[int, int]]:
+    """The caller's most recent clusters, with their number of jobs."""
+    rows = s.store.query(
+        "SELECT cluster, COUNT(*) AS n FROM jobs WHERE owner = ? GROUP BY cluster"
+        " ORDER BY cluster DESC LIMIT ?",
+        (user.name, limit),
+    )
+    return [(row["cluster"], row["n"]) for row in rows]
+
+
 def overview(s: Scheduler, user: WebUser) -> dict[str, Any]:
     """The overview page: workers, slots, jobs by state (finished: last day), users."""
     workers = pool(s, user).workers
     queued = jobs(s, user, all_users=True)
-    ended = history(s, user, since=time.time() - DAY, all_users=True, limit=100_000)
-    states = Counter(job.state for job in queued + ended)
+    states = Counter(job.state for job in queued)
+    states.update(finished_counts(s, time.time() - DAY))
     slots_total = sum(w.slots_total for w in workers)
     running = [job for job in queued if job.state == JobState.RUNNING.value]
     return {
@@ -147,4 +169,10 @@ def queue(s: Scheduler, user: WebUser, all_users: bool = False) -> dict[str, Any
         row["mine"] = job.owner == user.name
         rows.append(row)
     rows.sort(key=lambda r: (r["state"] != "running", r["position"] or 0, r["cluster"], r["proc"]))
-    return {"jobs": rows, "user": user.name, "all_users": all_users, "time": now}
+    return {
+        "jobs": rows[:QUEUE_ROWS],
+        "total": len(rows),
+        "user": user.name,
+        "all_users": all_users,
+        "time": now,
+    }
