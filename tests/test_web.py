@@ -229,3 +229,35 @@ def test_dfarm_up_serves_the_dashboard_on_loopback(tmp_path: Path) -> None:
         out, _ = up.communicate(timeout=30)
     assert up.returncode == 0 and "Traceback" not in out, out
     assert "Traceback" not in (home / "logs" / "scheduler.log").read_text()
+
+
+def test_a_running_jobs_output_is_read_from_its_worker(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster, url = web_cluster(make_cluster, workers=1)
+    flag = tmp_path / "go"
+    write(tmp_path / "talk.sh", f"#!/bin/sh\necho first\necho second\n"
+          f"while [ ! -e {flag} ]; do sleep 0.1; done\n", True)  # fmt: skip
+    write(tmp_path / "talk.sub", "executable = talk.sh\nqueue\n")
+    assert cluster.run("dsub", "talk.sub", cwd=tmp_path).returncode == 0
+    client = Browserless(url)
+    client.login(cluster.token)
+
+    def said() -> dict:
+        chunk = client.get("/api/jobs/1.0/output/stdout").json()
+        return chunk if chunk["text"] == "first\nsecond\n" else {}
+
+    chunk = wait_until(said, timeout=30, what="the running job's output")
+    assert chunk["running"] and chunk["size"] == 13 and chunk["offset"] == 0
+    end = client.get("/api/jobs/1.0/output/stdout?last=7").json()
+    assert end["text"] == "second\n" and end["offset"] == 6
+    assert 'data-render="output"' in client.get("/jobs/1.0").text
+    bob = Browserless(url)
+    bob.login(add_user(cluster, "bob"))
+    assert bob.get("/api/jobs/1.0/output/stdout").status == 404
+    assert client.get("/api/jobs/1.0/output/stdout?offset=x").status == 400
+    flag.touch()
+    wait_until(lambda: client.get("/api/jobs/1.0").json()["job"]["state"] == "completed",
+               what="the job to end")  # fmt: skip
+    done = client.get("/api/jobs/1.0/output/stdout").json()
+    assert done["text"] == "first\nsecond\n" and not done["running"]

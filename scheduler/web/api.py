@@ -83,6 +83,27 @@ async def job(request: web.Request) -> web.Response:
     return _json(jobpages.job_details(_s(request), user, request.match_info["id"]))
 
 
+@routes.get("/api/jobs/{id}/output/{stream:stdout|stderr}")
+async def output(request: web.Request) -> web.Response:
+    """``dtail``: a job's output from ``?offset=`` (default: its last ``?last=`` bytes,
+    64 KiB), read from the worker while the job runs. The reply is ``dtail --json``'s
+    record with ``text``, the bytes decoded as UTF-8."""
+    user = require_user(request)
+    s, q = _s(request), request.query
+    job_id, stream = request.match_info["id"], request.match_info["stream"]
+    try:
+        last = int(q.get("last", 65536))
+        offset = int(q["offset"]) if "offset" in q else None
+    except ValueError:
+        raise RequestError("offset and last must be whole numbers", "invalid") from None
+    if offset is None:  # ask for the size first, then for the end
+        size = (await views.tail(s, user, job_id, stream, 0, 1)).size
+        offset = max(0, size - max(1, last))
+    chunk = await views.tail(s, user, job_id, stream, offset, max(1, last))
+    text = p.unpack_bytes(chunk.data).decode("utf-8", "replace")
+    return _json({**p.to_wire(chunk), "text": text})
+
+
 @routes.post("/api/jobs/{id}/{action}")
 async def change(request: web.Request) -> web.Response:
     """Hold, release or remove one job (or cluster): ``drm --json`` and friends."""

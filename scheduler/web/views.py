@@ -10,6 +10,7 @@ names are those of the commands' ``--json``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ ACTIVE = [JobState.IDLE.value, JobState.RUNNING.value, JobState.HELD.value]
 DAY = 86400.0
 #: Most jobs the queue page lists (running ones first, then in the order they will run).
 QUEUE_ROWS = 1000
+#: Seconds to wait for a worker's chunk of a running job's output.
+TAIL_TIMEOUT = 10.0
 
 
 def pool(s: Scheduler, user: WebUser) -> p.WorkerList:
@@ -81,6 +84,39 @@ def own_job(s: Scheduler, user: WebUser, job_id: str) -> p.JobInfo:
     if not found:
         raise RequestError(f"no job of yours is {job_id}", "not_found")
     return found[0]
+
+
+class _Waiter:
+    """The caller of ``dtail``'s handler on behalf of a web user: the reply a worker
+    sends later (the handler answers a running job's output request when the worker's
+    chunk arrives) resolves :attr:`reply`."""
+
+    def __init__(self, user: WebUser):
+        self.name, self.local_host, self.role = user.name, user.local_host, user.role
+        self.reply: asyncio.Future[p.Message] = asyncio.get_running_loop().create_future()
+
+    def send(self, message: p.Message, urgent: bool = True) -> None:
+        if not self.reply.done():
+            self.reply.set_result(message)
+
+
+async def tail(
+    s: Scheduler, user: WebUser, job_id: str, stream: str, offset: int, limit: int
+) -> p.OutputChunk:
+    """``dtail``: up to ``limit`` bytes of a job's stdout or stderr from ``offset``, read
+    from its worker while it runs."""
+    waiter = _Waiter(user)
+    message = p.TailJob(job_id=job_id, stream=stream, offset=offset, limit=limit)
+    reply = s.on_tail_job(waiter, message)
+    if reply is None:
+        try:
+            reply = await asyncio.wait_for(waiter.reply, TAIL_TIMEOUT)
+        except TimeoutError:
+            raise RequestError("the job's worker did not answer in time", "gone") from None
+    if isinstance(reply, p.Error):
+        raise RequestError(reply.message, reply.code)
+    assert isinstance(reply, p.OutputChunk)
+    return reply
 
 
 def queue_positions(s: Scheduler) -> dict[str, int]:

@@ -87,6 +87,9 @@ const RENDER = {
     // events come with the new state.
     if (data.job.state !== el.dataset.state) window.location.reload();
   },
+  output(el, data) {
+    if (el.textContent !== data.text) el.textContent = data.text;
+  },
   sweep(el, data) {
     fillFields(el, data);
     if (String(data.results) !== el.dataset.results || String(data.pending) !== el.dataset.pending) {
