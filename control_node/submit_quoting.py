@@ -87,72 +87,52 @@ def _dequote_v2(value: str) -> str:
     raise ValueError("missing closing double quote")
 
 
+# Tokens of the two syntaxes: a run of blanks ends a word, every other token is
+# a piece of the current word.
+_V2_TOKEN = re.compile(r"[ \t]+|'(?:[^']|'')*'|[^ \t']+|'")
+_V1_TOKEN = re.compile(r'[ \t]+|\\"|"|[^ \t"\\]+|\\')
+
+
+def _v2_piece(token: str) -> str:
+    if token == "'":
+        raise ValueError("missing closing single quote")
+    return token[1:-1].replace("''", "'") if token[0] == "'" else token
+
+
+def _v1_piece(token: str) -> str:
+    if token == '"':
+        raise ValueError(
+            'unescaped double quote in old-syntax arguments (write \\" for a literal'
+            " double quote, or put the whole value in double quotes for the new syntax)"
+        )
+    return '"' if token == '\\"' else token
+
+
+def _split(text: str, token: re.Pattern[str], piece: Callable[[str], str]) -> list[str]:
+    words: list[str] = []
+    current: list[str] | None = None
+    for match in token.finditer(text):
+        t = match.group()
+        if t[0] in _BLANKS:
+            if current is not None:
+                words.append("".join(current))
+            current = None
+        else:
+            current = current if current is not None else []
+            current.append(piece(t))
+    if current is not None:
+        words.append("".join(current))
+    return words
+
+
 def _split_v2(raw: str) -> list[str]:
     """Split dequoted new-syntax text on blanks; single quotes group, '' is a literal '."""
-    words: list[str] = []
-    cur: list[str] = []
-    in_word = False
-    i, n = 0, len(raw)
-    while i < n:
-        c = raw[i]
-        if c in _BLANKS:
-            if in_word:
-                words.append("".join(cur))
-                cur, in_word = [], False
-            i += 1
-            continue
-        in_word = True
-        if c != "'":
-            cur.append(c)
-            i += 1
-            continue
-        i += 1  # inside single quotes until a lone closing quote
-        while True:
-            if i >= n:
-                raise ValueError("missing closing single quote")
-            if raw[i] != "'":
-                cur.append(raw[i])
-                i += 1
-            elif i + 1 < n and raw[i + 1] == "'":
-                cur.append("'")
-                i += 2
-            else:
-                i += 1
-                break
-    if in_word:
-        words.append("".join(cur))
-    return words
+    return _split(raw, _V2_TOKEN, _v2_piece)
 
 
 def _split_v1_arguments(value: str) -> list[str]:
     """Old syntax: blanks separate arguments, \\" is a literal double quote."""
-    words: list[str] = []
-    cur: list[str] = []
-    in_word = False
-    i, n = 0, len(value)
-    while i < n:
-        c = value[i]
-        if c in _BLANKS:
-            if in_word:
-                words.append("".join(cur))
-                cur, in_word = [], False
-            i += 1
-            continue
-        in_word = True
-        if c == "\\" and i + 1 < n and value[i + 1] == '"':
-            cur.append('"')
-            i += 2
-        elif c == '"':
-            raise ValueError(
-                'unescaped double quote in old-syntax arguments (write \\" for a literal'
-                " double quote, or put the whole value in double quotes for the new syntax)"
-            )
-        else:
-            cur.append(c)
-            i += 1
-    if in_word:
-        words.append("".join(cur))
-    return words
+    return _split(value, _V1_TOKEN, _v1_piece)
 
 
 def parse_arguments(value: str) -> list[str]:

@@ -167,7 +167,7 @@ class JobControlHandlers:
             info = self._visible(conn, job)
             total = total_run_time(self.store.events(job.cluster, job.proc))
             infos.append(dataclasses.replace(info, total_run_time=total))
-        return p.JobList(jobs=infos)
+        return p.JobList(jobs=self.mailer.annotate(infos, conn.name))
 
     # ------------------------------------------------------------------ live output
 

@@ -50,4 +50,14 @@ with Client() as client:
 cat "$RESULTS/$cluster".*/stdout
 step "dq --all: everything that ran"
 "$BIN/dq" --all
+step "montecarlo.sub: 100 runs with a normal random load, summarized by dresults"
+cluster=$("$BIN/dsub" --quiet montecarlo.sub)
+"$BIN/dwait" "$cluster" > /dev/null
+"$BIN/dresults" "$cluster" --summary --plot "$RESULTS/montecarlo.png"
+step "grid.sub: a grid sweep from a file"
+cluster=$("$BIN/dsub" --quiet grid.sub)
+"$BIN/dwait" "$cluster" > /dev/null
+"$BIN/dresults" "$cluster" | tee "$RESULTS/grid.txt"
+step "map_primes.py: a Python function over a list with Client.map"
+"$BIN/python" map_primes.py | tee "$RESULTS/map_primes.txt"
 step "done: results are in $RESULTS"

@@ -36,6 +36,10 @@ def test_demo_runs_every_example(tmp_path: Path) -> None:
     squares = [(out / f"5.{i}" / "stdout").read_text() for i in range(10)]
     assert squares == [f"{i} squared is {i * i}\n" for i in range(10)]
     assert "14 job(s): 14 completed" in result.stdout
+    assert "Cluster 6: 100 jobs, 100 results, 0 failures, 0 pending" in result.stdout
+    assert (out / "montecarlo.png").read_bytes().startswith(b"\x89PNG")
+    assert "Cluster 7: 12 jobs, 12 results, 0 failures" in (out / "grid.txt").read_text()
+    assert "twin primes above a million: (1000037, 1000039)" in (out / "map_primes.txt").read_text()
     leftovers = [p for p in psutil.process_iter(["cmdline"])
                  if str(tmp_path) in " ".join(p.info["cmdline"] or [])]  # fmt: skip
     assert not leftovers

@@ -192,6 +192,9 @@ def test_jobs_complete_with_the_mail_server_down(make_cluster: Cluster, tmp_path
     wait_until(lambda: mail_state(cluster, "1.0").startswith("failed: "), what="mail failed")
     assert "Connection refused" in mail_state(cluster, "1.0")
     assert "mail about job 1.0 to me@example.org given up after" in cluster.log("scheduler")
+    history = cluster.run("dhistory", "-l", "1.0")
+    assert history.returncode == 0, history.stderr
+    assert re.search(r"^mail = failed: .*Connection refused", history.stdout, re.M), history.stdout
     # Another user sees the job in the queue, but not its mail (the error may name the address).
     added = cluster.run("dfarm", "user", "--home", cluster.config.home, "add", "bob")
     bob = cluster.env(DFARM_TOKEN=added.stdout.strip().splitlines()[-1])

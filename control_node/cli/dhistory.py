@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--limit", "-limit", type=int, default=1000, help="at most this many (newest)"
     )
+    parser.add_argument(
+        "--long", "-long", "-l", action="store_true",
+        help="every attribute of each job (mail delivery included), as condor_history -l",
+    )  # fmt: skip
     add_connection_options(parser)
     args = parser.parse_args(argv)
     try:
@@ -49,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             jobs = client.history(args.ids, user=args.user, since=since, limit=args.limit)
         if args.json:
             print(render.dump_json(jobs))
+        elif jobs and args.long:
+            print(render.jobs_long(jobs))
         elif jobs:
             print(render.history_table(jobs))
         else:
