@@ -98,6 +98,15 @@ def test_login_session_csrf_and_api_fields(
     assert client.post("/logout", {"csrf": csrf}).url.endswith("/login")
     assert client.get("/api/overview").status == 401
 
+    # A replaced token ends the sessions opened with the old one.
+    client.login(cluster.token)
+    assert client.get("/api/overview").status == 200
+    home = str(cluster.config.home)
+    user = cluster.token.rpartition(":")[0]
+    assert cluster.run("dfarm", "user", "token", user, "--home", home).returncode == 0
+    assert client.get("/api/overview").status == 401
+    assert client.get("/").url.endswith("/login")
+
 
 def test_other_users_jobs_and_files_are_out_of_reach(
     make_cluster: Callable[..., TestCluster], tmp_path: Path

@@ -56,7 +56,8 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
             {"page": "login", "error": "unknown user or wrong token"},
             status=403,
         )
-    sid = login(request, request.app[SESSIONS], user)
+    assert isinstance(token, str)
+    sid = login(request, request.app[SESSIONS], user, token)
     response = web.HTTPSeeOther("/")
     set_cookie(response, request, sid)
     raise response

@@ -47,6 +47,9 @@ class WebUser:
 class Session:
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     user: str | None = None
+    #: The hash of the token the user logged in with: a replaced token, or a removed
+    #: user, ends the session at its next request.
+    key: bytes | None = None
     last_used: float = field(default_factory=lambda: time.monotonic())
 
 
@@ -68,10 +71,10 @@ class Sessions:
         self._by_id.move_to_end(sid or "")
         return session
 
-    def new(self, user: str | None = None) -> tuple[str, Session]:
+    def new(self, user: str | None = None, key: bytes | None = None) -> tuple[str, Session]:
         """A fresh session (a new id at each login: an id seen before it is worthless)."""
         sid = secrets.token_urlsafe(32)
-        session = Session(user=user)
+        session = Session(user=user, key=key)
         self._by_id[sid] = session
         while len(self._by_id) > MAX_SESSIONS:
             self._by_id.popitem(last=False)
@@ -115,6 +118,9 @@ def session_middleware(sessions: Sessions, store: Store) -> Callable[..., Awaita
             return await handler(request)
         sid = request.cookies.get(COOKIE)
         session = sessions.get(sid)
+        if session is not None and session.user and not _still_valid(store, session):
+            sessions.drop(sid)
+            session = None
         fresh = session is None
         if session is None:
             sid, session = sessions.new()
@@ -146,6 +152,11 @@ async def _check_csrf(request: web.Request, session: Session) -> None:
         raise web.HTTPForbidden(text="missing or wrong CSRF token: reload the page and retry")
 
 
+def _still_valid(store: Store, session: Session) -> bool:
+    key = store.user_key(session.user or "")
+    return key is not None and session.key is not None and hmac.compare_digest(key, session.key)
+
+
 def csrf_ok(request: web.Request, sent: object) -> bool:
     """Whether ``sent`` is the CSRF token of the request's session (a request with a
     bearer token has no session and needs none)."""
@@ -153,10 +164,11 @@ def csrf_ok(request: web.Request, sent: object) -> bool:
     return session is None or (isinstance(sent, str) and hmac.compare_digest(sent, session.csrf))
 
 
-def login(request: web.Request, sessions: Sessions, user: str) -> str:
-    """Start a new session for ``user``, replacing the visitor's; returns its id."""
+def login(request: web.Request, sessions: Sessions, user: str, token: str) -> str:
+    """Start a new session for ``user`` (who gave ``token``), replacing the visitor's;
+    returns its id."""
     sessions.drop(request.get("sid"))
-    sid, _ = sessions.new(user)
+    sid, _ = sessions.new(user, p.user_key(token.strip()))
     request["sid"] = sid
     return sid
 
