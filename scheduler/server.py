@@ -33,7 +33,7 @@ from scheduler.protocol import JobState, Role
 from scheduler.retention import Retention
 from scheduler.staging import Spool
 from scheduler.store import Job, Store
-from scheduler.web import start_web
+from scheduler.web.app import start_web
 from scheduler.worker_control import WorkerControlHandlers
 from scheduler.worker_handlers import WorkerHandlers
 

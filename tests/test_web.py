@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TestCluster, wait_until, write
-from webtools import Browserless, add_user, web_cluster
+from webtools import Browserless, Response, add_user, web_cluster
 
 
 def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
@@ -52,7 +52,7 @@ def test_login_session_csrf_and_api_fields(
     assert client.get("/api/overview").status == 401
     assert client.get("/queue").url.endswith("/login")  # pages send you to the login form
     bad = client.login(cluster.token.rpartition(":")[0] + ":wrong")
-    assert bad.status == 403 and "wrong token" in bad.text
+    assert bad.status == 403 and "wrong token" in bad.text and cluster.token not in bad.text
     # A form posted without the session's CSRF token is refused, the login form too.
     assert client.post("/login", {"token": cluster.token}).status == 403
     ok = client.login(cluster.token)
@@ -270,3 +270,35 @@ def test_a_running_jobs_output_is_read_from_its_worker(
                what="the job to end")  # fmt: skip
     done = client.get("/api/jobs/1.0/output/stdout").json()
     assert done["text"] == "first\nsecond\n" and not done["running"]
+
+
+def test_web_password_set_with_dfarm_user(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    cluster, url = web_cluster(make_cluster, workers=0)
+    home, name = str(cluster.config.home), cluster.token.rpartition(":")[0]
+
+    def set_password(password: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "control_node.cli.dfarm", "user", "password", name,
+             "--home", home],
+            input=password + "\n", capture_output=True, text=True, timeout=60,
+            env=cluster.env(),
+        )  # fmt: skip
+
+    short = set_password("short")
+    assert short.returncode == 1 and "at least 8 characters" in short.stderr
+    assert set_password("correct horse").returncode == 0
+    client = Browserless(url)
+
+    def log_in(user: str, password: str) -> Response:
+        return client.post("/login", {"csrf": client.csrf(), "name": user, "password": password})
+
+    assert log_in(name, "wrong horse").status == 403
+    assert log_in("nobody", "correct horse").status == 403
+    assert log_in(name, "correct horse").url == url
+    assert client.get("/api/overview").json()["user"] == name
+    # A new token voids the password, and the sessions opened with it.
+    assert cluster.run("dfarm", "user", "token", name, "--home", home).returncode == 0
+    assert client.get("/api/overview").status == 401
+    assert log_in(name, "correct horse").status == 403

@@ -4,7 +4,7 @@
     dfarm scheduler [--home DIR] [--host H] [--port P] the scheduler node
     dfarm worker --scheduler HOST:PORT --secret-file F  a worker node
     dfarm worker --drain NAME [--home DIR]            drain a worker (scheduler node)
-    dfarm user add|list|remove|token ...               users (on the scheduler node)
+    dfarm user add|list|remove|token|password ...      users (on the scheduler node)
 
 This launcher is the one place that starts every role, so it imports each.
 """

@@ -9,9 +9,6 @@ in its own event loop, on ``--web-port`` (off by default; loopback unless
 - :mod:`.jobpages`: a job's page, its output and downloads; a sweep's results and plot
 - :mod:`.submit`: the submit form, through the path of ``dsub``
 - :mod:`.metrics`: each worker's last hour, for its charts
-- :mod:`.app`: the application and its start and stop
+- :mod:`.passwords`: web passwords, set with ``dfarm user password``
+- :mod:`.app`: the application and its start and stop (:func:`.app.start_web`)
 """
-
-from scheduler.web.app import WebServer, start_web
-
-__all__ = ["WebServer", "start_web"]

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
 
 from scheduler import protocol as p
 from scheduler.connection import RequestError
+from scheduler.web import passwords, views
 from scheduler.web import submit as web_submit
-from scheduler.web import views
 from scheduler.web.session import check_token, login, require_user, set_cookie
 
 routes = web.RouteTableDef()
@@ -46,21 +47,34 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     from scheduler.web.app import SESSIONS
 
     form = await request.post()
-    token = form.get("token")
-    user = check_token(_s(request).store, token) if isinstance(token, str) else None
-    if user is None:
+    user, key = await _credentials(request, form)
+    if user is None or key is None:
         await asyncio.sleep(0.2)  # slows down guessing
         return aiohttp_jinja2.render_template(
             "login.html",
             request,
-            {"page": "login", "error": "unknown user or wrong token"},
+            {"page": "login", "error": "unknown user, wrong token or wrong password"},
             status=403,
         )
-    assert isinstance(token, str)
-    sid = login(request, request.app[SESSIONS], user, token)
+    sid = login(request, request.app[SESSIONS], user, key)
     response = web.HTTPSeeOther("/")
     set_cookie(response, request, sid)
     raise response
+
+
+async def _credentials(request: web.Request, form: Any) -> tuple[str | None, bytes | None]:
+    """Who logs in, and the hash of their token: from a token, or a name and password."""
+    store = _s(request).store
+    token, name, password = (form.get(k) for k in ("token", "name", "password"))
+    if isinstance(token, str) and token.strip():
+        user = check_token(store, token)
+        return user, p.user_key(token.strip()) if user else None
+    if isinstance(name, str) and isinstance(password, str) and name and password:
+        record = passwords.lookup(store, name.strip())
+        loop = asyncio.get_running_loop()
+        key = await loop.run_in_executor(None, passwords.verify, record, password)
+        return name.strip(), key
+    return None, None
 
 
 @routes.post("/logout")

@@ -164,11 +164,11 @@ def csrf_ok(request: web.Request, sent: object) -> bool:
     return session is None or (isinstance(sent, str) and hmac.compare_digest(sent, session.csrf))
 
 
-def login(request: web.Request, sessions: Sessions, user: str, token: str) -> str:
-    """Start a new session for ``user`` (who gave ``token``), replacing the visitor's;
-    returns its id."""
+def login(request: web.Request, sessions: Sessions, user: str, key: bytes) -> str:
+    """Start a new session for ``user`` (``key``: the hash of their token now),
+    replacing the visitor's; returns its id."""
     sessions.drop(request.get("sid"))
-    sid, _ = sessions.new(user, p.user_key(token.strip()))
+    sid, _ = sessions.new(user, key)
     request["sid"] = sid
     return sid
 
