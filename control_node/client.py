@@ -26,6 +26,8 @@ from control_node.sweep import Sweep
 from scheduler import protocol as p
 
 ACTIVE_STATES = [p.JobState.IDLE.value, p.JobState.RUNNING.value, p.JobState.HELD.value]
+#: Jobs per reply of a query: about 2 MB of records, well under a frame.
+PAGE = 5000
 
 
 class Client:
@@ -102,18 +104,32 @@ class Client:
         return results.as_completed(self.conn, ids, timeout=timeout)
 
     def jobs(
-        self, ids: list[str] | None = None, states: list[str] | None = None, all_users: bool = False
+        self,
+        ids: list[str] | None = None,
+        states: list[str] | None = None,
+        all_users: bool = False,
+        limit: int = 0,
     ) -> list[p.JobInfo]:
-        """Jobs by id (``42`` or ``42.0``) and state; default: your jobs in the queue."""
-        reply = self.conn.request(
-            p.QueryJobs(
-                ids=list(ids or []),
-                states=ACTIVE_STATES if states is None else list(states),
-                all_users=all_users,
+        """Jobs by id (``42`` or ``42.0``) and state; default: your jobs in the queue.
+
+        Asked for a page at a time, so that no reply outgrows a frame; ``limit``
+        stops after that many jobs (0: all)."""
+        jobs: list[p.JobInfo] = []
+        while True:
+            page = PAGE if limit <= 0 else min(PAGE, limit - len(jobs))
+            reply = self.conn.request(
+                p.QueryJobs(
+                    ids=list(ids or []),
+                    states=ACTIVE_STATES if states is None else list(states),
+                    all_users=all_users,
+                    limit=page,
+                    after=jobs[-1].id if jobs else "",
+                )
             )
-        )
-        assert isinstance(reply, p.JobList)
-        return reply.jobs
+            assert isinstance(reply, p.JobList)
+            jobs += reply.jobs
+            if not reply.more or not reply.jobs or 0 < limit <= len(jobs):
+                return jobs
 
     def cluster_jobs(self, cluster: int, page: int = 2000) -> list[p.JobInfo]:
         """Every job of one of your clusters, in any state, asked for ``page`` procs at
@@ -179,6 +195,24 @@ class Client:
         )
         assert isinstance(reply, p.JobsChanged)
         return reply
+
+    def users(self) -> p.UserList:
+        """Every user's fair-share usage, share and jobs idle and running."""
+        reply = self.conn.request(p.QueryUsers())
+        assert isinstance(reply, p.UserList)
+        return reply
+
+    def analyze(self, ids: list[str]) -> list[p.JobAnalysis]:
+        """Why your jobs (``42`` or ``42.0``) are not running, in words and numbers."""
+        reply = self.conn.request(p.AnalyzeJobs(ids=list(ids)))
+        assert isinstance(reply, p.JobAnalyses)
+        return reply.jobs
+
+    def counts(self, all_users: bool = False) -> dict[str, int]:
+        """How many of your (or everyone's) jobs are in each state of the queue."""
+        reply = self.conn.request(p.QueryCounts(all_users=all_users))
+        assert isinstance(reply, p.JobCounts)
+        return reply.counts
 
     def edit(self, ids: list[str], changes: dict[str, str]) -> p.JobsChanged:
         """Change requests or limits of idle or held jobs: ``{"request_memory": "4GB"}``."""

@@ -26,6 +26,8 @@ from scheduler import protocol as p
 BLOCK = 1 << 20
 #: Where each input went: its local path -> (sha256, size).
 Digests = dict[str, tuple[str, int]]
+#: Jobs per submit message: a large cluster goes in parts, each well under a frame.
+PART = 5000
 
 
 class SubmitError(DfarmError):
@@ -116,15 +118,21 @@ def submit_with(
     digests, inline = _read_small_files(paths)
     digests.update(store_large([path for path in paths if path not in digests]))
     specs = [_spec(proc, digests) for proc in procs]
-    reply = queue(
-        p.SubmitJobs(
-            cluster=cluster,
-            submit_file=os.path.basename(path),
-            jobs=specs,
-            files=inline,
+    job_ids: list[str] = []
+    for first in range(0, len(specs), PART):
+        reply = queue(
+            p.SubmitJobs(
+                cluster=cluster,
+                submit_file=os.path.basename(path),
+                jobs=specs[first : first + PART],
+                files=inline if first == 0 else {},
+                first_proc=first,
+                last=first + PART >= len(specs),
+            )
         )
-    )
-    return Submission(reply.cluster, reply.job_ids, warnings + reply.warnings)
+        job_ids += reply.job_ids
+        warnings += [w for w in reply.warnings if w not in warnings]
+    return Submission(cluster, job_ids, warnings)
 
 
 def _mentions_cluster(path: Path, text: str | None) -> bool:
@@ -164,6 +172,7 @@ def _spec(proc: ProcDescription, digests: dict[str, tuple[str, int]]) -> p.JobSp
         request_gpus=proc.request_gpus,
         priority=proc.priority,
         machine=proc.machine,
+        requirements=proc.requirements,
         notify_user=proc.notify_user,
         notification=proc.notification,
         notification_per_job=proc.notification_per_job,

@@ -43,7 +43,12 @@ from control_node.submit_quoting import (
     split_list,
     valid_env_name,
 )
-from scheduler.protocol import parse_disk_kb, parse_memory_mb
+from scheduler.protocol import (
+    RequirementsError,
+    compile_requirements,
+    parse_disk_kb,
+    parse_memory_mb,
+)
 
 __all__ = [
     "ProcDescription",
@@ -99,6 +104,8 @@ class ProcDescription:
     result_file: str | None
     max_retries: int = 0
     allowed_job_duration: int | None = None
+    #: A ``requirements`` expression over worker attributes (checked when parsed).
+    requirements: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,10 +127,10 @@ SUPPORTED_KEYS = SEED_KEYS | {
     "notification_per_job",
     "priority", "universe", "should_transfer_files", "when_to_transfer_output",
     "max_retries", "allowed_job_duration",
-    "random_seed", "result_file",
+    "random_seed", "result_file", "requirements",
 }  # fmt: skip
 UNSUPPORTED_KEYS = frozenset({
-    "requirements", "rank", "retry_until", "success_exit_code",
+    "rank", "retry_until", "success_exit_code",
     "transfer_executable", "transfer_output_remaps", "periodic_remove", "periodic_hold",
     "periodic_release", "on_exit_remove", "on_exit_hold", "hold", "stream_output",
     "stream_error", "stream_input", "batch_name", "accounting_group", "accounting_group_user",
@@ -347,6 +354,7 @@ class _Parser:
             allowed_job_duration=self.integer(ctx, "allowed_job_duration", 0, 1) or None,
             params={**item.values, **draws.drawn} if isinstance(draws, RandomDraws) else {},
             result_file=result_file,
+            requirements=self.requirements(ctx),
         )
 
     def check_fixed_choices(self, ctx: MacroContext) -> None:
@@ -568,6 +576,16 @@ class _Parser:
                 "result_file", f"result_file '{value}' must be a file name in the job's directory"
             )
         return value or None
+
+    def requirements(self, ctx: MacroContext) -> str | None:
+        value = self.get(ctx, "requirements")
+        if not value:
+            return None
+        try:
+            compile_requirements(value)
+        except RequirementsError as e:
+            raise self.error("requirements", f"requirements: {e}") from None
+        return value
 
     def machine(self, ctx: MacroContext) -> str | None:
         value = self.get(ctx, "client")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import signal
 import sys
 from pathlib import Path
 
-from scheduler import logs
-from scheduler.config import SchedulerConfig
+from scheduler import config_file, logs
+from scheduler.config import SchedulerConfig, port_range
 from scheduler.mail import MailConfigError
 from scheduler.mail.options import add_mail_options, mail_config_from_args
 from scheduler.protocol import DEFAULT_PORT, default_home
@@ -29,6 +30,20 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any)"
     )
     parser.add_argument("--ftp-port", type=int, default=0, help="FTP port (default: any free one)")
+    parser.add_argument(
+        "--ftp-passive-ports",
+        type=_port_range,
+        metavar="FIRST-LAST",
+        help="ports FTP data connections use in passive mode, e.g. 40000-40100, to open in"
+        " a firewall (default: any free port)",
+    )
+    parser.add_argument(
+        "--masquerade-address",
+        type=_ipv4,
+        metavar="ADDRESS",
+        help="address FTP announces in passive mode and names in grants, for a scheduler"
+        " behind NAT (default: the address the peer connected to)",
+    )
     parser.add_argument("--advertise-host", help="host name written to access.json for clients")
     parser.add_argument("--heartbeat-interval", type=float, default=5.0, help="seconds")
     parser.add_argument(
@@ -50,11 +65,38 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         "--web-host", default="127.0.0.1", help="address of the web dashboard (default"
         " 127.0.0.1: loopback only, see docs/web.md)"
     )  # fmt: skip
-    parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
-        "--log-file", default=None, help="log file (default HOME/scheduler.log; '-' = stderr only)"
+        "--usage-halflife",
+        type=float,
+        default=86400.0,
+        metavar="SECONDS",
+        help="half-life of each user's fair-share usage (default 86400, one day)",
     )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=logs.LEVELS, type=str.upper, help="default INFO"
+    )
+    parser.add_argument(
+        "--log-file",
+        default=None,
+        help="log file, rotated at 10 MiB, 3 kept (default HOME/scheduler.log, or only"
+        " stderr, i.e. journald, when started by systemd; '-' = stderr only)",
+    )
+    config_file.add_config_option(parser, "scheduler")
     return parser
+
+
+def _port_range(text: str) -> str:
+    try:
+        return str(port_range(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _ipv4(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"an IPv4 address is needed, not {text!r}") from None
 
 
 def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
@@ -64,11 +106,14 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         host=args.host,
         port=args.port,
         ftp_port=args.ftp_port,
+        ftp_passive_ports=port_range(args.ftp_passive_ports, as_range=True),
+        masquerade_address=args.masquerade_address,
         advertise_host=args.advertise_host,
         heartbeat_interval=args.heartbeat_interval,
         worker_timeout=args.worker_timeout,
         mail=mail_config_from_args(args),
         result_retention=args.keep_results * 86400,
+        usage_halflife=args.usage_halflife,
         web_port=args.web_port,
         web_host=args.web_host,
     )
@@ -84,17 +129,17 @@ async def run(config: SchedulerConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args, _ = config_file.load(build_parser(), argv, "scheduler")
         config = config_from_args(args)
-    except MailConfigError as exc:
-        print(f"dfarm scheduler: {exc}", file=sys.stderr)
+    except (MailConfigError, config_file.ConfigError) as exc:
+        print(f"dfarm scheduler: error: {exc}", file=sys.stderr)
+        return 2
+    if not config.usage_halflife > 0:
+        print("dfarm scheduler: --usage-halflife must be greater than 0 seconds", file=sys.stderr)
         return 2
     config.home.mkdir(parents=True, exist_ok=True)
-    log_file = (
-        None if args.log_file == "-" else Path(args.log_file or config.home / "scheduler.log")
-    )
-    logs.configure(args.log_level, log_file)
+    logs.configure(args.log_level, logs.log_path(args.log_file, config.home / "scheduler.log"))
     try:
         asyncio.run(run(config))
     except OSError as exc:

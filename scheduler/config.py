@@ -20,6 +20,11 @@ class SchedulerConfig:
     port: int = DEFAULT_PORT
     #: Port of the embedded FTP server; 0 picks a free one.
     ftp_port: int = 0
+    #: Ports of FTP data connections in passive mode (None: any free port).
+    ftp_passive_ports: range | None = None
+    #: Address FTP announces in passive mode and names in grants (for NAT); None:
+    #: the address each peer connected to.
+    masquerade_address: str | None = None
     #: Host name written to access.json for clients; default: this machine's name,
     #: or 127.0.0.1 when listening on loopback only.
     advertise_host: str | None = None
@@ -39,6 +44,9 @@ class SchedulerConfig:
     #: Seconds the results of a finished job are kept for ``dfetch`` before they are
     #: cleaned (the job stays in the history).
     result_retention: float = 7 * 24 * 3600
+    #: Half-life of each user's fair-share usage, in seconds (HTCondor's
+    #: ``PRIORITY_HALFLIFE``; default one day).
+    usage_halflife: float = 86400.0
     #: Port of the web dashboard; None: no dashboard (the default); 0: any free port.
     web_port: int | None = None
     #: Address the web dashboard listens on: loopback unless asked (see docs/web.md).
@@ -69,3 +77,18 @@ class SchedulerConfig:
         if self.host in ("0.0.0.0", "::", ""):
             return socket.getfqdn()
         return self.host
+
+
+def port_range(text: str | None, as_range: bool = False) -> str | range | None:
+    """Check a port range ``FIRST-LAST`` (or one port); the text, or with ``as_range``
+    the ports as a :class:`range`. ValueError names what is wrong."""
+    if text is None:
+        return None
+    first, _, last = text.partition("-")
+    try:
+        low, high = int(first), int(last or first)
+    except ValueError:
+        raise ValueError(f"a port range is FIRST-LAST, e.g. 40000-40100, not {text!r}") from None
+    if not 1 <= low <= high <= 65535:
+        raise ValueError(f"port range {text!r}: ports go from 1 to 65535, FIRST <= LAST")
+    return range(low, high + 1) if as_range else f"{low}-{high}"

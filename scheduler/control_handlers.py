@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 
 from scheduler import protocol as p
 from scheduler.connection import Connection, RequestError
+from scheduler.dispatch import Slots
+from scheduler.matching import capacities, impossible_warnings
 from scheduler.protocol import JobState
 from scheduler.staging import StagingError
 from scheduler.store import Job, JobResult
@@ -30,8 +33,15 @@ class ControlHandlers:
         owner = self.store.cluster_owner(msg.cluster)
         if owner is None or owner[0] != conn.name:
             raise RequestError(f"cluster {msg.cluster} was not reserved by you", "not_found")
-        if owner[1]:
+        expected = self.partial_clusters.get(msg.cluster, 0)
+        if owner[1] and msg.cluster not in self.partial_clusters:
             raise RequestError(f"cluster {msg.cluster} was already submitted", "conflict")
+        if msg.first_proc != expected:
+            raise RequestError(
+                f"cluster {msg.cluster}: the next part starts at proc {expected},"
+                f" not {msg.first_proc}",
+                "invalid",
+            )
         specs = self.mailer.addressed(msg.jobs, conn.name)
         try:
             self.spool.store_inputs(msg.cluster, msg.files)
@@ -40,11 +50,20 @@ class ControlHandlers:
             )
         except (SubmissionError, StagingError, p.ProtocolError) as exc:
             raise RequestError(str(exc), "invalid") from None
-        jobs = self.jobs.submit(msg.cluster, conn.name, msg.submit_file, specs)
+        warnings += impossible_warnings(specs, capacities(self._slots()), msg.first_proc)
+        jobs = self.jobs.submit(msg.cluster, conn.name, msg.submit_file, specs, msg.first_proc)
+        if msg.last:
+            self.partial_clusters.pop(msg.cluster, None)
+        else:
+            self.partial_clusters[msg.cluster] = msg.first_proc + len(jobs)
         self.mailer.submitted(jobs)
         log.info("user %s submitted cluster %d: %d job(s)", conn.name, msg.cluster, len(jobs))
         self._wake.set()
         return p.Submitted(cluster=msg.cluster, job_ids=[j.id for j in jobs], warnings=warnings)
+
+    def _slots(self) -> list[Slots]:
+        """What each registered worker offers."""
+        return [c.slots for c in self.workers.values() if c.slots is not None]
 
     def on_query_jobs(self, conn: Connection, msg: p.QueryJobs) -> p.Message:
         clusters, pairs = _parse_ids(msg.ids)
@@ -57,10 +76,11 @@ class ControlHandlers:
                 owner=owner, clusters=clusters, job_ids=pairs, states=sorted(states & FINAL)
             )
         jobs.sort(key=lambda job: (job.cluster, job.proc))
+        jobs, more = _page(jobs, msg.after, msg.limit)
         finished = {job.cluster for job in jobs if job.state is JobState.COMPLETED}
         results = self.store.results(finished)
         infos = [self._visible(conn, job, results.get((job.cluster, job.proc))) for job in jobs]
-        return p.JobList(jobs=self.mailer.annotate(infos, conn.name))
+        return p.JobList(jobs=self.mailer.annotate(infos, conn.name), more=more)
 
     def _visible(self, conn: Connection, job: Job, result: JobResult | None = None) -> p.JobInfo:
         """Other users' jobs show no arguments, parameters, results or outputs (as
@@ -123,6 +143,20 @@ class ControlHandlers:
             events={j.id: self.store.events(j.cluster, j.proc) for j in sent},
             remaining=[j.id for j in jobs[len(sent) :]],
         )
+
+
+def _page(jobs: list[Job], after: str, limit: int) -> tuple[list[Job], bool]:
+    """The jobs (sorted by id) after the id ``after``, at most ``limit`` (0: all)."""
+    if after:
+        try:
+            cluster, proc = p.parse_job_id(after)
+        except ValueError as exc:
+            raise RequestError(str(exc), "invalid") from None
+        key = (cluster, -1 if proc is None else proc)
+        jobs = jobs[bisect.bisect_right(jobs, key, key=lambda j: (j.cluster, j.proc)) :]
+    if limit > 0 and len(jobs) > limit:
+        return jobs[:limit], True
+    return jobs, False
 
 
 def _parse_ids(ids: list[str]) -> tuple[list[int], list[tuple[int, int]]]:

@@ -1,14 +1,16 @@
-"""The idle queue and the matching of jobs to worker slots.
+"""What a worker offers and holds: the partitionable slot that jobs are matched to.
 
-Dispatch here is first-in, first-out with ``priority``: the earliest submitted
-job of the highest priority that fits a worker's free resources goes first.
+A worker is one partitionable slot: its cpus, memory and GPUs are reserved per
+job and given back when the job ends, so a worker with 8 cores runs eight
+1-cpu jobs or two 4-cpu jobs at once. The order of the idle queue is in
+:mod:`scheduler.fairshare`.
 """
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, field
 
+from scheduler.protocol import Value, compile_requirements
 from scheduler.store import Job
 
 
@@ -28,6 +30,8 @@ class Slots:
     used_memory_mb: int = 0
     used_gpus: int = 0
     draining: bool = False
+    #: The worker's attributes as ``requirements`` see them (see ``worker_ad``).
+    attributes: dict[str, Value] = field(default_factory=dict)
 
     def fits(self, job: Job) -> bool:
         """Whether ``job`` could start here now."""
@@ -41,6 +45,10 @@ class Slots:
             and self.used_memory_mb + (spec.request_memory or 0) <= self.memory_mb
             and self.used_gpus + spec.request_gpus <= self.gpus
             and (spec.request_disk or 0) <= self.disk_free_mb * 1024
+            and (
+                spec.requirements is None
+                or compile_requirements(spec.requirements).matches(self.attributes)
+            )
         )
 
     def take(self, job: Job) -> None:
@@ -58,50 +66,3 @@ class Slots:
     @property
     def free(self) -> bool:
         return not self.draining and self.used_slots < self.slots
-
-
-@dataclass(order=True)
-class _Entry:
-    key: tuple[int, int, int]
-    job: Job = field(compare=False)
-
-
-class IdleQueue:
-    """Idle jobs ordered by (-priority, cluster, proc). Removal is lazy."""
-
-    def __init__(self) -> None:
-        self._heap: list[_Entry] = []
-        self._queued: set[tuple[int, int]] = set()
-
-    def __len__(self) -> int:
-        return len(self._queued)
-
-    def push(self, job: Job) -> None:
-        self._queued.add((job.cluster, job.proc))
-        heapq.heappush(self._heap, _Entry((-job.spec.priority, job.cluster, job.proc), job))
-
-    def discard(self, job: Job) -> None:
-        self._queued.discard((job.cluster, job.proc))
-
-    def order(self) -> list[tuple[int, int]]:
-        """The queued jobs' (cluster, proc), in the order slots are offered to them."""
-        keys = (e.key[1:] for e in sorted(self._heap))
-        return [key for key in dict.fromkeys(keys) if key in self._queued]
-
-    def pop_fitting(self, slots: Slots) -> Job | None:
-        """The first queued job that fits ``slots``, removed from the queue."""
-        skipped: list[_Entry] = []
-        found: Job | None = None
-        while self._heap:
-            entry = heapq.heappop(self._heap)
-            key = (entry.job.cluster, entry.job.proc)
-            if key not in self._queued:
-                continue
-            if slots.fits(entry.job):
-                self._queued.discard(key)
-                found = entry.job
-                break
-            skipped.append(entry)
-        for entry in skipped:
-            heapq.heappush(self._heap, entry)
-        return found

@@ -12,10 +12,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from scheduler.dispatch import IdleQueue, Slots
+from scheduler.dispatch import Slots
+from scheduler.fairshare import DEFAULT_HALFLIFE, FairShareQueue
 from scheduler.jobstate import check_transition
 from scheduler.protocol import JobSpec, JobState, parse_job_id
 from scheduler.store import Job, Store
+from scheduler.usage import load_usage, save_usage
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +25,23 @@ log = logging.getLogger(__name__)
 class JobTable:
     """Active jobs (idle, running, held) in memory, mirrored in SQLite."""
 
-    def __init__(self, store: Store, on_change: Callable[[Job], None] = lambda job: None):
+    def __init__(
+        self,
+        store: Store,
+        on_change: Callable[[Job], None] = lambda job: None,
+        halflife: float = DEFAULT_HALFLIFE,
+    ):
         self.store = store
         self.on_change = on_change
         self.active: dict[tuple[int, int], Job] = {}
-        self.queue = IdleQueue()
+        self.queue = FairShareQueue(halflife)
+        load_usage(store, self.queue)
         for job in store.active_jobs():
             self.active[(job.cluster, job.proc)] = job
             if job.state is JobState.IDLE:
                 self.queue.push(job)
+            elif job.state is JobState.RUNNING:
+                self.queue.started(job)
 
     def get(self, job_id: str) -> Job | None:
         cluster, proc = parse_job_id(job_id)
@@ -73,7 +83,7 @@ class JobTable:
         check_transition(
             job.id, job.state, new, lambda: [e.event for e in self.store.events(*_key(job))]
         )
-        old = job.state
+        old, started = job.state, job.start_time
         job.state = new
         for name, value in changes.items():
             setattr(job, name, value)
@@ -83,6 +93,10 @@ class JobTable:
             self.queue.discard(job)
         if new is JobState.IDLE:
             self.queue.push(job)
+        if old is JobState.RUNNING and new is not JobState.RUNNING:
+            save_usage(self.store, self.queue.stopped(job, started, time.time()))
+        elif new is JobState.RUNNING and old is not JobState.RUNNING:
+            self.queue.started(job)
         if new in (JobState.COMPLETED, JobState.REMOVED):
             self.active.pop(key, None)
         log.debug("job %s: %s -> %s (%s)", job.id, old.value, new.value, event)
@@ -90,12 +104,14 @@ class JobTable:
 
     # ------------------------------------------------------------------ submit
 
-    def submit(self, cluster: int, owner: str, submit_file: str, specs: list[JobSpec]) -> list[Job]:
-        """Queue every proc of a cluster in one transaction."""
+    def submit(
+        self, cluster: int, owner: str, submit_file: str, specs: list[JobSpec], first: int = 0
+    ) -> list[Job]:
+        """Queue the procs of a cluster (numbered from ``first``) in one transaction."""
         now = time.time()
         jobs = [
             Job(cluster=cluster, proc=i, owner=owner, state=JobState.IDLE, spec=s, submit_time=now)
-            for i, s in enumerate(specs)
+            for i, s in enumerate(specs, start=first)
         ]
         self.store.insert_jobs(cluster, submit_file, jobs, now)
         for job in jobs:
@@ -113,7 +129,7 @@ class JobTable:
         with self.store.transaction():
             for slots in workers:
                 while slots.free:
-                    job = self.queue.pop_fitting(slots)
+                    job = self.queue.pop_fitting(slots, now)
                     if job is None:
                         break
                     slots.take(job)

@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import sys
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+#: journald stamps every line itself.
+JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def under_systemd() -> bool:
+    """True when stderr goes to journald (systemd sets ``JOURNAL_STREAM`` for a service)."""
+    return bool(os.environ.get("JOURNAL_STREAM"))
+
+
+def log_path(option: str | Path | None, default: Path | None) -> Path | None:
+    """The file to log to: the option's (``-`` = none), else ``default`` unless the
+    process runs under systemd, whose journal keeps stderr."""
+    if option is not None:
+        return None if str(option) == "-" else Path(option)
+    return None if under_systemd() else default
 
 
 def configure(level: str = "INFO", log_file: Path | None = None) -> None:
@@ -18,4 +35,7 @@ def configure(level: str = "INFO", log_file: Path | None = None) -> None:
         handlers.append(
             logging.handlers.RotatingFileHandler(log_file, maxBytes=10 * 2**20, backupCount=3)
         )
-    logging.basicConfig(level=level.upper(), format=FORMAT, handlers=handlers, force=True)
+    handlers[0].setFormatter(logging.Formatter(JOURNAL_FORMAT if under_systemd() else FORMAT))
+    for handler in handlers[1:]:
+        handler.setFormatter(logging.Formatter(FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=handlers, force=True)

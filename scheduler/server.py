@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import logging
 import secrets
+import socket
 import sqlite3
 import time
 from typing import Any
@@ -25,10 +26,12 @@ from scheduler.config import SchedulerConfig
 from scheduler.connection import Connection, RequestError
 from scheduler.control_handlers import ControlHandlers
 from scheduler.dispatch import Slots
+from scheduler.explain import ExplainHandlers
 from scheduler.job_control import JobControlHandlers
 from scheduler.jobs import JobTable
 from scheduler.mail import Mailer
 from scheduler.match_macros import match_spec
+from scheduler.probe import ProbeHandlers
 from scheduler.protocol import JobState, Role
 from scheduler.retention import Retention
 from scheduler.staging import Spool
@@ -40,7 +43,14 @@ from scheduler.worker_handlers import WorkerHandlers
 log = logging.getLogger(__name__)
 
 
-class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobControlHandlers):
+class Scheduler(
+    WorkerHandlers,
+    WorkerControlHandlers,
+    ControlHandlers,
+    JobControlHandlers,
+    ExplainHandlers,
+    ProbeHandlers,
+):
     """The scheduler node. ``await Scheduler(config).serve()`` runs it until stopped."""
 
     def __init__(self, config: SchedulerConfig):
@@ -48,9 +58,15 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
         config.home.mkdir(parents=True, exist_ok=True)
         self.secret = ensure_secret(config)
         self.store = Store(config.db_path)
-        self.spool = Spool(config.spool_dir, host=_bind_host(config.host), port=config.ftp_port)
+        self.spool = Spool(
+            config.spool_dir,
+            host=_bind_host(config.host),
+            port=config.ftp_port,
+            passive_ports=config.ftp_passive_ports,
+            masquerade_address=config.masquerade_address,
+        )
         self.mailer = Mailer(config.mail, self.store, self.spool.job_dir)
-        self.jobs = JobTable(self.store, on_change=self._notify)
+        self.jobs = JobTable(self.store, on_change=self._notify, halflife=config.usage_halflife)
         self.mailer.resume(self.jobs.active.values())
         self.workers: dict[int, Connection] = {}
         self.controls: dict[int, Connection] = {}
@@ -58,6 +74,8 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
         self.subscribers: dict[int, dict[Connection, frozenset[str]]] = {}
         #: Running jobs whose worker is away: requeued unless it returns by the deadline.
         self.orphans: dict[str, float] = {}
+        #: Clusters submitted in parts, with the proc number their next part starts at.
+        self.partial_clusters: dict[int, int] = {}
         #: Output requests (``dtail``) waiting for a worker: the asking connection,
         #: its request id and the worker asked, by the id of the request to the worker.
         self.tails: dict[int, tuple[Connection, int | None, Connection]] = {}
@@ -79,7 +97,16 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
     # ------------------------------------------------------------------ lifecycle
 
     async def serve(self, ready: asyncio.Event | None = None) -> None:
-        server = await asyncio.start_server(self._connection, self.config.host, self.config.port)
+        if self.config.host == "::" and socket.has_dualstack_ipv6():
+            # One socket for both families (IPv4 peers as ::ffff:a.b.c.d), as for FTP.
+            sock = socket.create_server(
+                ("::", self.config.port), family=socket.AF_INET6, dualstack_ipv6=True
+            )
+            server = await asyncio.start_server(self._connection, sock=sock)
+        else:
+            server = await asyncio.start_server(
+                self._connection, self.config.host, self.config.port
+            )
         self.port = server.sockets[0].getsockname()[1]
         web = await start_web(self) if self.config.web_port is not None else None
         self.spool.start()
@@ -133,8 +160,8 @@ class Scheduler(WorkerHandlers, WorkerControlHandlers, ControlHandlers, JobContr
             next(self._ids),
             reader,
             writer,
-            f"{peer[0]}:{peer[1]}",
-            _host_for_grants(local[0]),
+            f"{_host_for_grants(peer[0])}:{peer[1]}",
+            self.config.masquerade_address or _host_for_grants(local[0]),
             on_output=self._output,
         )
         task = asyncio.current_task()
@@ -403,11 +430,15 @@ ROUTES: dict[type[p.Message], Any] = {
     p.OutputChunk: Scheduler.on_output_chunk,
     p.DrainWorker: Scheduler.on_drain_worker,
     p.Draining: Scheduler.on_draining,
+    p.QueryUsers: Scheduler.on_query_users,
+    p.QueryCounts: Scheduler.on_query_counts,
+    p.AnalyzeJobs: Scheduler.on_analyze_jobs,
+    p.ProbeFtp: Scheduler.on_probe_ftp,
 }
 
 
 def _bind_host(host: str) -> str:
-    return "" if host in ("0.0.0.0", "::") else host
+    return "" if host == "0.0.0.0" else host
 
 
 def _host_for_grants(local_address: str) -> str:

@@ -49,6 +49,8 @@ READ = "elr"
 #: Uploads are stored under a temporary name, then renamed to their hash.
 WRITE = "ewf"
 READ_WRITE = "elrmwadf"
+#: Directory of the spool where ``dfarm doctor`` tries the data channel.
+PROBE_DIR = "probe"
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,19 @@ class Spool:
         """For a user: read the results of these jobs (their own, checked by the caller)."""
         rules = [Rule(str(self.job_dir(c, p)), READ) for c, p in jobs]
         return self._issue(self.root, rules, ttl, host)
+
+    def grant_probe(self, host: str, ttl: float = 60) -> tuple[FtpGrant, str]:
+        """For ``dfarm doctor``: read-write access to a new directory under ``probe/``
+        (older probe directories are removed first); returns the grant and the
+        directory's name relative to the grant's root."""
+        probes = self.root / PROBE_DIR
+        probes.mkdir(exist_ok=True)
+        for old in probes.iterdir():
+            if old.stat().st_mtime < time.time() - 2 * ttl:
+                shutil.rmtree(old, ignore_errors=True)
+        name = secrets.token_hex(8)
+        (probes / name).mkdir()
+        return self._issue(probes, [Rule(str(probes / name), READ_WRITE)], ttl, host), name
 
     def revoke(self, grant: FtpGrant) -> None:
         self.authorizer.revoke(grant.user)

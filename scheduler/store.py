@@ -135,6 +135,14 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (cluster, proc)
     );
     """,
+    # fair share: each user's decayed usage (cpu-seconds) as of a time
+    """
+    CREATE TABLE usage (
+        user TEXT PRIMARY KEY,
+        value REAL NOT NULL,
+        stamp REAL NOT NULL
+    );
+    """,
     # web passwords (scheduler/web/passwords.py): valid while the token they were set
     # under (key_hash) is the user's
     """

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 
 from scheduler.mail.rules import NOTIFICATIONS, wants_mail
 from scheduler.mail.settings import check_address
-from scheduler.protocol import JobSpec
+from scheduler.protocol import JobSpec, RequirementsError, compile_requirements
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -116,3 +116,8 @@ def _check_spec(where: str, spec: JobSpec) -> None:
         raise SubmissionError(f"{where}: too many or too long parameters")
     if spec.request_cpus < 1 or spec.request_gpus < 0:
         raise SubmissionError(f"{where}: request_cpus must be >= 1 and request_gpus >= 0")
+    if spec.requirements is not None:
+        try:
+            compile_requirements(spec.requirements)
+        except RequirementsError as exc:
+            raise SubmissionError(f"{where}: requirements: {exc}") from None

@@ -10,6 +10,7 @@ from scheduler import protocol as p
 from scheduler.connection import Connection, RequestError
 from scheduler.dispatch import Slots
 from scheduler.job_results import extract_result
+from scheduler.matching import slot_attributes
 from scheduler.protocol import JobState
 from scheduler.store import Job
 from scheduler.submission import safe_name, safe_result_name
@@ -36,6 +37,7 @@ class WorkerHandlers:
             gpus=msg.gpus,
             disk_free_mb=msg.metrics.disk_free_mb,
         )
+        conn.slots.attributes = slot_attributes(conn.slots, msg.metrics)
         conn.metrics, conn.last_heartbeat = msg.metrics, now
         self.workers[worker_id] = conn
         # Several heartbeats fit in the timeout, so one late heartbeat loses nothing.
@@ -89,6 +91,7 @@ class WorkerHandlers:
         conn.metrics, conn.last_heartbeat = msg.metrics, time.time()
         assert conn.slots is not None
         conn.slots.disk_free_mb = msg.metrics.disk_free_mb
+        conn.slots.attributes = slot_attributes(conn.slots, msg.metrics)
 
     def on_job_finished(self, conn: Connection, msg: p.JobFinished) -> p.Message:
         slots = self._registered(conn)

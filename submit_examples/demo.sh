@@ -52,11 +52,11 @@ step "dq --all: everything that ran"
 "$BIN/dq" --all
 step "montecarlo.sub: 100 runs with a normal random load, summarized by dresults"
 cluster=$("$BIN/dsub" --quiet montecarlo.sub)
-"$BIN/dwait" "$cluster" > /dev/null
+"$BIN/dwait" --no-fetch "$cluster" > /dev/null
 "$BIN/dresults" "$cluster" --summary --plot "$RESULTS/montecarlo.png"
 step "grid.sub: a grid sweep from a file"
 cluster=$("$BIN/dsub" --quiet grid.sub)
-"$BIN/dwait" "$cluster" > /dev/null
+"$BIN/dwait" --no-fetch "$cluster" > /dev/null
 "$BIN/dresults" "$cluster" | tee "$RESULTS/grid.txt"
 step "map_primes.py: a Python function over a list with Client.map"
 "$BIN/python" map_primes.py | tee "$RESULTS/map_primes.txt"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import scheduler.protocol.explain as ex
 import scheduler.protocol.jobcontrol as jc
 from scheduler.protocol import (
     DEFAULT_MAX_FRAME,
@@ -42,6 +43,8 @@ from scheduler.protocol import (
     Message,
     NewCluster,
     Ok,
+    ProbeFtp,
+    ProbeGranted,
     ProtocolError,
     QueryJobs,
     QueryWorkers,
@@ -193,6 +196,8 @@ SAMPLES: dict[str, Message] = {
     "subscribe": Subscribe(clusters=[42, 43]),
     "job_update": JobUpdate(job=sample_info()),
     "fetch_results": FetchResults(ids=["42.3", "43"]),
+    "probe_ftp": ProbeFtp(),
+    "probe_granted": ProbeGranted(ftp=sample_grant(), directory="ab12", passive_ports="1-9"),
     "job_results": JobResults(
         download=sample_grant(),
         jobs=[sample_info()],
@@ -241,6 +246,37 @@ SAMPLES: dict[str, Message] = {
     "drain_worker": jc.DrainWorker(name="w1", grace=5.0),
     "drain": jc.Drain(grace=None),
     "draining": jc.Draining(requeue=["42.0:2"]),
+    "query_users": ex.QueryUsers(),
+    "user_list": ex.UserList(
+        users=[
+            ex.UserUsage(
+                user="ann",
+                effective_usage=12.5,
+                share=1.0,
+                idle=3,
+                running=1,
+                running_cpus=2,
+                rank=1,
+            )
+        ],
+        halflife=86400.0,
+    ),  # fmt: skip
+    "analyze_jobs": ex.AnalyzeJobs(ids=["42.0"]),
+    "job_analyses": ex.JobAnalyses(
+        jobs=[
+            ex.JobAnalysis(
+                id="42.0",
+                state="idle",
+                owner="ann",
+                summary="Job 42.0 is idle.",
+                reasons=["no worker has a GPU"],
+                workers_connected=2,
+                estimated_start=1.7e9,
+            )
+        ]
+    ),  # fmt: skip
+    "query_counts": ex.QueryCounts(all_users=True),
+    "job_counts": ex.JobCounts(counts={"idle": 3, "running": 1}),
 }
 
 
@@ -335,7 +371,10 @@ def test_id_is_omitted_when_none_and_echoed_by_with_id() -> None:
 
 def test_wire_format_of_defaults() -> None:
     data = wire_dict(QueryJobs(id=1))
-    assert data == {"type": "query_jobs", "id": 1, "ids": [], "all_users": False, "states": []}
+    assert data == {
+        "type": "query_jobs", "id": 1, "ids": [], "all_users": False, "states": [],
+        "limit": 0, "after": "",
+    }  # fmt: skip
     # Fields left out on the wire take their defaults.
     assert decode(b'{"type":"query_jobs"}') == QueryJobs()
 

@@ -564,7 +564,6 @@ def test_key_used_as_macro_is_not_unknown(farm: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "key"),
     [
-        ("requirements = Memory > 100", "requirements"),
         ("retry_until = ExitCode == 0", "retry_until"),
         ("Rank = Memory", "Rank"),
         ("transfer_executable = false", "transfer_executable"),

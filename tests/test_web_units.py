@@ -1,5 +1,4 @@
-"""Units of the web dashboard: worker metrics over the last hour, sessions, the queue's
-order and reasons, each user's part of the pool."""
+"""Units of the web dashboard: worker metrics over the last hour, sessions."""
 
 from __future__ import annotations
 
@@ -8,16 +7,12 @@ import warnings
 import pytest
 
 from scheduler import protocol as p
-from scheduler.dispatch import IdleQueue
-from scheduler.protocol import JobSpec, JobState
-from scheduler.store import Job
 
 # pyftpdlib imports asyncore/asynchat, deprecated in Python 3.11: not ours to fix.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from scheduler.web import session as web_session
     from scheduler.web.metrics import WINDOW, MetricsHistory
-    from scheduler.web.views import queue_reason, usage_by_user
 
 
 def worker(name: str, load: float, used: int = 0) -> p.WorkerInfo:
@@ -64,36 +59,3 @@ def test_sessions_expire_and_are_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
     assert sessions.get(first) is not None and sessions.get(second) is None
     sessions.drop(first)
     assert sessions.get(first) is None
-
-
-def job(cluster: int, proc: int, priority: int = 0) -> Job:
-    spec = JobSpec(executable="x", priority=priority)
-    return Job(cluster, proc, "u", JobState.IDLE, spec, 0.0)
-
-
-def test_queue_order_is_the_dispatch_order() -> None:
-    queue = IdleQueue()
-    jobs = [job(1, 0), job(1, 1), job(2, 0, priority=5), job(3, 0)]
-    for j in jobs:
-        queue.push(j)
-    queue.discard(jobs[1])
-    queue.push(jobs[1])  # back in line (a stale heap entry stays behind)
-    queue.discard(jobs[3])
-    assert queue.order() == [(2, 0), (1, 0), (1, 1)]
-
-
-def test_queue_reasons_and_usage() -> None:
-    idle = p.JobInfo(id="1.0", cluster=1, proc=0, owner="u", state="idle", submit_time=0)
-    held = p.JobInfo(id="1.1", cluster=1, proc=1, owner="u", state="held", submit_time=0,
-                     hold_reason="by u")  # fmt: skip
-    assert queue_reason(idle, {"1.0": 3}) == "waiting for a free slot: number 3 in line"
-    assert queue_reason(held, {}) == "held: by u"
-    running = [
-        p.JobInfo(id=f"{i}.0", cluster=i, proc=0, owner=o, state="running", submit_time=0)
-        for i, o in enumerate(["bob", "alice", "bob"])
-    ]
-    assert usage_by_user(running, 4) == [
-        {"user": "bob", "running": 2, "slots_fraction": 0.5},
-        {"user": "alice", "running": 1, "slots_fraction": 0.25},
-    ]
-    assert usage_by_user([], 0) == []

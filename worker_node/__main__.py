@@ -11,7 +11,7 @@ import socket
 import sys
 from pathlib import Path
 
-from scheduler import logs
+from scheduler import config_file, logs
 from scheduler.protocol import (
     HandshakeError,
     ProtocolError,
@@ -52,8 +52,17 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
         help="on SIGTERM or --drain, how long running jobs may finish before they are"
         " requeued (default 300)",
     )
-    parser.add_argument("--log-level", default="INFO")
-    parser.add_argument("--log-file", type=Path, default=None)
+    parser.add_argument(
+        "--log-level", default="INFO", choices=logs.LEVELS, type=str.upper, help="default INFO"
+    )
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        default=None,
+        help="log file, rotated at 10 MiB, 3 kept (default: stderr only, i.e. journald"
+        " under systemd)",
+    )
+    config_file.add_config_option(parser, "worker")
     return parser
 
 
@@ -84,6 +93,7 @@ def config_from_args(args: argparse.Namespace, sampler: Sampler) -> WorkerConfig
         cpus=cpus,
         memory_mb=memory,
         gpus=max(0, gpus),
+        gpu_ids=tuple(g.index for g in metrics.gpus)[:gpus] if gpus <= len(metrics.gpus) else (),
         grace=300.0 if args.grace is None else max(0.0, args.grace),
     )
 
@@ -98,12 +108,16 @@ async def run(worker: Worker) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, _ = config_file.load(parser, argv, "worker")
+    except config_file.ConfigError as exc:
+        print(f"dfarm worker: error: {exc}", file=sys.stderr)
+        return 2
     if args.drain:
         return drain_command(args)
     if not args.scheduler or not args.secret_file:
         parser.error("--scheduler and --secret-file are required")
-    logs.configure(args.log_level, args.log_file)
+    logs.configure(args.log_level, logs.log_path(args.log_file, None))
     try:
         work_dir = args.work_dir or Path(os.getcwd())
         sampler = Sampler(work_dir if work_dir.exists() else Path("/"))

@@ -44,6 +44,8 @@ class WorkerConfig:
     cpus: int
     memory_mb: int
     gpus: int
+    #: The device indices of those GPUs (default ``0 .. gpus-1``).
+    gpu_ids: tuple[int, ...] = ()
     #: Longest wait between reconnection attempts, in seconds.
     max_backoff: float = 10.0
     #: Seconds a draining worker lets its jobs run before it gives them back.
@@ -61,6 +63,8 @@ class Worker:
         self.jobs_dir.mkdir()
         self.cache = InputCache(config.work_dir / "cache")
         self.attempts: dict[str, Attempt] = {}
+        #: GPUs not reserved by a running job (the scheduler reserves the count).
+        self.free_gpus: list[int] = list(config.gpu_ids or range(config.gpus))[: config.gpus]
         #: Sandboxes of idle slots, kept for the next job of the same cluster.
         self.sandboxes: list[Sandbox] = []
         #: One thread per slot: a job's thread waits for its process.
@@ -253,6 +257,10 @@ class Worker:
         if attempt.key in self.attempts:
             log.warning("job %s attempt %d already runs here", msg.job_id, msg.attempt)
             return
+        if self.config.gpus:
+            wanted = msg.spec.request_gpus
+            reserved, self.free_gpus = self.free_gpus[:wanted], self.free_gpus[wanted:]
+            attempt.visible_gpus = ",".join(map(str, reserved))
         # Keyed by attempt: a stale attempt being killed never blocks the current one.
         self.attempts[attempt.key] = attempt
         asyncio.create_task(self._run(attempt))
@@ -275,6 +283,8 @@ class Worker:
         finally:
             self.attempts.pop(attempt.key, None)
             self.sandboxes.append(sandbox)
+            if attempt.visible_gpus:
+                self.free_gpus += [int(i) for i in attempt.visible_gpus.split(",")]
         # Every job's end is in the scheduler's database; only failures are worth a line here.
         clean = result.exit_code == 0 and not result.failure
         log.log(

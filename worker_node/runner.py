@@ -54,6 +54,9 @@ class Attempt:
     limit_exceeded: str | None = None
     #: The job's stdout and stderr while it runs (read by ``dtail``).
     streams: dict[str, BinaryIO] = field(default_factory=dict)
+    #: ``CUDA_VISIBLE_DEVICES`` of the job: the GPUs reserved for it (None: the
+    #: worker has no GPUs, leave it unset).
+    visible_gpus: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -79,8 +82,9 @@ class Attempt:
             return os.pread(f.fileno(), max(0, min(limit, size - offset)), offset), size
 
 
-def job_environment(msg: RunJob, sandbox: Path) -> dict[str, str]:
-    """What a job sees: a few of the worker's variables, dfarm's, then the job's own."""
+def job_environment(msg: RunJob, sandbox: Path, gpus: str | None = None) -> dict[str, str]:
+    """What a job sees: a few of the worker's variables, dfarm's, then the job's own
+    (``gpus``: its ``CUDA_VISIBLE_DEVICES``, which the job cannot override)."""
     env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
     cluster, proc = parse_job_id(msg.job_id)
     env.update(
@@ -96,6 +100,8 @@ def job_environment(msg: RunJob, sandbox: Path) -> dict[str, str]:
         DFARM_PYTHON=sys.executable,
     )
     env.update(msg.spec.environment)
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpus
     return env
 
 
@@ -210,7 +216,7 @@ def _execute(
                     stdin=fin if fin is not None else _devnull(),
                     stdout=stdout,
                     stderr=stderr,
-                    env=job_environment(attempt.msg, sandbox),
+                    env=job_environment(attempt.msg, sandbox, attempt.visible_gpus),
                     start_new_session=True,
                     close_fds=True,
                 )

@@ -5,6 +5,11 @@
     dfarm worker --scheduler HOST:PORT --secret-file F  a worker node
     dfarm worker --drain NAME [--home DIR]            drain a worker (scheduler node)
     dfarm user add|list|remove|token|password ...      users (on the scheduler node)
+    dfarm users [--json]                               fair-share usage of each user
+    dfarm config show [scheduler|worker] [OPTIONS]    the effective configuration
+    dfarm doctor [--worker] [--scheduler HOST:PORT]    check this host step by step
+    dfarm backup FILE [--home DIR]                     copy the scheduler's database
+    dfarm install-service scheduler|worker [--dry-run] systemd unit files
 
 This launcher is the one place that starts every role, so it imports each.
 """
@@ -30,6 +35,16 @@ def main(argv: list[str] | None = None) -> int:
         from worker_node.__main__ import main as run
     elif command == "user":
         from scheduler.admin import main as run
+    elif command == "users":
+        from control_node.cli.users import main as run
+    elif command == "config":
+        from control_node.cli.dfarm_config import main as run
+    elif command == "doctor":
+        from control_node.doctor import main as run
+    elif command == "backup":
+        from scheduler.backup import main as run
+    elif command == "install-service":
+        from control_node.services import main as run
     else:
         print(f"dfarm: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from control_node import render
 from control_node.cli.common import add_connection_options, connect, run_command
+from control_node.cli.dryrun import dry_run
 from control_node.results import failed
 from scheduler import protocol as p
 
@@ -36,8 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dest", type=Path, help="where --wait puts <cluster>.<proc>/ folders")
     parser.add_argument("--timeout", type=float, help="seconds --wait waits at most")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the cluster id")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print every job the file would make (and the workers that match); queue nothing",
+    )
     add_connection_options(parser)
     args = parser.parse_args(argv)
+    if args.dry_run:
+        return run_command("dsub", lambda: dry_run(args))
 
     def body() -> int:
         with connect(args) as client:

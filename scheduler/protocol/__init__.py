@@ -27,9 +27,12 @@ cannot be replayed.
 
 from scheduler.protocol.access import *  # noqa: F403
 from scheduler.protocol.auth import *  # noqa: F403
+from scheduler.protocol.capacity import *  # noqa: F403
+from scheduler.protocol.explain import *  # noqa: F403
 from scheduler.protocol.ftp import *  # noqa: F403
 from scheduler.protocol.hashing import *  # noqa: F403
 from scheduler.protocol.jobcontrol import *  # noqa: F403
 from scheduler.protocol.messages import *  # noqa: F403
 from scheduler.protocol.records import *  # noqa: F403
+from scheduler.protocol.requirements import *  # noqa: F403
 from scheduler.protocol.wire import *  # noqa: F403

@@ -35,6 +35,8 @@ __all__ = [
     "Message",
     "NewCluster",
     "Ok",
+    "ProbeFtp",
+    "ProbeGranted",
     "QueryJobs",
     "QueryWorkers",
     "Register",
@@ -151,7 +153,9 @@ class ClusterCreated(Message):
 class SubmitJobs(Message):
     """Queue the procs of a reserved cluster, whose inputs are uploaded.
 
-    Done atomically: either every proc is queued or none is.
+    Done atomically: either every proc of the message is queued or none is. A
+    large cluster comes in parts, in order, so that no frame outgrows the limit:
+    each part names its first proc, and the last says so.
     """
 
     type: ClassVar[str] = "submit_jobs"
@@ -161,6 +165,10 @@ class SubmitJobs(Message):
     jobs: list[JobSpec]
     #: Small inputs by sha256 (base64), instead of an FTP upload.
     files: dict[str, str] = field(default_factory=dict)
+    #: The proc number of ``jobs[0]`` (0 for the first part).
+    first_proc: int = 0
+    #: Whether this is the cluster's last part.
+    last: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,12 +188,17 @@ class QueryJobs(Message):
     ids: list[str] = field(default_factory=list)
     all_users: bool = False
     states: list[str] = field(default_factory=list)
+    #: A page: at most ``limit`` jobs (0: all) after the job id ``after``, in id order.
+    limit: int = 0
+    after: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
 class JobList(Message):
     type: ClassVar[str] = "job_list"
     jobs: list[JobInfo]
+    #: Whether jobs past this page match too (ask again with ``after``).
+    more: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -246,6 +259,26 @@ class JobResults(Message):
     files: dict[str, dict[str, str]] = field(default_factory=dict)
     #: Jobs left out to keep the reply small: ask for them again.
     remaining: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeFtp(Message):
+    """``dfarm doctor``: FTP access to a fresh, empty probe directory, to check the
+    data channel both ways with the real server and credentials."""
+
+    type: ClassVar[str] = "probe_ftp"
+    roles = BOTH
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeGranted(Message):
+    """Read-write access to ``directory`` (relative to the grant's root) for a minute,
+    and the scheduler's FTP passive port range (empty: any port)."""
+
+    type: ClassVar[str] = "probe_granted"
+    ftp: FtpGrant
+    directory: str
+    passive_ports: str = ""
 
 
 # worker -> scheduler --------------------------------------------------------

@@ -178,6 +178,8 @@ class JobSpec:
     request_memory: int | None = None
     request_disk: int | None = None
     request_gpus: int = 0
+    #: A ``requirements`` expression over worker attributes (see ``requirements.py``).
+    requirements: str | None = None
     priority: int = 0
     machine: str | None = None
     notify_user: str | None = None

@@ -1,11 +1,12 @@
 """What the pages and the JSON API show, read through the scheduler's own handlers.
 
 Every read and every action here calls the handler that serves the same request
-over the socket protocol (``dq``, ``dstat``, ``dhistory``, ``drm``/``dhold``/
-``drelease``), with a :class:`~scheduler.web.session.WebUser` as the caller: who
-may see or touch what is decided there, once, for the commands and the web alike.
-Records are turned into JSON with :func:`scheduler.protocol.to_wire`, so the field
-names are those of the commands' ``--json``.
+over the socket protocol (``dq``, ``dq -analyze``, ``dstat``, ``dfarm users``,
+``dhistory``, ``drm``/``dhold``/``drelease``, ``dtail``), with a
+:class:`~scheduler.web.session.WebUser` as the caller: who may see or touch what
+is decided there, once, for the commands and the web alike. Records are turned into
+JSON with :func:`scheduler.protocol.to_wire`, so the field names are those of the
+commands' ``--json``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ ACTIVE = [JobState.IDLE.value, JobState.RUNNING.value, JobState.HELD.value]
 DAY = 86400.0
 #: Most jobs the queue page lists (running ones first, then in the order they will run).
 QUEUE_ROWS = 1000
+#: Most of the caller's waiting jobs the queue page explains (``dq -analyze``).
+ANALYZED = 100
 #: Seconds to wait for a worker's chunk of a running job's output.
 TAIL_TIMEOUT = 10.0
 
@@ -119,36 +122,24 @@ async def tail(
     return reply
 
 
-def queue_positions(s: Scheduler) -> dict[str, int]:
-    """Each idle job's place in the order the scheduler hands out slots (1 = next)."""
-    return {p.format_job_id(*key): n for n, key in enumerate(s.jobs.queue.order(), 1)}
+def users(s: Scheduler, user: WebUser) -> p.UserList:
+    """``dfarm users``: each user's fair-share usage, share and rank."""
+    reply = s.on_query_users(user, p.QueryUsers())
+    assert isinstance(reply, p.UserList)
+    return reply
 
 
-def queue_reason(job: p.JobInfo, positions: dict[str, int]) -> str:
-    """Why a job in the queue is not running, in plain words.
-
-    This is where the fair-share scheduler's ``dq -analyze`` reason plugs in; until
-    then it says what the queue knows: the job's place in line, or its hold reason.
-    """
-    if job.state == JobState.HELD.value:
-        return f"held: {job.hold_reason or 'no reason given'}"
-    if job.state == JobState.IDLE.value:
-        position = positions.get(job.id)
-        return f"waiting for a free slot: number {position} in line" if position else "queued"
-    return ""
-
-
-def usage_by_user(running: list[p.JobInfo], slots_total: int) -> list[dict[str, Any]]:
-    """Each user's part of the pool now: running jobs and the fraction of all slots.
-
-    This is where the fair-share scheduler's per-user usage and share plug in; until
-    then it shows what the queue holds now.
-    """
-    counts = Counter(job.owner for job in running)
-    return [
-        {"user": user, "running": n, "slots_fraction": n / slots_total if slots_total else 0.0}
-        for user, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    ]
+def analyses(s: Scheduler, user: WebUser, ids: list[str]) -> dict[str, p.JobAnalysis]:
+    """``dq -analyze``: why each of these jobs of the caller's is (not) running, by id.
+    A job that left the queue since it was listed has none."""
+    if not ids:
+        return {}
+    try:
+        reply = s.on_analyze_jobs(user, p.AnalyzeJobs(ids=ids[:ANALYZED]))
+    except RequestError:
+        return {}
+    assert isinstance(reply, p.JobAnalyses)
+    return {analysis.id: analysis for analysis in reply.jobs}
 
 
 def finished_counts(s: Scheduler, since: float) -> dict[str, int]:
@@ -174,19 +165,20 @@ def recent_clusters(s: Scheduler, user: WebUser, limit: int = 50) -> list[tuple[
 def overview(s: Scheduler, user: WebUser) -> dict[str, Any]:
     """The overview page: workers, slots, jobs by state (finished: last day), users."""
     workers = pool(s, user).workers
-    queued = jobs(s, user, all_users=True)
-    states = Counter(job.state for job in queued)
+    counts = s.on_query_counts(user, p.QueryCounts(all_users=True))
+    assert isinstance(counts, p.JobCounts)
+    states = Counter(counts.counts)
     states.update(finished_counts(s, time.time() - DAY))
-    slots_total = sum(w.slots_total for w in workers)
-    running = [job for job in queued if job.state == JobState.RUNNING.value]
+    shares = users(s, user)
     return {
         "workers": len(workers),
         "workers_busy": sum(1 for w in workers if w.state == "busy"),
         "slots_used": sum(w.slots_used for w in workers),
-        "slots_total": slots_total,
+        "slots_total": sum(w.slots_total for w in workers),
         "jobs": {state.value: states.get(state.value, 0) for state in JobState},
         "jobs_period": DAY,
-        "users": usage_by_user(running, slots_total),
+        "users": p.to_wire(shares.users),
+        "halflife": shares.halflife,
         "user": user.name,
     }
 
@@ -194,17 +186,21 @@ def overview(s: Scheduler, user: WebUser) -> dict[str, Any]:
 def queue(s: Scheduler, user: WebUser, all_users: bool = False) -> dict[str, Any]:
     """The queue page: running jobs, then idle and held ones with why they wait."""
     found = jobs(s, user, all_users=all_users)
-    positions = queue_positions(s)
+    waiting = [j for j in found if j.owner == user.name and j.state != JobState.RUNNING.value]
+    waiting.sort(key=lambda j: (j.state != JobState.IDLE.value, j.cluster, j.proc))
+    why = analyses(s, user, [j.id for j in waiting])
     now = time.time()
     rows = []
     for job in found:
         row = p.to_wire(job)
-        row["position"] = positions.get(job.id)
-        row["reason"] = queue_reason(job, positions)
+        analysis = why.get(job.id)  # the caller's idle and held jobs only
+        row["position"] = analysis.position if analysis and analysis.position else None
+        row["reason"] = analysis.summary if analysis else ""
         row["running_for"] = now - job.start_time if job.state == "running" else None
         row["mine"] = job.owner == user.name
         rows.append(row)
-    rows.sort(key=lambda r: (r["state"] != "running", r["position"] or 0, r["cluster"], r["proc"]))
+    order = {JobState.RUNNING.value: 0, JobState.IDLE.value: 1, JobState.HELD.value: 2}
+    rows.sort(key=lambda r: (order[r["state"]], r["position"] or 2**31, r["cluster"], r["proc"]))
     return {
         "jobs": rows[:QUEUE_ROWS],
         "total": len(rows),

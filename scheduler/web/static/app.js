@@ -46,8 +46,10 @@ const RENDER = {
   overview(el, data) {
     fillFields(el, data);
     const rows = data.users.map((u) =>
-      `<tr><td>${esc(u.user)}</td><td>${u.running}</td><td>${Math.round(u.slots_fraction * 100)} %</td></tr>`);
-    el.querySelector("#users").innerHTML = rows.join("") || '<tr><td colspan="3" class="note">nobody</td></tr>';
+      `<tr><td>${esc(u.user)}</td><td>${Math.round(u.effective_usage)}</td>` +
+      `<td>${Math.round(u.share * 100)} %</td><td>${u.idle}</td><td>${u.running}</td>` +
+      `<td>${u.running_cpus}</td><td>${u.rank || "-"}</td></tr>`);
+    el.querySelector("#users").innerHTML = rows.join("") || '<tr><td colspan="7" class="note">no usage yet</td></tr>';
   },
   workers(el, workers) {
     const rows = workers.map((w) => `<tr data-worker="${esc(w.name)}">` +

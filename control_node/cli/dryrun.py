@@ -1,0 +1,100 @@
+"""``dsub --dry-run FILE``: every job the submit file would make, queueing nothing.
+
+The text form also says which connected workers could run each job (asking the
+scheduler for its workers when it can be reached). ``--json`` prints a list of
+objects with HTCondor's submit keys: ``request_memory`` in MB and
+``request_disk`` in KB, ``arguments`` and ``transfer_input_files`` as lists,
+``environment`` as an object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from control_node import render
+from control_node.cli.common import connect
+from control_node.connection import DfarmError
+from control_node.submit import SubmitError
+from control_node.submit_file import ProcDescription, SubmitFileError, parse_submit_file
+from scheduler import protocol as p
+
+#: The keys of each job in ``--dry-run --json``, in order.
+KEYS = (
+    "proc", "executable", "arguments", "input", "output", "error", "log", "initialdir",
+    "environment", "transfer_input_files", "transfer_output_files", "request_cpus",
+    "request_memory", "request_disk", "request_gpus", "requirements", "notify_user",
+    "notification", "priority", "max_retries",
+)  # fmt: skip
+
+
+def job_record(proc: ProcDescription) -> dict[str, Any]:
+    """One job as ``--dry-run --json`` prints it."""
+    record = {key: getattr(proc, key) for key in KEYS}
+    record["arguments"] = list(proc.arguments)
+    record["environment"] = dict(proc.environment)
+    record["transfer_input_files"] = list(proc.transfer_input_files)
+    return record
+
+
+def dry_run(args: argparse.Namespace) -> int:
+    """Parse the file (cluster id 0) and print what it would queue."""
+    try:
+        description = parse_submit_file(args.file, cluster=0)
+    except SubmitFileError as exc:
+        raise SubmitError(str(exc), exc.path, exc.line) from None
+    if not description.procs:
+        raise SubmitError(f"{args.file}: the file queues no jobs", str(args.file))
+    if args.json:
+        print(render.dump_json([job_record(proc) for proc in description.procs]))
+        return 0
+    try:
+        with connect(args) as client:
+            workers: list[p.Capacity] | None = [p.capacity_of(w) for w in client.workers()]
+        unknown = ""
+    except DfarmError as exc:
+        workers, unknown = None, f"unknown (cannot ask the scheduler: {exc})"
+    for warning in description.warnings:
+        print(f"dsub: warning: {warning}")
+    for proc in description.procs:
+        print(describe(proc, workers, unknown))
+    print(f"{len(description.procs)} job(s) would be submitted; nothing was queued.")
+    return 0
+
+
+def describe(proc: ProcDescription, workers: list[p.Capacity] | None, unknown: str) -> str:
+    """A job in a few lines: what runs, what is staged, what it needs, where it fits."""
+    lines = [f"job {proc.proc}: {' '.join([proc.executable, *proc.arguments])}"]
+    base = proc.initialdir
+    staged = [os.path.relpath(f, base) for f in proc.transfer_input_files]
+    lines.append(f"  initialdir: {base}")
+    if staged:
+        lines.append(f"  inputs: {', '.join(staged)}")
+    if proc.input:
+        lines.append(f"  stdin: {os.path.relpath(proc.input, base)}")
+    outs = [f"{k} {os.path.relpath(v, base)}" for k, v in
+            (("output", proc.output), ("error", proc.error), ("log", proc.log)) if v]  # fmt: skip
+    if outs:
+        lines.append(f"  writes: {', '.join(outs)}")
+    if proc.transfer_output_files is not None:
+        lines.append(f"  outputs: {', '.join(proc.transfer_output_files) or '(none)'}")
+    needs = [f"{proc.request_cpus} cpu(s)"]
+    if proc.request_memory:
+        needs.append(f"{p.format_mb(proc.request_memory)} of memory")
+    if proc.request_disk:
+        needs.append(f"{p.format_mb(proc.request_disk // 1024)} of disk")
+    if proc.request_gpus:
+        needs.append(f"{proc.request_gpus} GPU(s)")
+    lines.append(f"  resources: {', '.join(needs)}; priority {proc.priority}")
+    if proc.requirements:
+        lines.append(f"  requirements: {proc.requirements}")
+    if proc.machine:
+        lines.append(f"  pinned to worker: {proc.machine}")
+    if workers is None:
+        lines.append(f"  matching workers: {unknown}")
+    else:
+        matching, reasons = p.never_reasons(proc, workers)
+        shown = ", ".join(matching) if matching else "none: " + "; ".join(reasons)
+        lines.append(f"  matching workers: {shown}")
+    return "\n".join(lines)

@@ -1,0 +1,146 @@
+"""What the scheduler tells users about the queue: fair-share usage, why a job is
+not running, and the queue's counts."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from scheduler import protocol as p
+from scheduler.connection import Connection, RequestError
+from scheduler.matching import capacities
+from scheduler.protocol import JobState
+from scheduler.store import Job
+
+#: Finished runs whose mean run time estimates the wait.
+_RECENT_RUNS = 200
+
+
+class ExplainHandlers:
+    """Handlers of ``dfarm users``, ``dq -analyze`` and ``dq --summary``; mixed into
+    :class:`scheduler.server.Scheduler`."""
+
+    def on_query_users(self, conn: Connection, msg: p.QueryUsers) -> p.Message:
+        queue, now = self.jobs.queue, time.time()
+        rank = {share.name: i for i, share in enumerate(queue.ranked(now), start=1)}
+        usage = {name: queue.effective_usage(name, now) for name in queue.users}
+        total = sum(usage.values())
+        users = [
+            p.UserUsage(
+                user=share.name,
+                effective_usage=round(usage[share.name], 3),
+                share=round(usage[share.name] / total, 4) if total > 0 else 0.0,
+                idle=share.idle,
+                running=share.running,
+                running_cpus=share.running_cpus,
+                rank=rank.get(share.name, 0),
+            )
+            for share in sorted(queue.users.values(), key=lambda s: (usage[s.name], s.name))
+            if share.idle or share.running or usage[share.name] >= 0.001
+        ]
+        return p.UserList(users=users, halflife=queue.halflife)
+
+    def on_query_counts(self, conn: Connection, msg: p.QueryCounts) -> p.Message:
+        counts = Counter(
+            job.state.value
+            for job in self.jobs.active.values()
+            if msg.all_users or job.owner == conn.name
+        )
+        return p.JobCounts(counts={s.value: counts.get(s.value, 0) for s in JobState})
+
+    def on_analyze_jobs(self, conn: Connection, msg: p.AnalyzeJobs) -> p.Message:
+        jobs: list[Job] = []
+        for text in msg.ids:
+            try:
+                cluster, proc = p.parse_job_id(text)
+            except ValueError as exc:
+                raise RequestError(str(exc), "invalid") from None
+            if proc is None:
+                found = [j for k, j in self.jobs.active.items() if k[0] == cluster]
+            else:
+                job = self.jobs.active.get((cluster, proc))
+                found = [job] if job is not None else []
+            found = [j for j in found if j.owner == conn.name]
+            if not found:
+                raise RequestError(f"no job of yours in the queue matches {text}", "not_found")
+            jobs += sorted(found, key=lambda j: j.proc)[:100]
+        return p.JobAnalyses(jobs=[self._analyze(job, time.time()) for job in jobs[:100]])
+
+    def _analyze(self, job: Job, now: float) -> p.JobAnalysis:
+        slots = [c.slots for c in self.workers.values() if c.slots is not None]
+        usage = self.jobs.queue.effective_usage(job.owner, now)
+        common = dict(id=job.id, state=job.state.value, owner=job.owner, owner_usage=usage)
+        if job.state is JobState.RUNNING:
+            return p.JobAnalysis(
+                **common, summary=f"Job {job.id} is running on worker {job.worker}."
+            )
+        if job.state is JobState.HELD:
+            return p.JobAnalysis(
+                **common,
+                summary=f"Job {job.id} is held: {job.hold_reason}. 'drelease {job.id}'"
+                " puts it back in the queue.",
+            )
+        matching, reasons = p.never_reasons(job.spec, capacities(slots))
+        names = set(matching)
+        free = sum(1 for s in slots if s.name in names and s.fits(job))
+        queue = self.jobs.queue
+        ranked = queue.ranked(now)
+        ahead_others = 0
+        for share in ranked:
+            if share.name == job.owner:
+                break
+            ahead_others += share.idle
+        mine = (-job.spec.priority, job.cluster, job.proc)
+        ahead_own = sum(
+            1 for j in queue.jobs_of(job.owner) if (-j.spec.priority, j.cluster, j.proc) < mine
+        )
+        position = ahead_others + ahead_own + 1
+        numbers = dict(
+            reasons=reasons,
+            workers_connected=len(slots),
+            workers_matching=len(matching),
+            workers_free=free,
+            ahead_other_users=ahead_others,
+            ahead_own=ahead_own,
+            position=position,
+        )
+        if reasons:
+            text = (
+                f"Job {job.id} cannot run on any connected worker: {'; '.join(reasons)}."
+                f" It stays idle until such a worker connects."
+            )
+            return p.JobAnalysis(**common, **numbers, summary=text)
+        mean = self._mean_run_time()
+        lanes = sum(max(1, min(s.slots, s.cpus // max(1, job.spec.request_cpus))) for s in slots
+                    if s.name in names)  # fmt: skip
+        estimate = None if mean is None else now + mean * (position - (1 if free else 0)) / lanes
+        words = [
+            f"Job {job.id} is idle. {len(matching)} of {len(slots)} connected worker(s)"
+            f" could run it; {free} of them ha{'s' if free == 1 else 've'} room for it now.",
+            f"Ahead of it: {ahead_others} job(s) of users with less usage"
+            f" and {ahead_own} of your own (position {position} in the queue;"
+            f" your usage is {usage:.0f} cpu-seconds).",
+        ]
+        if estimate is not None and mean is not None:
+            words.append(
+                f"From the mean run time of recent jobs ({mean:.1f} s), it should start in"
+                f" about {max(0.0, estimate - now):.0f} s."
+            )
+        else:
+            words.append("No job has finished yet, so there is no estimate of when it starts.")
+        return p.JobAnalysis(
+            **common,
+            **numbers,
+            summary=" ".join(words),
+            estimated_start=estimate,
+            mean_run_time=mean,
+        )
+
+    def _mean_run_time(self) -> float | None:
+        rows = self.store.query(
+            "SELECT AVG(wall_time) AS mean FROM (SELECT wall_time FROM jobs"
+            " WHERE state=? AND wall_time IS NOT NULL ORDER BY end_time DESC LIMIT ?)",
+            (JobState.COMPLETED.value, _RECENT_RUNS),
+        )
+        mean = rows[0]["mean"] if rows else None
+        return None if mean is None else float(mean)

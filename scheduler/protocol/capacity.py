@@ -1,0 +1,171 @@
+"""Which workers could ever run a job, and in plain words why none can.
+
+Used by the scheduler (at submit and for ``dq -analyze``) and by ``dsub
+--dry-run`` on the control node, so both give the same answer. "Ever" means
+with the worker empty: its whole cpus, memory and GPUs, its free disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from scheduler.protocol.records import WorkerInfo, WorkerMetrics
+from scheduler.protocol.requirements import (
+    RequirementsError,
+    Value,
+    compile_requirements,
+    worker_ad,
+)
+
+__all__ = ["Capacity", "Requests", "capacity_of", "format_mb", "machine_ad", "never_reasons"]
+
+
+class Requests(Protocol):
+    """What a job asks for (a ``JobSpec`` or a parsed submit-file proc)."""
+
+    @property
+    def request_cpus(self) -> int: ...
+    @property
+    def request_memory(self) -> int | None: ...
+    @property
+    def request_disk(self) -> int | None: ...
+    @property
+    def request_gpus(self) -> int: ...
+    @property
+    def requirements(self) -> str | None: ...
+    @property
+    def machine(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What one worker offers when empty, and its attributes."""
+
+    worker_id: int
+    name: str
+    cpus: int
+    memory_mb: int
+    gpus: int
+    disk_kb: int
+    ad: dict[str, Value]
+
+
+def machine_ad(
+    name: str, worker_id: int, cpus: int, memory_mb: int, gpus: int, metrics: WorkerMetrics | None
+) -> dict[str, Value]:
+    """A worker's attributes for ``requirements``, from what it registered and reports."""
+    m = metrics
+    return worker_ad(
+        name=name,
+        worker_id=worker_id,
+        cpus=cpus,
+        memory_mb=memory_mb,
+        gpus=gpus,
+        disk_kb=(m.disk_free_mb * 1024) if m else 0,
+        hostname=m.hostname if m else "",
+        opsys=m.os if m else "",
+        arch=m.arch if m else "",
+        load_avg=m.load_avg[0] if m and m.load_avg else 0.0,
+        gpu_memory_mb=min((g.memory_mb for g in m.gpus), default=0) if m else 0,
+    )
+
+
+def capacity_of(info: WorkerInfo) -> Capacity:
+    """The capacity of a worker as ``dstat --json`` lists it."""
+    ad = machine_ad(
+        info.name, info.id, info.cpus_total, info.memory_total_mb, info.gpus_total, info.metrics
+    )
+    return Capacity(
+        worker_id=info.id,
+        name=info.name,
+        cpus=info.cpus_total,
+        memory_mb=info.memory_total_mb,
+        gpus=info.gpus_total,
+        disk_kb=info.metrics.disk_free_mb * 1024,
+        ad=ad,
+    )
+
+
+def format_mb(mb: int) -> str:
+    """``16384`` -> ``"16 GB"``, ``1536`` -> ``"1.5 GB"``, ``512`` -> ``"512 MB"``."""
+    if mb >= 1024:
+        return f"{mb / 1024:.3g} GB" if mb < 1024 * 1024 else f"{mb / 1024**2:.3g} TB"
+    return f"{mb} MB"
+
+
+def _fits(req: Requests, c: Capacity) -> bool:
+    if req.machine is not None and req.machine not in (c.name, str(c.worker_id)):
+        return False
+    if req.requirements is not None:
+        try:
+            if not compile_requirements(req.requirements).matches(c.ad):
+                return False
+        except RequirementsError:
+            return False
+    return (
+        req.request_cpus <= c.cpus
+        and (req.request_memory or 0) <= c.memory_mb
+        and req.request_gpus <= c.gpus
+        and (req.request_disk or 0) <= c.disk_kb
+    )
+
+
+def never_reasons(req: Requests, workers: list[Capacity]) -> tuple[list[str], list[str]]:
+    """The workers that could run the job when empty, and (when none) why not."""
+    matching = [c.name for c in workers if _fits(req, c)]
+    if matching:
+        return matching, []
+    if not workers:
+        return [], ["no worker is connected"]
+    reasons: list[str] = []
+    pool = workers
+    if req.machine is not None:
+        pool = [c for c in workers if req.machine in (c.name, str(c.worker_id))]
+        if not pool:
+            return [], [f"the job is pinned to worker {req.machine!r}, which is not connected"]
+    cpus = max(c.cpus for c in pool)
+    if req.request_cpus > cpus:
+        reasons.append(f"no worker has {req.request_cpus} cpus; largest has {cpus}")
+    memory = max(c.memory_mb for c in pool)
+    if (req.request_memory or 0) > memory:
+        reasons.append(
+            f"no worker has {format_mb(req.request_memory or 0)} of memory;"
+            f" largest is {format_mb(memory)}"
+        )
+    gpus = max(c.gpus for c in pool)
+    if req.request_gpus > gpus:
+        reasons.append(
+            "no worker has a GPU"
+            if gpus == 0
+            else f"no worker has {req.request_gpus} GPUs; largest has {gpus}"
+        )
+    disk = max(c.disk_kb for c in pool)
+    if (req.request_disk or 0) > disk:
+        reasons.append(
+            f"no worker has {format_mb((req.request_disk or 0) // 1024)} of free disk;"
+            f" largest has {format_mb(disk // 1024)}"
+        )
+    if req.requirements is not None:
+        try:
+            rule = compile_requirements(req.requirements)
+        except RequirementsError as exc:
+            return [], [f"requirements: {exc}"]
+        if not any(rule.matches(c.ad) for c in pool):
+            reasons.append(f"no worker satisfies the requirements ({req.requirements})")
+    if not reasons:
+        reasons.append(f"no single worker has everything the job asks for together ({_asks(req)})")
+    return [], reasons
+
+
+def _asks(req: Requests) -> str:
+    parts = [f"{req.request_cpus} cpus"]
+    if req.request_memory:
+        parts.append(f"{format_mb(req.request_memory)} of memory")
+    if req.request_gpus:
+        parts.append(f"{req.request_gpus} GPUs")
+    if req.request_disk:
+        parts.append(f"{format_mb(req.request_disk // 1024)} of disk")
+    if req.requirements:
+        parts.append(f"requirements {req.requirements}")
+    return ", ".join(parts)
