@@ -261,6 +261,17 @@ def test_a_running_jobs_output_is_read_from_its_worker(
     end = client.get("/api/jobs/1.0/output/stdout?last=7").json()
     assert end["text"] == "second\n" and end["offset"] == 6
     assert 'data-render="output"' in client.get("/jobs/1.0").text
+    # A second job waits: the queue says why in dq -analyze's words, the overview
+    # shows the fair share of dfarm users.
+    assert cluster.run("dsub", "talk.sub", cwd=tmp_path).returncode == 0
+    rows = {r["id"]: r for r in client.get("/api/queue").json()["jobs"]}
+    assert rows["1.0"]["reason"] == "" and rows["1.0"]["running_for"] >= 0
+    analysis = json.loads(cluster.run("dq", "-analyze", "--json", "2.0").stdout)[0]
+    assert rows["2.0"]["position"] == analysis["position"] == 1
+    assert rows["2.0"]["reason"].startswith("Job 2.0 is idle. 1 of 1 connected worker(s)")
+    (share,) = client.get("/api/overview").json()["users"]
+    users = json.loads(cluster.run("dfarm", "users", "--json").stdout)
+    assert set(share) == set(users[0]) and share["idle"] == 1 and share["running"] == 1
     bob = Browserless(url)
     bob.login(add_user(cluster, "bob"))
     assert bob.get("/api/jobs/1.0/output/stdout").status == 404
@@ -270,6 +281,7 @@ def test_a_running_jobs_output_is_read_from_its_worker(
                what="the job to end")  # fmt: skip
     done = client.get("/api/jobs/1.0/output/stdout").json()
     assert done["text"] == "first\nsecond\n" and not done["running"]
+    client.request("/api/jobs/2.0/remove", b"", {"X-CSRF-Token": client.csrf("/queue")})
 
 
 def test_web_password_set_with_dfarm_user(
