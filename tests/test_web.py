@@ -314,3 +314,20 @@ def test_web_password_set_with_dfarm_user(
     assert cluster.run("dfarm", "user", "token", name, "--home", home).returncode == 0
     assert client.get("/api/overview").status == 401
     assert log_in(name, "correct horse").status == 403
+
+
+def test_a_large_output_shows_its_end(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster, url = web_cluster(make_cluster, workers=1)
+    write(tmp_path / "big.sh", "#!/bin/sh\nhead -c 100000 /dev/zero | tr '\\0' x\necho\necho end\n",
+          True)  # fmt: skip
+    write(tmp_path / "big.sub", "executable = big.sh\nqueue\n")
+    done = cluster.run("dsub", "--wait", "--dest", str(tmp_path / "r"), "big.sub", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    client = Browserless(url)
+    client.login(cluster.token)
+    stdout = client.get("/api/jobs/1.0").json()["output"]["stdout"]
+    assert stdout["size"] == 100005 and stdout["truncated"]
+    assert len(stdout["tail"]) == 16384 and stdout["tail"].endswith("x\nend\n")
+    assert len(client.get("/jobs/1.0/stdout").body) == 100005  # all of it, from the spool

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,11 @@ def job_details(s: Any, user: WebUser, job_id: str) -> dict[str, Any]:
     expired = (job.cluster, job.proc) in s.store.expired_jobs([job.cluster])
     streams = {}
     for stream in ("stdout", "stderr"):
-        data = b"" if expired else s._final_output(job, stream)
+        size, data = _tail(None if expired else result_file(s.store, s.spool, job, stream))
         streams[stream] = {
-            "size": len(data),
-            "tail": data[-TAIL:].decode("utf-8", "replace"),
-            "truncated": len(data) > TAIL,
+            "size": size,
+            "tail": data.decode("utf-8", "replace"),
+            "truncated": size > len(data),
         }
     files = [] if expired else [n for n in info.output_files if _file(s, job, n) is not None]
     return {
@@ -54,6 +55,22 @@ def job_details(s: Any, user: WebUser, job_id: str) -> dict[str, Any]:
         "files": files,
         "expired": expired,
     }
+
+
+def _tail(found: bytes | Path | None) -> tuple[int, bytes]:
+    """The size of a result file and its last :data:`TAIL` bytes (a large one is not
+    read whole)."""
+    if found is None:
+        return 0, b""
+    if isinstance(found, bytes):
+        return len(found), found[-TAIL:]
+    try:
+        with open(found, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - TAIL))
+            return size, f.read(TAIL)
+    except OSError:
+        return 0, b""
 
 
 def _file(s: Any, job: Any, name: str) -> bytes | Path | None:
