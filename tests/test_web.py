@@ -151,10 +151,16 @@ def test_submit_form_runs_a_job_and_refuses_what_leaves_the_upload(
     script = b'#!/bin/sh\ncat in.txt\necho "args: $*"\necho "home: ${DFARM_WEB_PROBE:-unset}"\n'
     page = submit(
         client,
-        {"arguments": "a b", "request_cpus": "1", "request_memory": "10MB"},
+        {
+            "arguments": "a b",
+            "request_cpus": "1",
+            "request_memory": "10MB",
+            "requirements": "Memory >= 1",
+        },  # fmt: skip
         {"executable": ("run.sh", script), "data": ("in.txt", b"from the form\n")},
     )
     assert page.status == 200 and "1 job(s) submitted to cluster 1" in page.text, page.text
+    assert "requirements = Memory &gt;= 1\n" in page.text  # the submit file it made
     wait_until(lambda: client.get("/api/jobs/1.0").json()["job"]["state"] == "completed",
                timeout=60, what="the job to complete")  # fmt: skip
     out = client.get("/jobs/1.0/stdout").text
@@ -178,6 +184,9 @@ def test_submit_form_runs_a_job_and_refuses_what_leaves_the_upload(
         client, {}, {"executable": ("run.sh", script), "submit_file": ("y.sub", reads)}
     )
     assert refused.status == 400 and "submit it with dsub" in refused.text
+    typo = submit(client, {"requirements": "Memry >= 1"}, {"executable": ("run.sh", script)})
+    (error,) = re.findall(r'id="error">([^<]*)', typo.text)
+    assert typo.status == 400 and error.startswith("web.sub:2:") and "Memry" in error
     no_exe = submit(client, {"arguments": "x"}, {})
     assert no_exe.status == 400 and "choose an executable" in no_exe.text
     injected = submit(client, {"arguments": "a\nqueue 5"}, {"executable": ("run.sh", script)})

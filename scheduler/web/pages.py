@@ -146,7 +146,9 @@ async def submit(request: web.Request) -> web.StreamResponse:
     context: dict[str, object] = {"page": "submit", "error": None, "submitted": None}
     status = 200
     try:
-        context["submitted"] = await web_submit.handle(_s(request), request, user)
+        context["submitted"], context["submit_text"] = await web_submit.handle(
+            _s(request), request, user
+        )
     except web_submit.FormError as exc:
         context["error"], status = str(exc), 400
     return aiohttp_jinja2.render_template("submit.html", request, context, status=status)

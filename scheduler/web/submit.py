@@ -38,6 +38,7 @@ FIELDS = {
     "request_cpus": "request_cpus",
     "request_memory": "request_memory",
     "request_gpus": "request_gpus",
+    "requirements": "requirements",
     "worker": "client",
 }
 _QUEUE_FROM_FILE = re.compile(
@@ -95,8 +96,11 @@ def submit_text(fields: dict[str, str], data_files: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def submit(s: Scheduler, user: WebUser, fields: dict[str, str], directory: Path) -> Submission:
-    """Submit what the form holds (files already in ``directory``)."""
+def submit(
+    s: Scheduler, user: WebUser, fields: dict[str, str], directory: Path
+) -> tuple[Submission, str]:
+    """Submit what the form holds (files already in ``directory``); returns the
+    submission and the submit file it went through."""
     submit_file = fields.get("file:submit_file", "")
     if submit_file:
         path = directory / submit_file
@@ -131,7 +135,8 @@ def submit(s: Scheduler, user: WebUser, fields: dict[str, str], directory: Path)
         s._end_turn()  # committed before the browser hears of it
         return reply
 
-    return submit_with(reserve, queue, path, str(directory), text, environ={}, check=inside)
+    done = submit_with(reserve, queue, path, str(directory), text, environ={}, check=inside)
+    return done, text
 
 
 def _store_large(s: Scheduler, cluster: int, paths: list[str]) -> Digests:
@@ -151,7 +156,7 @@ def _store_large(s: Scheduler, cluster: int, paths: list[str]) -> Digests:
     return digests
 
 
-async def handle(s: Scheduler, request: web.Request, user: WebUser) -> Submission:
+async def handle(s: Scheduler, request: web.Request, user: WebUser) -> tuple[Submission, str]:
     """Read the form, submit it; :class:`FormError` or :class:`RequestError`-like
     messages come back as :class:`FormError`."""
     uploads = s.config.home / "web-uploads"
@@ -163,6 +168,7 @@ async def handle(s: Scheduler, request: web.Request, user: WebUser) -> Submissio
             raise web.HTTPForbidden(text="missing or wrong CSRF token: reload the page and retry")
         return submit(s, user, fields, directory)
     except (SubmitError, RequestError) as exc:
-        raise FormError(str(exc)) from None
+        # Name the files as the user named them, not where the scheduler put them.
+        raise FormError(str(exc).replace(f"{directory}{os.sep}", "")) from None
     finally:
         shutil.rmtree(directory, ignore_errors=True)
