@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,8 @@ log = logging.getLogger("scheduler.web")
 HERE = Path(__file__).parent
 #: Largest request body: the submit form's files together.
 MAX_UPLOAD = 256 * 1024 * 1024
+#: Seconds a stopping scheduler waits for the requests in progress.
+SHUTDOWN = 3.0
 SCHEDULER = web.AppKey("scheduler", object)
 METRICS = web.AppKey("metrics", MetricsHistory)
 SESSIONS = web.AppKey("sessions", Sessions)
@@ -107,7 +110,9 @@ async def start_web(s: Scheduler) -> WebServer:
     """Serve the dashboard on the configured address; raises OSError if it cannot."""
     config = s.config
     metrics = MetricsHistory(config.heartbeat_interval)
-    runner = web.AppRunner(make_app(s, metrics), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        make_app(s, metrics), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.web_host, config.web_port)
     try:
@@ -121,4 +126,9 @@ async def start_web(s: Scheduler) -> WebServer:
     system = WebUser("-")
     sampler = asyncio.create_task(metrics.run(lambda: views.pool(s, system).workers))
     log.info("web dashboard on %s", url)
+    if not ipaddress.ip_address(runner.addresses[0][0]).is_loopback:
+        log.warning(
+            "the web dashboard speaks plain HTTP on a network address: serve it through"
+            " a TLS proxy or an SSH tunnel (see docs/web.md)"
+        )
     return WebServer(runner, sampler, url)
