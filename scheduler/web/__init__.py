@@ -10,5 +10,6 @@ in its own event loop, on ``--web-port`` (off by default; loopback unless
 - :mod:`.submit`: the submit form, through the path of ``dsub``
 - :mod:`.metrics`: each worker's last hour, for its charts
 - :mod:`.passwords`: web passwords, set with ``dfarm user password``
+- :mod:`.keys`: what the application holds (the scheduler, metrics, sessions)
 - :mod:`.app`: the application and its start and stop (:func:`.app.start_web`)
 """

@@ -16,15 +16,10 @@ from aiohttp import web
 from scheduler import protocol as p
 from scheduler.connection import RequestError
 from scheduler.web import jobpages, views
+from scheduler.web.keys import metrics_of, scheduler_of
 from scheduler.web.session import require_user
 
 routes = web.RouteTableDef()
-
-
-def _s(request: web.Request):  # noqa: ANN202 - the Scheduler, imported late
-    from scheduler.web.app import scheduler_of
-
-    return scheduler_of(request)
 
 
 def _json(data: Any) -> web.Response:
@@ -33,26 +28,24 @@ def _json(data: Any) -> web.Response:
 
 @routes.get("/api/overview")
 async def overview(request: web.Request) -> web.Response:
-    return _json(views.overview(_s(request), require_user(request)))
+    return _json(views.overview(scheduler_of(request), require_user(request)))
 
 
 @routes.get("/api/workers")
 async def workers(request: web.Request) -> web.Response:
     """``dstat --json``: one record per worker."""
-    return _json(views.pool(_s(request), require_user(request)).workers)
+    return _json(views.pool(scheduler_of(request), require_user(request)).workers)
 
 
 @routes.get("/api/workers/{name}")
 async def worker(request: web.Request) -> web.Response:
     """One worker and its charts of the last hour."""
-    from scheduler.web.app import METRICS
-
     user = require_user(request)
     name = request.match_info["name"]
-    found = [w for w in views.pool(_s(request), user).workers if w.name == name]
+    found = [w for w in views.pool(scheduler_of(request), user).workers if w.name == name]
     if not found:
         raise RequestError(f"no worker named {name!r} is connected", "not_found")
-    charts = request.app[METRICS].charts(name)
+    charts = metrics_of(request).charts(name)
     return _json({"worker": p.to_wire(found[0]), "charts": charts})
 
 
@@ -60,7 +53,7 @@ async def worker(request: web.Request) -> web.Response:
 async def queue(request: web.Request) -> web.Response:
     """The queue page's data: ``dq --json`` records plus position, reason, running_for."""
     user = require_user(request)
-    return _json(views.queue(_s(request), user, request.query.get("all") == "1"))
+    return _json(views.queue(scheduler_of(request), user, request.query.get("all") == "1"))
 
 
 @routes.get("/api/jobs")
@@ -72,7 +65,7 @@ async def jobs(request: web.Request) -> web.Response:
     ids = [i for i in q.get("ids", "").split(",") if i]
     states = q.get("states")
     chosen = None if states is None else [] if states == "all" else states.split(",")
-    found = views.jobs(_s(request), user, ids, chosen, q.get("allusers") == "1")
+    found = views.jobs(scheduler_of(request), user, ids, chosen, q.get("allusers") == "1")
     return _json(found)
 
 
@@ -80,7 +73,7 @@ async def jobs(request: web.Request) -> web.Response:
 async def job(request: web.Request) -> web.Response:
     """One job of the caller's: its record, events, output tails and output files."""
     user = require_user(request)
-    return _json(jobpages.job_details(_s(request), user, request.match_info["id"]))
+    return _json(jobpages.job_details(scheduler_of(request), user, request.match_info["id"]))
 
 
 @routes.get("/api/jobs/{id}/output/{stream:stdout|stderr}")
@@ -89,7 +82,7 @@ async def output(request: web.Request) -> web.Response:
     64 KiB), read from the worker while the job runs. The reply is ``dtail --json``'s
     record with ``text``, the bytes decoded as UTF-8."""
     user = require_user(request)
-    s, q = _s(request), request.query
+    s, q = scheduler_of(request), request.query
     job_id, stream = request.match_info["id"], request.match_info["stream"]
     try:
         last = int(q.get("last", 65536))
@@ -111,7 +104,7 @@ async def change(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     if action not in ("hold", "release", "remove"):
         raise RequestError(f"unknown action {action!r}", "invalid")
-    return _json(views.change(_s(request), user, action, [request.match_info["id"]]))
+    return _json(views.change(scheduler_of(request), user, action, [request.match_info["id"]]))
 
 
 @routes.get("/api/history")
@@ -124,7 +117,7 @@ async def history(request: web.Request) -> web.Response:
     except ValueError:
         raise RequestError(f"since: not a number of seconds: {q['since']!r}", "invalid") from None
     ids = [i for i in q.get("ids", "").split(",") if i]
-    return _json(views.history(_s(request), user, ids, since, q.get("allusers") == "1"))
+    return _json(views.history(scheduler_of(request), user, ids, since, q.get("allusers") == "1"))
 
 
 @routes.get("/api/clusters/{cluster}/results")
@@ -132,7 +125,7 @@ async def results(request: web.Request) -> web.Response:
     """``dresults --json``: the sweep's table, summary and contributions."""
     user = require_user(request)
     cluster = request.match_info["cluster"]
-    sweep = jobpages.sweep_of(_s(request), user, cluster)
+    sweep = jobpages.sweep_of(scheduler_of(request), user, cluster)
     return _json({"cluster": int(cluster), **sweep.report()})
 
 

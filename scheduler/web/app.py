@@ -16,6 +16,7 @@ from aiohttp import web
 from control_node import render
 from scheduler.connection import RequestError
 from scheduler.web import api, jobpages, pages, views
+from scheduler.web.keys import METRICS, SCHEDULER, SESSIONS
 from scheduler.web.metrics import MetricsHistory
 from scheduler.web.session import Handler, Sessions, WebUser, session_middleware
 
@@ -28,9 +29,6 @@ HERE = Path(__file__).parent
 MAX_UPLOAD = 256 * 1024 * 1024
 #: Seconds a stopping scheduler waits for the requests in progress.
 SHUTDOWN = 3.0
-SCHEDULER = web.AppKey("scheduler", object)
-METRICS = web.AppKey("metrics", MetricsHistory)
-SESSIONS = web.AppKey("sessions", Sessions)
 
 
 @web.middleware
@@ -87,10 +85,6 @@ def make_app(s: Scheduler, metrics: MetricsHistory) -> web.Application:
 async def _context(request: web.Request) -> dict[str, object]:
     session = request.get("session")
     return {"user": request.get("user"), "csrf": session.csrf if session else ""}
-
-
-def scheduler_of(request: web.Request) -> Scheduler:
-    return request.app[SCHEDULER]  # type: ignore[return-value]
 
 
 class WebServer:

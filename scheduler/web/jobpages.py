@@ -19,6 +19,7 @@ from scheduler import protocol as p
 from scheduler.connection import RequestError
 from scheduler.job_files import result_file
 from scheduler.web import views
+from scheduler.web.keys import scheduler_of
 from scheduler.web.session import WebUser, require_user
 
 routes = web.RouteTableDef()
@@ -26,12 +27,6 @@ routes = web.RouteTableDef()
 TAIL = 16 * 1024
 #: matplotlib draws one figure at a time.
 _plot_lock = threading.Lock()
-
-
-def _s(request: web.Request):  # noqa: ANN202 - the Scheduler, imported late
-    from scheduler.web.app import scheduler_of
-
-    return scheduler_of(request)
 
 
 def job_details(s: Any, user: WebUser, job_id: str) -> dict[str, Any]:
@@ -81,14 +76,14 @@ def _file(s: Any, job: Any, name: str) -> bytes | Path | None:
 @aiohttp_jinja2.template("job.html")
 async def job_page(request: web.Request) -> dict[str, object]:
     user = require_user(request)
-    return {"page": "jobs", **job_details(_s(request), user, request.match_info["id"])}
+    return {"page": "jobs", **job_details(scheduler_of(request), user, request.match_info["id"])}
 
 
 @routes.get("/jobs/{id}/{stream:stdout|stderr}")
 async def job_stream(request: web.Request) -> web.StreamResponse:
     """A finished job's whole stdout or stderr, as text."""
     user = require_user(request)
-    s = _s(request)
+    s = scheduler_of(request)
     job = s._tailed_job(user, request.match_info["id"])
     found = result_file(s.store, s.spool, job, request.match_info["stream"])
     return _send(found, None, "text/plain; charset=utf-8")
@@ -98,7 +93,7 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
 async def job_file(request: web.Request) -> web.StreamResponse:
     """Download one output file of a finished job."""
     user = require_user(request)
-    s = _s(request)
+    s = scheduler_of(request)
     job = s._tailed_job(user, request.match_info["id"])
     name = request.match_info["name"]
     if name not in job.output_files:
@@ -130,7 +125,7 @@ def sweep_of(s: Any, user: WebUser, cluster: str) -> Sweep:
 async def sweep_page(request: web.Request) -> dict[str, object]:
     user = require_user(request)
     cluster = request.match_info["cluster"]
-    sweep = sweep_of(_s(request), user, cluster)
+    sweep = sweep_of(scheduler_of(request), user, cluster)
     return {"page": "sweeps", "cluster": cluster, "report": sweep.report(), "sweep": sweep}
 
 
@@ -140,7 +135,7 @@ async def sweep_plot(request: web.Request) -> web.StreamResponse:
     result key; default the first)."""
     user = require_user(request)
     cluster = request.match_info["cluster"]
-    sweep = sweep_of(_s(request), user, cluster)
+    sweep = sweep_of(scheduler_of(request), user, cluster)
     key = request.query.get("key") or (sweep.keys[0] if sweep.keys else None)
     if key is None or key not in sweep.keys:
         raise RequestError(f"cluster {cluster} has no results to plot (yet)", "not_found")

@@ -17,23 +17,18 @@ from scheduler import protocol as p
 from scheduler.connection import RequestError
 from scheduler.web import passwords, views
 from scheduler.web import submit as web_submit
+from scheduler.web.keys import metrics_of, scheduler_of, sessions_of
 from scheduler.web.session import check_token, login, require_user, set_cookie
 
 routes = web.RouteTableDef()
 ACTIONS = ("hold", "release", "remove")
 
 
-def _s(request: web.Request):  # noqa: ANN202 - the Scheduler, imported late
-    from scheduler.web.app import scheduler_of
-
-    return scheduler_of(request)
-
-
 @routes.get("/")
 @aiohttp_jinja2.template("overview.html")
 async def overview(request: web.Request) -> dict[str, object]:
     user = require_user(request)
-    return {"page": "overview", "data": views.overview(_s(request), user)}
+    return {"page": "overview", "data": views.overview(scheduler_of(request), user)}
 
 
 @routes.get("/login")
@@ -44,8 +39,6 @@ async def login_form(request: web.Request) -> dict[str, object]:
 
 @routes.post("/login")
 async def login_submit(request: web.Request) -> web.StreamResponse:
-    from scheduler.web.app import SESSIONS
-
     form = await request.post()
     user, key = await _credentials(request, form)
     if user is None or key is None:
@@ -56,7 +49,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
             {"page": "login", "error": "unknown user, wrong token or wrong password"},
             status=403,
         )
-    sid = login(request, request.app[SESSIONS], user, key)
+    sid = login(request, sessions_of(request), user, key)
     response = web.HTTPSeeOther("/")
     set_cookie(response, request, sid)
     raise response
@@ -64,7 +57,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 
 async def _credentials(request: web.Request, form: Any) -> tuple[str | None, bytes | None]:
     """Who logs in, and the hash of their token: from a token, or a name and password."""
-    store = _s(request).store
+    store = scheduler_of(request).store
     token, name, password = (form.get(k) for k in ("token", "name", "password"))
     if isinstance(token, str) and token.strip():
         user = check_token(store, token)
@@ -79,9 +72,7 @@ async def _credentials(request: web.Request, form: Any) -> tuple[str | None, byt
 
 @routes.post("/logout")
 async def logout(request: web.Request) -> web.StreamResponse:
-    from scheduler.web.app import SESSIONS
-
-    request.app[SESSIONS].drop(request.get("sid"))
+    sessions_of(request).drop(request.get("sid"))
     response = web.HTTPSeeOther("/login")
     response.del_cookie("dfarm_session", path="/")
     request["sid"] = None
@@ -92,20 +83,18 @@ async def logout(request: web.Request) -> web.StreamResponse:
 @aiohttp_jinja2.template("workers.html")
 async def workers(request: web.Request) -> dict[str, object]:
     user = require_user(request)
-    return {"page": "workers", "pool": views.pool(_s(request), user)}
+    return {"page": "workers", "pool": views.pool(scheduler_of(request), user)}
 
 
 @routes.get("/workers/{name}")
 @aiohttp_jinja2.template("worker.html")
 async def worker(request: web.Request) -> dict[str, object]:
-    from scheduler.web.app import METRICS
-
     user = require_user(request)
     name = request.match_info["name"]
-    found = [w for w in views.pool(_s(request), user).workers if w.name == name]
+    found = [w for w in views.pool(scheduler_of(request), user).workers if w.name == name]
     if not found:
         raise RequestError(f"no worker named {name!r} is connected", "not_found")
-    return {"page": "workers", "worker": found[0], "charts": request.app[METRICS].charts(name)}
+    return {"page": "workers", "worker": found[0], "charts": metrics_of(request).charts(name)}
 
 
 @routes.get("/queue")
@@ -113,7 +102,7 @@ async def worker(request: web.Request) -> dict[str, object]:
 async def queue(request: web.Request) -> dict[str, object]:
     user = require_user(request)
     all_users = request.query.get("all") == "1"
-    return {"page": "queue", "data": views.queue(_s(request), user, all_users)}
+    return {"page": "queue", "data": views.queue(scheduler_of(request), user, all_users)}
 
 
 @routes.post("/jobs/{id}/{action}")
@@ -123,7 +112,7 @@ async def job_action(request: web.Request) -> web.StreamResponse:
     action = request.match_info["action"]
     if action not in ACTIONS:
         raise web.HTTPNotFound()
-    reply = views.change(_s(request), user, action, [request.match_info["id"]])
+    reply = views.change(scheduler_of(request), user, action, [request.match_info["id"]])
     form = await request.post()
     back = form.get("next")
     back = back if isinstance(back, str) and back.startswith("/") and "//" not in back else "/queue"
@@ -147,7 +136,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
     status = 200
     try:
         context["submitted"], context["submit_text"] = await web_submit.handle(
-            _s(request), request, user
+            scheduler_of(request), request, user
         )
     except web_submit.FormError as exc:
         context["error"], status = str(exc), 400
@@ -169,7 +158,7 @@ async def finished(request: web.Request) -> dict[str, object]:
         raise RequestError(f"days: not a number: {q.get('days')!r}", "invalid") from None
     outcome = q.get("outcome", "")
     found = views.history(
-        _s(request),
+        scheduler_of(request),
         user,
         ids=[cluster] if cluster else None,
         since=time.time() - days * views.DAY if days > 0 else None,
@@ -194,7 +183,7 @@ async def sweeps(request: web.Request) -> web.StreamResponse:
     cluster = request.query.get("cluster", "").strip()
     if cluster.isdigit():
         raise web.HTTPSeeOther(f"/clusters/{cluster}")
-    rows = views.recent_clusters(_s(request), user)
+    rows = views.recent_clusters(scheduler_of(request), user)
     return aiohttp_jinja2.render_template(
         "sweeps.html", request, {"page": "sweeps", "clusters": rows, "asked": cluster}
     )
