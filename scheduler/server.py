@@ -109,6 +109,8 @@ class Scheduler(
             )
         self.port = server.sockets[0].getsockname()[1]
         web = await start_web(self) if self.config.web_port is not None else None
+        if web is not None:
+            self.mailer.link_jobs(web.url + "jobs/{job}")
         self.spool.start()
         p.AccessRecord(host=self.config.client_host(), port=self.port).save(self.config.access_path)
         log.info(

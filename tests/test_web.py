@@ -216,6 +216,7 @@ def test_sweep_page_plot_and_results_api(
     assert plot.headers["Content-Type"] == "image/png" and plot.body.startswith(b"\x89PNG")
     assert client.get("/clusters/1/plot.png?key=nope").status == 404
     assert client.get("/sweeps?cluster=1").url.endswith("/clusters/1")
+    assert client.get("/jobs/1").url.endswith("/clusters/1")  # a cluster's mail links there
     assert 'href="/clusters/1">cluster 1</a> (4 job(s))' in client.get("/sweeps").text
     assert client.get("/clusters/x").status == 400
     chart = client.get("/api/workers/w1").json()["charts"]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -115,7 +116,10 @@ async def start_web(s: Scheduler) -> WebServer:
         await runner.cleanup()
         raise
     port = runner.addresses[0][1]
-    host = f"[{config.web_host}]" if ":" in config.web_host else config.web_host
+    host = config.web_host
+    if ipaddress.ip_address(runner.addresses[0][0]).is_unspecified:
+        host = socket.getfqdn()  # listening everywhere: name this host in links
+    host = f"[{host}]" if ":" in host else host
     url = f"http://{host}:{port}/"
     system = WebUser("-")
     sampler = asyncio.create_task(metrics.run(lambda: views.pool(s, system).workers))

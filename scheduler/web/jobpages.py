@@ -76,6 +76,8 @@ def _file(s: Any, job: Any, name: str) -> bytes | Path | None:
 @aiohttp_jinja2.template("job.html")
 async def job_page(request: web.Request) -> dict[str, object]:
     user = require_user(request)
+    if request.match_info["id"].isdigit():  # a cluster (the link in a cluster's mail)
+        raise web.HTTPFound(f"/clusters/{request.match_info['id']}")
     return {"page": "jobs", **job_details(scheduler_of(request), user, request.match_info["id"])}
 
 
