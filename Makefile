@@ -16,6 +16,17 @@ $(STAMP): pyproject.toml
 
 $(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@# The browser tests drive Debian's chromium (never a browser Playwright downloads).
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -q chromium >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
+	      echo "make: could not install chromium: the browser tests will be skipped"; \
+	  else \
+	    echo "make: /usr/bin/chromium is missing (as root: apt-get install chromium):" \
+	      "the browser tests will be skipped"; \
+	  fi; \
+	fi
 	touch $@
 
 venv: $(STAMP)

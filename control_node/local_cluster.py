@@ -66,6 +66,8 @@ class LocalCluster:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.access: p.AccessRecord | None = None
         self.token: str | None = None
+        #: Extra options of the scheduler (``dfarm up --web-port``).
+        self.scheduler_args: tuple[str, ...] = ()
         self._workers_dir: Path | None = None
 
     @property
@@ -94,7 +96,7 @@ class LocalCluster:
         home.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         self.token = local_user_token(self.config)
-        self.start_scheduler()
+        self.start_scheduler(*self.scheduler_args)
         host = socket.gethostname().split(".")[0]
         for i in range(1, self.n_workers + 1):
             self.add_worker(f"{host}-{i}", slots=self.slots)
@@ -143,6 +145,12 @@ class LocalCluster:
         self.stop()
         out = (self.logs / "scheduler.log").read_text(errors="replace")[-2000:]
         raise ClusterError(f"the scheduler did not start:\n{out}")
+
+    def web_url(self) -> str | None:
+        """The web dashboard's address, as the scheduler logged it when it started."""
+        log = (self.logs / "scheduler.log").read_text(errors="replace")
+        found = re.findall(r"web dashboard on (http://\S+/)", log)
+        return found[-1] if found else None
 
     def wait(self) -> int:
         """Block until a signal arrives or a process dies; returns an exit code."""
@@ -194,6 +202,10 @@ def build_parser(prog: str = "dfarm up") -> argparse.ArgumentParser:
     parser.add_argument(
         "--port", type=int, default=0, help="scheduler port (default: any free one)"
     )
+    parser.add_argument(
+        "--web-port", type=int, default=None, help="serve the web dashboard on"
+        " 127.0.0.1:PORT (0 = any free port; its address is in DIR/logs/scheduler.log)"
+    )  # fmt: skip
     return parser
 
 
@@ -205,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     slots = args.slots or max(1, (os.cpu_count() or 1) // max(1, args.workers))
     home = (args.home or p.default_home()).expanduser()
     cluster = LocalCluster(home, args.workers, slots, args.port)
+    if args.web_port is not None:
+        cluster.scheduler_args = ("--web-port", str(args.web_port))
     try:
         record = cluster.start()
     except (ClusterError, OSError, StoreError) as exc:
@@ -213,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dfarm is up: scheduler on {record.host}:{record.port}, {args.workers} worker(s) "
           f"with {slots} slot(s) each; state and logs in {home.resolve()}. Ctrl-C stops it.",
           flush=True)  # fmt: skip
+    if args.web_port is not None:
+        print(f"web dashboard: {cluster.web_url()} (log in with the token in"
+              f" {home.resolve() / 'local-user.token'})", flush=True)  # fmt: skip
     try:
         return cluster.wait()
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from control_node.submit_file import (
 from scheduler import protocol as p
 
 BLOCK = 1 << 20
+#: Where each input went: its local path -> (sha256, size).
+Digests = dict[str, tuple[str, int]]
 #: Jobs per submit message: a large cluster goes in parts, each well under a frame.
 PART = 5000
 
@@ -43,13 +46,23 @@ class Submission:
 
 
 def _parse(
-    path: Path, text: str | None, cluster: int, cwd: str | None, seed: int | None
+    path: Path,
+    text: str | None,
+    cluster: int,
+    cwd: str | None,
+    seed: int | None,
+    environ: Mapping[str, str] | None = None,
 ) -> SubmitDescription:
     try:
         if text is None:
-            return parse_submit_file(path, cluster=cluster, cwd=cwd, seed=seed)
+            return parse_submit_file(path, cluster=cluster, cwd=cwd, seed=seed, environ=environ)
         return parse_submit_text(
-            text, filename=str(path), cluster=cluster, cwd=cwd or os.getcwd(), seed=seed
+            text,
+            filename=str(path),
+            cluster=cluster,
+            cwd=cwd or os.getcwd(),
+            seed=seed,
+            environ=environ,
         )
     except SubmitFileError as exc:
         raise SubmitError(str(exc), exc.path, exc.line) from None
@@ -60,24 +73,56 @@ def submit_file(
 ) -> Submission:
     """Submit the file ``path`` (or ``text``, named ``path`` in messages); returns the
     cluster id and its job ids."""
-    description = _parse(path, text, 0, cwd, None)  # refuse a bad file before reserving
-    created = conn.request(p.NewCluster())
-    assert isinstance(created, p.ClusterCreated)
+
+    def reserve() -> tuple[int, Callable[[list[str]], Digests]]:
+        created = conn.request(p.NewCluster())
+        assert isinstance(created, p.ClusterCreated)
+        return created.cluster, lambda paths: _upload(created.upload, paths)
+
+    def queue(message: p.SubmitJobs) -> p.Submitted:
+        reply = conn.request(message)
+        assert isinstance(reply, p.Submitted)
+        return reply
+
+    return submit_with(reserve, queue, path, cwd, text)
+
+
+def submit_with(
+    reserve: Callable[[], tuple[int, Callable[[list[str]], Digests]]],
+    queue: Callable[[p.SubmitJobs], p.Submitted],
+    path: Path,
+    cwd: str | None = None,
+    text: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    check: Callable[[list[ProcDescription]], None] | None = None,
+) -> Submission:
+    """The one submit path, whatever carries it: parse, ``check`` the jobs (if given;
+    it raises :class:`SubmitError`), ``reserve`` a cluster (which also gives the
+    function that stores large inputs), then ``queue`` the jobs. ``dsub`` passes
+    requests over its connection; the web dashboard, inside the scheduler, calls the
+    scheduler's own handlers (with an empty ``environ``: the scheduler's is not the
+    user's)."""
+    description = _parse(path, text, 0, cwd, None, environ)  # refuse a bad file first
+    if check is not None:
+        check(description.procs)
+    cluster, store_large = reserve()
     if _mentions_cluster(path, text):  # $(Cluster) or $(ClusterId): use the real id
         # The same seed, so that random draws are the ones of the first reading.
-        description = _parse(path, text, created.cluster, cwd, description.random_seed)
+        description = _parse(path, text, cluster, cwd, description.random_seed, environ)
     procs, warnings = description.procs, description.warnings
     if not procs:
         raise SubmitError(f"{path}: the file queues no jobs", str(path))
+    if check is not None:
+        check(procs)
     paths = list(dict.fromkeys(local for proc in procs for local in _inputs(proc)))
     digests, inline = _read_small_files(paths)
-    digests.update(_upload(created.upload, [path for path in paths if path not in digests]))
+    digests.update(store_large([path for path in paths if path not in digests]))
     specs = [_spec(proc, digests) for proc in procs]
     job_ids: list[str] = []
     for first in range(0, len(specs), PART):
-        reply = conn.request(
+        reply = queue(
             p.SubmitJobs(
-                cluster=created.cluster,
+                cluster=cluster,
                 submit_file=os.path.basename(path),
                 jobs=specs[first : first + PART],
                 files=inline if first == 0 else {},
@@ -85,10 +130,9 @@ def submit_file(
                 last=first + PART >= len(specs),
             )
         )
-        assert isinstance(reply, p.Submitted)
         job_ids += reply.job_ids
         warnings += [w for w in reply.warnings if w not in warnings]
-    return Submission(created.cluster, job_ids, warnings)
+    return Submission(cluster, job_ids, warnings)
 
 
 def _mentions_cluster(path: Path, text: str | None) -> bool:

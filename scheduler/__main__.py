@@ -102,6 +102,14 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         help="days the results of a finished job are kept for dfetch (default 7)",
     )
     parser.add_argument(
+        "--web-port", type=int, default=None, help="serve the web dashboard on this port"
+        " (default: no dashboard; 0 = any free port)"
+    )  # fmt: skip
+    parser.add_argument(
+        "--web-host", default="127.0.0.1", help="address of the web dashboard (default"
+        " 127.0.0.1: loopback only, see docs/web.md)"
+    )  # fmt: skip
+    parser.add_argument(
         "--usage-halflife",
         type=float,
         default=86400.0,
@@ -158,6 +166,8 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         tls_key=args.tls_key,
         spool_quota=args.spool_quota,
         usage_halflife=args.usage_halflife,
+        web_port=args.web_port,
+        web_host=args.web_host,
     )
 
 

@@ -4,6 +4,7 @@ directly, with or without the scheduler running)."""
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from tabulate import tabulate
 from scheduler.config import SchedulerConfig
 from scheduler.protocol import ACCESS_FILE, default_home
 from scheduler.store import Store, StoreError
+from scheduler.web.passwords import set_password
 
 
 def _home_option() -> argparse.ArgumentParser:
@@ -44,7 +46,21 @@ def build_parser(prog: str = "dfarm user") -> argparse.ArgumentParser:
         "token", parents=[_home_option()], help="issue a new token (the old one stops working)"
     )
     token.add_argument("name")
+    password = sub.add_parser(
+        "password", parents=[_home_option()], help="set the web dashboard password (from"
+        " standard input, or asked twice on a terminal)"
+    )  # fmt: skip
+    password.add_argument("name")
     return parser
+
+
+def _read_password() -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("new web password: ")
+    if getpass.getpass("again: ") != first:
+        raise StoreError("the two passwords differ")
+    return first
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.action == "token":
             print(store.new_token(args.name))
+        elif args.action == "password":
+            set_password(store, args.name, _read_password())
+            print(f"web password of {args.name} set")
         elif args.action == "remove":
             store.remove_user(args.name)
             print(f"user {args.name} removed")

@@ -60,6 +60,10 @@ class SchedulerConfig:
     #: Half-life of each user's fair-share usage, in seconds (HTCondor's
     #: ``PRIORITY_HALFLIFE``; default one day).
     usage_halflife: float = 86400.0
+    #: Port of the web dashboard; None: no dashboard (the default); 0: any free port.
+    web_port: int | None = None
+    #: Address the web dashboard listens on: loopback unless asked (see docs/web.md).
+    web_host: str = "127.0.0.1"
 
     @property
     def db_path(self) -> Path:

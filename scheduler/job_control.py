@@ -9,11 +9,13 @@ import dataclasses
 import itertools
 import logging
 import time
+from pathlib import Path
 
 from scheduler import protocol as p
 from scheduler.authz import may_control, not_found
 from scheduler.connection import Connection, RequestError
 from scheduler.control_handlers import _parse_ids
+from scheduler.job_files import result_file
 from scheduler.protocol import JobState
 from scheduler.run_time import total_run_time
 from scheduler.store import Job
@@ -212,16 +214,13 @@ class JobControlHandlers:
 
     def _final_output(self, job: Job, stream: str) -> bytes:
         """A finished job's whole stdout or stderr, while its results are kept."""
-        if job.state is not JobState.COMPLETED:
-            return b""
-        small = self.store.files(job.cluster, job.proc)
-        if stream in small:
-            return small[stream]
-        path = self.spool.job_dir(job.cluster, job.proc) / stream
-        try:
-            return path.read_bytes()
-        except OSError:
-            return b""
+        found = result_file(self.store, self.spool, job, stream)
+        if isinstance(found, Path):
+            try:
+                return found.read_bytes()
+            except OSError:
+                return b""
+        return found or b""
 
     def on_output_chunk(self, conn: Connection, msg: p.OutputChunk) -> None:
         waiting = self.tails.pop(msg.id or 0, None)

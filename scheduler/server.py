@@ -40,6 +40,7 @@ from scheduler.retention import Retention
 from scheduler.staging import Spool
 from scheduler.store import Job, Store
 from scheduler.tls_setup import load_or_create
+from scheduler.web.app import start_web
 from scheduler.worker_control import WorkerControlHandlers
 from scheduler.worker_handlers import WorkerHandlers
 
@@ -125,6 +126,9 @@ class Scheduler(
                 self._connection, self.config.host, self.config.port, **tls
             )
         self.port = server.sockets[0].getsockname()[1]
+        web = await start_web(self) if self.config.web_port is not None else None
+        if web is not None:
+            self.mailer.link_jobs(web.url + "jobs/{job}")
         self.spool.start()
         p.AccessRecord(
             host=self.config.client_host(),
@@ -155,6 +159,8 @@ class Scheduler(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if web is not None:
+                await web.stop()
             # Every connection winds down (and commits) before the database closes.
             # Closing makes each reader see the end of its stream; cancelling the
             # task instead makes Python 3.11's start_server log a spurious error.

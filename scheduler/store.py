@@ -143,6 +143,17 @@ MIGRATIONS: list[str] = [
         stamp REAL NOT NULL
     );
     """,
+    # web passwords (scheduler/web/passwords.py): valid while the token they were set
+    # under (key_hash) is the user's
+    """
+    CREATE TABLE web_passwords (
+        name TEXT PRIMARY KEY,
+        key_hash BLOB NOT NULL,
+        salt BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        time REAL NOT NULL
+    );
+    """,
 ]
 
 USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")

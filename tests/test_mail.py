@@ -325,3 +325,16 @@ def test_notification_without_an_address_mails_the_owners_registered_one(
     result = cluster.run("dsub", "job.sub", cwd=tmp_path, env=dave)
     assert result.returncode == 0, result.stderr
     assert "notification asks for mail but there is no address" in result.stderr
+
+
+def test_mail_links_to_the_dashboard_when_it_is_on(
+    make_cluster: Cluster, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=1, scheduler_args=(*smtp.args(), "--web-port", "0"))
+    write(tmp_path / "run.sh", "#!/bin/sh\necho hi\n", executable=True)
+    write(tmp_path / "job.sub", "executable = run.sh\nemail = me@example.org\nqueue 2\n")
+    assert cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path).returncode == 0
+    wait_until(lambda: smtp.inbox.count() == 1, what="the cluster's digest")
+    link = re.search(r"On the web:\s+(http://127\.0\.0\.1:\d+/jobs/1)\n", smtp.inbox.mails[0].body)
+    assert link, smtp.inbox.mails[0].body
+    assert f"web dashboard on {link.group(1)[: -len('jobs/1')]}" in cluster.log("scheduler")

@@ -4,7 +4,7 @@
     dfarm scheduler [--home DIR] [--host H] [--port P] the scheduler node
     dfarm worker --scheduler HOST:PORT --secret-file F  a worker node
     dfarm worker --drain NAME [--home DIR]            drain a worker (scheduler node)
-    dfarm user add|list|remove|token ...               users (on the scheduler node)
+    dfarm user add|list|remove|token|password ...      users (on the scheduler node)
     dfarm users [--json]                               fair-share usage of each user
     dfarm config show [scheduler|worker] [OPTIONS]    the effective configuration
     dfarm doctor [--worker] [--scheduler HOST:PORT]    check this host step by step

@@ -83,6 +83,12 @@ class Mailer:
 
     # ------------------------------------------------------------------ watching jobs
 
+    def link_jobs(self, url: str) -> None:
+        """Link each mail to the dashboard's job page (``{job}``: the id), unless
+        ``--mail-job-url`` named another."""
+        if self.config is not None and self.config.job_url is None:
+            self.config = dataclasses.replace(self.config, job_url=url)
+
     def resume(self, active: Iterable[Job]) -> None:
         """After a restart: watch the clusters of active jobs that asked for mail and
         take up the mails still pending."""

@@ -1,0 +1,31 @@
+"""Where a finished job's result files are: small ones in SQLite, large ones in the spool.
+
+``dtail`` on a finished job, ``dfetch``'s inline files and the web dashboard's downloads
+all find a file through :func:`result_file`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from scheduler.protocol import JobState
+from scheduler.staging import Spool
+from scheduler.store import Job, Store
+from scheduler.submission import safe_result_name
+
+
+def result_file(store: Store, spool: Spool, job: Job, name: str) -> bytes | Path | None:
+    """The result file ``name`` (``stdout``, ``stderr`` or ``outputs/NAME``) of a
+    completed job: its bytes when small, its spool path when large, None when there is
+    none (not completed, never written, a name that is not a result, or cleaned)."""
+    if job.state is not JobState.COMPLETED or not safe_result_name(name):
+        return None
+    small = store.files(job.cluster, job.proc)
+    if name in small:
+        return small[name]
+    path = spool.job_dir(job.cluster, job.proc) / name
+    # A worker writes the spool over FTP: never follow a link it could have left.
+    if path.is_symlink() or not path.is_file() or os.path.islink(path.parent):
+        return None
+    return path

@@ -1,0 +1,132 @@
+"""The aiohttp application of the dashboard, run inside the scheduler's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from control_node import render
+from scheduler.connection import RequestError
+from scheduler.web import api, jobpages, pages, views
+from scheduler.web.keys import METRICS, SCHEDULER, SESSIONS
+from scheduler.web.metrics import MetricsHistory
+from scheduler.web.session import Handler, Sessions, WebUser, session_middleware
+
+if TYPE_CHECKING:
+    from scheduler.server import Scheduler
+
+log = logging.getLogger("scheduler.web")
+HERE = Path(__file__).parent
+#: Largest request body: the submit form's files together.
+MAX_UPLOAD = 256 * 1024 * 1024
+#: Seconds a stopping scheduler waits for the requests in progress.
+SHUTDOWN = 3.0
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A refused request (no such job of yours, bad id) is a 404 or 400 with its
+    reason, as JSON under /api/ and as a page elsewhere."""
+    try:
+        return await handler(request)
+    except RequestError as exc:
+        status = 404 if exc.code == "not_found" else 400
+        if request.path.startswith("/api/"):
+            return web.json_response({"error": str(exc), "code": exc.code}, status=status)
+        response = aiohttp_jinja2.render_template(
+            "error.html", request, {"message": str(exc)}, status=status
+        )
+        return response
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'",
+    )
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.path.startswith(("/api/", "/jobs/", "/clusters/")):
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def make_app(s: Scheduler, metrics: MetricsHistory) -> web.Application:
+    sessions = Sessions()
+    app = web.Application(
+        middlewares=[security_headers, session_middleware(sessions, s.store), errors],
+        client_max_size=MAX_UPLOAD,
+    )
+    app[SCHEDULER], app[METRICS], app[SESSIONS] = s, metrics, sessions
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        context_processors=[_context],
+    )
+    env.filters.update(when=render.when, duration=render.duration, size=render.size)
+    app.router.add_static("/static/", HERE / "static")
+    pages.add_routes(app.router)
+    jobpages.add_routes(app.router)
+    api.add_routes(app.router)
+    return app
+
+
+async def _context(request: web.Request) -> dict[str, object]:
+    session = request.get("session")
+    return {"user": request.get("user"), "csrf": session.csrf if session else ""}
+
+
+class WebServer:
+    """The running dashboard: its site and the sampler of worker metrics."""
+
+    def __init__(self, runner: web.AppRunner, sampler: asyncio.Task[None], url: str):
+        self.runner, self.sampler, self.url = runner, sampler, url
+
+    async def stop(self) -> None:
+        self.sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.sampler
+        await self.runner.cleanup()
+
+
+async def start_web(s: Scheduler) -> WebServer:
+    """Serve the dashboard on the configured address; raises OSError if it cannot."""
+    config = s.config
+    metrics = MetricsHistory(config.heartbeat_interval)
+    runner = web.AppRunner(
+        make_app(s, metrics), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, config.web_host, config.web_port)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    port = runner.addresses[0][1]
+    host = config.web_host
+    if ipaddress.ip_address(runner.addresses[0][0]).is_unspecified:
+        host = socket.getfqdn()  # listening everywhere: name this host in links
+    host = f"[{host}]" if ":" in host else host
+    url = f"http://{host}:{port}/"
+    system = WebUser("-")
+    sampler = asyncio.create_task(metrics.run(lambda: views.pool(s, system).workers))
+    log.info("web dashboard on %s", url)
+    if not ipaddress.ip_address(runner.addresses[0][0]).is_loopback:
+        log.warning(
+            "the web dashboard speaks plain HTTP on a network address: serve it through"
+            " a TLS proxy or an SSH tunnel (see docs/web.md)"
+        )
+    return WebServer(runner, sampler, url)

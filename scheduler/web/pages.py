@@ -1,0 +1,193 @@
+"""The HTML pages: overview, login, workers, queue, submit, finished jobs, sweeps.
+
+Each page is rendered once on the server; its live parts are then refreshed by
+``static/app.js`` from the JSON API (``data-poll`` names the endpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from scheduler import protocol as p
+from scheduler.connection import RequestError
+from scheduler.web import passwords, views
+from scheduler.web import submit as web_submit
+from scheduler.web.keys import metrics_of, scheduler_of, sessions_of
+from scheduler.web.session import check_token, login, require_user, set_cookie
+
+routes = web.RouteTableDef()
+ACTIONS = ("hold", "release", "remove")
+
+
+@routes.get("/")
+@aiohttp_jinja2.template("overview.html")
+async def overview(request: web.Request) -> dict[str, object]:
+    user = require_user(request)
+    return {"page": "overview", "data": views.overview(scheduler_of(request), user)}
+
+
+@routes.get("/login")
+@aiohttp_jinja2.template("login.html")
+async def login_form(request: web.Request) -> dict[str, object]:
+    return {"page": "login", "error": None}
+
+
+@routes.post("/login")
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    user, key = await _credentials(request, form)
+    if user is None or key is None:
+        await asyncio.sleep(0.2)  # slows down guessing
+        return aiohttp_jinja2.render_template(
+            "login.html",
+            request,
+            {"page": "login", "error": "unknown user, wrong token or wrong password"},
+            status=403,
+        )
+    sid = login(request, sessions_of(request), user, key)
+    response = web.HTTPSeeOther("/")
+    set_cookie(response, request, sid)
+    raise response
+
+
+async def _credentials(request: web.Request, form: Any) -> tuple[str | None, bytes | None]:
+    """Who logs in, and the hash of their token: from a token, or a name and password."""
+    store = scheduler_of(request).store
+    token, name, password = (form.get(k) for k in ("token", "name", "password"))
+    if isinstance(token, str) and token.strip():
+        user = check_token(store, token)
+        return user, p.user_key(token.strip()) if user else None
+    if isinstance(name, str) and isinstance(password, str) and name and password:
+        record = passwords.lookup(store, name.strip())
+        loop = asyncio.get_running_loop()
+        key = await loop.run_in_executor(None, passwords.verify, record, password)
+        return name.strip(), key
+    return None, None
+
+
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.StreamResponse:
+    sessions_of(request).drop(request.get("sid"))
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie("dfarm_session", path="/")
+    request["sid"] = None
+    raise response
+
+
+@routes.get("/workers")
+@aiohttp_jinja2.template("workers.html")
+async def workers(request: web.Request) -> dict[str, object]:
+    user = require_user(request)
+    return {"page": "workers", "pool": views.pool(scheduler_of(request), user)}
+
+
+@routes.get("/workers/{name}")
+@aiohttp_jinja2.template("worker.html")
+async def worker(request: web.Request) -> dict[str, object]:
+    user = require_user(request)
+    name = request.match_info["name"]
+    found = [w for w in views.pool(scheduler_of(request), user).workers if w.name == name]
+    if not found:
+        raise RequestError(f"no worker named {name!r} is connected", "not_found")
+    return {"page": "workers", "worker": found[0], "charts": metrics_of(request).charts(name)}
+
+
+@routes.get("/queue")
+@aiohttp_jinja2.template("queue.html")
+async def queue(request: web.Request) -> dict[str, object]:
+    user = require_user(request)
+    all_users = request.query.get("all") == "1"
+    return {"page": "queue", "data": views.queue(scheduler_of(request), user, all_users)}
+
+
+@routes.post("/jobs/{id}/{action}")
+async def job_action(request: web.Request) -> web.StreamResponse:
+    """The hold, release and remove buttons; back to the page they were on."""
+    user = require_user(request)
+    action = request.match_info["action"]
+    if action not in ACTIONS:
+        raise web.HTTPNotFound()
+    reply = views.change(scheduler_of(request), user, action, [request.match_info["id"]])
+    form = await request.post()
+    back = form.get("next")
+    back = back if isinstance(back, str) and back.startswith("/") and "//" not in back else "/queue"
+    if reply.skipped:
+        job_id, why = next(iter(reply.skipped.items()))
+        raise RequestError(f"{job_id} was not changed: it {why}", "conflict")
+    raise web.HTTPSeeOther(back)
+
+
+@routes.get("/submit")
+@aiohttp_jinja2.template("submit.html")
+async def submit_form(request: web.Request) -> dict[str, object]:
+    require_user(request)
+    return {"page": "submit", "error": None, "submitted": None}
+
+
+@routes.post("/submit")
+async def submit(request: web.Request) -> web.StreamResponse:
+    user = require_user(request)
+    context: dict[str, object] = {"page": "submit", "error": None, "submitted": None}
+    status = 200
+    try:
+        context["submitted"], context["submit_text"] = await web_submit.handle(
+            scheduler_of(request), request, user
+        )
+    except web_submit.FormError as exc:
+        context["error"], status = str(exc), 400
+    return aiohttp_jinja2.render_template("submit.html", request, context, status=status)
+
+
+@routes.get("/jobs")
+@aiohttp_jinja2.template("jobs.html")
+async def finished(request: web.Request) -> dict[str, object]:
+    """Finished jobs, newest first, filtered by cluster, days, outcome and user."""
+    user = require_user(request)
+    q = request.query
+    cluster = q.get("cluster", "").strip()
+    if cluster and not cluster.isdigit():
+        raise RequestError(f"not a cluster id: {cluster!r}", "invalid")
+    try:
+        days = float(q.get("days") or 1)
+    except ValueError:
+        raise RequestError(f"days: not a number: {q.get('days')!r}", "invalid") from None
+    outcome = q.get("outcome", "")
+    found = views.history(
+        scheduler_of(request),
+        user,
+        ids=[cluster] if cluster else None,
+        since=time.time() - days * views.DAY if days > 0 else None,
+        all_users=q.get("all") == "1",
+    )
+    if outcome:
+        found = [j for j in found if _outcome(j) == outcome]
+    filters = {"cluster": cluster, "days": q.get("days") or "1", "outcome": outcome}
+    return {"page": "jobs", "jobs": found[::-1], "filters": filters, "all": q.get("all") == "1"}
+
+
+def _outcome(job: p.JobInfo) -> str:
+    if job.state == p.JobState.REMOVED.value:
+        return "removed"
+    return "ok" if job.exit_code == 0 and job.exit_signal is None else "failed"
+
+
+@routes.get("/sweeps")
+async def sweeps(request: web.Request) -> web.StreamResponse:
+    """The sweep form: a cluster id, or a list of the user's recent clusters."""
+    user = require_user(request)
+    cluster = request.query.get("cluster", "").strip()
+    if cluster.isdigit():
+        raise web.HTTPSeeOther(f"/clusters/{cluster}")
+    rows = views.recent_clusters(scheduler_of(request), user)
+    return aiohttp_jinja2.render_template(
+        "sweeps.html", request, {"page": "sweeps", "clusters": rows, "asked": cluster}
+    )
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_routes(routes)

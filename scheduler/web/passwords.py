@@ -1,0 +1,62 @@
+"""Web passwords: set with ``dfarm user password NAME``, an alternative to pasting the
+token into the login form.
+
+Only a salted scrypt hash is kept, with the hash of the user's token at the time: a
+new token (``dfarm user token``) or a removed user makes the password void, as it
+ends the sessions opened with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+
+from scheduler.store import Store, StoreError
+
+#: scrypt's cost (about 50 ms and 16 MiB a check).
+N, R, P = 2**14, 8, 1
+MIN_LENGTH = 8
+
+
+def _hash(password: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(password.encode(), salt=salt, n=N, r=R, p=P, maxmem=64 << 20)
+
+
+def set_password(store: Store, name: str, password: str) -> None:
+    """Set ``name``'s web password; StoreError for an unknown user or a short password."""
+    key = store.user_key(name)
+    if key is None:
+        raise StoreError(f"no user {name!r}")
+    if len(password) < MIN_LENGTH:
+        raise StoreError(f"a password has at least {MIN_LENGTH} characters")
+    salt = secrets.token_bytes(16)
+    with store.transaction() as db:
+        db.execute(
+            "INSERT OR REPLACE INTO web_passwords (name, key_hash, salt, hash, time)"
+            " VALUES (?,?,?,?,?)",
+            (name, key, salt, _hash(password, salt), time.time()),
+        )
+
+
+def lookup(store: Store, name: str) -> tuple[bytes, bytes, bytes] | None:
+    """(salt, hash, token hash) of ``name``'s valid web password, or None."""
+    rows = store.query(
+        "SELECT w.salt, w.hash, u.key_hash FROM web_passwords w JOIN users u"
+        " ON u.name = w.name AND u.key_hash = w.key_hash WHERE w.name = ?",
+        (name,),
+    )
+    return (
+        (bytes(rows[0]["salt"]), bytes(rows[0]["hash"]), bytes(rows[0]["key_hash"]))
+        if rows
+        else None
+    )
+
+
+def verify(record: tuple[bytes, bytes, bytes] | None, password: str) -> bytes | None:
+    """The token hash of a :func:`lookup` record if ``password`` matches it, else None
+    (slow on purpose, also without a record: no hint who exists; run it off the loop)."""
+    salt, expected, key = record or (b"\0" * 16, b"", b"")
+    matches = hmac.compare_digest(_hash(password, salt), expected)
+    return key if matches and record is not None else None

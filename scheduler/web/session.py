@@ -1,0 +1,187 @@
+"""Who is asking: server-side sessions, login with a user's token, CSRF tokens.
+
+A browser holds only a random session id, in an HttpOnly, SameSite=Strict cookie;
+the user it belongs to and its CSRF token live here, in the scheduler's memory (a
+restarted scheduler asks everyone to log in again). Every POST must carry the
+session's CSRF token, as a form field or an ``X-CSRF-Token`` header. A script may
+instead send ``Authorization: Bearer NAME:SECRET`` with each request; it needs no
+cookie and no CSRF token, since a browser never adds that header by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from scheduler import protocol as p
+from scheduler.protocol import Role
+from scheduler.store import Store
+
+COOKIE = "dfarm_session"
+#: Seconds a session lives without being used.
+IDLE_TIMEOUT = 12 * 3600
+#: Most sessions kept; the least recently used go first.
+MAX_SESSIONS = 10_000
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class WebUser:
+    """The caller of a scheduler handler on behalf of a web user: what the handlers
+    read of a connection (its user name, and the address FTP grants would name)."""
+
+    name: str
+    local_host: str = "127.0.0.1"
+    role: Role = Role.CONTROL
+    peer: str = "web"
+    #: An admin may act on every job (see :mod:`scheduler.authz`).
+    admin: bool = False
+
+
+@dataclass
+class Session:
+    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    user: str | None = None
+    #: The hash of the token the user logged in with: a replaced token, or a removed
+    #: user, ends the session at its next request.
+    key: bytes | None = None
+    last_used: float = field(default_factory=lambda: time.monotonic())
+
+
+class Sessions:
+    """The live sessions, by id."""
+
+    def __init__(self) -> None:
+        self._by_id: OrderedDict[str, Session] = OrderedDict()
+
+    def get(self, sid: str | None) -> Session | None:
+        session = self._by_id.get(sid or "")
+        if session is None:
+            return None
+        now = time.monotonic()
+        if now - session.last_used > IDLE_TIMEOUT:
+            del self._by_id[sid or ""]
+            return None
+        session.last_used = now
+        self._by_id.move_to_end(sid or "")
+        return session
+
+    def new(self, user: str | None = None, key: bytes | None = None) -> tuple[str, Session]:
+        """A fresh session (a new id at each login: an id seen before it is worthless)."""
+        sid = secrets.token_urlsafe(32)
+        session = Session(user=user, key=key)
+        self._by_id[sid] = session
+        while len(self._by_id) > MAX_SESSIONS:
+            self._by_id.popitem(last=False)
+        return sid, session
+
+    def drop(self, sid: str | None) -> None:
+        self._by_id.pop(sid or "", None)
+
+
+def check_token(store: Store, token: str) -> str | None:
+    """The user a token belongs to, or None if it is not a valid token."""
+    try:
+        name = p.token_user(token)
+    except ValueError:
+        return None
+    key = store.user_key(name)
+    if key is None or not hmac.compare_digest(key, p.user_key(token.strip())):
+        return None
+    return name
+
+
+def set_cookie(response: web.StreamResponse, request: web.Request, sid: str) -> None:
+    response.set_cookie(
+        COOKIE, sid, httponly=True, samesite="Strict", secure=request.secure, path="/"
+    )
+
+
+def session_middleware(sessions: Sessions, store: Store) -> Callable[..., Awaitable]:
+    """Attach ``request["session"]`` (every visitor has one, so that the login form is
+    protected by CSRF too) and ``request["user"]``; check the CSRF token of every POST."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        bearer = request.headers.get("Authorization", "")
+        if bearer.startswith("Bearer "):
+            user = check_token(store, bearer[7:])
+            if user is None:
+                await asyncio.sleep(0.2)  # slows down guessing
+                raise web.HTTPUnauthorized(text="invalid token")
+            request["session"], request["user"] = None, WebUser(user, admin=store.is_admin(user))
+            return await handler(request)
+        sid = request.cookies.get(COOKIE)
+        session = sessions.get(sid)
+        if session is not None and session.user and not _still_valid(store, session):
+            sessions.drop(sid)
+            session = None
+        fresh = session is None
+        if session is None:
+            sid, session = sessions.new()
+        request["session"], request["sid"] = session, sid
+        request["user"] = (
+            WebUser(session.user, admin=store.is_admin(session.user)) if session.user else None
+        )
+        if request.method == "POST":
+            await _check_csrf(request, session)
+        response = await handler(request)
+        if fresh and request.get("sid") == sid:
+            set_cookie(response, request, sid)
+        return response
+
+    return middleware
+
+
+#: Paths whose handler reads a multipart body as a stream and checks its CSRF field
+#: itself, with :func:`csrf_ok` (the form puts it first).
+STREAMED_FORMS = frozenset({"/submit"})
+
+
+async def _check_csrf(request: web.Request, session: Session) -> None:
+    sent = request.headers.get("X-CSRF-Token")
+    if sent is None and request.content_type == "multipart/form-data":
+        if request.path in STREAMED_FORMS:
+            return
+    elif sent is None and request.content_type == "application/x-www-form-urlencoded":
+        sent = (await request.post()).get("csrf")  # aiohttp keeps the parsed form
+    if not isinstance(sent, str) or not hmac.compare_digest(sent, session.csrf):
+        raise web.HTTPForbidden(text="missing or wrong CSRF token: reload the page and retry")
+
+
+def _still_valid(store: Store, session: Session) -> bool:
+    key = store.user_key(session.user or "")
+    return key is not None and session.key is not None and hmac.compare_digest(key, session.key)
+
+
+def csrf_ok(request: web.Request, sent: object) -> bool:
+    """Whether ``sent`` is the CSRF token of the request's session (a request with a
+    bearer token has no session and needs none)."""
+    session = request.get("session")
+    return session is None or (isinstance(sent, str) and hmac.compare_digest(sent, session.csrf))
+
+
+def login(request: web.Request, sessions: Sessions, user: str, key: bytes) -> str:
+    """Start a new session for ``user`` (``key``: the hash of their token now),
+    replacing the visitor's; returns its id."""
+    sessions.drop(request.get("sid"))
+    sid, _ = sessions.new(user, key)
+    request["sid"] = sid
+    return sid
+
+
+def require_user(request: web.Request) -> WebUser:
+    """The logged-in user; pages redirect to the login page, the API answers 401."""
+    user = request.get("user")
+    if user is None:
+        if request.path.startswith("/api/"):
+            raise web.HTTPUnauthorized(text="log in first")
+        raise web.HTTPSeeOther("/login")
+    return user

@@ -1,0 +1,174 @@
+"""The submit form: uploaded files and fields become a submit file, which goes through
+:func:`control_node.submit.submit_with` (the parser and spec building of ``dsub``)
+into the scheduler's own ``new_cluster`` and ``submit_jobs`` handlers.
+
+The files land in a fresh directory under ``HOME/web-uploads`` that is removed
+afterwards; nothing a submit file names may lie outside it, the scheduler's
+environment is not the user's (``getenv`` and ``$ENV()`` see nothing), and the queue
+forms that read the scheduler's files or run commands are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import BodyPartReader, web
+
+from control_node.submit import Digests, Submission, SubmitError, submit_with
+from control_node.submit_file import ProcDescription
+from scheduler import protocol as p
+from scheduler.connection import RequestError
+from scheduler.submission import safe_name
+from scheduler.web.session import WebUser, csrf_ok
+
+if TYPE_CHECKING:
+    from scheduler.server import Scheduler
+
+#: Form fields copied into the generated submit file, with their submit-file keys.
+FIELDS = {
+    "arguments": "arguments",
+    "email": "notify_user",
+    "request_cpus": "request_cpus",
+    "request_memory": "request_memory",
+    "request_gpus": "request_gpus",
+    "requirements": "requirements",
+    "worker": "client",
+}
+_QUEUE_FROM_FILE = re.compile(
+    r"^\s*queue\b.*\b(?:matching\b|from\s*(?!\())", re.IGNORECASE | re.MULTILINE
+)
+
+
+class FormError(Exception):
+    """A submit form that cannot be turned into jobs; the message says why."""
+
+
+async def read_form(request: web.Request, directory: Path) -> tuple[dict[str, str], list[str]]:
+    """The text fields of the multipart form, and the names of the files it carried
+    (saved into ``directory``)."""
+    fields: dict[str, str] = {}
+    files: list[str] = []
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader) or part.name is None:
+            continue
+        if part.filename is None:
+            fields[part.name] = (await part.text()).strip()
+            continue
+        if not part.filename:
+            continue  # an empty file input
+        name = os.path.basename(part.filename)
+        if not safe_name(name) or name in files:
+            raise FormError(f"{part.filename!r}: not a plain file name, or given twice")
+        with open(directory / name, "wb") as f:
+            while chunk := await part.read_chunk(1 << 20):
+                f.write(chunk)
+        files.append(name)
+        key = f"file:{part.name}"
+        fields[key] = f"{fields[key]},{name}" if key in fields else name
+    return fields, files
+
+
+def submit_text(fields: dict[str, str], data_files: list[str]) -> str:
+    """The submit file the form describes: one job."""
+    executable = fields.get("file:executable", "")
+    if not executable:
+        raise FormError("choose an executable (or a whole submit file)")
+    lines = [f"executable = {executable}"]
+    for field, key in FIELDS.items():
+        value = fields.get(field, "")
+        if "\n" in value or "\r" in value:
+            raise FormError(f"{field}: one line only")
+        if value:
+            lines.append(f"{key} = {value}")
+    if fields.get("email"):
+        lines.append("notification = Always")
+    if data_files:
+        lines.append(f"transfer_input_files = {', '.join(data_files)}")
+    lines.append("queue")
+    return "\n".join(lines) + "\n"
+
+
+def submit(
+    s: Scheduler, user: WebUser, fields: dict[str, str], directory: Path
+) -> tuple[Submission, str]:
+    """Submit what the form holds (files already in ``directory``); returns the
+    submission and the submit file it went through."""
+    submit_file = fields.get("file:submit_file", "")
+    if submit_file:
+        path = directory / submit_file
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if _QUEUE_FROM_FILE.search(text):
+            raise FormError(
+                f"{submit_file}: 'queue ... from FILE', 'from COMMAND |' and 'matching' read"
+                " the scheduler's files: list the items in the file, or submit it with dsub"
+            )
+    else:
+        data = [n for n in fields.get("file:data", "").split(",") if n]
+        text = submit_text(fields, data)
+        path = directory / "web.sub"
+        path.write_text(text)
+
+    def inside(procs: list[ProcDescription]) -> None:
+        root = directory.resolve()
+        for proc in procs:
+            for name in [proc.executable, *proc.transfer_input_files, proc.input, proc.initialdir]:
+                if name and not Path(name).resolve().is_relative_to(root):
+                    raise SubmitError(f"{path.name}: {name!r} is not one of the uploaded files")
+
+    def reserve() -> tuple[int, Callable[[list[str]], Digests]]:
+        created = s.on_new_cluster(user, p.NewCluster())
+        assert isinstance(created, p.ClusterCreated)
+        s.spool.revoke(created.upload)  # the files are here already: no FTP needed
+        return created.cluster, lambda paths: _store_large(s, created.cluster, paths)
+
+    def queue(message: p.SubmitJobs) -> p.Submitted:
+        reply = s.on_submit_jobs(user, message)
+        assert isinstance(reply, p.Submitted)
+        s._end_turn()  # committed before the browser hears of it
+        return reply
+
+    done = submit_with(reserve, queue, path, str(directory), text, environ={}, check=inside)
+    return done, text
+
+
+def _store_large(s: Scheduler, cluster: int, paths: list[str]) -> Digests:
+    """Put inputs too large to travel inline where an FTP upload would: the cluster's
+    input directory, under their hash."""
+    directory = s.spool.input_dir(cluster)
+    directory.mkdir(parents=True, exist_ok=True)
+    digests: Digests = {}
+    for path in paths:
+        sha, size = hashlib.sha256(), 0
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                sha.update(block)
+                size += len(block)
+        shutil.copyfile(path, directory / sha.hexdigest())
+        digests[path] = (sha.hexdigest(), size)
+    return digests
+
+
+async def handle(s: Scheduler, request: web.Request, user: WebUser) -> tuple[Submission, str]:
+    """Read the form, submit it; :class:`FormError` or :class:`RequestError`-like
+    messages come back as :class:`FormError`."""
+    uploads = s.config.home / "web-uploads"
+    uploads.mkdir(exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix=f"{user.name}-", dir=uploads))
+    try:
+        fields, _ = await read_form(request, directory)
+        if not csrf_ok(request, fields.get("csrf")):
+            raise web.HTTPForbidden(text="missing or wrong CSRF token: reload the page and retry")
+        return submit(s, user, fields, directory)
+    except (SubmitError, RequestError) as exc:
+        # Name the files as the user named them, not where the scheduler put them.
+        raise FormError(str(exc).replace(f"{directory}{os.sep}", "")) from None
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

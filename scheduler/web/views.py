@@ -1,0 +1,210 @@
+"""What the pages and the JSON API show, read through the scheduler's own handlers.
+
+Every read and every action here calls the handler that serves the same request
+over the socket protocol (``dq``, ``dq -analyze``, ``dstat``, ``dfarm users``,
+``dhistory``, ``drm``/``dhold``/``drelease``, ``dtail``), with a
+:class:`~scheduler.web.session.WebUser` as the caller: who may see or touch what
+is decided there, once, for the commands and the web alike. Records are turned into
+JSON with :func:`scheduler.protocol.to_wire`, so the field names are those of the
+commands' ``--json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from scheduler import protocol as p
+from scheduler.connection import RequestError
+from scheduler.protocol import JobState
+from scheduler.web.session import WebUser
+
+if TYPE_CHECKING:
+    from scheduler.server import Scheduler
+
+ACTIVE = [JobState.IDLE.value, JobState.RUNNING.value, JobState.HELD.value]
+DAY = 86400.0
+#: Most jobs the queue page lists (running ones first, then in the order they will run).
+QUEUE_ROWS = 1000
+#: Most of the caller's waiting jobs the queue page explains (``dq -analyze``).
+ANALYZED = 100
+#: Seconds to wait for a worker's chunk of a running job's output.
+TAIL_TIMEOUT = 10.0
+
+
+def pool(s: Scheduler, user: WebUser) -> p.WorkerList:
+    """``dstat``: the workers, the spool's disk use and how long results are kept."""
+    reply = s.on_query_workers(user, p.QueryWorkers())
+    assert isinstance(reply, p.WorkerList)
+    return reply
+
+
+def jobs(
+    s: Scheduler,
+    user: WebUser,
+    ids: list[str] | None = None,
+    states: list[str] | None = None,
+    all_users: bool = False,
+) -> list[p.JobInfo]:
+    """``dq``: jobs by id and state (default: the caller's in the queue)."""
+    message = p.QueryJobs(
+        ids=ids or [], states=ACTIVE if states is None else states, all_users=all_users
+    )
+    reply = s.on_query_jobs(user, message)
+    assert isinstance(reply, p.JobList)
+    return reply.jobs
+
+
+def history(
+    s: Scheduler,
+    user: WebUser,
+    ids: list[str] | None = None,
+    since: float | None = None,
+    all_users: bool = False,
+    limit: int = 500,
+) -> list[p.JobInfo]:
+    """``dhistory``: finished and removed jobs, the most recently ended last."""
+    message = p.QueryHistory(ids=ids or [], user="*" if all_users else "", since=since, limit=limit)
+    reply = s.on_query_history(user, message)
+    assert isinstance(reply, p.JobList)
+    return reply.jobs
+
+
+def change(s: Scheduler, user: WebUser, action: str, ids: list[str]) -> p.JobsChanged:
+    """``drm``/``dhold``/``drelease`` (``action``: remove, hold, release)."""
+    reply = s.on_change_jobs(user, p.ChangeJobs(action=action, ids=ids))
+    assert isinstance(reply, p.JobsChanged)
+    s._end_turn()  # committed before the browser hears of it
+    return reply
+
+
+def own_job(s: Scheduler, user: WebUser, job_id: str) -> p.JobInfo:
+    """One of the caller's jobs, in any state (RequestError "not_found" otherwise)."""
+    job = s._tailed_job(user, job_id)  # the owner check of dtail, dfetch and friends
+    found = jobs(s, user, [job.id], states=[])
+    if not found:
+        raise RequestError(f"no job of yours is {job_id}", "not_found")
+    return found[0]
+
+
+class _Waiter:
+    """The caller of ``dtail``'s handler on behalf of a web user: the reply a worker
+    sends later (the handler answers a running job's output request when the worker's
+    chunk arrives) resolves :attr:`reply`."""
+
+    def __init__(self, user: WebUser):
+        self.name, self.local_host, self.role = user.name, user.local_host, user.role
+        self.reply: asyncio.Future[p.Message] = asyncio.get_running_loop().create_future()
+
+    def send(self, message: p.Message, urgent: bool = True) -> None:
+        if not self.reply.done():
+            self.reply.set_result(message)
+
+
+async def tail(
+    s: Scheduler, user: WebUser, job_id: str, stream: str, offset: int, limit: int
+) -> p.OutputChunk:
+    """``dtail``: up to ``limit`` bytes of a job's stdout or stderr from ``offset``, read
+    from its worker while it runs."""
+    waiter = _Waiter(user)
+    message = p.TailJob(job_id=job_id, stream=stream, offset=offset, limit=limit)
+    reply = s.on_tail_job(waiter, message)
+    if reply is None:
+        try:
+            reply = await asyncio.wait_for(waiter.reply, TAIL_TIMEOUT)
+        except TimeoutError:
+            raise RequestError("the job's worker did not answer in time", "gone") from None
+    if isinstance(reply, p.Error):
+        raise RequestError(reply.message, reply.code)
+    assert isinstance(reply, p.OutputChunk)
+    return reply
+
+
+def users(s: Scheduler, user: WebUser) -> p.UserList:
+    """``dfarm users``: each user's fair-share usage, share and rank."""
+    reply = s.on_query_users(user, p.QueryUsers())
+    assert isinstance(reply, p.UserList)
+    return reply
+
+
+def analyses(s: Scheduler, user: WebUser, ids: list[str]) -> dict[str, p.JobAnalysis]:
+    """``dq -analyze``: why each of these jobs of the caller's is (not) running, by id.
+    A job that left the queue since it was listed has none."""
+    if not ids:
+        return {}
+    try:
+        reply = s.on_analyze_jobs(user, p.AnalyzeJobs(ids=ids[:ANALYZED]))
+    except RequestError:
+        return {}
+    assert isinstance(reply, p.JobAnalyses)
+    return {analysis.id: analysis for analysis in reply.jobs}
+
+
+def finished_counts(s: Scheduler, since: float) -> dict[str, int]:
+    """How many jobs completed and were removed since ``since`` (every user's)."""
+    rows = s.store.query(
+        "SELECT state, COUNT(*) AS n FROM jobs WHERE state IN (?, ?) AND end_time >= ?"
+        " GROUP BY state",
+        (JobState.COMPLETED.value, JobState.REMOVED.value, since),
+    )
+    return {row["state"]: row["n"] for row in rows}
+
+
+def recent_clusters(s: Scheduler, user: WebUser, limit: int = 50) -> list[tuple[int, int]]:
+    """The caller's most recent clusters, with their number of jobs."""
+    rows = s.store.query(
+        "SELECT cluster, COUNT(*) AS n FROM jobs WHERE owner = ? GROUP BY cluster"
+        " ORDER BY cluster DESC LIMIT ?",
+        (user.name, limit),
+    )
+    return [(row["cluster"], row["n"]) for row in rows]
+
+
+def overview(s: Scheduler, user: WebUser) -> dict[str, Any]:
+    """The overview page: workers, slots, jobs by state (finished: last day), users."""
+    workers = pool(s, user).workers
+    counts = s.on_query_counts(user, p.QueryCounts(all_users=True))
+    assert isinstance(counts, p.JobCounts)
+    states = Counter(counts.counts)
+    states.update(finished_counts(s, time.time() - DAY))
+    shares = users(s, user)
+    return {
+        "workers": len(workers),
+        "workers_busy": sum(1 for w in workers if w.state == "busy"),
+        "slots_used": sum(w.slots_used for w in workers),
+        "slots_total": sum(w.slots_total for w in workers),
+        "jobs": {state.value: states.get(state.value, 0) for state in JobState},
+        "jobs_period": DAY,
+        "users": p.to_wire(shares.users),
+        "halflife": shares.halflife,
+        "user": user.name,
+    }
+
+
+def queue(s: Scheduler, user: WebUser, all_users: bool = False) -> dict[str, Any]:
+    """The queue page: running jobs, then idle and held ones with why they wait."""
+    found = jobs(s, user, all_users=all_users)
+    waiting = [j for j in found if j.owner == user.name and j.state != JobState.RUNNING.value]
+    waiting.sort(key=lambda j: (j.state != JobState.IDLE.value, j.cluster, j.proc))
+    why = analyses(s, user, [j.id for j in waiting])
+    now = time.time()
+    rows = []
+    for job in found:
+        row = p.to_wire(job)
+        analysis = why.get(job.id)  # the caller's idle and held jobs only
+        row["position"] = analysis.position if analysis and analysis.position else None
+        row["reason"] = analysis.summary if analysis else ""
+        row["running_for"] = now - job.start_time if job.state == "running" else None
+        row["mine"] = job.owner == user.name
+        rows.append(row)
+    order = {JobState.RUNNING.value: 0, JobState.IDLE.value: 1, JobState.HELD.value: 2}
+    rows.sort(key=lambda r: (order[r["state"]], r["position"] or 2**31, r["cluster"], r["proc"]))
+    return {
+        "jobs": rows[:QUEUE_ROWS],
+        "total": len(rows),
+        "user": user.name,
+        "all_users": all_users,
+        "time": now,
+    }
