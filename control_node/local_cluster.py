@@ -149,7 +149,7 @@ class LocalCluster:
     def web_url(self) -> str | None:
         """The web dashboard's address, as the scheduler logged it when it started."""
         log = (self.logs / "scheduler.log").read_text(errors="replace")
-        found = re.findall(r"web dashboard on (http://\S+/)", log)
+        found = re.findall(r"web dashboard on (https?://\S+/)", log)
         return found[-1] if found else None
 
     def wait(self) -> int:

@@ -10,14 +10,16 @@ import socket
 import ssl
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import TestCluster, write
+from conftest import TestCluster, wait_until, write
 
 from control_node.client import Client
 from scheduler import protocol as p
-from scheduler.protocol.tls import fingerprint
+from scheduler.protocol.tls import client_context, fingerprint
 
 
 def cert_fingerprint(cluster: TestCluster) -> str:
@@ -148,3 +150,17 @@ def test_doctor_checks_a_tls_scheduler(make_cluster) -> None:  # noqa: ANN001
     assert "is not the pinned one" in wrong.stdout
     for out in (as_user, as_worker, wrong):
         assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_the_web_dashboard_is_served_over_https(make_cluster) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=0, scheduler_args=("--tls", "--web-port", "0"))
+    url = str(wait_until(cluster.web_url, what="the dashboard's address"))
+    assert url.startswith("https://127.0.0.1:")
+    context = client_context()
+    with urllib.request.urlopen(url + "login", context=context, timeout=20) as page:
+        assert page.status == 200
+    port = int(url.rstrip("/").rpartition(":")[2])
+    pem = ssl.get_server_certificate(("127.0.0.1", port))
+    assert fingerprint(ssl.PEM_cert_to_DER_cert(pem)) == cluster.access.tls_fingerprint
+    with pytest.raises((urllib.error.URLError, ConnectionError)):  # no plain HTTP
+        urllib.request.urlopen(url.replace("https", "http") + "login", timeout=20)

@@ -109,7 +109,9 @@ async def start_web(s: Scheduler) -> WebServer:
         make_app(s, metrics), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.web_host, config.web_port)
+    # With --tls, the dashboard is served over HTTPS with the scheduler's certificate.
+    tls = s.tls.server_context() if s.tls else None
+    site = web.TCPSite(runner, config.web_host, config.web_port, ssl_context=tls)
     try:
         await site.start()
     except OSError:
@@ -120,11 +122,11 @@ async def start_web(s: Scheduler) -> WebServer:
     if ipaddress.ip_address(runner.addresses[0][0]).is_unspecified:
         host = socket.getfqdn()  # listening everywhere: name this host in links
     host = f"[{host}]" if ":" in host else host
-    url = f"http://{host}:{port}/"
+    url = f"{'https' if tls else 'http'}://{host}:{port}/"
     system = WebUser("-")
     sampler = asyncio.create_task(metrics.run(lambda: views.pool(s, system).workers))
     log.info("web dashboard on %s", url)
-    if not ipaddress.ip_address(runner.addresses[0][0]).is_loopback:
+    if tls is None and not ipaddress.ip_address(runner.addresses[0][0]).is_loopback:
         log.warning(
             "the web dashboard speaks plain HTTP on a network address: serve it through"
             " a TLS proxy or an SSH tunnel (see docs/web.md)"
