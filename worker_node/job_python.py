@@ -9,6 +9,7 @@ system's Python of the same version, with this worker's packages on its path.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -34,10 +35,11 @@ def reachable_by_others(path: Path, read: bool = True) -> bool:
 def _package_paths() -> list[Path]:
     """Folders this worker imports from, beyond the standard library: its
     site-packages and the folder holding dfarm itself (editable installs)."""
-    import control_node
-
+    # Found, not imported: importing the client would cost the worker's start.
+    spec = importlib.util.find_spec("control_node")
+    assert spec is not None and spec.origin is not None
     base = Path(sys.base_prefix).resolve()
-    paths = [Path(control_node.__file__).resolve().parents[1]]
+    paths = [Path(spec.origin).resolve().parents[1]]
     for entry in sys.path:
         path = Path(entry).resolve() if entry else None
         if path and path.is_dir() and not path.is_relative_to(base) and path not in paths:

@@ -96,6 +96,7 @@ class _Waiter:
 
     def __init__(self, user: WebUser):
         self.name, self.local_host, self.role = user.name, user.local_host, user.role
+        self.admin = user.admin
         self.reply: asyncio.Future[p.Message] = asyncio.get_running_loop().create_future()
 
     def send(self, message: p.Message, urgent: bool = True) -> None:
