@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     except HandshakeError as exc:
         log.error("the scheduler refused this worker: %s", exc)
         return 1
+    except KeyboardInterrupt:  # SIGINT before the loop took it over: stop quietly
+        return 130
     return 0
 
 

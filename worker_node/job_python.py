@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
@@ -47,19 +46,6 @@ def _package_paths() -> list[Path]:
     return paths
 
 
-def _same_version(candidate: str) -> bool:
-    try:
-        out = subprocess.run(
-            [candidate, "-c", "import sys; print(sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.stdout.strip() == str(tuple(sys.version_info[:2]))
-
-
 def job_python(work_dir: Path, privileged: bool) -> str | None:
     """The interpreter for ``Client.map`` jobs; None: the worker's own will do."""
     if not privileged or (
@@ -67,12 +53,10 @@ def job_python(work_dir: Path, privileged: bool) -> str | None:
     ):
         return None
     paths = _package_paths()
+    # Named by its version (python3.11), so that compiled packages fit it.
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    for name in (version, "python3"):
-        candidate = shutil.which(name, path="/usr/local/bin:/usr/bin:/bin")
-        if candidate and reachable_by_others(Path(candidate)) and _same_version(candidate):
-            break
-    else:
+    candidate = shutil.which(version, path="/usr/local/bin:/usr/bin:/bin")
+    if candidate and not reachable_by_others(Path(candidate)):
         candidate = None
     if candidate is None or not all(reachable_by_others(p) for p in paths):
         log.warning(
