@@ -225,6 +225,10 @@ class JobControlHandlers:
     def on_output_chunk(self, conn: Connection, msg: p.OutputChunk) -> None:
         waiting = self.tails.pop(msg.id or 0, None)
         if waiting is not None and waiting[2] is conn:
+            if not msg.running:
+                # The attempt ended on the worker and its end is on its way here: more
+                # to come, and the next request is answered from the final output.
+                msg = p.OutputChunk(job_id=msg.job_id, offset=msg.offset)
             waiting[0].send(msg.with_id(waiting[1]))
 
     def _drop_tails(self, worker: Connection) -> None:
