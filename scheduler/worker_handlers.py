@@ -18,12 +18,27 @@ from scheduler.submission import safe_name, safe_result_name
 log = logging.getLogger("scheduler.server")
 
 
+def _check_registration(msg: p.Register) -> None:
+    """Refuse what no real worker sends, before anything is recorded."""
+    if msg.slots < 1 or msg.cpus < 1 or msg.memory_mb < 0 or msg.gpus < 0:
+        raise RequestError("slots and cpus must be >= 1, memory and gpus >= 0", "invalid")
+    for entry in msg.running:
+        job_id, _, attempt = entry.partition(":")
+        try:
+            proc = p.parse_job_id(job_id)[1]
+        except ValueError:
+            proc = None
+        if proc is None or not attempt.isdigit():
+            raise RequestError(f"running: {entry[:40]!r} is not JOB_ID:ATTEMPT", "invalid")
+
+
 class WorkerHandlers:
     """Handlers of worker messages; mixed into :class:`scheduler.server.Scheduler`."""
 
     def on_register(self, conn: Connection, msg: p.Register) -> None:
         if conn.slots is not None:
             raise RequestError("this worker is already registered")
+        _check_registration(msg)
         now = time.time()
         worker_id = self.store.worker_id(conn.name, now)
         if worker_id in self.workers:

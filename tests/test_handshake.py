@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from pathlib import Path
@@ -153,3 +154,29 @@ def test_failed_handshakes_are_rate_limited_per_address(make_cluster) -> None:  
     wait_until(lambda: cluster.run("dq").returncode == 0, timeout=30, what="the block to end")
     # The worker connected before is unaffected.
     assert "w1" in cluster.run("dstat").stdout
+
+
+def test_a_registration_no_worker_sends_is_refused(cluster: TestCluster) -> None:
+    """Found by the fuzz suite: a bad entry in ``running`` cost an internal error."""
+    secret = p.read_secret(cluster.config.secret_path)
+    metrics = p.WorkerMetrics(
+        cores=1, threads=1, memory_total_mb=1, memory_available_mb=1, disk_total_mb=1,
+        disk_free_mb=1, load_avg=[0.0, 0.0, 0.0],
+    )  # fmt: skip
+    for running, slots in ((["..:1"], 1), (["1.0"], 1), (["1:1"], 1), ([], 0)):
+        with dial(cluster) as sock:
+            hello = p.Hello(role="worker", version=p.PROTOCOL_VERSION, name="odd", nonce="n")
+            send(sock, hello)
+            send(sock, p.answer_challenge(secret, hello, p.recv_message(sock)))
+            assert isinstance(p.recv_message(sock), p.Welcome)
+            register = p.Register(
+                slots=slots, cpus=1, memory_mb=1, gpus=0, metrics=metrics, running=running
+            )
+            send(sock, register.with_id(1))
+            reply = p.recv_message(sock)
+            assert isinstance(reply, p.Error) and reply.code == "invalid", reply
+    assert "internal error" not in cluster.log("scheduler")
+    assert sorted(w["name"] for w in json.loads(cluster.run("dstat", "--json").stdout)) == [
+        "w1",
+        "w2",
+    ]
