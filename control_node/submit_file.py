@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from control_node.submit_conditions import ConditionError, Conditions
@@ -36,16 +36,12 @@ from control_node.submit_quoting import (
     MacroError,
     Statement,
     expand_macros,
-    parse_arguments,
-    parse_environment,
     read_statements,
     replace_self_reference,
     split_list,
-    valid_env_name,
 )
+from control_node.submit_values import INT, INT32, ValueReaders
 from scheduler.protocol import (
-    RequirementsError,
-    compile_requirements,
     parse_disk_kb,
     parse_memory_mb,
 )
@@ -144,25 +140,17 @@ UNSUPPORTED_KEYS = frozenset({
     "preserve_relative_paths", "image_size", "coresize", "description",
 })  # fmt: skip
 _RESERVED = frozenset({"cluster", "clusterid", "process", "procid", "dollar"})
-_NOTIFICATIONS = {n.lower(): n for n in ("Never", "Complete", "Error", "Always")}
 
 _MACRO_USE = re.compile(r"\$\(\s*([A-Za-z_][A-Za-z0-9_.]*)")
 _DEFINED = re.compile(r"\bdefined\s+([A-Za-z_][A-Za-z0-9_.]*)", re.IGNORECASE)
-_INT = re.compile(r"[+-]?[0-9]+")
-_EMAIL = re.compile(
-    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-)
-_MACHINE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 MAX_PROCS = 1_000_000
-_INT32 = 2**31 - 1
 
 
 # ----------------------------------------------------------------------------- parser
 
 
-class _Parser:
+class _Parser(ValueReaders):
     def __init__(
         self, filename: str, cluster: int, cwd: str, environ: Mapping[str, str], seed: int
     ):
@@ -282,7 +270,7 @@ class _Parser:
         if "random_seed" not in self.raw:
             return self.default_seed
         value = self.get(self.context(0, 0, None), "random_seed")
-        if not value or not _INT.fullmatch(value):
+        if not value or not INT.fullmatch(value):
             raise self.error("random_seed", f"random_seed must be a whole number, not {value!r}")
         return int(value)
 
@@ -347,7 +335,7 @@ class _Parser:
             notify_user=notify_user,
             notification=notification,
             notification_per_job=self.boolean(ctx, "notification_per_job"),
-            priority=self.integer(ctx, "priority", 0, -_INT32),
+            priority=self.integer(ctx, "priority", 0, -INT32),
             machine=self.machine(ctx),
             getenv=getenv,
             max_retries=self.integer(ctx, "max_retries", 0, 0),
@@ -491,107 +479,6 @@ class _Parser:
                     "transfer_output_files", f"invalid transfer_output_files entry '{name}'"
                 )
         return names
-
-    # -- other values
-    def arguments(self, ctx: MacroContext, data: str | None) -> list[str]:
-        value = self.get(ctx, "arguments")
-        if value is None:
-            return [os.path.basename(data)] if data else []
-        try:
-            return parse_arguments(value)
-        except ValueError as e:
-            raise self.error("arguments", f"invalid arguments: {e}") from None
-
-    def environment(self, ctx: MacroContext, getenv: bool) -> dict[str, str]:
-        env: dict[str, str] = {}
-        if getenv:
-            skipped = []
-            for name, val in self.environ.items():
-                if valid_env_name(name) and not CONTROL_CHARS.search(val):
-                    env[name] = val
-                else:
-                    skipped.append(name)
-            if skipped:
-                names = ", ".join(repr(n) for n in sorted(skipped))
-                self.warn(self.lines["getenv"], f"getenv skipped unusable variables: {names}")
-        value = self.get(ctx, "environment")
-        if value:
-            try:
-                env.update(parse_environment(value))
-            except ValueError as e:
-                raise self.error("environment", f"invalid environment: {e}") from None
-        return env
-
-    def boolean(self, ctx: MacroContext, key: str) -> bool:
-        value = (self.get(ctx, key) or "false").lower()
-        if value not in ("true", "false", "1", "0"):
-            raise self.error(key, f"{key} must be true or false, not {value!r}")
-        return value in ("true", "1")
-
-    def integer(self, ctx: MacroContext, key: str, default: int, minimum: int) -> int:
-        value = self.get(ctx, key)
-        if not value:
-            return default
-        if not _INT.fullmatch(value):
-            raise self.error(key, f"{key} must be a whole number, not {value!r}")
-        if not minimum <= int(value) <= _INT32:
-            raise self.error(key, f"{key} must be between {minimum} and {_INT32}, not {value}")
-        return int(value)
-
-    def quantity(self, ctx: MacroContext, key: str, parse: Callable[[str], int]) -> int | None:
-        value = self.get(ctx, key)
-        if not value:
-            return None
-        try:
-            result = parse(value)
-        except ValueError as e:
-            raise self.error(key, f"{key}: {e}") from None
-        if result >= 2**63:
-            raise self.error(key, f"{key} {value!r} is too large")
-        return result
-
-    def notification(self, ctx: MacroContext) -> tuple[str | None, str]:
-        notify, email = self.get(ctx, "notify_user"), self.get(ctx, "email")
-        if notify and email and notify != email:
-            raise self.error("email", "'email' and 'notify_user' give different addresses")
-        address = notify or email
-        if address and not _EMAIL.fullmatch(address):
-            raise self.error(
-                "notify_user" if notify else "email", f"invalid e-mail address {address!r}"
-            )
-        value = self.get(ctx, "notification")
-        if not value:
-            return address or None, "Complete" if address else "Never"
-        if value.lower() not in _NOTIFICATIONS:
-            raise self.error(
-                "notification",
-                f"notification must be Never, Complete, Error or Always, not {value!r}",
-            )
-        return address or None, _NOTIFICATIONS[value.lower()]
-
-    def result_file(self, ctx: MacroContext) -> str | None:
-        value = self.get(ctx, "result_file")
-        if value and ("/" in value or "\\" in value or value in (".", "..")):
-            raise self.error(
-                "result_file", f"result_file '{value}' must be a file name in the job's directory"
-            )
-        return value or None
-
-    def requirements(self, ctx: MacroContext) -> str | None:
-        value = self.get(ctx, "requirements")
-        if not value:
-            return None
-        try:
-            compile_requirements(value)
-        except RequirementsError as e:
-            raise self.error("requirements", f"requirements: {e}") from None
-        return value
-
-    def machine(self, ctx: MacroContext) -> str | None:
-        value = self.get(ctx, "client")
-        if value and not _MACHINE.fullmatch(value):
-            raise self.error("client", f"invalid client {value!r}: expected a worker id or name")
-        return value or None
 
 
 # ----------------------------------------------------------------------------- entry points

@@ -123,3 +123,26 @@ def test_slot_uids_isolate_jobs_of_users_without_accounts(make_cluster, tmp_path
     peek = (tmp_path / "got" / "2.0" / "stdout").read_text().split()
     assert sorted(keep + peek) == [str(base), str(base + 1)]
     assert "Permission denied" in (tmp_path / "got" / "2.0" / "stderr").read_text()
+
+
+def test_a_job_that_kills_its_launcher_fails_and_the_next_job_runs(
+    make_cluster, tmp_path: Path
+) -> None:  # noqa: ANN001, E501
+    cluster = make_cluster(workers=1)
+    # The job runs as nobody, started by the slot's launcher (its parent), which also
+    # runs as nobody: the job can kill it, and only its own run is lost.
+    write(tmp_path / "kill.sh", "#!/bin/sh\nid -u\nkill -9 $PPID\nsleep 30\n", True)
+    write(tmp_path / "kill.sub", "executable = kill.sh\nqueue\n")
+    write(tmp_path / "ok.sh", "#!/bin/sh\nid -u\n", True)
+    write(tmp_path / "ok.sub", "executable = ok.sh\nqueue 3\n")
+    assert cluster.run("dsub", "kill.sub", cwd=tmp_path).returncode == 0
+    wait_until(lambda: states(cluster, cluster.env()).get("1.0") not in ("idle", "running"))
+    jobs = json.loads(cluster.run("dq", "--json", "--all", "-l").stdout)
+    assert "the job launcher is gone" in str(jobs[0]), jobs[0]
+    assert (
+        cluster.run("dsub", "--wait", "ok.sub", "--dest", tmp_path / "r", cwd=tmp_path).returncode
+        == 0
+    )
+    outs = {(tmp_path / "r" / f"2.{i}" / "stdout").read_text() for i in range(3)}
+    assert outs == {f"{uid('nobody')}\n"}
+    assert "Traceback" not in cluster.log("w1")

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import logging
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from scheduler import protocol as p
 from scheduler.protocol.tls import TlsError, check_pin, client_context
 from worker_node.identity import DEFAULT_RUN_AS, IdentityError, JobAccounts
 from worker_node.job_python import job_python, reachable_by_others
+from worker_node.launcher import Launchers
 from worker_node.leftovers import kill_leftovers
 from worker_node.metrics import Sampler
 from worker_node.runner import Attempt, run_attempt
@@ -82,6 +84,16 @@ class Worker:
         self.jobs_dir.mkdir()
         self.jobs_dir.chmod(0o711)  # jobs reach their own sandbox, list no one else's
         self.job_python = config.job_python or job_python(config.work_dir, self.accounts.privileged)
+        self.launchers = (
+            Launchers(self.job_python or sys.executable)
+            if self.accounts.privileged
+            and (
+                self.job_python
+                or reachable_by_others(Path(sys.executable))
+                and reachable_by_others(Path(sys.base_prefix))
+            )
+            else None
+        )
         self.cache = InputCache(config.work_dir / "cache")
         self.attempts: dict[str, Attempt] = {}
         #: GPUs not reserved by a running job (the scheduler reserves the count).
@@ -122,6 +134,8 @@ class Worker:
             for attempt in self.attempts.values():
                 attempt.kill("the worker is shutting down")
             self.executor.shutdown(wait=False, cancel_futures=True)
+            if self.launchers is not None:
+                self.launchers.close()
             for sandbox in self.sandboxes:
                 sandbox.discard()
             log.info("worker %s stopped", self.config.name)
@@ -318,6 +332,7 @@ class Worker:
                 sandbox,
                 self.accounts.for_owner(msg.owner, sandbox.index),
                 self.job_python,
+                self.launchers,
             )
         finally:
             self.attempts.pop(attempt.key, None)

@@ -34,6 +34,7 @@ from scheduler.protocol import (
     parse_job_id,
 )
 from worker_node.identity import Account
+from worker_node.launcher import Launcher, LauncherError, Launchers
 from worker_node.limits import watch_limits
 from worker_node.sandbox import Sandbox
 from worker_node.transfer import InputCache, TransferError, ftp_session, upload
@@ -49,7 +50,7 @@ class Attempt:
     """One run of a job on this worker, killable from another thread."""
 
     msg: RunJob
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[bytes] | Launched | None = None
     kill_reason: str | None = None
     #: Set when the job was killed for exceeding a limit: the hold reason.
     limit_exceeded: str | None = None
@@ -115,8 +116,10 @@ def run_attempt(
     sandbox: Sandbox,
     account: Account | None = None,
     python: str | None = None,
+    launchers: Launchers | None = None,
 ) -> JobFinished:
-    """Stage, run and return one attempt (as ``account``, default the worker's own);
+    """Stage, run and return one attempt (as ``account``, default the worker's own,
+    started by the slot's launcher for that account when ``launchers`` are given);
     never raises for the job's own failures."""
     msg = attempt.msg
     result = dict(job_id=msg.job_id, attempt=msg.attempt)
@@ -130,8 +133,9 @@ def run_attempt(
         stdout, stderr = sandbox.stdout, sandbox.stderr
         with attempt._lock:
             attempt.streams = {"stdout": stdout, "stderr": stderr}
+        launcher = _launcher(launchers, sandbox.index, account)
         status, wall, cpu, failure = _execute(
-            attempt, sandbox.directory, stdout, stderr, account, python
+            attempt, sandbox.directory, stdout, stderr, account, python, launcher
         )
         with attempt._lock:
             attempt.streams = {}  # results are read from the start, with no dtail about
@@ -218,6 +222,7 @@ def _execute(
     stderr: BinaryIO,
     account: Account | None = None,
     python: str | None = None,
+    launcher: Launcher | None = None,
 ) -> tuple[int | None, float, float, str | None]:
     """Run the process; returns (exit status or -signal, wall s, cpu s, failure)."""
     spec = attempt.msg.spec
@@ -228,27 +233,40 @@ def _execute(
     if account is not None:
         who = dict(user=account.uid, group=account.gid, extra_groups=list(account.groups))
         env.update(USER=account.name, LOGNAME=account.name)
+    argv = [str(exe), *spec.arguments]
     with open(sandbox / spec.stdin, "rb") if spec.stdin else contextlib.nullcontext() as fin:
         try:
             with attempt._lock:
                 if attempt.kill_reason:
                     return None, 0.0, 0.0, f"killed before it started: {attempt.kill_reason}"
-                attempt.process = subprocess.Popen(
-                    [str(exe), *spec.arguments],
-                    cwd=sandbox,
-                    stdin=fin if fin is not None else _devnull(),
-                    stdout=stdout,
-                    stderr=stderr,
-                    env=env,
-                    start_new_session=True,
-                    close_fds=True,
-                    **who,  # type: ignore[arg-type]
-                )
+                stdin = fin.fileno() if fin is not None else _devnull()
+                if launcher is not None:
+                    fds = [stdin, stdout.fileno(), stderr.fileno()]
+                    try:
+                        attempt.process = Launched(launcher.start(argv, str(sandbox), env, fds))
+                    except LauncherError as exc:
+                        log.warning("%s: job %s starts without it", exc, attempt.msg.job_id)
+                        launcher = None
+                if launcher is None:
+                    attempt.process = subprocess.Popen(
+                        argv,
+                        cwd=sandbox,
+                        stdin=stdin,
+                        stdout=stdout,
+                        stderr=stderr,
+                        env=env,
+                        start_new_session=True,
+                        close_fds=True,
+                        **who,  # type: ignore[arg-type]
+                    )
         except OSError as exc:
             reason = f"cannot execute {spec.executable!r}: {exc.strerror or exc}"
             stderr.write(f"dfarm: {reason}\n".encode())
             return None, time.monotonic() - start, 0.0, reason
+    if launcher is not None:
+        return _wait_launched(attempt, launcher, start)
     process = attempt.process
+    assert isinstance(process, subprocess.Popen)
     # Wait without reaping, kill what the job left behind in its process group,
     # then reap: while the leader is a zombie its group id cannot be reused.
     with watch_limits(attempt, start):
@@ -259,6 +277,39 @@ def _execute(
     process.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - start
     return process.returncode, wall, usage.ru_utime + usage.ru_stime, None
+
+
+@dataclass
+class Launched:
+    """A job started by a launcher: what :meth:`Attempt.kill` and the limits need."""
+
+    pid: int
+    returncode: int | None = None
+
+
+def _launcher(launchers: Launchers | None, slot: int, account: Account | None) -> Launcher | None:
+    if launchers is None or account is None:
+        return None
+    try:
+        return launchers.get(slot, account)
+    except OSError as exc:
+        log.warning("cannot start a job launcher for %s: %s", account.name, exc)
+        return None
+
+
+def _wait_launched(
+    attempt: Attempt, launcher: Launcher, start: float
+) -> tuple[int | None, float, float, str | None]:
+    process = attempt.process
+    assert isinstance(process, Launched)
+    with watch_limits(attempt, start):
+        try:
+            status, cpu = launcher.wait()
+        except LauncherError as exc:
+            status, cpu = None, 0.0
+            attempt.kill(str(exc))
+    process.returncode = status if status is not None else -signal.SIGKILL
+    return status, time.monotonic() - start, cpu, None
 
 
 def _collect_outputs(

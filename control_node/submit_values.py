@@ -1,0 +1,145 @@
+"""The typed values of a submit file: arguments, environment, numbers, quantities,
+addresses and the other keys whose value must have a given form.
+
+Mixed into the parser of :mod:`control_node.submit_file`, whose ``get`` expands a
+key's value and whose ``error`` names the file and line where the key was set.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from control_node.submit_quoting import (
+    CONTROL_CHARS,
+    MacroContext,
+    parse_arguments,
+    parse_environment,
+    valid_env_name,
+)
+from scheduler.protocol import RequirementsError, compile_requirements
+
+if TYPE_CHECKING:
+    from control_node.submit_file import SubmitFileError
+
+INT = re.compile(r"[+-]?[0-9]+")
+INT32 = 2**31 - 1
+_NOTIFICATIONS = {n.lower(): n for n in ("Never", "Complete", "Error", "Always")}
+_EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
+_MACHINE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+
+
+class ValueReaders:
+    """Readers of typed keys; each returns the value or raises the parser's error."""
+
+    # Provided by the parser.
+    environ: Mapping[str, str]
+    lines: dict[str, int]
+    get: Callable[[MacroContext, str], str | None]
+    error: Callable[[str, str], SubmitFileError]
+    warn: Callable[[int | None, str], None]
+
+    def arguments(self, ctx: MacroContext, data: str | None) -> list[str]:
+        value = self.get(ctx, "arguments")
+        if value is None:
+            return [os.path.basename(data)] if data else []
+        try:
+            return parse_arguments(value)
+        except ValueError as e:
+            raise self.error("arguments", f"invalid arguments: {e}") from None
+
+    def environment(self, ctx: MacroContext, getenv: bool) -> dict[str, str]:
+        env: dict[str, str] = {}
+        if getenv:
+            skipped = []
+            for name, val in self.environ.items():
+                if valid_env_name(name) and not CONTROL_CHARS.search(val):
+                    env[name] = val
+                else:
+                    skipped.append(name)
+            if skipped:
+                names = ", ".join(repr(n) for n in sorted(skipped))
+                self.warn(self.lines["getenv"], f"getenv skipped unusable variables: {names}")
+        value = self.get(ctx, "environment")
+        if value:
+            try:
+                env.update(parse_environment(value))
+            except ValueError as e:
+                raise self.error("environment", f"invalid environment: {e}") from None
+        return env
+
+    def boolean(self, ctx: MacroContext, key: str) -> bool:
+        value = (self.get(ctx, key) or "false").lower()
+        if value not in ("true", "false", "1", "0"):
+            raise self.error(key, f"{key} must be true or false, not {value!r}")
+        return value in ("true", "1")
+
+    def integer(self, ctx: MacroContext, key: str, default: int, minimum: int) -> int:
+        value = self.get(ctx, key)
+        if not value:
+            return default
+        if not INT.fullmatch(value):
+            raise self.error(key, f"{key} must be a whole number, not {value!r}")
+        if not minimum <= int(value) <= INT32:
+            raise self.error(key, f"{key} must be between {minimum} and {INT32}, not {value}")
+        return int(value)
+
+    def quantity(self, ctx: MacroContext, key: str, parse: Callable[[str], int]) -> int | None:
+        value = self.get(ctx, key)
+        if not value:
+            return None
+        try:
+            result = parse(value)
+        except ValueError as e:
+            raise self.error(key, f"{key}: {e}") from None
+        if result >= 2**63:
+            raise self.error(key, f"{key} {value!r} is too large")
+        return result
+
+    def notification(self, ctx: MacroContext) -> tuple[str | None, str]:
+        notify, email = self.get(ctx, "notify_user"), self.get(ctx, "email")
+        if notify and email and notify != email:
+            raise self.error("email", "'email' and 'notify_user' give different addresses")
+        address = notify or email
+        if address and not _EMAIL.fullmatch(address):
+            raise self.error(
+                "notify_user" if notify else "email", f"invalid e-mail address {address!r}"
+            )
+        value = self.get(ctx, "notification")
+        if not value:
+            return address or None, "Complete" if address else "Never"
+        if value.lower() not in _NOTIFICATIONS:
+            raise self.error(
+                "notification",
+                f"notification must be Never, Complete, Error or Always, not {value!r}",
+            )
+        return address or None, _NOTIFICATIONS[value.lower()]
+
+    def result_file(self, ctx: MacroContext) -> str | None:
+        value = self.get(ctx, "result_file")
+        if value and ("/" in value or "\\" in value or value in (".", "..")):
+            raise self.error(
+                "result_file", f"result_file '{value}' must be a file name in the job's directory"
+            )
+        return value or None
+
+    def requirements(self, ctx: MacroContext) -> str | None:
+        value = self.get(ctx, "requirements")
+        if not value:
+            return None
+        try:
+            compile_requirements(value)
+        except RequirementsError as e:
+            raise self.error("requirements", f"requirements: {e}") from None
+        return value
+
+    def machine(self, ctx: MacroContext) -> str | None:
+        value = self.get(ctx, "client")
+        if value and not _MACHINE.fullmatch(value):
+            raise self.error("client", f"invalid client {value!r}: expected a worker id or name")
+        return value or None

@@ -1,0 +1,181 @@
+"""Start a root worker's jobs from a process that already runs as the job's account.
+
+A worker running as root runs each job as another account. Started directly,
+that costs 1 to 3 ms a job: ``subprocess`` cannot use ``vfork`` when the child
+changes its user, so the kernel copies the worker's whole address space. A
+launcher is a small process, started once per slot and account as that account,
+that starts the jobs with no change of user (so with ``vfork``), waits for each,
+kills what it left in its process group, and reports its exit status and CPU
+time. The worker still watches the job (limits, ``dtail``) and kills it by its
+process group, as root may.
+
+    python -m worker_node.launcher FD     (FD: the worker's end of a socket pair)
+
+Each request is one packet: JSON ``{"argv", "cwd", "env"}`` with the job's stdin,
+stdout and stderr as passed descriptors; the replies are ``{"pid"}`` (or
+``{"errno", "error"}`` if it could not start), then ``{"status", "cpu"}``.
+A launcher serves one job at a time and exits when the worker closes its end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from worker_node.identity import Account
+
+#: The largest request (a job's arguments and environment) a launcher reads.
+MAX_REQUEST = 1 << 20
+
+
+class LauncherError(OSError):
+    """The launcher went away: the job's state is unknown."""
+
+
+class Launcher:
+    """The worker's side of one launcher process."""
+
+    def __init__(self, account: Account, python: str):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            self.process = subprocess.Popen(
+                [python, "-m", "worker_node.launcher", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                user=account.uid,
+                group=account.gid,
+                extra_groups=list(account.groups),
+                env=_launcher_env(),
+                cwd="/",
+            )
+        self.sock = ours
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def start(self, argv: list[str], cwd: str, env: dict[str, str], fds: list[int]) -> int:
+        """Start a job; its pid. OSError as ``subprocess.Popen`` would raise it."""
+        request = json.dumps({"argv": argv, "cwd": cwd, "env": env}).encode()
+        try:
+            socket.send_fds(self.sock, [request], fds)
+        except OSError as exc:
+            raise LauncherError(f"the job launcher is gone: {exc}") from None
+        reply = self._reply()
+        if "pid" not in reply:
+            raise OSError(int(reply["errno"]), str(reply["error"]))
+        return int(reply["pid"])
+
+    def wait(self) -> tuple[int, float]:
+        """Block until the started job ends: its exit status (-N: signal N), CPU seconds."""
+        reply = self._reply()
+        return int(reply["status"]), float(reply["cpu"])
+
+    def _reply(self) -> dict[str, Any]:
+        try:
+            data = self.sock.recv(4096)
+        except OSError as exc:
+            raise LauncherError(f"the job launcher is gone: {exc}") from None
+        if not data:
+            raise LauncherError("the job launcher is gone")
+        reply: dict[str, Any] = json.loads(data)
+        return reply
+
+    def close(self) -> None:
+        self.sock.close()  # the launcher reads EOF and exits
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Launchers:
+    """One launcher per (slot, account), started when first needed."""
+
+    def __init__(self, python: str):
+        self.python = python
+        self._lock = threading.Lock()
+        self._running: dict[tuple[int, Account], Launcher] = {}
+
+    def get(self, slot: int, account: Account) -> Launcher:
+        """The slot's launcher for ``account`` (one job at a time per slot)."""
+        with self._lock:
+            launcher = self._running.get((slot, account))
+            if launcher is not None and not launcher.alive:
+                launcher.close()  # a job of the same account killed it: start another
+                launcher = None
+            if launcher is None:
+                launcher = self._running[(slot, account)] = Launcher(account, self.python)
+            return launcher
+
+    def close(self) -> None:
+        with self._lock:
+            for launcher in self._running.values():
+                launcher.close()
+            self._running.clear()
+
+
+def _launcher_env() -> dict[str, str]:
+    # Only what the interpreter needs to find dfarm (PYTHONPATH from the job-python
+    # script is not used here: the launcher is started with the module's folder).
+    keep = ("PATH", "LANG", "LC_ALL", "PYTHONPATH")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
+    return env
+
+
+def serve(sock: socket.socket) -> None:
+    """Start, wait for and report one job after another until the worker hangs up."""
+    while True:
+        request, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 3)
+        if not request:
+            return
+        try:
+            job = json.loads(request)
+            try:
+                process = subprocess.Popen(
+                    job["argv"],
+                    cwd=job["cwd"],
+                    env=job["env"],
+                    stdin=fds[0],
+                    stdout=fds[1],
+                    stderr=fds[2],
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                sock.send(json.dumps({"errno": exc.errno or 0, "error": exc.strerror}).encode())
+                continue
+        finally:
+            for fd in fds:
+                os.close(fd)
+        sock.send(json.dumps({"pid": process.pid}).encode())
+        # Wait without reaping, kill what the job left behind in its process group,
+        # then reap: while the leader is a zombie its group id cannot be reused.
+        os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        cpu = usage.ru_utime + usage.ru_stime
+        sock.send(json.dumps({"status": process.returncode, "cpu": cpu}).encode())
+
+
+def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when to stop
+    with socket.socket(fileno=int(argv[0])) as sock:
+        serve(sock)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
