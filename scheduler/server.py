@@ -222,7 +222,8 @@ class Scheduler(
             self._disconnected(conn)
             self._end_turn()
             writer.close()
-            with contextlib.suppress(Exception):
+            # Cancelled at shutdown while a TLS close is under way: the task ends here.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await writer.wait_closed()
 
     async def _read(self, conn: Connection, timeout: float | None = None) -> p.Message:

@@ -54,6 +54,7 @@ class Launcher:
                 extra_groups=list(account.groups),
                 env=_launcher_env(),
                 cwd="/",
+                start_new_session=True,  # signals to the worker's group are not for it
             )
         self.sock = ours
 
@@ -171,9 +172,9 @@ def serve(sock: socket.socket) -> None:
 
 
 def main(argv: list[str]) -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when to stop
     with socket.socket(fileno=int(argv[0])) as sock:
-        serve(sock)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            serve(sock)  # until the worker is gone
     return 0
 
 
