@@ -172,9 +172,9 @@ def serve(sock: socket.socket) -> None:
 
 
 def main(argv: list[str]) -> int:
-    with socket.socket(fileno=int(argv[0])) as sock:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            serve(sock)  # until the worker is gone
+    sock = socket.socket(fileno=int(argv[0]))
+    with sock, contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        serve(sock)  # until the worker is gone
     return 0
 
 
