@@ -319,30 +319,28 @@ class _Parser:
         return lambda ad: ad.get(attr)
 
 
-def _or(left: Node, right: Node) -> Node:
+def _junction(left: Node, right: Node, decisive: bool) -> Node:
+    """``||`` (``decisive`` True) or ``&&`` (False) in ClassAd's three-valued logic:
+    one decisive side decides, else both must be defined for a defined result."""
+
     def node(ad: Mapping[str, Value]) -> Value:
         a = left(ad)
-        if a is True:
-            return True
+        if a is decisive:
+            return decisive
         b = right(ad)
-        if b is True:
-            return True
-        return False if a is False and b is False else None
+        if b is decisive:
+            return decisive
+        return (not decisive) if a is (not decisive) and b is (not decisive) else None
 
     return node
+
+
+def _or(left: Node, right: Node) -> Node:
+    return _junction(left, right, True)
 
 
 def _and(left: Node, right: Node) -> Node:
-    def node(ad: Mapping[str, Value]) -> Value:
-        a = left(ad)
-        if a is False:
-            return False
-        b = right(ad)
-        if b is False:
-            return False
-        return True if a is True and b is True else None
-
-    return node
+    return _junction(left, right, False)
 
 
 def _equality(op: str, left: Node, right: Node) -> Node:
