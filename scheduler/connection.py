@@ -49,6 +49,8 @@ class Connection:
     urgent: bool = False
     #: A flush of job updates is already scheduled for later.
     deferred: bool = False
+    #: The outbox holds job updates; when the last frames with updates left.
+    updates: bool = False
     last_flush: float = 0.0
     #: Called with this connection when it has frames to send.
     on_output: Callable[[Connection], None] = lambda conn: None
@@ -58,12 +60,14 @@ class Connection:
         Frames that are not ``urgent`` (job updates) may wait: see :meth:`flush_delay`."""
         self.outbox.append(p.encode(message))
         self.urgent = self.urgent or urgent
+        self.updates = self.updates or not urgent
         self.on_output(self)
 
     def flush_delay(self, now: float) -> float:
         """Seconds to hold the outbox back. Job updates to a user leave at most every
         ``UPDATE_INTERVAL``, so a client watching a busy cluster is woken a few hundred
-        times a second, not once per job; replies, and anything for a worker, never wait."""
+        times a second, not once per job; the first update after a quiet spell, replies,
+        and anything for a worker never wait."""
         if self.urgent or self.role is not Role.CONTROL:
             return 0.0
         return self.last_flush + UPDATE_INTERVAL - now
@@ -73,7 +77,9 @@ class Connection:
             self.writer.write(b"".join(self.outbox))
         self.outbox.clear()
         self.urgent = False
-        self.last_flush = now
+        if self.updates:
+            self.updates = False
+            self.last_flush = now
 
 
 UPDATE_INTERVAL = 0.005

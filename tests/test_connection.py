@@ -32,6 +32,14 @@ def test_updates_to_a_user_are_held_back_replies_are_not() -> None:
         await asyncio.sleep(0)
         theirs.setblocking(False)
         assert theirs.recv(4096).count(b'"ok"') == 3
+        assert conn.updates is False
+        # A reply alone does not count as an update: the first update after it leaves
+        # at once (one job's end reaches a waiting client with no delay).
+        conn.send(p.Ok(id=8))
+        conn.flush(200.0)
+        conn.send(update, urgent=False)
+        assert conn.flush_delay(200.001) <= 0
+        conn.flush(200.001)
         conn.role = Role.WORKER
         conn.send(update, urgent=False)
         assert conn.flush_delay(100.002) == 0  # workers never wait
