@@ -79,14 +79,7 @@ def describe(proc: ProcDescription, workers: list[p.Capacity] | None, unknown: s
         lines.append(f"  writes: {', '.join(outs)}")
     if proc.transfer_output_files is not None:
         lines.append(f"  outputs: {', '.join(proc.transfer_output_files) or '(none)'}")
-    needs = [f"{proc.request_cpus} cpu(s)"]
-    if proc.request_memory:
-        needs.append(f"{p.format_mb(proc.request_memory)} of memory")
-    if proc.request_disk:
-        needs.append(f"{p.format_mb(proc.request_disk // 1024)} of disk")
-    if proc.request_gpus:
-        needs.append(f"{proc.request_gpus} GPU(s)")
-    lines.append(f"  resources: {', '.join(needs)}; priority {proc.priority}")
+    lines.append(f"  resources: {p.describe_requests(proc)}; priority {proc.priority}")
     if proc.requirements:
         lines.append(f"  requirements: {proc.requirements}")
     if proc.machine:

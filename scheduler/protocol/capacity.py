@@ -18,7 +18,15 @@ from scheduler.protocol.requirements import (
     worker_ad,
 )
 
-__all__ = ["Capacity", "Requests", "capacity_of", "format_mb", "machine_ad", "never_reasons"]
+__all__ = [
+    "Capacity",
+    "Requests",
+    "capacity_of",
+    "describe_requests",
+    "format_mb",
+    "machine_ad",
+    "never_reasons",
+]
 
 
 class Requests(Protocol):
@@ -158,7 +166,8 @@ def never_reasons(req: Requests, workers: list[Capacity]) -> tuple[list[str], li
     return [], reasons
 
 
-def _asks(req: Requests) -> str:
+def describe_requests(req: Requests) -> str:
+    """The resources a job asks for, in words: ``4 cpus, 2.0 GB of memory, 1 GPUs``."""
     parts = [f"{req.request_cpus} cpus"]
     if req.request_memory:
         parts.append(f"{format_mb(req.request_memory)} of memory")
@@ -166,6 +175,9 @@ def _asks(req: Requests) -> str:
         parts.append(f"{req.request_gpus} GPUs")
     if req.request_disk:
         parts.append(f"{format_mb(req.request_disk // 1024)} of disk")
-    if req.requirements:
-        parts.append(f"requirements {req.requirements}")
     return ", ".join(parts)
+
+
+def _asks(req: Requests) -> str:
+    asks = describe_requests(req)
+    return f"{asks}, requirements {req.requirements}" if req.requirements else asks
