@@ -21,7 +21,7 @@ from pathlib import Path
 from scheduler import protocol as p
 from scheduler.protocol.tls import TlsError, check_pin, client_context
 from worker_node.identity import DEFAULT_RUN_AS, IdentityError, JobAccounts
-from worker_node.job_python import job_python, reachable_by_others
+from worker_node.job_python import job_python, own_python_reachable, reachable_by_others
 from worker_node.launcher import Launchers
 from worker_node.leftovers import kill_leftovers
 from worker_node.metrics import Sampler
@@ -84,16 +84,9 @@ class Worker:
         self.jobs_dir.mkdir()
         self.jobs_dir.chmod(0o711)  # jobs reach their own sandbox, list no one else's
         self.job_python = config.job_python or job_python(config.work_dir, self.accounts.privileged)
-        self.launchers = (
-            Launchers(self.job_python or sys.executable)
-            if self.accounts.privileged
-            and (
-                self.job_python
-                or reachable_by_others(Path(sys.executable))
-                and reachable_by_others(Path(sys.base_prefix))
-            )
-            else None
-        )
+        # Launchers run as job accounts, so with an interpreter those accounts can run.
+        python = self.job_python or (sys.executable if own_python_reachable() else None)
+        self.launchers = Launchers(python) if self.accounts.privileged and python else None
         self.cache = InputCache(config.work_dir / "cache")
         self.attempts: dict[str, Attempt] = {}
         #: GPUs not reserved by a running job (the scheduler reserves the count).

@@ -46,11 +46,14 @@ def _package_paths() -> list[Path]:
     return paths
 
 
+def own_python_reachable() -> bool:
+    """Whether every account may run the worker's own interpreter."""
+    return reachable_by_others(Path(sys.executable)) and reachable_by_others(Path(sys.base_prefix))
+
+
 def job_python(work_dir: Path, privileged: bool) -> str | None:
     """The interpreter for ``Client.map`` jobs; None: the worker's own will do."""
-    if not privileged or (
-        reachable_by_others(Path(sys.executable)) and reachable_by_others(Path(sys.base_prefix))
-    ):
+    if not privileged or own_python_reachable():
         return None
     paths = _package_paths()
     # Named by its version (python3.11), so that compiled packages fit it.

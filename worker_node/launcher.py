@@ -160,15 +160,26 @@ def serve(sock: socket.socket) -> None:
             for fd in fds:
                 os.close(fd)
         sock.send(json.dumps({"pid": process.pid}).encode())
-        # Wait without reaping, kill what the job left behind in its process group,
-        # then reap: while the leader is a zombie its group id cannot be reused.
-        os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        cpu = usage.ru_utime + usage.ru_stime
+        wait_exit(process.pid)
+        process.returncode, cpu = reap_group(process.pid)
         sock.send(json.dumps({"status": process.returncode, "cpu": cpu}).encode())
+
+
+# A job is waited for without reaping, what it left behind in its process group is
+# killed, then it is reaped: while the leader is a zombie its group id cannot be reused.
+
+
+def wait_exit(pid: int) -> None:
+    """Block until the child ``pid`` has exited, leaving it a zombie."""
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+
+
+def reap_group(pid: int) -> tuple[int, float]:
+    """Kill the exited child's process group, reap it: exit status (-N: signal N), CPU s."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    _, status, usage = os.wait4(pid, 0)
+    return os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str]) -> int:

@@ -34,7 +34,7 @@ from scheduler.protocol import (
     parse_job_id,
 )
 from worker_node.identity import Account
-from worker_node.launcher import Launcher, LauncherError, Launchers
+from worker_node.launcher import Launcher, LauncherError, Launchers, reap_group, wait_exit
 from worker_node.limits import watch_limits
 from worker_node.sandbox import Sandbox
 from worker_node.transfer import InputCache, TransferError, ftp_session, upload
@@ -267,16 +267,10 @@ def _execute(
         return _wait_launched(attempt, launcher, start)
     process = attempt.process
     assert isinstance(process, subprocess.Popen)
-    # Wait without reaping, kill what the job left behind in its process group,
-    # then reap: while the leader is a zombie its group id cannot be reused.
     with watch_limits(attempt, start):
-        os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.monotonic() - start
-    return process.returncode, wall, usage.ru_utime + usage.ru_stime, None
+        wait_exit(process.pid)
+    process.returncode, cpu = reap_group(process.pid)
+    return process.returncode, time.monotonic() - start, cpu, None
 
 
 @dataclass
