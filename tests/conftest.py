@@ -95,8 +95,18 @@ class TestCluster(LocalCluster):
         ]
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # noqa: ANN201
+    """Keep each phase's report on the test, so that fixtures know whether it failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[Callable[..., TestCluster]]:
+def make_cluster(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., TestCluster]]:
     """Factory: ``make_cluster(workers=2)`` starts a scheduler and that many 1-slot workers."""
     made: list[TestCluster] = []
 
@@ -122,7 +132,14 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., TestCluster]]:
         return cluster
 
     yield create
+    report = getattr(request.node, "report_call", None)
     for cluster in made:
+        if report is not None and report.failed:
+            # Shown with the failure: the logs go with the test's folder.
+            for name in cluster.processes:
+                print(
+                    f"--- {cluster.config.home.name}/{name}.log (end)\n{cluster.log(name)[-4000:]}"
+                )
         crashed = cluster.crashed()
         cluster.stop(grace=5)
         assert not crashed, "crashed: " + "; ".join(
@@ -130,7 +147,9 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., TestCluster]]:
         )
         # An error a process survived is still a bug: no traceback in any log.
         for name in cluster.processes:
-            assert "Traceback" not in cluster.log(name), f"{name}:\n{cluster.log(name)[-3000:]}"
+            log = cluster.log(name)
+            at = log.find("Traceback")
+            assert at < 0, f"{name}:\n{log[max(0, at - 500) : at + 3000]}"
 
 
 @pytest.fixture

@@ -823,6 +823,20 @@ def test_parse_job_id_rejects_signs_underscores_and_non_ascii_digits(text: str) 
         parse_job_id(text)
 
 
+@pytest.mark.parametrize("text", [str(2**63), f"1.{2**63}", "9" * 40])
+def test_parse_job_id_refuses_numbers_sqlite_cannot_hold(text: str) -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        parse_job_id(text)
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 10**30])
+def test_integers_beyond_64_bits_are_refused_on_the_wire(value: int) -> None:
+    body = json.dumps({"type": "query_jobs", "id": 1, "limit": value}).encode()
+    with pytest.raises(ProtocolError, match=r"query_jobs\.limit: int out of range"):
+        decode(body)
+    assert decode(json.dumps({"type": "query_jobs", "id": 1, "limit": 2**63 - 1}).encode())
+
+
 def test_format_job_id() -> None:
     assert format_job_id(42, 0) == "42.0"
     assert format_job_id(1, 17) == "1.17"

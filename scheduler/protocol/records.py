@@ -46,6 +46,8 @@ DEFAULT_PORT = 7070
 #: Largest frame accepted by default (bytes of JSON).
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 HEADER = struct.Struct(">I")
+#: The range of every integer on the wire: what SQLite's INTEGER holds.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 #: Files up to this size travel inside messages (base64); larger ones over FTP.
 INLINE_LIMIT = 64 * 1024
 #: Most inline file bytes one message carries; what does not fit goes over FTP.
@@ -91,7 +93,10 @@ def parse_job_id(text: str) -> tuple[int, int | None]:
     match = _JOB_ID.match(text)
     if not match:
         raise ValueError(f"not a job id: {text!r} (expected CLUSTER or CLUSTER.PROC)")
-    return int(match[1]), None if match[2] is None else int(match[2])
+    cluster, proc = int(match[1]), None if match[2] is None else int(match[2])
+    if max(cluster, proc or 0) > INT64_MAX:
+        raise ValueError(f"not a job id: {text!r} (number out of range)")
+    return cluster, proc
 
 
 _JOB_ID = re.compile(r"^\s*([0-9]+)(?:\.([0-9]+))?\s*$")

@@ -15,7 +15,14 @@ from collections.abc import Callable
 from typing import Any, Union
 
 from scheduler.protocol.messages import MESSAGE_TYPES, Message
-from scheduler.protocol.records import DEFAULT_MAX_FRAME, HEADER, JobSpec, ProtocolError
+from scheduler.protocol.records import (
+    DEFAULT_MAX_FRAME,
+    HEADER,
+    INT64_MAX,
+    INT64_MIN,
+    JobSpec,
+    ProtocolError,
+)
 
 __all__ = [
     "pack_bytes",
@@ -144,6 +151,15 @@ def _converter(hint: Any) -> Converter:
             raise _Invalid("", "expected float")
 
         return to_float
+    if hint is int:
+
+        def to_int(value: Any) -> int:
+            # Every integer on the wire fits SQLite's (and most peers') 64 bits.
+            if type(value) is int and INT64_MIN <= value <= INT64_MAX:
+                return value
+            raise _Invalid("", "expected int" if type(value) is not int else "int out of range")
+
+        return to_int
     name = getattr(hint, "__name__", str(hint))
 
     def exact(value: Any) -> Any:
