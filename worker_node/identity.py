@@ -15,10 +15,14 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_RUN_AS = "nobody"
+#: How long an owner's account (or its absence) is remembered, as ``nscd`` would:
+#: looking it up reads /etc/passwd and /etc/group, a cost per job otherwise.
+ACCOUNT_TTL = 60.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class JobAccounts:
         self.privileged = os.geteuid() == 0 if privileged is None else privileged
         self.fallback: Account | None = None
         self.uid_min = _uid_min()
+        self._owners: dict[str, tuple[float, Account | None]] = {}
         if self.privileged:
             account = _account(run_as)
             if account is None:
@@ -70,7 +75,11 @@ class JobAccounts:
         worker's own."""
         if not self.privileged:
             return None
-        account = _account(owner)
+        now = time.monotonic()
+        known = self._owners.get(owner)
+        if known is None or now - known[0] > ACCOUNT_TTL:
+            known = self._owners[owner] = (now, _account(owner))
+        account = known[1]
         if account is not None and account.uid >= self.uid_min:
             return account
         if self.slot_uids:
