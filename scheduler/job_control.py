@@ -171,7 +171,7 @@ class JobControlHandlers:
             raise RequestError(f"stream must be stdout or stderr, not {msg.stream!r}", "invalid")
         if msg.offset < 0 or msg.limit < 1:
             raise RequestError("offset must be >= 0 and limit >= 1", "invalid")
-        job = self._tailed_job(conn, msg.job_id)
+        job = self.owned_job(conn, msg.job_id)
         worker = next((w for w in self.workers.values() if job.id in w.running), None)
         if job.state is JobState.IDLE or (job.state is JobState.RUNNING and worker is None):
             # Not started yet, or its worker is away: nothing to show, but more to come.
@@ -199,7 +199,9 @@ class JobControlHandlers:
         )
         return None  # answered when the worker's chunk arrives
 
-    def _tailed_job(self, conn: Connection, job_id: str) -> Job:
+    def owned_job(self, conn: Connection, job_id: str) -> Job:
+        """Job ``CLUSTER.PROC``, queued or finished, if ``conn`` may control it; else a
+        RequestError that reveals nothing of other users' jobs."""
         try:
             cluster, proc = p.parse_job_id(job_id)
         except ValueError as exc:

@@ -171,7 +171,7 @@ class Scheduler(
                 conn.writer.close()
             if peers:
                 await asyncio.wait([task for task, _ in peers], timeout=5)
-            self._end_turn()
+            self.end_turn()
             self.spool.stop()
             self.store.close()
             log.info("scheduler stopped")
@@ -220,7 +220,7 @@ class Scheduler(
         finally:
             self._peers.pop(task, None)
             self._disconnected(conn)
-            self._end_turn()
+            self.end_turn()
             writer.close()
             # Cancelled at shutdown while a TLS close is under way: the task ends here.
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -281,9 +281,9 @@ class Scheduler(
     def _end_turn_soon(self) -> None:
         if not self._turn_ending:
             self._turn_ending = True
-            asyncio.get_running_loop().call_soon(self._end_turn)
+            asyncio.get_running_loop().call_soon(self.end_turn)
 
-    def _end_turn(self) -> None:
+    def end_turn(self) -> None:
         """Commit what this turn wrote, then send what it queued: a peer never hears
         of a change that a crash could still take back."""
         self._turn_ending = False

@@ -341,3 +341,25 @@ def test_a_large_output_shows_its_end(
     assert stdout["size"] == 100005 and stdout["truncated"]
     assert len(stdout["tail"]) == 16384 and stdout["tail"].endswith("x\nend\n")
     assert len(client.get("/jobs/1.0/stdout").body) == 100005  # all of it, from the spool
+
+
+def test_failed_logins_are_counted_with_failed_handshakes(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    cluster = make_cluster(
+        workers=0, scheduler_args=("--web-port", "0", "--auth-failure-limit", "3")
+    )
+    url = str(wait_until(cluster.web_url, what="the dashboard's address"))
+    client = Browserless(url)
+    wrong = cluster.token.rpartition(":")[0] + ":wrong"
+    assert client.login(wrong).status == 403
+    assert client.login(wrong).status == 403
+    assert Browserless(url).get("/api/workers", {"Authorization": "Bearer x:y"}).status == 401
+    # The third failure blocks the address: the right token too, on the web and the socket.
+    blocked = client.login(cluster.token)
+    assert blocked.status == 429 and "try again in" in blocked.text
+    assert int(blocked.headers["Retry-After"]) > 0
+    bearer = Browserless(url).get("/api/workers", {"Authorization": f"Bearer {cluster.token}"})
+    assert bearer.status == 429
+    dq = cluster.run("dq")
+    assert dq.returncode != 0 and "too many failed handshakes" in dq.stderr

@@ -65,7 +65,7 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
 def make_app(s: Scheduler, metrics: MetricsHistory) -> web.Application:
     sessions = Sessions()
     app = web.Application(
-        middlewares=[security_headers, session_middleware(sessions, s.store), errors],
+        middlewares=[security_headers, session_middleware(sessions, s.store, s.guard), errors],
         client_max_size=MAX_UPLOAD,
     )
     app[SCHEDULER], app[METRICS], app[SESSIONS] = s, metrics, sessions

@@ -32,7 +32,7 @@ _plot_lock = threading.Lock()
 def job_details(s: Any, user: WebUser, job_id: str) -> dict[str, Any]:
     """A job of the caller's with its events, output tails and downloadable files."""
     info = views.own_job(s, user, job_id)
-    job = s._tailed_job(user, info.id)
+    job = s.owned_job(user, info.id)
     expired = (job.cluster, job.proc) in s.store.expired_jobs([job.cluster])
     streams = {}
     for stream in ("stdout", "stderr"):
@@ -86,7 +86,7 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
     """A finished job's whole stdout or stderr, as text."""
     user = require_user(request)
     s = scheduler_of(request)
-    job = s._tailed_job(user, request.match_info["id"])
+    job = s.owned_job(user, request.match_info["id"])
     found = result_file(s.store, s.spool, job, request.match_info["stream"])
     return _send(found, None, "text/plain; charset=utf-8")
 
@@ -96,7 +96,7 @@ async def job_file(request: web.Request) -> web.StreamResponse:
     """Download one output file of a finished job."""
     user = require_user(request)
     s = scheduler_of(request)
-    job = s._tailed_job(user, request.match_info["id"])
+    job = s.owned_job(user, request.match_info["id"])
     name = request.match_info["name"]
     if name not in job.output_files:
         raise RequestError(f"job {job.id} has no output file {name!r}", "not_found")

@@ -18,7 +18,14 @@ from scheduler.connection import RequestError
 from scheduler.web import passwords, views
 from scheduler.web import submit as web_submit
 from scheduler.web.keys import metrics_of, scheduler_of, sessions_of
-from scheduler.web.session import check_token, login, require_user, set_cookie
+from scheduler.web.session import (
+    check_token,
+    login,
+    login_failed,
+    refuse_if_guessing,
+    require_user,
+    set_cookie,
+)
 
 routes = web.RouteTableDef()
 ACTIONS = ("hold", "release", "remove")
@@ -39,10 +46,11 @@ async def login_form(request: web.Request) -> dict[str, object]:
 
 @routes.post("/login")
 async def login_submit(request: web.Request) -> web.StreamResponse:
+    refuse_if_guessing(request, scheduler_of(request).guard)
     form = await request.post()
     user, key = await _credentials(request, form)
     if user is None or key is None:
-        await asyncio.sleep(0.2)  # slows down guessing
+        await login_failed(request, scheduler_of(request).guard)
         return aiohttp_jinja2.render_template(
             "login.html",
             request,

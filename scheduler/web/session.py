@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from scheduler import protocol as p
+from scheduler.handshake_guard import HandshakeGuard
 from scheduler.protocol import Role
 from scheduler.store import Store
 
@@ -104,7 +106,25 @@ def set_cookie(response: web.StreamResponse, request: web.Request, sid: str) -> 
     )
 
 
-def session_middleware(sessions: Sessions, store: Store) -> Callable[..., Awaitable]:
+def refuse_if_guessing(request: web.Request, guard: HandshakeGuard) -> None:
+    """429 for an address that failed too many logins or handshakes lately: the web
+    and the socket protocol share one count per address (see :mod:`handshake_guard`)."""
+    wait = guard.blocked_for(request.remote or "", time.monotonic())
+    if wait > 0:
+        raise web.HTTPTooManyRequests(
+            text=f"too many failed logins from your address: try again in {wait:.0f} s",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
+
+
+async def login_failed(request: web.Request, guard: HandshakeGuard) -> None:
+    guard.failed(request.remote or "", time.monotonic())
+    await asyncio.sleep(0.2)  # slows down guessing
+
+
+def session_middleware(
+    sessions: Sessions, store: Store, guard: HandshakeGuard
+) -> Callable[..., Awaitable]:
     """Attach ``request["session"]`` (every visitor has one, so that the login form is
     protected by CSRF too) and ``request["user"]``; check the CSRF token of every POST."""
 
@@ -112,9 +132,10 @@ def session_middleware(sessions: Sessions, store: Store) -> Callable[..., Awaita
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         bearer = request.headers.get("Authorization", "")
         if bearer.startswith("Bearer "):
+            refuse_if_guessing(request, guard)
             user = check_token(store, bearer[7:])
             if user is None:
-                await asyncio.sleep(0.2)  # slows down guessing
+                await login_failed(request, guard)
                 raise web.HTTPUnauthorized(text="invalid token")
             request["session"], request["user"] = None, WebUser(user, admin=store.is_admin(user))
             return await handler(request)

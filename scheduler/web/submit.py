@@ -132,7 +132,7 @@ def submit(
     def queue(message: p.SubmitJobs) -> p.Submitted:
         reply = s.on_submit_jobs(user, message)
         assert isinstance(reply, p.Submitted)
-        s._end_turn()  # committed before the browser hears of it
+        s.end_turn()  # committed before the browser hears of it
         return reply
 
     done = submit_with(reserve, queue, path, str(directory), text, environ={}, check=inside)

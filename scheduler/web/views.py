@@ -76,13 +76,13 @@ def change(s: Scheduler, user: WebUser, action: str, ids: list[str]) -> p.JobsCh
     """``drm``/``dhold``/``drelease`` (``action``: remove, hold, release)."""
     reply = s.on_change_jobs(user, p.ChangeJobs(action=action, ids=ids))
     assert isinstance(reply, p.JobsChanged)
-    s._end_turn()  # committed before the browser hears of it
+    s.end_turn()  # committed before the browser hears of it
     return reply
 
 
 def own_job(s: Scheduler, user: WebUser, job_id: str) -> p.JobInfo:
     """One of the caller's jobs, in any state (RequestError "not_found" otherwise)."""
-    job = s._tailed_job(user, job_id)  # the owner check of dtail, dfetch and friends
+    job = s.owned_job(user, job_id)  # the owner check of dtail, dfetch and friends
     found = jobs(s, user, [job.id], states=[])
     if not found:
         raise RequestError(f"no job of yours is {job_id}", "not_found")
