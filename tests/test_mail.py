@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -338,3 +339,32 @@ def test_mail_links_to_the_dashboard_when_it_is_on(
     link = re.search(r"On the web:\s+(http://127\.0\.0\.1:\d+/jobs/1)\n", smtp.inbox.mails[0].body)
     assert link, smtp.inbox.mails[0].body
     assert f"web dashboard on {link.group(1)[: -len('jobs/1')]}" in cluster.log("scheduler")
+
+
+def test_dfarm_up_takes_mail_settings_from_the_environment(
+    smtp: SmtpServer, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DFARM_")}
+    env.update(DFARM_HOME=str(home), DFARM_SMTP_HOST="127.0.0.1",
+               DFARM_SMTP_PORT=str(smtp.port), DFARM_MAIL_FROM="up@example.org")  # fmt: skip
+    up = subprocess.Popen(
+        [sys.executable, "-m", "control_node.cli.dfarm", "up", "--workers", "1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert up.stdout is not None and "dfarm is up" in up.stdout.readline()
+        write(tmp_path / "run.sh", "#!/bin/sh\necho hi\n", executable=True)
+        write(tmp_path / "job.sub", "executable = run.sh\nemail = me@example.org\nqueue\n")
+        dsub = subprocess.run(
+            [sys.executable, "-m", "control_node.cli.dsub", "--wait", "job.sub"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert dsub.returncode == 0 and "warning" not in dsub.stderr, dsub.stderr
+        wait_until(lambda: smtp.inbox.count() == 1, what="the job's mail")
+        assert smtp.inbox.mails[0].sender == "up@example.org"
+    finally:
+        up.send_signal(signal.SIGTERM)
+        out, _ = up.communicate(timeout=30)
+    assert up.returncode == 0 and "Traceback" not in out, out
