@@ -118,6 +118,7 @@ def refuse_if_guessing(request: web.Request, guard: HandshakeGuard) -> None:
 
 
 async def login_failed(request: web.Request, guard: HandshakeGuard) -> None:
+    """Count a failed login against the caller's address, and answer it slowly."""
     guard.failed(request.remote or "", time.monotonic())
     await asyncio.sleep(0.2)  # slows down guessing
 
