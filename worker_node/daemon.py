@@ -14,14 +14,13 @@ import contextlib
 import itertools
 import logging
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from scheduler import protocol as p
 from scheduler.protocol.tls import TlsError, check_pin, client_context
 from worker_node.identity import DEFAULT_RUN_AS, IdentityError, JobAccounts
-from worker_node.job_python import job_python, own_python_reachable, reachable_by_others
+from worker_node.job_python import job_python, reachable_by_others
 from worker_node.launcher import Launchers
 from worker_node.leftovers import kill_leftovers
 from worker_node.metrics import Sampler
@@ -85,12 +84,13 @@ class Worker:
         self.jobs_dir.chmod(0o711)  # jobs reach their own sandbox, list no one else's
         self.job_python = config.job_python or job_python(config.work_dir, self.accounts.privileged)
         # Launchers run as job accounts, so with an interpreter those accounts can run.
-        python = self.job_python or (sys.executable if own_python_reachable() else None)
-        self.launchers = Launchers(python) if self.accounts.privileged and python else None
+        self.launchers = (
+            Launchers(self.job_python) if self.accounts.privileged and self.job_python else None
+        )
         self.cache = InputCache(config.work_dir / "cache")
         self.attempts: dict[str, Attempt] = {}
         #: GPUs not reserved by a running job (the scheduler reserves the count).
-        self.free_gpus: list[int] = list(config.gpu_ids or range(config.gpus))[: config.gpus]
+        self.free_gpus: list[int] = list(config.gpu_ids or range(config.gpus))
         #: Sandboxes of idle slots, kept for the next job of the same cluster.
         self.sandboxes: list[Sandbox] = []
         #: One thread per slot: a job's thread waits for its process.
@@ -296,8 +296,7 @@ class Worker:
             return
         if self.config.gpus:
             wanted = msg.spec.request_gpus
-            reserved, self.free_gpus = self.free_gpus[:wanted], self.free_gpus[wanted:]
-            attempt.visible_gpus = ",".join(map(str, reserved))
+            attempt.gpus, self.free_gpus = self.free_gpus[:wanted], self.free_gpus[wanted:]
         # Keyed by attempt: a stale attempt being killed never blocks the current one.
         self.attempts[attempt.key] = attempt
         asyncio.create_task(self._run(attempt))
@@ -330,8 +329,7 @@ class Worker:
         finally:
             self.attempts.pop(attempt.key, None)
             self.sandboxes.append(sandbox)
-            if attempt.visible_gpus:
-                self.free_gpus += [int(i) for i in attempt.visible_gpus.split(",")]
+            self.free_gpus += attempt.gpus or []
         # Every job's end is in the scheduler's database; only failures are worth a line here.
         clean = result.exit_code == 0 and not result.failure
         log.log(

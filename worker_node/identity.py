@@ -45,10 +45,9 @@ class JobAccounts:
         *,
         slot_uids: int = 0,
         slots: int = 1,
-        privileged: bool | None = None,
     ):
         #: Whether this worker runs as root, hence must pick an account per job.
-        self.privileged = os.geteuid() == 0 if privileged is None else privileged
+        self.privileged = os.geteuid() == 0
         self.fallback: Account | None = None
         self.uid_min = _uid_min()
         self._owners: dict[str, tuple[float, Account | None]] = {}

@@ -52,9 +52,10 @@ def own_python_reachable() -> bool:
 
 
 def job_python(work_dir: Path, privileged: bool) -> str | None:
-    """The interpreter for ``Client.map`` jobs; None: the worker's own will do."""
+    """The interpreter for ``Client.map`` jobs (and a root worker's launchers): the
+    worker's own when job accounts can run it; None when they can run none."""
     if not privileged or own_python_reachable():
-        return None
+        return sys.executable
     paths = _package_paths()
     # Named by its version (python3.11), so that compiled packages fit it.
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"

@@ -56,9 +56,9 @@ class Attempt:
     limit_exceeded: str | None = None
     #: The job's stdout and stderr while it runs (read by ``dtail``).
     streams: dict[str, BinaryIO] = field(default_factory=dict)
-    #: ``CUDA_VISIBLE_DEVICES`` of the job: the GPUs reserved for it (None: the
-    #: worker has no GPUs, leave it unset).
-    visible_gpus: str | None = None
+    #: The GPUs reserved for the job, its ``CUDA_VISIBLE_DEVICES`` (None: the worker
+    #: has no GPUs, leave it unset).
+    gpus: list[int] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -228,7 +228,8 @@ def _execute(
     spec = attempt.msg.spec
     exe = sandbox / spec.executable
     start = time.monotonic()
-    env = job_environment(attempt.msg, sandbox, attempt.visible_gpus, python)
+    gpus = None if attempt.gpus is None else ",".join(map(str, attempt.gpus))
+    env = job_environment(attempt.msg, sandbox, gpus, python)
     who: dict[str, object] = {}
     if account is not None:
         who = dict(user=account.uid, group=account.gid, extra_groups=list(account.groups))
