@@ -21,6 +21,12 @@ class RequestError(Exception):
         self.code = code
 
 
+def plain_host(address: str) -> str:
+    """An IPv4 peer of a dual-stack socket without its ``::ffff:`` prefix: the address
+    FTP grants name and failed logins are counted under."""
+    return address[7:] if address.startswith("::ffff:") else address
+
+
 @dataclass(eq=False)
 class Connection:
     id: int
@@ -54,6 +60,11 @@ class Connection:
     last_flush: float = 0.0
     #: Called with this connection when it has frames to send.
     on_output: Callable[[Connection], None] = lambda conn: None
+
+    @property
+    def address(self) -> str:
+        """The peer's host, without its port."""
+        return self.peer.rpartition(":")[0]
 
     def send(self, message: p.Message, urgent: bool = True) -> None:
         """Queue a frame; it leaves at the end of the loop's turn, after the commit.

@@ -30,7 +30,7 @@ class HandshakeHandlers:
             hello = await self._read(conn, timeout)
         except TimeoutError:
             log.warning("handshake from %s: nothing received in %.0f s", conn.peer, timeout)
-            self.guard.failed(conn.peer.rpartition(":")[0], time.monotonic())
+            self.guard.failed(conn.address, time.monotonic())
             return False
         if not isinstance(hello, p.Hello):
             raise p.ProtocolError(f"expected hello, got {hello.type}")
@@ -50,7 +50,7 @@ class HandshakeHandlers:
             auth = await self._read(conn, timeout)
         except TimeoutError:
             log.warning("handshake from %s: no answer to the challenge", conn.peer)
-            self.guard.failed(conn.peer.rpartition(":")[0], time.monotonic())
+            self.guard.failed(conn.address, time.monotonic())
             return False
         expected = p.handshake_digest(key or secrets.token_bytes(32), "peer", hello, server_nonce)
         if (
@@ -64,7 +64,7 @@ class HandshakeHandlers:
                 hello.name,
                 conn.peer,
             )
-            self.guard.failed(conn.peer.rpartition(":")[0], time.monotonic())
+            self.guard.failed(conn.address, time.monotonic())
             await asyncio.sleep(0.2)  # slows down guessing
             what = "worker secret" if hello.role == Role.WORKER.value else "user token"
             conn.send(p.Error(message=f"authentication failed: wrong {what}", code="auth"))

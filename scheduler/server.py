@@ -24,7 +24,7 @@ from typing import Any
 from scheduler import protocol as p
 from scheduler.authz import may_control
 from scheduler.config import SchedulerConfig
-from scheduler.connection import Connection, RequestError
+from scheduler.connection import Connection, RequestError, plain_host
 from scheduler.control_handlers import ControlHandlers
 from scheduler.dispatch import Slots
 from scheduler.explain import ExplainHandlers
@@ -188,14 +188,14 @@ class Scheduler(
             next(self._ids),
             reader,
             writer,
-            f"{_host_for_grants(peer[0])}:{peer[1]}",
-            self.config.masquerade_address or _host_for_grants(local[0]),
+            f"{plain_host(peer[0])}:{peer[1]}",
+            self.config.masquerade_address or plain_host(local[0]),
             on_output=self._output,
         )
         task = asyncio.current_task()
         assert task is not None
         self._peers[task] = conn
-        address = peer[0]
+        address = conn.address
         try:
             wait = self.guard.blocked_for(address, time.monotonic())
             if wait:
@@ -337,7 +337,7 @@ class Scheduler(
     def _schedule_once(self, candidates: list[Slots] | None = None) -> None:
         """Start idle jobs on free slots (of ``candidates``, default every worker)."""
         if candidates is None:
-            candidates = [c.slots for c in self.workers.values() if c.slots]
+            candidates = self._slots()
         free = [slots for slots in candidates if slots.free]
         if not free or not len(self.jobs.queue):
             return
@@ -423,13 +423,6 @@ ROUTES: dict[type[p.Message], Any] = {
 
 def _bind_host(host: str) -> str:
     return "" if host == "0.0.0.0" else host
-
-
-def _host_for_grants(local_address: str) -> str:
-    """The address FTP grants name: the one this peer already reached us on."""
-    if local_address.startswith("::ffff:"):
-        return local_address[7:]
-    return local_address
 
 
 def ensure_secret(config: SchedulerConfig) -> bytes:

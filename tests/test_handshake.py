@@ -180,3 +180,16 @@ def test_a_registration_no_worker_sends_is_refused(cluster: TestCluster) -> None
         "w1",
         "w2",
     ]
+
+
+def test_ipv4_peers_of_a_dual_stack_scheduler_are_rate_limited(make_cluster) -> None:  # noqa: ANN001
+    # On "::" an IPv4 peer is seen as ::ffff:127.0.0.1; failures and the block must be
+    # counted under one address all the same.
+    cluster = make_cluster(workers=0, scheduler_args=("--host", "::", "--auth-failure-limit", "2"))
+    target = ("--scheduler", f"127.0.0.1:{cluster.access.port}")
+    wrong = cluster.env(DFARM_TOKEN=user_name(cluster) + ":guess")
+    for _ in range(2):
+        out = cluster.run("dq", *target, env=wrong)
+        assert out.returncode == 1 and "authentication failed" in out.stderr
+    out = cluster.run("dq", *target)
+    assert out.returncode == 1 and "too many failed handshakes from 127.0.0.1" in out.stderr

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from scheduler import protocol as p
+from scheduler.connection import plain_host
 from scheduler.handshake_guard import HandshakeGuard
 from scheduler.protocol import Role
 from scheduler.store import Store
@@ -109,7 +110,7 @@ def set_cookie(response: web.StreamResponse, request: web.Request, sid: str) -> 
 def refuse_if_guessing(request: web.Request, guard: HandshakeGuard) -> None:
     """429 for an address that failed too many logins or handshakes lately: the web
     and the socket protocol share one count per address (see :mod:`handshake_guard`)."""
-    wait = guard.blocked_for(request.remote or "", time.monotonic())
+    wait = guard.blocked_for(plain_host(request.remote or ""), time.monotonic())
     if wait > 0:
         raise web.HTTPTooManyRequests(
             text=f"too many failed logins from your address: try again in {wait:.0f} s",
@@ -119,7 +120,7 @@ def refuse_if_guessing(request: web.Request, guard: HandshakeGuard) -> None:
 
 async def login_failed(request: web.Request, guard: HandshakeGuard) -> None:
     """Count a failed login against the caller's address, and answer it slowly."""
-    guard.failed(request.remote or "", time.monotonic())
+    guard.failed(plain_host(request.remote or ""), time.monotonic())
     await asyncio.sleep(0.2)  # slows down guessing
 
 
