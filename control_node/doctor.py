@@ -70,6 +70,8 @@ class Doctor:
         self.args, self.out = args, out
         self.timeout: float = args.timeout
         self.state = State()
+        #: The FTP session, closed with :meth:`close`.
+        self._ftp = contextlib.ExitStack()
 
     def run(self) -> int:
         steps = [
@@ -277,20 +279,10 @@ class Doctor:
         assert isinstance(reply, p.ProbeGranted)
         self.state.probe = reply
         grant = reply.ftp
-        pin = grant.tls_fingerprint
-        ftp = ftplib.FTP_TLS(context=client_context()) if pin else ftplib.FTP()
         try:
-            ftp.connect(grant.host, grant.port, timeout=self.timeout)
-            if isinstance(ftp, ftplib.FTP_TLS) and pin:
-                ftp.auth()
-                check_pin(ftp.sock, pin)
-                ftp.login(grant.user, grant.password)
-                ftp.prot_p()
-            else:
-                ftp.login(grant.user, grant.password)
+            ftp = self._ftp.enter_context(p.ftp_session(grant, timeout=self.timeout))
             ftp.voidcmd("TYPE I")
         except (OSError, EOFError, ftplib.Error, TlsError) as exc:
-            ftp.close()
             raise Failed(
                 f"FTP control connection to {_address(grant.host, grant.port)} failed: "
                 f"{_describe(exc)}",
@@ -387,10 +379,7 @@ class Doctor:
                          "see the scheduler's log") from None  # fmt: skip
 
     def close(self) -> None:
-        if self.state.ftp is not None:
-            with contextlib.suppress(OSError, EOFError, ftplib.Error):
-                self.state.ftp.quit()
-            self.state.ftp.close()
+        self._ftp.close()
         if self.state.sock is not None:
             self.state.sock.close()
 

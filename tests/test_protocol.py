@@ -19,6 +19,7 @@ import scheduler.protocol.explain as ex
 import scheduler.protocol.jobcontrol as jc
 from scheduler.protocol import (
     DEFAULT_MAX_FRAME,
+    FTP_ERRORS,
     MESSAGE_TYPES,
     AccessRecord,
     Auth,
@@ -62,6 +63,7 @@ from scheduler.protocol import (
     decode,
     encode,
     format_job_id,
+    ftp_session,
     handshake_digest,
     parse_disk_kb,
     parse_job_id,
@@ -985,3 +987,14 @@ def test_inline_bytes_round_trip_and_reject_bad_base64() -> None:
     for bad in ("not base64!", "aGk", "é"):
         with pytest.raises(ProtocolError, match="base64"):
             unpack_bytes(bad)
+
+
+@pytest.mark.parametrize("fingerprint", [None, "ab" * 32])
+def test_ftp_session_to_a_closed_port_raises_an_ftp_error(fingerprint: str | None) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the test connects
+    grant = FtpGrant(host="127.0.0.1", port=port, user="u", password="p",
+                     tls_fingerprint=fingerprint)  # fmt: skip
+    with pytest.raises(FTP_ERRORS), ftp_session(grant, timeout=5):
+        pass

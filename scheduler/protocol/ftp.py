@@ -30,17 +30,17 @@ def ftp_session(grant: FtpGrant, timeout: float = 60) -> Iterator[ftplib.FTP]:
     ftp = ftplib.FTP_TLS(context=client_context()) if pinned else ftplib.FTP()
     try:
         ftp.connect(grant.host, grant.port, timeout=timeout)
-        if isinstance(ftp, ftplib.FTP_TLS) and pinned:
+        if pinned:
             ftp.auth()
             check_pin(ftp.sock, pinned)  # before the password leaves
-            ftp.login(grant.user, grant.password)
+        ftp.login(grant.user, grant.password)
+        if pinned:
             ftp.prot_p()
-        else:
-            ftp.login(grant.user, grant.password)
         yield ftp
     finally:
-        with contextlib.suppress(*FTP_ERRORS):
-            ftp.quit()
+        if ftp.sock is not None:  # quit() on a connection that never opened would crash
+            with contextlib.suppress(*FTP_ERRORS):
+                ftp.quit()
         ftp.close()
 
 
