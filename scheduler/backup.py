@@ -16,6 +16,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from scheduler.config import SchedulerConfig
 from scheduler.protocol import default_home
 
 
@@ -59,13 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    home = (args.home or default_home()).expanduser()
+    database = SchedulerConfig(home=(args.home or default_home()).expanduser()).db_path
     try:
-        size = backup(home / "dfarm.db", args.file)
+        size = backup(database, args.file)
     except (OSError, sqlite3.Error) as exc:
         print(f"dfarm backup: error: {exc}", file=sys.stderr)
         return 1
-    print(f"{home / 'dfarm.db'} copied to {args.file} ({size} bytes)")
+    print(f"{database} copied to {args.file} ({size} bytes)")
     return 0
 
 

@@ -173,7 +173,7 @@ def layered_defaults(
     node: str,
     config: Path | None,
     env: Mapping[str, str],
-) -> tuple[dict[str, Any], dict[str, Source], Path | None]:
+) -> tuple[dict[str, Any], dict[str, Source]]:
     """Values from the file and the environment (env over file), by ``dest``, and
     the source of each."""
     keys = settings(parser)
@@ -199,7 +199,7 @@ def layered_defaults(
         if name in env:
             values[action.dest] = coerce(action, env[name], f"${name}")
             sources[action.dest] = Source("env", name)
-    return values, sources, path
+    return values, sources
 
 
 def _suggestion(key: str, keys: Mapping[str, object]) -> str:
@@ -233,7 +233,7 @@ def load(
         **{a.dest: None if isinstance(a, fresh) else _UNSET for a in keys.values()}
     )
     given = parser.parse_args(argv, namespace=probe)
-    values, sources, _ = layered_defaults(parser, node, getattr(given, "config", None), env)
+    values, sources = layered_defaults(parser, node, getattr(given, "config", None), env)
     parser.set_defaults(**values)
     for action in required:
         action.required = action.dest not in values

@@ -87,18 +87,26 @@ class ControlHandlers:
             )
         jobs.sort(key=lambda job: (job.cluster, job.proc))
         jobs, more = _page(jobs, msg.after, msg.limit)
-        finished = {job.cluster for job in jobs if job.state is JobState.COMPLETED}
+        finished = {
+            job.cluster
+            for job in jobs
+            if job.state is JobState.COMPLETED and may_control(conn, job)
+        }
         results = self.store.results(finished)
         infos = [self._visible(conn, job, results.get((job.cluster, job.proc))) for job in jobs]
         return p.JobList(jobs=self.mailer.annotate(infos, conn.name), more=more)
 
     def _visible(self, conn: Connection, job: Job, result: JobResult | None = None) -> p.JobInfo:
         """The job as ``conn`` may see it (see :mod:`scheduler.authz`)."""
-        return visible_info(conn, job, job.info(result) if may_control(conn, job) else job.info())
+        return visible_info(conn, job, job.info(result))
+
+    def worker_infos(self) -> list[p.WorkerInfo]:
+        """The registered workers as ``dstat`` lists them."""
+        return [_worker_info(w) for w in self.workers.values() if w.slots]
 
     def on_query_workers(self, conn: Connection, msg: p.QueryWorkers) -> p.Message:
         return p.WorkerList(
-            workers=[_worker_info(w) for w in self.workers.values() if w.slots],
+            workers=self.worker_infos(),
             spool_bytes=self.retention.spool_bytes(),
             result_retention=self.config.result_retention,
         )

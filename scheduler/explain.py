@@ -5,16 +5,31 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 from scheduler import protocol as p
 from scheduler.authz import may_control
 from scheduler.connection import Connection, RequestError
+from scheduler.dispatch import Slots
+from scheduler.fairshare import UserShare
 from scheduler.matching import capacities
-from scheduler.protocol import JobState
+from scheduler.protocol import Capacity, JobState
 from scheduler.store import Job
 
 #: Finished runs whose mean run time estimates the wait.
 _RECENT_RUNS = 200
+
+
+@dataclass
+class _Pool:
+    """What the analyses of one request share, worked out once for all its jobs."""
+
+    now: float
+    slots: list[Slots]
+    capacities: list[Capacity]
+    #: Users with idle jobs, in the order fair share serves them.
+    ranked: list[UserShare]
+    mean_run_time: float | None
 
 
 class ExplainHandlers:
@@ -65,10 +80,13 @@ class ExplainHandlers:
             if not found:
                 raise RequestError(f"no job of yours in the queue matches {text}", "not_found")
             jobs += sorted(found, key=lambda j: j.proc)[:100]
-        return p.JobAnalyses(jobs=[self._analyze(job, time.time()) for job in jobs[:100]])
+        now, slots = time.time(), self._slots()
+        pool = _Pool(now, slots, capacities(slots), self.jobs.queue.ranked(now),
+                     self._mean_run_time())  # fmt: skip
+        return p.JobAnalyses(jobs=[self._analyze(job, pool) for job in jobs[:100]])
 
-    def _analyze(self, job: Job, now: float) -> p.JobAnalysis:
-        slots = [c.slots for c in self.workers.values() if c.slots is not None]
+    def _analyze(self, job: Job, pool: _Pool) -> p.JobAnalysis:
+        now, slots = pool.now, pool.slots
         usage = self.jobs.queue.effective_usage(job.owner, now)
         common = dict(id=job.id, state=job.state.value, owner=job.owner, owner_usage=usage)
         if job.state is JobState.RUNNING:
@@ -81,13 +99,12 @@ class ExplainHandlers:
                 summary=f"Job {job.id} is held: {job.hold_reason}. 'drelease {job.id}'"
                 " puts it back in the queue.",
             )
-        matching, reasons = p.never_reasons(job.spec, capacities(slots))
+        matching, reasons = p.never_reasons(job.spec, pool.capacities)
         names = set(matching)
         free = sum(1 for s in slots if s.name in names and s.fits(job))
         queue = self.jobs.queue
-        ranked = queue.ranked(now)
         ahead_others = 0
-        for share in ranked:
+        for share in pool.ranked:
             if share.name == job.owner:
                 break
             ahead_others += share.idle
@@ -111,7 +128,7 @@ class ExplainHandlers:
                 f" It stays idle until such a worker connects."
             )
             return p.JobAnalysis(**common, **numbers, summary=text)
-        mean = self._mean_run_time()
+        mean = pool.mean_run_time
         lanes = sum(max(1, min(s.slots, s.cpus // max(1, job.spec.request_cpus))) for s in slots
                     if s.name in names)  # fmt: skip
         estimate = None if mean is None else now + mean * (position - (1 if free else 0)) / lanes

@@ -156,8 +156,8 @@ class FairShareQueue:
             heapq.heappop(heap)
         return None
 
-    def best_of(self, share: UserShare, slots: Slots | None) -> tuple[Shape, Entry] | None:
-        """The user's first job in order that fits ``slots`` (any slot when None)."""
+    def best_of(self, share: UserShare, slots: Slots) -> tuple[Shape, Entry] | None:
+        """The user's first job in order that fits ``slots``."""
         best: tuple[Shape, Entry] | None = None
         for shape in list(share.heaps):
             top = self._top(share, shape)
@@ -166,7 +166,7 @@ class FairShareQueue:
                 continue
             if best is not None and top[:3] >= best[1][:3]:
                 continue
-            if slots is None or slots.fits(top[3]):
+            if slots.fits(top[3]):
                 best = (shape, top)
         return best
 

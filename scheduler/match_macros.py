@@ -14,17 +14,15 @@ import dataclasses
 import re
 
 from scheduler.dispatch import Slots
-from scheduler.protocol import JobSpec, WorkerMetrics
+from scheduler.protocol import JobSpec, WorkerMetrics, normal_arch
 
 __all__ = ["match_spec", "worker_attributes"]
 
 _REF = re.compile(r"\$\$\(([A-Za-z_][A-Za-z0-9_]*)(?::([^()]*))?\)")
-_ARCH = {"x86_64": "X86_64", "amd64": "X86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 
 
 def worker_attributes(spec: JobSpec, slots: Slots, metrics: WorkerMetrics | None) -> dict[str, str]:
     """The values of ``$$(NAME)`` for ``spec`` running on this worker."""
-    arch = metrics.arch if metrics else ""
     return {
         "machine": (metrics.hostname if metrics else "") or slots.name,
         "name": slots.name,
@@ -33,7 +31,7 @@ def worker_attributes(spec: JobSpec, slots: Slots, metrics: WorkerMetrics | None
         "disk": str(spec.request_disk or slots.disk_free_mb * 1024),
         "gpus": str(spec.request_gpus),
         "opsys": (metrics.os if metrics else "").upper(),
-        "arch": _ARCH.get(arch.lower(), arch),
+        "arch": normal_arch(metrics.arch if metrics else ""),
         "totalcpus": str(slots.cpus),
         "totalmemory": str(slots.memory_mb),
         "totalgpus": str(slots.gpus),

@@ -48,12 +48,7 @@ class Quota:
         total = 0
         for row in self.store.query("SELECT id FROM clusters WHERE owner=?", (user,)):
             total += tree_size(self.spool.root / str(row["id"]))
-        rows = self.store.query(
-            "SELECT COALESCE(SUM(LENGTH(f.data)), 0) AS n FROM job_files f"
-            " JOIN jobs j ON j.cluster = f.cluster AND j.proc = f.proc WHERE j.owner=?",
-            (user,),
-        )
-        return total + int(rows[0]["n"])
+        return total + self.store.results_bytes(user)
 
     def upload_budget(self, user: str) -> int | None:
         """Bytes a new submission of ``user`` may upload (None: no limit); refuses

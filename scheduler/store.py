@@ -519,9 +519,16 @@ class Store:
         )
         return {(row["cluster"], row["proc"]) for row in rows}
 
-    def results_bytes(self) -> int:
-        """Bytes of small results kept in the database."""
-        rows = self._query("SELECT COALESCE(SUM(LENGTH(data)), 0) AS n FROM job_files")
+    def results_bytes(self, owner: str | None = None) -> int:
+        """Bytes of small results kept in the database (of ``owner``'s jobs only)."""
+        if owner is None:
+            rows = self._query("SELECT COALESCE(SUM(LENGTH(data)), 0) AS n FROM job_files")
+        else:
+            rows = self._query(
+                "SELECT COALESCE(SUM(LENGTH(f.data)), 0) AS n FROM job_files f"
+                " JOIN jobs j ON j.cluster = f.cluster AND j.proc = f.proc WHERE j.owner=?",
+                (owner,),
+            )
         return int(rows[0]["n"])
 
     def events(self, cluster: int, proc: int) -> list[JobEvent]:

@@ -16,10 +16,10 @@ from aiohttp import web
 
 from control_node import render
 from scheduler.connection import RequestError
-from scheduler.web import api, jobpages, pages, views
+from scheduler.web import api, jobpages, pages
 from scheduler.web.keys import METRICS, SCHEDULER, SESSIONS
 from scheduler.web.metrics import MetricsHistory
-from scheduler.web.session import Handler, Sessions, WebUser, session_middleware
+from scheduler.web.session import Handler, Sessions, session_middleware
 
 if TYPE_CHECKING:
     from scheduler.server import Scheduler
@@ -123,8 +123,7 @@ async def start_web(s: Scheduler) -> WebServer:
         host = socket.getfqdn()  # listening everywhere: name this host in links
     host = f"[{host}]" if ":" in host else host
     url = f"{'https' if tls else 'http'}://{host}:{port}/"
-    system = WebUser("-")
-    sampler = asyncio.create_task(metrics.run(lambda: views.pool(s, system).workers))
+    sampler = asyncio.create_task(metrics.run(s.worker_infos))
     log.info("web dashboard on %s", url)
     if tls is None and not ipaddress.ip_address(runner.addresses[0][0]).is_loopback:
         log.warning(
