@@ -15,13 +15,18 @@ from scheduler.store import Job, Store
 from scheduler.submission import safe_result_name
 
 
-def result_file(store: Store, spool: Spool, job: Job, name: str) -> bytes | Path | None:
+def result_file(
+    store: Store, spool: Spool, job: Job, name: str, small: dict[str, bytes] | None = None
+) -> bytes | Path | None:
     """The result file ``name`` (``stdout``, ``stderr`` or ``outputs/NAME``) of a
     completed job: its bytes when small, its spool path when large, None when there is
-    none (not completed, never written, a name that is not a result, or cleaned)."""
+    none (not completed, never written, a name that is not a result, or cleaned).
+    ``small`` is the job's small files (``store.files``) when the caller has loaded
+    them already, to look up several files with one read."""
     if job.state is not JobState.COMPLETED or not safe_result_name(name):
         return None
-    small = store.files(job.cluster, job.proc)
+    if small is None:
+        small = store.files(job.cluster, job.proc)
     if name in small:
         return small[name]
     path = spool.job_dir(job.cluster, job.proc) / name

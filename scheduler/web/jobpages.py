@@ -31,18 +31,21 @@ _plot_lock = threading.Lock()
 
 def job_details(s: Any, user: WebUser, job_id: str) -> dict[str, Any]:
     """A job of the caller's with its events, output tails and downloadable files."""
-    info = views.own_job(s, user, job_id)
-    job = s.owned_job(user, info.id)
+    job, info = views.own_job(s, user, job_id)
     expired = (job.cluster, job.proc) in s.store.expired_jobs([job.cluster])
+    # The job's small result files, read once for the page (result_file needs none
+    # for a job that has not completed).
+    small = s.store.files(job.cluster, job.proc) if job.state is p.JobState.COMPLETED else {}
     streams = {}
     for stream in ("stdout", "stderr"):
-        size, data = _tail(None if expired else result_file(s.store, s.spool, job, stream))
+        found = None if expired else result_file(s.store, s.spool, job, stream, small)
+        size, data = _tail(found)
         streams[stream] = {
             "size": size,
             "tail": data.decode("utf-8", "replace"),
             "truncated": size > len(data),
         }
-    files = [] if expired else [n for n in info.output_files if _file(s, job, n) is not None]
+    files = [] if expired else [n for n in info.output_files if _file(s, job, n, small) is not None]
     return {
         "job": p.to_wire(info),
         "events": [p.to_wire(e) for e in s.store.events(job.cluster, job.proc)],
@@ -68,8 +71,10 @@ def _tail(found: bytes | Path | None) -> tuple[int, bytes]:
         return 0, b""
 
 
-def _file(s: Any, job: Any, name: str) -> bytes | Path | None:
-    return result_file(s.store, s.spool, job, f"outputs/{name}")
+def _file(
+    s: Any, job: Any, name: str, small: dict[str, bytes] | None = None
+) -> bytes | Path | None:
+    return result_file(s.store, s.spool, job, f"outputs/{name}", small)
 
 
 @routes.get("/jobs/{id}")

@@ -19,6 +19,7 @@ from scheduler.web import passwords, views
 from scheduler.web import submit as web_submit
 from scheduler.web.keys import metrics_of, scheduler_of, sessions_of
 from scheduler.web.session import (
+    COOKIE,
     check_token,
     login,
     login_failed,
@@ -28,7 +29,6 @@ from scheduler.web.session import (
 )
 
 routes = web.RouteTableDef()
-ACTIONS = ("hold", "release", "remove")
 
 
 @routes.get("/")
@@ -82,7 +82,7 @@ async def _credentials(request: web.Request, form: Any) -> tuple[str | None, byt
 async def logout(request: web.Request) -> web.StreamResponse:
     sessions_of(request).drop(request.get("sid"))
     response = web.HTTPSeeOther("/login")
-    response.del_cookie("dfarm_session", path="/")
+    response.del_cookie(COOKIE, path="/")
     request["sid"] = None
     raise response
 
@@ -97,12 +97,10 @@ async def workers(request: web.Request) -> dict[str, object]:
 @routes.get("/workers/{name}")
 @aiohttp_jinja2.template("worker.html")
 async def worker(request: web.Request) -> dict[str, object]:
-    user = require_user(request)
+    require_user(request)
     name = request.match_info["name"]
-    found = [w for w in views.pool(scheduler_of(request), user).workers if w.name == name]
-    if not found:
-        raise RequestError(f"no worker named {name!r} is connected", "not_found")
-    return {"page": "workers", "worker": found[0], "charts": metrics_of(request).charts(name)}
+    found = views.worker(scheduler_of(request), name)
+    return {"page": "workers", "worker": found, "charts": metrics_of(request).charts(name)}
 
 
 @routes.get("/queue")
@@ -118,7 +116,7 @@ async def job_action(request: web.Request) -> web.StreamResponse:
     """The hold, release and remove buttons; back to the page they were on."""
     user = require_user(request)
     action = request.match_info["action"]
-    if action not in ACTIONS:
+    if action not in p.ACTIONS:
         raise web.HTTPNotFound()
     reply = views.change(scheduler_of(request), user, action, [request.match_info["id"]])
     form = await request.post()

@@ -10,7 +10,6 @@ forms that read the scheduler's files or run commands are refused.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -145,14 +144,14 @@ def _store_large(s: Scheduler, cluster: int, paths: list[str]) -> Digests:
     directory = s.spool.input_dir(cluster)
     directory.mkdir(parents=True, exist_ok=True)
     digests: Digests = {}
-    for path in paths:
-        sha, size = hashlib.sha256(), 0
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                sha.update(block)
-                size += len(block)
-        shutil.copyfile(path, directory / sha.hexdigest())
-        digests[path] = (sha.hexdigest(), size)
+    for number, path in enumerate(paths):
+        part = directory / f"part-{number}"  # hashed while copied, then renamed to its hash
+        with open(path, "rb") as f, open(part, "wb") as out:
+            reader = p.HashingReader(f)
+            shutil.copyfileobj(reader, out, 1 << 20)
+        sha = reader.digest.hexdigest()
+        os.replace(part, directory / sha)
+        digests[path] = (sha, reader.size)
     return digests
 
 

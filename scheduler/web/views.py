@@ -23,6 +23,7 @@ from scheduler.web.session import WebUser
 
 if TYPE_CHECKING:
     from scheduler.server import Scheduler
+    from scheduler.store import Job
 
 ACTIVE = [JobState.IDLE.value, JobState.RUNNING.value, JobState.HELD.value]
 DAY = 86400.0
@@ -39,6 +40,15 @@ def pool(s: Scheduler, user: WebUser) -> p.WorkerList:
     reply = s.on_query_workers(user, p.QueryWorkers())
     assert isinstance(reply, p.WorkerList)
     return reply
+
+
+def worker(s: Scheduler, name: str) -> p.WorkerInfo:
+    """One connected worker by name, as ``dstat`` shows it (RequestError "not_found"
+    otherwise); every user may see every worker."""
+    found = [w for w in s.worker_infos() if w.name == name]
+    if not found:
+        raise RequestError(f"no worker named {name!r} is connected", "not_found")
+    return found[0]
 
 
 def jobs(
@@ -80,13 +90,14 @@ def change(s: Scheduler, user: WebUser, action: str, ids: list[str]) -> p.JobsCh
     return reply
 
 
-def own_job(s: Scheduler, user: WebUser, job_id: str) -> p.JobInfo:
-    """One of the caller's jobs, in any state (RequestError "not_found" otherwise)."""
+def own_job(s: Scheduler, user: WebUser, job_id: str) -> tuple[Job, p.JobInfo]:
+    """One of the caller's jobs, in any state, and its record as ``dq`` shows it
+    (RequestError "not_found" otherwise)."""
     job = s.owned_job(user, job_id)  # the owner check of dtail, dfetch and friends
     found = jobs(s, user, [job.id], states=[])
     if not found:
         raise RequestError(f"no job of yours is {job_id}", "not_found")
-    return found[0]
+    return job, found[0]
 
 
 class _Waiter:

@@ -85,9 +85,10 @@ const RENDER = {
     el.innerHTML = rows.join("") || '<tr><td colspan="9" class="note">no job in the queue</td></tr>';
   },
   job(el, data) {
+    // data: /api/jobs?ids=ID&states=all, the job's dq record (none once it is gone).
     // The page is redrawn whole once the job changes state: its output, files and
     // events come with the new state.
-    if (data.job.state !== el.dataset.state) window.location.reload();
+    if (data.length && data[0].state !== el.dataset.state) window.location.reload();
   },
   output(el, data) {
     if (el.textContent !== data.text) el.textContent = data.text;
