@@ -45,7 +45,7 @@ class Submission:
     warnings: list[str]
 
 
-def _parse(
+def parse_description(
     path: Path,
     text: str | None,
     cluster: int,
@@ -53,6 +53,8 @@ def _parse(
     seed: int | None,
     environ: Mapping[str, str] | None = None,
 ) -> SubmitDescription:
+    """The submit file at ``path`` (or ``text`` read from it) for ``cluster``; a
+    SubmitError names the file and line of what is wrong."""
     try:
         if text is None:
             return parse_submit_file(path, cluster=cluster, cwd=cwd, seed=seed, environ=environ)
@@ -102,18 +104,18 @@ def submit_with(
     requests over its connection; the web dashboard, inside the scheduler, calls the
     scheduler's own handlers (with an empty ``environ``: the scheduler's is not the
     user's)."""
-    description = _parse(path, text, 0, cwd, None, environ)  # refuse a bad file first
+    description = parse_description(path, text, 0, cwd, None, environ)  # refuse a bad file first
     if check is not None:
         check(description.procs)
     cluster, store_large = reserve()
     if _mentions_cluster(path, text):  # $(Cluster) or $(ClusterId): use the real id
         # The same seed, so that random draws are the ones of the first reading.
-        description = _parse(path, text, cluster, cwd, description.random_seed, environ)
+        description = parse_description(path, text, cluster, cwd, description.random_seed, environ)
+        if check is not None:
+            check(description.procs)
     procs, warnings = description.procs, description.warnings
     if not procs:
         raise SubmitError(f"{path}: the file queues no jobs", str(path))
-    if check is not None:
-        check(procs)
     paths = list(dict.fromkeys(local for proc in procs for local in _inputs(proc)))
     digests, inline = _read_small_files(paths)
     digests.update(store_large([path for path in paths if path not in digests]))

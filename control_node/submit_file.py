@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from control_node.submit_conditions import ConditionError, Conditions
 from control_node.submit_functions import RandomDraws
 from control_node.submit_queue import (
+    PREDEFINED,
     Item,
     QueueError,
     evaluate_count,
@@ -139,7 +140,6 @@ UNSUPPORTED_KEYS = frozenset({
     "dont_encrypt_output_files", "max_transfer_input_mb", "max_transfer_output_mb",
     "preserve_relative_paths", "image_size", "coresize", "description",
 })  # fmt: skip
-_RESERVED = frozenset({"cluster", "clusterid", "process", "procid", "dollar"})
 
 _MACRO_USE = re.compile(r"\$\(\s*([A-Za-z_][A-Za-z0-9_.]*)")
 _DEFINED = re.compile(r"\bdefined\s+([A-Za-z_][A-Za-z0-9_.]*)", re.IGNORECASE)
@@ -227,7 +227,7 @@ class _Parser(ValueReaders):
         self.shared_output_warnings()
 
     def is_defined(self, name: str) -> bool:
-        return bool(self.raw.get(name, "").strip()) or name in self.context(0, 0, None).fixed
+        return bool(self.raw.get(name, "").strip()) or name in PREDEFINED
 
     def expand_condition(self, text: str) -> str:
         return expand_macros(text, self.context(len(self.procs), 0, None), ())
@@ -235,7 +235,7 @@ class _Parser(ValueReaders):
     def assign(self, st: Statement, used: set[str]) -> None:
         assert st.key is not None
         key = st.key.lower()
-        if key in _RESERVED:
+        if key in PREDEFINED:
             raise SubmitFileError(self.filename, st.line, f"'{st.key}' is predefined")
         if key in UNSUPPORTED_KEYS or (key.startswith("request_") and key not in SUPPORTED_KEYS):
             raise SubmitFileError(
@@ -253,7 +253,8 @@ class _Parser(ValueReaders):
         self, proc: int, step: int, item: Item | None, seed: int | None = None
     ) -> MacroContext:
         """Predefined macros: Cluster, Process and the queue variables always win;
-        Step, ItemIndex and Row only when the file does not define them."""
+        Step, ItemIndex and Row only when the file does not define them. With an
+        ``item`` (a proc being built), ``seed`` seeds its ``$RANDOM_*()`` draws."""
         fixed = {"cluster": str(self.cluster), "process": str(proc), "dollar": "$"}
         fixed |= {"clusterid": fixed["cluster"], "procid": fixed["process"]}
         soft = {"step": str(step), "itemindex": "0", "row": "0", "node": ""}
@@ -262,7 +263,8 @@ class _Parser(ValueReaders):
         if item is not None:
             fixed |= {name.lower(): value for name, value in item.values.items()}
             soft |= {"itemindex": str(item.index), "row": str(item.row)}
-            draws = RandomDraws(self.seed() if seed is None else seed, proc)
+            assert seed is not None  # build() always passes the parse's seed
+            draws = RandomDraws(seed, proc)
         return MacroContext(self.raw, fixed, soft, self.environ, {}, draws)
 
     def seed(self) -> int:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import math
 import random
-import re
+
+from control_node.submit_values import INT
 
 __all__ = ["RandomDraws"]
 
-_INT = re.compile(r"[+-]?[0-9]+")
 MAX_INT_RANGE = 2**63
 
 
@@ -71,7 +71,7 @@ class RandomDraws:
         return value
 
     def random_integer(self, func: str, args: list[str]) -> str:
-        if len(args) not in (2, 3) or not all(_INT.fullmatch(a) for a in args):
+        if len(args) not in (2, 3) or not all(INT.fullmatch(a) for a in args):
             raise ValueError(f"${func}() takes whole numbers: min, max[, step]; got {args!r}")
         low, high, step = int(args[0]), int(args[1]), int(args[2]) if len(args) == 3 else 1
         if step <= 0:

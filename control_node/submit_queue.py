@@ -31,6 +31,7 @@ import subprocess
 from dataclasses import dataclass
 
 __all__ = [
+    "PREDEFINED",
     "Item",
     "QueueError",
     "QueueSpec",
@@ -48,7 +49,8 @@ _COUNT_ALONE = re.compile(r"(?:[0-9+*/%()\s-]|\$\([^()]*\))+")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SLICE = re.compile(r"\[\s*([+-]?[0-9]*)\s*(?::\s*([+-]?[0-9]*)\s*)?(?::\s*([+-]?[0-9]*)\s*)?\]")
 _SEPARATORS = re.compile(r"\s*,\s*|\s+")
-_PREDEFINED = frozenset({"cluster", "clusterid", "process", "procid", "dollar"})
+#: The predefined macros, which neither a queue variable nor a submit key may name.
+PREDEFINED = frozenset({"cluster", "clusterid", "process", "procid", "dollar"})
 MAX_ITEMS = 1_000_000
 #: Seconds a ``from COMMAND |`` may run.
 COMMAND_TIMEOUT = 60
@@ -120,7 +122,7 @@ def _head(head: str) -> tuple[str, tuple[str, ...]]:
     for name in tokens:
         if not _NAME.fullmatch(name):
             raise QueueError(f"invalid queue variable name {name!r}")
-        if name.lower() in _PREDEFINED:
+        if name.lower() in PREDEFINED:
             raise QueueError(f"'{name}' is predefined and cannot be a queue variable")
     if len({n.lower() for n in tokens}) != len(tokens):
         raise QueueError("a queue variable is named twice")

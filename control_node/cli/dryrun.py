@@ -16,8 +16,8 @@ from typing import Any
 from control_node import render
 from control_node.cli.common import connect
 from control_node.connection import DfarmError
-from control_node.submit import SubmitError
-from control_node.submit_file import ProcDescription, SubmitFileError, parse_submit_file
+from control_node.submit import SubmitError, parse_description
+from control_node.submit_file import ProcDescription
 from scheduler import protocol as p
 
 #: The keys of each job in ``--dry-run --json``, in order.
@@ -31,19 +31,12 @@ KEYS = (
 
 def job_record(proc: ProcDescription) -> dict[str, Any]:
     """One job as ``--dry-run --json`` prints it."""
-    record = {key: getattr(proc, key) for key in KEYS}
-    record["arguments"] = list(proc.arguments)
-    record["environment"] = dict(proc.environment)
-    record["transfer_input_files"] = list(proc.transfer_input_files)
-    return record
+    return {key: getattr(proc, key) for key in KEYS}
 
 
 def dry_run(args: argparse.Namespace) -> int:
     """Parse the file (cluster id 0) and print what it would queue."""
-    try:
-        description = parse_submit_file(args.file, cluster=0)
-    except SubmitFileError as exc:
-        raise SubmitError(str(exc), exc.path, exc.line) from None
+    description = parse_description(args.file, None, 0, None, None)
     if not description.procs:
         raise SubmitError(f"{args.file}: the file queues no jobs", str(args.file))
     if args.json:
