@@ -4,6 +4,11 @@ A worker is one partitionable slot: its cpus, memory and GPUs are reserved per
 job and given back when the job ends, so a worker with 8 cores runs eight
 1-cpu jobs or two 4-cpu jobs at once. The order of the idle queue is in
 :mod:`scheduler.fairshare`.
+
+Behind a short running job, a worker may also hold jobs of the same shape
+queued (see :mod:`scheduler.queue_ahead`): each waits for one job and starts
+in its place when it ends, on the resources it held, so a queued job holds
+none of its own.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ class Slots:
     draining: bool = False
     #: The worker's attributes as ``requirements`` see them (see ``worker_ad``).
     attributes: dict[str, Value] = field(default_factory=dict)
+    #: Queued jobs: the id of the job each waits for, by its own id ...
+    leader_of: dict[str, str] = field(default_factory=dict)
+    #: ... and the id of the job queued behind each job.
+    follower_of: dict[str, str] = field(default_factory=dict)
 
     def fits(self, job: Job) -> bool:
         """Whether ``job`` could start here now."""
@@ -62,6 +71,31 @@ class Slots:
         self.used_cpus -= job.spec.request_cpus
         self.used_memory_mb -= job.spec.request_memory or 0
         self.used_gpus -= job.spec.request_gpus
+
+    def queue_behind(self, leader: Job, job: Job) -> None:
+        """``job`` waits on the worker for ``leader`` to end, then runs in its place."""
+        self.follower_of[leader.id] = job.id
+        self.leader_of[job.id] = leader.id
+
+    def release(self, job: Job) -> str | None:
+        """``job`` left the worker (it ended, was killed or given back). The job
+        queued behind it takes its place and resources, and its id is returned;
+        with none, the resources are given back. A job that was still queued
+        holds none: the one behind it waits for its leader instead."""
+        follower = self.follower_of.pop(job.id, None)
+        leader = self.leader_of.pop(job.id, None)
+        if leader is not None:
+            if follower is None:
+                del self.follower_of[leader]
+            else:
+                self.follower_of[leader] = follower
+                self.leader_of[follower] = leader
+            return None
+        if follower is None:
+            self.give_back(job)
+            return None
+        del self.leader_of[follower]
+        return follower
 
     @property
     def free(self) -> bool:

@@ -182,6 +182,16 @@ class FairShareQueue:
                 return job
         return None
 
+    def pop_shape(self, shape: Shape, now: float) -> Job | None:
+        """The next job of ``shape`` by fair share, removed from the queue: it fits
+        wherever a job of that shape runs."""
+        for share in self.ranked(now):
+            if shape in share.heaps and self._top(share, shape) is not None:
+                job = heapq.heappop(share.heaps[shape])[3]
+                self.discard(job)
+                return job
+        return None
+
     def jobs_of(self, name: str) -> Iterator[Job]:
         """A user's idle jobs (any order)."""
         share = self.users.get(name)

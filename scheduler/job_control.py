@@ -110,7 +110,7 @@ class JobControlHandlers:
                 del worker.running[job.id]
                 self.spool.revoke(worker.grants.pop(job.id))
                 assert worker.slots is not None
-                worker.slots.give_back(job)
+                worker.slots.release(job)
                 worker.send(p.KillJob(job_id=job.id, attempt=job.attempt, reason=reason))
                 return
 

@@ -133,20 +133,24 @@ class JobTable:
                     if job is None:
                         break
                     slots.take(job)
-                    self.transition(
-                        job,
-                        JobState.RUNNING,
-                        "executing",
-                        f"on worker {slots.name} (attempt {job.attempt + 1})",
-                        worker=slots.name,
-                        attempt=job.attempt + 1,
-                        num_starts=job.num_starts + 1,
-                        start_time=now,
-                        end_time=None,
-                        hold_reason=None,
-                    )
+                    self.start(job, slots.name, now)
                     assignments.append((slots, job))
         return assignments
+
+    def start(self, job: Job, worker: str, now: float) -> None:
+        """Mark an idle job, just given to ``worker``, running."""
+        self.transition(
+            job,
+            JobState.RUNNING,
+            "executing",
+            f"on worker {worker} (attempt {job.attempt + 1})",
+            worker=worker,
+            attempt=job.attempt + 1,
+            num_starts=job.num_starts + 1,
+            start_time=now,
+            end_time=None,
+            hold_reason=None,
+        )
 
     def requeue(self, job: Job, reason: str) -> None:
         """A running job whose attempt was lost goes back to the queue."""

@@ -36,6 +36,7 @@ from scheduler.mail import Mailer
 from scheduler.match_macros import match_spec
 from scheduler.probe import ProbeHandlers
 from scheduler.protocol import JobState, Role
+from scheduler.queue_ahead import RunTimes, queue_behind
 from scheduler.quota import Quota
 from scheduler.retention import Retention
 from scheduler.staging import Spool
@@ -90,6 +91,8 @@ class Scheduler(
         #: its request id and the worker asked, by the id of the request to the worker.
         self.tails: dict[int, tuple[Connection, int | None, Connection]] = {}
         self.retention = Retention(self.store, self.spool, config.result_retention)
+        #: Mean run time of each cluster's jobs, for queueing short jobs on workers.
+        self.run_times = RunTimes()
         self.quota = Quota(self.store, self.spool, config.upload_limit, config.spool_quota)
         self._ids = itertools.count(1)
         self.guard = HandshakeGuard(config.auth_failure_limit, config.auth_failure_window)
@@ -341,33 +344,48 @@ class Scheduler(
         free = [slots for slots in candidates if slots.free]
         if not free or not len(self.jobs.queue):
             return
-        for slots, job in self.jobs.assign(free):
-            conn = self.workers[slots.worker_id]
-            if job.attempt > 1:  # forget what an earlier attempt left
-                self.store.clear_files(job.cluster, job.proc)
-                self.spool.clear_job_dir(job.cluster, job.proc)
-            grant = self.spool.grant_job(
-                job.cluster, job.proc, conn.local_host, self.config.job_grant_ttl
+        assigned = self.jobs.assign(free)
+        for slots, job in assigned:
+            self._send_run(self.workers[slots.worker_id], job)
+        with self.store.transaction():
+            for slots, job in assigned:
+                self._queue_behind(self.workers[slots.worker_id], job)
+
+    def _queue_behind(self, conn: Connection, head: Job) -> None:
+        """Queue jobs on ``head``'s worker behind it, if they would start soon."""
+        assert conn.slots is not None
+        for leader, job in queue_behind(self.jobs, conn.slots, conn.running, head, self.run_times):
+            self._send_run(conn, job, after=leader)
+
+    def _send_run(self, conn: Connection, job: Job, after: Job | None = None) -> None:
+        """Send a job just marked running to its worker (to start after ``after``)."""
+        assert conn.slots is not None
+        if job.attempt > 1:  # forget what an earlier attempt left
+            self.store.clear_files(job.cluster, job.proc)
+            self.spool.clear_job_dir(job.cluster, job.proc)
+        grant = self.spool.grant_job(
+            job.cluster, job.proc, conn.local_host, self.config.job_grant_ttl
+        )
+        conn.running[job.id] = job
+        conn.grants[job.id] = grant
+        files = {}
+        for item in job.spec.inputs:
+            if item.sha256 not in conn.sent_inputs:
+                data = self.spool.inline_input(job.cluster, item.sha256)
+                if data is not None:
+                    files[item.sha256] = data
+                    conn.sent_inputs.add(item.sha256)
+        conn.send(
+            p.RunJob(
+                job_id=job.id,
+                attempt=job.attempt,
+                owner=job.owner,
+                spec=match_spec(job.spec, conn.slots, conn.metrics),
+                ftp=grant,
+                files=files,
+                after="" if after is None else f"{after.id}:{after.attempt}",
             )
-            conn.running[job.id] = job
-            conn.grants[job.id] = grant
-            files = {}
-            for item in job.spec.inputs:
-                if item.sha256 not in conn.sent_inputs:
-                    data = self.spool.inline_input(job.cluster, item.sha256)
-                    if data is not None:
-                        files[item.sha256] = data
-                        conn.sent_inputs.add(item.sha256)
-            conn.send(
-                p.RunJob(
-                    job_id=job.id,
-                    attempt=job.attempt,
-                    owner=job.owner,
-                    spec=match_spec(job.spec, slots, conn.metrics),
-                    ftp=grant,
-                    files=files,
-                )
-            )
+        )
 
     async def _housekeeping_loop(self) -> None:
         while True:

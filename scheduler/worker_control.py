@@ -39,7 +39,7 @@ class WorkerControlHandlers:
                 self.jobs.requeue(job, f"worker {conn.name} shut down")
                 del conn.running[job_id]
                 self.spool.revoke(conn.grants.pop(job_id))
-                slots.give_back(job)
+                slots.release(job)
                 requeued.append(job_id)
         log.info(
             "worker %s is draining: %d running, %d requeued",

@@ -156,12 +156,17 @@ class WorkerHandlers:
                 self.jobs.transition(
                     job, JobState.COMPLETED, "terminated", status, result=result, **outcome
                 )
+            if msg.exit_signal is None and not failure:
+                self.run_times.record(job.cluster, msg.wall_time)
             del conn.running[msg.job_id]
             self.spool.revoke(conn.grants.pop(msg.job_id))
-            slots.give_back(job)
-            # The freed slot's next job, in the same transaction: the reply and the
-            # next RunJob leave together, after the commit.
-            self._schedule_once([slots])
+            # The slot's next job, in the same transaction: the reply and the next
+            # RunJob leave together, after the commit.
+            follower = slots.release(job)
+            if follower is None:
+                self._schedule_once([slots])
+            else:
+                self._queue_behind(conn, conn.running[follower])
         return p.Ok()
 
     def _retry(self, job: Job, msg: p.JobFinished) -> str:

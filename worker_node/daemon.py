@@ -4,6 +4,13 @@ One loop: connect, handshake, register, then serve messages and send
 heartbeats until the connection breaks; then reconnect with backoff. Jobs keep
 running while the scheduler is away, and each result is kept until the
 scheduler acknowledges it, so a result is never lost to a broken connection.
+
+Behind a short running job the scheduler may queue more jobs (``run_job`` with
+``after``, see :mod:`scheduler.queue_ahead`): each starts the moment the one it
+waits for ends, in its place, and their results leave a few at a time. Queued
+jobs that have not started are dropped when the connection breaks: the
+scheduler, which sees them missing when the worker registers again, requeues
+them.
 """
 
 from __future__ import annotations
@@ -29,6 +36,12 @@ from worker_node.sandbox import Sandbox
 from worker_node.transfer import InputCache
 
 log = logging.getLogger(__name__)
+
+#: Results of a chain of queued jobs are sent once this many are waiting ...
+RESULT_BATCH = 4
+#: ... or this many seconds after the first of them; a job with nothing queued
+#: behind it is reported at once.
+RESULT_DELAY = 0.002
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +102,8 @@ class Worker:
         )
         self.cache = InputCache(config.work_dir / "cache")
         self.attempts: dict[str, Attempt] = {}
+        #: Attempts queued behind another (in :attr:`attempts` too), by its key.
+        self.waiting: dict[str, Attempt] = {}
         #: GPUs not reserved by a running job (the scheduler reserves the count).
         self.free_gpus: list[int] = list(config.gpu_ids or range(config.gpus))
         #: Sandboxes of idle slots, kept for the next job of the same cluster.
@@ -97,6 +112,9 @@ class Worker:
         self.executor = concurrent.futures.ThreadPoolExecutor(config.slots, "slot")
         #: Results not yet acknowledged, by request id.
         self.unacked: dict[int, p.JobFinished] = {}
+        #: Encoded results waiting to leave together, and the timer that sends them.
+        self._results: list[bytes] = []
+        self._results_timer: asyncio.TimerHandle | None = None
         self._ids = itertools.count(1)
         self._writer: asyncio.StreamWriter | None = None
         self._stopping = asyncio.Event()
@@ -160,7 +178,7 @@ class Worker:
             log.info("grace period over: giving back %d job(s)", len(keys))
             self._send(p.Draining(id=next(self._ids), requeue=keys))
             for attempt in list(self.attempts.values()):
-                attempt.kill("the worker is shutting down")
+                self._kill(attempt, "the worker is shutting down")
         deadline = loop.time() + 10  # results (even discarded ones) acknowledged first
         while (self.attempts or self.unacked) and loop.time() < deadline:
             await asyncio.sleep(0.1)
@@ -225,6 +243,7 @@ class Worker:
             finally:
                 heartbeat.cancel()
                 self._writer = None
+                self._drop_queued()
         finally:
             writer.close()
             with contextlib.suppress(Exception):
@@ -264,7 +283,7 @@ class Worker:
             attempt = self.attempts.get(f"{message.job_id}:{message.attempt}")
             if attempt is not None:
                 log.info("job %s: killed (%s)", message.job_id, message.reason)
-                attempt.kill(message.reason)
+                self._kill(attempt, message.reason)
         elif isinstance(message, p.ReadOutput):
             self._read_output(message)
         elif isinstance(message, p.Drain):
@@ -294,12 +313,39 @@ class Worker:
         if attempt.key in self.attempts:
             log.warning("job %s attempt %d already runs here", msg.job_id, msg.attempt)
             return
+        # Keyed by attempt: a stale attempt being killed never blocks the current one.
+        self.attempts[attempt.key] = attempt
+        if msg.after in self.attempts and msg.after not in self.waiting:
+            self.waiting[msg.after] = attempt  # starts when that one ends
+            return
         if self.config.gpus:
             wanted = msg.spec.request_gpus
             attempt.gpus, self.free_gpus = self.free_gpus[:wanted], self.free_gpus[wanted:]
-        # Keyed by attempt: a stale attempt being killed never blocks the current one.
-        self.attempts[attempt.key] = attempt
         asyncio.create_task(self._run(attempt))
+
+    def _kill(self, attempt: Attempt, reason: str) -> None:
+        """Kill a running attempt; one still queued is dropped (it never ran)."""
+        leader = next((k for k, queued in self.waiting.items() if queued is attempt), None)
+        if leader is None:
+            attempt.kill(reason)
+            return
+        follower = self.waiting.pop(attempt.key, None)
+        if follower is None:
+            del self.waiting[leader]
+        else:
+            self.waiting[leader] = follower
+        del self.attempts[attempt.key]
+
+    def _drop_queued(self) -> None:
+        """Forget the attempts that wait for another: the scheduler requeues them."""
+        for attempt in self.waiting.values():
+            del self.attempts[attempt.key]
+        if self.waiting:
+            log.info(
+                "%d queued job(s) dropped: the scheduler gives them out again", len(self.waiting)
+            )
+        self.waiting.clear()
+        self._results.clear()  # kept in unacked: sent again on registering
 
     def _sandbox(self, cluster: int) -> Sandbox:
         """An idle slot's sandbox, preferably one last used by ``cluster``."""
@@ -329,7 +375,12 @@ class Worker:
         finally:
             self.attempts.pop(attempt.key, None)
             self.sandboxes.append(sandbox)
-            self.free_gpus += attempt.gpus or []
+            follower = self.waiting.pop(attempt.key, None)
+            if follower is None:
+                self.free_gpus += attempt.gpus or []
+            else:  # it runs in this one's place, on its GPUs
+                follower.gpus = attempt.gpus
+                asyncio.create_task(self._run(follower))
         # Every job's end is in the scheduler's database; only failures are worth a line here.
         clean = result.exit_code == 0 and not result.failure
         log.log(
@@ -343,4 +394,19 @@ class Worker:
         )
         request_id = next(self._ids)
         self.unacked[request_id] = result
-        self._send(result.with_id(request_id))
+        self._results.append(p.encode(result.with_id(request_id)))
+        if follower is None or len(self._results) >= RESULT_BATCH:
+            self._send_results()
+        elif self._results_timer is None:
+            self._results_timer = asyncio.get_running_loop().call_later(
+                RESULT_DELAY, self._send_results
+            )
+
+    def _send_results(self) -> None:
+        """Send the waiting results in one write."""
+        if self._results_timer is not None:
+            self._results_timer.cancel()
+            self._results_timer = None
+        if self._results and self._writer is not None and not self._writer.is_closing():
+            self._writer.write(b"".join(self._results))
+        self._results.clear()

@@ -7,7 +7,8 @@ launcher is a small process, started once per slot and account as that account,
 that starts the jobs with no change of user (so with ``vfork``), waits for each,
 kills what it left in its process group, and reports its exit status and CPU
 time. The worker still watches the job (limits, ``dtail``) and kills it by its
-process group, as root may.
+process group, as root may. Jobs start with ``posix_spawn``, which spares
+``subprocess``'s work in Python and its scan of open descriptors in the child.
 
     python -m worker_node.launcher FD     (FD: the worker's end of a socket pair)
 
@@ -20,8 +21,10 @@ A launcher serves one job at a time and exits when the worker closes its end.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -143,26 +146,41 @@ def serve(sock: socket.socket) -> None:
         try:
             job = json.loads(request)
             try:
-                process = subprocess.Popen(
-                    job["argv"],
-                    cwd=job["cwd"],
-                    env=job["env"],
-                    stdin=fds[0],
-                    stdout=fds[1],
-                    stderr=fds[2],
-                    start_new_session=True,
-                    close_fds=True,
-                )
+                pid = spawn(job["argv"], job["cwd"], job["env"], fds)
             except OSError as exc:
                 sock.send(json.dumps({"errno": exc.errno or 0, "error": exc.strerror}).encode())
                 continue
         finally:
             for fd in fds:
                 os.close(fd)
-        sock.send(json.dumps({"pid": process.pid}).encode())
-        wait_exit(process.pid)
-        process.returncode, cpu = reap_group(process.pid)
-        sock.send(json.dumps({"status": process.returncode, "cpu": cpu}).encode())
+        sock.send(json.dumps({"pid": pid}).encode())
+        wait_exit(pid)
+        status, cpu = reap_group(pid)
+        sock.send(json.dumps({"status": status, "cpu": cpu}).encode())
+
+
+def spawn(argv: list[str], cwd: str, env: dict[str, str], fds: list[int]) -> int:
+    """Start a job in a session of its own with ``fds`` as its stdin, stdout and
+    stderr and no other descriptor: what ``subprocess.Popen(..., cwd=cwd,
+    start_new_session=True, close_fds=True)`` does, with ``posix_spawn``."""
+    executable = argv[0]
+    if os.sep not in executable:  # looked up in the job's PATH, as subprocess does
+        found = shutil.which(executable, path=env.get("PATH", os.defpath))
+        if found is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), executable)
+        executable = found
+    os.chdir(cwd)  # no cwd for posix_spawn before Python 3.13; one job at a time here
+    actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
+    # Received descriptors are inheritable: only the copies on 0, 1 and 2 may pass.
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in fds]
+    return os.posix_spawn(
+        executable,
+        argv,
+        env,
+        file_actions=actions,
+        setsid=True,
+        setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # ignored by Python, not by jobs
+    )
 
 
 # A job is waited for without reaping, what it left behind in its process group is
@@ -184,6 +202,7 @@ def reap_group(pid: int) -> tuple[int, float]:
 
 def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=int(argv[0]))
+    sock.set_inheritable(False)  # passed to this process, never to its jobs
     with sock, contextlib.suppress(BrokenPipeError, ConnectionResetError):
         serve(sock)  # until the worker is gone
     return 0

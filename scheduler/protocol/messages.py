@@ -353,6 +353,10 @@ class RunJob(Message):
     ftp: FtpGrant
     #: Small inputs this worker may not have yet, by sha256 (base64).
     files: dict[str, str] = field(default_factory=dict)
+    #: ``JOB_ID:ATTEMPT`` of an attempt on this worker that this one is queued
+    #: behind: it starts when that one ends, in its place and on its resources
+    #: (GPUs included). Empty, or naming an attempt already ended: start now.
+    after: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

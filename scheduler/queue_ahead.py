@@ -1,0 +1,79 @@
+"""Jobs queued on a worker behind short running ones, so that a slot never waits.
+
+When a job ends, its worker reports it and the scheduler answers with the slot's
+next job; for jobs of a few milliseconds that round trip would leave the slot
+idle about as long as the job ran, and every job would cost a message each way.
+So behind a running job whose cluster's jobs are short, the scheduler queues up
+to :data:`QUEUE_DEPTH` more jobs of the same shape on its worker, chosen by fair
+share as for a free slot. The worker starts each the moment the one before it
+ends, in its place (see :meth:`scheduler.dispatch.Slots.release`), and reports
+the results of a chain a few at a time.
+
+A job is queued only while the jobs ahead of it are expected to end within
+:data:`QUEUE_WAIT` seconds, by the mean run time of their clusters' completed
+jobs: jobs of a cluster with no completed job yet are never queued behind, so
+a long job never holds another one back. A queued job counts as running (to
+fair share as well) from the moment it is queued.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from scheduler.dispatch import Slots
+from scheduler.fairshare import shape_of
+from scheduler.jobs import JobTable
+from scheduler.store import Job
+
+#: Most jobs queued behind one running job.
+QUEUE_DEPTH = 8
+#: Longest expected wait, in seconds, of a job queued on a worker.
+QUEUE_WAIT = 0.25
+#: Clusters whose mean run time is remembered (the most recently finished ones).
+KEPT_CLUSTERS = 4096
+
+
+class RunTimes:
+    """The mean wall time of recently completed jobs, per cluster."""
+
+    def __init__(self) -> None:
+        self._mean: dict[int, float] = {}
+
+    def record(self, cluster: int, wall_time: float) -> None:
+        old = self._mean.pop(cluster, None)
+        # Weighted towards recent runs, which is what the next jobs will be like.
+        self._mean[cluster] = wall_time if old is None else old + (wall_time - old) * 0.2
+        if len(self._mean) > KEPT_CLUSTERS:
+            del self._mean[next(iter(self._mean))]
+
+    def expected(self, cluster: int) -> float:
+        """Expected run time of a job of ``cluster``; infinite when none completed."""
+        return self._mean.get(cluster, math.inf)
+
+
+def queue_behind(
+    jobs: JobTable, slots: Slots, running: dict[str, Job], head: Job, run_times: RunTimes
+) -> list[tuple[Job, Job]]:
+    """Queue idle jobs behind the chain that starts with ``head`` (a running job of
+    the worker ``slots``, whose jobs are ``running``) and mark them running.
+    Returns (the job each waits for, the job) in order."""
+    if slots.draining or not len(jobs.queue):
+        return []
+    tail, depth, wait = head, 0, run_times.expected(head.cluster)
+    while (follower := slots.follower_of.get(tail.id)) is not None:
+        tail = running[follower]
+        depth += 1
+        wait += run_times.expected(tail.cluster)
+    queued: list[tuple[Job, Job]] = []
+    shape, now = shape_of(head.spec), time.time()
+    while depth < QUEUE_DEPTH and wait <= QUEUE_WAIT:
+        job = jobs.queue.pop_shape(shape, now)
+        if job is None:
+            break
+        jobs.start(job, slots.name, now)
+        slots.queue_behind(tail, job)
+        queued.append((tail, job))
+        tail, depth = job, depth + 1
+        wait += run_times.expected(job.cluster)
+    return queued
