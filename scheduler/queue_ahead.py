@@ -27,7 +27,7 @@ from scheduler.jobs import JobTable
 from scheduler.store import Job
 
 #: Most jobs queued behind one running job.
-QUEUE_DEPTH = 8
+QUEUE_DEPTH = 16
 #: Longest expected wait, in seconds, of a job queued on a worker.
 QUEUE_WAIT = 0.25
 #: Clusters whose mean run time is remembered (the most recently finished ones).

@@ -38,10 +38,10 @@ from worker_node.transfer import InputCache
 log = logging.getLogger(__name__)
 
 #: Results of a chain of queued jobs are sent once this many are waiting ...
-RESULT_BATCH = 4
+RESULT_BATCH = 8
 #: ... or this many seconds after the first of them; a job with nothing queued
 #: behind it is reported at once.
-RESULT_DELAY = 0.002
+RESULT_DELAY = 0.005
 
 
 @dataclass(frozen=True, kw_only=True)
