@@ -66,7 +66,7 @@ class ControlHandlers:
             self.partial_clusters.pop(msg.cluster, None)
         else:
             self.partial_clusters[msg.cluster] = msg.first_proc + len(jobs)
-        self.mailer.submitted(jobs)
+        self.mailer.submitted(jobs, more=not msg.last)
         log.info("user %s submitted cluster %d: %d job(s)", conn.name, msg.cluster, len(jobs))
         self._wake.set()
         return p.Submitted(cluster=msg.cluster, job_ids=[j.id for j in jobs], warnings=warnings)

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.jobs import JobTable
 from scheduler.mail import compose, rules
+from scheduler.mail.outbox import Mailer
 from scheduler.mail.settings import MailConfig, MailConfigError, check_address, make_config
 from scheduler.protocol import JobSpec, JobState
-from scheduler.store import Job
+from scheduler.store import Job, Store
 
 
 def job(state: JobState = JobState.COMPLETED, proc: int = 0, **changes: object) -> Job:
@@ -161,3 +163,32 @@ def test_submit_file_key_notification_per_job(tmp_path: Path) -> None:
     assert parse("true") == [True, True] and parse("False") == [False, False]
     with pytest.raises(SubmitFileError, match="notification_per_job must be true or false"):
         parse("sometimes")
+
+
+def test_a_cluster_sent_in_parts_gets_one_digest_after_its_last_part(tmp_path: Path) -> None:
+    store = Store(tmp_path / "dfarm.db")
+    mailer = Mailer(MailConfig(host="127.0.0.1", sender="dfarm@example.org"), store,
+                    lambda cluster, proc: tmp_path / f"{cluster}.{proc}")  # fmt: skip
+    jobs = JobTable(store, on_change=mailer.changed)
+    cluster = store.reserve_cluster("alice", 1000.0)
+    spec = JobSpec(executable="run.sh", notify_user="me@example.org", notification="Complete")
+
+    def run_part(first: int, count: int, more: bool) -> None:
+        with store.transaction():
+            part = jobs.submit(cluster, "alice", "job.sub", [spec] * count, first)
+            mailer.submitted(part, more=more)
+            for job in part:
+                jobs.start(job, "w1", 1001.0)
+                jobs.transition(job, JobState.COMPLETED, "terminated", exit_code=0, wall_time=1.0)
+        store.commit()
+
+    def mails() -> list[str]:
+        return [row["reason"] for row in store.query("SELECT reason FROM mail")]
+
+    run_part(0, 3, more=True)
+    assert mails() == []  # the first part is over, but more of the cluster is coming
+    run_part(3, 2, more=False)
+    assert mails() == ["digest"]
+    (row,) = store.query("SELECT message FROM mail")
+    assert "cluster 1 done: 5 jobs, 5 completed" in row["message"].decode()
+    store.close()

@@ -55,6 +55,9 @@ class Mailer:
         self._unfinished: Counter[int] = Counter()
         self._watched: Counter[int] = Counter()
         self._size: dict[int, int] = {}
+        #: Clusters submitted in parts whose last part has not come yet: each counts
+        #: one unfinished (and watched) job more, so its digest waits for all parts.
+        self._coming: set[int] = set()
         #: Mails not yet delivered: id -> time of the next attempt.
         self._due: dict[int, float] = {}
         self._wake: asyncio.Event | None = None
@@ -111,13 +114,28 @@ class Mailer:
         if self._due:
             log.info("%d mail(s) still to deliver", len(self._due))
 
-    def submitted(self, jobs: list[Job]) -> None:
-        """A new cluster: watch it if any of its jobs asked for mail."""
-        if self.config is None or not any(rules.wants_mail(j.spec) for j in jobs):
+    def submitted(self, jobs: list[Job], more: bool = False) -> None:
+        """A new cluster, or a part of one (``more``: other parts follow): watch it
+        if any of its jobs asked for mail."""
+        if self.config is None:
             return
-        for job in jobs:
-            self._watch(job)
-        self._size[jobs[0].cluster] = len(jobs)
+        cluster = jobs[0].cluster
+        if any(rules.wants_mail(j.spec) for j in jobs):
+            for job in jobs:
+                self._watch(job)
+            self._size[cluster] = self._size.get(cluster, 0) + len(jobs)
+        if more and cluster in self._watched and cluster not in self._coming:
+            self._coming.add(cluster)
+            self._unfinished[cluster] += 1
+            self._watched[cluster] += 1
+        elif not more and cluster in self._coming:
+            self._coming.discard(cluster)
+            self._unfinished[cluster] -= 1
+            self._watched[cluster] -= 1
+            if self._unfinished[cluster] <= 0:  # the earlier parts are over, this one unwatched
+                if self._size.get(cluster, 1) > 1:
+                    self._digests(cluster)
+                self._forget(cluster)
 
     def _watch(self, job: Job) -> None:
         self._seen[(job.cluster, job.proc)] = job.state
@@ -144,9 +162,12 @@ class Mailer:
         if final:
             self._watched[job.cluster] -= 1
             if self._watched[job.cluster] <= 0:  # the cluster is over: forget it
-                del self._watched[job.cluster]
-                self._size.pop(job.cluster, None)
-                self._unfinished.pop(job.cluster, None)
+                self._forget(job.cluster)
+
+    def _forget(self, cluster: int) -> None:
+        self._watched.pop(cluster, None)
+        self._size.pop(cluster, None)
+        self._unfinished.pop(cluster, None)
 
     def _changed(self, job: Job, old: JobState) -> None:
         cluster = job.cluster
