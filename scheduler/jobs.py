@@ -152,9 +152,11 @@ class JobTable:
             hold_reason=None,
         )
 
-    def requeue(self, job: Job, reason: str) -> None:
-        """A running job whose attempt was lost goes back to the queue."""
-        self.transition(job, JobState.IDLE, "evicted", reason, worker=None)
+    def requeue(self, job: Job, reason: str, started: bool = True) -> None:
+        """A running job whose attempt was lost goes back to the queue (one that never
+        ``started``, queued on a worker, does not count that start)."""
+        starts = job.num_starts if started else max(0, job.num_starts - 1)
+        self.transition(job, JobState.IDLE, "evicted", reason, worker=None, num_starts=starts)
 
     def hold(self, job: Job, reason: str, **changes: object) -> None:
         changes.setdefault("end_time", time.time())

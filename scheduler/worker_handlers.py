@@ -22,14 +22,15 @@ def _check_registration(msg: p.Register) -> None:
     """Refuse what no real worker sends, before anything is recorded."""
     if msg.slots < 1 or msg.cpus < 1 or msg.memory_mb < 0 or msg.gpus < 0:
         raise RequestError("slots and cpus must be >= 1, memory and gpus >= 0", "invalid")
-    for entry in msg.running:
-        job_id, _, attempt = entry.partition(":")
-        try:
-            proc = p.parse_job_id(job_id)[1]
-        except ValueError:
-            proc = None
-        if proc is None or not attempt.isdigit():
-            raise RequestError(f"running: {entry[:40]!r} is not JOB_ID:ATTEMPT", "invalid")
+    for field, entries in (("running", msg.running), ("dropped", msg.dropped)):
+        for entry in entries:
+            job_id, _, attempt = entry.partition(":")
+            try:
+                proc = p.parse_job_id(job_id)[1]
+            except ValueError:
+                proc = None
+            if proc is None or not attempt.isdigit():
+                raise RequestError(f"{field}: {entry[:40]!r} is not JOB_ID:ATTEMPT", "invalid")
 
 
 class WorkerHandlers:
@@ -60,7 +61,7 @@ class WorkerHandlers:
         # The reply goes first: a worker reads nothing else before it (stale attempts
         # are stopped with messages that follow).
         conn.send(p.Registered(worker_id=worker_id, heartbeat_interval=interval).with_id(msg.id))
-        self._adopt(conn, msg.running)
+        self._adopt(conn, msg.running, set(msg.dropped))
         log.info(
             "worker %s (id %d) registered from %s: %d slots, %d cpus, %d MB",
             conn.name, worker_id, conn.peer, msg.slots, msg.cpus, msg.memory_mb,
@@ -68,8 +69,9 @@ class WorkerHandlers:
         self._wake.set()
         return None
 
-    def _adopt(self, conn: Connection, running: list[str]) -> None:
-        """Take back the attempts a returning worker still runs; stop the stale ones."""
+    def _adopt(self, conn: Connection, running: list[str], dropped: set[str]) -> None:
+        """Take back the attempts a returning worker still runs; stop the stale ones;
+        requeue the others (those it ``dropped`` unstarted as never started)."""
         assert conn.slots is not None
         for entry in running:
             job_id, _, attempt_text = entry.partition(":")
@@ -98,7 +100,12 @@ class WorkerHandlers:
         ]
         for job in gone:
             del self.orphans[job.id]
-            if job.state is JobState.RUNNING:
+            if job.state is not JobState.RUNNING:
+                continue
+            if f"{job.id}:{job.attempt}" in dropped:
+                self.jobs.requeue(job, f"queued on worker {conn.name}, which dropped it unstarted",
+                                  started=False)  # fmt: skip
+            else:
                 self.jobs.requeue(job, f"worker {conn.name} came back without it")
 
     def on_heartbeat(self, conn: Connection, msg: p.Heartbeat) -> None:

@@ -113,7 +113,12 @@ def test_200_jobs_survive_a_scheduler_kill_and_none_runs_twice(
         jobs = client.wait(["1"], timeout=300)
         fetched = client.fetch(["1"], dest=tmp_path / "results")
     assert len(jobs) == 200
-    assert all((j.state, j.exit_code, j.num_starts) == ("completed", 0, 1) for j in jobs)
+    bad = [
+        (j.id, j.state, j.exit_code, j.num_starts)
+        for j in jobs
+        if (j.state, j.exit_code, j.num_starts) != ("completed", 0, 1)
+    ]
+    assert not bad, bad
     ends = markers.read_text().split()
     assert sorted(ends) == sorted(f"1.{i}" for i in range(200))  # each ran once
     assert all(f.stdout.read_text() == f"marker {f.job.id}\n" for f in fetched)

@@ -5,8 +5,11 @@ bookkeeping itself is unit-tested at the end."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import signal
+import sqlite3
 from pathlib import Path
 
 from conftest import TestCluster, wait_until, write
@@ -161,3 +164,30 @@ def test_run_times_are_per_cluster_and_unknown_clusters_are_never_short() -> Non
     for cluster in range(10_000):
         times.record(100 + cluster, 0.5)
     assert times.expected(7) == math.inf and times.expected(10_099) == 0.5
+
+
+def test_queued_jobs_dropped_when_the_scheduler_dies_run_once_and_count_one_start(
+    make_cluster,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    cluster = make_cluster(workers=1, slots=1)
+    gate = tmp_path / "go"
+    traced(tmp_path, 8, gate)
+    with client(cluster) as c:
+        c.submit(tmp_path / "job.sub", cwd=str(tmp_path))
+        wait_until(lambda: len(c.jobs(["1"], states=["running"])) > 2, what="jobs queued")
+        queued = len(c.jobs(["1"], states=["running"])) - 1  # behind 1.1, at the gate
+    cluster.processes["scheduler"].send_signal(signal.SIGKILL)
+    cluster.processes["scheduler"].wait()
+    wait_until(lambda: f"{queued} queued job(s) dropped" in cluster.log("w1"))
+    cluster.start_scheduler()
+    with client(cluster) as c:
+        wait_until(lambda: len(c.jobs(["1"], states=["idle"])) == 6, what="the 6 requeued")
+        gate.touch()
+        jobs = c.wait(["1"], timeout=60)
+    assert {(j.state, j.num_starts) for j in jobs} == {("completed", 1)}
+    assert sorted(started(tmp_path / "trace"), key=int) == [str(i) for i in range(8)]
+    with contextlib.closing(sqlite3.connect(cluster.config.db_path)) as db:
+        (why,) = db.execute("SELECT detail FROM job_events WHERE cluster=1 AND proc=2"
+                            " AND event='evicted'").fetchone()  # fmt: skip
+    assert why == "queued on worker w1, which dropped it unstarted"

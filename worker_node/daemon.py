@@ -104,6 +104,8 @@ class Worker:
         self.attempts: dict[str, Attempt] = {}
         #: Attempts queued behind another (in :attr:`attempts` too), by its key.
         self.waiting: dict[str, Attempt] = {}
+        #: Queued attempts dropped unstarted with the last connection (told on registering).
+        self.dropped: list[str] = []
         #: GPUs not reserved by a running job (the scheduler reserves the count).
         self.free_gpus: list[int] = list(config.gpu_ids or range(config.gpus))
         #: Sandboxes of idle slots, kept for the next job of the same cluster.
@@ -216,6 +218,7 @@ class Worker:
                     gpus=self.config.gpus,
                     metrics=metrics,
                     running=running,
+                    dropped=self.dropped,
                 ),
             )
             reply = await asyncio.wait_for(p.read_message(reader), timeout=30)
@@ -232,6 +235,7 @@ class Worker:
                 self.config.port,
             )
             self._writer = writer
+            self.dropped = []
             for request_id, result in self.unacked.items():
                 self._send(result.with_id(request_id))
             if self._drain_task is not None:
@@ -340,6 +344,7 @@ class Worker:
         """Forget the attempts that wait for another: the scheduler requeues them."""
         for attempt in self.waiting.values():
             del self.attempts[attempt.key]
+            self.dropped.append(attempt.key)
         if self.waiting:
             log.info(
                 "%d queued job(s) dropped: the scheduler gives them out again", len(self.waiting)

@@ -286,7 +286,8 @@ class ProbeGranted(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class Register(Message):
-    """A worker offers its slots. ``running`` lists attempts it still runs."""
+    """A worker offers its slots. ``running`` lists attempts it still runs (``JOB_ID:ATTEMPT``);
+    ``dropped``, the queued attempts it dropped unstarted when its last connection broke."""
 
     type: ClassVar[str] = "register"
     roles = WORKER
@@ -296,6 +297,7 @@ class Register(Message):
     gpus: int
     metrics: WorkerMetrics
     running: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)
