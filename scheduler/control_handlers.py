@@ -40,15 +40,30 @@ class ControlHandlers:
         owner = self.store.cluster_owner(msg.cluster)
         if owner is None or owner[0] != conn.name:
             raise RequestError(f"cluster {msg.cluster} was not reserved by you", "not_found")
-        expected = self.partial_clusters.get(msg.cluster, 0)
-        if owner[1] and msg.cluster not in self.partial_clusters:
+        if owner[1]:
             raise RequestError(f"cluster {msg.cluster} was already submitted", "conflict")
+        expected, submitter = self.partial_clusters.get(msg.cluster, (0, conn))
+        if submitter is not conn:
+            raise RequestError(f"cluster {msg.cluster} is being submitted elsewhere", "conflict")
         if msg.first_proc != expected:
             raise RequestError(
                 f"cluster {msg.cluster}: the next part starts at proc {expected},"
                 f" not {msg.first_proc}",
                 "invalid",
             )
+        try:
+            return self._queue_part(conn, msg)
+        except RequestError as exc:
+            if expected:  # earlier parts are queued: the cluster is not submitted whole
+                self.abandon_cluster(msg.cluster, f"the submission failed: {exc}")
+                raise RequestError(
+                    f"{exc}; the {expected} job(s) of cluster {msg.cluster} already queued"
+                    " were removed",
+                    exc.code,
+                ) from None
+            raise
+
+    def _queue_part(self, conn: Connection, msg: p.SubmitJobs) -> p.Message:
         specs = self.mailer.addressed(msg.jobs, conn.name)
         try:
             self.spool.store_inputs(msg.cluster, msg.files)
@@ -61,15 +76,32 @@ class ControlHandlers:
         except QuotaError as exc:
             raise RequestError(str(exc), "quota") from None
         warnings += impossible_warnings(specs, capacities(self._slots()), msg.first_proc)
-        jobs = self.jobs.submit(msg.cluster, conn.name, msg.submit_file, specs, msg.first_proc)
+        jobs = self.jobs.submit(
+            msg.cluster, conn.name, msg.submit_file, specs, msg.first_proc, msg.last
+        )
         if msg.last:
             self.partial_clusters.pop(msg.cluster, None)
         else:
-            self.partial_clusters[msg.cluster] = msg.first_proc + len(jobs)
+            self.partial_clusters[msg.cluster] = (msg.first_proc + len(jobs), conn)
         self.mailer.submitted(jobs, more=not msg.last)
         log.info("user %s submitted cluster %d: %d job(s)", conn.name, msg.cluster, len(jobs))
         self._wake.set()
         return p.Submitted(cluster=msg.cluster, job_ids=[j.id for j in jobs], warnings=warnings)
+
+    def abandon_cluster(self, cluster: int, why: str) -> None:
+        """A cluster whose last part will not come: remove what was queued of it."""
+        self.partial_clusters.pop(cluster, None)
+        jobs = [job for job in self.jobs.active.values() if job.cluster == cluster]
+        now = time.time()
+        with self.store.transaction():
+            for job in jobs:
+                was_running = job.state is JobState.RUNNING
+                self.jobs.transition(job, JobState.REMOVED, "removed", why, end_time=now)
+                if was_running:
+                    self._stop_attempt(job, why)
+            self.store.close_cluster(cluster, now)
+        self.mailer.submit_ended(cluster)
+        log.warning("cluster %d: %s: %d queued job(s) removed", cluster, why, len(jobs))
 
     def _slots(self) -> list[Slots]:
         """What each registered worker offers."""

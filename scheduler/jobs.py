@@ -105,15 +105,22 @@ class JobTable:
     # ------------------------------------------------------------------ submit
 
     def submit(
-        self, cluster: int, owner: str, submit_file: str, specs: list[JobSpec], first: int = 0
+        self,
+        cluster: int,
+        owner: str,
+        submit_file: str,
+        specs: list[JobSpec],
+        first: int = 0,
+        last: bool = True,
     ) -> list[Job]:
-        """Queue the procs of a cluster (numbered from ``first``) in one transaction."""
+        """Queue procs of a cluster (numbered from ``first``) in one transaction; the
+        ``last`` part completes the cluster."""
         now = time.time()
         jobs = [
             Job(cluster=cluster, proc=i, owner=owner, state=JobState.IDLE, spec=s, submit_time=now)
             for i, s in enumerate(specs, start=first)
         ]
-        self.store.insert_jobs(cluster, submit_file, jobs, now)
+        self.store.insert_jobs(cluster, submit_file, jobs, now, last)
         for job in jobs:
             self.active[_key(job)] = job
             self.queue.push(job)

@@ -85,8 +85,9 @@ class Scheduler(
         self.subscribers: dict[int, dict[Connection, frozenset[str]]] = {}
         #: Running jobs whose worker is away: requeued unless it returns by the deadline.
         self.orphans: dict[str, float] = {}
-        #: Clusters submitted in parts, with the proc number their next part starts at.
-        self.partial_clusters: dict[int, int] = {}
+        #: Clusters submitted in parts: the proc number their next part starts at, and
+        #: the connection (or dashboard user) sending them.
+        self.partial_clusters: dict[int, tuple[int, object]] = {}
         #: Output requests (``dtail``) waiting for a worker: the asking connection,
         #: its request id and the worker asked, by the id of the request to the worker.
         self.tails: dict[int, tuple[Connection, int | None, Connection]] = {}
@@ -131,6 +132,9 @@ class Scheduler(
                 self._connection, self.config.host, self.config.port, **tls
             )
         self.port = server.sockets[0].getsockname()[1]
+        for cluster in self.store.incomplete_clusters():
+            self.abandon_cluster(cluster, "the submission was interrupted by a restart")
+        self.end_turn()
         web = await start_web(self) if self.config.web_port is not None else None
         if web is not None:
             self.mailer.link_jobs(web.url + "jobs/{job}")
@@ -267,6 +271,9 @@ class Scheduler(
             self.controls.pop(conn.id, None)
             for subs in self.subscribers.values():
                 subs.pop(conn, None)
+            for cluster, (_, submitter) in list(self.partial_clusters.items()):
+                if submitter is conn:
+                    self.abandon_cluster(cluster, "the submission was interrupted")
         if conn.slots is not None and self.workers.get(conn.slots.worker_id) is conn:
             del self.workers[conn.slots.worker_id]
             self._drop_tails(conn)

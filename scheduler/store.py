@@ -308,17 +308,32 @@ class Store:
             cur = db.execute("INSERT INTO clusters (owner, created) VALUES (?, ?)", (owner, now))
             return int(cur.lastrowid or 0)
 
+    def close_cluster(self, cluster: int, now: float) -> None:
+        """No more parts of ``cluster`` are taken."""
+        with self.transaction() as db:
+            db.execute("UPDATE clusters SET submitted=? WHERE id=?", (now, cluster))
+
+    def incomplete_clusters(self) -> list[int]:
+        """Clusters with jobs queued whose last part never came."""
+        rows = self._query(
+            "SELECT id FROM clusters WHERE submitted IS NULL"
+            " AND EXISTS (SELECT 1 FROM jobs WHERE jobs.cluster = clusters.id)"
+        )
+        return [row["id"] for row in rows]
+
     def cluster_owner(self, cluster: int) -> tuple[str, bool] | None:
         """The owner of a cluster and whether its jobs were submitted."""
         rows = self._query("SELECT owner, submitted FROM clusters WHERE id=?", (cluster,))
         return (rows[0]["owner"], rows[0]["submitted"] is not None) if rows else None
 
-    def insert_jobs(self, cluster: int, submit_file: str, jobs: list[Job], now: float) -> None:
-        """Queue all procs of a cluster in one transaction."""
+    def insert_jobs(
+        self, cluster: int, submit_file: str, jobs: list[Job], now: float, last: bool = True
+    ) -> None:
+        """Queue procs of a cluster in one transaction; the ``last`` part completes it."""
         with self.transaction() as db:
             db.execute(
                 "UPDATE clusters SET submit_file=?, submitted=? WHERE id=?",
-                (submit_file, now, cluster),
+                (submit_file, now if last else None, cluster),
             )
             db.executemany(
                 f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({','.join('?' * len(_ALL_COLUMNS))})",

@@ -3,10 +3,13 @@ limit; the sizes are made small here so that a few jobs cross several boundaries
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import signal
 from pathlib import Path
 
 import pytest
-from conftest import TestCluster, write
+from conftest import TestCluster, wait_until, write
 
 import control_node.client
 import control_node.submit
@@ -46,3 +49,56 @@ def test_cluster_in_parts_and_queue_in_pages(
     page = cluster.run("dq", "-limit", "2")
     assert page.returncode == 0, page.stderr
     assert [i for i in range(7) if f"{sub.id}.{i} " in page.stdout] == [0, 1]
+
+
+_DATA = b"#!/bin/sh\n"
+_SHA = hashlib.sha256(_DATA).hexdigest()
+SPEC = p.JobSpec(executable="job.sh", inputs=[p.InputFile(name="job.sh", sha256=_SHA, size=10)])
+SCRIPT = {_SHA: p.pack_bytes(_DATA)}
+
+
+def first_part(me: Client, jobs: int) -> int:
+    """A new cluster whose first part is queued, the others still to come."""
+    created = me.conn.request(p.NewCluster())
+    assert isinstance(created, p.ClusterCreated)
+    me.conn.request(p.SubmitJobs(cluster=created.cluster, submit_file="x", jobs=[SPEC] * jobs,
+                                 files=SCRIPT, last=False))  # fmt: skip
+    assert {j.state for j in me.cluster_jobs(created.cluster)} == {"idle"}
+    return created.cluster
+
+
+def test_a_cluster_whose_last_part_never_comes_is_removed(make_cluster) -> None:  # noqa: ANN001
+    cluster: TestCluster = make_cluster(workers=0)
+    address = f"127.0.0.1:{cluster.access.port}"
+    with Client(scheduler=address, token=cluster.token) as me:
+        # A later part is refused: what was queued goes, and the reply says so.
+        refused = first_part(me, 2)
+        bad = dataclasses.replace(SPEC, request_cpus=0)
+        part = p.SubmitJobs(cluster=refused, submit_file="x", jobs=[bad], first_proc=2)
+        with pytest.raises(DfarmError, match=r"the 2 job\(s\) of cluster 1 already queued were"):
+            me.conn.request(part)
+        assert {j.state for j in me.cluster_jobs(refused)} == {"removed"}
+        good = dataclasses.replace(part, jobs=[SPEC])
+        with pytest.raises(DfarmError, match="already submitted"):
+            me.conn.request(good)
+        # The connection closes before the last part.
+        with Client(scheduler=address, token=cluster.token) as other:
+            interrupted = first_part(other, 3)
+        wait_until(lambda: {j.state for j in me.cluster_jobs(interrupted)} == {"removed"})
+        # The scheduler restarts before the last part (the connection still open).
+        restarted = first_part(me, 1)
+        cluster.processes["scheduler"].send_signal(signal.SIGKILL)
+        cluster.processes["scheduler"].wait()
+    cluster.start_scheduler()
+    with Client(scheduler=address, token=cluster.token) as me:
+        assert [j.state for j in me.cluster_jobs(restarted)] == ["removed"]
+    log = cluster.log("scheduler")
+    assert f"cluster {interrupted}: the submission was interrupted: 3 queued job(s) removed" in log
+    assert (f"cluster {restarted}: the submission was interrupted by a restart:"
+            " 1 queued job(s) removed") in log  # fmt: skip
+
+
+def test_parts_start_small_and_grow() -> None:
+    assert control_node.submit.parts(1) == [(0, 1)]
+    assert control_node.submit.parts(2000) == [(0, 100), (100, 500), (500, 2000)]
+    assert control_node.submit.parts(12_000)[-2:] == [(2100, 7100), (7100, 12_000)]

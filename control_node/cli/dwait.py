@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from control_node import render
-from control_node.cli.common import add_connection_options, connect, run_command
+from control_node.cli.common import add_connection_options, run_command
+from control_node.client import Client
 from control_node.connection import SchedulerUnavailable
 from control_node.results import FetchedJob, failed
 from scheduler import protocol as p
@@ -20,11 +21,13 @@ def wait_and_fetch(
 ) -> tuple[list[p.JobInfo], list[FetchedJob]]:
     """Wait, then fetch; a scheduler that goes away after the first connection
     (a restart) is waited for, with backoff, until the deadline."""
-    connected, backoff = False, 0.5
+    connected, backoff, token = False, 0.5, None
     while True:
         try:
-            with connect(args) as client:
-                connected = True
+            # The first connection's token again: a restarting scheduler rewrites the
+            # access file, which may be read in between without one.
+            with Client(scheduler=args.scheduler, token=token) as client:
+                connected, token = True, client.endpoint.token
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 jobs = client.wait(args.ids, timeout=left, on_update=show)
                 finished = [j.id for j in jobs if j.state != p.JobState.HELD.value]

@@ -124,18 +124,24 @@ class Mailer:
             for job in jobs:
                 self._watch(job)
             self._size[cluster] = self._size.get(cluster, 0) + len(jobs)
-        if more and cluster in self._watched and cluster not in self._coming:
+        if not more:
+            self.submit_ended(cluster)
+        elif cluster in self._watched and cluster not in self._coming:
             self._coming.add(cluster)
             self._unfinished[cluster] += 1
             self._watched[cluster] += 1
-        elif not more and cluster in self._coming:
-            self._coming.discard(cluster)
-            self._unfinished[cluster] -= 1
-            self._watched[cluster] -= 1
-            if self._unfinished[cluster] <= 0:  # the earlier parts are over, this one unwatched
-                if self._size.get(cluster, 1) > 1:
-                    self._digests(cluster)
-                self._forget(cluster)
+
+    def submit_ended(self, cluster: int) -> None:
+        """No more parts of ``cluster`` will come (its last came, or it was abandoned)."""
+        if cluster not in self._coming:
+            return
+        self._coming.discard(cluster)
+        self._unfinished[cluster] -= 1
+        self._watched[cluster] -= 1
+        if self._unfinished[cluster] <= 0:  # every job queued of it has ended
+            if self._size.get(cluster, 1) > 1:
+                self._digests(cluster)
+            self._forget(cluster)
 
     def _watch(self, job: Job) -> None:
         self._seen[(job.cluster, job.proc)] = job.state
