@@ -28,8 +28,6 @@ BLOCK = 1 << 20
 Digests = dict[str, tuple[str, int]]
 #: Jobs per submit message: a large cluster goes in parts, each well under a frame.
 PART = 5000
-#: Jobs in the first message; each next one is four times larger, up to PART.
-FIRST_PART = 100
 
 
 class SubmitError(DfarmError):
@@ -123,31 +121,20 @@ def submit_with(
     digests.update(store_large([path for path in paths if path not in digests]))
     specs = [_spec(proc, digests) for proc in procs]
     job_ids: list[str] = []
-    for first, end in parts(len(specs)):
+    for first in range(0, len(specs), PART):
         reply = queue(
             p.SubmitJobs(
                 cluster=cluster,
                 submit_file=os.path.basename(path),
-                jobs=specs[first:end],
+                jobs=specs[first : first + PART],
                 files=inline if first == 0 else {},
                 first_proc=first,
-                last=end == len(specs),
+                last=first + PART >= len(specs),
             )
         )
         job_ids += reply.job_ids
         warnings += [w for w in reply.warnings if w not in warnings]
     return Submission(cluster, job_ids, warnings)
-
-
-def parts(count: int) -> list[tuple[int, int]]:
-    """(first, end) of each submit message for ``count`` jobs: the first parts are
-    small, so that the first jobs run while the others are still being sent."""
-    bounds, first, size = [], 0, min(FIRST_PART, PART)
-    while first < count:
-        end = min(count, first + size)
-        bounds.append((first, end))
-        first, size = end, min(PART, size * 4)
-    return bounds
 
 
 def _mentions_cluster(path: Path, text: str | None) -> bool:

@@ -96,9 +96,3 @@ def test_a_cluster_whose_last_part_never_comes_is_removed(make_cluster) -> None:
     assert f"cluster {interrupted}: the submission was interrupted: 3 queued job(s) removed" in log
     assert (f"cluster {restarted}: the submission was interrupted by a restart:"
             " 1 queued job(s) removed") in log  # fmt: skip
-
-
-def test_parts_start_small_and_grow() -> None:
-    assert control_node.submit.parts(1) == [(0, 1)]
-    assert control_node.submit.parts(2000) == [(0, 100), (100, 500), (500, 2000)]
-    assert control_node.submit.parts(12_000)[-2:] == [(2100, 7100), (7100, 12_000)]
