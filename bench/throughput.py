@@ -1,11 +1,13 @@
 """Throughput of trivial jobs on a local cluster, next to the machine's spawn rate.
 
-    .venv/bin/python bench/throughput.py [--jobs 200] [--workers 2] [--runs 3]
+    .venv/bin/python bench/throughput.py [--jobs 200] [--workers 2] [--runs 3] [--cpu]
 
 Starts a scheduler and workers (one slot each) in a temporary directory, submits
 one cluster of N jobs running a staged shell script that exits 0, waits for all
 of them, and compares with `seq N | xargs -P<workers> -n1 /bin/true`. Prints the
-median of several runs and their spread; asserts that every job completed.
+median of several runs and their spread; asserts that every job completed. With
+``--cpu``, one more run reports each process's CPU time per job: the scheduler,
+the worker daemons, their job launchers, the jobs themselves and this client.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -49,7 +52,41 @@ def spread(values: list[float]) -> str:
     return f"{min(values):.3f}-{max(values):.3f}"
 
 
-def measure(jobs: int, workers: int, runs: int) -> dict[str, list[float]]:
+def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
+    """CPU seconds so far of the cluster's parts, by part (jobs: what launchers reaped)."""
+    spent: dict[str, float] = dict.fromkeys(CPU_PARTS, 0.0)
+    for name, process in processes.items():
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        if name == "client":
+            spent["client"] += times.user + times.system
+        elif name.startswith("launcher"):
+            spent["launchers"] += times.user + times.system
+            spent["jobs"] += times.children_user + times.children_system
+        else:
+            spent["scheduler" if name == "scheduler" else "workers"] += times.user + times.system
+    return spent
+
+
+CPU_PARTS = ("scheduler", "workers", "launchers", "jobs", "client")
+
+
+def measure_cpu(client: Client, cluster: LocalCluster, root: Path, jobs: int) -> dict[str, float]:
+    """Microseconds of CPU per job of each part of the cluster over one run."""
+    processes = {name: psutil.Process(p.pid) for name, p in cluster.processes.items()}
+    for name in [n for n in processes if n != "scheduler"]:
+        for number, child in enumerate(processes[name].children()):
+            processes[f"launcher {name} {number}"] = child
+    processes["client"] = psutil.Process()
+    before = cpu_seconds(processes)
+    time_dfarm(client, root, jobs)
+    after = cpu_seconds(processes)
+    return {part: (after[part] - before[part]) * 1e6 / jobs for part in CPU_PARTS}
+
+
+def measure(jobs: int, workers: int, runs: int, cpu: bool = False) -> dict[str, list[float]]:
     """Seconds per run: dfarm from submit to the last exit status (and its submit part),
     and ``xargs -P<workers>`` over the same number of /bin/true."""
     with tempfile.TemporaryDirectory(prefix="dfarm-bench-") as tmp:
@@ -70,6 +107,9 @@ def measure(jobs: int, workers: int, runs: int) -> dict[str, list[float]]:
                     result["dfarm"].append(elapsed)
                     result["submit"].append(submitted)
                     result["xargs"].append(time_xargs(jobs, workers))
+                if cpu:  # launchers started with the first jobs: they are children now
+                    spent = measure_cpu(client, cluster, root, jobs)
+                    result.update({f"cpu {part}": [us] for part, us in spent.items()})
         finally:
             cluster.stop()
     return result
@@ -80,8 +120,9 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cpu", action="store_true", help="also CPU per job of each process")
     args = parser.parse_args()
-    times = measure(args.jobs, args.workers, args.runs)
+    times = measure(args.jobs, args.workers, args.runs, args.cpu)
     dfarm, submit, xargs = times["dfarm"], times["submit"], times["xargs"]
     d, x = statistics.median(dfarm), statistics.median(xargs)
     rows = [
@@ -93,6 +134,11 @@ def main() -> int:
     print(f"{args.jobs} trivial jobs, {args.workers} workers x 1 slot, median of {args.runs} runs")
     print(tabulate(rows, headers=("what", "seconds", "spread", "jobs/s"), disable_numparse=True))
     print(f"dfarm / xargs time ratio: {d / x:.1f}x")
+    if args.cpu:
+        rows = [(part, f"{times[f'cpu {part}'][0]:.0f}") for part in CPU_PARTS]
+        rows.append(("total", f"{sum(times[f'cpu {part}'][0] for part in CPU_PARTS):.0f}"))
+        print(f"\nCPU per job over one more run of {args.jobs} jobs (microseconds):")
+        print(tabulate(rows, headers=("process", "CPU per job"), disable_numparse=True))
     return 0
 
 
