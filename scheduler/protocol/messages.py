@@ -154,10 +154,10 @@ class SubmitJobs(Message):
     """Queue the procs of a reserved cluster, whose inputs are uploaded.
 
     Done atomically: either every proc of the message is queued or none is. A
-    cluster comes in parts, in order, so that no frame outgrows the limit and its
-    first jobs start while the rest is sent: each part names its first proc, and
-    the last says so. A cluster whose last part never comes (a part is refused,
-    the connection closes, the scheduler restarts) has its queued jobs removed.
+    large cluster comes in parts, in order, so that no frame outgrows the limit:
+    each part names its first proc, and the last says so. A cluster whose last
+    part never comes (a part is refused, the connection closes, the scheduler
+    restarts) has its queued jobs removed.
     """
 
     type: ClassVar[str] = "submit_jobs"
