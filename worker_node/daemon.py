@@ -7,7 +7,8 @@ scheduler acknowledges it, so a result is never lost to a broken connection.
 
 Behind a short running job the scheduler may queue more jobs (``run_job`` with
 ``after``, see :mod:`scheduler.queue_ahead`): each starts the moment the one it
-waits for ends, in its place, and their results leave a few at a time. Queued
+waits for ends, in its place, in the same slot thread (a chain never goes back
+to the event loop between two jobs), and their results leave a few at a time. Queued
 jobs that have not started are dropped when the connection breaks: the
 scheduler, which sees them missing when the worker registers again, requeues
 them.
@@ -21,6 +22,7 @@ import contextlib
 import itertools
 import logging
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +106,8 @@ class Worker:
         self.attempts: dict[str, Attempt] = {}
         #: Attempts queued behind another (in :attr:`attempts` too), by its key.
         self.waiting: dict[str, Attempt] = {}
+        #: Guards :attr:`waiting` and ``Attempt.ended``, which slot threads read too.
+        self._chain_lock = threading.Lock()
         #: Queued attempts dropped unstarted with the last connection (told on registering).
         self.dropped: list[str] = []
         #: GPUs not reserved by a running job (the scheduler reserves the count).
@@ -319,9 +323,11 @@ class Worker:
             return
         # Keyed by attempt: a stale attempt being killed never blocks the current one.
         self.attempts[attempt.key] = attempt
-        if msg.after in self.attempts and msg.after not in self.waiting:
-            self.waiting[msg.after] = attempt  # starts when that one ends
-            return
+        with self._chain_lock:
+            leader = self.attempts.get(msg.after)
+            if leader is not None and not leader.ended and msg.after not in self.waiting:
+                self.waiting[msg.after] = attempt  # starts when that one ends
+                return
         if self.config.gpus:
             wanted = msg.spec.request_gpus
             attempt.gpus, self.free_gpus = self.free_gpus[:wanted], self.free_gpus[wanted:]
@@ -329,27 +335,28 @@ class Worker:
 
     def _kill(self, attempt: Attempt, reason: str) -> None:
         """Kill a running attempt; one still queued is dropped (it never ran)."""
-        leader = next((k for k, queued in self.waiting.items() if queued is attempt), None)
+        with self._chain_lock:
+            leader = next((k for k, queued in self.waiting.items() if queued is attempt), None)
+            if leader is not None:
+                follower = self.waiting.pop(attempt.key, None)
+                if follower is None:
+                    del self.waiting[leader]
+                else:
+                    self.waiting[leader] = follower
         if leader is None:
-            attempt.kill(reason)
-            return
-        follower = self.waiting.pop(attempt.key, None)
-        if follower is None:
-            del self.waiting[leader]
+            attempt.kill(reason)  # one taken from the queue just now has not started yet
         else:
-            self.waiting[leader] = follower
-        del self.attempts[attempt.key]
+            del self.attempts[attempt.key]
 
     def _drop_queued(self) -> None:
         """Forget the attempts that wait for another: the scheduler requeues them."""
-        for attempt in self.waiting.values():
+        with self._chain_lock:
+            dropped, self.waiting = list(self.waiting.values()), {}
+        for attempt in dropped:
             del self.attempts[attempt.key]
             self.dropped.append(attempt.key)
-        if self.waiting:
-            log.info(
-                "%d queued job(s) dropped: the scheduler gives them out again", len(self.waiting)
-            )
-        self.waiting.clear()
+        if dropped:
+            log.info("%d queued job(s) dropped: the scheduler gives them out again", len(dropped))
         self._results.clear()  # kept in unacked: sent again on registering
 
     def _sandbox(self, cluster: int) -> Sandbox:
@@ -363,29 +370,48 @@ class Worker:
         return Sandbox(self.jobs_dir, self._sandboxes_made - 1)
 
     async def _run(self, attempt: Attempt) -> None:
-        msg = attempt.msg
-        log.debug("job %s attempt %d: starting %s", msg.job_id, msg.attempt, msg.spec.executable)
-        sandbox = self._sandbox(p.parse_job_id(msg.job_id)[0])
+        """Run ``attempt``, then the chain of attempts queued behind it, in a slot thread."""
+        sandbox = self._sandbox(p.parse_job_id(attempt.msg.job_id)[0])
+        loop = asyncio.get_running_loop()
         try:
-            result = await asyncio.get_running_loop().run_in_executor(
-                self.executor,
-                run_attempt,
-                attempt,
-                self.cache,
-                sandbox,
-                self.accounts.for_owner(msg.owner, sandbox.index),
-                self.job_python,
-                self.launchers,
-            )
+            await loop.run_in_executor(self.executor, self._run_chain, attempt, sandbox, loop)
         finally:
-            self.attempts.pop(attempt.key, None)
             self.sandboxes.append(sandbox)
-            follower = self.waiting.pop(attempt.key, None)
-            if follower is None:
-                self.free_gpus += attempt.gpus or []
-            else:  # it runs in this one's place, on its GPUs
+
+    def _run_chain(
+        self, attempt: Attempt | None, sandbox: Sandbox, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """In a slot thread: run attempts one after the other while one is queued
+        behind the last, each on its leader's GPUs; their results go to the loop."""
+        while attempt is not None:
+            msg = attempt.msg
+            log.debug(
+                "job %s attempt %d: starting %s", msg.job_id, msg.attempt, msg.spec.executable
+            )
+            try:
+                account = self.accounts.for_owner(msg.owner, sandbox.index)
+                result = run_attempt(
+                    attempt, self.cache, sandbox, account, self.job_python, self.launchers
+                )
+            except Exception as exc:  # a bug must cost this job, not the slot's chain
+                log.exception("job %s attempt %d: internal error", msg.job_id, msg.attempt)
+                failure = f"internal error on worker {self.config.name}: {exc}"
+                result = p.JobFinished(job_id=msg.job_id, attempt=msg.attempt, failure=failure)
+            with self._chain_lock:
+                attempt.ended = True
+                follower = self.waiting.pop(attempt.key, None)
+            if follower is not None:
                 follower.gpus = attempt.gpus
-                asyncio.create_task(self._run(follower))
+            loop.call_soon_threadsafe(self._finished, attempt, result, follower is not None)
+            attempt = follower
+
+    def _finished(self, attempt: Attempt, result: p.JobFinished, chained: bool) -> None:
+        """On the loop: an attempt's result, to send (soon, when ``chained``: a job
+        queued behind it runs already)."""
+        self.attempts.pop(attempt.key, None)
+        if not chained:
+            self.free_gpus += attempt.gpus or []
+        msg = attempt.msg
         # Every job's end is in the scheduler's database; only failures are worth a line here.
         clean = result.exit_code == 0 and not result.failure
         log.log(
@@ -400,7 +426,7 @@ class Worker:
         request_id = next(self._ids)
         self.unacked[request_id] = result
         self._results.append(p.encode(result.with_id(request_id)))
-        if follower is None or len(self._results) >= RESULT_BATCH:
+        if not chained or len(self._results) >= RESULT_BATCH:
             self._send_results()
         elif self._results_timer is None:
             self._results_timer = asyncio.get_running_loop().call_later(

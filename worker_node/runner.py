@@ -59,6 +59,8 @@ class Attempt:
     #: The GPUs reserved for the job, its ``CUDA_VISIBLE_DEVICES`` (None: the worker
     #: has no GPUs, leave it unset).
     gpus: list[int] | None = None
+    #: Set (by its slot thread) once it has ended, so that nothing queues behind it.
+    ended: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
