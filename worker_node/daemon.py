@@ -39,10 +39,10 @@ from worker_node.transfer import InputCache
 
 log = logging.getLogger(__name__)
 
-#: Results of a chain of queued jobs are sent once this many are waiting ...
+#: Results of chains of queued jobs are sent once this many are waiting ...
 RESULT_BATCH = 8
-#: ... or this many seconds after the first of them; a job with nothing queued
-#: behind it is reported at once.
+#: ... or this many seconds after the first of them; the result of a job that
+#: ran this long, or with nothing queued behind it, is sent at once.
 RESULT_DELAY = 0.005
 
 
@@ -106,7 +106,11 @@ class Worker:
         self.attempts: dict[str, Attempt] = {}
         #: Attempts queued behind another (in :attr:`attempts` too), by its key.
         self.waiting: dict[str, Attempt] = {}
-        #: Guards :attr:`waiting` and ``Attempt.ended``, which slot threads read too.
+        #: Results the slot threads left for the loop to send: (attempt, result,
+        #: whether a job queued behind it took its place).
+        self._done: list[tuple[Attempt, p.JobFinished, bool]] = []
+        #: Guards :attr:`waiting`, :attr:`_done` and ``Attempt.ended`` (slot threads
+        #: use them too).
         self._chain_lock = threading.Lock()
         #: Queued attempts dropped unstarted with the last connection (told on registering).
         self.dropped: list[str] = []
@@ -118,9 +122,6 @@ class Worker:
         self.executor = concurrent.futures.ThreadPoolExecutor(config.slots, "slot")
         #: Results not yet acknowledged, by request id.
         self.unacked: dict[int, p.JobFinished] = {}
-        #: Encoded results waiting to leave together, and the timer that sends them.
-        self._results: list[bytes] = []
-        self._results_timer: asyncio.TimerHandle | None = None
         self._ids = itertools.count(1)
         self._writer: asyncio.StreamWriter | None = None
         self._stopping = asyncio.Event()
@@ -357,7 +358,6 @@ class Worker:
             self.dropped.append(attempt.key)
         if dropped:
             log.info("%d queued job(s) dropped: the scheduler gives them out again", len(dropped))
-        self._results.clear()  # kept in unacked: sent again on registering
 
     def _sandbox(self, cluster: int) -> Sandbox:
         """An idle slot's sandbox, preferably one last used by ``cluster``."""
@@ -382,7 +382,8 @@ class Worker:
         self, attempt: Attempt | None, sandbox: Sandbox, loop: asyncio.AbstractEventLoop
     ) -> None:
         """In a slot thread: run attempts one after the other while one is queued
-        behind the last, each on its leader's GPUs; their results go to the loop."""
+        behind the last, each on its leader's GPUs; their results go to the loop a
+        few at a time (see RESULT_BATCH)."""
         while attempt is not None:
             msg = attempt.msg
             log.debug(
@@ -400,44 +401,43 @@ class Worker:
             with self._chain_lock:
                 attempt.ended = True
                 follower = self.waiting.pop(attempt.key, None)
+                first = not self._done
+                self._done.append((attempt, result, follower is not None))
+                full = len(self._done) >= RESULT_BATCH
+            if follower is None or full or result.wall_time >= RESULT_DELAY:
+                loop.call_soon_threadsafe(self._send_done)
+            elif first:  # the loop sends it, with those that follow, a little later
+                loop.call_soon_threadsafe(loop.call_later, RESULT_DELAY, self._send_done)
             if follower is not None:
                 follower.gpus = attempt.gpus
-            loop.call_soon_threadsafe(self._finished, attempt, result, follower is not None)
             attempt = follower
 
-    def _finished(self, attempt: Attempt, result: p.JobFinished, chained: bool) -> None:
-        """On the loop: an attempt's result, to send (soon, when ``chained``: a job
-        queued behind it runs already)."""
-        self.attempts.pop(attempt.key, None)
-        if not chained:
-            self.free_gpus += attempt.gpus or []
-        msg = attempt.msg
-        # Every job's end is in the scheduler's database; only failures are worth a line here.
-        clean = result.exit_code == 0 and not result.failure
-        log.log(
-            logging.DEBUG if clean else logging.INFO,
-            "job %s attempt %d: exit %s signal %s%s",
-            msg.job_id,
-            msg.attempt,
-            result.exit_code,
-            result.exit_signal,
-            f" ({result.failure})" if result.failure else "",
-        )
-        request_id = next(self._ids)
-        self.unacked[request_id] = result
-        self._results.append(p.encode(result.with_id(request_id)))
-        if not chained or len(self._results) >= RESULT_BATCH:
-            self._send_results()
-        elif self._results_timer is None:
-            self._results_timer = asyncio.get_running_loop().call_later(
-                RESULT_DELAY, self._send_results
+    def _send_done(self) -> None:
+        """On the loop: send the results the slot threads left, in one write."""
+        with self._chain_lock:
+            done, self._done = self._done, []
+        if not done:
+            return
+        frames = []
+        for attempt, result, chained in done:
+            self.attempts.pop(attempt.key, None)
+            if not chained:  # else the job queued behind it runs on its GPUs
+                self.free_gpus += attempt.gpus or []
+            msg = attempt.msg
+            # Every job's end is in the scheduler's database; only failures are worth a line.
+            clean = result.exit_code == 0 and not result.failure
+            log.log(
+                logging.DEBUG if clean else logging.INFO,
+                "job %s attempt %d: exit %s signal %s%s",
+                msg.job_id,
+                msg.attempt,
+                result.exit_code,
+                result.exit_signal,
+                f" ({result.failure})" if result.failure else "",
             )
-
-    def _send_results(self) -> None:
-        """Send the waiting results in one write."""
-        if self._results_timer is not None:
-            self._results_timer.cancel()
-            self._results_timer = None
-        if self._results and self._writer is not None and not self._writer.is_closing():
-            self._writer.write(b"".join(self._results))
-        self._results.clear()
+            request_id = next(self._ids)
+            self.unacked[request_id] = result
+            frames.append(p.encode(result.with_id(request_id)))
+        # Without a connection they wait in unacked, sent again on registering.
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(b"".join(frames))
