@@ -41,6 +41,8 @@ class Slots:
     leader_of: dict[str, str] = field(default_factory=dict)
     #: ... and the id of the job queued behind each job.
     follower_of: dict[str, str] = field(default_factory=dict)
+    #: For each running job with jobs queued behind it: the last of them, and how many.
+    chains: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def fits(self, job: Job) -> bool:
         """Whether ``job`` could start here now."""
@@ -72,10 +74,18 @@ class Slots:
         self.used_memory_mb -= job.spec.request_memory or 0
         self.used_gpus -= job.spec.request_gpus
 
-    def queue_behind(self, leader: Job, job: Job) -> None:
-        """``job`` waits on the worker for ``leader`` to end, then runs in its place."""
-        self.follower_of[leader.id] = job.id
-        self.leader_of[job.id] = leader.id
+    def chain(self, head: Job) -> tuple[str, int]:
+        """The id of the last job of ``head``'s chain (``head`` itself when nothing is
+        queued behind it) and how many are queued."""
+        return self.chains.get(head.id, (head.id, 0))
+
+    def queue_behind(self, head: Job, job: Job) -> None:
+        """``job`` waits on the worker for the last job of ``head``'s chain to end,
+        then runs in its place."""
+        tail, count = self.chain(head)
+        self.follower_of[tail] = job.id
+        self.leader_of[job.id] = tail
+        self.chains[head.id] = (job.id, count + 1)
 
     def release(self, job: Job) -> str | None:
         """``job`` left the worker (it ended, was killed or given back). The job
@@ -84,17 +94,26 @@ class Slots:
         holds none: the one behind it waits for its leader instead."""
         follower = self.follower_of.pop(job.id, None)
         leader = self.leader_of.pop(job.id, None)
-        if leader is not None:
+        if leader is not None:  # a queued job: rare, so its head is looked for
             if follower is None:
                 del self.follower_of[leader]
             else:
                 self.follower_of[leader] = follower
                 self.leader_of[follower] = leader
+            head = leader
+            while head in self.leader_of:
+                head = self.leader_of[head]
+            tail, count = self.chains.pop(head)
+            if count > 1:
+                self.chains[head] = (leader if tail == job.id else tail, count - 1)
             return None
         if follower is None:
             self.give_back(job)
             return None
         del self.leader_of[follower]
+        tail, count = self.chains.pop(job.id)
+        if count > 1:
+            self.chains[follower] = (tail, count - 1)
         return follower
 
     @property

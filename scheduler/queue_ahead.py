@@ -10,10 +10,10 @@ ends, in its place (see :meth:`scheduler.dispatch.Slots.release`), and reports
 the results of a chain a few at a time.
 
 A job is queued only while the jobs ahead of it are expected to end within
-:data:`QUEUE_WAIT` seconds, by the mean run time of their clusters' completed
-jobs: jobs of a cluster with no completed job yet are never queued behind, so
-a long job never holds another one back. A queued job counts as running (to
-fair share as well) from the moment it is queued.
+:data:`QUEUE_WAIT` seconds, by the mean run time of completed jobs of the
+cluster of the last of them: jobs of a cluster with no completed job yet are
+never queued behind, so a long job never holds another one back. A queued job
+counts as running (to fair share as well) from the moment it is queued.
 """
 
 from __future__ import annotations
@@ -58,22 +58,22 @@ def queue_behind(
     """Queue idle jobs behind the chain that starts with ``head`` (a running job of
     the worker ``slots``, whose jobs are ``running``) and mark them running.
     Returns (the job each waits for, the job) in order."""
-    if slots.draining or not len(jobs.queue):
+    tail_id, depth = slots.chain(head)
+    if depth >= QUEUE_DEPTH or slots.draining or not len(jobs.queue):
         return []
-    tail, depth, wait = head, 0, run_times.expected(head.cluster)
-    while (follower := slots.follower_of.get(tail.id)) is not None:
-        tail = running[follower]
-        depth += 1
-        wait += run_times.expected(tail.cluster)
+    # The jobs of a chain have one shape and mostly one cluster: the one of its last
+    # job tells how long each takes.
+    tail = running[tail_id]
+    each = run_times.expected(tail.cluster)
     queued: list[tuple[Job, Job]] = []
     shape, now = shape_of(head.spec), time.time()
-    while depth < QUEUE_DEPTH and wait <= QUEUE_WAIT:
+    while depth < QUEUE_DEPTH and (depth + 1) * each <= QUEUE_WAIT:
         job = jobs.queue.pop_shape(shape, now)
         if job is None:
             break
         jobs.start(job, slots.name, now)
-        slots.queue_behind(tail, job)
+        slots.queue_behind(head, job)
         queued.append((tail, job))
         tail, depth = job, depth + 1
-        wait += run_times.expected(job.cluster)
+        each = max(each, run_times.expected(job.cluster))
     return queued

@@ -140,19 +140,27 @@ def test_a_chain_hands_its_resources_down_and_gives_them_back_at_its_end() -> No
     slots = Slots(worker_id=1, name="w", slots=1, cpus=2, memory_mb=100, gpus=0, disk_free_mb=1)
     head, a, b, c = job(0, 2), job(1, 2), job(2, 2), job(3, 2)
     slots.take(head)
-    slots.queue_behind(head, a)
-    slots.queue_behind(a, b)
-    slots.queue_behind(b, c)
+    for queued in (a, b, c):
+        slots.queue_behind(head, queued)
     assert (slots.used_slots, slots.used_cpus) == (1, 2)
+    assert slots.chain(head) == ("1.3", 3) and slots.chain(a) == ("1.1", 0)
     # A queued job removed: the one behind it waits for its leader instead.
     assert slots.release(b) is None
     assert slots.follower_of == {"1.0": "1.1", "1.1": "1.3"}
     assert slots.leader_of == {"1.1": "1.0", "1.3": "1.1"}
-    # The running one ends: the next takes its place and resources.
+    assert slots.chain(head) == ("1.3", 2)
+    # The running one ends: the next takes its place, resources and chain.
     assert slots.release(head) == "1.1"
     assert (slots.used_slots, slots.used_cpus) == (1, 2)
-    assert slots.release(a) == "1.3" and slots.release(c) is None
-    assert (slots.used_slots, slots.used_cpus, slots.leader_of, slots.follower_of) == (0, 0, {}, {})
+    assert slots.chain(a) == ("1.3", 1)
+    # The last of a chain removed: the one before it is the last.
+    d = job(4, 2)
+    slots.queue_behind(a, d)
+    assert slots.release(d) is None and slots.chain(a) == ("1.3", 1)
+    assert slots.release(a) == "1.3" and slots.chain(c) == ("1.3", 0)
+    assert slots.release(c) is None
+    assert (slots.used_slots, slots.used_cpus) == (0, 0)
+    assert (slots.leader_of, slots.follower_of, slots.chains) == ({}, {}, {})
 
 
 def test_run_times_are_per_cluster_and_unknown_clusters_are_never_short() -> None:
