@@ -49,6 +49,18 @@ def slots_used(cluster: TestCluster) -> int:
         return sum(w.slots_used for w in c.workers())
 
 
+def queue_behind_a_gate(cluster: TestCluster, tmp_path: Path, count: int) -> Path:
+    """Submit ``count`` traced jobs: job 0 ends at once (the cluster is then known to
+    be short), job 1 waits at the gate with jobs queued behind it. Returns the gate."""
+    gate = tmp_path / "go"
+    traced(tmp_path, count, gate)
+    with client(cluster) as c:
+        c.submit(tmp_path / "job.sub", cwd=str(tmp_path))
+        wait_until(lambda: len(c.jobs(["1"], states=["running"])) > 2,
+                   what="jobs queued behind 1.1")  # fmt: skip
+    return gate
+
+
 def test_short_jobs_are_queued_behind_running_ones_and_run_one_at_a_time(
     make_cluster,
     tmp_path: Path,  # noqa: ANN001
@@ -71,13 +83,8 @@ def test_removing_queued_and_running_jobs_loses_and_repeats_nothing(
     tmp_path: Path,  # noqa: ANN001
 ) -> None:
     cluster = make_cluster(workers=1, slots=1)
-    gate = tmp_path / "go"
-    traced(tmp_path, 12, gate)
+    gate = queue_behind_a_gate(cluster, tmp_path, 12)
     with client(cluster) as c:
-        c.submit(tmp_path / "job.sub", cwd=str(tmp_path))
-        # Job 0 ends at once; job 1 waits at the gate with jobs queued behind it.
-        wait_until(lambda: len(c.jobs(["1"], states=["running"])) > 2,
-                   what="jobs queued behind 1.1")  # fmt: skip
         queued = [j.id for j in c.jobs(["1"], states=["running"]) if j.id != "1.1"]
         assert c.remove([queued[1]]).changed == [queued[1]]  # a queued one
         assert c.remove(["1.1"]).changed == ["1.1"]  # the one running
@@ -104,12 +111,8 @@ def test_a_drained_worker_gives_back_its_queued_jobs(
     tmp_path: Path,  # noqa: ANN001
 ) -> None:
     cluster = make_cluster(workers=1, slots=1, worker_args=("--grace", "60"))
-    gate = tmp_path / "go"
-    traced(tmp_path, 10, gate)
+    gate = queue_behind_a_gate(cluster, tmp_path, 10)
     with client(cluster) as c:
-        c.submit(tmp_path / "job.sub", cwd=str(tmp_path))
-        wait_until(lambda: len(c.jobs(["1"], states=["running"])) > 2,
-                   what="jobs queued behind 1.1")  # fmt: skip
         home = str(cluster.config.home)
         out = cluster.run("dfarm", "worker", "--drain", "w1", "--grace", "0.5", "--home", home)
         assert out.returncode == 0, out.stderr
@@ -179,11 +182,8 @@ def test_queued_jobs_dropped_when_the_scheduler_dies_run_once_and_count_one_star
     tmp_path: Path,  # noqa: ANN001
 ) -> None:
     cluster = make_cluster(workers=1, slots=1)
-    gate = tmp_path / "go"
-    traced(tmp_path, 8, gate)
+    gate = queue_behind_a_gate(cluster, tmp_path, 8)
     with client(cluster) as c:
-        c.submit(tmp_path / "job.sub", cwd=str(tmp_path))
-        wait_until(lambda: len(c.jobs(["1"], states=["running"])) > 2, what="jobs queued")
         queued = len(c.jobs(["1"], states=["running"])) - 1  # behind 1.1, at the gate
     cluster.processes["scheduler"].send_signal(signal.SIGKILL)
     cluster.processes["scheduler"].wait()
