@@ -52,6 +52,10 @@ def spread(values: list[float]) -> str:
     return f"{min(values):.3f}-{max(values):.3f}"
 
 
+#: The parts of a cluster whose CPU ``--cpu`` reports.
+CPU_PARTS = ("scheduler", "workers", "launchers", "jobs", "client")
+
+
 def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
     """CPU seconds so far of the cluster's parts, by part (jobs: what launchers reaped)."""
     spent: dict[str, float] = dict.fromkeys(CPU_PARTS, 0.0)
@@ -68,9 +72,6 @@ def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
         else:
             spent["scheduler" if name == "scheduler" else "workers"] += times.user + times.system
     return spent
-
-
-CPU_PARTS = ("scheduler", "workers", "launchers", "jobs", "client")
 
 
 def measure_cpu(client: Client, cluster: LocalCluster, root: Path, jobs: int) -> dict[str, float]:

@@ -8,10 +8,9 @@ scheduler acknowledges it, so a result is never lost to a broken connection.
 Behind a short running job the scheduler may queue more jobs (``run_job`` with
 ``after``, see :mod:`scheduler.queue_ahead`): each starts the moment the one it
 waits for ends, in its place, in the same slot thread (a chain never goes back
-to the event loop between two jobs), and their results leave a few at a time. Queued
-jobs that have not started are dropped when the connection breaks: the
-scheduler, which sees them missing when the worker registers again, requeues
-them.
+to the event loop between two jobs), and their results leave a few at a time.
+Queued jobs that have not started are dropped when the connection breaks; the
+worker names them when it registers again, and the scheduler requeues them.
 """
 
 from __future__ import annotations

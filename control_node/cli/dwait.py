@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from control_node import render
-from control_node.cli.common import add_connection_options, run_command
-from control_node.client import Client
+from control_node.cli.common import add_connection_options, connect, run_command
 from control_node.connection import SchedulerUnavailable
 from control_node.results import FetchedJob, failed
 from scheduler import protocol as p
@@ -26,7 +25,7 @@ def wait_and_fetch(
         try:
             # The first connection's token again: a restarting scheduler rewrites the
             # access file, which may be read in between without one.
-            with Client(scheduler=args.scheduler, token=token) as client:
+            with connect(args, token) as client:
                 connected, token = True, client.endpoint.token
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 jobs = client.wait(args.ids, timeout=left, on_update=show)
