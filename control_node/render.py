@@ -29,8 +29,8 @@ def duration(seconds: float | None) -> str:
 
 def run_time(job: p.JobInfo, now: float) -> float | None:
     """Wall time so far for a running job, the recorded one for a finished job."""
-    if job.state == p.JobState.RUNNING.value and job.start_time is not None:
-        return now - job.start_time
+    if job.state == p.JobState.RUNNING.value:  # no start time yet: queued on its worker
+        return None if job.start_time is None else now - job.start_time
     return job.wall_time
 
 

@@ -17,6 +17,7 @@ from scheduler.connection import Connection, RequestError
 from scheduler.control_handlers import _parse_ids
 from scheduler.job_files import result_file
 from scheduler.protocol import JobState
+from scheduler.queue_ahead import release
 from scheduler.run_time import total_run_time
 from scheduler.store import Job
 
@@ -110,7 +111,7 @@ class JobControlHandlers:
                 del worker.running[job.id]
                 self.spool.revoke(worker.grants.pop(job.id))
                 assert worker.slots is not None
-                worker.slots.release(job)
+                release(self.jobs, worker.slots, worker.running, job)
                 worker.send(p.KillJob(job_id=job.id, attempt=job.attempt, reason=reason))
                 return
 

@@ -40,7 +40,7 @@ class JobTable:
             self.active[(job.cluster, job.proc)] = job
             if job.state is JobState.IDLE:
                 self.queue.push(job)
-            elif job.state is JobState.RUNNING:
+            elif job.state is JobState.RUNNING and job.start_time is not None:
                 self.queue.started(job)
 
     def get(self, job_id: str) -> Job | None:
@@ -79,7 +79,9 @@ class JobTable:
     def transition(
         self, job: Job, new: JobState, event: str, detail: str = "", **changes: object
     ) -> None:
-        """Move ``job`` to ``new`` (checked), apply ``changes``, write it all durably."""
+        """Move ``job`` to ``new`` (checked), apply ``changes``, write it all durably.
+        A running job counts for fair share while its ``start_time`` is set: a job
+        queued on a worker behind another has none until it :meth:`began`."""
         check_transition(
             job.id, job.state, new, lambda: [e.event for e in self.store.events(*_key(job))]
         )
@@ -94,8 +96,9 @@ class JobTable:
         if new is JobState.IDLE:
             self.queue.push(job)
         if old is JobState.RUNNING and new is not JobState.RUNNING:
-            save_usage(self.store, self.queue.stopped(job, started, time.time()))
-        elif new is JobState.RUNNING and old is not JobState.RUNNING:
+            if started is not None:
+                save_usage(self.store, self.queue.stopped(job, started, time.time()))
+        elif new is JobState.RUNNING and old is not JobState.RUNNING and job.start_time is not None:
             self.queue.started(job)
         if new in (JobState.COMPLETED, JobState.REMOVED):
             self.active.pop(key, None)
@@ -144,20 +147,30 @@ class JobTable:
                     assignments.append((slots, job))
         return assignments
 
-    def start(self, job: Job, worker: str, now: float) -> None:
-        """Mark an idle job, just given to ``worker``, running."""
+    def start(self, job: Job, worker: str, now: float, queued: bool = False) -> None:
+        """Mark an idle job, just given to ``worker``, running; one ``queued`` there
+        behind another job has no start time until it :meth:`began`."""
+        where = "queued on" if queued else "on"
         self.transition(
             job,
             JobState.RUNNING,
             "executing",
-            f"on worker {worker} (attempt {job.attempt + 1})",
+            f"{where} worker {worker} (attempt {job.attempt + 1})",
             worker=worker,
             attempt=job.attempt + 1,
             num_starts=job.num_starts + 1,
-            start_time=now,
+            start_time=None if queued else now,
             end_time=None,
             hold_reason=None,
         )
+
+    def began(self, job: Job, now: float) -> None:
+        """A job queued on a worker started there, the job ahead of it having left:
+        it counts for fair share from ``now`` (written with its next state change)."""
+        if job.state is JobState.RUNNING and job.start_time is None:
+            job.start_time = now
+            self.queue.started(job)
+            self.on_change(job)
 
     def requeue(self, job: Job, reason: str, started: bool = True) -> None:
         """A running job whose attempt was lost goes back to the queue (one that never

@@ -13,7 +13,8 @@ A job is queued only while the jobs ahead of it are expected to end within
 :data:`QUEUE_WAIT` seconds, by the mean run time of completed jobs of the
 cluster of the last of them: jobs of a cluster with no completed job yet are
 never queued behind, so a long job never holds another one back. A queued job
-counts as running (to fair share as well) from the moment it is queued.
+is running (its worker has it) but has no start time, and does not count for
+fair share, until the job ahead of it leaves (:func:`release`).
 """
 
 from __future__ import annotations
@@ -71,9 +72,20 @@ def queue_behind(
         job = jobs.queue.pop_shape(shape, now)
         if job is None:
             break
-        jobs.start(job, slots.name, now)
+        jobs.start(job, slots.name, now, queued=True)
         slots.queue_behind(head, job)
         queued.append((tail, job))
         tail, depth = job, depth + 1
         each = max(each, run_times.expected(job.cluster))
     return queued
+
+
+def release(jobs: JobTable, slots: Slots, running: dict[str, Job], job: Job) -> Job | None:
+    """``job`` left the worker ``slots`` (whose jobs are ``running``): the job queued
+    behind it, if any, begins in its place and is returned."""
+    follower = slots.release(job)
+    if follower is None:
+        return None
+    began = running[follower]
+    jobs.began(began, time.time())
+    return began

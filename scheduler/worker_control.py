@@ -9,6 +9,7 @@ import logging
 from scheduler import protocol as p
 from scheduler.connection import Connection, RequestError
 from scheduler.protocol import JobState
+from scheduler.queue_ahead import release
 
 log = logging.getLogger("scheduler.server")
 
@@ -39,7 +40,7 @@ class WorkerControlHandlers:
                 self.jobs.requeue(job, f"worker {conn.name} shut down")
                 del conn.running[job_id]
                 self.spool.revoke(conn.grants.pop(job_id))
-                slots.release(job)
+                release(self.jobs, slots, conn.running, job)
                 requeued.append(job_id)
         log.info(
             "worker %s is draining: %d running, %d requeued",

@@ -12,6 +12,7 @@ from scheduler.dispatch import Slots
 from scheduler.job_results import extract_result
 from scheduler.matching import slot_attributes
 from scheduler.protocol import JobState
+from scheduler.queue_ahead import release
 from scheduler.store import Job
 from scheduler.submission import safe_name, safe_result_name
 
@@ -84,6 +85,8 @@ class WorkerHandlers:
                 and job.attempt == attempt
             ):
                 self.orphans.pop(job_id, None)
+                # Queued there when the connection broke: it has started since.
+                self.jobs.began(job, time.time())
                 conn.slots.take(job)
                 conn.running[job_id] = job
                 conn.grants[job_id] = self.spool.grant_job(
@@ -169,11 +172,11 @@ class WorkerHandlers:
             self.spool.revoke(conn.grants.pop(msg.job_id))
             # The slot's next job, in the same transaction: the reply and the next
             # RunJob leave together, after the commit.
-            follower = slots.release(job)
+            follower = release(self.jobs, slots, conn.running, job)
             if follower is None:
                 self._schedule_once([slots])
             else:
-                self._queue_behind(conn, conn.running[follower])
+                self._queue_behind(conn, follower)
         return p.Ok()
 
     def _retry(self, job: Job, msg: p.JobFinished) -> str:

@@ -71,10 +71,18 @@ def test_short_jobs_are_queued_behind_running_ones_and_run_one_at_a_time(
         jobs = c.submit(tmp_path / "job.sub", cwd=str(tmp_path)).wait(timeout=60)
     assert {(j.state, j.exit_code) for j in jobs} == {("completed", 0)}
     assert sorted(one_at_a_time(tmp_path / "trace"), key=int) == [str(i) for i in range(60)]
-    # Queued jobs were given to the worker (marked running) before the job ahead ended.
+    with contextlib.closing(sqlite3.connect(cluster.config.db_path)) as db:
+        queued = db.execute("SELECT COUNT(*) FROM job_events WHERE event='executing'"
+                            " AND detail LIKE 'queued on worker w1%'").fetchone()[0]  # fmt: skip
+        (usage,) = db.execute("SELECT value FROM usage WHERE user=?", (jobs[0].owner,)).fetchone()
+    assert queued >= QUEUE_DEPTH
+    # A queued job starts, and counts for fair share, when the one ahead of it ends:
+    # the recorded runs of the one slot do not overlap, nor does the usage charged.
     jobs.sort(key=lambda j: j.start_time or 0)
-    early = [b.id for a, b in itertools.pairwise(jobs) if (b.start_time or 0) < (a.end_time or 0)]
-    assert len(early) >= QUEUE_DEPTH, early
+    overlaps = [(a.id, b.id) for a, b in itertools.pairwise(jobs)
+                if (b.start_time or 0) < (a.end_time or 0)]  # fmt: skip
+    assert overlaps == []
+    assert usage <= (jobs[-1].end_time or 0) - (jobs[0].start_time or 0)
     wait_until(lambda: slots_used(cluster) == 0, what="the slot to be free")
 
 

@@ -208,7 +208,8 @@ def queue(s: Scheduler, user: WebUser, all_users: bool = False) -> dict[str, Any
         analysis = why.get(job.id)  # the caller's idle and held jobs only
         row["position"] = analysis.position if analysis and analysis.position else None
         row["reason"] = analysis.summary if analysis else ""
-        row["running_for"] = now - job.start_time if job.state == "running" else None
+        started = job.start_time if job.state == "running" else None
+        row["running_for"] = None if started is None else now - started
         row["mine"] = job.owner == user.name
         rows.append(row)
     order = {JobState.RUNNING.value: 0, JobState.IDLE.value: 1, JobState.HELD.value: 2}
