@@ -134,6 +134,17 @@ def main() -> int:
                 verdict(ratio >= 0.5),
             )
         )
+    twice = [size_mb / s for s in st["twice"]]
+    rows.append(
+        (
+            "   for reference: the same copy twice in sequence (MiB/s)",
+            show(med(twice), twice, ".0f"),
+            "loopback copy " + show(med(copy_rates), copy_rates, ".0f"),
+            f"{med(twice) / med(copy_rates):.2f}",
+            "-",
+            "-",
+        )
+    )
     peak = max(st["peak_rss"].values()) / 2**20
     rows.append(
         (
