@@ -166,11 +166,11 @@ class JobTable:
 
     def began(self, job: Job, now: float) -> None:
         """A job queued on a worker started there, the job ahead of it having left:
-        it counts for fair share from ``now`` (written with its next state change)."""
+        it counts for fair share from ``now``. Not a change of state: it is written,
+        and watchers told, with the next one."""
         if job.state is JobState.RUNNING and job.start_time is None:
             job.start_time = now
             self.queue.started(job)
-            self.on_change(job)
 
     def requeue(self, job: Job, reason: str, started: bool = True) -> None:
         """A running job whose attempt was lost goes back to the queue (one that never
