@@ -120,10 +120,18 @@ def main() -> int:
     print(f"staging: {size_mb} MiB ...", file=sys.stderr)
     st = staging.measure(size_mb, args.runs)
     copy_rates = [size_mb / s for s in st["copy"]]
-    for label, key in (("in: control node -> sandbox", "in"), ("out: job end -> fetched", "out")):
-        values = [size_mb / s for s in st[key]]
+    # In: control node -> sandbox; out: job end -> fetched. A worker on the spool's
+    # file system links files with it; one elsewhere moves them over FTP.
+    ways = (
+        ("link", "in", "3. staging {} MiB in, worker on the spool's disk (MiB/s)"),
+        ("link", "out", "   staging {} MiB out, worker on the spool's disk (MiB/s)"),
+        ("ftp", "in", "   staging {} MiB in, worker elsewhere: FTP (MiB/s)"),
+        ("ftp", "out", "   staging {} MiB out, worker elsewhere: FTP (MiB/s)"),
+    )
+    for route, key, text in ways:
+        label = text.format(size_mb)
+        values = [size_mb / s for s in st[key][route]]
         ratio = med(values) / med(copy_rates)
-        label = f"3. staging {size_mb} MiB {label} (MiB/s)"
         rows.append(
             (
                 label,

@@ -6,12 +6,23 @@ In: the time from `submit` until the job runs with the file in its sandbox (the
 job prints a timestamp first thing), against copying the same file once over a
 TCP socket on 127.0.0.1 (sendfile to a receiver that writes it to disk). For
 reference, the same copy made twice in sequence, from the file to a first copy
-and from that to a second: the best any design can do that passes a file
+and from that to a second: the best any design can do that copies a file
 through a spool on its way to a worker, with no hashing, protocol or job.
 Out: the job copies the file to an output; the time from the job's end until
-the client has fetched it, against the same loopback copy. Also the peak
-resident memory of the scheduler, the worker and this client, sampled while
-the transfers run: it must stay flat, not grow with the file.
+the client has fetched it, against the same loopback copy.
+
+Each run measures both routes a file can take to and from a worker: by hard
+link, for a worker on the spool's file system (worker "link"), and over FTP
+(worker "ftp", started with --always-ftp, as a worker on another machine).
+Also the peak resident memory of the scheduler, the workers and this client,
+sampled while the transfers run: it must stay flat, not grow with the file.
+
+Every timed step starts after the machine has been idle for SETTLE seconds
+(the job idles as long between its copy and its end). On a virtual machine
+whose balloon device reports free pages to the host, writing a GiB into pages
+freed a moment ago (by the file a step before deleted) is several times
+faster than into pages the host has taken back, so without the pause each
+figure would depend on what the step before it freed rather than on the step.
 """
 
 from __future__ import annotations
@@ -36,6 +47,9 @@ from control_node import Client  # noqa: E402
 from control_node.local_cluster import LocalCluster  # noqa: E402
 
 CHUNK = 1 << 20
+#: Seconds of idleness before each timed step: longer than the 2 s after which a
+#: virtio balloon reports freed pages to the host.
+SETTLE = 4.0
 
 
 def make_file(path: Path, size: int) -> None:
@@ -119,10 +133,16 @@ def refresh(path: Path) -> str:
     return digest.hexdigest()
 
 
-def one_run(client: Client, work: Path, sha: str) -> tuple[float, float]:
-    """(seconds from submit to job start, seconds from job end to output fetched)."""
+#: The routes of a file to and from a worker: the name of the worker that takes it,
+#: and its extra options.
+ROUTES = {"link": (), "ftp": ("--always-ftp",)}
+
+
+def one_run(client: Client, work: Path, sha: str, route: str) -> tuple[float, float]:
+    """(seconds from submit to job start, seconds from job end to output fetched),
+    on the worker of ``route``."""
     start_wall = time.time()
-    cluster = client.submit(work / "stage.sub", cwd=str(work))
+    cluster = client.submit(work / f"stage-{route}.sub", cwd=str(work))
     (job,) = cluster.wait(timeout=600)
     assert job.state == "completed" and job.exit_code == 0, job
     fetch_start = time.time()
@@ -143,36 +163,47 @@ def one_run(client: Client, work: Path, sha: str) -> tuple[float, float]:
 
 
 def measure(size_mb: int, runs: int) -> dict[str, object]:
-    """Seconds per run for the loopback copy, two copies in sequence, dfarm in and
-    dfarm out; peak RSS by process."""
+    """Seconds per run for the loopback copy, two copies in sequence, and dfarm in
+    and out by each route ("in": {"link": [...], "ftp": [...]}, "out": ...); peak
+    RSS by process."""
     size = size_mb * CHUNK
     with tempfile.TemporaryDirectory(prefix="dfarm-stage-") as tmp:
         work = Path(tmp)
         make_file(work / "big.bin", size)
-        script = "#!/bin/sh\ndate +%s.%N\ncp big.bin copy.bin\ndate +%s.%N\n"
+        script = f"#!/bin/sh\ndate +%s.%N\ncp big.bin copy.bin\nsleep {SETTLE}\ndate +%s.%N\n"
         (work / "stage.sh").write_text(script)
         (work / "stage.sh").chmod(0o755)
-        (work / "stage.sub").write_text(
-            "executable = stage.sh\ntransfer_input_files = big.bin\n"
-            "transfer_output_files = copy.bin\nqueue\n"
-        )
-        cluster = LocalCluster(work / "home", workers=1, slots=1)
+        for route in ROUTES:
+            (work / f"stage-{route}.sub").write_text(
+                "executable = stage.sh\ntransfer_input_files = big.bin\n"
+                f'transfer_output_files = copy.bin\nrequirements = Name == "{route}"\nqueue\n'
+            )
+        cluster = LocalCluster(work / "home", workers=0, slots=1)
         access = cluster.start()
-        ins, outs, copies, twice = [], [], [], []
+        for route, options in ROUTES.items():
+            cluster.add_worker(route, *options)
+        copies, twice = [], []
+        ins: dict[str, list[float]] = {route: [] for route in ROUTES}
+        outs: dict[str, list[float]] = {route: [] for route in ROUTES}
         try:
             with Client(scheduler=f"{access.host}:{access.port}", token=access.token) as client:
-                while not client.workers():
+                while len(client.workers()) < len(ROUTES):
                     time.sleep(0.05)
                 pids = {name: proc.pid for name, proc in cluster.processes.items()}
                 pids["client"] = os.getpid()
                 with PeakMemory(pids) as memory:
-                    for _ in range(runs):
+                    for run in range(runs):
+                        time.sleep(SETTLE)
                         copies.append(loopback_copy(work / "big.bin", work / "copy-baseline.bin"))
+                        time.sleep(SETTLE)
                         twice.append(two_copies(work / "big.bin", work))
-                        sha = refresh(work / "big.bin")
-                        into, back = one_run(client, work, sha)
-                        ins.append(into)
-                        outs.append(back)
+                        # Each route goes first in every other run.
+                        for route in list(ROUTES)[:: -1 if run % 2 else 1]:
+                            sha = refresh(work / "big.bin")
+                            time.sleep(SETTLE)
+                            into, back = one_run(client, work, sha, route)
+                            ins[route].append(into)
+                            outs[route].append(back)
         finally:
             cluster.stop()
     return {"copy": copies, "twice": twice, "in": ins, "out": outs, "peak_rss": memory.peak}
@@ -184,17 +215,18 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     result = measure(args.size_mb, args.runs)
-    copies, ins, outs, peak = result["copy"], result["in"], result["out"], result["peak_rss"]
-    base, twice = statistics.median(copies), statistics.median(result["twice"])
-    rows = [
-        ("loopback copy (baseline)", f"{base:.2f}", f"{args.size_mb / base:.0f}", "1.00"),
-        ("two loopback copies in sequence", f"{twice:.2f}", f"{args.size_mb / twice:.0f}",
-         f"{base / twice:.2f}"),
-        ("dfarm: submit -> file in sandbox", f"{statistics.median(ins):.2f}",
-         f"{args.size_mb / statistics.median(ins):.0f}", f"{base / statistics.median(ins):.2f}"),
-        ("dfarm: job end -> output fetched", f"{statistics.median(outs):.2f}",
-         f"{args.size_mb / statistics.median(outs):.0f}", f"{base / statistics.median(outs):.2f}"),
-    ]  # fmt: skip
+    copies, peak = result["copy"], result["peak_rss"]
+    base = statistics.median(copies)
+
+    def row(what: str, seconds: list[float]) -> tuple[str, str, str, str]:
+        median = statistics.median(seconds)
+        return (what, f"{median:.2f}", f"{args.size_mb / median:.0f}", f"{base / median:.2f}")
+
+    rows = [row("loopback copy (baseline)", copies),
+            row("two loopback copies in sequence", result["twice"])]  # fmt: skip
+    for route in ROUTES:
+        rows.append(row(f"dfarm by {route}: submit -> file in sandbox", result["in"][route]))
+        rows.append(row(f"dfarm by {route}: job end -> output fetched", result["out"][route]))
     print(f"{args.size_mb} MiB file, median of {args.runs} runs")
     print(tabulate(rows, headers=("what", "seconds", "MiB/s", "speed vs copy"),
                    disable_numparse=True))  # fmt: skip

@@ -40,7 +40,9 @@ from pyftpdlib.servers import FTPServer
 
 from scheduler.protocol import (
     INLINE_LIMIT,
+    SPOOL_IDENTITY_FILE,
     FtpGrant,
+    SpoolShare,
     pack_bytes,
     unpack_bytes,
 )
@@ -79,6 +81,8 @@ class Grant:
     expires: float
     #: Bytes this grant may upload in all (None: no limit).
     max_bytes: int | None = None
+    #: Whether an upload may replace an existing file (rewriting it in place).
+    replace: bool = True
 
 
 class GrantAuthorizer:
@@ -106,6 +110,11 @@ class GrantAuthorizer:
             if grant is None or grant.max_bytes is None:
                 return None
             return grant.max_bytes - self._uploaded.get(user, 0)
+
+    def may_replace(self, user: str) -> bool:
+        with self._lock:
+            grant = self._grants.get(user)
+        return grant is not None and grant.replace
 
     def uploaded(self, user: str, size: int) -> None:
         with self._lock:
@@ -209,6 +218,19 @@ class QuotaDTPHandler(DTPHandler):
         super().close()
 
 
+class NoReplaceMixin:
+    """Refuses an upload onto an existing file where the grant says so: a stored
+    input is never rewritten in place, since workers on the spool's file system
+    link it into sandboxes."""
+
+    def ftp_STOR(self, file: str, mode: str = "w") -> str | None:
+        if not self.authorizer.may_replace(self.username) and os.path.lexists(file):
+            self._restart_position = 0  # a REST before it is spent, as pyftpdlib does
+            self.respond("550 The file exists; an upload never replaces a stored file.")
+            return None
+        return super().ftp_STOR(file, mode)
+
+
 class TlsFiles(Protocol):
     cert: Path
     key: Path
@@ -248,13 +270,17 @@ class Spool:
     ):
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        #: Offered to workers: one that finds this secret at this path shares the
+        #: spool's file system and links files instead of moving them over FTP.
+        self.share = SpoolShare(path=str(self.root), identity=secrets.token_hex(16))
+        _write_atomic(self.root / SPOOL_IDENTITY_FILE, self.share.identity.encode(), 0o600)
         self.authorizer = GrantAuthorizer()
         #: With TLS, what grants tell peers to pin.
         self.tls_fingerprint = tls.fingerprint if tls else None
         control, data = FTPHandler, QuotaDTPHandler
         if tls is not None:
             control, data = _tls_handlers(tls)
-        handler = type("SpoolFTPHandler", (control,), {})
+        handler = type("SpoolFTPHandler", (NoReplaceMixin, control), {})
         handler.authorizer = self.authorizer
         handler.banner = "dfarm spool ready."
         handler.passive_ports = passive_ports
@@ -301,14 +327,43 @@ class Spool:
         """Forget the large results of an earlier attempt of a job."""
         shutil.rmtree(self.job_dir(cluster, proc), ignore_errors=True)
 
+    def attempt_dir(self, cluster: int, proc: int, attempt: int) -> Path:
+        """Where a worker sharing the spool's file system puts an attempt's results."""
+        return self.job_dir(cluster, proc) / f".attempt-{attempt}"
+
+    def take_attempt(self, cluster: int, proc: int, attempt: int) -> None:
+        """Move the results a worker linked for this attempt into the job's folder
+        (nothing to do when they were moved already)."""
+        job_dir, source = self.job_dir(cluster, proc), self.attempt_dir(cluster, proc, attempt)
+        with contextlib.suppress(FileNotFoundError):
+            for entry in list(os.scandir(source)):
+                target = job_dir / entry.name
+                if entry.is_dir(follow_symlinks=False) and target.is_dir():
+                    for item in list(os.scandir(entry.path)):
+                        os.replace(item.path, target / item.name)
+                else:
+                    os.replace(entry.path, target)
+            shutil.rmtree(source)
+
+    def drop_attempt(self, cluster: int, proc: int, attempt: int) -> None:
+        """Forget the results a worker linked for an attempt that does not count."""
+        shutil.rmtree(self.attempt_dir(cluster, proc, attempt), ignore_errors=True)
+
     # -- grants ------------------------------------------------------------
 
     def _issue(
-        self, root: Path, rules: list[Rule], ttl: float, host: str, max_bytes: int | None = None
+        self,
+        root: Path,
+        rules: list[Rule],
+        ttl: float,
+        host: str,
+        max_bytes: int | None = None,
+        replace: bool = True,
     ) -> FtpGrant:
         raw = secrets.token_bytes(26)
         user, password = "g" + raw[:8].hex(), base64.urlsafe_b64encode(raw[8:]).decode()
-        grant = Grant(user, password, root, tuple(rules), time.time() + ttl, max_bytes)
+        expires = time.time() + ttl
+        grant = Grant(user, password, root, tuple(rules), expires, max_bytes, replace)
         self.authorizer.add(grant)
         return FtpGrant(
             host=host,
@@ -324,7 +379,8 @@ class Spool:
         """Write-only access to a new cluster's input directory, for ``max_bytes``."""
         path = self.input_dir(cluster)
         path.mkdir(parents=True, exist_ok=True)
-        return self._issue(path, [Rule(str(path), WRITE)], ttl, host, max_bytes)
+        rules = [Rule(str(path), WRITE)]
+        return self._issue(path, rules, ttl, host, max_bytes, replace=False)
 
     def grant_job(self, cluster: int, proc: int, host: str, ttl: float) -> FtpGrant:
         """For a worker: read the cluster's inputs, write this job's results."""
@@ -382,7 +438,10 @@ class StagingError(Exception):
     """Inline file data that cannot be stored."""
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes, mode: int = 0o666) -> None:
+    """Replace ``path`` with a file of ``data``, created with ``mode`` (less the umask)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
+    tmp.unlink(missing_ok=True)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as f:
+        f.write(data)
     tmp.replace(path)

@@ -61,7 +61,10 @@ class WorkerHandlers:
         interval = min(self.config.heartbeat_interval, self.config.worker_timeout / 3)
         # The reply goes first: a worker reads nothing else before it (stale attempts
         # are stopped with messages that follow).
-        conn.send(p.Registered(worker_id=worker_id, heartbeat_interval=interval).with_id(msg.id))
+        reply = p.Registered(
+            worker_id=worker_id, heartbeat_interval=interval, spool=self.spool.share
+        )
+        conn.send(reply.with_id(msg.id))
         self._adopt(conn, msg.running, set(msg.dropped))
         log.info(
             "worker %s (id %d) registered from %s: %d slots, %d cpus, %d MB",
@@ -128,6 +131,9 @@ class WorkerHandlers:
                 msg.job_id,
                 msg.attempt,
             )
+            if msg.spooled:
+                cluster, proc = p.parse_job_id(msg.job_id)
+                self.spool.drop_attempt(cluster, proc, msg.attempt)
             return p.Ok()
         failure = msg.failure
         try:
@@ -147,6 +153,11 @@ class WorkerHandlers:
             exit_signal=msg.exit_signal,
             output_files=msg.output_files,
         )
+        if msg.spooled:
+            try:
+                self.spool.take_attempt(job.cluster, job.proc, msg.attempt)
+            except OSError as exc:
+                failure = failure or f"its results could not be put in place in the spool: {exc}"
         with self.store.transaction():
             self.store.save_files(job.cluster, job.proc, files)
             if failure:

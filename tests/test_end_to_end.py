@@ -10,6 +10,7 @@ import struct
 import time
 from pathlib import Path
 
+import pytest
 from conftest import TestCluster, wait_until, write
 
 from control_node import Client
@@ -252,31 +253,50 @@ def test_worker_reports_gpus_and_advertised_resources(make_cluster, tmp_path: Pa
     assert "NVIDIA H100" in cluster.run("dstat").stdout
 
 
-def test_large_files_travel_over_ftp_small_ones_inline(
-    cluster: TestCluster, tmp_path: Path
-) -> None:
+@pytest.mark.parametrize("route", ["link", "ftp"])
+def test_large_files_by_link_or_ftp(make_cluster, tmp_path: Path, route: str) -> None:  # noqa: ANN001
+    """Small files travel inline. A worker on the spool's file system links large
+    ones with it; one told to (``--always-ftp``), like any worker elsewhere, moves
+    them over FTP."""
     from scheduler.protocol import INLINE_LIMIT
 
+    cluster = make_cluster(worker_args=("--always-ftp",) if route == "ftp" else ())
     big = os.urandom(3 * INLINE_LIMIT)
     (tmp_path / "big.bin").write_bytes(big)
     write(tmp_path / "small.txt", "tiny\n")
     script = (
         "#!/bin/sh\ncat big.bin > copy.bin\ncat small.txt > small-copy.txt\n"
-        f"head -c {2 * INLINE_LIMIT} big.bin\n"
+        f"head -c {2 * INLINE_LIMIT} big.bin\nstat -c %i big.bin copy.bin > inodes.txt\n"
+        f"# {'x' * INLINE_LIMIT}\n"  # a large executable: linked or fetched, then run
     )
     write(tmp_path / "job.sh", script, True)
     write(tmp_path / "job.sub", "executable = job.sh\ntransfer_input_files = big.bin, small.txt\n"
           "queue 2\n")  # fmt: skip
     result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+    spool = cluster.config.spool_dir
+    (stored,) = (f for f in (spool / "1" / "input").iterdir() if f.stat().st_size == len(big))
     for proc in range(2):
         out = tmp_path / f"1.{proc}"
         assert (out / "copy.bin").read_bytes() == big
         assert (out / "small-copy.txt").read_text() == "tiny\n"
         assert (out / "stdout").read_bytes() == big[: 2 * INLINE_LIMIT]
-    # The big input was uploaded once, the small one went inline; both are in the spool.
-    inputs = list((cluster.config.spool_dir / "1" / "input").iterdir())
+        # By link, the job read the spool's own copy of the input, and its output is
+        # the spool's; over FTP, it read the worker's cached copy, and the output
+        # was copied.
+        read, wrote = map(int, (out / "inodes.txt").read_text().split())
+        result = spool / "1" / str(proc) / "outputs" / "copy.bin"
+        assert (read == stored.stat().st_ino) == (route == "link")
+        assert (wrote == result.stat().st_ino) == (route == "link")
+        # Large results lie in the spool, the spool owner's, read-only to others.
+        for name in ("outputs/copy.bin", "stdout"):
+            st = (spool / "1" / str(proc) / name).stat()
+            assert (st.st_uid, st.st_mode & 0o777) == (spool.stat().st_uid, 0o644)
+    # The big inputs were uploaded once, the small one went inline; all are in the spool.
+    inputs = list((spool / "1" / "input").iterdir())
     assert len(inputs) == 3
+    how = "files move by hard link" if route == "link" else "files move over FTP"
+    assert all(how in cluster.log(name) for name in ("w1", "w2"))
 
 
 def test_queries_with_thousands_of_ids(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001

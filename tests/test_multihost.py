@@ -50,6 +50,8 @@ class Farm:
                 f'name = "{name}"',
                 "slots = 1",
                 f'work_dir = "{root / name / "work"}"',
+                # The lab's hosts share this machine's disk, real ones would not.
+                "always_ftp = true",
             ]) + "\n")  # fmt: skip
             lab.start(name, name, "worker_node", "--config", self.worker_toml[name])
         wait_until(lambda: lab.log("scheduler").count("registered from") >= 2, 30,

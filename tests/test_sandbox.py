@@ -21,6 +21,11 @@ def cached(cache: InputCache, name: str, data: bytes) -> InputFile:
     return InputFile(name=name, sha256=sha, size=len(data))
 
 
+def sources(cache: InputCache, *items: InputFile) -> dict[str, tuple[Path, int]]:
+    """What the runner stages for these cached inputs."""
+    return {item.name: cache.entry(item.sha256) for item in items}
+
+
 @pytest.fixture
 def cache(tmp_path: Path) -> InputCache:
     return InputCache(tmp_path / "cache")
@@ -39,7 +44,7 @@ def test_clean_sandbox_is_reused_with_empty_output_files(
 ) -> None:
     exe = cached(cache, "job.sh", b"#!/bin/sh\n")
     sandbox.prepare(1, "1.0-0")
-    sandbox.stage([exe], cache)
+    sandbox.stage(sources(cache, exe))
     first = sandbox.directory
     sandbox.stdout.write(b"proc 0\n")
     sandbox.finish(reusable=True)
@@ -52,14 +57,14 @@ def test_clean_sandbox_is_reused_with_empty_output_files(
 def test_inputs_are_exactly_those_of_the_next_job(sandbox: Sandbox, cache: InputCache) -> None:
     exe, a, b = (cached(cache, n, n.encode()) for n in ("job.sh", "a.txt", "b.txt"))
     sandbox.prepare(1, "1.0-0")
-    sandbox.stage([exe, a], cache)
+    sandbox.stage(sources(cache, exe, a))
     sandbox.finish(reusable=True)
     sandbox.prepare(1, "1.1-0")
     renamed_b = InputFile(name="a.txt", sha256=b.sha256, size=b.size)  # same name, new content
-    sandbox.stage([exe, renamed_b], cache)
+    sandbox.stage(sources(cache, exe, renamed_b))
     assert sorted(os.listdir(sandbox.directory)) == ["a.txt", "job.sh"]
     assert (sandbox.directory / "a.txt").read_bytes() == b"b.txt"
-    sandbox.stage([exe], cache)
+    sandbox.stage(sources(cache, exe))
     assert os.listdir(sandbox.directory) == ["job.sh"]
 
 
@@ -79,7 +84,7 @@ def test_sandbox_changed_by_a_job_is_not_reused(
 ) -> None:
     exe = cached(cache, "job.sh", b"#!/bin/sh\n")
     sandbox.prepare(1, "1.0-0")
-    sandbox.stage([exe], cache)
+    sandbox.stage(sources(cache, exe))
     first = sandbox.directory
     mess(first)
     sandbox.finish(reusable=True)
@@ -93,7 +98,7 @@ def test_other_cluster_or_failed_attempt_gets_a_fresh_sandbox(
 ) -> None:
     exe = cached(cache, "job.sh", b"#!/bin/sh\n")
     sandbox.prepare(1, "1.0-0")
-    sandbox.stage([exe], cache)
+    sandbox.stage(sources(cache, exe))
     first = sandbox.directory
     sandbox.stdout.write(b"secret of cluster 1\n")
     out = sandbox.stdout

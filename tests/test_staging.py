@@ -132,6 +132,28 @@ def test_upload_grant_cannot_read_or_list(spool: Spool) -> None:
     assert files_under(spool.input_dir(5)) == {SHA: DATA}
 
 
+def test_upload_grant_never_rewrites_a_stored_file(spool: Spool) -> None:
+    """Workers on the spool's file system link stored inputs into sandboxes: an
+    upload onto one, from its start or resumed (REST), is refused."""
+    grant = spool.grant_upload(5, HOST)
+    stored = spool.input_dir(5) / SHA
+    with connect(grant) as ftp:
+        stor(ftp, SHA, DATA)
+        inode = stored.stat().st_ino
+        assert refused(stor, ftp, SHA, b"other")
+        assert refused(ftp.storbinary, f"STOR {SHA}", io.BytesIO(b"other"), 8192, None, 2)
+        stor(ftp, "part-0", b"other")  # a new name, then renamed over it: a new file
+        ftp.rename("part-0", SHA)
+    assert files_under(spool.input_dir(5)) == {SHA: b"other"}
+    assert stored.stat().st_ino != inode
+    # A job's own results may be sent again.
+    with connect(spool.grant_job(5, 0, HOST, ttl=60)) as ftp:
+        ftp.mkd("0")
+        stor(ftp, "0/stdout", b"first")
+        stor(ftp, "0/stdout", b"again")
+    assert (spool.job_dir(5, 0) / "stdout").read_bytes() == b"again"
+
+
 def test_upload_grant_renames_only_inside_its_input_dir(spool: Spool) -> None:
     """Uploads are renamed to their hash; a rename can never leave the directory."""
     grant = spool.grant_upload(5, HOST)

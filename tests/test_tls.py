@@ -28,7 +28,8 @@ def cert_fingerprint(cluster: TestCluster) -> str:
 
 
 def test_jobs_and_files_travel_over_tls(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
-    cluster = make_cluster(workers=1, scheduler_args=("--tls",))
+    # The worker shares the spool's disk, but is told to use FTP as one elsewhere would.
+    cluster = make_cluster(workers=1, scheduler_args=("--tls",), worker_args=("--always-ftp",))
     record = p.AccessRecord.load(cluster.config.access_path)
     assert record.tls_fingerprint == cert_fingerprint(cluster)
     assert (cluster.config.home / "tls.key").stat().st_mode & 0o077 == 0

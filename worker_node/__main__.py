@@ -81,6 +81,12 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
         " access.json), which this worker pins",
     )
     parser.add_argument(
+        "--always-ftp",
+        action="store_true",
+        help="move job files over FTP even when the scheduler's spool is on this machine's"
+        " file system (by default they are then hard-linked)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=logs.LEVELS, type=str.upper, help="default INFO"
     )
     parser.add_argument(
@@ -129,6 +135,7 @@ def config_from_args(args: argparse.Namespace, sampler: Sampler) -> WorkerConfig
         tls_fingerprint=normalize_fingerprint(args.tls_fingerprint)
         if args.tls_fingerprint
         else None,
+        always_ftp=args.always_ftp,
     )
 
 

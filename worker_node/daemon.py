@@ -34,6 +34,7 @@ from worker_node.leftovers import kill_leftovers
 from worker_node.metrics import Sampler
 from worker_node.runner import Attempt, run_attempt
 from worker_node.sandbox import Sandbox
+from worker_node.spool_link import SpoolLink
 from worker_node.transfer import InputCache
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class WorkerConfig:
     job_python: str | None = None
     #: The scheduler's TLS certificate (SHA-256); None: plain TCP.
     tls_fingerprint: str | None = None
+    #: Move files over FTP even where the spool's file system is shared.
+    always_ftp: bool = False
 
 
 class Worker:
@@ -102,6 +105,9 @@ class Worker:
             Launchers(self.job_python) if self.accounts.privileged and self.job_python else None
         )
         self.cache = InputCache(config.work_dir / "cache")
+        #: The scheduler's spool where this worker shares its file system (files
+        #: move by hard link); None: over FTP. Found again at each registration.
+        self.spool: SpoolLink | None = None
         self.attempts: dict[str, Attempt] = {}
         #: Attempts queued behind another (in :attr:`attempts` too), by its key.
         self.waiting: dict[str, Attempt] = {}
@@ -238,6 +244,7 @@ class Worker:
                 self.config.host,
                 self.config.port,
             )
+            self._find_spool(reply.spool)
             self._writer = writer
             self.dropped = []
             for request_id, result in self.unacked.items():
@@ -271,6 +278,15 @@ class Worker:
         welcome = await asyncio.wait_for(p.read_message(reader), timeout=30)
         assert isinstance(challenge, p.Challenge)
         p.verify_welcome(key, hello, challenge, welcome)
+
+    def _find_spool(self, offer: p.SpoolShare | None) -> None:
+        """Link files with the scheduler's spool where this worker shares its file
+        system (unless ``always_ftp``)."""
+        self.spool = None if self.config.always_ftp else SpoolLink.find(offer, self.config.work_dir)
+        if self.spool is not None:
+            log.info("the spool %s is on this file system: files move by hard link", offer.path)
+        else:
+            log.info("files move over FTP")
 
     async def _heartbeats(self, interval: float) -> None:
         while True:
@@ -391,8 +407,9 @@ class Worker:
             try:
                 account = self.accounts.for_owner(msg.owner, sandbox.index)
                 result = run_attempt(
-                    attempt, self.cache, sandbox, account, self.job_python, self.launchers
-                )
+                    attempt, self.cache, sandbox, account, self.job_python, self.launchers,
+                    self.spool,
+                )  # fmt: skip
             except Exception as exc:  # a bug must cost this job, not the slot's chain
                 log.exception("job %s attempt %d: internal error", msg.job_id, msg.attempt)
                 failure = f"internal error on worker {self.config.name}: {exc}"

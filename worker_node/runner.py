@@ -1,12 +1,13 @@
 """Running one attempt of a job: stage inputs, run the process, send results.
 
 Each attempt runs in a sandbox directory ``<work>/jobs/<cluster>.<proc>-<attempt>/``,
-where its inputs are staged as read-only hard links to the input cache. Its
-stdout and stderr go to anonymous temporary files, never into that directory,
-so they are not mistaken for outputs. File-system operations are kept few: on
-a busy or virtualised disk each costs more than starting the job's process, so
-a slot reuses its sandbox for the next job of the same cluster (see
-:mod:`worker_node.sandbox`).
+where its inputs are staged as read-only hard links to the input cache (or to
+the spool, where the worker shares its file system: see
+:mod:`worker_node.spool_link`). Its stdout and stderr go to anonymous
+temporary files, never into that directory, so they are not mistaken for
+outputs. File-system operations are kept few: on a busy or virtualised disk
+each costs more than starting the job's process, so a slot reuses its sandbox
+for the next job of the same cluster (see :mod:`worker_node.sandbox`).
 :func:`run_attempt` blocks; the daemon runs it in a thread of its own per slot.
 """
 
@@ -37,6 +38,7 @@ from worker_node.identity import Account
 from worker_node.launcher import Launcher, LauncherError, Launchers, reap_group, wait_exit
 from worker_node.limits import watch_limits
 from worker_node.sandbox import Sandbox
+from worker_node.spool_link import SpoolLink
 from worker_node.transfer import InputCache, TransferError, ftp_session, upload
 
 log = logging.getLogger(__name__)
@@ -119,9 +121,11 @@ def run_attempt(
     account: Account | None = None,
     python: str | None = None,
     launchers: Launchers | None = None,
+    spool: SpoolLink | None = None,
 ) -> JobFinished:
     """Stage, run and return one attempt (as ``account``, default the worker's own,
-    started by the slot's launcher for that account when ``launchers`` are given);
+    started by the slot's launcher for that account when ``launchers`` are given;
+    files linked with the ``spool`` where it is shared, else moved over FTP);
     never raises for the job's own failures."""
     msg = attempt.msg
     result = dict(job_id=msg.job_id, attempt=msg.attempt)
@@ -129,7 +133,7 @@ def run_attempt(
     try:
         sandbox.prepare(parse_job_id(msg.job_id)[0], f"{msg.job_id}-{msg.attempt}", account)
         try:
-            _stage(msg, cache, sandbox)
+            _stage(msg, cache, sandbox, spool)
         except TransferError as exc:
             return JobFinished(**result, failure=f"could not stage inputs: {exc}")
         stdout, stderr = sandbox.stdout, sandbox.stderr
@@ -141,12 +145,12 @@ def run_attempt(
         )
         with attempt._lock:
             attempt.streams = {}  # results are read from the start, with no dtail about
-        outputs, missing = _collect_outputs(msg, sandbox.directory, cache)
+        outputs, missing = _collect_outputs(msg, sandbox.directory, sandbox.staged)
         results: dict[str, BinaryIO] = {"stdout": stdout, "stderr": stderr}
         with contextlib.ExitStack() as files:
             for name, path in outputs.items():
                 results[f"outputs/{name}"] = files.enter_context(open(path, "rb"))
-            inline = _send_results(msg, results)
+            inline, spooled = _send_results(msg, results, spool)
         failure = attempt.limit_exceeded or failure or missing
         if attempt.kill_reason and not failure:
             failure = f"killed: {attempt.kill_reason}"
@@ -160,6 +164,7 @@ def run_attempt(
             cpu_time=round(cpu, 6),
             output_files=sorted(outputs),
             files=inline,
+            spooled=spooled,
             failure=failure,
         )
     except TransferError as exc:
@@ -170,18 +175,26 @@ def run_attempt(
         sandbox.finish(reusable)
 
 
-def _stage(msg: RunJob, cache: InputCache, sandbox: Sandbox) -> None:
-    """Inputs from the message, the cache, or (only if still missing) FTP."""
+def _stage(msg: RunJob, cache: InputCache, sandbox: Sandbox, spool: SpoolLink | None) -> None:
+    """Inputs from the message, the cache, the shared spool or (only if still
+    missing) FTP."""
     cache.add_inline(msg.files)
     missing = cache.missing(msg.spec.inputs)
+    linked = spool.inputs(parse_job_id(msg.job_id)[0], missing) if spool and missing else {}
+    missing = [item for item in missing if item.name not in linked]
     if missing:
         with ftp_session(msg.ftp) as ftp:
             cache.download(ftp, missing)
-    sandbox.stage(msg.spec.inputs, cache)
+    sandbox.stage({
+        item.name: linked.get(item.name) or cache.entry(item.sha256) for item in msg.spec.inputs
+    })  # fmt: skip
 
 
-def _send_results(msg: RunJob, results: dict[str, BinaryIO]) -> dict[str, str]:
-    """Small results to travel inline; the others are uploaded now over FTP."""
+def _send_results(
+    msg: RunJob, results: dict[str, BinaryIO], spool: SpoolLink | None
+) -> tuple[dict[str, str], bool]:
+    """Small results to travel inline; the others are linked into the shared spool
+    (then True), or uploaded now over FTP."""
     inline: dict[str, str] = {}
     large: list[tuple[str, BinaryIO]] = []
     budget = INLINE_BUDGET
@@ -195,15 +208,22 @@ def _send_results(msg: RunJob, results: dict[str, BinaryIO]) -> dict[str, str]:
                 inline[name] = pack_bytes(f.read())
         else:
             large.append((name, f))
-    if large:
-        proc = parse_job_id(msg.job_id)[1]
-        with ftp_session(msg.ftp) as ftp:
-            for folder in (f"{proc}", f"{proc}/outputs"):
-                with contextlib.suppress(ftplib.error_perm):  # it exists already
-                    ftp.mkd(folder)
-            for name, f in large:
-                upload(ftp, f, f"{proc}/{name}")
-    return inline
+    if not large:
+        return inline, False
+    cluster, proc = parse_job_id(msg.job_id)
+    if spool is not None:
+        try:
+            spool.put_results(cluster, proc, msg.attempt, large)
+            return inline, True
+        except OSError as exc:
+            log.warning("%s: cannot link results into the spool (%s): using FTP", msg.job_id, exc)
+    with ftp_session(msg.ftp) as ftp:
+        for folder in (f"{proc}", f"{proc}/outputs"):
+            with contextlib.suppress(ftplib.error_perm):  # it exists already
+                ftp.mkd(folder)
+        for name, f in large:
+            upload(ftp, f, f"{proc}/{name}")
+    return inline, False
 
 
 def _devnull() -> int:
@@ -310,9 +330,10 @@ def _wait_launched(
 
 
 def _collect_outputs(
-    msg: RunJob, sandbox: Path, cache: InputCache
+    msg: RunJob, sandbox: Path, staged: dict[str, int]
 ) -> tuple[dict[str, Path], str | None]:
-    """The files to send back, and a failure if a declared output is missing."""
+    """The files to send back, and a failure if a declared output is missing
+    (``staged``: the inputs linked into the sandbox, name -> inode)."""
     wanted = msg.spec.transfer_output_files
     if wanted is not None:
         found: dict[str, Path] = {}
@@ -328,9 +349,8 @@ def _collect_outputs(
                 return found, f"transfer_output_files: {name!r} {what}"
             found[path.name] = path
         return found, None
-    # New or changed files at the top: an input still linked to its cache entry is
+    # New or changed files at the top: an input still linked to its source is
     # unchanged (a job that rewrites one has to replace it, since inputs are read-only).
-    staged = {f.name: cache.inodes.get(f.sha256) for f in msg.spec.inputs}
     found = {}
     with os.scandir(sandbox) as entries:
         for entry in sorted(entries, key=lambda e: e.name):

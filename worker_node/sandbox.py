@@ -19,9 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from scheduler.protocol import InputFile
 from worker_node.identity import Account
-from worker_node.transfer import InputCache
 
 
 class Sandbox:
@@ -34,7 +32,8 @@ class Sandbox:
         self.directory = root
         #: The cluster whose job last ran here; None when nothing is set up.
         self.cluster: int | None = None
-        #: Inputs linked into the directory: name -> inode of the cache entry.
+        #: Inputs linked into the directory: name -> inode of the cache entry (or
+        #: spool file) it is a link to.
         self.staged: dict[str, int] = {}
         self._files: tuple[BinaryIO, BinaryIO] | None = None
         self._mode = 0
@@ -74,16 +73,16 @@ class Sandbox:
         )
         self.cluster = cluster
 
-    def stage(self, inputs: list[InputFile], cache: InputCache) -> None:
-        """Link exactly ``inputs`` into the directory (they must be cached)."""
-        wanted = {item.name: cache.inodes.get(item.sha256) for item in inputs}
+    def stage(self, sources: dict[str, tuple[Path, int]]) -> None:
+        """Link exactly these inputs into the directory: name -> (the file to link,
+        its inode), from the input cache or the spool."""
         for name, inode in list(self.staged.items()):
-            if wanted.get(name) != inode:
+            if name not in sources or sources[name][1] != inode:
                 (self.directory / name).unlink(missing_ok=True)
                 del self.staged[name]
-        for item in inputs:
-            if item.name not in self.staged and cache.link(item, self.directory):
-                self.staged[item.name] = cache.inodes[item.sha256]
+        for name, (path, inode) in sources.items():
+            if name not in self.staged and _link_or_copy(path, self.directory / name):
+                self.staged[name] = inode
 
     def finish(self, reusable: bool) -> None:
         """After a job: keep the sandbox if ``reusable`` and the job left it as staged."""
@@ -113,3 +112,14 @@ class Sandbox:
             self.directory = self.root
         self.cluster = None
         self.staged = {}
+
+
+def _link_or_copy(source: Path, dest: Path) -> bool:
+    """Put ``source`` at ``dest`` as a hard link (True), or as a copy when they are on
+    different file systems (False)."""
+    try:
+        os.link(source, dest)
+        return True
+    except OSError:
+        shutil.copy2(source, dest)
+        return False

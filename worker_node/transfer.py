@@ -12,7 +12,6 @@ import contextlib
 import ftplib
 import hashlib
 import os
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,16 +109,9 @@ class InputCache:
         for item in inputs:
             self.fetch(ftp, f"input/{item.sha256}", item)
 
-    def link(self, item: InputFile, sandbox: Path) -> bool:
-        """Put a cached input into ``sandbox`` as a read-only hard link to the cache
-        (True), or as a copy when the sandbox is on another file system (False)."""
-        cached, dest = self.path(item.sha256), sandbox / item.name
-        try:
-            os.link(cached, dest)
-            return True
-        except OSError:
-            shutil.copy2(cached, dest)
-            return False
+    def entry(self, sha256: str) -> tuple[Path, int]:
+        """A cached input's path and inode (it must be cached)."""
+        return self.path(sha256), self.inodes[sha256]
 
 
 def upload(ftp: ftplib.FTP, source: BinaryIO, remote: str) -> None:

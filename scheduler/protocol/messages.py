@@ -12,6 +12,7 @@ from scheduler.protocol.records import (
     JobInfo,
     JobSpec,
     Role,
+    SpoolShare,
     WorkerInfo,
     WorkerMetrics,
 )
@@ -307,6 +308,8 @@ class Registered(Message):
     type: ClassVar[str] = "registered"
     worker_id: int
     heartbeat_interval: float
+    #: The spool, for a worker that may share its file system (None: FTP only).
+    spool: SpoolShare | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -333,8 +336,12 @@ class JobFinished(Message):
     cpu_time: float = 0.0
     output_files: list[str] = field(default_factory=list)
     #: Small results inline (base64): ``stdout``, ``stderr``, ``outputs/<name>``;
-    #: the others were uploaded over FTP before this message was sent.
+    #: the others were uploaded over FTP before this message was sent ...
     files: dict[str, str] = field(default_factory=dict)
+    #: ... or, when set, linked into the spool by a worker that shares its file
+    #: system, in the job's folder ``.attempt-<attempt>``: the scheduler moves them
+    #: into place if it takes this result, so a stale attempt overwrites nothing.
+    spooled: bool = False
     #: Set when the attempt failed for a reason other than the job's own exit
     #: (inputs could not be staged, the executable could not start, a declared
     #: output is missing): the job is put on hold with this reason.

@@ -27,6 +27,8 @@ __all__ = [
     "PROTOCOL_VERSION",
     "ProtocolError",
     "Role",
+    "SPOOL_IDENTITY_FILE",
+    "SpoolShare",
     "WorkerInfo",
     "WorkerMetrics",
     "format_job_id",
@@ -280,3 +282,18 @@ class FtpGrant:
     password: str
     #: Set when the spool speaks FTPS: the certificate the client must see.
     tls_fingerprint: str | None = None
+
+
+#: The file at the top of the spool that holds :attr:`SpoolShare.identity` (mode 0600).
+SPOOL_IDENTITY_FILE = ".identity"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpoolShare:
+    """Where the scheduler's spool lies on its own file system. A worker that finds
+    the spool there, holding ``identity``, shares that file system: it moves files
+    to and from the spool by hard link instead of FTP."""
+
+    path: str
+    #: The secret in the spool's identity file (readable by its owner only).
+    identity: str

@@ -1,0 +1,167 @@
+"""Moving a job's files by hard link, where the worker shares the spool's file system.
+
+A worker on the scheduler's machine (``dfarm up``), or one that mounts the
+scheduler's home from a shared disk, sees the spool itself. The scheduler tells
+every worker where its spool lies and a secret kept in it (mode 0600); a worker
+that reads the same secret at that path, on the file system of its own work
+folder, links files instead of copying them over FTP:
+
+- a large input goes from ``spool/<cluster>/input/<sha256>`` straight into the
+  sandbox. It is not put into the worker's input cache, which every user's jobs
+  share and whose entries are all verified by their hash: the spool's copy is
+  the cluster owner's own upload, named by that owner's client, so it serves
+  only that cluster's jobs. Like a cache entry, it is made read-only (0555).
+- a large result goes from the sandbox into ``spool/<cluster>/<proc>/.attempt-<n>/``,
+  owned by the spool's owner and read-only to others; the scheduler moves it
+  into the job's folder when it takes the attempt's result (a stale attempt, on
+  a worker cut off while its job ran again elsewhere, overwrites nothing). A
+  file the job also linked elsewhere (``ln`` to a file outside the sandbox),
+  and stdout and stderr (anonymous files that the slot reuses), are copied
+  there instead.
+
+Anything that cannot be linked (another file system, permissions) moves over
+FTP as on any other worker.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from scheduler.protocol import SPOOL_IDENTITY_FILE, InputFile, SpoolShare
+
+log = logging.getLogger(__name__)
+
+#: The mode of a linked input, as of the cache's entries: any input may be the
+#: executable, and no job may change what the other jobs of its cluster read.
+INPUT_MODE = 0o555
+
+
+@dataclass(frozen=True)
+class SpoolLink:
+    """The scheduler's spool, seen by this worker on its own file system."""
+
+    root: Path
+    #: The spool's owner: every file taken from it must be theirs, every file put
+    #: into it becomes theirs.
+    uid: int
+    gid: int
+
+    @classmethod
+    def find(cls, offer: SpoolShare | None, work_dir: Path) -> SpoolLink | None:
+        """The spool offered by the scheduler, if this worker sees it at that path on
+        the file system of ``work_dir``; None (files move over FTP) otherwise."""
+        if offer is None:
+            return None
+        root = Path(offer.path)
+        try:
+            top = os.lstat(root)
+            fd = os.open(root / SPOOL_IDENTITY_FILE, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as f:
+                ident, secret = os.fstat(f.fileno()), f.read(256)
+            same_disk = top.st_dev == os.stat(work_dir).st_dev
+        except OSError:
+            return None
+        if not (
+            stat.S_ISDIR(top.st_mode)
+            and stat.S_ISREG(ident.st_mode)
+            and ident.st_uid == top.st_uid
+            and ident.st_mode & 0o077 == 0
+            and hmac.compare_digest(secret, offer.identity.encode())
+        ):
+            return None
+        if not same_disk:
+            log.info("the spool %s is on another file system: files move over FTP", root)
+            return None
+        return cls(root, top.st_uid, top.st_gid)
+
+    def inputs(self, cluster: int, items: list[InputFile]) -> dict[str, tuple[Path, int]]:
+        """The spool's copies of ``items`` that can be linked: name -> (path, inode)."""
+        found: dict[str, tuple[Path, int]] = {}
+        folder = self.root / str(cluster) / "input"
+        for item in items:
+            path = folder / item.sha256
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if not (stat.S_ISREG(st.st_mode) and st.st_uid == self.uid and st.st_size == item.size):
+                continue
+            if stat.S_IMODE(st.st_mode) != INPUT_MODE:
+                try:
+                    os.chmod(path, INPUT_MODE)
+                except OSError:
+                    continue
+            found[item.name] = (path, st.st_ino)
+        return found
+
+    def put_results(
+        self, cluster: int, proc: int, attempt: int, results: list[tuple[str, BinaryIO]]
+    ) -> None:
+        """Put large results (``outputs/NAME``, ``stdout``...) into the job's spool
+        folder ``.attempt-<attempt>``, where the scheduler takes them if the attempt
+        still counts: linked when the open file is the job's own and only in the
+        sandbox, copied otherwise. Raises OSError."""
+        parts = (str(cluster), str(proc), f".attempt-{attempt}", "outputs")
+        attempt_dir = self._folder(*parts).parent
+        for name, f in results:
+            dest = attempt_dir / name
+            tmp = dest.with_name(f".{dest.name}.part")
+            tmp.unlink(missing_ok=True)
+            if not self._link(f, tmp):
+                f.seek(0)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(f, out, 1 << 20)
+                self._own(tmp, 0o644)
+            tmp.replace(dest)
+
+    def _link(self, f: BinaryIO, tmp: Path) -> bool:
+        """Link the open file ``f`` as ``tmp``, owned by the spool's owner; False if
+        it is not a plain file linked nowhere else, or cannot be linked or owned."""
+        st = os.fstat(f.fileno())
+        if not (stat.S_ISREG(st.st_mode) and st.st_nlink == 1):
+            return False
+        try:
+            # linkat() through /proc, following the link: the file the worker opened,
+            # whatever the job did to its name since. (os.link without a directory
+            # descriptor calls link(), which would link /proc's symlink itself.)
+            fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.link(str(f.fileno()), tmp, src_dir_fd=fds, follow_symlinks=True)
+            finally:
+                os.close(fds)
+            self._own(tmp, 0o644)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            return False
+        return True
+
+    def _folder(self, *parts: str) -> Path:
+        """The folder ``<spool>/<parts...>``, each part made as the spool's owner's
+        where it is missing."""
+        path = self.root
+        for part in parts:
+            path = path / part
+            try:
+                os.mkdir(path, 0o755)
+            except FileExistsError:
+                pass
+            else:
+                self._own(path, 0o755)
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                raise NotADirectoryError(f"{path} is not a folder")
+        return path
+
+    def _own(self, path: Path, mode: int) -> None:
+        """Give ``path`` (a file or folder this worker just made, or linked: then the
+        job's account can no longer change it) to the spool's owner, with ``mode``."""
+        if os.geteuid() == 0:
+            os.chown(path, self.uid, self.gid)
+        os.chmod(path, mode)
