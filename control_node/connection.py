@@ -50,7 +50,8 @@ class Endpoint:
 def find_endpoint(scheduler: str | None = None, token: str | None = None) -> Endpoint:
     """Where the scheduler is and who we are: arguments, then ``DFARM_SCHEDULER``,
     ``DFARM_TOKEN`` and ``DFARM_TLS_FINGERPRINT``, then ``$DFARM_HOME/access.json``
-    (default ``~/.dfarm``)."""
+    (default ``~/.dfarm``), then, for the token, the one ``dfarm up`` keeps there
+    (the scheduler rewrites the record without it each time it starts)."""
     scheduler = scheduler or os.environ.get("DFARM_SCHEDULER")
     token = token or os.environ.get("DFARM_TOKEN")
     pinned = os.environ.get("DFARM_TLS_FINGERPRINT") or None
@@ -73,7 +74,7 @@ def find_endpoint(scheduler: str | None = None, token: str | None = None) -> End
             f"no scheduler found: pass --scheduler HOST:PORT, set DFARM_SCHEDULER, or start "
             f"one with 'dfarm up' (looked for {access})"
         )
-    token = token or (record.token if record else None)
+    token = token or (record.token if record else None) or _local_token()
     if not token:
         raise AuthError(
             "no user token: set DFARM_TOKEN (an administrator creates one with 'dfarm user add')"
@@ -91,6 +92,14 @@ def find_endpoint(scheduler: str | None = None, token: str | None = None) -> End
         except ValueError as exc:
             raise AuthError(f"DFARM_TLS_FINGERPRINT: {exc}") from None
     return Endpoint(host, port_number, token, pinned)
+
+
+def _local_token() -> str | None:
+    """The token of the user who ran ``dfarm up`` in the state directory, if readable."""
+    try:
+        return (p.default_home() / p.LOCAL_TOKEN_FILE).read_text().strip() or None
+    except OSError:
+        return None
 
 
 class Connection:

@@ -35,7 +35,7 @@ class ClusterError(Exception):
 
 def local_user_token(config: SchedulerConfig) -> str:
     """The token of the user running ``dfarm up``, created on first use."""
-    token_file = config.home / "local-user.token"
+    token_file = config.home / p.LOCAL_TOKEN_FILE
     name = re.sub(r"[^a-z0-9_.-]", "_", getpass.getuser().lower())
     if not re.match(r"^[a-z_]", name):
         name = "_" + name
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)  # fmt: skip
     if args.web_port is not None:
         print(f"web dashboard: {cluster.web_url()} (log in with the token in"
-              f" {home.resolve() / 'local-user.token'})", flush=True)  # fmt: skip
+              f" {home.resolve() / p.LOCAL_TOKEN_FILE})", flush=True)  # fmt: skip
     try:
         return cluster.wait()
     finally:

@@ -11,7 +11,11 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 from conftest import TestCluster, wait_until, write
+
+from control_node.connection import AuthError, find_endpoint
+from scheduler import protocol as p
 
 
 def dfarm(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):  # noqa: ANN201
@@ -145,3 +149,18 @@ def test_clear_errors_without_tracebacks(tmp_path: Path) -> None:
                             env={**env, "DFARM_SCHEDULER": "127.0.0.1:1", "DFARM_TOKEN": "me:x"},
                             capture_output=True, text=True, timeout=30, cwd=tmp_path)  # fmt: skip
     assert submit.returncode == 1 and "Traceback" not in submit.stderr
+
+
+def test_the_local_token_serves_while_the_record_has_none(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """The scheduler writes its access record without a token when it starts; until
+    ``dfarm up`` adds the local user's, commands take it from ``local-user.token``."""
+    for name in ("DFARM_SCHEDULER", "DFARM_TOKEN", "DFARM_TLS_FINGERPRINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DFARM_HOME", str(tmp_path))
+    p.AccessRecord(host="127.0.0.1", port=7070).save(tmp_path / p.ACCESS_FILE)
+    with pytest.raises(AuthError, match="no user token"):
+        find_endpoint()
+    (tmp_path / p.LOCAL_TOKEN_FILE).write_text("alice.secret\n")
+    assert find_endpoint().token == "alice.secret"
+    monkeypatch.setenv("DFARM_TOKEN", "bob.secret")  # a token given still wins
+    assert find_endpoint().token == "bob.secret"

@@ -12,11 +12,14 @@ from scheduler.protocol.wire import from_wire, to_wire
 
 __all__ = [
     "ACCESS_FILE",
+    "LOCAL_TOKEN_FILE",
     "AccessRecord",
     "default_home",
 ]
 
 ACCESS_FILE = "access.json"
+#: The token of the user who ran ``dfarm up`` in a state directory (mode 0600).
+LOCAL_TOKEN_FILE = "local-user.token"
 
 
 def default_home() -> Path:
