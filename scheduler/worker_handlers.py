@@ -125,15 +125,15 @@ class WorkerHandlers:
         slots = self._registered(conn)
         job = conn.running.get(msg.job_id)
         if job is None or job.attempt != msg.attempt or job.state is not JobState.RUNNING:
+            if msg.spooled:
+                cluster, proc = p.parse_job_id(msg.job_id)
+                self.spool.drop_attempt(cluster, proc, msg.attempt)
             log.info(
                 "worker %s: result of stale attempt %s:%d discarded",
                 conn.name,
                 msg.job_id,
                 msg.attempt,
             )
-            if msg.spooled:
-                cluster, proc = p.parse_job_id(msg.job_id)
-                self.spool.drop_attempt(cluster, proc, msg.attempt)
             return p.Ok()
         failure = msg.failure
         try:

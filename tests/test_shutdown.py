@@ -102,6 +102,40 @@ def test_a_lost_worker_that_returns_cannot_overwrite_the_new_attempt(
     assert (tmp_path / "1.0" / "stdout").read_text() == "ran as attempt 2 on 1.0\n"
 
 
+def test_large_results_of_a_stale_attempt_never_replace_the_new_ones(
+    make_cluster,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    """The job ends on both workers; the lost one, on the spool's file system, links
+    its large output into the spool after the new attempt's result was taken."""
+    cluster = make_cluster(workers=1, scheduler_args=("--worker-timeout", "1.5"))
+    gate = tmp_path / "go"
+    write(tmp_path / "job.sh", f"#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.05; done\n"
+          "for i in $(seq 20000); do echo attempt $DFARM_ATTEMPT; done > big.out\n",
+          True)  # fmt: skip
+    write(tmp_path / "job.sub", "executable = job.sh\ntransfer_output_files = big.out\nqueue\n")
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    wait_until(lambda: jobs(cluster)["1.0"]["state"] == "running")
+    w1 = cluster.processes["w1"]
+    w1.send_signal(signal.SIGSTOP)  # silent, but its job runs on
+    try:
+        cluster.add_worker("w2")
+        wait_until(lambda: jobs(cluster)["1.0"]["worker"] == "w2", timeout=30)
+        gate.touch()  # both runs of the job end; w1 cannot report while stopped
+        with client(cluster) as c:
+            (job,) = c.wait(["1"], timeout=60)
+        assert (job.state, job.worker, job.num_starts) == ("completed", "w2", 2)
+    finally:
+        w1.send_signal(signal.SIGCONT)
+    job_dir = cluster.config.spool_dir / "1" / "0"
+    wait_until(lambda: "result of stale attempt 1.0:1 discarded" in cluster.log("scheduler"),
+               timeout=30)  # fmt: skip
+    assert "files move by hard link" in cluster.log("w1")
+    assert sorted(p.name for p in job_dir.iterdir()) == ["outputs"]  # no .attempt-1 left
+    assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "1.0" / "big.out").read_text() == "attempt 2\n" * 20000
+
+
 def test_results_are_cleaned_after_the_retention_time(
     make_cluster,
     tmp_path: Path,  # noqa: ANN001
