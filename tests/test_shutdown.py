@@ -3,9 +3,11 @@ back, and results kept for a limited time."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from conftest import TestCluster, wait_until, write
@@ -78,6 +80,20 @@ def test_drain_from_the_scheduler_node_requeues_after_the_grace_period(
     assert "worker w1 is draining: 0 running, 1 requeued" in cluster.log("scheduler")
 
 
+@contextlib.contextmanager
+def lost_until_rerun(cluster: TestCluster) -> Iterator[None]:
+    """Worker w1 falls silent (stopped; its job runs on) until job 1.0 runs again on a
+    new worker w2; w1 resumes when the block ends."""
+    w1 = cluster.processes["w1"]
+    w1.send_signal(signal.SIGSTOP)
+    try:
+        cluster.add_worker("w2")
+        wait_until(lambda: jobs(cluster)["1.0"]["worker"] == "w2", timeout=30)
+        yield
+    finally:
+        w1.send_signal(signal.SIGCONT)
+
+
 def test_a_lost_worker_that_returns_cannot_overwrite_the_new_attempt(
     make_cluster,
     tmp_path: Path,  # noqa: ANN001
@@ -86,13 +102,8 @@ def test_a_lost_worker_that_returns_cannot_overwrite_the_new_attempt(
     gate = gated(tmp_path)
     assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
     wait_until(lambda: jobs(cluster)["1.0"]["state"] == "running")
-    w1 = cluster.processes["w1"]
-    w1.send_signal(signal.SIGSTOP)  # silent, but its job runs on
-    try:
-        cluster.add_worker("w2")
-        wait_until(lambda: jobs(cluster)["1.0"]["worker"] == "w2", timeout=30)
-    finally:
-        w1.send_signal(signal.SIGCONT)
+    with lost_until_rerun(cluster):
+        pass
     wait_until(lambda: "job 1.0: killed (stale attempt)" in cluster.log("w1"), timeout=30)
     gate.touch()
     with client(cluster) as c:
@@ -116,17 +127,11 @@ def test_large_results_of_a_stale_attempt_never_replace_the_new_ones(
     write(tmp_path / "job.sub", "executable = job.sh\ntransfer_output_files = big.out\nqueue\n")
     assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
     wait_until(lambda: jobs(cluster)["1.0"]["state"] == "running")
-    w1 = cluster.processes["w1"]
-    w1.send_signal(signal.SIGSTOP)  # silent, but its job runs on
-    try:
-        cluster.add_worker("w2")
-        wait_until(lambda: jobs(cluster)["1.0"]["worker"] == "w2", timeout=30)
+    with lost_until_rerun(cluster):
         gate.touch()  # both runs of the job end; w1 cannot report while stopped
         with client(cluster) as c:
             (job,) = c.wait(["1"], timeout=60)
         assert (job.state, job.worker, job.num_starts) == ("completed", "w2", 2)
-    finally:
-        w1.send_signal(signal.SIGCONT)
     job_dir = cluster.config.spool_dir / "1" / "0"
     wait_until(lambda: "result of stale attempt 1.0:1 discarded" in cluster.log("scheduler"),
                timeout=30)  # fmt: skip
