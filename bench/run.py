@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from tabulate import tabulate
@@ -39,6 +40,28 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+def compared(
+    label: str,
+    values: list[float],
+    baseline: str,
+    base: list[float],
+    fmt: str,
+    target: str = "-",
+    ok: Callable[[float], bool] | None = None,
+) -> tuple[str, ...]:
+    """A table row: dfarm's ``values`` beside the ``baseline``'s ``base``, their ratio
+    of medians, and whether ``ok`` holds for that ratio (no verdict without ``ok``)."""
+    ratio = med(values) / med(base)
+    return (
+        label,
+        show(med(values), values, fmt),
+        f"{baseline} {show(med(base), base, fmt)}",
+        f"{ratio:.2f}",
+        target,
+        "-" if ok is None else verdict(ok(ratio)),
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -55,17 +78,9 @@ def main() -> int:
     if hq_reason is None:
         print("throughput: HyperQueue ...", file=sys.stderr)
         hq_rates = [jobs / hq_baseline.throughput(jobs, 2) for _ in range(args.runs)]
-        ratio = med(rates) / med(hq_rates)
         label = f"1. throughput, {jobs} jobs, 2 slots (jobs/s)"
         rows.append(
-            (
-                label,
-                show(med(rates), rates, ".0f"),
-                "HyperQueue " + show(med(hq_rates), hq_rates, ".0f"),
-                f"{ratio:.2f}",
-                ">= 1.00",
-                verdict(ratio >= 1.0),
-            )
+            compared(label, rates, "HyperQueue", hq_rates, ".0f", ">= 1.00", lambda r: r >= 1.0)
         )
     else:
         rows.append(
@@ -78,33 +93,19 @@ def main() -> int:
                 "-",
             )
         )
-    ratio = med(rates) / med(xargs_rates)
     rows.append(
-        (
-            "   throughput vs process spawning",
-            show(med(rates), rates, ".0f"),
-            "xargs -P2 " + show(med(xargs_rates), xargs_rates, ".0f"),
-            f"{ratio:.2f}",
-            ">= 0.50",
-            verdict(ratio >= 0.5),
-        )
-    )
+        compared("   throughput vs process spawning", rates, "xargs -P2", xargs_rates, ".0f",
+                 ">= 0.50", lambda r: r >= 0.5)
+    )  # fmt: skip
 
     print("latency ...", file=sys.stderr)
     lat = [s * 1000 for s in latency.latency(20)]
     if hq_reason is None:
         hq_lat = [s * 1000 for s in hq_baseline.latency(20)]
-        ratio = med(lat) / med(hq_lat)
         rows.append(
-            (
-                "2. latency, one job, median of 20 (ms)",
-                show(med(lat), lat, ".1f"),
-                "HyperQueue " + show(med(hq_lat), hq_lat, ".1f"),
-                f"{ratio:.2f}",
-                "<= 20 ms, <= 3.00",
-                verdict(med(lat) <= 20 and ratio <= 3),
-            )
-        )
+            compared("2. latency, one job, median of 20 (ms)", lat, "HyperQueue", hq_lat, ".1f",
+                     "<= 20 ms, <= 3.00", lambda r: med(lat) <= 20 and r <= 3)
+        )  # fmt: skip
     else:
         rows.append(
             (
@@ -129,30 +130,14 @@ def main() -> int:
         ("ftp", "out", "   staging {} MiB out, worker elsewhere: FTP (MiB/s)"),
     )
     for route, key, text in ways:
-        label = text.format(size_mb)
         values = [size_mb / s for s in st[key][route]]
-        ratio = med(values) / med(copy_rates)
         rows.append(
-            (
-                label,
-                show(med(values), values, ".0f"),
-                "loopback copy " + show(med(copy_rates), copy_rates, ".0f"),
-                f"{ratio:.2f}",
-                ">= 0.50",
-                verdict(ratio >= 0.5),
-            )
-        )
+            compared(text.format(size_mb), values, "loopback copy", copy_rates, ".0f",
+                     ">= 0.50", lambda r: r >= 0.5)
+        )  # fmt: skip
     twice = [size_mb / s for s in st["twice"]]
-    rows.append(
-        (
-            "   for reference: the same copy twice in sequence (MiB/s)",
-            show(med(twice), twice, ".0f"),
-            "loopback copy " + show(med(copy_rates), copy_rates, ".0f"),
-            f"{med(twice) / med(copy_rates):.2f}",
-            "-",
-            "-",
-        )
-    )
+    label = "   for reference: the same copy twice in sequence (MiB/s)"
+    rows.append(compared(label, twice, "loopback copy", copy_rates, ".0f"))
     peak = max(st["peak_rss"].values()) / 2**20
     rows.append(
         (
