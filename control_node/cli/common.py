@@ -19,9 +19,9 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable records")
 
 
-def connect(args: argparse.Namespace, token: str | None = None) -> Client:
-    """A client for the command's ``--scheduler`` (``token``: instead of the usual one)."""
-    return Client(scheduler=args.scheduler, token=token)
+def connect(args: argparse.Namespace) -> Client:
+    """A client for the command's ``--scheduler``."""
+    return Client(scheduler=args.scheduler)
 
 
 def run_command(prog: str, body: Callable[[], int]) -> int:

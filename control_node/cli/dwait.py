@@ -20,13 +20,11 @@ def wait_and_fetch(
 ) -> tuple[list[p.JobInfo], list[FetchedJob]]:
     """Wait, then fetch; a scheduler that goes away after the first connection
     (a restart) is waited for, with backoff, until the deadline."""
-    connected, backoff, token = False, 0.5, None
+    connected, backoff = False, 0.5
     while True:
         try:
-            # The first connection's token again: a restarting scheduler rewrites the
-            # access file, which may be read in between without one.
-            with connect(args, token) as client:
-                connected, token = True, client.endpoint.token
+            with connect(args) as client:
+                connected = True
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 jobs = client.wait(args.ids, timeout=left, on_update=show)
                 finished = [j.id for j in jobs if j.state != p.JobState.HELD.value]
