@@ -7,6 +7,7 @@ from __future__ import annotations
 import ftplib
 import hashlib
 import io
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.protocol import FtpGrant, InputFile, JobSpec
+from scheduler.protocol import FtpGrant, HashingWriter, InputFile, JobSpec, ftp_session
 from scheduler.submission import SubmissionError, check_submission
 
 # pyftpdlib imports asyncore/asynchat, deprecated in Python 3.11: not ours to fix.
@@ -672,3 +673,42 @@ def test_environment_name_with_trailing_newline(input_dir: Path) -> None:
 @pytest.mark.parametrize("changes", [{"request_cpus": 0}, {"request_gpus": -1}])
 def test_bad_requests(input_dir: Path, changes: dict) -> None:
     assert "request_cpus" in rejected([valid_spec(input_dir, **changes)], input_dir)
+
+
+# ----------------------------------------------------------------------------- worker cache
+
+
+def test_worker_cache_fetches_a_large_input_and_checks_its_hash(
+    spool: Spool, tmp_path: Path
+) -> None:
+    """Over real FTP, in several 4 MiB blocks (each hashed in a helper thread while it
+    is written): the right content is cached; a file that does not match the hash it
+    was asked for is refused and leaves nothing behind."""
+    from worker_node.transfer import InputCache, TransferError
+
+    data = os.urandom(9 << 20)  # two full buffers and a partial one
+    sha = hashlib.sha256(data).hexdigest()
+    spool.input_dir(3).mkdir(parents=True)
+    (spool.input_dir(3) / sha).write_bytes(data)
+    cache = InputCache(tmp_path / "cache")
+    grant = spool.grant_job(3, 0, HOST, ttl=60)
+    wanted = InputFile(name="big.bin", sha256=sha, size=len(data))
+    with ftp_session(grant) as ftp:
+        assert cache.fetch(ftp, f"input/{sha}", wanted).read_bytes() == data
+        forged = InputFile(name="forged.bin", sha256="0" * 64, size=len(data))
+        with pytest.raises(TransferError, match="'forged.bin' does not match its hash"):
+            cache.fetch(ftp, f"input/{sha}", forged)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [sha]
+    assert cache.missing([wanted, forged]) == [forged]
+
+
+@pytest.mark.parametrize("sizes", [[10], [1 << 20, 3 << 20, 5], [0, 2 << 20]])
+def test_hashing_writer_writes_and_hashes_every_block(sizes: list[int]) -> None:
+    blocks = [os.urandom(size) for size in sizes]
+    out = io.BytesIO()
+    with HashingWriter(out.write) as sink:
+        for block in blocks:
+            sink(memoryview(block))
+    whole = b"".join(blocks)
+    assert out.getvalue() == whole
+    assert sink.digest.hexdigest() == hashlib.sha256(whole).hexdigest()

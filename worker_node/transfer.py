@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from scheduler import protocol as p
-from scheduler.protocol import FtpGrant, InputFile, retrieve, unpack_bytes
+from scheduler.protocol import FtpGrant, HashingWriter, InputFile, retrieve, unpack_bytes
 
 BLOCK = 1 << 20
 
@@ -66,19 +66,13 @@ class InputCache:
             if wanted.sha256 in self.inodes:
                 return target
             tmp = target.with_suffix(f".part{threading.get_ident()}")
-            digest = hashlib.sha256()
-            with open(tmp, "wb") as out:
-
-                def write(block: memoryview) -> None:
-                    digest.update(block)
-                    out.write(block)
-
+            with open(tmp, "wb") as out, HashingWriter(out.write) as sink:
                 try:
-                    retrieve(ftp, remote, write)
+                    retrieve(ftp, remote, sink)
                 except p.FTP_ERRORS as exc:
                     tmp.unlink(missing_ok=True)
                     raise TransferError(f"cannot fetch input {wanted.name!r}: {exc}") from None
-            if digest.hexdigest() != wanted.sha256:
+            if sink.digest.hexdigest() != wanted.sha256:
                 tmp.unlink(missing_ok=True)
                 raise TransferError(f"input {wanted.name!r} does not match its hash")
             self._install(tmp, wanted.sha256)
