@@ -28,6 +28,9 @@ BLOCK = 1 << 20
 Digests = dict[str, tuple[str, int]]
 #: Jobs per submit message: a large cluster goes in parts, each well under a frame.
 PART = 5000
+#: Jobs in the first part. Each part is twice the one before (up to PART), so that
+#: the first jobs start while the scheduler still stores the rest of the cluster.
+FIRST_PART = 32
 
 
 class SubmitError(DfarmError):
@@ -119,21 +122,23 @@ def submit_with(
     paths = list(dict.fromkeys(local for proc in procs for local in _inputs(proc)))
     digests, inline = _read_small_files(paths)
     digests.update(store_large([path for path in paths if path not in digests]))
-    specs = [_spec(proc, digests) for proc in procs]
+    specs = p.shared_specs([_spec(proc, digests) for proc in procs])
     job_ids: list[str] = []
-    for first in range(0, len(specs), PART):
+    first, size = 0, min(FIRST_PART, PART)
+    while first < len(specs):
         reply = queue(
             p.SubmitJobs(
                 cluster=cluster,
                 submit_file=os.path.basename(path),
-                jobs=specs[first : first + PART],
+                jobs=specs[first : first + size],
                 files=inline if first == 0 else {},
                 first_proc=first,
-                last=first + PART >= len(specs),
+                last=first + size >= len(specs),
             )
         )
         job_ids += reply.job_ids
         warnings += [w for w in reply.warnings if w not in warnings]
+        first, size = first + size, min(2 * size, PART)
     return Submission(cluster, job_ids, warnings)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from scheduler.dispatch import Slots
 from scheduler.fairshare import DEFAULT_HALFLIFE, FairShareQueue
 from scheduler.jobstate import check_transition
-from scheduler.protocol import JobSpec, JobState, parse_job_id
+from scheduler.protocol import JobSpec, JobState, parse_job_id, shared_specs
 from scheduler.store import Job, Store
 from scheduler.usage import load_usage, save_usage
 
@@ -121,7 +121,7 @@ class JobTable:
         now = time.time()
         jobs = [
             Job(cluster=cluster, proc=i, owner=owner, state=JobState.IDLE, spec=s, submit_time=now)
-            for i, s in enumerate(specs, start=first)
+            for i, s in enumerate(shared_specs(specs), start=first)
         ]
         self.store.insert_jobs(cluster, submit_file, jobs, now, last)
         for job in jobs:

@@ -147,10 +147,20 @@ def _column(job: Job, name: str) -> object:
     if name == "state":
         return value.value
     if name == "spec":
-        return json.dumps(to_wire(value), separators=(",", ":"))
+        return _spec_text(value)
     if name == "output_files":
         return json.dumps(value)
     return value
+
+
+def _spec_text(spec: JobSpec) -> str:
+    """A spec as stored, made once per spec object (the procs of a cluster mostly
+    share one: see :func:`scheduler.protocol.shared_specs`)."""
+    text: str | None = spec.__dict__.get("_text")
+    if text is None:
+        text = json.dumps(to_wire(spec), separators=(",", ":"))
+        object.__setattr__(spec, "_text", text)
+    return text
 
 
 def _job_from_row(row: sqlite3.Row) -> Job:

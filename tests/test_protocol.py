@@ -70,6 +70,7 @@ from scheduler.protocol import (
     parse_memory_mb,
     read_message,
     recv_message,
+    shared_specs,
     token_user,
     user_key,
     verify_welcome,
@@ -336,6 +337,20 @@ def test_round_trip_keeps_nested_record_types() -> None:
     assert isinstance(results.specs["42.3"], JobSpec)
     assert isinstance(results.events["42.3"][0], JobEvent)
     assert results.events["42.4"] == []
+
+
+def test_equal_specs_in_a_row_become_one_object() -> None:
+    a, b = JobSpec(executable="a.sh"), JobSpec(executable="b.sh")
+    specs = [a, JobSpec(executable="a.sh"), b, JobSpec(executable="a.sh", arguments=["1"]), b]
+    shared = shared_specs(specs)
+    assert shared == specs  # the same values, in the same order
+    assert [id(s) for s in shared] == [id(a), id(a), id(b), id(specs[3]), id(b)]
+
+    # One wire form for the run: each job's message still carries the whole spec.
+    def run(spec: JobSpec) -> bytes:
+        return body_of(RunJob(job_id="1.1", attempt=1, owner="u", spec=spec, ftp=sample_grant()))
+
+    assert run(shared[0]) == run(shared[1]) == run(specs[1])
 
 
 def test_frame_header_is_big_endian_length_of_json_body() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import signal
 from pathlib import Path
 
@@ -23,6 +24,7 @@ def test_cluster_in_parts_and_queue_in_pages(
 ) -> None:
     cluster: TestCluster = make_cluster(workers=0)
     monkeypatch.setattr(control_node.submit, "PART", 3)
+    monkeypatch.setattr(control_node.submit, "FIRST_PART", 1)
     monkeypatch.setattr(control_node.client, "PAGE", 2)
     write(tmp_path / "job.sh", "#!/bin/sh\necho $1\n", True)
     write(tmp_path / "job.sub", "executable = job.sh\narguments = $(Process)\nqueue 7\n")
@@ -44,6 +46,9 @@ def test_cluster_in_parts_and_queue_in_pages(
         part = p.SubmitJobs(cluster=created.cluster, submit_file="x", jobs=[spec], first_proc=1)
         with pytest.raises(DfarmError, match="the next part starts at proc 0, not 1"):
             me.conn.request(part)
+    # Each part twice the one before, up to PART: the first jobs can start early.
+    parts = re.findall(rf"submitted cluster {sub.id}: (\d+) job", cluster.log("scheduler"))
+    assert parts == ["1", "2", "3", "1"]
     summary = cluster.run("dq", "--summary")
     assert summary.stdout.strip() == "7 job(s) in the queue: 7 idle"
     page = cluster.run("dq", "-limit", "2")

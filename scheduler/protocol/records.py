@@ -35,6 +35,7 @@ __all__ = [
     "parse_disk_kb",
     "parse_job_id",
     "parse_memory_mb",
+    "shared_specs",
 ]
 
 PROTOCOL_VERSION = 1
@@ -205,6 +206,16 @@ class JobSpec:
     params: dict[str, str] = field(default_factory=dict)
     #: The job's result is this output file's content (else its last line of stdout).
     result_file: str | None = None
+
+
+def shared_specs(specs: list[JobSpec]) -> list[JobSpec]:
+    """``specs`` with each run of equal ones made one object. The procs of most
+    clusters differ in nothing but their number, and a spec's wire form (and the
+    scheduler's stored text of it) is made once per object, not once per job."""
+    out: list[JobSpec] = []
+    for spec in specs:
+        out.append(out[-1] if out and out[-1] == spec else spec)
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)
