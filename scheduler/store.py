@@ -163,13 +163,24 @@ def _spec_text(spec: JobSpec) -> str:
     return text
 
 
-def _job_from_row(row: sqlite3.Row) -> Job:
+def _jobs_from_rows(rows: Iterable[sqlite3.Row]) -> list[Job]:
+    """Jobs from their rows; those whose specs were stored as the same text (the
+    procs of most clusters) share one spec object, as they did when submitted."""
+    specs: dict[str, JobSpec] = {}
+    return [_job_from_row(row, specs) for row in rows]
+
+
+def _job_from_row(row: sqlite3.Row, specs: dict[str, JobSpec]) -> Job:
+    text = row["spec"]
+    spec = specs.get(text)
+    if spec is None:
+        spec = specs[text] = from_wire(JobSpec, json.loads(text), "spec")
     return Job(
         cluster=row["cluster"],
         proc=row["proc"],
         owner=row["owner"],
         state=JobState(row["state"]),
-        spec=from_wire(JobSpec, json.loads(row["spec"]), "spec"),
+        spec=spec,
         submit_time=row["submit_time"],
         start_time=row["start_time"],
         end_time=row["end_time"],
@@ -445,7 +456,7 @@ class Store:
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN (?,?,?) ORDER BY cluster, proc",
             (JobState.IDLE.value, JobState.RUNNING.value, JobState.HELD.value),
         )
-        return [_job_from_row(row) for row in rows]
+        return _jobs_from_rows(rows)
 
     def jobs(
         self,
@@ -480,7 +491,7 @@ class Store:
         sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return [_job_from_row(row) for row in self._query(sql + " ORDER BY cluster, proc", args)]
+        return _jobs_from_rows(self._query(sql + " ORDER BY cluster, proc", args))
 
     def save_spec(self, job: Job, event: str, detail: str) -> None:
         """Write an edited spec (``dedit``) and one event."""
@@ -515,7 +526,7 @@ class Store:
             " ORDER BY end_time DESC, cluster DESC, proc DESC LIMIT ?"
         )
         rows = self._query(sql, [*args, limit])
-        return [_job_from_row(row) for row in reversed(rows)]
+        return _jobs_from_rows(reversed(rows))
 
     def expired_results(self, before: float) -> list[tuple[int, int]]:
         """Finished jobs that ended before ``before`` and still keep results."""

@@ -700,6 +700,21 @@ def test_completed_job_leaves_active(table: JobTable) -> None:
     assert stored_state(table.store, job) is S.COMPLETED
 
 
+def test_procs_with_one_spec_share_it_after_a_restart(db_path: Path) -> None:
+    store = Store(db_path)
+    table = JobTable(store)
+    jobs = submit(table, spec(), spec(), spec(priority=3), spec())
+    assert jobs[0].spec is jobs[1].spec is not jobs[2].spec  # equal runs, as submitted
+    store.close()
+    store = Store(db_path)
+    try:
+        again = sorted(store.active_jobs(), key=lambda j: j.proc)
+        assert [j.spec for j in again] == [j.spec for j in jobs]
+        assert again[0].spec is again[1].spec is again[3].spec is not again[2].spec
+    finally:
+        store.close()
+
+
 def test_restart_reloads_active_jobs_and_queue(db_path: Path) -> None:
     store = Store(db_path)
     table = JobTable(store)
