@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import ipaddress
 import logging
 import signal
@@ -20,6 +21,12 @@ from scheduler.server import Scheduler
 from scheduler.tls_setup import TlsSetupError
 
 log = logging.getLogger("scheduler")
+
+#: Collections of the second generation between full collections (Python's default
+#: is 10). A full collection walks every job the scheduler holds, 0.15 s with
+#: 100,000 queued; at the default, storing a cluster of 100,000 jobs ran 17 of them
+#: (1.2 s of its 8.8 s), at 100 it runs 2 (see docs/scheduling.md).
+FULL_COLLECTION_EVERY = 100
 
 
 def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
@@ -192,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config.home.mkdir(parents=True, exist_ok=True)
     logs.configure(args.log_level, logs.log_path(args.log_file, config.home / "scheduler.log"))
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
     try:
         asyncio.run(run(config))
     except (OSError, TlsSetupError) as exc:
