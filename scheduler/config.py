@@ -41,8 +41,10 @@ class SchedulerConfig:
     auth_failure_window: float = 60.0
     #: Largest frame accepted, in bytes.
     max_frame: int = DEFAULT_MAX_FRAME
-    #: Seconds a job's FTP grant to its worker stays valid.
-    job_grant_ttl: float = 7 * 24 * 3600
+    #: Seconds a job's FTP grant to its worker stays valid after the worker's last
+    #: heartbeat (each renews it; it is revoked when the job ends or the worker's
+    #: connection drops).
+    job_grant_ttl: float = 3600.0
     #: SMTP settings for notification mail; None: no mail is sent.
     mail: MailConfig | None = None
     #: Seconds the results of a finished job are kept for ``dfetch`` before they are

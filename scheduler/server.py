@@ -280,6 +280,10 @@ class Scheduler(
             deadline = time.time() + self.config.worker_timeout
             for job_id in conn.running:
                 self.orphans[job_id] = deadline
+            # A worker that comes back gets new grants for the jobs it still runs.
+            for grant in conn.grants.values():
+                self.spool.revoke(grant)
+            conn.grants.clear()
             log.info("worker %s disconnected with %d running job(s)", conn.name, len(conn.running))
 
     # ------------------------------------------------------------------ turns of the loop

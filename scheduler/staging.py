@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -120,6 +121,14 @@ class GrantAuthorizer:
         with self._lock:
             if user in self._grants:
                 self._uploaded[user] = self._uploaded.get(user, 0) + size
+
+    def extend(self, users: list[str], expires: float) -> None:
+        """Make these grants valid until ``expires`` (the gone ones stay gone)."""
+        with self._lock:
+            for user in users:
+                grant = self._grants.get(user)
+                if grant is not None:
+                    self._grants[user] = dataclasses.replace(grant, expires=expires)
 
     def expire(self, now: float) -> int:
         """Forget expired grants; returns how many."""

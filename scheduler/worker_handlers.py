@@ -92,9 +92,12 @@ class WorkerHandlers:
                 self.jobs.began(job, time.time())
                 conn.slots.take(job)
                 conn.running[job_id] = job
-                conn.grants[job_id] = self.spool.grant_job(
+                grant = self.spool.grant_job(
                     job.cluster, job.proc, conn.local_host, self.config.job_grant_ttl
                 )
+                conn.grants[job_id] = grant
+                # The grant of its run_job died with the connection (or the scheduler).
+                conn.send(p.NewGrant(job_id=job_id, attempt=attempt, ftp=grant))
                 log.info("worker %s still runs job %s: adopted", conn.name, job_id)
             else:
                 conn.send(p.KillJob(job_id=job_id, attempt=attempt, reason="stale attempt"))
@@ -117,6 +120,9 @@ class WorkerHandlers:
     def on_heartbeat(self, conn: Connection, msg: p.Heartbeat) -> None:
         self._registered(conn)
         conn.metrics, conn.last_heartbeat = msg.metrics, time.time()
+        # A job's grant lasts while its worker is heard from, however long the job runs.
+        users = [grant.user for grant in conn.grants.values()]
+        self.spool.authorizer.extend(users, conn.last_heartbeat + self.config.job_grant_ttl)
         assert conn.slots is not None
         conn.slots.disk_free_mb = msg.metrics.disk_free_mb
         conn.slots.attributes = slot_attributes(conn.slots, msg.metrics)

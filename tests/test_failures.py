@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import pytest
 from conftest import TestCluster, wait_until, write
 
 from control_node import Client
+from scheduler import protocol as p
+from worker_node.runner import Attempt
 
 
 def gated_job(tmp_path: Path) -> Path:
@@ -91,6 +94,71 @@ def test_dwait_waits_through_a_scheduler_restart(make_cluster, tmp_path: Path) -
     assert waiter.returncode == 0, err
     assert "trying again" in err and "1.0: exit code 0" in out
     assert (tmp_path / "1.0" / "stdout").read_text() == "ran as attempt 1\n"
+
+
+@pytest.mark.parametrize("ends", ["after the restart", "while the scheduler is down"])
+def test_large_results_of_a_worker_over_ftp_survive_a_scheduler_kill(
+    make_cluster,  # noqa: ANN001
+    tmp_path: Path,
+    ends: str,
+) -> None:
+    # Results over the inline limit go up by FTP, with a grant the killed scheduler
+    # took with it: the restarted one gives a new grant when it takes the job back.
+    cluster = make_cluster(workers=1, worker_args=("--always-ftp",))
+    gate = gated_job(tmp_path)
+    size = p.INLINE_LIMIT * 3
+    write(tmp_path / "job.sh", f"#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.05; done\n"
+          f"head -c {size} /dev/zero | tr '\\0' x > big.out\necho done\n", True)  # fmt: skip
+    write(tmp_path / "job.sub", "executable = job.sh\ntransfer_output_files = big.out\nqueue\n")
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    assert wait_until(lambda: running_on(cluster)) == "w1"
+    cluster.processes["scheduler"].send_signal(signal.SIGKILL)
+    cluster.processes["scheduler"].wait()
+    if ends == "while the scheduler is down":
+        gate.touch()
+        wait_until(lambda: "files wait for it" in cluster.log("w1"), what="the upload to wait")
+    cluster.start_scheduler()
+    wait_until(lambda: "still runs job 1.0: adopted" in cluster.log("scheduler"))
+    gate.touch()
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        (job,) = client.wait(["1"], timeout=60)
+    assert (job.state, job.exit_code, job.hold_reason, job.num_starts) == (
+        "completed", 0, None, 1
+    )  # fmt: skip
+    assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "1.0" / "big.out").read_bytes() == b"x" * size
+
+
+def grant_wait() -> tuple[Attempt, p.FtpGrant]:
+    grant = p.FtpGrant(host="127.0.0.1", port=1, user="u", password="pw")
+    spec = p.JobSpec(executable="x")
+    return Attempt(msg=p.RunJob(job_id="1.0", attempt=1, owner="a", spec=spec, ftp=grant)), grant
+
+
+def later(action) -> threading.Thread:  # noqa: ANN001
+    thread = threading.Thread(target=lambda: (time.sleep(0.1), action()))
+    thread.start()
+    return thread
+
+
+def test_a_failed_transfer_waits_for_a_new_grant_only_when_the_scheduler_was_lost() -> None:
+    # Connected, nothing changes: the failure is the transfer's own, after the settle time.
+    attempt, grant = grant_wait()
+    assert attempt.await_new_grant(grant, settle=0.05) is False
+    # The connection drops (within the settle time), then a new grant comes: try again.
+    attempt, grant = grant_wait()
+    newer = p.FtpGrant(host="127.0.0.1", port=2, user="v", password="pw")
+    attempt.connection_lost()
+    thread = later(lambda: attempt.new_grant(newer))
+    assert attempt.await_new_grant(grant, settle=5) is True
+    thread.join()
+    assert (attempt.ftp, attempt.connected) == (newer, True)
+    # Lost, and killed rather than taken back (the job went elsewhere): give up.
+    attempt, grant = grant_wait()
+    attempt.connection_lost()
+    thread = later(lambda: attempt.kill("stale attempt"))
+    assert attempt.await_new_grant(grant, settle=5) is False
+    thread.join()
 
 
 @pytest.mark.slow

@@ -387,6 +387,16 @@ def test_expire_removes_only_expired_grants(spool: Spool) -> None:
     assert not spool.authorizer.has_user(long.user)
 
 
+def test_an_extended_grant_outlives_its_ttl_and_a_revoked_one_stays_gone(spool: Spool) -> None:
+    kept = spool.grant_job(5, 0, HOST, ttl=0.5)
+    gone = spool.grant_job(5, 1, HOST, ttl=0.5)
+    spool.revoke(gone)
+    spool.authorizer.extend([kept.user, gone.user], time.time() + 3600)
+    assert spool.authorizer.expire(time.time() + 1) == 0
+    assert not login_fails(kept)
+    assert login_fails(gone)
+
+
 def test_clear_job_dir_forgets_previous_attempt(spool: Spool) -> None:
     populate(spool, 7, procs=2)
     spool.clear_job_dir(7, 0)

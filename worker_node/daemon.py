@@ -259,6 +259,8 @@ class Worker:
                 heartbeat.cancel()
                 self._writer = None
                 self._drop_queued()
+                for attempt in self.attempts.values():
+                    attempt.connection_lost()
         finally:
             writer.close()
             with contextlib.suppress(Exception):
@@ -308,6 +310,10 @@ class Worker:
             if attempt is not None:
                 log.info("job %s: killed (%s)", message.job_id, message.reason)
                 self._kill(attempt, message.reason)
+        elif isinstance(message, p.NewGrant):
+            attempt = self.attempts.get(f"{message.job_id}:{message.attempt}")
+            if attempt is not None:
+                attempt.new_grant(message.ftp)
         elif isinstance(message, p.ReadOutput):
             self._read_output(message)
         elif isinstance(message, p.Drain):

@@ -22,13 +22,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from scheduler.protocol import (
     INLINE_BUDGET,
     INLINE_LIMIT,
+    FtpGrant,
     JobFinished,
     RunJob,
     pack_bytes,
@@ -45,6 +47,12 @@ log = logging.getLogger(__name__)
 
 #: Variables of the worker's own environment that jobs inherit.
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
+#: Seconds a failed transfer waits for the connection to the scheduler to drop
+#: before it counts as the transfer's own failure (a scheduler killed mid-transfer
+#: refuses FTP a moment before its worker connection is seen to close).
+GRANT_SETTLE = 5.0
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -63,7 +71,16 @@ class Attempt:
     gpus: list[int] | None = None
     #: Set (by its slot thread) once it has ended, so that nothing queues behind it.
     ended: bool = False
+    #: The FTP grant its files move with: its ``RunJob``'s, or the one the scheduler
+    #: sent when it took the attempt back after losing it (:meth:`new_grant`).
+    ftp: FtpGrant = field(init=False)
+    #: False once the connection that gave :attr:`ftp` has dropped.
+    connected: bool = True
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.ftp = self.msg.ftp
+        self._changed = threading.Condition(self._lock)
 
     @property
     def key(self) -> str:
@@ -73,9 +90,38 @@ class Attempt:
         """Kill the job's whole process group (it runs in a session of its own)."""
         with self._lock:
             self.kill_reason = reason
+            self._changed.notify_all()
             if self.process is not None and self.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self.process.pid, signal.SIGKILL)
+
+    def connection_lost(self) -> None:
+        """The connection to the scheduler dropped: its grant may be gone with it."""
+        with self._lock:
+            self.connected = False
+            self._changed.notify_all()
+
+    def new_grant(self, grant: FtpGrant) -> None:
+        """The scheduler took the attempt back, with a new grant."""
+        with self._lock:
+            self.ftp, self.connected = grant, True
+            self._changed.notify_all()
+
+    def await_new_grant(self, failed: FtpGrant, settle: float = GRANT_SETTLE) -> bool:
+        """After a transfer with the grant ``failed`` went wrong: True once a newer
+        grant came, if the scheduler was lost (its connection dropped, or drops
+        within ``settle`` seconds); False at once if it was not (the failure is the
+        transfer's own) or when the attempt is killed meanwhile."""
+        with self._lock:
+            self._changed.wait_for(
+                lambda: not self.connected or self.ftp is not failed or self.kill_reason, settle
+            )
+            if self.connected and self.ftp is failed:
+                return False
+            if self.ftp is failed and self.kill_reason is None:
+                log.warning("job %s: the scheduler is away; files wait for it", self.msg.job_id)
+            self._changed.wait_for(lambda: self.ftp is not failed or self.kill_reason)
+            return self.kill_reason is None
 
     def read_output(self, stream: str, offset: int, limit: int) -> tuple[bytes, int] | None:
         """``limit`` bytes of stdout or stderr from ``offset``, and the stream's size;
@@ -133,7 +179,7 @@ def run_attempt(
     try:
         sandbox.prepare(parse_job_id(msg.job_id)[0], f"{msg.job_id}-{msg.attempt}", account)
         try:
-            _stage(msg, cache, sandbox, spool)
+            _with_grant(attempt, lambda grant: _stage(msg, grant, cache, sandbox, spool))
         except TransferError as exc:
             return JobFinished(**result, failure=f"could not stage inputs: {exc}")
         stdout, stderr = sandbox.stdout, sandbox.stderr
@@ -150,7 +196,9 @@ def run_attempt(
         with contextlib.ExitStack() as files:
             for name, path in outputs.items():
                 results[f"outputs/{name}"] = files.enter_context(open(path, "rb"))
-            inline, spooled = _send_results(msg, results, spool)
+            inline, spooled = _with_grant(
+                attempt, lambda grant: _send_results(msg, grant, results, spool)
+            )
         failure = attempt.limit_exceeded or failure or missing
         if attempt.kill_reason and not failure:
             failure = f"killed: {attempt.kill_reason}"
@@ -175,15 +223,30 @@ def run_attempt(
         sandbox.finish(reusable)
 
 
-def _stage(msg: RunJob, cache: InputCache, sandbox: Sandbox, spool: SpoolLink | None) -> None:
+def _with_grant(attempt: Attempt, transfer: Callable[[FtpGrant], T]) -> T:
+    """``transfer`` with the attempt's FTP grant; when it fails because the scheduler
+    was lost (restarted, or the connection dropped), again with the grant the
+    scheduler gives when it takes the attempt back."""
+    while True:
+        grant = attempt.ftp
+        try:
+            return transfer(grant)
+        except TransferError:
+            if not attempt.await_new_grant(grant):
+                raise
+
+
+def _stage(
+    msg: RunJob, grant: FtpGrant, cache: InputCache, sandbox: Sandbox, spool: SpoolLink | None
+) -> None:
     """Inputs from the message, the cache, the shared spool or (only if still
-    missing) FTP."""
+    missing) FTP with ``grant``."""
     cache.add_inline(msg.files)
     missing = cache.missing(msg.spec.inputs)
     linked = spool.inputs(parse_job_id(msg.job_id)[0], missing) if spool and missing else {}
     missing = [item for item in missing if item.name not in linked]
     if missing:
-        with ftp_session(msg.ftp) as ftp:
+        with ftp_session(grant) as ftp:
             cache.download(ftp, missing)
     sandbox.stage({
         item.name: linked.get(item.name) or cache.entry(item.sha256) for item in msg.spec.inputs
@@ -191,10 +254,10 @@ def _stage(msg: RunJob, cache: InputCache, sandbox: Sandbox, spool: SpoolLink | 
 
 
 def _send_results(
-    msg: RunJob, results: dict[str, BinaryIO], spool: SpoolLink | None
+    msg: RunJob, grant: FtpGrant, results: dict[str, BinaryIO], spool: SpoolLink | None
 ) -> tuple[dict[str, str], bool]:
     """Small results to travel inline; the others are linked into the shared spool
-    (then True), or uploaded now over FTP."""
+    (then True), or uploaded now over FTP with ``grant``."""
     inline: dict[str, str] = {}
     large: list[tuple[str, BinaryIO]] = []
     budget = INLINE_BUDGET
@@ -217,7 +280,7 @@ def _send_results(
             return inline, True
         except OSError as exc:
             log.warning("%s: cannot link results into the spool (%s): using FTP", msg.job_id, exc)
-    with ftp_session(msg.ftp) as ftp:
+    with ftp_session(grant) as ftp:
         for folder in (f"{proc}", f"{proc}/outputs"):
             with contextlib.suppress(ftplib.error_perm):  # it exists already
                 ftp.mkd(folder)

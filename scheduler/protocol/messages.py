@@ -35,6 +35,7 @@ __all__ = [
     "MESSAGE_TYPES",
     "Message",
     "NewCluster",
+    "NewGrant",
     "Ok",
     "ProbeFtp",
     "ProbeGranted",
@@ -368,6 +369,18 @@ class RunJob(Message):
     #: behind: it starts when that one ends, in its place and on its resources
     #: (GPUs included). Empty, or naming an attempt already ended: start now.
     after: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewGrant(Message):
+    """The FTP grant an attempt's files move with from now on. Sent when the
+    scheduler takes back an attempt it had lost (a restart, a dropped connection):
+    the grant of its ``RunJob`` is no longer valid."""
+
+    type: ClassVar[str] = "new_grant"
+    job_id: str
+    attempt: int
+    ftp: FtpGrant
 
 
 @dataclass(frozen=True, kw_only=True)
