@@ -7,7 +7,10 @@ job prints a timestamp first thing), against copying the same file once over a
 TCP socket on 127.0.0.1 (sendfile to a receiver that writes it to disk). For
 reference, the same copy made twice in sequence, from the file to a first copy
 and from that to a second: the best any design can do that copies a file
-through a spool on its way to a worker, with no hashing, protocol or job.
+through a spool on its way to a worker, with no hashing, protocol or job. And
+the same two copies made at once, the first relayed on to the second as it
+arrives: the best a design could do that sent a file on from the spool while
+the client still uploads it (dfarm does not; see docs/decisions.md).
 Out: the job copies the file to an output; the time from the job's end until
 the client has fetched it, against the same loopback copy.
 
@@ -63,25 +66,58 @@ def make_file(path: Path, size: int) -> None:
 def loopback_copy(source: Path, dest: Path, keep: bool = False) -> float:
     """Seconds to copy a file once over a loopback TCP socket, written to disk
     (``dest`` is removed afterwards unless ``keep``)."""
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
-
-    def receive() -> None:
-        conn, _ = server.accept()
-        with conn, open(dest, "wb") as out:
-            while chunk := conn.recv(CHUNK):
-                out.write(chunk)
-
-    thread = threading.Thread(target=receive)
-    start = time.perf_counter()
-    thread.start()
-    with socket.create_connection(("127.0.0.1", port)) as sock, open(source, "rb") as f:
-        sock.sendfile(f)
-    thread.join()
-    elapsed = time.perf_counter() - start
-    server.close()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        thread = threading.Thread(target=_receive, args=(server, dest))
+        start = time.perf_counter()
+        thread.start()
+        with socket.create_connection(server.getsockname()) as sock, open(source, "rb") as f:
+            sock.sendfile(f)
+        thread.join()
+        elapsed = time.perf_counter() - start
     if not keep:
         dest.unlink()
+    return elapsed
+
+
+def _receive(server: socket.socket, dest: Path, forward: int | None = None) -> None:
+    """Accept one connection on ``server`` and write what comes to ``dest``, sending
+    each chunk on to port ``forward`` of 127.0.0.1 as it arrives, if given."""
+    conn, _ = server.accept()
+    with conn, open(dest, "wb") as out:
+        onward = None if forward is None else socket.create_connection(("127.0.0.1", forward))
+        try:
+            while chunk := conn.recv(CHUNK):
+                out.write(chunk)
+                if onward is not None:
+                    onward.sendall(chunk)
+        finally:
+            if onward is not None:
+                onward.close()
+
+
+def relayed_copies(source: Path, work: Path) -> float:
+    """Seconds to copy a file over loopback to a first copy that sends each chunk on,
+    as it arrives, to a second copy (both removed afterwards)."""
+    first, second = work / "relay-first.bin", work / "relay-second.bin"
+    with (
+        socket.create_server(("127.0.0.1", 0)) as last,
+        socket.create_server(("127.0.0.1", 0)) as relay,
+    ):
+        threads = [
+            threading.Thread(target=_receive, args=(last, second)),
+            threading.Thread(target=_receive, args=(relay, first, last.getsockname()[1])),
+        ]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        with socket.create_connection(relay.getsockname()) as sock, open(source, "rb") as f:
+            sock.sendfile(f)
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - start
+    assert first.stat().st_size == second.stat().st_size == source.stat().st_size
+    first.unlink()
+    second.unlink()
     return elapsed
 
 
@@ -163,8 +199,8 @@ def one_run(client: Client, work: Path, sha: str, route: str) -> tuple[float, fl
 
 
 def measure(size_mb: int, runs: int) -> dict[str, object]:
-    """Seconds per run for the loopback copy, two copies in sequence, and dfarm in
-    and out by each route ("in": {"link": [...], "ftp": [...]}, "out": ...); peak
+    """Seconds per run for the loopback copy, two copies in sequence and relayed,
+    and dfarm in and out by each route ("in": {"link": [...], "ftp": [...]}, "out": ...); peak
     RSS by process."""
     size = size_mb * CHUNK
     with tempfile.TemporaryDirectory(prefix="dfarm-stage-") as tmp:
@@ -182,7 +218,7 @@ def measure(size_mb: int, runs: int) -> dict[str, object]:
         access = cluster.start()
         for route, options in ROUTES.items():
             cluster.add_worker(route, *options)
-        copies, twice = [], []
+        copies, twice, relayed = [], [], []
         ins: dict[str, list[float]] = {route: [] for route in ROUTES}
         outs: dict[str, list[float]] = {route: [] for route in ROUTES}
         try:
@@ -197,6 +233,8 @@ def measure(size_mb: int, runs: int) -> dict[str, object]:
                         copies.append(loopback_copy(work / "big.bin", work / "copy-baseline.bin"))
                         time.sleep(SETTLE)
                         twice.append(two_copies(work / "big.bin", work))
+                        time.sleep(SETTLE)
+                        relayed.append(relayed_copies(work / "big.bin", work))
                         # Each route goes first in every other run.
                         for route in list(ROUTES)[:: -1 if run % 2 else 1]:
                             sha = refresh(work / "big.bin")
@@ -206,7 +244,14 @@ def measure(size_mb: int, runs: int) -> dict[str, object]:
                             outs[route].append(back)
         finally:
             cluster.stop()
-    return {"copy": copies, "twice": twice, "in": ins, "out": outs, "peak_rss": memory.peak}
+    return {
+        "copy": copies,
+        "twice": twice,
+        "relayed": relayed,
+        "in": ins,
+        "out": outs,
+        "peak_rss": memory.peak,
+    }
 
 
 def main() -> int:
@@ -223,7 +268,8 @@ def main() -> int:
         return (what, f"{median:.2f}", f"{args.size_mb / median:.0f}", f"{base / median:.2f}")
 
     rows = [row("loopback copy (baseline)", copies),
-            row("two loopback copies in sequence", result["twice"])]  # fmt: skip
+            row("two loopback copies in sequence", result["twice"]),
+            row("two loopback copies, the first relayed on", result["relayed"])]  # fmt: skip
     for route in ROUTES:
         rows.append(row(f"dfarm by {route}: submit -> file in sandbox", result["in"][route]))
         rows.append(row(f"dfarm by {route}: job end -> output fetched", result["out"][route]))
