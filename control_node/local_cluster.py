@@ -69,6 +69,8 @@ class LocalCluster:
         #: Extra options of the scheduler (``dfarm up --web-port``).
         self.scheduler_args: tuple[str, ...] = ()
         self._workers_dir: Path | None = None
+        #: Where the scheduler's log stood at :meth:`start` (the log is appended to).
+        self._log_start = 0
 
     @property
     def workers_dir(self) -> Path:
@@ -96,6 +98,8 @@ class LocalCluster:
         home.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         self.token = local_user_token(self.config)
+        log = self.logs / "scheduler.log"
+        self._log_start = log.stat().st_size if log.exists() else 0
         self.start_scheduler(*self.scheduler_args)
         host = socket.gethostname().split(".")[0]
         for i in range(1, self.n_workers + 1):
@@ -145,6 +149,27 @@ class LocalCluster:
         self.stop()
         out = (self.logs / "scheduler.log").read_text(errors="replace")[-2000:]
         raise ClusterError(f"the scheduler did not start:\n{out}")
+
+    def wait_for_workers(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Block until the workers :meth:`start` started have registered with the
+        scheduler (as its log, written since then, says)."""
+        deadline = time.monotonic() + timeout
+        log = self.logs / "scheduler.log"
+        while True:
+            with open(log, "rb") as f:
+                f.seek(self._log_start)
+                if f.read().count(b" registered from ") >= self.n_workers:
+                    return
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise ClusterError(
+                        f"{name} exited with {process.returncode}; see {self.logs / name}.log"
+                    )
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"the workers did not connect in {timeout:.0f} s: see {self.logs}"
+                )
+            time.sleep(0.05)
 
     def web_url(self) -> str | None:
         """The web dashboard's address, as the scheduler logged it when it started."""
@@ -221,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         cluster.scheduler_args = ("--web-port", str(args.web_port))
     try:
         record = cluster.start()
+        cluster.wait_for_workers()  # "up" means ready to run jobs
     except (ClusterError, OSError, StoreError) as exc:
+        cluster.stop()
         print(f"dfarm up: error: {exc}", file=sys.stderr)
         return 1
     print(f"dfarm is up: scheduler on {record.host}:{record.port}, {args.workers} worker(s) "

@@ -46,39 +46,51 @@ def processes_using(home: Path) -> list[psutil.Process]:
 def test_dfarm_up_runs_jobs_and_stops_everything(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = clean_env(home)
-    up = subprocess.Popen(
-        [sys.executable, "-m", "control_node.cli.dfarm", "up", "--workers", "2", "--slots", "1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        wait_until(lambda: "token" in (home / "access.json").read_text()
-                   if (home / "access.json").exists() else False, what="access.json")  # fmt: skip
 
-        def workers() -> list[dict]:
-            out = subprocess.run([sys.executable, "-m", "control_node.cli.dstat", "--json"],
-                                 env=env, capture_output=True, text=True, timeout=30)  # fmt: skip
-            return json.loads(out.stdout) if out.returncode == 0 else []
+    def workers() -> list[dict]:
+        out = subprocess.run([sys.executable, "-m", "control_node.cli.dstat", "--json"],
+                             env=env, capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
 
-        assert len(wait_until(lambda: len(workers()) == 2 and workers())) == 2
-        write(tmp_path / "hi.sh", "#!/bin/sh\necho hi from $DFARM_JOB_ID\n", True)
-        write(tmp_path / "hi.sub", "executable = hi.sh\n")
-        done = subprocess.run(
-            [sys.executable, "-m", "control_node.cli.dsub", "--wait", "hi.sub"],
-            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert (tmp_path / "1.0" / "stdout").read_text() == "hi from 1.0\n"
-        assert oct((home / "access.json").stat().st_mode & 0o777) == "0o600"
-    finally:
-        up.send_signal(signal.SIGTERM)
-        out, _ = up.communicate(timeout=30)
-    assert up.returncode == 0, out
-    assert "dfarm is up" in out and "dfarm stopped." in out
-    wait_until(lambda: not processes_using(home), timeout=10, what="every process to exit")
+    # Twice in the same home (its logs appended to): "up" means the workers are there.
+    for run in range(2):
+        up = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "control_node.cli.dfarm",
+                "up",
+                "--workers",
+                "2",
+                "--slots",
+                "1",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            assert up.stdout is not None and "dfarm is up" in up.stdout.readline()
+            assert len(workers()) == 2
+            write(tmp_path / "hi.sh", "#!/bin/sh\necho hi from $DFARM_JOB_ID\n", True)
+            write(tmp_path / "hi.sub", "executable = hi.sh\n")
+            done = subprocess.run(
+                [sys.executable, "-m", "control_node.cli.dsub", "--wait", "hi.sub"],
+                env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 0 and "warning" not in done.stderr, done.stdout + done.stderr
+            job = f"{run + 1}.0"
+            assert (tmp_path / job / "stdout").read_text() == f"hi from {job}\n"
+            assert oct((home / "access.json").stat().st_mode & 0o777) == "0o600"
+        finally:
+            up.send_signal(signal.SIGTERM)
+            out, _ = up.communicate(timeout=30)
+        assert up.returncode == 0, out
+        assert "dfarm stopped." in out
+        wait_until(lambda: not processes_using(home), timeout=10, what="every process to exit")
 
 
 def test_user_add_list_token_remove(cluster: TestCluster, tmp_path: Path) -> None:
