@@ -58,6 +58,9 @@ def queue_behind_a_gate(cluster: TestCluster, tmp_path: Path, count: int) -> Pat
         c.submit(tmp_path / "job.sub", cwd=str(tmp_path))
         wait_until(lambda: len(c.jobs(["1"], states=["running"])) > 2,
                    what="jobs queued behind 1.1")  # fmt: skip
+    # Running for the scheduler is not yet started: wait for its process.
+    trace = tmp_path / "trace"
+    wait_until(lambda: "start 1\n" in trace.read_text(), what="job 1.1 to start")
     return gate
 
 
