@@ -150,15 +150,16 @@ class LocalCluster:
         out = (self.logs / "scheduler.log").read_text(errors="replace")[-2000:]
         raise ClusterError(f"the scheduler did not start:\n{out}")
 
-    def wait_for_workers(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        """Block until the workers :meth:`start` started have registered with the
-        scheduler (as its log, written since then, says)."""
+    def wait_for_workers(self, count: int | None = None, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Block until ``count`` workers (default: those :meth:`start` started) have
+        registered with the scheduler (as its log, written since :meth:`start`, says)."""
+        count = self.n_workers if count is None else count
         deadline = time.monotonic() + timeout
         log = self.logs / "scheduler.log"
         while True:
             with open(log, "rb") as f:
                 f.seek(self._log_start)
-                if f.read().count(b" registered from ") >= self.n_workers:
+                if f.read().count(b" registered from ") >= count:
                     return
             for name, process in self.processes.items():
                 if process.poll() is not None:

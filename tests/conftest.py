@@ -127,8 +127,7 @@ def make_cluster(
         for i in range(1, workers + 1):
             cluster.add_worker(f"w{i}", *worker_args, slots=slots)
         if workers:
-            wait_until(lambda: cluster.log("scheduler").count("registered from") >= workers,
-                       what=f"{workers} workers to register")  # fmt: skip
+            cluster.wait_for_workers(workers)
         return cluster
 
     yield create
