@@ -53,25 +53,14 @@ def test_dfarm_up_runs_jobs_and_stops_everything(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
+    command = [sys.executable, "-m", "control_node.cli.dfarm", "up", "--workers", "2"]
+    command += ["--slots", "1"]
     # Twice in the same home (its logs appended to): "up" means the workers are there.
     for run in range(2):
         up = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "control_node.cli.dfarm",
-                "up",
-                "--workers",
-                "2",
-                "--slots",
-                "1",
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,
-        )
+        )  # fmt: skip
         try:
             assert up.stdout is not None and "dfarm is up" in up.stdout.readline()
             assert len(workers()) == 2
