@@ -102,13 +102,18 @@ def _local_token() -> str | None:
         return None
 
 
+#: What the scheduler pushes unasked, to a client that subscribed or awaits clusters.
+Pushed = p.JobUpdate | p.ClusterDone
+PUSHED = (p.JobUpdate, p.ClusterDone)
+
+
 class Connection:
     """One authenticated session; :meth:`request` sends and waits for the reply."""
 
     def __init__(self, endpoint: Endpoint, timeout: float = 30.0):
         self.endpoint = endpoint
         self.timeout = timeout
-        self.updates: collections.deque[p.JobUpdate] = collections.deque()
+        self.updates: collections.deque[Pushed] = collections.deque()
         self._ids = iter(range(1, 1 << 62))
         try:
             user = p.token_user(endpoint.token)
@@ -189,7 +194,7 @@ class Connection:
                 reply = self._recv(max(0.01, deadline - time.monotonic()))
             except TimeoutError:
                 raise SchedulerUnavailable("the scheduler did not answer in time") from None
-            if isinstance(reply, p.JobUpdate):
+            if isinstance(reply, PUSHED):
                 self.updates.append(reply)
             elif reply.id == request_id:
                 break
@@ -198,15 +203,15 @@ class Connection:
             raise kind(reply.message)
         return reply
 
-    def next_update(self, timeout: float) -> p.JobUpdate | None:
-        """The next pushed job update, or None after ``timeout`` seconds."""
+    def next_update(self, timeout: float) -> Pushed | None:
+        """The next pushed message, or None after ``timeout`` seconds."""
         if self.updates:
             return self.updates.popleft()
         try:
             message = self._recv(timeout)
         except TimeoutError:
             return None
-        return message if isinstance(message, p.JobUpdate) else None
+        return message if isinstance(message, PUSHED) else None
 
 
 def dump_json(value: object) -> str:

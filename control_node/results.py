@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from control_node.connection import Connection, DfarmError
+from control_node.connection import Connection, DfarmError, Pushed
 from scheduler import protocol as p
 
 DONE_STATES = {p.JobState.COMPLETED.value, p.JobState.REMOVED.value, p.JobState.HELD.value}
@@ -62,12 +62,29 @@ def wait(
     on_update: Callable[[dict[str, p.JobInfo]], None] | None = None,
 ) -> list[p.JobInfo]:
     """Block until every job is completed, removed or held; returns their records."""
+    if on_update is None and all(p.parse_job_id(j)[1] is None for j in job_ids):
+        return _await_clusters(conn, job_ids, timeout)
     jobs: dict[str, p.JobInfo] = {}
     # Without a progress display only the final states matter.
     for jobs, _ in _watch(conn, job_ids, timeout, all_states=on_update is not None):
         if on_update:
             on_update(jobs)
     return [jobs[j] for j in sorted(jobs, key=_order)]
+
+
+def _await_clusters(conn: Connection, job_ids: list[str], timeout: float | None) -> list[p.JobInfo]:
+    """:func:`wait` for whole clusters without progress: the scheduler says when each
+    is done, and the records are read once, at the end."""
+    pending = {p.parse_job_id(j)[0] for j in job_ids}
+    conn.request(p.AwaitClusters(clusters=sorted(pending)))
+    for pushed in _pushed(conn, timeout):
+        if isinstance(pushed, p.ClusterDone):
+            pending.discard(pushed.cluster)
+        if not pending:
+            break
+    reply = conn.request(p.QueryJobs(ids=job_ids))
+    assert isinstance(reply, p.JobList)
+    return sorted(reply.jobs, key=lambda job: _order(job.id))
 
 
 def as_completed(
@@ -92,21 +109,31 @@ def _watch(
     assert isinstance(reply, p.JobList)
     jobs = {j.id: j for j in reply.jobs}
     pending = {j.id for j in reply.jobs if j.state not in DONE_STATES}
-    deadline = None if timeout is None else time.monotonic() + timeout
     yield jobs, None
-    while pending:
-        left = 5.0 if deadline is None else deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"jobs still running after {timeout} s")
-        update = conn.next_update(min(left, 5.0))
-        if update is None or update.job.id not in jobs:
+    if not pending:
+        return
+    for update in _pushed(conn, timeout):
+        # Updates of jobs already finished (and reported) are skipped.
+        if not isinstance(update, p.JobUpdate) or update.job.id not in pending:
             continue
-        if update.job.id not in pending:
-            continue  # an update of a job already finished (and reported)
         jobs[update.job.id] = update.job
         if update.job.state in DONE_STATES:
             pending.discard(update.job.id)
         yield jobs, update.job
+        if not pending:
+            return
+
+
+def _pushed(conn: Connection, timeout: float | None) -> Iterator[Pushed]:
+    """What the scheduler pushes, as it comes; TimeoutError after ``timeout`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = 5.0 if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"jobs still running after {timeout} s")
+        pushed = conn.next_update(min(left, 5.0))
+        if pushed is not None:
+            yield pushed
 
 
 def _order(job_id: str) -> tuple[int, int]:

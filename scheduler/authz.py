@@ -46,7 +46,12 @@ PUBLIC_FIELDS = frozenset(
 
 def may_control(caller: Caller, job: Owned) -> bool:
     """Whether ``caller`` may remove, hold, release, edit, tail, fetch or read ``job``."""
-    return caller.admin or job.owner == caller.name
+    return may_act_for(caller, job.owner)
+
+
+def may_act_for(caller: Caller, owner: str) -> bool:
+    """Whether ``caller`` may act on what ``owner`` owns (a job, a cluster)."""
+    return caller.admin or owner == caller.name
 
 
 def visible_info(caller: Caller, job: Owned, info: JobInfo) -> JobInfo:

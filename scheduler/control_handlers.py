@@ -7,7 +7,7 @@ import logging
 import time
 
 from scheduler import protocol as p
-from scheduler.authz import may_control, not_found, visible_info
+from scheduler.authz import may_act_for, may_control, not_found, visible_info
 from scheduler.connection import Connection, RequestError
 from scheduler.dispatch import Slots
 from scheduler.matching import capacities, impossible_warnings
@@ -101,6 +101,7 @@ class ControlHandlers:
                     self._stop_attempt(job, why)
             self.store.close_cluster(cluster, now)
         self.mailer.submit_ended(cluster)
+        self.cluster_may_be_done(cluster)
         log.warning("cluster %d: %s: %d queued job(s) removed", cluster, why, len(jobs))
 
     def _slots(self) -> list[Slots]:
@@ -146,6 +147,17 @@ class ControlHandlers:
     def on_subscribe(self, conn: Connection, msg: p.Subscribe) -> p.Message:
         for cluster in msg.clusters:
             self.subscribers.setdefault(cluster, {})[conn] = frozenset(msg.states)
+        return p.Ok()
+
+    def on_await_clusters(self, conn: Connection, msg: p.AwaitClusters) -> p.Message:
+        for cluster in msg.clusters:
+            owner = self.store.cluster_owner(cluster)
+            if owner is None or not may_act_for(conn, owner[0]):
+                # Nothing of it to wait for: a query of it finds no job of the caller's.
+                conn.send(p.ClusterDone(cluster=cluster))
+                continue
+            self.awaiting.setdefault(cluster, set()).add(conn)
+            self.cluster_may_be_done(cluster)
         return p.Ok()
 
     def on_fetch_results(self, conn: Connection, msg: p.FetchResults) -> p.Message:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 from scheduler.dispatch import Slots
 from scheduler.fairshare import DEFAULT_HALFLIFE, FairShareQueue
 from scheduler.jobstate import check_transition
-from scheduler.protocol import JobSpec, JobState, parse_job_id, shared_specs
+from scheduler.protocol import UNFINISHED_STATES, JobSpec, JobState, parse_job_id, shared_specs
 from scheduler.store import Job, Store
 from scheduler.usage import load_usage, save_usage
 
@@ -34,10 +35,14 @@ class JobTable:
         self.store = store
         self.on_change = on_change
         self.active: dict[tuple[int, int], Job] = {}
+        #: Jobs idle or running, by cluster; a cluster with none is absent.
+        self.unfinished: Counter[int] = Counter()
         self.queue = FairShareQueue(halflife)
         load_usage(store, self.queue)
         for job in store.active_jobs():
             self.active[(job.cluster, job.proc)] = job
+            if job.state in UNFINISHED_STATES:
+                self.unfinished[job.cluster] += 1
             if job.state is JobState.IDLE:
                 self.queue.push(job)
             elif job.state is JobState.RUNNING and job.start_time is not None:
@@ -102,6 +107,12 @@ class JobTable:
             self.queue.started(job)
         if new in (JobState.COMPLETED, JobState.REMOVED):
             self.active.pop(key, None)
+        if (old in UNFINISHED_STATES) is not (new in UNFINISHED_STATES):
+            left = self.unfinished[job.cluster] + (1 if new in UNFINISHED_STATES else -1)
+            if left:
+                self.unfinished[job.cluster] = left
+            else:
+                del self.unfinished[job.cluster]
         log.debug("job %s: %s -> %s (%s)", job.id, old.value, new.value, event)
         self.on_change(job)
 
@@ -124,6 +135,8 @@ class JobTable:
             for i, s in enumerate(shared_specs(specs), start=first)
         ]
         self.store.insert_jobs(cluster, submit_file, jobs, now, last)
+        if jobs:
+            self.unfinished[cluster] += len(jobs)
         for job in jobs:
             self.active[_key(job)] = job
             self.queue.push(job)

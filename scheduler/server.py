@@ -83,6 +83,8 @@ class Scheduler(
         self.controls: dict[int, Connection] = {}
         #: Connections watching each cluster, with the states they want (empty: all).
         self.subscribers: dict[int, dict[Connection, frozenset[str]]] = {}
+        #: Connections to tell once each cluster has no idle or running job left.
+        self.awaiting: dict[int, set[Connection]] = {}
         #: Running jobs whose worker is away: requeued unless it returns by the deadline.
         self.orphans: dict[str, float] = {}
         #: Clusters submitted in parts: the proc number their next part starts at, and
@@ -271,6 +273,8 @@ class Scheduler(
             self.controls.pop(conn.id, None)
             for subs in self.subscribers.values():
                 subs.pop(conn, None)
+            for waiting in self.awaiting.values():
+                waiting.discard(conn)
             for cluster, (_, submitter) in list(self.partial_clusters.items()):
                 if submitter is conn:
                     self.abandon_cluster(cluster, "the submission was interrupted")
@@ -337,6 +341,16 @@ class Scheduler(
                     continue  # updates go to the job's owner (and admins) only
                 update = update or p.JobUpdate(job=job.info())
                 conn.send(update, urgent=False)
+        if job.cluster in self.awaiting and job.state not in p.UNFINISHED_STATES:
+            self.cluster_may_be_done(job.cluster)
+
+    def cluster_may_be_done(self, cluster: int) -> None:
+        """Tell those awaiting ``cluster`` that it is done, if it is: fully submitted,
+        with no job idle or running."""
+        if cluster in self.jobs.unfinished or cluster in self.partial_clusters:
+            return
+        for conn in self.awaiting.pop(cluster, ()):
+            conn.send(p.ClusterDone(cluster=cluster))
 
     # ------------------------------------------------------------------ loops
 
@@ -435,6 +449,7 @@ ROUTES: dict[type[p.Message], Any] = {
     p.QueryJobs: Scheduler.on_query_jobs,
     p.QueryWorkers: Scheduler.on_query_workers,
     p.Subscribe: Scheduler.on_subscribe,
+    p.AwaitClusters: Scheduler.on_await_clusters,
     p.FetchResults: Scheduler.on_fetch_results,
     p.ChangeJobs: Scheduler.on_change_jobs,
     p.EditJobs: Scheduler.on_edit_jobs,

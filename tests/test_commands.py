@@ -119,6 +119,7 @@ def test_user_add_list_token_remove(cluster: TestCluster, tmp_path: Path) -> Non
         assert cluster.run("dsub", "-q", "t.sub", cwd=tmp_path).stdout.strip() == "2"
         assert me.conn.next_update(10) is not None  # the owner hears of it
         assert spy.conn.next_update(1) is None  # the other user does not
+        assert spy.wait(["2"], timeout=10) == []  # and has nothing of it to wait for
 
     new = dfarm("user", "--home", str(home), "token", "bob")
     assert new.returncode == 0

@@ -101,3 +101,31 @@ def test_a_cluster_whose_last_part_never_comes_is_removed(make_cluster) -> None:
     assert f"cluster {interrupted}: the submission was interrupted: 3 queued job(s) removed" in log
     assert (f"cluster {restarted}: the submission was interrupted by a restart:"
             " 1 queued job(s) removed") in log  # fmt: skip
+
+
+def test_a_wait_without_progress_ends_when_the_whole_cluster_is_done(make_cluster) -> None:  # noqa: ANN001
+    """AwaitClusters: done once no job of the cluster is idle or running; a held job
+    counts as done, a part still to come does not."""
+    cluster: TestCluster = make_cluster(workers=0)
+    address = f"127.0.0.1:{cluster.access.port}"
+    with Client(address, cluster.token) as me, Client(address, cluster.token) as waiter:
+        parts = first_part(me, 2)
+        waiter.conn.request(p.AwaitClusters(clusters=[parts]))
+        me.remove([str(parts)])
+        assert waiter.conn.next_update(0.5) is None  # its last part is still to come
+        me.conn.request(p.SubmitJobs(cluster=parts, submit_file="x", jobs=[SPEC], first_proc=2))
+        assert waiter.conn.next_update(0.5) is None
+        me.hold([str(parts)])
+        assert waiter.conn.next_update(10) == p.ClusterDone(cluster=parts)
+        jobs = waiter.wait([str(parts)], timeout=10)
+        assert [(j.proc, j.state) for j in jobs] == [(0, "removed"), (1, "removed"), (2, "held")]
+        # A submission abandoned with nothing of it left to run ends the wait too.
+        abandoned = first_part(me, 1)
+        waiter.conn.request(p.AwaitClusters(clusters=[abandoned]))
+        me.remove([str(abandoned)])
+        assert waiter.conn.next_update(0.5) is None
+        bad = dataclasses.replace(SPEC, request_cpus=0)
+        part = p.SubmitJobs(cluster=abandoned, submit_file="x", jobs=[bad], first_proc=1)
+        with pytest.raises(DfarmError, match="already queued were removed"):
+            me.conn.request(part)
+        assert waiter.conn.next_update(10) == p.ClusterDone(cluster=abandoned)

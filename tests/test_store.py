@@ -721,8 +721,11 @@ def test_restart_reloads_active_jobs_and_queue(db_path: Path) -> None:
     jobs = submit(table, spec(), spec(), spec(), spec(), spec(priority=3))
     table.assign([worker(slots=2)])  # 4 (priority 3) and 0
     assert {j.proc for j in table.running()} == {0, 4}
+    cluster = jobs[0].cluster
+    assert table.unfinished == {cluster: 5}
     table.transition(jobs[4], S.COMPLETED, "terminated", exit_code=0)
     table.hold(jobs[1], "held by user")
+    assert table.unfinished == {cluster: 3}  # a held job is not counted
     store.close()
 
     store = Store(db_path)
@@ -738,10 +741,18 @@ def test_restart_reloads_active_jobs_and_queue(db_path: Path) -> None:
         [running] = again.running()
         assert (running.proc, running.worker, running.attempt) == (0, "w1", 1)
         assert again.get(jobs[1].id).hold_reason == "held by user"
+        assert again.unfinished == {cluster: 3}
         assert len(again.queue) == 2
         got = again.assign([worker(2, "w2", slots=10)])
         assert [job.proc for _, job in got] == [2, 3]
         assert len(again.queue) == 0
+        assert again.unfinished == {cluster: 3}
+        again.transition(again.get(jobs[1].id), S.IDLE, "released")
+        for proc in (0, 2, 3):
+            again.transition(again.get(f"{cluster}.{proc}"), S.REMOVED, "removed")
+        assert again.unfinished == {cluster: 1}  # the released job
+        again.transition(again.get(jobs[1].id), S.REMOVED, "removed")
+        assert again.unfinished == {}  # a cluster with none left is absent
     finally:
         store.close()
 

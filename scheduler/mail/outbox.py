@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from scheduler.mail import compose, rules
 from scheduler.mail.settings import MailConfig, check_address
 from scheduler.mail.smtp import Mail, Outcome, deliver
-from scheduler.protocol import JobInfo, JobSpec, JobState
+from scheduler.protocol import UNFINISHED_STATES, JobInfo, JobSpec, JobState
 from scheduler.store import Job, Store
 
 log = logging.getLogger("scheduler.mail")
@@ -146,7 +146,7 @@ class Mailer:
     def _watch(self, job: Job) -> None:
         self._seen[(job.cluster, job.proc)] = job.state
         self._watched[job.cluster] += 1
-        if job.state in rules.UNFINISHED:
+        if job.state in UNFINISHED_STATES:
             self._unfinished[job.cluster] += 1
 
     def changed(self, job: Job) -> None:
@@ -177,7 +177,7 @@ class Mailer:
 
     def _changed(self, job: Job, old: JobState) -> None:
         cluster = job.cluster
-        self._unfinished[cluster] += (job.state in rules.UNFINISHED) - (old in rules.UNFINISHED)
+        self._unfinished[cluster] += (job.state in UNFINISHED_STATES) - (old in UNFINISHED_STATES)
         digest = self._size.get(cluster, 1) > 1
         why = rules.reason(job, old)
         if (
@@ -188,8 +188,8 @@ class Mailer:
         ):
             self._job_mail(job, why)
         if (
-            old in rules.UNFINISHED
-            and job.state not in rules.UNFINISHED
+            old in UNFINISHED_STATES
+            and job.state not in UNFINISHED_STATES
             and self._unfinished[cluster] <= 0
         ):
             del self._unfinished[cluster]

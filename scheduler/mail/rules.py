@@ -20,8 +20,6 @@ from scheduler.protocol import JobSpec, JobState
 from scheduler.store import Job
 
 NOTIFICATIONS = ("Never", "Complete", "Error", "Always")
-#: States in which a job still has to run; a cluster with none left is done.
-UNFINISHED = frozenset({JobState.IDLE, JobState.RUNNING})
 
 
 def wants_mail(spec: JobSpec) -> bool:

@@ -18,11 +18,13 @@ from scheduler.protocol.records import (
 )
 
 __all__ = [
+    "AwaitClusters",
     "Auth",
     "BOTH",
     "CONTROL",
     "Challenge",
     "ClusterCreated",
+    "ClusterDone",
     "Error",
     "FetchResults",
     "Heartbeat",
@@ -238,6 +240,24 @@ class JobUpdate(Message):
 
     type: ClassVar[str] = "job_update"
     job: JobInfo
+
+
+@dataclass(frozen=True, kw_only=True)
+class AwaitClusters(Message):
+    """Push one :class:`ClusterDone` for each of these clusters once none of its jobs
+    is idle or running (at once if none is): a wait that needs no progress."""
+
+    type: ClassVar[str] = "await_clusters"
+    roles = CONTROL
+    clusters: list[int]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterDone(Message):
+    """Pushed by the scheduler: an awaited cluster has no idle or running job left."""
+
+    type: ClassVar[str] = "cluster_done"
+    cluster: int
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,6 +29,7 @@ __all__ = [
     "Role",
     "SPOOL_IDENTITY_FILE",
     "SpoolShare",
+    "UNFINISHED_STATES",
     "WorkerInfo",
     "WorkerMetrics",
     "format_job_id",
@@ -77,6 +78,8 @@ class JobState(enum.StrEnum):
 
 
 FINAL_STATES = frozenset({JobState.COMPLETED, JobState.REMOVED})
+#: States in which a job still has to run; a cluster with none left is done.
+UNFINISHED_STATES = frozenset({JobState.IDLE, JobState.RUNNING})
 
 
 class Role(enum.StrEnum):
