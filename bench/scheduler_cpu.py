@@ -1,16 +1,19 @@
 """The scheduler's CPU time per job, with simulated workers that run no processes.
 
     .venv/bin/python bench/scheduler_cpu.py [--jobs 10000] [--workers 20] [--slots 8] [--runs 3]
-                                            [--no-watch]
+                                            [--client {updates,await,none}]
 
 Starts a real scheduler process (``LocalCluster`` with no workers) in a temporary
 directory and submits one cluster of N procs of a tiny script through the real
 client (parse, upload once, ``SubmitJobs``). Then W simulated workers, all in one
 asyncio loop of this process, connect over TCP with the real handshake, register
 S slots each and answer every ``RunJob`` at once with ``JobFinished(exit_code=0)``:
-no FTP, no process. Meanwhile a client waits for the jobs (``Client.wait``, which
-subscribes to the cluster's updates), as ``dsub`` users do; ``--no-watch`` leaves
-it out and stops at the last acknowledged ``JobFinished``.
+no FTP, no process. Meanwhile a client waits for the jobs (``Client.wait``) with a
+progress display, so it is sent each job's updates (``--client updates``, the
+default); or without one, so it is told once that the cluster is done and then
+reads the records (``--client await``, as ``dsub --wait`` in a script does); or
+no client waits (``--client none``) and the run stops at the last acknowledged
+``JobFinished``.
 
 It measures the scheduler process's CPU time (user + system, every thread, from
 ``psutil``), with nothing subtracted:
@@ -131,7 +134,12 @@ def _cpu(proc: psutil.Process) -> float:
     return times.user + times.system
 
 
-def _one_run(root: Path, jobs: int, workers: int, slots: int, watch: bool) -> dict[str, float]:
+#: What waits for the jobs: a client sent each job's updates, one told when the
+#: cluster is done, or none.
+CLIENTS = ("updates", "await", "none")
+
+
+def _one_run(root: Path, jobs: int, workers: int, slots: int, waiting: str) -> dict[str, float]:
     cluster = LocalCluster(root / "home", workers=0, slots=1)
     cluster.config.home.mkdir(parents=True, exist_ok=True)
     cluster.logs.mkdir(exist_ok=True)
@@ -148,16 +156,24 @@ def _one_run(root: Path, jobs: int, workers: int, slots: int, watch: bool) -> di
             assert len(sub.job_ids) == jobs, f"{len(sub.job_ids)} of {jobs} jobs queued"
             watching, failure = threading.Event(), []
 
+            # An awaiting client told too late is told at once: nothing to wait for.
+            if waiting == "await":
+                watching.set()
+
             def wait() -> None:
-                # By cluster id, as Cluster.wait does: one query for the whole cluster.
+                # By cluster id, as Cluster.wait does.
+                show = (lambda _: watching.set()) if waiting == "updates" else None
                 try:
-                    done = client.wait([str(sub.id)], timeout, on_update=lambda _: watching.set())
+                    done = client.wait([str(sub.id)], timeout, on_update=show)
                     assert len(done) == jobs, f"the client saw {len(done)} of {jobs} jobs"
+                    bad = [j.id for j in done if j.state != "completed"]
+                    assert not bad, f"the client saw jobs not completed: {bad[:5]}"
                 except BaseException as exc:  # noqa: BLE001 - reported by the main thread
                     failure.append(exc)
                     watching.set()
 
             waiter = threading.Thread(target=wait, daemon=True)
+            watch = waiting != "none"
             if watch:
                 waiter.start()
                 watching.wait(timeout)
@@ -191,7 +207,7 @@ def _one_run(root: Path, jobs: int, workers: int, slots: int, watch: bool) -> di
 
 
 def measure(
-    jobs: int = 10000, workers: int = 20, slots: int = 8, *, watch: bool = True
+    jobs: int = 10000, workers: int = 20, slots: int = 8, *, waiting: str = "updates"
 ) -> dict[str, float]:
     """One run on a fresh scheduler: CPU microseconds per job by phase, wall rates."""
     with tempfile.TemporaryDirectory(prefix="dfarm-cpu-") as tmp:
@@ -199,7 +215,7 @@ def measure(
         (root / "job.sh").write_text("#!/bin/sh\nexit 0\n")
         (root / "job.sh").chmod(0o755)
         (root / "job.sub").write_text(f"executable = job.sh\nqueue {jobs}\n")
-        return _one_run(root, jobs, workers, slots, watch)
+        return _one_run(root, jobs, workers, slots, waiting)
 
 
 ROWS = [
@@ -223,12 +239,12 @@ def main() -> int:
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
-        "--no-watch", action="store_true", help="no client waits on the jobs' updates"
-    )
+        "--client", choices=CLIENTS, default="updates",
+        help="a client waiting with each job's updates, told once the cluster is done, or none",
+    )  # fmt: skip
     args = parser.parse_args()
     runs = [
-        measure(args.jobs, args.workers, args.slots, watch=not args.no_watch)
-        for _ in range(args.runs)
+        measure(args.jobs, args.workers, args.slots, waiting=args.client) for _ in range(args.runs)
     ]
     col = {key: [r[key] for r in runs] for key in runs[0]}
     rows = [
@@ -236,7 +252,11 @@ def main() -> int:
         ("workers x slots", f"{args.workers} x {args.slots}", ""),
         *((label, f"{statistics.median(col[key]):.0f}", _spread(col[key])) for label, key in ROWS),
     ]
-    watch = "no client watching" if args.no_watch else "a client waiting on the updates"
+    watch = {
+        "updates": "a client waiting on each job's updates",
+        "await": "a client told once the cluster is done",
+        "none": "no client waiting",
+    }[args.client]
     print(f"scheduler process CPU, median of {args.runs} runs (fresh scheduler each), {watch}")
     print(tabulate(rows, headers=("", "median", "min-max"), disable_numparse=True))
     return 0
