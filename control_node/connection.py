@@ -104,7 +104,6 @@ def _local_token() -> str | None:
 
 #: What the scheduler pushes unasked, to a client that subscribed or awaits clusters.
 Pushed = p.JobUpdate | p.ClusterDone
-PUSHED = (p.JobUpdate, p.ClusterDone)
 
 
 class Connection:
@@ -194,7 +193,7 @@ class Connection:
                 reply = self._recv(max(0.01, deadline - time.monotonic()))
             except TimeoutError:
                 raise SchedulerUnavailable("the scheduler did not answer in time") from None
-            if isinstance(reply, PUSHED):
+            if isinstance(reply, Pushed):
                 self.updates.append(reply)
             elif reply.id == request_id:
                 break
@@ -211,7 +210,7 @@ class Connection:
             message = self._recv(timeout)
         except TimeoutError:
             return None
-        return message if isinstance(message, PUSHED) else None
+        return message if isinstance(message, Pushed) else None
 
 
 def dump_json(value: object) -> str:
