@@ -9,8 +9,8 @@ reference, the same copy made twice in sequence, from the file to a first copy
 and from that to a second: the best any design can do that copies a file
 through a spool on its way to a worker, with no hashing, protocol or job. And
 the same two copies made at once, the first relayed on to the second as it
-arrives: the best a design could do that sent a file on from the spool while
-the client still uploads it (dfarm does not; see docs/decisions.md).
+arrives: the best a design can do that sends a file on from the spool while
+the client still uploads it, as dfarm does (see docs/decisions.md).
 Out: the job copies the file to an output; the time from the job's end until
 the client has fetched it, against the same loopback copy.
 

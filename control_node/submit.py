@@ -1,8 +1,10 @@
 """Submitting a submit file: parse, reserve a cluster, upload inputs once, queue.
 
 The file is parsed before the scheduler is contacted, so a bad file queues
-nothing. Each distinct input file is hashed while it is read (memory stays
-flat) and uploaded once per cluster, whatever the number of procs using it.
+nothing. Each distinct input file is uploaded once per cluster, whatever the
+number of procs using it, and read in blocks (memory stays flat). The jobs are
+queued as soon as their large inputs are hashed, while those still upload (see
+:mod:`control_node.upload`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,9 @@ from control_node.submit_file import (
     parse_submit_file,
     parse_submit_text,
 )
+from control_node.upload import LargeInputs, Upload, UploadError
 from scheduler import protocol as p
 
-BLOCK = 1 << 20
-#: Where each input went: its local path -> (sha256, size).
-Digests = dict[str, tuple[str, int]]
 #: Jobs per submit message: a large cluster goes in parts, each well under a frame.
 PART = 5000
 #: Jobs in the first part. Each part is twice the one before (up to PART), so that
@@ -79,10 +79,10 @@ def submit_file(
     """Submit the file ``path`` (or ``text``, named ``path`` in messages); returns the
     cluster id and its job ids."""
 
-    def reserve() -> tuple[int, Callable[[list[str]], Digests]]:
+    def reserve() -> tuple[int, Callable[[list[str]], LargeInputs]]:
         created = conn.request(p.NewCluster())
         assert isinstance(created, p.ClusterCreated)
-        return created.cluster, lambda paths: _upload(created.upload, paths)
+        return created.cluster, lambda paths: Upload(created.upload, paths).run()
 
     def queue(message: p.SubmitJobs) -> p.Submitted:
         reply = conn.request(message)
@@ -93,7 +93,7 @@ def submit_file(
 
 
 def submit_with(
-    reserve: Callable[[], tuple[int, Callable[[list[str]], Digests]]],
+    reserve: Callable[[], tuple[int, Callable[[list[str]], LargeInputs]]],
     queue: Callable[[p.SubmitJobs], p.Submitted],
     path: Path,
     cwd: str | None = None,
@@ -121,24 +121,74 @@ def submit_with(
         raise SubmitError(f"{path}: the file queues no jobs", str(path))
     paths = list(dict.fromkeys(local for proc in procs for local in _inputs(proc)))
     digests, inline = _read_small_files(paths)
-    digests.update(store_large([path for path in paths if path not in digests]))
+    try:
+        large = store_large([path for path in paths if path not in digests])
+        uploading = not large.ended()
+        if not uploading:
+            large.finish()
+    except UploadError as exc:
+        raise SubmitError(f"uploading the inputs failed: {exc}") from None
+    digests.update(large.digests)
+    try:
+        return _queue_parts(
+            cluster, path, procs, digests, inline, large, uploading, queue, warnings
+        )
+    except BaseException:
+        large.cancel()  # the submission failed: its uploads are of no use
+        raise
+
+
+def _queue_parts(
+    cluster: int,
+    path: Path,
+    procs: list[ProcDescription],
+    digests: dict[str, tuple[str, int]],
+    inline: dict[str, str],
+    large: LargeInputs,
+    uploading: bool,
+    queue: Callable[[p.SubmitJobs], p.Submitted],
+    warnings: list[str],
+) -> Submission:
+    """Queue the cluster's jobs in parts; while uploads run (``uploading``), keep it
+    open until they have ended well."""
     specs = p.shared_specs([_spec(proc, digests) for proc in procs])
+    unnamed = dict(large.uploads)
     job_ids: list[str] = []
     first, size = 0, min(FIRST_PART, PART)
     while first < len(specs):
+        part = specs[first : first + size]
+        named = {f.sha256 for spec in part for f in spec.inputs if f.sha256 in unnamed}
         reply = queue(
             p.SubmitJobs(
                 cluster=cluster,
                 submit_file=os.path.basename(path),
-                jobs=specs[first : first + size],
+                jobs=part,
                 files=inline if first == 0 else {},
+                uploads={sha: unnamed.pop(sha) for sha in named},
                 first_proc=first,
-                last=first + size >= len(specs),
+                # While an upload runs, the cluster stays open: if it fails, the
+                # scheduler removes the jobs already queued.
+                last=first + size >= len(specs) and not uploading,
             )
         )
         job_ids += reply.job_ids
         warnings += [w for w in reply.warnings if w not in warnings]
         first, size = first + size, min(2 * size, PART)
+    if uploading:
+        try:
+            large.finish()
+        except UploadError as exc:
+            raise SubmitError(
+                f"uploading the inputs failed: {exc}; cluster {cluster} was removed"
+            ) from None
+        queue(
+            p.SubmitJobs(
+                cluster=cluster,
+                submit_file=os.path.basename(path),
+                jobs=[],
+                first_proc=len(specs),
+            )
+        )
     return Submission(cluster, job_ids, warnings)
 
 
@@ -218,24 +268,3 @@ def _read_small_files(
         inline[sha] = p.pack_bytes(data)
         budget -= len(data)
     return digests, inline
-
-
-def _upload(grant: p.FtpGrant, paths: list[str]) -> dict[str, tuple[str, int]]:
-    """Upload larger inputs over FTP, hashing them on the way; each is stored under
-    a temporary name, then renamed to its hash. Returns path -> (sha256, size)."""
-    if not paths:
-        return {}
-    digests: dict[str, tuple[str, int]] = {}
-    try:
-        with p.ftp_session(grant) as ftp:
-            for number, path in enumerate(paths):
-                part = f"part-{number}"
-                with open(path, "rb") as f:
-                    reader = p.HashingReader(f)
-                    ftp.storbinary(f"STOR {part}", reader, blocksize=BLOCK)
-                sha = reader.digest.hexdigest()
-                ftp.rename(part, sha)
-                digests[path] = (sha, reader.size)
-    except p.FTP_ERRORS as exc:
-        raise SubmitError(f"uploading the inputs failed: {exc}") from None
-    return digests

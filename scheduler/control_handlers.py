@@ -13,7 +13,7 @@ from scheduler.dispatch import Slots
 from scheduler.matching import capacities, impossible_warnings
 from scheduler.protocol import JobState
 from scheduler.quota import QuotaError
-from scheduler.staging import StagingError
+from scheduler.staging import StagingError, upload_sizes
 from scheduler.store import Job, JobResult
 from scheduler.submission import SubmissionError, check_submission
 
@@ -64,10 +64,13 @@ class ControlHandlers:
             raise
 
     def _queue_part(self, conn: Connection, msg: p.SubmitJobs) -> p.Message:
+        if not msg.jobs and msg.first_proc:
+            return self._end_cluster(conn, msg)
         specs = self.mailer.addressed(msg.jobs, conn.name)
         try:
             self.spool.store_inputs(msg.cluster, msg.files)
-            self.quota.check_submission(conn.name, msg.cluster)
+            self.quota.check_submission(conn.name, msg.cluster, upload_sizes(msg.uploads, specs))
+            self.spool.name_uploads(msg.cluster, msg.uploads, specs)
             warnings = check_submission(
                 specs, self.spool.input_dir(msg.cluster), mail=self.mailer.configured
             )
@@ -87,6 +90,22 @@ class ControlHandlers:
         log.info("user %s submitted cluster %d: %d job(s)", conn.name, msg.cluster, len(jobs))
         self._wake.set()
         return p.Submitted(cluster=msg.cluster, job_ids=[j.id for j in jobs], warnings=warnings)
+
+    def _end_cluster(self, conn: Connection, msg: p.SubmitJobs) -> p.Message:
+        """An empty last part: the cluster's uploads have ended, it is whole."""
+        if not msg.last or msg.files or msg.uploads:
+            raise RequestError("an empty part only ends a cluster", "invalid")
+        self.jobs.submit(msg.cluster, conn.name, msg.submit_file, [], msg.first_proc)
+        self.partial_clusters.pop(msg.cluster, None)
+        self.mailer.submit_ended(msg.cluster)
+        self.cluster_may_be_done(msg.cluster)
+        return p.Submitted(cluster=msg.cluster, job_ids=[])
+
+    def upload_failed(self, cluster: int, why: str) -> None:
+        """An input of ``cluster`` did not arrive: its jobs cannot run. Only a cluster
+        still open waits for its uploads (its client sends the last part after them)."""
+        if cluster in self.partial_clusters:
+            self.abandon_cluster(cluster, why)
 
     def abandon_cluster(self, cluster: int, why: str) -> None:
         """A cluster whose last part will not come: remove what was queued of it."""

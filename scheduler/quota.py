@@ -63,17 +63,23 @@ class Quota:
             room = self.upload_limit if room is None else min(room, self.upload_limit)
         return room
 
-    def check_submission(self, user: str, cluster: int) -> None:
-        """After the upload: refuse (and delete the uploads) if it went over a limit."""
-        uploaded = tree_size(self.spool.input_dir(cluster))
+    def check_submission(self, user: str, cluster: int, uploads: dict[str, int]) -> None:
+        """Refuse (and delete the uploads) if the cluster's inputs go over a limit,
+        counting each of ``uploads`` (its name -> the size declared for it) at its
+        declared size, arrived or not."""
+        folder = self.spool.input_dir(cluster)
+        coming = sum(uploads.values())
+        uploaded = tree_size(folder, skip={str(folder / name) for name in uploads}) + coming
         problem = None
         if self.upload_limit and uploaded > self.upload_limit:
             problem = (
                 f"the input files of this submission take {human(uploaded)}, more than "
                 f"the upload limit of {human(self.upload_limit)}"
             )
-        elif self.spool_quota and (used := self.usage(user)) > self.spool_quota:
-            problem = self._over(used)
+        elif self.spool_quota:
+            used = self.usage(user) - tree_size(folder) + uploaded  # this cluster's inputs
+            if used > self.spool_quota:
+                problem = self._over(used)
         if problem:
             shutil.rmtree(self.spool.input_dir(cluster), ignore_errors=True)
             raise QuotaError(problem)

@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from scheduler.staging import Spool
@@ -58,10 +59,13 @@ class Retention:
         return self._usage[1]
 
 
-def tree_size(root: Path) -> int:
+def tree_size(root: Path, skip: Collection[str] = ()) -> int:
+    """Bytes of the files below ``root``, but for the paths in ``skip``."""
     total = 0
     for folder, _, files in os.walk(root):
         for name in files:
-            with contextlib.suppress(OSError):  # removed while we looked
-                total += os.lstat(os.path.join(folder, name)).st_size
+            path = os.path.join(folder, name)
+            if path not in skip:
+                with contextlib.suppress(OSError):  # removed while we looked
+                    total += os.lstat(path).st_size
     return total

@@ -134,6 +134,10 @@ class Scheduler(
                 self._connection, self.config.host, self.config.port, **tls
             )
         self.port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        self.spool.arrivals.on_failed = lambda cluster, why: loop.call_soon_threadsafe(
+            self.upload_failed, cluster, why
+        )
         for cluster in self.store.incomplete_clusters():
             self.abandon_cluster(cluster, "the submission was interrupted by a restart")
         self.end_turn()
@@ -396,7 +400,7 @@ class Scheduler(
         files = {}
         for item in job.spec.inputs:
             if item.sha256 not in conn.sent_inputs:
-                data = self.spool.inline_input(job.cluster, item.sha256)
+                data = self.spool.inline_input(job.cluster, item)
                 if data is not None:
                     files[item.sha256] = data
                     conn.sent_inputs.add(item.sha256)

@@ -39,10 +39,13 @@ from pyftpdlib.handlers import DTPHandler, FTPHandler
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
+from scheduler.arrivals import ArrivalError, Arrivals, clear_interrupted
 from scheduler.protocol import (
     INLINE_LIMIT,
     SPOOL_IDENTITY_FILE,
     FtpGrant,
+    InputFile,
+    JobSpec,
     SpoolShare,
     pack_bytes,
     unpack_bytes,
@@ -51,8 +54,9 @@ from scheduler.protocol import (
 log = logging.getLogger(__name__)
 
 READ = "elr"
-#: Uploads are stored under a temporary name, then renamed to their hash.
-WRITE = "ewf"
+#: Uploads are stored under a temporary name, which the scheduler renames to their
+#: hash (see :mod:`scheduler.arrivals`).
+WRITE = "ew"
 READ_WRITE = "elrmwadf"
 #: Directory of the spool where ``dfarm doctor`` tries the data channel.
 PROBE_DIR = "probe"
@@ -227,17 +231,29 @@ class QuotaDTPHandler(DTPHandler):
         super().close()
 
 
-class NoReplaceMixin:
-    """Refuses an upload onto an existing file where the grant says so: a stored
+class UploadMixin:
+    """Refuses an upload onto an existing file where the grant says so (a stored
     input is never rewritten in place, since workers on the spool's file system
-    link it into sandboxes."""
+    link it into sandboxes), and tells :class:`Arrivals` when uploads start and end."""
+
+    arrivals: Arrivals
 
     def ftp_STOR(self, file: str, mode: str = "w") -> str | None:
         if not self.authorizer.may_replace(self.username) and os.path.lexists(file):
             self._restart_position = 0  # a REST before it is spent, as pyftpdlib does
             self.respond("550 The file exists; an upload never replaces a stored file.")
             return None
-        return super().ftp_STOR(file, mode)
+        self.arrivals.started(file)  # before the reply that lets the client go on
+        opened = super().ftp_STOR(file, mode)
+        if opened is None:
+            self.arrivals.ended(file)
+        return opened
+
+    def on_file_received(self, file: str) -> None:
+        self.arrivals.ended(file)
+
+    def on_incomplete_file_received(self, file: str) -> None:
+        self.arrivals.ended(file)
 
 
 class TlsFiles(Protocol):
@@ -289,7 +305,12 @@ class Spool:
         control, data = FTPHandler, QuotaDTPHandler
         if tls is not None:
             control, data = _tls_handlers(tls)
-        handler = type("SpoolFTPHandler", (NoReplaceMixin, control), {})
+        #: Inputs whose jobs are queued while their upload runs.
+        self.arrivals = Arrivals()
+        cut = clear_interrupted(self.root)
+        if cut:
+            log.warning("removed %d input(s) whose upload a restart interrupted", cut)
+        handler = type("SpoolFTPHandler", (UploadMixin, control), {"arrivals": self.arrivals})
         handler.authorizer = self.authorizer
         handler.banner = "dfarm spool ready."
         handler.passive_ports = passive_ports
@@ -431,12 +452,32 @@ class Spool:
                 raise StagingError("an inline input does not match its sha256 or is too large")
             _write_atomic(directory / sha, data)
 
-    def inline_input(self, cluster: int, sha: str) -> str | None:
-        """A small input of a cluster as it travels in a message; None if large."""
-        path = self.input_dir(cluster) / sha
-        if path.stat().st_size > INLINE_LIMIT:
+    def name_uploads(self, cluster: int, uploads: dict[str, str], specs: list[JobSpec]) -> None:
+        """Name each upload of ``uploads`` (sha256 -> upload name) by its hash, as it
+        arrives if it still runs; each must be an input of ``specs``."""
+        sizes = {f.sha256: f.size for spec in specs for f in spec.inputs}
+        for sha, upload in uploads.items():
+            if sha not in sizes:
+                raise StagingError(f"the upload {upload!r} is no job's input")
+            try:
+                self.arrivals.name(cluster, self.input_dir(cluster), upload, sha, sizes[sha])
+            except ArrivalError as exc:
+                raise StagingError(str(exc)) from None
+
+    def inline_input(self, cluster: int, item: InputFile) -> str | None:
+        """A small input of a cluster as it travels in a message; None if large, or
+        still arriving (then shorter than declared; the worker fetches it)."""
+        if item.size > INLINE_LIMIT:
             return None
-        return pack_bytes(path.read_bytes())
+        data = (self.input_dir(cluster) / item.sha256).read_bytes()
+        return pack_bytes(data) if len(data) == item.size else None
+
+
+def upload_sizes(uploads: dict[str, str], specs: list[JobSpec]) -> dict[str, int]:
+    """The size each upload of ``uploads`` (sha256 -> upload name) will have, by what
+    ``specs`` declare: the quota counts that, not what has arrived yet."""
+    sizes = {f.sha256: f.size for spec in specs for f in spec.inputs}
+    return {upload: sizes[sha] for sha, upload in uploads.items() if sha in sizes}
 
 
 #: Bytes one ``dfarm doctor`` probe may upload.

@@ -1,5 +1,6 @@
 """Checks on a submission as it reaches the scheduler: nothing a user supplies may
-name a path outside its sandbox, and every input must have been uploaded."""
+name a path outside its sandbox, and every input must have been uploaded (or be
+arriving: see :mod:`scheduler.arrivals`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path, PurePosixPath
 
 from scheduler.mail.rules import NOTIFICATIONS, wants_mail
 from scheduler.mail.settings import check_address
-from scheduler.protocol import JobSpec, RequirementsError, compile_requirements
+from scheduler.protocol import ARRIVING, JobSpec, RequirementsError, compile_requirements
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -81,7 +82,7 @@ def _check_inputs(where: str, spec: JobSpec, input_dir: Path, uploaded: dict[str
             if path.is_symlink() or not path.is_file():
                 raise SubmissionError(f"{where}: input {f.name!r} was not uploaded")
             uploaded[f.sha256] = path.stat().st_size
-        if uploaded[f.sha256] != f.size:
+        if uploaded[f.sha256] != f.size and not _arriving(input_dir / f.sha256, f.size):
             raise SubmissionError(
                 f"{where}: input {f.name!r} has {uploaded[f.sha256]} bytes, expected {f.size}"
             )
@@ -92,6 +93,14 @@ def _check_inputs(where: str, spec: JobSpec, input_dir: Path, uploaded: dict[str
         raise SubmissionError(f"{where}: the executable {spec.executable!r} is not an input")
     if spec.stdin is not None and spec.stdin not in names:
         raise SubmissionError(f"{where}: the input file {spec.stdin!r} is not an input")
+
+
+def _arriving(path: Path, size: int) -> bool:
+    """Whether ``path`` is an input still being uploaded, not yet over ``size``."""
+    try:
+        return path.stat().st_size <= size and path.with_name(path.name + ARRIVING).exists()
+    except OSError:
+        return False
 
 
 def _check_spec(where: str, spec: JobSpec) -> None:

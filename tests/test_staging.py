@@ -143,10 +143,8 @@ def test_upload_grant_never_rewrites_a_stored_file(spool: Spool) -> None:
         inode = stored.stat().st_ino
         assert refused(stor, ftp, SHA, b"other")
         assert refused(ftp.storbinary, f"STOR {SHA}", io.BytesIO(b"other"), 8192, None, 2)
-        stor(ftp, "part-0", b"other")  # a new name, then renamed over it: a new file
-        ftp.rename("part-0", SHA)
-    assert files_under(spool.input_dir(5)) == {SHA: b"other"}
-    assert stored.stat().st_ino != inode
+    assert files_under(spool.input_dir(5)) == {SHA: DATA}
+    assert stored.stat().st_ino == inode
     # A job's own results may be sent again.
     with connect(spool.grant_job(5, 0, HOST, ttl=60)) as ftp:
         ftp.mkd("0")
@@ -155,17 +153,15 @@ def test_upload_grant_never_rewrites_a_stored_file(spool: Spool) -> None:
     assert (spool.job_dir(5, 0) / "stdout").read_bytes() == b"again"
 
 
-def test_upload_grant_renames_only_inside_its_input_dir(spool: Spool) -> None:
-    """Uploads are renamed to their hash; a rename can never leave the directory."""
+def test_upload_grant_cannot_rename(spool: Spool) -> None:
+    """The scheduler names uploads by their hash (see scheduler.arrivals): a client
+    renames nothing, inside its input folder or out of it."""
     grant = spool.grant_upload(5, HOST)
     with connect(grant) as ftp:
         stor(ftp, "part-0", DATA)
-        ftp.rename("part-0", SHA)
-        for target in ("../escaped", "/escaped", "../../5/escaped"):
-            with suppress(ftplib.error_perm):
-                ftp.rename(SHA, target)
-                ftp.rename(target.rsplit("/", 1)[-1], SHA)
-    assert files_under(spool.input_dir(5)) == {SHA: DATA}
+        for target in (SHA, "../escaped", "/escaped", "../../5/escaped"):
+            assert refused(ftp.rename, "part-0", target)
+    assert files_under(spool.input_dir(5)) == {"part-0": DATA}
     assert not (spool.root / "escaped").exists() and not (spool.root / "5" / "escaped").exists()
 
 

@@ -11,6 +11,8 @@ folder, links files instead of copying them over FTP:
   share and whose entries are all verified by their hash: the spool's copy is
   the cluster owner's own upload, named by that owner's client, so it serves
   only that cluster's jobs. Like a cache entry, it is made read-only (0555).
+  An input still being uploaded (see ``scheduler.arrivals``) is linked once its
+  upload has ended.
 - a large result goes from the sandbox into ``spool/<cluster>/<proc>/.attempt-<n>/``,
   owned by the spool's owner and read-only to others; the scheduler moves it
   into the job's folder when it takes the attempt's result (a stale attempt, on
@@ -30,11 +32,19 @@ import logging
 import os
 import shutil
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from scheduler.protocol import SPOOL_IDENTITY_FILE, InputFile, SpoolShare
+from scheduler.protocol import (
+    ARRIVAL_POLL,
+    ARRIVAL_STALL,
+    ARRIVING,
+    SPOOL_IDENTITY_FILE,
+    InputFile,
+    SpoolShare,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +97,7 @@ class SpoolLink:
         folder = self.root / str(cluster) / "input"
         for item in items:
             path = folder / item.sha256
+            _await_arrival(path)
             try:
                 st = os.lstat(path)
             except OSError:
@@ -165,3 +176,20 @@ class SpoolLink:
         if os.geteuid() == 0:
             os.chown(path, self.uid, self.gid)
         os.chmod(path, mode)
+
+
+def _await_arrival(path: Path) -> None:
+    """Wait while ``path`` is still being uploaded (its marker is there) and grows."""
+    marker = path.with_name(path.name + ARRIVING)
+    size, idle_since = -1, time.monotonic()
+    while marker.exists():
+        try:
+            now_size = os.stat(path).st_size
+        except OSError:
+            return
+        now = time.monotonic()
+        if now_size != size:
+            size, idle_since = now_size, now
+        elif now - idle_since > ARRIVAL_STALL:
+            return
+        time.sleep(ARRIVAL_POLL)

@@ -13,6 +13,7 @@ import ftplib
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +22,9 @@ from scheduler import protocol as p
 from scheduler.protocol import FtpGrant, HashingWriter, InputFile, retrieve, unpack_bytes
 
 BLOCK = 1 << 20
+#: Reading an input still being uploaded: when less than this came in a request,
+#: the reader pauses (ARRIVAL_POLL) before the next.
+CATCH_UP = 4 << 20
 
 
 class TransferError(Exception):
@@ -68,8 +72,8 @@ class InputCache:
             tmp = target.with_suffix(f".part{threading.get_ident()}")
             with open(tmp, "wb") as out, HashingWriter(out.write) as sink:
                 try:
-                    retrieve(ftp, remote, sink)
-                except p.FTP_ERRORS as exc:
+                    _retrieve_arriving(ftp, remote, sink, wanted)
+                except (TransferError, *p.FTP_ERRORS) as exc:
                     tmp.unlink(missing_ok=True)
                     raise TransferError(f"cannot fetch input {wanted.name!r}: {exc}") from None
             if sink.digest.hexdigest() != wanted.sha256:
@@ -106,6 +110,38 @@ class InputCache:
     def entry(self, sha256: str) -> tuple[Path, int]:
         """A cached input's path and inode (it must be cached)."""
         return self.path(sha256), self.inodes[sha256]
+
+
+def _retrieve_arriving(
+    ftp: ftplib.FTP, remote: str, sink: HashingWriter, wanted: InputFile
+) -> None:
+    """Download ``remote``, reading on while it is still being uploaded (its
+    marker is there) until it has ``wanted.size`` bytes."""
+    got = retrieve(ftp, remote, sink)
+    idle_since = time.monotonic()
+    while got < wanted.size:
+        arriving = _exists(ftp, remote + p.ARRIVING)
+        more = retrieve(ftp, remote, sink, got)  # after the look: whole if it was gone
+        got += more
+        if got >= wanted.size:
+            break
+        if not arriving:
+            raise TransferError(f"its upload ended after {got} of {wanted.size} bytes")
+        now = time.monotonic()
+        if more:
+            idle_since = now
+        elif now - idle_since > p.ARRIVAL_STALL:
+            raise TransferError(f"its upload made no progress for {p.ARRIVAL_STALL:.0f} s")
+        if more < CATCH_UP:
+            time.sleep(p.ARRIVAL_POLL)  # let a few MiB arrive before the next request
+
+
+def _exists(ftp: ftplib.FTP, remote: str) -> bool:
+    try:
+        ftp.size(remote)
+    except ftplib.error_perm:
+        return False
+    return True
 
 
 def upload(ftp: ftplib.FTP, source: BinaryIO, remote: str) -> None:

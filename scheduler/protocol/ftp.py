@@ -15,9 +15,17 @@ from collections.abc import Callable, Iterator
 from scheduler.protocol.records import FtpGrant
 from scheduler.protocol.tls import check_pin, client_context
 
-__all__ = ["FTP_ERRORS", "ftp_session", "retrieve"]
+__all__ = ["ARRIVAL_POLL", "ARRIVAL_STALL", "ARRIVING", "FTP_ERRORS", "ftp_session", "retrieve"]
 
 BUFFER = 4 << 20
+#: Beside an input of the spool, a file of this suffix says that the input is
+#: still being uploaded (see ``scheduler.arrivals``).
+ARRIVING = ".arriving"
+#: Seconds a reader waits for more of an arriving input before it gives up (the
+#: FTP server ends an upload idle for 300 s, which removes the marker).
+ARRIVAL_STALL = 600.0
+#: Seconds a reader of an arriving input waits before it looks again.
+ARRIVAL_POLL = 0.02
 #: What a failed FTP exchange raises.
 FTP_ERRORS = (OSError, EOFError, ftplib.Error)
 
@@ -44,12 +52,16 @@ def ftp_session(grant: FtpGrant, timeout: float = 60) -> Iterator[ftplib.FTP]:
         ftp.close()
 
 
-def retrieve(ftp: ftplib.FTP, remote: str, sink: Callable[[memoryview], object]) -> None:
-    """Download ``remote``, passing its bytes to ``sink`` in blocks of up to 4 MiB."""
+def retrieve(
+    ftp: ftplib.FTP, remote: str, sink: Callable[[memoryview], object], offset: int = 0
+) -> int:
+    """Download ``remote`` from byte ``offset`` on, passing its bytes to ``sink`` in
+    blocks of up to 4 MiB; returns how many bytes came."""
     buffer = bytearray(BUFFER)
     view = memoryview(buffer)
+    total = 0
     ftp.voidcmd("TYPE I")  # binary: ASCII mode would rewrite line endings
-    with ftp.transfercmd(f"RETR {remote}") as conn:
+    with ftp.transfercmd(f"RETR {remote}", rest=offset or None) as conn:
         while True:
             filled = 0
             while filled < BUFFER:
@@ -59,6 +71,8 @@ def retrieve(ftp: ftplib.FTP, remote: str, sink: Callable[[memoryview], object])
                 filled += got
             if filled:
                 sink(view[:filled])
+                total += filled
             if filled < BUFFER:
                 break
     ftp.voidresp()
+    return total

@@ -155,7 +155,7 @@ class ClusterCreated(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class SubmitJobs(Message):
-    """Queue the procs of a reserved cluster, whose inputs are uploaded.
+    """Queue the procs of a reserved cluster, whose inputs are uploaded or uploading.
 
     Done atomically: either every proc of the message is queued or none is. A
     large cluster comes in parts, in order, so that no frame outgrows the limit:
@@ -171,6 +171,11 @@ class SubmitJobs(Message):
     jobs: list[JobSpec]
     #: Small inputs by sha256 (base64), instead of an FTP upload.
     files: dict[str, str] = field(default_factory=dict)
+    #: Large inputs by sha256: the name of their upload in the cluster's input
+    #: folder (``part-<n>``), which may still be running; the scheduler names it
+    #: by its hash. A cluster whose uploads still run is sent with ``last`` false
+    #: and completed by an empty last part once they have ended.
+    uploads: dict[str, str] = field(default_factory=dict)
     #: The proc number of ``jobs[0]`` (0 for the first part).
     first_proc: int = 0
     #: Whether this is the cluster's last part.

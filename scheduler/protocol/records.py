@@ -39,7 +39,7 @@ __all__ = [
     "shared_specs",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 #: What ``$$(NAME)`` in a job's arguments or environment may name (lower case): the
 #: attributes of the worker the job is matched to, substituted at dispatch.
 MACHINE_ATTRIBUTES = frozenset({

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import BodyPartReader, web
 
-from control_node.submit import Digests, Submission, SubmitError, submit_with
+from control_node.submit import Submission, SubmitError, submit_with
 from control_node.submit_file import ProcDescription
+from control_node.upload import Digests, Stored
 from scheduler import protocol as p
 from scheduler.connection import RequestError
 from scheduler.submission import safe_name
@@ -122,7 +123,7 @@ def submit(
                 if name and not Path(name).resolve().is_relative_to(root):
                     raise SubmitError(f"{path.name}: {name!r} is not one of the uploaded files")
 
-    def reserve() -> tuple[int, Callable[[list[str]], Digests]]:
+    def reserve() -> tuple[int, Callable[[list[str]], Stored]]:
         created = s.on_new_cluster(user, p.NewCluster())
         assert isinstance(created, p.ClusterCreated)
         s.spool.revoke(created.upload)  # the files are here already: no FTP needed
@@ -138,7 +139,7 @@ def submit(
     return done, text
 
 
-def _store_large(s: Scheduler, cluster: int, paths: list[str]) -> Digests:
+def _store_large(s: Scheduler, cluster: int, paths: list[str]) -> Stored:
     """Put inputs too large to travel inline where an FTP upload would: the cluster's
     input directory, under their hash."""
     directory = s.spool.input_dir(cluster)
@@ -152,7 +153,7 @@ def _store_large(s: Scheduler, cluster: int, paths: list[str]) -> Digests:
         sha = reader.digest.hexdigest()
         os.replace(part, directory / sha)
         digests[path] = (sha, reader.size)
-    return digests
+    return Stored(digests)
 
 
 async def handle(s: Scheduler, request: web.Request, user: WebUser) -> tuple[Submission, str]:
