@@ -455,6 +455,8 @@ class Spool:
     def name_uploads(self, cluster: int, uploads: dict[str, str], specs: list[JobSpec]) -> None:
         """Name each upload of ``uploads`` (sha256 -> upload name) by its hash, as it
         arrives if it still runs; each must be an input of ``specs``."""
+        if not uploads:
+            return
         sizes = {f.sha256: f.size for spec in specs for f in spec.inputs}
         for sha, upload in uploads.items():
             if sha not in sizes:
@@ -476,6 +478,8 @@ class Spool:
 def upload_sizes(uploads: dict[str, str], specs: list[JobSpec]) -> dict[str, int]:
     """The size each upload of ``uploads`` (sha256 -> upload name) will have, by what
     ``specs`` declare: the quota counts that, not what has arrived yet."""
+    if not uploads:
+        return {}
     sizes = {f.sha256: f.size for spec in specs for f in spec.inputs}
     return {upload: sizes[sha] for sha, upload in uploads.items() if sha in sizes}
 

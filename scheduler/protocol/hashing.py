@@ -1,7 +1,9 @@
 """Content hashes of staged files, computed while the bytes move.
 
-Inputs are named by their SHA-256 everywhere (the spool, the worker cache), and
-each copy is hashed in the same pass that moves it, never in a pass of its own.
+Inputs are named by their SHA-256 everywhere (the spool, the worker cache). A
+worker hashes each download in the pass that moves it. A client hashes a large
+upload in a pass of its own that runs alongside the transfer and ends long
+before it, so that the jobs can be queued early (``control_node.upload``).
 """
 
 from __future__ import annotations
