@@ -12,12 +12,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from control_node.local_cluster import LocalCluster
+
+if TYPE_CHECKING:
+    from scheduler.staging import Spool
 
 COMMAND_TIMEOUT = 60
 
@@ -31,6 +36,20 @@ def wait_until(predicate: Callable[[], object], timeout: float = 20.0, what: str
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[Spool]:
+    """The spool and its FTP server, started in this process."""
+    with warnings.catch_warnings():  # pyftpdlib imports asyncore, deprecated in 3.11
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from scheduler.staging import Spool
+    s = Spool(tmp_path / "spool")
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
 
 
 @pytest.fixture

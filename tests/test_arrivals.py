@@ -33,16 +33,6 @@ HALF = len(DATA) // 2
 ITEM = p.InputFile(name="data.bin", sha256=SHA, size=len(DATA))
 
 
-@pytest.fixture
-def spool(tmp_path: Path) -> Iterator[Spool]:
-    s = Spool(tmp_path / "spool")
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
 @contextlib.contextmanager
 def uploading(spool: Spool, first: bytes, name: str = "part-0") -> Iterator[socket.socket]:
     """An upload into cluster 5's input folder that has sent ``first`` and goes on

@@ -39,16 +39,6 @@ DATA = b"input bytes\n"
 SHA = hashlib.sha256(DATA).hexdigest()
 
 
-@pytest.fixture
-def spool(tmp_path: Path) -> Iterator[Spool]:
-    s = Spool(tmp_path / "spool")
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
 @contextmanager
 def connect(grant: FtpGrant) -> Iterator[ftplib.FTP]:
     with ftplib.FTP(timeout=10) as ftp:
