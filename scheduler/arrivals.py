@@ -64,7 +64,7 @@ class Arrivals:
     # -- the FTP server's side ---------------------------------------------
 
     def started(self, path: str) -> None:
-        """An upload into ``path`` began (the file is open)."""
+        """An upload into ``path`` is starting (its file is about to open)."""
         with self._lock:
             self._uploading.add(path)
 
