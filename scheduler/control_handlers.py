@@ -69,8 +69,11 @@ class ControlHandlers:
         specs = self.mailer.addressed(msg.jobs, conn.name)
         try:
             self.spool.store_inputs(msg.cluster, msg.files)
-            self.quota.check_submission(conn.name, msg.cluster, upload_sizes(msg.uploads, specs))
-            self.spool.name_uploads(msg.cluster, msg.uploads, specs)
+            sizes = upload_sizes(msg.uploads, specs)
+            # The quota counts each upload at its declared size, not what has arrived.
+            declared = {msg.uploads[sha]: size for sha, size in sizes.items()}
+            self.quota.check_submission(conn.name, msg.cluster, declared)
+            self.spool.name_uploads(msg.cluster, msg.uploads, sizes)
             warnings = check_submission(
                 specs, self.spool.input_dir(msg.cluster), mail=self.mailer.configured
             )

@@ -452,12 +452,10 @@ class Spool:
                 raise StagingError("an inline input does not match its sha256 or is too large")
             _write_atomic(directory / sha, data)
 
-    def name_uploads(self, cluster: int, uploads: dict[str, str], specs: list[JobSpec]) -> None:
+    def name_uploads(self, cluster: int, uploads: dict[str, str], sizes: dict[str, int]) -> None:
         """Name each upload of ``uploads`` (sha256 -> upload name) by its hash, as it
-        arrives if it still runs; each must be an input of ``specs``."""
-        if not uploads:
-            return
-        sizes = {f.sha256: f.size for spec in specs for f in spec.inputs}
+        arrives if it still runs; each must have a declared size in ``sizes`` (from
+        :func:`upload_sizes`)."""
         for sha, upload in uploads.items():
             if sha not in sizes:
                 raise StagingError(f"the upload {upload!r} is no job's input")
@@ -476,12 +474,12 @@ class Spool:
 
 
 def upload_sizes(uploads: dict[str, str], specs: list[JobSpec]) -> dict[str, int]:
-    """The size each upload of ``uploads`` (sha256 -> upload name) will have, by what
-    ``specs`` declare: the quota counts that, not what has arrived yet."""
+    """The size each upload of ``uploads`` (sha256 -> upload name) will have, by
+    sha256, as ``specs`` declare it (an upload that is no input has none)."""
     if not uploads:
         return {}
     sizes = {f.sha256: f.size for spec in specs for f in spec.inputs}
-    return {upload: sizes[sha] for sha, upload in uploads.items() if sha in sizes}
+    return {sha: sizes[sha] for sha in uploads if sha in sizes}
 
 
 #: Bytes one ``dfarm doctor`` probe may upload.
