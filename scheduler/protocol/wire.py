@@ -8,6 +8,8 @@ import dataclasses
 import enum
 import functools
 import json
+import math
+import re
 import socket
 import types
 import typing
@@ -26,6 +28,7 @@ from scheduler.protocol.records import (
 
 __all__ = [
     "pack_bytes",
+    "parse_json",
     "unpack_bytes",
     "decode",
     "encode",
@@ -98,10 +101,7 @@ def encode(message: Message) -> bytes:
 
 def decode(body: bytes) -> Message:
     """Parse and validate one frame body; raises :class:`ProtocolError`."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"malformed JSON: {exc}") from None
+    data = parse_json(body)
     if not isinstance(data, dict):
         raise ProtocolError("a message must be a JSON object")
     kind = data.pop("type", None)
@@ -109,6 +109,41 @@ def decode(body: bytes) -> Message:
     if cls is None:
         raise ProtocolError(f"unknown message type {kind!r}")
     return from_wire(cls, data, kind)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+#: Strict JSON (RFC 8259): no NaN or Infinity, which no peer sends and no field takes.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+#: The escape of a UTF-16 surrogate: in pairs it spells a character beyond the BMP
+#: (``json.dumps`` writes emoji so); alone it is no character at all.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def parse_json(body: bytes) -> Any:
+    """A frame body as JSON data: strict UTF-8 and strict JSON, whose every string
+    encodes back to UTF-8 (no lone surrogates); raises :class:`ProtocolError`.
+
+    Every way a hostile body can fail the parser (bad bytes, bad syntax, an integer
+    past Python's digit limit, nesting deeper than the stack) is that one error, so
+    that the connection gets an ``error`` reply and one line in the log."""
+    try:
+        data = _DECODER.decode(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"malformed JSON: not UTF-8 (byte {exc.start})") from None
+    except RecursionError:
+        raise ProtocolError("malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, and the int-string conversion limit
+        why = "an integer has too many digits" if "integer string" in str(exc) else str(exc)
+        raise ProtocolError(f"malformed JSON: {why[:200]}") from None
+    if _SURROGATE_ESCAPE.search(body):
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError("malformed JSON: a string holds a lone surrogate") from None
+    return data
 
 
 class _Invalid(Exception):
@@ -144,22 +179,9 @@ def _converter(hint: Any) -> Converter:
     if dataclasses.is_dataclass(hint):
         return _record(hint)
     if hint is float:
-
-        def to_float(value: Any) -> float:
-            if type(value) in (int, float):
-                return float(value)
-            raise _Invalid("", "expected float")
-
-        return to_float
+        return _to_float
     if hint is int:
-
-        def to_int(value: Any) -> int:
-            # Every integer on the wire fits SQLite's (and most peers') 64 bits.
-            if type(value) is int and INT64_MIN <= value <= INT64_MAX:
-                return value
-            raise _Invalid("", "expected int" if type(value) is not int else "int out of range")
-
-        return to_int
+        return _to_int
     name = getattr(hint, "__name__", str(hint))
 
     def exact(value: Any) -> Any:
@@ -168,6 +190,24 @@ def _converter(hint: Any) -> Converter:
         raise _Invalid("", f"expected {name}")
 
     return exact
+
+
+def _to_float(value: Any) -> float:
+    if type(value) is float and math.isfinite(value):
+        return value
+    if type(value) is int and INT64_MIN <= value <= INT64_MAX:
+        return float(value)
+    # No infinity (``1e999`` parses as one) and no integer that a float cannot hold.
+    raise _Invalid(
+        "", "expected float" if type(value) not in (int, float) else "float out of range"
+    )
+
+
+def _to_int(value: Any) -> int:
+    # Every integer on the wire fits SQLite's (and most peers') 64 bits.
+    if type(value) is int and INT64_MIN <= value <= INT64_MAX:
+        return value
+    raise _Invalid("", "expected int" if type(value) is not int else "int out of range")
 
 
 def _union(hint: Any) -> Converter:
