@@ -56,7 +56,7 @@ class HandshakeHandlers:
         if (
             not isinstance(auth, p.Auth)
             or key is None
-            or not secrets.compare_digest(auth.digest, expected)
+            or not secrets.compare_digest(auth.digest.encode(), expected.encode())
         ):
             log.warning(
                 "authentication failed for %s %r from %s",

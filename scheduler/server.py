@@ -230,6 +230,13 @@ class Scheduler(
             log.warning("closing %s (%s): %s", conn.peer, conn.name or "?", exc)
             with contextlib.suppress(ConnectionError):
                 conn.send(p.Error(message=str(exc), code="protocol"))
+        except Exception:
+            # A bug met in the handshake: it costs this connection (a failed handshake)
+            # and is logged once, never left to asyncio as an unhandled exception.
+            if conn.role is None:
+                self.guard.failed(address, time.monotonic())
+            log.exception("internal error serving %s (%s)", conn.peer, conn.name or "?")
+            conn.send(p.Error(message="internal error", code="internal"))
         finally:
             self._peers.pop(task, None)
             self._disconnected(conn)

@@ -132,8 +132,12 @@ class WorkerHandlers:
         job = conn.running.get(msg.job_id)
         if job is None or job.attempt != msg.attempt or job.state is not JobState.RUNNING:
             if msg.spooled:
-                cluster, proc = p.parse_job_id(msg.job_id)
-                self.spool.drop_attempt(cluster, proc, msg.attempt)
+                try:
+                    cluster, proc = p.parse_job_id(msg.job_id)
+                except ValueError as exc:
+                    raise RequestError(str(exc)) from None
+                if proc is not None:
+                    self.spool.drop_attempt(cluster, proc, msg.attempt)
             log.info(
                 "worker %s: result of stale attempt %s:%d discarded",
                 conn.name,

@@ -43,15 +43,18 @@ def frame(body: dict[str, Any] | bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
+#: A line of log a value tries to forge (it must stay inside the line that logs it).
+FORGED_LINE = "\n2001-01-01 00:00:00,000 ERROR scheduler.server: forged"
 #: Texts a handler may take for ids, names, paths, states and actions, and some that
 #: no handler should choke on.
 HOSTILE_TEXT = [
-    "1", "1.0", "0.0", "-1", "1.-1", "99999999999999999999", "9" * 40, "*", "", " ", ".",
+    "1", FORGED_LINE, "1.0", "0.0", "-1", "1.-1", "99999999999999999999", "9" * 40, "*", "",
+    " ", ".",
     "..", "../../etc/passwd", "/etc/passwd", "/srv/dfarm/worker.secret", "..\\..\\x",
     "stdout", "stderr", "outputs/../../x", "outputs/", "input/../../x", "part-0",
     "remove", "hold", "release", "idle", "running", "completed", "held", "removed",
     "request_memory", "executable", "requirements", "TARGET.Cpus > 0 &&", "$(Process)",
-    "alice", "root", "\x00", "a\x00b", "\n2026-01-01 00:00:00,000 ERROR forged",
+    "alice", "root", "\x00", "a\x00b",
     "\x1b[31m", "\u202e", "\ufeff", "é" * 300, "\U0001f600", "%s%s%n", "{}", "[]",
     "1:1", "1.0:1", "1.0:-1", ":", "x" * 70_000,
 ]  # fmt: skip
@@ -63,6 +66,7 @@ HOSTILE_NUMBERS = [
     float("-inf"),
 ]  # fmt: skip
 numbers = st.sampled_from(HOSTILE_NUMBERS) | st.integers(-5, 10)
+integers = st.sampled_from([n for n in HOSTILE_NUMBERS if type(n) is int]) | st.integers(-5, 10)
 #: Whole values that no field takes and the parser itself must refuse cleanly.
 RAW_VALUES = [
     Raw("9" * 5000), Raw("-" + "9" * 5000), Raw("1e999999"), Raw("NaN"), Raw("Infinity"),
@@ -95,7 +99,7 @@ def typed(hint: Any, depth: int = 0) -> st.SearchStrategy[Any]:
     if dataclasses.is_dataclass(hint):
         return fields(hint, depth + 1)
     simple = {
-        int: numbers.filter(lambda n: isinstance(n, int)),
+        int: integers,
         float: numbers,
         str: text,
         bool: st.booleans(),
@@ -104,39 +108,40 @@ def typed(hint: Any, depth: int = 0) -> st.SearchStrategy[Any]:
     return simple.get(hint, json_values)
 
 
-def hostile(hint: Any, depth: int = 0) -> st.SearchStrategy[Any]:
-    """Mostly a value of the right shape for ``hint``; else any value at all."""
-    return st.one_of(typed(hint, depth), json_values, raw_values, st.sampled_from(HOSTILE_NUMBERS))
-
-
 def fields(cls: type, depth: int = 0) -> st.SearchStrategy[dict[str, Any]]:
-    """A dict of ``cls``'s fields: each present or missing, of its type or not,
-    sometimes with an unknown field added."""
+    """A dict of ``cls``'s fields, each of its type with hostile contents: the
+    required ones always, the others sometimes."""
     hints = typing.get_type_hints(cls)
     required, optional = {}, {}
     for f in dataclasses.fields(cls):
         if f.name == "id" and issubclass(cls, p.Message):
             continue
         must = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        (required if must else optional)[f.name] = hostile(hints[f.name], depth)
+        (required if must else optional)[f.name] = typed(hints[f.name], depth)
     return st.fixed_dictionaries(required, optional=optional)
+
+
+#: How a body is spoiled: mostly not at all (its values are hostile enough), else a
+#: field dropped, an unknown one added, one of another type, or one that no parser
+#: takes.
+SPOILS = ["none", "none", "none", "none", "drop", "add", "retype", "raw"]
 
 
 @st.composite
 def message_bodies(draw: st.DrawFn, cls: type[p.Message]) -> dict[str, Any]:
-    """A body of message type ``cls``, spoiled in one way or another."""
+    """A body of message type ``cls``, with hostile values, sometimes spoiled."""
     body: dict[str, Any] = {"type": cls.type}
     if draw(st.booleans()):
         body["id"] = draw(st.integers(1, 2**40) | st.sampled_from(HOSTILE_NUMBERS) | text)
     body.update(draw(fields(cls)))
-    spoil = draw(st.sampled_from(["none", "none", "drop", "add", "retype"]))
+    spoil = draw(st.sampled_from(SPOILS))
     names = sorted(k for k in body if k != "type")
     if spoil == "drop" and names:
         del body[draw(st.sampled_from(names))]
     elif spoil == "add":
         body[draw(text)] = draw(json_values)
-    elif spoil == "retype" and names:
-        body[draw(st.sampled_from(names))] = draw(json_values | raw_values)
+    elif spoil in ("retype", "raw") and names:
+        body[draw(st.sampled_from(names))] = draw(json_values if spoil == "retype" else raw_values)
     return body
 
 

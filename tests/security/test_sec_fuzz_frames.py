@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 from conftest import TestCluster
-from fuzzing import handshake, until_closed
+from fuzzing import FORGED_LINE, handshake, until_closed
 
 from control_node.client import Client
 from scheduler import protocol as p
@@ -97,3 +97,22 @@ def test_clients_refuse_bad_frames_cleanly(body: bytes) -> None:
     is a :class:`ProtocolError`, which they report, never an uncaught exception."""
     with pytest.raises(p.ProtocolError, match="malformed JSON"):
         p.decode(body)
+
+
+def test_peer_text_cannot_forge_log_lines(make_cluster: Callable[..., TestCluster]) -> None:
+    """A worker's name and the job id it reports reach the log as text inside one line:
+    newlines and other control characters are escaped, never written."""
+    cluster = make_cluster(workers=0)
+    port = cluster.access.port
+    secret = p.read_secret(cluster.config.secret_path)
+    metrics = p.WorkerMetrics(cores=1, threads=1, memory_total_mb=64, memory_available_mb=64,
+                              disk_total_mb=64, disk_free_mb=64, load_avg=[0.0])  # fmt: skip
+    with handshake(port, "worker", "evil" + FORGED_LINE, secret) as sock:
+        register = p.Register(id=1, slots=1, cpus=1, memory_mb=64, gpus=0, metrics=metrics)
+        sock.sendall(p.encode(register))
+        assert isinstance(p.recv_message(sock), p.Registered)
+        sock.sendall(p.encode(p.JobFinished(id=2, job_id="1.0" + FORGED_LINE, attempt=1)))
+        assert isinstance(p.recv_message(sock), p.Ok)
+    log = cluster.log("scheduler")
+    assert "\\n2001-01-01" in log
+    assert not [line for line in log.splitlines() if line.startswith("2001-01-01")], log

@@ -1,0 +1,231 @@
+"""A seeded fuzzer over every message type of the protocol, against one real scheduler.
+
+Bodies are generated from the message classes' own fields and types (a new message
+type is fuzzed without a change here) with hostile values: wrong types, huge strings,
+numbers at and past every limit, NaN, deep nesting, path traversal, unknown and
+missing fields. They are sent as an unauthenticated peer, as an authenticated user
+(not an admin) and as an authenticated, registered worker. After every batch (one
+message type for one role) the scheduler must still run, its log must hold no
+traceback, and alice, connected on one connection all along, gets the same answers.
+The examples are derandomized (the same every run) and bounded in number.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import TestCluster, wait_until, write
+from fuzzing import FORGED_LINE, frame, fuzzed_types, handshake, message_bodies, until_closed
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from control_node.client import Client
+from control_node.local_cluster import local_user_token
+from scheduler import protocol as p
+
+#: Examples per message type and role (45 types x 3 roles x 8: about 20 s).
+EXAMPLES = 8
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+#: The id of the request that follows each fuzzed frame: its answer shows that the
+#: frame was dealt with, in order, and the connection still serves.
+PROBE_ID = 2**40
+#: The steady worker: a name no fuzzed value spells, so no fuzzed drain reaches it.
+STEADY = "w-steady-7q"
+#: How each line of the scheduler's log starts.
+LOG_LINE = re.compile(r"20\d\d-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ +[a-z_.]+: ")
+#: What a scheduler log must never hold.
+BAD_LOG = ("Traceback", "Unhandled", "internal error", "Logging error", "never retrieved")
+
+
+class Target:
+    """One scheduler for the module, a steady worker, alice watching and mallory."""
+
+    def __init__(self, cluster: TestCluster):
+        self.cluster = cluster
+        home = cluster.config.home
+        home.mkdir(parents=True)
+        self.cluster.logs.mkdir()
+        self.cluster.token = local_user_token(self.cluster.config)
+        self.cluster.start_scheduler("--auth-failure-limit", "1000000", "--handshake-timeout", "5")
+        self.cluster.add_worker(STEADY)
+        self.cluster.wait_for_workers(1)
+        added = self.cluster.run("dfarm", "user", "add", "mallory", "--home", str(home))
+        assert added.returncode == 0, added.stderr
+        self.mallory = added.stdout.strip().splitlines()[-1]
+        self.port = self.cluster.access.port
+        #: alice's one connection: closed with the process, never reopened.
+        self.watcher = Client(token=self.cluster.token, scheduler=f"127.0.0.1:{self.port}")
+        self.before: dict[str, Any] = {}
+        self.fuzzed: dict[str, set[str]] = {}
+
+    def seen_by_alice(self) -> tuple[dict[str, Any], list[str]]:
+        jobs = {
+            j.id: (j.state, j.owner, j.exit_code)
+            for j in self.watcher.jobs([], states=[], all_users=False)
+        }
+        return jobs, sorted(w.name for w in self.watcher.pool().workers if w.name == STEADY)
+
+    def check(self, what: str) -> None:
+        """The scheduler runs, logged no error, and alice's answers are unchanged."""
+        assert self.cluster.processes["scheduler"].poll() is None, f"scheduler died: {what}"
+        log = self.cluster.log("scheduler")
+        for bad in BAD_LOG:
+            at = log.find(bad)
+            assert at < 0, f"after {what}:\n{log[max(0, at - 1500) : at + 3000]}"
+        # One line per record: no value a peer sent breaks or forges a line.
+        forged = [
+            line
+            for line in log.splitlines()
+            if not LOG_LINE.match(line) or line.startswith(FORGED_LINE[1:12])
+        ]
+        assert not forged, (what, forged[:5])
+        assert self.seen_by_alice() == self.before, what
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[Target]:
+    root = Path(tempfile.mkdtemp(prefix="dfarm-fuzz-"))
+    root.chmod(0o1777)  # jobs run as nobody under a root worker
+    cluster = TestCluster(root / "home")
+    t = None
+    try:
+        t = Target(cluster)
+        folder = root / "alice"
+        write(folder / "job.sh", "#!/bin/sh\necho 7\n", True)
+        write(folder / "job.sub", "executable = job.sh\nqueue 2\n")
+        done = t.cluster.run("dsub", "job.sub", cwd=folder)
+        assert done.returncode == 0, done.stderr
+        wait_until(
+            lambda: (
+                {j.state for j in t.watcher.jobs([], states=[], all_users=False)} == {"completed"}
+            ),
+            timeout=60,
+            what="alice's jobs to complete",
+        )
+        t.before = t.seen_by_alice()
+        assert t.before[1] == [STEADY]
+        yield t
+    finally:
+        if t is not None:
+            t.watcher.close()
+        crashed = cluster.crashed()
+        cluster.stop(grace=5)
+        shutil.rmtree(root, ignore_errors=True)
+    assert not crashed, crashed
+
+
+# ---------------------------------------------------------------------- the three roles
+
+
+def unauthenticated(t: Target, body: bytes, after_hello: bool) -> None:
+    """``body`` as the first frame, or instead of the answer to the challenge: the peer
+    gets at most a challenge and an error, never in."""
+    with socket.create_connection(("127.0.0.1", t.port), timeout=20) as sock:
+        if after_hello:
+            hello = p.Hello(role="control", version=p.PROTOCOL_VERSION, name="mallory",
+                            nonce=p.new_nonce())  # fmt: skip
+            sock.sendall(p.encode(hello))
+            assert isinstance(p.recv_message(sock), p.Challenge)
+        sock.sendall(body)
+        sock.shutdown(socket.SHUT_WR)
+        replies = until_closed(sock)
+    assert all(isinstance(r, p.Challenge | p.Error) for r in replies), replies
+    assert all(r.code != "internal" for r in replies if isinstance(r, p.Error)), replies
+
+
+class Peer:
+    """An authenticated connection, opened again after the scheduler closes it; a
+    worker registers first, so that its fuzzed messages reach past that check."""
+
+    def __init__(self, t: Target, role: str):
+        self.t, self.role = t, role
+        self.sock: socket.socket | None = None
+
+    def connect(self) -> socket.socket:
+        if self.sock is None:
+            if self.role == "worker":
+                key, name = p.read_secret(self.t.cluster.config.secret_path), "fuzz-worker"
+            else:
+                key, name = p.user_key(self.t.mallory), "mallory"
+            self.sock = handshake(self.t.port, self.role, name, key)
+            if self.role == "worker":
+                metrics = p.WorkerMetrics(cores=2, threads=2, memory_total_mb=1024,
+                                          memory_available_mb=512, disk_total_mb=1024,
+                                          disk_free_mb=512, load_avg=[0.0, 0.0, 0.0])  # fmt: skip
+                self.request(p.Register(slots=1, cpus=1, memory_mb=512, gpus=0, metrics=metrics))
+        return self.sock
+
+    def request(self, message: p.Message) -> list[p.Message]:
+        """Send ``message`` as request ``PROBE_ID``: every frame up to its answer."""
+        assert self.sock is not None
+        self.sock.sendall(p.encode(message.with_id(PROBE_ID)))
+        return self.read_to_probe()
+
+    def read_to_probe(self) -> list[p.Message]:
+        assert self.sock is not None
+        replies = []
+        while True:
+            reply = p.recv_message(self.sock)  # the socket's timeout: a stall fails
+            if reply.id == PROBE_ID:
+                return replies
+            replies.append(reply)
+
+    def throw(self, body: bytes) -> None:
+        """Send ``body`` and a probe: the scheduler answers both, or refuses the frame
+        and closes the connection; a handler never fails with an internal error."""
+        sock = self.connect()
+        probe = p.QueryWorkers(id=PROBE_ID) if self.role == "control" else p.Ok(id=PROBE_ID)
+        try:
+            sock.sendall(body + p.encode(probe))
+            replies = self.read_to_probe()
+        except ConnectionError:
+            self.close()
+            return
+        internal = [r for r in replies if isinstance(r, p.Error) and r.code == "internal"]
+        assert not internal, (internal, body[:2000])
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+ROLES = ("unauthenticated", "control", "worker")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_fuzz_every_message_type(target: Target, role: str) -> None:
+    peer = Peer(target, role) if role != "unauthenticated" else None
+    fuzzed = target.fuzzed.setdefault(role, set())
+    try:
+        for cls in fuzzed_types():
+
+            @SETTINGS
+            @given(body=message_bodies(cls), after_hello=st.booleans())
+            def batch(body: dict[str, Any], after_hello: bool) -> None:
+                if peer is None:
+                    unauthenticated(target, frame(body), after_hello)
+                else:
+                    peer.throw(frame(body))
+
+            batch()
+            fuzzed.add(cls.type)
+            target.check(f"{role} sent {cls.type}")
+    finally:
+        if peer is not None:
+            peer.close()
+    # Every type of the registry, which each message class joins when it is defined.
+    assert fuzzed == set(p.MESSAGE_TYPES)
