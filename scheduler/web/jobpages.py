@@ -19,6 +19,7 @@ from scheduler import protocol as p
 from scheduler.connection import RequestError
 from scheduler.job_files import result_file
 from scheduler.web import views
+from scheduler.web.disposition import attachment
 from scheduler.web.keys import scheduler_of
 from scheduler.web.session import WebUser, require_user
 
@@ -111,7 +112,7 @@ async def job_file(request: web.Request) -> web.StreamResponse:
 def _send(found: bytes | Path | None, name: str | None, kind: str) -> web.StreamResponse:
     if found is None:
         raise RequestError("that file is not there (job not finished, or cleaned)", "not_found")
-    headers = {"Content-Disposition": f'attachment; filename="{name}"'} if name else {}
+    headers = {"Content-Disposition": attachment(name)} if name else {}
     if isinstance(found, Path):
         return web.FileResponse(found, headers={**headers, "Content-Type": kind})
     return web.Response(body=found, headers={**headers, "Content-Type": kind})
