@@ -46,6 +46,10 @@ PROBE_ID = 2**40
 STEADY = "w-steady-7q"
 #: How each line of the scheduler's log starts.
 LOG_LINE = re.compile(r"20\d\d-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ +[a-z_.]+: ")
+#: The fuzzing worker, the only one mallory's jobs may run on (they require it).
+FUZZ_WORKER = "fuzz-worker"
+#: mallory's cluster of jobs, submitted after alice's.
+MALLORY_CLUSTER = "2"
 #: What a scheduler log must never hold.
 BAD_LOG = ("Traceback", "Unhandled", "internal error", "Logging error", "never retrieved")
 
@@ -117,6 +121,15 @@ def target() -> Iterator[Target]:
         )
         t.before = t.seen_by_alice()
         assert t.before[1] == [STEADY]
+        # mallory's jobs wait for the fuzzing worker: it is sent them, and its fuzzed
+        # results, aimed at them, reach the handlers' every branch.
+        folder = root / "mallory"
+        write(folder / "job.sh", "#!/bin/sh\necho 1\n", True)
+        write(folder / "job.sub", f'executable = job.sh\nrequirements = Name == "{FUZZ_WORKER}"\n'
+              "transfer_output_files = out, sub/y\nqueue 40\n")  # fmt: skip
+        done = t.cluster.run("dsub", "job.sub", cwd=folder, env=cluster.env(DFARM_TOKEN=t.mallory))
+        assert done.returncode == 0, done.stderr
+        assert f"cluster {MALLORY_CLUSTER}" in done.stdout, done.stdout
         yield t
     finally:
         if t is not None:
@@ -147,17 +160,23 @@ def unauthenticated(t: Target, body: bytes, after_hello: bool) -> None:
 
 
 class Peer:
-    """An authenticated connection, opened again after the scheduler closes it; a
-    worker registers first, so that its fuzzed messages reach past that check."""
+    """An authenticated connection, opened again after the scheduler closes it. A
+    worker registers first, and remembers the attempts it is sent; a user reserves a
+    cluster. :meth:`aim` points half the bodies at these, so that the fuzzed values
+    reach past the handlers' first checks."""
 
     def __init__(self, t: Target, role: str):
         self.t, self.role = t, role
         self.sock: socket.socket | None = None
+        #: A worker's attempts: job id -> attempt.
+        self.running: dict[str, int] = {}
+        #: A user's reserved cluster.
+        self.reserved = 0
 
     def connect(self) -> socket.socket:
         if self.sock is None:
             if self.role == "worker":
-                key, name = p.read_secret(self.t.cluster.config.secret_path), "fuzz-worker"
+                key, name = p.read_secret(self.t.cluster.config.secret_path), FUZZ_WORKER
             else:
                 key, name = p.user_key(self.t.mallory), "mallory"
             self.sock = handshake(self.t.port, self.role, name, key)
@@ -166,7 +185,33 @@ class Peer:
                                           memory_available_mb=512, disk_total_mb=1024,
                                           disk_free_mb=512, load_avg=[0.0, 0.0, 0.0])  # fmt: skip
                 self.request(p.Register(slots=1, cpus=1, memory_mb=512, gpus=0, metrics=metrics))
+            else:
+                (created,) = [r for r in self.request(p.NewCluster()) if r.id == PROBE_ID]
+                assert isinstance(created, p.ClusterCreated), created
+                self.reserved = created.cluster
         return self.sock
+
+    def aim(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` pointed at this peer's own attempts, jobs or cluster."""
+        body = dict(body)
+        if self.role == "worker" and self.running:
+            job_id, attempt = sorted(self.running.items())[0]
+            if "job_id" in body:
+                body["job_id"] = job_id
+            if "attempt" in body:
+                body["attempt"] = attempt
+            if body["type"] == "draining":
+                body["requeue"] = [f"{job_id}:{attempt}"]
+        elif self.role == "control":
+            if "ids" in body:
+                body["ids"] = [MALLORY_CLUSTER, f"{MALLORY_CLUSTER}.1"]
+            if "job_id" in body:
+                body["job_id"] = f"{MALLORY_CLUSTER}.0"
+            if "clusters" in body:
+                body["clusters"] = [int(MALLORY_CLUSTER), self.reserved]
+            if "cluster" in body:
+                body["cluster"] = self.reserved
+        return body
 
     def request(self, message: p.Message) -> list[p.Message]:
         """Send ``message`` as request ``PROBE_ID``: every frame up to its answer."""
@@ -175,35 +220,48 @@ class Peer:
         return self.read_to_probe()
 
     def read_to_probe(self) -> list[p.Message]:
+        """Every frame up to the answer to request ``PROBE_ID``, that answer included."""
         assert self.sock is not None
         replies = []
         while True:
             reply = p.recv_message(self.sock)  # the socket's timeout: a stall fails
+            replies.append(reply)
+            if isinstance(reply, p.RunJob):
+                self.running[reply.job_id] = reply.attempt
+            elif isinstance(reply, p.KillJob):
+                self.running.pop(reply.job_id, None)
             if reply.id == PROBE_ID:
                 return replies
-            replies.append(reply)
 
-    def throw(self, body: bytes) -> None:
-        """Send ``body`` and a probe: the scheduler answers both, or refuses the frame
-        and closes the connection; a handler never fails with an internal error."""
+    def throw(self, body: dict[str, Any], aim: bool) -> None:
+        """Send ``body`` (aimed, or not) and a probe: the scheduler answers both, or
+        refuses the frame and closes the connection; a handler never fails with an
+        internal error."""
         sock = self.connect()
+        if aim:
+            body = self.aim(body)
         probe = p.QueryWorkers(id=PROBE_ID) if self.role == "control" else p.Ok(id=PROBE_ID)
+        data = frame(body)
         try:
-            sock.sendall(body + p.encode(probe))
+            sock.sendall(data + p.encode(probe))
             replies = self.read_to_probe()
         except ConnectionError:
             self.close()
             return
+        if body["type"] == "job_finished":
+            self.running.pop(body.get("job_id"), None)  # ended, or refused: never again
         internal = [r for r in replies if isinstance(r, p.Error) and r.code == "internal"]
-        assert not internal, (internal, body[:2000])
+        assert not internal, (internal, data[:2000])
 
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+            self.running.clear()
 
 
-ROLES = ("unauthenticated", "control", "worker")
+#: The worker runs before the user, who may remove the jobs it is to be sent.
+ROLES = ("unauthenticated", "worker", "control")
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -216,10 +274,11 @@ def test_fuzz_every_message_type(target: Target, role: str) -> None:
             @SETTINGS
             @given(body=message_bodies(cls), after_hello=st.booleans())
             def batch(body: dict[str, Any], after_hello: bool) -> None:
+                # after_hello: for a peer past the handshake, whether to aim the body
                 if peer is None:
                     unauthenticated(target, frame(body), after_hello)
                 else:
-                    peer.throw(frame(body))
+                    peer.throw(body, aim=after_hello)
 
             batch()
             fuzzed.add(cls.type)
