@@ -94,8 +94,8 @@ def parse_queue(args: str, block: tuple[str, ...] | None = None) -> QueueSpec:
         return QueueSpec(args, (), None, "", None, "", None)
     mode = m.group(1).lower()
     count, names = _head(args[: m.start()].strip())
-    if mode == "in" and len(names) > 1:
-        raise QueueError("'queue ... in' takes one variable; use 'from' for several")
+    if mode in ("in", "matching") and len(names) > 1:
+        raise QueueError(f"'queue ... {mode}' takes one variable; use 'from' for several")
     rest = args[m.end() :].strip()
     what = ""
     if mode == "matching":
@@ -171,6 +171,8 @@ def _evaluate(node: ast.expr) -> int:
 
 def split_fields(line: str, count: int) -> list[str]:
     """Split one item line into ``count`` values; the last one keeps the rest."""
+    if count == 1:  # the one variable takes the whole line (a maxsplit of 0 splits it all)
+        return [line.strip()]
     fields = _SEPARATORS.split(line.strip(), maxsplit=count - 1) if line.strip() else []
     return fields + [""] * (count - len(fields))
 

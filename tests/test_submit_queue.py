@@ -179,6 +179,7 @@ def test_parse_queue_and_split_fields() -> None:
     )
     assert split_fields("1, 2, 3 4", 2) == ["1", "2, 3 4"]
     assert split_fields("1", 3) == ["1", "", ""]
+    assert split_fields(" a b, c ", 1) == ["a b, c"]  # one variable: the whole line
 
 
 def test_unclosed_multi_line_list(farm: Path) -> None:
