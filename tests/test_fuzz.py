@@ -10,20 +10,18 @@ queued. Each phase has a wall-clock budget (``DFARM_FUZZ_SECONDS`` in all, defau
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import socket
 import struct
 import time
-import types
-import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import TestCluster, wait_until, write
+from fuzzing import fields, handshake, json_values, text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -38,63 +36,7 @@ SHARES = {"raw": 0.2, "control": 0.3, "worker": 0.2, "submit": 0.3}
 pytestmark = pytest.mark.slow
 
 # ---------------------------------------------------------------------- strategies
-
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=40),
-    lambda inner: (
-        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
-    ),
-    max_leaves=20,
-)
-#: Strings a handler may take for ids, names, paths, states and actions.
-interesting_text = st.sampled_from(
-    ["1", "1.0", "1.1", "2", "0", "-1", "1.-1", "99999999999999999999", "*", "", " ", "..",
-     "../../etc/passwd", "/etc/passwd", "stdout", "stderr", "outputs/../../x", "remove", "hold",
-     "release", "idle", "running", "completed", "held", "removed", "request_memory",
-     "executable", "w1", "alice", "\x00", "é" * 300]
-) | st.text(max_size=30)  # fmt: skip
-
-
-def typed(hint: Any, depth: int = 0) -> st.SearchStrategy[Any]:
-    """Values of roughly the right JSON shape for ``hint`` (sometimes anything)."""
-    origin = typing.get_origin(hint)
-    if depth > 3:
-        return json_values
-    if origin in (typing.Union, types.UnionType):
-        return st.one_of([typed(a, depth + 1) for a in typing.get_args(hint)])
-    if origin is list:
-        return st.lists(typed(typing.get_args(hint)[0], depth + 1), max_size=4)
-    if origin is dict:
-        return st.dictionaries(interesting_text, typed(typing.get_args(hint)[1], depth + 1),
-                               max_size=4)  # fmt: skip
-    if dataclasses.is_dataclass(hint):
-        return record(hint, depth + 1)
-    simple = {
-        int: st.integers(-(2**63), 2**63) | st.integers(-3, 5),
-        float: st.floats(allow_nan=False, allow_infinity=False) | st.integers(-5, 5),
-        str: interesting_text,
-        bool: st.booleans(),
-        type(None): st.none(),
-    }
-    return simple.get(hint, json_values)
-
-
-def record(cls: type, depth: int = 0) -> st.SearchStrategy[dict[str, Any]]:
-    """A dict of ``cls``'s fields, well typed: required ones always, others sometimes."""
-    hints = typing.get_type_hints(cls)
-    required, optional = {}, {}
-    for f in dataclasses.fields(cls):
-        if f.name == "id" and issubclass(cls, p.Message):
-            continue
-        has_default = f.default is not dataclasses.MISSING or (
-            f.default_factory is not dataclasses.MISSING
-        )
-        (optional if has_default else required)[f.name] = typed(hints[f.name], depth)
-    return st.fixed_dictionaries(required, optional=optional)
+# (the values, and bodies of every message type, come from tests/fuzzing.py)
 
 
 def spoiled(body: dict[str, Any], data: st.DataObject) -> dict[str, Any]:
@@ -114,7 +56,7 @@ def spoiled(body: dict[str, Any], data: st.DataObject) -> dict[str, Any]:
 def message_dicts(kinds: list[type[p.Message]], data: st.DataObject) -> dict[str, Any]:
     """A message of one of ``kinds``: mostly well formed, a fifth of them spoiled."""
     cls = data.draw(st.sampled_from(kinds))
-    body = {"type": cls.type, "id": data.draw(st.integers(1, 10**6)), **data.draw(record(cls))}
+    body = {"type": cls.type, "id": data.draw(st.integers(1, 10**6)), **data.draw(fields(cls))}
     if data.draw(st.integers(0, 4)) == 0:
         body = spoiled(body, data)
     return body
@@ -178,15 +120,7 @@ class Peer:
 
     def connect(self) -> socket.socket:
         if self.sock is None:
-            sock = socket.create_connection(("127.0.0.1", self.cluster.access.port), timeout=10)
-            hello = p.Hello(role=self.role, version=p.PROTOCOL_VERSION, name=self.name,
-                            nonce=p.new_nonce())  # fmt: skip
-            sock.sendall(p.encode(hello))
-            challenge = p.recv_message(sock)
-            assert isinstance(challenge, p.Challenge)
-            sock.sendall(p.encode(p.answer_challenge(self.key, hello, challenge)))
-            assert isinstance(p.recv_message(sock), p.Welcome)
-            self.sock = sock
+            self.sock = handshake(self.cluster.access.port, self.role, self.name, self.key, 10)
         return self.sock
 
     def throw(self, frame: bytes) -> None:
@@ -333,7 +267,7 @@ def test_fuzz_scheduler_stays_up_and_loses_nothing(
             "requirements", "priority", "max_retries", "input", "output", "error", "log",
             "initialdir", "notification", "notify_user", "universe", "foo", "+Custom", "data",
             "client", "email", "queue"]  # fmt: skip
-    values = interesting_text | st.sampled_from(
+    values = text | st.sampled_from(
         ["job.sh", "data.txt", "../job.sh", "/etc/passwd", "64", "2GB", "$(Process)",
          "$(Cluster)", "$(missing)", "TARGET.Cpus > 0", "a=b c=d", "\"x y\" 'z'", "Never",
          "a@b.c", "$RANDOM_INTEGER(1,5)", "$CHOICE(0, a, b)", "x in (1, 2)", "3", "100000000"]
