@@ -13,6 +13,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 from scheduler.protocol import JobSpec
 from scheduler.store import JobResult
@@ -73,11 +74,24 @@ def parse_result(text: str, where: str) -> JobResult:
     if isinstance(data, dict) and data and len(data) <= MAX_KEYS:
         values = {}
         for key, value in data.items():
-            if type(value) not in (int, float) or not math.isfinite(value):
+            number = _finite(value)
+            if number is None:
                 return JobResult(None, f"{where}: {key!r} is not a finite number")
-            values[str(key)[:100]] = float(value)
+            values[str(key)[:100]] = number
         return JobResult(values, None)
     return JobResult(None, f"{where} is not a number or a JSON object of numbers: {text[:60]!r}")
+
+
+def _finite(value: Any) -> float | None:
+    """A JSON number as a finite float; None for anything else (an integer too large
+    for a float included)."""
+    if type(value) not in (int, float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _read(path: Path, limit: int, tail: bool) -> bytes | None:
