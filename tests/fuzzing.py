@@ -144,6 +144,58 @@ def message_bodies(draw: st.DrawFn, cls: type[p.Message]) -> dict[str, Any]:
     return body
 
 
+#: The values each field of a type is set to, one field at a time, by :func:`edge_bodies`.
+EDGES: dict[Any, list[Any]] = {
+    str: ["", "\u202e\u00e9\U0001f600", FORGED_LINE, "../../etc/passwd", "x" * 70_000],
+    int: [-1, 2**63 - 1, -(2**63)],
+    float: [-1e308, 5e-324, -1],
+    bool: [True],
+}
+
+
+def minimal(hint: Any) -> Any:
+    """The simplest well-typed value for ``hint``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return None if type(None) in typing.get_args(hint) else minimal(typing.get_args(hint)[0])
+    if origin is list:
+        return []
+    if origin is dict:
+        return {}
+    if dataclasses.is_dataclass(hint):
+        hints = typing.get_type_hints(hint)
+        return {
+            f.name: minimal(hints[f.name])
+            for f in dataclasses.fields(hint)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+    return {str: "x", int: 1, float: 1.0, bool: False}.get(hint)
+
+
+def _edges(hint: Any) -> list[Any]:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return [v for arg in typing.get_args(hint) if arg is not type(None) for v in _edges(arg)]
+    if origin is list:
+        return [[v] for v in _edges(typing.get_args(hint)[0])[:2]]
+    if origin is dict:
+        return [{k: v} for k in EDGES[str][:3] for v in _edges(typing.get_args(hint)[1])[:1]]
+    return EDGES.get(hint, [])
+
+
+def edge_bodies(cls: type[p.Message], base: dict[str, Any]) -> list[dict[str, Any]]:
+    """``base`` (a body of ``cls``) with one top-level field at a time set to each
+    edge value of its type: the same bodies every run, so that a handler's handling
+    of each such value is tried whatever the random examples draw."""
+    hints = typing.get_type_hints(cls)
+    return [
+        {**base, f.name: value}
+        for f in dataclasses.fields(cls)
+        if f.name != "id"
+        for value in _edges(hints[f.name])
+    ]
+
+
 def fuzzed_types() -> list[type[p.Message]]:
     """Every message type in the protocol's registry, in a stable order."""
     return [p.MESSAGE_TYPES[name] for name in sorted(p.MESSAGE_TYPES)]
