@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from control_node import render
 from scheduler.connection import RequestError
@@ -88,6 +89,24 @@ async def _context(request: web.Request) -> dict[str, object]:
     return {"user": request.get("user"), "csrf": session.csrf if session else ""}
 
 
+class _BadRequests(logging.Filter):
+    """aiohttp logs a request that is not HTTP (a request line over its limit, bytes
+    that do not parse) with a traceback. That is the client's fault, not a bug: one
+    warning line, with the reason and no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            reason = " ".join(str(exc.message).split())[:200]
+            record.msg, record.args = "%s: %s", (record.getMessage(), reason)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_bad_requests = _BadRequests()
+
+
 class WebServer:
     """The running dashboard: its site and the sampler of worker metrics."""
 
@@ -104,6 +123,7 @@ class WebServer:
 async def start_web(s: Scheduler) -> WebServer:
     """Serve the dashboard on the configured address; raises OSError if it cannot."""
     config = s.config
+    logging.getLogger("aiohttp.server").addFilter(_bad_requests)
     metrics = MetricsHistory(config.heartbeat_interval)
     runner = web.AppRunner(
         make_app(s, metrics), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN

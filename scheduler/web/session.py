@@ -91,6 +91,8 @@ class Sessions:
 
 def check_token(store: Store, token: str) -> str | None:
     """The user a token belongs to, or None if it is not a valid token."""
+    if not token.isascii():  # names and secrets are ASCII; a header may carry anything
+        return None
     try:
         name = p.token_user(token)
     except ValueError:
@@ -175,7 +177,7 @@ async def _check_csrf(request: web.Request, session: Session) -> None:
             return
     elif sent is None and request.content_type == "application/x-www-form-urlencoded":
         sent = (await request.post()).get("csrf")  # aiohttp keeps the parsed form
-    if not isinstance(sent, str) or not hmac.compare_digest(sent, session.csrf):
+    if not _same_csrf(sent, session):
         raise web.HTTPForbidden(text="missing or wrong CSRF token: reload the page and retry")
 
 
@@ -188,7 +190,15 @@ def csrf_ok(request: web.Request, sent: object) -> bool:
     """Whether ``sent`` is the CSRF token of the request's session (a request with a
     bearer token has no session and needs none)."""
     session = request.get("session")
-    return session is None or (isinstance(sent, str) and hmac.compare_digest(sent, session.csrf))
+    return session is None or _same_csrf(sent, session)
+
+
+def _same_csrf(sent: object, session: Session) -> bool:
+    """Whether ``sent`` is the session's CSRF token; a value with characters beyond
+    ASCII (which ``compare_digest`` refuses for text) is simply not it."""
+    return isinstance(sent, str) and hmac.compare_digest(
+        sent.encode("utf-8", "surrogateescape"), session.csrf.encode()
+    )
 
 
 def login(request: web.Request, sessions: Sessions, user: str, key: bytes) -> str:

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from control_node.submit import Submission, SubmitError, submit_with
 from control_node.submit_file import ProcDescription
@@ -53,9 +54,17 @@ class FormError(Exception):
 async def read_form(request: web.Request, directory: Path) -> tuple[dict[str, str], list[str]]:
     """The text fields of the multipart form, and the names of the files it carried
     (saved into ``directory``)."""
+    if not request.content_type.startswith("multipart/"):
+        raise FormError("the form must be sent as multipart/form-data")
+    try:
+        return await _read_parts(await request.multipart(), directory)
+    except (ValueError, HttpProcessingError) as exc:  # a body that is not what it claims
+        raise FormError(f"malformed form: {' '.join(str(exc).split())[:200]}") from None
+
+
+async def _read_parts(reader: MultipartReader, directory: Path) -> tuple[dict[str, str], list[str]]:
     fields: dict[str, str] = {}
     files: list[str] = []
-    reader = await request.multipart()
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader) or part.name is None:
             continue
