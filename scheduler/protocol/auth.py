@@ -53,7 +53,7 @@ def verify_welcome(key: bytes, hello: Hello, challenge: Challenge, reply: Messag
     if not isinstance(reply, Welcome):
         raise HandshakeError(f"expected welcome, got {reply.type}")
     expected = handshake_digest(key, "scheduler", hello, challenge.nonce)
-    if not hmac.compare_digest(reply.digest, expected):
+    if not hmac.compare_digest(reply.digest.encode(), expected.encode()):
         raise HandshakeError("the scheduler could not prove that it holds the key")
     return reply
 

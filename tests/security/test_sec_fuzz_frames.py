@@ -116,3 +116,12 @@ def test_peer_text_cannot_forge_log_lines(make_cluster: Callable[..., TestCluste
     log = cluster.log("scheduler")
     assert "\\n2001-01-01" in log
     assert not [line for line in log.splitlines() if line.startswith("2001-01-01")], log
+
+
+def test_client_refuses_a_non_ascii_digest_cleanly() -> None:
+    """A scheduler's (or a man in the middle's) welcome with a digest beyond ASCII is
+    a failed handshake for the client, which it reports, never a ``TypeError``."""
+    hello = p.Hello(role="control", version=p.PROTOCOL_VERSION, name="alice", nonce="n")
+    welcome = p.Welcome(digest="\u00e9" * 64, server_name="s", server_time=0.0)
+    with pytest.raises(p.HandshakeError, match="could not prove"):
+        p.verify_welcome(b"k" * 32, hello, p.Challenge(nonce="m"), welcome)
