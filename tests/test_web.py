@@ -355,11 +355,16 @@ def test_failed_logins_are_counted_with_failed_handshakes(
     assert client.login(wrong).status == 403
     assert client.login(wrong).status == 403
     assert Browserless(url).get("/api/workers", {"Authorization": "Bearer x:y"}).status == 401
-    # The third failure blocks the address: the right token too, on the web and the socket.
-    blocked = client.login(cluster.token)
+    # The third failure blocks the address's wrong guesses, on the web and the socket ...
+    blocked = client.login(wrong)
     assert blocked.status == 429 and "try again in" in blocked.text
     assert int(blocked.headers["Retry-After"]) > 0
-    bearer = Browserless(url).get("/api/workers", {"Authorization": f"Bearer {cluster.token}"})
+    bearer = Browserless(url).get("/api/workers", {"Authorization": f"Bearer {wrong}"})
     assert bearer.status == 429
-    dq = cluster.run("dq")
+    dq = cluster.run("dq", env=cluster.env(DFARM_TOKEN=wrong))
     assert dq.returncode != 0 and "too many failed handshakes" in dq.stderr
+    # ... while the right token gets in everywhere: others' failures lock no one out.
+    assert client.login(cluster.token).url == url
+    bearer = Browserless(url).get("/api/workers", {"Authorization": f"Bearer {cluster.token}"})
+    assert bearer.status == 200
+    assert cluster.run("dq").returncode == 0
