@@ -28,6 +28,9 @@ class IdentityHandlers:
         """Close connections whose identity was removed or given a new secret, and
         remove the queued jobs of users who no longer exist."""
         keys = self.store.stored_keys()
+        users = frozenset(name for role, name in keys if role == Role.CONTROL.value)
+        # A user added and removed between two checks is seen by their connections.
+        changed = users != self._known_users
         for conn in list(self._peers.values()):
             if conn.role is None or conn.auth == BY_POOL_SECRET:
                 continue
@@ -42,8 +45,8 @@ class IdentityHandlers:
                         conn.peer)  # fmt: skip
             conn.revoked = conn.role is Role.WORKER
             conn.writer.close()
-        users = frozenset(name for role, name in keys if role == Role.CONTROL.value)
-        if users != self._known_users:
+            changed = changed or current is None
+        if changed:
             self._known_users = users
             self._remove_queued_of_gone(users)
 
