@@ -69,7 +69,8 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         type=int,
         default=10,
         metavar="N",
-        help="failed handshakes per address within the window before it is refused (default 10)",
+        help="failed handshakes per address, and per identity, within the window before"
+        " their wrong guesses are refused (a right one always passes; default 10)",
     )
     parser.add_argument(
         "--auth-failure-window",

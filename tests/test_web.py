@@ -221,7 +221,9 @@ def test_sweep_page_plot_and_results_api(
     assert client.get("/clusters/x").status == 400
     chart = client.get("/api/workers/w1").json()["charts"]
     assert [c["key"] for c in chart] == ["load", "slots_used", "cpus_used", "memory_available_mb"]
-    assert client.get("/workers/w1").status == 200 and client.get("/workers/nope").status == 404
+    w1 = client.get("/workers/w1")
+    assert w1.status == 200 and "authenticated by credential" in w1.text
+    assert client.get("/workers/nope").status == 404
     finished = client.get("/jobs?outcome=ok&days=0").text
     assert all(f'data-job="1.{i}"' in finished for i in range(4))
 

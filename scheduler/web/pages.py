@@ -24,7 +24,6 @@ from scheduler.web.session import (
     check_token,
     login,
     login_failed,
-    refuse_if_guessing,
     require_user,
     set_cookie,
 )
@@ -50,9 +49,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     user, key, who = await _credentials(request, form)
     if user is None or key is None:
-        guard = scheduler_of(request).guard
-        refuse_if_guessing(request, guard, who)
-        await login_failed(request, guard, who)
+        await login_failed(request, scheduler_of(request).guard, who)
         return aiohttp_jinja2.render_template(
             "login.html",
             request,
