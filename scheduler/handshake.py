@@ -47,7 +47,8 @@ class HandshakeHandlers:
         try:
             hello = await self._read(conn, timeout)
         except TimeoutError:
-            log.warning("handshake from %s: nothing received in %.0f s", conn.peer, timeout)
+            if not self.guard.blocked_for(conn.address):  # else the block was logged
+                log.warning("handshake from %s: nothing received in %.0f s", conn.peer, timeout)
             self.guard.failed(conn.address)
             return False
         if not isinstance(hello, p.Hello):

@@ -28,7 +28,11 @@ log = logging.getLogger("worker_node")
 
 
 def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Run a dfarm worker daemon.")
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Run a dfarm worker daemon. (On the scheduler node, 'dfarm worker"
+        " add|revoke|list NAME' manages workers' credentials.)",
+    )
     parser.add_argument("--scheduler", metavar="HOST:PORT", help="the scheduler (required)")
     parser.add_argument(
         "--credential-file",
