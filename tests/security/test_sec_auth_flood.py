@@ -7,11 +7,14 @@ never kills its running jobs for one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import socket
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -149,3 +152,61 @@ def test_a_worker_with_a_wrong_credential_stops_at_once(make_cluster, tmp_path: 
     assert process.wait(30) == 1
     assert "the scheduler refused this worker" in cluster.log("stray")
     assert "wrong worker credential" in cluster.log("stray")
+
+
+class RefusingFront:
+    """A port in front of the scheduler that refuses the first ``refusals`` peers as a
+    flooded scheduler would ("blocked", not "wrong credential"), then passes every
+    connection through."""
+
+    def __init__(self, target: int, refusals: int):
+        self.target, self.refusals = target, refusals
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                peer, _ = self.server.accept()
+            except OSError:
+                return  # closed
+            if self.refusals > 0:
+                self.refusals -= 1
+                with peer:
+                    p.recv_message(peer)
+                    peer.sendall(p.encode(p.Error(message="try later", code="blocked")))
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((peer, upstream), (upstream, peer)):
+                thread = threading.Thread(target=self._pump, args=(a, b), daemon=True)
+                thread.start()
+                self.threads.append(thread)
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_worker_retries_a_refusal_that_is_not_about_its_credential(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    cluster = make_cluster(workers=0)
+    front = RefusingFront(cluster.access.port, refusals=2)
+    try:
+        worker = cluster.add_worker("w1", "--scheduler", f"127.0.0.1:{front.port}")
+        cluster.wait_for_workers(1)
+    finally:
+        front.close()
+    log = cluster.log("w1")
+    assert log.count("the scheduler refused the handshake: try later; retrying") == 2
+    assert worker.poll() is None
+    assert "w1" in cluster.run("dstat").stdout

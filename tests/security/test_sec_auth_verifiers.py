@@ -188,3 +188,29 @@ def test_a_database_of_the_previous_schema_migrates_and_every_token_still_works(
     finally:
         cluster.stop()
     assert "Traceback" not in cluster.log("scheduler")
+
+
+def challenge_for(port: int, role: str, name: str) -> p.Challenge:
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.settimeout(20)
+        hello = p.Hello(role=role, version=p.PROTOCOL_VERSION, name=name, nonce=p.new_nonce())
+        sock.sendall(p.encode(hello))
+        challenge = p.recv_message(sock)
+    assert isinstance(challenge, p.Challenge)
+    return challenge
+
+
+def test_a_challenge_does_not_tell_which_users_exist(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    cluster = make_cluster(workers=0)
+    port, user = cluster.access.port, p.token_user(cluster.token)
+    known = [challenge_for(port, "control", user) for _ in range(2)]
+    unknown = [challenge_for(port, "control", "mallory") for _ in range(2)]
+    for pair in (known, unknown):
+        # The same salt at every try, a fresh nonce each time ...
+        assert pair[0].salt == pair[1].salt and pair[0].nonce != pair[1].nonce
+    # ... and nothing to tell a made-up salt from a real one.
+    assert {c.iterations for c in known + unknown} == {p.ITERATIONS}
+    assert {len(bytes.fromhex(c.salt)) for c in known + unknown} == {16}
+    assert known[0].salt != unknown[0].salt
