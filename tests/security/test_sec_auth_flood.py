@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from conftest import TestCluster, wait_until, write
 
-from control_node.local_cluster import worker_credential
 from scheduler import protocol as p
 from scheduler.handshake_guard import HandshakeGuard, identity
 
@@ -74,7 +73,7 @@ def test_the_guard_counts_identities_apart_from_addresses() -> None:
 LIMITS = ("--auth-failure-limit", "3", "--auth-failure-window", "3600")
 
 
-def _flood(port: int, w1_key: bytes) -> None:
+def _flood(port: int) -> None:
     """Junk from 127.0.0.1 and wrong proofs for worker w1 from 127.0.0.2."""
     for junk in (b"\x00\x00\x00\x05{{{{{", b"GET / HTTP/1.0\r\n\r\n", b"\xff" * 64) * 4:
         with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
@@ -97,7 +96,6 @@ def _flood(port: int, w1_key: bytes) -> None:
                 sock.sendall(p.encode(p.answer_challenge(wrong, hello, reply)))
                 reply = p.recv_message(sock)
             assert isinstance(reply, p.Error), reply
-    assert w1_key != wrong
 
 
 def test_a_junk_flood_after_a_restart_neither_locks_out_a_worker_nor_kills_its_job(
@@ -121,13 +119,12 @@ def test_a_junk_flood_after_a_restart_neither_locks_out_a_worker_nor_kills_its_j
     os.kill(worker.pid, signal.SIGSTOP)
     try:
         cluster.start_scheduler(*LIMITS)
-        key = p.user_key(p.read_secret(worker_credential(cluster.config, "w1")).decode())
-        _flood(cluster.access.port, key)
+        _flood(cluster.access.port)
         # Both the address and w1's identity are blocked now ...
         wrong = cluster.env(DFARM_TOKEN=p.token_user(cluster.token) + ":guess")
         out = cluster.run("dq", env=wrong)
         assert "too many failed handshakes from 127.0.0.1" in out.stderr
-        assert "refusing its wrong guesses" in cluster.log("scheduler")
+        assert "failed handshakes for worker 'w1'" in cluster.log("scheduler")
     finally:
         os.kill(worker.pid, signal.SIGCONT)
     # ... yet the worker, from that address with that identity, is let back in.
