@@ -70,7 +70,8 @@ def test_the_guard_counts_identities_apart_from_addresses() -> None:
 
 # ----------------------------------------------------------------------------- a real flood
 
-LIMITS = ("--auth-failure-limit", "3", "--auth-failure-window", "3600")
+# (A long worker timeout: the job waits for its worker however slow the machine.)
+LIMITS = ("--auth-failure-limit", "3", "--auth-failure-window", "3600", "--worker-timeout", "300")
 
 
 def _flood(port: int) -> None:
