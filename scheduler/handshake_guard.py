@@ -83,17 +83,17 @@ class HandshakeGuard:
         self._addresses = _Failures(self.limit, window, "from")
         self._identities = _Failures(self.limit, window, "for")
 
-    def blocked_for(self, address: str, who: str = "", now: float | None = None) -> float:
+    def blocked_for(self, address: str, who: str = "") -> float:
         """Seconds ``address`` (or identity ``who``) is still blocked (0: not blocked)."""
-        now = self.clock() if now is None else now
+        now = self.clock()
         wait = self._addresses.blocked_for(address, now)
         if who:
             wait = max(wait, self._identities.blocked_for(who, now))
         return wait
 
-    def failed(self, address: str, who: str = "", now: float | None = None) -> None:
+    def failed(self, address: str, who: str = "") -> None:
         """Count a failure of ``address``, claiming identity ``who`` (if any)."""
-        now = self.clock() if now is None else now
+        now = self.clock()
         self._addresses.failed(address, now)
         if who:
             self._identities.failed(who, now)
