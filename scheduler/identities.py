@@ -32,16 +32,17 @@ class IdentityHandlers:
         # A user added and removed between two checks is seen by their connections.
         changed = users != self._known_users
         for conn in list(self._peers.values()):
-            if conn.role is None or conn.auth == BY_POOL_SECRET:
+            if conn.role is None or conn.auth == BY_POOL_SECRET or conn.writer.is_closing():
                 continue
             current = keys.get((conn.role.value, conn.name))
             if current is not None and hmac.compare_digest(current, conn.stored_key):
                 continue
-            what = "user" if conn.role is Role.CONTROL else "worker"
-            change = "was removed" if current is None else "has a new secret"
             if conn.role is Role.WORKER:
-                change = "credential was revoked" if current is None else "credential was replaced"
-            log.warning("%s %s %s: closing its connection from %s", what, conn.name, change,
+                change = "'s credential was " + ("revoked" if current is None else "replaced")
+            else:
+                change = " was removed" if current is None else " has a new token"
+            what = "worker" if conn.role is Role.WORKER else "user"
+            log.warning("%s %s%s: closing its connection from %s", what, conn.name, change,
                         conn.peer)  # fmt: skip
             conn.revoked = conn.role is Role.WORKER
             conn.writer.close()

@@ -77,9 +77,7 @@ def test_a_new_token_closes_the_old_ones_connections_and_keeps_the_jobs(
         assert out.returncode == 0
         new = out.stdout.strip().splitlines()[-1]
         wait_until(
-            lambda: (
-                "user dave has a new secret: closing its connection" in cluster.log("scheduler")
-            ),
+            lambda: "user dave has a new token: closing its connection" in cluster.log("scheduler"),
             what="the connection to close",
         )
         with pytest.raises(DfarmError):

@@ -98,7 +98,7 @@ def test_a_revoked_worker_is_cut_off_and_its_job_runs_elsewhere(
     assert cluster.run("dfarm", "worker", "revoke", victim, *home).returncode == 0
     cluster.expected_exits.add(victim)
     # Its live connection is closed at once, and it cannot come back ...
-    wait_until(lambda: f"worker {victim} credential was revoked" in cluster.log("scheduler"))
+    wait_until(lambda: f"worker {victim}'s credential was revoked" in cluster.log("scheduler"))
     assert cluster.processes[victim].wait(30) == 1
     assert "wrong worker credential" in cluster.log(victim)
     # ... and its job is requeued, without waiting for a lost worker's timeout, and
