@@ -145,9 +145,9 @@ def _one_run(root: Path, jobs: int, workers: int, slots: int, waiting: str) -> d
     cluster.logs.mkdir(exist_ok=True)
     cluster.token = local_user_token(cluster.config)
     try:
-        access = cluster.start_scheduler()
+        access = cluster.start_scheduler("--allow-pool-secret")  # for the simulated workers
         sched = psutil.Process(cluster.processes["scheduler"].pid)
-        secret = p.read_secret(cluster.config.secret_path)
+        secret = p.password_key(p.read_secret(cluster.config.secret_path))
         timeout = 120.0 + jobs / 50
         with Client(scheduler=f"127.0.0.1:{access.port}", token=cluster.token) as client:
             sys0, cpu0, wall0 = sched.cpu_times().system, _cpu(sched), time.perf_counter()

@@ -130,10 +130,12 @@ class Doctor:
     def _find_as_worker(self) -> str:
         from scheduler import config_file
         from worker_node.__main__ import build_parser, split_address
+        from worker_node.credential import CREDENTIAL_ENV, load_secret
 
         argv = []
         for flag, value in (("--config", self.args.config), ("--scheduler", self.args.scheduler),
-                            ("--secret-file", self.args.secret_file)):  # fmt: skip
+                            ("--secret-file", self.args.secret_file),
+                            ("--credential-file", self.args.credential_file)):  # fmt: skip
             if value is not None:
                 argv += [flag, str(value)]
         try:
@@ -156,29 +158,39 @@ class Doctor:
                 self.state.pin = normalize_fingerprint(worker.tls_fingerprint)
             except ValueError as exc:
                 raise Failed(str(exc), "correct tls_fingerprint (see access.json)") from None
-        if not worker.scheduler or not worker.secret_file:
+        if not worker.scheduler:
             raise Failed(
-                "the worker's scheduler or secret_file is not set",
-                'set scheduler = "HOST:PORT" and secret_file in worker.toml (or pass '
-                "--config, --scheduler and --secret-file)",
+                "the worker's scheduler is not set",
+                'set scheduler = "HOST:PORT" in worker.toml (or pass --config or --scheduler)',
             )
         try:
             self.state.host, self.state.port = split_address(worker.scheduler)
-            secret = p.read_secret(Path(worker.secret_file))
+            found = load_secret(worker.credential_file, worker.secret_file)
         except (ValueError, OSError) as exc:
             raise Failed(
                 str(exc),
-                f"copy worker.secret from the scheduler's state directory to "
-                f"{worker.secret_file} (mode 0600), or correct 'scheduler'",
+                "on the scheduler node run 'dfarm worker add NAME --output FILE', copy FILE"
+                " here (mode 0600) and set credential_file in worker.toml",
             ) from None
+        where = worker.credential_file or CREDENTIAL_ENV
+        fix = (
+            f"the credential in {where} is not the scheduler's: on the scheduler node run"
+            f" 'dfarm worker revoke {found.name}' and 'dfarm worker add {found.name}'"
+        )
+        if found.name is None:
+            where = worker.secret_file
+            fix = (
+                f"the pool secret in {where} is not the scheduler's: copy HOME/worker.secret"
+                " from the scheduler node again"
+            )
         self.state.identity = Identity(
             p.Role.WORKER,
-            f"doctor-{socket.gethostname()}",
-            secret,
-            f"the worker secret in {worker.secret_file} is not the scheduler's: copy "
-            "HOME/worker.secret from the scheduler node again",
+            found.name or f"doctor-{socket.gethostname()}",
+            p.password_key(found.secret),
+            fix,
         )
-        return f"{worker.scheduler} ({sources['scheduler']}), secret {worker.secret_file}"
+        what = "pool secret" if found.name is None else f"worker {found.name}'s credential"
+        return f"{worker.scheduler} ({sources['scheduler']}), {what} {where}"
 
     def reach(self) -> str:
         host, port = self.state.host, self.state.port
@@ -228,7 +240,7 @@ class Doctor:
             sock.sendall(p.encode(hello))
             challenge = p.recv_message(sock)
             if isinstance(challenge, p.Error):
-                raise p.HandshakeError(challenge.message)
+                raise p.HandshakeError(challenge.message, challenge.code)
             self._sent = time.time()
             sock.sendall(p.encode(p.answer_challenge(identity.key, hello, challenge)))
             assert isinstance(challenge, p.Challenge)
@@ -405,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--worker", action="store_true", help="check as this host's worker (worker.toml, secret)"
     )
     parser.add_argument("--config", type=Path, help="with --worker: the worker's config file")
+    parser.add_argument(
+        "--credential-file", type=Path, help="with --worker: the worker's credential"
+    )
     parser.add_argument("--secret-file", type=Path, help="with --worker: the worker pool secret")
     parser.add_argument(
         "--timeout", type=float, default=5.0, help="seconds each step may wait (default 5)"
@@ -414,8 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.worker and (args.config or args.secret_file):
-        print("dfarm doctor: error: --config and --secret-file go with --worker", file=sys.stderr)
+    if not args.worker and (args.config or args.secret_file or args.credential_file):
+        print(
+            "dfarm doctor: error: --config, --credential-file and --secret-file go with --worker",
+            file=sys.stderr,
+        )
         return 2
     try:
         return Doctor(args).run()

@@ -1,7 +1,8 @@
 """``dfarm up``: a scheduler and N workers on 127.0.0.1, as separate processes.
 
 Everything lives under one home directory (default ``~/.dfarm``): the state
-database, the spool, the worker secret, each process's log under ``logs/``, and
+database, the spool, each worker's credential under ``credentials/`` (issued as
+``dfarm worker add`` does), each process's log under ``logs/``, and
 ``access.json`` with a token for the local user, so that ``dsub``, ``dq`` and
 ``dstat`` on this machine need no flags.
 """
@@ -43,7 +44,8 @@ def local_user_token(config: SchedulerConfig) -> str:
     try:
         if token_file.exists():
             token = token_file.read_text().strip()
-            if store.user_key(p.token_user(token)) == p.user_key(token):
+            verifier = store.user_verifier(p.token_user(token))
+            if verifier is not None and p.holds(verifier, p.user_key(token)):
                 return token
         try:
             token = store.add_user(name)
@@ -54,6 +56,28 @@ def local_user_token(config: SchedulerConfig) -> str:
     token_file.touch(mode=0o600)
     token_file.write_text(token + "\n")
     return token
+
+
+def worker_credential(config: SchedulerConfig, name: str) -> Path:
+    """The file holding worker ``name``'s credential (mode 0600, in the home's
+    ``credentials/``), issued on first use, as ``dfarm worker add`` would."""
+    folder = config.home / "credentials"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / f"{name}.credential"
+    store = Store(config.db_path)
+    try:
+        if path.exists():
+            verifier = store.worker_verifier(name)
+            secret = path.read_text().strip()
+            if verifier is not None and p.holds(verifier, p.user_key(secret)):
+                return path
+        credential = store.add_worker_credential(name, replace=True)
+    finally:
+        store.close()
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(credential + "\n")
+    return path
 
 
 class LocalCluster:
@@ -123,13 +147,24 @@ class LocalCluster:
         return self.access
 
     def add_worker(
-        self, name: str, *extra: str, slots: int = 1, secret_file: Path | None = None
+        self,
+        name: str,
+        *extra: str,
+        slots: int = 1,
+        secret_file: Path | None = None,
+        credential_file: Path | None = None,
     ) -> subprocess.Popen[bytes]:
-        """Start a worker process named ``name`` (its log: ``logs/<name>.log``)."""
+        """Start a worker process named ``name`` (its log: ``logs/<name>.log``) with
+        its own credential (issued here unless ``credential_file`` is given), or with
+        ``secret_file`` as the pool secret."""
         assert self.access is not None, "start the scheduler first"
+        secret = (
+            ("--secret-file", str(secret_file))
+            if secret_file is not None
+            else ("--credential-file", str(credential_file or worker_credential(self.config, name)))
+        )
         self._spawn(name, [
-            "worker_node", "--scheduler", f"127.0.0.1:{self.access.port}",
-            "--secret-file", str(secret_file or self.config.secret_path), "--name", name,
+            "worker_node", "--scheduler", f"127.0.0.1:{self.access.port}", *secret, "--name", name,
             "--slots", str(slots), "--work-dir", str(self.workers_dir / name),
             *(("--tls-fingerprint", self.access.tls_fingerprint)
               if self.access.tls_fingerprint else ()),

@@ -78,7 +78,8 @@ def starter_config(node: str) -> str:
     return (
         "# dfarm worker: every key is in docs/configuration-reference.md\n"
         'scheduler = "SCHEDULER-HOST:7070"\n'
-        f'secret_file = "{CONFIG_DIR}/worker.secret"\n'
+        "# from 'dfarm worker add NAME --output FILE' on the scheduler node (mode 0600)\n"
+        f'credential_file = "{CONFIG_DIR}/worker.credential"\n'
         f'work_dir = "{_state_dir(node)}"\n'
     )
 

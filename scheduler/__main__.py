@@ -69,7 +69,8 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         type=int,
         default=10,
         metavar="N",
-        help="failed handshakes per address within the window before it is refused (default 10)",
+        help="failed handshakes per address, and per identity, within the window before"
+        " their wrong guesses are refused (a right one always passes; default 10)",
     )
     parser.add_argument(
         "--auth-failure-window",
@@ -77,6 +78,13 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         default=60.0,
         metavar="SECONDS",
         help="window of --auth-failure-limit (default 60)",
+    )
+    parser.add_argument(
+        "--allow-pool-secret",
+        action="store_true",
+        help="let workers register with the pool secret (HOME/worker.secret) instead of a"
+        " credential of their own ('dfarm worker add NAME'): for throw-away local clusters"
+        " only, since every holder of that secret may pose as any worker",
     )
     parser.add_argument(
         "--upload-limit",
@@ -165,6 +173,7 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         handshake_timeout=args.handshake_timeout,
         auth_failure_limit=args.auth_failure_limit,
         auth_failure_window=args.auth_failure_window,
+        allow_pool_secret=args.allow_pool_secret,
         mail=mail_config_from_args(args),
         result_retention=args.keep_results * 86400,
         upload_limit=args.upload_limit,

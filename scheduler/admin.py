@@ -17,7 +17,7 @@ from scheduler.store import Store, StoreError
 from scheduler.web.passwords import set_password
 
 
-def _home_option() -> argparse.ArgumentParser:
+def home_option() -> argparse.ArgumentParser:
     """A fresh parser holding --home (argparse shares an action among its users)."""
     home = argparse.ArgumentParser(add_help=False)
     home.add_argument(
@@ -29,25 +29,25 @@ def _home_option() -> argparse.ArgumentParser:
 def build_parser(prog: str = "dfarm user") -> argparse.ArgumentParser:
     # --home is accepted before or after the action: `dfarm user add NAME --home DIR`.
     parser = argparse.ArgumentParser(
-        prog=prog, description="Manage dfarm users.", parents=[_home_option()]
+        prog=prog, description="Manage dfarm users.", parents=[home_option()]
     )
     parser.set_defaults(home=None)
     sub = parser.add_subparsers(dest="action", required=True)
-    add = sub.add_parser("add", parents=[_home_option()], help="create a user, print the token")
+    add = sub.add_parser("add", parents=[home_option()], help="create a user, print the token")
     add.add_argument("name")
     add.add_argument("--email")
     add.add_argument(
         "--admin", action="store_true", help="may hold, release, remove and fetch every job"
     )
-    sub.add_parser("list", parents=[_home_option()], help="list users")
-    remove = sub.add_parser("remove", parents=[_home_option()], help="delete a user")
+    sub.add_parser("list", parents=[home_option()], help="list users")
+    remove = sub.add_parser("remove", parents=[home_option()], help="delete a user")
     remove.add_argument("name")
     token = sub.add_parser(
-        "token", parents=[_home_option()], help="issue a new token (the old one stops working)"
+        "token", parents=[home_option()], help="issue a new token (the old one stops working)"
     )
     token.add_argument("name")
     password = sub.add_parser(
-        "password", parents=[_home_option()], help="set the web dashboard password (from"
+        "password", parents=[home_option()], help="set the web dashboard password (from"
         " standard input, or asked twice on a terminal)"
     )  # fmt: skip
     password.add_argument("name")
@@ -63,18 +63,27 @@ def _read_password() -> str:
     return first
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    home = (args.home or default_home()).expanduser()
+def open_store(home: Path | None, prog: str) -> Store | None:
+    """The scheduler's database in ``home`` (default ``~/.dfarm``), or None after
+    saying on stderr that there is none."""
+    home = (home or default_home()).expanduser()
     config = SchedulerConfig(home=home)
     if not config.db_path.exists():
         print(
-            f"dfarm user: error: no scheduler state in {home} (start 'dfarm scheduler "
+            f"{prog}: error: no scheduler state in {home} (start 'dfarm scheduler "
             f"--home {home}' once, or pass --home)",
             file=sys.stderr,
         )
+        return None
+    return Store(config.db_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    home = (args.home or default_home()).expanduser()
+    store = open_store(home, "dfarm user")
+    if store is None:
         return 1
-    store = Store(config.db_path)
     try:
         if args.action == "add":
             token = store.add_user(args.name, email=args.email, admin=args.admin)
@@ -87,12 +96,20 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.action == "token":
             print(store.new_token(args.name))
+            print(
+                f"the old token of {args.name} no longer works; a running scheduler closes"
+                " its connections within a second",
+                file=sys.stderr,
+            )
         elif args.action == "password":
             set_password(store, args.name, _read_password())
             print(f"web password of {args.name} set")
         elif args.action == "remove":
             store.remove_user(args.name)
-            print(f"user {args.name} removed")
+            print(
+                f"user {args.name} removed; a running scheduler closes their connections and"
+                " removes their queued jobs within a second"
+            )
         else:
             rows = [
                 (

@@ -35,10 +35,14 @@ class SchedulerConfig:
     worker_timeout: float = 30.0
     #: Seconds a new connection has to complete its handshake.
     handshake_timeout: float = 10.0
-    #: Failed handshakes an address may make within ``auth_failure_window`` seconds
-    #: before it is refused until the oldest leaves the window.
+    #: Failed handshakes an address (or identity) may make within
+    #: ``auth_failure_window`` seconds before its wrong guesses are refused until the
+    #: oldest leaves the window (see :mod:`scheduler.handshake_guard`).
     auth_failure_limit: int = 10
     auth_failure_window: float = 60.0
+    #: Workers may register with the pool secret instead of a credential of their
+    #: own (for throw-away local clusters only).
+    allow_pool_secret: bool = False
     #: Largest frame accepted, in bytes.
     max_frame: int = DEFAULT_MAX_FRAME
     #: Seconds a job's FTP grant to its worker stays valid after the worker's last

@@ -39,6 +39,12 @@ class Connection:
     name: str = ""
     #: A user with the admin role may act on every job (see :mod:`scheduler.authz`).
     admin: bool = False
+    #: How the peer authenticated ("token", "credential", "pool secret"), and the
+    #: StoredKey it proved: a changed or removed one closes the connection.
+    auth: str = ""
+    stored_key: bytes = b""
+    #: Closed because its credential was revoked: its jobs are requeued at once.
+    revoked: bool = False
     #: For workers, once registered.
     slots: Slots | None = None
     metrics: p.WorkerMetrics | None = None

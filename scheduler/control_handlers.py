@@ -273,4 +273,5 @@ def _worker_info(conn: Connection) -> p.WorkerInfo:
         metrics=conn.metrics,
         last_heartbeat=conn.last_heartbeat,
         connected_since=conn.connected_since,
+        auth=conn.auth,
     )

@@ -1,24 +1,42 @@
-"""The scheduler's side of the handshake: who a new connection is, proven by HMAC.
+"""The scheduler's side of the handshake: who a new connection is, proven by SCRAM.
 
-A peer sends ``hello`` (its role, name and nonce), gets a fresh nonce, and answers
-with an HMAC of both under its key: the pool secret for a worker, the hash of the
-user's token for a user. The role is part of what is signed, so a key opens one
-role only, and a recorded answer is worthless on a new connection. Failures are
-logged with the peer's address and counted by :class:`HandshakeGuard`.
+A peer sends ``hello`` (its role, name and nonce), gets a fresh nonce with the salt
+and iterations of its secret, and answers with its SCRAM proof (see
+:mod:`scheduler.protocol.scram`). The scheduler checks the proof against the
+verifier it stores: the user's (from their token), the worker's (from its own
+credential, ``dfarm worker add``) or, for a worker name without one, the pool
+secret's. A name without a verifier gets a salt derived from the name, the same
+at every try, so that a challenge does not tell which names exist. Role and name
+are part of what is proven, so a secret opens one identity only, and a recorded
+answer is worthless on a new connection. Failures are logged with the peer's
+address and counted by :class:`HandshakeGuard` per address and per identity.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import secrets
 import time
 
 from scheduler import protocol as p
 from scheduler.connection import Connection
+from scheduler.handshake_guard import identity
 from scheduler.protocol import Role
+from scheduler.protocol.scram import Verifier, make_verifier, password_key
 
 log = logging.getLogger("scheduler.server")
+
+#: How a peer proved who it is (shown by ``dstat`` for workers).
+BY_TOKEN, BY_CREDENTIAL, BY_POOL_SECRET = "token", "credential", "pool secret"
+
+
+def pool_verifier(secret: bytes) -> Verifier:
+    """The pool secret's verifier (its salt derived from it: the same at every start)."""
+    salt = hmac.new(secret, b"dfarm pool salt", hashlib.sha256).digest()[:16]
+    return make_verifier(password_key(secret), salt)
 
 
 class HandshakeHandlers:
@@ -29,8 +47,9 @@ class HandshakeHandlers:
         try:
             hello = await self._read(conn, timeout)
         except TimeoutError:
-            log.warning("handshake from %s: nothing received in %.0f s", conn.peer, timeout)
-            self.guard.failed(conn.address, time.monotonic())
+            if not self.guard.blocked_for(conn.address):  # else the block was logged
+                log.warning("handshake from %s: nothing received in %.0f s", conn.peer, timeout)
+            self.guard.failed(conn.address)
             return False
         if not isinstance(hello, p.Hello):
             raise p.ProtocolError(f"expected hello, got {hello.type}")
@@ -38,41 +57,33 @@ class HandshakeHandlers:
             conn.send(
                 p.Error(
                     message=f"protocol version {hello.version} is not supported: this "
-                    f"scheduler speaks version {p.PROTOCOL_VERSION}; upgrade dfarm",
+                    f"scheduler speaks version {p.PROTOCOL_VERSION}; run the same dfarm"
+                    " version here and on the scheduler",
                     code="version",
                 )
             )
             return False
-        key = self._key_for(hello)
-        server_nonce = p.new_nonce()
-        conn.send(p.Challenge(nonce=server_nonce))
+        verifier, method = self._verifier_for(hello)
+        challenge = p.Challenge(
+            nonce=p.new_nonce(), salt=verifier.salt.hex(), iterations=verifier.iterations
+        )
+        conn.send(challenge)
+        who = identity(hello.role, hello.name)
         try:
             auth = await self._read(conn, timeout)
         except TimeoutError:
             log.warning("handshake from %s: no answer to the challenge", conn.peer)
-            self.guard.failed(conn.address, time.monotonic())
+            self.guard.failed(conn.address, who)
             return False
-        expected = p.handshake_digest(key or secrets.token_bytes(32), "peer", hello, server_nonce)
-        if (
-            not isinstance(auth, p.Auth)
-            or key is None
-            or not secrets.compare_digest(auth.digest.encode(), expected.encode())
-        ):
-            log.warning(
-                "authentication failed for %s %r from %s",
-                hello.role[:20].encode("unicode_escape").decode(),
-                hello.name,
-                conn.peer,
-            )
-            self.guard.failed(conn.address, time.monotonic())
-            await asyncio.sleep(0.2)  # slows down guessing
-            what = "worker secret" if hello.role == Role.WORKER.value else "user token"
-            conn.send(p.Error(message=f"authentication failed: wrong {what}", code="auth"))
+        message = p.auth_message(hello, challenge)
+        if method is None or not _proven(verifier, message, auth):
+            await self._refuse(conn, hello, who)
             return False
         conn.role, conn.name = Role(hello.role), hello.name
+        conn.auth, conn.stored_key = method, verifier.stored_key
         conn.send(
             p.Welcome(
-                digest=p.handshake_digest(key, "scheduler", hello, server_nonce),
+                digest=p.server_signature(verifier.server_key, message).hex(),
                 server_name=self.config.client_host(),
                 server_time=time.time(),
             )
@@ -80,12 +91,57 @@ class HandshakeHandlers:
         if conn.role is Role.CONTROL:
             conn.admin = self.store.is_admin(conn.name)
             self.controls[conn.id] = conn
-        log.debug("%s %s authenticated from %s", conn.role.value, conn.name, conn.peer)
+        log.debug("%s %s authenticated (%s) from %s", conn.role.value, conn.name, method, conn.peer)
         return True
 
-    def _key_for(self, hello: p.Hello) -> bytes | None:
+    async def _refuse(self, conn: Connection, hello: p.Hello, who: str) -> None:
+        """A wrong proof: counted, answered slowly; once the address or identity has
+        failed too often, one log line per block instead of one per attempt."""
+        blocked = self.guard.blocked_for(conn.address, who)
+        self.guard.failed(conn.address, who)
+        if not blocked:
+            log.warning(
+                "authentication failed for %s %r from %s",
+                hello.role[:20].encode("unicode_escape").decode(),
+                hello.name[:100],
+                conn.peer,
+            )
+        await asyncio.sleep(0.2)  # slows down guessing
+        if blocked:
+            conn.send(
+                p.Error(
+                    message=f"too many failed handshakes from {conn.address} or for this"
+                    f" name: try again in {blocked:.0f} s",
+                    code="blocked",
+                )
+            )
+            return
+        what = "worker credential" if hello.role == Role.WORKER.value else "user token"
+        conn.send(p.Error(message=f"authentication failed: wrong {what}", code="auth"))
+
+    def _verifier_for(self, hello: p.Hello) -> tuple[Verifier, str | None]:
+        """The verifier to check ``hello``'s proof against, and how it authenticates
+        (None: no secret can pass; the verifier is then a decoy)."""
         if hello.role == Role.WORKER.value:
-            return self.secret
+            verifier = self.store.worker_verifier(hello.name)
+            if verifier is not None:
+                return verifier, BY_CREDENTIAL
+            return self.pool_verifier, BY_POOL_SECRET
         if hello.role == Role.CONTROL.value:
-            return self.store.user_key(hello.name)
-        return None
+            verifier = self.store.user_verifier(hello.name)
+            if verifier is not None:
+                return verifier, BY_TOKEN
+        text = f"dfarm decoy salt|{hello.role}|{hello.name}".encode()
+        salt = hmac.new(self.secret, text, hashlib.sha256).digest()[:16]
+        stored = secrets.token_bytes(32)
+        return Verifier(salt, p.ITERATIONS, stored, stored), None
+
+
+def _proven(verifier: Verifier, message: bytes, auth: p.Message) -> bool:
+    if not isinstance(auth, p.Auth):
+        return False
+    try:
+        proof = bytes.fromhex(auth.digest)
+    except ValueError:
+        return False
+    return p.proof_matches(verifier, message, proof)

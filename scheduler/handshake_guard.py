@@ -1,63 +1,99 @@
-"""Rate limiting of failed handshakes, per peer address.
+"""Rate limiting of failed handshakes, per peer address and per identity.
 
-An address that fails ``limit`` handshakes (wrong key, garbage instead of ``hello``,
-silence) within ``window`` seconds is refused at once until its oldest failure
-leaves the window: guessing tokens costs real time, and a flood of bad
-connections costs the scheduler one dictionary lookup each and one log line per
-block, not one per attempt.
+A failure (wrong proof, garbage instead of ``hello``, silence) counts against the
+peer's address and, when it named one, against the identity it claimed (role and
+name). An address or identity with ``limit`` failures within ``window`` seconds is
+*blocked* until its oldest failure leaves the window. Blocking limits wrong
+guesses only: a blocked peer still gets its handshake, and a right proof is
+welcome (others' failures never lock out a valid credential); a wrong one is
+refused after the usual delay with "too many failed handshakes", and logged once
+per block, not once per attempt. Web logins share the counts.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import time
+from collections.abc import Callable
 
 log = logging.getLogger("scheduler.server")
 
-#: Addresses remembered at most; the stalest are forgotten first.
+#: Addresses (and identities) remembered at most; the stalest are forgotten first.
 MAX_ADDRESSES = 10_000
 
 
-class HandshakeGuard:
-    def __init__(self, limit: int, window: float):
-        self.limit = max(1, limit)
-        self.window = window
-        self._failures: collections.OrderedDict[str, collections.deque[float]] = (
+def identity(role: str, name: str) -> str:
+    """The key an identity's failures are counted under."""
+    return f"{role[:20]} {name[:100]!r}"
+
+
+class _Failures:
+    """Recent failure times by key, at most ``limit`` each."""
+
+    def __init__(self, limit: int, window: float, what: str):
+        self.limit, self.window, self.what = limit, window, what
+        self._times: collections.OrderedDict[str, collections.deque[float]] = (
             collections.OrderedDict()
         )
-        self._blocked_logged: set[str] = set()
+        self._logged: set[str] = set()
 
-    def _recent(self, address: str, now: float) -> collections.deque[float]:
-        times = self._failures.get(address)
+    def _recent(self, key: str, now: float) -> collections.deque[float]:
+        times = self._times.get(key)
         if times is None:
             return collections.deque()
         while times and times[0] <= now - self.window:
             times.popleft()
         if not times:
-            del self._failures[address]
-            self._blocked_logged.discard(address)
+            del self._times[key]
+            self._logged.discard(key)
         return times
 
-    def blocked_for(self, address: str, now: float) -> float:
-        """Seconds ``address`` is still refused (0: it may try)."""
-        times = self._recent(address, now)
+    def blocked_for(self, key: str, now: float) -> float:
+        times = self._recent(key, now)
         if len(times) < self.limit:
             return 0.0
-        if address not in self._blocked_logged:
-            self._blocked_logged.add(address)
+        wait = times[0] + self.window - now
+        if key not in self._logged:
+            self._logged.add(key)
             log.warning(
-                "%d failed handshakes from %s in %.0f s: refusing it for %.0f s",
-                len(times),
-                address,
-                self.window,
-                times[0] + self.window - now,
-            )
-        return times[0] + self.window - now
+                "%d failed handshakes %s %s in %.0f s: refusing its wrong guesses for %.0f s",
+                len(times), self.what, key, self.window, wait,
+            )  # fmt: skip
+        return wait
 
-    def failed(self, address: str, now: float) -> None:
-        times = self._failures.setdefault(address, collections.deque(maxlen=self.limit))
+    def failed(self, key: str, now: float) -> None:
+        times = self._times.setdefault(key, collections.deque(maxlen=self.limit))
         times.append(now)
-        self._failures.move_to_end(address)
-        while len(self._failures) > MAX_ADDRESSES:
-            stale, _ = self._failures.popitem(last=False)
-            self._blocked_logged.discard(stale)
+        self._times.move_to_end(key)
+        while len(self._times) > MAX_ADDRESSES:
+            stale, _ = self._times.popitem(last=False)
+            self._logged.discard(stale)
+
+
+class HandshakeGuard:
+    """Counts failed handshakes; ``clock`` (default :func:`time.monotonic`) says when."""
+
+    def __init__(
+        self, limit: int, window: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = max(1, limit)
+        self.window = window
+        self.clock = clock
+        self._addresses = _Failures(self.limit, window, "from")
+        self._identities = _Failures(self.limit, window, "for")
+
+    def blocked_for(self, address: str, who: str = "") -> float:
+        """Seconds ``address`` (or identity ``who``) is still blocked (0: not blocked)."""
+        now = self.clock()
+        wait = self._addresses.blocked_for(address, now)
+        if who:
+            wait = max(wait, self._identities.blocked_for(who, now))
+        return wait
+
+    def failed(self, address: str, who: str = "") -> None:
+        """Count a failure of ``address``, claiming identity ``who`` (if any)."""
+        now = self.clock()
+        self._addresses.failed(address, now)
+        if who:
+            self._identities.failed(who, now)

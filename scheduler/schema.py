@@ -1,13 +1,85 @@
 """The scheduler's SQLite schema, as the ordered list of migrations that build it.
 
 A new table or column is a new entry at the end; an entry that has shipped is
-never edited, so every database reaches the same schema.
+never edited, so every database reaches the same schema. An entry is either SQL
+(statements separated by ``;``) or a function given the database connection, for
+a change SQL alone cannot make (such as computing new columns in Python); both
+run inside the migration's one transaction.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
+
+from scheduler.protocol.scram import make_verifier
+
+#: A migration: SQL statements, or a function of the connection.
+Migration = str | Callable[[sqlite3.Connection], None]
+
+
+def _verifiers_instead_of_keys(db: sqlite3.Connection) -> None:
+    """Users keep SCRAM verifiers instead of the hash of their token (which was their
+    key: a reader of the database could log in as anyone). The hash is SCRAM's
+    password input, so every token keeps working. Web passwords are re-keyed on the
+    token's StoredKey (those set under an older token were void and are dropped).
+    Workers get credentials of their own, kept as verifiers too."""
+    db.execute(
+        """CREATE TABLE users_new (
+            name TEXT PRIMARY KEY,
+            salt BLOB NOT NULL,
+            iterations INTEGER NOT NULL,
+            stored_key BLOB NOT NULL,
+            server_key BLOB NOT NULL,
+            email TEXT,
+            admin INTEGER NOT NULL DEFAULT 0,
+            created REAL NOT NULL
+        )"""
+    )
+    stored: dict[bytes, bytes] = {}
+    for name, key_hash, email, admin, created in db.execute(
+        "SELECT name, key_hash, email, admin, created FROM users"
+    ).fetchall():
+        v = make_verifier(bytes(key_hash), iterations=4096)
+        stored[bytes(key_hash)] = v.stored_key
+        db.execute(
+            "INSERT INTO users_new VALUES (?,?,?,?,?,?,?,?)",
+            (name, v.salt, v.iterations, v.stored_key, v.server_key, email, admin, created),
+        )
+    db.execute(
+        """CREATE TABLE web_passwords_new (
+            name TEXT PRIMARY KEY,
+            stored_key BLOB NOT NULL,
+            salt BLOB NOT NULL,
+            hash BLOB NOT NULL,
+            time REAL NOT NULL
+        )"""
+    )
+    for name, key_hash, salt, hash_, time in db.execute(
+        "SELECT w.name, w.key_hash, w.salt, w.hash, w.time FROM web_passwords w"
+        " JOIN users u ON u.name = w.name AND u.key_hash = w.key_hash"
+    ).fetchall():
+        db.execute(
+            "INSERT INTO web_passwords_new VALUES (?,?,?,?,?)",
+            (name, stored[bytes(key_hash)], salt, hash_, time),
+        )
+    for table in ("users", "web_passwords"):
+        db.execute(f"DROP TABLE {table}")
+        db.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
+    db.execute(
+        """CREATE TABLE worker_credentials (
+            name TEXT PRIMARY KEY,
+            salt BLOB NOT NULL,
+            iterations INTEGER NOT NULL,
+            stored_key BLOB NOT NULL,
+            server_key BLOB NOT NULL,
+            created REAL NOT NULL
+        )"""
+    )
+
+
 #: Ordered migrations; ``PRAGMA user_version`` says how many have run.
-MIGRATIONS: list[str] = [
+MIGRATIONS: list[Migration] = [
     """
     CREATE TABLE users (
         name TEXT PRIMARY KEY,
@@ -127,4 +199,7 @@ MIGRATIONS: list[str] = [
         time REAL NOT NULL
     );
     """,
+    # SCRAM verifiers instead of token hashes; web passwords keyed on the StoredKey;
+    # per-worker credentials
+    _verifiers_instead_of_keys,
 ]

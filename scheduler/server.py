@@ -28,8 +28,9 @@ from scheduler.connection import Connection, RequestError, plain_host
 from scheduler.control_handlers import ControlHandlers
 from scheduler.dispatch import Slots
 from scheduler.explain import ExplainHandlers
-from scheduler.handshake import HandshakeHandlers
+from scheduler.handshake import HandshakeHandlers, pool_verifier
 from scheduler.handshake_guard import HandshakeGuard
+from scheduler.identities import IdentityHandlers
 from scheduler.job_control import JobControlHandlers
 from scheduler.jobs import JobTable
 from scheduler.mail import Mailer
@@ -57,6 +58,7 @@ class Scheduler(
     ExplainHandlers,
     ProbeHandlers,
     HandshakeHandlers,
+    IdentityHandlers,
 ):
     """The scheduler node. ``await Scheduler(config).serve()`` runs it until stopped."""
 
@@ -64,6 +66,7 @@ class Scheduler(
         self.config = config
         config.home.mkdir(parents=True, exist_ok=True)
         self.secret = ensure_secret(config)
+        self.pool_verifier = pool_verifier(self.secret)
         self.store = Store(config.db_path)
         self.tls = (
             load_or_create(config.home, config.tls_cert, config.tls_key) if config.tls else None
@@ -140,6 +143,7 @@ class Scheduler(
         )
         for cluster in self.store.incomplete_clusters():
             self.abandon_cluster(cluster, "the submission was interrupted by a restart")
+        self.check_identities()  # users removed while the scheduler was down
         self.end_turn()
         web = await start_web(self) if self.config.web_port is not None else None
         if web is not None:
@@ -210,31 +214,25 @@ class Scheduler(
         self._peers[task] = conn
         address = conn.address
         try:
-            wait = self.guard.blocked_for(address, time.monotonic())
-            if wait:
-                conn.send(
-                    p.Error(
-                        message=f"too many failed handshakes from {address}: "
-                        f"try again in {wait:.0f} s",
-                        code="auth",
-                    )
-                )
-            elif await self._handshake(conn):
+            # A blocked address still gets its handshake: a right proof is let in.
+            if await self._handshake(conn):
                 await self._serve_peer(conn)
         except (ConnectionError, asyncio.IncompleteReadError):
             if conn.role is None:
-                self.guard.failed(address, time.monotonic())
+                self.guard.failed(address)
         except p.ProtocolError as exc:
+            blocked = conn.role is None and self.guard.blocked_for(address)
             if conn.role is None:
-                self.guard.failed(address, time.monotonic())
-            log.warning("closing %s (%s): %s", conn.peer, conn.name or "?", exc)
+                self.guard.failed(address)
+            if not blocked:  # a blocked address's garbage is not logged line by line
+                log.warning("closing %s (%s): %s", conn.peer, conn.name or "?", exc)
             with contextlib.suppress(ConnectionError):
                 conn.send(p.Error(message=str(exc), code="protocol"))
         except Exception:
             # A bug met in the handshake: it costs this connection (a failed handshake)
             # and is logged once, never left to asyncio as an unhandled exception.
             if conn.role is None:
-                self.guard.failed(address, time.monotonic())
+                self.guard.failed(address)
             log.exception("internal error serving %s (%s)", conn.peer, conn.name or "?")
             conn.send(p.Error(message="internal error", code="internal"))
         finally:
@@ -292,7 +290,8 @@ class Scheduler(
         if conn.slots is not None and self.workers.get(conn.slots.worker_id) is conn:
             del self.workers[conn.slots.worker_id]
             self._drop_tails(conn)
-            deadline = time.time() + self.config.worker_timeout
+            # A revoked worker cannot come back: its jobs are requeued at once.
+            deadline = time.time() + (0 if conn.revoked else self.config.worker_timeout)
             for job_id in conn.running:
                 self.orphans[job_id] = deadline
             # A worker that comes back gets new grants for the jobs it still runs.
@@ -426,6 +425,7 @@ class Scheduler(
     async def _housekeeping_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
+            self.check_identities()
             self.housekeeping(time.time())
 
     def housekeeping(self, now: float) -> None:

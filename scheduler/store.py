@@ -32,9 +32,20 @@ from scheduler.protocol import (
     to_wire,
     user_key,
 )
+from scheduler.protocol.scram import Verifier, make_verifier
 from scheduler.schema import MIGRATIONS
 
 USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
+WORKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+def new_secret(name: str) -> str:
+    """A fresh token or worker credential for ``name``: ``NAME:SECRET``."""
+    return f"{name}:{secrets.token_urlsafe(24)}"
+
+
+def _columns(v: Verifier) -> tuple[bytes, int, bytes, bytes]:
+    return v.salt, v.iterations, v.stored_key, v.server_key
 
 
 @dataclass(frozen=True)
@@ -230,8 +241,11 @@ class Store:
         with self.transaction() as db:
             done = db.execute("PRAGMA user_version").fetchone()[0]
             for number, script in enumerate(MIGRATIONS[done:], start=done + 1):
-                for statement in filter(str.strip, script.split(";")):
-                    db.execute(statement)
+                if callable(script):
+                    script(db)
+                else:
+                    for statement in filter(str.strip, script.split(";")):
+                        db.execute(statement)
                 db.execute(f"PRAGMA user_version={number}")
 
     @contextlib.contextmanager
@@ -281,26 +295,31 @@ class Store:
     # ------------------------------------------------------------------ users
 
     def add_user(self, name: str, *, email: str | None = None, admin: bool = False) -> str:
-        """Create a user and return their token (shown once; only its hash is kept)."""
+        """Create a user and return their token (shown once; only a verifier is kept)."""
         if not USER_NAME.fullmatch(name):
             raise StoreError(
                 f"invalid user name {name!r}: use lower-case letters, digits, '_', '.', '-'"
             )
-        token = f"{name}:{secrets.token_urlsafe(24)}"
+        token = new_secret(name)
+        v = make_verifier(user_key(token))
         with self.transaction() as db:
             if db.execute("SELECT 1 FROM users WHERE name=?", (name,)).fetchone():
                 raise StoreError(f"user {name!r} already exists")
             db.execute(
-                "INSERT INTO users (name, key_hash, email, admin, created) VALUES (?,?,?,?,?)",
-                (name, user_key(token), email, int(admin), time.time()),
+                "INSERT INTO users (name, salt, iterations, stored_key, server_key, email,"
+                " admin, created) VALUES (?,?,?,?,?,?,?,?)",
+                (name, *_columns(v), email, int(admin), time.time()),
             )
         return token
 
     def new_token(self, name: str) -> str:
         """Replace a user's token; the old one stops working."""
-        token = f"{name}:{secrets.token_urlsafe(24)}"
+        token = new_secret(name)
         with self.transaction() as db:
-            cur = db.execute("UPDATE users SET key_hash=? WHERE name=?", (user_key(token), name))
+            cur = db.execute(
+                "UPDATE users SET salt=?, iterations=?, stored_key=?, server_key=? WHERE name=?",
+                (*_columns(make_verifier(user_key(token))), name),
+            )
             if cur.rowcount == 0:
                 raise StoreError(f"no user {name!r}")
         return token
@@ -310,9 +329,69 @@ class Store:
             if db.execute("DELETE FROM users WHERE name=?", (name,)).rowcount == 0:
                 raise StoreError(f"no user {name!r}")
 
-    def user_key(self, name: str) -> bytes | None:
-        rows = self._query("SELECT key_hash FROM users WHERE name=?", (name,))
-        return bytes(rows[0]["key_hash"]) if rows else None
+    def user_verifier(self, name: str) -> Verifier | None:
+        """The verifier of ``name``'s token, or None for no such user."""
+        return self._verifier("users", name)
+
+    def _verifier(self, table: str, name: str) -> Verifier | None:
+        rows = self._query(
+            f"SELECT salt, iterations, stored_key, server_key FROM {table} WHERE name=?",
+            (name,),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return Verifier(
+            bytes(r["salt"]), r["iterations"], bytes(r["stored_key"]), bytes(r["server_key"])
+        )
+
+    def stored_keys(self) -> dict[tuple[str, str], bytes]:
+        """The StoredKey of every user ``("control", name)`` and worker credential
+        ``("worker", name)``: a changed or missing one ends that identity's sessions."""
+        rows = self._query(
+            "SELECT 'control' AS role, name, stored_key FROM users"
+            " UNION ALL SELECT 'worker', name, stored_key FROM worker_credentials"
+        )
+        return {(r["role"], r["name"]): bytes(r["stored_key"]) for r in rows}
+
+    # ------------------------------------------------------------------ worker credentials
+
+    def add_worker_credential(self, name: str, *, replace: bool = False) -> str:
+        """Create worker ``name``'s credential and return it (shown once; only a
+        verifier is kept); with ``replace``, one it had stops working."""
+        if not WORKER_NAME.fullmatch(name):
+            raise StoreError(
+                f"invalid worker name {name!r}: use letters, digits, '_', '.', '-' (at most 64)"
+            )
+        credential = new_secret(name)
+        v = make_verifier(user_key(credential))
+        with self.transaction() as db:
+            if (
+                not replace
+                and db.execute("SELECT 1 FROM worker_credentials WHERE name=?", (name,)).fetchone()
+            ):
+                raise StoreError(
+                    f"worker {name!r} already has a credential (revoke it first to issue another)"
+                )
+            db.execute(
+                "INSERT OR REPLACE INTO worker_credentials (name, salt, iterations, stored_key,"
+                " server_key, created) VALUES (?,?,?,?,?,?)",
+                (name, *_columns(v), time.time()),
+            )
+        return credential
+
+    def revoke_worker_credential(self, name: str) -> None:
+        with self.transaction() as db:
+            if db.execute("DELETE FROM worker_credentials WHERE name=?", (name,)).rowcount == 0:
+                raise StoreError(f"no worker credential {name!r}")
+
+    def worker_verifier(self, name: str) -> Verifier | None:
+        """The verifier of worker ``name``'s credential, or None."""
+        return self._verifier("worker_credentials", name)
+
+    def worker_credentials(self) -> list[dict[str, object]]:
+        rows = self._query("SELECT name, created FROM worker_credentials ORDER BY name")
+        return [dict(row) for row in rows]
 
     def is_admin(self, name: str) -> bool:
         rows = self._query("SELECT admin FROM users WHERE name=?", (name,))

@@ -8,6 +8,7 @@ import logging
 
 from scheduler import protocol as p
 from scheduler.connection import Connection, RequestError
+from scheduler.handshake import BY_POOL_SECRET
 from scheduler.protocol import JobState
 from scheduler.queue_ahead import release
 
@@ -18,7 +19,14 @@ class WorkerControlHandlers:
     """Mixed into :class:`scheduler.server.Scheduler`."""
 
     def on_drain_worker(self, conn: Connection, msg: p.DrainWorker) -> p.Message:
-        """From an operator holding the pool secret (a worker-role connection)."""
+        """From an operator holding the pool secret (a worker-role connection): a
+        worker's own credential drains no other worker."""
+        if conn.auth != BY_POOL_SECRET:
+            raise RequestError(
+                "draining a worker takes the pool secret: run 'dfarm worker --drain NAME'"
+                " on the scheduler node",
+                "forbidden",
+            )
         worker = next((w for w in self.workers.values() if w.name == msg.name), None)
         if worker is None or worker.slots is None:
             raise RequestError(f"no worker named {msg.name!r} is connected", "not_found")

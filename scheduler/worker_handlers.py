@@ -9,6 +9,7 @@ import time
 from scheduler import protocol as p
 from scheduler.connection import Connection, RequestError
 from scheduler.dispatch import Slots
+from scheduler.handshake import BY_POOL_SECRET
 from scheduler.job_results import extract_result
 from scheduler.matching import slot_attributes
 from scheduler.protocol import JobState
@@ -17,6 +18,12 @@ from scheduler.store import Job
 from scheduler.submission import safe_name, safe_result_name
 
 log = logging.getLogger("scheduler.server")
+
+POOL_SECRET_REFUSED = (
+    "this scheduler takes workers with a credential of their own only, not the pool"
+    " secret: run 'dfarm worker add NAME' on the scheduler node and start the worker with"
+    " --credential-file (or start a throw-away scheduler with --allow-pool-secret)"
+)
 
 
 def _check_registration(msg: p.Register) -> None:
@@ -40,6 +47,9 @@ class WorkerHandlers:
     def on_register(self, conn: Connection, msg: p.Register) -> None:
         if conn.slots is not None:
             raise RequestError("this worker is already registered")
+        if conn.auth == BY_POOL_SECRET and not self.config.allow_pool_secret:
+            log.warning("worker %s from %s: the pool secret is not accepted", conn.name, conn.peer)
+            raise RequestError(POOL_SECRET_REFUSED, "auth")
         _check_registration(msg)
         now = time.time()
         worker_id = self.store.worker_id(conn.name, now)

@@ -156,7 +156,7 @@ def test_wrong_worker_secret_is_refused(cluster: TestCluster, tmp_path: Path) ->
     worker = cluster.add_worker("intruder", secret_file=secret)
     cluster.expected_exits.add("intruder")
     assert worker.wait(timeout=30) == 1
-    assert "authentication failed: wrong worker secret" in cluster.log("intruder")
+    assert "authentication failed: wrong worker credential" in cluster.log("intruder")
     workers = json.loads(cluster.run("dstat", "--json").stdout)
     assert sorted(w["name"] for w in workers) == ["w1", "w2"]
 

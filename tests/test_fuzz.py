@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from control_node.client import Client
 from control_node.connection import DfarmError
+from control_node.local_cluster import worker_credential
 from scheduler import protocol as p
 
 BUDGET = float(os.environ.get("DFARM_FUZZ_SECONDS", "40"))
@@ -160,7 +161,7 @@ def target(make_cluster, tmp_path: Path) -> tuple[TestCluster, dict[str, str]]: 
         out = cluster.run("dfarm", "user", "add", name, "--home", cluster.config.home)
         tokens[name] = out.stdout.strip().splitlines()[-1]
     # alice's jobs: one completed, one running (gated): neither may change. (None idle:
-    # the fuzzing worker holds the pool secret, so it may rightly be given idle jobs.)
+    # the fuzzing worker holds a credential, so it may rightly be given idle jobs.)
     gate = tmp_path / "gate"
     write(tmp_path / "a" / "job.sh", f"#!/bin/sh\n[ \"$1\" = wait ] || exit 0\n"
           f"while [ ! -e {gate} ]; do sleep 0.1; done\n", True)  # fmt: skip
@@ -233,12 +234,12 @@ def test_fuzz_scheduler_stays_up_and_loses_nothing(
 
     # -- 2 and 3: every message type, ill-formed, as an authenticated user and worker
     all_kinds = list(p.MESSAGE_TYPES.values())
-    # The pool secret is an operator's: with it, draining the test's only worker (w1
-    # is among the names drawn) is a right, not an attack, and would stop the queue.
-    worker_kinds = [kind for kind in all_kinds if kind is not p.DrainWorker]
+    # A worker's own credential (which drains no other worker: only the pool secret,
+    # the operator's, does).
+    credential = p.read_secret(worker_credential(cluster.config, "fuzz-worker")).decode()
     for role, name, key, kinds in (
         ("control", "mallory", p.user_key(tokens["mallory"]), all_kinds),
-        ("worker", "fuzz-worker", p.read_secret(cluster.config.secret_path), worker_kinds),
+        ("worker", "fuzz-worker", p.user_key(credential), all_kinds),
     ):
         budget = Budget(BUDGET * SHARES[role])
         peer = Peer(cluster, role, name, key)

@@ -44,9 +44,14 @@ class Farm:
         for name in ("w1", "w2"):
             # w1 speaks IPv4, w2 IPv6
             address = self.address if name == "w1" else self.address6
+            credential = root / name / "worker.credential"
+            (root / name).mkdir(parents=True, exist_ok=True)
+            added = lab.run("sched", "control_node.cli.dfarm", "worker", "add", name, "--output",
+                            credential, "--home", self.home)  # fmt: skip
+            assert added.returncode == 0, added.stderr
             self.worker_toml[name] = write(root / name / "worker.toml", "\n".join([
                 f'scheduler = "{address}"',
-                f'secret_file = "{self.home / "worker.secret"}"',
+                f'credential_file = "{credential}"',
                 f'name = "{name}"',
                 "slots = 1",
                 f'work_dir = "{root / name / "work"}"',
@@ -125,7 +130,7 @@ def test_doctor_passes_on_client_and_worker_hosts(farm: Farm) -> None:
                            farm.worker_toml[name])  # fmt: skip
         assert out.returncode == 0, out.stdout + out.stderr
         assert f"{address} (file {farm.worker_toml[name]}:1)" in out.stdout
-        assert "worker doctor-" in out.stdout and "received intact" in out.stdout
+        assert f"worker {name} accepted" in out.stdout and "received intact" in out.stdout
     # The probes left nothing behind in the spool.
     assert list((farm.home / "spool" / "probe").iterdir()) == []
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from conftest import TestCluster, wait_until, write
 
+from control_node.local_cluster import worker_credential
 from scheduler import config_file
 
 
@@ -81,8 +82,13 @@ def test_doctor_says_what_to_fix(cluster: TestCluster, tmp_path: Path) -> None:
                    secret, env=env)  # fmt: skip
     assert worker.returncode == 1
     assert "[FAIL] 3. authentication: the scheduler refused: authentication failed: wrong " \
-           "worker secret" in worker.stdout  # fmt: skip
-    assert f"the worker secret in {secret} is not the scheduler's" in worker.stdout
+           "worker credential" in worker.stdout  # fmt: skip
+    assert f"the pool secret in {secret} is not the scheduler's" in worker.stdout
+    w1 = worker_credential(cluster.config, "w1")
+    credential = dfarm("doctor", "--worker", "--scheduler", f"127.0.0.1:{port}",
+                       "--credential-file", w1, env=env)  # fmt: skip
+    assert credential.returncode == 0, credential.stdout
+    assert "worker w1's credential" in credential.stdout
     good = dfarm("doctor", "--worker", "--scheduler", f"127.0.0.1:{port}", "--secret-file",
                  cluster.config.secret_path, env=env)  # fmt: skip
     assert good.returncode == 0, good.stdout
@@ -91,7 +97,7 @@ def test_doctor_says_what_to_fix(cluster: TestCluster, tmp_path: Path) -> None:
                  env=cluster.env())  # fmt: skip
     assert here.returncode == 0, here.stdout
     assert f"(file {cluster.config.access_path})" in here.stdout
-    for out in (wrong, closed, lost, worker, good, here):
+    for out in (wrong, closed, lost, worker, credential, good, here):
         assert "Traceback" not in out.stdout + out.stderr
 
 

@@ -63,16 +63,19 @@ from scheduler.protocol import (
     WorkerList,
     WorkerMetrics,
     answer_challenge,
+    auth_message,
     decode,
     encode,
     format_job_id,
     ftp_session,
-    handshake_digest,
+    make_verifier,
     parse_disk_kb,
     parse_job_id,
     parse_memory_mb,
+    proof_matches,
     read_message,
     recv_message,
+    server_signature,
     shared_specs,
     token_user,
     user_key,
@@ -180,7 +183,7 @@ def sample_worker_info() -> WorkerInfo:
 SAMPLES: dict[str, Message] = {
     "error": Error(message="no such job", code="not_found"),
     "hello": Hello(role="worker", version=1, name="w1", nonce="n" * 32),
-    "challenge": Challenge(nonce="c" * 32),
+    "challenge": Challenge(nonce="c" * 32, salt="ab" * 16, iterations=4096),
     "auth": Auth(digest="d" * 64),
     "welcome": Welcome(digest="e" * 64, server_name="sched", server_time=1700000000.5),
     "ok": Ok(),
@@ -707,44 +710,43 @@ def test_recv_message_raises_when_peer_closes_mid_frame(sockpair) -> None:
 
 # ----------------------------------------------------------------------------- handshake
 
-KEY = b"pool-secret"
+KEY = user_key("w1:pool-secret")
 HELLO = Hello(role="worker", version=1, name="w1", nonce="11" * 16)
-CHALLENGE = Challenge(nonce="22" * 16)
+CHALLENGE = Challenge(nonce="22" * 16, salt="33" * 16, iterations=4096)
+VERIFIER = make_verifier(KEY, bytes.fromhex(CHALLENGE.salt))
 
 
-def test_handshake_digest_is_deterministic_hex() -> None:
-    a = handshake_digest(KEY, "peer", HELLO, CHALLENGE.nonce)
-    assert a == handshake_digest(KEY, "peer", HELLO, CHALLENGE.nonce)
-    assert len(a) == 64
-    int(a, 16)
+def proof(key: bytes, hello: Hello, challenge: Challenge) -> bytes:
+    return bytes.fromhex(answer_challenge(key, hello, challenge).digest)
 
 
-def test_handshake_digest_binds_every_input() -> None:
-    base = handshake_digest(KEY, "peer", HELLO, "s1")
+def test_the_scheduler_checks_a_proof_with_the_verifier_alone() -> None:
+    message = auth_message(HELLO, CHALLENGE)
+    assert proof_matches(VERIFIER, message, proof(KEY, HELLO, CHALLENGE))
+    assert not proof_matches(VERIFIER, message, proof(user_key("w1:other"), HELLO, CHALLENGE))
+    # What the verifier holds is no key: a proof made with it is refused.
+    for stolen in (VERIFIER.stored_key, VERIFIER.server_key):
+        assert not proof_matches(VERIFIER, message, proof(stolen, HELLO, CHALLENGE))
+
+
+def test_a_proof_binds_every_input() -> None:
+    message = auth_message(HELLO, CHALLENGE)
     variants = {
-        "side": handshake_digest(KEY, "scheduler", HELLO, "s1"),
-        "role": handshake_digest(
-            KEY, "peer", Hello(role="control", version=1, name="w1", nonce=HELLO.nonce), "s1"
-        ),  # fmt: skip
-        "name": handshake_digest(
-            KEY, "peer", Hello(role="worker", version=1, name="w2", nonce=HELLO.nonce), "s1"
-        ),  # fmt: skip
-        "peer nonce": handshake_digest(
-            KEY, "peer", Hello(role="worker", version=1, name="w1", nonce="33" * 16), "s1"
-        ),  # fmt: skip
-        "server nonce": handshake_digest(KEY, "peer", HELLO, "s2"),
-        "key": handshake_digest(b"other-secret", "peer", HELLO, "s1"),
+        "role": Hello(role="control", version=1, name="w1", nonce=HELLO.nonce),
+        "name": Hello(role="worker", version=1, name="w2", nonce=HELLO.nonce),
+        "peer nonce": Hello(role="worker", version=1, name="w1", nonce="44" * 16),
     }
-    for what, digest in variants.items():
-        assert digest != base, what
-    assert len(set(variants.values())) == len(variants)
+    for what, hello in variants.items():
+        assert not proof_matches(VERIFIER, message, proof(KEY, hello, CHALLENGE)), what
+    other = Challenge(nonce="55" * 16, salt=CHALLENGE.salt, iterations=4096)
+    assert not proof_matches(VERIFIER, message, proof(KEY, HELLO, other)), "server nonce"
 
 
-def test_answer_challenge_returns_peer_digest() -> None:
-    auth = answer_challenge(KEY, HELLO, CHALLENGE)
-    assert isinstance(auth, Auth)
-    assert auth.digest == handshake_digest(KEY, "peer", HELLO, CHALLENGE.nonce)
-    assert auth.digest != handshake_digest(KEY, "scheduler", HELLO, CHALLENGE.nonce)
+def test_answer_challenge_refuses_absurd_iterations() -> None:
+    for iterations in (1, 10**9):
+        challenge = Challenge(nonce="22" * 16, salt="33" * 16, iterations=iterations)
+        with pytest.raises(HandshakeError, match="iterations"):
+            answer_challenge(KEY, HELLO, challenge)
 
 
 def test_answer_challenge_error_reply_keeps_message() -> None:
@@ -758,7 +760,8 @@ def test_answer_challenge_wrong_reply_type() -> None:
 
 
 def welcome_for(key: bytes, hello: Hello, challenge: Challenge) -> Welcome:
-    digest = handshake_digest(key, "scheduler", hello, challenge.nonce)
+    verifier = make_verifier(key, bytes.fromhex(challenge.salt), challenge.iterations)
+    digest = server_signature(verifier.server_key, auth_message(hello, challenge)).hex()
     return Welcome(digest=digest, server_name="sched", server_time=1.0)
 
 
@@ -784,7 +787,7 @@ def test_verify_welcome_rejects_reflected_peer_digest() -> None:
 
 def test_verify_welcome_rejects_replay_from_other_handshake() -> None:
     old_hello = Hello(role="worker", version=1, name="w1", nonce="aa" * 16)
-    old_challenge = Challenge(nonce="bb" * 16)
+    old_challenge = Challenge(nonce="bb" * 16, salt="33" * 16, iterations=4096)
     recorded = welcome_for(KEY, old_hello, old_challenge)
     assert verify_welcome(KEY, old_hello, old_challenge, recorded) is recorded
     with pytest.raises(HandshakeError):

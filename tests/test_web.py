@@ -221,7 +221,9 @@ def test_sweep_page_plot_and_results_api(
     assert client.get("/clusters/x").status == 400
     chart = client.get("/api/workers/w1").json()["charts"]
     assert [c["key"] for c in chart] == ["load", "slots_used", "cpus_used", "memory_available_mb"]
-    assert client.get("/workers/w1").status == 200 and client.get("/workers/nope").status == 404
+    w1 = client.get("/workers/w1")
+    assert w1.status == 200 and "authenticated by credential" in w1.text
+    assert client.get("/workers/nope").status == 404
     finished = client.get("/jobs?outcome=ok&days=0").text
     assert all(f'data-job="1.{i}"' in finished for i in range(4))
 
@@ -355,11 +357,16 @@ def test_failed_logins_are_counted_with_failed_handshakes(
     assert client.login(wrong).status == 403
     assert client.login(wrong).status == 403
     assert Browserless(url).get("/api/workers", {"Authorization": "Bearer x:y"}).status == 401
-    # The third failure blocks the address: the right token too, on the web and the socket.
-    blocked = client.login(cluster.token)
+    # The third failure blocks the address's wrong guesses, on the web and the socket ...
+    blocked = client.login(wrong)
     assert blocked.status == 429 and "try again in" in blocked.text
     assert int(blocked.headers["Retry-After"]) > 0
-    bearer = Browserless(url).get("/api/workers", {"Authorization": f"Bearer {cluster.token}"})
+    bearer = Browserless(url).get("/api/workers", {"Authorization": f"Bearer {wrong}"})
     assert bearer.status == 429
-    dq = cluster.run("dq")
+    dq = cluster.run("dq", env=cluster.env(DFARM_TOKEN=wrong))
     assert dq.returncode != 0 and "too many failed handshakes" in dq.stderr
+    # ... while the right token gets in everywhere: others' failures lock no one out.
+    assert client.login(cluster.token).url == url
+    bearer = Browserless(url).get("/api/workers", {"Authorization": f"Bearer {cluster.token}"})
+    assert bearer.status == 200
+    assert cluster.run("dq").returncode == 0

@@ -17,9 +17,9 @@ from scheduler.protocol import (
     ProtocolError,
     default_home,
     parse_memory_mb,
-    read_secret,
 )
 from scheduler.protocol.tls import normalize_fingerprint
+from worker_node.credential import CREDENTIAL_ENV, load_secret, worker_name
 from worker_node.daemon import Worker, WorkerConfig
 from worker_node.drain import drain
 from worker_node.metrics import Sampler
@@ -28,9 +28,24 @@ log = logging.getLogger("worker_node")
 
 
 def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Run a dfarm worker daemon.")
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Run a dfarm worker daemon. (On the scheduler node, 'dfarm worker"
+        " add|revoke|list NAME' manages workers' credentials.)",
+    )
     parser.add_argument("--scheduler", metavar="HOST:PORT", help="the scheduler (required)")
-    parser.add_argument("--secret-file", type=Path, help="the worker pool secret (required)")
+    parser.add_argument(
+        "--credential-file",
+        type=Path,
+        help="this worker's credential, from 'dfarm worker add NAME' on the scheduler node"
+        f" (mode 0600; or set {CREDENTIAL_ENV})",
+    )
+    parser.add_argument(
+        "--secret-file",
+        type=Path,
+        help="the pool secret instead of a credential: only for a throw-away scheduler"
+        " started with --allow-pool-secret",
+    )
     parser.add_argument(
         "--drain",
         metavar="NAME",
@@ -39,7 +54,9 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
     parser.add_argument(
         "--home", type=Path, default=None, help="with --drain: the scheduler's state directory"
     )
-    parser.add_argument("--name", default=None, help="worker name (default: host name)")
+    parser.add_argument(
+        "--name", default=None, help="worker name (default: the credential's, else host name)"
+    )
     parser.add_argument("--slots", type=int, default=None, help="jobs at once (default: CPUs)")
     parser.add_argument("--work-dir", type=Path, default=None, help="sandboxes and input cache")
     parser.add_argument("--cpus", type=int, default=None, help="CPUs to offer (default: all)")
@@ -109,7 +126,8 @@ def split_address(text: str) -> tuple[str, int]:
 
 def config_from_args(args: argparse.Namespace, sampler: Sampler) -> WorkerConfig:
     host, port = split_address(args.scheduler)
-    name = args.name or socket.gethostname()
+    secret = load_secret(args.credential_file, args.secret_file)
+    name = worker_name(args.name, secret, socket.gethostname())
     metrics = sampler.sample()
     cpus = args.cpus or metrics.threads
     memory = parse_memory_mb(args.memory) if args.memory else metrics.memory_total_mb
@@ -120,7 +138,7 @@ def config_from_args(args: argparse.Namespace, sampler: Sampler) -> WorkerConfig
     return WorkerConfig(
         host=host,
         port=port,
-        secret=read_secret(args.secret_file),
+        secret=secret.secret,
         name=name,
         work_dir=(args.work_dir or Path("~/.dfarm") / f"worker-{name}").expanduser().resolve(),
         slots=args.slots or cpus,
@@ -156,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.drain:
         return drain_command(args)
-    if not args.scheduler or not args.secret_file:
-        parser.error("--scheduler and --secret-file are required")
+    if not args.scheduler:
+        parser.error("--scheduler is required")
     logs.configure(args.log_level, logs.log_path(args.log_file, None))
     try:
         work_dir = args.work_dir or Path(os.getcwd())

@@ -39,6 +39,10 @@ from worker_node.transfer import InputCache
 
 log = logging.getLogger(__name__)
 
+#: Refusals a worker does not retry: its credential is wrong (``auth``), it speaks
+#: another protocol version, or the scheduler is not the one it pins. Any other
+#: refusal (a flooded or busy scheduler) is retried with backoff, jobs running on.
+FATAL_REFUSALS = frozenset({"auth", "version", "tls"})
 #: Results of chains of queued jobs are sent once this many are waiting ...
 RESULT_BATCH = 8
 #: ... or this many seconds after the first of them; the result of a job that
@@ -51,7 +55,8 @@ class WorkerConfig:
     #: Scheduler host and port.
     host: str
     port: int
-    #: The worker pool secret.
+    #: This worker's credential (``dfarm worker add``), or the pool secret where the
+    #: scheduler allows it.
     secret: bytes
     #: This worker's name (unique in the pool).
     name: str
@@ -142,8 +147,12 @@ class Worker:
                 try:
                     await self._session()
                     backoff = 0.5
-                except p.HandshakeError:
-                    raise
+                except p.HandshakeError as exc:
+                    if exc.code in FATAL_REFUSALS:
+                        raise
+                    # Refused for another reason than a wrong credential (a busy or
+                    # flooded scheduler): running jobs go on; try again later.
+                    log.warning("the scheduler refused the handshake: %s; retrying", exc)
                 except (OSError, asyncio.IncompleteReadError, p.ProtocolError, TimeoutError) as exc:
                     log.warning(
                         "scheduler %s:%d unreachable: %s", self.config.host, self.config.port, exc
@@ -211,7 +220,7 @@ class Worker:
                 try:
                     check_pin(writer.get_extra_info("ssl_object"), pinned)
                 except TlsError as exc:
-                    raise p.HandshakeError(str(exc)) from None
+                    raise p.HandshakeError(str(exc), "tls") from None
             await self._handshake(reader, writer)
             metrics = self.sampler.sample()
             # Attempts still running, and finished ones whose result is not yet
@@ -235,7 +244,7 @@ class Worker:
             if isinstance(reply, p.Error) and reply.code == "conflict":
                 raise ConnectionError(reply.message)  # the old connection may linger: retry
             if isinstance(reply, p.Error):
-                raise p.HandshakeError(f"registration refused: {reply.message}")
+                raise p.HandshakeError(f"registration refused: {reply.message}", reply.code)
             if not isinstance(reply, p.Registered):
                 raise p.ProtocolError(f"expected registered, got {reply.type}")
             log.info(
@@ -267,7 +276,7 @@ class Worker:
                 await writer.wait_closed()
 
     async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        key = self.config.secret
+        key = p.password_key(self.config.secret)
         hello = p.Hello(
             role=p.Role.WORKER.value,
             version=p.PROTOCOL_VERSION,

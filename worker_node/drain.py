@@ -18,7 +18,7 @@ from scheduler.protocol.tls import check_pin, client_context
 def drain(name: str, home: Path, grace: float | None = None, scheduler: str | None = None) -> None:
     """Ask the scheduler to drain worker ``name``; raises ValueError or OSError with
     a readable message when it cannot."""
-    secret = p.read_secret(home / "worker.secret")
+    secret = p.password_key(p.read_secret(home / "worker.secret"))
     path = home / p.ACCESS_FILE
     record = p.AccessRecord.load(path) if path.exists() or not scheduler else None
     if scheduler:

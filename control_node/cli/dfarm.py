@@ -2,7 +2,9 @@
 
     dfarm up [--workers N] [--slots N] [--home DIR]    a local cluster on 127.0.0.1
     dfarm scheduler [--home DIR] [--host H] [--port P] the scheduler node
-    dfarm worker --scheduler HOST:PORT --secret-file F  a worker node
+    dfarm worker --scheduler HOST:PORT --credential-file F  a worker node
+    dfarm worker add|revoke|list ... [--home DIR]     worker credentials (scheduler node)
+    dfarm workers [--home DIR]                         list worker credentials
     dfarm worker --drain NAME [--home DIR]            drain a worker (scheduler node)
     dfarm user add|list|remove|token|password ...      users (on the scheduler node)
     dfarm users [--json]                               fair-share usage of each user
@@ -31,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         from control_node.local_cluster import main as run
     elif command == "scheduler":
         from scheduler.__main__ import main as run
+    elif command == "worker" and rest[:1] and rest[0] in ("add", "revoke", "list"):
+        from scheduler.worker_admin import main as run
+    elif command == "workers":
+        from scheduler.worker_admin import main as admin
+
+        return admin(["list", *rest])
     elif command == "worker":
         from worker_node.__main__ import main as run
     elif command == "user":

@@ -15,14 +15,15 @@ missing or mistyped fields with a :class:`ProtocolError` that names the field.
 The first exchange on a connection is the handshake::
 
     peer -> Hello(role, version, name, nonce)
-    scheduler -> Challenge(nonce)                  or Error, then close
-    peer -> Auth(digest = HMAC(key, "peer|..."))
-    scheduler -> Welcome(digest = HMAC(key, "scheduler|..."), ...)   or Error, then close
+    scheduler -> Challenge(nonce, salt, iterations)              or Error, then close
+    peer -> Auth(digest = ClientProof)
+    scheduler -> Welcome(digest = ServerSignature, ...)          or Error, then close
 
-The key is the worker pool secret for workers and the user's key (derived from
-the user's token by :func:`user_key`) for control clients. Both sides prove that
-they hold the key, and both nonces enter the digest, so a recorded handshake
-cannot be replayed.
+This is SCRAM-SHA-256 (see :mod:`scheduler.protocol.scram`): the peer's secret is
+the user's token, or the worker's credential (or, where a scheduler allows it,
+the pool secret); the scheduler keeps only a verifier of it. Both sides prove
+what they hold, and the role, the name and both nonces enter every proof, so a
+recorded handshake cannot be replayed.
 """
 
 from scheduler.protocol.access import *  # noqa: F403
@@ -35,4 +36,5 @@ from scheduler.protocol.jobcontrol import *  # noqa: F403
 from scheduler.protocol.messages import *  # noqa: F403
 from scheduler.protocol.records import *  # noqa: F403
 from scheduler.protocol.requirements import *  # noqa: F403
+from scheduler.protocol.scram import *  # noqa: F403
 from scheduler.protocol.wire import *  # noqa: F403

@@ -1,8 +1,8 @@
-"""The handshake's cryptography: nonces, HMAC digests, tokens and the pool secret."""
+"""The handshake's cryptography (SCRAM-SHA-256, see :mod:`scram`): nonces, proofs,
+tokens, worker credentials and the pool secret."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import secrets
@@ -10,11 +10,19 @@ from pathlib import Path
 
 from scheduler.protocol.messages import Auth, Challenge, Error, Hello, Message, Welcome
 from scheduler.protocol.records import PROTOCOL_VERSION
+from scheduler.protocol.scram import (
+    MAX_ITERATIONS,
+    MIN_ITERATIONS,
+    client_keys,
+    client_proof,
+    password_key,
+    server_signature,
+)
 
 __all__ = [
     "HandshakeError",
     "answer_challenge",
-    "handshake_digest",
+    "auth_message",
     "new_nonce",
     "read_secret",
     "token_user",
@@ -27,40 +35,65 @@ def new_nonce() -> str:
     return secrets.token_hex(16)
 
 
-def handshake_digest(key: bytes, side: str, hello: Hello, server_nonce: str) -> str:
-    """HMAC-SHA256 binding the side ("peer" or "scheduler"), role, name and both nonces."""
-    text = f"dfarm/{PROTOCOL_VERSION}|{side}|{hello.role}|{hello.name}|{hello.nonce}|{server_nonce}"
-    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+def auth_message(hello: Hello, challenge: Challenge) -> bytes:
+    """SCRAM's AuthMessage: the protocol version, role, name, both nonces, the salt
+    and iterations. A proof opens one role and name, on one connection only."""
+    return (
+        f"dfarm/{PROTOCOL_VERSION}|{hello.role}|{hello.name}|{hello.nonce}|"
+        f"{challenge.nonce}|{challenge.salt}|{challenge.iterations}"
+    ).encode()
 
 
 class HandshakeError(Exception):
-    """The scheduler refused the peer, or could not prove it holds the key."""
+    """The scheduler refused the peer, or could not prove it holds the key.
+
+    ``code`` is the refusal's error code: ``auth`` only when the scheduler checked
+    the peer's proof and found it wrong (the secret is not the one it knows)."""
+
+    def __init__(self, message: str, code: str = ""):
+        super().__init__(message)
+        self.code = code
+
+
+def _salt(challenge: Challenge) -> bytes:
+    if not MIN_ITERATIONS <= challenge.iterations <= MAX_ITERATIONS:
+        raise HandshakeError(
+            f"the scheduler asks for {challenge.iterations} iterations (accepted:"
+            f" {MIN_ITERATIONS} to {MAX_ITERATIONS})"
+        )
+    try:
+        return bytes.fromhex(challenge.salt)
+    except ValueError:
+        raise HandshakeError("the scheduler sent a malformed salt") from None
 
 
 def answer_challenge(key: bytes, hello: Hello, reply: Message) -> Auth:
-    """The peer's answer to the scheduler's reply to ``hello``."""
+    """The peer's answer (its SCRAM proof, under password key ``key``) to the
+    scheduler's reply to ``hello``."""
     if isinstance(reply, Error):
-        raise HandshakeError(reply.message)
+        raise HandshakeError(reply.message, reply.code)
     if not isinstance(reply, Challenge):
         raise HandshakeError(f"expected challenge, got {reply.type}")
-    return Auth(digest=handshake_digest(key, "peer", hello, reply.nonce))
+    proof = client_proof(key, _salt(reply), reply.iterations, auth_message(hello, reply))
+    return Auth(digest=proof.hex())
 
 
 def verify_welcome(key: bytes, hello: Hello, challenge: Challenge, reply: Message) -> Welcome:
-    """Check that the scheduler accepted us and proved it holds the key too."""
+    """Check that the scheduler accepted us and proved it holds our ServerKey."""
     if isinstance(reply, Error):
-        raise HandshakeError(reply.message)
+        raise HandshakeError(reply.message, reply.code)
     if not isinstance(reply, Welcome):
         raise HandshakeError(f"expected welcome, got {reply.type}")
-    expected = handshake_digest(key, "scheduler", hello, challenge.nonce)
+    _, server_key = client_keys(key, _salt(challenge), challenge.iterations)
+    expected = server_signature(server_key, auth_message(hello, challenge)).hex()
     if not hmac.compare_digest(reply.digest.encode(), expected.encode()):
         raise HandshakeError("the scheduler could not prove that it holds the key")
     return reply
 
 
 def user_key(token: str) -> bytes:
-    """The HMAC key of a user token; the scheduler stores only this hash."""
-    return hashlib.sha256(token.encode()).digest()
+    """The password key of a user token (or worker credential): its SHA-256."""
+    return password_key(token)
 
 
 def token_user(token: str) -> str:
@@ -72,7 +105,8 @@ def token_user(token: str) -> str:
 
 
 def read_secret(path: str | os.PathLike[str]) -> bytes:
-    """The worker pool secret from a file (surrounding whitespace ignored)."""
+    """A secret (the pool secret, a worker credential) from a file (surrounding
+    whitespace ignored)."""
     data = Path(path).read_bytes().strip()
     if not data:
         raise ValueError(f"secret file {path} is empty")

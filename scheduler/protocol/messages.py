@@ -103,15 +103,18 @@ class Hello(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class Challenge(Message):
-    """The scheduler's nonce, to be answered with :class:`Auth`."""
+    """The scheduler's nonce and the salt (hex) and PBKDF2 iterations of the peer's
+    secret, to be answered with :class:`Auth` (SCRAM-SHA-256)."""
 
     type: ClassVar[str] = "challenge"
     nonce: str
+    salt: str
+    iterations: int
 
 
 @dataclass(frozen=True, kw_only=True)
 class Auth(Message):
-    """The peer's proof that it holds the key."""
+    """The peer's proof that it holds the key: SCRAM's ClientProof, in hex."""
 
     type: ClassVar[str] = "auth"
     roles = BOTH
@@ -120,7 +123,8 @@ class Auth(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class Welcome(Message):
-    """The handshake succeeded; ``digest`` proves the scheduler holds the key too."""
+    """The handshake succeeded; ``digest`` (SCRAM's ServerSignature, in hex) proves
+    the scheduler holds the peer's verifier too."""
 
     type: ClassVar[str] = "welcome"
     digest: str

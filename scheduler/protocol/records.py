@@ -39,7 +39,7 @@ __all__ = [
     "shared_specs",
 ]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 #: What ``$$(NAME)`` in a job's arguments or environment may name (lower case): the
 #: attributes of the worker the job is matched to, substituted at dispatch.
 MACHINE_ATTRIBUTES = frozenset({
@@ -284,6 +284,8 @@ class WorkerInfo:
     metrics: WorkerMetrics
     last_heartbeat: float
     connected_since: float
+    #: How it authenticated: "credential" (its own) or "pool secret".
+    auth: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from scheduler import protocol as p
 from scheduler.connection import RequestError
+from scheduler.handshake_guard import identity
 from scheduler.web import passwords, views
 from scheduler.web import submit as web_submit
 from scheduler.web.keys import metrics_of, scheduler_of, sessions_of
@@ -23,7 +24,6 @@ from scheduler.web.session import (
     check_token,
     login,
     login_failed,
-    refuse_if_guessing,
     require_user,
     set_cookie,
 )
@@ -46,11 +46,10 @@ async def login_form(request: web.Request) -> dict[str, object]:
 
 @routes.post("/login")
 async def login_submit(request: web.Request) -> web.StreamResponse:
-    refuse_if_guessing(request, scheduler_of(request).guard)
     form = await request.post()
-    user, key = await _credentials(request, form)
+    user, key, who = await _credentials(request, form)
     if user is None or key is None:
-        await login_failed(request, scheduler_of(request).guard)
+        await login_failed(request, scheduler_of(request).guard, who)
         return aiohttp_jinja2.render_template(
             "login.html",
             request,
@@ -63,19 +62,25 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     raise response
 
 
-async def _credentials(request: web.Request, form: Any) -> tuple[str | None, bytes | None]:
-    """Who logs in, and the hash of their token: from a token, or a name and password."""
-    store = scheduler_of(request).store
+async def _credentials(request: web.Request, form: Any) -> tuple[str | None, bytes | None, str]:
+    """Who logs in, their token's StoredKey, and the identity the guard counts: from
+    a token (a right one is let in even where others failed from this address), or
+    a name and password (not tried while that name's wrong guesses are blocked)."""
+    scheduler = scheduler_of(request)
     token, name, password = (form.get(k) for k in ("token", "name", "password"))
     if isinstance(token, str) and token.strip():
-        user = check_token(store, token)
-        return user, p.user_key(token.strip()) if user else None
+        found = check_token(scheduler.store, token)
+        who = identity(p.Role.CONTROL.value, token.strip().rpartition(":")[0])
+        return (*found, who) if found else (None, None, who)
     if isinstance(name, str) and isinstance(password, str) and name and password:
-        record = passwords.lookup(store, name.strip())
+        who = identity("web password", name.strip())
+        if scheduler.guard.blocked_for("", who):
+            return None, None, who
+        record = passwords.lookup(scheduler.store, name.strip())
         loop = asyncio.get_running_loop()
         key = await loop.run_in_executor(None, passwords.verify, record, password)
-        return name.strip(), key
-    return None, None
+        return name.strip(), key, who
+    return None, None, ""
 
 
 @routes.post("/logout")

@@ -1,9 +1,9 @@
 """Web passwords: set with ``dfarm user password NAME``, an alternative to pasting the
 token into the login form.
 
-Only a salted scrypt hash is kept, with the hash of the user's token at the time: a
-new token (``dfarm user token``) or a removed user makes the password void, as it
-ends the sessions opened with it.
+Only a salted scrypt hash is kept, with the StoredKey of the user's token at the time
+(see :mod:`scheduler.protocol.scram`): a new token (``dfarm user token``) or a removed
+user makes the password void, as it ends the sessions opened with it.
 """
 
 from __future__ import annotations
@@ -26,36 +26,36 @@ def _hash(password: str, salt: bytes) -> bytes:
 
 def set_password(store: Store, name: str, password: str) -> None:
     """Set ``name``'s web password; StoreError for an unknown user or a short password."""
-    key = store.user_key(name)
-    if key is None:
+    verifier = store.user_verifier(name)
+    if verifier is None:
         raise StoreError(f"no user {name!r}")
     if len(password) < MIN_LENGTH:
         raise StoreError(f"a password has at least {MIN_LENGTH} characters")
     salt = secrets.token_bytes(16)
     with store.transaction() as db:
         db.execute(
-            "INSERT OR REPLACE INTO web_passwords (name, key_hash, salt, hash, time)"
+            "INSERT OR REPLACE INTO web_passwords (name, stored_key, salt, hash, time)"
             " VALUES (?,?,?,?,?)",
-            (name, key, salt, _hash(password, salt), time.time()),
+            (name, verifier.stored_key, salt, _hash(password, salt), time.time()),
         )
 
 
 def lookup(store: Store, name: str) -> tuple[bytes, bytes, bytes] | None:
-    """(salt, hash, token hash) of ``name``'s valid web password, or None."""
+    """(salt, hash, token's StoredKey) of ``name``'s valid web password, or None."""
     rows = store.query(
-        "SELECT w.salt, w.hash, u.key_hash FROM web_passwords w JOIN users u"
-        " ON u.name = w.name AND u.key_hash = w.key_hash WHERE w.name = ?",
+        "SELECT w.salt, w.hash, u.stored_key FROM web_passwords w JOIN users u"
+        " ON u.name = w.name AND u.stored_key = w.stored_key WHERE w.name = ?",
         (name,),
     )
     return (
-        (bytes(rows[0]["salt"]), bytes(rows[0]["hash"]), bytes(rows[0]["key_hash"]))
+        (bytes(rows[0]["salt"]), bytes(rows[0]["hash"]), bytes(rows[0]["stored_key"]))
         if rows
         else None
     )
 
 
 def verify(record: tuple[bytes, bytes, bytes] | None, password: str) -> bytes | None:
-    """The token hash of a :func:`lookup` record if ``password`` matches it, else None
+    """The StoredKey of a :func:`lookup` record if ``password`` matches it, else None
     (slow on purpose, also without a record: no hint who exists; run it off the loop)."""
     salt, expected, key = record or (b"\0" * 16, b"", b"")
     matches = hmac.compare_digest(_hash(password, salt), expected)

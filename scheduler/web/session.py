@@ -23,7 +23,7 @@ from aiohttp import web
 
 from scheduler import protocol as p
 from scheduler.connection import plain_host
-from scheduler.handshake_guard import HandshakeGuard
+from scheduler.handshake_guard import HandshakeGuard, identity
 from scheduler.protocol import Role
 from scheduler.store import Store
 
@@ -52,8 +52,8 @@ class WebUser:
 class Session:
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     user: str | None = None
-    #: The hash of the token the user logged in with: a replaced token, or a removed
-    #: user, ends the session at its next request.
+    #: The StoredKey of the token the user logged in with: a replaced token, or a
+    #: removed user, ends the session at its next request.
     key: bytes | None = None
     last_used: float = field(default_factory=lambda: time.monotonic())
 
@@ -89,18 +89,21 @@ class Sessions:
         self._by_id.pop(sid or "", None)
 
 
-def check_token(store: Store, token: str) -> str | None:
-    """The user a token belongs to, or None if it is not a valid token."""
+def check_token(store: Store, token: str) -> tuple[str, bytes] | None:
+    """The user a token belongs to and its StoredKey, or None if it is not a valid
+    token (checked against the user's verifier, as the handshake does)."""
     if not token.isascii():  # names and secrets are ASCII; a header may carry anything
         return None
     try:
         name = p.token_user(token)
     except ValueError:
         return None
-    key = store.user_key(name)
-    if key is None or not hmac.compare_digest(key, p.user_key(token.strip())):
+    verifier = store.user_verifier(name)
+    if verifier is None:
         return None
-    return name
+    if not p.holds(verifier, p.user_key(token.strip())):
+        return None
+    return name, verifier.stored_key
 
 
 def set_cookie(response: web.StreamResponse, request: web.Request, sid: str) -> None:
@@ -109,21 +112,19 @@ def set_cookie(response: web.StreamResponse, request: web.Request, sid: str) -> 
     )
 
 
-def refuse_if_guessing(request: web.Request, guard: HandshakeGuard) -> None:
-    """429 for an address that failed too many logins or handshakes lately: the web
-    and the socket protocol share one count per address (see :mod:`handshake_guard`)."""
-    wait = guard.blocked_for(plain_host(request.remote or ""), time.monotonic())
+async def login_failed(request: web.Request, guard: HandshakeGuard, who: str = "") -> None:
+    """Count a failed login against the caller's address (and identity ``who``), and
+    answer it slowly: with 429 where that address or identity failed too often lately
+    (the web and the socket protocol share the counts, see :mod:`handshake_guard`)."""
+    address = plain_host(request.remote or "")
+    wait = guard.blocked_for(address, who)
+    guard.failed(address, who)
+    await asyncio.sleep(0.2)  # slows down guessing
     if wait > 0:
         raise web.HTTPTooManyRequests(
             text=f"too many failed logins from your address: try again in {wait:.0f} s",
             headers={"Retry-After": str(math.ceil(wait))},
         )
-
-
-async def login_failed(request: web.Request, guard: HandshakeGuard) -> None:
-    """Count a failed login against the caller's address, and answer it slowly."""
-    guard.failed(plain_host(request.remote or ""), time.monotonic())
-    await asyncio.sleep(0.2)  # slows down guessing
 
 
 def session_middleware(
@@ -136,11 +137,18 @@ def session_middleware(
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         bearer = request.headers.get("Authorization", "")
         if bearer.startswith("Bearer "):
-            refuse_if_guessing(request, guard)
-            user = check_token(store, bearer[7:])
-            if user is None:
-                await login_failed(request, guard)
+            # A right token is let in even where others failed from this address; the
+            # check of a blocked guesser's token (a PBKDF2) runs off the loop.
+            who = _token_identity(bearer[7:])
+            if guard.blocked_for(plain_host(request.remote or ""), who):
+                loop = asyncio.get_running_loop()
+                found = await loop.run_in_executor(None, check_token, store, bearer[7:])
+            else:
+                found = check_token(store, bearer[7:])
+            if found is None:
+                await login_failed(request, guard, who)
                 raise web.HTTPUnauthorized(text="invalid token")
+            user = found[0]
             request["session"], request["user"] = None, WebUser(user, admin=store.is_admin(user))
             return await handler(request)
         sid = request.cookies.get(COOKIE)
@@ -181,9 +189,21 @@ async def _check_csrf(request: web.Request, session: Session) -> None:
         raise web.HTTPForbidden(text="missing or wrong CSRF token: reload the page and retry")
 
 
+def _token_identity(token: str) -> str:
+    """The identity a token claims, as the guard counts it (see :mod:`handshake_guard`)."""
+    try:
+        return identity(Role.CONTROL.value, p.token_user(token))
+    except ValueError:
+        return ""
+
+
 def _still_valid(store: Store, session: Session) -> bool:
-    key = store.user_key(session.user or "")
-    return key is not None and session.key is not None and hmac.compare_digest(key, session.key)
+    verifier = store.user_verifier(session.user or "")
+    return (
+        verifier is not None
+        and session.key is not None
+        and hmac.compare_digest(verifier.stored_key, session.key)
+    )
 
 
 def csrf_ok(request: web.Request, sent: object) -> bool:
@@ -202,7 +222,7 @@ def _same_csrf(sent: object, session: Session) -> bool:
 
 
 def login(request: web.Request, sessions: Sessions, user: str, key: bytes) -> str:
-    """Start a new session for ``user`` (``key``: the hash of their token now),
+    """Start a new session for ``user`` (``key``: their token's StoredKey now),
     replacing the visitor's; returns its id."""
     sessions.drop(request.get("sid"))
     sid, _ = sessions.new(user, key)

@@ -78,13 +78,19 @@ def test_parser_failures_cost_one_error_and_one_log_line(
                 assert watcher.jobs([], states=[], all_users=False) == []
                 assert watcher.pool().workers == []
         # The failures before the handshake were counted: one more reaches the limit,
-        # and the address is refused.
+        # and the address's next wrong proof is answered as blocked.
         one_protocol_error(exchange(port, NESTED))
         sock = socket.create_connection(("127.0.0.1", port), timeout=20)
         with sock:
+            hello = p.Hello(
+                role="control", version=p.PROTOCOL_VERSION, name="alice", nonce=p.new_nonce()
+            )
+            sock.sendall(p.encode(hello))
+            challenge = p.recv_message(sock)
+            sock.sendall(p.encode(p.answer_challenge(p.user_key("alice:wrong"), hello, challenge)))
             refused = until_closed(sock)
         assert len(refused) == 1 and isinstance(refused[0], p.Error), refused
-        assert refused[0].code == "auth" and "too many failed handshakes" in refused[0].message
+        assert refused[0].code == "blocked" and "too many failed handshakes" in refused[0].message
         assert watcher.pool().workers == []
     assert cluster.crashed() == []
     assert "Traceback" not in cluster.log("scheduler")
@@ -102,9 +108,9 @@ def test_clients_refuse_bad_frames_cleanly(body: bytes) -> None:
 def test_peer_text_cannot_forge_log_lines(make_cluster: Callable[..., TestCluster]) -> None:
     """A worker's name and the job id it reports reach the log as text inside one line:
     newlines and other control characters are escaped, never written."""
-    cluster = make_cluster(workers=0)
+    cluster = make_cluster(workers=0, scheduler_args=("--allow-pool-secret",))
     port = cluster.access.port
-    secret = p.read_secret(cluster.config.secret_path)
+    secret = p.password_key(p.read_secret(cluster.config.secret_path))
     metrics = p.WorkerMetrics(cores=1, threads=1, memory_total_mb=64, memory_available_mb=64,
                               disk_total_mb=64, disk_free_mb=64, load_avg=[0.0])  # fmt: skip
     with handshake(port, "worker", "evil" + FORGED_LINE, secret) as sock:
@@ -124,4 +130,6 @@ def test_client_refuses_a_non_ascii_digest_cleanly() -> None:
     hello = p.Hello(role="control", version=p.PROTOCOL_VERSION, name="alice", nonce="n")
     welcome = p.Welcome(digest="\u00e9" * 64, server_name="s", server_time=0.0)
     with pytest.raises(p.HandshakeError, match="could not prove"):
-        p.verify_welcome(b"k" * 32, hello, p.Challenge(nonce="m"), welcome)
+        p.verify_welcome(
+            b"k" * 32, hello, p.Challenge(nonce="m", salt="00" * 16, iterations=4096), welcome
+        )

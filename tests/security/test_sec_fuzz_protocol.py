@@ -73,7 +73,9 @@ class Target:
         home.mkdir(parents=True)
         self.cluster.logs.mkdir()
         self.cluster.token = local_user_token(self.cluster.config)
-        self.cluster.start_scheduler("--auth-failure-limit", "1000000", "--handshake-timeout", "5")
+        self.cluster.start_scheduler(
+            "--allow-pool-secret", "--auth-failure-limit", "1000000", "--handshake-timeout", "5"
+        )
         self.cluster.add_worker(STEADY)
         self.cluster.wait_for_workers(1)
         added = self.cluster.run("dfarm", "user", "add", "mallory", "--home", str(home))
@@ -185,7 +187,8 @@ class Peer:
     def connect(self) -> socket.socket:
         if self.sock is None:
             if self.role == "worker":
-                key, name = p.read_secret(self.t.cluster.config.secret_path), FUZZ_WORKER
+                key = p.password_key(p.read_secret(self.t.cluster.config.secret_path))
+                name = FUZZ_WORKER
             else:
                 key, name = p.user_key(self.t.mallory), "mallory"
             self.sock = handshake(self.t.port, self.role, name, key)
