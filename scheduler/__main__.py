@@ -7,11 +7,12 @@ import asyncio
 import gc
 import ipaddress
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
-from scheduler import config_file, logs
+from scheduler import config_file, logs, private
 from scheduler.config import SchedulerConfig, port_range
 from scheduler.mail import MailConfigError
 from scheduler.mail.options import add_mail_options, mail_config_from_args
@@ -197,13 +198,19 @@ def main(argv: list[str] | None = None) -> int:
     if not config.usage_halflife > 0:
         print("dfarm scheduler: --usage-halflife must be greater than 0 seconds", file=sys.stderr)
         return 2
-    config.home.mkdir(parents=True, exist_ok=True)
+    # What the scheduler creates is its account's alone (see scheduler/private.py).
+    os.umask(private.UMASK)
+    try:
+        private.make_private_dir(config.home)
+    except OSError as exc:
+        print(f"dfarm scheduler: error: cannot create {config.home}: {exc}", file=sys.stderr)
+        return 1
     logs.configure(args.log_level, logs.log_path(args.log_file, config.home / "scheduler.log"))
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
     try:
         asyncio.run(run(config))
-    except (OSError, TlsSetupError) as exc:
+    except (OSError, TlsSetupError, private.PrivacyError) as exc:
         log.error("cannot start the scheduler: %s", exc)
         return 1
     except Exception:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import secrets
 import socket
 import sqlite3
@@ -34,6 +35,7 @@ from scheduler.job_control import JobControlHandlers
 from scheduler.jobs import JobTable
 from scheduler.mail import Mailer
 from scheduler.match_macros import match_spec
+from scheduler.private import check_home, make_private_dir
 from scheduler.probe import ProbeHandlers
 from scheduler.protocol import JobState, Role
 from scheduler.queue_ahead import RunTimes, queue_behind
@@ -62,7 +64,8 @@ class Scheduler(
 
     def __init__(self, config: SchedulerConfig):
         self.config = config
-        config.home.mkdir(parents=True, exist_ok=True)
+        make_private_dir(config.home)
+        check_home(config.home)  # raises PrivacyError for what it cannot fix
         self.secret = ensure_secret(config)
         self.store = Store(config.db_path)
         self.tls = (
@@ -477,7 +480,8 @@ def ensure_secret(config: SchedulerConfig) -> bytes:
     """The worker pool secret, created (mode 0600) on first start."""
     path = config.secret_path
     if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_hex(32) + "\n")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
         log.info("created worker pool secret %s", path)
     return p.read_secret(path)

@@ -35,11 +35,13 @@ from pathlib import Path
 from typing import Protocol
 
 from pyftpdlib.authorizers import AuthenticationFailed
+from pyftpdlib.filesystems import AbstractedFS
 from pyftpdlib.handlers import DTPHandler, FTPHandler
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
 from scheduler.arrivals import ArrivalError, Arrivals, clear_interrupted
+from scheduler.private import make_private_dir, make_private_tree
 from scheduler.protocol import (
     INLINE_LIMIT,
     SPOOL_IDENTITY_FILE,
@@ -256,6 +258,22 @@ class UploadMixin:
         self.arrivals.ended(file)
 
 
+class PrivateFS(AbstractedFS):
+    """What FTP uploads create is the scheduler's account's alone (files 0600,
+    folders 0700), whatever the umask."""
+
+    def open(self, filename: str, mode: str):  # noqa: ANN201 - pyftpdlib's signature
+        if set(mode) & set("wa+"):
+            os.close(os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+            f = open(filename, mode)  # noqa: SIM115 - pyftpdlib closes it
+            os.fchmod(f.fileno(), 0o600)
+            return f
+        return super().open(filename, mode)
+
+    def mkdir(self, path: str) -> None:
+        os.mkdir(path, 0o700)
+
+
 class TlsFiles(Protocol):
     cert: Path
     key: Path
@@ -293,8 +311,7 @@ class Spool:
         masquerade_address: str | None = None,
         tls: TlsFiles | None = None,
     ):
-        self.root = root.resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = make_private_dir(root).resolve()
         #: Offered to workers: one that finds this secret at this path shares the
         #: spool's file system and links files instead of moving them over FTP.
         self.share = SpoolShare(path=str(self.root), identity=secrets.token_hex(16))
@@ -312,6 +329,7 @@ class Spool:
             log.warning("removed %d input(s) whose upload a restart interrupted", cut)
         handler = type("SpoolFTPHandler", (UploadMixin, control), {"arrivals": self.arrivals})
         handler.authorizer = self.authorizer
+        handler.abstracted_fs = PrivateFS
         handler.banner = "dfarm spool ready."
         handler.passive_ports = passive_ports
         handler.masquerade_address = masquerade_address
@@ -374,6 +392,8 @@ class Spool:
                 else:
                     os.replace(entry.path, target)
             shutil.rmtree(source)
+        # The worker made them readable to its account's peers: they are ours alone now.
+        make_private_tree(job_dir)
 
     def drop_attempt(self, cluster: int, proc: int, attempt: int) -> None:
         """Forget the results a worker linked for an attempt that does not count."""
@@ -407,8 +427,7 @@ class Spool:
         self, cluster: int, host: str, ttl: float = 3600, max_bytes: int | None = None
     ) -> FtpGrant:
         """Write-only access to a new cluster's input directory, for ``max_bytes``."""
-        path = self.input_dir(cluster)
-        path.mkdir(parents=True, exist_ok=True)
+        path = make_private_dir(self.input_dir(cluster))
         rules = [Rule(str(path), WRITE)]
         return self._issue(path, rules, ttl, host, max_bytes, replace=False)
 
@@ -490,7 +509,7 @@ class StagingError(Exception):
     """Inline file data that cannot be stored."""
 
 
-def _write_atomic(path: Path, data: bytes, mode: int = 0o666) -> None:
+def _write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with a file of ``data``, created with ``mode`` (less the umask)."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.unlink(missing_ok=True)

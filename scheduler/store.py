@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import operator
+import os
 import re
 import secrets
 import sqlite3
@@ -206,6 +207,8 @@ class Store:
     def __init__(self, path: Path):
         self.path = path
         self._lock = threading.RLock()
+        # Created owner-only: SQLite gives its -wal and -shm files the database's mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
