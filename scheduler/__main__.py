@@ -94,6 +94,14 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         help="bytes each user may keep in the spool (default 100GB; 0: no limit)",
     )
     parser.add_argument(
+        "--reservation-ttl",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="seconds a submission may take to upload its inputs before its first jobs"
+        " are queued; a reserved cluster not submitted by then is removed (default 3600)",
+    )
+    parser.add_argument(
         "--tls",
         action="store_true",
         help="TLS on the socket protocol and FTP; peers pin the certificate's fingerprint,"
@@ -173,6 +181,7 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         spool_quota=args.spool_quota,
+        reservation_ttl=args.reservation_ttl,
         usage_halflife=args.usage_halflife,
         web_port=args.web_port,
         web_host=args.web_host,
@@ -194,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except (MailConfigError, config_file.ConfigError) as exc:
         print(f"dfarm scheduler: error: {exc}", file=sys.stderr)
+        return 2
+    if not config.reservation_ttl > 0:
+        print("dfarm scheduler: --reservation-ttl must be greater than 0 seconds", file=sys.stderr)
         return 2
     if not config.usage_halflife > 0:
         print("dfarm scheduler: --usage-halflife must be greater than 0 seconds", file=sys.stderr)

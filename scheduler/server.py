@@ -40,6 +40,7 @@ from scheduler.probe import ProbeHandlers
 from scheduler.protocol import JobState, Role
 from scheduler.queue_ahead import RunTimes, queue_behind
 from scheduler.quota import Quota
+from scheduler.reservations import Reservations
 from scheduler.retention import Retention
 from scheduler.staging import Spool
 from scheduler.store import Job, Store
@@ -96,10 +97,13 @@ class Scheduler(
         #: Output requests (``dtail``) waiting for a worker: the asking connection,
         #: its request id and the worker asked, by the id of the request to the worker.
         self.tails: dict[int, tuple[Connection, int | None, Connection]] = {}
+        #: The FTP probes (``dfarm doctor``) each connection holds, by directory name.
+        self.probes: dict[Connection, list[str]] = {}
         self.retention = Retention(self.store, self.spool, config.result_retention)
         #: Mean run time of each cluster's jobs, for queueing short jobs on workers.
         self.run_times = RunTimes()
         self.quota = Quota(self.store, self.spool, config.upload_limit, config.spool_quota)
+        self.reservations = Reservations(config.reservation_ttl, clock=time.time)
         self._ids = itertools.count(1)
         self.guard = HandshakeGuard(config.auth_failure_limit, config.auth_failure_window)
         #: Connections with frames to send at the end of this turn of the loop.
@@ -143,6 +147,9 @@ class Scheduler(
         )
         for cluster in self.store.incomplete_clusters():
             self.abandon_cluster(cluster, "the submission was interrupted by a restart")
+        for cluster, created in self.store.reservations():
+            self.reservations.add(cluster, created)
+        self.expire_reservations(self.reservations.clock())
         self.end_turn()
         web = await start_web(self) if self.config.web_port is not None else None
         if web is not None:
@@ -276,6 +283,7 @@ class Scheduler(
             await conn.writer.drain()
 
     def _disconnected(self, conn: Connection) -> None:
+        self.end_probes(conn)
         if conn.role is Role.CONTROL:
             self.controls.pop(conn.id, None)
             for subs in self.subscribers.values():
@@ -444,6 +452,8 @@ class Scheduler(
                         self.jobs.requeue(job, f"worker {job.worker} was lost")
             self._wake.set()
         self.spool.authorizer.expire(now)
+        self.spool.end_expired_probes()
+        self.expire_reservations(now)
         self.retention.expire(now, self.jobs.active)
 
 

@@ -60,6 +60,8 @@ READ = "elr"
 #: hash (see :mod:`scheduler.arrivals`).
 WRITE = "ew"
 READ_WRITE = "elrmwadf"
+#: A probe stores, reads and deletes its one file, then its directory.
+PROBE_PERMS = "elrwd"
 #: Directory of the spool where ``dfarm doctor`` tries the data channel.
 PROBE_DIR = "probe"
 
@@ -324,6 +326,12 @@ class Spool:
             control, data = _tls_handlers(tls)
         #: Inputs whose jobs are queued while their upload runs.
         self.arrivals = Arrivals()
+        #: The FTP user of each cluster's upload grant, while it is valid.
+        self._uploads: dict[int, str] = {}
+        #: Open ``dfarm doctor`` probes: directory name -> owner, FTP user, budget.
+        self._probes: dict[str, tuple[str, str, int]] = {}
+        # Probes end with the connection that asked for them, which a restart ended.
+        shutil.rmtree(self.root / PROBE_DIR, ignore_errors=True)
         cut = clear_interrupted(self.root)
         if cut:
             log.warning("removed %d input(s) whose upload a restart interrupted", cut)
@@ -429,7 +437,26 @@ class Spool:
         """Write-only access to a new cluster's input directory, for ``max_bytes``."""
         path = make_private_dir(self.input_dir(cluster))
         rules = [Rule(str(path), WRITE)]
-        return self._issue(path, rules, ttl, host, max_bytes, replace=False)
+        grant = self._issue(path, rules, ttl, host, max_bytes, replace=False)
+        self._uploads[cluster] = grant.user
+        return grant
+
+    def upload_room(self, cluster: int) -> int:
+        """Bytes the upload grant of ``cluster`` may still upload (0: none, or no limit)."""
+        user = self._uploads.get(cluster)
+        room = None if user is None else self.authorizer.upload_room(user)
+        return max(0, room or 0)
+
+    def end_upload(self, cluster: int) -> None:
+        """No more uploads into ``cluster``'s inputs: its grant goes."""
+        user = self._uploads.pop(cluster, None)
+        if user is not None:
+            self.authorizer.revoke(user)
+
+    def remove_cluster(self, cluster: int) -> None:
+        """Forget a cluster that never had jobs: its grant and its folder."""
+        self.end_upload(cluster)
+        shutil.rmtree(self.root / str(cluster), ignore_errors=True)
 
     def grant_job(self, cluster: int, proc: int, host: str, ttl: float) -> FtpGrant:
         """For a worker: read the cluster's inputs, write this job's results."""
@@ -442,23 +469,45 @@ class Spool:
         rules = [Rule(str(self.job_dir(c, p)), READ) for c, p in jobs]
         return self._issue(self.root, rules, ttl, host)
 
-    def grant_probe(self, host: str, ttl: float = 60) -> tuple[FtpGrant, str]:
-        """For ``dfarm doctor``: read-write access to a new directory under ``probe/``
-        (older probe directories are removed first); returns the grant and the
-        directory's name relative to the grant's root."""
-        probes = self.root / PROBE_DIR
-        probes.mkdir(exist_ok=True)
-        for old in probes.iterdir():
-            if old.stat().st_mtime < time.time() - 2 * ttl:
-                shutil.rmtree(old, ignore_errors=True)
+    def grant_probe(
+        self, host: str, owner: str = "", max_bytes: int = 0, ttl: float = 60
+    ) -> tuple[FtpGrant, str]:
+        """For ``dfarm doctor``: access to a new directory under ``probe/`` for one
+        file of at most ``max_bytes`` (and never more than :data:`PROBE_BUDGET`; the
+        FTP server stops the upload past it), counted as ``owner``'s until
+        :meth:`end_probe`; returns the grant and the directory's name relative to
+        the grant's root."""
+        probes = make_private_dir(self.root / PROBE_DIR)
         name = secrets.token_hex(8)
-        (probes / name).mkdir()
-        rules = [Rule(str(probes / name), READ_WRITE)]
-        # A probe moves a few hundred KiB; the budget keeps it from filling the disk.
-        return self._issue(probes, rules, ttl, host, max_bytes=PROBE_BUDGET), name
+        (probes / name).mkdir(mode=0o700)
+        budget = min(max_bytes or PROBE_BUDGET, PROBE_BUDGET)
+        rules = [Rule(str(probes / name), PROBE_PERMS)]
+        grant = self._issue(probes, rules, ttl, host, max_bytes=budget)
+        self._probes[name] = (owner, grant.user, budget)
+        return grant, name
+
+    def end_probe(self, name: str) -> None:
+        """The probe ``name`` is over: its grant and its directory go."""
+        owner_user_budget = self._probes.pop(name, None)
+        if owner_user_budget is not None:
+            self.authorizer.revoke(owner_user_budget[1])
+        shutil.rmtree(self.root / PROBE_DIR / name, ignore_errors=True)
+
+    def end_expired_probes(self) -> None:
+        """End the probes whose grant expired (see :meth:`GrantAuthorizer.expire`)."""
+        for name, (_, user, _) in list(self._probes.items()):
+            if not self.authorizer.has_user(user):
+                self.end_probe(name)
+
+    def probe_bytes(self, owner: str) -> int:
+        """Bytes the open probes of ``owner`` may hold (each at its whole budget)."""
+        return sum(budget for who, _, budget in self._probes.values() if who == owner)
 
     def revoke(self, grant: FtpGrant) -> None:
         self.authorizer.revoke(grant.user)
+        for cluster, user in list(self._uploads.items()):
+            if user == grant.user:
+                del self._uploads[cluster]
 
     # -- files that travel inside messages -----------------------------------
 
@@ -501,8 +550,8 @@ def upload_sizes(uploads: dict[str, str], specs: list[JobSpec]) -> dict[str, int
     return {sha: sizes[sha] for sha in uploads if sha in sizes}
 
 
-#: Bytes one ``dfarm doctor`` probe may upload.
-PROBE_BUDGET = 4 << 20
+#: Bytes one ``dfarm doctor`` probe may upload: its probe file (256 KiB), no more.
+PROBE_BUDGET = 256 * 1024
 
 
 class StagingError(Exception):

@@ -345,6 +345,24 @@ class Store:
         )
         return [row["id"] for row in rows]
 
+    def reservations(self) -> list[tuple[int, float]]:
+        """Clusters reserved without any job queued: their ids and creation times."""
+        rows = self._query(
+            "SELECT id, created FROM clusters WHERE submitted IS NULL"
+            " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.cluster = clusters.id)"
+        )
+        return [(row["id"], row["created"]) for row in rows]
+
+    def forget_reservation(self, cluster: int) -> bool:
+        """Remove a reserved cluster that never had a job; whether it was one."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "DELETE FROM clusters WHERE id=? AND submitted IS NULL"
+                " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.cluster = clusters.id)",
+                (cluster,),
+            )
+            return cur.rowcount > 0
+
     def cluster_owner(self, cluster: int) -> tuple[str, bool] | None:
         """The owner of a cluster and whether its jobs were submitted."""
         rows = self._query("SELECT owner, submitted FROM clusters WHERE id=?", (cluster,))
