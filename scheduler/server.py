@@ -270,6 +270,10 @@ class Scheduler(
                 continue
             try:
                 reply = route(self, conn, message)
+                if asyncio.iscoroutine(reply):
+                    # File I/O of a user's size, in a thread: this connection waits
+                    # for it, the loop serves the others.
+                    reply = await reply
             except RequestError as exc:
                 reply = p.Error(message=str(exc), code=exc.code)
             except Exception:
@@ -457,6 +461,8 @@ class Scheduler(
         self.retention.expire(now, self.jobs.active)
 
 
+#: The handler of each message type: it returns the reply (or a coroutine that does,
+#: awaited before the connection's next request), or None when there is none yet.
 ROUTES: dict[type[p.Message], Any] = {
     p.Register: Scheduler.on_register,
     p.Heartbeat: Scheduler.on_heartbeat,
