@@ -4,8 +4,8 @@ A reservation holds a cluster number, a folder in the spool and an upload grant
 that counts against its owner's quota (see :mod:`scheduler.quota`). One not
 submitted within the TTL (``--reservation-ttl``, by default the upload grant's
 hour) expires: its grant is revoked, its folder and its row removed. The grants
-die with the scheduler, so at a restart the reservations older than the TTL are
-removed at once and the others given the rest of their time.
+die with the scheduler, as does the connection of the client that reserved: a
+restart removes every reservation at once.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ class Reservations:
         self.ttl, self.clock = ttl, clock
         self._expires: dict[int, float] = {}
 
-    def add(self, cluster: int, created: float | None = None) -> None:
-        """``cluster`` was reserved at ``created`` (default: now)."""
-        self._expires[cluster] = (self.clock() if created is None else created) + self.ttl
+    def add(self, cluster: int, created: float) -> None:
+        """``cluster`` was reserved at ``created``."""
+        self._expires[cluster] = created + self.ttl
 
     def submitted(self, cluster: int) -> None:
         """A part of ``cluster`` was queued: it is no longer a mere reservation."""

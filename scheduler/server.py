@@ -147,9 +147,8 @@ class Scheduler(
         )
         for cluster in self.store.incomplete_clusters():
             self.abandon_cluster(cluster, "the submission was interrupted by a restart")
-        for cluster, created in self.store.reservations():
-            self.reservations.add(cluster, created)
-        self.expire_reservations(self.reservations.clock())
+        for cluster in self.store.reservations():
+            self.remove_reservation(cluster, "was cut by a restart")
         self.end_turn()
         web = await start_web(self) if self.config.web_port is not None else None
         if web is not None:

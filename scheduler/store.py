@@ -345,13 +345,13 @@ class Store:
         )
         return [row["id"] for row in rows]
 
-    def reservations(self) -> list[tuple[int, float]]:
-        """Clusters reserved without any job queued: their ids and creation times."""
+    def reservations(self) -> list[int]:
+        """Clusters reserved without any job queued."""
         rows = self._query(
-            "SELECT id, created FROM clusters WHERE submitted IS NULL"
+            "SELECT id FROM clusters WHERE submitted IS NULL"
             " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.cluster = clusters.id)"
         )
-        return [(row["id"], row["created"]) for row in rows]
+        return [row["id"] for row in rows]
 
     def forget_reservation(self, cluster: int) -> bool:
         """Remove a reserved cluster that never had a job; whether it was one."""
