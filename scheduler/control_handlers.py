@@ -228,8 +228,11 @@ class ControlHandlers:
             budget -= size
             files[job.id] = {name: p.pack_bytes(data) for name, data in small.items()}
             sent.append(job)
+        hashes = {j.id: self.store.hashes(j.cluster, j.proc) for j in sent}
         large = [
-            (j.cluster, j.proc) for j in sent if self.spool.job_dir(j.cluster, j.proc).exists()
+            (j.cluster, j.proc)
+            for j in sent
+            if hashes[j.id] or self.spool.job_dir(j.cluster, j.proc).exists()
         ]
         results = self.store.results({j.cluster for j in sent})
         return p.JobResults(
@@ -241,6 +244,11 @@ class ControlHandlers:
             specs={j.id: j.spec for j in sent},
             events={j.id: self.store.events(j.cluster, j.proc) for j in sent},
             remaining=[j.id for j in jobs[len(sent) :]],
+            hashes={
+                job_id: {name: sha for name, (sha, _) in found.items()}
+                for job_id, found in hashes.items()
+                if found
+            },
         )
 
 

@@ -97,6 +97,8 @@ class Scheduler(
         #: Output requests (``dtail``) waiting for a worker: the asking connection,
         #: its request id and the worker asked, by the id of the request to the worker.
         self.tails: dict[int, tuple[Connection, int | None, Connection]] = {}
+        #: Hashing of large results under way, in threads (see scheduler/result_hashes.py).
+        self.hashing: set[asyncio.Task[None]] = set()
         #: The FTP probes (``dfarm doctor``) each connection holds, by directory name.
         self.probes: dict[Connection, list[str]] = {}
         self.retention = Retention(self.store, self.spool, config.result_retention)

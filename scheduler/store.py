@@ -460,9 +460,28 @@ class Store:
         }
 
     def clear_files(self, cluster: int, proc: int) -> None:
-        """Forget the small result files of an earlier attempt."""
+        """Forget the small result files of an earlier attempt (and the hashes of its
+        large ones)."""
         with self.transaction() as db:
             db.execute("DELETE FROM job_files WHERE cluster=? AND proc=?", (cluster, proc))
+            db.execute("DELETE FROM result_hashes WHERE cluster=? AND proc=?", (cluster, proc))
+
+    def save_hashes(self, cluster: int, proc: int, hashes: dict[str, tuple[str, int]]) -> None:
+        """The SHA-256 and size of each large result file of a job, by name."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM result_hashes WHERE cluster=? AND proc=?", (cluster, proc))
+            db.executemany(
+                "INSERT INTO result_hashes (cluster, proc, name, sha256, size) VALUES (?,?,?,?,?)",
+                [(cluster, proc, name, sha, size) for name, (sha, size) in hashes.items()],
+            )
+
+    def hashes(self, cluster: int, proc: int) -> dict[str, tuple[str, int]]:
+        """What :meth:`save_hashes` recorded for a job."""
+        rows = self._query(
+            "SELECT name, sha256, size FROM result_hashes WHERE cluster=? AND proc=?",
+            (cluster, proc),
+        )
+        return {row["name"]: (row["sha256"], row["size"]) for row in rows}
 
     def files(self, cluster: int, proc: int) -> dict[str, bytes]:
         rows = self._query(
@@ -562,6 +581,7 @@ class Store:
         """Forget the results of these jobs (their rows and events stay, for history)."""
         with self.transaction() as db:
             db.executemany("DELETE FROM job_files WHERE cluster=? AND proc=?", jobs)
+            db.executemany("DELETE FROM result_hashes WHERE cluster=? AND proc=?", jobs)
             db.executemany(
                 "INSERT OR IGNORE INTO expired (cluster, proc, time) VALUES (?,?,?)",
                 [(c, p, now) for c, p in jobs],
