@@ -72,6 +72,16 @@ def check_home(home: Path) -> list[str]:
     return fixed
 
 
+def check_file(path: Path) -> bool:
+    """Make a file of the scheduler's kept outside its home (``--tls-key``) private as
+    :func:`check_home` does; returns whether it had to. Raises :class:`PrivacyError`."""
+    fixed: list[str] = []
+    _check(path, fixed)
+    if fixed:
+        log.warning("made %s private to this account", fixed[0])
+    return bool(fixed)
+
+
 def _check(path: Path, fixed: list[str]) -> None:
     try:
         st = os.lstat(path)

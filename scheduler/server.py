@@ -35,7 +35,7 @@ from scheduler.job_control import JobControlHandlers
 from scheduler.jobs import JobTable
 from scheduler.mail import Mailer
 from scheduler.match_macros import match_spec
-from scheduler.private import check_home, make_private_dir
+from scheduler.private import check_file, check_home, make_private_dir
 from scheduler.probe import ProbeHandlers
 from scheduler.protocol import JobState, Role
 from scheduler.queue_ahead import RunTimes, queue_behind
@@ -67,6 +67,8 @@ class Scheduler(
         self.config = config
         make_private_dir(config.home)
         check_home(config.home)  # raises PrivacyError for what it cannot fix
+        if config.tls and config.tls_key:
+            check_file(config.tls_key)
         self.secret = ensure_secret(config)
         self.store = Store(config.db_path)
         self.tls = (

@@ -117,3 +117,19 @@ def test_a_readable_file_of_another_account_stops_the_start(make_cluster) -> Non
     assert out.returncode == 1
     assert f"{stray} may be read by other accounts" in out.stderr
     assert "chown" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_dfarm_up_keeps_its_home_private(tmp_path: Path) -> None:
+    from control_node.local_cluster import LocalCluster
+
+    home = tmp_path / "up"
+    cluster = LocalCluster(home, workers=1, slots=1)
+    try:
+        cluster.start()
+        cluster.wait_for_workers(1)
+        assert (home / "logs" / "scheduler.log").exists()
+        assert _modes(home) == []
+        # Its workers run jobs as other accounts: their folders are outside the home.
+        assert not cluster.workers_dir.is_relative_to(home)
+    finally:
+        cluster.stop(grace=5)

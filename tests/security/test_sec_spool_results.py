@@ -77,3 +77,26 @@ def test_the_hash_table_migration_keeps_what_was_stored(
         new.close()
     with sqlite3.connect(db) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == len(schema.MIGRATIONS)
+
+
+def test_the_dashboard_refuses_damaged_or_missing_results(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    from webtools import Browserless, web_cluster
+
+    cluster, url = web_cluster(make_cluster, workers=1)
+    write(tmp_path / "job.sh", "#!/bin/sh\nyes out | head -c 200000\n"
+          "yes big | head -c 300000 > big.out\n", True)  # fmt: skip
+    write(tmp_path / "job.sub", "executable = job.sh\ntransfer_output_files = big.out\nqueue\n")
+    assert cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path).returncode == 0
+    browser = Browserless(url)
+    browser.login(cluster.token)
+    assert browser.get("/jobs/1.0/files/big.out").body == b"big\n" * 75000
+    spool = cluster.config.spool_dir / "1" / "0"
+    with open(spool / "outputs" / "big.out", "r+b") as f:
+        f.write(b"X")
+    (spool / "stdout").unlink()
+    damaged = browser.get("/jobs/1.0/files/big.out")
+    assert damaged.status >= 400 and b"big\nbig" not in damaged.body
+    assert "result file outputs/big.out of job 1.0 is damaged" in damaged.text
+    missing = browser.get("/jobs/1.0/stdout")
+    assert missing.status >= 400
+    assert "result file stdout of job 1.0 is missing" in missing.text
