@@ -26,6 +26,11 @@ def test_dfetch_refuses_damaged_or_missing_results(
     write(tmp_path / "job.sub", "executable = job.sh\ntransfer_output_files = big.out\nqueue 3\n")
     assert cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path).returncode == 0
     spool = cluster.config.spool_dir / "1"
+    # Results are the scheduler's alone, however they came (linked or over FTP).
+    for path in [spool, *spool.rglob("*")]:
+        if path.parent.name != "input":
+            mode = path.stat().st_mode & 0o777
+            assert mode == (0o700 if path.is_dir() else 0o600), f"{path} {mode:o}"
     # Untouched, the results come back whole.
     out = cluster.run("dfetch", "1.0", "--dest", tmp_path / "ok")
     assert out.returncode == 0, out.stderr
