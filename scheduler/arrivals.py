@@ -139,7 +139,15 @@ def clear_interrupted(spool: Path) -> int:
         _remove(marker.with_name(marker.name.removesuffix(ARRIVING)))
         _remove(marker)
         count += 1
-    for upload in spool.glob("*/input/part-*"):
+    for folder in spool.glob("*/input"):
+        count += remove_uploads(folder)
+    return count
+
+
+def remove_uploads(folder: Path) -> int:
+    """Remove the files of ``folder`` still under an upload's name; returns how many."""
+    count = 0
+    for upload in folder.glob("part-*"):
         if UPLOAD_NAME.fullmatch(upload.name):
             _remove(upload)
             count += 1

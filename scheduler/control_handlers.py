@@ -131,7 +131,7 @@ class ControlHandlers:
     def abandon_cluster(self, cluster: int, why: str) -> None:
         """A cluster whose last part will not come: remove what was queued of it."""
         self.partial_clusters.pop(cluster, None)
-        self.spool.end_upload(cluster)
+        self.spool.drop_uploads(cluster)
         jobs = [job for job in self.jobs.active.values() if job.cluster == cluster]
         now = time.time()
         with self.store.transaction():

@@ -40,7 +40,7 @@ from pyftpdlib.handlers import DTPHandler, FTPHandler
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
-from scheduler.arrivals import ArrivalError, Arrivals, clear_interrupted
+from scheduler.arrivals import ArrivalError, Arrivals, clear_interrupted, remove_uploads
 from scheduler.private import make_private_dir, make_private_tree
 from scheduler.protocol import (
     INLINE_LIMIT,
@@ -452,6 +452,12 @@ class Spool:
         user = self._uploads.pop(cluster, None)
         if user is not None:
             self.authorizer.revoke(user)
+
+    def drop_uploads(self, cluster: int) -> int:
+        """Remove the uploads of ``cluster`` that were never named as inputs (a cluster
+        abandoned: none will be); returns how many."""
+        self.end_upload(cluster)
+        return remove_uploads(self.input_dir(cluster))
 
     def remove_cluster(self, cluster: int) -> None:
         """Forget a cluster that never had jobs: its grant and its folder."""

@@ -96,3 +96,38 @@ def test_a_submission_cut_by_sigkill_mid_upload_leaves_nothing(
     history = cluster.run("dhistory", "--json")
     states = {j["state"] for j in json.loads(history.stdout)}
     assert states <= {"removed"}, history.stdout
+
+
+def test_a_client_killed_mid_upload_leaves_nothing(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    # The scheduler lives on: the partial upload goes with its cluster, abandoned
+    # (jobs queued) or expired (only reserved), without a restart.
+    cluster = make_cluster(workers=0, scheduler_args=("--reservation-ttl", "5"))
+    spool = cluster.config.spool_dir
+    with open(tmp_path / "big.bin", "wb") as f:
+        f.truncate(1 << 30)
+    write(tmp_path / "job.sh", "#!/bin/sh\n", True)
+    write(tmp_path / "job.sub", "executable = job.sh\ntransfer_input_files = big.bin\nqueue 2\n")
+    dsub = subprocess.Popen(
+        [sys.executable, "-m", "control_node.cli.dsub", "job.sub"],
+        cwd=tmp_path,
+        env=cluster.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        inputs = spool / "1" / "input"
+        wait_until(
+            lambda: (
+                any(f.stat().st_size > 64 * MIB for f in inputs.glob("*"))
+                or dsub.poll() is not None
+            ),
+            timeout=COMMAND_TIMEOUT,
+            what="the upload to be well under way",
+        )
+        assert dsub.poll() is None
+    finally:
+        dsub.kill()
+        dsub.wait()
+    wait_until(lambda: _files(spool) == [], what="the partial upload's removal")
+    out = cluster.run("dq", "--json", "--all")
+    assert json.loads(out.stdout) == []
