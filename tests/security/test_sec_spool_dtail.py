@@ -61,3 +61,26 @@ def test_dtail_of_a_huge_finished_stdout_reads_only_its_end(make_cluster, tmp_pa
             answered += isinstance(reply, p.OutputChunk) and reply.id == 1000
     # The scheduler never held the file: its peak memory grew by far less than it.
     assert peak_rss_mb(pid) - before < 200, (before, peak_rss_mb(pid))
+
+
+def test_the_dashboard_tails_a_huge_finished_stdout(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    from webtools import Browserless, web_cluster
+
+    cluster, url = web_cluster(make_cluster, workers=1)
+    write(tmp_path / "out.sh", "#!/bin/sh\nhead -c 200000 /dev/zero\n", True)
+    write(tmp_path / "out.sub", "executable = out.sh\nqueue\n")
+    assert cluster.run("dsub", "--wait", "out.sub", cwd=tmp_path).returncode == 0
+    end = b"THE END OF A VERY LONG OUTPUT\n"
+    with open(cluster.config.spool_dir / "1" / "0" / "stdout", "r+b") as f:
+        f.truncate(HUGE - len(end))
+        f.seek(0, os.SEEK_END)
+        f.write(end)
+    pid = cluster.processes["scheduler"].pid
+    before = peak_rss_mb(pid)
+    browser = Browserless(url)
+    browser.login(cluster.token)
+    chunk = browser.get(f"/api/jobs/1.0/output/stdout?last={len(end)}").json()
+    assert chunk["size"] == HUGE and chunk["text"] == end.decode()
+    page = browser.get("/jobs/1.0")
+    assert page.status == 200 and "THE END OF A VERY LONG OUTPUT" in page.text
+    assert peak_rss_mb(pid) - before < 200
