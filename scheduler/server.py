@@ -163,6 +163,7 @@ class Scheduler(
             port=self.port,
             tls_fingerprint=self.tls.fingerprint if self.tls else None,
         ).save(self.config.access_path)
+        os.chmod(self.config.access_path, 0o600)  # the scheduler's, as its whole home
         if self.tls:
             log.info("TLS on; certificate %s, SHA-256 %s", self.tls.cert, self.tls.fingerprint)
         log.info(
