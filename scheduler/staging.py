@@ -99,7 +99,8 @@ class GrantAuthorizer:
 
     def __init__(self) -> None:
         self._grants: dict[str, Grant] = {}
-        #: Bytes each grant has uploaded in finished transfers.
+        #: Bytes each grant has uploaded, counted as they arrive in all its transfers
+        #: together (parallel uploads share one budget).
         self._uploaded: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -125,10 +126,17 @@ class GrantAuthorizer:
             grant = self._grants.get(user)
         return grant is not None and grant.replace
 
-    def uploaded(self, user: str, size: int) -> None:
+    def received(self, user: str, size: int) -> int | None:
+        """``user`` received ``size`` more bytes; returns the bytes it may still
+        upload (negative: over its budget; None: no limit)."""
         with self._lock:
-            if user in self._grants:
-                self._uploaded[user] = self._uploaded.get(user, 0) + size
+            grant = self._grants.get(user)
+            if grant is None:
+                return -1  # revoked while it uploaded
+            self._uploaded[user] = self._uploaded.get(user, 0) + size
+            if grant.max_bytes is None:
+                return None
+            return grant.max_bytes - self._uploaded[user]
 
     def extend(self, users: list[str], expires: float) -> None:
         """Make these grants valid until ``expires`` (the gone ones stay gone)."""
@@ -207,32 +215,29 @@ class GrantAuthorizer:
 
 class QuotaDTPHandler(DTPHandler):
     """A data channel that stops an upload once its grant's byte budget is spent
-    (and deletes what it wrote), so that no user fills the scheduler's disk."""
+    (and deletes what it wrote), so that no user fills the scheduler's disk. The
+    bytes count as they arrive, against the budget all the grant's transfers share."""
+
+    _counted = 0
 
     def handle_read(self) -> None:
         super().handle_read()
         if not self.receive or self._closed:
             return
-        user = self.cmd_channel.username
-        room = self.cmd_channel.authorizer.upload_room(user)
-        if room is not None and self.tot_bytes_received > room:
+        new, self._counted = self.tot_bytes_received - self._counted, self.tot_bytes_received
+        room = self.cmd_channel.authorizer.received(self.cmd_channel.username, new)
+        if room is not None and room < 0:
             path = self.file_obj.name
             self._resp = (
-                f"552 Upload limit exceeded: this submission may upload {room} more "
-                "bytes; transfer aborted.",
+                "552 Upload limit exceeded: this upload went past what this grant may "
+                "upload; transfer aborted.",
                 log.warning,
             )
             self.close()
             with contextlib.suppress(OSError):
                 os.remove(path)
-            self.cmd_channel.authorizer.uploaded(user, room + 1)
 
     handle_read_event = handle_read  # as DTPHandler does, which would bypass the above
-
-    def close(self) -> None:
-        if not self._closed and self.receive and self.transfer_finished:
-            self.cmd_channel.authorizer.uploaded(self.cmd_channel.username, self.tot_bytes_received)
-        super().close()
 
 
 class UploadMixin:

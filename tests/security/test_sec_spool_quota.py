@@ -4,6 +4,7 @@ uploads through the grants with a plain FTP client."""
 
 from __future__ import annotations
 
+import contextlib
 import ftplib
 import io
 import os
@@ -75,6 +76,33 @@ def test_reserved_clusters_count_against_the_quota(make_cluster) -> None:  # noq
             assert spool_bytes(cluster.config.spool_dir) <= quota
         else:
             pytest.fail("reservations never stopped")
+
+
+def test_parallel_uploads_share_their_grants_budget(make_cluster) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=0, scheduler_args=("--spool-quota", "1M"))
+    with attacker(cluster) as conn:
+        grant = conn.request(p.NewCluster()).upload
+        # Four sessions of one grant, each sending 600 KiB at once: the budget is one.
+        with contextlib.ExitStack() as stack:
+            sessions = [stack.enter_context(p.ftp_session(grant)) for _ in range(4)]
+            channels = []
+            for number, ftp in enumerate(sessions):
+                ftp.voidcmd("TYPE I")
+                channels.append(ftp.transfercmd(f"STOR part-{number}"))
+            for _ in range(60):
+                for channel in channels:
+                    with contextlib.suppress(OSError):
+                        channel.sendall(os.urandom(10 * KIB))
+            for channel in channels:
+                channel.close()
+            replies = []
+            for ftp in sessions:
+                try:
+                    replies.append(ftp.voidresp())
+                except ftplib.Error as exc:
+                    replies.append(str(exc))
+        assert sum("Upload limit exceeded" in r for r in replies) >= 2, replies
+        assert spool_bytes(cluster.config.spool_dir) <= 1 << 20
 
 
 def _reserved(cluster) -> list[int]:  # noqa: ANN001
