@@ -4,7 +4,8 @@ server and credentials. Open to users and to holders of the worker secret.
 
 A probe holds one small file (see :data:`scheduler.staging.PROBE_BUDGET`), counts
 against its user's spool quota (a user over it gets none) and is removed when the
-connection that asked for it closes or its grant expires, and at a restart."""
+connection that asked for it closes or its grant expires, when that connection asks
+for more than :data:`PROBES_PER_CONNECTION`, and at a restart."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from scheduler.protocol import Role
 from scheduler.quota import QuotaError
 
 log = logging.getLogger("scheduler.server")
+
+#: Probes one connection holds at once; a new one ends the oldest beyond these.
+PROBES_PER_CONNECTION = 2
 
 
 class ProbeHandlers:
@@ -29,8 +33,11 @@ class ProbeHandlers:
                 budget = self.quota.upload_budget(owner) or 0
             except QuotaError as exc:
                 raise RequestError(str(exc), "quota") from None
+        held = self.probes.setdefault(conn, [])
+        while len(held) >= PROBES_PER_CONNECTION:
+            self.spool.end_probe(held.pop(0))
         grant, directory = self.spool.grant_probe(conn.local_host, owner, budget)
-        self.probes.setdefault(conn, []).append(directory)
+        held.append(directory)
         ports = self.config.ftp_passive_ports
         log.info("FTP probe for %s %s from %s", conn.role.value, conn.name, conn.peer)
         return p.ProbeGranted(

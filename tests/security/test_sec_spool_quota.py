@@ -153,6 +153,12 @@ def test_reservations_not_submitted_expire(make_cluster, tmp_path: Path) -> None
     assert (spool / "2").exists()  # the submitted cluster stays
 
 
+def add_token(cluster, name: str) -> str:  # noqa: ANN001
+    add = cluster.run("dfarm", "user", "add", name, "--home", cluster.config.home)
+    assert add.returncode == 0, add.stderr
+    return add.stdout.strip().splitlines()[-1]
+
+
 def test_probes_are_small_counted_and_removed(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
     cluster = make_cluster(workers=1, scheduler_args=("--spool-quota", "4M"))
     probes = cluster.config.spool_dir / "probe"
@@ -165,24 +171,29 @@ def test_probes_are_small_counted_and_removed(make_cluster, tmp_path: Path) -> N
             with pytest.raises(RequestFailed, match="spool quota exceeded"):
                 conn.request(p.ProbeFtp())
     assert not any(probes.rglob("*"))
-    # bob is under his quota: his probes take a small file each, no more, and
-    # count (each at its whole budget) until they end.
-    add = cluster.run("dfarm", "user", "add", "bob", "--home", cluster.config.home)
-    with attacker(cluster, add.stdout.strip().splitlines()[-1]) as conn:
+    # bob is under his quota: his probes take a small file each, no more; a
+    # connection holds two at most, and they count (each at its whole budget)
+    # until they end.
+    bob = add_token(cluster, "bob")
+    with attacker(cluster, bob) as conn:
         replies = []
         for _ in range(10):
             granted = conn.request(p.ProbeFtp())
             assert isinstance(granted, p.ProbeGranted)
             replies.append(upload(granted.ftp, "probe.bin", 4 << 20, granted.directory))
+            assert len(list(probes.iterdir())) <= 2
         assert all("Upload limit exceeded" in r for r in replies), replies
-        assert spool_bytes(probes) <= 10 * 256 * KIB
         # A small probe file goes through.
         granted = conn.request(p.ProbeFtp())
         assert upload(granted.ftp, "probe.bin", 200 * KIB, granted.directory).startswith("226")
         assert spool_bytes(probes) == 200 * KIB
-        for _ in range(5):  # 16 probes of 256 KiB held fill the 4 MiB quota
-            conn.request(p.ProbeFtp())
-        with pytest.raises(RequestFailed, match="spool quota exceeded"):
-            conn.request(p.ProbeFtp())
     # The connection closed: its probes are over and removed.
     wait_until(lambda: not any(probes.iterdir()), what="the probes' removal")
+    # Sixteen probes held on eight connections fill bob's 4 MiB quota.
+    with contextlib.ExitStack() as stack:
+        conns = [stack.enter_context(attacker(cluster, bob)) for _ in range(9)]
+        for conn in conns[:8]:
+            conn.request(p.ProbeFtp())
+            conn.request(p.ProbeFtp())
+        with pytest.raises(RequestFailed, match="spool quota exceeded"):
+            conns[8].request(p.ProbeFtp())
