@@ -24,6 +24,7 @@ from pathlib import Path
 
 from scheduler import protocol as p
 from scheduler.config import SchedulerConfig
+from scheduler.private import make_private_dir
 from scheduler.store import Store, StoreError
 from worker_node.job_python import reachable_by_others
 
@@ -109,7 +110,9 @@ class LocalCluster:
         return self._workers_dir
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        log_file = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
+        # Owner-only, as the scheduler's own files (see scheduler/private.py).
+        fd = os.open(self.logs / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        log_file = os.fdopen(fd, "ab")
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", *args], stdout=log_file, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
@@ -118,9 +121,7 @@ class LocalCluster:
 
     def start(self) -> p.AccessRecord:
         """Start the scheduler, then the workers; returns the access record (with token)."""
-        home = self.config.home
-        home.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(exist_ok=True)
+        make_private_dir(self.logs)
         self.token = local_user_token(self.config)
         log = self.logs / "scheduler.log"
         self._log_start = log.stat().st_size if log.exists() else 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ftplib
+import hashlib
 import json
 import os
 import time
@@ -151,6 +152,7 @@ def fetch(
     dest = Path.cwd() if dest is None else dest
     fetched = []
     logs: dict[str, list[tuple[p.JobEvent, str]]] = {}
+    damaged: list[str] = []
     while ids:
         reply = conn.request(p.FetchResults(ids=ids))
         assert isinstance(reply, p.JobResults)
@@ -163,7 +165,10 @@ def fetch(
                 # Paths in someone else's submit file (an admin fetching it) are never
                 # written to: they could name any file of the admin's.
                 own_paths = submit_paths and job.owner == conn.user
-                fetched.append(_fetch_job(source, inline, job, spec, dest, own_paths))
+                expected = reply.hashes.get(job.id, {})
+                fetched.append(
+                    _fetch_job(source, inline, job, spec, dest, own_paths, expected, damaged)
+                )
                 if spec.log and own_paths:
                     logs.setdefault(spec.log, []).extend(
                         (e, job.id) for e in reply.events.get(job.id, [])
@@ -171,6 +176,10 @@ def fetch(
         ids = reply.remaining
     for path, events in logs.items():
         write_event_log(Path(path), events)
+    if damaged:
+        raise DfarmError(
+            "; ".join(damaged) + f" (not written; the other {len(fetched)} job(s)' results were)"
+        )
     return fetched
 
 
@@ -194,7 +203,11 @@ def _fetch_job(
     spec: p.JobSpec,
     dest: Path,
     submit_paths: bool,
+    expected: dict[str, str],
+    damaged: list[str],
 ) -> FetchedJob:
+    """Write one job's results; a file whose recorded hash (``expected``) it cannot
+    match is not written but told in ``damaged``."""
     if submit_paths and (spec.output or spec.error) and Path(spec.initialdir or "/-").is_dir():
         out = Path(spec.output) if spec.output else None
         err = Path(spec.error) if spec.error else None
@@ -209,6 +222,15 @@ def _fetch_job(
     def get(name: str, local: Path) -> None:
         if name in inline:
             _write(local, p.unpack_bytes(inline[name]))
+        elif name in expected:
+            sha = _download(ftp, f"{remote}/{name}", local, expected[name]) if ftp else None
+            if sha is None:
+                damaged.append(f"job {job.id}: result file {name} is missing from the spool")
+            elif sha != expected[name]:
+                damaged.append(
+                    f"job {job.id}: result file {name} is damaged in the spool (its SHA-256"
+                    " is not the one recorded when it arrived)"
+                )
         elif ftp is not None and _download(ftp, f"{remote}/{name}", local):
             pass
         elif name in ("stdout", "stderr"):
@@ -234,19 +256,30 @@ def _write(local: Path, data: bytes) -> None:
     os.replace(tmp, local)
 
 
-def _download(ftp: ftplib.FTP, remote: str, local: Path) -> bool:
-    """Download one file; False when the spool has no such file."""
+def _download(ftp: ftplib.FTP, remote: str, local: Path, expected: str | None = None) -> str | None:
+    """Download one file and return its SHA-256; None when the spool has no such
+    file. With ``expected``, a file of another hash is not kept."""
     local.parent.mkdir(parents=True, exist_ok=True)
     tmp = local.with_name(f".{local.name}.part")
+    digest = hashlib.sha256()
+
+    def sink(block: memoryview) -> None:
+        f.write(block)
+        digest.update(block)
+
     try:
         with open(tmp, "wb") as f:
-            p.retrieve(ftp, remote, f.write)
+            p.retrieve(ftp, remote, sink)
     except ftplib.error_perm:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        return False
-    os.replace(tmp, local)
-    return True
+        return None
+    sha = digest.hexdigest()
+    if expected is not None and sha != expected:
+        tmp.unlink()
+    else:
+        os.replace(tmp, local)
+    return sha
 
 
 def write_event_log(path: Path, events: list[tuple[p.JobEvent, str]]) -> None:

@@ -7,11 +7,12 @@ import asyncio
 import gc
 import ipaddress
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
-from scheduler import config_file, logs
+from scheduler import config_file, logs, private
 from scheduler.config import SchedulerConfig, port_range
 from scheduler.mail import MailConfigError
 from scheduler.mail.options import add_mail_options, mail_config_from_args
@@ -101,6 +102,14 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         help="bytes each user may keep in the spool (default 100GB; 0: no limit)",
     )
     parser.add_argument(
+        "--reservation-ttl",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="seconds a submission may take to upload its inputs before its first jobs"
+        " are queued; a reserved cluster not submitted by then is removed (default 3600)",
+    )
+    parser.add_argument(
         "--tls",
         action="store_true",
         help="TLS on the socket protocol and FTP; peers pin the certificate's fingerprint,"
@@ -181,6 +190,7 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         spool_quota=args.spool_quota,
+        reservation_ttl=args.reservation_ttl,
         usage_halflife=args.usage_halflife,
         web_port=args.web_port,
         web_host=args.web_host,
@@ -203,16 +213,25 @@ def main(argv: list[str] | None = None) -> int:
     except (MailConfigError, config_file.ConfigError) as exc:
         print(f"dfarm scheduler: error: {exc}", file=sys.stderr)
         return 2
+    if not config.reservation_ttl > 0:
+        print("dfarm scheduler: --reservation-ttl must be greater than 0 seconds", file=sys.stderr)
+        return 2
     if not config.usage_halflife > 0:
         print("dfarm scheduler: --usage-halflife must be greater than 0 seconds", file=sys.stderr)
         return 2
-    config.home.mkdir(parents=True, exist_ok=True)
+    # What the scheduler creates is its account's alone (see scheduler/private.py).
+    os.umask(private.UMASK)
+    try:
+        private.make_private_dir(config.home)
+    except OSError as exc:
+        print(f"dfarm scheduler: error: cannot create {config.home}: {exc}", file=sys.stderr)
+        return 1
     logs.configure(args.log_level, logs.log_path(args.log_file, config.home / "scheduler.log"))
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
     try:
         asyncio.run(run(config))
-    except (OSError, TlsSetupError) as exc:
+    except (OSError, TlsSetupError, private.PrivacyError) as exc:
         log.error("cannot start the scheduler: %s", exc)
         return 1
     except Exception:

@@ -131,13 +131,26 @@ def marker_path(target: Path) -> Path:
 
 
 def clear_interrupted(spool: Path) -> int:
-    """Remove the inputs whose upload a restart cut (their markers remain); returns
-    how many."""
+    """Remove the inputs whose upload a restart cut: those named while they arrived
+    (their markers remain) and those still under their upload's name (the grants
+    that could finish them died with the scheduler); returns how many."""
     count = 0
     for marker in spool.glob(f"*/input/*{ARRIVING}"):
         _remove(marker.with_name(marker.name.removesuffix(ARRIVING)))
         _remove(marker)
         count += 1
+    for folder in spool.glob("*/input"):
+        count += remove_uploads(folder)
+    return count
+
+
+def remove_uploads(folder: Path) -> int:
+    """Remove the files of ``folder`` still under an upload's name; returns how many."""
+    count = 0
+    for upload in folder.glob("part-*"):
+        if UPLOAD_NAME.fullmatch(upload.name):
+            _remove(upload)
+            count += 1
     return count
 
 

@@ -63,6 +63,9 @@ class SchedulerConfig:
     upload_limit: int = 10 * 2**30
     #: Bytes a user may keep in the spool (inputs and results); 0: no limit.
     spool_quota: int = 100 * 2**30
+    #: Seconds a cluster reserved with ``new_cluster`` (and its upload grant) waits
+    #: for its first part before it is removed (see scheduler/reservations.py).
+    reservation_ttl: float = 3600.0
     #: Half-life of each user's fair-share usage, in seconds (HTCondor's
     #: ``PRIORITY_HALFLIFE``; default one day).
     usage_halflife: float = 86400.0

@@ -30,11 +30,26 @@ class ControlHandlers:
             budget = self.quota.upload_budget(conn.name)
         except QuotaError as exc:
             raise RequestError(str(exc), "quota") from None
-        cluster = self.store.reserve_cluster(conn.name, time.time())
+        now = self.reservations.clock()
+        cluster = self.store.reserve_cluster(conn.name, now)
+        self.reservations.add(cluster, now)
+        ttl = self.config.reservation_ttl
         return p.ClusterCreated(
             cluster=cluster,
-            upload=self.spool.grant_upload(cluster, conn.local_host, max_bytes=budget),
+            upload=self.spool.grant_upload(cluster, conn.local_host, ttl=ttl, max_bytes=budget),
         )
+
+    def expire_reservations(self, now: float) -> None:
+        """Remove the reserved clusters whose first part did not come in time."""
+        for cluster in self.reservations.due(now):
+            self.remove_reservation(cluster, "was not submitted in time")
+
+    def remove_reservation(self, cluster: int, why: str) -> None:
+        """Remove a cluster reserved without a job: its grant, folder and row."""
+        if cluster in self.partial_clusters or not self.store.forget_reservation(cluster):
+            return  # it has jobs now
+        self.spool.remove_cluster(cluster)
+        log.info("reserved cluster %d removed: it %s", cluster, why)
 
     def on_submit_jobs(self, conn: Connection, msg: p.SubmitJobs) -> p.Message:
         owner = self.store.cluster_owner(msg.cluster)
@@ -85,8 +100,10 @@ class ControlHandlers:
         jobs = self.jobs.submit(
             msg.cluster, conn.name, msg.submit_file, specs, msg.first_proc, msg.last
         )
+        self.reservations.submitted(msg.cluster)
         if msg.last:
             self.partial_clusters.pop(msg.cluster, None)
+            self.spool.end_upload(msg.cluster)  # the client sends it once its uploads end
         else:
             self.partial_clusters[msg.cluster] = (msg.first_proc + len(jobs), conn)
         self.mailer.submitted(jobs, more=not msg.last)
@@ -100,6 +117,7 @@ class ControlHandlers:
             raise RequestError("an empty part only ends a cluster", "invalid")
         self.jobs.submit(msg.cluster, conn.name, msg.submit_file, [], msg.first_proc)
         self.partial_clusters.pop(msg.cluster, None)
+        self.spool.end_upload(msg.cluster)
         self.mailer.submit_ended(msg.cluster)
         self.cluster_may_be_done(msg.cluster)
         return p.Submitted(cluster=msg.cluster, job_ids=[])
@@ -113,6 +131,7 @@ class ControlHandlers:
     def abandon_cluster(self, cluster: int, why: str) -> None:
         """A cluster whose last part will not come: remove what was queued of it."""
         self.partial_clusters.pop(cluster, None)
+        self.spool.drop_uploads(cluster)
         jobs = [job for job in self.jobs.active.values() if job.cluster == cluster]
         now = time.time()
         with self.store.transaction():
@@ -209,8 +228,11 @@ class ControlHandlers:
             budget -= size
             files[job.id] = {name: p.pack_bytes(data) for name, data in small.items()}
             sent.append(job)
+        hashes = {j.id: self.store.hashes(j.cluster, j.proc) for j in sent}
         large = [
-            (j.cluster, j.proc) for j in sent if self.spool.job_dir(j.cluster, j.proc).exists()
+            (j.cluster, j.proc)
+            for j in sent
+            if hashes[j.id] or self.spool.job_dir(j.cluster, j.proc).exists()
         ]
         results = self.store.results({j.cluster for j in sent})
         return p.JobResults(
@@ -222,6 +244,11 @@ class ControlHandlers:
             specs={j.id: j.spec for j in sent},
             events={j.id: self.store.events(j.cluster, j.proc) for j in sent},
             remaining=[j.id for j in jobs[len(sent) :]],
+            hashes={
+                job_id: {name: sha for name, (sha, _) in found.items()}
+                for job_id, found in hashes.items()
+                if found
+            },
         )
 
 

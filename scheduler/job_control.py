@@ -5,17 +5,19 @@ Who may touch a job is decided in :mod:`scheduler.authz`.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import logging
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 
 from scheduler import protocol as p
 from scheduler.authz import may_control, not_found
 from scheduler.connection import Connection, RequestError
 from scheduler.control_handlers import _parse_ids
-from scheduler.job_files import result_file
+from scheduler.job_files import read_range, result_file
 from scheduler.protocol import JobState
 from scheduler.queue_ahead import release
 from scheduler.run_time import total_run_time
@@ -42,6 +44,12 @@ EDITABLE = {
 _PAST = {"remove": "removed", "hold": "held", "release": "released"}
 STREAMS = ("stdout", "stderr")
 _tail_ids = itertools.count(1)
+
+
+def _chunk(job: Job, offset: int, data: bytes, size: int) -> p.OutputChunk:
+    return p.OutputChunk(
+        job_id=job.id, offset=offset, data=p.pack_bytes(data), size=size, running=False
+    )
 
 
 def _whole(value: str, minimum: int) -> int:
@@ -167,7 +175,9 @@ class JobControlHandlers:
 
     # ------------------------------------------------------------------ live output
 
-    def on_tail_job(self, conn: Connection, msg: p.TailJob) -> p.Message | None:
+    def on_tail_job(
+        self, conn: Connection, msg: p.TailJob
+    ) -> p.Message | Coroutine[None, None, p.Message] | None:
         if msg.stream not in STREAMS:
             raise RequestError(f"stream must be stdout or stderr, not {msg.stream!r}", "invalid")
         if msg.offset < 0 or msg.limit < 1:
@@ -178,14 +188,7 @@ class JobControlHandlers:
             # Not started yet, or its worker is away: nothing to show, but more to come.
             return p.OutputChunk(job_id=job.id, offset=msg.offset)
         if job.state is not JobState.RUNNING or worker is None:
-            data = self._final_output(job, msg.stream)
-            return p.OutputChunk(
-                job_id=job.id,
-                offset=msg.offset,
-                data=p.pack_bytes(data[msg.offset : msg.offset + min(msg.limit, p.INLINE_BUDGET)]),
-                size=len(data),
-                running=False,
-            )
+            return self._final_output(msg, job)
         token = next(_tail_ids)
         self.tails[token] = (conn, msg.id, worker)
         worker.send(
@@ -215,15 +218,24 @@ class JobControlHandlers:
             raise RequestError(f"no job of yours is {job_id} (give CLUSTER.PROC)", "not_found")
         return job
 
-    def _final_output(self, job: Job, stream: str) -> bytes:
-        """A finished job's whole stdout or stderr, while its results are kept."""
-        found = result_file(self.store, self.spool, job, stream)
-        if isinstance(found, Path):
-            try:
-                return found.read_bytes()
-            except OSError:
-                return b""
-        return found or b""
+    def _final_output(
+        self, msg: p.TailJob, job: Job
+    ) -> p.Message | Coroutine[None, None, p.Message]:
+        """The asked part of a finished job's stdout or stderr, while its results are
+        kept: from the database when small; else (a file of the user's size) only the
+        part asked is read from the spool, in a thread, which the connection awaits
+        (one read at a time per connection) while the loop serves the others."""
+        found = result_file(self.store, self.spool, job, msg.stream)
+        limit = min(msg.limit, p.INLINE_BUDGET)
+        if not isinstance(found, Path):
+            data = found or b""
+            return _chunk(job, msg.offset, data[msg.offset : msg.offset + limit], len(data))
+
+        async def read() -> p.Message:
+            data, size = await asyncio.to_thread(read_range, found, msg.offset, limit)
+            return _chunk(job, msg.offset, data, size)
+
+        return read()
 
     def on_output_chunk(self, conn: Connection, msg: p.OutputChunk) -> None:
         waiting = self.tails.pop(msg.id or 0, None)

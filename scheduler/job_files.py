@@ -34,3 +34,19 @@ def result_file(
     if path.is_symlink() or not path.is_file() or os.path.islink(path.parent):
         return None
     return path
+
+
+def read_range(path: Path, offset: int, limit: int) -> tuple[bytes, int]:
+    """Up to ``limit`` bytes of the spool file ``path`` from ``offset`` on, and its
+    size; nothing (and size 0) if it cannot be read. Only those bytes are read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return b"", 0
+    try:
+        size = os.fstat(fd).st_size
+        return os.pread(fd, max(0, min(limit, size - offset)), offset), size
+    except OSError:
+        return b"", 0
+    finally:
+        os.close(fd)

@@ -1,22 +1,43 @@
 """``dfarm doctor``'s requests: a short-lived FTP grant to an empty probe directory,
 so that a worker or client host can check the data channel both ways with the real
-server and credentials. Open to users and to holders of the worker secret."""
+server and credentials. Open to users and to holders of the worker secret.
+
+A probe holds one small file (see :data:`scheduler.staging.PROBE_BUDGET`), counts
+against its user's spool quota (a user over it gets none) and is removed when the
+connection that asked for it closes or its grant expires, when that connection asks
+for more than :data:`PROBES_PER_CONNECTION`, and at a restart."""
 
 from __future__ import annotations
 
 import logging
 
 from scheduler import protocol as p
-from scheduler.connection import Connection
+from scheduler.connection import Connection, RequestError
+from scheduler.protocol import Role
+from scheduler.quota import QuotaError
 
 log = logging.getLogger("scheduler.server")
+
+#: Probes one connection holds at once; a new one ends the oldest beyond these.
+PROBES_PER_CONNECTION = 2
 
 
 class ProbeHandlers:
     """Mixed into :class:`scheduler.server.Scheduler`."""
 
     def on_probe_ftp(self, conn: Connection, msg: p.ProbeFtp) -> p.Message:
-        grant, directory = self.spool.grant_probe(conn.local_host)
+        owner, budget = "", 0
+        if conn.role is Role.CONTROL:
+            owner = conn.name
+            try:
+                budget = self.quota.upload_budget(owner) or 0
+            except QuotaError as exc:
+                raise RequestError(str(exc), "quota") from None
+        held = self.probes.setdefault(conn, [])
+        while len(held) >= PROBES_PER_CONNECTION:
+            self.spool.end_probe(held.pop(0))
+        grant, directory = self.spool.grant_probe(conn.local_host, owner, budget)
+        held.append(directory)
         ports = self.config.ftp_passive_ports
         log.info("FTP probe for %s %s from %s", conn.role.value, conn.name, conn.peer)
         return p.ProbeGranted(
@@ -24,3 +45,8 @@ class ProbeHandlers:
             directory=directory,
             passive_ports=f"{ports.start}-{ports.stop - 1}" if ports else "",
         )
+
+    def end_probes(self, conn: Connection) -> None:
+        """``conn`` closed: its probes are over."""
+        for directory in self.probes.pop(conn, []):
+            self.spool.end_probe(directory)

@@ -6,6 +6,13 @@ Use is measured from the spool and the database each time it is asked (at
 what a user removes or what a rerun replaces is reflected at once, with nothing
 to drift. The FTP server enforces the upload budget a grant carries while the
 bytes arrive (see :mod:`scheduler.staging`); the submit checks again.
+
+A cluster whose inputs may still be uploaded counts at what its upload grant may
+still bring on top of what its folder holds: the whole budget of a reservation
+that nothing was uploaded to yet. So reserving clusters (``new_cluster``) and
+filling each grant never stores more than the quota. The grant goes when the
+cluster's last part is queued (its uploads have ended then), or when the
+reservation expires (see :mod:`scheduler.reservations`).
 """
 
 from __future__ import annotations
@@ -43,12 +50,15 @@ class Quota:
         self.upload_limit, self.spool_quota = upload_limit, spool_quota
         self.store, self.spool = store, spool
 
-    def usage(self, user: str) -> int:
-        """Bytes ``user`` keeps in the spool and in the database."""
+    def usage(self, user: str, but: int | None = None) -> int:
+        """Bytes ``user`` keeps in the spool and in the database, and may still upload
+        through the upload grants of clusters other than ``but``."""
         total = 0
         for row in self.store.query("SELECT id FROM clusters WHERE owner=?", (user,)):
             total += tree_size(self.spool.root / str(row["id"]))
-        return total + self.store.results_bytes(user)
+            if row["id"] != but:
+                total += self.spool.upload_room(row["id"])
+        return total + self.spool.probe_bytes(user) + self.store.results_bytes(user)
 
     def upload_budget(self, user: str) -> int | None:
         """Bytes a new submission of ``user`` may upload (None: no limit); refuses
@@ -77,7 +87,8 @@ class Quota:
                 f"the upload limit of {human(self.upload_limit)}"
             )
         elif self.spool_quota:
-            used = self.usage(user) - tree_size(folder) + uploaded  # this cluster's inputs
+            # This cluster's inputs at their declared sizes, not its grant's budget.
+            used = self.usage(user, but=cluster) - tree_size(folder) + uploaded
             if used > self.spool_quota:
                 problem = self._over(used)
         if problem:

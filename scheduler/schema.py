@@ -202,4 +202,16 @@ MIGRATIONS: list[Migration] = [
     # SCRAM verifiers instead of token hashes; web passwords keyed on the StoredKey;
     # per-worker credentials
     _verifiers_instead_of_keys,
+    # the SHA-256 of each result file kept in the spool, recorded when the job's
+    # result is taken and checked when the file is fetched (scheduler/result_hashes.py)
+    """
+    CREATE TABLE result_hashes (
+        cluster INTEGER NOT NULL,
+        proc INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        PRIMARY KEY (cluster, proc, name)
+    );
+    """,
 ]

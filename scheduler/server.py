@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import secrets
 import socket
 import sqlite3
@@ -35,10 +36,12 @@ from scheduler.job_control import JobControlHandlers
 from scheduler.jobs import JobTable
 from scheduler.mail import Mailer
 from scheduler.match_macros import match_spec
+from scheduler.private import check_file, check_home, make_private_dir
 from scheduler.probe import ProbeHandlers
 from scheduler.protocol import JobState, Role
 from scheduler.queue_ahead import RunTimes, queue_behind
 from scheduler.quota import Quota
+from scheduler.reservations import Reservations
 from scheduler.retention import Retention
 from scheduler.staging import Spool
 from scheduler.store import Job, Store
@@ -64,7 +67,10 @@ class Scheduler(
 
     def __init__(self, config: SchedulerConfig):
         self.config = config
-        config.home.mkdir(parents=True, exist_ok=True)
+        make_private_dir(config.home)
+        check_home(config.home)  # raises PrivacyError for what it cannot fix
+        if config.tls and config.tls_key:
+            check_file(config.tls_key)
         self.secret = ensure_secret(config)
         self.pool_verifier = pool_verifier(self.secret)
         self.store = Store(config.db_path)
@@ -96,10 +102,15 @@ class Scheduler(
         #: Output requests (``dtail``) waiting for a worker: the asking connection,
         #: its request id and the worker asked, by the id of the request to the worker.
         self.tails: dict[int, tuple[Connection, int | None, Connection]] = {}
+        #: Hashing of large results under way, in threads (see scheduler/result_hashes.py).
+        self.hashing: set[asyncio.Task[None]] = set()
+        #: The FTP probes (``dfarm doctor``) each connection holds, by directory name.
+        self.probes: dict[Connection, list[str]] = {}
         self.retention = Retention(self.store, self.spool, config.result_retention)
         #: Mean run time of each cluster's jobs, for queueing short jobs on workers.
         self.run_times = RunTimes()
         self.quota = Quota(self.store, self.spool, config.upload_limit, config.spool_quota)
+        self.reservations = Reservations(config.reservation_ttl, clock=time.time)
         self._ids = itertools.count(1)
         self.guard = HandshakeGuard(config.auth_failure_limit, config.auth_failure_window)
         #: Connections with frames to send at the end of this turn of the loop.
@@ -144,6 +155,8 @@ class Scheduler(
         for cluster in self.store.incomplete_clusters():
             self.abandon_cluster(cluster, "the submission was interrupted by a restart")
         self.check_identities()  # users removed while the scheduler was down
+        for cluster in self.store.reservations():
+            self.remove_reservation(cluster, "was cut by a restart")
         self.end_turn()
         web = await start_web(self) if self.config.web_port is not None else None
         if web is not None:
@@ -154,6 +167,7 @@ class Scheduler(
             port=self.port,
             tls_fingerprint=self.tls.fingerprint if self.tls else None,
         ).save(self.config.access_path)
+        os.chmod(self.config.access_path, 0o600)  # the scheduler's, as its whole home
         if self.tls:
             log.info("TLS on; certificate %s, SHA-256 %s", self.tls.cert, self.tls.fingerprint)
         log.info(
@@ -265,6 +279,10 @@ class Scheduler(
                 continue
             try:
                 reply = route(self, conn, message)
+                if asyncio.iscoroutine(reply):
+                    # File I/O of a user's size, in a thread: this connection waits
+                    # for it, the loop serves the others.
+                    reply = await reply
             except RequestError as exc:
                 reply = p.Error(message=str(exc), code=exc.code)
             except Exception:
@@ -278,6 +296,7 @@ class Scheduler(
             await conn.writer.drain()
 
     def _disconnected(self, conn: Connection) -> None:
+        self.end_probes(conn)
         if conn.role is Role.CONTROL:
             self.controls.pop(conn.id, None)
             for subs in self.subscribers.values():
@@ -448,9 +467,13 @@ class Scheduler(
                         self.jobs.requeue(job, f"worker {job.worker} was lost")
             self._wake.set()
         self.spool.authorizer.expire(now)
+        self.spool.end_expired_probes()
+        self.expire_reservations(now)
         self.retention.expire(now, self.jobs.active)
 
 
+#: The handler of each message type: it returns the reply (or a coroutine that does,
+#: awaited before the connection's next request), or None when there is none yet.
 ROUTES: dict[type[p.Message], Any] = {
     p.Register: Scheduler.on_register,
     p.Heartbeat: Scheduler.on_heartbeat,
@@ -484,7 +507,8 @@ def ensure_secret(config: SchedulerConfig) -> bytes:
     """The worker pool secret, created (mode 0600) on first start."""
     path = config.secret_path
     if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_hex(32) + "\n")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
         log.info("created worker pool secret %s", path)
     return p.read_secret(path)

@@ -35,11 +35,13 @@ from pathlib import Path
 from typing import Protocol
 
 from pyftpdlib.authorizers import AuthenticationFailed
+from pyftpdlib.filesystems import AbstractedFS
 from pyftpdlib.handlers import DTPHandler, FTPHandler
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
-from scheduler.arrivals import ArrivalError, Arrivals, clear_interrupted
+from scheduler.arrivals import ArrivalError, Arrivals, clear_interrupted, remove_uploads
+from scheduler.private import make_private_dir, make_private_tree
 from scheduler.protocol import (
     INLINE_LIMIT,
     SPOOL_IDENTITY_FILE,
@@ -58,6 +60,8 @@ READ = "elr"
 #: hash (see :mod:`scheduler.arrivals`).
 WRITE = "ew"
 READ_WRITE = "elrmwadf"
+#: A probe stores, reads and deletes its one file, then its directory.
+PROBE_PERMS = "elrwd"
 #: Directory of the spool where ``dfarm doctor`` tries the data channel.
 PROBE_DIR = "probe"
 
@@ -95,7 +99,8 @@ class GrantAuthorizer:
 
     def __init__(self) -> None:
         self._grants: dict[str, Grant] = {}
-        #: Bytes each grant has uploaded in finished transfers.
+        #: Bytes each grant has uploaded, counted as they arrive in all its transfers
+        #: together (parallel uploads share one budget).
         self._uploaded: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -121,10 +126,17 @@ class GrantAuthorizer:
             grant = self._grants.get(user)
         return grant is not None and grant.replace
 
-    def uploaded(self, user: str, size: int) -> None:
+    def received(self, user: str, size: int) -> int | None:
+        """``user`` received ``size`` more bytes; returns the bytes it may still
+        upload (negative: over its budget; None: no limit)."""
         with self._lock:
-            if user in self._grants:
-                self._uploaded[user] = self._uploaded.get(user, 0) + size
+            grant = self._grants.get(user)
+            if grant is None:
+                return -1  # revoked while it uploaded
+            self._uploaded[user] = self._uploaded.get(user, 0) + size
+            if grant.max_bytes is None:
+                return None
+            return grant.max_bytes - self._uploaded[user]
 
     def extend(self, users: list[str], expires: float) -> None:
         """Make these grants valid until ``expires`` (the gone ones stay gone)."""
@@ -203,32 +215,29 @@ class GrantAuthorizer:
 
 class QuotaDTPHandler(DTPHandler):
     """A data channel that stops an upload once its grant's byte budget is spent
-    (and deletes what it wrote), so that no user fills the scheduler's disk."""
+    (and deletes what it wrote), so that no user fills the scheduler's disk. The
+    bytes count as they arrive, against the budget all the grant's transfers share."""
+
+    _counted = 0
 
     def handle_read(self) -> None:
         super().handle_read()
         if not self.receive or self._closed:
             return
-        user = self.cmd_channel.username
-        room = self.cmd_channel.authorizer.upload_room(user)
-        if room is not None and self.tot_bytes_received > room:
+        new, self._counted = self.tot_bytes_received - self._counted, self.tot_bytes_received
+        room = self.cmd_channel.authorizer.received(self.cmd_channel.username, new)
+        if room is not None and room < 0:
             path = self.file_obj.name
             self._resp = (
-                f"552 Upload limit exceeded: this submission may upload {room} more "
-                "bytes; transfer aborted.",
+                "552 Upload limit exceeded: this upload went past what this grant may "
+                "upload; transfer aborted.",
                 log.warning,
             )
             self.close()
             with contextlib.suppress(OSError):
                 os.remove(path)
-            self.cmd_channel.authorizer.uploaded(user, room + 1)
 
     handle_read_event = handle_read  # as DTPHandler does, which would bypass the above
-
-    def close(self) -> None:
-        if not self._closed and self.receive and self.transfer_finished:
-            self.cmd_channel.authorizer.uploaded(self.cmd_channel.username, self.tot_bytes_received)
-        super().close()
 
 
 class UploadMixin:
@@ -254,6 +263,22 @@ class UploadMixin:
 
     def on_incomplete_file_received(self, file: str) -> None:
         self.arrivals.ended(file)
+
+
+class PrivateFS(AbstractedFS):
+    """What FTP uploads create is the scheduler's account's alone (files 0600,
+    folders 0700), whatever the umask."""
+
+    def open(self, filename: str, mode: str):  # noqa: ANN201 - pyftpdlib's signature
+        if set(mode) & set("wa+"):
+            os.close(os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+            f = open(filename, mode)  # noqa: SIM115 - pyftpdlib closes it
+            os.fchmod(f.fileno(), 0o600)
+            return f
+        return super().open(filename, mode)
+
+    def mkdir(self, path: str) -> None:
+        os.mkdir(path, 0o700)
 
 
 class TlsFiles(Protocol):
@@ -293,8 +318,7 @@ class Spool:
         masquerade_address: str | None = None,
         tls: TlsFiles | None = None,
     ):
-        self.root = root.resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = make_private_dir(root).resolve()
         #: Offered to workers: one that finds this secret at this path shares the
         #: spool's file system and links files instead of moving them over FTP.
         self.share = SpoolShare(path=str(self.root), identity=secrets.token_hex(16))
@@ -307,11 +331,18 @@ class Spool:
             control, data = _tls_handlers(tls)
         #: Inputs whose jobs are queued while their upload runs.
         self.arrivals = Arrivals()
+        #: The FTP user of each cluster's upload grant, while it is valid.
+        self._uploads: dict[int, str] = {}
+        #: Open ``dfarm doctor`` probes: directory name -> owner, FTP user, budget.
+        self._probes: dict[str, tuple[str, str, int]] = {}
+        # Probes end with the connection that asked for them, which a restart ended.
+        shutil.rmtree(self.root / PROBE_DIR, ignore_errors=True)
         cut = clear_interrupted(self.root)
         if cut:
             log.warning("removed %d input(s) whose upload a restart interrupted", cut)
         handler = type("SpoolFTPHandler", (UploadMixin, control), {"arrivals": self.arrivals})
         handler.authorizer = self.authorizer
+        handler.abstracted_fs = PrivateFS
         handler.banner = "dfarm spool ready."
         handler.passive_ports = passive_ports
         handler.masquerade_address = masquerade_address
@@ -374,6 +405,8 @@ class Spool:
                 else:
                     os.replace(entry.path, target)
             shutil.rmtree(source)
+        # The worker made them readable to its account's peers: they are ours alone now.
+        make_private_tree(job_dir)
 
     def drop_attempt(self, cluster: int, proc: int, attempt: int) -> None:
         """Forget the results a worker linked for an attempt that does not count."""
@@ -407,10 +440,34 @@ class Spool:
         self, cluster: int, host: str, ttl: float = 3600, max_bytes: int | None = None
     ) -> FtpGrant:
         """Write-only access to a new cluster's input directory, for ``max_bytes``."""
-        path = self.input_dir(cluster)
-        path.mkdir(parents=True, exist_ok=True)
+        path = make_private_dir(self.input_dir(cluster))
         rules = [Rule(str(path), WRITE)]
-        return self._issue(path, rules, ttl, host, max_bytes, replace=False)
+        grant = self._issue(path, rules, ttl, host, max_bytes, replace=False)
+        self._uploads[cluster] = grant.user
+        return grant
+
+    def upload_room(self, cluster: int) -> int:
+        """Bytes the upload grant of ``cluster`` may still upload (0: none, or no limit)."""
+        user = self._uploads.get(cluster)
+        room = None if user is None else self.authorizer.upload_room(user)
+        return max(0, room or 0)
+
+    def end_upload(self, cluster: int) -> None:
+        """No more uploads into ``cluster``'s inputs: its grant goes."""
+        user = self._uploads.pop(cluster, None)
+        if user is not None:
+            self.authorizer.revoke(user)
+
+    def drop_uploads(self, cluster: int) -> int:
+        """Remove the uploads of ``cluster`` that were never named as inputs (a cluster
+        abandoned: none will be); returns how many."""
+        self.end_upload(cluster)
+        return remove_uploads(self.input_dir(cluster))
+
+    def remove_cluster(self, cluster: int) -> None:
+        """Forget a cluster that never had jobs: its grant and its folder."""
+        self.end_upload(cluster)
+        shutil.rmtree(self.root / str(cluster), ignore_errors=True)
 
     def grant_job(self, cluster: int, proc: int, host: str, ttl: float) -> FtpGrant:
         """For a worker: read the cluster's inputs, write this job's results."""
@@ -423,23 +480,45 @@ class Spool:
         rules = [Rule(str(self.job_dir(c, p)), READ) for c, p in jobs]
         return self._issue(self.root, rules, ttl, host)
 
-    def grant_probe(self, host: str, ttl: float = 60) -> tuple[FtpGrant, str]:
-        """For ``dfarm doctor``: read-write access to a new directory under ``probe/``
-        (older probe directories are removed first); returns the grant and the
-        directory's name relative to the grant's root."""
-        probes = self.root / PROBE_DIR
-        probes.mkdir(exist_ok=True)
-        for old in probes.iterdir():
-            if old.stat().st_mtime < time.time() - 2 * ttl:
-                shutil.rmtree(old, ignore_errors=True)
+    def grant_probe(
+        self, host: str, owner: str = "", max_bytes: int = 0, ttl: float = 60
+    ) -> tuple[FtpGrant, str]:
+        """For ``dfarm doctor``: access to a new directory under ``probe/`` for one
+        file of at most ``max_bytes`` (and never more than :data:`PROBE_BUDGET`; the
+        FTP server stops the upload past it), counted as ``owner``'s until
+        :meth:`end_probe`; returns the grant and the directory's name relative to
+        the grant's root."""
+        probes = make_private_dir(self.root / PROBE_DIR)
         name = secrets.token_hex(8)
-        (probes / name).mkdir()
-        rules = [Rule(str(probes / name), READ_WRITE)]
-        # A probe moves a few hundred KiB; the budget keeps it from filling the disk.
-        return self._issue(probes, rules, ttl, host, max_bytes=PROBE_BUDGET), name
+        (probes / name).mkdir(mode=0o700)
+        budget = min(max_bytes or PROBE_BUDGET, PROBE_BUDGET)
+        rules = [Rule(str(probes / name), PROBE_PERMS)]
+        grant = self._issue(probes, rules, ttl, host, max_bytes=budget)
+        self._probes[name] = (owner, grant.user, budget)
+        return grant, name
+
+    def end_probe(self, name: str) -> None:
+        """The probe ``name`` is over: its grant and its directory go."""
+        owner_user_budget = self._probes.pop(name, None)
+        if owner_user_budget is not None:
+            self.authorizer.revoke(owner_user_budget[1])
+        shutil.rmtree(self.root / PROBE_DIR / name, ignore_errors=True)
+
+    def end_expired_probes(self) -> None:
+        """End the probes whose grant expired (see :meth:`GrantAuthorizer.expire`)."""
+        for name, (_, user, _) in list(self._probes.items()):
+            if not self.authorizer.has_user(user):
+                self.end_probe(name)
+
+    def probe_bytes(self, owner: str) -> int:
+        """Bytes the open probes of ``owner`` may hold (each at its whole budget)."""
+        return sum(budget for who, _, budget in self._probes.values() if who == owner)
 
     def revoke(self, grant: FtpGrant) -> None:
         self.authorizer.revoke(grant.user)
+        for cluster, user in list(self._uploads.items()):
+            if user == grant.user:
+                del self._uploads[cluster]
 
     # -- files that travel inside messages -----------------------------------
 
@@ -482,15 +561,15 @@ def upload_sizes(uploads: dict[str, str], specs: list[JobSpec]) -> dict[str, int
     return {sha: sizes[sha] for sha in uploads if sha in sizes}
 
 
-#: Bytes one ``dfarm doctor`` probe may upload.
-PROBE_BUDGET = 4 << 20
+#: Bytes one ``dfarm doctor`` probe may upload: its probe file (256 KiB), no more.
+PROBE_BUDGET = 256 * 1024
 
 
 class StagingError(Exception):
     """Inline file data that cannot be stored."""
 
 
-def _write_atomic(path: Path, data: bytes, mode: int = 0o666) -> None:
+def _write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with a file of ``data``, created with ``mode`` (less the umask)."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import operator
+import os
 import re
 import secrets
 import sqlite3
@@ -217,6 +218,8 @@ class Store:
     def __init__(self, path: Path):
         self.path = path
         self._lock = threading.RLock()
+        # Created owner-only: SQLite gives its -wal and -shm files the database's mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -421,6 +424,24 @@ class Store:
         )
         return [row["id"] for row in rows]
 
+    def reservations(self) -> list[int]:
+        """Clusters reserved without any job queued."""
+        rows = self._query(
+            "SELECT id FROM clusters WHERE submitted IS NULL"
+            " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.cluster = clusters.id)"
+        )
+        return [row["id"] for row in rows]
+
+    def forget_reservation(self, cluster: int) -> bool:
+        """Remove a reserved cluster that never had a job; whether it was one."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "DELETE FROM clusters WHERE id=? AND submitted IS NULL"
+                " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.cluster = clusters.id)",
+                (cluster,),
+            )
+            return cur.rowcount > 0
+
     def cluster_owner(self, cluster: int) -> tuple[str, bool] | None:
         """The owner of a cluster and whether its jobs were submitted."""
         rows = self._query("SELECT owner, submitted FROM clusters WHERE id=?", (cluster,))
@@ -518,9 +539,28 @@ class Store:
         }
 
     def clear_files(self, cluster: int, proc: int) -> None:
-        """Forget the small result files of an earlier attempt."""
+        """Forget the small result files of an earlier attempt (and the hashes of its
+        large ones)."""
         with self.transaction() as db:
             db.execute("DELETE FROM job_files WHERE cluster=? AND proc=?", (cluster, proc))
+            db.execute("DELETE FROM result_hashes WHERE cluster=? AND proc=?", (cluster, proc))
+
+    def save_hashes(self, cluster: int, proc: int, hashes: dict[str, tuple[str, int]]) -> None:
+        """The SHA-256 and size of each large result file of a job, by name."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM result_hashes WHERE cluster=? AND proc=?", (cluster, proc))
+            db.executemany(
+                "INSERT INTO result_hashes (cluster, proc, name, sha256, size) VALUES (?,?,?,?,?)",
+                [(cluster, proc, name, sha, size) for name, (sha, size) in hashes.items()],
+            )
+
+    def hashes(self, cluster: int, proc: int) -> dict[str, tuple[str, int]]:
+        """What :meth:`save_hashes` recorded for a job."""
+        rows = self._query(
+            "SELECT name, sha256, size FROM result_hashes WHERE cluster=? AND proc=?",
+            (cluster, proc),
+        )
+        return {row["name"]: (row["sha256"], row["size"]) for row in rows}
 
     def files(self, cluster: int, proc: int) -> dict[str, bytes]:
         rows = self._query(
@@ -620,6 +660,7 @@ class Store:
         """Forget the results of these jobs (their rows and events stay, for history)."""
         with self.transaction() as db:
             db.executemany("DELETE FROM job_files WHERE cluster=? AND proc=?", jobs)
+            db.executemany("DELETE FROM result_hashes WHERE cluster=? AND proc=?", jobs)
             db.executemany(
                 "INSERT OR IGNORE INTO expired (cluster, proc, time) VALUES (?,?,?)",
                 [(c, p, now) for c, p in jobs],

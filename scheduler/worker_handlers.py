@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
+from pathlib import Path
 
 from scheduler import protocol as p
 from scheduler.connection import Connection, RequestError
@@ -14,6 +16,7 @@ from scheduler.job_results import extract_result
 from scheduler.matching import slot_attributes
 from scheduler.protocol import JobState
 from scheduler.queue_ahead import release
+from scheduler.result_hashes import hash_results
 from scheduler.store import Job
 from scheduler.submission import safe_name, safe_result_name
 
@@ -137,10 +140,10 @@ class WorkerHandlers:
         conn.slots.disk_free_mb = msg.metrics.disk_free_mb
         conn.slots.attributes = slot_attributes(conn.slots, msg.metrics)
 
-    def on_job_finished(self, conn: Connection, msg: p.JobFinished) -> p.Message:
-        slots = self._registered(conn)
-        job = conn.running.get(msg.job_id)
-        if job is None or job.attempt != msg.attempt or job.state is not JobState.RUNNING:
+    def on_job_finished(self, conn: Connection, msg: p.JobFinished) -> p.Message | None:
+        self._registered(conn)
+        job = self._current(conn, msg)
+        if job is None:
             if msg.spooled:
                 try:
                     cluster, proc = p.parse_job_id(msg.job_id)
@@ -148,12 +151,54 @@ class WorkerHandlers:
                     raise RequestError(str(exc)) from None
                 if proc is not None:
                     self.spool.drop_attempt(cluster, proc, msg.attempt)
+            return p.Ok()
+        if msg.spooled:
+            try:
+                self.spool.take_attempt(job.cluster, job.proc, msg.attempt)
+            except OSError as exc:
+                why = f"its results could not be put in place in the spool: {exc}"
+                msg = dataclasses.replace(msg, failure=msg.failure or why)
+        job_dir = self.spool.job_dir(job.cluster, job.proc)
+        if not job_dir.is_dir():
+            return self._finish(conn, msg, {})
+        # Large results: their hashes first, in a thread; the reply follows.
+        task = asyncio.get_running_loop().create_task(self._hash_and_finish(conn, msg, job_dir))
+        self.hashing.add(task)
+        task.add_done_callback(self.hashing.discard)
+        return None
+
+    def _current(self, conn: Connection, msg: p.JobFinished) -> Job | None:
+        """The job whose attempt ``msg`` reports, if it is still the running one."""
+        job = conn.running.get(msg.job_id)
+        if job is None or job.attempt != msg.attempt or job.state is not JobState.RUNNING:
             log.info(
                 "worker %s: result of stale attempt %s:%d discarded",
                 conn.name,
                 msg.job_id,
                 msg.attempt,
             )
+            return None
+        return job
+
+    async def _hash_and_finish(self, conn: Connection, msg: p.JobFinished, job_dir: Path) -> None:
+        try:
+            hashes = await asyncio.to_thread(hash_results, job_dir)
+            assert conn.slots is not None
+            if self.workers.get(conn.slots.worker_id) is not conn:
+                return  # gone meanwhile: it sends the result again when it is back
+            reply = self._finish(conn, msg, hashes)
+        except Exception:
+            log.exception("internal error taking the result of %s", msg.job_id)
+            reply = p.Error(message="internal error taking the result", code="internal")
+        conn.send(reply.with_id(msg.id))
+
+    def _finish(
+        self, conn: Connection, msg: p.JobFinished, hashes: dict[str, tuple[str, int]]
+    ) -> p.Message:
+        """Record the end of an attempt whose large results (if any) have these hashes."""
+        slots = self._registered(conn)
+        job = self._current(conn, msg)
+        if job is None:
             return p.Ok()
         failure = msg.failure
         try:
@@ -173,13 +218,9 @@ class WorkerHandlers:
             exit_signal=msg.exit_signal,
             output_files=msg.output_files,
         )
-        if msg.spooled:
-            try:
-                self.spool.take_attempt(job.cluster, job.proc, msg.attempt)
-            except OSError as exc:
-                failure = failure or f"its results could not be put in place in the spool: {exc}"
         with self.store.transaction():
             self.store.save_files(job.cluster, job.proc, files)
+            self.store.save_hashes(job.cluster, job.proc, hashes)
             if failure:
                 self.jobs.hold(job, failure, **outcome)
             elif retry := self._retry(job, msg):

@@ -91,3 +91,19 @@ def test_parse_size(text: str, size: int) -> None:
 
 def test_human() -> None:
     assert (human(100), human(150_000), human(3 * 2**30)) == ("100 B", "146.5 KiB", "3.0 GiB")
+
+
+def test_reservations_expire_after_their_ttl_on_the_given_clock() -> None:
+    from scheduler.reservations import Reservations
+
+    now = [1000.0]
+    reservations = Reservations(ttl=60, clock=lambda: now[0])
+    reservations.add(1, now[0])
+    reservations.add(2, now[0] + 30)
+    reservations.add(3, now[0])
+    reservations.submitted(3)  # its first part came: no longer a reservation
+    assert reservations.due(1059.0) == []
+    assert reservations.due(1060.0) == [1]
+    assert 1 not in reservations and 2 in reservations
+    assert reservations.due(2000.0) == [2]
+    assert reservations.due(3000.0) == []

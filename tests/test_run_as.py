@@ -33,7 +33,7 @@ def test_jobs_run_as_their_owner_or_nobody_never_root(make_cluster, tmp_path: Pa
     add = cluster.run("dfarm", "user", "add", user, "--home", cluster.config.home)
     other = cluster.env(DFARM_TOKEN=add.stdout.strip().splitlines()[-1])
     gate = tmp_path / "gate"
-    jobs_dir = cluster.config.home / "workers" / "w1" / "jobs"
+    jobs_dir = cluster.workers_dir / "w1" / "jobs"
     # root's job (1.0): runs as nobody, keeps a secret in its sandbox, waits.
     write(tmp_path / "a" / "keep.sh", "#!/bin/sh\nid -u; stat -c '%a %u' .\n"
           "echo s3cr3t > mine.txt\n"
@@ -106,7 +106,7 @@ def test_slot_uids_isolate_jobs_of_users_without_accounts(make_cluster, tmp_path
         pytest.skip("uids 62000-62001 are taken here")
     cluster = make_cluster(workers=1, slots=2, worker_args=("--slot-uids", str(base)))
     gate = tmp_path / "gate"
-    jobs_dir = cluster.config.home / "workers" / "w1" / "jobs"
+    jobs_dir = cluster.workers_dir / "w1" / "jobs"
     # Both jobs are root's (no account to run as): each slot runs them as its own uid.
     write(tmp_path / "keep.sh", "#!/bin/sh\nid -u\necho s3cr3t > mine.txt\n"
           f"while [ ! -e {gate} ]; do sleep 0.05; done\n", True)  # fmt: skip

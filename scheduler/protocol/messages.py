@@ -292,6 +292,9 @@ class JobResults(Message):
     files: dict[str, dict[str, str]] = field(default_factory=dict)
     #: Jobs left out to keep the reply small: ask for them again.
     remaining: list[str] = field(default_factory=list)
+    #: The SHA-256 recorded for each large file when it arrived (``hashes[job_id][name]``):
+    #: each must be downloaded and match, else the file is missing or damaged.
+    hashes: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,6 +18,7 @@ from control_node.sweep import Sweep
 from scheduler import protocol as p
 from scheduler.connection import RequestError
 from scheduler.job_files import result_file
+from scheduler.result_hashes import ResultDamaged, check
 from scheduler.web import views
 from scheduler.web.disposition import attachment
 from scheduler.web.keys import scheduler_of
@@ -93,7 +94,8 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
     user = require_user(request)
     s = scheduler_of(request)
     job = s.owned_job(user, request.match_info["id"])
-    found = result_file(s.store, s.spool, job, request.match_info["stream"])
+    stream = request.match_info["stream"]
+    found = await _checked(s, job, stream, result_file(s.store, s.spool, job, stream))
     return _send(found, None, "text/plain; charset=utf-8")
 
 
@@ -106,7 +108,22 @@ async def job_file(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     if name not in job.output_files:
         raise RequestError(f"job {job.id} has no output file {name!r}", "not_found")
-    return _send(_file(s, job, name), name, "application/octet-stream")
+    found = await _checked(s, job, f"outputs/{name}", _file(s, job, name))
+    return _send(found, name, "application/octet-stream")
+
+
+async def _checked(s: Any, job: Any, name: str, found: bytes | Path | None) -> bytes | Path | None:
+    """``found``, a result file of ``job``, once it matches the hash recorded when it
+    arrived (checked in a thread); a RequestError naming it when it does not."""
+    expected = s.store.hashes(job.cluster, job.proc).get(name)
+    if expected is None or isinstance(found, bytes):
+        return found
+    path = s.spool.job_dir(job.cluster, job.proc) / name if found is None else found
+    try:
+        await asyncio.to_thread(check, path, expected, f"{name} of job {job.id}")
+    except ResultDamaged as exc:
+        raise RequestError(str(exc), "damaged") from None
+    return found
 
 
 def _send(found: bytes | Path | None, name: str | None, kind: str) -> web.StreamResponse:

@@ -123,6 +123,8 @@ async def tail(
     waiter = _Waiter(user)
     message = p.TailJob(job_id=job_id, stream=stream, offset=offset, limit=limit)
     reply = s.on_tail_job(waiter, message)
+    if asyncio.iscoroutine(reply):  # a finished job's large output, read in a thread
+        reply = await reply
     if reply is None:
         try:
             reply = await asyncio.wait_for(waiter.reply, TAIL_TIMEOUT)

@@ -19,7 +19,7 @@ from webtools import Browserless
 from scheduler import protocol as p
 from scheduler import store as store_module
 from scheduler.protocol import JobSpec, JobState
-from scheduler.schema import MIGRATIONS
+from scheduler.schema import MIGRATIONS, _verifiers_instead_of_keys
 from scheduler.store import Job, Store
 from scheduler.web import passwords
 
@@ -108,7 +108,7 @@ def test_a_reader_of_the_database_cannot_authenticate_as_anyone(
 
 # ----------------------------------------------------------------------------- migration
 
-PREVIOUS = len(MIGRATIONS) - 1  # the schema before verifiers
+PREVIOUS = MIGRATIONS.index(_verifiers_instead_of_keys)  # the schema before verifiers
 
 
 def previous_schema_database(
