@@ -77,9 +77,13 @@ def workers_table(workers: Sequence[p.WorkerInfo]) -> str:
                 f"{m.memory_available_mb / 1024:.1f} GB",
                 gpus,
                 " ".join(f"{x:.2f}" for x in m.load_avg),
+                m.process_tracking or "-",
             )
         )
-    headers = ("ID", "NAME", "STATE", "SLOTS", "CORES", "THREADS", "RAM_AVAIL", "GPU", "LOAD")
+    headers = (
+        *("ID", "NAME", "STATE", "SLOTS", "CORES", "THREADS", "RAM_AVAIL", "GPU", "LOAD"),
+        "JOB_PROCESSES",
+    )
     return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
 
 

@@ -32,10 +32,11 @@ from worker_node.job_python import job_python, reachable_by_others
 from worker_node.launcher import Launchers
 from worker_node.leftovers import kill_leftovers
 from worker_node.metrics import Sampler
+from worker_node.reaper import mechanism
 from worker_node.runner import Attempt, run_attempt
 from worker_node.sandbox import Sandbox
 from worker_node.spool_link import SpoolLink
-from worker_node.transfer import InputCache
+from worker_node.transfer import OwnerCaches
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,9 @@ class Worker:
         self.launchers = (
             Launchers(self.job_python) if self.accounts.privileged and self.job_python else None
         )
-        self.cache = InputCache(config.work_dir / "cache")
+        self.caches = OwnerCaches(config.work_dir / "cache")
+        sampler.process_tracking = mechanism(self.launchers is not None, bool(config.slot_uids))
+        log.info("jobs' processes are ended by: %s", sampler.process_tracking)
         #: The scheduler's spool where this worker shares its file system (files
         #: move by hard link); None: over FTP. Found again at each registration.
         self.spool: SpoolLink | None = None
@@ -412,10 +415,10 @@ class Worker:
             )
             try:
                 account = self.accounts.for_owner(msg.owner, sandbox.index)
+                cache = self.caches.for_owner(msg.owner)
                 result = run_attempt(
-                    attempt, self.cache, sandbox, account, self.job_python, self.launchers,
-                    self.spool,
-                )  # fmt: skip
+                    attempt, cache, sandbox, account, self.job_python, self.launchers, self.spool
+                )
             except Exception as exc:  # a bug must cost this job, not the slot's chain
                 log.exception("job %s attempt %d: internal error", msg.job_id, msg.attempt)
                 failure = f"internal error on worker {self.config.name}: {exc}"
