@@ -27,6 +27,7 @@ from pathlib import Path
 
 from scheduler import protocol as p
 from scheduler.protocol.tls import TlsError, check_pin, client_context
+from worker_node.cgroups import JobCgroups
 from worker_node.identity import DEFAULT_RUN_AS, IdentityError, JobAccounts
 from worker_node.job_python import job_python, reachable_by_others
 from worker_node.launcher import Launchers
@@ -103,10 +104,15 @@ class Worker:
         self.job_python = config.job_python or job_python(config.work_dir, self.accounts.privileged)
         # Launchers run as job accounts, so with an interpreter those accounts can run.
         self.launchers = (
-            Launchers(self.job_python) if self.accounts.privileged and self.job_python else None
+            Launchers(self.job_python, JobCgroups.create(config.name))
+            if self.accounts.privileged and self.job_python
+            else None
         )
         self.caches = OwnerCaches(config.work_dir / "cache")
-        sampler.process_tracking = mechanism(self.launchers is not None, bool(config.slot_uids))
+        cgroup = self.launchers.cgroups if self.launchers is not None else None
+        sampler.process_tracking = mechanism(
+            self.launchers is not None, bool(config.slot_uids), cgroup.kind if cgroup else None
+        )
         log.info("jobs' processes are ended by: %s", sampler.process_tracking)
         #: The scheduler's spool where this worker shares its file system (files
         #: move by hard link); None: over FTP. Found again at each registration.

@@ -34,6 +34,7 @@ import sys
 import threading
 from typing import Any
 
+from worker_node.cgroups import JobCgroups
 from worker_node.identity import Account
 from worker_node.reaper import become_subreaper, reap_children
 
@@ -105,10 +106,12 @@ class Launcher:
 
 
 class Launchers:
-    """One launcher per (slot, account), started when first needed."""
+    """One launcher per (slot, account), started when first needed, each in a
+    cgroup of its own where the worker could make ``cgroups``."""
 
-    def __init__(self, python: str):
+    def __init__(self, python: str, cgroups: JobCgroups | None = None):
         self.python = python
+        self.cgroups = cgroups
         self._lock = threading.Lock()
         self._running: dict[tuple[int, Account], Launcher] = {}
 
@@ -121,7 +124,19 @@ class Launchers:
                 launcher = None
             if launcher is None:
                 launcher = self._running[(slot, account)] = Launcher(account, self.python)
+                if self.cgroups is not None:  # before it starts any job
+                    self.cgroups.add(_cgroup(slot, account), launcher.process.pid)
             return launcher
+
+    def end_job(self, slot: int, account: Account) -> None:
+        """After a job of ``account`` in ``slot``: kill every process left in its
+        launcher's cgroup (all of them if the launcher itself is gone)."""
+        if self.cgroups is None:
+            return
+        with self._lock:
+            launcher = self._running.get((slot, account))
+            spare = {launcher.process.pid} if launcher is not None and launcher.alive else set()
+        self.cgroups.kill(_cgroup(slot, account), spare)
 
     def pids(self) -> set[int]:
         """The launchers' own processes (of jobs' uids, yet never a job's)."""
@@ -133,6 +148,12 @@ class Launchers:
             for launcher in self._running.values():
                 launcher.close()
             self._running.clear()
+            if self.cgroups is not None:
+                self.cgroups.close()
+
+
+def _cgroup(slot: int, account: Account) -> str:
+    return f"slot{slot}-uid{account.uid}"
 
 
 def _launcher_env() -> dict[str, str]:

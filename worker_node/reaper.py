@@ -53,11 +53,16 @@ def become_subreaper() -> bool:
     return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
-def mechanism(launchers: bool, slot_uids: bool) -> str:
-    """How a worker ends its jobs' processes, as ``dstat`` shows it."""
+def mechanism(launchers: bool, slot_uids: bool, cgroup: str | None = None) -> str:
+    """How a worker ends its jobs' processes, as ``dstat`` shows it (``cgroup``:
+    the kind of cgroups its launchers run in, if any)."""
     if not launchers:
         return "process group"
-    return "subreaper + uid sweep" if slot_uids else "subreaper"
+    parts = [cgroup] if cgroup else []
+    parts.append("subreaper")
+    if slot_uids:
+        parts.append("uid sweep")
+    return " + ".join(parts)
 
 
 def reap_children() -> int:

@@ -192,7 +192,7 @@ def run_attempt(
         )
         with attempt._lock:
             attempt.streams = {}  # results are read from the start, with no dtail about
-        _sweep(account, launchers)
+        _end_processes(account, launchers, sandbox.index)
         with contextlib.ExitStack() as files:
             owner = os.geteuid() if account is None else account.uid
             outputs, missing = _collect_outputs(
@@ -388,10 +388,14 @@ class Launched:
     returncode: int | None = None
 
 
-def _sweep(account: Account | None, launchers: Launchers | None) -> None:
-    """Kill what is left of the job under a uid dedicated to it (see
-    :mod:`worker_node.reaper`), its slot's launcher spared."""
-    if account is not None and account.dedicated:
+def _end_processes(account: Account | None, launchers: Launchers | None, slot: int) -> None:
+    """Kill what is left of the job in its launcher's cgroup, and under a uid
+    dedicated to it (see :mod:`worker_node.reaper`), the slot's launcher spared."""
+    if account is None:
+        return
+    if launchers is not None:
+        launchers.end_job(slot, account)
+    if account.dedicated:
         reaper.sweep_uid(account.uid, launchers.pids() if launchers is not None else set())
 
 

@@ -53,6 +53,15 @@ def _workers(cluster: TestCluster) -> dict[str, dict[str, object]]:
     return {w["name"]: w for w in workers}
 
 
+def _tracking(cluster: TestCluster) -> str:
+    return str(_workers(cluster)["w1"]["metrics"]["process_tracking"])
+
+
+def _state(cluster: TestCluster, job: str) -> str:
+    out = cluster.run("dq", "--json", "--all")
+    return {j["id"]: j["state"] for j in json.loads(out.stdout)}.get(job, "")
+
+
 def _free_uid(base: int) -> int:
     if any(base <= pw.pw_uid < base + 2 for pw in pwd.getpwall()):
         pytest.skip(f"uids {base}-{base + 1} are taken here")
@@ -81,12 +90,41 @@ def test_a_thousand_setsid_children_die_with_their_job(
     assert out.returncode == 0, out.stdout + out.stderr
     assert len(pids) == count
     assert not survivors, f"{len(survivors)} of {count} children outlived their job"
-    # dstat says how this worker ends its jobs' processes, in the table and in JSON.
-    expected = "subreaper + uid sweep" if slot_uids else "subreaper"
-    worker = _workers(cluster)["w1"]
-    assert worker["metrics"]["process_tracking"] == expected
+    # dstat says how this worker ends its jobs' processes, in the table and in JSON,
+    # as the worker's log does.
+    tracking = _tracking(cluster)
+    assert "subreaper" in tracking and ("uid sweep" in tracking) == slot_uids
+    assert f"jobs' processes are ended by: {tracking}" in cluster.log("w1")
     table = cluster.run("dstat").stdout
-    assert "JOB_PROCESSES" in table and expected in table
+    assert "JOB_PROCESSES" in table and tracking in table
+
+
+@pytest.mark.parametrize("slot_uids", [False, True], ids=["run-as-nobody", "slot-uids"])
+def test_children_of_a_job_that_killed_its_launcher_die_with_it(
+    make_cluster,  # noqa: ANN001
+    tmp_path: Path,
+    slot_uids: bool,
+) -> None:
+    """Killing its launcher (its parent, of its own uid) frees a job's orphans from
+    the subreaper: the launcher's cgroup, or the slot uid's sweep, still ends them."""
+    base = _free_uid(62400)
+    args = ("--slot-uids", str(base)) if slot_uids else ()
+    cluster = make_cluster(workers=1, worker_args=args)
+    uid = base if slot_uids else pwd.getpwnam("nobody").pw_uid
+    marks = tmp_path / "pids"
+    marks.touch()
+    marks.chmod(0o666)
+    write(tmp_path / "scatter.sh", SCATTER.replace("echo scattered", "kill -9 $PPID"), True)
+    write(tmp_path / "s.sub", f"executable = scatter.sh\narguments = 20 {marks}\nqueue\n")
+    assert cluster.run("dsub", "s.sub", cwd=tmp_path).returncode == 0
+    tracking = _tracking(cluster)
+    if not slot_uids and "cgroup" not in tracking:
+        pytest.skip(f"this worker cannot make cgroups ({tracking})")
+    wait_until(lambda: _state(cluster, "1.0") == "held", timeout=60, what="the job's end")
+    pids = [int(line) for line in marks.read_text().split()]
+    survivors = _survivors(pids, uid)
+    assert len(pids) == 20
+    assert not survivors, f"{len(survivors)} of 20 children outlived their job"
 
 
 def test_a_slot_uids_process_outside_the_jobs_tree_is_swept(
