@@ -288,10 +288,12 @@ def test_large_files_by_link_or_ftp(make_cluster, tmp_path: Path, route: str) ->
         result = spool / "1" / str(proc) / "outputs" / "copy.bin"
         assert (read == stored.stat().st_ino) == (route == "link")
         assert (wrote == result.stat().st_ino) == (route == "link")
-        # Large results lie in the spool, the spool owner's, read-only to others.
+        # Large results lie in the spool, the spool owner's (private to it where the
+        # worker linked them).
+        mode = 0o600 if route == "link" else 0o644
         for name in ("outputs/copy.bin", "stdout"):
             st = (spool / "1" / str(proc) / name).stat()
-            assert (st.st_uid, st.st_mode & 0o777) == (spool.stat().st_uid, 0o644)
+            assert (st.st_uid, st.st_mode & 0o777) == (spool.stat().st_uid, mode)
     # The big inputs were uploaded once, the small one went inline; all are in the spool.
     inputs = list((spool / "1" / "input").iterdir())
     assert len(inputs) == 3

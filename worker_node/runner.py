@@ -433,7 +433,10 @@ def _collect_outputs(
     below the sandbox without following links and checked once open (see
     :mod:`worker_node.sandbox_files`): the job may have swapped any name for a link."""
     found: dict[str, BinaryIO] = {}
-    top = sandbox_files.open_dir(sandbox)
+    try:
+        top = sandbox_files.open_dir(sandbox)
+    except OSError as exc:  # a job of the worker's own account may chmod it
+        return found, f"its sandbox cannot be read: {exc.strerror}"
     files.callback(os.close, top)
     wanted = msg.spec.transfer_output_files
     if wanted is not None:
