@@ -40,7 +40,8 @@ SWEEP_LIMIT = 30.0
 def _prctl(option: int, value: int) -> bool:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(option, value, 0, 0, 0)) == 0
+        args = (ctypes.c_ulong(value), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+        return int(libc.prctl(ctypes.c_int(option), *args)) == 0
     except (OSError, AttributeError):
         return False
 

@@ -28,19 +28,23 @@ echo scattered
 """
 
 
-def _alive_as(pid: int, uid: int) -> bool:
-    """Whether ``pid`` is a live process of ``uid`` (not another that took its pid)."""
+def _alive_as(pid: int, uid: int, work: Path) -> bool:
+    """Whether ``pid`` is a live process of ``uid`` of a job of the worker in ``work``
+    (not another that took its pid since)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    return not fields["State"].strip().startswith("Z") and str(uid) in fields["Uid"].split()
+    ours = any(v.startswith(b"DFARM_SCRATCH_DIR=" + bytes(work)) for v in environ)
+    alive = not fields["State"].strip().startswith("Z")
+    return ours and alive and str(uid) in fields["Uid"].split()
 
 
-def _survivors(pids: list[int], uid: int) -> list[int]:
+def _survivors(pids: list[int], uid: int, work: Path) -> list[int]:
     """The live ones of ``pids``, killed (a failing test leaves nothing running)."""
-    alive = [pid for pid in pids if _alive_as(pid, uid)]
+    alive = [pid for pid in pids if _alive_as(pid, uid, work)]
     for pid in alive:
         os.kill(pid, signal.SIGKILL)
     return alive
@@ -86,7 +90,7 @@ def test_a_thousand_setsid_children_die_with_their_job(
     write(tmp_path / "s.sub", f"executable = scatter.sh\narguments = {count} {marks}\nqueue\n")
     out = cluster.run("dsub", "--wait", "s.sub", cwd=tmp_path)
     pids = [int(line) for line in marks.read_text().split()]
-    survivors = _survivors(pids, uid)
+    survivors = _survivors(pids, uid, cluster.workers_dir)
     assert out.returncode == 0, out.stdout + out.stderr
     assert len(pids) == count
     assert not survivors, f"{len(survivors)} of {count} children outlived their job"
@@ -122,7 +126,7 @@ def test_children_of_a_job_that_killed_its_launcher_die_with_it(
         pytest.skip(f"this worker cannot make cgroups ({tracking})")
     wait_until(lambda: _state(cluster, "1.0") == "held", timeout=60, what="the job's end")
     pids = [int(line) for line in marks.read_text().split()]
-    survivors = _survivors(pids, uid)
+    survivors = _survivors(pids, uid, cluster.workers_dir)
     assert len(pids) == 20
     assert not survivors, f"{len(survivors)} of 20 children outlived their job"
 
