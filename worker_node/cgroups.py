@@ -19,9 +19,10 @@ import contextlib
 import logging
 import os
 import re
-import signal
 import time
 from pathlib import Path
+
+from worker_node.reaper import kill_checked
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,7 @@ def _kill_all(folder: Path, spare: set[int]) -> int:
             return len(found)
         found.update(alive)
         for pid in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            kill_checked(pid, lambda pid: pid in _procs(folder))
         time.sleep(POLL)
 
 

@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +101,27 @@ def sweep_uid(uid: int, spare: set[int]) -> int:
             return len(found)
         found.update(alive)
         for pid in alive:
+            kill_checked(pid, lambda pid: pid in _processes_of(uid, [pid]))
+        time.sleep(POLL)
+
+
+def kill_checked(pid: int, still: Callable[[int], bool]) -> None:
+    """SIGKILL ``pid`` if ``still(pid)`` holds once a pidfd pins the process: a
+    pid read from /proc may have been reused since by a process of someone else."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:  # gone (or no pidfd: then it is checked just before the kill)
+        if still(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        time.sleep(POLL)
+        return
+    try:
+        if still(pid):
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _children(parent: int) -> list[int]:
@@ -119,10 +138,11 @@ def _children(parent: int) -> list[int]:
     return found
 
 
-def _processes_of(uid: int) -> list[int]:
-    """The live processes (not zombies) with ``uid`` among their uids, from /proc."""
+def _processes_of(uid: int, among: list[int] | None = None) -> list[int]:
+    """The live processes (not zombies) with ``uid`` among their uids, from /proc
+    (only those of ``among`` if given)."""
     found = []
-    for name in os.listdir("/proc"):
+    for name in os.listdir("/proc") if among is None else map(str, among):
         if not name.isdigit():
             continue
         with contextlib.suppress(OSError, ValueError, IndexError):
