@@ -289,6 +289,7 @@ def _send_results(
             with contextlib.suppress(ftplib.error_perm):  # it exists already
                 ftp.mkd(folder)
         for name, f in large:
+            f.seek(0)  # a failed link or copy into the spool may have read some
             upload(ftp, f, f"{proc}/{name}")
     return inline, False
 
