@@ -67,10 +67,12 @@ def mechanism(launchers: bool, slot_uids: bool, cgroup: str | None = None) -> st
     return " + ".join(parts)
 
 
-def reap_children() -> int:
+def reap_children(limit: float = SWEEP_LIMIT) -> int:
     """Kill and reap every child of this process until none is left (a subreaper's
-    children include its descendants' orphans); how many there were."""
+    children include its descendants' orphans), or for at most ``limit`` seconds
+    (a process in uninterruptible sleep dies late); how many were reaped."""
     count = 0
+    deadline = time.monotonic() + limit
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -79,12 +81,12 @@ def reap_children() -> int:
         if pid:
             count += 1
             continue
-        children = _children(os.getpid())
-        for child in children:
+        if time.monotonic() > deadline:
+            return count
+        for child in _children(os.getpid()):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGKILL)
-        if not children:
-            time.sleep(POLL)
+                os.kill(child, signal.SIGKILL)  # a child's pid cannot be reused unreaped
+        time.sleep(POLL)
 
 
 def sweep_uid(uid: int, spare: set[int]) -> int:
