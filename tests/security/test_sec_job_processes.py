@@ -120,10 +120,10 @@ def test_children_of_a_job_that_killed_its_launcher_die_with_it(
     marks.chmod(0o666)
     write(tmp_path / "scatter.sh", SCATTER.replace("echo scattered", "kill -9 $PPID"), True)
     write(tmp_path / "s.sub", f"executable = scatter.sh\narguments = 20 {marks}\nqueue\n")
-    assert cluster.run("dsub", "s.sub", cwd=tmp_path).returncode == 0
     tracking = _tracking(cluster)
     if not slot_uids and "cgroup" not in tracking:
         pytest.skip(f"this worker cannot make cgroups ({tracking})")
+    assert cluster.run("dsub", "s.sub", cwd=tmp_path).returncode == 0
     wait_until(lambda: _state(cluster, "1.0") == "held", timeout=60, what="the job's end")
     pids = [int(line) for line in marks.read_text().split()]
     survivors = _survivors(pids, uid, cluster.workers_dir)
