@@ -78,11 +78,13 @@ def workers_table(workers: Sequence[p.WorkerInfo]) -> str:
                 gpus,
                 " ".join(f"{x:.2f}" for x in m.load_avg),
                 w.auth or "-",
+                m.process_tracking or "-",
             )
         )
     headers = (
-        "ID", "NAME", "STATE", "SLOTS", "CORES", "THREADS", "RAM_AVAIL", "GPU", "LOAD", "AUTH"
-    )  # fmt: skip
+        *("ID", "NAME", "STATE", "SLOTS", "CORES", "THREADS", "RAM_AVAIL", "GPU", "LOAD"),
+        *("AUTH", "JOB_PROCESSES"),
+    )
     return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
 
 

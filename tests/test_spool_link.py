@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import warnings
@@ -12,6 +13,7 @@ import pytest
 
 from scheduler.protocol import SPOOL_IDENTITY_FILE, InputFile, SpoolShare
 from worker_node.spool_link import SpoolLink
+from worker_node.transfer import TransferError
 
 # pyftpdlib imports asyncore/asynchat, deprecated in Python 3.11: not ours to fix.
 with warnings.catch_warnings():
@@ -52,16 +54,33 @@ def test_inputs_are_linked_only_when_complete_plain_and_the_spools(
     assert link is not None
     folder = spool.input_dir(7)
     folder.mkdir(parents=True)
-    (folder / ("a" * 64)).write_bytes(b"12345")
+    sha = hashlib.sha256(b"12345").hexdigest()
+    (folder / sha).write_bytes(b"12345")
     (folder / ("b" * 64)).write_bytes(b"123")  # an upload cut short
     os.symlink("/etc/passwd", folder / ("c" * 64))
-    items = [InputFile(name=n, sha256=n[0] * 64, size=5) for n in ("a.bin", "b.bin", "c.bin")]
+    items = [InputFile(name=n, sha256=n[0] * 64, size=5) for n in ("b.bin", "c.bin")]
+    items.append(InputFile(name="a.bin", sha256=sha, size=5))
     items.append(InputFile(name="d.bin", sha256="d" * 64, size=5))  # not uploaded
     found = link.inputs(7, items)
     assert list(found) == ["a.bin"]
-    assert found["a.bin"] == (folder / ("a" * 64), (folder / ("a" * 64)).stat().st_ino)
+    assert found["a.bin"] == (folder / sha, (folder / sha).stat().st_ino)
     # Read-only and executable, as the cache's entries.
-    assert (folder / ("a" * 64)).stat().st_mode & 0o777 == 0o555
+    assert (folder / sha).stat().st_mode & 0o777 == 0o555
+
+
+def test_an_input_changed_in_the_spool_is_refused_by_name(spool: Spool, tmp_path: Path) -> None:
+    link = SpoolLink.find(spool.share, tmp_path)
+    assert link is not None
+    folder = spool.input_dir(7)
+    folder.mkdir(parents=True)
+    sha = hashlib.sha256(b"12345").hexdigest()
+    (folder / sha).write_bytes(b"12345")
+    item = InputFile(name="a.bin", sha256=sha, size=5)
+    assert list(link.inputs(7, [item])) == ["a.bin"]
+    (folder / sha).chmod(0o644)
+    (folder / sha).write_bytes(b"12346")  # same size, other content
+    with pytest.raises(TransferError, match="input 'a.bin' does not match its hash"):
+        link.inputs(7, [item])
 
 
 def test_results_are_linked_when_the_jobs_own_else_copied(spool: Spool, tmp_path: Path) -> None:
@@ -89,7 +108,7 @@ def test_results_are_linked_when_the_jobs_own_else_copied(spool: Spool, tmp_path
     for path in (job, put, *job.rglob("*")):
         st = path.lstat()
         assert st.st_uid == spool.root.stat().st_uid
-        assert st.st_mode & 0o777 == (0o755 if path.is_dir() else 0o644)
+        assert st.st_mode & 0o777 == (0o700 if path.is_dir() else 0o600)
 
 
 def test_the_scheduler_takes_the_results_of_the_attempt_that_counts(spool: Spool) -> None:

@@ -27,15 +27,17 @@ from pathlib import Path
 
 from scheduler import protocol as p
 from scheduler.protocol.tls import TlsError, check_pin, client_context
+from worker_node.cgroups import JobCgroups
 from worker_node.identity import DEFAULT_RUN_AS, IdentityError, JobAccounts
 from worker_node.job_python import job_python, reachable_by_others
 from worker_node.launcher import Launchers
 from worker_node.leftovers import kill_leftovers
 from worker_node.metrics import Sampler
+from worker_node.reaper import mechanism
 from worker_node.runner import Attempt, run_attempt
 from worker_node.sandbox import Sandbox
 from worker_node.spool_link import SpoolLink
-from worker_node.transfer import InputCache
+from worker_node.transfer import OwnerCaches
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +109,16 @@ class Worker:
         self.job_python = config.job_python or job_python(config.work_dir, self.accounts.privileged)
         # Launchers run as job accounts, so with an interpreter those accounts can run.
         self.launchers = (
-            Launchers(self.job_python) if self.accounts.privileged and self.job_python else None
+            Launchers(self.job_python, JobCgroups.create(config.name))
+            if self.accounts.privileged and self.job_python
+            else None
         )
-        self.cache = InputCache(config.work_dir / "cache")
+        self.caches = OwnerCaches(config.work_dir / "cache")
+        cgroup = self.launchers.cgroups if self.launchers is not None else None
+        sampler.process_tracking = mechanism(
+            self.launchers is not None, bool(config.slot_uids), cgroup.kind if cgroup else None
+        )
+        log.info("jobs' processes are ended by: %s", sampler.process_tracking)
         #: The scheduler's spool where this worker shares its file system (files
         #: move by hard link); None: over FTP. Found again at each registration.
         self.spool: SpoolLink | None = None
@@ -421,10 +430,10 @@ class Worker:
             )
             try:
                 account = self.accounts.for_owner(msg.owner, sandbox.index)
+                cache = self.caches.for_owner(msg.owner)
                 result = run_attempt(
-                    attempt, self.cache, sandbox, account, self.job_python, self.launchers,
-                    self.spool,
-                )  # fmt: skip
+                    attempt, cache, sandbox, account, self.job_python, self.launchers, self.spool
+                )
             except Exception as exc:  # a bug must cost this job, not the slot's chain
                 log.exception("job %s attempt %d: internal error", msg.job_id, msg.attempt)
                 failure = f"internal error on worker {self.config.name}: {exc}"

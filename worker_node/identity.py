@@ -32,6 +32,8 @@ class Account:
     gid: int
     #: Supplementary groups (root's own are never kept).
     groups: tuple[int, ...]
+    #: A slot uid: no process of it but the slot's job (and launcher) ever runs.
+    dedicated: bool = False
 
 
 class IdentityError(ValueError):
@@ -83,7 +85,7 @@ class JobAccounts:
             return account
         if self.slot_uids:
             uid = self.slot_uids + slot
-            return Account(f"dfarm-slot{slot + 1}", uid, uid, (uid,))
+            return Account(f"dfarm-slot{slot + 1}", uid, uid, (uid,), dedicated=True)
         return self.fallback
 
 

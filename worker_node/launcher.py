@@ -6,7 +6,9 @@ changes its user, so the kernel copies the worker's whole address space. A
 launcher is a small process, started once per slot and account as that account,
 that starts the jobs with no change of user (so with ``vfork``), waits for each,
 kills what it left in its process group, and reports its exit status and CPU
-time. The worker still watches the job (limits, ``dtail``) and kills it by its
+time. A launcher is a child subreaper: before it reports a job's end it kills
+every process the job left, whatever session it moved to (see
+:mod:`worker_node.reaper`). The worker still watches the job (limits, ``dtail``) and kills it by its
 process group, as root may. Jobs start with ``posix_spawn``, which spares
 ``subprocess``'s work in Python and its scan of open descriptors in the child.
 
@@ -32,7 +34,9 @@ import sys
 import threading
 from typing import Any
 
+from worker_node.cgroups import JobCgroups
 from worker_node.identity import Account
+from worker_node.reaper import become_subreaper, reap_children
 
 #: The largest request (a job's arguments and environment) a launcher reads.
 MAX_REQUEST = 1 << 20
@@ -102,10 +106,12 @@ class Launcher:
 
 
 class Launchers:
-    """One launcher per (slot, account), started when first needed."""
+    """One launcher per (slot, account), started when first needed, each in a
+    cgroup of its own where the worker could make ``cgroups``."""
 
-    def __init__(self, python: str):
+    def __init__(self, python: str, cgroups: JobCgroups | None = None):
         self.python = python
+        self.cgroups = cgroups
         self._lock = threading.Lock()
         self._running: dict[tuple[int, Account], Launcher] = {}
 
@@ -118,13 +124,36 @@ class Launchers:
                 launcher = None
             if launcher is None:
                 launcher = self._running[(slot, account)] = Launcher(account, self.python)
+                if self.cgroups is not None:  # before it starts any job
+                    self.cgroups.add(_cgroup(slot, account), launcher.process.pid)
             return launcher
+
+    def end_job(self, slot: int, account: Account) -> None:
+        """After a job of ``account`` in ``slot``: kill every process left in its
+        launcher's cgroup (all of them if the launcher itself is gone)."""
+        if self.cgroups is None:
+            return
+        with self._lock:
+            launcher = self._running.get((slot, account))
+            spare = {launcher.process.pid} if launcher is not None and launcher.alive else set()
+        self.cgroups.kill(_cgroup(slot, account), spare)
+
+    def pids(self) -> set[int]:
+        """The launchers' own processes (of jobs' uids, yet never a job's)."""
+        with self._lock:
+            return {launcher.process.pid for launcher in self._running.values()}
 
     def close(self) -> None:
         with self._lock:
             for launcher in self._running.values():
                 launcher.close()
             self._running.clear()
+            if self.cgroups is not None:
+                self.cgroups.close()
+
+
+def _cgroup(slot: int, account: Account) -> str:
+    return f"slot{slot}-uid{account.uid}"
 
 
 def _launcher_env() -> dict[str, str]:
@@ -156,6 +185,7 @@ def serve(sock: socket.socket) -> None:
         sock.send(json.dumps({"pid": pid}).encode())
         wait_exit(pid)
         status, cpu = reap_group(pid)
+        reap_children()  # what left the job's group and session: see worker_node.reaper
         sock.send(json.dumps({"status": status, "cpu": cpu}).encode())
 
 
@@ -201,6 +231,7 @@ def reap_group(pid: int) -> tuple[int, float]:
 
 
 def main(argv: list[str]) -> int:
+    become_subreaper()
     sock = socket.socket(fileno=int(argv[0]))
     sock.set_inheritable(False)  # passed to this process, never to its jobs
     with sock, contextlib.suppress(BrokenPipeError, ConnectionResetError):

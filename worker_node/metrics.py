@@ -61,6 +61,8 @@ class Sampler:
         self.cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
         self.threads = psutil.cpu_count(logical=True) or self.cores
         self.hostname = socket.gethostname()
+        #: Reported as is: how the worker ends its jobs' processes.
+        self.process_tracking = ""
 
     def sample(self) -> WorkerMetrics:
         mem = psutil.virtual_memory()
@@ -77,4 +79,5 @@ class Sampler:
             os=platform.system(),
             arch=platform.machine(),
             hostname=self.hostname,
+            process_tracking=self.process_tracking,
         )

@@ -36,6 +36,7 @@ from scheduler.protocol import (
     pack_bytes,
     parse_job_id,
 )
+from worker_node import reaper, sandbox_files
 from worker_node.identity import Account
 from worker_node.launcher import Launcher, LauncherError, Launchers, reap_group, wait_exit
 from worker_node.limits import watch_limits
@@ -191,11 +192,14 @@ def run_attempt(
         )
         with attempt._lock:
             attempt.streams = {}  # results are read from the start, with no dtail about
-        outputs, missing = _collect_outputs(msg, sandbox.directory, sandbox.staged)
-        results: dict[str, BinaryIO] = {"stdout": stdout, "stderr": stderr}
+        _end_processes(account, launchers, sandbox.index)
         with contextlib.ExitStack() as files:
-            for name, path in outputs.items():
-                results[f"outputs/{name}"] = files.enter_context(open(path, "rb"))
+            owner = os.geteuid() if account is None else account.uid
+            outputs, missing = _collect_outputs(
+                msg, sandbox.directory, sandbox.staged, owner, files
+            )
+            results: dict[str, BinaryIO] = {"stdout": stdout, "stderr": stderr}
+            results.update({f"outputs/{name}": f for name, f in outputs.items()})
             inline, spooled = _with_grant(
                 attempt, lambda grant: _send_results(msg, grant, results, spool)
             )
@@ -285,6 +289,7 @@ def _send_results(
             with contextlib.suppress(ftplib.error_perm):  # it exists already
                 ftp.mkd(folder)
         for name, f in large:
+            f.seek(0)  # a failed link or copy into the spool may have read some
             upload(ftp, f, f"{proc}/{name}")
     return inline, False
 
@@ -320,7 +325,13 @@ def _execute(
         who = dict(user=account.uid, group=account.gid, extra_groups=list(account.groups))
         env.update(USER=account.name, LOGNAME=account.name)
     argv = [str(exe), *spec.arguments]
-    with open(sandbox / spec.stdin, "rb") if spec.stdin else contextlib.nullcontext() as fin:
+    try:
+        fin = _open_stdin(sandbox, spec.stdin)
+    except sandbox_files.UnsafeFile as exc:
+        reason = f"input {spec.stdin!r} {exc.strerror}"
+        stderr.write(f"dfarm: {reason}\n".encode())
+        return None, 0.0, 0.0, reason
+    with fin if fin is not None else contextlib.nullcontext():
         try:
             with attempt._lock:
                 if attempt.kill_reason:
@@ -359,12 +370,34 @@ def _execute(
     return process.returncode, time.monotonic() - start, cpu, None
 
 
+def _open_stdin(sandbox: Path, name: str | None) -> BinaryIO | None:
+    """The job's stdin file, opened without following links (None: /dev/null)."""
+    if not name:
+        return None
+    top = sandbox_files.open_dir(sandbox)
+    try:
+        return sandbox_files.open_file(top, name, None)
+    finally:
+        os.close(top)
+
+
 @dataclass
 class Launched:
     """A job started by a launcher: what :meth:`Attempt.kill` and the limits need."""
 
     pid: int
     returncode: int | None = None
+
+
+def _end_processes(account: Account | None, launchers: Launchers | None, slot: int) -> None:
+    """Kill what is left of the job in its launcher's cgroup, and under a uid
+    dedicated to it (see :mod:`worker_node.reaper`), the slot's launcher spared."""
+    if account is None:
+        return
+    if launchers is not None:
+        launchers.end_job(slot, account)
+    if account.dedicated:
+        reaper.sweep_uid(account.uid, launchers.pids() if launchers is not None else set())
 
 
 def _launcher(launchers: Launchers | None, slot: int, account: Account | None) -> Launcher | None:
@@ -393,33 +426,37 @@ def _wait_launched(
 
 
 def _collect_outputs(
-    msg: RunJob, sandbox: Path, staged: dict[str, int]
-) -> tuple[dict[str, Path], str | None]:
-    """The files to send back, and a failure if a declared output is missing
-    (``staged``: the inputs linked into the sandbox, name -> inode)."""
+    msg: RunJob, sandbox: Path, staged: dict[str, int], owner: int, files: contextlib.ExitStack
+) -> tuple[dict[str, BinaryIO], str | None]:
+    """The files to send back, opened (closed with ``files``), and a failure if a
+    declared output is missing or unsafe (``staged``: the inputs linked into the
+    sandbox, name -> inode; ``owner``: the uid the job ran as). Each is opened
+    below the sandbox without following links and checked once open (see
+    :mod:`worker_node.sandbox_files`): the job may have swapped any name for a link."""
+    found: dict[str, BinaryIO] = {}
+    try:
+        top = sandbox_files.open_dir(sandbox)
+    except OSError as exc:  # a job of the worker's own account may chmod it
+        return found, f"its sandbox cannot be read: {exc.strerror}"
+    files.callback(os.close, top)
     wanted = msg.spec.transfer_output_files
     if wanted is not None:
-        found: dict[str, Path] = {}
-        inside = sandbox.resolve()
+        inputs = frozenset(staged.values())
         for name in wanted:
-            path = sandbox / name
-            # A job may plant links (``ln -s /etc d``, then ``d/shadow``): what is sent
-            # back must be a plain file that really lies in the sandbox.
-            if not path.resolve().is_relative_to(inside) or path.is_symlink():
-                return found, f"transfer_output_files: {name!r} is a link out of the sandbox"
-            if not path.is_file():
-                what = "is a directory" if path.is_dir() else "was not produced"
-                return found, f"transfer_output_files: {name!r} {what}"
-            found[path.name] = path
+            try:
+                found[name.rsplit("/", 1)[-1]] = files.enter_context(
+                    sandbox_files.open_file(top, name, owner, inputs)
+                )
+            except sandbox_files.UnsafeFile as exc:
+                return found, f"transfer_output_files: {name!r} {exc.strerror}"
         return found, None
     # New or changed files at the top: an input still linked to its source is
     # unchanged (a job that rewrites one has to replace it, since inputs are read-only).
-    found = {}
-    with os.scandir(sandbox) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            if not entry.is_file(follow_symlinks=False):
-                continue
-            if entry.name in staged and staged[entry.name] == entry.inode():
-                continue
-            found[entry.name] = Path(entry.path)
+    for name, inode in sandbox_files.plain_files(top):
+        if staged.get(name) == inode:
+            continue
+        with contextlib.suppress(sandbox_files.UnsafeFile):  # swapped for a link since
+            f = files.enter_context(sandbox_files.open_file(top, name, owner))
+            if os.fstat(f.fileno()).st_ino != staged.get(name):
+                found[name] = f
     return found, None

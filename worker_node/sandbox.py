@@ -116,10 +116,12 @@ class Sandbox:
 
 def _link_or_copy(source: Path, dest: Path) -> bool:
     """Put ``source`` at ``dest`` as a hard link (True), or as a copy when they are on
-    different file systems (False)."""
+    different file systems (False); never through a link at ``dest``."""
     try:
         os.link(source, dest)
         return True
     except OSError:
-        shutil.copy2(source, dest)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with open(source, "rb") as src, os.fdopen(os.open(dest, flags, 0o555), "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
         return False

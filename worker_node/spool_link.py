@@ -10,11 +10,12 @@ folder, links files instead of copying them over FTP:
   sandbox. It is not put into the worker's input cache, which every user's jobs
   share and whose entries are all verified by their hash: the spool's copy is
   the cluster owner's own upload, named by that owner's client, so it serves
-  only that cluster's jobs. Like a cache entry, it is made read-only (0555).
+  only that cluster's jobs. Like a cache entry, it is made read-only (0555), and
+  it is checked against its hash before a job uses it.
   An input still being uploaded (see ``scheduler.arrivals``) is linked once its
   upload has ended.
 - a large result goes from the sandbox into ``spool/<cluster>/<proc>/.attempt-<n>/``,
-  owned by the spool's owner and read-only to others; the scheduler moves it
+  owned by the spool's owner and private to it (0600); the scheduler moves it
   into the job's folder when it takes the attempt's result (a stale attempt, on
   a worker cut off while its job ran again elsewhere, overwrites nothing). A
   file the job also linked elsewhere (``ln`` to a file outside the sandbox),
@@ -27,13 +28,14 @@ FTP as on any other worker.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
 import shutil
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -45,12 +47,16 @@ from scheduler.protocol import (
     InputFile,
     SpoolShare,
 )
+from worker_node.transfer import TransferError
 
 log = logging.getLogger(__name__)
 
 #: The mode of a linked input, as of the cache's entries: any input may be the
 #: executable, and no job may change what the other jobs of its cluster read.
 INPUT_MODE = 0o555
+#: Results and the folders made for them are the spool owner's alone.
+RESULT_MODE = 0o600
+FOLDER_MODE = 0o700
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,9 @@ class SpoolLink:
     #: into it becomes theirs.
     uid: int
     gid: int
+    #: The version (device, inode, size, times) of each input checked against its
+    #: hash, by hash: a file written to since has another mtime and ctime.
+    verified: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False)
 
     @classmethod
     def find(cls, offer: SpoolShare | None, work_dir: Path) -> SpoolLink | None:
@@ -92,25 +101,48 @@ class SpoolLink:
         return cls(root, top.st_uid, top.st_gid)
 
     def inputs(self, cluster: int, items: list[InputFile]) -> dict[str, tuple[Path, int]]:
-        """The spool's copies of ``items`` that can be linked: name -> (path, inode)."""
+        """The spool's copies of ``items`` that can be linked: name -> (path, inode).
+        Each is checked against its hash before a job uses it (once per version
+        of the file: see :meth:`_verify`); TransferError names one that differs."""
         found: dict[str, tuple[Path, int]] = {}
         folder = self.root / str(cluster) / "input"
         for item in items:
             path = folder / item.sha256
             _await_arrival(path)
             try:
-                st = os.lstat(path)
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError:
                 continue
-            if not (stat.S_ISREG(st.st_mode) and st.st_uid == self.uid and st.st_size == item.size):
-                continue
-            if stat.S_IMODE(st.st_mode) != INPUT_MODE:
-                try:
-                    os.chmod(path, INPUT_MODE)
-                except OSError:
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(fd)
+                if not (
+                    stat.S_ISREG(st.st_mode) and st.st_uid == self.uid and st.st_size == item.size
+                ):
                     continue
-            found[item.name] = (path, st.st_ino)
+                if stat.S_IMODE(st.st_mode) != INPUT_MODE:
+                    try:
+                        os.fchmod(fd, INPUT_MODE)
+                    except OSError:
+                        continue
+                self._verify(f, item)
+                found[item.name] = (path, st.st_ino)
         return found
+
+    def _verify(self, f: BinaryIO, item: InputFile) -> None:
+        """Check the open spool file ``f`` against ``item``'s hash, unless this very
+        version of it (inode, size, times) was checked before."""
+        st = os.fstat(f.fileno())
+        version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if self.verified.get(item.sha256) == version:
+            return
+        f.seek(0)
+        if hashlib.file_digest(f, "sha256").hexdigest() != item.sha256:
+            log.error("the spool's copy of input %r does not match its hash", item.name)
+            raise TransferError(
+                f"input {item.name!r} does not match its hash in the spool"
+                f" ({self.root}/.../{item.sha256}): it was changed after its upload"
+            )
+        self.verified[item.sha256] = version
 
     def put_results(
         self, cluster: int, proc: int, attempt: int, results: list[tuple[str, BinaryIO]]
@@ -118,7 +150,9 @@ class SpoolLink:
         """Put large results (``outputs/NAME``, ``stdout``...) into the job's spool
         folder ``.attempt-<attempt>``, where the scheduler takes them if the attempt
         still counts: linked when the open file is the job's own and only in the
-        sandbox, copied otherwise. Raises OSError."""
+        sandbox, copied otherwise; either way private to the spool's owner
+        (RESULT_MODE). Only the open files are used, never their names in the
+        sandbox, which the job may have swapped for links. Raises OSError."""
         parts = (str(cluster), str(proc), f".attempt-{attempt}", "outputs")
         attempt_dir = self._folder(*parts).parent
         for name, f in results:
@@ -127,10 +161,10 @@ class SpoolLink:
             tmp.unlink(missing_ok=True)
             if not self._link(f, tmp):
                 f.seek(0)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-                with os.fdopen(fd, "wb") as out:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                with os.fdopen(os.open(tmp, flags, RESULT_MODE), "wb") as out:
+                    self._own(out.fileno(), RESULT_MODE)
                     shutil.copyfileobj(f, out, 1 << 20)
-                self._own(tmp, 0o644)
             tmp.replace(dest)
 
     def _link(self, f: BinaryIO, tmp: Path) -> bool:
@@ -140,6 +174,9 @@ class SpoolLink:
         if not (stat.S_ISREG(st.st_mode) and st.st_nlink == 1):
             return False
         try:
+            # The inode is given away before it is linked: the job's processes are
+            # gone, and its account can no longer change it once it is the spool's.
+            self._own(f.fileno(), RESULT_MODE)
             # linkat() through /proc, following the link: the file the worker opened,
             # whatever the job did to its name since. (os.link without a directory
             # descriptor calls link(), which would link /proc's symlink itself.)
@@ -148,7 +185,6 @@ class SpoolLink:
                 os.link(str(f.fileno()), tmp, src_dir_fd=fds, follow_symlinks=True)
             finally:
                 os.close(fds)
-            self._own(tmp, 0o644)
         except OSError:
             tmp.unlink(missing_ok=True)
             return False
@@ -156,26 +192,29 @@ class SpoolLink:
 
     def _folder(self, *parts: str) -> Path:
         """The folder ``<spool>/<parts...>``, each part made as the spool's owner's
-        where it is missing."""
+        (private to them) where it is missing."""
         path = self.root
         for part in parts:
             path = path / part
             try:
-                os.mkdir(path, 0o755)
+                os.mkdir(path, FOLDER_MODE)
             except FileExistsError:
                 pass
             else:
-                self._own(path, 0o755)
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+                try:
+                    self._own(fd, FOLDER_MODE)
+                finally:
+                    os.close(fd)
             if not stat.S_ISDIR(os.lstat(path).st_mode):
                 raise NotADirectoryError(f"{path} is not a folder")
         return path
 
-    def _own(self, path: Path, mode: int) -> None:
-        """Give ``path`` (a file or folder this worker just made, or linked: then the
-        job's account can no longer change it) to the spool's owner, with ``mode``."""
+    def _own(self, fd: int, mode: int) -> None:
+        """Give the open file or folder ``fd`` to the spool's owner, with ``mode``."""
         if os.geteuid() == 0:
-            os.chown(path, self.uid, self.gid)
-        os.chmod(path, mode)
+            os.fchown(fd, self.uid, self.gid)
+        os.fchmod(fd, mode)
 
 
 def _await_arrival(path: Path) -> None:

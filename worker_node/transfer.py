@@ -1,9 +1,12 @@
 """Moving a job's files between the worker and the scheduler's spool over FTP.
 
-Inputs are cached by content hash under ``<work>/cache``: a cluster of 10,000
-procs fetches its executable once per worker. Every download is hashed as it
-arrives and a mismatch is refused, so nobody can plant content in the cache
-under another file's hash.
+Inputs are cached by content hash under ``<work>/cache/<owner>/``: a cluster of
+10,000 procs fetches its executable once per worker. Every download is hashed as
+it arrives and a mismatch is refused, so nobody can plant content in the cache
+under another file's hash. Each owner has a cache of their own, a folder only
+the worker may enter (0700): a job reads its inputs through the links in its own
+sandbox, never through the cache, and two owners never share an input's inode,
+even for the same content.
 """
 
 from __future__ import annotations
@@ -41,12 +44,17 @@ def ftp_session(grant: FtpGrant) -> Iterator[ftplib.FTP]:
         raise TransferError(f"FTP to {grant.host}:{grant.port} failed: {exc}") from None
 
 
+#: The mode of the caches' folders: the worker's alone.
+PRIVATE = 0o700
+
+
 class InputCache:
     """Content-addressed store of staged inputs on one worker."""
 
     def __init__(self, root: Path):
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=PRIVATE, parents=True, exist_ok=True)
+        root.chmod(PRIVATE)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         #: Inode of each cached file by hash: knowing what is cached costs no stat,
@@ -110,6 +118,32 @@ class InputCache:
     def entry(self, sha256: str) -> tuple[Path, int]:
         """A cached input's path and inode (it must be cached)."""
         return self.path(sha256), self.inodes[sha256]
+
+
+class OwnerCaches:
+    """The input caches of a worker, one per owner, below ``root``."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(mode=PRIVATE, parents=True, exist_ok=True)
+        root.chmod(PRIVATE)
+        self._caches: dict[str, InputCache] = {}
+        self._guard = threading.Lock()
+        for entry in os.scandir(root):
+            if not entry.is_dir(follow_symlinks=False):
+                # An entry of the single cache every owner shared before.
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+    def for_owner(self, owner: str) -> InputCache:
+        """``owner``'s cache (its folder is named by a hash of the name, which
+        may hold any character)."""
+        with self._guard:
+            cache = self._caches.get(owner)
+            if cache is None:
+                folder = self.root / hashlib.sha256(owner.encode()).hexdigest()[:32]
+                cache = self._caches[owner] = InputCache(folder)
+            return cache
 
 
 def _retrieve_arriving(

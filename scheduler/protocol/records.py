@@ -158,6 +158,8 @@ class WorkerMetrics:
     os: str = ""
     arch: str = ""
     hostname: str = ""
+    #: How the worker ends every process of a job (see worker_node.reaper).
+    process_tracking: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
