@@ -161,6 +161,7 @@ class RefusingFront:
         self.target, self.refusals = target, refusals
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
+        self.sockets: list[socket.socket] = []
         self.threads = [threading.Thread(target=self._accept, daemon=True)]
         self.threads[0].start()
 
@@ -177,6 +178,7 @@ class RefusingFront:
                     peer.sendall(p.encode(p.Error(message="try later", code="blocked")))
                 continue
             upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += (peer, upstream)
             for a, b in ((peer, upstream), (upstream, peer)):
                 thread = threading.Thread(target=self._pump, args=(a, b), daemon=True)
                 thread.start()
@@ -191,7 +193,17 @@ class RefusingFront:
             sink.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
+        """Stop accepting, cut every connection passed through and wait for the pumps."""
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
         self.server.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in self.threads:
+            thread.join(timeout=30)
+        for sock in self.sockets:
+            sock.close()
 
 
 def test_a_worker_retries_a_refusal_that_is_not_about_its_credential(
@@ -202,9 +214,9 @@ def test_a_worker_retries_a_refusal_that_is_not_about_its_credential(
     try:
         worker = cluster.add_worker("w1", "--scheduler", f"127.0.0.1:{front.port}")
         cluster.wait_for_workers(1)
+        log = cluster.log("w1")
+        assert log.count("the scheduler refused the handshake: try later; retrying") == 2
+        assert worker.poll() is None
+        assert "w1" in cluster.run("dstat").stdout
     finally:
         front.close()
-    log = cluster.log("w1")
-    assert log.count("the scheduler refused the handshake: try later; retrying") == 2
-    assert worker.poll() is None
-    assert "w1" in cluster.run("dstat").stdout

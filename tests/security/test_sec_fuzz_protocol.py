@@ -74,7 +74,9 @@ class Target:
         self.cluster.logs.mkdir()
         self.cluster.token = local_user_token(self.cluster.config)
         self.cluster.start_scheduler(
-            "--allow-pool-secret", "--auth-failure-limit", "1000000", "--handshake-timeout", "5"
+            *("--allow-pool-secret", "--auth-failure-limit", "1000000", "--handshake-timeout", "5"),
+            # each reconnection reserves a cluster, which counts at its upload budget
+            *("--upload-limit", "1MB"),
         )
         self.cluster.add_worker(STEADY)
         self.cluster.wait_for_workers(1)
