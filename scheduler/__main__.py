@@ -93,6 +93,14 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         help="bytes each user may keep in the spool (default 100GB; 0: no limit)",
     )
     parser.add_argument(
+        "--min-free-space",
+        type=parse_size,
+        default="64MB",
+        metavar="SIZE",
+        help="free space the home's file system must keep; below it the disk counts as"
+        " full: new submissions are refused until there is room again (default 64MB)",
+    )
+    parser.add_argument(
         "--tls",
         action="store_true",
         help="TLS on the socket protocol and FTP; peers pin the certificate's fingerprint,"
@@ -172,6 +180,7 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         spool_quota=args.spool_quota,
+        min_free_space=args.min_free_space,
         usage_halflife=args.usage_halflife,
         web_port=args.web_port,
         web_host=args.web_host,

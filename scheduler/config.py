@@ -59,6 +59,9 @@ class SchedulerConfig:
     upload_limit: int = 10 * 2**30
     #: Bytes a user may keep in the spool (inputs and results); 0: no limit.
     spool_quota: int = 100 * 2**30
+    #: Bytes that must stay free on the home's file system; below, the disk counts as
+    #: full and new submissions are refused (see :mod:`scheduler.disk_space`).
+    min_free_space: int = 64 * 2**20
     #: Half-life of each user's fair-share usage, in seconds (HTCondor's
     #: ``PRIORITY_HALFLIFE``; default one day).
     usage_halflife: float = 86400.0

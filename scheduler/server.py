@@ -26,6 +26,7 @@ from scheduler.authz import may_control
 from scheduler.config import SchedulerConfig
 from scheduler.connection import Connection, RequestError, plain_host
 from scheduler.control_handlers import ControlHandlers
+from scheduler.disk_space import DiskSpace, is_disk_full
 from scheduler.dispatch import Slots
 from scheduler.explain import ExplainHandlers
 from scheduler.handshake import HandshakeHandlers
@@ -63,6 +64,7 @@ class Scheduler(
     def __init__(self, config: SchedulerConfig):
         self.config = config
         config.home.mkdir(parents=True, exist_ok=True)
+        self.disk = DiskSpace(config.home, config.min_free_space)
         self.secret = ensure_secret(config)
         self.store = Store(config.db_path)
         self.tls = (
@@ -101,11 +103,16 @@ class Scheduler(
         self.guard = HandshakeGuard(config.auth_failure_limit, config.auth_failure_window)
         #: Connections with frames to send at the end of this turn of the loop.
         self._dirty: set[Connection] = set()
+        #: Workers whose frames wait for a commit the full disk refused ...
+        self._held: set[Connection] = set()
+        #: ... and whether such a commit is still to be made.
+        self._commit_failed = False
         self._turn_ending = False
         #: Every live connection, by the task serving it.
         self._peers: dict[asyncio.Task[None], Connection] = {}
         self.store.on_batch_open = self._end_turn_soon
         self._wake = asyncio.Event()
+        self.disk.on_room = self._wake.set  # idle jobs start again
         self._stopping = asyncio.Event()
         self.port = config.port
         restart_deadline = time.time() + config.worker_timeout
@@ -138,6 +145,7 @@ class Scheduler(
         self.spool.arrivals.on_failed = lambda cluster, why: loop.call_soon_threadsafe(
             self.upload_failed, cluster, why
         )
+        self.disk.check(force=True)  # says so in the log if the disk is full already
         for cluster in self.store.incomplete_clusters():
             self.abandon_cluster(cluster, "the submission was interrupted by a restart")
         self.end_turn()
@@ -262,12 +270,15 @@ class Scheduler(
                 reply = route(self, conn, message)
             except RequestError as exc:
                 reply = p.Error(message=str(exc), code=exc.code)
-            except Exception:
-                # A bug must cost one request, never the connection or the loop.
-                log.exception("internal error handling %s from %s", message.type, conn.peer)
-                reply = p.Error(
-                    message=f"internal error handling {message.type!r}", code="internal"
-                )
+            except Exception as exc:
+                if is_disk_full(exc):  # the unit was undone: nothing of it is kept
+                    reply = self.disk_full_error(exc)
+                else:
+                    # A bug must cost one request, never the connection or the loop.
+                    log.exception("internal error handling %s from %s", message.type, conn.peer)
+                    reply = p.Error(
+                        message=f"internal error handling {message.type!r}", code="internal"
+                    )
             if reply is not None:
                 conn.send(reply.with_id(message.id))
             await conn.writer.drain()
@@ -307,15 +318,34 @@ class Scheduler(
 
     def end_turn(self) -> None:
         """Commit what this turn wrote, then send what it queued: a peer never hears
-        of a change that a crash could still take back."""
+        of a change that a crash could still take back. While the disk is too full to
+        commit, the writes wait in memory (see :meth:`Store.commit`) and so do the
+        frames to workers, whose acknowledged results would otherwise be forgotten:
+        users still get their answers."""
         self._turn_ending = False
         try:
             self.store.commit()
-        except sqlite3.Error:
-            log.critical("cannot commit to %s: stopping", self.config.db_path, exc_info=True)
-            self._dirty.clear()
-            self.stop()
-            return
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                log.critical("cannot commit to %s: stopping", self.config.db_path, exc_info=True)
+                self._dirty.clear()
+                self.stop()
+                return
+            if not self._commit_failed:
+                log.error("cannot commit to %s: %s; kept in memory until there is room",
+                          self.config.db_path, exc)  # fmt: skip
+            self._commit_failed = True
+            self.disk.write_failed(exc)
+            held = {conn for conn in self._dirty if conn.role is Role.WORKER}
+            self._held |= held
+            self._dirty -= held
+        else:
+            if self._commit_failed:
+                log.warning("the writes held for lack of disk space are committed")
+                self._commit_failed = False
+                self._dirty |= self._held
+                self._held.clear()
+                self.disk.write_succeeded()
         now = time.monotonic()
         for conn in self._dirty:
             delay = conn.flush_delay(now)
@@ -325,6 +355,22 @@ class Scheduler(
                 conn.deferred = True
                 asyncio.get_running_loop().call_later(delay, self._flush_deferred, conn)
         self._dirty.clear()
+
+    def disk_full_error(self, exc: BaseException | None = None) -> p.Error:
+        """The reply to a request refused, or undone, for lack of disk space."""
+        if exc is not None:
+            self.disk.write_failed(exc)
+        self.disk.check(force=True)
+        message = self.disk.problem or (
+            f"scheduler disk full: {self.config.home} has {self.disk.free} bytes free"
+        )
+        return p.Error(message=message, code="disk_full")
+
+    def refuse_if_disk_full(self) -> None:
+        """Refuse new work (a submission) while the scheduler's disk is full."""
+        problem = self.disk.refusal()
+        if problem is not None:
+            raise RequestError(problem, "disk_full")
 
     def _flush_deferred(self, conn: Connection) -> None:
         # Through the end of a turn, so that nothing leaves before its commit.
@@ -371,8 +417,8 @@ class Scheduler(
         if candidates is None:
             candidates = self._slots()
         free = [slots for slots in candidates if slots.free]
-        if not free or not len(self.jobs.queue):
-            return
+        if not free or not len(self.jobs.queue) or self.disk.full:
+            return  # with the disk full, jobs wait: their results could not be kept
         assigned = self.jobs.assign(free)
         for slots, job in assigned:
             self._send_run(self.workers[slots.worker_id], job)
@@ -422,7 +468,11 @@ class Scheduler(
             self.housekeeping(time.time())
 
     def housekeeping(self, now: float) -> None:
-        """Declare silent workers lost, requeue orphans past their deadline, expire grants."""
+        """Declare silent workers lost, requeue orphans past their deadline, expire grants,
+        look at the disk (and commit what waits for room)."""
+        self.disk.check()
+        if self._commit_failed:
+            self.end_turn()
         for conn in list(self.workers.values()):
             if now - conn.last_heartbeat > self.config.worker_timeout:
                 log.warning(

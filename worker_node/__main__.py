@@ -20,6 +20,7 @@ from scheduler.protocol import (
     read_secret,
 )
 from scheduler.protocol.tls import normalize_fingerprint
+from scheduler.quota import parse_size
 from worker_node.daemon import Worker, WorkerConfig
 from worker_node.drain import drain
 from worker_node.metrics import Sampler
@@ -87,6 +88,15 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
         " file system (by default they are then hard-linked)",
     )
     parser.add_argument(
+        "--min-free-space",
+        type=parse_size,
+        default="64MB",
+        metavar="SIZE",
+        help="free space the work directory's file system must keep; below it the disk is"
+        " full: the worker takes no jobs until there is room, and a job that ends on a full"
+        " disk is run elsewhere (default 64MB)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=logs.LEVELS, type=str.upper, help="default INFO"
     )
     parser.add_argument(
@@ -136,6 +146,7 @@ def config_from_args(args: argparse.Namespace, sampler: Sampler) -> WorkerConfig
         if args.tls_fingerprint
         else None,
         always_ftp=args.always_ftp,
+        min_free_space=args.min_free_space,
     )
 
 

@@ -36,6 +36,7 @@ from scheduler.protocol import (
     pack_bytes,
     parse_job_id,
 )
+from worker_node.disk import DiskWatch
 from worker_node.identity import Account
 from worker_node.launcher import Launcher, LauncherError, Launchers, reap_group, wait_exit
 from worker_node.limits import watch_limits
@@ -168,10 +169,12 @@ def run_attempt(
     python: str | None = None,
     launchers: Launchers | None = None,
     spool: SpoolLink | None = None,
+    disk: DiskWatch | None = None,
 ) -> JobFinished:
     """Stage, run and return one attempt (as ``account``, default the worker's own,
     started by the slot's launcher for that account when ``launchers`` are given;
-    files linked with the ``spool`` where it is shared, else moved over FTP);
+    files linked with the ``spool`` where it is shared, else moved over FTP; a job
+    that ends on a full ``disk`` returns nothing but that failure);
     never raises for the job's own failures."""
     msg = attempt.msg
     result = dict(job_id=msg.job_id, attempt=msg.attempt)
@@ -191,6 +194,8 @@ def run_attempt(
         )
         with attempt._lock:
             attempt.streams = {}  # results are read from the start, with no dtail about
+        if disk is not None and (full := disk.problem()) is not None:
+            return JobFinished(**result, failure=full, disk_full=True)  # outputs cut short
         outputs, missing = _collect_outputs(msg, sandbox.directory, sandbox.staged)
         results: dict[str, BinaryIO] = {"stdout": stdout, "stderr": stderr}
         with contextlib.ExitStack() as files:

@@ -158,6 +158,9 @@ class WorkerMetrics:
     os: str = ""
     arch: str = ""
     hostname: str = ""
+    #: The work directory's disk has less free space than the worker must keep: the
+    #: worker takes no job until it has room (see ``worker_node.disk``).
+    disk_full: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
