@@ -8,11 +8,13 @@ import gc
 import ipaddress
 import logging
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
 from scheduler import config_file, logs
 from scheduler.config import SchedulerConfig, port_range
+from scheduler.disk_space import free_bytes, full_message
 from scheduler.mail import MailConfigError
 from scheduler.mail.options import add_mail_options, mail_config_from_args
 from scheduler.protocol import DEFAULT_PORT, default_home
@@ -212,8 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
     try:
         asyncio.run(run(config))
-    except (OSError, TlsSetupError) as exc:
-        log.error("cannot start the scheduler: %s", exc)
+    except (OSError, TlsSetupError, sqlite3.Error) as exc:
+        free = free_bytes(config.home)
+        full = free < config.min_free_space
+        advice = f" ({full_message(config.home, free)}: make room, start again)" if full else ""
+        log.error("cannot start the scheduler: %s%s", exc, advice)
         return 1
     except Exception:
         log.exception("the scheduler crashed")

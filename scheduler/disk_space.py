@@ -39,6 +39,11 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
+def full_message(path: Path, free: int) -> str:
+    """What users and the log are told while the disk is full."""
+    return f"scheduler disk full: {path} has {free} bytes free"
+
+
 class DiskSpace:
     """The state of the scheduler's disk, checked at most every ``interval`` seconds
     of ``clock`` (and whenever asked with ``force``)."""
@@ -82,7 +87,7 @@ class DiskSpace:
             log.warning("cannot read the free space of %s: %s", self.path, exc)
             return self.full
         if self.free < self.min_free or self._write_failed:
-            self._set_full(f"scheduler disk full: {self.path} has {self.free} bytes free")
+            self._set_full(full_message(self.path, self.free))
         elif self.problem is not None:
             log.warning("scheduler disk has room again: %s has %d bytes free", self.path, self.free)
             self.problem = None

@@ -26,7 +26,7 @@ from scheduler.authz import may_control
 from scheduler.config import SchedulerConfig
 from scheduler.connection import Connection, RequestError, plain_host
 from scheduler.control_handlers import ControlHandlers
-from scheduler.disk_space import DiskSpace, is_disk_full
+from scheduler.disk_space import DiskSpace, full_message, is_disk_full
 from scheduler.dispatch import Slots
 from scheduler.explain import ExplainHandlers
 from scheduler.handshake import HandshakeHandlers
@@ -153,11 +153,7 @@ class Scheduler(
         if web is not None:
             self.mailer.link_jobs(web.url + "jobs/{job}")
         self.spool.start()
-        p.AccessRecord(
-            host=self.config.client_host(),
-            port=self.port,
-            tls_fingerprint=self.tls.fingerprint if self.tls else None,
-        ).save(self.config.access_path)
+        self._save_access()
         if self.tls:
             log.info("TLS on; certificate %s, SHA-256 %s", self.tls.cert, self.tls.fingerprint)
         log.info(
@@ -199,6 +195,22 @@ class Scheduler(
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def _save_access(self) -> None:
+        """Write ``access.json``; on a full disk, the one written before stays."""
+        record = p.AccessRecord(
+            host=self.config.client_host(),
+            port=self.port,
+            tls_fingerprint=self.tls.fingerprint if self.tls else None,
+        )
+        try:
+            record.save(self.config.access_path)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self.config.access_path.with_suffix(".tmp").unlink(missing_ok=True)
+            log.error("cannot write %s (%s): clients use the one written before",
+                      self.config.access_path, exc)  # fmt: skip
 
     # ------------------------------------------------------------------ connections
 
@@ -361,9 +373,7 @@ class Scheduler(
         if exc is not None:
             self.disk.write_failed(exc)
         self.disk.check(force=True)
-        message = self.disk.problem or (
-            f"scheduler disk full: {self.config.home} has {self.disk.free} bytes free"
-        )
+        message = self.disk.problem or full_message(self.config.home, self.disk.free)
         return p.Error(message=message, code="disk_full")
 
     def refuse_if_disk_full(self) -> None:

@@ -298,7 +298,10 @@ class Spool:
         #: Offered to workers: one that finds this secret at this path shares the
         #: spool's file system and links files instead of moving them over FTP.
         self.share = SpoolShare(path=str(self.root), identity=secrets.token_hex(16))
-        _write_atomic(self.root / SPOOL_IDENTITY_FILE, self.share.identity.encode(), 0o600)
+        try:
+            _write_atomic(self.root / SPOOL_IDENTITY_FILE, self.share.identity.encode(), 0o600)
+        except OSError as exc:  # a full disk: workers then move files over FTP
+            log.warning("cannot write %s (%s): no worker links files", SPOOL_IDENTITY_FILE, exc)
         self.authorizer = GrantAuthorizer()
         #: With TLS, what grants tell peers to pin.
         self.tls_fingerprint = tls.fingerprint if tls else None

@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -113,14 +114,16 @@ def test_a_full_scheduler_disk_refuses_submissions_and_loses_nothing(
     start_cluster: Callable[..., TestCluster], tmp_path: Path
 ) -> None:
     with tmpfs(tmp_path / "home", 20) as home:
-        cluster = start_cluster(home, {"w1": ()}, ("--min-free-space", "2MB"))
+        cluster = start_cluster(home, {"w1": ("--slots", "2")}, ("--min-free-space", "2MB"))
         gate = tmp_path / "go"
+        # Job 1.0 prints 1 MB (its stdout goes to the spool), the others a line.
         write(tmp_path / "job.sh", f"#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.05; done\n"
+              '[ "$DFARM_PROC" = 0 ] && head -c 1048576 /dev/zero | tr "\\0" x && echo\n'
               "echo $DFARM_PROC\n", True)  # fmt: skip
         write(tmp_path / "job.sub", "executable = job.sh\nqueue 3\n")
         assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
         with client(cluster) as c:
-            wait_until(lambda: state(c, "1.0") == "running", what="1.0 running")
+            wait_until(lambda: state(c, "1.1") == "running", what="1.0 and 1.1 running")
 
         ballast = fill(home / "ballast")
         refused = cluster.run("dsub", "job.sub", cwd=tmp_path)
@@ -132,18 +135,22 @@ def test_a_full_scheduler_disk_refuses_submissions_and_loses_nothing(
         assert stat.returncode == 0 and "scheduler disk full" in stat.stdout, stat.stdout
         assert "scheduler disk full" in cluster.log("scheduler")
 
-        # The running job ends while the disk is full; the queued ones wait, intact.
+        # The running jobs end while the disk is full: the one whose results fit in the
+        # database completes; the other's cannot be kept, and it waits to run again,
+        # as does the queued one.
         gate.touch()
         with client(cluster) as c:
-            wait_until(lambda: state(c, "1.0") != "running", what="1.0 ended")
-            assert state(c, "1.0") == "completed"
-            assert [state(c, "1.1"), state(c, "1.2")] == ["idle", "idle"]
+            wait_until(lambda: state(c, "1.1") == "completed", what="1.1 completed")
+            wait_until(lambda: state(c, "1.0") == "idle", what="1.0 back in the queue")
+            assert state(c, "1.2") == "idle"
 
             ballast.unlink()  # room again: it resumes on its own
             jobs = c.wait(["1"], timeout=60)
             assert [(j.id, j.state, j.exit_code) for j in jobs] == [
                 ("1.0", "completed", 0), ("1.1", "completed", 0), ("1.2", "completed", 0),
             ]  # fmt: skip
+        assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
+        assert (tmp_path / "1.0" / "stdout").stat().st_size == MiB + 3  # whole: x..x, 0
         again = cluster.run("dsub", "job.sub", cwd=tmp_path)
         assert again.returncode == 0, again.stderr
         with client(cluster) as c:
@@ -155,6 +162,18 @@ def test_a_full_scheduler_disk_refuses_submissions_and_loses_nothing(
         assert sorted(events) == ["1.0", "1.1", "1.2", "2.0", "2.1", "2.2"]
         for job, seen in events.items():
             assert seen.count("submitted") == 1 and seen.count("terminated") == 1, (job, seen)
+        assert events["1.0"].count("evicted") == 1, events["1.0"]
+
+        # Started on a full disk, it says why in one line.
+        fill(home / "ballast")
+        start = subprocess.run(
+            [sys.executable, "-m", "scheduler", "--home", str(home), "--port", "0",
+             "--log-file", "-", "--min-free-space", "2MB"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert start.returncode == 1
+        (line,) = (start.stdout + start.stderr).splitlines()
+        assert "cannot start the scheduler: " in line and "scheduler disk full: " in line, line
 
 
 def test_a_full_worker_disk_never_completes_a_job(
