@@ -6,11 +6,13 @@ The scheduler's home (database, spool, logs) lives on one file system. Below
 full: submissions and other changes users ask for are refused with a line that
 says so, running jobs go on, and the state shows in ``dstat``. A periodic
 :meth:`DiskSpace.check` (and every refusal) looks again; the state clears on its
-own once there is room.
+own once there is room. When the disk was last full is kept, so that an attempt
+whose results could not be stored then is run again rather than held.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import shutil
@@ -55,17 +57,19 @@ class DiskSpace:
         clock: Callable[[], float] = time.monotonic,
         interval: float = 1.0,
         free: Callable[[Path], int] = free_bytes,
+        wall: Callable[[], float] = time.time,
     ):
         self.path = path
         self.min_free = min_free
         self.clock = clock
         self.interval = interval
         self._free_of = free
+        self._wall = wall
         self.free = min_free
         #: Why the disk counts as full; None while it has room.
         self.problem: str | None = None
-        #: A write failed for lack of space, and none succeeded since.
-        self._write_failed = False
+        #: When (``wall`` clock, seconds since the epoch) it was last found full.
+        self.last_full = float("-inf")
         self._checked = float("-inf")
         #: Called when the disk has room again.
         self.on_room: Callable[[], None] = lambda: None
@@ -86,7 +90,7 @@ class DiskSpace:
         except OSError as exc:
             log.warning("cannot read the free space of %s: %s", self.path, exc)
             return self.full
-        if self.free < self.min_free or self._write_failed:
+        if self.free < self.min_free:
             self._set_full(full_message(self.path, self.free))
         elif self.problem is not None:
             log.warning("scheduler disk has room again: %s has %d bytes free", self.path, self.free)
@@ -95,18 +99,15 @@ class DiskSpace:
         return self.full
 
     def write_failed(self, exc: BaseException) -> None:
-        """A write found no room: full until one succeeds and space is back."""
-        self._write_failed = True
-        self._checked = float("-inf")
-        self.check()
-        log.debug("write failed for lack of space: %s", exc)
+        """A write found no room: full until the next check finds room."""
+        self._checked = self.clock()
+        with contextlib.suppress(OSError):
+            self.free = self._free_of(self.path)
+        self._set_full(f"{full_message(self.path, self.free)} ({exc})")
 
-    def write_succeeded(self) -> None:
-        """Writes go through again (a commit succeeded)."""
-        if self._write_failed:
-            self._write_failed = False
-            self._checked = float("-inf")
-            self.check()
+    def full_since(self, when: float) -> bool:
+        """Whether the disk was found full at ``when`` (``wall`` clock) or later."""
+        return self.last_full >= when
 
     def refusal(self) -> str | None:
         """Why new work is refused now (a fresh look at the disk), or None."""
@@ -116,3 +117,4 @@ class DiskSpace:
         if self.problem is None:
             log.error("%s: new submissions are refused until there is room", problem)
         self.problem = problem
+        self.last_full = self._wall()

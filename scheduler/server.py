@@ -145,6 +145,7 @@ class Scheduler(
         self.spool.arrivals.on_failed = lambda cluster, why: loop.call_soon_threadsafe(
             self.upload_failed, cluster, why
         )
+        self.spool.on_disk_full = lambda exc: loop.call_soon_threadsafe(self.disk.write_failed, exc)
         self.disk.check(force=True)  # says so in the log if the disk is full already
         for cluster in self.store.incomplete_clusters():
             self.abandon_cluster(cluster, "the submission was interrupted by a restart")
@@ -357,7 +358,6 @@ class Scheduler(
                 self._commit_failed = False
                 self._dirty |= self._held
                 self._held.clear()
-                self.disk.write_succeeded()
         now = time.monotonic()
         for conn in self._dirty:
             delay = conn.flush_delay(now)

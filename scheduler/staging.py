@@ -22,14 +22,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import hmac
 import logging
 import os
 import secrets
 import shutil
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -225,6 +228,14 @@ class QuotaDTPHandler(DTPHandler):
 
     handle_read_event = handle_read  # as DTPHandler does, which would bypass the above
 
+    def handle_error(self) -> None:
+        """An upload that found the disk full tells the scheduler (see ``Spool``)."""
+        error = sys.exc_info()[1]
+        cause = error.args[0] if error is not None and error.args else error
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            self.spool.on_disk_full(cause)
+        super().handle_error()
+
     def close(self) -> None:
         if not self._closed and self.receive and self.transfer_finished:
             self.cmd_channel.authorizer.uploaded(self.cmd_channel.username, self.tot_bytes_received)
@@ -310,6 +321,9 @@ class Spool:
             control, data = _tls_handlers(tls)
         #: Inputs whose jobs are queued while their upload runs.
         self.arrivals = Arrivals()
+        #: Called, from the FTP server's thread, with the error of an upload that
+        #: found the disk full.
+        self.on_disk_full: Callable[[OSError], None] = lambda exc: None
         cut = clear_interrupted(self.root)
         if cut:
             log.warning("removed %d input(s) whose upload a restart interrupted", cut)
@@ -324,7 +338,7 @@ class Spool:
         handler.dtp_handler = type(
             "SpoolDTPHandler",
             (data,),
-            {"ac_in_buffer_size": 1 << 20, "ac_out_buffer_size": 4 << 20},
+            {"ac_in_buffer_size": 1 << 20, "ac_out_buffer_size": 4 << 20, "spool": self},
         )
         self._ioloop = IOLoop()
         self._server = FTPServer((host, port), handler, ioloop=self._ioloop)

@@ -226,8 +226,8 @@ class WorkerHandlers:
             events = self.store.events(job.cluster, job.proc)
             before = sum(e.event == "evicted" and e.detail.startswith("disk full") for e in events)
             return failure if before + 1 < MAX_DISK_FULL else ""
-        if self.disk.check(force=True):
-            return f"{failure}; run again: {self.disk.problem}"
+        if self.disk.check(force=True) or self.disk.full_since(job.start_time or job.submit_time):
+            return f"{failure}; run again: the scheduler's disk was full"
         return ""
 
     def _retry(self, job: Job, msg: p.JobFinished) -> str:

@@ -111,6 +111,7 @@ class Worker:
         )
         self.cache = InputCache(config.work_dir / "cache")
         self.disk = DiskWatch(config.work_dir, config.min_free_space, config.name)
+        self.disk.start()
         #: The scheduler's spool where this worker shares its file system (files
         #: move by hard link); None: over FTP. Found again at each registration.
         self.spool: SpoolLink | None = None
@@ -163,6 +164,7 @@ class Worker:
             for attempt in self.attempts.values():
                 attempt.kill("the worker is shutting down")
             self.executor.shutdown(wait=False, cancel_futures=True)
+            self.disk.stop()
             if self.launchers is not None:
                 self.launchers.close()
             for sandbox in self.sandboxes:

@@ -7,6 +7,10 @@ failure, not the job's: the worker reports it as ``disk full on worker NAME``
 (``JobFinished.disk_full``) and the scheduler runs the job elsewhere. Meanwhile
 the worker reports itself full in its metrics (``WorkerMetrics.disk_full``) and
 takes no job until its heartbeats find room again.
+
+A job's write may fail on a disk that is full only for a moment, and the job end
+after room came back: a thread looks at the free space every ``INTERVAL`` seconds,
+and an attempt during which the disk was seen full counts as ended on a full disk.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import errno
 import logging
 import os
 import shutil
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +32,8 @@ log = logging.getLogger(__name__)
 #: Errors of a write that found no room.
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _FULL_TEXTS = tuple(os.strerror(code) for code in FULL_ERRNOS)
+#: Seconds between two looks at the free space while jobs run.
+INTERVAL = 0.2
 
 
 def is_full_error(exc: BaseException) -> bool:
@@ -44,28 +52,52 @@ class DiskWatch:
     """The worker's work directory and the free space it must keep."""
 
     def __init__(
-        self, path: Path, min_free: int, name: str, free: Callable[[Path], int] = free_bytes
+        self,
+        path: Path,
+        min_free: int,
+        name: str,
+        free: Callable[[Path], int] = free_bytes,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.path = path
         self.min_free = min_free
         self.name = name
         self._free_of = free
+        self._clock = clock
         self._full = False
+        #: When the disk was last seen full, and how little it had then.
+        self._last_full = float("-inf")
+        self._least = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
 
-    def problem(self) -> str | None:
-        """Why the disk counts as full now (``disk full on worker NAME: ...``), or None."""
+    def start(self) -> None:
+        """Look at the free space every ``INTERVAL`` seconds until :meth:`stop`."""
+        threading.Thread(target=self._watch, name="disk-watch", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(INTERVAL):
+            self.problem()
+
+    def problem(self, since: float | None = None) -> str | None:
+        """Why the disk counts as full (``disk full on worker NAME: ...``): it is now,
+        or was seen so after ``since`` (a time of the clock); None if not."""
         try:
             free = self._free_of(self.path)
         except OSError as exc:
             log.warning("cannot read the free space of %s: %s", self.path, exc)
             return None
-        self.seen(free)
-        if not self._full:
-            return None
-        return f"disk full on worker {self.name}: {self.path} has {free} bytes free"
+        with self._lock:
+            self._seen(free)
+            if self._full or (since is not None and self._last_full >= since):
+                least = free if self._full else self._least
+                return f"disk full on worker {self.name}: {self.path} had {least} bytes free"
+        return None
 
-    def seen(self, free: int) -> bool:
-        """Note ``free`` bytes found free (by a heartbeat); True while that is too few."""
+    def _seen(self, free: int) -> None:
         full = free < self.min_free
         if full != self._full:
             if full:
@@ -73,8 +105,9 @@ class DiskWatch:
                           self.path, free)  # fmt: skip
             else:
                 log.warning("disk has room again: %s has %d bytes free", self.path, free)
+        if full:
+            self._last_full, self._least = self._clock(), free
         self._full = full
-        return full
 
     def judge(self, result: JobFinished, error: BaseException | None = None) -> JobFinished:
         """The attempt's result as reported: a failure of this worker when one of its

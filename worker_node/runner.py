@@ -179,6 +179,7 @@ def run_attempt(
     msg = attempt.msg
     result = dict(job_id=msg.job_id, attempt=msg.attempt)
     reusable = False
+    began = time.monotonic()
     try:
         sandbox.prepare(parse_job_id(msg.job_id)[0], f"{msg.job_id}-{msg.attempt}", account)
         try:
@@ -194,7 +195,7 @@ def run_attempt(
         )
         with attempt._lock:
             attempt.streams = {}  # results are read from the start, with no dtail about
-        if disk is not None and (full := disk.problem()) is not None:
+        if disk is not None and (full := disk.problem(since=began)) is not None:
             return JobFinished(**result, failure=full, disk_full=True)  # outputs cut short
         outputs, missing = _collect_outputs(msg, sandbox.directory, sandbox.staged)
         results: dict[str, BinaryIO] = {"stdout": stdout, "stderr": stderr}
