@@ -27,7 +27,8 @@ end the results are fetched and the scheduler's database is read directly:
 - rerun: jobs started more than once (their worker died or its disk filled under them);
 - ran to the end twice: from the markers. A worker killed with ``kill -9`` does not
   kill its jobs (each runs in a session of its own), so a job may finish on the dead
-  worker's machine and again elsewhere; only one of the two results is recorded.
+  worker's machine and again elsewhere; a job whose results the full spool could not
+  take runs again; only one result is ever recorded.
 """
 
 from __future__ import annotations
@@ -248,7 +249,9 @@ def run(args: argparse.Namespace, home: Path, faults: list[Fault]) -> dict[str, 
             unfill(farm)
             cluster.stop(grace=5)
         cluster_id, fetched = row.pop("cluster"), row.pop("fetched")
-        return {**row, **_count(cluster, cluster_id, args, fetched)}
+        counts = _count(cluster, cluster_id, args, fetched)
+        seconds = row.pop("seconds")
+        return {"seed": row.pop("seed"), **counts, **row, "seconds": seconds}
 
 
 def _strike(
