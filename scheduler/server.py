@@ -483,6 +483,8 @@ class Scheduler(
         self.disk.check()
         if self._commit_failed:
             self.end_turn()
+        if self.store.exclusive and not self.disk.full:
+            self.store.share()
         for conn in list(self.workers.values()):
             if now - conn.last_heartbeat > self.config.worker_timeout:
                 log.warning(

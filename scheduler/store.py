@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import operator
 import re
 import secrets
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scheduler.disk_space import free_bytes
 from scheduler.protocol import (
     JobEvent,
     JobInfo,
@@ -39,6 +41,8 @@ from scheduler.protocol import (
     user_key,
 )
 from scheduler.schema import MIGRATIONS
+
+log = logging.getLogger(__name__)
 
 USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 
@@ -206,6 +210,36 @@ class StoreError(Exception):
     """A request the store refuses (unknown user, duplicate name, ...)."""
 
 
+#: Free bytes below which a database that cannot be opened as usual is opened alone.
+NO_ROOM = 2**20
+
+
+def _no_room(folder: Path) -> bool:
+    try:
+        return free_bytes(folder) < NO_ROOM
+    except OSError:
+        return False
+
+
+def _connect(path: Path, exclusive: bool = False) -> sqlite3.Connection:
+    """The database in WAL mode. ``exclusive``: for this process alone, with WAL's
+    index in memory instead of the shared ``-shm`` file, which a full disk has no
+    room for; it can then be read, and written once there is room."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.row_factory = sqlite3.Row
+        if exclusive:
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=10000")
+        db.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 #: A write kept for replay: the statement, its parameters, and whether it ran once
 #: per row of them (``executemany``).
 Write = tuple[str, object, bool]
@@ -239,12 +273,21 @@ class Store:
     def __init__(self, path: Path):
         self.path = path
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.execute("PRAGMA foreign_keys=ON")
+        #: Opened for this process alone (see :func:`_connect`).
+        self.exclusive = False
+        try:
+            self._db = _connect(path)
+        except sqlite3.OperationalError as exc:
+            if not _no_room(path.parent):
+                raise
+            self._db = _connect(path, exclusive=True)
+            self.exclusive = True
+            log.warning(
+                "%s opened for the scheduler alone: the disk has no room for its shared"
+                " index (%s); shared again once there is room",
+                path,
+                exc,
+            )
         self._depth = 0
         #: When set, writes accumulate in one transaction (a batch) until
         #: :meth:`commit`; this is called when a batch opens, to schedule that.
@@ -266,6 +309,23 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def share(self) -> bool:
+        """Open an :attr:`exclusive` database again as usual, shared with other
+        processes (``dfarm user``, ``dfarm backup``); done between batches, once the
+        disk has room. False when it cannot be yet."""
+        with self._lock:
+            if not self.exclusive or self._db.in_transaction or self._writes or self._lost:
+                return False
+            self._db.close()
+            try:
+                self._db = _connect(self.path)
+            except sqlite3.Error:
+                self._db = _connect(self.path, exclusive=True)
+                return False
+            self.exclusive = False
+            log.warning("%s is shared again", self.path)
+            return True
 
     def _migrate(self) -> None:
         if self._db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):

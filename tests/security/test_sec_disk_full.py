@@ -10,7 +10,6 @@ import errno
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -164,17 +163,6 @@ def test_a_full_scheduler_disk_refuses_submissions_and_loses_nothing(
             assert seen.count("submitted") == 1 and seen.count("terminated") == 1, (job, seen)
         assert events["1.0"].count("evicted") == 1, events["1.0"]
 
-        # Started on a full disk, it says why in one line.
-        fill(home / "ballast")
-        start = subprocess.run(
-            [sys.executable, "-m", "scheduler", "--home", str(home), "--port", "0",
-             "--log-file", "-", "--min-free-space", "2MB"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert start.returncode == 1
-        (line,) = (start.stdout + start.stderr).splitlines()
-        assert "cannot start the scheduler: " in line and "scheduler disk full: " in line, line
-
 
 def test_a_full_worker_disk_never_completes_a_job(
     start_cluster: Callable[..., TestCluster], tmp_path: Path
@@ -213,3 +201,44 @@ def test_a_full_worker_disk_never_completes_a_job(
         stat = json.loads(cluster.run("dstat", "--json").stdout)
         assert [w["state"] for w in stat] == ["idle"]
         assert "disk full: " in cluster.log("w1")
+
+
+def test_a_scheduler_started_on_a_full_disk_serves_what_it_can(
+    start_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    with tmpfs(tmp_path / "home", 20) as home:
+        cluster = start_cluster(home, {}, ("--min-free-space", "2MB"))
+        write(tmp_path / "job.sh", "#!/bin/sh\necho $DFARM_PROC\n", True)
+        write(tmp_path / "job.sub", "executable = job.sh\nqueue 3\n")
+        assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+        cluster.stop(grace=5)
+        ballast = fill(home / "ballast")
+        # Restarted on the same port: the access record written before stays valid.
+        assert cluster.access is not None
+        cluster._spawn("scheduler", [
+            "scheduler", "--home", str(home), "--host", "127.0.0.1",
+            "--port", str(cluster.access.port), "--log-file", "-", "--min-free-space", "2MB",
+        ])  # fmt: skip
+        wait_until(lambda: cluster.log("scheduler").count("scheduler listening") == 2)
+        log = cluster.log("scheduler")
+        assert "opened for the scheduler alone" in log and "cannot write" in log, log
+        queue = cluster.run("dq", "--json")
+        assert [job["state"] for job in json.loads(queue.stdout)] == ["idle"] * 3, queue
+        refused = cluster.run("dsub", "job.sub", cwd=tmp_path)
+        assert refused.returncode != 0 and "scheduler disk full: " in refused.stderr
+        assert "scheduler disk full" in cluster.run("dstat").stdout
+
+        ballast.unlink()
+        wait_until(lambda: "is shared again" in cluster.log("scheduler"), what="shared again")
+        users = cluster.run("dfarm", "user", "list", "--home", home)  # the database is shared
+        assert users.returncode == 0, users.stderr
+        assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+        cluster.add_worker("w1")
+        with client(cluster) as c:
+            jobs = c.wait(["1", "2"], timeout=60)
+        assert [(j.id, j.state) for j in jobs] == [
+            (f"{cluster_id}.{proc}", "completed") for cluster_id in (1, 2) for proc in range(3)
+        ]
+        cluster.stop(grace=5)
+        events = events_of(home)
+        assert all(seen.count("terminated") == 1 for seen in events.values()), events
