@@ -20,7 +20,6 @@ from scheduler.protocol import (
     read_secret,
 )
 from scheduler.protocol.tls import normalize_fingerprint
-from scheduler.quota import parse_size
 from worker_node.daemon import Worker, WorkerConfig
 from worker_node.drain import drain
 from worker_node.metrics import Sampler
@@ -89,12 +88,12 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--min-free-space",
-        type=parse_size,
+        type=_free_space,
         default="64MB",
         metavar="SIZE",
-        help="free space the work directory's file system must keep; below it the disk is"
-        " full: the worker takes no jobs until there is room, and a job that ends on a full"
-        " disk is run elsewhere (default 64MB)",
+        help="free space the work directory's file system must keep, e.g. 1GB (a bare"
+        " number is MB; 0: none); below it the disk is full: the worker takes no jobs until"
+        " there is room, and a job that ends on a full disk is run elsewhere (default 64MB)",
     )
     parser.add_argument(
         "--log-level", default="INFO", choices=logs.LEVELS, type=str.upper, help="default INFO"
@@ -108,6 +107,16 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
     )
     config_file.add_config_option(parser, "worker")
     return parser
+
+
+def _free_space(text: str) -> int:
+    """Bytes of ``--min-free-space``."""
+    if text.strip() == "0":
+        return 0
+    try:
+        return parse_memory_mb(text) * 2**20
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def split_address(text: str) -> tuple[str, int]:
