@@ -317,7 +317,8 @@ class Store:
         with self._lock:
             if not self.exclusive or self._db.in_transaction or self._writes or self._lost:
                 return False
-            self._db.close()
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
             try:
                 self._db = _connect(self.path)
             except sqlite3.Error:

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 #: Errors of a write that found no room.
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _FULL_TEXTS = tuple(os.strerror(code) for code in FULL_ERRNOS)
+#: How the failure of an attempt whose inputs could not be staged begins.
+STAGING = "could not stage inputs"
 #: Seconds between two looks at the free space while jobs run.
 INTERVAL = 0.2
 
@@ -111,13 +113,15 @@ class DiskWatch:
 
     def judge(self, result: JobFinished, error: BaseException | None = None) -> JobFinished:
         """The attempt's result as reported: a failure of this worker when one of its
-        writes failed for lack of space (``error``, or named in the failure, as when
-        inputs could not be staged); otherwise ``result`` unchanged."""
+        writes failed for lack of space (``error``, or inputs that could not be staged
+        for it); otherwise ``result`` unchanged. (Results that the scheduler's disk
+        could not take are the scheduler's business, not this worker's.)"""
         if result.disk_full:
             return result
         why = error if error is not None and is_full_error(error) else None
-        if why is None and result.failure is not None and is_full_error(Exception(result.failure)):
-            why = result.failure
+        staging = result.failure or ""
+        if why is None and staging.startswith(STAGING) and is_full_error(Exception(staging)):
+            why = staging
         if why is None:
             return result
         return dataclasses.replace(

@@ -113,3 +113,8 @@ def test_an_attempt_that_saw_the_worker_disk_full_fails_as_the_workers() -> None
                          "[Errno 28] No space left on device")  # fmt: skip
     judged = disk.judge(staged)
     assert judged.disk_full and judged.failure.startswith("disk full on worker w2: ")
+    # Results the scheduler's full spool refused are no fault of this worker's disk.
+    refused = JobFinished(job_id="1.0", attempt=1, failure="could not transfer results: "
+                          "cannot upload '0/stdout': 451 No space left on device")  # fmt: skip
+    assert disk.judge(refused) == refused
+    assert disk.judge(done, OSError(28, "No space left on device")).disk_full
