@@ -368,11 +368,9 @@ class Scheduler(
                 asyncio.get_running_loop().call_later(delay, self._flush_deferred, conn)
         self._dirty.clear()
 
-    def disk_full_error(self, exc: BaseException | None = None) -> p.Error:
-        """The reply to a request refused, or undone, for lack of disk space."""
-        if exc is not None:
-            self.disk.write_failed(exc)
-        self.disk.check(force=True)
+    def disk_full_error(self, exc: BaseException) -> p.Error:
+        """The reply to a request undone because a write of it found no room."""
+        self.disk.write_failed(exc)
         message = self.disk.problem or full_message(self.config.home, self.disk.free)
         return p.Error(message=message, code="disk_full")
 

@@ -242,3 +242,33 @@ def test_a_scheduler_started_on_a_full_disk_serves_what_it_can(
         cluster.stop(grace=5)
         events = events_of(home)
         assert all(seen.count("terminated") == 1 for seen in events.values()), events
+
+
+def test_a_submission_the_database_has_no_room_for_leaves_nothing(
+    start_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    # No free space kept: the disk is found full only when SQLite finds no room.
+    with tmpfs(tmp_path / "home", 20) as home:
+        cluster = start_cluster(home, {}, ("--min-free-space", "0"))
+        write(tmp_path / "job.sh", "#!/bin/sh\necho $DFARM_PROC\n", True)
+        write(tmp_path / "many.sub", "executable = job.sh\narguments = " + "x" * 500 +
+              "\nqueue 5000\n")  # fmt: skip
+        ballast = fill(home / "ballast")
+        # Room for the cluster's reservation and its script in the spool, not its jobs.
+        os.truncate(ballast, ballast.stat().st_size - 32768)
+        refused = cluster.run("dsub", "many.sub", cwd=tmp_path)
+        assert refused.returncode != 0, refused.stdout
+        assert "scheduler disk full: " in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert "database or disk is full" in refused.stderr  # SQLite's, not the spool's
+        with client(cluster) as c:
+            assert c.jobs(states=["idle", "running", "held", "completed", "removed"]) == []
+        ballast.unlink()
+        wait_until(lambda: "scheduler disk full" not in cluster.run("dstat").stdout)
+        write(tmp_path / "one.sub", "executable = job.sh\nqueue\n")
+        assert cluster.run("dsub", "one.sub", cwd=tmp_path).returncode == 0
+        cluster.add_worker("w1")
+        with client(cluster) as c:
+            (job,) = c.wait(["2"], timeout=60)
+            assert job.state == "completed"
+            assert [j.id for j in c.jobs(states=["idle", "completed"])] == ["2.0"]
