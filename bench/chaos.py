@@ -1,32 +1,51 @@
-"""Chaos benchmark: run N jobs while killing (``kill -9``) and restarting workers and the
-scheduler at random, then count what was lost or recorded twice.
+"""Chaos benchmark: run N jobs under faults injected at random, then count what was lost,
+recorded twice or cut short.
 
     .venv/bin/python bench/chaos.py [--jobs 300] [--workers 3] [--slots 2] [--seed 1]
-                                    [--kills 12] [--job-seconds 0.3]
+                                    [--faults kill,scheduler-disk,worker-disk]
+                                    [--strikes 12] [--job-seconds 0.3] [--timeout 600]
 
-Every job appends its id to a marker file when it reaches its end and prints it. At the
-end the scheduler's database is read directly:
+The faults (``--faults``, one strike at a time, each healed before the next):
 
-- completed: jobs completed with exit code 0 whose fetched stdout is their own marker;
-- lost: submitted jobs that are not completed (or whose result is wrong);
-- duplicated: jobs whose result was recorded more than once ("terminated" twice);
-- rerun: jobs started more than once (their worker was killed under them);
+- ``kill``: ``kill -9`` of a worker or of the scheduler, restarted a moment later;
+- ``scheduler-disk``: the scheduler's home (a tmpfs) filled to its last byte with a
+  ballast file, removed a moment later;
+- ``worker-disk``: the work directory of worker w1 (a tmpfs) filled the same way.
+
+The disk faults mount tmpfs file systems, so they need root; the default is every
+fault the account running it can inject. Every job appends its id to a marker file
+when it reaches its end, writes an output file of ``--output-kb`` KiB (so that results
+travel through the spool, and a full disk cuts them short) and prints its id. At the
+end the results are fetched and the scheduler's database is read directly:
+
+- completed: jobs completed with exit code 0 whose fetched stdout is their own marker
+  and whose output file is whole;
+- held: jobs held (a job whose attempts failed on full worker disks three times);
+- lost: submitted jobs neither completed nor held;
+- recorded twice: jobs whose result was recorded more than once ("terminated" twice);
+- truncated but completed: completed jobs whose output file came back short;
+- rerun: jobs started more than once (their worker died or its disk filled under them);
 - ran to the end twice: from the markers. A worker killed with ``kill -9`` does not
   kill its jobs (each runs in a session of its own), so a job may finish on the dead
-  worker's machine and again elsewhere; only one of the two results is recorded.
+  worker's machine and again elsewhere; a job whose results the full spool could not
+  take runs again; only one result is ever recorded.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import random
 import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -36,8 +55,102 @@ from tabulate import tabulate  # noqa: E402
 from control_node import Client  # noqa: E402
 from control_node.connection import DfarmError  # noqa: E402
 from control_node.local_cluster import LocalCluster, local_user_token  # noqa: E402
+from control_node.results import FetchedJob  # noqa: E402
 
 WORKER_TIMEOUT = "3"
+#: Sizes of the tmpfs file systems the disk faults fill, in MiB.
+SCHEDULER_DISK_MB = 256
+WORKER_DISK_MB = 32
+#: What each side must keep free (below, its disk counts as full).
+SCHEDULER_MIN_FREE = "4MB"
+WORKER_MIN_FREE = "2MB"
+
+
+@dataclass
+class Farm:
+    """The cluster under test and where its disks are."""
+
+    cluster: LocalCluster
+    workers: list[str]
+    slots: int
+    #: Worker w1's work directory, when it is a tmpfs of its own.
+    worker_disk: Path | None = None
+    scheduler_args: tuple[str, ...] = ()
+    #: Ballast files in place now.
+    ballast: list[Path] = field(default_factory=list)
+
+    def start_scheduler(self) -> None:
+        self.cluster.start_scheduler(*self.scheduler_args)
+
+    def start_worker(self, name: str) -> None:
+        extra: tuple[str, ...] = ()
+        if name == "w1" and self.worker_disk is not None:
+            extra = ("--work-dir", str(self.worker_disk), "--min-free-space", WORKER_MIN_FREE)
+        self.cluster.add_worker(name, *extra, slots=self.slots)
+
+
+class Fault:
+    """One kind of fault: :meth:`strike` breaks something, :meth:`heal` repairs it."""
+
+    name = ""
+    #: The fault mounts file systems: only root may inject it.
+    needs_root = False
+
+    def strike(self, farm: Farm, rng: random.Random) -> str:
+        """Inject the fault; returns what was hit (a column of the table)."""
+        raise NotImplementedError
+
+    def heal(self, farm: Farm) -> None:
+        """Undo the fault."""
+
+
+class Kill(Fault):
+    name = "kill"
+
+    def __init__(self) -> None:
+        self.victim = ""
+
+    def strike(self, farm: Farm, rng: random.Random) -> str:
+        self.victim = rng.choice([*farm.workers, "scheduler"])
+        kill9(farm.cluster, self.victim)
+        return "scheduler kills" if self.victim == "scheduler" else "worker kills"
+
+    def heal(self, farm: Farm) -> None:
+        if self.victim == "scheduler":
+            farm.start_scheduler()
+        else:
+            farm.start_worker(self.victim)
+
+
+class SchedulerDiskFull(Fault):
+    name = "scheduler-disk"
+    needs_root = True
+
+    def strike(self, farm: Farm, rng: random.Random) -> str:
+        farm.ballast.append(fill(farm.cluster.config.home / "ballast"))
+        return "scheduler disk full"
+
+    def heal(self, farm: Farm) -> None:
+        unfill(farm)
+
+
+class WorkerDiskFull(Fault):
+    name = "worker-disk"
+    needs_root = True
+
+    def strike(self, farm: Farm, rng: random.Random) -> str:
+        assert farm.worker_disk is not None
+        farm.ballast.append(fill(farm.worker_disk / "ballast"))
+        return "worker disk full"
+
+    def heal(self, farm: Farm) -> None:
+        unfill(farm)
+
+
+#: Every fault by name. A new kind of fault is a class above and an entry here.
+FAULTS: dict[str, type[Fault]] = {
+    fault.name: fault for fault in (Kill, SchedulerDiskFull, WorkerDiskFull)
+}
 
 
 def kill9(cluster: LocalCluster, name: str) -> None:
@@ -47,71 +160,167 @@ def kill9(cluster: LocalCluster, name: str) -> None:
     process.wait()
 
 
-def finished(cluster: LocalCluster, cluster_id: int, n_jobs: int) -> bool:
-    """Whether every job has left the queue (False while the scheduler is down)."""
+def fill(path: Path) -> Path:
+    """A ballast file at ``path`` that leaves its file system no byte free."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (2**20, 4096, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * size)
+    finally:
+        os.close(fd)
+    return path
+
+
+def unfill(farm: Farm) -> None:
+    for path in farm.ballast:
+        path.unlink(missing_ok=True)
+    farm.ballast.clear()
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size_mb: int, mode: str) -> Iterator[Path]:
+    """A tmpfs mounted on ``path`` while the block runs."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode={mode}", "tmpfs", str(path)],
+        check=True,
+    )
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def pending(cluster: LocalCluster, cluster_id: int) -> bool:
+    """Whether a job is still idle or running (True while the scheduler is down)."""
     try:
         with Client(
             scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token, timeout=5
         ) as client:
-            return not client.jobs([str(cluster_id)])
+            return bool(client.jobs([str(cluster_id)], states=["idle", "running"]))
     except (DfarmError, OSError):
-        return False
+        return True
 
 
-def run(args: argparse.Namespace, home: Path) -> dict[str, object]:
-    rng = random.Random(args.seed)
-    work = home / "submit"
-    work.mkdir(parents=True)
+def write_job(work: Path, args: argparse.Namespace) -> Path:
+    """The submit file of the jobs and the script they run."""
     markers = work / "markers"
     script = work / "job.sh"
     script.write_text(
-        f"#!/bin/sh\nsleep {args.job_seconds}\necho $DFARM_JOB_ID >> {markers}\n"
-        "echo marker $DFARM_JOB_ID\n"
+        f"#!/bin/sh\nsleep {args.job_seconds}\n"
+        f"head -c {args.output_kb * 1024} /dev/zero > out || exit 1\n"
+        f"echo $DFARM_JOB_ID >> {markers}\necho marker $DFARM_JOB_ID\n"
     )
     script.chmod(0o755)
-    (work / "job.sub").write_text(f"executable = job.sh\nqueue {args.jobs}\n")
+    (work / "job.sub").write_text(
+        f"executable = job.sh\ntransfer_output_files = out\nqueue {args.jobs}\n"
+    )
+    return markers
 
-    cluster = LocalCluster(home / "farm", workers=0, slots=args.slots)
-    cluster.logs.mkdir(parents=True)
-    cluster.token = local_user_token(cluster.config)
-    cluster.start_scheduler("--worker-timeout", WORKER_TIMEOUT)
-    names = [f"w{i}" for i in range(1, args.workers + 1)]
-    for name in names:
-        cluster.add_worker(name, slots=args.slots)
-    kills = collections.Counter()
+
+def run(args: argparse.Namespace, home: Path, faults: list[Fault]) -> dict[str, object]:
+    rng = random.Random(args.seed)
+    work = home / "submit"
+    work.mkdir(parents=True)
+    work.chmod(0o777)  # as root, jobs run as another account and append their markers
+    markers = write_job(work, args)
+    with contextlib.ExitStack() as mounts:
+        farm_home = home / "farm"
+        if any(isinstance(f, SchedulerDiskFull) for f in faults):
+            mounts.enter_context(tmpfs(farm_home, SCHEDULER_DISK_MB, "0700"))
+        cluster = LocalCluster(farm_home, workers=0, slots=args.slots)
+        cluster.logs = home / "logs"  # never on a disk that is filled
+        cluster.logs.mkdir()
+        cluster.token = local_user_token(cluster.config)
+        farm = Farm(cluster, [f"w{i}" for i in range(1, args.workers + 1)], args.slots)
+        farm.scheduler_args = ("--worker-timeout", WORKER_TIMEOUT)
+        if any(isinstance(f, SchedulerDiskFull) for f in faults):
+            farm.scheduler_args += ("--min-free-space", SCHEDULER_MIN_FREE)
+        if any(isinstance(f, WorkerDiskFull) for f in faults):
+            farm.worker_disk = mounts.enter_context(tmpfs(home / "w1-disk", WORKER_DISK_MB, "0711"))
+        farm.start_scheduler()
+        for name in farm.workers:
+            farm.start_worker(name)
+        try:
+            row = _strike(farm, args, faults, rng, work, markers)
+        finally:
+            unfill(farm)
+            cluster.stop(grace=5)
+        cluster_id, fetched = row.pop("cluster"), row.pop("fetched")
+        counts = _count(cluster, cluster_id, args, fetched)
+        seconds = row.pop("seconds")
+        return {"seed": row.pop("seed"), **counts, **row, "seconds": seconds}
+
+
+def _strike(
+    farm: Farm,
+    args: argparse.Namespace,
+    faults: list[Fault],
+    rng: random.Random,
+    work: Path,
+    markers: Path,
+) -> dict[str, object]:
+    """Submit, strike ``args.strikes`` times, wait for the jobs, fetch their results."""
+    cluster = farm.cluster
+    hits: collections.Counter[str] = collections.Counter()
     start = time.monotonic()
-    try:
-        with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as c:
-            cluster_id = c.submit(work / "job.sub", cwd=str(work)).id
-        deadline = time.monotonic() + args.timeout
-        while kills.total() < args.kills and time.monotonic() < deadline:
-            time.sleep(rng.uniform(0.5, 2.0))
-            victim = rng.choice([*names, "scheduler"])
-            kill9(cluster, victim)
-            kills[victim == "scheduler"] += 1
-            time.sleep(rng.uniform(0.1, 1.5))
-            if victim == "scheduler":
-                cluster.start_scheduler("--worker-timeout", WORKER_TIMEOUT)
-            else:
-                cluster.add_worker(victim, slots=args.slots)
-        while not finished(cluster, cluster_id, args.jobs) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        elapsed = time.monotonic() - start
-        with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as c:
-            fetched = c.fetch([str(cluster_id)], dest=work / "results")
-    finally:
-        cluster.stop(grace=5)
-    good = {
-        f.job.id
-        for f in fetched
-        if f.job.state == "completed"
-        and f.job.exit_code == 0
-        and f.stdout is not None
-        and f.stdout.read_text() == f"marker {f.job.id}\n"
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as c:
+        cluster_id = c.submit(work / "job.sub", cwd=str(work)).id
+    deadline = time.monotonic() + args.timeout
+    while hits.total() < args.strikes and time.monotonic() < deadline:
+        time.sleep(rng.uniform(0.5, 2.0))
+        fault = rng.choice(faults)
+        hits[fault.strike(farm, rng)] += 1
+        time.sleep(rng.uniform(0.1, 1.5))
+        fault.heal(farm)
+    while pending(cluster, cluster_id) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    elapsed = time.monotonic() - start
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as c:
+        fetched = c.fetch([str(cluster_id)], dest=work / "results")
+    ends = collections.Counter(markers.read_text().split()) if markers.exists() else {}
+    return {
+        "seed": args.seed,
+        "cluster": cluster_id,
+        "fetched": fetched,
+        **{name: hits[name] for name in _hit_names(faults)},
+        "ran to the end twice": sum(1 for n in ends.values() if n > 1),
+        "seconds": round(elapsed, 1),
     }
+
+
+def _hit_names(faults: list[Fault]) -> list[str]:
+    names = {
+        "kill": ["scheduler kills", "worker kills"],
+        "scheduler-disk": ["scheduler disk full"],
+        "worker-disk": ["worker disk full"],
+    }
+    return [column for fault in faults for column in names.get(fault.name, [fault.name])]
+
+
+def _count(
+    cluster: LocalCluster, cluster_id: int, args: argparse.Namespace, fetched: list[FetchedJob]
+) -> dict[str, int]:
+    """What came of the jobs, from their fetched results and the database."""
+    completed, truncated, held = set(), set(), set()
+    for f in fetched:
+        if f.job.state == "held":
+            held.add(f.job.id)
+            print(f"held {f.job.id}: {f.job.hold_reason}", file=sys.stderr)
+        if f.job.state != "completed" or f.job.exit_code != 0:
+            continue
+        out = next((path for path in f.outputs if path.name == "out"), None)
+        size = out.stat().st_size if out is not None and out.exists() else -1
+        marker = f.stdout is not None and f.stdout.read_text() == f"marker {f.job.id}\n"
+        if size != args.output_kb * 1024:
+            truncated.add(f.job.id)
+        elif marker:
+            completed.add(f.job.id)
     db = sqlite3.connect(cluster.config.db_path)
     try:
-        terminated = db.execute(
+        twice = db.execute(
             "SELECT COUNT(*) FROM (SELECT 1 FROM job_events WHERE cluster=? AND"
             " event='terminated' GROUP BY proc HAVING COUNT(*) > 1)",
             (cluster_id,),
@@ -121,37 +330,70 @@ def run(args: argparse.Namespace, home: Path) -> dict[str, object]:
         ).fetchone()[0]
     finally:
         db.close()
-    ends = collections.Counter(markers.read_text().split()) if markers.exists() else {}
     return {
-        "seed": args.seed,
         "submitted": args.jobs,
-        "completed": len(good),
-        "lost": args.jobs - len(good),
-        "duplicated": terminated,
+        "completed": len(completed),
+        "held": len(held),
+        "lost": args.jobs - len(completed) - len(held) - len(truncated),
+        "recorded twice": twice,
+        "truncated but completed": len(truncated),
         "rerun": rerun,
-        "ran to the end twice": sum(1 for n in ends.values() if n > 1),
-        "scheduler kills": kills[True],
-        "worker kills": kills[False],
-        "seconds": round(elapsed, 1),
     }
 
 
+def parse_faults(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in FAULTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown fault(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(FAULTS)}"
+        )
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="Faults: " + ", ".join(FAULTS)
+    )
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--slots", type=int, default=2)
-    parser.add_argument("--kills", type=int, default=12, help="kill -9 this many times")
+    root = os.geteuid() == 0
+    default = [name for name, fault in FAULTS.items() if root or not fault.needs_root]
+    parser.add_argument(
+        "--faults",
+        type=parse_faults,
+        default=default,
+        metavar="NAME,...",
+        help=f"faults to inject, among {', '.join(FAULTS)} (default: {','.join(default)};"
+        " the disk faults mount tmpfs file systems and need root)",
+    )
+    parser.add_argument(
+        "--strikes", "--kills", type=int, default=12, help="faults injected in all (default 12)"
+    )
     parser.add_argument("--job-seconds", type=float, default=0.3)
+    parser.add_argument(
+        "--output-kb", type=int, default=128, help="KiB of the output file each job writes"
+    )
     parser.add_argument("--seed", type=int, nargs="+", default=[1])
-    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds each run may take (default 600)"
+    )
     args = parser.parse_args(argv)
+    if not root and any(FAULTS[name].needs_root for name in args.faults):
+        parser.error("the disk faults mount tmpfs file systems: run as root, or --faults kill")
     rows = []
     for seed in args.seed:
         with tempfile.TemporaryDirectory(prefix="dfarm-chaos-") as tmp:
-            rows.append(run(argparse.Namespace(**{**vars(args), "seed": seed}), Path(tmp)))
+            os.chmod(tmp, 0o755)  # jobs running as another account reach their files
+            faults = [FAULTS[name]() for name in args.faults]
+            rows.append(run(argparse.Namespace(**{**vars(args), "seed": seed}), Path(tmp), faults))
     print(tabulate(rows, headers="keys", tablefmt="github"))
-    return 0 if all(r["lost"] == 0 and r["duplicated"] == 0 for r in rows) else 1
+    ok = all(
+        r["lost"] == 0 and r["recorded twice"] == 0 and r["truncated but completed"] == 0
+        for r in rows
+    )
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ import ipaddress
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
 from scheduler import config_file, logs, private
 from scheduler.config import SchedulerConfig, port_range
+from scheduler.disk_space import free_bytes, full_message
 from scheduler.mail import MailConfigError
 from scheduler.mail.options import add_mail_options, mail_config_from_args
 from scheduler.protocol import DEFAULT_PORT, default_home
@@ -110,6 +112,14 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         " are queued; a reserved cluster not submitted by then is removed (default 3600)",
     )
     parser.add_argument(
+        "--min-free-space",
+        type=parse_size,
+        default="64MB",
+        metavar="SIZE",
+        help="free space the home's file system must keep; below it the disk counts as"
+        " full: new submissions are refused until there is room again (default 64MB)",
+    )
+    parser.add_argument(
         "--tls",
         action="store_true",
         help="TLS on the socket protocol and FTP; peers pin the certificate's fingerprint,"
@@ -191,6 +201,7 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         tls_key=args.tls_key,
         spool_quota=args.spool_quota,
         reservation_ttl=args.reservation_ttl,
+        min_free_space=args.min_free_space,
         usage_halflife=args.usage_halflife,
         web_port=args.web_port,
         web_host=args.web_host,
@@ -231,8 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
     try:
         asyncio.run(run(config))
-    except (OSError, TlsSetupError, private.PrivacyError) as exc:
-        log.error("cannot start the scheduler: %s", exc)
+    except (OSError, TlsSetupError, sqlite3.Error, private.PrivacyError) as exc:
+        free = free_bytes(config.home)
+        full = free < config.min_free_space
+        advice = f" ({full_message(config.home, free)}: make room, start again)" if full else ""
+        log.error("cannot start the scheduler: %s%s", exc, advice)
         return 1
     except Exception:
         log.exception("the scheduler crashed")

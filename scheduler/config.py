@@ -66,6 +66,9 @@ class SchedulerConfig:
     #: Seconds a cluster reserved with ``new_cluster`` (and its upload grant) waits
     #: for its first part before it is removed (see scheduler/reservations.py).
     reservation_ttl: float = 3600.0
+    #: Bytes that must stay free on the home's file system; below, the disk counts as
+    #: full and new submissions are refused (see :mod:`scheduler.disk_space`).
+    min_free_space: int = 64 * 2**20
     #: Half-life of each user's fair-share usage, in seconds (HTCondor's
     #: ``PRIORITY_HALFLIFE``; default one day).
     usage_halflife: float = 86400.0

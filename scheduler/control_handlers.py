@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import bisect
 import logging
+import sqlite3
 import time
 
 from scheduler import protocol as p
 from scheduler.authz import may_act_for, may_control, not_found, visible_info
 from scheduler.connection import Connection, RequestError
+from scheduler.disk_space import is_disk_full
 from scheduler.dispatch import Slots
 from scheduler.matching import capacities, impossible_warnings
 from scheduler.protocol import JobState
@@ -26,6 +28,7 @@ class ControlHandlers:
     """Handlers of user requests; mixed into :class:`scheduler.server.Scheduler`."""
 
     def on_new_cluster(self, conn: Connection, msg: p.NewCluster) -> p.Message:
+        self.refuse_if_disk_full()
         try:
             budget = self.quota.upload_budget(conn.name)
         except QuotaError as exc:
@@ -67,7 +70,15 @@ class ControlHandlers:
                 "invalid",
             )
         try:
+            self.refuse_if_disk_full()
             return self._queue_part(conn, msg)
+        except (sqlite3.Error, OSError) as exc:
+            if not is_disk_full(exc):
+                raise
+            error = self.disk_full_error(exc)
+            if expected:
+                self.abandon_cluster(msg.cluster, f"the submission failed: {error.message}")
+            raise RequestError(error.message, "disk_full") from None
         except RequestError as exc:
             if expected:  # earlier parts are queued: the cluster is not submitted whole
                 self.abandon_cluster(msg.cluster, f"the submission failed: {exc}")
@@ -179,8 +190,10 @@ class ControlHandlers:
         return [_worker_info(w) for w in self.workers.values() if w.slots]
 
     def on_query_workers(self, conn: Connection, msg: p.QueryWorkers) -> p.Message:
+        self.disk.check()
         return p.WorkerList(
             workers=self.worker_infos(),
+            scheduler_disk_full=self.disk.problem or "",
             spool_bytes=self.retention.spool_bytes(),
             result_retention=self.config.result_retention,
         )
@@ -287,7 +300,7 @@ def _worker_info(conn: Connection) -> p.WorkerInfo:
     return p.WorkerInfo(
         id=s.worker_id,
         name=s.name,
-        state="busy" if s.used_slots else "idle",
+        state="disk full" if s.disk_full else "busy" if s.used_slots else "idle",
         address=conn.peer,
         slots_total=s.slots,
         slots_used=s.used_slots,

@@ -35,6 +35,8 @@ class Slots:
     used_memory_mb: int = 0
     used_gpus: int = 0
     draining: bool = False
+    #: The worker's disk is full: it takes no job until it has room.
+    disk_full: bool = False
     #: The worker's attributes as ``requirements`` see them (see ``worker_ad``).
     attributes: dict[str, Value] = field(default_factory=dict)
     #: Queued jobs: the id of the job each waits for, by its own id ...
@@ -47,7 +49,7 @@ class Slots:
     def fits(self, job: Job) -> bool:
         """Whether ``job`` could start here now."""
         spec = job.spec
-        if self.draining or self.used_slots >= self.slots:
+        if self.draining or self.disk_full or self.used_slots >= self.slots:
             return False
         if spec.machine is not None and spec.machine not in (self.name, str(self.worker_id)):
             return False
@@ -118,4 +120,4 @@ class Slots:
 
     @property
     def free(self) -> bool:
-        return not self.draining and self.used_slots < self.slots
+        return not self.draining and not self.disk_full and self.used_slots < self.slots

@@ -27,6 +27,7 @@ from scheduler.authz import may_control
 from scheduler.config import SchedulerConfig
 from scheduler.connection import Connection, RequestError, plain_host
 from scheduler.control_handlers import ControlHandlers
+from scheduler.disk_space import DiskSpace, full_message, is_disk_full
 from scheduler.dispatch import Slots
 from scheduler.explain import ExplainHandlers
 from scheduler.handshake import HandshakeHandlers, pool_verifier
@@ -71,6 +72,7 @@ class Scheduler(
         check_home(config.home)  # raises PrivacyError for what it cannot fix
         if config.tls and config.tls_key:
             check_file(config.tls_key)
+        self.disk = DiskSpace(config.home, config.min_free_space)
         self.secret = ensure_secret(config)
         self.pool_verifier = pool_verifier(self.secret)
         self.store = Store(config.db_path)
@@ -115,11 +117,16 @@ class Scheduler(
         self.guard = HandshakeGuard(config.auth_failure_limit, config.auth_failure_window)
         #: Connections with frames to send at the end of this turn of the loop.
         self._dirty: set[Connection] = set()
+        #: Workers whose frames wait for a commit the full disk refused ...
+        self._held: set[Connection] = set()
+        #: ... and whether such a commit is still to be made.
+        self._commit_failed = False
         self._turn_ending = False
         #: Every live connection, by the task serving it.
         self._peers: dict[asyncio.Task[None], Connection] = {}
         self.store.on_batch_open = self._end_turn_soon
         self._wake = asyncio.Event()
+        self.disk.on_room = self._wake.set  # idle jobs start again
         self._stopping = asyncio.Event()
         self.port = config.port
         restart_deadline = time.time() + config.worker_timeout
@@ -152,6 +159,8 @@ class Scheduler(
         self.spool.arrivals.on_failed = lambda cluster, why: loop.call_soon_threadsafe(
             self.upload_failed, cluster, why
         )
+        self.spool.on_disk_full = lambda exc: loop.call_soon_threadsafe(self.disk.write_failed, exc)
+        self.disk.check(force=True)  # says so in the log if the disk is full already
         for cluster in self.store.incomplete_clusters():
             self.abandon_cluster(cluster, "the submission was interrupted by a restart")
         self.check_identities()  # users removed while the scheduler was down
@@ -162,12 +171,7 @@ class Scheduler(
         if web is not None:
             self.mailer.link_jobs(web.url + "jobs/{job}")
         self.spool.start()
-        p.AccessRecord(
-            host=self.config.client_host(),
-            port=self.port,
-            tls_fingerprint=self.tls.fingerprint if self.tls else None,
-        ).save(self.config.access_path)
-        os.chmod(self.config.access_path, 0o600)  # the scheduler's, as its whole home
+        self._save_access()
         if self.tls:
             log.info("TLS on; certificate %s, SHA-256 %s", self.tls.cert, self.tls.fingerprint)
         log.info(
@@ -209,6 +213,23 @@ class Scheduler(
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def _save_access(self) -> None:
+        """Write ``access.json``; on a full disk, the one written before stays."""
+        record = p.AccessRecord(
+            host=self.config.client_host(),
+            port=self.port,
+            tls_fingerprint=self.tls.fingerprint if self.tls else None,
+        )
+        try:
+            record.save(self.config.access_path)
+            os.chmod(self.config.access_path, 0o600)  # the scheduler's, as its whole home
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self.config.access_path.with_suffix(".tmp").unlink(missing_ok=True)
+            log.error("cannot write %s (%s): clients use the one written before",
+                      self.config.access_path, exc)  # fmt: skip
 
     # ------------------------------------------------------------------ connections
 
@@ -285,12 +306,15 @@ class Scheduler(
                     reply = await reply
             except RequestError as exc:
                 reply = p.Error(message=str(exc), code=exc.code)
-            except Exception:
-                # A bug must cost one request, never the connection or the loop.
-                log.exception("internal error handling %s from %s", message.type, conn.peer)
-                reply = p.Error(
-                    message=f"internal error handling {message.type!r}", code="internal"
-                )
+            except Exception as exc:
+                if is_disk_full(exc):  # the unit was undone: nothing of it is kept
+                    reply = self.disk_full_error(exc)
+                else:
+                    # A bug must cost one request, never the connection or the loop.
+                    log.exception("internal error handling %s from %s", message.type, conn.peer)
+                    reply = p.Error(
+                        message=f"internal error handling {message.type!r}", code="internal"
+                    )
             if reply is not None:
                 conn.send(reply.with_id(message.id))
             await conn.writer.drain()
@@ -332,15 +356,33 @@ class Scheduler(
 
     def end_turn(self) -> None:
         """Commit what this turn wrote, then send what it queued: a peer never hears
-        of a change that a crash could still take back."""
+        of a change that a crash could still take back. While the disk is too full to
+        commit, the writes wait in memory (see :meth:`Store.commit`) and so do the
+        frames to workers, whose acknowledged results would otherwise be forgotten:
+        users still get their answers."""
         self._turn_ending = False
         try:
             self.store.commit()
-        except sqlite3.Error:
-            log.critical("cannot commit to %s: stopping", self.config.db_path, exc_info=True)
-            self._dirty.clear()
-            self.stop()
-            return
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                log.critical("cannot commit to %s: stopping", self.config.db_path, exc_info=True)
+                self._dirty.clear()
+                self.stop()
+                return
+            if not self._commit_failed:
+                log.error("cannot commit to %s: %s; kept in memory until there is room",
+                          self.config.db_path, exc)  # fmt: skip
+            self._commit_failed = True
+            self.disk.write_failed(exc)
+            held = {conn for conn in self._dirty if conn.role is Role.WORKER}
+            self._held |= held
+            self._dirty -= held
+        else:
+            if self._commit_failed:
+                log.warning("the writes held for lack of disk space are committed")
+                self._commit_failed = False
+                self._dirty |= self._held
+                self._held.clear()
         now = time.monotonic()
         for conn in self._dirty:
             delay = conn.flush_delay(now)
@@ -350,6 +392,18 @@ class Scheduler(
                 conn.deferred = True
                 asyncio.get_running_loop().call_later(delay, self._flush_deferred, conn)
         self._dirty.clear()
+
+    def disk_full_error(self, exc: BaseException) -> p.Error:
+        """The reply to a request undone because a write of it found no room."""
+        self.disk.write_failed(exc)
+        message = self.disk.problem or full_message(self.config.home, self.disk.free)
+        return p.Error(message=message, code="disk_full")
+
+    def refuse_if_disk_full(self) -> None:
+        """Refuse new work (a submission) while the scheduler's disk is full."""
+        problem = self.disk.refusal()
+        if problem is not None:
+            raise RequestError(problem, "disk_full")
 
     def _flush_deferred(self, conn: Connection) -> None:
         # Through the end of a turn, so that nothing leaves before its commit.
@@ -396,8 +450,8 @@ class Scheduler(
         if candidates is None:
             candidates = self._slots()
         free = [slots for slots in candidates if slots.free]
-        if not free or not len(self.jobs.queue):
-            return
+        if not free or not len(self.jobs.queue) or self.disk.full:
+            return  # with the disk full, jobs wait: their results could not be kept
         assigned = self.jobs.assign(free)
         for slots, job in assigned:
             self._send_run(self.workers[slots.worker_id], job)
@@ -448,7 +502,13 @@ class Scheduler(
             self.housekeeping(time.time())
 
     def housekeeping(self, now: float) -> None:
-        """Declare silent workers lost, requeue orphans past their deadline, expire grants."""
+        """Declare silent workers lost, requeue orphans past their deadline, expire grants,
+        look at the disk (and commit what waits for room)."""
+        self.disk.check()
+        if self._commit_failed:
+            self.end_turn()
+        if self.store.exclusive and not self.disk.full:
+            self.store.share()
         for conn in list(self.workers.values()):
             if now - conn.last_heartbeat > self.config.worker_timeout:
                 log.warning(

@@ -22,14 +22,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import hmac
 import logging
 import os
 import secrets
 import shutil
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -239,6 +242,14 @@ class QuotaDTPHandler(DTPHandler):
 
     handle_read_event = handle_read  # as DTPHandler does, which would bypass the above
 
+    def handle_error(self) -> None:
+        """An upload that found the disk full tells the scheduler (see ``Spool``)."""
+        error = sys.exc_info()[1]
+        cause = error.args[0] if error is not None and error.args else error
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            self.spool.on_disk_full(cause)
+        super().handle_error()
+
 
 class UploadMixin:
     """Refuses an upload onto an existing file where the grant says so (a stored
@@ -322,7 +333,10 @@ class Spool:
         #: Offered to workers: one that finds this secret at this path shares the
         #: spool's file system and links files instead of moving them over FTP.
         self.share = SpoolShare(path=str(self.root), identity=secrets.token_hex(16))
-        _write_atomic(self.root / SPOOL_IDENTITY_FILE, self.share.identity.encode(), 0o600)
+        try:
+            _write_atomic(self.root / SPOOL_IDENTITY_FILE, self.share.identity.encode(), 0o600)
+        except OSError as exc:  # a full disk: workers then move files over FTP
+            log.warning("cannot write %s (%s): no worker links files", SPOOL_IDENTITY_FILE, exc)
         self.authorizer = GrantAuthorizer()
         #: With TLS, what grants tell peers to pin.
         self.tls_fingerprint = tls.fingerprint if tls else None
@@ -337,6 +351,9 @@ class Spool:
         self._probes: dict[str, tuple[str, str, int]] = {}
         # Probes end with the connection that asked for them, which a restart ended.
         shutil.rmtree(self.root / PROBE_DIR, ignore_errors=True)
+        #: Called, from the FTP server's thread, with the error of an upload that
+        #: found the disk full.
+        self.on_disk_full: Callable[[OSError], None] = lambda exc: None
         cut = clear_interrupted(self.root)
         if cut:
             log.warning("removed %d input(s) whose upload a restart interrupted", cut)
@@ -352,7 +369,7 @@ class Spool:
         handler.dtp_handler = type(
             "SpoolDTPHandler",
             (data,),
-            {"ac_in_buffer_size": 1 << 20, "ac_out_buffer_size": 4 << 20},
+            {"ac_in_buffer_size": 1 << 20, "ac_out_buffer_size": 4 << 20, "spool": self},
         )
         self._ioloop = IOLoop()
         self._server = FTPServer((host, port), handler, ioloop=self._ioloop)

@@ -6,12 +6,19 @@ which opens ``BEGIN IMMEDIATE`` and rolls back on error. The database runs in
 WAL mode with ``synchronous=NORMAL``: a committed transaction survives a crash
 of the scheduler process (``kill -9``); only a power loss can take back the last
 few commits.
+
+While a batch is open (see :meth:`Store.transaction`), its writes are also kept in
+memory until the commit: a commit that finds the disk full makes SQLite drop the
+whole transaction, and the batch is then written again into a new one, to be
+committed once there is room. The database never falls behind what the scheduler
+holds in memory, and nothing is lost while the disk is full.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import operator
 import os
 import re
@@ -23,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scheduler.disk_space import free_bytes
 from scheduler.protocol import (
     JobEvent,
     JobInfo,
@@ -35,6 +43,8 @@ from scheduler.protocol import (
 )
 from scheduler.protocol.scram import Verifier, make_verifier
 from scheduler.schema import MIGRATIONS
+
+log = logging.getLogger(__name__)
 
 USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 WORKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -212,6 +222,63 @@ class StoreError(Exception):
     """A request the store refuses (unknown user, duplicate name, ...)."""
 
 
+#: Free bytes below which a database that cannot be opened as usual is opened alone.
+NO_ROOM = 2**20
+
+
+def _no_room(folder: Path) -> bool:
+    try:
+        return free_bytes(folder) < NO_ROOM
+    except OSError:
+        return False
+
+
+def _connect(path: Path, exclusive: bool = False) -> sqlite3.Connection:
+    """The database in WAL mode. ``exclusive``: for this process alone, with WAL's
+    index in memory instead of the shared ``-shm`` file, which a full disk has no
+    room for; it can then be read, and written once there is room."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.row_factory = sqlite3.Row
+        if exclusive:
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=10000")
+        db.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+#: A write kept for replay: the statement, its parameters, and whether it ran once
+#: per row of them (``executemany``).
+Write = tuple[str, object, bool]
+
+
+class _Recorder:
+    """The connection as a unit of a batch sees it: its writes are kept for replay."""
+
+    def __init__(self, db: sqlite3.Connection, writes: list[Write]):
+        self._db = db
+        self._writes = writes
+
+    def execute(self, sql: str, args: Iterable[object] = ()) -> sqlite3.Cursor:
+        if sql.lstrip()[:6].upper() != "SELECT":
+            args = tuple(args)
+            self._writes.append((sql, args, False))
+        return self._db.execute(sql, args)  # type: ignore[arg-type]
+
+    def executemany(self, sql: str, rows: Iterable[Iterable[object]]) -> sqlite3.Cursor:
+        rows = rows if isinstance(rows, list) else list(rows)
+        self._writes.append((sql, rows, True))
+        return self._db.executemany(sql, rows)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._db, name)
+
+
 class Store:
     """The scheduler's database. One instance per process; thread-safe through a lock."""
 
@@ -220,23 +287,60 @@ class Store:
         self._lock = threading.RLock()
         # Created owner-only: SQLite gives its -wal and -shm files the database's mode.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.execute("PRAGMA foreign_keys=ON")
+        #: Opened for this process alone (see :func:`_connect`).
+        self.exclusive = False
+        try:
+            self._db = _connect(path)
+        except sqlite3.OperationalError as exc:
+            if not _no_room(path.parent):
+                raise
+            self._db = _connect(path, exclusive=True)
+            self.exclusive = True
+            log.warning(
+                "%s opened for the scheduler alone: the disk has no room for its shared"
+                " index (%s); shared again once there is room",
+                path,
+                exc,
+            )
         self._depth = 0
         #: When set, writes accumulate in one transaction (a batch) until
         #: :meth:`commit`; this is called when a batch opens, to schedule that.
         self.on_batch_open: Callable[[], None] | None = None
+        #: Everything the open batch wrote, to write again if its transaction is
+        #: lost: the units' own statements, in order; every job saved (those not yet
+        #: written are pending); every event, the first ``_events_written`` of
+        #: them already written.
+        self._writes: list[Write] = []
+        self._batch_jobs: dict[tuple[int, int], Job] = {}
         self._pending_jobs: dict[tuple[int, int], Job] = {}
-        self._pending_events: list[tuple[int, int, float, str, str]] = []
+        self._events: list[tuple[int, int, float, str, str]] = []
+        self._events_written = 0
+        #: The batch's transaction was dropped by SQLite (a failed commit) and not
+        #: yet written again.
+        self._lost = False
         self._migrate()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def share(self) -> bool:
+        """Open an :attr:`exclusive` database again as usual, shared with other
+        processes (``dfarm user``, ``dfarm backup``); done between batches, once the
+        disk has room. False when it cannot be yet."""
+        with self._lock:
+            if not self.exclusive or self._db.in_transaction or self._writes or self._lost:
+                return False
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            try:
+                self._db = _connect(self.path)
+            except sqlite3.Error:
+                self._db = _connect(self.path, exclusive=True)
+                return False
+            self.exclusive = False
+            log.warning("%s is shared again", self.path)
+            return True
 
     def _migrate(self) -> None:
         if self._db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
@@ -260,31 +364,114 @@ class Store:
         """
         with self._lock:
             if self._depth:
-                yield self._db
+                yield self._unit_db()
                 return
             batching = self.on_batch_open is not None
             self._open_batch()
+            mark = (len(self._writes), self._events_written)
             if batching:
                 self._db.execute("SAVEPOINT unit")
             self._depth = 1
             try:
-                yield self._db
+                yield self._unit_db()
             except BaseException:
-                self._db.execute("ROLLBACK TO unit" if batching else "ROLLBACK")
-                raise
-            finally:
                 self._depth = 0
                 if batching:
-                    self._db.execute("RELEASE unit")
-            if not batching:
+                    self._undo_unit(*mark)
+                else:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            if batching:
+                self._db.execute("RELEASE unit")
+            else:
                 self._db.execute("COMMIT")
 
-    def commit(self) -> None:
-        """End the open batch: everything written since is durable on return."""
+    def _unit_db(self) -> sqlite3.Connection:
+        if self.on_batch_open is None:
+            return self._db
+        return _Recorder(self._db, self._writes)  # type: ignore[return-value]
+
+    def _undo_unit(self, writes: int, events: int) -> None:
+        """A unit of the batch failed: its own writes are undone; the rows and events
+        of saved jobs it wrote are written again (they are what memory holds)."""
+        del self._writes[writes:]
+        self._events_written = min(self._events_written, events)
+        self._pending_jobs.update(self._batch_jobs)
+        try:
+            self._db.execute("ROLLBACK TO unit")
+            self._db.execute("RELEASE unit")
+        except sqlite3.Error:  # SQLite dropped the whole transaction (disk full)
+            self._lost = True
+            with contextlib.suppress(sqlite3.Error):
+                self._restore()
+
+    @contextlib.contextmanager
+    def alone(self) -> Iterator[sqlite3.Connection]:
+        """A unit committed on its own, at once, when batching (outside any other
+        unit): if it cannot be (the disk is full), it raises and leaves nothing behind,
+        so that its caller changes nothing in memory either."""
         with self._lock:
+            if self.on_batch_open is None or self._depth:
+                with self.transaction() as db:
+                    yield db
+                return
+            self.commit()  # the rest of the batch, which must not fail with it
+            try:
+                with self.transaction() as db:
+                    yield db
+                self.commit()
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                self._end_batch()
+                raise
+
+    def commit(self) -> None:
+        """End the open batch: everything written since is durable on return. When
+        the commit fails (disk full), the batch is written again into a new
+        transaction, for a later commit, and the error raised."""
+        with self._lock:
+            if self._lost:
+                self._restore()
             self._write_pending()
             if self._db.in_transaction:
-                self._db.execute("COMMIT")
+                try:
+                    self._db.execute("COMMIT")
+                except sqlite3.Error:
+                    if not self._db.in_transaction and self.on_batch_open is not None:
+                        self._lost = True
+                        with contextlib.suppress(sqlite3.Error):
+                            self._restore()
+                    raise
+            self._end_batch()
+
+    def _end_batch(self) -> None:
+        self._writes.clear()
+        self._batch_jobs.clear()
+        self._pending_jobs.clear()
+        self._events.clear()
+        self._events_written = 0
+        self._lost = False
+
+    def _restore(self) -> None:
+        """Write the open batch again, into a new transaction (the old one was lost)."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, args, many in self._writes:
+                if many:
+                    self._db.executemany(sql, args)  # type: ignore[arg-type]
+                else:
+                    self._db.execute(sql, args)  # type: ignore[arg-type]
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._events_written = 0
+        self._pending_jobs = dict(self._batch_jobs)
+        self._lost = False
 
     def query(self, sql: str, args: Iterable[object] = ()) -> list[sqlite3.Row]:
         """Rows of a read, for modules that keep tables of their own (``mail``)."""
@@ -292,8 +479,19 @@ class Store:
 
     def _query(self, sql: str, args: Iterable[object] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            self._write_pending()  # a read sees every write queued before it
+            self._sync()  # a read sees every write queued before it
             return self._db.execute(sql, tuple(args)).fetchall()
+
+    def _sync(self) -> None:
+        """Put every write of the open batch in its transaction. Where the disk is too
+        full for that, a unit fails; a read outside any unit sees what is committed."""
+        try:
+            if self._lost:
+                self._restore()
+            self._write_pending()
+        except sqlite3.Error:
+            if self._depth:
+                raise
 
     # ------------------------------------------------------------------ users
 
@@ -450,8 +648,9 @@ class Store:
     def insert_jobs(
         self, cluster: int, submit_file: str, jobs: list[Job], now: float, last: bool = True
     ) -> None:
-        """Queue procs of a cluster in one transaction; the ``last`` part completes it."""
-        with self.transaction() as db:
+        """Queue procs of a cluster in one transaction, committed at once; the ``last``
+        part completes it. On a full disk it raises and nothing is queued."""
+        with self.alone() as db:
             db.execute(
                 "UPDATE clusters SET submit_file=?, submitted=? WHERE id=?",
                 (submit_file, now if last else None, cluster),
@@ -477,28 +676,38 @@ class Store:
         if self.on_batch_open is not None:
             with self._lock:
                 self._open_batch()
-                self._pending_jobs[(job.cluster, job.proc)] = job
-                self._pending_events.append(row)
+                key = (job.cluster, job.proc)
+                self._pending_jobs[key] = self._batch_jobs[key] = job
+                self._events.append(row)
             return
         with self.transaction() as db:
             db.execute(_UPDATE_JOB, (*_mutable_values(job), job.cluster, job.proc))
             db.execute(_INSERT_EVENT, row)
 
     def _open_batch(self) -> None:
-        if not self._db.in_transaction:
+        if self._lost:
+            self._restore()
+        elif not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
             if self.on_batch_open is not None:
                 self.on_batch_open()
 
     def _write_pending(self) -> None:
-        """Write the queued job rows and events (inside the open batch)."""
-        if self._pending_jobs:
-            rows = [(*_mutable_values(j), j.cluster, j.proc) for j in self._pending_jobs.values()]
-            self._pending_jobs.clear()
-            self._db.executemany(_UPDATE_JOB, rows)
-        if self._pending_events:
-            self._db.executemany(_INSERT_EVENT, self._pending_events)
-            self._pending_events.clear()
+        """Write the queued job rows and events (inside the open batch). When that
+        fails part way, the batch is written again from the start at the next write."""
+        try:
+            if self._pending_jobs:
+                jobs = self._pending_jobs.values()
+                rows = [(*_mutable_values(j), j.cluster, j.proc) for j in jobs]
+                self._db.executemany(_UPDATE_JOB, rows)
+                self._pending_jobs.clear()
+            if self._events_written < len(self._events):
+                self._db.executemany(_INSERT_EVENT, self._events[self._events_written :])
+                self._events_written = len(self._events)
+        except sqlite3.Error:
+            if self.on_batch_open is not None:
+                self._lost = True
+            raise
 
     def save_files(self, cluster: int, proc: int, files: dict[str, bytes]) -> None:
         """Small result files of a job's current attempt (see :meth:`clear_files`)."""

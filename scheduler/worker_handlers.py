@@ -27,6 +27,8 @@ POOL_SECRET_REFUSED = (
     " secret: run 'dfarm worker add NAME' on the scheduler node and start the worker with"
     " --credential-file (or start a throw-away scheduler with --allow-pool-secret)"
 )
+#: Attempts of a job that may fail on full worker disks before it is held.
+MAX_DISK_FULL = 3
 
 
 def _check_registration(msg: p.Register) -> None:
@@ -69,6 +71,7 @@ class WorkerHandlers:
         )
         conn.slots.attributes = slot_attributes(conn.slots, msg.metrics)
         conn.metrics, conn.last_heartbeat = msg.metrics, now
+        self._disk_state(conn.slots, msg.metrics.disk_full)
         self.workers[worker_id] = conn
         # Several heartbeats fit in the timeout, so one late heartbeat loses nothing.
         interval = min(self.config.heartbeat_interval, self.config.worker_timeout / 3)
@@ -139,6 +142,19 @@ class WorkerHandlers:
         assert conn.slots is not None
         conn.slots.disk_free_mb = msg.metrics.disk_free_mb
         conn.slots.attributes = slot_attributes(conn.slots, msg.metrics)
+        self._disk_state(conn.slots, msg.metrics.disk_full)
+
+    def _disk_state(self, slots: Slots, full: bool) -> None:
+        """A worker whose disk is full gets no job until it reports room again."""
+        if full == slots.disk_full:
+            return
+        slots.disk_full = full
+        if full:
+            log.warning("worker %s: its disk is full; it gets no job until it has room",
+                        slots.name)  # fmt: skip
+        else:
+            log.info("worker %s: its disk has room again", slots.name)
+            self._wake.set()
 
     def on_job_finished(self, conn: Connection, msg: p.JobFinished) -> p.Message | None:
         self._registered(conn)
@@ -152,6 +168,9 @@ class WorkerHandlers:
                 if proc is not None:
                     self.spool.drop_attempt(cluster, proc, msg.attempt)
             return p.Ok()
+        if msg.spooled and msg.disk_full:  # results cut short: never taken
+            self.spool.drop_attempt(job.cluster, job.proc, msg.attempt)
+            return self._finish(conn, msg, {})
         if msg.spooled:
             try:
                 self.spool.take_attempt(job.cluster, job.proc, msg.attempt)
@@ -159,7 +178,7 @@ class WorkerHandlers:
                 why = f"its results could not be put in place in the spool: {exc}"
                 msg = dataclasses.replace(msg, failure=msg.failure or why)
         job_dir = self.spool.job_dir(job.cluster, job.proc)
-        if not job_dir.is_dir():
+        if msg.disk_full or not job_dir.is_dir():
             return self._finish(conn, msg, {})
         # Large results: their hashes first, in a thread; the reply follows.
         task = asyncio.get_running_loop().create_task(self._hash_and_finish(conn, msg, job_dir))
@@ -218,10 +237,13 @@ class WorkerHandlers:
             exit_signal=msg.exit_signal,
             output_files=msg.output_files,
         )
+        again = self._run_again(job, msg, failure) if failure else ""
         with self.store.transaction():
             self.store.save_files(job.cluster, job.proc, files)
             self.store.save_hashes(job.cluster, job.proc, hashes)
-            if failure:
+            if again:
+                self.jobs.requeue(job, again)
+            elif failure:
                 self.jobs.hold(job, failure, **outcome)
             elif retry := self._retry(job, msg):
                 self.jobs.transition(job, JobState.IDLE, "retrying", retry, worker=None, **outcome)
@@ -250,6 +272,18 @@ class WorkerHandlers:
             else:
                 self._queue_behind(conn, follower)
         return p.Ok()
+
+    def _run_again(self, job: Job, msg: p.JobFinished, failure: str) -> str:
+        """Why an attempt that failed is not held but run again (elsewhere), or "":
+        a full disk, the worker's (up to MAX_DISK_FULL times) or the scheduler's
+        (its results could not be kept), is no fault of the job."""
+        if msg.disk_full:
+            events = self.store.events(job.cluster, job.proc)
+            before = sum(e.event == "evicted" and e.detail.startswith("disk full") for e in events)
+            return failure if before + 1 < MAX_DISK_FULL else ""
+        if self.disk.check(force=True) or self.disk.full_since(job.start_time or job.submit_time):
+            return f"{failure}; run again: the scheduler's disk was full"
+        return ""
 
     def _retry(self, job: Job, msg: p.JobFinished) -> str:
         """Why a failed run is run again (``max_retries``), or "" when it is not."""

@@ -104,6 +104,15 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
         " file system (by default they are then hard-linked)",
     )
     parser.add_argument(
+        "--min-free-space",
+        type=_free_space,
+        default="64MB",
+        metavar="SIZE",
+        help="free space the work directory's file system must keep, e.g. 1GB (a bare"
+        " number is MB; 0: none); below it the disk is full: the worker takes no jobs until"
+        " there is room, and a job that ends on a full disk is run elsewhere (default 64MB)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=logs.LEVELS, type=str.upper, help="default INFO"
     )
     parser.add_argument(
@@ -115,6 +124,16 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
     )
     config_file.add_config_option(parser, "worker")
     return parser
+
+
+def _free_space(text: str) -> int:
+    """Bytes of ``--min-free-space``."""
+    if text.strip() == "0":
+        return 0
+    try:
+        return parse_memory_mb(text) * 2**20
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def split_address(text: str) -> tuple[str, int]:
@@ -154,6 +173,7 @@ def config_from_args(args: argparse.Namespace, sampler: Sampler) -> WorkerConfig
         if args.tls_fingerprint
         else None,
         always_ftp=args.always_ftp,
+        min_free_space=args.min_free_space,
     )
 
 

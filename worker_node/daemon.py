@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import itertools
 import logging
 import shutil
@@ -28,6 +29,7 @@ from pathlib import Path
 from scheduler import protocol as p
 from scheduler.protocol.tls import TlsError, check_pin, client_context
 from worker_node.cgroups import JobCgroups
+from worker_node.disk import DiskWatch
 from worker_node.identity import DEFAULT_RUN_AS, IdentityError, JobAccounts
 from worker_node.job_python import job_python, reachable_by_others
 from worker_node.launcher import Launchers
@@ -87,6 +89,9 @@ class WorkerConfig:
     tls_fingerprint: str | None = None
     #: Move files over FTP even where the spool's file system is shared.
     always_ftp: bool = False
+    #: Bytes the work directory's file system must keep free; below, the disk is
+    #: full: the worker takes no job, and an attempt that ends so fails.
+    min_free_space: int = 64 * 2**20
 
 
 class Worker:
@@ -119,6 +124,8 @@ class Worker:
             self.launchers is not None, bool(config.slot_uids), cgroup.kind if cgroup else None
         )
         log.info("jobs' processes are ended by: %s", sampler.process_tracking)
+        self.disk = DiskWatch(config.work_dir, config.min_free_space, config.name)
+        self.disk.start()
         #: The scheduler's spool where this worker shares its file system (files
         #: move by hard link); None: over FTP. Found again at each registration.
         self.spool: SpoolLink | None = None
@@ -175,6 +182,7 @@ class Worker:
             for attempt in self.attempts.values():
                 attempt.kill("the worker is shutting down")
             self.executor.shutdown(wait=False, cancel_futures=True)
+            self.disk.stop()
             if self.launchers is not None:
                 self.launchers.close()
             for sandbox in self.sandboxes:
@@ -231,7 +239,7 @@ class Worker:
                 except TlsError as exc:
                     raise p.HandshakeError(str(exc), "tls") from None
             await self._handshake(reader, writer)
-            metrics = self.sampler.sample()
+            metrics = self._metrics()
             # Attempts still running, and finished ones whose result is not yet
             # acknowledged: the scheduler keeps both as this worker's.
             running = [a.key for a in self.attempts.values()]
@@ -311,8 +319,13 @@ class Worker:
     async def _heartbeats(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            metrics = await asyncio.to_thread(self.sampler.sample)
+            metrics = await asyncio.to_thread(self._metrics)
             self._send(p.Heartbeat(metrics=metrics))
+
+    def _metrics(self) -> p.WorkerMetrics:
+        """The machine's metrics, and whether the disk is full (looked at now)."""
+        metrics = self.sampler.sample()
+        return dataclasses.replace(metrics, disk_full=self.disk.problem() is not None)
 
     def _send(self, message: p.Message) -> None:
         if self._writer is not None and not self._writer.is_closing():
@@ -428,16 +441,7 @@ class Worker:
             log.debug(
                 "job %s attempt %d: starting %s", msg.job_id, msg.attempt, msg.spec.executable
             )
-            try:
-                account = self.accounts.for_owner(msg.owner, sandbox.index)
-                cache = self.caches.for_owner(msg.owner)
-                result = run_attempt(
-                    attempt, cache, sandbox, account, self.job_python, self.launchers, self.spool
-                )
-            except Exception as exc:  # a bug must cost this job, not the slot's chain
-                log.exception("job %s attempt %d: internal error", msg.job_id, msg.attempt)
-                failure = f"internal error on worker {self.config.name}: {exc}"
-                result = p.JobFinished(job_id=msg.job_id, attempt=msg.attempt, failure=failure)
+            result = self._run_one(attempt, sandbox)
             with self._chain_lock:
                 attempt.ended = True
                 follower = self.waiting.pop(attempt.key, None)
@@ -452,6 +456,34 @@ class Worker:
                 follower.gpus = attempt.gpus
             attempt = follower
 
+    def _run_one(self, attempt: Attempt, sandbox: Sandbox) -> p.JobFinished:
+        """In a slot thread: one attempt, unless the disk is full; an attempt that ends
+        on a full disk (see :func:`run_attempt`), or whose files could not be written,
+        is the worker's failure."""
+        msg = attempt.msg
+        problem = self.disk.problem()
+        if problem is not None:
+            return p.JobFinished(
+                job_id=msg.job_id, attempt=msg.attempt, failure=problem, disk_full=True
+            )
+        error: Exception | None = None
+        try:
+            account = self.accounts.for_owner(msg.owner, sandbox.index)
+            cache = self.caches.for_owner(msg.owner)
+            result = run_attempt(
+                attempt, cache, sandbox, account, self.job_python, self.launchers,
+                self.spool, self.disk,
+            )  # fmt: skip
+        except Exception as exc:  # a bug must cost this job, not the slot's chain
+            error = exc
+            failure = f"internal error on worker {self.config.name}: {exc}"
+            result = p.JobFinished(job_id=msg.job_id, attempt=msg.attempt, failure=failure)
+        judged = self.disk.judge(result, error)
+        if error is not None and not judged.disk_full:
+            log.error("job %s attempt %d: internal error", msg.job_id, msg.attempt,
+                      exc_info=error)  # fmt: skip
+        return judged
+
     def _send_done(self) -> None:
         """On the loop: send the results the slot threads left, in one write."""
         with self._chain_lock:
@@ -459,6 +491,10 @@ class Worker:
         if not done:
             return
         frames = []
+        if any(result.disk_full for _, result, _ in done):
+            # The scheduler learns first that this worker is full, then of the
+            # attempt: the job is not given back to it.
+            frames.append(p.encode(p.Heartbeat(metrics=self._metrics())))
         for attempt, result, chained in done:
             self.attempts.pop(attempt.key, None)
             if not chained:  # else the job queued behind it runs on its GPUs

@@ -37,6 +37,7 @@ from scheduler.protocol import (
     parse_job_id,
 )
 from worker_node import reaper, sandbox_files
+from worker_node.disk import DiskWatch
 from worker_node.identity import Account
 from worker_node.launcher import Launcher, LauncherError, Launchers, reap_group, wait_exit
 from worker_node.limits import watch_limits
@@ -169,14 +170,17 @@ def run_attempt(
     python: str | None = None,
     launchers: Launchers | None = None,
     spool: SpoolLink | None = None,
+    disk: DiskWatch | None = None,
 ) -> JobFinished:
     """Stage, run and return one attempt (as ``account``, default the worker's own,
     started by the slot's launcher for that account when ``launchers`` are given;
-    files linked with the ``spool`` where it is shared, else moved over FTP);
+    files linked with the ``spool`` where it is shared, else moved over FTP; a job
+    that ends on a full ``disk`` returns nothing but that failure);
     never raises for the job's own failures."""
     msg = attempt.msg
     result = dict(job_id=msg.job_id, attempt=msg.attempt)
     reusable = False
+    began = time.monotonic()
     try:
         sandbox.prepare(parse_job_id(msg.job_id)[0], f"{msg.job_id}-{msg.attempt}", account)
         try:
@@ -193,6 +197,8 @@ def run_attempt(
         with attempt._lock:
             attempt.streams = {}  # results are read from the start, with no dtail about
         _end_processes(account, launchers, sandbox.index)
+        if disk is not None and (full := disk.problem(since=began)) is not None:
+            return JobFinished(**result, failure=full, disk_full=True)  # outputs cut short
         with contextlib.ExitStack() as files:
             owner = os.geteuid() if account is None else account.uid
             outputs, missing = _collect_outputs(

@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(render.dump_json(workers))
             return 0
+        if pool.scheduler_disk_full:
+            print(f"scheduler: {pool.scheduler_disk_full}; new submissions are refused")
         if workers:
             print(render.workers_table(workers))
         used = sum(w.slots_used for w in workers)

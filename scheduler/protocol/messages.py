@@ -230,6 +230,8 @@ class WorkerList(Message):
     spool_bytes: int = 0
     #: Seconds results are kept after a job ends.
     result_retention: float = 0.0
+    #: Why the scheduler's disk counts as full (submissions are refused); "" if not.
+    scheduler_disk_full: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -379,6 +381,9 @@ class JobFinished(Message):
     #: (inputs could not be staged, the executable could not start, a declared
     #: output is missing): the job is put on hold with this reason.
     failure: str | None = None
+    #: Set with ``failure`` when the worker's disk was full: the attempt failed for
+    #: the worker's reason, not the job's, and the job is run again elsewhere.
+    disk_full: bool = False
 
 
 # scheduler -> worker --------------------------------------------------------
