@@ -2,7 +2,7 @@
 recorded twice or cut short.
 
     .venv/bin/python bench/chaos.py [--jobs 300] [--workers 3] [--slots 2] [--seed 1]
-                                    [--faults kill,scheduler-disk,worker-disk]
+                                    [--faults kill,scheduler-disk,worker-disk,rotate]
                                     [--strikes 12] [--job-seconds 0.3] [--timeout 600]
 
 The faults (``--faults``, one strike at a time, each healed before the next):
@@ -10,7 +10,15 @@ The faults (``--faults``, one strike at a time, each healed before the next):
 - ``kill``: ``kill -9`` of a worker or of the scheduler, restarted a moment later;
 - ``scheduler-disk``: the scheduler's home (a tmpfs) filled to its last byte with a
   ballast file, removed a moment later;
-- ``worker-disk``: the work directory of worker w1 (a tmpfs) filled the same way.
+- ``worker-disk``: the work directory of worker w1 (a tmpfs) filled the same way;
+- ``rotate``: ``dfarm worker revoke`` of a running worker's credential (the scheduler
+  closes its connection and requeues its jobs; the worker, told its credential is
+  wrong, kills its jobs and exits), healed with ``dfarm worker add`` and the worker
+  started again with its new credential; or ``dfarm user token`` of the submitting
+  user (the scheduler closes the connection the bench keeps open), after which the
+  bench opens it again with the new token. Each is checked: a revoked worker that
+  does not stop, a connection not closed, or an old token still welcomed counts in
+  "old secret worked", which must stay 0.
 
 The disk faults mount tmpfs file systems, so they need root; the default is every
 fault the account running it can inject. Every job appends its id to a marker file
@@ -53,9 +61,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tabulate import tabulate  # noqa: E402
 
 from control_node import Client  # noqa: E402
-from control_node.connection import DfarmError  # noqa: E402
+from control_node.connection import AuthError, DfarmError  # noqa: E402
 from control_node.local_cluster import LocalCluster, local_user_token  # noqa: E402
 from control_node.results import FetchedJob  # noqa: E402
+from scheduler import protocol as p  # noqa: E402
 
 WORKER_TIMEOUT = "3"
 #: Sizes of the tmpfs file systems the disk faults fill, in MiB.
@@ -64,6 +73,45 @@ WORKER_DISK_MB = 32
 #: What each side must keep free (below, its disk counts as full).
 SCHEDULER_MIN_FREE = "4MB"
 WORKER_MIN_FREE = "2MB"
+#: Seconds a revoked worker may take to stop (it is refused when it reconnects, which
+#: it may be waiting to do, with a backoff of up to 10 s, after a scheduler restart),
+#: and a rotated token's connection to be closed (the scheduler checks every second).
+REVOKED_STOP_SECONDS = 30.0
+TOKEN_CLOSE_SECONDS = 10.0
+#: The column counting old secrets that went on working (must stay 0).
+OLD_SECRET = "old secret worked"
+
+
+class Watcher:
+    """The bench's waiting client: one connection, kept open, opened again with the
+    cluster's current token when it breaks (a scheduler restart, a rotated token)."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.client: Client | None = None
+
+    def connect(self) -> Client:
+        if self.client is None:
+            self.client = Client(
+                scheduler=f"127.0.0.1:{self.cluster.access.port}",
+                token=self.cluster.token,
+                timeout=5,
+            )
+        return self.client
+
+    def active(self, cluster_id: int) -> list[p.JobInfo] | None:
+        """The cluster's idle and running jobs, or None when the scheduler did not
+        answer (the connection is then opened again at the next call)."""
+        try:
+            return self.connect().jobs([str(cluster_id)], states=["idle", "running"])
+        except (DfarmError, OSError):
+            self.close()
+            return None
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
 
 
 @dataclass
@@ -78,6 +126,9 @@ class Farm:
     scheduler_args: tuple[str, ...] = ()
     #: Ballast files in place now.
     ballast: list[Path] = field(default_factory=list)
+    #: What the faults hit and found, by column of the table.
+    hits: collections.Counter[str] = field(default_factory=collections.Counter)
+    watcher: Watcher | None = None
 
     def start_scheduler(self) -> None:
         self.cluster.start_scheduler(*self.scheduler_args)
@@ -88,6 +139,19 @@ class Farm:
             extra = ("--work-dir", str(self.worker_disk), "--min-free-space", WORKER_MIN_FREE)
         self.cluster.add_worker(name, *extra, slots=self.slots)
 
+    def dfarm(self, *args: str) -> str:
+        """Run ``dfarm ARGS --home HOME`` as an operator on the scheduler node; its output."""
+        command = [sys.executable, "-m", "control_node.cli.dfarm", *args]
+        done = subprocess.run(
+            [*command, "--home", str(self.cluster.config.home)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"dfarm {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout
+
 
 class Fault:
     """One kind of fault: :meth:`strike` breaks something, :meth:`heal` repairs it."""
@@ -95,6 +159,8 @@ class Fault:
     name = ""
     #: The fault mounts file systems: only root may inject it.
     needs_root = False
+    #: Its columns in the table (what :meth:`strike` returns, and what it checks).
+    columns: tuple[str, ...] = ()
 
     def strike(self, farm: Farm, rng: random.Random) -> str:
         """Inject the fault; returns what was hit (a column of the table)."""
@@ -106,6 +172,7 @@ class Fault:
 
 class Kill(Fault):
     name = "kill"
+    columns = ("scheduler kills", "worker kills")
 
     def __init__(self) -> None:
         self.victim = ""
@@ -125,6 +192,7 @@ class Kill(Fault):
 class SchedulerDiskFull(Fault):
     name = "scheduler-disk"
     needs_root = True
+    columns = ("scheduler disk full",)
 
     def strike(self, farm: Farm, rng: random.Random) -> str:
         farm.ballast.append(fill(farm.cluster.config.home / "ballast"))
@@ -137,6 +205,7 @@ class SchedulerDiskFull(Fault):
 class WorkerDiskFull(Fault):
     name = "worker-disk"
     needs_root = True
+    columns = ("worker disk full",)
 
     def strike(self, farm: Farm, rng: random.Random) -> str:
         assert farm.worker_disk is not None
@@ -147,9 +216,70 @@ class WorkerDiskFull(Fault):
         unfill(farm)
 
 
+class Rotate(Fault):
+    """A worker's credential revoked and issued anew, or the user's token replaced."""
+
+    name = "rotate"
+    columns = ("worker credentials revoked", "user tokens rotated", OLD_SECRET)
+
+    def __init__(self) -> None:
+        self.victim = ""
+        self.old_token = ""
+
+    def strike(self, farm: Farm, rng: random.Random) -> str:
+        self.victim = rng.choice([*farm.workers, "user"])
+        if self.victim != "user":
+            farm.dfarm("worker", "revoke", self.victim)
+            return "worker credentials revoked"
+        assert farm.watcher is not None and farm.cluster.token is not None
+        farm.watcher.connect()  # a connection of the old token, open when it is replaced
+        self.old_token = farm.cluster.token
+        farm.cluster.token = farm.dfarm("user", "token", p.token_user(self.old_token)).strip()
+        return "user tokens rotated"
+
+    def heal(self, farm: Farm) -> None:
+        if self.victim == "user":
+            self._check_token(farm)
+            return
+        worker = farm.cluster.processes[self.victim]
+        try:
+            worker.wait(REVOKED_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            print(f"{self.victim} still runs with a revoked credential", file=sys.stderr)
+            farm.hits[OLD_SECRET] += 1
+            kill9(farm.cluster, self.victim)
+        if worker.returncode != 1:  # 1: refused as its credential is wrong
+            print(f"{self.victim} ended with {worker.returncode} once revoked", file=sys.stderr)
+        credential = farm.cluster.config.home / "credentials" / f"{self.victim}.credential"
+        credential.unlink(missing_ok=True)
+        farm.dfarm("worker", "add", self.victim, "--output", str(credential))
+        farm.start_worker(self.victim)  # with the new credential, as it is valid
+
+    def _check_token(self, farm: Farm) -> None:
+        """The connection of the old token is closed, and the old token refused."""
+        assert farm.watcher is not None and farm.watcher.client is not None
+        client, deadline = farm.watcher.client, time.monotonic() + TOKEN_CLOSE_SECONDS
+        try:
+            while time.monotonic() < deadline:
+                client.jobs(states=["idle"], limit=1)
+                time.sleep(0.1)
+            print("the connection of a replaced token stayed open", file=sys.stderr)
+            farm.hits[OLD_SECRET] += 1
+        except (DfarmError, OSError):
+            pass
+        farm.watcher.close()
+        port = farm.cluster.access.port
+        try:
+            Client(scheduler=f"127.0.0.1:{port}", token=self.old_token, timeout=5).close()
+            print("a replaced token was welcomed", file=sys.stderr)
+            farm.hits[OLD_SECRET] += 1
+        except AuthError:
+            pass
+
+
 #: Every fault by name. A new kind of fault is a class above and an entry here.
 FAULTS: dict[str, type[Fault]] = {
-    fault.name: fault for fault in (Kill, SchedulerDiskFull, WorkerDiskFull)
+    fault.name: fault for fault in (Kill, SchedulerDiskFull, WorkerDiskFull, Rotate)
 }
 
 
@@ -193,17 +323,6 @@ def tmpfs(path: Path, size_mb: int, mode: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def pending(cluster: LocalCluster, cluster_id: int) -> bool:
-    """Whether a job is still idle or running (True while the scheduler is down)."""
-    try:
-        with Client(
-            scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token, timeout=5
-        ) as client:
-            return bool(client.jobs([str(cluster_id)], states=["idle", "running"]))
-    except (DfarmError, OSError):
-        return True
-
-
 def write_job(work: Path, args: argparse.Namespace) -> Path:
     """The submit file of the jobs and the script they run."""
     markers = work / "markers"
@@ -230,11 +349,13 @@ def run(args: argparse.Namespace, home: Path, faults: list[Fault]) -> dict[str, 
         farm_home = home / "farm"
         if any(isinstance(f, SchedulerDiskFull) for f in faults):
             mounts.enter_context(tmpfs(farm_home, SCHEDULER_DISK_MB, "0700"))
+        farm_home.mkdir(mode=0o700, exist_ok=True)
         cluster = LocalCluster(farm_home, workers=0, slots=args.slots)
         cluster.logs = home / "logs"  # never on a disk that is filled
         cluster.logs.mkdir()
         cluster.token = local_user_token(cluster.config)
         farm = Farm(cluster, [f"w{i}" for i in range(1, args.workers + 1)], args.slots)
+        farm.watcher = Watcher(cluster)
         farm.scheduler_args = ("--worker-timeout", WORKER_TIMEOUT)
         if any(isinstance(f, SchedulerDiskFull) for f in faults):
             farm.scheduler_args += ("--min-free-space", SCHEDULER_MIN_FREE)
@@ -246,6 +367,7 @@ def run(args: argparse.Namespace, home: Path, faults: list[Fault]) -> dict[str, 
         try:
             row = _strike(farm, args, faults, rng, work, markers)
         finally:
+            farm.watcher.close()
             unfill(farm)
             cluster.stop(grace=5)
         cluster_id, fetched = row.pop("cluster"), row.pop("fetched")
@@ -263,19 +385,20 @@ def _strike(
     markers: Path,
 ) -> dict[str, object]:
     """Submit, strike ``args.strikes`` times, wait for the jobs, fetch their results."""
-    cluster = farm.cluster
-    hits: collections.Counter[str] = collections.Counter()
+    cluster, hits, watcher = farm.cluster, farm.hits, farm.watcher
+    assert watcher is not None
     start = time.monotonic()
-    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as c:
-        cluster_id = c.submit(work / "job.sub", cwd=str(work)).id
+    cluster_id = watcher.connect().submit(work / "job.sub", cwd=str(work)).id
     deadline = time.monotonic() + args.timeout
-    while hits.total() < args.strikes and time.monotonic() < deadline:
+    strikes = 0
+    while strikes < args.strikes and time.monotonic() < deadline:
         time.sleep(rng.uniform(0.5, 2.0))
         fault = rng.choice(faults)
         hits[fault.strike(farm, rng)] += 1
+        strikes += 1
         time.sleep(rng.uniform(0.1, 1.5))
         fault.heal(farm)
-    while pending(cluster, cluster_id) and time.monotonic() < deadline:
+    while watcher.active(cluster_id) != [] and time.monotonic() < deadline:
         time.sleep(0.5)
     elapsed = time.monotonic() - start
     with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as c:
@@ -285,19 +408,10 @@ def _strike(
         "seed": args.seed,
         "cluster": cluster_id,
         "fetched": fetched,
-        **{name: hits[name] for name in _hit_names(faults)},
+        **{column: hits[column] for fault in faults for column in fault.columns},
         "ran to the end twice": sum(1 for n in ends.values() if n > 1),
         "seconds": round(elapsed, 1),
     }
-
-
-def _hit_names(faults: list[Fault]) -> list[str]:
-    names = {
-        "kill": ["scheduler kills", "worker kills"],
-        "scheduler-disk": ["scheduler disk full"],
-        "worker-disk": ["worker disk full"],
-    }
-    return [column for fault in faults for column in names.get(fault.name, [fault.name])]
 
 
 def _count(
@@ -390,7 +504,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(run(argparse.Namespace(**{**vars(args), "seed": seed}), Path(tmp), faults))
     print(tabulate(rows, headers="keys", tablefmt="github"))
     ok = all(
-        r["lost"] == 0 and r["recorded twice"] == 0 and r["truncated but completed"] == 0
+        r["lost"] == 0
+        and r["recorded twice"] == 0
+        and r["truncated but completed"] == 0
+        and r.get(OLD_SECRET, 0) == 0
         for r in rows
     )
     return 0 if ok else 1
