@@ -163,10 +163,16 @@ class Client:
         return results.wait(self.conn, ids, timeout=timeout, on_update=on_update)
 
     def fetch(
-        self, ids: list[str], dest: str | os.PathLike[str] | None = None, submit_paths: bool = True
+        self,
+        ids: list[str],
+        dest: str | os.PathLike[str] | None = None,
+        submit_paths: bool = True,
+        unfinished: list[p.JobInfo] | None = None,
     ) -> list[results.FetchedJob]:
-        """Download the results of finished jobs (see :mod:`control_node.results`)."""
-        return results.fetch(self.conn, ids, Path(dest) if dest is not None else None, submit_paths)
+        """Download the results of finished jobs (see :mod:`control_node.results`); the
+        records of those named that have not finished go to ``unfinished``."""
+        where = Path(dest) if dest is not None else None
+        return results.fetch(self.conn, ids, where, submit_paths, unfinished)
 
     # -- job control: each returns which jobs changed and why the others did not
 
