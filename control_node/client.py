@@ -105,7 +105,7 @@ class Client:
             files_dest=Path(files_dest) if files_dest is not None else None, seen=seen,
         )  # fmt: skip
         if not ordered:
-            return ((row.item, row.value) for row in found)
+            return ((row.item, row.value if row.error is None else row.error) for row in found)
         out = mapping.collect(found)
         if stop_when is not None and len(seen) < len(items):
             out.not_run = [item for i, item in enumerate(items) if i not in seen]
