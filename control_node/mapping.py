@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from control_node import results
-from control_node.connection import DfarmError
+from control_node.connection import DfarmError, NotFound
 from control_node.map_runner import Function, Outcome
 
 if TYPE_CHECKING:
@@ -224,6 +224,8 @@ def collect_map(
     if not str(map_id).isdigit():
         raise ValueError(f"not the id of a map: {map_id!r}")
     jobs = client.wait([str(map_id)], timeout=timeout)
+    if not jobs:
+        raise NotFound(f"no job of yours in cluster {map_id}: no such map")
     work = Path(tempfile.mkdtemp(prefix="dfarm-map-"))
     dest = files_dest or Path.cwd() / f"map-{map_id}"
     try:
@@ -329,7 +331,9 @@ def _outcomes(client: Client, job: Any, work: Path) -> list[Outcome]:
         stderr = fetched[0].stderr.read_text(errors="replace")[-2000:] if fetched else ""
         raise MapJobFailed(f"job {job.id} {results.describe_status(job)}\n{stderr}".rstrip())
     fetched = client.fetch([job.id], dest=work / "results")
-    path = next(p for p in fetched[0].outputs if p.name == RESULT_FILE)
+    path = next((p for p in fetched[0].outputs if p.name == RESULT_FILE), None)
+    if path is None or not path.is_file():
+        raise MapJobFailed(f"job {job.id} brought back no {RESULT_FILE}: it is not a job of a map")
     outcomes: list[Outcome] = cloudpickle.loads(path.read_bytes())
     shutil.rmtree(path.parent, ignore_errors=True)
     return outcomes

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import COMMAND_TIMEOUT, TestCluster
 
-from control_node import Client
+from control_node import Client, NotFound
+from control_node.mapping import MapJobFailed
 
 START = """
 import sys
@@ -74,6 +75,11 @@ def test_a_map_started_in_one_process_is_collected_in_another(
     assert not client.jobs()  # nothing of it left in the queue
     with pytest.raises(ValueError, match="not the id of a map"):
         client.map_results("12.0")
+    with pytest.raises(NotFound):
+        client.map_results("999")
+    plain = client.submit({"executable": "/bin/true", "queue": 1}, cwd=str(tmp_path))
+    with pytest.raises(MapJobFailed, match="no result.pkl: it is not a job of a map"):
+        client.map_results(plain.id, timeout=60)
 
 
 def test_map_brings_back_the_files_its_function_writes(client: Client, tmp_path: Path) -> None:
