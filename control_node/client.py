@@ -81,23 +81,68 @@ class Client:
         resources: Mapping[str, str | int] | None = None,
         ordered: bool = True,
         timeout: float | None = None,
+        errors: str = "raise",
+        files_dest: str | os.PathLike[str] | None = None,
     ) -> Any:
         """Run ``fn(item)`` for every item on the workers, ``chunk_size`` items per job.
 
         Returns :class:`~control_node.mapping.MapResults` (results keyed by item, in
-        order, with ``stats``), or with ``ordered=False`` an iterator of
-        ``(item, result)`` as jobs complete. ``stop_when(result)`` true ends the run
-        (the remaining jobs are removed); only results with ``keep_if(result)`` true
-        are kept. ``resources`` are submit keys such as ``{"request_memory": "2GB"}``.
-        An exception in ``fn`` is raised here, with the remote traceback as a note.
+        order, with ``stats``, ``files`` and ``totals()``), or with ``ordered=False`` an
+        iterator of ``(item, result)`` as jobs complete. ``stop_when(result)`` true ends
+        the run (the remaining jobs are removed; ``hit`` is that result, ``not_run`` the
+        items that did not run); only results with ``keep_if(result)`` true are kept.
+        ``resources`` are submit keys such as ``{"request_memory": "2GB"}``. An
+        exception in ``fn`` is raised here, with the remote traceback as a note, or with
+        ``errors="keep"`` kept in ``errors`` while the other items go on. Files ``fn``
+        writes in its working directory come back under ``files_dest`` (default
+        ``./map-<cluster>/``), one folder per item position.
         """
+        items = list(iterable)
+        seen: set[int] = set()
         found = mapping.run_map(
-            self, fn, iterable, chunk_size=chunk_size, stop_when=stop_when, keep_if=keep_if,
-            resources=dict(resources or {}), timeout=timeout,
+            self, fn, items, chunk_size=chunk_size, stop_when=stop_when, keep_if=keep_if,
+            resources=dict(resources or {}), timeout=timeout, errors=errors,
+            files_dest=Path(files_dest) if files_dest is not None else None, seen=seen,
         )  # fmt: skip
-        if ordered:
-            return mapping.collect(found)
-        return ((item, value) for item, value, _, _ in found)
+        if not ordered:
+            return ((row.item, row.value if row.error is None else row.error) for row in found)
+        out = mapping.collect(found)
+        if stop_when is not None and len(seen) < len(items):
+            out.not_run = [item for i, item in enumerate(items) if i not in seen]
+        return out
+
+    def map_async(
+        self,
+        fn: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        *,
+        chunk_size: int = 1,
+        resources: Mapping[str, str | int] | None = None,
+    ) -> mapping.MapHandle:
+        """Submit ``fn`` over ``iterable`` as :meth:`map` does and return at once: a
+        :class:`~control_node.mapping.MapHandle` whose ``id`` gives the results later,
+        to :meth:`map_results` in this process or another (the jobs run on, whatever
+        becomes of this client)."""
+        return mapping.start_map(
+            self, fn, iterable, chunk_size=chunk_size, resources=dict(resources or {})
+        )
+
+    def map_results(
+        self,
+        map_id: str | int | mapping.MapHandle,
+        *,
+        timeout: float | None = None,
+        keep_if: Callable[[Any], bool] | None = None,
+        errors: str = "raise",
+        files_dest: str | os.PathLike[str] | None = None,
+    ) -> mapping.MapResults:
+        """Wait for a map started with :meth:`map_async` (its handle or ``id``) to
+        finish, and return its :class:`~control_node.mapping.MapResults` as :meth:`map`
+        does. Its results stay on the scheduler as long as any job's results."""
+        return mapping.collect_map(
+            self, str(map_id), timeout=timeout, keep_if=keep_if, errors=errors,
+            files_dest=Path(files_dest) if files_dest is not None else None,
+        )  # fmt: skip
 
     def as_completed(self, ids: list[str], timeout: float | None = None) -> Iterator[p.JobInfo]:
         """Each job's record as soon as it is completed, removed or held."""
@@ -163,10 +208,16 @@ class Client:
         return results.wait(self.conn, ids, timeout=timeout, on_update=on_update)
 
     def fetch(
-        self, ids: list[str], dest: str | os.PathLike[str] | None = None, submit_paths: bool = True
+        self,
+        ids: list[str],
+        dest: str | os.PathLike[str] | None = None,
+        submit_paths: bool = True,
+        unfinished: list[p.JobInfo] | None = None,
     ) -> list[results.FetchedJob]:
-        """Download the results of finished jobs (see :mod:`control_node.results`)."""
-        return results.fetch(self.conn, ids, Path(dest) if dest is not None else None, submit_paths)
+        """Download the results of finished jobs (see :mod:`control_node.results`); the
+        records of those named that have not finished go to ``unfinished``."""
+        where = Path(dest) if dest is not None else None
+        return results.fetch(self.conn, ids, where, submit_paths, unfinished)
 
     # -- job control: each returns which jobs changed and why the others did not
 

@@ -72,7 +72,7 @@ def find_endpoint(scheduler: str | None = None, token: str | None = None) -> End
     else:
         raise SchedulerUnavailable(
             f"no scheduler found: pass --scheduler HOST:PORT, set DFARM_SCHEDULER, or start "
-            f"one with 'dfarm up' (looked for {access})"
+            f"one with 'dfarm up' (looked for {access}; {_home_hint()})"
         )
     token = token or (record.token if record else None) or _local_token()
     if not token:
@@ -92,6 +92,13 @@ def find_endpoint(scheduler: str | None = None, token: str | None = None) -> End
         except ValueError as exc:
             raise AuthError(f"DFARM_TLS_FINGERPRINT: {exc}") from None
     return Endpoint(host, port_number, token, pinned)
+
+
+def _home_hint() -> str:
+    """Where that path came from: ``DFARM_HOME``, and how to point it elsewhere."""
+    home = os.environ.get("DFARM_HOME")
+    where = f"DFARM_HOME is {home}" if home else "DFARM_HOME is not set, so ~/.dfarm"
+    return f"{where}; after 'dfarm up --home DIR', set DFARM_HOME=DIR"
 
 
 def _local_token() -> str | None:

@@ -4,18 +4,23 @@
 
 The function and the chunk (a list of ``(index, item)``) were pickled by the
 client with cloudpickle. Each item's outcome is written to RESULT.pkl as an
-:class:`Outcome`; an exception in ``fn`` is caught and sent back with its
-traceback, so the job itself still exits 0 and the other items of the chunk run.
+:class:`Outcome`, with the item itself (so that the results can be collected later
+from the cluster alone) and the files ``fn(item)`` wrote in the working directory;
+an exception in ``fn`` is caught and sent back with its traceback, so the job itself
+still exits 0 and the other items of the chunk run.
 """
 
 from __future__ import annotations
 
 import linecache
+import os
 import sys
 import time
 import traceback
 import types
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -33,6 +38,10 @@ class Outcome:
     error_text: str | None = None
     started: float = 0.0
     seconds: float = 0.0
+    #: The item, pickled.
+    item: bytes | None = None
+    #: The files ``fn(item)`` wrote or changed in the working directory, by name.
+    files: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -77,11 +86,16 @@ def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
     return code.replace(co_filename=filename, co_consts=consts)
 
 
-def run_chunk(fn: Any, chunk: list[tuple[int, Any]]) -> list[Outcome]:
-    """Apply ``fn`` to every item of ``chunk``, catching each item's exception."""
+def run_chunk(
+    fn: Any, chunk: list[tuple[int, Any]], workdir: Path | None = None, keep: Collection[str] = ()
+) -> list[Outcome]:
+    """Apply ``fn`` to every item of ``chunk``, catching each item's exception; the files
+    each item wrote in ``workdir`` (other than those named in ``keep``) go with its
+    outcome and are taken away, so that the next item starts from a clean folder."""
     outcomes = []
     for index, item in chunk:
-        outcome = Outcome(index, started=time.time())
+        before = _listing(workdir) if workdir is not None else {}
+        outcome = Outcome(index, started=time.time(), item=cloudpickle.dumps(item))
         start = time.perf_counter()
         try:
             result = fn(item)
@@ -94,8 +108,35 @@ def run_chunk(fn: Any, chunk: list[tuple[int, Any]]) -> list[Outcome]:
                 outcome.error = cloudpickle.dumps(exc)
             except Exception:
                 outcome.error = None
+        if workdir is not None:
+            outcome.files = _take_written(workdir, before, keep)
         outcomes.append(outcome)
     return outcomes
+
+
+def _listing(folder: Path) -> dict[str, tuple[int, int]]:
+    """Size and modification time of each regular file at the top of ``folder``."""
+    found = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                st = entry.stat(follow_symlinks=False)
+                found[entry.name] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def _take_written(
+    folder: Path, before: dict[str, tuple[int, int]], keep: Collection[str]
+) -> dict[str, bytes]:
+    """The files new or changed since ``before`` (not those in ``keep``), removed."""
+    taken = {}
+    for name, stamp in _listing(folder).items():
+        if name in keep or before.get(name) == stamp:
+            continue
+        path = folder / name
+        taken[name] = path.read_bytes()
+        path.unlink()
+    return taken
 
 
 def main(argv: list[str]) -> int:
@@ -108,7 +149,8 @@ def main(argv: list[str]) -> int:
         fn = cloudpickle.load(f).restore()
     with open(chunk_file, "rb") as f:
         chunk = cloudpickle.load(f)
-    outcomes = run_chunk(fn, chunk)
+    keep = {*argv, "dfarm-map.sh"}
+    outcomes = run_chunk(fn, chunk, Path.cwd(), keep)
     with open(result_file, "wb") as f:
         cloudpickle.dump(outcomes, f)
     return 0

@@ -3,7 +3,9 @@
 The function and the items travel with cloudpickle: one cluster, one job per
 ``chunk_size`` items. A job runs ``python -m control_node.map_runner`` with the
 worker's own Python (``DFARM_PYTHON``), which must be able to import what the
-function needs. Results come back as each job completes.
+function needs. Results come back as each job completes; each job's ``result.pkl``
+holds its items too, so that a map started with ``map_async`` is collected later
+from its cluster id alone.
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
 from control_node import results
-from control_node.connection import DfarmError
+from control_node.connection import DfarmError, NotFound
 from control_node.map_runner import Function, Outcome
 
 if TYPE_CHECKING:
@@ -49,21 +51,93 @@ class ItemStats:
     #: When ``fn(item)`` started on the worker (seconds since the epoch), and for how long.
     started: float
     seconds: float
+    #: ``fn(item)`` raised (kept in :attr:`MapResults.errors` with ``errors="keep"``).
+    failed: bool = False
+
+
+@dataclass
+class Row:
+    """One item's outcome, brought home."""
+
+    item: Any
+    value: Any
+    stats: ItemStats
+    #: The result met ``stop_when``.
+    stop: bool = False
+    #: What ``fn(item)`` raised, with ``errors="keep"``.
+    error: BaseException | None = None
+    #: The files ``fn(item)`` wrote in its working directory, saved here.
+    files: dict[str, Path] = field(default_factory=dict)
 
 
 class MapResults(dict):  # type: ignore[type-arg]
     """Results keyed by item, in the order of the iterable (keyed by position when
-    the items are not hashable). ``stats`` says where and how long each item ran;
-    ``stopped_at`` is the item whose result met ``stop_when``, if one did."""
+    the items are not hashable).
+
+    ``stats`` says where and how long each item ran; ``files`` holds, for each item
+    whose ``fn`` wrote files in its working directory, those files (name -> local
+    path); ``errors`` what ``fn`` raised, with ``errors="keep"``. After ``stop_when``
+    met a result: ``stopped_at`` is its item, ``hit`` the result, and ``not_run``
+    the items that never ran (their jobs were removed).
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.stats: list[ItemStats] = []
+        self.files: dict[Any, dict[str, Path]] = {}
+        self.errors: dict[Any, BaseException] = {}
         self.stopped_at: Any = None
+        self.hit: Any = None
+        self.not_run: list[Any] = []
+
+    def totals(self) -> dict[str, Any]:
+        """Items, failures, total and mean run time of ``fn``, overall and per worker."""
+        by_worker: dict[str, list[ItemStats]] = {}
+        for s in self.stats:
+            by_worker.setdefault(s.worker or "-", []).append(s)
+        return {
+            **_totals(self.stats),
+            "not_run": len(self.not_run),
+            "per_worker": [{"worker": w, **_totals(found)} for w, found in by_worker.items()],
+        }
 
     def save_stats(self, path: str | Path) -> None:
-        """Write ``stats`` as a JSON list."""
-        Path(path).write_text(json.dumps([asdict(s) for s in self.stats], indent=2) + "\n")
+        """Write the totals (:meth:`totals`) and each item's ``stats`` as JSON."""
+        report = {**self.totals(), "items_stats": [asdict(s) for s in self.stats]}
+        Path(path).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _totals(stats: list[ItemStats]) -> dict[str, Any]:
+    total = sum(s.seconds for s in stats)
+    return {
+        "items": len(stats),
+        "failures": sum(s.failed for s in stats),
+        "total_seconds": round(total, 6),
+        "mean_seconds": round(total / len(stats), 6) if stats else None,
+    }
+
+
+@dataclass(frozen=True)
+class MapHandle:
+    """A map running in the background (:meth:`Client.map_async`). ``id`` names it for
+    :meth:`Client.map_results`, from this process or another, later: it is the cluster
+    id of the map's jobs, and nothing else is needed to collect the results."""
+
+    id: str
+    items: int
+    jobs: int
+
+    def __str__(self) -> str:
+        return self.id
+
+    def results(self, client: Client | None = None, **options: Any) -> MapResults:
+        """:meth:`Client.map_results` of this map (with a new client if none is given)."""
+        if client is not None:
+            return client.map_results(self.id, **options)
+        from control_node.client import Client
+
+        with Client() as own:
+            return own.map_results(self.id, **options)
 
 
 def run_map(
@@ -76,11 +150,16 @@ def run_map(
     keep_if: Callable[[Any], bool] | None = None,
     resources: dict[str, str | int] | None = None,
     timeout: float | None = None,
-) -> Iterator[tuple[Any, Any, ItemStats, bool]]:
-    """Yield ``(item, result, stats, stopped)`` as jobs complete, ``stopped`` being
-    true for the result that met ``stop_when`` (the last one); see :meth:`Client.map`."""
+    errors: str = "raise",
+    files_dest: Path | None = None,
+    seen: set[int] | None = None,
+) -> Iterator[Row]:
+    """Yield a :class:`Row` per item as jobs complete, ``stop`` being true for the
+    result that met ``stop_when`` (the last one); the position of every item whose
+    outcome came back is added to ``seen``. See :meth:`Client.map`."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
+    _check_errors(errors)
     items = list(iterable)
     if not items:
         return
@@ -89,21 +168,18 @@ def run_map(
     try:
         cluster = _submit(client, work, fn, items, chunk_size, resources or {})
         pending = set(cluster.job_ids)
+        dest = files_dest or Path.cwd() / f"map-{cluster.id}"
         for job in results.as_completed(client.conn, cluster.job_ids, timeout=timeout):
             pending.discard(job.id)
-            for outcome in _outcomes(client, job, work):
-                if outcome.failed:
-                    raise _remote_exception(outcome, job)
-                assert outcome.value is not None
-                value = cloudpickle.loads(outcome.value)
-                stats = ItemStats(
-                    outcome.index, job.id, job.worker, job.num_starts,
-                    outcome.started, round(outcome.seconds, 6),
-                )  # fmt: skip
-                stop = stop_when is not None and bool(stop_when(value))
-                if stop or keep_if is None or keep_if(value):
-                    yield items[outcome.index], value, stats, stop
-                if stop:
+            for row in _rows(client, job, work, errors, dest, items):
+                if seen is not None:
+                    seen.add(row.stats.index)
+                row.stop = (
+                    row.error is None and stop_when is not None and bool(stop_when(row.value))
+                )
+                if row.stop or row.error is not None or keep_if is None or keep_if(row.value):
+                    yield row
+                if row.stop:
                     return
     finally:
         if pending:  # stopped early, failed, or the caller stopped reading
@@ -111,21 +187,115 @@ def run_map(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def collect(found: Iterator[tuple[Any, Any, ItemStats, bool]]) -> MapResults:
-    """Gather ``run_map`` into :class:`MapResults`, in the order of the items."""
-    rows = sorted(found, key=lambda row: row[2].index)
+def start_map(
+    client: Client,
+    fn: Callable[[Any], Any],
+    iterable: Iterable[Any],
+    *,
+    chunk_size: int = 1,
+    resources: dict[str, str | int] | None = None,
+) -> MapHandle:
+    """Submit a map and return at once (see :meth:`Client.map_async`)."""
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    items = list(iterable)
+    if not items:
+        raise ValueError("map_async needs at least one item")
+    work = Path(tempfile.mkdtemp(prefix="dfarm-map-"))
+    try:  # the inputs are in the spool once the submission returns
+        cluster = _submit(client, work, fn, items, chunk_size, resources or {})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return MapHandle(str(cluster.id), len(items), len(cluster.job_ids))
+
+
+def collect_map(
+    client: Client,
+    map_id: str,
+    *,
+    timeout: float | None = None,
+    keep_if: Callable[[Any], bool] | None = None,
+    errors: str = "raise",
+    files_dest: Path | None = None,
+) -> MapResults:
+    """Wait for the jobs of map ``map_id``, then bring its results home (see
+    :meth:`Client.map_results`)."""
+    _check_errors(errors)
+    if not str(map_id).isdigit():
+        raise ValueError(f"not the id of a map: {map_id!r}")
+    jobs = client.wait([str(map_id)], timeout=timeout)
+    if not jobs:
+        raise NotFound(f"no job of yours in cluster {map_id}: no such map")
+    work = Path(tempfile.mkdtemp(prefix="dfarm-map-"))
+    dest = files_dest or Path.cwd() / f"map-{map_id}"
+    try:
+        rows = [row for job in jobs for row in _rows(client, job, work, errors, dest, None)]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return collect(r for r in rows if r.error is not None or keep_if is None or keep_if(r.value))
+
+
+def collect(found: Iterable[Row]) -> MapResults:
+    """Gather rows into :class:`MapResults`, in the order of the items."""
+    rows = sorted(found, key=lambda row: row.stats.index)
     out = MapResults()
     try:
-        out.update((item, value) for item, value, _, _ in rows)
-        distinct = len(out) == len(rows)
+        keys = [row.item for row in rows]
+        distinct = len(set(keys)) == len(keys)
     except TypeError:  # an unhashable item
         distinct = False
     if not distinct:
-        out.clear()
-        out.update((stats.index, value) for _, value, stats, _ in rows)
-    out.stats = [row[2] for row in rows]
-    out.stopped_at = next((item for item, _, _, stop in rows if stop), None)
+        keys = [row.stats.index for row in rows]
+    for key, row in zip(keys, rows, strict=True):
+        if row.error is not None:
+            out.errors[key] = row.error
+        else:
+            out[key] = row.value
+        if row.files:
+            out.files[key] = row.files
+    out.stats = [row.stats for row in rows]
+    stopped = next((row for row in rows if row.stop), None)
+    if stopped is not None:
+        out.stopped_at, out.hit = stopped.item, stopped.value
     return out
+
+
+def _check_errors(errors: str) -> None:
+    if errors not in ("raise", "keep"):
+        raise ValueError(f"errors must be 'raise' or 'keep', not {errors!r}")
+
+
+def _rows(
+    client: Client, job: Any, work: Path, errors: str, dest: Path, items: list[Any] | None
+) -> Iterator[Row]:
+    """The rows of one finished job of a map (``items``: the map's items, if known)."""
+    for outcome in _outcomes(client, job, work):
+        error = _remote_exception(outcome, job) if outcome.failed else None
+        if error is not None and errors == "raise":
+            raise error
+        if items is not None:
+            item = items[outcome.index]
+        else:
+            item = cloudpickle.loads(outcome.item) if outcome.item is not None else outcome.index
+        stats = ItemStats(
+            outcome.index, job.id, job.worker, job.num_starts,
+            outcome.started, round(outcome.seconds, 6), error is not None,
+        )  # fmt: skip
+        value = None if outcome.value is None else cloudpickle.loads(outcome.value)
+        saved = _save_files(dest / str(outcome.index), getattr(outcome, "files", {}))
+        yield Row(item, value, stats, error=error, files=saved)
+
+
+def _save_files(folder: Path, files: dict[str, bytes]) -> dict[str, Path]:
+    """Write the files an item's ``fn`` wrote (plain names only) into ``folder``."""
+    saved = {}
+    for name, data in files.items():
+        if name != Path(name).name or name in ("", ".", ".."):
+            continue  # never a path: the files stay inside their folder
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+        saved[name] = folder / name
+    return saved
 
 
 def _submit(
@@ -161,7 +331,9 @@ def _outcomes(client: Client, job: Any, work: Path) -> list[Outcome]:
         stderr = fetched[0].stderr.read_text(errors="replace")[-2000:] if fetched else ""
         raise MapJobFailed(f"job {job.id} {results.describe_status(job)}\n{stderr}".rstrip())
     fetched = client.fetch([job.id], dest=work / "results")
-    path = next(p for p in fetched[0].outputs if p.name == RESULT_FILE)
+    path = next((p for p in fetched[0].outputs if p.name == RESULT_FILE), None)
+    if path is None or not path.is_file():
+        raise MapJobFailed(f"job {job.id} brought back no {RESULT_FILE}: it is not a job of a map")
     outcomes: list[Outcome] = cloudpickle.loads(path.read_bytes())
     shutil.rmtree(path.parent, ignore_errors=True)
     return outcomes

@@ -10,7 +10,7 @@ from typing import TextIO
 from tabulate import tabulate
 
 from control_node.connection import dump_json
-from control_node.results import FetchedJob, describe_status, tail
+from control_node.results import FetchedJob, describe_status, ended_with, tail
 from scheduler import protocol as p
 
 
@@ -106,7 +106,9 @@ __all__ = [
 def hold_reasons(jobs: Sequence[p.JobInfo]) -> str:
     """One line per held job: why it is held."""
     return "\n".join(
-        f"{j.id} held: {j.hold_reason or '-'}" for j in jobs if j.state == p.JobState.HELD.value
+        f"{j.id} held: {j.hold_reason or '-'}{ended_with(j)}"
+        for j in jobs
+        if j.state == p.JobState.HELD.value
     )
 
 
@@ -139,8 +141,19 @@ def changed_report(reply: p.JobsChanged, action: str) -> str:
     past = {"remove": "removed", "hold": "held", "release": "released", "edit": "edited"}[action]
     shown = " ".join(reply.changed[:20]) + (" ..." if len(reply.changed) > 20 else "")
     lines = [f"{len(reply.changed)} job(s) {past}" + (f": {shown}" if reply.changed else "")]
-    lines += [f"{job_id}: not {past}: it {why}" for job_id, why in reply.skipped.items()]
+    lines += [
+        f"{job_id}: already removed"
+        if already_done(why, action)
+        else f"{job_id}: not {past}: it {why}"
+        for job_id, why in reply.skipped.items()
+    ]
     return "\n".join(lines)
+
+
+def already_done(why: str, action: str) -> bool:
+    """A job ``drm`` left alone because it was removed before: what was asked holds
+    (as ``condor_rm`` of a job already marked for removal)."""
+    return action == "remove" and why == f"is {p.JobState.REMOVED.value}"
 
 
 def size(n: int) -> str:
@@ -176,6 +189,9 @@ def fetched_report(fetched: Sequence[FetchedJob], cwd: Path | None = None) -> st
     lines = []
     for f in fetched:
         where = _short(f.stdout.parent if f.stdout else None, cwd)
+        if f.outputs and (f.stdout is None or f.outputs[0].parent != f.stdout.parent):
+            # As HTCondor: output files go to the initialdir, whatever folder stdout names.
+            where += f" (output files: {_short(f.outputs[0].parent, cwd)})"
         lines.append(f"{f.job.id}: {describe_status(f.job)} -> {where}")
         if f.failed:
             stderr = tail(f.stderr)

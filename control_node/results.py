@@ -46,14 +46,36 @@ def failed(job: p.JobInfo) -> bool:
 
 
 def describe_status(job: p.JobInfo) -> str:
-    """``exit code 0``, ``killed by signal 9``, ``held: reason`` ..."""
+    """``exit code 0``, ``killed by signal 9``, ``held: reason (exit code 1)`` ..."""
     if job.state == p.JobState.HELD.value:
-        return f"held: {job.hold_reason}"
+        return f"held: {job.hold_reason}{ended_with(job)}"
     if job.exit_signal is not None:
         return f"killed by signal {job.exit_signal}"
     if job.exit_code is not None:
         return f"exit code {job.exit_code}"
     return job.state
+
+
+def ended_with(job: p.JobInfo) -> str:
+    """`` (exit code 1)`` for a held job whose program had ended, so that a hold for
+    a missing output file does not hide how the program exited; else ``""``."""
+    if job.exit_signal is not None:
+        return f" (killed by signal {job.exit_signal})"
+    if job.exit_code is not None:
+        return f" (exit code {job.exit_code})"
+    return ""
+
+
+def seconds_text(seconds: float) -> str:
+    """A duration as people write it: ``0.5 s``, ``2 s``, ``3 min 5 s``, ``2 h 10 min``."""
+    if seconds < 1:
+        return f"{seconds:.1f} s"
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min" + (f" {s % 60} s" if s % 60 else "")
+    return f"{s // 3600} h" + (f" {s % 3600 // 60} min" if s % 3600 // 60 else "")
 
 
 def wait(
@@ -131,7 +153,7 @@ def _pushed(conn: Connection, timeout: float | None) -> Iterator[Pushed]:
     while True:
         left = 5.0 if deadline is None else deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError(f"jobs still running after {timeout} s")
+            raise TimeoutError(f"jobs still running after {seconds_text(timeout or 0)}")
         pushed = conn.next_update(min(left, 5.0))
         if pushed is not None:
             yield pushed
@@ -143,12 +165,17 @@ def _order(job_id: str) -> tuple[int, int]:
 
 
 def fetch(
-    conn: Connection, ids: list[str], dest: Path | None = None, submit_paths: bool = True
+    conn: Connection,
+    ids: list[str],
+    dest: Path | None = None,
+    submit_paths: bool = True,
+    unfinished: list[p.JobInfo] | None = None,
 ) -> list[FetchedJob]:
     """Download the results of finished jobs. ``dest`` (default: the current
     directory) holds the ``<cluster>.<proc>/`` folders; with ``submit_paths``, jobs
     whose submit file named ``output``/``error`` get them where it said, when its
-    ``initialdir`` exists on this machine."""
+    ``initialdir`` exists on this machine. The records of jobs named that have not
+    finished (idle or running: nothing to fetch yet) are appended to ``unfinished``."""
     dest = Path.cwd() if dest is None else dest
     fetched = []
     logs: dict[str, list[tuple[p.JobEvent, str]]] = {}
@@ -159,6 +186,8 @@ def fetch(
         with _results_source(reply.download) as source:
             for job in reply.jobs:
                 if job.state not in DONE_STATES:
+                    if unfinished is not None:
+                        unfinished.append(job)
                     continue
                 spec = reply.specs[job.id]
                 inline = reply.files.get(job.id, {})

@@ -12,6 +12,7 @@ Jobs still idle or running are *pending*.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -19,7 +20,7 @@ from typing import Any
 
 from scheduler import protocol as p
 
-__all__ = ["Summary", "Sweep", "histogram_lines", "summarize"]
+__all__ = ["Summary", "Sweep", "histogram_lines", "number_or_text", "summarize"]
 
 PENDING = {p.JobState.IDLE.value, p.JobState.RUNNING.value}
 FIXED_COLUMNS = frozenset({"job", "state", "owner", "worker", "status"})
@@ -80,6 +81,20 @@ def histogram_lines(values: list[float], bins: int | None = None, width: int = 4
         bar = "█" * round(n / top * width) if n else ""
         lines.append(f"{edge:>24} {bar:<{width}} {n}")
     return lines
+
+
+_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+
+
+def number_or_text(text: str) -> int | float | str:
+    """A parameter as JSON gives it: ``0.05`` and ``3`` as numbers, anything else
+    (``big``, ``1_000``, ``nan``, ``007``) as the text it is."""
+    if not _NUMBER.fullmatch(text):
+        return text
+    if text.lstrip("-").isdigit():
+        return int(text)
+    number = float(text)
+    return number if math.isfinite(number) else text
 
 
 def _num(x: float) -> str:
@@ -163,8 +178,12 @@ class Sweep:
 
     def report(self) -> dict[str, Any]:
         """Everything ``dresults --json`` prints."""
+        rows = [
+            {**row, **{c: number_or_text(row[c]) for c in self.param_columns.values()}}
+            for row in self.rows()
+        ]
         return {
-            "jobs": self.rows(),
+            "jobs": rows,
             "params": self.params,
             "keys": self.keys,
             "count": len(self.jobs),

@@ -729,6 +729,13 @@ class Store:
                 (cluster, proc, value, result.error, time.time()),
             )
 
+    def cluster_has_others(self, cluster: int, proc: int) -> bool:
+        """Whether the cluster holds a job besides ``proc`` (a sweep, not a lone job)."""
+        rows = self._query(
+            "SELECT 1 FROM jobs WHERE cluster = ? AND proc != ? LIMIT 1", (cluster, proc)
+        )
+        return bool(rows)
+
     def results(self, clusters: Iterable[int]) -> dict[tuple[int, int], JobResult]:
         """The recorded results of these clusters' jobs, by (cluster, proc)."""
         wanted = sorted(set(clusters))

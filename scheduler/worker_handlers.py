@@ -31,6 +31,11 @@ POOL_SECRET_REFUSED = (
 MAX_DISK_FULL = 3
 
 
+def _status(msg: p.JobFinished) -> str:
+    """``exit code 1`` or ``signal 9``: how a job's program ended."""
+    return f"exit code {msg.exit_code}" if msg.exit_signal is None else f"signal {msg.exit_signal}"
+
+
 def _check_registration(msg: p.Register) -> None:
     """Refuse what no real worker sends, before anything is recorded."""
     if msg.slots < 1 or msg.cpus < 1 or msg.memory_mb < 0 or msg.gpus < 0:
@@ -156,6 +161,23 @@ class WorkerHandlers:
             log.info("worker %s: its disk has room again", slots.name)
             self._wake.set()
 
+    def _has_result(self, job: Job) -> bool:
+        """Whether a job has a result: one of a sweep (queue variables, or a cluster of
+        several jobs) or one naming a ``result_file``; an ordinary job has none."""
+        spec = job.spec
+        if spec.result_file or spec.params or self.jobs.unfinished.get(job.cluster, 0) > 1:
+            return True
+        return self.store.cluster_has_others(job.cluster, job.proc)
+
+    def _hold_finished(
+        self, job: Job, msg: p.JobFinished, failure: str, outcome: dict[str, object]
+    ) -> None:
+        """Hold a job whose run failed; when its program had ended, the log says how
+        first, as HTCondor's log has the termination before the hold."""
+        if msg.exit_code is not None or msg.exit_signal is not None:
+            self.store.save_job(job, "terminated", _status(msg))
+        self.jobs.hold(job, failure, **outcome)
+
     def on_job_finished(self, conn: Connection, msg: p.JobFinished) -> p.Message | None:
         self._registered(conn)
         job = self._current(conn, msg)
@@ -244,21 +266,20 @@ class WorkerHandlers:
             if again:
                 self.jobs.requeue(job, again)
             elif failure:
-                self.jobs.hold(job, failure, **outcome)
+                self._hold_finished(job, msg, failure, outcome)
             elif retry := self._retry(job, msg):
                 self.jobs.transition(job, JobState.IDLE, "retrying", retry, worker=None, **outcome)
             else:
-                status = (
-                    f"exit code {msg.exit_code}"
-                    if msg.exit_signal is None
-                    else f"signal {msg.exit_signal}"
-                )
-                job_dir = self.spool.job_dir(job.cluster, job.proc)
-                result = extract_result(job.spec, files, job_dir, msg.exit_code, msg.exit_signal)
-                self.store.save_result(job.cluster, job.proc, result)
+                result = None
+                if self._has_result(job):
+                    job_dir = self.spool.job_dir(job.cluster, job.proc)
+                    result = extract_result(
+                        job.spec, files, job_dir, msg.exit_code, msg.exit_signal
+                    )
+                    self.store.save_result(job.cluster, job.proc, result)
                 # Held by the job, so the update pushed on completion carries the result.
                 self.jobs.transition(
-                    job, JobState.COMPLETED, "terminated", status, result=result, **outcome
+                    job, JobState.COMPLETED, "terminated", _status(msg), result=result, **outcome
                 )
             if msg.exit_signal is None and not failure:
                 self.run_times.record(job.cluster, msg.wall_time)

@@ -36,7 +36,7 @@ def main() -> None:
 
         found = client.map(twin_pair, range(1_000_001, 1_002_001, 2), chunk_size=25, stop_when=bool)
         # The first result to arrive that met stop_when; the other jobs were removed.
-        print(f"twin primes above a million: {found[found.stopped_at]}")
+        print(f"twin primes above a million: {found.hit} ({len(found.not_run)} items never run)")
 
 
 if __name__ == "__main__":

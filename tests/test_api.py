@@ -60,7 +60,8 @@ def test_map_returns_every_result_in_order_with_stats(client: Client, tmp_path: 
     assert {s.worker for s in found.stats} <= {"w1", "w2"} and found.stopped_at is None
     found.save_stats(tmp_path / "stats.json")
     saved = json.loads((tmp_path / "stats.json").read_text())
-    assert saved[3]["index"] == 3 and saved[3]["attempt"] == 1 and saved[3]["seconds"] >= 0
+    item = saved["items_stats"][3]
+    assert item["index"] == 3 and item["attempt"] == 1 and item["seconds"] >= 0
 
 
 def test_map_keep_if_and_unhashable_items(client: Client) -> None:

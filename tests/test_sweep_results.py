@@ -287,7 +287,7 @@ def test_results_survive_a_scheduler_kill(make_cluster, tmp_path: Path) -> None:
     done = cluster.run("dresults", cid, "--watch", "--interval", "0.2", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert [(r["x"], r["value"]) for r in report["jobs"]] == [("0", 0.5), ("1", 1.5)]
+    assert [(r["x"], r["value"]) for r in report["jobs"]] == [(0, 0.5), (1, 1.5)]
 
 
 def test_store_keeps_results_per_job(tmp_path: Path) -> None:

@@ -1,4 +1,9 @@
-"""``dfetch``: download the results of finished jobs, from any machine."""
+"""``dfetch``: download the results of finished jobs, from any machine.
+
+Exit status: 0 when every job named is finished and its results were fetched, 1 when
+one of them failed (a non-zero exit, a signal, held or removed) or on an error, 2 when
+one of them has not finished yet (idle or running: nothing was fetched for it).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,15 @@ from pathlib import Path
 
 from control_node import render
 from control_node.cli.common import add_connection_options, connect, run_command
+from scheduler import protocol as p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="dfetch", description="Download stdout, stderr, exit status and outputs of jobs."
+        prog="dfetch",
+        description="Download stdout, stderr, exit status and outputs of jobs.",
+        epilog="exit status: 0 all fetched and succeeded, 1 a job failed or an error,"
+        " 2 a job has not finished yet",
     )
     parser.add_argument("ids", nargs="+", metavar="ID", help="cluster or cluster.proc")
     parser.add_argument("--dest", type=Path, help="folder for the <cluster>.<proc>/ results")
@@ -25,12 +34,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
+        unfinished: list[p.JobInfo] = []
         with connect(args) as client:
-            fetched = client.fetch(args.ids, dest=args.dest, submit_paths=not args.here)
+            fetched = client.fetch(
+                args.ids, dest=args.dest, submit_paths=not args.here, unfinished=unfinished
+            )
         if args.json:
             print(render.dump_json([f.job for f in fetched]))
-        else:
-            print(render.fetched_report(fetched) or "no finished job to fetch")
+        elif fetched:
+            print(render.fetched_report(fetched))
+        for job in unfinished:
+            print(
+                f"dfetch: {job.id} is {job.state}: not finished, nothing to fetch yet"
+                f" (dwait {job.id} waits for it and fetches)",
+                file=sys.stderr,
+            )
+        if unfinished:
+            return 2
         return 1 if any(f.failed for f in fetched) else 0
 
     return run_command("dfetch", body)

@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dhistory", description="Show finished jobs.")
     parser.add_argument("ids", nargs="*", metavar="ID", help="cluster or cluster.proc")
     parser.add_argument("--user", "-user", help="this user's jobs ('*': everyone's)")
+    parser.add_argument(
+        "--allusers", "-allusers", action="store_true", help="every user's jobs (as --user '*')"
+    )
     parser.add_argument("--since", help="ended since: 2h, 3d, or 2026-11-22 14:00")
     parser.add_argument(
         "--limit", "-limit", type=int, default=1000, help="at most this many (newest)"
@@ -43,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     add_connection_options(parser)
     args = parser.parse_args(argv)
+    if args.allusers and args.user:
+        parser.error("give --user or --allusers, not both")
+    if args.allusers:
+        args.user = "*"
     try:
         since = parse_since(args.since) if args.since else None
     except ValueError as exc:

@@ -6,13 +6,16 @@ import argparse
 import sys
 
 from control_node.cli.common import add_connection_options, connect, run_command
-from control_node.connection import dump_json
+from control_node.client import Client
+from control_node.connection import DfarmError, dump_json
 from scheduler import protocol as p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dtail", description="Show a running job's output.")
-    parser.add_argument("id", metavar="ID", help="cluster.proc of a running job")
+    parser.add_argument(
+        "id", metavar="ID", help="cluster.proc of a running job (or a cluster of one job)"
+    )
     parser.add_argument("-f", "--follow", action="store_true", help="follow as it grows")
     parser.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
     parser.add_argument(
@@ -26,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         with connect(args) as client:
+            args.id = one_job(client, args.id)
             size = client.tail(args.id, stderr=args.stderr, limit=1).size
             start = max(0, size - args.bytes)
             if args.follow:
@@ -45,6 +49,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_command("dtail", body)
+
+
+def one_job(client: Client, job_id: str) -> str:
+    """``job_id`` itself, or the one job of cluster ``job_id``."""
+    try:
+        cluster, proc = p.parse_job_id(job_id)
+    except ValueError as exc:
+        raise DfarmError(str(exc)) from None
+    if proc is not None:
+        return job_id
+    jobs = client.jobs([str(cluster)], states=[], limit=2)
+    if not jobs:
+        raise DfarmError(f"no job of yours in cluster {cluster}")
+    if len(jobs) > 1:
+        raise DfarmError(f"cluster {cluster} has several jobs: give CLUSTER.PROC ({jobs[0].id})")
+    return jobs[0].id
 
 
 if __name__ == "__main__":

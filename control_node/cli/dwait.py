@@ -11,7 +11,7 @@ from pathlib import Path
 from control_node import render
 from control_node.cli.common import add_connection_options, connect, run_command
 from control_node.connection import SchedulerUnavailable
-from control_node.results import FetchedJob, failed
+from control_node.results import FetchedJob, describe_status, failed, seconds_text
 from scheduler import protocol as p
 
 
@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         deadline = None if args.timeout is None else time.monotonic() + args.timeout
         try:
             jobs, fetched = wait_and_fetch(args, show, deadline)
-        except TimeoutError as exc:
-            print(f"\ndwait: {exc}", file=sys.stderr)
+        except TimeoutError:
+            print(
+                f"\ndwait: jobs still running after {seconds_text(args.timeout)}", file=sys.stderr
+            )
             return 2
         finally:
             if show:
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             print(render.fetched_report(fetched))
         held = [j for j in jobs if j.state == p.JobState.HELD.value]
         for job in held:
-            print(f"{job.id}: held: {job.hold_reason}")
+            print(f"{job.id}: {describe_status(job)}")
         return 1 if any(failed(j) for j in jobs) else 0
 
     return run_command("dwait", body)

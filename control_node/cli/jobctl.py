@@ -1,4 +1,8 @@
-"""What ``drm``, ``dhold`` and ``drelease`` share: select jobs, act, report."""
+"""What ``drm``, ``dhold`` and ``drelease`` share: select jobs, act, report.
+
+Exit status: 0 when a job named changed, or (``drm``) every job named is removed
+already; 1 when none changed (each one's reason is printed) or on an error.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ def change_main(prog: str, action: str, description: str, argv: list[str] | None
             print(render.dump_json(reply))
         else:
             print(render.changed_report(reply, action))
-        return 1 if reply.skipped and not reply.changed else 0
+        refused = [why for why in reply.skipped.values() if not render.already_done(why, action)]
+        return 1 if refused and not reply.changed else 0
 
     return run_command(prog, body)
 
