@@ -96,9 +96,13 @@ def _check_inputs(where: str, spec: JobSpec, input_dir: Path, uploaded: dict[str
 
 
 def _arriving(path: Path, size: int) -> bool:
-    """Whether ``path`` is an input still being uploaded, not yet over ``size``."""
+    """Whether ``path`` is an input still being uploaded, not yet over ``size``, or one
+    whose upload ended, whole, since its size was read. The marker is read before the
+    size: an upload ends by growing to its size, then losing its marker."""
     try:
-        return path.stat().st_size <= size and path.with_name(path.name + ARRIVING).exists()
+        if path.with_name(path.name + ARRIVING).exists():
+            return path.stat().st_size <= size
+        return path.stat().st_size == size
     except OSError:
         return False
 

@@ -233,3 +233,23 @@ def test_a_small_input_still_arriving_is_not_sent_inline(spool: Spool) -> None:
     (folder / item.sha256).write_bytes(small)
     assert spool.inline_input(5, item) == p.pack_bytes(small)
     assert spool.inline_input(5, ITEM) is None  # a large one never, whatever is there
+
+
+def test_an_upload_that_ends_while_its_submit_is_checked_counts_as_whole(tmp_path: Path) -> None:
+    """The size read before the upload ended is short, but the marker is gone and the
+    file whole by the time it is looked at again: the input is accepted. A short
+    file without a marker is still refused."""
+    from scheduler.submission import SubmissionError, _check_inputs
+
+    data = b"x" * 3000
+    digest = hashlib.sha256(data).hexdigest()
+    (tmp_path / digest).write_bytes(data)  # the upload has ended: no marker
+    spec = p.JobSpec(executable="in", inputs=[p.InputFile(name="in", sha256=digest, size=3000)])
+    _check_inputs("job 0", spec, tmp_path, {digest: 1000})  # 1000: read mid-upload
+    marker = tmp_path / (digest + p.ARRIVING)
+    (tmp_path / digest).write_bytes(data[:1000])
+    marker.touch()
+    _check_inputs("job 0", spec, tmp_path, {})  # still arriving
+    marker.unlink()
+    with pytest.raises(SubmissionError, match="has 1000 bytes, expected 3000"):
+        _check_inputs("job 0", spec, tmp_path, {})
