@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import tomllib
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from control_node.local_cluster import LocalCluster
+from worker_node import job_python as job_python_module
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("control_node", "worker_node", "scheduler", "submit_examples")
@@ -222,3 +224,31 @@ def _run_demo(clone: Path, user: pwd.struct_passwd | None, results: Path) -> Non
         in (results / "map_primes.txt").read_text()
     )
     assert "Cluster 6: 100 jobs, 100 results, 0 failures, 0 pending" in result.stdout
+
+
+def test_without_a_system_python_the_runtime_mirrors_the_workers_own(tmp_path: Path) -> None:
+    base = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
+    if job_python_module.reachable_by_others(base):
+        pytest.skip("this Python is not in a private folder")
+    work = Path(tempfile.mkdtemp(prefix="dfarm-runtime-"))
+    try:
+        work.chmod(0o755)
+        nowhere = tmp_path / "no-python-here"
+        nowhere.mkdir()
+        script = job_python_module.job_python(work, True, system_path=str(nowhere))
+        assert script == str(work / "job-python")
+        assert (work / "runtime" / "python" / "bin").is_dir()
+        probe = "import sys, cloudpickle, worker_node.launcher; print(sys.prefix)"
+        result = subprocess.run(
+            [script, "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            user="nobody",
+            env={"PATH": "/usr/bin:/bin"},
+            cwd="/",
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == str(work / "runtime" / "python")
+    finally:
+        shutil.rmtree(work)

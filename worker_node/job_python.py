@@ -18,10 +18,12 @@ import compileall
 import importlib.util
 import logging
 import os
+import shlex
 import shutil
 import stat
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,7 @@ def job_python(work_dir: Path, privileged: bool, system_path: str | None = None)
 def _build_runtime(runtime: Path, script: Path, system_path: str | None) -> Path:
     """Mirror what job accounts cannot reach into ``runtime``; write ``script``,
     which runs the interpreter with the packages on its path."""
+    began = time.monotonic()
     shutil.rmtree(runtime, ignore_errors=True)
     runtime.mkdir(mode=0o755)
     runtime.chmod(0o755)  # whatever the umask
@@ -120,16 +123,18 @@ def _build_runtime(runtime: Path, script: Path, system_path: str | None) -> Path
         elif path.name in ("site-packages", "dist-packages"):
             paths.append(_mirror(path, runtime / f"site-{index}"))
         # else a folder such as the worker's working directory: left out
-    env = f"PYTHONPATH={':'.join(map(str, paths))}"
+    env = f"PYTHONPATH={shlex.quote(':'.join(map(str, paths)))}"
     if libdir is not None:
-        env += f" LD_LIBRARY_PATH={libdir}"
-    script.write_text(f'#!/bin/sh\n{env} exec {python} "$@"\n')
+        env += f" LD_LIBRARY_PATH={shlex.quote(str(libdir))}"
+    script.write_text(f'#!/bin/sh\n{env} exec {shlex.quote(str(python))} "$@"\n')
     script.chmod(0o755)
     log.info(
-        "jobs cannot reach %s: they and the launchers run %s with the worker's packages (%s)",
+        "jobs cannot reach %s: they and the launchers run %s with the worker's packages (%s,"
+        " made in %.1f s)",
         sys.executable,
         python,
         script,
+        time.monotonic() - began,
     )
     return script
 
@@ -149,11 +154,11 @@ def _interpreter(runtime: Path, system_path: str | None) -> tuple[Path, Path | N
     base = Path(sys.base_prefix).resolve()
     target = runtime / "python"
     (target / "bin").mkdir(mode=0o755, parents=True)
-    shutil.copy2(Path(sys._base_executable).resolve(), target / "bin" / version)  # type: ignore[attr-defined]
+    _link_or_copy(Path(sys._base_executable).resolve(), target / "bin" / version)  # type: ignore[attr-defined]
     _mirror(base / "lib" / version, target / "lib" / version, STDLIB_SKIPPED)
     libdir = None
     for library in (base / "lib").glob(f"lib{version}*.so*"):
-        shutil.copy2(library, target / "lib" / library.name)
+        _link_or_copy(library, target / "lib" / library.name)
         libdir = target / "lib"
     return target / "bin" / version, libdir
 
@@ -174,7 +179,7 @@ def _mirror(source: Path, target: Path, skipped: tuple[str, ...] = ()) -> Path:
     return target
 
 
-def _link_or_copy(source: str, target: str) -> None:
+def _link_or_copy(source: str | Path, target: str | Path) -> None:
     """A hard link (same file, same mode), or a copy with the same mode."""
     try:
         os.link(source, target)
