@@ -5,6 +5,7 @@ jobs and starts them from its launchers (the fast path), and says so in ``dstat`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from control_node.local_cluster import LocalCluster
@@ -186,8 +188,8 @@ def test_demo_runs_from_a_clone_in_a_private_folder_as_root(
 def test_demo_runs_from_an_ordinary_users_home(tmp_path: Path) -> None:
     name = f"dfarm{uuid.uuid4().hex[:8]}"
     subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+    user = pwd.getpwnam(name)
     try:
-        user = pwd.getpwnam(name)
         home = Path(user.pw_dir)
         home.chmod(0o700)
         python = shutil.which(f"python3.{sys.version_info.minor}", path="/usr/bin:/usr/local/bin")
@@ -197,7 +199,10 @@ def test_demo_runs_from_an_ordinary_users_home(tmp_path: Path) -> None:
         subprocess.run(["chown", "-R", f"{name}:{name}", str(home / "dfarm")], check=True)
         _run_demo(bin_dir.parent.parent, user, home / "dfarm" / "demo-results")
     finally:
-        subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+        for process in psutil.process_iter(["uids"]):  # what a failed demo left
+            if process.info["uids"] and process.info["uids"].real == user.pw_uid:
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
         subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
 
 
