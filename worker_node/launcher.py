@@ -11,6 +11,10 @@ every process the job left, whatever session it moved to (see
 :mod:`worker_node.reaper`). The worker still watches the job (limits, ``dtail``) and kills it by its
 process group, as root may. Jobs start with ``posix_spawn``, which spares
 ``subprocess``'s work in Python and its scan of open descriptors in the child.
+At start, a worker checks that its launchers' interpreter (see
+:mod:`worker_node.job_python`) starts as a job account (:func:`problem`); where it
+does not, the worker says so in its log and in ``dstat`` (``job_start``) and starts
+jobs directly.
 
     python -m worker_node.launcher FD     (FD: the worker's end of a socket pair)
 
