@@ -88,8 +88,9 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
     parser.add_argument(
         "--job-python",
         metavar="PATH",
-        help="the Python that Client.map jobs run with (default: the worker's own; give"
-        " another when job accounts cannot run that one)",
+        help="the Python that Client.map jobs and a root worker's launchers run with"
+        " (default: the worker's own, or, where job accounts cannot reach it, a copy in"
+        " WORK_DIR/runtime)",
     )
     parser.add_argument(
         "--tls-fingerprint",

@@ -33,6 +33,7 @@ from worker_node.disk import DiskWatch
 from worker_node.identity import DEFAULT_RUN_AS, IdentityError, JobAccounts
 from worker_node.job_python import job_python, reachable_by_others
 from worker_node.launcher import Launchers
+from worker_node.launcher import problem as launcher_problem
 from worker_node.leftovers import kill_leftovers
 from worker_node.metrics import Sampler
 from worker_node.reaper import mechanism
@@ -112,12 +113,7 @@ class Worker:
         self.jobs_dir.mkdir()
         self.jobs_dir.chmod(0o711)  # jobs reach their own sandbox, list no one else's
         self.job_python = config.job_python or job_python(config.work_dir, self.accounts.privileged)
-        # Launchers run as job accounts, so with an interpreter those accounts can run.
-        self.launchers = (
-            Launchers(self.job_python, JobCgroups.create(config.name))
-            if self.accounts.privileged and self.job_python
-            else None
-        )
+        self.launchers = self._launchers(sampler)
         self.caches = OwnerCaches(config.work_dir / "cache")
         cgroup = self.launchers.cgroups if self.launchers is not None else None
         sampler.process_tracking = mechanism(
@@ -152,6 +148,25 @@ class Worker:
         self._writer: asyncio.StreamWriter | None = None
         self._stopping = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
+
+    def _launchers(self, sampler: Sampler) -> Launchers | None:
+        """A root worker's launchers, which run as job accounts with an interpreter
+        those accounts can run; None (said in the log and in ``dstat``) if they cannot."""
+        if not self.accounts.privileged:
+            sampler.job_start = "direct"
+            return None
+        assert self.accounts.fallback is not None
+        why = launcher_problem(self.job_python, self.accounts.fallback)
+        if why is not None:
+            sampler.job_start = f"slow: {why}"
+            log.warning(
+                "jobs start the slow way (each from a copy of the worker), not from launchers: %s",
+                why,
+            )
+            return None
+        sampler.job_start = "launchers"
+        assert self.job_python is not None
+        return Launchers(self.job_python, JobCgroups.create(self.config.name))
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -11,6 +11,10 @@ every process the job left, whatever session it moved to (see
 :mod:`worker_node.reaper`). The worker still watches the job (limits, ``dtail``) and kills it by its
 process group, as root may. Jobs start with ``posix_spawn``, which spares
 ``subprocess``'s work in Python and its scan of open descriptors in the child.
+At start, a worker checks that its launchers' interpreter (see
+:mod:`worker_node.job_python`) starts as a job account (:func:`problem`); where it
+does not, the worker says so in its log and in ``dstat`` (``job_start``) and starts
+jobs directly.
 
     python -m worker_node.launcher FD     (FD: the worker's end of a socket pair)
 
@@ -38,6 +42,8 @@ from worker_node.cgroups import JobCgroups
 from worker_node.identity import Account
 from worker_node.reaper import become_subreaper, reap_children
 
+#: Seconds the check of a launcher's interpreter may take at the worker's start.
+PROBE_TIMEOUT = 60.0
 #: The largest request (a job's arguments and environment) a launcher reads.
 MAX_REQUEST = 1 << 20
 
@@ -152,13 +158,38 @@ class Launchers:
                 self.cgroups.close()
 
 
+def problem(python: str | None, account: Account) -> str | None:
+    """Why launchers cannot start as ``account`` with ``python`` (None: they can),
+    found by importing the launcher as that account."""
+    if python is None:
+        return "no Python that job accounts can run"
+    try:
+        probe = subprocess.run(
+            [python, "-c", "import worker_node.launcher"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            user=account.uid,
+            group=account.gid,
+            extra_groups=list(account.groups),
+            env=_launcher_env(),
+            cwd="/",
+            timeout=PROBE_TIMEOUT,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{python} cannot start as {account.name}: {exc}"
+    if probe.returncode != 0:
+        lines = probe.stderr.decode(errors="replace").strip().splitlines() or ["no message"]
+        return f"{python} fails as {account.name} (exit {probe.returncode}): {lines[-1]}"
+    return None
+
+
 def _cgroup(slot: int, account: Account) -> str:
     return f"slot{slot}-uid{account.uid}"
 
 
 def _launcher_env() -> dict[str, str]:
-    # Only what the interpreter needs to find dfarm (PYTHONPATH from the job-python
-    # script is not used here: the launcher is started with the module's folder).
+    # Only what the interpreter needs to find dfarm (a job-python script of the
+    # worker's runtime sets its own PYTHONPATH).
     keep = ("PATH", "LANG", "LC_ALL", "PYTHONPATH")
     env = {k: os.environ[k] for k in keep if k in os.environ}
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

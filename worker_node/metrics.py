@@ -63,6 +63,8 @@ class Sampler:
         self.hostname = socket.gethostname()
         #: Reported as is: how the worker ends its jobs' processes.
         self.process_tracking = ""
+        #: Reported as is: how the worker starts jobs (see ``WorkerMetrics.job_start``).
+        self.job_start = ""
 
     def sample(self) -> WorkerMetrics:
         mem = psutil.virtual_memory()
@@ -80,4 +82,5 @@ class Sampler:
             arch=platform.machine(),
             hostname=self.hostname,
             process_tracking=self.process_tracking,
+            job_start=self.job_start,
         )

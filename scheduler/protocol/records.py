@@ -160,6 +160,9 @@ class WorkerMetrics:
     hostname: str = ""
     #: How the worker ends every process of a job (see worker_node.reaper).
     process_tracking: str = ""
+    #: How a root worker starts its jobs: "launchers" (the fast path), or "slow: "
+    #: and why it cannot use them; "direct" for a worker that runs jobs as itself.
+    job_start: str = ""
     #: The work directory's disk has less free space than the worker must keep: the
     #: worker takes no job until it has room (see ``worker_node.disk``).
     disk_full: bool = False
