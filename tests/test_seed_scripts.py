@@ -78,3 +78,16 @@ def test_an_ordinary_hold_is_still_not_mailed_by_default(
     jobs = json.loads(cluster.run("dq", "--all", "--json").stdout)
     assert [j["state"] for j in jobs] == ["held", "held"]
     assert [m.message["X-Dfarm-Job"] for m in smtp.inbox.mails] == ["2.0"]
+
+
+def test_without_a_python_for_the_jobs_account_the_reason_says_so(tmp_path: Path) -> None:
+    from worker_node import py_scripts
+
+    script = write(tmp_path / "stats.py", STATS)
+    reason = py_scripts.command(script, ["a"], None)
+    assert isinstance(reason, str) and "--job-python" in reason
+    assert py_scripts.command(script, ["a"], "/usr/bin/python3") == [
+        "/usr/bin/python3", str(script), "a"
+    ]  # fmt: skip
+    shebang = write(tmp_path / "run.py", "#!/bin/sh\n", executable=True)
+    assert py_scripts.command(shebang, ["a"], None) == [str(shebang), "a"]
