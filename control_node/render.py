@@ -179,6 +179,10 @@ def jobs_long(jobs: Sequence[p.JobInfo]) -> str:
                 lines.append(f"{name} = {' '.join(map(str, value))}")
             elif value is not None:
                 lines.append(f"{name} = {value}")
+        if job.executable.endswith(".py"):
+            # As the worker runs it (worker_node.py_scripts): the file is not at hand here.
+            command = " ".join(["python3", job.executable, *job.arguments])
+            lines.append(f"command = {command} (if {job.executable} has no '#!' line)")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 

@@ -131,13 +131,13 @@ def test_notification_per_job_sends_one_mail_per_job(
 
 def test_always_mails_a_hold(make_cluster: Cluster, smtp: SmtpServer, tmp_path: Path) -> None:
     cluster = make_cluster(workers=1, scheduler_args=smtp.args())
-    write(tmp_path / "noshebang.sh", "echo no interpreter line\n", executable=True)
-    write(tmp_path / "job.sub", "executable = noshebang.sh\nnotify_user = me@example.org\n"
-          "notification = Always\nqueue\n")  # fmt: skip
+    write(tmp_path / "job.sh", "#!/bin/sh\necho no output file\n", executable=True)
+    write(tmp_path / "job.sub", "executable = job.sh\nnotify_user = me@example.org\n"
+          "transfer_output_files = out.txt\nnotification = Always\nqueue\n")  # fmt: skip
     cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
     wait_until(lambda: smtp.inbox.count() >= 1, what="the hold's mail")
     (mail,) = smtp.inbox.mails
-    assert mail.message["Subject"].startswith("[dfarm] job 1.0 held: noshebang.sh (held: ")
+    assert mail.message["Subject"].startswith("[dfarm] job 1.0 held: job.sh (held: ")
     assert "Hold reason:" in mail.body
 
 

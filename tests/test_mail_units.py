@@ -46,6 +46,8 @@ def test_reasons_of_state_changes() -> None:
     assert rules.reason(job(exit_code=1), JobState.RUNNING) == "failed"
     assert rules.reason(job(exit_code=None, exit_signal=9), JobState.RUNNING) == "failed"
     assert rules.reason(job(JobState.HELD, hold_reason="x"), JobState.RUNNING) == "held"
+    not_started = job(JobState.HELD, hold_reason="cannot execute 'a.py': Exec format error")
+    assert rules.reason(not_started, JobState.RUNNING) == "failed"  # mailed as a failure
     assert rules.reason(job(JobState.IDLE), JobState.RUNNING) == "requeued"
     assert rules.reason(job(JobState.IDLE), JobState.HELD) is None  # a release
     assert rules.reason(job(JobState.RUNNING), JobState.IDLE) is None

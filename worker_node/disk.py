@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from scheduler.protocol import JobFinished
+from scheduler.protocol import NOT_STARTED, JobFinished
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _FULL_TEXTS = tuple(os.strerror(code) for code in FULL_ERRNOS)
 #: How the failure of an attempt whose inputs could not be staged begins.
-STAGING = "could not stage inputs"
+STAGING = NOT_STARTED[0]
 #: Seconds between two looks at the free space while jobs run.
 INTERVAL = 0.2
 

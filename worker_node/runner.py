@@ -30,13 +30,14 @@ from typing import BinaryIO, TypeVar
 from scheduler.protocol import (
     INLINE_BUDGET,
     INLINE_LIMIT,
+    NOT_STARTED,
     FtpGrant,
     JobFinished,
     RunJob,
     pack_bytes,
     parse_job_id,
 )
-from worker_node import reaper, sandbox_files
+from worker_node import py_scripts, reaper, sandbox_files
 from worker_node.disk import DiskWatch
 from worker_node.identity import Account
 from worker_node.launcher import Launcher, LauncherError, Launchers, reap_group, wait_exit
@@ -186,7 +187,7 @@ def run_attempt(
         try:
             _with_grant(attempt, lambda grant: _stage(msg, grant, cache, sandbox, spool))
         except TransferError as exc:
-            return JobFinished(**result, failure=f"could not stage inputs: {exc}")
+            return JobFinished(**result, failure=f"{NOT_STARTED[0]}: {exc}")
         stdout, stderr = sandbox.stdout, sandbox.stderr
         with attempt._lock:
             attempt.streams = {"stdout": stdout, "stderr": stderr}
@@ -330,7 +331,13 @@ def _execute(
     if account is not None:
         who = dict(user=account.uid, group=account.gid, extra_groups=list(account.groups))
         env.update(USER=account.name, LOGNAME=account.name)
-    argv = [str(exe), *spec.arguments]
+    argv = py_scripts.command(
+        exe, spec.arguments, python if account is not None else python or sys.executable
+    )
+    if isinstance(argv, str):
+        reason = f"{NOT_STARTED[1]} {spec.executable!r}: {argv}"
+        stderr.write(f"dfarm: {reason}\n".encode())
+        return None, 0.0, 0.0, reason
     try:
         fin = _open_stdin(sandbox, spec.stdin)
     except sandbox_files.UnsafeFile as exc:
@@ -363,7 +370,7 @@ def _execute(
                         **who,  # type: ignore[arg-type]
                     )
         except OSError as exc:
-            reason = f"cannot execute {spec.executable!r}: {exc.strerror or exc}"
+            reason = f"{NOT_STARTED[1]} {spec.executable!r}: {exc.strerror or exc}"
             stderr.write(f"dfarm: {reason}\n".encode())
             return None, time.monotonic() - start, 0.0, reason
     if launcher is not None:

@@ -1,7 +1,8 @@
 """Which state changes mail whom: the ``notification`` rules, in one place.
 
 - ``Complete`` (the default when an address is given): when a job ends,
-  whatever its exit code.
+  whatever its exit code, or could not start (its inputs could not be staged, or
+  its program could not be executed: a hold mailed as a failure).
 - ``Error``: when a job fails: a non-zero exit code, a signal, or a hold.
 - ``Always``: on completion, on every hold, and each time a running job goes
   back to the queue to run again (a retry).
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from scheduler.mail.compose import failed
-from scheduler.protocol import JobSpec, JobState
+from scheduler.protocol import NOT_STARTED, JobSpec, JobState
 from scheduler.store import Job
 
 NOTIFICATIONS = ("Never", "Complete", "Error", "Always")
@@ -33,10 +34,15 @@ def reason(job: Job, old: JobState) -> str | None:
     if new is JobState.COMPLETED:
         return "failed" if failed(job) else "completed"
     if new is JobState.HELD:
-        return "held"
+        return "failed" if could_not_start(job) else "held"
     if old is JobState.RUNNING and new is JobState.IDLE:
         return "requeued"
     return None
+
+
+def could_not_start(job: Job) -> bool:
+    """Whether ``job`` is held because its program never started."""
+    return job.state is JobState.HELD and (job.hold_reason or "").startswith(NOT_STARTED)
 
 
 def mails_for(notification: str, why: str) -> bool:

@@ -18,6 +18,7 @@ from scheduler.protocol.records import (
 )
 
 __all__ = [
+    "NOT_STARTED",
     "AwaitClusters",
     "Auth",
     "BOTH",
@@ -354,6 +355,12 @@ class Heartbeat(Message):
     type: ClassVar[str] = "heartbeat"
     roles = WORKER
     metrics: WorkerMetrics
+
+
+#: How a ``JobFinished.failure`` begins when the job's program never started: its
+#: inputs could not be staged, or it could not be executed. Such a hold is mailed
+#: as a failure (see :mod:`scheduler.mail.rules`).
+NOT_STARTED = ("could not stage inputs", "cannot execute")
 
 
 @dataclass(frozen=True, kw_only=True)
