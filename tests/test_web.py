@@ -280,7 +280,8 @@ def test_a_running_jobs_output_is_read_from_its_worker(
     assert rows["1.0"]["reason"] == "" and rows["1.0"]["running_for"] >= 0
     analysis = json.loads(cluster.run("dq", "-analyze", "--json", "2.0").stdout)[0]
     assert rows["2.0"]["position"] == analysis["position"] == 1
-    assert rows["2.0"]["reason"].startswith("Job 2.0 is idle. 1 of 1 connected worker(s)")
+    assert rows["2.0"]["reason"] == "0 of 1 matching worker(s) free"
+    assert analysis["summary"].startswith("Job 2.0 is idle. 1 of 1 connected worker(s)")
     (share,) = client.get("/api/overview").json()["users"]
     users = json.loads(cluster.run("dfarm", "users", "--json").stdout)
     assert set(share) == set(users[0]) and share["idle"] == 1 and share["running"] == 1
