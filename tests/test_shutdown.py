@@ -191,3 +191,14 @@ def alive(pid: int) -> bool:
             return f.read().split(") ")[-1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_worker_that_stops_cleanly_logs_no_warning(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=2, worker_args=("--grace", "60"))
+    cluster.processes["w1"].send_signal(signal.SIGINT)  # stop at once
+    cluster.processes["w2"].send_signal(signal.SIGTERM)  # drain, nothing running
+    for name in ("w1", "w2"):
+        assert cluster.processes[name].wait(timeout=30) == 0
+        log = cluster.log(name)
+        assert f"worker {name} stopped" in log and "disconnected from the scheduler" in log
+        assert "unreachable" not in log and " WARNING " not in log, log
