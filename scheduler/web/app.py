@@ -43,7 +43,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(("/api/", "/static/")):
             raise
         # An unknown address: the site's page, with its navigation, not a bare line.
-        message = f"there is no page at {request.path}" if exc.text == "404: Not Found" else exc.text
+        message = (
+            f"there is no page at {request.path}" if exc.text == "404: Not Found" else exc.text
+        )
         return aiohttp_jinja2.render_template(
             "error.html", request, {"message": message}, status=404
         )

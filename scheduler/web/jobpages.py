@@ -19,8 +19,8 @@ from control_node.sweep import Sweep
 from scheduler import protocol as p
 from scheduler.connection import RequestError
 from scheduler.job_files import result_file
-from scheduler.run_time import run_time_so_far
 from scheduler.result_hashes import ResultDamaged, check
+from scheduler.run_time import run_time_so_far
 from scheduler.web import views
 from scheduler.web.disposition import attachment
 from scheduler.web.keys import scheduler_of
@@ -53,7 +53,9 @@ def job_details(s: Any, user: WebUser, job_id: str) -> dict[str, Any]:
     events = s.store.events(job.cluster, job.proc)
     # A finished run's wall time, else the time run so far (a running job, or one
     # held, evicted or retried after it ran).
-    run_time = info.wall_time if info.wall_time is not None else run_time_so_far(events, time.time())
+    run_time = (
+        info.wall_time if info.wall_time is not None else run_time_so_far(events, time.time())
+    )
     waiting = info.state in (p.JobState.IDLE.value, p.JobState.HELD.value)
     analysis = views.analyses(s, user, [job.id]).get(job.id) if waiting else None
     return {
