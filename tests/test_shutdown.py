@@ -41,6 +41,8 @@ def test_sigterm_lets_running_jobs_finish_and_takes_no_new_ones(
     wait_until(lambda: jobs(cluster)["1.0"]["state"] == "running")
     cluster.processes["w1"].send_signal(signal.SIGTERM)
     wait_until(lambda: "worker w1 is draining" in cluster.log("scheduler"))
+    (w1,) = json.loads(cluster.run("dstat", "--json").stdout)
+    assert w1["state"] == "draining" and "draining" in cluster.run("dstat").stdout
     write(tmp_path / "two.sh", "#!/bin/sh\necho two\n", True)
     write(tmp_path / "two.sub", "executable = two.sh\nqueue\n")
     assert cluster.run("dsub", "two.sub", cwd=tmp_path).returncode == 0

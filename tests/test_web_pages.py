@@ -22,9 +22,12 @@ def _blocking_jobs(tmp_path: Path, count: int) -> tuple[Path, str]:
     return flag, "block.sub"
 
 
+def _jobs(cluster: TestCluster) -> dict[str, dict[str, Any]]:
+    return {j["id"]: j for j in json.loads(cluster.run("dq", "--all", "--json").stdout)}
+
+
 def _states(cluster: TestCluster) -> dict[str, str]:
-    jobs = json.loads(cluster.run("dq", "--all", "--json").stdout)
-    return {j["id"]: j["state"] for j in jobs}
+    return {k: j["state"] for k, j in _jobs(cluster).items()}
 
 
 def _run_time(client: Browserless, job: str) -> str:
@@ -47,6 +50,15 @@ def test_job_page_shows_the_run_time_of_a_running_and_a_held_job(
     wait_until(lambda: _states(cluster).get("1.0") == "held", what="the job to be held")
     held = _run_time(client, "1.0")
     assert re.fullmatch(r"\d+\+\d\d:\d\d:\d\d", held) and held >= running, held
+    # dq shows no worker for a held job, nor for a released one that waits again.
+    assert _jobs(cluster)["1.0"]["worker"] is None
+    assert "w1" not in cluster.run("dq", "1.0").stdout
+    assert cluster.run("dsub", sub, cwd=tmp_path).returncode == 0
+    wait_until(lambda: _states(cluster).get("2.0") == "running", what="the second job to run")
+    assert cluster.run("drelease", "1.0").returncode == 0
+    released = _jobs(cluster)["1.0"]
+    assert released["state"] == "idle" and released["worker"] is None, released
+    assert _jobs(cluster)["2.0"]["worker"] == "w1"
     flag.touch()
 
 
