@@ -144,6 +144,13 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         " 127.0.0.1: loopback only, see docs/web.md)"
     )  # fmt: skip
     parser.add_argument(
+        "--web-url",
+        default=None,
+        metavar="URL",
+        help="the dashboard's address as users reach it (a proxy, a fixed name), used in"
+        " the links of mails (default: the address it listens on; no link with --web-port 0)",
+    )
+    parser.add_argument(
         "--usage-halflife",
         type=float,
         default=86400.0,
@@ -205,6 +212,7 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         usage_halflife=args.usage_halflife,
         web_port=args.web_port,
         web_host=args.web_host,
+        web_url=args.web_url,
     )
 
 

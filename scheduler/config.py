@@ -76,6 +76,9 @@ class SchedulerConfig:
     web_port: int | None = None
     #: Address the web dashboard listens on: loopback unless asked (see docs/web.md).
     web_host: str = "127.0.0.1"
+    #: The dashboard's address in mail links; None: the one it listens on, unless its
+    #: port is ephemeral (``web_port`` 0: no link, it would be dead after a restart).
+    web_url: str | None = None
 
     @property
     def db_path(self) -> Path:

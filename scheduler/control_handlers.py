@@ -294,13 +294,20 @@ def _parse_ids(ids: list[str]) -> tuple[list[int], list[tuple[int, int]]]:
     return clusters, pairs
 
 
+def _worker_state(s: Slots) -> str:
+    """What ``dstat`` says a worker is doing: draining (taking no new job) comes first."""
+    if s.draining:
+        return "draining"
+    return "disk full" if s.disk_full else "busy" if s.used_slots else "idle"
+
+
 def _worker_info(conn: Connection) -> p.WorkerInfo:
     assert conn.slots is not None and conn.metrics is not None
     s = conn.slots
     return p.WorkerInfo(
         id=s.worker_id,
         name=s.name,
-        state="disk full" if s.disk_full else "busy" if s.used_slots else "idle",
+        state=_worker_state(s),
         address=conn.peer,
         slots_total=s.slots,
         slots_used=s.used_slots,

@@ -30,6 +30,8 @@ class _Pool:
     #: Users with idle jobs, in the order fair share serves them.
     ranked: list[UserShare]
     mean_run_time: float | None
+    #: Seconds each running job has run so far, by its worker's name.
+    running: dict[str, list[float]]
 
 
 class ExplainHandlers:
@@ -81,8 +83,12 @@ class ExplainHandlers:
                 raise RequestError(f"no job of yours in the queue matches {text}", "not_found")
             jobs += sorted(found, key=lambda j: j.proc)[:100]
         now, slots = time.time(), self._slots()
+        running: dict[str, list[float]] = {}
+        for job in self.jobs.active.values():
+            if job.state is JobState.RUNNING and job.worker and job.start_time is not None:
+                running.setdefault(job.worker, []).append(max(0.0, now - job.start_time))
         pool = _Pool(now, slots, capacities(slots), self.jobs.queue.ranked(now),
-                     self._mean_run_time())  # fmt: skip
+                     self._mean_run_time(), running)  # fmt: skip
         return p.JobAnalyses(jobs=[self._analyze(job, pool) for job in jobs[:100]])
 
     def _analyze(self, job: Job, pool: _Pool) -> p.JobAnalysis:
@@ -131,7 +137,8 @@ class ExplainHandlers:
         mean = pool.mean_run_time
         lanes = sum(max(1, min(s.slots, s.cpus // max(1, job.spec.request_cpus))) for s in slots
                     if s.name in names)  # fmt: skip
-        estimate = None if mean is None else now + mean * (position - (1 if free else 0)) / lanes
+        elapsed = [t for name in names for t in pool.running.get(name, [])]
+        estimate = _estimate(now, mean, position, free, lanes, elapsed)
         words = [
             f"Job {job.id} is idle. {len(matching)} of {len(slots)} connected worker(s)"
             f" could run it; {free} of them ha{'s' if free == 1 else 've'} room for it now.",
@@ -141,8 +148,14 @@ class ExplainHandlers:
         ]
         if estimate is not None and mean is not None:
             words.append(
-                f"From the mean run time of recent jobs ({mean:.1f} s), it should start in"
-                f" about {max(0.0, estimate - now):.0f} s."
+                f"From the mean run time of recent jobs ({mean:.1f} s) and how long the"
+                f" running ones have run, it should start in about"
+                f" {max(0.0, estimate - now):.0f} s."
+            )
+        elif mean is not None:
+            words.append(
+                f"The jobs running now have run longer ({max(elapsed):.0f} s) than the mean"
+                f" of recent jobs ({mean:.1f} s), so there is no estimate of when it starts."
             )
         else:
             words.append("No job has finished yet, so there is no estimate of when it starts.")
@@ -162,3 +175,18 @@ class ExplainHandlers:
         )
         mean = rows[0]["mean"] if rows else None
         return None if mean is None else float(mean)
+
+
+def _estimate(
+    now: float, mean: float | None, position: int, free: int, lanes: int, elapsed: list[float]
+) -> float | None:
+    """When a job at ``position`` should start: each running job on a worker that could
+    run it ends after the mean run time of recent jobs less what it has run already, and
+    each job ahead takes the mean, spread over ``lanes``. None without a mean, or when a
+    running job has already run longer than the mean (the mean says nothing then)."""
+    if mean is None or any(t > mean for t in elapsed):
+        return None
+    if free:  # a slot is free now: only the jobs ahead in the queue come first
+        return now + mean * (position - 1) / lanes
+    remaining = sum(mean - t for t in elapsed)
+    return now + (remaining + mean * (position - 1)) / lanes

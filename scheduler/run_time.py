@@ -18,3 +18,15 @@ def total_run_time(events: list[JobEvent]) -> float:
             total += event.time - started
             started = None
     return total
+
+
+def run_time_so_far(events: list[JobEvent], now: float) -> float | None:
+    """:func:`total_run_time`, counting a run still going on up to ``now``; None for a
+    job that never started."""
+    if not any(event.event == "executing" for event in events):
+        return None
+    total = total_run_time(events)
+    last = next((e for e in reversed(events) if e.event in RUN_ENDS | {"executing"}), None)
+    if last is not None and last.event == "executing":
+        total += max(0.0, now - last.time)
+    return total

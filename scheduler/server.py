@@ -47,7 +47,7 @@ from scheduler.retention import Retention
 from scheduler.staging import Spool
 from scheduler.store import Job, Store
 from scheduler.tls_setup import load_or_create
-from scheduler.web.app import start_web
+from scheduler.web.app import WebServer, start_web
 from scheduler.worker_control import WorkerControlHandlers
 from scheduler.worker_handlers import WorkerHandlers
 
@@ -135,6 +135,26 @@ class Scheduler(
 
     # ------------------------------------------------------------------ lifecycle
 
+    def _link_mails(self, web: WebServer | None) -> None:
+        """Mails link to the dashboard at ``--web-url``, else at the address it listens
+        on; not at an ephemeral port (``--web-port 0``), dead after a restart."""
+        if self.config.web_url:
+            self.mailer.link_jobs(self.config.web_url.rstrip("/") + "/jobs/{job}")
+        elif web is not None and self.config.web_port:
+            self.mailer.link_jobs(web.url + "jobs/{job}")
+        mail = self.mailer.config
+        if mail is None:
+            log.info("mail: not configured (no --smtp-host): no job sends mail")
+            return
+        log.info(
+            "mail: through %s:%d (%s) from %s",
+            mail.host, mail.smtp_port, mail.security, mail.sender,
+        )  # fmt: skip
+        if self.mailer.config is not None and self.mailer.config.job_url:
+            log.info("mail: links to %s", self.mailer.config.job_url)
+        elif web is not None:
+            log.info("mail: no link to the dashboard, its port is ephemeral (set --web-url)")
+
     async def serve(self, ready: asyncio.Event | None = None) -> None:
         tls = (
             {
@@ -168,8 +188,7 @@ class Scheduler(
             self.remove_reservation(cluster, "was cut by a restart")
         self.end_turn()
         web = await start_web(self) if self.config.web_port is not None else None
-        if web is not None:
-            self.mailer.link_jobs(web.url + "jobs/{job}")
+        self._link_mails(web)
         self.spool.start()
         self._save_access()
         if self.tls:

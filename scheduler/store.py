@@ -98,6 +98,9 @@ class Job:
     def info(self, result: JobResult | None = None) -> JobInfo:
         """The record users see, with its result (``result``, else the one it holds)."""
         result = result or self.result
+        fields = {name: getattr(self, name) for name in _INFO_FIELDS}
+        if self.state in (JobState.IDLE, JobState.HELD):
+            fields["worker"] = None  # where it ran last is not where it is (dq, dstat)
         return JobInfo(
             id=self.id,
             state=self.state.value,
@@ -107,7 +110,7 @@ class Job:
             params=dict(self.spec.params),
             result=None if result is None else result.value,
             result_error=None if result is None else result.error,
-            **{name: getattr(self, name) for name in _INFO_FIELDS},
+            **fields,
         )
 
 
@@ -579,6 +582,12 @@ class Store:
                 " server_key, created) VALUES (?,?,?,?,?,?)",
                 (name, *_columns(v), time.time()),
             )
+            # The worker's id is given now, so that ids follow the order credentials
+            # were issued in (w1 = ID 1), not the order of the first registrations.
+            db.execute(
+                "INSERT OR IGNORE INTO workers (name, first_seen, last_seen) VALUES (?,?,?)",
+                (name, time.time(), time.time()),
+            )
         return credential
 
     def revoke_worker_credential(self, name: str) -> None:
@@ -913,7 +922,8 @@ class Store:
     # ------------------------------------------------------------------ workers
 
     def worker_id(self, name: str, now: float) -> int:
-        """The stable id of a worker name, assigned at its first registration."""
+        """The stable id of a worker name, assigned when its credential was issued
+        (:meth:`add_worker_credential`), else at its first registration."""
         with self.transaction() as db:
             row = db.execute("SELECT id FROM workers WHERE name=?", (name,)).fetchone()
             if row:

@@ -328,17 +328,50 @@ def test_notification_without_an_address_mails_the_owners_registered_one(
     assert "notification asks for mail but there is no address" in result.stderr
 
 
-def test_mail_links_to_the_dashboard_when_it_is_on(
-    make_cluster: Cluster, smtp: SmtpServer, tmp_path: Path
-) -> None:
-    cluster = make_cluster(workers=1, scheduler_args=(*smtp.args(), "--web-port", "0"))
+def _digest_link(cluster: TestCluster, tmp_path: Path, smtp: SmtpServer) -> str | None:
+    """Run a cluster of two jobs that mails a digest; the web link the digest gives."""
     write(tmp_path / "run.sh", "#!/bin/sh\necho hi\n", executable=True)
     write(tmp_path / "job.sub", "executable = run.sh\nemail = me@example.org\nqueue 2\n")
     assert cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path).returncode == 0
     wait_until(lambda: smtp.inbox.count() == 1, what="the cluster's digest")
-    link = re.search(r"On the web:\s+(http://127\.0\.0\.1:\d+/jobs/1)\n", smtp.inbox.mails[0].body)
-    assert link, smtp.inbox.mails[0].body
-    assert f"web dashboard on {link.group(1)[: -len('jobs/1')]}" in cluster.log("scheduler")
+    link = re.search(r"On the web:\s+(\S+)\n", smtp.inbox.mails[0].body)
+    return link.group(1) if link else None
+
+
+def test_mail_links_to_the_dashboard_at_its_fixed_port(
+    make_cluster: Cluster, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    port = free_port()
+    cluster = make_cluster(workers=1, scheduler_args=(*smtp.args(), "--web-port", str(port)))
+    link = _digest_link(cluster, tmp_path, smtp)
+    assert link == f"http://127.0.0.1:{port}/jobs/1", smtp.inbox.mails[0].body
+    log = cluster.log("scheduler")
+    assert f"web dashboard on http://127.0.0.1:{port}/" in log
+    assert f"mail: through 127.0.0.1:{smtp.port} (none) from farm@example.org" in log
+
+
+def test_mail_has_no_link_to_an_ephemeral_dashboard_port(
+    make_cluster: Cluster, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=1, scheduler_args=(*smtp.args(), "--web-port", "0"))
+    assert _digest_link(cluster, tmp_path, smtp) is None, smtp.inbox.mails[0].body
+    assert "dfetch 1" in smtp.inbox.mails[0].body
+    assert "no link to the dashboard, its port is ephemeral" in cluster.log("scheduler")
+
+
+def test_mail_links_to_the_web_url_setting(
+    make_cluster: Cluster, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    url = "https://farm.example.org/dfarm/"
+    cluster = make_cluster(
+        workers=1, scheduler_args=(*smtp.args(), "--web-port", "0", "--web-url", url)
+    )
+    assert _digest_link(cluster, tmp_path, smtp) == url + "jobs/1"
+    assert f"mail: links to {url}jobs/{{job}}" in cluster.log("scheduler")
+
+
+def test_the_scheduler_logs_that_mail_is_off(cluster: TestCluster) -> None:
+    assert "mail: not configured (no --smtp-host)" in cluster.log("scheduler")
 
 
 def test_dfarm_up_takes_mail_settings_from_the_environment(

@@ -41,6 +41,8 @@ def test_sigterm_lets_running_jobs_finish_and_takes_no_new_ones(
     wait_until(lambda: jobs(cluster)["1.0"]["state"] == "running")
     cluster.processes["w1"].send_signal(signal.SIGTERM)
     wait_until(lambda: "worker w1 is draining" in cluster.log("scheduler"))
+    (w1,) = json.loads(cluster.run("dstat", "--json").stdout)
+    assert w1["state"] == "draining" and "draining" in cluster.run("dstat").stdout
     write(tmp_path / "two.sh", "#!/bin/sh\necho two\n", True)
     write(tmp_path / "two.sub", "executable = two.sh\nqueue\n")
     assert cluster.run("dsub", "two.sub", cwd=tmp_path).returncode == 0
@@ -191,3 +193,14 @@ def alive(pid: int) -> bool:
             return f.read().split(") ")[-1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_worker_that_stops_cleanly_logs_no_warning(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=2, worker_args=("--grace", "60"))
+    cluster.processes["w1"].send_signal(signal.SIGINT)  # stop at once
+    cluster.processes["w2"].send_signal(signal.SIGTERM)  # drain, nothing running
+    for name in ("w1", "w2"):
+        assert cluster.processes[name].wait(timeout=30) == 0
+        log = cluster.log(name)
+        assert f"worker {name} stopped" in log and "disconnected from the scheduler" in log
+        assert "unreachable" not in log and " WARNING " not in log, log

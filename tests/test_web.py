@@ -280,7 +280,8 @@ def test_a_running_jobs_output_is_read_from_its_worker(
     assert rows["1.0"]["reason"] == "" and rows["1.0"]["running_for"] >= 0
     analysis = json.loads(cluster.run("dq", "-analyze", "--json", "2.0").stdout)[0]
     assert rows["2.0"]["position"] == analysis["position"] == 1
-    assert rows["2.0"]["reason"].startswith("Job 2.0 is idle. 1 of 1 connected worker(s)")
+    assert rows["2.0"]["reason"] == "0 of 1 matching worker(s) free"
+    assert analysis["summary"].startswith("Job 2.0 is idle. 1 of 1 connected worker(s)")
     (share,) = client.get("/api/overview").json()["users"]
     users = json.loads(cluster.run("dfarm", "users", "--json").stdout)
     assert set(share) == set(users[0]) and share["idle"] == 1 and share["running"] == 1
@@ -370,3 +371,41 @@ def test_failed_logins_are_counted_with_failed_handshakes(
     bearer = Browserless(url).get("/api/workers", {"Authorization": f"Bearer {cluster.token}"})
     assert bearer.status == 200
     assert cluster.run("dq").returncode == 0
+
+
+def test_submit_form_reads_the_seed_fields_as_dsub_does(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster, url = web_cluster(make_cluster, workers=2)
+    client = Browserless(url)
+    client.login(cluster.token)
+    # The worker is chosen from the connected ones.
+    form = client.get("/submit").text
+    assert re.findall(r'<option value="([^"]*)"', form) == ["", "w1", "w2"]
+    assert (
+        "<code>web 'from browser'</code> gives two arguments" in form
+        and 'id="arguments-help"' in form
+    )
+    script = b'#!/bin/sh\nfor a in "$@"; do echo "[$a]"; done\nhead -n 1 "$1" 2>/dev/null\n'
+    # The seed format: the data file is the first argument, as dsub passes it.
+    page = submit(client, {"worker": "w2"}, {"executable": ("stats.sh", script),
+                                             "data": ("data.csv", b"a,b\n")})  # fmt: skip
+    assert "submitted to cluster 1" in page.text, page.text
+    write(tmp_path / "stats.sh", script.decode(), True)
+    write(tmp_path / "data.csv", "a,b\n")
+    write(tmp_path / "seed.sub", "executable = stats.sh\ndata = data.csv\nclient = w2\n")
+    assert cluster.run("dsub", "seed.sub", cwd=tmp_path).returncode == 0
+    # Arguments in HTCondor's new syntax: single quotes group.
+    page = submit(client, {"arguments": "web 'from browser' 'it''s' \"q\""},
+                  {"executable": ("stats.sh", script)})  # fmt: skip
+    assert "submitted to cluster 3" in page.text, page.text
+
+    def done() -> bool:
+        jobs = client.get("/api/jobs?states=all").json()
+        return len(jobs) == 3 and all(j["state"] == "completed" for j in jobs)
+
+    wait_until(done, timeout=60, what="the three jobs to complete")
+    web, dsub = client.get("/jobs/1.0/stdout").text, client.get("/jobs/2.0/stdout").text
+    assert web == dsub == "[data.csv]\na,b\n"
+    assert {client.get(f"/api/jobs/{j}").json()["job"]["worker"] for j in ("1.0", "2.0")} == {"w2"}
+    assert client.get("/jobs/3.0/stdout").text == '[web]\n[from browser]\n[it\'s]\n["q"]\n'

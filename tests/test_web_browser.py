@@ -84,7 +84,7 @@ def test_dashboard_in_a_browser(
     page.set_input_files("#executable", str(exe))
     page.set_input_files("#data", str(data))
     page.fill("#arguments", "six")
-    page.fill("#worker", "w1")
+    page.select_option("#worker", "w1")  # a list of the connected workers
     page.click("#submit")
     expect(page.locator("#submitted")).to_contain_text("1 job(s) submitted to cluster 2")
     job_id = "2.0"
@@ -93,7 +93,7 @@ def test_dashboard_in_a_browser(
     page.click("nav >> text=Queue")
     row = page.locator(f'#queue tr[data-job="{job_id}"]')
     expect(row.locator(".state")).to_have_text("idle")
-    expect(row).to_contain_text("could run it")  # dq -analyze's words
+    expect(row).to_contain_text("0 of 1 matching worker(s) free")  # one line a job
     if shots:
         page.screenshot(path=str(Path(shots) / "web-queue.png"))
     row.locator("button", has_text="hold").click()
@@ -104,6 +104,7 @@ def test_dashboard_in_a_browser(
     # Its page follows it from idle to completed, live.
     row.locator(f"a >> text={job_id}").click()
     expect(page.locator("#state")).to_have_text("idle")
+    expect(page.locator("#why")).to_contain_text("could run it")  # dq -analyze's words
     flag.touch()
     expect(page.locator("#state")).to_have_text("completed", timeout=WAIT)
     expect(page.locator("#exit")).to_have_text("exit code 0")
@@ -144,5 +145,7 @@ def test_dashboard_in_a_browser(
     assert response.status == 404 and "sum: six" not in response.text()
     assert other.request.get(url + "clusters/3/plot.png").status == 404
     assert other.request.get(url + f"api/jobs?ids={job_id}&states=all").json() == []
+    missing = other.goto(url + "no/such/page")
+    assert missing.status == 404 and other.locator("nav >> text=Queue").is_visible()
     other.goto(url + "queue?all=1")
     assert not re.search(r"/jobs/2\.0", other.content())  # no link to another's job

@@ -185,6 +185,9 @@ class Worker:
                     # flooded scheduler): running jobs go on; try again later.
                     log.warning("the scheduler refused the handshake: %s; retrying", exc)
                 except (OSError, asyncio.IncompleteReadError, p.ProtocolError, TimeoutError) as exc:
+                    if self._stopping.is_set():  # our own stop closed the connection
+                        log.info("disconnected from the scheduler")
+                        break
                     log.warning(
                         "scheduler %s:%d unreachable: %s", self.config.host, self.config.port, exc
                     )

@@ -39,6 +39,16 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     reason, as JSON under /api/ and as a page elsewhere."""
     try:
         return await handler(request)
+    except web.HTTPNotFound as exc:
+        if request.path.startswith(("/api/", "/static/")):
+            raise
+        # An unknown address: the site's page, with its navigation, not a bare line.
+        message = (
+            f"there is no page at {request.path}" if exc.text == "404: Not Found" else exc.text
+        )
+        return aiohttp_jinja2.render_template(
+            "error.html", request, {"message": message}, status=404
+        )
     except RequestError as exc:
         status = 404 if exc.code == "not_found" else 400
         if request.path.startswith("/api/"):

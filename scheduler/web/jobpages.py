@@ -8,6 +8,7 @@ import asyncio
 import io
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from scheduler import protocol as p
 from scheduler.connection import RequestError
 from scheduler.job_files import result_file
 from scheduler.result_hashes import ResultDamaged, check
+from scheduler.run_time import run_time_so_far
 from scheduler.web import views
 from scheduler.web.disposition import attachment
 from scheduler.web.keys import scheduler_of
@@ -48,9 +50,19 @@ def job_details(s: Any, user: WebUser, job_id: str) -> dict[str, Any]:
             "truncated": size > len(data),
         }
     files = [] if expired else [n for n in info.output_files if _file(s, job, n, small) is not None]
+    events = s.store.events(job.cluster, job.proc)
+    # A finished run's wall time, else the time run so far (a running job, or one
+    # held, evicted or retried after it ran).
+    run_time = (
+        info.wall_time if info.wall_time is not None else run_time_so_far(events, time.time())
+    )
+    waiting = info.state in (p.JobState.IDLE.value, p.JobState.HELD.value)
+    analysis = views.analyses(s, user, [job.id]).get(job.id) if waiting else None
     return {
         "job": p.to_wire(info),
-        "events": [p.to_wire(e) for e in s.store.events(job.cluster, job.proc)],
+        "run_time": run_time,
+        "why": analysis.summary if analysis else "",
+        "events": [p.to_wire(e) for e in events],
         "output": streams,
         "files": files,
         "expired": expired,

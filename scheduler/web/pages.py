@@ -21,6 +21,7 @@ from scheduler.web import submit as web_submit
 from scheduler.web.keys import metrics_of, scheduler_of, sessions_of
 from scheduler.web.session import (
     COOKIE,
+    WebUser,
     check_token,
     login,
     login_failed,
@@ -136,8 +137,14 @@ async def job_action(request: web.Request) -> web.StreamResponse:
 @routes.get("/submit")
 @aiohttp_jinja2.template("submit.html")
 async def submit_form(request: web.Request) -> dict[str, object]:
-    require_user(request)
-    return {"page": "submit", "error": None, "submitted": None}
+    user = require_user(request)
+    workers = _worker_names(request, user)
+    return {"page": "submit", "error": None, "submitted": None, "workers": workers}
+
+
+def _worker_names(request: web.Request, user: WebUser) -> list[str]:
+    """The connected workers, for the form's choice of a worker (``client``)."""
+    return sorted(w.name for w in views.pool(scheduler_of(request), user).workers)
 
 
 @routes.post("/submit")
@@ -145,6 +152,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
     user = require_user(request)
     context: dict[str, object] = {"page": "submit", "error": None, "submitted": None}
     status = 200
+    context["workers"] = _worker_names(request, user)
     try:
         context["submitted"], context["submit_text"] = await web_submit.handle(
             scheduler_of(request), request, user

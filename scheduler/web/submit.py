@@ -32,10 +32,10 @@ from scheduler.web.session import WebUser, csrf_ok
 if TYPE_CHECKING:
     from scheduler.server import Scheduler
 
-#: Form fields copied into the generated submit file, with their submit-file keys.
+#: Form fields copied into the generated submit file, with their submit-file keys:
+#: those of the seed format (``email``, ``client``) and HTCondor's for the rest.
 FIELDS = {
-    "arguments": "arguments",
-    "email": "notify_user",
+    "email": "email",
     "request_cpus": "request_cpus",
     "request_memory": "request_memory",
     "request_gpus": "request_gpus",
@@ -86,21 +86,29 @@ async def _read_parts(reader: MultipartReader, directory: Path) -> tuple[dict[st
 
 
 def submit_text(fields: dict[str, str], data_files: list[str]) -> str:
-    """The submit file the form describes: one job."""
+    """The submit file the form describes: one job, in the seed format's keys
+    (``executable``, ``data``, ``email``, ``client``), so that ``dsub`` reads them the
+    same way: the first data file is the job's first argument unless arguments are
+    given. Arguments are HTCondor's new syntax without the outer double quotes."""
     executable = fields.get("file:executable", "")
     if not executable:
         raise FormError("choose an executable (or a whole submit file)")
     lines = [f"executable = {executable}"]
+    if data_files:
+        lines.append(f"data = {data_files[0]}")
+    if data_files[1:]:
+        lines.append(f"transfer_input_files = {', '.join(data_files[1:])}")
     for field, key in FIELDS.items():
         value = fields.get(field, "")
         if "\n" in value or "\r" in value:
             raise FormError(f"{field}: one line only")
         if value:
             lines.append(f"{key} = {value}")
-    if fields.get("email"):
-        lines.append("notification = Always")
-    if data_files:
-        lines.append(f"transfer_input_files = {', '.join(data_files)}")
+    arguments = fields.get("arguments", "")
+    if "\n" in arguments or "\r" in arguments:
+        raise FormError("arguments: one line only")
+    if arguments:
+        lines.append(f'arguments = "{arguments.replace(chr(34), chr(34) * 2)}"')
     lines.append("queue")
     return "\n".join(lines) + "\n"
 

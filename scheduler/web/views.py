@@ -156,6 +156,25 @@ def analyses(s: Scheduler, user: WebUser, ids: list[str]) -> dict[str, p.JobAnal
     return {analysis.id: analysis for analysis in reply.jobs}
 
 
+#: Longest "why it waits" line on the queue page.
+SHORT = 80
+
+
+def short_reason(job: p.JobInfo, analysis: p.JobAnalysis, now: float) -> str:
+    """One short line of why a job waits, for the queue page (the whole explanation of
+    ``dq -analyze`` is on the job's page)."""
+    if job.state == JobState.HELD.value:
+        reason = job.hold_reason or ""
+        text = reason if reason.startswith("held") else f"held: {reason or 'see its page'}"
+    elif analysis.reasons:
+        text = f"no connected worker can run it: {analysis.reasons[0]}"
+    else:
+        text = f"{analysis.workers_free} of {analysis.workers_matching} matching worker(s) free"
+        if analysis.estimated_start is not None:
+            text += f", starts in about {max(0.0, analysis.estimated_start - now):.0f} s"
+    return text if len(text) <= SHORT else text[: SHORT - 1] + "…"
+
+
 def finished_counts(s: Scheduler, since: float) -> dict[str, int]:
     """How many jobs completed and were removed since ``since`` (every user's)."""
     rows = s.store.query(
@@ -209,7 +228,7 @@ def queue(s: Scheduler, user: WebUser, all_users: bool = False) -> dict[str, Any
         row = p.to_wire(job)
         analysis = why.get(job.id)  # the caller's idle and held jobs only
         row["position"] = analysis.position if analysis and analysis.position else None
-        row["reason"] = analysis.summary if analysis else ""
+        row["reason"] = short_reason(job, analysis, now) if analysis else ""
         started = job.start_time if job.state == "running" else None
         row["running_for"] = None if started is None else now - started
         row["mine"] = job.owner == user.name
