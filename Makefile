@@ -1,12 +1,13 @@
 # dfarm: `make demo` brings up a local cluster and runs the examples;
-# `make test` runs the linters and the whole test suite. Both create .venv first.
+# `make test` runs the linters and the whole test suite; `make test-loaded` runs the
+# suite three times beside two CPU hogs. Each creates .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: venv demo test test-fast lint format bench clean
+.PHONY: venv demo test test-fast test-loaded lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +44,10 @@ test: lint
 
 test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+# The whole suite three times in a row beside two CPU-burning processes.
+test-loaded: $(TEST_STAMP)
+	PYTHON=$(BIN)/python .ci/test-loaded
 
 format: $(TEST_STAMP)
 	$(BIN)/ruff format .

@@ -158,6 +158,14 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         help="half-life of each user's fair-share usage (default 86400, one day)",
     )
     parser.add_argument(
+        "--queue-wait",
+        type=float,
+        default=SchedulerConfig.queue_wait,
+        metavar="SECONDS",
+        help="queue a short job on a worker behind running ones when, by the mean run time"
+        " of their clusters, it would wait at most this long (default 0.25)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=logs.LEVELS, type=str.upper, help="default INFO"
     )
     parser.add_argument(
@@ -210,6 +218,7 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         reservation_ttl=args.reservation_ttl,
         min_free_space=args.min_free_space,
         usage_halflife=args.usage_halflife,
+        queue_wait=args.queue_wait,
         web_port=args.web_port,
         web_host=args.web_host,
         web_url=args.web_url,
@@ -237,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not config.usage_halflife > 0:
         print("dfarm scheduler: --usage-halflife must be greater than 0 seconds", file=sys.stderr)
+        return 2
+    if not config.queue_wait >= 0:
+        print("dfarm scheduler: --queue-wait must be 0 seconds or more", file=sys.stderr)
         return 2
     # What the scheduler creates is its account's alone (see scheduler/private.py).
     os.umask(private.UMASK)

@@ -72,6 +72,9 @@ class SchedulerConfig:
     #: Half-life of each user's fair-share usage, in seconds (HTCondor's
     #: ``PRIORITY_HALFLIFE``; default one day).
     usage_halflife: float = 86400.0
+    #: Longest expected wait, in seconds, of a job queued on a worker behind running
+    #: ones (see :mod:`scheduler.queue_ahead`).
+    queue_wait: float = 0.25
     #: Port of the web dashboard; None: no dashboard (the default); 0: any free port.
     web_port: int | None = None
     #: Address the web dashboard listens on: loopback unless asked (see docs/web.md).

@@ -9,12 +9,13 @@ share as for a free slot. The worker starts each the moment the one before it
 ends, in its place (see :meth:`scheduler.dispatch.Slots.release`), and reports
 the results of a chain a few at a time.
 
-A job is queued only while the jobs ahead of it are expected to end within
-:data:`QUEUE_WAIT` seconds, by the mean run time of completed jobs of the
-cluster of the last of them: jobs of a cluster with no completed job yet are
-never queued behind, so a long job never holds another one back. A queued job
-is running (its worker has it) but has no start time, and does not count for
-fair share, until the job ahead of it leaves (:func:`release`).
+A job is queued only while the jobs ahead of it are expected to end within the
+scheduler's ``--queue-wait`` (0.25 s by default), by the mean run time of
+completed jobs of the cluster of the last of them: jobs of a cluster with no
+completed job yet are never queued behind, so a long job never holds another
+one back. A queued job is running (its worker has it) but has no start time,
+and does not count for fair share, until the job ahead of it leaves
+(:func:`release`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ from scheduler.store import Job
 
 #: Most jobs queued behind one running job.
 QUEUE_DEPTH = 16
-#: Longest expected wait, in seconds, of a job queued on a worker.
-QUEUE_WAIT = 0.25
 #: Clusters whose mean run time is remembered (the most recently finished ones).
 KEPT_CLUSTERS = 4096
 
@@ -54,10 +53,16 @@ class RunTimes:
 
 
 def queue_behind(
-    jobs: JobTable, slots: Slots, running: dict[str, Job], head: Job, run_times: RunTimes
+    jobs: JobTable,
+    slots: Slots,
+    running: dict[str, Job],
+    head: Job,
+    run_times: RunTimes,
+    wait: float,
 ) -> list[tuple[Job, Job]]:
     """Queue idle jobs behind the chain that starts with ``head`` (a running job of
-    the worker ``slots``, whose jobs are ``running``) and mark them running.
+    the worker ``slots``, whose jobs are ``running``) and mark them running, while
+    each is expected to start within ``wait`` seconds.
     Returns (the job each waits for, the job) in order."""
     tail_id, depth = slots.chain(head)
     if depth >= QUEUE_DEPTH or slots.draining or not len(jobs.queue):
@@ -68,7 +73,7 @@ def queue_behind(
     each = run_times.expected(tail.cluster)
     queued: list[tuple[Job, Job]] = []
     shape, now = shape_of(head.spec), time.time()
-    while depth < QUEUE_DEPTH and (depth + 1) * each <= QUEUE_WAIT:
+    while depth < QUEUE_DEPTH and (depth + 1) * each <= wait:
         job = jobs.queue.pop_shape(shape, now)
         if job is None:
             break

@@ -481,7 +481,10 @@ class Scheduler(
     def _queue_behind(self, conn: Connection, head: Job) -> None:
         """Queue jobs on ``head``'s worker behind it, if they would start soon."""
         assert conn.slots is not None
-        for leader, job in queue_behind(self.jobs, conn.slots, conn.running, head, self.run_times):
+        chain = queue_behind(
+            self.jobs, conn.slots, conn.running, head, self.run_times, self.config.queue_wait
+        )
+        for leader, job in chain:
             self._send_run(conn, job, after=leader)
 
     def _send_run(self, conn: Connection, job: Job, after: Job | None = None) -> None:

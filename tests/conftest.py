@@ -25,9 +25,14 @@ if TYPE_CHECKING:
     from scheduler.staging import Spool
 
 COMMAND_TIMEOUT = 60
+#: Seconds a test waits for an event by default: only a bound for what never comes,
+#: long enough for what comes late on a busy machine (``make test-loaded``).
+EVENT_TIMEOUT = 60.0
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 20.0, what: str = "") -> object:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = EVENT_TIMEOUT, what: str = ""
+) -> object:
     """Poll ``predicate`` until it returns something true; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -69,13 +70,19 @@ def test_map_keep_if_and_unhashable_items(client: Client) -> None:
     assert dict(found) == {1: 7, 2: 5}  # unhashable items: keyed by position
 
 
-def test_map_unordered_yields_as_jobs_complete(client: Client) -> None:
-    def slow_if_zero(x: int) -> int:
-        time.sleep(3 if x == 0 else 0)
+def test_map_unordered_yields_as_jobs_complete(client: Client, tmp_path: Path) -> None:
+    gate = str(tmp_path / "go")
+
+    def gated_if_zero(x: int) -> int:
+        while x == 0 and not os.path.exists(gate):
+            time.sleep(0.02)
         return x
 
-    first = next(iter(client.map(slow_if_zero, [0, 1, 2, 3], ordered=False)))
-    assert first[0] != 0  # the slow item was not waited for
+    results = iter(client.map(gated_if_zero, [0, 1, 2, 3], ordered=False))
+    first = next(results)
+    assert first[0] != 0  # item 0 cannot end before the gate opens: it was not waited for
+    Path(gate).touch()
+    assert sorted(item for item, _ in [first, *results]) == [0, 1, 2, 3]
 
 
 def test_map_remote_exception_comes_back_with_its_traceback(client: Client) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -69,7 +70,7 @@ def test_a_running_job_survives_a_scheduler_kill(make_cluster, tmp_path: Path) -
 
 
 def test_dwait_waits_through_a_scheduler_restart(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
-    cluster = make_cluster(workers=1)
+    cluster = make_cluster(workers=1, scheduler_args=("--log-level", "DEBUG"))
     gate = gated_job(tmp_path)
     assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
     assert wait_until(lambda: running_on(cluster)) == "w1"
@@ -80,11 +81,12 @@ def test_dwait_waits_through_a_scheduler_restart(make_cluster, tmp_path: Path) -
     ) as waiter:  # fmt: skip
         # Kill the scheduler only once dwait is connected (and past its handshake).
         port = cluster.access.port
-        wait_until(lambda: any(
-            c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
-            for c in psutil.Process(waiter.pid).net_connections()
-        ), what="dwait to connect")  # fmt: skip
-        time.sleep(0.5)
+        ours = wait_until(lambda: [
+            c.laddr.port for c in psutil.Process(waiter.pid).net_connections()
+            if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+        ], what="dwait to connect")  # fmt: skip
+        welcomed = re.compile(rf"authenticated \(.*\) from \S+:{ours[0]}\b")
+        wait_until(lambda: welcomed.search(cluster.log("scheduler")), what="dwait's handshake")
         cluster.processes["scheduler"].send_signal(signal.SIGKILL)
         cluster.processes["scheduler"].wait()
         time.sleep(1)

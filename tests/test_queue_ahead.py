@@ -20,6 +20,11 @@ from scheduler.protocol import JobSpec, JobState
 from scheduler.queue_ahead import QUEUE_DEPTH, RunTimes
 from scheduler.store import Job
 
+#: Short jobs are queued behind a running one however slow this machine is: by
+#: default a job is queued only if it should start within 0.25 s, which the jobs
+#: here may not on a busy machine (then none would be queued).
+ANY_WAIT = ("--queue-wait", "3600")
+
 
 def client(cluster: TestCluster) -> Client:
     return Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token)
@@ -68,7 +73,7 @@ def test_short_jobs_are_queued_behind_running_ones_and_run_one_at_a_time(
     make_cluster,
     tmp_path: Path,  # noqa: ANN001
 ) -> None:
-    cluster = make_cluster(workers=1, slots=1)
+    cluster = make_cluster(workers=1, slots=1, scheduler_args=ANY_WAIT)
     traced(tmp_path, 60)
     with client(cluster) as c:
         jobs = c.submit(tmp_path / "job.sub", cwd=str(tmp_path)).wait(timeout=60)
@@ -95,7 +100,7 @@ def test_removing_queued_and_running_jobs_loses_and_repeats_nothing(
     make_cluster,
     tmp_path: Path,  # noqa: ANN001
 ) -> None:
-    cluster = make_cluster(workers=1, slots=1)
+    cluster = make_cluster(workers=1, slots=1, scheduler_args=ANY_WAIT)
     gate = queue_behind_a_gate(cluster, tmp_path, 12)
     with client(cluster) as c:
         queued = [j.id for j in c.jobs(["1"], states=["running"]) if j.id != "1.1"]
@@ -123,7 +128,9 @@ def test_a_drained_worker_gives_back_its_queued_jobs(
     make_cluster,
     tmp_path: Path,  # noqa: ANN001
 ) -> None:
-    cluster = make_cluster(workers=1, slots=1, worker_args=("--grace", "60"))
+    cluster = make_cluster(
+        workers=1, slots=1, worker_args=("--grace", "60"), scheduler_args=ANY_WAIT
+    )
     gate = queue_behind_a_gate(cluster, tmp_path, 10)
     with client(cluster) as c:
         home = str(cluster.config.home)
@@ -194,7 +201,7 @@ def test_queued_jobs_dropped_when_the_scheduler_dies_run_once_and_count_one_star
     make_cluster,
     tmp_path: Path,  # noqa: ANN001
 ) -> None:
-    cluster = make_cluster(workers=1, slots=1)
+    cluster = make_cluster(workers=1, slots=1, scheduler_args=ANY_WAIT)
     gate = queue_behind_a_gate(cluster, tmp_path, 8)
     with client(cluster) as c:
         queued = len(c.jobs(["1"], states=["running"])) - 1  # behind 1.1, at the gate

@@ -178,11 +178,25 @@ def config_from_args(args: argparse.Namespace, sampler: Sampler) -> WorkerConfig
     )
 
 
-async def run(worker: Worker) -> None:
+def defer_stop_signals() -> list[int]:
+    """Note SIGINT and SIGTERM, into the list returned, until :func:`run` takes them
+    over: a worker stopped while it starts then stops cleanly once it can, instead
+    of dying half-way through setting up (a KeyboardInterrupt inside asyncio)."""
+    received: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    return received
+
+
+async def run(worker: Worker, received: list[int] | None = None) -> None:
+    """Run ``worker`` until it stops (at once if ``received`` holds a stop signal)."""
     loop = asyncio.get_running_loop()
     # SIGTERM drains (running jobs finish first); SIGINT stops at once.
     loop.add_signal_handler(signal.SIGTERM, worker.drain)
     loop.add_signal_handler(signal.SIGINT, worker.stop)
+    if received:
+        log.info("stopping: a signal came while the worker started")
+        worker.stop()  # it runs no job yet: draining would be stopping
     await worker.run()
 
 
@@ -197,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         return drain_command(args)
     if not args.scheduler:
         parser.error("--scheduler is required")
+    received = defer_stop_signals()
     logs.configure(args.log_level, logs.log_path(args.log_file, None))
     try:
         work_dir = args.work_dir or Path(os.getcwd())
@@ -204,15 +219,13 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args, sampler)
         sampler.disk_path = config.work_dir
         config.work_dir.mkdir(parents=True, exist_ok=True)
-        asyncio.run(run(Worker(config, sampler)))
+        asyncio.run(run(Worker(config, sampler), received))
     except (ValueError, OSError) as exc:
         log.error("cannot start the worker: %s", exc)
         return 2
     except HandshakeError as exc:
         log.error("the scheduler refused this worker: %s", exc)
         return 1
-    except KeyboardInterrupt:  # SIGINT before the loop took it over: stop quietly
-        return 130
     return 0
 
 

@@ -52,6 +52,10 @@ class LauncherError(OSError):
     """The launcher went away: the job's state is unknown."""
 
 
+class JobLost(LauncherError):
+    """The launcher went away after it took a job, which may have started."""
+
+
 class Launcher:
     """The worker's side of one launcher process."""
 
@@ -75,32 +79,44 @@ class Launcher:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def start(self, argv: list[str], cwd: str, env: dict[str, str], fds: list[int]) -> int:
-        """Start a job; its pid. OSError as ``subprocess.Popen`` would raise it."""
+    def start(
+        self, argv: list[str], cwd: str, env: dict[str, str], fds: list[int]
+    ) -> tuple[int, int | None]:
+        """Start a job: its pid and a pidfd of it (None where the kernel has none).
+        OSError as ``subprocess.Popen`` would raise it; :class:`LauncherError` if the
+        launcher is gone before it took the job, :class:`JobLost` after."""
         request = json.dumps({"argv": argv, "cwd": cwd, "env": env}).encode()
         try:
             socket.send_fds(self.sock, [request], fds)
         except OSError as exc:
             raise LauncherError(f"the job launcher is gone: {exc}") from None
-        reply = self._reply()
+        try:
+            reply, pidfd = self._reply(fds=1)
+        except LauncherError as exc:
+            raise JobLost(str(exc)) from None
         if "pid" not in reply:
             raise OSError(int(reply["errno"]), str(reply["error"]))
-        return int(reply["pid"])
+        return int(reply["pid"]), pidfd
 
     def wait(self) -> tuple[int, float]:
         """Block until the started job ends: its exit status (-N: signal N), CPU seconds."""
-        reply = self._reply()
+        reply, _ = self._reply()
         return int(reply["status"]), float(reply["cpu"])
 
-    def _reply(self) -> dict[str, Any]:
+    def _reply(self, fds: int = 0) -> tuple[dict[str, Any], int | None]:
+        """The next reply, and the descriptor passed with it, if any."""
         try:
-            data = self.sock.recv(4096)
+            data, passed, _, _ = socket.recv_fds(self.sock, 4096, max(1, fds))
         except OSError as exc:
             raise LauncherError(f"the job launcher is gone: {exc}") from None
+        for extra in passed[fds:]:
+            os.close(extra)
         if not data:
+            for fd in passed[:fds]:
+                os.close(fd)
             raise LauncherError("the job launcher is gone")
         reply: dict[str, Any] = json.loads(data)
-        return reply
+        return reply, passed[0] if passed[:fds] else None
 
     def close(self) -> None:
         self.sock.close()  # the launcher reads EOF and exits
@@ -213,11 +229,26 @@ def serve(sock: socket.socket) -> None:
         finally:
             for fd in fds:
                 os.close(fd)
-        sock.send(json.dumps({"pid": pid}).encode())
+        _send_pid(sock, pid)
         wait_exit(pid)
         status, cpu = reap_group(pid)
         reap_children()  # what left the job's group and session: see worker_node.reaper
         sock.send(json.dumps({"status": status, "cpu": cpu}).encode())
+
+
+def _send_pid(sock: socket.socket, pid: int) -> None:
+    """Tell the worker the job's pid, with a pidfd of it: this launcher reaps the job,
+    so the worker signals it through the pidfd, never another process that has
+    taken its pid since."""
+    try:
+        pidfd = os.pidfd_open(pid)  # its parent: the pid is the job's until reaped here
+    except OSError:  # a kernel without pidfds
+        sock.send(json.dumps({"pid": pid}).encode())
+        return
+    try:
+        socket.send_fds(sock, [json.dumps({"pid": pid}).encode()], [pidfd])
+    finally:
+        os.close(pidfd)
 
 
 def spawn(argv: list[str], cwd: str, env: dict[str, str], fds: list[int]) -> int:

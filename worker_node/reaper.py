@@ -126,6 +126,49 @@ def kill_checked(pid: int, still: Callable[[int], bool]) -> None:
         os.close(fd)
 
 
+def kill_group(leader: int, pgid: int) -> None:
+    """SIGKILL process group ``pgid`` through ``leader``, a pidfd of its leader, which
+    another process (a launcher) reaps: the leader through its pidfd, then each
+    other member, pinned by a pidfd, only while the leader is not yet reaped, so
+    that ``pgid`` is still its group's and no other group's that took the number."""
+    try:
+        signal.pidfd_send_signal(leader, signal.SIGKILL)
+    except ProcessLookupError:
+        return  # reaped: the number may be another group's by now
+    for pid in _members(pgid):
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            continue  # gone
+        try:
+            # In the group while its leader was unreaped (that order): one of the job's.
+            if os.getpgid(pid) == pgid and _unreaped(leader):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _unreaped(pidfd: int) -> bool:
+    try:
+        signal.pidfd_send_signal(pidfd, 0)  # a zombie still takes it
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _members(pgid: int) -> list[int]:
+    """The processes of process group ``pgid`` but its leader, from /proc."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != pgid:
+            with contextlib.suppress(OSError):
+                if os.getpgid(int(name)) == pgid:
+                    found.append(int(name))
+    return found
+
+
 def _children(parent: int) -> list[int]:
     """The processes whose parent is ``parent``, from /proc."""
     found = []

@@ -40,7 +40,14 @@ from scheduler.protocol import (
 from worker_node import py_scripts, reaper, sandbox_files
 from worker_node.disk import DiskWatch
 from worker_node.identity import Account
-from worker_node.launcher import Launcher, LauncherError, Launchers, reap_group, wait_exit
+from worker_node.launcher import (
+    JobLost,
+    Launcher,
+    LauncherError,
+    Launchers,
+    reap_group,
+    wait_exit,
+)
 from worker_node.limits import watch_limits
 from worker_node.sandbox import Sandbox
 from worker_node.spool_link import SpoolLink
@@ -94,7 +101,11 @@ class Attempt:
         with self._lock:
             self.kill_reason = reason
             self._changed.notify_all()
-            if self.process is not None and self.process.returncode is None:
+            if isinstance(self.process, Launched):
+                self.process.kill()
+            elif self.process is not None and self.process.returncode is None:
+                # This worker is its parent and reaps it only under this lock
+                # (see _execute): until then no other group can have its number.
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self.process.pid, signal.SIGKILL)
 
@@ -353,7 +364,10 @@ def _execute(
                 if launcher is not None:
                     fds = [stdin, stdout.fileno(), stderr.fileno()]
                     try:
-                        attempt.process = Launched(launcher.start(argv, str(sandbox), env, fds))
+                        attempt.process = Launched(*launcher.start(argv, str(sandbox), env, fds))
+                    except JobLost as exc:  # it may have started: never start it twice
+                        attempt.kill_reason = str(exc)
+                        return None, time.monotonic() - start, 0.0, None
                     except LauncherError as exc:
                         log.warning("%s: job %s starts without it", exc, attempt.msg.job_id)
                         launcher = None
@@ -379,7 +393,8 @@ def _execute(
     assert isinstance(process, subprocess.Popen)
     with watch_limits(attempt, start):
         wait_exit(process.pid)
-    process.returncode, cpu = reap_group(process.pid)
+    with attempt._lock:  # reaped where Attempt.kill cannot signal its number meanwhile
+        process.returncode, cpu = reap_group(process.pid)
     return process.returncode, time.monotonic() - start, cpu, None
 
 
@@ -396,10 +411,31 @@ def _open_stdin(sandbox: Path, name: str | None) -> BinaryIO | None:
 
 @dataclass
 class Launched:
-    """A job started by a launcher: what :meth:`Attempt.kill` and the limits need."""
+    """A job started by a launcher: what :meth:`Attempt.kill` and the limits need.
+    Its launcher reaps it, so its pid may be another process's by the time the
+    worker hears of its end: it is signalled through ``pidfd``."""
 
     pid: int
+    #: A pidfd of the job (None: the kernel has none), open until it ended.
+    pidfd: int | None = None
     returncode: int | None = None
+
+    def kill(self) -> None:
+        """SIGKILL the job's process group, if it still runs (under the attempt's lock)."""
+        if self.returncode is not None:
+            return
+        if self.pidfd is not None:
+            reaper.kill_group(self.pidfd, self.pid)
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)  # without pidfds: by number, as it can
+
+    def ended(self, status: int) -> None:
+        """The launcher reported its end (under the attempt's lock)."""
+        self.returncode = status
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
 
 def _end_processes(account: Account | None, launchers: Launchers | None, slot: int) -> None:
@@ -434,7 +470,8 @@ def _wait_launched(
         except LauncherError as exc:
             status, cpu = None, 0.0
             attempt.kill(str(exc))
-    process.returncode = status if status is not None else -signal.SIGKILL
+    with attempt._lock:
+        process.ended(status if status is not None else -signal.SIGKILL)
     return status, time.monotonic() - start, cpu, None
 
 
