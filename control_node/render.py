@@ -79,11 +79,12 @@ def workers_table(workers: Sequence[p.WorkerInfo]) -> str:
                 " ".join(f"{x:.2f}" for x in m.load_avg),
                 w.auth or "-",
                 m.process_tracking or "-",
+                m.job_start.partition(":")[0] or "-",  # the reason is in --json and the log
             )
         )
     headers = (
         *("ID", "NAME", "STATE", "SLOTS", "CORES", "THREADS", "RAM_AVAIL", "GPU", "LOAD"),
-        *("AUTH", "JOB_PROCESSES"),
+        *("AUTH", "JOB_PROCESSES", "JOB_START"),
     )
     return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
 

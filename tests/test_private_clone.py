@@ -171,6 +171,15 @@ def test_a_root_worker_that_cannot_start_launchers_says_so(tmp_path: Path) -> No
         )
         state = json.loads(dstat.stdout)[0]["metrics"]["job_start"]
         assert state.startswith("slow: ") and "python" in state, state
+        table = subprocess.run(
+            [Path(sys.executable).parent / "dstat"],
+            env=_environment(DFARM_HOME=str(cluster.config.home)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.splitlines()
+        assert table[0].split()[-1] == "JOB_START" and table[1].split()[-1] == "slow", table
         log = (cluster.logs / "w1.log").read_text()
         assert "jobs start the slow way" in log and str(hidden / "python") in log
     finally:
