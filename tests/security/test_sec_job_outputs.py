@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TestCluster, wait_until, write
+from job_processes import alive_as
 
 from worker_node import sandbox_files
 
@@ -39,20 +40,6 @@ echo started
 def _states(cluster: TestCluster) -> dict[str, dict[str, object]]:
     out = cluster.run("dq", "--json", "--all", "-l")
     return {j["id"]: j for j in json.loads(out.stdout)}
-
-
-def _alive_as(pid: int, uid: int, work: Path) -> bool:
-    """Whether ``pid`` is a live process of ``uid`` of a job of the worker in ``work``
-    (not another that took its pid since)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    ours = any(v.startswith(b"DFARM_SCRATCH_DIR=" + bytes(work)) for v in environ)
-    alive = not fields["State"].strip().startswith("Z")
-    return ours and alive and str(uid) in fields["Uid"].split()
 
 
 def test_swapped_links_never_leak_root_files(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
@@ -86,7 +73,7 @@ def test_swapped_links_never_leak_root_files(make_cluster, tmp_path: Path) -> No
     )
     nobody = pwd.getpwnam("nobody").pw_uid
     pids = [int(f.read_text()) for f in marks.iterdir()]
-    survivors = [pid for pid in pids if _alive_as(pid, nobody, cluster.workers_dir)]
+    survivors = [pid for pid in pids if alive_as(pid, nobody, cluster.workers_dir)]
     for pid in survivors:  # not left running if the test fails
         os.kill(pid, signal.SIGKILL)
     assert len(pids) == 8

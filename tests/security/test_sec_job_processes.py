@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TestCluster, wait_until, write
+from job_processes import alive_as
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs a worker running as root")
 
@@ -28,23 +29,9 @@ echo scattered
 """
 
 
-def _alive_as(pid: int, uid: int, work: Path) -> bool:
-    """Whether ``pid`` is a live process of ``uid`` of a job of the worker in ``work``
-    (not another that took its pid since)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    ours = any(v.startswith(b"DFARM_SCRATCH_DIR=" + bytes(work)) for v in environ)
-    alive = not fields["State"].strip().startswith("Z")
-    return ours and alive and str(uid) in fields["Uid"].split()
-
-
 def _survivors(pids: list[int], uid: int, work: Path) -> list[int]:
     """The live ones of ``pids``, killed (a failing test leaves nothing running)."""
-    alive = [pid for pid in pids if _alive_as(pid, uid, work)]
+    alive = [pid for pid in pids if alive_as(pid, uid, work)]
     for pid in alive:
         os.kill(pid, signal.SIGKILL)
     return alive
