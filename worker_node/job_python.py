@@ -88,6 +88,7 @@ def job_python(work_dir: Path, privileged: bool, system_path: str | None = None)
     try:
         return str(_build_runtime(runtime, work_dir / "job-python", system_path))
     except OSError as exc:
+        shutil.rmtree(runtime, ignore_errors=True)  # a copy cut short (a full disk) goes
         log.warning(
             "jobs run as other accounts cannot run %s, and no copy of it could be made in "
             "%s (%s): Client.map jobs will fail here; give --job-python a Python %d.%d "
