@@ -42,7 +42,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 from scheduler.disk_space import free_bytes
 from scheduler.protocol import (
@@ -276,12 +275,42 @@ Write = tuple[str, object, bool]
 _Event = tuple[int, int, float, str, str]
 
 
-@dataclass
 class _Unit:
     """An open unit of work: where its writes begin, and how to undo it in memory."""
 
-    writes: int
-    undo: list[Callable[[], None]] = field(default_factory=list)
+    __slots__ = ("undo", "writes")
+
+    def __init__(self, writes: int):
+        self.writes = writes
+        self.undo: list[Callable[[], None]] = []
+
+
+class _Scope:
+    """The ``with`` of one unit inside the open batch (see :meth:`Store.transaction`);
+    ``kept``: where the undo callbacks of an outermost unit that succeeds go, instead
+    of being dropped. A class, not a generator: units are the hot path."""
+
+    __slots__ = ("_at", "_kept", "_store", "_unit")
+
+    def __init__(self, store: Store, kept: list[Callable[[], None]] | None = None):
+        self._store = store
+        self._kept = kept
+
+    def __enter__(self) -> sqlite3.Connection:
+        store = self._store
+        store._lock.acquire()
+        try:
+            self._at, self._unit = store._open_unit()
+        except BaseException:
+            store._lock.release()
+            raise
+        return store._recorder  # type: ignore[return-value]
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            self._store._close_unit(self._unit, self._at, kind is not None, self._kept)
+        finally:
+            self._store._lock.release()
 
 
 def _run(undo: list[Callable[[], None]]) -> None:
@@ -430,33 +459,33 @@ class Store:
                 _run(undo)
                 raise
 
-    @contextlib.contextmanager
-    def _unit(self, kept: list[Callable[[], None]] | None = None) -> Iterator[sqlite3.Connection]:
-        """A unit inside the open batch (opened if need be). ``kept``: where the undo
-        callbacks of an outermost unit that succeeds go, instead of being dropped."""
-        with self._lock:
-            if not self._units:
-                self._open_batch()
-            at = len(self._units)
-            unit = _Unit(len(self._writes))
-            self._units.append(unit)
+    def _unit(self, kept: list[Callable[[], None]] | None = None) -> _Scope:
+        return _Scope(self, kept)
+
+    def _open_unit(self) -> tuple[int, _Unit]:
+        if not self._units:
+            self._open_batch()
+        unit = _Unit(len(self._writes))
+        self._units.append(unit)
+        return len(self._units) - 1, unit
+
+    def _close_unit(
+        self, unit: _Unit, at: int, failed: bool, kept: list[Callable[[], None]] | None
+    ) -> None:
+        del self._units[at:]
+        if failed:
+            self._roll_back(unit, at)
+            return
+        if self._saved > at:
+            self._saved = at
             try:
-                yield cast(sqlite3.Connection, self._recorder)
-            except BaseException:
-                del self._units[at:]
-                self._roll_back(unit, at)
-                raise
-            del self._units[at:]
-            if self._saved > at:
-                self._saved = at
-                try:
-                    self._db.execute(f"RELEASE u{at}")
-                except sqlite3.Error:
-                    self._drop()  # its writes are kept: written again with the batch's
-            if at:
-                self._units[-1].undo += unit.undo
-            elif kept is not None:
-                kept += unit.undo
+                self._db.execute(f"RELEASE u{at}")
+            except sqlite3.Error:
+                self._drop()  # its writes are kept: written again with the batch's
+        if at:
+            self._units[-1].undo += unit.undo
+        elif kept is not None:
+            kept += unit.undo
 
     def _roll_back(self, unit: _Unit, at: int) -> None:
         """Undo a unit that raised: its statements, its rows queued, then what its
@@ -496,6 +525,16 @@ class Store:
             raise
         self._writes.append((sql, args, many))
         return cur
+
+    def _statement(self, sql: str, args: object, many: bool = False) -> sqlite3.Cursor:
+        """One statement, a unit of its own. Inside an open unit it needs no savepoint
+        of its own: a statement that fails leaves nothing (an ``executemany`` cut
+        short is dropped by :meth:`_write`)."""
+        with self._lock:
+            if self._units:
+                return self._write(sql, args, many)
+            with self.transaction():
+                return self._write(sql, args, many)
 
     def _before_write(self) -> None:
         """The batch written again if it was lost; a savepoint for each open unit."""
@@ -815,21 +854,20 @@ class Store:
         """Small result files of a job's current attempt (see :meth:`clear_files`)."""
         if not files:
             return
-        with self.transaction() as db:
-            db.executemany(
-                "INSERT INTO job_files (cluster, proc, name, data) VALUES (?,?,?,?)",
-                [(cluster, proc, name, data) for name, data in files.items()],
-            )
+        self._statement(
+            "INSERT INTO job_files (cluster, proc, name, data) VALUES (?,?,?,?)",
+            [(cluster, proc, name, data) for name, data in files.items()],
+            many=True,
+        )
 
     def save_result(self, cluster: int, proc: int, result: JobResult) -> None:
         """Record a finished job's result (replacing an earlier attempt's)."""
         value = None if result.value is None else json.dumps(result.value)
-        with self.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO job_results (cluster, proc, value, error, time)"
-                " VALUES (?,?,?,?,?)",
-                (cluster, proc, value, result.error, time.time()),
-            )
+        self._statement(
+            "INSERT OR REPLACE INTO job_results (cluster, proc, value, error, time)"
+            " VALUES (?,?,?,?,?)",
+            (cluster, proc, value, result.error, time.time()),
+        )
 
     def cluster_has_others(self, cluster: int, proc: int) -> bool:
         """Whether the cluster holds a job besides ``proc`` (a sweep, not a lone job)."""
@@ -865,8 +903,12 @@ class Store:
 
     def save_hashes(self, cluster: int, proc: int, hashes: dict[str, tuple[str, int]]) -> None:
         """The SHA-256 and size of each large result file of a job, by name."""
+        forget = "DELETE FROM result_hashes WHERE cluster=? AND proc=?"
+        if not hashes:
+            self._statement(forget, (cluster, proc))
+            return
         with self.transaction() as db:
-            db.execute("DELETE FROM result_hashes WHERE cluster=? AND proc=?", (cluster, proc))
+            db.execute(forget, (cluster, proc))
             db.executemany(
                 "INSERT INTO result_hashes (cluster, proc, name, sha256, size) VALUES (?,?,?,?,?)",
                 [(cluster, proc, name, sha, size) for name, (sha, size) in hashes.items()],
