@@ -121,6 +121,35 @@ def test_a_nested_unit_that_succeeds_goes_with_its_outer_unit(store: Store) -> N
     assert _committed(store.path, FILES) == []
 
 
+def test_a_statement_cut_short_inside_a_unit_leaves_none_of_its_rows(store: Store) -> None:
+    cluster, _ = _queued(store, 1)
+    store.save_files(cluster, 0, {"b": b"old"})
+    with store.transaction():
+        with pytest.raises(sqlite3.IntegrityError):
+            store.save_files(cluster, 0, {"a": b"written, then undone", "b": b"refused"})
+        store.save_files(cluster, 0, {"c": b"kept"})
+    store.commit()
+    assert _committed(store.path, FILES) == [(0, "b"), (0, "c")]
+
+
+def test_a_nested_unit_rolls_back_alone_after_its_batch_was_written_again(store: Store) -> None:
+    """A statement cut short has the batch written again, savepoints included, so that
+    the nested unit open then still rolls back alone."""
+    cluster, _ = _queued(store, 1)
+    with store.transaction():
+        store.save_files(cluster, 0, {"outer": b"1"})
+        with pytest.raises(RuntimeError), store.transaction():
+            store.save_files(cluster, 0, {"inner": b"2"})
+            with pytest.raises(sqlite3.IntegrityError):
+                store.save_files(cluster, 0, {"a": b"", "outer": b""})
+            store.save_files(cluster, 0, {"after": b"3"})
+            assert set(store.files(cluster, 0)) == {"outer", "inner", "after"}
+            raise RuntimeError
+        store.save_files(cluster, 0, {"last": b"4"})
+    store.commit()
+    assert _committed(store.path, FILES) == [(0, "last"), (0, "outer")]
+
+
 def test_undo_callbacks_run_in_reverse_and_pass_to_the_outer_unit(store: Store) -> None:
     undone: list[str] = []
 
