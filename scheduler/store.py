@@ -1,17 +1,30 @@
 """SQLite state of the scheduler: users, clusters, jobs and their events.
 
 SQLite is the source of truth for everything that must survive a restart. The
-connection is in autocommit mode; writes go through :meth:`Store.transaction`,
-which opens ``BEGIN IMMEDIATE`` and rolls back on error. The database runs in
-WAL mode with ``synchronous=NORMAL``: a committed transaction survives a crash
-of the scheduler process (``kill -9``); only a power loss can take back the last
-few commits.
+database runs in WAL mode with ``synchronous=NORMAL``: a committed transaction
+survives a crash of the scheduler process (``kill -9``); only a power loss can take
+back the last few commits.
 
-While a batch is open (see :meth:`Store.transaction`), its writes are also kept in
-memory until the commit: a commit that finds the disk full makes SQLite drop the
-whole transaction, and the batch is then written again into a new one, to be
-committed once there is room. The database never falls behind what the scheduler
-holds in memory, and nothing is lost while the disk is full.
+Writes go through units of work (:meth:`Store.transaction`, nestable): a unit is all
+or nothing. When it raises, everything it wrote is undone (its SQL, through a
+savepoint, and the job rows and events it queued in memory) and none of it is ever
+committed, while the other units of its batch are kept. A unit's caller may undo its
+own changes in memory with it: :meth:`Store.on_undo` registers a callable that runs
+if the innermost open unit is rolled back (the callables of a unit in the reverse
+order of their registration); when a nested unit succeeds its callables pass to the
+enclosing unit, and when the outermost unit succeeds they are dropped.
+
+Units are grouped in batches, one transaction each, ended by :meth:`Store.commit`
+(the scheduler's event loop commits once per turn, :attr:`Store.on_batch_open`
+telling it that a batch opened). A store with nobody to end its batches (no
+``on_batch_open``: the command-line tools, a test) commits each outermost unit on
+its own, as :meth:`Store.alone` does.
+
+A batch's writes are also kept in memory until its commit: a commit that finds the
+disk full makes SQLite drop the whole transaction, and the batch is then written
+again into a new one, to be committed once there is room. The database never falls
+behind what the scheduler holds in memory, and nothing is lost while the disk is
+full.
 """
 
 from __future__ import annotations
@@ -258,28 +271,74 @@ def _connect(path: Path, exclusive: bool = False) -> sqlite3.Connection:
 #: A write kept for replay: the statement, its parameters, and whether it ran once
 #: per row of them (``executemany``).
 Write = tuple[str, object, bool]
+#: A job event as written: cluster, proc, time, event, detail.
+_Event = tuple[int, int, float, str, str]
+
+
+class _Unit:
+    """An open unit of work: where its writes begin, and how to undo it in memory."""
+
+    __slots__ = ("undo", "writes")
+
+    def __init__(self, writes: int):
+        self.writes = writes
+        self.undo: list[Callable[[], None]] = []
+
+
+class _Scope:
+    """The ``with`` of one unit inside the open batch (see :meth:`Store.transaction`);
+    ``kept``: where the undo callbacks of an outermost unit that succeeds go, instead
+    of being dropped. A class, not a generator: units are the hot path."""
+
+    __slots__ = ("_at", "_kept", "_store", "_unit")
+
+    def __init__(self, store: Store, kept: list[Callable[[], None]] | None = None):
+        self._store = store
+        self._kept = kept
+
+    def __enter__(self) -> sqlite3.Connection:
+        store = self._store
+        store._lock.acquire()
+        try:
+            self._at, self._unit = store._open_unit()
+        except BaseException:
+            store._lock.release()
+            raise
+        return store._recorder  # type: ignore[return-value]
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            self._store._close_unit(self._unit, self._at, kind is not None, self._kept)
+        finally:
+            self._store._lock.release()
+
+
+def _run(undo: list[Callable[[], None]]) -> None:
+    """Run a unit's undo callbacks, the last registered first; one that fails is
+    logged and does not stop the others."""
+    for callback in reversed(undo):
+        try:
+            callback()
+        except Exception:
+            log.exception("an undo callback of a failed unit of work failed")
 
 
 class _Recorder:
-    """The connection as a unit of a batch sees it: its writes are kept for replay."""
+    """The connection as a unit sees it: its writes are kept for replay."""
 
-    def __init__(self, db: sqlite3.Connection, writes: list[Write]):
-        self._db = db
-        self._writes = writes
+    def __init__(self, store: Store):
+        self._store = store
 
     def execute(self, sql: str, args: Iterable[object] = ()) -> sqlite3.Cursor:
-        if sql.lstrip()[:6].upper() != "SELECT":
-            args = tuple(args)
-            self._writes.append((sql, args, False))
-        return self._db.execute(sql, args)  # type: ignore[arg-type]
+        if sql.lstrip()[:6].upper() == "SELECT":
+            return self._store._read(sql, tuple(args))
+        return self._store._write(sql, tuple(args), False)
 
     def executemany(self, sql: str, rows: Iterable[Iterable[object]]) -> sqlite3.Cursor:
-        rows = rows if isinstance(rows, list) else list(rows)
-        self._writes.append((sql, rows, True))
-        return self._db.executemany(sql, rows)  # type: ignore[arg-type]
+        return self._store._write(sql, rows if isinstance(rows, list) else list(rows), True)
 
     def __getattr__(self, name: str) -> object:
-        return getattr(self._db, name)
+        return getattr(self._store._db, name)
 
 
 class Store:
@@ -305,21 +364,22 @@ class Store:
                 path,
                 exc,
             )
-        self._depth = 0
-        #: When set, writes accumulate in one transaction (a batch) until
-        #: :meth:`commit`; this is called when a batch opens, to schedule that.
+        #: Called when a batch opens, to have :meth:`commit` end it later; without
+        #: it, each outermost unit is committed on its own.
         self.on_batch_open: Callable[[], None] | None = None
-        #: Everything the open batch wrote, to write again if its transaction is
-        #: lost: the units' own statements, in order; every job saved (those not yet
-        #: written are pending); every event, the first ``_events_written`` of
-        #: them already written.
+        self._recorder = _Recorder(self)
+        #: The open units, outermost first; the first ``_saved`` have their savepoint
+        #: (taken at a unit's first write: a unit that only queues rows needs none).
+        self._units: list[_Unit] = []
+        self._saved = 0
+        #: Every statement the open batch ran, in order, to run again if its
+        #: transaction is lost; job rows (the latest of each job) and events queued,
+        #: not yet written.
         self._writes: list[Write] = []
-        self._batch_jobs: dict[tuple[int, int], Job] = {}
-        self._pending_jobs: dict[tuple[int, int], Job] = {}
-        self._events: list[tuple[int, int, float, str, str]] = []
-        self._events_written = 0
-        #: The batch's transaction was dropped by SQLite (a failed commit) and not
-        #: yet written again.
+        self._pending: dict[tuple[int, int], list[object]] = {}
+        self._events: list[_Event] = []
+        #: The batch's transaction was dropped by SQLite (a failed commit or write)
+        #: and not yet written again.
         self._lost = False
         self._migrate()
 
@@ -358,83 +418,148 @@ class Store:
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version={number}")
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One unit of writes: all or nothing. Nested calls join the outer one.
+    # ------------------------------------------------------------------ units of work
 
-        Without batching it commits at the end. With batching (:attr:`on_batch_open`
-        set) it is a savepoint inside the open batch, which :meth:`commit` ends.
-        """
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One unit of work, all or nothing (see the module's documentation); units
+        nest. It joins the open batch, or, with no ``on_batch_open`` to have the
+        batch committed later, is committed on its own (:meth:`alone`)."""
+        return self.alone() if self.on_batch_open is None else self._unit()
+
+    def on_undo(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` if the innermost open unit is rolled back (with those
+        registered after it first); passed to the enclosing unit when that one
+        succeeds, dropped when the outermost succeeds."""
         with self._lock:
-            if self._depth:
-                yield self._unit_db()
-                return
-            batching = self.on_batch_open is not None
-            self._open_batch()
-            mark = (len(self._writes), self._events_written)
-            if batching:
-                self._db.execute("SAVEPOINT unit")
-            self._depth = 1
-            try:
-                yield self._unit_db()
-            except BaseException:
-                self._depth = 0
-                if batching:
-                    self._undo_unit(*mark)
-                else:
-                    self._db.execute("ROLLBACK")
-                raise
-            self._depth = 0
-            if batching:
-                self._db.execute("RELEASE unit")
-            else:
-                self._db.execute("COMMIT")
-
-    def _unit_db(self) -> sqlite3.Connection:
-        if self.on_batch_open is None:
-            return self._db
-        return _Recorder(self._db, self._writes)  # type: ignore[return-value]
-
-    def _undo_unit(self, writes: int, events: int) -> None:
-        """A unit of the batch failed: its own writes are undone; the rows and events
-        of saved jobs it wrote are written again (they are what memory holds)."""
-        del self._writes[writes:]
-        self._events_written = min(self._events_written, events)
-        self._pending_jobs.update(self._batch_jobs)
-        try:
-            self._db.execute("ROLLBACK TO unit")
-            self._db.execute("RELEASE unit")
-        except sqlite3.Error:  # SQLite dropped the whole transaction (disk full)
-            self._lost = True
-            with contextlib.suppress(sqlite3.Error):
-                self._restore()
+            if not self._units:
+                raise RuntimeError("on_undo outside a unit of work")
+            self._units[-1].undo.append(callback)
 
     @contextlib.contextmanager
     def alone(self) -> Iterator[sqlite3.Connection]:
-        """A unit committed on its own, at once, when batching (outside any other
-        unit): if it cannot be (the disk is full), it raises and leaves nothing behind,
-        so that its caller changes nothing in memory either."""
+        """A unit committed on its own, at once (outside any other unit; inside one, it
+        is a nested unit): if it cannot be (the disk is full), it raises and leaves
+        nothing behind, its undo callbacks run, and its caller changes nothing in
+        memory either."""
         with self._lock:
-            if self.on_batch_open is None or self._depth:
-                with self.transaction() as db:
+            if self._units:
+                with self._unit() as db:
                     yield db
                 return
             self.commit()  # the rest of the batch, which must not fail with it
+            undo: list[Callable[[], None]] = []
             try:
-                with self.transaction() as db:
+                with self._unit(undo) as db:
                     yield db
                 self.commit()
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 self._end_batch()
+                _run(undo)
                 raise
+
+    def _unit(self, kept: list[Callable[[], None]] | None = None) -> _Scope:
+        return _Scope(self, kept)
+
+    def _open_unit(self) -> tuple[int, _Unit]:
+        if not self._units:
+            self._open_batch()
+        unit = _Unit(len(self._writes))
+        self._units.append(unit)
+        return len(self._units) - 1, unit
+
+    def _close_unit(
+        self, unit: _Unit, at: int, failed: bool, kept: list[Callable[[], None]] | None
+    ) -> None:
+        del self._units[at:]
+        if failed:
+            self._roll_back(unit, at)
+            return
+        if self._saved > at:
+            self._saved = at
+            try:
+                self._db.execute(f"RELEASE u{at}")
+            except sqlite3.Error:
+                self._drop()  # its writes are kept: written again with the batch's
+        if at:
+            self._units[-1].undo += unit.undo
+        elif kept is not None:
+            kept += unit.undo
+
+    def _roll_back(self, unit: _Unit, at: int) -> None:
+        """Undo a unit that raised: its statements, its rows queued, then what its
+        callbacks undo in memory."""
+        del self._writes[unit.writes :]
+        if self._saved > at:
+            self._saved = at
+            try:
+                self._db.execute(f"ROLLBACK TO u{at}")
+                self._db.execute(f"RELEASE u{at}")
+            except sqlite3.Error:  # SQLite dropped the whole transaction (disk full)
+                self._drop()
+        _run(unit.undo)
+        if self._lost and not self._units:
+            with contextlib.suppress(sqlite3.Error):
+                self._restore()
+
+    def _open_batch(self) -> None:
+        if self._lost:
+            self._restore()
+        elif not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+            if self.on_batch_open is not None:
+                self.on_batch_open()
+
+    def _write(self, sql: str, args: object, many: bool) -> sqlite3.Cursor:
+        """Run a statement of the innermost unit, kept for replay."""
+        self._before_write()
+        try:
+            run = self._db.executemany if many else self._db.execute
+            cur = run(sql, args)  # type: ignore[arg-type]
+        except sqlite3.Error:
+            # Lost, or some rows of an executemany written: the batch is written
+            # again, from what was kept, before the next statement.
+            if many or not self._db.in_transaction:
+                self._drop()
+            raise
+        self._writes.append((sql, args, many))
+        return cur
+
+    def _statement(self, sql: str, args: object, many: bool = False) -> sqlite3.Cursor:
+        """One statement, a unit of its own. Inside an open unit it needs no savepoint
+        of its own: a statement that fails leaves nothing (an ``executemany`` cut
+        short is dropped by :meth:`_write`)."""
+        with self._lock:
+            if self._units:
+                return self._write(sql, args, many)
+            with self.transaction():
+                return self._write(sql, args, many)
+
+    def _before_write(self) -> None:
+        """The batch written again if it was lost; a savepoint for each open unit."""
+        if self._lost:
+            self._restore()
+        while self._saved < len(self._units):
+            self._db.execute(f"SAVEPOINT u{self._saved}")
+            self._saved += 1
+
+    def _read(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
+        self._sync()
+        return self._db.execute(sql, args)
+
+    def _drop(self) -> None:
+        """The batch's transaction is gone, or must be written again."""
+        self._lost = True
+        self._saved = 0
 
     def commit(self) -> None:
         """End the open batch: everything written since is durable on return. When
         the commit fails (disk full), the batch is written again into a new
         transaction, for a later commit, and the error raised."""
         with self._lock:
+            if self._units:
+                raise RuntimeError("commit inside a unit of work")
             if self._lost:
                 self._restore()
             self._write_pending()
@@ -442,8 +567,8 @@ class Store:
                 try:
                     self._db.execute("COMMIT")
                 except sqlite3.Error:
-                    if not self._db.in_transaction and self.on_batch_open is not None:
-                        self._lost = True
+                    if not self._db.in_transaction:
+                        self._drop()
                         with contextlib.suppress(sqlite3.Error):
                             self._restore()
                     raise
@@ -451,30 +576,50 @@ class Store:
 
     def _end_batch(self) -> None:
         self._writes.clear()
-        self._batch_jobs.clear()
-        self._pending_jobs.clear()
-        self._events.clear()
-        self._events_written = 0
+        self._pending = {}
+        self._events = []
         self._lost = False
+        self._saved = 0
 
     def _restore(self) -> None:
-        """Write the open batch again, into a new transaction (the old one was lost)."""
+        """Write the open batch again, into a new transaction (the old one was lost),
+        with the savepoints of the units still open where they were."""
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
         self._db.execute("BEGIN IMMEDIATE")
+        saved = 0
         try:
-            for sql, args, many in self._writes:
+            for at, (sql, args, many) in enumerate(self._writes):
+                while saved < len(self._units) and self._units[saved].writes <= at:
+                    self._db.execute(f"SAVEPOINT u{saved}")
+                    saved += 1
                 if many:
                     self._db.executemany(sql, args)  # type: ignore[arg-type]
                 else:
                     self._db.execute(sql, args)  # type: ignore[arg-type]
+            for rest in range(saved, len(self._units)):
+                self._db.execute(f"SAVEPOINT u{rest}")
         except BaseException:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
-        self._events_written = 0
-        self._pending_jobs = dict(self._batch_jobs)
+        self._saved = len(self._units)
         self._lost = False
+
+    def _write_pending(self) -> None:
+        """Write the queued job rows and events, in the innermost unit if one is open
+        (its rollback queues them again)."""
+        rows, events = self._pending, self._events
+        if rows:
+            self._write(_UPDATE_JOB, list(rows.values()), True)
+            self._pending = {}
+            if self._units:
+                self._units[-1].undo.append(lambda: setattr(self, "_pending", rows))
+        if events:
+            self._write(_INSERT_EVENT, events, True)
+            self._events = []
+            if self._units:
+                self._units[-1].undo.append(lambda: setattr(self, "_events", events))
 
     def query(self, sql: str, args: Iterable[object] = ()) -> list[sqlite3.Row]:
         """Rows of a read, for modules that keep tables of their own (``mail``)."""
@@ -493,7 +638,7 @@ class Store:
                 self._restore()
             self._write_pending()
         except sqlite3.Error:
-            if self._depth:
+            if self._units:
                 raise
 
     # ------------------------------------------------------------------ users
@@ -674,69 +819,55 @@ class Store:
             )
 
     def save_job(self, job: Job, event: str, detail: str = "", now: float | None = None) -> None:
-        """Write a job's changed row and one event.
+        """Write a job's changed row and one event, as part of the open unit (or of one
+        of their own).
 
-        When batching, both are queued and written (with ``executemany``, each
-        job's row once, in its latest state) before the next read or the commit:
-        the database always ends a turn as memory does. Otherwise they are
-        written now, in the caller's transaction or one of their own.
+        Both are queued, as they are now, and written (with ``executemany``, each
+        job's latest row once) before the next read or the commit: the database
+        always ends a turn as memory does.
         """
-        row = (job.cluster, job.proc, time.time() if now is None else now, event, detail)
-        if self.on_batch_open is not None:
-            with self._lock:
-                self._open_batch()
-                key = (job.cluster, job.proc)
-                self._pending_jobs[key] = self._batch_jobs[key] = job
-                self._events.append(row)
-            return
-        with self.transaction() as db:
-            db.execute(_UPDATE_JOB, (*_mutable_values(job), job.cluster, job.proc))
-            db.execute(_INSERT_EVENT, row)
+        key = (job.cluster, job.proc)
+        row = _mutable_values(job)
+        row += key
+        event_row = (job.cluster, job.proc, time.time() if now is None else now, event, detail)
+        with self._lock:
+            if not self._units:
+                with self.transaction():
+                    self._queue(key, row, event_row)
+                return
+            self._queue(key, row, event_row)
 
-    def _open_batch(self) -> None:
-        if self._lost:
-            self._restore()
-        elif not self._db.in_transaction:
-            self._db.execute("BEGIN IMMEDIATE")
-            if self.on_batch_open is not None:
-                self.on_batch_open()
+    def _queue(self, key: tuple[int, int], row: list[object], event: _Event) -> None:
+        before = self._pending.get(key)
+        self._pending[key] = row
+        self._events.append(event)
+        self._units[-1].undo.append(lambda: self._unqueue(key, before))
 
-    def _write_pending(self) -> None:
-        """Write the queued job rows and events (inside the open batch). When that
-        fails part way, the batch is written again from the start at the next write."""
-        try:
-            if self._pending_jobs:
-                jobs = self._pending_jobs.values()
-                rows = [(*_mutable_values(j), j.cluster, j.proc) for j in jobs]
-                self._db.executemany(_UPDATE_JOB, rows)
-                self._pending_jobs.clear()
-            if self._events_written < len(self._events):
-                self._db.executemany(_INSERT_EVENT, self._events[self._events_written :])
-                self._events_written = len(self._events)
-        except sqlite3.Error:
-            if self.on_batch_open is not None:
-                self._lost = True
-            raise
+    def _unqueue(self, key: tuple[int, int], before: list[object] | None) -> None:
+        self._events.pop()
+        if before is None:
+            del self._pending[key]
+        else:
+            self._pending[key] = before
 
     def save_files(self, cluster: int, proc: int, files: dict[str, bytes]) -> None:
         """Small result files of a job's current attempt (see :meth:`clear_files`)."""
         if not files:
             return
-        with self.transaction() as db:
-            db.executemany(
-                "INSERT INTO job_files (cluster, proc, name, data) VALUES (?,?,?,?)",
-                [(cluster, proc, name, data) for name, data in files.items()],
-            )
+        self._statement(
+            "INSERT INTO job_files (cluster, proc, name, data) VALUES (?,?,?,?)",
+            [(cluster, proc, name, data) for name, data in files.items()],
+            many=True,
+        )
 
     def save_result(self, cluster: int, proc: int, result: JobResult) -> None:
         """Record a finished job's result (replacing an earlier attempt's)."""
         value = None if result.value is None else json.dumps(result.value)
-        with self.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO job_results (cluster, proc, value, error, time)"
-                " VALUES (?,?,?,?,?)",
-                (cluster, proc, value, result.error, time.time()),
-            )
+        self._statement(
+            "INSERT OR REPLACE INTO job_results (cluster, proc, value, error, time)"
+            " VALUES (?,?,?,?,?)",
+            (cluster, proc, value, result.error, time.time()),
+        )
 
     def cluster_has_others(self, cluster: int, proc: int) -> bool:
         """Whether the cluster holds a job besides ``proc`` (a sweep, not a lone job)."""
@@ -772,8 +903,12 @@ class Store:
 
     def save_hashes(self, cluster: int, proc: int, hashes: dict[str, tuple[str, int]]) -> None:
         """The SHA-256 and size of each large result file of a job, by name."""
+        forget = "DELETE FROM result_hashes WHERE cluster=? AND proc=?"
+        if not hashes:
+            self._statement(forget, (cluster, proc))
+            return
         with self.transaction() as db:
-            db.execute("DELETE FROM result_hashes WHERE cluster=? AND proc=?", (cluster, proc))
+            db.execute(forget, (cluster, proc))
             db.executemany(
                 "INSERT INTO result_hashes (cluster, proc, name, sha256, size) VALUES (?,?,?,?,?)",
                 [(cluster, proc, name, sha, size) for name, (sha, size) in hashes.items()],
@@ -844,7 +979,7 @@ class Store:
                 "UPDATE jobs SET spec=? WHERE cluster=? AND proc=?",
                 (_column(job, "spec"), job.cluster, job.proc),
             )
-        self.save_job(job, event, detail)
+            self.save_job(job, event, detail)
 
     def history(
         self, *, owner: str | None, job_ids: Iterable[str], since: float | None, limit: int

@@ -371,7 +371,7 @@ def test_store_error_inside_transaction_rolls_back(store: Store) -> None:
     assert [u["name"] for u in store.users()] == ["alice"]
 
 
-def test_nested_transactions_join_the_outer_one(store: Store, db_path: Path) -> None:
+def test_nested_units_commit_with_the_outer_one(store: Store, db_path: Path) -> None:
     with store.transaction():
         with store.transaction():
             store.add_user("alice")
