@@ -13,7 +13,9 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from scheduler import config_file, logs, private
+from scheduler import private
+from scheduler.node_setup import config_file, logs
+from scheduler.node_setup.private_dir import make_private_dir
 from scheduler.config import SchedulerConfig, port_range
 from scheduler.disk_space import free_bytes, full_message
 from scheduler.mail import MailConfigError
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     # What the scheduler creates is its account's alone (see scheduler/private.py).
     os.umask(private.UMASK)
     try:
-        private.make_private_dir(config.home)
+        make_private_dir(config.home)
     except OSError as exc:
         print(f"dfarm scheduler: error: cannot create {config.home}: {exc}", file=sys.stderr)
         return 1

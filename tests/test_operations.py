@@ -13,7 +13,7 @@ from pathlib import Path
 from conftest import TestCluster, wait_until, write
 
 from control_node.local_cluster import worker_credential
-from scheduler import config_file
+from scheduler.node_setup import config_file
 
 
 def dfarm(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from scheduler import config_file
+from scheduler.node_setup import config_file
 
 NODES = ("scheduler", "worker")
 USAGE = "usage: dfarm config show [scheduler|worker] [--json] [--config FILE] [OPTIONS]"

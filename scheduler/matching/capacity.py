@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from scheduler.protocol.records import WorkerInfo, WorkerMetrics
-from scheduler.protocol.requirements import (
+from scheduler.matching.requirements import (
     RequirementsError,
     Value,
     compile_requirements,
