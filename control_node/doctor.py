@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scheduler import protocol as p
+from scheduler.transport.ftp import ftp_session
 from scheduler.transport.tls import TlsError, check_pin, client_context, normalize_fingerprint
 
 #: Clocks further apart than this make job times and grant expiry wrong.
@@ -292,7 +293,7 @@ class Doctor:
         self.state.probe = reply
         grant = reply.ftp
         try:
-            ftp = self._ftp.enter_context(p.ftp_session(grant, timeout=self.timeout))
+            ftp = self._ftp.enter_context(ftp_session(grant, timeout=self.timeout))
             ftp.voidcmd("TYPE I")
         except (OSError, EOFError, ftplib.Error, TlsError) as exc:
             raise Failed(

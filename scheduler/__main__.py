@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 from scheduler import private
-from scheduler.node_setup import config_file, logs
-from scheduler.node_setup.private_dir import make_private_dir
 from scheduler.config import SchedulerConfig, port_range
 from scheduler.disk_space import free_bytes, full_message
 from scheduler.mail import MailConfigError
 from scheduler.mail.options import add_mail_options, mail_config_from_args
+from scheduler.node_setup import config_file, logs
+from scheduler.node_setup.private_dir import make_private_dir
 from scheduler.protocol import DEFAULT_PORT, default_home
 from scheduler.quota import parse_size
 from scheduler.server import Scheduler

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from control_node.local_cluster import LocalCluster
+from scheduler.config import SchedulerConfig
 
 if TYPE_CHECKING:
     from scheduler.staging import Spool
@@ -82,6 +83,11 @@ class TestCluster(LocalCluster):
     def __init__(self, home: Path):
         super().__init__(home, workers=0, slots=1)
         self.expected_exits: set[str] = set()
+
+    @property
+    def config(self) -> SchedulerConfig:
+        """Where the scheduler keeps its files in this cluster's home."""
+        return SchedulerConfig(home=self.home)
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DFARM_")}
