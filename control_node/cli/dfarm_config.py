@@ -22,7 +22,8 @@ USAGE = "usage: dfarm config show [scheduler|worker] [--json] [--config FILE] [O
 
 
 def node_parser(node: str) -> argparse.ArgumentParser:
-    if node == "scheduler":
+    """The node's own command-line parser: its options are the keys of its file."""
+    if node == "scheduler":  # the entry point's parser, nothing else of the scheduler
         from scheduler.__main__ import build_parser
     else:
         from worker_node.__main__ import build_parser
