@@ -152,7 +152,7 @@ def make_cluster(
         cluster.logs.mkdir()
         from control_node.local_cluster import local_user_token
 
-        cluster.token = local_user_token(cluster.config)
+        cluster.token = local_user_token(cluster.home)
         cluster.start_scheduler(*scheduler_args)
         for i in range(1, workers + 1):
             cluster.add_worker(f"w{i}", *worker_args, slots=slots)
