@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from scheduler import protocol as p
@@ -33,36 +34,41 @@ class ClusterError(Exception):
     """The local cluster could not start."""
 
 
-def local_accounts(home: Path, kind: str, name: str, path: Path) -> None:
-    """Have the scheduler's own command make ``path`` hold a working token of user
-    ``name`` or credential of worker ``name`` (see :mod:`scheduler.local_accounts`)."""
+def local_accounts(
+    home: Path, workers: Iterable[str] = (), user: bool = True
+) -> tuple[str, dict[str, Path]]:
+    """The token of the user running ``dfarm up`` (if ``user``) and the files holding
+    the credentials of ``workers`` (mode 0600, in the home's ``credentials/``), each
+    issued on first use (as ``dfarm user add`` and ``dfarm worker add`` would) by one
+    run of the scheduler's own command (see :mod:`scheduler.local_accounts`)."""
+    args = []
+    token_file = home / p.LOCAL_TOKEN_FILE
+    if user:
+        name = re.sub(r"[^a-z0-9_.-]", "_", getpass.getuser().lower())
+        args += ["--user", name if re.match(r"^[a-z_]", name) else "_" + name, str(token_file)]
+    credentials = {}
+    for worker in workers:
+        credentials[worker] = home / "credentials" / f"{worker}.credential"
+        args += ["--worker", worker, str(credentials[worker])]
+    if credentials:
+        (home / "credentials").mkdir(mode=0o700, exist_ok=True)
     done = subprocess.run(
-        [sys.executable, "-m", "scheduler.local_accounts", "--home", str(home), kind, name,
-         str(path)],
+        [sys.executable, "-m", "scheduler.local_accounts", "--home", str(home), *args],
         capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=STARTUP_TIMEOUT,
     )  # fmt: skip
     if done.returncode != 0:
-        raise ClusterError(f"could not set up {kind} {name}: {done.stderr.strip()}")
+        raise ClusterError(f"could not set up the local accounts: {done.stderr.strip()}")
+    return (token_file.read_text().strip() if user else ""), credentials
 
 
 def local_user_token(home: Path) -> str:
     """The token of the user running ``dfarm up``, created on first use."""
-    token_file = home / p.LOCAL_TOKEN_FILE
-    name = re.sub(r"[^a-z0-9_.-]", "_", getpass.getuser().lower())
-    if not re.match(r"^[a-z_]", name):
-        name = "_" + name
-    local_accounts(home, "user", name, token_file)
-    return token_file.read_text().strip()
+    return local_accounts(home)[0]
 
 
 def worker_credential(home: Path, name: str) -> Path:
-    """The file holding worker ``name``'s credential (mode 0600, in the home's
-    ``credentials/``), issued on first use, as ``dfarm worker add`` would."""
-    folder = home / "credentials"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    path = folder / f"{name}.credential"
-    local_accounts(home, "worker", name, path)
-    return path
+    """The file holding worker ``name``'s credential, issued on first use."""
+    return local_accounts(home, [name], user=False)[1][name]
 
 
 class LocalCluster:
@@ -107,13 +113,14 @@ class LocalCluster:
     def start(self) -> p.AccessRecord:
         """Start the scheduler, then the workers; returns the access record (with token)."""
         make_private_dir(self.logs)
-        self.token = local_user_token(self.home)
+        host = socket.gethostname().split(".")[0]
+        names = [f"{host}-{i}" for i in range(1, self.n_workers + 1)]
+        self.token, credentials = local_accounts(self.home, names)
         log = self.logs / "scheduler.log"
         self._log_start = log.stat().st_size if log.exists() else 0
         self.start_scheduler(*self.scheduler_args)
-        host = socket.gethostname().split(".")[0]
-        for i in range(1, self.n_workers + 1):
-            self.add_worker(f"{host}-{i}", slots=self.slots)
+        for name in names:
+            self.add_worker(name, slots=self.slots, credential_file=credentials[name])
         return self.access
 
     def start_scheduler(self, *extra: str) -> p.AccessRecord:

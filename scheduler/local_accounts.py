@@ -2,10 +2,11 @@
 
 The control node runs this command on the scheduler's home rather than opening the
 scheduler's database itself. It makes sure that FILE holds a token of user NAME
-(``user NAME FILE``) or a credential of worker NAME (``worker NAME FILE``) that the
-database accepts: one already there is kept, else the user is created or given a new
-token, or the worker a new credential (as ``dfarm user add`` and ``dfarm worker add``
-do), and FILE is written with mode 0600.
+(``--user NAME FILE``) and each worker's FILE a credential of worker NAME
+(``--worker NAME FILE``, repeated) that the database accepts: one already there is
+kept, else the user is created or given a new token, or the worker a new
+credential (as ``dfarm user add`` and ``dfarm worker add`` do), and FILE is written
+with mode 0600.
 """
 
 from __future__ import annotations
@@ -49,12 +50,15 @@ def worker_credential(store: Store, name: str, path: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scheduler.local_accounts",
-        description="Make sure FILE holds a working token of a user or credential of a worker.",
+        description="Make sure each FILE holds a working token of a user or credential"
+        " of a worker.",
     )
     parser.add_argument("--home", type=Path, required=True, help="scheduler state directory")
-    parser.add_argument("kind", choices=("user", "worker"))
-    parser.add_argument("name")
-    parser.add_argument("file", type=Path)
+    parser.add_argument("--user", nargs=2, metavar=("NAME", "FILE"), help="a user's token")
+    parser.add_argument(
+        "--worker", nargs=2, action="append", default=[], metavar=("NAME", "FILE"),
+        help="a worker's credential (repeated: several workers)",
+    )  # fmt: skip
     return parser
 
 
@@ -62,12 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     store = Store(SchedulerConfig(home=args.home).db_path)
     try:
-        if args.kind == "user":
-            user_token(store, args.name, args.file)
-        else:
-            worker_credential(store, args.name, args.file)
+        if args.user:
+            user_token(store, args.user[0], Path(args.user[1]))
+        for name, path in args.worker:
+            worker_credential(store, name, Path(path))
     except (StoreError, OSError) as exc:
-        print(f"{args.kind} {args.name}: {exc}", file=sys.stderr)
+        print(f"local accounts in {args.home}: {exc}", file=sys.stderr)
         return 1
     finally:
         store.close()

@@ -150,12 +150,13 @@ def make_cluster(
         made.append(cluster)
         cluster.config.home.mkdir(parents=True)
         cluster.logs.mkdir()
-        from control_node.local_cluster import local_user_token
+        from control_node.local_cluster import local_accounts
 
-        cluster.token = local_user_token(cluster.home)
+        names = [f"w{i}" for i in range(1, workers + 1)]
+        cluster.token, credentials = local_accounts(cluster.home, names)
         cluster.start_scheduler(*scheduler_args)
-        for i in range(1, workers + 1):
-            cluster.add_worker(f"w{i}", *worker_args, slots=slots)
+        for name in names:
+            cluster.add_worker(name, *worker_args, slots=slots, credential_file=credentials[name])
         if workers:
             cluster.wait_for_workers(workers)
         return cluster

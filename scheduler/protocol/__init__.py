@@ -26,6 +26,9 @@ the user's token, or the worker's credential (or, where a scheduler allows it,
 the pool secret); the scheduler keeps only a verifier of it. Both sides prove
 what they hold, and the role, the name and both nonces enter every proof, so a
 recorded handshake cannot be replayed.
+
+The access record (:mod:`scheduler.protocol.access`) stays here: it is a record in
+the wire's encoding, the one every peer reads to find the scheduler and its pin.
 """
 
 from scheduler.protocol.access import (
