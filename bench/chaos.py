@@ -65,6 +65,7 @@ from control_node.connection import AuthError, DfarmError  # noqa: E402
 from control_node.local_cluster import LocalCluster, local_user_token  # noqa: E402
 from control_node.results import FetchedJob  # noqa: E402
 from scheduler import protocol as p  # noqa: E402
+from scheduler.config import SchedulerConfig  # noqa: E402
 
 WORKER_TIMEOUT = "3"
 #: Sizes of the tmpfs file systems the disk faults fill, in MiB.
@@ -143,7 +144,7 @@ class Farm:
         """Run ``dfarm ARGS --home HOME`` as an operator on the scheduler node; its output."""
         command = [sys.executable, "-m", "control_node.cli.dfarm", *args]
         done = subprocess.run(
-            [*command, "--home", str(self.cluster.config.home)],
+            [*command, "--home", str(self.cluster.home)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -195,7 +196,7 @@ class SchedulerDiskFull(Fault):
     columns = ("scheduler disk full",)
 
     def strike(self, farm: Farm, rng: random.Random) -> str:
-        farm.ballast.append(fill(farm.cluster.config.home / "ballast"))
+        farm.ballast.append(fill(farm.cluster.home / "ballast"))
         return "scheduler disk full"
 
     def heal(self, farm: Farm) -> None:
@@ -250,7 +251,7 @@ class Rotate(Fault):
             kill9(farm.cluster, self.victim)
         if worker.returncode != 1:  # 1: refused as its credential is wrong
             print(f"{self.victim} ended with {worker.returncode} once revoked", file=sys.stderr)
-        credential = farm.cluster.config.home / "credentials" / f"{self.victim}.credential"
+        credential = farm.cluster.home / "credentials" / f"{self.victim}.credential"
         credential.unlink(missing_ok=True)
         farm.dfarm("worker", "add", self.victim, "--output", str(credential))
         farm.start_worker(self.victim)  # with the new credential, as it is valid
@@ -353,7 +354,7 @@ def run(args: argparse.Namespace, home: Path, faults: list[Fault]) -> dict[str, 
         cluster = LocalCluster(farm_home, workers=0, slots=args.slots)
         cluster.logs = home / "logs"  # never on a disk that is filled
         cluster.logs.mkdir()
-        cluster.token = local_user_token(cluster.config)
+        cluster.token = local_user_token(cluster.home)
         farm = Farm(cluster, [f"w{i}" for i in range(1, args.workers + 1)], args.slots)
         farm.watcher = Watcher(cluster)
         farm.scheduler_args = ("--worker-timeout", WORKER_TIMEOUT)
@@ -432,7 +433,7 @@ def _count(
             truncated.add(f.job.id)
         elif marker:
             completed.add(f.job.id)
-    db = sqlite3.connect(cluster.config.db_path)
+    db = sqlite3.connect(SchedulerConfig(home=cluster.home).db_path)
     try:
         twice = db.execute(
             "SELECT COUNT(*) FROM (SELECT 1 FROM job_events WHERE cluster=? AND"

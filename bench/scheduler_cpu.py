@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from control_node.client import Client  # noqa: E402
 from control_node.local_cluster import LocalCluster, local_user_token  # noqa: E402
 from scheduler import protocol as p  # noqa: E402
+from scheduler.config import SchedulerConfig  # noqa: E402
 
 METRICS = p.WorkerMetrics(
     cores=64, threads=64, memory_total_mb=1 << 20, memory_available_mb=1 << 20,
@@ -141,13 +142,13 @@ CLIENTS = ("updates", "await", "none")
 
 def _one_run(root: Path, jobs: int, workers: int, slots: int, waiting: str) -> dict[str, float]:
     cluster = LocalCluster(root / "home", workers=0, slots=1)
-    cluster.config.home.mkdir(parents=True, exist_ok=True)
+    cluster.home.mkdir(parents=True, exist_ok=True)
     cluster.logs.mkdir(exist_ok=True)
-    cluster.token = local_user_token(cluster.config)
+    cluster.token = local_user_token(cluster.home)
     try:
         access = cluster.start_scheduler("--allow-pool-secret")  # for the simulated workers
         sched = psutil.Process(cluster.processes["scheduler"].pid)
-        secret = p.password_key(p.read_secret(cluster.config.secret_path))
+        secret = p.password_key(p.read_secret(SchedulerConfig(home=cluster.home).secret_path))
         timeout = 120.0 + jobs / 50
         with Client(scheduler=f"127.0.0.1:{access.port}", token=cluster.token) as client:
             sys0, cpu0, wall0 = sched.cpu_times().system, _cpu(sched), time.perf_counter()

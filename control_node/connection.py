@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from scheduler import protocol as p
-from scheduler.protocol.tls import TlsError, check_pin, client_context, normalize_fingerprint
+from scheduler.transport.tls import TlsError, check_pin, client_context, normalize_fingerprint
 
 
 class DfarmError(Exception):

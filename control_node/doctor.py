@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scheduler import protocol as p
-from scheduler.protocol.tls import TlsError, check_pin, client_context, normalize_fingerprint
+from scheduler.transport.ftp import ftp_session
+from scheduler.transport.tls import TlsError, check_pin, client_context, normalize_fingerprint
 
 #: Clocks further apart than this make job times and grant expiry wrong.
 CLOCK_TOLERANCE = 2.0
@@ -128,7 +129,7 @@ class Doctor:
         return f"{_address(endpoint.host, endpoint.port)}, user {user}"
 
     def _find_as_worker(self) -> str:
-        from scheduler import config_file
+        from scheduler.node_setup import config_file
         from worker_node.__main__ import build_parser, split_address
         from worker_node.credential import CREDENTIAL_ENV, load_secret
 
@@ -292,7 +293,7 @@ class Doctor:
         self.state.probe = reply
         grant = reply.ftp
         try:
-            ftp = self._ftp.enter_context(p.ftp_session(grant, timeout=self.timeout))
+            ftp = self._ftp.enter_context(ftp_session(grant, timeout=self.timeout))
             ftp.voidcmd("TYPE I")
         except (OSError, EOFError, ftplib.Error, TlsError) as exc:
             raise Failed(

@@ -20,12 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from scheduler import protocol as p
-from scheduler.config import SchedulerConfig
-from scheduler.private import make_private_dir
-from scheduler.store import Store, StoreError
+from scheduler.node_setup.private_dir import make_private_dir
 from worker_node.job_python import reachable_by_others
 
 STARTUP_TIMEOUT = 30.0
@@ -35,59 +34,51 @@ class ClusterError(Exception):
     """The local cluster could not start."""
 
 
-def local_user_token(config: SchedulerConfig) -> str:
+def local_accounts(
+    home: Path, workers: Iterable[str] = (), user: bool = True
+) -> tuple[str, dict[str, Path]]:
+    """The token of the user running ``dfarm up`` (if ``user``) and the files holding
+    the credentials of ``workers`` (mode 0600, in the home's ``credentials/``), each
+    issued on first use (as ``dfarm user add`` and ``dfarm worker add`` would) by one
+    run of the scheduler's own command (see :mod:`scheduler.local_accounts`)."""
+    args = []
+    token_file = home / p.LOCAL_TOKEN_FILE
+    if user:
+        name = re.sub(r"[^a-z0-9_.-]", "_", getpass.getuser().lower())
+        args += ["--user", name if re.match(r"^[a-z_]", name) else "_" + name, str(token_file)]
+    credentials = {}
+    for worker in workers:
+        credentials[worker] = home / "credentials" / f"{worker}.credential"
+        args += ["--worker", worker, str(credentials[worker])]
+    if credentials:
+        (home / "credentials").mkdir(mode=0o700, exist_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler.local_accounts", "--home", str(home), *args],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=STARTUP_TIMEOUT,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise ClusterError(f"could not set up the local accounts: {done.stderr.strip()}")
+    return (token_file.read_text().strip() if user else ""), credentials
+
+
+def local_user_token(home: Path) -> str:
     """The token of the user running ``dfarm up``, created on first use."""
-    token_file = config.home / p.LOCAL_TOKEN_FILE
-    name = re.sub(r"[^a-z0-9_.-]", "_", getpass.getuser().lower())
-    if not re.match(r"^[a-z_]", name):
-        name = "_" + name
-    store = Store(config.db_path)
-    try:
-        if token_file.exists():
-            token = token_file.read_text().strip()
-            verifier = store.user_verifier(p.token_user(token))
-            if verifier is not None and p.holds(verifier, p.user_key(token)):
-                return token
-        try:
-            token = store.add_user(name)
-        except StoreError:
-            token = store.new_token(name)
-    finally:
-        store.close()
-    token_file.touch(mode=0o600)
-    token_file.write_text(token + "\n")
-    return token
+    return local_accounts(home)[0]
 
 
-def worker_credential(config: SchedulerConfig, name: str) -> Path:
-    """The file holding worker ``name``'s credential (mode 0600, in the home's
-    ``credentials/``), issued on first use, as ``dfarm worker add`` would."""
-    folder = config.home / "credentials"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    path = folder / f"{name}.credential"
-    store = Store(config.db_path)
-    try:
-        if path.exists():
-            verifier = store.worker_verifier(name)
-            secret = path.read_text().strip()
-            if verifier is not None and p.holds(verifier, p.user_key(secret)):
-                return path
-        credential = store.add_worker_credential(name, replace=True)
-    finally:
-        store.close()
-    path.unlink(missing_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(credential + "\n")
-    return path
+def worker_credential(home: Path, name: str) -> Path:
+    """The file holding worker ``name``'s credential, issued on first use."""
+    return local_accounts(home, [name], user=False)[1][name]
 
 
 class LocalCluster:
     """Starts, watches and stops the processes of a local cluster."""
 
     def __init__(self, home: Path, workers: int, slots: int, port: int = 0):
-        self.config = SchedulerConfig(home=home.resolve(), host="127.0.0.1", port=port)
+        self.home, self.port = home.resolve(), port
+        self.access_path = self.home / p.ACCESS_FILE
         self.n_workers, self.slots = workers, slots
-        self.logs = self.config.home / "logs"
+        self.logs = self.home / "logs"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.access: p.AccessRecord | None = None
         self.token: str | None = None
@@ -103,8 +94,8 @@ class LocalCluster:
         home other accounts cannot traverse (``/root/.dfarm``): jobs then run as other
         accounts, so the folders go to a fresh folder under the system's temp dir."""
         if self._workers_dir is None:
-            self._workers_dir = self.config.home / "workers"
-            if os.geteuid() == 0 and not reachable_by_others(self.config.home, read=False):
+            self._workers_dir = self.home / "workers"
+            if os.geteuid() == 0 and not reachable_by_others(self.home, read=False):
                 self._workers_dir = Path(tempfile.mkdtemp(prefix="dfarm-workers-"))
                 self._workers_dir.chmod(0o711)
         return self._workers_dir
@@ -122,20 +113,21 @@ class LocalCluster:
     def start(self) -> p.AccessRecord:
         """Start the scheduler, then the workers; returns the access record (with token)."""
         make_private_dir(self.logs)
-        self.token = local_user_token(self.config)
+        host = socket.gethostname().split(".")[0]
+        names = [f"{host}-{i}" for i in range(1, self.n_workers + 1)]
+        self.token, credentials = local_accounts(self.home, names)
         log = self.logs / "scheduler.log"
         self._log_start = log.stat().st_size if log.exists() else 0
         self.start_scheduler(*self.scheduler_args)
-        host = socket.gethostname().split(".")[0]
-        for i in range(1, self.n_workers + 1):
-            self.add_worker(f"{host}-{i}", slots=self.slots)
+        for name in names:
+            self.add_worker(name, slots=self.slots, credential_file=credentials[name])
         return self.access
 
     def start_scheduler(self, *extra: str) -> p.AccessRecord:
         """Start (or restart) the scheduler process and wait until it listens."""
-        self.config.access_path.unlink(missing_ok=True)
-        port = str(self.access.port if self.access else self.config.port)
-        args = ["--home", str(self.config.home), "--host", "127.0.0.1", "--port", port]
+        self.access_path.unlink(missing_ok=True)
+        port = str(self.access.port if self.access else self.port)
+        args = ["--home", str(self.home), "--host", "127.0.0.1", "--port", port]
         self._spawn("scheduler", ["scheduler", *args, "--log-file", "-", *extra])
         record = self._wait_for_access()
         self.access = p.AccessRecord(
@@ -144,7 +136,7 @@ class LocalCluster:
             token=self.token,
             tls_fingerprint=record.tls_fingerprint,
         )
-        self.access.save(self.config.access_path)
+        self.access.save(self.access_path)
         return self.access
 
     def add_worker(
@@ -162,7 +154,7 @@ class LocalCluster:
         secret = (
             ("--secret-file", str(secret_file))
             if secret_file is not None
-            else ("--credential-file", str(credential_file or worker_credential(self.config, name)))
+            else ("--credential-file", str(credential_file or worker_credential(self.home, name)))
         )
         self._spawn(name, [
             "worker_node", "--scheduler", f"127.0.0.1:{self.access.port}", *secret, "--name", name,
@@ -177,8 +169,8 @@ class LocalCluster:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         scheduler = self.processes["scheduler"]
         while time.monotonic() < deadline:
-            if self.config.access_path.exists():
-                return p.AccessRecord.load(self.config.access_path)
+            if self.access_path.exists():
+                return p.AccessRecord.load(self.access_path)
             if scheduler.poll() is not None:
                 break
             time.sleep(0.05)
@@ -245,7 +237,7 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        if self._workers_dir is not None and not self._workers_dir.is_relative_to(self.config.home):
+        if self._workers_dir is not None and not self._workers_dir.is_relative_to(self.home):
             shutil.rmtree(self._workers_dir, ignore_errors=True)
             self._workers_dir = None
 
@@ -284,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         record = cluster.start()
         cluster.wait_for_workers()  # "up" means ready to run jobs
-    except (ClusterError, OSError, StoreError) as exc:
+    except (ClusterError, OSError) as exc:
         cluster.stop()
         print(f"dfarm up: error: {exc}", file=sys.stderr)
         return 1

@@ -126,6 +126,8 @@ class MapHandle:
     id: str
     items: int
     jobs: int
+    #: Opens a client like the one that started the map (for :meth:`results`).
+    connect: Callable[[], Client] = field(compare=False, repr=False)
 
     def __str__(self) -> str:
         return self.id
@@ -134,9 +136,7 @@ class MapHandle:
         """:meth:`Client.map_results` of this map (with a new client if none is given)."""
         if client is not None:
             return client.map_results(self.id, **options)
-        from control_node.client import Client
-
-        with Client() as own:
+        with self.connect() as own:
             return own.map_results(self.id, **options)
 
 
@@ -206,7 +206,7 @@ def start_map(
         cluster = _submit(client, work, fn, items, chunk_size, resources or {})
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return MapHandle(str(cluster.id), len(items), len(cluster.job_ids))
+    return MapHandle(str(cluster.id), len(items), len(cluster.job_ids), type(client))
 
 
 def collect_map(

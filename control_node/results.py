@@ -21,6 +21,7 @@ from pathlib import Path
 
 from control_node.connection import Connection, DfarmError, Pushed
 from scheduler import protocol as p
+from scheduler.transport.ftp import FTP_ERRORS, ftp_session, retrieve
 
 DONE_STATES = {p.JobState.COMPLETED.value, p.JobState.REMOVED.value, p.JobState.HELD.value}
 RESERVED_NAMES = {"stdout", "stderr", "status.json"}
@@ -219,9 +220,9 @@ def _results_source(grant: p.FtpGrant | None) -> Iterator[ftplib.FTP | None]:
         yield None
         return
     try:
-        with p.ftp_session(grant) as ftp:
+        with ftp_session(grant) as ftp:
             yield ftp
-    except p.FTP_ERRORS as exc:
+    except FTP_ERRORS as exc:
         raise DfarmError(f"downloading results failed: {exc}") from None
 
 
@@ -298,7 +299,7 @@ def _download(ftp: ftplib.FTP, remote: str, local: Path, expected: str | None = 
 
     try:
         with open(tmp, "wb") as f:
-            p.retrieve(ftp, remote, sink)
+            retrieve(ftp, remote, sink)
     except ftplib.error_perm:
         with contextlib.suppress(OSError):
             tmp.unlink()

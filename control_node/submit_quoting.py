@@ -17,7 +17,7 @@ with a readable message; ``control_node.submit_file`` adds the file and line.
   functions of ``submit_functions`` (evaluated by ``MacroContext.call``). Names are
   case-insensitive; ``$(DOLLAR)`` is a literal ``$``. ``$$(NAME[:default])`` is left
   in place for the scheduler to substitute from the matched worker (HTCondor's
-  match-time substitution; ``scheduler.match_macros``); other ``$FUNC()`` are refused.
+  match-time substitution; ``scheduler.matching.macros``); other ``$FUNC()`` are refused.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from control_node.submit_quoting import (
     parse_environment,
     valid_env_name,
 )
-from scheduler.protocol import RequirementsError, compile_requirements
+from scheduler.matching.requirements import RequirementsError, compile_requirements
 
 if TYPE_CHECKING:
     from control_node.submit_file import SubmitFileError

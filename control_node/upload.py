@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from scheduler import protocol as p
+from scheduler.transport.ftp import FTP_ERRORS, ftp_session
 
 BLOCK = 1 << 20
 #: Where each input went: its local path -> (sha256, size).
@@ -133,7 +134,7 @@ class Upload:
     def _send(self, grant: p.FtpGrant) -> None:
         path = "the inputs"
         try:
-            with p.ftp_session(grant) as ftp:
+            with ftp_session(grant) as ftp:
                 ftp.voidcmd("TYPE I")
                 for number, path in enumerate(self._paths):
                     if self._cancelled:
@@ -149,7 +150,7 @@ class Upload:
             self._error = str(exc)
         except OSError as exc:
             self._error = f"cannot upload {path}: {exc.strerror or exc}"
-        except p.FTP_ERRORS as exc:
+        except FTP_ERRORS as exc:
             self._error = f"uploading {path} failed: {exc}"
 
 

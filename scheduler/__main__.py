@@ -13,11 +13,13 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from scheduler import config_file, logs, private
+from scheduler import private
 from scheduler.config import SchedulerConfig, port_range
 from scheduler.disk_space import free_bytes, full_message
 from scheduler.mail import MailConfigError
 from scheduler.mail.options import add_mail_options, mail_config_from_args
+from scheduler.node_setup import config_file, logs
+from scheduler.node_setup.private_dir import make_private_dir
 from scheduler.protocol import DEFAULT_PORT, default_home
 from scheduler.quota import parse_size
 from scheduler.server import Scheduler
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     # What the scheduler creates is its account's alone (see scheduler/private.py).
     os.umask(private.UMASK)
     try:
-        private.make_private_dir(config.home)
+        make_private_dir(config.home)
     except OSError as exc:
         print(f"dfarm scheduler: error: cannot create {config.home}: {exc}", file=sys.stderr)
         return 1

@@ -30,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from scheduler.protocol import ARRIVING
 from scheduler.submission import SHA256
+from scheduler.transport.ftp import ARRIVING
 
 #: The names under which clients upload inputs.
 UPLOAD_NAME = re.compile(r"part-[0-9]{1,9}")

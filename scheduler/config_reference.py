@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from scheduler import config_file
+from scheduler.node_setup import config_file
 
 HEADER = """\
 # Configuration reference

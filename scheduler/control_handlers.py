@@ -12,7 +12,7 @@ from scheduler.authz import may_act_for, may_control, not_found, visible_info
 from scheduler.connection import Connection, RequestError
 from scheduler.disk_space import is_disk_full
 from scheduler.dispatch import Slots
-from scheduler.matching import capacities, impossible_warnings
+from scheduler.matching.attributes import capacities, impossible_warnings
 from scheduler.protocol import JobState
 from scheduler.quota import QuotaError
 from scheduler.staging import StagingError, upload_sizes

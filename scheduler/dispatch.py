@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from scheduler.protocol import Value, compile_requirements
+from scheduler.matching.requirements import Value, compile_requirements
 from scheduler.store import Job
 
 

@@ -12,8 +12,9 @@ from scheduler.authz import may_control
 from scheduler.connection import Connection, RequestError
 from scheduler.dispatch import Slots
 from scheduler.fairshare import UserShare
-from scheduler.matching import capacities
-from scheduler.protocol import Capacity, JobState
+from scheduler.matching.attributes import capacities
+from scheduler.matching.capacity import Capacity, never_reasons
+from scheduler.protocol import JobState
 from scheduler.store import Job
 
 #: Finished runs whose mean run time estimates the wait.
@@ -105,7 +106,7 @@ class ExplainHandlers:
                 summary=f"Job {job.id} is held: {job.hold_reason}. 'drelease {job.id}'"
                 " puts it back in the queue.",
             )
-        matching, reasons = p.never_reasons(job.spec, pool.capacities)
+        matching, reasons = never_reasons(job.spec, pool.capacities)
         names = set(matching)
         free = sum(1 for s in slots if s.name in names and s.fits(job))
         queue = self.jobs.queue

@@ -21,27 +21,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from scheduler.dispatch import Slots
-from scheduler.protocol import JobSpec
+from scheduler.matching.capacity import Shape, shape_of
 from scheduler.store import Job
 
 #: Default half-life of usage, in seconds (one day, as HTCondor).
 DEFAULT_HALFLIFE = 86400.0
 
-Shape = tuple[int, int | None, int | None, int, str | None, str | None]
 #: (-priority, cluster, proc, job): the order of one user's jobs.
 Entry = tuple[int, int, int, Job]
-
-
-def shape_of(s: JobSpec) -> Shape:
-    """What decides where a job fits; jobs with one shape fit the same slots."""
-    return (
-        s.request_cpus,
-        s.request_memory,
-        s.request_disk,
-        s.request_gpus,
-        s.requirements,
-        s.machine,
-    )
 
 
 @dataclass

@@ -4,7 +4,8 @@ The home holds what lets anyone act as a user or a worker (the database, the poo
 secret, the TLS key, the access record), every user's inputs and results (the
 spool) and the logs. Every folder of it is 0700 and every file 0600: the scheduler
 runs with a umask of 0o077 and gives a mode explicitly where it creates a file, and
-:func:`check_home` looks at the start whether that still holds.
+:func:`check_home` looks at the start whether that still holds (its folders are
+made by :func:`scheduler.node_setup.private_dir.make_private_dir`).
 
 Inputs that a worker sharing the spool's file system links into its sandboxes keep
 the mode that worker gives them (see ``worker_node.spool_link``): they lie in 0700
@@ -18,11 +19,12 @@ import os
 import stat
 from pathlib import Path
 
+from scheduler.node_setup.private_dir import DIR_MODE
+
 log = logging.getLogger(__name__)
 
 #: The scheduler process's umask: what it creates is its account's alone.
 UMASK = 0o077
-DIR_MODE = 0o700
 FILE_MODE = 0o600
 #: Folders of the home not the scheduler's: ``dfarm up``'s workers' work folders.
 NOT_MINE = frozenset({"workers"})
@@ -30,18 +32,6 @@ NOT_MINE = frozenset({"workers"})
 
 class PrivacyError(Exception):
     """A file of the home that others may reach and that this account cannot fix."""
-
-
-def make_private_dir(path: Path) -> Path:
-    """Create ``path`` (and its missing parents) as 0700 folders; returns it."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    for folder in reversed(missing):
-        try:
-            folder.mkdir(mode=DIR_MODE)
-        except FileExistsError:
-            continue
-        os.chmod(folder, DIR_MODE)  # whatever the umask
-    return path
 
 
 def check_home(home: Path) -> list[str]:

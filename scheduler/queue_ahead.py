@@ -24,8 +24,8 @@ import math
 import time
 
 from scheduler.dispatch import Slots
-from scheduler.fairshare import shape_of
 from scheduler.jobs import JobTable
+from scheduler.matching.capacity import shape_of
 from scheduler.store import Job
 
 #: Most jobs queued behind one running job.

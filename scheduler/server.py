@@ -36,8 +36,9 @@ from scheduler.identities import IdentityHandlers
 from scheduler.job_control import JobControlHandlers
 from scheduler.jobs import JobTable
 from scheduler.mail import Mailer
-from scheduler.match_macros import match_spec
-from scheduler.private import check_file, check_home, make_private_dir
+from scheduler.matching.macros import match_spec
+from scheduler.node_setup.private_dir import make_private_dir
+from scheduler.private import check_file, check_home
 from scheduler.probe import ProbeHandlers
 from scheduler.protocol import JobState, Role
 from scheduler.queue_ahead import RunTimes, queue_behind

@@ -44,7 +44,8 @@ from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
 from scheduler.arrivals import ArrivalError, Arrivals, clear_interrupted, remove_uploads
-from scheduler.private import make_private_dir, make_private_tree
+from scheduler.node_setup.private_dir import make_private_dir
+from scheduler.private import make_private_tree
 from scheduler.protocol import (
     INLINE_LIMIT,
     SPOOL_IDENTITY_FILE,

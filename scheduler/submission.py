@@ -9,7 +9,9 @@ from pathlib import Path, PurePosixPath
 
 from scheduler.mail.rules import NOTIFICATIONS, wants_mail
 from scheduler.mail.settings import check_address
-from scheduler.protocol import ARRIVING, JobSpec, RequirementsError, compile_requirements
+from scheduler.matching.requirements import RequirementsError, compile_requirements
+from scheduler.protocol import JobSpec
+from scheduler.transport.ftp import ARRIVING
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

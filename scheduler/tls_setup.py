@@ -10,7 +10,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from scheduler.protocol.tls import fingerprint
+from scheduler.transport.tls import fingerprint
 
 
 class TlsSetupError(Exception):

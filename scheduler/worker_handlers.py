@@ -13,7 +13,7 @@ from scheduler.connection import Connection, RequestError
 from scheduler.dispatch import Slots
 from scheduler.handshake import BY_POOL_SECRET
 from scheduler.job_results import extract_result
-from scheduler.matching import slot_attributes
+from scheduler.matching.attributes import slot_attributes
 from scheduler.protocol import JobState
 from scheduler.queue_ahead import release
 from scheduler.result_hashes import hash_results

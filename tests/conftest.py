@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from control_node.local_cluster import LocalCluster
+from scheduler.config import SchedulerConfig
 
 if TYPE_CHECKING:
     from scheduler.staging import Spool
@@ -83,6 +84,11 @@ class TestCluster(LocalCluster):
         super().__init__(home, workers=0, slots=1)
         self.expected_exits: set[str] = set()
 
+    @property
+    def config(self) -> SchedulerConfig:
+        """Where the scheduler keeps its files in this cluster's home."""
+        return SchedulerConfig(home=self.home)
+
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DFARM_")}
         env["DFARM_HOME"] = str(self.config.home)
@@ -144,12 +150,13 @@ def make_cluster(
         made.append(cluster)
         cluster.config.home.mkdir(parents=True)
         cluster.logs.mkdir()
-        from control_node.local_cluster import local_user_token
+        from control_node.local_cluster import local_accounts
 
-        cluster.token = local_user_token(cluster.config)
+        names = [f"w{i}" for i in range(1, workers + 1)]
+        cluster.token, credentials = local_accounts(cluster.home, names)
         cluster.start_scheduler(*scheduler_args)
-        for i in range(1, workers + 1):
-            cluster.add_worker(f"w{i}", *worker_args, slots=slots)
+        for name in names:
+            cluster.add_worker(name, *worker_args, slots=slots, credential_file=credentials[name])
         if workers:
             cluster.wait_for_workers(workers)
         return cluster

@@ -18,6 +18,7 @@ from conftest import wait_until
 
 from control_node import Client
 from scheduler import protocol as p
+from scheduler.transport.ftp import ARRIVING, ftp_session
 
 with warnings.catch_warnings():  # pyftpdlib imports asyncore, deprecated in 3.11
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -37,7 +38,7 @@ ITEM = p.InputFile(name="data.bin", sha256=SHA, size=len(DATA))
 def uploading(spool: Spool, first: bytes, name: str = "part-0") -> Iterator[socket.socket]:
     """An upload into cluster 5's input folder that has sent ``first`` and goes on
     with what the caller sends; it ends when the block does."""
-    with p.ftp_session(spool.grant_upload(5, HOST)) as ftp:
+    with ftp_session(spool.grant_upload(5, HOST)) as ftp:
         ftp.voidcmd("TYPE I")
         conn = ftp.transfercmd(f"STOR {name}")
         with conn:
@@ -54,7 +55,7 @@ def fetch_in_thread(spool: Spool, cache: InputCache) -> tuple[threading.Thread, 
 
     def fetch() -> None:
         try:
-            with p.ftp_session(spool.grant_job(5, 0, HOST, ttl=60)) as ftp:
+            with ftp_session(spool.grant_job(5, 0, HOST, ttl=60)) as ftp:
                 outcome.append(cache.fetch(ftp, f"input/{SHA}", ITEM))
         except TransferError as exc:
             outcome.append(exc)
@@ -70,7 +71,7 @@ def test_a_worker_reads_an_input_as_its_upload_arrives(spool: Spool, tmp_path: P
     with uploading(spool, DATA[:HALF]) as conn:
         spool.arrivals.name(5, folder, "part-0", SHA, len(DATA))
         # Named by its hash at once, marked as arriving, the upload's name gone.
-        assert sorted(f.name for f in folder.iterdir()) == [SHA, SHA + p.ARRIVING]
+        assert sorted(f.name for f in folder.iterdir()) == [SHA, SHA + ARRIVING]
         assert (folder / SHA).stat().st_size == HALF
         thread, outcome = fetch_in_thread(spool, cache)
         thread.join(0.5)
@@ -79,7 +80,7 @@ def test_a_worker_reads_an_input_as_its_upload_arrives(spool: Spool, tmp_path: P
     thread.join(10)
     assert outcome == [cache.path(SHA)]
     assert cache.path(SHA).read_bytes() == DATA
-    wait_until(lambda: not (folder / (SHA + p.ARRIVING)).exists())
+    wait_until(lambda: not (folder / (SHA + ARRIVING)).exists())
     assert sorted(f.name for f in folder.iterdir()) == [SHA]
 
 
@@ -124,7 +125,7 @@ def test_naming_refuses_what_is_not_an_upload_of_the_input(spool: Spool) -> None
     # One that has them is renamed, with no marker.
     (folder / "part-1").write_bytes(DATA)
     name(5, folder, "part-1", SHA, len(DATA))
-    assert (folder / SHA).read_bytes() == DATA and not (folder / (SHA + p.ARRIVING)).exists()
+    assert (folder / SHA).read_bytes() == DATA and not (folder / (SHA + ARRIVING)).exists()
     # The same content again: the stored copy stays, the upload goes.
     (folder / "part-2").write_bytes(DATA)
     inode = (folder / SHA).stat().st_ino
@@ -137,7 +138,7 @@ def test_a_restart_removes_the_inputs_whose_upload_it_cut(tmp_path: Path) -> Non
     folder = tmp_path / "spool" / "5" / "input"
     folder.mkdir(parents=True)
     (folder / SHA).write_bytes(DATA[:HALF])
-    (folder / (SHA + p.ARRIVING)).touch()
+    (folder / (SHA + ARRIVING)).touch()
     whole = hashlib.sha256(b"whole").hexdigest()
     (folder / whole).write_bytes(b"whole")
     Spool(tmp_path / "spool").stop()
@@ -148,7 +149,7 @@ def test_a_worker_on_the_spool_links_an_input_once_it_has_arrived(tmp_path: Path
     folder = tmp_path / "spool" / "5" / "input"
     folder.mkdir(parents=True)
     (folder / SHA).write_bytes(DATA[:HALF])
-    (folder / (SHA + p.ARRIVING)).touch()
+    (folder / (SHA + ARRIVING)).touch()
     link = SpoolLink(tmp_path / "spool", os.getuid(), os.getgid())
     found: list[dict[str, tuple[Path, int]]] = []
     thread = threading.Thread(target=lambda: found.append(link.inputs(5, [ITEM])))
@@ -157,7 +158,7 @@ def test_a_worker_on_the_spool_links_an_input_once_it_has_arrived(tmp_path: Path
     assert thread.is_alive()
     with open(folder / SHA, "ab") as f:
         f.write(DATA[HALF:])
-    (folder / (SHA + p.ARRIVING)).unlink()
+    (folder / (SHA + ARRIVING)).unlink()
     thread.join(5)
     assert found == [{"data.bin": (folder / SHA, (folder / SHA).stat().st_ino)}]
 
@@ -171,7 +172,7 @@ def test_a_plain_upload_is_never_taken_for_an_arriving_one(spool: Spool) -> None
     cache = InputCache(spool.root.parent / "cache")
     short = f"ended after {HALF} of {len(DATA)} bytes"
     with (
-        p.ftp_session(spool.grant_job(5, 0, HOST, ttl=60)) as ftp,
+        ftp_session(spool.grant_job(5, 0, HOST, ttl=60)) as ftp,
         pytest.raises(TransferError, match=short),
     ):
         cache.fetch(ftp, f"input/{SHA}", ITEM)
@@ -189,7 +190,7 @@ def submit_while_uploading(me: Client, cut: bool) -> int:
     """Queue a job of a new cluster while its input uploads: half the input, then
     the rest (or, if ``cut``, nothing more); returns the cluster."""
     created = me.conn.request(p.NewCluster())
-    with p.ftp_session(created.upload) as ftp:
+    with ftp_session(created.upload) as ftp:
         ftp.voidcmd("TYPE I")
         with ftp.transfercmd("STOR part-0") as conn:
             conn.sendall(DATA[:HALF])
@@ -246,7 +247,7 @@ def test_an_upload_that_ends_while_its_submit_is_checked_counts_as_whole(tmp_pat
     (tmp_path / digest).write_bytes(data)  # the upload has ended: no marker
     spec = p.JobSpec(executable="in", inputs=[p.InputFile(name="in", sha256=digest, size=3000)])
     _check_inputs("job 0", spec, tmp_path, {digest: 1000})  # 1000: read mid-upload
-    marker = tmp_path / (digest + p.ARRIVING)
+    marker = tmp_path / (digest + ARRIVING)
     (tmp_path / digest).write_bytes(data[:1000])
     marker.touch()
     _check_inputs("job 0", spec, tmp_path, {})  # still arriving

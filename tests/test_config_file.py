@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import TestCluster, wait_until, write
 
-from scheduler import config_file
 from scheduler.config_reference import reference
+from scheduler.node_setup import config_file
 
 # pyftpdlib imports asyncore/asynchat, deprecated in Python 3.11: not ours to fix.
 with warnings.catch_warnings():

@@ -236,7 +236,7 @@ def test_fuzz_scheduler_stays_up_and_loses_nothing(
     all_kinds = list(p.MESSAGE_TYPES.values())
     # A worker's own credential (which drains no other worker: only the pool secret,
     # the operator's, does).
-    credential = p.read_secret(worker_credential(cluster.config, "fuzz-worker")).decode()
+    credential = p.read_secret(worker_credential(cluster.home, "fuzz-worker")).decode()
     for role, name, key, kinds in (
         ("control", "mallory", p.user_key(tokens["mallory"]), all_kinds),
         ("worker", "fuzz-worker", p.user_key(credential), all_kinds),

@@ -47,7 +47,7 @@ def test_the_right_key_for_the_role_is_welcome(cluster: TestCluster) -> None:
 
 def test_worker_secret_cannot_act_as_a_user(cluster: TestCluster) -> None:
     pool = p.password_key(p.read_secret(cluster.config.secret_path))
-    credential = p.user_key(p.read_secret(worker_credential(cluster.config, "w1")).decode())
+    credential = p.user_key(p.read_secret(worker_credential(cluster.home, "w1")).decode())
     for name, secret in [
         (n, k) for n in (user_name(cluster), "w1", "") for k in (pool, credential)
     ]:
@@ -164,7 +164,7 @@ def test_failed_handshakes_are_rate_limited_per_address(make_cluster) -> None:  
 
 def test_a_registration_no_worker_sends_is_refused(cluster: TestCluster) -> None:
     """Found by the fuzz suite: a bad entry in ``running`` cost an internal error."""
-    secret = p.user_key(p.read_secret(worker_credential(cluster.config, "odd")).decode())
+    secret = p.user_key(p.read_secret(worker_credential(cluster.home, "odd")).decode())
     metrics = p.WorkerMetrics(
         cores=1, threads=1, memory_total_mb=1, memory_available_mb=1, disk_total_mb=1,
         disk_free_mb=1, load_avg=[0.0, 0.0, 0.0],

@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import TestCluster, write
 
 from scheduler.dispatch import Slots
-from scheduler.match_macros import match_spec
+from scheduler.matching.macros import match_spec
 from scheduler.protocol import JobSpec, WorkerMetrics
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from conftest import TestCluster, wait_until, write
 
 from control_node.local_cluster import worker_credential
-from scheduler import config_file
+from scheduler.node_setup import config_file
 
 
 def dfarm(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -84,7 +84,7 @@ def test_doctor_says_what_to_fix(cluster: TestCluster, tmp_path: Path) -> None:
     assert "[FAIL] 3. authentication: the scheduler refused: authentication failed: wrong " \
            "worker credential" in worker.stdout  # fmt: skip
     assert f"the pool secret in {secret} is not the scheduler's" in worker.stdout
-    w1 = worker_credential(cluster.config, "w1")
+    w1 = worker_credential(cluster.home, "w1")
     credential = dfarm("doctor", "--worker", "--scheduler", f"127.0.0.1:{port}",
                        "--credential-file", w1, env=env)  # fmt: skip
     assert credential.returncode == 0, credential.stdout

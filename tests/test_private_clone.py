@@ -163,7 +163,7 @@ def test_a_root_worker_that_cannot_start_launchers_says_so(tmp_path: Path) -> No
         cluster.wait_for_workers(1)
         dstat = subprocess.run(
             [Path(sys.executable).parent / "dstat", "--json"],
-            env=_environment(DFARM_HOME=str(cluster.config.home)),
+            env=_environment(DFARM_HOME=str(cluster.home)),
             capture_output=True,
             text=True,
             timeout=60,
@@ -173,7 +173,7 @@ def test_a_root_worker_that_cannot_start_launchers_says_so(tmp_path: Path) -> No
         assert state.startswith("slow: ") and "python" in state, state
         table = subprocess.run(
             [Path(sys.executable).parent / "dstat"],
-            env=_environment(DFARM_HOME=str(cluster.config.home)),
+            env=_environment(DFARM_HOME=str(cluster.home)),
             capture_output=True,
             text=True,
             timeout=60,

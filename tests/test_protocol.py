@@ -19,7 +19,6 @@ import scheduler.protocol.explain as ex
 import scheduler.protocol.jobcontrol as jc
 from scheduler.protocol import (
     DEFAULT_MAX_FRAME,
-    FTP_ERRORS,
     MESSAGE_TYPES,
     AccessRecord,
     Auth,
@@ -67,7 +66,6 @@ from scheduler.protocol import (
     decode,
     encode,
     format_job_id,
-    ftp_session,
     make_verifier,
     parse_disk_kb,
     parse_job_id,
@@ -81,6 +79,7 @@ from scheduler.protocol import (
     user_key,
     verify_welcome,
 )
+from scheduler.transport.ftp import FTP_ERRORS, ftp_session
 
 # ----------------------------------------------------------------------------- samples
 

@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.protocol import (
-    Capacity,
-    JobSpec,
-    RequirementsError,
-    compile_requirements,
-    never_reasons,
-    worker_ad,
-)
+from scheduler.matching.capacity import Capacity, never_reasons
+from scheduler.matching.requirements import RequirementsError, compile_requirements, worker_ad
+from scheduler.protocol import JobSpec
 
 AD = worker_ad(name="w1", worker_id=3, cpus=8, memory_mb=16384, gpus=1, disk_kb=10**8,
                hostname="node1.example.org", opsys="Linux", arch="x86_64", load_avg=0.5,

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.protocol import FtpGrant, HashingWriter, InputFile, JobSpec, ftp_session
+from scheduler.protocol import FtpGrant, InputFile, JobSpec
 from scheduler.submission import SubmissionError, check_submission
+from scheduler.transport.ftp import ftp_session
+from scheduler.transport.hashing import HashingWriter
 
 # pyftpdlib imports asyncore/asynchat, deprecated in Python 3.11: not ours to fix.
 with warnings.catch_warnings():

@@ -19,7 +19,7 @@ from conftest import TestCluster, wait_until, write
 
 from control_node.client import Client
 from scheduler import protocol as p
-from scheduler.protocol.tls import client_context, fingerprint
+from scheduler.transport.tls import client_context, fingerprint
 
 
 def cert_fingerprint(cluster: TestCluster) -> str:

@@ -11,14 +11,14 @@ import socket
 import sys
 from pathlib import Path
 
-from scheduler import config_file, logs
+from scheduler.node_setup import config_file, logs
 from scheduler.protocol import (
     HandshakeError,
     ProtocolError,
     default_home,
     parse_memory_mb,
 )
-from scheduler.protocol.tls import normalize_fingerprint
+from scheduler.transport.tls import normalize_fingerprint
 from worker_node.credential import CREDENTIAL_ENV, load_secret, worker_name
 from worker_node.daemon import Worker, WorkerConfig
 from worker_node.drain import drain

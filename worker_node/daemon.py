@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scheduler import protocol as p
-from scheduler.protocol.tls import TlsError, check_pin, client_context
+from scheduler.transport.tls import TlsError, check_pin, client_context
 from worker_node.cgroups import JobCgroups
 from worker_node.disk import DiskWatch
 from worker_node.identity import DEFAULT_RUN_AS, IdentityError, JobAccounts

@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 from scheduler import protocol as p
-from scheduler.protocol.tls import check_pin, client_context
+from scheduler.transport.tls import check_pin, client_context
 
 
 def drain(name: str, home: Path, grace: float | None = None, scheduler: str | None = None) -> None:

@@ -39,14 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from scheduler.protocol import (
-    ARRIVAL_POLL,
-    ARRIVAL_STALL,
-    ARRIVING,
-    SPOOL_IDENTITY_FILE,
-    InputFile,
-    SpoolShare,
-)
+from scheduler.protocol import SPOOL_IDENTITY_FILE, InputFile, SpoolShare
+from scheduler.transport.ftp import ARRIVAL_POLL, ARRIVAL_STALL, ARRIVING
 from worker_node.transfer import TransferError
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from scheduler import protocol as p
-from scheduler.protocol import FtpGrant, HashingWriter, InputFile, retrieve, unpack_bytes
+from scheduler.protocol import FtpGrant, InputFile, unpack_bytes
+from scheduler.transport.ftp import ARRIVAL_POLL, ARRIVAL_STALL, ARRIVING, FTP_ERRORS, retrieve
+from scheduler.transport.ftp import ftp_session as grant_session
+from scheduler.transport.hashing import HashingWriter
 
 BLOCK = 1 << 20
 #: Reading an input still being uploaded: when less than this came in a request,
@@ -38,9 +40,9 @@ class TransferError(Exception):
 def ftp_session(grant: FtpGrant) -> Iterator[ftplib.FTP]:
     """An FTP session for a job's grant; any FTP failure becomes a TransferError."""
     try:
-        with p.ftp_session(grant) as ftp:
+        with grant_session(grant) as ftp:
             yield ftp
-    except p.FTP_ERRORS as exc:
+    except FTP_ERRORS as exc:
         raise TransferError(f"FTP to {grant.host}:{grant.port} failed: {exc}") from None
 
 
@@ -81,7 +83,7 @@ class InputCache:
             with open(tmp, "wb") as out, HashingWriter(out.write) as sink:
                 try:
                     _retrieve_arriving(ftp, remote, sink, wanted)
-                except (TransferError, *p.FTP_ERRORS) as exc:
+                except (TransferError, *FTP_ERRORS) as exc:
                     tmp.unlink(missing_ok=True)
                     raise TransferError(f"cannot fetch input {wanted.name!r}: {exc}") from None
             if sink.digest.hexdigest() != wanted.sha256:
@@ -154,7 +156,7 @@ def _retrieve_arriving(
     got = retrieve(ftp, remote, sink)
     idle_since = time.monotonic()
     while got < wanted.size:
-        arriving = _exists(ftp, remote + p.ARRIVING)
+        arriving = _exists(ftp, remote + ARRIVING)
         more = retrieve(ftp, remote, sink, got)  # after the look: whole if it was gone
         got += more
         if got >= wanted.size:
@@ -164,10 +166,10 @@ def _retrieve_arriving(
         now = time.monotonic()
         if more:
             idle_since = now
-        elif now - idle_since > p.ARRIVAL_STALL:
-            raise TransferError(f"its upload made no progress for {p.ARRIVAL_STALL:.0f} s")
+        elif now - idle_since > ARRIVAL_STALL:
+            raise TransferError(f"its upload made no progress for {ARRIVAL_STALL:.0f} s")
         if more < CATCH_UP:
-            time.sleep(p.ARRIVAL_POLL)  # let a few MiB arrive before the next request
+            time.sleep(ARRIVAL_POLL)  # let a few MiB arrive before the next request
 
 
 def _exists(ftp: ftplib.FTP, remote: str) -> bool:
@@ -182,5 +184,5 @@ def upload(ftp: ftplib.FTP, source: BinaryIO, remote: str) -> None:
     """Upload an open file from its current position."""
     try:
         ftp.storbinary(f"STOR {remote}", source, blocksize=BLOCK)
-    except p.FTP_ERRORS as exc:
+    except FTP_ERRORS as exc:
         raise TransferError(f"cannot upload {remote!r}: {exc}") from None

@@ -13,7 +13,12 @@
     dfarm backup FILE [--home DIR]                     copy the scheduler's database
     dfarm install-service scheduler|worker [--dry-run] systemd unit files
 
-This launcher is the one place that starts every role, so it imports each.
+This launcher is the one place that starts every role, so it imports each. Of the
+scheduler node it imports only the entry points of its commands, each where the
+command is chosen: ``scheduler.__main__.main`` (``dfarm scheduler``),
+``scheduler.admin.main`` (``dfarm user``), ``scheduler.worker_admin.main`` (``dfarm
+worker add|revoke|list``, ``dfarm workers``) and ``scheduler.backup.main`` (``dfarm
+backup``); ``tests/test_module_boundaries.py`` allows these and no other.
 """
 
 from __future__ import annotations

@@ -15,14 +15,15 @@ import os
 import sys
 from pathlib import Path
 
-from scheduler import config_file
+from scheduler.node_setup import config_file
 
 NODES = ("scheduler", "worker")
 USAGE = "usage: dfarm config show [scheduler|worker] [--json] [--config FILE] [OPTIONS]"
 
 
 def node_parser(node: str) -> argparse.ArgumentParser:
-    if node == "scheduler":
+    """The node's own command-line parser: its options are the keys of its file."""
+    if node == "scheduler":  # the entry point's parser, nothing else of the scheduler
         from scheduler.__main__ import build_parser
     else:
         from worker_node.__main__ import build_parser

@@ -18,7 +18,7 @@ from control_node.cli.common import connect
 from control_node.connection import DfarmError
 from control_node.submit import SubmitError, parse_description
 from control_node.submit_file import ProcDescription
-from scheduler import protocol as p
+from scheduler.matching.capacity import Capacity, capacity_of, describe_requests, never_reasons
 
 #: The keys of each job in ``--dry-run --json``, in order.
 KEYS = (
@@ -44,7 +44,7 @@ def dry_run(args: argparse.Namespace) -> int:
         return 0
     try:
         with connect(args) as client:
-            workers: list[p.Capacity] | None = [p.capacity_of(w) for w in client.workers()]
+            workers: list[Capacity] | None = [capacity_of(w) for w in client.workers()]
         unknown = ""
     except DfarmError as exc:
         workers, unknown = None, f"unknown (cannot ask the scheduler: {exc})"
@@ -56,7 +56,7 @@ def dry_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe(proc: ProcDescription, workers: list[p.Capacity] | None, unknown: str) -> str:
+def describe(proc: ProcDescription, workers: list[Capacity] | None, unknown: str) -> str:
     """A job in a few lines: what runs, what is staged, what it needs, where it fits."""
     lines = [f"job {proc.proc}: {' '.join([proc.executable, *proc.arguments])}"]
     base = proc.initialdir
@@ -72,7 +72,7 @@ def describe(proc: ProcDescription, workers: list[p.Capacity] | None, unknown: s
         lines.append(f"  writes: {', '.join(outs)}")
     if proc.transfer_output_files is not None:
         lines.append(f"  outputs: {', '.join(proc.transfer_output_files) or '(none)'}")
-    lines.append(f"  resources: {p.describe_requests(proc)}; priority {proc.priority}")
+    lines.append(f"  resources: {describe_requests(proc)}; priority {proc.priority}")
     if proc.requirements:
         lines.append(f"  requirements: {proc.requirements}")
     if proc.machine:
@@ -80,7 +80,7 @@ def describe(proc: ProcDescription, workers: list[p.Capacity] | None, unknown: s
     if workers is None:
         lines.append(f"  matching workers: {unknown}")
     else:
-        matching, reasons = p.never_reasons(proc, workers)
+        matching, reasons = never_reasons(proc, workers)
         shown = ", ".join(matching) if matching else "none: " + "; ".join(reasons)
         lines.append(f"  matching workers: {shown}")
     return "\n".join(lines)

@@ -27,6 +27,7 @@ from control_node.upload import Digests, Stored
 from scheduler import protocol as p
 from scheduler.connection import RequestError
 from scheduler.submission import safe_name
+from scheduler.transport.hashing import HashingReader
 from scheduler.web.session import WebUser, csrf_ok
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ def _store_large(s: Scheduler, cluster: int, paths: list[str]) -> Stored:
     for number, path in enumerate(paths):
         part = directory / f"part-{number}"  # hashed while copied, then renamed to its hash
         with open(path, "rb") as f, open(part, "wb") as out:
-            reader = p.HashingReader(f)
+            reader = HashingReader(f)
             shutil.copyfileobj(reader, out, 1 << 20)
         sha = reader.digest.hexdigest()
         os.replace(part, directory / sha)

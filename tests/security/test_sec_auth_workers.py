@@ -25,7 +25,7 @@ def handshake(port: int, role: str, name: str, key: bytes) -> p.Message:
 
 
 def credential_key(cluster: TestCluster, name: str) -> bytes:
-    return p.user_key(p.read_secret(worker_credential(cluster.config, name)).decode())
+    return p.user_key(p.read_secret(worker_credential(cluster.home, name)).decode())
 
 
 def dstat(cluster: TestCluster) -> dict[str, dict]:
@@ -41,7 +41,7 @@ def test_a_worker_credential_opens_its_own_name_only(cluster: TestCluster) -> No
         assert isinstance(reply, p.Error) and reply.code == "auth", (role, name, reply)
     # The daemon refuses to run under another name than its credential's.
     process = cluster.add_worker(
-        "w3", credential_file=worker_credential(cluster.config, "w1"), slots=1
+        "w3", credential_file=worker_credential(cluster.home, "w1"), slots=1
     )
     cluster.expected_exits.add("w3")
     assert process.wait(30) == 2

@@ -67,7 +67,7 @@ def start_cluster(tmp_path: Path) -> Iterator[Callable[..., TestCluster]]:
         made.append(cluster)
         cluster.logs = tmp_path / f"logs{len(made)}"
         cluster.logs.mkdir()
-        cluster.token = local_user_token(cluster.config)
+        cluster.token = local_user_token(cluster.home)
         cluster.start_scheduler(*scheduler_args)
         for name, args in workers.items():
             cluster.add_worker(name, *args)

@@ -72,7 +72,7 @@ class Target:
         home = cluster.config.home
         home.mkdir(parents=True)
         self.cluster.logs.mkdir()
-        self.cluster.token = local_user_token(self.cluster.config)
+        self.cluster.token = local_user_token(self.cluster.home)
         self.cluster.start_scheduler(
             *("--allow-pool-secret", "--auth-failure-limit", "1000000", "--handshake-timeout", "5"),
             # each reconnection reserves a cluster, which counts at its upload budget

@@ -18,6 +18,7 @@ from conftest import wait_until, write
 
 from control_node.connection import Connection, Endpoint, RequestFailed
 from scheduler import protocol as p
+from scheduler.transport.ftp import ftp_session
 
 KIB = 1024
 
@@ -29,7 +30,7 @@ def attacker(cluster, token: str | None = None) -> Connection:  # noqa: ANN001
 def upload(grant: p.FtpGrant, name: str, size: int, folder: str = "") -> str:
     """Store ``size`` bytes as ``name``; the server's reply (an error's text if refused)."""
     try:
-        with p.ftp_session(grant, timeout=30) as ftp:
+        with ftp_session(grant, timeout=30) as ftp:
             if folder:
                 ftp.cwd(folder)
             try:
@@ -84,7 +85,7 @@ def test_parallel_uploads_share_their_grants_budget(make_cluster) -> None:  # no
         grant = conn.request(p.NewCluster()).upload
         # Four sessions of one grant, each sending 600 KiB at once: the budget is one.
         with contextlib.ExitStack() as stack:
-            sessions = [stack.enter_context(p.ftp_session(grant)) for _ in range(4)]
+            sessions = [stack.enter_context(ftp_session(grant)) for _ in range(4)]
             channels = []
             for number, ftp in enumerate(sessions):
                 ftp.voidcmd("TYPE I")

@@ -14,6 +14,7 @@ from conftest import COMMAND_TIMEOUT, wait_until, write
 
 from control_node.connection import Connection, Endpoint
 from scheduler import protocol as p
+from scheduler.transport.ftp import ftp_session
 
 MIB = 1 << 20
 
@@ -35,7 +36,7 @@ def test_an_upload_cut_by_sigkill_is_removed_at_the_restart(make_cluster) -> Non
     with Connection(Endpoint("127.0.0.1", cluster.access.port, cluster.token)) as conn:
         created = conn.request(p.NewCluster())
         partial = spool / str(created.cluster) / "input" / "part-0"
-        with p.ftp_session(created.upload) as ftp:
+        with ftp_session(created.upload) as ftp:
             ftp.voidcmd("TYPE I")
             data = ftp.transfercmd("STOR part-0")
             block = os.urandom(MIB)

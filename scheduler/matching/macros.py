@@ -13,15 +13,18 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from scheduler.dispatch import Slots
-from scheduler.protocol import JobSpec, WorkerMetrics, normal_arch
+from scheduler.matching.attributes import WorkerSlots
+from scheduler.matching.requirements import normal_arch
+from scheduler.protocol import JobSpec, WorkerMetrics
 
 __all__ = ["match_spec", "worker_attributes"]
 
 _REF = re.compile(r"\$\$\(([A-Za-z_][A-Za-z0-9_]*)(?::([^()]*))?\)")
 
 
-def worker_attributes(spec: JobSpec, slots: Slots, metrics: WorkerMetrics | None) -> dict[str, str]:
+def worker_attributes(
+    spec: JobSpec, slots: WorkerSlots, metrics: WorkerMetrics | None
+) -> dict[str, str]:
     """The values of ``$$(NAME)`` for ``spec`` running on this worker."""
     return {
         "machine": (metrics.hostname if metrics else "") or slots.name,
@@ -38,7 +41,7 @@ def worker_attributes(spec: JobSpec, slots: Slots, metrics: WorkerMetrics | None
     }
 
 
-def match_spec(spec: JobSpec, slots: Slots, metrics: WorkerMetrics | None) -> JobSpec:
+def match_spec(spec: JobSpec, slots: WorkerSlots, metrics: WorkerMetrics | None) -> JobSpec:
     """``spec`` with every ``$$(NAME)`` substituted for this worker (itself if none)."""
     texts = [*spec.arguments, *spec.environment.values()]
     if not any("$$(" in text for text in texts):

@@ -13,7 +13,7 @@ import ftplib
 from collections.abc import Callable, Iterator
 
 from scheduler.protocol.records import FtpGrant
-from scheduler.protocol.tls import check_pin, client_context
+from scheduler.transport.tls import check_pin, client_context
 
 __all__ = ["ARRIVAL_POLL", "ARRIVAL_STALL", "ARRIVING", "FTP_ERRORS", "ftp_session", "retrieve"]
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from scheduler.protocol.records import WorkerInfo, WorkerMetrics
-from scheduler.protocol.requirements import (
+from scheduler.matching.requirements import (
     RequirementsError,
     Value,
     compile_requirements,
     worker_ad,
 )
+from scheduler.protocol.records import WorkerInfo, WorkerMetrics
 
 __all__ = [
     "Capacity",
@@ -26,6 +26,8 @@ __all__ = [
     "format_mb",
     "machine_ad",
     "never_reasons",
+    "Shape",
+    "shape_of",
 ]
 
 
@@ -44,6 +46,22 @@ class Requests(Protocol):
     def requirements(self) -> str | None: ...
     @property
     def machine(self) -> str | None: ...
+
+
+#: What decides where a job fits (see :func:`shape_of`).
+Shape = tuple[int, int | None, int | None, int, str | None, str | None]
+
+
+def shape_of(s: Requests) -> Shape:
+    """What decides where a job fits; jobs with one shape fit the same slots."""
+    return (
+        s.request_cpus,
+        s.request_memory,
+        s.request_disk,
+        s.request_gpus,
+        s.requirements,
+        s.machine,
+    )
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,45 @@
-"""The scheduler's side of matchmaking: worker attributes and what workers offer."""
+"""What connected workers offer: their attributes as ``requirements`` see them, and
+the jobs of a submission no connected worker could ever run."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
-from scheduler.dispatch import Slots
-from scheduler.fairshare import Shape, shape_of
-from scheduler.protocol import Capacity, JobSpec, Value, WorkerMetrics, machine_ad, never_reasons
+from scheduler.matching.capacity import Capacity, Shape, machine_ad, never_reasons, shape_of
+from scheduler.matching.requirements import Value
+from scheduler.protocol import JobSpec, WorkerMetrics
+
+__all__ = ["WorkerSlots", "capacities", "impossible_warnings", "slot_attributes"]
 
 
-def slot_attributes(slots: Slots, metrics: WorkerMetrics | None) -> dict[str, Value]:
+class WorkerSlots(Protocol):
+    """What matching reads of a connected worker (the scheduler's ``Slots``)."""
+
+    @property
+    def worker_id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def cpus(self) -> int: ...
+    @property
+    def memory_mb(self) -> int: ...
+    @property
+    def gpus(self) -> int: ...
+    @property
+    def disk_free_mb(self) -> int: ...
+    @property
+    def draining(self) -> bool: ...
+    @property
+    def attributes(self) -> dict[str, Value]: ...
+
+
+def slot_attributes(slots: WorkerSlots, metrics: WorkerMetrics | None) -> dict[str, Value]:
     """The attributes ``requirements`` see on this worker."""
     return machine_ad(slots.name, slots.worker_id, slots.cpus, slots.memory_mb, slots.gpus, metrics)
 
 
-def capacities(workers: Iterable[Slots]) -> list[Capacity]:
+def capacities(workers: Iterable[WorkerSlots]) -> list[Capacity]:
     """What each connected worker offers when empty."""
     return [
         Capacity(
