@@ -13,7 +13,6 @@ from scheduler.handshake import BY_POOL_SECRET
 from scheduler.leaving import job_leaves
 from scheduler.protocol import JobState
 from scheduler.state import SchedulerState
-from scheduler.worker_handlers import registered
 
 log = logging.getLogger("scheduler.server")
 
@@ -37,7 +36,7 @@ def on_drain_worker(state: SchedulerState, conn: Link, msg: p.DrainWorker) -> p.
 
 
 def on_draining(state: SchedulerState, conn: Link, msg: p.Draining) -> p.Message:
-    worker = registered(state, conn)
+    worker = state.workers.registered(conn)
     worker.slots.draining = True
     requeued = []
     with state.store.transaction():

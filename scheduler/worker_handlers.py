@@ -142,7 +142,7 @@ def _adopt(
 
 
 def on_heartbeat(state: SchedulerState, conn: Link, msg: p.Heartbeat) -> None:
-    worker = registered(state, conn)
+    worker = state.workers.registered(conn)
     worker.metrics, worker.last_heartbeat = msg.metrics, state.clock()
     # A job's grant lasts while its worker is heard from, however long the job runs.
     users = [grant.user for grant in worker.grants.values()]
@@ -185,7 +185,7 @@ def _hold_finished(
 
 
 def on_job_finished(state: SchedulerState, conn: Link, msg: p.JobFinished) -> p.Message | None:
-    worker = registered(state, conn)
+    worker = state.workers.registered(conn)
     job = _current(worker, msg)
     if job is None:
         if msg.spooled:
@@ -327,11 +327,3 @@ def _retry(state: SchedulerState, job: Job, msg: p.JobFinished) -> str:
         f"exit code {msg.exit_code}" if msg.exit_signal is None else f"signal {msg.exit_signal}"
     )
     return f"{status}: retry {done + 1} of {job.spec.max_retries}"
-
-
-def registered(state: SchedulerState, conn: Link) -> WorkerState:
-    """The worker ``conn`` registered; a worker that did not is refused."""
-    worker = state.workers.of_link(conn)
-    if worker is None:
-        raise RequestError("register first")
-    return worker

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from scheduler import protocol as p
 from scheduler.callers import Link
+from scheduler.connection import RequestError
 from scheduler.dispatch import Slots
 from scheduler.store import Job
 
@@ -83,6 +84,13 @@ class WorkerRegistry:
     def of_link(self, link: object) -> WorkerState | None:
         """The registered worker that ``link`` connects, if any."""
         return self._by_link.get(id(link))
+
+    def registered(self, link: object) -> WorkerState:
+        """The worker ``link`` registered; a worker that did not is refused."""
+        worker = self.of_link(link)
+        if worker is None:
+            raise RequestError("register first")
+        return worker
 
     def named(self, name: str) -> WorkerState | None:
         return next((w for w in self._by_id.values() if w.name == name), None)

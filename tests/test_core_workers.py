@@ -16,12 +16,15 @@ from core_fakes import (
     register,
     runs,
     submit,
+    user,
 )
 
 from scheduler import protocol as p
 from scheduler.connection import RequestError
+from scheduler.control_handlers import on_await_clusters, on_subscribe
 from scheduler.departures import connection_closed
 from scheduler.housekeeping import housekeeping
+from scheduler.job_control import on_tail_job
 from scheduler.protocol import JobState
 from scheduler.starting import schedule_once
 from scheduler.state import SchedulerState
@@ -147,3 +150,34 @@ def test_a_draining_worker_gives_back_its_jobs(state: SchedulerState) -> None:
     link.sent.clear()
     schedule_once(state)
     assert list(runs(link)) == []  # a draining worker takes no new job
+
+
+def test_an_output_request_to_a_lost_worker_is_answered(state: SchedulerState) -> None:
+    link = register(state, "w1")
+    [job] = submit(state, "ann", 1)
+    schedule_once(state)
+    ann = user("ann")
+    tail = p.TailJob(id=7, job_id=job.id, stream="stdout", offset=0, limit=100)
+    assert on_tail_job(state, ann, tail) is None  # asked of the worker
+    [read] = link.of(p.ReadOutput)
+    assert read.job_id == job.id
+    connection_closed(state, link)
+    [error] = ann.of(p.Error)
+    assert (error.id, error.code) == (7, "gone") and not state.tails
+
+
+def test_watchers_hear_of_their_clusters_jobs(state: SchedulerState) -> None:
+    link = register(state, "w1")
+    [job] = submit(state, "ann", 1)
+    ann, bob = user("ann"), user("bob")
+    for caller in (ann, bob):
+        on_subscribe(state, caller, p.Subscribe(clusters=[job.cluster]))
+    on_await_clusters(state, ann, p.AwaitClusters(clusters=[job.cluster]))
+    schedule_once(state)
+    on_job_finished(state, link, p.JobFinished(job_id=job.id, attempt=1, exit_code=0))
+    states = [m.job.state for m in ann.of(p.JobUpdate)]
+    assert states == ["running", "completed"]
+    assert [m.cluster for m in ann.of(p.ClusterDone)] == [job.cluster]
+    assert bob.of(p.JobUpdate) == []  # another user's job: not told
+    connection_closed(state, ann)
+    assert all(ann not in subs for subs in state.subscribers.values())
