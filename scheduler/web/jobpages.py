@@ -53,9 +53,7 @@ def job_details(s: Any, user: WebUser, job_id: str) -> dict[str, Any]:
     events = s.store.events(job.cluster, job.proc)
     # A finished run's wall time, else the time run so far (a running job, or one
     # held, evicted or retried after it ran).
-    run_time = (
-        info.wall_time if info.wall_time is not None else run_time_so_far(events, s.clock())
-    )
+    run_time = info.wall_time if info.wall_time is not None else run_time_so_far(events, s.clock())
     waiting = info.state in (p.JobState.IDLE.value, p.JobState.HELD.value)
     analysis = views.analyses(s, user, [job.id]).get(job.id) if waiting else None
     return {
