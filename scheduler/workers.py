@@ -52,7 +52,8 @@ class WorkerRegistry:
 
     def __init__(self) -> None:
         self._by_id: dict[int, WorkerState] = {}
-        self._by_link: dict[int, WorkerState] = {}
+        #: By link: a link is hashed by identity (a connection is equal only to itself).
+        self._by_link: dict[object, WorkerState] = {}
         self._of_job: dict[str, WorkerState] = {}
 
     def __len__(self) -> int:
@@ -66,14 +67,14 @@ class WorkerRegistry:
 
     def add(self, worker: WorkerState) -> None:
         self._by_id[worker.id] = worker
-        self._by_link[id(worker.link)] = worker
+        self._by_link[worker.link] = worker
 
     def remove(self, worker: WorkerState) -> None:
         """Forget a worker and the index entries of its jobs (it keeps its own)."""
         if self._by_id.get(worker.id) is worker:
             del self._by_id[worker.id]
-        if self._by_link.get(id(worker.link)) is worker:
-            del self._by_link[id(worker.link)]
+        if self._by_link.get(worker.link) is worker:
+            del self._by_link[worker.link]
         for job_id in worker.running:
             if self._of_job.get(job_id) is worker:
                 del self._of_job[job_id]
@@ -83,7 +84,7 @@ class WorkerRegistry:
 
     def of_link(self, link: object) -> WorkerState | None:
         """The registered worker that ``link`` connects, if any."""
-        return self._by_link.get(id(link))
+        return self._by_link.get(link)
 
     def registered(self, link: object) -> WorkerState:
         """The worker ``link`` registered; a worker that did not is refused."""
