@@ -11,14 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Protocol
 
+from scheduler.callers import Caller
 from scheduler.protocol import JobInfo
-
-
-class Caller(Protocol):
-    """What authorization needs to know of a connected user."""
-
-    name: str
-    admin: bool
 
 
 class Owned(Protocol):

@@ -8,9 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from scheduler import protocol as p
-from scheduler.dispatch import Slots
 from scheduler.protocol import Role
-from scheduler.store import Job
 
 
 class RequestError(Exception):
@@ -45,15 +43,7 @@ class Connection:
     stored_key: bytes = b""
     #: Closed because its credential was revoked: its jobs are requeued at once.
     revoked: bool = False
-    #: For workers, once registered.
-    slots: Slots | None = None
-    metrics: p.WorkerMetrics | None = None
-    running: dict[str, Job] = field(default_factory=dict)
-    grants: dict[str, p.FtpGrant] = field(default_factory=dict)
-    #: Hashes of small inputs already sent inline to this worker (it caches them).
-    sent_inputs: set[str] = field(default_factory=set)
     connected_since: float = field(default_factory=time.time)
-    last_heartbeat: float = field(default_factory=time.time)
 
     #: Frames waiting for the end of this turn of the event loop.
     outbox: list[bytes] = field(default_factory=list)
@@ -71,6 +61,10 @@ class Connection:
     def address(self) -> str:
         """The peer's host, without its port."""
         return self.peer.rpartition(":")[0]
+
+    def close(self) -> None:
+        """Close the connection; its task then ends and the peer is forgotten."""
+        self.writer.close()
 
     def send(self, message: p.Message, urgent: bool = True) -> None:
         """Queue a frame; it leaves at the end of the loop's turn, after the commit.

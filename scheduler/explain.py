@@ -3,18 +3,20 @@ not running, and the queue's counts."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from scheduler import protocol as p
 from scheduler.authz import may_control
-from scheduler.connection import Connection, RequestError
+from scheduler.callers import Caller
+from scheduler.connection import RequestError
 from scheduler.dispatch import Slots
 from scheduler.fairshare import UserShare
 from scheduler.matching.attributes import capacities
 from scheduler.matching.capacity import Capacity, never_reasons
 from scheduler.protocol import JobState
+from scheduler.state import SchedulerState
 from scheduler.store import Job
 
 #: Finished runs whose mean run time estimates the wait.
@@ -35,147 +37,147 @@ class _Pool:
     running: dict[str, list[float]]
 
 
-class ExplainHandlers:
-    """Handlers of ``dfarm users``, ``dq -analyze`` and ``dq --summary``; mixed into
-    :class:`scheduler.server.Scheduler`."""
-
-    def on_query_users(self, conn: Connection, msg: p.QueryUsers) -> p.Message:
-        queue, now = self.jobs.queue, time.time()
-        rank = {share.name: i for i, share in enumerate(queue.ranked(now), start=1)}
-        usage = {name: queue.effective_usage(name, now) for name in queue.users}
-        total = sum(usage.values())
-        users = [
-            p.UserUsage(
-                user=share.name,
-                effective_usage=round(usage[share.name], 3),
-                share=round(usage[share.name] / total, 4) if total > 0 else 0.0,
-                idle=share.idle,
-                running=share.running,
-                running_cpus=share.running_cpus,
-                rank=rank.get(share.name, 0),
-            )
-            for share in sorted(queue.users.values(), key=lambda s: (usage[s.name], s.name))
-            if share.idle or share.running or usage[share.name] >= 0.001
-        ]
-        return p.UserList(users=users, halflife=queue.halflife)
-
-    def on_query_counts(self, conn: Connection, msg: p.QueryCounts) -> p.Message:
-        counts = Counter(
-            job.state.value
-            for job in self.jobs.active.values()
-            if msg.all_users or job.owner == conn.name
+def on_query_users(state: SchedulerState, conn: Caller, msg: p.QueryUsers) -> p.Message:
+    queue, now = state.jobs.queue, state.clock()
+    rank = {share.name: i for i, share in enumerate(queue.ranked(now), start=1)}
+    usage = {name: queue.effective_usage(name, now) for name in queue.users}
+    total = sum(usage.values())
+    users = [
+        p.UserUsage(
+            user=share.name,
+            effective_usage=round(usage[share.name], 3),
+            share=round(usage[share.name] / total, 4) if total > 0 else 0.0,
+            idle=share.idle,
+            running=share.running,
+            running_cpus=share.running_cpus,
+            rank=rank.get(share.name, 0),
         )
-        return p.JobCounts(counts={s.value: counts.get(s.value, 0) for s in JobState})
+        for share in sorted(queue.users.values(), key=lambda s: (usage[s.name], s.name))
+        if share.idle or share.running or usage[share.name] >= 0.001
+    ]
+    return p.UserList(users=users, halflife=queue.halflife)
 
-    def on_analyze_jobs(self, conn: Connection, msg: p.AnalyzeJobs) -> p.Message:
-        jobs: list[Job] = []
-        for text in msg.ids:
-            try:
-                cluster, proc = p.parse_job_id(text)
-            except ValueError as exc:
-                raise RequestError(str(exc), "invalid") from None
-            if proc is None:
-                found = [j for k, j in self.jobs.active.items() if k[0] == cluster]
-            else:
-                job = self.jobs.active.get((cluster, proc))
-                found = [job] if job is not None else []
-            found = [j for j in found if may_control(conn, j)]
-            if not found:
-                raise RequestError(f"no job of yours in the queue matches {text}", "not_found")
-            jobs += sorted(found, key=lambda j: j.proc)[:100]
-        now, slots = time.time(), self._slots()
-        running: dict[str, list[float]] = {}
-        for job in self.jobs.active.values():
-            if job.state is JobState.RUNNING and job.worker and job.start_time is not None:
-                running.setdefault(job.worker, []).append(max(0.0, now - job.start_time))
-        pool = _Pool(now, slots, capacities(slots), self.jobs.queue.ranked(now),
-                     self._mean_run_time(), running)  # fmt: skip
-        return p.JobAnalyses(jobs=[self._analyze(job, pool) for job in jobs[:100]])
 
-    def _analyze(self, job: Job, pool: _Pool) -> p.JobAnalysis:
-        now, slots = pool.now, pool.slots
-        usage = self.jobs.queue.effective_usage(job.owner, now)
-        common = dict(id=job.id, state=job.state.value, owner=job.owner, owner_usage=usage)
-        if job.state is JobState.RUNNING:
-            return p.JobAnalysis(
-                **common, summary=f"Job {job.id} is running on worker {job.worker}."
-            )
-        if job.state is JobState.HELD:
-            return p.JobAnalysis(
-                **common,
-                summary=f"Job {job.id} is held: {job.hold_reason}. 'drelease {job.id}'"
-                " puts it back in the queue.",
-            )
-        matching, reasons = never_reasons(job.spec, pool.capacities)
-        names = set(matching)
-        free = sum(1 for s in slots if s.name in names and s.fits(job))
-        queue = self.jobs.queue
-        ahead_others = 0
-        for share in pool.ranked:
-            if share.name == job.owner:
-                break
-            ahead_others += share.idle
-        mine = (-job.spec.priority, job.cluster, job.proc)
-        ahead_own = sum(
-            1 for j in queue.jobs_of(job.owner) if (-j.spec.priority, j.cluster, j.proc) < mine
-        )
-        position = ahead_others + ahead_own + 1
-        numbers = dict(
-            reasons=reasons,
-            workers_connected=len(slots),
-            workers_matching=len(matching),
-            workers_free=free,
-            ahead_other_users=ahead_others,
-            ahead_own=ahead_own,
-            position=position,
-        )
-        if reasons:
-            text = (
-                f"Job {job.id} cannot run on any connected worker: {'; '.join(reasons)}."
-                f" It stays idle until such a worker connects."
-            )
-            return p.JobAnalysis(**common, **numbers, summary=text)
-        mean = pool.mean_run_time
-        lanes = sum(max(1, min(s.slots, s.cpus // max(1, job.spec.request_cpus))) for s in slots
-                    if s.name in names)  # fmt: skip
-        elapsed = [t for name in names for t in pool.running.get(name, [])]
-        estimate = _estimate(now, mean, position, free, lanes, elapsed)
-        words = [
-            f"Job {job.id} is idle. {len(matching)} of {len(slots)} connected worker(s)"
-            f" could run it; {free} of them ha{'s' if free == 1 else 've'} room for it now.",
-            f"Ahead of it: {ahead_others} job(s) of users with less usage"
-            f" and {ahead_own} of your own (position {position} in the queue;"
-            f" your usage is {usage:.0f} cpu-seconds).",
-        ]
-        if estimate is not None and mean is not None:
-            words.append(
-                f"From the mean run time of recent jobs ({mean:.1f} s) and how long the"
-                f" running ones have run, it should start in about"
-                f" {max(0.0, estimate - now):.0f} s."
-            )
-        elif mean is not None:
-            words.append(
-                f"The jobs running now have run longer ({max(elapsed):.0f} s) than the mean"
-                f" of recent jobs ({mean:.1f} s), so there is no estimate of when it starts."
-            )
+def on_query_counts(state: SchedulerState, conn: Caller, msg: p.QueryCounts) -> p.Message:
+    counts = Counter(
+        job.state.value
+        for job in state.jobs.active.values()
+        if msg.all_users or job.owner == conn.name
+    )
+    return p.JobCounts(counts={s.value: counts.get(s.value, 0) for s in JobState})
+
+
+def on_analyze_jobs(state: SchedulerState, conn: Caller, msg: p.AnalyzeJobs) -> p.Message:
+    jobs: list[Job] = []
+    for text in msg.ids:
+        try:
+            cluster, proc = p.parse_job_id(text)
+        except ValueError as exc:
+            raise RequestError(str(exc), "invalid") from None
+        if proc is None:
+            found = [j for k, j in state.jobs.active.items() if k[0] == cluster]
         else:
-            words.append("No job has finished yet, so there is no estimate of when it starts.")
+            job = state.jobs.active.get((cluster, proc))
+            found = [job] if job is not None else []
+        found = [j for j in found if may_control(conn, j)]
+        if not found:
+            raise RequestError(f"no job of yours in the queue matches {text}", "not_found")
+        jobs += sorted(found, key=lambda j: j.proc)[:100]
+    now, slots = state.clock(), state.workers.slots()
+    running: dict[str, list[float]] = {}
+    for job in state.jobs.active.values():
+        if job.state is JobState.RUNNING and job.worker and job.start_time is not None:
+            running.setdefault(job.worker, []).append(max(0.0, now - job.start_time))
+    pool = _Pool(now, slots, capacities(slots), state.jobs.queue.ranked(now),
+                 _mean_run_time(state), running)  # fmt: skip
+    return p.JobAnalyses(jobs=[_analyze(state, job, pool) for job in jobs[:100]])
+
+
+def _analyze(state: SchedulerState, job: Job, pool: _Pool) -> p.JobAnalysis:
+    now, slots = pool.now, pool.slots
+    usage = state.jobs.queue.effective_usage(job.owner, now)
+    common: dict[str, Any] = dict(
+        id=job.id, state=job.state.value, owner=job.owner, owner_usage=usage
+    )
+    if job.state is JobState.RUNNING:
+        return p.JobAnalysis(**common, summary=f"Job {job.id} is running on worker {job.worker}.")
+    if job.state is JobState.HELD:
         return p.JobAnalysis(
             **common,
-            **numbers,
-            summary=" ".join(words),
-            estimated_start=estimate,
-            mean_run_time=mean,
+            summary=f"Job {job.id} is held: {job.hold_reason}. 'drelease {job.id}'"
+            " puts it back in the queue.",
         )
+    matching, reasons = never_reasons(job.spec, pool.capacities)
+    names = set(matching)
+    free = sum(1 for s in slots if s.name in names and s.fits(job))
+    queue = state.jobs.queue
+    ahead_others = 0
+    for share in pool.ranked:
+        if share.name == job.owner:
+            break
+        ahead_others += share.idle
+    mine = (-job.spec.priority, job.cluster, job.proc)
+    ahead_own = sum(
+        1 for j in queue.jobs_of(job.owner) if (-j.spec.priority, j.cluster, j.proc) < mine
+    )
+    position = ahead_others + ahead_own + 1
+    numbers: dict[str, Any] = dict(
+        reasons=reasons,
+        workers_connected=len(slots),
+        workers_matching=len(matching),
+        workers_free=free,
+        ahead_other_users=ahead_others,
+        ahead_own=ahead_own,
+        position=position,
+    )
+    if reasons:
+        text = (
+            f"Job {job.id} cannot run on any connected worker: {'; '.join(reasons)}."
+            f" It stays idle until such a worker connects."
+        )
+        return p.JobAnalysis(**common, **numbers, summary=text)
+    mean = pool.mean_run_time
+    lanes = sum(max(1, min(s.slots, s.cpus // max(1, job.spec.request_cpus))) for s in slots
+                if s.name in names)  # fmt: skip
+    elapsed = [t for name in names for t in pool.running.get(name, [])]
+    estimate = _estimate(now, mean, position, free, lanes, elapsed)
+    words = [
+        f"Job {job.id} is idle. {len(matching)} of {len(slots)} connected worker(s)"
+        f" could run it; {free} of them ha{'s' if free == 1 else 've'} room for it now.",
+        f"Ahead of it: {ahead_others} job(s) of users with less usage"
+        f" and {ahead_own} of your own (position {position} in the queue;"
+        f" your usage is {usage:.0f} cpu-seconds).",
+    ]
+    if estimate is not None and mean is not None:
+        words.append(
+            f"From the mean run time of recent jobs ({mean:.1f} s) and how long the"
+            f" running ones have run, it should start in about"
+            f" {max(0.0, estimate - now):.0f} s."
+        )
+    elif mean is not None:
+        words.append(
+            f"The jobs running now have run longer ({max(elapsed):.0f} s) than the mean"
+            f" of recent jobs ({mean:.1f} s), so there is no estimate of when it starts."
+        )
+    else:
+        words.append("No job has finished yet, so there is no estimate of when it starts.")
+    return p.JobAnalysis(
+        **common,
+        **numbers,
+        summary=" ".join(words),
+        estimated_start=estimate,
+        mean_run_time=mean,
+    )
 
-    def _mean_run_time(self) -> float | None:
-        rows = self.store.query(
-            "SELECT AVG(wall_time) AS mean FROM (SELECT wall_time FROM jobs"
-            " WHERE state=? AND wall_time IS NOT NULL ORDER BY end_time DESC LIMIT ?)",
-            (JobState.COMPLETED.value, _RECENT_RUNS),
-        )
-        mean = rows[0]["mean"] if rows else None
-        return None if mean is None else float(mean)
+
+def _mean_run_time(state: SchedulerState) -> float | None:
+    rows = state.store.query(
+        "SELECT AVG(wall_time) AS mean FROM (SELECT wall_time FROM jobs"
+        " WHERE state=? AND wall_time IS NOT NULL ORDER BY end_time DESC LIMIT ?)",
+        (JobState.COMPLETED.value, _RECENT_RUNS),
+    )
+    mean = rows[0]["mean"] if rows else None
+    return None if mean is None else float(mean)
 
 
 def _estimate(

@@ -10,60 +10,55 @@ from __future__ import annotations
 
 import hmac
 import logging
-import time
 
 from scheduler.handshake import BY_POOL_SECRET
 from scheduler.protocol import JobState, Role
+from scheduler.state import SchedulerState
 
 log = logging.getLogger("scheduler.server")
 
 
-class IdentityHandlers:
-    """Mixed into :class:`scheduler.server.Scheduler`."""
+def check_identities(state: SchedulerState) -> None:
+    """Close connections whose identity was removed or given a new secret, and
+    remove the queued jobs of users who no longer exist."""
+    keys = state.store.stored_keys()
+    users = frozenset(name for role, name in keys if role == Role.CONTROL.value)
+    # A user added and removed between two checks is seen by their connections.
+    changed = users != state.known_users
+    for conn in list(state.peers.values()):
+        if conn.role is None or conn.auth == BY_POOL_SECRET or conn.writer.is_closing():
+            continue
+        current = keys.get((conn.role.value, conn.name))
+        if current is not None and hmac.compare_digest(current, conn.stored_key):
+            continue
+        if conn.role is Role.WORKER:
+            change = "'s credential was " + ("revoked" if current is None else "replaced")
+        else:
+            change = " was removed" if current is None else " has a new token"
+        what = "worker" if conn.role is Role.WORKER else "user"
+        log.warning("%s %s%s: closing its connection from %s", what, conn.name, change,
+                    conn.peer)  # fmt: skip
+        conn.revoked = conn.role is Role.WORKER
+        conn.writer.close()
+        changed = changed or current is None
+    if changed:
+        state.known_users = users
+        _remove_queued_of_gone(state, users)
 
-    #: The user names seen at the last check (None: not checked yet).
-    _known_users: frozenset[str] | None = None
 
-    def check_identities(self) -> None:
-        """Close connections whose identity was removed or given a new secret, and
-        remove the queued jobs of users who no longer exist."""
-        keys = self.store.stored_keys()
-        users = frozenset(name for role, name in keys if role == Role.CONTROL.value)
-        # A user added and removed between two checks is seen by their connections.
-        changed = users != self._known_users
-        for conn in list(self._peers.values()):
-            if conn.role is None or conn.auth == BY_POOL_SECRET or conn.writer.is_closing():
-                continue
-            current = keys.get((conn.role.value, conn.name))
-            if current is not None and hmac.compare_digest(current, conn.stored_key):
-                continue
-            if conn.role is Role.WORKER:
-                change = "'s credential was " + ("revoked" if current is None else "replaced")
-            else:
-                change = " was removed" if current is None else " has a new token"
-            what = "worker" if conn.role is Role.WORKER else "user"
-            log.warning("%s %s%s: closing its connection from %s", what, conn.name, change,
-                        conn.peer)  # fmt: skip
-            conn.revoked = conn.role is Role.WORKER
-            conn.writer.close()
-            changed = changed or current is None
-        if changed:
-            self._known_users = users
-            self._remove_queued_of_gone(users)
-
-    def _remove_queued_of_gone(self, users: frozenset[str]) -> None:
-        gone = [
-            job
-            for job in self.jobs.active.values()
-            if job.owner not in users and job.state in (JobState.IDLE, JobState.HELD)
-        ]
-        if not gone:
-            return
-        now = time.time()
-        with self.store.transaction():
-            for job in gone:
-                reason = f"user {job.owner} was removed"
-                self.jobs.transition(job, JobState.REMOVED, "removed", reason, end_time=now)
-        for owner in sorted({job.owner for job in gone}):
-            count = sum(job.owner == owner for job in gone)
-            log.info("user %s was removed: %d queued job(s) removed", owner, count)
+def _remove_queued_of_gone(state: SchedulerState, users: frozenset[str]) -> None:
+    gone = [
+        job
+        for job in state.jobs.active.values()
+        if job.owner not in users and job.state in (JobState.IDLE, JobState.HELD)
+    ]
+    if not gone:
+        return
+    now = state.clock()
+    with state.store.transaction():
+        for job in gone:
+            reason = f"user {job.owner} was removed"
+            state.jobs.transition(job, JobState.REMOVED, "removed", reason, end_time=now)
+    for owner in sorted({job.owner for job in gone}):
+        count = sum(job.owner == owner for job in gone)
+        log.info("user %s was removed: %d queued job(s) removed", owner, count)

@@ -31,9 +31,12 @@ class JobTable:
         store: Store,
         on_change: Callable[[Job], None] = lambda job: None,
         halflife: float = DEFAULT_HALFLIFE,
+        clock: Callable[[], float] = time.time,
     ):
         self.store = store
         self.on_change = on_change
+        #: Seconds since the epoch: submit, start and end times, and usage.
+        self.clock = clock
         self.active: dict[tuple[int, int], Job] = {}
         #: Jobs idle or running, by cluster; a cluster with none is absent.
         self.unfinished: Counter[int] = Counter()
@@ -102,7 +105,7 @@ class JobTable:
             self.queue.push(job)
         if old is JobState.RUNNING and new is not JobState.RUNNING:
             if started is not None:
-                save_usage(self.store, self.queue.stopped(job, started, time.time()))
+                save_usage(self.store, self.queue.stopped(job, started, self.clock()))
         elif new is JobState.RUNNING and old is not JobState.RUNNING and job.start_time is not None:
             self.queue.started(job)
         if new in (JobState.COMPLETED, JobState.REMOVED):
@@ -129,7 +132,7 @@ class JobTable:
     ) -> list[Job]:
         """Queue procs of a cluster (numbered from ``first``) in one transaction; the
         ``last`` part completes the cluster."""
-        now = time.time()
+        now = self.clock()
         jobs = [
             Job(cluster=cluster, proc=i, owner=owner, state=JobState.IDLE, spec=s, submit_time=now)
             for i, s in enumerate(shared_specs(specs), start=first)
@@ -148,7 +151,7 @@ class JobTable:
     def assign(self, workers: Iterable[Slots]) -> list[tuple[Slots, Job]]:
         """Match idle jobs to free slots and mark them running, in one transaction."""
         assignments: list[tuple[Slots, Job]] = []
-        now = time.time()
+        now = self.clock()
         with self.store.transaction():
             for slots in workers:
                 while slots.free:
@@ -192,7 +195,7 @@ class JobTable:
         self.transition(job, JobState.IDLE, "evicted", reason, worker=None, num_starts=starts)
 
     def hold(self, job: Job, reason: str, **changes: object) -> None:
-        changes.setdefault("end_time", time.time())
+        changes.setdefault("end_time", self.clock())
         self.transition(job, JobState.HELD, "held", reason, hold_reason=reason, **changes)
 
 

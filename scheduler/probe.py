@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 
 from scheduler import protocol as p
-from scheduler.connection import Connection, RequestError
+from scheduler.callers import Caller
+from scheduler.connection import RequestError
 from scheduler.protocol import Role
 from scheduler.quota import QuotaError
+from scheduler.state import SchedulerState
 
 log = logging.getLogger("scheduler.server")
 
@@ -22,31 +24,30 @@ log = logging.getLogger("scheduler.server")
 PROBES_PER_CONNECTION = 2
 
 
-class ProbeHandlers:
-    """Mixed into :class:`scheduler.server.Scheduler`."""
+def on_probe_ftp(state: SchedulerState, conn: Caller, msg: p.ProbeFtp) -> p.Message:
+    owner, budget = "", 0
+    if conn.role is Role.CONTROL:
+        owner = conn.name
+        try:
+            budget = state.quota.upload_budget(owner) or 0
+        except QuotaError as exc:
+            raise RequestError(str(exc), "quota") from None
+    held = state.probes.setdefault(conn, [])
+    while len(held) >= PROBES_PER_CONNECTION:
+        state.spool.end_probe(held.pop(0))
+    grant, directory = state.spool.grant_probe(conn.local_host, owner, budget)
+    held.append(directory)
+    ports = state.config.ftp_passive_ports
+    role = conn.role.value if conn.role else "?"
+    log.info("FTP probe for %s %s from %s", role, conn.name, conn.peer)
+    return p.ProbeGranted(
+        ftp=grant,
+        directory=directory,
+        passive_ports=f"{ports.start}-{ports.stop - 1}" if ports else "",
+    )
 
-    def on_probe_ftp(self, conn: Connection, msg: p.ProbeFtp) -> p.Message:
-        owner, budget = "", 0
-        if conn.role is Role.CONTROL:
-            owner = conn.name
-            try:
-                budget = self.quota.upload_budget(owner) or 0
-            except QuotaError as exc:
-                raise RequestError(str(exc), "quota") from None
-        held = self.probes.setdefault(conn, [])
-        while len(held) >= PROBES_PER_CONNECTION:
-            self.spool.end_probe(held.pop(0))
-        grant, directory = self.spool.grant_probe(conn.local_host, owner, budget)
-        held.append(directory)
-        ports = self.config.ftp_passive_ports
-        log.info("FTP probe for %s %s from %s", conn.role.value, conn.name, conn.peer)
-        return p.ProbeGranted(
-            ftp=grant,
-            directory=directory,
-            passive_ports=f"{ports.start}-{ports.stop - 1}" if ports else "",
-        )
 
-    def end_probes(self, conn: Connection) -> None:
-        """``conn`` closed: its probes are over."""
-        for directory in self.probes.pop(conn, []):
-            self.spool.end_probe(directory)
+def end_probes(state: SchedulerState, conn: Caller) -> None:
+    """``conn`` closed: its probes are over."""
+    for directory in state.probes.pop(conn, []):
+        state.spool.end_probe(directory)

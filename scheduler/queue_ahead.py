@@ -21,7 +21,6 @@ and does not count for fair share, until the job ahead of it leaves
 from __future__ import annotations
 
 import math
-import time
 
 from scheduler.dispatch import Slots
 from scheduler.jobs import JobTable
@@ -59,10 +58,11 @@ def queue_behind(
     head: Job,
     run_times: RunTimes,
     wait: float,
+    now: float,
 ) -> list[tuple[Job, Job]]:
     """Queue idle jobs behind the chain that starts with ``head`` (a running job of
-    the worker ``slots``, whose jobs are ``running``) and mark them running, while
-    each is expected to start within ``wait`` seconds.
+    the worker ``slots``, whose jobs are ``running``) and mark them running at
+    ``now``, while each is expected to start within ``wait`` seconds.
     Returns (the job each waits for, the job) in order."""
     tail_id, depth = slots.chain(head)
     if depth >= QUEUE_DEPTH or slots.draining or not len(jobs.queue):
@@ -72,7 +72,7 @@ def queue_behind(
     tail = running[tail_id]
     each = run_times.expected(tail.cluster)
     queued: list[tuple[Job, Job]] = []
-    shape, now = shape_of(head.spec), time.time()
+    shape = shape_of(head.spec)
     while depth < QUEUE_DEPTH and (depth + 1) * each <= wait:
         job = jobs.queue.pop_shape(shape, now)
         if job is None:
@@ -85,12 +85,14 @@ def queue_behind(
     return queued
 
 
-def release(jobs: JobTable, slots: Slots, running: dict[str, Job], job: Job) -> Job | None:
+def release(
+    jobs: JobTable, slots: Slots, running: dict[str, Job], job: Job, now: float
+) -> Job | None:
     """``job`` left the worker ``slots`` (whose jobs are ``running``): the job queued
-    behind it, if any, begins in its place and is returned."""
+    behind it, if any, begins in its place at ``now`` and is returned."""
     follower = slots.release(job)
     if follower is None:
         return None
     began = running[follower]
-    jobs.began(began, time.time())
+    jobs.began(began, now)
     return began

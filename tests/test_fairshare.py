@@ -74,7 +74,9 @@ def test_one_job_of_another_user_runs_before_the_rest_of_fifty(
     assert "bob" in table.stdout and "half-life of 24 h" in table.stdout
 
 
-def test_usage_decays_with_the_configured_half_life(make_cluster, tmp_path: Path) -> None:
+def test_the_configured_half_life_reaches_the_scheduler(make_cluster, tmp_path: Path) -> None:
+    """How usage decays over time is checked with a fake clock in test_core_jobs.py;
+    here, that ``--usage-halflife`` is the one the scheduler uses and reports."""
     cluster = make_cluster(
         workers=1, slots=2, worker_args=("--cpus", "2"), scheduler_args=("--usage-halflife", "3")
     )
@@ -83,18 +85,11 @@ def test_usage_decays_with_the_configured_half_life(make_cluster, tmp_path: Path
     result = cluster.run("dsub", "--wait", "--json", "job.sub", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     with client(cluster) as me:
-        before0, first, after0 = time.time(), me.users(), time.time()
+        first = me.users()
         [user] = first.users
         assert first.halflife == 3
         # Slot time is wall seconds x requested cpus: a bit over 2 cpu-seconds.
         assert 1.0 < user.effective_usage < 2 * 10
-        time.sleep(3)  # for the usage to decay by about half
-        before1, later, after1 = time.time(), me.users(), time.time()
-    # The scheduler measured each between the times taken around its request, however
-    # long the requests took on a busy machine.
-    ratio = later.users[0].effective_usage / user.effective_usage
-    least, most = 0.5 ** ((after1 - before0) / 3), 0.5 ** ((before1 - after0) / 3)
-    assert least - 0.01 < ratio < most + 0.01, (least, ratio, most)
 
 
 def test_half_life_must_be_positive(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ needed with a bearer token).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiohttp import web
@@ -109,7 +108,8 @@ async def history(request: web.Request) -> web.Response:
     user = require_user(request)
     q = request.query
     try:
-        since = time.time() - float(q["since"]) if "since" in q else None
+        now = scheduler_of(request).clock()
+        since = now - float(q["since"]) if "since" in q else None
     except ValueError:
         raise RequestError(f"since: not a number of seconds: {q['since']!r}", "invalid") from None
     ids = [i for i in q.get("ids", "").split(",") if i]

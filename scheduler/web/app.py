@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,13 +18,14 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from control_node import render
 from scheduler.connection import RequestError
+from scheduler.control_handlers import worker_infos
 from scheduler.web import api, jobpages, pages
 from scheduler.web.keys import METRICS, SCHEDULER, SESSIONS
 from scheduler.web.metrics import MetricsHistory
 from scheduler.web.session import Handler, Sessions, session_middleware
 
 if TYPE_CHECKING:
-    from scheduler.server import Scheduler
+    from scheduler.state import SchedulerState
 
 log = logging.getLogger("scheduler.web")
 HERE = Path(__file__).parent
@@ -73,7 +75,7 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
-def make_app(s: Scheduler, metrics: MetricsHistory) -> web.Application:
+def make_app(s: SchedulerState, metrics: MetricsHistory) -> web.Application:
     sessions = Sessions()
     app = web.Application(
         middlewares=[security_headers, session_middleware(sessions, s.store, s.guard), errors],
@@ -130,7 +132,7 @@ class WebServer:
         await self.runner.cleanup()
 
 
-async def start_web(s: Scheduler) -> WebServer:
+async def start_web(s: SchedulerState) -> WebServer:
     """Serve the dashboard on the configured address; raises OSError if it cannot."""
     config = s.config
     logging.getLogger("aiohttp.server").addFilter(_bad_requests)
@@ -153,7 +155,7 @@ async def start_web(s: Scheduler) -> WebServer:
         host = socket.getfqdn()  # listening everywhere: name this host in links
     host = f"[{host}]" if ":" in host else host
     url = f"{'https' if tls else 'http'}://{host}:{port}/"
-    sampler = asyncio.create_task(metrics.run(s.worker_infos))
+    sampler = asyncio.create_task(metrics.run(partial(worker_infos, s)))
     log.info("web dashboard on %s", url)
     if tls is None and not ipaddress.ip_address(runner.addresses[0][0]).is_loopback:
         log.warning(

@@ -8,7 +8,6 @@ import asyncio
 import io
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from scheduler.connection import RequestError
 from scheduler.job_files import result_file
 from scheduler.result_hashes import ResultDamaged, check
 from scheduler.run_time import run_time_so_far
+from scheduler.selection import owned_job
 from scheduler.web import views
 from scheduler.web.disposition import attachment
 from scheduler.web.keys import scheduler_of
@@ -53,9 +53,7 @@ def job_details(s: Any, user: WebUser, job_id: str) -> dict[str, Any]:
     events = s.store.events(job.cluster, job.proc)
     # A finished run's wall time, else the time run so far (a running job, or one
     # held, evicted or retried after it ran).
-    run_time = (
-        info.wall_time if info.wall_time is not None else run_time_so_far(events, time.time())
-    )
+    run_time = info.wall_time if info.wall_time is not None else run_time_so_far(events, s.clock())
     waiting = info.state in (p.JobState.IDLE.value, p.JobState.HELD.value)
     analysis = views.analyses(s, user, [job.id]).get(job.id) if waiting else None
     return {
@@ -105,7 +103,7 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
     """A finished job's whole stdout or stderr, as text."""
     user = require_user(request)
     s = scheduler_of(request)
-    job = s.owned_job(user, request.match_info["id"])
+    job = owned_job(s, user, request.match_info["id"])
     stream = request.match_info["stream"]
     found = await _checked(s, job, stream, result_file(s.store, s.spool, job, stream))
     return _send(found, None, "text/plain; charset=utf-8")
@@ -116,7 +114,7 @@ async def job_file(request: web.Request) -> web.StreamResponse:
     """Download one output file of a finished job."""
     user = require_user(request)
     s = scheduler_of(request)
-    job = s.owned_job(user, request.match_info["id"])
+    job = owned_job(s, user, request.match_info["id"])
     name = request.match_info["name"]
     if name not in job.output_files:
         raise RequestError(f"job {job.id} has no output file {name!r}", "not_found")

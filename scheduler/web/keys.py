@@ -11,16 +11,16 @@ from scheduler.web.metrics import MetricsHistory
 from scheduler.web.session import Sessions
 
 if TYPE_CHECKING:
-    from scheduler.server import Scheduler
+    from scheduler.state import SchedulerState
 
 SCHEDULER: web.AppKey[Any] = web.AppKey("scheduler", object)
 METRICS = web.AppKey("metrics", MetricsHistory)
 SESSIONS = web.AppKey("sessions", Sessions)
 
 
-def scheduler_of(request: web.Request) -> Scheduler:
+def scheduler_of(request: web.Request) -> SchedulerState:
     """The scheduler this dashboard belongs to."""
-    return cast("Scheduler", request.app[SCHEDULER])
+    return cast("SchedulerState", request.app[SCHEDULER])
 
 
 def metrics_of(request: web.Request) -> MetricsHistory:

@@ -7,7 +7,6 @@ Each page is rendered once on the server; its live parts are then refreshed by
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import aiohttp_jinja2
@@ -180,7 +179,7 @@ async def finished(request: web.Request) -> dict[str, object]:
         scheduler_of(request),
         user,
         ids=[cluster] if cluster else None,
-        since=time.time() - days * views.DAY if days > 0 else None,
+        since=scheduler_of(request).clock() - days * views.DAY if days > 0 else None,
         all_users=q.get("all") == "1",
     )
     if outcome:

@@ -24,6 +24,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from control_node.submit import Submission, SubmitError, submit_with
 from control_node.submit_file import ProcDescription
 from control_node.upload import Digests, Stored
+from scheduler import control_handlers
 from scheduler import protocol as p
 from scheduler.connection import RequestError
 from scheduler.submission import safe_name
@@ -31,7 +32,7 @@ from scheduler.transport.hashing import HashingReader
 from scheduler.web.session import WebUser, csrf_ok
 
 if TYPE_CHECKING:
-    from scheduler.server import Scheduler
+    from scheduler.state import SchedulerState
 
 #: Form fields copied into the generated submit file, with their submit-file keys:
 #: those of the seed format (``email``, ``client``) and HTCondor's for the rest.
@@ -115,7 +116,7 @@ def submit_text(fields: dict[str, str], data_files: list[str]) -> str:
 
 
 def submit(
-    s: Scheduler, user: WebUser, fields: dict[str, str], directory: Path
+    s: SchedulerState, user: WebUser, fields: dict[str, str], directory: Path
 ) -> tuple[Submission, str]:
     """Submit what the form holds (files already in ``directory``); returns the
     submission and the submit file it went through."""
@@ -142,13 +143,13 @@ def submit(
                     raise SubmitError(f"{path.name}: {name!r} is not one of the uploaded files")
 
     def reserve() -> tuple[int, Callable[[list[str]], Stored]]:
-        created = s.on_new_cluster(user, p.NewCluster())
+        created = control_handlers.on_new_cluster(s, user, p.NewCluster())
         assert isinstance(created, p.ClusterCreated)
         s.spool.revoke(created.upload)  # the files are here already: no FTP needed
         return created.cluster, lambda paths: _store_large(s, created.cluster, paths)
 
     def queue(message: p.SubmitJobs) -> p.Submitted:
-        reply = s.on_submit_jobs(user, message)
+        reply = control_handlers.on_submit_jobs(s, user, message)
         assert isinstance(reply, p.Submitted)
         s.end_turn()  # committed before the browser hears of it
         return reply
@@ -157,7 +158,7 @@ def submit(
     return done, text
 
 
-def _store_large(s: Scheduler, cluster: int, paths: list[str]) -> Stored:
+def _store_large(s: SchedulerState, cluster: int, paths: list[str]) -> Stored:
     """Put inputs too large to travel inline where an FTP upload would: the cluster's
     input directory, under their hash."""
     directory = s.spool.input_dir(cluster)
@@ -174,7 +175,7 @@ def _store_large(s: Scheduler, cluster: int, paths: list[str]) -> Stored:
     return Stored(digests)
 
 
-async def handle(s: Scheduler, request: web.Request, user: WebUser) -> tuple[Submission, str]:
+async def handle(s: SchedulerState, request: web.Request, user: WebUser) -> tuple[Submission, str]:
     """Read the form, submit it; :class:`FormError` or :class:`RequestError`-like
     messages come back as :class:`FormError`."""
     uploads = s.config.home / "web-uploads"

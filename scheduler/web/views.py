@@ -12,17 +12,19 @@ commands' ``--json``.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from scheduler import control_handlers, explain, job_control
 from scheduler import protocol as p
 from scheduler.connection import RequestError
+from scheduler.control_handlers import worker_infos
 from scheduler.protocol import JobState
+from scheduler.selection import owned_job
 from scheduler.web.session import WebUser
 
 if TYPE_CHECKING:
-    from scheduler.server import Scheduler
+    from scheduler.state import SchedulerState
     from scheduler.store import Job
 
 ACTIVE = [JobState.IDLE.value, JobState.RUNNING.value, JobState.HELD.value]
@@ -35,24 +37,24 @@ ANALYZED = 100
 TAIL_TIMEOUT = 10.0
 
 
-def pool(s: Scheduler, user: WebUser) -> p.WorkerList:
+def pool(s: SchedulerState, user: WebUser) -> p.WorkerList:
     """``dstat``: the workers, the spool's disk use and how long results are kept."""
-    reply = s.on_query_workers(user, p.QueryWorkers())
+    reply = control_handlers.on_query_workers(s, user, p.QueryWorkers())
     assert isinstance(reply, p.WorkerList)
     return reply
 
 
-def worker(s: Scheduler, name: str) -> p.WorkerInfo:
+def worker(s: SchedulerState, name: str) -> p.WorkerInfo:
     """One connected worker by name, as ``dstat`` shows it (RequestError "not_found"
     otherwise); every user may see every worker."""
-    found = [w for w in s.worker_infos() if w.name == name]
+    found = [w for w in worker_infos(s) if w.name == name]
     if not found:
         raise RequestError(f"no worker named {name!r} is connected", "not_found")
     return found[0]
 
 
 def jobs(
-    s: Scheduler,
+    s: SchedulerState,
     user: WebUser,
     ids: list[str] | None = None,
     states: list[str] | None = None,
@@ -62,13 +64,13 @@ def jobs(
     message = p.QueryJobs(
         ids=ids or [], states=ACTIVE if states is None else states, all_users=all_users
     )
-    reply = s.on_query_jobs(user, message)
+    reply = control_handlers.on_query_jobs(s, user, message)
     assert isinstance(reply, p.JobList)
     return reply.jobs
 
 
 def history(
-    s: Scheduler,
+    s: SchedulerState,
     user: WebUser,
     ids: list[str] | None = None,
     since: float | None = None,
@@ -77,23 +79,23 @@ def history(
 ) -> list[p.JobInfo]:
     """``dhistory``: finished and removed jobs, the most recently ended last."""
     message = p.QueryHistory(ids=ids or [], user="*" if all_users else "", since=since, limit=limit)
-    reply = s.on_query_history(user, message)
+    reply = job_control.on_query_history(s, user, message)
     assert isinstance(reply, p.JobList)
     return reply.jobs
 
 
-def change(s: Scheduler, user: WebUser, action: str, ids: list[str]) -> p.JobsChanged:
+def change(s: SchedulerState, user: WebUser, action: str, ids: list[str]) -> p.JobsChanged:
     """``drm``/``dhold``/``drelease`` (``action``: remove, hold, release)."""
-    reply = s.on_change_jobs(user, p.ChangeJobs(action=action, ids=ids))
+    reply = job_control.on_change_jobs(s, user, p.ChangeJobs(action=action, ids=ids))
     assert isinstance(reply, p.JobsChanged)
     s.end_turn()  # committed before the browser hears of it
     return reply
 
 
-def own_job(s: Scheduler, user: WebUser, job_id: str) -> tuple[Job, p.JobInfo]:
+def own_job(s: SchedulerState, user: WebUser, job_id: str) -> tuple[Job, p.JobInfo]:
     """One of the caller's jobs, in any state, and its record as ``dq`` shows it
     (RequestError "not_found" otherwise)."""
-    job = s.owned_job(user, job_id)  # the owner check of dtail, dfetch and friends
+    job = owned_job(s, user, job_id)  # the owner check of dtail, dfetch and friends
     found = jobs(s, user, [job.id], states=[])
     if not found:
         raise RequestError(f"no job of yours is {job_id}", "not_found")
@@ -107,6 +109,7 @@ class _Waiter:
 
     def __init__(self, user: WebUser):
         self.name, self.local_host, self.role = user.name, user.local_host, user.role
+        self.peer = user.peer
         self.admin = user.admin
         self.reply: asyncio.Future[p.Message] = asyncio.get_running_loop().create_future()
 
@@ -116,13 +119,13 @@ class _Waiter:
 
 
 async def tail(
-    s: Scheduler, user: WebUser, job_id: str, stream: str, offset: int, limit: int
+    s: SchedulerState, user: WebUser, job_id: str, stream: str, offset: int, limit: int
 ) -> p.OutputChunk:
     """``dtail``: up to ``limit`` bytes of a job's stdout or stderr from ``offset``, read
     from its worker while it runs."""
     waiter = _Waiter(user)
     message = p.TailJob(job_id=job_id, stream=stream, offset=offset, limit=limit)
-    reply = s.on_tail_job(waiter, message)
+    reply = job_control.on_tail_job(s, waiter, message)
     if asyncio.iscoroutine(reply):  # a finished job's large output, read in a thread
         reply = await reply
     if reply is None:
@@ -136,20 +139,20 @@ async def tail(
     return reply
 
 
-def users(s: Scheduler, user: WebUser) -> p.UserList:
+def users(s: SchedulerState, user: WebUser) -> p.UserList:
     """``dfarm users``: each user's fair-share usage, share and rank."""
-    reply = s.on_query_users(user, p.QueryUsers())
+    reply = explain.on_query_users(s, user, p.QueryUsers())
     assert isinstance(reply, p.UserList)
     return reply
 
 
-def analyses(s: Scheduler, user: WebUser, ids: list[str]) -> dict[str, p.JobAnalysis]:
+def analyses(s: SchedulerState, user: WebUser, ids: list[str]) -> dict[str, p.JobAnalysis]:
     """``dq -analyze``: why each of these jobs of the caller's is (not) running, by id.
     A job that left the queue since it was listed has none."""
     if not ids:
         return {}
     try:
-        reply = s.on_analyze_jobs(user, p.AnalyzeJobs(ids=ids[:ANALYZED]))
+        reply = explain.on_analyze_jobs(s, user, p.AnalyzeJobs(ids=ids[:ANALYZED]))
     except RequestError:
         return {}
     assert isinstance(reply, p.JobAnalyses)
@@ -175,7 +178,7 @@ def short_reason(job: p.JobInfo, analysis: p.JobAnalysis, now: float) -> str:
     return text if len(text) <= SHORT else text[: SHORT - 1] + "…"
 
 
-def finished_counts(s: Scheduler, since: float) -> dict[str, int]:
+def finished_counts(s: SchedulerState, since: float) -> dict[str, int]:
     """How many jobs completed and were removed since ``since`` (every user's)."""
     rows = s.store.query(
         "SELECT state, COUNT(*) AS n FROM jobs WHERE state IN (?, ?) AND end_time >= ?"
@@ -185,7 +188,7 @@ def finished_counts(s: Scheduler, since: float) -> dict[str, int]:
     return {row["state"]: row["n"] for row in rows}
 
 
-def recent_clusters(s: Scheduler, user: WebUser, limit: int = 50) -> list[tuple[int, int]]:
+def recent_clusters(s: SchedulerState, user: WebUser, limit: int = 50) -> list[tuple[int, int]]:
     """The caller's most recent clusters, with their number of jobs."""
     rows = s.store.query(
         "SELECT cluster, COUNT(*) AS n FROM jobs WHERE owner = ? GROUP BY cluster"
@@ -195,13 +198,13 @@ def recent_clusters(s: Scheduler, user: WebUser, limit: int = 50) -> list[tuple[
     return [(row["cluster"], row["n"]) for row in rows]
 
 
-def overview(s: Scheduler, user: WebUser) -> dict[str, Any]:
+def overview(s: SchedulerState, user: WebUser) -> dict[str, Any]:
     """The overview page: workers, slots, jobs by state (finished: last day), users."""
     workers = pool(s, user).workers
-    counts = s.on_query_counts(user, p.QueryCounts(all_users=True))
+    counts = explain.on_query_counts(s, user, p.QueryCounts(all_users=True))
     assert isinstance(counts, p.JobCounts)
     states = Counter(counts.counts)
-    states.update(finished_counts(s, time.time() - DAY))
+    states.update(finished_counts(s, s.clock() - DAY))
     shares = users(s, user)
     return {
         "workers": len(workers),
@@ -216,13 +219,13 @@ def overview(s: Scheduler, user: WebUser) -> dict[str, Any]:
     }
 
 
-def queue(s: Scheduler, user: WebUser, all_users: bool = False) -> dict[str, Any]:
+def queue(s: SchedulerState, user: WebUser, all_users: bool = False) -> dict[str, Any]:
     """The queue page: running jobs, then idle and held ones with why they wait."""
     found = jobs(s, user, all_users=all_users)
     waiting = [j for j in found if j.owner == user.name and j.state != JobState.RUNNING.value]
     waiting.sort(key=lambda j: (j.state != JobState.IDLE.value, j.cluster, j.proc))
     why = analyses(s, user, [j.id for j in waiting])
-    now = time.time()
+    now = s.clock()
     rows = []
     for job in found:
         row = p.to_wire(job)

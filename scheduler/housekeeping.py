@@ -1,0 +1,43 @@
+"""What the scheduler does each second, whatever its peers send: silent workers are
+declared lost, orphaned jobs past their deadline requeued, and grants, probes,
+reservations and old results expire."""
+
+from __future__ import annotations
+
+import logging
+
+from scheduler.clusters import expire_reservations
+from scheduler.protocol import JobState
+from scheduler.state import SchedulerState
+
+log = logging.getLogger("scheduler.server")
+
+
+def housekeeping(state: SchedulerState, now: float) -> None:
+    """One round at ``now``. A silent worker's connection is closed: its loss (see
+    :func:`scheduler.departures.connection_closed`) follows when its reader ends."""
+    for worker in state.workers:
+        silent = now - worker.last_heartbeat
+        if silent > state.config.worker_timeout:
+            log.warning("worker %s sent no heartbeat for %.0f s: declared lost",
+                        worker.name, silent)  # fmt: skip
+            worker.link.close()
+    requeue_orphans(state, now)
+    state.spool.authorizer.expire(now)
+    state.spool.end_expired_probes()
+    expire_reservations(state, now)
+    state.retention.expire(now, state.jobs.active)
+
+
+def requeue_orphans(state: SchedulerState, now: float) -> None:
+    """Requeue the running jobs whose worker did not come back by their deadline."""
+    expired = [job_id for job_id, deadline in state.orphans.items() if deadline <= now]
+    if not expired:
+        return
+    with state.store.transaction():
+        for job_id in expired:
+            del state.orphans[job_id]
+            job = state.jobs.get(job_id)
+            if job is not None and job.state is JobState.RUNNING:
+                state.jobs.requeue(job, f"worker {job.worker} was lost")
+    state.wake()

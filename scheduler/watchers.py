@@ -1,0 +1,42 @@
+"""Who hears of job changes: subscribers of a cluster (``dq -watch``, ``dwait``), those
+awaiting a cluster's end, and the mailer."""
+
+from __future__ import annotations
+
+from scheduler import protocol as p
+from scheduler.authz import may_control
+from scheduler.callers import Replier
+from scheduler.state import SchedulerState
+from scheduler.store import Job
+
+
+def notify(state: SchedulerState, job: Job) -> None:
+    """``job`` changed (its row and event are written): tell those watching it."""
+    state.mailer.changed(job)
+    subs = state.subscribers.get(job.cluster)
+    if subs:
+        update: p.JobUpdate | None = None
+        for conn, states in subs.items():
+            if not may_control(conn, job) or (states and job.state.value not in states):
+                continue  # updates go to the job's owner (and admins) only
+            update = update or p.JobUpdate(job=job.info())
+            conn.send(update, urgent=False)
+    if job.cluster in state.awaiting and job.state not in p.UNFINISHED_STATES:
+        cluster_may_be_done(state, job.cluster)
+
+
+def cluster_may_be_done(state: SchedulerState, cluster: int) -> None:
+    """Tell those awaiting ``cluster`` that it is done, if it is: fully submitted,
+    with no job idle or running."""
+    if cluster in state.jobs.unfinished or cluster in state.partial_clusters:
+        return
+    for conn in state.awaiting.pop(cluster, ()):
+        conn.send(p.ClusterDone(cluster=cluster))
+
+
+def forget(state: SchedulerState, caller: Replier) -> None:
+    """``caller`` is gone: it watches and awaits nothing any more."""
+    for subs in state.subscribers.values():
+        subs.pop(caller, None)
+    for waiting in state.awaiting.values():
+        waiting.discard(caller)

@@ -1,0 +1,118 @@
+"""The registered workers' scheduling state, off their sockets.
+
+A :class:`WorkerState` is what the scheduler knows of one registered worker: its
+slots, the jobs it runs with their FTP grants, the inputs it already holds, its
+last metrics and heartbeat, and the link to send it messages. The
+:class:`WorkerRegistry` holds them by worker id and by link, and indexes each
+running job's worker, so that finding where a job runs is a lookup, not a scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from scheduler import protocol as p
+from scheduler.callers import Link
+from scheduler.connection import RequestError
+from scheduler.dispatch import Slots
+from scheduler.store import Job
+
+
+@dataclass(eq=False)
+class WorkerState:
+    """One registered worker."""
+
+    slots: Slots
+    link: Link
+    metrics: p.WorkerMetrics
+    last_heartbeat: float
+    connected_since: float
+    #: Its jobs (running or queued behind running ones), by id ...
+    running: dict[str, Job] = field(default_factory=dict)
+    #: ... and the FTP grant of each.
+    grants: dict[str, p.FtpGrant] = field(default_factory=dict)
+    #: Hashes of small inputs already sent inline to it (it caches them).
+    sent_inputs: set[str] = field(default_factory=set)
+
+    @property
+    def id(self) -> int:
+        return self.slots.worker_id
+
+    @property
+    def name(self) -> str:
+        return self.slots.name
+
+    def send(self, message: p.Message) -> None:
+        self.link.send(message)
+
+
+class WorkerRegistry:
+    """The registered workers, by id and by link, and the worker of each job."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, WorkerState] = {}
+        #: By link: a link is hashed by identity (a connection is equal only to itself).
+        self._by_link: dict[object, WorkerState] = {}
+        self._of_job: dict[str, WorkerState] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self) -> Iterator[WorkerState]:
+        return iter(list(self._by_id.values()))
+
+    def __contains__(self, worker_id: object) -> bool:
+        return worker_id in self._by_id
+
+    def add(self, worker: WorkerState) -> None:
+        self._by_id[worker.id] = worker
+        self._by_link[worker.link] = worker
+
+    def remove(self, worker: WorkerState) -> None:
+        """Forget a worker and the index entries of its jobs (it keeps its own)."""
+        if self._by_id.get(worker.id) is worker:
+            del self._by_id[worker.id]
+        if self._by_link.get(worker.link) is worker:
+            del self._by_link[worker.link]
+        for job_id in worker.running:
+            if self._of_job.get(job_id) is worker:
+                del self._of_job[job_id]
+
+    def get(self, worker_id: int) -> WorkerState:
+        return self._by_id[worker_id]
+
+    def of_link(self, link: object) -> WorkerState | None:
+        """The registered worker that ``link`` connects, if any."""
+        return self._by_link.get(link)
+
+    def registered(self, link: object) -> WorkerState:
+        """The worker ``link`` registered; a worker that did not is refused."""
+        worker = self.of_link(link)
+        if worker is None:
+            raise RequestError("register first")
+        return worker
+
+    def named(self, name: str) -> WorkerState | None:
+        return next((w for w in self._by_id.values() if w.name == name), None)
+
+    def of_job(self, job_id: str) -> WorkerState | None:
+        """The worker that runs (or has queued) job ``job_id``."""
+        return self._of_job.get(job_id)
+
+    def slots(self) -> list[Slots]:
+        """What each registered worker offers."""
+        return [w.slots for w in self._by_id.values()]
+
+    def attach(self, worker: WorkerState, job: Job, grant: p.FtpGrant) -> None:
+        """``job`` runs on ``worker`` (given to it, or adopted), with ``grant``."""
+        worker.running[job.id] = job
+        worker.grants[job.id] = grant
+        self._of_job[job.id] = worker
+
+    def detach(self, worker: WorkerState, job_id: str) -> p.FtpGrant | None:
+        """``job_id`` no longer runs on ``worker``: its grant, to be revoked."""
+        worker.running.pop(job_id, None)
+        if self._of_job.get(job_id) is worker:
+            del self._of_job[job_id]
+        return worker.grants.pop(job_id, None)
