@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pyftpdlib.authorizers import AuthenticationFailed
 from pyftpdlib.filesystems import AbstractedFS
@@ -251,12 +251,20 @@ class QuotaDTPHandler(DTPHandler):
         super().handle_error()
 
 
-class UploadMixin:
+if TYPE_CHECKING:
+    # The mixin always comes before pyftpdlib's handler, whose methods it calls.
+    from pyftpdlib.handlers import FTPHandler as _HandlerBase
+else:
+    _HandlerBase = object
+
+
+class UploadMixin(_HandlerBase):
     """Refuses an upload onto an existing file where the grant says so (a stored
     input is never rewritten in place, since workers on the spool's file system
     link it into sandboxes), and tells :class:`Arrivals` when uploads start and end."""
 
     arrivals: Arrivals
+    authorizer: GrantAuthorizer
 
     def ftp_STOR(self, file: str, mode: str = "w") -> str | None:
         if not self.authorizer.may_replace(self.username) and os.path.lexists(file):
@@ -357,19 +365,26 @@ class Spool:
         cut = clear_interrupted(self.root)
         if cut:
             log.warning("removed %d input(s) whose upload a restart interrupted", cut)
-        handler = type("SpoolFTPHandler", (UploadMixin, control), {"arrivals": self.arrivals})
-        handler.authorizer = self.authorizer
-        handler.abstracted_fs = PrivateFS
-        handler.banner = "dfarm spool ready."
-        handler.passive_ports = passive_ports
-        handler.masquerade_address = masquerade_address
-        handler.use_sendfile = True
-        handler.timeout = 120
         # Large buffers: files move at disk speed, not 64 KiB per turn of the I/O loop.
-        handler.dtp_handler = type(
+        dtp_handler = type(
             "SpoolDTPHandler",
             (data,),
             {"ac_in_buffer_size": 1 << 20, "ac_out_buffer_size": 4 << 20, "spool": self},
+        )
+        handler = type(
+            "SpoolFTPHandler",
+            (UploadMixin, control),
+            {
+                "arrivals": self.arrivals,
+                "authorizer": self.authorizer,
+                "abstracted_fs": PrivateFS,
+                "banner": "dfarm spool ready.",
+                "passive_ports": passive_ports,
+                "masquerade_address": masquerade_address,
+                "use_sendfile": True,
+                "timeout": 120,
+                "dtp_handler": dtp_handler,
+            },
         )
         self._ioloop = IOLoop()
         self._server = FTPServer((host, port), handler, ioloop=self._ioloop)
