@@ -125,11 +125,11 @@ class LocalCluster:
         self.token = local_user_token(self.config)
         log = self.logs / "scheduler.log"
         self._log_start = log.stat().st_size if log.exists() else 0
-        self.start_scheduler(*self.scheduler_args)
+        access = self.start_scheduler(*self.scheduler_args)
         host = socket.gethostname().split(".")[0]
         for i in range(1, self.n_workers + 1):
             self.add_worker(f"{host}-{i}", slots=self.slots)
-        return self.access
+        return access
 
     def start_scheduler(self, *extra: str) -> p.AccessRecord:
         """Start (or restart) the scheduler process and wait until it listens."""
