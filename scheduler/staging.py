@@ -301,9 +301,14 @@ class PrivateFS(AbstractedFS):
 
 
 class TlsFiles(Protocol):
-    cert: Path
-    key: Path
-    fingerprint: str
+    """The certificate the FTP server serves (read-only, as a frozen dataclass has it)."""
+
+    @property
+    def cert(self) -> Path: ...
+    @property
+    def key(self) -> Path: ...
+    @property
+    def fingerprint(self) -> str: ...
 
 
 def _tls_handlers(tls: TlsFiles) -> tuple[type[FTPHandler], type[DTPHandler]]:
@@ -361,7 +366,7 @@ class Spool:
         shutil.rmtree(self.root / PROBE_DIR, ignore_errors=True)
         #: Called, from the FTP server's thread, with the error of an upload that
         #: found the disk full.
-        self.on_disk_full: Callable[[OSError], None] = lambda exc: None
+        self.on_disk_full: Callable[[OSError], object] = lambda exc: None
         cut = clear_interrupted(self.root)
         if cut:
             log.warning("removed %d input(s) whose upload a restart interrupted", cut)
