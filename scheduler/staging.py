@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from pyftpdlib.authorizers import AuthenticationFailed
 from pyftpdlib.filesystems import AbstractedFS
@@ -288,7 +288,7 @@ class PrivateFS(AbstractedFS):
     """What FTP uploads create is the scheduler's account's alone (files 0600,
     folders 0700), whatever the umask."""
 
-    def open(self, filename: str, mode: str):  # noqa: ANN201 - pyftpdlib's signature
+    def open(self, filename: str, mode: str) -> IO[Any]:
         if set(mode) & set("wa+"):
             os.close(os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
             f = open(filename, mode)  # noqa: SIM115 - pyftpdlib closes it

@@ -129,7 +129,7 @@ async def login_failed(request: web.Request, guard: HandshakeGuard, who: str = "
 
 def session_middleware(
     sessions: Sessions, store: Store, guard: HandshakeGuard
-) -> Callable[..., Awaitable]:
+) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Attach ``request["session"]`` (every visitor has one, so that the login form is
     protected by CSRF too) and ``request["user"]``; check the CSRF token of every POST."""
 
