@@ -1,6 +1,6 @@
 # dfarm: `make demo` brings up a local cluster and runs the examples;
-# `make test` runs the linters and the whole test suite; `make test-loaded` runs the
-# suite three times beside two CPU hogs. Each creates .venv first.
+# `make test` runs the linters (ruff, mypy) and the whole test suite; `make test-loaded`
+# runs the suite three times beside two CPU hogs. Each creates .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -38,6 +38,7 @@ demo: $(STAMP)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest
@@ -58,4 +59,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) demo-results .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo-results .pytest_cache .ruff_cache .mypy_cache

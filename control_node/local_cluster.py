@@ -118,10 +118,10 @@ class LocalCluster:
         self.token, credentials = local_accounts(self.home, names)
         log = self.logs / "scheduler.log"
         self._log_start = log.stat().st_size if log.exists() else 0
-        self.start_scheduler(*self.scheduler_args)
+        access = self.start_scheduler(*self.scheduler_args)
         for name in names:
             self.add_worker(name, slots=self.slots, credential_file=credentials[name])
-        return self.access
+        return access
 
     def start_scheduler(self, *extra: str) -> p.AccessRecord:
         """Start (or restart) the scheduler process and wait until it listens."""

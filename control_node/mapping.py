@@ -70,7 +70,7 @@ class Row:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-class MapResults(dict):  # type: ignore[type-arg]
+class MapResults(dict[Any, Any]):
     """Results keyed by item, in the order of the iterable (keyed by position when
     the items are not hashable).
 
@@ -328,7 +328,8 @@ def _submit(
 def _outcomes(client: Client, job: Any, work: Path) -> list[Outcome]:
     if results.failed(job):
         fetched = client.fetch([job.id], dest=work / "results")
-        stderr = fetched[0].stderr.read_text(errors="replace")[-2000:] if fetched else ""
+        err = fetched[0].stderr if fetched else None
+        stderr = err.read_text(errors="replace")[-2000:] if err is not None else ""
         raise MapJobFailed(f"job {job.id} {results.describe_status(job)}\n{stderr}".rstrip())
     fetched = client.fetch([job.id], dest=work / "results")
     path = next((p for p in fetched[0].outputs if p.name == RESULT_FILE), None)

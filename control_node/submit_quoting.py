@@ -274,8 +274,10 @@ def replace_self_reference(value: str, key: str, previous: str | None) -> str:
     for p in scan_macros(value):
         if isinstance(p, str) or p.env or p.func or p.name.lower() != key:
             out.append(p if isinstance(p, str) else p.raw)
-        elif previous is not None or p.default is not None:
-            out.append(previous if previous is not None else p.default)
+        elif previous is not None:
+            out.append(previous)
+        elif p.default is not None:
+            out.append(p.default)
         else:
             raise MacroError(
                 f"macro '{p.name}' is used in its own definition with no earlier value"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
+from typing import BinaryIO
 
 import matplotlib
 
@@ -75,8 +76,9 @@ def figure(sweep: Sweep, key: str, title: str) -> Figure:
     return fig
 
 
-def plot_sweep(sweep: Sweep, key: str, path: Path, title: str) -> tuple[int, int]:
-    """Write the plot of result ``key`` to ``path``; returns its size in pixels."""
+def plot_sweep(sweep: Sweep, key: str, path: Path | BinaryIO, title: str) -> tuple[int, int]:
+    """Write the plot of result ``key`` to ``path`` (a file name or an open binary
+    file); returns its size in pixels."""
     fig = figure(sweep, key, title)
     try:
         fig.savefig(path, dpi=DPI, format="png")

@@ -182,9 +182,10 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
 
 def _port_range(text: str) -> str:
     try:
-        return str(port_range(text))
+        ports = port_range(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    return f"{ports.start}-{ports.stop - 1}"
 
 
 def _ipv4(text: str) -> str:
@@ -201,7 +202,9 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         host=args.host,
         port=args.port,
         ftp_port=args.ftp_port,
-        ftp_passive_ports=port_range(args.ftp_passive_ports, as_range=True),
+        ftp_passive_ports=(
+            None if args.ftp_passive_ports is None else port_range(args.ftp_passive_ports)
+        ),
         masquerade_address=args.masquerade_address,
         advertise_host=args.advertise_host,
         heartbeat_interval=args.heartbeat_interval,

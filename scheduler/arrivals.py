@@ -59,7 +59,7 @@ class Arrivals:
         self._named: dict[str, Arrival] = {}
         #: Called (in the FTP server's thread) with the cluster and a reason when
         #: a named upload ends without its input.
-        self.on_failed: Callable[[int, str], None] = lambda cluster, why: None
+        self.on_failed: Callable[[int, str], object] = lambda cluster, why: None
 
     # -- the FTP server's side ---------------------------------------------
 

@@ -9,7 +9,7 @@ never their executable, arguments, parameters, hold reason, results or output.
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Any, Protocol
 
 from scheduler.callers import Caller
 from scheduler.protocol import JobInfo
@@ -53,16 +53,12 @@ def visible_info(caller: Caller, job: Owned, info: JobInfo) -> JobInfo:
     the public fields."""
     if may_control(caller, job):
         return info
-    return dataclasses.replace(
-        info,
-        **{
-            f.name: (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            )
-            for f in dataclasses.fields(JobInfo)
-            if f.name not in PUBLIC_FIELDS
-        },
-    )
+    hidden: dict[str, Any] = {
+        f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(JobInfo)
+        if f.name not in PUBLIC_FIELDS
+    }
+    return dataclasses.replace(info, **hidden)
 
 
 def not_found(caller: Caller, what: str) -> str:

@@ -110,11 +110,9 @@ class SchedulerConfig:
         return self.host
 
 
-def port_range(text: str | None, as_range: bool = False) -> str | range | None:
-    """Check a port range ``FIRST-LAST`` (or one port); the text, or with ``as_range``
-    the ports as a :class:`range`. ValueError names what is wrong."""
-    if text is None:
-        return None
+def port_range(text: str) -> range:
+    """The ports of a port range ``FIRST-LAST`` (or of one port). ValueError names what
+    is wrong."""
     first, _, last = text.partition("-")
     try:
         low, high = int(first), int(last or first)
@@ -122,4 +120,4 @@ def port_range(text: str | None, as_range: bool = False) -> str | range | None:
         raise ValueError(f"a port range is FIRST-LAST, e.g. 40000-40100, not {text!r}") from None
     if not 1 <= low <= high <= 65535:
         raise ValueError(f"port range {text!r}: ports go from 1 to 65535, FIRST <= LAST")
-    return range(low, high + 1) if as_range else f"{low}-{high}"
+    return range(low, high + 1)

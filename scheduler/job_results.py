@@ -74,10 +74,10 @@ def parse_result(text: str, where: str) -> JobResult:
     if isinstance(data, dict) and data and len(data) <= MAX_KEYS:
         values = {}
         for key, value in data.items():
-            number = _finite(value)
-            if number is None:
+            finite = _finite(value)
+            if finite is None:
                 return JobResult(None, f"{where}: {key!r} is not a finite number")
-            values[str(key)[:100]] = number
+            values[str(key)[:100]] = finite
         return JobResult(values, None)
     return JobResult(None, f"{where} is not a number or a JSON object of numbers: {text[:60]!r}")
 

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from pyftpdlib.authorizers import AuthenticationFailed
 from pyftpdlib.filesystems import AbstractedFS
@@ -252,12 +252,20 @@ class QuotaDTPHandler(DTPHandler):
         super().handle_error()
 
 
-class UploadMixin:
+if TYPE_CHECKING:
+    # The mixin always comes before pyftpdlib's handler, whose methods it calls.
+    from pyftpdlib.handlers import FTPHandler as _HandlerBase
+else:
+    _HandlerBase = object
+
+
+class UploadMixin(_HandlerBase):
     """Refuses an upload onto an existing file where the grant says so (a stored
     input is never rewritten in place, since workers on the spool's file system
     link it into sandboxes), and tells :class:`Arrivals` when uploads start and end."""
 
     arrivals: Arrivals
+    authorizer: GrantAuthorizer
 
     def ftp_STOR(self, file: str, mode: str = "w") -> str | None:
         if not self.authorizer.may_replace(self.username) and os.path.lexists(file):
@@ -281,7 +289,7 @@ class PrivateFS(AbstractedFS):
     """What FTP uploads create is the scheduler's account's alone (files 0600,
     folders 0700), whatever the umask."""
 
-    def open(self, filename: str, mode: str):  # noqa: ANN201 - pyftpdlib's signature
+    def open(self, filename: str, mode: str) -> IO[Any]:
         if set(mode) & set("wa+"):
             os.close(os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
             f = open(filename, mode)  # noqa: SIM115 - pyftpdlib closes it
@@ -294,9 +302,14 @@ class PrivateFS(AbstractedFS):
 
 
 class TlsFiles(Protocol):
-    cert: Path
-    key: Path
-    fingerprint: str
+    """The certificate the FTP server serves (read-only, as a frozen dataclass has it)."""
+
+    @property
+    def cert(self) -> Path: ...
+    @property
+    def key(self) -> Path: ...
+    @property
+    def fingerprint(self) -> str: ...
 
 
 def _tls_handlers(tls: TlsFiles) -> tuple[type[FTPHandler], type[DTPHandler]]:
@@ -354,23 +367,30 @@ class Spool:
         shutil.rmtree(self.root / PROBE_DIR, ignore_errors=True)
         #: Called, from the FTP server's thread, with the error of an upload that
         #: found the disk full.
-        self.on_disk_full: Callable[[OSError], None] = lambda exc: None
+        self.on_disk_full: Callable[[OSError], object] = lambda exc: None
         cut = clear_interrupted(self.root)
         if cut:
             log.warning("removed %d input(s) whose upload a restart interrupted", cut)
-        handler = type("SpoolFTPHandler", (UploadMixin, control), {"arrivals": self.arrivals})
-        handler.authorizer = self.authorizer
-        handler.abstracted_fs = PrivateFS
-        handler.banner = "dfarm spool ready."
-        handler.passive_ports = passive_ports
-        handler.masquerade_address = masquerade_address
-        handler.use_sendfile = True
-        handler.timeout = 120
         # Large buffers: files move at disk speed, not 64 KiB per turn of the I/O loop.
-        handler.dtp_handler = type(
+        dtp_handler = type(
             "SpoolDTPHandler",
             (data,),
             {"ac_in_buffer_size": 1 << 20, "ac_out_buffer_size": 4 << 20, "spool": self},
+        )
+        handler = type(
+            "SpoolFTPHandler",
+            (UploadMixin, control),
+            {
+                "arrivals": self.arrivals,
+                "authorizer": self.authorizer,
+                "abstracted_fs": PrivateFS,
+                "banner": "dfarm spool ready.",
+                "passive_ports": passive_ports,
+                "masquerade_address": masquerade_address,
+                "use_sendfile": True,
+                "timeout": 120,
+                "dtp_handler": dtp_handler,
+            },
         )
         self._ioloop = IOLoop()
         self._server = FTPServer((host, port), handler, ioloop=self._ioloop)

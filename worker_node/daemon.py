@@ -330,7 +330,9 @@ class Worker:
         system (unless ``always_ftp``)."""
         self.spool = None if self.config.always_ftp else SpoolLink.find(offer, self.config.work_dir)
         if self.spool is not None:
-            log.info("the spool %s is on this file system: files move by hard link", offer.path)
+            log.info(
+                "the spool %s is on this file system: files move by hard link", self.spool.root
+            )
         else:
             log.info("files move over FTP")
 

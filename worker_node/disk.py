@@ -118,7 +118,9 @@ class DiskWatch:
         could not take are the scheduler's business, not this worker's.)"""
         if result.disk_full:
             return result
-        why = error if error is not None and is_full_error(error) else None
+        why: BaseException | str | None = (
+            error if error is not None and is_full_error(error) else None
+        )
         staging = result.failure or ""
         if why is None and staging.startswith(STAGING) and is_full_error(Exception(staging)):
             why = staging

@@ -262,7 +262,9 @@ def spawn(argv: list[str], cwd: str, env: dict[str, str], fds: list[int]) -> int
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), executable)
         executable = found
     os.chdir(cwd)  # no cwd for posix_spawn before Python 3.13; one job at a time here
-    actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
+    actions: list[tuple[int, ...]] = [
+        (os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)
+    ]
     # Received descriptors are inheritable: only the copies on 0, 1 and 2 may pass.
     actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in fds]
     return os.posix_spawn(

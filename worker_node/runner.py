@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ftplib
+import functools
 import logging
 import os
 import signal
@@ -190,7 +191,7 @@ def run_attempt(
     that ends on a full ``disk`` returns nothing but that failure);
     never raises for the job's own failures."""
     msg = attempt.msg
-    result = dict(job_id=msg.job_id, attempt=msg.attempt)
+    finished = functools.partial(JobFinished, job_id=msg.job_id, attempt=msg.attempt)
     reusable = False
     began = time.monotonic()
     try:
@@ -198,7 +199,7 @@ def run_attempt(
         try:
             _with_grant(attempt, lambda grant: _stage(msg, grant, cache, sandbox, spool))
         except TransferError as exc:
-            return JobFinished(**result, failure=f"{NOT_STARTED[0]}: {exc}")
+            return finished(failure=f"{NOT_STARTED[0]}: {exc}")
         stdout, stderr = sandbox.stdout, sandbox.stderr
         with attempt._lock:
             attempt.streams = {"stdout": stdout, "stderr": stderr}
@@ -210,7 +211,7 @@ def run_attempt(
             attempt.streams = {}  # results are read from the start, with no dtail about
         _end_processes(account, launchers, sandbox.index)
         if disk is not None and (full := disk.problem(since=began)) is not None:
-            return JobFinished(**result, failure=full, disk_full=True)  # outputs cut short
+            return finished(failure=full, disk_full=True)  # outputs cut short
         with contextlib.ExitStack() as files:
             owner = os.geteuid() if account is None else account.uid
             outputs, missing = _collect_outputs(
@@ -226,8 +227,7 @@ def run_attempt(
             failure = f"killed: {attempt.kill_reason}"
         reusable = failure is None
         code, sig = (None, -status) if status is not None and status < 0 else (status, None)
-        return JobFinished(
-            **result,
+        return finished(
             exit_code=code,
             exit_signal=sig,
             wall_time=round(wall, 6),
@@ -238,7 +238,7 @@ def run_attempt(
             failure=failure,
         )
     except TransferError as exc:
-        return JobFinished(**result, failure=f"could not transfer results: {exc}")
+        return finished(failure=f"could not transfer results: {exc}")
     finally:
         with attempt._lock:
             attempt.streams = {}
@@ -296,6 +296,7 @@ def _send_results(
     if not large:
         return inline, False
     cluster, proc = parse_job_id(msg.job_id)
+    assert proc is not None  # a RunJob names one job, never a bare cluster
     if spool is not None:
         try:
             spool.put_results(cluster, proc, msg.attempt, large)
@@ -338,9 +339,11 @@ def _execute(
     start = time.monotonic()
     gpus = None if attempt.gpus is None else ",".join(map(str, attempt.gpus))
     env = job_environment(attempt.msg, sandbox, gpus, python)
-    who: dict[str, object] = {}
+    user: int | None = None
+    group: int | None = None
+    extra_groups: list[int] | None = None
     if account is not None:
-        who = dict(user=account.uid, group=account.gid, extra_groups=list(account.groups))
+        user, group, extra_groups = account.uid, account.gid, list(account.groups)
         env.update(USER=account.name, LOGNAME=account.name)
     argv = py_scripts.command(
         exe, spec.arguments, python if account is not None else python or sys.executable
@@ -381,7 +384,9 @@ def _execute(
                         env=env,
                         start_new_session=True,
                         close_fds=True,
-                        **who,  # type: ignore[arg-type]
+                        user=user,
+                        group=group,
+                        extra_groups=extra_groups,
                     )
         except OSError as exc:
             reason = f"{NOT_STARTED[1]} {spec.executable!r}: {exc.strerror or exc}"

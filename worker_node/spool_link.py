@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import logging
 import os
 import shutil
@@ -122,7 +123,7 @@ class SpoolLink:
                 found[item.name] = (path, st.st_ino)
         return found
 
-    def _verify(self, f: BinaryIO, item: InputFile) -> None:
+    def _verify(self, f: io.BufferedReader, item: InputFile) -> None:
         """Check the open spool file ``f`` against ``item``'s hash, unless this very
         version of it (inode, size, times) was checked before."""
         st = os.fstat(f.fileno())

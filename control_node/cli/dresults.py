@@ -112,9 +112,9 @@ def report_text(sweep: Sweep, cluster: str, key: str | None, table: bool = True)
     if chosen is not None and sweep.values(chosen):
         parts.append(f"Histogram of {chosen}:\n" + "\n".join(histogram_lines(sweep.values(chosen))))
     for field, title in (("owner", "USER"), ("worker", "WORKER")):
-        rows = sweep.contributions(field)
-        if rows:
-            parts.append(tabulate(rows, headers=[title, "RESULTS", "FAILURES"], tablefmt="plain"))
+        counts = sweep.contributions(field)
+        if counts:
+            parts.append(tabulate(counts, headers=[title, "RESULTS", "FAILURES"], tablefmt="plain"))
     return "\n\n".join(parts)
 
 

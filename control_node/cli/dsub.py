@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from control_node import render
 from control_node.cli.common import add_connection_options, connect, run_command
@@ -13,7 +15,9 @@ from control_node.results import failed
 from scheduler import protocol as p
 
 
-def progress_printer(cluster: int, stream=sys.stderr):  # noqa: ANN001, ANN201
+def progress_printer(
+    cluster: int, stream: TextIO = sys.stderr
+) -> Callable[[dict[str, p.JobInfo]], None] | None:
     """A callback showing counts on one terminal line (nothing when not a terminal)."""
     if not stream.isatty():
         return None

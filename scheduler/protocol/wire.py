@@ -56,7 +56,7 @@ def _field_names(cls: type) -> tuple[str, ...] | None:
 
 def to_wire(value: Any) -> Any:
     """A message or record as plain JSON-able data."""
-    cls = type(value)
+    cls: type = type(value)
     if cls in _PLAIN:
         return value
     names = _field_names(cls)
@@ -176,7 +176,7 @@ def _converter(hint: Any) -> Converter:
         return _dict(_converter(typing.get_args(hint)[1]))
     if hint is Any:
         return lambda value: value
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _record(hint)
     if hint is float:
         return _to_float

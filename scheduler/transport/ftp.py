@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ftplib
+import ssl
 from collections.abc import Callable, Iterator
 
 from scheduler.protocol.records import FtpGrant
@@ -39,10 +40,12 @@ def ftp_session(grant: FtpGrant, timeout: float = 60) -> Iterator[ftplib.FTP]:
     try:
         ftp.connect(grant.host, grant.port, timeout=timeout)
         if pinned:
+            assert isinstance(ftp, ftplib.FTP_TLS)
             ftp.auth()
+            assert isinstance(ftp.sock, ssl.SSLSocket)  # auth() wrapped it
             check_pin(ftp.sock, pinned)  # before the password leaves
         ftp.login(grant.user, grant.password)
-        if pinned:
+        if isinstance(ftp, ftplib.FTP_TLS):
             ftp.prot_p()
         yield ftp
     finally:

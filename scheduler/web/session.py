@@ -129,7 +129,7 @@ async def login_failed(request: web.Request, guard: HandshakeGuard, who: str = "
 
 def session_middleware(
     sessions: Sessions, store: Store, guard: HandshakeGuard
-) -> Callable[..., Awaitable]:
+) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Attach ``request["session"]`` (every visitor has one, so that the login form is
     protected by CSRF too) and ``request["user"]``; check the CSRF token of every POST."""
 
@@ -166,7 +166,7 @@ def session_middleware(
         if request.method == "POST":
             await _check_csrf(request, session)
         response = await handler(request)
-        if fresh and request.get("sid") == sid:
+        if fresh and sid is not None and request.get("sid") == sid:
             set_cookie(response, request, sid)
         return response
 
@@ -179,7 +179,7 @@ STREAMED_FORMS = frozenset({"/submit"})
 
 
 async def _check_csrf(request: web.Request, session: Session) -> None:
-    sent = request.headers.get("X-CSRF-Token")
+    sent: object = request.headers.get("X-CSRF-Token")
     if sent is None and request.content_type == "multipart/form-data":
         if request.path in STREAMED_FORMS:
             return
