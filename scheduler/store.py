@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from scheduler.disk_space import free_bytes
 from scheduler.protocol import (
@@ -234,6 +235,22 @@ def _job_from_row(row: sqlite3.Row, specs: dict[str, JobSpec]) -> Job:
     )
 
 
+class UserRow(TypedDict):
+    """A user as ``dfarm users`` lists them."""
+
+    name: str
+    email: str | None
+    admin: bool
+    created: float
+
+
+class CredentialRow(TypedDict):
+    """A worker credential as ``dfarm workers`` lists them."""
+
+    name: str
+    created: float
+
+
 class StoreError(Exception):
     """A request the store refuses (unknown user, duplicate name, ...)."""
 
@@ -321,6 +338,11 @@ def _run(undo: list[Callable[[], None]]) -> None:
             callback()
         except Exception:
             log.exception("an undo callback of a failed unit of work failed")
+
+
+def _in_transaction(db: sqlite3.Connection) -> bool:
+    """Whether ``db`` has a transaction open (read again: statements change it)."""
+    return db.in_transaction
 
 
 class _Recorder:
@@ -567,7 +589,7 @@ class Store:
                 try:
                     self._db.execute("COMMIT")
                 except sqlite3.Error:
-                    if not self._db.in_transaction:
+                    if not _in_transaction(self._db):  # COMMIT failed and ended it
                         self._drop()
                         with contextlib.suppress(sqlite3.Error):
                             self._restore()
@@ -744,17 +766,20 @@ class Store:
         """The verifier of worker ``name``'s credential, or None."""
         return self._verifier("worker_credentials", name)
 
-    def worker_credentials(self) -> list[dict[str, object]]:
+    def worker_credentials(self) -> list[CredentialRow]:
         rows = self._query("SELECT name, created FROM worker_credentials ORDER BY name")
-        return [dict(row) for row in rows]
+        return [CredentialRow(name=row["name"], created=row["created"]) for row in rows]
 
     def is_admin(self, name: str) -> bool:
         rows = self._query("SELECT admin FROM users WHERE name=?", (name,))
         return bool(rows and rows[0]["admin"])
 
-    def users(self) -> list[dict[str, object]]:
+    def users(self) -> list[UserRow]:
         rows = self._query("SELECT name, email, admin, created FROM users ORDER BY name")
-        return [dict(row) for row in rows]
+        return [
+            UserRow(name=r["name"], email=r["email"], admin=bool(r["admin"]), created=r["created"])
+            for r in rows
+        ]
 
     # ------------------------------------------------------------------ clusters and jobs
 
@@ -946,7 +971,8 @@ class Store:
         states: Iterable[str] = (),
     ) -> list[Job]:
         """Jobs matching every filter given (clusters and job ids are OR-ed together)."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if owner is not None:
             where.append("owner=?")
             args.append(owner)

@@ -24,6 +24,7 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "REQUIREMENT_ATTRIBUTES",
@@ -167,18 +168,18 @@ def _tokens(text: str) -> list[_Token]:
 
 # ----------------------------------------------------------------------------- parser
 
-_COMPARE: dict[str, Callable[[object, object], bool]] = {
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt,
     "<=": operator.le,
     ">": operator.gt,
     ">=": operator.ge,
 }
-_ARITH: dict[str, Callable[[float, float], float]] = {
+_ARITH: dict[str, Callable[[float, float], float | None]] = {
     "+": operator.add,
     "-": operator.sub,
     "*": operator.mul,
-    "/": lambda a, b: None if b == 0 else (a // b if isinstance(a + b, int) else a / b),  # type: ignore[dict-item]
-    "%": lambda a, b: None if b == 0 else a % b,  # type: ignore[dict-item]
+    "/": lambda a, b: None if b == 0 else (a // b if isinstance(a + b, int) else a / b),
+    "%": lambda a, b: None if b == 0 else a % b,
 }
 
 
@@ -364,7 +365,7 @@ def _compare(fn: Callable[[object, object], bool], left: Node, right: Node) -> N
     return node
 
 
-def _arith(fn: Callable[[float, float], float], left: Node, right: Node) -> Node:
+def _arith(fn: Callable[[float, float], float | None], left: Node, right: Node) -> Node:
     def node(ad: Mapping[str, Value]) -> Value:
         x, y = _number(left(ad)), _number(right(ad))
         return None if x is None or y is None else fn(x, y)

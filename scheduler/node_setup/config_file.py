@@ -138,7 +138,7 @@ def _one(action: argparse.Action, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected a string, got {value!r}")
     else:
         value = str(value)
-        if kind is not None:
+        if callable(kind):
             try:
                 value = kind(value)
             except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
