@@ -131,7 +131,18 @@ class FairShareQueue:
     def discard(self, job: Job) -> None:
         key = (job.cluster, job.proc)
         if self._queued.pop(key, None) is not None:
-            self.user(job.owner).idle -= 1
+            share = self.user(job.owner)
+            share.idle -= 1
+            # Its entry is stale now: one at the top of its heap goes at once, so
+            # that a reader who does not pop (see scheduler/matchmaker.py) never
+            # walks past a run of them.
+            shape = shape_of(job.spec)
+            if shape in share.heaps:
+                self._top(share, shape)
+
+    def live(self, entry: Entry) -> bool:
+        """Whether ``entry`` (of one of the heaps) is its job's place in the queue."""
+        return self._queued.get((entry[1], entry[2])) is entry
 
     def _top(self, share: UserShare, shape: Shape) -> Entry | None:
         """The first live entry of one heap (stale ones are dropped on the way)."""

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from scheduler.dispatch import Slots
 from scheduler.fairshare import DEFAULT_HALFLIFE, FairShareQueue
 from scheduler.jobstate import check_transition
+from scheduler.matchmaker import match
 from scheduler.protocol import UNFINISHED_STATES, JobSpec, JobState, parse_job_id, shared_specs
 from scheduler.store import Job, Store
 from scheduler.usage import load_usage, save_usage
@@ -149,19 +150,16 @@ class JobTable:
     # ------------------------------------------------------------------ dispatch
 
     def assign(self, workers: Iterable[Slots]) -> list[tuple[Slots, Job]]:
-        """Match idle jobs to free slots and mark them running, in one transaction."""
-        assignments: list[tuple[Slots, Job]] = []
+        """Match idle jobs to free slots (see :func:`scheduler.matchmaker.match`),
+        then take the slots and mark the jobs running, in one transaction."""
+        by_id = {slots.worker_id: slots for slots in workers}
         now = self.clock()
+        matches = match(self.queue, by_id.values(), now)
         with self.store.transaction():
-            for slots in workers:
-                while slots.free:
-                    job = self.queue.pop_fitting(slots, now)
-                    if job is None:
-                        break
-                    slots.take(job)
-                    self.start(job, slots.name, now)
-                    assignments.append((slots, job))
-        return assignments
+            for worker_id, job in matches:
+                by_id[worker_id].take(job)
+                self.start(job, by_id[worker_id].name, now)
+        return [(by_id[worker_id], job) for worker_id, job in matches]
 
     def start(self, job: Job, worker: str, now: float, queued: bool = False) -> None:
         """Mark an idle job, just given to ``worker``, running; one ``queued`` there

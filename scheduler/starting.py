@@ -7,6 +7,7 @@ from scheduler import protocol as p
 from scheduler import queue_ahead
 from scheduler.dispatch import Slots
 from scheduler.matching.macros import match_spec
+from scheduler.matchmaker import match
 from scheduler.state import SchedulerState
 from scheduler.store import Job
 from scheduler.workers import WorkerState
@@ -19,12 +20,21 @@ def schedule_once(state: SchedulerState, candidates: list[Slots] | None = None) 
     free = [slots for slots in candidates if slots.free]
     if not free or not len(state.jobs.queue) or state.disk.full:
         return  # with the disk full, jobs wait: their results could not be kept
-    assigned = state.jobs.assign(free)
-    for slots, job in assigned:
-        send_run(state, state.workers.get(slots.worker_id), job)
+    now = state.clock()
+    matches = [
+        (state.workers.get(worker_id), job) for worker_id, job in match(state.jobs.queue, free, now)
+    ]
+    if not matches:
+        return
     with state.store.transaction():
-        for slots, job in assigned:
-            queue_behind(state, state.workers.get(slots.worker_id), job)
+        for worker, job in matches:
+            worker.slots.take(job)
+            state.jobs.start(job, worker.name, now)
+    for worker, job in matches:
+        send_run(state, worker, job)
+    with state.store.transaction():
+        for worker, job in matches:
+            queue_behind(state, worker, job)
 
 
 def queue_behind(state: SchedulerState, worker: WorkerState, head: Job) -> None:

@@ -11,7 +11,16 @@ import scheduler
 ROOT = Path(scheduler.__file__).parent
 #: From the bottom up; a module may import only modules of a lower layer.
 LAYERS = [
-    ["connection", "callers", "dispatch", "fairshare", "usage", "jobs", "queue_ahead"],
+    [
+        "connection",
+        "callers",
+        "dispatch",
+        "fairshare",
+        "matchmaker",
+        "usage",
+        "jobs",
+        "queue_ahead",
+    ],
     ["workers"],
     ["state"],
     ["watchers", "starting", "leaving", "selection", "handshake"],
