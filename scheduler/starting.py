@@ -56,28 +56,60 @@ def send_run(
     state: SchedulerState, worker: WorkerState, job: Job, after: Job | None = None
 ) -> None:
     """Send a job just marked running to its worker (to start after ``after``)."""
-    if job.attempt > 1:  # forget what an earlier attempt left
-        state.store.clear_files(job.cluster, job.proc)
-        state.spool.clear_job_dir(job.cluster, job.proc)
-    grant = state.spool.grant_job(
+    if job.attempt > 1:
+        forget_earlier_attempt(state, job)
+    grant = grant_job_files(state, worker, job)
+    state.workers.attach(worker, job, grant)
+    files = read_inline_inputs(state, worker, job)
+    worker.send(run_message(job, worker.slots, worker.metrics, grant, files, after))
+
+
+def run_message(
+    job: Job,
+    slots: Slots,
+    metrics: p.WorkerMetrics,
+    grant: p.FtpGrant,
+    files: dict[str, str],
+    after: Job | None = None,
+) -> p.RunJob:
+    """What tells a worker to run ``job``: its spec with the worker's values put in,
+    its FTP grant, the inputs sent inline, and the job it starts after, if any."""
+    return p.RunJob(
+        job_id=job.id,
+        attempt=job.attempt,
+        owner=job.owner,
+        spec=match_spec(job.spec, slots, metrics),
+        ftp=grant,
+        files=files,
+        after="" if after is None else f"{after.id}:{after.attempt}",
+    )
+
+
+def forget_earlier_attempt(state: SchedulerState, job: Job) -> None:
+    """Delete what an earlier attempt of ``job`` left: its file rows and spool files."""
+    state.store.clear_files(job.cluster, job.proc)
+    state.spool.clear_job_dir(job.cluster, job.proc)
+
+
+def grant_job_files(state: SchedulerState, worker: WorkerState, job: Job) -> p.FtpGrant:
+    """An FTP grant for ``worker`` to fetch ``job``'s inputs and put its results."""
+    return state.spool.grant_job(
         job.cluster, job.proc, worker.link.local_host, state.config.job_grant_ttl
     )
-    state.workers.attach(worker, job, grant)
+
+
+def inputs_to_inline(job: Job, sent: set[str]) -> list[p.InputFile]:
+    """``job``'s inputs not yet sent to a worker that holds those of ``sent``."""
+    return [item for item in job.spec.inputs if item.sha256 not in sent]
+
+
+def read_inline_inputs(state: SchedulerState, worker: WorkerState, job: Job) -> dict[str, str]:
+    """The small inputs of ``job`` to send inline to ``worker``, read from the spool
+    (larger ones it fetches by FTP); the worker keeps them, so each goes once."""
     files = {}
-    for item in job.spec.inputs:
-        if item.sha256 not in worker.sent_inputs:
-            data = state.spool.inline_input(job.cluster, item)
-            if data is not None:
-                files[item.sha256] = data
-                worker.sent_inputs.add(item.sha256)
-    worker.send(
-        p.RunJob(
-            job_id=job.id,
-            attempt=job.attempt,
-            owner=job.owner,
-            spec=match_spec(job.spec, worker.slots, worker.metrics),
-            ftp=grant,
-            files=files,
-            after="" if after is None else f"{after.id}:{after.attempt}",
-        )
-    )
+    for item in inputs_to_inline(job, worker.sent_inputs):
+        data = state.spool.inline_input(job.cluster, item)
+        if data is not None:
+            files[item.sha256] = data
+            worker.sent_inputs.add(item.sha256)
+    return files
