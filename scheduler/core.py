@@ -35,5 +35,5 @@ def build_state(
     state.jobs.on_change = partial(notify, state)
     deadline = clock() + config.worker_timeout
     for job in state.jobs.running():
-        state.orphans[job.id] = deadline
+        state.workers.orphan(job.id, job.worker or "", deadline)
     return state

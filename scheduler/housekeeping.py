@@ -31,13 +31,12 @@ def housekeeping(state: SchedulerState, now: float) -> None:
 
 def requeue_orphans(state: SchedulerState, now: float) -> None:
     """Requeue the running jobs whose worker did not come back by their deadline."""
-    expired = [job_id for job_id, deadline in state.orphans.items() if deadline <= now]
+    expired = state.workers.orphans_due(now)
     if not expired:
         return
     with state.store.transaction():
-        for job_id in expired:
-            del state.orphans[job_id]
+        for job_id, worker_name in expired:
             job = state.jobs.get(job_id)
             if job is not None and job.state is JobState.RUNNING:
-                state.jobs.requeue(job, f"worker {job.worker} was lost")
+                state.jobs.requeue(job, f"worker {worker_name} was lost")
     state.wake()

@@ -170,6 +170,9 @@ class JobTable:
             JobState.RUNNING,
             "executing",
             f"{where} worker {worker} (attempt {job.attempt + 1})",
+            # The record of the attempt's worker, kept in SQLite and shown to users;
+            # where the job runs now, or which worker it waits for, only the
+            # scheduler.workers.WorkerRegistry knows.
             worker=worker,
             attempt=job.attempt + 1,
             num_starts=job.num_starts + 1,

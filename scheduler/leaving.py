@@ -46,7 +46,7 @@ def job_leaves(
 def stop_attempt(state: SchedulerState, job: Job, reason: str) -> None:
     """``job`` was stopped (removed or held) while running: kill the attempt its worker
     runs and free its slot; an orphan's attempt no longer waits for its worker."""
-    state.orphans.pop(job.id, None)
+    state.workers.returned(job.id)
     worker = state.workers.of_job(job.id)
     if worker is not None:
         job_leaves(state, worker, job, kill=reason)
@@ -59,7 +59,7 @@ def worker_lost(state: SchedulerState, worker: WorkerState) -> None:
     count = len(worker.running)
     deadline = state.clock() + (0 if worker.link.revoked else state.config.worker_timeout)
     for job in list(worker.running.values()):
-        state.orphans[job.id] = deadline
+        state.workers.orphan(job.id, worker.name, deadline)
         job_leaves(state, worker, job, free_slot=False)
     state.workers.remove(worker)
     log.info("worker %s disconnected with %d running job(s)", worker.name, count)

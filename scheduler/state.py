@@ -67,8 +67,6 @@ class SchedulerState:
     subscribers: dict[int, dict[Replier, frozenset[str]]]
     #: Callers to tell once each cluster has no idle or running job left.
     awaiting: dict[int, set[Replier]]
-    #: Running jobs whose worker is away: requeued unless it returns by the deadline.
-    orphans: dict[str, float]
     #: Clusters submitted in parts: the proc number their next part starts at, and
     #: the caller (a connection or dashboard user) sending them.
     partial_clusters: dict[int, tuple[int, object]]
@@ -113,7 +111,6 @@ class SchedulerState:
         self.controls = {}
         self.subscribers = {}
         self.awaiting = {}
-        self.orphans = {}
         self.partial_clusters = {}
         self.tails = {}
         self.hashing = set()

@@ -105,13 +105,15 @@ def _adopt(
         job_id, _, attempt_text = entry.partition(":")
         job = state.jobs.get(job_id)
         attempt = int(attempt_text) if attempt_text.isdigit() else -1
+        awaited = state.workers.awaited(job_id)
         if (
             job is not None
             and job.state is JobState.RUNNING
-            and job.worker == name
+            and awaited is not None
+            and awaited[0] == name
             and job.attempt == attempt
         ):
-            state.orphans.pop(job_id, None)
+            state.workers.returned(job_id)
             # Queued there when the connection broke: it has started since.
             state.jobs.began(job, state.clock())
             worker.slots.take(job)
@@ -125,14 +127,10 @@ def _adopt(
         else:
             worker.send(p.KillJob(job_id=job_id, attempt=attempt, reason="stale attempt"))
     # What it no longer runs (it was restarted) need not wait for the deadline.
-    gone = [
-        job
-        for job_id in state.orphans
-        if (job := state.jobs.get(job_id)) is not None and job.worker == name
-    ]
-    for job in gone:
-        del state.orphans[job.id]
-        if job.state is not JobState.RUNNING:
+    for job_id in state.workers.orphans_of(name):
+        state.workers.returned(job_id)
+        job = state.jobs.get(job_id)
+        if job is None or job.state is not JobState.RUNNING:
             continue
         if f"{job.id}:{job.attempt}" in dropped:
             state.jobs.requeue(job, f"queued on worker {name}, which dropped it unstarted",

@@ -5,6 +5,9 @@ slots, the jobs it runs with their FTP grants, the inputs it already holds, its
 last metrics and heartbeat, and the link to send it messages. The
 :class:`WorkerRegistry` holds them by worker id and by link, and indexes each
 running job's worker, so that finding where a job runs is a lookup, not a scan.
+It alone knows where each running job is: on a registered worker, or *orphaned*,
+waiting until a deadline for its worker (gone, or not yet back after a restart)
+to return with it.
 """
 
 from __future__ import annotations
@@ -48,13 +51,16 @@ class WorkerState:
 
 
 class WorkerRegistry:
-    """The registered workers, by id and by link, and the worker of each job."""
+    """The registered workers, by id and by link, the worker of each job, and the
+    jobs waiting for a worker that is away."""
 
     def __init__(self) -> None:
         self._by_id: dict[int, WorkerState] = {}
         #: By link: a link is hashed by identity (a connection is equal only to itself).
         self._by_link: dict[object, WorkerState] = {}
         self._of_job: dict[str, WorkerState] = {}
+        #: Orphans: the worker each waits for, by name, and until when.
+        self._orphans: dict[str, tuple[str, float]] = {}
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -116,3 +122,32 @@ class WorkerRegistry:
         if self._of_job.get(job_id) is worker:
             del self._of_job[job_id]
         return worker.grants.pop(job_id, None)
+
+    # ------------------------------------------------------------------ orphans
+
+    def orphan(self, job_id: str, worker_name: str, deadline: float) -> None:
+        """Running job ``job_id`` waits for its worker ``worker_name``, away, until
+        ``deadline``; then it is requeued (see :meth:`orphans_due`)."""
+        self._orphans[job_id] = (worker_name, deadline)
+
+    def awaited(self, job_id: str) -> tuple[str, float] | None:
+        """The worker an orphan waits for, by name, and until when; None if it is
+        no orphan."""
+        return self._orphans.get(job_id)
+
+    def orphans_of(self, worker_name: str) -> list[str]:
+        """The orphans that wait for ``worker_name``."""
+        return [job_id for job_id, (name, _) in self._orphans.items() if name == worker_name]
+
+    def orphans_due(self, now: float) -> list[tuple[str, str]]:
+        """The orphans whose deadline passed by ``now``, with the worker each waited
+        for: they wait no longer."""
+        due = [(job_id, name) for job_id, (name, end) in self._orphans.items() if end <= now]
+        for job_id, _ in due:
+            del self._orphans[job_id]
+        return due
+
+    def returned(self, job_id: str) -> bool:
+        """``job_id`` waits for no worker any more (its worker came back with it, or
+        without it, or the job was stopped); whether it was waiting."""
+        return self._orphans.pop(job_id, None) is not None

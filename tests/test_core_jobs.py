@@ -140,7 +140,8 @@ def test_a_restart_recovers_jobs_and_usage_from_the_database(
         assert again.jobs.get(done.id) is None  # completed: in the history only
         assert again.jobs.queue.users["ann"].value == pytest.approx(usage)
         # The running jobs wait for their worker until the timeout.
-        assert again.orphans == {kept.id: clock() + TIMEOUT, lost.id: clock() + TIMEOUT}
+        for job in (kept, lost):
+            assert again.workers.awaited(job.id) == ("w1", clock() + TIMEOUT)
         back = register(again, "w1", slots=2, running=[f"{kept.id}:1"])
         assert [g.job_id for g in back.of(p.NewGrant)] == [kept.id]
         kept_again, lost_again = again.jobs.get(kept.id), again.jobs.get(lost.id)

@@ -132,7 +132,7 @@ def test_a_returning_worker_keeps_the_jobs_it_still_runs(
     assert kill.job_id == "99.0"
     worker = state.workers.named("w1")
     assert worker is not None and state.workers.of_job(kept.id) is worker
-    assert kept.state is JobState.RUNNING and not state.orphans
+    assert kept.state is JobState.RUNNING and state.workers.awaited(kept.id) is None
     # What it no longer runs is requeued at once, not at the deadline.
     assert dropped.state is JobState.IDLE
     assert worker.slots.used_slots == 1
