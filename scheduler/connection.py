@@ -78,7 +78,9 @@ class Connection:
         """Seconds to hold the outbox back. Job updates to a user leave at most every
         ``UPDATE_INTERVAL``, so a client watching a busy cluster is woken a few hundred
         times a second, not once per job; the first update after a quiet spell, replies,
-        and anything for a worker never wait."""
+        and anything for a worker never wait. ``now`` is the shell's monotonic clock: it
+        paces writes to a socket, as the event loop's timers do, and decides nothing
+        of the scheduler's state."""
         if self.urgent or self.role is not Role.CONTROL:
             return 0.0
         return self.last_flush + UPDATE_INTERVAL - now

@@ -8,8 +8,7 @@ import contextlib
 import logging
 import os
 import shutil
-import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from scheduler.staging import Spool
@@ -24,10 +23,12 @@ USAGE_TTL = 10.0
 
 
 class Retention:
-    def __init__(self, store: Store, spool: Spool, keep_seconds: float):
+    def __init__(self, store: Store, spool: Spool, keep_seconds: float, clock: Callable[[], float]):
         self.store, self.spool, self.keep_seconds = store, spool, keep_seconds
+        self.clock = clock
         self._last_sweep = 0.0
-        self._usage: tuple[float, int] = (0.0, 0)
+        #: The last measurement of the spool's size: when, and how many bytes.
+        self._usage: tuple[float, int] | None = None
 
     def expire(self, now: float, active: dict[tuple[int, int], Job], force: bool = False) -> int:
         """Clean the results of jobs that ended more than ``keep_seconds`` ago."""
@@ -48,13 +49,13 @@ class Retention:
             with contextlib.suppress(OSError):
                 (self.spool.root / str(cluster)).rmdir()
         log.info("results of %d job(s) cleaned after %.0f s", len(expired), self.keep_seconds)
-        self._usage = (0.0, 0)
+        self._usage = None
         return len(expired)
 
     def spool_bytes(self) -> int:
         """Bytes in the spool (inputs and large results) plus small results in SQLite."""
-        now = time.monotonic()
-        if now - self._usage[0] > USAGE_TTL:
+        now = self.clock()
+        if self._usage is None or not 0 <= now - self._usage[0] <= USAGE_TTL:
             self._usage = (now, tree_size(self.spool.root) + self.store.results_bytes())
         return self._usage[1]
 

@@ -101,7 +101,9 @@ class Grant:
 class GrantAuthorizer:
     """A pyftpdlib authorizer whose users are short-lived grants."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        #: What grants expire by (see :meth:`Spool.use_clock`).
+        self.clock = clock
         self._grants: dict[str, Grant] = {}
         #: Bytes each grant has uploaded, counted as they arrive in all its transfers
         #: together (parallel uploads share one budget).
@@ -162,7 +164,7 @@ class GrantAuthorizer:
     def _grant(self, user: str) -> Grant:
         with self._lock:
             grant = self._grants.get(user)
-        if grant is None or grant.expires <= time.time():
+        if grant is None or grant.expires <= self.clock():
             raise AuthenticationFailed("Authentication failed.")
         return grant
 
@@ -399,6 +401,10 @@ class Spool:
         self._thread = threading.Thread(target=self._serve, name="ftp", daemon=True)
         logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
 
+    def use_clock(self, clock: Callable[[], float]) -> None:
+        """Date grants by ``clock`` (the scheduler's) rather than the system's."""
+        self.authorizer.clock = clock
+
     def start(self) -> None:
         self._thread.start()
         log.info("FTP server on port %d over %s", self.port, self.root)
@@ -463,7 +469,7 @@ class Spool:
     ) -> FtpGrant:
         raw = secrets.token_bytes(26)
         user, password = "g" + raw[:8].hex(), base64.urlsafe_b64encode(raw[8:]).decode()
-        expires = time.time() + ttl
+        expires = self.authorizer.clock() + ttl
         grant = Grant(user, password, root, tuple(rules), expires, max_bytes, replace)
         self.authorizer.add(grant)
         return FtpGrant(

@@ -98,10 +98,13 @@ class SchedulerState:
         self.tls = None
         self.secret, self.pool_verifier = secret, pool_verifier
         self.clock, self.wake, self.end_turn = clock, wake, end_turn
+        # Every time the services record or compare is the scheduler's.
+        store.clock = clock
+        spool.use_clock(clock)
         self.disk = disk or DiskSpace(config.home, config.min_free_space, wall=clock)
-        self.mailer = Mailer(config.mail, store, spool.job_dir)
+        self.mailer = Mailer(config.mail, store, spool.job_dir, clock)
         self.quota = Quota(store, spool, config.upload_limit, config.spool_quota)
-        self.retention = Retention(store, spool, config.result_retention)
+        self.retention = Retention(store, spool, config.result_retention, clock)
         self.reservations = Reservations(config.reservation_ttl, clock=clock)
         self.guard = HandshakeGuard(config.auth_failure_limit, config.auth_failure_window)
         self.jobs = JobTable(store, halflife=config.usage_halflife, clock=clock)

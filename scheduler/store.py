@@ -366,8 +366,11 @@ class _Recorder:
 class Store:
     """The scheduler's database. One instance per process; thread-safe through a lock."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time):
         self.path = path
+        #: The time of what it records (the scheduler gives its own clock; the
+        #: command-line tools that open the database read the system's).
+        self.clock = clock
         self._lock = threading.RLock()
         # Created owner-only: SQLite gives its -wal and -shm files the database's mode.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
@@ -679,7 +682,7 @@ class Store:
             db.execute(
                 "INSERT INTO users (name, salt, iterations, stored_key, server_key, email,"
                 " admin, created) VALUES (?,?,?,?,?,?,?,?)",
-                (name, *_columns(v), email, int(admin), time.time()),
+                (name, *_columns(v), email, int(admin), self.clock()),
             )
         return token
 
@@ -747,13 +750,13 @@ class Store:
             db.execute(
                 "INSERT OR REPLACE INTO worker_credentials (name, salt, iterations, stored_key,"
                 " server_key, created) VALUES (?,?,?,?,?,?)",
-                (name, *_columns(v), time.time()),
+                (name, *_columns(v), self.clock()),
             )
             # The worker's id is given now, so that ids follow the order credentials
             # were issued in (w1 = ID 1), not the order of the first registrations.
             db.execute(
                 "INSERT OR IGNORE INTO workers (name, first_seen, last_seen) VALUES (?,?,?)",
-                (name, time.time(), time.time()),
+                (name, self.clock(), self.clock()),
             )
         return credential
 
@@ -854,7 +857,7 @@ class Store:
         key = (job.cluster, job.proc)
         row = _mutable_values(job)
         row += key
-        event_row = (job.cluster, job.proc, time.time() if now is None else now, event, detail)
+        event_row = (job.cluster, job.proc, self.clock() if now is None else now, event, detail)
         with self._lock:
             if not self._units:
                 with self.transaction():
@@ -891,7 +894,7 @@ class Store:
         self._statement(
             "INSERT OR REPLACE INTO job_results (cluster, proc, value, error, time)"
             " VALUES (?,?,?,?,?)",
-            (cluster, proc, value, result.error, time.time()),
+            (cluster, proc, value, result.error, self.clock()),
         )
 
     def cluster_has_others(self, cluster: int, proc: int) -> bool:

@@ -28,8 +28,9 @@ def worker(name: str, load: float, used: int = 0) -> p.WorkerInfo:
 
 
 def test_metrics_keep_the_last_hour() -> None:
-    history = MetricsHistory(interval=5)
-    history.record([worker("a", 1.0), worker("b", 2.0)], now=1000)
+    clock = [1000.0]
+    history = MetricsHistory(interval=5, clock=lambda: clock[0])
+    history.record([worker("a", 1.0), worker("b", 2.0)])  # at the clock's time
     history.record([worker("a", 3.0, used=1)], now=1000 + WINDOW / 2)
     charts = {c["key"]: c for c in history.charts("a", now=1000 + WINDOW / 2)}
     assert charts["load"]["samples"] == 2 and charts["load"]["last"] == 3.0

@@ -44,9 +44,15 @@ class Mailer:
     """Notification mail of one scheduler. ``config`` None: no SMTP, no mail."""
 
     def __init__(
-        self, config: MailConfig | None, store: Store, job_dir: Callable[[int, int], Path]
+        self,
+        config: MailConfig | None,
+        store: Store,
+        job_dir: Callable[[int, int], Path],
+        clock: Callable[[], float] = time.time,
     ):
         self.config = config
+        #: When mail is queued and falls due (the scheduler gives its own clock).
+        self.clock = clock
         self.store = store
         self.job_dir = job_dir
         #: Last state seen of each job of a cluster that asked for mail.
@@ -249,7 +255,7 @@ class Mailer:
     def _queue(
         self, cluster: int, proc: int | None, owner: str, why: str, to: str, message: Any
     ) -> None:
-        now = time.time()
+        now = self.clock()
         with self.store.transaction() as db:
             cur = db.execute(_INSERT, (cluster, proc, owner, why, to, message.as_bytes(), now, now))
         self._due[int(cur.lastrowid or 0)] = now
@@ -263,7 +269,7 @@ class Mailer:
         """Deliver mails as they come due, until cancelled."""
         self._wake = asyncio.Event()
         while True:
-            now = time.time()
+            now = self.clock()
             due = sorted((t, i) for i, t in self._due.items() if t <= now)[:BATCH]
             if not due or self.config is None:
                 later = min(self._due.values(), default=None)
@@ -291,7 +297,7 @@ class Mailer:
 
     def _record(self, outcomes: dict[int, Outcome]) -> None:
         assert self.config is not None
-        now = time.time()
+        now = self.clock()
         ids = list(outcomes)
         rows = self.store.query(
             f"SELECT id, cluster, proc, recipient, attempts, created FROM mail"

@@ -136,7 +136,7 @@ async def start_web(s: SchedulerState) -> WebServer:
     """Serve the dashboard on the configured address; raises OSError if it cannot."""
     config = s.config
     logging.getLogger("aiohttp.server").addFilter(_bad_requests)
-    metrics = MetricsHistory(config.heartbeat_interval)
+    metrics = MetricsHistory(config.heartbeat_interval, s.clock)
     runner = web.AppRunner(
         make_app(s, metrics), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN
     )

@@ -5,7 +5,6 @@ a new hour."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -30,12 +29,14 @@ WIDTH, HEIGHT = 240, 60
 class MetricsHistory:
     """Samples of every worker seen in the last hour, by worker name."""
 
-    def __init__(self, interval: float):
+    def __init__(self, interval: float, clock: Callable[[], float]):
         self.interval = max(1.0, interval)
+        #: The scheduler's clock: samples are stamped, and charts drawn, by it.
+        self.clock = clock
         self._samples: dict[str, deque[tuple[float, dict[str, float]]]] = {}
 
     def record(self, workers: list[p.WorkerInfo], now: float | None = None) -> None:
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         for worker in workers:
             samples = self._samples.setdefault(worker.name, deque())
             samples.append((now, {key: float(get(worker)) for key, (_, _, get) in SERIES.items()}))
@@ -54,7 +55,7 @@ class MetricsHistory:
     def charts(self, name: str, now: float | None = None) -> list[dict[str, Any]]:
         """One chart per series: title, last value, range, and SVG polyline points
         (time runs over the last hour, left to right)."""
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         samples = list(self._samples.get(name, ()))
         charts = []
         for key, (title, unit, _) in SERIES.items():

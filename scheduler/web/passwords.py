@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
 
 from scheduler.store import Store, StoreError
 
@@ -36,7 +35,7 @@ def set_password(store: Store, name: str, password: str) -> None:
         db.execute(
             "INSERT OR REPLACE INTO web_passwords (name, stored_key, salt, hash, time)"
             " VALUES (?,?,?,?,?)",
-            (name, verifier.stored_key, salt, _hash(password, salt), time.time()),
+            (name, verifier.stored_key, salt, _hash(password, salt), store.clock()),
         )
 
 

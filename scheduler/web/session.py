@@ -59,7 +59,9 @@ class Session:
 
 
 class Sessions:
-    """The live sessions, by id."""
+    """The live sessions, by id. Their idle time is the dashboard's HTTP layer's own,
+    on the monotonic clock: a step of the system's clock neither ends nor extends
+    them, and no scheduling decision reads it."""
 
     def __init__(self) -> None:
         self._by_id: OrderedDict[str, Session] = OrderedDict()
