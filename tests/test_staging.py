@@ -700,6 +700,31 @@ def test_worker_cache_fetches_a_large_input_and_checks_its_hash(
     assert cache.missing([wanted, forged]) == [forged]
 
 
+def test_an_input_is_cached_before_it_is_known_as_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another job's thread, which reads what is cached without the lock, never finds
+    an input known but not yet in place."""
+    from scheduler.protocol.wire import pack_bytes
+    from worker_node.transfer import InputCache
+
+    cache = InputCache(tmp_path / "cache")
+    data = b"#!/bin/sh\n"
+    sha = hashlib.sha256(data).hexdigest()
+    seen = []
+    real_replace = Path.replace
+
+    def replace(self: Path, target: Path) -> Path:
+        seen.append(cache.missing([InputFile(name="job.sh", sha256=sha, size=len(data))]))
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", replace)
+    cache.add_inline({sha: pack_bytes(data)})
+    assert len(seen) == 1 and seen[0]  # still missing while it was moved in place
+    path, inode = cache.entry(sha)
+    assert path.read_bytes() == data and path.stat().st_ino == inode
+
+
 @pytest.mark.parametrize("sizes", [[10], [1 << 20, 3 << 20, 5], [0, 2 << 20]])
 def test_hashing_writer_writes_and_hashes_every_block(sizes: list[int]) -> None:
     blocks = [os.urandom(size) for size in sizes]

@@ -94,8 +94,11 @@ class InputCache:
 
     def _install(self, tmp: Path, sha256: str) -> None:
         tmp.chmod(0o555)
-        self.inodes[sha256] = tmp.stat().st_ino
+        inode = tmp.stat().st_ino
         tmp.replace(self.path(sha256))
+        # Known as cached only once it is in place: a job staged in another thread
+        # links it without taking the lock.
+        self.inodes[sha256] = inode
 
     def add_inline(self, files: dict[str, str]) -> None:
         """Cache inputs that arrived inside the message, checking each hash."""
