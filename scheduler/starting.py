@@ -3,6 +3,8 @@ workers, with short jobs queued behind them (see :mod:`scheduler.queue_ahead`)."
 
 from __future__ import annotations
 
+from functools import partial
+
 from scheduler import protocol as p
 from scheduler import queue_ahead
 from scheduler.dispatch import Slots
@@ -52,6 +54,7 @@ def send_run(
     grant = state.spool.grant_job(
         job.cluster, job.proc, worker.link.local_host, state.config.job_grant_ttl
     )
+    state.store.remember(lambda: _revoke(state, grant))
     state.workers.attach(worker, job, grant)
     files = {}
     for item in job.spec.inputs:
@@ -60,6 +63,8 @@ def send_run(
             if data is not None:
                 files[item.sha256] = data
                 worker.sent_inputs.add(item.sha256)
+                # Its frame is dropped if the unit fails: it is sent again next time.
+                state.store.remember(partial(worker.sent_inputs.discard, item.sha256))
     worker.send(
         p.RunJob(
             job_id=job.id,
@@ -71,3 +76,8 @@ def send_run(
             after="" if after is None else f"{after.id}:{after.attempt}",
         )
     )
+
+
+def _revoke(state: SchedulerState, grant: p.FtpGrant) -> None:
+    """The undo of a grant issued by a unit that failed."""
+    state.spool.revoke(grant)

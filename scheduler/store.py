@@ -394,6 +394,8 @@ class Store:
         #: (taken at a unit's first write: a unit that only queues rows needs none).
         self._units: list[_Unit] = []
         self._saved = 0
+        #: Undo callbacks are running: the changes they make register nothing.
+        self._undoing = False
         #: Every statement the open batch ran, in order, to run again if its
         #: transaction is lost; job rows (the latest of each job) and events queued,
         #: not yet written.
@@ -457,6 +459,22 @@ class Store:
                 raise RuntimeError("on_undo outside a unit of work")
             self._units[-1].undo.append(callback)
 
+    def remember(self, callback: Callable[[], None]) -> None:
+        """As :meth:`on_undo` inside a unit; outside any, nothing: a change made
+        outside every unit has nothing to be undone with. The hook that memory's
+        owners (the job table, slots, the worker registry, connections) are given."""
+        with self._lock:
+            if self._units and not self._undoing:
+                self._units[-1].undo.append(callback)
+
+    def _undo(self, callbacks: list[Callable[[], None]]) -> None:
+        """Run a failed unit's undo callbacks; what they change is not registered."""
+        self._undoing = True
+        try:
+            _run(callbacks)
+        finally:
+            self._undoing = False
+
     @contextlib.contextmanager
     def alone(self) -> Iterator[sqlite3.Connection]:
         """A unit committed on its own, at once (outside any other unit; inside one, it
@@ -478,7 +496,7 @@ class Store:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 self._end_batch()
-                _run(undo)
+                self._undo(undo)
                 raise
 
     def _unit(self, kept: list[Callable[[], None]] | None = None) -> _Scope:
@@ -520,7 +538,7 @@ class Store:
                 self._db.execute(f"RELEASE u{at}")
             except sqlite3.Error:  # SQLite dropped the whole transaction (disk full)
                 self._drop()
-        _run(unit.undo)
+        self._undo(unit.undo)
         if self._lost and not self._units:
             with contextlib.suppress(sqlite3.Error):
                 self._restore()

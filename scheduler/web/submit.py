@@ -150,6 +150,8 @@ def submit(
 
     def queue(message: p.SubmitJobs) -> p.Submitted:
         reply = control_handlers.on_submit_jobs(s, user, message)
+        if isinstance(reply, p.Error):  # a later part failed: the cluster was removed
+            raise RequestError(reply.message, reply.code)
         assert isinstance(reply, p.Submitted)
         s.end_turn()  # committed before the browser hears of it
         return reply
