@@ -6,7 +6,6 @@ from __future__ import annotations
 import bisect
 import logging
 import sqlite3
-from functools import partial
 
 from scheduler import protocol as p
 from scheduler.authz import may_act_for, may_control, not_found
@@ -41,7 +40,6 @@ def on_new_cluster(state: SchedulerState, conn: Caller, msg: p.NewCluster) -> p.
     now = state.reservations.clock()
     cluster = state.store.reserve_cluster(conn.name, now)
     state.reservations.add(cluster, now)
-    state.store.remember(partial(state.reservations.submitted, cluster))
     ttl = state.config.reservation_ttl
     upload = state.spool.grant_upload(cluster, conn.local_host, ttl=ttl, max_bytes=budget)
     state.store.remember(lambda: _revoke(state, upload))
@@ -109,9 +107,7 @@ def _queue_part(state: SchedulerState, conn: Caller, msg: p.SubmitJobs) -> p.Mes
     jobs = state.jobs.submit(
         msg.cluster, conn.name, msg.submit_file, specs, msg.first_proc, msg.last
     )
-    if msg.cluster in state.reservations:
-        state.reservations.submitted(msg.cluster)
-        state.store.remember(partial(state.reservations.add, msg.cluster, state.clock()))
+    state.reservations.submitted(msg.cluster)
     if msg.last:
         state.partial_clusters.pop(msg.cluster, None)
         # The client sends it once its uploads end.

@@ -54,7 +54,7 @@ class JobTable:
                 self.queue.started(job)
         self.queue.undo = store.remember
 
-    def _keep(self, job: Job, names: Iterable[str]) -> None:
+    def keep(self, job: Job, names: Iterable[str]) -> None:
         """Register the undo of a change to these fields of ``job``."""
         saved = {name: getattr(job, name) for name in names}
 
@@ -124,7 +124,7 @@ class JobTable:
             job.id, job.state, new, lambda: [e.event for e in self.store.events(*_key(job))]
         )
         old, started = job.state, job.start_time
-        self._keep(job, ["state", "start_time", *changes])
+        self.keep(job, ["state", "start_time", *changes])
         job.state = new
         for name, value in changes.items():
             setattr(job, name, value)
@@ -219,7 +219,7 @@ class JobTable:
         it counts for fair share from ``now``. Not a change of state: it is written,
         and watchers told, with the next one."""
         if job.state is JobState.RUNNING and job.start_time is None:
-            self._keep(job, ["start_time"])
+            self.keep(job, ["start_time"])
             job.start_time = now
             self.queue.started(job)
 

@@ -92,6 +92,8 @@ class Scheduler:
         #: ... and whether such a commit is still to be made.
         self._commit_failed = False
         self._turn_ending = False
+        #: The database is closed: the scheduler stopped.
+        self._closed = False
         #: Every live connection, by the task serving it.
         self._peers: dict[asyncio.Task[None], Connection] = {}
         self.store.on_batch_open = self._end_turn_soon
@@ -203,6 +205,7 @@ class Scheduler:
                 await asyncio.wait([task for task, _ in peers], timeout=5)
             self.end_turn()
             self.spool.stop()
+            self._closed = True
             self.store.close()
             log.info("scheduler stopped")
 
@@ -270,8 +273,9 @@ class Scheduler:
         finally:
             self._peers.pop(task, None)
             self.state.peers.pop(conn.id, None)
-            run_unit(self.state, "departure", lambda: connection_closed(self.state, conn))
-            self.end_turn()
+            if not self._closed:  # a connection slow to end outlives the database
+                run_unit(self.state, "departure", lambda: connection_closed(self.state, conn))
+                self.end_turn()
             writer.close()
             # Cancelled at shutdown while a TLS close is under way: the task ends here.
             with contextlib.suppress(Exception, asyncio.CancelledError):

@@ -521,10 +521,17 @@ class Spool:
         self.end_upload(cluster)
         return remove_uploads(self.input_dir(cluster))
 
-    def remove_cluster(self, cluster: int) -> None:
-        """Forget a cluster that never had jobs: its grant and its folder."""
-        self.end_upload(cluster)
+    def remove_cluster(self, cluster: int) -> Callable[[], None]:
+        """Forget a cluster that never had jobs: its grant and its folder. Returns
+        what gives them back (the folder empty: what was uploaded is lost)."""
+        restore = self.end_upload(cluster)
         shutil.rmtree(self.root / str(cluster), ignore_errors=True)
+
+        def give_back() -> None:
+            make_private_dir(self.input_dir(cluster))
+            restore()
+
+        return give_back
 
     def grant_job(self, cluster: int, proc: int, host: str, ttl: float) -> FtpGrant:
         """For a worker: read the cluster's inputs, write this job's results."""

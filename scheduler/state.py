@@ -105,7 +105,7 @@ class SchedulerState:
         self.mailer = Mailer(config.mail, store, spool.job_dir)
         self.quota = Quota(store, spool, config.upload_limit, config.spool_quota)
         self.retention = Retention(store, spool, config.result_retention)
-        self.reservations = Reservations(config.reservation_ttl, clock=clock)
+        self.reservations = Reservations(config.reservation_ttl, clock=clock, undo=store.remember)
         self.guard = HandshakeGuard(config.auth_failure_limit, config.auth_failure_window)
         self.jobs = JobTable(store, halflife=config.usage_halflife, clock=clock)
         self.mailer.resume(self.jobs.active.values())
