@@ -13,6 +13,10 @@ own changes in memory with it: :meth:`Store.on_undo` registers a callable that r
 if the innermost open unit is rolled back (the callables of a unit in the reverse
 order of their registration); when a nested unit succeeds its callables pass to the
 enclosing unit, and when the outermost unit succeeds they are dropped.
+:meth:`Store.remember` does the same, and nothing outside every unit: the owners of
+the scheduler's memory (see :mod:`scheduler.undo`) register each change with it, so
+that a unit that fails (:func:`scheduler.units.run_unit`) leaves memory, as well as
+the database, as it found them.
 
 Units are grouped in batches, one transaction each, ended by :meth:`Store.commit`
 (the scheduler's event loop commits once per turn, :attr:`Store.on_batch_open`
