@@ -334,6 +334,8 @@ class Scheduler:
         frames to workers, whose acknowledged results would otherwise be forgotten:
         users still get their answers."""
         self._turn_ending = False
+        if self._closed:  # a turn ended late, after the stop
+            return
         try:
             self.store.commit()
         except sqlite3.Error as exc:
