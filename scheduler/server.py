@@ -388,8 +388,10 @@ class Scheduler:
     async def _housekeeping_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            run_unit(self.state, "identity check", lambda: check_identities(self.state))
+            # First, between turns: a unit opens a batch, which a database cannot
+            # be shared again under.
             self._disk_round()
+            run_unit(self.state, "identity check", lambda: check_identities(self.state))
             housekeeping(self.state, self.state.clock())
 
     def _disk_round(self) -> None:
