@@ -36,3 +36,12 @@ def run_unit(state: SchedulerState, name: str, body: Callable[[], object]) -> ob
         # A bug must cost one unit, never the connection or the loop.
         log.exception("unit %s failed", name)
         return p.Error(message=f"internal error handling {name!r}", code="internal")
+
+
+def run_request(state: SchedulerState, name: str, body: Callable[[], object]) -> object:
+    """As :func:`run_unit`, for a caller that is no connection (the dashboard): the
+    error is raised, as a :class:`RequestError`, once the unit is undone."""
+    reply = run_unit(state, name, body)
+    if isinstance(reply, p.Error):
+        raise RequestError(reply.message, reply.code)
+    return reply
