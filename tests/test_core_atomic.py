@@ -28,7 +28,7 @@ from core_fakes import (
 )
 
 from scheduler import protocol as p
-from scheduler.clusters import expire_reservations
+from scheduler.clusters import expire_reservations, upload_failed
 from scheduler.connection import Connection
 from scheduler.control_handlers import (
     on_await_clusters,
@@ -39,6 +39,7 @@ from scheduler.control_handlers import (
 from scheduler.departures import connection_closed
 from scheduler.handshake import BY_POOL_SECRET
 from scheduler.housekeeping import requeue_orphans
+from scheduler.identities import check_identities
 from scheduler.job_control import on_change_jobs, on_output_chunk, on_tail_job
 from scheduler.protocol import JobSpec, JobState, Role
 from scheduler.starting import schedule_once
@@ -167,6 +168,7 @@ def memory(pool: Pool) -> object:
         sorted(state.reservations._expires.items()),
         sorted(state.spool.authorizer._grants),
         sorted(state.spool._uploads.items()),
+        state.known_users,
     )
 
 
@@ -425,6 +427,22 @@ def user_departure(pool: Pool) -> tuple[str, Callable[[], object]]:
     return "departure", lambda: connection_closed(pool.state, pool.ann)  # type: ignore[arg-type]
 
 
+def upload_failure(pool: Pool) -> tuple[str, Callable[[], object]]:
+    """An input of a cluster whose first part is queued never arrives."""
+    cluster = _reserved(pool)
+    assert isinstance(
+        on_submit_jobs(pool.state, pool.ann, part(cluster, 2, last=False)), p.Submitted
+    )
+    pool.state.store.commit()
+    pool.ann.sent.clear()
+    return "upload failure", lambda: upload_failed(pool.state, cluster, "an upload failed")
+
+
+def identity_check(pool: Pool) -> tuple[str, Callable[[], object]]:
+    """Nobody's token is in the database: every queued job's owner is gone."""
+    return "identity check", lambda: check_identities(pool.state)
+
+
 def reservation_expiry(pool: Pool) -> tuple[str, Callable[[], object]]:
     _reserved(pool)
     pool.clock.advance(pool.state.config.reservation_ttl + 1)
@@ -464,6 +482,8 @@ CASES: list[Case] = [
     worker_departure,
     user_departure,
     reservation_expiry,
+    upload_failure,
+    identity_check,
 ]
 
 
