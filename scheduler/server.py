@@ -388,8 +388,8 @@ class Scheduler:
     async def _housekeeping_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            # First, between turns: a unit opens a batch, which a database cannot
-            # be shared again under.
+            # First, between turns: a database cannot be shared again under the
+            # batch that a unit writing opens.
             self._disk_round()
             run_unit(self.state, "identity check", lambda: check_identities(self.state))
             housekeeping(self.state, self.state.clock())

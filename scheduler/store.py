@@ -507,8 +507,8 @@ class Store:
         return _Scope(self, kept)
 
     def _open_unit(self) -> tuple[int, _Unit]:
-        if not self._units:
-            self._open_batch()
+        # The batch opens at the unit's first write: one that only reads (most
+        # messages) takes no write lock.
         unit = _Unit(len(self._writes))
         self._units.append(unit)
         return len(self._units) - 1, unit
@@ -581,9 +581,9 @@ class Store:
                 return self._write(sql, args, many)
 
     def _before_write(self) -> None:
-        """The batch written again if it was lost; a savepoint for each open unit."""
-        if self._lost:
-            self._restore()
+        """The batch opened (or written again if it was lost); a savepoint for each
+        open unit."""
+        self._open_batch()
         while self._saved < len(self._units):
             self._db.execute(f"SAVEPOINT u{self._saved}")
             self._saved += 1
@@ -885,6 +885,7 @@ class Store:
             self._queue(key, row, event_row)
 
     def _queue(self, key: tuple[int, int], row: list[object], event: _Event) -> None:
+        self._open_batch()  # to be committed by the end of the turn
         before = self._pending.get(key)
         self._pending[key] = row
         self._events.append(event)
