@@ -19,7 +19,7 @@ from scheduler.protocol import JobState
 from scheduler.quota import QuotaError
 from scheduler.selection import parse_ids, visible
 from scheduler.staging import StagingError, upload_sizes
-from scheduler.starting import _revoke
+from scheduler.starting import revoke_grant
 from scheduler.state import SchedulerState, disk_full_error, refuse_if_disk_full
 from scheduler.store import Job
 from scheduler.submission import SubmissionError, check_submission
@@ -42,7 +42,7 @@ def on_new_cluster(state: SchedulerState, conn: Caller, msg: p.NewCluster) -> p.
     state.reservations.add(cluster, now)
     ttl = state.config.reservation_ttl
     upload = state.spool.grant_upload(cluster, conn.local_host, ttl=ttl, max_bytes=budget)
-    state.store.remember(lambda: _revoke(state, upload))
+    state.store.remember(lambda: revoke_grant(state, upload))
     return p.ClusterCreated(cluster=cluster, upload=upload)
 
 

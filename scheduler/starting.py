@@ -54,7 +54,7 @@ def send_run(
     grant = state.spool.grant_job(
         job.cluster, job.proc, worker.link.local_host, state.config.job_grant_ttl
     )
-    state.store.remember(lambda: _revoke(state, grant))
+    state.store.remember(lambda: revoke_grant(state, grant))
     state.workers.attach(worker, job, grant)
     files = {}
     for item in job.spec.inputs:
@@ -78,6 +78,6 @@ def send_run(
     )
 
 
-def _revoke(state: SchedulerState, grant: p.FtpGrant) -> None:
+def revoke_grant(state: SchedulerState, grant: p.FtpGrant) -> None:
     """The undo of a grant issued by a unit that failed."""
     state.spool.revoke(grant)

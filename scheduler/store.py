@@ -18,7 +18,9 @@ the scheduler's memory (see :mod:`scheduler.undo`) register each change with it,
 that a unit that fails (:func:`scheduler.units.run_unit`) leaves memory, as well as
 the database, as it found them.
 
-Units are grouped in batches, one transaction each, ended by :meth:`Store.commit`
+Units are grouped in batches, one transaction each, opened by the first write (or job
+row queued) of a unit, so that a unit that only reads takes no write lock, and ended
+by :meth:`Store.commit`
 (the scheduler's event loop commits once per turn, :attr:`Store.on_batch_open`
 telling it that a batch opened). A store with nobody to end its batches (no
 ``on_batch_open``: the command-line tools, a test) commits each outermost unit on

@@ -18,7 +18,7 @@ from scheduler.leaving import job_leaves
 from scheduler.matching.attributes import slot_attributes
 from scheduler.protocol import JobState
 from scheduler.result_hashes import hash_results
-from scheduler.starting import _revoke, queue_behind, schedule_once
+from scheduler.starting import queue_behind, revoke_grant, schedule_once
 from scheduler.state import SchedulerState
 from scheduler.store import Job
 from scheduler.submission import safe_name, safe_result_name
@@ -120,7 +120,7 @@ def _adopt(
             grant = state.spool.grant_job(
                 job.cluster, job.proc, worker.link.local_host, state.config.job_grant_ttl
             )
-            state.store.remember(partial(_revoke, state, grant))
+            state.store.remember(partial(revoke_grant, state, grant))
             state.workers.attach(worker, job, grant)
             # The grant of its run_job died with the connection (or the scheduler).
             worker.send(p.NewGrant(job_id=job_id, attempt=attempt, ftp=grant))
