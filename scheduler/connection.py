@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from scheduler import protocol as p
 from scheduler.protocol import Role
+from scheduler.undo import UndoHook, no_undo
 
 
 class RequestError(Exception):
@@ -56,6 +57,9 @@ class Connection:
     last_flush: float = 0.0
     #: Called with this connection when it has frames to send.
     on_output: Callable[[Connection], None] = lambda conn: None
+    #: Where each frame queued registers its undo: a unit of work that fails sends
+    #: nothing (see :mod:`scheduler.undo`).
+    undo: UndoHook = no_undo
 
     @property
     def address(self) -> str:
@@ -69,7 +73,9 @@ class Connection:
     def send(self, message: p.Message, urgent: bool = True) -> None:
         """Queue a frame; it leaves at the end of the loop's turn, after the commit.
         Frames that are not ``urgent`` (job updates) may wait: see :meth:`flush_delay`."""
+        queued = len(self.outbox)
         self.outbox.append(p.encode(message))
+        self.undo(lambda: self.outbox.__delitem__(slice(queued, None)))
         self.urgent = self.urgent or urgent
         self.updates = self.updates or not urgent
         self.on_output(self)

@@ -19,6 +19,7 @@ from scheduler.protocol import JobState
 from scheduler.quota import QuotaError
 from scheduler.selection import parse_ids, visible
 from scheduler.staging import StagingError, upload_sizes
+from scheduler.starting import revoke_grant
 from scheduler.state import SchedulerState, disk_full_error, refuse_if_disk_full
 from scheduler.store import Job
 from scheduler.submission import SubmissionError, check_submission
@@ -40,10 +41,9 @@ def on_new_cluster(state: SchedulerState, conn: Caller, msg: p.NewCluster) -> p.
     cluster = state.store.reserve_cluster(conn.name, now)
     state.reservations.add(cluster, now)
     ttl = state.config.reservation_ttl
-    return p.ClusterCreated(
-        cluster=cluster,
-        upload=state.spool.grant_upload(cluster, conn.local_host, ttl=ttl, max_bytes=budget),
-    )
+    upload = state.spool.grant_upload(cluster, conn.local_host, ttl=ttl, max_bytes=budget)
+    state.store.remember(lambda: revoke_grant(state, upload))
+    return p.ClusterCreated(cluster=cluster, upload=upload)
 
 
 def on_submit_jobs(state: SchedulerState, conn: Caller, msg: p.SubmitJobs) -> p.Message:
@@ -60,25 +60,29 @@ def on_submit_jobs(state: SchedulerState, conn: Caller, msg: p.SubmitJobs) -> p.
             f"cluster {msg.cluster}: the next part starts at proc {expected}, not {msg.first_proc}",
             "invalid",
         )
+    # The part is a unit of its own: when it fails, the earlier parts are removed
+    # and the error answered by this unit, which keeps that removal.
     try:
         refuse_if_disk_full(state)
-        return _queue_part(state, conn, msg)
+        with state.store.transaction():
+            return _queue_part(state, conn, msg)
     except (sqlite3.Error, OSError) as exc:
         if not is_disk_full(exc):
             raise
         error = disk_full_error(state, exc)
-        if expected:
-            abandon_cluster(state, msg.cluster, f"the submission failed: {error.message}")
-        raise RequestError(error.message, "disk_full") from None
+        if not expected:
+            raise RequestError(error.message, "disk_full") from None
+        abandon_cluster(state, msg.cluster, f"the submission failed: {error.message}")
+        return p.Error(message=error.message, code="disk_full")
     except RequestError as exc:
-        if expected:  # earlier parts are queued: the cluster is not submitted whole
-            abandon_cluster(state, msg.cluster, f"the submission failed: {exc}")
-            raise RequestError(
-                f"{exc}; the {expected} job(s) of cluster {msg.cluster} already queued"
-                " were removed",
-                exc.code,
-            ) from None
-        raise
+        if not expected:
+            raise
+        # Earlier parts are queued: the cluster is not submitted whole.
+        abandon_cluster(state, msg.cluster, f"the submission failed: {exc}")
+        message = (
+            f"{exc}; the {expected} job(s) of cluster {msg.cluster} already queued were removed"
+        )
+        return p.Error(message=message, code=exc.code)
 
 
 def _queue_part(state: SchedulerState, conn: Caller, msg: p.SubmitJobs) -> p.Message:
@@ -106,7 +110,8 @@ def _queue_part(state: SchedulerState, conn: Caller, msg: p.SubmitJobs) -> p.Mes
     state.reservations.submitted(msg.cluster)
     if msg.last:
         state.partial_clusters.pop(msg.cluster, None)
-        state.spool.end_upload(msg.cluster)  # the client sends it once its uploads end
+        # The client sends it once its uploads end.
+        state.store.remember(state.spool.end_upload(msg.cluster))
     else:
         state.partial_clusters[msg.cluster] = (msg.first_proc + len(jobs), conn)
     state.mailer.submitted(jobs, more=not msg.last)
@@ -121,7 +126,7 @@ def _end_cluster(state: SchedulerState, conn: Caller, msg: p.SubmitJobs) -> p.Me
         raise RequestError("an empty part only ends a cluster", "invalid")
     state.jobs.submit(msg.cluster, conn.name, msg.submit_file, [], msg.first_proc)
     state.partial_clusters.pop(msg.cluster, None)
-    state.spool.end_upload(msg.cluster)
+    state.store.remember(state.spool.end_upload(msg.cluster))
     state.mailer.submit_ended(msg.cluster)
     cluster_may_be_done(state, msg.cluster)
     return p.Submitted(cluster=msg.cluster, job_ids=[])
@@ -163,12 +168,14 @@ def on_query_workers(state: SchedulerState, conn: Caller, msg: p.QueryWorkers) -
 
 
 def on_subscribe(state: SchedulerState, conn: Replier, msg: p.Subscribe) -> p.Message:
+    state.subscribers.keep_all(msg.clusters)
     for cluster in msg.clusters:
         state.subscribers.setdefault(cluster, {})[conn] = frozenset(msg.states)
     return p.Ok()
 
 
 def on_await_clusters(state: SchedulerState, conn: Replier, msg: p.AwaitClusters) -> p.Message:
+    state.awaiting.keep_all(msg.clusters)
     for cluster in msg.clusters:
         owner = state.store.cluster_owner(cluster)
         if owner is None or not may_act_for(conn, owner[0]):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from scheduler.matching.requirements import Value, compile_requirements
 from scheduler.store import Job
+from scheduler.undo import UndoHook, no_undo
 
 
 @dataclass
@@ -45,6 +46,27 @@ class Slots:
     follower_of: dict[str, str] = field(default_factory=dict)
     #: For each running job with jobs queued behind it: the last of them, and how many.
     chains: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: Where each change registers its undo (see :mod:`scheduler.undo`); set when
+    #: its worker joins the registry.
+    undo: UndoHook = field(default=no_undo, compare=False, repr=False)
+
+    def changing(self) -> None:
+        """Register the undo of what is about to change: a snapshot of the counters,
+        flags and chains, restored if the unit fails."""
+        saved = (
+            self.used_slots, self.used_cpus, self.used_memory_mb, self.used_gpus,
+            self.draining, self.disk_full, self.disk_free_mb, self.attributes,
+            dict(self.leader_of), dict(self.follower_of), dict(self.chains),
+        )  # fmt: skip
+
+        def restore() -> None:
+            (
+                self.used_slots, self.used_cpus, self.used_memory_mb, self.used_gpus,
+                self.draining, self.disk_full, self.disk_free_mb, self.attributes,
+                self.leader_of, self.follower_of, self.chains,
+            ) = saved  # fmt: skip
+
+        self.undo(restore)
 
     def fits(self, job: Job) -> bool:
         """Whether ``job`` could start here now."""
@@ -65,12 +87,14 @@ class Slots:
         )
 
     def take(self, job: Job) -> None:
+        self.changing()
         self.used_slots += 1
         self.used_cpus += job.spec.request_cpus
         self.used_memory_mb += job.spec.request_memory or 0
         self.used_gpus += job.spec.request_gpus
 
     def give_back(self, job: Job) -> None:
+        self.changing()
         self.used_slots -= 1
         self.used_cpus -= job.spec.request_cpus
         self.used_memory_mb -= job.spec.request_memory or 0
@@ -85,6 +109,7 @@ class Slots:
         """``job`` waits on the worker for the last job of ``head``'s chain to end,
         then runs in its place."""
         tail, count = self.chain(head)
+        self.changing()
         self.follower_of[tail] = job.id
         self.leader_of[job.id] = tail
         self.chains[head.id] = (job.id, count + 1)
@@ -94,6 +119,7 @@ class Slots:
         queued behind it takes its place and resources, and its id is returned;
         with none, the resources are given back. A job that was still queued
         holds none: the one behind it waits for its leader instead."""
+        self.changing()
         follower = self.follower_of.pop(job.id, None)
         leader = self.leader_of.pop(job.id, None)
         if leader is not None:  # a queued job: rare, so its head is looked for

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from scheduler.dispatch import Slots
 from scheduler.matching.capacity import Shape, shape_of
 from scheduler.store import Job
+from scheduler.undo import UndoHook, no_undo
 
 #: Default half-life of usage, in seconds (one day, as HTCondor).
 DEFAULT_HALFLIFE = 86400.0
@@ -68,6 +69,8 @@ class FairShareQueue:
         self.users: dict[str, UserShare] = {}
         #: The live entry of each queued job; any other entry of it in a heap is stale.
         self._queued: dict[tuple[int, int], Entry] = {}
+        #: Where each change registers its undo (see :mod:`scheduler.undo`).
+        self.undo: UndoHook = no_undo
 
     def __len__(self) -> int:
         return len(self._queued)
@@ -76,7 +79,20 @@ class FairShareQueue:
         share = self.users.get(name)
         if share is None:
             share = self.users[name] = UserShare(name)
+            self.undo(lambda: self._forget(name))
         return share
+
+    def _forget(self, name: str) -> None:
+        self.users.pop(name, None)
+
+    def _keep_usage(self, share: UserShare) -> None:
+        """Register the undo of a change to ``share``'s usage."""
+        saved = (share.value, share.stamp, share.running_cpus, share.started, share.running)
+
+        def restore() -> None:
+            share.value, share.stamp, share.running_cpus, share.started, share.running = saved
+
+        self.undo(restore)
 
     # ------------------------------------------------------------------ usage
 
@@ -87,6 +103,7 @@ class FairShareQueue:
     def started(self, job: Job) -> None:
         """A job of ``job.owner`` started running at ``job.start_time``."""
         share = self.user(job.owner)
+        self._keep_usage(share)
         share.running += 1
         share.running_cpus += job.spec.request_cpus
         share.started += (job.start_time or 0.0) * job.spec.request_cpus
@@ -94,6 +111,7 @@ class FairShareQueue:
     def stopped(self, job: Job, start_time: float | None, now: float) -> UserShare:
         """A running job ended (for whatever reason): its slot time joins the usage."""
         share = self.user(job.owner)
+        self._keep_usage(share)
         cpus = job.spec.request_cpus
         start = start_time if start_time is not None else now
         share.running = max(0, share.running - 1)
@@ -127,12 +145,14 @@ class FairShareQueue:
         entry = (-job.spec.priority, job.cluster, job.proc, job)
         self._queued[key] = entry
         heapq.heappush(share.heaps.setdefault(shape_of(job.spec), []), entry)
+        self.undo(lambda: self.discard(job))
 
     def discard(self, job: Job) -> None:
         key = (job.cluster, job.proc)
         if self._queued.pop(key, None) is not None:
             share = self.user(job.owner)
             share.idle -= 1
+            self.undo(lambda: self.push(job))
             # Its entry is stale now: one at the top of its heap goes at once, so
             # that a reader who does not pop (see scheduler/matchmaker.py) never
             # walks past a run of them.

@@ -9,6 +9,7 @@ import logging
 from scheduler.clusters import expire_reservations
 from scheduler.protocol import JobState
 from scheduler.state import SchedulerState
+from scheduler.units import run_unit
 
 log = logging.getLogger("scheduler.server")
 
@@ -22,10 +23,10 @@ def housekeeping(state: SchedulerState, now: float) -> None:
             log.warning("worker %s sent no heartbeat for %.0f s: declared lost",
                         worker.name, silent)  # fmt: skip
             worker.link.close()
-    requeue_orphans(state, now)
+    run_unit(state, "orphan requeue", lambda: requeue_orphans(state, now))
     state.spool.authorizer.expire(now)
     state.spool.end_expired_probes()
-    expire_reservations(state, now)
+    run_unit(state, "reservation expiry", lambda: expire_reservations(state, now))
     state.retention.expire(now, state.jobs.active)
 
 

@@ -42,6 +42,10 @@ def check_identities(state: SchedulerState) -> None:
         conn.writer.close()
         changed = changed or current is None
     if changed:
+        # Undone with the unit, so that the next check removes the jobs again. The
+        # connections closed stay closed: their identity is gone all the same.
+        known = state.known_users
+        state.store.remember(lambda: setattr(state, "known_users", known))
         state.known_users = users
         _remove_queued_of_gone(state, users)
 

@@ -117,6 +117,7 @@ def on_edit_jobs(state: SchedulerState, conn: Caller, msg: p.EditJobs) -> p.Mess
             if job.state is _S.IDLE:
                 # Requests decide where a job fits: requeue it with the new ones.
                 state.jobs.queue.discard(job)
+            state.jobs.keep(job, ["spec"])
             job.spec = dataclasses.replace(job.spec, **values)
             if job.state is _S.IDLE:
                 state.jobs.queue.push(job)

@@ -3,7 +3,9 @@
 :meth:`JobTable.transition` checks the transition table, writes the row and an
 event to SQLite, and only then returns, so the caller acts on state that is
 already durable. Callers that change many jobs wrap the calls in one
-``store.transaction()``.
+``store.transaction()``. Every change to memory here (a job's fields, the active
+jobs, the unfinished counts, the queue and usage) registers its undo with the open
+unit (:meth:`Store.remember`): a unit that fails leaves the table as it found it.
 """
 
 from __future__ import annotations
@@ -51,6 +53,34 @@ class JobTable:
                 self.queue.push(job)
             elif job.state is JobState.RUNNING and job.start_time is not None:
                 self.queue.started(job)
+        self.queue.undo = store.remember
+
+    def keep(self, job: Job, names: Iterable[str]) -> None:
+        """Register the undo of a change to these fields of ``job``."""
+        saved = {name: getattr(job, name) for name in names}
+
+        def restore() -> None:
+            for name, value in saved.items():
+                setattr(job, name, value)
+
+        self.store.remember(restore)
+
+    def _count(self, cluster: int, change: int) -> None:
+        """Change the number of ``cluster``'s unfinished jobs (undone with the unit)."""
+        before = self.unfinished.get(cluster, 0)
+        left = before + change
+        if left:
+            self.unfinished[cluster] = left
+        else:
+            del self.unfinished[cluster]
+
+        def restore() -> None:
+            if before:
+                self.unfinished[cluster] = before
+            else:
+                self.unfinished.pop(cluster, None)
+
+        self.store.remember(restore)
 
     def get(self, job_id: str) -> Job | None:
         cluster, proc = parse_job_id(job_id)
@@ -95,6 +125,7 @@ class JobTable:
             job.id, job.state, new, lambda: [e.event for e in self.store.events(*_key(job))]
         )
         old, started = job.state, job.start_time
+        self.keep(job, ["state", "start_time", *changes])
         job.state = new
         for name, value in changes.items():
             setattr(job, name, value)
@@ -109,14 +140,10 @@ class JobTable:
                 save_usage(self.store, self.queue.stopped(job, started, self.clock()))
         elif new is JobState.RUNNING and old is not JobState.RUNNING and job.start_time is not None:
             self.queue.started(job)
-        if new in (JobState.COMPLETED, JobState.REMOVED):
-            self.active.pop(key, None)
+        if new in (JobState.COMPLETED, JobState.REMOVED) and self.active.pop(key, None) is not None:
+            self.store.remember(lambda: self.active.__setitem__(key, job))
         if (old in UNFINISHED_STATES) is not (new in UNFINISHED_STATES):
-            left = self.unfinished[job.cluster] + (1 if new in UNFINISHED_STATES else -1)
-            if left:
-                self.unfinished[job.cluster] = left
-            else:
-                del self.unfinished[job.cluster]
+            self._count(job.cluster, 1 if new in UNFINISHED_STATES else -1)
         log.debug("job %s: %s -> %s (%s)", job.id, old.value, new.value, event)
         self.on_change(job)
 
@@ -140,7 +167,14 @@ class JobTable:
         ]
         self.store.insert_jobs(cluster, submit_file, jobs, now, last)
         if jobs:
-            self.unfinished[cluster] += len(jobs)
+            self._count(cluster, len(jobs))
+        keys = [_key(job) for job in jobs]
+
+        def forget() -> None:
+            for key in keys:
+                self.active.pop(key, None)
+
+        self.store.remember(forget)
         for job in jobs:
             self.active[_key(job)] = job
             self.queue.push(job)
@@ -186,6 +220,7 @@ class JobTable:
         it counts for fair share from ``now``. Not a change of state: it is written,
         and watchers told, with the next one."""
         if job.state is JobState.RUNNING and job.start_time is None:
+            self.keep(job, ["start_time"])
             job.start_time = now
             self.queue.started(job)
 

@@ -34,7 +34,7 @@ def job_leaves(
     without ``free_slot`` (its worker is gone) the slot is left as it is."""
     grant = state.workers.detach(worker, job.id)
     if grant is not None:
-        state.spool.revoke(grant)
+        state.store.remember(state.spool.revoke(grant))
     follower = None
     if free_slot:
         follower = release(state.jobs, worker.slots, worker.running, job, state.clock())

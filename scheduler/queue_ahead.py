@@ -26,6 +26,7 @@ from scheduler.dispatch import Slots
 from scheduler.jobs import JobTable
 from scheduler.matching.capacity import shape_of
 from scheduler.store import Job
+from scheduler.undo import UndoHook, no_undo
 
 #: Most jobs queued behind one running job.
 QUEUE_DEPTH = 16
@@ -36,15 +37,28 @@ KEPT_CLUSTERS = 4096
 class RunTimes:
     """The mean wall time of recently completed jobs, per cluster."""
 
-    def __init__(self) -> None:
+    def __init__(self, undo: UndoHook = no_undo) -> None:
         self._mean: dict[int, float] = {}
+        self.undo = undo
 
     def record(self, cluster: int, wall_time: float) -> None:
         old = self._mean.pop(cluster, None)
         # Weighted towards recent runs, which is what the next jobs will be like.
         self._mean[cluster] = wall_time if old is None else old + (wall_time - old) * 0.2
+        evicted = None
         if len(self._mean) > KEPT_CLUSTERS:
-            del self._mean[next(iter(self._mean))]
+            first = next(iter(self._mean))
+            evicted = (first, self._mean.pop(first))
+
+        def restore() -> None:
+            # The means come back; their order (which is forgotten first) may not.
+            self._mean.pop(cluster, None)
+            if old is not None:
+                self._mean[cluster] = old
+            if evicted is not None:
+                self._mean[evicted[0]] = evicted[1]
+
+        self.undo(restore)
 
     def expected(self, cluster: int) -> float:
         """Expected run time of a job of ``cluster``; infinite when none completed."""

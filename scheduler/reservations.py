@@ -13,15 +13,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from scheduler.undo import UndoDict, UndoHook, no_undo
+
 log = logging.getLogger(__name__)
 
 
 class Reservations:
     """When each open reservation expires."""
 
-    def __init__(self, ttl: float, clock: Callable[[], float]):
+    def __init__(self, ttl: float, clock: Callable[[], float], undo: UndoHook = no_undo):
         self.ttl, self.clock = ttl, clock
-        self._expires: dict[int, float] = {}
+        self._expires: UndoDict[int, float] = UndoDict(undo)
 
     def add(self, cluster: int, created: float) -> None:
         """``cluster`` was reserved at ``created``."""

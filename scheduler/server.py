@@ -22,13 +22,14 @@ import socket
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from scheduler import control_handlers, explain, job_control, probe, worker_control, worker_handlers
 from scheduler import protocol as p
 from scheduler.clusters import abandon_cluster, remove_reservation, upload_failed
 from scheduler.config import SchedulerConfig
-from scheduler.connection import Connection, RequestError, plain_host
+from scheduler.connection import Connection, plain_host
 from scheduler.core import build_state
 from scheduler.departures import connection_closed
 from scheduler.disk_space import DiskSpace, is_disk_full
@@ -40,9 +41,10 @@ from scheduler.private import check_file, check_home
 from scheduler.protocol import Role
 from scheduler.staging import Spool
 from scheduler.starting import schedule_once
-from scheduler.state import SchedulerState, disk_full_error
+from scheduler.state import SchedulerState
 from scheduler.store import Store
 from scheduler.tls_setup import load_or_create
+from scheduler.units import run_unit
 from scheduler.web.app import WebServer, start_web
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,8 @@ class Scheduler:
         #: ... and whether such a commit is still to be made.
         self._commit_failed = False
         self._turn_ending = False
+        #: The database is closed: the scheduler stopped.
+        self._closed = False
         #: Every live connection, by the task serving it.
         self._peers: dict[asyncio.Task[None], Connection] = {}
         self.store.on_batch_open = self._end_turn_soon
@@ -142,7 +146,12 @@ class Scheduler:
         loop = asyncio.get_running_loop()
 
         def failed(cluster: int, why: str) -> None:
-            loop.call_soon_threadsafe(upload_failed, self.state, cluster, why)
+            loop.call_soon_threadsafe(
+                run_unit,
+                self.state,
+                "upload failure",
+                lambda: upload_failed(self.state, cluster, why),
+            )
 
         def disk_full(exc: OSError) -> None:
             loop.call_soon_threadsafe(self.state.disk.write_failed, exc)
@@ -196,6 +205,7 @@ class Scheduler:
                 await asyncio.wait([task for task, _ in peers], timeout=5)
             self.end_turn()
             self.spool.stop()
+            self._closed = True
             self.store.close()
             log.info("scheduler stopped")
 
@@ -231,6 +241,7 @@ class Scheduler:
             f"{plain_host(peer[0])}:{peer[1]}",
             self.config.masquerade_address or plain_host(local[0]),
             on_output=self._output,
+            undo=self.store.remember,
         )
         task = asyncio.current_task()
         assert task is not None
@@ -262,8 +273,9 @@ class Scheduler:
         finally:
             self._peers.pop(task, None)
             self.state.peers.pop(conn.id, None)
-            connection_closed(self.state, conn)
-            self.end_turn()
+            if not self._closed:  # a connection slow to end outlives the database
+                run_unit(self.state, "departure", lambda: connection_closed(self.state, conn))
+                self.end_turn()
             writer.close()
             # Cancelled at shutdown while a TLS close is under way: the task ends here.
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -289,20 +301,14 @@ class Scheduler:
                     )
                 )
                 continue
-            try:
-                reply = route(self.state, conn, message)
-                if isinstance(reply, Awaitable):
-                    # File I/O of a user's size, in a thread: this connection waits
-                    # for it, the loop serves the others.
+            reply = run_unit(self.state, message.type, partial(route, self.state, conn, message))
+            if isinstance(reply, Awaitable):
+                # File I/O of a user's size, in a thread: this connection waits for
+                # it, the loop serves the others. It only reads: it is no unit.
+                try:
                     reply = await reply
-            except RequestError as exc:
-                reply = p.Error(message=str(exc), code=exc.code)
-            except Exception as exc:
-                if is_disk_full(exc):  # the unit was undone: nothing of it is kept
-                    reply = disk_full_error(self.state, exc)
-                else:
-                    # A bug must cost one request, never the connection or the loop.
-                    log.exception("internal error handling %s from %s", message.type, conn.peer)
+                except Exception:
+                    log.exception("unit %s failed", message.type)
                     reply = p.Error(
                         message=f"internal error handling {message.type!r}", code="internal"
                     )
@@ -328,6 +334,8 @@ class Scheduler:
         frames to workers, whose acknowledged results would otherwise be forgotten:
         users still get their answers."""
         self._turn_ending = False
+        if self._closed:  # a turn ended late, after the stop
+            return
         try:
             self.store.commit()
         except sqlite3.Error as exc:
@@ -373,15 +381,17 @@ class Scheduler:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            schedule_once(self.state)
+            run_unit(self.state, "scheduling pass", lambda: schedule_once(self.state))
             # Let a burst of messages in before the next pass.
             await asyncio.sleep(0)
 
     async def _housekeeping_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            check_identities(self.state)
+            # First, between turns: a database cannot be shared again under the
+            # batch that a unit writing opens.
             self._disk_round()
+            run_unit(self.state, "identity check", lambda: check_identities(self.state))
             housekeeping(self.state, self.state.clock())
 
     def _disk_round(self) -> None:

@@ -114,10 +114,21 @@ class GrantAuthorizer:
         with self._lock:
             self._grants[grant.user] = grant
 
-    def revoke(self, user: str) -> None:
+    def revoke(self, user: str) -> Callable[[], None]:
+        """End ``user``'s grant; returns what gives it back as it was (the undo of a
+        unit of work that revoked it and failed)."""
         with self._lock:
-            self._grants.pop(user, None)
-            self._uploaded.pop(user, None)
+            grant = self._grants.pop(user, None)
+            uploaded = self._uploaded.pop(user, None)
+
+        def restore() -> None:
+            with self._lock:
+                if grant is not None:
+                    self._grants[user] = grant
+                if uploaded is not None:
+                    self._uploaded[user] = uploaded
+
+        return restore
 
     def upload_room(self, user: str) -> int | None:
         """Bytes ``user`` may still upload (None: no limit)."""
@@ -496,11 +507,19 @@ class Spool:
         room = None if user is None else self.authorizer.upload_room(user)
         return max(0, room or 0)
 
-    def end_upload(self, cluster: int) -> None:
-        """No more uploads into ``cluster``'s inputs: its grant goes."""
+    def end_upload(self, cluster: int) -> Callable[[], None]:
+        """No more uploads into ``cluster``'s inputs: its grant goes. Returns what
+        gives it back (the undo of a unit of work that failed)."""
         user = self._uploads.pop(cluster, None)
-        if user is not None:
-            self.authorizer.revoke(user)
+        if user is None:
+            return lambda: None
+        restore = self.authorizer.revoke(user)
+
+        def give_back() -> None:
+            restore()
+            self._uploads[cluster] = user
+
+        return give_back
 
     def drop_uploads(self, cluster: int) -> int:
         """Remove the uploads of ``cluster`` that were never named as inputs (a cluster
@@ -508,10 +527,17 @@ class Spool:
         self.end_upload(cluster)
         return remove_uploads(self.input_dir(cluster))
 
-    def remove_cluster(self, cluster: int) -> None:
-        """Forget a cluster that never had jobs: its grant and its folder."""
-        self.end_upload(cluster)
+    def remove_cluster(self, cluster: int) -> Callable[[], None]:
+        """Forget a cluster that never had jobs: its grant and its folder. Returns
+        what gives them back (the folder empty: what was uploaded is lost)."""
+        restore = self.end_upload(cluster)
         shutil.rmtree(self.root / str(cluster), ignore_errors=True)
+
+        def give_back() -> None:
+            make_private_dir(self.input_dir(cluster))
+            restore()
+
+        return give_back
 
     def grant_job(self, cluster: int, proc: int, host: str, ttl: float) -> FtpGrant:
         """For a worker: read the cluster's inputs, write this job's results."""
@@ -558,11 +584,19 @@ class Spool:
         """Bytes the open probes of ``owner`` may hold (each at its whole budget)."""
         return sum(budget for who, _, budget in self._probes.values() if who == owner)
 
-    def revoke(self, grant: FtpGrant) -> None:
-        self.authorizer.revoke(grant.user)
-        for cluster, user in list(self._uploads.items()):
-            if user == grant.user:
-                del self._uploads[cluster]
+    def revoke(self, grant: FtpGrant) -> Callable[[], None]:
+        """End ``grant``; returns what gives it back (see :meth:`GrantAuthorizer.revoke`)."""
+        restore = self.authorizer.revoke(grant.user)
+        uploads = [cluster for cluster, user in self._uploads.items() if user == grant.user]
+        for cluster in uploads:
+            del self._uploads[cluster]
+
+        def give_back() -> None:
+            restore()
+            for cluster in uploads:
+                self._uploads[cluster] = grant.user
+
+        return give_back
 
     # -- files that travel inside messages -----------------------------------
 

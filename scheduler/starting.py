@@ -3,6 +3,8 @@ workers, with short jobs queued behind them (see :mod:`scheduler.queue_ahead`)."
 
 from __future__ import annotations
 
+from functools import partial
+
 from scheduler import protocol as p
 from scheduler import queue_ahead
 from scheduler.dispatch import Slots
@@ -92,10 +94,13 @@ def forget_earlier_attempt(state: SchedulerState, job: Job) -> None:
 
 
 def grant_job_files(state: SchedulerState, worker: WorkerState, job: Job) -> p.FtpGrant:
-    """An FTP grant for ``worker`` to fetch ``job``'s inputs and put its results."""
-    return state.spool.grant_job(
+    """An FTP grant for ``worker`` to fetch ``job``'s inputs and put its results
+    (revoked again if the unit fails)."""
+    grant = state.spool.grant_job(
         job.cluster, job.proc, worker.link.local_host, state.config.job_grant_ttl
     )
+    state.store.remember(lambda: revoke_grant(state, grant))
+    return grant
 
 
 def inputs_to_inline(job: Job, sent: set[str]) -> list[p.InputFile]:
@@ -112,4 +117,11 @@ def read_inline_inputs(state: SchedulerState, worker: WorkerState, job: Job) -> 
         if data is not None:
             files[item.sha256] = data
             worker.sent_inputs.add(item.sha256)
+            # Its frame is dropped if the unit fails: it is sent again next time.
+            state.store.remember(partial(worker.sent_inputs.discard, item.sha256))
     return files
+
+
+def revoke_grant(state: SchedulerState, grant: p.FtpGrant) -> None:
+    """The undo of a grant issued by a unit that failed."""
+    state.spool.revoke(grant)

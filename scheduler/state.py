@@ -27,6 +27,7 @@ from scheduler.retention import Retention
 from scheduler.staging import Spool
 from scheduler.store import Store
 from scheduler.tls_setup import Certificate
+from scheduler.undo import UndoDict
 from scheduler.workers import WorkerRegistry
 
 
@@ -64,15 +65,15 @@ class SchedulerState:
     #: Connected users, by connection id.
     controls: dict[int, Connection]
     #: Callers watching each cluster, with the states they want (empty: all).
-    subscribers: dict[int, dict[Replier, frozenset[str]]]
+    subscribers: UndoDict[int, dict[Replier, frozenset[str]]]
     #: Callers to tell once each cluster has no idle or running job left.
-    awaiting: dict[int, set[Replier]]
+    awaiting: UndoDict[int, set[Replier]]
     #: Clusters submitted in parts: the proc number their next part starts at, and
     #: the caller (a connection or dashboard user) sending them.
-    partial_clusters: dict[int, tuple[int, object]]
+    partial_clusters: UndoDict[int, tuple[int, object]]
     #: Output requests (``dtail``) waiting for a worker: the asking caller, its
     #: request id and the worker's link, by the id of the request to the worker.
-    tails: dict[int, tuple[Replier, int | None, object]]
+    tails: UndoDict[int, tuple[Replier, int | None, object]]
     #: Hashing of large results under way, in threads (see scheduler/result_hashes.py).
     hashing: set[asyncio.Task[None]]
     #: The FTP probes (``dfarm doctor``) each caller holds, by directory name.
@@ -105,20 +106,24 @@ class SchedulerState:
         self.mailer = Mailer(config.mail, store, spool.job_dir, clock)
         self.quota = Quota(store, spool, config.upload_limit, config.spool_quota)
         self.retention = Retention(store, spool, config.result_retention, clock)
-        self.reservations = Reservations(config.reservation_ttl, clock=clock)
+        self.reservations = Reservations(config.reservation_ttl, clock=clock, undo=store.remember)
         self.guard = HandshakeGuard(config.auth_failure_limit, config.auth_failure_window)
         self.jobs = JobTable(store, halflife=config.usage_halflife, clock=clock)
         self.mailer.resume(self.jobs.active.values())
-        self.workers = WorkerRegistry()
+        # The scheduling state below undoes its changes with a unit that fails (see
+        # scheduler/undo.py); peers, controls and probes follow connections, which
+        # are no unit's to undo.
+        undo = store.remember
+        self.workers = WorkerRegistry(undo)
         self.peers = {}
         self.controls = {}
-        self.subscribers = {}
-        self.awaiting = {}
-        self.partial_clusters = {}
-        self.tails = {}
+        self.subscribers = UndoDict(undo)
+        self.awaiting = UndoDict(undo)
+        self.partial_clusters = UndoDict(undo)
+        self.tails = UndoDict(undo)
         self.hashing = set()
         self.probes = {}
-        self.run_times = RunTimes()
+        self.run_times = RunTimes(undo)
         self.known_users = None
 
 

@@ -13,8 +13,14 @@ own changes in memory with it: :meth:`Store.on_undo` registers a callable that r
 if the innermost open unit is rolled back (the callables of a unit in the reverse
 order of their registration); when a nested unit succeeds its callables pass to the
 enclosing unit, and when the outermost unit succeeds they are dropped.
+:meth:`Store.remember` does the same, and nothing outside every unit: the owners of
+the scheduler's memory (see :mod:`scheduler.undo`) register each change with it, so
+that a unit that fails (:func:`scheduler.units.run_unit`) leaves memory, as well as
+the database, as it found them.
 
-Units are grouped in batches, one transaction each, ended by :meth:`Store.commit`
+Units are grouped in batches, one transaction each, opened by the first write (or job
+row queued) of a unit, so that a unit that only reads takes no write lock, and ended
+by :meth:`Store.commit`
 (the scheduler's event loop commits once per turn, :attr:`Store.on_batch_open`
 telling it that a batch opened). A store with nobody to end its batches (no
 ``on_batch_open``: the command-line tools, a test) commits each outermost unit on
@@ -397,6 +403,8 @@ class Store:
         #: (taken at a unit's first write: a unit that only queues rows needs none).
         self._units: list[_Unit] = []
         self._saved = 0
+        #: Undo callbacks are running: the changes they make register nothing.
+        self._undoing = False
         #: Every statement the open batch ran, in order, to run again if its
         #: transaction is lost; job rows (the latest of each job) and events queued,
         #: not yet written.
@@ -460,6 +468,22 @@ class Store:
                 raise RuntimeError("on_undo outside a unit of work")
             self._units[-1].undo.append(callback)
 
+    def remember(self, callback: Callable[[], None]) -> None:
+        """As :meth:`on_undo` inside a unit; outside any, nothing: a change made
+        outside every unit has nothing to be undone with. The hook that memory's
+        owners (the job table, slots, the worker registry, connections) are given."""
+        with self._lock:
+            if self._units and not self._undoing:
+                self._units[-1].undo.append(callback)
+
+    def _undo(self, callbacks: list[Callable[[], None]]) -> None:
+        """Run a failed unit's undo callbacks; what they change is not registered."""
+        self._undoing = True
+        try:
+            _run(callbacks)
+        finally:
+            self._undoing = False
+
     @contextlib.contextmanager
     def alone(self) -> Iterator[sqlite3.Connection]:
         """A unit committed on its own, at once (outside any other unit; inside one, it
@@ -481,15 +505,15 @@ class Store:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 self._end_batch()
-                _run(undo)
+                self._undo(undo)
                 raise
 
     def _unit(self, kept: list[Callable[[], None]] | None = None) -> _Scope:
         return _Scope(self, kept)
 
     def _open_unit(self) -> tuple[int, _Unit]:
-        if not self._units:
-            self._open_batch()
+        # The batch opens at the unit's first write: one that only reads (most
+        # messages) takes no write lock.
         unit = _Unit(len(self._writes))
         self._units.append(unit)
         return len(self._units) - 1, unit
@@ -523,7 +547,7 @@ class Store:
                 self._db.execute(f"RELEASE u{at}")
             except sqlite3.Error:  # SQLite dropped the whole transaction (disk full)
                 self._drop()
-        _run(unit.undo)
+        self._undo(unit.undo)
         if self._lost and not self._units:
             with contextlib.suppress(sqlite3.Error):
                 self._restore()
@@ -562,9 +586,9 @@ class Store:
                 return self._write(sql, args, many)
 
     def _before_write(self) -> None:
-        """The batch written again if it was lost; a savepoint for each open unit."""
-        if self._lost:
-            self._restore()
+        """The batch opened (or written again if it was lost); a savepoint for each
+        open unit."""
+        self._open_batch()
         while self._saved < len(self._units):
             self._db.execute(f"SAVEPOINT u{self._saved}")
             self._saved += 1
@@ -866,6 +890,7 @@ class Store:
             self._queue(key, row, event_row)
 
     def _queue(self, key: tuple[int, int], row: list[object], event: _Event) -> None:
+        self._open_batch()  # to be committed by the end of the turn
         before = self._pending.get(key)
         self._pending[key] = row
         self._events.append(event)

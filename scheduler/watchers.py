@@ -36,6 +36,8 @@ def cluster_may_be_done(state: SchedulerState, cluster: int) -> None:
 
 def forget(state: SchedulerState, caller: Replier) -> None:
     """``caller`` is gone: it watches and awaits nothing any more."""
+    state.subscribers.keep_all(list(state.subscribers))
+    state.awaiting.keep_all(list(state.awaiting))
     for subs in state.subscribers.values():
         subs.pop(caller, None)
     for waiting in state.awaiting.values():

@@ -29,6 +29,7 @@ def on_drain_worker(state: SchedulerState, conn: Link, msg: p.DrainWorker) -> p.
     worker = state.workers.named(msg.name)
     if worker is None:
         raise RequestError(f"no worker named {msg.name!r} is connected", "not_found")
+    worker.slots.changing()
     worker.slots.draining = True
     worker.send(p.Drain(grace=msg.grace))
     log.info("worker %s: drain requested from %s", msg.name, conn.peer)
@@ -37,6 +38,7 @@ def on_drain_worker(state: SchedulerState, conn: Link, msg: p.DrainWorker) -> p.
 
 def on_draining(state: SchedulerState, conn: Link, msg: p.Draining) -> p.Message:
     worker = state.workers.registered(conn)
+    worker.slots.changing()
     worker.slots.draining = True
     requeued = []
     with state.store.transaction():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from functools import partial
 from pathlib import Path
 
 from scheduler import protocol as p
@@ -17,10 +18,11 @@ from scheduler.leaving import job_leaves
 from scheduler.matching.attributes import slot_attributes
 from scheduler.protocol import JobState
 from scheduler.result_hashes import hash_results
-from scheduler.starting import queue_behind, schedule_once
+from scheduler.starting import queue_behind, revoke_grant, schedule_once
 from scheduler.state import SchedulerState
 from scheduler.store import Job
 from scheduler.submission import safe_name, safe_result_name
+from scheduler.units import run_unit
 from scheduler.workers import WorkerState
 
 log = logging.getLogger("scheduler.server")
@@ -120,6 +122,7 @@ def _adopt(
             grant = state.spool.grant_job(
                 job.cluster, job.proc, worker.link.local_host, state.config.job_grant_ttl
             )
+            state.store.remember(partial(revoke_grant, state, grant))
             state.workers.attach(worker, job, grant)
             # The grant of its run_job died with the connection (or the scheduler).
             worker.send(p.NewGrant(job_id=job_id, attempt=attempt, ftp=grant))
@@ -141,6 +144,14 @@ def _adopt(
 
 def on_heartbeat(state: SchedulerState, conn: Link, msg: p.Heartbeat) -> None:
     worker = state.workers.registered(conn)
+    worker.slots.changing()
+    heard = worker.metrics, worker.last_heartbeat
+
+    def restore() -> None:
+        worker.metrics, worker.last_heartbeat = heard
+
+    state.store.remember(restore)
+    # Grants extended stay extended if the unit fails: the worker is heard from.
     worker.metrics, worker.last_heartbeat = msg.metrics, state.clock()
     # A job's grant lasts while its worker is heard from, however long the job runs.
     users = [grant.user for grant in worker.grants.values()]
@@ -232,12 +243,15 @@ async def _hash_and_finish(
 ) -> None:
     try:
         hashes = await asyncio.to_thread(hash_results, job_dir)
-        if state.workers.of_link(worker.link) is not worker:
-            return  # gone meanwhile: it sends the result again when it is back
-        reply = _finish(state, worker, msg, hashes)
     except Exception:
-        log.exception("internal error taking the result of %s", msg.job_id)
-        reply = p.Error(message="internal error taking the result", code="internal")
+        log.exception("internal error hashing the result of %s", msg.job_id)
+        worker.link.send(p.Error(id=msg.id, message="internal error taking the result",
+                                 code="internal"))  # fmt: skip
+        return
+    if state.workers.of_link(worker.link) is not worker:
+        return  # gone meanwhile: it sends the result again when it is back
+    reply = run_unit(state, "job_finished", lambda: _finish(state, worker, msg, hashes))
+    assert isinstance(reply, p.Message)
     worker.link.send(reply.with_id(msg.id))
 
 

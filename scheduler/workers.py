@@ -8,18 +8,22 @@ running job's worker, so that finding where a job runs is a lookup, not a scan.
 It alone knows where each running job is: on a registered worker, or *orphaned*,
 waiting until a deadline for its worker (gone, or not yet back after a restart)
 to return with it.
+Each change registers its undo with the open unit of work (see
+:mod:`scheduler.undo`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from scheduler import protocol as p
 from scheduler.callers import Link
 from scheduler.connection import RequestError
 from scheduler.dispatch import Slots
 from scheduler.store import Job
+from scheduler.undo import UndoDict, UndoHook, no_undo
 
 
 @dataclass(eq=False)
@@ -54,13 +58,14 @@ class WorkerRegistry:
     """The registered workers, by id and by link, the worker of each job, and the
     jobs waiting for a worker that is away."""
 
-    def __init__(self) -> None:
+    def __init__(self, undo: UndoHook = no_undo) -> None:
+        self.undo = undo
         self._by_id: dict[int, WorkerState] = {}
         #: By link: a link is hashed by identity (a connection is equal only to itself).
         self._by_link: dict[object, WorkerState] = {}
         self._of_job: dict[str, WorkerState] = {}
         #: Orphans: the worker each waits for, by name, and until when.
-        self._orphans: dict[str, tuple[str, float]] = {}
+        self._orphans: UndoDict[str, tuple[str, float]] = UndoDict(undo)
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -71,12 +76,40 @@ class WorkerRegistry:
     def __contains__(self, worker_id: object) -> bool:
         return worker_id in self._by_id
 
+    def _keep(self) -> None:
+        """Register the undo of a change to the indexes: a snapshot of them."""
+        saved = (dict(self._by_id), dict(self._by_link), dict(self._of_job))
+
+        def restore() -> None:
+            self._by_id, self._by_link, self._of_job = saved
+
+        self.undo(restore)
+
+    def _keep_jobs(self, worker: WorkerState, job_id: str) -> None:
+        """Register the undo of a change to where ``job_id`` runs."""
+        entries = (
+            worker.running.get(job_id),
+            worker.grants.get(job_id),
+            self._of_job.get(job_id),
+        )
+
+        def restore() -> None:
+            job, grant, where = entries
+            _put(worker.running, job_id, job)
+            _put(worker.grants, job_id, grant)
+            _put(self._of_job, job_id, where)
+
+        self.undo(restore)
+
     def add(self, worker: WorkerState) -> None:
+        self._keep()
+        worker.slots.undo = self.undo
         self._by_id[worker.id] = worker
         self._by_link[worker.link] = worker
 
     def remove(self, worker: WorkerState) -> None:
         """Forget a worker and the index entries of its jobs (it keeps its own)."""
+        self._keep()
         if self._by_id.get(worker.id) is worker:
             del self._by_id[worker.id]
         if self._by_link.get(worker.link) is worker:
@@ -112,12 +145,14 @@ class WorkerRegistry:
 
     def attach(self, worker: WorkerState, job: Job, grant: p.FtpGrant) -> None:
         """``job`` runs on ``worker`` (given to it, or adopted), with ``grant``."""
+        self._keep_jobs(worker, job.id)
         worker.running[job.id] = job
         worker.grants[job.id] = grant
         self._of_job[job.id] = worker
 
     def detach(self, worker: WorkerState, job_id: str) -> p.FtpGrant | None:
         """``job_id`` no longer runs on ``worker``: its grant, to be revoked."""
+        self._keep_jobs(worker, job_id)
         worker.running.pop(job_id, None)
         if self._of_job.get(job_id) is worker:
             del self._of_job[job_id]
@@ -151,3 +186,14 @@ class WorkerRegistry:
         """``job_id`` waits for no worker any more (its worker came back with it, or
         without it, or the job was stopped); whether it was waiting."""
         return self._orphans.pop(job_id, None) is not None
+
+
+T = TypeVar("T")
+
+
+def _put(table: dict[str, T], key: str, value: T | None) -> None:
+    """Set ``key`` to ``value``, or remove it for None."""
+    if value is None:
+        table.pop(key, None)
+    else:
+        table[key] = value

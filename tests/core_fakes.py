@@ -21,6 +21,7 @@ from scheduler.core import build_state
 from scheduler.protocol import JobSpec, Role
 from scheduler.state import SchedulerState
 from scheduler.store import Job, Store
+from scheduler.undo import UndoHook, no_undo
 
 M = TypeVar("M", bound=p.Message)
 _ids = itertools.count(1)
@@ -53,13 +54,17 @@ class FakeConnection:
     closed: bool = False
     id: int = field(default_factory=lambda: next(_ids))
     sent: list[p.Message] = field(default_factory=list)
+    #: As a connection's: a frame sent in a unit that fails is dropped.
+    undo: UndoHook = no_undo
 
     @property
     def peer(self) -> str:
         return f"10.0.0.{self.id}:4000"
 
     def send(self, message: p.Message, urgent: bool = True) -> None:
+        queued = len(self.sent)
         self.sent.append(message)
+        self.undo(lambda: self.sent.__delitem__(slice(queued, None)))
 
     def close(self) -> None:
         self.closed = True

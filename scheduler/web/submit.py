@@ -29,6 +29,7 @@ from scheduler import protocol as p
 from scheduler.connection import RequestError
 from scheduler.submission import safe_name
 from scheduler.transport.hashing import HashingReader
+from scheduler.units import run_request
 from scheduler.web.session import WebUser, csrf_ok
 
 if TYPE_CHECKING:
@@ -143,13 +144,17 @@ def submit(
                     raise SubmitError(f"{path.name}: {name!r} is not one of the uploaded files")
 
     def reserve() -> tuple[int, Callable[[list[str]], Stored]]:
-        created = control_handlers.on_new_cluster(s, user, p.NewCluster())
+        created = run_request(
+            s, "new_cluster", lambda: control_handlers.on_new_cluster(s, user, p.NewCluster())
+        )
         assert isinstance(created, p.ClusterCreated)
         s.spool.revoke(created.upload)  # the files are here already: no FTP needed
         return created.cluster, lambda paths: _store_large(s, created.cluster, paths)
 
     def queue(message: p.SubmitJobs) -> p.Submitted:
-        reply = control_handlers.on_submit_jobs(s, user, message)
+        reply = run_request(
+            s, message.type, lambda: control_handlers.on_submit_jobs(s, user, message)
+        )
         assert isinstance(reply, p.Submitted)
         s.end_turn()  # committed before the browser hears of it
         return reply

@@ -21,6 +21,7 @@ from scheduler.connection import RequestError
 from scheduler.control_handlers import worker_infos
 from scheduler.protocol import JobState
 from scheduler.selection import owned_job
+from scheduler.units import run_request
 from scheduler.web.session import WebUser
 
 if TYPE_CHECKING:
@@ -86,7 +87,8 @@ def history(
 
 def change(s: SchedulerState, user: WebUser, action: str, ids: list[str]) -> p.JobsChanged:
     """``drm``/``dhold``/``drelease`` (``action``: remove, hold, release)."""
-    reply = job_control.on_change_jobs(s, user, p.ChangeJobs(action=action, ids=ids))
+    message = p.ChangeJobs(action=action, ids=ids)
+    reply = run_request(s, message.type, lambda: job_control.on_change_jobs(s, user, message))
     assert isinstance(reply, p.JobsChanged)
     s.end_turn()  # committed before the browser hears of it
     return reply

@@ -1,0 +1,558 @@
+"""Every kind of unit of work is all or nothing: a unit that fails at its very end,
+after it made all its changes, leaves the database, the scheduler's memory and the
+wire as they were, and answers only its caller, with an error.
+
+Each case builds a pool with workers, running, queued-behind, idle and held jobs,
+runs one unit through the wrapper the shell uses (:func:`scheduler.units.run_unit`)
+with a failure injected after its last step, and compares the rows, a fingerprint of
+memory and the frames sent with those from before."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from core_fakes import (
+    FakeClock,
+    FakeConnection,
+    close_state,
+    metrics,
+    open_state,
+    register,
+    submit,
+    user,
+)
+
+from scheduler import protocol as p
+from scheduler.clusters import expire_reservations, upload_failed
+from scheduler.connection import Connection
+from scheduler.control_handlers import (
+    on_await_clusters,
+    on_new_cluster,
+    on_submit_jobs,
+    on_subscribe,
+)
+from scheduler.departures import connection_closed
+from scheduler.handshake import BY_POOL_SECRET
+from scheduler.housekeeping import requeue_orphans
+from scheduler.identities import check_identities
+from scheduler.job_control import on_change_jobs, on_output_chunk, on_tail_job
+from scheduler.protocol import JobSpec, JobState, Role
+from scheduler.starting import schedule_once
+from scheduler.state import SchedulerState
+from scheduler.store import Job
+from scheduler.units import run_unit
+from scheduler.worker_handlers import _finish
+
+TABLES = ("clusters", "jobs", "job_events", "job_files", "job_results", "usage", "workers")
+
+
+class Injected(Exception):
+    """The failure injected at the end of a unit."""
+
+
+@dataclass
+class Pool:
+    """A scheduler's state with workers and jobs, and every link that may be sent to."""
+
+    state: SchedulerState
+    clock: FakeClock
+    w1: FakeConnection
+    w2: FakeConnection
+    ann: FakeConnection
+    bob: FakeConnection
+    jobs: list[Job]
+    links: list[FakeConnection] = field(default_factory=list)
+
+    def link(self, conn: FakeConnection) -> FakeConnection:
+        """``conn``, its frames undone with a failed unit, and watched by the test."""
+        conn.undo = self.state.store.remember
+        self.links.append(conn)
+        return conn
+
+    def running_on(self, link: FakeConnection) -> Job:
+        """A job that runs (not queued) on ``link``'s worker."""
+        worker = self.state.workers.of_link(link)
+        assert worker is not None
+        return next(j for j in worker.running.values() if j.start_time is not None)
+
+    def queued(self) -> Job:
+        return next(j for j in self.jobs if j.state is JobState.RUNNING and j.start_time is None)
+
+    def idle(self) -> Job:
+        return next(j for j in self.jobs if j.state is JobState.IDLE)
+
+    def held(self) -> Job:
+        return next(j for j in self.jobs if j.state is JobState.HELD)
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Iterator[Pool]:
+    clock = FakeClock()
+    state = open_state(tmp_path / "home", clock)
+    w1 = register(state, "w1", slots=2)
+    w2 = register(state, "w2", slots=1)
+    ann_jobs = submit(state, "ann", 8)
+    bob_jobs = submit(state, "bob", 3, max_retries=2)
+    # Ann's jobs are short: some are queued on the workers behind running ones.
+    state.run_times.record(ann_jobs[0].cluster, 0.01)
+    schedule_once(state)
+    ann, bob = user("ann"), user("bob")
+    on_change_jobs(state, bob, p.ChangeJobs(action="hold", ids=[bob_jobs[-1].id]))
+    register(state, "w3", slots=1)  # a free slot for a scheduling pass
+    state.store.commit()
+    found = Pool(state, clock, w1, w2, ann, bob, ann_jobs + bob_jobs)
+    for conn in (w1, w2, ann, bob):
+        found.link(conn)
+        conn.sent.clear()
+    for worker in state.workers:
+        found.link(worker.link)  # type: ignore[arg-type]
+    yield found
+    close_state(state)
+
+
+def rows(state: SchedulerState) -> dict[str, list[tuple[object, ...]]]:
+    return {
+        table: sorted(tuple(row) for row in state.store.query(f"SELECT * FROM {table}"))
+        for table in TABLES
+    }
+
+
+def memory(pool: Pool) -> object:
+    """Every piece of scheduling state a unit may change, as plain values."""
+    state = pool.state
+    jobs = {j.id: sorted((k, repr(v)) for k, v in vars(j).items()) for j in pool.jobs}
+    for job in state.jobs.active.values():
+        jobs[job.id] = sorted((k, repr(v)) for k, v in vars(job).items())
+    queue = state.jobs.queue
+    users = {
+        name: (s.idle, s.running, s.running_cpus, s.started, s.value, s.stamp)
+        for name, s in queue.users.items()
+    }
+    order = sorted((entry[0], entry[1], entry[2]) for entry in queue._queued.values())
+    workers = {
+        w.name: (
+            repr(w.slots),
+            sorted(w.running),
+            sorted((job, g.user) for job, g in w.grants.items()),
+            sorted(w.sent_inputs),
+            repr(w.metrics),
+            w.last_heartbeat,
+        )
+        for w in state.workers
+    }
+    registry = state.workers
+    index = (
+        sorted(registry._by_id),
+        sorted(w.name for w in registry._by_link.values()),
+        sorted((job, w.name) for job, w in registry._of_job.items()),
+    )
+    return (
+        jobs,
+        sorted(state.jobs.active),
+        dict(state.jobs.unfinished),
+        users,
+        order,
+        workers,
+        index,
+        dict(state.workers._orphans),
+        {c: {conn.name: s for conn, s in subs.items()} for c, subs in state.subscribers.items()},
+        {c: sorted(conn.name for conn in waiting) for c, waiting in state.awaiting.items()},
+        {c: (n, getattr(s, "name", s)) for c, (n, s) in state.partial_clusters.items()},
+        sorted(state.tails),
+        sorted(state.run_times._mean.items()),
+        sorted(state.reservations._expires.items()),
+        sorted(state.spool.authorizer._grants),
+        sorted(state.spool._uploads.items()),
+        state.known_users,
+    )
+
+
+def sent(pool: Pool) -> dict[int, list[p.Message]]:
+    return {conn.id: list(conn.sent) for conn in pool.links}
+
+
+def fails_whole(pool: Pool, name: str, unit: Callable[[], object]) -> p.Error:
+    """Run ``unit`` as the unit ``name``, failing after its last step; check that it
+    changed something before failing and left nothing behind."""
+    state = pool.state
+    before = (rows(state), memory(pool), sent(pool))
+    changed: list[bool] = []
+
+    def body() -> object:
+        unit()
+        state.store._write_pending()  # its rows and events written, not only queued
+        changed.append((rows(state), memory(pool), sent(pool)) != before)
+        raise Injected(name)
+
+    reply = run_unit(state, name, body)
+    assert changed == [True], f"unit {name} changed nothing: the case tests nothing"
+    assert isinstance(reply, p.Error) and reply.code == "internal"
+    after = (rows(state), memory(pool), sent(pool))
+    assert after[0] == before[0], "rows"
+    assert after[1] == before[1], "memory"
+    assert after[2] == before[2], "frames"
+    return reply
+
+
+def message(pool: Pool, link: FakeConnection, msg: p.Message) -> Callable[[], object]:
+    """The unit that handles ``msg`` from ``link``, by the route the shell takes."""
+    from scheduler.server import ROUTES
+
+    route = ROUTES[type(msg)]
+    return lambda: route(pool.state, link, msg)
+
+
+def finished(job: Job, **fields: object) -> p.JobFinished:
+    return p.JobFinished(job_id=job.id, attempt=job.attempt, wall_time=0.01, **fields)  # type: ignore[arg-type]
+
+
+# Each case: the unit's name and what it runs, given the pool (set up as it needs).
+Case = Callable[[Pool], tuple[str, Callable[[], object]]]
+
+
+def register_new(pool: Pool) -> tuple[str, Callable[[], object]]:
+    link = pool.link(FakeConnection("w4"))
+    msg = p.Register(slots=2, cpus=2, memory_mb=8000, gpus=0, metrics=metrics())
+    return "register", message(pool, link, msg)
+
+
+def register_returning(pool: Pool) -> tuple[str, Callable[[], object]]:
+    """w1 lost its connection; it comes back still running one of its jobs."""
+    kept = pool.running_on(pool.w1)
+    connection_closed(pool.state, pool.w1)  # type: ignore[arg-type]
+    pool.state.store.commit()
+    link = pool.link(FakeConnection("w1"))
+    msg = p.Register(slots=2, cpus=2, memory_mb=8000, gpus=0, metrics=metrics(),
+                     running=[f"{kept.id}:{kept.attempt}", "9999.0:1"])  # fmt: skip
+    return "register", message(pool, link, msg)
+
+
+def heartbeat(pool: Pool) -> tuple[str, Callable[[], object]]:
+    pool.clock.advance(5)
+    return "heartbeat", message(pool, pool.w1, p.Heartbeat(metrics=metrics(disk_free_mb=7)))
+
+
+def completed(pool: Pool) -> tuple[str, Callable[[], object]]:
+    job = pool.running_on(pool.w1)
+    return "job_finished", message(pool, pool.w1, finished(job, exit_code=0))
+
+
+def held(pool: Pool) -> tuple[str, Callable[[], object]]:
+    job = pool.running_on(pool.w1)
+    return "job_finished", message(pool, pool.w1, finished(job, failure="cannot stage"))
+
+
+def retried(pool: Pool) -> tuple[str, Callable[[], object]]:
+    job = next(j for j in pool.jobs if j.owner == "bob" and j.state is JobState.RUNNING)
+    link = pool.state.workers.of_job(job.id).link  # type: ignore[union-attr]
+    return "job_finished", message(pool, link, finished(job, exit_code=3))  # type: ignore[arg-type]
+
+
+def requeued(pool: Pool) -> tuple[str, Callable[[], object]]:
+    job = pool.running_on(pool.w1)
+    msg = finished(job, failure="disk full on the worker", disk_full=True)
+    return "job_finished", message(pool, pool.w1, msg)
+
+
+def completion_after_hashing(pool: Pool) -> tuple[str, Callable[[], object]]:
+    job = pool.running_on(pool.w2)
+    worker = pool.state.workers.of_link(pool.w2)
+    assert worker is not None
+    return "job_finished", lambda: _finish(pool.state, worker, finished(job, exit_code=0), {})
+
+
+def new_cluster(pool: Pool) -> tuple[str, Callable[[], object]]:
+    return "new_cluster", message(pool, pool.ann, p.NewCluster())
+
+
+def _reserved(pool: Pool) -> int:
+    created = on_new_cluster(pool.state, pool.ann, p.NewCluster())
+    assert isinstance(created, p.ClusterCreated)
+    pool.state.store.commit()
+    return created.cluster
+
+
+SCRIPT = b"#!/bin/sh\n"
+SCRIPT_SHA = hashlib.sha256(SCRIPT).hexdigest()
+SPEC = JobSpec(executable="x", inputs=[p.InputFile(name="x", sha256=SCRIPT_SHA, size=len(SCRIPT))])
+
+
+def part(cluster: int, count: int, first: int = 0, last: bool = True) -> p.SubmitJobs:
+    """A part of a cluster of jobs running ``x``, sent inline."""
+    return p.SubmitJobs(cluster=cluster, submit_file="s", jobs=[SPEC] * count, first_proc=first,
+                        last=last, files={SCRIPT_SHA: p.pack_bytes(SCRIPT)})  # fmt: skip
+
+
+def submit_jobs(pool: Pool) -> tuple[str, Callable[[], object]]:
+    cluster = _reserved(pool)
+    return "submit_jobs", message(pool, pool.ann, part(cluster, 3))
+
+
+def submit_jobs_part(pool: Pool) -> tuple[str, Callable[[], object]]:
+    """The last part of a cluster submitted in two, awaited by its submitter."""
+    cluster = _reserved(pool)
+    assert isinstance(
+        on_submit_jobs(pool.state, pool.ann, part(cluster, 2, last=False)), p.Submitted
+    )
+    on_await_clusters(pool.state, pool.ann, p.AwaitClusters(clusters=[cluster]))
+    pool.state.store.commit()
+    pool.ann.sent.clear()
+    msg = p.SubmitJobs(cluster=cluster, submit_file="s", jobs=[], first_proc=2)
+    return "submit_jobs", message(pool, pool.ann, msg)
+
+
+def change(action: str, which: Callable[[Pool], Job]) -> Case:
+    def case(pool: Pool) -> tuple[str, Callable[[], object]]:
+        job = which(pool)
+        owner = pool.ann if job.owner == "ann" else pool.bob
+        return "change_jobs", message(pool, owner, p.ChangeJobs(action=action, ids=[job.id]))
+
+    case.__name__ = f"{action}_{getattr(which, '__name__', 'job')}"
+    return case
+
+
+def running(pool: Pool) -> Job:
+    return pool.running_on(pool.w1)
+
+
+def queued(pool: Pool) -> Job:
+    return pool.queued()
+
+
+def idle(pool: Pool) -> Job:
+    return pool.idle()
+
+
+def held_job(pool: Pool) -> Job:
+    return pool.held()
+
+
+def remove_cluster(pool: Pool) -> tuple[str, Callable[[], object]]:
+    """Every job of ann's cluster, running, queued and idle, removed at once; she
+    awaits and watches the cluster."""
+    cluster = pool.jobs[0].cluster
+    on_subscribe(pool.state, pool.ann, p.Subscribe(clusters=[cluster]))
+    on_await_clusters(pool.state, pool.ann, p.AwaitClusters(clusters=[cluster]))
+    pool.state.store.commit()
+    pool.ann.sent.clear()
+    msg = p.ChangeJobs(action="remove", ids=[str(cluster)])
+    return "change_jobs", message(pool, pool.ann, msg)
+
+
+def edit_held(pool: Pool) -> tuple[str, Callable[[], object]]:
+    job = pool.held()
+    msg = p.EditJobs(ids=[job.id], changes={"request_memory": "64"})
+    return "edit_jobs", message(pool, pool.bob, msg)
+
+
+def edit_idle(pool: Pool) -> tuple[str, Callable[[], object]]:
+    msg = p.EditJobs(ids=[pool.idle().id], changes={"request_cpus": "2"})
+    return "edit_jobs", message(pool, pool.ann, msg)
+
+
+def draining(pool: Pool) -> tuple[str, Callable[[], object]]:
+    worker = pool.state.workers.of_link(pool.w1)
+    assert worker is not None
+    entries = [f"{j.id}:{j.attempt}" for j in worker.running.values()]
+    return "draining", message(pool, pool.w1, p.Draining(requeue=entries))
+
+
+def drain_worker(pool: Pool) -> tuple[str, Callable[[], object]]:
+    operator = pool.link(FakeConnection("operator", auth=BY_POOL_SECRET))
+    return "drain_worker", message(pool, operator, p.DrainWorker(name="w1", grace=5))
+
+
+def subscribe(pool: Pool) -> tuple[str, Callable[[], object]]:
+    cluster = pool.jobs[0].cluster
+    on_subscribe(pool.state, pool.bob, p.Subscribe(clusters=[cluster]))
+    msg = p.Subscribe(clusters=[cluster, pool.jobs[-1].cluster], states=["held"])
+    return "subscribe", message(pool, pool.ann, msg)
+
+
+def await_clusters(pool: Pool) -> tuple[str, Callable[[], object]]:
+    clusters = [pool.jobs[0].cluster, 9999]
+    return "await_clusters", message(pool, pool.ann, p.AwaitClusters(clusters=clusters))
+
+
+def tail_job(pool: Pool) -> tuple[str, Callable[[], object]]:
+    job = pool.running_on(pool.w1)
+    return "tail_job", message(pool, pool.ann, p.TailJob(job_id=job.id))
+
+
+def output_chunk(pool: Pool) -> tuple[str, Callable[[], object]]:
+    job = pool.running_on(pool.w1)
+    assert on_tail_job(pool.state, pool.ann, p.TailJob(job_id=job.id, id=7)) is None
+    pool.state.store.commit()
+    [read] = pool.w1.take(p.ReadOutput)
+    chunk = p.OutputChunk(id=read.id, job_id=job.id, offset=0, data="", running=False)
+    return "output_chunk", lambda: on_output_chunk(pool.state, pool.w1, chunk)  # type: ignore[arg-type]
+
+
+def scheduling_pass(pool: Pool) -> tuple[str, Callable[[], object]]:
+    return "scheduling pass", lambda: schedule_once(pool.state)
+
+
+def orphan_requeue(pool: Pool) -> tuple[str, Callable[[], object]]:
+    connection_closed(pool.state, pool.w1)  # type: ignore[arg-type]
+    pool.state.store.commit()
+    pool.clock.advance(pool.state.config.worker_timeout + 1)
+    return "orphan requeue", lambda: requeue_orphans(pool.state, pool.clock())
+
+
+def worker_departure(pool: Pool) -> tuple[str, Callable[[], object]]:
+    # An output request waits for the departing worker: it is answered.
+    job = pool.running_on(pool.w1)
+    on_tail_job(pool.state, pool.ann, p.TailJob(job_id=job.id, id=3))
+    pool.state.store.commit()
+    pool.ann.sent.clear()
+    pool.w1.sent.clear()
+    return "departure", lambda: connection_closed(pool.state, pool.w1)  # type: ignore[arg-type]
+
+
+def user_departure(pool: Pool) -> tuple[str, Callable[[], object]]:
+    """A user who watches and awaits clusters while submitting one in parts leaves."""
+    cluster = _reserved(pool)
+    assert isinstance(
+        on_submit_jobs(pool.state, pool.ann, part(cluster, 1, last=False)), p.Submitted
+    )
+    on_subscribe(pool.state, pool.ann, p.Subscribe(clusters=[pool.jobs[0].cluster]))
+    on_await_clusters(pool.state, pool.ann, p.AwaitClusters(clusters=[pool.jobs[0].cluster]))
+    pool.state.store.commit()
+    pool.ann.sent.clear()
+    return "departure", lambda: connection_closed(pool.state, pool.ann)  # type: ignore[arg-type]
+
+
+def upload_failure(pool: Pool) -> tuple[str, Callable[[], object]]:
+    """An input of a cluster whose first part is queued never arrives."""
+    cluster = _reserved(pool)
+    assert isinstance(
+        on_submit_jobs(pool.state, pool.ann, part(cluster, 2, last=False)), p.Submitted
+    )
+    pool.state.store.commit()
+    pool.ann.sent.clear()
+    return "upload failure", lambda: upload_failed(pool.state, cluster, "an upload failed")
+
+
+def identity_check(pool: Pool) -> tuple[str, Callable[[], object]]:
+    """Nobody's token is in the database: every queued job's owner is gone."""
+    return "identity check", lambda: check_identities(pool.state)
+
+
+def reservation_expiry(pool: Pool) -> tuple[str, Callable[[], object]]:
+    _reserved(pool)
+    pool.clock.advance(pool.state.config.reservation_ttl + 1)
+    return "reservation expiry", lambda: expire_reservations(pool.state, pool.clock())
+
+
+CASES: list[Case] = [
+    register_new,
+    register_returning,
+    heartbeat,
+    completed,
+    held,
+    retried,
+    requeued,
+    completion_after_hashing,
+    new_cluster,
+    submit_jobs,
+    submit_jobs_part,
+    change("remove", idle),
+    change("remove", running),
+    change("remove", queued),
+    change("hold", idle),
+    change("hold", running),
+    change("hold", queued),
+    change("release", held_job),
+    remove_cluster,
+    edit_held,
+    edit_idle,
+    draining,
+    drain_worker,
+    subscribe,
+    await_clusters,
+    tail_job,
+    output_chunk,
+    scheduling_pass,
+    orphan_requeue,
+    worker_departure,
+    user_departure,
+    reservation_expiry,
+    upload_failure,
+    identity_check,
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
+def test_a_unit_that_fails_at_its_end_leaves_nothing(
+    pool: Pool, case: Case, caplog: pytest.LogCaptureFixture
+) -> None:
+    name, unit = case(pool)
+    caplog.set_level(logging.ERROR, "scheduler.server")
+    error = fails_whole(pool, name, unit)
+    assert error.message == f"internal error handling {name!r}"
+    assert f"unit {name} failed" in caplog.text and "Injected" in caplog.text
+    caplog.clear()
+    # What is left works: the same unit, run again without the failure, succeeds.
+    assert not isinstance(run_unit(pool.state, name, unit), p.Error)
+
+
+def test_a_failed_write_in_the_middle_of_a_pass_undoes_the_jobs_started_before(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduling pass whose second start cannot be written starts none."""
+    state = pool.state
+    for job in pool.jobs:
+        if job.owner == "bob" and job.state is JobState.HELD:
+            on_change_jobs(state, pool.bob, p.ChangeJobs(action="release", ids=[job.id]))
+    register(state, "w5", slots=2)
+    state.store.commit()
+    before = (rows(state), memory(pool), sent(pool))
+    save = state.store.save_job
+    calls: list[Job] = []
+
+    def failing(job: Job, event: str, detail: str = "") -> None:
+        calls.append(job)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        save(job, event, detail)
+
+    monkeypatch.setattr(state.store, "save_job", failing)
+    reply = run_unit(state, "scheduling pass", lambda: schedule_once(state))
+    assert isinstance(reply, p.Error) and reply.code == "disk_full"
+    assert len(calls) == 2
+    assert (rows(state), memory(pool), sent(pool)) == before
+
+
+def test_a_refused_request_keeps_its_code_and_undoes_what_it_did(pool: Pool) -> None:
+    state = pool.state
+    before = (rows(state), memory(pool), sent(pool))
+    job = pool.idle()
+
+    def refused() -> object:
+        on_change_jobs(state, pool.ann, p.ChangeJobs(action="hold", ids=[job.id]))
+        on_change_jobs(state, pool.ann, p.ChangeJobs(action="hold", ids=["9999.0"]))
+        return None
+
+    reply = run_unit(state, "change_jobs", refused)
+    assert isinstance(reply, p.Error) and reply.code == "not_found"
+    assert job.state is JobState.IDLE
+    assert (rows(state), memory(pool), sent(pool)) == before
+
+
+def test_a_connection_drops_the_frames_of_a_failed_unit(pool: Pool) -> None:
+    conn = Connection(1, None, None, "10.0.0.9:1", "127.0.0.1", role=Role.CONTROL)  # type: ignore[arg-type]
+    conn.undo = pool.state.store.remember
+    conn.send(p.Ok())
+
+    def unit() -> None:
+        conn.send(p.ClusterDone(cluster=1))
+        conn.send(p.ClusterDone(cluster=2), urgent=False)
+        raise Injected("frames")
+
+    assert isinstance(run_unit(pool.state, "await_clusters", unit), p.Error)
+    assert conn.outbox == [p.encode(p.Ok())]
