@@ -6,9 +6,10 @@
 Starts a real scheduler process (``LocalCluster`` with no workers) in a temporary
 directory and submits one cluster of N procs of a tiny script through the real
 client (parse, upload once, ``SubmitJobs``). Then W simulated workers, all in one
-asyncio loop of this process, connect over TCP with the real handshake, register
-S slots each and answer every ``RunJob`` at once with ``JobFinished(exit_code=0)``:
-no FTP, no process. Meanwhile a client waits for the jobs (``Client.wait``) with a
+asyncio loop of this process, connect over TCP with the real handshake (by the
+pool secret: the scheduler runs with ``--allow-pool-secret``), register S slots
+each and, once all W have registered, answer every ``RunJob`` at once with
+``JobFinished(exit_code=0)``: no FTP, no process. Meanwhile a client waits for the jobs (``Client.wait``) with a
 progress display, so it is sent each job's updates (``--client updates``, the
 default); or without one, so it is told once that the cluster is done and then
 reads the records (``--client await``, as ``dsub --wait`` in a script does); or
@@ -35,7 +36,7 @@ freed by a completion, so 100,000 jobs mostly measure the dispatch of freed
 slots. The dispatch+completion phase includes the pool's handshakes and
 registrations, and the heartbeats its workers send while the jobs run.
 
-``--profile DIR`` runs the scheduler under ``cProfile`` and writes
+``--profile DIR`` runs the scheduler under ``cProfile`` (timed by its CPU time) and writes
 ``DIR/scheduler-WxS-N.prof`` for run N of each pool (read it with
 ``python -m pstats``); the profiler slows the scheduler several times, so its
 CPU figures are not comparable with those of a run without it.
@@ -50,7 +51,9 @@ import argparse
 import asyncio
 import collections
 import itertools
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -73,18 +76,26 @@ METRICS = p.WorkerMetrics(
 
 
 class FakeWorkers:
-    """W simulated workers speaking the real protocol on one event loop."""
+    """W simulated workers speaking the real protocol on one event loop. Each holds
+    the jobs it is sent until all W have registered, then answers every job at once:
+    the whole pool takes part from the first completion on (a thousand handshakes
+    take seconds, and without the wait the first workers would finish many jobs
+    before the last one registered)."""
 
     def __init__(self, port: int, secret: bytes, jobs: int, slots: int):
         self.port, self.secret, self.jobs, self.slots = port, secret, jobs, slots
         self.runs: collections.Counter[str] = collections.Counter()
         self.acked = 0
+        self.registered = 0
+        self._workers = 0
         self._ids = itertools.count(1)
         self._pending: set[int] = set()
         self._done = asyncio.Event()
+        self._everyone = asyncio.Event()
 
     async def run(self, workers: int, timeout: float) -> None:
         """Connect the workers; return once every job's result is acknowledged."""
+        self._workers = workers
         tasks = [asyncio.create_task(self._worker(f"sim-{i}")) for i in range(workers)]
         done = asyncio.create_task(self._done.wait())
         try:
@@ -94,7 +105,10 @@ class FakeWorkers:
             if done not in finished:
                 for task in finished:
                     task.result()  # a worker failed: raise its error
-                raise TimeoutError(f"{self.acked} of {self.jobs} jobs acknowledged in {timeout} s")
+                raise TimeoutError(
+                    f"{self.acked} of {self.jobs} jobs acknowledged in {timeout} s,"
+                    f" {self.registered} of {workers} workers registered"
+                )
         finally:
             for task in [done, *tasks]:
                 task.cancel()
@@ -103,6 +117,8 @@ class FakeWorkers:
     async def _worker(self, name: str) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         heartbeat: asyncio.Task[None] | None = None
+        release: asyncio.Task[None] | None = None
+        held: list[p.RunJob] = []
         try:
             nonce = p.new_nonce()
             hello = p.Hello(role="worker", version=p.PROTOCOL_VERSION, name=name, nonce=nonce)
@@ -117,16 +133,18 @@ class FakeWorkers:
             registered = await p.read_message(reader)
             assert isinstance(registered, p.Registered), registered
             heartbeat = asyncio.create_task(self._heartbeat(writer, registered.heartbeat_interval))
+            release = asyncio.create_task(self._release(writer, held))
+            self.registered += 1
+            if self.registered == self._workers:
+                self._everyone.set()
             while True:
                 message = await p.read_message(reader)
                 if isinstance(message, p.RunJob):
                     self.runs[message.job_id] += 1
-                    request = next(self._ids)
-                    self._pending.add(request)
-                    writer.write(p.encode(p.JobFinished(
-                        id=request, job_id=message.job_id, attempt=message.attempt,
-                        exit_code=0, wall_time=0.0, cpu_time=0.0,
-                    )))  # fmt: skip
+                    if held or not self._everyone.is_set():
+                        held.append(message)
+                    else:
+                        self._finish(writer, message)
                 elif isinstance(message, p.Ok) and message.id in self._pending:
                     self._pending.discard(message.id)
                     self.acked += 1
@@ -135,9 +153,26 @@ class FakeWorkers:
                 elif isinstance(message, p.Error):
                     raise RuntimeError(f"{name}: scheduler error: {message.message}")
         finally:
-            if heartbeat is not None:
-                heartbeat.cancel()
+            for task in (heartbeat, release):
+                if task is not None:
+                    task.cancel()
             writer.close()
+
+    def _finish(self, writer: asyncio.StreamWriter, run: p.RunJob) -> None:
+        """Report ``run`` finished with exit code 0."""
+        request = next(self._ids)
+        self._pending.add(request)
+        writer.write(p.encode(p.JobFinished(
+            id=request, job_id=run.job_id, attempt=run.attempt,
+            exit_code=0, wall_time=0.0, cpu_time=0.0,
+        )))  # fmt: skip
+
+    async def _release(self, writer: asyncio.StreamWriter, held: list[p.RunJob]) -> None:
+        """Answer the jobs held until every worker registered."""
+        await self._everyone.wait()
+        for run in held:
+            self._finish(writer, run)
+        held.clear()
 
     async def _heartbeat(self, writer: asyncio.StreamWriter, interval: float) -> None:
         while True:
@@ -155,6 +190,25 @@ def _cpu(proc: psutil.Process) -> float:
 CLIENTS = ("updates", "await", "none")
 
 
+#: Runs ``python -m MODULE ARGS`` (``sys.argv[2:]``) under ``cProfile`` timed by the
+#: process's CPU time, not the wall clock, which counts the time a busy shared machine
+#: leaves the process waiting; writes the stats to ``sys.argv[1]`` once it ends.
+PROFILER = """
+import cProfile, runpy, sys, time
+out, module = sys.argv[1], sys.argv[2]
+sys.argv = [module, *sys.argv[3:]]
+profile = cProfile.Profile(time.process_time)
+profile.enable()
+try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+finally:
+    profile.disable()
+    profile.dump_stats(out)
+"""
+
+
 class ProfiledCluster(LocalCluster):
     """A local cluster whose scheduler runs under ``cProfile``, writing to ``profile``."""
 
@@ -163,9 +217,15 @@ class ProfiledCluster(LocalCluster):
         self.profile = profile
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        if name == "scheduler":
-            args = ["cProfile", "-o", str(self.profile), "-m", *args]
-        super()._spawn(name, args)
+        if name != "scheduler":
+            super()._spawn(name, args)
+            return
+        fd = os.open(self.logs / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as log_file:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-c", PROFILER, str(self.profile), *args], stdout=log_file,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
 
 
 def _one_run(
@@ -180,7 +240,10 @@ def _one_run(
     cluster.logs.mkdir(exist_ok=True)
     cluster.token = local_user_token(cluster.config)
     try:
-        access = cluster.start_scheduler("--allow-pool-secret")  # for the simulated workers
+        # The pool secret, for the simulated workers; the profiler slows the handshakes
+        # of a thousand workers connecting at once past the default timeout.
+        slow = ("--handshake-timeout", "300") if profile is not None else ()
+        access = cluster.start_scheduler("--allow-pool-secret", *slow)
         sched = psutil.Process(cluster.processes["scheduler"].pid)
         secret = p.password_key(p.read_secret(cluster.config.secret_path))
         timeout = 120.0 + jobs / 50
