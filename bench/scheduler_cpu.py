@@ -3,18 +3,18 @@
     .venv/bin/python bench/scheduler_cpu.py [--jobs 10000] [--configs 20x8,1000x16] [--runs 3]
                                             [--client {updates,await,none}] [--profile DIR]
 
-Starts a real scheduler process (``LocalCluster`` with no workers) in a temporary
-directory and submits one cluster of N procs of a tiny script through the real
-client (parse, upload once, ``SubmitJobs``). Then W simulated workers, all in one
-asyncio loop of this process, connect over TCP with the real handshake (by the
-pool secret: the scheduler runs with ``--allow-pool-secret``), register S slots
-each and, once all W have registered, answer every ``RunJob`` at once with
-``JobFinished(exit_code=0)``: no FTP, no process. Meanwhile a client waits for the jobs (``Client.wait``) with a
-progress display, so it is sent each job's updates (``--client updates``, the
-default); or without one, so it is told once that the cluster is done and then
-reads the records (``--client await``, as ``dsub --wait`` in a script does); or
-no client waits (``--client none``) and the run stops at the last acknowledged
-``JobFinished``.
+Starts a real scheduler process (``LocalCluster`` with no workers) in a
+temporary directory and submits one cluster of N procs of a tiny script through
+the real client (parse, upload once, ``SubmitJobs``). Then W simulated workers,
+all in one asyncio loop of this process, connect over TCP with the real
+handshake (by the pool secret: the scheduler runs with ``--allow-pool-secret``),
+register S slots each and, once all W have registered, answer every ``RunJob``
+at once with ``JobFinished(exit_code=0)``: no FTP, no process. Meanwhile a
+client waits for the jobs (``Client.wait``) with a progress display, so it is
+sent each job's updates (``--client updates``, the default); or without one, so
+it is told once that the cluster is done and then reads the records (``--client
+await``, as ``dsub --wait`` in a script does); or no client waits (``--client
+none``) and the run stops at the last acknowledged ``JobFinished``.
 
 It measures the scheduler process's CPU time (user + system, every thread, from
 ``psutil``), with nothing subtracted:
