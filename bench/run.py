@@ -173,23 +173,18 @@ def main() -> int:
 
     # Many workers: 1,000 of 16 slots against 20 of 8, their runs alternating. Most
     # jobs go to a slot freed by a completion, the first 16,000 aside.
-    pools = [(20, 8), (1000, 16)]
+    few, many = (20, 8), (1000, 16)
     print(f"scheduler CPU, {pool_jobs} jobs, 20x8 and 1000x16 simulated slots ...", file=sys.stderr)
-    by_pool = scheduler_cpu.compare(pools, pool_jobs, args.runs, waiting="none")
-    base = [r["total_cpu_us"] for r in by_pool[pools[0]]]
-    for workers, slots in pools:
-        cpu = [r["total_cpu_us"] for r in by_pool[(workers, slots)]]
-        label = (
-            f"   scheduler CPU per job, {pool_jobs:,} jobs, {workers}x{slots} simulated slots (µs)"
-        )
-        if (workers, slots) == pools[0]:
-            rows.append((label, show(med(cpu), cpu, ".0f"), "-", "-", "<= 200",
-                         verdict(med(cpu) <= 200)))  # fmt: skip
-        else:
-            rows.append(
-                compared(label, cpu, "20x8", base, ".0f", "<= 200, <= 1.10",
-                         lambda r, cpu=cpu: med(cpu) <= 200 and r <= 1.10)
-            )  # fmt: skip
+    by_pool = scheduler_cpu.compare([few, many], pool_jobs, args.runs, waiting="none")
+    small = [r["total_cpu_us"] for r in by_pool[few]]
+    large = [r["total_cpu_us"] for r in by_pool[many]]
+    label = "   scheduler CPU per job, {:,} jobs, {}x{} simulated slots (µs)"
+    rows.append((label.format(pool_jobs, *few), show(med(small), small, ".0f"), "-", "-",
+                 "<= 200", verdict(med(small) <= 200)))  # fmt: skip
+    rows.append(
+        compared(label.format(pool_jobs, *many), large, "20x8", small, ".0f", "<= 200, <= 1.10",
+                 lambda r: med(large) <= 200 and r <= 1.10)
+    )  # fmt: skip
 
     print(f"\nmedian of {args.runs} runs [min-max]; ratios are dfarm / baseline")
     headers = ("target", "dfarm", "baseline", "ratio", "target", "")
