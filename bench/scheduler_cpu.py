@@ -30,7 +30,8 @@ pools of W workers of S slots (``WxS``, default ``20x8``); the runs alternate
 between them (run 1 of each, then run 2 of each, ...), so that a slow spell of
 a shared machine hits every pool alike. One row per pool: medians and the
 min-max spread of the total, and the ratio of its median total (and of its
-dispatch+completion) to the first pool's. With 1000x16, 16,000 slots take the
+dispatch+completion) to the first pool's, and the wall rate of
+dispatch+completion. With 1000x16, 16,000 slots take the
 first 16,000 jobs as the workers register; every later job goes to a slot
 freed by a completion, so 100,000 jobs mostly measure the dispatch of freed
 slots. The dispatch+completion phase includes the pool's handshakes and
