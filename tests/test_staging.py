@@ -26,15 +26,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from pyftpdlib.authorizers import AuthenticationFailed
 
-    from scheduler.staging import (
-        READ,
-        READ_WRITE,
-        WRITE,
-        Grant,
-        GrantAuthorizer,
-        Rule,
-        Spool,
-    )
+    from scheduler.ftp_grants import READ, READ_WRITE, WRITE, Grant, GrantAuthorizer, Rule
+    from scheduler.staging import Spool
 
 HOST = "127.0.0.1"
 DATA = b"input bytes\n"
