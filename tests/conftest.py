@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from core_fakes import FakeClock, close_state, open_state
 
 from control_node.local_cluster import LocalCluster
 from scheduler.config import SchedulerConfig
+from scheduler.state import SchedulerState
 
 if TYPE_CHECKING:
     from scheduler.staging import Spool
@@ -194,3 +196,17 @@ def write(path: Path, text: str, executable: bool = False) -> Path:
     if executable:
         path.chmod(0o755)
     return path
+
+
+#: The core's tests (tests/test_core_*.py): a fake clock, and a scheduler's state on
+#: a database in the test's folder, with no socket and no process.
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def state(tmp_path: Path, clock: FakeClock) -> Iterator[SchedulerState]:
+    state = open_state(tmp_path / "home", clock)
+    yield state
+    close_state(state)

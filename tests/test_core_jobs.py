@@ -4,7 +4,6 @@ database."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,18 +29,6 @@ from scheduler.state import SchedulerState
 from scheduler.worker_handlers import on_job_finished
 
 DAY = 86400.0
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def state(tmp_path: Path, clock: FakeClock) -> Iterator[SchedulerState]:
-    state = open_state(tmp_path / "home", clock)
-    yield state
-    close_state(state)
 
 
 @pytest.mark.parametrize("action, final", [("hold", JobState.HELD), ("remove", JobState.REMOVED)])

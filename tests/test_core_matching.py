@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from core_fakes import TIMEOUT, FakeClock, close_state, metrics, open_state, register, submit
+from core_fakes import TIMEOUT, FakeClock, metrics, register, submit
 from pyftpdlib.authorizers import AuthenticationFailed
 
 from scheduler import protocol as p
@@ -27,19 +25,6 @@ from scheduler.starting import run_message, schedule_once
 from scheduler.state import SchedulerState
 from scheduler.store import Job
 from scheduler.workers import WorkerRegistry
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def state(tmp_path: Path, clock: FakeClock) -> Iterator[SchedulerState]:
-    state = open_state(tmp_path / "home", clock)
-    yield state
-    close_state(state)
-
 
 # ----------------------------------------------------------------------------- matching
 

@@ -3,16 +3,11 @@ dispatch, a job's end, loss, return and draining."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from core_fakes import (
     TIMEOUT,
     FakeClock,
-    close_state,
     metrics,
-    open_state,
     register,
     runs,
     submit,
@@ -30,18 +25,6 @@ from scheduler.starting import schedule_once
 from scheduler.state import SchedulerState
 from scheduler.worker_control import on_draining
 from scheduler.worker_handlers import on_heartbeat, on_job_finished
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def state(tmp_path: Path, clock: FakeClock) -> Iterator[SchedulerState]:
-    state = open_state(tmp_path / "home", clock)
-    yield state
-    close_state(state)
 
 
 def test_a_registered_worker_is_answered_and_known_by_name(state: SchedulerState) -> None:
