@@ -9,7 +9,6 @@ from scheduler import protocol as p
 from scheduler import queue_ahead
 from scheduler.dispatch import Slots
 from scheduler.matching.macros import match_spec
-from scheduler.matchmaker import match
 from scheduler.state import SchedulerState
 from scheduler.store import Job
 from scheduler.workers import WorkerState
@@ -22,16 +21,9 @@ def schedule_once(state: SchedulerState, candidates: list[Slots] | None = None) 
     free = [slots for slots in candidates if slots.free]
     if not free or not len(state.jobs.queue) or state.disk.full:
         return  # with the disk full, jobs wait: their results could not be kept
-    now = state.clock()
-    matches = [
-        (state.workers.get(worker_id), job) for worker_id, job in match(state.jobs.queue, free, now)
-    ]
+    matches = [(state.workers.get(slots.worker_id), job) for slots, job in state.jobs.assign(free)]
     if not matches:
         return
-    with state.store.transaction():
-        for worker, job in matches:
-            worker.slots.take(job)
-            state.jobs.start(job, worker.name, now)
     for worker, job in matches:
         send_run(state, worker, job)
     with state.store.transaction():
