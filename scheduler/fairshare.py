@@ -20,7 +20,6 @@ import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from scheduler.dispatch import Slots
 from scheduler.matching.capacity import Shape, shape_of
 from scheduler.store import Job
 from scheduler.undo import UndoHook, no_undo
@@ -172,32 +171,6 @@ class FairShareQueue:
             if self._queued.get((entry[1], entry[2])) is entry:
                 return entry
             heapq.heappop(heap)
-        return None
-
-    def best_of(self, share: UserShare, slots: Slots) -> tuple[Shape, Entry] | None:
-        """The user's first job in order that fits ``slots``."""
-        best: tuple[Shape, Entry] | None = None
-        for shape in list(share.heaps):
-            top = self._top(share, shape)
-            if top is None:
-                del share.heaps[shape]
-                continue
-            if best is not None and top[:3] >= best[1][:3]:
-                continue
-            if slots.fits(top[3]):
-                best = (shape, top)
-        return best
-
-    def pop_fitting(self, slots: Slots, now: float) -> Job | None:
-        """The next job to run on ``slots`` by fair share, removed from the queue."""
-        for share in self.ranked(now):
-            found = self.best_of(share, slots)
-            if found is not None:
-                shape, entry = found
-                heapq.heappop(share.heaps[shape])
-                job = entry[3]
-                self.discard(job)
-                return job
         return None
 
     def pop_shape(self, shape: Shape, now: float) -> Job | None:

