@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from scheduler.leaving import stop_attempt
-from scheduler.protocol import JobState
 from scheduler.state import SchedulerState
+from scheduler.transitions import remove
 from scheduler.watchers import cluster_may_be_done
 
 log = logging.getLogger("scheduler.server")
@@ -49,10 +48,7 @@ def abandon_cluster(state: SchedulerState, cluster: int, why: str) -> None:
     now = state.clock()
     with state.store.transaction():
         for job in jobs:
-            was_running = job.state is JobState.RUNNING
-            state.jobs.transition(job, JobState.REMOVED, "removed", why, end_time=now)
-            if was_running:
-                stop_attempt(state, job, why)
+            remove(state, job, why)
         state.store.close_cluster(cluster, now)
     state.mailer.submit_ended(cluster)
     cluster_may_be_done(state, cluster)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from scheduler import protocol as p
 from scheduler.clusters import abandon_submissions_of
 from scheduler.connection import Connection
-from scheduler.leaving import worker_lost
 from scheduler.probe import end_probes
 from scheduler.protocol import Role
 from scheduler.state import SchedulerState
+from scheduler.transitions import worker_lost
 from scheduler.watchers import forget
 from scheduler.workers import WorkerState
 

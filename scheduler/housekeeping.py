@@ -9,6 +9,7 @@ import logging
 from scheduler.clusters import expire_reservations
 from scheduler.protocol import JobState
 from scheduler.state import SchedulerState
+from scheduler.transitions import requeue_lost
 from scheduler.units import run_unit
 
 log = logging.getLogger("scheduler.server")
@@ -39,5 +40,5 @@ def requeue_orphans(state: SchedulerState, now: float) -> None:
         for job_id, worker_name in expired:
             job = state.jobs.get(job_id)
             if job is not None and job.state is JobState.RUNNING:
-                state.jobs.requeue(job, f"worker {worker_name} was lost")
+                requeue_lost(state, job, f"worker {worker_name} was lost")
     state.wake()

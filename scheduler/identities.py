@@ -14,6 +14,7 @@ import logging
 from scheduler.handshake import BY_POOL_SECRET
 from scheduler.protocol import JobState, Role
 from scheduler.state import SchedulerState
+from scheduler.transitions import remove
 
 log = logging.getLogger("scheduler.server")
 
@@ -58,11 +59,9 @@ def _remove_queued_of_gone(state: SchedulerState, users: frozenset[str]) -> None
     ]
     if not gone:
         return
-    now = state.clock()
     with state.store.transaction():
         for job in gone:
-            reason = f"user {job.owner} was removed"
-            state.jobs.transition(job, JobState.REMOVED, "removed", reason, end_time=now)
+            remove(state, job, f"user {job.owner} was removed")
     for owner in sorted({job.owner for job in gone}):
         count = sum(job.owner == owner for job in gone)
         log.info("user %s was removed: %d queued job(s) removed", owner, count)

@@ -17,12 +17,12 @@ from scheduler import protocol as p
 from scheduler.callers import Caller, Replier
 from scheduler.connection import Connection, RequestError
 from scheduler.job_files import read_range, result_file
-from scheduler.leaving import stop_attempt
 from scheduler.protocol import JobState
 from scheduler.run_time import total_run_time
 from scheduler.selection import ACTIONABLE, controlled, owned_job, parse_ids, visible
 from scheduler.state import SchedulerState
 from scheduler.store import Job
+from scheduler.transitions import hold, release, remove
 
 log = logging.getLogger("scheduler.server")
 
@@ -42,7 +42,6 @@ EDITABLE = {
     "max_retries": lambda v: _whole(v, 0),
     "allowed_job_duration": lambda v: _whole(v, 1),
 }
-_PAST = {"remove": "removed", "hold": "held", "release": "released"}
 STREAMS = ("stdout", "stderr")
 _tail_ids = itertools.count(1)
 
@@ -74,15 +73,12 @@ def on_change_jobs(state: SchedulerState, conn: Caller, msg: p.ChangeJobs) -> p.
             if job.state not in _APPLIES[msg.action]:
                 skipped[job.id] = f"is {job.state.value}"
                 continue
-            was_running = job.state is JobState.RUNNING
             if msg.action == "remove":
-                state.jobs.transition(job, _S.REMOVED, "removed", by, end_time=state.clock())
+                remove(state, job, by, kill=f"removed {by}")
             elif msg.action == "hold":
-                state.jobs.hold(job, f"held {by}")
+                hold(state, job, f"held {by}")
             else:
-                state.jobs.transition(job, _S.IDLE, "released", by, hold_reason=None)
-            if was_running:
-                stop_attempt(state, job, f"{_PAST[msg.action]} {by}")
+                release(state, job, by)
             changed.append(job.id)
     if changed:
         log.info("user %s: %s %s", conn.name, msg.action, " ".join(changed[:20]))

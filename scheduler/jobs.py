@@ -2,10 +2,13 @@
 
 :meth:`JobTable.transition` checks the transition table, writes the row and an
 event to SQLite, and only then returns, so the caller acts on state that is
-already durable. Callers that change many jobs wrap the calls in one
-``store.transaction()``. Every change to memory here (a job's fields, the active
-jobs, the unfinished counts, the queue and usage) registers its undo with the open
-unit (:meth:`Store.remember`): a unit that fails leaves the table as it found it.
+already durable. It is called from :mod:`scheduler.transitions`, which does the
+rest of each move (a running job leaving its worker), and from :meth:`JobTable.start`
+here (idle to running, one step with the match that chose the job). Callers that
+change many jobs wrap the calls in one ``store.transaction()``. Every change to
+memory here (a job's fields, the active jobs, the unfinished counts, the queue and
+usage) registers its undo with the open unit (:meth:`Store.remember`): a unit that
+fails leaves the table as it found it.
 """
 
 from __future__ import annotations
@@ -223,16 +226,6 @@ class JobTable:
             self.keep(job, ["start_time"])
             job.start_time = now
             self.queue.started(job)
-
-    def requeue(self, job: Job, reason: str, started: bool = True) -> None:
-        """A running job whose attempt was lost goes back to the queue (one that never
-        ``started``, queued on a worker, does not count that start)."""
-        starts = job.num_starts if started else max(0, job.num_starts - 1)
-        self.transition(job, JobState.IDLE, "evicted", reason, worker=None, num_starts=starts)
-
-    def hold(self, job: Job, reason: str, **changes: object) -> None:
-        changes.setdefault("end_time", self.clock())
-        self.transition(job, JobState.HELD, "held", reason, hold_reason=reason, **changes)
 
 
 def _key(job: Job) -> tuple[int, int]:

@@ -10,9 +10,9 @@ from scheduler import protocol as p
 from scheduler.callers import Link
 from scheduler.connection import RequestError
 from scheduler.handshake import BY_POOL_SECRET
-from scheduler.leaving import job_leaves
 from scheduler.protocol import JobState
 from scheduler.state import SchedulerState
+from scheduler.transitions import evict
 
 log = logging.getLogger("scheduler.server")
 
@@ -47,8 +47,7 @@ def on_draining(state: SchedulerState, conn: Link, msg: p.Draining) -> p.Message
             job = worker.running.get(job_id)
             if job is None or str(job.attempt) != attempt or job.state is not JobState.RUNNING:
                 continue
-            state.jobs.requeue(job, f"worker {worker.name} shut down")
-            job_leaves(state, worker, job)
+            evict(state, worker, job, f"worker {worker.name} shut down")
             requeued.append(job_id)
     log.info(
         "worker %s is draining: %d running, %d requeued",

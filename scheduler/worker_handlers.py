@@ -14,14 +14,14 @@ from scheduler.connection import RequestError
 from scheduler.dispatch import Slots
 from scheduler.handshake import BY_POOL_SECRET
 from scheduler.job_results import extract_result
-from scheduler.leaving import job_leaves
 from scheduler.matching.attributes import slot_attributes
 from scheduler.protocol import JobState
 from scheduler.result_hashes import hash_results
-from scheduler.starting import queue_behind, revoke_grant, schedule_once
+from scheduler.starting import revoke_grant
 from scheduler.state import SchedulerState
 from scheduler.store import Job
 from scheduler.submission import safe_name, safe_result_name
+from scheduler.transitions import evict, finish, hold_failed, requeue_lost, retry
 from scheduler.units import run_unit
 from scheduler.workers import WorkerState
 
@@ -136,10 +136,10 @@ def _adopt(
         if job is None or job.state is not JobState.RUNNING:
             continue
         if f"{job.id}:{job.attempt}" in dropped:
-            state.jobs.requeue(job, f"queued on worker {name}, which dropped it unstarted",
-                              started=False)  # fmt: skip
+            requeue_lost(state, job, f"queued on worker {name}, which dropped it unstarted",
+                         started=False)  # fmt: skip
         else:
-            state.jobs.requeue(job, f"worker {name} came back without it")
+            requeue_lost(state, job, f"worker {name} came back without it")
 
 
 def on_heartbeat(state: SchedulerState, conn: Link, msg: p.Heartbeat) -> None:
@@ -181,16 +181,6 @@ def _has_result(state: SchedulerState, job: Job) -> bool:
     if spec.result_file or spec.params or state.jobs.unfinished.get(job.cluster, 0) > 1:
         return True
     return state.store.cluster_has_others(job.cluster, job.proc)
-
-
-def _hold_finished(
-    state: SchedulerState, job: Job, msg: p.JobFinished, failure: str, outcome: dict[str, object]
-) -> None:
-    """Hold a job whose run failed; when its program had ended, the log says how
-    first, as HTCondor's log has the termination before the hold."""
-    if msg.exit_code is not None or msg.exit_signal is not None:
-        state.store.save_job(job, "terminated", _status(msg))
-    state.jobs.hold(job, failure, **outcome)
 
 
 def on_job_finished(state: SchedulerState, conn: Link, msg: p.JobFinished) -> p.Message | None:
@@ -287,12 +277,17 @@ def _finish(
     with state.store.transaction():
         state.store.save_files(job.cluster, job.proc, files)
         state.store.save_hashes(job.cluster, job.proc, hashes)
+        if msg.exit_signal is None and not failure:
+            state.run_times.record(job.cluster, msg.wall_time)
+        # Each move refills the slot in the same transaction: the reply and the
+        # next RunJob leave together, after the commit.
         if again:
-            state.jobs.requeue(job, again)
+            evict(state, worker, job, again)
         elif failure:
-            _hold_finished(state, job, msg, failure, outcome)
-        elif retry := _retry(state, job, msg):
-            state.jobs.transition(job, JobState.IDLE, "retrying", retry, worker=None, **outcome)
+            ended = msg.exit_code is not None or msg.exit_signal is not None
+            hold_failed(state, worker, job, failure, outcome, _status(msg) if ended else None)
+        elif retry_reason := _retry(state, job, msg):
+            retry(state, worker, job, retry_reason, outcome)
         else:
             result = None
             if _has_result(state, job):
@@ -300,18 +295,7 @@ def _finish(
                 result = extract_result(job.spec, files, job_dir, msg.exit_code, msg.exit_signal)
                 state.store.save_result(job.cluster, job.proc, result)
             # Held by the job, so the update pushed on completion carries the result.
-            state.jobs.transition(
-                job, JobState.COMPLETED, "terminated", _status(msg), result=result, **outcome
-            )
-        if msg.exit_signal is None and not failure:
-            state.run_times.record(job.cluster, msg.wall_time)
-        # The slot's next job, in the same transaction: the reply and the next
-        # RunJob leave together, after the commit.
-        follower = job_leaves(state, worker, job)
-        if follower is None:
-            schedule_once(state, [worker.slots])
-        else:
-            queue_behind(state, worker, follower)
+            finish(state, worker, job, _status(msg), result, outcome)
     return p.Ok()
 
 

@@ -1,5 +1,6 @@
 """The scheduler's modules import only lower ones: the state and its transitions know
-nothing of the handlers or of the I/O shell, and no two modules import each other."""
+nothing of the handlers or of the I/O shell, and no two modules import each other.
+A job changes state through :mod:`scheduler.transitions` alone."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ LAYERS = [
     ],
     ["workers"],
     ["state"],
-    ["watchers", "starting", "leaving", "selection", "handshake"],
+    ["watchers", "starting", "selection", "handshake"],
+    ["transitions"],
     ["clusters"],
     [
         "worker_handlers",
@@ -67,3 +69,36 @@ def test_each_module_imports_only_lower_layers() -> None:
         and not (LAYER[name] == 0 and LAYERS[0].index(other) < LAYERS[0].index(name))
     ]
     assert not wrong, wrong
+
+
+#: Where ``JobTable.transition`` may be called: the moves, and the job table's own
+#: start of a matched job (see scheduler/jobs.py).
+TRANSITION_CALLERS = {"transitions", "jobs"}
+
+
+def transition_calls(path: Path) -> list[int]:
+    """The lines of ``path`` that call a method named ``transition``."""
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "transition"
+    ]
+
+
+def test_jobs_change_state_only_through_the_transitions_module() -> None:
+    wrong = [
+        f"{path.relative_to(ROOT.parent)}:{line}"
+        for path in sorted(ROOT.rglob("*.py"))
+        if not (path.parent == ROOT and path.stem in TRANSITION_CALLERS)
+        for line in transition_calls(path)
+    ]
+    assert not wrong, wrong
+    assert transition_calls(ROOT / "transitions.py")  # the check sees the calls it allows
+
+
+def test_the_transition_check_finds_a_call_outside(tmp_path: Path) -> None:
+    handler = tmp_path / "handler.py"
+    handler.write_text("def on_x(state, job):\n    state.jobs.transition(job, 1, 'held')\n")
+    assert transition_calls(handler) == [2]

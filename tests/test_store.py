@@ -627,7 +627,7 @@ def test_requeue_makes_job_dispatchable_again(table: JobTable) -> None:
     [job] = submit(table, spec())
     w1 = worker()
     table.assign([w1])
-    table.requeue(job, "worker w1 lost")
+    table.transition(job, S.IDLE, "evicted", "worker w1 lost", worker=None)
     assert job.state is S.IDLE
     assert job.worker is None
     assert stored_state(table.store, job) is S.IDLE
@@ -643,7 +643,7 @@ def test_requeue_makes_job_dispatchable_again(table: JobTable) -> None:
 def test_requeue_of_idle_job_is_refused(table: JobTable) -> None:
     [job] = submit(table, spec())
     with pytest.raises(InvalidTransition):
-        table.requeue(job, "nothing to requeue")
+        table.transition(job, S.IDLE, "evicted", "nothing to requeue")
     assert job.state is S.IDLE
     assert len(table.queue) == 1
 
@@ -652,8 +652,8 @@ def test_hold_then_transitions(table: JobTable) -> None:
     running, idle = submit(table, spec(), spec())
     table.assign([worker(slots=1)])
     assert (running.state, idle.state) == (S.RUNNING, S.IDLE)
-    table.hold(idle, "held by user")
-    table.hold(running, "output missing")
+    for job, reason in ((idle, "held by user"), (running, "output missing")):
+        table.transition(job, S.HELD, "held", reason, hold_reason=reason, end_time=5.0)
     for job, reason in ((idle, "held by user"), (running, "output missing")):
         assert job.state is S.HELD
         assert job.hold_reason == reason
@@ -724,7 +724,7 @@ def test_restart_reloads_active_jobs_and_queue(db_path: Path) -> None:
     cluster = jobs[0].cluster
     assert table.unfinished == {cluster: 5}
     table.transition(jobs[4], S.COMPLETED, "terminated", exit_code=0)
-    table.hold(jobs[1], "held by user")
+    table.transition(jobs[1], S.HELD, "held", "held by user", hold_reason="held by user")
     assert table.unfinished == {cluster: 3}  # a held job is not counted
     store.close()
 
