@@ -135,7 +135,7 @@ def test_the_slot_of_a_job_that_ends_goes_to_the_one_queued_behind_it(
     state.run_times.record(head.cluster, 0.001)  # short: queued behind one another
     schedule_once(state)
     assert [m.after for m in link.of(p.RunJob)] == ["", f"{head.id}:1"]
-    assert behind.state is JobState.RUNNING and behind.start_time is None
+    assert (behind.state, behind.start_time) == (JobState.RUNNING, None)
     worker = state.workers.named("w1")
     assert worker is not None
     link.sent.clear()
@@ -187,11 +187,11 @@ def test_idle_and_held_jobs_move_without_a_worker(state: SchedulerState) -> None
     [job] = submit(state, "ann", 1)
     with state.store.transaction():
         t.hold(state, job, "held by ann")
-    assert job.state is JobState.HELD and job.hold_reason == "held by ann"
+    assert (job.state, job.hold_reason) == (JobState.HELD, "held by ann")
     assert not list(state.jobs.queue.jobs_of("ann"))
     with state.store.transaction():
         t.release(state, job, "by ann")
-    assert job.state is JobState.IDLE and job.hold_reason is None
+    assert (job.state, job.hold_reason) == (JobState.IDLE, None)
     assert last_event(state, job) == ("released", "by ann")
     assert list(state.jobs.queue.jobs_of("ann")) == [job]
     with state.store.transaction():
