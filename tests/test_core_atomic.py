@@ -12,8 +12,10 @@ unit carries out its effects (files removed, connections closed) after its commi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from core_fakes import (
 
 from scheduler import protocol as p
 from scheduler.clusters import expire_reservations, upload_failed
+from scheduler.config import SchedulerConfig
 from scheduler.connection import Connection
 from scheduler.control_handlers import (
     on_await_clusters,
@@ -46,6 +49,7 @@ from scheduler.identities import check_identities
 from scheduler.job_control import on_change_jobs, on_output_chunk, on_tail_job
 from scheduler.mail import MailConfig
 from scheduler.protocol import JobSpec, JobState, Role
+from scheduler.server import Scheduler
 from scheduler.starting import schedule_once
 from scheduler.state import SchedulerState
 from scheduler.store import Job
@@ -702,3 +706,133 @@ def test_a_connection_drops_the_frames_of_a_failed_unit(pool: Pool) -> None:
 
     assert isinstance(run_unit(pool.state, "await_clusters", unit), p.Error)
     assert conn.outbox == [p.encode(p.Ok())]
+
+
+def committed_clusters(path: Path) -> int:
+    """The clusters another reader of the database sees: those committed."""
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM clusters").fetchone()[0])
+    finally:
+        db.close()
+
+
+def broken() -> None:
+    raise RuntimeError("an effect that fails")
+
+
+def test_effects_run_in_order_once_their_unit_committed(
+    pool: Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without a shell (each unit committed as it closes), a unit's effects follow its
+    commit, in the order deferred; one that fails is logged, the others run."""
+    state = pool.state
+    path = state.config.db_path
+    before = committed_clusters(path)
+    done: list[object] = []
+
+    def unit() -> None:
+        state.store.reserve_cluster("ann", state.clock())
+        state.effects.defer("first", lambda: done.append(("first", committed_clusters(path))))
+        state.effects.defer("broken", broken)
+        state.effects.defer("last", lambda: done.append("last"))
+        assert done == []
+
+    caplog.set_level(logging.ERROR, "scheduler.server")
+    assert run_unit(state, "reserve", unit) is None
+    assert done == [("first", before + 1), "last"]
+    assert "effect 'broken' of a committed unit failed" in caplog.text
+    assert "an effect that fails" in caplog.text
+    assert len(state.effects) == 0
+
+
+def test_a_nested_unit_that_fails_takes_back_its_effects_alone(pool: Pool) -> None:
+    state = pool.state
+    done: list[str] = []
+
+    def inner() -> None:
+        state.effects.defer("inner", lambda: done.append("inner"))
+        raise Injected("inner")
+
+    def outer() -> None:
+        state.effects.defer("before", lambda: done.append("before"))
+        with pytest.raises(Injected), state.store.transaction():
+            inner()
+        state.effects.defer("after", lambda: done.append("after"))
+
+    assert run_unit(state, "outer", outer) is None
+    assert done == ["before", "after"]
+
+
+class RecordingWriter:
+    """A connection's writer that notes, in ``seen``, each write to the socket."""
+
+    def __init__(self, seen: list[object]) -> None:
+        self.seen = seen
+
+    def write(self, data: bytes) -> None:
+        self.seen.append("frame")
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.seen.append("closed")
+
+
+def test_the_shell_carries_out_effects_after_its_commit_and_before_its_frames(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shell ends a turn by committing its batch, carrying out the effects its
+    units deferred (in order, one that fails logged), then sending its frames; a unit
+    that fails leaves none, and one that only defers still gets its turn ended. While
+    the disk is too full to commit, the effects wait for the commit."""
+    scheduler = Scheduler(SchedulerConfig(home=tmp_path / "home", host="127.0.0.1", port=0))
+    state, path = scheduler.state, scheduler.config.db_path
+    seen: list[object] = []
+    conn = Connection(1, None, RecordingWriter(seen), "10.0.0.9:1", "127.0.0.1",  # type: ignore[arg-type]
+                      role=Role.CONTROL, on_output=scheduler._output,
+                      undo=scheduler.store.remember)  # fmt: skip
+
+    def unit() -> None:
+        state.store.reserve_cluster("ann", state.clock())
+        state.effects.defer("first", lambda: seen.append(("first", committed_clusters(path))))
+        state.effects.defer("broken", broken)
+        state.effects.defer("last", lambda: seen.append("last"))
+        conn.send(p.Ok())
+
+    def failing() -> None:
+        state.effects.defer("never", lambda: seen.append("never"))
+        raise Injected("failing")
+
+    def defer(name: str) -> None:
+        state.effects.defer(name, lambda: seen.append(name))
+
+    def commit_fails() -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    async def turns() -> None:
+        caplog.set_level(logging.ERROR, "scheduler.server")
+        assert run_unit(state, "reserve", unit) is None
+        assert isinstance(run_unit(state, "failing", failing), p.Error)
+        assert seen == []
+        await asyncio.sleep(0)  # the turn ends
+        assert seen == [("first", 1), "last", "frame"]
+        assert "effect 'broken' of a committed unit failed" in caplog.text
+        assert run_unit(state, "defers only", lambda: defer("alone")) is None
+        await asyncio.sleep(0)
+        assert seen[-1] == "alone"
+        commit = scheduler.store.commit
+        scheduler.store.commit = commit_fails  # type: ignore[method-assign]
+        assert run_unit(state, "held", lambda: defer("held")) is None
+        await asyncio.sleep(0)
+        assert seen[-1] == "alone"  # its commit failed: it waits
+        scheduler.store.commit = commit  # type: ignore[method-assign]
+        scheduler.end_turn()  # as the housekeeping loop does once there is room
+        assert seen[-1] == "held" and "never" not in seen
+
+    try:
+        asyncio.run(turns())
+    finally:
+        scheduler.spool.stop()
+        scheduler.store.close()
