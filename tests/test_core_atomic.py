@@ -381,7 +381,9 @@ def _reserved(pool: Pool) -> int:
 
 SCRIPT = b"#!/bin/sh\n"
 SCRIPT_SHA = hashlib.sha256(SCRIPT).hexdigest()
-SPEC = JobSpec(executable="x", inputs=[p.InputFile(name="x", sha256=SCRIPT_SHA, size=len(SCRIPT))])
+SPEC = JobSpec(
+    executable="x", inputs=[p.InputFile(name="x", sha256=SCRIPT_SHA, size=len(SCRIPT))], **MAIL
+)
 
 
 def part(cluster: int, count: int, first: int = 0, last: bool = True) -> p.SubmitJobs:
