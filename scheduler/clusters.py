@@ -8,6 +8,7 @@ first part does not come in time is removed, and one whose last part will not co
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from scheduler.state import SchedulerState
 from scheduler.transitions import remove
@@ -26,7 +27,8 @@ def remove_reservation(state: SchedulerState, cluster: int, why: str) -> None:
     """Remove a cluster reserved without a job: its grant, folder and row."""
     if cluster in state.partial_clusters or not state.store.forget_reservation(cluster):
         return  # it has jobs now
-    state.store.remember(state.spool.remove_cluster(cluster))
+    state.store.remember(state.spool.end_upload(cluster))
+    state.effects.defer("remove cluster folder", partial(state.spool.remove_cluster, cluster))
     log.info("reserved cluster %d removed: it %s", cluster, why)
 
 
@@ -41,9 +43,7 @@ def abandon_cluster(state: SchedulerState, cluster: int, why: str) -> None:
     """A cluster whose last part will not come: remove what was queued of it."""
     state.partial_clusters.pop(cluster, None)
     state.store.remember(state.spool.end_upload(cluster))
-    # The files uploaded but never named stay removed if the unit fails: they are
-    # only files of a cluster cut off, which its client must send again.
-    state.spool.drop_uploads(cluster)
+    state.effects.defer("drop uploads", partial(state.spool.drop_uploads, cluster))
     jobs = [job for job in state.jobs.active.values() if job.cluster == cluster]
     now = state.clock()
     with state.store.transaction():

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from pyftpdlib.authorizers import AuthenticationFailed
 
+from scheduler.undo import UndoHook, no_undo
+
 READ = "elr"
 #: Uploads are stored under a temporary name, which the scheduler renames to their
 #: hash (see :mod:`scheduler.arrivals`).
@@ -63,6 +65,9 @@ class GrantAuthorizer:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         #: What grants expire by (see :meth:`Spool.use_clock`).
         self.clock = clock
+        #: Where :meth:`extend` registers its undo (the scheduler's store: see
+        #: :mod:`scheduler.undo`); grants added or revoked return theirs instead.
+        self.undo: UndoHook = no_undo
         self._grants: dict[str, Grant] = {}
         #: When each grant expires, kept apart so that a heartbeat extends a worker's
         #: grants in place (a 16-slot worker with full chains holds hundreds).
@@ -121,9 +126,18 @@ class GrantAuthorizer:
             return grant.max_bytes - self._uploaded[user]
 
     def extend(self, users: list[str], expires: float) -> None:
-        """Make these grants valid until ``expires`` (the gone ones stay gone)."""
+        """Make these grants valid until ``expires`` (the gone ones stay gone); a
+        unit of work that fails gives them back the expiries they had."""
         with self._lock:
-            for user in users:
+            old = {user: self._expires[user] for user in users if user in self._expires}
+            self._expires.update(dict.fromkeys(old, expires))
+        if old:
+            self.undo(lambda: self._restore_expiries(old))
+
+    def _restore_expiries(self, old: dict[str, float]) -> None:
+        """The undo of :meth:`extend`: the grants still held expire as they did."""
+        with self._lock:
+            for user, expires in old.items():
                 if user in self._expires:
                     self._expires[user] = expires
 

@@ -16,19 +16,25 @@ log = logging.getLogger("scheduler.server")
 
 
 def housekeeping(state: SchedulerState, now: float) -> None:
-    """One round at ``now``. A silent worker's connection is closed: its loss (see
-    :func:`scheduler.departures.connection_closed`) follows when its reader ends."""
+    """One round at ``now``, each task a unit of work."""
+    run_unit(state, "silent workers", lambda: close_silent(state, now))
+    run_unit(state, "orphan requeue", lambda: requeue_orphans(state, now))
+    state.spool.authorizer.expire(now)
+    state.spool.end_expired_probes()
+    run_unit(state, "reservation expiry", lambda: expire_reservations(state, now))
+    run_unit(state, "retention", lambda: state.retention.expire(now, state.jobs.active))
+
+
+def close_silent(state: SchedulerState, now: float) -> None:
+    """Close the connection of each worker silent past the timeout, once this unit
+    committed: its loss (see :func:`scheduler.departures.connection_closed`) follows
+    when its reader ends."""
     for worker in state.workers:
         silent = now - worker.last_heartbeat
         if silent > state.config.worker_timeout:
             log.warning("worker %s sent no heartbeat for %.0f s: declared lost",
                         worker.name, silent)  # fmt: skip
-            worker.link.close()
-    run_unit(state, "orphan requeue", lambda: requeue_orphans(state, now))
-    state.spool.authorizer.expire(now)
-    state.spool.end_expired_probes()
-    run_unit(state, "reservation expiry", lambda: expire_reservations(state, now))
-    state.retention.expire(now, state.jobs.active)
+            state.effects.defer("close a silent worker", worker.link.close)
 
 
 def requeue_orphans(state: SchedulerState, now: float) -> None:

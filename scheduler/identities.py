@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+from functools import partial
 
+from scheduler.connection import Connection
 from scheduler.handshake import BY_POOL_SECRET
 from scheduler.protocol import JobState, Role
 from scheduler.state import SchedulerState
@@ -39,16 +41,24 @@ def check_identities(state: SchedulerState) -> None:
         what = "worker" if conn.role is Role.WORKER else "user"
         log.warning("%s %s%s: closing its connection from %s", what, conn.name, change,
                     conn.peer)  # fmt: skip
-        conn.revoked = conn.role is Role.WORKER
-        conn.writer.close()
+        state.effects.defer(
+            "close a connection", partial(_close, conn, revoked=conn.role is Role.WORKER)
+        )
         changed = changed or current is None
     if changed:
-        # Undone with the unit, so that the next check removes the jobs again. The
-        # connections closed stay closed: their identity is gone all the same.
+        # Undone with the unit, so that the next check removes the jobs again (as it
+        # closes the connections again: their closing is undone with the unit too).
         known = state.known_users
         state.store.remember(lambda: setattr(state, "known_users", known))
         state.known_users = users
         _remove_queued_of_gone(state, users)
+
+
+def _close(conn: Connection, revoked: bool) -> None:
+    """Close ``conn``, whose identity changed (an effect of the check's unit);
+    ``revoked``: a worker's credential, whose jobs are requeued at once."""
+    conn.revoked = revoked
+    conn.writer.close()
 
 
 def _remove_queued_of_gone(state: SchedulerState, users: frozenset[str]) -> None:

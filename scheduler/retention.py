@@ -1,6 +1,9 @@
 """Results are kept for a while after a job ends (default 7 days), then cleaned:
 the spool files and the small results in the database go, the job's row and
-events stay for ``dhistory``. Also measures the spool's disk use for ``dstat``."""
+events stay for ``dhistory``. Also measures the spool's disk use for ``dstat``.
+
+A sweep is a unit of work: it forgets the results in the database and defers the
+removal of their files (:mod:`scheduler.effects`) until that is committed."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import shutil
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+from scheduler.effects import Effects
 from scheduler.staging import Spool
 from scheduler.store import Job, Store
 
@@ -23,9 +27,16 @@ USAGE_TTL = 10.0
 
 
 class Retention:
-    def __init__(self, store: Store, spool: Spool, keep_seconds: float, clock: Callable[[], float]):
+    def __init__(
+        self,
+        store: Store,
+        spool: Spool,
+        keep_seconds: float,
+        clock: Callable[[], float],
+        effects: Effects,
+    ):
         self.store, self.spool, self.keep_seconds = store, spool, keep_seconds
-        self.clock = clock
+        self.clock, self.effects = clock, effects
         self._last_sweep = 0.0
         #: The last measurement of the spool's size: when, and how many bytes.
         self._usage: tuple[float, int] | None = None
@@ -34,23 +45,31 @@ class Retention:
         """Clean the results of jobs that ended more than ``keep_seconds`` ago."""
         if not force and now - self._last_sweep < min(SWEEP_INTERVAL, self.keep_seconds / 2):
             return 0
+        last = self._last_sweep
+        self.store.remember(lambda: setattr(self, "_last_sweep", last))
         self._last_sweep = now
         expired = self.store.expired_results(now - self.keep_seconds)
         if not expired:
             return 0
         self.store.expire_results(expired, now)
         busy = {cluster for cluster, _ in active}
+        idle = sorted({c for c, _ in expired} - busy)
+        self.effects.defer("clean expired results", lambda: self._remove(expired, idle))
+        log.info("results of %d job(s) cleaned after %.0f s", len(expired), self.keep_seconds)
+        return len(expired)
+
+    def _remove(self, expired: list[tuple[int, int]], idle: list[int]) -> None:
+        """The files of a sweep: the folders of the ``expired`` jobs, and the inputs
+        of the clusters none of whose jobs is active (``idle``)."""
         for cluster, proc in expired:
             self.spool.clear_job_dir(cluster, proc)
-        for cluster in {c for c, _ in expired} - busy:
+        for cluster in idle:
             # No job of the cluster will run again: its inputs can go, and its
             # folder once no job keeps results there.
             shutil.rmtree(self.spool.input_dir(cluster), ignore_errors=True)
             with contextlib.suppress(OSError):
                 (self.spool.root / str(cluster)).rmdir()
-        log.info("results of %d job(s) cleaned after %.0f s", len(expired), self.keep_seconds)
         self._usage = None
-        return len(expired)
 
     def spool_bytes(self) -> int:
         """Bytes in the spool (inputs and large results) plus small results in SQLite."""

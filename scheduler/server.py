@@ -97,6 +97,7 @@ class Scheduler:
         #: Every live connection, by the task serving it.
         self._peers: dict[asyncio.Task[None], Connection] = {}
         self.store.on_batch_open = self._end_turn_soon
+        self.state.effects.on_queued = self._end_turn_soon
         disk.on_room = self._wake.set  # idle jobs start again
         self._stopping = asyncio.Event()
         self.port = config.port
@@ -328,11 +329,13 @@ class Scheduler:
             asyncio.get_running_loop().call_soon(self.end_turn)
 
     def end_turn(self) -> None:
-        """Commit what this turn wrote, then send what it queued: a peer never hears
-        of a change that a crash could still take back. While the disk is too full to
-        commit, the writes wait in memory (see :meth:`Store.commit`) and so do the
-        frames to workers, whose acknowledged results would otherwise be forgotten:
-        users still get their answers."""
+        """Commit what this turn wrote, carry out the effects its units deferred (see
+        :mod:`scheduler.effects`), then send what it queued: a peer never hears of a
+        change that a crash could still take back, and a worker told to run a job
+        finds the folder of its earlier attempt already cleared. While the disk is
+        too full to commit, the writes wait in memory (see :meth:`Store.commit`) and
+        so do the effects and the frames to workers, whose acknowledged results would
+        otherwise be forgotten: users still get their answers."""
         self._turn_ending = False
         if self._closed:  # a turn ended late, after the stop
             return
@@ -358,6 +361,7 @@ class Scheduler:
                 self._commit_failed = False
                 self._dirty |= self._held
                 self._held.clear()
+            self.state.effects.run()
         now = time.monotonic()
         for conn in self._dirty:
             delay = conn.flush_delay(now)

@@ -275,7 +275,8 @@ class Spool:
         return self.root / str(cluster) / str(proc)
 
     def clear_job_dir(self, cluster: int, proc: int) -> None:
-        """Forget the large results of an earlier attempt of a job."""
+        """Forget the large results of an earlier attempt of a job (an effect, run
+        once the unit that restarted or cleaned the job committed)."""
         shutil.rmtree(self.job_dir(cluster, proc), ignore_errors=True)
 
     def attempt_dir(self, cluster: int, proc: int, attempt: int) -> Path:
@@ -284,7 +285,15 @@ class Spool:
 
     def take_attempt(self, cluster: int, proc: int, attempt: int) -> None:
         """Move the results a worker linked for this attempt into the job's folder
-        (nothing to do when they were moved already)."""
+        (nothing to do when they were moved already).
+
+        Unlike the removals, this is done in the unit that hears of the finish, not
+        after its commit: the results must be in place for their hashing (in a
+        thread, before the unit that records the finish), and nothing needs undoing
+        if a unit fails. The job's folder holds its current attempt's results alone
+        (an earlier attempt's are cleared before a new one starts), so the move
+        takes nothing back from anyone, and it is idempotent: the same finish
+        heard again finds them in place."""
         job_dir, source = self.job_dir(cluster, proc), self.attempt_dir(cluster, proc, attempt)
         with contextlib.suppress(FileNotFoundError):
             for entry in list(os.scandir(source)):
@@ -299,7 +308,8 @@ class Spool:
         make_private_tree(job_dir)
 
     def drop_attempt(self, cluster: int, proc: int, attempt: int) -> None:
-        """Forget the results a worker linked for an attempt that does not count."""
+        """Forget the results a worker linked for an attempt that does not count (an
+        effect, run once the unit that decided it committed)."""
         shutil.rmtree(self.attempt_dir(cluster, proc, attempt), ignore_errors=True)
 
     # -- grants ------------------------------------------------------------
@@ -358,21 +368,14 @@ class Spool:
 
     def drop_uploads(self, cluster: int) -> int:
         """Remove the uploads of ``cluster`` that were never named as inputs (a cluster
-        abandoned: none will be); returns how many."""
-        self.end_upload(cluster)
+        abandoned, its upload grant ended: none will be); returns how many. An effect
+        (:mod:`scheduler.effects`): run once the unit that abandoned it committed."""
         return remove_uploads(self.input_dir(cluster))
 
-    def remove_cluster(self, cluster: int) -> Callable[[], None]:
-        """Forget a cluster that never had jobs: its grant and its folder. Returns
-        what gives them back (the folder empty: what was uploaded is lost)."""
-        restore = self.end_upload(cluster)
+    def remove_cluster(self, cluster: int) -> None:
+        """Remove the folder of a cluster that never had jobs (its upload grant
+        ended). An effect, as :meth:`drop_uploads`."""
         shutil.rmtree(self.root / str(cluster), ignore_errors=True)
-
-        def give_back() -> None:
-            make_private_dir(self.input_dir(cluster))
-            restore()
-
-        return give_back
 
     def grant_job(self, cluster: int, proc: int, host: str, ttl: float) -> FtpGrant:
         """For a worker: read the cluster's inputs, write this job's results."""

@@ -82,7 +82,9 @@ def run_message(
 def forget_earlier_attempt(state: SchedulerState, job: Job) -> None:
     """Delete what an earlier attempt of ``job`` left: its file rows and spool files."""
     state.store.clear_files(job.cluster, job.proc)
-    state.spool.clear_job_dir(job.cluster, job.proc)
+    state.effects.defer(
+        "clear job folder", partial(state.spool.clear_job_dir, job.cluster, job.proc)
+    )
 
 
 def grant_job_files(state: SchedulerState, worker: WorkerState, job: Job) -> p.FtpGrant:

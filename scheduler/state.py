@@ -16,6 +16,7 @@ from scheduler.callers import Caller, Replier
 from scheduler.config import SchedulerConfig
 from scheduler.connection import Connection, RequestError
 from scheduler.disk_space import DiskSpace, full_message
+from scheduler.effects import Effects
 from scheduler.handshake_guard import HandshakeGuard
 from scheduler.jobs import JobTable
 from scheduler.mail import Mailer
@@ -41,6 +42,9 @@ class SchedulerState:
     config: SchedulerConfig
     store: Store
     spool: Spool
+    #: What units leave to do once they have committed (files removed, connections
+    #: closed): carried out by the shell after its commit.
+    effects: Effects
     mailer: Mailer
     quota: Quota
     retention: Retention
@@ -102,10 +106,13 @@ class SchedulerState:
         # Every time the services record or compare is the scheduler's.
         store.clock = clock
         spool.use_clock(clock)
+        # A heartbeat's renewal of grants is undone with a unit that fails.
+        spool.authorizer.undo = store.remember
+        self.effects = Effects(store.remember)
         self.disk = disk or DiskSpace(config.home, config.min_free_space, wall=clock)
         self.mailer = Mailer(config.mail, store, spool.job_dir, clock)
         self.quota = Quota(store, spool, config.upload_limit, config.spool_quota)
-        self.retention = Retention(store, spool, config.result_retention, clock)
+        self.retention = Retention(store, spool, config.result_retention, clock, self.effects)
         self.reservations = Reservations(config.reservation_ttl, clock=clock, undo=store.remember)
         self.guard = HandshakeGuard(config.auth_failure_limit, config.auth_failure_window)
         self.jobs = JobTable(store, halflife=config.usage_halflife, clock=clock)

@@ -1,10 +1,11 @@
 """Running a unit of work: one message handled, or one periodic task, all or nothing.
 
 A unit runs inside one :meth:`scheduler.store.Store.transaction`. It writes its rows
-and events, changes memory and queues frames; each change registers its undo (see
+and events, changes memory, queues frames and defers its effects (files removed,
+connections closed: :mod:`scheduler.effects`); each change registers its undo (see
 :mod:`scheduler.undo`). If it raises, its writes are rolled back, its changes to
-memory undone and its frames dropped, and only then is the error answered: the
-caller's ``error`` is the one frame the unit leaves behind.
+memory undone, its frames and effects dropped, and only then is the error answered:
+the caller's ``error`` is the one frame the unit leaves behind.
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ def run_unit(state: SchedulerState, name: str, body: Callable[[], object]) -> ob
     ``disk_full``, anything else a logged ``internal`` error)."""
     try:
         with state.store.transaction():
-            return body()
+            result = body()
+        if state.store.on_batch_open is None:
+            # No shell batches the units (the core's tests): this one committed as
+            # it closed, and its effects follow at once, as the shell's would.
+            state.effects.run()
+        return result
     except RequestError as exc:
         return p.Error(message=str(exc), code=exc.code)
     except Exception as exc:

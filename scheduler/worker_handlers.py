@@ -151,7 +151,6 @@ def on_heartbeat(state: SchedulerState, conn: Link, msg: p.Heartbeat) -> None:
         worker.metrics, worker.last_heartbeat = heard
 
     state.store.remember(restore)
-    # Grants extended stay extended if the unit fails: the worker is heard from.
     worker.metrics, worker.last_heartbeat = msg.metrics, state.clock()
     # A job's grant lasts while its worker is heard from, however long the job runs.
     users = [grant.user for grant in worker.grants.values()]
@@ -193,10 +192,14 @@ def on_job_finished(state: SchedulerState, conn: Link, msg: p.JobFinished) -> p.
             except ValueError as exc:
                 raise RequestError(str(exc)) from None
             if proc is not None:
-                state.spool.drop_attempt(cluster, proc, msg.attempt)
+                state.effects.defer(
+                    "drop attempt", partial(state.spool.drop_attempt, cluster, proc, msg.attempt)
+                )
         return p.Ok()
     if msg.spooled and msg.disk_full:  # results cut short: never taken
-        state.spool.drop_attempt(job.cluster, job.proc, msg.attempt)
+        state.effects.defer(
+            "drop attempt", partial(state.spool.drop_attempt, job.cluster, job.proc, msg.attempt)
+        )
         return _finish(state, worker, msg, {})
     if msg.spooled:
         try:

@@ -41,6 +41,20 @@ class FakeClock:
         self.now += seconds
 
 
+class FakeWriter:
+    """What the scheduler closes of a connection: its writer, which here only
+    remembers it was closed."""
+
+    def __init__(self, conn: FakeConnection) -> None:
+        self.conn = conn
+
+    def is_closing(self) -> bool:
+        return self.conn.closed
+
+    def close(self) -> None:
+        self.conn.closed = True
+
+
 @dataclass(eq=False)
 class FakeConnection:
     """A peer: what handlers read of a connection, and every message it was sent."""
@@ -52,6 +66,7 @@ class FakeConnection:
     local_host: str = "127.0.0.1"
     revoked: bool = False
     closed: bool = False
+    stored_key: bytes = b""
     id: int = field(default_factory=lambda: next(_ids))
     sent: list[p.Message] = field(default_factory=list)
     #: As a connection's: a frame sent in a unit that fails is dropped.
@@ -60,6 +75,10 @@ class FakeConnection:
     @property
     def peer(self) -> str:
         return f"10.0.0.{self.id}:4000"
+
+    @property
+    def writer(self) -> FakeWriter:
+        return FakeWriter(self)
 
     def send(self, message: p.Message, urgent: bool = True) -> None:
         queued = len(self.sent)

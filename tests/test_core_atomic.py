@@ -1,16 +1,21 @@
 """Every kind of unit of work is all or nothing: a unit that fails at its very end,
-after it made all its changes, leaves the database, the scheduler's memory and the
-wire as they were, and answers only its caller, with an error.
+after it made all its changes, leaves the database, the scheduler's memory, the
+spool's files and the wire as they were, and answers only its caller, with an error.
 
-Each case builds a pool with workers, running, queued-behind, idle and held jobs,
-runs one unit through the wrapper the shell uses (:func:`scheduler.units.run_unit`)
-with a failure injected after its last step, and compares the rows, a fingerprint of
-memory and the frames sent with those from before."""
+Each case builds a pool with workers, running, queued-behind, idle and held jobs
+(which ask for mail), runs one unit through the wrapper the shell uses
+(:func:`scheduler.units.run_unit`) with a failure injected after its last step, and
+compares the rows, a fingerprint of memory (with the FTP grants' expiries, the
+mailer's notes and the effects deferred), the spool's files, the frames sent and
+the connections closed with those from before. Run again without the failure, the
+unit carries out its effects (files removed, connections closed) after its commit."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +34,7 @@ from core_fakes import (
 
 from scheduler import protocol as p
 from scheduler.clusters import expire_reservations, upload_failed
+from scheduler.config import SchedulerConfig
 from scheduler.connection import Connection
 from scheduler.control_handlers import (
     on_await_clusters,
@@ -38,17 +44,24 @@ from scheduler.control_handlers import (
 )
 from scheduler.departures import connection_closed
 from scheduler.handshake import BY_POOL_SECRET
-from scheduler.housekeeping import requeue_orphans
+from scheduler.housekeeping import close_silent, requeue_orphans
 from scheduler.identities import check_identities
 from scheduler.job_control import on_change_jobs, on_output_chunk, on_tail_job
+from scheduler.mail import MailConfig
 from scheduler.protocol import JobSpec, JobState, Role
+from scheduler.server import Scheduler
 from scheduler.starting import schedule_once
 from scheduler.state import SchedulerState
 from scheduler.store import Job
 from scheduler.units import run_unit
 from scheduler.worker_handlers import _finish
 
-TABLES = ("clusters", "jobs", "job_events", "job_files", "job_results", "usage", "workers")
+TABLES = (
+    "clusters", "jobs", "job_events", "job_files", "job_results", "usage", "workers", "mail",
+    "expired",
+)  # fmt: skip
+#: Every job asks for mail on each of its changes.
+MAIL = {"notify_user": "owner@example.org", "notification": "Always"}
 
 
 class Injected(Exception):
@@ -67,6 +80,22 @@ class Pool:
     bob: FakeConnection
     jobs: list[Job]
     links: list[FakeConnection] = field(default_factory=list)
+    #: What must hold once the unit, run again without the failure, has committed
+    #: and its effects were carried out (a file removed, a connection closed).
+    after: list[tuple[str, Callable[[], bool]]] = field(default_factory=list)
+
+    def removes(self, path: Path) -> Path:
+        """``path`` (a folder made here if there is none) is removed by the unit's
+        effects."""
+        if not path.exists():
+            path.mkdir(parents=True)
+            (path / "stdout").write_bytes(b"kept until the unit commits")
+        self.after.append((f"{path} removed", lambda: not path.exists()))
+        return path
+
+    def closes(self, conn: FakeConnection) -> None:
+        """``conn`` is closed by the unit's effects."""
+        self.after.append((f"{conn.name} closed", lambda: conn.closed))
 
     def link(self, conn: FakeConnection) -> FakeConnection:
         """``conn``, its frames undone with a failed unit, and watched by the test."""
@@ -93,11 +122,14 @@ class Pool:
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[Pool]:
     clock = FakeClock()
-    state = open_state(tmp_path / "home", clock)
+    mail = MailConfig(host="mail.invalid", sender="farm@example.org")
+    state = open_state(tmp_path / "home", clock, mail=mail)
     w1 = register(state, "w1", slots=2)
     w2 = register(state, "w2", slots=1)
-    ann_jobs = submit(state, "ann", 8)
-    bob_jobs = submit(state, "bob", 3, max_retries=2)
+    ann_jobs = submit(state, "ann", 8, **MAIL)
+    bob_jobs = submit(state, "bob", 3, max_retries=2, **MAIL)
+    state.mailer.submitted(ann_jobs)  # as a submission has the mailer watch them
+    state.mailer.submitted(bob_jobs)
     # Ann's jobs are short: some are queued on the workers behind running ones.
     state.run_times.record(ann_jobs[0].cluster, 0.01)
     schedule_once(state)
@@ -167,35 +199,67 @@ def memory(pool: Pool) -> object:
         sorted(state.run_times._mean.items()),
         sorted(state.reservations._expires.items()),
         sorted(state.spool.authorizer._grants),
+        sorted(state.spool.authorizer._expires.items()),
         sorted(state.spool._uploads.items()),
         state.known_users,
+        mailer(state),
+        state.retention._last_sweep,
+        [name for name, _ in state.effects._queue],
     )
 
 
-def sent(pool: Pool) -> dict[int, list[p.Message]]:
-    return {conn.id: list(conn.sent) for conn in pool.links}
+def mailer(state: SchedulerState) -> object:
+    """What the mailer noted of the jobs it watches and the mails it queued."""
+    m = state.mailer
+    return (
+        sorted((key, s.value) for key, s in m._seen.items()),
+        sorted(m._unfinished.items()),
+        sorted(m._watched.items()),
+        sorted(m._size.items()),
+        sorted(m._coming),
+        sorted(m._due.items()),
+        m._any_mail,
+    )
+
+
+def files(state: SchedulerState) -> list[str]:
+    """Every path in the spool."""
+    root = state.spool.root
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+
+
+def sent(pool: Pool) -> dict[int, tuple[list[p.Message], bool, bool]]:
+    """The frames sent to each link, and whether it was closed (and revoked)."""
+    return {conn.id: (list(conn.sent), conn.closed, conn.revoked) for conn in pool.links}
+
+
+def snapshot(pool: Pool) -> tuple[object, ...]:
+    state = pool.state
+    return (rows(state), memory(pool), sent(pool), files(state))
 
 
 def fails_whole(pool: Pool, name: str, unit: Callable[[], object]) -> p.Error:
     """Run ``unit`` as the unit ``name``, failing after its last step; check that it
     changed something before failing and left nothing behind."""
     state = pool.state
-    before = (rows(state), memory(pool), sent(pool))
+    before = snapshot(pool)
     changed: list[bool] = []
 
     def body() -> object:
         unit()
         state.store._write_pending()  # its rows and events written, not only queued
-        changed.append((rows(state), memory(pool), sent(pool)) != before)
+        changed.append(snapshot(pool) != before)
         raise Injected(name)
 
     reply = run_unit(state, name, body)
     assert changed == [True], f"unit {name} changed nothing: the case tests nothing"
     assert isinstance(reply, p.Error) and reply.code == "internal"
-    after = (rows(state), memory(pool), sent(pool))
+    after = snapshot(pool)
     assert after[0] == before[0], "rows"
     assert after[1] == before[1], "memory"
-    assert after[2] == before[2], "frames"
+    assert after[2] == before[2], "frames and closed connections"
+    # Nothing removed or renamed (a folder made for an upload may stay, empty).
+    assert set(before[3]) <= set(after[3]), "spool files"
     return reply
 
 
@@ -233,7 +297,16 @@ def register_returning(pool: Pool) -> tuple[str, Callable[[], object]]:
 
 
 def heartbeat(pool: Pool) -> tuple[str, Callable[[], object]]:
+    """w1 is heard from: the grants of its jobs are renewed."""
     pool.clock.advance(5)
+    worker = pool.state.workers.of_link(pool.w1)
+    assert worker is not None and worker.grants
+    authorizer = pool.state.spool.authorizer
+    renewed = pool.clock() + pool.state.config.job_grant_ttl
+    pool.after.append(
+        ("grants renewed", lambda: all(authorizer._expires[g.user] == renewed
+                                       for g in worker.grants.values()))
+    )  # fmt: skip
     return "heartbeat", message(pool, pool.w1, p.Heartbeat(metrics=metrics(disk_free_mb=7)))
 
 
@@ -259,6 +332,35 @@ def requeued(pool: Pool) -> tuple[str, Callable[[], object]]:
     return "job_finished", message(pool, pool.w1, msg)
 
 
+def requeued_spooled(pool: Pool) -> tuple[str, Callable[[], object]]:
+    """The worker's disk filled up as it put a job's results in the spool: the
+    attempt's folder is dropped."""
+    job = pool.running_on(pool.w1)
+    pool.removes(pool.state.spool.attempt_dir(job.cluster, job.proc, job.attempt))
+    msg = finished(job, failure="disk full on the worker", disk_full=True, spooled=True)
+    return "job_finished", message(pool, pool.w1, msg)
+
+
+def stale_spooled(pool: Pool) -> tuple[str, Callable[[], object]]:
+    """A worker reports an attempt that no longer counts, its results in the spool:
+    they are dropped, and that is all the unit does."""
+    job = pool.idle()
+    pool.removes(pool.state.spool.attempt_dir(job.cluster, job.proc, 7))
+    msg = p.JobFinished(job_id=job.id, attempt=7, wall_time=0.01, exit_code=0, spooled=True)
+    return "job_finished", message(pool, pool.w1, msg)
+
+
+def retried_restarted(pool: Pool) -> tuple[str, Callable[[], object]]:
+    """Bob's job fails and is retried at once on its worker: the folder its first
+    attempt left is cleared."""
+    job = next(j for j in pool.jobs if j.owner == "bob" and j.state is JobState.RUNNING)
+    worker = pool.state.workers.of_job(job.id)
+    assert worker is not None
+    pool.removes(pool.state.spool.job_dir(job.cluster, job.proc))
+    pool.after.append(("restarted", lambda: job.attempt == 2))
+    return "job_finished", lambda: _finish(pool.state, worker, finished(job, exit_code=3), {})
+
+
 def completion_after_hashing(pool: Pool) -> tuple[str, Callable[[], object]]:
     job = pool.running_on(pool.w2)
     worker = pool.state.workers.of_link(pool.w2)
@@ -279,7 +381,9 @@ def _reserved(pool: Pool) -> int:
 
 SCRIPT = b"#!/bin/sh\n"
 SCRIPT_SHA = hashlib.sha256(SCRIPT).hexdigest()
-SPEC = JobSpec(executable="x", inputs=[p.InputFile(name="x", sha256=SCRIPT_SHA, size=len(SCRIPT))])
+SPEC = JobSpec(
+    executable="x", inputs=[p.InputFile(name="x", sha256=SCRIPT_SHA, size=len(SCRIPT))], **MAIL
+)
 
 
 def part(cluster: int, count: int, first: int = 0, last: bool = True) -> p.SubmitJobs:
@@ -424,7 +528,15 @@ def user_departure(pool: Pool) -> tuple[str, Callable[[], object]]:
     on_await_clusters(pool.state, pool.ann, p.AwaitClusters(clusters=[pool.jobs[0].cluster]))
     pool.state.store.commit()
     pool.ann.sent.clear()
+    pool.removes(uploaded(pool, cluster))
     return "departure", lambda: connection_closed(pool.state, pool.ann)  # type: ignore[arg-type]
+
+
+def uploaded(pool: Pool, cluster: int) -> Path:
+    """An upload into ``cluster``'s inputs never named as one (its part not sent)."""
+    upload = pool.state.spool.input_dir(cluster) / "part-1"
+    upload.write_bytes(b"an input")
+    return upload
 
 
 def upload_failure(pool: Pool) -> tuple[str, Callable[[], object]]:
@@ -435,16 +547,45 @@ def upload_failure(pool: Pool) -> tuple[str, Callable[[], object]]:
     )
     pool.state.store.commit()
     pool.ann.sent.clear()
+    pool.removes(uploaded(pool, cluster))
     return "upload failure", lambda: upload_failed(pool.state, cluster, "an upload failed")
 
 
 def identity_check(pool: Pool) -> tuple[str, Callable[[], object]]:
-    """Nobody's token is in the database: every queued job's owner is gone."""
+    """Nobody's token is in the database: every queued job's owner is gone, and the
+    connections of ann and bob are closed."""
+    for conn in (pool.ann, pool.bob):
+        pool.state.peers[conn.id] = conn  # type: ignore[assignment]
+        pool.closes(conn)
     return "identity check", lambda: check_identities(pool.state)
 
 
+def silent_workers(pool: Pool) -> tuple[str, Callable[[], object]]:
+    """No worker was heard from within the timeout: each connection is closed."""
+    pool.clock.advance(pool.state.config.worker_timeout + 1)
+    for worker in pool.state.workers:
+        pool.closes(worker.link)  # type: ignore[arg-type]
+    return "silent workers", lambda: close_silent(pool.state, pool.clock())
+
+
+def retention(pool: Pool) -> tuple[str, Callable[[], object]]:
+    """The results of a job that completed long ago are cleaned: its folder too."""
+    state = pool.state
+    job = pool.running_on(pool.w2)
+    worker = state.workers.of_link(pool.w2)
+    assert worker is not None
+    done = run_unit(state, "job_finished", lambda: _finish(state, worker, finished(job), {}))
+    assert not isinstance(done, p.Error)
+    state.store.commit()
+    pool.removes(state.spool.job_dir(job.cluster, job.proc))
+    pool.clock.advance(state.config.result_retention + 1)
+    return "retention", lambda: state.retention.expire(pool.clock(), state.jobs.active)
+
+
 def reservation_expiry(pool: Pool) -> tuple[str, Callable[[], object]]:
-    _reserved(pool)
+    """A cluster reserved is never submitted: its folder goes."""
+    cluster = _reserved(pool)
+    pool.removes(pool.state.spool.root / str(cluster))
     pool.clock.advance(pool.state.config.reservation_ttl + 1)
     return "reservation expiry", lambda: expire_reservations(pool.state, pool.clock())
 
@@ -457,6 +598,9 @@ CASES: list[Case] = [
     held,
     retried,
     requeued,
+    requeued_spooled,
+    stale_spooled,
+    retried_restarted,
     completion_after_hashing,
     new_cluster,
     submit_jobs,
@@ -484,6 +628,8 @@ CASES: list[Case] = [
     reservation_expiry,
     upload_failure,
     identity_check,
+    silent_workers,
+    retention,
 ]
 
 
@@ -497,8 +643,14 @@ def test_a_unit_that_fails_at_its_end_leaves_nothing(
     assert error.message == f"internal error handling {name!r}"
     assert f"unit {name} failed" in caplog.text and "Injected" in caplog.text
     caplog.clear()
-    # What is left works: the same unit, run again without the failure, succeeds.
+    for what, done in pool.after:
+        assert not done(), f"{what} before the unit committed"
+    # What is left works: the same unit, run again without the failure, succeeds and
+    # carries out its effects once committed.
     assert not isinstance(run_unit(pool.state, name, unit), p.Error)
+    assert len(pool.state.effects) == 0
+    for what, done in pool.after:
+        assert done(), f"{what} after the unit committed"
 
 
 def test_a_failed_write_in_the_middle_of_a_pass_undoes_the_jobs_started_before(
@@ -556,3 +708,133 @@ def test_a_connection_drops_the_frames_of_a_failed_unit(pool: Pool) -> None:
 
     assert isinstance(run_unit(pool.state, "await_clusters", unit), p.Error)
     assert conn.outbox == [p.encode(p.Ok())]
+
+
+def committed_clusters(path: Path) -> int:
+    """The clusters another reader of the database sees: those committed."""
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM clusters").fetchone()[0])
+    finally:
+        db.close()
+
+
+def broken() -> None:
+    raise RuntimeError("an effect that fails")
+
+
+def test_effects_run_in_order_once_their_unit_committed(
+    pool: Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without a shell (each unit committed as it closes), a unit's effects follow its
+    commit, in the order deferred; one that fails is logged, the others run."""
+    state = pool.state
+    path = state.config.db_path
+    before = committed_clusters(path)
+    done: list[object] = []
+
+    def unit() -> None:
+        state.store.reserve_cluster("ann", state.clock())
+        state.effects.defer("first", lambda: done.append(("first", committed_clusters(path))))
+        state.effects.defer("broken", broken)
+        state.effects.defer("last", lambda: done.append("last"))
+        assert done == []
+
+    caplog.set_level(logging.ERROR, "scheduler.server")
+    assert run_unit(state, "reserve", unit) is None
+    assert done == [("first", before + 1), "last"]
+    assert "effect 'broken' of a committed unit failed" in caplog.text
+    assert "an effect that fails" in caplog.text
+    assert len(state.effects) == 0
+
+
+def test_a_nested_unit_that_fails_takes_back_its_effects_alone(pool: Pool) -> None:
+    state = pool.state
+    done: list[str] = []
+
+    def inner() -> None:
+        state.effects.defer("inner", lambda: done.append("inner"))
+        raise Injected("inner")
+
+    def outer() -> None:
+        state.effects.defer("before", lambda: done.append("before"))
+        with pytest.raises(Injected), state.store.transaction():
+            inner()
+        state.effects.defer("after", lambda: done.append("after"))
+
+    assert run_unit(state, "outer", outer) is None
+    assert done == ["before", "after"]
+
+
+class RecordingWriter:
+    """A connection's writer that notes, in ``seen``, each write to the socket."""
+
+    def __init__(self, seen: list[object]) -> None:
+        self.seen = seen
+
+    def write(self, data: bytes) -> None:
+        self.seen.append("frame")
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.seen.append("closed")
+
+
+def test_the_shell_carries_out_effects_after_its_commit_and_before_its_frames(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shell ends a turn by committing its batch, carrying out the effects its
+    units deferred (in order, one that fails logged), then sending its frames; a unit
+    that fails leaves none, and one that only defers still gets its turn ended. While
+    the disk is too full to commit, the effects wait for the commit."""
+    scheduler = Scheduler(SchedulerConfig(home=tmp_path / "home", host="127.0.0.1", port=0))
+    state, path = scheduler.state, scheduler.config.db_path
+    seen: list[object] = []
+    conn = Connection(1, None, RecordingWriter(seen), "10.0.0.9:1", "127.0.0.1",  # type: ignore[arg-type]
+                      role=Role.CONTROL, on_output=scheduler._output,
+                      undo=scheduler.store.remember)  # fmt: skip
+
+    def unit() -> None:
+        state.store.reserve_cluster("ann", state.clock())
+        state.effects.defer("first", lambda: seen.append(("first", committed_clusters(path))))
+        state.effects.defer("broken", broken)
+        state.effects.defer("last", lambda: seen.append("last"))
+        conn.send(p.Ok())
+
+    def failing() -> None:
+        state.effects.defer("never", lambda: seen.append("never"))
+        raise Injected("failing")
+
+    def defer(name: str) -> None:
+        state.effects.defer(name, lambda: seen.append(name))
+
+    def commit_fails() -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    async def turns() -> None:
+        caplog.set_level(logging.ERROR, "scheduler.server")
+        assert run_unit(state, "reserve", unit) is None
+        assert isinstance(run_unit(state, "failing", failing), p.Error)
+        assert seen == []
+        await asyncio.sleep(0)  # the turn ends
+        assert seen == [("first", 1), "last", "frame"]
+        assert "effect 'broken' of a committed unit failed" in caplog.text
+        assert run_unit(state, "defers only", lambda: defer("alone")) is None
+        await asyncio.sleep(0)
+        assert seen[-1] == "alone"
+        commit = scheduler.store.commit
+        scheduler.store.commit = commit_fails  # type: ignore[method-assign]
+        assert run_unit(state, "held", lambda: defer("held")) is None
+        await asyncio.sleep(0)
+        assert seen[-1] == "alone"  # its commit failed: it waits
+        scheduler.store.commit = commit  # type: ignore[method-assign]
+        scheduler.end_turn()  # as the housekeeping loop does once there is room
+        assert seen[-1] == "held" and "never" not in seen
+
+    try:
+        asyncio.run(turns())
+    finally:
+        scheduler.spool.stop()
+        scheduler.store.close()

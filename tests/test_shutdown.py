@@ -147,7 +147,8 @@ def test_large_results_of_a_stale_attempt_never_replace_the_new_ones(
     wait_until(lambda: "result of stale attempt 1.0:1 discarded" in cluster.log("scheduler"),
                timeout=30)  # fmt: skip
     assert "files move by hard link" in cluster.log("w1")
-    assert sorted(p.name for p in job_dir.iterdir()) == ["outputs"]  # no .attempt-1 left
+    # No .attempt-1 left: removed once the unit that heard of it committed.
+    wait_until(lambda: sorted(p.name for p in job_dir.iterdir()) == ["outputs"], timeout=30)
     assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
     assert (tmp_path / "1.0" / "big.out").read_text() == "attempt 2\n" * 20000
 

@@ -2,7 +2,9 @@
 
 A mail is written to the ``mail`` table in the same transaction as the state
 change that caused it, so a crash loses neither; pending mails are taken up
-again when the scheduler restarts. Delivery runs in a daemon thread, one SMTP
+again when the scheduler restarts. What the mailer notes in memory (the jobs it
+watches, the mails due) is undone with a unit of work that fails, as its rows are
+rolled back (see :mod:`scheduler.undo`). Delivery runs in a daemon thread, one SMTP
 connection per batch, and its outcome comes back to the loop: sent, retried
 with a doubling delay, or given up (``failed``) after ``retry_for`` seconds or a
 permanent refusal. A failing mail server delays no job.
@@ -16,7 +18,6 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from scheduler.mail.settings import MailConfig, check_address
 from scheduler.mail.smtp import Mail, Outcome, deliver
 from scheduler.protocol import UNFINISHED_STATES, JobInfo, JobSpec, JobState
 from scheduler.store import Job, Store
+from scheduler.undo import UndoDict
 
 log = logging.getLogger("scheduler.mail")
 
@@ -38,6 +40,14 @@ _INSERT = (
     " created, next_try, error) VALUES (?,?,?,?,?,?,'pending',0,?,?,'')"
 )
 T = TypeVar("T")
+
+
+class _Tally(UndoDict[int, int]):
+    """A count per cluster, 0 where there is none, each change undone with a failed
+    unit."""
+
+    def __missing__(self, key: int) -> int:
+        return 0
 
 
 class Mailer:
@@ -55,17 +65,19 @@ class Mailer:
         self.clock = clock
         self.store = store
         self.job_dir = job_dir
+        undo = store.remember
         #: Last state seen of each job of a cluster that asked for mail.
-        self._seen: dict[tuple[int, int], JobState] = {}
-        #: Idle or running jobs of each such cluster, and its number of jobs.
-        self._unfinished: Counter[int] = Counter()
-        self._watched: Counter[int] = Counter()
-        self._size: dict[int, int] = {}
+        self._seen: UndoDict[tuple[int, int], JobState] = UndoDict(undo)
+        #: Idle or running jobs of each such cluster, its jobs watched, its number
+        #: of jobs.
+        self._unfinished = _Tally(undo)
+        self._watched = _Tally(undo)
+        self._size: UndoDict[int, int] = UndoDict(undo)
         #: Clusters submitted in parts whose last part has not come yet: each counts
         #: one unfinished (and watched) job more, so its digest waits for all parts.
-        self._coming: set[int] = set()
+        self._coming: UndoDict[int, None] = UndoDict(undo)
         #: Mails not yet delivered: id -> time of the next attempt.
-        self._due: dict[int, float] = {}
+        self._due: UndoDict[int, float] = UndoDict(undo)
         self._wake: asyncio.Event | None = None
         self._any_mail = bool(store.query("SELECT 1 FROM mail LIMIT 1"))
 
@@ -133,7 +145,7 @@ class Mailer:
         if not more:
             self.submit_ended(cluster)
         elif cluster in self._watched and cluster not in self._coming:
-            self._coming.add(cluster)
+            self._coming[cluster] = None
             self._unfinished[cluster] += 1
             self._watched[cluster] += 1
 
@@ -141,7 +153,7 @@ class Mailer:
         """No more parts of ``cluster`` will come (its last came, or it was abandoned)."""
         if cluster not in self._coming:
             return
-        self._coming.discard(cluster)
+        del self._coming[cluster]
         self._unfinished[cluster] -= 1
         self._watched[cluster] -= 1
         if self._unfinished[cluster] <= 0:  # every job queued of it has ended
@@ -259,7 +271,9 @@ class Mailer:
         with self.store.transaction() as db:
             cur = db.execute(_INSERT, (cluster, proc, owner, why, to, message.as_bytes(), now, now))
         self._due[int(cur.lastrowid or 0)] = now
-        self._any_mail = True
+        if not self._any_mail:
+            self.store.remember(lambda: setattr(self, "_any_mail", False))
+            self._any_mail = True
         if self._wake is not None:
             self._wake.set()
 
