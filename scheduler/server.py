@@ -95,7 +95,9 @@ class Scheduler:
         #: The database is closed: the scheduler stopped.
         self._closed = False
         #: Every live connection, by the task serving it.
-        self._peers: dict[asyncio.Task[None], Connection] = {}
+        #: The tasks serving connections, waited for at shutdown (the connections
+        #: themselves are ``state.peers``).
+        self._serving: set[asyncio.Task[None]] = set()
         self.store.on_batch_open = self._end_turn_soon
         self.state.effects.on_queued = self._end_turn_soon
         disk.on_room = self._wake.set  # idle jobs start again
@@ -199,11 +201,11 @@ class Scheduler:
             # Every connection winds down (and commits) before the database closes.
             # Closing makes each reader see the end of its stream; cancelling the
             # task instead makes Python 3.11's start_server log a spurious error.
-            peers = list(self._peers.items())
-            for _, conn in peers:
+            serving = list(self._serving)
+            for conn in list(self.state.peers.values()):
                 conn.writer.close()
-            if peers:
-                await asyncio.wait([task for task, _ in peers], timeout=5)
+            if serving:
+                await asyncio.wait(serving, timeout=5)
             self.end_turn()
             self.spool.stop()
             self._closed = True
@@ -246,7 +248,7 @@ class Scheduler:
         )
         task = asyncio.current_task()
         assert task is not None
-        self._peers[task] = conn
+        self._serving.add(task)
         self.state.peers[conn.id] = conn
         address = conn.address
         try:
@@ -272,7 +274,7 @@ class Scheduler:
             log.exception("internal error serving %s (%s)", conn.peer, conn.name or "?")
             conn.send(p.Error(message="internal error", code="internal"))
         finally:
-            self._peers.pop(task, None)
+            self._serving.discard(task)
             self.state.peers.pop(conn.id, None)
             if not self._closed:  # a connection slow to end outlives the database
                 run_unit(self.state, "departure", lambda: connection_closed(self.state, conn))
