@@ -9,13 +9,14 @@ Writes go through units of work (:meth:`Store.transaction`, nestable): a unit is
 or nothing. When it raises, everything it wrote is undone (its SQL, through a
 savepoint, and the job rows and events it queued in memory) and none of it is ever
 committed, while the other units of its batch are kept. An outermost unit that
-writes takes a savepoint at its first write; a nested unit takes none (most
-succeed): one that fails having written rolls back to its outermost unit's
-savepoint, and the writes of its enclosing units are run again. A unit's caller may undo its
-own changes in memory with it: :meth:`Store.on_undo` registers a callable that runs
-if the innermost open unit is rolled back (the callables of a unit in the reverse
-order of their registration); when a nested unit succeeds its callables pass to the
-enclosing unit, and when the outermost unit succeeds they are dropped.
+writes takes a savepoint at its first write; a nested unit takes none, as nearly
+all succeed: one that fails having written rolls back to its outermost unit's
+savepoint, and what its enclosing units wrote before it is written again. A
+unit's caller may undo its own changes in memory with it: :meth:`Store.on_undo`
+registers a callable that runs if the innermost open unit is rolled back (the
+callables of a unit in the reverse order of their registration); when a nested
+unit succeeds its callables pass to the enclosing unit, and when the outermost
+unit succeeds they are dropped.
 :meth:`Store.remember` does the same, and nothing outside every unit: the owners of
 the scheduler's memory (see :mod:`scheduler.undo`) register each change with it, so
 that a unit that fails (:func:`scheduler.units.run_unit`) leaves memory, as well as
