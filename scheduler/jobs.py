@@ -57,9 +57,9 @@ class JobTable:
         self.queue.undo = store.remember
 
     def keep(self, job: Job, names: Iterable[str] = ()) -> None:
-        """Register the undo of a change to ``job``'s fields (``names``, those about
-        to change, tell the reader): all are restored as they are now, a copy of
-        them all being cheaper than one of a few picked by name."""
+        """Register the undo of a change to ``job``'s fields: all of them are restored
+        as they are now (one copy of them all costs less than picking a few by
+        name); ``names``, where given, say which are about to change."""
         fields = vars(job)
         self.store.remember(partial(fields.update, fields.copy()))
 
@@ -123,7 +123,7 @@ class JobTable:
             job.id, job.state, new, lambda: [e.event for e in self.store.events(*_key(job))]
         )
         old, started = job.state, job.start_time
-        self.keep(job, ["state", "start_time", *changes])
+        self.keep(job)
         job.state = new
         for name, value in changes.items():
             setattr(job, name, value)
