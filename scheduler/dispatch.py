@@ -14,10 +14,17 @@ none of its own.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 from scheduler.matching.requirements import Value, compile_requirements
 from scheduler.store import Job
 from scheduler.undo import UndoHook, no_undo
+
+#: What :meth:`Slots.changing` keeps: the counters, flags, attributes and chains.
+_Saved = tuple[
+    int, int, int, int, bool, bool, int, dict[str, Value],
+    dict[str, str], dict[str, str], dict[str, tuple[str, int]],
+]  # fmt: skip
 
 
 @dataclass
@@ -53,20 +60,19 @@ class Slots:
     def changing(self) -> None:
         """Register the undo of what is about to change: a snapshot of the counters,
         flags and chains, restored if the unit fails."""
-        saved = (
+        saved: _Saved = (
             self.used_slots, self.used_cpus, self.used_memory_mb, self.used_gpus,
             self.draining, self.disk_full, self.disk_free_mb, self.attributes,
-            dict(self.leader_of), dict(self.follower_of), dict(self.chains),
+            self.leader_of.copy(), self.follower_of.copy(), self.chains.copy(),
         )  # fmt: skip
+        self.undo(partial(self._restore, saved))
 
-        def restore() -> None:
-            (
-                self.used_slots, self.used_cpus, self.used_memory_mb, self.used_gpus,
-                self.draining, self.disk_full, self.disk_free_mb, self.attributes,
-                self.leader_of, self.follower_of, self.chains,
-            ) = saved  # fmt: skip
-
-        self.undo(restore)
+    def _restore(self, saved: _Saved) -> None:
+        (
+            self.used_slots, self.used_cpus, self.used_memory_mb, self.used_gpus,
+            self.draining, self.disk_full, self.disk_free_mb, self.attributes,
+            self.leader_of, self.follower_of, self.chains,
+        ) = saved  # fmt: skip
 
     def fits(self, job: Job) -> bool:
         """Whether ``job`` could start here now."""
@@ -95,6 +101,9 @@ class Slots:
 
     def give_back(self, job: Job) -> None:
         self.changing()
+        self._free(job)
+
+    def _free(self, job: Job) -> None:
         self.used_slots -= 1
         self.used_cpus -= job.spec.request_cpus
         self.used_memory_mb -= job.spec.request_memory or 0
@@ -108,11 +117,12 @@ class Slots:
     def queue_behind(self, head: Job, job: Job) -> None:
         """``job`` waits on the worker for the last job of ``head``'s chain to end,
         then runs in its place."""
-        tail, count = self.chain(head)
+        head_id, job_id = head.id, job.id
+        tail, count = self.chains.get(head_id, (head_id, 0))
         self.changing()
-        self.follower_of[tail] = job.id
-        self.leader_of[job.id] = tail
-        self.chains[head.id] = (job.id, count + 1)
+        self.follower_of[tail] = job_id
+        self.leader_of[job_id] = tail
+        self.chains[head_id] = (job_id, count + 1)
 
     def release(self, job: Job) -> str | None:
         """``job`` left the worker (it ended, was killed or given back). The job
@@ -120,8 +130,9 @@ class Slots:
         with none, the resources are given back. A job that was still queued
         holds none: the one behind it waits for its leader instead."""
         self.changing()
-        follower = self.follower_of.pop(job.id, None)
-        leader = self.leader_of.pop(job.id, None)
+        job_id = job.id
+        follower = self.follower_of.pop(job_id, None)
+        leader = self.leader_of.pop(job_id, None)
         if leader is not None:  # a queued job: rare, so its head is looked for
             if follower is None:
                 del self.follower_of[leader]
@@ -133,13 +144,13 @@ class Slots:
                 head = self.leader_of[head]
             tail, count = self.chains.pop(head)
             if count > 1:
-                self.chains[head] = (leader if tail == job.id else tail, count - 1)
+                self.chains[head] = (leader if tail == job_id else tail, count - 1)
             return None
         if follower is None:
-            self.give_back(job)
+            self._free(job)  # kept above
             return None
         del self.leader_of[follower]
-        tail, count = self.chains.pop(job.id)
+        tail, count = self.chains.pop(job_id)
         if count > 1:
             self.chains[follower] = (tail, count - 1)
         return follower

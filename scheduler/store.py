@@ -8,11 +8,15 @@ back the last few commits.
 Writes go through units of work (:meth:`Store.transaction`, nestable): a unit is all
 or nothing. When it raises, everything it wrote is undone (its SQL, through a
 savepoint, and the job rows and events it queued in memory) and none of it is ever
-committed, while the other units of its batch are kept. A unit's caller may undo its
-own changes in memory with it: :meth:`Store.on_undo` registers a callable that runs
-if the innermost open unit is rolled back (the callables of a unit in the reverse
-order of their registration); when a nested unit succeeds its callables pass to the
-enclosing unit, and when the outermost unit succeeds they are dropped.
+committed, while the other units of its batch are kept. An outermost unit that
+writes takes a savepoint at its first write; a nested unit takes none, as nearly
+all succeed: one that fails having written rolls back to its outermost unit's
+savepoint, and what its enclosing units wrote before it is written again. A
+unit's caller may undo its own changes in memory with it: :meth:`Store.on_undo`
+registers a callable that runs if the innermost open unit is rolled back (the
+callables of a unit in the reverse order of their registration); when a nested
+unit succeeds its callables pass to the enclosing unit, and when the outermost
+unit succeeds they are dropped.
 :meth:`Store.remember` does the same, and nothing outside every unit: the owners of
 the scheduler's memory (see :mod:`scheduler.undo`) register each change with it, so
 that a unit that fails (:func:`scheduler.units.run_unit`) leaves memory, as well as
@@ -45,6 +49,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from _thread import get_ident
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -399,12 +404,17 @@ class Store:
         #: it, each outermost unit is committed on its own.
         self.on_batch_open: Callable[[], None] | None = None
         self._recorder = _Recorder(self)
-        #: The open units, outermost first; the first ``_saved`` have their savepoint
-        #: (taken at a unit's first write: a unit that only queues rows needs none).
+        #: The open units, outermost first.
         self._units: list[_Unit] = []
-        self._saved = 0
-        #: Undo callbacks are running: the changes they make register nothing.
-        self._undoing = False
+        #: The outermost unit has its savepoint (taken at its first write: a unit
+        #: that only reads or queues rows needs none).
+        self._saved = False
+        #: The undo callbacks of the innermost open unit, where :meth:`remember`
+        #: appends; None outside every unit and while undo callbacks run (the
+        #: changes they make register nothing).
+        self._top: list[Callable[[], None]] | None = None
+        #: The thread that opened the outermost unit (the one holding the lock).
+        self._owner = 0
         #: Every statement the open batch ran, in order, to run again if its
         #: transaction is lost; job rows (the latest of each job) and events queued,
         #: not yet written.
@@ -472,17 +482,22 @@ class Store:
         """As :meth:`on_undo` inside a unit; outside any, nothing: a change made
         outside every unit has nothing to be undone with. The hook that memory's
         owners (the job table, slots, the worker registry, connections) are given."""
-        with self._lock:
-            if self._units and not self._undoing:
-                self._units[-1].undo.append(callback)
+        top = self._top
+        if top is not None and self._owner == get_ident():
+            top.append(callback)  # the lock is held: this thread opened the unit
+            return
+        with self._lock:  # another thread's unit: wait for it to end
+            top = self._top
+            if top is not None:
+                top.append(callback)
 
     def _undo(self, callbacks: list[Callable[[], None]]) -> None:
         """Run a failed unit's undo callbacks; what they change is not registered."""
-        self._undoing = True
+        top, self._top = self._top, None
         try:
             _run(callbacks)
         finally:
-            self._undoing = False
+            self._top = top
 
     @contextlib.contextmanager
     def alone(self) -> Iterator[sqlite3.Connection]:
@@ -515,36 +530,46 @@ class Store:
         # The batch opens at the unit's first write: one that only reads (most
         # messages) takes no write lock.
         unit = _Unit(len(self._writes))
-        self._units.append(unit)
-        return len(self._units) - 1, unit
+        units = self._units
+        if not units:
+            self._owner = get_ident()
+        units.append(unit)
+        self._top = unit.undo
+        return len(units) - 1, unit
 
     def _close_unit(
         self, unit: _Unit, at: int, failed: bool, kept: list[Callable[[], None]] | None
     ) -> None:
         del self._units[at:]
+        self._top = self._units[-1].undo if at else None
         if failed:
             self._roll_back(unit, at)
             return
-        if self._saved > at:
-            self._saved = at
-            try:
-                self._db.execute(f"RELEASE u{at}")
-            except sqlite3.Error:
-                self._drop()  # its writes are kept: written again with the batch's
         if at:
             self._units[-1].undo += unit.undo
-        elif kept is not None:
+            return
+        if self._saved:
+            self._saved = False
+            try:
+                self._db.execute("RELEASE u")
+            except sqlite3.Error:
+                self._drop()  # its writes are kept: written again with the batch's
+        if kept is not None:
             kept += unit.undo
 
     def _roll_back(self, unit: _Unit, at: int) -> None:
         """Undo a unit that raised: its statements, its rows queued, then what its
         callbacks undo in memory."""
+        wrote = len(self._writes) > unit.writes
         del self._writes[unit.writes :]
-        if self._saved > at:
-            self._saved = at
+        if self._saved and (wrote or not at):
             try:
-                self._db.execute(f"ROLLBACK TO u{at}")
-                self._db.execute(f"RELEASE u{at}")
+                self._db.execute("ROLLBACK TO u")
+                if at:  # what the enclosing units wrote before this one opened
+                    self._rewrite(self._units[0].writes, savepoint=False)
+                else:
+                    self._saved = False
+                    self._db.execute("RELEASE u")
             except sqlite3.Error:  # SQLite dropped the whole transaction (disk full)
                 self._drop()
         self._undo(unit.undo)
@@ -589,9 +614,9 @@ class Store:
         """The batch opened (or written again if it was lost); a savepoint for each
         open unit."""
         self._open_batch()
-        while self._saved < len(self._units):
-            self._db.execute(f"SAVEPOINT u{self._saved}")
-            self._saved += 1
+        if not self._saved and self._units:
+            self._db.execute("SAVEPOINT u")
+            self._saved = True
 
     def _read(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
         self._sync()
@@ -600,7 +625,7 @@ class Store:
     def _drop(self) -> None:
         """The batch's transaction is gone, or must be written again."""
         self._lost = True
-        self._saved = 0
+        self._saved = False
 
     def commit(self) -> None:
         """End the open batch: everything written since is durable on return. When
@@ -628,32 +653,35 @@ class Store:
         self._pending = {}
         self._events = []
         self._lost = False
-        self._saved = 0
+        self._saved = False
 
     def _restore(self) -> None:
         """Write the open batch again, into a new transaction (the old one was lost),
-        with the savepoints of the units still open where they were."""
+        with the outermost open unit's savepoint where it was."""
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
         self._db.execute("BEGIN IMMEDIATE")
-        saved = 0
         try:
-            for at, (sql, args, many) in enumerate(self._writes):
-                while saved < len(self._units) and self._units[saved].writes <= at:
-                    self._db.execute(f"SAVEPOINT u{saved}")
-                    saved += 1
-                if many:
-                    self._db.executemany(sql, args)  # type: ignore[arg-type]
-                else:
-                    self._db.execute(sql, args)  # type: ignore[arg-type]
-            for rest in range(saved, len(self._units)):
-                self._db.execute(f"SAVEPOINT u{rest}")
+            self._rewrite(0, savepoint=True)
         except BaseException:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
-        self._saved = len(self._units)
         self._lost = False
+
+    def _rewrite(self, start: int, savepoint: bool) -> None:
+        """Run the batch's writes from ``start`` again; with ``savepoint``, taking the
+        outermost open unit's savepoint before its first one."""
+        point = self._units[0].writes if savepoint and self._units else -1
+        for at in range(start, len(self._writes)):
+            if at == point:
+                self._db.execute("SAVEPOINT u")
+                self._saved = True
+            sql, args, many = self._writes[at]
+            if many:
+                self._db.executemany(sql, args)  # type: ignore[arg-type]
+            else:
+                self._db.execute(sql, args)  # type: ignore[arg-type]
 
     def _write_pending(self) -> None:
         """Write the queued job rows and events, in the innermost unit if one is open

@@ -108,6 +108,32 @@ def test_a_nested_unit_that_fails_is_undone_alone(store: Store) -> None:
     ]  # fmt: skip
 
 
+def test_a_deeply_nested_unit_that_fails_keeps_what_the_units_around_it_wrote(
+    store: Store,
+) -> None:
+    """A nested unit has no savepoint of its own: one that fails rolls back to its
+    outermost unit's and what that unit and its other nested units wrote is written
+    again, before and after it; an earlier unit of the batch is untouched."""
+    cluster, _ = _queued(store, 1)
+    with store.transaction():
+        store.save_files(cluster, 0, {"earlier": b"0"})
+    with store.transaction():
+        store.save_files(cluster, 0, {"outer": b"1"})
+        with store.transaction():
+            store.save_files(cluster, 0, {"sibling": b"2"})
+        with store.transaction():
+            store.save_files(cluster, 0, {"middle": b"3"})
+            with pytest.raises(RuntimeError), store.transaction():
+                store.save_files(cluster, 0, {"inner": b"4"})
+                raise RuntimeError
+            assert set(store.files(cluster, 0)) == {"earlier", "outer", "sibling", "middle"}
+            store.save_files(cluster, 0, {"after": b"5"})
+    store.commit()
+    assert _committed(store.path, FILES) == [
+        (0, "after"), (0, "earlier"), (0, "middle"), (0, "outer"), (0, "sibling")
+    ]  # fmt: skip
+
+
 def test_a_nested_unit_that_succeeds_goes_with_its_outer_unit(store: Store) -> None:
     cluster, jobs = _queued(store, 1)
     with pytest.raises(RuntimeError), store.transaction():

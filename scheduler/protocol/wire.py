@@ -63,7 +63,11 @@ def to_wire(value: Any) -> Any:
     if names is not None:
         if cls in _KEEP_WIRE and "_wire" in value.__dict__:
             return value.__dict__["_wire"]
-        out = {name: to_wire(getattr(value, name)) for name in names}
+        out = {}
+        for name in names:
+            field = getattr(value, name)
+            # Most fields are plain: converted here, without a call.
+            out[name] = field if type(field) in _PLAIN else to_wire(field)
         if cls in _KEEP_WIRE:
             object.__setattr__(value, "_wire", out)
         if isinstance(value, Message):
@@ -74,9 +78,9 @@ def to_wire(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     if cls is list or cls is tuple:
-        return [to_wire(v) for v in value]
+        return [v if type(v) in _PLAIN else to_wire(v) for v in value]
     if cls is dict:
-        return {k: to_wire(v) for k, v in value.items()}
+        return {k: v if type(v) in _PLAIN else to_wire(v) for k, v in value.items()}
     return value
 
 
@@ -93,9 +97,14 @@ def unpack_bytes(text: str) -> bytes:
         raise ProtocolError("inline file content is not valid base64") from None
 
 
+#: Compact JSON; made once (``json.dumps`` with separators makes one per call). Its
+#: input is what :func:`to_wire` built, a tree with no cycle: none is looked for.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
 def encode(message: Message) -> bytes:
     """A whole frame: length header and JSON body."""
-    body = json.dumps(to_wire(message), separators=(",", ":")).encode()
+    body = _ENCODER.encode(to_wire(message)).encode()
     return HEADER.pack(len(body)) + body
 
 
