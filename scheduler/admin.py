@@ -11,9 +11,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from scheduler.accounts import StoreError
 from scheduler.config import SchedulerConfig
 from scheduler.protocol import ACCESS_FILE, default_home
-from scheduler.store import Store, StoreError
+from scheduler.store import Store
 from scheduler.web.passwords import set_password
 
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         if args.action == "add":
-            token = store.add_user(args.name, email=args.email, admin=args.admin)
+            token = store.accounts.add_user(args.name, email=args.email, admin=args.admin)
             role = "admin " if args.admin else ""
             print(f"{role}user {args.name} created; their token (shown once):\n{token}")
             print(
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         elif args.action == "token":
-            print(store.new_token(args.name))
+            print(store.accounts.new_token(args.name))
             print(
                 f"the old token of {args.name} no longer works; a running scheduler closes"
                 " its connections within a second",
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             set_password(store, args.name, _read_password())
             print(f"web password of {args.name} set")
         elif args.action == "remove":
-            store.remove_user(args.name)
+            store.accounts.remove_user(args.name)
             print(
                 f"user {args.name} removed; a running scheduler closes their connections and"
                 " removes their queued jobs within a second"
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                     "admin" if u["admin"] else "user",
                     time.strftime("%Y-%m-%d", time.localtime(u["created"])),
                 )
-                for u in store.users()
+                for u in store.accounts.users()
             ]
             print(tabulate(rows, headers=("NAME", "EMAIL", "ROLE", "CREATED"), tablefmt="plain"))
     except StoreError as exc:

@@ -25,7 +25,7 @@ def expire_reservations(state: SchedulerState, now: float) -> None:
 
 def remove_reservation(state: SchedulerState, cluster: int, why: str) -> None:
     """Remove a cluster reserved without a job: its grant, folder and row."""
-    if cluster in state.partial_clusters or not state.store.forget_reservation(cluster):
+    if cluster in state.partial_clusters or not state.store.clusters.forget_reservation(cluster):
         return  # it has jobs now
     state.store.remember(state.spool.end_upload(cluster))
     state.effects.defer("remove cluster folder", partial(state.spool.remove_cluster, cluster))
@@ -49,7 +49,7 @@ def abandon_cluster(state: SchedulerState, cluster: int, why: str) -> None:
     with state.store.transaction():
         for job in jobs:
             remove(state, job, why)
-        state.store.close_cluster(cluster, now)
+        state.store.clusters.close_cluster(cluster, now)
     state.mailer.submit_ended(cluster)
     cluster_may_be_done(state, cluster)
     log.warning("cluster %d: %s: %d queued job(s) removed", cluster, why, len(jobs))

@@ -14,6 +14,7 @@ from scheduler.clusters import abandon_cluster
 from scheduler.connection import RequestError
 from scheduler.disk_space import is_disk_full
 from scheduler.dispatch import Slots
+from scheduler.job_records import Job
 from scheduler.matching.attributes import capacities, impossible_warnings
 from scheduler.protocol import JobState
 from scheduler.quota import QuotaError
@@ -21,7 +22,6 @@ from scheduler.selection import parse_ids, visible
 from scheduler.staging import StagingError, upload_sizes
 from scheduler.starting import revoke_grant
 from scheduler.state import SchedulerState, disk_full_error, refuse_if_disk_full
-from scheduler.store import Job
 from scheduler.submission import SubmissionError, check_submission
 from scheduler.watchers import cluster_may_be_done
 from scheduler.workers import WorkerState
@@ -38,7 +38,7 @@ def on_new_cluster(state: SchedulerState, conn: Caller, msg: p.NewCluster) -> p.
     except QuotaError as exc:
         raise RequestError(str(exc), "quota") from None
     now = state.reservations.clock()
-    cluster = state.store.reserve_cluster(conn.name, now)
+    cluster = state.store.clusters.reserve_cluster(conn.name, now)
     state.reservations.add(cluster, now)
     ttl = state.config.reservation_ttl
     upload = state.spool.grant_upload(cluster, conn.local_host, ttl=ttl, max_bytes=budget)
@@ -47,7 +47,7 @@ def on_new_cluster(state: SchedulerState, conn: Caller, msg: p.NewCluster) -> p.
 
 
 def on_submit_jobs(state: SchedulerState, conn: Caller, msg: p.SubmitJobs) -> p.Message:
-    owner = state.store.cluster_owner(msg.cluster)
+    owner = state.store.clusters.cluster_owner(msg.cluster)
     if owner is None or owner[0] != conn.name:
         raise RequestError(f"cluster {msg.cluster} was not reserved by you", "not_found")
     if owner[1]:
@@ -147,7 +147,7 @@ def on_query_jobs(state: SchedulerState, conn: Caller, msg: p.QueryJobs) -> p.Me
     finished = {
         job.cluster for job in jobs if job.state is JobState.COMPLETED and may_control(conn, job)
     }
-    results = state.store.results(finished)
+    results = state.store.results.of_clusters(finished)
     infos = [visible(conn, job, results.get((job.cluster, job.proc))) for job in jobs]
     return p.JobList(jobs=state.mailer.annotate(infos, conn.name), more=more)
 
@@ -177,7 +177,7 @@ def on_subscribe(state: SchedulerState, conn: Replier, msg: p.Subscribe) -> p.Me
 def on_await_clusters(state: SchedulerState, conn: Replier, msg: p.AwaitClusters) -> p.Message:
     state.awaiting.keep_all(msg.clusters)
     for cluster in msg.clusters:
-        owner = state.store.cluster_owner(cluster)
+        owner = state.store.clusters.cluster_owner(cluster)
         if owner is None or not may_act_for(conn, owner[0]):
             # Nothing of it to wait for: a query of it finds no job of the caller's.
             conn.send(p.ClusterDone(cluster=cluster))
@@ -195,7 +195,7 @@ def on_fetch_results(state: SchedulerState, conn: Caller, msg: p.FetchResults) -
     jobs = state.store.jobs(owner=owner, clusters=clusters, job_ids=pairs)
     if not jobs:
         raise RequestError(not_found(conn, " ".join(msg.ids)), "not_found")
-    expired = state.store.expired_jobs(j.cluster for j in jobs)
+    expired = state.store.results.expired_jobs(j.cluster for j in jobs)
     gone = [j.id for j in jobs if (j.cluster, j.proc) in expired]
     if gone:
         days = state.config.result_retention / 86400
@@ -207,20 +207,20 @@ def on_fetch_results(state: SchedulerState, conn: Caller, msg: p.FetchResults) -
     files: dict[str, dict[str, str]] = {}
     budget, sent = p.INLINE_BUDGET, list[Job]()
     for job in jobs:
-        small = state.store.files(job.cluster, job.proc)
+        small = state.store.results.files(job.cluster, job.proc)
         size = sum(len(data) for data in small.values())
         if sent and size > budget:
             break  # the rest in another request, so a reply never outgrows a frame
         budget -= size
         files[job.id] = {name: p.pack_bytes(data) for name, data in small.items()}
         sent.append(job)
-    hashes = {j.id: state.store.hashes(j.cluster, j.proc) for j in sent}
+    hashes = {j.id: state.store.results.hashes(j.cluster, j.proc) for j in sent}
     large = [
         (j.cluster, j.proc)
         for j in sent
         if hashes[j.id] or state.spool.job_dir(j.cluster, j.proc).exists()
     ]
-    results = state.store.results({j.cluster for j in sent})
+    results = state.store.results.of_clusters({j.cluster for j in sent})
     return p.JobResults(
         download=state.spool.grant_fetch(large, conn.local_host) if large else None,
         files=files,

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import partial
 
+from scheduler.job_records import Job
 from scheduler.matching.requirements import Value, compile_requirements
-from scheduler.store import Job
 from scheduler.undo import UndoHook, no_undo
 
 #: What :meth:`Slots.changing` keeps: the counters, flags, attributes and chains.

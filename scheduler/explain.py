@@ -13,11 +13,11 @@ from scheduler.callers import Caller
 from scheduler.connection import RequestError
 from scheduler.dispatch import Slots
 from scheduler.fairshare import UserShare
+from scheduler.job_records import Job
 from scheduler.matching.attributes import capacities
 from scheduler.matching.capacity import Capacity, never_reasons
 from scheduler.protocol import JobState
 from scheduler.state import SchedulerState
-from scheduler.store import Job
 
 #: Finished runs whose mean run time estimates the wait.
 _RECENT_RUNS = 200

@@ -20,8 +20,8 @@ import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from scheduler.job_records import Job
 from scheduler.matching.capacity import Shape, shape_of
-from scheduler.store import Job
 from scheduler.undo import UndoHook, no_undo
 
 #: Default half-life of usage, in seconds (one day, as HTCondor).

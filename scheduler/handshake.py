@@ -91,7 +91,7 @@ async def handshake(state: SchedulerState, conn: Connection, read: Reader) -> bo
         )
     )
     if conn.role is Role.CONTROL:
-        conn.admin = state.store.is_admin(conn.name)
+        conn.admin = state.store.accounts.is_admin(conn.name)
         state.controls[conn.id] = conn
     log.debug("%s %s authenticated (%s) from %s", conn.role.value, conn.name, method, conn.peer)
     return True
@@ -127,12 +127,12 @@ def _verifier_for(state: SchedulerState, hello: p.Hello) -> tuple[Verifier, str 
     """The verifier to check ``hello``'s proof against, and how it authenticates
     (None: no secret can pass; the verifier is then a decoy)."""
     if hello.role == Role.WORKER.value:
-        verifier = state.store.worker_verifier(hello.name)
+        verifier = state.store.accounts.worker_verifier(hello.name)
         if verifier is not None:
             return verifier, BY_CREDENTIAL
         return state.pool_verifier, BY_POOL_SECRET
     if hello.role == Role.CONTROL.value:
-        verifier = state.store.user_verifier(hello.name)
+        verifier = state.store.accounts.user_verifier(hello.name)
         if verifier is not None:
             return verifier, BY_TOKEN
     text = f"dfarm decoy salt|{hello.role}|{hello.name}".encode()

@@ -24,7 +24,7 @@ log = logging.getLogger("scheduler.server")
 def check_identities(state: SchedulerState) -> None:
     """Close connections whose identity was removed or given a new secret, and
     remove the queued jobs of users who no longer exist."""
-    keys = state.store.stored_keys()
+    keys = state.store.accounts.stored_keys()
     users = frozenset(name for role, name in keys if role == Role.CONTROL.value)
     # A user added and removed between two checks is seen by their connections.
     changed = users != state.known_users

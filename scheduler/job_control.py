@@ -17,11 +17,11 @@ from scheduler import protocol as p
 from scheduler.callers import Caller, Replier
 from scheduler.connection import Connection, RequestError
 from scheduler.job_files import read_range, result_file
+from scheduler.job_records import Job
 from scheduler.protocol import JobState
 from scheduler.run_time import total_run_time
 from scheduler.selection import ACTIONABLE, controlled, owned_job, parse_ids, visible
 from scheduler.state import SchedulerState
-from scheduler.store import Job
 from scheduler.transitions import hold, release, remove
 
 log = logging.getLogger("scheduler.server")

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from scheduler.job_records import Job
 from scheduler.protocol import JobState
 from scheduler.staging import Spool
-from scheduler.store import Job, Store
+from scheduler.store import Store
 from scheduler.submission import safe_result_name
 
 
@@ -21,12 +22,12 @@ def result_file(
     """The result file ``name`` (``stdout``, ``stderr`` or ``outputs/NAME``) of a
     completed job: its bytes when small, its spool path when large, None when there is
     none (not completed, never written, a name that is not a result, or cleaned).
-    ``small`` is the job's small files (``store.files``) when the caller has loaded
+    ``small`` is the job's small files (``store.results.files``) when the caller has loaded
     them already, to look up several files with one read."""
     if job.state is not JobState.COMPLETED or not safe_result_name(name):
         return None
     if small is None:
-        small = store.files(job.cluster, job.proc)
+        small = store.results.files(job.cluster, job.proc)
     if name in small:
         return small[name]
     path = spool.job_dir(job.cluster, job.proc) / name

@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from scheduler.job_records import JobResult
 from scheduler.protocol import JobSpec
-from scheduler.store import JobResult
 
 #: Bytes read from the end of a large stdout for its last line.
 TAIL_BYTES = 64 * 1024

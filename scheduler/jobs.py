@@ -21,10 +21,11 @@ from functools import partial
 
 from scheduler.dispatch import Slots
 from scheduler.fairshare import DEFAULT_HALFLIFE, FairShareQueue
+from scheduler.job_records import Job
 from scheduler.jobstate import check_transition
 from scheduler.matchmaker import match
 from scheduler.protocol import UNFINISHED_STATES, JobSpec, JobState, parse_job_id, shared_specs
-from scheduler.store import Job, Store
+from scheduler.store import Store
 from scheduler.usage import load_usage, save_usage
 
 log = logging.getLogger(__name__)

@@ -15,22 +15,23 @@ import argparse
 import sys
 from pathlib import Path
 
+from scheduler.accounts import StoreError
 from scheduler.config import SchedulerConfig
 from scheduler.protocol import holds, token_user, user_key
-from scheduler.store import Store, StoreError
+from scheduler.store import Store
 
 
 def user_token(store: Store, name: str, token_file: Path) -> None:
     """Keep ``token_file``'s token if it is one of a user's, else write a new one."""
     if token_file.exists():
         token = token_file.read_text().strip()
-        verifier = store.user_verifier(token_user(token))
+        verifier = store.accounts.user_verifier(token_user(token))
         if verifier is not None and holds(verifier, user_key(token)):
             return
     try:
-        token = store.add_user(name)
+        token = store.accounts.add_user(name)
     except StoreError:
-        token = store.new_token(name)
+        token = store.accounts.new_token(name)
     token_file.touch(mode=0o600)
     token_file.write_text(token + "\n")
 
@@ -38,10 +39,10 @@ def user_token(store: Store, name: str, token_file: Path) -> None:
 def worker_credential(store: Store, name: str, path: Path) -> None:
     """Keep ``path``'s credential if it is worker ``name``'s, else issue a new one."""
     if path.exists():
-        verifier = store.worker_verifier(name)
+        verifier = store.accounts.worker_verifier(name)
         if verifier is not None and holds(verifier, user_key(path.read_text().strip())):
             return
-    credential = store.add_worker_credential(name, replace=True)
+    credential = store.accounts.add_worker_credential(name, replace=True)
     path.unlink(missing_ok=True)
     path.touch(mode=0o600)
     path.write_text(credential + "\n")

@@ -20,8 +20,8 @@ from typing import NamedTuple
 
 from scheduler.dispatch import Slots
 from scheduler.fairshare import Entry, FairShareQueue, UserShare
+from scheduler.job_records import Job
 from scheduler.matching.capacity import Shape
-from scheduler.store import Job
 
 
 class Match(NamedTuple):

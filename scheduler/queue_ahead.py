@@ -23,9 +23,9 @@ from __future__ import annotations
 import math
 
 from scheduler.dispatch import Slots
+from scheduler.job_records import Job
 from scheduler.jobs import JobTable
 from scheduler.matching.capacity import shape_of
-from scheduler.store import Job
 from scheduler.undo import UndoHook, no_undo
 
 #: Most jobs queued behind one running job.

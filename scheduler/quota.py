@@ -58,7 +58,7 @@ class Quota:
             total += tree_size(self.spool.root / str(row["id"]))
             if row["id"] != but:
                 total += self.spool.upload_room(row["id"])
-        return total + self.spool.probe_bytes(user) + self.store.results_bytes(user)
+        return total + self.spool.probe_bytes(user) + self.store.results.results_bytes(user)
 
     def upload_budget(self, user: str) -> int | None:
         """Bytes a new submission of ``user`` may upload (None: no limit); refuses

@@ -15,8 +15,9 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 from scheduler.effects import Effects
+from scheduler.job_records import Job
 from scheduler.staging import Spool
-from scheduler.store import Job, Store
+from scheduler.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,10 @@ class Retention:
         last = self._last_sweep
         self.store.remember(lambda: setattr(self, "_last_sweep", last))
         self._last_sweep = now
-        expired = self.store.expired_results(now - self.keep_seconds)
+        expired = self.store.results.expired_results(now - self.keep_seconds)
         if not expired:
             return 0
-        self.store.expire_results(expired, now)
+        self.store.results.expire_results(expired, now)
         busy = {cluster for cluster, _ in active}
         idle = sorted({c for c, _ in expired} - busy)
         self.effects.defer("clean expired results", lambda: self._remove(expired, idle))
@@ -75,7 +76,7 @@ class Retention:
         """Bytes in the spool (inputs and large results) plus small results in SQLite."""
         now = self.clock()
         if self._usage is None or not 0 <= now - self._usage[0] <= USAGE_TTL:
-            self._usage = (now, tree_size(self.spool.root) + self.store.results_bytes())
+            self._usage = (now, tree_size(self.spool.root) + self.store.results.results_bytes())
         return self._usage[1]
 
 

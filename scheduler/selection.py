@@ -7,9 +7,9 @@ from scheduler import protocol as p
 from scheduler.authz import may_control, not_found, visible_info
 from scheduler.callers import Caller
 from scheduler.connection import RequestError
+from scheduler.job_records import Job, JobResult
 from scheduler.protocol import JobState
 from scheduler.state import SchedulerState
-from scheduler.store import Job, JobResult
 
 #: The states of the jobs that a user can still act on.
 ACTIONABLE = frozenset({JobState.IDLE, JobState.RUNNING, JobState.HELD})

@@ -162,10 +162,10 @@ class Scheduler:
         self.spool.arrivals.on_failed = failed
         self.spool.on_disk_full = disk_full
         self.state.disk.check(force=True)  # says so in the log if the disk is full already
-        for cluster in self.store.incomplete_clusters():
+        for cluster in self.store.clusters.incomplete_clusters():
             abandon_cluster(self.state, cluster, "the submission was interrupted by a restart")
         check_identities(self.state)  # users removed while the scheduler was down
-        for cluster in self.store.reservations():
+        for cluster in self.store.clusters.reservations():
             remove_reservation(self.state, cluster, "was cut by a restart")
         self.end_turn()
         web = await start_web(self.state) if self.config.web_port is not None else None

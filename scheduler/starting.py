@@ -8,9 +8,9 @@ from functools import partial
 from scheduler import protocol as p
 from scheduler import queue_ahead
 from scheduler.dispatch import Slots
+from scheduler.job_records import Job
 from scheduler.matching.macros import match_spec
 from scheduler.state import SchedulerState
-from scheduler.store import Job
 from scheduler.workers import WorkerState
 
 
@@ -81,7 +81,7 @@ def run_message(
 
 def forget_earlier_attempt(state: SchedulerState, job: Job) -> None:
     """Delete what an earlier attempt of ``job`` left: its file rows and spool files."""
-    state.store.clear_files(job.cluster, job.proc)
+    state.store.results.clear_files(job.cluster, job.proc)
     state.effects.defer(
         "clear job folder", partial(state.spool.clear_job_dir, job.cluster, job.proc)
     )

@@ -30,10 +30,10 @@ import logging
 
 from scheduler import protocol as p
 from scheduler import queue_ahead
+from scheduler.job_records import Job, JobResult
 from scheduler.protocol import JobState
 from scheduler.starting import queue_behind, schedule_once
 from scheduler.state import SchedulerState
-from scheduler.store import Job, JobResult
 from scheduler.workers import WorkerState
 
 log = logging.getLogger("scheduler.server")

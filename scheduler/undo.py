@@ -1,11 +1,11 @@
 """Undoing changes to memory with the unit of work that made them.
 
 What the scheduler holds in memory is changed inside a unit of work
-(:meth:`scheduler.store.Store.transaction`); if the unit fails, its writes are
+(:meth:`scheduler.database.Database.transaction`); if the unit fails, its writes are
 rolled back and so must be its changes in memory. Each owner of scheduling state
 (the job table and its queue, slots, the worker registry, connections' outboxes,
 the dictionaries of :class:`UndoDict`) is given an :data:`UndoHook`
-(:meth:`scheduler.store.Store.remember`) and registers, where it makes a change,
+(:meth:`scheduler.database.Database.remember`) and registers, where it makes a change,
 how to take it back.
 """
 

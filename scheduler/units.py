@@ -1,6 +1,6 @@
 """Running a unit of work: one message handled, or one periodic task, all or nothing.
 
-A unit runs inside one :meth:`scheduler.store.Store.transaction`. It writes its rows
+A unit runs inside one :meth:`scheduler.database.Database.transaction`. It writes its rows
 and events, changes memory, queues frames and defers its effects (files removed,
 connections closed: :mod:`scheduler.effects`); each change registers its undo (see
 :mod:`scheduler.undo`). If it raises, its writes are rolled back, its changes to

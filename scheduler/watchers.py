@@ -6,8 +6,8 @@ from __future__ import annotations
 from scheduler import protocol as p
 from scheduler.authz import may_control
 from scheduler.callers import Replier
+from scheduler.job_records import Job
 from scheduler.state import SchedulerState
-from scheduler.store import Job
 
 
 def notify(state: SchedulerState, job: Job) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from scheduler.accounts import StoreError
 from scheduler.admin import home_option, open_store
-from scheduler.store import StoreError
 
 ACTIONS = ("add", "revoke", "list")
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "add":
             if args.output is not None and args.output.exists():
                 raise StoreError(f"{args.output} exists: choose a new file")
-            credential = store.add_worker_credential(args.name)
+            credential = store.accounts.add_worker_credential(args.name)
             if args.output is not None:
                 _write_private(args.output, credential)
                 print(f"worker {args.name}'s credential written to {args.output} (mode 0600)")
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         elif args.action == "revoke":
-            store.revoke_worker_credential(args.name)
+            store.accounts.revoke_worker_credential(args.name)
             print(
                 f"worker {args.name}'s credential revoked; a running scheduler closes its"
                 " connection within a second and requeues its running jobs"
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             rows = [
                 (w["name"], time.strftime("%Y-%m-%d %H:%M", time.localtime(w["created"])))
-                for w in store.worker_credentials()
+                for w in store.accounts.worker_credentials()
             ]
             print(tabulate(rows, headers=("NAME", "CREATED"), tablefmt="plain"))
     except (StoreError, OSError) as exc:

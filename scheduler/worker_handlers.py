@@ -13,13 +13,13 @@ from scheduler.callers import Link
 from scheduler.connection import RequestError
 from scheduler.dispatch import Slots
 from scheduler.handshake import BY_POOL_SECRET
+from scheduler.job_records import Job
 from scheduler.job_results import extract_result
 from scheduler.matching.attributes import slot_attributes
 from scheduler.protocol import JobState
 from scheduler.result_hashes import hash_results
 from scheduler.starting import revoke_grant
 from scheduler.state import SchedulerState
-from scheduler.store import Job
 from scheduler.submission import safe_name, safe_result_name
 from scheduler.transitions import evict, finish, hold_failed, requeue_lost, retry
 from scheduler.units import run_unit
@@ -64,7 +64,7 @@ def on_register(state: SchedulerState, conn: Link, msg: p.Register) -> None:
         raise RequestError(POOL_SECRET_REFUSED, "auth")
     _check_registration(msg)
     now = state.clock()
-    worker_id = state.store.worker_id(conn.name, now)
+    worker_id = state.store.accounts.worker_id(conn.name, now)
     if worker_id in state.workers:
         raise RequestError(f"a worker named {conn.name!r} is already connected", "conflict")
     slots = Slots(
@@ -278,8 +278,8 @@ def _finish(
     )
     again = _run_again(state, job, msg, failure) if failure else ""
     with state.store.transaction():
-        state.store.save_files(job.cluster, job.proc, files)
-        state.store.save_hashes(job.cluster, job.proc, hashes)
+        state.store.results.save_files(job.cluster, job.proc, files)
+        state.store.results.save_hashes(job.cluster, job.proc, hashes)
         if msg.exit_signal is None and not failure:
             state.run_times.record(job.cluster, msg.wall_time)
         # Each move refills the slot in the same transaction: the reply and the
@@ -296,7 +296,7 @@ def _finish(
             if _has_result(state, job):
                 job_dir = state.spool.job_dir(job.cluster, job.proc)
                 result = extract_result(job.spec, files, job_dir, msg.exit_code, msg.exit_signal)
-                state.store.save_result(job.cluster, job.proc, result)
+                state.store.results.save_result(job.cluster, job.proc, result)
             # Held by the job, so the update pushed on completion carries the result.
             finish(state, worker, job, _status(msg), result, outcome)
     return p.Ok()

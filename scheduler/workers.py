@@ -22,7 +22,7 @@ from scheduler import protocol as p
 from scheduler.callers import Link
 from scheduler.connection import RequestError
 from scheduler.dispatch import Slots
-from scheduler.store import Job
+from scheduler.job_records import Job
 from scheduler.undo import UndoDict, UndoHook, no_undo
 
 

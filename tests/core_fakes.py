@@ -18,9 +18,10 @@ with warnings.catch_warnings():  # pyftpdlib imports asyncore, deprecated in 3.1
 from scheduler import protocol as p
 from scheduler.config import SchedulerConfig
 from scheduler.core import build_state
+from scheduler.job_records import Job
 from scheduler.protocol import JobSpec, Role
 from scheduler.state import SchedulerState
-from scheduler.store import Job, Store
+from scheduler.store import Store
 from scheduler.undo import UndoHook, no_undo
 
 M = TypeVar("M", bound=p.Message)
@@ -136,7 +137,7 @@ def register(
 
 def submit(state: SchedulerState, owner: str, count: int, **spec: object) -> list[Job]:
     """Queue a cluster of ``count`` jobs of ``owner``."""
-    cluster = state.store.reserve_cluster(owner, state.clock())
+    cluster = state.store.clusters.reserve_cluster(owner, state.clock())
     specs = [JobSpec(executable="job.sh", **spec) for _ in range(count)]  # type: ignore[arg-type]
     return state.jobs.submit(cluster, owner, "job.sub", specs)
 

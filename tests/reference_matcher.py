@@ -8,8 +8,8 @@ import heapq
 
 from scheduler.dispatch import Slots
 from scheduler.fairshare import Entry, FairShareQueue, UserShare
+from scheduler.job_records import Job
 from scheduler.matching.capacity import Shape
-from scheduler.store import Job
 
 
 def best_of(queue: FairShareQueue, share: UserShare, slots: Slots) -> tuple[Shape, Entry] | None:

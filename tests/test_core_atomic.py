@@ -47,12 +47,12 @@ from scheduler.handshake import BY_POOL_SECRET
 from scheduler.housekeeping import close_silent, requeue_orphans
 from scheduler.identities import check_identities
 from scheduler.job_control import on_change_jobs, on_output_chunk, on_tail_job
+from scheduler.job_records import Job
 from scheduler.mail import MailConfig
 from scheduler.protocol import JobSpec, JobState, Role
 from scheduler.server import Scheduler
 from scheduler.starting import schedule_once
 from scheduler.state import SchedulerState
-from scheduler.store import Job
 from scheduler.units import run_unit
 from scheduler.worker_handlers import _finish
 
@@ -734,7 +734,7 @@ def test_effects_run_in_order_once_their_unit_committed(
     done: list[object] = []
 
     def unit() -> None:
-        state.store.reserve_cluster("ann", state.clock())
+        state.store.clusters.reserve_cluster("ann", state.clock())
         state.effects.defer("first", lambda: done.append(("first", committed_clusters(path))))
         state.effects.defer("broken", broken)
         state.effects.defer("last", lambda: done.append("last"))
@@ -797,7 +797,7 @@ def test_the_shell_carries_out_effects_after_its_commit_and_before_its_frames(
                       undo=scheduler.store.remember)  # fmt: skip
 
     def unit() -> None:
-        state.store.reserve_cluster("ann", state.clock())
+        state.store.clusters.reserve_cluster("ann", state.clock())
         state.effects.defer("first", lambda: seen.append(("first", committed_clusters(path))))
         state.effects.defer("broken", broken)
         state.effects.defer("last", lambda: seen.append("last"))

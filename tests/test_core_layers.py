@@ -13,6 +13,12 @@ ROOT = Path(scheduler.__file__).parent
 #: From the bottom up; a module may import only modules of a lower layer.
 LAYERS = [
     [
+        "job_records",
+        "database",
+        "accounts",
+        "cluster_table",
+        "result_table",
+        "store",
         "connection",
         "callers",
         "dispatch",

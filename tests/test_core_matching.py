@@ -19,12 +19,12 @@ from scheduler.dispatch import Slots
 from scheduler.fairshare import FairShareQueue
 from scheduler.housekeeping import housekeeping
 from scheduler.job_control import on_change_jobs
+from scheduler.job_records import Job
 from scheduler.matchmaker import Match, match
 from scheduler.protocol import JobSpec, JobState
 from scheduler.retention import USAGE_TTL
 from scheduler.starting import run_message, schedule_once
 from scheduler.state import SchedulerState
-from scheduler.store import Job
 from scheduler.workers import WorkerRegistry
 
 # ----------------------------------------------------------------------------- matching

@@ -10,11 +10,11 @@ from core_fakes import TIMEOUT, FakeClock, FakeConnection, register, runs, submi
 from scheduler import protocol as p
 from scheduler import transitions as t
 from scheduler.control_handlers import on_subscribe
+from scheduler.job_records import Job
 from scheduler.jobstate import InvalidTransition
 from scheduler.protocol import JobState
 from scheduler.starting import schedule_once
 from scheduler.state import SchedulerState
-from scheduler.store import Job
 from scheduler.workers import WorkerState
 
 OUTCOME: dict[str, object] = dict(wall_time=100.0, cpu_time=90.0, exit_code=1, exit_signal=None)

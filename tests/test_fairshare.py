@@ -17,8 +17,8 @@ from reference_matcher import pop_fitting
 from control_node import Client
 from scheduler.dispatch import Slots
 from scheduler.fairshare import FairShareQueue
+from scheduler.job_records import Job
 from scheduler.protocol import JobSpec, JobState
-from scheduler.store import Job
 
 
 def add_user(cluster: TestCluster, name: str) -> dict[str, str]:
@@ -172,7 +172,7 @@ def test_usage_survives_a_restart_and_running_jobs_count_again(tmp_path: Path) -
 
     store = Store(tmp_path / "dfarm.db")
     table = JobTable(store, halflife=1e9)
-    cluster = store.reserve_cluster("ann", 1.0)
+    cluster = store.clusters.reserve_cluster("ann", 1.0)
     specs = [JobSpec(executable="x", request_cpus=2)] * 2
     first, second = table.submit(cluster, "ann", "a.sub", specs)
     table.assign([slot()])

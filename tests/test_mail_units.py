@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.job_records import Job
 from scheduler.jobs import JobTable
 from scheduler.mail import compose, rules
 from scheduler.mail.outbox import Mailer
 from scheduler.mail.settings import MailConfig, MailConfigError, check_address, make_config
 from scheduler.protocol import JobSpec, JobState
-from scheduler.store import Job, Store
+from scheduler.store import Store
 
 
 def job(state: JobState = JobState.COMPLETED, proc: int = 0, **changes: object) -> Job:
@@ -172,7 +173,7 @@ def test_a_cluster_sent_in_parts_gets_one_digest_after_its_last_part(tmp_path: P
     mailer = Mailer(MailConfig(host="127.0.0.1", sender="dfarm@example.org"), store,
                     lambda cluster, proc: tmp_path / f"{cluster}.{proc}")  # fmt: skip
     jobs = JobTable(store, on_change=mailer.changed)
-    cluster = store.reserve_cluster("alice", 1000.0)
+    cluster = store.clusters.reserve_cluster("alice", 1000.0)
     spec = JobSpec(executable="run.sh", notify_user="me@example.org", notification="Complete")
 
     def run_part(first: int, count: int, more: bool) -> None:

@@ -16,9 +16,9 @@ from conftest import TestCluster, wait_until, write
 
 from control_node import Client
 from scheduler.dispatch import Slots
+from scheduler.job_records import Job
 from scheduler.protocol import JobSpec, JobState
 from scheduler.queue_ahead import QUEUE_DEPTH, RunTimes
-from scheduler.store import Job
 
 #: Short jobs are queued behind a running one however slow this machine is: by
 #: default a job is queued only if it should start within 0.25 s, which the jobs

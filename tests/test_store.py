@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 
-import scheduler.store as store_module
+import scheduler.database as database_module
+from scheduler.accounts import StoreError
 from scheduler.dispatch import Slots
+from scheduler.job_records import Job
 from scheduler.jobs import JobTable
 from scheduler.jobstate import ALLOWED, InvalidTransition, check_transition
 from scheduler.protocol import FINAL_STATES, JobSpec, JobState, holds, token_user, user_key
-from scheduler.store import MIGRATIONS, Job, Store, StoreError
+from scheduler.schema import MIGRATIONS
+from scheduler.store import Store
 
 S = JobState
 
@@ -55,7 +58,7 @@ def make_job(cluster: int, proc: int, owner: str = "alice", **spec: object) -> J
 
 
 def queue_cluster(store: Store, owner: str, procs: int, **spec: object) -> int:
-    cluster = store.reserve_cluster(owner, 1000.0)
+    cluster = store.clusters.reserve_cluster(owner, 1000.0)
     jobs = [make_job(cluster, p, owner, **spec) for p in range(procs)]
     store.insert_jobs(cluster, f"{owner}.sub", jobs, 1000.0)
     return cluster
@@ -77,14 +80,14 @@ def test_migrations_set_user_version_and_wal(store: Store, db_path: Path) -> Non
 
 def test_reopen_keeps_data(db_path: Path) -> None:
     first = Store(db_path)
-    token = first.add_user("alice")
+    token = first.accounts.add_user("alice")
     cluster = queue_cluster(first, "alice", 2)
     first.close()
     second = Store(db_path)
     try:
-        assert holds(second.user_verifier("alice"), user_key(token))
+        assert holds(second.accounts.user_verifier("alice"), user_key(token))
         assert ids(second.active_jobs()) == [f"{cluster}.0", f"{cluster}.1"]
-        assert second.reserve_cluster("alice", 2000.0) == cluster + 1
+        assert second.clusters.reserve_cluster("alice", 2000.0) == cluster + 1
         assert raw(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
     finally:
         second.close()
@@ -95,7 +98,7 @@ def test_new_migration_runs_once_on_existing_database(
 ) -> None:
     Store(db_path).close()
     extra = "CREATE TABLE extra (x INTEGER); INSERT INTO extra (x) VALUES (1)"
-    monkeypatch.setattr(store_module, "MIGRATIONS", [*MIGRATIONS, extra])
+    monkeypatch.setattr(database_module, "MIGRATIONS", [*MIGRATIONS, extra])
     for _ in range(3):
         Store(db_path).close()
     assert raw(db_path, "PRAGMA user_version") == [(len(MIGRATIONS) + 1,)]
@@ -106,22 +109,22 @@ def test_new_migration_runs_once_on_existing_database(
 
 
 def test_add_user_returns_token_whose_key_is_stored(store: Store) -> None:
-    token = store.add_user("alice", email="alice@example.org", admin=True)
+    token = store.accounts.add_user("alice", email="alice@example.org", admin=True)
     name, _, secret = token.partition(":")
     assert name == "alice"
     assert token_user(token) == "alice"
     assert len(secret) >= 24
-    assert holds(store.user_verifier("alice"), user_key(token))
-    users = store.users()
+    assert holds(store.accounts.user_verifier("alice"), user_key(token))
+    users = store.accounts.users()
     assert [(u["name"], u["email"], u["admin"]) for u in users] == [
         ("alice", "alice@example.org", 1)
     ]
 
 
 def test_tokens_differ_between_users(store: Store) -> None:
-    a, b = store.add_user("alice"), store.add_user("bob")
+    a, b = store.accounts.add_user("alice"), store.accounts.add_user("bob")
     assert a.partition(":")[2] != b.partition(":")[2]
-    assert store.user_verifier("alice") != store.user_verifier("bob")
+    assert store.accounts.user_verifier("alice") != store.accounts.user_verifier("bob")
 
 
 def _db_bytes(db_path: Path) -> bytes:
@@ -129,8 +132,8 @@ def _db_bytes(db_path: Path) -> bytes:
 
 
 def test_token_is_not_stored(store: Store, db_path: Path) -> None:
-    tokens = [store.add_user("alice"), store.add_user("bob")]
-    tokens.append(store.new_token("alice"))
+    tokens = [store.accounts.add_user("alice"), store.accounts.add_user("bob")]
+    tokens.append(store.accounts.new_token("alice"))
     assert (db_path.parent / (db_path.name + "-wal")).exists()
     data = _db_bytes(db_path)
     assert b"alice" in data  # the files are readable and hold the rows
@@ -146,10 +149,10 @@ def test_token_is_not_stored(store: Store, db_path: Path) -> None:
 
 
 def test_duplicate_user(store: Store) -> None:
-    token = store.add_user("alice")
+    token = store.accounts.add_user("alice")
     with pytest.raises(StoreError, match="already exists"):
-        store.add_user("alice")
-    assert holds(store.user_verifier("alice"), user_key(token))
+        store.accounts.add_user("alice")
+    assert holds(store.accounts.user_verifier("alice"), user_key(token))
 
 
 @pytest.mark.parametrize(
@@ -157,62 +160,62 @@ def test_duplicate_user(store: Store) -> None:
 )
 def test_invalid_user_names(store: Store, name: str) -> None:
     with pytest.raises(StoreError, match="invalid user name"):
-        store.add_user(name)
-    assert store.users() == []
+        store.accounts.add_user(name)
+    assert store.accounts.users() == []
 
 
 def test_user_name_with_trailing_newline_is_invalid(store: Store) -> None:
     with pytest.raises(StoreError, match="invalid user name"):
-        store.add_user("alice\n")
+        store.accounts.add_user("alice\n")
 
 
 def test_valid_user_names(store: Store) -> None:
     for name in ("a", "_svc", "bob.smith", "x-1", "x" * 32):
-        assert token_user(store.add_user(name)) == name
-    assert len(store.users()) == 5
+        assert token_user(store.accounts.add_user(name)) == name
+    assert len(store.accounts.users()) == 5
 
 
 def test_new_token_invalidates_old(store: Store) -> None:
-    old = store.add_user("alice")
-    new = store.new_token("alice")
+    old = store.accounts.add_user("alice")
+    new = store.accounts.new_token("alice")
     assert new != old
     assert token_user(new) == "alice"
-    assert holds(store.user_verifier("alice"), user_key(new))
-    assert not holds(store.user_verifier("alice"), user_key(old))
+    assert holds(store.accounts.user_verifier("alice"), user_key(new))
+    assert not holds(store.accounts.user_verifier("alice"), user_key(old))
 
 
 def test_remove_user_and_unknown_users(store: Store) -> None:
-    store.add_user("alice")
-    store.add_user("bob")
-    store.remove_user("alice")
-    assert store.user_verifier("alice") is None
-    assert [u["name"] for u in store.users()] == ["bob"]
+    store.accounts.add_user("alice")
+    store.accounts.add_user("bob")
+    store.accounts.remove_user("alice")
+    assert store.accounts.user_verifier("alice") is None
+    assert [u["name"] for u in store.accounts.users()] == ["bob"]
     with pytest.raises(StoreError, match="no user 'alice'"):
-        store.remove_user("alice")
+        store.accounts.remove_user("alice")
     with pytest.raises(StoreError, match="no user 'carol'"):
-        store.new_token("carol")
-    assert store.user_verifier("carol") is None
+        store.accounts.new_token("carol")
+    assert store.accounts.user_verifier("carol") is None
     # The name is free again.
-    assert token_user(store.add_user("alice")) == "alice"
+    assert token_user(store.accounts.add_user("alice")) == "alice"
 
 
 # ----------------------------------------------------------------------------- clusters and jobs
 
 
 def test_reserve_cluster_ids_increase(store: Store) -> None:
-    got = [store.reserve_cluster(owner, 1.0) for owner in ("alice", "bob", "alice")]
+    got = [store.clusters.reserve_cluster(owner, 1.0) for owner in ("alice", "bob", "alice")]
     assert got == sorted(got)
     assert len(set(got)) == 3
     assert got[0] >= 1
-    assert store.cluster_owner(got[1]) == ("bob", False)
-    assert store.cluster_owner(got[2] + 100) is None
+    assert store.clusters.cluster_owner(got[1]) == ("bob", False)
+    assert store.clusters.cluster_owner(got[2] + 100) is None
 
 
 def test_insert_jobs(store: Store, db_path: Path) -> None:
-    cluster = store.reserve_cluster("alice", 1.0)
+    cluster = store.clusters.reserve_cluster("alice", 1.0)
     jobs = [make_job(cluster, p, arguments=[str(p)], priority=p) for p in range(3)]
     store.insert_jobs(cluster, "/home/alice/job.sub", jobs, 500.0)
-    assert store.cluster_owner(cluster) == ("alice", True)
+    assert store.clusters.cluster_owner(cluster) == ("alice", True)
     assert raw(db_path, "SELECT submit_file, submitted FROM clusters WHERE id=?", (cluster,)) == [
         ("/home/alice/job.sub", 500.0)
     ]
@@ -227,11 +230,11 @@ def test_insert_jobs(store: Store, db_path: Path) -> None:
 
 
 def test_insert_jobs_is_all_or_nothing(store: Store, db_path: Path) -> None:
-    cluster = store.reserve_cluster("alice", 1.0)
+    cluster = store.clusters.reserve_cluster("alice", 1.0)
     jobs = [make_job(cluster, 0), make_job(cluster, 1), make_job(cluster, 1)]
     with pytest.raises(sqlite3.IntegrityError):
         store.insert_jobs(cluster, "job.sub", jobs, 2.0)
-    assert store.cluster_owner(cluster) == ("alice", False)
+    assert store.clusters.cluster_owner(cluster) == ("alice", False)
     assert count(db_path, "jobs") == 0
     assert count(db_path, "job_events") == 0
 
@@ -342,50 +345,50 @@ def test_save_job_persists_every_mutable_field(db_path: Path) -> None:
 
 
 def test_transaction_rolls_back_everything(store: Store, db_path: Path) -> None:
-    store.add_user("bob")
+    store.accounts.add_user("bob")
     cluster = queue_cluster(store, "bob", 1)
     before = {t: count(db_path, t) for t in ("users", "clusters", "jobs", "job_events")}
     with pytest.raises(RuntimeError, match="boom"), store.transaction():
-        store.add_user("alice")
-        new = store.reserve_cluster("alice", 1.0)
+        store.accounts.add_user("alice")
+        new = store.clusters.reserve_cluster("alice", 1.0)
         store.insert_jobs(new, "a.sub", [make_job(new, 0), make_job(new, 1)], 2.0)
         [job] = store.jobs(job_ids=[(cluster, 0)])
         job.state = S.HELD
         store.save_job(job, "held")
-        store.remove_user("bob")
+        store.accounts.remove_user("bob")
         raise RuntimeError("boom")
     assert {t: count(db_path, t) for t in before} == before
-    assert store.user_verifier("alice") is None
-    assert store.user_verifier("bob") is not None
+    assert store.accounts.user_verifier("alice") is None
+    assert store.accounts.user_verifier("bob") is not None
     assert [j.state for j in store.jobs()] == [S.IDLE]
     # The store is usable afterwards.
-    store.add_user("alice")
+    store.accounts.add_user("alice")
     assert count(db_path, "users") == 2
 
 
 def test_store_error_inside_transaction_rolls_back(store: Store) -> None:
-    store.add_user("alice")
+    store.accounts.add_user("alice")
     with pytest.raises(StoreError), store.transaction():
-        store.add_user("bob")
-        store.add_user("alice")
-    assert [u["name"] for u in store.users()] == ["alice"]
+        store.accounts.add_user("bob")
+        store.accounts.add_user("alice")
+    assert [u["name"] for u in store.accounts.users()] == ["alice"]
 
 
 def test_nested_units_commit_with_the_outer_one(store: Store, db_path: Path) -> None:
     with store.transaction():
         with store.transaction():
-            store.add_user("alice")
+            store.accounts.add_user("alice")
         # The inner one did not commit on its own.
         assert count(db_path, "users") == 0
-        assert store.user_verifier("alice") is not None
+        assert store.accounts.user_verifier("alice") is not None
     assert count(db_path, "users") == 1
 
     with pytest.raises(ValueError), store.transaction():
         with store.transaction():
-            store.add_user("bob")
-        store.reserve_cluster("bob", 1.0)
+            store.accounts.add_user("bob")
+        store.clusters.reserve_cluster("bob", 1.0)
         raise ValueError
-    assert store.user_verifier("bob") is None
+    assert store.accounts.user_verifier("bob") is None
     assert count(db_path, "clusters") == 0
 
 
@@ -473,7 +476,7 @@ def table(store: Store) -> JobTable:
 
 
 def submit(table: JobTable, *specs: JobSpec, owner: str = "alice") -> list[Job]:
-    cluster = table.store.reserve_cluster(owner, 1.0)
+    cluster = table.store.clusters.reserve_cluster(owner, 1.0)
     return table.submit(cluster, owner, f"{owner}.sub", list(specs))
 
 
@@ -806,14 +809,14 @@ def test_slots_full() -> None:
 
 
 def test_small_result_files_per_attempt(store: Store) -> None:
-    store.save_files(3, 0, {})  # nothing to keep: no write at all
-    assert store.files(3, 0) == {}
-    store.save_files(3, 0, {"stdout": b"one\n", "outputs/a.txt": b"\x00\x01"})
-    assert store.files(3, 0) == {"outputs/a.txt": b"\x00\x01", "stdout": b"one\n"}
-    store.clear_files(3, 0)  # a new attempt starts from nothing
-    assert store.files(3, 0) == {}
-    store.save_files(3, 0, {"stdout": b"two\n"})
-    assert store.files(3, 0) == {"stdout": b"two\n"}
+    store.results.save_files(3, 0, {})  # nothing to keep: no write at all
+    assert store.results.files(3, 0) == {}
+    store.results.save_files(3, 0, {"stdout": b"one\n", "outputs/a.txt": b"\x00\x01"})
+    assert store.results.files(3, 0) == {"outputs/a.txt": b"\x00\x01", "stdout": b"one\n"}
+    store.results.clear_files(3, 0)  # a new attempt starts from nothing
+    assert store.results.files(3, 0) == {}
+    store.results.save_files(3, 0, {"stdout": b"two\n"})
+    assert store.results.files(3, 0) == {"stdout": b"two\n"}
 
 
 def test_batched_writes_wait_for_commit(tmp_path: Path) -> None:
@@ -822,22 +825,22 @@ def test_batched_writes_wait_for_commit(tmp_path: Path) -> None:
     store = Store(tmp_path / "batch.db")
     opened: list[int] = []
     store.on_batch_open = lambda: opened.append(1)
-    first = store.reserve_cluster("alice", 1.0)
+    first = store.clusters.reserve_cluster("alice", 1.0)
     with pytest.raises(RuntimeError), store.transaction() as db:
         db.execute("INSERT INTO clusters (owner, created) VALUES ('bob', 2.0)")
         raise RuntimeError("undo this unit only")
-    second = store.reserve_cluster("carol", 3.0)
+    second = store.clusters.reserve_cluster("carol", 3.0)
     reader = sqlite3.connect(tmp_path / "batch.db")
 
     def owners() -> list[str]:
         return [row[0] for row in reader.execute("SELECT owner FROM clusters ORDER BY id")]
 
     assert owners() == []  # not committed yet
-    assert Store(tmp_path / "batch.db").users() == []  # opening needs no write lock
+    assert Store(tmp_path / "batch.db").accounts.users() == []  # opening needs no write lock
     store.commit()
     assert opened == [1]
     assert owners() == ["alice", "carol"]
-    assert store.cluster_owner(first) == ("alice", False)
-    assert store.cluster_owner(second) == ("carol", False)
+    assert store.clusters.cluster_owner(first) == ("alice", False)
+    assert store.clusters.cluster_owner(second) == ("carol", False)
     reader.close()
     store.close()

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.job_records import Job
 from scheduler.protocol import JobSpec, JobState
-from scheduler.store import Job, Store
+from scheduler.store import Store
 
 
 def _job(cluster: int, proc: int) -> Job:
@@ -44,7 +45,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 def _queued(store: Store, procs: int) -> tuple[int, list[Job]]:
-    cluster = store.reserve_cluster("alice", 1.0)
+    cluster = store.clusters.reserve_cluster("alice", 1.0)
     jobs = [_job(cluster, proc) for proc in range(procs)]
     store.insert_jobs(cluster, "a.sub", jobs, 1.0)
     return cluster, jobs
@@ -59,10 +60,10 @@ def test_a_unit_that_raises_leaves_nothing_and_its_batch_keeps_the_rest(store: S
     cluster, jobs = _queued(store, 2)
     with store.transaction():
         _start(store, jobs[0], "w1")
-        store.save_files(cluster, 0, {"stdout": b"first\n"})
+        store.results.save_files(cluster, 0, {"stdout": b"first\n"})
     with pytest.raises(RuntimeError, match="handler failed"), store.transaction():
         _start(store, jobs[1], "w2")
-        store.save_files(cluster, 1, {"stdout": b"second\n"})
+        store.results.save_files(cluster, 1, {"stdout": b"second\n"})
         raise RuntimeError("handler failed")
     store.commit()
     assert _committed(store.path, STATES) == [(0, "running"), (1, "idle")]
@@ -96,9 +97,9 @@ def test_a_nested_unit_that_fails_is_undone_alone(store: Store) -> None:
         _start(store, jobs[0], "w1")
         with pytest.raises(RuntimeError), store.transaction():
             _start(store, jobs[1], "w1")
-            store.save_files(cluster, 1, {"stdout": b"lost\n"})
+            store.results.save_files(cluster, 1, {"stdout": b"lost\n"})
             raise RuntimeError
-        store.save_files(cluster, 0, {"stdout": b"kept\n"})
+        store.results.save_files(cluster, 0, {"stdout": b"kept\n"})
         _start(store, jobs[2], "w2")
     store.commit()
     assert _committed(store.path, STATES) == [(0, "running"), (1, "idle"), (2, "running")]
@@ -116,18 +117,18 @@ def test_a_deeply_nested_unit_that_fails_keeps_what_the_units_around_it_wrote(
     again, before and after it; an earlier unit of the batch is untouched."""
     cluster, _ = _queued(store, 1)
     with store.transaction():
-        store.save_files(cluster, 0, {"earlier": b"0"})
+        store.results.save_files(cluster, 0, {"earlier": b"0"})
     with store.transaction():
-        store.save_files(cluster, 0, {"outer": b"1"})
+        store.results.save_files(cluster, 0, {"outer": b"1"})
         with store.transaction():
-            store.save_files(cluster, 0, {"sibling": b"2"})
+            store.results.save_files(cluster, 0, {"sibling": b"2"})
         with store.transaction():
-            store.save_files(cluster, 0, {"middle": b"3"})
+            store.results.save_files(cluster, 0, {"middle": b"3"})
             with pytest.raises(RuntimeError), store.transaction():
-                store.save_files(cluster, 0, {"inner": b"4"})
+                store.results.save_files(cluster, 0, {"inner": b"4"})
                 raise RuntimeError
-            assert set(store.files(cluster, 0)) == {"earlier", "outer", "sibling", "middle"}
-            store.save_files(cluster, 0, {"after": b"5"})
+            assert set(store.results.files(cluster, 0)) == {"earlier", "outer", "sibling", "middle"}
+            store.results.save_files(cluster, 0, {"after": b"5"})
     store.commit()
     assert _committed(store.path, FILES) == [
         (0, "after"), (0, "earlier"), (0, "middle"), (0, "outer"), (0, "sibling")
@@ -139,7 +140,7 @@ def test_a_nested_unit_that_succeeds_goes_with_its_outer_unit(store: Store) -> N
     with pytest.raises(RuntimeError), store.transaction():
         with store.transaction():
             _start(store, jobs[0], "w1")
-            store.save_files(cluster, 0, {"stdout": b"x"})
+            store.results.save_files(cluster, 0, {"stdout": b"x"})
         assert _committed(store.path, FILES) == []  # not committed on its own
         raise RuntimeError
     store.commit()
@@ -149,11 +150,11 @@ def test_a_nested_unit_that_succeeds_goes_with_its_outer_unit(store: Store) -> N
 
 def test_a_statement_cut_short_inside_a_unit_leaves_none_of_its_rows(store: Store) -> None:
     cluster, _ = _queued(store, 1)
-    store.save_files(cluster, 0, {"b": b"old"})
+    store.results.save_files(cluster, 0, {"b": b"old"})
     with store.transaction():
         with pytest.raises(sqlite3.IntegrityError):
-            store.save_files(cluster, 0, {"a": b"written, then undone", "b": b"refused"})
-        store.save_files(cluster, 0, {"c": b"kept"})
+            store.results.save_files(cluster, 0, {"a": b"written, then undone", "b": b"refused"})
+        store.results.save_files(cluster, 0, {"c": b"kept"})
     store.commit()
     assert _committed(store.path, FILES) == [(0, "b"), (0, "c")]
 
@@ -163,15 +164,15 @@ def test_a_nested_unit_rolls_back_alone_after_its_batch_was_written_again(store:
     the nested unit open then still rolls back alone."""
     cluster, _ = _queued(store, 1)
     with store.transaction():
-        store.save_files(cluster, 0, {"outer": b"1"})
+        store.results.save_files(cluster, 0, {"outer": b"1"})
         with pytest.raises(RuntimeError), store.transaction():
-            store.save_files(cluster, 0, {"inner": b"2"})
+            store.results.save_files(cluster, 0, {"inner": b"2"})
             with pytest.raises(sqlite3.IntegrityError):
-                store.save_files(cluster, 0, {"a": b"", "outer": b""})
-            store.save_files(cluster, 0, {"after": b"3"})
-            assert set(store.files(cluster, 0)) == {"outer", "inner", "after"}
+                store.results.save_files(cluster, 0, {"a": b"", "outer": b""})
+            store.results.save_files(cluster, 0, {"after": b"3"})
+            assert set(store.results.files(cluster, 0)) == {"outer", "inner", "after"}
             raise RuntimeError
-        store.save_files(cluster, 0, {"last": b"4"})
+        store.results.save_files(cluster, 0, {"last": b"4"})
     store.commit()
     assert _committed(store.path, FILES) == [(0, "last"), (0, "outer")]
 
@@ -242,14 +243,14 @@ def test_a_unit_that_fails_after_a_full_disk_replay_is_undone_alone(tmp_path: Pa
         ballast = fill(home / "ballast")
         with store.transaction():
             _start(store, jobs[0], "w1")
-            store.save_files(cluster, 0, {"stdout": b"x" * 2**20})
+            store.results.save_files(cluster, 0, {"stdout": b"x" * 2**20})
         with pytest.raises(sqlite3.OperationalError):
             store.commit()  # refused: the batch is written again, to commit later
         undone: list[str] = []
         with pytest.raises(RuntimeError), store.transaction():
             store.on_undo(lambda: undone.append("memory"))
             _start(store, jobs[1], "w2")
-            store.save_files(cluster, 1, {"stdout": b"y"})
+            store.results.save_files(cluster, 1, {"stdout": b"y"})
             raise RuntimeError
         assert undone == ["memory"]
         with store.transaction():
@@ -279,11 +280,11 @@ def test_a_unit_alone_that_the_full_disk_refuses_runs_its_undo_callbacks(
         with pytest.raises(sqlite3.OperationalError), store.transaction():
             store.on_undo(lambda: undone.append("memory"))
             _start(store, job, "w1")
-            store.save_files(cluster, 0, {"stdout": b"x" * 2**20})
+            store.results.save_files(cluster, 0, {"stdout": b"x" * 2**20})
         assert undone == ["memory"]
         ballast.unlink()
         with store.transaction():
-            store.save_files(cluster, 0, {"stdout": b"z"})
+            store.results.save_files(cluster, 0, {"stdout": b"z"})
         assert _committed(store.path, STATES) == [(0, "idle")]
         assert _committed(store.path, FILES) == [(0, "stdout")]
         store.close()

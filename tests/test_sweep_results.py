@@ -16,9 +16,9 @@ from conftest import COMMAND_TIMEOUT, TestCluster, wait_until, write
 
 from control_node.sweep import Sweep, histogram_lines, summarize
 from scheduler import protocol as p
+from scheduler.job_records import JobResult
 from scheduler.job_results import extract_result, parse_result
 from scheduler.protocol import JobSpec
-from scheduler.store import JobResult
 
 MODEL = """#!/usr/bin/env python3
 import sys
@@ -296,12 +296,12 @@ def test_store_keeps_results_per_job(tmp_path: Path) -> None:
     store = Store(tmp_path / "db.sqlite")
     try:
         for cluster in range(1, 1202):
-            store.save_result(cluster, 0, JobResult({"value": float(cluster)}, None))
-        store.save_result(7, 1, JobResult(None, "exit code 1"))
-        store.save_result(7, 1, JobResult({"a": 2.0}, None))  # a later attempt replaces it
-        results = store.results(range(1, 1300))
+            store.results.save_result(cluster, 0, JobResult({"value": float(cluster)}, None))
+        store.results.save_result(7, 1, JobResult(None, "exit code 1"))
+        store.results.save_result(7, 1, JobResult({"a": 2.0}, None))  # a later attempt replaces it
+        results = store.results.of_clusters(range(1, 1300))
         assert len(results) == 1202 and results[(1201, 0)].value == {"value": 1201.0}
         assert results[(7, 1)] == JobResult({"a": 2.0}, None)
-        assert store.results([]) == {}
+        assert store.results.of_clusters([]) == {}
     finally:
         store.close()

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from email.headerregistry import Address
 from email.message import EmailMessage
 
+from scheduler.job_records import Job
 from scheduler.protocol import JobState
-from scheduler.store import Job
 
 #: Lines of stdout and stderr quoted in a job's mail, and the bytes read for them.
 TAIL_LINES = 20

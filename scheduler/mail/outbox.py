@@ -23,11 +23,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from scheduler.job_records import Job
 from scheduler.mail import compose, rules
 from scheduler.mail.settings import MailConfig, check_address
 from scheduler.mail.smtp import Mail, Outcome, deliver
 from scheduler.protocol import UNFINISHED_STATES, JobInfo, JobSpec, JobState
-from scheduler.store import Job, Store
+from scheduler.store import Store
 from scheduler.undo import UndoDict
 
 log = logging.getLogger("scheduler.mail")
@@ -220,7 +221,7 @@ class Mailer:
         if why == "requeued":
             events = self.store.events(job.cluster, job.proc)
             detail = events[-1].detail if events else ""
-        small = self.store.files(job.cluster, job.proc)
+        small = self.store.results.files(job.cluster, job.proc)
         tails = {
             name: compose.tail_text(small[name] if name in small else self._tail(job, name))
             for name in ("stdout", "stderr")

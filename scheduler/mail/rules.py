@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from scheduler.job_records import Job
 from scheduler.mail.compose import failed
 from scheduler.protocol import NOT_STARTED, JobSpec, JobState
-from scheduler.store import Job
 
 NOTIFICATIONS = ("Never", "Complete", "Error", "Always")
 

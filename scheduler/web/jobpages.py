@@ -36,10 +36,12 @@ _plot_lock = threading.Lock()
 def job_details(s: Any, user: WebUser, job_id: str) -> dict[str, Any]:
     """A job of the caller's with its events, output tails and downloadable files."""
     job, info = views.own_job(s, user, job_id)
-    expired = (job.cluster, job.proc) in s.store.expired_jobs([job.cluster])
+    expired = (job.cluster, job.proc) in s.store.results.expired_jobs([job.cluster])
     # The job's small result files, read once for the page (result_file needs none
     # for a job that has not completed).
-    small = s.store.files(job.cluster, job.proc) if job.state is p.JobState.COMPLETED else {}
+    small = (
+        s.store.results.files(job.cluster, job.proc) if job.state is p.JobState.COMPLETED else {}
+    )
     streams = {}
     for stream in ("stdout", "stderr"):
         found = None if expired else result_file(s.store, s.spool, job, stream, small)
@@ -125,7 +127,7 @@ async def job_file(request: web.Request) -> web.StreamResponse:
 async def _checked(s: Any, job: Any, name: str, found: bytes | Path | None) -> bytes | Path | None:
     """``found``, a result file of ``job``, once it matches the hash recorded when it
     arrived (checked in a thread); a RequestError naming it when it does not."""
-    expected = s.store.hashes(job.cluster, job.proc).get(name)
+    expected = s.store.results.hashes(job.cluster, job.proc).get(name)
     if expected is None or isinstance(found, bytes):
         return found
     path = s.spool.job_dir(job.cluster, job.proc) / name if found is None else found

@@ -12,7 +12,8 @@ import hashlib
 import hmac
 import secrets
 
-from scheduler.store import Store, StoreError
+from scheduler.accounts import StoreError
+from scheduler.store import Store
 
 #: scrypt's cost (about 50 ms and 16 MiB a check).
 N, R, P = 2**14, 8, 1
@@ -25,7 +26,7 @@ def _hash(password: str, salt: bytes) -> bytes:
 
 def set_password(store: Store, name: str, password: str) -> None:
     """Set ``name``'s web password; StoreError for an unknown user or a short password."""
-    verifier = store.user_verifier(name)
+    verifier = store.accounts.user_verifier(name)
     if verifier is None:
         raise StoreError(f"no user {name!r}")
     if len(password) < MIN_LENGTH:

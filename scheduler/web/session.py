@@ -100,7 +100,7 @@ def check_token(store: Store, token: str) -> tuple[str, bytes] | None:
         name = p.token_user(token)
     except ValueError:
         return None
-    verifier = store.user_verifier(name)
+    verifier = store.accounts.user_verifier(name)
     if verifier is None:
         return None
     if not p.holds(verifier, p.user_key(token.strip())):
@@ -151,7 +151,10 @@ def session_middleware(
                 await login_failed(request, guard, who)
                 raise web.HTTPUnauthorized(text="invalid token")
             user = found[0]
-            request["session"], request["user"] = None, WebUser(user, admin=store.is_admin(user))
+            request["session"], request["user"] = (
+                None,
+                WebUser(user, admin=store.accounts.is_admin(user)),
+            )
             return await handler(request)
         sid = request.cookies.get(COOKIE)
         session = sessions.get(sid)
@@ -163,7 +166,9 @@ def session_middleware(
             sid, session = sessions.new()
         request["session"], request["sid"] = session, sid
         request["user"] = (
-            WebUser(session.user, admin=store.is_admin(session.user)) if session.user else None
+            WebUser(session.user, admin=store.accounts.is_admin(session.user))
+            if session.user
+            else None
         )
         if request.method == "POST":
             await _check_csrf(request, session)
@@ -200,7 +205,7 @@ def _token_identity(token: str) -> str:
 
 
 def _still_valid(store: Store, session: Session) -> bool:
-    verifier = store.user_verifier(session.user or "")
+    verifier = store.accounts.user_verifier(session.user or "")
     return (
         verifier is not None
         and session.key is not None

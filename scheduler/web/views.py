@@ -25,8 +25,8 @@ from scheduler.units import run_request
 from scheduler.web.session import WebUser
 
 if TYPE_CHECKING:
+    from scheduler.job_records import Job
     from scheduler.state import SchedulerState
-    from scheduler.store import Job
 
 ACTIVE = [JobState.IDLE.value, JobState.RUNNING.value, JobState.HELD.value]
 DAY = 86400.0

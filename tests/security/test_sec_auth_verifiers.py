@@ -16,11 +16,12 @@ import pytest
 from conftest import TestCluster, wait_until
 from webtools import Browserless
 
+from scheduler import database as database_module
 from scheduler import protocol as p
-from scheduler import store as store_module
+from scheduler.job_records import Job
 from scheduler.protocol import JobSpec, JobState
 from scheduler.schema import MIGRATIONS, _verifiers_instead_of_keys
-from scheduler.store import Job, Store
+from scheduler.store import Store
 from scheduler.web import passwords
 
 
@@ -117,9 +118,9 @@ def previous_schema_database(
     """A database as the previous schema wrote it: two users (alice an admin with a
     web password, bob with one set under an older token), and alice's jobs."""
     with monkeypatch.context() as patch:
-        patch.setattr(store_module, "MIGRATIONS", MIGRATIONS[:PREVIOUS])
+        patch.setattr(database_module, "MIGRATIONS", MIGRATIONS[:PREVIOUS])
         old = Store(db_path)
-        cluster = old.reserve_cluster("alice", 1000.0)
+        cluster = old.clusters.reserve_cluster("alice", 1000.0)
         jobs = [
             Job(cluster=cluster, proc=n, owner="alice", state=JobState.IDLE,
                 spec=JobSpec(executable="run.sh"), submit_time=1000.0)
@@ -158,15 +159,15 @@ def test_a_database_of_the_previous_schema_migrates_and_every_token_still_works(
         assert "key_hash" not in {
             r["name"] for r in store.query("PRAGMA table_info(web_passwords)")
         }
-        assert [(u["name"], u["email"], u["admin"]) for u in store.users()] == [
+        assert [(u["name"], u["email"], u["admin"]) for u in store.accounts.users()] == [
             ("alice", "alice@example.org", 1),
             ("bob", "bob@example.org", 0),
         ]
         for name, token in tokens.items():
-            assert p.holds(store.user_verifier(name), p.user_key(token))
+            assert p.holds(store.accounts.user_verifier(name), p.user_key(token))
         # alice's password holds on; bob's, void before, is gone.
         key = passwords.verify(passwords.lookup(store, "alice"), "correct horse")
-        assert key == store.user_verifier("alice").stored_key
+        assert key == store.accounts.user_verifier("alice").stored_key
         assert passwords.lookup(store, "bob") is None
         assert [(j.id, j.state) for j in store.jobs()] == [
             (f"{number}.0", JobState.IDLE),

@@ -13,8 +13,9 @@ import pytest
 from test_sec_disk_full import fill, tmpfs
 
 from scheduler.disk_space import DiskSpace, is_disk_full
+from scheduler.job_records import Job
 from scheduler.protocol import JobFinished, JobSpec, JobState
-from scheduler.store import Job, Store
+from scheduler.store import Store
 from worker_node.disk import DiskWatch
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs (needs root)")
@@ -39,14 +40,14 @@ def test_a_commit_the_full_disk_refuses_is_kept_until_there_is_room(tmp_path: Pa
     with tmpfs(tmp_path / "home", 4) as home:
         store = Store(home / "dfarm.db")
         store.on_batch_open = lambda: None  # batching, as the scheduler runs it
-        cluster = store.reserve_cluster("alice", 1.0)
+        cluster = store.clusters.reserve_cluster("alice", 1.0)
         jobs = [_job(cluster, proc) for proc in range(3)]
         store.insert_jobs(cluster, "a.sub", jobs, 1.0)  # committed at once
         ballast = fill(home / "ballast")
         # One turn of the loop: a job runs, another completes with 1 MB of results.
         jobs[0].state, jobs[0].worker = JobState.RUNNING, "w1"
         store.save_job(jobs[0], "executing", "on worker w1")
-        store.save_files(cluster, 1, {"stdout": b"x" * 2**20})
+        store.results.save_files(cluster, 1, {"stdout": b"x" * 2**20})
         jobs[1].state = JobState.COMPLETED
         store.save_job(jobs[1], "terminated", "exit code 0")
         with pytest.raises(sqlite3.OperationalError) as refused:
@@ -58,9 +59,9 @@ def test_a_commit_the_full_disk_refuses_is_kept_until_there_is_room(tmp_path: Pa
         assert [j.state for j in store.jobs()] == [
             JobState.RUNNING, JobState.COMPLETED, JobState.IDLE
         ]  # fmt: skip
-        assert len(store.files(cluster, 1)["stdout"]) == 2**20
+        assert len(store.results.files(cluster, 1)["stdout"]) == 2**20
         # A submission meanwhile is refused whole, and takes nothing else with it.
-        other = store.reserve_cluster("alice", 2.0)
+        other = store.clusters.reserve_cluster("alice", 2.0)
         with pytest.raises(sqlite3.OperationalError):
             store.insert_jobs(other, "b.sub", [_job(other, p) for p in range(2000)], 2.0)
         assert store.jobs(clusters=[other]) == []

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import write
 
+from scheduler import database as database_module
 from scheduler import schema
-from scheduler import store as store_module
 from scheduler.store import Store
 
 
@@ -64,20 +64,20 @@ def test_the_hash_table_migration_keeps_what_was_stored(
 ) -> None:
     db = tmp_path / "dfarm.db"
     before = [m for m in schema.MIGRATIONS if not (isinstance(m, str) and "result_hashes" in m)]
-    monkeypatch.setattr(store_module, "MIGRATIONS", before)
+    monkeypatch.setattr(database_module, "MIGRATIONS", before)
     old = Store(db)
-    old.add_user("alice")
-    cluster = old.reserve_cluster("alice", 1000.0)
-    old.save_files(cluster, 0, {"stdout": b"kept"})
+    old.accounts.add_user("alice")
+    cluster = old.clusters.reserve_cluster("alice", 1000.0)
+    old.results.save_files(cluster, 0, {"stdout": b"kept"})
     old.close()
-    monkeypatch.setattr(store_module, "MIGRATIONS", schema.MIGRATIONS)
+    monkeypatch.setattr(database_module, "MIGRATIONS", schema.MIGRATIONS)
     new = Store(db)
     try:
-        assert new.files(cluster, 0) == {"stdout": b"kept"}
-        assert new.user_verifier("alice") is not None
-        assert new.cluster_owner(cluster) == ("alice", False)
-        new.save_hashes(cluster, 0, {"outputs/a": ("ab" * 32, 5)})
-        assert new.hashes(cluster, 0) == {"outputs/a": ("ab" * 32, 5)}
+        assert new.results.files(cluster, 0) == {"stdout": b"kept"}
+        assert new.accounts.user_verifier("alice") is not None
+        assert new.clusters.cluster_owner(cluster) == ("alice", False)
+        new.results.save_hashes(cluster, 0, {"outputs/a": ("ab" * 32, 5)})
+        assert new.results.hashes(cluster, 0) == {"outputs/a": ("ab" * 32, 5)}
     finally:
         new.close()
     with sqlite3.connect(db) as raw:

@@ -1,0 +1,180 @@
+"""A job as the scheduler holds it, and how it maps to a row of the ``jobs`` table."""
+
+from __future__ import annotations
+
+import json
+import operator
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from scheduler.protocol import (
+    JobInfo,
+    JobSpec,
+    JobState,
+    format_job_id,
+    from_wire,
+    to_wire,
+)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a finished job produced: its numbers, or why there are none."""
+
+    value: dict[str, float] | None
+    error: str | None
+
+
+@dataclass
+class Job:
+    """A job as the scheduler holds it; a row of the ``jobs`` table."""
+
+    cluster: int
+    proc: int
+    owner: str
+    state: JobState
+    spec: JobSpec
+    submit_time: float
+    start_time: float | None = None
+    end_time: float | None = None
+    worker: str | None = None
+    attempt: int = 0
+    num_starts: int = 0
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    wall_time: float | None = None
+    cpu_time: float | None = None
+    hold_reason: str | None = None
+    output_files: list[str] = field(default_factory=list)
+    #: Set when the job completes (kept in ``job_results``, not in this row).
+    result: JobResult | None = None
+
+    @property
+    def id(self) -> str:
+        return format_job_id(self.cluster, self.proc)
+
+    def info(self, result: JobResult | None = None) -> JobInfo:
+        """The record users see, with its result (``result``, else the one it holds)."""
+        result = result or self.result
+        fields = {name: getattr(self, name) for name in _INFO_FIELDS}
+        if self.state in (JobState.IDLE, JobState.HELD):
+            fields["worker"] = None  # where it ran last is not where it is (dq, dstat)
+        return JobInfo(
+            id=self.id,
+            state=self.state.value,
+            executable=self.spec.executable,
+            arguments=list(self.spec.arguments),
+            output_files=list(self.output_files),
+            params=dict(self.spec.params),
+            result=None if result is None else result.value,
+            result_error=None if result is None else result.error,
+            **fields,
+        )
+
+
+#: Fields a job and its public record share unchanged.
+_INFO_FIELDS = [
+    "cluster",
+    "proc",
+    "owner",
+    "submit_time",
+    "start_time",
+    "end_time",
+    "worker",
+    "exit_code",
+    "exit_signal",
+    "wall_time",
+    "cpu_time",
+    "num_starts",
+    "hold_reason",
+]
+#: Columns that change after submission; the others are written once.
+_MUTABLE_COLUMNS = [
+    "state",
+    "start_time",
+    "end_time",
+    "worker",
+    "attempt",
+    "num_starts",
+    "exit_code",
+    "exit_signal",
+    "wall_time",
+    "cpu_time",
+    "hold_reason",
+    "output_files",
+]
+_ALL_COLUMNS = ["cluster", "proc", "owner", "spec", "submit_time", *_MUTABLE_COLUMNS]
+_JOB_COLUMNS = ", ".join(_ALL_COLUMNS)
+_INSERT_EVENT = "INSERT INTO job_events (cluster, proc, time, event, detail) VALUES (?,?,?,?,?)"
+_UPDATE_JOB = (
+    f"UPDATE jobs SET {', '.join(f'{c}=?' for c in _MUTABLE_COLUMNS)} WHERE cluster=? AND proc=?"
+)
+
+
+_MUTABLE_GET = operator.attrgetter(*_MUTABLE_COLUMNS)
+_STATE_AT = _MUTABLE_COLUMNS.index("state")
+_OUTPUTS_AT = _MUTABLE_COLUMNS.index("output_files")
+
+
+def _mutable_values(job: Job) -> list[object]:
+    """The changing columns of a job's row, as stored (the hot path of every change)."""
+    values = list(_MUTABLE_GET(job))
+    values[_STATE_AT] = job.state.value
+    values[_OUTPUTS_AT] = json.dumps(job.output_files)
+    return values
+
+
+def _column(job: Job, name: str) -> object:
+    """A job attribute as stored in SQLite."""
+    value = getattr(job, name)
+    if name == "state":
+        return value.value
+    if name == "spec":
+        return _spec_text(value)
+    if name == "output_files":
+        return json.dumps(value)
+    return value
+
+
+def _spec_text(spec: JobSpec) -> str:
+    """A spec as stored, made once per spec object (the procs of a cluster mostly
+    share one: see :func:`scheduler.protocol.shared_specs`)."""
+    text: str | None = spec.__dict__.get("_text")
+    if text is None:
+        text = json.dumps(to_wire(spec), separators=(",", ":"))
+        object.__setattr__(spec, "_text", text)
+    return text
+
+
+def _jobs_from_rows(rows: Iterable[sqlite3.Row]) -> list[Job]:
+    """Jobs from their rows; those whose specs were stored as the same text (the
+    procs of most clusters) share one spec object, as they did when submitted."""
+    specs: dict[str, JobSpec] = {}
+    return [_job_from_row(row, specs) for row in rows]
+
+
+def _job_from_row(row: sqlite3.Row, specs: dict[str, JobSpec]) -> Job:
+    text = row["spec"]
+    spec = specs.get(text)
+    if spec is None:
+        spec = specs[text] = from_wire(JobSpec, json.loads(text), "spec")
+    return Job(
+        cluster=row["cluster"],
+        proc=row["proc"],
+        owner=row["owner"],
+        state=JobState(row["state"]),
+        spec=spec,
+        submit_time=row["submit_time"],
+        start_time=row["start_time"],
+        end_time=row["end_time"],
+        worker=row["worker"],
+        attempt=row["attempt"],
+        num_starts=row["num_starts"],
+        exit_code=row["exit_code"],
+        exit_signal=row["exit_signal"],
+        wall_time=row["wall_time"],
+        cpu_time=row["cpu_time"],
+        hold_reason=row["hold_reason"],
+        output_files=json.loads(row["output_files"]),
+    )

@@ -1,0 +1,132 @@
+"""What finished jobs left in the database: small result files (``job_files``),
+results (``job_results``), the hashes of large files (``result_hashes``), and which
+jobs' results expired (``expired``)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+
+from scheduler.database import Database
+from scheduler.job_records import JobResult
+from scheduler.protocol import JobState
+
+
+class ResultTable:
+    """The results of finished jobs, kept until they expire."""
+
+    def __init__(self, database: Database):
+        self._database = database
+
+    def save_files(self, cluster: int, proc: int, files: dict[str, bytes]) -> None:
+        """Small result files of a job's current attempt (see :meth:`clear_files`)."""
+        if not files:
+            return
+        self._database.statement(
+            "INSERT INTO job_files (cluster, proc, name, data) VALUES (?,?,?,?)",
+            [(cluster, proc, name, data) for name, data in files.items()],
+            many=True,
+        )
+
+    def save_result(self, cluster: int, proc: int, result: JobResult) -> None:
+        """Record a finished job's result (replacing an earlier attempt's)."""
+        value = None if result.value is None else json.dumps(result.value)
+        self._database.statement(
+            "INSERT OR REPLACE INTO job_results (cluster, proc, value, error, time)"
+            " VALUES (?,?,?,?,?)",
+            (cluster, proc, value, result.error, self._database.clock()),
+        )
+
+    def of_clusters(self, clusters: Iterable[int]) -> dict[tuple[int, int], JobResult]:
+        """The recorded results of these clusters' jobs, by (cluster, proc)."""
+        wanted = sorted(set(clusters))
+        rows: list[sqlite3.Row] = []
+        for at in range(0, len(wanted), 500):  # within SQLite's limit on parameters
+            chunk = wanted[at : at + 500]
+            rows += self._database.query(
+                f"SELECT cluster, proc, value, error FROM job_results"
+                f" WHERE cluster IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+        return {
+            (r["cluster"], r["proc"]): JobResult(
+                None if r["value"] is None else json.loads(r["value"]), r["error"]
+            )
+            for r in rows
+        }
+
+    def clear_files(self, cluster: int, proc: int) -> None:
+        """Forget the small result files of an earlier attempt (and the hashes of its
+        large ones)."""
+        with self._database.transaction() as db:
+            db.execute("DELETE FROM job_files WHERE cluster=? AND proc=?", (cluster, proc))
+            db.execute("DELETE FROM result_hashes WHERE cluster=? AND proc=?", (cluster, proc))
+
+    def save_hashes(self, cluster: int, proc: int, hashes: dict[str, tuple[str, int]]) -> None:
+        """The SHA-256 and size of each large result file of a job, by name."""
+        forget = "DELETE FROM result_hashes WHERE cluster=? AND proc=?"
+        if not hashes:
+            self._database.statement(forget, (cluster, proc))
+            return
+        with self._database.transaction() as db:
+            db.execute(forget, (cluster, proc))
+            db.executemany(
+                "INSERT INTO result_hashes (cluster, proc, name, sha256, size) VALUES (?,?,?,?,?)",
+                [(cluster, proc, name, sha, size) for name, (sha, size) in hashes.items()],
+            )
+
+    def hashes(self, cluster: int, proc: int) -> dict[str, tuple[str, int]]:
+        """What :meth:`save_hashes` recorded for a job."""
+        rows = self._database.query(
+            "SELECT name, sha256, size FROM result_hashes WHERE cluster=? AND proc=?",
+            (cluster, proc),
+        )
+        return {row["name"]: (row["sha256"], row["size"]) for row in rows}
+
+    def files(self, cluster: int, proc: int) -> dict[str, bytes]:
+        rows = self._database.query(
+            "SELECT name, data FROM job_files WHERE cluster=? AND proc=? ORDER BY name",
+            (cluster, proc),
+        )
+        return {row["name"]: bytes(row["data"]) for row in rows}
+
+    def expired_results(self, before: float) -> list[tuple[int, int]]:
+        """Finished jobs that ended before ``before`` and still keep results."""
+        rows = self._database.query(
+            "SELECT cluster, proc FROM jobs WHERE state IN (?,?) AND end_time < ?"
+            " AND (cluster, proc) NOT IN (SELECT cluster, proc FROM expired)",
+            (JobState.COMPLETED.value, JobState.REMOVED.value, before),
+        )
+        return [(row["cluster"], row["proc"]) for row in rows]
+
+    def expire_results(self, jobs: list[tuple[int, int]], now: float) -> None:
+        """Forget the results of these jobs (their rows and events stay, for history)."""
+        with self._database.transaction() as db:
+            db.executemany("DELETE FROM job_files WHERE cluster=? AND proc=?", jobs)
+            db.executemany("DELETE FROM result_hashes WHERE cluster=? AND proc=?", jobs)
+            db.executemany(
+                "INSERT OR IGNORE INTO expired (cluster, proc, time) VALUES (?,?,?)",
+                [(c, p, now) for c, p in jobs],
+            )
+
+    def expired_jobs(self, clusters: Iterable[int]) -> set[tuple[int, int]]:
+        """The jobs of these clusters whose results were cleaned."""
+        whole = sorted(set(clusters))
+        rows = self._database.query(
+            f"SELECT cluster, proc FROM expired WHERE cluster IN ({','.join('?' * len(whole))})",
+            whole,
+        )
+        return {(row["cluster"], row["proc"]) for row in rows}
+
+    def results_bytes(self, owner: str | None = None) -> int:
+        """Bytes of small results kept in the database (of ``owner``'s jobs only)."""
+        if owner is None:
+            rows = self._database.query("SELECT COALESCE(SUM(LENGTH(data)), 0) AS n FROM job_files")
+        else:
+            rows = self._database.query(
+                "SELECT COALESCE(SUM(LENGTH(f.data)), 0) AS n FROM job_files f"
+                " JOIN jobs j ON j.cluster = f.cluster AND j.proc = f.proc WHERE j.owner=?",
+                (owner,),
+            )
+        return int(rows[0]["n"])
