@@ -196,6 +196,15 @@ def compare_corpus() -> Comparison:
     return result
 
 
+def test_every_corpus_file_names_its_source() -> None:
+    index = (CORPUS / "SOURCES.md").read_text(encoding="utf-8")
+    for path in corpus_files():
+        name = path.relative_to(CORPUS).as_posix()
+        first = path.read_text(encoding="utf-8").lstrip("\ufeff").splitlines()[0]
+        assert first.startswith("# source: "), f"{name} starts without a '# source:' line"
+        assert f"| {name} |" in index, f"{name} is not in tests/htcondor_corpus/SOURCES.md"
+
+
 def test_htcondor_corpus_reads_as_htcondor_reads_it() -> None:
     assert len(corpus_files()) >= 200, "the corpus holds at least 200 submit files"
     result = compare_corpus()
