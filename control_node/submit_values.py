@@ -64,7 +64,7 @@ class ValueReaders:
                     skipped.append(name)
             if skipped:
                 names = ", ".join(repr(n) for n in sorted(skipped))
-                self.warn(self.lines["getenv"], f"getenv skipped unusable variables: {names}")
+                self.warn(self.lines.get("getenv"), f"getenv skipped unusable variables: {names}")
         value = self.get(ctx, "environment")
         if value:
             try:
