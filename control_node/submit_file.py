@@ -268,7 +268,7 @@ class _Parser(ValueReaders):
             first = self.attrs.get(name.lower(), (name, key))[0]
             self.attrs[name.lower()] = (first, key)
         else:
-            key = self.classify(st, canonical(st.key), used)
+            key = self.classify(st.line, st.key, canonical(st.key), used)
         try:
             self.raw[key] = replace_self_reference(st.value, key, self.raw.get(key))
         except MacroError as e:
@@ -277,30 +277,31 @@ class _Parser(ValueReaders):
         if st.key.lower() != key:  # an alias: $(Args) still names what the file wrote
             self.raw[st.key.lower()] = self.raw[key]
 
-    def classify(self, st: Statement, key: str, used: set[str]) -> str:
-        """Note what setting ``key`` means (a job attribute, a warning, a typo); the key."""
+    def classify(self, line: int, written: str, key: str, used: set[str]) -> str:
+        """Note what setting ``key`` (``written`` as in the file) means: a job
+        attribute, a warning, a typo; returns the key."""
         request = _REQUEST.fullmatch(key)
         if key in STORED:
             attr = STORED[key][0]
             self.attrs[attr.lower()] = (attr, key)
         elif request and key not in HTCONDOR_KEYS:
-            attr = "Request" + st.key[len("request_") :]
+            attr = "Request" + written[len("request_") :]
             self.attrs[attr.lower()] = (attr, key)
             self.warn(
-                st.line,
-                f"'{st.key}' is stored as the job attribute {attr}: workers advertise no"
+                line,
+                f"'{written}' is stored as the job attribute {attr}: workers advertise no"
                 f" resource '{request[1]}', so it is not matched",
             )
             return key
-        why = warning_for(key, st.key)
+        why = warning_for(key, written)
         if why:
-            self.warn(st.line, why)
+            self.warn(line, why)
         elif key not in HTCONDOR_KEYS and key not in used and key not in PREDEFINED:
             near = suggestion(key)
             hint = f", did you mean '{near}'?" if near else " (it only defines a macro)"
-            text = f"{self.filename}:{st.line}: unknown key '{st.key}'{hint}"
+            text = f"{self.filename}:{line}: unknown key '{written}'{hint}"
             self.unknown.append(text)
-            self.warn(st.line, f"unknown key '{st.key}'{hint}")
+            self.warn(line, f"unknown key '{written}'{hint}")
         return key
 
     def context(
