@@ -196,59 +196,60 @@ _SILENT = frozenset({
     "periodic_release_subcode", "concurrency_limits_expr", "email", "queue",
 })  # fmt: skip
 
-#: Other spellings of a key (lower case) -> the key, as condor_submit 24 reads them.
+#: Other spellings of a key -> the key, as condor_submit 24 reads them (case-insensitive).
 ALIASES = {
-    "shouldtransferfiles": "should_transfer_files",
-    "whentotransferoutput": "when_to_transfer_output",
-    "transferinputfiles": "transfer_input_files",
-    "transferoutputfiles": "transfer_output_files",
-    "transferexecutable": "transfer_executable",
-    "requestmemory": "request_memory",
-    "requestcpus": "request_cpus",
-    "requestdisk": "request_disk",
-    "requestgpus": "request_gpus",
-    "notifyuser": "notify_user",
-    "jobnotification": "notification",
-    "jobprio": "priority",
-    "jobmaxretries": "max_retries",
-    "iwd": "initialdir",
+    "ShouldTransferFiles": "should_transfer_files",
+    "WhenToTransferOutput": "when_to_transfer_output",
+    "TransferInputFiles": "transfer_input_files",
+    "TransferOutputFiles": "transfer_output_files",
+    "TransferExecutable": "transfer_executable",
+    "RequestMemory": "request_memory",
+    "RequestCpus": "request_cpus",
+    "RequestDisk": "request_disk",
+    "RequestGPUs": "request_gpus",
+    "NotifyUser": "notify_user",
+    "JobNotification": "notification",
+    "JobPrio": "priority",
+    "JobMaxRetries": "max_retries",
+    "Iwd": "initialdir",
     "env": "environment",
-    "args": "arguments",
-    "userlog": "log",
-    "jobbatchname": "batch_name",
-    "dockerimage": "docker_image",
-    "onexithold": "on_exit_hold",
-    "onexitholdreason": "on_exit_hold_reason",
-    "onexitholdsubcode": "on_exit_hold_subcode",
-    "onexitremove": "on_exit_remove",
-    "periodichold": "periodic_hold",
-    "periodicholdreason": "periodic_hold_reason",
-    "periodicholdsubcode": "periodic_hold_subcode",
-    "periodicrelease": "periodic_release",
-    "periodicremove": "periodic_remove",
-    "lastmatchlistlength": "match_list_length",
-    "allowedjobduration": "allowed_job_duration",
-    "jobdescription": "description",
-    "maxtransferinputmb": "max_transfer_input_mb",
-    "maxtransferoutputmb": "max_transfer_output_mb",
-    "killsig": "kill_sig",
-    "nextjobstartdelay": "next_job_start_delay",
-    "jobleaseduration": "job_lease_duration",
-    "imagesize": "image_size",
-    "containerimage": "container_image",
-    "wantgracefulremoval": "want_graceful_removal",
-    "jobmaxvacatetime": "job_max_vacate_time",
-    "transfercheckpoint": "transfer_checkpoint_files",
-    "jobsuccessexitcode": "success_exit_code",
-    "maxjobretirementtime": "max_job_retirement_time",
-    "leavejobinqueue": "leave_in_queue",
-    "deferraltime": "deferral_time",
-    "encryptexecutedirectory": "encrypt_execute_directory",
-    "jobmaterializemaxidle": "max_idle",
+    "Args": "arguments",
+    "UserLog": "log",
+    "JobBatchName": "batch_name",
+    "DockerImage": "docker_image",
+    "OnExitHold": "on_exit_hold",
+    "OnExitHoldReason": "on_exit_hold_reason",
+    "OnExitHoldSubCode": "on_exit_hold_subcode",
+    "OnExitRemove": "on_exit_remove",
+    "PeriodicHold": "periodic_hold",
+    "PeriodicHoldReason": "periodic_hold_reason",
+    "PeriodicHoldSubCode": "periodic_hold_subcode",
+    "PeriodicRelease": "periodic_release",
+    "PeriodicRemove": "periodic_remove",
+    "LastMatchListLength": "match_list_length",
+    "AllowedJobDuration": "allowed_job_duration",
+    "JobDescription": "description",
+    "MaxTransferInputMB": "max_transfer_input_mb",
+    "MaxTransferOutputMB": "max_transfer_output_mb",
+    "KillSig": "kill_sig",
+    "NextJobStartDelay": "next_job_start_delay",
+    "JobLeaseDuration": "job_lease_duration",
+    "ImageSize": "image_size",
+    "ContainerImage": "container_image",
+    "WantGracefulRemoval": "want_graceful_removal",
+    "JobMaxVacateTime": "job_max_vacate_time",
+    "TransferCheckpoint": "transfer_checkpoint_files",
+    "JobSuccessExitCode": "success_exit_code",
+    "MaxJobRetirementTime": "max_job_retirement_time",
+    "LeaveJobInQueue": "leave_in_queue",
+    "DeferralTime": "deferral_time",
+    "EncryptExecuteDirectory": "encrypt_execute_directory",
+    "JobMaterializeMaxIdle": "max_idle",
 }
 
+_ALIAS_OF = {alias.lower(): key for alias, key in ALIASES.items()}
 #: Every key condor_submit knows (lower case), aliases included.
-HTCONDOR_KEYS = frozenset(CARRIED_OUT | set(STORED) | set(IGNORED) | _SILENT | set(ALIASES))
+HTCONDOR_KEYS = frozenset(CARRIED_OUT | set(STORED) | set(IGNORED) | _SILENT | set(_ALIAS_OF))
 #: The key under which ``+Name`` and ``MY.Name`` reach the parser (see ``submit_file``).
 CUSTOM_PREFIX = "__my__."
 
@@ -256,7 +257,7 @@ CUSTOM_PREFIX = "__my__."
 def canonical(key: str) -> str:
     """The lower-case key that ``key`` spells."""
     low = key.lower()
-    return ALIASES.get(low, low)
+    return _ALIAS_OF.get(low, low)
 
 
 def warning_for(key: str, written: str) -> str | None:
@@ -278,6 +279,6 @@ def classad_value(text: str, kind: str) -> str:
 
 def suggestion(key: str) -> str | None:
     """The known key nearest to a misspelt one, if any is close."""
-    names = sorted(HTCONDOR_KEYS - set(ALIASES) - _SILENT)
+    names = sorted(HTCONDOR_KEYS - set(_ALIAS_OF) - _SILENT)
     close = difflib.get_close_matches(key.lower(), names, n=1, cutoff=0.75)
     return close[0] if close else None
