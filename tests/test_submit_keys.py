@@ -6,6 +6,9 @@ queue variables that are keys. Where the ``htcondor`` bindings are installed (th
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -45,7 +48,6 @@ def parse(cwd: Path, text: str) -> SubmitDescription:
 
 def htcondor_jobs(cwd: Path, text: str) -> list[Any]:
     """HTCondor's job ClassAds for the same file, read in ``cwd``."""
-    import os
 
     here = os.getcwd()
     os.chdir(cwd)
@@ -352,3 +354,28 @@ def test_dedit_takes_attributes_as_key_value_pairs() -> None:
         ["42.0"],
         {"+JobFlavour": '"longlunch"', "MY.Project": "7"},
     )
+
+
+def dsub(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "control_node.cli.dsub", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )  # fmt: skip
+
+
+def test_dry_run_json_shows_attributes_and_warns_on_stderr(farm: Path) -> None:
+    write(farm / "job.sub", 'executable = a.sh\n+JobFlavour = "espresso"\nargumnets = 1\nqueue\n')
+    out = dsub(farm, "--dry-run", "--json", "job.sub")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["attributes"] == {"JobFlavour": '"espresso"'}
+    assert out.stderr == (
+        "dsub: warning: job.sub:3: unknown key 'argumnets', did you mean 'arguments'?\n"
+    )
+
+
+def test_strict_refuses_an_unknown_key_with_its_line(farm: Path) -> None:
+    write(farm / "job.sub", "executable = a.sh\nargumnets = 1\nqueue\n")
+    out = dsub(farm, "--dry-run", "--json", "--strict", "job.sub")
+    assert out.returncode != 0 and out.stdout == ""
+    assert "job.sub:2: unknown key 'argumnets', did you mean 'arguments'? (--strict)" in out.stderr
