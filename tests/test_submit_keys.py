@@ -18,6 +18,7 @@ from conftest import write
 
 from control_node.cli.dedit import split_words
 from control_node.render import jobs_long
+from control_node.submit_dict import submit_text
 from control_node.submit_file import SubmitDescription, parse_submit_text
 from control_node.submit_keys import ALIASES, CARRIED_OUT, IGNORED, STORED, canonical
 from scheduler import protocol as p
@@ -379,3 +380,10 @@ def test_strict_refuses_an_unknown_key_with_its_line(farm: Path) -> None:
     out = dsub(farm, "--dry-run", "--json", "--strict", "job.sub")
     assert out.returncode != 0 and out.stdout == ""
     assert "job.sub:2: unknown key 'argumnets', did you mean 'arguments'? (--strict)" in out.stderr
+
+
+def test_a_dict_description_takes_custom_attributes(farm: Path) -> None:
+    text = submit_text({"+JobFlavour": '"espresso"', "MY.Project": 7, "queue": 1})
+    assert parse(farm, text).procs[0].attributes == {"JobFlavour": '"espresso"', "Project": "7"}
+    with pytest.raises(ValueError, match="not a submit-file key"):
+        submit_text({"+bad name": 1})
