@@ -151,6 +151,11 @@ _CUSTOM = re.compile(r"([ \t]*)(?:\+|[Mm][Yy]\.)(?=[A-Za-z_][A-Za-z0-9_]*[ \t]*=
 #: What a custom resource request ``request_<name>`` stores: ``Request<name>``.
 _REQUEST = re.compile(r"request_([A-Za-z_][A-Za-z0-9_]*)")
 MAX_PROCS = 1_000_000
+#: The macros condor_submit defines itself (a file may redefine them: not a typo).
+AUTOMATIC = PREDEFINED | {
+    "step", "itemindex", "row", "item", "node", "submit_file", "arch", "opsys",
+    "opsysandver", "opsysmajorver", "opsysver", "spool", "islinux", "iswindows",
+}  # fmt: skip
 #: HTCondor's universes; each other than vanilla runs as vanilla here, for this reason.
 UNIVERSES = {
     "vanilla": "",
@@ -296,7 +301,7 @@ class _Parser(ValueReaders):
         why = warning_for(key, written)
         if why:
             self.warn(line, why)
-        elif key not in HTCONDOR_KEYS and key not in used and key not in PREDEFINED:
+        elif key not in HTCONDOR_KEYS and key not in used and key not in AUTOMATIC:
             near = suggestion(key)
             hint = f", did you mean '{near}'?" if near else " (it only defines a macro)"
             text = f"{self.filename}:{line}: unknown key '{written}'{hint}"

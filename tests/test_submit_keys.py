@@ -303,6 +303,7 @@ REDEFINED = "Process = 7\nProcId = 8\nStep = 9\narguments = $(Process) $(ProcId)
 
 def test_redefined_predefined_macros_win(farm: Path) -> None:
     desc = parse(farm, REDEFINED)
+    assert desc.warnings == [] and parse(farm, "Row = 3\nqueue\n").warnings == []
     assert [(p.proc, p.arguments) for p in desc.procs] == [
         (0, ["7", "8", "9"]),
         (1, ["7", "8", "9"]),
