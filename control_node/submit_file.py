@@ -419,6 +419,8 @@ class _Parser(ValueReaders):
             if value is None or (value == "" and not key.startswith("my.")):
                 continue
             kind = STORED[key][1] if key in STORED else "expr"
+            if kind == "expr" and value:
+                value = self.expression(key, value)
             out[name] = classad_value(value, kind) if value else "undefined"
         return out
 

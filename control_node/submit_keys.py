@@ -176,6 +176,7 @@ _GROUPS = {
         "log_xml dagman_log job_machine_attrs_history_length ulog_execute_attrs"
         " starter_debug keep_claim_idle job_lease_duration want_io_proxy kill_sig_timeout"
     ),
+    "dfarm has no concurrency limits": "concurrency_limits_expr",
     "dfarm has no such policy": (
         "periodic_vacate noop_job noop_job_exit_code noop_job_exit_signal retry_until"
         " nice_user stack_size cuda_version"
@@ -193,7 +194,7 @@ IGNORED.update(_OWN_WARNING)
 #: Keys condor_submit 24 reads and does nothing with either: no warning.
 _SILENT = frozenset({
     "periodic_remove_reason", "periodic_remove_subcode", "periodic_release_reason",
-    "periodic_release_subcode", "concurrency_limits_expr", "email", "queue",
+    "periodic_release_subcode",
 })  # fmt: skip
 
 #: Other spellings of a key -> the key, as condor_submit 24 reads them (case-insensitive).

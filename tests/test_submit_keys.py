@@ -19,7 +19,7 @@ from conftest import write
 from control_node.cli.dedit import split_words
 from control_node.render import jobs_long
 from control_node.submit_dict import submit_text
-from control_node.submit_file import SubmitDescription, parse_submit_text
+from control_node.submit_file import SubmitDescription, SubmitFileError, parse_submit_text
 from control_node.submit_keys import ALIASES, CARRIED_OUT, IGNORED, STORED, canonical
 from scheduler import protocol as p
 
@@ -388,3 +388,13 @@ def test_a_dict_description_takes_custom_attributes(farm: Path) -> None:
     assert parse(farm, text).procs[0].attributes == {"JobFlavour": '"espresso"', "Project": "7"}
     with pytest.raises(ValueError, match="not a submit-file key"):
         submit_text({"+bad name": 1})
+
+
+@pytest.mark.parametrize("line", ["+Foo = (a", 'MY.Foo = "open', "rank = Memory)"])
+def test_an_expression_that_cannot_parse_is_refused_with_its_line(farm: Path, line: str) -> None:
+    with pytest.raises(SubmitFileError) as info:
+        parse(farm, f"{line}\nqueue\n")
+    assert info.value.line == 2 and "cannot parse the expression" in info.value.message
+    if htcondor is not None:
+        with pytest.raises(Exception, match="Parse error"):
+            htcondor_jobs(farm, f"{line}\nqueue\n")
