@@ -398,3 +398,38 @@ def test_an_expression_that_cannot_parse_is_refused_with_its_line(farm: Path, li
     if htcondor is not None:
         with pytest.raises(Exception, match="Parse error"):
             htcondor_jobs(farm, f"{line}\nqueue\n")
+
+
+POOL_STYLE = (
+    "universe = vanilla\r\n"
+    "Arguments = $(ProcId) $(ClusterId)\r\n"
+    "output = out.$(ClusterId).$(ProcId)\r\n"
+    "ShouldTransferFiles = YES\r\n"
+    "WhenToTransferOutput = ON_EXIT\r\n"
+    "TransferInputFiles = a.txt\r\n"
+    '+JobFlavour = "workday"\r\n'
+    '+ProjectName = "dfarm-tests"\r\n'
+    '+SingularityImage = "/cvmfs/singularity.opensciencegrid.org/x:latest"\r\n'
+    '+JobDurationCategory = \t"Medium"\r\n'
+    "JobBatchName = pool_$(ClusterId)\r\n"
+    "transfer_executable = False\r\n"
+    "on_exit_hold = (ExitBySignal == True) || (ExitCode != 0)\r\n"
+    "periodic_release = (NumJobStarts < 3) && ((CurrentTime - EnteredCurrentStatus) > 600)\r\n"
+    "periodic_remove = JobStatus == 2 && (time() - EnteredCurrentStatus) > 3600 * 24\r\n"
+    "queue 3\r\n"
+)
+
+
+def test_a_file_in_the_style_of_the_big_pools(farm: Path) -> None:
+    procs = parse(farm, POOL_STYLE).procs
+    assert [p.arguments for p in procs] == [["0", "1"], ["1", "1"], ["2", "1"]]
+    assert procs[2].attributes["JobBatchName"] == '"pool_1"'
+    assert procs[0].attributes["JobDurationCategory"] == '"Medium"'
+    assert procs[0].transfer_input_files == [str(farm / "a.txt")]
+    if htcondor is None:
+        return
+    jobs = htcondor_jobs(farm, POOL_STYLE)
+    for proc, job in zip(procs, jobs, strict=True):
+        assert proc.arguments == str(job["Args"]).split()
+        for name, value in proc.attributes.items():
+            assert same_expression(value, job.lookup(name)), name
