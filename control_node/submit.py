@@ -255,6 +255,7 @@ def _spec(proc: ProcDescription, digests: dict[str, tuple[str, int]]) -> p.JobSp
         params=dict(proc.params),
         result_file=proc.result_file,
         attributes=dict(proc.attributes),
+        hold=proc.hold,
     )
 
 

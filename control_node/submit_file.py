@@ -121,6 +121,8 @@ class ProcDescription:
     #: Job attributes by their ClassAd name: ``+Name``/``MY.Name`` and the stored keys
     #: (``submit_keys.STORED``), each a ClassAd expression as text.
     attributes: dict[str, str] = field(default_factory=dict)
+    #: ``hold = true``: queued held, until released.
+    hold: bool = False
 
 
 @dataclass(frozen=True)
@@ -409,6 +411,7 @@ class _Parser(ValueReaders):
             result_file=result_file,
             requirements=self.requirements(ctx),
             attributes=self.attributes(ctx),
+            hold=self.boolean(ctx, "hold"),
         )
 
     def attributes(self, ctx: MacroContext) -> dict[str, str]:

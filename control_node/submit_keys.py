@@ -37,7 +37,7 @@ CARRIED_OUT = frozenset({
     "request_memory", "request_disk", "request_gpus", "notify_user", "notification",
     "priority", "universe", "should_transfer_files", "when_to_transfer_output",
     "max_retries", "allowed_job_duration", "requirements",
-    "data", "email", "client", "notification_per_job", "random_seed", "result_file",
+    "hold", "data", "email", "client", "notification_per_job", "random_seed", "result_file",
 })  # fmt: skip
 
 #: Keys stored as a job attribute: key -> (ClassAd name, kind of value). ``expr`` is
@@ -186,7 +186,6 @@ for _why, _keys in _GROUPS.items():
     IGNORED.update(dict.fromkeys(_keys.split(), _why))
 #: Accepted keys whose warning is their own.
 _OWN_WARNING = {
-    "hold": "the job is queued idle, not held (hold it with dhold)",
     "skip_filechecks": "",  # dsub checks input files exist, as condor_submit does anyway
 }
 IGNORED.update(_OWN_WARNING)

@@ -148,6 +148,17 @@ def test_job_attributes_are_shown_and_edited(make_cluster, tmp_path: Path) -> No
     assert bad.returncode == 1 and "not a job attribute name" in bad.stderr
 
 
+def test_hold_true_queues_the_job_held(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=1)
+    gate = gated(tmp_path, extra="hold = true\n")
+    gate.touch()
+    submit(cluster, tmp_path)
+    job = dq(cluster)["1.0"]
+    assert job["state"] == "held" and job["hold_reason"] == "submitted on hold at user's request"
+    assert cluster.run("drelease", "1.0").returncode == 0
+    wait_until(lambda: state(cluster, "1.0") == "completed")
+
+
 def test_history_wait_and_log(cluster: TestCluster, tmp_path: Path) -> None:
     gate = gated(tmp_path, count=2, extra="log = job.log\n")
     gate.touch()

@@ -433,3 +433,11 @@ def test_a_file_in_the_style_of_the_big_pools(farm: Path) -> None:
         assert proc.arguments == str(job["Args"]).split()
         for name, value in proc.attributes.items():
             assert same_expression(value, job.lookup(name)), name
+
+
+@pytest.mark.parametrize(("value", "held"), [("true", True), ("False", False)])
+def test_hold_is_carried_out(farm: Path, value: str, held: bool) -> None:
+    desc = parse(farm, f"hold = {value}\nqueue\n")
+    assert desc.procs[0].hold is held and desc.warnings == []
+    if htcondor is not None:
+        assert htcondor_jobs(farm, f"hold = {value}\nqueue\n")[0]["JobStatus"] == (5 if held else 1)

@@ -26,7 +26,7 @@ KEYS = (
     "proc", "executable", "arguments", "input", "output", "error", "log", "initialdir",
     "environment", "transfer_input_files", "transfer_output_files", "request_cpus",
     "request_memory", "request_disk", "request_gpus", "requirements", "notify_user",
-    "notification", "priority", "max_retries", "attributes",
+    "notification", "priority", "max_retries", "hold", "attributes",
 )  # fmt: skip
 
 

@@ -217,6 +217,8 @@ class JobSpec:
     params: dict[str, str] = field(default_factory=dict)
     #: The job's result is this output file's content (else its last line of stdout).
     result_file: str | None = None
+    #: Queued held (``hold = true``): the job waits for ``drelease``.
+    hold: bool = False
     #: Job attributes by ClassAd name (``+Name``, ``MY.Name`` and the submit keys
     #: stored as attributes, such as ``JobBatchName`` or ``PeriodicRemove``), each a
     #: ClassAd expression as text.
