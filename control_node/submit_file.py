@@ -314,8 +314,8 @@ class _Parser(ValueReaders):
     def context(
         self, proc: int, step: int, item: Item | None, seed: int | None = None
     ) -> MacroContext:
-        """Predefined macros: Cluster, Process and the queue variables always win;
-        Step, ItemIndex and Row only when the file does not define them. With an
+        """Predefined macros: the queue variables always win; Cluster, Process and
+        the others only when the file does not define them (as in condor_submit). With an
         ``item`` (a proc being built), ``seed`` seeds its ``$RANDOM_*()`` draws."""
         auto = {"cluster": str(self.cluster), "process": str(proc), "dollar": "$"}
         auto |= {"clusterid": auto["cluster"], "procid": auto["process"]}
