@@ -441,3 +441,11 @@ def test_hold_is_carried_out(farm: Path, value: str, held: bool) -> None:
     assert desc.procs[0].hold is held and desc.warnings == []
     if htcondor is not None:
         assert htcondor_jobs(farm, f"hold = {value}\nqueue\n")[0]["JobStatus"] == (5 if held else 1)
+
+
+def test_the_compatibility_table_has_a_row_for_every_key() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "htcondor-compatibility.md").read_text()
+    rows = {line.split("`")[1] for line in doc.splitlines() if line.startswith("| `")}
+    assert rows == CARRIED_OUT | set(STORED) | set(IGNORED)
+    for alias, key in ALIASES.items():
+        assert f"`{alias}`" in doc, (alias, key)
