@@ -53,21 +53,25 @@ class Client:
         self.close()
 
     def submit(
-        self, source: str | os.PathLike[str] | Mapping[str, Any], cwd: str | None = None
+        self,
+        source: str | os.PathLike[str] | Mapping[str, Any],
+        cwd: str | None = None,
+        strict: bool = False,
     ) -> Cluster:
         """Submit a submit file (a path), submit-file text (a string with a newline) or a
         dict of submit keys (see :mod:`control_node.submit_dict`). Relative paths in it
-        start from ``cwd`` (default: the current directory)."""
+        start from ``cwd`` (default: the current directory). ``strict`` refuses a key
+        that is neither HTCondor's nor used as a macro (else only a warning)."""
         if isinstance(source, Mapping):
             try:
                 text = submit_text(source)
             except ValueError as exc:
                 raise SubmitError(str(exc), "<dict>") from None
-            sub = submit_file(self.conn, Path("<dict>"), cwd=cwd, text=text)
+            sub = submit_file(self.conn, Path("<dict>"), cwd=cwd, text=text, strict=strict)
         elif isinstance(source, str) and "\n" in source:
-            sub = submit_file(self.conn, Path("<text>"), cwd=cwd, text=source)
+            sub = submit_file(self.conn, Path("<text>"), cwd=cwd, text=source, strict=strict)
         else:
-            sub = submit_file(self.conn, Path(source), cwd=cwd)
+            sub = submit_file(self.conn, Path(source), cwd=cwd, strict=strict)
         return Cluster(self, sub.cluster, sub.job_ids, sub.warnings)
 
     def map(

@@ -174,7 +174,9 @@ def jobs_long(jobs: Sequence[p.JobInfo]) -> str:
     for job in jobs:
         lines = []
         for name, value in p.to_wire(job).items():
-            if isinstance(value, dict):
+            if name == "attributes":  # ClassAd attributes, as condor_q -l shows them
+                lines += [f"{k} = {v}" for k, v in value.items()]
+            elif isinstance(value, dict):
                 lines += [f"{name}.{k} = {v}" for k, v in value.items()]
             elif isinstance(value, list):
                 lines.append(f"{name} = {' '.join(map(str, value))}")

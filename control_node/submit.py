@@ -55,29 +55,40 @@ def parse_description(
     cwd: str | None,
     seed: int | None,
     environ: Mapping[str, str] | None = None,
+    strict: bool = False,
 ) -> SubmitDescription:
     """The submit file at ``path`` (or ``text`` read from it) for ``cluster``; a
-    SubmitError names the file and line of what is wrong."""
+    SubmitError names the file and line of what is wrong (with ``strict``, also of
+    the first key that is neither HTCondor's nor used as a macro)."""
     try:
         if text is None:
-            return parse_submit_file(path, cluster=cluster, cwd=cwd, seed=seed, environ=environ)
-        return parse_submit_text(
-            text,
-            filename=str(path),
-            cluster=cluster,
-            cwd=cwd or os.getcwd(),
-            seed=seed,
-            environ=environ,
-        )
+            found = parse_submit_file(path, cluster=cluster, cwd=cwd, seed=seed, environ=environ)
+        else:
+            found = parse_submit_text(
+                text,
+                filename=str(path),
+                cluster=cluster,
+                cwd=cwd or os.getcwd(),
+                seed=seed,
+                environ=environ,
+            )
     except SubmitFileError as exc:
         raise SubmitError(str(exc), exc.path, exc.line) from None
+    if strict and found.unknown_keys:
+        where, line, _ = found.unknown_keys[0].split(":", 2)
+        raise SubmitError(found.unknown_keys[0] + " (--strict)", where, int(line))
+    return found
 
 
 def submit_file(
-    conn: Connection, path: Path, cwd: str | None = None, text: str | None = None
+    conn: Connection,
+    path: Path,
+    cwd: str | None = None,
+    text: str | None = None,
+    strict: bool = False,
 ) -> Submission:
     """Submit the file ``path`` (or ``text``, named ``path`` in messages); returns the
-    cluster id and its job ids."""
+    cluster id and its job ids. ``strict``: refuse a file with an unknown key."""
 
     def reserve() -> tuple[int, Callable[[list[str]], LargeInputs]]:
         created = conn.request(p.NewCluster())
@@ -89,7 +100,7 @@ def submit_file(
         assert isinstance(reply, p.Submitted)
         return reply
 
-    return submit_with(reserve, queue, path, cwd, text)
+    return submit_with(reserve, queue, path, cwd, text, strict=strict)
 
 
 def submit_with(
@@ -100,14 +111,16 @@ def submit_with(
     text: str | None = None,
     environ: Mapping[str, str] | None = None,
     check: Callable[[list[ProcDescription]], None] | None = None,
+    strict: bool = False,
 ) -> Submission:
     """The one submit path, whatever carries it: parse, ``check`` the jobs (if given;
     it raises :class:`SubmitError`), ``reserve`` a cluster (which also gives the
     function that stores large inputs), then ``queue`` the jobs. ``dsub`` passes
     requests over its connection; the web dashboard, inside the scheduler, calls the
     scheduler's own handlers (with an empty ``environ``: the scheduler's is not the
-    user's)."""
-    description = parse_description(path, text, 0, cwd, None, environ)  # refuse a bad file first
+    user's). ``strict`` refuses a key that is neither HTCondor's nor used as a macro."""
+    # Refuse a bad file first.
+    description = parse_description(path, text, 0, cwd, None, environ, strict)
     if check is not None:
         check(description.procs)
     cluster, store_large = reserve()
@@ -241,6 +254,8 @@ def _spec(proc: ProcDescription, digests: dict[str, tuple[str, int]]) -> p.JobSp
         allowed_job_duration=proc.allowed_job_duration,
         params=dict(proc.params),
         result_file=proc.result_file,
+        attributes=dict(proc.attributes),
+        hold=proc.hold,
     )
 
 

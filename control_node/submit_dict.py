@@ -2,15 +2,19 @@
 
     {"executable": "fit.py", "arguments": ["--n", 10], "queue": 5}
 
-Keys are submit-file keys; ``queue`` is the count (default 1). Lists are
+Keys are submit-file keys, custom attributes ``+Name`` and ``MY.Name`` included;
+``queue`` is the count (default 1). Lists are
 written as HTCondor expects them: ``arguments`` and ``environment`` (a dict)
 in the new, double-quoted syntax, file lists comma-separated.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
+
+_KEY = re.compile(r"(?:\+|[Mm][Yy]\.)?[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _quote(value: str) -> str:
@@ -44,7 +48,7 @@ def submit_text(description: Mapping[str, Any]) -> str:
     for key, value in description.items():
         if key == "queue":
             continue
-        if not isinstance(key, str) or not key.replace("_", "").isalnum():
+        if not isinstance(key, str) or not _KEY.fullmatch(key):
             raise ValueError(f"not a submit-file key: {key!r}")
         lines.append(f"{key} = {_value(key, value)}")
     lines.append(f"queue {count}")

@@ -1,11 +1,16 @@
-"""The dfarm submit-file parser: the seed format and a subset of HTCondor's submit language.
+"""The dfarm submit-file parser: the seed format and HTCondor's submit language.
 
 Where dfarm accepts HTCondor syntax it means what condor_submit means; what it does not
 support is rejected with the file name, line number and a clear message. Every
 ``key = value`` also defines a macro, expanded when a ``queue`` statement is reached with
 the values in force there (see ``submit_quoting`` for macros, quoting and units,
-``submit_queue`` for the queue forms, ``submit_conditions`` for if/else and
-``submit_functions`` for the random functions).
+``submit_queue`` for the queue forms, ``submit_conditions`` for if/else,
+``submit_functions`` for the random functions and ``submit_keys`` for what each key
+means). A key HTCondor does not know is a macro, as there; one the file never uses
+gets a warning with the key it may have meant. ``+Name = value`` and ``MY.Name = value``
+are custom job attributes (a ClassAd expression, kept as text). A file may redefine a
+predefined macro (``Process``, ``Cluster``, ``Step``...): its value wins, as in
+condor_submit; a queue variable wins over the file's value of the same key.
 Unlike HTCondor, an undefined macro without a default is an error, not "". An empty
 value (``key =``) leaves the key unset, except that an empty or ``""``
 ``transfer_output_files`` means "no output files" and an empty ``arguments`` still
@@ -18,10 +23,20 @@ import os
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from control_node.submit_conditions import ConditionError, Conditions
 from control_node.submit_functions import RandomDraws
+from control_node.submit_keys import (
+    CARRIED_OUT,
+    CUSTOM_PREFIX,
+    HTCONDOR_KEYS,
+    STORED,
+    canonical,
+    classad_value,
+    suggestion,
+    warning_for,
+)
 from control_node.submit_queue import (
     PREDEFINED,
     Item,
@@ -103,6 +118,11 @@ class ProcDescription:
     allowed_job_duration: int | None = None
     #: A ``requirements`` expression over worker attributes (checked when parsed).
     requirements: str | None = None
+    #: Job attributes by their ClassAd name: ``+Name``/``MY.Name`` and the stored keys
+    #: (``submit_keys.STORED``), each a ClassAd expression as text.
+    attributes: dict[str, str] = field(default_factory=dict)
+    #: ``hold = true``: queued held, until released.
+    hold: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,37 +134,43 @@ class SubmitDescription:
     warnings: list[str]
     #: The seed of the random functions (``random_seed``, or drawn when not set).
     random_seed: int = 0
+    #: ``file:line: unknown key ...`` for each key that is neither HTCondor's nor used
+    #: as a macro (also among the warnings; ``dsub --strict`` refuses them).
+    unknown_keys: list[str] = field(default_factory=list)
 
 
 SEED_KEYS = frozenset({"executable", "data", "email", "client"})
-SUPPORTED_KEYS = SEED_KEYS | {
-    "arguments", "input", "output", "error", "log", "transfer_input_files",
-    "transfer_output_files", "initialdir", "environment", "getenv", "request_cpus",
-    "request_memory", "request_disk", "request_gpus", "notify_user", "notification",
-    "notification_per_job",
-    "priority", "universe", "should_transfer_files", "when_to_transfer_output",
-    "max_retries", "allowed_job_duration",
-    "random_seed", "result_file", "requirements",
-}  # fmt: skip
-UNSUPPORTED_KEYS = frozenset({
-    "rank", "retry_until", "success_exit_code",
-    "transfer_executable", "transfer_output_remaps", "periodic_remove", "periodic_hold",
-    "periodic_release", "on_exit_remove", "on_exit_hold", "hold", "stream_output",
-    "stream_error", "stream_input", "batch_name", "accounting_group", "accounting_group_user",
-    "concurrency_limits", "nice_user", "docker_image", "container_image", "deferral_time",
-    "job_max_vacate_time", "max_idle", "max_materialize", "skip_filechecks", "copy_to_spool",
-    "leave_in_queue", "next_job_start_delay", "allowed_execute_duration",
-    "remote_initialdir", "log_xml", "job_lease_duration",
-    "output_destination", "transfer_plugins", "want_graceful_removal", "kill_sig",
-    "encrypt_input_files", "encrypt_output_files", "dont_encrypt_input_files",
-    "dont_encrypt_output_files", "max_transfer_input_mb", "max_transfer_output_mb",
-    "preserve_relative_paths", "image_size", "coresize", "description",
-})  # fmt: skip
+#: The keys dfarm carries out.
+SUPPORTED_KEYS = CARRIED_OUT
+#: HTCondor's keys that dfarm stores as job attributes or accepts with a warning.
+ACCEPTED_KEYS = HTCONDOR_KEYS - CARRIED_OUT
 
 _MACRO_USE = re.compile(r"\$\(\s*([A-Za-z_][A-Za-z0-9_.]*)")
 _DEFINED = re.compile(r"\bdefined\s+([A-Za-z_][A-Za-z0-9_.]*)", re.IGNORECASE)
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+#: ``+Name =`` or ``MY.Name =`` at the start of a line: a custom job attribute.
+_CUSTOM = re.compile(r"([ \t]*)(?:\+|[Mm][Yy]\.)(?=[A-Za-z_][A-Za-z0-9_]*[ \t]*=)")
+#: What a custom resource request ``request_<name>`` stores: ``Request<name>``.
+_REQUEST = re.compile(r"request_([A-Za-z_][A-Za-z0-9_]*)")
 MAX_PROCS = 1_000_000
+#: The macros condor_submit defines itself (a file may redefine them: not a typo).
+AUTOMATIC = PREDEFINED | {
+    "step", "itemindex", "row", "item", "node", "submit_file", "arch", "opsys",
+    "opsysandver", "opsysmajorver", "opsysver", "spool", "islinux", "iswindows",
+}  # fmt: skip
+#: HTCondor's universes; each other than vanilla runs as vanilla here, for this reason.
+UNIVERSES = {
+    "vanilla": "",
+    "standard": "dfarm has no checkpointing standard universe",
+    "scheduler": "dfarm runs every job on a worker, never on the submit machine",
+    "local": "dfarm runs every job on a worker, never on the submit machine",
+    "grid": "dfarm does not forward jobs to other batch systems",
+    "java": "the executable is run as given, not by a Java VM",
+    "vm": "dfarm does not start virtual machines",
+    "parallel": "dfarm runs each job on one worker",
+    "docker": "workers run jobs without a container",
+    "container": "workers run jobs without a container",
+}
 
 
 # ----------------------------------------------------------------------------- parser
@@ -159,6 +185,11 @@ class _Parser(ValueReaders):
         self.submit_file = os.path.join(cwd, filename)
         self.raw: dict[str, str] = {}  # lower-case key -> raw value, for macro expansion
         self.lines: dict[str, int] = {}  # lower-case key -> line of its definition
+        #: Job attributes: lower-case name -> (name as first written, its submit key).
+        self.attrs: dict[str, tuple[str, str]] = {}
+        #: The queue variables of the item being built (lower case): they win over keys.
+        self.item: dict[str, str] = {}
+        self.unknown: list[str] = []
         self.procs: list[ProcDescription] = []
         self.warnings: dict[str, None] = {}
         self.executable: str | None = None
@@ -176,16 +207,17 @@ class _Parser(ValueReaders):
 
     def get(self, ctx: MacroContext, key: str) -> str | None:
         """The expanded, stripped value of key, or None when it is not set."""
-        if key not in self.raw:
+        raw = self.item.get(key, self.raw.get(key))
+        if raw is None:
             return None
         try:
-            value = expand_macros(self.raw[key], ctx, (key,)).strip()
+            value = expand_macros(raw, ctx, (key,)).strip()
         except MacroError as e:
             raise self.error(key, str(e)) from None
         m = CONTROL_CHARS.search(value)
         if m:
             raise self.error(key, f"value of '{key}' contains control character U+{ord(m[0]):04X}")
-        if "$$(" in value and key not in ("arguments", "environment"):
+        if "$$(" in value and key not in ("arguments", "environment", *self.attr_keys()):
             raise self.error(
                 key,
                 f"$$(...) is substituted when the job is matched to a worker: only in"
@@ -232,31 +264,62 @@ class _Parser(ValueReaders):
     def expand_condition(self, text: str) -> str:
         return expand_macros(text, self.context(len(self.procs), 0, None), ())
 
+    def attr_keys(self) -> list[str]:
+        return [key for _, key in self.attrs.values()]
+
     def assign(self, st: Statement, used: set[str]) -> None:
         assert st.key is not None
-        key = st.key.lower()
-        if key in PREDEFINED:
-            raise SubmitFileError(self.filename, st.line, f"'{st.key}' is predefined")
-        if key in UNSUPPORTED_KEYS or (key.startswith("request_") and key not in SUPPORTED_KEYS):
-            raise SubmitFileError(
-                self.filename, st.line, f"submit key '{st.key}' is not supported yet"
-            )
-        if key not in SUPPORTED_KEYS and key not in used:
-            raise SubmitFileError(self.filename, st.line, f"unknown submit key '{st.key}'")
+        if st.key.startswith(CUSTOM_PREFIX):
+            name = st.key[len(CUSTOM_PREFIX) :]
+            key = "my." + name.lower()
+            first = self.attrs.get(name.lower(), (name, key))[0]
+            self.attrs[name.lower()] = (first, key)
+        else:
+            key = self.classify(st.line, st.key, canonical(st.key), used)
         try:
             self.raw[key] = replace_self_reference(st.value, key, self.raw.get(key))
         except MacroError as e:
             raise SubmitFileError(self.filename, st.line, str(e)) from None
         self.lines[key] = st.line
+        if st.key.lower() != key:  # an alias: $(Args) still names what the file wrote
+            self.raw[st.key.lower()] = self.raw[key]
+
+    def classify(self, line: int, written: str, key: str, used: set[str]) -> str:
+        """Note what setting ``key`` (``written`` as in the file) means: a job
+        attribute, a warning, a typo; returns the key."""
+        request = _REQUEST.fullmatch(key)
+        if key in STORED:
+            attr = STORED[key][0]
+            self.attrs[attr.lower()] = (attr, key)
+        elif request and key not in HTCONDOR_KEYS:
+            attr = "Request" + written[len("request_") :]
+            self.attrs[attr.lower()] = (attr, key)
+            self.warn(
+                line,
+                f"'{written}' is stored as the job attribute {attr}: workers advertise no"
+                f" resource '{request[1]}', so it is not matched",
+            )
+            return key
+        why = warning_for(key, written)
+        if why:
+            self.warn(line, why)
+        elif key not in HTCONDOR_KEYS and key not in used and key not in AUTOMATIC:
+            near = suggestion(key)
+            hint = f", did you mean '{near}'?" if near else " (it only defines a macro)"
+            text = f"{self.filename}:{line}: unknown key '{written}'{hint}"
+            self.unknown.append(text)
+            self.warn(line, f"unknown key '{written}'{hint}")
+        return key
 
     def context(
         self, proc: int, step: int, item: Item | None, seed: int | None = None
     ) -> MacroContext:
-        """Predefined macros: Cluster, Process and the queue variables always win;
-        Step, ItemIndex and Row only when the file does not define them. With an
+        """Predefined macros: the queue variables always win; Cluster, Process and
+        the others only when the file does not define them (as in condor_submit). With an
         ``item`` (a proc being built), ``seed`` seeds its ``$RANDOM_*()`` draws."""
-        fixed = {"cluster": str(self.cluster), "process": str(proc), "dollar": "$"}
-        fixed |= {"clusterid": fixed["cluster"], "procid": fixed["process"]}
+        auto = {"cluster": str(self.cluster), "process": str(proc), "dollar": "$"}
+        auto |= {"clusterid": auto["cluster"], "procid": auto["process"]}
+        fixed = {name: value for name, value in auto.items() if name not in self.raw}
         soft = {"step": str(step), "itemindex": "0", "row": "0", "node": ""}
         soft["submit_file"] = self.submit_file
         draws = None
@@ -291,11 +354,13 @@ class _Parser(ValueReaders):
         for item in items:
             for step in range(count):
                 self.procs.append(self.build(len(self.procs), step, line, item, seed))
+        self.item = {}
 
     # -- one proc
     def build(
         self, proc: int, step: int, qline: int | None, item: Item, seed: int
     ) -> ProcDescription:
+        self.item = {canonical(name): value for name, value in item.values.items()}
         ctx = self.context(proc, step, item, seed)
         self.check_fixed_choices(ctx)
         initialdir = self.initialdir(ctx)
@@ -308,7 +373,7 @@ class _Parser(ValueReaders):
         self.check_collisions(executable, stdin, inputs, data)
         out = {k: self.output_path(ctx, k, initialdir) for k in ("output", "error", "log")}
         if out["output"] is not None and out["output"] == out["error"]:
-            self.warn(self.lines["error"], "'output' and 'error' name the same file")
+            self.warn(self.lines.get("error"), "'output' and 'error' name the same file")
         arguments = self.arguments(ctx, data)
         notify_user, notification = self.notification(ctx)
         getenv = self.boolean(ctx, "getenv")
@@ -345,22 +410,49 @@ class _Parser(ValueReaders):
             params={**item.values, **draws.drawn} if isinstance(draws, RandomDraws) else {},
             result_file=result_file,
             requirements=self.requirements(ctx),
+            attributes=self.attributes(ctx),
+            hold=self.boolean(ctx, "hold"),
         )
+
+    def attributes(self, ctx: MacroContext) -> dict[str, str]:
+        """The job attributes, as HTCondor puts them in the job's ClassAd."""
+        out: dict[str, str] = {}
+        for name, key in self.attrs.values():
+            value = self.get(ctx, key)
+            if value is None or (value == "" and not key.startswith("my.")):
+                continue
+            kind = STORED[key][1] if key in STORED else "expr"
+            if kind == "expr" and value:
+                value = self.expression(key, value)
+            out[name] = classad_value(value, kind) if value else "undefined"
+        return out
 
     def check_fixed_choices(self, ctx: MacroContext) -> None:
         universe = self.get(ctx, "universe")
+        if universe and universe.lower() not in UNIVERSES:
+            raise self.error("universe", f"unknown universe '{universe}'")
         if universe and universe.lower() != "vanilla":
-            raise self.error("universe", f"universe '{universe}' is not supported (only vanilla)")
+            self.warn(
+                self.lines.get("universe"),
+                f"universe '{universe}' runs here as vanilla: {UNIVERSES[universe.lower()]}",
+            )
         transfer = self.get(ctx, "should_transfer_files")
-        if transfer and transfer.upper() == "NO":
-            raise self.error("should_transfer_files", "dfarm always transfers files")
-        if transfer and transfer.upper() not in ("YES", "IF_NEEDED"):
+        if transfer and transfer.upper() not in ("YES", "IF_NEEDED", "NO"):
             raise self.error("should_transfer_files", f"invalid should_transfer_files {transfer!r}")
+        if transfer and transfer.upper() == "NO":
+            self.warn(
+                self.lines.get("should_transfer_files"),
+                "should_transfer_files = NO has no effect here: dfarm always transfers files"
+                " (workers share no file system with the submit machine)",
+            )
         when = self.get(ctx, "when_to_transfer_output")
+        if when and when.upper() not in ("ON_EXIT", "ON_EXIT_OR_EVICT", "ON_SUCCESS"):
+            raise self.error("when_to_transfer_output", f"invalid when_to_transfer_output {when!r}")
         if when and when.upper() != "ON_EXIT":
-            raise self.error(
-                "when_to_transfer_output",
-                f"when_to_transfer_output = {when} is not supported (only ON_EXIT)",
+            self.warn(
+                self.lines.get("when_to_transfer_output"),
+                f"when_to_transfer_output = {when} runs here as ON_EXIT: outputs come back"
+                " when the job ends",
             )
 
     # -- paths
@@ -454,7 +546,7 @@ class _Parser(ValueReaders):
         if self.kind(os.path.dirname(path)) != 2:
             raise self.error(key, f"directory of {key} file '{value}' does not exist ({path})")
         if key != "log":
-            slot = (key, path, self.lines[key])
+            slot = (key, path, self.lines.get(key, 0))
             self.outputs[slot] = self.outputs.get(slot, 0) + 1
         return path
 
@@ -486,6 +578,18 @@ class _Parser(ValueReaders):
 # ----------------------------------------------------------------------------- entry points
 
 
+def _mark_custom_attributes(text: str) -> str:
+    """``text`` with each ``+Name =`` / ``MY.Name =`` line (not a continued one) keyed
+    ``CUSTOM_PREFIX + Name``, which the statement reader takes as a plain key."""
+    lines = text.split("\n")
+    continued = False
+    for i, line in enumerate(lines):
+        if not continued:
+            lines[i] = _CUSTOM.sub(r"\1" + CUSTOM_PREFIX, line, count=1)
+        continued = line.rstrip(" \t\r").endswith("\\")
+    return "\n".join(lines)
+
+
 def parse_submit_text(
     text: str,
     *,
@@ -506,12 +610,14 @@ def parse_submit_text(
         filename, cluster, os.path.abspath(cwd), os.environ if environ is None else environ, seed
     )
     try:
-        stmts = read_statements(text)
+        stmts = read_statements(_mark_custom_attributes(text))
     except LineError as e:
         raise SubmitFileError(filename, e.line, str(e)) from None
     parser.run(stmts)
     random_seed = parser.seed() if parser.procs else seed
-    return SubmitDescription(filename, parser.procs, list(parser.warnings), random_seed)
+    return SubmitDescription(
+        filename, parser.procs, list(parser.warnings), random_seed, parser.unknown
+    )
 
 
 def parse_submit_file(

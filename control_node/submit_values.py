@@ -34,6 +34,30 @@ _EMAIL = re.compile(
 _MACHINE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 
 
+_CLOSING = {"(": ")", "[": "]", "{": "}"}
+
+
+def unbalanced(text: str) -> str | None:
+    """Why a ClassAd expression's strings and brackets do not pair up, else None."""
+    stack: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == '"':
+            end = i + 1
+            while end < len(text) and text[end] != '"':
+                end += 2 if text[end] == "\\" else 1
+            if end >= len(text):
+                return "a string has no closing double quote"
+            i = end
+        elif c in _CLOSING:
+            stack.append(_CLOSING[c])
+        elif c in ")]}" and (not stack or stack.pop() != c):
+            return f"unexpected {c!r}"
+        i += 1
+    return f"missing {stack[-1]!r}" if stack else None
+
+
 class ValueReaders:
     """Readers of typed keys; each returns the value or raises the parser's error."""
 
@@ -64,7 +88,7 @@ class ValueReaders:
                     skipped.append(name)
             if skipped:
                 names = ", ".join(repr(n) for n in sorted(skipped))
-                self.warn(self.lines["getenv"], f"getenv skipped unusable variables: {names}")
+                self.warn(self.lines.get("getenv"), f"getenv skipped unusable variables: {names}")
         value = self.get(ctx, "environment")
         if value:
             try:
@@ -136,6 +160,14 @@ class ValueReaders:
             compile_requirements(value)
         except RequirementsError as e:
             raise self.error("requirements", f"requirements: {e}") from None
+        return value
+
+    def expression(self, key: str, value: str) -> str:
+        """A ClassAd expression kept as text: refused when its quotes or brackets do
+        not pair up, as condor_submit refuses an expression it cannot parse."""
+        problem = unbalanced(value)
+        if problem:
+            raise self.error(key, f"{key}: cannot parse the expression {value!r}: {problem}")
         return value
 
     def machine(self, ctx: MacroContext) -> str | None:

@@ -23,6 +23,7 @@ from scheduler.staging import StagingError, upload_sizes
 from scheduler.starting import revoke_grant
 from scheduler.state import SchedulerState, disk_full_error, refuse_if_disk_full
 from scheduler.submission import SubmissionError, check_submission
+from scheduler.transitions import hold
 from scheduler.watchers import cluster_may_be_done
 from scheduler.workers import WorkerState
 
@@ -44,6 +45,10 @@ def on_new_cluster(state: SchedulerState, conn: Caller, msg: p.NewCluster) -> p.
     upload = state.spool.grant_upload(cluster, conn.local_host, ttl=ttl, max_bytes=budget)
     state.store.remember(lambda: revoke_grant(state, upload))
     return p.ClusterCreated(cluster=cluster, upload=upload)
+
+
+#: The hold reason of a job submitted with ``hold = true`` (HTCondor's words).
+HELD_AT_SUBMIT = "submitted on hold at user's request"
 
 
 def on_submit_jobs(state: SchedulerState, conn: Caller, msg: p.SubmitJobs) -> p.Message:
@@ -107,6 +112,9 @@ def _queue_part(state: SchedulerState, conn: Caller, msg: p.SubmitJobs) -> p.Mes
     jobs = state.jobs.submit(
         msg.cluster, conn.name, msg.submit_file, specs, msg.first_proc, msg.last
     )
+    for job in jobs:
+        if job.spec.hold:
+            hold(state, job, HELD_AT_SUBMIT)
     state.reservations.submitted(msg.cluster)
     if msg.last:
         state.partial_clusters.pop(msg.cluster, None)

@@ -22,6 +22,7 @@ from scheduler.protocol import JobState
 from scheduler.run_time import total_run_time
 from scheduler.selection import ACTIONABLE, controlled, owned_job, parse_ids, visible
 from scheduler.state import SchedulerState
+from scheduler.submission import ATTRIBUTE_NAME
 from scheduler.transitions import hold, release, remove
 
 log = logging.getLogger("scheduler.server")
@@ -50,6 +51,30 @@ def _chunk(job: Job, offset: int, data: bytes, size: int) -> p.OutputChunk:
     return p.OutputChunk(
         job_id=job.id, offset=offset, data=p.pack_bytes(data), size=size, running=False
     )
+
+
+def custom_attribute(key: str) -> str | None:
+    """The attribute that ``+Name`` or ``MY.Name`` names (as in a submit file), else None;
+    a badly formed name is an error."""
+    if key.startswith("+"):
+        name = key[1:]
+    elif key[:3].lower() == "my.":
+        name = key[3:]
+    else:
+        return None
+    if not ATTRIBUTE_NAME.fullmatch(name):
+        raise RequestError(f"{key!r}: not a job attribute name", "invalid")
+    return name
+
+
+def with_attributes(spec: p.JobSpec, changes: dict[str, str]) -> dict[str, Any]:
+    """The ``attributes`` field of ``spec`` with ``changes`` made (names are
+    case-insensitive, as in ClassAds); nothing when there are none."""
+    if not changes:
+        return {}
+    lower = {name.lower() for name in changes}
+    kept = {k: v for k, v in spec.attributes.items() if k.lower() not in lower}
+    return {"attributes": kept | changes}
 
 
 def _whole(value: str, minimum: int) -> int:
@@ -93,17 +118,27 @@ def on_edit_jobs(state: SchedulerState, conn: Caller, msg: p.EditJobs) -> p.Mess
     if not msg.changes:
         raise RequestError("nothing to change: give KEY=VALUE", "invalid")
     values: dict[str, Any] = {}
+    attributes: dict[str, str] = {}
     for key, text in msg.changes.items():
+        name = custom_attribute(key)
+        if name is not None:
+            if not text.strip():
+                raise RequestError(f"{key}: give the attribute a value", "invalid")
+            attributes[name] = text.strip()
+            continue
         parse = EDITABLE.get(key.lower())
         if parse is None:
             raise RequestError(
-                f"{key!r} cannot be edited (only {', '.join(sorted(EDITABLE))})", "invalid"
+                f"{key!r} cannot be edited (only {', '.join(sorted(EDITABLE))}, +Name or MY.Name)",
+                "invalid",
             )
         try:
             values[key.lower()] = parse(text)
         except ValueError as exc:
             raise RequestError(f"{key}: {exc}", "invalid") from None
-    detail = ", ".join(f"{k} = {v}" for k, v in values.items())
+    detail = ", ".join(
+        [f"{k} = {v}" for k, v in values.items()] + [f"{k} = {v}" for k, v in attributes.items()]
+    )
     changed, skipped = [], {}
     with state.store.transaction():
         for job in controlled(state, conn, msg.ids, False):
@@ -114,7 +149,9 @@ def on_edit_jobs(state: SchedulerState, conn: Caller, msg: p.EditJobs) -> p.Mess
                 # Requests decide where a job fits: requeue it with the new ones.
                 state.jobs.queue.discard(job)
             state.jobs.keep(job, ["spec"])
-            job.spec = dataclasses.replace(job.spec, **values)
+            job.spec = dataclasses.replace(
+                job.spec, **values, **with_attributes(job.spec, attributes)
+            )
             if job.state is _S.IDLE:
                 state.jobs.queue.push(job)
             state.store.save_spec(job, "edited", detail)

@@ -67,6 +67,7 @@ class Job:
             arguments=list(self.spec.arguments),
             output_files=list(self.output_files),
             params=dict(self.spec.params),
+            attributes=dict(self.spec.attributes),
             result=None if result is None else result.value,
             result_error=None if result is None else result.error,
             **fields,

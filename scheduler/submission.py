@@ -15,6 +15,8 @@ from scheduler.transport.ftp import ARRIVING
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: A job attribute's name, as ClassAd names go.
+ATTRIBUTE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_PROCS = 1_000_000
 #: Most queue variables and random draws recorded for one job.
 MAX_PARAMS = 100
@@ -129,6 +131,11 @@ def _check_spec(where: str, spec: JobSpec) -> None:
         len(k) > 200 or len(v) > 4096 for k, v in spec.params.items()
     ):
         raise SubmissionError(f"{where}: too many or too long parameters")
+    if len(spec.attributes) > MAX_PARAMS or any(
+        not ATTRIBUTE_NAME.fullmatch(k) or len(k) > 200 or len(v) > 65536
+        for k, v in spec.attributes.items()
+    ):
+        raise SubmissionError(f"{where}: too many, too long or badly named job attributes")
     if spec.request_cpus < 1 or spec.request_gpus < 0:
         raise SubmissionError(f"{where}: request_cpus must be >= 1 and request_gpus >= 0")
     if spec.requirements is not None:

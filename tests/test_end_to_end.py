@@ -135,10 +135,18 @@ def test_bad_submit_file_is_rejected_and_nothing_queued(
 ) -> None:
     write(tmp_path / "job.sh", "#!/bin/sh\n", True)
     write(tmp_path / "bad.sub", "executable = job.sh\n# comment\nargumnets = 1 2\nqueue\n")
-    result = cluster.run("dsub", "bad.sub", cwd=tmp_path)
+    # --strict refuses a misspelt key; without it, the key is a macro, as in HTCondor.
+    result = cluster.run("dsub", "--strict", "bad.sub", cwd=tmp_path)
     assert result.returncode == 1
     assert "bad.sub:3:" in result.stderr and "argumnets" in result.stderr
     assert json.loads(cluster.run("dq", "--all", "--json").stdout) == []
+    write(tmp_path / "bad.sub", "executable = job.sh\nrequest_cpus = many\nqueue\n")
+    result = cluster.run("dsub", "bad.sub", cwd=tmp_path)
+    assert result.returncode == 1 and "bad.sub:2: request_cpus must be" in result.stderr
+    assert json.loads(cluster.run("dq", "--all", "--json").stdout) == []
+    write(tmp_path / "typo.sub", "executable = job.sh\nargumnets = 1 2\nqueue\n")
+    result = cluster.run("dsub", "typo.sub", cwd=tmp_path)
+    assert result.returncode == 0 and "did you mean 'arguments'?" in result.stderr
 
 
 def test_wrong_token_is_refused(cluster: TestCluster) -> None:

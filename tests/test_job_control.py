@@ -129,6 +129,36 @@ def test_edit_requests_of_idle_and_held_jobs(make_cluster, tmp_path: Path) -> No
     assert out.returncode == 1 and "is running (hold it first)" in out.stdout
 
 
+def test_job_attributes_are_shown_and_edited(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=0)
+    gated(tmp_path, extra='+JobFlavour = "espresso"\nbatch_name = run$(Process)\n')
+    submit(cluster, tmp_path)
+    assert dq(cluster)["1.0"]["attributes"] == {
+        "JobFlavour": '"espresso"',
+        "JobBatchName": '"run0"',
+    }
+    long = cluster.run("dq", "-l", "1.0").stdout.splitlines()
+    assert 'JobFlavour = "espresso"' in long and 'JobBatchName = "run0"' in long
+    out = cluster.run("dedit", "1.0", '+jobflavour="longlunch"', "MY.Project=7")
+    assert out.returncode == 0 and "1 job(s) edited: 1.0" in out.stdout, out.stderr
+    assert dq(cluster)["1.0"]["attributes"] == {
+        "JobBatchName": '"run0"', "jobflavour": '"longlunch"', "Project": "7"
+    }  # fmt: skip
+    bad = cluster.run("dedit", "1.0", "+Not-A-Name=1")
+    assert bad.returncode == 1 and "not a job attribute name" in bad.stderr
+
+
+def test_hold_true_queues_the_job_held(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=1)
+    gate = gated(tmp_path, extra="hold = true\n")
+    gate.touch()
+    submit(cluster, tmp_path)
+    job = dq(cluster)["1.0"]
+    assert job["state"] == "held" and job["hold_reason"] == "submitted on hold at user's request"
+    assert cluster.run("drelease", "1.0").returncode == 0
+    wait_until(lambda: state(cluster, "1.0") == "completed")
+
+
 def test_history_wait_and_log(cluster: TestCluster, tmp_path: Path) -> None:
     gate = gated(tmp_path, count=2, extra="log = job.log\n")
     gate.touch()

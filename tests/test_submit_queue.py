@@ -64,8 +64,12 @@ def test_queue_in_with_a_variable_and_items_separated_by_commas_or_blanks(farm: 
 
 
 def test_queue_in_without_parentheses(farm: Path) -> None:
-    # manual (-append example): "queue input in A, B, C"
+    # manual (-append example): "queue input in A, B, C"; each item is the job's input
+    for name in "ABC":
+        (farm / name).write_text(name)
     assert args(farm, "arguments = $(input)\nqueue input in A, B, C\n") == [["A"], ["B"], ["C"]]
+    desc = parse(farm, "input = none\nqueue input in A, B, C\n")
+    assert [p.input for p in desc.procs] == [str(farm / n) for n in "ABC"]
 
 
 def test_queue_in_over_several_lines(farm: Path) -> None:

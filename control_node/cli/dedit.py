@@ -1,7 +1,9 @@
-"""``dedit``: change the requests or limits of idle or held jobs (like condor_qedit).
+"""``dedit``: change the requests, limits or attributes of idle or held jobs (like
+condor_qedit).
 
 dedit 42.0 request_memory=4GB
 dedit 42 request_memory 4GB allowed_job_duration=7200
+dedit 42 +JobFlavour='"longlunch"' MY.Project=7
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ def split_words(words: list[str]) -> tuple[list[str], dict[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="dedit", description="Change the requests or limits of idle or held jobs."
+        prog="dedit",
+        description="Change the requests, limits or attributes (+Name, MY.Name) of idle"
+        " or held jobs.",
     )
     parser.add_argument("words", nargs="+", metavar="ID|KEY=VALUE")
     add_connection_options(parser)

@@ -4,13 +4,14 @@ The text form also says which connected workers could run each job (asking the
 scheduler for its workers when it can be reached). ``--json`` prints a list of
 objects with HTCondor's submit keys: ``request_memory`` in MB and
 ``request_disk`` in KB, ``arguments`` and ``transfer_input_files`` as lists,
-``environment`` as an object.
+``environment`` as an object, ``attributes`` (the job attributes, by ClassAd name) too.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 from control_node import render
@@ -25,7 +26,7 @@ KEYS = (
     "proc", "executable", "arguments", "input", "output", "error", "log", "initialdir",
     "environment", "transfer_input_files", "transfer_output_files", "request_cpus",
     "request_memory", "request_disk", "request_gpus", "requirements", "notify_user",
-    "notification", "priority", "max_retries",
+    "notification", "priority", "max_retries", "hold", "attributes",
 )  # fmt: skip
 
 
@@ -36,10 +37,14 @@ def job_record(proc: ProcDescription) -> dict[str, Any]:
 
 def dry_run(args: argparse.Namespace) -> int:
     """Parse the file (cluster id 0) and print what it would queue."""
-    description = parse_description(args.file, None, 0, None, None)
+    description = parse_description(
+        args.file, None, 0, None, None, strict=getattr(args, "strict", False)
+    )
     if not description.procs:
         raise SubmitError(f"{args.file}: the file queues no jobs", str(args.file))
     if args.json:
+        for warning in description.warnings:  # stdout is the JSON alone
+            print(f"dsub: warning: {warning}", file=sys.stderr)
         print(render.dump_json([job_record(proc) for proc in description.procs]))
         return 0
     try:

@@ -46,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="print every job the file would make (and the workers that match); queue nothing",
     )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a key that is neither HTCondor's nor used as a macro (else a warning)",
+    )
     add_connection_options(parser)
     args = parser.parse_args(argv)
     if args.dry_run:
@@ -53,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         with connect(args) as client:
-            cluster = client.submit(args.file)
+            cluster = client.submit(args.file, strict=args.strict)
             for warning in cluster.warnings:
                 print(f"dsub: warning: {warning}", file=sys.stderr)
             if args.quiet:

@@ -217,6 +217,12 @@ class JobSpec:
     params: dict[str, str] = field(default_factory=dict)
     #: The job's result is this output file's content (else its last line of stdout).
     result_file: str | None = None
+    #: Queued held (``hold = true``): the job waits for ``drelease``.
+    hold: bool = False
+    #: Job attributes by ClassAd name (``+Name``, ``MY.Name`` and the submit keys
+    #: stored as attributes, such as ``JobBatchName`` or ``PeriodicRemove``), each a
+    #: ClassAd expression as text.
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 def shared_specs(specs: list[JobSpec]) -> list[JobSpec]:
@@ -271,6 +277,8 @@ class JobInfo:
     result: dict[str, float] | None = None
     #: Why a finished job has no result (its exit status, or what it printed).
     result_error: str | None = None
+    #: The job's attributes (see :attr:`JobSpec.attributes`).
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

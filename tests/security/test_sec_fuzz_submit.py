@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from control_node.submit_file import (
+    ACCEPTED_KEYS,
     SUPPORTED_KEYS,
-    UNSUPPORTED_KEYS,
     SubmitDescription,
     SubmitFileError,
     parse_submit_text,
@@ -41,7 +41,7 @@ def seeded(examples: int) -> settings:
 
 
 keys = st.sampled_from(
-    sorted(SUPPORTED_KEYS | UNSUPPORTED_KEYS | PREDEFINED)
+    sorted(SUPPORTED_KEYS | ACCEPTED_KEYS | PREDEFINED)
     + ["x", "Item", "my_var", "+Custom", "MY.Attr", "key@", "bad key", "request_foo", "if"]
 )
 #: Values: the files of the folder, paths out of it, numbers and units, and macros.
