@@ -266,8 +266,8 @@ def _arith(op: str) -> Callable[[Value, Value], Value]:
             if real or y == 0:
                 return ERROR
             r = int(x) - int(y) * _int_div(int(x), int(y))
-        if real and not math.isfinite(r):
-            return ERROR
+        if r == math.inf:
+            return ERROR  # as HTCondor: +inf is an overflow; -inf and NaN are values
         return float(r) if real else r
 
     return apply
