@@ -13,7 +13,7 @@ from conftest import write
 from scheduler.matching.capacity import machine_ad
 from scheduler.matching.requirements import compile_requirements
 from scheduler.node_setup import config_file
-from scheduler.protocol import GpuInfo, WorkerMetrics
+from scheduler.protocol import WorkerMetrics
 from worker_node.machine_attributes import (
     detect,
     os_attributes,

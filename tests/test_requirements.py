@@ -7,7 +7,6 @@ import pytest
 
 from scheduler.matching.capacity import Capacity, never_reasons
 from scheduler.matching.classad import ERROR, UNDEFINED
-from scheduler.matching.classad import ERROR, UNDEFINED
 from scheduler.matching.requirements import RequirementsError, compile_requirements, worker_ad
 from scheduler.protocol import JobSpec
 

@@ -76,7 +76,15 @@ class ClassAdError(ValueError):
 
 
 class Record(dict[str, "Expression"]):
-    """A record literal's attributes (lower-case names), each evaluated in the record."""
+    """A record's attributes (lower-case names), each evaluated in the record; a bare
+    name the record lacks is looked up in ``parent``, the ad it was written in."""
+
+    parent: Ad = {}
+
+    def bound(self, parent: Ad) -> Record:
+        copy = Record(self)
+        copy.parent = parent
+        return copy
 
 
 @dataclass(frozen=True)
@@ -283,9 +291,9 @@ def _bits(op: str) -> Callable[[Value, Value], Value]:
         special = _strict(a, b)
         if special is not None:
             return special
-        if not (isinstance(a, int) and isinstance(b, int)):
+        if not (_is_int(a) and _is_int(b)):
             return ERROR
-        x, y = int(a), int(b)
+        x, y = int(a), int(b)  # type: ignore[arg-type]
         if op == "|":
             return x | y
         if op == "&":
@@ -328,11 +336,11 @@ def _compare(op: str) -> Callable[[Value, Value], Value]:
 
 
 def identical(a: Value, b: Value) -> Value:
-    """``=?=``: same type and same value (strings with case); ERROR for lists."""
-    if isinstance(a, tuple | Record) or isinstance(b, tuple | Record):
-        return ERROR
+    """``=?=``: same type and same value (strings with case); ERROR for two lists."""
     if type(a) is not type(b):
         return False
+    if isinstance(a, tuple | Record):
+        return ERROR
     return a is b if isinstance(a, Special) else a == b
 
 
@@ -454,14 +462,23 @@ def _subscript(base: Node, index: Node) -> Node:
     return node
 
 
+def _in_my(name: str, my: Ad, target: Ad) -> Value | None:
+    """``name`` in MY, or in the ads a record in MY was written in."""
+    v = _lookup(name, my, target)
+    while v is None and isinstance(my, Record):
+        my = my.parent
+        v = _lookup(name, my, target)
+    return v
+
+
 def _attribute(scope: str, name: str) -> Node:
     if scope == "my":
-        return lambda my, target: UNDEFINED if (v := _lookup(name, my, target)) is None else v
+        return lambda my, target: UNDEFINED if (v := _in_my(name, my, target)) is None else v
     if scope == "target":
         return lambda my, target: UNDEFINED if (v := _lookup(name, target, my)) is None else v
 
     def node(my: Ad, target: Ad) -> Value:
-        v = _lookup(name, my, target)
+        v = _in_my(name, my, target)
         if v is None:
             v = _lookup(name, target, my)
         return UNDEFINED if v is None else v
@@ -524,19 +541,15 @@ def _fn_size(v: Value) -> Value:
 
 def _fn_strcat(*args: Value) -> Value:
     for a in args:
-        if a is ERROR:
-            return ERROR
-    if any(a is UNDEFINED for a in args):
-        return UNDEFINED
+        if isinstance(a, Special):
+            return a  # the first of them, as HTCondor
     return "".join(_text(a) for a in args)
 
 
 def _fn_substr(s: Value, offset: Value, length: Value | None = None) -> Value:
-    args = (s, offset) if length is None else (s, offset, length)
-    if any(a is ERROR for a in args):
-        return ERROR
-    if any(a is UNDEFINED for a in args):
-        return UNDEFINED
+    special = _undefined_first(s, offset, UNDEFINED if length is UNDEFINED else 0)
+    if special is not None:
+        return special
     if not isinstance(s, str) or not _is_int(offset) or not (length is None or _is_int(length)):
         return ERROR
     assert isinstance(offset, int)
@@ -551,16 +564,17 @@ def _fn_substr(s: Value, offset: Value, length: Value | None = None) -> Value:
     return s[start:end] if end > start else ""
 
 
+def _undefined_first(*args: Value) -> Special | None:
+    """UNDEFINED if an argument is, else ERROR if one is (the order of HTCondor's
+    string functions)."""
+    if any(a is UNDEFINED for a in args):
+        return UNDEFINED
+    return ERROR if any(a is ERROR for a in args) else None
+
+
 def _string_args(*args: Value) -> Special | list[str]:
-    """The arguments as strings, or the ERROR or UNDEFINED that one of them makes."""
-    special = None
-    for a in args:
-        if a is ERROR:
-            return ERROR
-        if a is UNDEFINED:
-            special = UNDEFINED
-        elif isinstance(a, tuple | Record):
-            return ERROR
+    """The arguments as strings, or the UNDEFINED or ERROR that one of them makes."""
+    special = _undefined_first(*args)
     return special if special is not None else [_text(a) for a in args]
 
 
@@ -625,10 +639,9 @@ def _string_list(fold: bool) -> Callable[..., Value]:
 
 
 def _fn_member(item: Value, items: Value) -> Value:
-    if item is ERROR or items is ERROR:
-        return ERROR
-    if item is UNDEFINED or items is UNDEFINED:
-        return UNDEFINED
+    special = _undefined_first(item, items)
+    if special is not None:
+        return special
     if not isinstance(items, tuple) or isinstance(item, tuple | Record):
         return ERROR
     equal = _BINARY["=="]
@@ -640,6 +653,10 @@ def _type_test(kind: Callable[[Value], bool]) -> Callable[[Value], Value]:
 
 
 def _list_fold(how: str) -> Callable[[Value], Value]:
+    """``sum``, ``avg``, ``min``, ``max`` of a list's numbers; UNDEFINED items are
+    skipped, as HTCondor does."""
+    add = _BINARY["+"]
+
     def fn(items: Value) -> Value:
         if isinstance(items, Special):
             return items
@@ -647,31 +664,29 @@ def _list_fold(how: str) -> Callable[[Value], Value]:
             return ERROR
         if any(x is ERROR for x in items):
             return ERROR
-        if any(x is UNDEFINED for x in items):
-            return UNDEFINED
-        if not all(_is_number(x) for x in items):
+        present = [x for x in items if x is not UNDEFINED]
+        if not all(_is_number(x) for x in present):
             return ERROR
-        numbers: list[int | float] = [
-            int(x) if isinstance(x, bool) else x for x in items if isinstance(x, int | float)
-        ]
-        real = any(isinstance(x, float) for x in numbers)
-        if how == "sum":
-            total = sum(numbers)
-            return float(total) if real else total
-        if not numbers:
-            return 0.0 if how == "avg" else UNDEFINED
-        if how == "avg":
-            return sum(numbers) / len(numbers)
-        best = min(numbers) if how == "min" else max(numbers)
-        return float(best) if real else best
+        if how in ("sum", "avg"):
+            if not present:
+                return 0
+            total = present[0]
+            for x in present[1:]:
+                total = add(total, x)
+            if how == "sum":
+                return total
+            assert isinstance(total, int | float)
+            return float(total) / len(present)
+        if len(present) < 2:
+            return present[0] if present else UNDEFINED
+        numbers = [int(x) if isinstance(x, bool) else x for x in present if _is_number(x)]
+        best = min(numbers) if how == "min" else max(numbers)  # type: ignore[type-var]
+        return float(best) if any(isinstance(x, float) for x in numbers) else best  # type: ignore[arg-type]
 
     return fn
 
 
 def _fn_pow(a: Value, b: Value) -> Value:
-    special = _strict(a, b)
-    if special is not None:
-        return special
     if not (_is_number(a) and _is_number(b)):
         return ERROR
     assert isinstance(a, int | float) and isinstance(b, int | float)
@@ -880,7 +895,7 @@ class _Parser:
             record[token.text.lower()] = Expression(text, node)
             if not self.accept(";") and self.peek().text != "]":
                 self.fail(f"expected ';' or ']' to close the '[' of column {opener.column}")
-        return lambda my, target: record
+        return lambda my, target: record.bound(my)
 
     def name(self, token: _Token) -> Node:
         word = token.text.lower()
