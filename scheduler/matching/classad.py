@@ -23,11 +23,12 @@ The builtins are listed in :data:`FUNCTIONS`.
 from __future__ import annotations
 
 import math
+import operator
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Union
 
 __all__ = [
     "ERROR",
@@ -309,28 +310,30 @@ def _bits(op: str) -> Callable[[Value, Value], Value]:
     return apply
 
 
-_ORDER: dict[str, Callable[[object, object], bool]] = {
-    "<": lambda x, y: x < y,  # type: ignore[operator]
-    "<=": lambda x, y: x <= y,  # type: ignore[operator]
-    ">": lambda x, y: x > y,  # type: ignore[operator]
-    ">=": lambda x, y: x >= y,  # type: ignore[operator]
-    "==": lambda x, y: x == y,
-    "!=": lambda x, y: x != y,
+_ORDER: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
 }
+
+
+_NUMBERS = frozenset({int, float, bool})
 
 
 def _compare(op: str) -> Callable[[Value, Value], Value]:
     test = _ORDER[op]
 
     def apply(a: Value, b: Value) -> Value:
-        special = _strict(a, b)
-        if special is not None:
-            return special
-        if isinstance(a, str) and isinstance(b, str):
-            return test(a.lower(), b.lower())
-        if _is_number(a) and _is_number(b):
+        ta, tb = type(a), type(b)
+        if ta in _NUMBERS and tb in _NUMBERS:
             return test(a, b)
-        return ERROR
+        if ta is str and tb is str:
+            return test(a.lower(), b.lower())  # type: ignore[union-attr]
+        special = _strict(a, b)
+        return ERROR if special is None else special
 
     return apply
 
@@ -360,10 +363,14 @@ _BINARY: dict[str, Callable[[Value, Value], Value]] = {
 
 def _and(left: Node, right: Node) -> Node:
     def node(my: Ad, target: Ad) -> Value:
-        a = _truth(left(my, target))
-        if a is False or a is ERROR:
-            return a
-        b = _truth(right(my, target))
+        a = left(my, target)
+        if a is not True:
+            a = _truth(a)
+            if a is False or a is ERROR:
+                return a
+        b = right(my, target)
+        if b is not True and b is not False:
+            b = _truth(b)
         if a is True or b is ERROR or b is False:
             return b
         return UNDEFINED
@@ -465,7 +472,7 @@ def _subscript(base: Node, index: Node) -> Node:
 def _in_my(name: str, my: Ad, target: Ad) -> Value | None:
     """``name`` in MY, or in the ads a record in MY was written in."""
     v = _lookup(name, my, target)
-    while v is None and isinstance(my, Record):
+    while v is None and type(my) is Record:
         my = my.parent
         v = _lookup(name, my, target)
     return v
@@ -478,10 +485,18 @@ def _attribute(scope: str, name: str) -> Node:
         return lambda my, target: UNDEFINED if (v := _lookup(name, target, my)) is None else v
 
     def node(my: Ad, target: Ad) -> Value:
-        v = _in_my(name, my, target)
+        v = my.get(name)
         if v is None:
-            v = _lookup(name, target, my)
-        return UNDEFINED if v is None else v
+            if type(my) is Record:
+                v = _in_my(name, my, target)
+            if v is None:
+                v = target.get(name)
+                if v is None:
+                    return UNDEFINED
+                return v.node(target, my) if isinstance(v, Expression) else v
+        elif type(v) is Expression:
+            return v.node(my, target)  # type: ignore[union-attr]
+        return v  # type: ignore[return-value]
 
     return node
 
