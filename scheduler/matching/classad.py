@@ -495,7 +495,7 @@ def _attribute(scope: str, name: str) -> Node:
                     return UNDEFINED
                 return v.node(target, my) if isinstance(v, Expression) else v
         elif type(v) is Expression:
-            return v.node(my, target)  # type: ignore[union-attr]
+            return v.node(my, target)
         return v  # type: ignore[return-value]
 
     return node
