@@ -112,6 +112,12 @@ def test_parse_errors_name_the_column(text: str, message: str) -> None:
     assert str(info.value) == message
 
 
+def test_deep_nesting_is_an_error_not_a_crash() -> None:
+    with pytest.raises(ClassAdError, match="nested too deeply"):
+        compile_expression("(" * 2000 + "1" + ")" * 2000)
+    assert compile_expression("(" * 30 + "1" + ")" * 30).evaluate() == 1
+
+
 # ----------------------------------------------------------------------------- oracle
 
 classad2: Any = pytest.importorskip(

@@ -66,7 +66,10 @@ def compile_expression(text: str) -> Expression:
     if len(text) > _MAX_LENGTH:
         raise ClassAdError(f"longer than {_MAX_LENGTH} characters")
     parser = _Parser(text)
-    node = parser.expression()
+    try:
+        node = parser.expression()
+    except RecursionError:
+        raise ClassAdError(f"column {parser.peek().column}: nested too deeply") from None
     if parser.peek().kind != "end":
         parser.fail(f"unexpected {parser.peek().text!r}")
     return Expression(text, node, parser.names)
