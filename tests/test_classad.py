@@ -124,10 +124,23 @@ classad2: Any = pytest.importorskip(
     "classad2", reason="htcondor (HTCondor's ClassAd library, the oracle) is not installed"
 )
 
-MY_AD = {"a": 3, "b": 2.5, "s": "Abc", "t": True, "l": ("x", 1)}
-TARGET_AD = {"a": -2, "s": "abc", "n": 0, "f": False}
-NAMES = ["a", "b", "s", "t", "l", "MY.a", "MY.S", "TARGET.a", "TARGET.s", "TARGET.n",
-         "TARGET.f", "missing", "TARGET.missing"]  # fmt: skip
+SCALARS = st.one_of(
+    st.integers(-5, 5),
+    st.sampled_from([0.5, -1.25, 2.0, 0.0]),
+    st.sampled_from(["abc", "Abc", "", "x1"]),
+    st.booleans(),
+)
+#: The job's ad (MY) and the worker's (TARGET): each attribute may be absent.
+MY_ADS = st.fixed_dictionaries(
+    {}, optional={"a": SCALARS, "b": SCALARS, "s": SCALARS, "t": SCALARS, "l": st.just(("x", 1))}
+)
+TARGET_ADS = st.fixed_dictionaries(
+    {}, optional={"a": SCALARS, "s": SCALARS, "n": SCALARS, "f": SCALARS}
+)
+#: A bare name is one only MY may have: classad2 alone does not look one up in TARGET
+#: (HTCondor's daemons do, and so does dfarm: see test_semantics).
+NAMES = ["b", "t", "l", "missing", "MY.a", "MY.S", "MY.b", "TARGET.a", "TARGET.s",
+         "TARGET.n", "TARGET.f", "TARGET.missing"]  # fmt: skip
 LITERALS = ["0", "1", "2", "5", "-3", "0.5", "2.0", "-1.25", '"abc"', '"ABC"', '""', '"x1"',
             "true", "false", "undefined", "error"]  # fmt: skip
 BINARY = ["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "=?=", "=!=", "&&", "||",
@@ -216,12 +229,16 @@ def _same(mine: Any, theirs: Any) -> bool:
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-@given(_expressions())
-def test_same_value_as_htcondor(text: str) -> None:
-    my, target = _ad(MY_AD), _ad(TARGET_AD)
+@given(_expressions(), MY_ADS, TARGET_ADS)
+def test_same_value_as_htcondor(
+    text: str, my_ad: dict[str, Value], target_ad: dict[str, Value]
+) -> None:
+    my, target = _ad(my_ad), _ad(target_ad)
     theirs = _plain(classad2.ExprTree(text).eval(my, target), my, target)
     # A real that is not finite (a division by zero of reals): values HTCondor itself
     # gives unevenly (1.0/0 is ERROR, -1.0/0 is -inf), left out.
     assume(not (isinstance(theirs, float) and math.isinf(theirs)))
-    mine = compile_expression(text).evaluate(MY_AD, TARGET_AD)
-    assert _same(mine, theirs), f"{text}: dfarm {mine!r}, HTCondor {theirs!r}"
+    mine = compile_expression(text).evaluate(my_ad, target_ad)
+    assert _same(mine, theirs), (
+        f"{text} over {my_ad}, {target_ad}: dfarm {mine!r}, HTCondor {theirs!r}"
+    )

@@ -118,6 +118,8 @@ def real_text(x: float) -> str:
         return 'real("NaN")'
     if math.isinf(x):
         return 'real("INF")' if x > 0 else 'real("-INF")'
+    if x == 0:
+        return "-0.0" if math.copysign(1.0, x) < 0 else "0.0"  # as HTCondor writes zero
     return f"{x:.15E}"
 
 
