@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from scheduler.job_records import Job
+from scheduler.matching.job_ad import job_ad
 from scheduler.matching.requirements import Value, compile_requirements
+from scheduler.protocol import JobSpec
 from scheduler.undo import UndoHook, no_undo
 
+_NO_JOB: dict[str, Value] = {}
 #: What :meth:`Slots.changing` keeps: the counters, flags, attributes and chains.
 _Saved = tuple[
     int, int, int, int, bool, bool, int, dict[str, Value],
@@ -86,11 +89,12 @@ class Slots:
             and self.used_memory_mb + (spec.request_memory or 0) <= self.memory_mb
             and self.used_gpus + spec.request_gpus <= self.gpus
             and (spec.request_disk or 0) <= self.disk_free_mb * 1024
-            and (
-                spec.requirements is None
-                or compile_requirements(spec.requirements).matches(self.attributes)
-            )
+            and (spec.requirements is None or self._satisfies(spec))
         )
+
+    def _satisfies(self, spec: JobSpec) -> bool:
+        rule = compile_requirements(spec.requirements or "true")
+        return rule.matches(self.attributes, job_ad(spec) if rule.needs_job else _NO_JOB)
 
     def take(self, job: Job) -> None:
         self.changing()

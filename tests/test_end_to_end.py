@@ -245,7 +245,12 @@ def test_a_compiled_binary_runs(cluster: TestCluster, tmp_path: Path) -> None:
 def test_worker_reports_gpus_and_advertised_resources(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
     cluster = make_cluster(workers=0)
     fake_bin = tmp_path / "bin"
-    write(fake_bin / "nvidia-smi", "#!/bin/sh\necho '0, NVIDIA H100 80GB HBM3, 81559'\n", True)
+    write(
+        fake_bin / "nvidia-smi",
+        "#!/bin/sh\ncase $1 in *compute_cap*) echo '0, NVIDIA H100 80GB HBM3, 81559, 9.0';;"
+        " *) exit 1;; esac\n",
+        True,
+    )
     env_path = f"{fake_bin}:{os.environ['PATH']}"
     old = os.environ["PATH"]
     os.environ["PATH"] = env_path  # inherited by the worker process
@@ -256,9 +261,14 @@ def test_worker_reports_gpus_and_advertised_resources(make_cluster, tmp_path: Pa
     workers = wait_until(lambda: json.loads(cluster.run("dstat", "--json").stdout))
     (worker,) = workers
     assert worker["metrics"]["gpus"] == [{"index": 0, "name": "NVIDIA H100 80GB HBM3",
-                                          "memory_mb": 81559}]  # fmt: skip
+                                          "memory_mb": 81559, "capability": 9.0}]  # fmt: skip
     assert (worker["cpus_total"], worker["memory_total_mb"], worker["gpus_total"]) == (1, 1024, 1)
     assert "NVIDIA H100" in cluster.run("dstat").stdout
+    # HTCondor's GPU attributes reach requirements.
+    rule = "requirements = CUDACapability >= 9.0 && CUDAGlobalMemoryMb > 80000 && GPUs == 1"
+    write(tmp_path / "gpu.sub", f"executable = /bin/true\nrequest_gpus = 1\n{rule}\nqueue\n")
+    dry = cluster.run("dsub", "--dry-run", "gpu.sub", cwd=tmp_path)
+    assert "matching workers: gpu1\n" in dry.stdout, dry.stdout + dry.stderr
 
 
 @pytest.mark.parametrize("route", ["link", "ftp"])

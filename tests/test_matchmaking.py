@@ -5,6 +5,7 @@ job no worker could ever run is reported at submit and by ``dq -analyze``."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from conftest import TestCluster, wait_until, write
@@ -95,11 +96,50 @@ def test_gpus_requirements_and_impossible_jobs(make_cluster, tmp_path: Path) -> 
     )
     out = cluster.run("dsub", "gpus.sub", cwd=tmp_path)
     assert "no worker has 4 cpus; largest has 2; no worker has 2 GPUs; largest has 1" in out.stderr
-    write(tmp_path / "bad.sub", "executable = span.sh\nrequirements = Memory >> 2\nqueue\n")
+    write(tmp_path / "bad.sub", "executable = span.sh\nrequirements = Memory >< 2\nqueue\n")
     bad = cluster.run("dsub", "bad.sub", cwd=tmp_path)
     assert bad.returncode == 1
-    assert "bad.sub:2: requirements: column 9: unexpected '>'" in bad.stderr
+    assert "bad.sub:2: requirements: column 9: unexpected '<'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_standard_and_administrator_machine_attributes(make_cluster, tmp_path: Path) -> None:
+    cluster = make_cluster(workers=0)
+    cluster.add_worker("w1", "--attributes", "HasCVMFS=true", "--attributes", 'Site="lab"')
+    cluster.add_worker("w2")
+    wait_until(lambda: cluster.log("scheduler").count("registered from") >= 2, what="2 workers")
+    write(tmp_path / "span.sh", SPAN, True)
+    docker = "true" if shutil.which("docker") else "false"
+    rule = (
+        f"requirements = OpSysAndVer =!= undefined && HasDocker =?= {docker}"
+        ' && TARGET.HasCVMFS && TARGET.Site == "LAB" && member(Arch, {"X86_64", "aarch64"})'
+        " && ifThenElse(GPUs > 0, CUDACapability >= 7.0, isUndefined(CUDACapability))\n"
+    )
+    write(tmp_path / "job.sub", f"executable = span.sh\n{rule}queue 2\n")
+    dry = cluster.run("dsub", "--dry-run", "job.sub", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert "matching workers: w1\n" in dry.stdout
+    cluster_id = submit(cluster, tmp_path, f"executable = span.sh\n{rule}queue 2\n")
+    with client(cluster) as me:
+        jobs = me.wait([cluster_id], timeout=60)
+        assert [(j.state, j.worker) for j in jobs] == [("completed", "w1")] * 2
+        # No worker advertises Site "elsewhere": the job waits, and says why.
+        other = submit(
+            cluster,
+            tmp_path,
+            'executable = span.sh\nrequirements = TARGET.Site == "elsewhere"\nqueue\n',
+        )
+        [analysis] = me.analyze([other])
+        assert analysis.reasons == [
+            'no worker satisfies the requirements (TARGET.Site == "elsewhere")'
+        ]
+    write(
+        tmp_path / "typo.sub",
+        "executable = span.sh\nrequirements = OpSysAndVr =!= undefined\nqueue\n",
+    )
+    typo = cluster.run("dsub", "typo.sub", cwd=tmp_path)
+    assert typo.returncode == 1
+    assert "typo.sub:2: requirements: column 1: unknown attribute 'OpSysAndVr'" in typo.stderr
 
 
 DRY_KEYS = [

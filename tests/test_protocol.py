@@ -127,12 +127,13 @@ def sample_metrics() -> WorkerMetrics:
         disk_free_mb=120000,
         load_avg=[0.5, 1.25, 2.0],
         gpus=[
-            GpuInfo(index=0, name="NVIDIA H100", memory_mb=81559),
+            GpuInfo(index=0, name="NVIDIA H100", memory_mb=81559, capability=9.0),
             GpuInfo(index=1, name="NVIDIA H100", memory_mb=81559),
         ],
         os="Linux",
         arch="x86_64",
         hostname="node1",
+        attributes={"OpSysAndVer": "Ubuntu22", "HasDocker": False, "Rack": 7, "Speed": 1.5},
     )
 
 
@@ -328,6 +329,22 @@ def test_round_trip(kind: str) -> None:
     with_id = message.with_id(99)
     assert decode(body_of(with_id)) == with_id
     assert decode(body_of(with_id)).id == 99
+
+
+def test_machine_attributes_keep_their_types_and_are_optional() -> None:
+    beat = decode(body_of(SAMPLES["heartbeat"]))
+    assert isinstance(beat, Heartbeat)
+    assert {k: type(v) for k, v in beat.metrics.attributes.items()} == {
+        "OpSysAndVer": str, "HasDocker": bool, "Rack": int, "Speed": float,
+    }  # fmt: skip
+    # A worker of an earlier release sends neither field.
+    data = wire_dict(SAMPLES["heartbeat"])
+    del data["metrics"]["attributes"]
+    for gpu in data["metrics"]["gpus"]:
+        del gpu["capability"]
+    old = decode(json.dumps(data).encode())
+    assert isinstance(old, Heartbeat)
+    assert old.metrics.attributes == {} and old.metrics.gpus[0].capability == 0.0
 
 
 def test_round_trip_keeps_nested_record_types() -> None:

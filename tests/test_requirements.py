@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from scheduler.matching.capacity import Capacity, never_reasons
+from scheduler.matching.classad import ERROR, UNDEFINED
 from scheduler.matching.requirements import RequirementsError, compile_requirements, worker_ad
 from scheduler.protocol import JobSpec
 
@@ -32,11 +33,14 @@ AD = worker_ad(name="w1", worker_id=3, cpus=8, memory_mb=16384, gpus=1, disk_kb=
         ("WorkerId == 3 && GpuMemory >= 20000", True),
         ('Machine == "node1.example.org"', True),
         ("undefined || Cpus > 1", True),
-        ("undefined && Cpus > 1", None),
-        ("undefined == 1", None),
+        ("undefined && Cpus > 1", UNDEFINED),
+        ("undefined == 1", UNDEFINED),
         ("undefined =?= undefined", True),
-        ('Cpus == "8"', None),  # a number never equals a string
-        ("Cpus / 0 > 1", None),
+        ('Cpus == "8"', ERROR),  # a number never equals a string
+        ("Cpus / 0 > 1", ERROR),
+        ("OpSysAndVer =?= undefined && TARGET.HasCVMFS =?= undefined", True),
+        ("MY.Cpus =?= undefined && RequestCpus =?= undefined", True),
+        ('regexp("^node[0-9]", Machine) && stringListMember("w1", "w0, w1")', True),
         ("true && !false", True),
     ],
 )
@@ -49,14 +53,15 @@ def test_evaluation(text: str, value: object) -> None:
     ("text", "message"),
     [
         ("Memory >", "column 9: the expression ends too early"),
-        ("Memory >> 2", "column 9: unexpected '>'"),
+        ("Memory >< 2", "column 9: unexpected '<'"),
         ("(Cpus > 1", "column 10: expected ')' to close the '(' of column 1"),
         ("Cpus > 1)", "column 9: unexpected ')'"),
         ("Memroy > 1", "column 1: unknown attribute 'Memroy'"),
         ('Name == "w1', "column 9: unterminated string"),
         ("Cpus @ 2", "column 6: unexpected character '@'"),
-        ('__import__("os")', "column 1: function calls such as __import__() are not supported"),
-        ("MY.Cpus > 1", "column 1: only worker (TARGET.) attributes may be named"),
+        ('__import__("os")', "column 1: unknown function __import__()"),
+        ("size(1, 2)", "column 1: size() takes 1 arguments, not 2"),
+        ("Cpus > 1 ? 2", "column 13: expected ':' for the '?' of column 10"),
         ("", "column 1: the expression ends too early"),
     ],
 )

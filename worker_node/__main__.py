@@ -19,6 +19,7 @@ from scheduler.protocol import (
     parse_memory_mb,
 )
 from scheduler.transport.tls import normalize_fingerprint
+from worker_node import machine_attributes
 from worker_node.credential import CREDENTIAL_ENV, load_secret, worker_name
 from worker_node.daemon import Worker, WorkerConfig
 from worker_node.drain import drain
@@ -62,6 +63,14 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
     parser.add_argument("--cpus", type=int, default=None, help="CPUs to offer (default: all)")
     parser.add_argument("--memory", default=None, help="memory to offer, e.g. 4GB (default: all)")
     parser.add_argument("--gpus", type=int, default=None, help="GPUs to offer (default: detected)")
+    parser.add_argument(
+        "--attributes",
+        action="append",
+        default=None,
+        metavar="NAME=VALUE",
+        help="a machine attribute to advertise to requirements, VALUE a ClassAd literal"
+        ' (HasCVMFS=true, Site="lab"); repeatable; in worker.toml an [attributes] table',
+    )
     parser.add_argument(
         "--grace",
         type=float,
@@ -215,7 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.log_level, logs.log_path(args.log_file, None))
     try:
         work_dir = args.work_dir or Path(os.getcwd())
-        sampler = Sampler(work_dir if work_dir.exists() else Path("/"))
+        extra = machine_attributes.parse_assignments(args.attributes or [])
+        sampler = Sampler(
+            work_dir if work_dir.exists() else Path("/"),
+            attributes=machine_attributes.detect(extra),
+        )
         config = config_from_args(args, sampler)
         sampler.disk_path = config.work_dir
         config.work_dir.mkdir(parents=True, exist_ok=True)

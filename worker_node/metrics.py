@@ -13,6 +13,8 @@ from pathlib import Path
 import psutil
 
 from scheduler.protocol import GpuInfo, WorkerMetrics
+from worker_node import machine_attributes
+from worker_node.machine_attributes import Scalar
 
 log = logging.getLogger(__name__)
 
@@ -22,30 +24,44 @@ def detect_gpus(nvidia_smi: str | None = None) -> list[GpuInfo]:
     exe = nvidia_smi or shutil.which("nvidia-smi")
     if not exe:
         return []
-    try:
-        out = subprocess.run(
-            [exe, "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("nvidia-smi failed, reporting no GPUs: %s", exc)
-        return []
-    return parse_nvidia_smi(out)
+    failure: Exception | None = None
+    # compute_cap is known to drivers since 510; an older one refuses the query.
+    for fields in ("index,name,memory.total,compute_cap", "index,name,memory.total"):
+        try:
+            out = subprocess.run(
+                [exe, f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=True,
+            ).stdout
+        except (OSError, subprocess.SubprocessError) as exc:
+            failure = exc
+            continue
+        return parse_nvidia_smi(out)
+    log.warning("nvidia-smi failed, reporting no GPUs: %s", failure)
+    return []
 
 
 def parse_nvidia_smi(text: str) -> list[GpuInfo]:
-    """Parse ``index, name, memory.total`` CSV lines (units: MiB)."""
+    """Parse ``index, name, memory.total[, compute_cap]`` CSV lines (units: MiB)."""
     gpus = []
     for line in text.splitlines():
         fields = [f.strip() for f in line.split(",")]
-        if len(fields) != 3:
+        if len(fields) not in (3, 4):
             continue
         try:
+            capability = float(fields[3]) if len(fields) == 4 else 0.0
+        except ValueError:
+            capability = 0.0  # "[N/A]"
+        try:
             gpus.append(
-                GpuInfo(index=int(fields[0]), name=fields[1], memory_mb=int(float(fields[2])))
+                GpuInfo(
+                    index=int(fields[0]),
+                    name=fields[1],
+                    memory_mb=int(float(fields[2])),
+                    capability=capability,
+                )
             )
         except ValueError:
             log.warning("unexpected nvidia-smi line: %r", line)
@@ -55,9 +71,16 @@ def parse_nvidia_smi(text: str) -> list[GpuInfo]:
 class Sampler:
     """Reads fresh metrics on each call; GPUs are detected once, at start."""
 
-    def __init__(self, disk_path: Path, gpus: list[GpuInfo] | None = None):
+    def __init__(
+        self,
+        disk_path: Path,
+        gpus: list[GpuInfo] | None = None,
+        attributes: dict[str, Scalar] | None = None,
+    ):
         self.disk_path = disk_path
         self.gpus = detect_gpus() if gpus is None else gpus
+        #: Machine attributes advertised as they are (see ``worker_node.machine_attributes``).
+        self.attributes = machine_attributes.detect() if attributes is None else attributes
         self.cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
         self.threads = psutil.cpu_count(logical=True) or self.cores
         self.hostname = socket.gethostname()
@@ -83,4 +106,5 @@ class Sampler:
             hostname=self.hostname,
             process_tracking=self.process_tracking,
             job_start=self.job_start,
+            attributes=self.attributes,
         )

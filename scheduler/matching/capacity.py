@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from scheduler.matching.job_ad import job_ad
 from scheduler.matching.requirements import (
     RequirementsError,
     Value,
@@ -24,6 +25,7 @@ __all__ = [
     "capacity_of",
     "describe_requests",
     "format_mb",
+    "advertised",
     "machine_ad",
     "never_reasons",
     "Shape",
@@ -94,7 +96,26 @@ def machine_ad(
         arch=m.arch if m else "",
         load_avg=m.load_avg[0] if m and m.load_avg else 0.0,
         gpu_memory_mb=min((g.memory_mb for g in m.gpus), default=0) if m else 0,
+        extra=advertised(m) if m else None,
     )
+
+
+def advertised(m: WorkerMetrics) -> dict[str, Value]:
+    """What a worker advertises beyond its resources: the attributes it reports
+    (operating system, container runtimes, its administrator's), HTCondor's
+    ``GPUs`` and, where it has GPUs, their CUDA capability and memory."""
+    ad: dict[str, Value] = dict(m.attributes)
+    if m.gpus:
+        capabilities = [g.capability for g in m.gpus if g.capability]
+        if capabilities:
+            ad["CUDACapability"] = min(capabilities)
+        ad["CUDAGlobalMemoryMb"] = min(g.memory_mb for g in m.gpus)
+        ad["CUDADeviceName"] = m.gpus[0].name
+    ad["TotalSlots"] = 1
+    ad["DetectedGPUs"] = len(m.gpus)
+    ad["DetectedCpus"] = m.threads
+    ad["DetectedMemory"] = m.memory_total_mb
+    return ad
 
 
 def capacity_of(info: WorkerInfo) -> Capacity:
@@ -125,9 +146,10 @@ def _fits(req: Requests, c: Capacity) -> bool:
         return False
     if req.requirements is not None:
         try:
-            if not compile_requirements(req.requirements).matches(c.ad):
-                return False
+            rule = compile_requirements(req.requirements)
         except RequirementsError:
+            return False
+        if not rule.matches(c.ad, job_ad(req) if rule.needs_job else {}):
             return False
     return (
         req.request_cpus <= c.cpus
@@ -177,7 +199,8 @@ def never_reasons(req: Requests, workers: list[Capacity]) -> tuple[list[str], li
             rule = compile_requirements(req.requirements)
         except RequirementsError as exc:
             return [], [f"requirements: {exc}"]
-        if not any(rule.matches(c.ad) for c in pool):
+        job = job_ad(req)
+        if not any(rule.matches(c.ad, job) for c in pool):
             reasons.append(f"no worker satisfies the requirements ({req.requirements})")
     if not reasons:
         reasons.append(f"no single worker has everything the job asks for together ({_asks(req)})")

@@ -122,6 +122,9 @@ def coerce(action: argparse.Action, value: Any, where: str) -> Any:
     if isinstance(action, argparse._AppendAction) or action.nargs not in (None, "?"):
         if from_env:
             value = value.split()
+        if isinstance(value, dict) and isinstance(action, argparse._AppendAction):
+            # A table is a list of NAME=VALUE items: [attributes] in worker.toml.
+            value = [f"{k}={toml_value(v)}" for k, v in value.items()]
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_one(action, item, where) for item in value]

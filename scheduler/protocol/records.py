@@ -141,6 +141,8 @@ class GpuInfo:
     index: int
     name: str
     memory_mb: int
+    #: CUDA compute capability (8.0 for an A100); 0.0 where unknown.
+    capability: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,6 +168,10 @@ class WorkerMetrics:
     #: The work directory's disk has less free space than the worker must keep: the
     #: worker takes no job until it has room (see ``worker_node.disk``).
     disk_full: bool = False
+    #: Machine attributes the worker advertises to ``requirements`` beyond its
+    #: resources, by HTCondor's names: ``OpSysAndVer``, ``HasDocker``, ... and those of
+    #: its ``worker.toml`` (see ``worker_node.machine_attributes``).
+    attributes: dict[str, bool | int | float | str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
