@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from control_node.submit_functions import RANDOM_FUNCTIONS, call_function, is_function
 from scheduler.protocol import MACHINE_ATTRIBUTES
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "MacroError",
     "MacroRef",
     "expand_macros",
+    "lookup_macro",
     "parse_arguments",
     "parse_environment",
     "read_statements",
@@ -53,8 +55,8 @@ _MACRO_START = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\(")
 MAX_VALUE_CHARS = 1 << 20
 #: ``MacroRef.func`` of a ``$$(NAME)``, which expands to itself.
 MACHINE = "$$"
-#: The ``$FUNC()`` macros evaluated by ``MacroContext.call`` (see ``submit_functions``).
-RANDOM_FUNCTIONS = frozenset({"RANDOM_INTEGER", "RANDOM_CHOICE", "RANDOM_NORMAL", "RANDOM_UNIFORM"})
+#: A macro name as condor_submit reads one inside ``$(...)``.
+_REF_NAME = re.compile(r"[A-Za-z0-9_.]+")
 MAX_MACRO_DEPTH = 100
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
@@ -223,26 +225,38 @@ def _closing_paren(text: str, start: int) -> int:
 
 
 def _scan_ref(text: str, at: int) -> tuple[MacroRef | None, int]:
+    """The macro at ``text[at]`` (a ``$``) and where it ends; ``None`` when the ``$``
+    starts no macro, which condor_submit leaves as text: an unclosed ``$(``, a name
+    it cannot hold (``$( x )``), or a ``$NAME(`` that is not a macro function."""
     if text.startswith("$$(", at):
         return _machine_ref(text, at)
     m = _MACRO_START.match(text, at)
     if m is None:
         return None, at + 1
-    end = _closing_paren(text, m.end() - 1)
-    func = m.group(1)
-    if func is not None and func.upper() in RANDOM_FUNCTIONS:
-        return MacroRef(text[m.end() : end], None, False, text[at : end + 1], func.upper()), end + 1
-    name, colon, default = text[m.end() : end].partition(":")
-    if func not in (None, "ENV"):
-        raise MacroError(f"macro function '${func}()' is not supported yet")
-    if not (_KEY if func is None else _ENV_NAME).fullmatch(name):
-        raise MacroError(f"invalid macro name {name!r} in {text[at : end + 1]!r}")
-    return MacroRef(name, default if colon else None, func == "ENV", text[at : end + 1]), end + 1
+    try:
+        end = _closing_paren(text, m.end() - 1)
+    except MacroError:
+        return None, at + 1
+    func, body, raw = m.group(1), text[m.end() : end], text[at : end + 1]
+    if func is not None and func.upper() == "ENV":
+        name, colon, default = body.partition(":")
+        return MacroRef(name, default if colon else None, True, raw), end + 1
+    if func is not None:
+        if not is_function(func):
+            return None, at + 1
+        return MacroRef(body, None, False, raw, func), end + 1
+    name, colon, default = body.partition(":")
+    if not _REF_NAME.fullmatch(name):
+        return None, at + 1
+    return MacroRef(name, default if colon else None, False, raw), end + 1
 
 
-def _machine_ref(text: str, at: int) -> tuple[MacroRef, int]:
+def _machine_ref(text: str, at: int) -> tuple[MacroRef | None, int]:
     """``$$(NAME[:default])``: left in place, substituted when the job is matched."""
-    end = _closing_paren(text, at + 2)
+    try:
+        end = _closing_paren(text, at + 2)
+    except MacroError:
+        return None, at + 2
     name, colon, default = text[at + 3 : end].partition(":")
     if name.lower() not in MACHINE_ATTRIBUTES:
         known = ", ".join(sorted(MACHINE_ATTRIBUTES))
@@ -298,36 +312,50 @@ def expand_macros(text: str, ctx: MacroContext, stack: tuple[str, ...] = ()) -> 
 def _resolve(ref: MacroRef, ctx: MacroContext, stack: tuple[str, ...]) -> str:
     if ref.func == MACHINE:
         return ref.raw
-    if ref.func is not None:
-        if ctx.call is None:
-            raise MacroError(f"${ref.func}() cannot be used here")
-        args = expand_macros(ref.name, ctx, stack)
-        try:
-            return ctx.call(ref.func, args, stack[-1] if stack else "")
-        except ValueError as e:
-            raise MacroError(str(e)) from None
     if ref.env:
         value = ctx.environ.get(ref.name)
-        if value is None and ref.default is None:
-            raise MacroError(f"environment variable '{ref.name}' is not set (in {ref.raw})")
-        return value if value is not None else expand_macros(ref.default or "", ctx, stack)
-    key = ref.name.lower()
+        if value is not None:
+            return value
+        return "UNDEFINED" if ref.default is None else expand_macros(ref.default, ctx, stack)
+    if ref.func is not None:
+        return _call(ref, ctx, stack)
+    value = lookup_macro(ref.name, ctx, stack)
+    if not value and ref.default is not None:
+        return expand_macros(ref.default, ctx, stack)
+    return value or ""
+
+
+def _call(ref: MacroRef, ctx: MacroContext, stack: tuple[str, ...]) -> str:
+    """``$FUNC(args)``: the random ones draw through ``ctx.call``, the others here."""
+    assert ref.func is not None
+    args = expand_macros(ref.name, ctx, stack)
+    try:
+        if ref.func.upper() in RANDOM_FUNCTIONS:
+            if ctx.call is None:
+                raise MacroError(f"${ref.func}() cannot be used here")
+            return ctx.call(ref.func.upper(), args, stack[-1] if stack else "")
+        return call_function(
+            ref.func, args, lambda name: lookup_macro(name, ctx, stack), ctx.environ
+        )
+    except ValueError as e:
+        raise MacroError(str(e)) from None
+
+
+def lookup_macro(name: str, ctx: MacroContext, stack: tuple[str, ...] = ()) -> str | None:
+    """The expanded value of macro ``name``, or None when nothing defines it."""
+    key = name.lower()
     if key in ctx.fixed:
         return ctx.fixed[key]
-    if len(stack) > MAX_MACRO_DEPTH:
-        raise MacroError(f"macros nested more than {MAX_MACRO_DEPTH} deep")
-    if key in stack:
-        chain = " -> ".join([*stack[stack.index(key) :], key])
-        raise MacroError(f"macro '{ref.name}' refers to itself ({chain})")
     if key in ctx.defs:
+        if len(stack) > MAX_MACRO_DEPTH:
+            raise MacroError(f"macros nested more than {MAX_MACRO_DEPTH} deep")
+        if key in stack:
+            chain = " -> ".join([*stack[stack.index(key) :], key])
+            raise MacroError(f"macro '{name}' refers to itself ({chain})")
         if key not in ctx.memo:
             ctx.memo[key] = expand_macros(ctx.defs[key], ctx, (*stack, key))
         return ctx.memo[key]
-    if key in ctx.soft:
-        return ctx.soft[key]
-    if ref.default is not None:
-        return expand_macros(ref.default, ctx, stack)
-    raise MacroError(f"undefined macro '{ref.name}'")
+    return ctx.soft.get(key)
 
 
 # ----------------------------------------------------------------------------- lines
