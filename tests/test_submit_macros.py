@@ -1,0 +1,225 @@
+"""Macros and macro functions, each case checked against its expected value and, when
+the ``htcondor`` 24 bindings are installed, against condor_submit's own expansion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from control_node.submit_file import parse_submit_text
+from control_node.submit_functions import filename_parts
+from control_node.submit_quoting import MacroContext, MacroError, expand_macros, read_statements
+from htcondor_oracle import ERROR, HTCONDOR, condor_expand
+
+HEAD = """\
+f = /a/b/c.tar.gz
+rel = c.tar.gz
+d = dir/sub/
+w = a\\b\\c.txt
+q = "/q/r.txt"
+n = 42
+r = 3.14159
+neg = -3
+list = x, y, z
+empty =
+two = $(n)$(n)
+"""
+ENVIRON = {"MYVAR": "envval", "HOME": "/home/u"}
+
+#: (expression, what condor_submit expands it to; ERROR when it stops with an error)
+CASES = [
+    # the $F family
+    ("$F(f)", "/a/b/c.tar.gz"),
+    ("$Fp(f)", "/a/b/"),
+    ("$Fn(f)", "c.tar"),
+    ("$Fx(f)", ".gz"),
+    ("$Fnx(f)", "c.tar.gz"),
+    ("$Fpn(f)", "/a/b/c.tar"),
+    ("$Fpnx(f)", "/a/b/c.tar.gz"),
+    ("$Fd(f)", "b/"),
+    ("$Fdb(f)", "b"),
+    ("$Fpb(f)", "/a/b"),
+    ("$Fdn(f)", "b/c.tar"),
+    ("$Fdx(f)", "b/c.tar.gz"),
+    ("$Fq(f)", '"/a/b/c.tar.gz"'),
+    ("$Fqa(f)", "'/a/b/c.tar.gz'"),
+    ("$Fqn(f)", '"c.tar"'),
+    ("$Fqd(rel)", '""'),
+    ("$Fa(f)", "/a/b/c.tar.gz"),
+    ("$Fw(f)", "\\a\\b\\c.tar.gz"),
+    ("$Fwn(f)", "\\a\\b\\c.tar"),
+    ("$Fu(w)", "a/b/c.txt"),
+    ("$Fn(w)", "a\\b\\c"),
+    ("$Fp(rel)", ""),
+    ("$Fpx(rel)", ".gz"),
+    ("$Fd(rel)", ""),
+    ("$Fp(d)", "dir/sub/"),
+    ("$Fd(d)", "sub/"),
+    ("$Fn(d)", ""),
+    ("$Fn(q)", "r"),
+    ("$F(q)", "/q/r.txt"),
+    ("$Fn(nosuch.txt)", "nosuch"),
+    ("$Fn(a/b.c)", "b"),
+    ("$Fp()", ""),
+    ("$FP(f)", "/a/b/"),
+    ("$BASENAME(f)", "c.tar.gz"),
+    ("$DIRNAME(f)", "/a/b/"),
+    ("$DIRNAME(rel)", ""),
+    # $INT and $REAL
+    ("$INT(n)", "42"),
+    ("$INT(n,%05d)", "00042"),
+    ("$INT(n,x%dy)", "x42y"),
+    ("$INT(n,%x)", "2a"),
+    ("$INT(r)", "3"),
+    ("$INT(neg)", "-3"),
+    ("$INT(7)", "7"),
+    ("$INT(3+4)", "7"),
+    ("$INT(7/2)", "3"),
+    ("$INT(-2.7)", "-2"),
+    ("$INT(two)", "4242"),
+    ("$REAL(r)", "3.14159"),
+    ("$REAL(r,%.2f)", "3.14"),
+    ("$REAL(n)", "42"),
+    ("$REAL(n,%.3f)", "42.000"),
+    ("$REAL(n,%.0f)", "42.0"),
+    ("$REAL(7/2)", "3"),
+    ("$REAL(7.0/2)", "3.5"),
+    ("$INT(nope)", ERROR),
+    ("$INT()", ERROR),
+    ("$INT( n )", ERROR),
+    ("$INT(n,%s)", ERROR),
+    ("$REAL(n,%d)", ERROR),
+    ("$REAL(list)", ERROR),
+    # $SUBSTR
+    ("$SUBSTR(f,2)", "/b/c.tar.gz"),
+    ("$SUBSTR(f,-3)", ".gz"),
+    ("$SUBSTR(f,1,3)", "a/b"),
+    ("$SUBSTR(f,-6,2)", "ta"),
+    ("$SUBSTR(f,2,-2)", "/b/c.tar."),
+    ("$SUBSTR(f,100)", ""),
+    ("$SUBSTR(f,0,-100)", ""),
+    ("$SUBSTR(f,-100,2)", "/a"),
+    ("$SUBSTR(nosuch,1)", ""),
+    ("$SUBSTR(f,neg)", ".gz"),
+    ("$SUBSTR(f)", ERROR),
+    ("$SUBSTR(f,x)", ERROR),
+    ("$SUBSTR(f,1,x)", ERROR),
+    # $CHOICE
+    ("$CHOICE(1,list)", "y"),
+    ("$CHOICE(0,a,b,c)", "a"),
+    ("$CHOICE(1, a, b)", "b"),
+    ("$CHOICE(2,list)", "z"),
+    ("$CHOICE(n,a,b)", ERROR),
+    ("$CHOICE(n)", ERROR),
+    ("$CHOICE(1,nolist)", ERROR),
+    ("$CHOICE(-1,a,b)", ERROR),
+    # $ENV
+    ("$ENV(MYVAR)", "envval"),
+    ("$ENV(NOPE)", "UNDEFINED"),
+    ("$ENV(NOPE:dflt)", "dflt"),
+    ("$ENV(MYVAR:dflt)", "envval"),
+    # plain macros
+    ("$(f)", "/a/b/c.tar.gz"),
+    ("$(F)", "/a/b/c.tar.gz"),
+    ("$(nosuch)", ""),
+    ("a$(nosuch)b", "ab"),
+    ("$(nosuch:def)", "def"),
+    ("$(empty:def)", "def"),
+    ("$(n:def)", "42"),
+    ("$(a.b)", ""),
+    ("$(1abc)", ""),
+    ("$(DOLLAR)", "$"),
+    ("$(DOLLAR)(n)", "$(n)"),
+    # what is not a macro stays as text
+    ("$(n)$(n", "42$(n"),
+    ("a$(  f  )b", "a$(  f  )b"),
+    ("$Fz(f)", "$Fz(f)"),
+    ("$FOO(f)", "$FOO(f)"),
+    ("$n", "$n"),
+    ("100$", "100$"),
+    ("$$(Cpus)", "$$(Cpus)"),
+]
+
+
+def dfarm_expand(expr: str) -> str:
+    defs: dict[str, str] = {}
+    for st in read_statements(HEAD):
+        assert st.key is not None
+        defs[st.key.lower()] = st.value
+    ctx = MacroContext(defs, {"dollar": "$"}, {}, ENVIRON, {})
+    return expand_macros(expr, ctx)
+
+
+@pytest.mark.parametrize(("expr", "expected"), CASES)
+def test_macro_expands_as_condor_submit(expr: str, expected: str) -> None:
+    if expected == ERROR:
+        with pytest.raises(MacroError):
+            dfarm_expand(expr)
+    else:
+        assert dfarm_expand(expr) == expected
+
+
+@pytest.mark.skipif(not HTCONDOR, reason="the htcondor bindings are not installed")
+def test_expected_values_are_htcondors() -> None:
+    keys = {f"k{i}": expr for i, (expr, _) in enumerate(CASES)}
+    head = HEAD + "".join(f"{k} = [{expr}]\n" for k, expr in keys.items())
+    got = condor_expand(head, list(keys), ENVIRON)
+    wrong = [(expr, got[k], exp) for (k, expr), (_, exp) in zip(keys.items(), CASES, strict=True)
+             if got[k] != (exp if exp == ERROR else f"[{exp}]")]  # fmt: skip
+    assert wrong == []
+
+
+PATHS = ["/a/b/c.tar.gz", "c.tar.gz", "dir/sub/", "x/y.txt", '"/q/r s.txt"', "'/q/r.txt'",
+         "/top", "/", "noext", ".hidden", "d/.hidden", "/a/b/c/", "a/b/c/d.e"]  # fmt: skip
+LETTERS = ["", "p", "n", "x", "d", "db", "pb", "q", "qa", "pn", "nx", "px", "pnx", "dn",
+           "dx", "dp", "qn", "qd", "qp", "w"]  # fmt: skip
+
+
+@pytest.mark.skipif(not HTCONDOR, reason="the htcondor bindings are not installed")
+def test_every_filename_option_on_every_kind_of_path() -> None:
+    head = "".join(f"p{i} = {p}\n" for i, p in enumerate(PATHS))
+    keys = {f"k{i}_{o}": (o, p) for i, p in enumerate(PATHS) for o in LETTERS}
+    head += "".join(f"{k} = [$F{o}(p{k[1:].split('_')[0]})]\n" for k, (o, _) in keys.items())
+    got = condor_expand(head, list(keys))
+    wrong = [(o, p, got[k]) for k, (o, p) in keys.items()
+             if got[k] != f"[{filename_parts(o, p)}]"]  # fmt: skip
+    assert wrong == []
+
+
+def test_filename_parts_without_htcondor() -> None:
+    assert filename_parts("pn", "/data/run1/out.root") == "/data/run1/out"
+    assert filename_parts("db", "/data/run1/out.root") == "run1"
+    assert filename_parts("qn", "dir/sub/") == '"'  # HTCondor's own result, kept
+
+
+# ----------------------------------------------------------------------------- in a file
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> Path:
+    (tmp_path / "run.sh").write_text("#!/bin/sh\n")
+    return tmp_path
+
+
+def test_functions_in_a_file_use_the_queue_variables(farm: Path) -> None:
+    text = (
+        "executable = run.sh\n"
+        "arguments = $Fn(file) $Fx(file) $INT(Process,%03d) $SUBSTR(file,0,1)"
+        " $CHOICE(Process, red, green)\n"
+        "queue file in (data/a.txt, b.csv)\n"
+    )
+    desc = parse_submit_text(text, filename="job.sub", cluster=3, cwd=str(farm), environ={})
+    assert [p.arguments for p in desc.procs] == [
+        ["a", ".txt", "000", "d", "red"],
+        ["b", ".csv", "001", "b", "green"],
+    ]
+
+
+def test_a_bad_function_names_the_line(farm: Path) -> None:
+    from control_node.submit_file import SubmitFileError
+
+    text = "executable = run.sh\narguments = $INT(nope)\nqueue\n"
+    with pytest.raises(SubmitFileError) as info:
+        parse_submit_text(text, filename="job.sub", cluster=3, cwd=str(farm), environ={})
+    assert info.value.line == 2 and "$INT()" in info.value.message
