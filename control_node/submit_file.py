@@ -6,7 +6,7 @@ support is rejected with the file name, line number and a clear message. Every
 the values in force there (see ``submit_quoting`` for macros, quoting and units,
 ``submit_queue`` for the queue forms, ``submit_conditions`` for if/else and
 ``submit_functions`` for the random functions).
-Unlike HTCondor, an undefined macro without a default is an error, not "". An empty
+As in HTCondor, an undefined macro expands to nothing (with a warning). An empty
 value (``key =``) leaves the key unset, except that an empty or ``""``
 ``transfer_output_files`` means "no output files" and an empty ``arguments`` still
 counts as given (so a seed ``data`` file is then not passed as an argument).
@@ -40,6 +40,7 @@ from control_node.submit_quoting import (
     read_statements,
     replace_self_reference,
     split_list,
+    undefined_macros,
 )
 from control_node.submit_values import INT, INT32, ValueReaders
 from scheduler.protocol import (
@@ -200,6 +201,7 @@ class _Parser(ValueReaders):
         conditions = Conditions(self.is_defined, self.expand_condition)
         queues: list[int] = []
         assigned: list[Statement] = []
+        active: list[Statement] = []
         for st in stmts:
             if st.kind in ("if", "elif", "else", "endif"):
                 try:
@@ -210,13 +212,17 @@ class _Parser(ValueReaders):
                 continue
             elif st.kind == "queue":
                 queues.append(st.line)
+                active.append(st)
                 self.queue(st)
             else:
                 self.assign(st, used)
                 assigned.append(st)
+                active.append(st)
         if conditions.blocks:
             line = conditions.blocks[-1].line
             raise SubmitFileError(self.filename, line, "this 'if' has no 'endif'")
+        for line, text in undefined_macros(active, self.environ):
+            self.warn(line, text)
         for st in assigned:
             if queues and st.line > queues[-1]:
                 self.warn(st.line, f"'{st.key}' is set after the last 'queue' and has no effect")

@@ -22,12 +22,15 @@ with a readable message; ``control_node.submit_file`` adds the file and line.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from control_node.submit_functions import RANDOM_FUNCTIONS, call_function, is_function
+from control_node.submit_queue import QueueError, parse_queue
 from scheduler.protocol import MACHINE_ATTRIBUTES
 
 __all__ = [
@@ -45,6 +48,8 @@ __all__ = [
     "replace_self_reference",
     "scan_macros",
     "split_list",
+    "undefined_macros",
+    "PREDEFINED_MACROS",
     "Statement",
     "valid_env_name",
 ]
@@ -459,3 +464,60 @@ def _statement(no: int, text: str, block: tuple[str, ...] | None) -> Statement:
 def read_statements(text: str) -> list[Statement]:
     """Split submit-file text into statements, joining continued lines; raises LineError."""
     return [_statement(no, line, block) for no, line, block in _logical_lines(text)]
+
+
+# ----------------------------------------------------------------------------- warnings
+
+#: Macros condor_submit defines for every job, whether or not the file sets them.
+PREDEFINED_MACROS = frozenset(
+    {"cluster", "clusterid", "process", "procid", "step", "item", "itemindex", "row", "node",
+     "dollar", "submit_file"}
+)  # fmt: skip
+
+
+def _plain_refs(text: str) -> list[MacroRef]:
+    """The ``$(NAME)`` and ``$ENV(NAME)`` without a default in text, also inside functions."""
+    refs: list[MacroRef] = []
+    for p in scan_macros(text):
+        if isinstance(p, str) or p.func == MACHINE:
+            continue
+        if p.func is not None:
+            refs += _plain_refs(p.name)
+        elif p.default is None:
+            refs.append(p)
+    return refs
+
+
+def _queue_names(stmts: list[Statement]) -> list[str]:
+    names: list[str] = []
+    for st in stmts:
+        if st.kind == "queue":
+            with contextlib.suppress(QueueError):  # the statement itself reports it
+                names += parse_queue(st.value, st.block).names
+    return names
+
+
+def undefined_macros(stmts: list[Statement], environ: Mapping[str, str]) -> list[tuple[int, str]]:
+    """(line, warning) for each macro that the statements use and none defines, which
+    condor_submit expands to nothing, and each unset ``$ENV(NAME)`` (it gives UNDEFINED)."""
+    spelled = {s.key.lower(): s.key for s in stmts if s.key is not None}
+    spelled |= {n.lower(): n for n in _queue_names(stmts)}
+    known = set(spelled) | PREDEFINED_MACROS
+    out: list[tuple[int, str]] = []
+    for st in stmts:
+        for text in (st.value, *(st.block or ())):
+            for ref in _plain_refs(text):
+                if ref.env:
+                    if ref.name not in environ:
+                        out.append((st.line, f"$ENV({ref.name}) is not set in the environment"
+                                    " and expands to UNDEFINED"))  # fmt: skip
+                elif ref.name.lower() not in known:
+                    out.append((st.line, _undefined(ref.name, spelled)))
+    return out
+
+
+def _undefined(name: str, spelled: dict[str, str]) -> str:
+    close = difflib.get_close_matches(name.lower(), list(spelled), n=1, cutoff=0.7)
+    if close:
+        return f"$({name}) is not defined; did you mean $({spelled[close[0]]})?"
+    return f"$({name}) is not defined and expands to nothing"

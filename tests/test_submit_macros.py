@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from htcondor_oracle import ERROR, HTCONDOR, condor_expand
 
 from control_node.submit_file import parse_submit_text
 from control_node.submit_functions import filename_parts
 from control_node.submit_quoting import MacroContext, MacroError, expand_macros, read_statements
-from htcondor_oracle import ERROR, HTCONDOR, condor_expand
 
 HEAD = """\
 f = /a/b/c.tar.gz

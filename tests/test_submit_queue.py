@@ -153,9 +153,10 @@ def test_count_expressions(farm: Path) -> None:
     assert len(parse(farm, "n = 2\narguments = $(Item)\nqueue $(n)*3 in (a, b)\n").procs) == 12
 
 
-def test_item_is_undefined_outside_an_item_queue(farm: Path) -> None:
-    e = fails(farm, "arguments = $(Item)\nqueue 2\n")
-    assert e.line == 2 and "undefined macro 'Item'" in e.message
+def test_item_is_empty_outside_an_item_queue(farm: Path) -> None:
+    # as in condor_submit: Item is predefined, empty without an item list
+    desc = parse(farm, "arguments = a$(Item)b\nqueue 2\n")
+    assert [p.arguments for p in desc.procs] == [["ab"], ["ab"]] and desc.warnings == []
 
 
 def test_queue_variables_override_file_macros_but_step_does_not(farm: Path) -> None:
