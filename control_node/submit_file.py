@@ -37,6 +37,7 @@ from control_node.submit_quoting import (
     MacroError,
     Statement,
     expand_macros,
+    printable,
     read_statements,
     replace_self_reference,
     split_list,
@@ -64,7 +65,7 @@ class SubmitFileError(Exception):
 
     def __init__(self, path: str, line: int | None, message: str) -> None:
         super().__init__(path, line, message)
-        self.path, self.line, self.message = path, line, message
+        self.path, self.line, self.message = path, line, printable(message)
 
     def __str__(self) -> str:
         where = self.path if self.line is None else f"{self.path}:{self.line}"

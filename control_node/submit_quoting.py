@@ -47,6 +47,7 @@ __all__ = [
     "read_statements",
     "replace_self_reference",
     "scan_macros",
+    "printable",
     "split_list",
     "undefined_macros",
     "PREDEFINED_MACROS",
@@ -63,7 +64,10 @@ MACHINE = "$$"
 #: A macro name as condor_submit reads one inside ``$(...)``.
 _REF_NAME = re.compile(r"[A-Za-z0-9_.]+")
 MAX_MACRO_DEPTH = 100
-CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+#: The characters a value cannot hold. condor_submit keeps every other control
+#: character of a value as it is (a job may take them in its arguments).
+CONTROL_CHARS = re.compile(r"[\x00\n]")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _QUEUE = re.compile(r"queue\b(.*)", re.IGNORECASE | re.DOTALL)
 _CONDITIONALS = frozenset({"if", "elif", "else", "endif"})
@@ -288,7 +292,8 @@ def scan_macros(text: str) -> tuple[str | MacroRef, ...]:
 
 
 def replace_self_reference(value: str, key: str, previous: str | None) -> str:
-    """Replace ``$(key)`` in key's new definition by its earlier raw value, as HTCondor does."""
+    """Replace ``$(key)`` in key's new definition by its earlier raw value, as HTCondor
+    does (by nothing when there is none)."""
     out = []
     for p in scan_macros(value):
         if isinstance(p, str) or p.env or p.func or p.name.lower() != key:
@@ -297,10 +302,6 @@ def replace_self_reference(value: str, key: str, previous: str | None) -> str:
             out.append(previous)
         elif p.default is not None:
             out.append(p.default)
-        else:
-            raise MacroError(
-                f"macro '{p.name}' is used in its own definition with no earlier value"
-            )
     return "".join(out)
 
 
@@ -361,6 +362,11 @@ def lookup_macro(name: str, ctx: MacroContext, stack: tuple[str, ...] = ()) -> s
             ctx.memo[key] = expand_macros(ctx.defs[key], ctx, (*stack, key))
         return ctx.memo[key]
     return ctx.soft.get(key)
+
+
+def printable(text: str) -> str:
+    """Text for a terminal: control characters written as escapes (``\\x1b``)."""
+    return _UNPRINTABLE.sub(lambda m: repr(m[0])[1:-1], text)
 
 
 # ----------------------------------------------------------------------------- lines
