@@ -94,8 +94,6 @@ def parse_queue(args: str, block: tuple[str, ...] | None = None) -> QueueSpec:
         return QueueSpec(args, (), None, "", None, "", None)
     mode = m.group(1).lower()
     count, names = _head(args[: m.start()].strip())
-    if mode in ("in", "matching") and len(names) > 1:
-        raise QueueError(f"'queue ... {mode}' takes one variable; use 'from' for several")
     rest = args[m.end() :].strip()
     what = ""
     if mode == "matching":
@@ -122,10 +120,6 @@ def _head(head: str) -> tuple[str, tuple[str, ...]]:
     for name in tokens:
         if not _NAME.fullmatch(name):
             raise QueueError(f"invalid queue variable name {name!r}")
-        if name.lower() in PREDEFINED:
-            raise QueueError(f"'{name}' is predefined and cannot be a queue variable")
-    if len({n.lower() for n in tokens}) != len(tokens):
-        raise QueueError("a queue variable is named twice")
     return count, tuple(tokens)
 
 
@@ -192,9 +186,14 @@ def queue_items(spec: QueueSpec, source: str, cwd: str) -> list[Item]:
         raise QueueError(f"more than {MAX_ITEMS} items in one queue statement")
     indexes = range(len(values))[spec.slice] if spec.slice else range(len(values))
     return [
-        Item(index, row, dict(zip(spec.names, values[index], strict=True)))
-        for row, index in enumerate(indexes)
+        Item(index, row, _values(spec.names, values[index])) for row, index in enumerate(indexes)
     ]
+
+
+def _values(names: tuple[str, ...], fields: list[str]) -> dict[str, str]:
+    """The variables of one item: names without a field are empty, and a name given
+    twice takes its later field, as in condor_submit."""
+    return {name: fields[i] if i < len(fields) else "" for i, name in enumerate(names)}
 
 
 def _inline(source: str, block: tuple[str, ...] | None) -> str:
@@ -213,7 +212,7 @@ def _from_lines(source: str, block: tuple[str, ...] | None, cwd: str) -> list[st
         lines = _inline(source, block).split("\n")
     else:
         if source.endswith("|"):
-            return _non_blank(_command_output(source[:-1].strip(), cwd).split("\n"))
+            return _non_blank(_command_output(source[:-1].strip(), cwd).split("\n"), False)
         path = os.path.join(cwd, source)
         try:
             with open(path, encoding="utf-8") as f:
@@ -221,11 +220,18 @@ def _from_lines(source: str, block: tuple[str, ...] | None, cwd: str) -> list[st
         except (OSError, UnicodeDecodeError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
             raise QueueError(f"cannot read the item file '{source}' ({path}): {why}") from None
-    return _non_blank(lines)
+        return _non_blank(lines, False)
+    return _non_blank(lines, True)
 
 
-def _non_blank(lines: list[str]) -> list[str]:
-    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+def _non_blank(lines: list[str], skip_comments: bool) -> list[str]:
+    """The item lines, stripped. condor_submit skips ``#`` lines in a list written in
+    the submit file, not in an item file or a command's output."""
+    return [
+        line.strip()
+        for line in lines
+        if line.strip() and not (skip_comments and line.strip().startswith("#"))
+    ]
 
 
 def _command_output(command: str, cwd: str) -> str:

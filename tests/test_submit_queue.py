@@ -95,7 +95,10 @@ def test_manual_queue_from_inline_list_with_two_variables(farm: Path) -> None:
 def test_queue_from_a_file_with_missing_fields_and_comments(farm: Path) -> None:
     (farm / "grid.txt").write_text("# a b\n1 2\n\n3, 4 extra\n5\n")
     text = "arguments = a=$(a) b=$(b)\nqueue a, b from grid.txt\n"
-    assert args(farm, text) == [["a=1", "b=2"], ["a=3", "b=4", "extra"], ["a=5", "b="]]
+    # condor_submit reads a "#" line of an item file as an item (not in the submit file)
+    assert args(farm, text) == [
+        ["a=#", "b=a", "b"], ["a=1", "b=2"], ["a=3", "b=4", "extra"], ["a=5", "b="]
+    ]
 
 
 def test_queue_from_a_command(farm: Path) -> None:
