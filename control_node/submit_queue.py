@@ -14,7 +14,10 @@ A line of a ``from`` list is split on commas and/or white space until every vari
 has a value; the last one takes the rest of the line (missing ones are empty). Blank
 lines and lines beginning with ``#`` are skipped. The slice is Python's
 ``[start:stop:step]`` over the items (no negative step). ``matching`` looks in the
-submit directory; without ``files`` or ``dirs`` it matches both, in sorted order.
+submit directory; without ``files`` or ``dirs`` it matches both, in sorted order, a
+directory with a trailing ``/``. ``in`` and ``matching`` give the first variable its
+value and leave the others empty; ``#`` lines of an item file or a command's output are
+items, as condor_submit reads them.
 
 Everything here raises :class:`QueueError` (a ``ValueError``) with a readable message;
 the parser adds the file and line.
@@ -76,8 +79,8 @@ class QueueSpec:
 
 @dataclass(frozen=True)
 class Item:
-    """One item of a queue statement: its position in the list, among the selected
-    items (``row``), and the values of the queue variables."""
+    """One item of a queue statement: its position in the list (``index``, and ``row``,
+    which condor_submit 24 numbers the same), and the values of the queue variables."""
 
     index: int
     row: int
@@ -185,9 +188,8 @@ def queue_items(spec: QueueSpec, source: str, cwd: str) -> list[Item]:
     if len(values) > MAX_ITEMS:
         raise QueueError(f"more than {MAX_ITEMS} items in one queue statement")
     indexes = range(len(values))[spec.slice] if spec.slice else range(len(values))
-    return [
-        Item(index, row, _values(spec.names, values[index])) for row, index in enumerate(indexes)
-    ]
+    # condor_submit 24 numbers $(Row) as $(ItemIndex): the place in the whole list
+    return [Item(index, index, _values(spec.names, values[index])) for index in indexes]
 
 
 def _values(names: tuple[str, ...], fields: list[str]) -> dict[str, str]:
@@ -269,5 +271,5 @@ def _matching(what: str, source: str, cwd: str) -> list[str]:
                 what == "dirs" and not os.path.isdir(path)
             ):
                 continue
-            names[name] = None
+            names[name + "/" if os.path.isdir(path) else name] = None
     return list(names)

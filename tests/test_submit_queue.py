@@ -97,7 +97,10 @@ def test_queue_from_a_file_with_missing_fields_and_comments(farm: Path) -> None:
     text = "arguments = a=$(a) b=$(b)\nqueue a, b from grid.txt\n"
     # condor_submit reads a "#" line of an item file as an item (not in the submit file)
     assert args(farm, text) == [
-        ["a=#", "b=a", "b"], ["a=1", "b=2"], ["a=3", "b=4", "extra"], ["a=5", "b="]
+        ["a=#", "b=a", "b"],
+        ["a=1", "b=2"],
+        ["a=3", "b=4", "extra"],
+        ["a=5", "b="],
     ]
 
 
@@ -121,15 +124,18 @@ def test_queue_matching_files_and_dirs(farm: Path) -> None:
         (farm / name).write_text(name)
     (farm / "d.dat").mkdir()
     assert args(farm, "arguments = $(f)\nqueue f matching files *.dat\n") == [["a.dat"], ["b.dat"]]
-    assert args(farm, "arguments = $(f)\nqueue f matching dirs *.dat\n") == [["d.dat"]]
+    assert args(farm, "arguments = $(f)\nqueue f matching dirs *.dat\n") == [
+        ["d.dat/"]
+    ]  # condor_submit writes a directory with its slash
     both = args(farm, "arguments = $(Item)\nqueue matching *.dat, *.txt\n")
-    assert both == [["a.dat"], ["b.dat"], ["d.dat"], ["c.txt"]]
+    assert both == [["a.dat"], ["b.dat"], ["d.dat/"], ["c.txt"]]
     assert args(farm, "arguments = x\nqueue matching *.none\n") == []
 
 
-def test_slices_select_items_and_row_counts_selected_ones(farm: Path) -> None:
+def test_slices_select_items_and_row_is_the_item_index(farm: Path) -> None:
     text = "arguments = $(Item) i$(ItemIndex) r$(Row)\nqueue in [1::2] (a, b, c, d, e)\n"
-    assert args(farm, text) == [["b", "i1", "r0"], ["d", "i3", "r1"]]
+    # condor_submit 24 numbers $(Row) as $(ItemIndex)
+    assert args(farm, text) == [["b", "i1", "r1"], ["d", "i3", "r3"]]
     assert args(farm, "arguments = $(Item)\nqueue in [:2] (a b c)\n") == [["a"], ["b"]]
 
 
@@ -315,10 +321,10 @@ def test_counts_slices_and_multi_line_lists_together(farm: Path) -> None:
         "queue 2 x, y from [1:] (\n  a 1\n  b 2\n  c 3\n)\n"
     )
     assert args(farm, text) == [
-        ["b", "2", "s0", "i1", "r0"],
-        ["b", "2", "s1", "i1", "r0"],
-        ["c", "3", "s0", "i2", "r1"],
-        ["c", "3", "s1", "i2", "r1"],
+        ["b", "2", "s0", "i1", "r1"],
+        ["b", "2", "s1", "i1", "r1"],
+        ["c", "3", "s0", "i2", "r2"],
+        ["c", "3", "s1", "i2", "r2"],
     ]
     assert args(farm, "arguments = $(item)\nqueue in (\n  p q\n  r\n)\n") == [["p"], ["q"], ["r"]]
 
