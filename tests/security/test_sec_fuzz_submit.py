@@ -178,10 +178,11 @@ def test_one_variable_takes_the_whole_line(statement: str, folder: Path) -> None
     assert values[:count] == [first] * count and len(set(values)) == len(values) // count
 
 
-def test_matching_takes_one_variable(folder: Path) -> None:
+def test_matching_with_two_variables_leaves_the_second_empty(folder: Path) -> None:
+    (folder / "a.txt").write_text("a")
     outcome = parse("executable = job.sh\nqueue x, y matching *.txt\n", folder)
-    assert isinstance(outcome, SubmitFileError) and outcome.line == 2, outcome
-    assert "'queue ... matching' takes one variable" in outcome.message
+    assert isinstance(outcome, SubmitDescription), outcome  # as condor_submit reads it
+    assert [proc.params for proc in outcome.procs] == [{"x": "a.txt", "y": ""}]
 
 
 @seeded(4)
