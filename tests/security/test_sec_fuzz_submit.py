@@ -179,10 +179,10 @@ def test_one_variable_takes_the_whole_line(statement: str, folder: Path) -> None
 
 
 def test_matching_with_two_variables_leaves_the_second_empty(folder: Path) -> None:
-    (folder / "a.txt").write_text("a")
-    outcome = parse("executable = job.sh\nqueue x, y matching *.txt\n", folder)
+    (folder / "only-one.dat").write_text("a")
+    outcome = parse("executable = job.sh\nqueue x, y matching *.dat\n", folder)
     assert isinstance(outcome, SubmitDescription), outcome  # as condor_submit reads it
-    assert [proc.params for proc in outcome.procs] == [{"x": "a.txt", "y": ""}]
+    assert [proc.params for proc in outcome.procs] == [{"x": "only-one.dat", "y": ""}]
 
 
 @seeded(4)
