@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from htcondor_oracle import ERROR, HTCONDOR, condor_expand
+from htcondor_oracle import ERROR, HTCONDOR, condor_expand, condor_jobs
 
 from control_node.submit_file import parse_submit_text
 from control_node.submit_functions import filename_parts
@@ -223,3 +223,69 @@ def test_a_bad_function_names_the_line(farm: Path) -> None:
     with pytest.raises(SubmitFileError) as info:
         parse_submit_text(text, filename="job.sub", cluster=3, cwd=str(farm), environ={})
     assert info.value.line == 2 and "$INT()" in info.value.message
+
+
+# ----------------------------------------------------------------------------- if / else
+
+#: (condition, whether the if branch is taken; ERROR if condor_submit refuses it)
+CONDITIONS: list[tuple[str, bool | str]] = [
+    ("$(nosuch)", False),
+    ("$(e)", False),
+    ("$(x)", True),
+    ("0", False),
+    ("1.5", True),
+    ("-1", True),
+    ("true", True),
+    ("False", False),
+    ("yes", True),
+    ("defined nosuch", False),
+    ("defined e", False),
+    ("defined x", True),
+    ("!defined x", False),
+    ("! defined nosuch", True),
+    ("defined", False),
+    ("defined Process", True),
+    ("defined ClusterId", True),
+    ("defined Step", True),
+    ("defined Row", True),
+    ("defined ItemIndex", True),
+    ("defined Item", False),
+    ("defined DOLLAR", False),
+    ("version >= 8.0", True),
+    ("version > 99.0", False),
+    ("version == 24.12.24", True),
+    ("version >= 24.12", True),
+    ("version < 25", ERROR),
+    ("$(x) == 3", ERROR),
+    ("defined x && defined e", ERROR),
+    ("foo", ERROR),
+]
+
+
+def conditional(cond: str) -> str:
+    return (
+        f"executable = run.sh\nx = 3\ne =\nif {cond}\narguments = T\nelse\narguments = F\n"
+        "endif\nenvironment = X=$(x)$(e)\nqueue\n"
+    )
+
+
+@pytest.mark.parametrize(("cond", "taken"), CONDITIONS)
+def test_condition(farm: Path, cond: str, taken: bool | str) -> None:
+    from control_node.submit_file import SubmitFileError
+
+    try:
+        desc = parse_submit_text(conditional(cond), filename="j.sub", cluster=1, cwd=str(farm))
+    except SubmitFileError as e:
+        assert taken == ERROR and e.line == 4, e
+        return
+    assert desc.procs[0].arguments == ["T" if taken is True else "F"]
+
+
+@pytest.mark.skipif(not HTCONDOR, reason="the htcondor bindings are not installed")
+@pytest.mark.parametrize(("cond", "taken"), CONDITIONS)
+def test_condition_is_htcondors(farm: Path, cond: str, taken: bool | str) -> None:
+    got = condor_jobs(conditional(cond).replace("run.sh", "/bin/true"), str(farm))
+    if taken == ERROR:
+        assert "error" in got
+    else:
+        assert [job["Args"] for job in got["jobs"]] == ["T" if taken is True else "F"]

@@ -227,7 +227,8 @@ def test_if_else(farm: Path, conditional: str, expected: str) -> None:
     [
         ("else\n", 2, "'else' without an 'if'"),
         ("if defined x\n", 2, "has no 'endif'"),
-        ("if version >= 9.0\nendif\n", 2, "cannot evaluate"),
+        ("if version >= 9\nendif\n", 2, "cannot evaluate"),
+        ("if $(x) == 3\nendif\n", 2, "not comparisons"),
         ("if true\nelse\nelif true\nendif\n", 4, "after 'else'"),
     ],
 )
