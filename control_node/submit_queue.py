@@ -47,9 +47,8 @@ __all__ = [
 _KEYWORD = re.compile(r"(?<![^\s,])(in|from|matching)(?=[\s(\[]|$)", re.IGNORECASE)
 #: A count: a number, a macro, or an integer expression of them (no blanks inside
 #: when variable names follow, since blanks separate those).
-_COUNT = re.compile(r"(?:[0-9+*/%()-]|\$\([^()]*\))+")
+_HEAD = re.compile(r"(.*?)((?:[A-Za-z_][A-Za-z0-9_]*(?:\s*,\s*|\s+|$))*)", re.DOTALL)
 _COUNT_ALONE = re.compile(r"(?:[0-9+*/%()\s-]|\$\([^()]*\))+")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SLICE = re.compile(r"\[\s*([+-]?[0-9]*)\s*(?::\s*([+-]?[0-9]*)\s*)?(?::\s*([+-]?[0-9]*)\s*)?\]")
 _SEPARATORS = re.compile(r"\s*,\s*|\s+")
 #: The predefined macros, which neither a queue variable nor a submit key may name.
@@ -115,15 +114,12 @@ def parse_queue(args: str, block: tuple[str, ...] | None = None) -> QueueSpec:
 
 
 def _head(head: str) -> tuple[str, tuple[str, ...]]:
-    """``[N] [VAR[,VAR...]]`` before the keyword."""
-    tokens = [t for t in _SEPARATORS.split(head) if t] if head else []
-    count = ""
-    if tokens and _COUNT.fullmatch(tokens[0]):
-        count, tokens = tokens[0], tokens[1:]
-    for name in tokens:
-        if not _NAME.fullmatch(name):
-            raise QueueError(f"invalid queue variable name {name!r}")
-    return count, tuple(tokens)
+    """``[N] [VAR[,VAR...]]`` before the keyword: the names are the trailing words that
+    can be names, the count all before them (``2 * 2 x``, even ``2x``, as condor_submit
+    splits them)."""
+    m = _HEAD.fullmatch(head)
+    assert m is not None  # the count part takes whatever the names do not
+    return m.group(1).strip(), tuple(n for n in re.split(r"[\s,]+", m.group(2)) if n)
 
 
 def _to_slice(m: re.Match[str]) -> slice:

@@ -190,7 +190,7 @@ def test_queue_count_from_a_macro(farm: Path) -> None:
         ("queue x from", "needs a list of items"),
         ("queue x in [1:2:0] (a)", "step of a queue slice"),
         ("queue x in [a] (a)", "invalid slice"),
-        ("queue 2bad in (a)", "invalid queue variable name"),
+        ("queue x; y in (a)", "the queue count must be a whole number"),
         ("queue x from nosuch.txt", "cannot read the item file 'nosuch.txt'"),
         ("queue x from exit 3 |", "exited with status 3"),
     ],
