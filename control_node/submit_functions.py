@@ -106,7 +106,7 @@ class RandomDraws:
 
 
 #: ``$F`` followed by its option letters, as condor_submit recognises it.
-FILENAME_FUNCTION = re.compile(r"F[pnxdqabwu]*", re.IGNORECASE)
+FILENAME_FUNCTION = re.compile(r"F[pnxdqabwuPNXDQABWU]*")
 #: The macro functions that are not random, by upper-case name (``$F...`` apart).
 #: The random functions, evaluated by :class:`RandomDraws` (one generator per proc).
 RANDOM_FUNCTIONS = frozenset({"RANDOM_INTEGER", "RANDOM_CHOICE", "RANDOM_NORMAL", "RANDOM_UNIFORM"})
@@ -120,11 +120,11 @@ Lookup = Callable[[str], "str | None"]
 
 
 def is_function(name: str) -> bool:
-    """True when ``$name(...)`` is a macro function; other ``$name(...)`` stay as text."""
-    upper = name.upper()
+    """True when ``$name(...)`` is a macro function (names in capitals, as condor_submit
+    has them; the ``$F`` options in either case); other ``$name(...)`` stay as text."""
     return (
-        upper in PURE_FUNCTIONS
-        or upper in RANDOM_FUNCTIONS
+        name in PURE_FUNCTIONS
+        or name in RANDOM_FUNCTIONS
         or FILENAME_FUNCTION.fullmatch(name) is not None
     )
 

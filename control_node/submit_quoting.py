@@ -61,6 +61,8 @@ _MACRO_START = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\(")
 MAX_VALUE_CHARS = 1 << 20
 #: ``MacroRef.func`` of a ``$$(NAME)``, which expands to itself.
 MACHINE = "$$"
+#: ``MacroRef.func`` of a ``$(...)`` whose name holds macros.
+COMPOSED = "$()"
 #: A macro name as condor_submit reads one inside ``$(...)``.
 _REF_NAME = re.compile(r"[A-Za-z0-9_.]+")
 MAX_MACRO_DEPTH = 100
@@ -247,7 +249,7 @@ def _scan_ref(text: str, at: int) -> tuple[MacroRef | None, int]:
     except MacroError:
         return None, at + 1
     func, body, raw = m.group(1), text[m.end() : end], text[at : end + 1]
-    if func is not None and func.upper() == "ENV":
+    if func == "ENV":
         name, colon, default = body.partition(":")
         return MacroRef(name, default if colon else None, True, raw), end + 1
     if func is not None:
@@ -256,6 +258,8 @@ def _scan_ref(text: str, at: int) -> tuple[MacroRef | None, int]:
         return MacroRef(body, None, False, raw, func), end + 1
     name, colon, default = body.partition(":")
     if not _REF_NAME.fullmatch(name):
+        if "$" in name:  # a name made by macros, $(a$(b)): expanded, then looked up
+            return MacroRef(body, None, False, raw, COMPOSED), end + 1
         return None, at + 1
     return MacroRef(name, default if colon else None, False, raw), end + 1
 
@@ -323,6 +327,12 @@ def _resolve(ref: MacroRef, ctx: MacroContext, stack: tuple[str, ...]) -> str:
         if value is not None:
             return value
         return "UNDEFINED" if ref.default is None else expand_macros(ref.default, ctx, stack)
+    if ref.func == COMPOSED:
+        inner = expand_macros(ref.name, ctx, stack)
+        made = scan_macros(f"$({inner})")
+        if len(made) == 1 and isinstance(made[0], MacroRef) and made[0].func is None:
+            return _resolve(made[0], ctx, stack)
+        return f"$({inner})"
     if ref.func is not None:
         return _call(ref, ctx, stack)
     value = lookup_macro(ref.name, ctx, stack)
@@ -336,10 +346,12 @@ def _call(ref: MacroRef, ctx: MacroContext, stack: tuple[str, ...]) -> str:
     assert ref.func is not None
     args = expand_macros(ref.name, ctx, stack)
     try:
-        if ref.func.upper() in RANDOM_FUNCTIONS:
+        if ref.func in RANDOM_FUNCTIONS:
             if ctx.call is None:
                 raise MacroError(f"${ref.func}() cannot be used here")
-            return ctx.call(ref.func.upper(), args, stack[-1] if stack else "")
+            if ref.func == "RANDOM_CHOICE" and "," not in args:  # a macro holding the list
+                args = lookup_macro(args.strip(), ctx, stack) or args
+            return ctx.call(ref.func, args, stack[-1] if stack else "")
         return call_function(
             ref.func, args, lambda name: lookup_macro(name, ctx, stack), ctx.environ
         )

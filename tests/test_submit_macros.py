@@ -24,6 +24,8 @@ neg = -3
 list = x, y, z
 empty =
 two = $(n)$(n)
+o = o
+x = f
 """
 ENVIRON = {"MYVAR": "envval", "HOME": "/home/u"}
 
@@ -131,6 +133,11 @@ CASES = [
     ("$(1abc)", ""),
     ("$(DOLLAR)", "$"),
     ("$(DOLLAR)(n)", "$(n)"),
+    # a name made by macros
+    ("$(tw$(o))", "4242"),
+    ("$($(x))", "/a/b/c.tar.gz"),
+    ("$(n$(nosuch))", "42"),
+    ("$( $(n))", "$( 42)"),
     # what is not a macro stays as text
     ("$(n)$(n", "42$(n"),
     ("a$(  f  )b", "a$(  f  )b"),
@@ -139,6 +146,12 @@ CASES = [
     ("$n", "$n"),
     ("100$", "100$"),
     ("$$(Cpus)", "$$(Cpus)"),
+    # function names are in capitals; the $F options in either case
+    ("$int(7)", "$int(7)"),
+    ("$Env(HOME)", "$Env(HOME)"),
+    ("$fn(f)", "$fn(f)"),
+    ("$FPN(f)", "/a/b/c.tar"),
+    ("$random_integer(1, 2)", "$random_integer(1, 2)"),
 ]
 
 
@@ -289,3 +302,12 @@ def test_condition_is_htcondors(farm: Path, cond: str, taken: bool | str) -> Non
         assert "error" in got
     else:
         assert [job["Args"] for job in got["jobs"]] == ["T" if taken is True else "F"]
+
+
+def test_random_choice_of_a_list_macro(farm: Path) -> None:
+    # condor_submit: one argument naming a macro chooses among that macro's items
+    text = (
+        "executable = run.sh\ncolors = red, green\narguments = $RANDOM_CHOICE(colors)\nqueue 20\n"
+    )
+    desc = parse_submit_text(text, filename="j.sub", cluster=1, cwd=str(farm), seed=5)
+    assert {a for p in desc.procs for a in p.arguments} == {"red", "green"}
