@@ -42,6 +42,7 @@ from control_node.submit_quoting import (
     replace_self_reference,
     split_list,
     undefined_macros,
+    used_names,
 )
 from control_node.submit_values import INT, INT32, ValueReaders
 from scheduler.protocol import (
@@ -143,7 +144,6 @@ UNSUPPORTED_KEYS = frozenset({
     "preserve_relative_paths", "image_size", "coresize", "description",
 })  # fmt: skip
 
-_MACRO_USE = re.compile(r"\$\(\s*([A-Za-z_][A-Za-z0-9_.]*)")
 _DEFINED = re.compile(r"\bdefined\s+([A-Za-z_][A-Za-z0-9_.]*)", re.IGNORECASE)
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 MAX_PROCS = 1_000_000
@@ -197,7 +197,7 @@ class _Parser(ValueReaders):
 
     # -- statements
     def run(self, stmts: list[Statement]) -> None:
-        used = {m.lower() for s in stmts for m in _MACRO_USE.findall(s.value)}
+        used = {m for s in stmts for m in used_names(s.value)}
         used |= {m.lower() for s in stmts if s.kind != "set" for m in _DEFINED.findall(s.value)}
         conditions = Conditions(self.is_defined, self.expand_condition)
         queues: list[int] = []

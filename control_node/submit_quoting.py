@@ -50,6 +50,7 @@ __all__ = [
     "printable",
     "split_list",
     "undefined_macros",
+    "used_names",
     "PREDEFINED_MACROS",
     "Statement",
     "valid_env_name",
@@ -265,18 +266,13 @@ def _scan_ref(text: str, at: int) -> tuple[MacroRef | None, int]:
 
 
 def _machine_ref(text: str, at: int) -> tuple[MacroRef | None, int]:
-    """``$$(NAME[:default])``: left in place, substituted when the job is matched."""
+    """``$$(NAME[:default])``: left in place, substituted when the job is matched (the
+    name is checked when the value is expanded: an unused value may hold any)."""
     try:
         end = _closing_paren(text, at + 2)
     except MacroError:
         return None, at + 2
     name, colon, default = text[at + 3 : end].partition(":")
-    if name.lower() not in MACHINE_ATTRIBUTES:
-        known = ", ".join(sorted(MACHINE_ATTRIBUTES))
-        raise MacroError(
-            f"'{text[at : end + 1]}': dfarm substitutes $$(NAME) for these worker attributes"
-            f" only: {known} (write $(DOLLAR) for a literal '$')"
-        )
     raw = text[at : end + 1]
     return MacroRef(name, default if colon else None, False, raw, MACHINE), end + 1
 
@@ -321,6 +317,12 @@ def expand_macros(text: str, ctx: MacroContext, stack: tuple[str, ...] = ()) -> 
 
 def _resolve(ref: MacroRef, ctx: MacroContext, stack: tuple[str, ...]) -> str:
     if ref.func == MACHINE:
+        if ref.name.lower() not in MACHINE_ATTRIBUTES:
+            known = ", ".join(sorted(MACHINE_ATTRIBUTES))
+            raise MacroError(
+                f"'{ref.raw}': dfarm substitutes $$(NAME) for these worker attributes"
+                f" only: {known} (write $(DOLLAR) for a literal '$')"
+            )
         return ref.raw
     if ref.env:
         value = ctx.environ.get(ref.name)
@@ -496,7 +498,11 @@ PREDEFINED_MACROS = frozenset(
 def _plain_refs(text: str) -> list[MacroRef]:
     """The ``$(NAME)`` and ``$ENV(NAME)`` without a default in text, also inside functions."""
     refs: list[MacroRef] = []
-    for p in scan_macros(text):
+    try:
+        parts = scan_macros(text)
+    except MacroError:
+        return refs  # a value that is never expanded: nothing to warn of
+    for p in parts:
         if isinstance(p, str) or p.func == MACHINE:
             continue
         if p.func is not None:
@@ -539,3 +545,23 @@ def _undefined(name: str, spelled: dict[str, str]) -> str:
     if close:
         return f"$({name}) is not defined; did you mean $({spelled[close[0]]})?"
     return f"$({name}) is not defined and expands to nothing"
+
+
+def used_names(text: str) -> set[str]:
+    """The (lower-case) macro names text refers to: in ``$(NAME)`` and as the arguments
+    of macro functions (``$CHOICE(Process, colors)`` refers to ``colors``)."""
+    names: set[str] = set()
+    try:
+        parts = scan_macros(text)
+    except MacroError:
+        return names  # reported with its line when the value is expanded
+    for p in parts:
+        if isinstance(p, str) or p.env or p.func == MACHINE:
+            continue
+        if p.func is None:
+            names.add(p.name.lower())
+            names |= used_names(p.default or "")
+            continue
+        names |= used_names(p.name)
+        names |= {arg.strip().lower() for arg in re.split(r"[,:]", p.name) if arg.strip()}
+    return names

@@ -311,3 +311,10 @@ def test_random_choice_of_a_list_macro(farm: Path) -> None:
     )
     desc = parse_submit_text(text, filename="j.sub", cluster=1, cwd=str(farm), seed=5)
     assert {a for p in desc.procs for a in p.arguments} == {"red", "green"}
+
+
+def test_a_value_never_expanded_may_hold_what_dfarm_cannot_substitute(farm: Path) -> None:
+    # condor_submit accepts $$(ANY) anywhere; dfarm refuses it only where it is used
+    text = "executable = run.sh\njunk = $$(KFlops)\nqueue\narguments = $(junk)\n"
+    desc = parse_submit_text(text, filename="j.sub", cluster=1, cwd=str(farm))
+    assert len(desc.procs) == 1
