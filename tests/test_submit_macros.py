@@ -318,3 +318,47 @@ def test_a_value_never_expanded_may_hold_what_dfarm_cannot_substitute(farm: Path
     text = "executable = run.sh\njunk = $$(KFlops)\nqueue\narguments = $(junk)\n"
     desc = parse_submit_text(text, filename="j.sub", cluster=1, cwd=str(farm))
     assert len(desc.procs) == 1
+
+
+# ----------------------------------------------------------------------------- per key
+
+PREDEFINED_ARGS = (
+    "arguments = $(Cluster) $(ClusterId) $(Process) $(ProcId) $(Step) [$(Item)]"
+    " $(ItemIndex) $(Row) [$(Node)]\n"
+)
+
+
+def test_predefined_macros_are_htcondors(farm: Path) -> None:
+    text = "executable = run.sh\n" + PREDEFINED_ARGS + "queue 2\n"
+    desc = parse_submit_text(text, filename="j.sub", cluster=1, cwd=str(farm))
+    mine = [" ".join(p.arguments) for p in desc.procs]
+    assert mine == ["1 1 0 0 0 [] 0 0 []", "1 1 1 1 1 [] 0 0 []"] and desc.warnings == []
+    if HTCONDOR:
+        got = condor_jobs(text.replace("run.sh", "/bin/true"), str(farm))
+        assert [job["Args"] for job in got["jobs"]] == mine
+
+
+#: An undefined macro as the whole value of a key: the key is unset, as in HTCondor
+#: (dfarm's field, its value; HTCondor's attribute, its value).
+UNSET = [
+    ("output", "output", None, "Out", "/dev/null"),
+    ("error", "error", None, "Err", "/dev/null"),
+    ("input", "input", None, "In", "/dev/null"),
+    ("arguments", "arguments", [], "Args", ""),
+    ("environment", "environment", {}, "Environment", ""),
+    ("request_cpus", "request_cpus", 1, "RequestCpus", "1"),
+    ("priority", "priority", 0, "JobPrio", "0"),
+]
+
+
+@pytest.mark.parametrize(("key", "field", "value", "attr", "condor"), UNSET)
+def test_undefined_macro_leaves_a_key_unset(
+    farm: Path, key: str, field: str, value: object, attr: str, condor: str
+) -> None:
+    text = f"executable = run.sh\n{key} = $(nosuch)\nqueue\n"
+    desc = parse_submit_text(text, filename="j.sub", cluster=1, cwd=str(farm))
+    assert getattr(desc.procs[0], field) == value
+    assert desc.warnings == ["j.sub:2: $(nosuch) is not defined and expands to nothing"]
+    if HTCONDOR:
+        got = condor_jobs(text.replace("run.sh", "/bin/true"), str(farm))
+        assert got["jobs"][0].get(attr, "") == condor
