@@ -111,8 +111,12 @@ FILENAME_FUNCTION = re.compile(r"F[pnxdqabwuPNXDQABWU]*")
 #: The random functions, evaluated by :class:`RandomDraws` (one generator per proc).
 RANDOM_FUNCTIONS = frozenset({"RANDOM_INTEGER", "RANDOM_CHOICE", "RANDOM_NORMAL", "RANDOM_UNIFORM"})
 PURE_FUNCTIONS = frozenset({"ENV", "INT", "REAL", "SUBSTR", "CHOICE", "BASENAME", "DIRNAME"})
-_INT_FORMAT = re.compile(r"([^%]*)%([-+ #0]*[0-9]*)[hlLqjzt]*([diouxXc])(.*)", re.DOTALL)
-_REAL_FORMAT = re.compile(r"([^%]*)%([-+ #0]*[0-9]*(?:\.[0-9]*)?)[lL]?([eEfFgGaA])(.*)", re.DOTALL)
+_INT_FORMAT = re.compile(r"([^%]*)%([-+ #0]*[0-9]{0,3})[hlLqjzt]*([diouxX])(.*)", re.DOTALL)
+_REAL_FORMAT = re.compile(
+    r"([^%]*)%([-+ #0]*[0-9]{0,3}(?:\.[0-9]{0,3})?)[lL]?([eEfFgG])(.*)", re.DOTALL
+)
+#: What an arithmetic value may be written with (no Python-only forms such as 0x10 or 1_0).
+_ARITHMETIC = re.compile(r"[0-9.eE+\-*/%() \t]+")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 #: Looks a macro up by name: its expanded value, or None when it is not defined.
@@ -160,12 +164,15 @@ def _evaluate_number(text: str) -> float | int | None:
     """A number, or a ClassAd-style arithmetic expression of numbers; None if neither."""
     text = text.strip()
     if _NUMBER.fullmatch(text):
-        return float(text) if any(c in text for c in ".eE") else int(text)
+        number = float(text) if any(c in text for c in ".eE") else int(text)
+        return number if math.isfinite(number) else None
+    if not _ARITHMETIC.fullmatch(text) or "**" in text:
+        return None
     try:
-        tree = ast.parse(text, mode="eval")
-        return _arith(tree.body)
+        value = _arith(ast.parse(text, mode="eval").body)
     except (SyntaxError, ValueError, ZeroDivisionError, RecursionError, OverflowError):
         return None
+    return value if math.isfinite(value) else None
 
 
 def _arith(node: ast.expr) -> float | int:

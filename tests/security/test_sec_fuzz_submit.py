@@ -59,6 +59,9 @@ plain_values = st.sampled_from([
     "$RANDOM_CHOICE(a,b)", "$RANDOM_CHOICE()", "$RANDOM_NORMAL(0,1)", "$RANDOM_UNIFORM(1,0)",
     "$CHOICE(0, a, b)", "$CHOICE(9, a)", "$ENV(HOME)", "$ENV(NOPE:x)", "$F(job.sh)",
     "$Fp(job.sh)", "$INT(1.5)", "$REAL(x)", "$SUBSTR(abc, 1)", "$(executable)",
+    "$Fqpnxdbwu(x)", "$Fqa(executable)", "$SUBSTR(x,-1,-1)", "$SUBSTR(x)", "$INT(x,%s)",
+    "$INT(1,%05d%n)", "$REAL(1,%.99f)", "$CHOICE(x)", "$CHOICE(-1,a)", "$CHOICE(0,nolist)",
+    "$BASENAME(x)", "$DIRNAME()", "$(x$(Item))", "$INT(1e400)", "$INT(9**99)", "$REAL(1/0)",
     "\x00", "\x07", "\x1b[31m", "\u202e", "\ufeff", "é" * 50, "\U0001f600", "\\", "\\\n",
     "x" * 5000,
 ])  # fmt: skip
