@@ -98,16 +98,16 @@ def parse_queue(args: str, block: tuple[str, ...] | None = None) -> QueueSpec:
     count, names = _head(args[: m.start()].strip())
     rest = args[m.end() :].strip()
     what = ""
-    if mode == "matching":
-        word = re.match(r"(files|dirs)\b", rest, re.IGNORECASE)
-        if word:
-            what, rest = word.group(1).lower(), rest[word.end() :].strip()
     the_slice = None
-    if rest.startswith("["):
-        s = _SLICE.match(rest)
-        if s is None:
-            raise QueueError(f"invalid slice in 'queue {args}': expected [start:stop:step]")
-        the_slice, rest = _to_slice(s), rest[s.end() :].strip()
+    for _ in range(2):  # 'matching' takes files|dirs and the slice in either order
+        word = re.match(r"(files|dirs)\b", rest, re.IGNORECASE)
+        if mode == "matching" and word and not what:
+            what, rest = word.group(1).lower(), rest[word.end() :].strip()
+        if rest.startswith("[") and the_slice is None:
+            s = _SLICE.match(rest)
+            if s is None:
+                raise QueueError(f"invalid slice in 'queue {args}': expected [start:stop:step]")
+            the_slice, rest = _to_slice(s), rest[s.end() :].strip()
     if not rest and block is None:
         raise QueueError(f"'queue ... {mode}' needs a list of items")
     return QueueSpec(count, names or ("Item",), mode, what, the_slice, rest, block)

@@ -111,6 +111,8 @@ FORMS: list[tuple[str, list[str] | None]] = [
     ("queue x matching s*", ["[sub1/] [] [] 0 0 0 0", "[sub2/] [] [] 1 0 1 1"]),
     ("queue x,y matching m*.txt", ["[more.txt] [] [] 0 0 0 0"]),
     ("queue x matching [1:] *.txt", ["[more.txt] [] [] 0 0 1 1"]),
+    ("queue x matching [1:] files *.txt", ["[more.txt] [] [] 0 0 1 1"]),
+    ("queue x matching files [1:] *.txt", ["[more.txt] [] [] 0 0 1 1"]),
     ("queue 2 x", ERROR),
     ("queue x in", ERROR),
     ("queue x from nofile.txt", ERROR),
@@ -167,6 +169,7 @@ DFARM_ONLY: list[tuple[str, list[str] | None]] = [
     ("queue x in (a)\nqueue x in (b)", ["[a] [] [] 0 0 0 0", "[b] [] [] 1 0 0 0"]),
     ("queue x matching files sub*", []),
     ("queue x in ()", []),
+    ("queue 0 x in (a, b)", []),
 ]
 
 
