@@ -1,4 +1,12 @@
-"""The random macro functions of a submit file, and the values each proc drew.
+"""The macro functions of a submit file, as condor_submit 24 evaluates them.
+
+``$F[pnxdqabwu](name)``, ``$BASENAME``, ``$DIRNAME``, ``$INT(name[, format])``,
+``$REAL(name[, format])``, ``$SUBSTR(name, start[, length])``, ``$CHOICE(index, ...)``
+and ``$ENV`` are evaluated by :func:`call_function`; an argument naming no macro is
+taken as text. A value that cannot be evaluated is a ``ValueError`` (condor_submit
+stops on it too).
+
+The random functions, and the values each proc drew:
 
 HTCondor's ``$RANDOM_INTEGER(min, max[, step])`` (an integer from ``min`` to ``max``
 inclusive, on the stride ``step`` from ``min``) and ``$RANDOM_CHOICE(a, b, ...)``, and

@@ -13,11 +13,13 @@ with a readable message; ``control_node.submit_file`` adds the file and line.
 - File lists (comma and/or white space separated) and the memory / disk units.
 - Lines: ``key = value`` statements and ``queue``; a trailing backslash continues a
   line (comment lines inside the continuation are skipped); ``#`` starts a comment line.
-- Macros: ``$(name)``, ``$(name:default)``, ``$ENV(VAR[:default])`` and the random
-  functions of ``submit_functions`` (evaluated by ``MacroContext.call``). Names are
-  case-insensitive; ``$(DOLLAR)`` is a literal ``$``. ``$$(NAME[:default])`` is left
-  in place for the scheduler to substitute from the matched worker (HTCondor's
-  match-time substitution; ``scheduler.matching.macros``); other ``$FUNC()`` are refused.
+- Macros: ``$(name)``, ``$(name:default)``, ``$ENV(VAR[:default])`` and the macro
+  functions of ``submit_functions`` (the random ones drawn by ``MacroContext.call``).
+  Names are case-insensitive; an undefined macro is empty (``undefined_macros`` lists
+  them for warnings); ``$(DOLLAR)`` is a literal ``$``. What condor_submit does not
+  read as a macro (``$(oops``, ``$( x )``, ``$FOO(x)``) stays as text.
+  ``$$(NAME[:default])`` is left in place for the scheduler to substitute from the
+  matched worker (HTCondor's match-time substitution; ``scheduler.matching.macros``).
 """
 
 from __future__ import annotations
