@@ -184,9 +184,9 @@ def _evaluate_number(text: str) -> float | int | None:
 
 
 def _arith(node: ast.expr) -> float | int:
-    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-        if not isinstance(node.value, bool):
-            return node.value
+    number = node.value if isinstance(node, ast.Constant) else None
+    if isinstance(number, int | float) and not isinstance(number, bool):
+        return number
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
         value = _arith(node.operand)
         return -value if isinstance(node.op, ast.USub) else value
