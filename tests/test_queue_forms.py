@@ -33,6 +33,8 @@ FORMS: list[tuple[str, list[str] | None]] = [
     ("queue x,y in (a, b)", ["[a] [] [] 0 0 0 0", "[b] [] [] 1 0 1 1"]),
     ("queue x, in (a)", ["[a] [] [] 0 0 0 0"]),
     ("queue x,x in (a)", ["[] [] [] 0 0 0 0"]),
+    ("queue Process in (a, b)", ["[] [] [] a 0 0 0", "[] [] [] b 0 1 1"]),
+    ("queue Step, x in (a)", ["[] [] [] 0 a 0 0"]),
     ("queue x in (a, 'b c')", ["[a] [] [] 0 0 0 0", "['b] [] [] 1 0 1 1", "[c'] [] [] 2 0 2 2"]),
     ("queue x in [1:] (a, b, c)", ["[b] [] [] 0 0 1 1", "[c] [] [] 1 0 2 2"]),
     ("queue x in [:2] (a, b, c)", ["[a] [] [] 0 0 0 0", "[b] [] [] 1 0 1 1"]),
