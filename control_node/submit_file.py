@@ -5,13 +5,13 @@ support is rejected with the file name, line number and a clear message. Every
 ``key = value`` also defines a macro, expanded when a ``queue`` statement is reached with
 the values in force there (see ``submit_quoting`` for macros, quoting and units,
 ``submit_queue`` for the queue forms, ``submit_conditions`` for if/else,
-``submit_functions`` for the random functions and ``submit_keys`` for what each key
+``submit_functions`` for the macro functions and ``submit_keys`` for what each key
 means). A key HTCondor does not know is a macro, as there; one the file never uses
 gets a warning with the key it may have meant. ``+Name = value`` and ``MY.Name = value``
 are custom job attributes (a ClassAd expression, kept as text). A file may redefine a
 predefined macro (``Process``, ``Cluster``, ``Step``...): its value wins, as in
 condor_submit; a queue variable wins over the file's value of the same key.
-Unlike HTCondor, an undefined macro without a default is an error, not "". An empty
+As in HTCondor, an undefined macro expands to nothing (with a warning). An empty
 value (``key =``) leaves the key unset, except that an empty or ``""``
 ``transfer_output_files`` means "no output files" and an empty ``arguments`` still
 counts as given (so a seed ``data`` file is then not passed as an argument).
@@ -52,9 +52,12 @@ from control_node.submit_quoting import (
     MacroError,
     Statement,
     expand_macros,
+    printable,
     read_statements,
     replace_self_reference,
     split_list,
+    undefined_macros,
+    used_names,
 )
 from control_node.submit_values import INT, INT32, ValueReaders
 from scheduler.protocol import (
@@ -78,7 +81,7 @@ class SubmitFileError(Exception):
 
     def __init__(self, path: str, line: int | None, message: str) -> None:
         super().__init__(path, line, message)
-        self.path, self.line, self.message = path, line, message
+        self.path, self.line, self.message = path, line, printable(message)
 
     def __str__(self) -> str:
         where = self.path if self.line is None else f"{self.path}:{self.line}"
@@ -145,7 +148,6 @@ SUPPORTED_KEYS = CARRIED_OUT
 #: HTCondor's keys that dfarm stores as job attributes or accepts with a warning.
 ACCEPTED_KEYS = HTCONDOR_KEYS - CARRIED_OUT
 
-_MACRO_USE = re.compile(r"\$\(\s*([A-Za-z_][A-Za-z0-9_.]*)")
 _DEFINED = re.compile(r"\bdefined\s+([A-Za-z_][A-Za-z0-9_.]*)", re.IGNORECASE)
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 #: ``+Name =`` or ``MY.Name =`` at the start of a line: a custom job attribute.
@@ -227,11 +229,12 @@ class _Parser(ValueReaders):
 
     # -- statements
     def run(self, stmts: list[Statement]) -> None:
-        used = {m.lower() for s in stmts for m in _MACRO_USE.findall(s.value)}
+        used = {m for s in stmts for m in used_names(s.value)}
         used |= {m.lower() for s in stmts if s.kind != "set" for m in _DEFINED.findall(s.value)}
         conditions = Conditions(self.is_defined, self.expand_condition)
         queues: list[int] = []
         assigned: list[Statement] = []
+        active: list[Statement] = []
         for st in stmts:
             if st.kind in ("if", "elif", "else", "endif"):
                 try:
@@ -242,13 +245,17 @@ class _Parser(ValueReaders):
                 continue
             elif st.kind == "queue":
                 queues.append(st.line)
+                active.append(st)
                 self.queue(st)
             else:
                 self.assign(st, used)
                 assigned.append(st)
+                active.append(st)
         if conditions.blocks:
             line = conditions.blocks[-1].line
             raise SubmitFileError(self.filename, line, "this 'if' has no 'endif'")
+        for line, text in undefined_macros(active, self.environ):
+            self.warn(line, text)
         for st in assigned:
             if queues and st.line > queues[-1]:
                 self.warn(st.line, f"'{st.key}' is set after the last 'queue' and has no effect")
