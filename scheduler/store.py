@@ -40,6 +40,7 @@ full.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import operator
@@ -53,7 +54,7 @@ from _thread import get_ident
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from scheduler.disk_space import free_bytes
 from scheduler.protocol import (
@@ -116,45 +117,53 @@ class Job:
     #: Set when the job completes (kept in ``job_results``, not in this row).
     result: JobResult | None = None
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
+        """``CLUSTER.PROC``, made once: neither ever changes."""
         return format_job_id(self.cluster, self.proc)
 
     def info(self, result: JobResult | None = None) -> JobInfo:
         """The record users see, with its result (``result``, else the one it holds)."""
+        fields = self.wire_info(result)
+        fields["arguments"] = list(self.spec.arguments)
+        fields["output_files"] = list(self.output_files)
+        fields["params"] = dict(self.spec.params)
+        return JobInfo(**fields)
+
+    def wire_info(self, result: JobResult | None = None) -> dict[str, Any]:
+        """:meth:`info` as it goes on the wire (``to_wire``), built straight from the
+        job (its lists are the job's own, not copies): a job update is sent so."""
         result = result or self.result
-        fields = {name: getattr(self, name) for name in _INFO_FIELDS}
-        if self.state in (JobState.IDLE, JobState.HELD):
-            fields["worker"] = None  # where it ran last is not where it is (dq, dstat)
-        return JobInfo(
-            id=self.id,
-            state=self.state.value,
-            executable=self.spec.executable,
-            arguments=list(self.spec.arguments),
-            output_files=list(self.output_files),
-            params=dict(self.spec.params),
-            result=None if result is None else result.value,
-            result_error=None if result is None else result.error,
-            **fields,
-        )
+        state = self.state
+        spec = self.spec
+        return {
+            "id": self.id,
+            "cluster": self.cluster,
+            "proc": self.proc,
+            "owner": self.owner,
+            "state": state.value,
+            "submit_time": self.submit_time,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            # Where it ran last is not where it is (dq, dstat).
+            "worker": None if state is JobState.IDLE or state is JobState.HELD else self.worker,
+            "exit_code": self.exit_code,
+            "exit_signal": self.exit_signal,
+            "wall_time": self.wall_time,
+            "cpu_time": self.cpu_time,
+            "num_starts": self.num_starts,
+            "hold_reason": self.hold_reason,
+            "executable": spec.executable,
+            "arguments": spec.arguments,
+            "output_files": self.output_files,
+            "mail": "",
+            "total_run_time": None,
+            "params": spec.params,
+            "result": None if result is None else result.value,
+            "result_error": None if result is None else result.error,
+        }
 
 
-#: Fields a job and its public record share unchanged.
-_INFO_FIELDS = [
-    "cluster",
-    "proc",
-    "owner",
-    "submit_time",
-    "start_time",
-    "end_time",
-    "worker",
-    "exit_code",
-    "exit_signal",
-    "wall_time",
-    "cpu_time",
-    "num_starts",
-    "hold_reason",
-]
 #: Columns that change after submission; the others are written once.
 _MUTABLE_COLUMNS = [
     "state",

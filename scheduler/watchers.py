@@ -15,12 +15,13 @@ def notify(state: SchedulerState, job: Job) -> None:
     state.mailer.changed(job)
     subs = state.subscribers.get(job.cluster)
     if subs:
-        update: p.JobUpdate | None = None
+        frame: bytes | None = None
         for conn, states in subs.items():
             if not may_control(conn, job) or (states and job.state.value not in states):
                 continue  # updates go to the job's owner (and admins) only
-            update = update or p.JobUpdate(job=job.info())
-            conn.send(update, urgent=False)
+            if frame is None:  # a p.JobUpdate, encoded once for all who see it
+                frame = p.encode_wire({"job": job.wire_info(), "type": p.JobUpdate.type})
+            conn.send_frame(frame, urgent=False)
     if job.cluster in state.awaiting and job.state not in p.UNFINISHED_STATES:
         cluster_may_be_done(state, job.cluster)
 

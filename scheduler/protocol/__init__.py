@@ -152,6 +152,7 @@ from scheduler.protocol.scram import (
 from scheduler.protocol.wire import (
     decode,
     encode,
+    encode_wire,
     from_wire,
     pack_bytes,
     parse_json,
@@ -188,6 +189,7 @@ __all__ = [
     "DrainWorker",
     "EditJobs",
     "encode",
+    "encode_wire",
     "Error",
     "FetchResults",
     "FINAL_STATES",

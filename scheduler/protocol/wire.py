@@ -32,6 +32,7 @@ __all__ = [
     "unpack_bytes",
     "decode",
     "encode",
+    "encode_wire",
     "from_wire",
     "read_message",
     "recv_message",
@@ -104,7 +105,13 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
 def encode(message: Message) -> bytes:
     """A whole frame: length header and JSON body."""
-    body = _ENCODER.encode(to_wire(message)).encode()
+    return encode_wire(to_wire(message))
+
+
+def encode_wire(data: dict[str, Any]) -> bytes:
+    """A whole frame of a message already in its wire form (as :func:`to_wire` makes
+    it, ``type`` included)."""
+    body = _ENCODER.encode(data).encode()
     return HEADER.pack(len(body)) + body
 
 
