@@ -73,12 +73,8 @@ class Connection:
     def send(self, message: p.Message, urgent: bool = True) -> None:
         """Queue a frame; it leaves at the end of the loop's turn, after the commit.
         Frames that are not ``urgent`` (job updates) may wait: see :meth:`flush_delay`."""
-        self.send_frame(p.encode(message), urgent)
-
-    def send_frame(self, frame: bytes, urgent: bool = True) -> None:
-        """:meth:`send` for a message already encoded (one frame sent to many)."""
         queued = len(self.outbox)
-        self.outbox.append(frame)
+        self.outbox.append(p.encode(message))
         self.undo(lambda: self.outbox.__delitem__(slice(queued, None)))
         self.urgent = self.urgent or urgent
         self.updates = self.updates or not urgent

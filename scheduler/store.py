@@ -64,6 +64,7 @@ from scheduler.protocol import (
     JobState,
     format_job_id,
     from_wire,
+    record,
     to_wire,
     user_key,
 )
@@ -128,7 +129,7 @@ class Job:
         fields["arguments"] = list(self.spec.arguments)
         fields["output_files"] = list(self.output_files)
         fields["params"] = dict(self.spec.params)
-        return JobInfo(**fields)
+        return record(JobInfo, fields)
 
     def wire_info(self, result: JobResult | None = None) -> dict[str, Any]:
         """:meth:`info` as it goes on the wire (``to_wire``), built straight from the

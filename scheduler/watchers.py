@@ -15,13 +15,14 @@ def notify(state: SchedulerState, job: Job) -> None:
     state.mailer.changed(job)
     subs = state.subscribers.get(job.cluster)
     if subs:
-        frame: bytes | None = None
+        update: p.JobUpdate | None = None
         for conn, states in subs.items():
             if not may_control(conn, job) or (states and job.state.value not in states):
                 continue  # updates go to the job's owner (and admins) only
-            if frame is None:  # a p.JobUpdate, encoded once for all who see it
-                frame = p.encode_wire({"job": job.wire_info(), "type": p.JobUpdate.type})
-            conn.send_frame(frame, urgent=False)
+            if update is None:  # encoded once for all who see it, straight from the job
+                wire = {"job": job.wire_info(), "type": p.JobUpdate.type}
+                update = p.prepared(p.JobUpdate(job=job.info()), wire)
+            conn.send(update, urgent=False)
     if job.cluster in state.awaiting and job.state not in p.UNFINISHED_STATES:
         cluster_may_be_done(state, job.cluster)
 

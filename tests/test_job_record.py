@@ -35,7 +35,10 @@ def job(**changes: object) -> Job:
 )  # fmt: skip
 def test_wire_record_is_the_record_on_the_wire(subject: Job) -> None:
     update = p.encode(p.JobUpdate(job=subject.info()))
-    assert p.encode_wire({"job": subject.wire_info(), "type": p.JobUpdate.type}) == update
+    wire = {"job": subject.wire_info(), "type": p.JobUpdate.type}
+    assert p.encode_wire(wire) == update
+    assert p.encode(p.prepared(p.JobUpdate(job=subject.info()), wire)) == update
+    assert subject.info() == p.JobInfo(**p.to_wire(subject.info()))
     decoded = p.decode(update[p.HEADER.size :])
     assert isinstance(decoded, p.JobUpdate) and decoded.job == subject.info()
 
