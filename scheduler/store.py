@@ -64,8 +64,8 @@ from scheduler.protocol import (
     JobState,
     format_job_id,
     from_wire,
+    json_text,
     record,
-    to_wire,
     user_key,
 )
 from scheduler.protocol.scram import Verifier, make_verifier
@@ -216,11 +216,7 @@ def _column(job: Job, name: str) -> object:
 def _spec_text(spec: JobSpec) -> str:
     """A spec as stored, made once per spec object (the procs of a cluster mostly
     share one: see :func:`scheduler.protocol.shared_specs`)."""
-    text: str | None = spec.__dict__.get("_text")
-    if text is None:
-        text = json.dumps(to_wire(spec), separators=(",", ":"))
-        object.__setattr__(spec, "_text", text)
-    return text
+    return json_text(spec)
 
 
 def _jobs_from_rows(rows: Iterable[sqlite3.Row]) -> list[Job]:

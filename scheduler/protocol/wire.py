@@ -33,6 +33,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_wire",
+    "json_text",
     "prepared",
     "record",
     "from_wire",
@@ -111,7 +112,39 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 def encode(message: Message) -> bytes:
     """A whole frame: length header and JSON body (the one :func:`prepared` made)."""
     frame: bytes | None = message.__dict__.get("_frame")
-    return encode_wire(to_wire(message)) if frame is None else frame
+    if frame is not None:
+        return frame
+    wire = to_wire(message)
+    cls: type = type(message)
+    kept = _kept_fields(cls)
+    if not kept:
+        return encode_wire(wire)
+    # A record sent again and again (a job's spec in every RunJob) goes in as the
+    # JSON text it was written as the first time.
+    parts = []
+    for name in kept:
+        del wire[name]
+        parts.append(f'"{name}":{json_text(getattr(message, name))}')
+    rest = _ENCODER.encode(wire)  # never "{}": it holds the message's type
+    body = f"{{{','.join(parts)},{rest[1:]}".encode()
+    return HEADER.pack(len(body)) + body
+
+
+@functools.cache
+def _kept_fields(cls: type) -> tuple[str, ...]:
+    """The fields of a message type that hold a record of :data:`_KEEP_WIRE`."""
+    hints = typing.get_type_hints(cls)
+    return tuple(name for name in _field_names(cls) or () if hints[name] in _KEEP_WIRE)
+
+
+def json_text(value: Any) -> str:
+    """A record of :data:`_KEEP_WIRE` as compact JSON, made once and kept on it (also
+    what the store writes a job's spec as)."""
+    text: str | None = value.__dict__.get("_text")
+    if text is None:
+        text = _ENCODER.encode(to_wire(value))
+        object.__setattr__(value, "_text", text)
+    return text
 
 
 def prepared(message: M, wire: dict[str, Any]) -> M:
