@@ -129,11 +129,11 @@ class Job:
         fields["arguments"] = list(self.spec.arguments)
         fields["output_files"] = list(self.output_files)
         fields["params"] = dict(self.spec.params)
-        return record(JobInfo, fields)
+        return record(JobInfo, fields, wire=fields)
 
     def wire_info(self, result: JobResult | None = None) -> dict[str, Any]:
         """:meth:`info` as it goes on the wire (``to_wire``), built straight from the
-        job (its lists are the job's own, not copies): a job update is sent so."""
+        job (its lists are the job's own, not copies)."""
         result = result or self.result
         state = self.state
         spec = self.spec

@@ -19,9 +19,7 @@ def notify(state: SchedulerState, job: Job) -> None:
         for conn, states in subs.items():
             if not may_control(conn, job) or (states and job.state.value not in states):
                 continue  # updates go to the job's owner (and admins) only
-            if update is None:  # encoded once for all who see it, straight from the job
-                wire = {"job": job.wire_info(), "type": p.JobUpdate.type}
-                update = p.prepared(p.JobUpdate(job=job.info()), wire)
+            update = update or p.JobUpdate(job=job.info())
             conn.send(update, urgent=False)
     if job.cluster in state.awaiting and job.state not in p.UNFINISHED_STATES:
         cluster_may_be_done(state, job.cluster)

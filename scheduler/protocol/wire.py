@@ -34,7 +34,6 @@ __all__ = [
     "encode",
     "encode_wire",
     "json_text",
-    "prepared",
     "record",
     "from_wire",
     "read_message",
@@ -44,7 +43,6 @@ __all__ = [
 ]
 
 
-M = TypeVar("M", bound=Message)
 R = TypeVar("R")
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
@@ -68,8 +66,11 @@ def to_wire(value: Any) -> Any:
         return value
     names = _field_names(cls)
     if names is not None:
-        if cls in _KEEP_WIRE and "_wire" in value.__dict__:
-            return value.__dict__["_wire"]
+        kept = value.__dict__
+        if "_given_wire" in kept:  # see :func:`record`
+            return dict(kept["_given_wire"])
+        if cls in _KEEP_WIRE and "_wire" in kept:
+            return kept["_wire"]
         out = {}
         for name in names:
             field = getattr(value, name)
@@ -110,10 +111,7 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
 
 def encode(message: Message) -> bytes:
-    """A whole frame: length header and JSON body (the one :func:`prepared` made)."""
-    frame: bytes | None = message.__dict__.get("_frame")
-    if frame is not None:
-        return frame
+    """A whole frame: length header and JSON body."""
     wire = to_wire(message)
     cls: type = type(message)
     kept = _kept_fields(cls)
@@ -147,20 +145,15 @@ def json_text(value: Any) -> str:
     return text
 
 
-def prepared(message: M, wire: dict[str, Any]) -> M:
-    """``message`` with its frame made now from ``wire``, its wire form as
-    :func:`to_wire` gives it but built by the caller, who has it at hand for less:
-    :func:`encode` sends that frame as it is, to each peer it goes to."""
-    object.__setattr__(message, "_frame", encode_wire(wire))
-    return message
-
-
-def record(cls: type[R], fields: dict[str, Any]) -> R:
+def record(cls: type[R], fields: dict[str, Any], wire: dict[str, Any] | None = None) -> R:
     """A record (a dataclass without ``__post_init__``) of ``fields``: each of its
     fields, in order, of its type, as checked by the caller; without the cost of a
-    frozen dataclass's ``__init__``."""
+    frozen dataclass's ``__init__``. ``wire``: its wire form, built by the caller
+    (who has it at hand for less), that :func:`to_wire` then gives a copy of."""
     made = object.__new__(cls)
     made.__dict__.update(fields)
+    if wire is not None:
+        made.__dict__["_given_wire"] = wire
     return made
 
 
