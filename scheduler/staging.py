@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -179,6 +180,12 @@ def _tls_handlers(tls: TlsFiles) -> tuple[type[FTPHandler], type[DTPHandler]]:
     return control, data
 
 
+@functools.lru_cache(maxsize=4096)
+def _job_dir(root: Path, cluster: int, proc: int) -> Path:
+    """A job's folder, made once for the few times a job's finish asks for it."""
+    return root / str(cluster) / str(proc)
+
+
 class Spool:
     """The spool directory and the FTP server over it."""
 
@@ -272,9 +279,7 @@ class Spool:
         return self.root / str(cluster) / "input"
 
     def job_dir(self, cluster: int, proc: int) -> Path:
-        # One path made from text: cheaper than joining two parts (once per job's
-        # start and finish).
-        return Path(f"{self.root}{os.sep}{cluster}{os.sep}{proc}")
+        return _job_dir(self.root, cluster, proc)
 
     def clear_job_dir(self, cluster: int, proc: int) -> None:
         """Forget the large results of an earlier attempt of a job (an effect, run
