@@ -9,7 +9,7 @@ import pytest
 
 from scheduler import protocol as p
 from scheduler.protocol import JobSpec, JobState
-from scheduler.store import Job, JobResult
+from scheduler.job_records import Job, JobResult
 
 SPEC = JobSpec(executable="run.sh", arguments=["a", "b c"], params={"x": "1"})
 
