@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 
 from scheduler import protocol as p
-from scheduler.protocol import JobSpec, JobState
 from scheduler.job_records import Job, JobResult
+from scheduler.protocol import JobSpec, JobState
 
 SPEC = JobSpec(executable="run.sh", arguments=["a", "b c"], params={"x": "1"})
 
