@@ -149,7 +149,7 @@ _MACRO_USE = re.compile(r"\$\(\s*([A-Za-z_][A-Za-z0-9_.]*)")
 _DEFINED = re.compile(r"\bdefined\s+([A-Za-z_][A-Za-z0-9_.]*)", re.IGNORECASE)
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 #: ``+Name =`` or ``MY.Name =`` at the start of a line: a custom job attribute.
-_CUSTOM = re.compile(r"([ \t]*)(?:\+|[Mm][Yy]\.)(?=[A-Za-z_][A-Za-z0-9_]*[ \t]*=)")
+_CUSTOM = re.compile(r"^([ \t]*)(?:\+|[Mm][Yy]\.)(?=[A-Za-z_][A-Za-z0-9_]*[ \t]*=)")
 #: What a custom resource request ``request_<name>`` stores: ``Request<name>``.
 _REQUEST = re.compile(r"request_([A-Za-z_][A-Za-z0-9_]*)")
 MAX_PROCS = 1_000_000

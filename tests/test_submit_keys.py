@@ -551,3 +551,12 @@ def test_expressions_htcondor_parses_are_accepted(farm: Path, text: str) -> None
     assert parse(farm, f"{text}\nqueue\n").procs[0].attributes["F"] == text.split("= ", 1)[1]
     if htcondor is not None:
         assert len(htcondor_jobs(farm, f"{text}\nqueue\n")) == 1
+
+
+def test_my_inside_a_value_is_not_a_custom_attribute(farm: Path) -> None:
+    """Only a line that starts with ``MY.Name =`` sets an attribute: ``MY.`` later in a
+    value (``requirements = MY.Flavour == ...``) is the expression's own."""
+    text = '+Flavour = "long"\nrequirements = MY.Flavour == "long"\nrank = MY.Flavour =?= "x"\n'
+    proc = parse(farm, f"{text}queue\n").procs[0]
+    assert proc.requirements == 'MY.Flavour == "long"'
+    assert proc.attributes == {"Flavour": '"long"', "Rank": 'MY.Flavour =?= "x"'}
