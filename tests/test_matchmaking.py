@@ -146,7 +146,7 @@ DRY_KEYS = [
     "proc", "executable", "arguments", "input", "output", "error", "log", "initialdir",
     "environment", "transfer_input_files", "transfer_output_files", "request_cpus",
     "request_memory", "request_disk", "request_gpus", "requirements", "notify_user",
-    "notification", "priority", "max_retries",
+    "notification", "priority", "max_retries", "hold", "attributes",
 ]  # fmt: skip
 
 
