@@ -93,7 +93,7 @@ class Slots:
         )
 
     def _satisfies(self, spec: JobSpec) -> bool:
-        rule = compile_requirements(spec.requirements or "true")
+        rule = compile_requirements(spec.requirements or "true", spec.attributes)
         return rule.matches(self.attributes, job_ad(spec) if rule.needs_job else _NO_JOB)
 
     def take(self, job: Job) -> None:

@@ -48,14 +48,17 @@ class Requests(Protocol):
     def requirements(self) -> str | None: ...
     @property
     def machine(self) -> str | None: ...
+    @property
+    def attributes(self) -> dict[str, str]: ...
 
 
 #: What decides where a job fits (see :func:`shape_of`).
-Shape = tuple[int, int | None, int | None, int, str | None, str | None]
+Shape = tuple[int, int | None, int | None, int, str | None, str | None, str | None]
 
 
 def shape_of(s: Requests) -> Shape:
-    """What decides where a job fits; jobs with one shape fit the same slots."""
+    """What decides where a job fits; jobs with one shape fit the same slots. Where
+    the requirements read the job's own attributes (``MY.``), those are part of it."""
     return (
         s.request_cpus,
         s.request_memory,
@@ -63,7 +66,19 @@ def shape_of(s: Requests) -> Shape:
         s.request_gpus,
         s.requirements,
         s.machine,
+        _own_attributes(s),
     )
+
+
+def _own_attributes(s: Requests) -> str | None:
+    """The job's ad, as text, when its requirements read it; else None."""
+    if s.requirements is None:
+        return None
+    try:
+        rule = compile_requirements(s.requirements, s.attributes)
+    except RequirementsError:
+        return None
+    return repr(sorted(job_ad(s).items())) if rule.needs_job else None
 
 
 @dataclass(frozen=True)
@@ -146,7 +161,7 @@ def _fits(req: Requests, c: Capacity) -> bool:
         return False
     if req.requirements is not None:
         try:
-            rule = compile_requirements(req.requirements)
+            rule = compile_requirements(req.requirements, req.attributes)
         except RequirementsError:
             return False
         if not rule.matches(c.ad, job_ad(req) if rule.needs_job else {}):
@@ -196,7 +211,7 @@ def never_reasons(req: Requests, workers: list[Capacity]) -> tuple[list[str], li
         )
     if req.requirements is not None:
         try:
-            rule = compile_requirements(req.requirements)
+            rule = compile_requirements(req.requirements, req.attributes)
         except RequirementsError as exc:
             return [], [f"requirements: {exc}"]
         job = job_ad(req)
