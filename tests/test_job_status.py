@@ -70,6 +70,7 @@ def test_held_job_has_htcondor_hold_codes() -> None:
     assert hold_reason_code("periodic_hold: ran too long") == 3
     assert hold_reason_code("could not fetch input file data.txt") == 13
     assert hold_reason_code("exec format error") == 6
+    assert hold_reason_code("memory limit exceeded: used 900 MB, 400 MB over") == 34
 
 
 def test_custom_attributes_evaluated_in_the_ad() -> None:

@@ -30,6 +30,7 @@ _HOLD_CODES = [
 #: Words of other reasons and the code HTCondor gives the same fault.
 _HOLD_WORDS = [
     ("allowed_job_duration", 46),  # JobDurationExceeded
+    ("memory limit exceeded", 34),  # JobOutOfResources
     ("input", 13),  # TransferInputError
     ("output", 12),  # TransferOutputError
     ("working directory", 14),  # IwdError
