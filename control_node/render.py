@@ -173,6 +173,7 @@ _IN_CLASSAD = {
     "id", "cluster", "proc", "owner", "state", "submit_time", "start_time", "end_time",
     "worker", "exit_code", "exit_signal", "wall_time", "cpu_time", "num_starts",
     "hold_reason", "executable", "arguments", "total_run_time", "attributes",
+    "request_cpus", "request_memory", "request_disk", "request_gpus",
 }  # fmt: skip
 
 

@@ -30,8 +30,8 @@ def test_condor_q_views(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
           '+Flavour = "espresso"\nqueue\n')  # fmt: skip
     submit(cluster, tmp_path, "quick")
     wait_until(lambda: _jobs(cluster)["1.0"]["state"] == "completed", what="1.0 completed")
-    gate = gated(tmp_path, count=3, extra='batch_name = gate\n+Flavour = "longlunch"\n'
-                 "+Score = 10 + $(Process)\n")  # fmt: skip
+    extra = 'request_memory = 128\nbatch_name = gate\n+Flavour = "longlunch"\n'
+    gate = gated(tmp_path, count=3, extra=extra + "+Score = 10 + $(Process)\n")
     submit(cluster, tmp_path)
     assert cluster.run("dhold", "2.2", "-reason", "later").returncode == 0
     wait_until(lambda: _jobs(cluster)["2.0"]["start_time"] is not None, what="2.0 started")
@@ -48,6 +48,7 @@ def test_condor_q_views(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
         f"{user}, job.sh",
     ]
     assert _lines(cluster, "dq", "2.1", "-af:lV", "Flavour") == ['Flavour = "longlunch"']
+    assert _lines(cluster, "dq", "2.1", "-af", "RequestCpus", "RequestMemory") == ["1 128"]
 
     # -constraint: a ClassAd expression over the job's ad; a syntax error is a usage error.
     held = _lines(cluster, "dq", "-constraint", "JobStatus == 5", "-af", "ProcId",

@@ -34,6 +34,9 @@ def test_idle_job_in_htcondor_names() -> None:
     assert ad["numjobstarts"] == 0 and ad["completiondate"] == 0
     assert ad["cmd"] == "/bin/run" and ad["arguments"] == "-n 'a b'"
     assert ad["remotewallclocktime"] == 0.0
+    assert ad["requestcpus"] == 1 and ad["requestgpus"] == 0 and "requestmemory" not in ad
+    sized = status_ad(_info(request_cpus=4, request_memory=2048, request_disk=1024))
+    assert (sized["requestcpus"], sized["requestmemory"], sized["requestdisk"]) == (4, 2048, 1024)
     assert "exitcode" not in ad and "holdreason" not in ad and "jobstartdate" not in ad
 
 

@@ -13,6 +13,7 @@ from scheduler.matching.classad import (
     unparse,
 )
 from scheduler.matching.classad_values import lookup
+from scheduler.matching.job_ad import job_ad
 from scheduler.protocol import JobInfo
 
 __all__ = ["JOB_STATUS", "hold_reason_code", "quote_arguments", "status_ad", "status_attributes"]
@@ -63,6 +64,9 @@ def quote_arguments(arguments: list[str]) -> str:
     return " ".join(out)
 
 
+_REQUESTS = {"requestcpus", "requestmemory", "requestdisk", "requestgpus"}
+
+
 def _base(info: JobInfo) -> dict[str, Value]:
     """The attributes the scheduler knows, in HTCondor's names (lower case)."""
     status = JOB_STATUS[info.state]
@@ -84,6 +88,7 @@ def _base(info: JobInfo) -> dict[str, Value]:
         ),
         "remoteusercpu": float(info.cpu_time or 0.0),
     }
+    ad.update((k, v) for k, v in job_ad(info).items() if k in _REQUESTS)
     if info.start_time is not None:
         ad["jobstartdate"] = ad["jobcurrentstartdate"] = int(info.start_time)
     if info.state == "completed":
@@ -161,6 +166,10 @@ _NAMES = {
         "HoldReason",
         "HoldReasonCode",
         "HoldReasonSubCode",
+        "RequestCpus",
+        "RequestMemory",
+        "RequestDisk",
+        "RequestGpus",
     ]
 }
 
