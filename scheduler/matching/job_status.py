@@ -4,6 +4,8 @@ job policies evaluate."""
 
 from __future__ import annotations
 
+import functools
+
 from scheduler.matching.classad import (
     ERROR,
     ClassAdError,
@@ -114,6 +116,7 @@ def _base(info: JobInfo) -> dict[str, Value]:
     return ad
 
 
+@functools.lru_cache(maxsize=4096)  # the procs of a cluster share their attributes' text
 def _compiled(text: str) -> Expression | Value:
     try:
         return compile_expression(text)
