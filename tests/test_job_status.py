@@ -103,3 +103,23 @@ def test_long_form_quotes_strings_and_keeps_expressions() -> None:
 
 def test_quote_arguments() -> None:
     assert quote_arguments(["a", "it's", ""]) == "a 'it''s' ''"
+
+
+def test_autoformat_options_and_batches() -> None:
+    from control_node.render_classad import AutoFormat, autoformat, batch_table, parse_autoformat
+
+    assert parse_autoformat(["-af:jh,", "A", "-l"]) == (["-af", "A", "-l"], "jh,")
+    try:
+        parse_autoformat(["-af:x", "A"])
+    except ValueError as exc:
+        assert "unknown option 'x'" in str(exc)
+    else:
+        raise AssertionError("-af:x accepted")
+    jobs = [_info(id=f"{c}.{i}", cluster=c, proc=i) for c in (3, 4) for i in range(2)]
+    assert autoformat(jobs[:1], AutoFormat(["ProcId", "Missing"], "tV")) == "0\tundefined"
+    assert autoformat(jobs[:1], AutoFormat(["Owner"], "V")) == '"alice"'
+    rows = batch_table(jobs).splitlines()
+    assert [r.split()[1:3] + r.split()[-1:] for r in rows[1:]] == [
+        ["ID:", "3", "3.0-1"],
+        ["ID:", "4", "4.0-1"],
+    ]
