@@ -12,6 +12,7 @@ from tabulate import tabulate
 from control_node.connection import dump_json
 from control_node.results import FetchedJob, describe_status, ended_with, tail
 from scheduler import protocol as p
+from scheduler.matching.job_status import status_attributes
 
 
 def when(timestamp: float | None) -> str:
@@ -167,20 +168,31 @@ def size(n: int) -> str:
     return f"{n} B"
 
 
+#: Fields of a job record that its ClassAd shows under HTCondor's names.
+_IN_CLASSAD = {
+    "id", "cluster", "proc", "owner", "state", "submit_time", "start_time", "end_time",
+    "worker", "exit_code", "exit_signal", "wall_time", "cpu_time", "num_starts",
+    "hold_reason", "executable", "arguments", "total_run_time", "attributes",
+    "request_cpus", "request_memory", "request_disk", "request_gpus",
+}  # fmt: skip
+
+
 def jobs_long(jobs: Sequence[p.JobInfo]) -> str:
-    """Every attribute of each job, one ``name = value`` line each (as ``condor_q -l``);
-    parameters and results as ``params.NAME`` and ``result.KEY``."""
+    """Each job's ClassAd as ``Attr = value`` lines (strings quoted, as ``condor_q -l``),
+    then what only dfarm has: parameters and results as ``params.NAME`` and
+    ``result.KEY``, output files, mail delivery."""
     blocks = []
     for job in jobs:
-        lines = []
+        lines = [f"{name} = {text}" for name, text in status_attributes(job)]
         for name, value in p.to_wire(job).items():
-            if name == "attributes":  # ClassAd attributes, as condor_q -l shows them
-                lines += [f"{k} = {v}" for k, v in value.items()]
-            elif isinstance(value, dict):
+            if name in _IN_CLASSAD:
+                continue
+            if isinstance(value, dict):
                 lines += [f"{name}.{k} = {v}" for k, v in value.items()]
             elif isinstance(value, list):
-                lines.append(f"{name} = {' '.join(map(str, value))}")
-            elif value is not None:
+                if value:
+                    lines.append(f"{name} = {' '.join(map(str, value))}")
+            elif value is not None and value != "":
                 lines.append(f"{name} = {value}")
         if job.executable.endswith(".py"):
             # As the worker runs it (worker_node.py_scripts): the file is not at hand here.

@@ -99,6 +99,10 @@ class Job:
             "result": None if result is None else result.value,
             "result_error": None if result is None else result.error,
             "attributes": spec.attributes,
+            "request_cpus": spec.request_cpus,
+            "request_memory": spec.request_memory,
+            "request_disk": spec.request_disk,
+            "request_gpus": spec.request_gpus,
         }
 
 

@@ -147,7 +147,7 @@ def test_a_held_job_shows_its_exit_code_and_its_termination(
     assert dq(cluster)["1.0"]["exit_code"] == 3
     table = cluster.run("dq").stdout
     assert "'results.dat' was not produced (exit code 3)" in table, table
-    assert "exit_code = 3" in cluster.run("dq", "-l", "1.0").stdout
+    assert "ExitCode = 3" in cluster.run("dq", "-l", "1.0").stdout
     assert cluster.run("dfetch", "1.0", cwd=tmp_path).returncode == 1
     events = [line.split(" ", 2)[2] for line in (tmp_path / "f.log").read_text().splitlines()]
     at = next(i for i, e in enumerate(events) if e.startswith("terminated"))

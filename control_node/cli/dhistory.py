@@ -8,7 +8,8 @@ import sys
 import time
 from datetime import datetime
 
-from control_node import render
+from control_node import render, render_classad
+from control_node.cli.classad_options import add_classad_options, parse_classad_args
 from control_node.cli.common import add_connection_options, connect, run_command
 
 _AGO = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhdw])")
@@ -44,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         "--long", "-long", "-l", action="store_true",
         help="every attribute of each job (mail delivery included), as condor_history -l",
     )  # fmt: skip
+    add_classad_options(parser)
     add_connection_options(parser)
-    args = parser.parse_args(argv)
+    args, expr, af_options = parse_classad_args(parser, argv)
     if args.allusers and args.user:
         parser.error("give --user or --allusers, not both")
     if args.allusers:
@@ -58,8 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         with connect(args) as client:
             jobs = client.history(args.ids, user=args.user, since=since, limit=args.limit)
+        jobs = render_classad.matching(jobs, expr)
         if args.json:
             print(render.dump_json(jobs))
+        elif args.autoformat:
+            af = render_classad.AutoFormat(args.autoformat, af_options)
+            if jobs:
+                print(render_classad.autoformat(jobs, af))
         elif jobs and args.long:
             print(render.jobs_long(jobs))
         elif jobs:

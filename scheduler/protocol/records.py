@@ -285,6 +285,11 @@ class JobInfo:
     result_error: str | None = None
     #: The job's attributes (see :attr:`JobSpec.attributes`).
     attributes: dict[str, str] = field(default_factory=dict)
+    #: What the job asked for (see :class:`JobSpec`; memory in MB, disk in KiB).
+    request_cpus: int = 1
+    request_memory: int | None = None
+    request_disk: int | None = None
+    request_gpus: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
