@@ -19,6 +19,7 @@ counts as given (so a seed ``data`` file is then not passed as an argument).
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import secrets
@@ -60,6 +61,7 @@ from control_node.submit_quoting import (
     used_names,
 )
 from control_node.submit_values import INT, INT32, ValueReaders
+from scheduler.matching.requirements import REQUIREMENT_ATTRIBUTES
 from scheduler.protocol import (
     parse_disk_kb,
     parse_memory_mb,
@@ -217,6 +219,21 @@ class _Parser(ValueReaders):
     def error(self, key: str, message: str) -> SubmitFileError:
         """An error on the line where key was last set."""
         return SubmitFileError(self.filename, self.lines.get(key), message)
+
+    def unknown_name(self, key: str, name: str) -> None:
+        """``key``'s expression names ``name``, neither a standard machine attribute
+        nor the job's: a warning (it is UNDEFINED where no worker advertises it, as in
+        HTCondor), an error with ``dsub --strict``."""
+        close = difflib.get_close_matches(name.lower(), sorted(REQUIREMENT_ATTRIBUTES), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        text = (
+            f"{key} names '{name}', neither a standard machine attribute nor a job"
+            f" attribute: it is undefined on every worker that does not advertise it{hint}"
+        )
+        line = self.lines.get(key)
+        if f"{self.filename}:{line}: {text}" not in self.unknown:
+            self.unknown.append(f"{self.filename}:{line}: {text}")
+        self.warn(line, text)
 
     def warn(self, line: int | None, text: str) -> None:
         where = self.filename if line is None else f"{self.filename}:{line}"

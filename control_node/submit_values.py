@@ -61,6 +61,7 @@ class ValueReaders:
     get: Callable[[MacroContext, str], str | None]
     error: Callable[[str, str], SubmitFileError]
     warn: Callable[[int | None, str], None]
+    unknown_name: Callable[[str, str], None]
     #: Job attributes: lower-case name -> (name as first written, its submit key).
     attrs: dict[str, tuple[str, str]]
 
@@ -153,9 +154,11 @@ class ValueReaders:
         if not value:
             return None
         try:
-            compile_requirements(value, [name for name, _ in self.attrs.values()])
+            rule = compile_requirements(value, [name for name, _ in self.attrs.values()])
         except RequirementsError as e:
             raise self.error("requirements", f"requirements: {e}") from None
+        for name in rule.unknown:
+            self.unknown_name("requirements", name)
         return value
 
     def expression(self, key: str, value: str, shown: str = "") -> str:

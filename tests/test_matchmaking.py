@@ -137,9 +137,16 @@ def test_standard_and_administrator_machine_attributes(make_cluster, tmp_path: P
         tmp_path / "typo.sub",
         "executable = span.sh\nrequirements = OpSysAndVr =!= undefined\nqueue\n",
     )
-    typo = cluster.run("dsub", "typo.sub", cwd=tmp_path)
+    # As in HTCondor, an unknown name is UNDEFINED: a warning, an error with --strict.
+    typo = cluster.run("dsub", "--strict", "typo.sub", cwd=tmp_path)
     assert typo.returncode == 1
-    assert "typo.sub:2: requirements: column 1: unknown attribute 'OpSysAndVr'" in typo.stderr
+    assert (
+        "typo.sub:2: requirements names 'OpSysAndVr', neither a standard machine attribute"
+        " nor a job attribute" in typo.stderr
+    )
+    assert "did you mean 'opsysandver'?" in typo.stderr
+    typo = cluster.run("dsub", "--dry-run", "typo.sub", cwd=tmp_path)
+    assert typo.returncode == 0 and "requirements names 'OpSysAndVr'" in typo.stdout + typo.stderr
 
 
 DRY_KEYS = [

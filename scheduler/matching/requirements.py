@@ -132,11 +132,15 @@ def worker_ad(
 @dataclass(frozen=True)
 class Requirement:
     """A compiled requirements expression: :meth:`matches` says whether a worker
-    satisfies it; ``needs_job`` whether it names any attribute of the job."""
+    satisfies it; ``needs_job`` whether it names any attribute of the job; ``unknown``
+    the names (as written) that are neither standard machine attributes nor the job's:
+    as in HTCondor they are UNDEFINED on a worker that does not advertise them, and
+    the submit side warns of each (a typo leaves a job idle)."""
 
     text: str
     expression: Expression
     needs_job: bool
+    unknown: tuple[str, ...] = ()
 
     def evaluate(self, ad: Ad, job: Ad = _EMPTY) -> Value:
         """The value on the worker ``ad`` for the job ``job``."""
@@ -150,17 +154,13 @@ class Requirement:
 def _compile(text: str, known: frozenset[str]) -> Requirement:
     expression = compile_expression(text)
     needs_job = False
+    unknown: list[str] = []
     for (scope, name), column in sorted(expression.columns.items(), key=lambda i: i[1]):
         if scope == "my" or (scope == "" and name not in MACHINE_ATTRIBUTES):
             needs_job = True
         if scope == "" and name not in REQUIREMENT_ATTRIBUTES and name not in known:
-            shown = text[column - 1 : column - 1 + len(name)]
-            raise RequirementsError(
-                f"column {column}: unknown attribute {shown!r}: neither a standard machine"
-                f" attribute nor a job attribute (write TARGET.{shown} for an attribute"
-                " some workers add)"
-            )
-    return Requirement(text, expression, needs_job)
+            unknown.append(text[column - 1 : column - 1 + len(name)])
+    return Requirement(text, expression, needs_job, tuple(unknown))
 
 
 def compile_requirements(text: str, job_attributes: Iterable[str] = ()) -> Requirement:
