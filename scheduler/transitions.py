@@ -10,7 +10,8 @@ slot is freed or handed to the job queued behind it (see
 :mod:`scheduler.queue_ahead`). Then:
 
 - when its worker reported the attempt's end (:func:`finish`, :func:`retry`,
-  :func:`evict`, :func:`hold_failed`), the slot's next job is started in the same
+  :func:`evict`, :func:`hold_failed`, and as the job's policies say
+  :func:`requeue_ended`, :func:`remove_ended`), the slot's next job is started in the same
   unit, so the reply and the next ``RunJob`` leave together;
 - when the scheduler stopped it (:func:`hold`, :func:`remove`), its worker is told
   to kill the attempt, and the pass that follows the change refills the slot;
@@ -82,14 +83,49 @@ def hold_failed(
     outcome: dict[str, object],
     terminated: str | None = None,
 ) -> None:
-    """running -> held: the attempt failed (``failure``, the event ``held`` and the
-    hold reason), its ``outcome`` kept; when its program had ended, event
+    """running -> held: the attempt failed, or its end fired the job's
+    ``on_exit_hold`` (``failure``, the event ``held`` and the hold reason), its
+    ``outcome`` kept; when its program had ended, event
     ``terminated`` (``terminated``) first, as HTCondor's log has the termination
     before the hold. The job leaves ``worker`` and its slot is refilled."""
     if terminated is not None:
         state.store.save_job(job, "terminated", terminated)
     changes = {"end_time": state.clock(), **outcome}
     state.jobs.transition(job, JobState.HELD, "held", failure, hold_reason=failure, **changes)
+    _leave_and_refill(state, worker, job)
+
+
+def requeue_ended(
+    state: SchedulerState,
+    worker: WorkerState,
+    job: Job,
+    reason: str,
+    outcome: dict[str, object],
+    terminated: str,
+) -> None:
+    """running -> idle: the program ended (event ``terminated``, ``terminated``) and
+    the job's ``on_exit_remove`` said FALSE: event ``requeued`` (``reason``), the
+    attempt's ``outcome`` kept, and it runs again from the start (HTCondor's
+    "terminated and requeued"). The job leaves ``worker`` and its slot is refilled."""
+    state.store.save_job(job, "terminated", terminated)
+    state.jobs.transition(job, JobState.IDLE, "requeued", reason, worker=None, **outcome)
+    _leave_and_refill(state, worker, job)
+
+
+def remove_ended(
+    state: SchedulerState,
+    worker: WorkerState,
+    job: Job,
+    reason: str,
+    outcome: dict[str, object],
+    terminated: str,
+) -> None:
+    """running -> removed: the program ended (event ``terminated``, ``terminated``)
+    and the job's ``periodic_remove`` fired as it did: event ``removed``
+    (``reason``), the attempt's ``outcome`` kept. The job leaves ``worker`` and its
+    slot is refilled (there is no attempt left to kill)."""
+    state.store.save_job(job, "terminated", terminated)
+    state.jobs.transition(job, JobState.REMOVED, "removed", reason, **outcome)
     _leave_and_refill(state, worker, job)
 
 
