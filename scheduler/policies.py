@@ -55,6 +55,8 @@ ACTIONS = {
 }
 #: ``HoldReasonCode`` of a job held by its owner or an admin (HTCondor's UserRequest).
 USER_REQUEST = 1
+#: ``HoldReasonCode`` of a job held by its policy (HTCondor's JobPolicy).
+JOB_POLICY = 3
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,11 @@ class Verdict:
     attribute: str
     reason: str = ""
     subcode: int = 0
+
+    @property
+    def code(self) -> tuple[int, int]:
+        """The HoldReasonCode and subcode of a hold it decides."""
+        return JOB_POLICY, self.subcode
 
 
 @functools.lru_cache(maxsize=1024)
@@ -197,7 +204,7 @@ def periodic_pass(state: SchedulerState) -> int:
             if verdict is None:
                 continue
             if verdict.action == "hold":
-                hold(state, job, verdict.reason)
+                hold(state, job, verdict.reason, verdict.code)
             elif verdict.action == "release":
                 release(state, job, verdict.reason)
             else:

@@ -82,15 +82,17 @@ def hold_failed(
     failure: str,
     outcome: dict[str, object],
     terminated: str | None = None,
+    code: tuple[int, int] | None = None,
 ) -> None:
     """running -> held: the attempt failed, or its end fired the job's
     ``on_exit_hold`` (``failure``, the event ``held`` and the hold reason), its
     ``outcome`` kept; when its program had ended, event
     ``terminated`` (``terminated``) first, as HTCondor's log has the termination
-    before the hold. The job leaves ``worker`` and its slot is refilled."""
+    before the hold; ``code``: its HoldReasonCode and subcode (a policy's). The job
+    leaves ``worker`` and its slot is refilled."""
     if terminated is not None:
         state.store.save_job(job, "terminated", terminated)
-    changes = {"end_time": state.clock(), **outcome}
+    changes = {"end_time": state.clock(), **outcome, **_codes(code)}
     state.jobs.transition(job, JobState.HELD, "held", failure, hold_reason=failure, **changes)
     _leave_and_refill(state, worker, job)
 
@@ -142,21 +144,24 @@ def requeue_lost(state: SchedulerState, job: Job, reason: str, started: bool = T
 # ------------------------------------------------------------------ the scheduler stops it
 
 
-def hold(state: SchedulerState, job: Job, reason: str) -> None:
-    """idle or running -> held: event ``held`` (``reason``, also the hold reason).
-    A running job's worker is told to kill the attempt (for ``reason``) and its slot
-    is freed; an orphan waits for its worker no more."""
+def hold(state: SchedulerState, job: Job, reason: str, code: tuple[int, int] | None = None) -> None:
+    """idle or running -> held: event ``held`` (``reason``, also the hold reason);
+    ``code``: its HoldReasonCode and subcode (a policy's). A running job's worker is
+    told to kill the attempt (for ``reason``) and its slot is freed; an orphan waits
+    for its worker no more."""
     was_running = job.state is JobState.RUNNING
     state.jobs.transition(
-        job, JobState.HELD, "held", reason, hold_reason=reason, end_time=state.clock()
-    )
+        job, JobState.HELD, "held", reason, hold_reason=reason, end_time=state.clock(),
+        **_codes(code),
+    )  # fmt: skip
     if was_running:
         _stop_attempt(state, job, reason)
 
 
 def release(state: SchedulerState, job: Job, detail: str) -> None:
     """held -> idle: event ``released`` (``detail``); the job is queued again."""
-    state.jobs.transition(job, JobState.IDLE, "released", detail, hold_reason=None)
+    state.jobs.transition(job, JobState.IDLE, "released", detail, hold_reason=None,
+                          hold_code=None, hold_subcode=None)  # fmt: skip
 
 
 def remove(state: SchedulerState, job: Job, detail: str, kill: str | None = None) -> None:
@@ -188,6 +193,11 @@ def worker_lost(state: SchedulerState, worker: WorkerState) -> None:
 
 
 # ------------------------------------------------------------------ leaving a worker
+
+
+def _codes(code: tuple[int, int] | None) -> dict[str, object]:
+    """The fields of a hold's HoldReasonCode and subcode, if it set them."""
+    return {} if code is None else {"hold_code": code[0], "hold_subcode": code[1]}
 
 
 def _leaves(

@@ -301,7 +301,7 @@ def _finish(
         elif verdict := _exit_policy(state, job, msg):
             status = _status(msg)
             if verdict.action == "hold":
-                hold_failed(state, worker, job, verdict.reason, outcome, status)
+                hold_failed(state, worker, job, verdict.reason, outcome, status, verdict.code)
             elif verdict.action == "remove":
                 remove_ended(state, worker, job, verdict.reason, outcome, status)
             else:

@@ -22,6 +22,7 @@ from scheduler import protocol as p
 from scheduler.job_control import on_change_jobs, on_edit_jobs
 from scheduler.job_records import Job
 from scheduler.matching.classad import Value
+from scheduler.matching.job_status import status_ad
 from scheduler.policies import decide, periodic_pass
 from scheduler.protocol import JobState
 from scheduler.starting import schedule_once
@@ -138,6 +139,9 @@ def test_periodic_hold_of_a_running_job_kills_its_attempt(
     clock.advance(1)
     assert passes(state) == 1 and job.state is JobState.HELD
     assert job.hold_reason == "ran for more than a minute"
+    assert (job.hold_code, job.hold_subcode) == (3, 7)
+    ad = status_ad(job.info())
+    assert (ad["holdreasoncode"], ad["holdreasonsubcode"]) == (3, 7)
     assert [k.job_id for k in link.of(p.KillJob)] == [job.id]
 
 
@@ -150,13 +154,15 @@ def test_periodic_release_after_a_policy_hold_until_three_starts(
     story = []
     for _ in range(3):
         schedule_once(state)
-        story.append(job.state.value)
+        story.append((job.state.value, job.hold_code))
         passes(state)
-        story.append(job.state.value)
+        story.append((job.state.value, job.hold_code))
         passes(state)
-        story.append(job.state.value)
-    # Released after its first and second starts; the third hold stays.
-    assert story == ["running", "held", "idle"] * 2 + ["running", "held", "held"]
+        story.append((job.state.value, job.hold_code))
+    # Released after its first and second starts; the third hold stays. A release
+    # clears the hold's code.
+    once = [("running", None), ("held", 3), ("idle", None)]
+    assert story == once * 2 + [("running", None), ("held", 3), ("held", 3)]
     assert job.state is JobState.HELD and job.num_starts == 3
     assert link.of(p.KillJob)
 
@@ -228,7 +234,7 @@ def test_on_exit_hold_holds_a_failing_job_with_its_reason(state: SchedulerState)
     ended(state, link, job, exit_code=2)
     assert job.state is JobState.HELD and job.exit_code == 2
     reason = "The job attribute OnExitHold expression 'ExitCode != 0' evaluated to TRUE"
-    assert job.hold_reason == reason
+    assert job.hold_reason == reason and (job.hold_code, job.hold_subcode) == (3, 0)
     events = [e.event for e in state.store.events(job.cluster, job.proc)]
     assert events[-2:] == ["terminated", "held"]
 

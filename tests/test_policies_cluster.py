@@ -48,6 +48,7 @@ def test_on_exit_hold_holds_a_failing_job_with_its_reason(make_cluster, tmp_path
     wait_until(lambda: job(cluster, "1.0").get("state") == "held")
     held = job(cluster, "1.0")
     assert (held["hold_reason"], held["exit_code"], held["num_starts"]) == ("failed with 3", 3, 1)
+    assert held["hold_code"] == 3  # HTCondor's JobPolicy
 
 
 def test_periodic_release_reruns_a_held_job_until_its_third_start(
