@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from scheduler.clusters import expire_reservations
-from scheduler.policies import periodic_pass
+from scheduler.policies import policy_round
 from scheduler.protocol import JobState
 from scheduler.state import SchedulerState
 from scheduler.transitions import requeue_lost
@@ -25,8 +25,7 @@ def housekeeping(state: SchedulerState, now: float) -> None:
     state.spool.end_expired_probes()
     run_unit(state, "reservation expiry", lambda: expire_reservations(state, now))
     run_unit(state, "retention", lambda: state.retention.expire(now, state.jobs.active))
-    if state.policies.due(now, state.config.policy_interval):
-        run_unit(state, "job policies", lambda: periodic_pass(state))
+    policy_round(state, now)
 
 
 def close_silent(state: SchedulerState, now: float) -> None:

@@ -37,6 +37,7 @@ from scheduler.protocol import JobState
 from scheduler.run_time import run_time_so_far
 from scheduler.state import SchedulerState
 from scheduler.transitions import hold, release, remove
+from scheduler.units import run_unit
 
 log = logging.getLogger("scheduler.server")
 
@@ -189,13 +190,30 @@ def evaluate(state: SchedulerState, job: Job, **attempt: object) -> Verdict | No
     return verdict
 
 
-def periodic_pass(state: SchedulerState) -> int:
-    """One evaluation of the periodic policies of every job that has any: each job
-    held, released or removed as they say, in one unit. Returns how many moved."""
-    state.policies.last_pass = state.clock()
+#: Jobs one unit evaluates at most: a pass over more goes on in the next rounds of
+#: housekeeping (one a second), so that no unit holds the loop for long.
+CHUNK = 1000
+
+
+def policy_round(state: SchedulerState, now: float) -> None:
+    """Housekeeping's part: begin a pass every ``policy_interval`` seconds, and
+    evaluate the next :data:`CHUNK` jobs of the pass under way, as one unit."""
+    index = state.policies
+    if not index.pending:
+        if not index.due(now, state.config.policy_interval):
+            return
+        index.last_pass, index.pending = now, index.listed()
+    chunk, index.pending = index.pending[:CHUNK], index.pending[CHUNK:]
+    if chunk:
+        run_unit(state, "job policies", lambda: periodic_pass(state, chunk))
+
+
+def periodic_pass(state: SchedulerState, keys: list[tuple[int, int]] | None = None) -> int:
+    """Evaluate the periodic policies of the jobs ``keys`` (default: every job that
+    has any): each job held, released or removed as they say. Returns how many moved."""
     moved = 0
     with state.store.transaction():
-        for key in state.policies.listed():
+        for key in state.policies.listed() if keys is None else keys:
             job = state.jobs.active.get(key)
             if job is None:
                 state.policies.forget(key)

@@ -18,8 +18,8 @@ def has_periodic(spec: JobSpec) -> bool:
 
 
 class PolicyIndex:
-    """The jobs (cluster, proc) that may have periodic policies, and when the last
-    pass ran.
+    """The jobs (cluster, proc) that may have periodic policies, when the last pass
+    began and the jobs it has still to evaluate.
 
     A key is a hint, kept without undo: one that a failed unit left, or whose job
     has finished since, is dropped by the pass that finds no such job (see
@@ -32,6 +32,8 @@ class PolicyIndex:
         #: (job, attribute) whose expression was found UNDEFINED or ERROR: logged once.
         self.warned: set[tuple[tuple[int, int], str]] = set()
         self.last_pass: float | None = None
+        #: The jobs the pass under way has not evaluated yet.
+        self.pending: list[tuple[int, int]] = []
         for job in jobs:
             self.note(job)
 

@@ -324,12 +324,9 @@ def _exit_policy(state: SchedulerState, job: Job, msg: p.JobFinished) -> Verdict
     :mod:`scheduler.policies`); None: nothing, it ends as it would without them."""
     if msg.exit_code is None and msg.exit_signal is None:
         return None
-    verdict = evaluate(
+    return evaluate(
         state, job, exit_code=msg.exit_code, exit_signal=msg.exit_signal, wall_time=msg.wall_time
     )
-    if verdict is not None and verdict.action == "release":
-        return None  # a running job is not held
-    return verdict
 
 
 def _run_again(state: SchedulerState, job: Job, msg: p.JobFinished, failure: str) -> str:

@@ -18,12 +18,13 @@ from core_fakes import (
     user,
 )
 
+from scheduler import policies
 from scheduler import protocol as p
 from scheduler.job_control import on_change_jobs, on_edit_jobs
 from scheduler.job_records import Job
 from scheduler.matching.classad import Value
 from scheduler.matching.job_status import status_ad
-from scheduler.policies import decide, periodic_pass
+from scheduler.policies import decide, periodic_pass, policy_round
 from scheduler.protocol import JobState
 from scheduler.starting import schedule_once
 from scheduler.state import SchedulerState
@@ -122,6 +123,24 @@ def test_periodic_remove_on_time_in_state_uses_the_scheduler_clock(
     reason = f"The job attribute PeriodicRemove expression '{text}' evaluated to TRUE"
     assert last_event(state, job) == ("removed", reason)
     assert passes(state) == 0 and len(state.policies) == 0  # the finished job is forgotten
+
+
+def test_a_pass_comes_every_interval_and_goes_on_in_chunks(
+    state: SchedulerState, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(policies, "CHUNK", 2)
+    jobs = submit(state, "ann", 5, attributes={"PeriodicRemove": "QDate < time()"})
+    clock.advance(1)
+
+    def removed() -> int:
+        policy_round(state, clock())
+        return sum(job.state is JobState.REMOVED for job in jobs)
+
+    assert removed() == 0  # the first pass comes one interval after the start
+    clock.advance(state.config.policy_interval - 1)
+    assert removed() == 0
+    clock.advance(1)
+    assert [removed() for _ in range(4)] == [2, 4, 5, 5]
 
 
 def test_periodic_hold_of_a_running_job_kills_its_attempt(
