@@ -42,9 +42,9 @@ registrations, and the heartbeats its workers send while the jobs run.
 ``python -m pstats``); the profiler slows the scheduler several times, so its
 CPU figures are not comparable with those of a run without it.
 
-With the default client, 100,000 jobs fail at the end: the client reads the
-cluster's records in one frame (38 MB), over the 16 MiB limit of a frame; the
-pools compare with ``--client none``, as ``make bench`` runs them.
+The waiting client reads the cluster's records a page at a time (each page
+within a frame), whatever the number of jobs; the pools compare with
+``--client none``, as ``make bench`` runs them.
 
 Targets (``make bench``): total CPU under 250 microseconds per job for 10,000
 jobs on 20x8; for 100,000 jobs, at most 200 with 20x8 and 1000x16 alike, the

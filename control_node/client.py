@@ -25,19 +25,21 @@ from control_node.submit_dict import submit_text
 from control_node.sweep import Sweep
 from scheduler import protocol as p
 
-ACTIVE_STATES = [p.JobState.IDLE.value, p.JobState.RUNNING.value, p.JobState.HELD.value]
-#: Jobs per reply of a query: about 2 MB of records, well under a frame.
-PAGE = 5000
-
 
 class Client:
     """A connection to the scheduler as one user."""
 
     def __init__(
-        self, scheduler: str | None = None, token: str | None = None, timeout: float = 30.0
+        self,
+        scheduler: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        max_frame: int = p.DEFAULT_MAX_FRAME,
     ):
+        """``max_frame``: the largest reply taken, in bytes; queries ask for pages of
+        jobs that fit in it."""
         self.endpoint: Endpoint = find_endpoint(scheduler, token)
-        self.conn = Connection(self.endpoint, timeout=timeout)
+        self.conn = Connection(self.endpoint, timeout=timeout, max_frame=max_frame)
 
     @property
     def user(self) -> str:
@@ -163,22 +165,7 @@ class Client:
 
         Asked for a page at a time, so that no reply outgrows a frame; ``limit``
         stops after that many jobs (0: all)."""
-        jobs: list[p.JobInfo] = []
-        while True:
-            page = PAGE if limit <= 0 else min(PAGE, limit - len(jobs))
-            reply = self.conn.request(
-                p.QueryJobs(
-                    ids=list(ids or []),
-                    states=ACTIVE_STATES if states is None else list(states),
-                    all_users=all_users,
-                    limit=page,
-                    after=jobs[-1].id if jobs else "",
-                )
-            )
-            assert isinstance(reply, p.JobList)
-            jobs += reply.jobs
-            if not reply.more or not reply.jobs or 0 < limit <= len(jobs):
-                return jobs
+        return results.query_jobs(self.conn, list(ids or []), states, all_users, limit)
 
     def cluster_jobs(self, cluster: int, page: int = 2000) -> list[p.JobInfo]:
         """Every job of one of your clusters, in any state, asked for ``page`` procs at

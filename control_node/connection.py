@@ -116,9 +116,13 @@ Pushed = p.JobUpdate | p.ClusterDone
 class Connection:
     """One authenticated session; :meth:`request` sends and waits for the reply."""
 
-    def __init__(self, endpoint: Endpoint, timeout: float = 30.0):
+    def __init__(
+        self, endpoint: Endpoint, timeout: float = 30.0, max_frame: int = p.DEFAULT_MAX_FRAME
+    ):
         self.endpoint = endpoint
         self.timeout = timeout
+        #: The largest frame read: a longer one ends the connection.
+        self.max_frame = max_frame
         self.updates: collections.deque[Pushed] = collections.deque()
         self._ids = iter(range(1, 1 << 62))
         try:
@@ -182,7 +186,7 @@ class Connection:
     def _recv(self, timeout: float | None = None) -> p.Message:
         self.sock.settimeout(self.timeout if timeout is None else timeout)
         try:
-            return p.recv_message(self.sock)
+            return p.recv_message(self.sock, self.max_frame)
         except (OSError, ConnectionError) as exc:
             if isinstance(exc, TimeoutError):
                 raise

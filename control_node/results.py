@@ -25,6 +25,12 @@ from scheduler.transport.ftp import FTP_ERRORS, ftp_session, retrieve
 
 DONE_STATES = {p.JobState.COMPLETED.value, p.JobState.REMOVED.value, p.JobState.HELD.value}
 RESERVED_NAMES = {"stdout", "stderr", "status.json"}
+ACTIVE_STATES = [p.JobState.IDLE.value, p.JobState.RUNNING.value, p.JobState.HELD.value]
+#: Jobs per reply of a query: about 2 MB of records, well under a frame.
+PAGE = 5000
+#: A generous bound on one job's record on the wire (most take about 400 bytes): a
+#: page holds no more jobs than a frame of the connection takes at this size.
+RECORD_BYTES = 3000
 
 
 @dataclass(frozen=True)
@@ -106,9 +112,37 @@ def _await_clusters(conn: Connection, job_ids: list[str], timeout: float | None)
             pending.discard(pushed.cluster)
         if not pending:
             break
-    reply = conn.request(p.QueryJobs(ids=job_ids))
-    assert isinstance(reply, p.JobList)
-    return reply.jobs  # in id order, as the scheduler answers
+    return query_jobs(conn, job_ids, states=[])  # in id order, as the scheduler answers
+
+
+def query_jobs(
+    conn: Connection,
+    ids: list[str],
+    states: list[str] | None = None,
+    all_users: bool = False,
+    limit: int = 0,
+) -> list[p.JobInfo]:
+    """Jobs by id (``42`` or ``42.0``) and state (default: in the queue), in id order.
+
+    Asked for a page at a time, so that no reply outgrows a frame, whatever the
+    number of jobs; ``limit`` stops after that many jobs (0: all)."""
+    most = max(1, min(PAGE, conn.max_frame // RECORD_BYTES))
+    jobs: list[p.JobInfo] = []
+    while True:
+        page = most if limit <= 0 else min(most, limit - len(jobs))
+        reply = conn.request(
+            p.QueryJobs(
+                ids=list(ids),
+                states=ACTIVE_STATES if states is None else list(states),
+                all_users=all_users,
+                limit=page,
+                after=jobs[-1].id if jobs else "",
+            )
+        )
+        assert isinstance(reply, p.JobList)
+        jobs += reply.jobs
+        if not reply.more or not reply.jobs or 0 < limit <= len(jobs):
+            return jobs
 
 
 def as_completed(
@@ -129,10 +163,9 @@ def _watch(
     until none is left to finish."""
     clusters = sorted({p.parse_job_id(j)[0] for j in job_ids})
     conn.request(p.Subscribe(clusters=clusters, states=[] if all_states else sorted(DONE_STATES)))
-    reply = conn.request(p.QueryJobs(ids=job_ids))
-    assert isinstance(reply, p.JobList)
-    jobs = {j.id: j for j in reply.jobs}
-    pending = {j.id for j in reply.jobs if j.state not in DONE_STATES}
+    records = query_jobs(conn, job_ids, states=[])
+    jobs = {j.id: j for j in records}
+    pending = {j.id for j in records if j.state not in DONE_STATES}
     yield jobs, None
     if not pending:
         return

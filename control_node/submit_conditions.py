@@ -1,11 +1,15 @@
 """``if`` / ``elif`` / ``else`` / ``endif`` in a submit file, as HTCondor's configuration
 language has them, for the simple conditions:
 
-- ``if defined NAME`` (and ``if ! defined NAME``): NAME has a non-empty value;
+- ``if defined NAME`` (and ``if ! defined NAME``): NAME has a non-empty value (of the
+  predefined macros, ``Cluster``, ``Process``, their ``Id`` forms, ``Step``,
+  ``ItemIndex`` and ``Row`` are defined, as condor_submit says);
+- ``if version OP X.Y[.Z]``: the version of the submit language read, HTCondor 24.12.24;
 - ``if VALUE``: after macro expansion, ``true``/``yes`` or a non-zero number is true,
-  ``false``/``no`` or zero is false.
+  ``false``/``no``, zero or nothing is false.
 
-Other conditions (``version >=``, ClassAd expressions) are refused with a clear error.
+Other conditions (comparisons, ``&&``, ClassAd expressions) are refused, as
+condor_submit refuses them.
 Blocks nest; lines inside a false branch are skipped without being expanded.
 """
 
@@ -17,7 +21,17 @@ from dataclasses import dataclass
 
 __all__ = ["ConditionError", "Conditions"]
 
-_DEFINED = re.compile(r"(!\s*)?defined\s+([A-Za-z_][A-Za-z0-9_.]*)", re.IGNORECASE)
+_DEFINED = re.compile(r"(!\s*)?defined(?:\s+([A-Za-z_][A-Za-z0-9_.]*))?", re.IGNORECASE)
+_VERSION = re.compile(r"version\s*(==|!=|>=|<=|>|<)\s*([0-9]+)\.([0-9]+)(?:\.([0-9]+))?", re.I)
+#: The version of condor_submit whose language dsub reads, for ``if version``.
+VERSION = (24, 12, 24)
+_COMPARE = {
+    "==": lambda a, b: a == b, "!=": lambda a, b: a != b, ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b,
+}  # fmt: skip
+#: Predefined macros, by whether ``if defined`` finds them (as condor_submit answers).
+_PREDEFINED = {"cluster": True, "clusterid": True, "process": True, "procid": True,
+               "step": True, "itemindex": True, "row": True, "dollar": False}  # fmt: skip
 _TRUE = frozenset({"true", "yes"})
 _FALSE = frozenset({"false", "no"})
 
@@ -75,14 +89,21 @@ class Conditions:
             raise ConditionError("'if' needs a condition")
         m = _DEFINED.fullmatch(text)
         if m:
-            return self.defined(m.group(2).lower()) != bool(m.group(1))
+            name = (m.group(2) or "").lower()
+            found = _PREDEFINED.get(name, bool(name) and self.defined(name))
+            return found != bool(m.group(1))
+        v = _VERSION.fullmatch(text)
+        if v:
+            wanted = tuple(int(g) for g in v.groups()[1:] if g is not None)
+            return bool(_COMPARE[v.group(1)](VERSION[: len(wanted)], wanted))
         value = self.expand(text).strip().lower()
-        if value in _TRUE or value in _FALSE:
+        if value in _TRUE or value in _FALSE or not value:
             return value in _TRUE
         try:
             return float(value) != 0
         except ValueError:
             raise ConditionError(
-                f"cannot evaluate 'if {text}': dfarm supports 'defined NAME', '! defined NAME'"
-                " and values that are true, false, yes, no or a number"
+                f"cannot evaluate 'if {text}': condor_submit takes 'defined NAME',"
+                " '! defined NAME', 'version OP X.Y' and values that are true, false, yes,"
+                " no or a number, not comparisons or expressions"
             ) from None

@@ -5,13 +5,13 @@ support is rejected with the file name, line number and a clear message. Every
 ``key = value`` also defines a macro, expanded when a ``queue`` statement is reached with
 the values in force there (see ``submit_quoting`` for macros, quoting and units,
 ``submit_queue`` for the queue forms, ``submit_conditions`` for if/else,
-``submit_functions`` for the random functions and ``submit_keys`` for what each key
+``submit_functions`` for the macro functions and ``submit_keys`` for what each key
 means). A key HTCondor does not know is a macro, as there; one the file never uses
 gets a warning with the key it may have meant. ``+Name = value`` and ``MY.Name = value``
 are custom job attributes (a ClassAd expression, kept as text). A file may redefine a
 predefined macro (``Process``, ``Cluster``, ``Step``...): its value wins, as in
 condor_submit; a queue variable wins over the file's value of the same key.
-Unlike HTCondor, an undefined macro without a default is an error, not "". An empty
+As in HTCondor, an undefined macro expands to nothing (with a warning). An empty
 value (``key =``) leaves the key unset, except that an empty or ``""``
 ``transfer_output_files`` means "no output files" and an empty ``arguments`` still
 counts as given (so a seed ``data`` file is then not passed as an argument).
@@ -52,9 +52,12 @@ from control_node.submit_quoting import (
     MacroError,
     Statement,
     expand_macros,
+    printable,
     read_statements,
     replace_self_reference,
     split_list,
+    undefined_macros,
+    used_names,
 )
 from control_node.submit_values import INT, INT32, ValueReaders
 from scheduler.protocol import (
@@ -78,7 +81,7 @@ class SubmitFileError(Exception):
 
     def __init__(self, path: str, line: int | None, message: str) -> None:
         super().__init__(path, line, message)
-        self.path, self.line, self.message = path, line, message
+        self.path, self.line, self.message = path, line, printable(message)
 
     def __str__(self) -> str:
         where = self.path if self.line is None else f"{self.path}:{self.line}"
@@ -145,11 +148,10 @@ SUPPORTED_KEYS = CARRIED_OUT
 #: HTCondor's keys that dfarm stores as job attributes or accepts with a warning.
 ACCEPTED_KEYS = HTCONDOR_KEYS - CARRIED_OUT
 
-_MACRO_USE = re.compile(r"\$\(\s*([A-Za-z_][A-Za-z0-9_.]*)")
 _DEFINED = re.compile(r"\bdefined\s+([A-Za-z_][A-Za-z0-9_.]*)", re.IGNORECASE)
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 #: ``+Name =`` or ``MY.Name =`` at the start of a line: a custom job attribute.
-_CUSTOM = re.compile(r"([ \t]*)(?:\+|[Mm][Yy]\.)(?=[A-Za-z_][A-Za-z0-9_]*[ \t]*=)")
+_CUSTOM = re.compile(r"^([ \t]*)(?:\+|[Mm][Yy]\.)(?=[A-Za-z_][A-Za-z0-9_]*[ \t]*=)")
 #: What a custom resource request ``request_<name>`` stores: ``Request<name>``.
 _REQUEST = re.compile(r"request_([A-Za-z_][A-Za-z0-9_]*)")
 MAX_PROCS = 1_000_000
@@ -161,15 +163,30 @@ AUTOMATIC = PREDEFINED | {
 #: HTCondor's universes; each other than vanilla runs as vanilla here, for this reason.
 UNIVERSES = {
     "vanilla": "",
-    "standard": "dfarm has no checkpointing standard universe",
     "scheduler": "dfarm runs every job on a worker, never on the submit machine",
     "local": "dfarm runs every job on a worker, never on the submit machine",
     "grid": "dfarm does not forward jobs to other batch systems",
     "java": "the executable is run as given, not by a Java VM",
     "vm": "dfarm does not start virtual machines",
     "parallel": "dfarm runs each job on one worker",
+    "mpi": "dfarm runs each job on one worker",
     "docker": "workers run jobs without a container",
     "container": "workers run jobs without a container",
+}
+#: Universes condor_submit 24 names and refuses (the name as its message spells it).
+RETIRED_UNIVERSES = {"standard": "Standard", "pipe": "Pipe", "pvm": "PVM"}
+#: What condor_submit 24 requires in a universe: universe -> (any of these keys, why).
+UNIVERSE_NEEDS = {
+    "vm": (("vm_memory",), "the vm universe needs vm_memory"),
+    "grid": (("grid_resource",), "the grid universe needs grid_resource"),
+    "java": (("arguments",), "the java universe needs the class to run as its arguments"),
+    "parallel": (("machine_count",), "the parallel universe needs machine_count"),
+    "mpi": (("machine_count",), "the mpi universe needs machine_count"),
+    "docker": (("docker_image",), "docker jobs need a docker_image"),
+    "container": (
+        ("container_image", "docker_image"),
+        "container jobs need a container_image or docker_image",
+    ),
 }
 
 
@@ -227,11 +244,12 @@ class _Parser(ValueReaders):
 
     # -- statements
     def run(self, stmts: list[Statement]) -> None:
-        used = {m.lower() for s in stmts for m in _MACRO_USE.findall(s.value)}
+        used = {m for s in stmts for m in used_names(s.value)}
         used |= {m.lower() for s in stmts if s.kind != "set" for m in _DEFINED.findall(s.value)}
         conditions = Conditions(self.is_defined, self.expand_condition)
         queues: list[int] = []
         assigned: list[Statement] = []
+        active: list[Statement] = []
         for st in stmts:
             if st.kind in ("if", "elif", "else", "endif"):
                 try:
@@ -242,13 +260,17 @@ class _Parser(ValueReaders):
                 continue
             elif st.kind == "queue":
                 queues.append(st.line)
+                active.append(st)
                 self.queue(st)
             else:
                 self.assign(st, used)
                 assigned.append(st)
+                active.append(st)
         if conditions.blocks:
             line = conditions.blocks[-1].line
             raise SubmitFileError(self.filename, line, "this 'if' has no 'endif'")
+        for line, text in undefined_macros(active, self.environ):
+            self.warn(line, text)
         for st in assigned:
             if queues and st.line > queues[-1]:
                 self.warn(st.line, f"'{st.key}' is set after the last 'queue' and has no effect")
@@ -422,37 +444,75 @@ class _Parser(ValueReaders):
             if value is None or (value == "" and not key.startswith("my.")):
                 continue
             kind = STORED[key][1] if key in STORED else "expr"
+            if kind == "kb":
+                value, kind = str(self.quantity(ctx, key, parse_disk_kb)), "expr"
             if kind == "expr" and value:
-                value = self.expression(key, value)
+                shown = f"job attribute {name}" if key.startswith("my.") else key
+                value = self.expression(key, value, shown)
             out[name] = classad_value(value, kind) if value else "undefined"
         return out
 
     def check_fixed_choices(self, ctx: MacroContext) -> None:
-        universe = self.get(ctx, "universe")
-        if universe and universe.lower() not in UNIVERSES:
-            raise self.error("universe", f"unknown universe '{universe}'")
-        if universe and universe.lower() != "vanilla":
-            self.warn(
-                self.lines.get("universe"),
-                f"universe '{universe}' runs here as vanilla: {UNIVERSES[universe.lower()]}",
-            )
+        self.check_universe(ctx)
         transfer = self.get(ctx, "should_transfer_files")
         if transfer and transfer.upper() not in ("YES", "IF_NEEDED", "NO"):
             raise self.error("should_transfer_files", f"invalid should_transfer_files {transfer!r}")
+        when = self.get(ctx, "when_to_transfer_output")
+        if when and when.upper() not in ("ON_EXIT", "ON_EXIT_OR_EVICT", "ON_SUCCESS"):
+            raise self.error("when_to_transfer_output", f"invalid when_to_transfer_output {when!r}")
+        if transfer and when and transfer.upper() == "NO":
+            raise self.error(
+                "when_to_transfer_output",
+                f"when_to_transfer_output = {when} contradicts should_transfer_files = NO"
+                " (condor_submit refuses the pair)",
+            )
+        if (
+            transfer
+            and when
+            and (transfer.upper(), when.upper())
+            == (
+                "IF_NEEDED",
+                "ON_EXIT_OR_EVICT",
+            )
+        ):
+            raise self.error(
+                "when_to_transfer_output",
+                "when_to_transfer_output = ON_EXIT_OR_EVICT and should_transfer_files ="
+                " IF_NEEDED are incompatible (condor_submit refuses the pair): set"
+                " should_transfer_files = YES, or when_to_transfer_output = ON_EXIT",
+            )
         if transfer and transfer.upper() == "NO":
             self.warn(
                 self.lines.get("should_transfer_files"),
                 "should_transfer_files = NO has no effect here: dfarm always transfers files"
                 " (workers share no file system with the submit machine)",
             )
-        when = self.get(ctx, "when_to_transfer_output")
-        if when and when.upper() not in ("ON_EXIT", "ON_EXIT_OR_EVICT", "ON_SUCCESS"):
-            raise self.error("when_to_transfer_output", f"invalid when_to_transfer_output {when!r}")
         if when and when.upper() != "ON_EXIT":
             self.warn(
                 self.lines.get("when_to_transfer_output"),
                 f"when_to_transfer_output = {when} runs here as ON_EXIT: outputs come back"
                 " when the job ends",
+            )
+
+    def check_universe(self, ctx: MacroContext) -> None:
+        """Refuse a universe condor_submit refuses; warn how another runs here."""
+        universe = self.get(ctx, "universe")
+        if not universe:
+            return
+        low = universe.lower()
+        if low in RETIRED_UNIVERSES:
+            raise self.error("universe", f"'{RETIRED_UNIVERSES[low]}' is not a supported universe")
+        if low not in UNIVERSES:
+            raise self.error("universe", f"unknown universe '{universe}'")
+        needs = UNIVERSE_NEEDS.get(low)
+        if needs and not any(self.get(ctx, key) for key in needs[0]):
+            raise self.error("universe", needs[1])
+        if low == "vm" and self.get(ctx, "vm_type") and not self.get(ctx, "vm_disk"):
+            raise self.error("universe", "a vm universe job with a vm_type needs vm_disk")
+        if low != "vanilla":
+            self.warn(
+                self.lines.get("universe"),
+                f"universe '{universe}' runs here as vanilla: {UNIVERSES[low]}",
             )
 
     # -- paths

@@ -15,6 +15,7 @@ is ``should_transfer_files``, but ``MaxRetries`` is only a macro).
 from __future__ import annotations
 
 import difflib
+import re
 
 __all__ = [
     "ALIASES",
@@ -41,7 +42,9 @@ CARRIED_OUT = frozenset({
 })  # fmt: skip
 
 #: Keys stored as a job attribute: key -> (ClassAd name, kind of value). ``expr`` is
-#: a ClassAd expression kept as written; ``string`` becomes a quoted ClassAd string.
+#: a ClassAd expression kept as written; ``string`` becomes a quoted ClassAd string,
+#: ``unquoted`` too, less the double quotes around it; ``names`` a string of the names
+#: joined by commas; ``kb`` a size in KiB (units as in ``request_disk``).
 STORED: dict[str, tuple[str, str]] = {
     "batch_name": ("JobBatchName", "string"),
     "description": ("JobDescription", "string"),
@@ -70,15 +73,15 @@ STORED: dict[str, tuple[str, str]] = {
     "max_job_retirement_time": ("MaxJobRetirementTime", "expr"),
     "leave_in_queue": ("LeaveJobInQueue", "expr"),
     "success_exit_code": ("JobSuccessExitCode", "expr"),
-    "transfer_output_remaps": ("TransferOutputRemaps", "string"),
+    "transfer_output_remaps": ("TransferOutputRemaps", "unquoted"),
     "allowed_execute_duration": ("AllowedExecuteDuration", "expr"),
     "submit_event_notes": ("SubmitEventNotes", "string"),
     "job_ad_information_attrs": ("JobAdInformationAttrs", "string"),
-    "email_attributes": ("EmailAttributes", "string"),
+    "email_attributes": ("EmailAttributes", "names"),
     "max_transfer_input_mb": ("MaxTransferInputMB", "expr"),
     "max_transfer_output_mb": ("MaxTransferOutputMB", "expr"),
     "next_job_start_delay": ("NextJobStartDelay", "expr"),
-    "image_size": ("ImageSize", "expr"),
+    "image_size": ("ImageSize", "kb"),
     "coresize": ("CoreSize", "expr"),
     "job_machine_attrs": ("JobMachineAttrs", "string"),
     "deferral_time": ("DeferralTime", "expr"),
@@ -267,7 +270,11 @@ def warning_for(key: str, written: str) -> str | None:
 
 def classad_value(text: str, kind: str) -> str:
     """A submit value as the ClassAd text HTCondor stores: strings quoted."""
-    if kind != "string":
+    if kind == "names":
+        text = ",".join(re.split(r"[\s,]+", text.strip(" \t,")))
+    elif kind == "unquoted" and len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1]
+    elif kind not in ("string", "unquoted"):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

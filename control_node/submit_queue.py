@@ -14,7 +14,10 @@ A line of a ``from`` list is split on commas and/or white space until every vari
 has a value; the last one takes the rest of the line (missing ones are empty). Blank
 lines and lines beginning with ``#`` are skipped. The slice is Python's
 ``[start:stop:step]`` over the items (no negative step). ``matching`` looks in the
-submit directory; without ``files`` or ``dirs`` it matches both, in sorted order.
+submit directory; without ``files`` or ``dirs`` it matches both, in sorted order, a
+directory with a trailing ``/``. ``in`` and ``matching`` give the first variable its
+value and leave the others empty; ``#`` lines of an item file or a command's output are
+items, as condor_submit reads them.
 
 Everything here raises :class:`QueueError` (a ``ValueError``) with a readable message;
 the parser adds the file and line.
@@ -44,9 +47,8 @@ __all__ = [
 _KEYWORD = re.compile(r"(?<![^\s,])(in|from|matching)(?=[\s(\[]|$)", re.IGNORECASE)
 #: A count: a number, a macro, or an integer expression of them (no blanks inside
 #: when variable names follow, since blanks separate those).
-_COUNT = re.compile(r"(?:[0-9+*/%()-]|\$\([^()]*\))+")
+_HEAD = re.compile(r"(.*?)((?:[A-Za-z_][A-Za-z0-9_]*(?:\s*,\s*|\s+|$))*)", re.DOTALL)
 _COUNT_ALONE = re.compile(r"(?:[0-9+*/%()\s-]|\$\([^()]*\))+")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SLICE = re.compile(r"\[\s*([+-]?[0-9]*)\s*(?::\s*([+-]?[0-9]*)\s*)?(?::\s*([+-]?[0-9]*)\s*)?\]")
 _SEPARATORS = re.compile(r"\s*,\s*|\s+")
 #: The predefined macros, which neither a queue variable nor a submit key may name.
@@ -76,8 +78,8 @@ class QueueSpec:
 
 @dataclass(frozen=True)
 class Item:
-    """One item of a queue statement: its position in the list, among the selected
-    items (``row``), and the values of the queue variables."""
+    """One item of a queue statement: its position in the list (``index``, and ``row``,
+    which condor_submit 24 numbers the same), and the values of the queue variables."""
 
     index: int
     row: int
@@ -94,39 +96,30 @@ def parse_queue(args: str, block: tuple[str, ...] | None = None) -> QueueSpec:
         return QueueSpec(args, (), None, "", None, "", None)
     mode = m.group(1).lower()
     count, names = _head(args[: m.start()].strip())
-    if mode in ("in", "matching") and len(names) > 1:
-        raise QueueError(f"'queue ... {mode}' takes one variable; use 'from' for several")
     rest = args[m.end() :].strip()
     what = ""
-    if mode == "matching":
-        word = re.match(r"(files|dirs)\b", rest, re.IGNORECASE)
-        if word:
-            what, rest = word.group(1).lower(), rest[word.end() :].strip()
     the_slice = None
-    if rest.startswith("["):
-        s = _SLICE.match(rest)
-        if s is None:
-            raise QueueError(f"invalid slice in 'queue {args}': expected [start:stop:step]")
-        the_slice, rest = _to_slice(s), rest[s.end() :].strip()
+    for _ in range(2):  # 'matching' takes files|dirs and the slice in either order
+        word = re.match(r"(files|dirs)\b", rest, re.IGNORECASE)
+        if mode == "matching" and word and not what:
+            what, rest = word.group(1).lower(), rest[word.end() :].strip()
+        if rest.startswith("[") and the_slice is None:
+            s = _SLICE.match(rest)
+            if s is None:
+                raise QueueError(f"invalid slice in 'queue {args}': expected [start:stop:step]")
+            the_slice, rest = _to_slice(s), rest[s.end() :].strip()
     if not rest and block is None:
         raise QueueError(f"'queue ... {mode}' needs a list of items")
     return QueueSpec(count, names or ("Item",), mode, what, the_slice, rest, block)
 
 
 def _head(head: str) -> tuple[str, tuple[str, ...]]:
-    """``[N] [VAR[,VAR...]]`` before the keyword."""
-    tokens = [t for t in _SEPARATORS.split(head) if t] if head else []
-    count = ""
-    if tokens and _COUNT.fullmatch(tokens[0]):
-        count, tokens = tokens[0], tokens[1:]
-    for name in tokens:
-        if not _NAME.fullmatch(name):
-            raise QueueError(f"invalid queue variable name {name!r}")
-        if name.lower() in PREDEFINED:
-            raise QueueError(f"'{name}' is predefined and cannot be a queue variable")
-    if len({n.lower() for n in tokens}) != len(tokens):
-        raise QueueError("a queue variable is named twice")
-    return count, tuple(tokens)
+    """``[N] [VAR[,VAR...]]`` before the keyword: the names are the trailing words that
+    can be names, the count all before them (``2 * 2 x``, even ``2x``, as condor_submit
+    splits them)."""
+    m = _HEAD.fullmatch(head)
+    assert m is not None  # the count part takes whatever the names do not
+    return m.group(1).strip(), tuple(n for n in re.split(r"[\s,]+", m.group(2)) if n)
 
 
 def _to_slice(m: re.Match[str]) -> slice:
@@ -191,10 +184,14 @@ def queue_items(spec: QueueSpec, source: str, cwd: str) -> list[Item]:
     if len(values) > MAX_ITEMS:
         raise QueueError(f"more than {MAX_ITEMS} items in one queue statement")
     indexes = range(len(values))[spec.slice] if spec.slice else range(len(values))
-    return [
-        Item(index, row, dict(zip(spec.names, values[index], strict=True)))
-        for row, index in enumerate(indexes)
-    ]
+    # condor_submit 24 numbers $(Row) as $(ItemIndex): the place in the whole list
+    return [Item(index, index, _values(spec.names, values[index])) for index in indexes]
+
+
+def _values(names: tuple[str, ...], fields: list[str]) -> dict[str, str]:
+    """The variables of one item: names without a field are empty, and a name given
+    twice takes its later field, as in condor_submit."""
+    return {name: fields[i] if i < len(fields) else "" for i, name in enumerate(names)}
 
 
 def _inline(source: str, block: tuple[str, ...] | None) -> str:
@@ -213,7 +210,7 @@ def _from_lines(source: str, block: tuple[str, ...] | None, cwd: str) -> list[st
         lines = _inline(source, block).split("\n")
     else:
         if source.endswith("|"):
-            return _non_blank(_command_output(source[:-1].strip(), cwd).split("\n"))
+            return _non_blank(_command_output(source[:-1].strip(), cwd).split("\n"), False)
         path = os.path.join(cwd, source)
         try:
             with open(path, encoding="utf-8") as f:
@@ -221,11 +218,18 @@ def _from_lines(source: str, block: tuple[str, ...] | None, cwd: str) -> list[st
         except (OSError, UnicodeDecodeError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
             raise QueueError(f"cannot read the item file '{source}' ({path}): {why}") from None
-    return _non_blank(lines)
+        return _non_blank(lines, False)
+    return _non_blank(lines, True)
 
 
-def _non_blank(lines: list[str]) -> list[str]:
-    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+def _non_blank(lines: list[str], skip_comments: bool) -> list[str]:
+    """The item lines, stripped. condor_submit skips ``#`` lines in a list written in
+    the submit file, not in an item file or a command's output."""
+    return [
+        line.strip()
+        for line in lines
+        if line.strip() and not (skip_comments and line.strip().startswith("#"))
+    ]
 
 
 def _command_output(command: str, cwd: str) -> str:
@@ -263,5 +267,5 @@ def _matching(what: str, source: str, cwd: str) -> list[str]:
                 what == "dirs" and not os.path.isdir(path)
             ):
                 continue
-            names[name] = None
+            names[name + "/" if os.path.isdir(path) else name] = None
     return list(names)

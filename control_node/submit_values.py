@@ -19,6 +19,7 @@ from control_node.submit_quoting import (
     parse_environment,
     valid_env_name,
 )
+from scheduler.matching.classad import ClassAdError, compile_expression
 from scheduler.matching.requirements import RequirementsError, compile_requirements
 
 if TYPE_CHECKING:
@@ -34,28 +35,21 @@ _EMAIL = re.compile(
 _MACHINE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 
 
-_CLOSING = {"(": ")", "[": "]", "{": "}"}
+#: What the ClassAd parser here refuses that HTCondor's parses (and evaluates to ERROR,
+#: or, for a quoted name, reads): not a syntax error of the file.
+_NOT_SYNTAX = re.compile(
+    r"unknown function|takes [0-9].* arguments, not|longer than|nested too deeply"
+    r"|unexpected character \"'\""
+)
 
 
-def unbalanced(text: str) -> str | None:
-    """Why a ClassAd expression's strings and brackets do not pair up, else None."""
-    stack: list[str] = []
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if c == '"':
-            end = i + 1
-            while end < len(text) and text[end] != '"':
-                end += 2 if text[end] == "\\" else 1
-            if end >= len(text):
-                return "a string has no closing double quote"
-            i = end
-        elif c in _CLOSING:
-            stack.append(_CLOSING[c])
-        elif c in ")]}" and (not stack or stack.pop() != c):
-            return f"unexpected {c!r}"
-        i += 1
-    return f"missing {stack[-1]!r}" if stack else None
+def syntax_error(text: str) -> str | None:
+    """Why HTCondor's ClassAd parser refuses ``text``, else None."""
+    try:
+        compile_expression(text)
+    except ClassAdError as e:
+        return None if _NOT_SYNTAX.search(str(e)) else str(e)
+    return None
 
 
 class ValueReaders:
@@ -67,6 +61,8 @@ class ValueReaders:
     get: Callable[[MacroContext, str], str | None]
     error: Callable[[str, str], SubmitFileError]
     warn: Callable[[int | None, str], None]
+    #: Job attributes: lower-case name -> (name as first written, its submit key).
+    attrs: dict[str, tuple[str, str]]
 
     def arguments(self, ctx: MacroContext, data: str | None) -> list[str]:
         value = self.get(ctx, "arguments")
@@ -157,17 +153,20 @@ class ValueReaders:
         if not value:
             return None
         try:
-            compile_requirements(value)
+            compile_requirements(value, [name for name, _ in self.attrs.values()])
         except RequirementsError as e:
             raise self.error("requirements", f"requirements: {e}") from None
         return value
 
-    def expression(self, key: str, value: str) -> str:
-        """A ClassAd expression kept as text: refused when its quotes or brackets do
-        not pair up, as condor_submit refuses an expression it cannot parse."""
-        problem = unbalanced(value)
+    def expression(self, key: str, value: str, shown: str = "") -> str:
+        """A ClassAd expression kept as text: refused, with the parser's reason, where
+        HTCondor's ClassAd parser refuses it (condor_submit then refuses the file);
+        ``shown``: how the message names it (default: the key)."""
+        problem = syntax_error(value)
         if problem:
-            raise self.error(key, f"{key}: cannot parse the expression {value!r}: {problem}")
+            raise self.error(
+                key, f"{shown or key}: cannot parse the expression {value!r}: {problem}"
+            )
         return value
 
     def machine(self, ctx: MacroContext) -> str | None:

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from pyftpdlib.authorizers import AuthenticationFailed
 
@@ -50,7 +49,8 @@ class Rule:
 class Grant:
     user: str
     password: str
-    root: Path
+    #: The grant's home directory, as the FTP server takes it.
+    root: str
     rules: tuple[Rule, ...]
     expires: float
     #: Bytes this grant may upload in all (None: no limit).
@@ -167,7 +167,7 @@ class GrantAuthorizer:
             raise AuthenticationFailed("Authentication failed.")
 
     def get_home_dir(self, username: str) -> str:
-        return str(self._grant(username).root)
+        return self._grant(username).root
 
     def has_user(self, username: str) -> bool:
         with self._lock:

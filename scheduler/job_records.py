@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from scheduler.protocol import (
     JobInfo,
@@ -14,7 +16,8 @@ from scheduler.protocol import (
     JobState,
     format_job_id,
     from_wire,
-    to_wire,
+    json_text,
+    record,
 )
 
 
@@ -54,48 +57,57 @@ class Job:
     #: Set when the job completes (kept in ``job_results``, not in this row).
     result: JobResult | None = None
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
+        """``CLUSTER.PROC``, made once: neither ever changes."""
         return format_job_id(self.cluster, self.proc)
 
     def info(self, result: JobResult | None = None) -> JobInfo:
         """The record users see, with its result (``result``, else the one it holds)."""
+        fields = self.wire_info(result)
+        fields["arguments"] = list(self.spec.arguments)
+        fields["output_files"] = list(self.output_files)
+        fields["params"] = dict(self.spec.params)
+        fields["attributes"] = dict(self.spec.attributes)
+        return record(JobInfo, fields, wire=fields)
+
+    def wire_info(self, result: JobResult | None = None) -> dict[str, Any]:
+        """:meth:`info` as it goes on the wire (``to_wire``), built straight from the
+        job (its lists are the job's own, not copies)."""
         result = result or self.result
-        fields = {name: getattr(self, name) for name in _INFO_FIELDS}
-        if self.state in (JobState.IDLE, JobState.HELD):
-            fields["worker"] = None  # where it ran last is not where it is (dq, dstat)
-        return JobInfo(
-            id=self.id,
-            state=self.state.value,
-            executable=self.spec.executable,
-            arguments=list(self.spec.arguments),
-            output_files=list(self.output_files),
-            params=dict(self.spec.params),
-            attributes=dict(self.spec.attributes),
-            result=None if result is None else result.value,
-            result_error=None if result is None else result.error,
-            **fields,
-        )
+        state = self.state
+        spec = self.spec
+        return {
+            "id": self.id,
+            "cluster": self.cluster,
+            "proc": self.proc,
+            "owner": self.owner,
+            "state": state.value,
+            "submit_time": self.submit_time,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            # Where it ran last is not where it is (dq, dstat).
+            "worker": None if state is JobState.IDLE or state is JobState.HELD else self.worker,
+            "exit_code": self.exit_code,
+            "exit_signal": self.exit_signal,
+            "wall_time": self.wall_time,
+            "cpu_time": self.cpu_time,
+            "num_starts": self.num_starts,
+            "hold_reason": self.hold_reason,
+            "hold_code": self.hold_code,
+            "hold_subcode": self.hold_subcode,
+            "executable": spec.executable,
+            "arguments": spec.arguments,
+            "output_files": self.output_files,
+            "mail": "",
+            "total_run_time": None,
+            "params": spec.params,
+            "result": None if result is None else result.value,
+            "result_error": None if result is None else result.error,
+            "attributes": spec.attributes,
+        }
 
 
-#: Fields a job and its public record share unchanged.
-_INFO_FIELDS = [
-    "cluster",
-    "proc",
-    "owner",
-    "submit_time",
-    "start_time",
-    "end_time",
-    "worker",
-    "exit_code",
-    "exit_signal",
-    "wall_time",
-    "cpu_time",
-    "num_starts",
-    "hold_reason",
-    "hold_code",
-    "hold_subcode",
-]
 #: Columns that change after submission; the others are written once.
 _MUTABLE_COLUMNS = [
     "state",
@@ -149,11 +161,7 @@ def _column(job: Job, name: str) -> object:
 def _spec_text(spec: JobSpec) -> str:
     """A spec as stored, made once per spec object (the procs of a cluster mostly
     share one: see :func:`scheduler.protocol.shared_specs`)."""
-    text: str | None = spec.__dict__.get("_text")
-    if text is None:
-        text = json.dumps(to_wire(spec), separators=(",", ":"))
-        object.__setattr__(spec, "_text", text)
-    return text
+    return json_text(spec)
 
 
 def _jobs_from_rows(rows: Iterable[sqlite3.Row]) -> list[Job]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -179,6 +180,12 @@ def _tls_handlers(tls: TlsFiles) -> tuple[type[FTPHandler], type[DTPHandler]]:
     return control, data
 
 
+@functools.lru_cache(maxsize=4096)
+def _job_dir(root: Path, cluster: int, proc: int) -> Path:
+    """A job's folder, made once for the few times a job's finish asks for it."""
+    return root / str(cluster) / str(proc)
+
+
 class Spool:
     """The spool directory and the FTP server over it."""
 
@@ -272,7 +279,7 @@ class Spool:
         return self.root / str(cluster) / "input"
 
     def job_dir(self, cluster: int, proc: int) -> Path:
-        return self.root / str(cluster) / str(proc)
+        return _job_dir(self.root, cluster, proc)
 
     def clear_job_dir(self, cluster: int, proc: int) -> None:
         """Forget the large results of an earlier attempt of a job (an effect, run
@@ -316,7 +323,7 @@ class Spool:
 
     def _issue(
         self,
-        root: Path,
+        root: Path | str,
         rules: list[Rule],
         ttl: float,
         host: str,
@@ -326,7 +333,7 @@ class Spool:
         raw = secrets.token_bytes(26)
         user, password = "g" + raw[:8].hex(), base64.urlsafe_b64encode(raw[8:]).decode()
         expires = self.authorizer.clock() + ttl
-        grant = Grant(user, password, root, tuple(rules), expires, max_bytes, replace)
+        grant = Grant(user, password, str(root), tuple(rules), expires, max_bytes, replace)
         self.authorizer.add(grant)
         return FtpGrant(
             host=host,
@@ -381,7 +388,7 @@ class Spool:
         """For a worker: read the cluster's inputs, write this job's results."""
         root = f"{self.root}{os.sep}{cluster}"
         rules = [Rule(f"{root}{os.sep}input", READ), Rule(f"{root}{os.sep}{proc}", READ_WRITE)]
-        return self._issue(Path(root), rules, ttl, host)
+        return self._issue(root, rules, ttl, host)
 
     def grant_fetch(self, jobs: list[tuple[int, int]], host: str, ttl: float = 900) -> FtpGrant:
         """For a user: read the results of these jobs (their own, checked by the caller)."""

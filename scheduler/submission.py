@@ -140,6 +140,25 @@ def _check_spec(where: str, spec: JobSpec) -> None:
         raise SubmissionError(f"{where}: request_cpus must be >= 1 and request_gpus >= 0")
     if spec.requirements is not None:
         try:
-            compile_requirements(spec.requirements)
+            compile_requirements(spec.requirements, spec.attributes)
         except RequirementsError as exc:
             raise SubmissionError(f"{where}: requirements: {exc}") from None
+        _check_matchable(where, spec.requirements, spec.attributes)
+
+
+def _check_matchable(where: str, requirements: str, attributes: dict[str, str]) -> None:
+    """Refuse a job attribute named bare in ``requirements``: the matcher compiles
+    requirements without the job's attribute names, so it must be named ``MY.Name``."""
+    try:
+        compile_requirements(requirements)
+    except RequirementsError:
+        bare = sorted(
+            name
+            for scope, name in compile_requirements(requirements, attributes).expression.names
+            if scope == "" and name in {a.lower() for a in attributes}
+        )
+        shown = next(a for a in attributes if a.lower() == bare[0])
+        raise SubmissionError(
+            f"{where}: requirements: write MY.{shown} for the job attribute {shown}"
+            " (the scheduler matches a job's own attributes by their MY. name)"
+        ) from None

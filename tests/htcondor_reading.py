@@ -9,7 +9,8 @@ counts that file as refused.
 
 Each reading is ``{"refused": message or None, "jobs": [job, ...]}``, a job being a
 dict of the keys compared (see :data:`COMPARED`) with paths relative to the
-submit file's folder.
+submit file's folder, and ``ad``: every attribute of the job's ClassAd (lower-case
+name -> expression text), against which the attributes dfarm stores are compared.
 """
 
 from __future__ import annotations
@@ -255,6 +256,7 @@ def condor_job(ad: Any, folder: str, custom: list[str], item: dict[str, str] | N
         "custom": {n.lower(): _expr_text(ad, n) for n in custom if n in ad},
         "policies": policies,
         "item": item,
+        "ad": {str(n).lower(): _expr_text(ad, str(n)) for n in ad},
     }
 
 

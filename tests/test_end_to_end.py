@@ -14,6 +14,7 @@ import pytest
 from conftest import TestCluster, wait_until, write
 
 from control_node import Client
+from scheduler import protocol as p
 
 STATS = """#!/usr/bin/env python3
 import csv, statistics, sys
@@ -327,6 +328,29 @@ def test_queries_with_thousands_of_ids(make_cluster, tmp_path: Path) -> None:  #
         assert [j.id for j in client.jobs(ids)] == ids
         assert len(client.jobs(["1"])) == 3000
         assert client.jobs(["1.5", "1", "1.7"])[5].id == "1.5"
+
+
+def test_wait_reads_records_longer_than_a_frame_in_pages(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = make_cluster(workers=0)
+    write(tmp_path / "job.sh", "#!/bin/sh\n", True)
+    write(tmp_path / "job.sub", "executable = job.sh\nqueue 300\n")
+    where = {"scheduler": f"127.0.0.1:{cluster.access.port}", "token": cluster.token}
+    with Client(**where) as client:
+        sub = client.submit(str(tmp_path / "job.sub"), cwd=str(tmp_path))
+        client.remove([str(sub.id)])
+        everything = p.encode(p.JobList(jobs=client.jobs([str(sub.id)], states=[])))
+    limit = 32 * 1024
+    assert len(everything) > limit  # the cluster's records take more than one frame
+    with Client(**where, max_frame=limit) as small:
+        # Told when the cluster is done, then the records a page at a time.
+        done = small.wait([str(sub.id)])
+        assert [j.id for j in done] == sub.job_ids
+        assert {j.state for j in done} == {"removed"}
+        # With a progress display: the records first, then the updates.
+        shown: list[int] = []
+        again = small.wait([str(sub.id)], on_update=lambda jobs: shown.append(len(jobs)))
+        assert [j.id for j in again] == sub.job_ids
+        assert shown == [300]
 
 
 def test_processes_a_job_leaves_behind_are_killed(cluster: TestCluster, tmp_path: Path) -> None:

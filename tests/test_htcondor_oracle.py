@@ -59,10 +59,11 @@ def dfarm_custom(proc: Any) -> dict[str, str | None]:
 
 
 def dfarm_policies(proc: Any) -> dict[str, str]:
-    held = getattr(proc, "policies", None)
+    """The policy expressions, stored as job attributes under HTCondor's names."""
+    held = {str(k).lower(): v for k, v in getattr(proc, "attributes", {}).items()}
     policies = {}
-    for key in POLICIES:
-        value = held.get(key) if isinstance(held, dict) else getattr(proc, key, None)
+    for key, attr in POLICIES.items():
+        value = held.get(attr.lower())
         text = canonical(None if value is None else str(value))
         if text is not None and text != POLICY_DEFAULTS.get(key, "false"):
             policies[key] = text
@@ -115,6 +116,15 @@ def dfarm_reading(path: Path) -> dict[str, Any]:
     return {"refused": None, "line": None, "jobs": description.procs, "crash": None}
 
 
+def condor_attributes(theirs: dict[str, Any], ours: dict[str, str | None]) -> dict[str, Any]:
+    """HTCondor's value of each custom attribute the file sets and of each attribute
+    dfarm stores (a key such as ``rank`` stored as ``Rank``): None where HTCondor's
+    job ad lacks one dfarm has."""
+    ad = theirs["ad"]
+    names = [*theirs["custom"], *(n for n in ours if n not in theirs["custom"])]
+    return {n: ad.get(n) for n in names if n in ad or n in ours}
+
+
 def first_difference(condor: dict[str, Any], procs: list[Any], path: Path) -> str | None:
     """The first difference of the two readings of an accepted file, or None."""
     if len(procs) != len(condor["jobs"]):
@@ -124,6 +134,7 @@ def first_difference(condor: dict[str, Any], procs: list[Any], path: Path) -> st
         return None  # the values are random draws: only the job count is compared
     for n, (theirs, proc) in enumerate(zip(condor["jobs"], procs, strict=True)):
         ours = dfarm_job(proc, str(path.parent), theirs["item"])
+        theirs = {**theirs, "custom": condor_attributes(theirs, ours["custom"])}
         for key in COMPARED:
             if theirs[key] != ours[key]:
                 return f"job {n} {key}: htcondor {theirs[key]!r}, dfarm {ours[key]!r}"

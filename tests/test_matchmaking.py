@@ -146,7 +146,7 @@ DRY_KEYS = [
     "proc", "executable", "arguments", "input", "output", "error", "log", "initialdir",
     "environment", "transfer_input_files", "transfer_output_files", "request_cpus",
     "request_memory", "request_disk", "request_gpus", "requirements", "notify_user",
-    "notification", "priority", "max_retries",
+    "notification", "priority", "max_retries", "hold", "attributes",
 ]  # fmt: skip
 
 
@@ -192,3 +192,37 @@ def test_dry_run_expands_without_queueing(make_cluster, tmp_path: Path) -> None:
     )
     text = cluster.run("dsub", "--dry-run", "huge.sub", cwd=tmp_path)
     assert "matching workers: none: no single worker has everything" in text.stdout
+
+
+def test_custom_job_attributes_in_requirements(make_cluster, tmp_path: Path) -> None:
+    """``+Flavour`` is in the job's ad: ``MY.Flavour == "long"`` matches, and
+    ``MY.Flavour == "short"`` is false on every worker, so the job stays idle and never
+    matches (condor_submit accepts it; HTCondor's negotiator leaves it idle likewise)."""
+    cluster = two_workers(make_cluster)
+    write(tmp_path / "span.sh", SPAN, True)
+    head = 'executable = span.sh\n+Flavour = "long"\nMY.Length = 2 * 3\n'
+    long_rule = 'requirements = MY.Flavour == "long" && Cpus >= 1 && MY.Length == 6\n'
+    write(tmp_path / "long.sub", f"{head}{long_rule}queue\n")
+    dry = cluster.run("dsub", "--dry-run", "long.sub", cwd=tmp_path)
+    assert dry.returncode == 0 and "matching workers: w1, w2\n" in dry.stdout, dry.stdout
+    long_job = submit(cluster, tmp_path, f"{head}{long_rule}queue\n")
+    short_rule = 'requirements = MY.Flavour == "short" && Cpus >= 1\n'
+    write(tmp_path / "short.sub", f"{head}{short_rule}queue\n")
+    dry = cluster.run("dsub", "--dry-run", "short.sub", cwd=tmp_path)
+    assert "no worker satisfies the requirements" in dry.stdout + dry.stderr
+    short_job = submit(cluster, tmp_path, f"{head}{short_rule}queue\n")
+    with client(cluster) as me:
+        [done] = me.wait([long_job], timeout=60)
+        assert done.state == "completed" and done.worker in ("w1", "w2")
+        [analysis] = me.analyze([short_job])
+        assert analysis.state == "idle"
+        assert analysis.reasons == [
+            'no worker satisfies the requirements (MY.Flavour == "short" && Cpus >= 1)'
+        ]
+    # A bare job attribute reads as HTCondor reads it, but the scheduler asks for MY.
+    write(tmp_path / "bare.sub", f'{head}requirements = Flavour == "long"\nqueue\n')
+    dry = cluster.run("dsub", "--dry-run", "bare.sub", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    bare = cluster.run("dsub", "bare.sub", cwd=tmp_path)
+    assert bare.returncode == 1
+    assert "write MY.Flavour for the job attribute Flavour" in bare.stderr

@@ -94,3 +94,34 @@ def test_reasons_in_plain_words() -> None:
     ]
     assert never_reasons(JobSpec(executable="x", request_gpus=1), pool)[0] == ["b"]
     assert never_reasons(JobSpec(executable="x"), []) == ([], ["no worker is connected"])
+
+
+def test_job_ad_holds_the_job_s_own_attributes() -> None:
+    """``+Name`` values: a constant is its value, an expression naming attributes is
+    evaluated where used, with the job as MY; dfarm's own attributes win."""
+    from types import SimpleNamespace
+
+    from scheduler.matching.job_ad import job_ad
+
+    spec = SimpleNamespace(
+        request_cpus=2,
+        request_memory=None,
+        request_disk=None,
+        request_gpus=0,
+        attributes={
+            "Flavour": '"long"',
+            "Weight": "3",
+            "Twice": "Weight * RequestCpus",
+            "RequestCpus": "99",
+            "Broken": "nosuchfunction(1)",
+        },
+    )
+    ad = job_ad(spec)
+    assert ad["flavour"] == "long" and ad["weight"] == 3 and ad["requestcpus"] == 2
+    worker = worker_ad(name="w", worker_id=1, cpus=4, memory_mb=1024, gpus=0, disk_kb=1)
+    rule = compile_requirements(
+        'Flavour == "long" && MY.Twice == 6 && Cpus >= MY.Twice - 2', ["Flavour", "Twice"]
+    )
+    assert rule.needs_job and rule.matches(worker, ad)
+    assert compile_requirements("isError(MY.Broken)").matches(worker, ad)
+    assert not compile_requirements('MY.Flavour == "short"').matches(worker, ad)

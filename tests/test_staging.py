@@ -409,7 +409,7 @@ ROOT = Path("/spool")
 
 def authorizer(*rules: Rule, expires_in: float = 60.0) -> GrantAuthorizer:
     auth = GrantAuthorizer()
-    auth.add(Grant("u", "pw", ROOT, rules, time.time() + expires_in))
+    auth.add(Grant("u", "pw", str(ROOT), rules, time.time() + expires_in))
     return auth
 
 

@@ -164,7 +164,23 @@ def test_stored_keys_become_attributes(farm: Path, key: str) -> None:
     attr, kind = STORED[key]
     value = SAMPLES.get(key, "3")
     proc = parse(farm, f"{key} = {value}\nqueue\n").procs[0]
-    assert proc.attributes[attr] == (f'"{value}"' if kind == "string" else value)
+    quoted = kind in ("string", "unquoted", "names")
+    assert proc.attributes[attr] == (f'"{value}"' if quoted else value)
+
+
+@pytest.mark.parametrize(
+    ("text", "attr", "stored"),
+    [
+        ("email_attributes = RemoteHost, ExitCode", "EmailAttributes", '"RemoteHost,ExitCode"'),
+        ("email_attributes = RemoteHost ExitCode", "EmailAttributes", '"RemoteHost,ExitCode"'),
+        ('transfer_output_remaps = "a = b/a"', "TransferOutputRemaps", '"a = b/a"'),
+        ("image_size = 28 Mb", "ImageSize", "28672"),
+        ("image_size = 100", "ImageSize", "100"),
+    ],
+)
+def test_stored_keys_in_htcondor_form(farm: Path, text: str, attr: str, stored: str) -> None:
+    """Lists joined by commas, one pair of quotes dropped, sizes in KiB, as HTCondor does."""
+    assert parse(farm, f"{text}\nqueue\n").procs[0].attributes[attr] == stored
 
 
 @needs_htcondor
@@ -255,15 +271,64 @@ def test_htcondor_accepts_the_ignored_keys_too(farm: Path, key: str) -> None:
     assert len(htcondor_jobs(farm, f"{key} = {SAMPLES.get(key, '3')}\nqueue\n")) == 1
 
 
-@pytest.mark.parametrize("universe", ["scheduler", "local", "grid", "docker", "standard"])
-def test_other_universes_run_as_vanilla_with_a_warning(farm: Path, universe: str) -> None:
-    desc = parse(farm, f"universe = {universe}\nqueue\n")
-    assert len(desc.procs) == 1 and len(desc.warnings) == 1
-    assert f"universe '{universe}' runs here as vanilla: " in desc.warnings[0]
+@pytest.mark.parametrize(
+    ("universe", "beside"),
+    [
+        ("scheduler", ""),
+        ("local", ""),
+        ("grid", "grid_resource = batch slurm\n"),
+        ("docker", "docker_image = ubuntu:22.04\n"),
+        ("vm", "vm_memory = 100\n"),
+        ("parallel", "machine_count = 2\n"),
+    ],
+)
+def test_other_universes_run_as_vanilla_with_a_warning(
+    farm: Path, universe: str, beside: str
+) -> None:
+    desc = parse(farm, f"universe = {universe}\n{beside}queue\n")
+    assert len(desc.procs) == 1
+    assert any(f"universe '{universe}' runs here as vanilla: " in w for w in desc.warnings)
+
+
+#: Universes and transfer settings condor_submit 24 refuses, and what dsub says.
+REFUSED_SETTINGS = [
+    ("universe = standard", "'Standard' is not a supported universe"),
+    ("universe = Standard", "'Standard' is not a supported universe"),
+    ("universe = pvm", "'PVM' is not a supported universe"),
+    ("universe = globus", "unknown universe 'globus'"),
+    ("universe = vm", "the vm universe needs vm_memory"),
+    ("universe = vm\nvm_memory = 100\nvm_type = kvm", "needs vm_disk"),
+    ("universe = grid", "the grid universe needs grid_resource"),
+    ("universe = java", "needs the class to run"),
+    ("universe = parallel", "needs machine_count"),
+    ("universe = docker", "docker jobs need a docker_image"),
+    ("universe = container", "container jobs need a container_image or docker_image"),
+    (
+        "should_transfer_files = IF_NEEDED\nwhen_to_transfer_output = ON_EXIT_OR_EVICT",
+        "are incompatible",
+    ),
+    ("should_transfer_files = NO\nwhen_to_transfer_output = ON_EXIT", "contradicts"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), REFUSED_SETTINGS)
+def test_settings_htcondor_refuses_are_refused_with_the_line(
+    farm: Path, text: str, message: str
+) -> None:
+    with pytest.raises(SubmitFileError, match=message) as refused:
+        parse(farm, f"{text}\nqueue\n")
+    assert refused.value.line is not None
+
+
+@needs_htcondor
+@pytest.mark.parametrize(("text", "message"), REFUSED_SETTINGS)
+def test_settings_dsub_refuses_htcondor_refuses(farm: Path, text: str, message: str) -> None:
+    with pytest.raises(Exception):  # noqa: B017 (the bindings raise their own classes)
+        htcondor_jobs(farm, f"{text}\nqueue\n")
 
 
 def test_no_file_transfer_is_accepted_with_a_warning(farm: Path) -> None:
-    desc = parse(farm, "should_transfer_files = NO\nwhen_to_transfer_output = ON_EXIT\nqueue\n")
+    desc = parse(farm, "should_transfer_files = NO\nqueue\n")
     assert ["dfarm always transfers files" in w for w in desc.warnings] == [True]
 
 
@@ -447,7 +512,54 @@ def test_hold_is_carried_out(farm: Path, value: str, held: bool) -> None:
 
 def test_the_compatibility_table_has_a_row_for_every_key() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "htcondor-compatibility.md").read_text()
+    doc = doc.split("\n## Submit keys\n", 1)[1].split("\n## ", 1)[0]
     rows = {line.split("`")[1] for line in doc.splitlines() if line.startswith("| `")}
     assert rows == CARRIED_OUT | set(STORED) | set(IGNORED)
     for alias, key in ALIASES.items():
         assert f"`{alias}`" in doc, (alias, key)
+
+
+#: Stored expressions condor_submit refuses (ClassAd syntax errors), and the reason.
+BAD_EXPRESSIONS = [
+    ("+Weight = 1 +", "job attribute Weight: cannot parse the expression '1 \\+'"),
+    ("MY.Weight = abc def", "job attribute Weight: .*column 5: unexpected 'def'"),
+    ("rank = Memory +", "rank: cannot parse"),
+    ("on_exit_hold = ExitCode = 1", "on_exit_hold: .*column 10: unexpected '='"),
+    ("periodic_remove = JobStatus ==", "periodic_remove: cannot parse"),
+    ("allowed_execute_duration = 10m", "allowed_execute_duration: .*unexpected 'm'"),
+    ("+Items = {1, 2", "expected '}'"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_EXPRESSIONS)
+def test_bad_expressions_are_refused_with_the_line(farm: Path, text: str, message: str) -> None:
+    with pytest.raises(SubmitFileError, match=message) as refused:
+        parse(farm, f"{text}\nqueue\n")
+    assert refused.value.line == 2
+
+
+@needs_htcondor
+@pytest.mark.parametrize(("text", "message"), BAD_EXPRESSIONS)
+def test_bad_expressions_are_refused_by_htcondor(farm: Path, text: str, message: str) -> None:
+    with pytest.raises(Exception, match="Parse error"):
+        htcondor_jobs(farm, f"{text}\nqueue\n")
+
+
+@pytest.mark.parametrize(
+    "text", ["+F = nosuchfunction(1)", "+F = floor(1, 2, 3)", "+F = 'odd name'", "+F = [a = 1]"]
+)
+def test_expressions_htcondor_parses_are_accepted(farm: Path, text: str) -> None:
+    """An unknown function or a wrong count of arguments is an ERROR value in HTCondor,
+    not a syntax error; a quoted attribute name is a name."""
+    assert parse(farm, f"{text}\nqueue\n").procs[0].attributes["F"] == text.split("= ", 1)[1]
+    if htcondor is not None:
+        assert len(htcondor_jobs(farm, f"{text}\nqueue\n")) == 1
+
+
+def test_my_inside_a_value_is_not_a_custom_attribute(farm: Path) -> None:
+    """Only a line that starts with ``MY.Name =`` sets an attribute: ``MY.`` later in a
+    value (``requirements = MY.Flavour == ...``) is the expression's own."""
+    text = '+Flavour = "long"\nrequirements = MY.Flavour == "long"\nrank = MY.Flavour =?= "x"\n'
+    proc = parse(farm, f"{text}queue\n").procs[0]
+    assert proc.requirements == 'MY.Flavour == "long"'
+    assert proc.attributes == {"Flavour": '"long"', "Rank": 'MY.Flavour =?= "x"'}

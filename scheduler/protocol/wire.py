@@ -14,7 +14,7 @@ import socket
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 from scheduler.protocol.messages import MESSAGE_TYPES, Message
 from scheduler.protocol.records import (
@@ -32,6 +32,9 @@ __all__ = [
     "unpack_bytes",
     "decode",
     "encode",
+    "encode_wire",
+    "json_text",
+    "record",
     "from_wire",
     "read_message",
     "recv_message",
@@ -39,6 +42,8 @@ __all__ = [
     "write_message",
 ]
 
+
+R = TypeVar("R")
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 #: Immutable records sent again and again (a job's spec in every RunJob): their
@@ -61,8 +66,11 @@ def to_wire(value: Any) -> Any:
         return value
     names = _field_names(cls)
     if names is not None:
-        if cls in _KEEP_WIRE and "_wire" in value.__dict__:
-            return value.__dict__["_wire"]
+        kept = value.__dict__
+        if "_given_wire" in kept:  # see :func:`record`
+            return dict(kept["_given_wire"])
+        if cls in _KEEP_WIRE and "_wire" in kept:
+            return kept["_wire"]
         out = {}
         for name in names:
             field = getattr(value, name)
@@ -104,7 +112,55 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
 def encode(message: Message) -> bytes:
     """A whole frame: length header and JSON body."""
-    body = _ENCODER.encode(to_wire(message)).encode()
+    wire = to_wire(message)
+    cls: type = type(message)
+    kept = _kept_fields(cls)
+    if not kept:
+        return encode_wire(wire)
+    # A record sent again and again (a job's spec in every RunJob) goes in as the
+    # JSON text it was written as the first time.
+    parts = []
+    for name in kept:
+        del wire[name]
+        parts.append(f'"{name}":{json_text(getattr(message, name))}')
+    rest = _ENCODER.encode(wire)  # never "{}": it holds the message's type
+    body = f"{{{','.join(parts)},{rest[1:]}".encode()
+    return HEADER.pack(len(body)) + body
+
+
+@functools.cache
+def _kept_fields(cls: type) -> tuple[str, ...]:
+    """The fields of a message type that hold a record of :data:`_KEEP_WIRE`."""
+    hints = typing.get_type_hints(cls)
+    return tuple(name for name in _field_names(cls) or () if hints[name] in _KEEP_WIRE)
+
+
+def json_text(value: Any) -> str:
+    """A record of :data:`_KEEP_WIRE` as compact JSON, made once and kept on it (also
+    what the store writes a job's spec as)."""
+    text: str | None = value.__dict__.get("_text")
+    if text is None:
+        text = _ENCODER.encode(to_wire(value))
+        object.__setattr__(value, "_text", text)
+    return text
+
+
+def record(cls: type[R], fields: dict[str, Any], wire: dict[str, Any] | None = None) -> R:
+    """A record (a dataclass without ``__post_init__``) of ``fields``: each of its
+    fields, in order, of its type, as checked by the caller; without the cost of a
+    frozen dataclass's ``__init__``. ``wire``: its wire form, built by the caller
+    (who has it at hand for less), that :func:`to_wire` then gives a copy of."""
+    made = object.__new__(cls)
+    made.__dict__.update(fields)
+    if wire is not None:
+        made.__dict__["_given_wire"] = wire
+    return made
+
+
+def encode_wire(data: dict[str, Any]) -> bytes:
+    """A whole frame of a message already in its wire form (as :func:`to_wire` makes
+    it, ``type`` included)."""
+    body = _ENCODER.encode(data).encode()
     return HEADER.pack(len(body)) + body
 
 
@@ -180,9 +236,11 @@ def _converter(hint: Any) -> Converter:
     if origin in (Union, types.UnionType):
         return _union(hint)
     if origin is list:
-        return _list(_converter(typing.get_args(hint)[0]))
+        item = typing.get_args(hint)[0]
+        return _list(_converter(item), _exact_type(item))
     if origin is dict:
-        return _dict(_converter(typing.get_args(hint)[1]))
+        item = typing.get_args(hint)[1]
+        return _dict(_converter(item), _exact_type(item))
     if hint is Any:
         return lambda value: value
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
@@ -223,6 +281,13 @@ def _union(hint: Any) -> Converter:
     args = typing.get_args(hint)
     nullable = type(None) in args
     options = [_converter(arg) for arg in args if arg is not type(None)]
+    if nullable and len(options) == 1:  # ``T | None``, the usual union: no loop
+        (option,) = options
+
+        def optional(value: Any) -> Any:
+            return None if value is None else option(value)
+
+        return optional
 
     def convert(value: Any) -> Any:
         if value is None and nullable:
@@ -238,8 +303,24 @@ def _union(hint: Any) -> Converter:
     return convert
 
 
-def _list(item: Converter) -> Converter:
+#: Types whose JSON values are taken as they are, once their type is checked.
+_EXACT = frozenset({str, bool})
+
+
+def _exact_type(hint: Any) -> type | None:
+    """The type of ``hint`` when a value of exactly that type needs no conversion."""
+    return hint if hint in _EXACT else None
+
+
+def _list(item: Converter, exact: type | None = None) -> Converter:
     def convert(value: Any) -> list[Any]:
+        if exact is not None and type(value) is list:
+            # The usual case (a list of strings) checked in one pass, without a call each.
+            for v in value:
+                if type(v) is not exact:
+                    break
+            else:
+                return list(value)
         if type(value) is not list:
             raise _Invalid("", "expected a list")
         out = []
@@ -253,8 +334,14 @@ def _list(item: Converter) -> Converter:
     return convert
 
 
-def _dict(item: Converter) -> Converter:
+def _dict(item: Converter, exact: type | None = None) -> Converter:
     def convert(value: Any) -> dict[str, Any]:
+        if exact is not None and type(value) is dict:
+            for v in value.values():
+                if type(v) is not exact:
+                    break
+            else:
+                return dict(value)  # JSON's keys are strings already
         if type(value) is not dict:
             raise _Invalid("", "expected an object")
         out = {}
@@ -274,13 +361,23 @@ def _dict(item: Converter) -> Converter:
 def _record(cls: type) -> Converter:
     hints = typing.get_type_hints(cls)
     fields = [f for f in dataclasses.fields(cls) if f.init]
-    plan = [(f.name, _converter(hints[f.name])) for f in fields]
-    required = {
-        f.name
-        for f in fields
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    }
+    #: Per field: its name, its converter, the types taken as they are (a plain
+    #: string, or null where allowed: no call), and its default or default factory.
+    plan = []
+    for f in fields:
+        hint = hints[f.name]
+        args = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else ()
+        exact = {t for t in (hint, *args) if t in _EXACT or t is type(None)}
+        plan.append((f.name, _converter(hint), frozenset(exact), f.default, f.default_factory))
     known = {f.name for f in fields}
+    # A record built field by field, without its ``__init__``: the same object, as the
+    # values are checked already, at a fraction of a frozen dataclass's cost.
+    direct = (
+        len(fields) == len(dataclasses.fields(cls))
+        and not hasattr(cls, "__post_init__")
+        and all("__slots__" not in vars(c) for c in cls.__mro__[:-1])
+    )
+    missing = dataclasses.MISSING
 
     def convert(value: Any) -> Any:
         if type(value) is not dict:
@@ -289,15 +386,27 @@ def _record(cls: type) -> Converter:
             unknown = sorted(set(value) - known)[0]
             raise _Invalid("", f"unknown field {unknown!r}")
         kwargs = {}
-        for name, field_converter in plan:
+        for name, field_converter, exact, default, factory in plan:
             if name in value:
+                v = value[name]
+                if type(v) in exact:
+                    kwargs[name] = v
+                    continue
                 try:
-                    kwargs[name] = field_converter(value[name])
+                    kwargs[name] = field_converter(v)
                 except _Invalid as exc:
                     raise _Invalid(f".{name}{exc.path}", exc.problem) from None
-            elif name in required:
+            elif default is not missing:
+                if direct:
+                    kwargs[name] = default
+            elif factory is not missing:
+                if direct:
+                    kwargs[name] = factory()
+            else:
                 raise _Invalid("", f"missing field {name!r}")
-        return cls(**kwargs)
+        if not direct:
+            return cls(**kwargs)
+        return record(cls, kwargs)
 
     return convert
 

@@ -59,6 +59,9 @@ plain_values = st.sampled_from([
     "$RANDOM_CHOICE(a,b)", "$RANDOM_CHOICE()", "$RANDOM_NORMAL(0,1)", "$RANDOM_UNIFORM(1,0)",
     "$CHOICE(0, a, b)", "$CHOICE(9, a)", "$ENV(HOME)", "$ENV(NOPE:x)", "$F(job.sh)",
     "$Fp(job.sh)", "$INT(1.5)", "$REAL(x)", "$SUBSTR(abc, 1)", "$(executable)",
+    "$Fqpnxdbwu(x)", "$Fqa(executable)", "$SUBSTR(x,-1,-1)", "$SUBSTR(x)", "$INT(x,%s)",
+    "$INT(1,%05d%n)", "$REAL(1,%.99f)", "$CHOICE(x)", "$CHOICE(-1,a)", "$CHOICE(0,nolist)",
+    "$BASENAME(x)", "$DIRNAME()", "$(x$(Item))", "$INT(1e400)", "$INT(9**99)", "$REAL(1/0)",
     "\x00", "\x07", "\x1b[31m", "\u202e", "\ufeff", "é" * 50, "\U0001f600", "\\", "\\\n",
     "x" * 5000,
 ])  # fmt: skip
@@ -178,10 +181,11 @@ def test_one_variable_takes_the_whole_line(statement: str, folder: Path) -> None
     assert values[:count] == [first] * count and len(set(values)) == len(values) // count
 
 
-def test_matching_takes_one_variable(folder: Path) -> None:
-    outcome = parse("executable = job.sh\nqueue x, y matching *.txt\n", folder)
-    assert isinstance(outcome, SubmitFileError) and outcome.line == 2, outcome
-    assert "'queue ... matching' takes one variable" in outcome.message
+def test_matching_with_two_variables_leaves_the_second_empty(folder: Path) -> None:
+    (folder / "only-one.dat").write_text("a")
+    outcome = parse("executable = job.sh\nqueue x, y matching *.dat\n", folder)
+    assert isinstance(outcome, SubmitDescription), outcome  # as condor_submit reads it
+    assert [proc.params for proc in outcome.procs] == [{"x": "only-one.dat", "y": ""}]
 
 
 @seeded(4)
