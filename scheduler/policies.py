@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -109,7 +110,9 @@ def _verdict(name: str, text: str, ad: Mapping[str, Value], fired: bool) -> Verd
         value = "TRUE" if fired else "FALSE"
         reason = f"The job attribute {attribute} expression '{text.strip()}' evaluated to {value}"
     subcode = ad.get(f"{name}subcode")
-    number = int(subcode) if isinstance(subcode, int | float) and subcode == subcode else 0
+    number = 0  # HTCondor's default, also for what is no 32-bit integer
+    if isinstance(subcode, int | float) and math.isfinite(subcode) and abs(subcode) < 2**31:
+        number = int(subcode)
     return Verdict(ACTIONS[name], attribute, reason, number)
 
 

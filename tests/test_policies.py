@@ -5,6 +5,7 @@ any, and the end of an attempt."""
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from scheduler import policies
 from scheduler import protocol as p
 from scheduler.job_control import on_change_jobs, on_edit_jobs
 from scheduler.job_records import Job
-from scheduler.matching.classad import Value
+from scheduler.matching.classad import UNDEFINED, Value
 from scheduler.matching.job_status import status_ad
 from scheduler.policies import decide, periodic_pass, policy_round
 from scheduler.protocol import JobState
@@ -77,6 +78,11 @@ def test_reason_and_subcode_come_from_their_attributes() -> None:
     }
     verdict = decide({"periodichold": "JobStatus == 2"}, ad, JobState.RUNNING)
     assert verdict is not None and (verdict.reason, verdict.subcode) == ("ran too long", 42)
+    # A subcode that is no 32-bit integer is 0.
+    subcodes: list[Value] = [math.inf, -math.inf, 2**31, "7", UNDEFINED]
+    for subcode in subcodes:
+        verdict = decide({"periodichold": "true"}, {"periodicholdsubcode": subcode}, JobState.IDLE)
+        assert verdict is not None and verdict.subcode == 0, subcode
     # An empty or non-string reason gives HTCondor's own.
     verdict = decide({"periodichold": "true"}, {"periodicholdreason": ""}, JobState.IDLE)
     assert verdict is not None and verdict.reason.startswith("The job attribute PeriodicHold")
