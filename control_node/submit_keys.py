@@ -88,15 +88,10 @@ STORED: dict[str, tuple[str, str]] = {
     "remote_initialdir": ("RemoteIwd", "string"),
 }
 
-_POLICY = "stored as the job attribute {attr} and not yet evaluated by the scheduler"
-#: Why a stored key does not act (yet); a stored key not named here is information only.
+#: Why a stored key does not act (yet); a stored key not named here is information only
+#: or acts as its attribute (the policies, evaluated by the scheduler).
 _STORED_WHY = {
     "rank": "stored as the job attribute Rank; matchmaking does not order workers by it yet",
-    "on_exit_hold": _POLICY,
-    "on_exit_remove": _POLICY,
-    "periodic_hold": _POLICY,
-    "periodic_release": _POLICY,
-    "periodic_remove": _POLICY,
     "transfer_executable": "stored as TransferExecutable; the executable is always sent with"
     " the job",
     "docker_image": "stored as DockerImage; workers run jobs without a container",

@@ -64,6 +64,13 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         "--worker-timeout", type=float, default=30.0, help="seconds before a silent worker is lost"
     )
     parser.add_argument(
+        "--policy-interval",
+        type=float,
+        default=60.0,
+        help="seconds between evaluations of the jobs' periodic_hold, periodic_release and"
+        " periodic_remove (HTCondor's PERIODIC_EXPR_INTERVAL; default 60)",
+    )
+    parser.add_argument(
         "--handshake-timeout",
         type=float,
         default=10.0,
@@ -209,6 +216,7 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         advertise_host=args.advertise_host,
         heartbeat_interval=args.heartbeat_interval,
         worker_timeout=args.worker_timeout,
+        policy_interval=args.policy_interval,
         handshake_timeout=args.handshake_timeout,
         auth_failure_limit=args.auth_failure_limit,
         auth_failure_window=args.auth_failure_window,

@@ -33,6 +33,9 @@ class SchedulerConfig:
     #: Seconds without a heartbeat (or, after a disconnect, without a reconnect)
     #: before a worker is declared lost and its running jobs are queued again.
     worker_timeout: float = 30.0
+    #: Seconds between evaluations of the jobs' periodic policies (``periodic_hold``,
+    #: ``periodic_release``, ``periodic_remove``; HTCondor's ``PERIODIC_EXPR_INTERVAL``).
+    policy_interval: float = 60.0
     #: Seconds a new connection has to complete its handshake.
     handshake_timeout: float = 10.0
     #: Failed handshakes an address (or identity) may make within

@@ -1,12 +1,14 @@
 """What the scheduler does each second, whatever its peers send: silent workers are
 declared lost, orphaned jobs past their deadline requeued, and grants, probes,
-reservations and old results expire."""
+reservations and old results expire; every ``policy_interval`` seconds, the jobs'
+periodic policies are evaluated."""
 
 from __future__ import annotations
 
 import logging
 
 from scheduler.clusters import expire_reservations
+from scheduler.policies import policy_round
 from scheduler.protocol import JobState
 from scheduler.state import SchedulerState
 from scheduler.transitions import requeue_lost
@@ -23,6 +25,7 @@ def housekeeping(state: SchedulerState, now: float) -> None:
     state.spool.end_expired_probes()
     run_unit(state, "reservation expiry", lambda: expire_reservations(state, now))
     run_unit(state, "retention", lambda: state.retention.expire(now, state.jobs.active))
+    policy_round(state, now)
 
 
 def close_silent(state: SchedulerState, now: float) -> None:

@@ -155,6 +155,7 @@ def on_edit_jobs(state: SchedulerState, conn: Caller, msg: p.EditJobs) -> p.Mess
             if job.state is _S.IDLE:
                 state.jobs.queue.push(job)
             state.store.save_spec(job, "edited", detail)
+            state.policies.note(job)
             changed.append(job.id)
     if changed:
         state.wake()

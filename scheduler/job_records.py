@@ -49,6 +49,10 @@ class Job:
     wall_time: float | None = None
     cpu_time: float | None = None
     hold_reason: str | None = None
+    #: HTCondor's HoldReasonCode and HoldReasonSubCode, where the hold set them (a
+    #: policy's); None: derived from the reason.
+    hold_code: int | None = None
+    hold_subcode: int | None = None
     output_files: list[str] = field(default_factory=list)
     #: Set when the job completes (kept in ``job_results``, not in this row).
     result: JobResult | None = None
@@ -90,6 +94,8 @@ class Job:
             "cpu_time": self.cpu_time,
             "num_starts": self.num_starts,
             "hold_reason": self.hold_reason,
+            "hold_code": self.hold_code,
+            "hold_subcode": self.hold_subcode,
             "executable": spec.executable,
             "arguments": spec.arguments,
             "output_files": self.output_files,
@@ -119,6 +125,8 @@ _MUTABLE_COLUMNS = [
     "wall_time",
     "cpu_time",
     "hold_reason",
+    "hold_code",
+    "hold_subcode",
     "output_files",
 ]
 _ALL_COLUMNS = ["cluster", "proc", "owner", "spec", "submit_time", *_MUTABLE_COLUMNS]
@@ -189,5 +197,7 @@ def _job_from_row(row: sqlite3.Row, specs: dict[str, JobSpec]) -> Job:
         wall_time=row["wall_time"],
         cpu_time=row["cpu_time"],
         hold_reason=row["hold_reason"],
+        hold_code=row["hold_code"],
+        hold_subcode=row["hold_subcode"],
         output_files=json.loads(row["output_files"]),
     )

@@ -216,6 +216,8 @@ class JobTable:
             start_time=None if queued else now,
             end_time=None,
             hold_reason=None,
+            hold_code=None,
+            hold_subcode=None,
         )
 
     def began(self, job: Job, now: float) -> None:

@@ -214,4 +214,10 @@ MIGRATIONS: list[Migration] = [
         PRIMARY KEY (cluster, proc, name)
     );
     """,
+    # HTCondor's HoldReasonCode and HoldReasonSubCode of a job held by its policy
+    # (scheduler/policies.py); NULL: derived from the hold reason
+    """
+    ALTER TABLE jobs ADD COLUMN hold_code INTEGER;
+    ALTER TABLE jobs ADD COLUMN hold_subcode INTEGER;
+    """,
 ]

@@ -20,6 +20,7 @@ from scheduler.effects import Effects
 from scheduler.handshake_guard import HandshakeGuard
 from scheduler.jobs import JobTable
 from scheduler.mail import Mailer
+from scheduler.policy_index import PolicyIndex
 from scheduler.protocol.scram import Verifier
 from scheduler.queue_ahead import RunTimes
 from scheduler.quota import Quota
@@ -86,6 +87,8 @@ class SchedulerState:
     run_times: RunTimes
     #: The user names seen at the last identity check (None: not checked yet).
     known_users: frozenset[str] | None
+    #: The jobs with periodic policies (see :mod:`scheduler.policies`).
+    policies: PolicyIndex
 
     def __init__(
         self,
@@ -117,6 +120,7 @@ class SchedulerState:
         self.guard = HandshakeGuard(config.auth_failure_limit, config.auth_failure_window)
         self.jobs = JobTable(store, halflife=config.usage_halflife, clock=clock)
         self.mailer.resume(self.jobs.active.values())
+        self.policies = PolicyIndex(self.jobs.active.values())
         # The scheduling state below undoes its changes with a unit that fails (see
         # scheduler/undo.py); peers, controls and probes follow connections, which
         # are no unit's to undo.

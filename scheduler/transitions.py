@@ -10,7 +10,8 @@ slot is freed or handed to the job queued behind it (see
 :mod:`scheduler.queue_ahead`). Then:
 
 - when its worker reported the attempt's end (:func:`finish`, :func:`retry`,
-  :func:`evict`, :func:`hold_failed`), the slot's next job is started in the same
+  :func:`evict`, :func:`hold_failed`, and as the job's policies say
+  :func:`requeue_ended`, :func:`remove_ended`), the slot's next job is started in the same
   unit, so the reply and the next ``RunJob`` leave together;
 - when the scheduler stopped it (:func:`hold`, :func:`remove`), its worker is told
   to kill the attempt, and the pass that follows the change refills the slot;
@@ -81,15 +82,52 @@ def hold_failed(
     failure: str,
     outcome: dict[str, object],
     terminated: str | None = None,
+    code: tuple[int, int] | None = None,
 ) -> None:
-    """running -> held: the attempt failed (``failure``, the event ``held`` and the
-    hold reason), its ``outcome`` kept; when its program had ended, event
+    """running -> held: the attempt failed, or its end fired the job's
+    ``on_exit_hold`` (``failure``, the event ``held`` and the hold reason), its
+    ``outcome`` kept; when its program had ended, event
     ``terminated`` (``terminated``) first, as HTCondor's log has the termination
-    before the hold. The job leaves ``worker`` and its slot is refilled."""
+    before the hold; ``code``: its HoldReasonCode and subcode (a policy's). The job
+    leaves ``worker`` and its slot is refilled."""
     if terminated is not None:
         state.store.save_job(job, "terminated", terminated)
-    changes = {"end_time": state.clock(), **outcome}
+    changes = {"end_time": state.clock(), **outcome, **_codes(code)}
     state.jobs.transition(job, JobState.HELD, "held", failure, hold_reason=failure, **changes)
+    _leave_and_refill(state, worker, job)
+
+
+def requeue_ended(
+    state: SchedulerState,
+    worker: WorkerState,
+    job: Job,
+    reason: str,
+    outcome: dict[str, object],
+    terminated: str,
+) -> None:
+    """running -> idle: the program ended (event ``terminated``, ``terminated``) and
+    the job's ``on_exit_remove`` said FALSE: event ``requeued`` (``reason``), the
+    attempt's ``outcome`` kept, and it runs again from the start (HTCondor's
+    "terminated and requeued"). The job leaves ``worker`` and its slot is refilled."""
+    state.store.save_job(job, "terminated", terminated)
+    state.jobs.transition(job, JobState.IDLE, "requeued", reason, worker=None, **outcome)
+    _leave_and_refill(state, worker, job)
+
+
+def remove_ended(
+    state: SchedulerState,
+    worker: WorkerState,
+    job: Job,
+    reason: str,
+    outcome: dict[str, object],
+    terminated: str,
+) -> None:
+    """running -> removed: the program ended (event ``terminated``, ``terminated``)
+    and the job's ``periodic_remove`` fired as it did: event ``removed``
+    (``reason``), the attempt's ``outcome`` kept. The job leaves ``worker`` and its
+    slot is refilled (there is no attempt left to kill)."""
+    state.store.save_job(job, "terminated", terminated)
+    state.jobs.transition(job, JobState.REMOVED, "removed", reason, **outcome)
     _leave_and_refill(state, worker, job)
 
 
@@ -106,21 +144,24 @@ def requeue_lost(state: SchedulerState, job: Job, reason: str, started: bool = T
 # ------------------------------------------------------------------ the scheduler stops it
 
 
-def hold(state: SchedulerState, job: Job, reason: str) -> None:
-    """idle or running -> held: event ``held`` (``reason``, also the hold reason).
-    A running job's worker is told to kill the attempt (for ``reason``) and its slot
-    is freed; an orphan waits for its worker no more."""
+def hold(state: SchedulerState, job: Job, reason: str, code: tuple[int, int] | None = None) -> None:
+    """idle or running -> held: event ``held`` (``reason``, also the hold reason);
+    ``code``: its HoldReasonCode and subcode (a policy's). A running job's worker is
+    told to kill the attempt (for ``reason``) and its slot is freed; an orphan waits
+    for its worker no more."""
     was_running = job.state is JobState.RUNNING
     state.jobs.transition(
-        job, JobState.HELD, "held", reason, hold_reason=reason, end_time=state.clock()
-    )
+        job, JobState.HELD, "held", reason, hold_reason=reason, end_time=state.clock(),
+        **_codes(code),
+    )  # fmt: skip
     if was_running:
         _stop_attempt(state, job, reason)
 
 
 def release(state: SchedulerState, job: Job, detail: str) -> None:
     """held -> idle: event ``released`` (``detail``); the job is queued again."""
-    state.jobs.transition(job, JobState.IDLE, "released", detail, hold_reason=None)
+    state.jobs.transition(job, JobState.IDLE, "released", detail, hold_reason=None,
+                          hold_code=None, hold_subcode=None)  # fmt: skip
 
 
 def remove(state: SchedulerState, job: Job, detail: str, kill: str | None = None) -> None:
@@ -152,6 +193,11 @@ def worker_lost(state: SchedulerState, worker: WorkerState) -> None:
 
 
 # ------------------------------------------------------------------ leaving a worker
+
+
+def _codes(code: tuple[int, int] | None) -> dict[str, object]:
+    """The fields of a hold's HoldReasonCode and subcode, if it set them."""
+    return {} if code is None else {"hold_code": code[0], "hold_subcode": code[1]}
 
 
 def _leaves(

@@ -13,6 +13,7 @@ from scheduler.state import SchedulerState
 def notify(state: SchedulerState, job: Job) -> None:
     """``job`` changed (its row and event are written): tell those watching it."""
     state.mailer.changed(job)
+    state.policies.note(job)
     subs = state.subscribers.get(job.cluster)
     if subs:
         update: p.JobUpdate | None = None

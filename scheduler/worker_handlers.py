@@ -16,12 +16,21 @@ from scheduler.handshake import BY_POOL_SECRET
 from scheduler.job_records import Job
 from scheduler.job_results import extract_result
 from scheduler.matching.attributes import slot_attributes
+from scheduler.policies import Verdict, evaluate
 from scheduler.protocol import JobState
 from scheduler.result_hashes import hash_results
 from scheduler.starting import revoke_grant
 from scheduler.state import SchedulerState
 from scheduler.submission import safe_name, safe_result_name
-from scheduler.transitions import evict, finish, hold_failed, requeue_lost, retry
+from scheduler.transitions import (
+    evict,
+    finish,
+    hold_failed,
+    remove_ended,
+    requeue_ended,
+    requeue_lost,
+    retry,
+)
 from scheduler.units import run_unit
 from scheduler.workers import WorkerState
 
@@ -289,6 +298,14 @@ def _finish(
         elif failure:
             ended = msg.exit_code is not None or msg.exit_signal is not None
             hold_failed(state, worker, job, failure, outcome, _status(msg) if ended else None)
+        elif verdict := _exit_policy(state, job, msg):
+            status = _status(msg)
+            if verdict.action == "hold":
+                hold_failed(state, worker, job, verdict.reason, outcome, status, verdict.code)
+            elif verdict.action == "remove":
+                remove_ended(state, worker, job, verdict.reason, outcome, status)
+            else:
+                requeue_ended(state, worker, job, verdict.reason, outcome, status)
         elif retry_reason := _retry(state, job, msg):
             retry(state, worker, job, retry_reason, outcome)
         else:
@@ -300,6 +317,16 @@ def _finish(
             # Held by the job, so the update pushed on completion carries the result.
             finish(state, worker, job, _status(msg), result, outcome)
     return p.Ok()
+
+
+def _exit_policy(state: SchedulerState, job: Job, msg: p.JobFinished) -> Verdict | None:
+    """What the job's policies decide as its program ended (see
+    :mod:`scheduler.policies`); None: nothing, it ends as it would without them."""
+    if msg.exit_code is None and msg.exit_signal is None:
+        return None
+    return evaluate(
+        state, job, exit_code=msg.exit_code, exit_signal=msg.exit_signal, wall_time=msg.wall_time
+    )
 
 
 def _run_again(state: SchedulerState, job: Job, msg: p.JobFinished, failure: str) -> str:

@@ -13,6 +13,7 @@ unit carries out its effects (files removed, connections closed) after its commi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import sqlite3
@@ -46,9 +47,10 @@ from scheduler.departures import connection_closed
 from scheduler.handshake import BY_POOL_SECRET
 from scheduler.housekeeping import close_silent, requeue_orphans
 from scheduler.identities import check_identities
-from scheduler.job_control import on_change_jobs, on_output_chunk, on_tail_job
+from scheduler.job_control import on_change_jobs, on_edit_jobs, on_output_chunk, on_tail_job
 from scheduler.job_records import Job
 from scheduler.mail import MailConfig
+from scheduler.policies import periodic_pass
 from scheduler.protocol import JobSpec, JobState, Role
 from scheduler.server import Scheduler
 from scheduler.starting import schedule_once
@@ -590,6 +592,20 @@ def reservation_expiry(pool: Pool) -> tuple[str, Callable[[], object]]:
     return "reservation expiry", lambda: expire_reservations(pool.state, pool.clock())
 
 
+def job_policies(pool: Pool) -> tuple[str, Callable[[], object]]:
+    """A running job's periodic_hold holds it (its attempt killed, its slot refilled)
+    and an idle job's periodic_remove removes it."""
+    state = pool.state
+    running = pool.running_on(pool.w1)
+    running.spec = dataclasses.replace(running.spec, attributes={"PeriodicHold": "JobStatus == 2"})
+    state.policies.note(running)
+    msg = p.EditJobs(ids=[pool.idle().id], changes={"+PeriodicRemove": "JobStatus == 1"})
+    assert isinstance(on_edit_jobs(state, pool.ann, msg), p.JobsChanged)
+    state.store.commit()
+    pool.ann.sent.clear()
+    return "job policies", lambda: periodic_pass(state)
+
+
 CASES: list[Case] = [
     register_new,
     register_returning,
@@ -630,6 +646,7 @@ CASES: list[Case] = [
     identity_check,
     silent_workers,
     retention,
+    job_policies,
 ]
 
 

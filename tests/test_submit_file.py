@@ -601,7 +601,6 @@ def test_key_used_as_macro_is_not_unknown(farm: Path) -> None:
         ("Rank = Memory", {"Rank": "Memory"}, "'Rank' is stored as the job attribute Rank"),
         ("transfer_executable = false", {"TransferExecutable": "false"}, "TransferExecutable"),
         ("request_foo = 1", {"Requestfoo": "1"}, "no resource 'foo'"),
-        ("periodic_remove = true", {"PeriodicRemove": "true"}, "not yet evaluated"),
     ],
 )
 def test_keys_dfarm_does_not_carry_out_are_accepted_with_a_warning(

@@ -192,12 +192,14 @@ def test_stored_keys_as_htcondor_reads_them(farm: Path, key: str) -> None:
     assert same_expression(proc.attributes[attr], job.lookup(attr))
 
 
-def test_policy_warnings_say_they_are_stored_and_not_evaluated(farm: Path) -> None:
-    desc = parse(farm, "periodic_remove = JobStatus == 5\nqueue\n")
-    assert desc.warnings == [
-        "job.sub:2: 'periodic_remove' is stored as the job attribute PeriodicRemove"
-        " and not yet evaluated by the scheduler"
-    ]
+def test_policies_are_stored_without_a_warning(farm: Path) -> None:
+    """The scheduler evaluates them (scheduler/policies.py): nothing to warn of."""
+    keys = ["periodic_hold", "periodic_release", "periodic_remove", "on_exit_hold",
+            "on_exit_remove"]  # fmt: skip
+    text = "".join(f"{key} = JobStatus == 5\n" for key in keys) + "queue\n"
+    desc = parse(farm, text)
+    assert desc.warnings == []
+    assert set(desc.procs[0].attributes) == {STORED[key][0] for key in keys}
 
 
 # ------------------------------------------------------------------ aliases

@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from scheduler.matching.classad_values import (
     BINARY,
@@ -21,7 +23,20 @@ from scheduler.matching.classad_values import (
     parse_real,
 )
 
-__all__ = ["FUNCTIONS"]
+__all__ = ["FUNCTIONS", "evaluation_clock"]
+
+#: The clock ``time()`` reads: the system's, unless :func:`evaluation_clock` says.
+_CLOCK: ContextVar[Callable[[], float]] = ContextVar("classad_clock", default=time.time)
+
+
+@contextmanager
+def evaluation_clock(clock: Callable[[], float]) -> Iterator[None]:
+    """Within the block, ``time()`` is ``clock`` (the scheduler's, for job policies)."""
+    token = _CLOCK.set(clock)
+    try:
+        yield
+    finally:
+        _CLOCK.reset(token)
 
 
 def _to_real(v: Value) -> Value:
@@ -256,7 +271,7 @@ FUNCTIONS: dict[str, tuple[Callable[..., Value], int, int]] = {
     "int": (_fn_int, 1, 1),
     "real": (_fn_real, 1, 1),
     "string": (_fn_string, 1, 1),
-    "time": (lambda: int(time.time()), 0, 0),
+    "time": (lambda: int(_CLOCK.get()()), 0, 0),
     "pow": (_fn_pow, 2, 2),
     "sum": (_list_fold("sum"), 1, 1),
     "avg": (_list_fold("avg"), 1, 1),

@@ -109,8 +109,9 @@ def _base(info: JobInfo) -> dict[str, Value]:
         ad["remotehost" if info.state == "running" else "lastremotehost"] = info.worker
     if info.state == "held" and info.hold_reason is not None:
         ad["holdreason"] = info.hold_reason
-        ad["holdreasoncode"] = hold_reason_code(info.hold_reason)
-        ad["holdreasonsubcode"] = 0
+        code = info.hold_code
+        ad["holdreasoncode"] = hold_reason_code(info.hold_reason) if code is None else code
+        ad["holdreasonsubcode"] = info.hold_subcode or 0
     return ad
 
 

@@ -269,6 +269,10 @@ class JobInfo:
     cpu_time: float | None = None
     num_starts: int = 0
     hold_reason: str | None = None
+    #: HTCondor's HoldReasonCode and HoldReasonSubCode where the hold set them (a job
+    #: policy's: code 3); None: they follow from ``hold_reason``.
+    hold_code: int | None = None
+    hold_subcode: int | None = None
     executable: str = ""
     arguments: list[str] = field(default_factory=list)
     output_files: list[str] = field(default_factory=list)
