@@ -298,3 +298,53 @@ def test_periodic_remove_fires_at_exit_before_the_exit_policies(
     ended(state, link, job, exit_code=0)
     assert job.state is JobState.REMOVED and job.exit_code == 0
     assert state.workers.of_job(job.id) is None and not link.of(p.KillJob)
+
+
+# ----------------------------------------------------------------------------- migration
+
+
+def test_a_database_from_before_hold_codes_migrates_and_keeps_every_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The migration that adds ``hold_code``/``hold_subcode``, from a database its
+    previous schema wrote: idle, running and held jobs are kept as they were, and a
+    held one's code is still derived from its reason (1: held by its user)."""
+    from old_schema import insert_jobs
+
+    from scheduler import database as database_module
+    from scheduler.schema import MIGRATIONS
+    from scheduler.store import Store
+
+    added = next(i for i, m in enumerate(MIGRATIONS) if isinstance(m, str) and "hold_code" in m)
+    db_path = tmp_path / "dfarm.db"
+    with monkeypatch.context() as patch:
+        patch.setattr(database_module, "MIGRATIONS", MIGRATIONS[:added])
+        old = Store(db_path)
+        old.accounts.add_user("alice")
+        cluster = old.clusters.reserve_cluster("alice", 1000.0)
+        old.close()
+    spec = p.JobSpec(executable="run.sh", attributes={"PeriodicRemove": "JobStatus == 5"})
+    jobs = [
+        Job(cluster=cluster, proc=0, owner="alice", state=JobState.IDLE, spec=spec,
+            submit_time=1000.0),
+        Job(cluster=cluster, proc=1, owner="alice", state=JobState.RUNNING, spec=spec,
+            submit_time=1000.0, start_time=1001.0, worker="w1", attempt=1, num_starts=1),
+        Job(cluster=cluster, proc=2, owner="alice", state=JobState.HELD, spec=spec,
+            submit_time=1000.0, hold_reason="held by alice", end_time=1002.0),
+    ]  # fmt: skip
+    insert_jobs(db_path, cluster, "alice.sub", jobs, 1000.0)
+
+    store = Store(db_path)  # migrates
+    try:
+        kept = {job.proc: job for job in store.jobs()}
+        assert [(j.proc, j.state, j.worker) for j in kept.values()] == [
+            (0, JobState.IDLE, None),
+            (1, JobState.RUNNING, "w1"),
+            (2, JobState.HELD, None),
+        ]
+        assert all(j.hold_code is None and j.hold_subcode is None for j in kept.values())
+        assert kept[2].spec.attributes == {"PeriodicRemove": "JobStatus == 5"}
+        assert status_ad(kept[2].info())["holdreasoncode"] == 1
+        assert [e.event for e in store.events(cluster, 1)] == ["submitted"]
+    finally:
+        store.close()

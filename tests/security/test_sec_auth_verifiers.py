@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TestCluster, wait_until
+from old_schema import insert_jobs
 from webtools import Browserless
 
 from scheduler import database as database_module
@@ -126,8 +127,8 @@ def previous_schema_database(
                 spec=JobSpec(executable="run.sh"), submit_time=1000.0)
             for n in range(2)
         ]  # fmt: skip
-        old.insert_jobs(cluster, "alice.sub", jobs, 1000.0)
         old.close()
+        insert_jobs(db_path, cluster, "alice.sub", jobs, 1000.0)
     tokens = {"alice": "alice:old-token-of-alice", "bob": "bob:old-token-of-bob"}
     salt = b"s" * 16
     with closing(sqlite3.connect(db_path)) as db, db:
