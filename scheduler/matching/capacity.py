@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from scheduler.matching.job_ad import job_ad
+from scheduler.matching.job_ad import JobRequests, job_ad
 from scheduler.matching.requirements import (
     RequirementsError,
     Value,
@@ -33,17 +33,9 @@ __all__ = [
 ]
 
 
-class Requests(Protocol):
+class Requests(JobRequests, Protocol):
     """What a job asks for (a ``JobSpec`` or a parsed submit-file proc)."""
 
-    @property
-    def request_cpus(self) -> int: ...
-    @property
-    def request_memory(self) -> int | None: ...
-    @property
-    def request_disk(self) -> int | None: ...
-    @property
-    def request_gpus(self) -> int: ...
     @property
     def requirements(self) -> str | None: ...
     @property

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from scheduler.matching.classad import ERROR, ClassAdError, Expression, Value, compile_expression
 
-__all__ = ["job_ad"]
+__all__ = ["JobRequests", "attribute_value", "job_ad"]
 
 
 class JobRequests(Protocol):
