@@ -19,11 +19,12 @@ counts as given (so a seed ``data`` file is then not passed as an argument).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from control_node.submit_conditions import ConditionError, Conditions
@@ -42,6 +43,7 @@ from control_node.submit_queue import (
     PREDEFINED,
     Item,
     QueueError,
+    command_output,
     evaluate_count,
     parse_queue,
     queue_items,
@@ -157,6 +159,9 @@ _CUSTOM = re.compile(r"^([ \t]*)(?:\+|[Mm][Yy]\.)(?=[A-Za-z_][A-Za-z0-9_]*[ \t]*
 #: What a custom resource request ``request_<name>`` stores: ``Request<name>``.
 _REQUEST = re.compile(r"request_([A-Za-z_][A-Za-z0-9_]*)")
 MAX_PROCS = 1_000_000
+_DIRECTIVES = frozenset({"include", "include command", "error", "warning"})
+#: How deep ``include`` statements may nest.
+MAX_INCLUDE_DEPTH = 20
 #: The macros condor_submit defines itself (a file may redefine them: not a typo).
 AUTOMATIC = PREDEFINED | {
     "step", "itemindex", "row", "item", "node", "submit_file", "arch", "opsys",
@@ -204,6 +209,7 @@ class _Parser(ValueReaders):
         self.submit_file = os.path.join(cwd, filename)
         self.raw: dict[str, str] = {}  # lower-case key -> raw value, for macro expansion
         self.lines: dict[str, int] = {}  # lower-case key -> line of its definition
+        self.files: dict[str, str] = {}  # lower-case key -> included file defining it
         #: Job attributes: lower-case name -> (name as first written, its submit key).
         self.attrs: dict[str, tuple[str, str]] = {}
         #: The queue variables of the item being built (lower case): they win over keys.
@@ -218,7 +224,7 @@ class _Parser(ValueReaders):
     # -- errors, warnings and raw values
     def error(self, key: str, message: str) -> SubmitFileError:
         """An error on the line where key was last set."""
-        return SubmitFileError(self.filename, self.lines.get(key), message)
+        return SubmitFileError(self.files.get(key, self.filename), self.lines.get(key), message)
 
     def unknown_name(self, key: str, name: str) -> None:
         """``key``'s expression names ``name``, neither a standard machine attribute
@@ -235,8 +241,9 @@ class _Parser(ValueReaders):
             self.unknown.append(f"{self.filename}:{line}: {text}")
         self.warn(line, text)
 
-    def warn(self, line: int | None, text: str) -> None:
-        where = self.filename if line is None else f"{self.filename}:{line}"
+    def warn(self, line: int | None, text: str, file: str | None = None) -> None:
+        name = file or self.filename
+        where = name if line is None else f"{name}:{line}"
         self.warnings[f"{where}: {text}"] = None
 
     def get(self, ctx: MacroContext, key: str) -> str | None:
@@ -267,14 +274,22 @@ class _Parser(ValueReaders):
         queues: list[int] = []
         assigned: list[Statement] = []
         active: list[Statement] = []
-        for st in stmts:
+        #: The statements being read, innermost include last, with the file each reads.
+        pending: list[tuple[Iterator[Statement], str]] = [(iter(stmts), self.submit_file)]
+        while pending:
+            st = next(pending[-1][0], None)
+            if st is None:
+                pending.pop()
+                continue
             if st.kind in ("if", "elif", "else", "endif"):
                 try:
                     conditions.step(st.kind, st.value, st.line)
                 except (ConditionError, MacroError) as e:
-                    raise SubmitFileError(self.filename, st.line, str(e)) from None
+                    raise SubmitFileError(self.where(st), st.line, str(e)) from None
             elif not conditions.active:
                 continue
+            elif st.kind in _DIRECTIVES:
+                self.directive(st, pending, used)
             elif st.kind == "queue":
                 queues.append(st.line)
                 active.append(st)
@@ -297,6 +312,70 @@ class _Parser(ValueReaders):
             self.queue(Statement(0, None, "", "queue"))
         self.shared_output_warnings()
 
+    def directive(
+        self, st: Statement, pending: list[tuple[Iterator[Statement], str]], used: set[str]
+    ) -> None:
+        """An active ``include``, ``include command``, ``error`` or ``warning`` statement;
+        an include pushes its statements on ``pending``."""
+        if st.kind == "error":
+            raise SubmitFileError(self.where(st), st.line, self.expand_condition(st.value))
+        if st.kind == "warning":
+            self.warn(st.line, self.expand_condition(st.value), st.file)
+            return
+        name, included = self.include(st, [path for _, path in pending])
+        used |= {m for s in included for m in used_names(s.value)}
+        pending.append((iter(included), name))
+
+    def where(self, st: Statement) -> str:
+        """The file a statement comes from, as errors name it."""
+        return st.file or self.filename
+
+    def include_path(self, st: Statement) -> str:
+        """The absolute path an ``include : FILE`` names: macros expanded, relative to
+        the folder of the file that includes it."""
+        try:
+            value = self.expand_condition(st.value).strip()
+        except MacroError as e:
+            raise SubmitFileError(self.where(st), st.line, str(e)) from None
+        base = os.path.dirname(st.file) if st.file else self.cwd
+        return os.path.normpath(os.path.join(base, value))
+
+    def include(self, st: Statement, reading: list[str]) -> tuple[str, list[Statement]]:
+        """The name and statements of an ``include : FILE`` or ``include command : CMD |``;
+        ``reading`` lists the files being read, to refuse a cycle."""
+        where = self.where(st)
+        try:
+            value = self.expand_condition(st.value).strip()
+        except MacroError as e:
+            raise SubmitFileError(where, st.line, str(e)) from None
+        if len(reading) > MAX_INCLUDE_DEPTH:
+            raise SubmitFileError(where, st.line, f"includes nested over {MAX_INCLUDE_DEPTH} deep")
+        if st.kind == "include command" or value.endswith("|"):
+            try:
+                text = command_output(value.removesuffix("|").strip(), self.cwd, "include command")
+            except QueueError as e:
+                raise SubmitFileError(where, st.line, str(e)) from None
+            name = f"{where}:{st.line}:{value}"
+        else:
+            name = self.include_path(st)
+            if not value:
+                raise SubmitFileError(where, st.line, "'include :' names no file")
+            if name in reading:
+                raise SubmitFileError(where, st.line, f"'{value}' includes itself (a cycle)")
+            try:
+                with open(name, "rb") as f:
+                    text = f.read().decode("utf-8")
+            except OSError as e:
+                why = e.strerror or str(e)
+                raise SubmitFileError(where, st.line, f"cannot include '{value}': {why}") from None
+            except UnicodeDecodeError:
+                raise SubmitFileError(where, st.line, f"'{value}' is not valid UTF-8") from None
+        try:
+            stmts = read_statements(_mark_custom_attributes(text.removeprefix("\ufeff")))
+        except LineError as e:
+            raise SubmitFileError(name, e.line, str(e)) from None
+        return name, [dataclasses.replace(s, file=name) for s in stmts]
+
     def is_defined(self, name: str) -> bool:
         return bool(self.raw.get(name, "").strip()) or name in PREDEFINED
 
@@ -318,8 +397,12 @@ class _Parser(ValueReaders):
         try:
             self.raw[key] = replace_self_reference(st.value, key, self.raw.get(key))
         except MacroError as e:
-            raise SubmitFileError(self.filename, st.line, str(e)) from None
+            raise SubmitFileError(self.where(st), st.line, str(e)) from None
         self.lines[key] = st.line
+        if st.file:
+            self.files[key] = st.file
+        else:
+            self.files.pop(key, None)
         if st.key.lower() != key:  # an alias: $(Args) still names what the file wrote
             self.raw[st.key.lower()] = self.raw[key]
 
@@ -386,9 +469,9 @@ class _Parser(ValueReaders):
             count = evaluate_count(expand_macros(spec.count, ctx, ()))
             items = queue_items(spec, expand_macros(spec.source, ctx, ()).strip(), self.cwd)
         except (QueueError, MacroError) as e:
-            raise SubmitFileError(self.filename, line, str(e)) from None
+            raise SubmitFileError(self.where(st), line, str(e)) from None
         if len(self.procs) + count * len(items) > MAX_PROCS:
-            raise SubmitFileError(self.filename, line, f"more than {MAX_PROCS} procs")
+            raise SubmitFileError(self.where(st), line, f"more than {MAX_PROCS} procs")
         seed = self.seed()
         for item in items:
             for step in range(count):

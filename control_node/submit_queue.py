@@ -38,6 +38,7 @@ __all__ = [
     "Item",
     "QueueError",
     "QueueSpec",
+    "command_output",
     "evaluate_count",
     "parse_queue",
     "queue_items",
@@ -210,7 +211,7 @@ def _from_lines(source: str, block: tuple[str, ...] | None, cwd: str) -> list[st
         lines = _inline(source, block).split("\n")
     else:
         if source.endswith("|"):
-            return _non_blank(_command_output(source[:-1].strip(), cwd).split("\n"), False)
+            return _non_blank(command_output(source[:-1].strip(), cwd).split("\n"), False)
         path = os.path.join(cwd, source)
         try:
             with open(path, encoding="utf-8") as f:
@@ -232,27 +233,25 @@ def _non_blank(lines: list[str], skip_comments: bool) -> list[str]:
     ]
 
 
-def _command_output(command: str, cwd: str) -> str:
-    """``from COMMAND |``: what the command prints, run by the shell in the submit
-    directory (as condor_submit runs it)."""
+def command_output(command: str, cwd: str, what: str = "item command") -> str:
+    """``from COMMAND |`` (and ``include command : COMMAND |``): what the command
+    prints, run by the shell in the submit directory (as condor_submit runs it)."""
     if not command:
-        raise QueueError("'queue ... from |' names no command")
+        raise QueueError(f"the {what} is empty")
     try:
         done = subprocess.run(
             command, shell=True, cwd=cwd, capture_output=True, timeout=COMMAND_TIMEOUT,
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
-        raise QueueError(f"the item command {command!r} ran over {COMMAND_TIMEOUT} s") from None
+        raise QueueError(f"the {what} {command!r} ran over {COMMAND_TIMEOUT} s") from None
     if done.returncode != 0:
         why = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
-        raise QueueError(
-            f"the item command {command!r} exited with status {done.returncode}: {why[0]}"
-        )
+        raise QueueError(f"the {what} {command!r} exited with status {done.returncode}: {why[0]}")
     try:
         return done.stdout.decode("utf-8")
     except UnicodeDecodeError:
-        raise QueueError(f"the item command {command!r} printed text that is not UTF-8") from None
+        raise QueueError(f"the {what} {command!r} printed text that is not UTF-8") from None
 
 
 def _matching(what: str, source: str, cwd: str) -> list[str]:

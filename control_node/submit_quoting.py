@@ -77,6 +77,10 @@ _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _QUEUE = re.compile(r"queue\b(.*)", re.IGNORECASE | re.DOTALL)
 _CONDITIONALS = frozenset({"if", "elif", "else", "endif"})
 _STATEMENT_WORDS = frozenset({"include", "error", "warning"})
+#: ``include : FILE``, ``include command : CMD |``, ``error : TEXT``, ``warning : TEXT``.
+_COLON_STATEMENT = re.compile(
+    r"(include(?:\s+command)?|error|warning)\s*:(.*)", re.IGNORECASE | re.DOTALL
+)
 #: A queue line that opens a list it does not close: the list goes on to a ")" line.
 _OPEN_LIST = re.compile(r"queue\b.*\([^()]*", re.IGNORECASE | re.DOTALL)
 
@@ -398,17 +402,22 @@ class LineError(ValueError):
 
 @dataclass(frozen=True)
 class Statement:
-    """``key = value`` (value stripped), ``queue`` and its arguments (``key`` None), or
-    a conditional line (``kind`` ``if``, ``elif``, ``else`` or ``endif``, ``key`` None)."""
+    """``key = value`` (value stripped), ``queue`` and its arguments (``key`` None), a
+    conditional line (``kind`` ``if``, ``elif``, ``else`` or ``endif``, ``key`` None), or
+    an ``include``, ``include command``, ``error`` or ``warning`` statement (``key`` None,
+    ``value`` what follows the colon)."""
 
     line: int
     key: str | None
     value: str
-    #: ``set``, ``queue``, ``if``, ``elif``, ``else`` or ``endif``.
+    #: ``set``, ``queue``, ``if``, ``elif``, ``else``, ``endif``, ``include``,
+    #: ``include command``, ``error`` or ``warning``.
     kind: str = "set"
     #: The lines of a queue list that goes on after its line, up to the ``)`` line
     #: (blank lines and ``#`` comments left out).
     block: tuple[str, ...] | None = None
+    #: The included file the statement comes from (None: the submit file itself).
+    file: str | None = None
 
 
 Line = tuple[int, str, tuple[str, ...] | None]
@@ -464,6 +473,9 @@ def _statement(no: int, text: str, block: tuple[str, ...] | None) -> Statement:
     m = _QUEUE.fullmatch(text.strip())
     if m:
         return Statement(no, None, m.group(1).strip(), "queue", block)
+    m = _COLON_STATEMENT.fullmatch(text.strip())
+    if m:
+        return Statement(no, None, m.group(2).strip(), " ".join(m.group(1).lower().split()))
     key, eq, value = text.partition("=")
     key = key.strip()
     word = text.split(None, 1)[0].lower()
@@ -472,7 +484,7 @@ def _statement(no: int, text: str, block: tuple[str, ...] | None) -> Statement:
     if not eq:
         word = word.lstrip("@")
         if word in _STATEMENT_WORDS:
-            raise LineError(no, f"'{word}' statements are not supported yet")
+            raise LineError(no, f"expected '{word} : ...' (a colon after '{word}')")
         raise LineError(no, "expected 'key = value' or 'queue'")
     if key.endswith("@"):
         raise LineError(no, "multi-line values ('@=') are not supported yet")

@@ -142,7 +142,9 @@ def first_difference(condor: dict[str, Any], procs: list[Any], path: Path) -> st
 
 
 def one_line(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()[:200]
+    """``text`` on one line, the corpus folder written as ``CORPUS`` (so that the list
+    does not depend on where the checkout lies)."""
+    return re.sub(r"\s+", " ", text.replace(str(CORPUS), "CORPUS")).strip()[:200]
 
 
 def read_known() -> dict[str, str]:

@@ -407,7 +407,8 @@ def test_line_without_equals(farm: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "fragment"),
     [
-        ("include : other.sub", "'include'"),
+        ("include other.sub", "'include : ...'"),
+        ("include : other.sub", "cannot include 'other.sub'"),
         ("if defined X", "'if'"),
         ("args @=end", "multi-line"),
         ("bad key = 1", "invalid submit key"),
