@@ -498,7 +498,7 @@ class _Parser(ValueReaders):
             self.warn(self.lines.get("error"), "'output' and 'error' name the same file")
         arguments = self.arguments(ctx, data)
         notify_user, notification = self.notification(ctx)
-        getenv = self.boolean(ctx, "getenv")
+        getenv = self.getenv(ctx)
         environment = self.environment(ctx, getenv)
         result_file = self.result_file(ctx)
         outputs = self.output_files(ctx)
@@ -526,7 +526,7 @@ class _Parser(ValueReaders):
             notification_per_job=self.boolean(ctx, "notification_per_job"),
             priority=self.integer(ctx, "priority", 0, -INT32),
             machine=self.machine(ctx),
-            getenv=getenv,
+            getenv=getenv is not None,
             max_retries=self.integer(ctx, "max_retries", 0, 0),
             allowed_job_duration=self.integer(ctx, "allowed_job_duration", 0, 1) or None,
             params={**item.values, **draws.drawn} if isinstance(draws, RandomDraws) else {},

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 INT = re.compile(r"[+-]?[0-9]+")
 INT32 = 2**31 - 1
+_GETENV_SEPARATORS = re.compile(r"[\s,;]+")
 _NOTIFICATIONS = {n.lower(): n for n in ("Never", "Complete", "Error", "Always")}
 _EMAIL = re.compile(
     r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -74,11 +75,37 @@ class ValueReaders:
         except ValueError as e:
             raise self.error("arguments", f"invalid arguments: {e}") from None
 
-    def environment(self, ctx: MacroContext, getenv: bool) -> dict[str, str]:
+    def getenv(self, ctx: MacroContext) -> Callable[[str], bool] | None:
+        """Which of the submitter's variables ``getenv`` imports (None: none).
+
+        ``true``/``1`` imports all, ``false``/``0`` (or unset) none; any other value is a
+        list of names (separated by commas, semicolons or blanks; case-insensitive;
+        ``*`` matches any text) of the variables to import, an entry ``!NAME`` excluding
+        the names it matches, as condor_submit 24 reads it."""
+        value = (self.get(ctx, "getenv") or "").strip()
+        if value.lower() in ("true", "1"):
+            return lambda name: True
+        if value.lower() in ("false", "0", ""):
+            return None
+        wanted: list[str] = []
+        excluded: list[str] = []
+        for word in _GETENV_SEPARATORS.split(value):
+            if word:
+                target = excluded if word.startswith("!") else wanted
+                target.append(".*".join(re.escape(part) for part in word.lstrip("!").split("*")))
+        take = re.compile("|".join(wanted) or "(?!)", re.IGNORECASE)
+        drop = re.compile("|".join(excluded) or "(?!)", re.IGNORECASE)
+        return lambda name: take.fullmatch(name) is not None and not drop.fullmatch(name)
+
+    def environment(
+        self, ctx: MacroContext, getenv: Callable[[str], bool] | None
+    ) -> dict[str, str]:
         env: dict[str, str] = {}
-        if getenv:
+        if getenv is not None:
             skipped = []
             for name, val in self.environ.items():
+                if not getenv(name):
+                    continue
                 if valid_env_name(name) and not CONTROL_CHARS.search(val):
                     env[name] = val
                 else:
