@@ -529,9 +529,11 @@ def test_getenv_false_copies_nothing(farm: Path) -> None:
     assert p.getenv is False and p.environment == {}
 
 
-def test_getenv_must_be_boolean(farm: Path) -> None:
-    e = fails(farm, "executable = run.sh\ngetenv = HOME, PATH\nqueue\n")
-    assert e.line == 2 and "getenv" in e.message
+def test_getenv_with_names_copies_those(farm: Path) -> None:
+    environ = {"HOME": "/home/u", "PATH": "/bin", "LANG": "C"}
+    desc = parse(farm, "executable = run.sh\ngetenv = HOME, PATH\nqueue\n", environ=environ)
+    (p,) = desc.procs
+    assert p.getenv is True and p.environment == {"HOME": "/home/u", "PATH": "/bin"}
 
 
 # ----------------------------------------------------------------------------- units
