@@ -313,6 +313,8 @@ def replace_self_reference(value: str, key: str, previous: str | None) -> str:
 
 def expand_macros(text: str, ctx: MacroContext, stack: tuple[str, ...] = ()) -> str:
     """Expand every macro in text, recursively; ``stack`` holds names being expanded."""
+    if "$" not in text and len(text) <= MAX_VALUE_CHARS:
+        return text
     result = "".join(
         p if isinstance(p, str) else _resolve(p, ctx, stack) for p in scan_macros(text)
     )
