@@ -44,8 +44,15 @@ _NOT_SYNTAX = re.compile(
 )
 
 
+#: A plain string literal or number, which the parser always accepts (most values of
+#: a large cluster's custom attributes: checked without parsing).
+_PLAIN_LITERAL = re.compile(r'\s*(?:"[^"\\]*"|[0-9]+(?:\.[0-9]+)?)\s*')
+
+
 def syntax_error(text: str) -> str | None:
     """Why HTCondor's ClassAd parser refuses ``text``, else None."""
+    if _PLAIN_LITERAL.fullmatch(text):
+        return None
     try:
         compile_expression(text)
     except ClassAdError as e:
