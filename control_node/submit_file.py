@@ -272,7 +272,8 @@ class _Parser(ValueReaders):
         used |= {m.lower() for s in stmts if s.kind != "set" for m in _DEFINED.findall(s.value)}
         conditions = Conditions(self.is_defined, self.expand_condition)
         queues: list[int] = []
-        assigned: list[Statement] = []
+        #: Active assignments and queue statements, by their place in reading order.
+        assigned: list[tuple[int, Statement]] = []
         active: list[Statement] = []
         #: The statements being read, innermost include last, with the file each reads.
         pending: list[tuple[Iterator[Statement], str]] = [(iter(stmts), self.submit_file)]
@@ -291,21 +292,23 @@ class _Parser(ValueReaders):
             elif st.kind in _DIRECTIVES:
                 self.directive(st, pending, used)
             elif st.kind == "queue":
-                queues.append(st.line)
+                queues.append(len(active))
                 active.append(st)
                 self.queue(st)
             else:
                 self.assign(st, used)
-                assigned.append(st)
+                assigned.append((len(active), st))
                 active.append(st)
         if conditions.blocks:
             line = conditions.blocks[-1].line
             raise SubmitFileError(self.filename, line, "this 'if' has no 'endif'")
-        for line, text in undefined_macros(active, self.environ):
-            self.warn(line, text)
-        for st in assigned:
-            if queues and st.line > queues[-1]:
-                self.warn(st.line, f"'{st.key}' is set after the last 'queue' and has no effect")
+        for st, text in undefined_macros(active, self.environ):
+            self.warn(st.line, text, st.file)
+        for order, st in assigned:
+            if queues and order > queues[-1]:
+                self.warn(
+                    st.line, f"'{st.key}' is set after the last 'queue' and has no effect", st.file
+                )
         if not queues:
             if any(k not in SEED_KEYS for k in self.raw):
                 raise SubmitFileError(self.filename, None, "no 'queue' statement")
@@ -393,7 +396,7 @@ class _Parser(ValueReaders):
             first = self.attrs.get(name.lower(), (name, key))[0]
             self.attrs[name.lower()] = (first, key)
         else:
-            key = self.classify(st.line, st.key, canonical(st.key), used)
+            key = self.classify(st.line, st.key, canonical(st.key), used, st.file)
         try:
             self.raw[key] = replace_self_reference(st.value, key, self.raw.get(key))
         except MacroError as e:
@@ -406,7 +409,9 @@ class _Parser(ValueReaders):
         if st.key.lower() != key:  # an alias: $(Args) still names what the file wrote
             self.raw[st.key.lower()] = self.raw[key]
 
-    def classify(self, line: int, written: str, key: str, used: set[str]) -> str:
+    def classify(
+        self, line: int, written: str, key: str, used: set[str], file: str | None = None
+    ) -> str:
         """Note what setting ``key`` (``written`` as in the file) means: a job
         attribute, a warning, a typo; returns the key."""
         request = _REQUEST.fullmatch(key)
@@ -420,17 +425,18 @@ class _Parser(ValueReaders):
                 line,
                 f"'{written}' is stored as the job attribute {attr}: workers advertise no"
                 f" resource '{request[1]}', so it is not matched",
+                file,
             )
             return key
         why = warning_for(key, written)
         if why:
-            self.warn(line, why)
+            self.warn(line, why, file)
         elif key not in HTCONDOR_KEYS and key not in used and key not in AUTOMATIC:
             near = suggestion(key)
             hint = f", did you mean '{near}'?" if near else " (it only defines a macro)"
-            text = f"{self.filename}:{line}: unknown key '{written}'{hint}"
+            text = f"{file or self.filename}:{line}: unknown key '{written}'{hint}"
             self.unknown.append(text)
-            self.warn(line, f"unknown key '{written}'{hint}")
+            self.warn(line, f"unknown key '{written}'{hint}", file)
         return key
 
     def context(

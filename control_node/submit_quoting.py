@@ -537,22 +537,24 @@ def _queue_names(stmts: list[Statement]) -> list[str]:
     return names
 
 
-def undefined_macros(stmts: list[Statement], environ: Mapping[str, str]) -> list[tuple[int, str]]:
-    """(line, warning) for each macro that the statements use and none defines, which
+def undefined_macros(
+    stmts: list[Statement], environ: Mapping[str, str]
+) -> list[tuple[Statement, str]]:
+    """(statement, warning) for each macro that the statements use and none defines, which
     condor_submit expands to nothing, and each unset ``$ENV(NAME)`` (it gives UNDEFINED)."""
     spelled = {s.key.lower(): s.key for s in stmts if s.key is not None}
     spelled |= {n.lower(): n for n in _queue_names(stmts)}
     known = set(spelled) | PREDEFINED_MACROS
-    out: list[tuple[int, str]] = []
+    out: list[tuple[Statement, str]] = []
     for st in stmts:
         for text in (st.value, *(st.block or ())):
             for ref in _plain_refs(text):
                 if ref.env:
                     if ref.name not in environ:
-                        out.append((st.line, f"$ENV({ref.name}) is not set in the environment"
+                        out.append((st, f"$ENV({ref.name}) is not set in the environment"
                                     " and expands to UNDEFINED"))  # fmt: skip
                 elif ref.name.lower() not in known:
-                    out.append((st.line, _undefined(ref.name, spelled)))
+                    out.append((st, _undefined(ref.name, spelled)))
     return out
 
 

@@ -76,3 +76,22 @@ def test_warning_statement_is_a_warning(tmp_path: Path) -> None:
     text = "executable = job.sh\nwarning : careful\nqueue\n"
     desc = parse_submit_text(text, filename="t.sub", cluster=1, cwd=str(tmp_path), seed=1)
     assert "t.sub:2: careful" in desc.warnings
+
+
+def test_warnings_name_the_included_file(tmp_path: Path) -> None:
+    (tmp_path / "job.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "a.inc").write_text("argumnets = x\nlate = 1\n")
+    text = "executable = job.sh\nqueue\ninclude : a.inc\n"
+    desc = parse_submit_text(text, filename="t.sub", cluster=1, cwd=str(tmp_path), seed=1)
+    inc = str(tmp_path / "a.inc")
+    assert any(w.startswith(f"{inc}:1: unknown key 'argumnets'") for w in desc.warnings)
+    assert f"{inc}:2: 'late' is set after the last 'queue' and has no effect" in desc.warnings
+
+
+def test_keys_of_an_included_queue_file_are_not_late(tmp_path: Path) -> None:
+    (tmp_path / "job.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "q.inc").write_text("request_cpus = 2\nqueue\n")
+    text = "\n\n\n\nexecutable = job.sh\ninclude : q.inc\n"
+    desc = parse_submit_text(text, filename="t.sub", cluster=1, cwd=str(tmp_path), seed=1)
+    assert [p.request_cpus for p in desc.procs] == [2]
+    assert not [w for w in desc.warnings if "after the last" in w]
