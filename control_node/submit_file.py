@@ -162,6 +162,8 @@ MAX_PROCS = 1_000_000
 _DIRECTIVES = frozenset({"include", "include command", "error", "warning"})
 #: How deep ``include`` statements may nest.
 MAX_INCLUDE_DEPTH = 20
+#: The largest file an ``include`` reads (``include : /dev/zero`` must end).
+MAX_INCLUDE_BYTES = 64 << 20
 #: The macros condor_submit defines itself (a file may redefine them: not a typo).
 AUTOMATIC = PREDEFINED | {
     "step", "itemindex", "row", "item", "node", "submit_file", "arch", "opsys",
@@ -320,10 +322,14 @@ class _Parser(ValueReaders):
     ) -> None:
         """An active ``include``, ``include command``, ``error`` or ``warning`` statement;
         an include pushes its statements on ``pending``."""
-        if st.kind == "error":
-            raise SubmitFileError(self.where(st), st.line, self.expand_condition(st.value))
-        if st.kind == "warning":
-            self.warn(st.line, self.expand_condition(st.value), st.file)
+        if st.kind in ("error", "warning"):
+            try:
+                text = self.expand_condition(st.value)
+            except MacroError as e:
+                raise SubmitFileError(self.where(st), st.line, str(e)) from None
+            if st.kind == "error":
+                raise SubmitFileError(self.where(st), st.line, text)
+            self.warn(st.line, text, st.file)
             return
         name, included = self.include(st, [path for _, path in pending])
         used |= {m for s in included for m in used_names(s.value)}
@@ -367,7 +373,12 @@ class _Parser(ValueReaders):
                 raise SubmitFileError(where, st.line, f"'{value}' includes itself (a cycle)")
             try:
                 with open(name, "rb") as f:
-                    text = f.read().decode("utf-8")
+                    data = f.read(MAX_INCLUDE_BYTES + 1)
+                if len(data) > MAX_INCLUDE_BYTES:
+                    raise SubmitFileError(
+                        where, st.line, f"'{value}' is over {MAX_INCLUDE_BYTES} bytes"
+                    )
+                text = data.decode("utf-8")
             except OSError as e:
                 why = e.strerror or str(e)
                 raise SubmitFileError(where, st.line, f"cannot include '{value}': {why}") from None

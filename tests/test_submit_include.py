@@ -54,6 +54,9 @@ def test_include_in_an_inactive_branch_is_skipped(tmp_path: Path) -> None:
         ("include command : exit 3 |\n", "t.sub:2: the include command 'exit 3' exited"),
         ("error : stop $(x)\n", "t.sub:2: stop here"),
         ("include : bad.inc\n", "bad.inc:2: expected 'key = value' or 'queue'"),
+        ("p = $(q)\nq = $(p)\nwarning : $(p)\n", "t.sub:4: "),
+        ("include : /dev/zero\n", "t.sub:2: '/dev/zero' is over"),
+        ("p = $(q)\nq = $(p)\ninclude : $(p)\n", "t.sub:4: "),
     ],
 )
 def test_include_errors_name_the_file_and_line(tmp_path: Path, text: str, message: str) -> None:
