@@ -43,7 +43,9 @@ QUEUES = [
 ]  # fmt: skip
 CONDITIONALS = [
     "if defined x", "if ! defined x", "if true", "if $(x)", "if version >= 8.0", "elif false",
-    "else", "endif", "if", "include : common.inc", "include : missing.inc",
+    "else", "endif", "if", "include : common.inc", "include : missing.inc", "include : self.inc",
+    "include common.inc", "include command : echo request_cpus = 3 |", "include : $(x).inc",
+    "include command : exit 1 |", "error : $(x)", "warning : $(x)", "error", "warning :",
 ]  # fmt: skip
 
 
@@ -88,12 +90,16 @@ def test_the_parser_reads_or_refuses_with_a_line(text: str) -> None:
         (base / "in.txt").write_text("x\n")
         (base / "items.txt").write_text("a\nb\n")
         (base / "common.inc").write_text("request_cpus = 2\n")
+        (base / "self.inc").write_text("a = 1\ninclude : self.inc\n")
         (base / "run_0").mkdir()
         path = base / "fuzz.sub"
         path.write_text(text, encoding="utf-8")
         try:
             parse_description(path, None, 1, folder, 7, {"HOME": "/nonexistent"})
         except SubmitError as exc:
+            if exc.path == str(base / "self.inc"):  # the include that closes the cycle
+                assert exc.line == 2 and "a cycle" in str(exc), exc
+                return
             assert exc.path == str(path), exc
             if exc.line is None:
                 # Only a file that queues nothing is refused as a whole.
