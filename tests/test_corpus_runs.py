@@ -74,7 +74,7 @@ def test_corpus_files_run_as_they_mean(make_cluster, tmp_path: Path) -> None:  #
             assert [j.state for j in jobs] == [run.state] * run.jobs, run.file
             if run.state == "completed":
                 assert all(j.exit_code == 0 for j in jobs), run.file
-            me.fetch([cid])
+            me.fetch([cid], dest=tmp_path / "fetched")
             for output in run.outputs:
                 path = folder / output.format(c=cid)
                 assert path.read_text() == STAND_IN, f"{run.file}: {path}"
