@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from scheduler.matching.job_ad import JobRequests, job_ad
+from scheduler.matching.rank import rank_of
 from scheduler.matching.requirements import (
     RequirementsError,
     Value,
@@ -45,13 +46,16 @@ class Requests(JobRequests, Protocol):
 
 
 #: What decides where a job fits (see :func:`shape_of`).
-Shape = tuple[int, int | None, int | None, int, str | None, str | None, str | None]
+Shape = tuple[str | None, int, int | None, int | None, int, str | None, str | None, str | None]
 
 
 def shape_of(s: Requests) -> Shape:
     """What decides where a job fits; jobs with one shape fit the same slots. Where
-    the requirements read the job's own attributes (``MY.``), those are part of it."""
+    the requirements read the job's own attributes (``MY.``), those are part of it.
+    Its ``rank`` is too: a ranked job goes where it ranks best, not wherever a job of
+    its requests fits (a worker queues no ranked job behind a running one)."""
     return (
+        rank_of(s),
         s.request_cpus,
         s.request_memory,
         s.request_disk,
