@@ -248,7 +248,11 @@ def test_rank_sends_jobs_to_the_preferred_worker(make_cluster, tmp_path: Path) -
                 f"#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.05; done\n",
                 True,
             )
-            jobs = submit(cluster, tmp_path, f"executable = wait.sh\nrank = {rank}\nqueue 3\n")
+            text = f"executable = wait.sh\nrank = {rank}\nqueue 3\n"
+            write(tmp_path / "ranked.sub", text)
+            dry = cluster.run("dsub", "--dry-run", "ranked.sub", cwd=tmp_path)
+            assert f"matching workers: {first}, {other}\n" in dry.stdout, dry.stdout
+            jobs = submit(cluster, tmp_path, text)
             wait_until(
                 lambda ids=jobs: all(j.state == "running" for j in me.jobs([ids])), what="run"
             )

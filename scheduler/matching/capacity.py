@@ -16,6 +16,7 @@ from scheduler.matching.requirements import (
     RequirementsError,
     Value,
     compile_requirements,
+    rank_value,
     worker_ad,
 )
 from scheduler.protocol.records import WorkerInfo, WorkerMetrics
@@ -171,10 +172,15 @@ def _fits(req: Requests, c: Capacity) -> bool:
 
 
 def never_reasons(req: Requests, workers: list[Capacity]) -> tuple[list[str], list[str]]:
-    """The workers that could run the job when empty, and (when none) why not."""
-    matching = [c.name for c in workers if _fits(req, c)]
-    if matching:
-        return matching, []
+    """The workers that could run the job when empty (the highest first by the job's
+    ``rank``, if it has one), and (when none) why not."""
+    fitting = [c for c in workers if _fits(req, c)]
+    rank = rank_of(req)
+    if rank is not None:
+        job = job_ad(req)
+        fitting.sort(key=lambda c: -rank_value(rank, job, c.ad))  # stable: ties keep order
+    if fitting:
+        return [c.name for c in fitting], []
     if not workers:
         return [], ["no worker is connected"]
     reasons: list[str] = []
