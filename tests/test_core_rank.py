@@ -83,10 +83,30 @@ def test_a_freed_slot_gives_a_ranked_job_to_a_better_free_worker(state: Schedule
     [ranked] = submit(state, "ann", 1, attributes={"Rank": "TARGET.Speed"})
     # The job on the fast worker is removed: its slot is free, and nothing refills it yet.
     on_change_jobs(state, user("ann"), p.ChangeJobs(action="remove", ids=[on_fast.id]))
-    assert fast.slots.free and ranked.state is p.JobState.IDLE
+    assert fast.slots.free and [ranked.state] == [p.JobState.IDLE]
 
     on_job_finished(state, slow_link, p.JobFinished(job_id=on_slow.id, attempt=1, exit_code=0))
 
     assert ranked.state is p.JobState.RUNNING
     assert ranked.id in list(runs(fast_link))
     assert slow.slots.free and not fast.slots.free
+
+
+def test_ranked_jobs_are_never_queued_behind_a_running_job(state: SchedulerState) -> None:
+    """Short jobs are queued on a worker behind running ones; a ranked job is not
+    (it starts where it ranks best when a worker is free), neither behind a ranked
+    job nor behind another."""
+    pool(state, slow=1, fast=10)
+    ranked = submit(state, "ann", 10, attributes={"Rank": "TARGET.Speed"})
+    state.run_times.record(ranked[0].cluster, 0.01)
+    schedule_once(state)
+    assert [job.state for job in ranked].count(p.JobState.RUNNING) == 4
+    assert not any(worker.slots.leader_of for worker in state.workers)
+
+    short = submit(state, "bob", 10)
+    state.run_times.record(short[0].cluster, 0.01)
+    for job in ranked[:4]:
+        link = state.workers.of_job(job.id).link  # type: ignore[union-attr]
+        on_job_finished(state, link, p.JobFinished(job_id=job.id, attempt=1, exit_code=0))
+    queued = set().union(*(worker.slots.leader_of for worker in state.workers))
+    assert queued and queued <= {job.id for job in short}
