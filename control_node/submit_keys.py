@@ -91,7 +91,6 @@ STORED: dict[str, tuple[str, str]] = {
 #: Why a stored key does not act (yet); a stored key not named here is information only
 #: or acts as its attribute (the policies, evaluated by the scheduler).
 _STORED_WHY = {
-    "rank": "stored as the job attribute Rank; matchmaking does not order workers by it yet",
     "transfer_executable": "stored as TransferExecutable; the executable is always sent with"
     " the job",
     "docker_image": "stored as DockerImage; workers run jobs without a container",

@@ -186,12 +186,24 @@ class JobTable:
 
     # ------------------------------------------------------------------ dispatch
 
-    def assign(self, workers: Iterable[Slots]) -> list[tuple[Slots, Job]]:
-        """Match idle jobs to free slots (see :func:`scheduler.matchmaker.match`),
-        then take the slots and mark the jobs running, in one transaction."""
+    def assign(
+        self, workers: Iterable[Slots], elsewhere: Callable[[], Iterable[Slots]] | None = None
+    ) -> list[tuple[Slots, Job]]:
+        """Match idle jobs to free slots (see :func:`scheduler.matchmaker.match`; a
+        ranked job may go to a worker of ``elsewhere``), then take the slots and mark
+        the jobs running, in one transaction."""
         by_id = {slots.worker_id: slots for slots in workers}
+        others: list[Slots] = []
+
+        def more() -> list[Slots]:
+            if not others and elsewhere is not None:
+                others.extend(elsewhere())
+            return others
+
         now = self.clock()
-        matches = match(self.queue, by_id.values(), now)
+        matches = match(self.queue, by_id.values(), now, None if elsewhere is None else more)
+        for slots in others:  # asked for only where a ranked job was chosen
+            by_id.setdefault(slots.worker_id, slots)
         with self.store.transaction():
             for worker_id, job in matches:
                 by_id[worker_id].take(job)

@@ -9,19 +9,33 @@ the slots (the job holds its resources): the matcher follows both on a view of
 its own (a copy of each worker's counters, the users' running cpus, the jobs
 already chosen) and leaves the real ones to the caller, which applies the matches
 (:func:`scheduler.starting.schedule_once`).
+
+A job with a ``rank`` (:mod:`scheduler.matching.rank`) prefers some workers, as in
+HTCondor's negotiator: when the job chosen for a worker has one, its rank is
+evaluated on every worker that could start it at this moment (room left on the
+matcher's copy of its counters, requirements true), among the workers being filled
+and those of ``elsewhere``, and the job goes to the one with the highest rank; on a
+tie, to the worker being filled, else the first in order. So a ranked job may go to
+another worker than the one being filled, which keeps filling with the next job.
+The job is still chosen by fair share: rank orders workers, never users or jobs.
+A job without a rank costs one look-up of its spec's cached ``Rank``.
 """
 
 from __future__ import annotations
 
 import copy
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from scheduler.dispatch import Slots
 from scheduler.fairshare import Entry, FairShareQueue, UserShare
 from scheduler.job_records import Job
 from scheduler.matching.capacity import Shape
+from scheduler.matching.classad import Ad
+from scheduler.matching.job_ad import job_ad
+from scheduler.matching.rank import rank_of
+from scheduler.matching.requirements import rank_value
 
 
 class Match(NamedTuple):
@@ -31,19 +45,81 @@ class Match(NamedTuple):
     job: Job
 
 
-def match(queue: FairShareQueue, free: Iterable[Slots], now: float) -> list[Match]:
-    """The jobs of ``queue`` to start at ``now`` on the workers ``free``, in order."""
+def match(
+    queue: FairShareQueue,
+    free: Iterable[Slots],
+    now: float,
+    elsewhere: Callable[[], Iterable[Slots]] | None = None,
+) -> list[Match]:
+    """The jobs of ``queue`` to start at ``now`` on the workers ``free``, in order.
+    ``elsewhere`` gives further workers a ranked job may go to instead (asked for
+    only when a job with a rank is chosen)."""
     view = _QueueView(queue, now)
     matches: list[Match] = []
-    for real in free:
-        slots = copy.copy(real)  # its counters change here; its dicts are only read
+    workers = _Workers(free, elsewhere)
+    for real in workers.filled:
+        slots = workers.view(real)
         while slots.free:
             job = view.take_fitting(slots)
             if job is None:
                 break
-            slots.take(job)
-            matches.append(Match(real.worker_id, job))
+            rank = rank_of(job.spec)
+            target = slots if rank is None else workers.best(job, rank, slots)
+            target.take(job)
+            matches.append(Match(target.worker_id, job))
     return matches
+
+
+class _Workers:
+    """The matcher's copies of the workers' counters (made when first needed; a
+    copy's dicts are only read), and the ranks of the jobs on them."""
+
+    def __init__(self, free: Iterable[Slots], elsewhere: Callable[[], Iterable[Slots]] | None):
+        self.filled = list(free)
+        self.elsewhere = elsewhere
+        self.copies: dict[int, Slots] = {}
+        self.all: list[Slots] | None = None
+        #: Rank by (spec, worker id): the procs of a cluster share their spec.
+        self.ranks: dict[tuple[int, int], float] = {}
+        self.ads: dict[int, Ad] = {}
+
+    def view(self, real: Slots) -> Slots:
+        slots = self.copies.get(real.worker_id)
+        if slots is None:
+            slots = self.copies[real.worker_id] = copy.copy(real)
+        return slots
+
+    def _all(self) -> list[Slots]:
+        if self.all is None:
+            self.all = list(self.filled)
+            if self.elsewhere is not None:
+                seen = {s.worker_id for s in self.all}
+                self.all += [s for s in self.elsewhere() if s.free and s.worker_id not in seen]
+        return self.all
+
+    def best(self, job: Job, rank: str, current: Slots) -> Slots:
+        """The worker with the highest rank for ``job`` among those that could start
+        it now; ``current`` (where it fits) wins a tie, then the first in order."""
+        best, top = current, self._rank(job, rank, current)
+        for real in self._all():
+            if real.worker_id == current.worker_id:
+                continue
+            slots = self.copies.get(real.worker_id, real)
+            if slots.fits(job):
+                value = self._rank(job, rank, slots)
+                if value > top:
+                    best, top = slots, value
+        return self.view(best) if best is not current else current
+
+    def _rank(self, job: Job, rank: str, slots: Slots) -> float:
+        key = (id(job.spec), slots.worker_id)
+        value = self.ranks.get(key)
+        if value is None:
+            ad = self.ads.get(id(job.spec))
+            if ad is None:
+                ad = self.ads[id(job.spec)] = job_ad(job.spec)
+            value = self.ranks[key] = rank_value(rank, ad, slots.attributes)
+        return value
 
 
 class _Cursor:

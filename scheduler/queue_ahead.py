@@ -15,7 +15,9 @@ completed jobs of the cluster of the last of them: jobs of a cluster with no
 completed job yet are never queued behind, so a long job never holds another
 one back. A queued job is running (its worker has it) but has no start time,
 and does not count for fair share, until the job ahead of it leaves
-(:func:`release`).
+(:func:`release`). Jobs with a ``rank`` are never queued: each starts on the
+worker it ranks best among those free at that moment (see
+:mod:`scheduler.matchmaker`).
 """
 
 from __future__ import annotations
@@ -81,12 +83,14 @@ def queue_behind(
     tail_id, depth = slots.chain(head)
     if depth >= QUEUE_DEPTH or slots.draining or not len(jobs.queue):
         return []
+    shape = shape_of(head.spec)
+    if shape[0] is not None:  # ranked: each goes to the best worker free when it starts
+        return []
     # The jobs of a chain have one shape and mostly one cluster: the one of its last
     # job tells how long each takes.
     tail = running[tail_id]
     each = run_times.expected(tail.cluster)
     queued: list[tuple[Job, Job]] = []
-    shape = shape_of(head.spec)
     while depth < QUEUE_DEPTH and (depth + 1) * each <= wait:
         job = jobs.queue.pop_shape(shape, now)
         if job is None:

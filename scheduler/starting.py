@@ -15,13 +15,19 @@ from scheduler.workers import WorkerState
 
 
 def schedule_once(state: SchedulerState, candidates: list[Slots] | None = None) -> None:
-    """Start idle jobs on free slots (of ``candidates``, default every worker)."""
+    """Start idle jobs on free slots (of ``candidates``, default every worker). A job
+    with a rank chosen for one of ``candidates`` may start on any free worker it
+    ranks higher (see :mod:`scheduler.matchmaker`)."""
+    elsewhere = None
     if candidates is None:
         candidates = state.workers.slots()
+    else:
+        elsewhere = state.workers.slots
     free = [slots for slots in candidates if slots.free]
     if not free or not len(state.jobs.queue) or state.disk.full:
         return  # with the disk full, jobs wait: their results could not be kept
-    matches = [(state.workers.get(slots.worker_id), job) for slots, job in state.jobs.assign(free)]
+    assigned = state.jobs.assign(free, elsewhere)
+    matches = [(state.workers.get(slots.worker_id), job) for slots, job in assigned]
     if not matches:
         return
     for worker, job in matches:

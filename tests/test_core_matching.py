@@ -6,6 +6,7 @@ deadline; the services read the scheduler's clock."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 
 import pytest
@@ -99,7 +100,7 @@ def random_queue(rng: random.Random) -> tuple[FairShareQueue, list[Slots]]:
             queue.push(job)
     for job in rng.sample(jobs, len(jobs) // 4):  # stale entries: a priority edited
         queue.discard(job)
-        job.spec = JobSpec(**{**job.spec.__dict__, "priority": rng.choice([-1, 9])})
+        job.spec = dataclasses.replace(job.spec, priority=rng.choice([-1, 9]))
         queue.push(job)
     for job in rng.sample(jobs, len(jobs) // 5):  # removed while idle
         queue.discard(job)

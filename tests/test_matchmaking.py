@@ -231,3 +231,31 @@ def test_custom_job_attributes_in_requirements(make_cluster, tmp_path: Path) -> 
     with client(cluster) as me:
         [done] = me.wait([bare_job], timeout=60)
         assert done.state == "completed", done
+
+
+def test_rank_sends_jobs_to_the_preferred_worker(make_cluster, tmp_path: Path) -> None:
+    """``rank`` orders the workers that could run a job now: the highest wins while
+    it has room, whichever worker the scheduler would have filled first."""
+    cluster = make_cluster(workers=0)
+    cluster.add_worker("w1", "--attributes", "Speed=1", slots=2)
+    cluster.add_worker("w2", "--attributes", "Speed=10", slots=2)
+    wait_until(lambda: cluster.log("scheduler").count("registered from") >= 2, what="2 workers")
+    with client(cluster) as me:
+        for rank, first, other in (("TARGET.Speed", "w2", "w1"), ("-TARGET.Speed", "w1", "w2")):
+            gate = tmp_path / f"go{first}"
+            write(
+                tmp_path / "wait.sh",
+                f"#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.05; done\n",
+                True,
+            )
+            text = f"executable = wait.sh\nrank = {rank}\nqueue 3\n"
+            write(tmp_path / "ranked.sub", text)
+            dry = cluster.run("dsub", "--dry-run", "ranked.sub", cwd=tmp_path)
+            assert f"matching workers: {first}, {other}\n" in dry.stdout, dry.stdout
+            jobs = submit(cluster, tmp_path, text)
+            wait_until(
+                lambda ids=jobs: all(j.state == "running" for j in me.jobs([ids])), what="run"
+            )
+            assert [j.worker for j in me.jobs([jobs])] == [first, first, other], rank
+            gate.touch()
+            assert all(j.state == "completed" for j in me.wait([jobs], timeout=60))

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from scheduler.matching.job_ad import JobRequests, job_ad
+from scheduler.matching.rank import rank_of
 from scheduler.matching.requirements import (
     RequirementsError,
     Value,
     compile_requirements,
+    rank_value,
     worker_ad,
 )
 from scheduler.protocol.records import WorkerInfo, WorkerMetrics
@@ -45,13 +47,16 @@ class Requests(JobRequests, Protocol):
 
 
 #: What decides where a job fits (see :func:`shape_of`).
-Shape = tuple[int, int | None, int | None, int, str | None, str | None, str | None]
+Shape = tuple[str | None, int, int | None, int | None, int, str | None, str | None, str | None]
 
 
 def shape_of(s: Requests) -> Shape:
     """What decides where a job fits; jobs with one shape fit the same slots. Where
-    the requirements read the job's own attributes (``MY.``), those are part of it."""
+    the requirements read the job's own attributes (``MY.``), those are part of it.
+    Its ``rank`` is too: a ranked job goes where it ranks best, not wherever a job of
+    its requests fits (a worker queues no ranked job behind a running one)."""
     return (
+        rank_of(s),
         s.request_cpus,
         s.request_memory,
         s.request_disk,
@@ -167,10 +172,15 @@ def _fits(req: Requests, c: Capacity) -> bool:
 
 
 def never_reasons(req: Requests, workers: list[Capacity]) -> tuple[list[str], list[str]]:
-    """The workers that could run the job when empty, and (when none) why not."""
-    matching = [c.name for c in workers if _fits(req, c)]
-    if matching:
-        return matching, []
+    """The workers that could run the job when empty (the highest first by the job's
+    ``rank``, if it has one), and (when none) why not."""
+    fitting = [c for c in workers if _fits(req, c)]
+    rank = rank_of(req)
+    if rank is not None:
+        job = job_ad(req)
+        fitting.sort(key=lambda c: -rank_value(rank, job, c.ad))  # stable: ties keep order
+    if fitting:
+        return [c.name for c in fitting], []
     if not workers:
         return [], ["no worker is connected"]
     reasons: list[str] = []

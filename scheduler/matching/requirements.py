@@ -174,8 +174,12 @@ _compile_rank = functools.lru_cache(maxsize=256)(compile_expression)
 
 def rank_value(expr: str, job_ad: Ad, machine_ad: Ad) -> float:
     """A job's ``rank`` on a worker: the value as a real, 0.0 where it is not a number
-    (UNDEFINED, ERROR, a string), as HTCondor ranks."""
-    value = _compile_rank(expr).evaluate(job_ad, machine_ad)
+    (UNDEFINED, ERROR, a string, an expression this evaluator cannot read), as
+    HTCondor ranks."""
+    try:
+        value = _compile_rank(expr).evaluate(job_ad, machine_ad)
+    except ClassAdError:
+        return 0.0
     if value is UNDEFINED or value is ERROR or not isinstance(value, int | float):
         return 0.0
     return float(value)
