@@ -601,7 +601,6 @@ def test_key_used_as_macro_is_not_unknown(farm: Path) -> None:
     ("line", "attributes", "said"),
     [
         ("retry_until = ExitCode == 0", {}, "'retry_until' has no effect here"),
-        ("Rank = Memory", {"Rank": "Memory"}, "'Rank' is stored as the job attribute Rank"),
         ("transfer_executable = false", {"TransferExecutable": "false"}, "TransferExecutable"),
         ("request_foo = 1", {"Requestfoo": "1"}, "no resource 'foo'"),
     ],
@@ -613,6 +612,11 @@ def test_keys_dfarm_does_not_carry_out_are_accepted_with_a_warning(
     assert desc.procs[0].attributes == attributes
     assert len(desc.warnings) == 1 and desc.warnings[0].startswith("job.sub:2: ")
     assert said in desc.warnings[0]
+
+
+def test_rank_is_stored_and_used_with_no_warning(farm: Path) -> None:
+    desc = parse(farm, "executable = run.sh\nRank = Memory\nqueue\n")
+    assert desc.procs[0].attributes == {"Rank": "Memory"} and desc.warnings == []
 
 
 def test_retries_and_wall_time_limit(farm: Path) -> None:
