@@ -159,7 +159,10 @@ def submit(
         s.end_turn()  # committed before the browser hears of it
         return reply
 
-    done = submit_with(reserve, queue, path, str(directory), text, environ={}, check=inside)
+    # Strict: a form has no place to show warnings, so what dsub warns of is refused.
+    done = submit_with(
+        reserve, queue, path, str(directory), text, environ={}, check=inside, strict=True
+    )
     return done, text
 
 
