@@ -288,7 +288,8 @@ def _finish(
     again = _run_again(state, job, msg, failure) if failure else ""
     with state.store.transaction():
         state.store.results.save_files(job.cluster, job.proc, files)
-        state.store.results.save_hashes(job.cluster, job.proc, hashes)
+        if hashes:  # an earlier attempt's were deleted when this one started
+            state.store.results.save_hashes(job.cluster, job.proc, hashes)
         if msg.exit_signal is None and not failure:
             state.run_times.record(job.cluster, msg.wall_time)
         # Each move refills the slot in the same transaction: the reply and the
