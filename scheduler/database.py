@@ -51,7 +51,7 @@ import sqlite3
 import threading
 import time
 from _thread import get_ident
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from pathlib import Path
 
 from scheduler.disk_space import free_bytes
@@ -217,6 +217,8 @@ class Database:
         self._writes: list[Write] = []
         self._pending: dict[tuple[int, int], list[object]] = {}
         self._events: list[_Event] = []
+        #: Rows to replace, by statement and row key (see :meth:`replace_later`).
+        self._replacing: dict[str, dict[Hashable, tuple[object, ...]]] = {}
         #: The batch's transaction was dropped by SQLite (a failed commit or write)
         #: and not yet written again.
         self._lost = False
@@ -448,6 +450,7 @@ class Database:
         self._writes.clear()
         self._pending = {}
         self._events = []
+        self._replacing = {}
         self._lost = False
         self._saved = False
 
@@ -493,6 +496,13 @@ class Database:
             self._events = []
             if self._units:
                 self._units[-1].undo.append(lambda: setattr(self, "_events", events))
+        replacing = self._replacing
+        if replacing:
+            for sql, by_key in replacing.items():
+                self._write(sql, list(by_key.values()), True)
+            self._replacing = {}
+            if self._units:
+                self._units[-1].undo.append(lambda: setattr(self, "_replacing", replacing))
 
     def query(self, sql: str, args: Iterable[object] = ()) -> list[sqlite3.Row]:
         """Rows of a read, for modules that keep tables of their own (``mail``)."""
@@ -520,6 +530,32 @@ class Database:
         self._pending[key] = row
         self._events.append(event)
         self._units[-1].undo.append(lambda: self._unqueue(key, before))
+
+    def replace_later(self, sql: str, key: Hashable, args: tuple[object, ...]) -> None:
+        """Replace one row (``sql`` is an ``INSERT OR REPLACE``), as part of the open unit
+        (or of one of its own): queued like a job's row, and written before the next
+        read or the commit, once for each ``key`` however often it changed (a user's
+        usage changes with each of their jobs that ends)."""
+        with self._lock:
+            if not self._units:
+                with self.transaction():
+                    self._replace_later(sql, key, args)
+                return
+            self._replace_later(sql, key, args)
+
+    def _replace_later(self, sql: str, key: Hashable, args: tuple[object, ...]) -> None:
+        self._open_batch()
+        rows = self._replacing.setdefault(sql, {})
+        before = rows.get(key)
+        rows[key] = args
+        self._units[-1].undo.append(lambda: self._unreplace(sql, key, before))
+
+    def _unreplace(self, sql: str, key: Hashable, before: tuple[object, ...] | None) -> None:
+        rows = self._replacing.setdefault(sql, {})
+        if before is None:
+            rows.pop(key, None)
+        else:
+            rows[key] = before
 
     def _unqueue(self, key: tuple[int, int], before: list[object] | None) -> None:
         self._events.pop()

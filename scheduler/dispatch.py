@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from scheduler.job_records import Job
 from scheduler.matching.job_ad import job_ad
@@ -28,6 +29,9 @@ _Saved = tuple[
     int, int, int, int, bool, bool, int, dict[str, Value],
     dict[str, str], dict[str, str], dict[str, tuple[str, int]],
 ]  # fmt: skip
+#: An entry of the chains as it was: absent (``_ABSENT``) or its value.
+_Entry = tuple[dict[str, Any], str, object]
+_ABSENT = object()
 
 
 @dataclass
@@ -77,6 +81,23 @@ class Slots:
             self.leader_of, self.follower_of, self.chains,
         ) = saved  # fmt: skip
 
+    def _changing_entries(self, *entries: tuple[dict[str, Any], str | None]) -> None:
+        """As :meth:`changing`, for a job's move: only the counters and the named
+        entries of the chains can change, so only they are kept (the chains of a
+        busy worker hold hundreds of entries; a copy of them per job would cost
+        more than the move)."""
+        counters = (self.used_slots, self.used_cpus, self.used_memory_mb, self.used_gpus)
+        kept = [(d, key, d.get(key, _ABSENT)) for d, key in entries if key is not None]
+        self.undo(partial(self._restore_entries, counters, kept))
+
+    def _restore_entries(self, counters: tuple[int, int, int, int], kept: list[_Entry]) -> None:
+        self.used_slots, self.used_cpus, self.used_memory_mb, self.used_gpus = counters
+        for d, key, value in reversed(kept):
+            if value is _ABSENT:
+                d.pop(key, None)
+            else:
+                d[key] = value
+
     def fits(self, job: Job) -> bool:
         """Whether ``job`` could start here now."""
         spec = job.spec
@@ -97,7 +118,7 @@ class Slots:
         return rule.matches(self.attributes, job_ad(spec) if rule.needs_job else _NO_JOB)
 
     def take(self, job: Job) -> None:
-        self.changing()
+        self._changing_entries()
         self.used_slots += 1
         self.used_cpus += job.spec.request_cpus
         self.used_memory_mb += job.spec.request_memory or 0
@@ -123,7 +144,9 @@ class Slots:
         then runs in its place."""
         head_id, job_id = head.id, job.id
         tail, count = self.chains.get(head_id, (head_id, 0))
-        self.changing()
+        self._changing_entries(
+            (self.follower_of, tail), (self.leader_of, job_id), (self.chains, head_id)
+        )
         self.follower_of[tail] = job_id
         self.leader_of[job_id] = tail
         self.chains[head_id] = (job_id, count + 1)
@@ -133,10 +156,18 @@ class Slots:
         queued behind it takes its place and resources, and its id is returned;
         with none, the resources are given back. A job that was still queued
         holds none: the one behind it waits for its leader instead."""
-        self.changing()
         job_id = job.id
-        follower = self.follower_of.pop(job_id, None)
-        leader = self.leader_of.pop(job_id, None)
+        follower = self.follower_of.get(job_id)
+        leader = self.leader_of.get(job_id)
+        if leader is not None:
+            self.changing()  # rare: everything is kept
+        else:
+            self._changing_entries(
+                (self.follower_of, job_id), (self.leader_of, follower),
+                (self.chains, job_id), (self.chains, follower),
+            )  # fmt: skip
+        self.follower_of.pop(job_id, None)
+        self.leader_of.pop(job_id, None)
         if leader is not None:  # a queued job: rare, so its head is looked for
             if follower is None:
                 del self.follower_of[leader]

@@ -140,13 +140,15 @@ _UPDATE_JOB = (
 _MUTABLE_GET = operator.attrgetter(*_MUTABLE_COLUMNS)
 _STATE_AT = _MUTABLE_COLUMNS.index("state")
 _OUTPUTS_AT = _MUTABLE_COLUMNS.index("output_files")
+_STATE_TEXT = {state: state.value for state in JobState}
 
 
 def _mutable_values(job: Job) -> list[object]:
     """The changing columns of a job's row, as stored (the hot path of every change)."""
     values = list(_MUTABLE_GET(job))
-    values[_STATE_AT] = job.state.value
-    values[_OUTPUTS_AT] = json.dumps(job.output_files)
+    values[_STATE_AT] = _STATE_TEXT[job.state]
+    outputs = job.output_files
+    values[_OUTPUTS_AT] = json.dumps(outputs) if outputs else "[]"
     return values
 
 

@@ -15,9 +15,9 @@ def load_usage(store: Store, queue: FairShareQueue) -> None:
         queue.load_usage(row["user"], row["value"], row["stamp"])
 
 
+_SAVE = "INSERT OR REPLACE INTO usage (user, value, stamp) VALUES (?,?,?)"
+
+
 def save_usage(store: Store, share: UserShare) -> None:
-    with store.transaction() as db:
-        db.execute(
-            "INSERT OR REPLACE INTO usage (user, value, stamp) VALUES (?,?,?)",
-            (share.name, share.value, share.stamp),
-        )
+    """Store a user's usage with the open unit (written once per batch and user)."""
+    store.replace_later(_SAVE, share.name, (share.name, share.value, share.stamp))
