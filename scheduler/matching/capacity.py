@@ -54,8 +54,13 @@ def shape_of(s: Requests) -> Shape:
     """What decides where a job fits; jobs with one shape fit the same slots. Where
     the requirements read the job's own attributes (``MY.``), those are part of it.
     Its ``rank`` is too: a ranked job goes where it ranks best, not wherever a job of
-    its requests fits (a worker queues no ranked job behind a running one)."""
-    return (
+    its requests fits (a worker queues no ranked job behind a running one). Kept on
+    the spec (a frozen record, shared by the procs of a cluster): it is asked for
+    several times per job."""
+    kept = getattr(s, "__dict__", None)
+    if kept is not None and (shape := kept.get("_shape")) is not None:
+        return shape
+    shape = (
         rank_of(s),
         s.request_cpus,
         s.request_memory,
@@ -65,6 +70,9 @@ def shape_of(s: Requests) -> Shape:
         s.machine,
         _own_attributes(s),
     )
+    if kept is not None:
+        kept["_shape"] = shape
+    return shape
 
 
 def _own_attributes(s: Requests) -> str | None:
