@@ -84,6 +84,7 @@ class InputTrees:
     """What each input entry stages in the sandbox, directories walked once each."""
 
     _walked: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    _folder: dict[str, bool] = field(default_factory=dict)
 
     def staged(self, entries: list[str]) -> list[tuple[str, str]]:
         """(local file, sandbox name) for each file of the local ``entries`` (absolute
@@ -92,7 +93,10 @@ class InputTrees:
         for entry in entries:
             if is_url(entry):
                 continue
-            if not os.path.isdir(entry):
+            folder = self._folder.get(entry)
+            if folder is None:
+                folder = self._folder[entry] = os.path.isdir(entry)
+            if not folder:
                 out.append((entry, os.path.basename(entry)))
                 continue
             top = os.path.normpath(entry)

@@ -12,6 +12,7 @@ failed attempt, or a job of another cluster gets a fresh sandbox and fresh files
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -153,6 +154,8 @@ def _link_below(source: Path, top: int, name: str, owner: tuple[int, int] | None
     following a link: a job that swapped one for a link makes this fail, never lead
     elsewhere. True for a hard link, False for a copy."""
     *folders, last = name.split("/")
+    if any(part in ("", ".", "..") for part in [*folders, last]):
+        raise OSError(errno.EINVAL, f"input {name!r} leaves the sandbox")
     fd = top
     try:
         for part in folders:

@@ -35,7 +35,10 @@ if TYPE_CHECKING:  # the download process imports nothing of the worker's
 #: The schemes this worker fetches, as it advertises them.
 SCHEMES = ("http", "https")
 #: What the worker advertises (HTCondor's machine attributes).
-ATTRIBUTES = {"HasFileTransfer": True, "HasFileTransferPluginMethods": ",".join(SCHEMES)}
+ATTRIBUTES: dict[str, bool | str] = {
+    "HasFileTransfer": True,
+    "HasFileTransferPluginMethods": ",".join(SCHEMES),
+}
 #: Seconds a download may go without receiving anything.
 STALL_TIMEOUT = 60.0
 #: Seconds all of a job's URL inputs may take together.
