@@ -23,7 +23,9 @@ from control_node.input_files import (
 )
 from control_node.submit import SubmitError, parse_description
 from scheduler.matching.capacity import Capacity, never_reasons
+from scheduler.matching.job_status import hold_reason_code
 from scheduler.matching.requirements import worker_ad
+from scheduler.protocol import NOT_STARTED
 from worker_node import url_inputs
 from worker_node.machine_attributes import detect
 from worker_node.sandbox import Sandbox
@@ -241,6 +243,15 @@ def test_a_failed_fetch_says_which_url_and_why(
     assert list(tmp_path.iterdir()) == []  # no partial file
 
 
+def test_the_hold_reason_is_htcondors_and_counts_as_not_started() -> None:
+    reason = url_inputs.hold_reason("w1", "https://example.org/a.gz", "HTTP error 404: Not Found")
+    assert reason == (
+        "Transfer input files failure at execution point w1 using protocol https. Details:"
+        " error fetching https://example.org/a.gz: HTTP error 404: Not Found"
+    )
+    assert reason.startswith(NOT_STARTED) and hold_reason_code(reason) == 13
+
+
 def test_file_urls_and_links_in_the_sandbox_are_never_followed(
     tmp_path: Path, http_server: str
 ) -> None:
@@ -260,6 +271,8 @@ def test_directory_inputs_reach_the_sandbox(cluster: TestCluster, tmp_path: Path
     write(tmp_path / "dir_b" / "b.txt", "bee\n")
     script = (
         "#!/bin/sh\ncat dir_a/in.txt dir_a/sub/deep.txt b.txt\ntest -d dir_b || echo no-dir_b\n"
+        # The folders made for the job are the job's own to write in.
+        "touch dir_a/sub/new.txt && test -O dir_a/sub && echo writable\n"
     )
     write(tmp_path / "job.sh", script, True)
     write(
@@ -268,20 +281,25 @@ def test_directory_inputs_reach_the_sandbox(cluster: TestCluster, tmp_path: Path
     result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     for proc in range(2):
-        assert (tmp_path / f"1.{proc}" / "stdout").read_text() == "top\ndeep\nbee\nno-dir_b\n"
+        assert (
+            tmp_path / f"1.{proc}" / "stdout"
+        ).read_text() == "top\ndeep\nbee\nno-dir_b\nwritable\n"
 
 
 def test_url_inputs_are_fetched_or_hold_the_job(
     cluster: TestCluster, tmp_path: Path, http_server: str
 ) -> None:
-    write(tmp_path / "job.sh", "#!/bin/sh\ncat numbers.txt\n", True)
+    # Downloaded by the job's own account: the file is the job's.
+    write(
+        tmp_path / "job.sh", "#!/bin/sh\ncat numbers.txt\ntest -O numbers.txt && echo mine\n", True
+    )
     write(
         tmp_path / "ok.sub",
         f"executable = job.sh\ntransfer_input_files = {http_server}/data/numbers.txt\nqueue\n",
     )
     result = cluster.run("dsub", "--wait", "ok.sub", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert (tmp_path / "1.0" / "stdout").read_text() == "1\n2\n3\n"
+    assert (tmp_path / "1.0" / "stdout").read_text() == "1\n2\n3\nmine\n"
 
     missing = f"{http_server}/data/missing.txt"
     write(tmp_path / "404.sub", f"executable = job.sh\ntransfer_input_files = {missing}\nqueue\n")
