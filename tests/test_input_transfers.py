@@ -187,8 +187,14 @@ class Files(http.server.BaseHTTPRequestHandler):
     """Serves ``/data/<name>`` from a dict; ``/redirect-file`` redirects to file://."""
 
     files: dict[str, bytes] = {}
+    #: Set to let a request for ``/stall`` end.
+    release = threading.Event()
 
     def do_GET(self) -> None:  # noqa: N802
+        if self.path == "/stall":
+            self.release.wait()
+            self.send_error(500, "released")
+            return
         if self.path == "/redirect-file":
             self.send_response(302)
             self.send_header("Location", "file:///etc/hostname")
@@ -214,7 +220,9 @@ def http_server() -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     Files.files = {"/data/numbers.txt": b"1\n2\n3\n", "/data/big.bin": b"x" * 5000}
+    Files.release = threading.Event()
     yield f"http://127.0.0.1:{server.server_address[1]}"
+    Files.release.set()
     server.shutdown()
     server.server_close()
 
@@ -241,6 +249,19 @@ def test_a_failed_fetch_says_which_url_and_why(
     assert failed is not None and failed.url == f"{http_server}{path}"
     assert detail in failed.detail
     assert list(tmp_path.iterdir()) == []  # no partial file
+
+
+def test_a_removed_job_stops_its_download(http_server: str, tmp_path: Path) -> None:
+    asked: list[bool] = []
+
+    def cancelled() -> bool:  # removed once the download has been waited on once
+        asked.append(True)
+        return len(asked) > 1
+
+    failed = url_inputs.fetch_as(
+        [f"{http_server}/stall"], tmp_path, None, None, cancelled=cancelled
+    )
+    assert failed is not None and failed.detail == "the job was removed"
 
 
 def test_the_hold_reason_is_htcondors_and_counts_as_not_started() -> None:

@@ -205,8 +205,9 @@ def run_attempt(
             if msg.spec.request_disk:
                 budget = min(budget, msg.spec.request_disk * 1024)
             failed = url_inputs.fetch_as(
-                msg.spec.url_inputs, sandbox.directory, account, python, budget
-            )
+                msg.spec.url_inputs, sandbox.directory, account, python, budget,
+                cancelled=lambda: attempt.kill_reason is not None,
+            )  # fmt: skip
             if failed is not None:
                 worker = disk.name if disk is not None else "this worker"
                 return finished(failure=url_inputs.hold_reason(worker, failed.url, failed.detail))

@@ -20,13 +20,15 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:  # the download process imports nothing of the worker's
@@ -46,6 +48,8 @@ DEADLINE = 3600.0
 #: Bytes a job's URL inputs may hold together, unless its ``request_disk`` says less.
 MAX_BYTES = 16 << 30
 BLOCK = 1 << 20
+#: Seconds between looks at whether the job was removed while its inputs download.
+CANCEL_POLL = 0.5
 #: Variables of the worker's environment the download sees (proxies, locale).
 PASSED_ENV = ("PATH", "LANG", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY",
               "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR")  # fmt: skip
@@ -157,34 +161,46 @@ def fetch_as(
     python: str | None,
     max_bytes: int = MAX_BYTES,
     seconds: float = DEADLINE,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> UrlInputError | None:
     """Fetch ``urls`` into ``sandbox`` in a process of ``account`` (None: the
-    worker's own) run by ``python`` (one that account can run); the failure, if any."""
+    worker's own) run by ``python`` (one that account can run); the failure, if any.
+    The process is killed when ``cancelled()`` (the job was removed meanwhile)."""
     env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
     command = [python or sys.executable, "-m", __name__, "--max-bytes", str(max_bytes),
                "--seconds", str(seconds), *urls]  # fmt: skip
-    user = None if account is None else account.uid
-    group = None if account is None else account.gid
-    groups = None if account is None else list(account.groups)
+    ids: dict[str, Any] = {}
+    if account is not None:
+        ids = {"user": account.uid, "group": account.gid, "extra_groups": list(account.groups)}
     try:
-        done = subprocess.run(
-            command, cwd=sandbox, env=env, capture_output=True, text=True,
-            timeout=seconds + STALL_TIMEOUT, user=user, group=group, extra_groups=groups,
-            start_new_session=True, check=False,
+        process = subprocess.Popen(
+            command, cwd=sandbox, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, text=True, start_new_session=True, **ids,
         )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        return UrlInputError(urls[0], "the URL inputs took too long")
     except OSError as exc:
         return UrlInputError(urls[0], f"cannot start the download: {exc.strerror}")
-    if done.returncode == 0:
+    give_up = time.monotonic() + seconds + STALL_TIMEOUT
+    while True:
+        try:
+            out, err = process.communicate(timeout=CANCEL_POLL)
+            break
+        except subprocess.TimeoutExpired:
+            late = time.monotonic() > give_up
+            if late or cancelled():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)  # not reaped yet: still its group
+                process.communicate()
+                why = "the URL inputs took too long" if late else "the job was removed"
+                return UrlInputError(urls[0], why)
+    if process.returncode == 0:
         return None
-    for line in reversed(done.stdout.splitlines()):
+    for line in reversed(out.splitlines()):
         try:
             failed = json.loads(line)
             return UrlInputError(str(failed["url"]), str(failed["detail"]))
         except (ValueError, KeyError, TypeError):
             continue
-    last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    last = (err.strip().splitlines() or [f"exit status {process.returncode}"])[-1]
     return UrlInputError(urls[0], f"the download failed: {last}")
 
 
