@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from control_node.connection import Connection, DfarmError
+from control_node.input_files import InputError, InputTrees, is_url, with_url_requirements
 from control_node.submit_file import (
     ProcDescription,
     SubmitDescription,
@@ -132,7 +133,8 @@ def submit_with(
     procs, warnings = description.procs, description.warnings
     if not procs:
         raise SubmitError(f"{path}: the file queues no jobs", str(path))
-    paths = list(dict.fromkeys(local for proc in procs for local in _inputs(proc)))
+    trees = InputTrees()
+    paths = list(dict.fromkeys(local for proc in procs for local, _ in _staged(proc, trees)))
     digests, inline = _read_small_files(paths)
     try:
         large = store_large([path for path in paths if path not in digests])
@@ -144,7 +146,7 @@ def submit_with(
     digests.update(large.digests)
     try:
         return _queue_parts(
-            cluster, path, procs, digests, inline, large, uploading, queue, warnings
+            cluster, path, procs, digests, inline, large, uploading, queue, warnings, trees
         )
     except BaseException:
         large.cancel()  # the submission failed: its uploads are of no use
@@ -161,10 +163,11 @@ def _queue_parts(
     uploading: bool,
     queue: Callable[[p.SubmitJobs], p.Submitted],
     warnings: list[str],
+    trees: InputTrees,
 ) -> Submission:
     """Queue the cluster's jobs in parts; while uploads run (``uploading``), keep it
     open until they have ended well."""
-    specs = p.shared_specs([_spec(proc, digests) for proc in procs])
+    specs = p.shared_specs([_spec(proc, digests, trees) for proc in procs])
     unnamed = dict(large.uploads)
     job_ids: list[str] = []
     first, size = 0, min(FIRST_PART, PART)
@@ -216,19 +219,34 @@ def _mentions_cluster(path: Path, text: str | None) -> bool:
         return True
 
 
-def _inputs(proc: ProcDescription) -> list[str]:
+def _staged(proc: ProcDescription, trees: InputTrees) -> list[tuple[str, str]]:
+    """(local file, sandbox name) of each file the job's sandbox gets from the
+    submit machine; a SubmitError names two that would take the same name."""
     files = [proc.executable, *proc.transfer_input_files]
     if proc.input:
         files.append(proc.input)
-    return files
+    try:
+        staged = trees.staged(files)
+    except InputError as exc:
+        raise SubmitError(f"transfer_input_files: {exc}") from None
+    seen: dict[str, str] = {}
+    for local, name in staged:
+        other = seen.setdefault(name, local)
+        if other != local:
+            raise SubmitError(
+                f"'{local}' and '{other}' would both be '{name}' in the job's sandbox"
+            )
+    return staged
 
 
-def _spec(proc: ProcDescription, digests: dict[str, tuple[str, int]]) -> p.JobSpec:
+def _spec(
+    proc: ProcDescription, digests: dict[str, tuple[str, int]], trees: InputTrees
+) -> p.JobSpec:
     inputs: dict[str, p.InputFile] = {}
-    for local in _inputs(proc):
+    for local, name in _staged(proc, trees):
         sha, size = digests[local]
-        name = os.path.basename(local)
         inputs[name] = p.InputFile(name=name, sha256=sha, size=size)
+    urls = [item for item in proc.transfer_input_files if is_url(item)]
     return p.JobSpec(
         executable=os.path.basename(proc.executable),
         arguments=list(proc.arguments),
@@ -242,7 +260,7 @@ def _spec(proc: ProcDescription, digests: dict[str, tuple[str, int]]) -> p.JobSp
         request_gpus=proc.request_gpus,
         priority=proc.priority,
         machine=proc.machine,
-        requirements=proc.requirements,
+        requirements=with_url_requirements(proc.requirements, urls),
         notify_user=proc.notify_user,
         notification=proc.notification,
         notification_per_job=proc.notification_per_job,
@@ -256,6 +274,7 @@ def _spec(proc: ProcDescription, digests: dict[str, tuple[str, int]]) -> p.JobSp
         result_file=proc.result_file,
         attributes=dict(proc.attributes),
         hold=proc.hold,
+        url_inputs=urls,
     )
 
 

@@ -27,6 +27,7 @@ import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from control_node import input_files as transfer_inputs
 from control_node.submit_conditions import ConditionError, Conditions
 from control_node.submit_functions import RandomDraws
 from control_node.submit_keys import (
@@ -153,7 +154,6 @@ SUPPORTED_KEYS = CARRIED_OUT
 ACCEPTED_KEYS = HTCONDOR_KEYS - CARRIED_OUT
 
 _DEFINED = re.compile(r"\bdefined\s+([A-Za-z_][A-Za-z0-9_.]*)", re.IGNORECASE)
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 #: ``+Name =`` or ``MY.Name =`` at the start of a line: a custom job attribute.
 _CUSTOM = re.compile(r"^([ \t]*)(?:\+|[Mm][Yy]\.)(?=[A-Za-z_][A-Za-z0-9_]*[ \t]*=)")
 #: What a custom resource request ``request_<name>`` stores: ``Request<name>``.
@@ -655,11 +655,10 @@ class _Parser(ValueReaders):
         where = "" if os.path.isabs(value) else f" (looked for {path})"
         kind = self.kind(path)
         if kind == 0:
-            raise self.error(key, f"{what} '{value}' does not exist{where}")
+            hint = transfer_inputs.missing_hint(value) if key == "transfer_input_files" else ""
+            raise self.error(key, f"{what} '{value}' does not exist{where}{hint}")
         if kind == 2 and key == "transfer_input_files":
-            raise self.error(
-                key, f"'{value}': directories in transfer_input_files are not supported yet"
-            )
+            return path + "/" if value.endswith("/") else path
         if kind != 1:
             raise self.error(key, f"{what} '{value}' is not a regular file{where}")
         return path
@@ -684,17 +683,23 @@ class _Parser(ValueReaders):
         return path
 
     def input_files(self, ctx: MacroContext, base: str) -> list[str]:
-        items = split_list(self.get(ctx, "transfer_input_files") or "")
-        for item in items:
-            what = "URL inputs" if _URL.match(item) else "directories" if item.endswith("/") else ""
-            if what:
-                raise self.error(
-                    "transfer_input_files",
-                    f"'{item}': {what} in transfer_input_files are not supported yet",
+        """Local inputs as absolute paths (a directory's ending in ``/`` when its
+        contents go, not itself) and URL inputs as written (see :mod:`.input_files`)."""
+        out = []
+        for item in transfer_inputs.split_inputs(self.get(ctx, "transfer_input_files") or ""):
+            if transfer_inputs.is_url(item):
+                try:
+                    transfer_inputs.check_url(item)
+                except transfer_inputs.InputError as exc:
+                    raise self.error("transfer_input_files", str(exc)) from None
+                if (why := transfer_inputs.unfetched_scheme(item)) is not None:
+                    self.warn(self.lines.get("transfer_input_files"), why)
+                out.append(item)
+            else:
+                out.append(
+                    self.existing_file_path(item, base, "transfer_input_files", "input file")
                 )
-        return [
-            self.existing_file_path(p, base, "transfer_input_files", "input file") for p in items
-        ]
+        return out
 
     def check_collisions(
         self, executable: str, stdin: str | None, inputs: list[str], data: str | None
@@ -703,13 +708,18 @@ class _Parser(ValueReaders):
         named += [(p, "data" if p == data else "transfer_input_files") for p in inputs]
         seen: dict[str, str] = {}
         for path, key in named:
-            if path is None:
+            if path is None or path.endswith("/"):  # a folder's contents: see InputTrees
                 continue
-            other = seen.setdefault(os.path.basename(path), path)
+            name = (
+                transfer_inputs.url_file_name(path)
+                if transfer_inputs.is_url(path)
+                else os.path.basename(path)
+            )
+            other = seen.setdefault(name, path)
             if other != path:
                 raise self.error(
                     key,
-                    f"'{path}' and '{other}' have the same name '{os.path.basename(path)}'"
+                    f"'{path}' and '{other}' have the same name '{name}'"
                     " and would collide in the job's sandbox",
                 )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
 
 from scheduler.mail.rules import NOTIFICATIONS, wants_mail
 from scheduler.mail.settings import check_address
@@ -14,6 +15,8 @@ from scheduler.protocol import JobSpec
 from scheduler.transport.ftp import ARRIVING
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
+#: A URL input: ``scheme://`` and the rest.
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: A job attribute's name, as ClassAd names go.
 ATTRIBUTE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -37,6 +40,23 @@ def safe_name(name: str) -> bool:
     )
 
 
+#: Folder levels of an input's name (``dir_a/sub/file``), at most.
+MAX_INPUT_DEPTH = 33
+#: Characters of an input's name, at most.
+MAX_INPUT_NAME = 4096
+
+
+def safe_input_name(name: str) -> bool:
+    """A file of a job's sandbox: a plain name, or plain names joined by '/' (a file
+    of a directory input) that stay below the sandbox."""
+    parts = name.split("/")
+    return (
+        len(name) <= MAX_INPUT_NAME
+        and len(parts) <= MAX_INPUT_DEPTH
+        and all(safe_name(part) for part in parts)
+    )
+
+
 def safe_relative_path(path: str) -> bool:
     """A relative path that stays below its starting directory."""
     parts = PurePosixPath(path).parts
@@ -46,6 +66,15 @@ def safe_relative_path(path: str) -> bool:
         and ".." not in parts
         and path.isprintable()
     )
+
+
+def url_input_name(url: str) -> str | None:
+    """The sandbox file of a URL input (the last part of its path), or None when the
+    URL is not one a worker may fetch into a sandbox."""
+    if not URL.fullmatch(url) or not url.isprintable():
+        return None
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    return name if safe_name(name) else None
 
 
 def safe_result_name(name: str) -> bool:
@@ -77,7 +106,7 @@ def check_submission(specs: list[JobSpec], input_dir: Path, *, mail: bool = Fals
 
 def _check_inputs(where: str, spec: JobSpec, input_dir: Path, uploaded: dict[str, int]) -> None:
     for f in spec.inputs:
-        if not safe_name(f.name):
+        if not safe_input_name(f.name):
             raise SubmissionError(f"{where}: input {f.name!r} is not a plain file name")
         if not SHA256.fullmatch(f.sha256):
             raise SubmissionError(f"{where}: input {f.name!r} has no valid sha256")
@@ -91,8 +120,16 @@ def _check_inputs(where: str, spec: JobSpec, input_dir: Path, uploaded: dict[str
                 f"{where}: input {f.name!r} has {uploaded[f.sha256]} bytes, expected {f.size}"
             )
     names = [f.name for f in spec.inputs]
+    for url in spec.url_inputs:
+        name = url_input_name(url)
+        if name is None:
+            raise SubmissionError(f"{where}: URL input {url!r} names no file")
+        names.append(name)
     if len(set(names)) != len(names):
         raise SubmissionError(f"{where}: two inputs have the same name")
+    folders = {"/".join(n.split("/")[:i]) for n in names for i in range(1, n.count("/") + 1)}
+    if clash := folders.intersection(names):
+        raise SubmissionError(f"{where}: input {min(clash)!r} is both a file and a folder")
     if spec.executable not in names:
         raise SubmissionError(f"{where}: the executable {spec.executable!r} is not an input")
     if spec.stdin is not None and spec.stdin not in names:

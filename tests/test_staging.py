@@ -599,7 +599,9 @@ def test_size_mismatch_in_a_later_proc(input_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["a/b", "/abs", "..", ".", "", "bad\x01name", "tab\tname", "new\nline", "x" * 256]
+    "name",
+    ["/abs", "..", ".", "", "bad\x01name", "tab\tname", "new\nline", "x" * 256]
+    + ["a/", "a//b", "a/../b", "../a", "a/./b", "d/" + "x" * 256, "/".join("d" * 40)],
 )
 def test_unsafe_input_names(input_dir: Path, name: str) -> None:
     spec = valid_spec(input_dir)
@@ -728,3 +730,43 @@ def test_hashing_writer_writes_and_hashes_every_block(sizes: list[int]) -> None:
     whole = b"".join(blocks)
     assert out.getvalue() == whole
     assert sink.digest.hexdigest() == hashlib.sha256(whole).hexdigest()
+
+
+def test_directory_input_names_stay_below_the_sandbox(input_dir: Path) -> None:
+    spec = valid_spec(input_dir)
+    names = ["dir_a/in.txt", "dir_a/sub/deep.txt", "with space/x"]
+    extra = [upload(input_dir, name, name.encode()) for name in names]
+    assert check_submission([valid_spec(input_dir, inputs=[*spec.inputs, *extra])], input_dir) == []
+
+
+def test_an_input_cannot_be_a_file_and_a_folder(input_dir: Path) -> None:
+    spec = valid_spec(input_dir)
+    extra = [upload(input_dir, "d", b"file"), upload(input_dir, "d/x", b"in the folder")]
+    message = rejected([valid_spec(input_dir, inputs=[*spec.inputs, *extra])], input_dir)
+    assert message == "job 0: input 'd' is both a file and a folder"
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://example.org/data/set.tar.gz", True),
+        ("http://127.0.0.1:8080/a%20b.txt?x=1", True),
+        ("osdf:///ospool/ap20/data/common.tar.gz", True),
+        ("https://example.org/", False),
+        ("https://example.org/%2e%2e", False),
+        ("https://example.org/a%2fb", False),
+        ("not a url", False),
+        ("https://example.org/new\nline", False),
+    ],
+)
+def test_url_inputs_must_name_a_sandbox_file(input_dir: Path, url: str, ok: bool) -> None:
+    spec = valid_spec(input_dir, url_inputs=[url])
+    if ok:
+        assert check_submission([spec], input_dir) == []
+    else:
+        assert rejected([spec], input_dir) == f"job 0: URL input {url!r} names no file"
+
+
+def test_a_url_input_cannot_take_a_staged_input_name(input_dir: Path) -> None:
+    spec = valid_spec(input_dir, url_inputs=["https://example.org/data.txt"])
+    assert rejected([spec], input_dir) == "job 0: two inputs have the same name"

@@ -807,16 +807,8 @@ def test_absolute_paths_are_kept(dirs: Path) -> None:
         ("initialdir = nowhere", "initialdir 'nowhere' is not an existing directory"),
         ("initialdir = data.txt", "initialdir 'data.txt' is not an existing directory"),
         ("input = work", "input file 'work' is not a regular file"),
-        (
-            "transfer_input_files = work",
-            "directories in transfer_input_files are not supported yet",
-        ),
-        (
-            "transfer_input_files = work/",
-            "directories in transfer_input_files are not supported yet",
-        ),
-        ("transfer_input_files = nodir/", "directories in transfer_input_files are not supported"),
-        ("transfer_input_files = http://x/y", "URL inputs"),
+        ("transfer_input_files = nodir/", "input file 'nodir/' does not exist"),
+        ("transfer_input_files = http://x/", "URL input 'http://x/' names no file"),
         ("output = work", "output file 'work' is a directory"),
         ("error = nodir/err", "directory of error file 'nodir/err' does not exist"),
     ],
@@ -843,8 +835,14 @@ def test_transfer_input_files_list_syntax(dirs: Path) -> None:
     text = "executable = run.sh\ntransfer_input_files = data.txt,b.txt ,  in.txt\nqueue\n"
     (p,) = parse(dirs, text).procs
     assert p.transfer_input_files == [str(dirs / n) for n in ("data.txt", "b.txt", "in.txt")]
+    # Commas only, as HTCondor: one name with a space in it.
     text = "executable = run.sh\ntransfer_input_files = data.txt b.txt\nqueue\n"
-    assert len(parse(dirs, text).procs[0].transfer_input_files) == 2
+    e = fails(dirs, text)
+    assert "input file 'data.txt b.txt' does not exist" in e.message
+    assert "separates the names of transfer_input_files with commas only" in e.message
+    (dirs / "data.txt b.txt").write_text("one file")
+    (p,) = parse(dirs, text).procs
+    assert p.transfer_input_files == [str(dirs / "data.txt b.txt")]
 
 
 def test_split_list() -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from scheduler.matching.classad import ClassAdError, Record, Special, compile_expression
+from worker_node import url_inputs
 
 __all__ = ["Scalar", "detect", "os_attributes", "parse_assignments", "runtime_attributes"]
 
@@ -102,5 +103,6 @@ def detect(
         text = ""
     attrs = os_attributes(text, platform.system())
     attrs.update(runtime_attributes())
+    attrs.update(url_inputs.ATTRIBUTES)  # the URL schemes it fetches
     attrs.update(extra or {})
     return attrs

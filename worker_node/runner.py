@@ -38,7 +38,7 @@ from scheduler.protocol import (
     pack_bytes,
     parse_job_id,
 )
-from worker_node import py_scripts, reaper, sandbox_files
+from worker_node import py_scripts, reaper, sandbox_files, url_inputs
 from worker_node.disk import DiskWatch
 from worker_node.identity import Account
 from worker_node.launcher import (
@@ -200,6 +200,17 @@ def run_attempt(
             _with_grant(attempt, lambda grant: _stage(msg, grant, cache, sandbox, spool))
         except TransferError as exc:
             return finished(failure=f"{NOT_STARTED[0]}: {exc}")
+        if msg.spec.url_inputs:
+            budget = url_inputs.MAX_BYTES
+            if msg.spec.request_disk:
+                budget = min(budget, msg.spec.request_disk * 1024)
+            failed = url_inputs.fetch_as(
+                msg.spec.url_inputs, sandbox.directory, account, python, budget,
+                cancelled=lambda: attempt.kill_reason is not None,
+            )  # fmt: skip
+            if failed is not None:
+                worker = disk.name if disk is not None else "this worker"
+                return finished(failure=url_inputs.hold_reason(worker, failed.url, failed.detail))
         stdout, stderr = sandbox.stdout, sandbox.stderr
         with attempt._lock:
             attempt.streams = {"stdout": stdout, "stderr": stderr}
@@ -270,9 +281,13 @@ def _stage(
     if missing:
         with ftp_session(grant) as ftp:
             cache.download(ftp, missing)
-    sandbox.stage({
-        item.name: linked.get(item.name) or cache.entry(item.sha256) for item in msg.spec.inputs
-    })  # fmt: skip
+    try:
+        sandbox.stage({
+            item.name: linked.get(item.name) or cache.entry(item.sha256)
+            for item in msg.spec.inputs
+        })  # fmt: skip
+    except OSError as exc:  # a folder of a directory input was swapped, or the disk is full
+        raise TransferError(f"cannot place the inputs in the sandbox: {exc}") from None
 
 
 def _send_results(

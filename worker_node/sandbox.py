@@ -12,6 +12,7 @@ failed attempt, or a job of another cluster gets a fresh sandbox and fresh files
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -19,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from worker_node import sandbox_files
 from worker_node.identity import Account
 
 
@@ -37,6 +39,8 @@ class Sandbox:
         self.staged: dict[str, int] = {}
         self._files: tuple[BinaryIO, BinaryIO] | None = None
         self._mode = 0
+        #: The uid and gid the folders made for directory inputs get (the job's).
+        self._owner: tuple[int, int] | None = None
 
     @property
     def stdout(self) -> BinaryIO:
@@ -61,6 +65,7 @@ class Sandbox:
         self.discard()
         self.directory = self.root / name
         self.directory.mkdir(mode=0o700)
+        self._owner = None if account is None else (account.uid, account.gid)
         if account is not None:
             os.chown(self.directory, account.uid, account.gid)
         self._mode = stat.S_IMODE(os.lstat(self.directory).st_mode)
@@ -80,9 +85,25 @@ class Sandbox:
             if name not in sources or sources[name][1] != inode:
                 (self.directory / name).unlink(missing_ok=True)
                 del self.staged[name]
-        for name, (path, inode) in sources.items():
-            if name not in self.staged and _link_or_copy(path, self.directory / name):
-                self.staged[name] = inode
+        top: int | None = None
+        try:
+            for name, (path, inode) in sources.items():
+                if name in self.staged:
+                    continue
+                if "/" not in name:
+                    linked = _link_or_copy(path, self.directory / name)
+                else:  # a file of a directory input: never through a path the job has
+                    if top is None:
+                        top = sandbox_files.open_dir(self.directory)
+                    linked = _link_below(path, top, name, self._owner)
+                # A sandbox with a folder input is never kept for the next job (see
+                # _as_staged: the folder is not a staged name), since a job may have
+                # changed what lies below it.
+                if linked:
+                    self.staged[name] = inode
+        finally:
+            if top is not None:
+                os.close(top)
 
     def finish(self, reusable: bool) -> None:
         """After a job: keep the sandbox if ``reusable`` and the job left it as staged."""
@@ -125,3 +146,42 @@ def _link_or_copy(source: Path, dest: Path) -> bool:
         with open(source, "rb") as src, os.fdopen(os.open(dest, flags, 0o555), "wb") as out:
             shutil.copyfileobj(src, out, 1 << 20)
         return False
+
+
+def _link_below(source: Path, top: int, name: str, owner: tuple[int, int] | None) -> bool:
+    """Put ``source`` at ``name`` (``a/b/file``) below the folder ``top``, making the
+    folders on the way (owned by ``owner``), each opened from the one before without
+    following a link: a job that swapped one for a link makes this fail, never lead
+    elsewhere. True for a hard link, False for a copy."""
+    *folders, last = name.split("/")
+    if any(part in ("", ".", "..") for part in [*folders, last]):
+        raise OSError(errno.EINVAL, f"input {name!r} leaves the sandbox")
+    fd = top
+    try:
+        for part in folders:
+            made = True
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                made = False
+            step = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            if fd != top:
+                os.close(fd)
+            fd = step
+            if made and owner is not None:
+                os.fchown(fd, *owner)
+        try:
+            os.link(source, last, dst_dir_fd=fd)
+            return True
+        except OSError:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            out_fd = os.open(last, flags, 0o555, dir_fd=fd)
+            with open(source, "rb") as src, os.fdopen(out_fd, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            return False
+    finally:
+        if fd != top:
+            os.close(fd)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from typing import Any
 
 from control_node import render
 from control_node.cli.common import connect
 from control_node.connection import DfarmError
+from control_node.input_files import is_url, with_url_requirements
 from control_node.submit import SubmitError, parse_description
 from control_node.submit_file import ProcDescription
 from scheduler.matching.capacity import Capacity, capacity_of, describe_requests, never_reasons
@@ -65,7 +67,10 @@ def describe(proc: ProcDescription, workers: list[Capacity] | None, unknown: str
     """A job in a few lines: what runs, what is staged, what it needs, where it fits."""
     lines = [f"job {proc.proc}: {' '.join([proc.executable, *proc.arguments])}"]
     base = proc.initialdir
-    staged = [os.path.relpath(f, base) for f in proc.transfer_input_files]
+    staged = [
+        f if is_url(f) else os.path.relpath(f, base) + ("/" if f.endswith("/") else "")
+        for f in proc.transfer_input_files
+    ]
     lines.append(f"  initialdir: {base}")
     if staged:
         lines.append(f"  inputs: {', '.join(staged)}")
@@ -85,7 +90,9 @@ def describe(proc: ProcDescription, workers: list[Capacity] | None, unknown: str
     if workers is None:
         lines.append(f"  matching workers: {unknown}")
     else:
-        matching, reasons = never_reasons(proc, workers)
+        urls = [f for f in proc.transfer_input_files if is_url(f)]
+        job = replace(proc, requirements=with_url_requirements(proc.requirements, urls))
+        matching, reasons = never_reasons(job, workers)
         shown = ", ".join(matching) if matching else "none: " + "; ".join(reasons)
         lines.append(f"  matching workers: {shown}")
     return "\n".join(lines)

@@ -358,9 +358,10 @@ class Heartbeat(Message):
 
 
 #: How a ``JobFinished.failure`` begins when the job's program never started: its
-#: inputs could not be staged, or it could not be executed. Such a hold is mailed
-#: as a failure (see :mod:`scheduler.mail.rules`).
-NOT_STARTED = ("could not stage inputs", "cannot execute")
+#: inputs could not be staged, it could not be executed, or a URL input could not be
+#: fetched (HTCondor's words). Such a hold is mailed as a failure (see
+#: :mod:`scheduler.mail.rules`).
+NOT_STARTED = ("could not stage inputs", "cannot execute", "Transfer input files failure")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -229,6 +229,9 @@ class JobSpec:
     #: stored as attributes, such as ``JobBatchName`` or ``PeriodicRemove``), each a
     #: ClassAd expression as text.
     attributes: dict[str, str] = field(default_factory=dict)
+    #: URL inputs (``transfer_input_files``), fetched by the worker into the sandbox
+    #: as the last part of their path (see ``worker_node.url_inputs``).
+    url_inputs: list[str] = field(default_factory=list)
 
 
 def shared_specs(specs: list[JobSpec]) -> list[JobSpec]:
