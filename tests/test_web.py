@@ -193,6 +193,10 @@ def test_submit_form_runs_a_job_and_refuses_what_leaves_the_upload(
     assert injected.status == 400 and "one line only" in injected.text
     assert [j["id"] for j in client.get("/api/jobs?states=all").json()] == ["1.0", "2.0"]
     assert not list((cluster.config.home / "web-uploads").iterdir())  # nothing left behind
+    # A URL input is fetched by the worker, not uploaded (here from a closed port).
+    url = b"executable = run.sh\ntransfer_input_files = http://127.0.0.1:1/in.txt\nqueue\n"
+    page = submit(client, {}, {"executable": ("run.sh", script), "submit_file": ("u.sub", url)})
+    assert "submitted to cluster 3" in page.text, page.text
 
 
 def test_sweep_page_plot_and_results_api(

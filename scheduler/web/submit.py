@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from control_node.input_files import is_url
 from control_node.submit import Submission, SubmitError, submit_with
 from control_node.submit_file import ProcDescription
 from control_node.upload import Digests, Stored
@@ -139,7 +140,8 @@ def submit(
     def inside(procs: list[ProcDescription]) -> None:
         root = directory.resolve()
         for proc in procs:
-            for name in [proc.executable, *proc.transfer_input_files, proc.input, proc.initialdir]:
+            files = [n for n in proc.transfer_input_files if not is_url(n)]  # fetched by workers
+            for name in [proc.executable, *files, proc.input, proc.initialdir]:
                 if name and not Path(name).resolve().is_relative_to(root):
                     raise SubmitError(f"{path.name}: {name!r} is not one of the uploaded files")
 
