@@ -277,6 +277,32 @@ class Client:
         assert isinstance(reply, p.JobList)
         return reply.jobs
 
+    def history_pages(
+        self,
+        ids: list[str] | None = None,
+        user: str | None = None,
+        since: float | None = None,
+        page: int = 1000,
+    ) -> Iterator[list[p.JobInfo]]:
+        """As :meth:`history`, a page at a time from the newest back to the oldest
+        (each page oldest first), for a reader that filters the jobs itself."""
+        before_time: float | None = None
+        before_job = ""
+        while True:
+            message = p.QueryHistory(
+                ids=list(ids or []), user=user or "", since=since, limit=page,
+                before_time=before_time, before_job=before_job,
+            )  # fmt: skip
+            reply = self.conn.request(message)
+            assert isinstance(reply, p.JobList)
+            if not reply.jobs:
+                return
+            yield reply.jobs
+            oldest = reply.jobs[0]
+            if len(reply.jobs) < page or oldest.end_time is None:
+                return
+            before_time, before_job = oldest.end_time, oldest.id
+
     def tail(
         self, job_id: str, stderr: bool = False, offset: int = 0, limit: int = 1 << 20
     ) -> p.OutputChunk:

@@ -167,9 +167,22 @@ def on_edit_jobs(state: SchedulerState, conn: Caller, msg: p.EditJobs) -> p.Mess
 
 def on_query_history(state: SchedulerState, conn: Caller, msg: p.QueryHistory) -> p.Message:
     parse_ids(msg.ids)  # refuses malformed ids
+    before = None
+    if msg.before_time is not None:
+        try:
+            cluster, proc = p.parse_job_id(msg.before_job)
+        except ValueError:
+            proc = None
+        if proc is None:
+            raise RequestError(f"before_job: not a CLUSTER.PROC: {msg.before_job!r}", "invalid")
+        before = (msg.before_time, cluster, proc)
     owner = None if msg.user == "*" else (msg.user or conn.name)
     jobs = state.store.history(
-        owner=owner, job_ids=msg.ids, since=msg.since, limit=max(1, min(msg.limit, 100_000))
+        owner=owner,
+        job_ids=msg.ids,
+        since=msg.since,
+        limit=max(1, min(msg.limit, 100_000)),
+        before=before,
     )
     infos = []
     for job in jobs:

@@ -133,11 +133,22 @@ class Store(Database):
             self.save_job(job, event, detail)
 
     def history(
-        self, *, owner: str | None, job_ids: Iterable[str], since: float | None, limit: int
+        self,
+        *,
+        owner: str | None,
+        job_ids: Iterable[str],
+        since: float | None,
+        limit: int,
+        before: tuple[float, int, int] | None = None,
     ) -> list[Job]:
-        """Finished jobs (completed or removed), the most recently ended ``limit``."""
+        """Finished jobs (completed or removed), the most recently ended ``limit``
+        (of those that ended before the job ``before`` names: its end time, cluster
+        and proc)."""
         where = ["state IN (?,?)"]
         args: list[object] = [JobState.COMPLETED.value, JobState.REMOVED.value]
+        if before is not None:
+            where.append("(end_time, cluster, proc) < (?, ?, ?)")
+            args.extend(before)
         if owner is not None:
             where.append("owner=?")
             args.append(owner)

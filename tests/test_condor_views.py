@@ -9,6 +9,8 @@ from pathlib import Path
 from conftest import TestCluster, wait_until, write
 from test_job_control import gated, me, submit
 
+from control_node.client import Client
+
 
 def _jobs(cluster: TestCluster) -> dict[str, dict]:
     out = cluster.run("dq", "--json", "--all")
@@ -94,3 +96,12 @@ def test_condor_q_views(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
     assert none == ["no finished job matches"]
     gate.touch()
     wait_until(lambda: _jobs(cluster)["2.1"]["state"] == "completed", what="2.1 completed")
+    # -limit counts the jobs that match, however far back they ended (as condor_history):
+    # the reader pages back through the history, here one job a page.
+    assert _lines(cluster, "dhistory", "-limit", "1", "-constraint", "ExitCode == 3",
+                  "-af", "ClusterId") == ["1"]  # fmt: skip
+    wait_until(lambda: _jobs(cluster)["2.0"]["state"] == "completed", what="2.0 completed")
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        pages = [[j.id for j in page] for page in client.history_pages(page=1)]
+        whole = [j.id for j in client.history()]
+    assert len(pages) == 3 and [pg[0] for pg in reversed(pages)] == whole

@@ -59,8 +59,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         with connect(args) as client:
-            jobs = client.history(args.ids, user=args.user, since=since, limit=args.limit)
-        jobs = render_classad.matching(jobs, expr)
+            if expr is None:
+                jobs = client.history(args.ids, user=args.user, since=since, limit=args.limit)
+            else:  # as condor_history: the newest --limit jobs that match, however far back
+                jobs = []
+                for page in client.history_pages(args.ids, user=args.user, since=since):
+                    jobs[:0] = render_classad.matching(page, expr)[-(args.limit - len(jobs)) :]
+                    if len(jobs) >= args.limit:
+                        break
         if args.json:
             print(render.dump_json(jobs))
         elif args.autoformat:

@@ -64,7 +64,9 @@ class JobsChanged(Message):
 @dataclass(frozen=True, kw_only=True)
 class QueryHistory(Message):
     """Finished (completed or removed) jobs, newest last. ``user`` empty: the caller;
-    ``"*"``: everyone. ``since``: ended at or after this time."""
+    ``"*"``: everyone. ``since``: ended at or after this time. ``before_time`` and
+    ``before_job``: only jobs that ended before that one (ended at that time), for
+    the next page back of a reader that filters the jobs itself."""
 
     type: ClassVar[str] = "query_history"
     roles = CONTROL
@@ -72,6 +74,8 @@ class QueryHistory(Message):
     user: str = ""
     since: float | None = None
     limit: int = 1000
+    before_time: float | None = None
+    before_job: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
