@@ -229,6 +229,7 @@ def on_fetch_results(state: SchedulerState, conn: Caller, msg: p.FetchResults) -
         if hashes[j.id] or state.spool.job_dir(j.cluster, j.proc).exists()
     ]
     results = state.store.results.of_clusters({j.cluster for j in sent})
+    events = state.store.events_of((j.cluster, j.proc) for j in sent)
     return p.JobResults(
         download=state.spool.grant_fetch(large, conn.local_host) if large else None,
         files=files,
@@ -236,7 +237,7 @@ def on_fetch_results(state: SchedulerState, conn: Caller, msg: p.FetchResults) -
             [j.info(results.get((j.cluster, j.proc))) for j in sent], conn.name
         ),
         specs={j.id: j.spec for j in sent},
-        events={j.id: state.store.events(j.cluster, j.proc) for j in sent},
+        events={j.id: events[(j.cluster, j.proc)] for j in sent},
         remaining=[j.id for j in jobs[len(sent) :]],
         hashes={
             job_id: {name: sha for name, (sha, _) in found.items()}

@@ -184,11 +184,11 @@ def on_query_history(state: SchedulerState, conn: Caller, msg: p.QueryHistory) -
         limit=max(1, min(msg.limit, 100_000)),
         before=before,
     )
+    events = state.store.events_of((job.cluster, job.proc) for job in jobs)
     infos = []
     for job in jobs:
-        info = visible(conn, job)
-        total = total_run_time(state.store.events(job.cluster, job.proc))
-        infos.append(dataclasses.replace(info, total_run_time=total))
+        total = total_run_time(events[(job.cluster, job.proc)])
+        infos.append(dataclasses.replace(visible(conn, job), total_run_time=total))
     return p.JobList(jobs=state.mailer.annotate(infos, conn.name))
 
 

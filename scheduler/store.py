@@ -3,6 +3,7 @@ the job rows and their events, and the other tables as attributes."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -168,6 +169,28 @@ class Store(Database):
         )
         rows = self._query(sql, [*args, limit])
         return _jobs_from_rows(reversed(rows))
+
+    def events_of(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], list[JobEvent]]:
+        """The events of many jobs (their cluster and proc), a few queries in all."""
+        by_cluster: dict[int, list[int]] = {}
+        for cluster, proc in keys:
+            by_cluster.setdefault(cluster, []).append(proc)
+        found: dict[tuple[int, int], list[JobEvent]] = {}
+        for cluster, procs in by_cluster.items():
+            for at in range(0, len(procs), 500):
+                chunk = procs[at : at + 500]
+                for key in zip(itertools.repeat(cluster), chunk, strict=False):
+                    found[key] = []
+                rows = self._query(
+                    "SELECT proc, time, event, detail FROM job_events WHERE cluster=?"
+                    f" AND proc IN ({','.join('?' * len(chunk))}) ORDER BY seq",
+                    (cluster, *chunk),
+                )
+                for r in rows:
+                    found[(cluster, r["proc"])].append(
+                        JobEvent(time=r["time"], event=r["event"], detail=r["detail"])
+                    )
+        return found
 
     def events(self, cluster: int, proc: int) -> list[JobEvent]:
         rows = self._query(

@@ -304,6 +304,10 @@ def test_events_in_order(store: Store) -> None:
     ]
     assert [e.event for e in store.events(cluster, 0)] == ["submitted"]
     assert store.events(cluster, 5) == []
+    # Many jobs' events at once: each job's as events() gives them, none for an unknown.
+    other = queue_cluster(store, "bob", 1)
+    keys = [(other, 0), (cluster, 1), (cluster, 0), (cluster, 5)]
+    assert store.events_of(keys) == {key: store.events(*key) for key in keys}
 
 
 def test_save_job_persists_every_mutable_field(db_path: Path) -> None:
