@@ -39,6 +39,7 @@ QUICK = {
     "dhold": set(),
     "drelease": set(),
     "dtail": set(),
+    "dwatch": set(),
 }
 MAX_MODULES = 100
 
