@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hq_baseline  # noqa: E402
 import latency  # noqa: E402
+import queue_views  # noqa: E402
 import scheduler_cpu  # noqa: E402
 import staging  # noqa: E402
 import throughput  # noqa: E402
@@ -185,6 +186,12 @@ def main() -> int:
         compared(label.format(pool_jobs, *many), large, "20x8", small, ".0f", "<= 200, <= 1.10",
                  lambda r: med(large) <= 200 and r <= 1.10)
     )  # fmt: skip
+
+    print(
+        f"deep queue: {pool_jobs:,} idle jobs, views and 5 queue-page clients ...", file=sys.stderr
+    )
+    views = queue_views.measure(pool_jobs, 5, 20, lambda text: print(text, file=sys.stderr))
+    rows += [(f"5. {r[0]}" if i == 0 else f"   {r[0]}", *r[1:]) for i, r in enumerate(views)]
 
     print(f"\nmedian of {args.runs} runs [min-max]; ratios are dfarm / baseline")
     headers = ("target", "dfarm", "baseline", "ratio", "target", "")

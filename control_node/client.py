@@ -16,14 +16,18 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from control_node import mapping, render, results
+from control_node import results
 from control_node.connection import Connection, Endpoint, find_endpoint
-from control_node.submit import SubmitError, submit_file
-from control_node.submit_dict import submit_text
-from control_node.sweep import Sweep
 from scheduler import protocol as p
+
+if TYPE_CHECKING:
+    from control_node import mapping
+    from control_node.sweep import Sweep
+
+# Submitting, mapping, sweeps and drawing are imported where used: a command that only
+# asks the scheduler something starts without them (see tests/test_startup.py).
 
 
 class Client:
@@ -64,6 +68,9 @@ class Client:
         dict of submit keys (see :mod:`control_node.submit_dict`). Relative paths in it
         start from ``cwd`` (default: the current directory). ``strict`` refuses a key
         that is neither HTCondor's nor used as a macro (else only a warning)."""
+        from control_node.submit import SubmitError, submit_file
+        from control_node.submit_dict import submit_text
+
         if isinstance(source, Mapping):
             try:
                 text = submit_text(source)
@@ -103,6 +110,8 @@ class Client:
         writes in its working directory come back under ``files_dest`` (default
         ``./map-<cluster>/``), one folder per item position.
         """
+        from control_node import mapping
+
         items = list(iterable)
         seen: set[int] = set()
         found = mapping.run_map(
@@ -129,6 +138,8 @@ class Client:
         :class:`~control_node.mapping.MapHandle` whose ``id`` gives the results later,
         to :meth:`map_results` in this process or another (the jobs run on, whatever
         becomes of this client)."""
+        from control_node import mapping
+
         return mapping.start_map(
             self, fn, iterable, chunk_size=chunk_size, resources=dict(resources or {})
         )
@@ -145,6 +156,8 @@ class Client:
         """Wait for a map started with :meth:`map_async` (its handle or ``id``) to
         finish, and return its :class:`~control_node.mapping.MapResults` as :meth:`map`
         does. Its results stay on the scheduler as long as any job's results."""
+        from control_node import mapping
+
         return mapping.collect_map(
             self, str(map_id), timeout=timeout, keep_if=keep_if, errors=errors,
             files_dest=Path(files_dest) if files_dest is not None else None,
@@ -349,6 +362,8 @@ class Cluster:
     def wait(self, timeout: float | None = None, progress: bool = False) -> list[p.JobInfo]:
         """Block until every job is completed, removed or held; ``progress`` draws
         counts and a bar on stderr (a terminal or a notebook) while waiting."""
+        from control_node import render
+
         show = render.progress_bar(sys.stderr, always=True) if progress else None
         jobs = self.client.wait([str(self.id)], timeout=timeout, on_update=show)
         if show is not None:
@@ -373,4 +388,6 @@ class Cluster:
 
     def sweep(self) -> Sweep:
         """Each job's parameters and result so far, with summary statistics."""
+        from control_node.sweep import Sweep
+
         return Sweep(self.client.cluster_jobs(self.id))

@@ -10,12 +10,20 @@ import collections
 import json
 import os
 import socket
-import ssl
+import sys
 import time
 from dataclasses import dataclass
 
 from scheduler import protocol as p
 from scheduler.transport.tls import TlsError, check_pin, client_context, normalize_fingerprint
+
+
+def _tls_errors() -> tuple[type[Exception], ...]:
+    """:class:`TlsError`, and ``ssl.SSLError`` once ssl is imported (by a TLS
+    connection): before, none can have been raised, and a command without TLS starts
+    without importing ssl."""
+    ssl = sys.modules.get("ssl")
+    return (TlsError, ssl.SSLError) if ssl is not None else (TlsError,)
 
 
 class DfarmError(Exception):
@@ -141,7 +149,7 @@ class Connection:
                 self.sock = client_context().wrap_socket(self.sock)
                 check_pin(self.sock, endpoint.tls_fingerprint)
             self._handshake(user, p.user_key(endpoint.token))
-        except (TlsError, ssl.SSLError) as exc:
+        except _tls_errors() as exc:
             self.close()
             raise AuthError(f"TLS with {endpoint.host}:{endpoint.port} failed: {exc}") from None
         except SchedulerUnavailable as exc:

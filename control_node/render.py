@@ -5,14 +5,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
-
-from tabulate import tabulate
+from typing import Any, TextIO
 
 from control_node.connection import dump_json
 from control_node.results import FetchedJob, describe_status, ended_with, tail
 from scheduler import protocol as p
-from scheduler.matching.job_status import status_attributes
+
+
+def tabulate(*args: Any, **kwargs: Any) -> str:
+    """:func:`tabulate.tabulate`, imported with the first table: importing it costs a
+    command's start-up a sixth (it reads its package metadata)."""
+    from tabulate import tabulate as table
+
+    return table(*args, **kwargs)
 
 
 def when(timestamp: float | None) -> str:
@@ -181,6 +186,8 @@ def jobs_long(jobs: Sequence[p.JobInfo]) -> str:
     """Each job's ClassAd as ``Attr = value`` lines (strings quoted, as ``condor_q -l``),
     then what only dfarm has: parameters and results as ``params.NAME`` and
     ``result.KEY``, output files, mail delivery."""
+    from scheduler.matching.job_status import status_attributes
+
     blocks = []
     for job in jobs:
         lines = [f"{name} = {text}" for name, text in status_attributes(job)]

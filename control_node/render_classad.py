@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tabulate import tabulate
-
-from control_node.render import duration, run_time, when
+from control_node.render import duration, run_time, tabulate, when
 from scheduler import protocol as p
 from scheduler.matching.classad import (
     ClassAdError,

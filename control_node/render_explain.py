@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tabulate import tabulate
-
+from control_node.render import tabulate
 from scheduler import protocol as p
 
 

@@ -10,7 +10,6 @@ A ``log`` file gets the job's events.
 from __future__ import annotations
 
 import contextlib
-import ftplib
 import hashlib
 import json
 import os
@@ -18,10 +17,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from control_node.connection import Connection, DfarmError, Pushed
 from scheduler import protocol as p
-from scheduler.transport.ftp import FTP_ERRORS, ftp_session, retrieve
+
+if TYPE_CHECKING:
+    import ftplib
+
+# FTP (and with it ssl) is imported by the functions that download: a query starts
+# without it.
 
 DONE_STATES = {p.JobState.COMPLETED.value, p.JobState.REMOVED.value, p.JobState.HELD.value}
 RESERVED_NAMES = {"stdout", "stderr", "status.json"}
@@ -252,6 +257,8 @@ def _results_source(grant: p.FtpGrant | None) -> Iterator[ftplib.FTP | None]:
     if grant is None:
         yield None
         return
+    from scheduler.transport.ftp import FTP_ERRORS, ftp_session
+
     try:
         with ftp_session(grant) as ftp:
             yield ftp
@@ -322,6 +329,10 @@ def _write(local: Path, data: bytes) -> None:
 def _download(ftp: ftplib.FTP, remote: str, local: Path, expected: str | None = None) -> str | None:
     """Download one file and return its SHA-256; None when the spool has no such
     file. With ``expected``, a file of another hash is not kept."""
+    import ftplib
+
+    from scheduler.transport.ftp import retrieve
+
     local.parent.mkdir(parents=True, exist_ok=True)
     tmp = local.with_name(f".{local.name}.part")
     digest = hashlib.sha256()

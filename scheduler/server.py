@@ -181,6 +181,7 @@ class Scheduler:
             self.spool.port,
             len(self.state.jobs.active),
         )
+        self.state.loop_lag.start()
         tasks = [
             asyncio.create_task(self._scheduling_loop(), name="scheduling"),
             asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
@@ -193,6 +194,7 @@ class Scheduler:
             async with server:
                 await self._stopping.wait()
         finally:
+            self.state.loop_lag.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

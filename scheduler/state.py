@@ -19,6 +19,7 @@ from scheduler.disk_space import DiskSpace, full_message
 from scheduler.effects import Effects
 from scheduler.handshake_guard import HandshakeGuard
 from scheduler.jobs import JobTable
+from scheduler.loop_lag import LoopLag
 from scheduler.mail import Mailer
 from scheduler.policy_index import PolicyIndex
 from scheduler.protocol.scram import Verifier
@@ -54,6 +55,8 @@ class SchedulerState:
     disk: DiskSpace
     #: The TLS certificate of the socket protocol, FTP and the dashboard (None: no TLS).
     tls: Certificate | None
+    #: How late the loop runs its callbacks (started by the shell on its loop).
+    loop_lag: LoopLag
     #: The pool secret (decoy salts derive from it) and its verifier.
     secret: bytes
     pool_verifier: Verifier
@@ -104,6 +107,7 @@ class SchedulerState:
     ):
         self.config, self.store, self.spool = config, store, spool
         self.tls = None
+        self.loop_lag = LoopLag()
         self.secret, self.pool_verifier = secret, pool_verifier
         self.clock, self.wake, self.end_turn = clock, wake, end_turn
         # Every time the services record or compare is the scheduler's.

@@ -75,6 +75,9 @@ def test_login_session_csrf_and_api_fields(
     assert set(jobs[0]) == set(dq[0])
     overview = client.get("/api/overview").json()
     assert overview["workers"] == 2 and overview["slots_total"] == 2
+    # The loop-lag monitor runs in the scheduler: a minute's window, filling.
+    lag = overview["loop_lag"]
+    assert lag["samples"] > 0 and 0 <= lag["p99_ms"] <= lag["max_ms"]
 
     # Actions need the CSRF token: without it nothing changes.
     assert client.post("/jobs/1.0/hold", {}).status == 403

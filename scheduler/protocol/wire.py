@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import enum
@@ -14,9 +13,12 @@ import socket
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from scheduler.protocol.messages import MESSAGE_TYPES, Message
+
+if TYPE_CHECKING:
+    import asyncio  # the control node's commands start without it
 from scheduler.protocol.records import (
     DEFAULT_MAX_FRAME,
     HEADER,

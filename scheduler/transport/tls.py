@@ -10,9 +10,12 @@ the connection before a byte of the protocol is sent.
 from __future__ import annotations
 
 import hashlib
-import ssl
+from typing import TYPE_CHECKING
 
 from scheduler.protocol.records import ProtocolError
+
+if TYPE_CHECKING:
+    import ssl  # imported where a context is made: a command without TLS starts without it
 
 __all__ = ["TlsError", "check_pin", "client_context", "fingerprint", "normalize_fingerprint"]
 
@@ -37,6 +40,8 @@ def normalize_fingerprint(text: str) -> str:
 
 def client_context() -> ssl.SSLContext:
     """A client context that checks the certificate by its pin, not by a CA."""
+    import ssl
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.check_hostname = False

@@ -218,6 +218,7 @@ def overview(s: SchedulerState, user: WebUser) -> dict[str, Any]:
         "users": p.to_wire(shares.users),
         "halflife": shares.halflife,
         "user": user.name,
+        "loop_lag": s.loop_lag.stats().to_json(),
     }
 
 
