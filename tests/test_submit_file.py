@@ -600,9 +600,8 @@ def test_key_used_as_macro_is_not_unknown(farm: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "attributes", "said"),
     [
-        ("retry_until = ExitCode == 0", {}, "'retry_until' has no effect here"),
+        ("nice_user = true", {}, "'nice_user' has no effect here"),
         ("transfer_executable = false", {"TransferExecutable": "false"}, "TransferExecutable"),
-        ("request_foo = 1", {"Requestfoo": "1"}, "no resource 'foo'"),
     ],
 )
 def test_keys_dfarm_does_not_carry_out_are_accepted_with_a_warning(
@@ -670,7 +669,10 @@ def test_accepted_fixed_values(farm: Path) -> None:
 
 
 def test_notification_defaults(farm: Path) -> None:
+    """notify_user alone sends no mail, as in HTCondor 24; dfarm's own email does."""
     (p,) = parse(farm, "executable = run.sh\nnotify_user = u@h\nqueue\n").procs
+    assert (p.notify_user, p.notification) == ("u@h", "Never")
+    (p,) = parse(farm, "executable = run.sh\nemail = u@h\nqueue\n").procs
     assert (p.notify_user, p.notification) == ("u@h", "Complete")
     (p,) = parse(
         farm, "executable = run.sh\nnotify_user = u@h\nnotification = NEVER\nqueue\n"
