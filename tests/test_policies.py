@@ -348,3 +348,59 @@ def test_a_database_from_before_hold_codes_migrates_and_keeps_every_job(
         assert [e.event for e in store.events(cluster, 1)] == ["submitted"]
     finally:
         store.close()
+
+
+# ------------------------------------------------- success_exit_code and retry_until
+
+
+def derived(tmp_path: Path, lines: str) -> dict[str, object]:
+    """The spec fields dsub gives a job with these submit ``lines``."""
+    from control_node.submit_file import parse_submit_text
+
+    (tmp_path / "job.sh").write_text("#!/bin/sh\n")
+    text = f"executable = job.sh\n{lines}\nqueue\n"
+    [proc] = parse_submit_text(text, filename="j.sub", cluster=1, cwd=str(tmp_path)).procs
+    return {"max_retries": proc.max_retries, "attributes": proc.attributes}
+
+
+def attempts(state: SchedulerState, job: Job) -> list[str]:
+    return [e.event for e in state.store.events(job.cluster, job.proc) if e.event != "submitted"]
+
+
+def test_success_exit_code_is_a_success_and_zero_a_failure(
+    state: SchedulerState, tmp_path: Path
+) -> None:
+    link = register(state, "w1", slots=1)
+    [job] = submit(state, "ann", 1, **derived(tmp_path, "success_exit_code = 2"))
+    schedule_once(state)
+    ended(state, link, job, exit_code=0)  # not the success code: run again
+    assert job.state is JobState.RUNNING and job.num_starts == 2
+    ended(state, link, job, exit_code=2)
+    assert job.state is JobState.COMPLETED and job.exit_code == 2 and job.num_starts == 2
+
+
+def test_retry_until_stops_retrying_when_true(state: SchedulerState, tmp_path: Path) -> None:
+    link = register(state, "w1", slots=1)
+    [job] = submit(state, "ann", 1, **derived(tmp_path, "retry_until = ExitCode == 7"))
+    schedule_once(state)
+    ended(state, link, job, exit_code=1)
+    assert job.state is JobState.RUNNING and job.num_starts == 2
+    ended(state, link, job, exit_code=7)  # retry_until is true: it ends there
+    assert job.state is JobState.COMPLETED and job.exit_code == 7
+    assert attempts(state, job).count("requeued") == 1
+
+
+def test_retry_until_an_exit_code_and_the_default_of_two_retries(
+    state: SchedulerState, tmp_path: Path
+) -> None:
+    link = register(state, "w1", slots=1)
+    [job] = submit(state, "ann", 1, **derived(tmp_path, "retry_until = 3"))
+    assert job.spec.max_retries == 2
+    schedule_once(state)
+    for _ in range(2):
+        ended(state, link, job, exit_code=1)
+        assert job.state is JobState.RUNNING
+    ended(state, link, job, exit_code=1)  # the third run: JobMaxRetries (2) retries done
+    assert job.state is JobState.COMPLETED and job.num_starts == 3
+    assert attempts(state, job).count("requeued") == 2
+    assert "retrying" not in attempts(state, job)  # the policy, not max_retries on top
