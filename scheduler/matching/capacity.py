@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from scheduler.matching.gpu_ads import available_gpus
 from scheduler.matching.job_ad import JobRequests, job_ad
 from scheduler.matching.rank import rank_of
 from scheduler.matching.requirements import (
@@ -115,9 +116,14 @@ def machine_ad(
 def advertised(m: WorkerMetrics) -> dict[str, Value]:
     """What a worker advertises beyond its resources: the attributes it reports
     (operating system, container runtimes, its administrator's), HTCondor's
-    ``GPUs`` and, where it has GPUs, their CUDA capability and memory."""
+    ``GPUs`` and, where it has GPUs, their CUDA capability and memory and each GPU's
+    ad (``AvailableGPUs``); ``HasJobDeferral``: the scheduler starts a job with a
+    ``deferral_time`` no sooner."""
     ad: dict[str, Value] = dict(m.attributes)
+    ad["HasJobDeferral"] = True
     if m.gpus:
+        cuda = ad.get("CUDAMaxSupportedVersion")
+        ad["AvailableGPUs"] = available_gpus(m.gpus, cuda if isinstance(cuda, int) else None)
         capabilities = [g.capability for g in m.gpus if g.capability]
         if capabilities:
             ad["CUDACapability"] = min(capabilities)
@@ -218,10 +224,32 @@ def never_reasons(req: Requests, workers: list[Capacity]) -> tuple[list[str], li
             return [], [f"requirements: {exc}"]
         job = job_ad(req)
         if not any(rule.matches(c.ad, job) for c in pool):
+            reasons += _missing_resources(req, pool)
             reasons.append(f"no worker satisfies the requirements ({req.requirements})")
     if not reasons:
         reasons.append(f"no single worker has everything the job asks for together ({_asks(req)})")
     return [], reasons
+
+
+#: ``Request<name>`` attributes that are no custom resource.
+_STANDARD_REQUESTS = frozenset({"requestcpus", "requestmemory", "requestdisk", "requestgpus"})
+
+
+def _missing_resources(req: Requests, pool: list[Capacity]) -> list[str]:
+    """A reason for each custom resource (``request_<name>``) the job asks for that
+    no worker advertises (an attribute ``<name>`` of its ``[attributes]``)."""
+    reasons = []
+    for attr in req.attributes:
+        low = attr.lower()
+        if not low.startswith("request") or low in _STANDARD_REQUESTS:
+            continue
+        name = attr[len("request") :]
+        if name and not any(name.lower() in c.ad for c in pool):
+            reasons.append(
+                f"no worker advertises the resource '{name}' (request_{name}): a worker"
+                f" offers it with the attribute {name} ([attributes] in worker.toml)"
+            )
+    return reasons
 
 
 def describe_requests(req: Requests) -> str:
