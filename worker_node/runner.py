@@ -39,6 +39,7 @@ from scheduler.protocol import (
     parse_job_id,
 )
 from worker_node import py_scripts, reaper, sandbox_files
+from worker_node.deferral import wait_for_deferral
 from worker_node.disk import DiskWatch
 from worker_node.identity import Account
 from worker_node.launcher import (
@@ -203,6 +204,11 @@ def run_attempt(
         stdout, stderr = sandbox.stdout, sandbox.stderr
         with attempt._lock:
             attempt.streams = {"stdout": stdout, "stderr": stderr}
+        missed = wait_for_deferral(
+            msg.spec.attributes, attempt._changed, lambda: attempt.kill_reason is not None
+        )
+        if missed:
+            return finished(failure=missed)
         launcher = _launcher(launchers, sandbox.index, account)
         status, wall, cpu, failure = _execute(
             attempt, sandbox.directory, stdout, stderr, account, python, launcher
