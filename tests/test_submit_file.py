@@ -306,6 +306,11 @@ def test_double_dollar_names_a_worker_attribute(farm: Path) -> None:
     assert parse(farm, text).procs[0].arguments == ["$$(OpSys)", "$$(cpus:1)"]
     e = fails(farm, "executable = run.sh\narguments = $$(KFlops)\nqueue\n")
     assert e.line == 2 and "'$$(KFlops)'" in e.message and "totalcpus" in e.message
+    text = "executable = run.sh\narguments = $$([Memory * 0.9]) $$([ a ? b : c ])\nqueue\n"
+    assert parse(farm, text).procs[0].arguments == ["$$([Memory", "*", "0.9])", "$$([", "a",
+                                                     "?", "b", ":", "c", "])"]  # fmt: skip
+    e = fails(farm, "executable = run.sh\narguments = $$([Memory *])\nqueue\n")
+    assert e.line == 2 and "cannot parse the expression" in e.message
     e = fails(farm, "executable = run.sh\noutput = out.$$(Name)\nqueue\n")
     assert e.line == 2 and "only in arguments and environment" in e.message
 
