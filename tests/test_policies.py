@@ -404,3 +404,45 @@ def test_retry_until_an_exit_code_and_the_default_of_two_retries(
     assert job.state is JobState.COMPLETED and job.num_starts == 3
     assert attempts(state, job).count("requeued") == 2
     assert "retrying" not in attempts(state, job)  # the policy, not max_retries on top
+
+
+# ----------------------------------------------------------------------------- MemoryUsage
+
+
+def test_memory_usage_reported_by_the_worker_fires_periodic_hold(state: SchedulerState) -> None:
+    import dataclasses
+
+    from core_fakes import metrics
+
+    from scheduler.worker_handlers import on_heartbeat
+
+    link = register(state, "w1", slots=1)
+    policy = {"PeriodicHold": "MemoryUsage > RequestMemory"}
+    [job] = submit(state, "ann", 1, request_memory=100, attributes=policy)
+    schedule_once(state)
+    assert passes(state) == 0  # not measured yet: MemoryUsage is UNDEFINED
+
+    def heartbeat(peak: int) -> None:
+        usage = {f"{job.id}:{job.attempt}": peak}
+        beat = p.Heartbeat(metrics=dataclasses.replace(metrics(), job_memory_mb=usage))
+        run_unit(state, "heartbeat", lambda: on_heartbeat(state, link, beat))
+
+    heartbeat(80)
+    assert job.info().memory_usage == 80 and passes(state) == 0
+    heartbeat(130)
+    assert status_ad(job.info())["memoryusage"] == 130
+    assert passes(state) == 1 and job.state is JobState.HELD
+    expected = "The job attribute PeriodicHold expression 'MemoryUsage > RequestMemory'"
+    assert job.hold_reason is not None and job.hold_reason.startswith(expected)
+
+
+def test_the_peak_of_an_ended_attempt_is_its_memory_usage(state: SchedulerState) -> None:
+    link = register(state, "w1", slots=1)
+    [job] = submit(state, "ann", 1)
+    schedule_once(state)
+    worker = state.workers.of_link(link)
+    assert worker is not None
+    msg = p.JobFinished(job_id=job.id, attempt=job.attempt, wall_time=1.0, exit_code=0,
+                        memory_usage_mb=42)  # fmt: skip
+    run_unit(state, "job_finished", lambda: _finish(state, worker, msg, {}))
+    assert job.state is JobState.COMPLETED and job.info().memory_usage == 42

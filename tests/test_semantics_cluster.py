@@ -63,3 +63,20 @@ def test_a_custom_resource_matches_where_a_worker_advertises_it(
     submit(cluster, tmp_path, "exit 0\n", "request_bar = 1")
     out = cluster.run("dq", "-analyze", "2.0")
     assert "no worker advertises the resource 'bar' (request_bar)" in out.stdout, out
+
+
+def test_memory_usage_is_measured_and_held_on(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    """The worker measures a running job's memory; ``MemoryUsage`` (MB, its peak) is in
+    the job's ad for its policies, as HTCondor's."""
+    args = ("--policy-interval", "1", "--heartbeat-interval", "0.5")
+    cluster = make_cluster(workers=1, scheduler_args=args)
+    # It never ends by itself: only the policy ends it (a shell's memory is 1 MB or more).
+    submit(
+        cluster, tmp_path, "while true; do sleep 0.05; done\n", "periodic_hold = MemoryUsage >= 1"
+    )
+    wait_until(lambda: job(cluster, "1.0").get("state") == "held")
+    held = job(cluster, "1.0")
+    assert held["memory_usage"] >= 1
+    assert held["hold_reason"].startswith("The job attribute PeriodicHold expression")
+    out = cluster.run("dq", "-af", "MemoryUsage", "1.0")
+    assert out.returncode == 0 and int(out.stdout.split()[0]) >= 1, out

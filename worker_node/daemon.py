@@ -343,9 +343,17 @@ class Worker:
             self._send(p.Heartbeat(metrics=metrics))
 
     def _metrics(self) -> p.WorkerMetrics:
-        """The machine's metrics, and whether the disk is full (looked at now)."""
+        """The machine's metrics, whether the disk is full and each running job's
+        peak memory (looked at now)."""
         metrics = self.sampler.sample()
-        return dataclasses.replace(metrics, disk_full=self.disk.problem() is not None)
+        peaks = {}
+        for attempt in list(self.attempts.values()):
+            peak = attempt.measure_memory()
+            if peak is not None:
+                peaks[attempt.key] = peak
+        return dataclasses.replace(
+            metrics, disk_full=self.disk.problem() is not None, job_memory_mb=peaks
+        )
 
     def _send(self, message: p.Message) -> None:
         if self._writer is not None and not self._writer.is_closing():

@@ -294,7 +294,7 @@ def _referenced(node: Node, my: Ad, target: Ad) -> Node | None:
         return None
     if isinstance(found, Expression):
         return found.node
-    return lambda my, target: found  # type: ignore[return-value]
+    return lambda my, target: found
 
 
 def _count_matches(constraint: Node, items: Node) -> Node:
