@@ -4,6 +4,7 @@ names, its container runtimes, its GPUs' CUDA capability, and its administrator'
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
@@ -187,3 +188,25 @@ def test_no_worker_with_a_custom_resource_is_said(tmp_path: Path) -> None:
     rich = Capacity(worker_id=2, name="w2", cpus=4, memory_mb=4096, gpus=0, disk_kb=10**6,
                     ad={"cpus": 4, "foo": 8})  # fmt: skip
     assert never_reasons(proc, [worker, rich]) == (["w2"], [])
+
+
+def test_a_deferred_job_says_when_it_can_match(tmp_path: Path) -> None:
+    from control_node.submit_file import parse_submit_text
+    from scheduler.matching.capacity import Capacity, never_reasons
+
+    write(tmp_path / "job.sh", "#!/bin/sh\n")
+    worker = Capacity(worker_id=1, name="w1", cpus=4, memory_mb=4096, gpus=0, disk_kb=10**6,
+                      ad={"cpus": 4, "hasjobdeferral": True})  # fmt: skip
+
+    def reasons(deferral_time: int) -> list[str]:
+        text = f"executable = job.sh\ndeferral_time = {deferral_time}\nqueue\n"
+        [proc] = parse_submit_text(text, filename="j.sub", cluster=1, cwd=str(tmp_path)).procs
+        return never_reasons(proc, [worker])[1]
+
+    ahead = reasons(4102444800 + 600)  # 2100-01-01 00:10 UTC
+    assert ahead[0] == (
+        "its deferral_time is ahead: it can match from 2100-01-01 00:00:00 UTC"
+        " (DeferralTime - DeferralPrepTime - ScheddInterval)"
+    )
+    assert reasons(1000)[0] == "its deferral_time and deferral_window have passed: it never matches"
+    assert reasons(int(time.time()) + 60) == []  # it matches now, and waits on the worker

@@ -7,9 +7,12 @@ with the worker empty: its whole cpus, memory and GPUs, its free disk.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from scheduler.matching.classad import Expression, compile_expression
 from scheduler.matching.gpu_ads import available_gpus
 from scheduler.matching.job_ad import JobRequests, job_ad
 from scheduler.matching.rank import rank_of
@@ -224,7 +227,7 @@ def never_reasons(req: Requests, workers: list[Capacity]) -> tuple[list[str], li
             return [], [f"requirements: {exc}"]
         job = job_ad(req)
         if not any(rule.matches(c.ad, job) for c in pool):
-            reasons += _missing_resources(req, pool)
+            reasons += _missing_resources(req, pool) + _deferral(job)
             reasons.append(f"no worker satisfies the requirements ({req.requirements})")
     if not reasons:
         reasons.append(f"no single worker has everything the job asks for together ({_asks(req)})")
@@ -250,6 +253,31 @@ def _missing_resources(req: Requests, pool: list[Capacity]) -> list[str]:
                 f" offers it with the attribute {name} ([attributes] in worker.toml)"
             )
     return reasons
+
+
+_NOT_YET = compile_expression("time() + ScheddInterval < DeferralTime - DeferralPrepTime")
+_FROM = compile_expression("DeferralTime - DeferralPrepTime - ScheddInterval")
+_MISSED = compile_expression("time() >= DeferralTime + DeferralWindow")
+
+
+def _deferral(job: Mapping[str, Value | Expression]) -> list[str]:
+    """Why a job with a ``deferral_time`` matches no worker now, if that is why."""
+    if "deferraltime" not in job:
+        return []
+    if _NOT_YET.evaluate(job) is True:
+        start = _FROM.evaluate(job)
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(start))
+            if isinstance(start, int | float) and not isinstance(start, bool)
+            else "later"
+        )
+        return [
+            f"its deferral_time is ahead: it can match from {when}"
+            " (DeferralTime - DeferralPrepTime - ScheddInterval)"
+        ]
+    if _MISSED.evaluate(job) is True:
+        return ["its deferral_time and deferral_window have passed: it never matches"]
+    return []
 
 
 def describe_requests(req: Requests) -> str:
