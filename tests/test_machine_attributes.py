@@ -210,3 +210,19 @@ def test_a_deferred_job_says_when_it_can_match(tmp_path: Path) -> None:
     )
     assert reasons(1000)[0] == "its deferral_time and deferral_window have passed: it never matches"
     assert reasons(int(time.time()) + 60) == []  # it matches now, and waits on the worker
+
+
+def test_a_job_gets_the_gpus_its_require_gpus_accepts() -> None:
+    from scheduler.protocol import JobSpec
+    from worker_node.gpu_choice import choose_gpus
+
+    # GPU 0 a T4 (7.5, 15 GB), GPU 1 an A100 (8.0, 40 GB).
+    gpus = parse_nvidia_smi("0, NVIDIA T4, 15360, 7.5\n1, NVIDIA A100-SXM4-40GB, 40960, 8.0\n")
+    capable = {"RequireGPUs": "Capability >= GPUsMinCapability", "GPUsMinCapability": "8.0"}
+    assert choose_gpus(
+        [0, 1], JobSpec(executable="x", request_gpus=1, attributes=capable), gpus
+    ) == [1]
+    plain = JobSpec(executable="x", request_gpus=1)
+    assert choose_gpus([0, 1], plain, gpus) == [0]
+    two = JobSpec(executable="x", request_gpus=2, attributes=capable)
+    assert choose_gpus([0, 1], two, gpus) == [1, 0]  # the scheduler counted enough
