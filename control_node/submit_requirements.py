@@ -17,7 +17,8 @@ against HTCondor's own submit code:
   lets the job match from ``DeferralPrepTime + ScheddInterval`` seconds before its time;
 - ``success_exit_code``/``retry_until``: ``JobMaxRetries`` defaults to 2 and
   ``OnExitRemove`` becomes ``NumJobCompletions > JobMaxRetries || ExitCode is <success>``
-  ``|| <retry_until>`` (``|| <on_exit_remove>`` when the file sets one).
+  ``|| <retry_until>`` (``|| <on_exit_remove>`` when the file sets one); so does
+  ``on_exit_remove`` with ``max_retries``.
 
 The clauses come after the file's own ``requirements`` (parenthesised), in HTCondor's order.
 """
@@ -157,18 +158,18 @@ def _operand(expr: str) -> str:
 
 
 def _retries(get: Callable[[str], str | None], out: Derived) -> None:
-    """``success_exit_code`` and ``retry_until``: JobMaxRetries and OnExitRemove."""
+    """``success_exit_code``, ``retry_until`` and ``max_retries`` with ``on_exit_remove``:
+    JobMaxRetries and OnExitRemove (``max_retries`` alone: the scheduler retries)."""
     success, until = get("success_exit_code"), get("retry_until")
-    if not success and not until:
+    own, max_retries = get("on_exit_remove"), get("max_retries")
+    if not success and not until and not (own and max_retries):
         return
-    max_retries = get("max_retries")
     if not max_retries:
         out.max_retries = DEFAULT_MAX_RETRIES
     terms = ["NumJobCompletions > JobMaxRetries"]
     terms.append("ExitCode is JobSuccessExitCode" if success else "ExitCode is 0")
     if until:
         terms.append(f"ExitCode is {int(until)}" if _INT.fullmatch(until) else _operand(until))
-    own = get("on_exit_remove")
     if own:
         terms.append(_operand(own))
     out.attributes["OnExitRemove"] = " || ".join(terms)

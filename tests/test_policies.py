@@ -446,3 +446,19 @@ def test_the_peak_of_an_ended_attempt_is_its_memory_usage(state: SchedulerState)
                         memory_usage_mb=42)  # fmt: skip
     run_unit(state, "job_finished", lambda: _finish(state, worker, msg, {}))
     assert job.state is JobState.COMPLETED and job.info().memory_usage == 42
+
+
+def test_on_exit_remove_with_max_retries_is_bounded_by_them(
+    state: SchedulerState, tmp_path: Path
+) -> None:
+    """As condor_submit folds them: the job's own on_exit_remove FALSE runs it again,
+    but only JobMaxRetries times."""
+    link = register(state, "w1", slots=1)
+    lines = "max_retries = 1\non_exit_remove = (ExitBySignal == False) && (ExitCode == 0)"
+    spec = derived(tmp_path, lines)
+    [job] = submit(state, "ann", 1, **spec)
+    schedule_once(state)
+    ended(state, link, job, exit_code=3)
+    assert job.state is JobState.RUNNING and job.num_starts == 2
+    ended(state, link, job, exit_code=3)
+    assert job.state is JobState.COMPLETED and job.exit_code == 3

@@ -85,6 +85,20 @@ def test_deferral(tmp_path: Path) -> None:
     )
 
 
+def test_on_exit_remove_with_max_retries_folds_as_in_htcondor(tmp_path: Path) -> None:
+    p = proc(
+        tmp_path, "max_retries = 3\non_exit_remove = (ExitBySignal == False) && (ExitCode == 0)"
+    )
+    assert p.max_retries == 3
+    assert p.attributes["OnExitRemove"] == (
+        "NumJobCompletions > JobMaxRetries || ExitCode is 0 || (ExitBySignal == False)"
+        " && (ExitCode == 0)"
+    )
+    assert proc(tmp_path, "on_exit_remove = ExitCode == 0").attributes == {
+        "OnExitRemove": "ExitCode == 0"
+    }
+
+
 @pytest.mark.parametrize(
     ("lines", "retries", "on_exit_remove"),
     [
