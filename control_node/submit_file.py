@@ -63,6 +63,7 @@ from control_node.submit_quoting import (
     undefined_macros,
     used_names,
 )
+from control_node.submit_requirements import Derived, DerivedError, derive
 from control_node.submit_values import INT, INT32, ValueReaders
 from scheduler.matching.requirements import REQUIREMENT_ATTRIBUTES
 from scheduler.protocol import (
@@ -432,12 +433,6 @@ class _Parser(ValueReaders):
         elif request and key not in HTCONDOR_KEYS:
             attr = "Request" + written[len("request_") :]
             self.attrs[attr.lower()] = (attr, key)
-            self.warn(
-                line,
-                f"'{written}' is stored as the job attribute {attr}: workers advertise no"
-                f" resource '{request[1]}', so it is not matched",
-                file,
-            )
             return key
         why = warning_for(key, written)
         if why:
@@ -522,6 +517,7 @@ class _Parser(ValueReaders):
         if result_file and outputs is not None and result_file not in outputs:
             outputs = [*outputs, result_file]
         draws = ctx.call
+        derived = self.derived(ctx)
         return ProcDescription(
             proc=proc,
             executable=executable,
@@ -544,14 +540,29 @@ class _Parser(ValueReaders):
             priority=self.integer(ctx, "priority", 0, -INT32),
             machine=self.machine(ctx),
             getenv=getenv is not None,
-            max_retries=self.integer(ctx, "max_retries", 0, 0),
+            max_retries=derived.max_retries or self.integer(ctx, "max_retries", 0, 0),
             allowed_job_duration=self.integer(ctx, "allowed_job_duration", 0, 1) or None,
             params={**item.values, **draws.drawn} if isinstance(draws, RandomDraws) else {},
             result_file=result_file,
-            requirements=self.requirements(ctx),
-            attributes=self.attributes(ctx),
+            requirements=derived.requirements,
+            attributes=self.attributes(ctx) | derived.attributes,
             hold=self.boolean(ctx, "hold"),
         )
+
+    def derived(self, ctx: MacroContext) -> Derived:
+        """The requirements with the clauses HTCondor derives from keys (see
+        ``submit_requirements``), and the attributes these name."""
+        requests = [name[len("Request") :] for name, key in self.attrs.values()
+                    if _REQUEST.fullmatch(key) and key not in HTCONDOR_KEYS]  # fmt: skip
+        try:
+            return derive(
+                lambda key: self.get(ctx, key),
+                self.requirements(ctx),
+                requests,
+                self.integer(ctx, "request_gpus", 0, 0),
+            )
+        except DerivedError as e:
+            raise self.error(e.key, e.message) from None
 
     def attributes(self, ctx: MacroContext) -> dict[str, str]:
         """The job attributes, as HTCondor puts them in the job's ClassAd."""

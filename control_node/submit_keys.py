@@ -17,6 +17,8 @@ from __future__ import annotations
 import difflib
 import re
 
+from control_node.submit_requirements import DERIVED_KEYS
+
 __all__ = [
     "ALIASES",
     "CARRIED_OUT",
@@ -39,7 +41,7 @@ CARRIED_OUT = frozenset({
     "priority", "universe", "should_transfer_files", "when_to_transfer_output",
     "max_retries", "allowed_job_duration", "requirements",
     "hold", "data", "email", "client", "notification_per_job", "random_seed", "result_file",
-})  # fmt: skip
+}) | DERIVED_KEYS  # fmt: skip
 
 #: Keys stored as a job attribute: key -> (ClassAd name, kind of value). ``expr`` is
 #: a ClassAd expression kept as written; ``string`` becomes a quoted ClassAd string,
@@ -62,7 +64,6 @@ STORED: dict[str, tuple[str, str]] = {
     "docker_image": ("DockerImage", "string"),
     "container_image": ("ContainerImage", "string"),
     "transfer_checkpoint_files": ("TransferCheckpoint", "string"),
-    "gpus_minimum_capability": ("GPUsMinCapability", "expr"),
     "match_list_length": ("LastMatchListLength", "expr"),
     "accounting_group": ("AcctGroup", "string"),
     "accounting_group_user": ("AcctGroupUser", "string"),
@@ -96,22 +97,18 @@ _STORED_WHY = {
     "docker_image": "stored as DockerImage; workers run jobs without a container",
     "container_image": "stored as ContainerImage; workers run jobs without a container",
     "transfer_checkpoint_files": "stored as TransferCheckpoint; dfarm does not checkpoint jobs",
-    "gpus_minimum_capability": "stored as GPUsMinCapability; workers do not report a GPU's"
-    " capability, so it is not matched",
     "match_list_length": "stored as LastMatchListLength; dfarm keeps no LastMatchName list",
     "accounting_group": "stored as AcctGroup; fair share is by user",
     "accounting_group_user": "stored as AcctGroupUser; fair share is by user",
     "concurrency_limits": "stored as ConcurrencyLimits; dfarm has no concurrency limits",
     "kill_sig": "stored as KillSig; jobs are stopped with SIGTERM then SIGKILL",
     "leave_in_queue": "stored as LeaveJobInQueue; finished jobs go to the history",
-    "success_exit_code": "stored as JobSuccessExitCode; retries count any non-zero exit",
     "transfer_output_remaps": "stored as TransferOutputRemaps; outputs keep their names",
     "allowed_execute_duration": "stored as AllowedExecuteDuration; only allowed_job_duration"
     " limits a run",
     "max_transfer_input_mb": "stored as MaxTransferInputMB; not checked",
     "max_transfer_output_mb": "stored as MaxTransferOutputMB; not checked",
     "next_job_start_delay": "stored as NextJobStartDelay; jobs start as soon as they match",
-    "deferral_time": "stored as DeferralTime; jobs start as soon as they match",
     "remote_initialdir": "stored as RemoteIwd; jobs run in their own sandbox",
 }
 
@@ -165,7 +162,7 @@ _GROUPS = {
     ),
     "dfarm does not checkpoint jobs": "checkpoint_exit_code want_ft_on_checkpoint",
     "dfarm has no job deferral": (
-        "deferral_window deferral_prep_time cron_minute cron_hour cron_day_of_month"
+        "cron_minute cron_hour cron_day_of_month"
         " cron_month cron_day_of_week cron_window cron_prep_time"
     ),
     "dfarm queues every job at once": "max_idle max_materialize",
@@ -175,8 +172,7 @@ _GROUPS = {
     ),
     "dfarm has no concurrency limits": "concurrency_limits_expr",
     "dfarm has no such policy": (
-        "periodic_vacate noop_job noop_job_exit_code noop_job_exit_signal retry_until"
-        " nice_user stack_size cuda_version"
+        "periodic_vacate noop_job noop_job_exit_code noop_job_exit_signal nice_user stack_size"
     ),
 }
 for _why, _keys in _GROUPS.items():

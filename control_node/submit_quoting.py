@@ -323,8 +323,22 @@ def expand_macros(text: str, ctx: MacroContext, stack: tuple[str, ...] = ()) -> 
     return result
 
 
+def _machine_expression(raw: str) -> str:
+    """``$$([expression])``, left in place (evaluated against the worker the job is
+    matched to); refused where the expression does not parse."""
+    from scheduler.matching.classad import ClassAdError, compile_expression
+
+    try:
+        compile_expression(raw[4:-2])
+    except ClassAdError as e:
+        raise MacroError(f"'{raw}': cannot parse the expression: {e}") from None
+    return raw
+
+
 def _resolve(ref: MacroRef, ctx: MacroContext, stack: tuple[str, ...]) -> str:
     if ref.func == MACHINE:
+        if ref.raw.startswith("$$([") and ref.raw.endswith("])"):
+            return _machine_expression(ref.raw)
         if ref.name.lower() not in MACHINE_ATTRIBUTES:
             known = ", ".join(sorted(MACHINE_ATTRIBUTES))
             raise MacroError(

@@ -166,8 +166,8 @@ class ValueReaders:
                 "notify_user" if notify else "email", f"invalid e-mail address {address!r}"
             )
         value = self.get(ctx, "notification")
-        if not value:
-            return address or None, "Complete" if address else "Never"
+        if not value:  # HTCondor 24: notify_user alone sends no mail; dfarm's email does
+            return address or None, "Complete" if email else "Never"
         if value.lower() not in _NOTIFICATIONS:
             raise self.error(
                 "notification",

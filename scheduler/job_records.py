@@ -56,6 +56,8 @@ class Job:
     output_files: list[str] = field(default_factory=list)
     #: Set when the job completes (kept in ``job_results``, not in this row).
     result: JobResult | None = None
+    #: ``MemoryUsage`` (MB): its attempt's peak, as its worker reports it (not in the row).
+    memory_usage: int | None = None
 
     @functools.cached_property
     def id(self) -> str:
@@ -109,6 +111,7 @@ class Job:
             "request_memory": spec.request_memory,
             "request_disk": spec.request_disk,
             "request_gpus": spec.request_gpus,
+            "memory_usage": self.memory_usage,
         }
 
 

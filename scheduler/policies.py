@@ -158,6 +158,10 @@ def job_ad(state: SchedulerState, job: Job, **attempt: object) -> dict[str, Valu
     if attempt:
         info = dataclasses.replace(info, **attempt)  # type: ignore[arg-type]
     ad = status_ad(info)
+    # HTCondor counts the attempt that has just ended among the completions.
+    ended = sum(e.event in ("terminated", "retrying") for e in events) + bool(attempt)
+    ad["numjobcompletions"] = ended
+    ad["jobmaxretries"] = job.spec.max_retries
     if attempt:
         signal = attempt.get("exit_signal")
         ad["exitbysignal"] = signal is not None
@@ -167,6 +171,14 @@ def job_ad(state: SchedulerState, job: Job, **attempt: object) -> dict[str, Valu
         else:
             ad.pop("exitsignal", None)
     return ad
+
+
+def retries_folded(attributes: Mapping[str, str]) -> bool:
+    """Whether the job's ``OnExitRemove`` decides its retries (it names
+    ``JobMaxRetries``, as the one ``success_exit_code`` and ``retry_until`` make):
+    then the scheduler does not retry on top of it."""
+    text = policies_of(attributes).get("onexitremove", "")
+    return "jobmaxretries" in text.lower()
 
 
 def _undefined(state: SchedulerState, job: Job, verdict: Verdict) -> None:

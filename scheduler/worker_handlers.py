@@ -16,7 +16,7 @@ from scheduler.handshake import BY_POOL_SECRET
 from scheduler.job_records import Job
 from scheduler.job_results import extract_result
 from scheduler.matching.attributes import slot_attributes
-from scheduler.policies import Verdict, evaluate
+from scheduler.policies import Verdict, evaluate, retries_folded
 from scheduler.protocol import JobState
 from scheduler.result_hashes import hash_results
 from scheduler.starting import revoke_grant
@@ -164,9 +164,18 @@ def on_heartbeat(state: SchedulerState, conn: Link, msg: p.Heartbeat) -> None:
     # A job's grant lasts while its worker is heard from, however long the job runs.
     users = [grant.user for grant in worker.grants.values()]
     state.spool.authorizer.extend(users, worker.last_heartbeat + state.config.job_grant_ttl)
+    _memory_usage(worker, msg.metrics.job_memory_mb)
     worker.slots.disk_free_mb = msg.metrics.disk_free_mb
     worker.slots.attributes = slot_attributes(worker.slots, msg.metrics)
     _disk_state(state, worker.slots, msg.metrics.disk_full)
+
+
+def _memory_usage(worker: WorkerState, peaks: dict[str, int]) -> None:
+    """Each running job's ``MemoryUsage``: its attempt's peak, as the worker measured it."""
+    for job in worker.running.values():
+        peak = peaks.get(f"{job.id}:{job.attempt}")
+        if peak is not None:
+            job.memory_usage = peak
 
 
 def _disk_state(state: SchedulerState, slots: Slots, full: bool) -> None:
@@ -286,6 +295,8 @@ def _finish(
         exit_signal=msg.exit_signal,
         output_files=msg.output_files,
     )
+    if msg.memory_usage_mb is not None:
+        job.memory_usage = msg.memory_usage_mb
     again = _run_again(state, job, msg, failure) if failure else ""
     with state.store.transaction():
         state.store.results.save_files(job.cluster, job.proc, files)
@@ -345,8 +356,9 @@ def _run_again(state: SchedulerState, job: Job, msg: p.JobFinished, failure: str
 
 
 def _retry(state: SchedulerState, job: Job, msg: p.JobFinished) -> str:
-    """Why a failed run is run again (``max_retries``), or "" when it is not."""
-    if msg.exit_code == 0 or job.spec.max_retries <= 0:
+    """Why a failed run is run again (``max_retries``), or "" when it is not (nor
+    when the job's ``OnExitRemove`` has decided its retries)."""
+    if msg.exit_code == 0 or job.spec.max_retries <= 0 or retries_folded(job.spec.attributes):
         return ""
     done = sum(e.event == "retrying" for e in state.store.events(job.cluster, job.proc))
     if done >= job.spec.max_retries:

@@ -5,6 +5,7 @@ from the ``htcondor`` wheel of the test extra) as the oracle."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import pytest
@@ -242,3 +243,48 @@ def test_same_value_as_htcondor(
     assert _same(mine, theirs), (
         f"{text} over {my_ad}, {target_ad}: dfarm {mine!r}, HTCondor {theirs!r}"
     )
+
+
+#: A job's GPU constraint (MY) and a worker's GPUs (TARGET), as HTCondor 24 writes them.
+GPU_JOB = "[RequireGPUs = Capability >= 7.5 && GlobalMemoryMb >= 11000; RequestGPUs = 1; Num = 3]"
+GPU_WORKER = (
+    "[AvailableGPUs = {[Capability = 8.0; GlobalMemoryMb = 16000],"
+    " [Capability = 6.0; GlobalMemoryMb = 16000], [Capability = 9.0; GlobalMemoryMb = 12000]};"
+    " Other = {[Capability = 8.0; GlobalMemoryMb = 16000], 1}; Num = 3; Foo = 5]"
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "countMatches(MY.RequireGPUs, TARGET.AvailableGPUs)",
+        "countMatches(RequireGPUs, TARGET.AvailableGPUs)",
+        "countMatches(MY.RequireGPUs, TARGET.AvailableGPUs) >= RequestGPUs",
+        "countMatches(Capability > 7, TARGET.AvailableGPUs)",
+        "countMatches(Capability > Num, TARGET.AvailableGPUs)",
+        "countMatches(Capability > TARGET.Foo, TARGET.AvailableGPUs)",
+        "countMatches(Capability > 7.5 || Nope, TARGET.AvailableGPUs)",
+        "countMatches(MY.RequireGPUs, TARGET.Nope)",
+        "countMatches(MY.Nope, TARGET.AvailableGPUs)",
+        "countMatches(true, TARGET.AvailableGPUs)",
+        "countMatches(3, TARGET.AvailableGPUs)",
+        'countMatches("x", TARGET.AvailableGPUs)',
+        "countMatches(undefined, TARGET.AvailableGPUs)",
+        "countMatches(MY.RequireGPUs, TARGET.Other)",
+        "countMatches(MY.RequireGPUs, TARGET.Num)",
+        "countMatches(MY.RequireGPUs, {})",
+        "countMatches(Capability > 7, {[Capability = 8], undefined, 3, [Capability = 9]})",
+    ],
+)
+def test_count_matches_as_htcondor(text: str) -> None:
+    """countMatches is HTCondor's (registered when its ``htcondor`` module loads)."""
+    with warnings.catch_warnings():  # it warns that there is no condor_config
+        warnings.simplefilter("ignore")
+        import htcondor  # noqa: F401  (registers countMatches in classad2)
+
+    my, target = classad2.ClassAd(GPU_JOB), classad2.ClassAd(GPU_WORKER)
+    theirs = _plain(classad2.ExprTree(text).eval(my, target), my, target)
+    job, worker = compile_expression(GPU_JOB).evaluate(), compile_expression(GPU_WORKER).evaluate()
+    assert isinstance(job, Record) and isinstance(worker, Record)
+    mine = compile_expression(text).evaluate(job, worker)
+    assert _same(mine, theirs), f"{text}: dfarm {mine!r}, HTCondor {theirs!r}"

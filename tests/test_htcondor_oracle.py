@@ -65,8 +65,11 @@ def dfarm_policies(proc: Any) -> dict[str, str]:
     for key, attr in POLICIES.items():
         value = held.get(attr.lower())
         text = canonical(None if value is None else str(value))
-        if text is not None and text != POLICY_DEFAULTS.get(key, "false"):
-            policies[key] = text
+        if text is None or text == POLICY_DEFAULTS.get(key, "false"):
+            continue
+        if key == "on_exit_remove" and "JobMaxRetries" in text:
+            continue  # as for HTCondor's reading: max_retries is compared itself
+        policies[key] = text
     return policies
 
 

@@ -104,7 +104,7 @@ def test_cluster_of_twenty_sends_one_digest(
     cluster = make_cluster(workers=2, slots=2, scheduler_args=smtp.args())
     write(tmp_path / "job.sh", '#!/bin/sh\n[ "$1" = 7 ] && exit 2\necho $1\n', executable=True)
     write(tmp_path / "job.sub", "executable = job.sh\narguments = $(Process)\n"
-          "notify_user = me@example.org\nqueue 20\n")  # fmt: skip
+          "notify_user = me@example.org\nnotification = Complete\nqueue 20\n")  # fmt: skip
     assert cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path).returncode == 1
     wait_until(lambda: smtp.inbox.count() >= 1, what="the digest")
     (mail,) = smtp.inbox.mails
@@ -122,7 +122,8 @@ def test_notification_per_job_sends_one_mail_per_job(
     cluster = make_cluster(workers=1, slots=3, scheduler_args=smtp.args())
     write(tmp_path / "job.sh", "#!/bin/sh\necho $1\n", executable=True)
     write(tmp_path / "job.sub", "executable = job.sh\narguments = $(Process)\n"
-          "notify_user = me@example.org\nnotification_per_job = true\nqueue 3\n")  # fmt: skip
+          "notify_user = me@example.org\nnotification = Complete\nnotification_per_job = true\n"
+          "queue 3\n")  # fmt: skip
     assert cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path).returncode == 0
     wait_until(lambda: smtp.inbox.count() == 3, what="three mails")
     subjects = sorted(m.message["Subject"] for m in smtp.inbox.mails)

@@ -51,3 +51,36 @@ def test_match_spec_defaults_and_untouched_specs() -> None:
     assert matched.arguments == ["8/4096", "512", "LINUX"]
     assert matched.environment == {"D": "10240", "N": "w3"}
     assert match_spec(spec, slots, None).arguments[2] == "unix"
+
+
+def test_expressions_are_evaluated_against_the_matched_worker() -> None:
+    ad = {"memory": 4096, "name": "w3", "site": "lab"}
+    slots = Slots(worker_id=3, name="w3", slots=2, cpus=8, memory_mb=4096, gpus=0,
+                  disk_free_mb=10, attributes=ad)  # fmt: skip
+    spec = JobSpec(
+        executable="x",
+        arguments=["--memory", "$$([TARGET.Memory", "*", "0.9])", "$$([int(Memory * 0.9)])",
+                   '$$([strcat(TARGET.Site, "-", RequestCpus)])', "$$([TARGET.Missing])"],
+        environment={"HALF": "$$([TARGET.Memory / 2])$$(Name)",
+                     "Q": '$$([ifThenElse(true, "a)", 1)])'},
+        request_cpus=2,
+    )  # fmt: skip
+    matched = match_spec(spec, slots, None)
+    assert matched.arguments == [
+        "--memory", "3.686400000000000E+03", "3686", "lab-2", "undefined",
+    ]  # fmt: skip
+    assert matched.environment == {"HALF": "2048w3", "Q": "a)"}
+
+
+def test_an_expression_reaches_the_job(cluster: TestCluster, tmp_path: Path) -> None:
+    write(tmp_path / "show.sh", '#!/bin/sh\necho "$@"\n', executable=True)
+    write(
+        tmp_path / "job.sub",
+        "executable = show.sh\narguments = $$([TARGET.Cpus * 10]) $$([toUpper(TARGET.Name)])\n"
+        "queue\n",
+    )
+    done = cluster.run("dsub", "--wait", "--json", "job.sub", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [job] = json.loads(done.stdout)["jobs"]
+    words = (tmp_path / job["id"] / "stdout").read_text().split()
+    assert words[1] == job["worker"].upper() and int(words[0]) % 10 == 0, words

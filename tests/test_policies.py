@@ -348,3 +348,117 @@ def test_a_database_from_before_hold_codes_migrates_and_keeps_every_job(
         assert [e.event for e in store.events(cluster, 1)] == ["submitted"]
     finally:
         store.close()
+
+
+# ------------------------------------------------- success_exit_code and retry_until
+
+
+def derived(tmp_path: Path, lines: str) -> dict[str, object]:
+    """The spec fields dsub gives a job with these submit ``lines``."""
+    from control_node.submit_file import parse_submit_text
+
+    (tmp_path / "job.sh").write_text("#!/bin/sh\n")
+    text = f"executable = job.sh\n{lines}\nqueue\n"
+    [proc] = parse_submit_text(text, filename="j.sub", cluster=1, cwd=str(tmp_path)).procs
+    return {"max_retries": proc.max_retries, "attributes": proc.attributes}
+
+
+def attempts(state: SchedulerState, job: Job) -> list[str]:
+    return [e.event for e in state.store.events(job.cluster, job.proc) if e.event != "submitted"]
+
+
+def test_success_exit_code_is_a_success_and_zero_a_failure(
+    state: SchedulerState, tmp_path: Path
+) -> None:
+    link = register(state, "w1", slots=1)
+    [job] = submit(state, "ann", 1, **derived(tmp_path, "success_exit_code = 2"))
+    schedule_once(state)
+    ended(state, link, job, exit_code=0)  # not the success code: run again
+    assert job.state is JobState.RUNNING and job.num_starts == 2
+    ended(state, link, job, exit_code=2)
+    assert job.state is JobState.COMPLETED and job.exit_code == 2 and job.num_starts == 2
+
+
+def test_retry_until_stops_retrying_when_true(state: SchedulerState, tmp_path: Path) -> None:
+    link = register(state, "w1", slots=1)
+    [job] = submit(state, "ann", 1, **derived(tmp_path, "retry_until = ExitCode == 7"))
+    schedule_once(state)
+    ended(state, link, job, exit_code=1)
+    assert job.state is JobState.RUNNING and job.num_starts == 2
+    ended(state, link, job, exit_code=7)  # retry_until is true: it ends there
+    assert job.state is JobState.COMPLETED and job.exit_code == 7
+    assert attempts(state, job).count("requeued") == 1
+
+
+def test_retry_until_an_exit_code_and_the_default_of_two_retries(
+    state: SchedulerState, tmp_path: Path
+) -> None:
+    link = register(state, "w1", slots=1)
+    [job] = submit(state, "ann", 1, **derived(tmp_path, "retry_until = 3"))
+    assert job.spec.max_retries == 2
+    schedule_once(state)
+    for _ in range(2):
+        ended(state, link, job, exit_code=1)
+        assert job.state is JobState.RUNNING
+    ended(state, link, job, exit_code=1)  # the third run: JobMaxRetries (2) retries done
+    assert job.state is JobState.COMPLETED and job.num_starts == 3
+    assert attempts(state, job).count("requeued") == 2
+    assert "retrying" not in attempts(state, job)  # the policy, not max_retries on top
+
+
+# ----------------------------------------------------------------------------- MemoryUsage
+
+
+def test_memory_usage_reported_by_the_worker_fires_periodic_hold(state: SchedulerState) -> None:
+    import dataclasses
+
+    from core_fakes import metrics
+
+    from scheduler.worker_handlers import on_heartbeat
+
+    link = register(state, "w1", slots=1)
+    policy = {"PeriodicHold": "MemoryUsage > RequestMemory"}
+    [job] = submit(state, "ann", 1, request_memory=100, attributes=policy)
+    schedule_once(state)
+    assert passes(state) == 0  # not measured yet: MemoryUsage is UNDEFINED
+
+    def heartbeat(peak: int) -> None:
+        usage = {f"{job.id}:{job.attempt}": peak}
+        beat = p.Heartbeat(metrics=dataclasses.replace(metrics(), job_memory_mb=usage))
+        run_unit(state, "heartbeat", lambda: on_heartbeat(state, link, beat))
+
+    heartbeat(80)
+    assert job.info().memory_usage == 80 and passes(state) == 0
+    heartbeat(130)
+    assert status_ad(job.info())["memoryusage"] == 130
+    assert passes(state) == 1 and job.state is JobState.HELD
+    expected = "The job attribute PeriodicHold expression 'MemoryUsage > RequestMemory'"
+    assert job.hold_reason is not None and job.hold_reason.startswith(expected)
+
+
+def test_the_peak_of_an_ended_attempt_is_its_memory_usage(state: SchedulerState) -> None:
+    link = register(state, "w1", slots=1)
+    [job] = submit(state, "ann", 1)
+    schedule_once(state)
+    worker = state.workers.of_link(link)
+    assert worker is not None
+    msg = p.JobFinished(job_id=job.id, attempt=job.attempt, wall_time=1.0, exit_code=0,
+                        memory_usage_mb=42)  # fmt: skip
+    run_unit(state, "job_finished", lambda: _finish(state, worker, msg, {}))
+    assert job.state is JobState.COMPLETED and job.info().memory_usage == 42
+
+
+def test_on_exit_remove_with_max_retries_is_bounded_by_them(
+    state: SchedulerState, tmp_path: Path
+) -> None:
+    """As condor_submit folds them: the job's own on_exit_remove FALSE runs it again,
+    but only JobMaxRetries times."""
+    link = register(state, "w1", slots=1)
+    lines = "max_retries = 1\non_exit_remove = (ExitBySignal == False) && (ExitCode == 0)"
+    spec = derived(tmp_path, lines)
+    [job] = submit(state, "ann", 1, **spec)
+    schedule_once(state)
+    ended(state, link, job, exit_code=3)
+    assert job.state is JobState.RUNNING and job.num_starts == 2
+    ended(state, link, job, exit_code=3)
+    assert job.state is JobState.COMPLETED and job.exit_code == 3

@@ -45,12 +45,13 @@ def test_a_py_script_with_a_shebang_runs_as_it_says(cluster: TestCluster, tmp_pa
     assert (tmp_path / "out.txt").read_text() == "run by sh\n"
 
 
-def test_a_job_that_cannot_start_is_mailed_by_default(
+def test_a_job_that_cannot_start_is_mailed_on_completion(
     make_cluster: Cluster, smtp: SmtpServer, tmp_path: Path
 ) -> None:
     cluster = make_cluster(workers=1, scheduler_args=smtp.args())
     write(tmp_path / "notexec.txt", "no shebang, not a binary\n", executable=True)
-    write(tmp_path / "job.sub", "executable = notexec.txt\nnotify_user = me@example.org\nqueue\n")
+    write(tmp_path / "job.sub", "executable = notexec.txt\nnotify_user = me@example.org\n"
+          "notification = Complete\nqueue\n")  # fmt: skip
     result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
     assert result.returncode == 1
     assert "held: cannot execute 'notexec.txt'" in result.stdout
@@ -61,18 +62,19 @@ def test_a_job_that_cannot_start_is_mailed_by_default(
     assert re.search(r"Exec format error", mail.body)
 
 
-def test_an_ordinary_hold_is_still_not_mailed_by_default(
+def test_an_ordinary_hold_is_still_not_mailed_on_completion(
     make_cluster: Cluster, smtp: SmtpServer, tmp_path: Path
 ) -> None:
     cluster = make_cluster(workers=1, scheduler_args=smtp.args())
     write(tmp_path / "job.sh", "#!/bin/sh\necho hi\n", executable=True)
     write(tmp_path / "notexec.txt", "no shebang\n", executable=True)
     write(tmp_path / "job.sub", "executable = job.sh\ntransfer_output_files = nope.txt\n"
-          "notify_user = me@example.org\nqueue\n")  # fmt: skip
+          "notify_user = me@example.org\nnotification = Complete\nqueue\n")  # fmt: skip
     assert cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path).returncode == 1
     # A second job that cannot start is mailed: when its mail has come, the first
     # job's would have come before it.
-    write(tmp_path / "bad.sub", "executable = notexec.txt\nnotify_user = me@example.org\nqueue\n")
+    write(tmp_path / "bad.sub", "executable = notexec.txt\nnotify_user = me@example.org\n"
+          "notification = Complete\nqueue\n")  # fmt: skip
     assert cluster.run("dsub", "--wait", "bad.sub", cwd=tmp_path).returncode == 1
     wait_until(lambda: smtp.inbox.count() >= 1, what="the second job's mail")
     jobs = json.loads(cluster.run("dq", "--all", "--json").stdout)

@@ -339,5 +339,5 @@ def test_double_dollar_without_parenthesis_is_literal(farm: Path) -> None:
     assert args(farm, "arguments = cost$$5 $$ $(DOLLAR)$(DOLLAR)\nqueue\n") == [
         ["cost$$5", "$$", "$$"]
     ]
-    e = fails(farm, "arguments = $$([Cpus * 2])\nqueue\n")
+    e = fails(farm, "arguments = $$(Cpus_Twice)\nqueue\n")
     assert e.line == 2 and "$(DOLLAR)" in e.message

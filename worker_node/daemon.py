@@ -30,6 +30,7 @@ from scheduler import protocol as p
 from scheduler.transport.tls import TlsError, check_pin, client_context
 from worker_node.cgroups import JobCgroups
 from worker_node.disk import DiskWatch
+from worker_node.gpu_choice import choose_gpus
 from worker_node.identity import DEFAULT_RUN_AS, IdentityError, JobAccounts
 from worker_node.job_python import job_python, reachable_by_others
 from worker_node.launcher import Launchers
@@ -343,9 +344,17 @@ class Worker:
             self._send(p.Heartbeat(metrics=metrics))
 
     def _metrics(self) -> p.WorkerMetrics:
-        """The machine's metrics, and whether the disk is full (looked at now)."""
+        """The machine's metrics, whether the disk is full and each running job's
+        peak memory (looked at now)."""
         metrics = self.sampler.sample()
-        return dataclasses.replace(metrics, disk_full=self.disk.problem() is not None)
+        peaks = {}
+        for attempt in list(self.attempts.values()):
+            peak = attempt.measure_memory()
+            if peak is not None:
+                peaks[attempt.key] = peak
+        return dataclasses.replace(
+            metrics, disk_full=self.disk.problem() is not None, job_memory_mb=peaks
+        )
 
     def _send(self, message: p.Message) -> None:
         if self._writer is not None and not self._writer.is_closing():
@@ -402,8 +411,8 @@ class Worker:
                 self.waiting[msg.after] = attempt  # starts when that one ends
                 return
         if self.config.gpus:
-            wanted = msg.spec.request_gpus
-            attempt.gpus, self.free_gpus = self.free_gpus[:wanted], self.free_gpus[wanted:]
+            attempt.gpus = choose_gpus(self.free_gpus, msg.spec, self.sampler.gpus)
+            self.free_gpus = [i for i in self.free_gpus if i not in attempt.gpus]
         asyncio.create_task(self._run(attempt))
 
     def _kill(self, attempt: Attempt, reason: str) -> None:

@@ -46,6 +46,7 @@ def check(attempt: Attempt, started: float, now: float) -> str | None:
         )
     if spec.request_memory is not None and attempt.process is not None:
         used = tree_rss_mb(attempt.process.pid)
+        attempt.peak_memory_mb = max(attempt.peak_memory_mb, used)
         if used > spec.request_memory:
             return (
                 f"memory limit exceeded: used {used:.0f} MB, {used - spec.request_memory:.0f} MB"

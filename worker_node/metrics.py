@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -41,6 +42,30 @@ def detect_gpus(nvidia_smi: str | None = None) -> list[GpuInfo]:
         return parse_nvidia_smi(out)
     log.warning("nvidia-smi failed, reporting no GPUs: %s", failure)
     return []
+
+
+#: The highest CUDA version the driver supports, in ``nvidia-smi``'s header.
+_CUDA_VERSION = re.compile(r"CUDA Version:\s*([0-9]+)\.([0-9]+)")
+
+
+def cuda_max_supported_version(nvidia_smi: str | None = None) -> int | None:
+    """HTCondor's ``CUDAMaxSupportedVersion``: the highest CUDA version the driver
+    supports, as the driver gives it (12.2 is 12020), from ``nvidia-smi``'s "CUDA
+    Version"; None without nvidia-smi or that line."""
+    exe = nvidia_smi or shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_cuda_version(out)
+
+
+def parse_cuda_version(text: str) -> int | None:
+    """``CUDA Version: 12.2`` in ``nvidia-smi``'s output as 12020 (None: absent)."""
+    m = _CUDA_VERSION.search(text)
+    return int(m[1]) * 1000 + int(m[2]) * 10 if m else None
 
 
 def parse_nvidia_smi(text: str) -> list[GpuInfo]:
@@ -81,6 +106,10 @@ class Sampler:
         self.gpus = detect_gpus() if gpus is None else gpus
         #: Machine attributes advertised as they are (see ``worker_node.machine_attributes``).
         self.attributes = machine_attributes.detect() if attributes is None else attributes
+        if attributes is None and self.gpus:
+            cuda = cuda_max_supported_version()
+            if cuda is not None:
+                self.attributes.setdefault("CUDAMaxSupportedVersion", cuda)
         self.cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
         self.threads = psutil.cpu_count(logical=True) or self.cores
         self.hostname = socket.gethostname()

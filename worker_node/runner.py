@@ -17,6 +17,7 @@ import contextlib
 import ftplib
 import functools
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -39,6 +40,7 @@ from scheduler.protocol import (
     parse_job_id,
 )
 from worker_node import py_scripts, reaper, sandbox_files, url_inputs
+from worker_node.deferral import wait_for_deferral
 from worker_node.disk import DiskWatch
 from worker_node.identity import Account
 from worker_node.launcher import (
@@ -49,7 +51,7 @@ from worker_node.launcher import (
     reap_group,
     wait_exit,
 )
-from worker_node.limits import watch_limits
+from worker_node.limits import tree_rss_mb, watch_limits
 from worker_node.sandbox import Sandbox
 from worker_node.spool_link import SpoolLink
 from worker_node.transfer import InputCache, TransferError, ftp_session, upload
@@ -82,6 +84,8 @@ class Attempt:
     gpus: list[int] | None = None
     #: Set (by its slot thread) once it has ended, so that nothing queues behind it.
     ended: bool = False
+    #: The peak resident memory (MB) of its process tree seen so far (``MemoryUsage``).
+    peak_memory_mb: float = 0.0
     #: The FTP grant its files move with: its ``RunJob``'s, or the one the scheduler
     #: sent when it took the attempt back after losing it (:meth:`new_grant`).
     ftp: FtpGrant = field(init=False)
@@ -109,6 +113,15 @@ class Attempt:
                 # (see _execute): until then no other group can have its number.
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self.process.pid, signal.SIGKILL)
+
+    def measure_memory(self) -> int | None:
+        """Measure the job's resident memory now; returns the peak so far in MB
+        (rounded up, as HTCondor's ``MemoryUsage``), None before its program started."""
+        process = self.process
+        if process is None:
+            return None
+        self.peak_memory_mb = max(self.peak_memory_mb, tree_rss_mb(process.pid))
+        return math.ceil(self.peak_memory_mb)
 
     def connection_lost(self) -> None:
         """The connection to the scheduler dropped: its grant may be gone with it."""
@@ -214,6 +227,11 @@ def run_attempt(
         stdout, stderr = sandbox.stdout, sandbox.stderr
         with attempt._lock:
             attempt.streams = {"stdout": stdout, "stderr": stderr}
+        missed = wait_for_deferral(
+            msg.spec.attributes, attempt._changed, lambda: attempt.kill_reason is not None
+        )
+        if missed:
+            return finished(failure=missed)
         launcher = _launcher(launchers, sandbox.index, account)
         status, wall, cpu, failure = _execute(
             attempt, sandbox.directory, stdout, stderr, account, python, launcher
@@ -247,6 +265,7 @@ def run_attempt(
             files=inline,
             spooled=spooled,
             failure=failure,
+            memory_usage_mb=math.ceil(attempt.peak_memory_mb) if attempt.peak_memory_mb else None,
         )
     except TransferError as exc:
         return finished(failure=f"could not transfer results: {exc}")

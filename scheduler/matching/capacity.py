@@ -7,9 +7,13 @@ with the worker empty: its whole cpus, memory and GPUs, its free disk.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from scheduler.matching.classad import Expression, compile_expression
+from scheduler.matching.gpu_ads import available_gpus
 from scheduler.matching.job_ad import JobRequests, job_ad
 from scheduler.matching.rank import rank_of
 from scheduler.matching.requirements import (
@@ -123,9 +127,14 @@ def machine_ad(
 def advertised(m: WorkerMetrics) -> dict[str, Value]:
     """What a worker advertises beyond its resources: the attributes it reports
     (operating system, container runtimes, its administrator's), HTCondor's
-    ``GPUs`` and, where it has GPUs, their CUDA capability and memory."""
+    ``GPUs`` and, where it has GPUs, their CUDA capability and memory and each GPU's
+    ad (``AvailableGPUs``); ``HasJobDeferral``: the scheduler starts a job with a
+    ``deferral_time`` no sooner."""
     ad: dict[str, Value] = dict(m.attributes)
+    ad["HasJobDeferral"] = True
     if m.gpus:
+        cuda = ad.get("CUDAMaxSupportedVersion")
+        ad["AvailableGPUs"] = available_gpus(m.gpus, cuda if isinstance(cuda, int) else None)
         capabilities = [g.capability for g in m.gpus if g.capability]
         if capabilities:
             ad["CUDACapability"] = min(capabilities)
@@ -226,10 +235,57 @@ def never_reasons(req: Requests, workers: list[Capacity]) -> tuple[list[str], li
             return [], [f"requirements: {exc}"]
         job = job_ad(req)
         if not any(rule.matches(c.ad, job) for c in pool):
+            reasons += _missing_resources(req, pool) + _deferral(job)
             reasons.append(f"no worker satisfies the requirements ({req.requirements})")
     if not reasons:
         reasons.append(f"no single worker has everything the job asks for together ({_asks(req)})")
     return [], reasons
+
+
+#: ``Request<name>`` attributes that are no custom resource.
+_STANDARD_REQUESTS = frozenset({"requestcpus", "requestmemory", "requestdisk", "requestgpus"})
+
+
+def _missing_resources(req: Requests, pool: list[Capacity]) -> list[str]:
+    """A reason for each custom resource (``request_<name>``) the job asks for that
+    no worker advertises (an attribute ``<name>`` of its ``[attributes]``)."""
+    reasons = []
+    for attr in req.attributes:
+        low = attr.lower()
+        if not low.startswith("request") or low in _STANDARD_REQUESTS:
+            continue
+        name = attr[len("request") :]
+        if name and not any(name.lower() in c.ad for c in pool):
+            reasons.append(
+                f"no worker advertises the resource '{name}' (request_{name}): a worker"
+                f" offers it with the attribute {name} ([attributes] in worker.toml)"
+            )
+    return reasons
+
+
+_NOT_YET = compile_expression("time() + ScheddInterval < DeferralTime - DeferralPrepTime")
+_FROM = compile_expression("DeferralTime - DeferralPrepTime - ScheddInterval")
+_MISSED = compile_expression("time() >= DeferralTime + DeferralWindow")
+
+
+def _deferral(job: Mapping[str, Value | Expression]) -> list[str]:
+    """Why a job with a ``deferral_time`` matches no worker now, if that is why."""
+    if "deferraltime" not in job:
+        return []
+    if _NOT_YET.evaluate(job) is True:
+        start = _FROM.evaluate(job)
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(start))
+            if isinstance(start, int | float) and not isinstance(start, bool)
+            else "later"
+        )
+        return [
+            f"its deferral_time is ahead: it can match from {when}"
+            " (DeferralTime - DeferralPrepTime - ScheddInterval)"
+        ]
+    if _MISSED.evaluate(job) is True:
+        return ["its deferral_time and deferral_window have passed: it never matches"]
+    return []
 
 
 def describe_requests(req: Requests) -> str:

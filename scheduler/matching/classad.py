@@ -244,6 +244,14 @@ def _in_my(name: str, my: Ad, target: Ad) -> Value | None:
 
 
 def _attribute(scope: str, name: str) -> Node:
+    """A reference to an attribute; the node keeps what it names (``reference``),
+    which ``countMatches`` reads."""
+    node = _attribute_node(scope, name)
+    setattr(node, "reference", (scope, name))  # noqa: B010 (a function's attribute)
+    return node
+
+
+def _attribute_node(scope: str, name: str) -> Node:
     if scope == "my":
         return lambda my, target: UNDEFINED if (v := _in_my(name, my, target)) is None else v
     if scope == "target":
@@ -266,9 +274,62 @@ def _attribute(scope: str, name: str) -> Node:
     return node
 
 
+def _referenced(node: Node, my: Ad, target: Ad) -> Node | None:
+    """What an attribute reference names, unevaluated (None where it is absent); any
+    other node as it is."""
+    ref: tuple[str, str] | None = getattr(node, "reference", None)
+    if ref is None:
+        return node
+    scope, name = ref
+    found = None
+    if scope in ("", "my"):
+        ad: Ad = my
+        found = ad.get(name)
+        while found is None and type(ad) is Record:
+            ad = ad.parent
+            found = ad.get(name)
+    if found is None and scope in ("", "target"):
+        found = target.get(name)
+    if found is None:
+        return None
+    if isinstance(found, Expression):
+        return found.node
+    return lambda my, target: found
+
+
+def _count_matches(constraint: Node, items: Node) -> Node:
+    """``countMatches(constraint, list)``: how many records of ``list`` satisfy
+    ``constraint`` (an attribute naming an expression is that expression), each
+    evaluated in the record, as HTCondor's ``countMatches``: an absent list counts
+    none, a value that is no list is ERROR."""
+
+    def node(my: Ad, target: Ad) -> Value:
+        values = items(my, target)
+        if values is UNDEFINED:
+            return 0
+        if not isinstance(values, tuple):
+            return ERROR
+        test = _referenced(constraint, my, target)
+        if test is None:
+            return 0
+        count = 0
+        for item in values:
+            if isinstance(item, Record):
+                v = test(item.bound(my), _NO_TARGET)
+                count += isinstance(v, int | float) and v != 0
+        return count
+
+    return node
+
+
+_NO_TARGET: dict[str, Value] = {}
+
+
 def _call(name: str, args: Sequence[Node]) -> Node:
     if name == "ifthenelse":
         return _conditional(*args)
+    if name == "countmatches":
+        return _count_matches(*args)
     fn = FUNCTIONS[name][0]
     if len(args) == 1:
         (only,) = args
@@ -460,6 +521,8 @@ class _Parser:
             self.expect(")", opener)
         if word == "ifthenelse":
             fewest, most = 3, 3
+        elif word == "countmatches":
+            fewest, most = 2, 2
         elif word in FUNCTIONS:
             fewest, most = FUNCTIONS[word][1:]
         else:

@@ -98,6 +98,8 @@ def _base(info: JobInfo) -> dict[str, Value]:
             ad["exitsignal"] = info.exit_signal
     if info.exit_code is not None:
         ad["exitcode"] = info.exit_code
+    if info.memory_usage is not None:
+        ad["memoryusage"] = info.memory_usage
     if info.state == "running":
         entered = info.start_time
     elif info.state == "idle":
@@ -164,6 +166,7 @@ _NAMES = {
         "RequestMemory",
         "RequestDisk",
         "RequestGpus",
+        "MemoryUsage",
     ]
 }
 

@@ -19,7 +19,8 @@ name), ``TotalCpus``, ``TotalMemory``, ``TotalDisk``, ``TotalGPUs``, ``OpSys``
 (``LINUX``), ``OpSysAndVer`` (``Ubuntu22``, ``AlmaLinux9``), ``OpSysName``,
 ``OpSysMajorVer``, ``OpSysVer``, ``OpSysLongName``, ``Arch`` (``X86_64``, ``aarch64``),
 ``LoadAvg`` (one minute), ``GpuMemory`` (MB of its smallest GPU, 0 without),
-``CUDACapability`` and ``CUDAGlobalMemoryMb`` (where it has GPUs), ``HasDocker``,
+``CUDACapability``, ``CUDAGlobalMemoryMb``, ``AvailableGPUs`` (one ad per GPU) and
+``CUDAMaxSupportedVersion`` (where it has GPUs), ``HasJobDeferral``, ``HasDocker``,
 ``HasSingularity``, ``HasApptainer``, ``WorkerId``, and what its administrator adds.
 """
 
@@ -66,7 +67,7 @@ MACHINE_ATTRIBUTES = frozenset({
     "condorplatform", "checkpointplatform", "hasvm", "ismachine", "mytype", "targettype",
     "dockerversion", "singularityversion", "has_singularity", "has_docker",
     "gpus_capability", "gpus_globalmemorymb", "gpus_devicename", "cudadriverversion",
-    "cudaruntimeversion",
+    "cudaruntimeversion", "availablegpus", "cudamaxsupportedversion", "hasjobdeferral",
 })  # fmt: skip
 #: Job attributes (lower case) a job's expressions may name without ``MY.``.
 JOB_ATTRIBUTES = frozenset({

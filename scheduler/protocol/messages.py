@@ -392,6 +392,8 @@ class JobFinished(Message):
     #: Set with ``failure`` when the worker's disk was full: the attempt failed for
     #: the worker's reason, not the job's, and the job is run again elsewhere.
     disk_full: bool = False
+    #: The attempt's peak resident memory in MB, where the worker measured it.
+    memory_usage_mb: int | None = None
 
 
 # scheduler -> worker --------------------------------------------------------

@@ -172,6 +172,9 @@ class WorkerMetrics:
     #: resources, by HTCondor's names: ``OpSysAndVer``, ``HasDocker``, ... and those of
     #: its ``worker.toml`` (see ``worker_node.machine_attributes``).
     attributes: dict[str, bool | int | float | str] = field(default_factory=dict)
+    #: The peak resident memory (MB, the whole process tree) of each attempt running
+    #: there so far, by ``JOB_ID:ATTEMPT``: the job's ``MemoryUsage``.
+    job_memory_mb: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,6 +300,9 @@ class JobInfo:
     request_memory: int | None = None
     request_disk: int | None = None
     request_gpus: int = 0
+    #: HTCondor's ``MemoryUsage``: the peak resident memory (MB) of its running or
+    #: last attempt, as its worker measured it (None: not measured yet).
+    memory_usage: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
