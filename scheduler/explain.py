@@ -4,6 +4,7 @@ not running, and the queue's counts."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,9 @@ class _Pool:
     mean_run_time: float | None
     #: Seconds each running job has run so far, by its worker's name.
     running: dict[str, list[float]]
+    #: How many of its owner's idle jobs come before a job, where the caller keeps
+    #: an index of them (None: counted from the queue).
+    ahead_own: Callable[[Job], int] | None = None
 
 
 def on_query_users(state: SchedulerState, conn: Caller, msg: p.QueryUsers) -> p.Message:
@@ -93,6 +97,25 @@ def on_analyze_jobs(state: SchedulerState, conn: Caller, msg: p.AnalyzeJobs) -> 
     return p.JobAnalyses(jobs=[_analyze(state, job, pool) for job in jobs[:100]])
 
 
+def analyze(
+    state: SchedulerState,
+    jobs: list[Job],
+    running_jobs: list[Job],
+    ahead_own: Callable[[Job], int],
+) -> list[p.JobAnalysis]:
+    """``dq -analyze`` of ``jobs`` (the caller checked who may see them), given the
+    running jobs and ``ahead_own`` counting each one's own jobs ahead of it: the
+    dashboard's page of the queue, at the cost of its jobs, not of the queue's."""
+    now, slots = state.clock(), state.workers.slots()
+    running: dict[str, list[float]] = {}
+    for job in running_jobs:
+        if job.worker and job.start_time is not None:
+            running.setdefault(job.worker, []).append(max(0.0, now - job.start_time))
+    pool = _Pool(now, slots, capacities(slots), state.jobs.queue.ranked(now),
+                 _mean_run_time(state), running, ahead_own)  # fmt: skip
+    return [_analyze(state, job, pool) for job in jobs]
+
+
 def _analyze(state: SchedulerState, job: Job, pool: _Pool) -> p.JobAnalysis:
     now, slots = pool.now, pool.slots
     usage = state.jobs.queue.effective_usage(job.owner, now)
@@ -117,8 +140,12 @@ def _analyze(state: SchedulerState, job: Job, pool: _Pool) -> p.JobAnalysis:
             break
         ahead_others += share.idle
     mine = (-job.spec.priority, job.cluster, job.proc)
-    ahead_own = sum(
-        1 for j in queue.jobs_of(job.owner) if (-j.spec.priority, j.cluster, j.proc) < mine
+    ahead_own = (
+        pool.ahead_own(job)
+        if pool.ahead_own
+        else sum(
+            1 for j in queue.jobs_of(job.owner) if (-j.spec.priority, j.cluster, j.proc) < mine
+        )
     )
     position = ahead_others + ahead_own + 1
     numbers: dict[str, Any] = dict(

@@ -133,9 +133,16 @@ class Store(Database):
             self.save_job(job, event, detail)
 
     def history(
-        self, *, owner: str | None, job_ids: Iterable[str], since: float | None, limit: int
+        self,
+        *,
+        owner: str | None,
+        job_ids: Iterable[str],
+        since: float | None,
+        limit: int,
+        offset: int = 0,
     ) -> list[Job]:
-        """Finished jobs (completed or removed), the most recently ended ``limit``."""
+        """Finished jobs (completed or removed), the most recently ended ``limit``
+        (past the ``offset`` most recent ones), the most recent last."""
         where = ["state IN (?,?)"]
         args: list[object] = [JobState.COMPLETED.value, JobState.REMOVED.value]
         if owner is not None:
@@ -153,9 +160,9 @@ class Store(Database):
             where.append("(" + " OR ".join(picks) + ")")
         sql = (
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
-            " ORDER BY end_time DESC, cluster DESC, proc DESC LIMIT ?"
+            " ORDER BY end_time DESC, cluster DESC, proc DESC LIMIT ? OFFSET ?"
         )
-        rows = self._query(sql, [*args, limit])
+        rows = self._query(sql, [*args, limit, offset])
         return _jobs_from_rows(reversed(rows))
 
     def events(self, cluster: int, proc: int) -> list[JobEvent]:
