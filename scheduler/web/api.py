@@ -176,7 +176,7 @@ async def history(request: web.Request) -> web.Response:
     found = views.history_page(
         scheduler_of(request), user, ids, since, q.get("allusers") == "1", offset, limit + 1
     )
-    response = _json(found[:limit])
+    response = _json(found[-limit:])  # the one past the page is the oldest
     response.headers["X-More"] = "1" if len(found) > limit else "0"
     return response
 
