@@ -85,19 +85,13 @@ async def jobs(request: web.Request) -> web.Response:
     states = q.get("states")
     chosen = None if states is None else [] if states == "all" else states.split(",")
     s = scheduler_of(request)
-    if not ids and (chosen is None or set(chosen) <= set(queue_pages.STATES)):
+    if not ids and (chosen is None or (chosen and set(chosen) <= set(queue_pages.STATES))):
         # The queue's jobs, from the index: the cost of the page.
-        query = queue_pages.QueueQuery(
-            owner=None if q.get("allusers") == "1" else user.name,
-            states=tuple(chosen) if chosen is not None else queue_pages.STATES,
-            sort="id",
-            offset=offset,
-            limit=limit,
-        )
-        if not query.states:
-            return _paged([], 0)
-        page = index_of(request).page(query.owner, query.states, None, "id", False, offset, limit)
-        found = [views.visible(user, job) for job in map(s.jobs.active.get, page.keys) if job]
+        owner = None if q.get("allusers") == "1" else user.name
+        chosen_states = queue_pages.STATES if chosen is None else tuple(chosen)
+        page = index_of(request).page(owner, chosen_states, None, "id", False, offset, limit)
+        infos = [views.visible(user, job) for job in map(s.jobs.active.get, page.keys) if job]
+        found = s.mailer.annotate(infos, user.name)
         return _paged(found, page.total)
     found = views.jobs(s, user, ids, chosen, q.get("allusers") == "1")
     return _paged(found[offset : offset + limit], len(found))
