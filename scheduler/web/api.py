@@ -121,7 +121,10 @@ def _paged(records: list[p.JobInfo], total: int) -> web.Response:
 async def job(request: web.Request) -> web.Response:
     """One job of the caller's: its record, events, output tails and output files."""
     user = require_user(request)
-    return _json(jobpages.job_details(scheduler_of(request), user, request.match_info["id"]))
+    found = jobpages.job_details(
+        scheduler_of(request), index_of(request), user, request.match_info["id"]
+    )
+    return _json(found)
 
 
 @routes.get("/api/jobs/{id}/output/{stream:stdout|stderr}")

@@ -186,7 +186,7 @@ def rows(
 
 
 def analyses(s: SchedulerState, index: QueueIndex, jobs: list[Job]) -> list[p.JobAnalysis]:
-    """``dq -analyze`` of these idle jobs, at the cost of these jobs."""
+    """``dq -analyze`` of these idle or held jobs, at the cost of these jobs."""
     if not jobs:
         return []
     running = [

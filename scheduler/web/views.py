@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 ACTIVE = [JobState.IDLE.value, JobState.RUNNING.value, JobState.HELD.value]
 DAY = 86400.0
-#: Most jobs ``dq -analyze`` explains in one request.
-ANALYZED = 100
 #: Seconds to wait for a worker's chunk of a running job's output.
 TAIL_TIMEOUT = 10.0
 
@@ -168,19 +166,6 @@ def users(s: SchedulerState, user: WebUser) -> p.UserList:
     reply = explain.on_query_users(s, user, p.QueryUsers())
     assert isinstance(reply, p.UserList)
     return reply
-
-
-def analyses(s: SchedulerState, user: WebUser, ids: list[str]) -> dict[str, p.JobAnalysis]:
-    """``dq -analyze``: why each of these jobs of the caller's is (not) running, by id.
-    A job that left the queue since it was listed has none."""
-    if not ids:
-        return {}
-    try:
-        reply = explain.on_analyze_jobs(s, user, p.AnalyzeJobs(ids=ids[:ANALYZED]))
-    except RequestError:
-        return {}
-    assert isinstance(reply, p.JobAnalyses)
-    return {analysis.id: analysis for analysis in reply.jobs}
 
 
 def finished_counts(s: SchedulerState, since: float) -> dict[str, int]:
