@@ -1,10 +1,12 @@
 """The dashboard's index of the queue against a plain sort and filter of the same
-jobs: every page of every combination of owner, states, cluster, sort and order,
-walked to the end, is the whole answer in order; places in line match the fair-share
+jobs (and its blocks of sorted ids against a sorted list): every page of every
+combination of owner, states, cluster, sort and order, walked to the end, is the
+whole answer in order; places in line match the fair-share
 queue's order; a failed unit's changes are undone."""
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import random
 from collections.abc import Callable
@@ -13,8 +15,9 @@ import pytest
 
 from scheduler.job_records import Job
 from scheduler.protocol import JobSpec, JobState
-from scheduler.web import queue_index
+from scheduler.web import queue_index, sorted_keys
 from scheduler.web.queue_index import STATES, Key, QueueIndex
+from scheduler.web.sorted_keys import SortedKeys
 
 ORDER = {"running": 0, "idle": 1, "held": 2}
 SORT_KEYS: dict[str, Callable[[Job], tuple[object, ...]]] = {
@@ -46,11 +49,12 @@ def _expected(jobs: list[Job], owner: str | None, states: tuple[str, ...],
     return [(j.cluster, j.proc) for j in found]
 
 
-@pytest.mark.parametrize("jump", [64, 2])
+@pytest.mark.parametrize(("jump", "load"), [(64, 1000), (2, 4)])
 def test_pages_walked_to_the_end_are_the_sorted_filtered_queue(
-    jump: int, monkeypatch: pytest.MonkeyPatch
+    jump: int, load: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(queue_index, "_JUMP", jump)  # skipping by walking and by search
+    monkeypatch.setattr(sorted_keys, "LOAD", load)  # one block, or many
     rng = random.Random(7)
     jobs = _jobs(7)
     index = QueueIndex(jobs[:200])
@@ -106,3 +110,30 @@ def test_a_failed_units_changes_are_undone() -> None:
     for step in reversed(undo):
         step()
     assert index.page(None, None, None, "state", False, 0, 10_000).keys == before
+
+
+def test_sorted_keys_agree_with_a_sorted_list_across_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sorted_keys, "LOAD", 4)  # many blocks, split and emptied
+    rng = random.Random(11)
+    keys = SortedKeys((1, i) for i in range(0, 60, 3))
+    plain = sorted((1, i) for i in range(0, 60, 3))
+    for _ in range(400):
+        key = (rng.randint(0, 2), rng.randint(0, 60))
+        if rng.random() < 0.5:
+            if key not in plain:  # the index adds a job once
+                keys.add(key)
+                plain = sorted([*plain, key])
+        else:
+            keys.discard(key)
+            plain = [k for k in plain if k != key]
+        assert list(keys) == plain and len(keys) == len(plain)
+        probe = (rng.randint(0, 2), rng.randint(0, 60))
+        assert keys.bisect_left(probe) == bisect.bisect_left(plain, probe)
+        assert keys.bisect_right(probe) == bisect.bisect_right(plain, probe)
+        start, stop = sorted(rng.sample(range(len(plain) + 2), 2))
+        assert keys.slice(start, stop) == plain[start:stop]
+        if plain:
+            i = rng.randrange(len(plain))
+            assert keys[i] == plain[i]

@@ -10,7 +10,6 @@ with the unit that made them, as the job table's do.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -18,6 +17,7 @@ from functools import partial
 from scheduler.job_records import Job
 from scheduler.protocol import JobState
 from scheduler.undo import UndoHook, no_undo
+from scheduler.web.sorted_keys import SortedKeys
 
 Key = tuple[int, int]
 #: Where a job is filed: its owner, state and priority.
@@ -36,10 +36,10 @@ class _Segment:
     """The entries of ``keys[lo:hi]`` that are not in ``skip[slo:shi]`` (``skip`` is
     a sorted sublist of ``keys``: the one state a two-state filter leaves out)."""
 
-    keys: list[Key]
+    keys: SortedKeys
     lo: int
     hi: int
-    skip: list[Key] | None = None
+    skip: SortedKeys | None = None
     slo: int = 0
     shi: int = 0
 
@@ -50,7 +50,7 @@ class _Segment:
         """How many entries of the segment precede ``keys[i]``."""
         if self.skip is None:
             return i - self.lo
-        cut = self.shi if i >= self.hi else bisect_left(self.skip, self.keys[i], self.slo, self.shi)
+        cut = self.shi if i >= self.hi else self._skip_cut(self.keys[i])
         return (i - self.lo) - (cut - self.slo)
 
     def _index(self, k: int) -> int:
@@ -66,15 +66,24 @@ class _Segment:
                 hi = mid
         return lo
 
+    def _skip_cut(self, key: Key) -> int:
+        """Where ``key`` would go in ``skip``, within the segment's range of it."""
+        assert self.skip is not None
+        return min(max(self.skip.bisect_left(key), self.slo), self.shi)
+
     def _skipped(self, key: Key) -> bool:
         assert self.skip is not None
-        i = bisect_left(self.skip, key, self.slo, self.shi)
+        i = self._skip_cut(key)
         return i < self.shi and self.skip[i] == key
 
     def take(self, start: int, count: int, descending: bool) -> list[Key]:
         """``count`` entries from the ``start``-th, in the order asked for."""
         n = len(self)
         count = max(0, min(count, n - start))
+        if self.skip is None:  # one slice
+            if descending:
+                return self.keys.slice(self.hi - start - count, self.hi - start)[::-1]
+            return self.keys.slice(self.lo + start, self.lo + start + count)
         out: list[Key] = []
         k = start
         while len(out) < count:
@@ -109,20 +118,22 @@ class QueueIndex:
     def __init__(self, jobs: Iterable[Job] = (), undo: UndoHook = no_undo):
         self.undo = undo
         #: Sorted ids by (owner or None, state or None): (None, None) is every job.
-        self._lists: dict[tuple[str | None, str | None], list[Key]] = {(None, None): []}
+        self._lists: dict[tuple[str | None, str | None], SortedKeys] = {(None, None): SortedKeys()}
         #: Each job's place.
         self.placed: dict[Key, Place] = {}
         #: Each owner's idle jobs by priority, sorted by id.
-        self._idle: dict[str, dict[int, list[Key]]] = {}
+        self._idle: dict[str, dict[int, SortedKeys]] = {}
+        self._groups: dict[Place, list[SortedKeys]] = {}
+        filed: dict[int, tuple[SortedKeys, list[Key]]] = {}
         for job in jobs:
             place = _place(job)
             if place is not None:
                 key = (job.cluster, job.proc)
                 self.placed[key] = place
                 for group in self._groups_of(place):
-                    group.append(key)
-        for group in self._all_groups():
-            group.sort()
+                    filed.setdefault(id(group), (group, []))[1].append(key)
+        for group, keys in filed.values():
+            group.fill(keys)
 
     def __len__(self) -> int:
         return len(self.placed)
@@ -150,7 +161,8 @@ class QueueIndex:
             self.changed(job)  # its priority was edited since it was filed
         by_priority = self._idle.get(job.owner, {})
         higher = sum(len(keys) for prio, keys in by_priority.items() if prio > job.spec.priority)
-        return higher + bisect_left(by_priority.get(job.spec.priority, []), key)
+        same = by_priority.get(job.spec.priority)
+        return higher + (same.bisect_left(key) if same is not None else 0)
 
     def page(
         self,
@@ -217,36 +229,34 @@ class QueueIndex:
     def _segment(
         self, owner: str | None, state: str | None, skip: str | None, cluster: int | None
     ) -> _Segment:
-        keys = self._lists.get((owner, state), [])
+        keys = self._lists.get((owner, state)) or SortedKeys()
         lo, hi = _range(keys, cluster)
         if skip is None:
             return _Segment(keys, lo, hi)
-        skipped = self._lists.get((owner, skip), [])
+        skipped = self._lists.get((owner, skip)) or SortedKeys()
         return _Segment(keys, lo, hi, skipped, *_range(skipped, cluster))
 
-    def _groups_of(self, place: Place) -> list[list[Key]]:
-        owner, state, priority = place
-        groups = [
-            self._lists.setdefault(group, [])
-            for group in ((None, None), (owner, None), (None, state), (owner, state))
-        ]
-        if state == JobState.IDLE.value:
-            groups.append(self._idle.setdefault(owner, {}).setdefault(priority, []))
+    def _groups_of(self, place: Place) -> list[SortedKeys]:
+        """The lists a job of this place is in (made once per place)."""
+        groups = self._groups.get(place)
+        if groups is None:
+            owner, state, priority = place
+            groups = self._groups[place] = [
+                self._lists.setdefault(group, SortedKeys())
+                for group in ((None, None), (owner, None), (None, state), (owner, state))
+            ]
+            if state == JobState.IDLE.value:
+                groups.append(self._idle.setdefault(owner, {}).setdefault(priority, SortedKeys()))
         return groups
-
-    def _all_groups(self) -> list[list[Key]]:
-        return [*self._lists.values(), *(k for by in self._idle.values() for k in by.values())]
 
     def _move(self, key: Key, old: Place | None, new: Place | None) -> None:
         if old is not None:
             for group in self._groups_of(old):
-                i = bisect_left(group, key)
-                if i < len(group) and group[i] == key:
-                    del group[i]
+                group.discard(key)
             del self.placed[key]
         if new is not None:
             for group in self._groups_of(new):
-                insort(group, key)
+                group.add(key)
             self.placed[key] = new
 
 
@@ -266,7 +276,7 @@ def _states(states: Iterable[str] | None) -> list[str]:
     return [s for s in STATES if s in chosen]
 
 
-def _range(keys: list[Key], cluster: int | None) -> tuple[int, int]:
+def _range(keys: SortedKeys, cluster: int | None) -> tuple[int, int]:
     if cluster is None:
         return 0, len(keys)
-    return bisect_left(keys, (cluster, -1)), bisect_right(keys, (cluster, 2**62))
+    return keys.bisect_left((cluster, -1)), keys.bisect_right((cluster, 2**62))
