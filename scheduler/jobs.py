@@ -25,6 +25,7 @@ from scheduler.job_records import Job
 from scheduler.jobstate import check_transition
 from scheduler.matchmaker import match
 from scheduler.protocol import UNFINISHED_STATES, JobSpec, JobState, parse_job_id, shared_specs
+from scheduler.queue_summary import QueueSummary
 from scheduler.store import Store
 from scheduler.usage import load_usage, save_usage
 
@@ -49,6 +50,8 @@ class JobTable:
         #: Jobs idle or running, by cluster; a cluster with none is absent.
         self.unfinished: Counter[int] = Counter()
         self.queue = FairShareQueue(halflife)
+        #: Counts per cluster, user and state, kept with every change.
+        self.summary = QueueSummary(store.remember)
         load_usage(store, self.queue)
         for job in store.active_jobs():
             self.active[(job.cluster, job.proc)] = job
@@ -59,6 +62,8 @@ class JobTable:
             elif job.state is JobState.RUNNING and job.start_time is not None:
                 self.queue.started(job)
         self.queue.undo = store.remember
+        clusters = {cluster for cluster, _ in self.active}
+        self.summary.load(self.active.values(), store.cluster_sizes(clusters))
 
     def keep(self, job: Job, names: Iterable[str] = ()) -> None:
         """Register the undo of a change to ``job``'s fields: all of them are restored
@@ -146,6 +151,7 @@ class JobTable:
             self.store.remember(partial(self.active.__setitem__, key, job))
         if (old in UNFINISHED_STATES) is not (new in UNFINISHED_STATES):
             self._count(job.cluster, 1 if new in UNFINISHED_STATES else -1)
+        self.summary.moved(job, old, new)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("job %s: %s -> %s (%s)", job.id, old.value, new.value, event)
         self.on_change(job)
@@ -178,6 +184,7 @@ class JobTable:
                 self.active.pop(key, None)
 
         self.store.remember(forget)
+        self.summary.submitted(jobs)
         for job in jobs:
             self.active[_key(job)] = job
             self.queue.push(job)

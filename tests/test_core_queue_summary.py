@@ -1,0 +1,188 @@
+"""The queue's summary (scheduler/queue_summary.py) stays equal to a recount of the
+jobs, whatever moves they make, with units that fail and across a restart."""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from core_fakes import FakeClock, close_state, open_state, register, user
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scheduler import protocol as p
+from scheduler import transitions as t
+from scheduler.job_control import on_edit_jobs
+from scheduler.protocol import JobSpec, JobState
+from scheduler.queue_summary import BatchCounts, QueueSummary
+from scheduler.starting import schedule_once
+from scheduler.state import SchedulerState
+
+OWNERS = ("ann", "bob")
+OUTCOME: dict[str, object] = dict(wall_time=1.0, cpu_time=1.0, exit_code=0, exit_signal=None)
+
+
+class Injected(Exception):
+    """A failure in the middle of a unit."""
+
+
+def recount(state: SchedulerState) -> tuple[list[tuple[object, ...]], dict[str, dict[str, int]]]:
+    """The batches (one per cluster, none named) and per-user counts, from the jobs."""
+    clusters: dict[int, Counter[str]] = {}
+    for job in state.jobs.active.values():
+        clusters.setdefault(job.cluster, Counter())[job.state.value] += 1
+    lines = []
+    for cluster in sorted(clusters):
+        jobs = state.store.jobs(clusters=[cluster])
+        everything = Counter(job.state.value for job in jobs)
+        assert everything["idle"] == clusters[cluster]["idle"]
+        lines.append(
+            (
+                cluster,
+                jobs[0].owner,
+                everything["completed"] + everything["removed"],
+                everything["running"],
+                everything["idle"],
+                everything["held"],
+                len(jobs),
+                f"{cluster}.0" if len(jobs) == 1 else f"{cluster}.0-{len(jobs) - 1}",
+            )
+        )
+    users: dict[str, dict[str, int]] = {}
+    for job in state.jobs.active.values():
+        counts = users.setdefault(job.owner, {"idle": 0, "running": 0, "held": 0})
+        counts[job.state.value] += 1
+    return lines, dict(sorted(users.items()))
+
+
+def summarised(summary: QueueSummary) -> list[tuple[object, ...]]:
+    return [
+        (b.cluster, b.owner, b.done, b.running, b.idle, b.held, b.total, b.job_ids)
+        for b in summary.batches()
+    ]
+
+
+def check(state: SchedulerState) -> None:
+    lines, users = recount(state)
+    assert summarised(state.summary) == lines
+    assert state.summary.by_user() == users
+    for owner in OWNERS:
+        assert state.summary.by_state(owner) == users.get(
+            owner, {"idle": 0, "running": 0, "held": 0}
+        )
+        assert [b.cluster for b in state.summary.batches(owner)] == [
+            line[0] for line in lines if line[1] == owner
+        ]
+    totals = Counter[str]()
+    for counts in users.values():
+        totals.update(counts)
+    assert state.summary.by_state() == {s: totals[s] for s in ("idle", "running", "held")}
+
+
+def submit(state: SchedulerState, owner: str, count: int, first: int = 0) -> None:
+    cluster = state.store.clusters.reserve_cluster(owner, state.clock())
+    specs = [JobSpec(executable="job.sh") for _ in range(count)]
+    with state.store.transaction():
+        state.jobs.submit(cluster, owner, "job.sub", specs)
+
+
+def pick(state: SchedulerState, wanted: JobState, n: int):  # type: ignore[no-untyped-def]
+    jobs = sorted((j for j in state.jobs.active.values() if j.state is wanted), key=lambda j: j.id)
+    return jobs[n % len(jobs)] if jobs else None
+
+
+def apply(state: SchedulerState, op: str, n: int) -> None:
+    """One move of the queue, chosen by ``op``, on the job ``n`` picks."""
+    if op == "submit":
+        submit(state, OWNERS[n % 2], 1 + n % 5)
+    elif op == "schedule":
+        schedule_once(state)
+    elif op == "hold" and (job := pick(state, JobState.IDLE, n)):
+        with state.store.transaction():
+            t.hold(state, job, "by the test")
+    elif op == "release" and (job := pick(state, JobState.HELD, n)):
+        with state.store.transaction():
+            t.release(state, job, "by the test")
+    elif op == "remove" and (job := pick(state, JobState(("idle", "held")[n % 2]), n)):
+        with state.store.transaction():
+            t.remove(state, job, "by the test")
+    elif op in ("finish", "retry") and (job := pick(state, JobState.RUNNING, n)):
+        worker = state.workers.of_job(job.id)
+        assert worker is not None
+        with state.store.transaction():
+            if op == "finish":
+                t.finish(state, worker, job, "exit code 0", None, OUTCOME)
+            else:
+                t.retry(state, worker, job, "by the test", OUTCOME)
+    elif op == "fail" and (job := pick(state, JobState.IDLE, n)):
+        try:
+            with state.store.transaction():
+                submit(state, "ann", 2)
+                t.hold(state, job, "undone")
+                raise Injected
+        except Injected:
+            pass
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["submit", "schedule", "hold", "release", "remove", "finish", "retry", "fail"]
+        ),
+        st.integers(0, 1000),
+    ),
+    max_size=40,
+)
+
+
+@settings(
+    max_examples=60,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(OPS)
+def test_the_counts_equal_a_recount_after_every_move(ops: list[tuple[str, int]]) -> None:
+    clock = FakeClock()
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        state = open_state(home, clock)
+        register(state, "w1", slots=3)
+        for op, n in ops:
+            apply(state, op, n)
+            clock.advance(1)
+            check(state)
+        close_state(state)
+        # A restart counts again from the database: the same counts.
+        again = open_state(home, clock)
+        assert summarised(again.summary) == summarised(state.summary)
+        check(again)
+        close_state(again)
+
+
+def test_clusters_of_one_batch_name_make_one_line(tmp_path: Path) -> None:
+    state = open_state(tmp_path / "home", FakeClock())
+    for owner, name in (("ann", '"sweep"'), ("ann", '"sweep"'), ("bob", '"sweep"'), ("ann", "")):
+        cluster = state.store.clusters.reserve_cluster(owner, state.clock())
+        attributes = {"JobBatchName": name} if name else {}
+        specs = [JobSpec(executable="job.sh", attributes=attributes) for _ in range(3)]
+        state.jobs.submit(cluster, owner, "job.sub", specs)
+    lines = state.summary.batches()
+    assert [(b.owner, b.batch_name, b.idle, b.total) for b in lines] == [
+        ("ann", "sweep", 6, 6),
+        ("bob", "sweep", 3, 3),
+        ("ann", None, 3, 3),
+    ]
+    assert lines[0].job_ids == "1.0 ... 2.2"
+    # A batch named with dedit is shown under its new name.
+    reply = on_edit_jobs(
+        state, user("ann"), p.EditJobs(ids=["4"], changes={"+JobBatchName": '"late"'})
+    )
+    assert isinstance(reply, p.JobsChanged) and reply.changed
+    assert state.summary.cluster(4) == BatchCounts(
+        cluster=4, owner="ann", batch_name="late", submitted=lines[2].submitted,
+        done=0, running=0, idle=3, held=0, total=3, job_ids="4.0-2",
+    )  # fmt: skip
+    close_state(state)
