@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from functools import partial
 
 from scheduler.dispatch import Slots
@@ -118,6 +118,25 @@ class JobTable:
             for job in candidates
             if job.state.value in states and (owner is None or job.owner == owner)
         ]
+
+    def in_order(
+        self,
+        after: tuple[int, int],
+        owner: str | None,
+        states: set[str],
+        clusters: Collection[int] = (),
+    ) -> Iterator[Job]:
+        """Active jobs of ``owner`` (None: anyone's) in ``states`` (and ``clusters``,
+        if any), in id order from just after ``after``: a page costs what it holds
+        (and the finished procs between), not the whole queue."""
+        for cluster, last in self.summary.spans(after[0], owner, states):
+            if clusters and cluster not in clusters:
+                continue
+            start = after[1] + 1 if cluster == after[0] else 0
+            for proc in range(start, last + 1):
+                job = self.active.get((cluster, proc))
+                if job is not None and job.state.value in states:
+                    yield job  # a cluster has one owner: the span's
 
     def running(self) -> list[Job]:
         return [j for j in self.active.values() if j.state is JobState.RUNNING]

@@ -8,7 +8,7 @@ each change registers its undo with the open unit, as the table's own do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -160,6 +160,19 @@ class QueueSummary:
             self.undo(partial(setattr, rec, "batch_name", old))
 
     # ------------------------------------------------------------------ views
+
+    def spans(
+        self, first: int = 0, owner: str | None = None, states: Iterable[str] = _NAMES
+    ) -> Iterator[tuple[int, int]]:
+        """Each cluster from ``first`` on (in order) with jobs of ``owner`` (None: any)
+        in ``states``, and its last proc: where to look for those jobs in id order."""
+        wanted = [_NAMES.index(name) for name in states if name in _NAMES]
+        for cluster in sorted(c for c in self._clusters if c >= first):
+            rec = self._clusters.get(cluster)
+            if rec is None or (owner is not None and rec.owner != owner):
+                continue
+            if any(rec.counts[i] for i in wanted):
+                yield cluster, rec.last
 
     def cluster(self, cluster: int) -> BatchCounts | None:
         """The counts of one cluster in the queue, or None."""

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from scheduler import protocol as p
 from scheduler import transitions as t
+from scheduler.control_handlers import on_query_batches, on_query_jobs
 from scheduler.job_control import on_edit_jobs
 from scheduler.protocol import JobSpec, JobState
 from scheduler.queue_summary import BatchCounts, QueueSummary
@@ -78,6 +79,32 @@ def check(state: SchedulerState) -> None:
     for counts in users.values():
         totals.update(counts)
     assert state.summary.by_state() == {s: totals[s] for s in ("idle", "running", "held")}
+    walked(state)
+
+
+def walked(state: SchedulerState) -> None:
+    """The queue read in pages of 3 is every job in it, in id order, once; the batch
+    view's answer is the summary's."""
+    admin = user("root", admin=True)
+    for states in (["idle", "running", "held"], ["idle"], ["held", "running"]):
+        ids: list[str] = []
+        while True:
+            query = p.QueryJobs(ids=[], states=states, all_users=True, limit=3,
+                                after=ids[-1] if ids else "")  # fmt: skip
+            reply = on_query_jobs(state, admin, query)
+            assert isinstance(reply, p.JobList)
+            ids += [job.id for job in reply.jobs]
+            if not reply.more:
+                break
+        expected = sorted(
+            (j for j in state.jobs.active.values() if j.state.value in states),
+            key=lambda j: (j.cluster, j.proc),
+        )
+        assert ids == [j.id for j in expected]
+    reply = on_query_batches(state, admin, p.QueryBatches(all_users=True))
+    assert isinstance(reply, p.BatchList)
+    assert [b.cluster for b in reply.batches] == [b.cluster for b in state.summary.batches()]
+    assert sum(b.idle for b in reply.batches) == reply.totals["idle"] == reply.all_totals["idle"]
 
 
 def submit(state: SchedulerState, owner: str, count: int, first: int = 0) -> None:
