@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scheduler import protocol as p
-from scheduler.authz import may_control
+from scheduler.authz import may_act_for, may_control
 from scheduler.callers import Caller
 from scheduler.connection import RequestError
 from scheduler.dispatch import Slots
@@ -69,11 +69,18 @@ def on_query_counts(state: SchedulerState, conn: Caller, msg: p.QueryCounts) -> 
 
 def on_analyze_jobs(state: SchedulerState, conn: Caller, msg: p.AnalyzeJobs) -> p.Message:
     jobs: list[Job] = []
+    whole: list[int] = []
     for text in msg.ids:
         try:
             cluster, proc = p.parse_job_id(text)
         except ValueError as exc:
             raise RequestError(str(exc), "invalid") from None
+        if proc is None and msg.by_cluster:
+            line = state.summary.cluster(cluster)
+            if line is None or not may_act_for(conn, line.owner):
+                raise RequestError(f"no job of yours in the queue matches {text}", "not_found")
+            whole.append(cluster)
+            continue
         if proc is None:
             found = [j for k, j in state.jobs.active.items() if k[0] == cluster]
         else:
@@ -84,13 +91,63 @@ def on_analyze_jobs(state: SchedulerState, conn: Caller, msg: p.AnalyzeJobs) -> 
             raise RequestError(f"no job of yours in the queue matches {text}", "not_found")
         jobs += sorted(found, key=lambda j: j.proc)[:100]
     now, slots = state.clock(), state.workers.slots()
+    clusters = [_summarise(state, cluster, slots) for cluster in whole]
+    if not jobs:
+        return p.JobAnalyses(jobs=[], clusters=clusters)
     running: dict[str, list[float]] = {}
     for job in state.jobs.active.values():
         if job.state is JobState.RUNNING and job.worker and job.start_time is not None:
             running.setdefault(job.worker, []).append(max(0.0, now - job.start_time))
     pool = _Pool(now, slots, capacities(slots), state.jobs.queue.ranked(now),
                  _mean_run_time(state), running)  # fmt: skip
-    return p.JobAnalyses(jobs=[_analyze(state, job, pool) for job in jobs[:100]])
+    return p.JobAnalyses(jobs=[_analyze(state, job, pool) for job in jobs[:100]], clusters=clusters)
+
+
+def _summarise(state: SchedulerState, cluster: int, slots: list[Slots]) -> p.ClusterAnalysis:
+    """A cluster's idle jobs counted per reason, worked out once per job shape (the
+    procs that differ in nothing but their number share one spec), and its held jobs
+    per hold reason."""
+    found = capacities(slots)
+    shapes: dict[int, tuple[Job, int]] = {}
+    held: Counter[str] = Counter()
+    counts: Counter[JobState] = Counter()
+    for job in state.jobs.in_order((cluster, -1), None, _QUEUED, (cluster,)):
+        counts[job.state] += 1
+        if job.state is JobState.IDLE:
+            first, n = shapes.get(id(job.spec), (job, 0))
+            shapes[id(job.spec)] = (first, n + 1)
+        elif job.state is JobState.HELD:
+            held[job.hold_reason or "no reason given"] += 1
+    reasons: Counter[str] = Counter()
+    for job, n in shapes.values():
+        reasons[_idle_reason(job, slots, found)] += n
+    line = state.summary.cluster(cluster)
+    return p.ClusterAnalysis(
+        cluster=cluster,
+        owner=line.owner if line is not None else "",
+        idle=counts[JobState.IDLE],
+        running=counts[JobState.RUNNING],
+        held=counts[JobState.HELD],
+        idle_reasons=dict(reasons.most_common()),
+        hold_reasons=dict(held.most_common()),
+    )
+
+
+_QUEUED = {JobState.IDLE.value, JobState.RUNNING.value, JobState.HELD.value}
+
+
+def _idle_reason(job: Job, slots: list[Slots], found: list[Capacity]) -> str:
+    """Why an idle job waits, in the words of its analysis."""
+    matching, reasons = never_reasons(job.spec, found)
+    if reasons:
+        return f"cannot run on any connected worker: {'; '.join(reasons)}"
+    names = set(matching)
+    if any(s.name in names and s.fits(job) for s in slots):
+        return "waiting for its turn: a worker that could run it has room now"
+    return (
+        f"waiting for room: {len(matching)} of {len(slots)} connected worker(s)"
+        " could run it, none has room now"
+    )
 
 
 def _analyze(state: SchedulerState, job: Job, pool: _Pool) -> p.JobAnalysis:

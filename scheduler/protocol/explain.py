@@ -93,6 +93,9 @@ class AnalyzeJobs(Message):
     type: ClassVar[str] = "analyze_jobs"
     roles = CONTROL
     ids: list[str]
+    #: Clusters named whole (``42``) are summarised (:class:`ClusterAnalysis`), not
+    #: explained job by job.
+    by_cluster: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
