@@ -59,11 +59,7 @@ def on_query_users(state: SchedulerState, conn: Caller, msg: p.QueryUsers) -> p.
 
 
 def on_query_counts(state: SchedulerState, conn: Caller, msg: p.QueryCounts) -> p.Message:
-    counts = Counter(
-        job.state.value
-        for job in state.jobs.active.values()
-        if msg.all_users or job.owner == conn.name
-    )
+    counts = state.summary.by_state(None if msg.all_users else conn.name)
     return p.JobCounts(counts={s.value: counts.get(s.value, 0) for s in JobState})
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from scheduler import protocol as p
 from scheduler import transitions as t
 from scheduler.control_handlers import on_query_batches, on_query_jobs
+from scheduler.explain import on_query_counts
 from scheduler.job_control import on_edit_jobs
 from scheduler.protocol import JobSpec, JobState
 from scheduler.queue_summary import BatchCounts, QueueSummary
@@ -105,6 +106,10 @@ def walked(state: SchedulerState) -> None:
     assert isinstance(reply, p.BatchList)
     assert [b.cluster for b in reply.batches] == [b.cluster for b in state.summary.batches()]
     assert sum(b.idle for b in reply.batches) == reply.totals["idle"] == reply.all_totals["idle"]
+    counts = on_query_counts(state, user("ann"), p.QueryCounts())
+    assert isinstance(counts, p.JobCounts)
+    mine = Counter(j.state.value for j in state.jobs.active.values() if j.owner == "ann")
+    assert counts.counts == {s.value: mine[s.value] for s in JobState}
 
 
 def submit(state: SchedulerState, owner: str, count: int, first: int = 0) -> None:
