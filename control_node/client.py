@@ -179,6 +179,18 @@ class Client:
         when the one before has been used (memory stays flat for any queue)."""
         return results.job_pages(self.conn, list(ids or []), states, all_users, limit, page)
 
+    def wire_pages(
+        self,
+        ids: list[str] | None = None,
+        states: list[str] | None = None,
+        all_users: bool = False,
+        limit: int = 0,
+        page: int = results.PAGE,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """As :meth:`job_pages`, each record as the JSON object it came as (what
+        ``dq --json`` writes), the next page asked for while this one is used."""
+        return results.wire_pages(self.conn, list(ids or []), states, all_users, limit, page)
+
     def batches(self, clusters: list[int] | None = None, all_users: bool = False) -> p.BatchList:
         """The batch view: per batch (cluster, or ``JobBatchName``) its jobs done,
         running, idle and held, counted by the scheduler (no job is sent)."""

@@ -104,13 +104,13 @@ class JobListWriter:
 
 
 def write_json(pages: Iterable[Sequence[object]], out: TextIO) -> None:
-    """Records as one JSON list, indented as the commands' ``--json`` prints them,
-    each written as it comes: no string of the whole list is built."""
+    """Records as one JSON list, one record a line, each written as it comes: no
+    string of the whole list is built (and each line is greppable)."""
     first = True
     for page in pages:
         for record in page:
-            text = json.dumps(p.to_wire(record), indent=2).replace("\n", "\n  ")
-            out.write(("[\n  " if first else ",\n  ") + text)
+            data = record if type(record) is dict else p.to_wire(record)
+            out.write(("[\n" if first else ",\n") + json.dumps(data))
             first = False
         out.flush()
     out.write("[]\n" if first else "\n]\n")

@@ -102,6 +102,11 @@ def show(args: argparse.Namespace, expr: Expression | None, af_options: str) -> 
                 print(render_classad.batch_table(jobs))
             print()
             print(render_queue.totals_line("query", _states(jobs)))
+        elif args.json and expr is None:
+            # As they came: no record made of each only to be written back.
+            wire = client.wire_pages(args.ids, states=states, all_users=args.allusers,
+                                     limit=args.limit, page=PAGE)  # fmt: skip
+            render_queue.write_json(wire, sys.stdout)
         elif args.json:
             render_queue.write_json(pages, sys.stdout)
         elif args.autoformat:
