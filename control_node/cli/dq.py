@@ -132,8 +132,9 @@ def show(args: argparse.Namespace, expr: Expression | None, af_options: str) -> 
     return 0
 
 
-#: Jobs per page of a listing: the first shows at once, the rest follow as they come.
-PAGE = 1000
+#: Jobs per page of a listing: the first shows at once, the rest follow as they come;
+#: a page holds the scheduler's loop a few milliseconds.
+PAGE = 250
 
 
 def _split_ids(ids: list[str]) -> tuple[list[int], list[str]]:
