@@ -100,36 +100,46 @@ def on_analyze_jobs(state: SchedulerState, conn: Caller, msg: p.AnalyzeJobs) -> 
 
 
 def _summarise(state: SchedulerState, cluster: int, slots: list[Slots]) -> p.ClusterAnalysis:
-    """A cluster's idle jobs counted per reason, worked out once per job shape (the
-    procs that differ in nothing but their number share one spec), and its held jobs
-    per hold reason."""
-    found = capacities(slots)
-    shapes: dict[int, tuple[Job, int]] = {}
+    """A cluster's counts (the queue's summary), its idle jobs counted per reason,
+    worked out once per job shape (the procs that differ in nothing but their number
+    share one spec), and its held jobs per hold reason: one pass over its procs,
+    ended once every idle and held job is counted."""
+    line = state.summary.cluster(cluster)
+    if line is None:
+        return p.ClusterAnalysis(cluster=cluster, owner="", idle=0, running=0, held=0)
+    shapes: dict[int, list[Any]] = {}
     held: Counter[str] = Counter()
-    counts: Counter[JobState] = Counter()
-    for job in state.jobs.in_order((cluster, -1), None, _QUEUED, (cluster,)):
-        counts[job.state] += 1
-        if job.state is JobState.IDLE:
-            first, n = shapes.get(id(job.spec), (job, 0))
-            shapes[id(job.spec)] = (first, n + 1)
-        elif job.state is JobState.HELD:
+    left = line.idle + line.held
+    active, idle, on_hold = state.jobs.active, JobState.IDLE, JobState.HELD
+    for proc in range(line.total):
+        if not left:
+            break
+        job = active.get((cluster, proc))
+        if job is None:
+            continue
+        if job.state is idle:
+            shape = shapes.get(id(job.spec))
+            if shape is None:
+                shapes[id(job.spec)] = [job, 1]
+            else:
+                shape[1] += 1
+            left -= 1
+        elif job.state is on_hold:
             held[job.hold_reason or "no reason given"] += 1
+            left -= 1
     reasons: Counter[str] = Counter()
+    found = capacities(slots)
     for job, n in shapes.values():
         reasons[_idle_reason(job, slots, found)] += n
-    line = state.summary.cluster(cluster)
     return p.ClusterAnalysis(
         cluster=cluster,
-        owner=line.owner if line is not None else "",
-        idle=counts[JobState.IDLE],
-        running=counts[JobState.RUNNING],
-        held=counts[JobState.HELD],
+        owner=line.owner,
+        idle=line.idle,
+        running=line.running,
+        held=line.held,
         idle_reasons=dict(reasons.most_common()),
         hold_reasons=dict(held.most_common()),
     )
-
-
-_QUEUED = {JobState.IDLE.value, JobState.RUNNING.value, JobState.HELD.value}
 
 
 def _idle_reason(job: Job, slots: list[Slots], found: list[Capacity]) -> str:

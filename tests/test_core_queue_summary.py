@@ -7,14 +7,16 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from core_fakes import FakeClock, close_state, open_state, register, user
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler import protocol as p
 from scheduler import transitions as t
+from scheduler.connection import RequestError
 from scheduler.control_handlers import on_query_batches, on_query_jobs
-from scheduler.explain import on_query_counts
+from scheduler.explain import on_analyze_jobs, on_query_counts
 from scheduler.job_control import on_edit_jobs
 from scheduler.protocol import JobSpec, JobState
 from scheduler.queue_summary import BatchCounts, QueueSummary
@@ -217,4 +219,31 @@ def test_clusters_of_one_batch_name_make_one_line(tmp_path: Path) -> None:
         cluster=4, owner="ann", batch_name="late", submitted=lines[2].submitted,
         done=0, running=0, idle=3, held=0, total=3, job_ids="4.0-2",
     )  # fmt: skip
+    close_state(state)
+
+
+def test_analyze_cluster_counts_idle_jobs_per_reason(tmp_path: Path) -> None:
+    state = open_state(tmp_path / "home", FakeClock())
+    register(state, "w1", slots=1)
+    cluster = state.store.clusters.reserve_cluster("ann", state.clock())
+    specs = [JobSpec(executable="job.sh", request_memory=400 * 1024) for _ in range(5)]
+    specs += [JobSpec(executable="job.sh") for _ in range(4)]
+    jobs = state.jobs.submit(cluster, "ann", "job.sub", specs)
+    with state.store.transaction():
+        t.hold(state, jobs[0], "by the test")
+    schedule_once(state)  # one small job takes the worker's one slot
+    reply = on_analyze_jobs(state, user("ann"), p.AnalyzeJobs(ids=[str(cluster)], by_cluster=True))
+    assert isinstance(reply, p.JobAnalyses) and reply.jobs == []
+    [analysis] = reply.clusters
+    assert (analysis.idle, analysis.running, analysis.held) == (7, 1, 1)
+    assert analysis.idle_reasons == {
+        "cannot run on any connected worker: no worker has 400 GB of memory; largest is 7.81 GB": 4,
+        "waiting for room: 1 of 1 connected worker(s) could run it, none has room now": 3,
+    }
+    assert analysis.hold_reasons == {"by the test": 1}
+    # Another user's cluster is not found; a job named alone is explained alone.
+    with pytest.raises(RequestError):
+        on_analyze_jobs(state, user("bob"), p.AnalyzeJobs(ids=[str(cluster)], by_cluster=True))
+    one = on_analyze_jobs(state, user("ann"), p.AnalyzeJobs(ids=[f"{cluster}.8"], by_cluster=True))
+    assert isinstance(one, p.JobAnalyses) and [a.id for a in one.jobs] == [f"{cluster}.8"]
     close_state(state)
