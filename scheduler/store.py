@@ -87,6 +87,20 @@ class Store(Database):
         )
         return _jobs_from_rows(rows)
 
+    def cluster_sizes(self, clusters: Iterable[int]) -> dict[int, int]:
+        """The number of jobs each of ``clusters`` has, in any state."""
+        wanted = sorted(set(clusters))
+        sizes: dict[int, int] = {}
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            rows = self._query(
+                f"SELECT cluster, COUNT(*) FROM jobs WHERE cluster IN ({','.join('?' * len(part))})"
+                " GROUP BY cluster",
+                tuple(part),
+            )
+            sizes.update((int(row[0]), int(row[1])) for row in rows)
+        return sizes
+
     def jobs(
         self,
         *,
