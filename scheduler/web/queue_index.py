@@ -28,7 +28,7 @@ SORTS = ("id", "state", "owner")
 #: Excluded entries walked past before a page jumps to its next entry by search.
 _JUMP = 64
 #: Ids a search reads between two turns of the event loop.
-_CHUNK = 2000
+_CHUNK = 500
 
 
 @dataclass
