@@ -105,7 +105,8 @@ class JobTable:
             return []
         if clusters or pairs:
             whole = set(clusters)
-            candidates = [j for k, j in self.active.items() if k[0] in whole]
+            # Single jobs are looked up, not found by a pass over the queue.
+            candidates = [j for k, j in self.active.items() if k[0] in whole] if whole else []
             candidates += [
                 self.active[k]
                 for k in dict.fromkeys(pairs)

@@ -112,6 +112,13 @@ def test_deep_queue_pages_walk_to_the_whole_queue(deep: tuple[TestCluster, str, 
             break
         seen += [j["id"] for j in answer.json()]
     assert seen == sorted(mine, key=_key)
+    end = client.get(f"/api/jobs?ids=1&offset={DEEP - 10}")  # one cluster's, from the index
+    assert [j["id"] for j in end.json()] == [f"1.{i}" for i in range(DEEP - 10, DEEP)]
+    assert end.headers["X-Total-Count"] == str(DEEP)
+    assert [j["id"] for j in client.get("/api/jobs?ids=1.6,1.5&states=all").json()] == [
+        "1.5",
+        "1.6",
+    ]
     assert cluster.run("drm", "1.7", "1.8", "1.9").returncode == 0
     newest = client.get("/api/history?limit=2")
     assert [j["id"] for j in newest.json()] == ["1.8", "1.9"] and newest.headers["X-More"] == "1"

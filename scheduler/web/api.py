@@ -85,11 +85,14 @@ async def jobs(request: web.Request) -> web.Response:
     states = q.get("states")
     chosen = None if states is None else [] if states == "all" else states.split(",")
     s = scheduler_of(request)
-    if not ids and (chosen is None or (chosen and set(chosen) <= set(queue_pages.STATES))):
-        # The queue's jobs, from the index: the cost of the page.
+    one_cluster = len(ids) == 1 and ids[0].isdigit()
+    in_queue = chosen is None or (chosen and set(chosen) <= set(queue_pages.STATES))
+    if (not ids or one_cluster) and in_queue:
+        # The queue's jobs (of one cluster), from the index: the cost of the page.
         owner = None if q.get("allusers") == "1" else user.name
         chosen_states = queue_pages.STATES if chosen is None else tuple(chosen)
-        page = index_of(request).page(owner, chosen_states, None, "id", False, offset, limit)
+        cluster = int(ids[0]) if ids else None
+        page = index_of(request).page(owner, chosen_states, cluster, "id", False, offset, limit)
         infos = [views.visible(user, job) for job in map(s.jobs.active.get, page.keys) if job]
         found = s.mailer.annotate(infos, user.name)
         return _paged(found, page.total)
