@@ -180,6 +180,39 @@ class Client:
         stops after that many jobs (0: all)."""
         return results.query_jobs(self.conn, list(ids or []), states, all_users, limit)
 
+    def job_pages(
+        self,
+        ids: list[str] | None = None,
+        states: list[str] | None = None,
+        all_users: bool = False,
+        limit: int = 0,
+        page: int = results.PAGE,
+    ) -> Iterator[list[p.JobInfo]]:
+        """As :meth:`jobs`, a page of at most ``page`` jobs at a time, each asked for
+        when the one before has been used (memory stays flat for any queue)."""
+        return results.job_pages(self.conn, list(ids or []), states, all_users, limit, page)
+
+    def wire_pages(
+        self,
+        ids: list[str] | None = None,
+        states: list[str] | None = None,
+        all_users: bool = False,
+        limit: int = 0,
+        page: int = results.PAGE,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """As :meth:`job_pages`, each record as the JSON object it came as (what
+        ``dq --json`` writes), the next page asked for while this one is used."""
+        return results.wire_pages(self.conn, list(ids or []), states, all_users, limit, page)
+
+    def batches(self, clusters: list[int] | None = None, all_users: bool = False) -> p.BatchList:
+        """The batch view: per batch (cluster, or ``JobBatchName``) its jobs done,
+        running, idle and held, counted by the scheduler (no job is sent)."""
+        reply = self.conn.request(
+            p.QueryBatches(all_users=all_users, clusters=list(clusters or []))
+        )
+        assert isinstance(reply, p.BatchList)
+        return reply
+
     def cluster_jobs(self, cluster: int, page: int = 2000) -> list[p.JobInfo]:
         """Every job of one of your clusters, in any state, asked for ``page`` procs at
         a time so that a reply stays small whatever the cluster's size."""
@@ -262,6 +295,13 @@ class Client:
         reply = self.conn.request(p.AnalyzeJobs(ids=list(ids)))
         assert isinstance(reply, p.JobAnalyses)
         return reply.jobs
+
+    def analyze_clusters(self, ids: list[str]) -> p.JobAnalyses:
+        """As :meth:`analyze`, but each cluster named whole (``42``) is summarised:
+        how many of its jobs are idle for which reason, held for which reason."""
+        reply = self.conn.request(p.AnalyzeJobs(ids=list(ids), by_cluster=True))
+        assert isinstance(reply, p.JobAnalyses)
+        return reply
 
     def counts(self, all_users: bool = False) -> dict[str, int]:
         """How many of your (or everyone's) jobs are in each state of the queue."""

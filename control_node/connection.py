@@ -13,6 +13,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from scheduler import protocol as p
 from scheduler.transport.tls import TlsError, check_pin, client_context, normalize_fingerprint
@@ -220,6 +221,47 @@ class Connection:
             kind = {"not_found": NotFound, "auth": AuthError}.get(reply.code, RequestFailed)
             raise kind(reply.message)
         return reply
+
+    def send_request(self, message: p.Message) -> int:
+        """Send a request without waiting: its id, for :meth:`raw_reply`."""
+        request_id = next(self._ids)
+        self._send(message.with_id(request_id))
+        return request_id
+
+    def raw_reply(self, request_id: int) -> dict[str, Any]:
+        """The reply to ``request_id`` as the JSON data it came as, not made records
+        (for a caller that writes it out as it is); pushed updates are kept in
+        ``updates``, an error reply raised as :meth:`request` does."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                body = p.recv_frame(self.sock, self.max_frame)
+                data = p.parse_json(body)
+            except TimeoutError:
+                raise SchedulerUnavailable("the scheduler did not answer in time") from None
+            except (OSError, ConnectionError) as exc:
+                raise SchedulerUnavailable(f"lost the connection to the scheduler: {exc}") from None
+            except p.ProtocolError as exc:
+                raise SchedulerUnavailable(f"bad reply from the scheduler: {exc}") from None
+            if not isinstance(data, dict) or data.get("id") != request_id:
+                message = self._decoded(body)
+                if isinstance(message, Pushed):
+                    self.updates.append(message)
+                continue
+            if data.get("type") == p.Error.type:
+                error = self._decoded(body)
+                assert isinstance(error, p.Error)
+                kind = {"not_found": NotFound, "auth": AuthError}.get(error.code, RequestFailed)
+                raise kind(error.message)
+            return data
+
+    @staticmethod
+    def _decoded(body: bytes) -> p.Message:
+        try:
+            return p.decode(body)
+        except p.ProtocolError as exc:
+            raise SchedulerUnavailable(f"bad reply from the scheduler: {exc}") from None
 
     def next_update(self, timeout: float) -> Pushed | None:
         """The next pushed message, or None after ``timeout`` seconds."""

@@ -32,3 +32,11 @@ def users_table(reply: p.UserList) -> str:
 def analyses(items: Sequence[p.JobAnalysis]) -> str:
     """Each job's explanation as a paragraph."""
     return "\n\n".join(f"{a.id}: {a.summary}" for a in items)
+
+
+def cluster_analysis(c: p.ClusterAnalysis) -> str:
+    """A cluster's jobs counted by why they wait, the most first."""
+    lines = [f"Cluster {c.cluster} ({c.owner}): {c.idle} idle, {c.running} running, {c.held} held."]
+    lines += [f"  {n} idle: {reason}" for reason, n in c.idle_reasons.items()]
+    lines += [f"  {n} held: {reason}" for reason, n in c.hold_reasons.items()]
+    return "\n".join(lines)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from control_node.connection import Connection, DfarmError, Pushed
 from scheduler import protocol as p
@@ -131,23 +131,78 @@ def query_jobs(
 
     Asked for a page at a time, so that no reply outgrows a frame, whatever the
     number of jobs; ``limit`` stops after that many jobs (0: all)."""
-    most = max(1, min(PAGE, conn.max_frame // RECORD_BYTES))
-    jobs: list[p.JobInfo] = []
+    return [job for page in job_pages(conn, ids, states, all_users, limit) for job in page]
+
+
+def job_pages(
+    conn: Connection,
+    ids: list[str],
+    states: list[str] | None = None,
+    all_users: bool = False,
+    limit: int = 0,
+    page: int = PAGE,
+) -> Iterator[list[p.JobInfo]]:
+    """As :func:`query_jobs`, one page (at most ``page`` jobs) at a time, each asked
+    for once the one before is used: a caller that writes each page as it comes
+    holds no more than one."""
+    most = max(1, min(page, conn.max_frame // RECORD_BYTES))
+    seen, after = 0, ""
     while True:
-        page = most if limit <= 0 else min(most, limit - len(jobs))
+        size = most if limit <= 0 else min(most, limit - seen)
         reply = conn.request(
             p.QueryJobs(
                 ids=list(ids),
                 states=ACTIVE_STATES if states is None else list(states),
                 all_users=all_users,
-                limit=page,
-                after=jobs[-1].id if jobs else "",
+                limit=size,
+                after=after,
             )
         )
         assert isinstance(reply, p.JobList)
-        jobs += reply.jobs
-        if not reply.more or not reply.jobs or 0 < limit <= len(jobs):
-            return jobs
+        if reply.jobs:
+            seen += len(reply.jobs)
+            after = reply.jobs[-1].id
+            yield reply.jobs
+        if not reply.more or not reply.jobs or 0 < limit <= seen:
+            return
+
+
+def wire_pages(
+    conn: Connection,
+    ids: list[str],
+    states: list[str] | None = None,
+    all_users: bool = False,
+    limit: int = 0,
+    page: int = PAGE,
+) -> Iterator[list[dict[str, Any]]]:
+    """As :func:`job_pages`, the records as the JSON data they came as (for writing
+    out as they are); each next page is asked for before this one is given, so that
+    the scheduler makes it while the caller writes this one."""
+    most = max(1, min(page, conn.max_frame // RECORD_BYTES))
+
+    def ask(after: str, seen: int) -> int:
+        return conn.send_request(
+            p.QueryJobs(
+                ids=list(ids),
+                states=ACTIVE_STATES if states is None else list(states),
+                all_users=all_users,
+                limit=most if limit <= 0 else min(most, limit - seen),
+                after=after,
+            )
+        )
+
+    seen, pending = 0, ask("", 0)
+    while True:
+        reply = conn.raw_reply(pending)
+        jobs = reply.get("jobs") or []
+        seen += len(jobs)
+        last = not reply.get("more") or not jobs or 0 < limit <= seen
+        if not last:
+            pending = ask(jobs[-1]["id"], seen)
+        if jobs:
+            yield jobs
+        if last:
+            return
 
 
 def as_completed(

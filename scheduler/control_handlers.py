@@ -4,6 +4,8 @@ watch and fetch."""
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import itertools
 import logging
 import sqlite3
 
@@ -144,20 +146,72 @@ def on_query_jobs(state: SchedulerState, conn: Caller, msg: p.QueryJobs) -> p.Me
     clusters, pairs = parse_ids(msg.ids)
     owner = None if msg.all_users else conn.name
     states = set(msg.states) or {s.value for s in JobState}
-    # Jobs in the queue are in memory; only finished ones are read from SQLite.
-    jobs = state.jobs.select(owner, clusters, pairs, states - FINAL)
-    if states & FINAL:
-        jobs += state.store.jobs(
-            owner=owner, clusters=clusters, job_ids=pairs, states=sorted(states & FINAL)
-        )
-    jobs.sort(key=lambda job: (job.cluster, job.proc))
-    jobs, more = _page(jobs, msg.after, msg.limit)
+    if pairs or states & FINAL:
+        # Jobs in the queue are in memory; only finished ones are read from SQLite.
+        jobs = state.jobs.select(owner, clusters, pairs, states - FINAL)
+        if states & FINAL:
+            jobs += state.store.jobs(
+                owner=owner, clusters=clusters, job_ids=pairs, states=sorted(states & FINAL)
+            )
+        jobs.sort(key=lambda job: (job.cluster, job.proc))
+        jobs, more = _page(jobs, msg.after, msg.limit)
+    else:
+        jobs, more = _queue_page(state, owner, clusters, states, msg.after, msg.limit)
     finished = {
         job.cluster for job in jobs if job.state is JobState.COMPLETED and may_control(conn, job)
     }
     results = state.store.results.of_clusters(finished)
     infos = [visible(conn, job, results.get((job.cluster, job.proc))) for job in jobs]
     return p.JobList(jobs=state.mailer.annotate(infos, conn.name), more=more)
+
+
+def _queue_page(
+    state: SchedulerState,
+    owner: str | None,
+    clusters: list[int],
+    states: set[str],
+    after: str,
+    limit: int,
+) -> tuple[list[Job], bool]:
+    """A page of jobs in the queue in id order, walked from ``after`` (not sorted out
+    of the whole queue)."""
+    walk = state.jobs.in_order(_after_key(after), owner, states, set(clusters))
+    jobs = list(itertools.islice(walk, limit + 1 if limit > 0 else None))
+    if limit > 0 and len(jobs) > limit:
+        return jobs[:limit], True
+    return jobs, False
+
+
+def _after_key(after: str) -> tuple[int, int]:
+    """The id ``after`` as (cluster, proc); a cluster alone comes before its procs."""
+    if not after:
+        return -1, -1
+    try:
+        cluster, proc = p.parse_job_id(after)
+    except ValueError as exc:
+        raise RequestError(str(exc), "invalid") from None
+    return cluster, -1 if proc is None else proc
+
+
+def on_query_batches(state: SchedulerState, conn: Caller, msg: p.QueryBatches) -> p.Message:
+    """The batch view, from the queue's summary: nothing per job."""
+    owner = None if msg.all_users else conn.name
+    summary = state.summary
+    if msg.clusters:
+        found = (summary.cluster(c) for c in sorted(set(msg.clusters)))
+        lines = [b for b in found if b is not None and owner in (None, b.owner)]
+    else:
+        lines = summary.batches(owner)
+    totals = {"idle": 0, "running": 0, "held": 0}
+    for line in lines:
+        totals["idle"] += line.idle
+        totals["running"] += line.running
+        totals["held"] += line.held
+    return p.BatchList(
+        batches=[p.BatchInfo(**dataclasses.asdict(line)) for line in lines],
+        totals=totals,
+        all_totals=summary.by_state(),
+    )
 
 
 def worker_infos(state: SchedulerState) -> list[p.WorkerInfo]:

@@ -4,11 +4,12 @@ not running, and the queue's counts."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from scheduler import protocol as p
-from scheduler.authz import may_control
+from scheduler.authz import may_act_for, may_control
 from scheduler.callers import Caller
 from scheduler.connection import RequestError
 from scheduler.dispatch import Slots
@@ -35,6 +36,9 @@ class _Pool:
     mean_run_time: float | None
     #: Seconds each running job has run so far, by its worker's name.
     running: dict[str, list[float]]
+    #: How many of its owner's idle jobs come before a job, where the caller keeps
+    #: an index of them (None: counted from the queue).
+    ahead_own: Callable[[Job], int] | None = None
 
 
 def on_query_users(state: SchedulerState, conn: Caller, msg: p.QueryUsers) -> p.Message:
@@ -59,21 +63,24 @@ def on_query_users(state: SchedulerState, conn: Caller, msg: p.QueryUsers) -> p.
 
 
 def on_query_counts(state: SchedulerState, conn: Caller, msg: p.QueryCounts) -> p.Message:
-    counts = Counter(
-        job.state.value
-        for job in state.jobs.active.values()
-        if msg.all_users or job.owner == conn.name
-    )
+    counts = state.summary.by_state(None if msg.all_users else conn.name)
     return p.JobCounts(counts={s.value: counts.get(s.value, 0) for s in JobState})
 
 
 def on_analyze_jobs(state: SchedulerState, conn: Caller, msg: p.AnalyzeJobs) -> p.Message:
     jobs: list[Job] = []
+    whole: list[int] = []
     for text in msg.ids:
         try:
             cluster, proc = p.parse_job_id(text)
         except ValueError as exc:
             raise RequestError(str(exc), "invalid") from None
+        if proc is None and msg.by_cluster:
+            line = state.summary.cluster(cluster)
+            if line is None or not may_act_for(conn, line.owner):
+                raise RequestError(f"no job of yours in the queue matches {text}", "not_found")
+            whole.append(cluster)
+            continue
         if proc is None:
             found = [j for k, j in state.jobs.active.items() if k[0] == cluster]
         else:
@@ -84,13 +91,92 @@ def on_analyze_jobs(state: SchedulerState, conn: Caller, msg: p.AnalyzeJobs) -> 
             raise RequestError(f"no job of yours in the queue matches {text}", "not_found")
         jobs += sorted(found, key=lambda j: j.proc)[:100]
     now, slots = state.clock(), state.workers.slots()
+    clusters = [_summarise(state, cluster, slots) for cluster in whole]
+    if not jobs:
+        return p.JobAnalyses(jobs=[], clusters=clusters)
     running: dict[str, list[float]] = {}
     for job in state.jobs.active.values():
         if job.state is JobState.RUNNING and job.worker and job.start_time is not None:
             running.setdefault(job.worker, []).append(max(0.0, now - job.start_time))
     pool = _Pool(now, slots, capacities(slots), state.jobs.queue.ranked(now),
                  _mean_run_time(state), running)  # fmt: skip
-    return p.JobAnalyses(jobs=[_analyze(state, job, pool) for job in jobs[:100]])
+    return p.JobAnalyses(jobs=[_analyze(state, job, pool) for job in jobs[:100]], clusters=clusters)
+
+
+def _summarise(state: SchedulerState, cluster: int, slots: list[Slots]) -> p.ClusterAnalysis:
+    """A cluster's counts (the queue's summary), its idle jobs counted per reason,
+    worked out once per job shape (the procs that differ in nothing but their number
+    share one spec), and its held jobs per hold reason: one pass over its procs,
+    ended once every idle and held job is counted."""
+    line = state.summary.cluster(cluster)
+    if line is None:
+        return p.ClusterAnalysis(cluster=cluster, owner="", idle=0, running=0, held=0)
+    shapes: dict[int, list[Any]] = {}
+    held: Counter[str] = Counter()
+    left = line.idle + line.held
+    active, idle, on_hold = state.jobs.active, JobState.IDLE, JobState.HELD
+    for proc in range(line.total):
+        if not left:
+            break
+        job = active.get((cluster, proc))
+        if job is None:
+            continue
+        if job.state is idle:
+            shape = shapes.get(id(job.spec))
+            if shape is None:
+                shapes[id(job.spec)] = [job, 1]
+            else:
+                shape[1] += 1
+            left -= 1
+        elif job.state is on_hold:
+            held[job.hold_reason or "no reason given"] += 1
+            left -= 1
+    reasons: Counter[str] = Counter()
+    found = capacities(slots)
+    for job, n in shapes.values():
+        reasons[_idle_reason(job, slots, found)] += n
+    return p.ClusterAnalysis(
+        cluster=cluster,
+        owner=line.owner,
+        idle=line.idle,
+        running=line.running,
+        held=line.held,
+        idle_reasons=dict(reasons.most_common()),
+        hold_reasons=dict(held.most_common()),
+    )
+
+
+def _idle_reason(job: Job, slots: list[Slots], found: list[Capacity]) -> str:
+    """Why an idle job waits, in the words of its analysis."""
+    matching, reasons = never_reasons(job.spec, found)
+    if reasons:
+        return f"cannot run on any connected worker: {'; '.join(reasons)}"
+    names = set(matching)
+    if any(s.name in names and s.fits(job) for s in slots):
+        return "waiting for its turn: a worker that could run it has room now"
+    return (
+        f"waiting for room: {len(matching)} of {len(slots)} connected worker(s)"
+        " could run it, none has room now"
+    )
+
+
+def analyze(
+    state: SchedulerState,
+    jobs: list[Job],
+    running_jobs: list[Job],
+    ahead_own: Callable[[Job], int],
+) -> list[p.JobAnalysis]:
+    """``dq -analyze`` of ``jobs`` (the caller checked who may see them), given the
+    running jobs and ``ahead_own`` counting each one's own jobs ahead of it: the
+    dashboard's page of the queue, at the cost of its jobs, not of the queue's."""
+    now, slots = state.clock(), state.workers.slots()
+    running: dict[str, list[float]] = {}
+    for job in running_jobs:
+        if job.worker and job.start_time is not None:
+            running.setdefault(job.worker, []).append(max(0.0, now - job.start_time))
+    pool = _Pool(now, slots, capacities(slots), state.jobs.queue.ranked(now),
+                 _mean_run_time(state), running, ahead_own)  # fmt: skip
+    return [_analyze(state, job, pool) for job in jobs]
 
 
 def _analyze(state: SchedulerState, job: Job, pool: _Pool) -> p.JobAnalysis:
@@ -117,8 +203,12 @@ def _analyze(state: SchedulerState, job: Job, pool: _Pool) -> p.JobAnalysis:
             break
         ahead_others += share.idle
     mine = (-job.spec.priority, job.cluster, job.proc)
-    ahead_own = sum(
-        1 for j in queue.jobs_of(job.owner) if (-j.spec.priority, j.cluster, j.proc) < mine
+    ahead_own = (
+        pool.ahead_own(job)
+        if pool.ahead_own
+        else sum(
+            1 for j in queue.jobs_of(job.owner) if (-j.spec.priority, j.cluster, j.proc) < mine
+        )
     )
     position = ahead_others + ahead_own + 1
     numbers: dict[str, Any] = dict(

@@ -140,6 +140,7 @@ def on_edit_jobs(state: SchedulerState, conn: Caller, msg: p.EditJobs) -> p.Mess
         [f"{k} = {v}" for k, v in values.items()] + [f"{k} = {v}" for k, v in attributes.items()]
     )
     changed, skipped = [], {}
+    renames = any(name.lower() == "jobbatchname" for name in attributes)
     with state.store.transaction():
         for job in controlled(state, conn, msg.ids, False):
             if job.state not in (_S.IDLE, _S.HELD):
@@ -156,6 +157,8 @@ def on_edit_jobs(state: SchedulerState, conn: Caller, msg: p.EditJobs) -> p.Mess
                 state.jobs.queue.push(job)
             state.store.save_spec(job, "edited", detail)
             state.policies.note(job)
+            if renames:
+                state.summary.renamed(job)
             changed.append(job.id)
     if changed:
         state.wake()

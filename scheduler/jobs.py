@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from functools import partial
 
 from scheduler.dispatch import Slots
@@ -25,6 +25,7 @@ from scheduler.job_records import Job
 from scheduler.jobstate import check_transition
 from scheduler.matchmaker import match
 from scheduler.protocol import UNFINISHED_STATES, JobSpec, JobState, parse_job_id, shared_specs
+from scheduler.queue_summary import QueueSummary
 from scheduler.store import Store
 from scheduler.usage import load_usage, save_usage
 
@@ -49,6 +50,8 @@ class JobTable:
         #: Jobs idle or running, by cluster; a cluster with none is absent.
         self.unfinished: Counter[int] = Counter()
         self.queue = FairShareQueue(halflife)
+        #: Counts per cluster, user and state, kept with every change.
+        self.summary = QueueSummary(store.remember)
         load_usage(store, self.queue)
         for job in store.active_jobs():
             self.active[(job.cluster, job.proc)] = job
@@ -59,6 +62,8 @@ class JobTable:
             elif job.state is JobState.RUNNING and job.start_time is not None:
                 self.queue.started(job)
         self.queue.undo = store.remember
+        clusters = {cluster for cluster, _ in self.active}
+        self.summary.load(self.active.values(), store.cluster_sizes(clusters))
 
     def keep(self, job: Job, names: Iterable[str] = ()) -> None:
         """Register the undo of a change to ``job``'s fields: all of them are restored
@@ -100,7 +105,8 @@ class JobTable:
             return []
         if clusters or pairs:
             whole = set(clusters)
-            candidates = [j for k, j in self.active.items() if k[0] in whole]
+            # Single jobs are looked up, not found by a pass over the queue.
+            candidates = [j for k, j in self.active.items() if k[0] in whole] if whole else []
             candidates += [
                 self.active[k]
                 for k in dict.fromkeys(pairs)
@@ -113,6 +119,25 @@ class JobTable:
             for job in candidates
             if job.state.value in states and (owner is None or job.owner == owner)
         ]
+
+    def in_order(
+        self,
+        after: tuple[int, int],
+        owner: str | None,
+        states: set[str],
+        clusters: Collection[int] = (),
+    ) -> Iterator[Job]:
+        """Active jobs of ``owner`` (None: anyone's) in ``states`` (and ``clusters``,
+        if any), in id order from just after ``after``: a page costs what it holds
+        (and the finished procs between), not the whole queue."""
+        for cluster, last in self.summary.spans(after[0], owner, states):
+            if clusters and cluster not in clusters:
+                continue
+            start = after[1] + 1 if cluster == after[0] else 0
+            for proc in range(start, last + 1):
+                job = self.active.get((cluster, proc))
+                if job is not None and job.state.value in states:
+                    yield job  # a cluster has one owner: the span's
 
     def running(self) -> list[Job]:
         return [j for j in self.active.values() if j.state is JobState.RUNNING]
@@ -146,6 +171,7 @@ class JobTable:
             self.store.remember(partial(self.active.__setitem__, key, job))
         if (old in UNFINISHED_STATES) is not (new in UNFINISHED_STATES):
             self._count(job.cluster, 1 if new in UNFINISHED_STATES else -1)
+        self.summary.moved(job, old, new)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("job %s: %s -> %s (%s)", job.id, old.value, new.value, event)
         self.on_change(job)
@@ -178,6 +204,7 @@ class JobTable:
                 self.active.pop(key, None)
 
         self.store.remember(forget)
+        self.summary.submitted(jobs)
         for job in jobs:
             self.active[_key(job)] = job
             self.queue.push(job)

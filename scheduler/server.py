@@ -420,6 +420,7 @@ ROUTES: dict[type[p.Message], Handler] = {
     p.NewCluster: control_handlers.on_new_cluster,
     p.SubmitJobs: control_handlers.on_submit_jobs,
     p.QueryJobs: control_handlers.on_query_jobs,
+    p.QueryBatches: control_handlers.on_query_batches,
     p.QueryWorkers: control_handlers.on_query_workers,
     p.Subscribe: control_handlers.on_subscribe,
     p.AwaitClusters: control_handlers.on_await_clusters,

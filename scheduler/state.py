@@ -24,6 +24,7 @@ from scheduler.mail import Mailer
 from scheduler.policy_index import PolicyIndex
 from scheduler.protocol.scram import Verifier
 from scheduler.queue_ahead import RunTimes
+from scheduler.queue_summary import QueueSummary
 from scheduler.quota import Quota
 from scheduler.reservations import Reservations
 from scheduler.retention import Retention
@@ -92,6 +93,8 @@ class SchedulerState:
     known_users: frozenset[str] | None
     #: The jobs with periodic policies (see :mod:`scheduler.policies`).
     policies: PolicyIndex
+    #: Counts of the queue per cluster, user and state (the job table's).
+    summary: QueueSummary
 
     def __init__(
         self,
@@ -125,6 +128,7 @@ class SchedulerState:
         self.jobs = JobTable(store, halflife=config.usage_halflife, clock=clock)
         self.mailer.resume(self.jobs.active.values())
         self.policies = PolicyIndex(self.jobs.active.values())
+        self.summary = self.jobs.summary
         # The scheduling state below undoes its changes with a unit that fails (see
         # scheduler/undo.py); peers, controls and probes follow connections, which
         # are no unit's to undo.

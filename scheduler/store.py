@@ -88,6 +88,20 @@ class Store(Database):
         )
         return _jobs_from_rows(rows)
 
+    def cluster_sizes(self, clusters: Iterable[int]) -> dict[int, int]:
+        """The number of jobs each of ``clusters`` has, in any state."""
+        wanted = sorted(set(clusters))
+        sizes: dict[int, int] = {}
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            rows = self._query(
+                f"SELECT cluster, COUNT(*) FROM jobs WHERE cluster IN ({','.join('?' * len(part))})"
+                " GROUP BY cluster",
+                tuple(part),
+            )
+            sizes.update((int(row[0]), int(row[1])) for row in rows)
+        return sizes
+
     def jobs(
         self,
         *,
@@ -141,10 +155,11 @@ class Store(Database):
         since: float | None,
         limit: int,
         before: tuple[float, int, int] | None = None,
+        offset: int = 0,
     ) -> list[Job]:
-        """Finished jobs (completed or removed), the most recently ended ``limit``
-        (of those that ended before the job ``before`` names: its end time, cluster
-        and proc)."""
+        """Finished jobs (completed or removed), the most recently ended ``limit``, the
+        most recent last: past the ``offset`` most recent ones, of those that ended
+        before the job ``before`` names (its end time, cluster and proc)."""
         where = ["state IN (?,?)"]
         args: list[object] = [JobState.COMPLETED.value, JobState.REMOVED.value]
         if before is not None:
@@ -165,9 +180,9 @@ class Store(Database):
             where.append("(" + " OR ".join(picks) + ")")
         sql = (
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
-            " ORDER BY end_time DESC, cluster DESC, proc DESC LIMIT ?"
+            " ORDER BY end_time DESC, cluster DESC, proc DESC LIMIT ? OFFSET ?"
         )
-        rows = self._query(sql, [*args, limit])
+        rows = self._query(sql, [*args, limit, offset])
         return _jobs_from_rows(reversed(rows))
 
     def events_of(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], list[JobEvent]]:

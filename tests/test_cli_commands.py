@@ -145,7 +145,7 @@ def test_a_held_job_shows_its_exit_code_and_its_termination(
     assert "1.0: held: " in out.stdout and "'results.dat' was not produced" in out.stdout
     assert out.stdout.rstrip().endswith("(exit code 3) -> ./1.0/"), out.stdout
     assert dq(cluster)["1.0"]["exit_code"] == 3
-    table = cluster.run("dq").stdout
+    table = cluster.run("dq", "-nobatch").stdout
     assert "'results.dat' was not produced (exit code 3)" in table, table
     assert "ExitCode = 3" in cluster.run("dq", "-l", "1.0").stdout
     assert cluster.run("dfetch", "1.0", cwd=tmp_path).returncode == 1

@@ -78,15 +78,39 @@ def test_condor_q_views(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
                  'RemoteHost = "w1"', "NumJobStarts = 1"):  # fmt: skip
         assert line in long, long
 
-    # The batch view: one row per owner and batch, '_' for none in a state.
+    # The batch view: one row per owner and batch, '_' for none in a state; --all
+    # counts finished jobs too (from their records).
+    headers = ["OWNER", "BATCH_NAME", "SUBMITTED", "DONE", "RUN", "IDLE", "HOLD", "TOTAL",
+               "JOB_IDS"]  # fmt: skip
     batch = _lines(cluster, "dq", "-batch", "--all")
-    assert batch[0].split() == [
-        "OWNER", "BATCH_NAME", "SUBMITTED", "DONE", "RUN", "IDLE", "HOLD", "TOTAL", "JOB_IDS"
-    ]  # fmt: skip
-    rows = {line.split()[1]: line.split() for line in batch[1:-1]}
+    assert batch[0].split() == headers
+    rows = {line.split()[1]: line.split() for line in batch[1 : batch.index("")]}
     assert rows["quick"][0] == user and rows["quick"][-6:] == ["1", "_", "_", "_", "1", "1.0"]
     assert rows["gate"][-6:] == ["_", "1", "1", "1", "3", "2.0-2"]
-    assert _lines(cluster, "dq", "-nobatch", "2.0")[1].split()[0] == "2.0"
+    assert batch[-1].startswith("Total for query: 4 jobs; 1 completed, 0 removed, 1 idle,")
+    # The default: batches in the queue (a finished one has left it), counted by the
+    # scheduler, then condor_q's totals.
+    default = _lines(cluster, "dq")
+    assert default[0].split() == headers
+    assert [line.split()[1:] for line in default[1:-3]] == [["gate", *rows["gate"][2:]]], default
+    assert default[-3:] == [
+        "",
+        "Total for query: 3 jobs; 0 completed, 0 removed, 1 idle, 1 running, 1 held, 0 suspended",
+        "Total for all users: 3 jobs; 0 completed, 0 removed, 1 idle, 1 running, 1 held,"
+        " 0 suspended",
+    ]
+    assert _lines(cluster, "dq", "-batch") == default
+    assert _lines(cluster, "dq", "2")[1:-3] == default[1:-3]
+    assert _lines(cluster, "dq", "1")[0].startswith("Total for query: 0 jobs")
+    # -nobatch lists jobs, as dq did before the batch view was the default.
+    nobatch = _lines(cluster, "dq", "-nobatch")
+    assert nobatch[0].split()[:3] == ["ID", "OWNER", "STATE"]
+    assert [line.split()[0] for line in nobatch[1:4]] == ["2.0", "2.1", "2.2"]
+    assert nobatch[4:] == [
+        f"2.2 held: held by {user}: later",
+        "3 job(s): 1 idle, 1 running, 1 held",
+    ]
+    assert _lines(cluster, "dq", "--nobatch", "2.0")[1].split()[0] == "2.0"
 
     # dhistory: the same -af and -constraint over finished jobs.
     history = _lines(cluster, "dhistory", "-af", "ClusterId", "ExitCode", "ExitBySignal",

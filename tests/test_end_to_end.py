@@ -185,7 +185,7 @@ def test_dstat_and_dq_json_fields(cluster: TestCluster, tmp_path: Path) -> None:
         lambda: [j for j in json.loads(cluster.run("dq", "--json").stdout) if j["worker"]]
     )
     assert running[0]["state"] == "running" and running[0]["id"] == "1.0"
-    assert "1.0" in cluster.run("dq").stdout
+    assert "1.0" in cluster.run("dq", "-nobatch").stdout
 
 
 def test_scheduler_survives_garbage_and_keeps_answering(cluster: TestCluster) -> None:

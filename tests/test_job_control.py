@@ -48,7 +48,7 @@ def test_hold_release_remove_an_idle_job(make_cluster, tmp_path: Path) -> None: 
     jobs = dq(cluster)
     assert jobs["1.0"]["state"] == "held" and jobs["1.1"]["state"] == "idle"
     assert jobs["1.0"]["hold_reason"] == f"held by {me(cluster)}: not yet"
-    assert f"1.0 held: held by {me(cluster)}: not yet" in cluster.run("dq").stdout
+    assert f"1.0 held: held by {me(cluster)}: not yet" in cluster.run("dq", "-nobatch").stdout
     # Holding again does nothing and says why; releasing puts it back in the queue.
     again = cluster.run("dhold", "1.0")
     assert again.returncode == 1 and "1.0: not held: it is held" in again.stdout

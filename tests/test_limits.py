@@ -56,7 +56,7 @@ def test_a_job_over_its_memory_is_held_then_edited_and_released(
         assert job.hold_reason is not None
         assert job.hold_reason.startswith("memory limit exceeded: used ")
         assert "over request_memory = 60 MB" in job.hold_reason
-        assert "held: memory limit exceeded" in cluster.run("dq").stdout
+        assert "held: memory limit exceeded" in cluster.run("dq", "-nobatch").stdout
         assert c.edit(["1.0"], {"request_memory": "1GB"}).changed == ["1.0"]
         assert c.release(["1"]).changed == ["1.0"]
         (job,) = c.wait(["1"], timeout=60)

@@ -285,7 +285,37 @@ SAMPLES: dict[str, Message] = {
                 workers_connected=2,
                 estimated_start=1.7e9,
             )
-        ]
+        ],
+        clusters=[
+            ex.ClusterAnalysis(
+                cluster=43,
+                owner="ann",
+                idle=10,
+                running=0,
+                held=1,
+                idle_reasons={"no connected worker has 400 GB of memory": 10},
+                hold_reasons={"submitted on hold at user's request": 1},
+            )
+        ],
+    ),  # fmt: skip
+    "query_batches": ex.QueryBatches(all_users=True, clusters=[42]),
+    "batch_list": ex.BatchList(
+        batches=[
+            ex.BatchInfo(
+                cluster=42,
+                owner="ann",
+                batch_name=None,
+                submitted=1.7e9,
+                done=1,
+                running=2,
+                idle=3,
+                held=0,
+                total=6,
+                job_ids="42.0-5",
+            )
+        ],
+        totals={"idle": 3, "running": 2, "held": 0},
+        all_totals={"idle": 5, "running": 2, "held": 0},
     ),  # fmt: skip
     "query_counts": ex.QueryCounts(all_users=True),
     "job_counts": ex.JobCounts(counts={"idle": 3, "running": 1}),

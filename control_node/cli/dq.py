@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
 
-from control_node import render, render_classad, render_explain
+from control_node import render, render_classad, render_explain, render_queue
 from control_node.cli.classad_options import add_classad_options, parse_classad_args
 from control_node.cli.common import add_connection_options, connect, run_command
 from control_node.cli.users import show_users
+from scheduler import protocol as p
 from scheduler.matching.classad import Expression
 
 
@@ -39,16 +41,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "-batch", "--batch", action="store_true",
-        help="one row per batch (JobBatchName, else cluster), as condor_q's default view",
+        help="one row per batch (JobBatchName, else cluster): the default, as condor_q's",
     )  # fmt: skip
     parser.add_argument(
-        "-nobatch", "--nobatch", action="store_true", help="one row per job (the default)"
-    )
+        "-nobatch", "--nobatch", action="store_true",
+        help="one row per job, written as the scheduler sends them",
+    )  # fmt: skip
     parser.add_argument(
         "--users", action="store_true", help="each user's fair-share usage (as 'dfarm users')"
     )
     parser.add_argument(
-        "-analyze", "--analyze", action="store_true", help="say why the jobs named are not running"
+        "-analyze",
+        "--analyze",
+        "-better-analyze",
+        "--better-analyze",
+        action="store_true",
+        help="say why the jobs named are not running (a cluster: how many for which reason)",
     )
     parser.add_argument(
         "--summary", action="store_true", help="only the number of jobs in each state"
@@ -71,47 +79,115 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def show(args: argparse.Namespace, expr: Expression | None, af_options: str) -> int:
-    """The queue in the view asked for."""
+    """The queue in the view asked for: the batch view from the scheduler's counts,
+    or jobs written page by page as they arrive."""
+    per_job = (
+        args.nobatch or args.json or args.autoformat or args.long or args.hold or args.run
+        or (not args.batch and (args.all or args.limit > 0))
+    )  # fmt: skip
+    clusters, pairs = _split_ids(args.ids)
     with connect(args) as client:
-        jobs = client.jobs(
-            args.ids,
-            states=[] if args.all else None,
-            all_users=args.allusers,
-            limit=0 if expr is not None else args.limit,
-        )
-    jobs = render_classad.matching(jobs, expr)
-    if args.hold or args.run:
-        jobs = [j for j in jobs if j.state == ("held" if args.hold else "running")]
-    if args.limit > 0:
-        jobs = jobs[: args.limit]
-    if args.json:
-        print(render.dump_json(jobs))
-    elif args.autoformat:
-        af = render_classad.AutoFormat(args.autoformat, af_options)
-        if jobs:
-            print(render_classad.autoformat(jobs, af))
-    elif args.long:
-        if jobs:
-            print(render.jobs_long(jobs))
-    elif args.hold:
-        print(render_classad.held_table(jobs))
-    elif args.run:
-        print(render_classad.running_table(jobs, time.time()))
-    else:
-        batch = args.batch and not args.nobatch
-        if jobs:
-            print(render_classad.batch_table(jobs) if batch else render.jobs_table(jobs))
-        reasons = render.hold_reasons(jobs)
-        if reasons and not batch:
-            print(reasons)
-        print(render.jobs_summary(jobs))
+        if not per_job and expr is None and not pairs and not args.all and args.limit <= 0:
+            print(render_queue.batch_view(client.batches(clusters, all_users=args.allusers)))
+            return 0
+        states = ["held"] if args.hold else ["running"] if args.run else [] if args.all else None
+        pages = client.job_pages(
+            args.ids, states=states, all_users=args.allusers, limit=0 if expr else args.limit,
+            page=PAGE,
+        )  # fmt: skip
+        pages = _limited((render_classad.matching(page, expr) for page in pages), args.limit)
+        if not per_job:
+            jobs = [job for page in pages for job in page]
+            if jobs:
+                print(render_classad.batch_table(jobs))
+            print()
+            print(render_queue.totals_line("query", _states(jobs)))
+        elif args.json and expr is None:
+            # As they came: no record made of each only to be written back.
+            wire = client.wire_pages(args.ids, states=states, all_users=args.allusers,
+                                     limit=args.limit, page=PAGE)  # fmt: skip
+            render_queue.write_json(wire, sys.stdout)
+        elif args.json:
+            render_queue.write_json(pages, sys.stdout)
+        elif args.autoformat:
+            af = render_classad.AutoFormat(args.autoformat, af_options)
+            render_classad.check_attributes(af.attributes)
+            for i, page in enumerate(pages):
+                if page:
+                    # -af:h's header line comes once, before the first page.
+                    print(render_classad.autoformat(page, af if i == 0 else _no_header(af)))
+        elif args.long:
+            for page in pages:
+                if page:
+                    print(render.jobs_long(page))
+        elif args.hold or args.run:
+            jobs = [job for page in pages for job in page]
+            table = render_classad.held_table if args.hold else _running_table
+            print(table(jobs))
+        else:
+            writer = render_queue.JobListWriter(sys.stdout, time.time())
+            for page in pages:
+                writer.write(page)
+            writer.end()
     return 0
+
+
+#: Jobs per page of a listing: the first shows at once, the rest follow as they come;
+#: a page holds the scheduler's loop a few milliseconds.
+PAGE = 250
+
+
+def _split_ids(ids: list[str]) -> tuple[list[int], list[str]]:
+    """Cluster ids named whole, and the ``cluster.proc`` ids."""
+    clusters, pairs = [], []
+    for text in ids:
+        cluster, _, proc = text.partition(".")
+        if proc:
+            pairs.append(text)
+        elif cluster.isdigit():
+            clusters.append(int(cluster))
+        else:
+            pairs.append(text)  # not an id: the scheduler says why
+    return clusters, pairs
+
+
+def _limited(pages: Iterator[list[p.JobInfo]], limit: int) -> Iterator[list[p.JobInfo]]:
+    """The pages, cut after ``limit`` jobs (0: all)."""
+    left = limit
+    for page in pages:
+        if limit > 0:
+            page = page[:left]
+            left -= len(page)
+        yield page
+        if limit > 0 and left <= 0:
+            return
+
+
+def _states(jobs: list[p.JobInfo]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job.state] = counts.get(job.state, 0) + 1
+    return counts
+
+
+def _no_header(af: render_classad.AutoFormat) -> render_classad.AutoFormat:
+    return render_classad.AutoFormat(af.attributes, af.options.replace("h", ""))
+
+
+def _running_table(jobs: list[p.JobInfo]) -> str:
+    return render_classad.running_table(jobs, time.time())
 
 
 def analyze(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        found = client.analyze(args.ids)
-    print(render.dump_json(found) if args.json else render_explain.analyses(found))
+        found = client.analyze_clusters(args.ids)
+    if args.json:
+        print(render.dump_json([*found.clusters, *found.jobs]))
+        return 0
+    parts = [render_explain.cluster_analysis(c) for c in found.clusters]
+    if found.jobs:
+        parts.append(render_explain.analyses(found.jobs))
+    print("\n\n".join(parts))
     return 0
 
 

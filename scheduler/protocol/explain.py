@@ -11,6 +11,10 @@ from scheduler.protocol.messages import CONTROL, Message
 
 __all__ = [
     "AnalyzeJobs",
+    "BatchInfo",
+    "BatchList",
+    "ClusterAnalysis",
+    "QueryBatches",
     "JobAnalysis",
     "JobAnalyses",
     "JobCounts",
@@ -89,12 +93,69 @@ class AnalyzeJobs(Message):
     type: ClassVar[str] = "analyze_jobs"
     roles = CONTROL
     ids: list[str]
+    #: Clusters named whole (``42``) are summarised (:class:`ClusterAnalysis`), not
+    #: explained job by job.
+    by_cluster: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterAnalysis:
+    """Why a cluster's jobs are not running, counted (``dq -analyze CLUSTER``)."""
+
+    cluster: int
+    owner: str
+    idle: int
+    running: int
+    held: int
+    #: Idle jobs per reason, the most first (one reason per distinct job shape).
+    idle_reasons: dict[str, int] = field(default_factory=dict)
+    #: Held jobs per hold reason, the most first.
+    hold_reasons: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
 class JobAnalyses(Message):
     type: ClassVar[str] = "job_analyses"
     jobs: list[JobAnalysis]
+    #: The clusters named whole (``42``), summarised instead of job by job.
+    clusters: list[ClusterAnalysis] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchInfo:
+    """One line of the batch view (``dq``, as ``condor_q``'s default)."""
+
+    cluster: int
+    owner: str
+    batch_name: str | None
+    submitted: float
+    done: int
+    running: int
+    idle: int
+    held: int
+    total: int
+    #: HTCondor's JOB_IDS column: ``12.0``, ``12.0-99`` or ``12.0 ... 14.3``.
+    job_ids: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueryBatches(Message):
+    """The batches in the queue, counted (the caller's, everyone's, or of ``clusters``)."""
+
+    type: ClassVar[str] = "query_batches"
+    roles = CONTROL
+    all_users: bool = False
+    #: Only these clusters (empty: every one).
+    clusters: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchList(Message):
+    type: ClassVar[str] = "batch_list"
+    batches: list[BatchInfo]
+    #: Jobs per state in the batches listed, and in the whole queue (every user's).
+    totals: dict[str, int]
+    all_totals: dict[str, int]
 
 
 @dataclass(frozen=True, kw_only=True)

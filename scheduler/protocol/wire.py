@@ -429,10 +429,15 @@ async def write_message(writer: asyncio.StreamWriter, message: Message) -> None:
 
 def recv_message(sock: socket.socket, max_frame: int = DEFAULT_MAX_FRAME) -> Message:
     """Blocking read of one frame from a socket (for the client library)."""
+    return decode(recv_frame(sock, max_frame))
+
+
+def recv_frame(sock: socket.socket, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """Blocking read of one frame's body from a socket, not decoded."""
     (length,) = HEADER.unpack(_recv_exactly(sock, HEADER.size))
     if length > max_frame:
         raise ProtocolError(f"frame of {length} bytes exceeds the limit of {max_frame}")
-    return decode(_recv_exactly(sock, length))
+    return _recv_exactly(sock, length)
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:

@@ -1,6 +1,9 @@
 """The JSON API: ``/api/...``, with the records and field names of the commands'
 ``--json`` (``dq``, ``dstat``, ``dhistory``, ``dresults``). The pages refresh
-themselves from it; scripts may use it with ``Authorization: Bearer TOKEN``.
+themselves from it and from the event stream ``/api/events``; scripts may use it
+with ``Authorization: Bearer TOKEN``. Lists of jobs come in pages (``offset``,
+``limit``, at most :data:`~scheduler.web.queue_pages.MAX_PAGE` jobs), each answer
+costing its page, not the queue.
 
 Actions are POSTs that carry the session's CSRF token in ``X-CSRF-Token`` (not
 needed with a bearer token).
@@ -14,9 +17,9 @@ from aiohttp import web
 
 from scheduler import protocol as p
 from scheduler.connection import RequestError
-from scheduler.web import jobpages, views
-from scheduler.web.keys import metrics_of, scheduler_of
-from scheduler.web.session import require_user
+from scheduler.web import events, jobpages, queue_pages, views
+from scheduler.web.keys import index_of, metrics_of, scheduler_of, sessions_of, streams_of
+from scheduler.web.session import require_user, still_logged_in
 
 routes = web.RouteTableDef()
 
@@ -48,29 +51,83 @@ async def worker(request: web.Request) -> web.Response:
 
 @routes.get("/api/queue")
 async def queue(request: web.Request) -> web.Response:
-    """The queue page's data: ``dq --json`` records plus position, reason, running_for."""
+    """A page of the queue: ``dq --json`` records plus position, reason, running_for,
+    mine; ``total`` matching, ``counts`` per state. ``?all=1`` or ``?owner=NAME``,
+    ``?state=idle,held``, ``?cluster=N``, ``?q=TEXT``, ``?sort=[-]id|state|owner``,
+    ``?offset=``, ``?limit=``."""
     user = require_user(request)
-    return _json(views.queue(scheduler_of(request), user, request.query.get("all") == "1"))
+    query = queue_pages.parse_query(user, request.query)
+    s = scheduler_of(request)
+    return _json(await queue_pages.queue_page(s, index_of(request), user, query))
+
+
+@routes.get("/api/events")
+async def event_stream(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: ``jobs`` (the caller's changed jobs, an admin's: every
+    job's), ``resync`` (changes were lost: read the page again), ``logout``."""
+    user = require_user(request)
+    s = scheduler_of(request)
+    sessions = sessions_of(request)
+    return await events.serve(
+        request, s, streams_of(request), user, lambda: still_logged_in(request, sessions, s.store)
+    )
 
 
 @routes.get("/api/jobs")
 async def jobs(request: web.Request) -> web.Response:
     """``dq --json``: ``?ids=12,13.0`` and ``?states=idle,held`` (``all`` = every
-    state), ``?allusers=1``."""
+    state), ``?allusers=1``; a page of them by id: ``?offset=``, ``?limit=``. The
+    header ``X-Total-Count`` says how many match."""
     user = require_user(request)
     q = request.query
+    offset, limit = _page(q)
     ids = [i for i in q.get("ids", "").split(",") if i]
     states = q.get("states")
     chosen = None if states is None else [] if states == "all" else states.split(",")
-    found = views.jobs(scheduler_of(request), user, ids, chosen, q.get("allusers") == "1")
-    return _json(found)
+    s = scheduler_of(request)
+    one_cluster = len(ids) == 1 and ids[0].isdigit()
+    in_queue = chosen is None or (chosen and set(chosen) <= set(queue_pages.STATES))
+    if (not ids or one_cluster) and in_queue:
+        # The queue's jobs (of one cluster), from the index: the cost of the page.
+        owner = None if q.get("allusers") == "1" else user.name
+        chosen_states = queue_pages.STATES if chosen is None else tuple(chosen)
+        cluster = int(ids[0]) if ids else None
+        page = index_of(request).page(owner, chosen_states, cluster, "id", False, offset, limit)
+        infos = [views.visible(user, job) for job in map(s.jobs.active.get, page.keys) if job]
+        found = s.mailer.annotate(infos, user.name)
+        return _paged(found, page.total)
+    found = views.jobs(s, user, ids, chosen, q.get("allusers") == "1")
+    return _paged(found[offset : offset + limit], len(found))
+
+
+def _page(q: Any) -> tuple[int, int]:
+    """``?offset=`` and ``?limit=`` (default and most: a page of ``MAX_PAGE``)."""
+    try:
+        offset = int(q.get("offset") or 0)
+        limit = int(q.get("limit") or queue_pages.MAX_PAGE)
+    except ValueError:
+        raise RequestError("offset and limit must be whole numbers", "invalid") from None
+    if offset < 0 or not 1 <= limit <= queue_pages.MAX_PAGE:
+        raise RequestError(
+            f"offset must be >= 0 and limit from 1 to {queue_pages.MAX_PAGE}", "invalid"
+        )
+    return offset, limit
+
+
+def _paged(records: list[p.JobInfo], total: int) -> web.Response:
+    response = _json(records)
+    response.headers["X-Total-Count"] = str(total)
+    return response
 
 
 @routes.get("/api/jobs/{id}")
 async def job(request: web.Request) -> web.Response:
     """One job of the caller's: its record, events, output tails and output files."""
     user = require_user(request)
-    return _json(jobpages.job_details(scheduler_of(request), user, request.match_info["id"]))
+    found = jobpages.job_details(
+        scheduler_of(request), index_of(request), user, request.match_info["id"]
+    )
+    return _json(found)
 
 
 @routes.get("/api/jobs/{id}/output/{stream:stdout|stderr}")
@@ -104,16 +161,24 @@ async def change(request: web.Request) -> web.Response:
 
 @routes.get("/api/history")
 async def history(request: web.Request) -> web.Response:
-    """``dhistory --json``: ``?since=SECONDS_AGO``, ``?ids=``, ``?allusers=1``."""
+    """``dhistory --json``: ``?since=SECONDS_AGO``, ``?ids=``, ``?allusers=1``; the
+    most recently ended first, a page at a time: ``?offset=``, ``?limit=``.
+    ``X-More: 1`` says there are more."""
     user = require_user(request)
     q = request.query
+    offset, limit = _page(q)
     try:
         now = scheduler_of(request).clock()
         since = now - float(q["since"]) if "since" in q else None
     except ValueError:
         raise RequestError(f"since: not a number of seconds: {q['since']!r}", "invalid") from None
     ids = [i for i in q.get("ids", "").split(",") if i]
-    return _json(views.history(scheduler_of(request), user, ids, since, q.get("allusers") == "1"))
+    found = views.history_page(
+        scheduler_of(request), user, ids, since, q.get("allusers") == "1", offset, limit + 1
+    )
+    response = _json(found[-limit:])  # the one past the page is the oldest
+    response.headers["X-More"] = "1" if len(found) > limit else "0"
+    return response
 
 
 @routes.get("/api/clusters/{cluster}/results")

@@ -20,11 +20,14 @@ from control_node import render
 from scheduler.connection import RequestError
 from scheduler.control_handlers import worker_infos
 from scheduler.web import api, jobpages, pages
-from scheduler.web.keys import METRICS, SCHEDULER, SESSIONS
+from scheduler.web.events import EventStreams
+from scheduler.web.keys import INDEX, METRICS, SCHEDULER, SESSIONS, STREAMS
 from scheduler.web.metrics import MetricsHistory
+from scheduler.web.queue_index import QueueIndex
 from scheduler.web.session import Handler, Sessions, session_middleware
 
 if TYPE_CHECKING:
+    from scheduler.job_records import Job
     from scheduler.state import SchedulerState
 
 log = logging.getLogger("scheduler.web")
@@ -82,6 +85,7 @@ def make_app(s: SchedulerState, metrics: MetricsHistory) -> web.Application:
         client_max_size=MAX_UPLOAD,
     )
     app[SCHEDULER], app[METRICS], app[SESSIONS] = s, metrics, sessions
+    _follow_jobs(app, s)
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -94,6 +98,27 @@ def make_app(s: SchedulerState, metrics: MetricsHistory) -> web.Application:
     jobpages.add_routes(app.router)
     api.add_routes(app.router)
     return app
+
+
+def _follow_jobs(app: web.Application, s: SchedulerState) -> None:
+    """Keep the index of the queue and feed the event streams from the job table's
+    changes, while the dashboard runs."""
+    index = app[INDEX] = QueueIndex(s.jobs.active.values(), s.store.remember)
+    streams = app[STREAMS] = EventStreams()
+    before = s.jobs.on_change
+
+    def changed(job: Job) -> None:
+        before(job)
+        index.changed(job)
+        streams.changed(job)
+
+    s.jobs.on_change = changed
+
+    async def stop(app: web.Application) -> None:
+        streams.close_all()
+        s.jobs.on_change = before
+
+    app.on_shutdown.append(stop)
 
 
 async def _context(request: web.Request) -> dict[str, object]:

@@ -21,9 +21,10 @@ from scheduler.job_files import result_file
 from scheduler.result_hashes import ResultDamaged, check
 from scheduler.run_time import run_time_so_far
 from scheduler.selection import owned_job
-from scheduler.web import views
+from scheduler.web import queue_pages, views
 from scheduler.web.disposition import attachment
-from scheduler.web.keys import scheduler_of
+from scheduler.web.keys import index_of, scheduler_of
+from scheduler.web.queue_index import QueueIndex
 from scheduler.web.session import WebUser, require_user
 
 routes = web.RouteTableDef()
@@ -33,7 +34,7 @@ TAIL = 16 * 1024
 _plot_lock = threading.Lock()
 
 
-def job_details(s: Any, user: WebUser, job_id: str) -> dict[str, Any]:
+def job_details(s: Any, index: QueueIndex, user: WebUser, job_id: str) -> dict[str, Any]:
     """A job of the caller's with its events, output tails and downloadable files."""
     job, info = views.own_job(s, user, job_id)
     expired = (job.cluster, job.proc) in s.store.results.expired_jobs([job.cluster])
@@ -57,7 +58,8 @@ def job_details(s: Any, user: WebUser, job_id: str) -> dict[str, Any]:
     # held, evicted or retried after it ran).
     run_time = info.wall_time if info.wall_time is not None else run_time_so_far(events, s.clock())
     waiting = info.state in (p.JobState.IDLE.value, p.JobState.HELD.value)
-    analysis = views.analyses(s, user, [job.id]).get(job.id) if waiting else None
+    # dq -analyze's words, its place in line counted from the index, not the queue.
+    analysis = queue_pages.analyses(s, index, [job])[0] if waiting else None
     return {
         "job": p.to_wire(info),
         "run_time": run_time,
@@ -97,7 +99,8 @@ async def job_page(request: web.Request) -> dict[str, object]:
     user = require_user(request)
     if request.match_info["id"].isdigit():  # a cluster (the link in a cluster's mail)
         raise web.HTTPFound(f"/clusters/{request.match_info['id']}")
-    return {"page": "jobs", **job_details(scheduler_of(request), user, request.match_info["id"])}
+    found = job_details(scheduler_of(request), index_of(request), user, request.match_info["id"])
+    return {"page": "jobs", **found}
 
 
 @routes.get("/jobs/{id}/{stream:stdout|stderr}")

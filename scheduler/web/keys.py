@@ -1,5 +1,5 @@
-"""What the dashboard's application holds: the scheduler, the worker metrics and the
-sessions, under typed keys."""
+"""What the dashboard's application holds: the scheduler, the worker metrics, the
+sessions, the index of the queue and the event streams, under typed keys."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
+from scheduler.web.events import EventStreams
 from scheduler.web.metrics import MetricsHistory
+from scheduler.web.queue_index import QueueIndex
 from scheduler.web.session import Sessions
 
 if TYPE_CHECKING:
@@ -16,6 +18,8 @@ if TYPE_CHECKING:
 SCHEDULER: web.AppKey[Any] = web.AppKey("scheduler", object)
 METRICS = web.AppKey("metrics", MetricsHistory)
 SESSIONS = web.AppKey("sessions", Sessions)
+INDEX = web.AppKey("index", QueueIndex)
+STREAMS = web.AppKey("streams", EventStreams)
 
 
 def scheduler_of(request: web.Request) -> SchedulerState:
@@ -29,3 +33,11 @@ def metrics_of(request: web.Request) -> MetricsHistory:
 
 def sessions_of(request: web.Request) -> Sessions:
     return request.app[SESSIONS]
+
+
+def index_of(request: web.Request) -> QueueIndex:
+    return request.app[INDEX]
+
+
+def streams_of(request: web.Request) -> EventStreams:
+    return request.app[STREAMS]

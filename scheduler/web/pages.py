@@ -1,7 +1,8 @@
 """The HTML pages: overview, login, workers, queue, submit, finished jobs, sweeps.
 
 Each page is rendered once on the server; its live parts are then refreshed by
-``static/app.js`` from the JSON API (``data-poll`` names the endpoint).
+``static/app.js`` from the JSON API (``data-poll`` names the endpoint), the queue's
+from the event stream ``/api/events`` (``data-stream``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from aiohttp import web
 from scheduler import protocol as p
 from scheduler.connection import RequestError
 from scheduler.handshake_guard import identity
-from scheduler.web import passwords, views
+from scheduler.web import passwords, queue_pages, views
 from scheduler.web import submit as web_submit
-from scheduler.web.keys import metrics_of, scheduler_of, sessions_of
+from scheduler.web.keys import index_of, metrics_of, scheduler_of, sessions_of
 from scheduler.web.session import (
     COOKIE,
     WebUser,
@@ -111,9 +112,33 @@ async def worker(request: web.Request) -> dict[str, object]:
 @routes.get("/queue")
 @aiohttp_jinja2.template("queue.html")
 async def queue(request: web.Request) -> dict[str, object]:
+    """A page of the queue, sorted and filtered on the server; the browser then
+    follows the changes of its jobs from the event stream."""
     user = require_user(request)
-    all_users = request.query.get("all") == "1"
-    return {"page": "queue", "data": views.queue(scheduler_of(request), user, all_users)}
+    query = queue_pages.parse_query(user, request.query)
+    s = scheduler_of(request)
+    data = await queue_pages.queue_page(s, index_of(request), user, query)
+    links = {
+        "prev": query.params(offset=max(0, query.offset - query.limit)) if query.offset else None,
+        "next": query.params(offset=query.offset + query.limit)
+        if query.offset + query.limit < data["total"]
+        else None,
+    }
+    sorts = {
+        name: query.params(
+            sort=name, descending=query.sort == name and not query.descending, offset=0
+        )
+        for name in queue_pages.SORTS
+    }
+    return {
+        "page": "queue",
+        "data": data,
+        "query": query,
+        "params": query.params(),
+        "links": links,
+        "sorts": sorts,
+        "states": queue_pages.STATES,
+    }
 
 
 @routes.post("/jobs/{id}/{action}")

@@ -151,6 +151,7 @@ def session_middleware(
                 await login_failed(request, guard, who)
                 raise web.HTTPUnauthorized(text="invalid token")
             user = found[0]
+            request["key"] = found[1]
             request["session"], request["user"] = (
                 None,
                 WebUser(user, admin=store.accounts.is_admin(user)),
@@ -202,6 +203,23 @@ def _token_identity(token: str) -> str:
         return identity(Role.CONTROL.value, p.token_user(token))
     except ValueError:
         return ""
+
+
+def still_logged_in(request: web.Request, sessions: Sessions, store: Store) -> bool:
+    """Whether the caller of a long request (an event stream) is still logged in:
+    its session not ended (logout, a new token, a removed user), or, with a bearer
+    token, that token still the user's."""
+    session, user = request.get("session"), request.get("user")
+    if session is None:
+        verifier = store.accounts.user_verifier(user.name if user else "")
+        key = request.get("key")
+        return (
+            verifier is not None
+            and key is not None
+            and hmac.compare_digest(verifier.stored_key, key)
+        )
+    found = sessions.get(request.get("sid"))
+    return found is not None and found is session and _still_valid(store, found)
 
 
 def _still_valid(store: Store, session: Session) -> bool:

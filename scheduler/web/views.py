@@ -12,6 +12,7 @@ commands' ``--json``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,8 @@ from scheduler import protocol as p
 from scheduler.connection import RequestError
 from scheduler.control_handlers import worker_infos
 from scheduler.protocol import JobState
-from scheduler.selection import owned_job
+from scheduler.run_time import total_run_time
+from scheduler.selection import owned_job, parse_ids, visible
 from scheduler.units import run_request
 from scheduler.web.session import WebUser
 
@@ -30,10 +32,6 @@ if TYPE_CHECKING:
 
 ACTIVE = [JobState.IDLE.value, JobState.RUNNING.value, JobState.HELD.value]
 DAY = 86400.0
-#: Most jobs the queue page lists (running ones first, then in the order they will run).
-QUEUE_ROWS = 1000
-#: Most of the caller's waiting jobs the queue page explains (``dq -analyze``).
-ANALYZED = 100
 #: Seconds to wait for a worker's chunk of a running job's output.
 TAIL_TIMEOUT = 10.0
 
@@ -83,6 +81,28 @@ def history(
     reply = job_control.on_query_history(s, user, message)
     assert isinstance(reply, p.JobList)
     return reply.jobs
+
+
+def history_page(
+    s: SchedulerState,
+    user: WebUser,
+    ids: list[str],
+    since: float | None,
+    all_users: bool,
+    offset: int,
+    limit: int,
+) -> list[p.JobInfo]:
+    """A page of ``dhistory``: ``limit`` finished jobs past the ``offset`` most
+    recently ended, the most recent last (as the handler of ``dhistory`` answers,
+    with an offset: SQLite pages, the loop reads one page)."""
+    parse_ids(ids)  # refuses malformed ids
+    owner = None if all_users else user.name
+    found = s.store.history(owner=owner, job_ids=ids, since=since, limit=limit, offset=offset)
+    infos = []
+    for job in found:
+        total = total_run_time(s.store.events(job.cluster, job.proc))
+        infos.append(dataclasses.replace(visible(user, job), total_run_time=total))
+    return s.mailer.annotate(infos, user.name)
 
 
 def change(s: SchedulerState, user: WebUser, action: str, ids: list[str]) -> p.JobsChanged:
@@ -148,38 +168,6 @@ def users(s: SchedulerState, user: WebUser) -> p.UserList:
     return reply
 
 
-def analyses(s: SchedulerState, user: WebUser, ids: list[str]) -> dict[str, p.JobAnalysis]:
-    """``dq -analyze``: why each of these jobs of the caller's is (not) running, by id.
-    A job that left the queue since it was listed has none."""
-    if not ids:
-        return {}
-    try:
-        reply = explain.on_analyze_jobs(s, user, p.AnalyzeJobs(ids=ids[:ANALYZED]))
-    except RequestError:
-        return {}
-    assert isinstance(reply, p.JobAnalyses)
-    return {analysis.id: analysis for analysis in reply.jobs}
-
-
-#: Longest "why it waits" line on the queue page.
-SHORT = 80
-
-
-def short_reason(job: p.JobInfo, analysis: p.JobAnalysis, now: float) -> str:
-    """One short line of why a job waits, for the queue page (the whole explanation of
-    ``dq -analyze`` is on the job's page)."""
-    if job.state == JobState.HELD.value:
-        reason = job.hold_reason or ""
-        text = reason if reason.startswith("held") else f"held: {reason or 'see its page'}"
-    elif analysis.reasons:
-        text = f"no connected worker can run it: {analysis.reasons[0]}"
-    else:
-        text = f"{analysis.workers_free} of {analysis.workers_matching} matching worker(s) free"
-        if analysis.estimated_start is not None:
-            text += f", starts in about {max(0.0, analysis.estimated_start - now):.0f} s"
-    return text if len(text) <= SHORT else text[: SHORT - 1] + "…"
-
-
 def finished_counts(s: SchedulerState, since: float) -> dict[str, int]:
     """How many jobs completed and were removed since ``since`` (every user's)."""
     rows = s.store.query(
@@ -219,32 +207,4 @@ def overview(s: SchedulerState, user: WebUser) -> dict[str, Any]:
         "halflife": shares.halflife,
         "user": user.name,
         "loop_lag": s.loop_lag.stats().to_json(),
-    }
-
-
-def queue(s: SchedulerState, user: WebUser, all_users: bool = False) -> dict[str, Any]:
-    """The queue page: running jobs, then idle and held ones with why they wait."""
-    found = jobs(s, user, all_users=all_users)
-    waiting = [j for j in found if j.owner == user.name and j.state != JobState.RUNNING.value]
-    waiting.sort(key=lambda j: (j.state != JobState.IDLE.value, j.cluster, j.proc))
-    why = analyses(s, user, [j.id for j in waiting])
-    now = s.clock()
-    rows = []
-    for job in found:
-        row = p.to_wire(job)
-        analysis = why.get(job.id)  # the caller's idle and held jobs only
-        row["position"] = analysis.position if analysis and analysis.position else None
-        row["reason"] = short_reason(job, analysis, now) if analysis else ""
-        started = job.start_time if job.state == "running" else None
-        row["running_for"] = None if started is None else now - started
-        row["mine"] = job.owner == user.name
-        rows.append(row)
-    order = {JobState.RUNNING.value: 0, JobState.IDLE.value: 1, JobState.HELD.value: 2}
-    rows.sort(key=lambda r: (order[r["state"]], r["position"] or 2**31, r["cluster"], r["proc"]))
-    return {
-        "jobs": rows[:QUEUE_ROWS],
-        "total": len(rows),
-        "user": user.name,
-        "all_users": all_users,
-        "time": now,
     }

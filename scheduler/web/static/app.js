@@ -1,9 +1,14 @@
 // dfarm dashboard: live parts of the pages, refreshed from the JSON API (/api/...).
 // An element with data-poll="/api/..." and data-render="NAME" is redrawn by
-// RENDER[NAME] every POLL_MS with the endpoint's JSON.
+// RENDER[NAME] every POLL_MS with the endpoint's JSON. The queue's table
+// (data-stream="/api/events") follows the changes of its jobs from the event
+// stream instead, and reads its page again (data-page) only after changes.
 "use strict";
 
 const POLL_MS = 2000;
+// Milliseconds after a change before the queue's page is read again: changes in
+// between are read together.
+const REREAD_MS = 3000;
 const CSRF = () => document.querySelector('meta[name="csrf-token"]').content;
 
 function esc(value) {
@@ -69,20 +74,18 @@ const RENDER = {
       fig.querySelector(".max").textContent = +c.max.toPrecision(6);
     });
   },
-  queue(el, data) {
-    const rows = data.jobs.map((j) => {
-      let actions = "";
-      if (j.mine) {
-        actions = (j.state === "held" ? actionForm(j.id, "release", "/queue") : actionForm(j.id, "hold", "/queue")) +
-          " " + actionForm(j.id, "remove", "/queue");
-      }
-      const id = j.mine ? `<a href="/jobs/${esc(j.id)}">${esc(j.id)}</a>` : esc(j.id);
-      return `<tr data-job="${esc(j.id)}"><td>${id}</td><td>${esc(j.owner)}</td>` +
-        `<td class="state">${esc(j.state)}</td><td>${esc(j.worker)}</td><td>${duration(j.running_for)}</td>` +
-        `<td>${esc(j.position)}</td><td>${esc(j.reason)}</td>` +
-        `<td><code>${esc([j.executable, ...j.arguments].join(" "))}</code></td><td>${actions}</td></tr>`;
+  queue(table, data) {
+    const next = table.dataset.page.replace(/^\/api/, "");
+    const rows = data.jobs.map((j) => queueRow(j, next));
+    table.tBodies[0].innerHTML = rows.join("") || '<tr><td colspan="9" class="note">no job in the queue</td></tr>';
+    Object.entries(data.counts).forEach(([state, n]) => {
+      const el = document.querySelector(`[data-count="${state}"]`);
+      if (el) el.textContent = n;
     });
-    el.innerHTML = rows.join("") || '<tr><td colspan="9" class="note">no job in the queue</td></tr>';
+    const set = (id, value) => { const el = document.getElementById(id); if (el) el.textContent = value; };
+    set("first", data.jobs.length ? data.offset + 1 : 0);
+    set("last", data.offset + data.jobs.length);
+    set("total", data.total);
   },
   job(el, data) {
     // data: /api/jobs?ids=ID&states=all, the job's dq record (none once it is gone).
@@ -101,6 +104,73 @@ const RENDER = {
   },
 };
 
+function actions(j, next) {
+  if (!j.mine) return "";
+  return (j.state === "held" ? actionForm(j.id, "release", next) : actionForm(j.id, "hold", next)) +
+    " " + actionForm(j.id, "remove", next);
+}
+
+function queueRow(j, next) {
+  const id = j.mine ? `<a href="/jobs/${esc(j.id)}">${esc(j.id)}</a>` : esc(j.id);
+  const seconds = j.running_for === null || j.running_for === undefined ? "" : j.running_for;
+  return `<tr data-job="${esc(j.id)}" data-mine="${j.mine ? 1 : 0}"><td>${id}</td><td>${esc(j.owner)}</td>` +
+    `<td class="state">${esc(j.state)}</td><td class="worker">${esc(j.worker)}</td>` +
+    `<td class="running-for" data-seconds="${seconds}">${duration(j.running_for)}</td>` +
+    `<td class="position">${esc(j.position)}</td><td class="reason">${esc(j.reason)}</td>` +
+    `<td><code>${esc([j.executable, ...j.arguments].join(" "))}</code></td>` +
+    `<td class="actions">${actions(j, next)}</td></tr>`;
+}
+
+// The queue's table: each pushed change is shown in its row at once; the page
+// (places in line, counts, jobs that came or went) is read again a little later.
+function followQueue(table) {
+  const next = table.dataset.page.replace(/^\/api/, "");
+  let timer = null;
+  // When the running times (data-seconds) were read.
+  let started = Date.now();
+  const reread = async () => {
+    timer = null;
+    try {
+      const response = await fetch(table.dataset.page, { headers: { Accept: "application/json" } });
+      if (response.status === 401) { window.location.assign("/login"); return; }
+      if (response.ok) { RENDER.queue(table, await response.json()); started = Date.now(); }
+    } catch (err) {
+      // The scheduler is restarting: the stream's reconnection reads the page again.
+    }
+  };
+  const soon = () => { if (timer === null) timer = setTimeout(reread, REREAD_MS); };
+  const source = new EventSource(table.dataset.stream);
+  let opened = false;
+  source.addEventListener("open", () => { if (opened) soon(); opened = true; });
+  source.addEventListener("jobs", (event) => {
+    JSON.parse(event.data).jobs.forEach((j) => {
+      const row = table.querySelector(`tr[data-job="${CSS.escape(j.id)}"]`);
+      if (!row) return;
+      const state = row.querySelector(".state");
+      if (state.textContent !== j.state) {
+        row.querySelector(".position").textContent = "-";
+        row.querySelector(".reason").textContent = j.reason || "";
+        row.querySelector(".actions").innerHTML = ["completed", "removed"].includes(j.state) ? "" : actions(j, next);
+      }
+      state.textContent = j.state;
+      row.querySelector(".worker").textContent = j.worker === null ? "-" : j.worker;
+      const running = row.querySelector(".running-for");
+      running.dataset.seconds = j.running_for === null ? "" : j.running_for - (Date.now() - started) / 1000;
+      running.textContent = duration(j.running_for);
+    });
+    soon();
+  });
+  source.addEventListener("resync", reread);
+  source.addEventListener("logout", () => { source.close(); window.location.assign("/login"); });
+  // Running times tick here, not by asking the scheduler.
+  setInterval(() => {
+    const elapsed = (Date.now() - started) / 1000;
+    table.querySelectorAll(".running-for").forEach((el) => {
+      if (el.dataset.seconds !== "") el.textContent = duration(+el.dataset.seconds + elapsed);
+    });
+  }, 1000);
+}
+
 async function poll(el) {
   try {
     const response = await fetch(el.dataset.poll, { headers: { Accept: "application/json" } });
@@ -114,4 +184,5 @@ async function poll(el) {
 
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-poll]").forEach((el) => setTimeout(() => poll(el), POLL_MS));
+  document.querySelectorAll("[data-stream]").forEach(followQueue);
 });

@@ -1,0 +1,245 @@
+"""Counts of the queue kept as jobs change: per batch (cluster), per user and per state.
+
+Views of a deep queue (``dq``'s batch view, the dashboard's counts) read these
+instead of walking every job. :class:`~scheduler.jobs.JobTable` tells the summary of
+each submission and each change of state, at the cost of a few dict updates, and
+each change registers its undo with the open unit, as the table's own do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import partial
+
+from scheduler.job_records import Job
+from scheduler.protocol import JobState
+from scheduler.undo import UndoHook, no_undo
+
+#: The states a job in the queue is counted in; a job that leaves the queue
+#: (completed or removed) counts as done.
+_INDEX = {JobState.IDLE: 0, JobState.RUNNING: 1, JobState.HELD: 2}
+_DONE = 3
+_NAMES = ("idle", "running", "held")
+
+
+@dataclass
+class BatchCounts:
+    """One line of ``condor_q``'s batch view."""
+
+    cluster: int
+    owner: str
+    batch_name: str | None
+    submitted: float
+    done: int
+    running: int
+    idle: int
+    held: int
+    total: int
+    #: HTCondor's JOB_IDS column: ``12.0``, ``12.0-99``, or ``12.0 ... 14.3``.
+    job_ids: str
+
+
+class _Cluster:
+    """The counts of one cluster in the queue: idle, running, held, done."""
+
+    __slots__ = ("owner", "batch_name", "submitted", "counts", "first", "last")
+
+    def __init__(self, owner: str, batch_name: str | None, submitted: float, first: int) -> None:
+        self.owner, self.batch_name, self.submitted = owner, batch_name, submitted
+        # Procs are numbered from 0 in order: those before the first seen have left.
+        self.counts = [0, 0, 0, first]
+        self.first, self.last = 0, first - 1
+
+    @property
+    def queued(self) -> int:
+        c = self.counts
+        return c[0] + c[1] + c[2]
+
+
+def batch_name(job: Job) -> str | None:
+    """The job's ``JobBatchName`` (a quoted ClassAd string in its attributes), or None."""
+    attributes = job.spec.attributes
+    if not attributes:
+        return None
+    for name, value in attributes.items():
+        if name.lower() == "jobbatchname":
+            text = value.strip()
+            if len(text) >= 2 and text[0] == text[-1] == '"':
+                text = text[1:-1]
+            return text or None
+    return None
+
+
+class QueueSummary:
+    """Jobs in the queue counted per cluster, per user and per state."""
+
+    def __init__(self, undo: UndoHook = no_undo) -> None:
+        self.undo = undo
+        self._clusters: dict[int, _Cluster] = {}
+        #: Per user: idle, running, held (jobs in the queue only).
+        self._users: dict[str, list[int]] = {}
+
+    # ------------------------------------------------------------------ changes
+
+    def load(self, jobs: Iterable[Job], sizes: dict[int, int]) -> None:
+        """Count the active ``jobs`` (at start-up); ``sizes``: the number of jobs each
+        of their clusters has in all, finished ones included."""
+        for job in jobs:
+            rec = self._clusters.get(job.cluster)
+            if rec is None:
+                rec = self._clusters[job.cluster] = _Cluster(
+                    job.owner, batch_name(job), job.submit_time, 0
+                )
+                rec.last = sizes.get(job.cluster, 0) - 1
+            rec.last = max(rec.last, job.proc)
+            i = _INDEX[job.state]
+            rec.counts[i] += 1
+            self._users.setdefault(job.owner, [0, 0, 0])[i] += 1
+        for rec in self._clusters.values():
+            rec.counts[_DONE] = rec.last + 1 - rec.queued
+
+    def submitted(self, jobs: list[Job]) -> None:
+        """``jobs`` (one cluster's procs, numbered in order, idle) joined the queue."""
+        if not jobs:
+            return
+        head = jobs[0]
+        rec = self._clusters.get(head.cluster)
+        if rec is None:
+            rec = _Cluster(head.owner, batch_name(head), head.submit_time, head.proc)
+            self._clusters[head.cluster] = rec
+            self.undo(partial(self._forget, head.cluster))
+        before = rec.last
+        rec.last = jobs[-1].proc
+        rec.counts[0] += len(jobs)
+        user = self._users.setdefault(head.owner, [0, 0, 0])
+        user[0] += len(jobs)
+        self.undo(partial(self._unsubmit, rec, user, len(jobs), before))
+
+    def _forget(self, cluster: int) -> None:
+        self._clusters.pop(cluster, None)
+
+    def _unsubmit(self, rec: _Cluster, user: list[int], n: int, last: int) -> None:
+        rec.counts[0] -= n
+        user[0] -= n
+        rec.last = last
+
+    def moved(self, job: Job, old: JobState, new: JobState) -> None:
+        """``job`` went from ``old`` to ``new``."""
+        rec = self._clusters.get(job.cluster)
+        if rec is None or old is new:
+            return
+        i, j = _INDEX.get(old, _DONE), _INDEX.get(new, _DONE)
+        self._shift(job.cluster, rec, job.owner, i, j)
+        self.undo(partial(self._shift, job.cluster, rec, job.owner, j, i))
+
+    def _shift(self, cluster: int, rec: _Cluster, owner: str, i: int, j: int) -> None:
+        """One job of ``rec`` counted in ``j`` instead of ``i``; a cluster with nothing
+        left in the queue is dropped (and put back by the undo)."""
+        counts = rec.counts
+        counts[i] -= 1
+        counts[j] += 1
+        user = self._users.get(owner)
+        if user is None:
+            user = self._users[owner] = [0, 0, 0]
+        if i != _DONE:
+            user[i] -= 1
+        if j != _DONE:
+            user[j] += 1
+        if counts[0] or counts[1] or counts[2]:
+            self._clusters[cluster] = rec
+        else:
+            self._clusters.pop(cluster, None)
+
+    def renamed(self, job: Job) -> None:
+        """``job``'s attributes changed: its cluster takes its batch name."""
+        rec = self._clusters.get(job.cluster)
+        if rec is not None:
+            old = rec.batch_name
+            rec.batch_name = batch_name(job)
+            self.undo(partial(setattr, rec, "batch_name", old))
+
+    # ------------------------------------------------------------------ views
+
+    def spans(
+        self, first: int = 0, owner: str | None = None, states: Iterable[str] = _NAMES
+    ) -> Iterator[tuple[int, int]]:
+        """Each cluster from ``first`` on (in order) with jobs of ``owner`` (None: any)
+        in ``states``, and its last proc: where to look for those jobs in id order."""
+        wanted = [_NAMES.index(name) for name in states if name in _NAMES]
+        for cluster in sorted(c for c in self._clusters if c >= first):
+            rec = self._clusters.get(cluster)
+            if rec is None or (owner is not None and rec.owner != owner):
+                continue
+            if any(rec.counts[i] for i in wanted):
+                yield cluster, rec.last
+
+    def cluster(self, cluster: int) -> BatchCounts | None:
+        """The counts of one cluster in the queue, or None."""
+        rec = self._clusters.get(cluster)
+        return None if rec is None else _counts(cluster, rec)
+
+    def batches(self, owner: str | None = None) -> list[BatchCounts]:
+        """One line per batch in the queue, as ``condor_q`` groups them: clusters of
+        one owner with the same ``JobBatchName`` together, others each alone."""
+        out: list[BatchCounts] = []
+        named: dict[tuple[str, str], BatchCounts] = {}
+        for cluster in sorted(self._clusters):
+            rec = self._clusters[cluster]
+            if owner is not None and rec.owner != owner:
+                continue
+            line = _counts(cluster, rec)
+            if rec.batch_name is None:
+                out.append(line)
+                continue
+            key = (rec.owner, rec.batch_name)
+            seen = named.get(key)
+            if seen is None:
+                named[key] = line
+                out.append(line)
+                continue
+            seen.done += line.done
+            seen.running += line.running
+            seen.idle += line.idle
+            seen.held += line.held
+            seen.total += line.total
+            seen.submitted = min(seen.submitted, line.submitted)
+            seen.job_ids = f"{seen.job_ids.split(' ')[0].split('-')[0]} ... {cluster}.{rec.last}"
+        return out
+
+    def by_state(self, owner: str | None = None) -> dict[str, int]:
+        """Jobs in the queue per state (idle, running, held)."""
+        if owner is not None:
+            counts = self._users.get(owner, [0, 0, 0])
+            return dict(zip(_NAMES, counts, strict=True))
+        totals = [0, 0, 0]
+        for counts in self._users.values():
+            for i in range(3):
+                totals[i] += counts[i]
+        return dict(zip(_NAMES, totals, strict=True))
+
+    def by_user(self) -> dict[str, dict[str, int]]:
+        """Per user with jobs in the queue, their jobs per state."""
+        return {
+            user: dict(zip(_NAMES, counts, strict=True))
+            for user, counts in sorted(self._users.items())
+            if any(counts)
+        }
+
+
+def _counts(cluster: int, rec: _Cluster) -> BatchCounts:
+    idle, running, held, done = rec.counts
+    first, last = rec.first, rec.last
+    ids = f"{cluster}.{first}" if first == last else f"{cluster}.{first}-{last}"
+    return BatchCounts(
+        cluster=cluster,
+        owner=rec.owner,
+        batch_name=rec.batch_name,
+        submitted=rec.submitted,
+        done=done,
+        running=running,
+        idle=idle,
+        held=held,
+        total=last + 1,
+        job_ids=ids,
+    )
