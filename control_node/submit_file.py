@@ -384,8 +384,9 @@ class _Parser(ValueReaders):
                 raise SubmitFileError(where, st.line, f"cannot include '{value}': {why}") from None
             except UnicodeDecodeError:
                 raise SubmitFileError(where, st.line, f"'{value}' is not valid UTF-8") from None
+        _refuse_byte_order_mark(text, name)
         try:
-            stmts = read_statements(_mark_custom_attributes(text.removeprefix("\ufeff")))
+            stmts = read_statements(_mark_custom_attributes(text))
         except LineError as e:
             raise SubmitFileError(name, e.line, str(e)) from None
         return name, [dataclasses.replace(s, file=name) for s in stmts]
@@ -646,8 +647,10 @@ class _Parser(ValueReaders):
         if not value:
             return self.cwd
         path = os.path.normpath(os.path.join(self.cwd, value))
-        if self.kind(path) != 2:
-            raise self.error("initialdir", f"initialdir '{value}' is not an existing directory")
+        kind = self.kind(path)
+        if kind != 2:
+            why = "No such directory" if kind == 0 else "not a directory"
+            raise self.error("initialdir", f"initialdir '{value}': {why} ({path})")
         return path
 
     def existing_file_path(self, value: str, base: str, key: str, what: str) -> str:
@@ -721,7 +724,15 @@ class _Parser(ValueReaders):
         if self.kind(path) == 2:
             raise self.error(key, f"{key} file '{value}' is a directory")
         if self.kind(os.path.dirname(path)) != 2:
-            raise self.error(key, f"directory of {key} file '{value}' does not exist ({path})")
+            if key != "log":
+                raise self.error(key, f"directory of {key} file '{value}' does not exist ({path})")
+            # condor_submit accepts it; dfetch creates the folder when it writes the log.
+            self.warn(
+                self.lines.get(key),
+                f"the folder of log file '{value}' does not exist ({path}): it is created"
+                " when the job's results are fetched, which fails if it cannot be",
+                self.files.get(key),
+            )
         if key != "log":
             slot = (key, path, self.lines.get(key, 0))
             self.outputs[slot] = self.outputs.get(slot, 0) + 1
@@ -755,6 +766,18 @@ class _Parser(ValueReaders):
 # ----------------------------------------------------------------------------- entry points
 
 
+def _refuse_byte_order_mark(text: str, name: str) -> None:
+    """condor_submit refuses a file (submit or included) that starts with a byte-order mark."""
+    if text.startswith("\ufeff"):
+        raise SubmitFileError(
+            name,
+            1,
+            "the file starts with a byte-order mark (it was saved as 'UTF-8 with BOM'),"
+            " which condor_submit refuses: save it as plain UTF-8, or remove the mark with"
+            f" sed -i '1s/^\\xEF\\xBB\\xBF//' {name}",
+        )
+
+
 def _mark_custom_attributes(text: str) -> str:
     """``text`` with each ``+Name =`` / ``MY.Name =`` line (not a continued one) keyed
     ``CUSTOM_PREFIX + Name``, which the statement reader takes as a plain key."""
@@ -780,8 +803,7 @@ def parse_submit_text(
 
     ``seed`` seeds the random functions when the file sets no ``random_seed``
     (default: a fresh random seed, returned in the description)."""
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    _refuse_byte_order_mark(text, filename)
     seed = secrets.randbits(48) if seed is None else seed
     parser = _Parser(
         filename, cluster, os.path.abspath(cwd), os.environ if environ is None else environ, seed

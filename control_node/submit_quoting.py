@@ -12,7 +12,9 @@ with a readable message; ``control_node.submit_file`` adds the file and line.
   (``NAME=value;NAME2=value2``, no quoting at all).
 - File lists (comma and/or white space separated) and the memory / disk units.
 - Lines: ``key = value`` statements and ``queue``; a trailing backslash continues a
-  line (comment lines inside the continuation are skipped); ``#`` starts a comment line.
+  line (a comment line inside the continuation is skipped when it ends with a backslash
+  too, and refused otherwise, as condor_submit ends the value there); ``#`` starts a
+  comment line.
 - Macros: ``$(name)``, ``$(name:default)``, ``$ENV(VAR[:default])`` and the macro
   functions of ``submit_functions`` (the random ones drawn by ``MacroContext.call``).
   Names are case-insensitive; an undefined macro is empty (``undefined_macros`` lists
@@ -416,7 +418,7 @@ class Statement:
     #: ``include command``, ``error`` or ``warning``.
     kind: str = "set"
     #: The lines of a queue list that goes on after its line, up to the ``)`` line
-    #: (blank lines and ``#`` comments left out).
+    #: (``#`` comments left out; a blank line is an item of a ``from`` list).
     block: tuple[str, ...] | None = None
     #: The included file the statement comes from (None: the submit file itself).
     file: str | None = None
@@ -435,9 +437,16 @@ def _list_block(raw: list[str], i: int, start: int) -> tuple[tuple[str, ...], in
             if text[1:].strip():
                 raise LineError(i, "unexpected text after the ')' that closes the queue list")
             return tuple(block), i
-        if text and not text.startswith("#"):
+        if not text.startswith("#"):
             block.append(text)
     raise LineError(start, "the queue list opened with '(' has no line beginning with ')'")
+
+
+_COMMENT_ENDS_VALUE = (
+    "a comment line inside a value continued with '\\' ends the value in condor_submit"
+    " (which then misreads or refuses the lines after it): end the comment line with"
+    " '\\' too, or move the comment above the value"
+)
 
 
 def _logical_lines(text: str) -> list[Line]:
@@ -457,6 +466,8 @@ def _logical_lines(text: str) -> list[Line]:
         while line.endswith("\\"):
             parts.append(line[:-1])
             while i < len(raw) and raw[i].lstrip().startswith("#"):
+                if not raw[i].rstrip(" \t\r").endswith("\\"):
+                    raise LineError(i + 1, _COMMENT_ENDS_VALUE)
                 i += 1
             line = raw[i].rstrip(" \t\r").lstrip(" \t") if i < len(raw) else ""
             i += 1

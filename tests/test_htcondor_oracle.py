@@ -111,8 +111,6 @@ def dfarm_reading(path: Path) -> dict[str, Any]:
         return {"refused": message, "line": exc.line, "jobs": [], "crash": None}
     except Exception:
         return {"refused": None, "line": None, "jobs": [], "crash": traceback.format_exc()}
-    if not description.procs:
-        return {"refused": "queues no jobs", "line": None, "jobs": [], "crash": None}
     return {"refused": None, "line": None, "jobs": description.procs, "crash": None}
 
 

@@ -356,14 +356,13 @@ def test_unterminated_macro_reference_stays_as_text(farm: Path) -> None:
 # ----------------------------------------------------------------------------- lines
 
 
-def test_continuation_skips_comment_lines(farm: Path) -> None:
-    # manual (configuration): both forms give A = $(B) $(D)
-    for middle in ("# $(C)", "# $(C) \\"):
-        text = (
-            f"executable = run.sh\nB = b\nD = d\nA = $(B) \\\n{middle}\n$(D)\n"
-            "arguments = $(A)\nqueue\n"
-        )
-        assert parse(farm, text).procs[0].arguments == ["b", "d"]
+def test_continuation_skips_comment_lines_that_continue(farm: Path) -> None:
+    # condor_submit 24 skips a comment line that ends with '\'; one that does not ends
+    # the value (then "$(D)" alone is an error there): refused with its line here
+    text = "executable = run.sh\nB = b\nD = d\nA = $(B) \\\n{}\n$(D)\narguments = $(A)\nqueue\n"
+    assert parse(farm, text.format("# $(C) \\")).procs[0].arguments == ["b", "d"]
+    with pytest.raises(SubmitFileError, match=r"job.sub:5: a comment line inside a value"):
+        parse(farm, text.format("# $(C)"))
 
 
 def test_continuation_lines_build_one_value(farm: Path) -> None:
@@ -804,8 +803,8 @@ def test_absolute_paths_are_kept(dirs: Path) -> None:
         ("input = x.txt", "input file 'x.txt' does not exist"),
         ("transfer_input_files = data.txt, nope.bin", "input file 'nope.bin' does not exist"),
         ("data = gone.csv", "data file 'gone.csv' does not exist"),
-        ("initialdir = nowhere", "initialdir 'nowhere' is not an existing directory"),
-        ("initialdir = data.txt", "initialdir 'data.txt' is not an existing directory"),
+        ("initialdir = nowhere", "initialdir 'nowhere': No such directory"),
+        ("initialdir = data.txt", "initialdir 'data.txt': not a directory"),
         ("input = work", "input file 'work' is not a regular file"),
         (
             "transfer_input_files = work",
