@@ -159,6 +159,8 @@ _CUSTOM = re.compile(r"^([ \t]*)(?:\+|[Mm][Yy]\.)(?=[A-Za-z_][A-Za-z0-9_]*[ \t]*
 #: What a custom resource request ``request_<name>`` stores: ``Request<name>``.
 _REQUEST = re.compile(r"request_([A-Za-z_][A-Za-z0-9_]*)")
 MAX_PROCS = 1_000_000
+#: What condor_submit puts before an ``on_exit_remove`` when ``max_retries`` is set.
+_RETRY_REMOVE = "NumJobCompletions > JobMaxRetries || ExitCode is 0"
 _DIRECTIVES = frozenset({"include", "include command", "error", "warning"})
 #: How deep ``include`` statements may nest.
 MAX_INCLUDE_DEPTH = 20
@@ -523,6 +525,7 @@ class _Parser(ValueReaders):
         if result_file and outputs is not None and result_file not in outputs:
             outputs = [*outputs, result_file]
         draws = ctx.call
+        max_retries = self.integer(ctx, "max_retries", 0, 0)
         return ProcDescription(
             proc=proc,
             executable=executable,
@@ -545,12 +548,12 @@ class _Parser(ValueReaders):
             priority=self.integer(ctx, "priority", 0, -INT32),
             machine=self.machine(ctx),
             getenv=getenv is not None,
-            max_retries=self.integer(ctx, "max_retries", 0, 0),
+            max_retries=max_retries,
             allowed_job_duration=self.integer(ctx, "allowed_job_duration", 0, 1) or None,
             params={**item.values, **draws.drawn} if isinstance(draws, RandomDraws) else {},
             result_file=result_file,
             requirements=self.requirements(ctx),
-            attributes=self.attributes(ctx),
+            attributes=self.retry_policy(ctx, self.attributes(ctx), max_retries),
             hold=self.boolean(ctx, "hold"),
         )
 
@@ -569,6 +572,21 @@ class _Parser(ValueReaders):
                 value = self.expression(key, value, shown)
             out[name] = classad_value(value, kind) if value else "undefined"
         return out
+
+    def retry_policy(
+        self, ctx: MacroContext, attributes: dict[str, str], max_retries: int
+    ) -> dict[str, str]:
+        """With ``max_retries`` set, HTCondor's ``JobMaxRetries``, and an ``on_exit_remove``
+        folded as condor_submit folds it: the job leaves the queue after its last retry
+        or on exit code 0, whatever the expression says (the scheduler then retries by
+        that expression alone)."""
+        if not self.get(ctx, "max_retries"):
+            return attributes
+        attributes["JobMaxRetries"] = str(max_retries)
+        name = next((n for n in attributes if n.lower() == "onexitremove"), None)
+        if name is not None:
+            attributes[name] = f"{_RETRY_REMOVE} || {attributes[name]}"
+        return attributes
 
     def check_fixed_choices(self, ctx: MacroContext) -> None:
         self.check_universe(ctx)

@@ -21,7 +21,8 @@ with a readable message; ``control_node.submit_file`` adds the file and line.
   them for warnings); ``$(DOLLAR)`` is a literal ``$``. What condor_submit does not
   read as a macro (``$(oops``, ``$( x )``, ``$FOO(x)``) stays as text.
   ``$$(NAME[:default])`` is left in place for the scheduler to substitute from the
-  matched worker (HTCondor's match-time substitution; ``scheduler.matching.macros``).
+  matched worker (HTCondor's match-time substitution; ``scheduler.matching.macros``),
+  ``$$(DOLLARDOLLAR)`` too, which becomes a literal ``$$`` there.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ _MACRO_START = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\(")
 MAX_VALUE_CHARS = 1 << 20
 #: ``MacroRef.func`` of a ``$$(NAME)``, which expands to itself.
 MACHINE = "$$"
+#: ``$$(DOLLARDOLLAR)``: a literal ``$$`` once the job is matched (kept until then).
+LITERAL_DOLLARS = "dollardollar"
 #: ``MacroRef.func`` of a ``$(...)`` whose name holds macros.
 COMPOSED = "$()"
 #: A macro name as condor_submit reads one inside ``$(...)``.
@@ -327,7 +330,7 @@ def expand_macros(text: str, ctx: MacroContext, stack: tuple[str, ...] = ()) -> 
 
 def _resolve(ref: MacroRef, ctx: MacroContext, stack: tuple[str, ...]) -> str:
     if ref.func == MACHINE:
-        if ref.name.lower() not in MACHINE_ATTRIBUTES:
+        if ref.name.lower() not in MACHINE_ATTRIBUTES and ref.name.lower() != LITERAL_DOLLARS:
             known = ", ".join(sorted(MACHINE_ATTRIBUTES))
             raise MacroError(
                 f"'{ref.raw}': dfarm substitutes $$(NAME) for these worker attributes"

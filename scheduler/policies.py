@@ -158,6 +158,9 @@ def job_ad(state: SchedulerState, job: Job, **attempt: object) -> dict[str, Valu
     if attempt:
         info = dataclasses.replace(info, **attempt)  # type: ignore[arg-type]
     ad = status_ad(info)
+    # The attempts whose program ended (this one too): what JobMaxRetries bounds.
+    ended = sum(e.event in ("terminated", "retrying") for e in events)
+    ad["numjobcompletions"] = ended + (1 if attempt else 0)
     if attempt:
         signal = attempt.get("exit_signal")
         ad["exitbysignal"] = signal is not None

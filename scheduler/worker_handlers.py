@@ -16,7 +16,7 @@ from scheduler.handshake import BY_POOL_SECRET
 from scheduler.job_records import Job
 from scheduler.job_results import extract_result
 from scheduler.matching.attributes import slot_attributes
-from scheduler.policies import Verdict, evaluate
+from scheduler.policies import Verdict, evaluate, policies_of
 from scheduler.protocol import JobState
 from scheduler.result_hashes import hash_results
 from scheduler.starting import revoke_grant
@@ -347,6 +347,8 @@ def _retry(state: SchedulerState, job: Job, msg: p.JobFinished) -> str:
     """Why a failed run is run again (``max_retries``), or "" when it is not."""
     if msg.exit_code == 0 or job.spec.max_retries <= 0:
         return ""
+    if "JobMaxRetries" in policies_of(job.spec.attributes).get("onexitremove", ""):
+        return ""  # max_retries folded into on_exit_remove, as condor_submit does: it decided
     done = sum(e.event == "retrying" for e in state.store.events(job.cluster, job.proc))
     if done >= job.spec.max_retries:
         return ""

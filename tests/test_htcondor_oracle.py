@@ -65,6 +65,8 @@ def dfarm_policies(proc: Any) -> dict[str, str]:
     for key, attr in POLICIES.items():
         value = held.get(attr.lower())
         text = canonical(None if value is None else str(value))
+        if key == "on_exit_remove" and text is not None and "JobMaxRetries" in text:
+            continue  # folded with max_retries, as HTCondor's is: compared as an attribute
         if text is not None and text != POLICY_DEFAULTS.get(key, "false"):
             policies[key] = text
     return policies

@@ -85,3 +85,30 @@ def test_a_log_whose_folder_is_missing_is_a_warning_then_a_clear_fetch_error(
     assert out.returncode == 0, out.stderr
     assert "job.sub:2: the folder of log file 'made/job.log' does not exist" in out.stderr
     assert " 2.0 terminated: exit code 0" in (tmp_path / "made" / "job.log").read_text()
+
+
+def test_dollardollar_is_kept_for_the_match_as_htcondor_keeps_it(farm: Path) -> None:
+    text = 'executable = a.sh\n+Price = "$$(DOLLARDOLLAR)5"\narguments = x$$(DOLLARDOLLAR)\nqueue\n'
+    proc = parse(farm, text).procs[0]
+    assert proc.attributes == {"Price": '"$$(DOLLARDOLLAR)5"'}
+    assert proc.arguments == ["x$$(DOLLARDOLLAR)"]  # a literal $$ once matched
+
+
+def test_max_retries_bounds_on_exit_remove_as_condor_submit_folds_it(
+    make_cluster,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    text = "executable = a.sh\non_exit_remove = ExitCode == 5\nmax_retries = 2\nqueue\n"
+    write(tmp_path / "a.sh", "#!/bin/sh\n", True)
+    attributes = parse(tmp_path, text).procs[0].attributes
+    assert attributes == {
+        "OnExitRemove": "NumJobCompletions > JobMaxRetries || ExitCode is 0 || ExitCode == 5",
+        "JobMaxRetries": "2",
+    }
+    cluster: TestCluster = make_cluster(workers=1)
+    for code, starts in ((1, 3), (5, 1)):  # retried twice, then ends; 5 ends at once
+        write(tmp_path / "a.sh", f"#!/bin/sh\nexit {code}\n", True)
+        write(tmp_path / "job.sub", text)
+        out = cluster.run("dsub", "--wait", "--json", "job.sub", cwd=tmp_path)
+        (job,) = json.loads(out.stdout)["jobs"]
+        assert (job["state"], job["exit_code"], job["num_starts"]) == ("completed", code, starts)
