@@ -50,6 +50,7 @@ from control_node.submit_queue import (
 )
 from control_node.submit_quoting import (
     CONTROL_CHARS,
+    MULTI_LINE,
     LineError,
     MacroContext,
     MacroError,
@@ -155,10 +156,16 @@ ACCEPTED_KEYS = HTCONDOR_KEYS - CARRIED_OUT
 _DEFINED = re.compile(r"\bdefined\s+([A-Za-z_][A-Za-z0-9_.]*)", re.IGNORECASE)
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 #: ``+Name =`` or ``MY.Name =`` at the start of a line: a custom job attribute.
-_CUSTOM = re.compile(r"^([ \t]*)(?:\+|[Mm][Yy]\.)(?=[A-Za-z_][A-Za-z0-9_]*[ \t]*=)")
+#: (``MY.Name @=TAG`` too: condor_submit reads no multi-line ``+Name``.)
+_CUSTOM = re.compile(
+    r"^([ \t]*)(?:\+(?=[A-Za-z_][A-Za-z0-9_]*[ \t]*=)"
+    r"|[Mm][Yy]\.(?=[A-Za-z_][A-Za-z0-9_]*(?:[ \t]*|[ \t]+@)=))"
+)
 #: What a custom resource request ``request_<name>`` stores: ``Request<name>``.
 _REQUEST = re.compile(r"request_([A-Za-z_][A-Za-z0-9_]*)")
 MAX_PROCS = 1_000_000
+#: Keys whose value may span lines (``key @=TAG``): a newline is a blank there.
+_MULTI_LINE_KEYS = frozenset({"arguments", "environment", "requirements"})
 #: What condor_submit puts before an ``on_exit_remove`` when ``max_retries`` is set.
 _RETRY_REMOVE = "NumJobCompletions > JobMaxRetries || ExitCode is 0"
 _DIRECTIVES = frozenset({"include", "include command", "error", "warning"})
@@ -260,7 +267,11 @@ class _Parser(ValueReaders):
         except MacroError as e:
             raise self.error(key, str(e)) from None
         m = CONTROL_CHARS.search(value)
-        if m:
+        if m and m[0] == "\n" and key not in _MULTI_LINE_KEYS and key not in self.attr_keys():
+            raise self.error(
+                key, f"the value of '{key}' spans lines (a line break): it takes one line"
+            )
+        if m and m[0] != "\n":
             raise self.error(key, f"value of '{key}' contains control character U+{ord(m[0]):04X}")
         if "$$(" in value and key not in ("arguments", "environment", *self.attr_keys()):
             raise self.error(
@@ -801,9 +812,15 @@ def _mark_custom_attributes(text: str) -> str:
     ``CUSTOM_PREFIX + Name``, which the statement reader takes as a plain key."""
     lines = text.split("\n")
     continued = False
+    closing: str | None = None  # inside a multi-line value: the line that ends it
     for i, line in enumerate(lines):
+        if closing is not None:
+            closing = None if line.strip() == closing else closing
+            continue
         if not continued:
             lines[i] = _CUSTOM.sub(r"\1" + CUSTOM_PREFIX, line, count=1)
+            multi = MULTI_LINE.fullmatch(line.rstrip(" \t\r"))
+            closing = "@" + multi[2] if multi else None
         continued = line.rstrip(" \t\r").endswith("\\")
     return "\n".join(lines)
 

@@ -112,3 +112,21 @@ def test_max_retries_bounds_on_exit_remove_as_condor_submit_folds_it(
         out = cluster.run("dsub", "--wait", "--json", "job.sub", cwd=tmp_path)
         (job,) = json.loads(out.stdout)["jobs"]
         assert (job["state"], job["exit_code"], job["num_starts"]) == ("completed", code, starts)
+
+
+def test_multi_line_values(farm: Path) -> None:
+    text = (
+        "executable = a.sh\narguments @=END\n  -a 1\n  # left out\n\n  -b \\\n  2\n  @END\n"
+        'MY.Sum @= S\n  1 +\n  2\n@S\nnote @=\nqueue\n@\n+Note = "$(note)"\nqueue\n'
+    )
+    proc = parse(farm, text).procs[0]
+    assert proc.arguments == ["-a", "1", "-b", "2"]
+    assert proc.attributes == {"Sum": "1 +\n2", "Note": '"queue"'}
+    for text, line, message in [
+        ("arguments @=END\n  a\nqueue\n", 2, "has no line '@END'"),
+        ("+Note @=END\n1\n@END\nqueue\n", 2, "write 'MY.Note @=TAG'"),
+        ("output @=END\na\nb\n@END\nqueue\n", 2, "the value of 'output' spans lines"),
+    ]:
+        with pytest.raises(SubmitFileError) as err:
+            parse(farm, "executable = a.sh\n" + text)
+        assert err.value.line == line and message in err.value.message
