@@ -191,8 +191,13 @@ def condor_environment(ad: Any) -> dict[str, str]:
     return env
 
 
-def _int_or_none(ad: Any, key: str, default: int | None) -> int | None:
+def _int_or_none(ad: Any, key: str, default: int | None, evaluate: bool = False) -> int | None:
+    """The whole number ``key`` holds; with ``evaluate``, the one an expression gives by
+    itself (``request_cpus = 2 * 2``; HTCondor's own default memory and disk requests
+    are expressions over the job's usage, compared as None)."""
     value = ad.get(key, default)
+    if evaluate and key in ad and not isinstance(value, int | float | str):
+        value = ad.eval(key)
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
@@ -251,10 +256,10 @@ def condor_job(
         "transfer_output_files": None
         if transfer_out is None
         else [f.strip() for f in str(transfer_out).split(",") if f.strip()],
-        "request_cpus": _int_or_none(ad, "RequestCpus", 1),
+        "request_cpus": _int_or_none(ad, "RequestCpus", 1, evaluate=True),
         "request_memory": _int_or_none(ad, "RequestMemory", None),
         "request_disk": _int_or_none(ad, "RequestDisk", None),
-        "request_gpus": _int_or_none(ad, "RequestGPUs", 0),
+        "request_gpus": _int_or_none(ad, "RequestGPUs", 0, evaluate=True),
         "priority": _int_or_none(ad, "JobPrio", 0),
         "max_retries": _int_or_none(ad, "JobMaxRetries", 0),
         "notify_user": ad.get("NotifyUser"),

@@ -130,3 +130,13 @@ def test_multi_line_values(farm: Path) -> None:
         with pytest.raises(SubmitFileError) as err:
             parse(farm, "executable = a.sh\n" + text)
         assert err.value.line == line and message in err.value.message
+
+
+def test_request_cpus_takes_an_expression_that_gives_a_number(farm: Path) -> None:
+    text = "executable = a.sh\nrequest_cpus = {}\nrequest_gpus = ifThenElse(true, 1, 0)\nqueue\n"
+    proc = parse(farm, text.format("2 * 2")).procs[0]
+    assert (proc.request_cpus, proc.request_gpus) == (4, 1)
+    with pytest.raises(SubmitFileError) as err:
+        parse(farm, text.format("many"))
+    assert err.value.line == 2
+    assert "request_cpus = many gives undefined without a machine" in err.value.message
