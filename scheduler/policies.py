@@ -161,6 +161,8 @@ def job_ad(state: SchedulerState, job: Job, **attempt: object) -> dict[str, Valu
     # The attempts whose program ended (this one too): what JobMaxRetries bounds.
     ended = sum(e.event in ("terminated", "retrying") for e in events)
     ad["numjobcompletions"] = ended + (1 if attempt else 0)
+    if "jobmaxretries" in ad:  # as dedit may have changed it since the submit
+        ad["jobmaxretries"] = job.spec.max_retries
     if attempt:
         signal = attempt.get("exit_signal")
         ad["exitbysignal"] = signal is not None
