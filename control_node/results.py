@@ -298,7 +298,10 @@ def fetch(
                     )
         ids = reply.remaining
     for path, events in logs.items():
-        write_event_log(Path(path), events)
+        try:
+            write_event_log(Path(path), events)
+        except OSError as exc:
+            damaged.append(f"cannot write the event log '{path}' (log): {exc.strerror or exc}")
     if damaged:
         raise DfarmError(
             "; ".join(damaged) + f" (not written; the other {len(fetched)} job(s)' results were)"

@@ -124,6 +124,8 @@ def submit_with(
     description = parse_description(path, text, 0, cwd, None, environ, strict)
     if check is not None:
         check(description.procs)
+    if not description.procs:  # 'queue 0': condor_submit queues nothing, and succeeds
+        return Submission(0, [], description.warnings)
     cluster, store_large = reserve()
     if _mentions_cluster(path, text):  # $(Cluster) or $(ClusterId): use the real id
         # The same seed, so that random draws are the ones of the first reading.
@@ -131,8 +133,6 @@ def submit_with(
         if check is not None:
             check(description.procs)
     procs, warnings = description.procs, description.warnings
-    if not procs:
-        raise SubmitError(f"{path}: the file queues no jobs", str(path))
     trees = InputTrees()
     paths = list(dict.fromkeys(local for proc in procs for local, _ in _staged(proc, trees)))
     digests, inline = _read_small_files(paths)

@@ -6,9 +6,15 @@ support is rejected with the file name, line number and a clear message. Every
 the values in force there (see ``submit_quoting`` for macros, quoting and units,
 ``submit_queue`` for the queue forms, ``submit_conditions`` for if/else,
 ``submit_functions`` for the macro functions and ``submit_keys`` for what each key
-means). A key HTCondor does not know is a macro, as there; one the file never uses
-gets a warning with the key it may have meant. ``+Name = value`` and ``MY.Name = value``
-are custom job attributes (a ClassAd expression, kept as text). A file may redefine a
+means). This module holds the parser's core: statements in order, keys and macros,
+and each proc's assembly; its parts are mixed in: ``submit_includes`` (include, error
+and warning statements, and the reading of the text), ``submit_paths`` (the files a
+proc names), ``submit_universe`` (the universe and transfer choices) and
+``submit_values`` (typed values).
+
+A key HTCondor does not know is a macro, as there; one the file never uses gets a
+warning with the key it may have meant. ``+Name = value`` and ``MY.Name = value`` are
+custom job attributes (a ClassAd expression, kept as text). A file may redefine a
 predefined macro (``Process``, ``Cluster``, ``Step``...): its value wins, as in
 condor_submit; a queue variable wins over the file's value of the same key.
 As in HTCondor, an undefined macro expands to nothing (with a warning). An empty
@@ -19,7 +25,6 @@ counts as given (so a seed ``data`` file is then not passed as an argument).
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 import re
@@ -27,9 +32,15 @@ import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from control_node import input_files as transfer_inputs
 from control_node.submit_conditions import ConditionError, Conditions
+from control_node.submit_errors import SubmitFileError
 from control_node.submit_functions import RandomDraws
+from control_node.submit_includes import (
+    DIRECTIVES,
+    IncludeReader,
+    mark_custom_attributes,
+    refuse_byte_order_mark,
+)
 from control_node.submit_keys import (
     CARRIED_OUT,
     CUSTOM_PREFIX,
@@ -40,11 +51,11 @@ from control_node.submit_keys import (
     suggestion,
     warning_for,
 )
+from control_node.submit_paths import PathReaders
 from control_node.submit_queue import (
     PREDEFINED,
     Item,
     QueueError,
-    command_output,
     evaluate_count,
     parse_queue,
     queue_items,
@@ -56,14 +67,13 @@ from control_node.submit_quoting import (
     MacroError,
     Statement,
     expand_macros,
-    printable,
     read_statements,
     replace_self_reference,
-    split_list,
     undefined_macros,
     used_names,
 )
 from control_node.submit_requirements import Derived, DerivedError, derive
+from control_node.submit_universe import ChoiceChecks
 from control_node.submit_values import INT, INT32, ValueReaders
 from scheduler.matching.requirements import REQUIREMENT_ATTRIBUTES
 from scheduler.protocol import (
@@ -80,18 +90,6 @@ __all__ = [
     "parse_submit_file",
     "parse_submit_text",
 ]
-
-
-class SubmitFileError(Exception):
-    """A submit file that dfarm refuses: ``str(e)`` is ``"file:line: message"``."""
-
-    def __init__(self, path: str, line: int | None, message: str) -> None:
-        super().__init__(path, line, message)
-        self.path, self.line, self.message = path, line, printable(message)
-
-    def __str__(self) -> str:
-        where = self.path if self.line is None else f"{self.path}:{self.line}"
-        return f"{where}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -155,55 +153,20 @@ SUPPORTED_KEYS = CARRIED_OUT
 ACCEPTED_KEYS = HTCONDOR_KEYS - CARRIED_OUT
 
 _DEFINED = re.compile(r"\bdefined\s+([A-Za-z_][A-Za-z0-9_.]*)", re.IGNORECASE)
-#: ``+Name =`` or ``MY.Name =`` at the start of a line: a custom job attribute.
-_CUSTOM = re.compile(r"^([ \t]*)(?:\+|[Mm][Yy]\.)(?=[A-Za-z_][A-Za-z0-9_]*[ \t]*=)")
 #: What a custom resource request ``request_<name>`` stores: ``Request<name>``.
 _REQUEST = re.compile(r"request_([A-Za-z_][A-Za-z0-9_]*)")
 MAX_PROCS = 1_000_000
-_DIRECTIVES = frozenset({"include", "include command", "error", "warning"})
-#: How deep ``include`` statements may nest.
-MAX_INCLUDE_DEPTH = 20
-#: The largest file an ``include`` reads (``include : /dev/zero`` must end).
-MAX_INCLUDE_BYTES = 64 << 20
+#: Keys whose value may span lines (``key @=TAG``): a newline is a blank there.
+_MULTI_LINE_KEYS = frozenset({"arguments", "environment", "requirements"})
 #: The macros condor_submit defines itself (a file may redefine them: not a typo).
 AUTOMATIC = PREDEFINED | {
     "step", "itemindex", "row", "item", "node", "submit_file", "arch", "opsys",
     "opsysandver", "opsysmajorver", "opsysver", "spool", "islinux", "iswindows",
 }  # fmt: skip
-#: HTCondor's universes; each other than vanilla runs as vanilla here, for this reason.
-UNIVERSES = {
-    "vanilla": "",
-    "scheduler": "dfarm runs every job on a worker, never on the submit machine",
-    "local": "dfarm runs every job on a worker, never on the submit machine",
-    "grid": "dfarm does not forward jobs to other batch systems",
-    "java": "the executable is run as given, not by a Java VM",
-    "vm": "dfarm does not start virtual machines",
-    "parallel": "dfarm runs each job on one worker",
-    "mpi": "dfarm runs each job on one worker",
-    "docker": "workers run jobs without a container",
-    "container": "workers run jobs without a container",
-}
-#: Universes condor_submit 24 names and refuses (the name as its message spells it).
-RETIRED_UNIVERSES = {"standard": "Standard", "pipe": "Pipe", "pvm": "PVM"}
-#: What condor_submit 24 requires in a universe: universe -> (any of these keys, why).
-UNIVERSE_NEEDS = {
-    "vm": (("vm_memory",), "the vm universe needs vm_memory"),
-    "grid": (("grid_resource",), "the grid universe needs grid_resource"),
-    "java": (("arguments",), "the java universe needs the class to run as its arguments"),
-    "parallel": (("machine_count",), "the parallel universe needs machine_count"),
-    "mpi": (("machine_count",), "the mpi universe needs machine_count"),
-    "docker": (("docker_image",), "docker jobs need a docker_image"),
-    "container": (
-        ("container_image", "docker_image"),
-        "container jobs need a container_image or docker_image",
-    ),
-}
-
-
 # ----------------------------------------------------------------------------- parser
 
 
-class _Parser(ValueReaders):
+class _Parser(ValueReaders, PathReaders, ChoiceChecks, IncludeReader):
     def __init__(
         self, filename: str, cluster: int, cwd: str, environ: Mapping[str, str], seed: int
     ):
@@ -259,7 +222,11 @@ class _Parser(ValueReaders):
         except MacroError as e:
             raise self.error(key, str(e)) from None
         m = CONTROL_CHARS.search(value)
-        if m:
+        if m and m[0] == "\n" and key not in _MULTI_LINE_KEYS and key not in self.attr_keys():
+            raise self.error(
+                key, f"the value of '{key}' spans lines (a line break): it takes one line"
+            )
+        if m and m[0] != "\n":
             raise self.error(key, f"value of '{key}' contains control character U+{ord(m[0]):04X}")
         if "$$(" in value and key not in ("arguments", "environment", *self.attr_keys()):
             raise self.error(
@@ -292,7 +259,7 @@ class _Parser(ValueReaders):
                     raise SubmitFileError(self.where(st), st.line, str(e)) from None
             elif not conditions.active:
                 continue
-            elif st.kind in _DIRECTIVES:
+            elif st.kind in DIRECTIVES:
                 self.directive(st, pending, used)
             elif st.kind == "queue":
                 queues.append(len(active))
@@ -317,79 +284,6 @@ class _Parser(ValueReaders):
                 raise SubmitFileError(self.filename, None, "no 'queue' statement")
             self.queue(Statement(0, None, "", "queue"))
         self.shared_output_warnings()
-
-    def directive(
-        self, st: Statement, pending: list[tuple[Iterator[Statement], str]], used: set[str]
-    ) -> None:
-        """An active ``include``, ``include command``, ``error`` or ``warning`` statement;
-        an include pushes its statements on ``pending``."""
-        if st.kind in ("error", "warning"):
-            try:
-                text = self.expand_condition(st.value)
-            except MacroError as e:
-                raise SubmitFileError(self.where(st), st.line, str(e)) from None
-            if st.kind == "error":
-                raise SubmitFileError(self.where(st), st.line, text)
-            self.warn(st.line, text, st.file)
-            return
-        name, included = self.include(st, [path for _, path in pending])
-        used |= {m for s in included for m in used_names(s.value)}
-        pending.append((iter(included), name))
-
-    def where(self, st: Statement) -> str:
-        """The file a statement comes from, as errors name it."""
-        return st.file or self.filename
-
-    def include_path(self, st: Statement) -> str:
-        """The absolute path an ``include : FILE`` names: macros expanded, relative to
-        the folder of the file that includes it."""
-        try:
-            value = self.expand_condition(st.value).strip()
-        except MacroError as e:
-            raise SubmitFileError(self.where(st), st.line, str(e)) from None
-        base = os.path.dirname(st.file) if st.file else self.cwd
-        return os.path.normpath(os.path.join(base, value))
-
-    def include(self, st: Statement, reading: list[str]) -> tuple[str, list[Statement]]:
-        """The name and statements of an ``include : FILE`` or ``include command : CMD |``;
-        ``reading`` lists the files being read, to refuse a cycle."""
-        where = self.where(st)
-        try:
-            value = self.expand_condition(st.value).strip()
-        except MacroError as e:
-            raise SubmitFileError(where, st.line, str(e)) from None
-        if len(reading) > MAX_INCLUDE_DEPTH:
-            raise SubmitFileError(where, st.line, f"includes nested over {MAX_INCLUDE_DEPTH} deep")
-        if st.kind == "include command" or value.endswith("|"):
-            try:
-                text = command_output(value.removesuffix("|").strip(), self.cwd, "include command")
-            except QueueError as e:
-                raise SubmitFileError(where, st.line, str(e)) from None
-            name = f"{where}:{st.line}:{value}"
-        else:
-            name = self.include_path(st)
-            if not value:
-                raise SubmitFileError(where, st.line, "'include :' names no file")
-            if name in reading:
-                raise SubmitFileError(where, st.line, f"'{value}' includes itself (a cycle)")
-            try:
-                with open(name, "rb") as f:
-                    data = f.read(MAX_INCLUDE_BYTES + 1)
-                if len(data) > MAX_INCLUDE_BYTES:
-                    raise SubmitFileError(
-                        where, st.line, f"'{value}' is over {MAX_INCLUDE_BYTES} bytes"
-                    )
-                text = data.decode("utf-8")
-            except OSError as e:
-                why = e.strerror or str(e)
-                raise SubmitFileError(where, st.line, f"cannot include '{value}': {why}") from None
-            except UnicodeDecodeError:
-                raise SubmitFileError(where, st.line, f"'{value}' is not valid UTF-8") from None
-        try:
-            stmts = read_statements(_mark_custom_attributes(text.removeprefix("\ufeff")))
-        except LineError as e:
-            raise SubmitFileError(name, e.line, str(e)) from None
-        return name, [dataclasses.replace(s, file=name) for s in stmts]
 
     def is_defined(self, name: str) -> bool:
         return bool(self.raw.get(name, "").strip()) or name in PREDEFINED
@@ -530,10 +424,10 @@ class _Parser(ValueReaders):
             transfer_input_files=inputs,
             transfer_output_files=outputs,
             initialdir=initialdir,
-            request_cpus=self.integer(ctx, "request_cpus", 1, 1),
+            request_cpus=self.count(ctx, "request_cpus", 1, 1),
             request_memory=self.quantity(ctx, "request_memory", parse_memory_mb),
             request_disk=self.quantity(ctx, "request_disk", parse_disk_kb),
-            request_gpus=self.integer(ctx, "request_gpus", 0, 0),
+            request_gpus=self.count(ctx, "request_gpus", 0, 0),
             notify_user=notify_user,
             notification=notification,
             notification_per_job=self.boolean(ctx, "notification_per_job"),
@@ -548,21 +442,6 @@ class _Parser(ValueReaders):
             attributes=self.attributes(ctx) | derived.attributes,
             hold=self.boolean(ctx, "hold"),
         )
-
-    def derived(self, ctx: MacroContext) -> Derived:
-        """The requirements with the clauses HTCondor derives from keys (see
-        ``submit_requirements``), and the attributes these name."""
-        requests = [name[len("Request") :] for name, key in self.attrs.values()
-                    if _REQUEST.fullmatch(key) and key not in HTCONDOR_KEYS]  # fmt: skip
-        try:
-            return derive(
-                lambda key: self.get(ctx, key),
-                self.requirements(ctx),
-                requests,
-                self.integer(ctx, "request_gpus", 0, 0),
-            )
-        except DerivedError as e:
-            raise self.error(e.key, e.message) from None
 
     def attributes(self, ctx: MacroContext) -> dict[str, str]:
         """The job attributes, as HTCondor puts them in the job's ClassAd."""
@@ -580,212 +459,23 @@ class _Parser(ValueReaders):
             out[name] = classad_value(value, kind) if value else "undefined"
         return out
 
-    def check_fixed_choices(self, ctx: MacroContext) -> None:
-        self.check_universe(ctx)
-        transfer = self.get(ctx, "should_transfer_files")
-        if transfer and transfer.upper() not in ("YES", "IF_NEEDED", "NO"):
-            raise self.error("should_transfer_files", f"invalid should_transfer_files {transfer!r}")
-        when = self.get(ctx, "when_to_transfer_output")
-        if when and when.upper() not in ("ON_EXIT", "ON_EXIT_OR_EVICT", "ON_SUCCESS"):
-            raise self.error("when_to_transfer_output", f"invalid when_to_transfer_output {when!r}")
-        if transfer and when and transfer.upper() == "NO":
-            raise self.error(
-                "when_to_transfer_output",
-                f"when_to_transfer_output = {when} contradicts should_transfer_files = NO"
-                " (condor_submit refuses the pair)",
+    def derived(self, ctx: MacroContext) -> Derived:
+        """The requirements with the clauses HTCondor derives from keys (see
+        ``submit_requirements``), and the attributes these name."""
+        requests = [name[len("Request") :] for name, key in self.attrs.values()
+                    if _REQUEST.fullmatch(key) and key not in HTCONDOR_KEYS]  # fmt: skip
+        try:
+            return derive(
+                lambda key: self.get(ctx, key),
+                self.requirements(ctx),
+                requests,
+                self.count(ctx, "request_gpus", 0, 0),
             )
-        if (
-            transfer
-            and when
-            and (transfer.upper(), when.upper())
-            == (
-                "IF_NEEDED",
-                "ON_EXIT_OR_EVICT",
-            )
-        ):
-            raise self.error(
-                "when_to_transfer_output",
-                "when_to_transfer_output = ON_EXIT_OR_EVICT and should_transfer_files ="
-                " IF_NEEDED are incompatible (condor_submit refuses the pair): set"
-                " should_transfer_files = YES, or when_to_transfer_output = ON_EXIT",
-            )
-        if transfer and transfer.upper() == "NO":
-            self.warn(
-                self.lines.get("should_transfer_files"),
-                "should_transfer_files = NO has no effect here: dfarm always transfers files"
-                " (workers share no file system with the submit machine)",
-            )
-        if when and when.upper() != "ON_EXIT":
-            self.warn(
-                self.lines.get("when_to_transfer_output"),
-                f"when_to_transfer_output = {when} runs here as ON_EXIT: outputs come back"
-                " when the job ends",
-            )
-
-    def check_universe(self, ctx: MacroContext) -> None:
-        """Refuse a universe condor_submit refuses; warn how another runs here."""
-        universe = self.get(ctx, "universe")
-        if not universe:
-            return
-        low = universe.lower()
-        if low in RETIRED_UNIVERSES:
-            raise self.error("universe", f"'{RETIRED_UNIVERSES[low]}' is not a supported universe")
-        if low not in UNIVERSES:
-            raise self.error("universe", f"unknown universe '{universe}'")
-        needs = UNIVERSE_NEEDS.get(low)
-        if needs and not any(self.get(ctx, key) for key in needs[0]):
-            raise self.error("universe", needs[1])
-        if low == "vm" and self.get(ctx, "vm_type") and not self.get(ctx, "vm_disk"):
-            raise self.error("universe", "a vm universe job with a vm_type needs vm_disk")
-        if low != "vanilla":
-            self.warn(
-                self.lines.get("universe"),
-                f"universe '{universe}' runs here as vanilla: {UNIVERSES[low]}",
-            )
-
-    # -- paths
-    def kind(self, path: str) -> int:
-        """0: missing, 1: regular file, 2: directory, 3: something else."""
-        if path not in self._stat:
-            isfile, isdir = os.path.isfile(path), os.path.isdir(path)
-            exists = isfile or isdir or os.path.exists(path)
-            self._stat[path] = 1 if isfile else 2 if isdir else 3 if exists else 0
-        return self._stat[path]
-
-    def initialdir(self, ctx: MacroContext) -> str:
-        value = self.get(ctx, "initialdir")
-        if not value:
-            return self.cwd
-        path = os.path.normpath(os.path.join(self.cwd, value))
-        if self.kind(path) != 2:
-            raise self.error("initialdir", f"initialdir '{value}' is not an existing directory")
-        return path
-
-    def existing_file_path(self, value: str, base: str, key: str, what: str) -> str:
-        path = os.path.normpath(os.path.join(base, value))
-        where = "" if os.path.isabs(value) else f" (looked for {path})"
-        kind = self.kind(path)
-        if kind == 0:
-            hint = transfer_inputs.missing_hint(value) if key == "transfer_input_files" else ""
-            raise self.error(key, f"{what} '{value}' does not exist{where}{hint}")
-        if kind == 2 and key == "transfer_input_files":
-            return path + "/" if value.endswith("/") else path
-        if kind != 1:
-            raise self.error(key, f"{what} '{value}' is not a regular file{where}")
-        return path
-
-    def existing_file(self, ctx: MacroContext, key: str, base: str, what: str) -> str | None:
-        value = self.get(ctx, key)
-        return self.existing_file_path(value, base, key, what) if value else None
-
-    def the_executable(self, ctx: MacroContext, qline: int | None) -> str:
-        value = self.get(ctx, "executable")
-        if not value:
-            raise SubmitFileError(self.filename, qline, "missing 'executable'")
-        path = self.existing_file_path(value, self.cwd, "executable", "executable")
-        if self.executable is None:
-            self.executable = path
-        elif path != self.executable:
-            raise self.error(
-                "executable",
-                "a second executable in one submit file would start a second cluster"
-                " in HTCondor; dfarm submits one cluster per file",
-            )
-        return path
-
-    def input_files(self, ctx: MacroContext, base: str) -> list[str]:
-        """Local inputs as absolute paths (a directory's ending in ``/`` when its
-        contents go, not itself) and URL inputs as written (see :mod:`.input_files`)."""
-        out = []
-        for item in transfer_inputs.split_inputs(self.get(ctx, "transfer_input_files") or ""):
-            if transfer_inputs.is_url(item):
-                try:
-                    transfer_inputs.check_url(item)
-                except transfer_inputs.InputError as exc:
-                    raise self.error("transfer_input_files", str(exc)) from None
-                if (why := transfer_inputs.unfetched_scheme(item)) is not None:
-                    self.warn(self.lines.get("transfer_input_files"), why)
-                out.append(item)
-            else:
-                out.append(
-                    self.existing_file_path(item, base, "transfer_input_files", "input file")
-                )
-        return out
-
-    def check_collisions(
-        self, executable: str, stdin: str | None, inputs: list[str], data: str | None
-    ) -> None:
-        named = [(executable, "executable"), (stdin, "input")]
-        named += [(p, "data" if p == data else "transfer_input_files") for p in inputs]
-        seen: dict[str, str] = {}
-        for path, key in named:
-            if path is None or path.endswith("/"):  # a folder's contents: see InputTrees
-                continue
-            name = (
-                transfer_inputs.url_file_name(path)
-                if transfer_inputs.is_url(path)
-                else os.path.basename(path)
-            )
-            other = seen.setdefault(name, path)
-            if other != path:
-                raise self.error(
-                    key,
-                    f"'{path}' and '{other}' have the same name '{name}'"
-                    " and would collide in the job's sandbox",
-                )
-
-    def output_path(self, ctx: MacroContext, key: str, base: str) -> str | None:
-        value = self.get(ctx, key)
-        if not value:
-            return None
-        path = os.path.normpath(os.path.join(base, value))
-        if self.kind(path) == 2:
-            raise self.error(key, f"{key} file '{value}' is a directory")
-        if self.kind(os.path.dirname(path)) != 2:
-            raise self.error(key, f"directory of {key} file '{value}' does not exist ({path})")
-        if key != "log":
-            slot = (key, path, self.lines.get(key, 0))
-            self.outputs[slot] = self.outputs.get(slot, 0) + 1
-        return path
-
-    def shared_output_warnings(self) -> None:
-        for (key, path, line), count in self.outputs.items():
-            if count > 1:
-                self.warn(line, f"{count} procs write their {key} to the same file '{path}'")
-
-    def output_files(self, ctx: MacroContext) -> list[str] | None:
-        value = self.get(ctx, "transfer_output_files")
-        if value is None:
-            return None
-        names = [] if value == '""' else split_list(value)
-        for name in names:
-            parts = name.replace("\\", "/").split("/")
-            if os.path.isabs(name) or name.startswith("/") or ".." in parts:
-                raise self.error(
-                    "transfer_output_files",
-                    f"transfer_output_files entry '{name}' must be a relative path inside"
-                    " the job's sandbox (no absolute path, no '..')",
-                )
-            if all(p in ("", ".") for p in parts):
-                raise self.error(
-                    "transfer_output_files", f"invalid transfer_output_files entry '{name}'"
-                )
-        return names
+        except DerivedError as e:
+            raise self.error(e.key, e.message) from None
 
 
 # ----------------------------------------------------------------------------- entry points
-
-
-def _mark_custom_attributes(text: str) -> str:
-    """``text`` with each ``+Name =`` / ``MY.Name =`` line (not a continued one) keyed
-    ``CUSTOM_PREFIX + Name``, which the statement reader takes as a plain key."""
-    lines = text.split("\n")
-    continued = False
-    for i, line in enumerate(lines):
-        if not continued:
-            lines[i] = _CUSTOM.sub(r"\1" + CUSTOM_PREFIX, line, count=1)
-        continued = line.rstrip(" \t\r").endswith("\\")
-    return "\n".join(lines)
 
 
 def parse_submit_text(
@@ -801,14 +491,13 @@ def parse_submit_text(
 
     ``seed`` seeds the random functions when the file sets no ``random_seed``
     (default: a fresh random seed, returned in the description)."""
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    refuse_byte_order_mark(text, filename)
     seed = secrets.randbits(48) if seed is None else seed
     parser = _Parser(
         filename, cluster, os.path.abspath(cwd), os.environ if environ is None else environ, seed
     )
     try:
-        stmts = read_statements(_mark_custom_attributes(text))
+        stmts = read_statements(mark_custom_attributes(text))
     except LineError as e:
         raise SubmitFileError(filename, e.line, str(e)) from None
     parser.run(stmts)

@@ -205,6 +205,8 @@ ALIASES = {
     "JobPrio": "priority",
     "JobMaxRetries": "max_retries",
     "Iwd": "initialdir",
+    "initial_dir": "initialdir",
+    "job_iwd": "initialdir",
     "env": "environment",
     "Args": "arguments",
     "UserLog": "log",

@@ -11,8 +11,9 @@
 
 Each item queues N procs (default 1). Without a variable name the item is ``$(Item)``.
 A line of a ``from`` list is split on commas and/or white space until every variable
-has a value; the last one takes the rest of the line (missing ones are empty). Blank
-lines and lines beginning with ``#`` are skipped. The slice is Python's
+has a value; the last one takes the rest of the line (missing ones are empty). A blank
+line is an item that sets no variable (they keep the previous item's values), and
+lines beginning with ``#`` are skipped in a list written in the submit file. The slice is Python's
 ``[start:stop:step]`` over the items (no negative step). ``matching`` looks in the
 submit directory; without ``files`` or ``dirs`` it matches both, in sorted order, a
 directory with a trailing ``/``. ``in`` and ``matching`` give the first variable its
@@ -181,12 +182,19 @@ def queue_items(spec: QueueSpec, source: str, cwd: str) -> list[Item]:
         values = [[v] for v in re.split(r"[,\s]+", _inline(source, spec.block)) if v]
     else:
         lines = _from_lines(source, spec.block, cwd)
-        values = [split_fields(line, len(spec.names)) for line in lines]
+        values = [split_fields(line, len(spec.names)) if line else [] for line in lines]
     if len(values) > MAX_ITEMS:
         raise QueueError(f"more than {MAX_ITEMS} items in one queue statement")
     indexes = range(len(values))[spec.slice] if spec.slice else range(len(values))
     # condor_submit 24 numbers $(Row) as $(ItemIndex): the place in the whole list
-    return [Item(index, index, _values(spec.names, values[index])) for index in indexes]
+    items: list[Item] = []
+    for index in indexes:
+        # A blank line of a 'from' list sets no variable: each keeps its last value.
+        kept = items[-1].values if items else {}
+        items.append(
+            Item(index, index, _values(spec.names, values[index]) if values[index] else kept)
+        )
+    return items
 
 
 def _values(names: tuple[str, ...], fields: list[str]) -> dict[str, str]:
@@ -207,30 +215,30 @@ def _inline(source: str, block: tuple[str, ...] | None) -> str:
 
 
 def _from_lines(source: str, block: tuple[str, ...] | None, cwd: str) -> list[str]:
-    if block is not None or source.startswith("("):
-        lines = _inline(source, block).split("\n")
-    else:
-        if source.endswith("|"):
-            return _non_blank(command_output(source[:-1].strip(), cwd).split("\n"), False)
-        path = os.path.join(cwd, source)
-        try:
-            with open(path, encoding="utf-8") as f:
-                lines = f.read().split("\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
-            raise QueueError(f"cannot read the item file '{source}' ({path}): {why}") from None
-        return _non_blank(lines, False)
-    return _non_blank(lines, True)
+    """The item lines of a ``from`` list, stripped; a blank line is an item (``""``)."""
+    if block is not None:
+        return [line.strip() for line in block]
+    if source.startswith("("):
+        return _lines(_inline(source, block), True)
+    if source.endswith("|"):
+        return _lines(command_output(source[:-1].strip(), cwd), False)
+    path = os.path.join(cwd, source)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return _lines(f.read(), False)
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
+        raise QueueError(f"cannot read the item file '{source}' ({path}): {why}") from None
 
 
-def _non_blank(lines: list[str], skip_comments: bool) -> list[str]:
-    """The item lines, stripped. condor_submit skips ``#`` lines in a list written in
-    the submit file, not in an item file or a command's output."""
-    return [
-        line.strip()
-        for line in lines
-        if line.strip() and not (skip_comments and line.strip().startswith("#"))
-    ]
+def _lines(text: str, skip_comments: bool) -> list[str]:
+    """The item lines of ``text``, stripped, the one after a final newline left out.
+    condor_submit skips ``#`` lines in a list written in the submit file, not in an
+    item file or a command's output."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.strip() for line in lines if not (skip_comments and line.strip().startswith("#"))]
 
 
 def command_output(command: str, cwd: str, what: str = "item command") -> str:

@@ -11,15 +11,20 @@ with a readable message; ``control_node.submit_file`` adds the file and line.
   separated by white space, quoted like the new arguments) and the old one
   (``NAME=value;NAME2=value2``, no quoting at all).
 - File lists (comma and/or white space separated) and the memory / disk units.
-- Lines: ``key = value`` statements and ``queue``; a trailing backslash continues a
-  line (comment lines inside the continuation are skipped); ``#`` starts a comment line.
+- Lines: ``key = value`` statements, ``key @=TAG`` multi-line values (the lines up to
+  ``@TAG``, stripped, blank and ``#`` lines left out, joined by newlines: a newline
+  separates arguments as a blank does), and ``queue``; a trailing backslash continues a
+  line (a comment line inside the continuation is skipped when it ends with a backslash
+  too, and refused otherwise, as condor_submit ends the value there); ``#`` starts a
+  comment line.
 - Macros: ``$(name)``, ``$(name:default)``, ``$ENV(VAR[:default])`` and the macro
   functions of ``submit_functions`` (the random ones drawn by ``MacroContext.call``).
   Names are case-insensitive; an undefined macro is empty (``undefined_macros`` lists
   them for warnings); ``$(DOLLAR)`` is a literal ``$``. What condor_submit does not
   read as a macro (``$(oops``, ``$( x )``, ``$FOO(x)``) stays as text.
   ``$$(NAME[:default])`` is left in place for the scheduler to substitute from the
-  matched worker (HTCondor's match-time substitution; ``scheduler.matching.macros``).
+  matched worker (HTCondor's match-time substitution; ``scheduler.matching.macros``),
+  ``$$(DOLLARDOLLAR)`` too, which becomes a literal ``$$`` there.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from scheduler.protocol import MACHINE_ATTRIBUTES
 __all__ = [
     "CONTROL_CHARS",
     "MAX_VALUE_CHARS",
+    "MULTI_LINE",
     "LineError",
     "MacroContext",
     "MacroError",
@@ -59,11 +65,14 @@ __all__ = [
 ]
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_BLANKS = " \t"
+#: Blanks between arguments; a newline is one too (a multi-line ``@=`` value).
+_BLANKS = " \t\n"
 _MACRO_START = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\(")
 MAX_VALUE_CHARS = 1 << 20
 #: ``MacroRef.func`` of a ``$$(NAME)``, which expands to itself.
 MACHINE = "$$"
+#: ``$$(DOLLARDOLLAR)``: a literal ``$$`` once the job is matched (kept until then).
+LITERAL_DOLLARS = "dollardollar"
 #: ``MacroRef.func`` of a ``$(...)`` whose name holds macros.
 COMPOSED = "$()"
 #: A macro name as condor_submit reads one inside ``$(...)``.
@@ -81,6 +90,8 @@ _STATEMENT_WORDS = frozenset({"include", "error", "warning"})
 _COLON_STATEMENT = re.compile(
     r"(include(?:\s+command)?|error|warning)\s*:(.*)", re.IGNORECASE | re.DOTALL
 )
+#: ``key @=TAG``: a multi-line value, up to the line ``@TAG``.
+MULTI_LINE = re.compile(r"[ \t]*([^\s=]+)[ \t]+@=[ \t]*(.*?)[ \t\r]*")
 #: A queue line that opens a list it does not close: the list goes on to a ")" line.
 _OPEN_LIST = re.compile(r"queue\b.*\([^()]*", re.IGNORECASE | re.DOTALL)
 
@@ -109,8 +120,8 @@ def _dequote_v2(value: str) -> str:
 
 # Tokens of the two syntaxes: a run of blanks ends a word, every other token is
 # a piece of the current word.
-_V2_TOKEN = re.compile(r"[ \t]+|'(?:[^']|'')*'|[^ \t']+|'")
-_V1_TOKEN = re.compile(r'[ \t]+|\\"|"|[^ \t"\\]+|\\')
+_V2_TOKEN = re.compile(r"[ \t\n]+|'(?:[^']|'')*'|[^ \t\n']+|'")
+_V1_TOKEN = re.compile(r'[ \t\n]+|\\"|"|[^ \t\n"\\]+|\\')
 
 
 def _v2_piece(token: str) -> str:
@@ -339,7 +350,7 @@ def _resolve(ref: MacroRef, ctx: MacroContext, stack: tuple[str, ...]) -> str:
     if ref.func == MACHINE:
         if ref.raw.startswith("$$([") and ref.raw.endswith("])"):
             return _machine_expression(ref.raw)
-        if ref.name.lower() not in MACHINE_ATTRIBUTES:
+        if ref.name.lower() not in MACHINE_ATTRIBUTES and ref.name.lower() != LITERAL_DOLLARS:
             known = ", ".join(sorted(MACHINE_ATTRIBUTES))
             raise MacroError(
                 f"'{ref.raw}': dfarm substitutes $$(NAME) for these worker attributes"
@@ -430,7 +441,7 @@ class Statement:
     #: ``include command``, ``error`` or ``warning``.
     kind: str = "set"
     #: The lines of a queue list that goes on after its line, up to the ``)`` line
-    #: (blank lines and ``#`` comments left out).
+    #: (``#`` comments left out; a blank line is an item of a ``from`` list).
     block: tuple[str, ...] | None = None
     #: The included file the statement comes from (None: the submit file itself).
     file: str | None = None
@@ -449,9 +460,35 @@ def _list_block(raw: list[str], i: int, start: int) -> tuple[tuple[str, ...], in
             if text[1:].strip():
                 raise LineError(i, "unexpected text after the ')' that closes the queue list")
             return tuple(block), i
-        if text and not text.startswith("#"):
+        if not text.startswith("#"):
             block.append(text)
     raise LineError(start, "the queue list opened with '(' has no line beginning with ')'")
+
+
+_COMMENT_ENDS_VALUE = (
+    "a comment line inside a value continued with '\\' ends the value in condor_submit"
+    " (which then misreads or refuses the lines after it): end the comment line with"
+    " '\\' too, or move the comment above the value"
+)
+
+
+def _multi_line_value(raw: list[str], i: int, start: int, tag: str) -> tuple[str, int]:
+    """The value of ``key @=TAG`` (on line ``start``) from raw line ``i`` to the line
+    ``@TAG``, and the line after that, as condor_submit reads it: each line stripped,
+    blank and ``#`` lines left out, a trailing backslash joining the next line, the
+    lines joined by newlines."""
+    lines: list[str] = []
+    while i < len(raw):
+        line = raw[i].strip()
+        i += 1
+        while line.endswith("\\") and i < len(raw):
+            line = line[:-1] + raw[i].strip()
+            i += 1
+        if line == "@" + tag:
+            return "\n".join(lines), i
+        if line and not line.startswith("#"):
+            lines.append(line)
+    raise LineError(start, f"the multi-line value opened with '@={tag}' has no line '@{tag}'")
 
 
 def _logical_lines(text: str) -> list[Line]:
@@ -467,10 +504,23 @@ def _logical_lines(text: str) -> list[Line]:
         i += 1
         if not line.strip() or line.lstrip().startswith("#"):
             continue
+        multi = MULTI_LINE.fullmatch(line)
+        if multi:
+            if multi[1].startswith("+"):
+                name = multi[1][1:]
+                raise LineError(
+                    start,
+                    f"condor_submit reads no multi-line '+{name}': write 'MY.{name} @=TAG'",
+                )
+            value, i = _multi_line_value(raw, i, start, multi[2])
+            out.append((start, f"{multi[1]} = {value}", None))
+            continue
         parts = []
         while line.endswith("\\"):
             parts.append(line[:-1])
             while i < len(raw) and raw[i].lstrip().startswith("#"):
+                if not raw[i].rstrip(" \t\r").endswith("\\"):
+                    raise LineError(i + 1, _COMMENT_ENDS_VALUE)
                 i += 1
             line = raw[i].rstrip(" \t\r").lstrip(" \t") if i < len(raw) else ""
             i += 1
@@ -503,7 +553,11 @@ def _statement(no: int, text: str, block: tuple[str, ...] | None) -> Statement:
             raise LineError(no, f"expected '{word} : ...' (a colon after '{word}')")
         raise LineError(no, "expected 'key = value' or 'queue'")
     if key.endswith("@"):
-        raise LineError(no, "multi-line values ('@=') are not supported yet")
+        raise LineError(
+            no,
+            "a multi-line value is written 'key @=TAG' (blanks before '@='), then its"
+            " lines, then a line '@TAG'",
+        )
     if key.startswith("+") or key.lower().startswith("my."):
         raise LineError(no, f"custom job attribute '{key}' (+Attr / MY.Attr) is not supported yet")
     if not _KEY.fullmatch(key):

@@ -20,6 +20,7 @@ from control_node.submit_quoting import (
     valid_env_name,
 )
 from scheduler.matching.classad import ClassAdError, compile_expression
+from scheduler.matching.classad_values import unparse
 from scheduler.matching.requirements import RequirementsError, compile_requirements
 
 if TYPE_CHECKING:
@@ -143,6 +144,29 @@ class ValueReaders:
         if not minimum <= int(value) <= INT32:
             raise self.error(key, f"{key} must be between {minimum} and {INT32}, not {value}")
         return int(value)
+
+    def count(self, ctx: MacroContext, key: str, default: int, minimum: int) -> int:
+        """A request such as ``request_cpus``: a whole number, or a ClassAd expression
+        that gives one by itself (condor_submit stores any expression, evaluated against
+        each machine at match time; dfarm needs the number when the job is queued)."""
+        value = self.get(ctx, key)
+        if not value or INT.fullmatch(value):
+            return self.integer(ctx, key, default, minimum)
+        try:
+            result = compile_expression(value).evaluate({})
+        except ClassAdError as e:
+            raise self.error(key, f"{key}: cannot parse the expression {value!r}: {e}") from None
+        if type(result) is not int:
+            raise self.error(
+                key,
+                f"{key} = {value} gives {unparse(result)} without a machine: dfarm needs"
+                " a whole number, or an expression that gives one by itself (condor_submit"
+                " stores the expression and evaluates it against each machine; an"
+                " undefined one matches no machine)",
+            )
+        if not minimum <= result <= INT32:
+            raise self.error(key, f"{key} must be between {minimum} and {INT32}, not {result}")
+        return result
 
     def quantity(self, ctx: MacroContext, key: str, parse: Callable[[str], int]) -> int | None:
         value = self.get(ctx, key)

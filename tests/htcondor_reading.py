@@ -58,6 +58,8 @@ ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/nonexistent", "
 #: A queue statement; one that opens a list ends at the line that closes it.
 QUEUE_LINE = re.compile(r"^[ \t]*queue\b", re.I)
 PER_FILE_TIMEOUT = 20.0
+#: ``queue 0``: condor_submit queues no job (the bindings' ``jobs()`` would queue one).
+ZERO = re.compile(r"\s*0+\s*")
 
 
 # ----------------------------------------------------------------------------- shared
@@ -189,8 +191,13 @@ def condor_environment(ad: Any) -> dict[str, str]:
     return env
 
 
-def _int_or_none(ad: Any, key: str, default: int | None) -> int | None:
+def _int_or_none(ad: Any, key: str, default: int | None, evaluate: bool = False) -> int | None:
+    """The whole number ``key`` holds; with ``evaluate``, the one an expression gives by
+    itself (``request_cpus = 2 * 2``; HTCondor's own default memory and disk requests
+    are expressions over the job's usage, compared as None)."""
     value = ad.get(key, default)
+    if evaluate and key in ad and not isinstance(value, int | float | str):
+        value = ad.eval(key)
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
@@ -200,18 +207,23 @@ def _expr_text(ad: Any, key: str) -> str | None:
     return canonical(str(ad.lookup(key)))
 
 
-def condor_requirements(ad: Any) -> str | None:
-    """The user's part of ``Requirements``: its clauses less the ones HTCondor adds."""
+def condor_requirements(ad: Any, given: bool) -> str | None:
+    """The user's part of ``Requirements``: when the file sets ``requirements``
+    (``given``), the first clause (HTCondor puts the user's expression first, in
+    parentheses, whatever attributes it names); else nothing but the clauses HTCondor
+    adds, or a clause it adds of its own (``request_<name>``, ``cuda_version``...)."""
     if "Requirements" not in ad:
         return None
     clauses = split_conjuncts(str(ad.lookup("Requirements")))
+    if given and clauses:
+        return canonical(clauses[0])
     user = [c for c in clauses if not DEFAULT_CLAUSE.search(c)]
-    if clauses and not DEFAULT_CLAUSE.search(clauses[0]):
-        user = [clauses[0]]  # the user's expression, parenthesised as one clause
     return canonical(" && ".join(user)) if user else None
 
 
-def condor_job(ad: Any, folder: str, custom: list[str], item: dict[str, str] | None) -> dict:
+def condor_job(
+    ad: Any, folder: str, custom: list[str], item: dict[str, str] | None, given: bool
+) -> dict:
     iwd = ad["Iwd"]
 
     def path(key: str) -> str | None:
@@ -244,15 +256,15 @@ def condor_job(ad: Any, folder: str, custom: list[str], item: dict[str, str] | N
         "transfer_output_files": None
         if transfer_out is None
         else [f.strip() for f in str(transfer_out).split(",") if f.strip()],
-        "request_cpus": _int_or_none(ad, "RequestCpus", 1),
+        "request_cpus": _int_or_none(ad, "RequestCpus", 1, evaluate=True),
         "request_memory": _int_or_none(ad, "RequestMemory", None),
         "request_disk": _int_or_none(ad, "RequestDisk", None),
-        "request_gpus": _int_or_none(ad, "RequestGPUs", 0),
+        "request_gpus": _int_or_none(ad, "RequestGPUs", 0, evaluate=True),
         "priority": _int_or_none(ad, "JobPrio", 0),
         "max_retries": _int_or_none(ad, "JobMaxRetries", 0),
         "notify_user": ad.get("NotifyUser"),
         "notification": NOTIFICATIONS.get(ad.get("JobNotification", 0), "?"),
-        "requirements": condor_requirements(ad),
+        "requirements": condor_requirements(ad, given),
         "custom": {n.lower(): _expr_text(ad, n) for n in custom if n in ad},
         "policies": policies,
         "item": item,
@@ -273,6 +285,9 @@ def condor_reading(path: str) -> dict:
     try:
         for part in one_queue_each(text):
             submit = htcondor.Submit(part)
+            if ZERO.fullmatch(submit.getQArgs()):
+                continue  # jobs() takes a count of 0 as "the statement's count": 1
+            given = bool(submit.get("requirements", "").strip())
             ads = list(submit.jobs(clusterid=1, procid=len(jobs), qdate=QDATE))
             items = [
                 {k.lower(): v for k, v in i.items()} if isinstance(i, dict) else {"item": i}
@@ -280,7 +295,7 @@ def condor_reading(path: str) -> dict:
             ]
             per_item = len(ads) // len(items) if items and len(ads) % len(items) == 0 else 0
             jobs += [
-                condor_job(ad, folder, custom, items[n // per_item] if per_item else None)
+                condor_job(ad, folder, custom, items[n // per_item] if per_item else None, given)
                 for n, ad in enumerate(ads)
             ]
     except Exception as exc:

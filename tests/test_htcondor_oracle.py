@@ -65,11 +65,10 @@ def dfarm_policies(proc: Any) -> dict[str, str]:
     for key, attr in POLICIES.items():
         value = held.get(attr.lower())
         text = canonical(None if value is None else str(value))
-        if text is None or text == POLICY_DEFAULTS.get(key, "false"):
-            continue
-        if key == "on_exit_remove" and "JobMaxRetries" in text:
-            continue  # as for HTCondor's reading: max_retries is compared itself
-        policies[key] = text
+        if key == "on_exit_remove" and text is not None and "JobMaxRetries" in text:
+            continue  # folded with max_retries, as HTCondor's is: compared as an attribute
+        if text is not None and text != POLICY_DEFAULTS.get(key, "false"):
+            policies[key] = text
     return policies
 
 
@@ -114,8 +113,6 @@ def dfarm_reading(path: Path) -> dict[str, Any]:
         return {"refused": message, "line": exc.line, "jobs": [], "crash": None}
     except Exception:
         return {"refused": None, "line": None, "jobs": [], "crash": traceback.format_exc()}
-    if not description.procs:
-        return {"refused": "queues no jobs", "line": None, "jobs": [], "crash": None}
     return {"refused": None, "line": None, "jobs": description.procs, "crash": None}
 
 

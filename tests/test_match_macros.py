@@ -43,12 +43,17 @@ def test_match_spec_defaults_and_untouched_specs() -> None:
     assert match_spec(plain, slots, metrics) is plain
     spec = JobSpec(
         executable="x",
-        arguments=["$$(TotalCpus)/$$(totalmemory)", "$$(Memory)", "$$(OpSys:unix)"],
+        arguments=[
+            "$$(TotalCpus)/$$(totalmemory)",
+            "$$(Memory)",
+            "$$(OpSys:unix)",
+            "$$(DOLLARDOLLAR)(Name)",
+        ],  # fmt: skip
         environment={"D": "$$(Disk)", "N": "$$(Name:x)"},
         request_memory=512,
     )
     matched = match_spec(spec, slots, metrics)
-    assert matched.arguments == ["8/4096", "512", "LINUX"]
+    assert matched.arguments == ["8/4096", "512", "LINUX", "$$(Name)"]
     assert matched.environment == {"D": "10240", "N": "w3"}
     assert match_spec(spec, slots, None).arguments[2] == "unix"
 

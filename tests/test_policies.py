@@ -276,6 +276,25 @@ def test_on_exit_remove_runs_the_job_again_until_it_succeeds(state: SchedulerSta
     assert job.state is JobState.COMPLETED
 
 
+def test_max_retries_folded_into_on_exit_remove_counts_completions(
+    state: SchedulerState,
+) -> None:
+    link = register(state, "w1", slots=1)
+    folded = "NumJobCompletions > JobMaxRetries || ExitCode is 0 || ExitCode == 5"
+    attributes = {"OnExitRemove": folded, "JobMaxRetries": "1"}
+    [job] = submit(state, "ann", 1, attributes=attributes, max_retries=1)
+    msg = p.EditJobs(ids=[job.id], changes={"max_retries": "2"})  # JobMaxRetries: 2
+    assert isinstance(on_edit_jobs(state, user("ann"), msg), p.JobsChanged)
+    schedule_once(state)
+    for starts in (2, 3):  # completions 1 and 2 of at most 2 + 1: run again
+        ended(state, link, job, exit_code=1)
+        assert job.state is JobState.RUNNING and job.num_starts == starts
+    ended(state, link, job, exit_code=1)
+    assert job.state is JobState.COMPLETED and job.exit_code == 1
+    events = [e.event for e in state.store.events(job.cluster, job.proc)]
+    assert events.count("requeued") == 2 and "retrying" not in events
+
+
 def test_on_exit_remove_sees_exit_by_signal(state: SchedulerState) -> None:
     link = register(state, "w1", slots=1)
     policy = {"OnExitRemove": "ExitBySignal == false || ExitSignal != 11"}

@@ -99,9 +99,11 @@ def test_manual_queue_from_inline_list_with_two_variables(farm: Path) -> None:
 def test_queue_from_a_file_with_missing_fields_and_comments(farm: Path) -> None:
     (farm / "grid.txt").write_text("# a b\n1 2\n\n3, 4 extra\n5\n")
     text = "arguments = a=$(a) b=$(b)\nqueue a, b from grid.txt\n"
-    # condor_submit reads a "#" line of an item file as an item (not in the submit file)
+    # condor_submit reads a "#" line of an item file as an item (not in the submit file),
+    # and a blank line as an item that sets no variable (they keep their values)
     assert args(farm, text) == [
         ["a=#", "b=a", "b"],
+        ["a=1", "b=2"],
         ["a=1", "b=2"],
         ["a=3", "b=4", "extra"],
         ["a=5", "b="],
@@ -113,6 +115,7 @@ def test_queue_from_a_command(farm: Path) -> None:
     (farm / "items.sh").write_text("#!/bin/sh\necho 'a 1'\necho\necho 'b 2'\n")
     (farm / "items.sh").chmod(0o755)
     assert args(farm, "arguments = $(x)-$(y)\nqueue x y from ./items.sh |\n") == [
+        ["a-1"],
         ["a-1"],
         ["b-2"],
     ]

@@ -190,6 +190,9 @@ def test_submit_form_runs_a_job_and_refuses_what_leaves_the_upload(
     typo = submit(client, {"requirements": "Memry >= 1"}, {"executable": ("run.sh", script)})
     (error,) = re.findall(r'id="error">([^<]*)', typo.text)
     assert typo.status == 400 and error.startswith("web.sub:2:") and "Memry" in error
+    zero = b"executable = run.sh\nqueue 0\n"
+    refused = submit(client, {}, {"executable": ("run.sh", script), "submit_file": ("z.sub", zero)})
+    assert refused.status == 400 and "z.sub: the file queues no jobs (queue 0)" in refused.text
     no_exe = submit(client, {"arguments": "x"}, {})
     assert no_exe.status == 400 and "choose an executable" in no_exe.text
     injected = submit(client, {"arguments": "a\nqueue 5"}, {"executable": ("run.sh", script)})

@@ -19,7 +19,7 @@ from control_node import render
 from control_node.cli.common import connect
 from control_node.connection import DfarmError
 from control_node.input_files import is_url, with_url_requirements
-from control_node.submit import SubmitError, parse_description
+from control_node.submit import parse_description
 from control_node.submit_file import ProcDescription
 from scheduler.matching.capacity import Capacity, capacity_of, describe_requests, never_reasons
 
@@ -42,8 +42,6 @@ def dry_run(args: argparse.Namespace) -> int:
     description = parse_description(
         args.file, None, 0, None, None, strict=getattr(args, "strict", False)
     )
-    if not description.procs:
-        raise SubmitError(f"{args.file}: the file queues no jobs", str(args.file))
     if args.json:
         for warning in description.warnings:  # stdout is the JSON alone
             print(f"dsub: warning: {warning}", file=sys.stderr)

@@ -61,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
             cluster = client.submit(args.file, strict=args.strict)
             for warning in cluster.warnings:
                 print(f"dsub: warning: {warning}", file=sys.stderr)
+            if not cluster.job_ids:  # 'queue 0', as condor_submit: nothing, and success
+                if args.json:
+                    print(render.dump_json({"cluster": None, "job_ids": []}))
+                else:
+                    print(f"dsub: {args.file} queues no jobs: nothing was submitted.")
+                return 0
             if args.quiet:
                 print(cluster.id)
             elif not args.json:

@@ -9,7 +9,8 @@ the worker's as ``TARGET`` (``$$([TARGET.Memory * 0.9])``), its value written as
 The names (``MACHINE_ATTRIBUTES``, case-insensitive) are ``Machine`` (host name),
 ``Name`` (worker name), ``Cpus``, ``Memory`` (MB), ``Disk`` (KB) and ``GPUs`` the job
 holds there, ``OpSys`` and ``Arch`` of the worker, and ``TotalCpus``, ``TotalMemory``
-(MB) and ``TotalGpus`` the worker offers. The submit-file parser refuses other names.
+(MB) and ``TotalGpus`` the worker offers; ``$$(DOLLARDOLLAR)`` is a literal ``$$``.
+The submit-file parser refuses other names.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def worker_attributes(
         "totalcpus": str(slots.cpus),
         "totalmemory": str(slots.memory_mb),
         "totalgpus": str(slots.gpus),
+        "dollardollar": "$$",  # HTCondor's escape for a literal $$
     }
 
 

@@ -165,6 +165,8 @@ def submit(
     done = submit_with(
         reserve, queue, path, str(directory), text, environ={}, check=inside, strict=True
     )
+    if not done.job_ids:
+        raise SubmitError(f"{path.name}: the file queues no jobs (queue 0): nothing was submitted")
     return done, text
 
 
