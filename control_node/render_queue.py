@@ -8,9 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
-from tabulate import tabulate
-
-from control_node.render import duration, hold_reasons, run_time, when
+from control_node.render import duration, hold_reasons, run_time, tabulate, when
 from scheduler import protocol as p
 
 #: The batch view's columns, as ``condor_q`` prints them.
