@@ -112,14 +112,16 @@ def show(args: argparse.Namespace, expr: Expression | None, af_options: str) -> 
         elif args.autoformat:
             af = render_classad.AutoFormat(args.autoformat, af_options)
             render_classad.check_attributes(af.attributes)
-            for i, page in enumerate(pages):
-                if page:
-                    # -af:h's header line comes once, before the first page.
-                    print(render_classad.autoformat(page, af if i == 0 else _no_header(af)))
-        elif args.long:
             for page in pages:
                 if page:
-                    print(render.jobs_long(page))
+                    print(render_classad.autoformat(page, af))
+                    af = _no_header(af)  # -af:h's header comes once, atop the first job
+        elif args.long:
+            gap = ""
+            for page in pages:
+                if page:
+                    print(gap + render.jobs_long(page))
+                    gap = "\n"  # a blank line between jobs, as within a page
         elif args.hold or args.run:
             jobs = [job for page in pages for job in page]
             table = render_classad.held_table if args.hold else _running_table
