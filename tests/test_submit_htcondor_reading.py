@@ -100,11 +100,11 @@ def test_max_retries_bounds_on_exit_remove_as_condor_submit_folds_it(
 ) -> None:
     text = "executable = a.sh\non_exit_remove = ExitCode == 5\nmax_retries = 2\nqueue\n"
     write(tmp_path / "a.sh", "#!/bin/sh\n", True)
-    attributes = parse(tmp_path, text).procs[0].attributes
-    assert attributes == {
+    proc = parse(tmp_path, text).procs[0]
+    assert proc.attributes == {
         "OnExitRemove": "NumJobCompletions > JobMaxRetries || ExitCode is 0 || ExitCode == 5",
-        "JobMaxRetries": "2",
     }
+    assert proc.max_retries == 2  # the job ad's JobMaxRetries
     cluster: TestCluster = make_cluster(workers=1)
     for code, starts in ((1, 3), (5, 1)):  # retried twice, then ends; 5 ends at once
         write(tmp_path / "a.sh", f"#!/bin/sh\nexit {code}\n", True)
