@@ -4,7 +4,6 @@ watch and fetch."""
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import itertools
 import logging
 import sqlite3
@@ -208,7 +207,7 @@ def on_query_batches(state: SchedulerState, conn: Caller, msg: p.QueryBatches) -
         totals["running"] += line.running
         totals["held"] += line.held
     return p.BatchList(
-        batches=[p.BatchInfo(**dataclasses.asdict(line)) for line in lines],
+        batches=lines,
         totals=totals,
         all_totals=summary.by_state(),
     )

@@ -8,12 +8,12 @@ each change registers its undo with the open unit, as the table's own do.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from functools import partial
 
 from scheduler.job_records import Job
-from scheduler.protocol import JobState
+from scheduler.protocol import BatchInfo, JobState
 from scheduler.undo import UndoHook, no_undo
 
 #: The states a job in the queue is counted in; a job that leaves the queue
@@ -21,23 +21,6 @@ from scheduler.undo import UndoHook, no_undo
 _INDEX = {JobState.IDLE: 0, JobState.RUNNING: 1, JobState.HELD: 2}
 _DONE = 3
 _NAMES = ("idle", "running", "held")
-
-
-@dataclass
-class BatchCounts:
-    """One line of ``condor_q``'s batch view."""
-
-    cluster: int
-    owner: str
-    batch_name: str | None
-    submitted: float
-    done: int
-    running: int
-    idle: int
-    held: int
-    total: int
-    #: HTCondor's JOB_IDS column: ``12.0``, ``12.0-99``, or ``12.0 ... 14.3``.
-    job_ids: str
 
 
 class _Cluster:
@@ -174,16 +157,16 @@ class QueueSummary:
             if any(rec.counts[i] for i in wanted):
                 yield cluster, rec.last
 
-    def cluster(self, cluster: int) -> BatchCounts | None:
+    def cluster(self, cluster: int) -> BatchInfo | None:
         """The counts of one cluster in the queue, or None."""
         rec = self._clusters.get(cluster)
         return None if rec is None else _counts(cluster, rec)
 
-    def batches(self, owner: str | None = None) -> list[BatchCounts]:
+    def batches(self, owner: str | None = None) -> list[BatchInfo]:
         """One line per batch in the queue, as ``condor_q`` groups them: clusters of
         one owner with the same ``JobBatchName`` together, others each alone."""
-        out: list[BatchCounts] = []
-        named: dict[tuple[str, str], BatchCounts] = {}
+        out: list[BatchInfo] = []
+        where: dict[tuple[str, str], int] = {}
         for cluster in sorted(self._clusters):
             rec = self._clusters[cluster]
             if owner is not None and rec.owner != owner:
@@ -193,18 +176,22 @@ class QueueSummary:
                 out.append(line)
                 continue
             key = (rec.owner, rec.batch_name)
-            seen = named.get(key)
-            if seen is None:
-                named[key] = line
+            at = where.get(key)
+            if at is None:
+                where[key] = len(out)
                 out.append(line)
                 continue
-            seen.done += line.done
-            seen.running += line.running
-            seen.idle += line.idle
-            seen.held += line.held
-            seen.total += line.total
-            seen.submitted = min(seen.submitted, line.submitted)
-            seen.job_ids = f"{seen.job_ids.split(' ')[0].split('-')[0]} ... {cluster}.{rec.last}"
+            seen = out[at]
+            out[at] = dataclasses.replace(
+                seen,
+                done=seen.done + line.done,
+                running=seen.running + line.running,
+                idle=seen.idle + line.idle,
+                held=seen.held + line.held,
+                total=seen.total + line.total,
+                submitted=min(seen.submitted, line.submitted),
+                job_ids=f"{seen.job_ids.split(' ')[0].split('-')[0]} ... {cluster}.{rec.last}",
+            )
         return out
 
     def by_state(self, owner: str | None = None) -> dict[str, int]:
@@ -227,11 +214,11 @@ class QueueSummary:
         }
 
 
-def _counts(cluster: int, rec: _Cluster) -> BatchCounts:
+def _counts(cluster: int, rec: _Cluster) -> BatchInfo:
     idle, running, held, done = rec.counts
     first, last = rec.first, rec.last
     ids = f"{cluster}.{first}" if first == last else f"{cluster}.{first}-{last}"
-    return BatchCounts(
+    return BatchInfo(
         cluster=cluster,
         owner=rec.owner,
         batch_name=rec.batch_name,

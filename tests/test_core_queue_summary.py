@@ -18,8 +18,8 @@ from scheduler.connection import RequestError
 from scheduler.control_handlers import on_query_batches, on_query_jobs
 from scheduler.explain import on_analyze_jobs, on_query_counts
 from scheduler.job_control import on_edit_jobs
-from scheduler.protocol import JobSpec, JobState
-from scheduler.queue_summary import BatchCounts, QueueSummary
+from scheduler.protocol import BatchInfo, JobSpec, JobState
+from scheduler.queue_summary import QueueSummary
 from scheduler.starting import schedule_once
 from scheduler.state import SchedulerState
 
@@ -215,7 +215,7 @@ def test_clusters_of_one_batch_name_make_one_line(tmp_path: Path) -> None:
         state, user("ann"), p.EditJobs(ids=["4"], changes={"+JobBatchName": '"late"'})
     )
     assert isinstance(reply, p.JobsChanged) and reply.changed
-    assert state.summary.cluster(4) == BatchCounts(
+    assert state.summary.cluster(4) == BatchInfo(
         cluster=4, owner="ann", batch_name="late", submitted=lines[2].submitted,
         done=0, running=0, idle=3, held=0, total=3, job_ids="4.0-2",
     )  # fmt: skip
