@@ -122,11 +122,9 @@ class ResultTable:
     def results_bytes(self, owner: str | None = None) -> int:
         """Bytes of small results kept in the database (of ``owner``'s jobs only)."""
         if owner is None:
-            rows = self._database.query("SELECT COALESCE(SUM(LENGTH(data)), 0) AS n FROM job_files")
+            rows = self._database.query("SELECT COALESCE(SUM(bytes), 0) AS n FROM result_bytes")
         else:
             rows = self._database.query(
-                "SELECT COALESCE(SUM(LENGTH(f.data)), 0) AS n FROM job_files f"
-                " JOIN jobs j ON j.cluster = f.cluster AND j.proc = f.proc WHERE j.owner=?",
-                (owner,),
+                "SELECT COALESCE(SUM(bytes), 0) AS n FROM result_bytes WHERE owner=?", (owner,)
             )
         return int(rows[0]["n"])

@@ -78,6 +78,33 @@ def _verifiers_instead_of_keys(db: sqlite3.Connection) -> None:
     )
 
 
+def _result_bytes(db: sqlite3.Connection) -> None:
+    """The bytes of small results each owner keeps in ``job_files``, kept up by
+    triggers, so that a submission's quota check reads one row instead of summing
+    the owner's jobs (``scheduler/result_table.py``). A job's owner never changes,
+    and its row is never deleted, so each file row finds its owner."""
+    db.execute("CREATE TABLE result_bytes (owner TEXT PRIMARY KEY, bytes INTEGER NOT NULL)")
+    db.execute(
+        "INSERT INTO result_bytes (owner, bytes)"
+        " SELECT j.owner, SUM(LENGTH(f.data)) FROM job_files f"
+        " JOIN jobs j ON j.cluster = f.cluster AND j.proc = f.proc GROUP BY j.owner"
+    )
+    db.execute(
+        """CREATE TRIGGER job_files_added AFTER INSERT ON job_files BEGIN
+            INSERT INTO result_bytes (owner, bytes)
+                SELECT owner, LENGTH(NEW.data) FROM jobs
+                WHERE cluster = NEW.cluster AND proc = NEW.proc
+                ON CONFLICT (owner) DO UPDATE SET bytes = bytes + excluded.bytes;
+        END"""
+    )
+    db.execute(
+        """CREATE TRIGGER job_files_removed AFTER DELETE ON job_files BEGIN
+            UPDATE result_bytes SET bytes = bytes - LENGTH(OLD.data) WHERE owner =
+                (SELECT owner FROM jobs WHERE cluster = OLD.cluster AND proc = OLD.proc);
+        END"""
+    )
+
+
 #: Ordered migrations; ``PRAGMA user_version`` says how many have run.
 MIGRATIONS: list[Migration] = [
     """
@@ -220,4 +247,6 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE jobs ADD COLUMN hold_code INTEGER;
     ALTER TABLE jobs ADD COLUMN hold_subcode INTEGER;
     """,
+    # the bytes of small results each owner keeps in job_files, kept up by triggers
+    _result_bytes,
 ]

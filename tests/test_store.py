@@ -18,7 +18,7 @@ from scheduler.job_records import Job
 from scheduler.jobs import JobTable
 from scheduler.jobstate import ALLOWED, InvalidTransition, check_transition
 from scheduler.protocol import FINAL_STATES, JobSpec, JobState, holds, token_user, user_key
-from scheduler.schema import MIGRATIONS
+from scheduler.schema import MIGRATIONS, _result_bytes
 from scheduler.store import Store
 
 S = JobState
@@ -848,3 +848,51 @@ def test_batched_writes_wait_for_commit(tmp_path: Path) -> None:
     assert store.clusters.cluster_owner(second) == ("carol", False)
     reader.close()
     store.close()
+
+
+def test_result_bytes_follow_the_files_of_each_owner(store: Store) -> None:
+    """What each owner keeps in small results, as the quota reads it: kept up as files
+    are saved, replaced for a new attempt, and expired."""
+    alice, bob = queue_cluster(store, "alice", 2), queue_cluster(store, "bob", 1)
+    store.results.save_files(alice, 0, {"stdout": b"12345", "stderr": b"67"})
+    store.results.save_files(alice, 1, {"stdout": b"1"})
+    store.results.save_files(bob, 0, {"stdout": b"1234"})
+    assert (store.results.results_bytes("alice"), store.results.results_bytes("bob")) == (8, 4)
+    assert store.results.results_bytes() == 12 and store.results.results_bytes("carol") == 0
+    store.results.clear_files(alice, 0)
+    store.results.expire_results([(bob, 0)], 2000.0)
+    assert (store.results.results_bytes("alice"), store.results.results_bytes("bob")) == (1, 0)
+
+
+def test_a_database_from_before_result_bytes_migrates_with_each_owners_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The migration that keeps each owner's result bytes, from a database its previous
+    schema wrote: the sums of the files already there, and kept up from then on."""
+    from old_schema import insert_jobs
+
+    added = MIGRATIONS.index(_result_bytes)
+    db_path = tmp_path / "dfarm.db"
+    with monkeypatch.context() as patch:
+        patch.setattr(database_module, "MIGRATIONS", MIGRATIONS[:added])
+        old = Store(db_path)
+        old.accounts.add_user("alice")
+        clusters = [old.clusters.reserve_cluster(user, 1000.0) for user in ("alice", "bob")]
+        old.close()
+    for cluster, owner in zip(clusters, ("alice", "bob"), strict=True):
+        insert_jobs(db_path, cluster, f"{owner}.sub", [make_job(cluster, 0, owner)], 1000.0)
+    with closing(sqlite3.connect(db_path)) as db, db:
+        db.executemany(
+            "INSERT INTO job_files (cluster, proc, name, data) VALUES (?, 0, ?, ?)",
+            [(clusters[0], "stdout", b"abc"), (clusters[0], "stderr", b"de"),
+             (clusters[1], "stdout", b"x")],
+        )  # fmt: skip
+    store = Store(db_path)  # migrates
+    try:
+        assert [j.id for j in store.jobs()] == [f"{clusters[0]}.0", f"{clusters[1]}.0"]
+        assert store.results.results_bytes("alice") == 5
+        assert store.results.results_bytes("bob") == 1
+        store.results.clear_files(clusters[0], 0)
+        assert store.results.results_bytes("alice") == 0
+    finally:
+        store.close()
