@@ -28,6 +28,10 @@ from typing import Any
 
 import cloudpickle
 
+#: The start script of every job of a map (``dfarm-map.sh``); a worker with
+#: ``--warm-map`` recognises a map's jobs by it (see :mod:`worker_node.warm_map`).
+RUNNER = '#!/bin/sh\nexec "${DFARM_PYTHON:-python3}" -m control_node.map_runner "$@"\n'
+
 
 @dataclass
 class Outcome:

@@ -1,9 +1,10 @@
 """``Client.map``: a Python function over an iterable, run as jobs on the farm.
 
 The function and the items travel with cloudpickle, one job per chunk of items.
-With ``chunk_size="auto"`` (the default) :func:`run_map` first submits one item per
-slot, and sizes the chunks of the rest (a second cluster) from the run time of
-the first item to come back (see :func:`auto_chunk_size`); ``map_async``, which
+With ``chunk_size="auto"`` (the default) :func:`run_map` first submits a job of
+:data:`PROBE_ITEMS` items per slot, and sizes the chunks of the rest (a second
+cluster) from the run time of the first job to come back (see
+:func:`auto_chunk_size`); ``map_async``, which
 cannot wait, cuts the items into a few chunks per slot.
 
 A job runs ``python -m control_node.map_runner`` with the worker's own Python
@@ -27,7 +28,7 @@ import cloudpickle
 
 from control_node import results
 from control_node.connection import DfarmError, NotFound
-from control_node.map_runner import Function, Outcome
+from control_node.map_runner import RUNNER, Function, Outcome
 
 if TYPE_CHECKING:
     from control_node.client import Client
@@ -37,10 +38,12 @@ ChunkSize = int | str
 AUTO = "auto"
 #: How long an automatic chunk aims to run: a job's start-up is small beside it.
 CHUNK_SECONDS = 0.3
+#: Items per job of the first wave of ``chunk_size="auto"``: the first call of ``fn``
+#: in a job often pays its imports, the next one shows its own run time.
+PROBE_ITEMS = 2
 #: Chunks per slot of ``map_async`` with ``chunk_size="auto"``.
 ASYNC_CHUNKS_PER_SLOT = 4
 
-RUNNER = '#!/bin/sh\nexec "${DFARM_PYTHON:-python3}" -m control_node.map_runner "$@"\n'
 RESULT_FILE = "result.pkl"
 
 
@@ -181,9 +184,9 @@ def run_map(
     try:
         indexed = list(enumerate(items))
         auto = chunk_size == AUTO
-        first = indexed[: _free_slots(client)] if auto else indexed
+        first = indexed[: PROBE_ITEMS * _free_slots(client)] if auto else indexed
         rest = indexed[len(first) :]
-        size = 1 if auto else int(chunk_size)
+        size = PROBE_ITEMS if auto else int(chunk_size)
         cluster = _submit(client, work, fn, _cut(first, size), resources or {})
         pending = set(cluster.job_ids)
         dest = files_dest or Path.cwd() / f"map-{cluster.id}"
@@ -295,10 +298,11 @@ def collect(found: Iterable[Row]) -> MapResults:
 
 
 def auto_chunk_size(rows: list[Row], remaining: int, slots: int) -> int:
-    """Items per job for the ``remaining`` items, from the run time of ``rows`` (items
-    that ran): chunks of about :data:`CHUNK_SECONDS`, and never fewer chunks than
-    ``slots`` (so that long items spread over every slot)."""
-    seconds = sum(row.stats.seconds for row in rows) / max(1, len(rows))
+    """Items per job for the ``remaining`` items, from the run time of ``rows`` (the
+    items of a job that ran; the fastest counts, the others may have paid imports):
+    chunks of about :data:`CHUNK_SECONDS`, and never fewer chunks than ``slots`` (so
+    that long items spread over every slot)."""
+    seconds = min((row.stats.seconds for row in rows), default=0.0)
     wanted = int(CHUNK_SECONDS / seconds) if seconds > 0 else remaining
     return max(1, min(wanted, -(-remaining // max(1, slots))))
 
