@@ -5,13 +5,16 @@ real cluster; every other job starts as before."""
 from __future__ import annotations
 
 import os
+import pwd
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import TestCluster, write
+from conftest import TestCluster, wait_until, write
 
 from control_node import Client
 from control_node.mapping import MapJobFailed
@@ -107,3 +110,59 @@ def test_an_item_over_its_memory_is_held_and_the_next_map_runs(
         with pytest.raises(MapJobFailed, match="memory limit exceeded"):
             client.map(hog, range(3), chunk_size=1, resources={"request_memory": "100MB"})
         assert dict(client.map(hog, [0, 2], chunk_size=1)) == {0: 0, 2: 2}
+
+
+def test_a_lost_worker_s_items_run_again_elsewhere_once(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(
+        workers=2, worker_args=("--warm-map",), scheduler_args=("--worker-timeout", "1")
+    )
+    gate = tmp_path / "go"
+
+    def gated(x: int) -> int:
+        while not gate.exists():  # both workers are busy when one of them is killed
+            time.sleep(0.02)
+        return x + 1
+
+    def kill_w1() -> None:
+        wait_until(lambda: len(cluster.run("dq", "--json").stdout.split('"running"')) == 3)
+        cluster.expected_exits.add("w1")
+        cluster.processes["w1"].send_signal(signal.SIGKILL)
+        cluster.processes["w1"].wait()
+        gate.touch()
+
+    killer = threading.Thread(target=kill_w1)
+    killer.start()
+    with client_of(cluster) as client:
+        found = client.map(gated, range(6), chunk_size=1, timeout=120)
+    killer.join()
+    assert dict(found) == {x: x + 1 for x in range(6)}
+    assert len(found.stats) == 6  # each item's result recorded once
+    rerun = [s for s in found.stats if s.attempt == 2]
+    assert rerun and {s.worker for s in rerun} == {"w2"}
+
+
+def test_another_owner_s_map_runs_from_a_launcher_of_its_own_account(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    users = [pw for pw in pwd.getpwall() if 1000 <= pw.pw_uid < 65534]
+    if not users:
+        pytest.skip("no user account on this machine")
+    cluster = make_cluster(workers=1, worker_args=("--warm-map",))
+    add = cluster.run("dfarm", "user", "add", users[0].pw_name, "--home", cluster.config.home)
+    token = add.stdout.strip().splitlines()[-1]
+
+    def who(x: int) -> tuple[int, int, str]:
+        return os.getuid(), os.getppid(), sys.modules["__main__"].__spec__.name
+
+    with client_of(cluster) as root_client:
+        first = set(root_client.map(who, range(3), chunk_size=1).values())
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=token) as other:
+        second = set(other.map(who, range(3), chunk_size=1).values())
+    (root_uid, root_launcher, root_main), *_ = first
+    (user_uid, user_launcher, user_main), *_ = second
+    assert len(first) == len(second) == 1  # every job of a map: a fork of one launcher
+    assert root_uid == pwd.getpwnam("nobody").pw_uid and user_uid == users[0].pw_uid
+    assert root_launcher != user_launcher
+    assert root_main == user_main == "worker_node.launcher"
