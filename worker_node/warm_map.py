@@ -82,7 +82,7 @@ def fork_job(argv: list[str], cwd: str, env: dict[str, str], fds: list[int]) -> 
             os.environ.clear()
             os.environ.update(env)
             sys.argv = [module.__file__ or "map_runner", *argv[1:]]
-            sys.path.insert(0, cwd)  # as ``python -m`` puts the working directory first
+            sys.path[0] = cwd  # as ``python -m`` in the sandbox: not the launcher's "/"
             code = module.main(argv[1:])
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
