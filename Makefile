@@ -55,7 +55,8 @@ format: $(TEST_STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[bench]' || echo "bench: HyperQueue not installed; its baseline is skipped"
+	$(BIN)/python -m pip install --quiet -e '.[bench]' || \
+	  echo "bench: the bench extra (HyperQueue, Dask) did not install; missing baselines are skipped"
 	$(BIN)/python bench/run.py
 
 clean:

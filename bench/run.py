@@ -7,8 +7,9 @@ baseline measured in the same run on the same machine: the spawn rate of
 `xargs -P2`, a plain loopback copy, and HyperQueue (from PyPI, run in a
 private network namespace; skipped with the reason when it cannot run); the
 scheduler's CPU per job with 1,000 simulated workers of 16 slots is compared
-with 20 of 8. The machines are shared and noisy: compare ratios, not absolute
-times.
+with 20 of 8; ``Client.map`` is compared with Dask's on 2 workers of 1 slot
+(bench/map.py, one run). The machines are shared and noisy: compare ratios, not
+absolute times.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hq_baseline  # noqa: E402
 import latency  # noqa: E402
+import map as map_bench  # noqa: E402
 import queue_views  # noqa: E402
 import scheduler_cpu  # noqa: E402
 import staging  # noqa: E402
@@ -192,6 +194,11 @@ def main() -> int:
     )
     views = queue_views.measure(pool_jobs, 5, 20, lambda text: print(text, file=sys.stderr))
     rows += [(f"5. {r[0]}" if i == 0 else f"   {r[0]}", *r[1:]) for i, r in enumerate(views)]
+
+    items = 2_000 if args.quick else 10_000
+    for i, row in enumerate(map_bench.rows(items, 100 if args.quick else 300, [10, 100])):
+        label = f"6. Client.map vs Dask: {row[0]}" if i == 0 else f"   {row[0]}"
+        rows.append((label, *row[1:]))
 
     print(f"\nmedian of {args.runs} runs [min-max]; ratios are dfarm / baseline")
     headers = ("target", "dfarm", "baseline", "ratio", "target", "")

@@ -8,6 +8,10 @@ client with cloudpickle. Each item's outcome is written to RESULT.pkl as an
 from the cluster alone) and the files ``fn(item)`` wrote in the working directory;
 an exception in ``fn`` is caught and sent back with its traceback, so the job itself
 still exits 0 and the other items of the chunk run.
+
+Every item pays this module's start-up: it imports cloudpickle and the standard
+library alone (no other module of ``control_node``, not even ``pathlib``);
+tests/test_startup.py guards it.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ import traceback
 import types
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cloudpickle
+
+#: The start script of every job of a map (``dfarm-map.sh``); a worker with
+#: ``--warm-map`` recognises a map's jobs by it (see :mod:`worker_node.warm_map`).
+RUNNER = '#!/bin/sh\nexec "${DFARM_PYTHON:-python3}" -m control_node.map_runner "$@"\n'
 
 
 @dataclass
@@ -87,7 +94,7 @@ def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
 
 
 def run_chunk(
-    fn: Any, chunk: list[tuple[int, Any]], workdir: Path | None = None, keep: Collection[str] = ()
+    fn: Any, chunk: list[tuple[int, Any]], workdir: str | None = None, keep: Collection[str] = ()
 ) -> list[Outcome]:
     """Apply ``fn`` to every item of ``chunk``, catching each item's exception; the files
     each item wrote in ``workdir`` (other than those named in ``keep``) go with its
@@ -114,7 +121,7 @@ def run_chunk(
     return outcomes
 
 
-def _listing(folder: Path) -> dict[str, tuple[int, int]]:
+def _listing(folder: str) -> dict[str, tuple[int, int]]:
     """Size and modification time of each regular file at the top of ``folder``."""
     found = {}
     with os.scandir(folder) as entries:
@@ -126,16 +133,17 @@ def _listing(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def _take_written(
-    folder: Path, before: dict[str, tuple[int, int]], keep: Collection[str]
+    folder: str, before: dict[str, tuple[int, int]], keep: Collection[str]
 ) -> dict[str, bytes]:
     """The files new or changed since ``before`` (not those in ``keep``), removed."""
     taken = {}
     for name, stamp in _listing(folder).items():
         if name in keep or before.get(name) == stamp:
             continue
-        path = folder / name
-        taken[name] = path.read_bytes()
-        path.unlink()
+        path = os.path.join(folder, name)
+        with open(path, "rb") as f:
+            taken[name] = f.read()
+        os.unlink(path)
     return taken
 
 
@@ -150,7 +158,7 @@ def main(argv: list[str]) -> int:
     with open(chunk_file, "rb") as f:
         chunk = cloudpickle.load(f)
     keep = {*argv, "dfarm-map.sh"}
-    outcomes = run_chunk(fn, chunk, Path.cwd(), keep)
+    outcomes = run_chunk(fn, chunk, os.getcwd(), keep)
     with open(result_file, "wb") as f:
         cloudpickle.dump(outcomes, f)
     return 0

@@ -1,11 +1,16 @@
 """``Client.map``: a Python function over an iterable, run as jobs on the farm.
 
-The function and the items travel with cloudpickle: one cluster, one job per
-``chunk_size`` items. A job runs ``python -m control_node.map_runner`` with the
-worker's own Python (``DFARM_PYTHON``), which must be able to import what the
-function needs. Results come back as each job completes; each job's ``result.pkl``
-holds its items too, so that a map started with ``map_async`` is collected later
-from its cluster id alone.
+The function and the items travel with cloudpickle, one job per chunk of items.
+With ``chunk_size="auto"`` (the default) :func:`run_map` first submits a job of
+:data:`PROBE_ITEMS` items per slot, and sizes the chunks of the rest (a second
+cluster) from the run time of the first job to come back (see
+:func:`auto_chunk_size`); ``map_async``, which
+cannot wait, cuts the items into a few chunks per slot.
+
+A job runs ``python -m control_node.map_runner`` with the worker's own Python
+(``DFARM_PYTHON``), which must be able to import what the function needs. Results
+come back as each job completes; each job's ``result.pkl`` holds its items too, so
+that a map started with ``map_async`` is collected later from its cluster id alone.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,12 +28,22 @@ import cloudpickle
 
 from control_node import results
 from control_node.connection import DfarmError, NotFound
-from control_node.map_runner import Function, Outcome
+from control_node.map_runner import RUNNER, Function, Outcome
 
 if TYPE_CHECKING:
     from control_node.client import Client
 
-RUNNER = '#!/bin/sh\nexec "${DFARM_PYTHON:-python3}" -m control_node.map_runner "$@"\n'
+#: ``chunk_size``: a number of items per job, or "auto".
+ChunkSize = int | str
+AUTO = "auto"
+#: How long an automatic chunk aims to run: a job's start-up is small beside it.
+CHUNK_SECONDS = 0.3
+#: Items per job of the first wave of ``chunk_size="auto"``: the first call of ``fn``
+#: in a job often pays its imports, the next one shows its own run time.
+PROBE_ITEMS = 2
+#: Chunks per slot of ``map_async`` with ``chunk_size="auto"``.
+ASYNC_CHUNKS_PER_SLOT = 4
+
 RESULT_FILE = "result.pkl"
 
 
@@ -145,7 +161,7 @@ def run_map(
     fn: Callable[[Any], Any],
     iterable: Iterable[Any],
     *,
-    chunk_size: int = 1,
+    chunk_size: ChunkSize = AUTO,
     stop_when: Callable[[Any], bool] | None = None,
     keep_if: Callable[[Any], bool] | None = None,
     resources: dict[str, str | int] | None = None,
@@ -157,30 +173,47 @@ def run_map(
     """Yield a :class:`Row` per item as jobs complete, ``stop`` being true for the
     result that met ``stop_when`` (the last one); the position of every item whose
     outcome came back is added to ``seen``. See :meth:`Client.map`."""
-    if chunk_size < 1:
-        raise ValueError("chunk_size must be at least 1")
+    _check_chunk_size(chunk_size)
     _check_errors(errors)
     items = list(iterable)
     if not items:
         return
     work = Path(tempfile.mkdtemp(prefix="dfarm-map-"))
     pending: set[str] = set()
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        cluster = _submit(client, work, fn, items, chunk_size, resources or {})
+        indexed = list(enumerate(items))
+        auto = chunk_size == AUTO
+        first = indexed[: PROBE_ITEMS * _free_slots(client)] if auto else indexed
+        rest = indexed[len(first) :]
+        size = PROBE_ITEMS if auto else int(chunk_size)
+        cluster = _submit(client, work, fn, _cut(first, size), resources or {})
         pending = set(cluster.job_ids)
         dest = files_dest or Path.cwd() / f"map-{cluster.id}"
-        for job in results.as_completed(client.conn, cluster.job_ids, timeout=timeout):
-            pending.discard(job.id)
-            for row in _rows(client, job, work, errors, dest, items):
-                if seen is not None:
-                    seen.add(row.stats.index)
-                row.stop = (
-                    row.error is None and stop_when is not None and bool(stop_when(row.value))
-                )
-                if row.stop or row.error is not None or keep_if is None or keep_if(row.value):
-                    yield row
-                if row.stop:
-                    return
+        waves = [cluster.job_ids]
+        while waves:
+            wave = waves.pop(0)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            for job in results.as_completed(client.conn, wave, timeout=left):
+                pending.discard(job.id)
+                rows: Iterable[Row] = _rows(client, job, work, errors, dest, items)
+                if rest:
+                    rows = list(rows)  # the first item back sizes the chunks of the others
+                    size = auto_chunk_size(rows, len(rest), _free_slots(client))
+                    later = _submit(client, work, fn, _cut(rest, size), resources or {}, "rest")
+                    pending.update(later.job_ids)
+                    waves.append(later.job_ids)
+                    rest = []
+                for row in rows:
+                    if seen is not None:
+                        seen.add(row.stats.index)
+                    row.stop = (
+                        row.error is None and stop_when is not None and bool(stop_when(row.value))
+                    )
+                    if row.stop or row.error is not None or keep_if is None or keep_if(row.value):
+                        yield row
+                    if row.stop:
+                        return
     finally:
         if pending:  # stopped early, failed, or the caller stopped reading
             client.remove(sorted(pending), reason="the map no longer needs it")
@@ -192,18 +225,22 @@ def start_map(
     fn: Callable[[Any], Any],
     iterable: Iterable[Any],
     *,
-    chunk_size: int = 1,
+    chunk_size: ChunkSize = AUTO,
     resources: dict[str, str | int] | None = None,
 ) -> MapHandle:
-    """Submit a map and return at once (see :meth:`Client.map_async`)."""
-    if chunk_size < 1:
-        raise ValueError("chunk_size must be at least 1")
+    """Submit a map and return at once (see :meth:`Client.map_async`); with
+    ``chunk_size="auto"``, in :data:`ASYNC_CHUNKS_PER_SLOT` chunks per slot."""
+    _check_chunk_size(chunk_size)
     items = list(iterable)
     if not items:
         raise ValueError("map_async needs at least one item")
+    if chunk_size == AUTO:
+        chunks = _free_slots(client) * ASYNC_CHUNKS_PER_SLOT
+        chunk_size = -(-len(items) // chunks)
     work = Path(tempfile.mkdtemp(prefix="dfarm-map-"))
     try:  # the inputs are in the spool once the submission returns
-        cluster = _submit(client, work, fn, items, chunk_size, resources or {})
+        chunked = _cut(list(enumerate(items)), int(chunk_size))
+        cluster = _submit(client, work, fn, chunked, resources or {})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return MapHandle(str(cluster.id), len(items), len(cluster.job_ids), type(client))
@@ -260,6 +297,33 @@ def collect(found: Iterable[Row]) -> MapResults:
     return out
 
 
+def auto_chunk_size(rows: list[Row], remaining: int, slots: int) -> int:
+    """Items per job for the ``remaining`` items, from the run time of ``rows`` (the
+    items of a job that ran; the fastest counts, the others may have paid imports):
+    chunks of about :data:`CHUNK_SECONDS`, and never fewer chunks than ``slots`` (so
+    that long items spread over every slot)."""
+    seconds = min((row.stats.seconds for row in rows), default=0.0)
+    wanted = int(CHUNK_SECONDS / seconds) if seconds > 0 else remaining
+    return max(1, min(wanted, -(-remaining // max(1, slots))))
+
+
+def _free_slots(client: Client) -> int:
+    """The slots of the workers that take jobs now (at least 1)."""
+    taking = [w for w in client.workers() if w.state in ("idle", "busy")]
+    return max(1, sum(w.slots_total for w in taking))
+
+
+def _check_chunk_size(chunk_size: ChunkSize) -> None:
+    if chunk_size == AUTO:
+        return
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be 'auto' or at least 1, not {chunk_size!r}")
+
+
+def _cut(indexed: list[tuple[int, Any]], size: int) -> list[list[tuple[int, Any]]]:
+    return [indexed[i : i + size] for i in range(0, len(indexed), size)]
+
+
 def _check_errors(errors: str) -> None:
     if errors not in ("raise", "keep"):
         raise ValueError(f"errors must be 'raise' or 'keep', not {errors!r}")
@@ -302,27 +366,28 @@ def _submit(
     client: Client,
     work: Path,
     fn: Callable[[Any], Any],
-    items: list[Any],
-    chunk_size: int,
+    chunks: list[list[tuple[int, Any]]],
     resources: dict[str, str | int],
+    wave: str = "first",
 ) -> Any:
-    (work / "function.pkl").write_bytes(cloudpickle.dumps(Function.capture(fn)))
-    indexed = list(enumerate(items))
-    chunks = [indexed[i : i + chunk_size] for i in range(0, len(indexed), chunk_size)]
+    """Submit one cluster of a map: a job per chunk of ``(index, item)``. ``wave`` names
+    its chunk files apart from those of an earlier cluster of the same map."""
+    if not (work / "function.pkl").exists():
+        (work / "function.pkl").write_bytes(cloudpickle.dumps(Function.capture(fn)))
     for n, chunk in enumerate(chunks):
-        (work / f"chunk-{n}.pkl").write_bytes(cloudpickle.dumps(chunk))
+        (work / f"{wave}-{n}.pkl").write_bytes(cloudpickle.dumps(chunk))
     (work / "dfarm-map.sh").write_text(RUNNER)
     (work / "dfarm-map.sh").chmod(0o755)
     lines = [
         "executable = dfarm-map.sh",
-        f"arguments = function.pkl chunk-$(Process).pkl {RESULT_FILE}",
-        "transfer_input_files = function.pkl, chunk-$(Process).pkl",
+        f"arguments = function.pkl {wave}-$(Process).pkl {RESULT_FILE}",
+        f"transfer_input_files = function.pkl, {wave}-$(Process).pkl",
         f"transfer_output_files = {RESULT_FILE}",
         *(f"{key} = {value}" for key, value in resources.items()),
         f"queue {len(chunks)}",
     ]
-    (work / "map.sub").write_text("\n".join(lines) + "\n")
-    return client.submit(work / "map.sub", cwd=str(work))
+    (work / f"{wave}.sub").write_text("\n".join(lines) + "\n")
+    return client.submit(work / f"{wave}.sub", cwd=str(work))
 
 
 def _outcomes(client: Client, job: Any, work: Path) -> list[Outcome]:

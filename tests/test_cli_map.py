@@ -94,7 +94,8 @@ def test_map_brings_back_the_files_its_function_writes(client: Client, tmp_path:
 
 
 def test_stop_when_returns_the_hit_and_the_items_never_run(client: Client) -> None:
-    found = client.map(lambda x: x, range(40), stop_when=lambda r: r == 3)
+    # One item a job, so that items after the hit are still queued when it comes back.
+    found = client.map(lambda x: x, range(40), chunk_size=1, stop_when=lambda r: r == 3)
     assert found.stopped_at == 3 and found.hit == 3 and found[3] == 3
     assert found.not_run and 39 in found.not_run
     assert set(found.not_run).isdisjoint(found) and set(found.not_run) | set(found) == set(

@@ -92,3 +92,25 @@ def test_help_runs_without_the_heavy_modules() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "usage: dq" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+#: What a map item's Python may load beyond cloudpickle's own imports: the runner and the
+#: package's lazy ``__init__``.
+MAP_RUNNER_EXTRA = 5
+
+
+def test_the_map_runner_imports_cloudpickle_and_nothing_of_the_client() -> None:
+    """Every item of ``Client.map`` starts ``python -m control_node.map_runner``: it must
+    not pay for the client, the results store's reader, the submit parser or asyncio."""
+    runner, count = imported_by("control_node.map_runner")
+    _, pickler = imported_by("cloudpickle")
+    ours = sorted(m for m in runner if m.startswith(("control_node", "scheduler", "worker_node")))
+    assert ours == ["control_node", "control_node.map_runner"]
+    heavy = [
+        m
+        for m in runner
+        if m.split(".")[0]
+        in {"asyncio", "ssl", "sqlite3", "tabulate", "email", "aiohttp", "psutil", "pathlib"}
+    ]
+    assert heavy == [], f"the map runner imports {heavy}"
+    assert count <= pickler + MAP_RUNNER_EXTRA, f"the map runner imports {runner}"

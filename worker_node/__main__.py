@@ -102,6 +102,13 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
         " WORK_DIR/runtime)",
     )
     parser.add_argument(
+        "--warm-map",
+        action="store_true",
+        help="when the worker runs as root: start each job of a Client.map as a fork of its"
+        " slot's launcher, which has the map runner and cloudpickle imported, rather than"
+        " a new Python",
+    )
+    parser.add_argument(
         "--tls-fingerprint",
         metavar="SHA256",
         help="the scheduler runs with --tls: the fingerprint of its certificate (in its"
@@ -183,6 +190,7 @@ def config_from_args(args: argparse.Namespace, sampler: Sampler) -> WorkerConfig
         if args.tls_fingerprint
         else None,
         always_ftp=args.always_ftp,
+        warm_map=args.warm_map,
         min_free_space=args.min_free_space,
     )
 

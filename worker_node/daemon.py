@@ -91,6 +91,8 @@ class WorkerConfig:
     tls_fingerprint: str | None = None
     #: Move files over FTP even where the spool's file system is shared.
     always_ftp: bool = False
+    #: Start the jobs of a map as forks of their launcher (see worker_node.warm_map).
+    warm_map: bool = False
     #: Bytes the work directory's file system must keep free; below, the disk is
     #: full: the worker takes no job, and an attempt that ends so fails.
     min_free_space: int = 64 * 2**20
@@ -167,7 +169,8 @@ class Worker:
             return None
         sampler.job_start = "launchers"
         assert self.job_python is not None
-        return Launchers(self.job_python, JobCgroups.create(self.config.name))
+        cgroups = JobCgroups.create(self.config.name)
+        return Launchers(self.job_python, cgroups, warm_map=self.config.warm_map)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -16,7 +16,12 @@ At start, a worker checks that its launchers' interpreter (see
 does not, the worker says so in its log and in ``dstat`` (``job_start``) and starts
 jobs directly.
 
-    python -m worker_node.launcher FD     (FD: the worker's end of a socket pair)
+    python -m worker_node.launcher FD [--warm-map PYTHON]
+    (FD: the worker's end of a socket pair)
+
+With ``--warm-map``, the jobs of a ``Client.map`` that run ``PYTHON`` (the command
+that started the launcher) start as forks of the launcher (see
+:mod:`worker_node.warm_map`).
 
 Each request is one packet: JSON ``{"argv", "cwd", "env"}`` with the job's stdin,
 stdout and stderr as passed descriptors; the replies are ``{"pid"}`` (or
@@ -38,6 +43,7 @@ import sys
 import threading
 from typing import Any
 
+from worker_node import warm_map as warm_map_jobs
 from worker_node.cgroups import JobCgroups
 from worker_node.identity import Account
 from worker_node.reaper import become_subreaper, reap_children
@@ -59,11 +65,17 @@ class JobLost(LauncherError):
 class Launcher:
     """The worker's side of one launcher process."""
 
-    def __init__(self, account: Account, python: str):
+    def __init__(self, account: Account, python: str, warm_map: bool = False):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
             self.process = subprocess.Popen(
-                [python, "-m", "worker_node.launcher", str(theirs.fileno())],
+                [
+                    python,
+                    "-m",
+                    "worker_node.launcher",
+                    str(theirs.fileno()),
+                    *(["--warm-map", python] if warm_map else []),
+                ],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 user=account.uid,
@@ -131,9 +143,10 @@ class Launchers:
     """One launcher per (slot, account), started when first needed, each in a
     cgroup of its own where the worker could make ``cgroups``."""
 
-    def __init__(self, python: str, cgroups: JobCgroups | None = None):
+    def __init__(self, python: str, cgroups: JobCgroups | None = None, warm_map: bool = False):
         self.python = python
         self.cgroups = cgroups
+        self.warm_map = warm_map
         self._lock = threading.Lock()
         self._running: dict[tuple[int, Account], Launcher] = {}
 
@@ -145,7 +158,9 @@ class Launchers:
                 launcher.close()  # a job of the same account killed it: start another
                 launcher = None
             if launcher is None:
-                launcher = self._running[(slot, account)] = Launcher(account, self.python)
+                launcher = self._running[(slot, account)] = Launcher(
+                    account, self.python, self.warm_map
+                )
                 if self.cgroups is not None:  # before it starts any job
                     self.cgroups.add(_cgroup(slot, account), launcher.process.pid)
             return launcher
@@ -213,8 +228,9 @@ def _launcher_env() -> dict[str, str]:
     return env
 
 
-def serve(sock: socket.socket) -> None:
-    """Start, wait for and report one job after another until the worker hangs up."""
+def serve(sock: socket.socket, warm_map: str | None = None) -> None:
+    """Start, wait for and report one job after another until the worker hangs up
+    (``warm_map``: the Python whose map jobs start as forks of this process)."""
     while True:
         request, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 3)
         if not request:
@@ -222,7 +238,11 @@ def serve(sock: socket.socket) -> None:
         try:
             job = json.loads(request)
             try:
-                pid = spawn(job["argv"], job["cwd"], job["env"], fds)
+                argv, cwd, env = job["argv"], job["cwd"], job["env"]
+                if warm_map and warm_map_jobs.is_map_job(argv, env, warm_map):
+                    pid = warm_map_jobs.fork_job(argv, cwd, env, fds)
+                else:
+                    pid = spawn(argv, cwd, env, fds)
             except OSError as exc:
                 sock.send(json.dumps({"errno": exc.errno or 0, "error": exc.strerror}).encode())
                 continue
@@ -299,7 +319,8 @@ def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=int(argv[0]))
     sock.set_inheritable(False)  # passed to this process, never to its jobs
     with sock, contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        serve(sock)  # until the worker is gone
+        warm = argv[2] if argv[1:2] == ["--warm-map"] and len(argv) > 2 else None
+        serve(sock, warm)  # until the worker is gone
     return 0
 
 

@@ -1,0 +1,224 @@
+"""``Client.map`` beside Dask's ``client.map``, both on 2 workers of 1 slot.
+
+    .venv/bin/python bench/map.py [--items 10000] [--quick]
+
+dfarm: a local cluster (scheduler and 2 workers of 1 slot, as ``dfarm up -w 2``)
+and ``client.map(sq, range(N))`` with the default ``chunk_size`` (``"auto"``), then
+with explicit sizes; the latency of a one-item map, from the call to the result on
+the client; a function that imports numpy; as root, ``chunk_size=1`` and the
+latency again on workers started with ``--warm-map``. Dask: ``LocalCluster(n_workers=2,
+threads_per_worker=1)`` in the same run, when ``dask[distributed]`` is installed
+(``pip install -e '.[bench]'``); its rows read "not available" otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+from tabulate import tabulate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from control_node import Client  # noqa: E402
+from control_node.local_cluster import LocalCluster, local_accounts  # noqa: E402
+
+#: The issue's targets: (minimum ratio of items/s, or maximum ratio of latency) to Dask.
+TARGETS = {"default": 1.0, "chunk 1": 0.5, "latency": 2.0}
+
+
+def sq(x: int) -> int:
+    return x * x
+
+
+def with_numpy(x: int) -> float:
+    import numpy
+
+    return float(numpy.arange(x % 100 + 1).sum())
+
+
+def has_numpy() -> bool:
+    return importlib.util.find_spec("numpy") is not None
+
+
+def dask_reason() -> str | None:
+    """Why Dask cannot be measured here, or None."""
+    for module in ("dask", "distributed"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} not installed (pip install -e '.[bench]')"
+    return None
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+@contextmanager
+def dfarm_client(*worker_args: str) -> Iterator[Client]:
+    """A client of a fresh local cluster of 2 workers of 1 slot."""
+    with tempfile.TemporaryDirectory(prefix="dfarm-bench-map-") as tmp:
+        cluster = LocalCluster(Path(tmp) / "home", workers=0, slots=1)
+        access = cluster.start()
+        try:
+            names = ["bench-1", "bench-2"]
+            credentials = local_accounts(cluster.home, names, user=False)[1]
+            for name in names:
+                cluster.add_worker(name, *worker_args, credential_file=credentials[name])
+            with Client(scheduler=f"{access.host}:{access.port}", token=access.token) as client:
+                while len(client.workers()) < 2:
+                    time.sleep(0.05)
+                client.map(sq, range(2), chunk_size=1, files_dest=Path(tmp) / "files")  # warm up
+                yield client
+        finally:
+            cluster.stop()
+
+
+def measure_dfarm(
+    items: int, few: int, sizes: list[int], latency_runs: int
+) -> dict[str, float | None]:
+    """Items/s of each way of mapping ``sq`` (``few`` items with ``chunk_size=1``), and
+    the median latency of a one-item map (seconds)."""
+    out: dict[str, float | None] = {}
+    with dfarm_client() as client, tempfile.TemporaryDirectory() as files:
+
+        def run(fn: Callable[[Any], Any], n: int, **options: Any) -> None:
+            found = client.map(fn, range(n), files_dest=files, **options)
+            assert len(found) == n
+
+        out["default"] = items / timed(lambda: run(sq, items))
+        out["chunk 1"] = few / timed(lambda: run(sq, few, chunk_size=1))
+        for size in sizes:
+            out[f"chunk {size}"] = items / timed(lambda: run(sq, items, chunk_size=size))  # noqa: B023
+        lat = [timed(lambda: run(sq, 1)) for _ in range(latency_runs)]
+        out["latency"] = statistics.median(lat)
+        out["numpy"] = few / timed(lambda: run(with_numpy, few)) if has_numpy() else None
+    return out
+
+
+def measure_warm(few: int, latency_runs: int) -> dict[str, float | None]:
+    """``chunk_size=1`` and the one-item latency on workers started with ``--warm-map``
+    (a root worker's: its launchers run the jobs as other accounts)."""
+    with dfarm_client("--warm-map") as client, tempfile.TemporaryDirectory() as files:
+
+        def run(fn: Callable[[Any], Any], n: int, **options: Any) -> None:
+            assert len(client.map(fn, range(n), files_dest=files, **options)) == n
+
+        return {
+            "warm chunk 1": few / timed(lambda: run(sq, few, chunk_size=1)),
+            "warm latency": statistics.median(
+                [timed(lambda: run(sq, 1)) for _ in range(latency_runs)]
+            ),
+            "warm numpy": few / timed(lambda: run(with_numpy, few, chunk_size=1))
+            if has_numpy()
+            else None,
+        }
+
+
+def measure_dask(items: int, few: int, latency_runs: int) -> dict[str, float | None]:
+    """The same figures for Dask (explicit chunk sizes have no Dask counterpart)."""
+    from dask.distributed import Client as DaskClient
+    from dask.distributed import LocalCluster as DaskCluster
+
+    out: dict[str, float | None] = {}
+    with (
+        DaskCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
+        DaskClient(cluster) as client,
+    ):
+        client.gather(client.map(sq, range(10), pure=False))  # warm up
+
+        def run(fn: Callable[[Any], Any], n: int) -> None:
+            assert len(client.gather(client.map(fn, range(n), pure=False))) == n
+
+        out["default"] = items / timed(lambda: run(sq, items))
+        out["chunk 1"] = few / timed(lambda: run(sq, few))
+        lat = [
+            timed(lambda: client.submit(sq, 3, pure=False).result()) for _ in range(latency_runs)
+        ]
+        out["latency"] = statistics.median(lat)
+        out["numpy"] = few / timed(lambda: run(with_numpy, few)) if has_numpy() else None
+    return out
+
+
+def rows(items: int, few: int, sizes: list[int], latency_runs: int = 20) -> list[tuple[str, ...]]:
+    """The table's rows: label, dfarm, Dask, ratio, target, verdict."""
+    if __name__ != "__main__":  # imported by run.py: the workers cannot import this file
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    reason = dask_reason()
+    print(f"map: dfarm, {items:,} items ...", file=sys.stderr)
+    ours = measure_dfarm(items, few, sizes, latency_runs)
+    if os.geteuid() == 0:
+        print("map: dfarm, workers with --warm-map ...", file=sys.stderr)
+        ours.update(measure_warm(few, latency_runs))
+    theirs: dict[str, float | None] = {}
+    if reason is None:
+        print(f"map: Dask, {items:,} items ...", file=sys.stderr)
+        theirs = measure_dask(items, few, latency_runs)
+    labels = {
+        "default": f"map(sq, range({items:,})), chunk_size default (items/s)",
+        "chunk 1": f"map(sq, range({few:,})), chunk_size=1 (items/s)",
+        **{f"chunk {s}": f"map(sq, range({items:,})), chunk_size={s} (items/s)" for s in sizes},
+        "latency": f"one-item map, submit to result, median of {latency_runs} (ms)",
+        "numpy": f"map of a function importing numpy, {few:,} items (items/s)",
+        "warm chunk 1": f"--warm-map workers: map(sq, range({few:,})), chunk_size=1 (items/s)",
+        "warm latency": f"--warm-map workers: one-item map, median of {latency_runs} (ms)",
+        "warm numpy": f"--warm-map workers: numpy function, {few:,} items, chunk_size=1",
+    }
+    base_of = {"warm chunk 1": "chunk 1", "warm latency": "latency", "warm numpy": "numpy"}
+    table = []
+    for key, label in labels.items():
+        mine, base = ours.get(key), theirs.get(base_of.get(key, key))
+        if mine is None:
+            root = not key.startswith("warm") or os.geteuid() == 0
+            why = "numpy not installed" if root else "needs a root worker"
+            table.append((label, why, "-", "-", "-", "-"))
+            continue
+        latency = key.endswith("latency")
+        scale, fmt = (1000, ".1f") if latency else (1, ".0f")
+        target = TARGETS.get(base_of.get(key, key))
+        if reason is not None:
+            dask_text, ratio_text, verdict = f"not available: {reason}", "-", "-"
+        elif base is None:
+            dask_text, ratio_text, verdict = "-", "-", "-"
+        else:
+            ratio = mine / base
+            dask_text, ratio_text = format(base * scale, fmt), f"{ratio:.2f}"
+            ok = ratio <= target if latency and target else ratio >= (target or 0)
+            verdict = "-" if target is None else ("met" if ok else "NOT met")
+        sign = "<=" if latency else ">="
+        table.append(
+            (label, format(mine * scale, fmt), dask_text, ratio_text,
+             "-" if target is None else f"{sign} {target:.2f}", verdict)
+        )  # fmt: skip
+    return table
+
+
+HEADERS = ("Client.map", "dfarm", "Dask", "ratio", "target", "")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a first look")
+    args = parser.parse_args()
+    items = 2_000 if args.quick else args.items
+    few = min(items, 100 if args.quick else 300)
+    table = rows(items, few, [10, 100])
+    print("ratios are dfarm / Dask; 2 workers of 1 slot each, the same run")
+    print(tabulate(table, headers=HEADERS, disable_numparse=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

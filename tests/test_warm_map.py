@@ -1,0 +1,168 @@
+"""``--warm-map``: a root worker starts the jobs of a map as forks of the slot's
+launcher (already running as the job's account, the map runner imported), on a
+real cluster; every other job starts as before."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import TestCluster, wait_until, write
+
+from control_node import Client
+from control_node.mapping import MapJobFailed
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="launchers, and so warm map jobs, are a root worker's"
+)
+
+
+def client_of(cluster: TestCluster) -> Client:
+    return Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token)
+
+
+def where_fn() -> Callable[[int], tuple[int, int, str, bool, str]]:
+    """A function (sent by value) giving the item's square, its uid, the module its
+    process was started with, whether the warm path is loaded, and its working
+    directory."""
+
+    def where(x: int) -> tuple[int, int, str, bool, str]:
+        return (
+            x * x,
+            os.getuid(),
+            sys.modules["__main__"].__spec__.name,
+            "worker_node.warm_map" in sys.modules,
+            os.getcwd(),
+        )
+
+    return where
+
+
+def test_map_jobs_run_as_forks_of_the_launcher(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=2, worker_args=("--warm-map",))
+    with client_of(cluster) as client:
+        found = client.map(where_fn(), range(8), chunk_size=1)
+        assert [r[0] for r in found.values()] == [x * x for x in range(8)]
+        assert all(r[1] != 0 for r in found.values())  # never root
+        assert {(r[2], r[3]) for r in found.values()} == {("worker_node.launcher", True)}
+        assert len({r[4] for r in found.values()}) >= 2  # each job in its own sandbox
+        # An ordinary job of the same worker starts as before.
+        write(tmp_path / "ps.sh", "#!/bin/sh\necho $$ started\n", executable=True)
+        (job,) = client.submit({"executable": "ps.sh", "queue": 1}, cwd=str(tmp_path)).wait(60)
+        assert job.state == "completed" and job.exit_code == 0
+
+
+def test_an_exception_and_a_crash_fail_their_item_alone(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    cluster = make_cluster(workers=2, worker_args=("--warm-map",))
+
+    def invert(x: int) -> float:
+        return 1 / x
+
+    def crash(x: int) -> int:
+        if x == 3:
+            os._exit(9)  # the job's process dies: the launcher must not
+        return x
+
+    with client_of(cluster) as client:
+        with pytest.raises(ZeroDivisionError) as info:
+            client.map(invert, [1, 0, 2], chunk_size=1)
+        assert "return 1 / x" in "\n".join(info.value.__notes__)
+        with pytest.raises(MapJobFailed, match="exit"):
+            client.map(crash, range(5), chunk_size=1)
+        assert dict(client.map(abs, range(-3, 3), chunk_size=1)) == {
+            x: abs(x) for x in range(-3, 3)
+        }
+
+
+def test_without_the_switch_map_jobs_start_a_new_python(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    cluster = make_cluster(workers=1)
+    with client_of(cluster) as client:
+        found = client.map(where_fn(), range(2), chunk_size=1)
+    assert {(r[2], r[3]) for r in found.values()} == {("control_node.map_runner", False)}
+
+
+def test_an_item_over_its_memory_is_held_and_the_next_map_runs(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    cluster = make_cluster(workers=2, worker_args=("--warm-map",))
+
+    def hog(x: int) -> int:
+        if x == 1:
+            block = b"x" * (300 * 2**20)  # written, so resident
+            while block:  # until the worker's memory limit kills the job
+                time.sleep(0.05)
+        return x
+
+    with client_of(cluster) as client:
+        with pytest.raises(MapJobFailed, match="memory limit exceeded"):
+            client.map(hog, range(3), chunk_size=1, resources={"request_memory": "100MB"})
+        assert dict(client.map(hog, [0, 2], chunk_size=1)) == {0: 0, 2: 2}
+
+
+def test_a_lost_worker_s_items_run_again_elsewhere_once(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(
+        workers=2, worker_args=("--warm-map",), scheduler_args=("--worker-timeout", "1")
+    )
+    gate = tmp_path / "go"
+
+    def gated(x: int) -> int:
+        while not gate.exists():  # both workers are busy when one of them is killed
+            time.sleep(0.02)
+        return x + 1
+
+    def kill_w1() -> None:
+        wait_until(lambda: len(cluster.run("dq", "--json").stdout.split('"running"')) == 3)
+        cluster.expected_exits.add("w1")
+        cluster.processes["w1"].send_signal(signal.SIGKILL)
+        cluster.processes["w1"].wait()
+        gate.touch()
+
+    killer = threading.Thread(target=kill_w1)
+    killer.start()
+    with client_of(cluster) as client:
+        found = client.map(gated, range(6), chunk_size=1, timeout=120)
+    killer.join()
+    assert dict(found) == {x: x + 1 for x in range(6)}
+    assert len(found.stats) == 6  # each item's result recorded once
+    rerun = [s for s in found.stats if s.attempt == 2]
+    assert rerun and {s.worker for s in rerun} == {"w2"}
+
+
+def test_another_owner_s_map_runs_from_a_launcher_of_its_own_account(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    users = [pw for pw in pwd.getpwall() if 1000 <= pw.pw_uid < 65534]
+    if not users:
+        pytest.skip("no user account on this machine")
+    cluster = make_cluster(workers=1, worker_args=("--warm-map",))
+    add = cluster.run("dfarm", "user", "add", users[0].pw_name, "--home", cluster.config.home)
+    token = add.stdout.strip().splitlines()[-1]
+
+    def who(x: int) -> tuple[int, int, str]:
+        return os.getuid(), os.getppid(), sys.modules["__main__"].__spec__.name
+
+    with client_of(cluster) as root_client:
+        first = set(root_client.map(who, range(3), chunk_size=1).values())
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=token) as other:
+        second = set(other.map(who, range(3), chunk_size=1).values())
+    (root_uid, root_launcher, root_main), *_ = first
+    (user_uid, user_launcher, user_main), *_ = second
+    assert len(first) == len(second) == 1  # every job of a map: a fork of one launcher
+    assert root_uid == pwd.getpwnam("nobody").pw_uid and user_uid == users[0].pw_uid
+    assert root_launcher != user_launcher
+    assert root_main == user_main == "worker_node.launcher"
