@@ -105,8 +105,7 @@ class JobTable:
             return []
         if clusters or pairs:
             whole = set(clusters)
-            # Single jobs are looked up, not found by a pass over the queue.
-            candidates = [j for k, j in self.active.items() if k[0] in whole] if whole else []
+            candidates = [job for cluster in sorted(whole) for job in self._of_cluster(cluster)]
             candidates += [
                 self.active[k]
                 for k in dict.fromkeys(pairs)
@@ -119,6 +118,15 @@ class JobTable:
             for job in candidates
             if job.state.value in states and (owner is None or job.owner == owner)
         ]
+
+    def _of_cluster(self, cluster: int) -> list[Job]:
+        """The active jobs of ``cluster``, by proc: looked up one by one (as many
+        lookups as the cluster has procs, whatever the queue holds)."""
+        last = self.summary.last_proc(cluster)
+        if last is None:
+            return []
+        active = self.active
+        return [job for proc in range(last + 1) if (job := active.get((cluster, proc)))]
 
     def in_order(
         self,

@@ -157,6 +157,11 @@ class QueueSummary:
             if any(rec.counts[i] for i in wanted):
                 yield cluster, rec.last
 
+    def last_proc(self, cluster: int) -> int | None:
+        """The highest proc of a cluster in the queue (None: it has no job there)."""
+        rec = self._clusters.get(cluster)
+        return None if rec is None else rec.last
+
     def cluster(self, cluster: int) -> BatchInfo | None:
         """The counts of one cluster in the queue, or None."""
         rec = self._clusters.get(cluster)
