@@ -154,15 +154,32 @@ def dq(*args: str) -> list[str]:
 
 
 def run_time(env: dict[str, str], argv: list[str]) -> tuple[float, float]:
-    """Seconds of a command and its peak RSS in MiB (output discarded)."""
+    """Seconds of a command and its peak RSS in MiB (output discarded). The peak is the
+    kernel's high-water mark of the command's own memory (``VmHWM``, read until it
+    ends): the ``ru_maxrss`` of ``wait4`` would count this process's memory, which the
+    child shares until it runs the command."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _high_water_kb(proc.pid))
+        time.sleep(0.01)
     took = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: exit {proc.returncode}")
-    return took, usage.ru_maxrss / 1024
+    return took, peak / 1024
+
+
+def _high_water_kb(pid: int) -> int:
+    """``VmHWM`` of a running process, in KiB (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def first_line_time(env: dict[str, str], argv: list[str]) -> float:
