@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import multiprocessing.queues
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -88,31 +89,40 @@ class Web:
 
 
 class Followers:
-    """``CLIENTS`` clients following the queue page: on its event stream, or polling."""
+    """``CLIENTS`` clients following the queue page: on its event stream, or polling.
+    Each is a process of its own, as a browser tab is: in threads of the bench they
+    would take the bench's own interpreter lock from the client it times."""
 
     def __init__(self, web: Web, stream: str | None):
+        context = multiprocessing.get_context("fork")
         self.web, self.stream = web, stream
-        self.stop = threading.Event()
-        self.requests = 0
+        self.stop = context.Event()
+        self._started = context.Semaphore(0)
+        self._errors: multiprocessing.queues.Queue[str] = context.Queue()
+        self._processes = [context.Process(target=self._run, daemon=True) for _ in range(CLIENTS)]
         self.errors: list[str] = []
-        self._started = threading.Semaphore(0)
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(CLIENTS)]
 
     def __enter__(self) -> Followers:
-        for thread in self._threads:
-            thread.start()
-        for _ in self._threads:  # each has loaded the page's data once
+        for process in self._processes:
+            process.start()
+        for _ in self._processes:  # each has loaded the page's data once
             self._started.acquire()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
+        for process in self._processes:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        while not self._errors.empty():
+            self.errors.append(self._errors.get())
 
     def _run(self) -> None:
         first = True
         try:
             self.web.get("/api/queue")
-            self.requests += 1
             self._started.release()
             first = False
             if self.stream is not None:
@@ -122,9 +132,8 @@ class Followers:
                 return
             while not self.stop.wait(POLL):
                 self.web.get("/api/queue")
-                self.requests += 1
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            self.errors.append(str(exc))
+            self._errors.put(str(exc))
             if first:
                 self._started.release()
 

@@ -214,20 +214,20 @@ def on_job_finished(state: SchedulerState, conn: Link, msg: p.JobFinished) -> p.
                     "drop attempt", partial(state.spool.drop_attempt, cluster, proc, msg.attempt)
                 )
         return p.Ok()
-    if not msg.spooled:  # no large results: nothing to hash
-        return _finish(state, worker, msg, {})
-    if msg.disk_full:  # results cut short: never taken
+    if msg.spooled and msg.disk_full:  # results cut short: never taken
         state.effects.defer(
             "drop attempt", partial(state.spool.drop_attempt, job.cluster, job.proc, msg.attempt)
         )
         return _finish(state, worker, msg, {})
-    try:
-        state.spool.take_attempt(job.cluster, job.proc, msg.attempt)
-    except OSError as exc:
-        why = f"its results could not be put in place in the spool: {exc}"
-        msg = dataclasses.replace(msg, failure=msg.failure or why)
+    if msg.spooled:
+        try:
+            state.spool.take_attempt(job.cluster, job.proc, msg.attempt)
+        except OSError as exc:
+            why = f"its results could not be put in place in the spool: {exc}"
+            msg = dataclasses.replace(msg, failure=msg.failure or why)
+    # Large results, linked into the spool or uploaded over FTP, are in the job's folder.
     job_dir = state.spool.job_dir(job.cluster, job.proc)
-    if not job_dir.is_dir():
+    if msg.disk_full or not job_dir.is_dir():
         return _finish(state, worker, msg, {})
     # Large results: their hashes first, in a thread; the reply follows.
     task = asyncio.get_running_loop().create_task(_hash_and_finish(state, worker, msg, job_dir))
@@ -324,7 +324,7 @@ def _finish(
         else:
             result = None
             if _has_result(state, job):
-                job_dir = state.spool.job_dir(job.cluster, job.proc) if msg.spooled else None
+                job_dir = state.spool.job_dir(job.cluster, job.proc)
                 result = extract_result(job.spec, files, job_dir, msg.exit_code, msg.exit_signal)
                 state.store.results.save_result(job.cluster, job.proc, result)
             # Held by the job, so the update pushed on completion carries the result.

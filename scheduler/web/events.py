@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 #: Seconds between two writes of one stream (changes in between are sent together).
 PACE = 0.5
+#: Seconds a stream waits after the first change before it writes: a short job's
+#: changes (queued, running, done) go out together, after the job, not in its way.
+GATHER = 0.05
 #: Jobs changed and not yet sent past which a stream resyncs instead.
 MAX_PENDING = 2000
 #: Seconds of silence after which a stream sends a comment (proxies close idle ones).
@@ -138,6 +141,8 @@ async def serve(
                 await asyncio.wait_for(stream.wake.wait(), KEEPALIVE)
             if stream.closed:
                 break
+            if stream.wake.is_set():
+                await asyncio.sleep(GATHER)
             if not still_valid():
                 await response.write(frame("logout", {}))
                 break
