@@ -29,11 +29,12 @@ MAX_KEYS = 1000
 def extract_result(
     spec: JobSpec,
     files: dict[str, bytes],
-    job_dir: Path,
+    job_dir: Path | None,
     exit_code: int | None,
     exit_signal: int | None,
 ) -> JobResult:
-    """The result of a job that ended with this status and these results."""
+    """The result of a job that ended with this status and these results: ``files``
+    came inline, larger ones are in ``job_dir`` (None: none came back)."""
     if exit_signal is not None:
         return JobResult(None, f"killed by signal {exit_signal}")
     if exit_code != 0:
@@ -41,16 +42,16 @@ def extract_result(
     if spec.result_file:
         name = f"outputs/{spec.result_file}"
         data = files.get(name)
-        if data is None:
+        if data is None and job_dir is not None:
             data = _read(job_dir / name, MAX_RESULT_FILE, tail=False)
-        if data is None and (job_dir / name).is_file():
-            return JobResult(None, f"result file '{spec.result_file}' is over 1 MiB")
+            if data is None and (job_dir / name).is_file():
+                return JobResult(None, f"result file '{spec.result_file}' is over 1 MiB")
         if data is None:
             return JobResult(None, f"no result file '{spec.result_file}' came back")
         return parse_result(data.decode("utf-8", "replace").strip(), f"'{spec.result_file}'")
     data = files.get("stdout")
     if data is None:
-        data = _read(job_dir / "stdout", TAIL_BYTES, tail=True) or b""
+        data = b"" if job_dir is None else _read(job_dir / "stdout", TAIL_BYTES, tail=True) or b""
     lines = [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
     if not lines:
         return JobResult(None, "no output on stdout")

@@ -281,6 +281,13 @@ class Spool:
     def job_dir(self, cluster: int, proc: int) -> Path:
         return _job_dir(self.root, cluster, proc)
 
+    def results_dir(self, cluster: int, proc: int) -> Path | None:
+        """The job's folder, where its large results are (linked or uploaded); None
+        when it has none (looked for by its name: most jobs' results came inline)."""
+        if not os.path.isdir(f"{self.root}{os.sep}{cluster}{os.sep}{proc}"):
+            return None
+        return self.job_dir(cluster, proc)
+
     def clear_job_dir(self, cluster: int, proc: int) -> None:
         """Forget the large results of an earlier attempt of a job (an effect, run
         once the unit that restarted or cleaned the job committed)."""

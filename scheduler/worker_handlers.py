@@ -218,7 +218,7 @@ def on_job_finished(state: SchedulerState, conn: Link, msg: p.JobFinished) -> p.
         state.effects.defer(
             "drop attempt", partial(state.spool.drop_attempt, job.cluster, job.proc, msg.attempt)
         )
-        return _finish(state, worker, msg, {})
+        return _finish(state, worker, msg, {}, None)
     if msg.spooled:
         try:
             state.spool.take_attempt(job.cluster, job.proc, msg.attempt)
@@ -226,9 +226,9 @@ def on_job_finished(state: SchedulerState, conn: Link, msg: p.JobFinished) -> p.
             why = f"its results could not be put in place in the spool: {exc}"
             msg = dataclasses.replace(msg, failure=msg.failure or why)
     # Large results, linked into the spool or uploaded over FTP, are in the job's folder.
-    job_dir = state.spool.job_dir(job.cluster, job.proc)
-    if msg.disk_full or not job_dir.is_dir():
-        return _finish(state, worker, msg, {})
+    job_dir = None if msg.disk_full else state.spool.results_dir(job.cluster, job.proc)
+    if job_dir is None:
+        return _finish(state, worker, msg, {}, None)
     # Large results: their hashes first, in a thread; the reply follows.
     task = asyncio.get_running_loop().create_task(_hash_and_finish(state, worker, msg, job_dir))
     state.hashing.add(task)
@@ -262,7 +262,7 @@ async def _hash_and_finish(
         return
     if state.workers.of_link(worker.link) is not worker:
         return  # gone meanwhile: it sends the result again when it is back
-    reply = run_unit(state, "job_finished", lambda: _finish(state, worker, msg, hashes))
+    reply = run_unit(state, "job_finished", lambda: _finish(state, worker, msg, hashes, job_dir))
     assert isinstance(reply, p.Message)
     worker.link.send(reply.with_id(msg.id))
 
@@ -272,8 +272,10 @@ def _finish(
     worker: WorkerState,
     msg: p.JobFinished,
     hashes: dict[str, tuple[str, int]],
+    job_dir: Path | None,
 ) -> p.Message:
-    """Record the end of an attempt whose large results (if any) have these hashes."""
+    """Record the end of an attempt whose large results (if any) are in ``job_dir``
+    and have these hashes."""
     job = _current(worker, msg)
     if job is None:
         return p.Ok()
@@ -324,7 +326,6 @@ def _finish(
         else:
             result = None
             if _has_result(state, job):
-                job_dir = state.spool.job_dir(job.cluster, job.proc)
                 result = extract_result(job.spec, files, job_dir, msg.exit_code, msg.exit_signal)
                 state.store.results.save_result(job.cluster, job.proc, result)
             # Held by the job, so the update pushed on completion carries the result.

@@ -360,14 +360,14 @@ def retried_restarted(pool: Pool) -> tuple[str, Callable[[], object]]:
     assert worker is not None
     pool.removes(pool.state.spool.job_dir(job.cluster, job.proc))
     pool.after.append(("restarted", lambda: job.attempt == 2))
-    return "job_finished", lambda: _finish(pool.state, worker, finished(job, exit_code=3), {})
+    return "job_finished", lambda: _finish(pool.state, worker, finished(job, exit_code=3), {}, None)
 
 
 def completion_after_hashing(pool: Pool) -> tuple[str, Callable[[], object]]:
     job = pool.running_on(pool.w2)
     worker = pool.state.workers.of_link(pool.w2)
     assert worker is not None
-    return "job_finished", lambda: _finish(pool.state, worker, finished(job, exit_code=0), {})
+    return "job_finished", lambda: _finish(pool.state, worker, finished(job, exit_code=0), {}, None)
 
 
 def new_cluster(pool: Pool) -> tuple[str, Callable[[], object]]:
@@ -576,7 +576,7 @@ def retention(pool: Pool) -> tuple[str, Callable[[], object]]:
     job = pool.running_on(pool.w2)
     worker = state.workers.of_link(pool.w2)
     assert worker is not None
-    done = run_unit(state, "job_finished", lambda: _finish(state, worker, finished(job), {}))
+    done = run_unit(state, "job_finished", lambda: _finish(state, worker, finished(job), {}, None))
     assert not isinstance(done, p.Error)
     state.store.commit()
     pool.removes(state.spool.job_dir(job.cluster, job.proc))

@@ -248,7 +248,7 @@ def ended(
     assert worker is not None
     msg = p.JobFinished(job_id=job.id, attempt=job.attempt, wall_time=5.0, exit_code=exit_code,
                         exit_signal=exit_signal)  # fmt: skip
-    reply = run_unit(state, "job_finished", lambda: _finish(state, worker, msg, {}))
+    reply = run_unit(state, "job_finished", lambda: _finish(state, worker, msg, {}, None))
     assert isinstance(reply, p.Ok), reply
 
 
@@ -463,7 +463,7 @@ def test_the_peak_of_an_ended_attempt_is_its_memory_usage(state: SchedulerState)
     assert worker is not None
     msg = p.JobFinished(job_id=job.id, attempt=job.attempt, wall_time=1.0, exit_code=0,
                         memory_usage_mb=42)  # fmt: skip
-    run_unit(state, "job_finished", lambda: _finish(state, worker, msg, {}))
+    run_unit(state, "job_finished", lambda: _finish(state, worker, msg, {}, None))
     assert job.state is JobState.COMPLETED and job.info().memory_usage == 42
 
 

@@ -183,7 +183,7 @@ def test_extract_result_from_the_spool_and_exit_status(tmp_path: Path) -> None:
     assert extract_result(spec, {}, tmp_path, 0, None).value == {"value": 12.5}
     assert extract_result(spec, {}, tmp_path, 1, None).error == "exit code 1"
     assert extract_result(spec, {}, tmp_path, None, 9).error == "killed by signal 9"
-    assert extract_result(spec, {}, tmp_path / "none", 0, None).error == "no output on stdout"
+    assert extract_result(spec, {}, None, 0, None).error == "no output on stdout"
     with_file = JobSpec(executable="x", result_file="r.json")
     assert "no result file" in (extract_result(with_file, {}, tmp_path, 0, None).error or "")
     inline = {"outputs/r.json": b'{"k": 2}\n'}
