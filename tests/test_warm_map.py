@@ -262,3 +262,34 @@ def test_the_same_account_s_other_owner_never_gets_the_first_owner_s_interpreter
     assert len(first) == len(second) == len(third) == 1  # one warm interpreter each
     assert {uid for uid, _ in first | second} == {pwd.getpwnam("nobody").pw_uid}
     assert first != second and second != third  # same account, other owner: another one
+
+
+def ended(pid: int) -> bool:
+    """Whether process ``pid`` has exited (gone, or a zombie not yet reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
+def test_a_warm_interpreter_ends_when_idle_and_serves_one_function(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    cluster = make_cluster(workers=1, worker_args=("--warm-map", "--warm-map-idle", "1"))
+
+    def pid_of(x: int) -> int:
+        return os.getpid()
+
+    def other_pid_of(x: int) -> tuple[int, int]:
+        return x, os.getpid()
+
+    with client_of(cluster) as client:
+        (first,) = set(client.map(pid_of, range(3), chunk_size=1).values())
+        (again,) = set(client.map(pid_of, range(3), chunk_size=1).values())
+        assert again == first  # the same function: the same interpreter
+        (other,) = {pid for _, pid in client.map(other_pid_of, range(3), chunk_size=1).values()}
+        assert other != first and ended(first)  # another function: another interpreter
+        wait_until(lambda: ended(other), what="the idle warm interpreter's exit")
+        (last,) = {pid for _, pid in client.map(other_pid_of, range(2), chunk_size=1).values()}
+        assert last != other
