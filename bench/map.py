@@ -5,8 +5,11 @@
 dfarm: a local cluster (scheduler and 2 workers of 1 slot, as ``dfarm up -w 2``)
 and ``client.map(sq, range(N))`` with the default ``chunk_size`` (``"auto"``), then
 with explicit sizes; the latency of a one-item map, from the call to the result on
-the client; a function that imports numpy; as root, ``chunk_size=1`` and the
-latency again on workers started with ``--warm-map``. Dask: ``LocalCluster(n_workers=2,
+the client; a function that imports numpy; as root, ``chunk_size=1``, the
+latency and the numpy function again on workers started with ``--warm-map``; fair
+share: the wait of bob's 10-item map submitted while alice's map of N items of a
+millisecond runs (on ``--warm-map`` workers as root), against the run time of one
+of alice's jobs. Dask: ``LocalCluster(n_workers=2,
 threads_per_worker=1)`` in the same run, when ``dask[distributed]`` is installed
 (``pip install -e '.[bench]'``); its rows read "not available" otherwise.
 """
@@ -17,6 +20,7 @@ import argparse
 import importlib.util
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,6 +72,13 @@ def timed(fn: Callable[[], Any]) -> float:
 @contextmanager
 def dfarm_client(*worker_args: str) -> Iterator[Client]:
     """A client of a fresh local cluster of 2 workers of 1 slot."""
+    with dfarm_cluster(*worker_args) as (client, _):
+        yield client
+
+
+@contextmanager
+def dfarm_cluster(*worker_args: str) -> Iterator[tuple[Client, Path]]:
+    """A client of a fresh local cluster of 2 workers of 1 slot, and its home."""
     with tempfile.TemporaryDirectory(prefix="dfarm-bench-map-") as tmp:
         cluster = LocalCluster(Path(tmp) / "home", workers=0, slots=1)
         access = cluster.start()
@@ -80,7 +91,7 @@ def dfarm_client(*worker_args: str) -> Iterator[Client]:
                 while len(client.workers()) < 2:
                     time.sleep(0.05)
                 client.map(sq, range(2), chunk_size=1, files_dest=Path(tmp) / "files")  # warm up
-                yield client
+                yield client, cluster.home
         finally:
             cluster.stop()
 
@@ -126,6 +137,43 @@ def measure_warm(few: int, latency_runs: int) -> dict[str, float | None]:
         }
 
 
+def slow(x: int) -> int:
+    """An item of a millisecond."""
+    time.sleep(0.001)
+    return x
+
+
+def user_client(client: Client, home: Path, name: str) -> Client:
+    """A client of the same scheduler as ``name``, a user added for it."""
+    added = subprocess.run(
+        [sys.executable, "-m", "control_node.cli.dfarm", "user", "add", name, "--home", str(home)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    token = added.stdout.strip().splitlines()[-1]
+    return Client(scheduler=f"{client.endpoint.host}:{client.endpoint.port}", token=token)
+
+
+def measure_fair_share(items: int, *worker_args: str) -> dict[str, float | None]:
+    """alice maps ``slow`` over ``items`` items in the background; once her jobs run,
+    bob maps it over 10: the seconds bob waits, and the median run time of alice's
+    jobs (a chunk's)."""
+    with (
+        dfarm_cluster(*worker_args) as (client, home),
+        tempfile.TemporaryDirectory() as files,
+        user_client(client, home, "alice") as alice,
+        user_client(client, home, "bob") as bob,
+    ):
+        handle = alice.map_async(slow, range(items))
+        while not any(job.state == "running" for job in alice.cluster_jobs(int(handle.id))):
+            time.sleep(0.05)
+        waited = timed(lambda: bob.map(slow, range(10), files_dest=files))
+        found = alice.map_results(handle.id, timeout=3600, files_dest=files)
+    per_job: dict[str, float] = {}
+    for stat in found.stats:
+        per_job[stat.job_id] = per_job.get(stat.job_id, 0.0) + stat.seconds
+    return {"fair bob": waited, "fair chunk": statistics.median(per_job.values())}
+
+
 def measure_dask(items: int, few: int, latency_runs: int) -> dict[str, float | None]:
     """The same figures for Dask (explicit chunk sizes have no Dask counterpart)."""
     from dask.distributed import Client as DaskClient
@@ -158,9 +206,12 @@ def rows(items: int, few: int, sizes: list[int], latency_runs: int = 20) -> list
     reason = dask_reason()
     print(f"map: dfarm, {items:,} items ...", file=sys.stderr)
     ours = measure_dfarm(items, few, sizes, latency_runs)
-    if os.geteuid() == 0:
+    warm = ("--warm-map",) if os.geteuid() == 0 else ()
+    if warm:
         print("map: dfarm, workers with --warm-map ...", file=sys.stderr)
         ours.update(measure_warm(few, latency_runs))
+    print(f"map: dfarm, fair share beside a {items:,}-item map ...", file=sys.stderr)
+    fair = measure_fair_share(items, *warm)
     theirs: dict[str, float | None] = {}
     if reason is None:
         print(f"map: Dask, {items:,} items ...", file=sys.stderr)
@@ -173,10 +224,10 @@ def rows(items: int, few: int, sizes: list[int], latency_runs: int = 20) -> list
         "numpy": f"map of a function importing numpy, {few:,} items (items/s)",
         "warm chunk 1": f"--warm-map workers: map(sq, range({few:,})), chunk_size=1 (items/s)",
         "warm latency": f"--warm-map workers: one-item map, median of {latency_runs} (ms)",
-        "warm numpy": f"--warm-map workers: numpy function, {few:,} items, chunk_size=1",
+        "warm numpy": f"--warm-map workers: numpy function, {few:,} items, chunk_size=1 (items/s)",
     }
     base_of = {"warm chunk 1": "chunk 1", "warm latency": "latency", "warm numpy": "numpy"}
-    table = []
+    table: list[tuple[str, ...]] = []
     for key, label in labels.items():
         mine, base = ours.get(key), theirs.get(base_of.get(key, key))
         if mine is None:
@@ -201,6 +252,13 @@ def rows(items: int, few: int, sizes: list[int], latency_runs: int = 20) -> list
             (label, format(mine * scale, fmt), dask_text, ratio_text,
              "-" if target is None else f"{sign} {target:.2f}", verdict)
         )  # fmt: skip
+    ratio = fair["fair bob"] / fair["fair chunk"]  # type: ignore[operator]
+    table.append(
+        (f"fair share: bob's 10-item map after alice's {items:,}-item one, in alice's"
+         f" jobs of {fair['fair chunk']:.2f} s{' (--warm-map)' if warm else ''} (s)",
+         f"{fair['fair bob']:.2f}", "-", f"{ratio:.2f} jobs", "<= 2.00 jobs",
+         "met" if ratio <= 2 else "NOT met")
+    )  # fmt: skip
     return table
 
 

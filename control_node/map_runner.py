@@ -147,14 +147,16 @@ def _take_written(
     return taken
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        print("usage: python -m control_node.map_runner FUNCTION.pkl CHUNK.pkl RESULT.pkl",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    function_file, chunk_file, result_file = argv
-    with open(function_file, "rb") as f:
-        fn = cloudpickle.load(f).restore()
+def load_function(path: str) -> Any:
+    """The function a map's FUNCTION.pkl holds, ready to call."""
+    with open(path, "rb") as f:
+        return cloudpickle.load(f).restore()
+
+
+def run_files(fn: Any, argv: list[str]) -> int:
+    """Run ``fn`` on the chunk of ``argv`` (FUNCTION.pkl CHUNK.pkl RESULT.pkl, in the
+    working directory) and write its outcomes: the job's exit status."""
+    _, chunk_file, result_file = argv
     with open(chunk_file, "rb") as f:
         chunk = cloudpickle.load(f)
     keep = {*argv, "dfarm-map.sh"}
@@ -162,6 +164,14 @@ def main(argv: list[str]) -> int:
     with open(result_file, "wb") as f:
         cloudpickle.dump(outcomes, f)
     return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print("usage: python -m control_node.map_runner FUNCTION.pkl CHUNK.pkl RESULT.pkl",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    return run_files(load_function(argv[0]), argv)
 
 
 if __name__ == "__main__":

@@ -166,3 +166,130 @@ def test_another_owner_s_map_runs_from_a_launcher_of_its_own_account(
     assert root_uid == pwd.getpwnam("nobody").pw_uid and user_uid == users[0].pw_uid
     assert root_launcher != user_launcher
     assert root_main == user_main == "worker_node.launcher"
+
+
+def numpy_fn() -> Callable[[int], tuple[int, int, bool, int, float, float]]:
+    """A function (sent by value) giving its process, whether numpy was imported
+    before this call, how many calls its process made, and a draw of ``random``
+    and of numpy's global generator (item 0 seeds both, fixed)."""
+
+    def with_numpy(x: int, calls: list[int] = []) -> tuple[int, int, bool, int, float, float]:  # noqa: B006
+        imported = "numpy" in sys.modules
+        import random
+
+        import numpy
+
+        calls.append(x)
+        if x == 0:
+            random.seed(1234)
+            numpy.random.seed(1234)
+            random.random(), numpy.random.random()
+        return x, os.getpid(), imported, len(calls), random.random(), numpy.random.random()
+
+    return with_numpy
+
+
+def test_a_warm_interpreter_runs_the_jobs_of_a_map_until_its_limit_of_items(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    pytest.importorskip("numpy")
+    cluster = make_cluster(workers=1, worker_args=("--warm-map", "--warm-map-items", "4"))
+    with client_of(cluster) as client:
+        found = client.map(numpy_fn(), range(10), chunk_size=1)
+    by_pid: dict[int, list[tuple[int, int, bool, int, float, float]]] = {}
+    for row in found.values():
+        by_pid.setdefault(row[1], []).append(row)
+    assert sorted(len(rows) for rows in by_pid.values()) == [2, 4, 4]  # recycled after 4
+    for rows in by_pid.values():
+        rows.sort(key=lambda row: row[3])
+        assert [row[3] for row in rows] == list(range(1, len(rows) + 1))  # one process
+        assert [row[2] for row in rows] == [False] + [True] * (len(rows) - 1)  # numpy once
+    import random
+
+    import numpy
+
+    random.seed(1234)
+    numpy.random.seed(1234)
+    random.random(), numpy.random.random()
+    seeded = (random.random(), numpy.random.random())
+    after_zero = [row for row in found.values() if row[0] == 1]
+    assert after_zero and (after_zero[0][4], after_zero[0][5]) != seeded  # reseeded per job
+    assert len({row[4] for row in found.values()}) == 10
+
+
+def test_a_crash_fails_its_item_alone_and_the_next_runs_in_a_new_interpreter(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    cluster = make_cluster(workers=1, worker_args=("--warm-map",))
+
+    def crash(x: int) -> tuple[int, int]:
+        if x == 2:
+            os._exit(9)
+        return x, os.getpid()
+
+    with client_of(cluster) as client:
+        handle = client.map_async(crash, range(5), chunk_size=1)
+        with pytest.raises(MapJobFailed, match="exit code 9"):
+            client.map_results(handle.id, timeout=120)
+        ended = ("completed", "held")
+
+        def states() -> list[str]:
+            return [job.state for job in client.cluster_jobs(int(handle.id))]
+
+        wait_until(lambda: all(state in ended for state in states()), what="the map's end")
+        assert sorted(states()) == ["completed"] * 4 + ["held"]
+        found = client.map(crash, [0, 1, 3], chunk_size=1)
+    assert [x for x, _ in found.values()] == [0, 1, 3]
+    assert len({pid for _, pid in found.values()}) == 1  # a new warm interpreter, kept
+
+
+def test_the_same_account_s_other_owner_never_gets_the_first_owner_s_interpreter(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    cluster = make_cluster(workers=1, worker_args=("--warm-map",))
+    add = cluster.run("dfarm", "user", "add", "nolocalaccount", "--home", cluster.config.home)
+    token = add.stdout.strip().splitlines()[-1]
+
+    def who(x: int) -> tuple[int, int]:
+        return os.getuid(), os.getpid()
+
+    with client_of(cluster) as root_client:
+        first = set(root_client.map(who, range(3), chunk_size=1).values())
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=token) as other:
+        second = set(other.map(who, range(3), chunk_size=1).values())
+    with client_of(cluster) as root_client:
+        third = set(root_client.map(who, range(3), chunk_size=1).values())
+    assert len(first) == len(second) == len(third) == 1  # one warm interpreter each
+    assert {uid for uid, _ in first | second} == {pwd.getpwnam("nobody").pw_uid}
+    assert first != second and second != third  # same account, other owner: another one
+
+
+def ended(pid: int) -> bool:
+    """Whether process ``pid`` has exited (gone, or a zombie not yet reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
+def test_a_warm_interpreter_ends_when_idle_and_serves_one_function(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    cluster = make_cluster(workers=1, worker_args=("--warm-map", "--warm-map-idle", "1"))
+
+    def pid_of(x: int) -> int:
+        return os.getpid()
+
+    def other_pid_of(x: int) -> tuple[int, int]:
+        return x, os.getpid()
+
+    with client_of(cluster) as client:
+        (first,) = set(client.map(pid_of, range(3), chunk_size=1).values())
+        (again,) = set(client.map(pid_of, range(3), chunk_size=1).values())
+        assert again == first  # the same function: the same interpreter
+        (other,) = {pid for _, pid in client.map(other_pid_of, range(3), chunk_size=1).values()}
+        assert other != first and ended(first)  # another function: another interpreter
+        wait_until(lambda: ended(other), what="the idle warm interpreter's exit")
+        (last,) = {pid for _, pid in client.map(other_pid_of, range(2), chunk_size=1).values()}
+        assert last != other

@@ -104,9 +104,23 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
     parser.add_argument(
         "--warm-map",
         action="store_true",
-        help="when the worker runs as root: start each job of a Client.map as a fork of its"
-        " slot's launcher, which has the map runner and cloudpickle imported, rather than"
-        " a new Python",
+        help="when the worker runs as root: run the jobs of a Client.map in a warm Python"
+        " per slot and owner, forked from the slot's launcher, which keeps the map's function"
+        " and its imports from one job to the next, rather than a new Python each",
+    )
+    parser.add_argument(
+        "--warm-map-items",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="with --warm-map: a warm Python is replaced after N jobs",
+    )
+    parser.add_argument(
+        "--warm-map-idle",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --warm-map: a warm Python exits after SECONDS without a job",
     )
     parser.add_argument(
         "--tls-fingerprint",
@@ -191,6 +205,8 @@ def config_from_args(args: argparse.Namespace, sampler: Sampler) -> WorkerConfig
         else None,
         always_ftp=args.always_ftp,
         warm_map=args.warm_map,
+        warm_map_items=max(1, args.warm_map_items),
+        warm_map_idle=max(0.1, args.warm_map_idle),
         min_free_space=args.min_free_space,
     )
 

@@ -93,6 +93,9 @@ class WorkerConfig:
     always_ftp: bool = False
     #: Start the jobs of a map as forks of their launcher (see worker_node.warm_map).
     warm_map: bool = False
+    #: A warm interpreter's most jobs, and its most seconds without one.
+    warm_map_items: int = 1000
+    warm_map_idle: float = 60.0
     #: Bytes the work directory's file system must keep free; below, the disk is
     #: full: the worker takes no job, and an attempt that ends so fails.
     min_free_space: int = 64 * 2**20
@@ -170,7 +173,13 @@ class Worker:
         sampler.job_start = "launchers"
         assert self.job_python is not None
         cgroups = JobCgroups.create(self.config.name)
-        return Launchers(self.job_python, cgroups, warm_map=self.config.warm_map)
+        return Launchers(
+            self.job_python,
+            cgroups,
+            warm_map=(self.config.warm_map_items, self.config.warm_map_idle)
+            if self.config.warm_map
+            else None,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -16,16 +16,19 @@ At start, a worker checks that its launchers' interpreter (see
 does not, the worker says so in its log and in ``dstat`` (``job_start``) and starts
 jobs directly.
 
-    python -m worker_node.launcher FD [--warm-map PYTHON]
+    python -m worker_node.launcher FD [--warm-map PYTHON [ITEMS IDLE]]
     (FD: the worker's end of a socket pair)
 
 With ``--warm-map``, the jobs of a ``Client.map`` that run ``PYTHON`` (the command
-that started the launcher) start as forks of the launcher (see
-:mod:`worker_node.warm_map`).
+that started the launcher) run in a warm interpreter, a fork of the launcher kept
+for the jobs of one owner and function, ITEMS jobs at most, IDLE seconds idle at
+most (see :mod:`worker_node.warm_map`).
 
-Each request is one packet: JSON ``{"argv", "cwd", "env"}`` with the job's stdin,
-stdout and stderr as passed descriptors; the replies are ``{"pid"}`` (or
-``{"errno", "error"}`` if it could not start), then ``{"status", "cpu"}``.
+Each request is one packet: JSON ``{"argv", "cwd", "env", "owner"}`` with the
+job's stdin, stdout and stderr as passed descriptors; the replies are ``{"pid"}``
+(or ``{"errno", "error"}`` if it could not start), then ``{"status", "cpu"}``,
+with ``"kept"``, the pid of the warm interpreter left for the next job, if any.
+A request ``{"drop": true}`` ends that interpreter (reply ``{"dropped": true}``).
 A launcher serves one job at a time and exits when the worker closes its end.
 """
 
@@ -47,6 +50,7 @@ from worker_node import warm_map as warm_map_jobs
 from worker_node.cgroups import JobCgroups
 from worker_node.identity import Account
 from worker_node.reaper import become_subreaper, reap_children
+from worker_node.warm_map import WarmMaps
 
 #: Seconds the check of a launcher's interpreter may take at the worker's start.
 PROBE_TIMEOUT = 60.0
@@ -65,7 +69,7 @@ class JobLost(LauncherError):
 class Launcher:
     """The worker's side of one launcher process."""
 
-    def __init__(self, account: Account, python: str, warm_map: bool = False):
+    def __init__(self, account: Account, python: str, warm_map: tuple[int, float] | None = None):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
             self.process = subprocess.Popen(
@@ -74,7 +78,7 @@ class Launcher:
                     "-m",
                     "worker_node.launcher",
                     str(theirs.fileno()),
-                    *(["--warm-map", python] if warm_map else []),
+                    *(["--warm-map", python, *map(str, warm_map)] if warm_map else []),
                 ],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
@@ -86,18 +90,22 @@ class Launcher:
                 start_new_session=True,  # signals to the worker's group are not for it
             )
         self.sock = ours
+        #: The warm interpreter this launcher keeps for its next job of a map.
+        self.kept: int | None = None
 
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def start(
-        self, argv: list[str], cwd: str, env: dict[str, str], fds: list[int]
+        self, argv: list[str], cwd: str, env: dict[str, str], fds: list[int], owner: str = ""
     ) -> tuple[int, int | None]:
-        """Start a job: its pid and a pidfd of it (None where the kernel has none).
-        OSError as ``subprocess.Popen`` would raise it; :class:`LauncherError` if the
-        launcher is gone before it took the job, :class:`JobLost` after."""
-        request = json.dumps({"argv": argv, "cwd": cwd, "env": env}).encode()
+        """Start a job of ``owner``: its pid and a pidfd of it (None where the kernel
+        has none). OSError as ``subprocess.Popen`` would raise it; :class:`LauncherError`
+        if the launcher is gone before it took the job, :class:`JobLost` after."""
+        self.kept = None
+        job = {"argv": argv, "cwd": cwd, "env": env, "owner": owner}
+        request = json.dumps(job).encode()
         try:
             socket.send_fds(self.sock, [request], fds)
         except OSError as exc:
@@ -113,7 +121,17 @@ class Launcher:
     def wait(self) -> tuple[int, float]:
         """Block until the started job ends: its exit status (-N: signal N), CPU seconds."""
         reply, _ = self._reply()
+        self.kept = reply.get("kept")
         return int(reply["status"]), float(reply["cpu"])
+
+    def drop(self) -> None:
+        """End the warm interpreter this launcher keeps, if any."""
+        if self.kept is None:
+            return
+        self.kept = None
+        with contextlib.suppress(OSError):
+            self.sock.send(json.dumps({"drop": True}).encode())
+            self._reply()
 
     def _reply(self, fds: int = 0) -> tuple[dict[str, Any], int | None]:
         """The next reply, and the descriptor passed with it, if any."""
@@ -143,7 +161,14 @@ class Launchers:
     """One launcher per (slot, account), started when first needed, each in a
     cgroup of its own where the worker could make ``cgroups``."""
 
-    def __init__(self, python: str, cgroups: JobCgroups | None = None, warm_map: bool = False):
+    def __init__(
+        self,
+        python: str,
+        cgroups: JobCgroups | None = None,
+        warm_map: tuple[int, float] | None = None,
+    ):
+        """``warm_map``: run the jobs of maps in warm interpreters, recycled after
+        so many jobs and seconds idle (see :mod:`worker_node.warm_map`)."""
         self.python = python
         self.cgroups = cgroups
         self.warm_map = warm_map
@@ -151,8 +176,12 @@ class Launchers:
         self._running: dict[tuple[int, Account], Launcher] = {}
 
     def get(self, slot: int, account: Account) -> Launcher:
-        """The slot's launcher for ``account`` (one job at a time per slot)."""
+        """The slot's launcher for ``account`` (one job at a time per slot); the
+        warm interpreters of the slot's other accounts end: the slot is this one's."""
         with self._lock:
+            for (other_slot, other), idle in self._running.items():
+                if other_slot == slot and other != account:
+                    idle.drop()
             launcher = self._running.get((slot, account))
             if launcher is not None and not launcher.alive:
                 launcher.close()  # a job of the same account killed it: start another
@@ -172,13 +201,13 @@ class Launchers:
             return
         with self._lock:
             launcher = self._running.get((slot, account))
-            spare = {launcher.process.pid} if launcher is not None and launcher.alive else set()
+            spare = _own(launcher) if launcher is not None and launcher.alive else set()
         self.cgroups.kill(_cgroup(slot, account), spare)
 
     def pids(self) -> set[int]:
         """The launchers' own processes (of jobs' uids, yet never a job's)."""
         with self._lock:
-            return {launcher.process.pid for launcher in self._running.values()}
+            return {pid for launcher in self._running.values() for pid in _own(launcher)}
 
     def close(self) -> None:
         with self._lock:
@@ -214,6 +243,11 @@ def problem(python: str | None, account: Account) -> str | None:
     return None
 
 
+def _own(launcher: Launcher) -> set[int]:
+    """A launcher's process and its warm interpreter's, if it keeps one."""
+    return {launcher.process.pid, *([launcher.kept] if launcher.kept is not None else [])}
+
+
 def _cgroup(slot: int, account: Account) -> str:
     return f"slot{slot}-uid{account.uid}"
 
@@ -228,20 +262,33 @@ def _launcher_env() -> dict[str, str]:
     return env
 
 
-def serve(sock: socket.socket, warm_map: str | None = None) -> None:
+def serve(sock: socket.socket, warm_map: str | None = None, warm: WarmMaps | None = None) -> None:
     """Start, wait for and report one job after another until the worker hangs up
-    (``warm_map``: the Python whose map jobs start as forks of this process)."""
+    (``warm_map``: the Python whose map jobs run in ``warm``'s interpreters)."""
+    warm = warm or WarmMaps()
+    try:
+        _serve(sock, warm_map, warm)
+    finally:
+        warm.drop()
+
+
+def _serve(sock: socket.socket, warm_map: str | None, warm: WarmMaps) -> None:
     while True:
         request, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 3)
         if not request:
             return
         try:
             job = json.loads(request)
+            if job.get("drop"):
+                warm.drop()
+                sock.send(json.dumps({"dropped": True}).encode())
+                continue
             try:
                 argv, cwd, env = job["argv"], job["cwd"], job["env"]
                 if warm_map and warm_map_jobs.is_map_job(argv, env, warm_map):
-                    pid = warm_map_jobs.fork_job(argv, cwd, env, fds)
+                    pid = warm.start(argv, cwd, env, fds, str(job.get("owner", "")))
                 else:
+                    warm.drop()  # the slot is another job's
                     pid = spawn(argv, cwd, env, fds)
             except OSError as exc:
                 sock.send(json.dumps({"errno": exc.errno or 0, "error": exc.strerror}).encode())
@@ -250,10 +297,17 @@ def serve(sock: socket.socket, warm_map: str | None = None) -> None:
             for fd in fds:
                 os.close(fd)
         _send_pid(sock, pid)
-        wait_exit(pid)
-        status, cpu = reap_group(pid)
-        reap_children()  # what left the job's group and session: see worker_node.reaper
-        sock.send(json.dumps({"status": status, "cpu": cpu}).encode())
+        if warm.runs(pid):
+            status, cpu = warm.finish()
+        else:
+            wait_exit(pid)
+            status, cpu = reap_group(pid)
+        # What left the job's group and session: see worker_node.reaper.
+        reap_children(spare=warm.kept)
+        reply: dict[str, Any] = {"status": status, "cpu": cpu}
+        if warm.kept is not None:
+            reply["kept"] = warm.kept
+        sock.send(json.dumps(reply).encode())
 
 
 def _send_pid(sock: socket.socket, pid: int) -> None:
@@ -319,8 +373,9 @@ def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=int(argv[0]))
     sock.set_inheritable(False)  # passed to this process, never to its jobs
     with sock, contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        warm = argv[2] if argv[1:2] == ["--warm-map"] and len(argv) > 2 else None
-        serve(sock, warm)  # until the worker is gone
+        python = argv[2] if argv[1:2] == ["--warm-map"] and len(argv) > 2 else None
+        warm = WarmMaps(int(argv[3]), float(argv[4])) if python and len(argv) > 4 else None
+        serve(sock, python, warm)  # until the worker is gone
     return 0
 
 

@@ -67,10 +67,13 @@ def mechanism(launchers: bool, slot_uids: bool, cgroup: str | None = None) -> st
     return " + ".join(parts)
 
 
-def reap_children(limit: float = SWEEP_LIMIT) -> int:
+def reap_children(limit: float = SWEEP_LIMIT, spare: int | None = None) -> int:
     """Kill and reap every child of this process until none is left (a subreaper's
     children include its descendants' orphans), or for at most ``limit`` seconds
-    (a process in uninterruptible sleep dies late); how many were reaped."""
+    (a process in uninterruptible sleep dies late); how many were reaped. The
+    child ``spare``, if any, is left alone (see :mod:`worker_node.warm_map`)."""
+    if spare is not None:
+        return _reap_children_but(spare, limit)
     count = 0
     deadline = time.monotonic() + limit
     while True:
@@ -86,6 +89,24 @@ def reap_children(limit: float = SWEEP_LIMIT) -> int:
         for child in _children(os.getpid()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)  # a child's pid cannot be reused unreaped
+        time.sleep(POLL)
+
+
+def _reap_children_but(spare: int, limit: float) -> int:
+    """:func:`reap_children`, child ``spare`` left alive and unreaped."""
+    count = 0
+    deadline = time.monotonic() + limit
+    while True:
+        children = [pid for pid in _children(os.getpid()) if pid != spare]
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)  # a child's pid cannot be reused unreaped
+        for child in children:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(child, os.WNOHANG)[0]:
+                    count += 1
+        if not children or time.monotonic() > deadline:
+            return count
         time.sleep(POLL)
 
 

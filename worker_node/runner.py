@@ -401,7 +401,9 @@ def _execute(
                 if launcher is not None:
                     fds = [stdin, stdout.fileno(), stderr.fileno()]
                     try:
-                        attempt.process = Launched(*launcher.start(argv, str(sandbox), env, fds))
+                        attempt.process = Launched(
+                            *launcher.start(argv, str(sandbox), env, fds, attempt.msg.owner)
+                        )
                     except JobLost as exc:  # it may have started: never start it twice
                         attempt.kill_reason = str(exc)
                         return None, time.monotonic() - start, 0.0, None
