@@ -187,12 +187,18 @@ def on_query_history(state: SchedulerState, conn: Caller, msg: p.QueryHistory) -
         limit=max(1, min(msg.limit, 100_000)),
         before=before,
     )
+    return p.JobList(jobs=history_records(state, conn, jobs))
+
+
+def history_records(state: SchedulerState, conn: Caller, jobs: list[Job]) -> list[p.JobInfo]:
+    """Finished jobs as ``dhistory`` shows them to ``conn``: with their total run
+    time and the state of their mail."""
     events = state.store.events_of((job.cluster, job.proc) for job in jobs)
     infos = []
     for job in jobs:
         total = total_run_time(events[(job.cluster, job.proc)])
         infos.append(dataclasses.replace(visible(conn, job), total_run_time=total))
-    return p.JobList(jobs=state.mailer.annotate(infos, conn.name))
+    return state.mailer.annotate(infos, conn.name)
 
 
 # ------------------------------------------------------------------ live output

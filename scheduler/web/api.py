@@ -17,6 +17,7 @@ from aiohttp import web
 
 from scheduler import protocol as p
 from scheduler.connection import RequestError
+from scheduler.selection import visible
 from scheduler.web import events, jobpages, queue_pages, views
 from scheduler.web.keys import index_of, metrics_of, scheduler_of, sessions_of, streams_of
 from scheduler.web.session import require_user, still_logged_in
@@ -93,7 +94,7 @@ async def jobs(request: web.Request) -> web.Response:
         chosen_states = queue_pages.STATES if chosen is None else tuple(chosen)
         cluster = int(ids[0]) if ids else None
         page = index_of(request).page(owner, chosen_states, cluster, "id", False, offset, limit)
-        infos = [views.visible(user, job) for job in map(s.jobs.active.get, page.keys) if job]
+        infos = [visible(user, job) for job in map(s.jobs.active.get, page.keys) if job]
         found = s.mailer.annotate(infos, user.name)
         return _paged(found, page.total)
     found = views.jobs(s, user, ids, chosen, q.get("allusers") == "1")

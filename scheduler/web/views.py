@@ -12,7 +12,6 @@ commands' ``--json``.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +20,7 @@ from scheduler import protocol as p
 from scheduler.connection import RequestError
 from scheduler.control_handlers import worker_infos
 from scheduler.protocol import JobState
-from scheduler.run_time import total_run_time
-from scheduler.selection import owned_job, parse_ids, visible
+from scheduler.selection import owned_job, parse_ids
 from scheduler.units import run_request
 from scheduler.web.session import WebUser
 
@@ -98,11 +96,7 @@ def history_page(
     parse_ids(ids)  # refuses malformed ids
     owner = None if all_users else user.name
     found = s.store.history(owner=owner, job_ids=ids, since=since, limit=limit, offset=offset)
-    infos = []
-    for job in found:
-        total = total_run_time(s.store.events(job.cluster, job.proc))
-        infos.append(dataclasses.replace(visible(user, job), total_run_time=total))
-    return s.mailer.annotate(infos, user.name)
+    return job_control.history_records(s, user, found)
 
 
 def change(s: SchedulerState, user: WebUser, action: str, ids: list[str]) -> p.JobsChanged:
