@@ -10,11 +10,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import TestCluster, wait_until, write
 
 from control_node import AuthError, Client, NotFound, SchedulerUnavailable, SubmitError
+from control_node.mapping import MapResults
 
 
 @pytest.fixture
@@ -107,11 +109,9 @@ def test_map_stop_when_removes_the_rest(cluster: TestCluster, client: Client) ->
     assert json.loads(cluster.run("dq", "--json").stdout) == []
 
 
-def test_map_loses_nothing_when_a_worker_dies(
-    make_cluster: Callable[..., TestCluster], tmp_path: Path
-) -> None:
-    cluster = make_cluster(workers=2, scheduler_args=("--worker-timeout", "1"))
-    gate = tmp_path / "go"
+def map_with_a_worker_killed(cluster: TestCluster, gate: Path, **options: Any) -> MapResults:
+    """``x + 1`` over ``range(6)`` on two workers, with w1 killed (SIGKILL) while both
+    run a job (each waits for ``gate``, made once w1 is dead)."""
 
     def gated(x: int) -> int:
         while not gate.exists():  # both workers are busy when one of them is killed
@@ -128,8 +128,16 @@ def test_map_loses_nothing_when_a_worker_dies(
     killer = threading.Thread(target=kill_w1)
     killer.start()
     with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
-        found = client.map(gated, range(6), timeout=120)
+        found = client.map(gated, range(6), timeout=120, **options)
     killer.join()
+    return found
+
+
+def test_map_loses_nothing_when_a_worker_dies(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=2, scheduler_args=("--worker-timeout", "1"))
+    found = map_with_a_worker_killed(cluster, tmp_path / "go")
     assert dict(found) == {x: x + 1 for x in range(6)}
     rerun = [s for s in found.stats if s.attempt == 2]
     assert rerun and {s.worker for s in rerun} == {"w2"}  # the killed job ran again on w2

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import os
 import pwd
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import TestCluster, wait_until, write
+from test_api import map_with_a_worker_killed
 
 from control_node import Client
 from control_node.mapping import MapJobFailed
@@ -118,25 +117,7 @@ def test_a_lost_worker_s_items_run_again_elsewhere_once(
     cluster = make_cluster(
         workers=2, worker_args=("--warm-map",), scheduler_args=("--worker-timeout", "1")
     )
-    gate = tmp_path / "go"
-
-    def gated(x: int) -> int:
-        while not gate.exists():  # both workers are busy when one of them is killed
-            time.sleep(0.02)
-        return x + 1
-
-    def kill_w1() -> None:
-        wait_until(lambda: len(cluster.run("dq", "--json").stdout.split('"running"')) == 3)
-        cluster.expected_exits.add("w1")
-        cluster.processes["w1"].send_signal(signal.SIGKILL)
-        cluster.processes["w1"].wait()
-        gate.touch()
-
-    killer = threading.Thread(target=kill_w1)
-    killer.start()
-    with client_of(cluster) as client:
-        found = client.map(gated, range(6), chunk_size=1, timeout=120)
-    killer.join()
+    found = map_with_a_worker_killed(cluster, tmp_path / "go", chunk_size=1)
     assert dict(found) == {x: x + 1 for x in range(6)}
     assert len(found.stats) == 6  # each item's result recorded once
     rerun = [s for s in found.stats if s.attempt == 2]
