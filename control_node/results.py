@@ -148,16 +148,7 @@ def job_pages(
     most = max(1, min(page, conn.max_frame // RECORD_BYTES))
     seen, after = 0, ""
     while True:
-        size = most if limit <= 0 else min(most, limit - seen)
-        reply = conn.request(
-            p.QueryJobs(
-                ids=list(ids),
-                states=ACTIVE_STATES if states is None else list(states),
-                all_users=all_users,
-                limit=size,
-                after=after,
-            )
-        )
+        reply = conn.request(_page_query(ids, states, all_users, most, limit, seen, after))
         assert isinstance(reply, p.JobList)
         if reply.jobs:
             seen += len(reply.jobs)
@@ -165,6 +156,26 @@ def job_pages(
             yield reply.jobs
         if not reply.more or not reply.jobs or 0 < limit <= seen:
             return
+
+
+def _page_query(
+    ids: list[str],
+    states: list[str] | None,
+    all_users: bool,
+    most: int,
+    limit: int,
+    seen: int,
+    after: str,
+) -> p.QueryJobs:
+    """The request for the page of jobs after ``after``: at most ``most`` jobs, and
+    no more than ``limit`` in all (0: no limit) once ``seen`` have come."""
+    return p.QueryJobs(
+        ids=list(ids),
+        states=ACTIVE_STATES if states is None else list(states),
+        all_users=all_users,
+        limit=most if limit <= 0 else min(most, limit - seen),
+        after=after,
+    )
 
 
 def wire_pages(
@@ -181,15 +192,7 @@ def wire_pages(
     most = max(1, min(page, conn.max_frame // RECORD_BYTES))
 
     def ask(after: str, seen: int) -> int:
-        return conn.send_request(
-            p.QueryJobs(
-                ids=list(ids),
-                states=ACTIVE_STATES if states is None else list(states),
-                all_users=all_users,
-                limit=most if limit <= 0 else min(most, limit - seen),
-                after=after,
-            )
-        )
+        return conn.send_request(_page_query(ids, states, all_users, most, limit, seen, after))
 
     seen, pending = 0, ask("", 0)
     while True:
