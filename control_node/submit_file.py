@@ -51,6 +51,15 @@ from control_node.submit_keys import (
     suggestion,
     warning_for,
 )
+from control_node.submit_lines import CONTROL_CHARS, LineError, Statement, read_statements
+from control_node.submit_macros import (
+    MacroContext,
+    MacroError,
+    expand_macros,
+    replace_self_reference,
+    undefined_macros,
+    used_names,
+)
 from control_node.submit_paths import PathReaders
 from control_node.submit_queue import (
     PREDEFINED,
@@ -59,18 +68,6 @@ from control_node.submit_queue import (
     evaluate_count,
     parse_queue,
     queue_items,
-)
-from control_node.submit_quoting import (
-    CONTROL_CHARS,
-    LineError,
-    MacroContext,
-    MacroError,
-    Statement,
-    expand_macros,
-    read_statements,
-    replace_self_reference,
-    undefined_macros,
-    used_names,
 )
 from control_node.submit_requirements import Derived, DerivedError, derive
 from control_node.submit_universe import ChoiceChecks
