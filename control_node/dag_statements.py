@@ -298,7 +298,10 @@ class StatementReader:
             if word in ("OVERWRITE", "DONT-OVERWRITE"):
                 self.dag.dot_overwrite = word == "OVERWRITE"
             elif word == "INCLUDE" and rest:
-                self.dag.dot_include = str((sc.base / rest.pop(0)).absolute())
+                header = (sc.base / rest.pop(0)).absolute()
+                if not header.is_file():
+                    raise line.error(f"DOT INCLUDE file {header} does not exist")
+                self.dag.dot_include = str(header)
             elif word != "DONT-UPDATE":
                 raise line.error(f"unexpected {word!r}: {Syntax.DOT}")
 

@@ -405,6 +405,7 @@ def test_config_and_dot(tmp_path: Path) -> None:
         "INCLUDE head.dot\n",
         "dagman.config": "# settings\nDAGMAN_MAX_JOBS_SUBMITTED = 10\ndagman_always_run_post = "
         "True\nDAGMAN_MAX_PRE_SCRIPTS=2\n",
+        "head.dot": "node [fontsize=10];\n",
     }
     write(tmp_path, files, ABCD)
     dag = read_dag(tmp_path / "c.dag")
@@ -453,6 +454,7 @@ REFUSALS = [
     ("JOB A A.sub\nABORT-DAG-ON A 1 RETURN 300\n", 2, "from 0 to 255"),
     ("JOB A A.sub\nMAXJOBS c 0\n", 2, "MAXJOBS must be at least 1"),
     ("JOB A A.sub\nDOT d.dot UPDATE\n", 2, "DOT UPDATE is not supported"),
+    ("JOB A A.sub\nDOT d.dot INCLUDE no.dot\n", 2, "no.dot does not exist"),
     ("JOB A A.sub\nCONFIG none.config\n", 2, "none.config does not exist"),
     ("JOB A A.sub\nINCLUDE self.dag\n", 2, "includes itself"),
     ("JOB A A.sub\nINCLUDE gone.dag\n", 2, "gone.dag does not exist"),
