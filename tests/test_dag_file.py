@@ -6,15 +6,19 @@ read back into the workflow it was given."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from htcondor_oracle import HTCONDOR, _env
 
+from control_node.dag_builder import DagBuildError, DagBuilder
+from control_node.dag_dot import dot_text, write_dot_file
 from control_node.dag_file import DagFileError, read_dag
-from control_node.dag_model import Dag
+from control_node.dag_model import Dag, DagNode
 
 SUBMIT = "executable = /bin/true\nqueue\n"
 
@@ -632,3 +636,130 @@ def closure(direct: set[tuple[str, str]]) -> set[tuple[str, str]]:
                     stack.append(c)
         out |= {(start, c) for c in seen}
     return out
+
+
+# ------------------------------------------------------------- the Python builder
+
+
+def test_the_builder_makes_what_the_file_makes(tmp_path: Path) -> None:
+    text = (
+        DIAMOND
+        + 'VARS B x="$(JOB)!"\nVARS B APPEND y="2"\nRETRY C 3 UNLESS-EXIT 2\n'
+        + "SCRIPT PRE B pre.sh $JOB\nSCRIPT POST D post.sh $RETURN\nPRE_SKIP B 9\n"
+        + "ABORT-DAG-ON C 10 RETURN 1\nCATEGORY C slow\nMAXJOBS slow 2\nPRIORITY D 4\n"
+    )
+    write(tmp_path, {"d.dag": text}, ABCD)
+    from_file = read_dag(tmp_path / "d.dag")
+    d = DagBuilder(tmp_path)
+    a = d.job("A", "A.sub")
+    b = d.job(
+        "B",
+        "B.sub",
+        after=[a],
+        vars={"x": "$(JOB)!", "y": "2"},
+        append_vars=["y"],
+        pre="pre.sh $JOB",
+        pre_skip=9,,
+    )
+    c = d.job(
+        "C", "C.sub", after=[a], retry=3, retry_unless_exit=2, abort_on=(10, 1), category="slow"
+    )
+    d.job("D", "D.sub", after=[b, c], post=["post.sh", "$RETURN"], priority=4)
+    d.max_jobs("slow", 2)
+    built = d.dag
+    assert edges(built) == edges(from_file) == DIAMOND_EDGES
+    for name in "ABCD":
+        f, p = from_file.nodes[name], built.nodes[name]
+        assert (f.vars, f.append_vars, f.retry, f.retry_unless_exit, f.abort_on) == (
+            p.vars,
+            p.append_vars,
+            p.retry,
+            p.retry_unless_exit,
+            p.abort_on,
+        )
+        assert (f.category, f.priority, f.pre_skip) == (p.category, p.priority, p.pre_skip)
+        for when in ("pre", "post"):
+            fs, ps = getattr(f, when), getattr(p, when)
+            assert (fs and (fs.executable, fs.arguments)) == (ps and (ps.executable, ps.arguments))
+        assert built.submit_path(name) == from_file.submit_path(name)
+    assert built.max_jobs == from_file.max_jobs
+    assert built.nodes["B"].vars["x"] == "B!"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda d: d.job("A", "A.sub"), "node A is already defined"),
+        (lambda d: d.job("B", "A.sub", after=["Z"]), "'Z', which is not a node yet"),
+        (lambda d: d.job("B", "gone.sub"), "gone.sub does not exist"),
+        (lambda d: d.job("a+b", "A.sub"), "contains '+' or '.'"),
+        (lambda d: d.job("B", "A.sub", dir="nowhere"), "is not a folder"),
+        (lambda d: d.job("B", "A.sub", vars={"queue": "1"}), "cannot name a macro"),
+        (lambda d: d.job("B", "A.sub", retry=-1), "retry must be at least 0"),
+        (lambda d: d.job("B", "A.sub", pre_skip=0), "pre_skip must be from 1 to 255"),
+        (lambda d: d.job("B", "A.sub", abort_on=(1, 256)), "return code must be from 0 to 255"),
+        (lambda d: d.job("B", "A.sub", append_vars=["v"]), "append_vars names no var"),
+        (lambda d: d.job("B", "A.sub", pre=""), "the PRE script is empty"),
+        (lambda d: d.max_jobs("c", 0), "max_jobs must be at least 1"),
+        (lambda d: d.config("DAGMAN_USE_STRICT", 1), "is not a setting"),
+        (lambda d: d.config("DAGMAN_MAX_JOBS_SUBMITTED", "x"), "must be a whole number"),
+        (lambda d: d.config("DAGMAN_ALWAYS_RUN_POST", 1), "must be True or False"),
+    ],
+)
+def test_the_builder_refuses(
+    tmp_path: Path, call: Callable[[DagBuilder], object], message: str
+) -> None:
+    write(tmp_path, {}, ("A.sub",))
+    d = DagBuilder(tmp_path)
+    d.job("A", "A.sub")
+    with pytest.raises(DagBuildError, match=re.escape(message)):
+        call(d)
+
+
+def test_the_builder_takes_noop_nodes_and_settings(tmp_path: Path) -> None:
+    d = DagBuilder(tmp_path)
+    d.job("gate", "never-written.sub", noop=True, pre="check.sh")
+    d.config("DAGMAN_MAX_JOBS_SUBMITTED", 4).config("DAGMAN_ALWAYS_RUN_POST", True)
+    assert d.dag.nodes["gate"].noop and d.dag.folder("gate") == tmp_path
+    assert d.dag.config == {"DAGMAN_MAX_JOBS_SUBMITTED": "4", "DAGMAN_ALWAYS_RUN_POST": "true"}
+
+
+# ------------------------------------------------------------------ the DOT file
+
+
+def test_the_dot_file(tmp_path: Path) -> None:
+    files = {
+        "d.dag": DIAMOND.replace("JOB D D.sub", "JOB D D.sub DONE") + "DOT out/dag.dot\n",
+        "out/.keep": "",
+    }
+    write(tmp_path, files, ABCD)
+    dag = read_dag(tmp_path / "d.dag")
+    written = write_dot_file(dag, states={"A": "done"})
+    assert written == tmp_path / "out" / "dag.dot"
+    text = written.read_text()
+    assert text.startswith('digraph DAG {\n    label="DAG d.dag";\n')
+    assert '"A" [shape=ellipse label="A (done)"];' in text
+    assert '"D" [shape=ellipse label="D" style=filled' in text
+    assert {line.strip() for line in text.splitlines() if "->" in line} == {
+        f'"{p}" -> "{c}";' for p, c in DIAMOND_EDGES
+    }
+    assert write_dot_file(dag) == written  # OVERWRITE is the default
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".keep", "dag.dot"]
+
+
+def test_dot_dont_overwrite_numbers_the_files_and_include_adds_a_header(tmp_path: Path) -> None:
+    files = {
+        "d.dag": DIAMOND + "DOT dag.dot DONT-OVERWRITE INCLUDE head.dot\n",
+        "head.dot": "node [fontsize=10];\n",
+    }
+    write(tmp_path, files, ABCD)
+    dag = read_dag(tmp_path / "d.dag")
+    assert [write_dot_file(dag) for _ in range(3)] == [tmp_path / f"dag.dot.{n}" for n in range(3)]
+    assert (tmp_path / "dag.dot.0").read_text().splitlines()[2] == "    node [fontsize=10];"
+    dag.dot_file = None
+    assert write_dot_file(dag) is None
+
+
+def test_dot_names_with_quotes_are_escaped() -> None:
+    dag = Dag(nodes={'a"b': DagNode('a"b', "x.sub")})
+    assert '"a\\"b" [shape=ellipse label="a\\"b"];' in dot_text(dag)
