@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from htcondor_oracle import HTCONDOR, _env
 
-from control_node.dag_builder import DagBuildError, DagBuilder
+from control_node.dag_builder import DagBuilder, DagBuildError
 from control_node.dag_dot import dot_text, write_dot_file
 from control_node.dag_file import DagFileError, read_dag
 from control_node.dag_model import Dag, DagNode
@@ -659,7 +659,7 @@ def test_the_builder_makes_what_the_file_makes(tmp_path: Path) -> None:
         vars={"x": "$(JOB)!", "y": "2"},
         append_vars=["y"],
         pre="pre.sh $JOB",
-        pre_skip=9,,
+        pre_skip=9,
     )
     c = d.job(
         "C", "C.sub", after=[a], retry=3, retry_unless_exit=2, abort_on=(10, 1), category="slow"
