@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from control_node.dag_checks import find_cycle, name_problem
-from control_node.dag_lines import DagFileError, Line, read_lines
+from control_node.dag_lines import DagFileError, Line, quoted_words, read_lines
 from control_node.dag_model import Dag, DagNode
 from control_node.dag_statements import Scope, StatementReader, Syntax
 
@@ -114,7 +114,7 @@ class _Reader(StatementReader):
 
     def define(self, sc: Scope, line: Line, depth: int) -> None:
         """A JOB, SUBDAG EXTERNAL or SPLICE statement."""
-        words = line.words
+        words = quoted_words(line)
         if line.keyword == "JOB":
             self.job(sc, line)
         elif line.keyword == "SUBDAG":
@@ -130,7 +130,7 @@ class _Reader(StatementReader):
             self.splice(sc, line, words[1], words[2], options, depth)
 
     def job(self, sc: Scope, line: Line) -> None:
-        name, file, options = node_words(line, line.words[1:], Syntax.JOB)
+        name, file, options = node_words(line, quoted_words(line)[1:], Syntax.JOB)
         if file.startswith("{"):
             raise line.error(_REFUSED["SUBMIT-DESCRIPTION"])
         self.check_new_name(sc, line, name)

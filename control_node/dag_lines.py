@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from control_node.submit_quoting import printable
 
-__all__ = ["MAX_BYTES", "DagFileError", "Line", "read_lines"]
+__all__ = ["MAX_BYTES", "DagFileError", "Line", "quoted_words", "read_lines"]
 
 #: The largest DAG (or DAG CONFIG) file read.
 MAX_BYTES = 64 << 20
+#: A word, or a double-quoted name that may hold blanks.
+_WORD = re.compile(r'\s*(?:"([^"]*)"|(\S+))')
 
 
 class DagFileError(Exception):
@@ -44,6 +47,22 @@ class Line:
 
     def error(self, message: str) -> DagFileError:
         return DagFileError(self.path, self.number, message)
+
+
+def quoted_words(line: Line) -> list[str]:
+    """The words of a JOB, SUBDAG or SPLICE line, where a file or folder name may be in
+    double quotes to hold blanks (``JOB A "my job.sub" DIR "run 1"``), as DAGMan reads
+    them."""
+    words: list[str] = []
+    at = 0
+    while line.text[at:].strip():
+        m = _WORD.match(line.text, at)
+        assert m is not None  # one of the two forms matches any non-blank text
+        if m[1] is None and m[2].startswith('"'):
+            raise line.error(f"the double quote of {m[2]} is not closed")
+        words.append(m[2] if m[1] is None else m[1])
+        at = m.end()
+    return words
 
 
 def read_lines(path: Path) -> list[Line]:

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from control_node.dag_checks import VAR_NAME, var_name_problem
 from control_node.dag_lines import DagFileError, Line, read_lines
 from control_node.dag_model import CONFIG_SETTINGS, Dag, DagNode, DagScript
 
@@ -41,9 +42,9 @@ class Syntax:
 
 ALL_NODES = "ALL_NODES"
 _INT = re.compile(r"[+-]?\d+")
-_VAR_NAME = re.compile(r"(?:[Mm][Yy]\.|\+)?[A-Za-z0-9_]+")
-_VAR_PAIR = re.compile(r'[ \t]*((?:[Mm][Yy]\.|\+)?[A-Za-z0-9_]+)[ \t]*=[ \t]*"((?:\\.|[^"\\])*)"')
-_VAR_ESCAPE = re.compile(r'\\(["\\])')
+#: ``name = "value"``: in the value a backslash escapes the next character.
+_VAR_PAIR = re.compile(r'\s*(\+?[A-Za-z0-9_.]+)\s*=\s*"((?:\\.|[^"\\])*)"')
+_VAR_ESCAPE = re.compile(r"\\(.)")
 _JOB_MACRO = re.compile(r"\$\(JOB\)", re.IGNORECASE)
 _BOOLEAN_SETTINGS = frozenset({"DAGMAN_ALWAYS_RUN_POST", "DAGMAN_DEFAULT_APPEND_VARS"})
 
@@ -183,7 +184,7 @@ class StatementReader:
         if words and words[0].upper() == "DEFER":
             if len(words) < 3:
                 raise line.error(Syntax.SCRIPT)
-            defer_status = integer(line, words[1], "the DEFER status")
+            defer_status = integer(line, words[1], "the DEFER status", low=1)
             defer_time = integer(line, words[2], "the DEFER time", low=0)
             words = words[3:]
         if words and words[0].upper() == "DEBUG":
@@ -355,17 +356,20 @@ def integer(
 
 
 def parse_vars(line: Line, text: str) -> list[tuple[str, str]]:
-    """The ``name="value"`` pairs of a VARS line: in the value ``\\"`` is a double
-    quote and ``\\\\`` a backslash; any other backslash stays."""
+    """The ``name="value"`` pairs of a VARS line, as DAGMan reads them: a name of
+    letters, digits, ``_`` and ``.`` (``+Name`` is ``My.Name``); in the value ``\\"``
+    is a double quote and ``\\\\`` a backslash, and any other backslash an error."""
     pairs: list[tuple[str, str]] = []
     at = 0
     while text[at:].strip():
         m = _VAR_PAIR.match(text, at)
-        if m is None:
+        if m is None or not VAR_NAME.fullmatch(m[1]):
             raise line.error(_vars_problem(text[at:].strip()))
-        name = m[1]
-        if name.lower().startswith("queue"):
-            raise line.error(f"a VARS macro name cannot begin with 'queue': {name}")
+        name = "My." + m[1][1:] if m[1].startswith("+") else m[1]
+        if problem := var_name_problem(name):
+            raise line.error(problem)
+        if bad := re.search(r"\\[^\\\"]", m[2].replace("\\\\", "")):
+            raise line.error(f"unknown escape sequence {bad[0]!r} in the value of {name}")
         pairs.append((name, _VAR_ESCAPE.sub(r"\1", m[2])))
         at = m.end()
     if not pairs:
@@ -375,10 +379,15 @@ def parse_vars(line: Line, text: str) -> list[tuple[str, str]]:
 
 def _vars_problem(rest: str) -> str:
     """What is wrong with the VARS pair at the start of ``rest``."""
-    m = re.match(r"(\S+?)\s*=\s*(.?)", rest)
-    if m is None or not _VAR_NAME.fullmatch(m[1]):
+    m = re.match(r"([^\s=]*)\s*(=?)\s*(.?)", rest)
+    assert m is not None  # every part may be empty
+    if not VAR_NAME.fullmatch(m[1]):
         return f'expected macroname="value" at {rest!r}'
-    if m[2] != '"':
+    if m[1].upper() in ("PREPEND", "APPEND"):
+        return f"{m[1]} must come before all the variables"
+    if not m[2]:
+        return f"expected = after {m[1]}"
+    if m[3] != '"':
         return f"the value of {m[1]} must be in double quotes"
     return f"the value of {m[1]} has no closing double quote"
 

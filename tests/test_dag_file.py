@@ -141,9 +141,40 @@ def test_vars_of_the_manual(tmp_path: Path) -> None:
         "outfilename": "B-output",
         "noderetry": "$(RETRY)",
     }
-    assert dag.nodes["C"].vars == {"My.A": '"bob"', "+B": '"bob"'}
+    assert dag.nodes["C"].vars == {"My.A": '"bob"', "My.B": '"bob"'}
     assert dag.nodes["D"].vars == {"a": "bar"}
     assert all(not n.append_vars for n in dag.nodes.values())
+
+
+def test_vars_of_the_advanced_pages(tmp_path: Path) -> None:
+    text = (
+        '# File: example.dag\nJOB A sample.sub\nVARS A test_case="$(JOB)-$(ClusterId)"\n'
+        'JOB ONLY sample.sub\nVARS ONLY custom_macro="foo"\nVARS ONLY custom_macro="bar"\n'
+        "JOB B shared.sub\nJOB C shared.sub\n"
+        'VARS B filename="beta"\nVARS C filename="charlie"\n'
+        'VARS B My.name="\\"Greg\\"" +other="\\"Cole\\"" with.dot="1"\n'
+    )
+    write(tmp_path, {"example.dag": text}, ("sample.sub", "shared.sub"))
+    n = read_dag(tmp_path / "example.dag").nodes
+    assert n["A"].vars == {"test_case": "A-$(ClusterId)"}
+    assert n["ONLY"].vars == {"custom_macro": "bar"}
+    assert n["B"].vars == {
+        "filename": "beta",
+        "My.name": '"Greg"',
+        "My.other": '"Cole"',
+        "with.dot": "1",
+    }
+    assert n["C"].vars == {"filename": "charlie"}
+
+
+def test_quoted_file_and_folder_names(tmp_path: Path) -> None:
+    text = 'JOB A "my job.sub" DIR "run 1"\nSPLICE S "inner dag.dag"\n'
+    files = {"d.dag": text, "run 1/my job.sub": SUBMIT, "inner dag.dag": "JOB B b.sub\n"}
+    write(tmp_path, files, ("b.sub",))
+    dag = read_dag(tmp_path / "d.dag")
+    assert (dag.nodes["A"].submit_file, dag.nodes["A"].directory) == ("my job.sub", "run 1")
+    assert dag.submit_path("A") == tmp_path / "run 1" / "my job.sub"
+    assert list(dag.nodes) == ["A", "S+B"]
 
 
 def test_vars_prepend_append_and_the_default(tmp_path: Path) -> None:
@@ -452,6 +483,12 @@ REFUSALS = [
     ('JOB A A.sub\nVARS A x="open\n', 2, "no closing double quote"),
     ('JOB A A.sub\nVARS A queue_x="1"\n', 2, "cannot begin with 'queue'"),
     ("JOB A A.sub\nVARS A\n", 2, "VARS <NodeName"),
+    ('JOB A A.sub\nVARS A x="a\\d"\n', 2, "unknown escape sequence '\\\\d' in the value of x"),
+    ('JOB A A.sub\nVARS A x="1" APPEND y="2"\n', 2, "APPEND must come before all the variables"),
+    ('JOB A A.sub\nVARS A a+b="1"\n', 2, "expected macroname="),
+    ('JOB A A.sub\nVARS A x "1"\n', 2, "expected = after x"),
+    ("JOB A A.sub\nSCRIPT DEFER 0 10 PRE A x.sh\n", 2, "the DEFER status must be at least 1"),
+    ('JOB A "A.sub\n', 1, 'the double quote of "A.sub is not closed'),
     ("JOB A A.sub\nSCRIPT DEBUG f ALL PRE A x.sh\n", 2, "SCRIPT DEBUG is not supported"),
     ("JOB A A.sub\nSCRIPT MIDDLE A x.sh\n", 2, "SCRIPT [DEFER"),
     ("JOB A A.sub\nPRE_SKIP A 0\n", 2, "from 1 to 255"),
@@ -694,7 +731,8 @@ def test_the_builder_makes_what_the_file_makes(tmp_path: Path) -> None:
         (lambda d: d.job("B", "gone.sub"), "gone.sub does not exist"),
         (lambda d: d.job("a+b", "A.sub"), "contains '+' or '.'"),
         (lambda d: d.job("B", "A.sub", dir="nowhere"), "is not a folder"),
-        (lambda d: d.job("B", "A.sub", vars={"queue": "1"}), "cannot name a macro"),
+        (lambda d: d.job("B", "A.sub", vars={"queue": "1"}), "cannot begin with 'queue'"),
+        (lambda d: d.job("B", "A.sub", vars={"a b": "1"}), "cannot name a macro"),
         (lambda d: d.job("B", "A.sub", retry=-1), "retry must be at least 0"),
         (lambda d: d.job("B", "A.sub", pre_skip=0), "pre_skip must be from 1 to 255"),
         (lambda d: d.job("B", "A.sub", abort_on=(1, 256)), "return code must be from 0 to 255"),
