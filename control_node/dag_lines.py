@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from control_node.submit_quoting import printable
@@ -37,13 +38,13 @@ class Line:
     number: int
     text: str
 
-    @property
+    @cached_property
     def words(self) -> list[str]:
         return self.text.split()
 
-    @property
+    @cached_property
     def keyword(self) -> str:
-        return self.words[0].upper()
+        return self.text.split(maxsplit=1)[0].upper()
 
     def error(self, message: str) -> DagFileError:
         return DagFileError(self.path, self.number, message)
@@ -81,6 +82,7 @@ def read_lines(path: Path) -> list[Line]:
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DagFileError(str(path), line, "is not UTF-8 text") from None
+    name = str(path)
     lines: list[Line] = []
     parts: list[str] = []
     start = 0
@@ -88,7 +90,7 @@ def read_lines(path: Path) -> list[Line]:
     def close() -> None:
         joined = " ".join(p for p in parts if p)
         if joined:
-            lines.append(Line(str(path), start, joined))
+            lines.append(Line(name, start, joined))
         parts.clear()
 
     for number, physical in enumerate(text.splitlines(), 1):
@@ -98,7 +100,10 @@ def read_lines(path: Path) -> list[Line]:
                 close()
             continue
         if not parts:
-            if not stripped or stripped.startswith("#"):
+            if not stripped or stripped[0] == "#":
+                continue
+            if stripped[-1] != "\\":
+                lines.append(Line(name, number, stripped))
                 continue
             start = number
         if stripped.endswith("\\"):

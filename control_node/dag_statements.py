@@ -76,6 +76,8 @@ class StatementReader:
     dag: Dag
     #: The line of each edge (parent, child), for a cycle's message.
     edge_lines: dict[tuple[str, str], Line]
+    #: Each node's parents as a set, to add an edge once in constant time.
+    parent_sets: dict[str, set[str]]
     #: VARS whose PREPEND/APPEND was said: (node, var) -> True for APPEND.
     placements: dict[tuple[str, str], bool]
     config_file: Path | None
@@ -138,17 +140,20 @@ class StatementReader:
         parents, children = words[:cut], words[cut + 1 :]
         if not parents or not children:
             raise line.error(Syntax.PARENT)
-        every = [*sc.nodes, *sc.splices]
         if any(w.upper() == ALL_NODES for w in parents):
-            parents = [n for n in every if n not in children]
+            named = set(children)
+            parents = [n for n in [*sc.nodes, *sc.splices] if n not in named]
         if any(w.upper() == ALL_NODES for w in children):
-            children = [n for n in every if n not in parents]
+            named = set(parents)
+            children = [n for n in [*sc.nodes, *sc.splices] if n not in named]
+        above = list(dict.fromkeys(self.edge_side(sc, line, parents, parent=True)))
         for child in self.edge_side(sc, line, children, parent=False):
-            node = self.dag.nodes[child]
-            for p in self.edge_side(sc, line, parents, parent=True):
+            node, known = self.dag.nodes[child], self.parent_sets.setdefault(child, set())
+            for p in above:
                 if p == child:
                     raise line.error(f"the DAG has a cycle: {p} -> {p}")
-                if p not in node.parents:
+                if p not in known:
+                    known.add(p)
                     node.parents.append(p)
                     self.edge_lines[(p, child)] = line
 
