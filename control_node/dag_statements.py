@@ -27,9 +27,7 @@ class Syntax:
     PARENT = "PARENT ParentName ... CHILD ChildName ..."
     VARS = 'VARS <NodeName | ALL_NODES> [PREPEND | APPEND] macroname="value" ...'
     RETRY = "RETRY <NodeName | ALL_NODES> NumberOfRetries [UNLESS-EXIT value]"
-    SCRIPT = (
-        "SCRIPT [DEFER status time] PRE|POST|HOLD <NodeName | ALL_NODES> Executable [arguments]"
-    )
+    SCRIPT = "SCRIPT [DEFER status time] PRE|POST <NodeName | ALL_NODES> Executable [arguments]"
     PRE_SKIP = "PRE_SKIP <NodeName | ALL_NODES> non-zero-exit-code"
     PRIORITY = "PRIORITY <NodeName | ALL_NODES> PriorityValue"
     CATEGORY = "CATEGORY <NodeName | ALL_NODES> CategoryName"
@@ -196,11 +194,16 @@ class StatementReader:
             raise line.error(
                 "SCRIPT DEBUG is not supported: a script's output goes to the DAG's log"
             )
-        if len(words) < 3 or words[0].upper() not in ("PRE", "POST", "HOLD"):
+        if words and words[0].upper() == "HOLD":
+            raise line.error(
+                "SCRIPT HOLD is not supported: a held node's jobs show in `dq -dag ID` and "
+                "`dq -hold`"
+            )
+        if len(words) < 3 or words[0].upper() not in ("PRE", "POST"):
             raise line.error(Syntax.SCRIPT)
         when = words[0].upper()
         script = DagScript(
-            when="PRE" if when == "PRE" else "POST" if when == "POST" else "HOLD",
+            when="PRE" if when == "PRE" else "POST",
             executable=words[2],
             arguments=words[3:],
             defer_status=defer_status,

@@ -220,7 +220,7 @@ def test_retry_abort_priority_and_scripts_of_the_manual(tmp_path: Path) -> None:
         + "RETRY B 2 UNLESS-EXIT 42\nABORT-DAG-ON D 7\n"
         + "SCRIPT PRE  B  pre.sh $JOB .gz\nSCRIPT POST A stage-out job_status $RETURN\n"
         + "SCRIPT DEFER 4 300 POST D post.sh $RETRY $MAX_RETRIES\n"
-        + "SCRIPT HOLD D notify.sh $JOB\nPRE_SKIP B 99\nPRIORITY A -5\n"
+        + "PRE_SKIP B 99\nPRIORITY A -5\n"
     )
     write(tmp_path, {"r.dag": text}, ABCD)
     n = read_dag(tmp_path / "r.dag").nodes
@@ -238,7 +238,7 @@ def test_retry_abort_priority_and_scripts_of_the_manual(tmp_path: Path) -> None:
     assert post.arguments == ["job_status", "$RETURN"]
     deferred = n["D"].post
     assert deferred is not None and (deferred.defer_status, deferred.defer_time) == (4, 300)
-    assert n["D"].hold is not None and n["D"].hold.when == "HOLD"
+    assert all(node.hold is None for node in n.values())
 
 
 def test_category_and_maxjobs(tmp_path: Path) -> None:
@@ -491,6 +491,7 @@ REFUSALS = [
     ('JOB A "A.sub\n', 1, 'the double quote of "A.sub is not closed'),
     ("JOB A A.sub\nSCRIPT DEBUG f ALL PRE A x.sh\n", 2, "SCRIPT DEBUG is not supported"),
     ("JOB A A.sub\nSCRIPT MIDDLE A x.sh\n", 2, "SCRIPT [DEFER"),
+    ("JOB A A.sub\nSCRIPT HOLD A notify.sh\n", 2, "SCRIPT HOLD is not supported"),
     ("JOB A A.sub\nPRE_SKIP A 0\n", 2, "from 1 to 255"),
     ("JOB A A.sub\nABORT-DAG-ON A 1 RETURN 300\n", 2, "from 0 to 255"),
     ("JOB A A.sub\nMAXJOBS c 0\n", 2, "MAXJOBS must be at least 1"),
