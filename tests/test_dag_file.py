@@ -68,6 +68,7 @@ def test_the_diamond(tmp_path: Path) -> None:
     assert dag.submit_path("C") == tmp_path / "C.sub"
     assert dag.nodes["D"].line == 6 and dag.nodes["D"].file == str(tmp_path / "diamond.dag")
     assert dag.children("A") == ["B", "C"]
+    assert dag.child_lists() == {"A": ["B", "C"], "B": ["D"], "C": ["D"], "D": []}
 
 
 def test_edges_on_separate_lines_give_the_same_diamond(tmp_path: Path) -> None:
@@ -340,6 +341,32 @@ def test_a_disjoint_splice_of_splices(tmp_path: Path) -> None:
         | {(f"S3+X2+{p}", "S3+B") for p in "EFG"}
     )
     assert edges(dag) == expected
+
+
+def test_noop_nodes_carry_the_scripts_of_a_splice(tmp_path: Path) -> None:
+    example = (
+        "# Outer DAG: example.dag\n"
+        "# Names a node with no associated node job, a NOOP node\n"
+        "# Note that the file noop.sub does not need to exist\n"
+        "JOB OnlyPreNode noop.sub NOOP\nJOB OnlyPostNode noop.sub NOOP\n\n"
+        "# Attach Scripts to NOOP Nodes\n"
+        "SCRIPT PRE OnlyPreNode prescript.sh\nSCRIPT POST OnlyPostNode postscript.sh\n\n"
+        "# Define the splice\nSPLICE TheSplice thenode.dag\n\n"
+        "# Define the dependency\n"
+        "PARENT OnlyPreNode CHILD TheSplice\nPARENT TheSplice CHILD OnlyPostNode\n"
+    )
+    files = {"example.dag": example, "thenode.dag": X_DAG}
+    write(tmp_path, files, ("simple-job.sub",))
+    dag = read_dag(tmp_path / "example.dag")
+    assert edges(dag) == (
+        x_edges("TheSplice+")
+        | {("OnlyPreNode", f"TheSplice+{c}") for c in "ABC"}
+        | {(f"TheSplice+{p}", "OnlyPostNode") for p in "EFG"}
+    )
+    pre, post = dag.nodes["OnlyPreNode"].pre, dag.nodes["OnlyPostNode"].post
+    assert pre is not None and post is not None
+    assert (pre.executable, post.executable) == ("prescript.sh", "postscript.sh")
+    assert dag.nodes["OnlyPreNode"].noop and not dag.nodes["TheSplice+A"].noop
 
 
 def test_splice_categories_global_and_scoped(tmp_path: Path) -> None:
