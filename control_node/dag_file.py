@@ -103,7 +103,7 @@ class _Reader(StatementReader):
         if depth > MAX_DEPTH:
             raise _error(at, path, f"nests deeper than {MAX_DEPTH} files")
         if not path.is_file():
-            raise _error(at, path, "does not exist")
+            raise _error(at, path, "is not a file" if path.exists() else "does not exist")
         out: list[Line] = []
         for line in read_lines(path):
             if line.keyword != "INCLUDE":
@@ -185,6 +185,8 @@ class _Reader(StatementReader):
             (base / file).absolute(), base, prefix, sc.scope + name + "+", depth + 1, line
         )
         added = list(self.dag.nodes)[before:]
+        if not added:
+            raise line.error(f"DAG file {base / file} defines no node")
         for full in added:
             node = self.dag.nodes[full]
             node.done = node.done or "DONE" in options
@@ -200,6 +202,8 @@ class _Reader(StatementReader):
 
     def finish(self) -> None:
         """What needs the whole workflow: a cycle, where each VARS goes."""
+        if not self.dag.nodes:
+            raise DagFileError(self.dag.path, None, "defines no node")
         cycle = find_cycle({n.name: n.parents for n in self.dag.nodes.values()})
         if cycle is not None:
             edge = self.edge_lines[(cycle[0], cycle[1])]

@@ -527,6 +527,7 @@ REFUSALS = [
     ("JOB A A.sub\nCONFIG none.config\n", 2, "none.config does not exist"),
     ("JOB A A.sub\nINCLUDE self.dag\n", 2, "includes itself"),
     ("JOB A A.sub\nINCLUDE gone.dag\n", 2, "gone.dag does not exist"),
+    ("JOB A A.sub\nINCLUDE /dev/zero\n", 2, "/dev/zero is not a file"),
     ("JOB PARENT A.sub\n", 1, "reserved word"),
     ("JOB all_nodes A.sub\n", 1, "reserved word"),
     ("JOB a+b A.sub\n", 1, "contains '+' or '.'"),
@@ -829,3 +830,13 @@ def test_dot_dont_overwrite_numbers_the_files_and_include_adds_a_header(tmp_path
 def test_dot_names_with_quotes_are_escaped() -> None:
     dag = Dag(nodes={'a"b': DagNode('a"b', "x.sub")})
     assert '"a\\"b" [shape=ellipse label="a\\"b"];' in dot_text(dag)
+
+
+def test_a_dag_file_that_cannot_be_read(tmp_path: Path) -> None:
+    assert read_error(tmp_path / "none.dag") == f"{tmp_path / 'none.dag'}: does not exist"
+    (tmp_path / "bin.dag").write_bytes(b"JOB A A.sub\n\xff\xfe\n")
+    assert read_error(tmp_path / "bin.dag") == f"{tmp_path / 'bin.dag'}:2: is not UTF-8 text"
+    (tmp_path / "empty.dag").write_text("# nothing\n")
+    write(tmp_path, {"top.dag": "SPLICE S empty.dag\n"})
+    assert read_error(tmp_path / "top.dag").endswith("empty.dag defines no node")
+    assert read_error(tmp_path / "empty.dag") == f"{tmp_path / 'empty.dag'}: defines no node"
