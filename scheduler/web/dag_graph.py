@@ -15,11 +15,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
-__all__ = ["MAX_NODES", "STATE_COLOURS", "GraphNode", "dag_svg", "layers"]
+__all__ = ["MAX_BENDS", "MAX_NODES", "STATE_COLOURS", "GraphNode", "dag_svg", "layers"]
 
 #: Larger workflows are not drawn (the picture would be unreadable and slow); the
 #: picture then says so.
 MAX_NODES = 1500
+#: Edges that span layers bend beside the boxes of the layers between, up to this many
+#: bends in all (past it, they are drawn straight, to keep the picture quick to make).
+MAX_BENDS = 5000
 #: Fill and text colour of each state; any other state is drawn in grey.
 STATE_COLOURS: dict[str, tuple[str, str]] = {
     "done": ("#3a9d5d", "#ffffff"),
@@ -68,9 +71,14 @@ class Layout:
     rows: list[list[Item]]
     up: dict[Item, list[Item]]
     down: dict[Item, list[Item]]
+    #: False when the long edges would need more than MAX_BENDS bends: they are then
+    #: drawn straight from parent to child.
+    bent: bool = True
 
     def chain(self, parent: str, child: str, depth: Mapping[str, int]) -> list[Item]:
         """The items an edge goes through, from its parent to its child."""
+        if not self.bent:
+            return [parent, child]
         bends: list[Item] = [(parent, child, d) for d in range(depth[parent] + 1, depth[child])]
         return [parent, *bends, child]
 
@@ -96,17 +104,18 @@ def _layout(nodes: Sequence[GraphNode]) -> tuple[Layout, dict[str, int]]:
                 raise ValueError(f"node {node.name!r} has an unknown parent {parent!r}")
             children[parent].append(node.name)
     depth = _depths(by_name, children)
+    bends = sum(depth[n.name] - depth[p] - 1 for n in nodes for p in dict.fromkeys(n.parents))
     layout = Layout([[] for _ in range(max(depth.values(), default=-1) + 1)], {}, {})
+    layout.bent = bends <= MAX_BENDS
     for node in nodes:
         layout.rows[depth[node.name]].append(node.name)
         layout.up[node.name], layout.down[node.name] = [], []
     for node in nodes:
         for parent in dict.fromkeys(node.parents):
-            for d in range(depth[parent] + 1, depth[node.name]):
-                bend = (parent, node.name, d)
-                layout.rows[d].append(bend)
-                layout.up[bend], layout.down[bend] = [], []
             chain = layout.chain(parent, node.name, depth)
+            for k, bend in enumerate(chain[1:-1], 1):
+                layout.rows[depth[parent] + k].append(bend)
+                layout.up[bend], layout.down[bend] = [], []
             for high, low in zip(chain, chain[1:], strict=False):
                 layout.down[high].append(low)
                 layout.up[low].append(high)
