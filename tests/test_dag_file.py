@@ -840,3 +840,52 @@ def test_a_dag_file_that_cannot_be_read(tmp_path: Path) -> None:
     write(tmp_path, {"top.dag": "SPLICE S empty.dag\n"})
     assert read_error(tmp_path / "top.dag").endswith("empty.dag defines no node")
     assert read_error(tmp_path / "empty.dag") == f"{tmp_path / 'empty.dag'}: defines no node"
+
+
+_REFUSED_FROM_HTCONDOR = r"""
+import json, sys, warnings
+from pathlib import Path
+warnings.filterwarnings("ignore")
+import htcondor
+from htcondor import dags
+
+where = Path(sys.argv[1])
+submit = htcondor.Submit({"executable": "/bin/true"})
+made = {}
+for name, options in [
+    ("final", {}),
+    ("jobstate", {"jobstate_log": Path("states.log")}),
+    ("status", {"node_status_file": dags.NodeStatusFile(Path("status.txt"))}),
+    ("attrs", {"dagman_job_attributes": {"Tag": 1}}),
+    ("update", {"dot_config": dags.DotConfig(Path("d.dot"), update=True)}),
+]:
+    dag = dags.DAG(**options)
+    dag.layer(name="work", submit_description=submit)
+    if name == "final":
+        dag.final(name="cleanup", submit_description=submit)
+    made[name] = str(dags.write_dag(dag, where / name))
+print(json.dumps(made))
+"""
+
+
+@pytest.mark.skipif(not HTCONDOR, reason="HTCondor's bindings (the test extra) are missing")
+def test_what_htcondor_dags_writes_that_dfarm_does_not_run_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _REFUSED_FROM_HTCONDOR, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=_env(None),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    made = json.loads(done.stdout)
+    expected = {
+        "final": "FINAL nodes are not supported",
+        "jobstate": "JOBSTATE_LOG is not supported",
+        "status": "NODE_STATUS_FILE is not supported",
+        "attrs": "SET_JOB_ATTR is not supported",
+        "update": "DOT UPDATE is not supported",
+    }
+    for name, message in expected.items():
+        error = read_error(Path(made[name]))
+        assert error.startswith(made[name] + ":") and message in error, error
