@@ -57,6 +57,7 @@ def read_dag(path: str | Path) -> Dag:
     (:class:`DagFileError`) what DAGMan would refuse and what dfarm does not run."""
     top = Path(path).absolute()
     reader = _Reader(Dag(path=str(top)))
+    reader.splicing.append(top)
     reader.read_file(top, top.parent, "", "", depth=0, at=None)
     reader.finish()
     return reader.dag
@@ -74,6 +75,9 @@ class _Reader(StatementReader):
         self.exists: dict[str, bool] = {}
         self.placements = {}
         self.config_file = None
+        #: Node names in the order they were defined, and the DAG files being spliced.
+        self.order: list[str] = []
+        self.splicing: list[Path] = []
 
     def read_file(
         self, path: Path, base: Path, prefix: str, scope: str, depth: int, at: Line | None
@@ -149,6 +153,7 @@ class _Reader(StatementReader):
             file=line.path,
         )
         self.dag.nodes[node.name] = node
+        self.order.append(node.name)
         sc.nodes[name] = node.name
         sc.defined[name] = line
         if not (node.noop or node.done):
@@ -180,11 +185,14 @@ class _Reader(StatementReader):
         self.check_new_name(sc, line, name)
         prefix = self.folder(sc, line, options.get("DIR"))
         base = Path(self.dag.path).parent / prefix
-        before = len(self.dag.nodes)
-        self.read_file(
-            (base / file).absolute(), base, prefix, sc.scope + name + "+", depth + 1, line
-        )
-        added = list(self.dag.nodes)[before:]
+        target = (base / file).absolute()
+        if target in self.splicing:
+            raise line.error(f"DAG file {target} splices itself")
+        before = len(self.order)
+        self.splicing.append(target)
+        self.read_file(target, base, prefix, sc.scope + name + "+", depth + 1, line)
+        self.splicing.pop()
+        added = self.order[before:]
         if not added:
             raise line.error(f"DAG file {base / file} defines no node")
         for full in added:

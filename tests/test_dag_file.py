@@ -537,6 +537,7 @@ REFUSALS = [
     ("JOB A A.sub\nPARENT A B\n", 2, "PARENT ParentName"),
     ("SUBDAG A s.dag\n", 1, "SUBDAG EXTERNAL"),
     ("SPLICE S nothere.dag\n", 1, "nothere.dag does not exist"),
+    ("JOB A A.sub\nSPLICE S self.dag\n", 2, "self.dag splices itself"),
     ("SPLICE S s.dag\nRETRY S 2\n", 2, "S is a splice: RETRY applies to nodes"),
     ("SUBDAG EXTERNAL S s.dag\nRETRY S 2\n", 2, "S is a SUBDAG EXTERNAL"),
     ("SUBDAG EXTERNAL S s.dag\nSCRIPT PRE S x.sh\n", 2, "S is a SUBDAG EXTERNAL"),
@@ -550,6 +551,14 @@ def test_refused_with_the_line(tmp_path: Path, text: str, line: int, message: st
     error = read_error(tmp_path / "self.dag")
     assert error.startswith(f"{tmp_path / 'self.dag'}:{line}: "), error
     assert message in error
+
+
+def test_splices_that_splice_each_other_are_refused(tmp_path: Path) -> None:
+    files = {"a.dag": "JOB A x.sub\nSPLICE B b.dag\n", "b.dag": "JOB C x.sub\nSPLICE A a.dag\n"}
+    write(tmp_path, files, ("x.sub",))
+    assert read_error(tmp_path / "a.dag") == (
+        f"{tmp_path / 'b.dag'}:2: DAG file {tmp_path / 'a.dag'} splices itself"
+    )
 
 
 def test_refusals_inside_included_and_spliced_files_name_that_file(tmp_path: Path) -> None:
