@@ -226,11 +226,16 @@ class StatementReader:
         if len(words) != 3:
             raise line.error(Syntax.PRIORITY)
         value = integer(line, words[2], "the priority")
-        if words[1] in sc.subdags:
-            sc.subdags[words[1]] = value
-            return
-        for node in self.targets(sc, line, words[1], Syntax.PRIORITY):
-            node.priority = value
+        name = words[1]
+        if name.upper() == ALL_NODES:  # a sub-DAG's priority is added to its nodes'
+            sc.subdags.update(dict.fromkeys(sc.subdags, value))
+            for full in sc.nodes.values():
+                self.dag.nodes[full].priority = value
+        elif name in sc.subdags:
+            sc.subdags[name] = value
+        else:
+            for node in self.targets(sc, line, name, Syntax.PRIORITY):
+                node.priority = value
 
     def category(self, sc: Scope, line: Line) -> None:
         words = line.words

@@ -418,6 +418,7 @@ def test_subdag_external_is_expanded_with_its_priority(tmp_path: Path) -> None:
         "SD.dag": "JOB SA job.sub\nJOB SB job.sub\nPARENT SA CHILD SB\n"
         "PRIORITY SA 10\nPRIORITY SB 20\n",
         "done.dag": "SUBDAG EXTERNAL Y SD.dag DONE\nJOB Z job.sub\nPARENT Y CHILD Z\n",
+        "all.dag": "JOB A job.sub\nSUBDAG EXTERNAL B SD.dag\nPRIORITY ALL_NODES 7\n",
     }
     write(tmp_path, files, ("job.sub",))
     dag = read_dag(tmp_path / "line.dag")
@@ -430,6 +431,8 @@ def test_subdag_external_is_expanded_with_its_priority(tmp_path: Path) -> None:
         "B+SA": 110,
         "B+SB": 120,
     }
+    every = read_dag(tmp_path / "all.dag")
+    assert {n.name: n.priority for n in every.nodes.values()} == {"A": 7, "B+SA": 17, "B+SB": 27}
     done = read_dag(tmp_path / "done.dag")
     assert [n.done for n in done.nodes.values()] == [True, True, False]
 
