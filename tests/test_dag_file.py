@@ -13,12 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from htcondor_oracle import HTCONDOR, _env
+from htcondor_oracle import HTCONDOR, _env, condor_jobs
 
 from control_node.dag_builder import DagBuilder, DagBuildError
 from control_node.dag_dot import dot_text, write_dot_file
 from control_node.dag_file import DagFileError, read_dag
 from control_node.dag_model import Dag, DagNode
+from control_node.submit_quoting import parse_arguments
 
 SUBMIT = "executable = /bin/true\nqueue\n"
 
@@ -901,3 +902,70 @@ def test_what_htcondor_dags_writes_that_dfarm_does_not_run_is_refused(tmp_path: 
     for name, message in expected.items():
         error = read_error(Path(made[name]))
         assert error.startswith(made[name] + ":") and message in error, error
+
+
+#: The manual's VARS with special characters, and the arguments it says each node's
+#: job receives (its submit files, with NodeA's misspelt ``($fourth)`` as meant).
+_MANUAL_ARGUMENTS = [
+    (
+        "NodeA",
+        """arguments = "'$(first)' '$(second)' '$(third)' '$(fourth)' '$(misc)'"\n""",
+        [
+            "Alberto Contador",
+            '"Andy Schleck"',
+            "Lance\\ Armstrong",
+            "Vincenzo 'The Shark' Nibali",
+            "!@#$%^&*()_-=+=[]{}?/",
+        ],
+    ),
+    (
+        "NodeB",
+        "arguments = $(first) $(second) $(third) $(fourth) $(misc)\n",
+        [
+            "Lance_Armstrong",
+            '"Andreas_Kloden"',
+            "Ivan_Basso",
+            "Bernard_'The_Badger'_Hinault",
+            "!@#$%^&*()_-=+=[]{}?/",
+        ],
+    ),
+    ("NodeC", 'arguments = "$(args)"\n', ["Nairo Quintana", "Chris Froome"]),
+]
+_MANUAL_VARS = r"""
+JOB NodeA a.sub
+JOB NodeB b.sub
+JOB NodeC c.sub
+VARS NodeA first="Alberto Contador"
+VARS NodeA second="\"\"Andy Schleck\"\""
+VARS NodeA third="Lance\\ Armstrong"
+VARS NodeA fourth="Vincenzo ''The Shark'' Nibali"
+VARS NodeA misc="!@#$%^&*()_-=+=[]{}?/"
+
+VARS NodeB first="Lance_Armstrong"
+VARS NodeB second="\\\"Andreas_Kloden\\\""
+VARS NodeB third="Ivan_Basso"
+VARS NodeB fourth="Bernard_'The_Badger'_Hinault"
+VARS NodeB misc="!@#$%^&*()_-=+=[]{}?/"
+
+VARS NodeC args="'Nairo Quintana' 'Chris Froome'"
+"""
+
+
+@pytest.mark.skipif(not HTCONDOR, reason="HTCondor's bindings (the test extra) are missing")
+@pytest.mark.parametrize(("node", "arguments", "expected"), _MANUAL_ARGUMENTS)
+def test_vars_values_give_the_manual_s_arguments_through_condor_submit(
+    tmp_path: Path, node: str, arguments: str, expected: list[str]
+) -> None:
+    """The values read from VARS, given to HTCondor's own submit code as the macros
+    DAGMan defines, make the job arguments the manual says."""
+    write(tmp_path, {"v.dag": _MANUAL_VARS}, ("a.sub", "b.sub", "c.sub"))
+    macros = read_dag(tmp_path / "v.dag").nodes[node].vars
+    text = "executable = /bin/echo\n"
+    text += "".join(f"{key} = {value}\n" for key, value in macros.items())
+    found = condor_jobs(text + arguments + "queue\n", str(tmp_path))
+    assert "error" not in found, found
+    job = found["jobs"][0]
+    if "Arguments" in job:  # the new syntax, kept as its quoted form
+        assert parse_arguments('"' + job["Arguments"].replace('"', '""') + '"') == expected
+    else:  # the old syntax: arguments as the job gets them, between blanks
+        assert job["Args"].split() == expected
