@@ -341,11 +341,12 @@ _HANDLERS = {
 
 
 def top_only(sc: Scope, line: Line) -> None:
-    """CONFIG and DOT mean something for the whole DAG only (DAGMan ignores them in a
-    splice): refused elsewhere rather than ignored."""
+    """CONFIG and DOT are the whole DAG's (DAGMan ignores them in a splice, and applies
+    them to a sub-DAG alone, which dfarm expands): refused elsewhere, not ignored."""
     if sc.scope:
         raise line.error(
-            f"{line.keyword} in a spliced or sub-DAG file has no effect: put it in the top DAG file"
+            f"{line.keyword} in a spliced or sub-DAG file is not supported: dfarm runs them "
+            "all as one DAG, whose CONFIG and DOT the top DAG file gives"
         )
 
 

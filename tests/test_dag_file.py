@@ -573,8 +573,8 @@ def test_refusals_inside_included_and_spliced_files_name_that_file(tmp_path: Pat
     }
     write(tmp_path, files, ("A.sub",))
     assert read_error(tmp_path / "top.dag") == (
-        f"{tmp_path / 's.dag'}:2: CONFIG in a spliced or sub-DAG file has no effect: put it "
-        "in the top DAG file"
+        f"{tmp_path / 's.dag'}:2: CONFIG in a spliced or sub-DAG file is not supported: dfarm "
+        "runs them all as one DAG, whose CONFIG and DOT the top DAG file gives"
     )
     write(tmp_path, {"more.dag": "JOB B A.sub\nRETRY C 1\n", "s.dag": "JOB C A.sub\n"})
     assert read_error(tmp_path / "top.dag").startswith(f"{tmp_path / 'more.dag'}:2: unknown node")
