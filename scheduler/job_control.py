@@ -141,6 +141,8 @@ def on_edit_jobs(state: SchedulerState, conn: Caller, msg: p.EditJobs) -> p.Mess
     )
     changed, skipped = [], {}
     renames = any(name.lower() == "jobbatchname" for name in attributes)
+    # Jobs that shared a spec share the edited one: a cluster keeps its few shapes.
+    edited: dict[int, tuple[p.JobSpec, p.JobSpec]] = {}
     with state.store.transaction():
         for job in controlled(state, conn, msg.ids, False):
             if job.state not in (_S.IDLE, _S.HELD):
@@ -150,9 +152,13 @@ def on_edit_jobs(state: SchedulerState, conn: Caller, msg: p.EditJobs) -> p.Mess
                 # Requests decide where a job fits: requeue it with the new ones.
                 state.jobs.queue.discard(job)
             state.jobs.keep(job, ["spec"])
-            job.spec = dataclasses.replace(
-                job.spec, **values, **with_attributes(job.spec, attributes)
-            )
+            old = job.spec
+            pair = edited.get(id(old))
+            if pair is None:
+                new = dataclasses.replace(old, **values, **with_attributes(old, attributes))
+                pair = edited[id(old)] = (old, new)
+            job.spec = pair[1]
+            state.summary.respecced(job, old)
             if job.state is _S.IDLE:
                 state.jobs.queue.push(job)
             state.store.save_spec(job, "edited", detail)
