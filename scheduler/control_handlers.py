@@ -145,7 +145,9 @@ def on_query_jobs(state: SchedulerState, conn: Caller, msg: p.QueryJobs) -> p.Me
     clusters, pairs = parse_ids(msg.ids)
     owner = None if msg.all_users else conn.name
     states = set(msg.states) or {s.value for s in JobState}
-    if pairs or states & FINAL:
+    if states & FINAL and not pairs and msg.limit > 0:
+        jobs, more = _finished_page(state, owner, clusters, states, msg.after, msg.limit)
+    elif pairs or states & FINAL:
         # Jobs in the queue are in memory; only finished ones are read from SQLite.
         jobs = state.jobs.select(owner, clusters, pairs, states - FINAL)
         if states & FINAL:
@@ -179,6 +181,30 @@ def _queue_page(
     if limit > 0 and len(jobs) > limit:
         return jobs[:limit], True
     return jobs, False
+
+
+def _finished_page(
+    state: SchedulerState,
+    owner: str | None,
+    clusters: list[int],
+    states: set[str],
+    after: str,
+    limit: int,
+) -> tuple[list[Job], bool]:
+    """A page of jobs in id order, finished ones among them: those in the queue walked
+    from ``after``, the finished ones read from SQLite from ``after`` on, a page of
+    each merged (the cost of the page, however many jobs have finished)."""
+    key = _after_key(after)
+    queued = states - FINAL
+    jobs: list[Job] = []
+    if queued:
+        walk = state.jobs.in_order(key, owner, queued, set(clusters))
+        jobs = list(itertools.islice(walk, limit + 1))
+    jobs += state.store.jobs_page(
+        owner=owner, clusters=clusters, states=sorted(states & FINAL), after=key, limit=limit + 1
+    )
+    jobs.sort(key=lambda job: (job.cluster, job.proc))
+    return jobs[:limit], len(jobs) > limit
 
 
 def _after_key(after: str) -> tuple[int, int]:

@@ -44,6 +44,10 @@ EDITABLE = {
     "allowed_job_duration": lambda v: _whole(v, 1),
 }
 STREAMS = ("stdout", "stderr")
+#: The most finished jobs one ``dhistory`` request is answered with (its cost is
+#: about 80 µs a job: each job's events are read); a reader asks for the next page
+#: back with ``before_time`` and ``before_job``.
+HISTORY_PAGE = 100
 _tail_ids = itertools.count(1)
 
 
@@ -175,25 +179,34 @@ def on_edit_jobs(state: SchedulerState, conn: Caller, msg: p.EditJobs) -> p.Mess
 
 
 def on_query_history(state: SchedulerState, conn: Caller, msg: p.QueryHistory) -> p.Message:
+    """A page of finished jobs, the newest ``limit`` (at most :data:`HISTORY_PAGE`)
+    of those that ended before ``before_time``/``before_job``, the most recent last;
+    ``more`` says older ones match too."""
     parse_ids(msg.ids)  # refuses malformed ids
-    before = None
-    if msg.before_time is not None:
-        try:
-            cluster, proc = p.parse_job_id(msg.before_job)
-        except ValueError:
-            proc = None
-        if proc is None:
-            raise RequestError(f"before_job: not a CLUSTER.PROC: {msg.before_job!r}", "invalid")
-        before = (msg.before_time, cluster, proc)
+    before = history_key(msg.before_time, msg.before_job)
     owner = None if msg.user == "*" else (msg.user or conn.name)
+    limit = max(1, min(msg.limit, HISTORY_PAGE))
     jobs = state.store.history(
-        owner=owner,
-        job_ids=msg.ids,
-        since=msg.since,
-        limit=max(1, min(msg.limit, 100_000)),
-        before=before,
+        owner=owner, job_ids=msg.ids, since=msg.since, limit=limit + 1, before=before
     )
-    return p.JobList(jobs=history_records(state, conn, jobs))
+    more = len(jobs) > limit
+    if more:
+        jobs = jobs[1:]  # the oldest one: only there to say that more match
+    return p.JobList(jobs=history_records(state, conn, jobs), more=more)
+
+
+def history_key(before_time: float | None, before_job: str) -> tuple[float, int, int] | None:
+    """Where a page of the history starts back from: the end time and the id of the
+    oldest job of the page before it (None: from the newest)."""
+    if before_time is None:
+        return None
+    try:
+        cluster, proc = p.parse_job_id(before_job)
+    except ValueError:
+        proc = None
+    if proc is None:
+        raise RequestError(f"before_job: not a CLUSTER.PROC: {before_job!r}", "invalid")
+    return before_time, cluster, proc
 
 
 def history_records(state: SchedulerState, conn: Caller, jobs: list[Job]) -> list[p.JobInfo]:

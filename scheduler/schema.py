@@ -17,6 +17,10 @@ from scheduler.protocol.scram import make_verifier
 #: A migration: SQL statements, or a function of the connection.
 Migration = str | Callable[[sqlite3.Connection], None]
 
+#: Jobs of one state in id order: a page of finished ones read from where the page
+#: before ended (:meth:`scheduler.store.Store.jobs_page`), at the cost of the page.
+JOBS_BY_STATE_AND_ID = "CREATE INDEX jobs_state_id ON jobs (state, cluster, proc);"
+
 
 def _verifiers_instead_of_keys(db: sqlite3.Connection) -> None:
     """Users keep SCRAM verifiers instead of the hash of their token (which was their
@@ -249,4 +253,6 @@ MIGRATIONS: list[Migration] = [
     """,
     # the bytes of small results each owner keeps in job_files, kept up by triggers
     _result_bytes,
+    # finished jobs read a page at a time in id order (dq, /api/jobs)
+    JOBS_BY_STATE_AND_ID,
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 from scheduler.accounts import Accounts
@@ -137,6 +137,36 @@ class Store(Database):
         if where:
             sql += " WHERE " + " AND ".join(where)
         return _jobs_from_rows(self._query(sql + " ORDER BY cluster, proc", args))
+
+    def jobs_page(
+        self,
+        *,
+        owner: str | None,
+        clusters: Collection[int],
+        states: Iterable[str],
+        after: tuple[int, int],
+        limit: int,
+    ) -> list[Job]:
+        """The first ``limit`` jobs in ``states`` after the id ``after`` (cluster, proc),
+        in id order, of ``owner`` (None: anyone's) and of ``clusters`` (none: any):
+        one range of the (state, cluster, proc) index read per state."""
+        found: list[Job] = []
+        for state in states:
+            where = ["state=?", "(cluster, proc) > (?, ?)"]
+            args: list[object] = [state, *after]
+            if owner is not None:
+                where.append("+owner=?")  # the index's order, not the owner's index
+                args.append(owner)
+            if clusters:
+                where.append(f"cluster IN ({','.join('?' * len(clusters))})")
+                args.extend(sorted(clusters))
+            sql = (
+                f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_state_id"
+                f" WHERE {' AND '.join(where)} ORDER BY cluster, proc LIMIT ?"
+            )
+            found += _jobs_from_rows(self._query(sql, [*args, limit]))
+        found.sort(key=lambda job: (job.cluster, job.proc))
+        return found[:limit]
 
     def save_spec(self, job: Job, event: str, detail: str) -> None:
         """Write an edited spec (``dedit``) and one event."""
