@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from scheduler import protocol as p
+from scheduler.authz import visible_info
 from scheduler.callers import Caller, Replier
 from scheduler.connection import Connection, RequestError
 from scheduler.job_files import read_range, result_file
 from scheduler.job_records import Job
 from scheduler.protocol import JobState
 from scheduler.run_time import total_run_time
-from scheduler.selection import ACTIONABLE, controlled, owned_job, parse_ids, visible
+from scheduler.selection import ACTIONABLE, controlled, owned_job, parse_ids
 from scheduler.state import SchedulerState
 from scheduler.submission import ATTRIBUTE_NAME
 from scheduler.transitions import hold, release, remove
@@ -213,10 +214,12 @@ def history_records(state: SchedulerState, conn: Caller, jobs: list[Job]) -> lis
     """Finished jobs as ``dhistory`` shows them to ``conn``: with their total run
     time and the state of their mail."""
     events = state.store.events_of((job.cluster, job.proc) for job in jobs)
-    infos = []
-    for job in jobs:
-        total = total_run_time(events[(job.cluster, job.proc)])
-        infos.append(dataclasses.replace(visible(conn, job), total_run_time=total))
+    infos = [
+        visible_info(
+            conn, job, job.info(total_run_time=total_run_time(events[job.cluster, job.proc]))
+        )
+        for job in jobs
+    ]
     return state.mailer.annotate(infos, conn.name)
 
 

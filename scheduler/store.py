@@ -185,13 +185,16 @@ class Store(Database):
         since: float | None,
         limit: int,
         before: tuple[float, int, int] | None = None,
-        offset: int = 0,
     ) -> list[Job]:
         """Finished jobs (completed or removed), the most recently ended ``limit``, the
-        most recent last: past the ``offset`` most recent ones, of those that ended
-        before the job ``before`` names (its end time, cluster and proc)."""
+        most recent last, of those that ended before the job ``before`` names (its end
+        time, cluster and proc)."""
         where = ["state IN (?,?)"]
         args: list[object] = [JobState.COMPLETED.value, JobState.REMOVED.value]
+        # Read back from where the page starts along an index in the page's order,
+        # not every matching job sorted; jobs named by id are few, found by id.
+        job_ids = list(job_ids)
+        index = "" if job_ids else "jobs_ended" if owner is None else "jobs_owner_ended"
         if before is not None:
             where.append("(end_time, cluster, proc) < (?, ?, ?)")
             args.extend(before)
@@ -209,10 +212,11 @@ class Store(Database):
         if picks:
             where.append("(" + " OR ".join(picks) + ")")
         sql = (
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
-            " ORDER BY end_time DESC, cluster DESC, proc DESC LIMIT ? OFFSET ?"
+            f"SELECT {_JOB_COLUMNS} FROM jobs {f'INDEXED BY {index}' if index else ''}"
+            f" WHERE {' AND '.join(where)}"
+            " ORDER BY end_time DESC, cluster DESC, proc DESC LIMIT ?"
         )
-        rows = self._query(sql, [*args, limit, offset])
+        rows = self._query(sql, [*args, limit])
         return _jobs_from_rows(reversed(rows))
 
     def events_of(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], list[JobEvent]]:

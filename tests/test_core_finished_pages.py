@@ -18,7 +18,7 @@ from scheduler import transitions as t
 from scheduler.connection import RequestError
 from scheduler.control_handlers import on_query_jobs
 from scheduler.job_control import HISTORY_PAGE, on_query_history
-from scheduler.schema import JOBS_BY_STATE_AND_ID, MIGRATIONS
+from scheduler.schema import MIGRATIONS, PAGED_JOB_INDEXES
 from scheduler.starting import schedule_once
 from scheduler.state import SchedulerState
 from scheduler.store import Store
@@ -121,7 +121,7 @@ def test_history_answers_a_page_and_pages_back_to_the_oldest(
 def test_a_database_from_before_the_state_and_id_index_migrates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    added = MIGRATIONS.index(JOBS_BY_STATE_AND_ID)
+    added = MIGRATIONS.index(PAGED_JOB_INDEXES)
     db_path = tmp_path / "dfarm.db"
     with monkeypatch.context() as patch:
         patch.setattr(database_module, "MIGRATIONS", MIGRATIONS[:added])
