@@ -139,11 +139,7 @@ class QueueSummary:
         rec.counts[0] += len(jobs)
         user = self._users.setdefault(head.owner, [0, 0, 0])
         user[0] += len(jobs)
-        first: dict[int, Job] = {}
-        for job in jobs:
-            first.setdefault(id(job.spec), job)
-        counted = Counter(id(job.spec) for job in jobs)
-        added = [(first[key], n) for key, n in counted.items()]
+        added = _shapes(jobs)
         for job, n in added:
             rec.add_idle(job, n)
         self.undo(partial(self._unsubmit, rec, user, len(jobs), before, added))
@@ -314,6 +310,18 @@ class QueueSummary:
             for user, counts in sorted(self._users.items())
             if any(counts)
         }
+
+
+def _shapes(jobs: list[Job]) -> list[tuple[Job, int]]:
+    """``jobs`` per spec object: one of them and how many."""
+    spec = jobs[0].spec
+    if all(job.spec is spec for job in jobs):  # most clusters: one shape
+        return [(jobs[0], len(jobs))]
+    first: dict[int, Job] = {}
+    for job in jobs:
+        first.setdefault(id(job.spec), job)
+    counted = Counter(id(job.spec) for job in jobs)
+    return [(first[key], n) for key, n in counted.items()]
 
 
 def _counts(cluster: int, rec: _Cluster) -> BatchInfo:
