@@ -12,10 +12,11 @@ the scheduler's loop lag (``/api/overview``, over the last minute) and its CPU f
 ``dq`` (the batch view), the first line of ``dq -nobatch``, ``dq --json`` (time and the
 client's peak RSS); the queue page's first paint in Chromium (Playwright); then the
 scheduler's CPU for one request of the views that could grow with the queue or the
-history: ``dq -analyze CLUSTER`` of the big cluster, and, once the small cluster is
-removed (its jobs the history), ``dhistory``'s 1,000 jobs, ``/api/history`` and
-``/api/jobs`` with finished states (psutil, less the scheduler's idle CPU over the
-same time). A feature the scheduler does not have yet gives a row that says so.
+history: a page of ``dq --json``, ``dq -analyze CLUSTER`` of the big cluster, and,
+once the small cluster is removed (its jobs the history), ``dhistory``'s 1,000 jobs,
+``/api/history`` and ``/api/jobs`` with finished states (psutil, less the
+scheduler's idle CPU over the same time). A feature the scheduler does not have yet
+gives a row that says so.
 """
 
 from __future__ import annotations
@@ -407,7 +408,11 @@ def request_rows(
     (id, jobs), then, the ``small`` one removed, of ``dhistory`` and the API's pages
     of finished jobs."""
     rows = []
-    took = scheduler_ms(scheduler, idle_cpu, 20, lambda: client.analyze_clusters([str(big[0])]))
+    pages: list[int] = []
+    took = scheduler_ms(scheduler, idle_cpu, 1, lambda: pages.extend(map(len, client.wire_pages())))
+    rows.append(row(f"dq --json ({sum(pages):,} jobs): scheduler CPU a page of {max(pages):,}",
+                    f"{took / len(pages):.1f} ms ({len(pages)} pages)", "-"))  # fmt: skip
+    took = scheduler_ms(scheduler, idle_cpu, 200, lambda: client.analyze_clusters([str(big[0])]))
     rows.append(row(f"dq -analyze CLUSTER ({big[1]:,} jobs): scheduler CPU a request",
                     f"{took:.1f} ms", f"< {FEW_MS:.0f} ms", took < FEW_MS))  # fmt: skip
     removed = client.remove([str(small[0])])

@@ -31,6 +31,10 @@ from scheduler.workers import WorkerState
 log = logging.getLogger("scheduler.server")
 
 FINAL = {state.value for state in p.FINAL_STATES}
+#: The most jobs a paged ``dq`` request (``limit`` > 0) is answered with: a record
+#: costs about 5 to 10 µs, so that a page holds the loop a few milliseconds; the
+#: client asks for the next one (``more``, ``after``).
+QUERY_PAGE = 500
 
 
 def on_new_cluster(state: SchedulerState, conn: Caller, msg: p.NewCluster) -> p.Message:
@@ -145,8 +149,9 @@ def on_query_jobs(state: SchedulerState, conn: Caller, msg: p.QueryJobs) -> p.Me
     clusters, pairs = parse_ids(msg.ids)
     owner = None if msg.all_users else conn.name
     states = set(msg.states) or {s.value for s in JobState}
-    if states & FINAL and not pairs and msg.limit > 0:
-        jobs, more = _finished_page(state, owner, clusters, states, msg.after, msg.limit)
+    limit = min(msg.limit, QUERY_PAGE) if msg.limit > 0 else 0
+    if states & FINAL and not pairs and limit > 0:
+        jobs, more = _finished_page(state, owner, clusters, states, msg.after, limit)
     elif pairs or states & FINAL:
         # Jobs in the queue are in memory; only finished ones are read from SQLite.
         jobs = state.jobs.select(owner, clusters, pairs, states - FINAL)
@@ -155,9 +160,9 @@ def on_query_jobs(state: SchedulerState, conn: Caller, msg: p.QueryJobs) -> p.Me
                 owner=owner, clusters=clusters, job_ids=pairs, states=sorted(states & FINAL)
             )
         jobs.sort(key=lambda job: (job.cluster, job.proc))
-        jobs, more = _page(jobs, msg.after, msg.limit)
+        jobs, more = _page(jobs, msg.after, limit)
     else:
-        jobs, more = _queue_page(state, owner, clusters, states, msg.after, msg.limit)
+        jobs, more = _queue_page(state, owner, clusters, states, msg.after, limit)
     finished = {
         job.cluster for job in jobs if job.state is JobState.COMPLETED and may_control(conn, job)
     }
