@@ -16,7 +16,7 @@ from scheduler import database as database_module
 from scheduler import protocol as p
 from scheduler import transitions as t
 from scheduler.connection import RequestError
-from scheduler.control_handlers import on_query_jobs
+from scheduler.control_handlers import QUERY_PAGE, on_query_jobs
 from scheduler.job_control import HISTORY_PAGE, on_query_history
 from scheduler.schema import MIGRATIONS, PAGED_JOB_INDEXES
 from scheduler.starting import schedule_once
@@ -141,3 +141,17 @@ def test_a_database_from_before_the_state_and_id_index_migrates(
         assert "jobs_state_id" in " ".join(str(r["detail"]) for r in plan)
     finally:
         store.close()
+
+
+def test_a_dq_request_is_answered_with_a_page_at_most(state: SchedulerState) -> None:
+    jobs = submit(state, "ann", QUERY_PAGE + 10)
+    with state.store.transaction():
+        for job in jobs[::2]:
+            t.remove(state, job, "by the test")
+    for states in (["idle"], ["removed", "idle"]):
+        query = p.QueryJobs(states=states, limit=10 * QUERY_PAGE)
+        reply = on_query_jobs(state, user("ann"), query)
+        assert isinstance(reply, p.JobList)
+        matching = sum(1 for j in state.store.jobs(owner="ann", states=states))
+        assert len(reply.jobs) == min(QUERY_PAGE, matching)
+        assert reply.more is (matching > QUERY_PAGE)
