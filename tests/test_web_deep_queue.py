@@ -137,6 +137,7 @@ def test_deep_queue_pages_walk_to_the_whole_queue(deep: tuple[TestCluster, str, 
     removed = client.get("/api/jobs?states=removed,completed&ids=1")
     assert [j["id"] for j in removed.json()] == ["1.7", "1.8", "1.9"]
     assert client.get("/api/jobs?states=removed&offset=1").status == 400
+    assert client.get("/api/jobs?ids=1.5&after=1.4").status == 400  # named jobs: no pages
 
     # The page: the first rows, and links to the next ones.
     page = client.get("/queue?sort=id").text

@@ -120,6 +120,8 @@ async def jobs(request: web.Request) -> web.Response:
             response.headers["X-Next"] = urlencode({"after": found[-1].id})
         return response
     # Jobs named one by one: as many as named.
+    if "after" in q:
+        raise RequestError("after: only with whole clusters (ids=12,13) or none", "invalid")
     found = views.jobs(s, user, ids, chosen, all_users)
     response = _json(found[offset : offset + limit])
     response.headers["X-Total-Count"] = str(len(found))
