@@ -64,9 +64,11 @@ class Job:
         """``CLUSTER.PROC``, made once: neither ever changes."""
         return format_job_id(self.cluster, self.proc)
 
-    def info(self, result: JobResult | None = None) -> JobInfo:
-        """The record users see, with its result (``result``, else the one it holds)."""
+    def info(self, result: JobResult | None = None, **extra: Any) -> JobInfo:
+        """The record users see, with its result (``result``, else the one it holds)
+        and ``extra`` fields the job does not hold (``total_run_time``)."""
         fields = self.wire_info(result)
+        fields.update(extra)
         fields["arguments"] = list(self.spec.arguments)
         fields["output_files"] = list(self.output_files)
         fields["params"] = dict(self.spec.params)

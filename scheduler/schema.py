@@ -17,6 +17,15 @@ from scheduler.protocol.scram import make_verifier
 #: A migration: SQL statements, or a function of the connection.
 Migration = str | Callable[[sqlite3.Connection], None]
 
+#: Pages of finished jobs read from where the page before ended, at the cost of the
+#: page: in id order per state (:meth:`scheduler.store.Store.jobs_page`), and the most
+#: recently ended first, everyone's or one owner's (:meth:`~scheduler.store.Store.history`).
+PAGED_JOB_INDEXES = """
+CREATE INDEX jobs_state_id ON jobs (state, cluster, proc);
+CREATE INDEX jobs_ended ON jobs (end_time, cluster, proc);
+CREATE INDEX jobs_owner_ended ON jobs (owner, end_time, cluster, proc);
+"""
+
 
 def _verifiers_instead_of_keys(db: sqlite3.Connection) -> None:
     """Users keep SCRAM verifiers instead of the hash of their token (which was their
@@ -249,4 +258,7 @@ MIGRATIONS: list[Migration] = [
     """,
     # the bytes of small results each owner keeps in job_files, kept up by triggers
     _result_bytes,
+    # finished jobs read a page at a time: in id order (dq, /api/jobs), the most
+    # recently ended first (dhistory, /api/history)
+    PAGED_JOB_INDEXES,
 ]

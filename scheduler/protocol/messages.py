@@ -204,7 +204,8 @@ class QueryJobs(Message):
     ids: list[str] = field(default_factory=list)
     all_users: bool = False
     states: list[str] = field(default_factory=list)
-    #: A page: at most ``limit`` jobs (0: all) after the job id ``after``, in id order.
+    #: A page: at most ``limit`` jobs (0: all) after the job id ``after``, in id order;
+    #: the scheduler answers a page of at most 500 (the reply's ``more`` says so).
     limit: int = 0
     after: str = ""
 
