@@ -17,6 +17,22 @@ from scheduler.protocol.scram import make_verifier
 #: A migration: SQL statements, or a function of the connection.
 Migration = str | Callable[[sqlite3.Connection], None]
 
+#: The ``job_checkpoints`` table: one row per job that stored a checkpoint or lost
+#: run time to an eviction.
+_job_checkpoints = """
+    CREATE TABLE job_checkpoints (
+        cluster INTEGER NOT NULL,
+        proc INTEGER NOT NULL,
+        count INTEGER NOT NULL DEFAULT 0,
+        name TEXT,
+        sha256 TEXT,
+        size INTEGER,
+        time REAL,
+        wall_lost REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (cluster, proc)
+    );
+"""
+
 
 def _verifiers_instead_of_keys(db: sqlite3.Connection) -> None:
     """Users keep SCRAM verifiers instead of the hash of their token (which was their
@@ -249,4 +265,7 @@ MIGRATIONS: list[Migration] = [
     """,
     # the bytes of small results each owner keeps in job_files, kept up by triggers
     _result_bytes,
+    # self-checkpointing jobs: each job's latest checkpoint in the spool, how many it
+    # stored, and the run time lost to evictions (scheduler/checkpoint_table.py)
+    _job_checkpoints,
 ]

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from scheduler.accounts import Accounts
+from scheduler.checkpoint_table import CheckpointTable
 from scheduler.cluster_table import ClusterTable
 from scheduler.database import Database
 from scheduler.job_records import (
@@ -27,13 +28,14 @@ from scheduler.result_table import ResultTable
 class Store(Database):
     """The scheduler's database: its units of work, the ``jobs`` and ``job_events``
     tables, and the other tables (:attr:`accounts`, :attr:`clusters`,
-    :attr:`results`). One instance per process; thread-safe through a lock."""
+    :attr:`results`, :attr:`checkpoints`). One instance per process; thread-safe through a lock."""
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time):
         super().__init__(path, clock)
         self.accounts = Accounts(self)
         self.clusters = ClusterTable(self)
         self.results = ResultTable(self)
+        self.checkpoints = CheckpointTable(self)
 
     def insert_jobs(
         self, cluster: int, submit_file: str, jobs: list[Job], now: float, last: bool = True

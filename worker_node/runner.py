@@ -33,13 +33,14 @@ from scheduler.protocol import (
     INLINE_BUDGET,
     INLINE_LIMIT,
     NOT_STARTED,
+    Error,
     FtpGrant,
     JobFinished,
     RunJob,
     pack_bytes,
     parse_job_id,
 )
-from worker_node import py_scripts, reaper, sandbox_files, url_inputs
+from worker_node import checkpoint, py_scripts, reaper, sandbox_files, url_inputs
 from worker_node.deferral import wait_for_deferral
 from worker_node.disk import DiskWatch
 from worker_node.identity import Account
@@ -91,6 +92,8 @@ class Attempt:
     ftp: FtpGrant = field(init=False)
     #: False once the connection that gave :attr:`ftp` has dropped.
     connected: bool = True
+    #: Its checkpoints, when the job checkpoints itself.
+    keeper: checkpoint.Keeper | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -113,6 +116,18 @@ class Attempt:
                 # (see _execute): until then no other group can have its number.
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self.process.pid, signal.SIGKILL)
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the job's process (HTCondor's ``kill_sig``), if it runs."""
+        with self._lock:
+            process = self.process
+            if isinstance(process, Launched) and process.returncode is None:
+                if process.pidfd is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        signal.pidfd_send_signal(process.pidfd, sig)
+            elif isinstance(process, subprocess.Popen) and process.returncode is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(process.pid, sig)
 
     def measure_memory(self) -> int | None:
         """Measure the job's resident memory now; returns the peak so far in MB
@@ -197,11 +212,13 @@ def run_attempt(
     launchers: Launchers | None = None,
     spool: SpoolLink | None = None,
     disk: DiskWatch | None = None,
+    commit: checkpoint.Commit | None = None,
 ) -> JobFinished:
     """Stage, run and return one attempt (as ``account``, default the worker's own,
     started by the slot's launcher for that account when ``launchers`` are given;
     files linked with the ``spool`` where it is shared, else moved over FTP; a job
-    that ends on a full ``disk`` returns nothing but that failure);
+    that ends on a full ``disk`` returns nothing but that failure; a job that
+    checkpoints itself has each checkpoint committed with ``commit``);
     never raises for the job's own failures."""
     msg = attempt.msg
     finished = functools.partial(JobFinished, job_id=msg.job_id, attempt=msg.attempt)
@@ -224,6 +241,9 @@ def run_attempt(
             if failed is not None:
                 worker = disk.name if disk is not None else "this worker"
                 return finished(failure=url_inputs.hold_reason(worker, failed.url, failed.detail))
+        unusable = None if commit is None else _restore(attempt, sandbox, account, commit)
+        if unusable:
+            return finished(failure=unusable)
         stdout, stderr = sandbox.stdout, sandbox.stderr
         with attempt._lock:
             attempt.streams = {"stdout": stdout, "stderr": stderr}
@@ -236,6 +256,11 @@ def run_attempt(
         status, wall, cpu, failure = _execute(
             attempt, sandbox.directory, stdout, stderr, account, python, launcher
         )
+        while _checkpointed(attempt, sandbox, status, failure, wall):
+            status, more_wall, more_cpu, failure = _execute(
+                attempt, sandbox.directory, stdout, stderr, account, python, launcher
+            )
+            wall, cpu = wall + more_wall, cpu + more_cpu
         with attempt._lock:
             attempt.streams = {}  # results are read from the start, with no dtail about
         _end_processes(account, launchers, sandbox.index)
@@ -273,6 +298,64 @@ def run_attempt(
         with attempt._lock:
             attempt.streams = {}
         sandbox.finish(reusable)
+
+
+def _restore(
+    attempt: Attempt, sandbox: Sandbox, account: Account | None, commit: checkpoint.Commit
+) -> str | None:
+    """Give a job that checkpoints itself its keeper, and its latest checkpoint's
+    files; returns why it cannot start, if it cannot."""
+    msg = attempt.msg
+    try:
+        rules = checkpoint.policy(msg.spec.attributes)
+    except ValueError as exc:
+        return str(exc)
+    if rules is None:
+        return None
+    keeper = attempt.keeper = checkpoint.Keeper(msg, rules, sandbox.root, commit)
+    if msg.checkpoint is None:
+        return None
+    try:
+        _with_grant(attempt, lambda grant: keeper.restore(
+            grant, sandbox.directory, sandbox.staged, account))  # fmt: skip
+    except TransferError as exc:
+        return f"{NOT_STARTED[0]}: {exc}"
+    return None
+
+
+def _checkpointed(
+    attempt: Attempt, sandbox: Sandbox, status: int | None, failure: str | None, wall: float
+) -> bool:
+    """After a run: if it exited with the job's checkpoint exit code, store the
+    checkpoint; True when the job is to start again in its directory."""
+    keeper = attempt.keeper
+    if keeper is None or failure or attempt.kill_reason or attempt.limit_exceeded:
+        return False
+    if status != keeper.policy.exit_code:
+        return False
+
+    def store(grant: FtpGrant) -> JobFinished | object:
+        reply = keeper.store(grant, sandbox.directory, sandbox.staged, wall)
+        if reply is None:  # the scheduler was lost before it answered: again
+            raise TransferError("the scheduler did not answer the checkpoint")
+        return reply
+
+    try:
+        reply = _with_grant(attempt, store)
+    except (TransferError, OSError) as exc:
+        log.warning("job %s: checkpoint not stored (%s): it starts again from its directory",
+                    attempt.msg.job_id, exc)  # fmt: skip
+        return attempt.kill_reason is None and not keeper.vacating
+    if isinstance(reply, Error) and reply.code == "stale":
+        attempt.kill_reason = reply.message
+        return False
+    if isinstance(reply, Error):
+        log.warning("job %s: %s", attempt.msg.job_id, reply.message)
+    if keeper.vacating:
+        keeper.vacated = not isinstance(reply, Error)
+        attempt.kill_reason = "vacated: its checkpoint is stored, it runs again elsewhere"
+        return False
+    return attempt.kill_reason is None
 
 
 def _with_grant(attempt: Attempt, transfer: Callable[[FtpGrant], T]) -> T:

@@ -1,0 +1,120 @@
+"""Self-checkpointing jobs on a real cluster: a job that checkpoints every step
+survives its workers' deaths (kill -9) and a drain, resuming where it stopped."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import psutil
+from conftest import TestCluster, wait_until, write
+
+from control_node import Client
+
+#: A job that counts to N, one step per run: each run resumes from ``state.json``
+#: (its checkpoint), does one step of work, logs it to the shared work log, saves
+#: its state and exits 85 to have it checkpointed; it exits 0 at N. On SIGTERM (a
+#: drain) it saves its state and exits 85 at once.
+COUNTER = """\
+import json, os, signal, sys, time
+n, worklog, gate = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+state = {"count": 0, "starts": []}
+if os.path.exists("state.json"):
+    with open("state.json") as f:
+        state = json.load(f)
+state["starts"].append([state["count"], os.environ["DFARM_ATTEMPT"]])
+
+def save():
+    with open("state.tmp", "w") as f:
+        json.dump(state, f)
+    os.replace("state.tmp", "state.json")
+
+def vacate(signum, frame):
+    save()
+    os._exit(85)
+
+signal.signal(signal.SIGTERM, vacate)
+if state["count"] >= n:
+    print(json.dumps(state))
+    sys.exit(0)
+while os.path.exists(gate):  # a pause the test asks for
+    time.sleep(0.05)
+state["count"] += 1
+with open(worklog, "a") as f:
+    f.write(f"{os.environ['DFARM_ATTEMPT']} {state['count']}\\n")
+save()
+sys.exit(85)
+"""
+
+
+def counter_job(tmp_path: Path, n: int, extra: str = "") -> tuple[Path, Path]:
+    """The counting job's files; returns its work log and its pause gate."""
+    worklog, gate = tmp_path / "work.log", tmp_path / "pause"
+    worklog.touch(mode=0o666)
+    worklog.chmod(0o666)
+    write(tmp_path / "count.py", COUNTER)
+    write(
+        tmp_path / "job.sub",
+        f"executable = count.py\narguments = {n} {worklog} {gate}\n"
+        f"checkpoint_exit_code = 85\nlog = job.log\n{extra}queue\n",
+    )
+    return worklog, gate
+
+
+def steps(worklog: Path) -> list[tuple[int, int]]:
+    """(attempt, count) of every step the job did, lost ones included."""
+    text = worklog.read_text()
+    return [tuple(map(int, line.split())) for line in text.splitlines()]  # type: ignore[misc]
+
+
+def kill_machine(cluster: TestCluster, name: str) -> None:
+    """kill -9 a worker and every process it started, as if its machine died."""
+    worker = psutil.Process(cluster.processes[name].pid)
+    tree = worker.children(recursive=True)
+    cluster.expected_exits.add(name)
+    worker.send_signal(signal.SIGKILL)
+    cluster.processes[name].wait()
+    for process in tree:
+        try:
+            process.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+
+
+def job_info(cluster: TestCluster) -> dict[str, object]:
+    jobs = json.loads(cluster.run("dq", "--json").stdout)
+    return jobs[0] if jobs else {}
+
+
+def test_a_job_killed_with_its_worker_twice_resumes_from_its_checkpoint(
+    make_cluster,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    n = 20
+    cluster = make_cluster(workers=1, scheduler_args=("--worker-timeout", "1"))
+    worklog, _ = counter_job(tmp_path, n)
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    for worker, later, count in (("w1", "w2", 5), ("w2", "w3", 10)):
+        wait_until(lambda count=count: len(steps(worklog)) >= count, what=f"{count} steps")
+        kill_machine(cluster, worker)
+        cluster.add_worker(later)
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        (job,) = client.wait(["1"], timeout=120)
+    assert (job.state, job.exit_code, job.worker) == ("completed", 0, "w3")
+    assert job.num_starts == 3
+    assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
+    final = json.loads((tmp_path / "1.0" / "stdout").read_text().splitlines()[-1])
+    # The count each run started from never went backwards, and it ended at N.
+    counts = [count for count, _ in final["starts"]]
+    assert counts == sorted(counts) and final["count"] == n
+    # Each run of attempts 2 and 3 began where the last stored checkpoint was.
+    attempts = [attempt for _, attempt in final["starts"]]
+    assert attempts[0] == "1" and attempts[-1] == "3" and "2" in attempts
+    # At most one step was lost to each kill (done, not checkpointed: done again).
+    done = steps(worklog)
+    assert n <= len(done) <= n + 2, done
+    log = (tmp_path / "job.log").read_text()
+    assert log.count("evicted:") == 2 and log.count("resumed:") == 2, log
+    assert "checkpointed:" in log

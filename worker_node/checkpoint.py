@@ -1,0 +1,267 @@
+"""Self-checkpointing jobs (HTCondor's ``checkpoint_exit_code``), the worker's side.
+
+A job with a checkpoint exit code that exits with it has its checkpoint files
+(``transfer_checkpoint_files``, by default every file of its sandbox but the
+inputs it left as staged) packed into one tar, uploaded into the spool and
+committed by the scheduler (see :mod:`scheduler.checkpoints`); then it starts
+again in the same directory. A job started with a checkpoint finds the
+checkpoint's files in its sandbox before it starts. A draining worker asks each
+such job to checkpoint with its ``kill_sig`` and gives it ``job_max_vacate_time``
+seconds to do so (see :class:`Vacate`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import os
+import signal
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from scheduler import protocol as p
+from worker_node import sandbox_files
+from worker_node.identity import Account
+from worker_node.transfer import TransferError, ftp_session, upload
+
+#: HTCondor's default ``JobMaxVacateTime`` (its ``MACHINE_MAX_VACATE_TIME``), seconds.
+DEFAULT_VACATE_TIME = 600.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a job checkpoints, from its attributes."""
+
+    exit_code: int
+    #: Names of the files to keep (None: the whole sandbox).
+    files: list[str] | None = None
+    kill_sig: int = signal.SIGTERM
+    vacate_time: float = DEFAULT_VACATE_TIME
+
+
+def _unquoted(text: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return text[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return text
+
+
+def parse_signal(text: str) -> int:
+    """A signal by name (``SIGTERM``, ``TERM``) or number; ValueError otherwise."""
+    text = _unquoted(text).strip().upper()
+    if text.isdigit() and 0 < int(text) < signal.NSIG:
+        return int(text)
+    name = text if text.startswith("SIG") else "SIG" + text
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise ValueError(f"unknown signal {text!r}") from None
+
+
+def policy(attributes: dict[str, str]) -> Policy | None:
+    """The job's checkpoint policy; None when it does not checkpoint itself. Raises
+    ValueError naming the submit key whose value is not usable."""
+    code = attributes.get("CheckpointExitCode")
+    if code is None:
+        return None
+    try:
+        exit_code = int(_unquoted(code))
+    except ValueError:
+        raise ValueError(f"checkpoint_exit_code: {code!r} is not an integer") from None
+    if not 1 <= exit_code <= 255:
+        raise ValueError(f"checkpoint_exit_code: {exit_code} is not an exit code (1 to 255)")
+    files = None
+    if "TransferCheckpoint" in attributes:
+        names = _unquoted(attributes["TransferCheckpoint"]).replace(",", " ").split()
+        for name in names:
+            if name.startswith("/") or ".." in name.split("/"):
+                raise ValueError(f"transfer_checkpoint_files: {name!r} is not below the sandbox")
+        files = names
+    kill_sig = signal.SIGTERM
+    if "KillSig" in attributes:
+        try:
+            kill_sig = parse_signal(attributes["KillSig"])
+        except ValueError as exc:
+            raise ValueError(f"kill_sig: {exc}") from None
+    vacate = DEFAULT_VACATE_TIME
+    if "JobMaxVacateTime" in attributes:
+        try:
+            vacate = float(_unquoted(attributes["JobMaxVacateTime"]))
+        except ValueError:
+            raise ValueError(
+                f"job_max_vacate_time: {attributes['JobMaxVacateTime']!r} is not a number"
+            ) from None
+        if vacate < 0:
+            raise ValueError("job_max_vacate_time: a negative time")
+    return Policy(exit_code, files, kill_sig, vacate)
+
+
+def pack(directory: Path, staged: dict[str, int], files: list[str] | None, out: Path) -> None:
+    """Write a tar of the checkpoint files of ``directory`` to ``out``: ``files``, or
+    every entry but the inputs still linked as staged (name -> inode). Links are
+    stored as links, never followed."""
+    top = sandbox_files.open_dir(directory)
+    try:
+        if files is None:
+            names = sorted(
+                entry.name for entry in os.scandir(top) if staged.get(entry.name) != entry.inode()
+            )
+        else:
+            names = files
+    finally:
+        os.close(top)
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in names:
+            path = directory / name
+            if not os.path.lexists(path):
+                if files is not None:
+                    raise FileNotFoundError(f"transfer_checkpoint_files: {name!r} is missing")
+                continue
+            tar.add(path, arcname=name, recursive=True)
+
+
+def unpack(archive: Path, directory: Path, staged: dict[str, int], account: Account | None) -> None:
+    """Put the files of a checkpoint into ``directory`` (an input of the same name is
+    replaced, and no longer counts as staged), owned by ``account`` when given.
+    Names that would leave the directory and links that point outside are refused
+    (tarfile's ``data`` filter)."""
+    with tarfile.open(archive, "r") as tar:
+        for member in tar:
+            target = directory / member.name
+            top = member.name.split("/", 1)[0]
+            if top in staged:
+                staged.pop(top)
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    target.unlink()
+            elif not member.isdir() and os.path.lexists(target) and not target.is_dir():
+                target.unlink()  # never written through: it may be a link to the cache
+            tar.extract(member, directory, filter="data")
+            if account is not None:
+                os.lchown(target, account.uid, account.gid)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+#: Sends a ``Checkpointed`` to the scheduler and waits for its answer (None: the
+#: connection was lost first).
+Commit = Callable[[p.Checkpointed], p.Message | None]
+
+
+class Keeper:
+    """The checkpoints of one attempt: restores the latest before the first run,
+    stores each new one."""
+
+    def __init__(self, msg: p.RunJob, rules: Policy, scratch: Path, commit: Commit):
+        self.msg, self.policy, self.scratch, self.commit = msg, rules, scratch, commit
+        self.stored = 0
+        #: Set when the attempt is to end after its next checkpoint (its worker drains).
+        self.vacating = False
+        #: Set once that checkpoint is committed: the scheduler has requeued the job.
+        self.vacated = False
+
+    def restore(self, grant: p.FtpGrant, directory: Path, staged: dict[str, int],
+                account: Account | None) -> None:  # fmt: skip
+        """Fetch the job's latest checkpoint with ``grant`` and unpack it into
+        ``directory``; raises TransferError when it cannot be had whole."""
+        latest = self.msg.checkpoint
+        if latest is None:
+            return
+        cluster, proc = p.parse_job_id(self.msg.job_id)
+        fd, name = tempfile.mkstemp(prefix="restore-", suffix=".tar", dir=self.scratch)
+        os.close(fd)
+        archive = Path(name)
+        try:
+            with ftp_session(grant) as ftp, open(archive, "wb") as f:
+                ftp.retrbinary(f"RETR checkpoints/{proc}/{latest.name}", f.write, 1 << 20)
+            if _sha256(archive) != latest.sha256:
+                raise TransferError(f"checkpoint {latest.name} arrived damaged")
+            try:
+                unpack(archive, directory, staged, account)
+            except (OSError, tarfile.TarError) as exc:
+                raise TransferError(f"cannot unpack checkpoint {latest.name}: {exc}") from None
+        finally:
+            archive.unlink(missing_ok=True)
+
+    def store(self, grant: p.FtpGrant, directory: Path, staged: dict[str, int],
+              wall: float) -> p.Message | None:  # fmt: skip
+        """Pack, upload and commit a checkpoint of ``directory``; returns the
+        scheduler's answer (None: the connection was lost before it came)."""
+        cluster, proc = p.parse_job_id(self.msg.job_id)
+        self.stored += 1
+        name = f"{self.msg.attempt}-{self.stored}-{time.time_ns()}.tar"
+        archive = self.scratch / f"ckpt-{self.msg.job_id}-{name}"
+        try:
+            pack(directory, staged, self.policy.files, archive)
+            size = archive.stat().st_size
+            sha = _sha256(archive)
+            with ftp_session(grant) as ftp, open(archive, "rb") as f:
+                upload(ftp, f, f"checkpoints/{proc}/{name}")
+        finally:
+            archive.unlink(missing_ok=True)
+        message = p.Checkpointed(
+            job_id=self.msg.job_id,
+            attempt=self.msg.attempt,
+            file=p.CheckpointFile(name=name, sha256=sha, size=size),
+            wall_time=round(wall, 3),
+            vacating=self.vacating,
+        )
+        return self.commit(message)
+
+
+class Requests:
+    """Requests of slot threads (checkpoints to commit) sent on the worker's loop,
+    each thread waiting for its answer."""
+
+    def __init__(self, send: Callable[[p.Message], bool], ids: Iterator[int]):
+        #: Sends on the current connection; False when there is none.
+        self._send = send
+        self._ids = ids
+        self._waiting: dict[int, concurrent.futures.Future[p.Message | None]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def ask(self, message: p.Message) -> p.Message | None:
+        """From a slot thread: send ``message``, return its answer (None: the
+        connection was lost first)."""
+        assert self.loop is not None
+        answer: concurrent.futures.Future[p.Message | None] = concurrent.futures.Future()
+
+        def send() -> None:
+            request_id = next(self._ids)
+            self._waiting[request_id] = answer
+            if not self._send(message.with_id(request_id)):
+                self._waiting.pop(request_id)
+                answer.set_result(None)
+
+        self.loop.call_soon_threadsafe(send)
+        return answer.result()
+
+    def answer(self, message: p.Message) -> bool:
+        """On the loop: take ``message`` if it answers a request; True if it did."""
+        waiting = self._waiting.pop(message.id, None) if message.id is not None else None
+        if waiting is None:
+            return False
+        waiting.set_result(message)
+        return True
+
+    def connection_lost(self) -> None:
+        """On the loop: no answer will come to the requests sent."""
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            future.set_result(None)
+
+
+def vacate(attempt_keeper: Keeper, send_signal: Callable[[int], None]) -> float:
+    """Ask a job to checkpoint because its worker drains: its ``kill_sig`` now; its
+    next checkpoint ends the attempt. Returns the seconds it has to do so."""
+    attempt_keeper.vacating = True
+    send_signal(attempt_keeper.policy.kill_sig)
+    return attempt_keeper.policy.vacate_time
