@@ -138,7 +138,9 @@ class Store(Database):
         sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return _jobs_from_rows(self._query(sql + " ORDER BY cluster, proc", args))
+        found = _jobs_from_rows(self._query(sql + " ORDER BY cluster, proc", args))
+        self.checkpoints.attach(found)
+        return found
 
     def save_spec(self, job: Job, event: str, detail: str) -> None:
         """Write an edited spec (``dedit``) and one event."""
@@ -185,7 +187,9 @@ class Store(Database):
             " ORDER BY end_time DESC, cluster DESC, proc DESC LIMIT ? OFFSET ?"
         )
         rows = self._query(sql, [*args, limit, offset])
-        return _jobs_from_rows(reversed(rows))
+        found = _jobs_from_rows(reversed(rows))
+        self.checkpoints.attach(found)
+        return found
 
     def events_of(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], list[JobEvent]]:
         """The events of many jobs (their cluster and proc), a few queries in all."""

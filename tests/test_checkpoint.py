@@ -3,9 +3,9 @@ survives its workers' deaths (kill -9) and a drain, resuming where it stopped.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
-import subprocess
 from pathlib import Path
 
 import psutil
@@ -39,7 +39,9 @@ signal.signal(signal.SIGTERM, vacate)
 if state["count"] >= n:
     print(json.dumps(state))
     sys.exit(0)
-while os.path.exists(gate):  # a pause the test asks for
+if os.path.exists(gate):  # a pause the test asks for
+    open(gate + ".waiting", "w").close()
+while os.path.exists(gate):
     time.sleep(0.05)
 state["count"] += 1
 with open(worklog, "a") as f:
@@ -77,10 +79,8 @@ def kill_machine(cluster: TestCluster, name: str) -> None:
     worker.send_signal(signal.SIGKILL)
     cluster.processes[name].wait()
     for process in tree:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             process.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
 
 
 def job_info(cluster: TestCluster) -> dict[str, object]:
@@ -103,7 +103,8 @@ def test_a_job_killed_with_its_worker_twice_resumes_from_its_checkpoint(
     with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
         (job,) = client.wait(["1"], timeout=120)
     assert (job.state, job.exit_code, job.worker) == ("completed", 0, "w3")
-    assert job.num_starts == 3
+    assert job.num_starts == 3 and job.checkpoints == n
+    assert job.checkpoint_size and job.checkpoint_time and job.wall_lost >= 0
     assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
     final = json.loads((tmp_path / "1.0" / "stdout").read_text().splitlines()[-1])
     # The count each run started from never went backwards, and it ended at N.
@@ -118,3 +119,37 @@ def test_a_job_killed_with_its_worker_twice_resumes_from_its_checkpoint(
     log = (tmp_path / "job.log").read_text()
     assert log.count("evicted:") == 2 and log.count("resumed:") == 2, log
     assert "checkpointed:" in log
+
+
+def test_a_drained_worker_has_its_job_checkpoint_and_resume_elsewhere(
+    make_cluster,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    n = 6
+    cluster = make_cluster(workers=1, worker_args=("--grace", "600"))
+    worklog, gate = counter_job(tmp_path, n, "job_max_vacate_time = 300\n")
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    wait_until(lambda: len(steps(worklog)) >= 3, what="3 steps")
+    gate.touch()
+    waiting = Path(f"{gate}.waiting")
+    wait_until(waiting.exists, what="the job to pause")
+    cluster.add_worker("w2")
+    cluster.wait_for_workers(2)
+    home = str(cluster.config.home)
+    out = cluster.run("dfarm", "worker", "--drain", "w1", "--home", home)
+    assert out.returncode == 0, out.stderr
+    # The job, sent SIGTERM, checkpoints at once: w1 needs none of its 600 s of grace.
+    assert cluster.processes["w1"].wait(timeout=60) == 0
+    at_drain = len(steps(worklog))
+    gate.unlink()
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        (job,) = client.wait(["1"], timeout=120)
+    assert (job.state, job.exit_code, job.worker, job.num_starts) == ("completed", 0, "w2", 2)
+    assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
+    final = json.loads((tmp_path / "1.0" / "stdout").read_text().splitlines()[-1])
+    first_on_w2 = next(count for count, attempt in final["starts"] if attempt == "2")
+    assert first_on_w2 == at_drain and final["count"] == n
+    assert len(steps(worklog)) == n  # no step done twice
+    log = (tmp_path / "job.log").read_text()
+    assert "asked for by its worker's drain" in log
+    assert "evicted: worker w1 drained: vacated after its checkpoint" in log, log
