@@ -25,8 +25,8 @@ class CheckpointTable:
         latest = job.checkpoint
         self._database.statement(
             "INSERT OR REPLACE INTO job_checkpoints"
-            " (cluster, proc, count, name, sha256, size, time, wall_lost)"
-            " VALUES (?,?,?,?,?,?,?,?)",
+            " (cluster, proc, count, name, sha256, size, time, wall_lost, resumes)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
             (
                 job.cluster,
                 job.proc,
@@ -36,6 +36,7 @@ class CheckpointTable:
                 None if latest is None else latest.size,
                 job.checkpoint_time,
                 job.wall_lost,
+                job.resumes,
             ),
         )
 
@@ -47,7 +48,7 @@ class CheckpointTable:
         for at in range(0, len(clusters), 500):
             chunk = clusters[at : at + 500]
             rows = self._database.query(
-                "SELECT cluster, proc, count, name, sha256, size, time, wall_lost"
+                "SELECT cluster, proc, count, name, sha256, size, time, wall_lost, resumes"
                 f" FROM job_checkpoints WHERE cluster IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
@@ -58,6 +59,7 @@ class CheckpointTable:
                 job.checkpoints = row["count"]
                 job.checkpoint_time = row["time"]
                 job.wall_lost = row["wall_lost"]
+                job.resumes = row["resumes"]
                 if row["name"] is not None:
                     job.checkpoint = CheckpointFile(
                         name=row["name"], sha256=row["sha256"], size=row["size"]

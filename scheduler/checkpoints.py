@@ -147,5 +147,8 @@ def for_run(state: SchedulerState, job: Job) -> p.CheckpointFile | None:
         gone = f"checkpoint {latest.name} is gone: it starts from the beginning"
         state.store.save_job(job, "checkpoint lost", gone)
         return None
+    state.jobs.keep(job)
+    job.resumes += 1
+    state.store.checkpoints.save(job)
     state.store.save_job(job, "resumed", f"from checkpoint {job.checkpoints} ({latest.size} bytes)")
     return latest

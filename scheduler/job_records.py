@@ -64,6 +64,7 @@ class Job:
     checkpoints: int = 0
     checkpoint_time: float | None = None
     wall_lost: float = 0.0
+    resumes: int = 0
 
     @functools.cached_property
     def id(self) -> str:
@@ -122,6 +123,7 @@ class Job:
             "checkpoint_time": self.checkpoint_time,
             "checkpoint_size": None if self.checkpoint is None else self.checkpoint.size,
             "wall_lost": self.wall_lost,
+            "resumes": self.resumes,
         }
 
 

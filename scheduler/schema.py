@@ -29,6 +29,7 @@ _job_checkpoints = """
         size INTEGER,
         time REAL,
         wall_lost REAL NOT NULL DEFAULT 0,
+        resumes INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (cluster, proc)
     );
 """

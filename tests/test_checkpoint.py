@@ -105,6 +105,11 @@ def test_a_job_killed_with_its_worker_twice_resumes_from_its_checkpoint(
     assert (job.state, job.exit_code, job.worker) == ("completed", 0, "w3")
     assert job.num_starts == 3 and job.checkpoints == n
     assert job.checkpoint_size and job.checkpoint_time and job.wall_lost >= 0
+    assert job.resumes == 2
+    history = cluster.run("dhistory", "1")
+    assert "3 (2 resumed)" in history.stdout, history.stdout
+    long = cluster.run("dhistory", "-l", "1").stdout
+    assert f"NumCkpts = {n}\n" in long and "checkpoint_size = " in long, long
     assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
     final = json.loads((tmp_path / "1.0" / "stdout").read_text().splitlines()[-1])
     # The count each run started from never went backwards, and it ended at N.

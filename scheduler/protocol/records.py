@@ -319,6 +319,8 @@ class JobInfo:
     checkpoint_time: float | None = None
     checkpoint_size: int | None = None
     wall_lost: float = 0.0
+    #: Starts that began from a checkpoint (of ``num_starts``).
+    resumes: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
