@@ -64,7 +64,7 @@ STORED: dict[str, tuple[str, str]] = {
     "docker_image": ("DockerImage", "string"),
     "container_image": ("ContainerImage", "string"),
     "transfer_checkpoint_files": ("TransferCheckpoint", "string"),
-    "checkpoint_exit_code": ("CheckpointExitCode", "expr"),
+    "checkpoint_exit_code": ("SuccessCheckpointExitCode", "expr"),
     "want_ft_on_checkpoint": ("WantFTOnCheckpoint", "expr"),
     "match_list_length": ("LastMatchListLength", "expr"),
     "accounting_group": ("AcctGroup", "string"),
@@ -192,6 +192,7 @@ _SILENT = frozenset({
 
 #: Other spellings of a key -> the key, as condor_submit 24 reads them (case-insensitive).
 ALIASES = {
+    "SuccessCheckpointExitCode": "checkpoint_exit_code",
     "ShouldTransferFiles": "should_transfer_files",
     "WhenToTransferOutput": "when_to_transfer_output",
     "TransferInputFiles": "transfer_input_files",

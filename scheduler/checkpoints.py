@@ -7,8 +7,7 @@ checks the file's size and SHA-256 (in a thread), commits it as the job's latest
 checkpoint (event ``checkpointed``) and only then answers: the worker restarts
 the job after that answer. The earlier checkpoint is removed once the new one is
 committed. Every later start of the job, on any worker, is sent the latest
-checkpoint (:func:`for_run`); one whose file is gone starts from the beginning,
-and its event log says so.
+checkpoint (see :mod:`scheduler.checkpoint_start`).
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from functools import partial
 
 from scheduler import protocol as p
 from scheduler.callers import Link
-from scheduler.checkpoint_table import wall_lost
 from scheduler.connection import RequestError
 from scheduler.job_records import Job
 from scheduler.protocol import JobState
@@ -116,39 +114,3 @@ def _remove_others(state: SchedulerState, job: Job, keep: p.CheckpointFile | Non
             if keep is None or entry.name != keep.name:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
-
-
-def wants_checkpoints(job: Job) -> bool:
-    """Whether ``job`` checkpoints itself (it set ``checkpoint_exit_code``)."""
-    return "CheckpointExitCode" in job.spec.attributes
-
-
-def for_run(state: SchedulerState, job: Job) -> p.CheckpointFile | None:
-    """The checkpoint to send with ``job``'s attempt starting now, its folder ready
-    for the next. A restart records the run time the job lost to evictions; one
-    whose checkpoint file is gone says so in its events and starts afresh."""
-    if job.attempt > 1:
-        lost = wall_lost(state.store.events(job.cluster, job.proc))
-        if lost != job.wall_lost:
-            state.jobs.keep(job)
-            job.wall_lost = lost
-            state.store.checkpoints.save(job)
-    if not wants_checkpoints(job):
-        return None
-    folder = state.spool.checkpoint_dir(job.cluster, job.proc)
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    latest = job.checkpoint
-    if latest is None:
-        return None
-    if not (folder / latest.name).is_file():
-        state.jobs.keep(job)
-        job.checkpoint = None
-        state.store.checkpoints.save(job)
-        gone = f"checkpoint {latest.name} is gone: it starts from the beginning"
-        state.store.save_job(job, "checkpoint lost", gone)
-        return None
-    state.jobs.keep(job)
-    job.resumes += 1
-    state.store.checkpoints.save(job)
-    state.store.save_job(job, "resumed", f"from checkpoint {job.checkpoints} ({latest.size} bytes)")
-    return latest

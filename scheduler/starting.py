@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 
-from scheduler import checkpoints, queue_ahead
+from scheduler import checkpoint_start, queue_ahead
 from scheduler import protocol as p
 from scheduler.dispatch import Slots
 from scheduler.job_records import Job
@@ -63,7 +63,7 @@ def send_run(
     state.workers.attach(worker, job, grant)
     files = read_inline_inputs(state, worker, job)
     message = run_message(job, worker.slots, worker.metrics, grant, files, after)
-    checkpoint = checkpoints.for_run(state, job)
+    checkpoint = checkpoint_start.for_run(state, job)
     if checkpoint is not None:
         message = dataclasses.replace(message, checkpoint=checkpoint)
     worker.send(message)

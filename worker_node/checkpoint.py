@@ -67,7 +67,7 @@ def parse_signal(text: str) -> int:
 def policy(attributes: dict[str, str]) -> Policy | None:
     """The job's checkpoint policy; None when it does not checkpoint itself. Raises
     ValueError naming the submit key whose value is not usable."""
-    code = attributes.get("CheckpointExitCode")
+    code = attributes.get("SuccessCheckpointExitCode")
     if code is None:
         return None
     try:
@@ -133,8 +133,11 @@ def unpack(archive: Path, directory: Path, staged: dict[str, int], account: Acco
     (tarfile's ``data`` filter)."""
     with tarfile.open(archive, "r") as tar:
         for member in tar:
+            parts = member.name.split("/")
+            if member.name.startswith("/") or ".." in parts:
+                raise tarfile.TarError(f"{member.name!r} is not below the sandbox")
             target = directory / member.name
-            top = member.name.split("/", 1)[0]
+            top = parts[0]
             if top in staged:
                 staged.pop(top)
                 with contextlib.suppress(FileNotFoundError, IsADirectoryError):
