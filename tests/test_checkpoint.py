@@ -158,3 +158,30 @@ def test_a_drained_worker_has_its_job_checkpoint_and_resume_elsewhere(
     log = (tmp_path / "job.log").read_text()
     assert "asked for by its worker's drain" in log
     assert "evicted: worker w1 drained: vacated after its checkpoint" in log, log
+
+
+def test_a_job_whose_checkpoint_is_gone_says_so_and_starts_from_the_beginning(
+    make_cluster,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    n = 5
+    cluster = make_cluster(workers=1, scheduler_args=("--worker-timeout", "1"))
+    worklog, gate = counter_job(tmp_path, n)
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    wait_until(lambda: len(steps(worklog)) >= 2, what="2 steps")
+    gate.touch()
+    wait_until(Path(f"{gate}.waiting").exists, what="the job to pause")
+    folder = cluster.config.spool_dir / "1" / "checkpoints" / "0"
+    (kept,) = folder.iterdir()  # the latest alone: older ones were removed
+    kept.unlink()
+    kill_machine(cluster, "w1")
+    gate.unlink()
+    cluster.add_worker("w2")
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        (job,) = client.wait(["1"], timeout=120)
+    assert (job.state, job.exit_code, job.worker, job.resumes) == ("completed", 0, "w2", 0)
+    assert [count for attempt, count in steps(worklog) if attempt == 2][0] == 1
+    assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
+    log = (tmp_path / "job.log").read_text()
+    assert "checkpoint lost: checkpoint " in log and "it starts from the beginning" in log, log
+    assert "resumed:" not in log

@@ -83,7 +83,7 @@ def policy(attributes: dict[str, str]) -> Policy | None:
             if name.startswith("/") or ".." in name.split("/"):
                 raise ValueError(f"transfer_checkpoint_files: {name!r} is not below the sandbox")
         files = names
-    kill_sig = signal.SIGTERM
+    kill_sig: int = signal.SIGTERM
     if "KillSig" in attributes:
         try:
             kill_sig = parse_signal(attributes["KillSig"])
