@@ -3,6 +3,8 @@ time lost to evictions and the table that keeps it all."""
 
 from __future__ import annotations
 
+import ftplib
+import io
 import os
 import signal
 import tarfile
@@ -13,9 +15,13 @@ import pytest
 from control_node.submit_errors import SubmitFileError
 from control_node.submit_file import parse_submit_file
 from scheduler.checkpoint_table import wall_lost
+from scheduler.effects import Effects
 from scheduler.job_records import Job
 from scheduler.protocol import CheckpointFile, JobEvent, JobSpec, JobState
+from scheduler.quota import Quota
+from scheduler.retention import Retention
 from scheduler.schema import MIGRATIONS, _job_checkpoints
+from scheduler.staging import Spool
 from scheduler.store import Store
 from worker_node.checkpoint import DEFAULT_VACATE_TIME, Policy, pack, policy, unpack
 
@@ -203,3 +209,38 @@ def test_the_table_keeps_a_jobs_checkpoint_across_a_restart(tmp_path: Path) -> N
     assert (other.checkpoint, other.checkpoints) == (None, 0)
     info = again.info()
     assert (info.checkpoints, info.checkpoint_size, info.wall_lost) == (2, 10, 1.5)
+
+
+def test_a_jobs_grant_reaches_its_own_checkpoints_alone(spool: Spool, tmp_path: Path) -> None:
+    folder = spool.checkpoint_dir(7, 0)
+    folder.mkdir(parents=True)
+    spool.checkpoint_dir(7, 1).mkdir()
+    grant = spool.grant_job(7, 0, "127.0.0.1", ttl=60)
+    with ftplib.FTP(timeout=10) as ftp:
+        ftp.connect(grant.host, grant.port)
+        ftp.login(grant.user, grant.password)
+        ftp.storbinary("STOR checkpoints/0/1-1.tar", io.BytesIO(b"state"))
+        got = io.BytesIO()
+        ftp.retrbinary("RETR checkpoints/0/1-1.tar", got.write)
+        with pytest.raises(ftplib.error_perm):
+            ftp.storbinary("STOR checkpoints/1/1-1.tar", io.BytesIO(b"not mine"))
+    assert got.getvalue() == (folder / "1-1.tar").read_bytes() == b"state"
+    assert list(spool.checkpoint_dir(7, 1).iterdir()) == []
+
+
+def test_checkpoints_count_in_the_quota_and_go_with_the_results(
+    spool: Spool, tmp_path: Path
+) -> None:
+    store = Store(tmp_path / "db.sqlite")
+    store.accounts.add_user("alice")
+    cluster = store.clusters.reserve_cluster("alice", 1000.0)
+    quota = Quota(store, spool, upload_limit=0, spool_quota=0)
+    before = quota.usage("alice")
+    folder = spool.checkpoint_dir(cluster, 0)
+    folder.mkdir(parents=True)
+    (folder / "1-1.tar").write_bytes(b"x" * 5000)
+    assert quota.usage("alice") - before == 5000
+    retention = Retention(store, spool, 60, lambda: 0.0, Effects())
+    retention._remove([(cluster, 0)], [cluster])
+    assert not (spool.root / str(cluster)).exists()
+    store.close()
