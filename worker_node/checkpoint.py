@@ -210,14 +210,18 @@ class Keeper:
                 upload(ftp, f, f"checkpoints/{proc}/{name}")
         finally:
             archive.unlink(missing_ok=True)
+        vacating = self.vacating
         message = p.Checkpointed(
             job_id=self.msg.job_id,
             attempt=self.msg.attempt,
             file=p.CheckpointFile(name=name, sha256=sha, size=size),
             wall_time=round(wall, 3),
-            vacating=self.vacating,
+            vacating=vacating,
         )
-        return self.commit(message)
+        reply = self.commit(message)
+        # Asked to vacate only after this was sent: the worker gives the job back.
+        self.vacated = vacating and isinstance(reply, p.Ok)
+        return reply
 
 
 class Requests:

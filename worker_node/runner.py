@@ -342,17 +342,19 @@ def _checkpointed(
 
     try:
         reply = _with_grant(attempt, store)
-    except (TransferError, OSError) as exc:
+    except TransferError as exc:
         log.warning("job %s: checkpoint not stored (%s): it starts again from its directory",
                     attempt.msg.job_id, exc)  # fmt: skip
         return attempt.kill_reason is None and not keeper.vacating
+    except OSError as exc:  # its files cannot be packed (a declared one is missing)
+        attempt.kill_reason = f"its checkpoint could not be made: {exc}"
+        return False
     if isinstance(reply, Error) and reply.code == "stale":
         attempt.kill_reason = reply.message
         return False
     if isinstance(reply, Error):
         log.warning("job %s: %s", attempt.msg.job_id, reply.message)
     if keeper.vacating:
-        keeper.vacated = not isinstance(reply, Error)
         attempt.kill_reason = "vacated: its checkpoint is stored, it runs again elsewhere"
         return False
     return attempt.kill_reason is None
