@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 import psutil
+import pytest
 from conftest import TestCluster, wait_until, write
 
 from control_node import Client
@@ -185,3 +186,41 @@ def test_a_job_whose_checkpoint_is_gone_says_so_and_starts_from_the_beginning(
     log = (tmp_path / "job.log").read_text()
     assert "checkpoint lost: checkpoint " in log and "it starts from the beginning" in log, log
     assert "resumed:" not in log
+
+
+@pytest.mark.parametrize(
+    ("keys", "why"),
+    [
+        # The job dies of its kill_sig without a checkpoint: given back at once.
+        ("kill_sig = SIGUSR2\n", "evicted: worker w1 shut down"),
+        # The job ignores it: killed after job_max_vacate_time, then given back.
+        ("kill_sig = SIGWINCH\njob_max_vacate_time = 1\n", "evicted: worker w1 shut down"),
+    ],
+)
+def test_a_job_that_does_not_checkpoint_when_drained_resumes_from_its_last_checkpoint(
+    make_cluster,  # noqa: ANN001
+    tmp_path: Path,
+    keys: str,
+    why: str,
+) -> None:
+    n = 5
+    cluster = make_cluster(workers=1, worker_args=("--grace", "600"))
+    worklog, gate = counter_job(tmp_path, n, keys)
+    assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+    wait_until(lambda: len(steps(worklog)) >= 2, what="2 steps")
+    gate.touch()
+    wait_until(Path(f"{gate}.waiting").exists, what="the job to pause")
+    at_drain = len(steps(worklog))
+    cluster.add_worker("w2")
+    cluster.wait_for_workers(2)
+    out = cluster.run("dfarm", "worker", "--drain", "w1", "--home", str(cluster.config.home))
+    assert out.returncode == 0, out.stderr
+    assert cluster.processes["w1"].wait(timeout=60) == 0
+    gate.unlink()
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        (job,) = client.wait(["1"], timeout=120)
+    assert (job.state, job.exit_code, job.worker, job.resumes) == ("completed", 0, "w2", 1)
+    assert [count for attempt, count in steps(worklog) if attempt == 2][0] == at_drain + 1
+    assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
+    log = (tmp_path / "job.log").read_text()
+    assert why in log and "asked for by its worker's drain" not in log, log
