@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import hashlib
 import os
 import signal
 import tarfile
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scheduler import protocol as p
+from scheduler.transport.ftp import retrieve
+from scheduler.transport.hashing import HashingReader, HashingWriter
 from worker_node import sandbox_files
 from worker_node.identity import Account
 from worker_node.transfer import TransferError, ftp_session, upload
@@ -149,11 +150,6 @@ def unpack(archive: Path, directory: Path, staged: dict[str, int], account: Acco
                 os.lchown(target, account.uid, account.gid)
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 #: Sends a ``Checkpointed`` to the scheduler and waits for its answer (None: the
 #: connection was lost first).
 Commit = Callable[[p.Checkpointed], p.Message | None]
@@ -183,9 +179,13 @@ class Keeper:
         os.close(fd)
         archive = Path(name)
         try:
-            with ftp_session(grant) as ftp, open(archive, "wb") as f:
-                ftp.retrbinary(f"RETR checkpoints/{proc}/{latest.name}", f.write, 1 << 20)
-            if _sha256(archive) != latest.sha256:
+            with (
+                ftp_session(grant) as ftp,
+                open(archive, "wb") as f,
+                HashingWriter(f.write) as hashed,
+            ):
+                retrieve(ftp, f"checkpoints/{proc}/{latest.name}", hashed)
+            if hashed.digest.hexdigest() != latest.sha256:
                 raise TransferError(f"checkpoint {latest.name} arrived damaged")
             try:
                 unpack(archive, directory, staged, account)
@@ -204,10 +204,10 @@ class Keeper:
         archive = self.scratch / f"ckpt-{self.msg.job_id}-{name}"
         try:
             pack(directory, staged, self.policy.files, archive)
-            size = archive.stat().st_size
-            sha = _sha256(archive)
             with ftp_session(grant) as ftp, open(archive, "rb") as f:
-                upload(ftp, f, f"checkpoints/{proc}/{name}")
+                hashed = HashingReader(f)  # hashed in the pass that uploads it
+                upload(ftp, hashed, f"checkpoints/{proc}/{name}")  # type: ignore[arg-type]
+            sha, size = hashed.digest.hexdigest(), hashed.size
         finally:
             archive.unlink(missing_ok=True)
         vacating = self.vacating
