@@ -81,11 +81,11 @@ def commit(
     if it is whole; the older one's file goes once this unit has committed."""
     job = _current(worker, msg)
     if (sha, size) != (msg.file.sha256, msg.file.size):
-        state.effects.defer("drop checkpoint", partial(_remove_others, state, job, None))
-        raise RequestError(
-            f"checkpoint {msg.file.name} of {msg.job_id} arrived damaged"
+        state.effects.defer("drop damaged checkpoint", partial(_remove, state, job, msg.file))
+        return p.Error(
+            message=f"checkpoint {msg.file.name} of {msg.job_id} arrived damaged"
             f" ({size} bytes, sha256 {sha}): the older one is kept",
-            "checkpoint",
+            code="checkpoint",
         )
     state.jobs.keep(job)
     job.checkpoint = msg.file
@@ -105,12 +105,19 @@ def commit(
     return p.Ok()
 
 
-def _remove_others(state: SchedulerState, job: Job, keep: p.CheckpointFile | None) -> None:
+def _remove(state: SchedulerState, job: Job, damaged: p.CheckpointFile) -> None:
+    """Remove a checkpoint file that was never committed."""
+    folder = state.spool.checkpoint_dir(job.cluster, job.proc)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(folder / damaged.name)
+
+
+def _remove_others(state: SchedulerState, job: Job, keep: p.CheckpointFile) -> None:
     """Remove the checkpoint files of ``job`` other than ``keep`` (earlier ones, and
     uploads never committed)."""
     folder = state.spool.checkpoint_dir(job.cluster, job.proc)
     with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
         for entry in entries:
-            if keep is None or entry.name != keep.name:
+            if entry.name != keep.name:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
