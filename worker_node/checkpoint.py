@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import os
 import signal
 import tarfile
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from scheduler import protocol as p
 from scheduler.transport.ftp import retrieve
@@ -30,6 +32,12 @@ from scheduler.transport.hashing import HashingReader, HashingWriter
 from worker_node import sandbox_files
 from worker_node.identity import Account
 from worker_node.transfer import TransferError, ftp_session, upload
+
+if TYPE_CHECKING:
+    from worker_node.runner import Attempt
+    from worker_node.sandbox import Sandbox
+
+log = logging.getLogger(__name__)
 
 #: HTCondor's default ``JobMaxVacateTime`` (its ``MACHINE_MAX_VACATE_TIME``), seconds.
 DEFAULT_VACATE_TIME = 600.0
@@ -150,6 +158,10 @@ def unpack(archive: Path, directory: Path, staged: dict[str, int], account: Acco
                 os.lchown(target, account.uid, account.gid)
 
 
+#: Runs a transfer with the attempt's grant, again with a new one if the scheduler
+#: was lost (``worker_node.runner._with_grant``).
+WithGrant = Callable[["Attempt", Callable[[p.FtpGrant], Any]], Any]
+
 #: Sends a ``Checkpointed`` to the scheduler and waits for its answer (None: the
 #: connection was lost first).
 Commit = Callable[[p.Checkpointed], p.Message | None]
@@ -222,6 +234,75 @@ class Keeper:
         # Asked to vacate only after this was sent: the worker gives the job back.
         self.vacated = vacating and isinstance(reply, p.Ok)
         return reply
+
+
+def restore(
+    attempt: Attempt,
+    sandbox: Sandbox,
+    account: Account | None,
+    commit: Commit,
+    with_grant: WithGrant,
+) -> str | None:
+    """Give a job that checkpoints itself its keeper, and its latest checkpoint's
+    files; returns why it cannot start, if it cannot."""
+    msg = attempt.msg
+    try:
+        rules = policy(msg.spec.attributes)
+    except ValueError as exc:
+        return str(exc)
+    if rules is None:
+        return None
+    keeper = attempt.keeper = Keeper(msg, rules, sandbox.root, commit)
+    if msg.checkpoint is None:
+        return None
+    try:
+        with_grant(attempt, lambda grant: keeper.restore(
+            grant, sandbox.directory, sandbox.staged, account))  # fmt: skip
+    except TransferError as exc:
+        return f"{p.NOT_STARTED[0]}: {exc}"
+    return None
+
+
+def stored(
+    attempt: Attempt,
+    sandbox: Sandbox,
+    status: int | None,
+    failure: str | None,
+    wall: float,
+    with_grant: WithGrant,
+) -> bool:
+    """After a run: if it exited with the job's checkpoint exit code, store the
+    checkpoint; True when the job is to start again in its directory."""
+    keeper = attempt.keeper
+    if keeper is None or failure or attempt.kill_reason or attempt.limit_exceeded:
+        return False
+    if status != keeper.policy.exit_code:
+        return False
+
+    def store(grant: p.FtpGrant) -> p.Message:
+        reply = keeper.store(grant, sandbox.directory, sandbox.staged, wall)
+        if reply is None:  # the scheduler was lost before it answered: again
+            raise TransferError("the scheduler did not answer the checkpoint")
+        return reply
+
+    try:
+        reply = with_grant(attempt, store)
+    except TransferError as exc:
+        log.warning("job %s: checkpoint not stored (%s): it starts again from its directory",
+                    attempt.msg.job_id, exc)  # fmt: skip
+        return attempt.kill_reason is None and not keeper.vacating
+    except OSError as exc:  # its files cannot be packed (a declared one is missing)
+        attempt.kill_reason = f"its checkpoint could not be made: {exc}"
+        return False
+    if isinstance(reply, p.Error) and reply.code == "stale":
+        attempt.kill_reason = reply.message
+        return False
+    if isinstance(reply, p.Error):
+        log.warning("job %s: %s", attempt.msg.job_id, reply.message)
+    if keeper.vacating:
+        attempt.kill_reason = "vacated: its checkpoint is stored, it runs again elsewhere"
+        return False
+    return attempt.kill_reason is None
 
 
 class Requests:

@@ -33,7 +33,6 @@ from scheduler.protocol import (
     INLINE_BUDGET,
     INLINE_LIMIT,
     NOT_STARTED,
-    Error,
     FtpGrant,
     JobFinished,
     RunJob,
@@ -122,9 +121,11 @@ class Attempt:
         with self._lock:
             process = self.process
             if isinstance(process, Launched) and process.returncode is None:
-                if process.pidfd is not None:
-                    with contextlib.suppress(ProcessLookupError):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    if process.pidfd is not None:
                         signal.pidfd_send_signal(process.pidfd, sig)
+                    else:  # without pidfds: by number, as Launched.kill does
+                        os.kill(process.pid, sig)
             elif isinstance(process, subprocess.Popen) and process.returncode is None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(process.pid, sig)
@@ -241,7 +242,11 @@ def run_attempt(
             if failed is not None:
                 worker = disk.name if disk is not None else "this worker"
                 return finished(failure=url_inputs.hold_reason(worker, failed.url, failed.detail))
-        unusable = None if commit is None else _restore(attempt, sandbox, account, commit)
+        unusable = (
+            None
+            if commit is None
+            else checkpoint.restore(attempt, sandbox, account, commit, _with_grant)
+        )
         if unusable:
             return finished(failure=unusable)
         stdout, stderr = sandbox.stdout, sandbox.stderr
@@ -256,7 +261,7 @@ def run_attempt(
         status, wall, cpu, failure = _execute(
             attempt, sandbox.directory, stdout, stderr, account, python, launcher
         )
-        while _checkpointed(attempt, sandbox, status, failure, wall):
+        while checkpoint.stored(attempt, sandbox, status, failure, wall, _with_grant):
             status, more_wall, more_cpu, failure = _execute(
                 attempt, sandbox.directory, stdout, stderr, account, python, launcher
             )
@@ -298,66 +303,6 @@ def run_attempt(
         with attempt._lock:
             attempt.streams = {}
         sandbox.finish(reusable)
-
-
-def _restore(
-    attempt: Attempt, sandbox: Sandbox, account: Account | None, commit: checkpoint.Commit
-) -> str | None:
-    """Give a job that checkpoints itself its keeper, and its latest checkpoint's
-    files; returns why it cannot start, if it cannot."""
-    msg = attempt.msg
-    try:
-        rules = checkpoint.policy(msg.spec.attributes)
-    except ValueError as exc:
-        return str(exc)
-    if rules is None:
-        return None
-    keeper = attempt.keeper = checkpoint.Keeper(msg, rules, sandbox.root, commit)
-    if msg.checkpoint is None:
-        return None
-    try:
-        _with_grant(attempt, lambda grant: keeper.restore(
-            grant, sandbox.directory, sandbox.staged, account))  # fmt: skip
-    except TransferError as exc:
-        return f"{NOT_STARTED[0]}: {exc}"
-    return None
-
-
-def _checkpointed(
-    attempt: Attempt, sandbox: Sandbox, status: int | None, failure: str | None, wall: float
-) -> bool:
-    """After a run: if it exited with the job's checkpoint exit code, store the
-    checkpoint; True when the job is to start again in its directory."""
-    keeper = attempt.keeper
-    if keeper is None or failure or attempt.kill_reason or attempt.limit_exceeded:
-        return False
-    if status != keeper.policy.exit_code:
-        return False
-
-    def store(grant: FtpGrant) -> JobFinished | object:
-        reply = keeper.store(grant, sandbox.directory, sandbox.staged, wall)
-        if reply is None:  # the scheduler was lost before it answered: again
-            raise TransferError("the scheduler did not answer the checkpoint")
-        return reply
-
-    try:
-        reply = _with_grant(attempt, store)
-    except TransferError as exc:
-        log.warning("job %s: checkpoint not stored (%s): it starts again from its directory",
-                    attempt.msg.job_id, exc)  # fmt: skip
-        return attempt.kill_reason is None and not keeper.vacating
-    except OSError as exc:  # its files cannot be packed (a declared one is missing)
-        attempt.kill_reason = f"its checkpoint could not be made: {exc}"
-        return False
-    if isinstance(reply, Error) and reply.code == "stale":
-        attempt.kill_reason = reply.message
-        return False
-    if isinstance(reply, Error):
-        log.warning("job %s: %s", attempt.msg.job_id, reply.message)
-    if keeper.vacating:
-        attempt.kill_reason = "vacated: its checkpoint is stored, it runs again elsewhere"
-        return False
-    return attempt.kill_reason is None
 
 
 def _with_grant(attempt: Attempt, transfer: Callable[[FtpGrant], T]) -> T:
