@@ -89,18 +89,22 @@ def job_info(cluster: TestCluster) -> dict[str, object]:
     return jobs[0] if jobs else {}
 
 
+@pytest.mark.parametrize("route", ["link", "ftp"])
 def test_a_job_killed_with_its_worker_twice_resumes_from_its_checkpoint(
     make_cluster,  # noqa: ANN001
     tmp_path: Path,
+    route: str,
 ) -> None:
+    """Checkpoints linked into the spool its workers share, or moved over FTP."""
     n = 20
-    cluster = make_cluster(workers=1, scheduler_args=("--worker-timeout", "1"))
+    args = ("--always-ftp",) if route == "ftp" else ()
+    cluster = make_cluster(workers=1, worker_args=args, scheduler_args=("--worker-timeout", "1"))
     worklog, _ = counter_job(tmp_path, n)
     assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
     for worker, later, count in (("w1", "w2", 5), ("w2", "w3", 10)):
         wait_until(lambda count=count: len(steps(worklog)) >= count, what=f"{count} steps")
         kill_machine(cluster, worker)
-        cluster.add_worker(later)
+        cluster.add_worker(later, *args)
     with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
         (job,) = client.wait(["1"], timeout=120)
     assert (job.state, job.exit_code, job.worker) == ("completed", 0, "w3")

@@ -7,6 +7,7 @@ import ftplib
 import io
 import os
 import signal
+import stat
 import tarfile
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from scheduler.schema import MIGRATIONS, _job_checkpoints
 from scheduler.staging import Spool
 from scheduler.store import Store
 from worker_node.checkpoint import DEFAULT_VACATE_TIME, Policy, pack, policy, unpack
+from worker_node.spool_link import SpoolLink
 
 
 def test_a_job_without_checkpoint_exit_code_does_not_checkpoint() -> None:
@@ -244,3 +246,24 @@ def test_checkpoints_count_in_the_quota_and_go_with_the_results(
     retention._remove([(cluster, 0)], [cluster])
     assert not (spool.root / str(cluster)).exists()
     store.close()
+
+
+def test_a_worker_sharing_the_spool_links_its_checkpoints(spool: Spool, tmp_path: Path) -> None:
+    link = SpoolLink.find(spool.share, tmp_path)
+    assert link is not None
+    archive = tmp_path / "ckpt.tar"
+    archive.write_bytes(b"checkpoint bytes")
+    with open(archive, "rb") as f:
+        link.put_checkpoint(3, 0, "1-1.tar", f)
+    stored = spool.checkpoint_dir(3, 0) / "1-1.tar"
+    assert os.path.samefile(stored, archive)  # linked, not copied
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    got = bytearray()
+    assert link.get_checkpoint(3, 0, "1-1.tar", got.extend)
+    assert bytes(got) == b"checkpoint bytes"
+    assert not link.get_checkpoint(3, 0, "missing.tar", got.extend)
+    # A file linked elsewhere too is copied, never shared with its other name.
+    os.link(archive, tmp_path / "other-name")
+    with open(archive, "rb") as f:
+        link.put_checkpoint(3, 0, "1-2.tar", f)
+    assert not os.path.samefile(spool.checkpoint_dir(3, 0) / "1-2.tar", archive)

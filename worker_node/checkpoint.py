@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -24,13 +25,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from scheduler import protocol as p
 from scheduler.transport.ftp import retrieve
-from scheduler.transport.hashing import HashingReader, HashingWriter
+from scheduler.transport.hashing import HashingWriter
 from worker_node import sandbox_files
 from worker_node.identity import Account
+from worker_node.spool_link import SpoolLink
 from worker_node.transfer import TransferError, ftp_session, upload
 
 if TYPE_CHECKING:
@@ -111,10 +113,27 @@ def policy(attributes: dict[str, str]) -> Policy | None:
     return Policy(exit_code, files, kill_sig, vacate)
 
 
-def pack(directory: Path, staged: dict[str, int], files: list[str] | None, out: Path) -> None:
+class _Hashing:
+    """A file written through, hashed in the same pass."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw, self.digest, self.size = raw, hashlib.sha256(), 0
+
+    def write(self, block: bytes) -> int:
+        self.digest.update(block)
+        self.size += len(block)
+        return self.raw.write(block)
+
+    def tell(self) -> int:
+        return self.size
+
+
+def pack(
+    directory: Path, staged: dict[str, int], files: list[str] | None, out: Path
+) -> tuple[str, int]:
     """Write a tar of the checkpoint files of ``directory`` to ``out``: ``files``, or
     every entry but the inputs still linked as staged (name -> inode). Links are
-    stored as links, never followed."""
+    stored as links, never followed. Returns the tar's SHA-256 and size."""
     top = sandbox_files.open_dir(directory)
     try:
         if files is None:
@@ -125,14 +144,17 @@ def pack(directory: Path, staged: dict[str, int], files: list[str] | None, out: 
             names = files
     finally:
         os.close(top)
-    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        for name in names:
-            path = directory / name
-            if not os.path.lexists(path):
-                if files is not None:
-                    raise FileNotFoundError(f"transfer_checkpoint_files: {name!r} is missing")
-                continue
-            tar.add(path, arcname=name, recursive=True)
+    with open(out, "wb") as raw:
+        hashed = _Hashing(raw)
+        with tarfile.open(fileobj=hashed, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+            for name in names:
+                path = directory / name
+                if not os.path.lexists(path):
+                    if files is not None:
+                        raise FileNotFoundError(f"transfer_checkpoint_files: {name!r} is missing")
+                    continue
+                tar.add(path, arcname=name, recursive=True)
+    return hashed.digest.hexdigest(), hashed.size
 
 
 def unpack(archive: Path, directory: Path, staged: dict[str, int], account: Account | None) -> None:
@@ -171,8 +193,17 @@ class Keeper:
     """The checkpoints of one attempt: restores the latest before the first run,
     stores each new one."""
 
-    def __init__(self, msg: p.RunJob, rules: Policy, scratch: Path, commit: Commit):
+    def __init__(
+        self,
+        msg: p.RunJob,
+        rules: Policy,
+        scratch: Path,
+        commit: Commit,
+        spool: SpoolLink | None = None,
+    ):
         self.msg, self.policy, self.scratch, self.commit = msg, rules, scratch, commit
+        #: The spool where this worker shares its file system: checkpoints are linked.
+        self.spool = spool
         self.stored = 0
         #: Set when the attempt is to end after its next checkpoint (its worker drains).
         self.vacating = False
@@ -187,16 +218,18 @@ class Keeper:
         if latest is None:
             return
         cluster, proc = p.parse_job_id(self.msg.job_id)
+        assert proc is not None  # a RunJob names one job
         fd, name = tempfile.mkstemp(prefix="restore-", suffix=".tar", dir=self.scratch)
         os.close(fd)
         archive = Path(name)
         try:
-            with (
-                ftp_session(grant) as ftp,
-                open(archive, "wb") as f,
-                HashingWriter(f.write) as hashed,
-            ):
-                retrieve(ftp, f"checkpoints/{proc}/{latest.name}", hashed)
+            with open(archive, "wb") as f, HashingWriter(f.write) as hashed:
+                copied = self.spool is not None and self.spool.get_checkpoint(
+                    cluster, proc, latest.name, hashed
+                )
+                if not copied:
+                    with ftp_session(grant) as ftp:
+                        retrieve(ftp, f"checkpoints/{proc}/{latest.name}", hashed)
             if hashed.digest.hexdigest() != latest.sha256:
                 raise TransferError(f"checkpoint {latest.name} arrived damaged")
             try:
@@ -211,15 +244,16 @@ class Keeper:
         """Pack, upload and commit a checkpoint of ``directory``; returns the
         scheduler's answer (None: the connection was lost before it came)."""
         cluster, proc = p.parse_job_id(self.msg.job_id)
+        assert proc is not None  # a RunJob names one job
         self.stored += 1
         name = f"{self.msg.attempt}-{self.stored}-{time.time_ns()}.tar"
         archive = self.scratch / f"ckpt-{self.msg.job_id}-{name}"
         try:
-            pack(directory, staged, self.policy.files, archive)
-            with ftp_session(grant) as ftp, open(archive, "rb") as f:
-                hashed = HashingReader(f)  # hashed in the pass that uploads it
-                upload(ftp, hashed, f"checkpoints/{proc}/{name}")  # type: ignore[arg-type]
-            sha, size = hashed.digest.hexdigest(), hashed.size
+            sha, size = pack(directory, staged, self.policy.files, archive)
+            with open(archive, "rb") as f:
+                if not self._link(cluster, proc, name, f):
+                    with ftp_session(grant) as ftp:
+                        upload(ftp, f, f"checkpoints/{proc}/{name}")
         finally:
             archive.unlink(missing_ok=True)
         vacating = self.vacating
@@ -235,6 +269,19 @@ class Keeper:
         self.vacated = vacating and isinstance(reply, p.Ok)
         return reply
 
+    def _link(self, cluster: int, proc: int, name: str, f: BinaryIO) -> bool:
+        """Put the checkpoint into the shared spool; False: it goes over FTP."""
+        if self.spool is None:
+            return False
+        try:
+            self.spool.put_checkpoint(cluster, proc, name, f)
+            return True
+        except OSError as exc:
+            log.warning("%s: cannot put its checkpoint into the spool (%s): using FTP",
+                        self.msg.job_id, exc)  # fmt: skip
+            f.seek(0)
+            return False
+
 
 def restore(
     attempt: Attempt,
@@ -242,8 +289,10 @@ def restore(
     account: Account | None,
     commit: Commit,
     with_grant: WithGrant,
+    spool: SpoolLink | None = None,
 ) -> str | None:
-    """Give a job that checkpoints itself its keeper, and its latest checkpoint's
+    """Give a job that checkpoints itself its keeper (its checkpoints linked with the
+    ``spool`` where it is shared, else moved over FTP), and its latest checkpoint's
     files; returns why it cannot start, if it cannot."""
     msg = attempt.msg
     try:
@@ -252,7 +301,7 @@ def restore(
         return str(exc)
     if rules is None:
         return None
-    keeper = attempt.keeper = Keeper(msg, rules, sandbox.root, commit)
+    keeper = attempt.keeper = Keeper(msg, rules, sandbox.root, commit, spool)
     if msg.checkpoint is None:
         return None
     try:

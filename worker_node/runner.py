@@ -245,7 +245,7 @@ def run_attempt(
         unusable = (
             None
             if commit is None
-            else checkpoint.restore(attempt, sandbox, account, commit, _with_grant)
+            else checkpoint.restore(attempt, sandbox, account, commit, _with_grant, spool)
         )
         if unusable:
             return finished(failure=unusable)
