@@ -146,7 +146,9 @@ def pack(
         os.close(top)
     with open(out, "wb") as raw:
         hashed = _Hashing(raw)
-        with tarfile.open(fileobj=hashed, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+        with tarfile.open(  # type: ignore[call-overload]
+            fileobj=hashed, mode="w", format=tarfile.PAX_FORMAT, copybufsize=1 << 20
+        ) as tar:
             for name in names:
                 path = directory / name
                 if not os.path.lexists(path):
