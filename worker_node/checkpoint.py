@@ -2,12 +2,13 @@
 
 A job with a checkpoint exit code that exits with it has its checkpoint files
 (``transfer_checkpoint_files``, by default every file of its sandbox but the
-inputs it left as staged) packed into one tar, uploaded into the spool and
-committed by the scheduler (see :mod:`scheduler.checkpoints`); then it starts
-again in the same directory. A job started with a checkpoint finds the
-checkpoint's files in its sandbox before it starts. A draining worker asks each
-such job to checkpoint with its ``kill_sig`` and gives it ``job_max_vacate_time``
-seconds to do so (see :class:`Vacate`).
+inputs it left as staged) packed into one tar, linked into the spool (where the
+worker shares its file system) or uploaded over FTP, and committed by the
+scheduler (see :mod:`scheduler.checkpoints`); then it starts again in the same
+directory. A job started with a checkpoint finds the checkpoint's files in its
+sandbox before it starts. A draining worker asks each such job to checkpoint with
+its ``kill_sig`` and gives it ``job_max_vacate_time`` seconds to do so (see
+:func:`vacate`).
 """
 
 from __future__ import annotations
