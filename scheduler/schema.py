@@ -26,6 +26,23 @@ CREATE INDEX jobs_ended ON jobs (end_time, cluster, proc);
 CREATE INDEX jobs_owner_ended ON jobs (owner, end_time, cluster, proc);
 """
 
+#: The ``job_checkpoints`` table: one row per job that stored a checkpoint or lost
+#: run time to an eviction.
+_job_checkpoints = """
+    CREATE TABLE job_checkpoints (
+        cluster INTEGER NOT NULL,
+        proc INTEGER NOT NULL,
+        count INTEGER NOT NULL DEFAULT 0,
+        name TEXT,
+        sha256 TEXT,
+        size INTEGER,
+        time REAL,
+        wall_lost REAL NOT NULL DEFAULT 0,
+        resumes INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (cluster, proc)
+    );
+"""
+
 
 def _verifiers_instead_of_keys(db: sqlite3.Connection) -> None:
     """Users keep SCRAM verifiers instead of the hash of their token (which was their
@@ -261,4 +278,7 @@ MIGRATIONS: list[Migration] = [
     # finished jobs read a page at a time: in id order (dq, /api/jobs), the most
     # recently ended first (dhistory, /api/history)
     PAGED_JOB_INDEXES,
+    # self-checkpointing jobs: each job's latest checkpoint in the spool, how many it
+    # stored, and the run time lost to evictions (scheduler/checkpoint_table.py)
+    _job_checkpoints,
 ]

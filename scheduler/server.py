@@ -25,7 +25,15 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from scheduler import control_handlers, explain, job_control, probe, worker_control, worker_handlers
+from scheduler import (
+    checkpoints,
+    control_handlers,
+    explain,
+    job_control,
+    probe,
+    worker_control,
+    worker_handlers,
+)
 from scheduler import protocol as p
 from scheduler.clusters import abandon_cluster, remove_reservation, upload_failed
 from scheduler.config import SchedulerConfig
@@ -432,6 +440,7 @@ ROUTES: dict[type[p.Message], Handler] = {
     p.OutputChunk: job_control.on_output_chunk,
     p.DrainWorker: worker_control.on_drain_worker,
     p.Draining: worker_control.on_draining,
+    p.Checkpointed: checkpoints.on_checkpointed,
     p.QueryUsers: explain.on_query_users,
     p.QueryCounts: explain.on_query_counts,
     p.AnalyzeJobs: explain.on_analyze_jobs,

@@ -9,6 +9,7 @@ from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 from scheduler.accounts import Accounts
+from scheduler.checkpoint_table import CheckpointTable
 from scheduler.cluster_table import ClusterTable
 from scheduler.database import Database
 from scheduler.job_records import (
@@ -27,13 +28,14 @@ from scheduler.result_table import ResultTable
 class Store(Database):
     """The scheduler's database: its units of work, the ``jobs`` and ``job_events``
     tables, and the other tables (:attr:`accounts`, :attr:`clusters`,
-    :attr:`results`). One instance per process; thread-safe through a lock."""
+    :attr:`results`, :attr:`checkpoints`). One instance per process; thread-safe through a lock."""
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time):
         super().__init__(path, clock)
         self.accounts = Accounts(self)
         self.clusters = ClusterTable(self)
         self.results = ResultTable(self)
+        self.checkpoints = CheckpointTable(self)
 
     def insert_jobs(
         self, cluster: int, submit_file: str, jobs: list[Job], now: float, last: bool = True
@@ -136,7 +138,9 @@ class Store(Database):
         sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return _jobs_from_rows(self._query(sql + " ORDER BY cluster, proc", args))
+        found = _jobs_from_rows(self._query(sql + " ORDER BY cluster, proc", args))
+        self.checkpoints.attach(found)
+        return found
 
     def jobs_page(
         self,
@@ -166,7 +170,9 @@ class Store(Database):
             )
             found += _jobs_from_rows(self._query(sql, [*args, limit]))
         found.sort(key=lambda job: (job.cluster, job.proc))
-        return found[:limit]
+        del found[limit:]
+        self.checkpoints.attach(found)
+        return found
 
     def save_spec(self, job: Job, event: str, detail: str) -> None:
         """Write an edited spec (``dedit``) and one event."""
@@ -217,7 +223,9 @@ class Store(Database):
             " ORDER BY end_time DESC, cluster DESC, proc DESC LIMIT ?"
         )
         rows = self._query(sql, [*args, limit])
-        return _jobs_from_rows(reversed(rows))
+        found = _jobs_from_rows(reversed(rows))
+        self.checkpoints.attach(found)
+        return found
 
     def events_of(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], list[JobEvent]]:
         """The events of many jobs (their cluster and proc), a few queries in all."""

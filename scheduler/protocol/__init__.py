@@ -47,6 +47,7 @@ from scheduler.protocol.auth import (
     user_key,
     verify_welcome,
 )
+from scheduler.protocol.checkpoints import Checkpointed
 from scheduler.protocol.explain import (
     AnalyzeJobs,
     BatchInfo,
@@ -122,6 +123,7 @@ from scheduler.protocol.records import (
     PROTOCOL_VERSION,
     SPOOL_IDENTITY_FILE,
     UNFINISHED_STATES,
+    CheckpointFile,
     FtpGrant,
     GpuInfo,
     InputFile,
@@ -182,6 +184,8 @@ __all__ = [
     "BOTH",
     "Challenge",
     "ChangeJobs",
+    "CheckpointFile",
+    "Checkpointed",
     "client_keys",
     "client_proof",
     "ClusterCreated",

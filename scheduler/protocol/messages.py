@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from scheduler.protocol.records import (
+    CheckpointFile,
     FtpGrant,
     JobEvent,
     JobInfo,
@@ -417,6 +418,9 @@ class RunJob(Message):
     #: behind: it starts when that one ends, in its place and on its resources
     #: (GPUs included). Empty, or naming an attempt already ended: start now.
     after: str = ""
+    #: The job's latest checkpoint, fetched with ``ftp`` into the sandbox before it
+    #: starts (None: it starts from the beginning).
+    checkpoint: CheckpointFile | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
