@@ -40,6 +40,7 @@ from scheduler.protocol import (
     parse_job_id,
 )
 from worker_node import py_scripts, reaper, sandbox_files, url_inputs
+from worker_node.containers import INSIDE, Containers, ImageProblem, Prepared, request_of
 from worker_node.deferral import wait_for_deferral
 from worker_node.disk import DiskWatch
 from worker_node.identity import Account
@@ -197,16 +198,19 @@ def run_attempt(
     launchers: Launchers | None = None,
     spool: SpoolLink | None = None,
     disk: DiskWatch | None = None,
+    containers: Containers | None = None,
 ) -> JobFinished:
     """Stage, run and return one attempt (as ``account``, default the worker's own,
     started by the slot's launcher for that account when ``launchers`` are given;
     files linked with the ``spool`` where it is shared, else moved over FTP; a job
-    that ends on a full ``disk`` returns nothing but that failure);
+    that ends on a full ``disk`` returns nothing but that failure; one that asks for
+    a container runs in it with one of ``containers``' runtimes);
     never raises for the job's own failures."""
     msg = attempt.msg
     finished = functools.partial(JobFinished, job_id=msg.job_id, attempt=msg.attempt)
     reusable = False
     began = time.monotonic()
+    image: Prepared | None = None
     try:
         sandbox.prepare(parse_job_id(msg.job_id)[0], f"{msg.job_id}-{msg.attempt}", account)
         try:
@@ -232,9 +236,21 @@ def run_attempt(
         )
         if missed:
             return finished(failure=missed)
+        request = request_of(msg.spec)
+        if request is not None:
+            worker = disk.name if disk is not None else "this worker"
+            try:
+                if containers is None:
+                    raise ImageProblem("this worker has no container runtime")
+                sha = next((i.sha256 for i in msg.spec.inputs if i.name == request.image), None)
+                image = containers.prepare(
+                    request, sandbox.directory, sha, account, f"{msg.job_id}-{msg.attempt}"
+                )
+            except ImageProblem as exc:
+                return finished(failure=f"container on worker {worker}: {exc}")
         launcher = _launcher(launchers, sandbox.index, account)
         status, wall, cpu, failure = _execute(
-            attempt, sandbox.directory, stdout, stderr, account, python, launcher
+            attempt, sandbox.directory, stdout, stderr, account, python, launcher, image
         )
         with attempt._lock:
             attempt.streams = {}  # results are read from the start, with no dtail about
@@ -270,6 +286,8 @@ def run_attempt(
     except TransferError as exc:
         return finished(failure=f"could not transfer results: {exc}")
     finally:
+        if image is not None:
+            image.cleanup(account)
         with attempt._lock:
             attempt.streams = {}
         sandbox.finish(reusable)
@@ -366,8 +384,10 @@ def _execute(
     account: Account | None = None,
     python: str | None = None,
     launcher: Launcher | None = None,
+    image: Prepared | None = None,
 ) -> tuple[int | None, float, float, str | None]:
-    """Run the process; returns (exit status or -signal, wall s, cpu s, failure)."""
+    """Run the process (in ``image`` if given); returns (exit status or -signal,
+    wall s, cpu s, failure)."""
     spec = attempt.msg.spec
     exe = sandbox / spec.executable
     start = time.monotonic()
@@ -379,9 +399,16 @@ def _execute(
     if account is not None:
         user, group, extra_groups = account.uid, account.gid, list(account.groups)
         env.update(USER=account.name, LOGNAME=account.name)
-    argv = py_scripts.command(
-        exe, spec.arguments, python if account is not None else python or sys.executable
-    )
+    argv: list[str] | str
+    if image is not None:  # the program runs as given, with the image's interpreters
+        argv, env = image.command(
+            [f"{INSIDE}/{spec.executable}", *spec.arguments], sandbox, env,
+            spec.request_cpus, spec.request_memory,
+        )  # fmt: skip
+    else:
+        argv = py_scripts.command(
+            exe, spec.arguments, python if account is not None else python or sys.executable
+        )
     if isinstance(argv, str):
         reason = f"{NOT_STARTED[1]} {spec.executable!r}: {argv}"
         stderr.write(f"dfarm: {reason}\n".encode())
