@@ -1,0 +1,191 @@
+"""Jobs in containers, end to end: a real scheduler, real workers, real runtimes
+(bubblewrap, rootless podman) over an image built here from the machine's own
+busybox (Debian's busybox-static, which ``make test`` installs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import TestCluster, wait_until, write
+
+from control_node import Client
+from worker_node import containers
+
+BUSYBOX = shutil.which("busybox")
+MARK = "built-by-the-test"
+
+
+def _works(name: str) -> bool:
+    return any(r.name == name for r in containers.detect([name]))
+
+
+needs_busybox = pytest.mark.skipif(
+    BUSYBOX is None, reason="busybox is missing (as root: apt-get install busybox-static)"
+)
+
+
+def make_rootfs(folder: Path) -> Path:
+    """A root file system: busybox, its applets as links, a marker in /etc."""
+    assert BUSYBOX is not None
+    (folder / "bin").mkdir(parents=True)
+    (folder / "etc").mkdir()
+    shutil.copy(BUSYBOX, folder / "bin" / "busybox")
+    applets = subprocess.run(
+        [BUSYBOX, "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            (folder / "bin" / applet).symlink_to("busybox")
+    (folder / "etc" / "image-marker").write_text(MARK + "\n")
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755)
+    return folder
+
+
+def make_tar(folder: Path, tar: Path) -> Path:
+    with tarfile.open(tar, "w") as out:
+        for entry in sorted(folder.iterdir()):
+            out.add(entry, arcname=entry.name)
+    return tar
+
+
+JOB = """#!/bin/sh
+cat /etc/image-marker
+echo "dir=$(pwd)"
+tr a-z A-Z < words.txt > shout.txt
+exec sleep 2.71828
+"""
+#: The job's last process, found on the host to see whose it is.
+SLEEP = b"sleep\x002.71828"
+
+
+def host_uids_of_the_job() -> set[int]:
+    """The real uids, on the host, of the processes running the job's ``sleep``."""
+    uids = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if (proc / "cmdline").read_bytes().rstrip(b"\0") == SLEEP:
+                status = (proc / "status").read_text()
+                uids.add(int(status.split("Uid:")[1].split()[0]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return uids
+
+
+def submit_and_wait(cluster: TestCluster, folder: Path, image_line: str) -> dict[str, object]:
+    """Submit the job in ``image_line``'s image, see whose its process is on the host
+    while it runs, wait for it and fetch its results; returns its record and that uid."""
+    write(folder / "job.sh", JOB, executable=True)
+    write(folder / "words.txt", "hello from the sandbox\n")
+    write(
+        folder / "job.sub",
+        "executable = job.sh\ntransfer_input_files = words.txt\n"
+        f"{image_line}\ntransfer_output_files = shout.txt\nqueue\n",
+    )
+    result = cluster.run("dsub", "--quiet", "job.sub", cwd=folder)
+    assert result.returncode == 0, result.stderr + result.stdout
+    job_id = f"{result.stdout.strip()}.0"
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        uids = wait_until(
+            lambda: host_uids_of_the_job()
+            or (client.jobs([job_id])[0].state not in ("idle", "running") and {-1}),
+            timeout=120,
+            what="the job's process",
+        )
+        (job,) = client.wait([job_id], timeout=120)
+    fetched = cluster.run("dfetch", job_id, cwd=folder)
+    assert fetched.returncode == 0, fetched.stderr
+    return {"id": job_id, "state": job.state, "hold_reason": job.hold_reason, "uids": uids}
+
+
+def check_ran_in_the_image(folder: Path, job: dict[str, object]) -> None:
+    """The job saw the image's files, its sandbox as its working directory, its
+    staged input; its output came back; it never ran as root on the host."""
+    job_id = str(job["id"])
+    out = (folder / job_id / "stdout").read_text()
+    assert out.splitlines() == [MARK, "dir=/srv"], out
+    assert (folder / job_id / "shout.txt").read_text() == "HELLO FROM THE SANDBOX\n"
+    uids = job["uids"]
+    assert isinstance(uids, set) and uids and 0 not in uids and -1 not in uids, uids
+
+
+@needs_busybox
+@pytest.mark.skipif(not _works("bubblewrap"), reason="bubblewrap does not work here")
+def test_a_job_runs_in_a_root_file_system_with_bubblewrap(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=1, worker_args=("--container-runtimes", "bubblewrap"))
+    folder = tmp_path / "tar"
+    folder.mkdir()
+    make_tar(make_rootfs(tmp_path / "rootfs"), folder / "image.tar")
+    job = submit_and_wait(cluster, folder, "container_image = image.tar")
+    assert job["state"] == "completed", job
+    check_ran_in_the_image(folder, job)
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        (worker,) = client.workers()
+    attrs = worker.metrics.attributes
+    assert attrs["ContainerRuntimes"] == "bubblewrap" and attrs["HasSandboxImage"] is True
+    assert attrs["HasContainer"] is True and attrs["HasDockerURL"] is False
+    # The same image again: unpacked once, by content.
+    cache = [p.name for p in (cluster.workers_dir / "w1").rglob("rootfs-*") if p.is_dir()]
+    assert len(cache) == 1, cache
+    again = submit_and_wait(cluster, folder, "container_image = image.tar")
+    assert again["state"] == "completed"
+    assert len([p for p in (cluster.workers_dir / "w1").rglob("rootfs-*") if p.is_dir()]) == 1
+    # An unpacked directory, named the OSG way.
+    shutil.copytree(tmp_path / "rootfs", folder / "tree", symlinks=True)
+    job = submit_and_wait(cluster, folder, '+SingularityImage = "tree"')
+    assert job["state"] == "completed", job
+    check_ran_in_the_image(folder, job)
+
+
+@needs_busybox
+@pytest.mark.skipif(not _works("podman"), reason="podman does not work here")
+def test_a_job_runs_in_an_imported_image_with_rootless_podman(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=1, worker_args=("--container-runtimes", "podman"))
+    make_tar(make_rootfs(tmp_path / "rootfs"), tmp_path / "image.tar")
+    job = submit_and_wait(cluster, tmp_path, "universe = container\ncontainer_image = image.tar")
+    assert job["state"] == "completed", job
+    check_ran_in_the_image(tmp_path, job)
+
+
+@pytest.mark.skipif(not _works("podman"), reason="podman does not work here")
+def test_an_image_the_worker_cannot_pull_holds_the_job_with_the_runtime_error(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=1, worker_args=("--container-runtimes", "podman"))
+    write(tmp_path / "job.sh", "#!/bin/sh\necho never\n", executable=True)
+    write(
+        tmp_path / "job.sub",
+        "executable = job.sh\ncontainer_image = docker://registry.invalid/none/such:1\nqueue\n",
+    )
+    result = cluster.run("dsub", "--quiet", "job.sub", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        wait_until(lambda: client.jobs(["1.0"])[0].state == "held", what="the job held")
+        (job,) = client.jobs(["1.0"])
+    assert "podman cannot pull it" in (job.hold_reason or ""), job.hold_reason
+    assert "registry.invalid" in (job.hold_reason or "")
+
+
+def test_a_container_job_on_workers_without_a_runtime_is_explained(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=1, worker_args=("--container-runtimes", "none"))
+    write(tmp_path / "job.sh", "#!/bin/sh\necho hi\n", executable=True)
+    write(tmp_path / "job.sub", "executable = job.sh\ncontainer_image = docker://busybox\nqueue\n")
+    result = cluster.run("dsub", "--quiet", "job.sub", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    analysis = cluster.run("dq", "-analyze", "1.0")
+    assert "no worker has a container runtime" in analysis.stdout, analysis.stdout
+    assert json.loads(cluster.run("dq", "--json").stdout)[0]["state"] == "idle"
