@@ -30,8 +30,10 @@ import os
 import re
 import resource
 import shutil
+import stat
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -429,15 +431,21 @@ class Containers:
         return Prepared(runtime, image, env, name, global_args, release)
 
     def _podman_storage(self, account: Account | None) -> tuple[list[str], dict[str, str]]:
-        """Rootless podman's storage for ``account``: a folder of its own."""
+        """Rootless podman's storage for ``account``: a folder of its own in the work
+        directory, and a short run folder in /tmp (podman takes 50 characters at most)."""
         uid = os.geteuid() if account is None else account.uid
+        gid = os.getegid() if account is None else account.gid
         home = self.home / f"podman-{uid}"
-        for sub in ("", "run", "storage", "tmp"):
-            (home / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
-            if account is not None and os.geteuid() == 0:
-                os.chown(home / sub, account.uid, account.gid)
-        env = {"HOME": str(home), "XDG_RUNTIME_DIR": str(home / "run"), "TMPDIR": str(home / "tmp")}
-        return ["--root", str(home / "storage"), "--runroot", str(home / "run")], env
+        run = Path(tempfile.gettempdir()) / f"dfarm-podman-{uid}"
+        for folder in (home, home / "storage", home / "tmp", run):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if os.geteuid() == 0 and folder != home.parent:
+                os.chown(folder, uid, gid)
+            st = os.lstat(folder)
+            if st.st_uid != uid or st.st_mode & 0o077 or not stat.S_ISDIR(st.st_mode):
+                raise ImageProblem(f"{folder} is not a private folder of uid {uid}")
+        env = {"HOME": str(home), "XDG_RUNTIME_DIR": str(run), "TMPDIR": str(home / "tmp")}
+        return ["--root", str(home / "storage"), "--runroot", str(run)], env
 
     def _load(
         self, runtime: Runtime, global_args: list[str], env: dict[str, str], path: Path,
