@@ -63,16 +63,15 @@ echo "dir=$(pwd)"
 tr a-z A-Z < words.txt > shout.txt
 exec sleep 2.71828
 """
-#: The job's last process, found on the host to see whose it is.
-SLEEP = b"sleep\x002.71828"
 
 
-def host_uids_of_the_job() -> set[int]:
+def host_uids_of_the_job(seconds: str = "2.71828") -> set[int]:
     """The real uids, on the host, of the processes running the job's ``sleep``."""
     uids = set()
+    wanted = b"sleep\0" + seconds.encode()
     for proc in Path("/proc").iterdir():
         try:
-            if (proc / "cmdline").read_bytes().rstrip(b"\0") == SLEEP:
+            if (proc / "cmdline").read_bytes().rstrip(b"\0") == wanted:
                 status = (proc / "status").read_text()
                 uids.add(int(status.split("Uid:")[1].split()[0]))
         except (OSError, ValueError, IndexError):
@@ -189,3 +188,21 @@ def test_a_container_job_on_workers_without_a_runtime_is_explained(
     analysis = cluster.run("dq", "-analyze", "1.0")
     assert "no worker has a container runtime" in analysis.stdout, analysis.stdout
     assert json.loads(cluster.run("dq", "--json").stdout)[0]["state"] == "idle"
+
+
+@needs_busybox
+@pytest.mark.parametrize("runtime", ["bubblewrap", "podman"])
+def test_a_removed_container_job_leaves_no_process(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path, runtime: str
+) -> None:
+    if not _works(runtime):
+        pytest.skip(f"{runtime} does not work here")
+    cluster = make_cluster(workers=1, worker_args=("--container-runtimes", runtime))
+    make_tar(make_rootfs(tmp_path / "rootfs"), tmp_path / "image.tar")
+    write(tmp_path / "job.sh", "#!/bin/sh\nsleep 314.159 &\nexec sleep 314.159\n", True)
+    write(tmp_path / "job.sub", "executable = job.sh\ncontainer_image = image.tar\nqueue\n")
+    assert cluster.run("dsub", "--quiet", "job.sub", cwd=tmp_path).returncode == 0
+    wait_until(lambda: len(host_uids_of_the_job("314.159")) > 0, what="the job's processes")
+    removed = cluster.run("drm", "1.0")
+    assert removed.returncode == 0, removed.stderr
+    wait_until(lambda: not host_uids_of_the_job("314.159"), what="the job's processes ended")
