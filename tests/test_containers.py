@@ -5,7 +5,6 @@ busybox (Debian's busybox-static, which ``make test`` installs)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -94,8 +93,10 @@ def submit_and_wait(cluster: TestCluster, folder: Path, image_line: str) -> dict
     job_id = f"{result.stdout.strip()}.0"
     with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
         uids = wait_until(
-            lambda: host_uids_of_the_job()
-            or (client.jobs([job_id])[0].state not in ("idle", "running") and {-1}),
+            lambda: (
+                host_uids_of_the_job()
+                or (client.jobs([job_id])[0].state not in ("idle", "running") and {-1})
+            ),
             timeout=120,
             what="the job's process",
         )

@@ -215,6 +215,30 @@ def runtime_attributes(runtimes: Sequence[Runtime]) -> dict[str, bool | str]:
     return attrs
 
 
+def describe(runtimes: Sequence[Runtime]) -> list[str]:
+    """What ``dfarm doctor --worker`` says of the container runtimes here."""
+    if not runtimes:
+        return [
+            "no container runtime works here: jobs that ask for a container never match"
+            " this worker (install apptainer, podman, docker or bubblewrap; see"
+            " docs/containers.md)"
+        ]
+    lines = []
+    for r in runtimes:
+        runs = ", ".join(sorted(_KINDS[r.name]))
+        line = f"{r.name} {r.version} ({r.program}): runs {runs} images"
+        if r.name == "podman" and r.no_cgroups:
+            line += (
+                "; no cgroup v2 memory delegation here: podman runs containers with"
+                " explicit --ulimit values"
+                + (" and --runtime runc" if r.oci_runtime else "")
+                + ", and cannot limit a container's memory itself (the worker's"
+                " limits watch its own processes only)"
+            )
+        lines.append(line)
+    return lines
+
+
 def _image_kind(path: Path) -> str:
     """What an image on disk is: ``sif``, ``directory``, ``archive`` (a saved image:
     ``manifest.json`` or ``oci-layout`` at its top) or ``rootfs-tar``."""
