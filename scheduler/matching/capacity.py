@@ -279,12 +279,10 @@ def _container(req: Requests, pool: list[Capacity]) -> list[str]:
     named = set(_HAS.findall((req.requirements or "").lower()))
     if not named & ({"hascontainer"} | set(_CONTAINER_NEEDS)):
         return []
-    if not any(c.ad.get("HasContainer") is True for c in pool):
+    if not any(c.ad.get("hascontainer") is True for c in pool):
         return ["no worker has a container runtime"]
     for attr, why in _CONTAINER_NEEDS.items():
-        if attr in named and not any(
-            any(k.lower() == attr and v is True for k, v in c.ad.items()) for c in pool
-        ):
+        if attr in named and not any(c.ad.get(attr) is True for c in pool):
             return [why]
     return []
 
