@@ -85,8 +85,10 @@ def choose(
     if not image:
         return ContainerChoice()
     kind = image_kind(image)
-    out = ContainerChoice(clause=_CLAUSES[kind], attributes={"WantContainer": "true"})
+    out = ContainerChoice(clause=_CLAUSES[kind])
     attr = "SingularityImage" if key == "my.singularityimage" else "ContainerImage"
+    if attr == "ContainerImage":  # as condor_submit; +SingularityImage stays as written
+        out.attributes["WantContainer"] = "true"
     if kind == "registry":
         out.attributes[attr] = _string(image)
         return out

@@ -54,6 +54,9 @@ def test_an_image_selects_a_container_as_condor_submit_reads_it(
     write(tmp_path / "tree" / "bin" / "sh", "x")
     requirements, attributes, inputs = parse(tmp_path, text)
     assert requirements == clause
+    desc = parse_submit_text("executable = job.sh\n" + text + "\nqueue\n", filename="job.sub",
+                             cluster=1, cwd=str(tmp_path), environ={})  # fmt: skip
+    assert not [w for w in desc.warnings if "vanilla" in w or "container" in w], desc.warnings
     assert any(name.endswith(("image.tar", "image.sif", "tree")) for name in inputs) == staged
     if not HTCONDOR:
         return
