@@ -271,6 +271,8 @@ class Prepared:
     global_args: list[str] = field(default_factory=list)
     #: Called once the job is done with the image (the cache may then evict it).
     release: Callable[[], None] | None = None
+    #: docker: the uid and gid the job runs as inside (its account's).
+    user: tuple[int, int] | None = None
 
     def command(
         self,
@@ -299,7 +301,8 @@ class Prepared:
         if r.oci_runtime:
             cmd += ["--runtime", r.oci_runtime]
         if r.name == "docker":
-            cmd += ["--user", f"{os.geteuid()}:{os.getegid()}"]
+            uid, gid = self.user or (os.geteuid(), os.getegid())
+            cmd += ["--user", f"{uid}:{gid}"]
         if r.no_cgroups:
             cmd += _ulimits()
         else:
@@ -436,6 +439,8 @@ class Containers:
         if runtime.name == "docker":
             image = request.image.removeprefix("docker://")
             prepared = Prepared(runtime, image, {}, name)
+            if account is not None:
+                prepared.user = (account.uid, account.gid)
             if path is not None:
                 prepared.image, prepared.release = self._load(
                     runtime, [], {}, path, sha256, account, docker=True
