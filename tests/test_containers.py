@@ -207,3 +207,23 @@ def test_a_removed_container_job_leaves_no_process(
     removed = cluster.run("drm", "1.0")
     assert removed.returncode == 0, removed.stderr
     wait_until(lambda: not host_uids_of_the_job("314.159"), what="the job's processes ended")
+
+
+@needs_busybox
+@pytest.mark.skipif(not _works("bubblewrap"), reason="bubblewrap does not work here")
+def test_a_container_job_over_its_memory_is_held(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=1, worker_args=("--container-runtimes", "bubblewrap"))
+    make_tar(make_rootfs(tmp_path / "rootfs"), tmp_path / "image.tar")
+    # dd holds a 64 MiB buffer for as long as it copies, which is until it is killed.
+    write(tmp_path / "job.sh", "#!/bin/sh\nexec dd if=/dev/zero of=/dev/null bs=64M\n", True)
+    write(
+        tmp_path / "job.sub",
+        "executable = job.sh\ncontainer_image = image.tar\nrequest_memory = 32\nqueue\n",
+    )
+    assert cluster.run("dsub", "--quiet", "job.sub", cwd=tmp_path).returncode == 0
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        wait_until(lambda: client.jobs(["1.0"])[0].state == "held", what="the job held")
+        (job,) = client.jobs(["1.0"])
+    assert "memory limit exceeded" in (job.hold_reason or ""), job.hold_reason

@@ -435,17 +435,11 @@ class Containers:
             root = self.cache.rootfs(key, path)
             return Prepared(runtime, str(root), release=lambda: self.cache.release(f"rootfs-{key}"))
         if runtime.name in ("apptainer", "singularity"):
-            return Prepared(runtime, request.image if path is None else str(path))
-        if runtime.name == "docker":
-            image = request.image.removeprefix("docker://")
-            prepared = Prepared(runtime, image, {}, name)
-            if account is not None:
-                prepared.user = (account.uid, account.gid)
             if path is not None:
-                prepared.image, prepared.release = self._load(
-                    runtime, [], {}, path, sha256, account, docker=True
-                )
-            return prepared
+                return Prepared(runtime, str(path))
+            return self._pull_sif(runtime, request.image, account)
+        if runtime.name == "docker":
+            return self._docker(runtime, request, path, sha256, account, name)
         global_args, env = self._podman_storage(account)
         if path is None:
             image = request.image.removeprefix("docker://")
@@ -458,6 +452,61 @@ class Containers:
             return Prepared(runtime, image, env, name, global_args)
         image, release = self._load(runtime, global_args, env, path, sha256, account)
         return Prepared(runtime, image, env, name, global_args, release)
+
+    def _docker(
+        self, runtime: Runtime, request: ContainerRequest, path: Path | None,
+        sha256: str | None, account: Account | None, name: str,
+    ) -> Prepared:  # fmt: skip
+        """docker's image: pulled, or loaded once from the job's file."""
+        image = request.image.removeprefix("docker://")
+        prepared = Prepared(runtime, image, {}, name)
+        if account is not None:
+            prepared.user = (account.uid, account.gid)
+        if path is None:
+            ok, _ = _as(None, [runtime.program, "image", "inspect", image], _base_env(), 60.0)
+            if not ok:  # not on the daemon yet
+                ok, err = _as(None, [runtime.program, "pull", "--quiet", image], _base_env(),
+                              PULL_TIMEOUT)  # fmt: skip
+            if not ok:
+                raise ImageProblem(
+                    f"container image {request.image}: docker cannot pull it: {_last_words(err)}"
+                )
+        else:
+            prepared.image, prepared.release = self._load(
+                runtime, [], {}, path, sha256, account, docker=True
+            )
+        return prepared
+
+    def _pull_sif(self, runtime: Runtime, ref: str, account: Account | None) -> Prepared:
+        """A registry image pulled into a .sif file of the account's, once."""
+        uid = os.geteuid() if account is None else account.uid
+        gid = os.getegid() if account is None else account.gid
+        folder = self.home / f"{runtime.name}-{uid}"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(folder, uid, gid)
+        key = hashlib.sha256(ref.encode()).hexdigest()
+        sif = folder / f"{key[:32]}.sif"
+        env = {"HOME": str(folder)}
+
+        def pull() -> None:
+            ok, err = _as(account, [runtime.program, "pull", "--force", str(sif), ref],
+                          {**_base_env(), **env}, PULL_TIMEOUT)  # fmt: skip
+            if not ok:
+                raise ImageProblem(
+                    f"container image {ref}: {runtime.name} cannot pull it: {_last_words(err)}"
+                )
+
+        who = {"uid": None, "gid": None} if account is None else {"uid": uid, "gid": gid}
+        entry = f"{runtime.name}-{uid}-{key}"
+        self.cache.registered(
+            entry,
+            lambda _folder: sif.stat().st_size,
+            pull,
+            {"argv": ["rm", "-f", str(sif)], "env": {}, **who},
+            sif,
+        )
+        return Prepared(runtime, str(sif), env, release=lambda: self.cache.release(entry))
 
     def _podman_storage(self, account: Account | None) -> tuple[list[str], dict[str, str]]:
         """Rootless podman's storage for ``account``: a folder of its own in the work
