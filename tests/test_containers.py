@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -227,3 +228,26 @@ def test_a_container_job_over_its_memory_is_held(
         wait_until(lambda: client.jobs(["1.0"])[0].state == "held", what="the job held")
         (job,) = client.jobs(["1.0"])
     assert "memory limit exceeded" in (job.hold_reason or ""), job.hold_reason
+
+
+@pytest.mark.skipif(not _works("bubblewrap"), reason="bubblewrap does not work here")
+def test_doctor_lists_the_runtimes_a_worker_would_use(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=0)
+
+    def doctor(runtimes: str) -> str:
+        toml = write(tmp_path / "worker.toml", f'container_runtimes = "{runtimes}"\n')
+        done = subprocess.run(
+            [sys.executable, "-m", "control_node.cli.dfarm", "doctor", "--worker", "--config",
+             str(toml), "--scheduler", f"127.0.0.1:{cluster.access.port}", "--secret-file",
+             str(cluster.config.secret_path)],
+            capture_output=True, text=True, timeout=60, env=cluster.env(),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    out = doctor("bubblewrap")
+    assert "[INFO] containers: bubblewrap " in out and "runs directory, rootfs-tar images" in out
+    assert "podman" not in out
+    assert "[INFO] containers: no container runtime works here" in doctor("none")
