@@ -396,6 +396,8 @@ class Containers:
         self.cache = ImageCache(root / "images", limit, _remove)
         #: Folders of rootless podman storage, one per uid.
         self.home = root / "storage"
+        #: The kind of each image file seen, by content.
+        self._kinds: dict[str, str] = {}
 
     def prepare(
         self, request: ContainerRequest, sandbox: Path, sha256: str | None,
@@ -406,18 +408,10 @@ class Containers:
         if not self.runtimes:
             raise ImageProblem("this worker has no container runtime")
         path: Path | None = None
-        if request.kind in ("registry", "docker"):
-            kind = request.kind
-        else:
+        kind = request.kind
+        if request.kind not in ("registry", "docker"):
             path = sandbox / request.image if request.kind == "staged" else Path(request.image)
-            if not path.exists():
-                raise ImageProblem(f"container image {request.image!r} is not on this worker")
-            kind = _image_kind(path)
-            if kind == "unknown":
-                raise ImageProblem(
-                    f"container image {request.image!r} is neither a directory, a .sif file"
-                    " nor a tar of an image or a root file system"
-                )
+            kind = self._kind_of(request.image, path, sha256)
         runtime = next((r for r in self.runtimes if kind in _KINDS[r.name]), None)
         if runtime is None:
             have = ", ".join(r.name for r in self.runtimes)
@@ -452,6 +446,23 @@ class Containers:
             return Prepared(runtime, image, env, name, global_args)
         image, release = self._load(runtime, global_args, env, path, sha256, account)
         return Prepared(runtime, image, env, name, global_args, release)
+
+    def _kind_of(self, image: str, path: Path, sha256: str | None) -> str:
+        """What the image file or folder is (a tar is read through once to tell:
+        kept by content); raises :class:`ImageProblem` when it is none of them."""
+        if not path.exists():
+            raise ImageProblem(f"container image {image!r} is not on this worker")
+        kind = self._kinds.get(sha256) if sha256 else None
+        if kind is None:
+            kind = _image_kind(path)
+            if sha256:
+                self._kinds[sha256] = kind
+        if kind == "unknown":
+            raise ImageProblem(
+                f"container image {image!r} is neither a directory, a .sif file"
+                " nor a tar of an image or a root file system"
+            )
+        return kind
 
     def _docker(
         self, runtime: Runtime, request: ContainerRequest, path: Path | None,
