@@ -143,17 +143,20 @@ def test_the_command_puts_the_sandbox_at_srv(tmp_path: Path) -> None:
     sandbox = tmp_path / "jobs" / "1.0-1"
     env = {"HOME": str(sandbox), "TMPDIR": str(sandbox), "X": "1"}
     apptainer = Prepared(Runtime("apptainer", "/usr/bin/apptainer", "1.3"), "/img.sif")
-    argv, _ = apptainer.command([f"{INSIDE}/job.sh", "a"], sandbox, env, 2, 100)
+    argv, outer = apptainer.command([f"{INSIDE}/job.sh", "a"], sandbox, env, 2, 100)
     assert argv[:2] == ["/usr/bin/apptainer", "exec"]
-    assert f"{sandbox}:{INSIDE}" in argv and "HOME=/srv" in argv
+    assert f"{sandbox}:{INSIDE}" in argv
     assert argv[-3:] == ["/img.sif", "/srv/job.sh", "a"]
+    assert outer["APPTAINERENV_HOME"] == "/srv" and outer["APPTAINERENV_X"] == "1"
     podman = Prepared(Runtime("podman", "/usr/bin/podman", "5", no_cgroups=False), "img", {},
                       "dfarm-1.0-1")  # fmt: skip
     argv, outer = podman.command([f"{INSIDE}/job.sh"], sandbox, env, 2, 100)
     assert argv[argv.index("--cpus") : argv.index("--cpus") + 2] == ["--cpus", "2"]
     assert "--memory" in argv and "100m" in argv and "--ulimit" not in argv
     assert argv[-3:] == ["--entrypoint", "/srv/job.sh", "img"]
-    assert "X=1" in argv and "HOME" not in outer
+    # The job's variables are not on the command line (ps shows it to everyone).
+    assert "X" in argv and not [a for a in argv if "=1" in a] and outer["X"] == "1"
+    assert outer["HOME"] == "/srv" and "HOME" in argv
     old = Prepared(Runtime("podman", "/usr/bin/podman", "4", True, "runc"), "img")
     argv, _ = old.command([f"{INSIDE}/job.sh"], sandbox, env, 2, 100)
     assert "--memory" not in argv and "--ulimit" in argv and "runc" in argv

@@ -291,9 +291,11 @@ class Prepared:
         if r.name in ("apptainer", "singularity"):
             cmd = [r.program, "exec", "--containall", "--no-home", "--cleanenv",
                    "--bind", f"{sandbox}:{INSIDE}", "--pwd", INSIDE]  # fmt: skip
-            for key, value in inner.items():
-                cmd += ["--env", f"{key}={value}"]
-            return [*cmd, self.image, *argv], {**inner, **self.runtime_env}
+            # Passed by the runtime's environment, never on its command line.
+            prefix = "APPTAINERENV_" if r.name == "apptainer" else "SINGULARITYENV_"
+            outer = {**_base_env(), **self.runtime_env}
+            outer.update({prefix + key: value for key, value in inner.items()})
+            return [*cmd, self.image, *argv], outer
         cmd = [r.program, *self.global_args, "run", "--rm", "--init", "--network", "host",
                "--volume", f"{sandbox}:{INSIDE}", "--workdir", INSIDE]  # fmt: skip
         if self.name:
@@ -309,10 +311,17 @@ class Prepared:
             cmd += ["--cpus", str(cpus)]
             if memory_mb:
                 cmd += ["--memory", f"{memory_mb}m"]
+        # A job's variables travel in the runtime's environment (``--env NAME`` copies
+        # one), never on its command line; those the runtime needs itself are given.
+        outer = {**_base_env(), **self.runtime_env}
         for key, value in inner.items():
-            cmd += ["--env", f"{key}={value}"]
+            if key in outer:
+                cmd += ["--env", f"{key}={value}"]
+            else:
+                cmd += ["--env", key]
+                outer[key] = value
         cmd += ["--entrypoint", argv[0], self.image, *argv[1:]]
-        return cmd, {**_base_env(), **self.runtime_env}
+        return cmd, outer
 
     def _bubblewrap(self, argv: list[str], sandbox: Path) -> list[str]:
         root = Path(self.image)
