@@ -59,7 +59,7 @@ def make_tar(folder: Path, tar: Path) -> Path:
 
 JOB = """#!/bin/sh
 cat /etc/image-marker
-echo "dir=$(pwd)"
+echo "dir=$(pwd) home=$HOME job=$DFARM_JOB_ID"
 tr a-z A-Z < words.txt > shout.txt
 exec sleep 2.71828
 """
@@ -112,7 +112,7 @@ def check_ran_in_the_image(folder: Path, job: dict[str, object]) -> None:
     staged input; its output came back; it never ran as root on the host."""
     job_id = str(job["id"])
     out = (folder / job_id / "stdout").read_text()
-    assert out.splitlines() == [MARK, "dir=/srv"], out
+    assert out.splitlines() == [MARK, f"dir=/srv home=/srv job={job_id}"], out
     assert (folder / job_id / "shout.txt").read_text() == "HELLO FROM THE SANDBOX\n"
     uids = job["uids"]
     assert isinstance(uids, set) and uids and 0 not in uids and -1 not in uids, uids
