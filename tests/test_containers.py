@@ -4,6 +4,7 @@ busybox (Debian's busybox-static, which ``make test`` installs)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ BUSYBOX = shutil.which("busybox")
 MARK = "built-by-the-test"
 
 
+@functools.cache
 def _works(name: str) -> bool:
     return any(r.name == name for r in containers.detect([name]))
 
