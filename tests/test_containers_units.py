@@ -114,7 +114,7 @@ def test_the_runtimes_found_are_those_that_work() -> None:
     }  # fmt: skip
     assert containers.runtime_attributes([])["HasContainer"] is False
     assert [r.name for r in containers.detect(["podman"], programs.get, run)] == ["podman"]
-    assert "cannot limit a container's memory" in containers.describe(found)[1]
+    assert "explicit --ulimit values and --runtime runc" in containers.describe(found)[1]
 
 
 def test_the_job_asks_by_its_attributes() -> None:

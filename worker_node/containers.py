@@ -232,8 +232,8 @@ def describe(runtimes: Sequence[Runtime]) -> list[str]:
                 "; no cgroup v2 memory delegation here: podman runs containers with"
                 " explicit --ulimit values"
                 + (" and --runtime runc" if r.oci_runtime else "")
-                + ", and cannot limit a container's memory itself (the worker's"
-                " limits watch its own processes only)"
+                + "; request_memory is enforced by the worker, which measures the"
+                " container's processes"
             )
         lines.append(line)
     return lines
@@ -273,6 +273,25 @@ class Prepared:
     release: Callable[[], None] | None = None
     #: docker: the uid and gid the job runs as inside (its account's).
     user: tuple[int, int] | None = None
+    #: podman: where it writes the pid of the container's monitor (conmon).
+    monitor_pidfile: Path | None = None
+
+    def memory_roots(self) -> Callable[[], list[int]] | None:
+        """Where the job's memory is not its process tree's: a function giving the
+        roots of the processes that are the job's. podman's monitor (conmon) leaves
+        the command's session, and the command itself (tens of MB) is the worker's
+        tool, not the job: its container is what counts, as in HTCondor."""
+        pidfile = self.monitor_pidfile
+        if pidfile is None:
+            return None
+
+        def roots() -> list[int]:
+            try:
+                return [int(pidfile.read_text().split()[0])]
+            except (OSError, ValueError, IndexError):
+                return []  # not started yet
+
+        return roots
 
     def command(
         self,
@@ -300,6 +319,8 @@ class Prepared:
                "--volume", f"{sandbox}:{INSIDE}", "--workdir", INSIDE]  # fmt: skip
         if self.name:
             cmd += ["--name", self.name]
+        if self.monitor_pidfile is not None:
+            cmd += ["--conmon-pidfile", str(self.monitor_pidfile)]
         if r.oci_runtime:
             cmd += ["--runtime", r.oci_runtime]
         if r.name == "docker":
@@ -343,6 +364,8 @@ class Prepared:
         if self.release is not None:
             self.release()
             self.release = None
+        if self.monitor_pidfile is not None:
+            self.monitor_pidfile.unlink(missing_ok=True)
         if self.name is None:
             return
         argv = [self.runtime.program, *self.global_args, "rm", "--force", self.name]
@@ -452,9 +475,12 @@ class Containers:
                 raise ImageProblem(
                     f"container image {request.image}: podman cannot pull it: {_last_words(err)}"
                 )
-            return Prepared(runtime, image, env, name, global_args)
-        image, release = self._load(runtime, global_args, env, path, sha256, account)
-        return Prepared(runtime, image, env, name, global_args, release)
+            release = None
+        else:
+            image, release = self._load(runtime, global_args, env, path, sha256, account)
+        pidfile = Path(env["TMPDIR"]) / f"{name}.conmon.pid"
+        pidfile.unlink(missing_ok=True)
+        return Prepared(runtime, image, env, name, global_args, release, monitor_pidfile=pidfile)
 
     def _kind_of(self, image: str, path: Path, sha256: str | None) -> str:
         """What the image file or folder is (a tar is read through once to tell:

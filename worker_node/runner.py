@@ -92,6 +92,9 @@ class Attempt:
     ftp: FtpGrant = field(init=False)
     #: False once the connection that gave :attr:`ftp` has dropped.
     connected: bool = True
+    #: Where the job's processes are not its own tree (a container's, under its
+    #: runtime's monitor): the roots of those whose memory is the job's.
+    memory_roots: Callable[[], list[int]] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -118,11 +121,19 @@ class Attempt:
     def measure_memory(self) -> int | None:
         """Measure the job's resident memory now; returns the peak so far in MB
         (rounded up, as HTCondor's ``MemoryUsage``), None before its program started."""
+        if self.process is None:
+            return None
+        self.peak_memory_mb = max(self.peak_memory_mb, self.memory_mb())
+        return math.ceil(self.peak_memory_mb)
+
+    def memory_mb(self) -> float:
+        """The resident memory (MB) of the job's processes now."""
         process = self.process
         if process is None:
-            return None
-        self.peak_memory_mb = max(self.peak_memory_mb, tree_rss_mb(process.pid))
-        return math.ceil(self.peak_memory_mb)
+            return 0.0
+        if self.memory_roots is not None:
+            return sum(tree_rss_mb(pid) for pid in self.memory_roots())
+        return tree_rss_mb(process.pid)
 
     def connection_lost(self) -> None:
         """The connection to the scheduler dropped: its grant may be gone with it."""
@@ -248,6 +259,7 @@ def run_attempt(
                 )
             except ImageProblem as exc:
                 return finished(failure=f"container on worker {worker}: {exc}")
+            attempt.memory_roots = image.memory_roots()
         launcher = _launcher(launchers, sandbox.index, account)
         status, wall, cpu, failure = _execute(
             attempt, sandbox.directory, stdout, stderr, account, python, launcher, image
