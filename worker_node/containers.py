@@ -15,8 +15,8 @@ worker) or ``DockerImage`` (``universe = docker``); see
   universe and registry references;
 - bubblewrap: a root file system, as a directory or a tar unpacked once.
 
-Inside, the job's sandbox is ``/srv`` (HTCondor's ``container_target_dir`` default
-for Singularity) and its working directory; the program runs as given. The runtime is
+Inside, the job's sandbox is ``/srv`` (whatever the worker's work directory) and its
+working directory; the program runs as given. The runtime is
 started by the slot's launcher, as the job's account, so the job's limits, its
 process cleanup and its results work as without a container.
 """
