@@ -189,8 +189,11 @@ def test_a_container_job_on_workers_without_a_runtime_is_explained(
     cluster = make_cluster(workers=1, worker_args=("--container-runtimes", "none"))
     write(tmp_path / "job.sh", "#!/bin/sh\necho hi\n", executable=True)
     write(tmp_path / "job.sub", "executable = job.sh\ncontainer_image = docker://busybox\nqueue\n")
-    result = cluster.run("dsub", "--quiet", "job.sub", cwd=tmp_path)
+    result = cluster.run("dsub", "job.sub", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert "will stay idle until such a worker connects: no worker has a container runtime" in (
+        result.stderr
+    )
     analysis = cluster.run("dq", "-analyze", "1.0")
     assert "no worker has a container runtime" in analysis.stdout, analysis.stdout
     assert json.loads(cluster.run("dq", "--json").stdout)[0]["state"] == "idle"
