@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from control_node import Client  # noqa: E402
 from control_node.local_cluster import LocalCluster  # noqa: E402
-from worker_node import containers  # noqa: E402
+from worker_node import container_runtimes  # noqa: E402
 
 #: Worker name -> its options; "plain" runs jobs without a container.
 ROUTES = {"plain": ("--container-runtimes", "none")}
@@ -53,7 +53,7 @@ def busybox_tar(folder: Path) -> Path:
 def measure(runs: int = 10) -> dict[str, list[float]]:
     """Seconds from submit to exit status known, per route (``runs`` each)."""
     routes = dict(ROUTES)
-    for runtime in containers.detect(["bubblewrap", "podman"]):
+    for runtime in container_runtimes.detect(["bubblewrap", "podman"]):
         routes[runtime.name] = ("--container-runtimes", runtime.name)
     with tempfile.TemporaryDirectory(prefix="dfarm-container-bench-") as tmp:
         work = Path(tmp)

@@ -109,12 +109,12 @@ class Doctor:
 
     def containers(self) -> None:
         """The container runtimes this worker would use (information, not a step)."""
-        from worker_node import containers
+        from worker_node import container_runtimes
         from worker_node.__main__ import build_parser, wanted_runtimes
 
         wanted = self.container_runtimes or build_parser().get_default("container_runtimes")
         try:
-            lines = containers.describe(containers.detect(wanted_runtimes(wanted)))
+            lines = container_runtimes.describe(container_runtimes.detect(wanted_runtimes(wanted)))
         except ValueError as exc:
             lines = [str(exc)]
         for line in lines:

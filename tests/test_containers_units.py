@@ -18,8 +18,9 @@ from control_node.submit_file import parse_submit_text
 from scheduler.matching.capacity import Capacity, never_reasons
 from scheduler.matching.requirements import worker_ad
 from scheduler.protocol import InputFile, JobSpec
-from worker_node import containers
-from worker_node.containers import INSIDE, ContainerRequest, Prepared, Runtime, request_of
+from worker_node import container_runtimes
+from worker_node.container_runtimes import Runtime
+from worker_node.containers import INSIDE, ContainerRequest, Prepared, request_of
 from worker_node.image_cache import ImageCache
 
 
@@ -101,20 +102,20 @@ def test_the_runtimes_found_are_those_that_work() -> None:
             return None  # no user namespaces
         return answers[name]
 
-    found = containers.detect(None, programs.get, run)
+    found = container_runtimes.detect(None, programs.get, run)
     assert [r.name for r in found] == ["apptainer", "podman"]
     podman = found[1]
     assert podman.no_cgroups and podman.oci_runtime == "runc" and podman.version == "4.3.1"
-    attrs = containers.runtime_attributes(found)
+    attrs = container_runtimes.runtime_attributes(found)
     assert attrs == {
         "HasContainer": True, "HasDocker": False, "HasSingularity": True, "HasApptainer": True,
         "HasPodman": True, "HasBubblewrap": False, "HasDockerURL": True, "HasSIF": True,
         "HasSandboxImage": True, "ContainerRuntimes": "apptainer,podman",
         "SingularityVersion": "1.3.4", "PodmanVersion": "4.3.1",
     }  # fmt: skip
-    assert containers.runtime_attributes([])["HasContainer"] is False
-    assert [r.name for r in containers.detect(["podman"], programs.get, run)] == ["podman"]
-    assert "explicit --ulimit values and --runtime runc" in containers.describe(found)[1]
+    assert container_runtimes.runtime_attributes([])["HasContainer"] is False
+    assert [r.name for r in container_runtimes.detect(["podman"], programs.get, run)] == ["podman"]
+    assert "explicit --ulimit values and --runtime runc" in container_runtimes.describe(found)[1]
 
 
 def test_the_job_asks_by_its_attributes() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import TestCluster, wait_until, write
 
 from control_node import Client
-from worker_node import containers
+from worker_node import container_runtimes
 
 SPAN = "#!/bin/sh\necho $(date +%s.%N) ${CUDA_VISIBLE_DEVICES-unset}\n"
 
@@ -110,7 +110,7 @@ def test_standard_and_administrator_machine_attributes(make_cluster, tmp_path: P
     wait_until(lambda: cluster.log("scheduler").count("registered from") >= 2, what="2 workers")
     write(tmp_path / "span.sh", SPAN, True)
     # HasDocker: a docker whose daemon answers, not only its program on the PATH.
-    docker = "true" if containers.detect(["docker"]) else "false"
+    docker = "true" if container_runtimes.detect(["docker"]) else "false"
     rule = (
         f"requirements = OpSysAndVer =!= undefined && HasDocker =?= {docker}"
         ' && TARGET.HasCVMFS && TARGET.Site == "LAB" && member(Arch, {"X86_64", "aarch64"})'

@@ -20,7 +20,7 @@ from scheduler.protocol import (
     parse_memory_mb,
 )
 from scheduler.transport.tls import normalize_fingerprint
-from worker_node import containers, machine_attributes
+from worker_node import container_runtimes, machine_attributes
 from worker_node.credential import CREDENTIAL_ENV, load_secret, worker_name
 from worker_node.daemon import Worker, WorkerConfig
 from worker_node.drain import drain
@@ -137,10 +137,10 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--container-runtimes",
-        default=",".join(containers.RUNTIMES),
+        default=",".join(container_runtimes.RUNTIMES),
         metavar="LIST",
         help="the container runtimes jobs may use, in the order preferred, of"
-        f" {', '.join(containers.RUNTIMES)} (those that work here are used; 'none': jobs"
+        f" {', '.join(container_runtimes.RUNTIMES)} (those that work here are used; 'none': jobs"
         " that ask for a container never match this worker) (default: all, in that order)",
     )
     parser.add_argument(
@@ -196,17 +196,17 @@ def wanted_runtimes(text: str) -> list[str]:
     names = [n.strip().lower() for n in text.split(",") if n.strip()]
     if names == ["none"]:
         return []
-    unknown = [n for n in names if n not in containers.RUNTIMES]
+    unknown = [n for n in names if n not in container_runtimes.RUNTIMES]
     if unknown:
         raise ValueError(
             f"--container-runtimes: unknown runtime {unknown[0]!r} (known:"
-            f" {', '.join(containers.RUNTIMES)}, or none)"
+            f" {', '.join(container_runtimes.RUNTIMES)}, or none)"
         )
     return names
 
 
 def config_from_args(
-    args: argparse.Namespace, sampler: Sampler, runtimes: Sequence[containers.Runtime] = ()
+    args: argparse.Namespace, sampler: Sampler, runtimes: Sequence[container_runtimes.Runtime] = ()
 ) -> WorkerConfig:
     host, port = split_address(args.scheduler)
     secret = load_secret(args.credential_file, args.secret_file)
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         work_dir = args.work_dir or Path(os.getcwd())
         extra = machine_attributes.parse_assignments(args.attributes or [])
-        runtimes = containers.detect(wanted_runtimes(args.container_runtimes))
+        runtimes = container_runtimes.detect(wanted_runtimes(args.container_runtimes))
         sampler = Sampler(
             work_dir if work_dir.exists() else Path("/"),
             attributes=machine_attributes.detect(extra, runtimes=runtimes),

@@ -1,5 +1,6 @@
-"""Running a job in a container: the runtimes a worker has, and the command that
-runs a job's program in its image.
+"""Running a job in a container: its image made ready, and the command that runs
+its program in it with one of the worker's runtimes (see
+:mod:`worker_node.container_runtimes`).
 
 A job asks for a container with ``ContainerImage``/``SingularityImage`` (a registry
 reference, an image file or directory staged into its sandbox, or a path on the
@@ -24,12 +25,10 @@ process cleanup and its results work as without a container.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
 import resource
-import shutil
 import stat
 import subprocess
 import tarfile
@@ -40,55 +39,19 @@ from pathlib import Path
 
 from scheduler.matching.classad import ClassAdError, compile_expression
 from scheduler.protocol import JobSpec
+from worker_node.container_runtimes import KINDS, Runtime
 from worker_node.identity import Account
 from worker_node.image_cache import ImageCache
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "INSIDE",
-    "RUNTIMES",
-    "ContainerRequest",
-    "Containers",
-    "Prepared",
-    "Runtime",
-    "detect",
-    "request_of",
-    "runtime_attributes",
-]
+__all__ = ["INSIDE", "ContainerRequest", "Containers", "ImageProblem", "Prepared", "request_of"]
 
 #: Where the sandbox is inside the container.
 INSIDE = "/srv"
-#: The runtimes, in the default order of preference.
-RUNTIMES = ("apptainer", "singularity", "podman", "docker", "bubblewrap")
-#: What each runtime runs: registry references, .sif files, root file systems
-#: (directories or tars), ``podman save``/``docker save`` archives.
-_KINDS = {
-    "apptainer": {"registry", "sif", "directory"},
-    "singularity": {"registry", "sif", "directory"},
-    "podman": {"registry", "rootfs-tar", "archive"},
-    "docker": {"registry", "archive", "docker"},
-    "bubblewrap": {"directory", "rootfs-tar"},
-}
-_PROGRAMS = {"bubblewrap": "bwrap"}
 _REGISTRY = ("docker://", "oras://", "library://", "shub://", "oci://")
 #: Seconds a pull or an import of an image may take.
 PULL_TIMEOUT = 900.0
-_VERSION = re.compile(r"([0-9]+(?:\.[0-9]+)+)")
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """A container runtime that works on this worker."""
-
-    name: str
-    program: str
-    version: str
-    #: podman: the control groups it cannot use (cgroup v1, or v2 without delegation):
-    #: it then needs explicit ``--ulimit`` values and cannot limit memory itself.
-    no_cgroups: bool = False
-    #: podman: ``--runtime runc`` (no crun installed).
-    oci_runtime: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,119 +87,6 @@ def request_of(spec: JobSpec) -> ContainerRequest | None:
         staged = {item.name.split("/", 1)[0] for item in spec.inputs}
         return ContainerRequest(image, "staged" if image in staged else "path")
     return None
-
-
-def _version(run: Callable[[list[str]], str | None], program: str) -> str | None:
-    out = run([program, "--version"])
-    if out is None:
-        return None
-    m = _VERSION.search(out)
-    return m[1] if m else out.strip()[:40]
-
-
-def _run(argv: list[str], timeout: float = 20.0) -> str | None:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
-def detect(
-    wanted: Sequence[str] | None = None,
-    which: Callable[[str], str | None] = shutil.which,
-    run: Callable[[list[str]], str | None] = _run,
-) -> list[Runtime]:
-    """The runtimes that work here, in the order of ``wanted`` (default
-    :data:`RUNTIMES`): each is tried (docker: its daemon answers; bubblewrap: it can
-    make a namespace; podman: ``podman info`` succeeds)."""
-    found = []
-    for name in wanted if wanted is not None else RUNTIMES:
-        program = which(_PROGRAMS.get(name, name))
-        if program is None:
-            continue
-        if name == "docker":
-            out = run([program, "version", "--format", "{{.Server.Version}}"])
-            version = out.strip() if out else None
-            if version:
-                found.append(Runtime(name, program, version))
-            continue
-        version = _version(run, program)
-        if version is None:
-            continue
-        if name == "bubblewrap":
-            probe = [program, "--unshare-user", "--ro-bind", "/", "/", "--", "/bin/true"]
-            if run(probe) is None:
-                continue
-            found.append(Runtime(name, program, version))
-        elif name == "podman":
-            info = run([program, "info", "--format", "json"])
-            if info is None:
-                continue
-            found.append(_podman(program, version, info))
-        else:
-            found.append(Runtime(name, program, version))
-    return found
-
-
-def _podman(program: str, version: str, info_json: str) -> Runtime:
-    try:
-        host = json.loads(info_json).get("host", {})
-    except ValueError:
-        host = {}
-    controllers = host.get("cgroupControllers") or []
-    no_cgroups = host.get("cgroupVersion") != "v2" or "memory" not in controllers
-    oci = (host.get("ociRuntime") or {}).get("name")
-    return Runtime("podman", program, version, no_cgroups, "runc" if oci == "runc" else None)
-
-
-def runtime_attributes(runtimes: Sequence[Runtime]) -> dict[str, bool | str]:
-    """The machine attributes of ``runtimes``: ``HasContainer``, ``HasDocker``,
-    ``HasSingularity``, ``HasApptainer``, ``HasPodman``, ``HasBubblewrap``, what images
-    it runs (``HasDockerURL``, ``HasSIF``, ``HasSandboxImage``), ``ContainerRuntimes``
-    and each one's version (``PodmanVersion`` ...)."""
-    names = {r.name for r in runtimes}
-    kinds = set().union(*(_KINDS[r.name] for r in runtimes)) if runtimes else set()
-    attrs: dict[str, bool | str] = {
-        "HasContainer": bool(runtimes),
-        "HasDocker": "docker" in names,
-        "HasSingularity": bool(names & {"singularity", "apptainer"}),
-        "HasApptainer": "apptainer" in names,
-        "HasPodman": "podman" in names,
-        "HasBubblewrap": "bubblewrap" in names,
-        "HasDockerURL": "registry" in kinds,
-        "HasSIF": "sif" in kinds,
-        "HasSandboxImage": bool(kinds & {"directory", "rootfs-tar", "archive"}),
-        "ContainerRuntimes": ",".join(r.name for r in runtimes),
-    }
-    for r in runtimes:
-        label = "Singularity" if r.name in ("singularity", "apptainer") else r.name.capitalize()
-        attrs.setdefault(f"{label}Version", r.version)
-    return attrs
-
-
-def describe(runtimes: Sequence[Runtime]) -> list[str]:
-    """What ``dfarm doctor --worker`` says of the container runtimes here."""
-    if not runtimes:
-        return [
-            "no container runtime works here: jobs that ask for a container never match"
-            " this worker (install apptainer, podman, docker or bubblewrap; see"
-            " docs/containers.md)"
-        ]
-    lines = []
-    for r in runtimes:
-        runs = ", ".join(sorted(_KINDS[r.name]))
-        line = f"{r.name} {r.version} ({r.program}): runs {runs} images"
-        if r.name == "podman" and r.no_cgroups:
-            line += (
-                "; no cgroup v2 memory delegation here: podman runs containers with"
-                " explicit --ulimit values"
-                + (" and --runtime runc" if r.oci_runtime else "")
-                + "; request_memory is enforced by the worker, which measures the"
-                " container's processes"
-            )
-        lines.append(line)
-    return lines
 
 
 def _image_kind(path: Path) -> str:
@@ -444,7 +294,7 @@ class Containers:
         if request.kind not in ("registry", "docker"):
             path = sandbox / request.image if request.kind == "staged" else Path(request.image)
             kind = self._kind_of(request.image, path, sha256)
-        runtime = next((r for r in self.runtimes if kind in _KINDS[r.name]), None)
+        runtime = next((r for r in self.runtimes if kind in KINDS[r.name]), None)
         if runtime is None:
             have = ", ".join(r.name for r in self.runtimes)
             raise ImageProblem(

@@ -29,7 +29,8 @@ from pathlib import Path
 from scheduler import protocol as p
 from scheduler.transport.tls import TlsError, check_pin, client_context
 from worker_node.cgroups import JobCgroups
-from worker_node.containers import Containers, Runtime
+from worker_node.container_runtimes import Runtime
+from worker_node.containers import Containers
 from worker_node.disk import DiskWatch
 from worker_node.gpu_choice import choose_gpus
 from worker_node.identity import DEFAULT_RUN_AS, IdentityError, JobAccounts

@@ -1,6 +1,6 @@
 """The machine attributes a worker advertises, by HTCondor's names: its operating system
 (``OpSysAndVer`` ...), its container runtimes (``HasContainer``, ``HasDocker`` ...: see
-:mod:`worker_node.containers`) and those its
+:mod:`worker_node.container_runtimes`) and those its
 administrator adds (``[attributes]`` in ``worker.toml``, or ``--attributes NAME=VALUE``).
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from scheduler.matching.classad import ClassAdError, Record, Special, compile_expression
-from worker_node import containers, url_inputs
+from worker_node import container_runtimes, url_inputs
 
 __all__ = ["Scalar", "detect", "os_attributes", "parse_assignments", "runtime_attributes"]
 
@@ -95,10 +95,10 @@ def parse_assignments(items: Iterable[str]) -> dict[str, Scalar]:
 def detect(
     extra: Mapping[str, Scalar] | None = None,
     os_release: Path | None = None,
-    runtimes: Sequence[containers.Runtime] | None = None,
+    runtimes: Sequence[container_runtimes.Runtime] | None = None,
 ) -> dict[str, Scalar]:
     """Everything this machine advertises besides its resources (``runtimes``: the
-    container runtimes that work here, see :mod:`worker_node.containers`; None: those
+    container runtimes that work here, see :mod:`worker_node.container_runtimes`; None: those
     on the PATH); ``extra`` (the administrator's) wins over what is detected."""
     path = os_release or Path("/etc/os-release")
     try:
@@ -109,7 +109,7 @@ def detect(
     if runtimes is None:
         attrs.update(runtime_attributes())
     else:
-        attrs.update(containers.runtime_attributes(runtimes))
+        attrs.update(container_runtimes.runtime_attributes(runtimes))
     attrs.update(url_inputs.ATTRIBUTES)  # the URL schemes it fetches
     attrs.update(extra or {})
     return attrs
