@@ -12,6 +12,7 @@ a job with one).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -45,7 +46,8 @@ class Runtime:
     #: podman: the control groups it cannot use (cgroup v1, or v2 without delegation):
     #: it then needs explicit ``--ulimit`` values and cannot limit memory itself.
     no_cgroups: bool = False
-    #: podman: ``--runtime runc`` (no crun installed).
+    #: podman: its OCI runtime, named on each command when it is runc (podman's default
+    #: is crun, which is then not installed).
     oci_runtime: str | None = None
 
 
@@ -108,7 +110,11 @@ def _podman(program: str, version: str, info_json: str) -> Runtime:
     except ValueError:
         host = {}
     controllers = host.get("cgroupControllers") or []
-    no_cgroups = host.get("cgroupVersion") != "v2" or "memory" not in controllers
+    # Asked as root, podman speaks of root's control groups: the accounts jobs run as
+    # (rootless) may have none delegated, so a root worker never counts on them.
+    no_cgroups = (
+        host.get("cgroupVersion") != "v2" or "memory" not in controllers or os.geteuid() == 0
+    )
     oci = (host.get("ociRuntime") or {}).get("name")
     return Runtime("podman", program, version, no_cgroups, "runc" if oci == "runc" else None)
 
@@ -152,8 +158,8 @@ def describe(runtimes: Sequence[Runtime]) -> list[str]:
         line = f"{r.name} {r.version} ({r.program}): runs {runs} images"
         if r.name == "podman" and r.no_cgroups:
             line += (
-                "; no cgroup v2 memory delegation here: podman runs containers with"
-                " explicit --ulimit values"
+                "; no cgroup v2 memory delegation to the accounts jobs run as: podman"
+                " runs containers with explicit --ulimit values"
                 + (" and --runtime runc" if r.oci_runtime else "")
                 + "; request_memory is enforced by the worker, which measures the"
                 " container's processes"
