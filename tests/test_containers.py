@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+import struct
 import subprocess
 import sys
 import tarfile
@@ -19,8 +20,28 @@ from conftest import TestCluster, wait_until, write
 from control_node import Client
 from worker_node import container_runtimes
 
-BUSYBOX = shutil.which("busybox")
 MARK = "built-by-the-test"
+
+
+def static_program(name: str) -> str | None:
+    """The program ``name`` on the PATH if it needs no shared libraries (no ELF
+    interpreter), as a program copied alone into an image must; else None."""
+    path = shutil.which(name)
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:5] != b"\x7fELF\x02":  # 64-bit ELF only
+            return None
+        (phoff,) = struct.unpack_from("<Q", head, 32)
+        phentsize, phnum = struct.unpack_from("<HH", head, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    types = [struct.unpack_from("<I", table, i * phentsize)[0] for i in range(phnum)]
+    return None if 3 in types else path  # PT_INTERP: linked dynamically
+
+
+BUSYBOX = static_program("busybox")
 
 
 @functools.cache
@@ -29,7 +50,8 @@ def _works(name: str) -> bool:
 
 
 needs_busybox = pytest.mark.skipif(
-    BUSYBOX is None, reason="busybox is missing (as root: apt-get install busybox-static)"
+    BUSYBOX is None,
+    reason="no static busybox on the PATH (as root: apt-get install busybox-static)",
 )
 
 
