@@ -18,10 +18,10 @@ from control_node.submit_file import parse_submit_text
 from scheduler.matching.capacity import Capacity, never_reasons
 from scheduler.matching.requirements import worker_ad
 from scheduler.protocol import InputFile, JobSpec
-from worker_node import container_runtimes
+from worker_node import container_runtimes, image_cache
 from worker_node.container_runtimes import Runtime
 from worker_node.containers import INSIDE, ContainerRequest, Prepared, request_of
-from worker_node.image_cache import ImageCache
+from worker_node.image_cache import ImageCache, unpack_tar
 
 
 def parse(folder: Path, text: str) -> tuple[str | None, dict[str, str], list[str]]:
@@ -223,3 +223,33 @@ def test_dq_analyze_says_which_runtime_is_missing() -> None:
         [bwrap],
     ) == (["w2"], [])
     assert any("universe = docker" in r for r in why("TARGET.HasDocker", bwrap))
+
+
+@pytest.mark.parametrize("with_filter", [True, False])
+def test_an_image_tar_cannot_reach_outside_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_filter: bool
+) -> None:
+    """Unpacked by the worker (as root): Python's "tar" filter where it has one (3.11.4
+    and later), else the same checks of its own."""
+    if not with_filter:
+        monkeypatch.delattr(image_cache.tarfile, "tar_filter", raising=False)
+    good = tmp_path / "good.tar"
+    good.write_bytes(_tar({"bin/tool": b"x"}, mode=0o6777))
+    unpack_tar(good, tmp_path / "a")
+    mode = (tmp_path / "a" / "bin" / "tool").stat().st_mode
+    assert not mode & 0o7022 and mode & 0o700 == 0o700
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        link = tarfile.TarInfo("escape")
+        link.type, link.linkname = tarfile.SYMTYPE, str(outside)
+        tar.addfile(link)
+        through = tarfile.TarInfo("escape/planted")
+        through.size = 1
+        tar.addfile(through, io.BytesIO(b"x"))
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(buf.getvalue())
+    with pytest.raises(tarfile.TarError):
+        unpack_tar(bad, tmp_path / "b")
+    assert not (outside / "planted").exists()

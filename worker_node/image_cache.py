@@ -19,7 +19,7 @@ import shutil
 import tarfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +66,7 @@ class ImageCache:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir()
             try:
-                with tarfile.open(tar_path) as tar:
-                    # "tar": no file outside the folder, no setuid bits, links kept.
-                    tar.extractall(partial, filter="tar")
+                unpack_tar(tar_path, partial)
                 partial.chmod(0o755)
                 partial.rename(folder)
             except BaseException:
@@ -146,6 +144,37 @@ class ImageCache:
         tmp = self._index_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self._index))
         tmp.replace(self._index_path)
+
+
+def unpack_tar(tar_path: Path, dest: Path) -> None:
+    """Unpack an image's tar into ``dest``: no file outside it (whatever its names and
+    links say), no setuid or setgid bit, no device; the image's own links kept, since
+    they are read inside the container. Raises tarfile.TarError or OSError."""
+    with tarfile.open(tar_path) as tar:
+        if hasattr(tarfile, "tar_filter"):  # Python 3.11.4 and later
+            tar.extractall(dest, filter="tar")
+        else:
+            tar.extractall(dest, members=_checked(tar, dest))
+
+
+def _checked(tar: tarfile.TarFile, dest: Path) -> Iterator[tarfile.TarInfo]:
+    """The members of ``tar`` as the "tar" extraction filter passes them, checked one
+    at a time as they are unpacked (a link unpacked earlier may lead elsewhere)."""
+    top = os.path.realpath(dest)
+    for member in tar:
+        name = member.name.lstrip("/")
+        if member.ischr() or member.isblk():
+            continue
+        where = os.path.realpath(os.path.join(top, name))
+        if os.path.commonpath([top, where]) != top:
+            raise tarfile.TarError(f"{member.name!r} would be outside the image")
+        if member.islnk():
+            target = os.path.realpath(os.path.join(top, member.linkname.lstrip("/")))
+            if os.path.commonpath([top, target]) != top:
+                raise tarfile.TarError(f"{member.name!r} links outside the image")
+        member.name = name
+        member.mode &= ~0o7022
+        yield member
 
 
 def _tree_size(folder: Path) -> int:
