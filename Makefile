@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+CONTAINER_PACKAGES := bubblewrap podman runc uidmap busybox-static
 
 .PHONY: venv demo test test-fast test-loaded lint format bench clean
 
@@ -26,6 +27,18 @@ $(TEST_STAMP): $(STAMP)
 	  else \
 	    echo "make: /usr/bin/chromium is missing (as root: apt-get install chromium):" \
 	      "the browser tests will be skipped"; \
+	  fi; \
+	fi
+	@# The container tests run Debian's bubblewrap, podman (with runc) and busybox-static.
+	@if ! command -v bwrap >/dev/null || ! command -v podman >/dev/null \
+	    || ! command -v busybox >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -q $(CONTAINER_PACKAGES) >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q $(CONTAINER_PACKAGES) >/dev/null; } || \
+	      echo "make: could not install $(CONTAINER_PACKAGES): the container tests will be skipped"; \
+	  else \
+	    echo "make: bwrap, podman or busybox is missing (as root: apt-get install" \
+	      "$(CONTAINER_PACKAGES)): the container tests will be skipped"; \
 	  fi; \
 	fi
 	touch $@

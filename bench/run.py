@@ -24,6 +24,7 @@ from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import container_start  # noqa: E402
 import hq_baseline  # noqa: E402
 import latency  # noqa: E402
 import map as map_bench  # noqa: E402
@@ -123,6 +124,15 @@ def main() -> int:
                 verdict(med(lat) <= 20),
             )
         )
+
+    print("container start latency ...", file=sys.stderr)
+    starts = {k: [s * 1000 for s in v] for k, v in container_start.measure(10).items()}
+    for runtime in ("bubblewrap", "podman"):
+        label = f"   latency, one job in a container ({runtime}), median of 10 (ms)"
+        if runtime in starts:
+            rows.append(compared(label, starts[runtime], "no container", starts["plain"], ".1f"))
+        else:
+            rows.append((label, "-", f"skipped: {runtime} does not work here", "-", "-", "-"))
 
     print(f"staging: {size_mb} MiB ...", file=sys.stderr)
     st = staging.measure(size_mb, args.runs)

@@ -7,7 +7,9 @@ Each step prints OK or FAIL with what to fix; the first failure ends the run (th
 later steps need it), and the exit status is 1. The steps: where the scheduler is,
 that it is reachable, that it accepts the token or worker secret, that the clocks
 agree, and that FTP works both ways: a probe file is uploaded and downloaded over
-the passive data channel with the scheduler's real server and a real grant.
+the passive data channel with the scheduler's real server and a real grant. As a
+worker, it then lists the container runtimes that work here (and what podman lacks
+where the machine gives it no cgroup v2 delegation).
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ class Doctor:
         self.args, self.out = args, out
         self.timeout: float = args.timeout
         self.state = State()
+        #: The worker's ``container_runtimes`` (None: the default).
+        self.container_runtimes: str | None = None
         #: The FTP session, closed with :meth:`close`.
         self._ftp = contextlib.ExitStack()
 
@@ -98,8 +102,23 @@ class Doctor:
                 self.out(f"[ OK ] {number}. {title}: {detail}")
         finally:
             self.close()
+        if self.args.worker:
+            self.containers()
         self.out("everything works.")
         return 0
+
+    def containers(self) -> None:
+        """The container runtimes this worker would use (information, not a step)."""
+        from worker_node import container_runtimes
+        from worker_node.__main__ import build_parser, wanted_runtimes
+
+        wanted = self.container_runtimes or build_parser().get_default("container_runtimes")
+        try:
+            lines = container_runtimes.describe(container_runtimes.detect(wanted_runtimes(wanted)))
+        except ValueError as exc:
+            lines = [str(exc)]
+        for line in lines:
+            self.out(f"[INFO] containers: {line}")
 
     # -- steps -------------------------------------------------------------------
 
@@ -143,6 +162,7 @@ class Doctor:
             worker, sources = config_file.load(build_parser(), argv, "worker")
         except config_file.ConfigError as exc:
             raise Failed(str(exc), "correct the worker's configuration") from None
+        self.container_runtimes = worker.container_runtimes
         if not worker.scheduler:
             # On the scheduler node itself: its access record.
             access = p.default_home() / p.ACCESS_FILE

@@ -70,7 +70,7 @@ from control_node.submit_queue import (
     queue_items,
 )
 from control_node.submit_requirements import Derived, DerivedError, derive
-from control_node.submit_universe import ChoiceChecks
+from control_node.submit_universe import ChoiceChecks, with_clause
 from control_node.submit_values import INT, INT32, ValueReaders
 from scheduler.matching.requirements import REQUIREMENT_ATTRIBUTES
 from scheduler.protocol import (
@@ -393,6 +393,9 @@ class _Parser(ValueReaders, PathReaders, ChoiceChecks, IncludeReader):
         executable = self.the_executable(ctx, qline)
         stdin = self.existing_file(ctx, "input", initialdir, "input file")
         inputs = self.input_files(ctx, initialdir)
+        container = self.container(ctx, initialdir)
+        if container.stage is not None and container.stage not in inputs:
+            inputs.append(container.stage)
         data = self.existing_file(ctx, "data", initialdir, "data file")
         if data is not None and data not in inputs:
             inputs.append(data)
@@ -438,8 +441,8 @@ class _Parser(ValueReaders, PathReaders, ChoiceChecks, IncludeReader):
             allowed_job_duration=self.integer(ctx, "allowed_job_duration", 0, 1) or None,
             params={**item.values, **draws.drawn} if isinstance(draws, RandomDraws) else {},
             result_file=result_file,
-            requirements=derived.requirements,
-            attributes=attributes,
+            requirements=with_clause(derived.requirements, container.clause),
+            attributes=attributes | container.attributes,
             hold=self.boolean(ctx, "hold"),
         )
 

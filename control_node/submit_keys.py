@@ -41,6 +41,7 @@ CARRIED_OUT = frozenset({
     "priority", "universe", "should_transfer_files", "when_to_transfer_output",
     "max_retries", "allowed_job_duration", "requirements",
     "hold", "data", "email", "client", "notification_per_job", "random_seed", "result_file",
+    "transfer_container",
 }) | DERIVED_KEYS  # fmt: skip
 
 #: Keys stored as a job attribute: key -> (ClassAd name, kind of value). ``expr`` is
@@ -96,8 +97,6 @@ STORED: dict[str, tuple[str, str]] = {
 _STORED_WHY = {
     "transfer_executable": "stored as TransferExecutable; the executable is always sent with"
     " the job",
-    "docker_image": "stored as DockerImage; workers run jobs without a container",
-    "container_image": "stored as ContainerImage; workers run jobs without a container",
     "match_list_length": "stored as LastMatchListLength; dfarm keeps no LastMatchName list",
     "want_ft_on_checkpoint": "stored as WantFTOnCheckpoint; a checkpoint always sends"
     " its checkpoint files (transfer_checkpoint_files) to the spool, never the outputs",
@@ -146,9 +145,10 @@ _GROUPS = {
     "dfarm has no java or parallel universe": (
         "jar_files java_vm_args machine_count hold_kill_sig remove_kill_sig"
     ),
-    "workers run jobs without a container": (
+    "container jobs run with dfarm's settings (no network, the sandbox mounted at its own"
+    " path, the executable run as given; see docs/containers.md)": (
         "docker_network_type docker_override_entrypoint container_target_dir"
-        " container_service_names transfer_container mount_under_scratch want_job_networking"
+        " container_service_names mount_under_scratch want_job_networking"
     ),
     "dfarm runs jobs as their owner on its workers, with no such setting": (
         "run_as_owner load_profile rendezvousdir x509userproxy use_x509userproxy"

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from control_node.submit_container import ContainerChoice, ContainerImageError, choose
 from control_node.submit_errors import SubmitFileError
 from control_node.submit_macros import MacroContext
 
-__all__ = ["RETIRED_UNIVERSES", "UNIVERSES", "UNIVERSE_NEEDS", "ChoiceChecks"]
+__all__ = ["RETIRED_UNIVERSES", "UNIVERSES", "UNIVERSE_NEEDS", "ChoiceChecks", "with_clause"]
 
 #: HTCondor's universes; each other than vanilla runs as vanilla here, for this reason.
 UNIVERSES = {
@@ -23,8 +24,8 @@ UNIVERSES = {
     "vm": "dfarm does not start virtual machines",
     "parallel": "dfarm runs each job on one worker",
     "mpi": "dfarm runs each job on one worker",
-    "docker": "workers run jobs without a container",
-    "container": "workers run jobs without a container",
+    "docker": "",
+    "container": "",
 }
 #: Universes condor_submit 24 names and refuses (the name as its message spells it).
 RETIRED_UNIVERSES = {"standard": "Standard", "pipe": "Pipe", "pvm": "PVM"}
@@ -41,6 +42,13 @@ UNIVERSE_NEEDS = {
         "container jobs need a container_image or docker_image",
     ),
 }
+
+
+def with_clause(requirements: str | None, clause: str | None) -> str | None:
+    """``requirements`` and ``clause``, both to hold."""
+    if not clause:
+        return requirements
+    return f"({requirements}) && {clause}" if requirements else clause
 
 
 class ChoiceChecks:
@@ -109,8 +117,26 @@ class ChoiceChecks:
             raise self.error("universe", needs[1])
         if low == "vm" and self.get(ctx, "vm_type") and not self.get(ctx, "vm_disk"):
             raise self.error("universe", "a vm universe job with a vm_type needs vm_disk")
-        if low != "vanilla":
+        if UNIVERSES[low]:
             self.warn(
                 self.lines.get("universe"),
                 f"universe '{universe}' runs here as vanilla: {UNIVERSES[low]}",
             )
+
+    def container(self, ctx: MacroContext, base: str) -> ContainerChoice:
+        """The proc's container image (see :mod:`control_node.submit_container`)."""
+        single = self.get(ctx, "my.singularityimage")
+        transfer = (self.get(ctx, "transfer_container") or "true").lower()
+        if transfer not in ("true", "false"):
+            raise self.error("transfer_container", f"invalid transfer_container {transfer!r}")
+        try:
+            return choose(
+                self.get(ctx, "universe"),
+                self.get(ctx, "container_image"),
+                self.get(ctx, "docker_image"),
+                single.strip('"') if single else None,
+                transfer == "true",
+                base,
+            )
+        except ContainerImageError as exc:
+            raise self.error(exc.key, exc.message) from None

@@ -28,6 +28,7 @@ from htcondor_reading import (
     canonical,
     htcondor_readings,
     relative,
+    split_conjuncts,
 )
 
 with warnings.catch_warnings():
@@ -72,6 +73,26 @@ def dfarm_policies(proc: Any) -> dict[str, str]:
     return policies
 
 
+#: The clauses a container image adds (see control_node.submit_container): HTCondor's
+#: own, which its reading leaves out of the user's part as well.
+CONTAINER_CLAUSES = frozenset({
+    "TARGET.HasContainer", "TARGET.HasDockerURL", "TARGET.HasSIF", "TARGET.HasSandboxImage",
+    "TARGET.HasDocker",
+})  # fmt: skip
+
+
+def dfarm_requirements(proc: Any) -> str | None:
+    """The user's part of the requirements: less the clauses of a container image."""
+    text = proc.requirements
+    attrs = {str(k).lower() for k in getattr(proc, "attributes", {})}
+    if text is None or not attrs & {"wantcontainer", "wantdocker", "singularityimage"}:
+        return canonical(text)
+    parts = split_conjuncts(text)
+    while parts and parts[-1] in CONTAINER_CLAUSES:
+        parts.pop()
+    return canonical(" && ".join(parts)) if parts else None
+
+
 def dfarm_job(proc: Any, folder: str, items: dict[str, str] | None) -> dict[str, Any]:
     """One proc of dfarm's reading in the form of :func:`htcondor_reading.condor_job`."""
     params = {k.lower(): v for k, v in proc.params.items()}
@@ -94,7 +115,7 @@ def dfarm_job(proc: Any, folder: str, items: dict[str, str] | None) -> dict[str,
         "max_retries": proc.max_retries,
         "notify_user": proc.notify_user,
         "notification": str(proc.notification).lower(),
-        "requirements": canonical(proc.requirements),
+        "requirements": dfarm_requirements(proc),
         "custom": dfarm_custom(proc),
         "policies": dfarm_policies(proc),
         "item": None if items is None else {k: params.get(k) for k in items},

@@ -5,12 +5,12 @@ job no worker could ever run is reported at submit and by ``dq -analyze``."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from conftest import TestCluster, wait_until, write
 
 from control_node import Client
+from worker_node import container_runtimes
 
 SPAN = "#!/bin/sh\necho $(date +%s.%N) ${CUDA_VISIBLE_DEVICES-unset}\n"
 
@@ -109,7 +109,8 @@ def test_standard_and_administrator_machine_attributes(make_cluster, tmp_path: P
     cluster.add_worker("w2")
     wait_until(lambda: cluster.log("scheduler").count("registered from") >= 2, what="2 workers")
     write(tmp_path / "span.sh", SPAN, True)
-    docker = "true" if shutil.which("docker") else "false"
+    # HasDocker: a docker whose daemon answers, not only its program on the PATH.
+    docker = "true" if container_runtimes.detect(["docker"]) else "false"
     rule = (
         f"requirements = OpSysAndVer =!= undefined && HasDocker =?= {docker}"
         ' && TARGET.HasCVMFS && TARGET.Site == "LAB" && member(Arch, {"X86_64", "aarch64"})'

@@ -280,7 +280,6 @@ def test_htcondor_accepts_the_ignored_keys_too(farm: Path, key: str) -> None:
         ("scheduler", ""),
         ("local", ""),
         ("grid", "grid_resource = batch slurm\n"),
-        ("docker", "docker_image = ubuntu:22.04\n"),
         ("vm", "vm_memory = 100\n"),
         ("parallel", "machine_count = 2\n"),
     ],

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from scheduler.node_setup import config_file, logs
@@ -19,7 +20,7 @@ from scheduler.protocol import (
     parse_memory_mb,
 )
 from scheduler.transport.tls import normalize_fingerprint
-from worker_node import machine_attributes
+from worker_node import container_runtimes, machine_attributes
 from worker_node.credential import CREDENTIAL_ENV, load_secret, worker_name
 from worker_node.daemon import Worker, WorkerConfig
 from worker_node.drain import drain
@@ -135,6 +136,22 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
         " file system (by default they are then hard-linked)",
     )
     parser.add_argument(
+        "--container-runtimes",
+        default=",".join(container_runtimes.RUNTIMES),
+        metavar="LIST",
+        help="the container runtimes jobs may use, in the order preferred, of"
+        f" {', '.join(container_runtimes.RUNTIMES)} (those that work here are used; 'none': jobs"
+        " that ask for a container never match this worker) (default: all, in that order)",
+    )
+    parser.add_argument(
+        "--image-cache",
+        type=_free_space,
+        default="20GB",
+        metavar="SIZE",
+        help="container images kept ready on this worker, least recently used removed past"
+        " it (default 20GB)",
+    )
+    parser.add_argument(
         "--min-free-space",
         type=_free_space,
         default="64MB",
@@ -174,7 +191,23 @@ def split_address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def config_from_args(args: argparse.Namespace, sampler: Sampler) -> WorkerConfig:
+def wanted_runtimes(text: str) -> list[str]:
+    """``--container-runtimes``: the names, checked."""
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    if names == ["none"]:
+        return []
+    unknown = [n for n in names if n not in container_runtimes.RUNTIMES]
+    if unknown:
+        raise ValueError(
+            f"--container-runtimes: unknown runtime {unknown[0]!r} (known:"
+            f" {', '.join(container_runtimes.RUNTIMES)}, or none)"
+        )
+    return names
+
+
+def config_from_args(
+    args: argparse.Namespace, sampler: Sampler, runtimes: Sequence[container_runtimes.Runtime] = ()
+) -> WorkerConfig:
     host, port = split_address(args.scheduler)
     secret = load_secret(args.credential_file, args.secret_file)
     name = worker_name(args.name, secret, socket.gethostname())
@@ -208,6 +241,8 @@ def config_from_args(args: argparse.Namespace, sampler: Sampler) -> WorkerConfig
         warm_map_items=max(1, args.warm_map_items),
         warm_map_idle=max(0.1, args.warm_map_idle),
         min_free_space=args.min_free_space,
+        container_runtimes=tuple(runtimes),
+        image_cache_bytes=args.image_cache,
     )
 
 
@@ -249,11 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         work_dir = args.work_dir or Path(os.getcwd())
         extra = machine_attributes.parse_assignments(args.attributes or [])
+        runtimes = container_runtimes.detect(wanted_runtimes(args.container_runtimes))
         sampler = Sampler(
             work_dir if work_dir.exists() else Path("/"),
-            attributes=machine_attributes.detect(extra),
+            attributes=machine_attributes.detect(extra, runtimes=runtimes),
         )
-        config = config_from_args(args, sampler)
+        config = config_from_args(args, sampler, runtimes)
         sampler.disk_path = config.work_dir
         config.work_dir.mkdir(parents=True, exist_ok=True)
         asyncio.run(run(Worker(config, sampler), received))

@@ -30,9 +30,12 @@ from scheduler import protocol as p
 from scheduler.transport.tls import TlsError, check_pin, client_context
 from worker_node import checkpoint
 from worker_node.cgroups import JobCgroups
+from worker_node.container_runtimes import Runtime
+from worker_node.containers import Containers
 from worker_node.disk import DiskWatch
 from worker_node.gpu_choice import choose_gpus
 from worker_node.identity import DEFAULT_RUN_AS, IdentityError, JobAccounts
+from worker_node.image_cache import DEFAULT_LIMIT
 from worker_node.job_python import job_python, reachable_by_others
 from worker_node.launcher import Launchers
 from worker_node.launcher import problem as launcher_problem
@@ -100,6 +103,10 @@ class WorkerConfig:
     #: Bytes the work directory's file system must keep free; below, the disk is
     #: full: the worker takes no job, and an attempt that ends so fails.
     min_free_space: int = 64 * 2**20
+    #: The container runtimes that work here, in the order they are preferred.
+    container_runtimes: tuple[Runtime, ...] = ()
+    #: Bytes of container images kept ready (least recently used evicted past it).
+    image_cache_bytes: int = DEFAULT_LIMIT
 
 
 class Worker:
@@ -129,6 +136,9 @@ class Worker:
         log.info("jobs' processes are ended by: %s", sampler.process_tracking)
         self.disk = DiskWatch(config.work_dir, config.min_free_space, config.name)
         self.disk.start()
+        self.containers = Containers(
+            config.container_runtimes, config.work_dir / "containers", config.image_cache_bytes
+        )
         #: The scheduler's spool where this worker shares its file system (files
         #: move by hard link); None: over FTP. Found again at each registration.
         self.spool: SpoolLink | None = None
@@ -539,7 +549,7 @@ class Worker:
             cache = self.caches.for_owner(msg.owner)
             result = run_attempt(
                 attempt, cache, sandbox, account, self.job_python, self.launchers,
-                self.spool, self.disk, self.requests.ask,
+                self.spool, self.disk, self.requests.ask, self.containers,
             )  # fmt: skip
         except Exception as exc:  # a bug must cost this job, not the slot's chain
             error = exc

@@ -45,7 +45,7 @@ def check(attempt: Attempt, started: float, now: float) -> str | None:
             f" allowed_job_duration = {spec.allowed_job_duration} s"
         )
     if spec.request_memory is not None and attempt.process is not None:
-        used = tree_rss_mb(attempt.process.pid)
+        used = attempt.memory_mb()
         attempt.peak_memory_mb = max(attempt.peak_memory_mb, used)
         if used > spec.request_memory:
             return (

@@ -1,5 +1,6 @@
 """The machine attributes a worker advertises, by HTCondor's names: its operating system
-(``OpSysAndVer`` ...), its container runtimes (``HasDocker`` ...) and those its
+(``OpSysAndVer`` ...), its container runtimes (``HasContainer``, ``HasDocker`` ...: see
+:mod:`worker_node.container_runtimes`) and those its
 administrator adds (``[attributes]`` in ``worker.toml``, or ``--attributes NAME=VALUE``).
 """
 
@@ -8,11 +9,11 @@ from __future__ import annotations
 import platform
 import re
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from scheduler.matching.classad import ClassAdError, Record, Special, compile_expression
-from worker_node import url_inputs
+from worker_node import container_runtimes, url_inputs
 
 __all__ = ["Scalar", "detect", "os_attributes", "parse_assignments", "runtime_attributes"]
 
@@ -92,17 +93,23 @@ def parse_assignments(items: Iterable[str]) -> dict[str, Scalar]:
 
 
 def detect(
-    extra: Mapping[str, Scalar] | None = None, os_release: Path | None = None
+    extra: Mapping[str, Scalar] | None = None,
+    os_release: Path | None = None,
+    runtimes: Sequence[container_runtimes.Runtime] | None = None,
 ) -> dict[str, Scalar]:
-    """Everything this machine advertises besides its resources; ``extra`` (the
-    administrator's) wins over what is detected."""
+    """Everything this machine advertises besides its resources (``runtimes``: the
+    container runtimes that work here, see :mod:`worker_node.container_runtimes`; None: those
+    on the PATH); ``extra`` (the administrator's) wins over what is detected."""
     path = os_release or Path("/etc/os-release")
     try:
         text = path.read_text()
     except OSError:
         text = ""
     attrs = os_attributes(text, platform.system())
-    attrs.update(runtime_attributes())
+    if runtimes is None:
+        attrs.update(runtime_attributes())
+    else:
+        attrs.update(container_runtimes.runtime_attributes(runtimes))
     attrs.update(url_inputs.ATTRIBUTES)  # the URL schemes it fetches
     attrs.update(extra or {})
     return attrs

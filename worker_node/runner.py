@@ -40,6 +40,7 @@ from scheduler.protocol import (
     parse_job_id,
 )
 from worker_node import checkpoint, py_scripts, reaper, sandbox_files, url_inputs
+from worker_node.containers import INSIDE, Containers, ImageProblem, Prepared, request_of
 from worker_node.deferral import wait_for_deferral
 from worker_node.disk import DiskWatch
 from worker_node.identity import Account
@@ -93,6 +94,9 @@ class Attempt:
     connected: bool = True
     #: Its checkpoints, when the job checkpoints itself.
     keeper: checkpoint.Keeper | None = None
+    #: Where the job's processes are not its own tree (a container's, under its
+    #: runtime's monitor): the roots of those whose memory is the job's.
+    memory_roots: Callable[[], list[int]] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -133,11 +137,19 @@ class Attempt:
     def measure_memory(self) -> int | None:
         """Measure the job's resident memory now; returns the peak so far in MB
         (rounded up, as HTCondor's ``MemoryUsage``), None before its program started."""
+        if self.process is None:
+            return None
+        self.peak_memory_mb = max(self.peak_memory_mb, self.memory_mb())
+        return math.ceil(self.peak_memory_mb)
+
+    def memory_mb(self) -> float:
+        """The resident memory (MB) of the job's processes now."""
         process = self.process
         if process is None:
-            return None
-        self.peak_memory_mb = max(self.peak_memory_mb, tree_rss_mb(process.pid))
-        return math.ceil(self.peak_memory_mb)
+            return 0.0
+        if self.memory_roots is not None:
+            return sum(tree_rss_mb(pid) for pid in self.memory_roots())
+        return tree_rss_mb(process.pid)
 
     def connection_lost(self) -> None:
         """The connection to the scheduler dropped: its grant may be gone with it."""
@@ -204,6 +216,24 @@ def job_environment(
     return env
 
 
+def _container(
+    attempt: Attempt, sandbox: Sandbox, account: Account | None, containers: Containers | None
+) -> Prepared:
+    """The image of a job that asks for a container, made ready by one of ``containers``'
+    runtimes; raises ImageProblem where it cannot be."""
+    msg = attempt.msg
+    request = request_of(msg.spec)
+    assert request is not None
+    if containers is None:
+        raise ImageProblem("this worker has no container runtime")
+    sha = next((i.sha256 for i in msg.spec.inputs if i.name == request.image), None)
+    image = containers.prepare(
+        request, sandbox.directory, sha, account, f"{msg.job_id}-{msg.attempt}"
+    )
+    attempt.memory_roots = image.memory_roots()
+    return image
+
+
 def run_attempt(
     attempt: Attempt,
     cache: InputCache,
@@ -214,17 +244,20 @@ def run_attempt(
     spool: SpoolLink | None = None,
     disk: DiskWatch | None = None,
     commit: checkpoint.Commit | None = None,
+    containers: Containers | None = None,
 ) -> JobFinished:
     """Stage, run and return one attempt (as ``account``, default the worker's own,
     started by the slot's launcher for that account when ``launchers`` are given;
     files linked with the ``spool`` where it is shared, else moved over FTP; a job
     that ends on a full ``disk`` returns nothing but that failure; a job that
-    checkpoints itself has each checkpoint committed with ``commit``);
+    checkpoints itself has each checkpoint committed with ``commit``; one that asks
+    for a container runs in it with one of ``containers``' runtimes);
     never raises for the job's own failures."""
     msg = attempt.msg
     finished = functools.partial(JobFinished, job_id=msg.job_id, attempt=msg.attempt)
     reusable = False
     began = time.monotonic()
+    image: Prepared | None = None
     try:
         sandbox.prepare(parse_job_id(msg.job_id)[0], f"{msg.job_id}-{msg.attempt}", account)
         try:
@@ -257,13 +290,19 @@ def run_attempt(
         )
         if missed:
             return finished(failure=missed)
+        if request_of(msg.spec) is not None:
+            try:
+                image = _container(attempt, sandbox, account, containers)
+            except ImageProblem as exc:
+                worker = disk.name if disk is not None else "this worker"
+                return finished(failure=f"container on worker {worker}: {exc}")
         launcher = _launcher(launchers, sandbox.index, account)
         status, wall, cpu, failure = _execute(
-            attempt, sandbox.directory, stdout, stderr, account, python, launcher
+            attempt, sandbox.directory, stdout, stderr, account, python, launcher, image
         )
         while checkpoint.stored(attempt, sandbox, status, failure, wall, _with_grant):
             status, more_wall, more_cpu, failure = _execute(
-                attempt, sandbox.directory, stdout, stderr, account, python, launcher
+                attempt, sandbox.directory, stdout, stderr, account, python, launcher, image
             )
             wall, cpu = wall + more_wall, cpu + more_cpu
         with attempt._lock:
@@ -300,6 +339,8 @@ def run_attempt(
     except TransferError as exc:
         return finished(failure=f"could not transfer results: {exc}")
     finally:
+        if image is not None:
+            image.cleanup(account)
         with attempt._lock:
             attempt.streams = {}
         sandbox.finish(reusable)
@@ -396,8 +437,10 @@ def _execute(
     account: Account | None = None,
     python: str | None = None,
     launcher: Launcher | None = None,
+    image: Prepared | None = None,
 ) -> tuple[int | None, float, float, str | None]:
-    """Run the process; returns (exit status or -signal, wall s, cpu s, failure)."""
+    """Run the process (in ``image`` if given); returns (exit status or -signal,
+    wall s, cpu s, failure)."""
     spec = attempt.msg.spec
     exe = sandbox / spec.executable
     start = time.monotonic()
@@ -409,9 +452,16 @@ def _execute(
     if account is not None:
         user, group, extra_groups = account.uid, account.gid, list(account.groups)
         env.update(USER=account.name, LOGNAME=account.name)
-    argv = py_scripts.command(
-        exe, spec.arguments, python if account is not None else python or sys.executable
-    )
+    argv: list[str] | str
+    if image is not None:  # the program runs as given, with the image's interpreters
+        argv, env = image.command(
+            [f"{INSIDE}/{spec.executable}", *spec.arguments], sandbox, env,
+            spec.request_cpus, spec.request_memory,
+        )  # fmt: skip
+    else:
+        argv = py_scripts.command(
+            exe, spec.arguments, python if account is not None else python or sys.executable
+        )
     if isinstance(argv, str):
         reason = f"{NOT_STARTED[1]} {spec.executable!r}: {argv}"
         stderr.write(f"dfarm: {reason}\n".encode())

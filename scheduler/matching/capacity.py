@@ -7,6 +7,7 @@ with the worker empty: its whole cpus, memory and GPUs, its free disk.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -235,7 +236,7 @@ def never_reasons(req: Requests, workers: list[Capacity]) -> tuple[list[str], li
             return [], [f"requirements: {exc}"]
         job = job_ad(req)
         if not any(rule.matches(c.ad, job) for c in pool):
-            reasons += _missing_resources(req, pool) + _deferral(job)
+            reasons += _missing_resources(req, pool) + _deferral(job) + _container(req, pool)
             reasons.append(f"no worker satisfies the requirements ({req.requirements})")
     if not reasons:
         reasons.append(f"no single worker has everything the job asks for together ({_asks(req)})")
@@ -261,6 +262,29 @@ def _missing_resources(req: Requests, pool: list[Capacity]) -> list[str]:
                 f" offers it with the attribute {name} ([attributes] in worker.toml)"
             )
     return reasons
+
+
+#: What a container job's requirements need of a worker, and how to say it is missing.
+_CONTAINER_NEEDS = {
+    "hasdocker": "no worker has docker (universe = docker needs a docker daemon)",
+    "hasdockerurl": "no worker can pull a registry image (podman, docker or apptainer)",
+    "hassif": "no worker runs .sif images (apptainer or singularity)",
+    "hassandboximage": "no worker runs an image directory or tar (bubblewrap, podman, apptainer)",
+}
+_HAS = re.compile(r"\bhas[a-z]+\b")
+
+
+def _container(req: Requests, pool: list[Capacity]) -> list[str]:
+    """Why a job that asks for a container matches no worker, if that is why."""
+    named = set(_HAS.findall((req.requirements or "").lower()))
+    if not named & ({"hascontainer"} | set(_CONTAINER_NEEDS)):
+        return []
+    if not any(c.ad.get("hascontainer") is True for c in pool):
+        return ["no worker has a container runtime"]
+    for attr, why in _CONTAINER_NEEDS.items():
+        if attr in named and not any(c.ad.get(attr) is True for c in pool):
+            return [why]
+    return []
 
 
 _NOT_YET = compile_expression("time() + ScheddInterval < DeferralTime - DeferralPrepTime")

@@ -20,8 +20,10 @@ name), ``TotalCpus``, ``TotalMemory``, ``TotalDisk``, ``TotalGPUs``, ``OpSys``
 ``OpSysMajorVer``, ``OpSysVer``, ``OpSysLongName``, ``Arch`` (``X86_64``, ``aarch64``),
 ``LoadAvg`` (one minute), ``GpuMemory`` (MB of its smallest GPU, 0 without),
 ``CUDACapability``, ``CUDAGlobalMemoryMb``, ``AvailableGPUs`` (one ad per GPU) and
-``CUDAMaxSupportedVersion`` (where it has GPUs), ``HasJobDeferral``, ``HasDocker``,
-``HasSingularity``, ``HasApptainer``, ``WorkerId``, and what its administrator adds.
+``CUDAMaxSupportedVersion`` (where it has GPUs), ``HasJobDeferral``, the container
+runtimes (``HasContainer``, ``HasDocker``, ``HasSingularity``, ``HasApptainer``,
+``HasPodman``, ``HasBubblewrap``, ``HasDockerURL``, ``HasSIF``, ``HasSandboxImage``,
+``ContainerRuntimes`` and each one's version), ``WorkerId``, and what its administrator adds.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ MACHINE_ATTRIBUTES = frozenset({
     "dockerversion", "singularityversion", "has_singularity", "has_docker",
     "gpus_capability", "gpus_globalmemorymb", "gpus_devicename", "cudadriverversion",
     "cudaruntimeversion", "availablegpus", "cudamaxsupportedversion", "hasjobdeferral",
+    "hascontainer", "hasdockerurl", "hassif", "hassandboximage", "haspodman",
+    "hasbubblewrap", "containerruntimes", "podmanversion", "apptainerversion",
+    "bubblewrapversion",
 })  # fmt: skip
 #: Job attributes (lower case) a job's expressions may name without ``MY.``.
 JOB_ATTRIBUTES = frozenset({

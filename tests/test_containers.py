@@ -1,0 +1,351 @@
+"""Jobs in containers, end to end: a real scheduler, real workers, real runtimes
+(bubblewrap, rootless podman) over an image built here from the machine's own
+busybox (Debian's busybox-static, which ``make test`` installs)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import TestCluster, wait_until, write
+
+from control_node import Client
+from control_node.local_cluster import worker_credential
+from worker_node import container_runtimes
+
+MARK = "built-by-the-test"
+
+
+def static_program(name: str) -> str | None:
+    """The program ``name`` on the PATH if it needs no shared libraries (no ELF
+    interpreter), as a program copied alone into an image must; else None."""
+    path = shutil.which(name)
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:5] != b"\x7fELF\x02":  # 64-bit ELF only
+            return None
+        (phoff,) = struct.unpack_from("<Q", head, 32)
+        phentsize, phnum = struct.unpack_from("<HH", head, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    types = [struct.unpack_from("<I", table, i * phentsize)[0] for i in range(phnum)]
+    return None if 3 in types else path  # PT_INTERP: linked dynamically
+
+
+BUSYBOX = static_program("busybox")
+
+
+@functools.cache
+def _works(name: str) -> bool:
+    return any(r.name == name for r in container_runtimes.detect([name]))
+
+
+needs_busybox = pytest.mark.skipif(
+    BUSYBOX is None,
+    reason="no static busybox on the PATH (as root: apt-get install busybox-static)",
+)
+
+
+def make_rootfs(folder: Path) -> Path:
+    """A root file system: busybox, its applets as links, a marker in /etc."""
+    assert BUSYBOX is not None
+    (folder / "bin").mkdir(parents=True)
+    (folder / "etc").mkdir()
+    shutil.copy(BUSYBOX, folder / "bin" / "busybox")
+    applets = subprocess.run(
+        [BUSYBOX, "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            (folder / "bin" / applet).symlink_to("busybox")
+    (folder / "etc" / "image-marker").write_text(MARK + "\n")
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755)
+    return folder
+
+
+def make_tar(folder: Path, tar: Path) -> Path:
+    with tarfile.open(tar, "w") as out:
+        for entry in sorted(folder.iterdir()):
+            out.add(entry, arcname=entry.name)
+    return tar
+
+
+JOB = """#!/bin/sh
+cat /etc/image-marker
+echo "dir=$(pwd) home=$HOME job=$DFARM_JOB_ID"
+tr a-z A-Z < words.txt > shout.txt
+exec sleep 2.71828
+"""
+
+
+def host_uids_of_the_job(seconds: str = "2.71828") -> set[int]:
+    """The real uids, on the host, of the processes running the job's ``sleep``."""
+    uids = set()
+    wanted = b"sleep\0" + seconds.encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            if (proc / "cmdline").read_bytes().rstrip(b"\0") == wanted:
+                status = (proc / "status").read_text()
+                uids.add(int(status.split("Uid:")[1].split()[0]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return uids
+
+
+def submit_and_wait(cluster: TestCluster, folder: Path, image_line: str) -> dict[str, object]:
+    """Submit the job in ``image_line``'s image, see whose its process is on the host
+    while it runs, wait for it and fetch its results; returns its record and that uid."""
+    write(folder / "job.sh", JOB, executable=True)
+    write(folder / "words.txt", "hello from the sandbox\n")
+    write(
+        folder / "job.sub",
+        "executable = job.sh\ntransfer_input_files = words.txt\n"
+        f"{image_line}\ntransfer_output_files = shout.txt\nqueue\n",
+    )
+    result = cluster.run("dsub", "--quiet", "job.sub", cwd=folder)
+    assert result.returncode == 0, result.stderr + result.stdout
+    job_id = f"{result.stdout.strip()}.0"
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        uids = wait_until(
+            lambda: (
+                host_uids_of_the_job()
+                or (client.jobs([job_id])[0].state not in ("idle", "running") and {-1})
+            ),
+            timeout=120,
+            what="the job's process",
+        )
+        (job,) = client.wait([job_id], timeout=120)
+    fetched = cluster.run("dfetch", job_id, cwd=folder)
+    assert fetched.returncode == 0, fetched.stderr
+    return {"id": job_id, "state": job.state, "hold_reason": job.hold_reason, "uids": uids}
+
+
+def check_ran_in_the_image(folder: Path, job: dict[str, object]) -> None:
+    """The job saw the image's files, its sandbox as its working directory, its
+    staged input; its output came back; it never ran as root on the host."""
+    job_id = str(job["id"])
+    out = (folder / job_id / "stdout").read_text()
+    assert out.splitlines() == [MARK, f"dir=/srv home=/srv job={job_id}"], out
+    assert (folder / job_id / "shout.txt").read_text() == "HELLO FROM THE SANDBOX\n"
+    uids = job["uids"]
+    assert isinstance(uids, set) and uids and 0 not in uids and -1 not in uids, uids
+
+
+@needs_busybox
+@pytest.mark.skipif(not _works("bubblewrap"), reason="bubblewrap does not work here")
+def test_a_job_runs_in_a_root_file_system_with_bubblewrap(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=1, worker_args=("--container-runtimes", "bubblewrap"))
+    folder = tmp_path / "tar"
+    folder.mkdir()
+    make_tar(make_rootfs(tmp_path / "rootfs"), folder / "image.tar")
+    job = submit_and_wait(cluster, folder, "container_image = image.tar")
+    assert job["state"] == "completed", job
+    check_ran_in_the_image(folder, job)
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        (worker,) = client.workers()
+    attrs = worker.metrics.attributes
+    assert attrs["ContainerRuntimes"] == "bubblewrap" and attrs["HasSandboxImage"] is True
+    assert attrs["HasContainer"] is True and attrs["HasDockerURL"] is False
+    # The same image again: unpacked once, by content.
+    cache = [p.name for p in (cluster.workers_dir / "w1").rglob("rootfs-*") if p.is_dir()]
+    assert len(cache) == 1, cache
+    again = submit_and_wait(cluster, folder, "container_image = image.tar")
+    assert again["state"] == "completed"
+    assert len([p for p in (cluster.workers_dir / "w1").rglob("rootfs-*") if p.is_dir()]) == 1
+    # An unpacked directory, named the OSG way.
+    shutil.copytree(tmp_path / "rootfs", folder / "tree", symlinks=True)
+    job = submit_and_wait(cluster, folder, '+SingularityImage = "tree"')
+    assert job["state"] == "completed", job
+    check_ran_in_the_image(folder, job)
+
+
+@needs_busybox
+@pytest.mark.skipif(not _works("podman"), reason="podman does not work here")
+def test_a_job_runs_in_an_imported_image_with_rootless_podman(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=1, worker_args=("--container-runtimes", "podman"))
+    make_tar(make_rootfs(tmp_path / "rootfs"), tmp_path / "image.tar")
+    # podman's own command (two processes of about 35 MB) is not the job's memory; its
+    # container is (conmon, runc while it starts, the job: about 25 MB at most).
+    image = "universe = container\ncontainer_image = image.tar\nrequest_memory = 48"
+    job = submit_and_wait(cluster, tmp_path, image)
+    assert job["state"] == "completed", job
+    check_ran_in_the_image(tmp_path, job)
+
+
+@pytest.mark.skipif(not _works("podman"), reason="podman does not work here")
+def test_an_image_the_worker_cannot_pull_holds_the_job_with_the_runtime_error(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=1, worker_args=("--container-runtimes", "podman"))
+    write(tmp_path / "job.sh", "#!/bin/sh\necho never\n", executable=True)
+    write(
+        tmp_path / "job.sub",
+        "executable = job.sh\ncontainer_image = docker://registry.invalid/none/such:1\nqueue\n",
+    )
+    result = cluster.run("dsub", "--quiet", "job.sub", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        wait_until(lambda: client.jobs(["1.0"])[0].state == "held", what="the job held")
+        (job,) = client.jobs(["1.0"])
+    assert "podman cannot pull it" in (job.hold_reason or ""), job.hold_reason
+    assert "registry.invalid" in (job.hold_reason or "")
+
+
+def test_a_container_job_on_workers_without_a_runtime_is_explained(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=1, worker_args=("--container-runtimes", "none"))
+    write(tmp_path / "job.sh", "#!/bin/sh\necho hi\n", executable=True)
+    write(tmp_path / "job.sub", "executable = job.sh\ncontainer_image = docker://busybox\nqueue\n")
+    result = cluster.run("dsub", "job.sub", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "will stay idle until such a worker connects: no worker has a container runtime" in (
+        result.stderr
+    )
+    analysis = cluster.run("dq", "-analyze", "1.0")
+    assert "no worker has a container runtime" in analysis.stdout, analysis.stdout
+    assert json.loads(cluster.run("dq", "--json").stdout)[0]["state"] == "idle"
+
+
+@needs_busybox
+@pytest.mark.parametrize("runtime", ["bubblewrap", "podman"])
+def test_a_removed_container_job_leaves_no_process(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path, runtime: str
+) -> None:
+    if not _works(runtime):
+        pytest.skip(f"{runtime} does not work here")
+    cluster = make_cluster(workers=1, worker_args=("--container-runtimes", runtime))
+    make_tar(make_rootfs(tmp_path / "rootfs"), tmp_path / "image.tar")
+    write(tmp_path / "job.sh", "#!/bin/sh\nsleep 314.159 &\nexec sleep 314.159\n", True)
+    write(tmp_path / "job.sub", "executable = job.sh\ncontainer_image = image.tar\nqueue\n")
+    assert cluster.run("dsub", "--quiet", "job.sub", cwd=tmp_path).returncode == 0
+    wait_until(lambda: len(host_uids_of_the_job("314.159")) > 0, what="the job's processes")
+    removed = cluster.run("drm", "1.0")
+    assert removed.returncode == 0, removed.stderr
+    wait_until(lambda: not host_uids_of_the_job("314.159"), what="the job's processes ended")
+
+
+@needs_busybox
+@pytest.mark.parametrize("runtime", ["bubblewrap", "podman"])
+def test_a_container_job_over_its_memory_is_held(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path, runtime: str
+) -> None:
+    if not _works(runtime):
+        pytest.skip(f"{runtime} does not work here")
+    cluster = make_cluster(workers=1, worker_args=("--container-runtimes", runtime))
+    make_tar(make_rootfs(tmp_path / "rootfs"), tmp_path / "image.tar")
+    # dd holds a 64 MiB buffer for as long as it copies, which is until it is killed.
+    write(tmp_path / "job.sh", "#!/bin/sh\nexec dd if=/dev/zero of=/dev/null bs=64M\n", True)
+    write(
+        tmp_path / "job.sub",
+        "executable = job.sh\ncontainer_image = image.tar\nrequest_memory = 32\nqueue\n",
+    )
+    assert cluster.run("dsub", "--quiet", "job.sub", cwd=tmp_path).returncode == 0
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+        wait_until(lambda: client.jobs(["1.0"])[0].state == "held", what="the job held")
+        (job,) = client.jobs(["1.0"])
+    assert "memory limit exceeded" in (job.hold_reason or ""), job.hold_reason
+
+
+@pytest.mark.skipif(not _works("bubblewrap"), reason="bubblewrap does not work here")
+def test_doctor_lists_the_runtimes_a_worker_would_use(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=0)
+
+    def doctor(runtimes: str) -> str:
+        toml = write(tmp_path / "worker.toml", f'container_runtimes = "{runtimes}"\n')
+        done = subprocess.run(
+            [sys.executable, "-m", "control_node.cli.dfarm", "doctor", "--worker", "--config",
+             str(toml), "--scheduler", f"127.0.0.1:{cluster.access.port}", "--secret-file",
+             str(cluster.config.secret_path)],
+            capture_output=True, text=True, timeout=60, env=cluster.env(),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    out = doctor("bubblewrap")
+    assert "[INFO] containers: bubblewrap " in out and "runs directory, rootfs-tar images" in out
+    assert "podman" not in out
+    assert "[INFO] containers: no container runtime works here" in doctor("none")
+
+
+def _python_for(uid: int) -> str | None:
+    """An interpreter of this one's version that ``uid`` can run (this one's may lie
+    in a private folder), or None."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (sys.executable, f"/usr/bin/python{version}"):
+        try:
+            probe = subprocess.run(
+                [candidate, "-c", "import sys; print(sys.version_info[:2])"],
+                user=uid, capture_output=True, text=True, check=False, timeout=60,
+            )  # fmt: skip
+        except OSError:
+            continue
+        if probe.returncode == 0:
+            return candidate
+    return None
+
+
+@needs_busybox
+@pytest.mark.skipif(os.geteuid() != 0, reason="starts a worker as nobody: needs root")
+@pytest.mark.parametrize("runtime", ["bubblewrap", "podman"])
+def test_a_worker_that_is_not_root_runs_container_jobs_as_itself(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path, runtime: str
+) -> None:
+    if not _works(runtime):
+        pytest.skip(f"{runtime} does not work here")
+    nobody = 65534
+    python = _python_for(nobody)
+    if python is None:
+        pytest.skip("no Python of this version that nobody can run")
+    cluster = make_cluster(workers=0)
+    work = tmp_path / "w9"
+    work.mkdir()
+    credential = work / "w9.credential"  # the scheduler's folder of them is root's own
+    shutil.copy(worker_credential(cluster.home, "w9"), credential)
+    for path in (work, credential):
+        os.chown(path, nobody, nobody)
+    root = Path(__file__).resolve().parents[1]
+    site = next(Path(sys.prefix).glob("lib/python*/site-packages"))
+    env = {"PATH": os.environ["PATH"], "HOME": str(work), "PYTHONPATH": f"{root}:{site}"}
+    with (work / "worker.log").open("wb") as log:
+        worker = subprocess.Popen(
+            [python, "-m", "worker_node", "--scheduler", f"127.0.0.1:{cluster.access.port}",
+             "--credential-file", str(credential), "--name", "w9", "--slots", "1",
+             "--work-dir", str(work), "--container-runtimes", runtime],
+            user=nobody, group=nobody, extra_groups=[], env=env, cwd=work, stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    try:
+        with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as me:
+            wait_until(lambda: me.workers() or worker.poll() is not None, what="the worker")
+        assert worker.poll() is None, (work / "worker.log").read_text()[-3000:]
+        folder = tmp_path / "jobs"
+        folder.mkdir()
+        make_tar(make_rootfs(tmp_path / "rootfs"), folder / "image.tar")
+        job = submit_and_wait(cluster, folder, "container_image = image.tar")
+        assert job["state"] == "completed", (job, (work / "worker.log").read_text()[-3000:])
+        check_ran_in_the_image(folder, job)
+        assert job["uids"] == {nobody}  # the worker's own account, as without a container
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+    assert "Traceback" not in (work / "worker.log").read_text()
