@@ -43,6 +43,11 @@ CHUNK_SECONDS = 0.3
 PROBE_ITEMS = 2
 #: Chunks per slot of ``map_async`` with ``chunk_size="auto"``.
 ASYNC_CHUNKS_PER_SLOT = 4
+#: With ``chunk_size="auto"``, a map of at most this many items per slot runs one
+#: item a job, in one cluster: nothing to batch would pay for a wave that measures
+#: the items first, and each item takes a slot as soon as one is free (beside a
+#: long map of another owner, fair share gives it the next slots).
+SMALL_MAP_PER_SLOT = 8
 
 RESULT_FILE = "result.pkl"
 
@@ -174,21 +179,35 @@ def run_map(
     result that met ``stop_when`` (the last one); the position of every item whose
     outcome came back is added to ``seen``. See :meth:`Client.map`."""
     _check_chunk_size(chunk_size)
-    _check_errors(errors)
+    check_errors(errors)
     items = list(iterable)
     if not items:
         return
     work = Path(tempfile.mkdtemp(prefix="dfarm-map-"))
     pending: set[str] = set()
     deadline = None if timeout is None else time.monotonic() + timeout
+    #: The positions of each job's items, by job id.
+    chunks: dict[str, list[int]] = {}
+
+    def submit(part: list[tuple[int, Any]], size: int, wave: str) -> Any:
+        cut = _cut(part, size)
+        cluster = submit_chunks(client, work, fn, cut, resources or {}, wave)
+        pending.update(cluster.job_ids)
+        for job_id, chunk in zip(cluster.job_ids, cut, strict=True):
+            chunks[job_id] = [index for index, _ in chunk]
+        return cluster
+
     try:
         indexed = list(enumerate(items))
         auto = chunk_size == AUTO
-        first = indexed[: PROBE_ITEMS * _free_slots(client)] if auto else indexed
+        slots = _free_slots(client) if auto else 0
+        if auto and len(indexed) <= SMALL_MAP_PER_SLOT * slots:
+            auto, size = False, 1
+        else:
+            size = PROBE_ITEMS if auto else int(chunk_size)
+        first = indexed[: PROBE_ITEMS * slots] if auto else indexed
         rest = indexed[len(first) :]
-        size = PROBE_ITEMS if auto else int(chunk_size)
-        cluster = _submit(client, work, fn, _cut(first, size), resources or {})
-        pending = set(cluster.job_ids)
+        cluster = submit(first, size, "first")
         dest = files_dest or Path.cwd() / f"map-{cluster.id}"
         waves = [cluster.job_ids]
         while waves:
@@ -196,13 +215,13 @@ def run_map(
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             for job in results.as_completed(client.conn, wave, timeout=left):
                 pending.discard(job.id)
-                rows: Iterable[Row] = _rows(client, job, work, errors, dest, items)
+                rows: Iterable[Row] = rows_of(
+                    client, job, work, errors, dest, items, chunks.get(job.id)
+                )
                 if rest:
                     rows = list(rows)  # the first item back sizes the chunks of the others
                     size = auto_chunk_size(rows, len(rest), _free_slots(client))
-                    later = _submit(client, work, fn, _cut(rest, size), resources or {}, "rest")
-                    pending.update(later.job_ids)
-                    waves.append(later.job_ids)
+                    waves.append(submit(rest, size, "rest").job_ids)
                     rest = []
                 for row in rows:
                     if seen is not None:
@@ -240,7 +259,7 @@ def start_map(
     work = Path(tempfile.mkdtemp(prefix="dfarm-map-"))
     try:  # the inputs are in the spool once the submission returns
         chunked = _cut(list(enumerate(items)), int(chunk_size))
-        cluster = _submit(client, work, fn, chunked, resources or {})
+        cluster = submit_chunks(client, work, fn, chunked, resources or {})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return MapHandle(str(cluster.id), len(items), len(cluster.job_ids), type(client))
@@ -257,7 +276,7 @@ def collect_map(
 ) -> MapResults:
     """Wait for the jobs of map ``map_id``, then bring its results home (see
     :meth:`Client.map_results`)."""
-    _check_errors(errors)
+    check_errors(errors)
     if not str(map_id).isdigit():
         raise ValueError(f"not the id of a map: {map_id!r}")
     jobs = client.wait([str(map_id)], timeout=timeout)
@@ -266,7 +285,7 @@ def collect_map(
     work = Path(tempfile.mkdtemp(prefix="dfarm-map-"))
     dest = files_dest or Path.cwd() / f"map-{map_id}"
     try:
-        rows = [row for job in jobs for row in _rows(client, job, work, errors, dest, None)]
+        rows = [row for job in jobs for row in rows_of(client, job, work, errors, dest, None)]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return collect(r for r in rows if r.error is not None or keep_if is None or keep_if(r.value))
@@ -324,16 +343,34 @@ def _cut(indexed: list[tuple[int, Any]], size: int) -> list[list[tuple[int, Any]
     return [indexed[i : i + size] for i in range(0, len(indexed), size)]
 
 
-def _check_errors(errors: str) -> None:
+def check_errors(errors: str) -> None:
     if errors not in ("raise", "keep"):
         raise ValueError(f"errors must be 'raise' or 'keep', not {errors!r}")
 
 
-def _rows(
-    client: Client, job: Any, work: Path, errors: str, dest: Path, items: list[Any] | None
+def rows_of(
+    client: Client,
+    job: Any,
+    work: Path,
+    errors: str,
+    dest: Path,
+    items: list[Any] | None,
+    chunk: list[int] | None = None,
 ) -> Iterator[Row]:
-    """The rows of one finished job of a map (``items``: the map's items, if known)."""
-    for outcome in _outcomes(client, job, work):
+    """The rows of one finished job of a map (``items``: the map's items, if known;
+    ``chunk``: the positions of the job's items, if known). A job that failed as a
+    whole raises :class:`MapJobFailed`, or with ``errors="keep"`` and its ``chunk``
+    known, gives each of its items that error."""
+    try:
+        outcomes = _outcomes(client, job, work)
+    except MapJobFailed as exc:
+        if errors == "raise" or chunk is None or items is None:
+            raise
+        for index in chunk:
+            stats = ItemStats(index, job.id, job.worker, job.num_starts, 0.0, 0.0, True)
+            yield Row(items[index], None, stats, error=exc)
+        return
+    for outcome in outcomes:
         error = _remote_exception(outcome, job) if outcome.failed else None
         if error is not None and errors == "raise":
             raise error
@@ -362,18 +399,20 @@ def _save_files(folder: Path, files: dict[str, bytes]) -> dict[str, Path]:
     return saved
 
 
-def _submit(
+def submit_chunks(
     client: Client,
     work: Path,
     fn: Callable[[Any], Any],
     chunks: list[list[tuple[int, Any]]],
     resources: dict[str, str | int],
     wave: str = "first",
+    star: bool = False,
 ) -> Any:
     """Submit one cluster of a map: a job per chunk of ``(index, item)``. ``wave`` names
-    its chunk files apart from those of an earlier cluster of the same map."""
+    its chunk files apart from those of an earlier cluster of the same map; ``star``:
+    each item is ``(args, kwargs)`` of a call (``Client.submit``)."""
     if not (work / "function.pkl").exists():
-        (work / "function.pkl").write_bytes(cloudpickle.dumps(Function.capture(fn)))
+        (work / "function.pkl").write_bytes(cloudpickle.dumps(Function.capture(fn, star)))
     for n, chunk in enumerate(chunks):
         (work / f"{wave}-{n}.pkl").write_bytes(cloudpickle.dumps(chunk))
     (work / "dfarm-map.sh").write_text(RUNNER)
@@ -400,7 +439,10 @@ def _outcomes(client: Client, job: Any, work: Path) -> list[Outcome]:
     path = next((p for p in fetched[0].outputs if p.name == RESULT_FILE), None)
     if path is None or not path.is_file():
         raise MapJobFailed(f"job {job.id} brought back no {RESULT_FILE}: it is not a job of a map")
-    outcomes: list[Outcome] = cloudpickle.loads(path.read_bytes())
+    data = path.read_bytes()
+    if not data:
+        raise MapJobFailed(f"job {job.id} ended before its items did: its {RESULT_FILE} is empty")
+    outcomes: list[Outcome] = cloudpickle.loads(data)
     shutil.rmtree(path.parent, ignore_errors=True)
     return outcomes
 
