@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
+import site
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +21,7 @@ from conftest import TestCluster, wait_until, write
 from test_api import map_with_a_worker_killed
 
 from control_node import Client
+from control_node.local_cluster import worker_credential
 from control_node.mapping import MapJobFailed
 
 pytestmark = pytest.mark.skipif(
@@ -295,3 +300,46 @@ def test_a_warm_interpreter_ends_when_idle_and_serves_one_function(
         wait_until(lambda: ended(other), what="the idle warm interpreter's exit")
         (last,) = {pid for _, pid in client.map(other_pid_of, range(2), chunk_size=1).values()}
         assert last != other
+
+
+def test_a_worker_that_is_not_root_runs_maps_warm_as_itself(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    python = shutil.which(
+        f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin"
+    )
+    if python is None:
+        pytest.skip("no system Python of this version for a worker run by nobody")
+    cluster = make_cluster(workers=0)
+    nobody = pwd.getpwnam("nobody")
+    packages = [str(Path(__file__).resolve().parent.parent), *site.getsitepackages()]
+    work = Path(tempfile.mkdtemp(prefix="dfarm-nobody-"))
+    try:
+        credential = work / "worker.credential"
+        shutil.copy(worker_credential(cluster.home, "wn"), credential)
+        for path in (work, credential):
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        fd = os.open(cluster.logs / "wn.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as log:
+            cluster.processes["wn"] = subprocess.Popen(
+                [python, "-m", "worker_node", "--scheduler",
+                 f"127.0.0.1:{cluster.access.port}", "--credential-file", str(credential),
+                 "--name", "wn", "--slots", "1", "--work-dir", str(work / "work")],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, user=nobody.pw_uid, group=nobody.pw_gid,
+                extra_groups=[], cwd=work,
+                env={**cluster.env(), "HOME": str(work), "PYTHONPATH": os.pathsep.join(packages)},
+            )  # fmt: skip
+        cluster.wait_for_workers(1)
+
+        def who(x: int) -> tuple[int, int, str]:
+            return os.getuid(), os.getpid(), sys.modules["__main__"].__spec__.name
+
+        with client_of(cluster) as client:
+            found = set(client.map(who, range(6), chunk_size=1).values())
+            (plain,) = client.submit({"executable": "/bin/true", "queue": 1}).wait(60)
+        assert found == {(nobody.pw_uid, next(iter(found))[1], "worker_node.launcher")}
+        assert plain.state == "completed" and plain.exit_code == 0  # started directly
+    finally:
+        cluster.stop(grace=5)
+        shutil.rmtree(work, ignore_errors=True)
