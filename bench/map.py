@@ -2,14 +2,15 @@
 
     .venv/bin/python bench/map.py [--items 10000] [--quick]
 
-dfarm: a local cluster (scheduler and 2 workers of 1 slot, as ``dfarm up -w 2``)
-and ``client.map(sq, range(N))`` with the default ``chunk_size`` (``"auto"``), then
-with explicit sizes; the latency of a one-item map, from the call to the result on
-the client; a function that imports numpy; as root, ``chunk_size=1``, the
-latency and the numpy function again on workers started with ``--warm-map``; fair
-share: the wait of bob's 10-item map submitted while alice's map of N items of a
-millisecond runs (on ``--warm-map`` workers as root), against the run time of one
-of alice's jobs. Dask: ``LocalCluster(n_workers=2,
+dfarm: a local cluster (scheduler and 2 workers of 1 slot, as ``dfarm up -w 2``,
+whose workers keep warm interpreters by default) and ``client.map(sq, range(N))``
+with the default ``chunk_size`` (``"auto"``), then with explicit sizes; the latency
+of a one-item map and of ``client.submit(sq, 3).result()``, from the call to the
+result on the client; a function that imports numpy; ``chunk_size=1``, the latency
+and the numpy function again on workers started with ``--no-warm-map`` (a new
+Python per job); fair share: the wait of bob's 10-item map submitted while alice's
+map of N items of a millisecond runs, against the run time of one of alice's jobs.
+Dask: ``LocalCluster(n_workers=2,
 threads_per_worker=1)`` in the same run, when ``dask[distributed]`` is installed
 (``pip install -e '.[bench]'``); its rows read "not available" otherwise.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import statistics
 import subprocess
 import sys
@@ -99,8 +99,10 @@ def dfarm_cluster(*worker_args: str) -> Iterator[tuple[Client, Path]]:
 def measure_dfarm(
     items: int, few: int, sizes: list[int], latency_runs: int
 ) -> dict[str, float | None]:
-    """Items/s of each way of mapping ``sq`` (``few`` items with ``chunk_size=1``), and
-    the median latency of a one-item map (seconds)."""
+    """On workers as they start by default (warm interpreters): items/s of each way of
+    mapping ``sq`` (``few`` items with ``chunk_size=1``), the median latency of a
+    one-item map and of ``submit(sq, 3).result()`` (seconds), and the numpy function
+    with ``chunk_size=1``, whose import a warm interpreter pays once."""
     out: dict[str, float | None] = {}
     with dfarm_client() as client, tempfile.TemporaryDirectory() as files:
 
@@ -112,26 +114,29 @@ def measure_dfarm(
         out["chunk 1"] = few / timed(lambda: run(sq, few, chunk_size=1))
         for size in sizes:
             out[f"chunk {size}"] = items / timed(lambda: run(sq, items, chunk_size=size))  # noqa: B023
-        lat = [timed(lambda: run(sq, 1)) for _ in range(latency_runs)]
-        out["latency"] = statistics.median(lat)
-        out["numpy"] = few / timed(lambda: run(with_numpy, few)) if has_numpy() else None
+        out["latency"] = statistics.median(timed(lambda: run(sq, 1)) for _ in range(latency_runs))
+        out["submit"] = statistics.median(
+            timed(lambda: client.submit(sq, 3).result()) for _ in range(latency_runs)
+        )
+        if has_numpy():
+            out["numpy"] = few / timed(lambda: run(with_numpy, few, chunk_size=1))
     return out
 
 
-def measure_warm(few: int, latency_runs: int) -> dict[str, float | None]:
-    """``chunk_size=1`` and the one-item latency on workers started with ``--warm-map``
-    (a root worker's: its launchers run the jobs as other accounts)."""
-    with dfarm_client("--warm-map") as client, tempfile.TemporaryDirectory() as files:
+def measure_cold(few: int, latency_runs: int) -> dict[str, float | None]:
+    """``chunk_size=1``, the one-item latency and the numpy function on workers
+    started with ``--no-warm-map`` (a new Python for each job)."""
+    with dfarm_client("--no-warm-map") as client, tempfile.TemporaryDirectory() as files:
 
         def run(fn: Callable[[Any], Any], n: int, **options: Any) -> None:
             assert len(client.map(fn, range(n), files_dest=files, **options)) == n
 
         return {
-            "warm chunk 1": few / timed(lambda: run(sq, few, chunk_size=1)),
-            "warm latency": statistics.median(
-                [timed(lambda: run(sq, 1)) for _ in range(latency_runs)]
+            "cold chunk 1": few / timed(lambda: run(sq, few, chunk_size=1)),
+            "cold latency": statistics.median(
+                timed(lambda: run(sq, 1)) for _ in range(latency_runs)
             ),
-            "warm numpy": few / timed(lambda: run(with_numpy, few, chunk_size=1))
+            "cold numpy": few / timed(lambda: run(with_numpy, few, chunk_size=1))
             if has_numpy()
             else None,
         }
@@ -153,12 +158,12 @@ def user_client(client: Client, home: Path, name: str) -> Client:
     return Client(scheduler=f"{client.endpoint.host}:{client.endpoint.port}", token=token)
 
 
-def measure_fair_share(items: int, *worker_args: str) -> dict[str, float | None]:
+def measure_fair_share(items: int) -> dict[str, float | None]:
     """alice maps ``slow`` over ``items`` items in the background; once her jobs run,
     bob maps it over 10: the seconds bob waits, and the median run time of alice's
     jobs (a chunk's)."""
     with (
-        dfarm_cluster(*worker_args) as (client, home),
+        dfarm_cluster() as (client, home),
         tempfile.TemporaryDirectory() as files,
         user_client(client, home, "alice") as alice,
         user_client(client, home, "bob") as bob,
@@ -206,12 +211,10 @@ def rows(items: int, few: int, sizes: list[int], latency_runs: int = 20) -> list
     reason = dask_reason()
     print(f"map: dfarm, {items:,} items ...", file=sys.stderr)
     ours = measure_dfarm(items, few, sizes, latency_runs)
-    warm = ("--warm-map",) if os.geteuid() == 0 else ()
-    if warm:
-        print("map: dfarm, workers with --warm-map ...", file=sys.stderr)
-        ours.update(measure_warm(few, latency_runs))
+    print("map: dfarm, workers with --no-warm-map ...", file=sys.stderr)
+    ours.update(measure_cold(few, latency_runs))
     print(f"map: dfarm, fair share beside a {items:,}-item map ...", file=sys.stderr)
-    fair = measure_fair_share(items, *warm)
+    fair = measure_fair_share(items)
     theirs: dict[str, float | None] = {}
     if reason is None:
         print(f"map: Dask, {items:,} items ...", file=sys.stderr)
@@ -220,24 +223,29 @@ def rows(items: int, few: int, sizes: list[int], latency_runs: int = 20) -> list
         "default": f"map(sq, range({items:,})), chunk_size default (items/s)",
         "chunk 1": f"map(sq, range({few:,})), chunk_size=1 (items/s)",
         **{f"chunk {s}": f"map(sq, range({items:,})), chunk_size={s} (items/s)" for s in sizes},
-        "latency": f"one-item map, submit to result, median of {latency_runs} (ms)",
-        "numpy": f"map of a function importing numpy, {few:,} items (items/s)",
-        "warm chunk 1": f"--warm-map workers: map(sq, range({few:,})), chunk_size=1 (items/s)",
-        "warm latency": f"--warm-map workers: one-item map, median of {latency_runs} (ms)",
-        "warm numpy": f"--warm-map workers: numpy function, {few:,} items, chunk_size=1 (items/s)",
+        "latency": f"one-item map, call to result, median of {latency_runs} (ms)",
+        "submit": f"submit(sq, 3).result(), median of {latency_runs} (ms)",
+        "numpy": f"a function importing numpy, {few:,} items, chunk_size=1 (items/s)",
+        "cold chunk 1": f"--no-warm-map workers: map(sq, range({few:,})), chunk_size=1 (items/s)",
+        "cold latency": f"--no-warm-map workers: one-item map, median of {latency_runs} (ms)",
+        "cold numpy": f"--no-warm-map workers: the numpy function, {few:,} items, chunk_size=1"
+        " (items/s)",
     }
-    base_of = {"warm chunk 1": "chunk 1", "warm latency": "latency", "warm numpy": "numpy"}
+    base_of = {
+        "submit": "latency",
+        "cold chunk 1": "chunk 1",
+        "cold latency": "latency",
+        "cold numpy": "numpy",
+    }
     table: list[tuple[str, ...]] = []
     for key, label in labels.items():
         mine, base = ours.get(key), theirs.get(base_of.get(key, key))
         if mine is None:
-            root = not key.startswith("warm") or os.geteuid() == 0
-            why = "numpy not installed" if root else "needs a root worker"
-            table.append((label, why, "-", "-", "-", "-"))
+            table.append((label, "numpy not installed", "-", "-", "-", "-"))
             continue
-        latency = key.endswith("latency")
+        latency = key.endswith(("latency", "submit"))
         scale, fmt = (1000, ".1f") if latency else (1, ".0f")
-        target = TARGETS.get(base_of.get(key, key))
+        target = None if key.startswith("cold") else TARGETS.get(base_of.get(key, key))
         if reason is not None:
             dask_text, ratio_text, verdict = f"not available: {reason}", "-", "-"
         elif base is None:
@@ -255,7 +263,7 @@ def rows(items: int, few: int, sizes: list[int], latency_runs: int = 20) -> list
     ratio = fair["fair bob"] / fair["fair chunk"]  # type: ignore[operator]
     table.append(
         (f"fair share: bob's 10-item map after alice's {items:,}-item one, in alice's"
-         f" jobs of {fair['fair chunk']:.2f} s{' (--warm-map)' if warm else ''} (s)",
+         f" jobs of {fair['fair chunk']:.2f} s (s)",
          f"{fair['fair bob']:.2f}", "-", f"{ratio:.2f} jobs", "<= 2.00 jobs",
          "met" if ratio <= 2 else "NOT met")
     )  # fmt: skip
