@@ -11,8 +11,6 @@ futures as their jobs end, and :func:`gather` collects them into
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,12 +82,8 @@ class Future:
             error = CancelledError(f"job {job.id} was removed: {job.hold_reason or 'drm'}")
             self._row = mapping.Row(None, None, stats, error=error)
             return self._row
-        work = Path(tempfile.mkdtemp(prefix="dfarm-call-"))
         dest = Path.cwd() / f"call-{job.id}"
-        try:
-            (row,) = mapping.rows_of(self.client, job, work, "keep", dest, None, [0])
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        (row,) = mapping.rows_of(self.client, job, "keep", dest, None, [0])
         args, _ = row.item if isinstance(row.item, tuple) else ((), {})
         row.item = args
         self._row = row
@@ -104,13 +98,7 @@ def submit(
     resources: dict[str, str | int],
 ) -> Future:
     """Submit ``fn(*args, **kwargs)`` as a job of one item (see :meth:`Client.submit`)."""
-    work = Path(tempfile.mkdtemp(prefix="dfarm-call-"))
-    try:  # the inputs are in the spool once the submission returns
-        cluster = mapping.submit_chunks(
-            client, work, fn, [[(0, (args, kwargs))]], resources, star=True
-        )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    cluster = mapping.submit_chunks(client, fn, [[(0, (args, kwargs))]], resources, star=True)
     (job_id,) = cluster.job_ids
     return Future(client, job_id)
 
