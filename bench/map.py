@@ -10,9 +10,10 @@ result on the client; a function that imports numpy; ``chunk_size=1``, the laten
 and the numpy function again on workers started with ``--no-warm-map`` (a new
 Python per job); fair share: the wait of bob's 10-item map submitted while alice's
 map of N items of a millisecond runs, against the run time of one of alice's jobs.
-Dask: ``LocalCluster(n_workers=2,
-threads_per_worker=1)`` in the same run, when ``dask[distributed]`` is installed
-(``pip install -e '.[bench]'``); its rows read "not available" otherwise.
+Dask: ``LocalCluster(n_workers=2, threads_per_worker=1)``, up for the whole run, when
+``dask[distributed]`` is installed (``pip install -e '.[bench]'``; its rows read "not
+available" otherwise): each measurement is taken in turns with Dask's (medians of
+the rounds), so that the load of a shared machine weighs on both alike.
 """
 
 from __future__ import annotations
@@ -96,50 +97,92 @@ def dfarm_cluster(*worker_args: str) -> Iterator[tuple[Client, Path]]:
             cluster.stop()
 
 
+#: A measurement: the median of its runs for dfarm, and for Dask (None: no counterpart).
+Pair = tuple[float, float | None]
+
+
+def paired(ours: Callable[[], float], theirs: Callable[[], float] | None, rounds: int) -> Pair:
+    """Medians of ``rounds`` runs of each, taken in turns (dfarm, Dask, dfarm, ...),
+    so that a change of the machine's load weighs on both alike."""
+    mine: list[float] = []
+    base: list[float] = []
+    for _ in range(rounds):
+        mine.append(ours())
+        if theirs is not None:
+            base.append(theirs())
+    return statistics.median(mine), statistics.median(base) if base else None
+
+
 def measure_dfarm(
-    items: int, few: int, sizes: list[int], latency_runs: int
-) -> dict[str, float | None]:
-    """On workers as they start by default (warm interpreters): items/s of each way of
-    mapping ``sq`` (``few`` items with ``chunk_size=1``), the median latency of a
-    one-item map and of ``submit(sq, 3).result()`` (seconds), and the numpy function
-    with ``chunk_size=1``, whose import a warm interpreter pays once."""
-    out: dict[str, float | None] = {}
-    with dfarm_client() as client, tempfile.TemporaryDirectory() as files:
+    dask: Any, items: int, few: int, sizes: list[int], latency_runs: int, *worker_args: str
+) -> dict[str, Pair]:
+    """On workers started with ``worker_args`` (none: warm interpreters, the default),
+    each beside the same measurement of ``dask`` (a Dask client, or None), in turns:
+    items/s of mapping ``sq`` with the default ``chunk_size`` and ``chunk_size=1``
+    (``few`` items), the latency of a one-item map and of ``submit(sq, 3).result()``
+    (seconds), the numpy function with ``chunk_size=1`` (items/s); on default
+    workers also explicit chunk sizes (no Dask counterpart)."""
+    out: dict[str, Pair] = {}
+    with dfarm_client(*worker_args) as client, tempfile.TemporaryDirectory() as files:
 
-        def run(fn: Callable[[Any], Any], n: int, **options: Any) -> None:
-            found = client.map(fn, range(n), files_dest=files, **options)
-            assert len(found) == n
+        def rate(fn: Callable[[Any], Any], n: int, **options: Any) -> Callable[[], float]:
+            def run() -> float:
+                return n / timed(lambda: client.map(fn, range(n), files_dest=files, **options))
 
-        out["default"] = items / timed(lambda: run(sq, items))
-        out["chunk 1"] = few / timed(lambda: run(sq, few, chunk_size=1))
-        for size in sizes:
-            out[f"chunk {size}"] = items / timed(lambda: run(sq, items, chunk_size=size))  # noqa: B023
-        out["latency"] = statistics.median(timed(lambda: run(sq, 1)) for _ in range(latency_runs))
-        out["submit"] = statistics.median(
-            timed(lambda: client.submit(sq, 3).result()) for _ in range(latency_runs)
+            return run
+
+        def dask_rate(fn: Callable[[Any], Any], n: int) -> Callable[[], float] | None:
+            if dask is None:
+                return None
+            return lambda: n / timed(lambda: dask.gather(dask.map(fn, range(n), pure=False)))
+
+        def dask_latency() -> float:
+            return timed(lambda: dask.submit(sq, 3, pure=False).result())
+
+        theirs_latency = dask_latency if dask is not None else None
+        cold = bool(worker_args)
+        if not cold:
+            out["default"] = paired(rate(sq, items), dask_rate(sq, items), 1)
+        out["chunk 1"] = paired(rate(sq, few, chunk_size=1), dask_rate(sq, few), 3)
+        if not cold:
+            for size in sizes:
+                out[f"chunk {size}"] = paired(rate(sq, items, chunk_size=size), None, 1)
+        out["latency"] = paired(
+            lambda: timed(lambda: client.map(sq, [3], files_dest=files)),
+            theirs_latency,
+            latency_runs,
         )
+        if not cold:
+            out["submit"] = paired(
+                lambda: timed(lambda: client.submit(sq, 3).result()),
+                theirs_latency,
+                latency_runs,
+            )
         if has_numpy():
-            out["numpy"] = few / timed(lambda: run(with_numpy, few, chunk_size=1))
+            out["numpy"] = paired(
+                rate(with_numpy, few, chunk_size=1), dask_rate(with_numpy, few), 1
+            )
+    if cold:
+        return {f"cold {key}": pair for key, pair in out.items()}
     return out
 
 
-def measure_cold(few: int, latency_runs: int) -> dict[str, float | None]:
-    """``chunk_size=1``, the one-item latency and the numpy function on workers
-    started with ``--no-warm-map`` (a new Python for each job)."""
-    with dfarm_client("--no-warm-map") as client, tempfile.TemporaryDirectory() as files:
+@contextmanager
+def dask_client() -> Iterator[Any]:
+    """A Dask client of ``LocalCluster(n_workers=2, threads_per_worker=1)``, warmed up;
+    None where Dask is not installed."""
+    if dask_reason() is not None:
+        yield None
+        return
+    from dask.distributed import Client as DaskClient
+    from dask.distributed import LocalCluster as DaskCluster
 
-        def run(fn: Callable[[Any], Any], n: int, **options: Any) -> None:
-            assert len(client.map(fn, range(n), files_dest=files, **options)) == n
-
-        return {
-            "cold chunk 1": few / timed(lambda: run(sq, few, chunk_size=1)),
-            "cold latency": statistics.median(
-                timed(lambda: run(sq, 1)) for _ in range(latency_runs)
-            ),
-            "cold numpy": few / timed(lambda: run(with_numpy, few, chunk_size=1))
-            if has_numpy()
-            else None,
-        }
+    with (
+        DaskCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
+        DaskClient(cluster) as client,
+    ):
+        client.gather(client.map(sq, range(10), pure=False))
+        yield client
 
 
 def slow(x: int) -> int:
@@ -179,46 +222,18 @@ def measure_fair_share(items: int) -> dict[str, float | None]:
     return {"fair bob": waited, "fair chunk": statistics.median(per_job.values())}
 
 
-def measure_dask(items: int, few: int, latency_runs: int) -> dict[str, float | None]:
-    """The same figures for Dask (explicit chunk sizes have no Dask counterpart)."""
-    from dask.distributed import Client as DaskClient
-    from dask.distributed import LocalCluster as DaskCluster
-
-    out: dict[str, float | None] = {}
-    with (
-        DaskCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
-        DaskClient(cluster) as client,
-    ):
-        client.gather(client.map(sq, range(10), pure=False))  # warm up
-
-        def run(fn: Callable[[Any], Any], n: int) -> None:
-            assert len(client.gather(client.map(fn, range(n), pure=False))) == n
-
-        out["default"] = items / timed(lambda: run(sq, items))
-        out["chunk 1"] = few / timed(lambda: run(sq, few))
-        lat = [
-            timed(lambda: client.submit(sq, 3, pure=False).result()) for _ in range(latency_runs)
-        ]
-        out["latency"] = statistics.median(lat)
-        out["numpy"] = few / timed(lambda: run(with_numpy, few)) if has_numpy() else None
-    return out
-
-
 def rows(items: int, few: int, sizes: list[int], latency_runs: int = 20) -> list[tuple[str, ...]]:
     """The table's rows: label, dfarm, Dask, ratio, target, verdict."""
     if __name__ != "__main__":  # imported by run.py: the workers cannot import this file
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
     reason = dask_reason()
-    print(f"map: dfarm, {items:,} items ...", file=sys.stderr)
-    ours = measure_dfarm(items, few, sizes, latency_runs)
-    print("map: dfarm, workers with --no-warm-map ...", file=sys.stderr)
-    ours.update(measure_cold(few, latency_runs))
+    with dask_client() as dask:
+        print(f"map: dfarm beside Dask, {items:,} items ...", file=sys.stderr)
+        pairs = measure_dfarm(dask, items, few, sizes, latency_runs)
+        print("map: dfarm (--no-warm-map workers) beside Dask ...", file=sys.stderr)
+        pairs.update(measure_dfarm(dask, items, few, sizes, latency_runs, "--no-warm-map"))
     print(f"map: dfarm, fair share beside a {items:,}-item map ...", file=sys.stderr)
     fair = measure_fair_share(items)
-    theirs: dict[str, float | None] = {}
-    if reason is None:
-        print(f"map: Dask, {items:,} items ...", file=sys.stderr)
-        theirs = measure_dask(items, few, latency_runs)
     labels = {
         "default": f"map(sq, range({items:,})), chunk_size default (items/s)",
         "chunk 1": f"map(sq, range({few:,})), chunk_size=1 (items/s)",
@@ -239,10 +254,10 @@ def rows(items: int, few: int, sizes: list[int], latency_runs: int = 20) -> list
     }
     table: list[tuple[str, ...]] = []
     for key, label in labels.items():
-        mine, base = ours.get(key), theirs.get(base_of.get(key, key))
-        if mine is None:
+        if key not in pairs:
             table.append((label, "numpy not installed", "-", "-", "-", "-"))
             continue
+        mine, base = pairs[key]
         latency = key.endswith(("latency", "submit"))
         scale, fmt = (1000, ".1f") if latency else (1, ".0f")
         target = None if key.startswith("cold") else TARGETS.get(base_of.get(key, key))

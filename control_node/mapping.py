@@ -203,7 +203,8 @@ def run_map(
     try:
         indexed = list(enumerate(items))
         auto = chunk_size == AUTO
-        slots = _free_slots(client) if auto else 0
+        # A map small even for one slot needs no count of the slots (a round trip).
+        slots = _free_slots(client) if auto and len(indexed) > SMALL_MAP_PER_SLOT else 1
         if auto and len(indexed) <= SMALL_MAP_PER_SLOT * slots:
             auto, size = False, 1
         else:
