@@ -158,6 +158,7 @@ def measure_dfarm(
                 theirs_latency,
                 latency_runs,
             )
+            out.update(measure_phases(client, latency_runs))
         if has_numpy():
             out["numpy"] = paired(
                 rate(with_numpy, few, chunk_size=1), dask_rate(with_numpy, few), 1
@@ -165,6 +166,38 @@ def measure_dfarm(
     if cold:
         return {f"cold {key}": pair for key, pair in out.items()}
     return out
+
+
+#: The phases of one call, from its job's record and its item's start on the worker.
+PHASES = {
+    "phase submit": "submit(sq, 3) returns (the job is queued)",
+    "phase dispatch": "the scheduler starts it on a worker",
+    "phase start": "the worker starts sq in a warm interpreter",
+    "phase run": "sq runs and the scheduler records the job's end",
+    "phase result": "the result reaches the client",
+}
+
+
+def measure_phases(client: Client, runs: int) -> dict[str, Pair]:
+    """Where the time of ``submit(sq, 3).result()`` goes: the median of each phase
+    (seconds), from the call's clock, the job's record and the item's stats (one
+    machine, one clock)."""
+    spans: dict[str, list[float]] = {key: [] for key in PHASES}
+    for _ in range(runs):
+        called = time.time()
+        future = client.submit(sq, 3)
+        queued = time.time()
+        future.result()
+        done = time.time()
+        (job,) = client.jobs(ids=[future.id], states=[])
+        started = future.stats.started if future.stats is not None else 0.0
+        assert job.start_time is not None and job.end_time is not None
+        spans["phase submit"].append(queued - called)
+        spans["phase dispatch"].append(job.start_time - called)
+        spans["phase start"].append(started - job.start_time)
+        spans["phase run"].append(job.end_time - started)
+        spans["phase result"].append(done - job.end_time)
+    return {key: (statistics.median(values), None) for key, values in spans.items()}
 
 
 @contextmanager
@@ -240,6 +273,7 @@ def rows(items: int, few: int, sizes: list[int], latency_runs: int = 20) -> list
         **{f"chunk {s}": f"map(sq, range({items:,})), chunk_size={s} (items/s)" for s in sizes},
         "latency": f"one-item map, call to result, median of {latency_runs} (ms)",
         "submit": f"submit(sq, 3).result(), median of {latency_runs} (ms)",
+        **{key: f"  of which: {text}, median (ms)" for key, text in PHASES.items()},
         "numpy": f"a function importing numpy, {few:,} items, chunk_size=1 (items/s)",
         "cold chunk 1": f"--no-warm-map workers: map(sq, range({few:,})), chunk_size=1 (items/s)",
         "cold latency": f"--no-warm-map workers: one-item map, median of {latency_runs} (ms)",
@@ -258,7 +292,7 @@ def rows(items: int, few: int, sizes: list[int], latency_runs: int = 20) -> list
             table.append((label, "numpy not installed", "-", "-", "-", "-"))
             continue
         mine, base = pairs[key]
-        latency = key.endswith(("latency", "submit"))
+        latency = key.endswith(("latency", "submit")) or key in PHASES
         scale, fmt = (1000, ".1f") if latency else (1, ".0f")
         target = None if key.startswith("cold") else TARGETS.get(base_of.get(key, key))
         if reason is not None:

@@ -39,6 +39,11 @@ class Future:
         state = "finished" if self._row is not None else "pending"
         return f"<Future {self.id} {state}>"
 
+    @property
+    def stats(self) -> mapping.ItemStats | None:
+        """Where, when and how long the call ran, once its result is home."""
+        return self._row.stats if self._row is not None else None
+
     def done(self) -> bool:
         """Whether the job has ended (completed, held or removed)."""
         if self._row is not None:

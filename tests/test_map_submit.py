@@ -33,6 +33,7 @@ def test_a_call_returns_a_future_of_its_result(client: Client) -> None:
     if os.geteuid() == 0:  # a root worker's launchers: the warm interpreter of a map
         assert main == "worker_node.launcher"
     assert future.exception() is None
+    assert future.stats is not None and future.stats.job_id == future.id
     (job,) = client.wait([future.id])
     assert job.state == "completed" and job.exit_code == 0  # a job as any other
 
