@@ -11,16 +11,17 @@ futures as their jobs end, and :func:`gather` collects them into
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from control_node import mapping, results
-from control_node.connection import DfarmError
+from control_node.connection import DfarmError, NotFound
+from scheduler import protocol as p
 
 if TYPE_CHECKING:
     from control_node.client import Client
-    from scheduler import protocol as p
 
 
 class CancelledError(DfarmError):
@@ -72,14 +73,31 @@ class Future:
         return bool(changed.changed)
 
     def _wait(self, timeout: float | None) -> mapping.Row:
-        if self._row is None:
-            (job,) = self.client.wait([self.id], timeout=timeout)
-            self._set(job)
-        assert self._row is not None
-        return self._row
+        """The call's row, once its job has ended: the scheduler pushes the end of
+        the job's cluster (its only job), and one request brings its record and
+        results together."""
+        if self._row is not None:
+            return self._row
+        conn = self.client.conn
+        cluster = p.parse_job_id(self.id)[0]
+        conn.request(p.AwaitClusters(clusters=[cluster]))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 5.0 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"job {self.id} still running after {timeout} s")
+            pushed = conn.next_update(min(left, 5.0))
+            if isinstance(pushed, p.ClusterDone) and pushed.cluster == cluster:
+                break
+        reply = conn.request(p.FetchResults(ids=[self.id]))
+        assert isinstance(reply, p.JobResults)
+        if not reply.jobs:
+            raise NotFound(f"no job {self.id} of yours")
+        return self._set(reply.jobs[0], reply)
 
-    def _set(self, job: p.JobInfo) -> mapping.Row:
-        """Bring home the result of the ended ``job`` (once)."""
+    def _set(self, job: p.JobInfo, reply: p.JobResults | None = None) -> mapping.Row:
+        """Bring home the result of the ended ``job`` (once; ``reply``: the
+        scheduler's answer to a fetch of its results, if already asked)."""
         if self._row is not None:
             return self._row
         if job.state == "removed":
@@ -88,7 +106,7 @@ class Future:
             self._row = mapping.Row(None, None, stats, error=error)
             return self._row
         dest = Path.cwd() / f"call-{job.id}"
-        (row,) = mapping.rows_of(self.client, job, "keep", dest, None, [0])
+        (row,) = mapping.rows_of(self.client, job, "keep", dest, None, [0], reply)
         args, _ = row.item if isinstance(row.item, tuple) else ((), {})
         row.item = args
         self._row = row

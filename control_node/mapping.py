@@ -349,13 +349,14 @@ def rows_of(
     dest: Path,
     items: list[Any] | None,
     chunk: list[int] | None = None,
+    reply: p.JobResults | None = None,
 ) -> Iterator[Row]:
     """The rows of one finished job of a map (``items``: the map's items, if known;
     ``chunk``: the positions of the job's items, if known). A job that failed as a
     whole raises :class:`MapJobFailed`, or with ``errors="keep"`` and its ``chunk``
     known, gives each of its items that error."""
     try:
-        outcomes = _outcomes(client, job)
+        outcomes = _outcomes(client, job, reply)
     except MapJobFailed as exc:
         if errors == "raise" or chunk is None or items is None:
             raise
@@ -446,11 +447,14 @@ def scratch() -> Path:
         return _scratch
 
 
-def _outcomes(client: Client, job: Any) -> list[Outcome]:
-    """The outcomes of a map's job, from the scheduler's reply when its results came
-    inline (most do), else fetched into the scratch folder."""
-    reply = client.conn.request(p.FetchResults(ids=[job.id]))
-    assert isinstance(reply, p.JobResults)
+def _outcomes(client: Client, job: Any, reply: p.JobResults | None = None) -> list[Outcome]:
+    """The outcomes of a map's job, from the scheduler's reply to a fetch of its
+    results (``reply``, if already asked) when they came inline (most do), else
+    fetched into the scratch folder."""
+    if reply is None:
+        asked = client.conn.request(p.FetchResults(ids=[job.id]))
+        assert isinstance(asked, p.JobResults)
+        reply = asked
     inline = reply.files.get(job.id, {})
     if results.failed(job):
         stderr = ""
