@@ -2,23 +2,24 @@
 
     .venv/bin/python bench/map.py [--items 10000] [--quick]
 
-dfarm: a local cluster (scheduler and 2 workers of 1 slot, as ``dfarm up -w 2``)
-and ``client.map(sq, range(N))`` with the default ``chunk_size`` (``"auto"``), then
-with explicit sizes; the latency of a one-item map, from the call to the result on
-the client; a function that imports numpy; as root, ``chunk_size=1``, the
-latency and the numpy function again on workers started with ``--warm-map``; fair
-share: the wait of bob's 10-item map submitted while alice's map of N items of a
-millisecond runs (on ``--warm-map`` workers as root), against the run time of one
-of alice's jobs. Dask: ``LocalCluster(n_workers=2,
-threads_per_worker=1)`` in the same run, when ``dask[distributed]`` is installed
-(``pip install -e '.[bench]'``); its rows read "not available" otherwise.
+dfarm: a local cluster (scheduler and 2 workers of 1 slot, as ``dfarm up -w 2``,
+whose workers keep warm interpreters by default) and ``client.map(sq, range(N))``
+with the default ``chunk_size`` (``"auto"``), then with explicit sizes; the latency
+of a one-item map and of ``client.submit(sq, 3).result()``, from the call to the
+result on the client; a function that imports numpy; ``chunk_size=1``, the latency
+and the numpy function again on workers started with ``--no-warm-map`` (a new
+Python per job); fair share: the wait of bob's 10-item map submitted while alice's
+map of N items of a millisecond runs, against the run time of one of alice's jobs.
+Dask: ``LocalCluster(n_workers=2, threads_per_worker=1)``, up for the whole run, when
+``dask[distributed]`` is installed (``pip install -e '.[bench]'``; its rows read "not
+available" otherwise): each measurement is taken in turns with Dask's (medians of
+the rounds), so that the load of a shared machine weighs on both alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import statistics
 import subprocess
 import sys
@@ -96,45 +97,125 @@ def dfarm_cluster(*worker_args: str) -> Iterator[tuple[Client, Path]]:
             cluster.stop()
 
 
+#: A measurement: the median of its runs for dfarm, and for Dask (None: no counterpart).
+Pair = tuple[float, float | None]
+
+
+def paired(ours: Callable[[], float], theirs: Callable[[], float] | None, rounds: int) -> Pair:
+    """Medians of ``rounds`` runs of each, taken in turns (dfarm, Dask, dfarm, ...),
+    so that a change of the machine's load weighs on both alike."""
+    mine: list[float] = []
+    base: list[float] = []
+    for _ in range(rounds):
+        mine.append(ours())
+        if theirs is not None:
+            base.append(theirs())
+    return statistics.median(mine), statistics.median(base) if base else None
+
+
 def measure_dfarm(
-    items: int, few: int, sizes: list[int], latency_runs: int
-) -> dict[str, float | None]:
-    """Items/s of each way of mapping ``sq`` (``few`` items with ``chunk_size=1``), and
-    the median latency of a one-item map (seconds)."""
-    out: dict[str, float | None] = {}
-    with dfarm_client() as client, tempfile.TemporaryDirectory() as files:
+    dask: Any, items: int, few: int, sizes: list[int], latency_runs: int, *worker_args: str
+) -> dict[str, Pair]:
+    """On workers started with ``worker_args`` (none: warm interpreters, the default),
+    each beside the same measurement of ``dask`` (a Dask client, or None), in turns:
+    items/s of mapping ``sq`` with the default ``chunk_size`` and ``chunk_size=1``
+    (``few`` items), the latency of a one-item map and of ``submit(sq, 3).result()``
+    (seconds), the numpy function with ``chunk_size=1`` (items/s); on default
+    workers also explicit chunk sizes (no Dask counterpart)."""
+    out: dict[str, Pair] = {}
+    with dfarm_client(*worker_args) as client, tempfile.TemporaryDirectory() as files:
 
-        def run(fn: Callable[[Any], Any], n: int, **options: Any) -> None:
-            found = client.map(fn, range(n), files_dest=files, **options)
-            assert len(found) == n
+        def rate(fn: Callable[[Any], Any], n: int, **options: Any) -> Callable[[], float]:
+            def run() -> float:
+                return n / timed(lambda: client.map(fn, range(n), files_dest=files, **options))
 
-        out["default"] = items / timed(lambda: run(sq, items))
-        out["chunk 1"] = few / timed(lambda: run(sq, few, chunk_size=1))
-        for size in sizes:
-            out[f"chunk {size}"] = items / timed(lambda: run(sq, items, chunk_size=size))  # noqa: B023
-        lat = [timed(lambda: run(sq, 1)) for _ in range(latency_runs)]
-        out["latency"] = statistics.median(lat)
-        out["numpy"] = few / timed(lambda: run(with_numpy, few)) if has_numpy() else None
+            return run
+
+        def dask_rate(fn: Callable[[Any], Any], n: int) -> Callable[[], float] | None:
+            if dask is None:
+                return None
+            return lambda: n / timed(lambda: dask.gather(dask.map(fn, range(n), pure=False)))
+
+        def dask_latency() -> float:
+            return timed(lambda: dask.submit(sq, 3, pure=False).result())
+
+        theirs_latency = dask_latency if dask is not None else None
+        cold = bool(worker_args)
+        if not cold:
+            out["default"] = paired(rate(sq, items), dask_rate(sq, items), 1)
+        out["chunk 1"] = paired(rate(sq, few, chunk_size=1), dask_rate(sq, few), 3)
+        if not cold:
+            for size in sizes:
+                out[f"chunk {size}"] = paired(rate(sq, items, chunk_size=size), None, 1)
+        out["latency"] = paired(
+            lambda: timed(lambda: client.map(sq, [3], files_dest=files)),
+            theirs_latency,
+            latency_runs,
+        )
+        if not cold:
+            out["submit"] = paired(
+                lambda: timed(lambda: client.submit(sq, 3).result()),
+                theirs_latency,
+                latency_runs,
+            )
+            out.update(measure_phases(client, latency_runs))
+        if has_numpy():
+            out["numpy"] = paired(
+                rate(with_numpy, few, chunk_size=1), dask_rate(with_numpy, few), 1
+            )
+    if cold:
+        return {f"cold {key}": pair for key, pair in out.items()}
     return out
 
 
-def measure_warm(few: int, latency_runs: int) -> dict[str, float | None]:
-    """``chunk_size=1`` and the one-item latency on workers started with ``--warm-map``
-    (a root worker's: its launchers run the jobs as other accounts)."""
-    with dfarm_client("--warm-map") as client, tempfile.TemporaryDirectory() as files:
+#: The phases of one call, from its job's record and its item's start on the worker.
+PHASES = {
+    "phase submit": "submit(sq, 3) returns (the job is queued)",
+    "phase dispatch": "the scheduler starts it on a worker",
+    "phase start": "the worker starts sq in a warm interpreter",
+    "phase run": "sq runs and the scheduler records the job's end",
+    "phase result": "the result reaches the client",
+}
 
-        def run(fn: Callable[[Any], Any], n: int, **options: Any) -> None:
-            assert len(client.map(fn, range(n), files_dest=files, **options)) == n
 
-        return {
-            "warm chunk 1": few / timed(lambda: run(sq, few, chunk_size=1)),
-            "warm latency": statistics.median(
-                [timed(lambda: run(sq, 1)) for _ in range(latency_runs)]
-            ),
-            "warm numpy": few / timed(lambda: run(with_numpy, few, chunk_size=1))
-            if has_numpy()
-            else None,
-        }
+def measure_phases(client: Client, runs: int) -> dict[str, Pair]:
+    """Where the time of ``submit(sq, 3).result()`` goes: the median of each phase
+    (seconds), from the call's clock, the job's record and the item's stats (one
+    machine, one clock)."""
+    spans: dict[str, list[float]] = {key: [] for key in PHASES}
+    for _ in range(runs):
+        called = time.time()
+        future = client.submit(sq, 3)
+        queued = time.time()
+        future.result()
+        done = time.time()
+        (job,) = client.jobs(ids=[future.id], states=[])
+        started = future.stats.started if future.stats is not None else 0.0
+        assert job.start_time is not None and job.end_time is not None
+        spans["phase submit"].append(queued - called)
+        spans["phase dispatch"].append(job.start_time - called)
+        spans["phase start"].append(started - job.start_time)
+        spans["phase run"].append(job.end_time - started)
+        spans["phase result"].append(done - job.end_time)
+    return {key: (statistics.median(values), None) for key, values in spans.items()}
+
+
+@contextmanager
+def dask_client() -> Iterator[Any]:
+    """A Dask client of ``LocalCluster(n_workers=2, threads_per_worker=1)``, warmed up;
+    None where Dask is not installed."""
+    if dask_reason() is not None:
+        yield None
+        return
+    from dask.distributed import Client as DaskClient
+    from dask.distributed import LocalCluster as DaskCluster
+
+    with (
+        DaskCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
+        DaskClient(cluster) as client,
+    ):
+        client.gather(client.map(sq, range(10), pure=False))
+        yield client
 
 
 def slow(x: int) -> int:
@@ -153,12 +234,12 @@ def user_client(client: Client, home: Path, name: str) -> Client:
     return Client(scheduler=f"{client.endpoint.host}:{client.endpoint.port}", token=token)
 
 
-def measure_fair_share(items: int, *worker_args: str) -> dict[str, float | None]:
+def measure_fair_share(items: int) -> dict[str, float | None]:
     """alice maps ``slow`` over ``items`` items in the background; once her jobs run,
     bob maps it over 10: the seconds bob waits, and the median run time of alice's
     jobs (a chunk's)."""
     with (
-        dfarm_cluster(*worker_args) as (client, home),
+        dfarm_cluster() as (client, home),
         tempfile.TemporaryDirectory() as files,
         user_client(client, home, "alice") as alice,
         user_client(client, home, "bob") as bob,
@@ -174,70 +255,46 @@ def measure_fair_share(items: int, *worker_args: str) -> dict[str, float | None]
     return {"fair bob": waited, "fair chunk": statistics.median(per_job.values())}
 
 
-def measure_dask(items: int, few: int, latency_runs: int) -> dict[str, float | None]:
-    """The same figures for Dask (explicit chunk sizes have no Dask counterpart)."""
-    from dask.distributed import Client as DaskClient
-    from dask.distributed import LocalCluster as DaskCluster
-
-    out: dict[str, float | None] = {}
-    with (
-        DaskCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
-        DaskClient(cluster) as client,
-    ):
-        client.gather(client.map(sq, range(10), pure=False))  # warm up
-
-        def run(fn: Callable[[Any], Any], n: int) -> None:
-            assert len(client.gather(client.map(fn, range(n), pure=False))) == n
-
-        out["default"] = items / timed(lambda: run(sq, items))
-        out["chunk 1"] = few / timed(lambda: run(sq, few))
-        lat = [
-            timed(lambda: client.submit(sq, 3, pure=False).result()) for _ in range(latency_runs)
-        ]
-        out["latency"] = statistics.median(lat)
-        out["numpy"] = few / timed(lambda: run(with_numpy, few)) if has_numpy() else None
-    return out
-
-
 def rows(items: int, few: int, sizes: list[int], latency_runs: int = 20) -> list[tuple[str, ...]]:
     """The table's rows: label, dfarm, Dask, ratio, target, verdict."""
     if __name__ != "__main__":  # imported by run.py: the workers cannot import this file
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
     reason = dask_reason()
-    print(f"map: dfarm, {items:,} items ...", file=sys.stderr)
-    ours = measure_dfarm(items, few, sizes, latency_runs)
-    warm = ("--warm-map",) if os.geteuid() == 0 else ()
-    if warm:
-        print("map: dfarm, workers with --warm-map ...", file=sys.stderr)
-        ours.update(measure_warm(few, latency_runs))
+    with dask_client() as dask:
+        print(f"map: dfarm beside Dask, {items:,} items ...", file=sys.stderr)
+        pairs = measure_dfarm(dask, items, few, sizes, latency_runs)
+        print("map: dfarm (--no-warm-map workers) beside Dask ...", file=sys.stderr)
+        pairs.update(measure_dfarm(dask, items, few, sizes, latency_runs, "--no-warm-map"))
     print(f"map: dfarm, fair share beside a {items:,}-item map ...", file=sys.stderr)
-    fair = measure_fair_share(items, *warm)
-    theirs: dict[str, float | None] = {}
-    if reason is None:
-        print(f"map: Dask, {items:,} items ...", file=sys.stderr)
-        theirs = measure_dask(items, few, latency_runs)
+    fair = measure_fair_share(items)
     labels = {
         "default": f"map(sq, range({items:,})), chunk_size default (items/s)",
         "chunk 1": f"map(sq, range({few:,})), chunk_size=1 (items/s)",
         **{f"chunk {s}": f"map(sq, range({items:,})), chunk_size={s} (items/s)" for s in sizes},
-        "latency": f"one-item map, submit to result, median of {latency_runs} (ms)",
-        "numpy": f"map of a function importing numpy, {few:,} items (items/s)",
-        "warm chunk 1": f"--warm-map workers: map(sq, range({few:,})), chunk_size=1 (items/s)",
-        "warm latency": f"--warm-map workers: one-item map, median of {latency_runs} (ms)",
-        "warm numpy": f"--warm-map workers: numpy function, {few:,} items, chunk_size=1 (items/s)",
+        "latency": f"one-item map, call to result, median of {latency_runs} (ms)",
+        "submit": f"submit(sq, 3).result(), median of {latency_runs} (ms)",
+        **{key: f"  of which: {text}, median (ms)" for key, text in PHASES.items()},
+        "numpy": f"a function importing numpy, {few:,} items, chunk_size=1 (items/s)",
+        "cold chunk 1": f"--no-warm-map workers: map(sq, range({few:,})), chunk_size=1 (items/s)",
+        "cold latency": f"--no-warm-map workers: one-item map, median of {latency_runs} (ms)",
+        "cold numpy": f"--no-warm-map workers: the numpy function, {few:,} items, chunk_size=1"
+        " (items/s)",
     }
-    base_of = {"warm chunk 1": "chunk 1", "warm latency": "latency", "warm numpy": "numpy"}
+    base_of = {
+        "submit": "latency",
+        "cold chunk 1": "chunk 1",
+        "cold latency": "latency",
+        "cold numpy": "numpy",
+    }
     table: list[tuple[str, ...]] = []
     for key, label in labels.items():
-        mine, base = ours.get(key), theirs.get(base_of.get(key, key))
-        if mine is None:
-            root = not key.startswith("warm") or os.geteuid() == 0
-            why = "numpy not installed" if root else "needs a root worker"
-            table.append((label, why, "-", "-", "-", "-"))
+        if key not in pairs:
+            table.append((label, "numpy not installed", "-", "-", "-", "-"))
             continue
-        latency = key.endswith("latency")
+        mine, base = pairs[key]
+        latency = key.endswith(("latency", "submit")) or key in PHASES
         scale, fmt = (1000, ".1f") if latency else (1, ".0f")
-        target = TARGETS.get(base_of.get(key, key))
+        target = None if key.startswith("cold") else TARGETS.get(base_of.get(key, key))
         if reason is not None:
             dask_text, ratio_text, verdict = f"not available: {reason}", "-", "-"
         elif base is None:
@@ -255,7 +312,7 @@ def rows(items: int, few: int, sizes: list[int], latency_runs: int = 20) -> list
     ratio = fair["fair bob"] / fair["fair chunk"]  # type: ignore[operator]
     table.append(
         (f"fair share: bob's 10-item map after alice's {items:,}-item one, in alice's"
-         f" jobs of {fair['fair chunk']:.2f} s{' (--warm-map)' if warm else ''} (s)",
+         f" jobs of {fair['fair chunk']:.2f} s (s)",
          f"{fair['fair bob']:.2f}", "-", f"{ratio:.2f} jobs", "<= 2.00 jobs",
          "met" if ratio <= 2 else "NOT met")
     )  # fmt: skip

@@ -16,14 +16,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from control_node import results
 from control_node.connection import Connection, Endpoint, find_endpoint
 from scheduler import protocol as p
 
 if TYPE_CHECKING:
-    from control_node import mapping
+    from control_node import futures, mapping
     from control_node.sweep import Sweep
 
 # Submitting, mapping, sweeps and drawing are imported where used: a command that only
@@ -62,16 +62,54 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @overload
     def submit(
         self,
         source: str | os.PathLike[str] | Mapping[str, Any],
         cwd: str | None = None,
         strict: bool = False,
-    ) -> Cluster:
+    ) -> Cluster: ...
+
+    @overload
+    def submit(
+        self,
+        source: Callable[..., Any],
+        *args: Any,
+        resources: Mapping[str, str | int] | None = None,
+        **kwargs: Any,
+    ) -> futures.Future: ...
+
+    def submit(
+        self,
+        source: Any,
+        *args: Any,
+        resources: Mapping[str, str | int] | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Submit a submit file (a path), submit-file text (a string with a newline) or a
         dict of submit keys (see :mod:`control_node.submit_dict`). Relative paths in it
         start from ``cwd`` (default: the current directory). ``strict`` refuses a key
-        that is neither HTCondor's nor used as a macro (else only a warning)."""
+        that is neither HTCondor's nor used as a macro (else only a warning).
+
+        ``submit(fn, *args, **kwargs)`` runs the call ``fn(*args, **kwargs)`` as a job
+        the way :meth:`map` runs an item (warm interpreters, the same records), with
+        ``resources`` as submit keys (``{"max_retries": 2}``), and returns a
+        :class:`~control_node.futures.Future` at once (``result()``, ``exception()``,
+        ``done()``, ``cancel()``; see :meth:`as_completed` and :meth:`gather`)."""
+        if callable(source):
+            from control_node import futures
+
+            return futures.submit(self, source, args, kwargs, dict(resources or {}))
+        if resources is not None:
+            raise TypeError("resources= is for submit(fn, ...); put submit keys in the file")
+        return self._submit_file(source, *args, **kwargs)
+
+    def _submit_file(
+        self,
+        source: str | os.PathLike[str] | Mapping[str, Any],
+        cwd: str | None = None,
+        strict: bool = False,
+    ) -> Cluster:
         from control_node.submit import SubmitError, submit_file
         from control_node.submit_dict import submit_text
 
@@ -169,9 +207,40 @@ class Client:
             files_dest=Path(files_dest) if files_dest is not None else None,
         )  # fmt: skip
 
-    def as_completed(self, ids: list[str], timeout: float | None = None) -> Iterator[p.JobInfo]:
-        """Each job's record as soon as it is completed, removed or held."""
+    @overload
+    def as_completed(self, ids: list[str], timeout: float | None = None) -> Iterator[p.JobInfo]: ...
+
+    @overload
+    def as_completed(
+        self, ids: list[futures.Future], timeout: float | None = None
+    ) -> Iterator[futures.Future]: ...
+
+    def as_completed(self, ids: list[Any], timeout: float | None = None) -> Iterator[Any]:
+        """Each job's record as soon as it is completed, removed or held; given the
+        futures of :meth:`submit`, each future as its job ends, its result home."""
+        if ids and not isinstance(ids[0], str):
+            from control_node import futures
+
+            return futures.as_completed(self, ids, timeout=timeout)
         return results.as_completed(self.conn, ids, timeout=timeout)
+
+    def gather(
+        self,
+        calls: list[futures.Future],
+        *,
+        keep_if: Callable[[Any], bool] | None = None,
+        stop_when: Callable[[Any], bool] | None = None,
+        errors: str = "raise",
+        timeout: float | None = None,
+    ) -> mapping.MapResults:
+        """The results of the futures of :meth:`submit`, keyed by their position in
+        ``calls``, with ``keep_if``, ``stop_when`` and ``errors`` as :meth:`map` has
+        them (``stop_when`` removes the jobs not yet ended)."""
+        from control_node import futures
+
+        return futures.gather(
+            self, calls, keep_if=keep_if, stop_when=stop_when, errors=errors, timeout=timeout
+        )
 
     def jobs(
         self,

@@ -67,23 +67,36 @@ class Function:
     fn: Any
     filename: str = ""
     source: list[str] = field(default_factory=list)
+    #: Each item is ``(args, kwargs)``, called as ``fn(*args, **kwargs)`` (``submit``).
+    star: bool = False
 
     @classmethod
-    def capture(cls, fn: Any) -> Function:
+    def capture(cls, fn: Any, star: bool = False) -> Function:
         code = getattr(fn, "__code__", None)
         if code is None:
-            return cls(fn)
-        return cls(fn, code.co_filename, linecache.getlines(code.co_filename))
+            return cls(fn, star=star)
+        return cls(fn, code.co_filename, linecache.getlines(code.co_filename), star)
 
     def restore(self) -> Any:
         """The function, its code named after its file again, the file's lines in linecache."""
-        if not self.filename or not isinstance(self.fn, types.FunctionType):
-            return self.fn
-        if self.source:
-            size = sum(len(line) for line in self.source)
-            linecache.cache[self.filename] = (size, None, self.source, self.filename)
-        self.fn.__code__ = _renamed(self.fn.__code__, self.filename)
-        return self.fn
+        fn = self.fn
+        if self.filename and isinstance(fn, types.FunctionType):
+            if self.source:
+                size = sum(len(line) for line in self.source)
+                linecache.cache[self.filename] = (size, None, self.source, self.filename)
+            fn.__code__ = _renamed(fn.__code__, self.filename)
+        return Star(fn) if self.star else fn
+
+
+@dataclass
+class Star:
+    """``fn`` called with an item ``(args, kwargs)`` as its arguments."""
+
+    fn: Any
+
+    def __call__(self, item: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
+        args, kwargs = item
+        return self.fn(*args, **kwargs)
 
 
 def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
@@ -159,10 +172,16 @@ def run_files(fn: Any, argv: list[str]) -> int:
     _, chunk_file, result_file = argv
     with open(chunk_file, "rb") as f:
         chunk = cloudpickle.load(f)
-    keep = {*argv, "dfarm-map.sh"}
+    # An empty result while the items run: a job that dies in the middle of one
+    # (a crash, a signal) ends with its exit status, which ``max_retries`` retries,
+    # rather than held for a missing output file.
+    open(result_file, "wb").close()
+    keep = {*argv, result_file + ".part", "dfarm-map.sh"}
     outcomes = run_chunk(fn, chunk, os.getcwd(), keep)
-    with open(result_file, "wb") as f:
+    partial = result_file + ".part"
+    with open(partial, "wb") as f:
         cloudpickle.dump(outcomes, f)
+    os.replace(partial, result_file)
     return 0
 
 

@@ -15,9 +15,12 @@ that a map started with ``map_async`` is collected later from its cluster id alo
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import json
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -29,6 +32,7 @@ import cloudpickle
 from control_node import results
 from control_node.connection import DfarmError, NotFound
 from control_node.map_runner import RUNNER, Function, Outcome
+from scheduler import protocol as p
 
 if TYPE_CHECKING:
     from control_node.client import Client
@@ -43,6 +47,11 @@ CHUNK_SECONDS = 0.3
 PROBE_ITEMS = 2
 #: Chunks per slot of ``map_async`` with ``chunk_size="auto"``.
 ASYNC_CHUNKS_PER_SLOT = 4
+#: With ``chunk_size="auto"``, a map of at most this many items per slot runs one
+#: item a job, in one cluster: nothing to batch would pay for a wave that measures
+#: the items first, and each item takes a slot as soon as one is free (beside a
+#: long map of another owner, fair share gives it the next slots).
+SMALL_MAP_PER_SLOT = 8
 
 RESULT_FILE = "result.pkl"
 
@@ -174,21 +183,35 @@ def run_map(
     result that met ``stop_when`` (the last one); the position of every item whose
     outcome came back is added to ``seen``. See :meth:`Client.map`."""
     _check_chunk_size(chunk_size)
-    _check_errors(errors)
+    check_errors(errors)
     items = list(iterable)
     if not items:
         return
-    work = Path(tempfile.mkdtemp(prefix="dfarm-map-"))
     pending: set[str] = set()
     deadline = None if timeout is None else time.monotonic() + timeout
+    #: The positions of each job's items, by job id.
+    chunks: dict[str, list[int]] = {}
+
+    def submit(part: list[tuple[int, Any]], size: int, wave: str) -> Any:
+        cut = _cut(part, size)
+        cluster = submit_chunks(client, fn, cut, resources or {})
+        pending.update(cluster.job_ids)
+        for job_id, chunk in zip(cluster.job_ids, cut, strict=True):
+            chunks[job_id] = [index for index, _ in chunk]
+        return cluster
+
     try:
         indexed = list(enumerate(items))
         auto = chunk_size == AUTO
-        first = indexed[: PROBE_ITEMS * _free_slots(client)] if auto else indexed
+        # A map small even for one slot needs no count of the slots (a round trip).
+        slots = _free_slots(client) if auto and len(indexed) > SMALL_MAP_PER_SLOT else 1
+        if auto and len(indexed) <= SMALL_MAP_PER_SLOT * slots:
+            auto, size = False, 1
+        else:
+            size = PROBE_ITEMS if auto else int(chunk_size)
+        first = indexed[: PROBE_ITEMS * slots] if auto else indexed
         rest = indexed[len(first) :]
-        size = PROBE_ITEMS if auto else int(chunk_size)
-        cluster = _submit(client, work, fn, _cut(first, size), resources or {})
-        pending = set(cluster.job_ids)
+        cluster = submit(first, size, "first")
         dest = files_dest or Path.cwd() / f"map-{cluster.id}"
         waves = [cluster.job_ids]
         while waves:
@@ -196,13 +219,11 @@ def run_map(
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             for job in results.as_completed(client.conn, wave, timeout=left):
                 pending.discard(job.id)
-                rows: Iterable[Row] = _rows(client, job, work, errors, dest, items)
+                rows: Iterable[Row] = rows_of(client, job, errors, dest, items, chunks.get(job.id))
                 if rest:
                     rows = list(rows)  # the first item back sizes the chunks of the others
                     size = auto_chunk_size(rows, len(rest), _free_slots(client))
-                    later = _submit(client, work, fn, _cut(rest, size), resources or {}, "rest")
-                    pending.update(later.job_ids)
-                    waves.append(later.job_ids)
+                    waves.append(submit(rest, size, "rest").job_ids)
                     rest = []
                 for row in rows:
                     if seen is not None:
@@ -217,7 +238,6 @@ def run_map(
     finally:
         if pending:  # stopped early, failed, or the caller stopped reading
             client.remove(sorted(pending), reason="the map no longer needs it")
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def start_map(
@@ -237,12 +257,9 @@ def start_map(
     if chunk_size == AUTO:
         chunks = _free_slots(client) * ASYNC_CHUNKS_PER_SLOT
         chunk_size = -(-len(items) // chunks)
-    work = Path(tempfile.mkdtemp(prefix="dfarm-map-"))
-    try:  # the inputs are in the spool once the submission returns
-        chunked = _cut(list(enumerate(items)), int(chunk_size))
-        cluster = _submit(client, work, fn, chunked, resources or {})
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    cluster = submit_chunks(
+        client, fn, _cut(list(enumerate(items)), int(chunk_size)), resources or {}
+    )
     return MapHandle(str(cluster.id), len(items), len(cluster.job_ids), type(client))
 
 
@@ -257,18 +274,14 @@ def collect_map(
 ) -> MapResults:
     """Wait for the jobs of map ``map_id``, then bring its results home (see
     :meth:`Client.map_results`)."""
-    _check_errors(errors)
+    check_errors(errors)
     if not str(map_id).isdigit():
         raise ValueError(f"not the id of a map: {map_id!r}")
     jobs = client.wait([str(map_id)], timeout=timeout)
     if not jobs:
         raise NotFound(f"no job of yours in cluster {map_id}: no such map")
-    work = Path(tempfile.mkdtemp(prefix="dfarm-map-"))
     dest = files_dest or Path.cwd() / f"map-{map_id}"
-    try:
-        rows = [row for job in jobs for row in _rows(client, job, work, errors, dest, None)]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    rows = [row for job in jobs for row in rows_of(client, job, errors, dest, None)]
     return collect(r for r in rows if r.error is not None or keep_if is None or keep_if(r.value))
 
 
@@ -324,16 +337,34 @@ def _cut(indexed: list[tuple[int, Any]], size: int) -> list[list[tuple[int, Any]
     return [indexed[i : i + size] for i in range(0, len(indexed), size)]
 
 
-def _check_errors(errors: str) -> None:
+def check_errors(errors: str) -> None:
     if errors not in ("raise", "keep"):
         raise ValueError(f"errors must be 'raise' or 'keep', not {errors!r}")
 
 
-def _rows(
-    client: Client, job: Any, work: Path, errors: str, dest: Path, items: list[Any] | None
+def rows_of(
+    client: Client,
+    job: Any,
+    errors: str,
+    dest: Path,
+    items: list[Any] | None,
+    chunk: list[int] | None = None,
+    reply: p.JobResults | None = None,
 ) -> Iterator[Row]:
-    """The rows of one finished job of a map (``items``: the map's items, if known)."""
-    for outcome in _outcomes(client, job, work):
+    """The rows of one finished job of a map (``items``: the map's items, if known;
+    ``chunk``: the positions of the job's items, if known). A job that failed as a
+    whole raises :class:`MapJobFailed`, or with ``errors="keep"`` and its ``chunk``
+    known, gives each of its items that error."""
+    try:
+        outcomes = _outcomes(client, job, reply)
+    except MapJobFailed as exc:
+        if errors == "raise" or chunk is None or items is None:
+            raise
+        for index in chunk:
+            stats = ItemStats(index, job.id, job.worker, job.num_starts, 0.0, 0.0, True)
+            yield Row(items[index], None, stats, error=exc)
+        return
+    for outcome in outcomes:
         error = _remote_exception(outcome, job) if outcome.failed else None
         if error is not None and errors == "raise":
             raise error
@@ -362,46 +393,94 @@ def _save_files(folder: Path, files: dict[str, bytes]) -> dict[str, Path]:
     return saved
 
 
-def _submit(
+def submit_chunks(
     client: Client,
-    work: Path,
     fn: Callable[[Any], Any],
     chunks: list[list[tuple[int, Any]]],
     resources: dict[str, str | int],
-    wave: str = "first",
+    star: bool = False,
 ) -> Any:
-    """Submit one cluster of a map: a job per chunk of ``(index, item)``. ``wave`` names
-    its chunk files apart from those of an earlier cluster of the same map."""
-    if not (work / "function.pkl").exists():
-        (work / "function.pkl").write_bytes(cloudpickle.dumps(Function.capture(fn)))
+    """Submit one cluster of a map: a job per chunk of ``(index, item)`` (``star``:
+    each item is ``(args, kwargs)`` of a call, ``Client.submit``). Its files are
+    written to this process's :func:`scratch` folder under names of their own, and
+    removed once submitted (their content is then in the spool)."""
+    work = scratch()
+    tag = f"{next(_submissions)}"
+    written = [work / f"function-{tag}.pkl", work / f"{tag}.sub"]
+    written[0].write_bytes(cloudpickle.dumps(Function.capture(fn, star)))
     for n, chunk in enumerate(chunks):
-        (work / f"{wave}-{n}.pkl").write_bytes(cloudpickle.dumps(chunk))
-    (work / "dfarm-map.sh").write_text(RUNNER)
-    (work / "dfarm-map.sh").chmod(0o755)
+        written.append(work / f"chunk-{tag}-{n}.pkl")
+        written[-1].write_bytes(cloudpickle.dumps(chunk))
     lines = [
         "executable = dfarm-map.sh",
-        f"arguments = function.pkl {wave}-$(Process).pkl {RESULT_FILE}",
-        f"transfer_input_files = function.pkl, {wave}-$(Process).pkl",
+        f"arguments = function-{tag}.pkl chunk-{tag}-$(Process).pkl {RESULT_FILE}",
+        f"transfer_input_files = function-{tag}.pkl, chunk-{tag}-$(Process).pkl",
         f"transfer_output_files = {RESULT_FILE}",
         *(f"{key} = {value}" for key, value in resources.items()),
         f"queue {len(chunks)}",
     ]
-    (work / f"{wave}.sub").write_text("\n".join(lines) + "\n")
-    return client.submit(work / f"{wave}.sub", cwd=str(work))
+    written[1].write_text("\n".join(lines) + "\n")
+    try:
+        return client.submit(written[1], cwd=str(work))
+    finally:
+        for path in written:
+            path.unlink(missing_ok=True)
 
 
-def _outcomes(client: Client, job: Any, work: Path) -> list[Outcome]:
+#: Numbers the submissions of this process (the names of their files).
+_submissions = itertools.count()
+_scratch: Path | None = None
+_scratch_lock = threading.Lock()
+
+
+def scratch() -> Path:
+    """This process's folder for the files of its maps (made once, with the map's
+    start script, and removed at exit): a folder made and removed for each map or
+    call costs milliseconds on some file systems, each time."""
+    global _scratch
+    with _scratch_lock:
+        if _scratch is None or not (_scratch / "dfarm-map.sh").is_file():
+            _scratch = Path(tempfile.mkdtemp(prefix="dfarm-map-"))
+            atexit.register(shutil.rmtree, _scratch, True)
+            (_scratch / "dfarm-map.sh").write_text(RUNNER)
+            (_scratch / "dfarm-map.sh").chmod(0o755)
+        return _scratch
+
+
+def _outcomes(client: Client, job: Any, reply: p.JobResults | None = None) -> list[Outcome]:
+    """The outcomes of a map's job, from the scheduler's reply to a fetch of its
+    results (``reply``, if already asked) when they came inline (most do), else
+    fetched into the scratch folder."""
+    if reply is None:
+        asked = client.conn.request(p.FetchResults(ids=[job.id]))
+        assert isinstance(asked, p.JobResults)
+        reply = asked
+    inline = reply.files.get(job.id, {})
     if results.failed(job):
-        fetched = client.fetch([job.id], dest=work / "results")
-        err = fetched[0].stderr if fetched else None
-        stderr = err.read_text(errors="replace")[-2000:] if err is not None else ""
-        raise MapJobFailed(f"job {job.id} {results.describe_status(job)}\n{stderr}".rstrip())
-    fetched = client.fetch([job.id], dest=work / "results")
-    path = next((p for p in fetched[0].outputs if p.name == RESULT_FILE), None)
-    if path is None or not path.is_file():
+        stderr = ""
+        if "stderr" in inline:
+            stderr = p.unpack_bytes(inline["stderr"]).decode(errors="replace")
+        elif reply.download is not None:
+            fetched = client.fetch([job.id], dest=scratch() / "results")
+            err = fetched[0].stderr if fetched else None
+            stderr = err.read_text(errors="replace") if err is not None else ""
+            shutil.rmtree(scratch() / "results" / job.id, ignore_errors=True)
+        raise MapJobFailed(
+            f"job {job.id} {results.describe_status(job)}\n{stderr[-2000:]}".rstrip()
+        )
+    name = f"outputs/{RESULT_FILE}"
+    if name in inline:
+        data = p.unpack_bytes(inline[name])
+    elif RESULT_FILE in job.output_files:
+        fetched = client.fetch([job.id], dest=scratch() / "results")
+        path = next((f for f in fetched[0].outputs if f.name == RESULT_FILE), None)
+        data = path.read_bytes() if path is not None and path.is_file() else b""
+        shutil.rmtree(scratch() / "results" / job.id, ignore_errors=True)
+    else:
         raise MapJobFailed(f"job {job.id} brought back no {RESULT_FILE}: it is not a job of a map")
-    outcomes: list[Outcome] = cloudpickle.loads(path.read_bytes())
-    shutil.rmtree(path.parent, ignore_errors=True)
+    if not data:
+        raise MapJobFailed(f"job {job.id} ended before its items did: its {RESULT_FILE} is empty")
+    outcomes: list[Outcome] = cloudpickle.loads(data)
     return outcomes
 
 

@@ -35,7 +35,10 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def _default(action: argparse.Action) -> str:
-    if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+    boolean = (
+        argparse._StoreTrueAction | argparse._StoreFalseAction | argparse.BooleanOptionalAction
+    )
+    if isinstance(action, boolean):
         return f"`{str(action.default).lower()}`"
     if action.default is None:
         return "not set"
@@ -43,7 +46,7 @@ def _default(action: argparse.Action) -> str:
 
 
 def _kind(action: argparse.Action) -> str:
-    if isinstance(action, argparse._StoreConstAction):
+    if isinstance(action, argparse._StoreConstAction | argparse.BooleanOptionalAction):
         return "boolean"
     if action.choices is not None:
         return " \\| ".join(f"`{c}`" for c in action.choices)

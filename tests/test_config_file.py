@@ -112,6 +112,18 @@ def test_booleans_lists_and_secrets_from_any_parser() -> None:
     assert args.site == "north" and sources["site"].kind == "env"
 
 
+def test_warm_map_is_on_unless_turned_off(tmp_path: Path) -> None:
+    args, _ = config_file.load(worker_parser(), [], "worker", {})
+    assert args.warm_map is True
+    args, _ = config_file.load(worker_parser(), ["--no-warm-map"], "worker", {})
+    assert args.warm_map is False
+    toml = write(tmp_path / "worker.toml", "warm_map = false\n")
+    args, _ = config_file.load(worker_parser(), ["--config", str(toml)], "worker", {})
+    assert args.warm_map is False
+    args, _ = config_file.load(worker_parser(), [], "worker", {"DFARM_WARM_MAP": "off"})
+    assert args.warm_map is False
+
+
 def dfarm(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "control_node.cli.dfarm", *args],

@@ -10,7 +10,13 @@ import pytest
 from conftest import TestCluster
 
 from control_node import Client
-from control_node.mapping import CHUNK_SECONDS, ItemStats, Row, auto_chunk_size
+from control_node.mapping import (
+    CHUNK_SECONDS,
+    SMALL_MAP_PER_SLOT,
+    ItemStats,
+    Row,
+    auto_chunk_size,
+)
 
 
 @pytest.fixture
@@ -45,16 +51,25 @@ def test_the_first_call_paying_imports_does_not_make_chunks_small(client: Client
 
 def test_a_slow_function_is_spread_over_every_slot(client: Client) -> None:
     def slow(x: int) -> int:
-        time.sleep(0.5)
+        time.sleep(CHUNK_SECONDS + 0.05)
         return x + 1
 
-    found = client.map(slow, range(8))
-    assert dict(found) == {x: x + 1 for x in range(8)}
+    items = SMALL_MAP_PER_SLOT * 2 + 2
+    found = client.map(slow, range(items))
+    assert dict(found) == {x: x + 1 for x in range(items)}
     # Two items a slot first, then one item a job.
     jobs = [s.job_id for s in found.stats]
-    assert sorted(jobs.count(j) for j in set(jobs)) == [1, 1, 1, 1, 2, 2]
+    assert sorted(jobs.count(j) for j in set(jobs)) == [1] * (items - 4) + [2, 2]
     assert {s.worker for s in found.stats} == {"w1", "w2"}
     assert {s.worker for s in found.stats[4:]} == {"w1", "w2"}
+
+
+def test_a_small_map_runs_one_item_a_job_in_one_cluster(client: Client) -> None:
+    found = client.map(abs, range(-SMALL_MAP_PER_SLOT, SMALL_MAP_PER_SLOT))
+    assert dict(found) == {x: abs(x) for x in range(-SMALL_MAP_PER_SLOT, SMALL_MAP_PER_SLOT)}
+    jobs = [s.job_id for s in found.stats]
+    assert len(set(jobs)) == 2 * SMALL_MAP_PER_SLOT
+    assert len({job.partition(".")[0] for job in jobs}) == 1
 
 
 def test_map_async_cuts_a_few_chunks_per_slot(client: Client) -> None:

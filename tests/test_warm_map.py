@@ -1,12 +1,17 @@
-"""``--warm-map``: a root worker starts the jobs of a map as forks of the slot's
-launcher (already running as the job's account, the map runner imported), on a
-real cluster; every other job starts as before."""
+"""Warm interpreters (the default; ``--no-warm-map`` turns them off): a root worker
+starts the jobs of a map as forks of the slot's launcher (already running as the
+job's account, the map runner imported), on a real cluster; every other job starts
+as before."""
 
 from __future__ import annotations
 
 import os
 import pwd
+import shutil
+import site
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +21,7 @@ from conftest import TestCluster, wait_until, write
 from test_api import map_with_a_worker_killed
 
 from control_node import Client
+from control_node.local_cluster import worker_credential
 from control_node.mapping import MapJobFailed
 
 pytestmark = pytest.mark.skipif(
@@ -44,10 +50,10 @@ def where_fn() -> Callable[[int], tuple[int, int, str, bool, str]]:
     return where
 
 
-def test_map_jobs_run_as_forks_of_the_launcher(
+def test_map_jobs_run_as_forks_of_the_launcher_by_default(
     make_cluster: Callable[..., TestCluster], tmp_path: Path
 ) -> None:
-    cluster = make_cluster(workers=2, worker_args=("--warm-map",))
+    cluster = make_cluster(workers=2)
     with client_of(cluster) as client:
         found = client.map(where_fn(), range(8), chunk_size=1)
         assert [r[0] for r in found.values()] == [x * x for x in range(8)]
@@ -63,7 +69,7 @@ def test_map_jobs_run_as_forks_of_the_launcher(
 def test_an_exception_and_a_crash_fail_their_item_alone(
     make_cluster: Callable[..., TestCluster],
 ) -> None:
-    cluster = make_cluster(workers=2, worker_args=("--warm-map",))
+    cluster = make_cluster(workers=2)
 
     def invert(x: int) -> float:
         return 1 / x
@@ -84,39 +90,47 @@ def test_an_exception_and_a_crash_fail_their_item_alone(
         }
 
 
-def test_without_the_switch_map_jobs_start_a_new_python(
+def test_with_no_warm_map_jobs_start_a_new_python(
     make_cluster: Callable[..., TestCluster],
 ) -> None:
-    cluster = make_cluster(workers=1)
+    cluster = make_cluster(workers=1, worker_args=("--no-warm-map",))
     with client_of(cluster) as client:
         found = client.map(where_fn(), range(2), chunk_size=1)
     assert {(r[2], r[3]) for r in found.values()} == {("control_node.map_runner", False)}
 
 
-def test_an_item_over_its_memory_is_held_and_the_next_map_runs(
+def test_an_item_over_its_memory_fails_alone_in_a_kept_interpreter(
     make_cluster: Callable[..., TestCluster],
 ) -> None:
-    cluster = make_cluster(workers=2, worker_args=("--warm-map",))
+    cluster = make_cluster(workers=1)
 
-    def hog(x: int) -> int:
-        if x == 1:
+    def hog(x: int) -> tuple[int, int]:
+        if x == 2:
             block = b"x" * (300 * 2**20)  # written, so resident
             while block:  # until the worker's memory limit kills the job
                 time.sleep(0.05)
-        return x
+        return x, os.getpid()
 
     with client_of(cluster) as client:
-        with pytest.raises(MapJobFailed, match="memory limit exceeded"):
-            client.map(hog, range(3), chunk_size=1, resources={"request_memory": "100MB"})
-        assert dict(client.map(hog, [0, 2], chunk_size=1)) == {0: 0, 2: 2}
+        found = client.map(
+            hog, range(5), chunk_size=1, errors="keep", resources={"request_memory": "100MB"}
+        )
+        assert list(found.errors) == [2]
+        assert isinstance(found.errors[2], MapJobFailed)
+        assert "memory limit exceeded" in str(found.errors[2])
+        assert {x: r[0] for x, r in found.items()} == {0: 0, 1: 1, 3: 3, 4: 4}
+        before = {found[0][1], found[1][1]}
+        after = {found[3][1], found[4][1]}
+        assert len(before) == len(after) == 1 and before != after  # a new one after the kill
+        assert dict(client.map(hog, [0, 3], chunk_size=1)) == {
+            x: (x, next(iter(after))) for x in (0, 3)
+        }
 
 
 def test_a_lost_worker_s_items_run_again_elsewhere_once(
     make_cluster: Callable[..., TestCluster], tmp_path: Path
 ) -> None:
-    cluster = make_cluster(
-        workers=2, worker_args=("--warm-map",), scheduler_args=("--worker-timeout", "1")
-    )
+    cluster = make_cluster(workers=2, scheduler_args=("--worker-timeout", "1"))
     found = map_with_a_worker_killed(cluster, tmp_path / "go", chunk_size=1)
     assert dict(found) == {x: x + 1 for x in range(6)}
     assert len(found.stats) == 6  # each item's result recorded once
@@ -130,7 +144,7 @@ def test_another_owner_s_map_runs_from_a_launcher_of_its_own_account(
     users = [pw for pw in pwd.getpwall() if 1000 <= pw.pw_uid < 65534]
     if not users:
         pytest.skip("no user account on this machine")
-    cluster = make_cluster(workers=1, worker_args=("--warm-map",))
+    cluster = make_cluster(workers=1)
     add = cluster.run("dfarm", "user", "add", users[0].pw_name, "--home", cluster.config.home)
     token = add.stdout.strip().splitlines()[-1]
 
@@ -174,7 +188,7 @@ def test_a_warm_interpreter_runs_the_jobs_of_a_map_until_its_limit_of_items(
     make_cluster: Callable[..., TestCluster],
 ) -> None:
     pytest.importorskip("numpy")
-    cluster = make_cluster(workers=1, worker_args=("--warm-map", "--warm-map-items", "4"))
+    cluster = make_cluster(workers=1, worker_args=("--warm-map-items", "4"))
     with client_of(cluster) as client:
         found = client.map(numpy_fn(), range(10), chunk_size=1)
     by_pid: dict[int, list[tuple[int, int, bool, int, float, float]]] = {}
@@ -201,7 +215,7 @@ def test_a_warm_interpreter_runs_the_jobs_of_a_map_until_its_limit_of_items(
 def test_a_crash_fails_its_item_alone_and_the_next_runs_in_a_new_interpreter(
     make_cluster: Callable[..., TestCluster],
 ) -> None:
-    cluster = make_cluster(workers=1, worker_args=("--warm-map",))
+    cluster = make_cluster(workers=1)
 
     def crash(x: int) -> tuple[int, int]:
         if x == 2:
@@ -212,22 +226,34 @@ def test_a_crash_fails_its_item_alone_and_the_next_runs_in_a_new_interpreter(
         handle = client.map_async(crash, range(5), chunk_size=1)
         with pytest.raises(MapJobFailed, match="exit code 9"):
             client.map_results(handle.id, timeout=120)
-        ended = ("completed", "held")
-
-        def states() -> list[str]:
-            return [job.state for job in client.cluster_jobs(int(handle.id))]
-
-        wait_until(lambda: all(state in ended for state in states()), what="the map's end")
-        assert sorted(states()) == ["completed"] * 4 + ["held"]
+        jobs = client.cluster_jobs(int(handle.id))
+        assert {job.state for job in jobs} == {"completed"}
+        assert sorted(job.exit_code or 0 for job in jobs) == [0, 0, 0, 0, 9]
         found = client.map(crash, [0, 1, 3], chunk_size=1)
     assert [x for x, _ in found.values()] == [0, 1, 3]
     assert len({pid for _, pid in found.values()}) == 1  # a new warm interpreter, kept
 
 
+def test_a_crashed_item_is_retried_per_max_retries(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    cluster = make_cluster(workers=1)
+
+    def crash_once(x: int) -> tuple[int, str]:
+        if x == 2 and os.environ["DFARM_ATTEMPT"] == "1":
+            os._exit(9)
+        return x, os.environ["DFARM_ATTEMPT"]
+
+    with client_of(cluster) as client:
+        found = client.map(crash_once, range(4), chunk_size=1, resources={"max_retries": 1})
+        assert dict(found) == {0: (0, "1"), 1: (1, "1"), 2: (2, "2"), 3: (3, "1")}
+        assert [s.attempt for s in found.stats] == [1, 1, 2, 1]
+
+
 def test_the_same_account_s_other_owner_never_gets_the_first_owner_s_interpreter(
     make_cluster: Callable[..., TestCluster],
 ) -> None:
-    cluster = make_cluster(workers=1, worker_args=("--warm-map",))
+    cluster = make_cluster(workers=1)
     add = cluster.run("dfarm", "user", "add", "nolocalaccount", "--home", cluster.config.home)
     token = add.stdout.strip().splitlines()[-1]
 
@@ -257,7 +283,7 @@ def ended(pid: int) -> bool:
 def test_a_warm_interpreter_ends_when_idle_and_serves_one_function(
     make_cluster: Callable[..., TestCluster],
 ) -> None:
-    cluster = make_cluster(workers=1, worker_args=("--warm-map", "--warm-map-idle", "1"))
+    cluster = make_cluster(workers=1, worker_args=("--warm-map-idle", "1"))
 
     def pid_of(x: int) -> int:
         return os.getpid()
@@ -274,3 +300,46 @@ def test_a_warm_interpreter_ends_when_idle_and_serves_one_function(
         wait_until(lambda: ended(other), what="the idle warm interpreter's exit")
         (last,) = {pid for _, pid in client.map(other_pid_of, range(2), chunk_size=1).values()}
         assert last != other
+
+
+def test_a_worker_that_is_not_root_runs_maps_warm_as_itself(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    python = shutil.which(
+        f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin"
+    )
+    if python is None:
+        pytest.skip("no system Python of this version for a worker run by nobody")
+    cluster = make_cluster(workers=0)
+    nobody = pwd.getpwnam("nobody")
+    packages = [str(Path(__file__).resolve().parent.parent), *site.getsitepackages()]
+    work = Path(tempfile.mkdtemp(prefix="dfarm-nobody-"))
+    try:
+        credential = work / "worker.credential"
+        shutil.copy(worker_credential(cluster.home, "wn"), credential)
+        for path in (work, credential):
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        fd = os.open(cluster.logs / "wn.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as log:
+            cluster.processes["wn"] = subprocess.Popen(
+                [python, "-m", "worker_node", "--scheduler",
+                 f"127.0.0.1:{cluster.access.port}", "--credential-file", str(credential),
+                 "--name", "wn", "--slots", "1", "--work-dir", str(work / "work")],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, user=nobody.pw_uid, group=nobody.pw_gid,
+                extra_groups=[], cwd=work,
+                env={**cluster.env(), "HOME": str(work), "PYTHONPATH": os.pathsep.join(packages)},
+            )  # fmt: skip
+        cluster.wait_for_workers(1)
+
+        def who(x: int) -> tuple[int, int, str]:
+            return os.getuid(), os.getpid(), sys.modules["__main__"].__spec__.name
+
+        with client_of(cluster) as client:
+            found = set(client.map(who, range(6), chunk_size=1).values())
+            (plain,) = client.submit({"executable": "/bin/true", "queue": 1}).wait(60)
+        assert found == {(nobody.pw_uid, next(iter(found))[1], "worker_node.launcher")}
+        assert plain.state == "completed" and plain.exit_code == 0  # started directly
+    finally:
+        cluster.stop(grace=5)
+        shutil.rmtree(work, ignore_errors=True)

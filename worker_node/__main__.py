@@ -104,10 +104,12 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--warm-map",
-        action="store_true",
-        help="when the worker runs as root: run the jobs of a Client.map in a warm Python"
-        " per slot and owner, forked from the slot's launcher, which keeps the map's function"
-        " and its imports from one job to the next, rather than a new Python each",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the jobs of a Client.map in a warm Python per slot, owner and function,"
+        " forked from the slot's launcher (as the job's account), which keeps the map's"
+        " function and its imports from one job to the next (the default);"
+        " --no-warm-map: a new Python for each job",
     )
     parser.add_argument(
         "--warm-map-items",

@@ -23,6 +23,7 @@ import itertools
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,8 +96,9 @@ class WorkerConfig:
     tls_fingerprint: str | None = None
     #: Move files over FTP even where the spool's file system is shared.
     always_ftp: bool = False
-    #: Start the jobs of a map as forks of their launcher (see worker_node.warm_map).
-    warm_map: bool = False
+    #: Run the jobs of a map in warm interpreters, forks of a launcher (see
+    #: worker_node.warm_map); False: each in a new Python.
+    warm_map: bool = True
     #: A warm interpreter's most jobs, and its most seconds without one.
     warm_map_items: int = 1000
     warm_map_idle: float = 60.0
@@ -131,7 +133,9 @@ class Worker:
         self.caches = OwnerCaches(config.work_dir / "cache")
         cgroup = self.launchers.cgroups if self.launchers is not None else None
         sampler.process_tracking = mechanism(
-            self.launchers is not None, bool(config.slot_uids), cgroup.kind if cgroup else None
+            self.accounts.privileged and self.launchers is not None,
+            bool(config.slot_uids),
+            cgroup.kind if cgroup else None,
         )
         log.info("jobs' processes are ended by: %s", sampler.process_tracking)
         self.disk = DiskWatch(config.work_dir, config.min_free_space, config.name)
@@ -170,10 +174,19 @@ class Worker:
 
     def _launchers(self, sampler: Sampler) -> Launchers | None:
         """A root worker's launchers, which run as job accounts with an interpreter
-        those accounts can run; None (said in the log and in ``dstat``) if they cannot."""
+        those accounts can run; None (said in the log and in ``dstat``) if they cannot.
+        Another worker starts its jobs directly, those of maps from launchers of its
+        own account where it keeps warm interpreters."""
+        warm_map = (
+            (self.config.warm_map_items, self.config.warm_map_idle)
+            if self.config.warm_map
+            else None
+        )
         if not self.accounts.privileged:
             sampler.job_start = "direct"
-            return None
+            if warm_map is None or self.job_python is None:
+                return None
+            return Launchers(self.job_python, None, warm_map=warm_map)
         assert self.accounts.fallback is not None
         why = launcher_problem(self.job_python, self.accounts.fallback)
         if why is not None:
@@ -186,13 +199,7 @@ class Worker:
         sampler.job_start = "launchers"
         assert self.job_python is not None
         cgroups = JobCgroups.create(self.config.name)
-        return Launchers(
-            self.job_python,
-            cgroups,
-            warm_map=(self.config.warm_map_items, self.config.warm_map_idle)
-            if self.config.warm_map
-            else None,
-        )
+        return Launchers(self.job_python, cgroups, warm_map=warm_map)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -501,18 +508,35 @@ class Worker:
     async def _run(self, attempt: Attempt) -> None:
         """Run ``attempt``, then the chain of attempts queued behind it, in a slot thread."""
         sandbox = self._sandbox(p.parse_job_id(attempt.msg.job_id)[0])
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.sandboxes.append(sandbox)
+
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self.executor, self._run_chain, attempt, sandbox, loop)
+            await loop.run_in_executor(
+                self.executor, self._run_chain, attempt, sandbox, loop, release
+            )
         finally:
-            self.sandboxes.append(sandbox)
+            release()
 
     def _run_chain(
-        self, attempt: Attempt | None, sandbox: Sandbox, loop: asyncio.AbstractEventLoop
+        self,
+        attempt: Attempt | None,
+        sandbox: Sandbox,
+        loop: asyncio.AbstractEventLoop,
+        release: Callable[[], None],
     ) -> None:
         """In a slot thread: run attempts one after the other while one is queued
         behind the last, each on its leader's GPUs; their results go to the loop a
-        few at a time (see RESULT_BATCH)."""
+        few at a time (see RESULT_BATCH). The slot's sandbox is given back (on the
+        loop, by ``release``) before the last result is sent: the next job the
+        scheduler sends for this slot takes it, and with it the slot's launcher and
+        warm interpreter, never another one's."""
         while attempt is not None:
             msg = attempt.msg
             log.debug(
@@ -525,6 +549,8 @@ class Worker:
                 first = not self._done
                 self._done.append((attempt, result, follower is not None))
                 full = len(self._done) >= RESULT_BATCH
+            if follower is None:
+                loop.call_soon_threadsafe(release)
             if follower is None or full or result.wall_time >= RESULT_DELAY:
                 loop.call_soon_threadsafe(self._send_done)
             elif first:  # the loop sends it, with those that follow, a little later

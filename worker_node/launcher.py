@@ -69,8 +69,17 @@ class JobLost(LauncherError):
 class Launcher:
     """The worker's side of one launcher process."""
 
-    def __init__(self, account: Account, python: str, warm_map: tuple[int, float] | None = None):
+    def __init__(
+        self, account: Account | None, python: str, warm_map: tuple[int, float] | None = None
+    ):
+        """A launcher running as ``account`` (None: as the worker itself, which is then
+        not root)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        as_account: dict[str, Any] = {}
+        if account is not None:
+            as_account = dict(
+                user=account.uid, group=account.gid, extra_groups=list(account.groups)
+            )
         with theirs:
             self.process = subprocess.Popen(
                 [
@@ -82,12 +91,10 @@ class Launcher:
                 ],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
-                user=account.uid,
-                group=account.gid,
-                extra_groups=list(account.groups),
                 env=_launcher_env(),
                 cwd="/",
                 start_new_session=True,  # signals to the worker's group are not for it
+                **as_account,
             )
         self.sock = ours
         #: The warm interpreter this launcher keeps for its next job of a map.
@@ -159,7 +166,8 @@ class Launcher:
 
 class Launchers:
     """One launcher per (slot, account), started when first needed, each in a
-    cgroup of its own where the worker could make ``cgroups``."""
+    cgroup of its own where the worker could make ``cgroups``. A worker that is not
+    root has launchers of its own account (None) for the jobs of maps alone."""
 
     def __init__(
         self,
@@ -173,9 +181,9 @@ class Launchers:
         self.cgroups = cgroups
         self.warm_map = warm_map
         self._lock = threading.Lock()
-        self._running: dict[tuple[int, Account], Launcher] = {}
+        self._running: dict[tuple[int, Account | None], Launcher] = {}
 
-    def get(self, slot: int, account: Account) -> Launcher:
+    def get(self, slot: int, account: Account | None) -> Launcher:
         """The slot's launcher for ``account`` (one job at a time per slot); the
         warm interpreters of the slot's other accounts end: the slot is this one's."""
         with self._lock:
@@ -190,7 +198,7 @@ class Launchers:
                 launcher = self._running[(slot, account)] = Launcher(
                     account, self.python, self.warm_map
                 )
-                if self.cgroups is not None:  # before it starts any job
+                if self.cgroups is not None and account is not None:  # before any job
                     self.cgroups.add(_cgroup(slot, account), launcher.process.pid)
             return launcher
 

@@ -56,6 +56,7 @@ from worker_node.limits import tree_rss_mb, watch_limits
 from worker_node.sandbox import Sandbox
 from worker_node.spool_link import SpoolLink
 from worker_node.transfer import InputCache, TransferError, ftp_session, upload
+from worker_node.warm_map import MAP_SCRIPT
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +297,7 @@ def run_attempt(
             except ImageProblem as exc:
                 worker = disk.name if disk is not None else "this worker"
                 return finished(failure=f"container on worker {worker}: {exc}")
-        launcher = _launcher(launchers, sandbox.index, account)
+        launcher = _launcher(launchers, sandbox.index, account, msg.spec.executable)
         status, wall, cpu, failure = _execute(
             attempt, sandbox.directory, stdout, stderr, account, python, launcher, image
         )
@@ -570,13 +571,18 @@ def _end_processes(account: Account | None, launchers: Launchers | None, slot: i
         reaper.sweep_uid(account.uid, launchers.pids() if launchers is not None else set())
 
 
-def _launcher(launchers: Launchers | None, slot: int, account: Account | None) -> Launcher | None:
-    if launchers is None or account is None:
+def _launcher(
+    launchers: Launchers | None, slot: int, account: Account | None, executable: str
+) -> Launcher | None:
+    """The slot's launcher for ``account``; a worker that is not root (``account``
+    None) has launchers for the jobs of maps alone (see :mod:`worker_node.warm_map`)."""
+    if launchers is None or (account is None and executable != MAP_SCRIPT):
         return None
     try:
         return launchers.get(slot, account)
     except OSError as exc:
-        log.warning("cannot start a job launcher for %s: %s", account.name, exc)
+        name = account.name if account is not None else "the worker's own account"
+        log.warning("cannot start a job launcher for %s: %s", name, exc)
         return None
 
 

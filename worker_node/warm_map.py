@@ -48,6 +48,8 @@ from typing import Any
 
 from worker_node.reaper import reap_children
 
+#: The name of a map job's executable (its start script).
+MAP_SCRIPT = "dfarm-map.sh"
 #: Jobs a host runs before it is replaced.
 MAX_ITEMS = 1000
 #: Seconds a host waits for its next job before it exits.
@@ -76,7 +78,7 @@ def runner() -> ModuleType | None:
 def is_map_job(argv: list[str], env: dict[str, str], python: str) -> bool:
     """Whether ``argv`` runs the map runner with ``python``, the command that started
     this launcher (see the module)."""
-    if len(argv) != 4 or os.path.basename(argv[0]) != "dfarm-map.sh":
+    if len(argv) != 4 or os.path.basename(argv[0]) != MAP_SCRIPT:
         return False
     if env.get("DFARM_PYTHON") != python:
         return False

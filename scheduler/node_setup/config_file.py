@@ -111,11 +111,14 @@ def coerce(action: argparse.Action, value: Any, where: str) -> Any:
     """``value`` (from TOML, or a string from the environment) as the option would
     have parsed it; :class:`ConfigError` naming ``where`` otherwise."""
     from_env = isinstance(value, str) and where.startswith("$")
-    if isinstance(action, argparse._StoreConstAction):  # store_true / store_false
+    # store_true / store_false, and --x / --no-x
+    if isinstance(action, argparse._StoreConstAction | argparse.BooleanOptionalAction):
         if from_env and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             value = value.lower() in ("1", "true", "yes", "on")
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        if isinstance(action, argparse.BooleanOptionalAction):
+            return value
         return action.const if value else action.default
     if isinstance(action, argparse._CountAction):
         return _number(int, value, where)
