@@ -486,11 +486,14 @@ def parse_submit_text(
     cwd: str,
     environ: Mapping[str, str] | None = None,
     seed: int | None = None,
+    macros: Mapping[str, str] | None = None,
 ) -> SubmitDescription:
     """Parse submit-file text; relative paths start from ``cwd``. Raises SubmitFileError.
 
     ``seed`` seeds the random functions when the file sets no ``random_seed``
-    (default: a fresh random seed, returned in the description)."""
+    (default: a fresh random seed, returned in the description). ``macros`` (a DAG
+    node's ``VARS``) are set just before each ``queue`` statement, as condor_submit's
+    ``-append`` lines are."""
     refuse_byte_order_mark(text, filename)
     seed = secrets.randbits(48) if seed is None else seed
     parser = _Parser(
@@ -500,11 +503,26 @@ def parse_submit_text(
         stmts = read_statements(mark_custom_attributes(text))
     except LineError as e:
         raise SubmitFileError(filename, e.line, str(e)) from None
+    if macros:
+        stmts = _with_macros(stmts, macros)
     parser.run(stmts)
     random_seed = parser.seed() if parser.procs else seed
     return SubmitDescription(
         filename, parser.procs, list(parser.warnings), random_seed, parser.unknown
     )
+
+
+def _with_macros(stmts: list[Statement], macros: Mapping[str, str]) -> list[Statement]:
+    """``stmts`` with ``macros`` set before each ``queue`` (at the end if none)."""
+    out: list[Statement] = []
+    for st in stmts:
+        if st.kind == "queue":
+            out += [Statement(st.line, key, value) for key, value in macros.items()]
+        out.append(st)
+    if not any(st.kind == "queue" for st in stmts):
+        last = stmts[-1].line if stmts else 0
+        out += [Statement(last, key, value) for key, value in macros.items()]
+    return out
 
 
 def parse_submit_file(
@@ -514,6 +532,7 @@ def parse_submit_file(
     cwd: str | None = None,
     environ: Mapping[str, str] | None = None,
     seed: int | None = None,
+    macros: Mapping[str, str] | None = None,
 ) -> SubmitDescription:
     """Read and parse a submit file; ``cwd`` defaults to the current directory, as condor_submit."""
     name = os.fspath(path)
@@ -528,5 +547,11 @@ def parse_submit_file(
         line = data.count(b"\n", 0, e.start) + 1
         raise SubmitFileError(name, line, "submit file is not valid UTF-8") from None
     return parse_submit_text(
-        text, filename=name, cluster=cluster, cwd=cwd or os.getcwd(), environ=environ, seed=seed
+        text,
+        filename=name,
+        cluster=cluster,
+        cwd=cwd or os.getcwd(),
+        environ=environ,
+        seed=seed,
+        macros=macros,
     )

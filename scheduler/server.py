@@ -25,12 +25,21 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from scheduler import control_handlers, explain, job_control, probe, worker_control, worker_handlers
+from scheduler import (
+    control_handlers,
+    dag_handlers,
+    explain,
+    job_control,
+    probe,
+    worker_control,
+    worker_handlers,
+)
 from scheduler import protocol as p
 from scheduler.clusters import abandon_cluster, remove_reservation, upload_failed
 from scheduler.config import SchedulerConfig
 from scheduler.connection import Connection, plain_host
 from scheduler.core import build_state
+from scheduler.dags import resume as resume_dags
 from scheduler.departures import connection_closed
 from scheduler.disk_space import DiskSpace, is_disk_full
 from scheduler.handshake import handshake
@@ -167,6 +176,7 @@ class Scheduler:
         check_identities(self.state)  # users removed while the scheduler was down
         for cluster in self.store.clusters.reservations():
             remove_reservation(self.state, cluster, "was cut by a restart")
+        run_unit(self.state, "workflows resumed", lambda: resume_dags(self.state))
         self.end_turn()
         web = await start_web(self.state) if self.config.web_port is not None else None
         self._link_mails(web)
@@ -436,6 +446,9 @@ ROUTES: dict[type[p.Message], Handler] = {
     p.QueryCounts: explain.on_query_counts,
     p.AnalyzeJobs: explain.on_analyze_jobs,
     p.ProbeFtp: probe.on_probe_ftp,
+    p.SubmitDag: dag_handlers.on_submit_dag,
+    p.QueryDags: dag_handlers.on_query_dags,
+    p.RerunDag: dag_handlers.on_rerun_dag,
 }
 
 

@@ -47,6 +47,19 @@ from scheduler.protocol.auth import (
     user_key,
     verify_welcome,
 )
+from scheduler.protocol.dags import (
+    DAG_STATES,
+    NODE_STATES,
+    DagInfo,
+    DagList,
+    DagNodeInfo,
+    DagNodeSubmit,
+    DagScriptSpec,
+    DagSubmitted,
+    QueryDags,
+    RerunDag,
+    SubmitDag,
+)
 from scheduler.protocol.explain import (
     AnalyzeJobs,
     BatchInfo,
@@ -293,4 +306,17 @@ __all__ = [
     "WorkerList",
     "WorkerMetrics",
     "write_message",
+]
+__all__ += [  # workflows (scheduler/protocol/dags.py)
+    "DAG_STATES",
+    "NODE_STATES",
+    "DagInfo",
+    "DagList",
+    "DagNodeInfo",
+    "DagNodeSubmit",
+    "DagScriptSpec",
+    "DagSubmitted",
+    "QueryDags",
+    "RerunDag",
+    "SubmitDag",
 ]
