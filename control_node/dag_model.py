@@ -6,9 +6,21 @@ between them. The reader (:mod:`control_node.dag_file`) makes one; ``dsub-dag`` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 ScriptWhen = Literal["PRE", "POST", "HOLD"]
+
+#: ``CONFIG`` settings a DAG may make, each with what it means here; any other name is
+#: refused. ``DAGMAN_DEFAULT_APPEND_VARS`` is applied by the reader (``append_vars``).
+CONFIG_SETTINGS: dict[str, str] = {
+    "DAGMAN_MAX_JOBS_SUBMITTED": "at most this many nodes' jobs queued at once (0: no limit)",
+    "DAGMAN_MAX_PRE_SCRIPTS": "at most this many PRE scripts running at once (0: no limit)",
+    "DAGMAN_MAX_POST_SCRIPTS": "at most this many POST scripts running at once (0: no limit)",
+    "DAGMAN_ALWAYS_RUN_POST": "run a node's POST script even when its PRE script failed",
+    "DAGMAN_DEFAULT_APPEND_VARS": "VARS without PREPEND/APPEND are defined after the "
+    "submit file is read (False: before)",
+}
 
 
 @dataclass
@@ -37,8 +49,18 @@ class DagNode:
     directory: str = ""
     #: ``DONE``: the node counts as finished and never runs.
     done: bool = False
-    #: ``VARS``: macros defined for the node's submit file.
+    #: ``NOOP``: no job is queued (its submit file need not exist); its scripts still run
+    #: and it succeeds unless one of them fails.
+    noop: bool = False
+    #: ``VARS``: macros defined for the node's submit file, ``$(JOB)`` already replaced
+    #: by the node's name; ``$(RETRY)`` is left for the one who queues the jobs (macros
+    #: ``JOB`` and ``RETRY`` are defined for the submit file too, as DAGMan does).
+    #: ``My.Name`` / ``+Name`` keys are job attributes.
     vars: dict[str, str] = field(default_factory=dict)
+    #: Names of ``vars`` defined after the submit file is read (``VARS ... APPEND``, or
+    #: the default under ``DAGMAN_DEFAULT_APPEND_VARS``); the others come before it, so
+    #: that its ``if defined`` sees them.
+    append_vars: list[str] = field(default_factory=list)
     #: ``RETRY name N [UNLESS-EXIT v]``.
     retry: int = 0
     retry_unless_exit: int | None = None
@@ -53,8 +75,10 @@ class DagNode:
     abort_on: tuple[int, int | None] | None = None
     #: Names of the nodes it waits for.
     parents: list[str] = field(default_factory=list)
-    #: The line of its ``JOB`` statement.
+    #: The line of its ``JOB`` statement, and the file of that line (a splice's node is
+    #: named in the spliced file).
     line: int = 0
+    file: str = ""
 
 
 @dataclass
@@ -67,11 +91,26 @@ class Dag:
     nodes: dict[str, DagNode] = field(default_factory=dict)
     #: ``MAXJOBS category n``.
     max_jobs: dict[str, int] = field(default_factory=dict)
-    #: ``DOT file [UPDATE|DONT-UPDATE] [OVERWRITE|DONT-OVERWRITE] [INCLUDE header]``.
+    #: ``DOT file [DONT-UPDATE] [OVERWRITE|DONT-OVERWRITE] [INCLUDE header]``: written
+    #: once when the DAG is submitted (:func:`control_node.dag_dot.write_dot_file`).
     dot_file: str | None = None
+    #: ``DONT-OVERWRITE``: write ``file.0``, ``file.1``... (the first free one).
+    dot_overwrite: bool = True
+    #: ``INCLUDE header``: a file whose text goes into the DOT file after its label.
+    dot_include: str | None = None
     #: ``CONFIG file``: the settings it makes that dfarm applies (``DAGMAN_*`` names).
     config: dict[str, str] = field(default_factory=dict)
 
     def children(self, name: str) -> list[str]:
         """Nodes that name ``name`` as a parent, in file order."""
         return [n.name for n in self.nodes.values() if name in n.parents]
+
+    def folder(self, name: str) -> Path:
+        """The folder node ``name`` is submitted from (its ``DIR``), absolute where the
+        DAG has a path; scripts run there too."""
+        base = Path(self.path).parent if self.path else Path.cwd()
+        return base / self.nodes[name].directory
+
+    def submit_path(self, name: str) -> Path:
+        """Node ``name``'s submit file."""
+        return self.folder(name) / self.nodes[name].submit_file

@@ -1,0 +1,212 @@
+"""A workflow drawn as an SVG picture for the web dashboard: one box per node, coloured
+by its state, parents above children (a layered drawing: each node one layer below its
+lowest parent, the nodes of a layer ordered to keep edges short and uncrossed), an
+arrow per edge, and a legend of the states shown.
+
+A pure function of the nodes: no scripts, no external references, no ``style``
+attributes or elements (the dashboard's Content-Security-Policy allows neither), only
+SVG presentation attributes; each box has a ``<title>`` (its name and state, shown on
+hover) and, where a link is given, is a link (to the node's jobs, say).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from xml.sax.saxutils import escape, quoteattr
+
+__all__ = ["MAX_NODES", "STATE_COLOURS", "GraphNode", "dag_svg", "layers"]
+
+#: Larger workflows are not drawn (the picture would be unreadable and slow); the
+#: picture then says so.
+MAX_NODES = 1500
+#: Fill and text colour of each state; any other state is drawn in grey.
+STATE_COLOURS: dict[str, tuple[str, str]] = {
+    "done": ("#3a9d5d", "#ffffff"),
+    "running": ("#2e5cb8", "#ffffff"),
+    "idle": ("#d0d5dd", "#1d2430"),
+    "waiting": ("#ffffff", "#1d2430"),
+    "pre": ("#7a5af8", "#ffffff"),
+    "post": ("#7a5af8", "#ffffff"),
+    "held": ("#f79009", "#1d2430"),
+    "failed": ("#d92d20", "#ffffff"),
+    "removed": ("#667085", "#ffffff"),
+}
+_OTHER = ("#98a2b3", "#1d2430")
+_STROKE = "#667085"
+_LABEL_CHARS = 22
+_CHAR_WIDTH = 7
+_BOX_HEIGHT = 26
+_GAP_X = 14
+_GAP_Y = 46
+_MARGIN = 12
+_LEGEND_HEIGHT = 28
+_FONT = "system-ui, sans-serif"
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """A node to draw: its name, its state (``done``, ``running``, ``idle``,
+    ``waiting``, ``failed``...) and the names of its parents."""
+
+    name: str
+    state: str
+    parents: tuple[str, ...] = ()
+
+
+def layers(nodes: Sequence[GraphNode]) -> list[list[str]]:
+    """The nodes by layer, each one layer below its lowest parent, each layer ordered
+    to keep edges short (a few sweeps of the barycentre heuristic). ``ValueError`` for
+    a duplicate name, an unknown parent or a cycle."""
+    by_name: dict[str, GraphNode] = {}
+    for node in nodes:
+        if node.name in by_name:
+            raise ValueError(f"node {node.name!r} is given twice")
+        by_name[node.name] = node
+    children: dict[str, list[str]] = {name: [] for name in by_name}
+    for node in nodes:
+        for parent in dict.fromkeys(node.parents):
+            if parent not in by_name:
+                raise ValueError(f"node {node.name!r} has an unknown parent {parent!r}")
+            children[parent].append(node.name)
+    depth = _depths(by_name, children)
+    rows: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for node in nodes:
+        rows[depth[node.name]].append(node.name)
+    _order(rows, by_name, children)
+    return rows
+
+
+def _depths(by_name: Mapping[str, GraphNode], children: Mapping[str, list[str]]) -> dict[str, int]:
+    """Each node's layer: the longest path to it from a node without parents."""
+    waiting = {name: len(set(node.parents)) for name, node in by_name.items()}
+    ready = [name for name, count in waiting.items() if count == 0]
+    depth = dict.fromkeys(ready, 0)
+    while ready:
+        name = ready.pop()
+        for child in children[name]:
+            depth[child] = max(depth.get(child, 0), depth[name] + 1)
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+    if len(depth) < len(by_name) or any(waiting.values()):
+        stuck = sorted(name for name, count in waiting.items() if count)
+        raise ValueError(f"the nodes have a cycle (through {', '.join(stuck[:5])})")
+    return depth
+
+
+def _order(
+    rows: list[list[str]], by_name: Mapping[str, GraphNode], children: Mapping[str, list[str]]
+) -> None:
+    """Reorder each layer by the mean place of its nodes' neighbours in the layer
+    above (sweeping down) and below (sweeping up)."""
+
+    def sweep(indexes: range, neighbours: Mapping[str, Sequence[str]], ref: int) -> None:
+        for i in indexes:
+            place = {name: k for k, name in enumerate(rows[i + ref])}
+            keys = {name: _barycentre(neighbours[name], place, k) for k, name in enumerate(rows[i])}
+            rows[i].sort(key=keys.__getitem__)
+
+    parents = {name: node.parents for name, node in by_name.items()}
+    for _ in range(3):
+        sweep(range(1, len(rows)), parents, -1)
+        sweep(range(len(rows) - 2, -1, -1), children, 1)
+
+
+def _barycentre(neighbours: Sequence[str], place: Mapping[str, int], own: int) -> float:
+    """The mean place of ``neighbours`` in the next layer (``own`` without any)."""
+    seen = [place[n] for n in neighbours if n in place]
+    return sum(seen) / len(seen) if seen else own
+
+
+def dag_svg(nodes: Sequence[GraphNode], links: Mapping[str, str] | None = None) -> str:
+    """The SVG picture of ``nodes`` (see the module's text); ``links`` maps a node's
+    name to the address its box links to."""
+    if len(nodes) > MAX_NODES:
+        return _note(f"{len(nodes)} nodes: too many to draw (at most {MAX_NODES})")
+    if not nodes:
+        return _note("no nodes")
+    rows = layers(nodes)
+    state = {node.name: node.state for node in nodes}
+    width = min(max(len(n.name) for n in nodes), _LABEL_CHARS) * _CHAR_WIDTH + 16
+    widest = max(len(row) for row in rows)
+    total_w = max(2 * _MARGIN + widest * width + (widest - 1) * _GAP_X, 320)
+    top = _MARGIN + _LEGEND_HEIGHT
+    total_h = top + len(rows) * _BOX_HEIGHT + (len(rows) - 1) * _GAP_Y + _MARGIN
+    where: dict[str, tuple[float, float]] = {}
+    for r, row in enumerate(rows):
+        row_w = len(row) * width + (len(row) - 1) * _GAP_X
+        left = (total_w - row_w) / 2
+        for k, name in enumerate(row):
+            where[name] = (left + k * (width + _GAP_X), top + r * (_BOX_HEIGHT + _GAP_Y))
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{total_w:g}" height="{total_h:g}" '
+        f'viewBox="0 0 {total_w:g} {total_h:g}" font-family="{_FONT}" font-size="12" '
+        'role="img" class="dag-graph">',
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" '
+        'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
+        f'<path d="M 0 0 L 10 5 L 0 10 z" fill="{_STROKE}"/></marker></defs>',
+    ]
+    out += _legend(sorted(set(state.values()), key=_state_rank))
+    out.append(f'<g class="edges" fill="none" stroke="{_STROKE}" stroke-width="1.2">')
+    for node in nodes:
+        cx, cy = where[node.name]
+        for parent in dict.fromkeys(node.parents):
+            px, py = where[parent]
+            x1, y1 = px + width / 2, py + _BOX_HEIGHT
+            x2, y2 = cx + width / 2, cy
+            bend = (y2 - y1) / 2
+            out.append(
+                f'<path d="M {x1:g} {y1:g} C {x1:g} {y1 + bend:g} {x2:g} {y2 - bend:g} '
+                f'{x2:g} {y2:g}" marker-end="url(#arrow)"/>'
+            )
+    out.append("</g>")
+    for node in nodes:
+        out.append(_box(node, where[node.name], width, (links or {}).get(node.name)))
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _box(node: GraphNode, at: tuple[float, float], width: int, link: str | None) -> str:
+    fill, ink = STATE_COLOURS.get(node.state, _OTHER)
+    x, y = at
+    label = node.name if len(node.name) <= _LABEL_CHARS else node.name[: _LABEL_CHARS - 1] + "…"
+    parts = [
+        f'<g class="node" data-node={quoteattr(node.name)} data-state={quoteattr(node.state)}>',
+        f"<title>{escape(node.name)}: {escape(node.state)}</title>",
+        f'<rect x="{x:g}" y="{y:g}" width="{width}" height="{_BOX_HEIGHT}" rx="5" '
+        f'fill="{fill}" stroke="{_STROKE}"/>',
+        f'<text x="{x + width / 2:g}" y="{y + _BOX_HEIGHT / 2 + 4:g}" text-anchor="middle" '
+        f'fill="{ink}">{escape(label)}</text>',
+        "</g>",
+    ]
+    if link is not None:
+        parts = [f"<a href={quoteattr(link)}>", *parts, "</a>"]
+    return "".join(parts)
+
+
+def _legend(states: list[str]) -> list[str]:
+    out = ['<g class="legend">']
+    x = _MARGIN
+    for name in states:
+        fill, _ = STATE_COLOURS.get(name, _OTHER)
+        out.append(
+            f'<rect x="{x}" y="{_MARGIN}" width="12" height="12" rx="2" fill="{fill}" '
+            f'stroke="{_STROKE}"/><text x="{x + 16}" y="{_MARGIN + 10}">{escape(name)}</text>'
+        )
+        x += 16 + _CHAR_WIDTH * len(name) + 14
+    out.append("</g>")
+    return out
+
+
+def _state_rank(state: str) -> tuple[int, str]:
+    order = list(STATE_COLOURS)
+    return (order.index(state) if state in order else len(order), state)
+
+
+def _note(text: str) -> str:
+    return (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="480" height="40" viewBox="0 0 480 40" '
+        f'font-family="{_FONT}" font-size="13" role="img" class="dag-graph">'
+        f'<text x="12" y="24" fill="#667085">{escape(text)}</text></svg>\n'
+    )
