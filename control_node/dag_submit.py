@@ -52,7 +52,7 @@ class NodePlan:
 
 
 def _where(dag: Dag, node: DagNode) -> str:
-    return f"{dag.path or '<dag>'}:{node.line}: " if node.line else ""
+    return f"{node.file or dag.path or '<dag>'}:{node.line}: " if node.line else ""
 
 
 def plan_dag(dag: Dag, cwd: str | None = None) -> list[NodePlan]:
@@ -69,7 +69,7 @@ def plan_dag(dag: Dag, cwd: str | None = None) -> list[NodePlan]:
                 plan.scripts[script.executable] = _read_script(folder, script, where)
         if node.hold is not None:
             raise DagSubmitError(f"{where}SCRIPT HOLD is not supported: dfarm has no HOLD scripts")
-        if not node.done:
+        if not node.done and not node.noop:
             path = folder / node.submit_file
             if not path.is_file():
                 raise DagSubmitError(f"{where}node {node.name}: no submit file {path}")
@@ -84,8 +84,14 @@ def plan_dag(dag: Dag, cwd: str | None = None) -> list[NodePlan]:
 def _parse(path: Path, folder: Path, node: DagNode, cluster: int) -> list[ProcDescription]:
     from control_node.submit_file import SubmitFileError, parse_submit_file
 
+    appended = set(node.append_vars)
+    before = {"JOB": node.name, "RETRY": "0"}
+    before |= {k: v for k, v in node.vars.items() if k not in appended}
+    after = {k: v for k, v in node.vars.items() if k in appended}
     try:
-        found = parse_submit_file(path, cluster=cluster, cwd=str(folder), macros=node.vars)
+        found = parse_submit_file(
+            path, cluster=cluster, cwd=str(folder), macros=before, append_macros=after
+        )
     except SubmitFileError as exc:
         raise SubmitError(str(exc), exc.path, exc.line) from None
     return found.procs

@@ -487,13 +487,14 @@ def parse_submit_text(
     environ: Mapping[str, str] | None = None,
     seed: int | None = None,
     macros: Mapping[str, str] | None = None,
+    append_macros: Mapping[str, str] | None = None,
 ) -> SubmitDescription:
     """Parse submit-file text; relative paths start from ``cwd``. Raises SubmitFileError.
 
     ``seed`` seeds the random functions when the file sets no ``random_seed``
-    (default: a fresh random seed, returned in the description). ``macros`` (a DAG
-    node's ``VARS``) are set just before each ``queue`` statement, as condor_submit's
-    ``-append`` lines are."""
+    (default: a fresh random seed, returned in the description). A DAG node's
+    ``VARS``: ``macros`` are set before the file's first line, ``append_macros``
+    just before each ``queue`` statement, as condor_submit's ``-append`` lines are."""
     refuse_byte_order_mark(text, filename)
     seed = secrets.randbits(48) if seed is None else seed
     parser = _Parser(
@@ -503,8 +504,8 @@ def parse_submit_text(
         stmts = read_statements(mark_custom_attributes(text))
     except LineError as e:
         raise SubmitFileError(filename, e.line, str(e)) from None
-    if macros:
-        stmts = _with_macros(stmts, macros)
+    if macros or append_macros:
+        stmts = _with_macros(stmts, macros or {}, append_macros or {})
     parser.run(stmts)
     random_seed = parser.seed() if parser.procs else seed
     return SubmitDescription(
@@ -512,16 +513,15 @@ def parse_submit_text(
     )
 
 
-def _with_macros(stmts: list[Statement], macros: Mapping[str, str]) -> list[Statement]:
-    """``stmts`` with ``macros`` set before each ``queue`` (at the end if none)."""
-    out: list[Statement] = []
+def _with_macros(
+    stmts: list[Statement], before: Mapping[str, str], appended: Mapping[str, str]
+) -> list[Statement]:
+    """``stmts`` with ``before`` set first and ``appended`` before each ``queue``."""
+    out = [Statement(0, key, value) for key, value in before.items()]
     for st in stmts:
         if st.kind == "queue":
-            out += [Statement(st.line, key, value) for key, value in macros.items()]
+            out += [Statement(st.line, key, value) for key, value in appended.items()]
         out.append(st)
-    if not any(st.kind == "queue" for st in stmts):
-        last = stmts[-1].line if stmts else 0
-        out += [Statement(last, key, value) for key, value in macros.items()]
     return out
 
 
@@ -533,6 +533,7 @@ def parse_submit_file(
     environ: Mapping[str, str] | None = None,
     seed: int | None = None,
     macros: Mapping[str, str] | None = None,
+    append_macros: Mapping[str, str] | None = None,
 ) -> SubmitDescription:
     """Read and parse a submit file; ``cwd`` defaults to the current directory, as condor_submit."""
     name = os.fspath(path)
@@ -554,4 +555,5 @@ def parse_submit_file(
         environ=environ,
         seed=seed,
         macros=macros,
+        append_macros=append_macros,
     )

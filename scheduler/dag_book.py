@@ -49,6 +49,9 @@ class DagRun:
     def id(self) -> int:
         return self.row.id
 
+    def scripts_running(self, which: str) -> int:
+        return sum(n.state == which for n in self.nodes)
+
     def category(self, node: NodeRow) -> str:
         return str(node.rules.get("category") or "")
 
@@ -153,9 +156,10 @@ class DagBook:
         run.live += (after in LIVE) - (before in LIVE)
         if after == "ready":
             heapq.heappush(run.ready, _rank(node))
-        if before in ACTIVE and run.blocked.get(category):
-            for seq in run.blocked.pop(category):
-                heapq.heappush(run.ready, _rank(run.nodes[seq]))
+        if before in ACTIVE:
+            for queue in {category, "", "\0pre"}:
+                for seq in run.blocked.pop(queue, ()):
+                    heapq.heappush(run.ready, _rank(run.nodes[seq]))
 
     def wait_for(self, cluster: int, dag: int, seq: int) -> None:
         waiting = self.external.setdefault(cluster, set())

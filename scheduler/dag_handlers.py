@@ -26,7 +26,14 @@ log = logging.getLogger("scheduler.server")
 #: Bytes of one PRE/POST script, at most.
 MAX_SCRIPT = 1 << 20
 #: ``CONFIG`` settings a DAG may make, and the setting each becomes.
-SETTINGS = {"DAGMAN_MAX_JOBS_SUBMITTED": "max_nodes", "DAGMAN_SCRIPT_TIMEOUT": "script_timeout"}
+SETTINGS = {
+    "DAGMAN_MAX_JOBS_SUBMITTED": "max_nodes",
+    "DAGMAN_MAX_PRE_SCRIPTS": "max_pre",
+    "DAGMAN_ALWAYS_RUN_POST": "always_run_post",
+    "DAGMAN_SCRIPT_TIMEOUT": "script_timeout",
+}
+#: Settings that are booleans.
+FLAGS = {"always_run_post"}
 
 
 def on_submit_dag(state: SchedulerState, conn: Caller, msg: p.SubmitDag) -> p.Message:
@@ -164,8 +171,13 @@ def _settings(msg: p.SubmitDag) -> dict[str, Any]:
     settings: dict[str, Any] = {"max_jobs": dict(msg.max_jobs)}
     for key, value in msg.config.items():
         name = SETTINGS.get(key.upper())
+        if key.upper() == "DAGMAN_MAX_POST_SCRIPTS" and value.strip() in ("0", ""):
+            continue  # no limit, as here
         if name is None:
             raise RequestError(f"CONFIG: {key} is not a setting dfarm applies", "invalid")
+        if name in FLAGS:
+            settings[name] = value.strip().lower() in ("true", "1", "yes")
+            continue
         try:
             settings[name] = int(value)
         except ValueError:

@@ -234,7 +234,7 @@ def script_ended(
             dags.node_result(state, run, node, True, 0, "")
         elif value == 0:
             dags.queue_jobs(state, run, node)
-        elif node.rules.get("post"):
+        elif node.rules.get("post") and run.row.settings.get("always_run_post"):
             state.dags.set(run, node, state="post", return_code=value, reason=PRE_FAILED + said)
             launch(state, run, node, "post")
         else:

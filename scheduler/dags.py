@@ -35,6 +35,8 @@ log = logging.getLogger("scheduler.server")
 REMOVED_RETURN = -1
 #: $RETURN given to a POST script when the PRE script failed (DAGMan's value).
 PRE_FAILED_RETURN = -1001
+#: The blocked queue of nodes waiting for room under DAGMAN_MAX_PRE_SCRIPTS.
+PRE_QUEUE = "\0pre"
 #: Failed nodes named in a DAG's reason, at most.
 REASONS_SHOWN = 20
 
@@ -67,11 +69,15 @@ def advance(state: SchedulerState, run: DagRun) -> None:
         run.rebuild()
     limits: dict[str, int] = run.row.settings.get("max_jobs", {})
     total = int(run.row.settings.get("max_nodes", 0) or 0)
+    pre_limit = int(run.row.settings.get("max_pre", 0) or 0)
     while run.ready:
         _, seq = run.ready[0]
         node = run.nodes[seq]
         heapq.heappop(run.ready)
         if node.state != "ready":
+            continue
+        if pre_limit and node.rules.get("pre") and run.scripts_running("pre") >= pre_limit:
+            run.blocked.setdefault(PRE_QUEUE, []).append(seq)
             continue
         category = run.category(node)
         limit = limits.get(category) if category else None
