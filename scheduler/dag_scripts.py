@@ -104,8 +104,9 @@ def arguments(state: SchedulerState, run: DagRun, node: NodeRow, which: str) -> 
         "DAG_STATUS": "0" if run.row.state in ("running", "held") else "1",
         "FAILED_COUNT": str(failed),
     }
-    folder = state.config.home / "dags" / str(run.id)
-    argv = [str(folder / script["executable"])]
+    # Relative to the folder, where the script starts: the scheduler's home, above
+    # it, is private to the scheduler's account.
+    argv = ["./" + script["executable"]]
     argv += [MACROS.sub(lambda m: values[m.group(1)], arg) for arg in script.get("arguments", [])]
     return argv
 
