@@ -352,7 +352,7 @@ def change_dags(
         elif action == "release" and run.row.state == "held":
             dags.release_dag(state, run, by)
         else:
-            skipped[text] = f"DAG is {run.row.state}"
+            skipped[text] = f"is a DAG that is {run.row.state}"
             continue
         changed.append(f"DAG {run.id}")
     return rest, changed, skipped
@@ -368,7 +368,7 @@ def _named_dag(state: SchedulerState, conn: Caller, text: str) -> DagRun | str |
         rows = state.dags.tables.dags([dag])
         if not rows or not may_act_for(conn, rows[0].owner):
             return None
-        return f"DAG {dag} is {rows[0].state}"
+        return f"is a DAG already {rows[0].state}"
     if not may_act_for(conn, run.row.owner):
         return None
     return run

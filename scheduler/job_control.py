@@ -94,7 +94,7 @@ def on_change_jobs(state: SchedulerState, conn: Caller, msg: p.ChangeJobs) -> p.
     with state.store.transaction():
         # A DAG's id names the whole DAG (see scheduler/dag_handlers.py).
         ids, changed, skipped = change_dags(state, conn, msg.action, msg.ids, msg.reason)
-    if changed and not ids and not msg.all_jobs:
+    if (changed or skipped) and not ids and not msg.all_jobs:
         state.wake()
         return p.JobsChanged(changed=changed, skipped=skipped)
     jobs = controlled(state, conn, ids, msg.all_jobs)
