@@ -81,6 +81,8 @@ class DagBook:
         self.by_cluster: dict[int, tuple[int, int]] = {}
         #: A cluster (or DAG) that nodes wait for -> those nodes.
         self.external: dict[int, set[tuple[int, int]]] = {}
+        #: Lines for the DAGs' logs, written once the turn's units commit.
+        self.log_lines: dict[int, list[str]] = {}
         for row in self.tables.dags(states=OPEN):
             self.add(row, self.tables.nodes(row.id))
 
@@ -160,6 +162,20 @@ class DagBook:
             for queue in {category, "", "\0pre"}:
                 for seq in run.blocked.pop(queue, ()):
                     heapq.heappush(run.ready, _rank(run.nodes[seq]))
+
+    def watch(self, node: NodeRow) -> None:
+        """The node's attempt begins in this process: its jobs' ends are all seen."""
+        old = (node.watched, node.failed_job)
+        node.watched, node.failed_job = True, None
+        self.remember(partial(self._unwatch, node, old))
+
+    def set_failed(self, node: NodeRow, failed: tuple[str, int, str]) -> None:
+        old = (node.watched, node.failed_job)
+        node.failed_job = failed
+        self.remember(partial(self._unwatch, node, old))
+
+    def _unwatch(self, node: NodeRow, old: tuple[bool, tuple[str, int, str] | None]) -> None:
+        node.watched, node.failed_job = old
 
     def wait_for(self, cluster: int, dag: int, seq: int) -> None:
         waiting = self.external.setdefault(cluster, set())

@@ -13,6 +13,11 @@ from scheduler.protocol import JobSpec, from_wire, json_text
 
 #: A node's fields written back on each change.
 NODE_FIELDS = ("state", "attempt", "first_proc", "return_code", "reason", "started", "ended")
+_SAVE_NODE = (
+    f"UPDATE dag_nodes SET {', '.join(f'{n}=?' for n in NODE_FIELDS)} WHERE dag=? AND seq=?"
+)
+#: Distinct node job lists kept decoded (nodes of one submit file often share one).
+SPECS_KEPT = 256
 
 
 @dataclass(slots=True)
@@ -33,6 +38,12 @@ class NodeRow:
     ended: float | None = None
     parents: list[int] = field(default_factory=list)
     children: list[int] = field(default_factory=list)
+    #: Whether every job of this attempt that ended was seen ending by this process
+    #: (then :attr:`failed_job` says which failed first), or its result must be read
+    #: from SQLite (the attempt began before a restart).
+    watched: bool = False
+    #: The first job of this attempt that did not succeed: its id, $RETURN and why.
+    failed_job: tuple[str, int, str] | None = None
 
 
 @dataclass(slots=True)
@@ -52,6 +63,7 @@ class DagTables:
 
     def __init__(self, database: Database):
         self.db = database
+        self._specs: dict[str, list[JobSpec]] = {}
 
     def insert_dag(self, dag: DagRow, nodes: list[NodeRow], specs: dict[int, str]) -> None:
         with self.db.transaction() as db:
@@ -94,31 +106,35 @@ class DagTables:
                 ids.append(int(cur.lastrowid or 0))
             return ids
 
+    # One statement each, inside the caller's unit (no savepoint of their own).
+
     def close_cluster(self, cluster: int, now: float) -> None:
-        with self.db.transaction() as db:
-            db.execute("UPDATE clusters SET submitted=? WHERE id=?", (now, cluster))
+        self.db.statement("UPDATE clusters SET submitted=? WHERE id=?", (now, cluster))
 
     def save_node(self, dag: int, node: NodeRow) -> None:
         values = [getattr(node, name) for name in NODE_FIELDS]
-        with self.db.transaction() as db:
-            db.execute(
-                f"UPDATE dag_nodes SET {', '.join(f'{n}=?' for n in NODE_FIELDS)}"
-                " WHERE dag=? AND seq=?",
-                (*values, dag, node.seq),
-            )
+        self.db.statement(_SAVE_NODE, (*values, dag, node.seq))
 
     def save_dag(self, dag: DagRow) -> None:
-        with self.db.transaction() as db:
-            db.execute(
-                "UPDATE dags SET state=?, ended=?, reason=? WHERE id=?",
-                (dag.state, dag.ended, dag.reason, dag.id),
-            )
+        self.db.statement(
+            "UPDATE dags SET state=?, ended=?, reason=? WHERE id=?",
+            (dag.state, dag.ended, dag.reason, dag.id),
+        )
 
     def specs(self, dag: int, seq: int) -> list[JobSpec]:
+        """A node's jobs; nodes whose jobs are written alike share their (frozen)
+        specs, read once."""
         rows = self.db.query("SELECT specs FROM dag_nodes WHERE dag=? AND seq=?", (dag, seq))
         if not rows:
             return []
-        return [from_wire(JobSpec, item, "spec") for item in json.loads(rows[0]["specs"])]
+        text = rows[0]["specs"]
+        found = self._specs.get(text)
+        if found is None:
+            found = [from_wire(JobSpec, item, "spec") for item in json.loads(text)]
+            if len(self._specs) >= SPECS_KEPT:
+                self._specs.pop(next(iter(self._specs)))
+            self._specs[text] = found
+        return list(found)
 
     def dags(self, ids: Iterable[int] = (), states: Iterable[str] = ()) -> list[DagRow]:
         where: list[str] = []

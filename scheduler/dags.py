@@ -15,9 +15,11 @@ the job's end, and a restart finds them together.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import os
+from functools import partial
 from pathlib import Path
 
 from scheduler import dag_scripts
@@ -47,15 +49,28 @@ def dag_folder(state: SchedulerState, dag: int) -> Path:
 
 
 def dag_log(state: SchedulerState, dag: int, text: str) -> None:
-    """A line in the DAG's log (an effect: written once the unit commits)."""
-    path = dag_folder(state, dag) / "dag.log"
-    stamp = state.clock()
+    """A line in the DAG's log (an effect: the lines of a turn are written together
+    once their units commit)."""
+    pending = state.dags.log_lines
+    if not any(pending.values()):
+        state.effects.defer("DAG logs", partial(_write_logs, state))
+    lines = pending.setdefault(dag, [])
+    lines.append(f"{state.clock():.3f} {text}\n")
 
-    def write() -> None:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(f"{stamp:.3f} {text}\n")
+    def drop() -> None:
+        lines.pop()
 
-    state.effects.defer("DAG log", write)
+    state.dags.remember(drop)
+
+
+def _write_logs(state: SchedulerState) -> None:
+    pending, state.dags.log_lines = state.dags.log_lines, {}
+    for dag, lines in pending.items():
+        try:
+            with open(dag_folder(state, dag) / "dag.log", "a", encoding="utf-8") as f:
+                f.writelines(lines)
+        except OSError as exc:
+            log.warning("DAG %d: its log could not be written: %s", dag, exc)
 
 
 # ------------------------------------------------------------------ moving forward
@@ -111,6 +126,7 @@ def queue_jobs(state: SchedulerState, run: DagRun, node: NodeRow) -> None:
         return
     _link_inputs(state, run.id, node.cluster, specs)
     state.dags.set(run, node, state="queued", started=node.started or now)
+    state.dags.watch(node)
     jobs = state.jobs.submit(
         node.cluster, run.row.owner, node.submit_file, specs, node.first_proc, True
     )
@@ -124,12 +140,16 @@ def queue_jobs(state: SchedulerState, run: DagRun, node: NodeRow) -> None:
 
 def _link_inputs(state: SchedulerState, dag: int, cluster: int, specs: list[p.JobSpec]) -> None:
     """The node's inputs in its cluster's folder: links to the DAG's copies."""
-    source = state.spool.input_dir(dag)
-    target = state.spool.input_dir(cluster)
-    target.mkdir(parents=True, exist_ok=True)
+    root = f"{state.spool.root}{os.sep}"
+    source = f"{root}{dag}{os.sep}input{os.sep}"
+    target = f"{root}{cluster}{os.sep}input"
+    for folder in (f"{root}{cluster}", target):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder)
+    target += os.sep
     for sha in {f.sha256 for spec in specs for f in spec.inputs}:
-        if not (target / sha).exists():
-            os.link(source / sha, target / sha)
+        with contextlib.suppress(FileExistsError):
+            os.link(source + sha, target + sha)
 
 
 def job_changed(state: SchedulerState, job: Job) -> None:
@@ -146,6 +166,9 @@ def job_changed(state: SchedulerState, job: Job) -> None:
     run, node = found
     if run.row.state not in OPEN or node.state != "queued":
         return
+    if node.failed_job is None and job.proc >= node.first_proc and not _succeeded(job):
+        failed = (job.id, _return_value(job), f"job {job.id} {_failure(job)}")
+        state.dags.set_failed(node, failed)
     if state.summary.cluster(job.cluster) is not None:
         return
     jobs_ended(state, run, node)
@@ -157,14 +180,14 @@ def _cluster_ended(state: SchedulerState, cluster: int) -> bool:
 
 def jobs_ended(state: SchedulerState, run: DagRun, node: NodeRow) -> None:
     """Every job of the node's attempt ended: its POST script, or its result."""
-    failed = None
-    if node.cluster is not None:
+    failed = node.failed_job
+    if node.cluster is not None and not node.watched:
         for job in state.store.jobs(clusters=[node.cluster]):
             if job.proc >= node.first_proc and not _succeeded(job):
-                failed = job
+                failed = (job.id, _return_value(job), f"job {job.id} {_failure(job)}")
                 break
-    code = 0 if failed is None else _return_value(failed)
-    reason = "" if failed is None else f"job {failed.id} {_failure(failed)}"
+    code = 0 if failed is None else failed[1]
+    reason = "" if failed is None else failed[2]
     if node.rules.get("post"):
         state.dags.set(run, node, state="post", return_code=code, reason=reason)
         dag_scripts.launch(state, run, node, "post")
