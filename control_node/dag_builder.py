@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from control_node.dag_checks import name_problem
+from control_node.dag_checks import name_problem, var_name_problem
 from control_node.dag_model import CONFIG_SETTINGS, Dag, DagNode, DagScript, ScriptWhen
 
 __all__ = ["DagBuildError", "DagBuilder", "Script"]
@@ -24,7 +24,6 @@ __all__ = ["DagBuildError", "DagBuilder", "Script"]
 #: A script as given: a command line (split at blanks), [executable, *arguments], or a
 #: :class:`DagScript`.
 Script = str | Sequence[str] | DagScript
-_VAR_NAME = re.compile(r"(?:[Mm][Yy]\.|\+)?[A-Za-z0-9_]+")
 
 
 class DagBuildError(ValueError):
@@ -54,7 +53,6 @@ class DagBuilder:
         retry_unless_exit: int | None = None,
         pre: Script | None = None,
         post: Script | None = None,
-        hold: Script | None = None,
         pre_skip: int | None = None,
         priority: int = 0,
         category: str | None = None,
@@ -91,7 +89,6 @@ class DagBuilder:
             retry_unless_exit=retry_unless_exit,
             pre=_script(name, "PRE", pre),
             post=_script(name, "POST", post),
-            hold=_script(name, "HOLD", hold),
             pre_skip=None if pre_skip is None else _within(name, "pre_skip", pre_skip, 1, 255),
             priority=priority,
             category=category,
@@ -130,8 +127,9 @@ class DagBuilder:
 def _vars(node: str, given: Mapping[str, str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in given.items():
-        if not _VAR_NAME.fullmatch(key) or key.lower().startswith("queue"):
-            raise DagBuildError(f"{node}: {key!r} cannot name a macro")
+        if problem := var_name_problem(key):
+            raise DagBuildError(f"{node}: {problem}")
+        key = "My." + key[1:] if key.startswith("+") else key
         out[key] = re.sub(r"\$\(JOB\)", node.replace("\\", "\\\\"), str(value), flags=re.I)
     return out
 

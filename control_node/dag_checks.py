@@ -6,11 +6,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-__all__ = ["RESERVED_NAMES", "find_cycle", "name_problem"]
+__all__ = ["RESERVED_NAMES", "VAR_NAME", "find_cycle", "name_problem", "var_name_problem"]
 
 #: Words that cannot name a node (any case), as in DAGMan.
 RESERVED_NAMES = frozenset({"PARENT", "CHILD", "ALL_NODES"})
 _SPACE = re.compile(r"\s")
+#: A VARS macro name: letters, digits, ``_`` and ``.``, with a letter or digit, and
+#: ``+`` first for a job attribute (``+Name`` is ``My.Name``).
+VAR_NAME = re.compile(r"\+?[A-Za-z0-9_.]*[A-Za-z0-9][A-Za-z0-9_.]*")
 
 
 def name_problem(name: str) -> str | None:
@@ -26,6 +29,15 @@ def name_problem(name: str) -> str | None:
             f"node name {name!r} contains '+' or '.', which DAGMan reserves "
             "('+' joins a splice's name to its nodes' names)"
         )
+    return None
+
+
+def var_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a VARS macro, or None when it can."""
+    if not VAR_NAME.fullmatch(name):
+        return f"{name!r} cannot name a macro (letters, digits, '_' and '.')"
+    if name.lower().startswith("queue"):
+        return f"a macro name cannot begin with 'queue': {name}"
     return None
 
 

@@ -15,10 +15,11 @@ out is refused, as is every error DAGMan finds, with the file, the line and the 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from control_node.dag_checks import find_cycle, name_problem
-from control_node.dag_lines import DagFileError, Line, read_lines
+from control_node.dag_lines import DagFileError, Line, quoted_words, read_lines
 from control_node.dag_model import Dag, DagNode
 from control_node.dag_statements import Scope, StatementReader, Syntax
 
@@ -67,6 +68,10 @@ class _Reader(StatementReader):
     def __init__(self, dag: Dag) -> None:
         self.dag = dag
         self.edge_lines = {}
+        self.parent_sets = {}
+        #: The top DAG's folder, and whether each submit file seen exists.
+        self.top = str(Path(dag.path).parent)
+        self.exists: dict[str, bool] = {}
         self.placements = {}
         self.config_file = None
 
@@ -114,9 +119,9 @@ class _Reader(StatementReader):
 
     def define(self, sc: Scope, line: Line, depth: int) -> None:
         """A JOB, SUBDAG EXTERNAL or SPLICE statement."""
-        words = line.words
+        words = quoted_words(line)
         if line.keyword == "JOB":
-            self.job(sc, line)
+            self.job(sc, line, words)
         elif line.keyword == "SUBDAG":
             if len(words) < 2 or words[1].upper() != "EXTERNAL":
                 raise line.error(Syntax.SUBDAG)
@@ -129,8 +134,8 @@ class _Reader(StatementReader):
             options = {"DIR": words[4]} if len(words) == 5 else {}
             self.splice(sc, line, words[1], words[2], options, depth)
 
-    def job(self, sc: Scope, line: Line) -> None:
-        name, file, options = node_words(line, line.words[1:], Syntax.JOB)
+    def job(self, sc: Scope, line: Line, words: list[str]) -> None:
+        name, file, options = node_words(line, words[1:], Syntax.JOB)
         if file.startswith("{"):
             raise line.error(_REFUSED["SUBMIT-DESCRIPTION"])
         self.check_new_name(sc, line, name)
@@ -146,9 +151,10 @@ class _Reader(StatementReader):
         self.dag.nodes[node.name] = node
         sc.nodes[name] = node.name
         sc.defined[name] = line
-        submit = self.dag.submit_path(node.name)
-        if not (node.noop or node.done) and not submit.is_file():
-            raise line.error(f"submit file {submit} does not exist")
+        if not (node.noop or node.done):
+            submit = os.path.join(self.top, node.directory, file)
+            if not self.exists.setdefault(submit, os.path.isfile(submit)):
+                raise line.error(f"submit file {submit} does not exist")
 
     def check_new_name(self, sc: Scope, line: Line, name: str) -> None:
         if problem := name_problem(name):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from control_node.submit_quoting import printable
 
-__all__ = ["MAX_BYTES", "DagFileError", "Line", "read_lines"]
+__all__ = ["MAX_BYTES", "DagFileError", "Line", "quoted_words", "read_lines"]
 
 #: The largest DAG (or DAG CONFIG) file read.
 MAX_BYTES = 64 << 20
+#: A word, or a double-quoted name that may hold blanks.
+_WORD = re.compile(r'\s*(?:"([^"]*)"|(\S+))')
 
 
 class DagFileError(Exception):
@@ -34,16 +38,32 @@ class Line:
     number: int
     text: str
 
-    @property
+    @cached_property
     def words(self) -> list[str]:
         return self.text.split()
 
-    @property
+    @cached_property
     def keyword(self) -> str:
-        return self.words[0].upper()
+        return self.text.split(maxsplit=1)[0].upper()
 
     def error(self, message: str) -> DagFileError:
         return DagFileError(self.path, self.number, message)
+
+
+def quoted_words(line: Line) -> list[str]:
+    """The words of a JOB, SUBDAG or SPLICE line, where a file or folder name may be in
+    double quotes to hold blanks (``JOB A "my job.sub" DIR "run 1"``), as DAGMan reads
+    them."""
+    words: list[str] = []
+    at = 0
+    while line.text[at:].strip():
+        m = _WORD.match(line.text, at)
+        assert m is not None  # one of the two forms matches any non-blank text
+        if m[1] is None and m[2].startswith('"'):
+            raise line.error(f"the double quote of {m[2]} is not closed")
+        words.append(m[2] if m[1] is None else m[1])
+        at = m.end()
+    return words
 
 
 def read_lines(path: Path) -> list[Line]:
@@ -62,6 +82,7 @@ def read_lines(path: Path) -> list[Line]:
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DagFileError(str(path), line, "is not UTF-8 text") from None
+    name = str(path)
     lines: list[Line] = []
     parts: list[str] = []
     start = 0
@@ -69,7 +90,7 @@ def read_lines(path: Path) -> list[Line]:
     def close() -> None:
         joined = " ".join(p for p in parts if p)
         if joined:
-            lines.append(Line(str(path), start, joined))
+            lines.append(Line(name, start, joined))
         parts.clear()
 
     for number, physical in enumerate(text.splitlines(), 1):
@@ -79,7 +100,10 @@ def read_lines(path: Path) -> list[Line]:
                 close()
             continue
         if not parts:
-            if not stripped or stripped.startswith("#"):
+            if not stripped or stripped[0] == "#":
+                continue
+            if stripped[-1] != "\\":
+                lines.append(Line(name, number, stripped))
                 continue
             start = number
         if stripped.endswith("\\"):

@@ -102,8 +102,17 @@ class Dag:
     config: dict[str, str] = field(default_factory=dict)
 
     def children(self, name: str) -> list[str]:
-        """Nodes that name ``name`` as a parent, in file order."""
+        """Nodes that name ``name`` as a parent, in file order (a walk over every node:
+        :meth:`child_lists` gives all nodes' children at once)."""
         return [n.name for n in self.nodes.values() if name in n.parents]
+
+    def child_lists(self) -> dict[str, list[str]]:
+        """Every node's children, in file order, in one walk over the edges."""
+        out: dict[str, list[str]] = {name: [] for name in self.nodes}
+        for node in self.nodes.values():
+            for parent in node.parents:
+                out[parent].append(node.name)
+        return out
 
     def folder(self, name: str) -> Path:
         """The folder node ``name`` is submitted from (its ``DIR``), absolute where the

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from control_node.dag_checks import VAR_NAME, var_name_problem
 from control_node.dag_lines import DagFileError, Line, read_lines
 from control_node.dag_model import CONFIG_SETTINGS, Dag, DagNode, DagScript
 
@@ -26,9 +27,7 @@ class Syntax:
     PARENT = "PARENT ParentName ... CHILD ChildName ..."
     VARS = 'VARS <NodeName | ALL_NODES> [PREPEND | APPEND] macroname="value" ...'
     RETRY = "RETRY <NodeName | ALL_NODES> NumberOfRetries [UNLESS-EXIT value]"
-    SCRIPT = (
-        "SCRIPT [DEFER status time] PRE|POST|HOLD <NodeName | ALL_NODES> Executable [arguments]"
-    )
+    SCRIPT = "SCRIPT [DEFER status time] PRE|POST <NodeName | ALL_NODES> Executable [arguments]"
     PRE_SKIP = "PRE_SKIP <NodeName | ALL_NODES> non-zero-exit-code"
     PRIORITY = "PRIORITY <NodeName | ALL_NODES> PriorityValue"
     CATEGORY = "CATEGORY <NodeName | ALL_NODES> CategoryName"
@@ -41,9 +40,9 @@ class Syntax:
 
 ALL_NODES = "ALL_NODES"
 _INT = re.compile(r"[+-]?\d+")
-_VAR_NAME = re.compile(r"(?:[Mm][Yy]\.|\+)?[A-Za-z0-9_]+")
-_VAR_PAIR = re.compile(r'[ \t]*((?:[Mm][Yy]\.|\+)?[A-Za-z0-9_]+)[ \t]*=[ \t]*"((?:\\.|[^"\\])*)"')
-_VAR_ESCAPE = re.compile(r'\\(["\\])')
+#: ``name = "value"``: in the value a backslash escapes the next character.
+_VAR_PAIR = re.compile(r'\s*(\+?[A-Za-z0-9_.]+)\s*=\s*"((?:\\.|[^"\\])*)"')
+_VAR_ESCAPE = re.compile(r"\\(.)")
 _JOB_MACRO = re.compile(r"\$\(JOB\)", re.IGNORECASE)
 _BOOLEAN_SETTINGS = frozenset({"DAGMAN_ALWAYS_RUN_POST", "DAGMAN_DEFAULT_APPEND_VARS"})
 
@@ -75,6 +74,8 @@ class StatementReader:
     dag: Dag
     #: The line of each edge (parent, child), for a cycle's message.
     edge_lines: dict[tuple[str, str], Line]
+    #: Each node's parents as a set, to add an edge once in constant time.
+    parent_sets: dict[str, set[str]]
     #: VARS whose PREPEND/APPEND was said: (node, var) -> True for APPEND.
     placements: dict[tuple[str, str], bool]
     config_file: Path | None
@@ -137,17 +138,20 @@ class StatementReader:
         parents, children = words[:cut], words[cut + 1 :]
         if not parents or not children:
             raise line.error(Syntax.PARENT)
-        every = [*sc.nodes, *sc.splices]
         if any(w.upper() == ALL_NODES for w in parents):
-            parents = [n for n in every if n not in children]
+            named = set(children)
+            parents = [n for n in [*sc.nodes, *sc.splices] if n not in named]
         if any(w.upper() == ALL_NODES for w in children):
-            children = [n for n in every if n not in parents]
+            named = set(parents)
+            children = [n for n in [*sc.nodes, *sc.splices] if n not in named]
+        above = list(dict.fromkeys(self.edge_side(sc, line, parents, parent=True)))
         for child in self.edge_side(sc, line, children, parent=False):
-            node = self.dag.nodes[child]
-            for p in self.edge_side(sc, line, parents, parent=True):
+            node, known = self.dag.nodes[child], self.parent_sets.setdefault(child, set())
+            for p in above:
                 if p == child:
                     raise line.error(f"the DAG has a cycle: {p} -> {p}")
-                if p not in node.parents:
+                if p not in known:
+                    known.add(p)
                     node.parents.append(p)
                     self.edge_lines[(p, child)] = line
 
@@ -183,18 +187,23 @@ class StatementReader:
         if words and words[0].upper() == "DEFER":
             if len(words) < 3:
                 raise line.error(Syntax.SCRIPT)
-            defer_status = integer(line, words[1], "the DEFER status")
+            defer_status = integer(line, words[1], "the DEFER status", low=1)
             defer_time = integer(line, words[2], "the DEFER time", low=0)
             words = words[3:]
         if words and words[0].upper() == "DEBUG":
             raise line.error(
                 "SCRIPT DEBUG is not supported: a script's output goes to the DAG's log"
             )
-        if len(words) < 3 or words[0].upper() not in ("PRE", "POST", "HOLD"):
+        if words and words[0].upper() == "HOLD":
+            raise line.error(
+                "SCRIPT HOLD is not supported: a held node's jobs show in `dq -dag ID` and "
+                "`dq -hold`"
+            )
+        if len(words) < 3 or words[0].upper() not in ("PRE", "POST"):
             raise line.error(Syntax.SCRIPT)
         when = words[0].upper()
         script = DagScript(
-            when="PRE" if when == "PRE" else "POST" if when == "POST" else "HOLD",
+            when="PRE" if when == "PRE" else "POST",
             executable=words[2],
             arguments=words[3:],
             defer_status=defer_status,
@@ -355,17 +364,20 @@ def integer(
 
 
 def parse_vars(line: Line, text: str) -> list[tuple[str, str]]:
-    """The ``name="value"`` pairs of a VARS line: in the value ``\\"`` is a double
-    quote and ``\\\\`` a backslash; any other backslash stays."""
+    """The ``name="value"`` pairs of a VARS line, as DAGMan reads them: a name of
+    letters, digits, ``_`` and ``.`` (``+Name`` is ``My.Name``); in the value ``\\"``
+    is a double quote and ``\\\\`` a backslash, and any other backslash an error."""
     pairs: list[tuple[str, str]] = []
     at = 0
     while text[at:].strip():
         m = _VAR_PAIR.match(text, at)
-        if m is None:
+        if m is None or not VAR_NAME.fullmatch(m[1]):
             raise line.error(_vars_problem(text[at:].strip()))
-        name = m[1]
-        if name.lower().startswith("queue"):
-            raise line.error(f"a VARS macro name cannot begin with 'queue': {name}")
+        name = "My." + m[1][1:] if m[1].startswith("+") else m[1]
+        if problem := var_name_problem(name):
+            raise line.error(problem)
+        if bad := re.search(r"\\[^\\\"]", m[2].replace("\\\\", "")):
+            raise line.error(f"unknown escape sequence {bad[0]!r} in the value of {name}")
         pairs.append((name, _VAR_ESCAPE.sub(r"\1", m[2])))
         at = m.end()
     if not pairs:
@@ -375,10 +387,15 @@ def parse_vars(line: Line, text: str) -> list[tuple[str, str]]:
 
 def _vars_problem(rest: str) -> str:
     """What is wrong with the VARS pair at the start of ``rest``."""
-    m = re.match(r"(\S+?)\s*=\s*(.?)", rest)
-    if m is None or not _VAR_NAME.fullmatch(m[1]):
+    m = re.match(r"([^\s=]*)\s*(=?)\s*(.?)", rest)
+    assert m is not None  # every part may be empty
+    if not VAR_NAME.fullmatch(m[1]):
         return f'expected macroname="value" at {rest!r}'
-    if m[2] != '"':
+    if m[1].upper() in ("PREPEND", "APPEND"):
+        return f"{m[1]} must come before all the variables"
+    if not m[2]:
+        return f"expected = after {m[1]}"
+    if m[3] != '"':
         return f"the value of {m[1]} must be in double quotes"
     return f"the value of {m[1]} has no closing double quote"
 

@@ -68,6 +68,7 @@ def test_the_diamond(tmp_path: Path) -> None:
     assert dag.submit_path("C") == tmp_path / "C.sub"
     assert dag.nodes["D"].line == 6 and dag.nodes["D"].file == str(tmp_path / "diamond.dag")
     assert dag.children("A") == ["B", "C"]
+    assert dag.child_lists() == {"A": ["B", "C"], "B": ["D"], "C": ["D"], "D": []}
 
 
 def test_edges_on_separate_lines_give_the_same_diamond(tmp_path: Path) -> None:
@@ -141,9 +142,40 @@ def test_vars_of_the_manual(tmp_path: Path) -> None:
         "outfilename": "B-output",
         "noderetry": "$(RETRY)",
     }
-    assert dag.nodes["C"].vars == {"My.A": '"bob"', "+B": '"bob"'}
+    assert dag.nodes["C"].vars == {"My.A": '"bob"', "My.B": '"bob"'}
     assert dag.nodes["D"].vars == {"a": "bar"}
     assert all(not n.append_vars for n in dag.nodes.values())
+
+
+def test_vars_of_the_advanced_pages(tmp_path: Path) -> None:
+    text = (
+        '# File: example.dag\nJOB A sample.sub\nVARS A test_case="$(JOB)-$(ClusterId)"\n'
+        'JOB ONLY sample.sub\nVARS ONLY custom_macro="foo"\nVARS ONLY custom_macro="bar"\n'
+        "JOB B shared.sub\nJOB C shared.sub\n"
+        'VARS B filename="beta"\nVARS C filename="charlie"\n'
+        'VARS B My.name="\\"Greg\\"" +other="\\"Cole\\"" with.dot="1"\n'
+    )
+    write(tmp_path, {"example.dag": text}, ("sample.sub", "shared.sub"))
+    n = read_dag(tmp_path / "example.dag").nodes
+    assert n["A"].vars == {"test_case": "A-$(ClusterId)"}
+    assert n["ONLY"].vars == {"custom_macro": "bar"}
+    assert n["B"].vars == {
+        "filename": "beta",
+        "My.name": '"Greg"',
+        "My.other": '"Cole"',
+        "with.dot": "1",
+    }
+    assert n["C"].vars == {"filename": "charlie"}
+
+
+def test_quoted_file_and_folder_names(tmp_path: Path) -> None:
+    text = 'JOB A "my job.sub" DIR "run 1"\nSPLICE S "inner dag.dag"\n'
+    files = {"d.dag": text, "run 1/my job.sub": SUBMIT, "inner dag.dag": "JOB B b.sub\n"}
+    write(tmp_path, files, ("b.sub",))
+    dag = read_dag(tmp_path / "d.dag")
+    assert (dag.nodes["A"].submit_file, dag.nodes["A"].directory) == ("my job.sub", "run 1")
+    assert dag.submit_path("A") == tmp_path / "run 1" / "my job.sub"
+    assert list(dag.nodes) == ["A", "S+B"]
 
 
 def test_vars_prepend_append_and_the_default(tmp_path: Path) -> None:
@@ -189,7 +221,7 @@ def test_retry_abort_priority_and_scripts_of_the_manual(tmp_path: Path) -> None:
         + "RETRY B 2 UNLESS-EXIT 42\nABORT-DAG-ON D 7\n"
         + "SCRIPT PRE  B  pre.sh $JOB .gz\nSCRIPT POST A stage-out job_status $RETURN\n"
         + "SCRIPT DEFER 4 300 POST D post.sh $RETRY $MAX_RETRIES\n"
-        + "SCRIPT HOLD D notify.sh $JOB\nPRE_SKIP B 99\nPRIORITY A -5\n"
+        + "PRE_SKIP B 99\nPRIORITY A -5\n"
     )
     write(tmp_path, {"r.dag": text}, ABCD)
     n = read_dag(tmp_path / "r.dag").nodes
@@ -207,7 +239,7 @@ def test_retry_abort_priority_and_scripts_of_the_manual(tmp_path: Path) -> None:
     assert post.arguments == ["job_status", "$RETURN"]
     deferred = n["D"].post
     assert deferred is not None and (deferred.defer_status, deferred.defer_time) == (4, 300)
-    assert n["D"].hold is not None and n["D"].hold.when == "HOLD"
+    assert all(node.hold is None for node in n.values())
 
 
 def test_category_and_maxjobs(tmp_path: Path) -> None:
@@ -309,6 +341,32 @@ def test_a_disjoint_splice_of_splices(tmp_path: Path) -> None:
         | {(f"S3+X2+{p}", "S3+B") for p in "EFG"}
     )
     assert edges(dag) == expected
+
+
+def test_noop_nodes_carry_the_scripts_of_a_splice(tmp_path: Path) -> None:
+    example = (
+        "# Outer DAG: example.dag\n"
+        "# Names a node with no associated node job, a NOOP node\n"
+        "# Note that the file noop.sub does not need to exist\n"
+        "JOB OnlyPreNode noop.sub NOOP\nJOB OnlyPostNode noop.sub NOOP\n\n"
+        "# Attach Scripts to NOOP Nodes\n"
+        "SCRIPT PRE OnlyPreNode prescript.sh\nSCRIPT POST OnlyPostNode postscript.sh\n\n"
+        "# Define the splice\nSPLICE TheSplice thenode.dag\n\n"
+        "# Define the dependency\n"
+        "PARENT OnlyPreNode CHILD TheSplice\nPARENT TheSplice CHILD OnlyPostNode\n"
+    )
+    files = {"example.dag": example, "thenode.dag": X_DAG}
+    write(tmp_path, files, ("simple-job.sub",))
+    dag = read_dag(tmp_path / "example.dag")
+    assert edges(dag) == (
+        x_edges("TheSplice+")
+        | {("OnlyPreNode", f"TheSplice+{c}") for c in "ABC"}
+        | {(f"TheSplice+{p}", "OnlyPostNode") for p in "EFG"}
+    )
+    pre, post = dag.nodes["OnlyPreNode"].pre, dag.nodes["OnlyPostNode"].post
+    assert pre is not None and post is not None
+    assert (pre.executable, post.executable) == ("prescript.sh", "postscript.sh")
+    assert dag.nodes["OnlyPreNode"].noop and not dag.nodes["TheSplice+A"].noop
 
 
 def test_splice_categories_global_and_scoped(tmp_path: Path) -> None:
@@ -452,8 +510,15 @@ REFUSALS = [
     ('JOB A A.sub\nVARS A x="open\n', 2, "no closing double quote"),
     ('JOB A A.sub\nVARS A queue_x="1"\n', 2, "cannot begin with 'queue'"),
     ("JOB A A.sub\nVARS A\n", 2, "VARS <NodeName"),
+    ('JOB A A.sub\nVARS A x="a\\d"\n', 2, "unknown escape sequence '\\\\d' in the value of x"),
+    ('JOB A A.sub\nVARS A x="1" APPEND y="2"\n', 2, "APPEND must come before all the variables"),
+    ('JOB A A.sub\nVARS A a+b="1"\n', 2, "expected macroname="),
+    ('JOB A A.sub\nVARS A x "1"\n', 2, "expected = after x"),
+    ("JOB A A.sub\nSCRIPT DEFER 0 10 PRE A x.sh\n", 2, "the DEFER status must be at least 1"),
+    ('JOB A "A.sub\n', 1, 'the double quote of "A.sub is not closed'),
     ("JOB A A.sub\nSCRIPT DEBUG f ALL PRE A x.sh\n", 2, "SCRIPT DEBUG is not supported"),
     ("JOB A A.sub\nSCRIPT MIDDLE A x.sh\n", 2, "SCRIPT [DEFER"),
+    ("JOB A A.sub\nSCRIPT HOLD A notify.sh\n", 2, "SCRIPT HOLD is not supported"),
     ("JOB A A.sub\nPRE_SKIP A 0\n", 2, "from 1 to 255"),
     ("JOB A A.sub\nABORT-DAG-ON A 1 RETURN 300\n", 2, "from 0 to 255"),
     ("JOB A A.sub\nMAXJOBS c 0\n", 2, "MAXJOBS must be at least 1"),
@@ -694,7 +759,8 @@ def test_the_builder_makes_what_the_file_makes(tmp_path: Path) -> None:
         (lambda d: d.job("B", "gone.sub"), "gone.sub does not exist"),
         (lambda d: d.job("a+b", "A.sub"), "contains '+' or '.'"),
         (lambda d: d.job("B", "A.sub", dir="nowhere"), "is not a folder"),
-        (lambda d: d.job("B", "A.sub", vars={"queue": "1"}), "cannot name a macro"),
+        (lambda d: d.job("B", "A.sub", vars={"queue": "1"}), "cannot begin with 'queue'"),
+        (lambda d: d.job("B", "A.sub", vars={"a b": "1"}), "cannot name a macro"),
         (lambda d: d.job("B", "A.sub", retry=-1), "retry must be at least 0"),
         (lambda d: d.job("B", "A.sub", pre_skip=0), "pre_skip must be from 1 to 255"),
         (lambda d: d.job("B", "A.sub", abort_on=(1, 256)), "return code must be from 0 to 255"),

@@ -97,6 +97,28 @@ def test_parents_are_always_above_and_boxes_never_overlap() -> None:
         assert apart_x or apart_y
 
 
+def test_long_edges_go_around_the_boxes_of_the_layers_they_cross() -> None:
+    nodes = [GraphNode("top", "done")]
+    nodes += [GraphNode(f"a{i}", "idle", ("top",)) for i in range(5)]
+    nodes += [GraphNode(f"b{i}", "idle", (f"a{i}",)) for i in range(5)]
+    nodes.append(GraphNode("bottom", "waiting", ("top", *(f"b{i}" for i in range(5)))))
+    svg = dag_svg(nodes)
+    drawn = boxes(svg)
+    crossings = 0
+    for path in ET.fromstring(svg).iter(f"{SVG}path"):
+        if not path.get("marker-end"):
+            continue  # the arrow head's shape
+        words = (path.get("d") or "").split()
+        for k, word in enumerate(words):
+            if word != "L":
+                continue
+            x, y_end = float(words[k + 1]), float(words[k + 2])
+            crossings += 1
+            for bx, by, bw, bh, _, _ in drawn.values():
+                assert not (bx <= x <= bx + bw and by < y_end and y_end - bh < by + bh)
+    assert crossings == 2  # top -> bottom crosses the a and b layers beside their boxes
+
+
 def test_the_ordering_uncrosses_two_chains() -> None:
     # Given crossed (b2 is a's child, b1 is z's), the layer below is reordered.
     nodes = [

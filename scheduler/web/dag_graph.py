@@ -39,6 +39,8 @@ _CHAR_WIDTH = 7
 _BOX_HEIGHT = 26
 _GAP_X = 14
 _GAP_Y = 46
+#: The room a long edge takes where it crosses a layer.
+_BEND_WIDTH = 6
 _MARGIN = 12
 _LEGEND_HEIGHT = 28
 _FONT = "system-ui, sans-serif"
@@ -54,10 +56,34 @@ class GraphNode:
     parents: tuple[str, ...] = ()
 
 
+#: A place in a layer: a node, or a bend of a long edge (parent, child, layer) crossing it.
+Item = str | tuple[str, str, int]
+
+
+@dataclass
+class Layout:
+    """The layers, top to bottom, each in its drawing order, with every edge that spans
+    several layers cut into one step a layer (``up``/``down`` link the items)."""
+
+    rows: list[list[Item]]
+    up: dict[Item, list[Item]]
+    down: dict[Item, list[Item]]
+
+    def chain(self, parent: str, child: str, depth: Mapping[str, int]) -> list[Item]:
+        """The items an edge goes through, from its parent to its child."""
+        bends: list[Item] = [(parent, child, d) for d in range(depth[parent] + 1, depth[child])]
+        return [parent, *bends, child]
+
+
 def layers(nodes: Sequence[GraphNode]) -> list[list[str]]:
-    """The nodes by layer, each one layer below its lowest parent, each layer ordered
-    to keep edges short (a few sweeps of the barycentre heuristic). ``ValueError`` for
-    a duplicate name, an unknown parent or a cycle."""
+    """The nodes by layer, each one layer below its lowest parent, each layer in the
+    order that keeps edges short and uncrossed. ``ValueError`` for a duplicate name,
+    an unknown parent or a cycle."""
+    layout, _ = _layout(nodes)
+    return [[item for item in row if isinstance(item, str)] for row in layout.rows]
+
+
+def _layout(nodes: Sequence[GraphNode]) -> tuple[Layout, dict[str, int]]:
     by_name: dict[str, GraphNode] = {}
     for node in nodes:
         if node.name in by_name:
@@ -70,11 +96,22 @@ def layers(nodes: Sequence[GraphNode]) -> list[list[str]]:
                 raise ValueError(f"node {node.name!r} has an unknown parent {parent!r}")
             children[parent].append(node.name)
     depth = _depths(by_name, children)
-    rows: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    layout = Layout([[] for _ in range(max(depth.values(), default=-1) + 1)], {}, {})
     for node in nodes:
-        rows[depth[node.name]].append(node.name)
-    _order(rows, by_name, children)
-    return rows
+        layout.rows[depth[node.name]].append(node.name)
+        layout.up[node.name], layout.down[node.name] = [], []
+    for node in nodes:
+        for parent in dict.fromkeys(node.parents):
+            for d in range(depth[parent] + 1, depth[node.name]):
+                bend = (parent, node.name, d)
+                layout.rows[d].append(bend)
+                layout.up[bend], layout.down[bend] = [], []
+            chain = layout.chain(parent, node.name, depth)
+            for high, low in zip(chain, chain[1:], strict=False):
+                layout.down[high].append(low)
+                layout.up[low].append(high)
+    _order(layout)
+    return layout, depth
 
 
 def _depths(by_name: Mapping[str, GraphNode], children: Mapping[str, list[str]]) -> dict[str, int]:
@@ -95,25 +132,23 @@ def _depths(by_name: Mapping[str, GraphNode], children: Mapping[str, list[str]])
     return depth
 
 
-def _order(
-    rows: list[list[str]], by_name: Mapping[str, GraphNode], children: Mapping[str, list[str]]
-) -> None:
-    """Reorder each layer by the mean place of its nodes' neighbours in the layer
-    above (sweeping down) and below (sweeping up)."""
+def _order(layout: Layout) -> None:
+    """Reorder each layer by the mean place of its items' neighbours in the layer
+    above (sweeping down) and below (sweeping up): the barycentre heuristic."""
+    rows = layout.rows
 
-    def sweep(indexes: range, neighbours: Mapping[str, Sequence[str]], ref: int) -> None:
+    def sweep(indexes: range, neighbours: Mapping[Item, list[Item]], ref: int) -> None:
         for i in indexes:
-            place = {name: k for k, name in enumerate(rows[i + ref])}
-            keys = {name: _barycentre(neighbours[name], place, k) for k, name in enumerate(rows[i])}
+            place = {item: k for k, item in enumerate(rows[i + ref])}
+            keys = {item: _barycentre(neighbours[item], place, k) for k, item in enumerate(rows[i])}
             rows[i].sort(key=keys.__getitem__)
 
-    parents = {name: node.parents for name, node in by_name.items()}
-    for _ in range(3):
-        sweep(range(1, len(rows)), parents, -1)
-        sweep(range(len(rows) - 2, -1, -1), children, 1)
+    for _ in range(4):
+        sweep(range(1, len(rows)), layout.up, -1)
+        sweep(range(len(rows) - 2, -1, -1), layout.down, 1)
 
 
-def _barycentre(neighbours: Sequence[str], place: Mapping[str, int], own: int) -> float:
+def _barycentre(neighbours: Sequence[Item], place: Mapping[Item, int], own: int) -> float:
     """The mean place of ``neighbours`` in the next layer (``own`` without any)."""
     seen = [place[n] for n in neighbours if n in place]
     return sum(seen) / len(seen) if seen else own
@@ -126,19 +161,25 @@ def dag_svg(nodes: Sequence[GraphNode], links: Mapping[str, str] | None = None) 
         return _note(f"{len(nodes)} nodes: too many to draw (at most {MAX_NODES})")
     if not nodes:
         return _note("no nodes")
-    rows = layers(nodes)
+    layout, depth = _layout(nodes)
     state = {node.name: node.state for node in nodes}
-    width = min(max(len(n.name) for n in nodes), _LABEL_CHARS) * _CHAR_WIDTH + 16
-    widest = max(len(row) for row in rows)
-    total_w = max(2 * _MARGIN + widest * width + (widest - 1) * _GAP_X, 320)
+    box_w = min(max(len(n.name) for n in nodes), _LABEL_CHARS) * _CHAR_WIDTH + 16
+
+    def width(item: Item) -> int:
+        return box_w if isinstance(item, str) else _BEND_WIDTH
+
+    row_widths = [sum(width(i) for i in row) + (len(row) - 1) * _GAP_X for row in layout.rows]
+    total_w = max(2 * _MARGIN + max(row_widths), 320)
     top = _MARGIN + _LEGEND_HEIGHT
-    total_h = top + len(rows) * _BOX_HEIGHT + (len(rows) - 1) * _GAP_Y + _MARGIN
-    where: dict[str, tuple[float, float]] = {}
-    for r, row in enumerate(rows):
-        row_w = len(row) * width + (len(row) - 1) * _GAP_X
-        left = (total_w - row_w) / 2
-        for k, name in enumerate(row):
-            where[name] = (left + k * (width + _GAP_X), top + r * (_BOX_HEIGHT + _GAP_Y))
+    rows = len(layout.rows)
+    total_h = top + rows * _BOX_HEIGHT + (rows - 1) * _GAP_Y + _MARGIN
+    left: dict[Item, float] = {}
+    y_of: dict[Item, float] = {}
+    for r, row in enumerate(layout.rows):
+        x = (total_w - row_widths[r]) / 2
+        for item in row:
+            left[item], y_of[item] = x, top + r * (_BOX_HEIGHT + _GAP_Y)
+            x += width(item) + _GAP_X
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{total_w:g}" height="{total_h:g}" '
         f'viewBox="0 0 {total_w:g} {total_h:g}" font-family="{_FONT}" font-size="12" '
@@ -150,19 +191,25 @@ def dag_svg(nodes: Sequence[GraphNode], links: Mapping[str, str] | None = None) 
     out += _legend(sorted(set(state.values()), key=_state_rank))
     out.append(f'<g class="edges" fill="none" stroke="{_STROKE}" stroke-width="1.2">')
     for node in nodes:
-        cx, cy = where[node.name]
         for parent in dict.fromkeys(node.parents):
-            px, py = where[parent]
-            x1, y1 = px + width / 2, py + _BOX_HEIGHT
-            x2, y2 = cx + width / 2, cy
-            bend = (y2 - y1) / 2
-            out.append(
-                f'<path d="M {x1:g} {y1:g} C {x1:g} {y1 + bend:g} {x2:g} {y2 - bend:g} '
-                f'{x2:g} {y2:g}" marker-end="url(#arrow)"/>'
-            )
+            chain = layout.chain(parent, node.name, depth)
+            centre = [left[i] + width(i) / 2 for i in chain]
+            d = [f"M {centre[0]:g} {y_of[parent] + _BOX_HEIGHT:g}"]
+            for k in range(1, len(chain)):
+                y1 = y_of[chain[k - 1]] + _BOX_HEIGHT
+                y2, bend = y_of[chain[k]], _GAP_Y / 2
+                d.append(
+                    f"C {centre[k - 1]:g} {y1 + bend:g} {centre[k]:g} {y2 - bend:g} "
+                    f"{centre[k]:g} {y2:g}"
+                )
+                if k < len(chain) - 1:
+                    d.append(f"L {centre[k]:g} {y2 + _BOX_HEIGHT:g}")
+            out.append(f'<path d="{" ".join(d)}" marker-end="url(#arrow)"/>')
     out.append("</g>")
     for node in nodes:
-        out.append(_box(node, where[node.name], width, (links or {}).get(node.name)))
+        out.append(
+            _box(node, (left[node.name], y_of[node.name]), box_w, (links or {}).get(node.name))
+        )
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
