@@ -171,7 +171,10 @@ def send_dag(
             uploads=dict(large.uploads),
             scripts=scripts,
             max_jobs=dict(dag.max_jobs),
-            config=dict(dag.config),
+            # The reader applies DAGMAN_DEFAULT_APPEND_VARS itself.
+            config={
+                k: v for k, v in dag.config.items() if k.upper() != "DAGMAN_DEFAULT_APPEND_VARS"
+            },
             notify_user=settings.get("notify_user"),
             notification=settings.get("notification", "Never"),
         )

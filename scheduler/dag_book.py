@@ -44,6 +44,10 @@ class DagRun:
     blocked: dict[str, list[int]] = field(default_factory=dict)
     #: Set when a failed unit undid changes: the queues are rebuilt from the states.
     stale: bool = False
+    #: Nodes whose POST script runs, and those waiting for room under
+    #: DAGMAN_MAX_POST_SCRIPTS.
+    posts: set[int] = field(default_factory=set)
+    post_queue: list[int] = field(default_factory=list)
 
     @property
     def id(self) -> int:

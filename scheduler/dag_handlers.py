@@ -29,6 +29,7 @@ MAX_SCRIPT = 1 << 20
 SETTINGS = {
     "DAGMAN_MAX_JOBS_SUBMITTED": "max_nodes",
     "DAGMAN_MAX_PRE_SCRIPTS": "max_pre",
+    "DAGMAN_MAX_POST_SCRIPTS": "max_post",
     "DAGMAN_ALWAYS_RUN_POST": "always_run_post",
     "DAGMAN_SCRIPT_TIMEOUT": "script_timeout",
 }
@@ -171,8 +172,6 @@ def _settings(msg: p.SubmitDag) -> dict[str, Any]:
     settings: dict[str, Any] = {"max_jobs": dict(msg.max_jobs)}
     for key, value in msg.config.items():
         name = SETTINGS.get(key.upper())
-        if key.upper() == "DAGMAN_MAX_POST_SCRIPTS" and value.strip() in ("0", ""):
-            continue  # no limit, as here
         if name is None:
             raise RequestError(f"CONFIG: {key} is not a setting dfarm applies", "invalid")
         if name in FLAGS:

@@ -36,10 +36,13 @@ SCRIPT_TIMEOUT = 600.0
 #: Accounts below this uid are never a script's (root, system accounts).
 UID_MIN = 1000
 FALLBACK_ACCOUNT = "nobody"
-#: What a script's arguments may name (DAGMan's macros).
+#: The words of a script's arguments replaced when it runs (DAGMan's macros): only a
+#: word that is one of them, whole.
 MACROS = re.compile(
     r"\$(JOBID|JOB|RETURN|RETRY|MAX_RETRIES|PRE_SCRIPT_RETURN|DAG_STATUS|FAILED_COUNT)"
 )
+#: $RETURN given to a POST script when the PRE script failed (DAGMan's value).
+PRE_FAILED_RETURN = -1004
 #: A node's reason once its PRE script failed (its POST script then runs).
 PRE_FAILED = "PRE script exited with "
 
@@ -92,22 +95,27 @@ def arguments(state: SchedulerState, run: DagRun, node: NodeRow, which: str) -> 
     script: dict[str, Any] = node.rules[which]
     failed = sum(n.state == "failed" for n in run.nodes)
     pre_failed = node.reason.startswith(PRE_FAILED)
+    last = node.first_proc
+    if which == "post" and node.cluster is not None:
+        last = max(last, state.store.cluster_sizes([node.cluster]).get(node.cluster, 1) - 1)
     values = {
         "JOB": node.name,
         "RETRY": str(node.attempt),
         "MAX_RETRIES": str(node.rules.get("retry", 0)),
-        "JOBID": f"{node.cluster}.{node.first_proc}" if node.cluster is not None else "",
-        "RETURN": str(-1001 if pre_failed else node.return_code or 0),
+        "JOBID": f"{node.cluster}.{last}" if node.cluster is not None else "",
+        "RETURN": str(PRE_FAILED_RETURN if pre_failed else node.return_code or 0),
         "PRE_SCRIPT_RETURN": str(
             node.return_code if pre_failed else 0 if node.rules.get("pre") else -1
         ),
-        "DAG_STATUS": "0" if run.row.state in ("running", "held") else "1",
+        "DAG_STATUS": "2" if failed else "0",
         "FAILED_COUNT": str(failed),
     }
     # Relative to the folder, where the script starts: the scheduler's home, above
     # it, is private to the scheduler's account.
     argv = ["./" + script["executable"]]
-    argv += [MACROS.sub(lambda m: values[m.group(1)], arg) for arg in script.get("arguments", [])]
+    for arg in script.get("arguments", []):
+        whole = MACROS.fullmatch(arg)
+        argv.append(values[whole.group(1)] if whole else arg)
     return argv
 
 
@@ -237,10 +245,11 @@ def script_ended(
             dags.queue_jobs(state, run, node)
         elif node.rules.get("post") and run.row.settings.get("always_run_post"):
             state.dags.set(run, node, state="post", return_code=value, reason=PRE_FAILED + said)
-            launch(state, run, node, "post")
+            dags.start_post(state, run, node)
         else:
             dags.node_result(state, run, node, False, value, f"PRE script {said}")
         return
+    dags.post_ended(state, run, node)
     reason = "" if value == 0 else f"POST script {said}"
     if value and node.reason:
         reason += f" (after: {node.reason})"

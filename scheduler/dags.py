@@ -35,8 +35,6 @@ log = logging.getLogger("scheduler.server")
 
 #: $RETURN of a node whose jobs were removed (as DAGMan's "job aborted").
 REMOVED_RETURN = -1
-#: $RETURN given to a POST script when the PRE script failed (DAGMan's value).
-PRE_FAILED_RETURN = -1001
 #: The blocked queue of nodes waiting for room under DAGMAN_MAX_PRE_SCRIPTS.
 PRE_QUEUE = "\0pre"
 #: Failed nodes named in a DAG's reason, at most.
@@ -190,9 +188,29 @@ def jobs_ended(state: SchedulerState, run: DagRun, node: NodeRow) -> None:
     reason = "" if failed is None else failed[2]
     if node.rules.get("post"):
         state.dags.set(run, node, state="post", return_code=code, reason=reason)
-        dag_scripts.launch(state, run, node, "post")
+        start_post(state, run, node)
     else:
         node_result(state, run, node, failed is None, code, reason)
+
+
+def start_post(state: SchedulerState, run: DagRun, node: NodeRow) -> None:
+    """Run the node's POST script, or queue it while DAGMAN_MAX_POST_SCRIPTS run."""
+    limit = int(run.row.settings.get("max_post", 0) or 0)
+    if limit and len(run.posts) >= limit:
+        run.post_queue.append(node.seq)
+        return
+    run.posts.add(node.seq)
+    dag_scripts.launch(state, run, node, "post")
+
+
+def post_ended(state: SchedulerState, run: DagRun, node: NodeRow) -> None:
+    """A POST script ended: the next one waiting for room starts."""
+    run.posts.discard(node.seq)
+    while run.post_queue:
+        waiting = run.nodes[run.post_queue.pop(0)]
+        if waiting.state == "post" and waiting.seq not in run.posts:
+            start_post(state, run, waiting)
+            return
 
 
 def _succeeded(job: Job) -> bool:
@@ -459,7 +477,10 @@ def resume(state: SchedulerState) -> None:
         for node in run.nodes:
             if node.state in ("pre", "post"):
                 dag_log(state, run.id, f"node {node.name}: {node.state.upper()} script run again")
-                dag_scripts.launch(state, run, node, node.state)
+                if node.state == "post":
+                    start_post(state, run, node)
+                else:
+                    dag_scripts.launch(state, run, node, "pre")
             elif node.state == "queued" and (
                 node.cluster is None or state.summary.cluster(node.cluster) is None
             ):
