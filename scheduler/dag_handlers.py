@@ -31,7 +31,6 @@ SETTINGS = {
     "DAGMAN_MAX_PRE_SCRIPTS": "max_pre",
     "DAGMAN_MAX_POST_SCRIPTS": "max_post",
     "DAGMAN_ALWAYS_RUN_POST": "always_run_post",
-    "DAGMAN_SCRIPT_TIMEOUT": "script_timeout",
 }
 #: Settings that are booleans.
 FLAGS = {"always_run_post"}
