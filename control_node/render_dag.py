@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 from control_node.cli.common import connect
 from control_node.connection import DfarmError
@@ -36,6 +37,9 @@ def dag_text(info: p.DagInfo) -> str:
         width = max(len(n.name) for n in info.nodes)
         lines.append(f"  {'NODE':<{width}}  {'STATE':<8}  CLUSTER  RETRIES  INFO")
         for n in info.nodes:
+            if n.jobs:
+                state = next(s for s in ("running", "held", "idle") if n.jobs.get(s))
+                n = replace(n, state=state)
             cluster = "-" if n.cluster is None else str(n.cluster)
             retries = f"{n.retries}/{n.max_retries}" if n.max_retries else "-"
             info_text = n.reason or (

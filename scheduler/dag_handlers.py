@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -252,11 +253,25 @@ def on_query_dags(state: SchedulerState, conn: Caller, msg: p.QueryDags) -> p.Me
                 raise RequestError(f"no DAG {dag}{'' if conn.admin else ' of yours'}", "not_found")
             continue
         nodes = run.nodes if run is not None else book.tables.nodes(dag)
-        infos.append(dag_info(row, nodes, msg.nodes))
+        infos.append(dag_info(row, nodes, msg.nodes, partial(_queued, state)))
     return p.DagList(dags=infos)
 
 
-def dag_info(row: DagRow, nodes: list[NodeRow], with_nodes: bool = True) -> p.DagInfo:
+def _queued(state: SchedulerState, cluster: int) -> dict[str, int]:
+    """A cluster's jobs in the queue, by state."""
+    counts = state.summary.cluster(cluster)
+    if counts is None:
+        return {}
+    found = {"idle": counts.idle, "running": counts.running, "held": counts.held}
+    return {name: n for name, n in found.items() if n}
+
+
+def dag_info(
+    row: DagRow,
+    nodes: list[NodeRow],
+    with_nodes: bool = True,
+    queued: Callable[[int], dict[str, int]] | None = None,
+) -> p.DagInfo:
     counts: dict[str, int] = {}
     for node in nodes:
         counts[node.state] = counts.get(node.state, 0) + 1
@@ -283,6 +298,9 @@ def dag_info(row: DagRow, nodes: list[NodeRow], with_nodes: bool = True) -> p.Da
                 reason=n.reason,
                 started=n.started,
                 ended=n.ended,
+                jobs=queued(n.cluster)
+                if queued is not None and n.state == "queued" and n.cluster is not None
+                else {},
             )
             for n in nodes
         ]

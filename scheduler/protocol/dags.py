@@ -123,6 +123,9 @@ class DagNodeInfo:
     reason: str = ""
     started: float | None = None
     ended: float | None = None
+    #: Its jobs in the queue by state (``idle``, ``running``, ``held``) while it is
+    #: ``queued``.
+    jobs: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

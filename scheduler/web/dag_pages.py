@@ -37,9 +37,17 @@ def _one(request: web.Request) -> p.DagInfo:
     return dags_of(request, [int(text)], True)[0]
 
 
+def _drawn(node: p.DagNodeInfo) -> str:
+    """A queued node is drawn as its jobs are: running, else held, else idle."""
+    for state in ("running", "held", "idle"):
+        if node.jobs.get(state):
+            return state
+    return _DRAWN.get(node.state, node.state)
+
+
 def picture(info: p.DagInfo) -> str:
     """The DAG as SVG: each node's box links to its cluster's jobs."""
-    nodes = [GraphNode(n.name, _DRAWN.get(n.state, n.state), tuple(n.parents)) for n in info.nodes]
+    nodes = [GraphNode(n.name, _drawn(n), tuple(n.parents)) for n in info.nodes]
     links = {n.name: f"/clusters/{n.cluster}" for n in info.nodes if n.cluster is not None}
     return dag_svg(nodes, links)
 
