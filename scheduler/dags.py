@@ -19,6 +19,7 @@ import contextlib
 import heapq
 import logging
 import os
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -123,6 +124,9 @@ def queue_jobs(state: SchedulerState, run: DagRun, node: NodeRow) -> None:
         jobs_ended(state, run, node)
         return
     _link_inputs(state, run.id, node.cluster, specs)
+    priority = int(node.rules.get("priority") or 0)
+    if priority:  # a node's PRIORITY is its jobs' too, as in DAGMan
+        specs = [replace(spec, priority=spec.priority + priority) for spec in specs]
     state.dags.set(run, node, state="queued", started=node.started or now)
     state.dags.watch(node)
     jobs = state.jobs.submit(

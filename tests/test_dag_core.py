@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -100,4 +101,26 @@ def test_a_dag_goes_on_from_its_database(tmp_path: Path, clock: FakeClock) -> No
     assert not state.dags.runs
     mallory = on_query_dags(state, user("mallory"), p.QueryDags())
     assert isinstance(mallory, p.DagList) and mallory.dags == []
+    close_state(state)
+
+
+def test_priority_orders_ready_nodes_and_is_their_jobs_priority(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    state = open_state(tmp_path / "home", clock)
+    message = _dag(state, ["low", "high", "mid"], {})
+    nodes = [
+        replace(n, priority={"low": -1, "high": 10, "mid": 0}[n.name], category="one")
+        for n in message.nodes
+    ]
+    message = replace(message, nodes=nodes, max_jobs={"one": 1})
+    reply = run_unit(state, "submit", lambda: on_submit_dag(state, user("alice"), message))
+    assert isinstance(reply, p.DagSubmitted), reply
+    assert _states(state, reply.dag) == {"low": "ready", "high": "queued", "mid": "ready"}
+    (job,) = state.jobs.active.values()
+    assert (job.cluster, job.spec.priority) == (reply.clusters["high"], 10)
+    link = register(state, "w1", slots=1)
+    run_unit(state, "pass", lambda: schedule_once(state))
+    _finish(state, link, f"{reply.clusters['high']}.0", 0)
+    assert _states(state, reply.dag) == {"low": "ready", "high": "done", "mid": "queued"}
     close_state(state)
