@@ -180,3 +180,39 @@ def test_after_from_python_waits_for_clusters(cluster: TestCluster, tmp_path: Pa
     ran = order(tmp_path)
     assert ran[0] == "prep" and ran[1:4] == ["sim"] * 3 and ran[4:6] == ["merge", "bad"]
     assert ran[6:] == ["anyway"]
+
+
+def test_splices_dirs_noop_done_and_config_run_as_read(
+    cluster: TestCluster, tmp_path: Path
+) -> None:
+    counting_job(tmp_path)
+    inner = tmp_path / "inner"
+    write(inner / "count.sub", f"executable = {tmp_path}/count.sh\narguments = $(JOB) 0 1\nqueue\n")
+    write(inner / "part.dag", "JOB A count.sub\nJOB B count.sub\nPARENT A CHILD B\n")
+    write(
+        tmp_path / "whole.dag",
+        "CONFIG whole.config\n"
+        'JOB first count.sub\nVARS first code="0" good_at="1"\n'
+        'JOB other count.sub\nVARS other code="0" good_at="1"\n'
+        "JOB skipped count.sub DONE\n"
+        "JOB gate nothing.sub NOOP\n"
+        "SPLICE S part.dag DIR inner\n"
+        'JOB last count.sub\nVARS last code="0" good_at="1"\n'
+        "PARENT first other skipped CHILD gate\nPARENT gate CHILD S\nPARENT S CHILD last\n"
+        "DOT whole.dot\n",
+    )
+    write(tmp_path / "whole.config", "DAGMAN_MAX_JOBS_SUBMITTED = 1\n")
+    checked = cluster.run("dsub_dag", "--no-submit", "whole.dag", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(cluster.run("dq", "-dag", "--json").stdout) == []
+    result = cluster.run("dsub_dag", "--wait", "whole.dag", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ran = order(tmp_path)
+    assert sorted(ran[:2]) == ["first", "other"] and ran[2:] == ["S+A", "S+B", "last"]
+    nodes = nodes_of(cluster, 1)
+    assert nodes["skipped"]["cluster"] is None and nodes["gate"]["cluster"] is None
+    assert all(n["state"] == "done" for n in nodes.values())
+    assert "S+A" in (tmp_path / "whole.dot").read_text()
+    spans = sorted((n["started"], n["ended"]) for n in nodes.values() if n["cluster"])
+    # DAGMAN_MAX_JOBS_SUBMITTED = 1: first and other, free to run together, did not.
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), spans
