@@ -24,6 +24,8 @@ from scheduler.submission import SubmissionError, check_submission
 
 log = logging.getLogger("scheduler.server")
 
+#: Nodes of one DAG, at most.
+MAX_NODES = 1_000_000
 #: Bytes of one PRE/POST script, at most.
 MAX_SCRIPT = 1 << 20
 #: ``CONFIG`` settings a DAG may make, and the setting each becomes.
@@ -138,9 +140,14 @@ def _check_graph(nodes: list[p.DagNodeSubmit]) -> list[list[int]]:
     if not nodes:
         raise RequestError("the DAG has no nodes", "invalid")
     seq: dict[str, int] = {}
+    if len(nodes) > MAX_NODES:
+        raise RequestError(f"at most {MAX_NODES} nodes in one DAG", "invalid")
     for i, node in enumerate(nodes):
-        if not node.name or node.name in seq:
-            raise RequestError(f"node {node.name!r} is named twice (or not at all)", "invalid")
+        if not node.name or len(node.name) > 1024 or not node.name.isprintable():
+            what = f"node name {node.name[:100]!r}"
+            raise RequestError(f"{what} is empty, too long or not printable", "invalid")
+        if node.name in seq:
+            raise RequestError(f"node {node.name!r} is named twice", "invalid")
         seq[node.name] = i
     parents: list[list[int]] = []
     for node in nodes:
