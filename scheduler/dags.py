@@ -133,7 +133,9 @@ def queue_jobs(state: SchedulerState, run: DagRun, node: NodeRow) -> None:
         node.cluster, run.row.owner, node.submit_file, specs, node.first_proc, True
     )
     for job in jobs:
-        if job.spec.hold:
+        if run.row.state == "held":  # its PRE script ended while the DAG was held
+            hold(state, job, f"DAG {run.id} held while the node's PRE script ran")
+        elif job.spec.hold:
             hold(state, job, "submitted on hold at user's request")
     state.mailer.submitted(jobs)
     dag_log(state, run.id, f"node {node.name}: {len(jobs)} job(s) queued as cluster {node.cluster}")
