@@ -134,12 +134,15 @@ class DagBook:
         found = self.node_of(cluster)
         return found is not None and found[1].state in LIVE
 
-    def set(self, run: DagRun, node: NodeRow, **changes: Any) -> None:
+    def set(self, run: DagRun, node: NodeRow, write: bool = True, **changes: Any) -> None:
         """Change ``node`` (its row written in the open unit), keeping the DAG's counts
-        and queues; undone with a unit that fails."""
+        and queues; undone with a unit that fails. ``write=False``: only in memory, for
+        a change a restart makes again from what is written (a waiting node whose
+        parents are done becomes ready)."""
         old = {name: getattr(node, name) for name in changes}
         self._apply(run, node, changes)
-        self.tables.save_node(run.id, node)
+        if write:
+            self.tables.save_node(run.id, node)
         self.remember(partial(self._undo, run, node, old))
 
     def _undo(self, run: DagRun, node: NodeRow, old: dict[str, Any]) -> None:

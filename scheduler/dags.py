@@ -329,7 +329,9 @@ def may_be_ready(state: SchedulerState, run: DagRun, node: NodeRow) -> None:
                 _futile(state, run, node)
                 return
     if not pending:
-        state.dags.set(run, node, state="ready")
+        # Not written: a restart finds it waiting, with its parents done, and makes
+        # it ready again (most ready nodes start at once and are written then).
+        state.dags.set(run, node, write=False, state="ready")
 
 
 def cluster_status(state: SchedulerState, cluster: int) -> str:
