@@ -57,6 +57,7 @@ def read_dag(path: str | Path) -> Dag:
     (:class:`DagFileError`) what DAGMan would refuse and what dfarm does not run."""
     top = Path(path).absolute()
     reader = _Reader(Dag(path=str(top)))
+    reader.splicing.append(top)
     reader.read_file(top, top.parent, "", "", depth=0, at=None)
     reader.finish()
     return reader.dag
@@ -74,6 +75,9 @@ class _Reader(StatementReader):
         self.exists: dict[str, bool] = {}
         self.placements = {}
         self.config_file = None
+        #: Node names in the order they were defined, and the DAG files being spliced.
+        self.order: list[str] = []
+        self.splicing: list[Path] = []
 
     def read_file(
         self, path: Path, base: Path, prefix: str, scope: str, depth: int, at: Line | None
@@ -103,7 +107,7 @@ class _Reader(StatementReader):
         if depth > MAX_DEPTH:
             raise _error(at, path, f"nests deeper than {MAX_DEPTH} files")
         if not path.is_file():
-            raise _error(at, path, "does not exist")
+            raise _error(at, path, "is not a file" if path.exists() else "does not exist")
         out: list[Line] = []
         for line in read_lines(path):
             if line.keyword != "INCLUDE":
@@ -149,6 +153,7 @@ class _Reader(StatementReader):
             file=line.path,
         )
         self.dag.nodes[node.name] = node
+        self.order.append(node.name)
         sc.nodes[name] = node.name
         sc.defined[name] = line
         if not (node.noop or node.done):
@@ -180,11 +185,16 @@ class _Reader(StatementReader):
         self.check_new_name(sc, line, name)
         prefix = self.folder(sc, line, options.get("DIR"))
         base = Path(self.dag.path).parent / prefix
-        before = len(self.dag.nodes)
-        self.read_file(
-            (base / file).absolute(), base, prefix, sc.scope + name + "+", depth + 1, line
-        )
-        added = list(self.dag.nodes)[before:]
+        target = (base / file).absolute()
+        if target in self.splicing:
+            raise line.error(f"DAG file {target} splices itself")
+        before = len(self.order)
+        self.splicing.append(target)
+        self.read_file(target, base, prefix, sc.scope + name + "+", depth + 1, line)
+        self.splicing.pop()
+        added = self.order[before:]
+        if not added:
+            raise line.error(f"DAG file {base / file} defines no node")
         for full in added:
             node = self.dag.nodes[full]
             node.done = node.done or "DONE" in options
@@ -200,6 +210,8 @@ class _Reader(StatementReader):
 
     def finish(self) -> None:
         """What needs the whole workflow: a cycle, where each VARS goes."""
+        if not self.dag.nodes:
+            raise DagFileError(self.dag.path, None, "defines no node")
         cycle = find_cycle({n.name: n.parents for n in self.dag.nodes.values()})
         if cycle is not None:
             edge = self.edge_lines[(cycle[0], cycle[1])]

@@ -226,11 +226,16 @@ class StatementReader:
         if len(words) != 3:
             raise line.error(Syntax.PRIORITY)
         value = integer(line, words[2], "the priority")
-        if words[1] in sc.subdags:
-            sc.subdags[words[1]] = value
-            return
-        for node in self.targets(sc, line, words[1], Syntax.PRIORITY):
-            node.priority = value
+        name = words[1]
+        if name.upper() == ALL_NODES:  # a sub-DAG's priority is added to its nodes'
+            sc.subdags.update(dict.fromkeys(sc.subdags, value))
+            for full in sc.nodes.values():
+                self.dag.nodes[full].priority = value
+        elif name in sc.subdags:
+            sc.subdags[name] = value
+        else:
+            for node in self.targets(sc, line, name, Syntax.PRIORITY):
+                node.priority = value
 
     def category(self, sc: Scope, line: Line) -> None:
         words = line.words
@@ -336,11 +341,12 @@ _HANDLERS = {
 
 
 def top_only(sc: Scope, line: Line) -> None:
-    """CONFIG and DOT mean something for the whole DAG only (DAGMan ignores them in a
-    splice): refused elsewhere rather than ignored."""
+    """CONFIG and DOT are the whole DAG's (DAGMan ignores them in a splice, and applies
+    them to a sub-DAG alone, which dfarm expands): refused elsewhere, not ignored."""
     if sc.scope:
         raise line.error(
-            f"{line.keyword} in a spliced or sub-DAG file has no effect: put it in the top DAG file"
+            f"{line.keyword} in a spliced or sub-DAG file is not supported: dfarm runs them "
+            "all as one DAG, whose CONFIG and DOT the top DAG file gives"
         )
 
 

@@ -13,12 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from htcondor_oracle import HTCONDOR, _env
+from htcondor_oracle import HTCONDOR, _env, condor_jobs
 
 from control_node.dag_builder import DagBuilder, DagBuildError
 from control_node.dag_dot import dot_text, write_dot_file
 from control_node.dag_file import DagFileError, read_dag
 from control_node.dag_model import Dag, DagNode
+from control_node.submit_quoting import parse_arguments
 
 SUBMIT = "executable = /bin/true\nqueue\n"
 
@@ -418,6 +419,7 @@ def test_subdag_external_is_expanded_with_its_priority(tmp_path: Path) -> None:
         "SD.dag": "JOB SA job.sub\nJOB SB job.sub\nPARENT SA CHILD SB\n"
         "PRIORITY SA 10\nPRIORITY SB 20\n",
         "done.dag": "SUBDAG EXTERNAL Y SD.dag DONE\nJOB Z job.sub\nPARENT Y CHILD Z\n",
+        "all.dag": "JOB A job.sub\nSUBDAG EXTERNAL B SD.dag\nPRIORITY ALL_NODES 7\n",
     }
     write(tmp_path, files, ("job.sub",))
     dag = read_dag(tmp_path / "line.dag")
@@ -430,6 +432,8 @@ def test_subdag_external_is_expanded_with_its_priority(tmp_path: Path) -> None:
         "B+SA": 110,
         "B+SB": 120,
     }
+    every = read_dag(tmp_path / "all.dag")
+    assert {n.name: n.priority for n in every.nodes.values()} == {"A": 7, "B+SA": 17, "B+SB": 27}
     done = read_dag(tmp_path / "done.dag")
     assert [n.done for n in done.nodes.values()] == [True, True, False]
 
@@ -527,6 +531,7 @@ REFUSALS = [
     ("JOB A A.sub\nCONFIG none.config\n", 2, "none.config does not exist"),
     ("JOB A A.sub\nINCLUDE self.dag\n", 2, "includes itself"),
     ("JOB A A.sub\nINCLUDE gone.dag\n", 2, "gone.dag does not exist"),
+    ("JOB A A.sub\nINCLUDE /dev/zero\n", 2, "/dev/zero is not a file"),
     ("JOB PARENT A.sub\n", 1, "reserved word"),
     ("JOB all_nodes A.sub\n", 1, "reserved word"),
     ("JOB a+b A.sub\n", 1, "contains '+' or '.'"),
@@ -536,6 +541,7 @@ REFUSALS = [
     ("JOB A A.sub\nPARENT A B\n", 2, "PARENT ParentName"),
     ("SUBDAG A s.dag\n", 1, "SUBDAG EXTERNAL"),
     ("SPLICE S nothere.dag\n", 1, "nothere.dag does not exist"),
+    ("JOB A A.sub\nSPLICE S self.dag\n", 2, "self.dag splices itself"),
     ("SPLICE S s.dag\nRETRY S 2\n", 2, "S is a splice: RETRY applies to nodes"),
     ("SUBDAG EXTERNAL S s.dag\nRETRY S 2\n", 2, "S is a SUBDAG EXTERNAL"),
     ("SUBDAG EXTERNAL S s.dag\nSCRIPT PRE S x.sh\n", 2, "S is a SUBDAG EXTERNAL"),
@@ -551,6 +557,14 @@ def test_refused_with_the_line(tmp_path: Path, text: str, line: int, message: st
     assert message in error
 
 
+def test_splices_that_splice_each_other_are_refused(tmp_path: Path) -> None:
+    files = {"a.dag": "JOB A x.sub\nSPLICE B b.dag\n", "b.dag": "JOB C x.sub\nSPLICE A a.dag\n"}
+    write(tmp_path, files, ("x.sub",))
+    assert read_error(tmp_path / "a.dag") == (
+        f"{tmp_path / 'b.dag'}:2: DAG file {tmp_path / 'a.dag'} splices itself"
+    )
+
+
 def test_refusals_inside_included_and_spliced_files_name_that_file(tmp_path: Path) -> None:
     files = {
         "top.dag": "JOB A A.sub\nINCLUDE more.dag\nSPLICE S s.dag\n",
@@ -559,8 +573,8 @@ def test_refusals_inside_included_and_spliced_files_name_that_file(tmp_path: Pat
     }
     write(tmp_path, files, ("A.sub",))
     assert read_error(tmp_path / "top.dag") == (
-        f"{tmp_path / 's.dag'}:2: CONFIG in a spliced or sub-DAG file has no effect: put it "
-        "in the top DAG file"
+        f"{tmp_path / 's.dag'}:2: CONFIG in a spliced or sub-DAG file is not supported: dfarm "
+        "runs them all as one DAG, whose CONFIG and DOT the top DAG file gives"
     )
     write(tmp_path, {"more.dag": "JOB B A.sub\nRETRY C 1\n", "s.dag": "JOB C A.sub\n"})
     assert read_error(tmp_path / "top.dag").startswith(f"{tmp_path / 'more.dag'}:2: unknown node")
@@ -829,3 +843,129 @@ def test_dot_dont_overwrite_numbers_the_files_and_include_adds_a_header(tmp_path
 def test_dot_names_with_quotes_are_escaped() -> None:
     dag = Dag(nodes={'a"b': DagNode('a"b', "x.sub")})
     assert '"a\\"b" [shape=ellipse label="a\\"b"];' in dot_text(dag)
+
+
+def test_a_dag_file_that_cannot_be_read(tmp_path: Path) -> None:
+    assert read_error(tmp_path / "none.dag") == f"{tmp_path / 'none.dag'}: does not exist"
+    (tmp_path / "bin.dag").write_bytes(b"JOB A A.sub\n\xff\xfe\n")
+    assert read_error(tmp_path / "bin.dag") == f"{tmp_path / 'bin.dag'}:2: is not UTF-8 text"
+    (tmp_path / "empty.dag").write_text("# nothing\n")
+    write(tmp_path, {"top.dag": "SPLICE S empty.dag\n"})
+    assert read_error(tmp_path / "top.dag").endswith("empty.dag defines no node")
+    assert read_error(tmp_path / "empty.dag") == f"{tmp_path / 'empty.dag'}: defines no node"
+
+
+_REFUSED_FROM_HTCONDOR = r"""
+import json, sys, warnings
+from pathlib import Path
+warnings.filterwarnings("ignore")
+import htcondor
+from htcondor import dags
+
+where = Path(sys.argv[1])
+submit = htcondor.Submit({"executable": "/bin/true"})
+made = {}
+for name, options in [
+    ("final", {}),
+    ("jobstate", {"jobstate_log": Path("states.log")}),
+    ("status", {"node_status_file": dags.NodeStatusFile(Path("status.txt"))}),
+    ("attrs", {"dagman_job_attributes": {"Tag": 1}}),
+    ("update", {"dot_config": dags.DotConfig(Path("d.dot"), update=True)}),
+]:
+    dag = dags.DAG(**options)
+    dag.layer(name="work", submit_description=submit)
+    if name == "final":
+        dag.final(name="cleanup", submit_description=submit)
+    made[name] = str(dags.write_dag(dag, where / name))
+print(json.dumps(made))
+"""
+
+
+@pytest.mark.skipif(not HTCONDOR, reason="HTCondor's bindings (the test extra) are missing")
+def test_what_htcondor_dags_writes_that_dfarm_does_not_run_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _REFUSED_FROM_HTCONDOR, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=_env(None),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    made = json.loads(done.stdout)
+    expected = {
+        "final": "FINAL nodes are not supported",
+        "jobstate": "JOBSTATE_LOG is not supported",
+        "status": "NODE_STATUS_FILE is not supported",
+        "attrs": "SET_JOB_ATTR is not supported",
+        "update": "DOT UPDATE is not supported",
+    }
+    for name, message in expected.items():
+        error = read_error(Path(made[name]))
+        assert error.startswith(made[name] + ":") and message in error, error
+
+
+#: The manual's VARS with special characters, and the arguments it says each node's
+#: job receives (its submit files, with NodeA's misspelt ``($fourth)`` as meant).
+_MANUAL_ARGUMENTS = [
+    (
+        "NodeA",
+        """arguments = "'$(first)' '$(second)' '$(third)' '$(fourth)' '$(misc)'"\n""",
+        [
+            "Alberto Contador",
+            '"Andy Schleck"',
+            "Lance\\ Armstrong",
+            "Vincenzo 'The Shark' Nibali",
+            "!@#$%^&*()_-=+=[]{}?/",
+        ],
+    ),
+    (
+        "NodeB",
+        "arguments = $(first) $(second) $(third) $(fourth) $(misc)\n",
+        [
+            "Lance_Armstrong",
+            '"Andreas_Kloden"',
+            "Ivan_Basso",
+            "Bernard_'The_Badger'_Hinault",
+            "!@#$%^&*()_-=+=[]{}?/",
+        ],
+    ),
+    ("NodeC", 'arguments = "$(args)"\n', ["Nairo Quintana", "Chris Froome"]),
+]
+_MANUAL_VARS = r"""
+JOB NodeA a.sub
+JOB NodeB b.sub
+JOB NodeC c.sub
+VARS NodeA first="Alberto Contador"
+VARS NodeA second="\"\"Andy Schleck\"\""
+VARS NodeA third="Lance\\ Armstrong"
+VARS NodeA fourth="Vincenzo ''The Shark'' Nibali"
+VARS NodeA misc="!@#$%^&*()_-=+=[]{}?/"
+
+VARS NodeB first="Lance_Armstrong"
+VARS NodeB second="\\\"Andreas_Kloden\\\""
+VARS NodeB third="Ivan_Basso"
+VARS NodeB fourth="Bernard_'The_Badger'_Hinault"
+VARS NodeB misc="!@#$%^&*()_-=+=[]{}?/"
+
+VARS NodeC args="'Nairo Quintana' 'Chris Froome'"
+"""
+
+
+@pytest.mark.skipif(not HTCONDOR, reason="HTCondor's bindings (the test extra) are missing")
+@pytest.mark.parametrize(("node", "arguments", "expected"), _MANUAL_ARGUMENTS)
+def test_vars_values_give_the_manual_s_arguments_through_condor_submit(
+    tmp_path: Path, node: str, arguments: str, expected: list[str]
+) -> None:
+    """The values read from VARS, given to HTCondor's own submit code as the macros
+    DAGMan defines, make the job arguments the manual says."""
+    write(tmp_path, {"v.dag": _MANUAL_VARS}, ("a.sub", "b.sub", "c.sub"))
+    macros = read_dag(tmp_path / "v.dag").nodes[node].vars
+    text = "executable = /bin/echo\n"
+    text += "".join(f"{key} = {value}\n" for key, value in macros.items())
+    found = condor_jobs(text + arguments + "queue\n", str(tmp_path))
+    assert "error" not in found, found
+    job = found["jobs"][0]
+    if "Arguments" in job:  # the new syntax, kept as its quoted form
+        assert parse_arguments('"' + job["Arguments"].replace('"', '""') + '"') == expected
+    else:  # the old syntax: arguments as the job gets them, between blanks
+        assert job["Args"].split() == expected

@@ -10,7 +10,14 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from scheduler.web.dag_graph import MAX_NODES, STATE_COLOURS, GraphNode, dag_svg, layers
+from scheduler.web.dag_graph import (
+    MAX_BENDS,
+    MAX_NODES,
+    STATE_COLOURS,
+    GraphNode,
+    dag_svg,
+    layers,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -117,6 +124,20 @@ def test_long_edges_go_around_the_boxes_of_the_layers_they_cross() -> None:
             for bx, by, bw, bh, _, _ in drawn.values():
                 assert not (bx <= x <= bx + bw and by < y_end and y_end - bh < by + bh)
     assert crossings == 2  # top -> bottom crosses the a and b layers beside their boxes
+
+
+def test_past_the_bend_budget_long_edges_are_drawn_straight() -> None:
+    # A chain whose first node is a parent of every node: ~n*n/2 bends.
+    n = 120
+    assert n * (n - 3) // 2 > MAX_BENDS
+    nodes = [GraphNode("c0", "done")]
+    nodes += [GraphNode(f"c{i}", "idle", (f"c{i - 1}", "c0")) for i in range(1, n)]
+    root = ET.fromstring(dag_svg(nodes))
+    paths = [p.get("d") or "" for p in root.iter(f"{SVG}path") if p.get("marker-end")]
+    assert len(paths) == 2 * n - 3 and not any(" L " in d for d in paths)
+    few = nodes[:40]
+    paths = [p.get("d") or "" for p in ET.fromstring(dag_svg(few)).iter(f"{SVG}path")]
+    assert any(" L " in d for d in paths if d.startswith("M") and "z" not in d)
 
 
 def test_the_ordering_uncrosses_two_chains() -> None:

@@ -11,15 +11,18 @@ hover) and, where a link is given, is a link (to the node's jobs, say).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
-__all__ = ["MAX_NODES", "STATE_COLOURS", "GraphNode", "dag_svg", "layers"]
+__all__ = ["MAX_BENDS", "MAX_NODES", "STATE_COLOURS", "GraphNode", "dag_svg", "layers"]
 
 #: Larger workflows are not drawn (the picture would be unreadable and slow); the
 #: picture then says so.
 MAX_NODES = 1500
+#: Edges that span layers bend beside the boxes of the layers between, up to this many
+#: bends in all (past it, they are drawn straight, to keep the picture quick to make).
+MAX_BENDS = 5000
 #: Fill and text colour of each state; any other state is drawn in grey.
 STATE_COLOURS: dict[str, tuple[str, str]] = {
     "done": ("#3a9d5d", "#ffffff"),
@@ -68,9 +71,14 @@ class Layout:
     rows: list[list[Item]]
     up: dict[Item, list[Item]]
     down: dict[Item, list[Item]]
+    #: False when the long edges would need more than MAX_BENDS bends: they are then
+    #: drawn straight from parent to child.
+    bent: bool = True
 
     def chain(self, parent: str, child: str, depth: Mapping[str, int]) -> list[Item]:
         """The items an edge goes through, from its parent to its child."""
+        if not self.bent:
+            return [parent, child]
         bends: list[Item] = [(parent, child, d) for d in range(depth[parent] + 1, depth[child])]
         return [parent, *bends, child]
 
@@ -96,17 +104,18 @@ def _layout(nodes: Sequence[GraphNode]) -> tuple[Layout, dict[str, int]]:
                 raise ValueError(f"node {node.name!r} has an unknown parent {parent!r}")
             children[parent].append(node.name)
     depth = _depths(by_name, children)
+    bends = sum(depth[n.name] - depth[p] - 1 for n in nodes for p in dict.fromkeys(n.parents))
     layout = Layout([[] for _ in range(max(depth.values(), default=-1) + 1)], {}, {})
+    layout.bent = bends <= MAX_BENDS
     for node in nodes:
         layout.rows[depth[node.name]].append(node.name)
         layout.up[node.name], layout.down[node.name] = [], []
     for node in nodes:
         for parent in dict.fromkeys(node.parents):
-            for d in range(depth[parent] + 1, depth[node.name]):
-                bend = (parent, node.name, d)
-                layout.rows[d].append(bend)
-                layout.up[bend], layout.down[bend] = [], []
             chain = layout.chain(parent, node.name, depth)
+            for k, bend in enumerate(chain[1:-1], 1):
+                layout.rows[depth[parent] + k].append(bend)
+                layout.up[bend], layout.down[bend] = [], []
             for high, low in zip(chain, chain[1:], strict=False):
                 layout.down[high].append(low)
                 layout.up[low].append(high)
@@ -168,18 +177,19 @@ def dag_svg(nodes: Sequence[GraphNode], links: Mapping[str, str] | None = None) 
     def width(item: Item) -> int:
         return box_w if isinstance(item, str) else _BEND_WIDTH
 
-    row_widths = [sum(width(i) for i in row) + (len(row) - 1) * _GAP_X for row in layout.rows]
-    total_w = max(2 * _MARGIN + max(row_widths), 320)
+    centre = _centres(layout, width)
+    shift = _MARGIN - min(centre[row[0]] - width(row[0]) / 2 for row in layout.rows if row)
+    right = max(centre[row[-1]] + width(row[-1]) / 2 for row in layout.rows if row)
+    total_w = max(right + shift + _MARGIN, 320)
     top = _MARGIN + _LEGEND_HEIGHT
     rows = len(layout.rows)
     total_h = top + rows * _BOX_HEIGHT + (rows - 1) * _GAP_Y + _MARGIN
     left: dict[Item, float] = {}
     y_of: dict[Item, float] = {}
     for r, row in enumerate(layout.rows):
-        x = (total_w - row_widths[r]) / 2
         for item in row:
-            left[item], y_of[item] = x, top + r * (_BOX_HEIGHT + _GAP_Y)
-            x += width(item) + _GAP_X
+            left[item] = round(centre[item] + shift - width(item) / 2, 1)
+            y_of[item] = top + r * (_BOX_HEIGHT + _GAP_Y)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{total_w:g}" height="{total_h:g}" '
         f'viewBox="0 0 {total_w:g} {total_h:g}" font-family="{_FONT}" font-size="12" '
@@ -193,17 +203,16 @@ def dag_svg(nodes: Sequence[GraphNode], links: Mapping[str, str] | None = None) 
     for node in nodes:
         for parent in dict.fromkeys(node.parents):
             chain = layout.chain(parent, node.name, depth)
-            centre = [left[i] + width(i) / 2 for i in chain]
-            d = [f"M {centre[0]:g} {y_of[parent] + _BOX_HEIGHT:g}"]
+            mid = [left[i] + width(i) / 2 for i in chain]
+            d = [f"M {mid[0]:g} {y_of[parent] + _BOX_HEIGHT:g}"]
             for k in range(1, len(chain)):
                 y1 = y_of[chain[k - 1]] + _BOX_HEIGHT
                 y2, bend = y_of[chain[k]], _GAP_Y / 2
                 d.append(
-                    f"C {centre[k - 1]:g} {y1 + bend:g} {centre[k]:g} {y2 - bend:g} "
-                    f"{centre[k]:g} {y2:g}"
+                    f"C {mid[k - 1]:g} {y1 + bend:g} {mid[k]:g} {y2 - bend:g} {mid[k]:g} {y2:g}"
                 )
                 if k < len(chain) - 1:
-                    d.append(f"L {centre[k]:g} {y2 + _BOX_HEIGHT:g}")
+                    d.append(f"L {mid[k]:g} {y2 + _BOX_HEIGHT:g}")
             out.append(f'<path d="{" ".join(d)}" marker-end="url(#arrow)"/>')
     out.append("</g>")
     for node in nodes:
@@ -212,6 +221,50 @@ def dag_svg(nodes: Sequence[GraphNode], links: Mapping[str, str] | None = None) 
         )
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def _centres(layout: Layout, width: Callable[[Item], int]) -> dict[Item, float]:
+    """Each item's horizontal centre: packed in its layer's order at first, then moved
+    a few times toward the mean centre of its neighbours in the layer above (or below),
+    as near as the order and the gaps between boxes allow, so that chains run straight."""
+    centre: dict[Item, float] = {}
+    for row in layout.rows:
+        x = 0.0
+        for item in row:
+            centre[item] = x + width(item) / 2
+            x += width(item) + _GAP_X
+    for _ in range(4):
+        for rows, neighbours in (
+            (layout.rows[1:], layout.up),
+            (layout.rows[-2::-1], layout.down),
+        ):
+            for row in rows:
+                wanted = [_mean([centre[n] for n in neighbours[i]], centre[i]) for i in row]
+                _place(row, wanted, width, centre)
+    return centre
+
+
+def _place(
+    row: list[Item], wanted: list[float], width: Callable[[Item], int], centre: dict[Item, float]
+) -> None:
+    """Centres for ``row`` as near ``wanted`` as its order and gaps allow: the mean of
+    packing from the left (pushing right) and from the right (pushing left)."""
+    gap = [(width(a) + width(b)) / 2 + _GAP_X for a, b in zip(row, row[1:], strict=False)]
+    from_left = list(wanted)
+    for k in range(1, len(row)):
+        from_left[k] = max(from_left[k], from_left[k - 1] + gap[k - 1])
+    from_right = list(wanted)
+    for k in range(len(row) - 2, -1, -1):
+        from_right[k] = min(from_right[k], from_right[k + 1] - gap[k])
+    mixed = [(a + b) / 2 for a, b in zip(from_left, from_right, strict=True)]
+    for k in range(1, len(row)):
+        mixed[k] = max(mixed[k], mixed[k - 1] + gap[k - 1])
+    for item, x in zip(row, mixed, strict=True):
+        centre[item] = x
+
+
+def _mean(values: list[float], default: float) -> float:
+    return sum(values) / len(values) if values else default
 
 
 def _box(node: GraphNode, at: tuple[float, float], width: int, link: str | None) -> str:
