@@ -216,3 +216,34 @@ def test_splices_dirs_noop_done_and_config_run_as_read(
     spans = sorted((n["started"], n["ended"]) for n in nodes.values() if n["cluster"])
     # DAGMAN_MAX_JOBS_SUBMITTED = 1: first and other, free to run together, did not.
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), spans
+
+
+def test_script_defer_and_always_run_post(cluster: TestCluster, tmp_path: Path) -> None:
+    counting_job(tmp_path)
+    # pre.sh NAME: exits 5 the first time (run me again later), then 0.
+    write(
+        tmp_path / "pre.sh",
+        f'#!/bin/sh\nf={tmp_path}/pre.$1\nif [ -e "$f" ]; then exit 0; fi\n: > "$f"\nexit 5\n',
+        True,
+    )
+    write(tmp_path / "fail.sh", "#!/bin/sh\nexit 2\n", True)
+    write(
+        tmp_path / "post.sh",
+        f'#!/bin/sh\necho "post $1 $2 $3" >> {tmp_path}/scripts.txt\nexit 0\n',
+        True,
+    )
+    write(tmp_path / "always.config", "DAGMAN_ALWAYS_RUN_POST = True\n")
+    write(
+        tmp_path / "defer.dag",
+        "CONFIG always.config\n"
+        'JOB A count.sub\nVARS A code="0" good_at="1"\nSCRIPT DEFER 5 1 PRE A pre.sh $JOB\n'
+        'JOB B count.sub\nVARS B code="0" good_at="1"\nSCRIPT PRE B fail.sh\n'
+        "SCRIPT POST B post.sh $JOB $RETURN $PRE_SCRIPT_RETURN\n",
+    )
+    result = cluster.run("dsub_dag", "--wait", "defer.dag", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert order(tmp_path) == ["A"]  # B's jobs never ran: its PRE script failed
+    assert (tmp_path / "scripts.txt").read_text() == "post B -1004 2\n"
+    log = cluster.config.home / "dags" / "1" / "dag.log"
+    text = log.read_text()
+    assert "node A: PRE script exited with 5" in text and "node A: done" in text
