@@ -24,6 +24,9 @@ LIVE = frozenset({"waiting", "ready", "pre", "queued", "post"})
 ACTIVE = frozenset({"pre", "queued", "post"})
 #: A DAG that still runs (or waits, held).
 OPEN = ("running", "held")
+#: The blocked queue of the nodes waiting for room under DAGMAN_MAX_PRE_SCRIPTS (no
+#: category's name: those are printable).
+PRE_QUEUE = "\0pre"
 
 
 @dataclass
@@ -165,10 +168,12 @@ class DagBook:
         run.live += (after in LIVE) - (before in LIVE)
         if after == "ready":
             heapq.heappush(run.ready, _rank(node))
-        if before in ACTIVE:
-            for queue in {category, "", "\0pre"}:
-                for seq in run.blocked.pop(queue, ()):
-                    heapq.heappush(run.ready, _rank(run.nodes[seq]))
+        freed = [PRE_QUEUE] if before == "pre" else []
+        if before in ACTIVE and after not in ACTIVE:
+            freed += [category, ""]
+        for queue in freed:
+            for seq in run.blocked.pop(queue, ()):
+                heapq.heappush(run.ready, _rank(run.nodes[seq]))
 
     def watch(self, node: NodeRow) -> None:
         """The node's attempt begins in this process: its jobs' ends are all seen."""

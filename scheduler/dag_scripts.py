@@ -243,6 +243,7 @@ def script_ended(
             dags.node_result(state, run, node, True, 0, "")
         elif value == 0:
             dags.queue_jobs(state, run, node)
+            dags.advance(state, run)  # its PRE script's room is free
         elif node.rules.get("post") and run.row.settings.get("always_run_post"):
             state.dags.set(run, node, state="post", return_code=value, reason=PRE_FAILED + said)
             dags.start_post(state, run, node)

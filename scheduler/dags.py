@@ -25,7 +25,7 @@ from pathlib import Path
 
 from scheduler import dag_scripts
 from scheduler import protocol as p
-from scheduler.dag_book import ACTIVE, LIVE, OPEN, DagRun
+from scheduler.dag_book import LIVE, OPEN, PRE_QUEUE, DagRun
 from scheduler.dag_store import NodeRow
 from scheduler.job_records import Job
 from scheduler.protocol import JobState
@@ -36,8 +36,6 @@ log = logging.getLogger("scheduler.server")
 
 #: $RETURN of a node whose jobs were removed (as DAGMan's "job aborted").
 REMOVED_RETURN = -1
-#: The blocked queue of nodes waiting for room under DAGMAN_MAX_PRE_SCRIPTS.
-PRE_QUEUE = "\0pre"
 #: Failed nodes named in a DAG's reason, at most.
 REASONS_SHOWN = 20
 
@@ -497,7 +495,3 @@ def resume(state: SchedulerState) -> None:
                 may_be_ready(state, run, node)
         maybe_end(state, run)
         advance(state, run)
-
-
-def active_nodes(run: DagRun) -> int:
-    return sum(n.state in ACTIVE for n in run.nodes)

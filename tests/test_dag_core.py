@@ -124,3 +124,26 @@ def test_priority_orders_ready_nodes_and_is_their_jobs_priority(
     _finish(state, link, f"{reply.clusters['high']}.0", 0)
     assert _states(state, reply.dag) == {"low": "ready", "high": "done", "mid": "queued"}
     close_state(state)
+
+
+def test_max_pre_scripts_lets_the_next_script_run_as_one_ends(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    state = open_state(tmp_path / "home", clock)
+    message = _dag(state, ["A", "B", "C"], {})
+    script = b"#!/bin/sh\nexit 0\n"
+    sha = hashlib.sha256(script).hexdigest()
+    pre = p.DagScriptSpec(name="pre.sh", executable=sha)
+    message = replace(
+        message,
+        nodes=[replace(n, pre=pre) for n in message.nodes],
+        scripts={sha: p.pack_bytes(script)},
+        config={"DAGMAN_MAX_PRE_SCRIPTS": "1"},
+    )
+    reply = run_unit(state, "submit", lambda: on_submit_dag(state, user("alice"), message))
+    assert isinstance(reply, p.DagSubmitted), reply
+    # Here scripts run as their unit commits, one at a time: each ran, in turn.
+    assert _states(state, reply.dag) == {"A": "queued", "B": "queued", "C": "queued"}
+    log = (tmp_path / "home" / "dags" / str(reply.dag) / "dag.log").read_text()
+    assert log.count("PRE script exited with 0") == 3
+    close_state(state)
