@@ -399,6 +399,11 @@ def end_dag(state: SchedulerState, run: DagRun, final: str, reason: str) -> None
     state.dags.tables.save_dag(row)
     state.dags.end(run)
     dag_log(state, run.id, f"DAG {final}" + (f": {reason}" if reason else ""))
+    if final == "done":
+        # Nothing of it runs again: the DAG's copies of its inputs can go (each node's
+        # cluster has its own links to those its jobs used). A failed or removed DAG
+        # keeps them for --rerun-failed.
+        state.effects.defer("remove DAG inputs", partial(state.spool.remove_cluster, run.id))
     log.info("DAG %d of %s %s", run.id, row.owner, final)
     dag_ended(state, run)
     cluster_may_be_done(state, run.id)

@@ -46,6 +46,9 @@ def test_a_diamond_runs_each_node_after_its_parents(cluster: TestCluster, tmp_pa
     assert ran[0] == "A" and ran[-1] == "D"
     shown = json.loads(cluster.run("dq", "-dag", "1", "--json").stdout)
     assert {n["name"]: n["state"] for n in shown[0]["nodes"]} == dict.fromkeys("ABCD", "done")
+    # Done: the DAG's copies of its inputs are gone, its nodes' jobs keep theirs.
+    spool = cluster.config.home / "spool"
+    assert not (spool / "1").exists() and (spool / str(shown[0]["nodes"][0]["cluster"])).exists()
 
 
 def counting_job(folder: Path) -> None:
