@@ -10,8 +10,13 @@ deep queue, and with the deep queue while 5 clients follow the queue page as it 
 the scheduler's loop lag (``/api/overview``, over the last minute) and its CPU for the
 5 clients (psutil, over ``--window`` seconds, less the same window without them);
 ``dq`` (the batch view), the first line of ``dq -nobatch``, ``dq --json`` (time and the
-client's peak RSS); the queue page's first paint in Chromium (Playwright). A feature
-the scheduler does not have yet gives a row that says so.
+client's peak RSS); the queue page's first paint in Chromium (Playwright); then the
+scheduler's CPU for one request of the views that could grow with the queue or the
+history: a page of ``dq --json``, ``dq -analyze CLUSTER`` of the big cluster, and,
+once the small cluster is removed (its jobs the history), ``dhistory``'s 1,000 jobs,
+``/api/history`` and ``/api/jobs`` with finished states (psutil, less the
+scheduler's idle CPU over the same time). A feature the scheduler does not have yet
+gives a row that says so.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from tabulate import tabulate
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from control_node import Client  # noqa: E402
+from control_node.client import HISTORY_PAGE  # noqa: E402
 from control_node.local_cluster import LocalCluster  # noqa: E402
 from scheduler.loop_lag import INTERVAL, WINDOW  # noqa: E402
 
@@ -276,8 +282,10 @@ def measure(jobs: int, runs: int, window: float, log: Callable[[str], None]) -> 
                 empty = submit_to_done(client, work, runs)
                 log(f"submitting {jobs:,} idle jobs ...")
                 start = time.perf_counter()
-                for name in ("deep1", "deep2"):
-                    client.submit(work / f"{name}.sub", cwd=str(work))
+                big, small = (
+                    client.submit(work / f"{name}.sub", cwd=str(work)).id
+                    for name in ("deep1", "deep2")
+                )
                 rows.append(
                     row(f"submit {jobs:,} idle jobs", f"{time.perf_counter() - start:.1f} s")
                 )
@@ -314,6 +322,10 @@ def measure(jobs: int, runs: int, window: float, log: Callable[[str], None]) -> 
                 rows.append(row("queue page first paint (Chromium)",
                                 why if paint is None else f"{paint * 1000:.0f} ms",
                                 "< 1 s", None if paint is None else paint < 1))  # fmt: skip
+                log("one request of each view: the scheduler's CPU ...")
+                rows += request_rows(
+                    client, web, scheduler, idle_cpu, (big, deep), (small, jobs - deep)
+                )
         finally:
             cluster.stop()
     return rows
@@ -364,6 +376,62 @@ def dq_rows(env: dict[str, str], jobs: int) -> list[Row]:
     took, rss = run_time(env, dq("--json"))
     rows.append(row(f"dq --json ({jobs:,} jobs)", f"{took:.2f} s", "< 3 s", took < 3))
     rows.append(row("  its peak RSS (client)", f"{rss:.0f} MiB", "flat: < 100 MiB", rss < 100))
+    return rows
+
+
+#: Scheduler CPU one request may take: "a few milliseconds" of the issue.
+FEW_MS = 5.0
+
+
+def scheduler_ms(
+    process: psutil.Process, idle_percent: float, calls: int, call: Callable[[], object]
+) -> float:
+    """The scheduler's CPU for one of ``calls`` calls of ``call``, in milliseconds,
+    less its idle CPU (``idle_percent`` of a core) over the same time."""
+    before, start = process.cpu_times(), time.perf_counter()
+    for _ in range(calls):
+        call()
+    elapsed, after = time.perf_counter() - start, process.cpu_times()
+    used = (after.user - before.user) + (after.system - before.system)
+    return 1000 * max(0.0, used - idle_percent / 100 * elapsed) / calls
+
+
+def request_rows(
+    client: Client,
+    web: Web,
+    scheduler: psutil.Process,
+    idle_cpu: float,
+    big: tuple[int, int],
+    small: tuple[int, int],
+) -> list[Row]:
+    """The scheduler's CPU for one request of ``dq -analyze`` of the ``big`` cluster
+    (id, jobs), then, the ``small`` one removed, of ``dhistory`` and the API's pages
+    of finished jobs."""
+    rows = []
+    pages: list[int] = []
+    took = scheduler_ms(scheduler, idle_cpu, 1, lambda: pages.extend(map(len, client.wire_pages())))
+    rows.append(row(f"dq --json ({sum(pages):,} jobs): scheduler CPU a page of {max(pages):,}",
+                    f"{took / len(pages):.1f} ms ({len(pages)} pages)", "-"))  # fmt: skip
+    took = scheduler_ms(scheduler, idle_cpu, 200, lambda: client.analyze_clusters([str(big[0])]))
+    rows.append(row(f"dq -analyze CLUSTER ({big[1]:,} jobs): scheduler CPU a request",
+                    f"{took:.1f} ms", f"< {FEW_MS:.0f} ms", took < FEW_MS))  # fmt: skip
+    removed = client.remove([str(small[0])])
+    assert len(removed.changed) == small[1], removed.skipped
+    history: list[int] = []
+    took = scheduler_ms(scheduler, idle_cpu, 5, lambda: history.append(len(client.history())))
+    assert len(set(history)) == 1 and history[0] >= min(1000, small[1]), history
+    requests = -(-history[0] // HISTORY_PAGE)
+    rows.append(row(f"dhistory ({history[0]:,} jobs): scheduler CPU a request",
+                    f"{took / requests:.1f} ms ({requests} requests, {took:.0f} ms in all)",
+                    f"< {FEW_MS:.0f} ms", took / requests < FEW_MS))  # fmt: skip
+    took = scheduler_ms(scheduler, idle_cpu, 20, lambda: web.get("/api/history"))
+    rows.append(row(f"/api/history (a page of {HISTORY_PAGE}): scheduler CPU a request",
+                    f"{took:.1f} ms", f"< {FEW_MS:.0f} ms", took < FEW_MS))  # fmt: skip
+    page = "/api/jobs?states=all&limit=500"
+    last = f"{page}&after={small[0]}.{small[1] - 600}"  # among the finished ones
+    took = scheduler_ms(scheduler, idle_cpu, 10, lambda: (web.get(page), web.get(last)))
+    rows.append(row("/api/jobs?states=all (a page of 500): scheduler CPU a request",
+                    f"{took / 2:.1f} ms", "-"))  # fmt: skip
     return rows
 
 

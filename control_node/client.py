@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 # Submitting, mapping, sweeps and drawing are imported where used: a command that only
 # asks the scheduler something starts without them (see tests/test_startup.py).
 
+#: Finished jobs asked for in one request: the most the scheduler answers with
+#: (scheduler/job_control.py, HISTORY_PAGE).
+HISTORY_PAGE = 100
+
 
 class Client:
     """A connection to the scheduler as one user."""
@@ -391,23 +395,28 @@ class Client:
         since: float | None = None,
         limit: int = 1000,
     ) -> list[p.JobInfo]:
-        """Finished and removed jobs, oldest first: yours, ``user``'s, or everyone's
-        (``user="*"``); ``since`` is a Unix time."""
-        reply = self.conn.request(
-            p.QueryHistory(ids=list(ids or []), user=user or "", since=since, limit=limit)
-        )
-        assert isinstance(reply, p.JobList)
-        return reply.jobs
+        """The ``limit`` most recently ended of the finished and removed jobs, oldest
+        first: yours, ``user``'s, or everyone's (``user="*"``); ``since`` is a Unix
+        time. Asked for a page at a time (see :meth:`history_pages`)."""
+        pages: list[list[p.JobInfo]] = []
+        wanted = max(1, limit)
+        for page in self.history_pages(ids, user, since, page=min(wanted, HISTORY_PAGE)):
+            pages.append(page[-wanted:])
+            wanted -= len(pages[-1])
+            if wanted <= 0:
+                break
+        return [job for page in reversed(pages) for job in page]
 
     def history_pages(
         self,
         ids: list[str] | None = None,
         user: str | None = None,
         since: float | None = None,
-        page: int = 1000,
+        page: int = HISTORY_PAGE,
     ) -> Iterator[list[p.JobInfo]]:
-        """As :meth:`history`, a page at a time from the newest back to the oldest
-        (each page oldest first), for a reader that filters the jobs itself."""
+        """As :meth:`history`, a page (at most ``page`` jobs, and no more than the
+        scheduler gives in one answer) at a time from the newest back to the oldest
+        (each page oldest first), each asked for once the one before is used."""
         before_time: float | None = None
         before_job = ""
         while True:
@@ -421,7 +430,7 @@ class Client:
                 return
             yield reply.jobs
             oldest = reply.jobs[0]
-            if len(reply.jobs) < page or oldest.end_time is None:
+            if not reply.more or oldest.end_time is None:
                 return
             before_time, before_job = oldest.end_time, oldest.id
 

@@ -132,7 +132,7 @@ def history_table(jobs: Sequence[p.JobInfo]) -> str:
             duration(j.cpu_time),
             j.worker or "-",
             describe_status(j) if j.state == p.JobState.COMPLETED.value else "-",
-            j.num_starts,
+            f"{j.num_starts} ({j.resumes} resumed)" if j.resumes else j.num_starts,
         )
         for j in jobs
     ]
@@ -179,6 +179,7 @@ _IN_CLASSAD = {
     "worker", "exit_code", "exit_signal", "wall_time", "cpu_time", "num_starts",
     "hold_reason", "executable", "arguments", "total_run_time", "attributes",
     "request_cpus", "request_memory", "request_disk", "request_gpus",
+    "checkpoints", "checkpoint_time", "resumes",
 }  # fmt: skip
 
 
@@ -199,7 +200,7 @@ def jobs_long(jobs: Sequence[p.JobInfo]) -> str:
             elif isinstance(value, list):
                 if value:
                     lines.append(f"{name} = {' '.join(map(str, value))}")
-            elif value is not None and value != "":
+            elif value is not None and value != "" and (value or name != "wall_lost"):
                 lines.append(f"{name} = {value}")
         if job.executable.endswith(".py"):
             # As the worker runs it (worker_node.py_scripts): the file is not at hand here.

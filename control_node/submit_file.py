@@ -51,6 +51,15 @@ from control_node.submit_keys import (
     suggestion,
     warning_for,
 )
+from control_node.submit_lines import CONTROL_CHARS, LineError, Statement, read_statements
+from control_node.submit_macros import (
+    MacroContext,
+    MacroError,
+    expand_macros,
+    replace_self_reference,
+    undefined_macros,
+    used_names,
+)
 from control_node.submit_paths import PathReaders
 from control_node.submit_queue import (
     PREDEFINED,
@@ -60,18 +69,6 @@ from control_node.submit_queue import (
     parse_queue,
     queue_items,
 )
-from control_node.submit_quoting import (
-    CONTROL_CHARS,
-    LineError,
-    MacroContext,
-    MacroError,
-    Statement,
-    expand_macros,
-    read_statements,
-    replace_self_reference,
-    undefined_macros,
-    used_names,
-)
 from control_node.submit_requirements import Derived, DerivedError, derive
 from control_node.submit_universe import ChoiceChecks
 from control_node.submit_values import INT, INT32, ValueReaders
@@ -80,6 +77,7 @@ from scheduler.protocol import (
     parse_disk_kb,
     parse_memory_mb,
 )
+from worker_node import checkpoint
 
 __all__ = [
     "ProcDescription",
@@ -412,6 +410,8 @@ class _Parser(ValueReaders, PathReaders, ChoiceChecks, IncludeReader):
             outputs = [*outputs, result_file]
         draws = ctx.call
         derived = self.derived(ctx)
+        attributes = self.attributes(ctx) | derived.attributes
+        self.check_checkpointing(attributes)
         return ProcDescription(
             proc=proc,
             executable=executable,
@@ -439,9 +439,26 @@ class _Parser(ValueReaders, PathReaders, ChoiceChecks, IncludeReader):
             params={**item.values, **draws.drawn} if isinstance(draws, RandomDraws) else {},
             result_file=result_file,
             requirements=derived.requirements,
-            attributes=self.attributes(ctx) | derived.attributes,
+            attributes=attributes,
             hold=self.boolean(ctx, "hold"),
         )
+
+    def check_checkpointing(self, attributes: dict[str, str]) -> None:
+        """Refuse checkpoint keys whose values a worker could not act on (see
+        :func:`worker_node.checkpoint.policy`), on the line of the key."""
+        try:
+            checkpoint.policy(attributes)
+        except ValueError as exc:
+            key = str(exc).split(":", 1)[0]
+            raise self.error(key, str(exc)) from None
+        if "SuccessCheckpointExitCode" not in attributes:
+            for key in ("transfer_checkpoint_files", "job_max_vacate_time", "kill_sig"):
+                if key in self.lines:
+                    self.warn(
+                        self.lines[key],
+                        f"'{key}' acts only for a job that sets checkpoint_exit_code",
+                        self.files.get(key),
+                    )
 
     def attributes(self, ctx: MacroContext) -> dict[str, str]:
         """The job attributes, as HTCondor puts them in the job's ClassAd."""

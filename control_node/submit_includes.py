@@ -14,15 +14,9 @@ from collections.abc import Callable, Iterator
 
 from control_node.submit_errors import SubmitFileError
 from control_node.submit_keys import CUSTOM_PREFIX
+from control_node.submit_lines import MULTI_LINE, LineError, Statement, read_statements
+from control_node.submit_macros import MacroError, used_names
 from control_node.submit_queue import QueueError, command_output
-from control_node.submit_quoting import (
-    MULTI_LINE,
-    LineError,
-    MacroError,
-    Statement,
-    read_statements,
-    used_names,
-)
 
 __all__ = [
     "DIRECTIVES",

@@ -64,6 +64,8 @@ STORED: dict[str, tuple[str, str]] = {
     "docker_image": ("DockerImage", "string"),
     "container_image": ("ContainerImage", "string"),
     "transfer_checkpoint_files": ("TransferCheckpoint", "string"),
+    "checkpoint_exit_code": ("SuccessCheckpointExitCode", "expr"),
+    "want_ft_on_checkpoint": ("WantFTOnCheckpoint", "expr"),
     "match_list_length": ("LastMatchListLength", "expr"),
     "accounting_group": ("AcctGroup", "string"),
     "accounting_group_user": ("AcctGroupUser", "string"),
@@ -96,12 +98,12 @@ _STORED_WHY = {
     " the job",
     "docker_image": "stored as DockerImage; workers run jobs without a container",
     "container_image": "stored as ContainerImage; workers run jobs without a container",
-    "transfer_checkpoint_files": "stored as TransferCheckpoint; dfarm does not checkpoint jobs",
     "match_list_length": "stored as LastMatchListLength; dfarm keeps no LastMatchName list",
+    "want_ft_on_checkpoint": "stored as WantFTOnCheckpoint; a checkpoint always sends"
+    " its checkpoint files (transfer_checkpoint_files) to the spool, never the outputs",
     "accounting_group": "stored as AcctGroup; fair share is by user",
     "accounting_group_user": "stored as AcctGroupUser; fair share is by user",
     "concurrency_limits": "stored as ConcurrencyLimits; dfarm has no concurrency limits",
-    "kill_sig": "stored as KillSig; jobs are stopped with SIGTERM then SIGKILL",
     "leave_in_queue": "stored as LeaveJobInQueue; finished jobs go to the history",
     "transfer_output_remaps": "stored as TransferOutputRemaps; outputs keep their names",
     "allowed_execute_duration": "stored as AllowedExecuteDuration; only allowed_job_duration"
@@ -160,7 +162,6 @@ _GROUPS = {
     "output is sent back when the job ends (follow it with dtail)": (
         "stream_output stream_error stream_input erase_output_and_error_on_restart"
     ),
-    "dfarm does not checkpoint jobs": "checkpoint_exit_code want_ft_on_checkpoint",
     "dfarm has no job deferral": (
         "cron_minute cron_hour cron_day_of_month"
         " cron_month cron_day_of_week cron_window cron_prep_time"
@@ -191,6 +192,7 @@ _SILENT = frozenset({
 
 #: Other spellings of a key -> the key, as condor_submit 24 reads them (case-insensitive).
 ALIASES = {
+    "SuccessCheckpointExitCode": "checkpoint_exit_code",
     "ShouldTransferFiles": "should_transfer_files",
     "WhenToTransferOutput": "when_to_transfer_output",
     "TransferInputFiles": "transfer_input_files",

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from control_node import input_files as transfer_inputs
 from control_node.submit_errors import SubmitFileError
-from control_node.submit_quoting import MacroContext, split_list
+from control_node.submit_macros import MacroContext
+from control_node.submit_quoting import split_list
 
 __all__ = ["PathReaders"]
 

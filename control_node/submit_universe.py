@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from control_node.submit_errors import SubmitFileError
-from control_node.submit_quoting import MacroContext
+from control_node.submit_macros import MacroContext
 
 __all__ = ["RETIRED_UNIVERSES", "UNIVERSES", "UNIVERSE_NEEDS", "ChoiceChecks"]
 

@@ -12,13 +12,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from control_node.submit_quoting import (
-    CONTROL_CHARS,
-    MacroContext,
-    parse_arguments,
-    parse_environment,
-    valid_env_name,
-)
+from control_node.submit_lines import CONTROL_CHARS
+from control_node.submit_macros import MacroContext
+from control_node.submit_quoting import parse_arguments, parse_environment, valid_env_name
 from scheduler.matching.classad import ClassAdError, compile_expression
 from scheduler.matching.classad_values import unparse
 from scheduler.matching.requirements import RequirementsError, compile_requirements

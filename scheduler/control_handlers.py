@@ -31,6 +31,10 @@ from scheduler.workers import WorkerState
 log = logging.getLogger("scheduler.server")
 
 FINAL = {state.value for state in p.FINAL_STATES}
+#: The most jobs a paged ``dq`` request (``limit`` > 0) is answered with: a record
+#: costs about 5 to 10 µs, so that a page holds the loop a few milliseconds; the
+#: client asks for the next one (``more``, ``after``).
+QUERY_PAGE = 500
 
 
 def on_new_cluster(state: SchedulerState, conn: Caller, msg: p.NewCluster) -> p.Message:
@@ -145,7 +149,10 @@ def on_query_jobs(state: SchedulerState, conn: Caller, msg: p.QueryJobs) -> p.Me
     clusters, pairs = parse_ids(msg.ids)
     owner = None if msg.all_users else conn.name
     states = set(msg.states) or {s.value for s in JobState}
-    if pairs or states & FINAL:
+    limit = min(msg.limit, QUERY_PAGE) if msg.limit > 0 else 0
+    if states & FINAL and not pairs and limit > 0:
+        jobs, more = _finished_page(state, owner, clusters, states, msg.after, limit)
+    elif pairs or states & FINAL:
         # Jobs in the queue are in memory; only finished ones are read from SQLite.
         jobs = state.jobs.select(owner, clusters, pairs, states - FINAL)
         if states & FINAL:
@@ -153,9 +160,9 @@ def on_query_jobs(state: SchedulerState, conn: Caller, msg: p.QueryJobs) -> p.Me
                 owner=owner, clusters=clusters, job_ids=pairs, states=sorted(states & FINAL)
             )
         jobs.sort(key=lambda job: (job.cluster, job.proc))
-        jobs, more = _page(jobs, msg.after, msg.limit)
+        jobs, more = _page(jobs, msg.after, limit)
     else:
-        jobs, more = _queue_page(state, owner, clusters, states, msg.after, msg.limit)
+        jobs, more = _queue_page(state, owner, clusters, states, msg.after, limit)
     finished = {
         job.cluster for job in jobs if job.state is JobState.COMPLETED and may_control(conn, job)
     }
@@ -179,6 +186,30 @@ def _queue_page(
     if limit > 0 and len(jobs) > limit:
         return jobs[:limit], True
     return jobs, False
+
+
+def _finished_page(
+    state: SchedulerState,
+    owner: str | None,
+    clusters: list[int],
+    states: set[str],
+    after: str,
+    limit: int,
+) -> tuple[list[Job], bool]:
+    """A page of jobs in id order, finished ones among them: those in the queue walked
+    from ``after``, the finished ones read from SQLite from ``after`` on, a page of
+    each merged (the cost of the page, however many jobs have finished)."""
+    key = _after_key(after)
+    queued = states - FINAL
+    jobs: list[Job] = []
+    if queued:
+        walk = state.jobs.in_order(key, owner, queued, set(clusters))
+        jobs = list(itertools.islice(walk, limit + 1))
+    jobs += state.store.jobs_page(
+        owner=owner, clusters=clusters, states=sorted(states & FINAL), after=key, limit=limit + 1
+    )
+    jobs.sort(key=lambda job: (job.cluster, job.proc))
+    return jobs[:limit], len(jobs) > limit
 
 
 def _after_key(after: str) -> tuple[int, int]:

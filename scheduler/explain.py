@@ -104,36 +104,17 @@ def on_analyze_jobs(state: SchedulerState, conn: Caller, msg: p.AnalyzeJobs) -> 
 
 
 def _summarise(state: SchedulerState, cluster: int, slots: list[Slots]) -> p.ClusterAnalysis:
-    """A cluster's counts (the queue's summary), its idle jobs counted per reason,
-    worked out once per job shape (the procs that differ in nothing but their number
-    share one spec), and its held jobs per hold reason: one pass over its procs,
-    ended once every idle and held job is counted."""
-    line = state.summary.cluster(cluster)
+    """A cluster's counts, its idle jobs counted per reason and its held jobs per hold
+    reason, from the queue's summary: the reason worked out once per job shape (the
+    procs that differ in nothing but their number share one spec), at the cost of its
+    shapes, not of its jobs."""
+    summary = state.summary
+    line = summary.cluster(cluster)
     if line is None:
         return p.ClusterAnalysis(cluster=cluster, owner="", idle=0, running=0, held=0)
-    shapes: dict[int, list[Any]] = {}
-    held: Counter[str] = Counter()
-    left = line.idle + line.held
-    active, idle, on_hold = state.jobs.active, JobState.IDLE, JobState.HELD
-    for proc in range(line.total):
-        if not left:
-            break
-        job = active.get((cluster, proc))
-        if job is None:
-            continue
-        if job.state is idle:
-            shape = shapes.get(id(job.spec))
-            if shape is None:
-                shapes[id(job.spec)] = [job, 1]
-            else:
-                shape[1] += 1
-            left -= 1
-        elif job.state is on_hold:
-            held[job.hold_reason or "no reason given"] += 1
-            left -= 1
     reasons: Counter[str] = Counter()
     found = capacities(slots)
-    for job, n in shapes.values():
+    for job, n in summary.idle_shapes(cluster):
         reasons[_idle_reason(job, slots, found)] += n
     return p.ClusterAnalysis(
         cluster=cluster,
@@ -142,7 +123,7 @@ def _summarise(state: SchedulerState, cluster: int, slots: list[Slots]) -> p.Clu
         running=line.running,
         held=line.held,
         idle_reasons=dict(reasons.most_common()),
-        hold_reasons=dict(held.most_common()),
+        hold_reasons=dict(Counter(summary.hold_reasons(cluster)).most_common()),
     )
 
 

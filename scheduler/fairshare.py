@@ -17,6 +17,7 @@ timestamp and decayed when read, never rewritten by a periodic task.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -27,8 +28,10 @@ from scheduler.undo import UndoHook, no_undo
 #: Default half-life of usage, in seconds (one day, as HTCondor).
 DEFAULT_HALFLIFE = 86400.0
 
-#: (-priority, cluster, proc, job): the order of one user's jobs.
-Entry = tuple[int, int, int, Job]
+#: (-priority, cluster, proc, push number, job): the order of one user's jobs. The
+#: push number keeps a job's stale entry (see :meth:`FairShareQueue.discard`) and its
+#: new one apart when it is queued again, so that the heap never compares jobs.
+Entry = tuple[int, int, int, int, Job]
 
 
 @dataclass
@@ -68,6 +71,7 @@ class FairShareQueue:
         self.users: dict[str, UserShare] = {}
         #: The live entry of each queued job; any other entry of it in a heap is stale.
         self._queued: dict[tuple[int, int], Entry] = {}
+        self._pushes = itertools.count()
         #: Where each change registers its undo (see :mod:`scheduler.undo`).
         self.undo: UndoHook = no_undo
 
@@ -141,7 +145,7 @@ class FairShareQueue:
             return
         share = self.user(job.owner)
         share.idle += 1
-        entry = (-job.spec.priority, job.cluster, job.proc, job)
+        entry = (-job.spec.priority, job.cluster, job.proc, next(self._pushes), job)
         self._queued[key] = entry
         heapq.heappush(share.heaps.setdefault(shape_of(job.spec), []), entry)
         self.undo(lambda: self.discard(job))
@@ -178,7 +182,7 @@ class FairShareQueue:
         wherever a job of that shape runs."""
         for share in self.ranked(now):
             if shape in share.heaps and self._top(share, shape) is not None:
-                job = heapq.heappop(share.heaps[shape])[3]
+                job = heapq.heappop(share.heaps[shape])[4]
                 self.discard(job)
                 return job
         return None
@@ -191,4 +195,4 @@ class FairShareQueue:
         for heap in share.heaps.values():
             for entry in heap:
                 if self._queued.get((entry[1], entry[2])) is entry:
-                    yield entry[3]
+                    yield entry[4]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler import protocol as p
+from scheduler.authz import visible_info
 from scheduler.callers import Caller, Replier
 from scheduler.connection import Connection, RequestError
 from scheduler.dag_handlers import change_dags
@@ -21,7 +22,7 @@ from scheduler.job_files import read_range, result_file
 from scheduler.job_records import Job
 from scheduler.protocol import JobState
 from scheduler.run_time import total_run_time
-from scheduler.selection import ACTIONABLE, controlled, owned_job, parse_ids, visible
+from scheduler.selection import ACTIONABLE, controlled, owned_job, parse_ids
 from scheduler.state import SchedulerState
 from scheduler.submission import ATTRIBUTE_NAME
 from scheduler.transitions import hold, release, remove
@@ -45,6 +46,10 @@ EDITABLE = {
     "allowed_job_duration": lambda v: _whole(v, 1),
 }
 STREAMS = ("stdout", "stderr")
+#: The most finished jobs one ``dhistory`` request is answered with (its cost is
+#: about 80 µs a job: each job's events are read); a reader asks for the next page
+#: back with ``before_time`` and ``before_job``.
+HISTORY_PAGE = 100
 _tail_ids = itertools.count(1)
 
 
@@ -147,6 +152,8 @@ def on_edit_jobs(state: SchedulerState, conn: Caller, msg: p.EditJobs) -> p.Mess
     )
     changed, skipped = [], {}
     renames = any(name.lower() == "jobbatchname" for name in attributes)
+    # Jobs that shared a spec share the edited one: a cluster keeps its few shapes.
+    edited: dict[int, tuple[p.JobSpec, p.JobSpec]] = {}
     with state.store.transaction():
         for job in controlled(state, conn, msg.ids, False):
             if job.state not in (_S.IDLE, _S.HELD):
@@ -156,9 +163,13 @@ def on_edit_jobs(state: SchedulerState, conn: Caller, msg: p.EditJobs) -> p.Mess
                 # Requests decide where a job fits: requeue it with the new ones.
                 state.jobs.queue.discard(job)
             state.jobs.keep(job, ["spec"])
-            job.spec = dataclasses.replace(
-                job.spec, **values, **with_attributes(job.spec, attributes)
-            )
+            old = job.spec
+            pair = edited.get(id(old))
+            if pair is None:
+                new = dataclasses.replace(old, **values, **with_attributes(old, attributes))
+                pair = edited[id(old)] = (old, new)
+            job.spec = pair[1]
+            state.summary.respecced(job, old)
             if job.state is _S.IDLE:
                 state.jobs.queue.push(job)
             state.store.save_spec(job, "edited", detail)
@@ -175,35 +186,46 @@ def on_edit_jobs(state: SchedulerState, conn: Caller, msg: p.EditJobs) -> p.Mess
 
 
 def on_query_history(state: SchedulerState, conn: Caller, msg: p.QueryHistory) -> p.Message:
+    """A page of finished jobs, the newest ``limit`` (at most :data:`HISTORY_PAGE`)
+    of those that ended before ``before_time``/``before_job``, the most recent last;
+    ``more`` says older ones match too."""
     parse_ids(msg.ids)  # refuses malformed ids
-    before = None
-    if msg.before_time is not None:
-        try:
-            cluster, proc = p.parse_job_id(msg.before_job)
-        except ValueError:
-            proc = None
-        if proc is None:
-            raise RequestError(f"before_job: not a CLUSTER.PROC: {msg.before_job!r}", "invalid")
-        before = (msg.before_time, cluster, proc)
+    before = history_key(msg.before_time, msg.before_job)
     owner = None if msg.user == "*" else (msg.user or conn.name)
+    limit = max(1, min(msg.limit, HISTORY_PAGE))
     jobs = state.store.history(
-        owner=owner,
-        job_ids=msg.ids,
-        since=msg.since,
-        limit=max(1, min(msg.limit, 100_000)),
-        before=before,
+        owner=owner, job_ids=msg.ids, since=msg.since, limit=limit + 1, before=before
     )
-    return p.JobList(jobs=history_records(state, conn, jobs))
+    more = len(jobs) > limit
+    if more:
+        jobs = jobs[1:]  # the oldest one: only there to say that more match
+    return p.JobList(jobs=history_records(state, conn, jobs), more=more)
+
+
+def history_key(before_time: float | None, before_job: str) -> tuple[float, int, int] | None:
+    """Where a page of the history starts back from: the end time and the id of the
+    oldest job of the page before it (None: from the newest)."""
+    if before_time is None:
+        return None
+    try:
+        cluster, proc = p.parse_job_id(before_job)
+    except ValueError:
+        proc = None
+    if proc is None:
+        raise RequestError(f"before_job: not a CLUSTER.PROC: {before_job!r}", "invalid")
+    return before_time, cluster, proc
 
 
 def history_records(state: SchedulerState, conn: Caller, jobs: list[Job]) -> list[p.JobInfo]:
     """Finished jobs as ``dhistory`` shows them to ``conn``: with their total run
     time and the state of their mail."""
     events = state.store.events_of((job.cluster, job.proc) for job in jobs)
-    infos = []
-    for job in jobs:
-        total = total_run_time(events[(job.cluster, job.proc)])
-        infos.append(dataclasses.replace(visible(conn, job), total_run_time=total))
+    infos = [
+        visible_info(
+            conn, job, job.info(total_run_time=total_run_time(events[job.cluster, job.proc]))
+        )
+        for job in jobs
+    ]
     return state.mailer.annotate(infos, conn.name)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scheduler.protocol import (
+    CheckpointFile,
     JobInfo,
     JobSpec,
     JobState,
@@ -58,15 +59,23 @@ class Job:
     result: JobResult | None = None
     #: ``MemoryUsage`` (MB): its attempt's peak, as its worker reports it (not in the row).
     memory_usage: int | None = None
+    #: Its latest checkpoint and what led to it (``job_checkpoints``, not in the row).
+    checkpoint: CheckpointFile | None = None
+    checkpoints: int = 0
+    checkpoint_time: float | None = None
+    wall_lost: float = 0.0
+    resumes: int = 0
 
     @functools.cached_property
     def id(self) -> str:
         """``CLUSTER.PROC``, made once: neither ever changes."""
         return format_job_id(self.cluster, self.proc)
 
-    def info(self, result: JobResult | None = None) -> JobInfo:
-        """The record users see, with its result (``result``, else the one it holds)."""
+    def info(self, result: JobResult | None = None, **extra: Any) -> JobInfo:
+        """The record users see, with its result (``result``, else the one it holds)
+        and ``extra`` fields the job does not hold (``total_run_time``)."""
         fields = self.wire_info(result)
+        fields.update(extra)
         fields["arguments"] = list(self.spec.arguments)
         fields["output_files"] = list(self.output_files)
         fields["params"] = dict(self.spec.params)
@@ -112,6 +121,11 @@ class Job:
             "request_disk": spec.request_disk,
             "request_gpus": spec.request_gpus,
             "memory_usage": self.memory_usage,
+            "checkpoints": self.checkpoints,
+            "checkpoint_time": self.checkpoint_time,
+            "checkpoint_size": None if self.checkpoint is None else self.checkpoint.size,
+            "wall_lost": self.wall_lost,
+            "resumes": self.resumes,
         }
 
 

@@ -61,6 +61,7 @@ class JobTable:
                 self.queue.push(job)
             elif job.state is JobState.RUNNING and job.start_time is not None:
                 self.queue.started(job)
+        store.checkpoints.attach(self.active.values())
         self.queue.undo = store.remember
         clusters = {cluster for cluster, _ in self.active}
         self.summary.load(self.active.values(), store.cluster_sizes(clusters))

@@ -194,10 +194,10 @@ class _QueueView:
                 top = self._top(share, shape)
                 if top is None or (best is not None and top[:3] >= best[:3]):
                     continue
-                if slots.fits(top[3]):
+                if slots.fits(top[4]):
                     best = top
             if best is not None:
-                job = best[3]
+                job = best[4]
                 self.chosen.add((job.cluster, job.proc))
                 idle, cpus, started = self._counts(share)
                 # As FairShareQueue.started, term for term, so the ranking matches.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from scheduler.effects import Effects
 from scheduler.job_records import Job
-from scheduler.staging import Spool
+from scheduler.staging import CHECKPOINTS, Spool
 from scheduler.store import Store
 
 log = logging.getLogger(__name__)
@@ -64,10 +64,13 @@ class Retention:
         of the clusters none of whose jobs is active (``idle``)."""
         for cluster, proc in expired:
             self.spool.clear_job_dir(cluster, proc)
+            shutil.rmtree(self.spool.checkpoint_dir(cluster, proc), ignore_errors=True)
         for cluster in idle:
             # No job of the cluster will run again: its inputs can go, and its
             # folder once no job keeps results there.
             shutil.rmtree(self.spool.input_dir(cluster), ignore_errors=True)
+            with contextlib.suppress(OSError):
+                (self.spool.root / str(cluster) / CHECKPOINTS).rmdir()
             with contextlib.suppress(OSError):
                 (self.spool.root / str(cluster)).rmdir()
         self._usage = None

@@ -17,6 +17,32 @@ from scheduler.protocol.scram import make_verifier
 #: A migration: SQL statements, or a function of the connection.
 Migration = str | Callable[[sqlite3.Connection], None]
 
+#: Pages of finished jobs read from where the page before ended, at the cost of the
+#: page: in id order per state (:meth:`scheduler.store.Store.jobs_page`), and the most
+#: recently ended first, everyone's or one owner's (:meth:`~scheduler.store.Store.history`).
+PAGED_JOB_INDEXES = """
+CREATE INDEX jobs_state_id ON jobs (state, cluster, proc);
+CREATE INDEX jobs_ended ON jobs (end_time, cluster, proc);
+CREATE INDEX jobs_owner_ended ON jobs (owner, end_time, cluster, proc);
+"""
+
+#: The ``job_checkpoints`` table: one row per job that stored a checkpoint or lost
+#: run time to an eviction.
+_job_checkpoints = """
+    CREATE TABLE job_checkpoints (
+        cluster INTEGER NOT NULL,
+        proc INTEGER NOT NULL,
+        count INTEGER NOT NULL DEFAULT 0,
+        name TEXT,
+        sha256 TEXT,
+        size INTEGER,
+        time REAL,
+        wall_lost REAL NOT NULL DEFAULT 0,
+        resumes INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (cluster, proc)
+    );
+"""
+
 
 def _verifiers_instead_of_keys(db: sqlite3.Connection) -> None:
     """Users keep SCRAM verifiers instead of the hash of their token (which was their
@@ -290,6 +316,12 @@ MIGRATIONS: list[Migration] = [
     """,
     # the bytes of small results each owner keeps in job_files, kept up by triggers
     _result_bytes,
+    # finished jobs read a page at a time: in id order (dq, /api/jobs), the most
+    # recently ended first (dhistory, /api/history)
+    PAGED_JOB_INDEXES,
+    # self-checkpointing jobs: each job's latest checkpoint in the spool, how many it
+    # stored, and the run time lost to evictions (scheduler/checkpoint_table.py)
+    _job_checkpoints,
     # workflows: DAGs, their nodes (rules, jobs to queue, state) and edges
     # (scheduler/dag_store.py)
     _DAGS,

@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any
 
 from scheduler import (
+    checkpoints,
     control_handlers,
     dag_handlers,
     explain,
@@ -442,6 +443,7 @@ ROUTES: dict[type[p.Message], Handler] = {
     p.OutputChunk: job_control.on_output_chunk,
     p.DrainWorker: worker_control.on_drain_worker,
     p.Draining: worker_control.on_draining,
+    p.Checkpointed: checkpoints.on_checkpointed,
     p.QueryUsers: explain.on_query_users,
     p.QueryCounts: explain.on_query_counts,
     p.AnalyzeJobs: explain.on_analyze_jobs,

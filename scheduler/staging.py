@@ -180,6 +180,10 @@ def _tls_handlers(tls: TlsFiles) -> tuple[type[FTPHandler], type[DTPHandler]]:
     return control, data
 
 
+#: The folder of a cluster's spool directory that holds its jobs' checkpoints.
+CHECKPOINTS = "checkpoints"
+
+
 @functools.lru_cache(maxsize=4096)
 def _job_dir(root: Path, cluster: int, proc: int) -> Path:
     """A job's folder, made once for the few times a job's finish asks for it."""
@@ -293,6 +297,11 @@ class Spool:
         once the unit that restarted or cleaned the job committed)."""
         shutil.rmtree(self.job_dir(cluster, proc), ignore_errors=True)
 
+    def checkpoint_dir(self, cluster: int, proc: int) -> Path:
+        """Where a self-checkpointing job's checkpoints are uploaded (see
+        :mod:`scheduler.checkpoints`): kept across its attempts, unlike its folder."""
+        return self.root / str(cluster) / CHECKPOINTS / str(proc)
+
     def attempt_dir(self, cluster: int, proc: int, attempt: int) -> Path:
         """Where a worker sharing the spool's file system puts an attempt's results."""
         return self.job_dir(cluster, proc) / f".attempt-{attempt}"
@@ -395,6 +404,7 @@ class Spool:
         """For a worker: read the cluster's inputs, write this job's results."""
         root = f"{self.root}{os.sep}{cluster}"
         rules = [Rule(f"{root}{os.sep}input", READ), Rule(f"{root}{os.sep}{proc}", READ_WRITE)]
+        rules.append(Rule(str(self.checkpoint_dir(cluster, proc)), READ_WRITE))
         return self._issue(root, rules, ttl, host)
 
     def grant_fetch(self, jobs: list[tuple[int, int]], host: str, ttl: float = 900) -> FtpGrant:

@@ -3,10 +3,11 @@ workers, with short jobs queued behind them (see :mod:`scheduler.queue_ahead`)."
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 
+from scheduler import checkpoint_start, queue_ahead
 from scheduler import protocol as p
-from scheduler import queue_ahead
 from scheduler.dispatch import Slots
 from scheduler.job_records import Job
 from scheduler.matching.macros import match_spec
@@ -61,7 +62,11 @@ def send_run(
     grant = grant_job_files(state, worker, job)
     state.workers.attach(worker, job, grant)
     files = read_inline_inputs(state, worker, job)
-    worker.send(run_message(job, worker.slots, worker.metrics, grant, files, after))
+    message = run_message(job, worker.slots, worker.metrics, grant, files, after)
+    checkpoint = checkpoint_start.for_run(state, job)
+    if checkpoint is not None:
+        message = dataclasses.replace(message, checkpoint=checkpoint)
+    worker.send(message)
 
 
 def run_message(

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 from scheduler.accounts import Accounts
+from scheduler.checkpoint_table import CheckpointTable
 from scheduler.cluster_table import ClusterTable
 from scheduler.database import Database
 from scheduler.job_records import (
@@ -27,13 +28,14 @@ from scheduler.result_table import ResultTable
 class Store(Database):
     """The scheduler's database: its units of work, the ``jobs`` and ``job_events``
     tables, and the other tables (:attr:`accounts`, :attr:`clusters`,
-    :attr:`results`). One instance per process; thread-safe through a lock."""
+    :attr:`results`, :attr:`checkpoints`). One instance per process; thread-safe through a lock."""
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time):
         super().__init__(path, clock)
         self.accounts = Accounts(self)
         self.clusters = ClusterTable(self)
         self.results = ResultTable(self)
+        self.checkpoints = CheckpointTable(self)
 
     def insert_jobs(
         self, cluster: int, submit_file: str, jobs: list[Job], now: float, last: bool = True
@@ -136,7 +138,41 @@ class Store(Database):
         sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return _jobs_from_rows(self._query(sql + " ORDER BY cluster, proc", args))
+        found = _jobs_from_rows(self._query(sql + " ORDER BY cluster, proc", args))
+        self.checkpoints.attach(found)
+        return found
+
+    def jobs_page(
+        self,
+        *,
+        owner: str | None,
+        clusters: Collection[int],
+        states: Iterable[str],
+        after: tuple[int, int],
+        limit: int,
+    ) -> list[Job]:
+        """The first ``limit`` jobs in ``states`` after the id ``after`` (cluster, proc),
+        in id order, of ``owner`` (None: anyone's) and of ``clusters`` (none: any):
+        one range of the (state, cluster, proc) index read per state."""
+        found: list[Job] = []
+        for state in states:
+            where = ["state=?", "(cluster, proc) > (?, ?)"]
+            args: list[object] = [state, *after]
+            if owner is not None:
+                where.append("+owner=?")  # the index's order, not the owner's index
+                args.append(owner)
+            if clusters:
+                where.append(f"cluster IN ({','.join('?' * len(clusters))})")
+                args.extend(sorted(clusters))
+            sql = (
+                f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_state_id"
+                f" WHERE {' AND '.join(where)} ORDER BY cluster, proc LIMIT ?"
+            )
+            found += _jobs_from_rows(self._query(sql, [*args, limit]))
+        found.sort(key=lambda job: (job.cluster, job.proc))
+        del found[limit:]
+        self.checkpoints.attach(found)
+        return found
 
     def save_spec(self, job: Job, event: str, detail: str) -> None:
         """Write an edited spec (``dedit``) and one event."""
@@ -155,13 +191,16 @@ class Store(Database):
         since: float | None,
         limit: int,
         before: tuple[float, int, int] | None = None,
-        offset: int = 0,
     ) -> list[Job]:
         """Finished jobs (completed or removed), the most recently ended ``limit``, the
-        most recent last: past the ``offset`` most recent ones, of those that ended
-        before the job ``before`` names (its end time, cluster and proc)."""
+        most recent last, of those that ended before the job ``before`` names (its end
+        time, cluster and proc)."""
         where = ["state IN (?,?)"]
         args: list[object] = [JobState.COMPLETED.value, JobState.REMOVED.value]
+        # Read back from where the page starts along an index in the page's order,
+        # not every matching job sorted; jobs named by id are few, found by id.
+        job_ids = list(job_ids)
+        index = "" if job_ids else "jobs_ended" if owner is None else "jobs_owner_ended"
         if before is not None:
             where.append("(end_time, cluster, proc) < (?, ?, ?)")
             args.extend(before)
@@ -179,11 +218,14 @@ class Store(Database):
         if picks:
             where.append("(" + " OR ".join(picks) + ")")
         sql = (
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
-            " ORDER BY end_time DESC, cluster DESC, proc DESC LIMIT ? OFFSET ?"
+            f"SELECT {_JOB_COLUMNS} FROM jobs {f'INDEXED BY {index}' if index else ''}"
+            f" WHERE {' AND '.join(where)}"
+            " ORDER BY end_time DESC, cluster DESC, proc DESC LIMIT ?"
         )
-        rows = self._query(sql, [*args, limit, offset])
-        return _jobs_from_rows(reversed(rows))
+        rows = self._query(sql, [*args, limit])
+        found = _jobs_from_rows(reversed(rows))
+        self.checkpoints.attach(found)
+        return found
 
     def events_of(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], list[JobEvent]]:
         """The events of many jobs (their cluster and proc), a few queries in all."""

@@ -22,7 +22,7 @@ def best_of(queue: FairShareQueue, share: UserShare, slots: Slots) -> tuple[Shap
             continue
         if best is not None and top[:3] >= best[1][:3]:
             continue
-        if slots.fits(top[3]):
+        if slots.fits(top[4]):
             best = (shape, top)
     return best
 
@@ -33,7 +33,7 @@ def pop_fitting(queue: FairShareQueue, slots: Slots, now: float) -> Job | None:
         found = best_of(queue, share, slots)
         if found is not None:
             heapq.heappop(share.heaps[found[0]])
-            job = found[1][3]
+            job = found[1][4]
             queue.discard(job)
             return job
     return None

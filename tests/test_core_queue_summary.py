@@ -1,5 +1,7 @@
 """The queue's summary (scheduler/queue_summary.py) stays equal to a recount of the
-jobs, whatever moves they make, with units that fail and across a restart."""
+jobs, whatever moves they make, with units that fail and across a restart: the
+counts per cluster, user and state, and within a cluster its idle jobs per shape
+and its held jobs per reason."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from scheduler.control_handlers import on_query_batches, on_query_jobs
 from scheduler.explain import on_analyze_jobs, on_query_counts
 from scheduler.job_control import on_edit_jobs
 from scheduler.protocol import BatchInfo, JobSpec, JobState
-from scheduler.queue_summary import QueueSummary
+from scheduler.queue_summary import NO_REASON, QueueSummary
 from scheduler.starting import schedule_once
 from scheduler.state import SchedulerState
 
@@ -82,7 +84,24 @@ def check(state: SchedulerState) -> None:
     for counts in users.values():
         totals.update(counts)
     assert state.summary.by_state() == {s: totals[s] for s in ("idle", "running", "held")}
+    shapes_and_reasons(state)
     walked(state)
+
+
+def shapes_and_reasons(state: SchedulerState) -> None:
+    """Each cluster's idle jobs per spec object and held jobs per reason, as kept,
+    equal those counted from the jobs."""
+    idle: dict[int, Counter[int]] = {}
+    held: dict[int, Counter[str]] = {}
+    for job in state.jobs.active.values():
+        if job.state is JobState.IDLE:
+            idle.setdefault(job.cluster, Counter())[id(job.spec)] += 1
+        elif job.state is JobState.HELD:
+            held.setdefault(job.cluster, Counter())[job.hold_reason or NO_REASON] += 1
+    for line in state.summary.batches():
+        shapes = state.summary.idle_shapes(line.cluster)
+        assert {id(job.spec): n for job, n in shapes} == idle.get(line.cluster, {})
+        assert state.summary.hold_reasons(line.cluster) == held.get(line.cluster, {})
 
 
 def walked(state: SchedulerState) -> None:
@@ -149,10 +168,16 @@ def apply(state: SchedulerState, op: str, n: int) -> None:
                 t.finish(state, worker, job, "exit code 0", None, OUTCOME)
             else:
                 t.retry(state, worker, job, "by the test", OUTCOME)
+    elif op == "edit" and (job := pick(state, JobState(("idle", "held")[n % 2]), n)):
+        ids = [job.id if n % 3 else str(job.cluster)]
+        changes = {"request_memory": f"{1 + n % 3}GB"}
+        on_edit_jobs(state, user(job.owner), p.EditJobs(ids=ids, changes=changes))
     elif op == "fail" and (job := pick(state, JobState.IDLE, n)):
         try:
             with state.store.transaction():
                 submit(state, "ann", 2)
+                edit = p.EditJobs(ids=[str(job.cluster)], changes={"request_cpus": "2"})
+                on_edit_jobs(state, user(job.owner), edit)
                 t.hold(state, job, "undone")
                 raise Injected
         except Injected:
@@ -162,7 +187,7 @@ def apply(state: SchedulerState, op: str, n: int) -> None:
 OPS = st.lists(
     st.tuples(
         st.sampled_from(
-            ["submit", "schedule", "hold", "release", "remove", "finish", "retry", "fail"]
+            ["submit", "schedule", "hold", "release", "remove", "finish", "retry", "edit", "fail"]
         ),
         st.integers(0, 1000),
     ),

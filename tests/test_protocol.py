@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import scheduler.protocol.checkpoints as ck
 import scheduler.protocol.explain as ex
 import scheduler.protocol.jobcontrol as jc
 from scheduler.protocol import (
@@ -24,6 +25,7 @@ from scheduler.protocol import (
     Auth,
     AwaitClusters,
     Challenge,
+    CheckpointFile,
     ClusterCreated,
     ClusterDone,
     Error,
@@ -259,6 +261,13 @@ SAMPLES: dict[str, Message] = {
     "drain_worker": jc.DrainWorker(name="w1", grace=5.0),
     "drain": jc.Drain(grace=None),
     "draining": jc.Draining(requeue=["42.0:2"]),
+    "checkpointed": ck.Checkpointed(
+        job_id="42.0",
+        attempt=2,
+        file=CheckpointFile(name="2-1.tar", sha256="ab" * 32, size=9),
+        wall_time=1.5,
+        vacating=True,
+    ),  # fmt: skip
     "query_users": ex.QueryUsers(),
     "user_list": ex.UserList(
         users=[

@@ -1,4 +1,4 @@
-"""Unit tests for the submit-file parser (control_node.submit_file / submit_quoting).
+"""Unit tests for the submit-file parser (control_node.submit_file and the modules it uses).
 
 Examples marked "manual" are taken from HTCondor's condor_submit manual page and
 configuration chapter, so dfarm must give exactly the documented result.

@@ -149,6 +149,8 @@ SAMPLES = {
     "email_attributes": "Owner",
     "job_machine_attrs": "Cpus",
     "remote_initialdir": "/scratch",
+    "checkpoint_exit_code": "85",
+    "want_ft_on_checkpoint": "true",
 }
 
 
@@ -156,6 +158,7 @@ SAMPLES = {
 BESIDE = {
     "accounting_group_user": "accounting_group = g\n",
     "gpus_minimum_capability": "request_gpus = 1\n",
+    "want_ft_on_checkpoint": "checkpoint_exit_code = 85\n",
 }
 
 

@@ -10,7 +10,8 @@ from htcondor_oracle import ERROR, HTCONDOR, condor_expand, condor_jobs
 
 from control_node.submit_file import parse_submit_text
 from control_node.submit_functions import filename_parts
-from control_node.submit_quoting import MacroContext, MacroError, expand_macros, read_statements
+from control_node.submit_lines import read_statements
+from control_node.submit_macros import MacroContext, MacroError, expand_macros
 
 HEAD = """\
 f = /a/b/c.tar.gz

@@ -122,8 +122,22 @@ def test_deep_queue_pages_walk_to_the_whole_queue(deep: tuple[TestCluster, str, 
     assert cluster.run("drm", "1.7", "1.8", "1.9").returncode == 0
     newest = client.get("/api/history?limit=2")
     assert [j["id"] for j in newest.json()] == ["1.8", "1.9"] and newest.headers["X-More"] == "1"
-    oldest = client.get("/api/history?limit=2&offset=2")
+    oldest = client.get("/api/history?limit=2&" + newest.headers["X-Next"])
     assert [j["id"] for j in oldest.json()] == ["1.7"] and oldest.headers["X-More"] == "0"
+    assert client.get("/api/history?limit=2&offset=2").status == 400  # pages by X-Next
+    # With finished states, /api/jobs pages from where the page before ended.
+    seen, after = [], ""
+    while True:
+        answer = client.get(f"/api/jobs?states=all&limit=500&after={after}")
+        seen += [j["id"] for j in answer.json()]
+        if answer.headers["X-More"] == "0":
+            break
+        after = answer.headers["X-Next"].removeprefix("after=")
+    assert seen == sorted(mine, key=_key)
+    removed = client.get("/api/jobs?states=removed,completed&ids=1")
+    assert [j["id"] for j in removed.json()] == ["1.7", "1.8", "1.9"]
+    assert client.get("/api/jobs?states=removed&offset=1").status == 400
+    assert client.get("/api/jobs?ids=1.5&after=1.4").status == 400  # named jobs: no pages
 
     # The page: the first rows, and links to the next ones.
     page = client.get("/queue?sort=id").text

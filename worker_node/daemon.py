@@ -28,6 +28,7 @@ from pathlib import Path
 
 from scheduler import protocol as p
 from scheduler.transport.tls import TlsError, check_pin, client_context
+from worker_node import checkpoint
 from worker_node.cgroups import JobCgroups
 from worker_node.disk import DiskWatch
 from worker_node.gpu_choice import choose_gpus
@@ -154,6 +155,8 @@ class Worker:
         self._writer: asyncio.StreamWriter | None = None
         self._stopping = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
+        #: Checkpoints the slot threads send for the scheduler to commit.
+        self.requests = checkpoint.Requests(self._send, self._ids)
 
     def _launchers(self, sampler: Sampler) -> Launchers | None:
         """A root worker's launchers, which run as job accounts with an interpreter
@@ -186,6 +189,7 @@ class Worker:
     async def run(self) -> None:
         """Serve until :meth:`stop`; reconnect with backoff when the scheduler is away."""
         backoff = 0.5
+        self.requests.loop = asyncio.get_running_loop()
         try:
             while not self._stopping.is_set():
                 try:
@@ -240,6 +244,7 @@ class Worker:
         self._send(p.Draining(id=next(self._ids)))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
+        self._vacate(loop)
         while self.attempts and loop.time() < deadline:
             await asyncio.sleep(0.1)
         if self.attempts:
@@ -252,6 +257,21 @@ class Worker:
         while (self.attempts or self.unacked) and loop.time() < deadline:
             await asyncio.sleep(0.1)
         self.stop()
+
+    def _vacate(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Ask each running job that checkpoints itself to checkpoint now; one that
+        has not within its vacate time is killed and given back."""
+        for attempt in list(self.attempts.values()):
+            if attempt.keeper is not None and not attempt.ended:
+                seconds = checkpoint.vacate(attempt.keeper, attempt.signal)
+                loop.call_later(seconds, self._vacate_overdue, attempt)
+
+    def _vacate_overdue(self, attempt: Attempt) -> None:
+        if self.attempts.get(attempt.key) is attempt and not attempt.ended:
+            assert attempt.keeper is not None
+            if not attempt.keeper.vacated:
+                self._send(p.Draining(id=next(self._ids), requeue=[attempt.key]))
+            self._kill(attempt, "it did not checkpoint within its job_max_vacate_time")
 
     # ------------------------------------------------------------------ one connection
 
@@ -315,6 +335,7 @@ class Worker:
             finally:
                 heartbeat.cancel()
                 self._writer = None
+                self.requests.connection_lost()
                 self._drop_queued()
                 for attempt in self.attempts.values():
                     attempt.connection_lost()
@@ -368,13 +389,18 @@ class Worker:
             metrics, disk_full=self.disk.problem() is not None, job_memory_mb=peaks
         )
 
-    def _send(self, message: p.Message) -> None:
+    def _send(self, message: p.Message) -> bool:
+        """Send on the current connection; False when there is none."""
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(p.encode(message))
+            return True
+        return False
 
     # ------------------------------------------------------------------ messages
 
     def _handle(self, message: p.Message) -> None:
+        if self.requests.answer(message):
+            return
         if isinstance(message, p.RunJob):
             self._start(message)
         elif isinstance(message, p.KillJob):
@@ -513,7 +539,7 @@ class Worker:
             cache = self.caches.for_owner(msg.owner)
             result = run_attempt(
                 attempt, cache, sandbox, account, self.job_python, self.launchers,
-                self.spool, self.disk,
+                self.spool, self.disk, self.requests.ask,
             )  # fmt: skip
         except Exception as exc:  # a bug must cost this job, not the slot's chain
             error = exc
@@ -541,6 +567,10 @@ class Worker:
             if not chained:  # else the job queued behind it runs on its GPUs
                 self.free_gpus += attempt.gpus or []
             msg = attempt.msg
+            keeper = attempt.keeper
+            if keeper is not None and keeper.vacating and not keeper.vacated:
+                # Asked to checkpoint, it ended without one: evicted all the same.
+                frames.append(p.encode(p.Draining(id=next(self._ids), requeue=[attempt.key])))
             # Every job's end is in the scheduler's database; only failures are worth a line.
             clean = result.exit_code == 0 and not result.failure
             log.log(

@@ -39,7 +39,7 @@ from scheduler.protocol import (
     pack_bytes,
     parse_job_id,
 )
-from worker_node import py_scripts, reaper, sandbox_files, url_inputs
+from worker_node import checkpoint, py_scripts, reaper, sandbox_files, url_inputs
 from worker_node.deferral import wait_for_deferral
 from worker_node.disk import DiskWatch
 from worker_node.identity import Account
@@ -91,6 +91,8 @@ class Attempt:
     ftp: FtpGrant = field(init=False)
     #: False once the connection that gave :attr:`ftp` has dropped.
     connected: bool = True
+    #: Its checkpoints, when the job checkpoints itself.
+    keeper: checkpoint.Keeper | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -113,6 +115,20 @@ class Attempt:
                 # (see _execute): until then no other group can have its number.
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self.process.pid, signal.SIGKILL)
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the job's process (HTCondor's ``kill_sig``), if it runs."""
+        with self._lock:
+            process = self.process
+            if isinstance(process, Launched) and process.returncode is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    if process.pidfd is not None:
+                        signal.pidfd_send_signal(process.pidfd, sig)
+                    else:  # without pidfds: by number, as Launched.kill does
+                        os.kill(process.pid, sig)
+            elif isinstance(process, subprocess.Popen) and process.returncode is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(process.pid, sig)
 
     def measure_memory(self) -> int | None:
         """Measure the job's resident memory now; returns the peak so far in MB
@@ -197,11 +213,13 @@ def run_attempt(
     launchers: Launchers | None = None,
     spool: SpoolLink | None = None,
     disk: DiskWatch | None = None,
+    commit: checkpoint.Commit | None = None,
 ) -> JobFinished:
     """Stage, run and return one attempt (as ``account``, default the worker's own,
     started by the slot's launcher for that account when ``launchers`` are given;
     files linked with the ``spool`` where it is shared, else moved over FTP; a job
-    that ends on a full ``disk`` returns nothing but that failure);
+    that ends on a full ``disk`` returns nothing but that failure; a job that
+    checkpoints itself has each checkpoint committed with ``commit``);
     never raises for the job's own failures."""
     msg = attempt.msg
     finished = functools.partial(JobFinished, job_id=msg.job_id, attempt=msg.attempt)
@@ -224,6 +242,13 @@ def run_attempt(
             if failed is not None:
                 worker = disk.name if disk is not None else "this worker"
                 return finished(failure=url_inputs.hold_reason(worker, failed.url, failed.detail))
+        unusable = (
+            None
+            if commit is None
+            else checkpoint.restore(attempt, sandbox, account, commit, _with_grant, spool)
+        )
+        if unusable:
+            return finished(failure=unusable)
         stdout, stderr = sandbox.stdout, sandbox.stderr
         with attempt._lock:
             attempt.streams = {"stdout": stdout, "stderr": stderr}
@@ -236,6 +261,11 @@ def run_attempt(
         status, wall, cpu, failure = _execute(
             attempt, sandbox.directory, stdout, stderr, account, python, launcher
         )
+        while checkpoint.stored(attempt, sandbox, status, failure, wall, _with_grant):
+            status, more_wall, more_cpu, failure = _execute(
+                attempt, sandbox.directory, stdout, stderr, account, python, launcher
+            )
+            wall, cpu = wall + more_wall, cpu + more_cpu
         with attempt._lock:
             attempt.streams = {}  # results are read from the start, with no dtail about
         _end_processes(account, launchers, sandbox.index)

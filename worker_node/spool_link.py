@@ -36,6 +36,7 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -161,6 +162,41 @@ class SpoolLink:
                     self._own(out.fileno(), RESULT_MODE)
                     shutil.copyfileobj(f, out, 1 << 20)
             tmp.replace(dest)
+
+    def put_checkpoint(self, cluster: int, proc: int, name: str, f: BinaryIO) -> None:
+        """Put a job's checkpoint (the open file ``f``, made by this worker) into its
+        checkpoint folder as ``name``, linked (or copied), private to the spool's
+        owner (see :mod:`scheduler.checkpoints`). Raises OSError."""
+        folder = self._folder(str(cluster), "checkpoints", str(proc))
+        dest = folder / name
+        tmp = folder / f".{name}.part"
+        tmp.unlink(missing_ok=True)
+        if not self._link(f, tmp):
+            f.seek(0)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            with os.fdopen(os.open(tmp, flags, RESULT_MODE), "wb") as out:
+                self._own(out.fileno(), RESULT_MODE)
+                shutil.copyfileobj(f, out, 1 << 20)
+        tmp.replace(dest)
+
+    def get_checkpoint(
+        self, cluster: int, proc: int, name: str, sink: Callable[[memoryview], object]
+    ) -> bool:
+        """Pass the bytes of a job's checkpoint to ``sink``, read from the spool; False
+        when it is not there as a plain file of the spool's owner (then it comes
+        over FTP)."""
+        path = self.root / str(cluster) / "checkpoints" / str(proc) / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return False
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != self.uid:
+                return False
+            while block := f.read(1 << 20):
+                sink(memoryview(block))
+        return True
 
     def _link(self, f: BinaryIO, tmp: Path) -> bool:
         """Link the open file ``f`` as ``tmp``, owned by the spool's owner; False if

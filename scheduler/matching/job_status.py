@@ -100,6 +100,9 @@ def _base(info: JobInfo) -> dict[str, Value]:
         ad["exitcode"] = info.exit_code
     if info.memory_usage is not None:
         ad["memoryusage"] = info.memory_usage
+    if info.checkpoints:  # a self-checkpointing job's (scheduler.checkpoints)
+        ad["numckpts"] = info.checkpoints
+        ad["lastckpttime"] = int(info.checkpoint_time or 0)
     if info.state == "running":
         entered = info.start_time
     elif info.state == "idle":
@@ -167,6 +170,8 @@ _NAMES = {
         "RequestDisk",
         "RequestGpus",
         "MemoryUsage",
+        "NumCkpts",
+        "LastCkptTime",
     ]
 }
 

@@ -47,6 +47,7 @@ from scheduler.protocol.auth import (
     user_key,
     verify_welcome,
 )
+from scheduler.protocol.checkpoints import Checkpointed
 from scheduler.protocol.dags import (
     DAG_STATES,
     NODE_STATES,
@@ -135,6 +136,7 @@ from scheduler.protocol.records import (
     PROTOCOL_VERSION,
     SPOOL_IDENTITY_FILE,
     UNFINISHED_STATES,
+    CheckpointFile,
     FtpGrant,
     GpuInfo,
     InputFile,
@@ -195,6 +197,8 @@ __all__ = [
     "BOTH",
     "Challenge",
     "ChangeJobs",
+    "CheckpointFile",
+    "Checkpointed",
     "client_keys",
     "client_proof",
     "ClusterCreated",

@@ -63,10 +63,11 @@ class JobsChanged(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class QueryHistory(Message):
-    """Finished (completed or removed) jobs, newest last. ``user`` empty: the caller;
-    ``"*"``: everyone. ``since``: ended at or after this time. ``before_time`` and
-    ``before_job``: only jobs that ended before that one (ended at that time), for
-    the next page back of a reader that filters the jobs itself."""
+    """Finished (completed or removed) jobs, newest last: the ``limit`` most recently
+    ended (at most 100 a reply; the reply's ``more`` says older ones match). ``user``
+    empty: the caller; ``"*"``: everyone. ``since``: ended at or after this time.
+    ``before_time`` and ``before_job``: only jobs that ended before that one (ended
+    at that time), for the next page back."""
 
     type: ClassVar[str] = "query_history"
     roles = CONTROL

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from scheduler.protocol.records import (
+    CheckpointFile,
     FtpGrant,
     JobEvent,
     JobInfo,
@@ -204,7 +205,8 @@ class QueryJobs(Message):
     ids: list[str] = field(default_factory=list)
     all_users: bool = False
     states: list[str] = field(default_factory=list)
-    #: A page: at most ``limit`` jobs (0: all) after the job id ``after``, in id order.
+    #: A page: at most ``limit`` jobs (0: all) after the job id ``after``, in id order;
+    #: the scheduler answers a page of at most 500 (the reply's ``more`` says so).
     limit: int = 0
     after: str = ""
 
@@ -416,6 +418,9 @@ class RunJob(Message):
     #: behind: it starts when that one ends, in its place and on its resources
     #: (GPUs included). Empty, or naming an attempt already ended: start now.
     after: str = ""
+    #: The job's latest checkpoint, fetched with ``ftp`` into the sandbox before it
+    #: starts (None: it starts from the beginning).
+    checkpoint: CheckpointFile | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

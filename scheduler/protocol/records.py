@@ -188,6 +188,16 @@ class InputFile:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CheckpointFile:
+    """A job's latest checkpoint: a tar of its checkpoint files, kept in the spool as
+    ``<cluster>/checkpoints/<proc>/<name>`` (see :mod:`scheduler.checkpoints`)."""
+
+    name: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class JobSpec:
     """What to run: one proc of a submit description, as stored by the scheduler.
 
@@ -303,6 +313,14 @@ class JobInfo:
     #: HTCondor's ``MemoryUsage``: the peak resident memory (MB) of its running or
     #: last attempt, as its worker measured it (None: not measured yet).
     memory_usage: int | None = None
+    #: Checkpoints the job has stored (``NumCkpts``), and the time and bytes of the
+    #: latest; seconds of runs lost to evictions since the checkpoint before each.
+    checkpoints: int = 0
+    checkpoint_time: float | None = None
+    checkpoint_size: int | None = None
+    wall_lost: float = 0.0
+    #: Starts that began from a checkpoint (of ``num_starts``).
+    resumes: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,9 +1,10 @@
 """The JSON API: ``/api/...``, with the records and field names of the commands'
 ``--json`` (``dq``, ``dstat``, ``dhistory``, ``dresults``). The pages refresh
 themselves from it and from the event stream ``/api/events``; scripts may use it
-with ``Authorization: Bearer TOKEN``. Lists of jobs come in pages (``offset``,
-``limit``, at most :data:`~scheduler.web.queue_pages.MAX_PAGE` jobs), each answer
-costing its page, not the queue.
+with ``Authorization: Bearer TOKEN``. Lists of jobs come in pages (at most
+:data:`~scheduler.web.queue_pages.MAX_PAGE` jobs; the queue's by ``offset``, finished
+jobs from where the page before ended, as its ``X-Next`` header says), each answer
+costing its page, not the queue or the history.
 
 Actions are POSTs that carry the session's CSRF token in ``X-CSRF-Token`` (not
 needed with a bearer token).
@@ -12,11 +13,13 @@ needed with a bearer token).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
 from scheduler import protocol as p
 from scheduler.connection import RequestError
+from scheduler.job_control import HISTORY_PAGE
 from scheduler.selection import visible
 from scheduler.web import events, jobpages, queue_pages, views
 from scheduler.web.keys import index_of, metrics_of, scheduler_of, sessions_of, streams_of
@@ -77,8 +80,10 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
 @routes.get("/api/jobs")
 async def jobs(request: web.Request) -> web.Response:
     """``dq --json``: ``?ids=12,13.0`` and ``?states=idle,held`` (``all`` = every
-    state), ``?allusers=1``; a page of them by id: ``?offset=``, ``?limit=``. The
-    header ``X-Total-Count`` says how many match."""
+    state), ``?allusers=1``; a page of them in id order (``?limit=``). Jobs in the
+    queue page by ``?offset=``, and the header ``X-Total-Count`` says how many match;
+    with finished states, a page starts after the job ``?after=ID``: ``X-More: 1``
+    says more match and ``X-Next`` is the query's next ``after``."""
     user = require_user(request)
     q = request.query
     offset, limit = _page(q)
@@ -86,19 +91,41 @@ async def jobs(request: web.Request) -> web.Response:
     states = q.get("states")
     chosen = None if states is None else [] if states == "all" else states.split(",")
     s = scheduler_of(request)
+    all_users = q.get("allusers") == "1"
     one_cluster = len(ids) == 1 and ids[0].isdigit()
     in_queue = chosen is None or (chosen and set(chosen) <= set(queue_pages.STATES))
-    if (not ids or one_cluster) and in_queue:
+    if (not ids or one_cluster) and in_queue and "after" not in q:
         # The queue's jobs (of one cluster), from the index: the cost of the page.
-        owner = None if q.get("allusers") == "1" else user.name
+        owner = None if all_users else user.name
         chosen_states = queue_pages.STATES if chosen is None else tuple(chosen)
         cluster = int(ids[0]) if ids else None
         page = index_of(request).page(owner, chosen_states, cluster, "id", False, offset, limit)
         infos = [visible(user, job) for job in map(s.jobs.active.get, page.keys) if job]
         found = s.mailer.annotate(infos, user.name)
-        return _paged(found, page.total)
-    found = views.jobs(s, user, ids, chosen, q.get("allusers") == "1")
-    return _paged(found[offset : offset + limit], len(found))
+        response = _json(found)
+        response.headers["X-Total-Count"] = str(page.total)
+        return response
+    if all(i.isdigit() for i in ids):
+        # Whole clusters or none, finished jobs among them: read from ``after`` on.
+        if offset:
+            raise RequestError(
+                "offset: with finished states /api/jobs pages with after=ID"
+                " (the X-Next header of the page before)",
+                "invalid",
+            )
+        found, more = views.job_page(s, user, ids, chosen, all_users, q.get("after", ""), limit)
+        response = _json(found)
+        response.headers["X-More"] = "1" if more else "0"
+        if more and found:
+            response.headers["X-Next"] = urlencode({"after": found[-1].id})
+        return response
+    # Jobs named one by one: as many as named.
+    if "after" in q:
+        raise RequestError("after: only with whole clusters (ids=12,13) or none", "invalid")
+    found = views.jobs(s, user, ids, chosen, all_users)
+    response = _json(found[offset : offset + limit])
+    response.headers["X-Total-Count"] = str(len(found))
+    return response
 
 
 def _page(q: Any) -> tuple[int, int]:
@@ -113,12 +140,6 @@ def _page(q: Any) -> tuple[int, int]:
             f"offset must be >= 0 and limit from 1 to {queue_pages.MAX_PAGE}", "invalid"
         )
     return offset, limit
-
-
-def _paged(records: list[p.JobInfo], total: int) -> web.Response:
-    response = _json(records)
-    response.headers["X-Total-Count"] = str(total)
-    return response
 
 
 @routes.get("/api/jobs/{id}")
@@ -163,22 +184,40 @@ async def change(request: web.Request) -> web.Response:
 @routes.get("/api/history")
 async def history(request: web.Request) -> web.Response:
     """``dhistory --json``: ``?since=SECONDS_AGO``, ``?ids=``, ``?allusers=1``; the
-    most recently ended first, a page at a time: ``?offset=``, ``?limit=``.
-    ``X-More: 1`` says there are more."""
+    most recently ended first, a page at a time (``?limit=``, at most
+    :data:`~scheduler.job_control.HISTORY_PAGE`), each page the most recent last.
+    ``X-More: 1`` says there are older ones, and ``X-Next`` is the query of the next
+    page back: ``before_time=T&before_job=ID``, the oldest job of this page."""
     user = require_user(request)
     q = request.query
-    offset, limit = _page(q)
+    if q.get("offset", "0") != "0":
+        raise RequestError(
+            "offset: /api/history pages back with before_time and before_job"
+            " (the X-Next header of the page before)",
+            "invalid",
+        )
     try:
+        limit = int(q.get("limit") or HISTORY_PAGE)
         now = scheduler_of(request).clock()
         since = now - float(q["since"]) if "since" in q else None
+        before_time = float(q["before_time"]) if "before_time" in q else None
     except ValueError:
-        raise RequestError(f"since: not a number of seconds: {q['since']!r}", "invalid") from None
+        raise RequestError(
+            "limit must be a whole number, since and before_time numbers", "invalid"
+        ) from None
+    if not 1 <= limit <= HISTORY_PAGE:
+        raise RequestError(f"limit must be from 1 to {HISTORY_PAGE}", "invalid")
+    before = None if before_time is None else (before_time, q.get("before_job", ""))
     ids = [i for i in q.get("ids", "").split(",") if i]
-    found = views.history_page(
-        scheduler_of(request), user, ids, since, q.get("allusers") == "1", offset, limit + 1
+    found, more = views.history_page(
+        scheduler_of(request), user, ids, since, q.get("allusers") == "1", before, limit
     )
-    response = _json(found[-limit:])  # the one past the page is the oldest
-    response.headers["X-More"] = "1" if len(found) > limit else "0"
+    response = _json(found)
+    response.headers["X-More"] = "1" if more else "0"
+    if more and found and found[0].end_time is not None:
+        response.headers["X-Next"] = urlencode(
+            {"before_time": repr(found[0].end_time), "before_job": found[0].id}
+        )
     return response
 
 

@@ -200,7 +200,7 @@ async def finished(request: web.Request) -> dict[str, object]:
     except ValueError:
         raise RequestError(f"days: not a number: {q.get('days')!r}", "invalid") from None
     outcome = q.get("outcome", "")
-    found = views.history(
+    found = await views.history(
         scheduler_of(request),
         user,
         ids=[cluster] if cluster else None,

@@ -20,7 +20,7 @@ from scheduler import protocol as p
 from scheduler.connection import RequestError
 from scheduler.control_handlers import worker_infos
 from scheduler.protocol import JobState
-from scheduler.selection import owned_job, parse_ids
+from scheduler.selection import owned_job
 from scheduler.units import run_request
 from scheduler.web.session import WebUser
 
@@ -66,7 +66,28 @@ def jobs(
     return reply.jobs
 
 
-def history(
+def job_page(
+    s: SchedulerState,
+    user: WebUser,
+    clusters: list[str],
+    states: list[str] | None,
+    all_users: bool,
+    after: str,
+    limit: int,
+) -> tuple[list[p.JobInfo], bool]:
+    """A page of ``dq``: at most ``limit`` jobs of ``clusters`` (none: any) in
+    ``states`` (None: the queue's; empty: all) after the job ``after``, in id order;
+    and whether more match."""
+    message = p.QueryJobs(
+        ids=clusters, states=ACTIVE if states is None else states, all_users=all_users,
+        limit=limit, after=after,
+    )  # fmt: skip
+    reply = control_handlers.on_query_jobs(s, user, message)
+    assert isinstance(reply, p.JobList)
+    return reply.jobs, reply.more
+
+
+async def history(
     s: SchedulerState,
     user: WebUser,
     ids: list[str] | None = None,
@@ -74,11 +95,20 @@ def history(
     all_users: bool = False,
     limit: int = 500,
 ) -> list[p.JobInfo]:
-    """``dhistory``: finished and removed jobs, the most recently ended last."""
-    message = p.QueryHistory(ids=ids or [], user="*" if all_users else "", since=since, limit=limit)
-    reply = job_control.on_query_history(s, user, message)
-    assert isinstance(reply, p.JobList)
-    return reply.jobs
+    """``dhistory``: the ``limit`` most recently ended of the finished and removed
+    jobs, the most recently ended last; read a page at a time, the loop serving
+    others between pages."""
+    pages: list[list[p.JobInfo]] = []
+    before: tuple[float, str] | None = None
+    while limit > 0:
+        found, more = history_page(s, user, ids or [], since, all_users, before, limit)
+        pages.append(found)
+        limit -= len(found)
+        if not more or not found or found[0].end_time is None:
+            break
+        before = found[0].end_time, found[0].id
+        await asyncio.sleep(0)
+    return [job for page in reversed(pages) for job in page]
 
 
 def history_page(
@@ -87,16 +117,20 @@ def history_page(
     ids: list[str],
     since: float | None,
     all_users: bool,
-    offset: int,
+    before: tuple[float, str] | None,
     limit: int,
-) -> list[p.JobInfo]:
-    """A page of ``dhistory``: ``limit`` finished jobs past the ``offset`` most
-    recently ended, the most recent last (as the handler of ``dhistory`` answers,
-    with an offset: SQLite pages, the loop reads one page)."""
-    parse_ids(ids)  # refuses malformed ids
-    owner = None if all_users else user.name
-    found = s.store.history(owner=owner, job_ids=ids, since=since, limit=limit, offset=offset)
-    return job_control.history_records(s, user, found)
+) -> tuple[list[p.JobInfo], bool]:
+    """A page of ``dhistory`` (at most :data:`~scheduler.job_control.HISTORY_PAGE`
+    jobs): those that ended last before the job ``before`` names (its end time and
+    id; None: the newest), the most recent last; and whether older ones match too."""
+    before_time, before_job = before if before is not None else (None, "")
+    message = p.QueryHistory(
+        ids=ids, user="*" if all_users else "", since=since, limit=limit,
+        before_time=before_time, before_job=before_job,
+    )  # fmt: skip
+    reply = job_control.on_query_history(s, user, message)
+    assert isinstance(reply, p.JobList)
+    return reply.jobs, reply.more
 
 
 def change(s: SchedulerState, user: WebUser, action: str, ids: list[str]) -> p.JobsChanged:
