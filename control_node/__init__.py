@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from control_node.client import Client, Cluster
+    from control_node.client import Client, Cluster, DagRun
     from control_node.connection import (
         AuthError,
         DfarmError,
@@ -24,6 +24,7 @@ _HOMES = {
     "AuthError": "control_node.connection",
     "Client": "control_node.client",
     "Cluster": "control_node.client",
+    "DagRun": "control_node.client",
     "DfarmError": "control_node.connection",
     "NotFound": "control_node.connection",
     "RequestFailed": "control_node.connection",
@@ -35,6 +36,7 @@ __all__ = [
     "AuthError",
     "Client",
     "Cluster",
+    "DagRun",
     "DfarmError",
     "NotFound",
     "RequestFailed",

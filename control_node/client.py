@@ -24,6 +24,8 @@ from scheduler import protocol as p
 
 if TYPE_CHECKING:
     from control_node import futures, mapping
+    from control_node.dag_builder import DagBuilder
+    from control_node.dag_model import Dag
     from control_node.sweep import Sweep
 
 # Submitting, mapping, sweeps and drawing are imported where used: a command that only
@@ -68,6 +70,9 @@ class Client:
         source: str | os.PathLike[str] | Mapping[str, Any],
         cwd: str | None = None,
         strict: bool = False,
+        *,
+        after: Iterable[Cluster | DagRun | int] = (),
+        after_any: Iterable[Cluster | DagRun | int] = (),
     ) -> Cluster: ...
 
     @overload
@@ -91,6 +96,10 @@ class Client:
         start from ``cwd`` (default: the current directory). ``strict`` refuses a key
         that is neither HTCondor's nor used as a macro (else only a warning).
 
+        ``after``: the jobs wait until every cluster (or DAG) named has succeeded, every
+        job exiting 0 (Slurm's afterok; one that fails means these never run);
+        ``after_any``: until each has ended, however (afterany).
+
         ``submit(fn, *args, **kwargs)`` runs the call ``fn(*args, **kwargs)`` as a job
         the way :meth:`map` runs an item (warm interpreters, the same records), with
         ``resources`` as submit keys (``{"max_retries": 2}``), and returns a
@@ -109,10 +118,16 @@ class Client:
         source: str | os.PathLike[str] | Mapping[str, Any],
         cwd: str | None = None,
         strict: bool = False,
+        *,
+        after: Iterable[Cluster | DagRun | int] = (),
+        after_any: Iterable[Cluster | DagRun | int] = (),
     ) -> Cluster:
         from control_node.submit import SubmitError, submit_file
         from control_node.submit_dict import submit_text
 
+        waits = [_cluster_id(c) for c in after], [_cluster_id(c) for c in after_any]
+        if waits[0] or waits[1]:
+            return self._submit_after(source, cwd, *waits)
         if isinstance(source, Mapping):
             try:
                 text = submit_text(source)
@@ -124,6 +139,61 @@ class Client:
         else:
             sub = submit_file(self.conn, Path(source), cwd=cwd, strict=strict)
         return Cluster(self, sub.cluster, sub.job_ids, sub.warnings)
+
+    def _submit_after(
+        self,
+        source: str | os.PathLike[str] | Mapping[str, Any],
+        cwd: str | None,
+        after: list[int],
+        after_any: list[int],
+    ) -> Cluster:
+        from control_node.dag_submit import submit_after
+        from control_node.submit import SubmitError
+        from control_node.submit_dict import submit_text
+
+        if isinstance(source, Mapping):
+            try:
+                path, text = Path("<dict>"), submit_text(source)
+            except ValueError as exc:
+                raise SubmitError(str(exc), "<dict>") from None
+        elif isinstance(source, str) and "\n" in source:
+            path, text = Path("<text>"), source
+        else:
+            path, text = Path(source), None
+        cluster, warnings = submit_after(self.conn, path, text, cwd, after, after_any)
+        return Cluster(self, cluster, [], warnings)
+
+    def submit_dag(
+        self, source: str | os.PathLike[str] | Dag | DagBuilder, cwd: str | None = None
+    ) -> DagRun:
+        """Submit a workflow: a DAG file (HTCondor's format), a :class:`Dag`, or what
+        :meth:`dag` built. Every node's submit file is read now; nothing is queued if
+        any is wrong."""
+        from control_node.dag_builder import DagBuilder
+        from control_node.dag_file import read_dag
+        from control_node.dag_submit import submit_dag
+
+        if isinstance(source, DagBuilder):
+            dag = source.dag
+        elif isinstance(source, (str, os.PathLike)):
+            dag = read_dag(Path(source))
+        else:
+            dag = source
+        reply = submit_dag(self.conn, dag, cwd)
+        return DagRun(self, reply.dag, reply.clusters, reply.warnings)
+
+    def dag(self, folder: str | os.PathLike[str] | None = None) -> DagBuilder:
+        """A workflow to build node by node (``.job(name, submit_file, after=[...])``),
+        then hand to :meth:`submit_dag`."""
+        from control_node.dag_builder import DagBuilder
+
+        return DagBuilder(None if folder is None else Path(folder))
+
+    def dags(self, ids: list[int] | None = None, all_users: bool = False) -> list[p.DagInfo]:
+        """DAGs by id (default: the caller's), with their nodes."""
+        reply = self.conn.request(p.QueryDags(dags=ids or [], all_users=all_users))
+        assert isinstance(reply, p.DagList)
+        return reply.dags
 
     def map(
         self,
@@ -462,6 +532,47 @@ class Client:
                 return
             if offset >= chunk.size:
                 time.sleep(interval)
+
+
+def _cluster_id(item: Cluster | DagRun | int) -> int:
+    return item if isinstance(item, int) else item.id
+
+
+class DagRun:
+    """A submitted workflow."""
+
+    def __init__(self, client: Client, dag: int, clusters: dict[str, int], warnings: list[str]):
+        self.client = client
+        self.id = dag
+        #: The cluster of each node that runs jobs.
+        self.clusters = clusters
+        self.warnings = warnings
+
+    def __repr__(self) -> str:
+        return f"DagRun({self.id}, {len(self.clusters)} nodes with jobs)"
+
+    def status(self) -> p.DagInfo:
+        return self.client.dags([self.id])[0]
+
+    def wait(self, timeout: float | None = None) -> p.DagInfo:
+        """Block until the DAG has ended (done, failed or removed); its record."""
+        self.client.wait([str(self.id)], timeout=timeout)
+        return self.status()
+
+    def remove(self, reason: str = "") -> p.JobsChanged:
+        return self.client.remove([str(self.id)], reason=reason)
+
+    def hold(self, reason: str = "") -> p.JobsChanged:
+        return self.client.hold([str(self.id)], reason=reason)
+
+    def release(self) -> p.JobsChanged:
+        return self.client.release([str(self.id)])
+
+    def rerun_failed(self) -> p.DagSubmitted:
+        """Run again the nodes that did not succeed (``dsub-dag --rerun-failed``)."""
+        reply = self.client.conn.request(p.RerunDag(dag=self.id))
+        assert isinstance(reply, p.DagSubmitted)
+        return reply
 
 
 class Cluster:

@@ -506,11 +506,15 @@ def parse_submit_text(
     cwd: str,
     environ: Mapping[str, str] | None = None,
     seed: int | None = None,
+    macros: Mapping[str, str] | None = None,
+    append_macros: Mapping[str, str] | None = None,
 ) -> SubmitDescription:
     """Parse submit-file text; relative paths start from ``cwd``. Raises SubmitFileError.
 
     ``seed`` seeds the random functions when the file sets no ``random_seed``
-    (default: a fresh random seed, returned in the description)."""
+    (default: a fresh random seed, returned in the description). A DAG node's
+    ``VARS``: ``macros`` are set before the file's first line, ``append_macros``
+    just before each ``queue`` statement, as condor_submit's ``-append`` lines are."""
     refuse_byte_order_mark(text, filename)
     seed = secrets.randbits(48) if seed is None else seed
     parser = _Parser(
@@ -520,11 +524,25 @@ def parse_submit_text(
         stmts = read_statements(mark_custom_attributes(text))
     except LineError as e:
         raise SubmitFileError(filename, e.line, str(e)) from None
+    if macros or append_macros:
+        stmts = _with_macros(stmts, macros or {}, append_macros or {})
     parser.run(stmts)
     random_seed = parser.seed() if parser.procs else seed
     return SubmitDescription(
         filename, parser.procs, list(parser.warnings), random_seed, parser.unknown
     )
+
+
+def _with_macros(
+    stmts: list[Statement], before: Mapping[str, str], appended: Mapping[str, str]
+) -> list[Statement]:
+    """``stmts`` with ``before`` set first and ``appended`` before each ``queue``."""
+    out = [Statement(0, key, value) for key, value in before.items()]
+    for st in stmts:
+        if st.kind == "queue":
+            out += [Statement(st.line, key, value) for key, value in appended.items()]
+        out.append(st)
+    return out
 
 
 def parse_submit_file(
@@ -534,6 +552,8 @@ def parse_submit_file(
     cwd: str | None = None,
     environ: Mapping[str, str] | None = None,
     seed: int | None = None,
+    macros: Mapping[str, str] | None = None,
+    append_macros: Mapping[str, str] | None = None,
 ) -> SubmitDescription:
     """Read and parse a submit file; ``cwd`` defaults to the current directory, as condor_submit."""
     name = os.fspath(path)
@@ -548,5 +568,12 @@ def parse_submit_file(
         line = data.count(b"\n", 0, e.start) + 1
         raise SubmitFileError(name, line, "submit file is not valid UTF-8") from None
     return parse_submit_text(
-        text, filename=name, cluster=cluster, cwd=cwd or os.getcwd(), environ=environ, seed=seed
+        text,
+        filename=name,
+        cluster=cluster,
+        cwd=cwd or os.getcwd(),
+        environ=environ,
+        seed=seed,
+        macros=macros,
+        append_macros=append_macros,
     )

@@ -17,6 +17,7 @@ from scheduler import protocol as p
 from scheduler.authz import visible_info
 from scheduler.callers import Caller, Replier
 from scheduler.connection import Connection, RequestError
+from scheduler.dag_handlers import change_dags
 from scheduler.job_files import read_range, result_file
 from scheduler.job_records import Job
 from scheduler.protocol import JobState
@@ -95,8 +96,13 @@ def _whole(value: str, minimum: int) -> int:
 def on_change_jobs(state: SchedulerState, conn: Caller, msg: p.ChangeJobs) -> p.Message:
     if msg.action not in p.ACTIONS:
         raise RequestError(f"unknown action {msg.action!r}", "invalid")
-    jobs = controlled(state, conn, msg.ids, msg.all_jobs)
-    changed, skipped = [], {}
+    with state.store.transaction():
+        # A DAG's id names the whole DAG (see scheduler/dag_handlers.py).
+        ids, changed, skipped = change_dags(state, conn, msg.action, msg.ids, msg.reason)
+    if (changed or skipped) and not ids and not msg.all_jobs:
+        state.wake()
+        return p.JobsChanged(changed=changed, skipped=skipped)
+    jobs = controlled(state, conn, ids, msg.all_jobs)
     by = f"by {conn.name}" + (f": {msg.reason}" if msg.reason else "")
     with state.store.transaction():
         for job in jobs:

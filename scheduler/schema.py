@@ -131,6 +131,47 @@ def _result_bytes(db: sqlite3.Connection) -> None:
     )
 
 
+#: Workflows (scheduler/dag_store.py): a DAG's id is a cluster reserved for it; each
+#: node keeps its jobs' specs until its parents succeed, then they are queued as
+#: the node's own cluster (procs from ``first_proc``, a retry's after the last).
+_DAGS = """
+CREATE TABLE dags (
+    id INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created REAL NOT NULL,
+    ended REAL,
+    reason TEXT NOT NULL DEFAULT '',
+    settings TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX dags_state ON dags (state);
+CREATE TABLE dag_nodes (
+    dag INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    cluster INTEGER,
+    state TEXT NOT NULL,
+    rules TEXT NOT NULL,
+    submit_file TEXT NOT NULL DEFAULT '',
+    specs TEXT NOT NULL DEFAULT '[]',
+    attempt INTEGER NOT NULL DEFAULT 0,
+    first_proc INTEGER NOT NULL DEFAULT 0,
+    return_code INTEGER,
+    reason TEXT NOT NULL DEFAULT '',
+    started REAL,
+    ended REAL,
+    PRIMARY KEY (dag, seq)
+);
+CREATE INDEX dag_nodes_cluster ON dag_nodes (cluster);
+CREATE TABLE dag_edges (
+    dag INTEGER NOT NULL,
+    parent INTEGER NOT NULL,
+    child INTEGER NOT NULL
+);
+CREATE INDEX dag_edges_dag ON dag_edges (dag);
+"""
+
 #: Ordered migrations; ``PRAGMA user_version`` says how many have run.
 MIGRATIONS: list[Migration] = [
     """
@@ -281,4 +322,7 @@ MIGRATIONS: list[Migration] = [
     # self-checkpointing jobs: each job's latest checkpoint in the spool, how many it
     # stored, and the run time lost to evictions (scheduler/checkpoint_table.py)
     _job_checkpoints,
+    # workflows: DAGs, their nodes (rules, jobs to queue, state) and edges
+    # (scheduler/dag_store.py)
+    _DAGS,
 ]

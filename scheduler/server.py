@@ -28,6 +28,7 @@ from typing import Any
 from scheduler import (
     checkpoints,
     control_handlers,
+    dag_handlers,
     explain,
     job_control,
     probe,
@@ -39,6 +40,7 @@ from scheduler.clusters import abandon_cluster, remove_reservation, upload_faile
 from scheduler.config import SchedulerConfig
 from scheduler.connection import Connection, plain_host
 from scheduler.core import build_state
+from scheduler.dags import resume as resume_dags
 from scheduler.departures import connection_closed
 from scheduler.disk_space import DiskSpace, is_disk_full
 from scheduler.handshake import handshake
@@ -175,6 +177,7 @@ class Scheduler:
         check_identities(self.state)  # users removed while the scheduler was down
         for cluster in self.store.clusters.reservations():
             remove_reservation(self.state, cluster, "was cut by a restart")
+        run_unit(self.state, "workflows resumed", lambda: resume_dags(self.state))
         self.end_turn()
         web = await start_web(self.state) if self.config.web_port is not None else None
         self._link_mails(web)
@@ -445,6 +448,9 @@ ROUTES: dict[type[p.Message], Handler] = {
     p.QueryCounts: explain.on_query_counts,
     p.AnalyzeJobs: explain.on_analyze_jobs,
     p.ProbeFtp: probe.on_probe_ftp,
+    p.SubmitDag: dag_handlers.on_submit_dag,
+    p.QueryDags: dag_handlers.on_query_dags,
+    p.RerunDag: dag_handlers.on_rerun_dag,
 }
 
 

@@ -15,6 +15,7 @@ from scheduler import protocol as p
 from scheduler.callers import Caller, Replier
 from scheduler.config import SchedulerConfig
 from scheduler.connection import Connection, RequestError
+from scheduler.dag_book import DagBook
 from scheduler.disk_space import DiskSpace, full_message
 from scheduler.effects import Effects
 from scheduler.handshake_guard import HandshakeGuard
@@ -95,6 +96,8 @@ class SchedulerState:
     policies: PolicyIndex
     #: Counts of the queue per cluster, user and state (the job table's).
     summary: QueueSummary
+    #: The workflows not yet ended (see :mod:`scheduler.dags`).
+    dags: DagBook
 
     def __init__(
         self,
@@ -129,6 +132,7 @@ class SchedulerState:
         self.mailer.resume(self.jobs.active.values())
         self.policies = PolicyIndex(self.jobs.active.values())
         self.summary = self.jobs.summary
+        self.dags = DagBook(store)
         # The scheduling state below undoes its changes with a unit that fails (see
         # scheduler/undo.py); peers, controls and probes follow connections, which
         # are no unit's to undo.

@@ -24,12 +24,20 @@ def notify(state: SchedulerState, job: Job) -> None:
             conn.send(update, urgent=False)
     if job.cluster in state.awaiting and job.state not in p.UNFINISHED_STATES:
         cluster_may_be_done(state, job.cluster)
+    if state.dags.by_cluster or state.dags.external:
+        from scheduler.dags import job_changed  # dags builds on this module
+
+        job_changed(state, job)
 
 
 def cluster_may_be_done(state: SchedulerState, cluster: int) -> None:
     """Tell those awaiting ``cluster`` that it is done, if it is: fully submitted,
-    with no job idle or running."""
-    if cluster in state.jobs.unfinished or cluster in state.partial_clusters:
+    with no job idle or running, and no DAG (or DAG node) of that id still to run."""
+    if (
+        cluster in state.jobs.unfinished
+        or cluster in state.partial_clusters
+        or state.dags.holds(cluster)
+    ):
         return
     for conn in state.awaiting.pop(cluster, ()):
         conn.send(p.ClusterDone(cluster=cluster))

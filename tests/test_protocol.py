@@ -81,6 +81,7 @@ from scheduler.protocol import (
     user_key,
     verify_welcome,
 )
+from scheduler.protocol import dags as dg
 from scheduler.transport.ftp import FTP_ERRORS, ftp_session
 
 # ----------------------------------------------------------------------------- samples
@@ -329,6 +330,52 @@ SAMPLES: dict[str, Message] = {
     "query_counts": ex.QueryCounts(all_users=True),
     "job_counts": ex.JobCounts(counts={"idle": 3, "running": 1}),
 }
+
+# workflows (scheduler/protocol/dags.py)
+SAMPLES.update(
+    {
+        "submit_dag": dg.SubmitDag(
+            dag=7,
+            name="a.dag",
+            nodes=[
+                dg.DagNodeSubmit(
+                    name="A",
+                    submit_file="a.sub",
+                    jobs=[sample_spec()],
+                    retry=2,
+                    retry_unless_exit=3,
+                    pre=dg.DagScriptSpec(name="pre.sh", executable="ab" * 32, arguments=["$JOB"]),
+                    category="big",
+                    abort_on=5,
+                ),
+                dg.DagNodeSubmit(name="B", parents=["A"], after=[3], done=True),
+            ],
+            max_jobs={"big": 2},
+            config={"DAGMAN_MAX_JOBS_SUBMITTED": "4"},
+        ),
+        "dag_submitted": dg.DagSubmitted(dag=7, clusters={"A": 8}, warnings=["careful"]),
+        "query_dags": dg.QueryDags(dags=[7], all_users=True),
+        "dag_list": dg.DagList(
+            dags=[
+                dg.DagInfo(
+                    id=7,
+                    owner="ann",
+                    name="a.dag",
+                    state="failed",
+                    created=1.7e9,
+                    ended=1.7e9 + 5,
+                    reason="1 node(s) failed",
+                    counts={"failed": 1, "futile": 1},
+                    nodes=[
+                        dg.DagNodeInfo(name="A", state="failed", cluster=8, return_code=1),
+                        dg.DagNodeInfo(name="B", state="futile", parents=["A"]),
+                    ],
+                )
+            ]
+        ),
+        "rerun_dag": dg.RerunDag(dag=7),
+    }
+)
 
 
 def body_of(message: Message) -> bytes:

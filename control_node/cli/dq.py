@@ -64,8 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "-limit", "--limit", type=int, default=0, metavar="N", help="show at most N jobs"
     )
+    parser.add_argument(
+        "-dag", "--dag", action="store_true",
+        help="the DAGs named (default: yours): their nodes by state, and each node",
+    )  # fmt: skip
     add_connection_options(parser)
     args, expr, af_options = parse_classad_args(parser, argv)
+    if args.dag:
+        from control_node.render_dag import show_dags
+
+        return run_command("dq", lambda: show_dags(args))
     if args.users:
         return run_command("dq", lambda: show_users(args))
     if args.analyze:

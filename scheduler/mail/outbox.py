@@ -265,6 +265,11 @@ class Mailer:
             )  # fmt: skip
             self._queue(cluster, None, jobs[0].owner, "digest", address, message)
 
+    def queue_mail(self, cluster: int, owner: str, why: str, to: str, message: Any) -> None:
+        """Queue a mail about a whole cluster or DAG (``why`` names it), as this
+        module's own are."""
+        self._queue(cluster, None, owner, why, to, message)
+
     def _queue(
         self, cluster: int, proc: int | None, owner: str, why: str, to: str, message: Any
     ) -> None:

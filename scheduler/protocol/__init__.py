@@ -48,6 +48,19 @@ from scheduler.protocol.auth import (
     verify_welcome,
 )
 from scheduler.protocol.checkpoints import Checkpointed
+from scheduler.protocol.dags import (
+    DAG_STATES,
+    NODE_STATES,
+    DagInfo,
+    DagList,
+    DagNodeInfo,
+    DagNodeSubmit,
+    DagScriptSpec,
+    DagSubmitted,
+    QueryDags,
+    RerunDag,
+    SubmitDag,
+)
 from scheduler.protocol.explain import (
     AnalyzeJobs,
     BatchInfo,
@@ -297,4 +310,17 @@ __all__ = [
     "WorkerList",
     "WorkerMetrics",
     "write_message",
+]
+__all__ += [  # workflows (scheduler/protocol/dags.py)
+    "DAG_STATES",
+    "NODE_STATES",
+    "DagInfo",
+    "DagList",
+    "DagNodeInfo",
+    "DagNodeSubmit",
+    "DagScriptSpec",
+    "DagSubmitted",
+    "QueryDags",
+    "RerunDag",
+    "SubmitDag",
 ]

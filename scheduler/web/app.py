@@ -19,7 +19,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from control_node import render
 from scheduler.connection import RequestError
 from scheduler.control_handlers import worker_infos
-from scheduler.web import api, jobpages, pages
+from scheduler.web import api, dag_pages, jobpages, pages
 from scheduler.web.events import EventStreams
 from scheduler.web.keys import INDEX, METRICS, SCHEDULER, SESSIONS, STREAMS
 from scheduler.web.metrics import MetricsHistory
@@ -97,6 +97,7 @@ def make_app(s: SchedulerState, metrics: MetricsHistory) -> web.Application:
     pages.add_routes(app.router)
     jobpages.add_routes(app.router)
     api.add_routes(app.router)
+    dag_pages.add_routes(app.router)
     return app
 
 

@@ -1,0 +1,68 @@
+"""``dq -dag``: DAGs, their nodes by state, and each node (``--json``: the records
+``/api/dags`` gives too)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+
+from control_node.cli.common import connect
+from control_node.connection import DfarmError
+from scheduler import protocol as p
+
+#: The order states are counted in.
+ORDER = ("done", "queued", "pre", "post", "ready", "waiting", "failed", "futile", "removed")
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    known = [s for s in ORDER if counts.get(s)] + sorted(set(counts) - set(ORDER))
+    return ", ".join(f"{counts[s]} {_word(s)}" for s in known)
+
+
+def _word(state: str) -> str:
+    return {"waiting": "waiting on parents", "queued": "running or idle"}.get(state, state)
+
+
+def dag_text(info: p.DagInfo) -> str:
+    ended = time.strftime(" ended %m/%d %H:%M", time.localtime(info.ended)) if info.ended else ""
+    lines = [
+        f"DAG {info.id} ({info.name}) of {info.owner}: {info.state}{ended};"
+        f" {len(info.nodes) or sum(info.counts.values())} nodes: {counts_text(info.counts)}"
+    ]
+    if info.reason:
+        lines.append(f"  {info.reason}")
+    if info.nodes:
+        width = max(len(n.name) for n in info.nodes)
+        lines.append(f"  {'NODE':<{width}}  {'STATE':<8}  CLUSTER  RETRIES  INFO")
+        for n in info.nodes:
+            if n.jobs:
+                state = next(s for s in ("running", "held", "idle") if n.jobs.get(s))
+                n = replace(n, state=state)
+            cluster = "-" if n.cluster is None else str(n.cluster)
+            retries = f"{n.retries}/{n.max_retries}" if n.max_retries else "-"
+            info_text = n.reason or (
+                f"after {', '.join(n.parents)}" if n.state == "waiting" and n.parents else ""
+            )
+            lines.append(
+                f"  {n.name:<{width}}  {n.state:<8}  {cluster:>7}  {retries:>7}  {info_text}"
+            )
+    return "\n".join(lines)
+
+
+def show_dags(args: argparse.Namespace) -> int:
+    try:
+        ids = [int(i) for i in args.ids]
+    except ValueError:
+        raise DfarmError("dq -dag takes DAG ids (numbers)") from None
+    with connect(args) as client:
+        dags = client.dags(ids, all_users=args.allusers)
+    if args.json:
+        print(json.dumps([p.to_wire(d) for d in dags], indent=1))
+        return 0
+    if not dags:
+        print("no DAGs")
+    for info in dags:
+        print(dag_text(info))
+    return 0

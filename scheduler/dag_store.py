@@ -1,0 +1,200 @@
+"""The tables of workflows (``dags``, ``dag_nodes``, ``dag_edges``): every change of a
+DAG or node is written here, in the unit that decides it, before anything acts on it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from scheduler.database import Database
+from scheduler.protocol import JobSpec, from_wire, json_text
+
+#: A node's fields written back on each change.
+NODE_FIELDS = ("state", "attempt", "first_proc", "return_code", "reason", "started", "ended")
+_SAVE_NODE = (
+    f"UPDATE dag_nodes SET {', '.join(f'{n}=?' for n in NODE_FIELDS)} WHERE dag=? AND seq=?"
+)
+#: Distinct node job lists kept decoded (nodes of one submit file often share one).
+SPECS_KEPT = 256
+
+
+@dataclass(slots=True)
+class NodeRow:
+    """A node as the engine keeps it in memory (its jobs' specs stay in SQLite)."""
+
+    seq: int
+    name: str
+    cluster: int | None
+    state: str
+    rules: dict[str, Any]
+    submit_file: str = ""
+    attempt: int = 0
+    first_proc: int = 0
+    return_code: int | None = None
+    reason: str = ""
+    started: float | None = None
+    ended: float | None = None
+    parents: list[int] = field(default_factory=list)
+    children: list[int] = field(default_factory=list)
+    #: Whether every job of this attempt that ended was seen ending by this process
+    #: (then :attr:`failed_job` says which failed first), or its result must be read
+    #: from SQLite (the attempt began before a restart).
+    watched: bool = False
+    #: The first job of this attempt that did not succeed: its id, $RETURN and why.
+    failed_job: tuple[str, int, str] | None = None
+
+
+@dataclass(slots=True)
+class DagRow:
+    id: int
+    owner: str
+    name: str
+    state: str
+    created: float
+    ended: float | None = None
+    reason: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+class DagTables:
+    """Reads and writes of the workflow tables, inside the caller's unit."""
+
+    def __init__(self, database: Database):
+        self.db = database
+        self._specs: dict[str, list[JobSpec]] = {}
+
+    def insert_dag(self, dag: DagRow, nodes: list[NodeRow], specs: dict[int, str]) -> None:
+        with self.db.transaction() as db:
+            db.execute(
+                "INSERT INTO dags (id, owner, name, state, created, settings) VALUES (?,?,?,?,?,?)",
+                (dag.id, dag.owner, dag.name, dag.state, dag.created, json.dumps(dag.settings)),
+            )
+            db.executemany(
+                "INSERT INTO dag_nodes (dag, seq, name, cluster, state, rules, submit_file,"
+                " specs) VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        dag.id,
+                        n.seq,
+                        n.name,
+                        n.cluster,
+                        n.state,
+                        json.dumps(n.rules),
+                        n.submit_file,
+                        specs.get(n.seq, "[]"),
+                    )
+                    for n in nodes
+                ],
+            )
+            db.executemany(
+                "INSERT INTO dag_edges (dag, parent, child) VALUES (?,?,?)",
+                [(dag.id, parent, n.seq) for n in nodes for parent in n.parents],
+            )
+
+    def reserve_clusters(self, owner: str, now: float, count: int, dag: int) -> list[int]:
+        """``count`` cluster ids for nodes, marked submitted (a restart keeps them)."""
+        with self.db.transaction() as db:
+            ids = []
+            for _ in range(count):
+                cur = db.execute(
+                    "INSERT INTO clusters (owner, created, submit_file, submitted)"
+                    " VALUES (?,?,?,?)",
+                    (owner, now, f"DAG {dag}", now),
+                )
+                ids.append(int(cur.lastrowid or 0))
+            return ids
+
+    # One statement each, inside the caller's unit (no savepoint of their own).
+
+    def close_cluster(self, cluster: int, now: float) -> None:
+        self.db.statement("UPDATE clusters SET submitted=? WHERE id=?", (now, cluster))
+
+    def save_node(self, dag: int, node: NodeRow) -> None:
+        values = [getattr(node, name) for name in NODE_FIELDS]
+        self.db.statement(_SAVE_NODE, (*values, dag, node.seq))
+
+    def save_dag(self, dag: DagRow) -> None:
+        self.db.statement(
+            "UPDATE dags SET state=?, ended=?, reason=? WHERE id=?",
+            (dag.state, dag.ended, dag.reason, dag.id),
+        )
+
+    def specs(self, dag: int, seq: int) -> list[JobSpec]:
+        """A node's jobs; nodes whose jobs are written alike share their (frozen)
+        specs, read once."""
+        rows = self.db.query("SELECT specs FROM dag_nodes WHERE dag=? AND seq=?", (dag, seq))
+        if not rows:
+            return []
+        text = rows[0]["specs"]
+        found = self._specs.get(text)
+        if found is None:
+            found = [from_wire(JobSpec, item, "spec") for item in json.loads(text)]
+            if len(self._specs) >= SPECS_KEPT:
+                self._specs.pop(next(iter(self._specs)))
+            self._specs[text] = found
+        return list(found)
+
+    def dags(self, ids: Iterable[int] = (), states: Iterable[str] = ()) -> list[DagRow]:
+        where: list[str] = []
+        args: list[object] = []
+        ids, states = list(ids), list(states)
+        if ids:
+            where.append(f"id IN ({','.join('?' * len(ids))})")
+            args += ids
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args += states
+        sql = "SELECT * FROM dags" + (" WHERE " + " AND ".join(where) if where else "")
+        return [
+            DagRow(
+                id=r["id"],
+                owner=r["owner"],
+                name=r["name"],
+                state=r["state"],
+                created=r["created"],
+                ended=r["ended"],
+                reason=r["reason"],
+                settings=json.loads(r["settings"]),
+            )
+            for r in self.db.query(sql + " ORDER BY id", args)
+        ]
+
+    def owned(self, owner: str | None) -> list[int]:
+        sql, args = "SELECT id FROM dags", tuple[str, ...]()
+        if owner is not None:
+            sql, args = sql + " WHERE owner=?", (owner,)
+        return [r["id"] for r in self.db.query(sql + " ORDER BY id", args)]
+
+    def nodes(self, dag: int) -> list[NodeRow]:
+        rows = self.db.query(
+            f"SELECT seq, name, cluster, rules, submit_file, {', '.join(NODE_FIELDS)}"
+            " FROM dag_nodes WHERE dag=? ORDER BY seq",
+            (dag,),
+        )
+        nodes = [
+            NodeRow(
+                seq=r["seq"],
+                name=r["name"],
+                cluster=r["cluster"],
+                rules=json.loads(r["rules"]),
+                submit_file=r["submit_file"],
+                **{name: r[name] for name in NODE_FIELDS},
+            )
+            for r in rows
+        ]
+        for r in self.db.query("SELECT parent, child FROM dag_edges WHERE dag=?", (dag,)):
+            nodes[r["child"]].parents.append(r["parent"])
+            nodes[r["parent"]].children.append(r["child"])
+        return nodes
+
+    def dag_of_cluster(self, cluster: int) -> tuple[int, int] | None:
+        """The DAG and node whose jobs are ``cluster``, if any."""
+        rows = self.db.query("SELECT dag, seq FROM dag_nodes WHERE cluster=?", (cluster,))
+        return (rows[0]["dag"], rows[0]["seq"]) if rows else None
+
+
+def specs_text(specs: list[JobSpec]) -> str:
+    """A node's jobs as stored: a JSON list of specs."""
+    return "[" + ",".join(json_text(spec) for spec in specs) + "]"
