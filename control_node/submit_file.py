@@ -536,11 +536,16 @@ def parse_submit_text(
 def _with_macros(
     stmts: list[Statement], before: Mapping[str, str], appended: Mapping[str, str]
 ) -> list[Statement]:
-    """``stmts`` with ``before`` set first and ``appended`` before each ``queue``."""
-    out = [Statement(0, key, value) for key, value in before.items()]
+    """``stmts`` with ``before`` set first and ``appended`` before each ``queue``; a
+    ``My.Name`` macro (a DAG's ``VARS node +Name=...``) sets the job attribute."""
+
+    def key_of(name: str) -> str:
+        return CUSTOM_PREFIX + name[3:] if name[:3].lower() == "my." else name
+
+    out = [Statement(0, key_of(key), value) for key, value in before.items()]
     for st in stmts:
         if st.kind == "queue":
-            out += [Statement(st.line, key, value) for key, value in appended.items()]
+            out += [Statement(st.line, key_of(key), value) for key, value in appended.items()]
         out.append(st)
     return out
 

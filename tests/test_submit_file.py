@@ -941,3 +941,19 @@ def test_many_procs(farm: Path) -> None:
     assert len(desc.procs) == 2000
     assert desc.procs[-1].arguments == ["1999"]
     assert desc.procs[-1].output == str(farm / "o" / "out.1999")
+
+
+def test_a_dag_nodes_my_vars_set_job_attributes(farm: Path) -> None:
+    """``VARS node My.Name="..."`` (and ``+Name``, read as ``My.Name``) sets the job
+    attribute, as DAGMan's VARS do; other VARS stay macros."""
+    (farm / "job.sub").write_text("executable = run.sh\narguments = $(word)\nqueue\n")
+    desc = parse_submit_file(
+        farm / "job.sub",
+        cluster=1,
+        cwd=str(farm),
+        macros={"My.Lab": '"optics"', "word": "hi"},
+        append_macros={"MY.Step": "3"},
+    )
+    proc = desc.procs[0]
+    assert proc.arguments == ["hi"]
+    assert proc.attributes == {"Lab": '"optics"', "Step": "3"}
