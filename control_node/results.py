@@ -10,6 +10,7 @@ A ``log`` file gets the job's events.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -19,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from control_node import results_file
 from control_node.connection import Connection, DfarmError, Pushed
+from control_node.results_file import ClusterResultsFile, results_path
 from scheduler import protocol as p
 
 if TYPE_CHECKING:
@@ -46,6 +49,13 @@ class FetchedJob:
     stdout: Path | None
     stderr: Path | None
     outputs: list[Path]
+    #: The job's ``<cluster>.<proc>/`` folder, when it got one.
+    folder: Path | None = None
+    #: Its cluster's results file, which has a line for it.
+    results_file: Path | None = None
+    #: Whether stdout (stderr) was too large to come inline (so is not in the line).
+    stdout_large: bool = False
+    stderr_large: bool = False
 
     @property
     def failed(self) -> bool:
@@ -267,19 +277,61 @@ def fetch(
     dest: Path | None = None,
     submit_paths: bool = True,
     unfinished: list[p.JobInfo] | None = None,
+    per_job: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[FetchedJob]:
     """Download the results of finished jobs. ``dest`` (default: the current
-    directory) holds the ``<cluster>.<proc>/`` folders; with ``submit_paths``, jobs
-    whose submit file named ``output``/``error`` get them where it said, when its
-    ``initialdir`` exists on this machine. The records of jobs named that have not
-    finished (idle or running: nothing to fetch yet) are appended to ``unfinished``."""
-    dest = Path.cwd() if dest is None else dest
-    fetched = []
-    logs: dict[str, list[tuple[p.JobEvent, str]]] = {}
-    damaged: list[str] = []
-    while ids:
-        reply = conn.request(p.FetchResults(ids=ids))
-        assert isinstance(reply, p.JobResults)
+    directory) holds each cluster's results file (see :mod:`control_node.results_file`)
+    and the ``<cluster>.<proc>/`` folders: one for every job with ``per_job``, else only
+    for a job with output files, a stdout or stderr too large to come inline, or a
+    failure. With ``submit_paths``, jobs whose submit file named ``output``/``error``
+    get them where it said, when its ``initialdir`` exists on this machine. The records
+    of jobs named that have not finished (idle or running: nothing to fetch yet) are
+    appended to ``unfinished``; ``progress(done, total)`` is called after each reply."""
+    fetcher = Fetcher(conn, dest, submit_paths, per_job, progress)
+    fetcher.fetch(ids, unfinished)
+    return fetcher.finish()
+
+
+class Fetcher:
+    """Fetches results in batches (as they finish, or all at once) into one place:
+    each cluster's results file is kept in memory and rewritten whole after each reply;
+    event logs and the list of damaged files are written and told by :meth:`finish`."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        dest: Path | None = None,
+        submit_paths: bool = True,
+        per_job: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ):
+        self.conn = conn
+        self.dest = Path.cwd() if dest is None else dest
+        self.submit_paths = submit_paths
+        self.per_job = per_job
+        self.progress = progress
+        self.fetched: list[FetchedJob] = []
+        self.files: dict[int, ClusterResultsFile] = {}
+        self._logs: dict[str, list[tuple[p.JobEvent, str]]] = {}
+        self._damaged: list[str] = []
+
+    def fetch(self, ids: list[str], unfinished: list[p.JobInfo] | None = None) -> None:
+        """Fetch these jobs' results (each reply written before the next is asked for)."""
+        done, total = 0, 0
+        while ids:
+            reply = self.conn.request(p.FetchResults(ids=ids))
+            assert isinstance(reply, p.JobResults)
+            total = total or len(reply.jobs) + len(reply.remaining)
+            self._write_reply(reply, unfinished)
+            done += len(reply.jobs)
+            if self.progress is not None:
+                self.progress(done, total)
+            ids = reply.remaining
+
+    def _write_reply(self, reply: p.JobResults, unfinished: list[p.JobInfo] | None) -> None:
+        large = None if reply.large is None else set(reply.large)
+        touched: set[int] = set()
         with _results_source(reply.download) as source:
             for job in reply.jobs:
                 if job.state not in DONE_STATES:
@@ -287,29 +339,83 @@ def fetch(
                         unfinished.append(job)
                     continue
                 spec = reply.specs[job.id]
-                inline = reply.files.get(job.id, {})
+                inline = {n: p.unpack_bytes(d) for n, d in reply.files.get(job.id, {}).items()}
                 # Paths in someone else's submit file (an admin fetching it) are never
                 # written to: they could name any file of the admin's.
-                own_paths = submit_paths and job.owner == conn.user
-                expected = reply.hashes.get(job.id, {})
-                fetched.append(
-                    _fetch_job(source, inline, job, spec, dest, own_paths, expected, damaged)
+                own_paths = self.submit_paths and job.owner == self.conn.user
+                in_spool = large is None or job.id in large
+                results = self._results_file(job.cluster)
+                fetched = _fetch_job(
+                    source,
+                    _JobFiles(inline, reply.hashes.get(job.id, {}), in_spool),
+                    job,
+                    spec,
+                    self.dest,
+                    own_paths,
+                    self.per_job,
+                    self._damaged,
                 )
+                self.fetched.append(dataclasses.replace(fetched, results_file=results.path))
+                results.add(job.proc, _record_line(fetched, inline, self.dest))
+                touched.add(job.cluster)
                 if spec.log and own_paths:
-                    logs.setdefault(spec.log, []).extend(
+                    self._logs.setdefault(spec.log, []).extend(
                         (e, job.id) for e in reply.events.get(job.id, [])
                     )
-        ids = reply.remaining
-    for path, events in logs.items():
-        try:
-            write_event_log(Path(path), events)
-        except OSError as exc:
-            damaged.append(f"cannot write the event log '{path}' (log): {exc.strerror or exc}")
-    if damaged:
-        raise DfarmError(
-            "; ".join(damaged) + f" (not written; the other {len(fetched)} job(s)' results were)"
-        )
-    return fetched
+        for cluster in touched:
+            self.files[cluster].flush()
+
+    def _results_file(self, cluster: int) -> ClusterResultsFile:
+        if cluster not in self.files:
+            self.files[cluster] = ClusterResultsFile(results_path(self.dest, cluster))
+        return self.files[cluster]
+
+    def finish(self) -> list[FetchedJob]:
+        """Write the event logs; every job fetched, or DfarmError naming what is damaged."""
+        for path, events in self._logs.items():
+            try:
+                write_event_log(Path(path), events)
+            except OSError as exc:
+                self._damaged.append(
+                    f"cannot write the event log '{path}' (log): {exc.strerror or exc}"
+                )
+        if self._damaged:
+            raise DfarmError(
+                "; ".join(self._damaged)
+                + f" (not written; the other {len(self.fetched)} job(s)' results were)"
+            )
+        return self.fetched
+
+
+@dataclass(frozen=True)
+class _JobFiles:
+    """What a reply says of one job's files: the small ones' content, the recorded
+    hashes of the large ones, and whether the spool has any of its files."""
+
+    inline: dict[str, bytes]
+    expected: dict[str, str]
+    in_spool: bool
+
+    def large(self, name: str) -> bool:
+        """Whether ``name`` is in the spool rather than inline."""
+        if name in self.inline:
+            return False
+        return name in self.expected or (self.in_spool and not self.expected)
+
+
+def _record_line(fetched: FetchedJob, inline: dict[str, bytes], dest: Path) -> str:
+    """The job's line of its cluster's results file."""
+    folder = fetched.folder
+    own_out = fetched.stdout if fetched.stdout is not None and folder is None else None
+    own_err = fetched.stderr if fetched.stderr is not None and folder is None else None
+    return results_file.line(
+        fetched.job,
+        inline.get("stdout", b"" if fetched.stdout_large is False else None),
+        inline.get("stderr", b"" if fetched.stderr_large is False else None),
+        None if folder is None else os.path.relpath(folder, dest),
+        own_out,
+        own_err,
+    )
 
 
 @contextlib.contextmanager
@@ -327,32 +433,50 @@ def _results_source(grant: p.FtpGrant | None) -> Iterator[ftplib.FTP | None]:
         raise DfarmError(f"downloading results failed: {exc}") from None
 
 
+def wants_folder(job: p.JobInfo, files: _JobFiles, per_job: bool) -> bool:
+    """Whether a job's results get a ``<cluster>.<proc>/`` folder: always with
+    ``per_job``; else for output files, a stdout or stderr too large to come inline,
+    or a job that did not succeed."""
+    return (
+        per_job
+        or failed(job)
+        or bool(job.output_files)
+        or files.large("stdout")
+        or files.large("stderr")
+    )
+
+
 def _fetch_job(
     ftp: ftplib.FTP | None,
-    inline: dict[str, str],
+    files: _JobFiles,
     job: p.JobInfo,
     spec: p.JobSpec,
     dest: Path,
     submit_paths: bool,
-    expected: dict[str, str],
+    per_job: bool,
     damaged: list[str],
 ) -> FetchedJob:
-    """Write one job's results; a file whose recorded hash (``expected``) it cannot
-    match is not written but told in ``damaged``."""
+    """Write one job's results; a file whose recorded hash it cannot match is not
+    written but told in ``damaged``."""
+    folder: Path | None = None
     if submit_paths and (spec.output or spec.error) and Path(spec.initialdir or "/-").is_dir():
         out = Path(spec.output) if spec.output else None
         err = Path(spec.error) if spec.error else None
         out_dir = Path(spec.initialdir or dest)
-    else:
-        out_dir = dest / job.id
+    elif wants_folder(job, files, per_job):
+        folder = out_dir = dest / job.id
         out_dir.mkdir(parents=True, exist_ok=True)
         out, err = out_dir / "stdout", out_dir / "stderr"
-        (out_dir / "status.json").write_text(json.dumps(p.to_wire(job), indent=2) + "\n")
+        _write(out_dir / "status.json", (json.dumps(p.to_wire(job), indent=2) + "\n").encode())
+    else:
+        # Everything of it is in its cluster's results file.
+        return FetchedJob(job, None, None, [], stdout_large=False, stderr_large=False)
     remote = f"{job.cluster}/{job.proc}"
+    inline, expected = files.inline, files.expected
 
     def get(name: str, local: Path) -> None:
         if name in inline:
-            _write(local, p.unpack_bytes(inline[name]))
+            _write(local, inline[name])
         elif name in expected:
             sha = _download(ftp, f"{remote}/{name}", local, expected[name]) if ftp else None
             if sha is None:
@@ -362,7 +486,7 @@ def _fetch_job(
                     f"job {job.id}: result file {name} is damaged in the spool (its SHA-256"
                     " is not the one recorded when it arrived)"
                 )
-        elif ftp is not None and _download(ftp, f"{remote}/{name}", local):
+        elif ftp is not None and files.in_spool and _download(ftp, f"{remote}/{name}", local):
             pass
         elif name in ("stdout", "stderr"):
             _write(local, b"")  # the job printed nothing there
@@ -377,7 +501,15 @@ def _fetch_job(
         local_name = f"output-{name}" if out_dir.name == job.id and name in RESERVED_NAMES else name
         get(f"outputs/{name}", out_dir / local_name)
         outputs.append(out_dir / local_name)
-    return FetchedJob(job, out, err, outputs)
+    return FetchedJob(
+        job,
+        out,
+        err,
+        outputs,
+        folder=folder,
+        stdout_large=files.large("stdout"),
+        stderr_large=files.large("stderr"),
+    )
 
 
 def _write(local: Path, data: bytes) -> None:

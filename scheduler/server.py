@@ -25,7 +25,15 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from scheduler import control_handlers, explain, job_control, probe, worker_control, worker_handlers
+from scheduler import (
+    control_handlers,
+    explain,
+    job_control,
+    probe,
+    result_fetch,
+    worker_control,
+    worker_handlers,
+)
 from scheduler import protocol as p
 from scheduler.clusters import abandon_cluster, remove_reservation, upload_failed
 from scheduler.config import SchedulerConfig
@@ -424,7 +432,7 @@ ROUTES: dict[type[p.Message], Handler] = {
     p.QueryWorkers: control_handlers.on_query_workers,
     p.Subscribe: control_handlers.on_subscribe,
     p.AwaitClusters: control_handlers.on_await_clusters,
-    p.FetchResults: control_handlers.on_fetch_results,
+    p.FetchResults: result_fetch.on_fetch_results,
     p.ChangeJobs: job_control.on_change_jobs,
     p.EditJobs: job_control.on_edit_jobs,
     p.QueryHistory: job_control.on_query_history,

@@ -298,6 +298,9 @@ class JobResults(Message):
     #: The SHA-256 recorded for each large file when it arrived (``hashes[job_id][name]``):
     #: each must be downloaded and match, else the file is missing or damaged.
     hashes: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: The jobs that have files in the spool, under ``download``: only these need
+    #: looking for there (a client of an older scheduler looks for every job's).
+    large: list[str] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
