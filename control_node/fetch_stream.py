@@ -19,6 +19,8 @@ from scheduler import protocol as p
 BATCH = 2000
 #: Seconds a finished job waits at most for the others of its batch.
 INTERVAL = 0.5
+#: Seconds between two calls of ``on_update`` (a progress display) at least.
+REDRAW = 0.1
 
 
 def wait_and_fetch(
@@ -46,7 +48,7 @@ def wait_and_fetch(
     if on_update is not None:
         on_update(jobs)
     deadline = None if timeout is None else time.monotonic() + timeout
-    due = time.monotonic() + INTERVAL
+    due = redraw = time.monotonic() + INTERVAL
     try:
         while pending:
             now = time.monotonic()
@@ -67,8 +69,9 @@ def wait_and_fetch(
             if update.job.state in DONE_STATES:
                 pending.discard(update.job.id)
                 ready.append(update.job)
-            if on_update is not None:
+            if on_update is not None and (not pending or time.monotonic() >= redraw):
                 on_update(jobs)
+                redraw = time.monotonic() + REDRAW
     except TimeoutError:
         _fetch(fetcher, ready, fetch_held)
         fetcher.finish()

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 DONE_STATES = {p.JobState.COMPLETED.value, p.JobState.REMOVED.value, p.JobState.HELD.value}
 RESERVED_NAMES = {"stdout", "stderr", "status.json"}
+#: The job attribute (``+DfarmPerJob = true`` in a submit file) that asks for a
+#: ``<cluster>.<proc>/`` folder for each of its jobs, as ``--per-job`` does.
+PER_JOB_ATTRIBUTE = "DfarmPerJob"
 ACTIVE_STATES = [p.JobState.IDLE.value, p.JobState.RUNNING.value, p.JobState.HELD.value]
 #: Jobs per reply of a query: about 2 MB of records, well under a frame.
 PAGE = 5000
@@ -435,10 +438,11 @@ def _results_source(grant: p.FtpGrant | None) -> Iterator[ftplib.FTP | None]:
 
 def wants_folder(job: p.JobInfo, files: _JobFiles, per_job: bool) -> bool:
     """Whether a job's results get a ``<cluster>.<proc>/`` folder: always with
-    ``per_job``; else for output files, a stdout or stderr too large to come inline,
-    or a job that did not succeed."""
+    ``per_job`` or ``+DfarmPerJob = true`` in its submit file; else for output files,
+    a stdout or stderr too large to come inline, or a job that did not succeed."""
     return (
         per_job
+        or job.attributes.get(PER_JOB_ATTRIBUTE, "").lower() == "true"
         or failed(job)
         or bool(job.output_files)
         or files.large("stdout")

@@ -203,3 +203,20 @@ def tree(root: Path) -> dict[str, bytes]:
     return {
         str(path.relative_to(root)): path.read_bytes() for path in root.rglob("*") if path.is_file()
     }
+
+
+def test_a_submit_key_asks_for_a_folder_for_every_job(cluster: TestCluster, tmp_path: Path) -> None:
+    write(tmp_path / "job.sh", JOB, executable=True)
+    write(
+        tmp_path / "job.sub",
+        "executable = job.sh\narguments = quiet\n+DfarmPerJob = true\nqueue 2\n",
+    )
+    done = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    cid = cluster_id(done.stdout)
+    for proc in (0, 1):
+        assert (tmp_path / f"{cid}.{proc}" / "stdout").read_text() == "hello quiet\n"
+    assert [r.folder for r in read_results(tmp_path / f"{cid}.results.jsonl")] == [
+        f"{cid}.0",
+        f"{cid}.1",
+    ]
