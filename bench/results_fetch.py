@@ -56,7 +56,7 @@ def submit_file(root: Path, name: str, jobs: int, script: str, extra: str = "") 
     (root / f"{name}.sh").write_text(script)
     (root / f"{name}.sh").chmod(0o755)
     path = root / f"{name}.sub"
-    path.write_text(f"executable = {name}.sh\n{extra}queue {jobs}\n")
+    path.write_text(f"executable = {root / name}.sh\n{extra}queue {jobs}\n")
     return path
 
 

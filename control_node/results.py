@@ -10,7 +10,6 @@ A ``log`` file gets the job's events.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from control_node import results_file
-from control_node.connection import Connection, DfarmError, Pushed
+from control_node.connection import Connection, DfarmError, Pushed, SchedulerUnavailable
 from control_node.results_file import ClusterResultsFile, results_path
 from scheduler import protocol as p
 
@@ -320,23 +319,34 @@ class Fetcher:
         self._damaged: list[str] = []
 
     def fetch(self, ids: list[str], unfinished: list[p.JobInfo] | None = None) -> None:
-        """Fetch these jobs' results (each reply written before the next is asked for)."""
+        """Fetch these jobs' results: each part of them is asked for as soon as the
+        part before has come, so that the scheduler makes it while that one is written."""
         done, total = 0, 0
-        while ids:
-            reply = self.conn.request(p.FetchResults(ids=ids))
-            assert isinstance(reply, p.JobResults)
+        pending = self.conn.send_request(p.FetchResults(ids=ids)) if ids else None
+        while pending is not None:
+            data = self.conn.raw_reply(pending)
+            remaining = data.get("remaining") or []
+            pending = self.conn.send_request(p.FetchResults(ids=remaining)) if remaining else None
+            wire_jobs = data.get("jobs") or []
+            reply = _job_results(data)
             total = total or len(reply.jobs) + len(reply.remaining)
-            self._write_reply(reply, unfinished)
+            self._write_reply(reply, wire_jobs, unfinished)
             done += len(reply.jobs)
             if self.progress is not None:
                 self.progress(done, total)
-            ids = reply.remaining
 
-    def _write_reply(self, reply: p.JobResults, unfinished: list[p.JobInfo] | None) -> None:
+    def _write_reply(
+        self,
+        reply: p.JobResults,
+        wire_jobs: list[dict[str, Any]],
+        unfinished: list[p.JobInfo] | None,
+    ) -> None:
+        """Write the results of a reply; ``wire_jobs``: its jobs as they came, the lines
+        of the results files."""
         large = None if reply.large is None else set(reply.large)
         touched: set[int] = set()
         with _results_source(reply.download) as source:
-            for job in reply.jobs:
+            for job, wire in zip(reply.jobs, wire_jobs, strict=True):
                 if job.state not in DONE_STATES:
                     if unfinished is not None:
                         unfinished.append(job)
@@ -357,9 +367,10 @@ class Fetcher:
                     own_paths,
                     self.per_job,
                     self._damaged,
+                    results.path,
                 )
-                self.fetched.append(dataclasses.replace(fetched, results_file=results.path))
-                results.add(job.proc, _record_line(fetched, inline, self.dest))
+                self.fetched.append(fetched)
+                results.add(job.proc, _record_line(fetched, wire, inline, self.dest))
                 touched.add(job.cluster)
                 if spec.log and own_paths:
                     self._logs.setdefault(spec.log, []).extend(
@@ -406,13 +417,28 @@ class _JobFiles:
         return name in self.expected or (self.in_spool and not self.expected)
 
 
-def _record_line(fetched: FetchedJob, inline: dict[str, bytes], dest: Path) -> str:
-    """The job's line of its cluster's results file."""
+def _job_results(data: dict[str, Any]) -> p.JobResults:
+    """A ``job_results`` reply that came as JSON data, checked as every reply is."""
+    fields = {k: v for k, v in data.items() if k != "type"}
+    if data.get("type") != p.JobResults.type:
+        raise SchedulerUnavailable(f"bad reply from the scheduler: {data.get('type')!r}")
+    try:
+        reply = p.from_wire(p.JobResults, fields, p.JobResults.type)
+    except p.ProtocolError as exc:
+        raise SchedulerUnavailable(f"bad reply from the scheduler: {exc}") from None
+    assert isinstance(reply, p.JobResults)
+    return reply
+
+
+def _record_line(
+    fetched: FetchedJob, wire: dict[str, Any], inline: dict[str, bytes], dest: Path
+) -> str:
+    """The job's line of its cluster's results file (``wire``: its record as it came)."""
     folder = fetched.folder
     own_out = fetched.stdout if fetched.stdout is not None and folder is None else None
     own_err = fetched.stderr if fetched.stderr is not None and folder is None else None
     return results_file.line(
-        fetched.job,
+        wire,
         inline.get("stdout", b"" if fetched.stdout_large is False else None),
         inline.get("stderr", b"" if fetched.stderr_large is False else None),
         None if folder is None else os.path.relpath(folder, dest),
@@ -459,6 +485,7 @@ def _fetch_job(
     submit_paths: bool,
     per_job: bool,
     damaged: list[str],
+    results_file: Path | None = None,
 ) -> FetchedJob:
     """Write one job's results; a file whose recorded hash it cannot match is not
     written but told in ``damaged``."""
@@ -474,7 +501,7 @@ def _fetch_job(
         _write(out_dir / "status.json", (json.dumps(p.to_wire(job), indent=2) + "\n").encode())
     else:
         # Everything of it is in its cluster's results file.
-        return FetchedJob(job, None, None, [], stdout_large=False, stderr_large=False)
+        return FetchedJob(job, None, None, [], None, results_file, False, False)
     remote = f"{job.cluster}/{job.proc}"
     inline, expected = files.inline, files.expected
 
@@ -490,7 +517,8 @@ def _fetch_job(
                     f"job {job.id}: result file {name} is damaged in the spool (its SHA-256"
                     " is not the one recorded when it arrived)"
                 )
-        elif ftp is not None and files.in_spool and _download(ftp, f"{remote}/{name}", local):
+        elif ftp and files.in_spool and not expected and _download(ftp, f"{remote}/{name}", local):
+            # Hashes are recorded for every large file; a job without any is older.
             pass
         elif name in ("stdout", "stderr"):
             _write(local, b"")  # the job printed nothing there
@@ -511,6 +539,7 @@ def _fetch_job(
         err,
         outputs,
         folder=folder,
+        results_file=results_file,
         stdout_large=files.large("stdout"),
         stderr_large=files.large("stderr"),
     )

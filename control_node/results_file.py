@@ -53,15 +53,15 @@ def text(data: bytes | None) -> str | None:
 
 
 def line(
-    job: p.JobInfo,
+    job: p.JobInfo | dict[str, Any],
     stdout: bytes | None,
     stderr: bytes | None,
     folder: str | None,
     stdout_path: Path | None = None,
     stderr_path: Path | None = None,
 ) -> str:
-    """The line of one job."""
-    record = dict(p.to_wire(job))
+    """The line of one job (its record, or the record's wire form)."""
+    record = dict(job) if isinstance(job, dict) else dict(p.to_wire(job))
     record.update(
         stdout=text(stdout),
         stderr=text(stderr),
