@@ -10,7 +10,6 @@ A ``log`` file gets the job's events.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from control_node import results_file
 from control_node.connection import Connection, DfarmError, Pushed, SchedulerUnavailable
+from control_node.fetch_writer import HashingWriter
 from control_node.results_file import ClusterResultsFile, results_path
 from scheduler import protocol as p
 
@@ -561,20 +561,17 @@ def _download(ftp: ftplib.FTP, remote: str, local: Path, expected: str | None = 
 
     local.parent.mkdir(parents=True, exist_ok=True)
     tmp = local.with_name(f".{local.name}.part")
-    digest = hashlib.sha256()
-
-    def sink(block: memoryview) -> None:
-        f.write(block)
-        digest.update(block)
-
     try:
         with open(tmp, "wb") as f:
-            retrieve(ftp, remote, sink)
+            writer = HashingWriter(f)
+            try:
+                retrieve(ftp, remote, writer.write)
+            finally:
+                sha = writer.close()
     except ftplib.error_perm:
         with contextlib.suppress(OSError):
             tmp.unlink()
         return None
-    sha = digest.hexdigest()
     if expected is not None and sha != expected:
         tmp.unlink()
     else:
