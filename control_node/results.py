@@ -322,11 +322,12 @@ class Fetcher:
         """Fetch these jobs' results: each part of them is asked for as soon as the
         part before has come, so that the scheduler makes it while that one is written."""
         done, total = 0, 0
-        pending = self.conn.send_request(p.FetchResults(ids=ids)) if ids else None
+        pending = self.conn.send_request(p.FetchResults(ids=ids, brief=True)) if ids else None
         while pending is not None:
             data = self.conn.raw_reply(pending)
             remaining = data.get("remaining") or []
-            pending = self.conn.send_request(p.FetchResults(ids=remaining)) if remaining else None
+            ask = p.FetchResults(ids=remaining, brief=True)
+            pending = self.conn.send_request(ask) if remaining else None
             wire_jobs = data.get("jobs") or []
             reply = _job_results(data)
             total = total or len(reply.jobs) + len(reply.remaining)
@@ -351,7 +352,7 @@ class Fetcher:
                     if unfinished is not None:
                         unfinished.append(job)
                     continue
-                spec = reply.specs[job.id]
+                spec = reply.specs.get(job.id)  # brief: only where it names paths
                 inline = {n: p.unpack_bytes(d) for n, d in reply.files.get(job.id, {}).items()}
                 # Paths in someone else's submit file (an admin fetching it) are never
                 # written to: they could name any file of the admin's.
@@ -372,7 +373,7 @@ class Fetcher:
                 self.fetched.append(fetched)
                 results.add(job.proc, _record_line(fetched, wire, inline, self.dest))
                 touched.add(job.cluster)
-                if spec.log and own_paths:
+                if spec is not None and spec.log and own_paths:
                     self._logs.setdefault(spec.log, []).extend(
                         (e, job.id) for e in reply.events.get(job.id, [])
                     )
@@ -480,7 +481,7 @@ def _fetch_job(
     ftp: ftplib.FTP | None,
     files: _JobFiles,
     job: p.JobInfo,
-    spec: p.JobSpec,
+    spec: p.JobSpec | None,
     dest: Path,
     submit_paths: bool,
     per_job: bool,
@@ -490,7 +491,12 @@ def _fetch_job(
     """Write one job's results; a file whose recorded hash it cannot match is not
     written but told in ``damaged``."""
     folder: Path | None = None
-    if submit_paths and (spec.output or spec.error) and Path(spec.initialdir or "/-").is_dir():
+    if (
+        spec is not None
+        and submit_paths
+        and (spec.output or spec.error)
+        and Path(spec.initialdir or "/-").is_dir()
+    ):
         out = Path(spec.output) if spec.output else None
         err = Path(spec.error) if spec.error else None
         out_dir = Path(spec.initialdir or dest)

@@ -66,7 +66,11 @@ def on_fetch_results(state: SchedulerState, conn: Caller, msg: p.FetchResults) -
         jobs=state.mailer.annotate(
             [j.info(results.get((j.cluster, j.proc))) for j in sent], conn.name
         ),
-        specs={j.id: j.spec for j in sent},
+        specs={
+            j.id: j.spec
+            for j in sent
+            if not msg.brief or j.spec.output or j.spec.error or j.spec.log
+        },
         events={j.id: events[(j.cluster, j.proc)] for j in sent if (j.cluster, j.proc) in events},
         remaining=[j.id for j in jobs[len(sent) :]],
         hashes={

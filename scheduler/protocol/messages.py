@@ -279,6 +279,9 @@ class FetchResults(Message):
     type: ClassVar[str] = "fetch_results"
     roles = CONTROL
     ids: list[str]
+    #: Only the specs of jobs whose submit file names ``output``, ``error`` or ``log``
+    #: (the others are of no use to a fetch, and most of a reply's bytes).
+    brief: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -290,6 +293,7 @@ class JobResults(Message):
     type: ClassVar[str] = "job_results"
     download: FtpGrant | None
     jobs: list[JobInfo]
+    #: Each job's spec (with ``brief``: only those naming output, error or log paths).
     specs: dict[str, JobSpec]
     events: dict[str, list[JobEvent]]
     files: dict[str, dict[str, str]] = field(default_factory=dict)
