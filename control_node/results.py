@@ -36,6 +36,8 @@ RESERVED_NAMES = {"stdout", "stderr", "status.json"}
 #: ``<cluster>.<proc>/`` folder for each of its jobs, as ``--per-job`` does.
 PER_JOB_ATTRIBUTE = "DfarmPerJob"
 ACTIVE_STATES = [p.JobState.IDLE.value, p.JobState.RUNNING.value, p.JobState.HELD.value]
+#: Seconds between two writes of a results file while a fetch goes on.
+FLUSH_INTERVAL = 2.0
 #: Jobs per reply of a query: about 2 MB of records, well under a frame.
 PAGE = 5000
 #: A generous bound on one job's record on the wire (most take about 400 bytes): a
@@ -317,6 +319,7 @@ class Fetcher:
         self.files: dict[int, ClusterResultsFile] = {}
         self._logs: dict[str, list[tuple[p.JobEvent, str]]] = {}
         self._damaged: list[str] = []
+        self._flush_due = time.monotonic() + FLUSH_INTERVAL
 
     def fetch(self, ids: list[str], unfinished: list[p.JobInfo] | None = None) -> None:
         """Fetch these jobs' results: each part of them is asked for as soon as the
@@ -345,7 +348,6 @@ class Fetcher:
         """Write the results of a reply; ``wire_jobs``: its jobs as they came, the lines
         of the results files."""
         large = None if reply.large is None else set(reply.large)
-        touched: set[int] = set()
         with _results_source(reply.download) as source:
             for job, wire in zip(reply.jobs, wire_jobs, strict=True):
                 if job.state not in DONE_STATES:
@@ -372,13 +374,20 @@ class Fetcher:
                 )
                 self.fetched.append(fetched)
                 results.add(job.proc, _record_line(fetched, wire, inline, self.dest))
-                touched.add(job.cluster)
                 if spec is not None and spec.log and own_paths:
                     self._logs.setdefault(spec.log, []).extend(
                         (e, job.id) for e in reply.events.get(job.id, [])
                     )
-        for cluster in touched:
-            self.files[cluster].flush()
+        # Each file is rewritten whole: at most every few seconds while results come,
+        # so that a cluster's fetch writes it a few times, not once a reply.
+        if time.monotonic() >= self._flush_due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every results file changed since the last time."""
+        for results in self.files.values():
+            results.flush()
+        self._flush_due = time.monotonic() + FLUSH_INTERVAL
 
     def _results_file(self, cluster: int) -> ClusterResultsFile:
         if cluster not in self.files:
@@ -386,7 +395,9 @@ class Fetcher:
         return self.files[cluster]
 
     def finish(self) -> list[FetchedJob]:
-        """Write the event logs; every job fetched, or DfarmError naming what is damaged."""
+        """Write the results files and event logs; every job fetched, or DfarmError
+        naming what is damaged."""
+        self.flush()
         for path, events in self._logs.items():
             try:
                 write_event_log(Path(path), events)

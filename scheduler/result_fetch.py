@@ -27,7 +27,16 @@ def on_fetch_results(state: SchedulerState, conn: Caller, msg: p.FetchResults) -
     if not clusters and not pairs:
         raise RequestError("name at least one job or cluster")
     owner = None if conn.admin else conn.name
-    jobs = state.store.jobs(owner=owner, clusters=clusters, job_ids=pairs)
+    # Jobs named one by one (the parts left of an earlier reply) are read a reply's
+    # worth at a time: the others are handed back unread in ``remaining``.
+    pairs = sorted({pair for pair in pairs if pair[0] not in set(clusters)})
+    later: list[tuple[int, int]] = []
+    while True:
+        later, pairs = pairs[REPLY_JOBS:], pairs[:REPLY_JOBS]
+        jobs = state.store.jobs(owner=owner, clusters=clusters, job_ids=pairs)
+        if jobs or not later:
+            break
+        clusters, pairs = [], later
     if not jobs:
         raise RequestError(not_found(conn, " ".join(msg.ids)), "not_found")
     expired = state.store.results.expired_jobs({j.cluster for j in jobs})
@@ -72,7 +81,7 @@ def on_fetch_results(state: SchedulerState, conn: Caller, msg: p.FetchResults) -
             if not msg.brief or j.spec.output or j.spec.error or j.spec.log
         },
         events={j.id: events[(j.cluster, j.proc)] for j in sent if (j.cluster, j.proc) in events},
-        remaining=[j.id for j in jobs[len(sent) :]],
+        remaining=[j.id for j in jobs[len(sent) :]] + [f"{c}.{proc}" for c, proc in later],
         hashes={
             f"{c}.{proc}": {name: sha for name, (sha, _) in found.items()}
             for (c, proc), found in hashes.items()
