@@ -1,10 +1,12 @@
 """Waiting for jobs and bringing their results home.
 
-Without ``output``/``error`` in the submit file, a job's results go to
-``./<cluster>.<proc>/``: ``stdout``, ``stderr``, ``status.json`` and its output
-files. With them, as HTCondor does: stdout and stderr to the named paths,
-output files into the job's ``initialdir``; ``status.json`` is not written.
-A ``log`` file gets the job's events.
+Every job fetched gets a line in its cluster's ``<cluster>.results.jsonl`` (see
+:mod:`control_node.results_file`). Without ``output``/``error`` in the submit file, a
+job with files worth a folder (or every job, with ``per_job``) also gets
+``./<cluster>.<proc>/``: ``stdout``, ``stderr``, ``status.json`` and its output files.
+With them, as HTCondor does: stdout and stderr to the named paths, output files into
+the job's ``initialdir``; ``status.json`` is not written. A ``log`` file gets the
+job's events.
 """
 
 from __future__ import annotations
