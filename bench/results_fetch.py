@@ -94,7 +94,7 @@ def measure(runs: int, quick: bool) -> list[tuple[str, ...]]:
         cluster = LocalCluster(root / "home", workers=2, slots=1)
         access = cluster.start()
         home = cluster.home
-        rows = []
+        rows: list[tuple[str, ...]] = []
         try:
             with Client(scheduler=f"{access.host}:{access.port}", token=access.token) as client:
                 deadline = time.monotonic() + 30
