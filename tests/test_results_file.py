@@ -220,3 +220,27 @@ def test_a_submit_key_asks_for_a_folder_for_every_job(cluster: TestCluster, tmp_
         f"{cid}.0",
         f"{cid}.1",
     ]
+
+
+def test_a_fetch_of_more_jobs_than_a_reply_holds_gets_each_once(
+    cluster: TestCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "job.sh", "#!/bin/sh\necho $1\n", executable=True)
+    write(tmp_path / "job.sub", "executable = job.sh\narguments = $(Process)\nqueue 2100\n")
+    monkeypatch.chdir(tmp_path)
+    with connect(cluster) as client:
+        submitted = client.submit(tmp_path / "job.sub")
+        submitted.wait(timeout=300)
+        # The whole cluster and one of its jobs again: replies of at most 2,000 jobs.
+        fetched = client.fetch([str(submitted.id), f"{submitted.id}.2050"], per_job=False)
+        one_by_one = [f"{submitted.id}.{proc}" for proc in range(2100)]
+        again = client.fetch(one_by_one, dest=tmp_path / "again", per_job=False)
+    assert [f.job.proc for f in fetched] == list(range(2100))
+    assert [f.job.proc for f in again] == list(range(2100))
+    records = read_results(tmp_path / f"{submitted.id}.results.jsonl")
+    assert [(r.job.proc, r.stdout, r.folder) for r in records] == [
+        (proc, f"{proc}\n", None) for proc in range(2100)
+    ]
+    assert (tmp_path / "again" / f"{submitted.id}.results.jsonl").read_bytes() == (
+        tmp_path / f"{submitted.id}.results.jsonl"
+    ).read_bytes()
