@@ -8,7 +8,8 @@ baseline measured in the same run on the same machine: the spawn rate of
 private network namespace; skipped with the reason when it cannot run); the
 scheduler's CPU per job with 1,000 simulated workers of 16 slots is compared
 with 20 of 8; ``Client.map`` is compared with Dask's on 2 workers of 1 slot
-(bench/map.py, one run). The machines are shared and noisy: compare ratios, not
+(bench/map.py, one run); the results of big clusters are fetched by ``dsub --wait``
+and ``dfetch`` (bench/results_fetch.py). The machines are shared and noisy: compare ratios, not
 absolute times.
 """
 
@@ -29,6 +30,7 @@ import hq_baseline  # noqa: E402
 import latency  # noqa: E402
 import map as map_bench  # noqa: E402
 import queue_views  # noqa: E402
+import results_fetch  # noqa: E402
 import scheduler_cpu  # noqa: E402
 import staging  # noqa: E402
 import throughput  # noqa: E402
@@ -209,6 +211,11 @@ def main() -> int:
     for i, row in enumerate(map_bench.rows(items, 100 if args.quick else 300, [10, 100])):
         label = f"6. Client.map vs Dask: {row[0]}" if i == 0 else f"   {row[0]}"
         rows.append((label, *row[1:]))
+
+    print("results of big clusters: dsub --wait and dfetch ...", file=sys.stderr)
+    for i, row in enumerate(results_fetch.measure(args.runs, args.quick)):
+        label = row[0].split(". ", 1)[1]
+        rows.append((f"7. {label}" if i == 0 else f"   {label}", *row[1:]))
 
     print(f"\nmedian of {args.runs} runs [min-max]; ratios are dfarm / baseline")
     headers = ("target", "dfarm", "baseline", "ratio", "target", "")

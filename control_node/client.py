@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from control_node import results
 from control_node.connection import Connection, Endpoint, find_endpoint
+from control_node.results_file import ResultRecord, read_results, results_path
 from scheduler import protocol as p
 
 if TYPE_CHECKING:
@@ -395,11 +396,37 @@ class Client:
         dest: str | os.PathLike[str] | None = None,
         submit_paths: bool = True,
         unfinished: list[p.JobInfo] | None = None,
+        per_job: bool = True,
+        progress: Callable[[int, int], None] | None = None,
     ) -> list[results.FetchedJob]:
-        """Download the results of finished jobs (see :mod:`control_node.results`); the
-        records of those named that have not finished go to ``unfinished``."""
+        """Download the results of finished jobs (see :mod:`control_node.results`): each
+        cluster's results file, and a ``<cluster>.<proc>/`` folder for every job (with
+        ``per_job=False``, only for a job with files worth one); the records of those
+        named that have not finished go to ``unfinished``."""
         where = Path(dest) if dest is not None else None
-        return results.fetch(self.conn, ids, where, submit_paths, unfinished)
+        return results.fetch(self.conn, ids, where, submit_paths, unfinished, per_job, progress)
+
+    def wait_and_fetch(
+        self,
+        ids: list[str],
+        dest: str | os.PathLike[str] | None = None,
+        per_job: bool = False,
+        timeout: float | None = None,
+        on_update: Callable[[dict[str, p.JobInfo]], None] | None = None,
+    ) -> tuple[list[p.JobInfo], list[results.FetchedJob]]:
+        """Wait for the jobs, fetching each one's results soon after it finishes (see
+        :mod:`control_node.fetch_stream`); their last records and what was fetched."""
+        from control_node.fetch_stream import wait_and_fetch
+
+        where = Path(dest) if dest is not None else None
+        return wait_and_fetch(
+            self.conn, ids, where, per_job=per_job, timeout=timeout, on_update=on_update
+        )
+
+    @staticmethod
+    def read_results(path: str | os.PathLike[str]) -> list[ResultRecord]:
+        """The records of a cluster's results file (``<cluster>.results.jsonl``)."""
+        return read_results(path)
 
     # -- job control: each returns which jobs changed and why the others did not
 
@@ -601,9 +628,15 @@ class Cluster:
             sys.stderr.write("\n")
         return jobs
 
-    def results(self, dest: str | os.PathLike[str] | None = None) -> list[results.FetchedJob]:
+    def results(
+        self, dest: str | os.PathLike[str] | None = None, per_job: bool = True
+    ) -> list[results.FetchedJob]:
         """Download every finished job's results (see :meth:`Client.fetch`)."""
-        return self.client.fetch([str(self.id)], dest=dest)
+        return self.client.fetch([str(self.id)], dest=dest, per_job=per_job)
+
+    def results_file(self, dest: str | os.PathLike[str] | None = None) -> Path:
+        """Where :meth:`results` (or ``dsub --wait``) put this cluster's results file."""
+        return results_path(Path.cwd() if dest is None else Path(dest), self.id)
 
     def remove(self, reason: str = "") -> p.JobsChanged:
         """Remove the cluster's jobs; running ones are killed."""

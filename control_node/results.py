@@ -1,16 +1,17 @@
 """Waiting for jobs and bringing their results home.
 
-Without ``output``/``error`` in the submit file, a job's results go to
-``./<cluster>.<proc>/``: ``stdout``, ``stderr``, ``status.json`` and its output
-files. With them, as HTCondor does: stdout and stderr to the named paths,
-output files into the job's ``initialdir``; ``status.json`` is not written.
-A ``log`` file gets the job's events.
+Every job fetched gets a line in its cluster's ``<cluster>.results.jsonl`` (see
+:mod:`control_node.results_file`). Without ``output``/``error`` in the submit file, a
+job with files worth a folder (or every job, with ``per_job``) also gets
+``./<cluster>.<proc>/``: ``stdout``, ``stderr``, ``status.json`` and its output files.
+With them, as HTCondor does: stdout and stderr to the named paths, output files into
+the job's ``initialdir``; ``status.json`` is not written. A ``log`` file gets the
+job's events.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -19,7 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from control_node.connection import Connection, DfarmError, Pushed
+from control_node import results_file
+from control_node.connection import Connection, DfarmError, Pushed, SchedulerUnavailable
+from control_node.fetch_writer import HashingWriter
+from control_node.results_file import ClusterResultsFile, results_path
 from scheduler import protocol as p
 
 if TYPE_CHECKING:
@@ -30,7 +34,12 @@ if TYPE_CHECKING:
 
 DONE_STATES = {p.JobState.COMPLETED.value, p.JobState.REMOVED.value, p.JobState.HELD.value}
 RESERVED_NAMES = {"stdout", "stderr", "status.json"}
+#: The job attribute (``+DfarmPerJob = true`` in a submit file) that asks for a
+#: ``<cluster>.<proc>/`` folder for each of its jobs, as ``--per-job`` does.
+PER_JOB_ATTRIBUTE = "DfarmPerJob"
 ACTIVE_STATES = [p.JobState.IDLE.value, p.JobState.RUNNING.value, p.JobState.HELD.value]
+#: Seconds between two writes of a results file while a fetch goes on.
+FLUSH_INTERVAL = 2.0
 #: Jobs per reply of a query: about 2 MB of records, well under a frame.
 PAGE = 5000
 #: A generous bound on one job's record on the wire (most take about 400 bytes): a
@@ -46,6 +55,13 @@ class FetchedJob:
     stdout: Path | None
     stderr: Path | None
     outputs: list[Path]
+    #: The job's ``<cluster>.<proc>/`` folder, when it got one.
+    folder: Path | None = None
+    #: Its cluster's results file, which has a line for it.
+    results_file: Path | None = None
+    #: Whether stdout (stderr) was too large to come inline (so is not in the line).
+    stdout_large: bool = False
+    stderr_large: bool = False
 
     @property
     def failed(self) -> bool:
@@ -267,49 +283,182 @@ def fetch(
     dest: Path | None = None,
     submit_paths: bool = True,
     unfinished: list[p.JobInfo] | None = None,
+    per_job: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[FetchedJob]:
     """Download the results of finished jobs. ``dest`` (default: the current
-    directory) holds the ``<cluster>.<proc>/`` folders; with ``submit_paths``, jobs
-    whose submit file named ``output``/``error`` get them where it said, when its
-    ``initialdir`` exists on this machine. The records of jobs named that have not
-    finished (idle or running: nothing to fetch yet) are appended to ``unfinished``."""
-    dest = Path.cwd() if dest is None else dest
-    fetched = []
-    logs: dict[str, list[tuple[p.JobEvent, str]]] = {}
-    damaged: list[str] = []
-    while ids:
-        reply = conn.request(p.FetchResults(ids=ids))
-        assert isinstance(reply, p.JobResults)
+    directory) holds each cluster's results file (see :mod:`control_node.results_file`)
+    and the ``<cluster>.<proc>/`` folders: one for every job with ``per_job``, else only
+    for a job with output files, a stdout or stderr too large to come inline, or a
+    failure. With ``submit_paths``, jobs whose submit file named ``output``/``error``
+    get them where it said, when its ``initialdir`` exists on this machine. The records
+    of jobs named that have not finished (idle or running: nothing to fetch yet) are
+    appended to ``unfinished``; ``progress(done, total)`` is called after each reply."""
+    fetcher = Fetcher(conn, dest, submit_paths, per_job, progress)
+    fetcher.fetch(ids, unfinished)
+    return fetcher.finish()
+
+
+class Fetcher:
+    """Fetches results in batches (as they finish, or all at once) into one place:
+    each cluster's results file is kept in memory and rewritten whole after each reply;
+    event logs and the list of damaged files are written and told by :meth:`finish`."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        dest: Path | None = None,
+        submit_paths: bool = True,
+        per_job: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ):
+        self.conn = conn
+        self.dest = Path.cwd() if dest is None else dest
+        self.submit_paths = submit_paths
+        self.per_job = per_job
+        self.progress = progress
+        self.fetched: list[FetchedJob] = []
+        self.files: dict[int, ClusterResultsFile] = {}
+        self._logs: dict[str, list[tuple[p.JobEvent, str]]] = {}
+        self._damaged: list[str] = []
+        self._flush_due = time.monotonic() + FLUSH_INTERVAL
+
+    def fetch(self, ids: list[str], unfinished: list[p.JobInfo] | None = None) -> None:
+        """Fetch these jobs' results: each part of them is asked for as soon as the
+        part before has come, so that the scheduler makes it while that one is written."""
+        done, total = 0, 0
+        pending = self.conn.send_request(p.FetchResults(ids=ids, brief=True)) if ids else None
+        while pending is not None:
+            data = self.conn.raw_reply(pending)
+            remaining = data.get("remaining") or []
+            ask = p.FetchResults(ids=remaining, brief=True)
+            pending = self.conn.send_request(ask) if remaining else None
+            wire_jobs = data.get("jobs") or []
+            reply = _job_results(data)
+            total = total or len(reply.jobs) + len(reply.remaining)
+            self._write_reply(reply, wire_jobs, unfinished)
+            done += len(reply.jobs)
+            if self.progress is not None:
+                self.progress(done, total)
+
+    def _write_reply(
+        self,
+        reply: p.JobResults,
+        wire_jobs: list[dict[str, Any]],
+        unfinished: list[p.JobInfo] | None,
+    ) -> None:
+        """Write the results of a reply; ``wire_jobs``: its jobs as they came, the lines
+        of the results files."""
+        large = None if reply.large is None else set(reply.large)
         with _results_source(reply.download) as source:
-            for job in reply.jobs:
+            for job, wire in zip(reply.jobs, wire_jobs, strict=True):
                 if job.state not in DONE_STATES:
                     if unfinished is not None:
                         unfinished.append(job)
                     continue
-                spec = reply.specs[job.id]
-                inline = reply.files.get(job.id, {})
+                spec = reply.specs.get(job.id)  # brief: only where it names paths
+                inline = {n: p.unpack_bytes(d) for n, d in reply.files.get(job.id, {}).items()}
                 # Paths in someone else's submit file (an admin fetching it) are never
                 # written to: they could name any file of the admin's.
-                own_paths = submit_paths and job.owner == conn.user
-                expected = reply.hashes.get(job.id, {})
-                fetched.append(
-                    _fetch_job(source, inline, job, spec, dest, own_paths, expected, damaged)
+                own_paths = self.submit_paths and job.owner == self.conn.user
+                in_spool = large is None or job.id in large
+                results = self._results_file(job.cluster)
+                fetched = _fetch_job(
+                    source,
+                    _JobFiles(inline, reply.hashes.get(job.id, {}), in_spool),
+                    job,
+                    spec,
+                    self.dest,
+                    own_paths,
+                    self.per_job,
+                    self._damaged,
+                    results.path,
                 )
-                if spec.log and own_paths:
-                    logs.setdefault(spec.log, []).extend(
+                self.fetched.append(fetched)
+                results.add(job.proc, _record_line(fetched, wire, inline, self.dest))
+                if spec is not None and spec.log and own_paths:
+                    self._logs.setdefault(spec.log, []).extend(
                         (e, job.id) for e in reply.events.get(job.id, [])
                     )
-        ids = reply.remaining
-    for path, events in logs.items():
-        try:
-            write_event_log(Path(path), events)
-        except OSError as exc:
-            damaged.append(f"cannot write the event log '{path}' (log): {exc.strerror or exc}")
-    if damaged:
-        raise DfarmError(
-            "; ".join(damaged) + f" (not written; the other {len(fetched)} job(s)' results were)"
-        )
-    return fetched
+        # Each file is rewritten whole: at most every few seconds while results come,
+        # so that a cluster's fetch writes it a few times, not once a reply.
+        if time.monotonic() >= self._flush_due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every results file changed since the last time."""
+        for results in self.files.values():
+            results.flush()
+        self._flush_due = time.monotonic() + FLUSH_INTERVAL
+
+    def _results_file(self, cluster: int) -> ClusterResultsFile:
+        if cluster not in self.files:
+            self.files[cluster] = ClusterResultsFile(results_path(self.dest, cluster))
+        return self.files[cluster]
+
+    def finish(self) -> list[FetchedJob]:
+        """Write the results files and event logs; every job fetched, or DfarmError
+        naming what is damaged."""
+        self.flush()
+        for path, events in self._logs.items():
+            try:
+                write_event_log(Path(path), events)
+            except OSError as exc:
+                self._damaged.append(
+                    f"cannot write the event log '{path}' (log): {exc.strerror or exc}"
+                )
+        if self._damaged:
+            raise DfarmError(
+                "; ".join(self._damaged)
+                + f" (not written; the other {len(self.fetched)} job(s)' results were)"
+            )
+        return self.fetched
+
+
+@dataclass(frozen=True)
+class _JobFiles:
+    """What a reply says of one job's files: the small ones' content, the recorded
+    hashes of the large ones, and whether the spool has any of its files."""
+
+    inline: dict[str, bytes]
+    expected: dict[str, str]
+    in_spool: bool
+
+    def large(self, name: str) -> bool:
+        """Whether ``name`` is in the spool rather than inline."""
+        if name in self.inline:
+            return False
+        return name in self.expected or (self.in_spool and not self.expected)
+
+
+def _job_results(data: dict[str, Any]) -> p.JobResults:
+    """A ``job_results`` reply that came as JSON data, checked as every reply is."""
+    fields = {k: v for k, v in data.items() if k != "type"}
+    if data.get("type") != p.JobResults.type:
+        raise SchedulerUnavailable(f"bad reply from the scheduler: {data.get('type')!r}")
+    try:
+        reply = p.from_wire(p.JobResults, fields, p.JobResults.type)
+    except p.ProtocolError as exc:
+        raise SchedulerUnavailable(f"bad reply from the scheduler: {exc}") from None
+    assert isinstance(reply, p.JobResults)
+    return reply
+
+
+def _record_line(
+    fetched: FetchedJob, wire: dict[str, Any], inline: dict[str, bytes], dest: Path
+) -> str:
+    """The job's line of its cluster's results file (``wire``: its record as it came)."""
+    folder = fetched.folder
+    own_out = fetched.stdout if fetched.stdout is not None and folder is None else None
+    own_err = fetched.stderr if fetched.stderr is not None and folder is None else None
+    return results_file.line(
+        wire,
+        inline.get("stdout", b"" if fetched.stdout_large is False else None),
+        inline.get("stderr", b"" if fetched.stderr_large is False else None),
+        None if folder is None else os.path.relpath(folder, dest),
+        own_out,
+        own_err,
+    )
 
 
 @contextlib.contextmanager
@@ -327,32 +476,57 @@ def _results_source(grant: p.FtpGrant | None) -> Iterator[ftplib.FTP | None]:
         raise DfarmError(f"downloading results failed: {exc}") from None
 
 
+def wants_folder(job: p.JobInfo, files: _JobFiles, per_job: bool) -> bool:
+    """Whether a job's results get a ``<cluster>.<proc>/`` folder: always with
+    ``per_job`` or ``+DfarmPerJob = true`` in its submit file; else for output files,
+    a stdout or stderr too large to come inline, or a job that did not succeed."""
+    return (
+        per_job
+        or job.attributes.get(PER_JOB_ATTRIBUTE, "").lower() == "true"
+        or failed(job)
+        or bool(job.output_files)
+        or files.large("stdout")
+        or files.large("stderr")
+    )
+
+
 def _fetch_job(
     ftp: ftplib.FTP | None,
-    inline: dict[str, str],
+    files: _JobFiles,
     job: p.JobInfo,
-    spec: p.JobSpec,
+    spec: p.JobSpec | None,
     dest: Path,
     submit_paths: bool,
-    expected: dict[str, str],
+    per_job: bool,
     damaged: list[str],
+    results_file: Path | None = None,
 ) -> FetchedJob:
-    """Write one job's results; a file whose recorded hash (``expected``) it cannot
-    match is not written but told in ``damaged``."""
-    if submit_paths and (spec.output or spec.error) and Path(spec.initialdir or "/-").is_dir():
+    """Write one job's results; a file whose recorded hash it cannot match is not
+    written but told in ``damaged``."""
+    folder: Path | None = None
+    if (
+        spec is not None
+        and submit_paths
+        and (spec.output or spec.error)
+        and Path(spec.initialdir or "/-").is_dir()
+    ):
         out = Path(spec.output) if spec.output else None
         err = Path(spec.error) if spec.error else None
         out_dir = Path(spec.initialdir or dest)
-    else:
-        out_dir = dest / job.id
+    elif wants_folder(job, files, per_job):
+        folder = out_dir = dest / job.id
         out_dir.mkdir(parents=True, exist_ok=True)
         out, err = out_dir / "stdout", out_dir / "stderr"
-        (out_dir / "status.json").write_text(json.dumps(p.to_wire(job), indent=2) + "\n")
+        _write(out_dir / "status.json", (json.dumps(p.to_wire(job), indent=2) + "\n").encode())
+    else:
+        # Everything of it is in its cluster's results file.
+        return FetchedJob(job, None, None, [], None, results_file, False, False)
     remote = f"{job.cluster}/{job.proc}"
+    inline, expected = files.inline, files.expected
 
     def get(name: str, local: Path) -> None:
         if name in inline:
-            _write(local, p.unpack_bytes(inline[name]))
+            _write(local, inline[name])
         elif name in expected:
             sha = _download(ftp, f"{remote}/{name}", local, expected[name]) if ftp else None
             if sha is None:
@@ -362,7 +536,8 @@ def _fetch_job(
                     f"job {job.id}: result file {name} is damaged in the spool (its SHA-256"
                     " is not the one recorded when it arrived)"
                 )
-        elif ftp is not None and _download(ftp, f"{remote}/{name}", local):
+        elif ftp and files.in_spool and not expected and _download(ftp, f"{remote}/{name}", local):
+            # Hashes are recorded for every large file; a job without any is older.
             pass
         elif name in ("stdout", "stderr"):
             _write(local, b"")  # the job printed nothing there
@@ -377,7 +552,16 @@ def _fetch_job(
         local_name = f"output-{name}" if out_dir.name == job.id and name in RESERVED_NAMES else name
         get(f"outputs/{name}", out_dir / local_name)
         outputs.append(out_dir / local_name)
-    return FetchedJob(job, out, err, outputs)
+    return FetchedJob(
+        job,
+        out,
+        err,
+        outputs,
+        folder=folder,
+        results_file=results_file,
+        stdout_large=files.large("stdout"),
+        stderr_large=files.large("stderr"),
+    )
 
 
 def _write(local: Path, data: bytes) -> None:
@@ -396,20 +580,17 @@ def _download(ftp: ftplib.FTP, remote: str, local: Path, expected: str | None = 
 
     local.parent.mkdir(parents=True, exist_ok=True)
     tmp = local.with_name(f".{local.name}.part")
-    digest = hashlib.sha256()
-
-    def sink(block: memoryview) -> None:
-        f.write(block)
-        digest.update(block)
-
     try:
         with open(tmp, "wb") as f:
-            retrieve(ftp, remote, sink)
+            writer = HashingWriter(f)
+            try:
+                retrieve(ftp, remote, writer.write)
+            finally:
+                sha = writer.close()
     except ftplib.error_perm:
         with contextlib.suppress(OSError):
             tmp.unlink()
         return None
-    sha = digest.hexdigest()
     if expected is not None and sha != expected:
         tmp.unlink()
     else:

@@ -9,7 +9,7 @@ import logging
 import sqlite3
 
 from scheduler import protocol as p
-from scheduler.authz import may_act_for, may_control, not_found
+from scheduler.authz import may_act_for, may_control
 from scheduler.callers import Caller, Replier
 from scheduler.clusters import abandon_cluster
 from scheduler.connection import RequestError
@@ -277,58 +277,6 @@ def on_await_clusters(state: SchedulerState, conn: Replier, msg: p.AwaitClusters
         state.awaiting.setdefault(cluster, set()).add(conn)
         cluster_may_be_done(state, cluster)
     return p.Ok()
-
-
-def on_fetch_results(state: SchedulerState, conn: Caller, msg: p.FetchResults) -> p.Message:
-    clusters, pairs = parse_ids(msg.ids)
-    if not clusters and not pairs:
-        raise RequestError("name at least one job or cluster")
-    owner = None if conn.admin else conn.name
-    jobs = state.store.jobs(owner=owner, clusters=clusters, job_ids=pairs)
-    if not jobs:
-        raise RequestError(not_found(conn, " ".join(msg.ids)), "not_found")
-    expired = state.store.results.expired_jobs(j.cluster for j in jobs)
-    gone = [j.id for j in jobs if (j.cluster, j.proc) in expired]
-    if gone:
-        days = state.config.result_retention / 86400
-        raise RequestError(
-            f"the results of {' '.join(gone[:10])}{' ...' if len(gone) > 10 else ''} "
-            f"were cleaned {days:g} day(s) after the job ended",
-            "not_found",
-        )
-    files: dict[str, dict[str, str]] = {}
-    budget, sent = p.INLINE_BUDGET, list[Job]()
-    for job in jobs:
-        small = state.store.results.files(job.cluster, job.proc)
-        size = sum(len(data) for data in small.values())
-        if sent and size > budget:
-            break  # the rest in another request, so a reply never outgrows a frame
-        budget -= size
-        files[job.id] = {name: p.pack_bytes(data) for name, data in small.items()}
-        sent.append(job)
-    hashes = {j.id: state.store.results.hashes(j.cluster, j.proc) for j in sent}
-    large = [
-        (j.cluster, j.proc)
-        for j in sent
-        if hashes[j.id] or state.spool.job_dir(j.cluster, j.proc).exists()
-    ]
-    results = state.store.results.of_clusters({j.cluster for j in sent})
-    events = state.store.events_of((j.cluster, j.proc) for j in sent)
-    return p.JobResults(
-        download=state.spool.grant_fetch(large, conn.local_host) if large else None,
-        files=files,
-        jobs=state.mailer.annotate(
-            [j.info(results.get((j.cluster, j.proc))) for j in sent], conn.name
-        ),
-        specs={j.id: j.spec for j in sent},
-        events={j.id: events[(j.cluster, j.proc)] for j in sent},
-        remaining=[j.id for j in jobs[len(sent) :]],
-        hashes={
-            job_id: {name: sha for name, (sha, _) in found.items()}
-            for job_id, found in hashes.items()
-            if found
-        },
-    )
 
 
 def _page(jobs: list[Job], after: str, limit: int) -> tuple[list[Job], bool]:

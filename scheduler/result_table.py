@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from scheduler.database import Database
 from scheduler.job_records import JobResult
@@ -55,6 +55,51 @@ class ResultTable:
             )
             for r in rows
         }
+
+    def files_of(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], dict[str, bytes]]:
+        """:meth:`files` of many jobs, a query per cluster and 500 procs."""
+        found: dict[tuple[int, int], dict[str, bytes]] = {}
+        for cluster, chunk in _chunks(keys):
+            rows = self._database.query(
+                "SELECT proc, name, data FROM job_files WHERE cluster=?"
+                f" AND proc IN ({','.join('?' * len(chunk))}) ORDER BY proc, name",
+                (cluster, *chunk),
+            )
+            for row in rows:
+                found.setdefault((cluster, row["proc"]), {})[row["name"]] = bytes(row["data"])
+        return found
+
+    def hashes_of(
+        self, keys: Iterable[tuple[int, int]]
+    ) -> dict[tuple[int, int], dict[str, tuple[str, int]]]:
+        """:meth:`hashes` of many jobs (only those that have some), a few queries."""
+        found: dict[tuple[int, int], dict[str, tuple[str, int]]] = {}
+        for cluster, chunk in _chunks(keys):
+            rows = self._database.query(
+                "SELECT proc, name, sha256, size FROM result_hashes WHERE cluster=?"
+                f" AND proc IN ({','.join('?' * len(chunk))})",
+                (cluster, *chunk),
+            )
+            for row in rows:
+                found.setdefault((cluster, row["proc"]), {})[row["name"]] = (
+                    row["sha256"],
+                    row["size"],
+                )
+        return found
+
+    def of_jobs(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], JobResult]:
+        """The recorded results of these jobs, by (cluster, proc)."""
+        found: dict[tuple[int, int], JobResult] = {}
+        for cluster, chunk in _chunks(keys):
+            rows = self._database.query(
+                "SELECT proc, value, error FROM job_results WHERE cluster=?"
+                f" AND proc IN ({','.join('?' * len(chunk))})",
+                (cluster, *chunk),
+            )
+            for r in rows:
+                value = None if r["value"] is None else json.loads(r["value"])
+                found[(cluster, r["proc"])] = JobResult(value, r["error"])
+        return found
 
     def clear_files(self, cluster: int, proc: int) -> None:
         """Forget the small result files of an earlier attempt (and the hashes of its
@@ -128,3 +173,14 @@ class ResultTable:
                 "SELECT COALESCE(SUM(bytes), 0) AS n FROM result_bytes WHERE owner=?", (owner,)
             )
         return int(rows[0]["n"])
+
+
+def _chunks(keys: Iterable[tuple[int, int]], size: int = 500) -> Iterator[tuple[int, list[int]]]:
+    """Jobs grouped by cluster, at most ``size`` procs a group (SQLite's limit on
+    parameters)."""
+    by_cluster: dict[int, list[int]] = {}
+    for cluster, proc in keys:
+        by_cluster.setdefault(cluster, []).append(proc)
+    for cluster, procs in sorted(by_cluster.items()):
+        for at in range(0, len(procs), size):
+            yield cluster, procs[at : at + size]

@@ -32,6 +32,7 @@ from scheduler import (
     explain,
     job_control,
     probe,
+    result_fetch,
     worker_control,
     worker_handlers,
 )
@@ -435,7 +436,7 @@ ROUTES: dict[type[p.Message], Handler] = {
     p.QueryWorkers: control_handlers.on_query_workers,
     p.Subscribe: control_handlers.on_subscribe,
     p.AwaitClusters: control_handlers.on_await_clusters,
-    p.FetchResults: control_handlers.on_fetch_results,
+    p.FetchResults: result_fetch.on_fetch_results,
     p.ChangeJobs: job_control.on_change_jobs,
     p.EditJobs: job_control.on_edit_jobs,
     p.QueryHistory: job_control.on_query_history,

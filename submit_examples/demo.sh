@@ -25,10 +25,10 @@ cd "$ROOT/submit_examples"
 step "dstat: the workers"
 "$BIN/dstat"
 step "hello.sub: a hello job"
-"$BIN/dsub" --wait --dest "$RESULTS" hello.sub
+"$BIN/dsub" --wait --per-job --dest "$RESULTS" hello.sub
 cat "$RESULTS"/1.0/stdout
 step "dataset.sub: statistics of a CSV file (seed format)"
-"$BIN/dsub" --wait --dest "$RESULTS" dataset.sub
+"$BIN/dsub" --wait --per-job --dest "$RESULTS" dataset.sub
 cat "$RESULTS"/2.0/stdout
 step "pi.sub: pi to 10,000 digits, output, error and log paths as in HTCondor"
 "$BIN/dsub" --wait pi.sub
@@ -46,7 +46,7 @@ from control_node import Client
 with Client() as client:
     client.wait([f'$cluster.{i}' for i in range(10)], timeout=120)
 "
-"$BIN/dfetch" --dest "$RESULTS" "$cluster"
+"$BIN/dfetch" --per-job --dest "$RESULTS" "$cluster"
 cat "$RESULTS/$cluster".*/stdout
 step "dq --all: everything that ran"
 "$BIN/dq" --all

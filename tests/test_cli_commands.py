@@ -126,11 +126,11 @@ def test_status_json_of_an_ordinary_job_has_no_result(cluster: TestCluster, tmp_
     write(tmp_path / "t.sub", "executable = t.sh\nqueue\n")
     write(tmp_path / "two.sub", "executable = t.sh\nqueue 2\n")
     assert cluster.run("dsub", "--wait", "t.sub", cwd=tmp_path).returncode == 0
-    status = json.loads((tmp_path / "1.0" / "status.json").read_text())
+    status = json.loads((tmp_path / "1.results.jsonl").read_text())
     assert status["result"] is None and status["result_error"] is None
     # The jobs of a sweep (here over $(Process)) still say why they have no result.
     assert cluster.run("dsub", "--wait", "two.sub", cwd=tmp_path).returncode == 0
-    status = json.loads((tmp_path / "2.1" / "status.json").read_text())
+    status = json.loads((tmp_path / "2.results.jsonl").read_text().splitlines()[1])
     assert status["result_error"] == "the last line of stdout is not a number or a JSON" \
         " object of numbers: 'hello'"  # fmt: skip
 
@@ -170,4 +170,4 @@ def test_output_in_a_folder_is_where_dsub_says(cluster: TestCluster, tmp_path: P
     assert (tmp_path / "logs" / "run1.err").read_text() == "err\n"
     assert (tmp_path / "result.txt").read_text() == "data\n"
     fetched = cluster.run("dfetch", "1.0", cwd=tmp_path)
-    assert fetched.stdout == "1.0: exit code 0 -> ./logs/ (output files: ./)\n", fetched
+    assert fetched.stdout.endswith("\n1.0: exit code 0 -> ./logs/ (output files: ./)\n"), fetched

@@ -145,7 +145,7 @@ def test_a_job_sees_the_environment_the_readme_lists(cluster: TestCluster, tmp_p
     assert {"USER", "LOGNAME", "DFARM_PYTHON", "DFARM_SCRATCH_DIR", "HOME"} <= listed
     write(tmp_path / "env.sh", "#!/bin/sh\nenv\n", True)
     write(tmp_path / "env.sub", "executable = env.sh\nqueue\n")
-    assert cluster.run("dsub", "--wait", "env.sub", cwd=tmp_path).returncode == 0
+    assert cluster.run("dsub", "--wait", "--per-job", "env.sub", cwd=tmp_path).returncode == 0
     seen = dict(
         line.split("=", 1) for line in (tmp_path / "1.0" / "stdout").read_text().splitlines()
         if "=" in line

@@ -15,6 +15,7 @@ import pytest
 from conftest import TestCluster, wait_until, write
 
 from control_node.connection import AuthError, find_endpoint
+from control_node.results_file import read_results
 from scheduler import protocol as p
 
 
@@ -72,7 +73,9 @@ def test_dfarm_up_runs_jobs_and_stops_everything(tmp_path: Path) -> None:
             )  # fmt: skip
             assert done.returncode == 0 and "warning" not in done.stderr, done.stdout + done.stderr
             job = f"{run + 1}.0"
-            assert (tmp_path / job / "stdout").read_text() == f"hi from {job}\n"
+            # Its output is in the cluster's results file: a quiet job gets no folder.
+            record = read_results(tmp_path / f"{run + 1}.results.jsonl")[0]
+            assert record.stdout == f"hi from {job}\n" and not (tmp_path / job).exists()
             assert oct((home / "access.json").stat().st_mode & 0o777) == "0o600"
         finally:
             up.send_signal(signal.SIGTERM)

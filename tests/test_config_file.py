@@ -184,7 +184,7 @@ def test_nodes_run_from_their_files(make_cluster, tmp_path: Path) -> None:  # no
     script = write(tmp_path / "job.sh", "#!/bin/sh\nwc -c < big.dat\n", executable=True)
     write(tmp_path / "big.dat", "x" * 200_000)  # beyond the inline limit: over FTP
     write(tmp_path / "job.sub", f"executable = {script}\ntransfer_input_files = big.dat\nqueue\n")
-    done = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    done = cluster.run("dsub", "--wait", "--per-job", "job.sub", cwd=tmp_path)
     assert done.returncode == 0, done.stderr + cluster.log("scheduler")
     wait_until(lambda: (tmp_path / "1.0" / "stdout").exists(), what="results")
     assert (tmp_path / "1.0" / "stdout").read_text().strip() == "200000"

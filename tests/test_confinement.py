@@ -29,9 +29,9 @@ def test_input_paths_land_in_the_sandbox_by_their_name(
     folder = tmp_path / "sub"
     write(folder / "job.sh", "#!/bin/sh\ncat secret.txt; ls\n", True)
     write(folder / "job.sub", "executable = job.sh\ntransfer_input_files = ../secret.txt\nqueue\n")
-    out = cluster.run("dsub", "--wait", "job.sub", cwd=folder)
+    out = cluster.run("dsub", "--wait", "--per-job", "job.sub", cwd=folder)
     assert out.returncode == 0, out.stderr
-    assert cluster.run("dfetch", "1.0", cwd=tmp_path).returncode == 0
+    assert cluster.run("dfetch", "--per-job", "1.0", cwd=tmp_path).returncode == 0
     stdout = (tmp_path / "1.0" / "stdout").read_text()
     assert stdout.startswith("mine\n") and "secret.txt" in stdout.splitlines()[1:]
 
@@ -119,8 +119,8 @@ def test_links_a_job_plants_are_not_followed(cluster: TestCluster, tmp_path: Pat
           f"ln -s {secret.parent} dir\necho done\n", True)  # fmt: skip
     # Default outputs: links are not sent back.
     write(tmp_path / "all.sub", "executable = job.sh\nqueue\n")
-    assert cluster.run("dsub", "--wait", "all.sub", cwd=tmp_path).returncode == 0
-    assert cluster.run("dfetch", "1.0", "--dest", tmp_path / "got").returncode == 0
+    assert cluster.run("dsub", "--wait", "--per-job", "all.sub", cwd=tmp_path).returncode == 0
+    assert cluster.run("dfetch", "--per-job", "1.0", "--dest", tmp_path / "got").returncode == 0
     got = tmp_path / "got" / "1.0"
     assert (got / "stdout").read_text() == "done\n"
     assert not any("not for the job" in f.read_text() for f in got.rglob("*") if f.is_file())
@@ -129,6 +129,6 @@ def test_links_a_job_plants_are_not_followed(cluster: TestCluster, tmp_path: Pat
         write(
             tmp_path / f"{n}.sub", f"executable = job.sh\ntransfer_output_files = {name}\nqueue\n"
         )
-        out = cluster.run("dsub", "--wait", f"{n}.sub", cwd=tmp_path)
+        out = cluster.run("dsub", "--wait", "--per-job", f"{n}.sub", cwd=tmp_path)
         assert out.returncode == 1
         assert f"held: transfer_output_files: '{name}' is a link out of the sandbox" in out.stdout

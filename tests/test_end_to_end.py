@@ -27,7 +27,7 @@ def test_job_with_dataset_returns_its_stdout(cluster: TestCluster, tmp_path: Pat
     write(tmp_path / "stats.py", STATS, executable=True)
     write(tmp_path / "data.csv", "name,value\na,1\nb,2\nc,6\n")
     write(tmp_path / "job.sub", "executable = stats.py\ndata = data.csv\n")
-    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    result = cluster.run("dsub", "--wait", "--per-job", "job.sub", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "1 job(s) submitted to cluster 1." in result.stdout
     assert (tmp_path / "1.0" / "stdout").read_text() == "n=3 mean=3.00 max=6\n"
@@ -39,7 +39,7 @@ def test_job_with_dataset_returns_its_stdout(cluster: TestCluster, tmp_path: Pat
 def test_two_jobs_on_two_workers_overlap(cluster: TestCluster, tmp_path: Path) -> None:
     write(tmp_path / "span.sh", "#!/bin/sh\ndate +%s.%N\nsleep 1\ndate +%s.%N\n", True)
     write(tmp_path / "job.sub", "executable = span.sh\nqueue 2\n")
-    result = cluster.run("dsub", "--wait", "--json", "job.sub", cwd=tmp_path)
+    result = cluster.run("dsub", "--wait", "--per-job", "--json", "job.sub", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     jobs = json.loads(result.stdout)["jobs"]
     assert {j["worker"] for j in jobs} == {"w1", "w2"}
@@ -66,7 +66,7 @@ def test_five_jobs_on_two_slots_all_complete(cluster: TestCluster, tmp_path: Pat
     with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
         jobs = client.wait([f"{cluster_id}.{i}" for i in range(5)], timeout=60)
     assert [j.state for j in jobs] == ["completed"] * 5
-    fetched = cluster.run("dfetch", cluster_id, cwd=tmp_path)
+    fetched = cluster.run("dfetch", "--per-job", cluster_id, cwd=tmp_path)
     assert fetched.returncode == 0, fetched.stderr
     for i in range(5):
         assert (tmp_path / f"{cluster_id}.{i}" / "stdout").read_text() == f"proc {i}\n"
@@ -76,7 +76,7 @@ def test_five_jobs_on_two_slots_all_complete(cluster: TestCluster, tmp_path: Pat
 def test_failing_job_returns_stderr_and_exit_code(cluster: TestCluster, tmp_path: Path) -> None:
     write(tmp_path / "fail.sh", "#!/bin/sh\necho 'something went wrong' >&2\nexit 3\n", True)
     write(tmp_path / "job.sub", "executable = fail.sh\nqueue\n")
-    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    result = cluster.run("dsub", "--wait", "--per-job", "job.sub", cwd=tmp_path)
     assert result.returncode == 1
     assert "1.0: exit code 3" in result.stdout
     assert "something went wrong" in result.stdout
@@ -87,7 +87,7 @@ def test_failing_job_returns_stderr_and_exit_code(cluster: TestCluster, tmp_path
 def test_job_killed_by_signal_reports_it(cluster: TestCluster, tmp_path: Path) -> None:
     write(tmp_path / "die.sh", "#!/bin/sh\nkill -9 $$\n", True)
     write(tmp_path / "job.sub", "executable = die.sh\nqueue\n")
-    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    result = cluster.run("dsub", "--wait", "--per-job", "job.sub", cwd=tmp_path)
     assert result.returncode == 1
     assert f"killed by signal {int(signal.SIGKILL)}" in result.stdout
 
@@ -102,7 +102,7 @@ def test_submit_file_paths_like_htcondor(cluster: TestCluster, tmp_path: Path) -
         "output = out.$(Process).txt\nerror = err.$(Process).txt\nlog = job.log\n"
         "transfer_output_files = answer.txt, empty.txt\nqueue\n",
     )
-    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    result = cluster.run("dsub", "--wait", "--per-job", "job.sub", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     run = tmp_path / "run"
     assert (run / "out.0.txt").read_text() == "got hello\n"
@@ -116,7 +116,7 @@ def test_submit_file_paths_like_htcondor(cluster: TestCluster, tmp_path: Path) -
 def test_missing_declared_output_holds_the_job(cluster: TestCluster, tmp_path: Path) -> None:
     write(tmp_path / "job.sh", "#!/bin/sh\necho hi\n", True)
     write(tmp_path / "job.sub", "executable = job.sh\ntransfer_output_files = nope.txt\nqueue\n")
-    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    result = cluster.run("dsub", "--wait", "--per-job", "job.sub", cwd=tmp_path)
     assert result.returncode == 1
     assert "held: transfer_output_files: 'nope.txt' was not produced" in result.stdout
     held = json.loads(cluster.run("dq", "--json").stdout)
@@ -126,7 +126,7 @@ def test_missing_declared_output_holds_the_job(cluster: TestCluster, tmp_path: P
 def test_executable_that_cannot_start_is_held(cluster: TestCluster, tmp_path: Path) -> None:
     write(tmp_path / "notexec.txt", "no shebang, not a binary\n", True)
     write(tmp_path / "job.sub", "executable = notexec.txt\nqueue\n")
-    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    result = cluster.run("dsub", "--wait", "--per-job", "job.sub", cwd=tmp_path)
     assert result.returncode == 1
     assert "held: cannot execute 'notexec.txt'" in result.stdout
 
@@ -240,7 +240,7 @@ def test_wrong_protocol_version_is_refused_in_words(cluster: TestCluster) -> Non
 
 def test_a_compiled_binary_runs(cluster: TestCluster, tmp_path: Path) -> None:
     write(tmp_path / "job.sub", "executable = /bin/echo\narguments = compiled binary\nqueue\n")
-    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    result = cluster.run("dsub", "--wait", "--per-job", "job.sub", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "1.0" / "stdout").read_text() == "compiled binary\n"
 
@@ -293,7 +293,7 @@ def test_large_files_by_link_or_ftp(make_cluster, tmp_path: Path, route: str) ->
     write(tmp_path / "job.sh", script, True)
     write(tmp_path / "job.sub", "executable = job.sh\ntransfer_input_files = big.bin, small.txt\n"
           "queue 2\n")  # fmt: skip
-    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    result = cluster.run("dsub", "--wait", "--per-job", "job.sub", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     spool = cluster.config.spool_dir
     (stored,) = (f for f in (spool / "1" / "input").iterdir() if f.stat().st_size == len(big))
@@ -360,7 +360,7 @@ def test_processes_a_job_leaves_behind_are_killed(cluster: TestCluster, tmp_path
 
     write(tmp_path / "job.sh", "#!/bin/sh\nsleep 300 &\necho started $!\n", True)
     write(tmp_path / "job.sub", "executable = job.sh\nqueue\n")
-    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    result = cluster.run("dsub", "--wait", "--per-job", "job.sub", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     pid = int((tmp_path / "1.0" / "stdout").read_text().split()[1])
 
@@ -380,7 +380,7 @@ def test_cluster_macro_is_the_real_cluster_id(cluster: TestCluster, tmp_path: Pa
     assert cluster.run("dsub", "--wait", "plain.sub", cwd=tmp_path).returncode == 0  # cluster 1
     write(tmp_path / "job.sub", "executable = job.sh\narguments = c$(ClusterId)p$(Process)\n"
           "output = out.$(Cluster).$(Process).txt\nerror = err.txt\nqueue 2\n")  # fmt: skip
-    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    result = cluster.run("dsub", "--wait", "--per-job", "job.sub", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "out.2.0.txt").read_text() == "c2p0\n"
     assert (tmp_path / "out.2.1.txt").read_text() == "c2p1\n"

@@ -48,7 +48,7 @@ def test_a_job_on_a_lost_worker_runs_elsewhere(make_cluster, tmp_path: Path) -> 
     with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
         (job,) = client.wait(["1"], timeout=60)
     assert (job.state, job.exit_code, job.worker, job.num_starts) == ("completed", 0, "w2", 2)
-    assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
+    assert cluster.run("dfetch", "--per-job", "1", cwd=tmp_path).returncode == 0
     assert (tmp_path / "1.0" / "stdout").read_text() == "ran as attempt 2\n"
 
 
@@ -64,7 +64,7 @@ def test_a_running_job_survives_a_scheduler_kill(make_cluster, tmp_path: Path) -
     with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
         (job,) = client.wait(["1"], timeout=60)
     assert (job.state, job.exit_code, job.worker, job.num_starts) == ("completed", 0, "w1", 1)
-    assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
+    assert cluster.run("dfetch", "--per-job", "1", cwd=tmp_path).returncode == 0
     assert (tmp_path / "1.0" / "stdout").read_text() == "ran as attempt 1\n"
     assert "still runs job 1.0: adopted" in cluster.log("scheduler")
 
@@ -75,7 +75,7 @@ def test_dwait_waits_through_a_scheduler_restart(make_cluster, tmp_path: Path) -
     assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
     assert wait_until(lambda: running_on(cluster)) == "w1"
     with subprocess.Popen(
-        [sys.executable, "-m", "control_node.cli.dwait", "1", "--timeout", "120"],
+        [sys.executable, "-m", "control_node.cli.dwait", "--per-job", "1", "--timeout", "120"],
         cwd=tmp_path, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     ) as waiter:  # fmt: skip
@@ -127,7 +127,7 @@ def test_large_results_of_a_worker_over_ftp_survive_a_scheduler_kill(
     assert (job.state, job.exit_code, job.hold_reason, job.num_starts) == (
         "completed", 0, None, 1
     )  # fmt: skip
-    assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
+    assert cluster.run("dfetch", "--per-job", "1", cwd=tmp_path).returncode == 0
     assert (tmp_path / "1.0" / "big.out").read_bytes() == b"x" * size
 
 

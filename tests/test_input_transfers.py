@@ -299,7 +299,7 @@ def test_directory_inputs_reach_the_sandbox(cluster: TestCluster, tmp_path: Path
     write(
         tmp_path / "job.sub", "executable = job.sh\ntransfer_input_files = dir_a, dir_b/\nqueue 2\n"
     )
-    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    result = cluster.run("dsub", "--wait", "--per-job", "job.sub", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     for proc in range(2):
         assert (

@@ -80,7 +80,7 @@ def test_hold_and_remove_running_jobs(make_cluster, tmp_path: Path) -> None:  # 
     wait_until(lambda: state(cluster, "1.0") == "completed")
     jobs = dq(cluster)
     assert (jobs["1.0"]["num_starts"], jobs["1.1"]["state"]) == (2, "removed")
-    assert cluster.run("dfetch", "1.0", cwd=tmp_path).returncode == 0
+    assert cluster.run("dfetch", "--per-job", "1.0", cwd=tmp_path).returncode == 0
     assert (tmp_path / "1.0" / "stdout").read_text() == "started 1.0\ndone 2\n"
     # Completed jobs are left alone.
     out = cluster.run("drm", "1.0")
@@ -165,14 +165,14 @@ def test_history_wait_and_log(cluster: TestCluster, tmp_path: Path) -> None:
     write(tmp_path / "bad.sh", "#!/bin/sh\nexit 3\n", True)
     write(tmp_path / "bad.sub", "executable = bad.sh\nqueue\n")
     submit(cluster, tmp_path)
-    out = cluster.run("dwait", "1", cwd=tmp_path)
+    out = cluster.run("dwait", "--per-job", "1", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "1.0: exit code 0" in out.stdout and (tmp_path / "1.1" / "stdout").exists()
     log = (tmp_path / "job.log").read_text()
     for event in ("1.0 submitted", "1.0 executing: on worker", "1.0 terminated: exit code 0"):
         assert event in log
     submit(cluster, tmp_path, "bad")
-    out = cluster.run("dwait", "2", "--json", cwd=tmp_path)
+    out = cluster.run("dwait", "--per-job", "2", "--json", cwd=tmp_path)
     assert out.returncode == 1 and json.loads(out.stdout)[0]["exit_code"] == 3
     history = json.loads(cluster.run("dhistory", "--json").stdout)
     assert sorted(j["id"] for j in history) == ["1.0", "1.1", "2.0"]

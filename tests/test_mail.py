@@ -188,7 +188,7 @@ def test_jobs_complete_with_the_mail_server_down(make_cluster: Cluster, tmp_path
     cluster = make_cluster(workers=1, scheduler_args=args)
     write(tmp_path / "run.sh", "#!/bin/sh\necho hi\n", executable=True)
     write(tmp_path / "job.sub", "executable = run.sh\nemail = me@example.org\nqueue 1\n")
-    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    result = cluster.run("dsub", "--wait", "--per-job", "job.sub", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "1.0" / "stdout").read_text() == "hi\n"
     wait_until(lambda: mail_state(cluster, "1.0").startswith("failed: "), what="mail failed")

@@ -23,7 +23,7 @@ def test_worker_attributes_reach_arguments_and_environment(
         "executable = show.sh\narguments = $$(Name) $$(Cpus) $$(OpSys) $$(Arch) $$(gpus:none)\n"
         'environment = "HOST_OF_JOB=$$(Machine)"\nrequest_cpus = 1\nqueue 2\n',
     )
-    done = cluster.run("dsub", "--wait", "--json", "job.sub", cwd=tmp_path)
+    done = cluster.run("dsub", "--wait", "--per-job", "--json", "job.sub", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     arch = {"x86_64": "X86_64", "aarch64": "aarch64"}.get(platform.machine(), platform.machine())
     for job in json.loads(done.stdout)["jobs"]:
@@ -84,7 +84,7 @@ def test_an_expression_reaches_the_job(cluster: TestCluster, tmp_path: Path) -> 
         "executable = show.sh\narguments = $$([TARGET.Cpus * 10]) $$([toUpper(TARGET.Name)])\n"
         "queue\n",
     )
-    done = cluster.run("dsub", "--wait", "--json", "job.sub", cwd=tmp_path)
+    done = cluster.run("dsub", "--wait", "--per-job", "--json", "job.sub", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     [job] = json.loads(done.stdout)["jobs"]
     words = (tmp_path / job["id"] / "stdout").read_text().split()

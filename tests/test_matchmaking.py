@@ -72,7 +72,7 @@ def test_gpus_requirements_and_impossible_jobs(make_cluster, tmp_path: Path) -> 
         )
         jobs = me.wait([picky, named], timeout=60)
         assert [j.worker for j in jobs] == ["w2", "w2", "w1"]
-    fetched = cluster.run("dfetch", gpu, picky, named, cwd=tmp_path)
+    fetched = cluster.run("dfetch", "--per-job", gpu, picky, named, cwd=tmp_path)
     assert fetched.returncode == 0, fetched.stderr
     assert (tmp_path / f"{gpu}.0" / "stdout").read_text().split()[1] == "0"
     # Jobs without GPUs on a GPU worker see none.

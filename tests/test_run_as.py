@@ -46,14 +46,22 @@ def test_jobs_run_as_their_owner_or_nobody_never_root(make_cluster, tmp_path: Pa
           "ls \"$(dirname \"$1\")\"\nexit 0\n", True)  # fmt: skip
     write(tmp_path / "b" / "peek.sub", f"executable = peek.sh\narguments = {jobs_dir}/1.0-1\n"
           "queue\n")  # fmt: skip
-    assert cluster.run("dsub", "--wait", "peek.sub", cwd=tmp_path / "b", env=other).returncode == 0
-    assert cluster.run("dfetch", "2.0", "--dest", tmp_path / "got", env=other).returncode == 0
+    assert (
+        cluster.run(
+            "dsub", "--wait", "--per-job", "peek.sub", cwd=tmp_path / "b", env=other
+        ).returncode
+        == 0
+    )
+    assert (
+        cluster.run("dfetch", "--per-job", "2.0", "--dest", tmp_path / "got", env=other).returncode
+        == 0
+    )
     peek = tmp_path / "got" / "2.0"
     assert (peek / "stdout").read_text().split() == [str(uid(user))]
     assert (peek / "stderr").read_text().count("Permission denied") == 3
     gate.touch()
     wait_until(lambda: states(cluster, cluster.env()).get("1.0") == "completed")
-    assert cluster.run("dfetch", "1.0", "--dest", tmp_path / "got").returncode == 0
+    assert cluster.run("dfetch", "--per-job", "1.0", "--dest", tmp_path / "got").returncode == 0
     first = (tmp_path / "got" / "1.0" / "stdout").read_text().splitlines()
     assert first == [str(uid("nobody")), f"700 {uid('nobody')}"]
 
@@ -67,8 +75,14 @@ def test_system_accounts_are_never_used_for_a_namesake_user(
     daemon = cluster.env(DFARM_TOKEN=add.stdout.strip().splitlines()[-1])
     write(tmp_path / "id.sh", "#!/bin/sh\nid -u\n", True)
     write(tmp_path / "id.sub", "executable = id.sh\nqueue\n")
-    assert cluster.run("dsub", "--wait", "id.sub", cwd=tmp_path, env=daemon).returncode == 0
-    assert cluster.run("dfetch", "1.0", "--dest", tmp_path / "got", env=daemon).returncode == 0
+    assert (
+        cluster.run("dsub", "--wait", "--per-job", "id.sub", cwd=tmp_path, env=daemon).returncode
+        == 0
+    )
+    assert (
+        cluster.run("dfetch", "--per-job", "1.0", "--dest", tmp_path / "got", env=daemon).returncode
+        == 0
+    )
     assert (tmp_path / "got" / "1.0" / "stdout").read_text() == f"{uid('nobody')}\n"
 
 
@@ -115,10 +129,10 @@ def test_slot_uids_isolate_jobs_of_users_without_accounts(make_cluster, tmp_path
     wait_until(lambda: list(jobs_dir.glob("1.0-1/mine.txt")), what="job 1.0's secret")
     write(tmp_path / "peek.sh", '#!/bin/sh\nid -u\ncat "$1/mine.txt"\nexit 0\n', True)
     write(tmp_path / "peek.sub", f"executable = peek.sh\narguments = {jobs_dir}/1.0-1\nqueue\n")
-    assert cluster.run("dsub", "--wait", "peek.sub", cwd=tmp_path).returncode == 0
+    assert cluster.run("dsub", "--wait", "--per-job", "peek.sub", cwd=tmp_path).returncode == 0
     gate.touch()
     wait_until(lambda: states(cluster, cluster.env()).get("1.0") == "completed")
-    assert cluster.run("dfetch", "1", "2", "--dest", tmp_path / "got").returncode == 0
+    assert cluster.run("dfetch", "--per-job", "1", "2", "--dest", tmp_path / "got").returncode == 0
     keep = (tmp_path / "got" / "1.0" / "stdout").read_text().split()
     peek = (tmp_path / "got" / "2.0" / "stdout").read_text().split()
     assert sorted(keep + peek) == [str(base), str(base + 1)]
@@ -140,7 +154,9 @@ def test_a_job_that_kills_its_launcher_fails_and_the_next_job_runs(
     jobs = json.loads(cluster.run("dq", "--json", "--all", "-l").stdout)
     assert "the job launcher is gone" in str(jobs[0]), jobs[0]
     assert (
-        cluster.run("dsub", "--wait", "ok.sub", "--dest", tmp_path / "r", cwd=tmp_path).returncode
+        cluster.run(
+            "dsub", "--wait", "--per-job", "ok.sub", "--dest", tmp_path / "r", cwd=tmp_path
+        ).returncode
         == 0
     )
     outs = {(tmp_path / "r" / f"2.{i}" / "stdout").read_text() for i in range(3)}

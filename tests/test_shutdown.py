@@ -120,7 +120,7 @@ def test_a_lost_worker_that_returns_cannot_overwrite_the_new_attempt(
     with client(cluster) as c:
         (job,) = c.wait(["1"], timeout=60)
     assert (job.state, job.worker, job.num_starts) == ("completed", "w2", 2)
-    assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
+    assert cluster.run("dfetch", "--per-job", "1", cwd=tmp_path).returncode == 0
     assert (tmp_path / "1.0" / "stdout").read_text() == "ran as attempt 2 on 1.0\n"
 
 

@@ -70,7 +70,7 @@ def test_results_are_collected_and_summarized(cluster: TestCluster, tmp_path: Pa
     assert by_x["text"]["result"] is None and "not a number" in by_x["text"]["result_error"]
     long = cluster.run("dq", "-l", "--all", f"{cid}.2").stdout
     assert "params.x = 3.5" in long and "result.value = 7.0" in long
-    assert cluster.run("dfetch", f"{cid}.2", cwd=tmp_path).returncode == 0
+    assert cluster.run("dfetch", "--per-job", f"{cid}.2", cwd=tmp_path).returncode == 0
     status = json.loads((tmp_path / f"{cid}.2" / "status.json").read_text())
     assert status["params"] == {"x": "3.5"} and status["result"] == {"value": 7.0}
 

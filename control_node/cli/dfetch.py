@@ -1,5 +1,9 @@
 """``dfetch``: download the results of finished jobs, from any machine.
 
+Each cluster's results go to ``<cluster>.results.jsonl`` (see
+:mod:`control_node.results_file`); a job gets a ``<cluster>.<proc>/`` folder only when
+it has files worth one, or with ``--per-job``.
+
 Exit status: 0 when every job named is finished and its results were fetched, 1 when
 one of them failed (a non-zero exit, a signal, held or removed) or on an error, 2 when
 one of them has not finished yet (idle or running: nothing was fetched for it).
@@ -13,6 +17,7 @@ from pathlib import Path
 
 from control_node import render
 from control_node.cli.common import add_connection_options, connect, run_command
+from control_node.results_report import fetch_progress, results_report
 from scheduler import protocol as p
 
 
@@ -24,7 +29,15 @@ def main(argv: list[str] | None = None) -> int:
         " 2 a job has not finished yet",
     )
     parser.add_argument("ids", nargs="+", metavar="ID", help="cluster or cluster.proc")
-    parser.add_argument("--dest", type=Path, help="folder for the <cluster>.<proc>/ results")
+    parser.add_argument(
+        "--dest", type=Path, help="folder for the results files and <cluster>.<proc>/ folders"
+    )
+    parser.add_argument(
+        "--per-job",
+        action="store_true",
+        help="a <cluster>.<proc>/ folder for every job (default: only for jobs with output"
+        " files, a large stdout or stderr, or a failure)",
+    )
     parser.add_argument(
         "--here",
         action="store_true",
@@ -36,13 +49,23 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         unfinished: list[p.JobInfo] = []
         with connect(args) as client:
-            fetched = client.fetch(
-                args.ids, dest=args.dest, submit_paths=not args.here, unfinished=unfinished
-            )
+            progress = None if args.json else fetch_progress(sys.stderr)
+            try:
+                fetched = client.fetch(
+                    args.ids,
+                    dest=args.dest,
+                    submit_paths=not args.here,
+                    unfinished=unfinished,
+                    per_job=args.per_job,
+                    progress=progress,
+                )
+            finally:
+                if progress is not None:
+                    sys.stderr.write("\n")
         if args.json:
             print(render.dump_json([f.job for f in fetched]))
         elif fetched:
-            print(render.fetched_report(fetched))
+            print(results_report(fetched))
         for job in unfinished:
             print(
                 f"dfetch: {job.id} is {job.state}: not finished, nothing to fetch yet"

@@ -15,7 +15,9 @@ from control_node import render
 from control_node.cli.common import add_connection_options, connect, run_command
 from control_node.client import Client
 from control_node.connection import DfarmError
+from control_node.results_file import SUFFIX, read_results
 from control_node.sweep import Sweep, histogram_lines
+from scheduler import protocol as p
 
 CLEAR = "\033[H\033[J"
 
@@ -26,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         description="Summarize the results of a cluster: each job's parameters and result,"
         " statistics, a histogram and who produced them.",
     )
-    parser.add_argument("cluster", metavar="CLUSTER", help="cluster id")
+    parser.add_argument(
+        "cluster",
+        metavar="CLUSTER",
+        help="cluster id, or a results file (<cluster>.results.jsonl) to read without a scheduler",
+    )
     parser.add_argument("--csv", action="store_true", help="print one CSV row per job")
     parser.add_argument("--plot", metavar="FILE.png", type=Path, help="write a density plot")
     parser.add_argument("--key", help="result key to plot and draw (default: the first)")
@@ -39,12 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_connection_options(parser)
     args = parser.parse_args(argv)
-    if not args.cluster.isdigit():
-        parser.error(f"not a cluster id: {args.cluster!r}")
+    from_file = args.cluster.endswith(SUFFIX)
+    if from_file and args.watch:
+        parser.error("--watch needs a cluster id, not a results file")
+    if not (from_file or args.cluster.isdigit()):
+        parser.error(f"not a cluster id or a results file: {args.cluster!r}")
 
     def body() -> int:
-        with connect(args) as client:
-            sweep = watch(client, args) if args.watch else fetch(client, args.cluster)
+        if from_file:
+            sweep = read_file(Path(args.cluster))
+            args.cluster = str(sweep.jobs[0].cluster)
+        else:
+            with connect(args) as client:
+                sweep = watch(client, args) if args.watch else fetch(client, args.cluster)
         if args.json:
             print(render.dump_json({"cluster": int(args.cluster), **sweep.report()}))
         elif args.csv:
@@ -63,6 +76,19 @@ def fetch(client: Client, cluster: str) -> Sweep:
     if not jobs:
         raise DfarmError(f"no job of yours in cluster {cluster}")
     return Sweep(jobs)
+
+
+def read_file(path: Path) -> Sweep:
+    """The sweep of a results file, as ``dsub --wait`` or ``dfetch`` wrote it."""
+    try:
+        records = read_results(path)
+    except OSError as exc:
+        raise DfarmError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (ValueError, p.ProtocolError) as exc:
+        raise DfarmError(f"{path} is not a results file: {exc}") from None
+    if not records:
+        raise DfarmError(f"{path} has no job")
+    return Sweep([r.job for r in records])
 
 
 def watch(client: Client, args: argparse.Namespace) -> Sweep:

@@ -1,4 +1,9 @@
-"""``dsub``: submit jobs from a submit file, optionally wait for their results."""
+"""``dsub``: submit jobs from a submit file, optionally wait for their results.
+
+With ``--wait``, results are fetched while the cluster runs, into
+``<cluster>.results.jsonl`` (and a ``<cluster>.<proc>/`` folder for a job with files
+worth one, or every job with ``--per-job``).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from control_node import render
 from control_node.cli.common import add_connection_options, connect, run_command
 from control_node.cli.dryrun import dry_run
 from control_node.results import failed
+from control_node.results_report import results_report
 from scheduler import protocol as p
 
 
@@ -38,7 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         "file", type=Path, help="submit file (HTCondor syntax or dfarm's seed format)"
     )
     parser.add_argument("--wait", action="store_true", help="wait for the jobs, then fetch results")
-    parser.add_argument("--dest", type=Path, help="where --wait puts <cluster>.<proc>/ folders")
+    parser.add_argument(
+        "--dest", type=Path, help="where --wait puts the results file and <cluster>.<proc>/ folders"
+    )
+    parser.add_argument(
+        "--per-job",
+        action="store_true",
+        help="with --wait: a <cluster>.<proc>/ folder for every job (default: only for jobs"
+        " with output files, a large stdout or stderr, or a failure)",
+    )
     parser.add_argument("--timeout", type=float, help="seconds --wait waits at most")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the cluster id")
     parser.add_argument(
@@ -76,16 +90,23 @@ def main(argv: list[str] | None = None) -> int:
                     print(render.dump_json({"cluster": cluster.id, "job_ids": cluster.job_ids}))
                 return 0
             show = None if args.json or args.quiet else progress_printer(cluster.id)
-            jobs = client.wait([str(cluster.id)], timeout=args.timeout, on_update=show)
-            if show:
-                sys.stderr.write("\n")
-            fetched = client.fetch([str(cluster.id)], dest=args.dest)
+            try:
+                jobs, fetched = client.wait_and_fetch(
+                    [str(cluster.id)],
+                    dest=args.dest,
+                    per_job=args.per_job,
+                    timeout=args.timeout,
+                    on_update=show,
+                )
+            finally:
+                if show:
+                    sys.stderr.write("\n")
         if args.json:
             print(
                 render.dump_json({"cluster": cluster.id, "job_ids": cluster.job_ids, "jobs": jobs})
             )
         elif not args.quiet:
-            print(render.fetched_report(fetched))
+            print(results_report(fetched))
         return 1 if any(failed(j) for j in jobs) else 0
 
     return run_command("dsub", body)

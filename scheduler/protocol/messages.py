@@ -281,6 +281,9 @@ class FetchResults(Message):
     type: ClassVar[str] = "fetch_results"
     roles = CONTROL
     ids: list[str]
+    #: Only the specs of jobs whose submit file names ``output``, ``error`` or ``log``
+    #: (the others are of no use to a fetch, and most of a reply's bytes).
+    brief: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -292,6 +295,7 @@ class JobResults(Message):
     type: ClassVar[str] = "job_results"
     download: FtpGrant | None
     jobs: list[JobInfo]
+    #: Each job's spec (with ``brief``: only those naming output, error or log paths).
     specs: dict[str, JobSpec]
     events: dict[str, list[JobEvent]]
     files: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -300,6 +304,9 @@ class JobResults(Message):
     #: The SHA-256 recorded for each large file when it arrived (``hashes[job_id][name]``):
     #: each must be downloaded and match, else the file is missing or damaged.
     hashes: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: The jobs that have files in the spool, under ``download``: only these need
+    #: looking for there (a client of an older scheduler looks for every job's).
+    large: list[str] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -75,7 +75,12 @@ def test_bob_reads_nothing_of_alices(
     write(a / "done.sub", f"executable = job.sh\n{inputs}queue\n")
     write(a / "wait.sub", f"executable = job.sh\narguments = wait\n{inputs}queue\n")
     # Alice's 1.0 ends (its result is stored); her 2.0 runs on while bob's job looks.
-    assert cluster.run("dsub", "--wait", "done.sub", cwd=a, env=alice).returncode == 0
+    assert (
+        cluster.run(
+            "dsub", "--wait", "--per-job", "--per-job", "done.sub", cwd=a, env=alice
+        ).returncode
+        == 0
+    )
     assert cluster.run("dsub", "wait.sub", cwd=a, env=alice).returncode == 0
     wait_until(started.exists, what="alice's second job")
     work = cluster.workers_dir / "w1"
@@ -87,17 +92,25 @@ def test_bob_reads_nothing_of_alices(
     write(tmp_path / "b" / "snoop.sh", SNOOP, True)
     write(tmp_path / "b" / "snoop.sub", "executable = snoop.sh\n"
           f"arguments = {work} {work}/jobs/2.0-1 {result}\nqueue\n")  # fmt: skip
-    out = cluster.run("dsub", "--wait", "snoop.sub", cwd=tmp_path / "b", env=bob)
+    out = cluster.run(
+        "dsub", "--wait", "--per-job", "--per-job", "snoop.sub", cwd=tmp_path / "b", env=bob
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     got = tmp_path / "got"
-    assert cluster.run("dfetch", "3.0", "--dest", got, env=bob).returncode == 0
+    assert (
+        cluster.run("dfetch", "--per-job", "--per-job", "3.0", "--dest", got, env=bob).returncode
+        == 0
+    )
     seen = (got / "3.0" / "stdout").read_bytes().decode(errors="replace")
     assert seen.endswith("snooped\n") and "Permission denied" in seen
     assert f"ALICE-{mark}" not in seen
     gate.touch()
     wait_until(lambda: _state(cluster, alice, "2.0") == "completed", what="alice's job")
     # Alice gets her own results, whole.
-    assert cluster.run("dfetch", "2.0", "--dest", got, env=alice).returncode == 0
+    assert (
+        cluster.run("dfetch", "--per-job", "--per-job", "2.0", "--dest", got, env=alice).returncode
+        == 0
+    )
     for result in (a / "1.0" / "out.bin", got / "2.0" / "out.bin"):  # 1.0's came with --wait
         assert result.read_text().count(f"ALICE-{mark}") == 10001
     # The caches: one folder per owner, the worker's alone, as is the cache itself.

@@ -47,7 +47,7 @@ def test_a_job_reads_nothing_of_the_schedulers_home(make_cluster, tmp_path: Path
     write(tmp_path / "b" / "out.sh", "#!/bin/sh\nyes bob-result | head -c 200000\n", True)
     write(tmp_path / "b" / "out.sub", "executable = out.sh\n"
           "transfer_input_files = secret.bin\nqueue\n")  # fmt: skip
-    out = cluster.run("dsub", "--wait", "out.sub", cwd=tmp_path / "b", env=bob)
+    out = cluster.run("dsub", "--wait", "--per-job", "out.sub", cwd=tmp_path / "b", env=bob)
     assert out.returncode == 0, out.stderr
     spool_files = [
         f for f in cluster.config.spool_dir.rglob("*") if f.is_file() and f.name != ".identity"
@@ -65,10 +65,10 @@ def test_a_job_reads_nothing_of_the_schedulers_home(make_cluster, tmp_path: Path
           f"ls {home} {cluster.config.spool_dir} 2>&1\nexit 0\n", True)  # fmt: skip
     write(tmp_path / "a" / "peek.sub", "executable = peek.sh\n"
           "transfer_input_files = targets.txt\nqueue\n")  # fmt: skip
-    out = cluster.run("dsub", "--wait", "peek.sub", cwd=tmp_path / "a")
+    out = cluster.run("dsub", "--wait", "--per-job", "peek.sub", cwd=tmp_path / "a")
     assert out.returncode == 0, out.stderr
     got = tmp_path / "got"
-    assert cluster.run("dfetch", "2.0", "--dest", got).returncode == 0
+    assert cluster.run("dfetch", "--per-job", "2.0", "--dest", got).returncode == 0
     seen = (got / "2.0" / "stdout").read_text()
     assert seen.splitlines()[0] == str(pwd.getpwnam("nobody").pw_uid)
     assert "READ" not in seen, seen
