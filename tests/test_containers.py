@@ -5,6 +5,7 @@ busybox (Debian's busybox-static, which ``make test`` installs)."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -105,20 +106,26 @@ def host_uids_of_the_job(seconds: str = "2.71828") -> set[int]:
     return uids
 
 
-def submit_and_wait(cluster: TestCluster, folder: Path, image_line: str) -> dict[str, object]:
-    """Submit the job in ``image_line``'s image, see whose its process is on the host
-    while it runs, wait for it and fetch its results; returns its record and that uid."""
-    write(folder / "job.sh", JOB, executable=True)
+def submit_and_wait(
+    cluster: TestCluster, folder: Path, image_line: str, token: str | None = None
+) -> dict[str, object]:
+    """Submit the job in ``image_line``'s image (as the user of ``token``, default the
+    cluster's), see whose its process is on the host while it runs, wait for it and
+    fetch its results; returns its record and that uid."""
+    token = token or cluster.token
+    env = cluster.env(DFARM_TOKEN=token)
+    if not (folder / "job.sh").exists():
+        write(folder / "job.sh", JOB, executable=True)
     write(folder / "words.txt", "hello from the sandbox\n")
     write(
         folder / "job.sub",
         "executable = job.sh\ntransfer_input_files = words.txt\n"
         f"{image_line}\ntransfer_output_files = shout.txt\nqueue\n",
     )
-    result = cluster.run("dsub", "--quiet", "job.sub", cwd=folder)
+    result = cluster.run("dsub", "--quiet", "job.sub", cwd=folder, env=env)
     assert result.returncode == 0, result.stderr + result.stdout
     job_id = f"{result.stdout.strip()}.0"
-    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=token) as client:
         uids = wait_until(
             lambda: (
                 host_uids_of_the_job()
@@ -128,7 +135,7 @@ def submit_and_wait(cluster: TestCluster, folder: Path, image_line: str) -> dict
             what="the job's process",
         )
         (job,) = client.wait([job_id], timeout=120)
-    fetched = cluster.run("dfetch", job_id, cwd=folder)
+    fetched = cluster.run("dfetch", job_id, cwd=folder, env=env)
     assert fetched.returncode == 0, fetched.stderr
     return {"id": job_id, "state": job.state, "hold_reason": job.hold_reason, "uids": uids}
 
@@ -172,6 +179,41 @@ def test_a_job_runs_in_a_root_file_system_with_bubblewrap(
     job = submit_and_wait(cluster, folder, '+SingularityImage = "tree"')
     assert job["state"] == "completed", job
     check_ran_in_the_image(folder, job)
+
+
+@needs_busybox
+@pytest.mark.skipif(not _works("bubblewrap"), reason="bubblewrap does not work here")
+def test_an_image_two_users_send_is_fetched_once_per_worker_and_no_job_can_change_it(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    # Over FTP, as to a worker on another machine (a shared spool is linked, not fetched).
+    runtimes = ("--container-runtimes", "bubblewrap", "--always-ftp")
+    cluster = make_cluster(workers=1, worker_args=runtimes)
+    out = cluster.run("dfarm", "user", "add", "bob", "--home", str(cluster.config.home))
+    assert out.returncode == 0, out.stderr
+    bob = out.stdout.strip().splitlines()[-1]
+    image = make_tar(make_rootfs(tmp_path / "rootfs"), tmp_path / "image.tar")
+    sha = hashlib.sha256(image.read_bytes()).hexdigest()
+    for user, token in (("alice", None), ("bob", bob)):
+        folder = tmp_path / user
+        folder.mkdir()
+        shutil.copy(image, folder / "image.tar")
+        # The job tries to change the image it was sent, through its sandbox's link.
+        write(folder / "job.sh", "#!/bin/sh\n(echo evil >> image.tar) 2>/dev/null"
+              " && echo CHANGED >&2\n" + JOB.split("\n", 1)[1], executable=True)  # fmt: skip
+        job = submit_and_wait(cluster, folder, "container_image = image.tar", token)
+        assert job["state"] == "completed", job
+        check_ran_in_the_image(folder, job)
+        assert "CHANGED" not in (folder / str(job["id"]) / "stderr").read_text()
+    work = cluster.workers_dir / "w1"
+    # Kept once, by content, in a folder of the worker's alone; in no owner's cache.
+    (stored,) = (work / "containers" / "files").glob(f"{sha}*")
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == sha
+    st = stored.stat()
+    assert st.st_uid == os.geteuid() and not st.st_mode & 0o222, oct(st.st_mode)
+    assert stored.parent.stat().st_mode & 0o777 == 0o700
+    assert not list((work / "cache").rglob(f"{sha}*"))
+    assert len([p for p in work.rglob("rootfs-*") if p.is_dir()]) == 1
 
 
 @needs_busybox

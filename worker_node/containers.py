@@ -24,6 +24,7 @@ process cleanup and its results work as without a container.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -42,6 +43,7 @@ from scheduler.protocol import JobSpec
 from worker_node.container_runtimes import KINDS, Runtime
 from worker_node.identity import Account
 from worker_node.image_cache import ImageCache
+from worker_node.transfer import InputCache
 
 log = logging.getLogger(__name__)
 
@@ -242,18 +244,25 @@ def _ulimits() -> list[str]:
 
 
 def _as(
-    account: Account | None, argv: list[str], env: dict[str, str], timeout: float
+    account: Account | None,
+    argv: list[str],
+    env: dict[str, str],
+    timeout: float,
+    stdin: Path | None = None,
 ) -> tuple[bool, str]:
-    """Run ``argv`` as ``account`` (None: this worker's own): (succeeded, its stderr)."""
+    """Run ``argv`` as ``account`` (None: this worker's own), reading ``stdin`` (opened
+    by the worker): (succeeded, its stderr)."""
     user = group = None
     extra: list[int] | None = None
     if account is not None and account.uid != os.geteuid():
         user, group, extra = account.uid, account.gid, []
     try:
-        done = subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=timeout, check=False,
-            stdin=subprocess.DEVNULL, user=user, group=group, extra_groups=extra,
-        )  # fmt: skip
+        with contextlib.ExitStack() as stack:
+            source = stack.enter_context(stdin.open("rb")) if stdin else subprocess.DEVNULL
+            done = subprocess.run(
+                argv, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+                stdin=source, user=user, group=group, extra_groups=extra,
+            )  # fmt: skip
     except subprocess.TimeoutExpired:
         return False, f"{argv[0]} {argv[1]} took more than {timeout:.0f} s"
     except OSError as exc:
@@ -276,6 +285,10 @@ class Containers:
     def __init__(self, runtimes: Sequence[Runtime], root: Path, limit: int):
         self.runtimes = list(runtimes)
         self.cache = ImageCache(root / "images", limit, _remove)
+        #: The image files jobs send, by content, shared by all owners: fetched once
+        #: per worker, in a folder of the worker's alone; a job's sandbox gets a
+        #: read-only link, and the image is made ready from this copy only.
+        self.files = InputCache(root / "files")
         #: Folders of rootless podman storage, one per uid.
         self.home = root / "storage"
         #: The kind of each image file seen, by content.
@@ -283,17 +296,18 @@ class Containers:
 
     def prepare(
         self, request: ContainerRequest, sandbox: Path, sha256: str | None,
-        account: Account | None, job: str,
+        account: Account | None, job: str, image_file: Path | None = None,
     ) -> Prepared:  # fmt: skip
-        """Ready the image of ``request`` (``sha256``: a staged file's content hash)
-        for the job ``job``; raises :class:`ImageProblem` with the hold reason."""
+        """Ready the image of ``request`` (``sha256``: a staged file's content hash;
+        ``image_file``: the worker's own copy of it, which no job can write) for the
+        job ``job``; raises :class:`ImageProblem` with the hold reason."""
         if not self.runtimes:
             raise ImageProblem("this worker has no container runtime")
         path: Path | None = None
         kind = request.kind
         if request.kind not in ("registry", "docker"):
             path = sandbox / request.image if request.kind == "staged" else Path(request.image)
-            kind = self._kind_of(request.image, path, sha256)
+            kind = self._kind_of(request.image, image_file or path, sha256)
         runtime = next((r for r in self.runtimes if kind in KINDS[r.name]), None)
         if runtime is None:
             have = ", ".join(r.name for r in self.runtimes)
@@ -308,14 +322,14 @@ class Containers:
                 return Prepared(runtime, str(path))
             assert path is not None
             key = sha256 or _file_key(path)
-            root = self.cache.rootfs(key, path)
+            root = self.cache.rootfs(key, image_file or path)
             return Prepared(runtime, str(root), release=lambda: self.cache.release(f"rootfs-{key}"))
         if runtime.name in ("apptainer", "singularity"):
             if path is not None:
                 return Prepared(runtime, str(path))
             return self._pull_sif(runtime, request.image, account)
         if runtime.name == "docker":
-            return self._docker(runtime, request, path, sha256, account, name)
+            return self._docker(runtime, request, image_file or path, sha256, account, name)
         global_args, env = self._podman_storage(account)
         if path is None:
             image = request.image.removeprefix("docker://")
@@ -327,7 +341,8 @@ class Containers:
                 )
             release = None
         else:
-            image, release = self._load(runtime, global_args, env, path, sha256, account)
+            source = image_file or path
+            image, release = self._load(runtime, global_args, env, source, sha256, account)
         pidfile = Path(env["TMPDIR"]) / f"{name}.conmon.pid"
         pidfile.unlink(missing_ok=True)
         return Prepared(runtime, image, env, name, global_args, release, monitor_pidfile=pidfile)
@@ -425,17 +440,18 @@ class Containers:
         self, runtime: Runtime, global_args: list[str], env: dict[str, str], path: Path,
         sha256: str | None, account: Account | None, docker: bool = False,
     ) -> tuple[str, Callable[[], None]]:  # fmt: skip
-        """Import an image tar once per account (the cache remembers it by content)."""
+        """Import an image tar once per account (the cache remembers it by content);
+        the runtime reads it from its standard input, opened by the worker."""
         key = sha256 or _file_key(path)
         uid = os.geteuid() if account is None or docker else account.uid
         ref = f"localhost/dfarm-image:{key[:24]}"
 
         def load() -> None:
             archive = _image_kind(path) == "archive"
-            verb = ["load", "--input", str(path)] if archive else ["import", str(path), ref]
+            verb = ["load"] if archive else ["import", "-", ref]
             ok, err = _as(account if not docker else None,
                           [runtime.program, *global_args, *verb], {**_base_env(), **env},
-                          PULL_TIMEOUT)  # fmt: skip
+                          PULL_TIMEOUT, stdin=path)  # fmt: skip
             if not ok:
                 raise ImageProblem(f"{runtime.name} cannot load the image: {_last_words(err)}")
             if archive:
