@@ -13,11 +13,13 @@ import struct
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import TestCluster, wait_until, write
+from test_checkpoint import kill_machine
 
 from control_node import Client
 from control_node.local_cluster import worker_credential
@@ -229,6 +231,52 @@ def test_a_job_runs_in_an_imported_image_with_rootless_podman(
     job = submit_and_wait(cluster, tmp_path, image)
     assert job["state"] == "completed", job
     check_ran_in_the_image(tmp_path, job)
+
+
+def podman_containers(work: Path) -> list[str]:
+    """The names of the containers in the podman storage of every account of the
+    worker whose work directory is ``work``, asked as each account."""
+    names = []
+    for home in (work / "containers" / "storage").glob("podman-*"):
+        uid, gid = home.stat().st_uid, home.stat().st_gid
+        run = Path(tempfile.gettempdir()) / f"dfarm-podman-{uid}"
+        env = {"PATH": os.environ["PATH"], "HOME": str(home), "XDG_RUNTIME_DIR": str(run),
+               "TMPDIR": str(home / "tmp")}  # fmt: skip
+        listing = subprocess.run(
+            ["podman", "--root", str(home / "storage"), "--runroot", str(run), "ps", "--all",
+             "--format", "{{.Names}}"],
+            user=uid, group=gid, extra_groups=[], env=env, capture_output=True, text=True,
+            check=True, timeout=120,
+        )  # fmt: skip
+        names += listing.stdout.split()
+    return names
+
+
+@needs_busybox
+@pytest.mark.skipif(not _works("podman"), reason="podman does not work here")
+def test_a_container_left_by_a_killed_worker_is_removed_when_it_runs_again(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    args = ("--container-runtimes", "podman")
+    cluster = make_cluster(workers=1, worker_args=args, scheduler_args=("--worker-timeout", "1"))
+    make_tar(make_rootfs(tmp_path / "rootfs"), tmp_path / "image.tar")
+    write(tmp_path / "job.sh", "#!/bin/sh\nexec sleep 271.828\n", executable=True)
+    write(tmp_path / "job.sub", "executable = job.sh\ncontainer_image = image.tar\nqueue\n")
+    assert cluster.run("dsub", "--quiet", "job.sub", cwd=tmp_path).returncode == 0
+    wait_until(lambda: host_uids_of_the_job("271.828"), timeout=120, what="the job's process")
+    kill_machine(cluster, "w1")
+    work = cluster.workers_dir / "w1"
+    assert "dfarm-1.0-1" in podman_containers(work)  # podman run --rm died before it could
+    cluster.add_worker("w1", *args)
+    # The job runs again on the worker, which first clears what its last run left.
+    wait_until(
+        lambda: podman_containers(work) == ["dfarm-1.0-2"],
+        timeout=120,
+        what="the stale container removed and the new one running",
+    )
+    assert "removing containers left by a previous run" in cluster.log("w1")
+    assert cluster.run("drm", "1.0").returncode == 0
+    wait_until(lambda: not podman_containers(work), timeout=120, what="no container left")
 
 
 @pytest.mark.skipif(not _works("podman"), reason="podman does not work here")

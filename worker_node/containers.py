@@ -34,6 +34,7 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,6 +294,10 @@ class Containers:
         self.home = root / "storage"
         #: The kind of each image file seen, by content.
         self._kinds: dict[str, str] = {}
+        #: The uids whose podman storage was cleared of containers this worker left
+        #: when it was killed, and the lock that makes the first job wait for it.
+        self._swept: set[int] = set()
+        self._sweep_lock = threading.Lock()
 
     def prepare(
         self, request: ContainerRequest, sandbox: Path, sha256: str | None,
@@ -331,6 +336,7 @@ class Containers:
         if runtime.name == "docker":
             return self._docker(runtime, request, image_file or path, sha256, account, name)
         global_args, env = self._podman_storage(account)
+        self._sweep(runtime, account, global_args, env)
         if path is None:
             image = request.image.removeprefix("docker://")
             ok, err = _as(account, [runtime.program, *global_args, "pull", "--quiet", image],
@@ -418,6 +424,32 @@ class Containers:
             sif,
         )
         return Prepared(runtime, str(sif), env, release=lambda: self.cache.release(entry))
+
+    def _sweep(
+        self, runtime: Runtime, account: Account | None, global_args: list[str],
+        env: dict[str, str],
+    ) -> None:  # fmt: skip
+        """Remove the containers a previous run of this worker left in the account's
+        podman storage (it was killed while they ran, before it could remove them):
+        once per account, before the first container this run makes there."""
+        uid = os.geteuid() if account is None else account.uid
+        with self._sweep_lock:
+            if uid in self._swept:
+                return
+            full = {**_base_env(), **env}
+            listing = [runtime.program, *global_args, "ps", "--all", "--format", "{{.Names}}"]
+            ok, out = _as(account, listing, full, 60.0)
+            stale = [name for name in out.split() if name.startswith("dfarm-")] if ok else []
+            if stale:
+                log.info("podman storage of uid %d: removing containers left by a previous"
+                         " run of this worker: %s", uid, ", ".join(stale))  # fmt: skip
+                remove = [runtime.program, *global_args, "rm", "--force", "--time", "0", *stale]
+                ok, err = _as(account, remove, full, 120.0)
+                if not ok:
+                    log.warning("podman storage of uid %d: %s", uid, _last_words(err))
+            for pidfile in Path(env["TMPDIR"]).glob("dfarm-*.conmon.pid"):
+                pidfile.unlink(missing_ok=True)
+            self._swept.add(uid)
 
     def _podman_storage(self, account: Account | None) -> tuple[list[str], dict[str, str]]:
         """Rootless podman's storage for ``account``: a folder of its own in the work
