@@ -373,6 +373,17 @@ def test_doctor_lists_the_runtimes_a_worker_would_use(
 
     out = doctor("bubblewrap")
     assert "[INFO] containers: bubblewrap " in out and "runs directory, rootfs-tar images" in out
+    # The runtimes that cannot run here say why (this machine: docker's client without
+    # its daemon; no apptainer, which Debian 12 does not package).
+    out = doctor("apptainer,docker,bubblewrap")
+    if shutil.which("apptainer") is None:
+        assert "[INFO] containers: apptainer: not used: not installed" in out, out
+    docker = shutil.which("docker")
+    if docker is not None and not _works("docker"):
+        assert (
+            f"[INFO] containers: docker: not used: {docker} is installed but no docker daemon"
+            " answers it" in out
+        ), out
     assert "podman" not in out
     assert "[INFO] containers: no container runtime works here" in doctor("none")
 

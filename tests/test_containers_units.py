@@ -102,8 +102,17 @@ def test_the_runtimes_found_are_those_that_work() -> None:
             return None  # no user namespaces
         return answers[name]
 
-    found = container_runtimes.detect(None, programs.get, run)
+    unused: list[str] = []
+    found = container_runtimes.detect(None, programs.get, run, unused)
     assert [r.name for r in found] == ["apptainer", "podman"]
+    # Why each other one is not used, as ``dfarm doctor --worker`` says it.
+    assert unused == [
+        "singularity: not used: not installed (no singularity on the PATH)",
+        "docker: not used: /usr/bin/docker is installed but no docker daemon answers it"
+        " (universe = docker jobs never match this worker)",
+        "bubblewrap: not used: /usr/bin/bwrap cannot make a user namespace"
+        " (unprivileged user namespaces are off)",
+    ]
     podman = found[1]
     assert podman.no_cgroups and podman.oci_runtime == "runc" and podman.version == "4.3.1"
     attrs = container_runtimes.runtime_attributes(found)
