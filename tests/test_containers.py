@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 from conftest import TestCluster, wait_until, write
-from test_checkpoint import kill_machine
+from test_checkpoint import NOBODY, kill_machine, python_for, start_worker_as
 
 from control_node import Client
-from control_node.local_cluster import worker_credential
 from worker_node import container_runtimes
 
 MARK = "built-by-the-test"
@@ -388,23 +387,6 @@ def test_doctor_lists_the_runtimes_a_worker_would_use(
     assert "[INFO] containers: no container runtime works here" in doctor("none")
 
 
-def _python_for(uid: int) -> str | None:
-    """An interpreter of this one's version that ``uid`` can run (this one's may lie
-    in a private folder), or None."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for candidate in (sys.executable, f"/usr/bin/python{version}"):
-        try:
-            probe = subprocess.run(
-                [candidate, "-c", "import sys; print(sys.version_info[:2])"],
-                user=uid, capture_output=True, text=True, check=False, timeout=60,
-            )  # fmt: skip
-        except OSError:
-            continue
-        if probe.returncode == 0:
-            return candidate
-    return None
-
-
 @needs_busybox
 @pytest.mark.skipif(os.geteuid() != 0, reason="starts a worker as nobody: needs root")
 @pytest.mark.parametrize("runtime", ["bubblewrap", "podman"])
@@ -413,39 +395,21 @@ def test_a_worker_that_is_not_root_runs_container_jobs_as_itself(
 ) -> None:
     if not _works(runtime):
         pytest.skip(f"{runtime} does not work here")
-    nobody = 65534
-    python = _python_for(nobody)
+    python = python_for(NOBODY)
     if python is None:
         pytest.skip("no Python of this version that nobody can run")
     cluster = make_cluster(workers=0)
+    args = ("--container-runtimes", runtime)
+    worker = start_worker_as(cluster, tmp_path / "w9", "w9", NOBODY, python, *args)
     work = tmp_path / "w9"
-    work.mkdir()
-    credential = work / "w9.credential"  # the scheduler's folder of them is root's own
-    shutil.copy(worker_credential(cluster.home, "w9"), credential)
-    for path in (work, credential):
-        os.chown(path, nobody, nobody)
-    root = Path(__file__).resolve().parents[1]
-    site = next(Path(sys.prefix).glob("lib/python*/site-packages"))
-    env = {"PATH": os.environ["PATH"], "HOME": str(work), "PYTHONPATH": f"{root}:{site}"}
-    with (work / "worker.log").open("wb") as log:
-        worker = subprocess.Popen(
-            [python, "-m", "worker_node", "--scheduler", f"127.0.0.1:{cluster.access.port}",
-             "--credential-file", str(credential), "--name", "w9", "--slots", "1",
-             "--work-dir", str(work), "--container-runtimes", runtime],
-            user=nobody, group=nobody, extra_groups=[], env=env, cwd=work, stdout=log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
     try:
-        with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as me:
-            wait_until(lambda: me.workers() or worker.poll() is not None, what="the worker")
-        assert worker.poll() is None, (work / "worker.log").read_text()[-3000:]
         folder = tmp_path / "jobs"
         folder.mkdir()
         make_tar(make_rootfs(tmp_path / "rootfs"), folder / "image.tar")
         job = submit_and_wait(cluster, folder, "container_image = image.tar")
         assert job["state"] == "completed", (job, (work / "worker.log").read_text()[-3000:])
         check_ran_in_the_image(folder, job)
-        assert job["uids"] == {nobody}  # the worker's own account, as without a container
+        assert job["uids"] == {NOBODY}  # the worker's own account, as without a container
     finally:
         worker.terminate()
         worker.wait(timeout=60)
