@@ -38,6 +38,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from scheduler.matching.classad import ClassAdError, compile_expression
 from scheduler.protocol import JobSpec
@@ -285,11 +286,12 @@ class Containers:
 
     def __init__(self, runtimes: Sequence[Runtime], root: Path, limit: int):
         self.runtimes = list(runtimes)
-        self.cache = ImageCache(root / "images", limit, _remove)
         #: The image files jobs send, by content, shared by all owners: fetched once
         #: per worker, in a folder of the worker's alone; a job's sandbox gets a
-        #: read-only link, and the image is made ready from this copy only.
+        #: read-only link, and the image is made ready from this copy only. Each
+        #: counts in the cache's size limit, and is evicted as the images are.
         self.files = InputCache(root / "files")
+        self.cache = ImageCache(root / "images", limit, self._remove)
         #: Folders of rootless podman storage, one per uid.
         self.home = root / "storage"
         #: The kind of each image file seen, by content.
@@ -306,6 +308,40 @@ class Containers:
         """Ready the image of ``request`` (``sha256``: a staged file's content hash;
         ``image_file``: the worker's own copy of it, which no job can write) for the
         job ``job``; raises :class:`ImageProblem` with the hold reason."""
+        held = self._hold_file(image_file, sha256)
+        try:
+            prepared = self._prepare(request, sandbox, sha256, account, job, image_file)
+        except BaseException:
+            if held is not None:
+                held()
+            raise
+        if held is not None:
+            prepared.release = _both(prepared.release, held)
+        return prepared
+
+    def _hold_file(self, image_file: Path | None, sha256: str | None) -> Callable[[], None] | None:
+        """Count the worker's copy of a sent image in the cache, in use by the job
+        until it is done (a copy in the shared spool is the scheduler's: not counted)."""
+        if image_file is None or sha256 is None or image_file.parent != self.files.root:
+            return None
+        key = f"file-{sha256}"
+        with contextlib.suppress(FileNotFoundError):
+            size = image_file.stat().st_size
+            self.cache.registered(key, size, lambda: None, {"file": sha256}, image_file)
+            return lambda: self.cache.release(key)
+        return None
+
+    def _remove(self, how: dict[str, Any]) -> None:
+        """Remove what the cache evicts: a sent image's file, or an imported image."""
+        if "file" in how:
+            self.files.forget(str(how["file"]))
+        else:
+            _remove(how)
+
+    def _prepare(
+        self, request: ContainerRequest, sandbox: Path, sha256: str | None,
+        account: Account | None, job: str, image_file: Path | None,
+    ) -> Prepared:  # fmt: skip
         if not self.runtimes:
             raise ImageProblem("this worker has no container runtime")
         path: Path | None = None
@@ -503,6 +539,15 @@ class Containers:
         entry = f"{runtime.name}-{uid}-{key}"
         self.cache.registered(entry, path.stat().st_size, load, remove)
         return ref, lambda: self.cache.release(entry)
+
+
+def _both(first: Callable[[], None] | None, second: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        if first is not None:
+            first()
+        second()
+
+    return both
 
 
 def _remove(how: dict[str, object]) -> None:

@@ -401,7 +401,10 @@ def _stage(
     def source(item: InputFile) -> tuple[Path, int]:
         if item.name in linked:
             return linked[item.name]
-        return (images if item is image and images is not None else cache).entry(item.sha256)
+        try:
+            return (images if item is image and images is not None else cache).entry(item.sha256)
+        except KeyError:  # an image evicted since (past the image cache's limit)
+            raise TransferError(f"input {item.name!r} left the worker's cache") from None
 
     try:
         sandbox.stage({item.name: source(item) for item in msg.spec.inputs})
