@@ -262,9 +262,9 @@ def test_a_container_left_by_a_killed_worker_is_removed_when_it_runs_again(
     write(tmp_path / "job.sh", "#!/bin/sh\nexec sleep 271.828\n", executable=True)
     write(tmp_path / "job.sub", "executable = job.sh\ncontainer_image = image.tar\nqueue\n")
     assert cluster.run("dsub", "--quiet", "job.sub", cwd=tmp_path).returncode == 0
-    wait_until(lambda: host_uids_of_the_job("271.828"), timeout=60, what="the job's process")
-    kill_machine(cluster, "w1")
     work = cluster.workers_dir / "w1"
+    wait_until(lambda: "dfarm-1.0-1" in podman_containers(work), timeout=60, what="the container")
+    kill_machine(cluster, "w1")
     assert "dfarm-1.0-1" in podman_containers(work)  # podman run --rm died before it could
     cluster.add_worker("w1", *args)
     # The job runs again on the worker, which first clears what its last run left.
@@ -274,6 +274,7 @@ def test_a_container_left_by_a_killed_worker_is_removed_when_it_runs_again(
         what="the stale container removed and the new one running",
     )
     assert "removing containers left by a previous run" in cluster.log("w1")
+    assert "WARNING worker_node.containers" not in cluster.log("w1")
     assert cluster.run("drm", "1.0").returncode == 0
     wait_until(lambda: not podman_containers(work), timeout=60, what="no container left")
 

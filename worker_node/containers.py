@@ -479,9 +479,16 @@ class Containers:
             if stale:
                 log.info("podman storage of uid %d: removing containers left by a previous"
                          " run of this worker: %s", uid, ", ".join(stale))  # fmt: skip
-                remove = [runtime.program, *global_args, "rm", "--force", "--time", "0", *stale]
-                ok, err = _as(account, remove, full, 120.0)
-                if not ok:
+                remove = [runtime.program, *global_args, "rm", "--force", "--ignore", "--time", "0"]
+                remove += stale
+                # A container whose monitor was killed is still "running" to podman: its
+                # first removal fails ("container state improper"), having found it
+                # stopped; the next one removes it.
+                for _ in range(3):
+                    ok, err = _as(account, remove, full, 120.0)
+                    if ok:
+                        break
+                else:
                     log.warning("podman storage of uid %d: %s", uid, _last_words(err))
             for pidfile in Path(env["TMPDIR"]).glob("dfarm-*.conmon.pid"):
                 pidfile.unlink(missing_ok=True)
