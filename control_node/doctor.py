@@ -114,7 +114,9 @@ class Doctor:
 
         wanted = self.container_runtimes or build_parser().get_default("container_runtimes")
         try:
-            lines = container_runtimes.describe(container_runtimes.detect(wanted_runtimes(wanted)))
+            unused: list[str] = []
+            found = container_runtimes.detect(wanted_runtimes(wanted), unused=unused)
+            lines = container_runtimes.describe(found) + unused
         except ValueError as exc:
             lines = [str(exc)]
         for line in lines:

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -13,6 +17,7 @@ import pytest
 from conftest import TestCluster, wait_until, write
 
 from control_node import Client
+from control_node.local_cluster import worker_credential
 
 #: A job that counts to N, one step per run: each run resumes from ``state.json``
 #: (its checkpoint), does one step of work, logs it to the shared work log, saves
@@ -82,6 +87,67 @@ def kill_machine(cluster: TestCluster, name: str) -> None:
     for process in tree:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.send_signal(signal.SIGKILL)
+
+
+#: The account a worker that is not root runs as in these tests.
+NOBODY = 65534
+
+
+def python_for(uid: int) -> str | None:
+    """An interpreter of this one's version that ``uid`` can run (this one's may lie
+    in a private folder), or None."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (sys.executable, f"/usr/bin/python{version}"):
+        try:
+            probe = subprocess.run(
+                [candidate, "-c", "import sys; print(sys.version_info[:2])"],
+                user=uid, capture_output=True, text=True, check=False, timeout=60,
+            )  # fmt: skip
+        except OSError:
+            continue
+        if probe.returncode == 0:
+            return candidate
+    return None
+
+
+def start_worker_as(
+    cluster: TestCluster, work: Path, name: str, uid: int, python: str, *extra: str
+) -> subprocess.Popen[bytes]:
+    """A 1-slot worker ``name`` run as ``uid`` (not root) in the work directory
+    ``work``, its log ``work/worker.log``; returns once the scheduler knows it."""
+    work.mkdir()
+    credential = work / f"{name}.credential"  # the scheduler's folder of them is root's own
+    shutil.copy(worker_credential(cluster.home, name), credential)
+    for path in (work, credential):
+        os.chown(path, uid, uid)
+    root = Path(__file__).resolve().parents[1]
+    site = next(Path(sys.prefix).glob("lib/python*/site-packages"))
+    env = {"PATH": os.environ["PATH"], "HOME": str(work), "PYTHONPATH": f"{root}:{site}"}
+    with (work / "worker.log").open("wb") as log:
+        worker = subprocess.Popen(
+            [python, "-m", "worker_node", "--scheduler", f"127.0.0.1:{cluster.access.port}",
+             "--credential-file", str(credential), "--name", name, "--slots", "1",
+             "--work-dir", str(work), *extra],
+            user=uid, group=uid, extra_groups=[], env=env, cwd=work, stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as me:
+        wait_until(
+            lambda: any(w.name == name for w in me.workers()) or worker.poll() is not None,
+            what=f"the worker {name}",
+        )
+    assert worker.poll() is None, (work / "worker.log").read_text()[-3000:]
+    return worker
+
+
+def kill_tree(process: subprocess.Popen[bytes]) -> None:
+    """kill -9 ``process`` and every process it started."""
+    tree = psutil.Process(process.pid).children(recursive=True)
+    process.kill()
+    process.wait()
+    for child in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.send_signal(signal.SIGKILL)
 
 
 def job_info(cluster: TestCluster) -> dict[str, object]:
@@ -228,3 +294,39 @@ def test_a_job_that_does_not_checkpoint_when_drained_resumes_from_its_last_check
     assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
     log = (tmp_path / "job.log").read_text()
     assert why in log and "asked for by its worker's drain" not in log, log
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starts workers as nobody: needs root")
+def test_a_worker_that_is_not_root_checkpoints_the_job_and_another_resumes_it(
+    make_cluster,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    python = python_for(NOBODY)
+    if python is None:
+        pytest.skip("no Python of this version that nobody can run")
+    n = 6
+    cluster = make_cluster(workers=0, scheduler_args=("--worker-timeout", "1"))
+    worklog, _ = counter_job(tmp_path, n)
+    workers = [start_worker_as(cluster, tmp_path / "w8", "w8", NOBODY, python)]
+    try:
+        assert cluster.run("dsub", "job.sub", cwd=tmp_path).returncode == 0
+        wait_until(lambda: len(steps(worklog)) >= 3, what="3 steps")
+        kill_tree(workers[0])
+        workers.append(start_worker_as(cluster, tmp_path / "w9", "w9", NOBODY, python))
+        with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as me:
+            (job,) = me.wait(["1"], timeout=120)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.terminate()
+                worker.wait(timeout=60)
+    logs = "".join((tmp_path / w / "worker.log").read_text()[-2000:] for w in ("w8", "w9"))
+    assert (job.state, job.exit_code, job.worker) == ("completed", 0, "w9"), logs
+    assert job.checkpoints == n and job.resumes == 1 and job.num_starts == 2
+    assert cluster.run("dfetch", "1", cwd=tmp_path).returncode == 0
+    final = json.loads((tmp_path / "1.0" / "stdout").read_text().splitlines()[-1])
+    counts = [count for count, _ in final["starts"]]
+    assert counts == sorted(counts) and final["count"] == n
+    assert n <= len(steps(worklog)) <= n + 1  # at most the step the kill cut short again
+    assert "resumed:" in (tmp_path / "job.log").read_text()
+    assert "Traceback" not in logs

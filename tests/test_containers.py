@@ -5,6 +5,7 @@ busybox (Debian's busybox-static, which ``make test`` installs)."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -12,14 +13,15 @@ import struct
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import TestCluster, wait_until, write
+from test_checkpoint import NOBODY, kill_machine, python_for, start_worker_as
 
 from control_node import Client
-from control_node.local_cluster import worker_credential
 from worker_node import container_runtimes
 
 MARK = "built-by-the-test"
@@ -105,20 +107,26 @@ def host_uids_of_the_job(seconds: str = "2.71828") -> set[int]:
     return uids
 
 
-def submit_and_wait(cluster: TestCluster, folder: Path, image_line: str) -> dict[str, object]:
-    """Submit the job in ``image_line``'s image, see whose its process is on the host
-    while it runs, wait for it and fetch its results; returns its record and that uid."""
-    write(folder / "job.sh", JOB, executable=True)
+def submit_and_wait(
+    cluster: TestCluster, folder: Path, image_line: str, token: str | None = None
+) -> dict[str, object]:
+    """Submit the job in ``image_line``'s image (as the user of ``token``, default the
+    cluster's), see whose its process is on the host while it runs, wait for it and
+    fetch its results; returns its record and that uid."""
+    token = token or cluster.token
+    env = cluster.env(DFARM_TOKEN=token)
+    if not (folder / "job.sh").exists():
+        write(folder / "job.sh", JOB, executable=True)
     write(folder / "words.txt", "hello from the sandbox\n")
     write(
         folder / "job.sub",
         "executable = job.sh\ntransfer_input_files = words.txt\n"
         f"{image_line}\ntransfer_output_files = shout.txt\nqueue\n",
     )
-    result = cluster.run("dsub", "--quiet", "job.sub", cwd=folder)
+    result = cluster.run("dsub", "--quiet", "job.sub", cwd=folder, env=env)
     assert result.returncode == 0, result.stderr + result.stdout
     job_id = f"{result.stdout.strip()}.0"
-    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=token) as client:
         uids = wait_until(
             lambda: (
                 host_uids_of_the_job()
@@ -128,7 +136,7 @@ def submit_and_wait(cluster: TestCluster, folder: Path, image_line: str) -> dict
             what="the job's process",
         )
         (job,) = client.wait([job_id], timeout=120)
-    fetched = cluster.run("dfetch", job_id, cwd=folder)
+    fetched = cluster.run("dfetch", job_id, cwd=folder, env=env)
     assert fetched.returncode == 0, fetched.stderr
     return {"id": job_id, "state": job.state, "hold_reason": job.hold_reason, "uids": uids}
 
@@ -175,6 +183,41 @@ def test_a_job_runs_in_a_root_file_system_with_bubblewrap(
 
 
 @needs_busybox
+@pytest.mark.skipif(not _works("bubblewrap"), reason="bubblewrap does not work here")
+def test_an_image_two_users_send_is_fetched_once_per_worker_and_no_job_can_change_it(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    # Over FTP, as to a worker on another machine (a shared spool is linked, not fetched).
+    runtimes = ("--container-runtimes", "bubblewrap", "--always-ftp")
+    cluster = make_cluster(workers=1, worker_args=runtimes)
+    out = cluster.run("dfarm", "user", "add", "bob", "--home", str(cluster.config.home))
+    assert out.returncode == 0, out.stderr
+    bob = out.stdout.strip().splitlines()[-1]
+    image = make_tar(make_rootfs(tmp_path / "rootfs"), tmp_path / "image.tar")
+    sha = hashlib.sha256(image.read_bytes()).hexdigest()
+    for user, token in (("alice", None), ("bob", bob)):
+        folder = tmp_path / user
+        folder.mkdir()
+        shutil.copy(image, folder / "image.tar")
+        # The job tries to change the image it was sent, through its sandbox's link.
+        write(folder / "job.sh", "#!/bin/sh\n(echo evil >> image.tar) 2>/dev/null"
+              " && echo CHANGED >&2\n" + JOB.split("\n", 1)[1], executable=True)  # fmt: skip
+        job = submit_and_wait(cluster, folder, "container_image = image.tar", token)
+        assert job["state"] == "completed", job
+        check_ran_in_the_image(folder, job)
+        assert "CHANGED" not in (folder / str(job["id"]) / "stderr").read_text()
+    work = cluster.workers_dir / "w1"
+    # Kept once, by content, in a folder of the worker's alone; in no owner's cache.
+    (stored,) = (work / "containers" / "files").glob(f"{sha}*")
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == sha
+    st = stored.stat()
+    assert st.st_uid == os.geteuid() and not st.st_mode & 0o222, oct(st.st_mode)
+    assert stored.parent.stat().st_mode & 0o777 == 0o700
+    assert not list((work / "cache").rglob(f"{sha}*"))
+    assert len([p for p in work.rglob("rootfs-*") if p.is_dir()]) == 1
+
+
+@needs_busybox
 @pytest.mark.skipif(not _works("podman"), reason="podman does not work here")
 def test_a_job_runs_in_an_imported_image_with_rootless_podman(
     make_cluster: Callable[..., TestCluster], tmp_path: Path
@@ -187,6 +230,53 @@ def test_a_job_runs_in_an_imported_image_with_rootless_podman(
     job = submit_and_wait(cluster, tmp_path, image)
     assert job["state"] == "completed", job
     check_ran_in_the_image(tmp_path, job)
+
+
+def podman_containers(work: Path) -> list[str]:
+    """The names of the containers in the podman storage of every account of the
+    worker whose work directory is ``work``, asked as each account."""
+    names = []
+    for home in (work / "containers" / "storage").glob("podman-*"):
+        uid, gid = home.stat().st_uid, home.stat().st_gid
+        run = Path(tempfile.gettempdir()) / f"dfarm-podman-{uid}"
+        env = {"PATH": os.environ["PATH"], "HOME": str(home), "XDG_RUNTIME_DIR": str(run),
+               "TMPDIR": str(home / "tmp")}  # fmt: skip
+        listing = subprocess.run(
+            ["podman", "--root", str(home / "storage"), "--runroot", str(run), "ps", "--all",
+             "--format", "{{.Names}}"],
+            user=uid, group=gid, extra_groups=[], env=env, capture_output=True, text=True,
+            check=True, timeout=120,
+        )  # fmt: skip
+        names += listing.stdout.split()
+    return names
+
+
+@needs_busybox
+@pytest.mark.skipif(not _works("podman"), reason="podman does not work here")
+def test_a_container_left_by_a_killed_worker_is_removed_when_it_runs_again(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    args = ("--container-runtimes", "podman")
+    cluster = make_cluster(workers=1, worker_args=args, scheduler_args=("--worker-timeout", "1"))
+    make_tar(make_rootfs(tmp_path / "rootfs"), tmp_path / "image.tar")
+    write(tmp_path / "job.sh", "#!/bin/sh\nexec sleep 271.828\n", executable=True)
+    write(tmp_path / "job.sub", "executable = job.sh\ncontainer_image = image.tar\nqueue\n")
+    assert cluster.run("dsub", "--quiet", "job.sub", cwd=tmp_path).returncode == 0
+    work = cluster.workers_dir / "w1"
+    wait_until(lambda: "dfarm-1.0-1" in podman_containers(work), timeout=60, what="the container")
+    kill_machine(cluster, "w1")
+    assert "dfarm-1.0-1" in podman_containers(work)  # podman run --rm died before it could
+    cluster.add_worker("w1", *args)
+    # The job runs again on the worker, which first clears what its last run left.
+    wait_until(
+        lambda: podman_containers(work) == ["dfarm-1.0-2"],
+        timeout=60,
+        what="the stale container removed and the new one running",
+    )
+    assert "removing containers left by a previous run" in cluster.log("w1")
+    assert "WARNING worker_node.containers" not in cluster.log("w1")
+    assert cluster.run("drm", "1.0").returncode == 0
+    wait_until(lambda: not podman_containers(work), timeout=60, what="no container left")
 
 
 @pytest.mark.skipif(not _works("podman"), reason="podman does not work here")
@@ -283,25 +373,19 @@ def test_doctor_lists_the_runtimes_a_worker_would_use(
 
     out = doctor("bubblewrap")
     assert "[INFO] containers: bubblewrap " in out and "runs directory, rootfs-tar images" in out
+    # The runtimes that cannot run here say why (this machine: docker's client without
+    # its daemon; no apptainer, which Debian 12 does not package).
+    out = doctor("apptainer,docker,bubblewrap")
+    if shutil.which("apptainer") is None:
+        assert "[INFO] containers: apptainer: not used: not installed" in out, out
+    docker = shutil.which("docker")
+    if docker is not None and not _works("docker"):
+        assert (
+            f"[INFO] containers: docker: not used: {docker} is installed but no docker daemon"
+            " answers it" in out
+        ), out
     assert "podman" not in out
     assert "[INFO] containers: no container runtime works here" in doctor("none")
-
-
-def _python_for(uid: int) -> str | None:
-    """An interpreter of this one's version that ``uid`` can run (this one's may lie
-    in a private folder), or None."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for candidate in (sys.executable, f"/usr/bin/python{version}"):
-        try:
-            probe = subprocess.run(
-                [candidate, "-c", "import sys; print(sys.version_info[:2])"],
-                user=uid, capture_output=True, text=True, check=False, timeout=60,
-            )  # fmt: skip
-        except OSError:
-            continue
-        if probe.returncode == 0:
-            return candidate
-    return None
 
 
 @needs_busybox
@@ -312,39 +396,21 @@ def test_a_worker_that_is_not_root_runs_container_jobs_as_itself(
 ) -> None:
     if not _works(runtime):
         pytest.skip(f"{runtime} does not work here")
-    nobody = 65534
-    python = _python_for(nobody)
+    python = python_for(NOBODY)
     if python is None:
         pytest.skip("no Python of this version that nobody can run")
     cluster = make_cluster(workers=0)
+    args = ("--container-runtimes", runtime)
+    worker = start_worker_as(cluster, tmp_path / "w9", "w9", NOBODY, python, *args)
     work = tmp_path / "w9"
-    work.mkdir()
-    credential = work / "w9.credential"  # the scheduler's folder of them is root's own
-    shutil.copy(worker_credential(cluster.home, "w9"), credential)
-    for path in (work, credential):
-        os.chown(path, nobody, nobody)
-    root = Path(__file__).resolve().parents[1]
-    site = next(Path(sys.prefix).glob("lib/python*/site-packages"))
-    env = {"PATH": os.environ["PATH"], "HOME": str(work), "PYTHONPATH": f"{root}:{site}"}
-    with (work / "worker.log").open("wb") as log:
-        worker = subprocess.Popen(
-            [python, "-m", "worker_node", "--scheduler", f"127.0.0.1:{cluster.access.port}",
-             "--credential-file", str(credential), "--name", "w9", "--slots", "1",
-             "--work-dir", str(work), "--container-runtimes", runtime],
-            user=nobody, group=nobody, extra_groups=[], env=env, cwd=work, stdout=log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
     try:
-        with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as me:
-            wait_until(lambda: me.workers() or worker.poll() is not None, what="the worker")
-        assert worker.poll() is None, (work / "worker.log").read_text()[-3000:]
         folder = tmp_path / "jobs"
         folder.mkdir()
         make_tar(make_rootfs(tmp_path / "rootfs"), folder / "image.tar")
         job = submit_and_wait(cluster, folder, "container_image = image.tar")
         assert job["state"] == "completed", (job, (work / "worker.log").read_text()[-3000:])
         check_ran_in_the_image(folder, job)
-        assert job["uids"] == {nobody}  # the worker's own account, as without a container
+        assert job["uids"] == {NOBODY}  # the worker's own account, as without a container
     finally:
         worker.terminate()
         worker.wait(timeout=60)

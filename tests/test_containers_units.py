@@ -4,6 +4,7 @@ job in its image, the image cache's limit, and what ``dq -analyze`` says."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import stat
@@ -17,10 +18,10 @@ from htcondor_oracle import HTCONDOR, condor_jobs
 from control_node.submit_file import parse_submit_text
 from scheduler.matching.capacity import Capacity, never_reasons
 from scheduler.matching.requirements import worker_ad
-from scheduler.protocol import InputFile, JobSpec
+from scheduler.protocol import InputFile, JobSpec, pack_bytes
 from worker_node import container_runtimes, image_cache
 from worker_node.container_runtimes import Runtime
-from worker_node.containers import INSIDE, ContainerRequest, Prepared, request_of
+from worker_node.containers import INSIDE, ContainerRequest, Containers, Prepared, request_of
 from worker_node.image_cache import ImageCache, unpack_tar
 
 
@@ -102,8 +103,17 @@ def test_the_runtimes_found_are_those_that_work() -> None:
             return None  # no user namespaces
         return answers[name]
 
-    found = container_runtimes.detect(None, programs.get, run)
+    unused: list[str] = []
+    found = container_runtimes.detect(None, programs.get, run, unused)
     assert [r.name for r in found] == ["apptainer", "podman"]
+    # Why each other one is not used, as ``dfarm doctor --worker`` says it.
+    assert unused == [
+        "singularity: not used: not installed (no singularity on the PATH)",
+        "docker: not used: /usr/bin/docker is installed but no docker daemon answers it"
+        " (universe = docker jobs never match this worker)",
+        "bubblewrap: not used: /usr/bin/bwrap cannot make a user namespace"
+        " (unprivileged user namespaces are off)",
+    ]
     podman = found[1]
     assert podman.no_cgroups and podman.oci_runtime == "runc" and podman.version == "4.3.1"
     attrs = container_runtimes.runtime_attributes(found)
@@ -161,6 +171,12 @@ def test_the_command_puts_the_sandbox_at_srv(tmp_path: Path) -> None:
     old = Prepared(Runtime("podman", "/usr/bin/podman", "4", True, "runc"), "img")
     argv, _ = old.command([f"{INSIDE}/job.sh"], sandbox, env, 2, 100)
     assert "--memory" not in argv and "--ulimit" in argv and "runc" in argv
+    docker = Prepared(Runtime("docker", "/usr/bin/docker", "24"), "img", {}, "dfarm-1.0-1",
+                      user=(1234, 1235))  # fmt: skip
+    argv, _ = docker.command([f"{INSIDE}/job.sh"], sandbox, env, 2, 100)
+    assert argv[:3] == ["/usr/bin/docker", "run", "--rm"]
+    assert argv[argv.index("--user") + 1] == "1234:1235" and "dfarm-1.0-1" in argv
+    assert f"{sandbox}:{INSIDE}" in argv and argv[-3:] == ["--entrypoint", "/srv/job.sh", "img"]
 
 
 def _tar(entries: dict[str, bytes], mode: int = 0o755) -> bytes:
@@ -199,6 +215,38 @@ def test_the_image_cache_unpacks_once_and_evicts_the_least_recently_used(tmp_pat
     assert removed == []  # in use
     cache2.release("podman-0-x")
     assert removed == [{"argv": ["podman", "rmi", "x"]}]
+
+
+def test_a_sent_image_counts_in_the_cache_and_goes_with_its_image_when_unused(
+    tmp_path: Path,
+) -> None:
+    bwrap = Runtime("bubblewrap", "/usr/bin/bwrap", "0.8.0")
+    containers = Containers([bwrap], tmp_path / "containers", limit=15000)
+    request = ContainerRequest("image.tar", "staged")
+
+    def sent(letter: str) -> tuple[str, Path]:
+        data = _tar({"bin/tool": letter.encode() * 1000})
+        sha = hashlib.sha256(data).hexdigest()
+        containers.files.add_inline({sha: pack_bytes(data)})
+        return sha, containers.files.path(sha)
+
+    sha_a, file_a = sent("a")
+    ready = containers.prepare(request, tmp_path / "sandbox", sha_a, None, "1.0-1", file_a)
+    assert (Path(ready.image) / "bin" / "tool").read_bytes() == b"a" * 1000
+    entries = containers.cache.entries()
+    assert entries[f"file-{sha_a}"]["size"] == file_a.stat().st_size
+    assert sorted(entries) == [f"file-{sha_a}", f"rootfs-{sha_a}"]
+    sha_b, file_b = sent("b")
+    containers.prepare(request, tmp_path / "sandbox", sha_b, None, "2.0-1", file_b)
+    assert file_a.exists()  # past the limit, but still in use by job 1.0
+    ready.cleanup(None)
+    # Job 1.0 is done: its image and the file it came from go; the next job that
+    # sends it fetches it again.
+    assert sorted(containers.cache.entries()) == [f"file-{sha_b}", f"rootfs-{sha_b}"]
+    assert not file_a.exists() and containers.files.missing(
+        [InputFile(name="i", sha256=sha_a, size=1)]
+    )
+    assert file_b.exists()
 
 
 def _worker(name: str, **attrs: object) -> Capacity:

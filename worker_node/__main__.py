@@ -150,8 +150,8 @@ def build_parser(prog: str = "dfarm worker") -> argparse.ArgumentParser:
         type=_free_space,
         default="20GB",
         metavar="SIZE",
-        help="container images kept ready on this worker, least recently used removed past"
-        " it (default 20GB)",
+        help="container images kept ready on this worker, and the image files jobs sent,"
+        " least recently used removed past it (default 20GB)",
     )
     parser.add_argument(
         "--min-free-space",

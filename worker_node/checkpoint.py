@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import copy
 import hashlib
 import logging
 import os
@@ -178,9 +179,34 @@ def unpack(archive: Path, directory: Path, staged: dict[str, int], account: Acco
                     target.unlink()
             elif not member.isdir() and os.path.lexists(target) and not target.is_dir():
                 target.unlink()  # never written through: it may be a link to the cache
-            tar.extract(member, directory, filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
+                tar.extract(member, directory, filter="data")
+            else:
+                tar.extract(_as_data(member, directory), directory)
             if account is not None:
                 os.lchown(target, account.uid, account.gid)
+
+
+def _as_data(member: tarfile.TarInfo, directory: Path) -> tarfile.TarInfo:
+    """``member`` as tarfile's ``data`` filter passes it, for the Pythons without
+    it (the interpreter a worker that is not root may run): no special file, no
+    link leading out of ``directory``, no setuid/setgid/sticky bit nor write by
+    others, the owner the worker's. Raises tarfile.TarError."""
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        raise tarfile.TarError(f"{member.name!r} is a special file")
+    top = os.path.realpath(directory)
+    if member.issym() or member.islnk():
+        base = os.path.dirname(member.name) if member.issym() else ""
+        if os.path.isabs(member.linkname):
+            raise tarfile.TarError(f"{member.name!r} links to an absolute path")
+        target = os.path.realpath(os.path.join(top, base, member.linkname))
+        if os.path.commonpath([top, target]) != top:
+            raise tarfile.TarError(f"{member.name!r} links outside the sandbox")
+    checked = copy.copy(member)
+    checked.mode = member.mode & 0o755 | (0o600 if member.isreg() else 0)
+    checked.uid, checked.gid = os.geteuid(), os.getegid()
+    checked.uname = checked.gname = ""
+    return checked
 
 
 #: Runs a transfer with the attempt's grant, again with a new one if the scheduler

@@ -71,32 +71,46 @@ def detect(
     wanted: Sequence[str] | None = None,
     which: Callable[[str], str | None] = shutil.which,
     run: Callable[[list[str]], str | None] = _run,
+    unused: list[str] | None = None,
 ) -> list[Runtime]:
     """The runtimes that work here, in the order of ``wanted`` (default
     :data:`RUNTIMES`): each is tried (docker: its daemon answers; bubblewrap: it can
-    make a namespace; podman: ``podman info`` succeeds)."""
+    make a namespace; podman: ``podman info`` succeeds). Why each other one of
+    ``wanted`` is not used is added to ``unused``."""
     found = []
+    why = unused if unused is not None else []
     for name in wanted if wanted is not None else RUNTIMES:
         program = which(_PROGRAMS.get(name, name))
         if program is None:
+            why.append(f"{name}: not used: not installed (no {_PROGRAMS.get(name, name)}"
+                       " on the PATH)")  # fmt: skip
             continue
         if name == "docker":
             out = run([program, "version", "--format", "{{.Server.Version}}"])
             version = out.strip() if out else None
             if version:
                 found.append(Runtime(name, program, version))
+            else:
+                why.append(
+                    f"docker: not used: {program} is installed but no docker daemon answers"
+                    " it (universe = docker jobs never match this worker)"
+                )
             continue
         version = _version(run, program)
         if version is None:
+            why.append(f"{name}: not used: {program} --version fails")
             continue
         if name == "bubblewrap":
             probe = [program, "--unshare-user", "--ro-bind", "/", "/", "--", "/bin/true"]
             if run(probe) is None:
+                why.append(f"bubblewrap: not used: {program} cannot make a user namespace"
+                           " (unprivileged user namespaces are off)")  # fmt: skip
                 continue
             found.append(Runtime(name, program, version))
         elif name == "podman":
             info = run([program, "info", "--format", "json"])
             if info is None:
+                why.append(f"podman: not used: {program} info fails")
                 continue
             found.append(_podman(program, version, info))
         else:

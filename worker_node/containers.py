@@ -24,6 +24,7 @@ process cleanup and its results work as without a container.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -33,15 +34,18 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from scheduler.matching.classad import ClassAdError, compile_expression
 from scheduler.protocol import JobSpec
 from worker_node.container_runtimes import KINDS, Runtime
 from worker_node.identity import Account
 from worker_node.image_cache import ImageCache
+from worker_node.transfer import InputCache
 
 log = logging.getLogger(__name__)
 
@@ -242,18 +246,25 @@ def _ulimits() -> list[str]:
 
 
 def _as(
-    account: Account | None, argv: list[str], env: dict[str, str], timeout: float
+    account: Account | None,
+    argv: list[str],
+    env: dict[str, str],
+    timeout: float,
+    stdin: Path | None = None,
 ) -> tuple[bool, str]:
-    """Run ``argv`` as ``account`` (None: this worker's own): (succeeded, its stderr)."""
+    """Run ``argv`` as ``account`` (None: this worker's own), reading ``stdin`` (opened
+    by the worker): (succeeded, its stderr)."""
     user = group = None
     extra: list[int] | None = None
     if account is not None and account.uid != os.geteuid():
         user, group, extra = account.uid, account.gid, []
     try:
-        done = subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=timeout, check=False,
-            stdin=subprocess.DEVNULL, user=user, group=group, extra_groups=extra,
-        )  # fmt: skip
+        with contextlib.ExitStack() as stack:
+            source = stack.enter_context(stdin.open("rb")) if stdin else subprocess.DEVNULL
+            done = subprocess.run(
+                argv, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+                stdin=source, user=user, group=group, extra_groups=extra,
+            )  # fmt: skip
     except subprocess.TimeoutExpired:
         return False, f"{argv[0]} {argv[1]} took more than {timeout:.0f} s"
     except OSError as exc:
@@ -275,25 +286,69 @@ class Containers:
 
     def __init__(self, runtimes: Sequence[Runtime], root: Path, limit: int):
         self.runtimes = list(runtimes)
-        self.cache = ImageCache(root / "images", limit, _remove)
+        #: The image files jobs send, by content, shared by all owners: fetched once
+        #: per worker, in a folder of the worker's alone; a job's sandbox gets a
+        #: read-only link, and the image is made ready from this copy only. Each
+        #: counts in the cache's size limit, and is evicted as the images are.
+        self.files = InputCache(root / "files")
+        self.cache = ImageCache(root / "images", limit, self._remove)
         #: Folders of rootless podman storage, one per uid.
         self.home = root / "storage"
         #: The kind of each image file seen, by content.
         self._kinds: dict[str, str] = {}
+        #: The uids whose podman storage was cleared of containers this worker left
+        #: when it was killed, and the lock that makes the first job wait for it.
+        self._swept: set[int] = set()
+        self._sweep_lock = threading.Lock()
 
     def prepare(
         self, request: ContainerRequest, sandbox: Path, sha256: str | None,
-        account: Account | None, job: str,
+        account: Account | None, job: str, image_file: Path | None = None,
     ) -> Prepared:  # fmt: skip
-        """Ready the image of ``request`` (``sha256``: a staged file's content hash)
-        for the job ``job``; raises :class:`ImageProblem` with the hold reason."""
+        """Ready the image of ``request`` (``sha256``: a staged file's content hash;
+        ``image_file``: the worker's own copy of it, which no job can write) for the
+        job ``job``; raises :class:`ImageProblem` with the hold reason."""
+        held = self._hold_file(image_file, sha256)
+        try:
+            prepared = self._prepare(request, sandbox, sha256, account, job, image_file)
+        except BaseException:
+            if held is not None:
+                held()
+            raise
+        if held is not None:
+            prepared.release = _both(prepared.release, held)
+        return prepared
+
+    def _hold_file(self, image_file: Path | None, sha256: str | None) -> Callable[[], None] | None:
+        """Count the worker's copy of a sent image in the cache, in use by the job
+        until it is done (a copy in the shared spool is the scheduler's: not counted)."""
+        if image_file is None or sha256 is None or image_file.parent != self.files.root:
+            return None
+        key = f"file-{sha256}"
+        with contextlib.suppress(FileNotFoundError):
+            size = image_file.stat().st_size
+            self.cache.registered(key, size, lambda: None, {"file": sha256}, image_file)
+            return lambda: self.cache.release(key)
+        return None
+
+    def _remove(self, how: dict[str, Any]) -> None:
+        """Remove what the cache evicts: a sent image's file, or an imported image."""
+        if "file" in how:
+            self.files.forget(str(how["file"]))
+        else:
+            _remove(how)
+
+    def _prepare(
+        self, request: ContainerRequest, sandbox: Path, sha256: str | None,
+        account: Account | None, job: str, image_file: Path | None,
+    ) -> Prepared:  # fmt: skip
         if not self.runtimes:
             raise ImageProblem("this worker has no container runtime")
         path: Path | None = None
         kind = request.kind
         if request.kind not in ("registry", "docker"):
             path = sandbox / request.image if request.kind == "staged" else Path(request.image)
-            kind = self._kind_of(request.image, path, sha256)
+            kind = self._kind_of(request.image, image_file or path, sha256)
         runtime = next((r for r in self.runtimes if kind in KINDS[r.name]), None)
         if runtime is None:
             have = ", ".join(r.name for r in self.runtimes)
@@ -308,15 +363,16 @@ class Containers:
                 return Prepared(runtime, str(path))
             assert path is not None
             key = sha256 or _file_key(path)
-            root = self.cache.rootfs(key, path)
+            root = self.cache.rootfs(key, image_file or path)
             return Prepared(runtime, str(root), release=lambda: self.cache.release(f"rootfs-{key}"))
         if runtime.name in ("apptainer", "singularity"):
             if path is not None:
                 return Prepared(runtime, str(path))
             return self._pull_sif(runtime, request.image, account)
         if runtime.name == "docker":
-            return self._docker(runtime, request, path, sha256, account, name)
+            return self._docker(runtime, request, image_file or path, sha256, account, name)
         global_args, env = self._podman_storage(account)
+        self._sweep(runtime, account, global_args, env)
         if path is None:
             image = request.image.removeprefix("docker://")
             ok, err = _as(account, [runtime.program, *global_args, "pull", "--quiet", image],
@@ -327,7 +383,8 @@ class Containers:
                 )
             release = None
         else:
-            image, release = self._load(runtime, global_args, env, path, sha256, account)
+            source = image_file or path
+            image, release = self._load(runtime, global_args, env, source, sha256, account)
         pidfile = Path(env["TMPDIR"]) / f"{name}.conmon.pid"
         pidfile.unlink(missing_ok=True)
         return Prepared(runtime, image, env, name, global_args, release, monitor_pidfile=pidfile)
@@ -404,6 +461,39 @@ class Containers:
         )
         return Prepared(runtime, str(sif), env, release=lambda: self.cache.release(entry))
 
+    def _sweep(
+        self, runtime: Runtime, account: Account | None, global_args: list[str],
+        env: dict[str, str],
+    ) -> None:  # fmt: skip
+        """Remove the containers a previous run of this worker left in the account's
+        podman storage (it was killed while they ran, before it could remove them):
+        once per account, before the first container this run makes there."""
+        uid = os.geteuid() if account is None else account.uid
+        with self._sweep_lock:
+            if uid in self._swept:
+                return
+            full = {**_base_env(), **env}
+            listing = [runtime.program, *global_args, "ps", "--all", "--format", "{{.Names}}"]
+            ok, out = _as(account, listing, full, 60.0)
+            stale = [name for name in out.split() if name.startswith("dfarm-")] if ok else []
+            if stale:
+                log.info("podman storage of uid %d: removing containers left by a previous"
+                         " run of this worker: %s", uid, ", ".join(stale))  # fmt: skip
+                remove = [runtime.program, *global_args, "rm", "--force", "--ignore", "--time", "0"]
+                remove += stale
+                # A container whose monitor was killed is still "running" to podman: its
+                # first removal fails ("container state improper"), having found it
+                # stopped; the next one removes it.
+                for _ in range(3):
+                    ok, err = _as(account, remove, full, 120.0)
+                    if ok:
+                        break
+                else:
+                    log.warning("podman storage of uid %d: %s", uid, _last_words(err))
+            for pidfile in Path(env["TMPDIR"]).glob("dfarm-*.conmon.pid"):
+                pidfile.unlink(missing_ok=True)
+            self._swept.add(uid)
+
     def _podman_storage(self, account: Account | None) -> tuple[list[str], dict[str, str]]:
         """Rootless podman's storage for ``account``: a folder of its own in the work
         directory, and a short run folder in /tmp (podman takes 50 characters at most)."""
@@ -425,17 +515,18 @@ class Containers:
         self, runtime: Runtime, global_args: list[str], env: dict[str, str], path: Path,
         sha256: str | None, account: Account | None, docker: bool = False,
     ) -> tuple[str, Callable[[], None]]:  # fmt: skip
-        """Import an image tar once per account (the cache remembers it by content)."""
+        """Import an image tar once per account (the cache remembers it by content);
+        the runtime reads it from its standard input, opened by the worker."""
         key = sha256 or _file_key(path)
         uid = os.geteuid() if account is None or docker else account.uid
         ref = f"localhost/dfarm-image:{key[:24]}"
 
         def load() -> None:
             archive = _image_kind(path) == "archive"
-            verb = ["load", "--input", str(path)] if archive else ["import", str(path), ref]
+            verb = ["load"] if archive else ["import", "-", ref]
             ok, err = _as(account if not docker else None,
                           [runtime.program, *global_args, *verb], {**_base_env(), **env},
-                          PULL_TIMEOUT)  # fmt: skip
+                          PULL_TIMEOUT, stdin=path)  # fmt: skip
             if not ok:
                 raise ImageProblem(f"{runtime.name} cannot load the image: {_last_words(err)}")
             if archive:
@@ -455,6 +546,15 @@ class Containers:
         entry = f"{runtime.name}-{uid}-{key}"
         self.cache.registered(entry, path.stat().st_size, load, remove)
         return ref, lambda: self.cache.release(entry)
+
+
+def _both(first: Callable[[], None] | None, second: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        if first is not None:
+            first()
+        second()
+
+    return both
 
 
 def _remove(how: dict[str, object]) -> None:

@@ -34,7 +34,9 @@ from scheduler.protocol import (
     INLINE_LIMIT,
     NOT_STARTED,
     FtpGrant,
+    InputFile,
     JobFinished,
+    JobSpec,
     RunJob,
     pack_bytes,
     parse_job_id,
@@ -218,10 +220,15 @@ def job_environment(
 
 
 def _container(
-    attempt: Attempt, sandbox: Sandbox, account: Account | None, containers: Containers | None
+    attempt: Attempt,
+    sandbox: Sandbox,
+    account: Account | None,
+    containers: Containers | None,
+    image_file: Path | None,
 ) -> Prepared:
-    """The image of a job that asks for a container, made ready by one of ``containers``'
-    runtimes; raises ImageProblem where it cannot be."""
+    """The image of a job that asks for a container (``image_file``: the worker's copy
+    of the one it sent), made ready by one of ``containers``' runtimes; raises
+    ImageProblem where it cannot be."""
     msg = attempt.msg
     request = request_of(msg.spec)
     assert request is not None
@@ -229,7 +236,7 @@ def _container(
         raise ImageProblem("this worker has no container runtime")
     sha = next((i.sha256 for i in msg.spec.inputs if i.name == request.image), None)
     image = containers.prepare(
-        request, sandbox.directory, sha, account, f"{msg.job_id}-{msg.attempt}"
+        request, sandbox.directory, sha, account, f"{msg.job_id}-{msg.attempt}", image_file
     )
     attempt.memory_roots = image.memory_roots()
     return image
@@ -262,7 +269,10 @@ def run_attempt(
     try:
         sandbox.prepare(parse_job_id(msg.job_id)[0], f"{msg.job_id}-{msg.attempt}", account)
         try:
-            _with_grant(attempt, lambda grant: _stage(msg, grant, cache, sandbox, spool))
+            images = containers.files if containers is not None else None
+            image_file = _with_grant(
+                attempt, lambda grant: _stage(msg, grant, cache, sandbox, spool, images)
+            )
         except TransferError as exc:
             return finished(failure=f"{NOT_STARTED[0]}: {exc}")
         if msg.spec.url_inputs:
@@ -293,7 +303,7 @@ def run_attempt(
             return finished(failure=missed)
         if request_of(msg.spec) is not None:
             try:
-                image = _container(attempt, sandbox, account, containers)
+                image = _container(attempt, sandbox, account, containers, image_file)
             except ImageProblem as exc:
                 worker = disk.name if disk is not None else "this worker"
                 return finished(failure=f"container on worker {worker}: {exc}")
@@ -361,24 +371,54 @@ def _with_grant(attempt: Attempt, transfer: Callable[[FtpGrant], T]) -> T:
 
 
 def _stage(
-    msg: RunJob, grant: FtpGrant, cache: InputCache, sandbox: Sandbox, spool: SpoolLink | None
-) -> None:
+    msg: RunJob,
+    grant: FtpGrant,
+    cache: InputCache,
+    sandbox: Sandbox,
+    spool: SpoolLink | None,
+    images: InputCache | None = None,
+) -> Path | None:
     """Inputs from the message, the cache, the shared spool or (only if still
-    missing) FTP with ``grant``."""
-    cache.add_inline(msg.files)
-    missing = cache.missing(msg.spec.inputs)
+    missing) FTP with ``grant``. A container image sent as one file goes to
+    ``images``, the worker's store of them shared by all owners (fetched once per
+    worker): returns where the worker reads it from, None for no such image."""
+    image = _image_input(msg.spec) if images is not None else None
+    own = [item for item in msg.spec.inputs if item is not image]
+    cache.add_inline({sha: text for sha, text in msg.files.items() if image is None
+                      or sha != image.sha256})  # fmt: skip
+    missing = cache.missing(own)
+    if image is not None and images is not None:
+        images.add_inline({sha: text for sha, text in msg.files.items() if sha == image.sha256})
+        missing += images.missing([image])
     linked = spool.inputs(parse_job_id(msg.job_id)[0], missing) if spool and missing else {}
     missing = [item for item in missing if item.name not in linked]
     if missing:
         with ftp_session(grant) as ftp:
-            cache.download(ftp, missing)
+            cache.download(ftp, [item for item in missing if item is not image])
+            if image is not None and images is not None and image in missing:
+                images.download(ftp, [image])
+
+    def source(item: InputFile) -> tuple[Path, int]:
+        if item.name in linked:
+            return linked[item.name]
+        try:
+            return (images if item is image and images is not None else cache).entry(item.sha256)
+        except KeyError:  # an image evicted since (past the image cache's limit)
+            raise TransferError(f"input {item.name!r} left the worker's cache") from None
+
     try:
-        sandbox.stage({
-            item.name: linked.get(item.name) or cache.entry(item.sha256)
-            for item in msg.spec.inputs
-        })  # fmt: skip
+        sandbox.stage({item.name: source(item) for item in msg.spec.inputs})
     except OSError as exc:  # a folder of a directory input was swapped, or the disk is full
         raise TransferError(f"cannot place the inputs in the sandbox: {exc}") from None
+    return None if image is None else source(image)[0]
+
+
+def _image_input(spec: JobSpec) -> InputFile | None:
+    """The input that is the job's container image, when it sends one as a file."""
+    request = request_of(spec)
+    if request is None or request.kind != "staged":
+        return None
+    return next((item for item in spec.inputs if item.name == request.image), None)
 
 
 def _send_results(

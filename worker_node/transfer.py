@@ -6,7 +6,8 @@ it arrives and a mismatch is refused, so nobody can plant content in the cache
 under another file's hash. Each owner has a cache of their own, a folder only
 the worker may enter (0700): a job reads its inputs through the links in its own
 sandbox, never through the cache, and two owners never share an input's inode,
-even for the same content.
+even for the same content (container images excepted: read-only, kept once per
+worker, see :mod:`worker_node.containers`).
 """
 
 from __future__ import annotations
@@ -119,6 +120,12 @@ class InputCache:
     def download(self, ftp: ftplib.FTP, inputs: list[InputFile]) -> None:
         for item in inputs:
             self.fetch(ftp, f"input/{item.sha256}", item)
+
+    def forget(self, sha256: str) -> None:
+        """Remove an entry (a sandbox linked to it keeps its file)."""
+        with self._lock(sha256):
+            self.inodes.pop(sha256, None)
+            self.path(sha256).unlink(missing_ok=True)
 
     def entry(self, sha256: str) -> tuple[Path, int]:
         """A cached input's path and inode (it must be cached)."""
