@@ -33,6 +33,7 @@ import cloudpickle
 from control_node import results
 from control_node.connection import DfarmError, NotFound
 from control_node.map_runner import RUNNER, Function, Outcome
+from control_node.submit_small import submit_small
 from scheduler import protocol as p
 
 if TYPE_CHECKING:
@@ -495,11 +496,14 @@ def submit_chunks(
     resources: dict[str, str | int],
     star: bool = False,
     after: list[int] | None = None,
+    await_end: bool = False,
 ) -> Any:
     """Submit one cluster of a map: a job per chunk of ``(index, item)`` (``star``:
     each item is ``(args, kwargs)`` of a call, ``Client.submit``). Its files are
     written to this process's :func:`scratch` folder under names of their own, and
-    removed once submitted (their content is then in the spool)."""
+    removed once submitted (their content is then in the spool). A small cluster
+    goes in one request, which with ``await_end`` also awaits its end (the
+    :class:`ClusterDone` is pushed with no request of its own)."""
     work = scratch()
     tag = f"{next(_submissions)}"
     written = [work / f"function-{tag}.pkl", work / f"{tag}.sub"]
@@ -517,6 +521,12 @@ def submit_chunks(
     ]
     written[1].write_text("\n".join(lines) + "\n")
     try:
+        if not after:  # one request (``await_end``: its end pushed, unasked)
+            small = submit_small(client.conn, written[1], str(work), await_end)
+            if small is not None:
+                from control_node.client import Cluster
+
+                return Cluster(client, small.cluster, small.job_ids, small.warnings)
         return client.submit(written[1], cwd=str(work), after=after or [])
     finally:
         for path in written:

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from conftest import TestCluster
@@ -107,3 +108,23 @@ def test_cancel_removes_a_waiting_call(client: Client) -> None:
         queued.result(timeout=60)
     for future in running:
         future.cancel()
+
+
+def test_a_call_is_submitted_in_one_request_and_its_end_pushed(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[str] = []
+    request = client.conn.request
+
+    def counted(message: Any) -> Any:
+        sent.append(message.type)
+        return request(message)
+
+    monkeypatch.setattr(client.conn, "request", counted)
+    calls = [client.submit(pow, x, 2) for x in range(3)]
+    assert sent == ["submit_small"] * 3  # reserved, queued and awaited at once
+    # Read out of order: each future's end is pushed once, whoever reads it first.
+    assert [f.result(timeout=60) for f in reversed(calls)] == [4, 1, 0]
+    assert sent.count("fetch_results") == 3
+    (job,) = client.wait([calls[0].id])
+    assert job.state == "completed" and job.exit_code == 0
