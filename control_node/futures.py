@@ -87,30 +87,8 @@ class Future:
         results together."""
         if self._row is not None:
             return self._row
-        conn = self.client.conn
-        cluster = p.parse_job_id(self.id)[0]
-        seen = _seen.setdefault(conn, set())
-        awaited = self._awaited
-        if not awaited:
-            conn.request(p.AwaitClusters(clusters=[cluster]))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while cluster not in seen:
-            left = 5.0 if deadline is None else deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"job {self.id} still running after {timeout} s")
-            pushed = conn.next_update(min(left, 1.0 if awaited else 5.0))
-            if isinstance(pushed, p.ClusterDone):
-                seen.add(pushed.cluster)  # another future's, perhaps
-            elif pushed is None and awaited:
-                # Its push may have gone to another reader: ask (answered at once if done).
-                conn.request(p.AwaitClusters(clusters=[cluster]))
-                awaited = False
-        seen.discard(cluster)
-        reply = conn.request(p.FetchResults(ids=[self.id]))
-        assert isinstance(reply, p.JobResults)
-        if not reply.jobs:
-            raise NotFound(f"no job {self.id} of yours")
-        return self._set(reply.jobs[0], reply)
+        job, reply = await_job(self.client, self.id, self._awaited, timeout)
+        return self._set(job, reply)
 
     def _set(self, job: p.JobInfo, reply: p.JobResults | None = None) -> mapping.Row:
         """Bring home the result of the ended ``job`` (once; ``reply``: the
@@ -143,6 +121,37 @@ def submit(
     )
     (job_id,) = cluster.job_ids
     return Future(client, job_id, awaited=True)
+
+
+def await_job(
+    client: Client, job_id: str, awaited: bool, timeout: float | None
+) -> tuple[p.JobInfo, p.JobResults]:
+    """The record and results of the only job of its cluster, once it has ended: the
+    scheduler pushes the cluster's end (unasked when it was submitted ``awaited``),
+    and one request brings the record and results together."""
+    conn = client.conn
+    cluster = p.parse_job_id(job_id)[0]
+    seen = _seen.setdefault(conn, set())
+    if not awaited:
+        conn.request(p.AwaitClusters(clusters=[cluster]))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while cluster not in seen:
+        left = 5.0 if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"job {job_id} still running after {timeout} s")
+        pushed = conn.next_update(min(left, 1.0 if awaited else 5.0))
+        if isinstance(pushed, p.ClusterDone):
+            seen.add(pushed.cluster)  # another future's, perhaps
+        elif pushed is None and awaited:
+            # Its push may have gone to another reader: ask (answered at once if done).
+            conn.request(p.AwaitClusters(clusters=[cluster]))
+            awaited = False
+    seen.discard(cluster)
+    reply = conn.request(p.FetchResults(ids=[job_id]))
+    assert isinstance(reply, p.JobResults)
+    if not reply.jobs:
+        raise NotFound(f"no job {job_id} of yours")
+    return reply.jobs[0], reply
 
 
 def as_completed(

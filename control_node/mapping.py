@@ -200,7 +200,11 @@ def run_map(
 
     def submit(part: list[tuple[int, Any]], size: int, wave: str) -> Any:
         cut = _cut(part, size)
-        cluster = submit_chunks(client, fn, cut, resources or {}, after=after or [])
+        # A job alone in its cluster is awaited as a call's: its end pushed unasked.
+        single = len(cut) == 1 and not after
+        cluster = submit_chunks(
+            client, fn, cut, resources or {}, after=after or [], await_end=single
+        )
         if after:  # queued once the clusters waited for succeed, as procs 0, 1, ...
             cluster.job_ids = [f"{cluster.id}.{n}" for n in range(len(cut))]
         pending.update(cluster.job_ids)
@@ -227,9 +231,11 @@ def run_map(
         while waves:
             wave = waves.pop(0)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            for job in _completed(client, wave, left, after):
+            for job, reply in _completed(client, wave, left, after):
                 pending.discard(job.id)
-                rows: Iterable[Row] = rows_of(client, job, errors, dest, items, chunks.get(job.id))
+                rows: Iterable[Row] = rows_of(
+                    client, job, errors, dest, items, chunks.get(job.id), reply
+                )
                 if rest:
                     rows = list(rows)  # the first item back sizes the chunks of the others
                     size = auto_chunk_size(rows, len(rest), _free_slots(client))
@@ -246,11 +252,20 @@ def run_map(
 
 def _completed(
     client: Client, job_ids: list[str], timeout: float | None, after: list[int] | None
-) -> Iterator[Any]:
-    """Each job as it completes, is removed or held."""
+) -> Iterator[tuple[Any, p.JobResults | None]]:
+    """Each job as it completes, is removed or held, with its results when they came
+    with it (a job alone in its cluster: its end was awaited when it was submitted)."""
     if after:
-        return await_after(client, p.parse_job_id(job_ids[0])[0], job_ids, timeout)
-    return results.as_completed(client.conn, job_ids, timeout=timeout)
+        jobs = await_after(client, p.parse_job_id(job_ids[0])[0], job_ids, timeout)
+    elif len(job_ids) == 1:
+        from control_node.futures import await_job
+
+        yield await_job(client, job_ids[0], True, timeout)
+        return
+    else:
+        jobs = results.as_completed(client.conn, job_ids, timeout=timeout)
+    for job in jobs:
+        yield job, None
 
 
 def _kept(
