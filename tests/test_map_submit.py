@@ -128,3 +128,17 @@ def test_a_call_is_submitted_in_one_request_and_its_end_pushed(
     assert sent.count("fetch_results") == 3
     (job,) = client.wait([calls[0].id])
     assert job.state == "completed" and job.exit_code == 0
+
+
+def test_a_one_item_map_takes_two_requests(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[str] = []
+    request = client.conn.request
+
+    def counted(message: Any) -> Any:
+        sent.append(message.type)
+        return request(message)
+
+    monkeypatch.setattr(client.conn, "request", counted)
+    found = client.map(abs, [-3], timeout=60)
+    assert dict(found) == {-3: 3} and found.stats[0].attempt == 1
+    assert sent == ["submit_small", "fetch_results"]
