@@ -5,19 +5,31 @@ any cluster."""
 
 from __future__ import annotations
 
+import shutil
+
 from scheduler import protocol as p
 from scheduler.callers import Replier
+from scheduler.connection import RequestError
 from scheduler.control_handlers import on_await_clusters, on_submit_jobs
 from scheduler.node_setup.private_dir import make_private_dir
+from scheduler.quota import QuotaError
 from scheduler.state import SchedulerState, refuse_if_disk_full
 
 
 def on_submit_small(state: SchedulerState, conn: Replier, msg: p.SubmitSmall) -> p.Message:
     refuse_if_disk_full(state)
+    try:
+        state.quota.upload_budget(conn.name)  # refused where NewCluster would be
+    except QuotaError as exc:
+        raise RequestError(str(exc), "quota") from None
     now = state.reservations.clock()
     cluster = state.store.clusters.reserve_cluster(conn.name, now)
-    state.reservations.add(cluster, now)  # a submission that fails leaves it to expire
-    make_private_dir(state.spool.input_dir(cluster))  # where the inline inputs go
+    state.reservations.add(cluster, now)
+    folder = make_private_dir(state.spool.input_dir(cluster))  # where the inputs go
+    # A refused submission leaves nothing: the cluster's row is rolled back with the
+    # unit, and these with it.
+    state.store.remember(lambda: state.reservations.submitted(cluster))
+    state.store.remember(lambda: shutil.rmtree(folder.parent, ignore_errors=True))
     reply = on_submit_jobs(
         state,
         conn,

@@ -13,8 +13,10 @@ import pytest
 from conftest import TestCluster
 
 from control_node import Client
+from control_node.connection import RequestFailed
 from control_node.futures import CancelledError, Future
 from control_node.mapping import MapJobFailed
+from scheduler import protocol as p
 
 
 @pytest.fixture
@@ -142,3 +144,15 @@ def test_a_one_item_map_takes_two_requests(client: Client, monkeypatch: pytest.M
     found = client.map(abs, [-3], timeout=60)
     assert dict(found) == {-3: 3} and found.stats[0].attempt == 1
     assert sent == ["submit_small", "fetch_results"]
+
+
+def test_a_refused_small_submission_leaves_nothing(cluster: TestCluster, client: Client) -> None:
+    missing = p.InputFile(name="data", sha256="ab" * 32, size=1)  # neither sent nor uploaded
+    with pytest.raises(RequestFailed):
+        client.conn.request(
+            p.SubmitSmall(submit_file="x.sub", jobs=[p.JobSpec(executable="x", inputs=[missing])])
+        )
+    assert not [d for d in cluster.config.spool_dir.iterdir() if d.name.isdigit()]
+    future = client.submit(pow, 2, 2)
+    assert future.result(timeout=60) == 4
+    assert future.id == "1.0"  # the refused one's cluster id was never taken
