@@ -209,6 +209,7 @@ class Client:
         timeout: float | None = None,
         errors: str = "raise",
         files_dest: str | os.PathLike[str] | None = None,
+        after: Iterable[Cluster | DagRun | int] = (),
     ) -> Any:
         """Run ``fn(item)`` for every item on the workers, ``chunk_size`` items per job:
         by default (``"auto"``) as many as run in about 0.3 s, measured on the first
@@ -223,7 +224,9 @@ class Client:
         exception in ``fn`` is raised here, with the remote traceback as a note, or with
         ``errors="keep"`` kept in ``errors`` while the other items go on. Files ``fn``
         writes in its working directory come back under ``files_dest`` (default
-        ``./map-<cluster>/``), one folder per item position.
+        ``./map-<cluster>/``), one folder per item position. ``after``: the jobs wait
+        until every cluster (or DAG) named has succeeded, as :meth:`submit`'s do; if
+        one fails, the map raises :class:`~control_node.mapping.MapJobFailed`.
         """
         from control_node import mapping
 
@@ -233,6 +236,7 @@ class Client:
             self, fn, items, chunk_size=chunk_size, stop_when=stop_when, keep_if=keep_if,
             resources=dict(resources or {}), timeout=timeout, errors=errors,
             files_dest=Path(files_dest) if files_dest is not None else None, seen=seen,
+            after=[_cluster_id(c) for c in after],
         )  # fmt: skip
         if not ordered:
             return ((row.item, row.value if row.error is None else row.error) for row in found)
@@ -248,16 +252,18 @@ class Client:
         *,
         chunk_size: int | str = "auto",
         resources: Mapping[str, str | int] | None = None,
+        after: Iterable[Cluster | DagRun | int] = (),
     ) -> mapping.MapHandle:
         """Submit ``fn`` over ``iterable`` as :meth:`map` does and return at once: a
         :class:`~control_node.mapping.MapHandle` whose ``id`` gives the results later,
         to :meth:`map_results` in this process or another (the jobs run on, whatever
-        becomes of this client)."""
+        becomes of this client); ``after`` as for :meth:`map`."""
         from control_node import mapping
 
         return mapping.start_map(
-            self, fn, iterable, chunk_size=chunk_size, resources=dict(resources or {})
-        )
+            self, fn, iterable, chunk_size=chunk_size, resources=dict(resources or {}),
+            after=[_cluster_id(c) for c in after],
+        )  # fmt: skip
 
     def map_results(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,13 +29,21 @@ class CancelledError(DfarmError):
     """The call's job was removed before it ran to its end."""
 
 
+#: The clusters whose :class:`ClusterDone` a future's wait read, by connection, until
+#: their future takes it: the futures of one connection share its pushes.
+_seen: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()
+
+
 class Future:
     """A call of a function running as a job: ``id`` is the job's (``12.0``)."""
 
-    def __init__(self, client: Client, job_id: str):
+    def __init__(self, client: Client, job_id: str, awaited: bool = False):
         self.client = client
         self.id = job_id
         self._row: mapping.Row | None = None
+        #: The scheduler pushes the end of the job's cluster unasked (it was
+        #: submitted so), unless another reader of the connection took that push.
+        self._awaited = awaited
 
     def __repr__(self) -> str:
         state = "finished" if self._row is not None else "pending"
@@ -78,22 +87,8 @@ class Future:
         results together."""
         if self._row is not None:
             return self._row
-        conn = self.client.conn
-        cluster = p.parse_job_id(self.id)[0]
-        conn.request(p.AwaitClusters(clusters=[cluster]))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = 5.0 if deadline is None else deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"job {self.id} still running after {timeout} s")
-            pushed = conn.next_update(min(left, 5.0))
-            if isinstance(pushed, p.ClusterDone) and pushed.cluster == cluster:
-                break
-        reply = conn.request(p.FetchResults(ids=[self.id]))
-        assert isinstance(reply, p.JobResults)
-        if not reply.jobs:
-            raise NotFound(f"no job {self.id} of yours")
-        return self._set(reply.jobs[0], reply)
+        job, reply = await_job(self.client, self.id, self._awaited, timeout)
+        return self._set(job, reply)
 
     def _set(self, job: p.JobInfo, reply: p.JobResults | None = None) -> mapping.Row:
         """Bring home the result of the ended ``job`` (once; ``reply``: the
@@ -121,9 +116,42 @@ def submit(
     resources: dict[str, str | int],
 ) -> Future:
     """Submit ``fn(*args, **kwargs)`` as a job of one item (see :meth:`Client.submit`)."""
-    cluster = mapping.submit_chunks(client, fn, [[(0, (args, kwargs))]], resources, star=True)
+    cluster = mapping.submit_chunks(
+        client, fn, [[(0, (args, kwargs))]], resources, star=True, await_end=True
+    )
     (job_id,) = cluster.job_ids
-    return Future(client, job_id)
+    return Future(client, job_id, awaited=True)
+
+
+def await_job(
+    client: Client, job_id: str, awaited: bool, timeout: float | None
+) -> tuple[p.JobInfo, p.JobResults]:
+    """The record and results of the only job of its cluster, once it has ended: the
+    scheduler pushes the cluster's end (unasked when it was submitted ``awaited``),
+    and one request brings the record and results together."""
+    conn = client.conn
+    cluster = p.parse_job_id(job_id)[0]
+    seen = _seen.setdefault(conn, set())
+    if not awaited:
+        conn.request(p.AwaitClusters(clusters=[cluster]))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while cluster not in seen:
+        left = 5.0 if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"job {job_id} still running after {timeout} s")
+        pushed = conn.next_update(min(left, 1.0 if awaited else 5.0))
+        if isinstance(pushed, p.ClusterDone):
+            seen.add(pushed.cluster)  # another future's, perhaps
+        elif pushed is None and awaited:
+            # Its push may have gone to another reader: ask (answered at once if done).
+            conn.request(p.AwaitClusters(clusters=[cluster]))
+            awaited = False
+    seen.discard(cluster)
+    reply = conn.request(p.FetchResults(ids=[job_id]))
+    assert isinstance(reply, p.JobResults)
+    if not reply.jobs:
+        raise NotFound(f"no job {job_id} of yours")
+    return reply.jobs[0], reply
 
 
 def as_completed(

@@ -16,6 +16,7 @@ that a map started with ``map_async`` is collected later from its cluster id alo
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import json
 import shutil
@@ -32,6 +33,7 @@ import cloudpickle
 from control_node import results
 from control_node.connection import DfarmError, NotFound
 from control_node.map_runner import RUNNER, Function, Outcome
+from control_node.submit_small import submit_small
 from scheduler import protocol as p
 
 if TYPE_CHECKING:
@@ -178,10 +180,14 @@ def run_map(
     errors: str = "raise",
     files_dest: Path | None = None,
     seen: set[int] | None = None,
+    after: list[int] | None = None,
 ) -> Iterator[Row]:
     """Yield a :class:`Row` per item as jobs complete, ``stop`` being true for the
     result that met ``stop_when`` (the last one); the position of every item whose
-    outcome came back is added to ``seen``. See :meth:`Client.map`."""
+    outcome came back is added to ``seen``. With ``after`` (cluster or DAG ids) the
+    jobs wait until each has succeeded; their items cannot be measured before they
+    run, so ``chunk_size="auto"`` cuts them as :func:`start_map` does. See
+    :meth:`Client.map`."""
     _check_chunk_size(chunk_size)
     check_errors(errors)
     items = list(iterable)
@@ -194,7 +200,13 @@ def run_map(
 
     def submit(part: list[tuple[int, Any]], size: int, wave: str) -> Any:
         cut = _cut(part, size)
-        cluster = submit_chunks(client, fn, cut, resources or {})
+        # A job alone in its cluster is awaited as a call's: its end pushed unasked.
+        single = len(cut) == 1 and not after
+        cluster = submit_chunks(
+            client, fn, cut, resources or {}, after=after or [], await_end=single
+        )
+        if after:  # queued once the clusters waited for succeed, as procs 0, 1, ...
+            cluster.job_ids = [f"{cluster.id}.{n}" for n in range(len(cut))]
         pending.update(cluster.job_ids)
         for job_id, chunk in zip(cluster.job_ids, cut, strict=True):
             chunks[job_id] = [index for index, _ in chunk]
@@ -203,6 +215,8 @@ def run_map(
     try:
         indexed = list(enumerate(items))
         auto = chunk_size == AUTO
+        if after:  # nothing to measure before the clusters waited for succeed
+            auto, chunk_size = False, after_chunk_size(client, chunk_size, len(indexed))
         # A map small even for one slot needs no count of the slots (a round trip).
         slots = _free_slots(client) if auto and len(indexed) > SMALL_MAP_PER_SLOT else 1
         if auto and len(indexed) <= SMALL_MAP_PER_SLOT * slots:
@@ -217,27 +231,124 @@ def run_map(
         while waves:
             wave = waves.pop(0)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            for job in results.as_completed(client.conn, wave, timeout=left):
+            for job, reply in _completed(client, wave, left, after):
                 pending.discard(job.id)
-                rows: Iterable[Row] = rows_of(client, job, errors, dest, items, chunks.get(job.id))
+                rows: Iterable[Row] = rows_of(
+                    client, job, errors, dest, items, chunks.get(job.id), reply
+                )
                 if rest:
                     rows = list(rows)  # the first item back sizes the chunks of the others
                     size = auto_chunk_size(rows, len(rest), _free_slots(client))
                     waves.append(submit(rest, size, "rest").job_ids)
                     rest = []
-                for row in rows:
-                    if seen is not None:
-                        seen.add(row.stats.index)
-                    row.stop = (
-                        row.error is None and stop_when is not None and bool(stop_when(row.value))
-                    )
-                    if row.stop or row.error is not None or keep_if is None or keep_if(row.value):
-                        yield row
+                for row in _kept(rows, seen, stop_when, keep_if):
+                    yield row
                     if row.stop:
                         return
     finally:
         if pending:  # stopped early, failed, or the caller stopped reading
-            client.remove(sorted(pending), reason="the map no longer needs it")
+            _remove(client, sorted(pending), after)
+
+
+def _completed(
+    client: Client, job_ids: list[str], timeout: float | None, after: list[int] | None
+) -> Iterator[tuple[Any, p.JobResults | None]]:
+    """Each job as it completes, is removed or held, with its results when they came
+    with it (a job alone in its cluster: its end was awaited when it was submitted)."""
+    if after:
+        jobs = await_after(client, p.parse_job_id(job_ids[0])[0], job_ids, timeout)
+    elif len(job_ids) == 1:
+        from control_node.futures import await_job
+
+        yield await_job(client, job_ids[0], True, timeout)
+        return
+    else:
+        jobs = results.as_completed(client.conn, job_ids, timeout=timeout)
+    for job in jobs:
+        yield job, None
+
+
+def _kept(
+    rows: Iterable[Row],
+    seen: set[int] | None,
+    stop_when: Callable[[Any], bool] | None,
+    keep_if: Callable[[Any], bool] | None,
+) -> Iterator[Row]:
+    """The rows to give the caller, ``stop`` set on the one that met ``stop_when``
+    (the last); every row's position is added to ``seen``."""
+    for row in rows:
+        if seen is not None:
+            seen.add(row.stats.index)
+        row.stop = row.error is None and stop_when is not None and bool(stop_when(row.value))
+        if row.stop or row.error is not None or keep_if is None or keep_if(row.value):
+            yield row
+        if row.stop:
+            return
+
+
+def _remove(client: Client, job_ids: list[str], after: list[int] | None) -> None:
+    """Remove the jobs a map no longer needs; those of a map still waiting for
+    other clusters may not be queued yet, so its whole cluster is removed."""
+    reason = "the map no longer needs it"
+    if not after:
+        client.remove(job_ids, reason=reason)
+        return
+    with contextlib.suppress(NotFound):  # never queued: what it waited for failed
+        client.remove([str(p.parse_job_id(job_ids[0])[0])], reason=reason)
+
+
+def after_chunk_size(client: Client, chunk_size: ChunkSize, items: int) -> int:
+    """The chunk size of a map that waits for other clusters: with "auto", one item a
+    job for a small map, else :data:`ASYNC_CHUNKS_PER_SLOT` chunks per slot."""
+    if chunk_size != AUTO:
+        return int(chunk_size)
+    if items <= SMALL_MAP_PER_SLOT:
+        return 1
+    slots = _free_slots(client)
+    if items <= SMALL_MAP_PER_SLOT * slots:
+        return 1
+    return -(-items // (slots * ASYNC_CHUNKS_PER_SLOT))
+
+
+def await_after(
+    client: Client, cluster: int, job_ids: list[str], timeout: float | None
+) -> Iterator[Any]:
+    """Each job of a map that waits for other clusters, as it completes, is removed or
+    is held (its jobs may not be queued yet). :class:`MapJobFailed` once the cluster
+    is done with some of them never queued: a cluster waited for did not succeed."""
+    conn = client.conn
+    conn.request(p.Subscribe(clusters=[cluster], states=sorted(results.DONE_STATES)))
+    conn.request(p.AwaitClusters(clusters=[cluster]))
+    pending = set(job_ids)
+    done = False
+    for job in results.query_jobs(conn, job_ids, states=[]):
+        if job.state in results.DONE_STATES and job.id in pending:
+            pending.discard(job.id)
+            yield job
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while pending:
+        left = 5.0 if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"map {cluster} still running after {timeout} s")
+        pushed = conn.next_update(min(left, 5.0))
+        if isinstance(pushed, p.JobUpdate) and pushed.job.id in pending:
+            if pushed.job.state in results.DONE_STATES:
+                pending.discard(pushed.job.id)
+                yield pushed.job
+        elif isinstance(pushed, p.ClusterDone) and pushed.cluster == cluster:
+            done = True
+        if done and pending:
+            # Updates sent before the cluster's end came first; what is left never ran.
+            found = results.query_jobs(conn, sorted(pending), states=[])
+            for job in found:
+                if job.state in results.DONE_STATES:
+                    pending.discard(job.id)
+                    yield job
+            if pending:
+                raise MapJobFailed(
+                    f"map {cluster}: its jobs were never queued (a cluster it waited for"
+                    " did not succeed)"
+                )
 
 
 def start_map(
@@ -247,6 +358,7 @@ def start_map(
     *,
     chunk_size: ChunkSize = AUTO,
     resources: dict[str, str | int] | None = None,
+    after: list[int] | None = None,
 ) -> MapHandle:
     """Submit a map and return at once (see :meth:`Client.map_async`); with
     ``chunk_size="auto"``, in :data:`ASYNC_CHUNKS_PER_SLOT` chunks per slot."""
@@ -257,10 +369,9 @@ def start_map(
     if chunk_size == AUTO:
         chunks = _free_slots(client) * ASYNC_CHUNKS_PER_SLOT
         chunk_size = -(-len(items) // chunks)
-    cluster = submit_chunks(
-        client, fn, _cut(list(enumerate(items)), int(chunk_size)), resources or {}
-    )
-    return MapHandle(str(cluster.id), len(items), len(cluster.job_ids), type(client))
+    cut = _cut(list(enumerate(items)), int(chunk_size))
+    cluster = submit_chunks(client, fn, cut, resources or {}, after=after or [])
+    return MapHandle(str(cluster.id), len(items), len(cut), type(client))
 
 
 def collect_map(
@@ -399,11 +510,15 @@ def submit_chunks(
     chunks: list[list[tuple[int, Any]]],
     resources: dict[str, str | int],
     star: bool = False,
+    after: list[int] | None = None,
+    await_end: bool = False,
 ) -> Any:
     """Submit one cluster of a map: a job per chunk of ``(index, item)`` (``star``:
     each item is ``(args, kwargs)`` of a call, ``Client.submit``). Its files are
     written to this process's :func:`scratch` folder under names of their own, and
-    removed once submitted (their content is then in the spool)."""
+    removed once submitted (their content is then in the spool). A small cluster
+    goes in one request, which with ``await_end`` also awaits its end (the
+    :class:`ClusterDone` is pushed with no request of its own)."""
     work = scratch()
     tag = f"{next(_submissions)}"
     written = [work / f"function-{tag}.pkl", work / f"{tag}.sub"]
@@ -421,7 +536,13 @@ def submit_chunks(
     ]
     written[1].write_text("\n".join(lines) + "\n")
     try:
-        return client.submit(written[1], cwd=str(work))
+        if not after:  # one request (``await_end``: its end pushed, unasked)
+            small = submit_small(client.conn, written[1], str(work), await_end)
+            if small is not None:
+                from control_node.client import Cluster
+
+                return Cluster(client, small.cluster, small.job_ids, small.warnings)
+        return client.submit(written[1], cwd=str(work), after=after or [])
     finally:
         for path in written:
             path.unlink(missing_ok=True)

@@ -33,6 +33,7 @@ from scheduler import (
     job_control,
     probe,
     result_fetch,
+    small_submit,
     worker_control,
     worker_handlers,
 )
@@ -431,6 +432,7 @@ ROUTES: dict[type[p.Message], Handler] = {
     p.JobFinished: worker_handlers.on_job_finished,
     p.NewCluster: control_handlers.on_new_cluster,
     p.SubmitJobs: control_handlers.on_submit_jobs,
+    p.SubmitSmall: small_submit.on_submit_small,
     p.QueryJobs: control_handlers.on_query_jobs,
     p.QueryBatches: control_handlers.on_query_batches,
     p.QueryWorkers: control_handlers.on_query_workers,

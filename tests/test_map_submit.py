@@ -7,13 +7,16 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from conftest import TestCluster
 
 from control_node import Client
+from control_node.connection import RequestFailed
 from control_node.futures import CancelledError, Future
 from control_node.mapping import MapJobFailed
+from scheduler import protocol as p
 
 
 @pytest.fixture
@@ -107,3 +110,49 @@ def test_cancel_removes_a_waiting_call(client: Client) -> None:
         queued.result(timeout=60)
     for future in running:
         future.cancel()
+
+
+def test_a_call_is_submitted_in_one_request_and_its_end_pushed(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[str] = []
+    request = client.conn.request
+
+    def counted(message: Any) -> Any:
+        sent.append(message.type)
+        return request(message)
+
+    monkeypatch.setattr(client.conn, "request", counted)
+    calls = [client.submit(pow, x, 2) for x in range(3)]
+    assert sent == ["submit_small"] * 3  # reserved, queued and awaited at once
+    # Read out of order: each future's end is pushed once, whoever reads it first.
+    assert [f.result(timeout=60) for f in reversed(calls)] == [4, 1, 0]
+    assert sent.count("fetch_results") == 3
+    (job,) = client.wait([calls[0].id])
+    assert job.state == "completed" and job.exit_code == 0
+
+
+def test_a_one_item_map_takes_two_requests(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[str] = []
+    request = client.conn.request
+
+    def counted(message: Any) -> Any:
+        sent.append(message.type)
+        return request(message)
+
+    monkeypatch.setattr(client.conn, "request", counted)
+    found = client.map(abs, [-3], timeout=60)
+    assert dict(found) == {-3: 3} and found.stats[0].attempt == 1
+    assert sent == ["submit_small", "fetch_results"]
+
+
+def test_a_refused_small_submission_leaves_nothing(cluster: TestCluster, client: Client) -> None:
+    missing = p.InputFile(name="data", sha256="ab" * 32, size=1)  # neither sent nor uploaded
+    with pytest.raises(RequestFailed):
+        client.conn.request(
+            p.SubmitSmall(submit_file="x.sub", jobs=[p.JobSpec(executable="x", inputs=[missing])])
+        )
+    assert not [d for d in cluster.config.spool_dir.iterdir() if d.name.isdigit()]
+    future = client.submit(pow, 2, 2)
+    assert future.result(timeout=60) == 4
+    assert future.id == "1.0"  # the refused one's cluster id was never taken

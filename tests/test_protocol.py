@@ -57,6 +57,7 @@ from scheduler.protocol import (
     Registered,
     RunJob,
     SubmitJobs,
+    SubmitSmall,
     Submitted,
     Subscribe,
     Welcome,
@@ -194,6 +195,9 @@ SAMPLES: dict[str, Message] = {
     "cluster_created": ClusterCreated(cluster=42, upload=sample_grant()),
     "submit_jobs": SubmitJobs(
         cluster=42, submit_file="/home/alice/job.sub", jobs=[sample_spec(), JobSpec(executable="x")]
+    ),
+    "submit_small": SubmitSmall(
+        submit_file="map.sub", jobs=[sample_spec()], files={"ab" * 32: "eA=="}, await_end=True
     ),
     "submitted": Submitted(cluster=42, job_ids=["42.0", "42.1"], warnings=["careful"]),
     "query_jobs": QueryJobs(ids=["42", "43.1"], all_users=True, states=["idle", "held"]),

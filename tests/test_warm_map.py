@@ -127,6 +127,31 @@ def test_an_item_over_its_memory_fails_alone_in_a_kept_interpreter(
         }
 
 
+def test_an_item_over_its_memory_is_retried_per_max_retries_then_fails(
+    make_cluster: Callable[..., TestCluster],
+) -> None:
+    cluster = make_cluster(workers=1)
+
+    def hog(x: int) -> int:
+        if x == 1:
+            block = b"x" * (300 * 2**20)
+            while block:
+                time.sleep(0.05)
+        return x
+
+    with client_of(cluster) as client:
+        found = client.map(
+            hog, range(3), chunk_size=1, errors="keep",
+            resources={"request_memory": "100MB", "max_retries": 1},
+        )  # fmt: skip
+        assert dict(found) == {0: 0, 2: 2} and list(found.errors) == [1]
+        assert "memory limit exceeded" in str(found.errors[1])
+        (failed,) = [s for s in found.stats if s.index == 1]
+        (job,) = client.jobs([failed.job_id], states=[])
+        # Run twice (the retry), then ended as failed: never held.
+        assert failed.attempt == 2 and job.state == "completed" and job.exit_signal == 9
+
+
 def test_a_lost_worker_s_items_run_again_elsewhere_once(
     make_cluster: Callable[..., TestCluster], tmp_path: Path
 ) -> None:

@@ -58,7 +58,7 @@ from worker_node.limits import tree_rss_mb, watch_limits
 from worker_node.sandbox import Sandbox
 from worker_node.spool_link import SpoolLink
 from worker_node.transfer import InputCache, TransferError, ftp_session, upload
-from worker_node.warm_map import MAP_SCRIPT
+from worker_node.warm_map import MAP_SCRIPT, fail_item
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +316,7 @@ def run_attempt(
                 attempt, sandbox.directory, stdout, stderr, account, python, launcher, image
             )
             wall, cpu = wall + more_wall, cpu + more_cpu
+        status = fail_item(attempt, stderr, status)
         with attempt._lock:
             attempt.streams = {}  # results are read from the start, with no dtail about
         _end_processes(account, launchers, sandbox.index)

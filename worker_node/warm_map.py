@@ -44,9 +44,12 @@ import sys
 import traceback
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from worker_node.reaper import reap_children
+
+if TYPE_CHECKING:
+    from worker_node.runner import Attempt
 
 #: The name of a map job's executable (its start script).
 MAP_SCRIPT = "dfarm-map.sh"
@@ -313,3 +316,22 @@ def _close_others(keep: int) -> None:
         if fd > 2 and fd != keep:
             with contextlib.suppress(OSError):  # the listing's own, already closed
                 os.close(fd)
+
+
+def fail_item(attempt: Attempt, stderr: BinaryIO, status: int | None) -> int | None:
+    """The status of an attempt that ended with ``status``. A map item (a job whose
+    executable is :data:`MAP_SCRIPT`) killed for a limit fails as that item alone:
+    the reason is added to its ``stderr`` (the map shows it) and it ends as killed,
+    its own failure rather than one that holds it, so that ``max_retries`` runs it
+    again as any failed job."""
+    limit = attempt.limit_exceeded
+    if limit is None or attempt.msg.spec.executable != MAP_SCRIPT:
+        return status
+    stderr.seek(0, os.SEEK_END)
+    stderr.write(f"\ndfarm: {limit}\n".encode())
+    stderr.flush()
+    with attempt._lock:
+        if attempt.kill_reason == limit:
+            attempt.kill_reason = None
+        attempt.limit_exceeded = None
+    return status if status is not None and status < 0 else -signal.SIGKILL

@@ -168,6 +168,7 @@ from scheduler.protocol.scram import (
     proof_matches,
     server_signature,
 )
+from scheduler.protocol.small import SubmitSmall
 from scheduler.protocol.wire import (
     decode,
     encode,
@@ -311,6 +312,7 @@ __all__ = [
     "WorkerMetrics",
     "write_message",
 ]
+__all__ += ["SubmitSmall"]  # one request for a small cluster (scheduler/protocol/small.py)
 __all__ += [  # workflows (scheduler/protocol/dags.py)
     "DAG_STATES",
     "NODE_STATES",
