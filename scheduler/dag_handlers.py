@@ -330,6 +330,13 @@ def on_rerun_dag(state: SchedulerState, conn: Caller, msg: p.RerunDag) -> p.Mess
     row = rows[0]
     if row.state == "done":
         raise RequestError(f"DAG {msg.dag} succeeded: nothing to run again", "conflict")
+    if row.settings.get("files_expired"):
+        days = state.config.result_retention / 86400
+        raise RequestError(
+            f"DAG {msg.dag} cannot run again: its inputs were removed {days:g} day(s)"
+            " after it ended, with its results",
+            "conflict",
+        )
     nodes = book.tables.nodes(msg.dag)
     row.state, row.ended, row.reason = "running", None, ""
     book.tables.save_dag(row)
