@@ -8,7 +8,8 @@ baseline measured in the same run on the same machine: the spawn rate of
 private network namespace; skipped with the reason when it cannot run); the
 scheduler's CPU per job with 1,000 simulated workers of 16 slots is compared
 with 20 of 8; ``Client.map`` is compared with Dask's on 2 workers of 1 slot
-(bench/map.py, one run). The machines are shared and noisy: compare ratios, not
+(bench/map.py, one run); a DAG's scheduler CPU per node with a flat cluster's per
+job (bench/dag.py). The machines are shared and noisy: compare ratios, not
 absolute times.
 """
 
@@ -25,6 +26,7 @@ from tabulate import tabulate
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import container_start  # noqa: E402
+import dag as dag_bench  # noqa: E402
 import hq_baseline  # noqa: E402
 import latency  # noqa: E402
 import map as map_bench  # noqa: E402
@@ -209,6 +211,16 @@ def main() -> int:
     for i, row in enumerate(map_bench.rows(items, 100 if args.quick else 300, [10, 100])):
         label = f"6. Client.map vs Dask: {row[0]}" if i == 0 else f"   {row[0]}"
         rows.append((label, *row[1:]))
+
+    dag_nodes = 2_000 if args.quick else 10_000
+    print(f"DAG of {dag_nodes:,} nodes beside a flat cluster ...", file=sys.stderr)
+    by_kind = dag_bench.measure(dag_nodes, 20, 8, args.runs)
+    flat_cpu = [r["total_cpu_us"] for r in by_kind["flat"]]
+    dag_cpu = [r["total_cpu_us"] for r in by_kind["dag"]]
+    label = f"7. scheduler CPU per DAG node, {dag_nodes:,} nodes in chains and fans (µs)"
+    rows.append(
+        compared(label, dag_cpu, "flat cluster", flat_cpu, ".0f", "<= 1.50", lambda r: r <= 1.5)
+    )
 
     print(f"\nmedian of {args.runs} runs [min-max]; ratios are dfarm / baseline")
     headers = ("target", "dfarm", "baseline", "ratio", "target", "")
