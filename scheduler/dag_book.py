@@ -92,6 +92,8 @@ class DagBook:
         self.log_lines: dict[int, list[str]] = {}
         #: When ended DAGs' files were last looked at for expiry.
         self.last_sweep = 0.0
+        #: The parts received of DAGs sent in parts (see :mod:`scheduler.dag_parts`).
+        self.parts: dict[int, Any] = {}
         for row in self.tables.dags(states=OPEN):
             self.add(row, self.tables.nodes(row.id))
 

@@ -16,6 +16,7 @@ from scheduler.authz import may_act_for
 from scheduler.callers import Caller
 from scheduler.connection import RequestError
 from scheduler.dag_book import DagRun
+from scheduler.dag_parts import MAX_NODES, gather
 from scheduler.dag_store import DagRow, NodeRow, specs_text
 from scheduler.quota import QuotaError
 from scheduler.staging import StagingError, upload_sizes
@@ -24,8 +25,6 @@ from scheduler.submission import SubmissionError, check_submission
 
 log = logging.getLogger("scheduler.server")
 
-#: Nodes of one DAG, at most.
-MAX_NODES = 1_000_000
 #: Bytes of one PRE/POST script, at most.
 MAX_SCRIPT = 1 << 20
 #: ``CONFIG`` settings a DAG may make, and the setting each becomes.
@@ -46,6 +45,10 @@ def on_submit_dag(state: SchedulerState, conn: Caller, msg: p.SubmitDag) -> p.Me
         raise RequestError(f"cluster {msg.dag} was not reserved by you", "not_found")
     if owner[1] or msg.dag in state.partial_clusters:
         raise RequestError(f"cluster {msg.dag} was already submitted", "conflict")
+    whole = gather(state, conn, msg)
+    if whole is None:
+        return p.DagSubmitted(dag=msg.dag)
+    msg = whole
     parents = _check_graph(msg.nodes)
     settings = _settings(msg)
     scripts = _scripts(conn.name, msg)
