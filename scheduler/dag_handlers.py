@@ -252,12 +252,19 @@ def _rules(node: p.DagNodeSubmit) -> dict[str, Any]:
 
 def on_query_dags(state: SchedulerState, conn: Caller, msg: p.QueryDags) -> p.Message:
     book = state.dags
-    ids = msg.dags or book.tables.owned(None if msg.all_users and conn.admin else conn.name)
-    rows = {row.id: row for row in book.tables.dags(ids)}
+    owner = None if msg.all_users and conn.admin else conn.name
+    if msg.running and not msg.dags:
+        ids = sorted(d for d, run in book.runs.items() if owner in (None, run.row.owner))
+    else:
+        ids = msg.dags or book.tables.owned(owner)
+    ended = [d for d in ids if d not in book.runs]
+    rows = {row.id: row for row in book.tables.dags(ended)} if ended else {}
     infos = []
     for dag in ids:
         run = book.runs.get(dag)
         row = run.row if run is not None else rows.get(dag)
+        if msg.running and run is None:
+            continue
         if row is None or not may_act_for(conn, row.owner):
             if msg.dags:
                 raise RequestError(f"no DAG {dag}{'' if conn.admin else ' of yours'}", "not_found")

@@ -1,6 +1,6 @@
-"""A running DAG in plain ``dq`` (the batch view): one line named DAGFILE+ID in place
+"""A running DAG in plain ``dq``: in the batch view one line named DAGFILE+ID in place
 of its nodes' clusters, its nodes counted as ``dq -dag`` counts them, waiting nodes
-in its total."""
+in its total; with -nobatch its nodes' jobs, then its nodes without jobs, counted."""
 
 from __future__ import annotations
 
@@ -36,6 +36,9 @@ def test_plain_dq_shows_a_dag_as_one_batch_with_its_waiting_nodes(
     assert f"ID: {a}" not in shown.stdout
     header = cluster.run("dq", "-dag", "1").stdout.splitlines()[0]
     assert "4 nodes: 1 running or idle, 3 waiting on parents" in header
+    listed = cluster.run("dq", "-nobatch").stdout
+    assert f"{a}.0" in listed
+    assert "DAG 1 (gated.dag): 3 node(s) without jobs in the queue: 3 waiting on parents" in listed
     (tmp_path / "open.A").touch()
     wait_until(lambda: len(lines(tmp_path / "started.txt")) == 3, what="B and C started")
     row = next(line.split() for line in cluster.run("dq").stdout.splitlines() if "+1" in line)

@@ -156,13 +156,14 @@ class DagInfo:
 @dataclass(frozen=True, kw_only=True)
 class QueryDags(Message):
     """DAGs by id (none: the caller's, or everyone's with ``all_users``); ``nodes``:
-    with their nodes."""
+    with their nodes; ``running``: only those not ended."""
 
     type: ClassVar[str] = "query_dags"
     roles = CONTROL
     dags: list[int] = field(default_factory=list)
     all_users: bool = False
     nodes: bool = True
+    running: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
