@@ -80,8 +80,8 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         "--max-frame",
         type=int,
         default=DEFAULT_MAX_FRAME,
-        help="the largest message taken, in bytes (default 16 MiB); larger requests"
-        " (a big cluster or DAG) come in parts",
+        help="the largest message taken, in bytes (default 16 MiB; clients send big"
+        " clusters and DAGs in parts cut to fit the default)",
     )
     parser.add_argument(
         "--auth-failure-limit",
