@@ -103,7 +103,8 @@ def one_run(root: Path, kind: str, nodes: int, workers: int, slots: int) -> dict
     }
 
 
-def per_job(nodes: int, workers: int, slots: int, runs: int) -> tuple[str, float]:
+def measure(nodes: int, workers: int, slots: int, runs: int) -> dict[str, list[dict[str, float]]]:
+    """``runs`` runs of each kind (``flat``, ``dag``), alternating."""
     results: dict[str, list[dict[str, float]]] = {"flat": [], "dag": []}
     with tempfile.TemporaryDirectory(prefix="dfarm-bench-dag-") as tmp:
         root = Path(tmp)
@@ -115,6 +116,11 @@ def per_job(nodes: int, workers: int, slots: int, runs: int) -> tuple[str, float
         for _ in range(runs):
             for kind in ("flat", "dag"):
                 results[kind].append(one_run(root, kind, nodes, workers, slots))
+    return results
+
+
+def per_job(nodes: int, workers: int, slots: int, runs: int) -> tuple[str, float]:
+    results = measure(nodes, workers, slots, runs)
     rows = []
     for kind, found in results.items():
         med = {k: statistics.median(r[k] for r in found) for k in found[0]}

@@ -10,6 +10,9 @@ scheduler's CPU per job with 1,000 simulated workers of 16 slots is compared
 with 20 of 8; ``Client.map`` is compared with Dask's on 2 workers of 1 slot
 (bench/map.py, one run); the results of big clusters are fetched by ``dsub --wait``
 and ``dfetch`` (bench/results_fetch.py). The machines are shared and noisy: compare ratios, not
+
+(bench/map.py, one run); a DAG's scheduler CPU per node with a flat cluster's per
+job (bench/dag.py). The machines are shared and noisy: compare ratios, not
 absolute times.
 """
 
@@ -26,6 +29,7 @@ from tabulate import tabulate
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import container_start  # noqa: E402
+import dag as dag_bench  # noqa: E402
 import hq_baseline  # noqa: E402
 import latency  # noqa: E402
 import map as map_bench  # noqa: E402
@@ -216,6 +220,16 @@ def main() -> int:
     for i, row in enumerate(results_fetch.measure(args.runs, args.quick)):
         label = row[0].split(". ", 1)[1]
         rows.append((f"7. {label}" if i == 0 else f"   {label}", *row[1:]))
+
+    dag_nodes = 2_000 if args.quick else 10_000
+    print(f"DAG of {dag_nodes:,} nodes beside a flat cluster ...", file=sys.stderr)
+    by_kind = dag_bench.measure(dag_nodes, 20, 8, args.runs)
+    flat_cpu = [r["total_cpu_us"] for r in by_kind["flat"]]
+    dag_cpu = [r["total_cpu_us"] for r in by_kind["dag"]]
+    label = f"8. scheduler CPU per DAG node, {dag_nodes:,} nodes in chains and fans (µs)"
+    rows.append(
+        compared(label, dag_cpu, "flat cluster", flat_cpu, ".0f", "<= 1.50", lambda r: r <= 1.5)
+    )
 
     print(f"\nmedian of {args.runs} runs [min-max]; ratios are dfarm / baseline")
     headers = ("target", "dfarm", "baseline", "ratio", "target", "")

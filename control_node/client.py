@@ -190,9 +190,17 @@ class Client:
 
         return DagBuilder(None if folder is None else Path(folder))
 
-    def dags(self, ids: list[int] | None = None, all_users: bool = False) -> list[p.DagInfo]:
-        """DAGs by id (default: the caller's), with their nodes."""
-        reply = self.conn.request(p.QueryDags(dags=ids or [], all_users=all_users))
+    def dags(
+        self,
+        ids: list[int] | None = None,
+        all_users: bool = False,
+        running: bool = False,
+        nodes: bool = True,
+    ) -> list[p.DagInfo]:
+        """DAGs by id (default: the caller's; ``running``: those not ended), with their
+        nodes (or only their counts)."""
+        query = p.QueryDags(dags=ids or [], all_users=all_users, running=running, nodes=nodes)
+        reply = self.conn.request(query)
         assert isinstance(reply, p.DagList)
         return reply.dags
 

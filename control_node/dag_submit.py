@@ -1,8 +1,9 @@
 """Submitting a workflow: every node's submit file read (with its VARS) and every
 input and script found before anything is queued; then one cluster reserved for the
 DAG, its inputs (each file once, whatever the number of nodes using it) uploaded
-there, and the DAG sent whole. The scheduler keeps it and queues each node's jobs
-as the node's own cluster once its parents have succeeded.
+there, and the DAG sent (in parts when it does not fit one frame). The scheduler
+keeps it and queues each node's jobs as the node's own cluster once its parents
+have succeeded.
 
 ``Client.submit(..., after=[...])`` is a DAG of one node that waits for clusters
 outside it."""
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from control_node.connection import Connection
@@ -28,6 +29,10 @@ from control_node.submit import (
 from control_node.submit_file import ProcDescription
 from control_node.upload import Upload, UploadError
 from scheduler import protocol as p
+
+#: Bytes of one message of a DAG sent in parts, at most: half a frame, as the
+#: scheduler's limit is a frame (16 MiB unless set lower).
+PART_BYTES = p.DEFAULT_MAX_FRAME // 2
 
 
 class DagSubmitError(SubmitError):
@@ -162,25 +167,50 @@ def send_dag(
                 cluster=plan.cluster,
             )
         )
-    reply = conn.request(
-        p.SubmitDag(
-            dag=created.cluster,
-            name=name,
-            nodes=nodes,
-            files=inline,
-            uploads=dict(large.uploads),
-            scripts=scripts,
-            max_jobs=dict(dag.max_jobs),
-            # The reader applies DAGMAN_DEFAULT_APPEND_VARS itself.
-            config={
-                k: v for k, v in dag.config.items() if k.upper() != "DAGMAN_DEFAULT_APPEND_VARS"
-            },
-            notify_user=settings.get("notify_user"),
-            notification=settings.get("notification", "Never"),
-        )
+    whole = p.SubmitDag(
+        dag=created.cluster,
+        name=name,
+        nodes=nodes,
+        files=inline,
+        uploads=dict(large.uploads),
+        scripts=scripts,
+        max_jobs=dict(dag.max_jobs),
+        # The reader applies DAGMAN_DEFAULT_APPEND_VARS itself.
+        config={k: v for k, v in dag.config.items() if k.upper() != "DAGMAN_DEFAULT_APPEND_VARS"},
+        notify_user=settings.get("notify_user"),
+        notification=settings.get("notification", "Never"),
     )
+    reply: p.Message | None = None
+    for part in dag_parts(whole):
+        reply = conn.request(part)
     assert isinstance(reply, p.DagSubmitted)
     return reply
+
+
+def dag_parts(whole: p.SubmitDag, limit: int | None = None) -> list[p.SubmitDag]:
+    """``whole`` as messages of at most ``limit`` bytes (:data:`PART_BYTES`) each,
+    as far as its nodes allow (a node larger than that goes alone): the first with
+    every field but the later nodes, the others with their nodes alone."""
+    limit = PART_BYTES if limit is None else limit
+    room = limit - len(p.encode(replace(whole, nodes=[])))
+    if len(p.encode(whole)) <= limit:
+        return [whole]
+    parts: list[p.SubmitDag] = []
+    start, size = 0, 0
+    rest = replace(
+        whole, nodes=[], files={}, uploads={}, scripts={}, max_jobs={}, config={},
+        notify_user=None,
+    )  # fmt: skip
+    for i, node in enumerate(whole.nodes):
+        cost = len(p.encode_wire(p.to_wire(node))) + 1
+        if size + cost > room and i > start:
+            base = whole if not parts else rest
+            parts.append(replace(base, nodes=whole.nodes[start:i], first_node=start, last=False))
+            start, size, room = i, 0, limit - len(p.encode(rest))
+        size += cost
+    base = whole if not parts else rest
+    parts.append(replace(base, nodes=whole.nodes[start:], first_node=start, last=True))
+    return parts
 
 
 def _script(

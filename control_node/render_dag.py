@@ -25,6 +25,21 @@ def _word(state: str) -> str:
     return {"waiting": "waiting on parents", "queued": "running or idle"}.get(state, state)
 
 
+#: The states of nodes that have no job in the queue yet, nor will have until they start.
+NOT_QUEUED = ("ready", "pre", "post", "waiting")
+
+
+def not_queued_text(info: p.DagInfo) -> str:
+    """``dq -nobatch``'s line for a running DAG's nodes not in the job list, or ""."""
+    counts = {s: n for s, n in info.counts.items() if s in NOT_QUEUED and n}
+    if not counts:
+        return ""
+    return (
+        f"DAG {info.id} ({info.name}): {sum(counts.values())} node(s) without jobs in the"
+        f" queue: {counts_text(counts)} (dq -dag {info.id})"
+    )
+
+
 def dag_text(info: p.DagInfo) -> str:
     ended = time.strftime(" ended %m/%d %H:%M", time.localtime(info.ended)) if info.ended else ""
     lines = [

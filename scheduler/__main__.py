@@ -20,7 +20,7 @@ from scheduler.mail import MailConfigError
 from scheduler.mail.options import add_mail_options, mail_config_from_args
 from scheduler.node_setup import config_file, logs
 from scheduler.node_setup.private_dir import make_private_dir
-from scheduler.protocol import DEFAULT_PORT, default_home
+from scheduler.protocol import DEFAULT_MAX_FRAME, DEFAULT_PORT, default_home
 from scheduler.quota import parse_size
 from scheduler.server import Scheduler
 from scheduler.tls_setup import TlsSetupError
@@ -75,6 +75,13 @@ def build_parser(prog: str = "dfarm scheduler") -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         help="seconds a new connection has to authenticate (default 10)",
+    )
+    parser.add_argument(
+        "--max-frame",
+        type=int,
+        default=DEFAULT_MAX_FRAME,
+        help="the largest message taken, in bytes (default 16 MiB; clients send big"
+        " clusters and DAGs in parts cut to fit the default)",
     )
     parser.add_argument(
         "--auth-failure-limit",
@@ -218,6 +225,7 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         worker_timeout=args.worker_timeout,
         policy_interval=args.policy_interval,
         handshake_timeout=args.handshake_timeout,
+        max_frame=args.max_frame,
         auth_failure_limit=args.auth_failure_limit,
         auth_failure_window=args.auth_failure_window,
         allow_pool_secret=args.allow_pool_secret,

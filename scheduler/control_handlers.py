@@ -13,6 +13,7 @@ from scheduler.authz import may_act_for, may_control
 from scheduler.callers import Caller, Replier
 from scheduler.clusters import abandon_cluster
 from scheduler.connection import RequestError
+from scheduler.dag_batches import with_dags
 from scheduler.disk_space import is_disk_full
 from scheduler.dispatch import Slots
 from scheduler.job_records import Job
@@ -237,6 +238,8 @@ def on_query_batches(state: SchedulerState, conn: Caller, msg: p.QueryBatches) -
         totals["idle"] += line.idle
         totals["running"] += line.running
         totals["held"] += line.held
+    if not msg.clusters:
+        lines = with_dags(state, lines, owner)
     return p.BatchList(
         batches=lines,
         totals=totals,

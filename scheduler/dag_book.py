@@ -90,6 +90,10 @@ class DagBook:
         self.external: dict[int, set[tuple[int, int]]] = {}
         #: Lines for the DAGs' logs, written once the turn's units commit.
         self.log_lines: dict[int, list[str]] = {}
+        #: When ended DAGs' files were last looked at for expiry.
+        self.last_sweep = 0.0
+        #: The parts received of DAGs sent in parts (see :mod:`scheduler.dag_parts`).
+        self.parts: dict[int, Any] = {}
         for row in self.tables.dags(states=OPEN):
             self.add(row, self.tables.nodes(row.id))
 

@@ -16,6 +16,7 @@ from scheduler.authz import may_act_for
 from scheduler.callers import Caller
 from scheduler.connection import RequestError
 from scheduler.dag_book import DagRun
+from scheduler.dag_parts import MAX_NODES, gather
 from scheduler.dag_store import DagRow, NodeRow, specs_text
 from scheduler.quota import QuotaError
 from scheduler.staging import StagingError, upload_sizes
@@ -24,8 +25,6 @@ from scheduler.submission import SubmissionError, check_submission
 
 log = logging.getLogger("scheduler.server")
 
-#: Nodes of one DAG, at most.
-MAX_NODES = 1_000_000
 #: Bytes of one PRE/POST script, at most.
 MAX_SCRIPT = 1 << 20
 #: ``CONFIG`` settings a DAG may make, and the setting each becomes.
@@ -46,6 +45,10 @@ def on_submit_dag(state: SchedulerState, conn: Caller, msg: p.SubmitDag) -> p.Me
         raise RequestError(f"cluster {msg.dag} was not reserved by you", "not_found")
     if owner[1] or msg.dag in state.partial_clusters:
         raise RequestError(f"cluster {msg.dag} was already submitted", "conflict")
+    whole = gather(state, conn, msg)
+    if whole is None:
+        return p.DagSubmitted(dag=msg.dag)
+    msg = whole
     parents = _check_graph(msg.nodes)
     settings = _settings(msg)
     scripts = _scripts(conn.name, msg)
@@ -249,12 +252,19 @@ def _rules(node: p.DagNodeSubmit) -> dict[str, Any]:
 
 def on_query_dags(state: SchedulerState, conn: Caller, msg: p.QueryDags) -> p.Message:
     book = state.dags
-    ids = msg.dags or book.tables.owned(None if msg.all_users and conn.admin else conn.name)
-    rows = {row.id: row for row in book.tables.dags(ids)}
+    owner = None if msg.all_users and conn.admin else conn.name
+    if msg.running and not msg.dags:
+        ids = sorted(d for d, run in book.runs.items() if owner in (None, run.row.owner))
+    else:
+        ids = msg.dags or book.tables.owned(owner)
+    ended = [d for d in ids if d not in book.runs]
+    rows = {row.id: row for row in book.tables.dags(ended)} if ended else {}
     infos = []
     for dag in ids:
         run = book.runs.get(dag)
         row = run.row if run is not None else rows.get(dag)
+        if msg.running and run is None:
+            continue
         if row is None or not may_act_for(conn, row.owner):
             if msg.dags:
                 raise RequestError(f"no DAG {dag}{'' if conn.admin else ' of yours'}", "not_found")
@@ -330,6 +340,13 @@ def on_rerun_dag(state: SchedulerState, conn: Caller, msg: p.RerunDag) -> p.Mess
     row = rows[0]
     if row.state == "done":
         raise RequestError(f"DAG {msg.dag} succeeded: nothing to run again", "conflict")
+    if row.settings.get("files_expired"):
+        days = state.config.result_retention / 86400
+        raise RequestError(
+            f"DAG {msg.dag} cannot run again: its inputs were removed {days:g} day(s)"
+            " after it ended, with its results",
+            "conflict",
+        )
     nodes = book.tables.nodes(msg.dag)
     row.state, row.ended, row.reason = "running", None, ""
     book.tables.save_dag(row)

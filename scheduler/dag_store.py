@@ -121,6 +121,24 @@ class DagTables:
             (dag.state, dag.ended, dag.reason, dag.id),
         )
 
+    def expire_files(self, before: float) -> list[int]:
+        """Mark the DAGs ended before ``before`` whose files are still kept as having
+        none (``settings.files_expired``); returns their ids."""
+        ids = [
+            r["id"]
+            for r in self.db.query(
+                "SELECT id FROM dags WHERE state IN ('done', 'failed', 'removed')"
+                " AND ended <= ? AND json_extract(settings, '$.files_expired') IS NULL",
+                (before,),
+            )
+        ]
+        for dag in ids:
+            self.db.statement(
+                "UPDATE dags SET settings = json_set(settings, '$.files_expired', 1) WHERE id=?",
+                (dag,),
+            )
+        return ids
+
     def specs(self, dag: int, seq: int) -> list[JobSpec]:
         """A node's jobs; nodes whose jobs are written alike share their (frozen)
         specs, read once."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from scheduler.clusters import expire_reservations
+from scheduler.dag_retention import expire_dags
 from scheduler.policies import policy_round
 from scheduler.protocol import JobState
 from scheduler.state import SchedulerState
@@ -25,6 +26,7 @@ def housekeeping(state: SchedulerState, now: float) -> None:
     state.spool.end_expired_probes()
     run_unit(state, "reservation expiry", lambda: expire_reservations(state, now))
     run_unit(state, "retention", lambda: state.retention.expire(now, state.jobs.active))
+    run_unit(state, "DAG retention", lambda: expire_dags(state, now))
     policy_round(state, now)
 
 

@@ -7,10 +7,11 @@ import sys
 import time
 from collections.abc import Iterator
 
-from control_node import render, render_classad, render_explain, render_queue
+from control_node import render, render_classad, render_dag, render_explain, render_queue
 from control_node.cli.classad_options import add_classad_options, parse_classad_args
 from control_node.cli.common import add_connection_options, connect, run_command
 from control_node.cli.users import show_users
+from control_node.client import Client
 from scheduler import protocol as p
 from scheduler.matching.classad import Expression
 
@@ -139,7 +140,18 @@ def show(args: argparse.Namespace, expr: Expression | None, af_options: str) -> 
             for page in pages:
                 writer.write(page)
             writer.end()
+            _dag_nodes_not_queued(client, args)
     return 0
+
+
+def _dag_nodes_not_queued(client: Client, args: argparse.Namespace) -> None:
+    """After the whole job list: the running DAGs' nodes that have no jobs yet."""
+    if args.ids:
+        return
+    running = client.dags(all_users=args.allusers, running=True, nodes=False)
+    texts = [text for info in running if (text := render_dag.not_queued_text(info))]
+    if texts:
+        print("\n".join(texts))
 
 
 #: Jobs per page of a listing: the first shows at once, the rest follow as they come;

@@ -81,7 +81,13 @@ class DagNodeSubmit:
 @dataclass(frozen=True, kw_only=True)
 class SubmitDag(Message):
     """Queue the DAG reserved as cluster ``dag``; its inputs are uploaded (small ones
-    inline in ``files``, large ones named in ``uploads`` as for ``submit_jobs``)."""
+    inline in ``files``, large ones named in ``uploads`` as for ``submit_jobs``).
+
+    A DAG too large for one frame comes in parts, in order, on one connection: each
+    part names the index of its first node (``first_node``) and carries the next
+    nodes; the fields besides ``nodes`` are read from the first part; the ``last``
+    part makes the DAG whole, and it is then checked and queued (or refused) as one.
+    """
 
     type: ClassVar[str] = "submit_dag"
     roles = CONTROL
@@ -97,6 +103,10 @@ class SubmitDag(Message):
     config: dict[str, str] = field(default_factory=dict)
     notify_user: str | None = None
     notification: str = "Never"
+    #: The index in the DAG of ``nodes[0]`` (0 for the first part).
+    first_node: int = 0
+    #: Whether this is the DAG's last part.
+    last: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,13 +156,14 @@ class DagInfo:
 @dataclass(frozen=True, kw_only=True)
 class QueryDags(Message):
     """DAGs by id (none: the caller's, or everyone's with ``all_users``); ``nodes``:
-    with their nodes."""
+    with their nodes; ``running``: only those not ended."""
 
     type: ClassVar[str] = "query_dags"
     roles = CONTROL
     dags: list[int] = field(default_factory=list)
     all_users: bool = False
     nodes: bool = True
+    running: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
