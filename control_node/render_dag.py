@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from control_node.cli.common import connect
 from control_node.connection import DfarmError
+from control_node.render import tabulate
 from scheduler import protocol as p
 
 #: The order states are counted in.
@@ -49,20 +50,31 @@ def dag_text(info: p.DagInfo) -> str:
     if info.reason:
         lines.append(f"  {info.reason}")
     if info.nodes:
-        width = max(len(n.name) for n in info.nodes)
-        lines.append(f"  {'NODE':<{width}}  {'STATE':<8}  CLUSTER  RETRIES  INFO")
+        rows = []
         for n in info.nodes:
             if n.jobs:
                 state = next(s for s in ("running", "held", "idle") if n.jobs.get(s))
                 n = replace(n, state=state)
-            cluster = "-" if n.cluster is None else str(n.cluster)
-            retries = f"{n.retries}/{n.max_retries}" if n.max_retries else "-"
             info_text = n.reason or (
                 f"after {', '.join(n.parents)}" if n.state == "waiting" and n.parents else ""
             )
-            lines.append(
-                f"  {n.name:<{width}}  {n.state:<8}  {cluster:>7}  {retries:>7}  {info_text}"
+            rows.append(
+                (
+                    n.name,
+                    n.state,
+                    "-" if n.cluster is None else n.cluster,
+                    f"{n.retries}/{n.max_retries}" if n.max_retries else "-",
+                    info_text,
+                )
             )
+        table = tabulate(
+            rows,
+            headers=("NODE", "STATE", "CLUSTER", "RETRIES", "INFO"),
+            tablefmt="plain",
+            disable_numparse=True,
+            colalign=("left", "left", "right", "right", "left"),
+        )
+        lines += ["  " + line.rstrip() for line in table.splitlines()]
     return "\n".join(lines)
 
 
