@@ -62,10 +62,27 @@ class FetchedJob:
     #: Whether stdout (stderr) was too large to come inline (so is not in the line).
     stdout_large: bool = False
     stderr_large: bool = False
+    #: What the job printed, for a job without a file for it (its line holds it).
+    stdout_data: bytes | None = None
+    stderr_data: bytes | None = None
 
     @property
     def failed(self) -> bool:
         return failed(self.job)
+
+    def stdout_text(self) -> str:
+        """What the job printed on stdout, from its file or its results line."""
+        return _text(self.stdout, self.stdout_data)
+
+    def stderr_text(self) -> str:
+        """What the job printed on stderr, from its file or its results line."""
+        return _text(self.stderr, self.stderr_data)
+
+
+def _text(path: Path | None, data: bytes | None) -> str:
+    if path is not None:
+        return path.read_text(errors="replace")
+    return (data or b"").decode(errors="replace")
 
 
 def failed(job: p.JobInfo) -> bool:
@@ -283,7 +300,7 @@ def fetch(
     dest: Path | None = None,
     submit_paths: bool = True,
     unfinished: list[p.JobInfo] | None = None,
-    per_job: bool = True,
+    per_job: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[FetchedJob]:
     """Download the results of finished jobs. ``dest`` (default: the current
@@ -309,7 +326,7 @@ class Fetcher:
         conn: Connection,
         dest: Path | None = None,
         submit_paths: bool = True,
-        per_job: bool = True,
+        per_job: bool = False,
         progress: Callable[[int, int], None] | None = None,
     ):
         self.conn = conn
@@ -520,7 +537,16 @@ def _fetch_job(
         _write(out_dir / "status.json", (json.dumps(p.to_wire(job), indent=2) + "\n").encode())
     else:
         # Everything of it is in its cluster's results file.
-        return FetchedJob(job, None, None, [], None, results_file, False, False)
+        return FetchedJob(
+            job,
+            None,
+            None,
+            [],
+            None,
+            results_file,
+            stdout_data=files.inline.get("stdout", b""),
+            stderr_data=files.inline.get("stderr", b""),
+        )
     remote = f"{job.cluster}/{job.proc}"
     inline, expected = files.inline, files.expected
 
