@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from control_node.connection import DfarmError
-from control_node.fetch_writer import receive
+from control_node.fetch_writer import buffers, receive
 from scheduler import protocol as p
 
 if TYPE_CHECKING:
@@ -79,18 +79,19 @@ def _session(
 
     try:
         with ftp_session(grant) as ftp:
+            free = buffers()
             while not errors:
                 try:
                     item = work.get_nowait()
                 except queue.Empty:
                     return
-                _one(ftp, item, damaged)
+                _one(ftp, item, damaged, free)
     except BaseException as exc:  # told by download_all
         errors.append(exc)
 
 
-def _one(ftp: ftplib.FTP, item: Download, damaged: list[str]) -> None:
-    sha = download(ftp, item.remote, item.local, item.expected)
+def _one(ftp: ftplib.FTP, item: Download, damaged: list[str], free: queue.Queue[bytearray]) -> None:
+    sha = download(ftp, item.remote, item.local, item.expected, free)
     if item.expected is None:
         if sha is None and item.name in ("stdout", "stderr"):
             _write(item.local, b"")  # the job printed nothing there
@@ -103,7 +104,13 @@ def _one(ftp: ftplib.FTP, item: Download, damaged: list[str]) -> None:
         )
 
 
-def download(ftp: ftplib.FTP, remote: str, local: Path, expected: str | None = None) -> str | None:
+def download(
+    ftp: ftplib.FTP,
+    remote: str,
+    local: Path,
+    expected: str | None = None,
+    free: queue.Queue[bytearray] | None = None,
+) -> str | None:
     """Download one file and return its SHA-256; None when the spool has no such
     file. With ``expected``, a file of another hash is not kept."""
     import ftplib
@@ -112,7 +119,7 @@ def download(ftp: ftplib.FTP, remote: str, local: Path, expected: str | None = N
     tmp = local.with_name(f".{local.name}.part")
     try:
         with open(tmp, "wb") as f:
-            sha = receive(ftp, remote, f)
+            sha = receive(ftp, remote, f, free)
     except ftplib.error_perm:
         with contextlib.suppress(OSError):
             tmp.unlink()

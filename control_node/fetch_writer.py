@@ -29,13 +29,12 @@ WRITE_BLOCK = 1 << 20
 class HashingWriter:
     """Writes blocks to ``f`` and hashes them, in a thread of its own; :meth:`close`
     waits for the last and returns the SHA-256 (or raises what the writing raised).
-    :meth:`buffer` gives the next buffer to fill, :meth:`write` hands it over."""
+    :meth:`buffer` gives the next buffer to fill, :meth:`write` hands it over; the
+    buffers are ``free``'s (from :func:`buffers`, kept for the next file)."""
 
-    def __init__(self, f: BinaryIO):
+    def __init__(self, f: BinaryIO, free: queue.Queue[bytearray] | None = None):
         self._file = f
-        self._free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(BLOCKS):
-            self._free.put(bytearray(BLOCK))
+        self._free = buffers() if free is None else free
         self._full: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
         self._digest = hashlib.sha256()
         self._error: BaseException | None = None
@@ -51,7 +50,10 @@ class HashingWriter:
     def write(self, buffer: bytearray, length: int) -> None:
         """Write and hash the first ``length`` bytes of ``buffer`` (from :meth:`buffer`),
         which comes back free once done."""
-        self._full.put((buffer, length))
+        if length:
+            self._full.put((buffer, length))
+        else:
+            self._free.put(buffer)
 
     def _run(self) -> None:
         while (item := self._full.get()) is not None:
@@ -74,10 +76,20 @@ class HashingWriter:
         return self._digest.hexdigest()
 
 
-def receive(ftp: ftplib.FTP, remote: str, f: BinaryIO) -> str:
-    """Download ``remote`` into ``f``; its SHA-256. Raises ``ftplib.error_perm`` when
-    the spool has no such file."""
-    writer = HashingWriter(f)
+def buffers() -> queue.Queue[bytearray]:
+    """The buffers one download at a time receives into."""
+    free: queue.Queue[bytearray] = queue.Queue()
+    for _ in range(BLOCKS):
+        free.put(bytearray(BLOCK))
+    return free
+
+
+def receive(
+    ftp: ftplib.FTP, remote: str, f: BinaryIO, free: queue.Queue[bytearray] | None = None
+) -> str:
+    """Download ``remote`` into ``f`` through the buffers ``free`` (new ones when
+    None); its SHA-256. Raises ``ftplib.error_perm`` when the spool has no such file."""
+    writer = HashingWriter(f, free)
     try:
         ftp.voidcmd("TYPE I")  # binary: ASCII mode would rewrite line endings
         with ftp.transfercmd(f"RETR {remote}") as conn:
@@ -86,8 +98,7 @@ def receive(ftp: ftplib.FTP, remote: str, f: BinaryIO) -> str:
                 view, filled = memoryview(buffer), 0
                 while filled < BLOCK and (got := conn.recv_into(view[filled:])):
                     filled += got
-                if filled:
-                    writer.write(buffer, filled)
+                writer.write(buffer, filled)
                 if filled < BLOCK:
                     break
         ftp.voidresp()

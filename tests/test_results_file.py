@@ -177,17 +177,17 @@ def test_a_fetch_broken_half_way_and_repeated_ends_with_identical_files(
         real: Callable[..., str] = fetch_downloads.receive
         calls = []
 
-        def breaks_in_the_third(session: object, remote: str, f: BinaryIO) -> str:
+        def breaks_in_the_third(session: object, remote: str, f: BinaryIO, free: object) -> str:
             calls.append(remote)
             if len(calls) < 3:
-                return real(session, remote, f)
+                return real(session, remote, f, free)
 
             class Half:
                 def write(self, block: memoryview) -> None:
                     f.write(block)
                     raise ConnectionResetError("cut")
 
-            return real(session, remote, Half())
+            return real(session, remote, Half(), free)
 
         monkeypatch.setattr(fetch_downloads, "receive", breaks_in_the_third)
         again = tmp_path / "again"
