@@ -3,8 +3,8 @@
 The socket, the disk and SHA-256 each release the GIL on large blocks: a thread that
 writes and hashes each block as the caller receives the next makes a download take
 about as long as the slowest of the three, not their sum. The blocks are a few
-buffers received into in turn, not fresh ones: a fresh 4 MiB buffer costs a
-thousand page faults, which took as long as hashing it.
+buffers received into in turn, not fresh ones: copying each block into a fresh
+4 MiB buffer (a thousand new pages) took 13% of a fetch's samples.
 """
 
 from __future__ import annotations
