@@ -84,8 +84,7 @@ def checkpoint_gaps(mb: int, rounds: int) -> list[float]:
                 (job,) = client.submit(work / "job.sub", cwd=str(work)).wait(timeout=600)
                 assert job.state == "completed" and job.exit_code == 0, job
                 (result,) = client.fetch([job.id], dest=work / "out")
-                assert result.stdout is not None
-                gaps = json.loads(result.stdout.read_text().splitlines()[-1])["gaps"]
+                gaps = json.loads(result.stdout_text().splitlines()[-1])["gaps"]
         finally:
             cluster.stop()
     return gaps

@@ -42,7 +42,7 @@ def latency(runs: int = 20, workers: int = 2) -> list[float]:
                     times.append(time.perf_counter() - start)
                     assert job.state == "completed" and job.exit_code == 0, job
                 (result,) = client.fetch([job.id], dest=work / "out")
-                assert result.stdout is not None and result.stdout.read_text() == "hello\n"
+                assert result.stdout_text() == "hello\n"
                 return times[1:]
         finally:
             cluster.stop()

@@ -185,7 +185,7 @@ def one_run(client: Client, work: Path, sha: str, route: str) -> tuple[float, fl
     dest = work / "results"
     (result,) = cluster.results(dest=dest)
     fetched = time.time()
-    stamps = result.stdout.read_text().split()
+    stamps = result.stdout_text().split()
     job_start, job_end = float(stamps[0]), float(stamps[1])
     out = dest / result.job.id / "copy.bin"
     digest = hashlib.sha256()

@@ -6,7 +6,7 @@ client = Client()                        # finds the scheduler like the commands
 cluster = client.submit("job.sub")
 jobs = cluster.wait()
 for result in cluster.results(dest="results"):
-    print(result.job.id, result.job.exit_code, result.stdout)
+    print(result.job.id, result.job.exit_code, result.stdout_text())
 """
 
 from __future__ import annotations
@@ -410,13 +410,14 @@ class Client:
         dest: str | os.PathLike[str] | None = None,
         submit_paths: bool = True,
         unfinished: list[p.JobInfo] | None = None,
-        per_job: bool = True,
+        per_job: bool = False,
         progress: Callable[[int, int], None] | None = None,
     ) -> list[results.FetchedJob]:
         """Download the results of finished jobs (see :mod:`control_node.results`): each
-        cluster's results file, and a ``<cluster>.<proc>/`` folder for every job (with
-        ``per_job=False``, only for a job with files worth one); the records of those
-        named that have not finished go to ``unfinished``."""
+        cluster's results file, and a ``<cluster>.<proc>/`` folder only for a job with
+        files worth one (with ``per_job=True``, for every job), as ``dfetch`` does; the
+        records of those named that have not finished go to ``unfinished``. A job's
+        ``stdout_text()`` is what it printed, from its folder or its line."""
         where = Path(dest) if dest is not None else None
         return results.fetch(self.conn, ids, where, submit_paths, unfinished, per_job, progress)
 
@@ -643,7 +644,7 @@ class Cluster:
         return jobs
 
     def results(
-        self, dest: str | os.PathLike[str] | None = None, per_job: bool = True
+        self, dest: str | os.PathLike[str] | None = None, per_job: bool = False
     ) -> list[results.FetchedJob]:
         """Download every finished job's results (see :meth:`Client.fetch`)."""
         return self.client.fetch([str(self.id)], dest=dest, per_job=per_job)

@@ -11,26 +11,19 @@ job's events.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from control_node import results_file
 from control_node.connection import Connection, DfarmError, Pushed, SchedulerUnavailable
-from control_node.fetch_writer import HashingWriter
+from control_node.fetch_downloads import Download, download_all
 from control_node.results_file import ClusterResultsFile, results_path
 from scheduler import protocol as p
-
-if TYPE_CHECKING:
-    import ftplib
-
-# FTP (and with it ssl) is imported by the functions that download: a query starts
-# without it.
 
 DONE_STATES = {p.JobState.COMPLETED.value, p.JobState.REMOVED.value, p.JobState.HELD.value}
 RESERVED_NAMES = {"stdout", "stderr", "status.json"}
@@ -62,10 +55,27 @@ class FetchedJob:
     #: Whether stdout (stderr) was too large to come inline (so is not in the line).
     stdout_large: bool = False
     stderr_large: bool = False
+    #: What the job printed, for a job without a file for it (its line holds it).
+    stdout_data: bytes | None = None
+    stderr_data: bytes | None = None
 
     @property
     def failed(self) -> bool:
         return failed(self.job)
+
+    def stdout_text(self) -> str:
+        """What the job printed on stdout, from its file or its results line."""
+        return _text(self.stdout, self.stdout_data)
+
+    def stderr_text(self) -> str:
+        """What the job printed on stderr, from its file or its results line."""
+        return _text(self.stderr, self.stderr_data)
+
+
+def _text(path: Path | None, data: bytes | None) -> str:
+    if path is not None:
+        return path.read_text(errors="replace")
+    return (data or b"").decode(errors="replace")
 
 
 def failed(job: p.JobInfo) -> bool:
@@ -283,7 +293,7 @@ def fetch(
     dest: Path | None = None,
     submit_paths: bool = True,
     unfinished: list[p.JobInfo] | None = None,
-    per_job: bool = True,
+    per_job: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[FetchedJob]:
     """Download the results of finished jobs. ``dest`` (default: the current
@@ -309,7 +319,7 @@ class Fetcher:
         conn: Connection,
         dest: Path | None = None,
         submit_paths: bool = True,
-        per_job: bool = True,
+        per_job: bool = False,
         progress: Callable[[int, int], None] | None = None,
     ):
         self.conn = conn
@@ -350,36 +360,44 @@ class Fetcher:
         """Write the results of a reply; ``wire_jobs``: its jobs as they came, the lines
         of the results files."""
         large = None if reply.large is None else set(reply.large)
-        with _results_source(reply.download) as source:
-            for job, wire in zip(reply.jobs, wire_jobs, strict=True):
-                if job.state not in DONE_STATES:
-                    if unfinished is not None:
-                        unfinished.append(job)
-                    continue
-                spec = reply.specs.get(job.id)  # brief: only where it names paths
-                inline = {n: p.unpack_bytes(d) for n, d in reply.files.get(job.id, {}).items()}
-                # Paths in someone else's submit file (an admin fetching it) are never
-                # written to: they could name any file of the admin's.
-                own_paths = self.submit_paths and job.owner == self.conn.user
-                in_spool = large is None or job.id in large
-                results = self._results_file(job.cluster)
-                fetched = _fetch_job(
-                    source,
-                    _JobFiles(inline, reply.hashes.get(job.id, {}), in_spool),
-                    job,
-                    spec,
-                    self.dest,
-                    own_paths,
-                    self.per_job,
-                    self._damaged,
-                    results.path,
+        downloads: list[Download] = []
+        for job, wire in zip(reply.jobs, wire_jobs, strict=True):
+            if job.state not in DONE_STATES:
+                if unfinished is not None:
+                    unfinished.append(job)
+                continue
+            spec = reply.specs.get(job.id)  # brief: only where it names paths
+            inline = {n: p.unpack_bytes(d) for n, d in reply.files.get(job.id, {}).items()}
+            # Paths in someone else's submit file (an admin fetching it) are never
+            # written to: they could name any file of the admin's.
+            own_paths = self.submit_paths and job.owner == self.conn.user
+            in_spool = large is None or job.id in large
+            results = self._results_file(job.cluster)
+            fetched = _fetch_job(
+                downloads,
+                _JobFiles(inline, reply.hashes.get(job.id, {}), in_spool),
+                job,
+                spec,
+                self.dest,
+                own_paths,
+                self.per_job,
+                results.path,
+            )
+            self.fetched.append(fetched)
+            results.add(job.proc, _record_line(fetched, wire, inline, self.dest))
+            if spec is not None and spec.log and own_paths:
+                self._logs.setdefault(spec.log, []).extend(
+                    (e, job.id) for e in reply.events.get(job.id, [])
                 )
-                self.fetched.append(fetched)
-                results.add(job.proc, _record_line(fetched, wire, inline, self.dest))
-                if spec is not None and spec.log and own_paths:
-                    self._logs.setdefault(spec.log, []).extend(
-                        (e, job.id) for e in reply.events.get(job.id, [])
-                    )
+        if downloads:
+            if reply.download is None:
+                self._damaged.extend(
+                    f"job {d.job_id}: result file {d.name} is missing from the spool"
+                    for d in downloads
+                    if d.expected is not None
+                )
+            else:
+                download_all(reply.download, downloads, self._damaged)
         # Each file is rewritten whole: at most every few seconds while results come,
         # so that a cluster's fetch writes it a few times, not once a reply.
         if time.monotonic() >= self._flush_due:
@@ -461,21 +479,6 @@ def _record_line(
     )
 
 
-@contextlib.contextmanager
-def _results_source(grant: p.FtpGrant | None) -> Iterator[ftplib.FTP | None]:
-    """An FTP session when some results are too large to have come inline."""
-    if grant is None:
-        yield None
-        return
-    from scheduler.transport.ftp import FTP_ERRORS, ftp_session
-
-    try:
-        with ftp_session(grant) as ftp:
-            yield ftp
-    except FTP_ERRORS as exc:
-        raise DfarmError(f"downloading results failed: {exc}") from None
-
-
 def wants_folder(job: p.JobInfo, files: _JobFiles, per_job: bool) -> bool:
     """Whether a job's results get a ``<cluster>.<proc>/`` folder: always with
     ``per_job`` or ``+DfarmPerJob = true`` in its submit file; else for output files,
@@ -491,18 +494,16 @@ def wants_folder(job: p.JobInfo, files: _JobFiles, per_job: bool) -> bool:
 
 
 def _fetch_job(
-    ftp: ftplib.FTP | None,
+    downloads: list[Download],
     files: _JobFiles,
     job: p.JobInfo,
     spec: p.JobSpec | None,
     dest: Path,
     submit_paths: bool,
     per_job: bool,
-    damaged: list[str],
     results_file: Path | None = None,
 ) -> FetchedJob:
-    """Write one job's results; a file whose recorded hash it cannot match is not
-    written but told in ``damaged``."""
+    """Write one job's small results; its large ones are added to ``downloads``."""
     folder: Path | None = None
     if (
         spec is not None
@@ -520,7 +521,16 @@ def _fetch_job(
         _write(out_dir / "status.json", (json.dumps(p.to_wire(job), indent=2) + "\n").encode())
     else:
         # Everything of it is in its cluster's results file.
-        return FetchedJob(job, None, None, [], None, results_file, False, False)
+        return FetchedJob(
+            job,
+            None,
+            None,
+            [],
+            None,
+            results_file,
+            stdout_data=files.inline.get("stdout", b""),
+            stderr_data=files.inline.get("stderr", b""),
+        )
     remote = f"{job.cluster}/{job.proc}"
     inline, expected = files.inline, files.expected
 
@@ -528,17 +538,10 @@ def _fetch_job(
         if name in inline:
             _write(local, inline[name])
         elif name in expected:
-            sha = _download(ftp, f"{remote}/{name}", local, expected[name]) if ftp else None
-            if sha is None:
-                damaged.append(f"job {job.id}: result file {name} is missing from the spool")
-            elif sha != expected[name]:
-                damaged.append(
-                    f"job {job.id}: result file {name} is damaged in the spool (its SHA-256"
-                    " is not the one recorded when it arrived)"
-                )
-        elif ftp and files.in_spool and not expected and _download(ftp, f"{remote}/{name}", local):
+            downloads.append(Download(job.id, name, f"{remote}/{name}", local, expected[name]))
+        elif files.in_spool and not expected:
             # Hashes are recorded for every large file; a job without any is older.
-            pass
+            downloads.append(Download(job.id, name, f"{remote}/{name}", local, None))
         elif name in ("stdout", "stderr"):
             _write(local, b"")  # the job printed nothing there
 
@@ -569,33 +572,6 @@ def _write(local: Path, data: bytes) -> None:
     tmp = local.with_name(f".{local.name}.part")
     tmp.write_bytes(data)
     os.replace(tmp, local)
-
-
-def _download(ftp: ftplib.FTP, remote: str, local: Path, expected: str | None = None) -> str | None:
-    """Download one file and return its SHA-256; None when the spool has no such
-    file. With ``expected``, a file of another hash is not kept."""
-    import ftplib
-
-    from scheduler.transport.ftp import retrieve
-
-    local.parent.mkdir(parents=True, exist_ok=True)
-    tmp = local.with_name(f".{local.name}.part")
-    try:
-        with open(tmp, "wb") as f:
-            writer = HashingWriter(f)
-            try:
-                retrieve(ftp, remote, writer.write)
-            finally:
-                sha = writer.close()
-    except ftplib.error_perm:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        return None
-    if expected is not None and sha != expected:
-        tmp.unlink()
-    else:
-        os.replace(tmp, local)
-    return sha
 
 
 def write_event_log(path: Path, events: list[tuple[p.JobEvent, str]]) -> None:

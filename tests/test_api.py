@@ -34,7 +34,8 @@ def test_submit_a_dict_wait_and_fetch_results(client: Client, tmp_path: Path) ->
     jobs = cluster.wait(timeout=60)
     assert [j.exit_code for j in jobs] == [0, 0]
     fetched = cluster.results(dest=tmp_path / "out")
-    assert [f.stdout.read_text() for f in fetched] == ["it's a b 7\n"] * 2
+    assert [f.stdout_text() for f in fetched] == ["it's a b 7\n"] * 2
+    assert [f.folder for f in fetched] == [None, None]  # their lines hold everything
     assert {j.state for j in cluster.status()} == {"completed"}
 
 

@@ -215,7 +215,7 @@ def test_a_job_runs_while_its_input_uploads(make_cluster) -> None:  # noqa: ANN0
         (job,) = me.wait([str(whole)], timeout=60)
         assert job.state == "completed" and job.exit_code == 0, job
         (fetched,) = me.fetch([job.id], dest=cluster.config.home / "out")
-        assert fetched.stdout.read_text().split()[0] == SHA
+        assert fetched.stdout_text().split()[0] == SHA
         cut = submit_while_uploading(me, cut=True)
         wait_until(lambda: me.cluster_jobs(cut)[0].state == "removed")
     why = f"the upload of input {SHA[:12]} ended after {HALF} of {len(DATA)} bytes"

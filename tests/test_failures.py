@@ -191,7 +191,7 @@ def test_200_jobs_survive_a_scheduler_kill_and_none_runs_twice(
     assert not bad, bad
     ends = markers.read_text().split()
     assert sorted(ends) == sorted(f"1.{i}" for i in range(200))  # each ran once
-    assert all(f.stdout.read_text() == f"marker {f.job.id}\n" for f in fetched)
+    assert all(f.stdout_text() == f"marker {f.job.id}\n" for f in fetched)
     for job_id in ("1.0", "1.199"):  # each result recorded once
         assert client_events(cluster, job_id).count("terminated") == 1
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from conftest import TestCluster, write
@@ -171,28 +172,29 @@ def test_a_fetch_broken_half_way_and_repeated_ends_with_identical_files(
         clean = tmp_path / "clean"
         client.fetch([str(submitted.id)], dest=clean, per_job=False)
 
-        from scheduler.transport import ftp
+        from control_node import fetch_downloads
 
-        real: Callable[..., None] = ftp.retrieve
+        real: Callable[..., str] = fetch_downloads.receive
         calls = []
 
-        def breaks_in_the_third(session: object, remote: str, sink: Callable[..., None]) -> None:
+        def breaks_in_the_third(session: object, remote: str, f: BinaryIO, free: object) -> str:
             calls.append(remote)
             if len(calls) < 3:
-                return real(session, remote, sink)
+                return real(session, remote, f, free)
 
-            def half(block: memoryview) -> None:
-                sink(block)
-                raise ConnectionResetError("cut")
+            class Half:
+                def write(self, block: memoryview) -> None:
+                    f.write(block)
+                    raise ConnectionResetError("cut")
 
-            return real(session, remote, half)
+            return real(session, remote, Half(), free)
 
-        monkeypatch.setattr(ftp, "retrieve", breaks_in_the_third)
+        monkeypatch.setattr(fetch_downloads, "receive", breaks_in_the_third)
         again = tmp_path / "again"
         with pytest.raises(DfarmError, match="cut"):
             client.fetch([str(submitted.id)], dest=again, per_job=False)
         assert any(path.name.endswith(".part") for path in again.rglob("*"))
-        monkeypatch.setattr(ftp, "retrieve", real)
+        monkeypatch.setattr(fetch_downloads, "receive", real)
         client.fetch([str(submitted.id)], dest=again, per_job=False)
     assert tree(again) == tree(clean)
     assert len([name for name in tree(clean) if name.endswith("big.bin")]) == 4
