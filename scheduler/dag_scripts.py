@@ -126,7 +126,8 @@ def launch(state: SchedulerState, run: DagRun, node: NodeRow, which: str) -> Non
     timeout = float(run.row.settings.get("script_timeout") or SCRIPT_TIMEOUT)
     folder = state.config.home / "dags" / str(run.id)
     account = script_account(run.row.owner)
-    go = partial(_start, state, key, argv, folder, account, timeout)
+    title = f"{which.upper()} script of node {node.name}"
+    go = partial(_start, state, key, argv, folder, account, timeout, title)
     state.effects.defer(f"DAG {run.id} {which} script", go)
 
 
@@ -137,6 +138,7 @@ def _start(
     folder: Path,
     account: tuple[int, int] | None,
     timeout: float,
+    title: str,
 ) -> None:
     try:
         loop = asyncio.get_running_loop()
@@ -144,7 +146,7 @@ def _start(
         code, note = _run_now(argv, folder, account, timeout)
         _ended(state, key, code, note)
         return
-    task = loop.create_task(_run(state, key, argv, folder, account, timeout))
+    task = loop.create_task(_run(state, key, argv, folder, account, timeout, title))
     state.hashing.add(task)  # kept alive until it ends, as result hashing is
     task.add_done_callback(state.hashing.discard)
 
@@ -170,12 +172,13 @@ async def _run(
     folder: Path,
     account: tuple[int, int] | None,
     timeout: float,
+    title: str,
 ) -> None:
     code: int | None = None
     note = ""
     try:
         with open(folder / "dag.log", "ab") as out:
-            out.write(f"--- {key[2].upper()} script of node #{key[1]}: {argv}\n".encode())
+            out.write(f"--- {title}: {argv}\n".encode())
             out.flush()
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdout=out, **_popen_args(folder, account)
