@@ -164,6 +164,11 @@ class Client:
         cluster, warnings = submit_after(self.conn, path, text, cwd, after, after_any)
         return Cluster(self, cluster, [], warnings)
 
+    def cluster_of(self, cluster: int, job_ids: list[str], warnings: list[str]) -> Cluster:
+        """A handle on a cluster already queued (by :mod:`control_node.mapping`'s one
+        request for a small cluster)."""
+        return Cluster(self, cluster, job_ids, warnings)
+
     def submit_dag(
         self, source: str | os.PathLike[str] | Dag | DagBuilder, cwd: str | None = None
     ) -> DagRun:

@@ -11,14 +11,13 @@ futures as their jobs end, and :func:`gather` collects them into
 from __future__ import annotations
 
 import dataclasses
-import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from control_node import mapping, results
-from control_node.connection import DfarmError, NotFound
+from control_node.connection import DfarmError
+from control_node.job_await import await_job
 from scheduler import protocol as p
 
 if TYPE_CHECKING:
@@ -27,11 +26,6 @@ if TYPE_CHECKING:
 
 class CancelledError(DfarmError):
     """The call's job was removed before it ran to its end."""
-
-
-#: The clusters whose :class:`ClusterDone` a future's wait read, by connection, until
-#: their future takes it: the futures of one connection share its pushes.
-_seen: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()
 
 
 class Future:
@@ -121,37 +115,6 @@ def submit(
     )
     (job_id,) = cluster.job_ids
     return Future(client, job_id, awaited=True)
-
-
-def await_job(
-    client: Client, job_id: str, awaited: bool, timeout: float | None
-) -> tuple[p.JobInfo, p.JobResults]:
-    """The record and results of the only job of its cluster, once it has ended: the
-    scheduler pushes the cluster's end (unasked when it was submitted ``awaited``),
-    and one request brings the record and results together."""
-    conn = client.conn
-    cluster = p.parse_job_id(job_id)[0]
-    seen = _seen.setdefault(conn, set())
-    if not awaited:
-        conn.request(p.AwaitClusters(clusters=[cluster]))
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while cluster not in seen:
-        left = 5.0 if deadline is None else deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"job {job_id} still running after {timeout} s")
-        pushed = conn.next_update(min(left, 1.0 if awaited else 5.0))
-        if isinstance(pushed, p.ClusterDone):
-            seen.add(pushed.cluster)  # another future's, perhaps
-        elif pushed is None and awaited:
-            # Its push may have gone to another reader: ask (answered at once if done).
-            conn.request(p.AwaitClusters(clusters=[cluster]))
-            awaited = False
-    seen.discard(cluster)
-    reply = conn.request(p.FetchResults(ids=[job_id]))
-    assert isinstance(reply, p.JobResults)
-    if not reply.jobs:
-        raise NotFound(f"no job {job_id} of yours")
-    return reply.jobs[0], reply
 
 
 def as_completed(

@@ -32,6 +32,7 @@ import cloudpickle
 
 from control_node import results
 from control_node.connection import DfarmError, NotFound
+from control_node.job_await import await_job
 from control_node.map_runner import RUNNER, Function, Outcome
 from control_node.submit_small import submit_small
 from scheduler import protocol as p
@@ -258,8 +259,6 @@ def _completed(
     if after:
         jobs = await_after(client, p.parse_job_id(job_ids[0])[0], job_ids, timeout)
     elif len(job_ids) == 1:
-        from control_node.futures import await_job
-
         yield await_job(client, job_ids[0], True, timeout)
         return
     else:
@@ -539,9 +538,7 @@ def submit_chunks(
         if not after:  # one request (``await_end``: its end pushed, unasked)
             small = submit_small(client.conn, written[1], str(work), await_end)
             if small is not None:
-                from control_node.client import Cluster
-
-                return Cluster(client, small.cluster, small.job_ids, small.warnings)
+                return client.cluster_of(small.cluster, small.job_ids, small.warnings)
         return client.submit(written[1], cwd=str(work), after=after or [])
     finally:
         for path in written:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from functools import partial
 
+from scheduler.cluster_done import cluster_may_be_done
 from scheduler.state import SchedulerState
 from scheduler.transitions import remove
-from scheduler.watchers import cluster_may_be_done
 
 log = logging.getLogger("scheduler.server")
 

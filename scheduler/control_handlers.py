@@ -11,6 +11,7 @@ import sqlite3
 from scheduler import protocol as p
 from scheduler.authz import may_act_for, may_control
 from scheduler.callers import Caller, Replier
+from scheduler.cluster_done import cluster_may_be_done
 from scheduler.clusters import abandon_cluster
 from scheduler.connection import RequestError
 from scheduler.dag_batches import with_dags
@@ -26,7 +27,6 @@ from scheduler.starting import revoke_grant
 from scheduler.state import SchedulerState, disk_full_error, refuse_if_disk_full
 from scheduler.submission import SubmissionError, check_submission
 from scheduler.transitions import hold
-from scheduler.watchers import cluster_may_be_done
 from scheduler.workers import WorkerState
 
 log = logging.getLogger("scheduler.server")

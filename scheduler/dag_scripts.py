@@ -6,7 +6,7 @@ owner when it is a user's (uid at least 1000), else as ``nobody``, as workers ru
 jobs: never as root. A scheduler running as anyone else runs only the scripts of
 DAGs of its own account's name (others are refused at submit). A script is started
 once the unit that put its node in ``pre`` or ``post`` has committed; its end is a
-unit of its own (:func:`script_ended`). A restart runs a script that was running
+unit of its own (:func:`scheduler.dags.script_ended`). A restart runs a script that was running
 again, as DAGMan's recovery does.
 """
 
@@ -20,14 +20,18 @@ import pwd
 import re
 import signal
 import subprocess
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
     from scheduler.dag_book import DagRun
     from scheduler.dag_store import NodeRow
     from scheduler.state import SchedulerState
+
+#: What is called, in a unit of its own, when a script ends: (state, key, code, note).
+Ended: TypeAlias = "Callable[[SchedulerState, tuple[int, int, str, int], int | None, str], None]"
 
 log = logging.getLogger("scheduler.server")
 
@@ -119,15 +123,16 @@ def arguments(state: SchedulerState, run: DagRun, node: NodeRow, which: str) -> 
     return argv
 
 
-def launch(state: SchedulerState, run: DagRun, node: NodeRow, which: str) -> None:
-    """Start the node's ``which`` script once the unit commits."""
+def launch(state: SchedulerState, run: DagRun, node: NodeRow, which: str, ended: Ended) -> None:
+    """Start the node's ``which`` script once the unit commits; ``ended`` is called in a
+    unit of its own when it ends."""
     argv = arguments(state, run, node, which)
     key = (run.id, node.seq, which, node.attempt)
     timeout = float(run.row.settings.get("script_timeout") or SCRIPT_TIMEOUT)
     folder = state.config.home / "dags" / str(run.id)
     account = script_account(run.row.owner)
     title = f"{which.upper()} script of node {node.name}"
-    go = partial(_start, state, key, argv, folder, account, timeout, title)
+    go = partial(_start, state, key, argv, folder, account, timeout, title, ended)
     state.effects.defer(f"DAG {run.id} {which} script", go)
 
 
@@ -139,14 +144,15 @@ def _start(
     account: tuple[int, int] | None,
     timeout: float,
     title: str,
+    ended: Ended,
 ) -> None:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # no event loop (the core's tests): run it here
         code, note = _run_now(argv, folder, account, timeout)
-        _ended(state, key, code, note)
+        _ended(state, key, code, note, ended)
         return
-    task = loop.create_task(_run(state, key, argv, folder, account, timeout, title))
+    task = loop.create_task(_run(state, key, argv, folder, account, timeout, title, ended))
     state.hashing.add(task)  # kept alive until it ends, as result hashing is
     task.add_done_callback(state.hashing.discard)
 
@@ -173,6 +179,7 @@ async def _run(
     account: tuple[int, int] | None,
     timeout: float,
     title: str,
+    ended: Ended,
 ) -> None:
     code: int | None = None
     note = ""
@@ -192,7 +199,7 @@ async def _run(
                 note = f"timed out after {timeout:.0f} s"
     except OSError as exc:
         note = f"could not run: {exc}"
-    _ended(state, key, code, note)
+    _ended(state, key, code, note, ended)
 
 
 def _run_now(
@@ -209,73 +216,18 @@ def _run_now(
 
 
 def _ended(
-    state: SchedulerState, key: tuple[int, int, str, int], code: int | None, note: str
+    state: SchedulerState,
+    key: tuple[int, int, str, int],
+    code: int | None,
+    note: str,
+    ended: Ended,
 ) -> None:
     from scheduler.units import run_unit
 
-    run_unit(state, "DAG script", lambda: script_ended(state, key, code, note))
+    run_unit(state, "DAG script", lambda: ended(state, key, code, note))
 
 
-def script_ended(
-    state: SchedulerState, key: tuple[int, int, str, int], code: int | None, note: str
-) -> None:
-    """A script ended with ``code`` (None: it did not run or was killed: ``note``)."""
-    from scheduler import dags
-
-    dag, seq, which, attempt = key
-    run = state.dags.runs.get(dag)
-    if run is None:
-        return
-    node = run.nodes[seq]
-    if node.state != which or node.attempt != attempt or run.row.state not in ("running", "held"):
-        return  # the DAG moved on (removed, aborted): this result is of no use
-    script: dict[str, Any] = node.rules[which]
-    value = -1 if code is None else code if code >= 0 else 128 - code
-    said = note or f"exited with {value}"
-    dags.dag_log(state, dag, f"node {node.name}: {which.upper()} script {said}")
-    defer = script.get("defer_status")
-    if code is not None and defer is not None and code == defer:
-        loop = _loop()
-        delay = float(script.get("defer_time") or 0)
-        if loop is not None:
-            loop.call_later(delay, lambda: run_deferred(state, key))
-        return
-    if which == "pre":
-        skip = node.rules.get("pre_skip")
-        if skip is not None and value == skip:
-            dags.node_result(state, run, node, True, 0, "")
-        elif value == 0:
-            dags.queue_jobs(state, run, node)
-            dags.advance(state, run)  # its PRE script's room is free
-        elif node.rules.get("post") and run.row.settings.get("always_run_post"):
-            state.dags.set(run, node, state="post", return_code=value, reason=PRE_FAILED + said)
-            dags.start_post(state, run, node)
-        else:
-            dags.node_result(state, run, node, False, value, f"PRE script {said}")
-        return
-    dags.post_ended(state, run, node)
-    reason = "" if value == 0 else f"POST script {said}"
-    if value and node.reason:
-        reason += f" (after: {node.reason})"
-    dags.node_result(state, run, node, value == 0, value, reason)
-
-
-def run_deferred(state: SchedulerState, key: tuple[int, int, str, int]) -> None:
-    """Run a script again that asked to be deferred (``SCRIPT DEFER``)."""
-    from scheduler.units import run_unit
-
-    def again() -> None:
-        run = state.dags.runs.get(key[0])
-        if run is None:
-            return
-        node = run.nodes[key[1]]
-        if node.state == key[2] and node.attempt == key[3]:
-            launch(state, run, node, key[2])
-
-    run_unit(state, "DAG script deferred", again)
-
-
-def _loop() -> asyncio.AbstractEventLoop | None:
+def running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
     except RuntimeError:

@@ -22,9 +22,11 @@ import os
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from scheduler import dag_scripts
 from scheduler import protocol as p
+from scheduler.cluster_done import cluster_may_be_done
 from scheduler.dag_book import LIVE, OPEN, PRE_QUEUE, DagRun
 from scheduler.dag_store import NodeRow
 from scheduler.job_records import Job
@@ -108,7 +110,7 @@ def _start(state: SchedulerState, run: DagRun, node: NodeRow) -> None:
     now = state.clock()
     if node.rules.get("pre"):
         state.dags.set(run, node, state="pre", started=node.started or now)
-        dag_scripts.launch(state, run, node, "pre")
+        dag_scripts.launch(state, run, node, "pre", script_ended)
     else:
         queue_jobs(state, run, node)
 
@@ -204,7 +206,7 @@ def start_post(state: SchedulerState, run: DagRun, node: NodeRow) -> None:
         run.post_queue.append(node.seq)
         return
     run.posts.add(node.seq)
-    dag_scripts.launch(state, run, node, "post")
+    dag_scripts.launch(state, run, node, "post", script_ended)
 
 
 def post_ended(state: SchedulerState, run: DagRun, node: NodeRow) -> None:
@@ -289,8 +291,6 @@ def node_result(
 
 def node_ended(state: SchedulerState, node: NodeRow) -> None:
     """Those awaiting the node's cluster, and the nodes waiting for it, hear of it."""
-    from scheduler.watchers import cluster_may_be_done
-
     if node.cluster is not None:
         cluster_may_be_done(state, node.cluster)
         _recheck(state, node.cluster)
@@ -390,7 +390,6 @@ def _reasons(failed: list[NodeRow]) -> str:
 
 def end_dag(state: SchedulerState, run: DagRun, final: str, reason: str) -> None:
     from scheduler.dag_mail import dag_ended
-    from scheduler.watchers import cluster_may_be_done
 
     row = run.row
     old = (row.state, row.ended, row.reason)
@@ -491,7 +490,7 @@ def resume(state: SchedulerState) -> None:
                 if node.state == "post":
                     start_post(state, run, node)
                 else:
-                    dag_scripts.launch(state, run, node, "pre")
+                    dag_scripts.launch(state, run, node, "pre", script_ended)
             elif node.state == "queued" and (
                 node.cluster is None or state.summary.cluster(node.cluster) is None
             ):
@@ -500,3 +499,62 @@ def resume(state: SchedulerState) -> None:
                 may_be_ready(state, run, node)
         maybe_end(state, run)
         advance(state, run)
+
+
+def script_ended(
+    state: SchedulerState, key: tuple[int, int, str, int], code: int | None, note: str
+) -> None:
+    """A script ended with ``code`` (None: it did not run or was killed: ``note``)."""
+    dag, seq, which, attempt = key
+    run = state.dags.runs.get(dag)
+    if run is None:
+        return
+    node = run.nodes[seq]
+    if node.state != which or node.attempt != attempt or run.row.state not in ("running", "held"):
+        return  # the DAG moved on (removed, aborted): this result is of no use
+    script: dict[str, Any] = node.rules[which]
+    value = -1 if code is None else code if code >= 0 else 128 - code
+    said = note or f"exited with {value}"
+    dag_log(state, dag, f"node {node.name}: {which.upper()} script {said}")
+    defer = script.get("defer_status")
+    if code is not None and defer is not None and code == defer:
+        loop = dag_scripts.running_loop()
+        delay = float(script.get("defer_time") or 0)
+        if loop is not None:
+            loop.call_later(delay, lambda: run_deferred(state, key))
+        return
+    if which == "pre":
+        skip = node.rules.get("pre_skip")
+        if skip is not None and value == skip:
+            node_result(state, run, node, True, 0, "")
+        elif value == 0:
+            queue_jobs(state, run, node)
+            advance(state, run)  # its PRE script's room is free
+        elif node.rules.get("post") and run.row.settings.get("always_run_post"):
+            state.dags.set(
+                run, node, state="post", return_code=value, reason=dag_scripts.PRE_FAILED + said
+            )
+            start_post(state, run, node)
+        else:
+            node_result(state, run, node, False, value, f"PRE script {said}")
+        return
+    post_ended(state, run, node)
+    reason = "" if value == 0 else f"POST script {said}"
+    if value and node.reason:
+        reason += f" (after: {node.reason})"
+    node_result(state, run, node, value == 0, value, reason)
+
+
+def run_deferred(state: SchedulerState, key: tuple[int, int, str, int]) -> None:
+    """Run a script again that asked to be deferred (``SCRIPT DEFER``)."""
+    from scheduler.units import run_unit
+
+    def again() -> None:
+        run = state.dags.runs.get(key[0])
+        if run is None:
+            return
+        node = run.nodes[key[1]]
+        if node.state == key[2] and node.attempt == key[3]:
+            dag_scripts.launch(state, run, node, key[2], script_ended)
+
+    run_unit(state, "DAG script deferred", again)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from scheduler import protocol as p
 from scheduler.authz import may_control
 from scheduler.callers import Replier
+from scheduler.cluster_done import cluster_may_be_done
+from scheduler.dags import job_changed
 from scheduler.job_records import Job
 from scheduler.state import SchedulerState
 
@@ -25,22 +27,7 @@ def notify(state: SchedulerState, job: Job) -> None:
     if job.cluster in state.awaiting and job.state not in p.UNFINISHED_STATES:
         cluster_may_be_done(state, job.cluster)
     if state.dags.by_cluster or state.dags.external:
-        from scheduler.dags import job_changed  # dags builds on this module
-
         job_changed(state, job)
-
-
-def cluster_may_be_done(state: SchedulerState, cluster: int) -> None:
-    """Tell those awaiting ``cluster`` that it is done, if it is: fully submitted,
-    with no job idle or running, and no DAG (or DAG node) of that id still to run."""
-    if (
-        cluster in state.jobs.unfinished
-        or cluster in state.partial_clusters
-        or state.dags.holds(cluster)
-    ):
-        return
-    for conn in state.awaiting.pop(cluster, ()):
-        conn.send(p.ClusterDone(cluster=cluster))
 
 
 def forget(state: SchedulerState, caller: Replier) -> None:

@@ -131,7 +131,7 @@ def test_jobs_of_one_cluster_in_one_slot_see_only_their_own_files(
         "executable = job.sh\narguments = $(Process)\n"
         "transfer_input_files = common.txt, in_$(Process).txt\nqueue 6\n",
     )
-    result = cluster.run("dsub", "--wait", "job.sub", cwd=tmp_path)
+    result = cluster.run("dsub", "--wait", "--per-job", "job.sub", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     for i in range(6):
         job = tmp_path / f"1.{i}"
