@@ -178,3 +178,11 @@ class Accounts:
                 "INSERT INTO workers (name, first_seen, last_seen) VALUES (?,?,?)", (name, now, now)
             )
             return int(cur.lastrowid or 0)
+
+    def swap_incarnation(self, worker_id: int, incarnation: str) -> str:
+        """Record ``incarnation`` (the worker process now registering) as worker
+        ``worker_id``'s; returns the one recorded before ("" if none)."""
+        with self._database.transaction() as db:
+            row = db.execute("SELECT incarnation FROM workers WHERE id=?", (worker_id,)).fetchone()
+            db.execute("UPDATE workers SET incarnation=? WHERE id=?", (incarnation, worker_id))
+            return str(row["incarnation"]) if row else ""

@@ -172,6 +172,10 @@ CREATE TABLE dag_edges (
 CREATE INDEX dag_edges_dag ON dag_edges (dag);
 """
 
+WORKER_INCARNATION = """
+ALTER TABLE workers ADD COLUMN incarnation TEXT NOT NULL DEFAULT '';
+"""
+
 #: Ordered migrations; ``PRAGMA user_version`` says how many have run.
 MIGRATIONS: list[Migration] = [
     """
@@ -325,4 +329,7 @@ MIGRATIONS: list[Migration] = [
     # workflows: DAGs, their nodes (rules, jobs to queue, state) and edges
     # (scheduler/dag_store.py)
     _DAGS,
+    # the worker process last registered under each name (scheduler/worker_handlers.py):
+    # a process that comes back lists every attempt it was given since
+    WORKER_INCARNATION,
 ]

@@ -54,6 +54,8 @@ def _check_registration(msg: p.Register) -> None:
     """Refuse what no real worker sends, before anything is recorded."""
     if msg.slots < 1 or msg.cpus < 1 or msg.memory_mb < 0 or msg.gpus < 0:
         raise RequestError("slots and cpus must be >= 1, memory and gpus >= 0", "invalid")
+    if len(msg.incarnation) > 64:
+        raise RequestError("incarnation: at most 64 characters", "invalid")
     for field, entries in (("running", msg.running), ("dropped", msg.dropped)):
         for entry in entries:
             job_id, _, attempt = entry.partition(":")
@@ -76,6 +78,8 @@ def on_register(state: SchedulerState, conn: Link, msg: p.Register) -> None:
     worker_id = state.store.accounts.worker_id(conn.name, now)
     if worker_id in state.workers:
         raise RequestError(f"a worker named {conn.name!r} is already connected", "conflict")
+    before = state.store.accounts.swap_incarnation(worker_id, msg.incarnation)
+    returning = bool(msg.incarnation) and msg.incarnation == before
     slots = Slots(
         worker_id=worker_id,
         name=conn.name,
@@ -97,7 +101,7 @@ def on_register(state: SchedulerState, conn: Link, msg: p.Register) -> None:
     # are stopped with messages that follow).
     reply = p.Registered(worker_id=worker_id, heartbeat_interval=interval, spool=state.spool.share)
     conn.send(reply.with_id(msg.id))
-    _adopt(state, worker, msg.running, set(msg.dropped))
+    _adopt(state, worker, msg.running, set(msg.dropped), returning)
     log.info(
         "worker %s (id %d) registered from %s: %d slots, %d cpus, %d MB",
         conn.name, worker_id, conn.peer, msg.slots, msg.cpus, msg.memory_mb,
@@ -107,10 +111,17 @@ def on_register(state: SchedulerState, conn: Link, msg: p.Register) -> None:
 
 
 def _adopt(
-    state: SchedulerState, worker: WorkerState, running: list[str], dropped: set[str]
+    state: SchedulerState,
+    worker: WorkerState,
+    running: list[str],
+    dropped: set[str],
+    returning: bool,
 ) -> None:
     """Take back the attempts a returning worker still runs; stop the stale ones;
-    requeue the others (those it ``dropped`` unstarted as never started)."""
+    requeue the others: as never started, those it ``dropped`` unstarted, and all of
+    them when it is ``returning`` (the process that registered last under its name,
+    which lists every attempt it was given: one it does not list never reached it,
+    the connection, or the scheduler, having gone between its commit and its send)."""
     name = worker.name
     for entry in running:
         job_id, _, attempt_text = entry.partition(":")
@@ -146,6 +157,9 @@ def _adopt(
             continue
         if f"{job.id}:{job.attempt}" in dropped:
             requeue_lost(state, job, f"queued on worker {name}, which dropped it unstarted",
+                         started=False)  # fmt: skip
+        elif returning:
+            requeue_lost(state, job, f"sent to worker {name}, which never received it",
                          started=False)  # fmt: skip
         else:
             requeue_lost(state, job, f"worker {name} came back without it")

@@ -123,14 +123,19 @@ def metrics(disk_free_mb: int = 100_000) -> p.WorkerMetrics:
 
 
 def register(
-    state: SchedulerState, name: str, slots: int = 2, running: list[str] | None = None
+    state: SchedulerState,
+    name: str,
+    slots: int = 2,
+    running: list[str] | None = None,
+    incarnation: str = "",
 ) -> FakeConnection:
-    """A worker connects and registers (with the attempts it still runs)."""
+    """A worker connects and registers (with the attempts it still runs; as the
+    process ``incarnation``)."""
     from scheduler.worker_handlers import on_register
 
     link = FakeConnection(name)
     message = p.Register(slots=slots, cpus=slots, memory_mb=8000, gpus=0, metrics=metrics(),
-                         running=running or [])  # fmt: skip
+                         running=running or [], incarnation=incarnation)  # fmt: skip
     on_register(state, link, message)
     return link
 

@@ -145,6 +145,36 @@ def test_a_restart_recovers_jobs_and_usage_from_the_database(
         close_state(again)
 
 
+@pytest.mark.parametrize("same_process", [True, False])
+def test_a_job_its_worker_never_received_does_not_count_as_started(
+    tmp_path: Path, clock: FakeClock, same_process: bool
+) -> None:
+    """The scheduler commits a job's start, then stops before its run_job leaves: the
+    worker process that comes back without it never ran it; a new process may have."""
+    home = tmp_path / "home"
+    state = open_state(home, clock)
+    register(state, "w1", slots=1, incarnation="first")
+    [job] = submit(state, "ann", 1)
+    schedule_once(state)
+    assert job.num_starts == 1
+    close_state(state)
+
+    again = open_state(home, clock)
+    try:
+        register(again, "w1", slots=1, incarnation="first" if same_process else "second")
+        back = again.jobs.get(job.id)
+        assert back is not None and back.state is JobState.IDLE
+        assert back.num_starts == (0 if same_process else 1)
+        detail = again.store.events(job.cluster, job.proc)[-1].detail
+        assert detail == (
+            "sent to worker w1, which never received it"
+            if same_process
+            else "worker w1 came back without it"
+        )
+    finally:
+        close_state(again)
+
+
 def test_a_restart_without_the_worker_requeues_after_the_timeout(
     tmp_path: Path, clock: FakeClock
 ) -> None:

@@ -121,6 +121,20 @@ def test_a_returning_worker_keeps_the_jobs_it_still_runs(
     assert worker.slots.used_slots == 1
 
 
+def test_a_job_sent_as_the_connection_broke_is_requeued_unstarted(
+    state: SchedulerState,
+) -> None:
+    link = register(state, "w1", slots=1, incarnation="one")
+    [job] = submit(state, "ann", 1)
+    schedule_once(state)
+    connection_closed(state, link)  # before the worker read its run_job
+    register(state, "w1", slots=1, incarnation="one")
+    assert job.state is JobState.IDLE and job.num_starts == 0
+    # Run again by the same process: its first start.
+    schedule_once(state)
+    assert job.state is JobState.RUNNING and job.num_starts == 1
+
+
 def test_a_draining_worker_gives_back_its_jobs(state: SchedulerState) -> None:
     link = register(state, "w1", slots=2)
     first, second = submit(state, "ann", 2)

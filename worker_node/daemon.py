@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import secrets
 import shutil
 import threading
 from collections.abc import Callable
@@ -157,6 +158,9 @@ class Worker:
         self._chain_lock = threading.Lock()
         #: Queued attempts dropped unstarted with the last connection (told on registering).
         self.dropped: list[str] = []
+        #: This process, told on each registering: the scheduler knows it by it, and
+        #: that an attempt it does not list was never given to it.
+        self.incarnation = secrets.token_hex(16)
         #: GPUs not reserved by a running job (the scheduler reserves the count).
         self.free_gpus: list[int] = list(config.gpu_ids or range(config.gpus))
         #: Sandboxes of idle slots, kept for the next job of the same cluster.
@@ -323,6 +327,7 @@ class Worker:
                     metrics=metrics,
                     running=running,
                     dropped=self.dropped,
+                    incarnation=self.incarnation,
                 ),
             )
             reply = await asyncio.wait_for(p.read_message(reader), timeout=30)

@@ -335,7 +335,8 @@ class ProbeGranted(Message):
 @dataclass(frozen=True, kw_only=True)
 class Register(Message):
     """A worker offers its slots. ``running`` lists attempts it still runs (``JOB_ID:ATTEMPT``);
-    ``dropped``, the queued attempts it dropped unstarted when its last connection broke."""
+    ``dropped``, the queued attempts it dropped unstarted when its last connection broke;
+    ``incarnation``, a name of the worker process, the same in each of its registrations."""
 
     type: ClassVar[str] = "register"
     roles = WORKER
@@ -346,6 +347,7 @@ class Register(Message):
     metrics: WorkerMetrics
     running: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    incarnation: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
