@@ -179,7 +179,7 @@ _IN_CLASSAD = {
     "worker", "exit_code", "exit_signal", "wall_time", "cpu_time", "num_starts",
     "hold_reason", "executable", "arguments", "total_run_time", "attributes",
     "request_cpus", "request_memory", "request_disk", "request_gpus",
-    "checkpoints", "checkpoint_time", "resumes",
+    "checkpoints", "checkpoint_time", "resumes", "max_retries",
 }  # fmt: skip
 
 

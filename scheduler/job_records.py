@@ -126,6 +126,7 @@ class Job:
             "checkpoint_size": None if self.checkpoint is None else self.checkpoint.size,
             "wall_lost": self.wall_lost,
             "resumes": self.resumes,
+            "max_retries": spec.max_retries,
         }
 
 

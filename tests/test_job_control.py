@@ -129,6 +129,27 @@ def test_edit_requests_of_idle_and_held_jobs(make_cluster, tmp_path: Path) -> No
     assert out.returncode == 1 and "is running (hold it first)" in out.stdout
 
 
+def test_dq_long_shows_job_max_retries_where_it_was_given(
+    make_cluster,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    cluster = make_cluster(workers=0)
+    gated(tmp_path, name="plain")
+    gated(tmp_path, name="retried", extra="max_retries = 3\n")
+    submit(cluster, tmp_path, "plain")
+    submit(cluster, tmp_path, "retried")
+
+    def retries_lines(job_id: str) -> list[str]:
+        long = cluster.run("dq", "-l", job_id).stdout.splitlines()
+        return [line for line in long if "MaxRetries" in line]
+
+    assert retries_lines("1.0") == []  # as condor_submit: none where none was given
+    assert retries_lines("2.0") == ["JobMaxRetries = 3"]
+    assert dq(cluster)["2.0"]["max_retries"] == 3
+    assert cluster.run("dedit", "2.0", "max_retries=5").returncode == 0
+    assert retries_lines("2.0") == ["JobMaxRetries = 5"]
+
+
 def test_job_attributes_are_shown_and_edited(make_cluster, tmp_path: Path) -> None:  # noqa: ANN001
     cluster = make_cluster(workers=0)
     gated(tmp_path, extra='+JobFlavour = "espresso"\nbatch_name = run$(Process)\n')

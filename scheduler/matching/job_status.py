@@ -100,6 +100,8 @@ def _base(info: JobInfo) -> dict[str, Value]:
         ad["exitcode"] = info.exit_code
     if info.memory_usage is not None:
         ad["memoryusage"] = info.memory_usage
+    if info.max_retries:  # as condor_submit: only where it was given
+        ad["jobmaxretries"] = info.max_retries
     if info.checkpoints:  # a self-checkpointing job's (scheduler.checkpoints)
         ad["numckpts"] = info.checkpoints
         ad["lastckpttime"] = int(info.checkpoint_time or 0)
@@ -172,6 +174,7 @@ _NAMES = {
         "MemoryUsage",
         "NumCkpts",
         "LastCkptTime",
+        "JobMaxRetries",
     ]
 }
 

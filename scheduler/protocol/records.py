@@ -321,6 +321,8 @@ class JobInfo:
     wall_lost: float = 0.0
     #: Starts that began from a checkpoint (of ``num_starts``).
     resumes: int = 0
+    #: Reruns after a failed run (``max_retries``, HTCondor's ``JobMaxRetries``).
+    max_retries: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
