@@ -4,8 +4,11 @@ in all (inputs, large results on disk, small results in SQLite).
 Use is measured from the spool and the database each time it is asked (at
 ``new_cluster`` and at submit), never counted alongside: what retention cleans,
 what a user removes or what a rerun replaces is reflected at once, with nothing
-to drift. The FTP server enforces the upload budget a grant carries while the
-bytes arrive (see :mod:`scheduler.staging`); the submit checks again.
+to drift. One measure lists the spool's folders once and walks those of the
+user's clusters only: the clusters whose folders retention removed, however
+many the user submitted, cost nothing. The FTP server enforces the upload
+budget a grant carries while the bytes arrive (see :mod:`scheduler.staging`);
+the submit checks again.
 
 A cluster whose inputs may still be uploaded counts at what its upload grant may
 still bring on top of what its folder holds: the whole budget of a reservation
@@ -17,12 +20,17 @@ reservation expires (see :mod:`scheduler.reservations`).
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Collection
 
 from scheduler.protocol import parse_disk_kb
 from scheduler.retention import tree_size
 from scheduler.staging import Spool
 from scheduler.store import Store
+
+#: Cluster ids in one query (SQLite's limit on a statement's variables is far above).
+_IDS_PER_QUERY = 500
 
 
 class QuotaError(Exception):
@@ -53,12 +61,32 @@ class Quota:
     def usage(self, user: str, but: int | None = None) -> int:
         """Bytes ``user`` keeps in the spool and in the database, and may still upload
         through the upload grants of clusters other than ``but``."""
+        present = self._cluster_folders()
         total = 0
-        for row in self.store.query("SELECT id FROM clusters WHERE owner=?", (user,)):
-            total += tree_size(self.spool.root / str(row["id"]))
-            if row["id"] != but:
-                total += self.spool.upload_room(row["id"])
+        for cluster in self._owned(user, present | set(self.spool.uploading())):
+            if cluster in present:
+                total += tree_size(self.spool.root / str(cluster))
+            if cluster != but:
+                total += self.spool.upload_room(cluster)
         return total + self.spool.probe_bytes(user) + self.store.results.results_bytes(user)
+
+    def _cluster_folders(self) -> set[int]:
+        """The clusters with a folder in the spool, from one listing of its root."""
+        with os.scandir(self.spool.root) as entries:
+            return {int(e.name) for e in entries if e.name.isdigit() and e.is_dir()}
+
+    def _owned(self, user: str, clusters: Collection[int]) -> list[int]:
+        """Those of ``clusters`` that ``user`` owns, looked up by id."""
+        ids = sorted(clusters)
+        found: list[int] = []
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            part = ids[start : start + _IDS_PER_QUERY]
+            marks = ",".join("?" * len(part))
+            rows = self.store.query(
+                f"SELECT id FROM clusters WHERE owner=? AND id IN ({marks})", (user, *part)
+            )
+            found.extend(row["id"] for row in rows)
+        return found
 
     def upload_budget(self, user: str) -> int | None:
         """Bytes a new submission of ``user`` may upload (None: no limit); refuses

@@ -369,6 +369,10 @@ class Spool:
         self._uploads[cluster] = grant.user
         return grant
 
+    def uploading(self) -> list[int]:
+        """The clusters whose inputs may still be uploaded (an upload grant each)."""
+        return list(self._uploads)
+
     def upload_room(self, cluster: int) -> int:
         """Bytes the upload grant of ``cluster`` may still upload (0: none, or no limit)."""
         user = self._uploads.get(cluster)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,10 @@ from conftest import TestCluster, wait_until, write
 # pyftpdlib (imported with the spool) imports asyncore, deprecated in Python 3.11.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
+    from scheduler import quota as quota_module
     from scheduler.quota import human, parse_size
+    from scheduler.retention import tree_size
+    from scheduler.state import SchedulerState
 
 
 def queued(cluster: TestCluster, env: dict[str, str] | None = None) -> list[dict]:
@@ -107,3 +111,32 @@ def test_reservations_expire_after_their_ttl_on_the_given_clock() -> None:
     assert 1 not in reservations and 2 in reservations
     assert reservations.due(2000.0) == [2]
     assert reservations.due(3000.0) == []
+
+
+def test_usage_walks_only_the_folders_of_the_users_clusters_still_in_the_spool(
+    state: SchedulerState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quota = state.quota
+    clusters = [state.store.clusters.reserve_cluster(o, 0.0) for o in ("ann", "ann", "bob", "ann")]
+    kept, cleaned, others, uploading = clusters
+    write(state.spool.input_dir(kept) / "in.dat", "x" * 100)
+    write(state.spool.job_dir(kept, 0) / "out.dat", "y" * 50)
+    write(state.spool.input_dir(others) / "in.dat", "z" * 1000)
+    state.spool.grant_upload(uploading, "127.0.0.1", max_bytes=4000)
+    write(state.spool.input_dir(uploading) / "part.dat", "w" * 10)
+    walked: list[Path] = []
+
+    def recording(root: Path, skip: Collection[str] = ()) -> int:
+        walked.append(root)
+        return tree_size(root, skip)
+
+    monkeypatch.setattr(quota_module, "tree_size", recording)
+    room = state.spool.upload_room(uploading)
+    assert 0 < room <= 4000
+    assert quota.usage("ann") == 150 + 10 + room
+    assert quota.usage("ann", but=uploading) == 150 + 10
+    assert quota.usage("bob") == 1000
+    # Neither the folder retention removed nor another user's is looked at.
+    names = {path.name for path in walked}
+    assert names == {str(kept), str(uploading), str(others)} and str(cleaned) not in names
+    assert walked.count(state.spool.root / str(others)) == 1  # bob's measure only
