@@ -18,14 +18,17 @@ from core_fakes import (
     user,
 )
 
+from scheduler import database as database_module
 from scheduler import protocol as p
 from scheduler.connection import RequestError
 from scheduler.explain import on_query_users
 from scheduler.housekeeping import housekeeping
 from scheduler.job_control import on_change_jobs
 from scheduler.protocol import JobState
+from scheduler.schema import MIGRATIONS, WORKER_INCARNATION
 from scheduler.starting import schedule_once
 from scheduler.state import SchedulerState
+from scheduler.store import Store
 from scheduler.worker_handlers import on_job_finished
 
 DAY = 86400.0
@@ -173,6 +176,27 @@ def test_a_job_its_worker_never_received_does_not_count_as_started(
         )
     finally:
         close_state(again)
+
+
+def test_a_database_from_before_worker_incarnations_migrates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers known before the migration have no process recorded: the first one to
+    register is taken as a new process."""
+    added = MIGRATIONS.index(WORKER_INCARNATION)
+    db_path = tmp_path / "dfarm.db"
+    with monkeypatch.context() as patch:
+        patch.setattr(database_module, "MIGRATIONS", MIGRATIONS[:added])
+        old = Store(db_path)
+        known = old.accounts.worker_id("w1", 1.0)
+        old.close()
+    store = Store(db_path)  # migrates
+    try:
+        assert store.accounts.worker_id("w1", 2.0) == known
+        assert store.accounts.swap_incarnation(known, "first") == ""
+        assert store.accounts.swap_incarnation(known, "second") == "first"
+    finally:
+        store.close()
 
 
 def test_a_restart_without_the_worker_requeues_after_the_timeout(
