@@ -42,7 +42,7 @@ def await_job(
             conn.request(p.AwaitClusters(clusters=[cluster]))
             awaited = False
     seen.discard(cluster)
-    reply = conn.request(p.FetchResults(ids=[job_id]))
+    reply = conn.request(p.FetchResults(ids=[job_id], brief=True))
     assert isinstance(reply, p.JobResults)
     if not reply.jobs:
         raise NotFound(f"no job {job_id} of yours")
