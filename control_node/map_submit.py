@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from control_node.map_runner import RUNNER, Function
+from control_node.map_runner import RUNNER, Function, inline_chunk
 from control_node.submit import FIRST_PART
 from control_node.submit_small import submit_small
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from control_node.client import Client
 
 RESULT_FILE = "result.pkl"
+#: Bytes of the largest chunk pickle carried in a job's arguments rather than a file.
+INLINE_CHUNK = 384
 
 
 def submit_chunks(
@@ -34,7 +36,9 @@ def submit_chunks(
     await_end: bool = False,
 ) -> Any:
     """Submit one cluster of a map: a job per chunk of ``(index, item)`` (``star``:
-    each item is ``(args, kwargs)`` of a call, ``Client.submit``). Its files are
+    each item is ``(args, kwargs)`` of a call, ``Client.submit``). Chunks whose
+    pickles are all small travel in the jobs' arguments (see :func:`inline_chunk`),
+    others as a file per job. Its files are
     written to this process's :func:`scratch` folder under names of their own, and
     removed once submitted (their content is then in the spool). A small cluster
     goes in one request, which with ``await_end`` also awaits its end (the
@@ -43,16 +47,25 @@ def submit_chunks(
     tag = f"{next(_submissions)}"
     written = [work / f"function-{tag}.pkl", work / f"{tag}.sub"]
     written[0].write_bytes(cloudpickle.dumps(Function.capture(fn, star)))
-    for n, chunk in enumerate(chunks):
-        written.append(work / f"chunk-{tag}-{n}.pkl")
-        written[-1].write_bytes(cloudpickle.dumps(chunk))
+    pickled = [cloudpickle.dumps(chunk) for chunk in chunks]
+    if all(len(data) <= INLINE_CHUNK for data in pickled):
+        # Each job's items in its arguments: no file per job to store and stage.
+        chunk_arg, inputs = "$(dfarm_chunk)", f"function-{tag}.pkl"
+        queue = ["queue dfarm_chunk from (", *map(inline_chunk, pickled), ")"]
+    else:
+        chunk_arg = f"chunk-{tag}-$(Process).pkl"
+        inputs = f"function-{tag}.pkl, {chunk_arg}"
+        queue = [f"queue {len(chunks)}"]
+        for n, data in enumerate(pickled):
+            written.append(work / f"chunk-{tag}-{n}.pkl")
+            written[-1].write_bytes(data)
     lines = [
         "executable = dfarm-map.sh",
-        f"arguments = function-{tag}.pkl chunk-{tag}-$(Process).pkl {RESULT_FILE}",
-        f"transfer_input_files = function-{tag}.pkl, chunk-{tag}-$(Process).pkl",
+        f"arguments = function-{tag}.pkl {chunk_arg} {RESULT_FILE}",
+        f"transfer_input_files = {inputs}",
         f"transfer_output_files = {RESULT_FILE}",
         *(f"{key} = {value}" for key, value in resources.items()),
-        f"queue {len(chunks)}",
+        *queue,
     ]
     written[1].write_text("\n".join(lines) + "\n")
     try:

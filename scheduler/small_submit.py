@@ -32,6 +32,8 @@ def on_submit_small(state: SchedulerState, conn: Replier, msg: p.SubmitSmall) ->
         p.SubmitJobs(cluster=cluster, submit_file=msg.submit_file, jobs=msg.jobs, files=msg.files),
     )
     if msg.await_end and isinstance(reply, p.Submitted):
+        if len(msg.jobs) == 1:  # its end carries its results (scheduler/pushed_results.py)
+            state.push_results[cluster] = True
         # Before the reply, and before any job can be dispatched (the loop's next turn).
         on_await_clusters(state, conn, p.AwaitClusters(clusters=[cluster]))
     return reply

@@ -24,6 +24,7 @@ __all__ = [
     "JobSpec",
     "JobState",
     "MACHINE_ATTRIBUTES",
+    "PushedResults",
     "PROTOCOL_VERSION",
     "ProtocolError",
     "Role",
@@ -321,6 +322,15 @@ class JobInfo:
     wall_lost: float = 0.0
     #: Starts that began from a checkpoint (of ``num_starts``).
     resumes: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PushedResults:
+    """A finished job's record and its small files (as ``JobResults.files`` holds a
+    job's), pushed with its cluster's end (see ``ClusterDone``)."""
+
+    job: JobInfo
+    files: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
