@@ -235,7 +235,10 @@ def outcomes_of(client: Client, job: Any, reply: p.JobResults | None = None) -> 
         raise MapJobFailed(f"job {job.id} brought back no {RESULT_FILE}: it is not a job of a map")
     if not data:
         raise MapJobFailed(f"job {job.id} ended before its items did: its {RESULT_FILE} is empty")
-    outcomes: list[Outcome] = cloudpickle.loads(data)
+    try:  # each value is a pickle of its own: only a cut-short file fails here
+        outcomes: list[Outcome] = cloudpickle.loads(data)
+    except Exception as exc:
+        raise MapJobFailed(f"job {job.id} left a damaged {RESULT_FILE}: {exc}") from None
     return outcomes
 
 

@@ -187,14 +187,11 @@ def run_files(fn: Any, argv: list[str]) -> int:
             chunk = cloudpickle.load(f)
     # An empty result while the items run: a job that dies in the middle of one
     # (a crash, a signal) ends with its exit status, which ``max_retries`` retries,
-    # rather than held for a missing output file.
-    open(result_file, "wb").close()
-    keep = {*argv, result_file + ".part", "dfarm-map.sh"}
-    outcomes = run_chunk(fn, chunk, os.getcwd(), keep)
-    partial = result_file + ".part"
-    with open(partial, "wb") as f:
-        cloudpickle.dump(outcomes, f)
-    os.replace(partial, result_file)
+    # rather than held for a missing output file. The outcomes go in with one write
+    # at the end: no second file and rename per job.
+    with open(result_file, "wb") as out:
+        outcomes = run_chunk(fn, chunk, os.getcwd(), {*argv, "dfarm-map.sh"})
+        out.write(cloudpickle.dumps(outcomes))
     return 0
 
 
