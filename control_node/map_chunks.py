@@ -57,6 +57,7 @@ def free_slots(client: Client) -> int:
 
 
 def check_chunk_size(chunk_size: ChunkSize) -> None:
+    """Refuse (ValueError) a ``chunk_size`` that is neither "auto" nor a count."""
     if chunk_size == AUTO:
         return
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
@@ -64,4 +65,5 @@ def check_chunk_size(chunk_size: ChunkSize) -> None:
 
 
 def cut_chunks(indexed: list[tuple[int, Any]], size: int) -> list[list[tuple[int, Any]]]:
+    """``indexed`` in chunks of ``size`` items (the last one shorter)."""
     return [indexed[i : i + size] for i in range(0, len(indexed), size)]

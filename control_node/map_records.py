@@ -124,5 +124,6 @@ def collect(found: Iterable[Row]) -> MapResults:
 
 
 def check_errors(errors: str) -> None:
+    """Refuse (ValueError) an ``errors`` other than "raise" and "keep"."""
     if errors not in ("raise", "keep"):
         raise ValueError(f"errors must be 'raise' or 'keep', not {errors!r}")
