@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from control_node.client import Client, Cluster, DagRun
+    from control_node.client import Client
     from control_node.connection import (
         AuthError,
         DfarmError,
@@ -18,13 +18,14 @@ if TYPE_CHECKING:
         RequestFailed,
         SchedulerUnavailable,
     )
+    from control_node.handles import Cluster, DagRun
     from control_node.submit import SubmitError
 
 _HOMES = {
     "AuthError": "control_node.connection",
     "Client": "control_node.client",
-    "Cluster": "control_node.client",
-    "DagRun": "control_node.client",
+    "Cluster": "control_node.handles",
+    "DagRun": "control_node.handles",
     "DfarmError": "control_node.connection",
     "NotFound": "control_node.connection",
     "RequestFailed": "control_node.connection",

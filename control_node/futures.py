@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from control_node import mapping, results
+from control_node import map_collect, mapping, results
 from control_node.connection import DfarmError
 from control_node.job_await import await_job
 from scheduler import protocol as p
@@ -127,9 +127,9 @@ def as_completed(
     waiting = [job_id for job_id in by_id if by_id[job_id]._row is None]
     if not waiting:
         return
-    for job in results.as_completed(client.conn, waiting, timeout=timeout):
+    for job, reply in map_collect.ended(client, waiting, timeout):
         future = by_id[job.id]
-        future._set(job)
+        future._set(job, reply)
         yield future
 
 

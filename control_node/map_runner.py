@@ -16,6 +16,7 @@ tests/test_startup.py guards it.
 
 from __future__ import annotations
 
+import base64
 import linecache
 import os
 import sys
@@ -28,6 +29,8 @@ from typing import Any
 
 import cloudpickle
 
+#: Before a chunk's pickle (URL-safe base64) carried in its job's arguments.
+CHUNK_ARG = "chunk:"
 #: The start script of every job of a map (``dfarm-map.sh``); a worker with
 #: ``--warm-map`` recognises a map's jobs by it (see :mod:`worker_node.warm_map`).
 RUNNER = '#!/bin/sh\nexec "${DFARM_PYTHON:-python3}" -m control_node.map_runner "$@"\n'
@@ -166,22 +169,29 @@ def load_function(path: str) -> Any:
         return cloudpickle.load(f).restore()
 
 
+def inline_chunk(pickled: bytes) -> str:
+    """A chunk's pickle as the CHUNK argument of its job (see :func:`run_files`)."""
+    return CHUNK_ARG + base64.urlsafe_b64encode(pickled).decode()
+
+
 def run_files(fn: Any, argv: list[str]) -> int:
-    """Run ``fn`` on the chunk of ``argv`` (FUNCTION.pkl CHUNK.pkl RESULT.pkl, in the
-    working directory) and write its outcomes: the job's exit status."""
-    _, chunk_file, result_file = argv
-    with open(chunk_file, "rb") as f:
-        chunk = cloudpickle.load(f)
+    """Run ``fn`` on the chunk of ``argv`` (FUNCTION.pkl CHUNK RESULT.pkl, in the
+    working directory: CHUNK is a file of the chunk's pickle, or the pickle itself
+    after :data:`CHUNK_ARG`, URL-safe base64) and write its outcomes: the job's
+    exit status."""
+    _, chunk_arg, result_file = argv
+    if chunk_arg.startswith(CHUNK_ARG):
+        chunk = cloudpickle.loads(base64.urlsafe_b64decode(chunk_arg[len(CHUNK_ARG) :]))
+    else:
+        with open(chunk_arg, "rb") as f:
+            chunk = cloudpickle.load(f)
     # An empty result while the items run: a job that dies in the middle of one
     # (a crash, a signal) ends with its exit status, which ``max_retries`` retries,
-    # rather than held for a missing output file.
-    open(result_file, "wb").close()
-    keep = {*argv, result_file + ".part", "dfarm-map.sh"}
-    outcomes = run_chunk(fn, chunk, os.getcwd(), keep)
-    partial = result_file + ".part"
-    with open(partial, "wb") as f:
-        cloudpickle.dump(outcomes, f)
-    os.replace(partial, result_file)
+    # rather than held for a missing output file. The outcomes go in with one write
+    # at the end: no second file and rename per job.
+    with open(result_file, "wb") as out:
+        outcomes = run_chunk(fn, chunk, os.getcwd(), {*argv, "dfarm-map.sh"})
+        out.write(cloudpickle.dumps(outcomes))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from scheduler import protocol as p
+from scheduler.pushed_results import pushed_results
 from scheduler.state import SchedulerState
 
 
@@ -15,5 +16,7 @@ def cluster_may_be_done(state: SchedulerState, cluster: int) -> None:
         or state.dags.holds(cluster)
     ):
         return
+    push = state.push_results.pop(cluster, False)
     for conn in state.awaiting.pop(cluster, ()):
-        conn.send(p.ClusterDone(cluster=cluster))
+        results = pushed_results(state, conn, cluster) if push else None
+        conn.send(p.ClusterDone(cluster=cluster, results=results))

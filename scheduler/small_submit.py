@@ -9,19 +9,15 @@ import shutil
 
 from scheduler import protocol as p
 from scheduler.callers import Replier
-from scheduler.connection import RequestError
 from scheduler.control_handlers import on_await_clusters, on_submit_jobs
 from scheduler.node_setup.private_dir import make_private_dir
-from scheduler.quota import QuotaError
 from scheduler.state import SchedulerState, refuse_if_disk_full
 
 
 def on_submit_small(state: SchedulerState, conn: Replier, msg: p.SubmitSmall) -> p.Message:
     refuse_if_disk_full(state)
-    try:
-        state.quota.upload_budget(conn.name)  # refused where NewCluster would be
-    except QuotaError as exc:
-        raise RequestError(str(exc), "quota") from None
+    # No upload budget to grant: the quota is checked once, with the inline inputs
+    # counted, as SubmitJobs checks it (a walk of the owner's spool less per call).
     now = state.reservations.clock()
     cluster = state.store.clusters.reserve_cluster(conn.name, now)
     state.reservations.add(cluster, now)
@@ -36,6 +32,8 @@ def on_submit_small(state: SchedulerState, conn: Replier, msg: p.SubmitSmall) ->
         p.SubmitJobs(cluster=cluster, submit_file=msg.submit_file, jobs=msg.jobs, files=msg.files),
     )
     if msg.await_end and isinstance(reply, p.Submitted):
+        if len(msg.jobs) == 1:  # its end carries its results (scheduler/pushed_results.py)
+            state.push_results[cluster] = True
         # Before the reply, and before any job can be dispatched (the loop's next turn).
         on_await_clusters(state, conn, p.AwaitClusters(clusters=[cluster]))
     return reply

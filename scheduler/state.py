@@ -78,6 +78,9 @@ class SchedulerState:
     subscribers: UndoDict[int, dict[Replier, frozenset[str]]]
     #: Callers to tell once each cluster has no idle or running job left.
     awaiting: UndoDict[int, set[Replier]]
+    #: Clusters of one job whose end carries its results to those awaiting it (a
+    #: call's, a one-item map's: see :mod:`scheduler.pushed_results`).
+    push_results: UndoDict[int, bool]
     #: Clusters submitted in parts: the proc number their next part starts at, and
     #: the caller (a connection or dashboard user) sending them.
     partial_clusters: UndoDict[int, tuple[int, object]]
@@ -142,6 +145,7 @@ class SchedulerState:
         self.controls = {}
         self.subscribers = UndoDict(undo)
         self.awaiting = UndoDict(undo)
+        self.push_results = UndoDict(undo)
         self.partial_clusters = UndoDict(undo)
         self.tails = UndoDict(undo)
         self.hashing = set()

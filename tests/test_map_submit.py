@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,8 +113,8 @@ def test_cancel_removes_a_waiting_call(client: Client) -> None:
         future.cancel()
 
 
-def test_a_call_is_submitted_in_one_request_and_its_end_pushed(
-    client: Client, monkeypatch: pytest.MonkeyPatch
+def test_a_call_is_submitted_in_one_request_and_its_end_pushed_with_its_result(
+    client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     sent: list[str] = []
     request = client.conn.request
@@ -127,12 +128,32 @@ def test_a_call_is_submitted_in_one_request_and_its_end_pushed(
     assert sent == ["submit_small"] * 3  # reserved, queued and awaited at once
     # Read out of order: each future's end is pushed once, whoever reads it first.
     assert [f.result(timeout=60) for f in reversed(calls)] == [4, 1, 0]
-    assert sent.count("fetch_results") == 3
+    assert sent == ["submit_small"] * 3  # each result came with its end: no fetch
+    assert all(f.stats is not None and f.stats.attempt == 1 for f in calls)
     (job,) = client.wait([calls[0].id])
     assert job.state == "completed" and job.exit_code == 0
+    # The records are those of any job: its results can be fetched again.
+    (again,) = client.fetch([calls[0].id], dest=tmp_path)
+    assert again.job.exit_code == 0
 
 
-def test_a_one_item_map_takes_two_requests(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_call_with_a_large_result_fetches_it(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[str] = []
+    request = client.conn.request
+
+    def counted(message: Any) -> Any:
+        sent.append(message.type)
+        return request(message)
+
+    monkeypatch.setattr(client.conn, "request", counted)
+    size = p.INLINE_LIMIT * 2  # its result.pkl does not come inline
+    assert client.submit(bytes, size).result(timeout=60) == bytes(size)
+    assert sent[0] == "submit_small" and "fetch_results" in sent
+
+
+def test_a_one_item_map_takes_one_request(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[str] = []
     request = client.conn.request
 
@@ -143,7 +164,7 @@ def test_a_one_item_map_takes_two_requests(client: Client, monkeypatch: pytest.M
     monkeypatch.setattr(client.conn, "request", counted)
     found = client.map(abs, [-3], timeout=60)
     assert dict(found) == {-3: 3} and found.stats[0].attempt == 1
-    assert sent == ["submit_small", "fetch_results"]
+    assert sent == ["submit_small"]  # its result came with its end
 
 
 def test_a_refused_small_submission_leaves_nothing(cluster: TestCluster, client: Client) -> None:

@@ -12,6 +12,7 @@ from scheduler.protocol.records import (
     JobEvent,
     JobInfo,
     JobSpec,
+    PushedResults,
     Role,
     SpoolShare,
     WorkerInfo,
@@ -268,10 +269,15 @@ class AwaitClusters(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class ClusterDone(Message):
-    """Pushed by the scheduler: an awaited cluster has no idle or running job left."""
+    """Pushed by the scheduler: an awaited cluster has no idle or running job left.
+    ``results``: those of its only job, as :class:`FetchResults` gives them, when
+    it was submitted by :class:`SubmitSmall` with ``await_end`` as one job (a
+    call's, a one-item map's) and they all came inline, so that no request
+    follows; else None."""
 
     type: ClassVar[str] = "cluster_done"
     cluster: int
+    results: PushedResults | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,6 +24,7 @@ __all__ = [
     "JobSpec",
     "JobState",
     "MACHINE_ATTRIBUTES",
+    "PushedResults",
     "PROTOCOL_VERSION",
     "ProtocolError",
     "Role",
@@ -323,6 +324,15 @@ class JobInfo:
     resumes: int = 0
     #: Reruns after a failed run (``max_retries``, HTCondor's ``JobMaxRetries``).
     max_retries: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PushedResults:
+    """A finished job's record and its small files (as ``JobResults.files`` holds a
+    job's), pushed with its cluster's end (see ``ClusterDone``)."""
+
+    job: JobInfo
+    files: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

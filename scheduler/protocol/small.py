@@ -19,7 +19,8 @@ class SubmitSmall(Message):
     """Reserve a cluster and queue these jobs in it at once, as one whole part whose
     inputs are all in ``files`` (sha256 -> base64); answered by :class:`Submitted`.
     ``await_end``: push :class:`ClusterDone` once the cluster is done, as
-    :class:`AwaitClusters` would, registered before any job can end."""
+    :class:`AwaitClusters` would, registered before any job can end; for a cluster
+    of one job it carries the job's results when they all came inline."""
 
     type: ClassVar[str] = "submit_small"
     roles = CONTROL
