@@ -126,6 +126,12 @@ class DagBook:
             if node.cluster is not None:
                 self.by_cluster[node.cluster] = (run.id, node.seq)
 
+    def inputs_of(self, cluster: int) -> int | None:
+        """The cluster whose inputs the jobs of ``cluster`` read: its DAG's for a node's
+        (a node has no inputs folder of its own); None: its own."""
+        key = self.by_cluster.get(cluster)
+        return None if key is None else key[0]
+
     def node_of(self, cluster: int) -> tuple[DagRun, NodeRow] | None:
         key = self.by_cluster.get(cluster)
         if key is None:

@@ -15,10 +15,8 @@ the job's end, and a restart finds them together.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import logging
-import os
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -123,7 +121,6 @@ def queue_jobs(state: SchedulerState, run: DagRun, node: NodeRow) -> None:
         state.dags.set(run, node, state="queued", started=node.started or now)
         jobs_ended(state, run, node)
         return
-    _link_inputs(state, run.id, node.cluster, specs)
     priority = int(node.rules.get("priority") or 0)
     if priority:  # a node's PRIORITY is its jobs' too, as in DAGMan
         specs = [replace(spec, priority=spec.priority + priority) for spec in specs]
@@ -140,20 +137,6 @@ def queue_jobs(state: SchedulerState, run: DagRun, node: NodeRow) -> None:
     state.mailer.submitted(jobs)
     dag_log(state, run.id, f"node {node.name}: {len(jobs)} job(s) queued as cluster {node.cluster}")
     state.wake()
-
-
-def _link_inputs(state: SchedulerState, dag: int, cluster: int, specs: list[p.JobSpec]) -> None:
-    """The node's inputs in its cluster's folder: links to the DAG's copies."""
-    root = f"{state.spool.root}{os.sep}"
-    source = f"{root}{dag}{os.sep}input{os.sep}"
-    target = f"{root}{cluster}{os.sep}input"
-    for folder in (f"{root}{cluster}", target):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(folder)
-    target += os.sep
-    for sha in {f.sha256 for spec in specs for f in spec.inputs}:
-        with contextlib.suppress(FileExistsError):
-            os.link(source + sha, target + sha)
 
 
 def job_changed(state: SchedulerState, job: Job) -> None:
@@ -399,9 +382,8 @@ def end_dag(state: SchedulerState, run: DagRun, final: str, reason: str) -> None
     state.dags.end(run)
     dag_log(state, run.id, f"DAG {final}" + (f": {reason}" if reason else ""))
     if final == "done":
-        # Nothing of it runs again: the DAG's copies of its inputs can go (each node's
-        # cluster has its own links to those its jobs used). A failed or removed DAG
-        # keeps them for --rerun-failed.
+        # Nothing of it runs again: its inputs, which its nodes' jobs read, can go. A
+        # failed or removed DAG keeps them for --rerun-failed.
         state.effects.defer("remove DAG inputs", partial(state.spool.remove_cluster, run.id))
     log.info("DAG %d of %s %s", run.id, row.owner, final)
     dag_ended(state, run)

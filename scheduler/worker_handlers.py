@@ -129,7 +129,11 @@ def _adopt(
             state.jobs.began(job, state.clock())
             worker.slots.take(job)
             grant = state.spool.grant_job(
-                job.cluster, job.proc, worker.link.local_host, state.config.job_grant_ttl
+                job.cluster,
+                job.proc,
+                worker.link.local_host,
+                state.config.job_grant_ttl,
+                state.dags.inputs_of(job.cluster),
             )
             state.store.remember(partial(revoke_grant, state, grant))
             state.workers.attach(worker, job, grant)
