@@ -126,6 +126,7 @@ def queue_jobs(state: SchedulerState, run: DagRun, node: NodeRow) -> None:
         specs = [replace(spec, priority=spec.priority + priority) for spec in specs]
     state.dags.set(run, node, state="queued", started=node.started or now)
     state.dags.watch(node)
+    node.jobs = len(specs)  # trusted only while it is watched
     jobs = state.jobs.submit(
         node.cluster, run.row.owner, node.submit_file, specs, node.first_proc, True
     )

@@ -201,6 +201,9 @@ def _has_result(state: SchedulerState, job: Job) -> bool:
     spec = job.spec
     if spec.result_file or spec.params or state.jobs.unfinished.get(job.cluster, 0) > 1:
         return True
+    lone = state.dags.lone_job(job.cluster)  # a DAG node's cluster: known without a read
+    if lone is not None:
+        return not lone
     return state.store.cluster_has_others(job.cluster, job.proc)
 
 
