@@ -104,15 +104,23 @@ class DagTables:
 
     def reserve_clusters(self, owner: str, now: float, count: int, dag: int) -> list[int]:
         """``count`` cluster ids for nodes, marked submitted (a restart keeps them)."""
+        if not count:
+            return []
+        name = f"DAG {dag}"
         with self.db.transaction() as db:
-            ids = []
-            for _ in range(count):
-                cur = db.execute(
-                    "INSERT INTO clusters (owner, created, submit_file, submitted)"
-                    " VALUES (?,?,?,?)",
-                    (owner, now, f"DAG {dag}", now),
-                )
-                ids.append(int(cur.lastrowid or 0))
+            # One statement for all (the ids are those above the largest before it
+            # that carry the DAG's name: nothing else is written meanwhile).
+            before = db.execute("SELECT COALESCE(MAX(id), 0) FROM clusters").fetchone()[0]
+            db.executemany(
+                "INSERT INTO clusters (owner, created, submit_file, submitted) VALUES (?,?,?,?)",
+                [(owner, now, name, now)] * count,
+            )
+            rows = db.execute(
+                "SELECT id FROM clusters WHERE id > ? AND submit_file = ? ORDER BY id",
+                (before, name),
+            ).fetchall()
+            ids = [int(row[0]) for row in rows]
+            assert len(ids) == count, (len(ids), count)
             return ids
 
     # One statement each, inside the caller's unit (no savepoint of their own).
