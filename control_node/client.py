@@ -127,7 +127,7 @@ class Client:
 
         waits = [cluster_id(c) for c in after], [cluster_id(c) for c in after_any]
         if waits[0] or waits[1]:
-            return self._submit_after(source, cwd, *waits)
+            return self._submit_after(source, cwd, *waits, strict=strict)
         if isinstance(source, Mapping):
             try:
                 text = submit_text(source)
@@ -146,6 +146,7 @@ class Client:
         cwd: str | None,
         after: list[int],
         after_any: list[int],
+        strict: bool = False,
     ) -> Cluster:
         from control_node.dag_submit import submit_after
         from control_node.submit import SubmitError
@@ -160,7 +161,7 @@ class Client:
             path, text = Path("<text>"), source
         else:
             path, text = Path(source), None
-        cluster, warnings = submit_after(self.conn, path, text, cwd, after, after_any)
+        cluster, warnings = submit_after(self.conn, path, text, cwd, after, after_any, strict)
         return Cluster(self, cluster, [], warnings)
 
     def cluster_of(self, cluster: int, job_ids: list[str], warnings: list[str]) -> Cluster:

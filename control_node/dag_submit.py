@@ -246,10 +246,12 @@ def submit_after(
     cwd: str | None,
     after: list[int],
     after_any: list[int],
+    strict: bool = False,
 ) -> tuple[int, list[str]]:
     """Submit one submit file whose jobs wait for clusters (``after``: until each
-    succeeded; ``after_any``: until each ended); its cluster and warnings."""
-    description = parse_description(path, text, 0, cwd, None)
+    succeeded; ``after_any``: until each ended); its cluster and warnings. ``strict``
+    refuses a key that is neither HTCondor's nor used as a macro, as ``submit_file``."""
+    description = parse_description(path, text, 0, cwd, None, strict=strict)
     node = DagNode(name=path.name or "job", submit_file=path.name)
     plan = NodePlan(node, Path(cwd or os.getcwd()), description.procs, None, after, after_any)
     plan.from_file = False

@@ -126,6 +126,22 @@ class DagBook:
             if node.cluster is not None:
                 self.by_cluster[node.cluster] = (run.id, node.seq)
 
+    def inputs_of(self, cluster: int) -> int | None:
+        """The cluster whose inputs the jobs of ``cluster`` read: its DAG's for a node's
+        (a node has no inputs folder of its own); None: its own."""
+        key = self.by_cluster.get(cluster)
+        return None if key is None else key[0]
+
+    def lone_job(self, cluster: int) -> bool | None:
+        """Whether ``cluster``, a node's, holds one job alone (its first attempt's
+        only job); None: not known here (not a node's cluster, or its attempt was
+        queued before a restart), to be asked of SQLite."""
+        found = self.node_of(cluster)
+        if found is None or not found[1].watched or not found[1].jobs:
+            return None
+        node = found[1]
+        return node.first_proc == 0 and node.jobs == 1
+
     def node_of(self, cluster: int) -> tuple[DagRun, NodeRow] | None:
         key = self.by_cluster.get(cluster)
         if key is None:

@@ -54,6 +54,9 @@ def on_submit_dag(state: SchedulerState, conn: Caller, msg: p.SubmitDag) -> p.Me
     scripts = _scripts(conn.name, msg)
     now = state.clock()
     specs: dict[str, list[p.JobSpec]] = {}
+    #: Each node's jobs as stored; nodes of one submit file are checked once.
+    texts: dict[str, str] = {}
+    checked: dict[str, list[str]] = {}
     try:
         all_specs = [spec for node in msg.nodes for spec in node.jobs]
         state.spool.store_inputs(msg.dag, msg.files)
@@ -62,16 +65,18 @@ def on_submit_dag(state: SchedulerState, conn: Caller, msg: p.SubmitDag) -> p.Me
         state.quota.check_submission(conn.name, msg.dag, declared)
         state.spool.name_uploads(msg.dag, msg.uploads, sizes)
         warnings: list[str] = []
+        inputs = state.spool.input_dir(msg.dag)
         for given in msg.nodes:
             _check_after(state, conn, given)
             if given.done or not given.jobs:
                 continue
             specs[given.name] = state.mailer.addressed(given.jobs, conn.name)
-            for w in check_submission(
-                specs[given.name], state.spool.input_dir(msg.dag), mail=state.mailer.configured
-            ):
-                if w not in warnings:
-                    warnings.append(w)
+            text = texts[given.name] = specs_text(specs[given.name])
+            if text not in checked:
+                checked[text] = check_submission(
+                    specs[given.name], inputs, mail=state.mailer.configured
+                )
+                warnings.extend(w for w in dict.fromkeys(checked[text]) if w not in warnings)
     except (SubmissionError, StagingError, p.ProtocolError) as exc:
         raise RequestError(str(exc), "invalid") from None
     except QuotaError as exc:
@@ -95,9 +100,7 @@ def on_submit_dag(state: SchedulerState, conn: Caller, msg: p.SubmitDag) -> p.Me
             nodes[parent].children.append(node.seq)
     row = DagRow(id=msg.dag, owner=conn.name, name=msg.name, state="running", created=now)
     row.settings = settings
-    book.tables.insert_dag(
-        row, nodes, {n.seq: specs_text(specs[n.name]) for n in nodes if n.name in specs}
-    )
+    book.tables.insert_dag(row, nodes, {n.seq: texts[n.name] for n in nodes if n.name in texts})
     book.tables.close_cluster(msg.dag, now)
     state.reservations.submitted(msg.dag)
     state.store.remember(state.spool.end_upload(msg.dag))

@@ -21,6 +21,7 @@ import re
 import signal
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -49,6 +50,23 @@ MACROS = re.compile(
 PRE_FAILED_RETURN = -1004
 #: A node's reason once its PRE script failed (its POST script then runs).
 PRE_FAILED = "PRE script exited with "
+
+
+@dataclass(frozen=True)
+class ScriptRun:
+    """One run of a node's script: what starts it and what its end is given to."""
+
+    state: SchedulerState
+    #: (DAG id, node seq, "pre" or "post", attempt).
+    key: tuple[int, int, str, int]
+    argv: list[str]
+    folder: Path
+    #: The uid and gid it runs as; None: the scheduler's own.
+    account: tuple[int, int] | None
+    timeout: float
+    #: Its heading in the DAG's log.
+    title: str
+    ended: Ended
 
 
 def own_account() -> str:
@@ -132,29 +150,20 @@ def launch(state: SchedulerState, run: DagRun, node: NodeRow, which: str, ended:
     folder = state.config.home / "dags" / str(run.id)
     account = script_account(run.row.owner)
     title = f"{which.upper()} script of node {node.name}"
-    go = partial(_start, state, key, argv, folder, account, timeout, title, ended)
-    state.effects.defer(f"DAG {run.id} {which} script", go)
+    script = ScriptRun(state, key, argv, folder, account, timeout, title, ended)
+    state.effects.defer(f"DAG {run.id} {which} script", partial(_start, script))
 
 
-def _start(
-    state: SchedulerState,
-    key: tuple[int, int, str, int],
-    argv: list[str],
-    folder: Path,
-    account: tuple[int, int] | None,
-    timeout: float,
-    title: str,
-    ended: Ended,
-) -> None:
+def _start(script: ScriptRun) -> None:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # no event loop (the core's tests): run it here
-        code, note = _run_now(argv, folder, account, timeout)
-        _ended(state, key, code, note, ended)
+        code, note = _run_now(script)
+        _ended(script, code, note)
         return
-    task = loop.create_task(_run(state, key, argv, folder, account, timeout, title, ended))
-    state.hashing.add(task)  # kept alive until it ends, as result hashing is
-    task.add_done_callback(state.hashing.discard)
+    task = loop.create_task(_run(script))
+    script.state.hashing.add(task)  # kept alive until it ends, as result hashing is
+    task.add_done_callback(script.state.hashing.discard)
 
 
 def _popen_args(folder: Path, account: tuple[int, int] | None) -> dict[str, Any]:
@@ -171,60 +180,49 @@ def _popen_args(folder: Path, account: tuple[int, int] | None) -> dict[str, Any]
     return args
 
 
-async def _run(
-    state: SchedulerState,
-    key: tuple[int, int, str, int],
-    argv: list[str],
-    folder: Path,
-    account: tuple[int, int] | None,
-    timeout: float,
-    title: str,
-    ended: Ended,
-) -> None:
+async def _run(script: ScriptRun) -> None:
     code: int | None = None
     note = ""
     try:
-        with open(folder / "dag.log", "ab") as out:
-            out.write(f"--- {title}: {argv}\n".encode())
+        with open(script.folder / "dag.log", "ab") as out:
+            out.write(f"--- {script.title}: {script.argv}\n".encode())
             out.flush()
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdout=out, **_popen_args(folder, account)
+                *script.argv, stdout=out, **_popen_args(script.folder, script.account)
             )
             try:
-                code = await asyncio.wait_for(proc.wait(), timeout)
+                code = await asyncio.wait_for(proc.wait(), script.timeout)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
-                note = f"timed out after {timeout:.0f} s"
+                note = f"timed out after {script.timeout:.0f} s"
     except OSError as exc:
         note = f"could not run: {exc}"
-    _ended(state, key, code, note, ended)
+    _ended(script, code, note)
 
 
-def _run_now(
-    argv: list[str], folder: Path, account: tuple[int, int] | None, timeout: float
-) -> tuple[int | None, str]:
+def _run_now(script: ScriptRun) -> tuple[int | None, str]:
     try:
-        with open(folder / "dag.log", "ab") as out:
-            done = subprocess.run(argv, stdout=out, timeout=timeout, **_popen_args(folder, account))
+        with open(script.folder / "dag.log", "ab") as out:
+            done = subprocess.run(
+                script.argv,
+                stdout=out,
+                timeout=script.timeout,
+                **_popen_args(script.folder, script.account),
+            )
         return done.returncode, ""
     except subprocess.TimeoutExpired:
-        return None, f"timed out after {timeout:.0f} s"
+        return None, f"timed out after {script.timeout:.0f} s"
     except OSError as exc:
         return None, f"could not run: {exc}"
 
 
-def _ended(
-    state: SchedulerState,
-    key: tuple[int, int, str, int],
-    code: int | None,
-    note: str,
-    ended: Ended,
-) -> None:
+def _ended(script: ScriptRun, code: int | None, note: str) -> None:
     from scheduler.units import run_unit
 
-    run_unit(state, "DAG script", lambda: ended(state, key, code, note))
+    state, key = script.state, script.key
+    run_unit(state, "DAG script", lambda: script.ended(state, key, code, note))
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:

@@ -18,6 +18,10 @@ _SAVE_NODE = (
 )
 #: Distinct node job lists kept decoded (nodes of one submit file often share one).
 SPECS_KEPT = 256
+#: Nodes whose stored jobs one read brings (the node asked for and those after it,
+#: most often queued soon after), and the most kept waiting to be asked for.
+READ_AHEAD = 256
+AHEAD_KEPT = 4 * READ_AHEAD
 
 
 @dataclass(slots=True)
@@ -44,6 +48,9 @@ class NodeRow:
     watched: bool = False
     #: The first job of this attempt that did not succeed: its id, $RETURN and why.
     failed_job: tuple[str, int, str] | None = None
+    #: The number of jobs of this attempt, where it was queued by this process (0:
+    #: not known).
+    jobs: int = 0
 
 
 @dataclass(slots=True)
@@ -64,6 +71,8 @@ class DagTables:
     def __init__(self, database: Database):
         self.db = database
         self._specs: dict[str, list[JobSpec]] = {}
+        #: (DAG, seq) -> the node's stored jobs, read ahead of their use.
+        self._ahead: dict[tuple[int, int], str] = {}
 
     def insert_dag(self, dag: DagRow, nodes: list[NodeRow], specs: dict[int, str]) -> None:
         with self.db.transaction() as db:
@@ -95,15 +104,23 @@ class DagTables:
 
     def reserve_clusters(self, owner: str, now: float, count: int, dag: int) -> list[int]:
         """``count`` cluster ids for nodes, marked submitted (a restart keeps them)."""
+        if not count:
+            return []
+        name = f"DAG {dag}"
         with self.db.transaction() as db:
-            ids = []
-            for _ in range(count):
-                cur = db.execute(
-                    "INSERT INTO clusters (owner, created, submit_file, submitted)"
-                    " VALUES (?,?,?,?)",
-                    (owner, now, f"DAG {dag}", now),
-                )
-                ids.append(int(cur.lastrowid or 0))
+            # One statement for all (the ids are those above the largest before it
+            # that carry the DAG's name: nothing else is written meanwhile).
+            before = db.execute("SELECT COALESCE(MAX(id), 0) FROM clusters").fetchone()[0]
+            db.executemany(
+                "INSERT INTO clusters (owner, created, submit_file, submitted) VALUES (?,?,?,?)",
+                [(owner, now, name, now)] * count,
+            )
+            rows = db.execute(
+                "SELECT id FROM clusters WHERE id > ? AND submit_file = ? ORDER BY id",
+                (before, name),
+            ).fetchall()
+            ids = [int(row[0]) for row in rows]
+            assert len(ids) == count, (len(ids), count)
             return ids
 
     # One statement each, inside the caller's unit (no savepoint of their own).
@@ -112,8 +129,10 @@ class DagTables:
         self.db.statement("UPDATE clusters SET submitted=? WHERE id=?", (now, cluster))
 
     def save_node(self, dag: int, node: NodeRow) -> None:
+        """Write the node's row in the open unit: queued, as job rows are, and written
+        once (however often it changed) before the next read or the commit."""
         values = [getattr(node, name) for name in NODE_FIELDS]
-        self.db.statement(_SAVE_NODE, (*values, dag, node.seq))
+        self.db.replace_later(_SAVE_NODE, (dag, node.seq), (*values, dag, node.seq))
 
     def save_dag(self, dag: DagRow) -> None:
         self.db.statement(
@@ -142,10 +161,11 @@ class DagTables:
     def specs(self, dag: int, seq: int) -> list[JobSpec]:
         """A node's jobs; nodes whose jobs are written alike share their (frozen)
         specs, read once."""
-        rows = self.db.query("SELECT specs FROM dag_nodes WHERE dag=? AND seq=?", (dag, seq))
-        if not rows:
-            return []
-        text = rows[0]["specs"]
+        text = self._ahead.pop((dag, seq), None)
+        if text is None:
+            text = self._read_ahead(dag, seq)
+            if text is None:
+                return []
         found = self._specs.get(text)
         if found is None:
             found = [from_wire(JobSpec, item, "spec") for item in json.loads(text)]
@@ -153,6 +173,23 @@ class DagTables:
                 self._specs.pop(next(iter(self._specs)))
             self._specs[text] = found
         return list(found)
+
+    def _read_ahead(self, dag: int, seq: int) -> str | None:
+        """The stored jobs of node ``seq``, those of the nodes after it kept for later."""
+        rows = self.db.query(
+            "SELECT seq, specs FROM dag_nodes WHERE dag=? AND seq>=? ORDER BY seq LIMIT ?",
+            (dag, seq, READ_AHEAD),
+        )
+        if not rows or rows[0]["seq"] != seq:
+            return None
+        ahead = self._ahead
+        for row in rows[1:]:
+            ahead[(dag, row["seq"])] = row["specs"]
+        while len(ahead) > AHEAD_KEPT:  # those never asked for (nodes that ended else)
+            ahead.pop(next(iter(ahead)))
+        # What a unit that fails wrote may be read again otherwise.
+        self.db.remember(ahead.clear)
+        return str(rows[0]["specs"])
 
     def dags(self, ids: Iterable[int] = (), states: Iterable[str] = ()) -> list[DagRow]:
         where: list[str] = []

@@ -15,14 +15,12 @@ the job's end, and a restart finds them together.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import logging
-import os
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from scheduler import dag_scripts
 from scheduler import protocol as p
@@ -84,6 +82,7 @@ def advance(state: SchedulerState, run: DagRun) -> None:
     limits: dict[str, int] = run.row.settings.get("max_jobs", {})
     total = int(run.row.settings.get("max_nodes", 0) or 0)
     pre_limit = int(run.row.settings.get("max_pre", 0) or 0)
+    batch: Batch = []
     while run.ready:
         _, seq = run.ready[0]
         node = run.nodes[seq]
@@ -103,57 +102,69 @@ def advance(state: SchedulerState, run: DagRun) -> None:
                 run.blocked.setdefault("", []).extend(s for _, s in run.ready)
                 run.ready.clear()
             continue
-        _start(state, run, node)
+        _start(state, run, node, batch)
+    _submit(state, run, batch)
 
 
-def _start(state: SchedulerState, run: DagRun, node: NodeRow) -> None:
+#: Nodes whose jobs are to be queued together: each with its cluster and jobs.
+Batch: TypeAlias = list[tuple[NodeRow, int, list[p.JobSpec]]]
+
+
+def _start(state: SchedulerState, run: DagRun, node: NodeRow, batch: Batch) -> None:
     now = state.clock()
     if node.rules.get("pre"):
         state.dags.set(run, node, state="pre", started=node.started or now)
         dag_scripts.launch(state, run, node, "pre", script_ended)
     else:
-        queue_jobs(state, run, node)
+        _prepare(state, run, node, batch)
 
 
 def queue_jobs(state: SchedulerState, run: DagRun, node: NodeRow) -> None:
     """Queue the node's jobs (this attempt's) as its cluster's next procs."""
+    batch: Batch = []
+    _prepare(state, run, node, batch)
+    _submit(state, run, batch)
+
+
+def _prepare(state: SchedulerState, run: DagRun, node: NodeRow, batch: Batch) -> None:
+    """The node queued, its jobs added to ``batch`` (a node without jobs is judged at
+    once)."""
     now = state.clock()
     specs = state.dags.tables.specs(run.id, node.seq)
     if node.cluster is None or not specs:
         state.dags.set(run, node, state="queued", started=node.started or now)
         jobs_ended(state, run, node)
         return
-    _link_inputs(state, run.id, node.cluster, specs)
     priority = int(node.rules.get("priority") or 0)
     if priority:  # a node's PRIORITY is its jobs' too, as in DAGMan
         specs = [replace(spec, priority=spec.priority + priority) for spec in specs]
     state.dags.set(run, node, state="queued", started=node.started or now)
     state.dags.watch(node)
-    jobs = state.jobs.submit(
-        node.cluster, run.row.owner, node.submit_file, specs, node.first_proc, True
+    node.jobs = len(specs)  # trusted only while it is watched
+    batch.append((node, node.cluster, specs))
+
+
+def _submit(state: SchedulerState, run: DagRun, batch: Batch) -> None:
+    """Queue the jobs of ``batch``'s nodes, each node's as its cluster's next procs, in
+    one transaction (the rows of many small clusters cost less written together)."""
+    if not batch:
+        return
+    owner = run.row.owner
+    made = state.jobs.submit_clusters(
+        [
+            (cluster, owner, node.submit_file, specs, node.first_proc)
+            for node, cluster, specs in batch
+        ]
     )
-    for job in jobs:
-        if run.row.state == "held":  # its PRE script ended while the DAG was held
-            hold(state, job, f"DAG {run.id} held while the node's PRE script ran")
-        elif job.spec.hold:
-            hold(state, job, "submitted on hold at user's request")
-    state.mailer.submitted(jobs)
-    dag_log(state, run.id, f"node {node.name}: {len(jobs)} job(s) queued as cluster {node.cluster}")
+    for (node, cluster, _), jobs in zip(batch, made, strict=True):
+        for job in jobs:
+            if run.row.state == "held":  # its PRE script ended while the DAG was held
+                hold(state, job, f"DAG {run.id} held while the node's PRE script ran")
+            elif job.spec.hold:
+                hold(state, job, "submitted on hold at user's request")
+        state.mailer.submitted(jobs)
+        dag_log(state, run.id, f"node {node.name}: {len(jobs)} job(s) queued as cluster {cluster}")
     state.wake()
-
-
-def _link_inputs(state: SchedulerState, dag: int, cluster: int, specs: list[p.JobSpec]) -> None:
-    """The node's inputs in its cluster's folder: links to the DAG's copies."""
-    root = f"{state.spool.root}{os.sep}"
-    source = f"{root}{dag}{os.sep}input{os.sep}"
-    target = f"{root}{cluster}{os.sep}input"
-    for folder in (f"{root}{cluster}", target):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(folder)
-    target += os.sep
-    for sha in {f.sha256 for spec in specs for f in spec.inputs}:
-        with contextlib.suppress(FileExistsError):
-            os.link(source + sha, target + sha)
 
 
 def job_changed(state: SchedulerState, job: Job) -> None:
@@ -399,9 +410,8 @@ def end_dag(state: SchedulerState, run: DagRun, final: str, reason: str) -> None
     state.dags.end(run)
     dag_log(state, run.id, f"DAG {final}" + (f": {reason}" if reason else ""))
     if final == "done":
-        # Nothing of it runs again: the DAG's copies of its inputs can go (each node's
-        # cluster has its own links to those its jobs used). A failed or removed DAG
-        # keeps them for --rerun-failed.
+        # Nothing of it runs again: its inputs, which its nodes' jobs read, can go. A
+        # failed or removed DAG keeps them for --rerun-failed.
         state.effects.defer("remove DAG inputs", partial(state.spool.remove_cluster, run.id))
     log.info("DAG %d of %s %s", run.id, row.owner, final)
     dag_ended(state, run)

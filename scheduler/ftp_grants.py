@@ -57,6 +57,9 @@ class Grant:
     max_bytes: int | None = None
     #: Whether an upload may replace an existing file (rewriting it in place).
     replace: bool = True
+    #: The folder the grant's ``<root>/input`` stands for (a DAG's inputs, read by
+    #: the jobs of its nodes' clusters); None: its own.
+    inputs: str | None = None
 
 
 class GrantAuthorizer:
@@ -165,6 +168,12 @@ class GrantAuthorizer:
         grant = self._grant(username)
         if not hmac.compare_digest(grant.password.encode(), password.encode()):
             raise AuthenticationFailed("Authentication failed.")
+
+    def inputs_of(self, username: str) -> str | None:
+        """The folder ``username``'s ``<root>/input`` stands for, if another."""
+        with self._lock:
+            grant = self._grants.get(username)
+        return None if grant is None else grant.inputs
 
     def get_home_dir(self, username: str) -> str:
         return self._grant(username).root

@@ -198,14 +198,29 @@ class JobTable:
     ) -> list[Job]:
         """Queue procs of a cluster (numbered from ``first``) in one transaction; the
         ``last`` part completes the cluster."""
+        return self.submit_clusters([(cluster, owner, submit_file, specs, first)], last)[0]
+
+    def submit_clusters(
+        self, parts: list[tuple[int, str, str, list[JobSpec], int]], last: bool = True
+    ) -> list[list[Job]]:
+        """:meth:`submit` of several clusters (cluster, owner, submit file, specs, first
+        proc) in one transaction: the jobs of each."""
         now = self.clock()
-        jobs = [
-            Job(cluster=cluster, proc=i, owner=owner, state=JobState.IDLE, spec=s, submit_time=now)
-            for i, s in enumerate(shared_specs(specs), start=first)
-        ]
-        self.store.insert_jobs(cluster, submit_file, jobs, now, last)
-        if jobs:
-            self._count(cluster, len(jobs))
+        made = [
+            [
+                Job(cluster=cluster, proc=i, owner=owner, state=JobState.IDLE, spec=s,
+                    submit_time=now)
+                for i, s in enumerate(shared_specs(specs), start=first)
+            ]
+            for cluster, owner, _, specs, first in parts
+        ]  # fmt: skip
+        self.store.insert_clusters(
+            [(part[0], part[2], jobs) for part, jobs in zip(parts, made, strict=True)], now, last
+        )
+        for part, some in zip(parts, made, strict=True):
+            if some:
+                self._count(part[0], len(some))
+        jobs = [job for some in made for job in some]
         keys = [_key(job) for job in jobs]
 
         def forget() -> None:
@@ -213,12 +228,13 @@ class JobTable:
                 self.active.pop(key, None)
 
         self.store.remember(forget)
-        self.summary.submitted(jobs)
+        for some in made:  # one cluster's procs each
+            self.summary.submitted(some)
         for job in jobs:
             self.active[_key(job)] = job
             self.queue.push(job)
             self.on_change(job)
-        return jobs
+        return made
 
     # ------------------------------------------------------------------ dispatch
 

@@ -147,7 +147,43 @@ class PrivateFS(AbstractedFS):
         return super().open(filename, mode)
 
     def mkdir(self, path: str) -> None:
+        if os.path.dirname(path) == os.path.normpath(self.root):
+            # A DAG node's cluster has no folder until its first large result.
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.root, 0o700)
         os.mkdir(path, 0o700)
+
+    # A grant whose inputs are another cluster's (the jobs of a DAG's nodes read the
+    # DAG's): its ``<root>/input`` is that folder, read-only by the grant's rules.
+
+    def _inputs(self) -> tuple[str, str] | None:
+        """(``<root>/input``, the folder it stands for), or None."""
+        channel = self.cmd_channel
+        real = channel.authorizer.inputs_of(getattr(channel, "username", ""))
+        return None if real is None else (os.path.join(self.root, "input"), real)
+
+    def ftp2fs(self, ftppath: str) -> str:
+        path: str = super().ftp2fs(ftppath)
+        mapped = self._inputs()
+        if mapped is not None and _under(path, mapped[0]):
+            return mapped[1] + path[len(mapped[0]) :]
+        return path
+
+    def fs2ftp(self, fspath: str) -> str:
+        mapped = self._inputs()
+        if mapped is not None and _under(os.path.normpath(fspath), mapped[1]):
+            fspath = mapped[0] + os.path.normpath(fspath)[len(mapped[1]) :]
+        return str(super().fs2ftp(fspath))
+
+    def validpath(self, path: str) -> bool:
+        if super().validpath(path):
+            return True
+        mapped = self._inputs()
+        return mapped is not None and _under(self.realpath(path), self.realpath(mapped[1]))
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder + os.sep)
 
 
 class TlsFiles(Protocol):
@@ -345,11 +381,12 @@ class Spool:
         host: str,
         max_bytes: int | None = None,
         replace: bool = True,
+        inputs: str | None = None,
     ) -> FtpGrant:
         raw = secrets.token_bytes(26)
         user, password = "g" + raw[:8].hex(), base64.urlsafe_b64encode(raw[8:]).decode()
         expires = self.authorizer.clock() + ttl
-        grant = Grant(user, password, str(root), tuple(rules), expires, max_bytes, replace)
+        grant = Grant(user, password, str(root), tuple(rules), expires, max_bytes, replace, inputs)
         self.authorizer.add(grant)
         return FtpGrant(
             host=host,
@@ -404,12 +441,16 @@ class Spool:
         ended). An effect, as :meth:`drop_uploads`."""
         shutil.rmtree(self.root / str(cluster), ignore_errors=True)
 
-    def grant_job(self, cluster: int, proc: int, host: str, ttl: float) -> FtpGrant:
-        """For a worker: read the cluster's inputs, write this job's results."""
+    def grant_job(
+        self, cluster: int, proc: int, host: str, ttl: float, inputs: int | None = None
+    ) -> FtpGrant:
+        """For a worker: read the cluster's inputs (those of cluster ``inputs``, a DAG's,
+        where given: seen as the grant's ``input``), write this job's results."""
         root = f"{self.root}{os.sep}{cluster}"
-        rules = [Rule(f"{root}{os.sep}input", READ), Rule(f"{root}{os.sep}{proc}", READ_WRITE)]
+        folder = f"{self.root}{os.sep}{inputs if inputs is not None else cluster}{os.sep}input"
+        rules = [Rule(folder, READ), Rule(f"{root}{os.sep}{proc}", READ_WRITE)]
         rules.append(Rule(str(self.checkpoint_dir(cluster, proc)), READ_WRITE))
-        return self._issue(root, rules, ttl, host)
+        return self._issue(root, rules, ttl, host, inputs=None if inputs is None else folder)
 
     def grant_fetch(self, jobs: list[tuple[int, int]], host: str, ttl: float = 900) -> FtpGrant:
         """For a user: read the results of these jobs (their own, checked by the caller)."""

@@ -62,7 +62,8 @@ def send_run(
     grant = grant_job_files(state, worker, job)
     state.workers.attach(worker, job, grant)
     files = read_inline_inputs(state, worker, job)
-    message = run_message(job, worker.slots, worker.metrics, grant, files, after)
+    inputs = state.dags.inputs_of(job.cluster)
+    message = run_message(job, worker.slots, worker.metrics, grant, files, after, inputs)
     checkpoint = checkpoint_start.for_run(state, job)
     if checkpoint is not None:
         message = dataclasses.replace(message, checkpoint=checkpoint)
@@ -76,9 +77,11 @@ def run_message(
     grant: p.FtpGrant,
     files: dict[str, str],
     after: Job | None = None,
+    inputs_from: int | None = None,
 ) -> p.RunJob:
     """What tells a worker to run ``job``: its spec with the worker's values put in,
-    its FTP grant, the inputs sent inline, and the job it starts after, if any."""
+    its FTP grant, the inputs sent inline, the job it starts after, if any, and the
+    cluster whose inputs it reads (a DAG's), if not its own."""
     return p.RunJob(
         job_id=job.id,
         attempt=job.attempt,
@@ -87,6 +90,7 @@ def run_message(
         ftp=grant,
         files=files,
         after="" if after is None else f"{after.id}:{after.attempt}",
+        inputs_from=inputs_from,
     )
 
 
@@ -102,7 +106,11 @@ def grant_job_files(state: SchedulerState, worker: WorkerState, job: Job) -> p.F
     """An FTP grant for ``worker`` to fetch ``job``'s inputs and put its results
     (revoked again if the unit fails)."""
     grant = state.spool.grant_job(
-        job.cluster, job.proc, worker.link.local_host, state.config.job_grant_ttl
+        job.cluster,
+        job.proc,
+        worker.link.local_host,
+        state.config.job_grant_ttl,
+        state.dags.inputs_of(job.cluster),
     )
     state.store.remember(lambda: revoke_grant(state, grant))
     return grant
@@ -117,8 +125,9 @@ def read_inline_inputs(state: SchedulerState, worker: WorkerState, job: Job) -> 
     """The small inputs of ``job`` to send inline to ``worker``, read from the spool
     (larger ones it fetches by FTP); the worker keeps them, so each goes once."""
     files = {}
+    inputs = state.dags.inputs_of(job.cluster)  # a DAG node's jobs read the DAG's
     for item in inputs_to_inline(job, worker.sent_inputs):
-        data = state.spool.inline_input(job.cluster, item)
+        data = state.spool.inline_input(job.cluster if inputs is None else inputs, item)
         if data is not None:
             files[item.sha256] = data
             worker.sent_inputs.add(item.sha256)

@@ -42,18 +42,36 @@ class Store(Database):
     ) -> None:
         """Queue procs of a cluster in one transaction, committed at once; the ``last``
         part completes it. On a full disk it raises and nothing is queued."""
+        self.insert_clusters([(cluster, submit_file, jobs)], now, last)
+
+    def insert_clusters(
+        self, parts: list[tuple[int, str, list[Job]]], now: float, last: bool = True
+    ) -> None:
+        """:meth:`insert_jobs` for several clusters (cluster, submit file, jobs) at once,
+        in one transaction (the nodes of a DAG queued together)."""
         with self.alone() as db:
-            db.execute(
+            db.executemany(
                 "UPDATE clusters SET submit_file=?, submitted=? WHERE id=?",
-                (submit_file, now if last else None, cluster),
+                [
+                    (submit_file, now if last else None, cluster)
+                    for cluster, submit_file, _ in parts
+                ],
             )
             db.executemany(
                 f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({','.join('?' * len(_ALL_COLUMNS))})",
-                [tuple(_column(job, c) for c in _ALL_COLUMNS) for job in jobs],
+                [
+                    tuple(_column(job, c) for c in _ALL_COLUMNS)
+                    for _, _, jobs in parts
+                    for job in jobs
+                ],
             )
             db.executemany(
                 _INSERT_EVENT,
-                [(j.cluster, j.proc, now, "submitted", f"from {submit_file}") for j in jobs],
+                [
+                    (j.cluster, j.proc, now, "submitted", f"from {submit_file}")
+                    for _, submit_file, jobs in parts
+                    for j in jobs
+                ],
             )
 
     def save_job(self, job: Job, event: str, detail: str = "", now: float | None = None) -> None:

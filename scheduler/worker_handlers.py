@@ -140,7 +140,11 @@ def _adopt(
             state.jobs.began(job, state.clock())
             worker.slots.take(job)
             grant = state.spool.grant_job(
-                job.cluster, job.proc, worker.link.local_host, state.config.job_grant_ttl
+                job.cluster,
+                job.proc,
+                worker.link.local_host,
+                state.config.job_grant_ttl,
+                state.dags.inputs_of(job.cluster),
             )
             state.store.remember(partial(revoke_grant, state, grant))
             state.workers.attach(worker, job, grant)
@@ -211,6 +215,9 @@ def _has_result(state: SchedulerState, job: Job) -> bool:
     spec = job.spec
     if spec.result_file or spec.params or state.jobs.unfinished.get(job.cluster, 0) > 1:
         return True
+    lone = state.dags.lone_job(job.cluster)  # a DAG node's cluster: known without a read
+    if lone is not None:
+        return not lone
     return state.store.cluster_has_others(job.cluster, job.proc)
 
 

@@ -147,3 +147,42 @@ def test_max_pre_scripts_lets_the_next_script_run_as_one_ends(
     log = (tmp_path / "home" / "dags" / str(reply.dag) / "dag.log").read_text()
     assert log.count("PRE script exited with 0") == 3
     close_state(state)
+
+
+def test_a_fan_is_queued_together_and_its_jobs_read_the_dags_inputs(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    home = tmp_path / "home"
+    state = open_state(home, clock)
+    fan = [f"F{i}" for i in range(5)]
+    message = _dag(state, ["A", *fan], dict.fromkeys(fan, ["A"]))
+    reply = run_unit(state, "submit", lambda: on_submit_dag(state, user("alice"), message))
+    assert isinstance(reply, p.DagSubmitted), reply
+    dag, clusters = reply.dag, reply.clusters
+    link = register(state, "w1", slots=1)
+    run_unit(state, "pass", lambda: schedule_once(state))
+    sent = link.of(p.RunJob)
+    # The job reads the DAG's folder: the message and the grant name it, and the
+    # small input came inline from it.
+    assert [m.inputs_from for m in sent] == [dag] and list(sent[0].files) == [
+        message.nodes[0].jobs[0].inputs[0].sha256
+    ]
+    assert not state.spool.input_dir(clusters["A"]).exists()
+    inserts: list[int] = []
+    real = state.store.insert_clusters
+    state.store.insert_clusters = lambda parts, *a: (inserts.append(len(parts)), real(parts, *a))  # type: ignore[method-assign]
+    _finish(state, link, f"{clusters['A']}.0", 0)
+    assert inserts == [5]  # the five children, in one transaction
+    assert _states(state, dag) == {"A": "done", **dict.fromkeys(fan, "queued")}
+    close_state(state)
+    # Opened again: every child's row and job were committed with that turn.
+    state = open_state(home, clock)
+    assert _states(state, dag) == {"A": "done", **dict.fromkeys(fan, "queued")}
+    assert sorted(j.cluster for j in state.jobs.active.values()) == sorted(clusters[n] for n in fan)
+    link = register(state, "w1", slots=5)
+    run_unit(state, "pass", lambda: schedule_once(state))
+    assert {m.inputs_from for m in link.of(p.RunJob)} == {dag}
+    for name in fan:
+        _finish(state, link, f"{clusters[name]}.0", 0)
+    assert set(_states(state, dag).values()) == {"done"}
+    close_state(state)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import TestCluster, write
 
 from control_node import Client
@@ -46,9 +47,35 @@ def test_a_diamond_runs_each_node_after_its_parents(cluster: TestCluster, tmp_pa
     assert ran[0] == "A" and ran[-1] == "D"
     shown = json.loads(cluster.run("dq", "-dag", "1", "--json").stdout)
     assert {n["name"]: n["state"] for n in shown[0]["nodes"]} == dict.fromkeys("ABCD", "done")
-    # Done: the DAG's copies of its inputs are gone, its nodes' jobs keep theirs.
+    # Done: the DAG's inputs, which its nodes' jobs read, are gone; no node had a
+    # folder of its own (their results came inline).
     spool = cluster.config.home / "spool"
-    assert not (spool / "1").exists() and (spool / str(shown[0]["nodes"][0]["cluster"])).exists()
+    assert not (spool / "1").exists()
+    assert not any((spool / str(n["cluster"])).exists() for n in shown[0]["nodes"])
+
+
+def test_wait_fetches_each_nodes_results(cluster: TestCluster, tmp_path: Path) -> None:
+    write(tmp_path / "say.sh", '#!/bin/sh\necho "said $1"\nexit $2\n', True)
+    write(tmp_path / "say.sub", "executable = say.sh\narguments = $(JOB) $(code)\nqueue 2\n")
+    write(
+        tmp_path / "two.dag",
+        'JOB A say.sub\nVARS A code="0"\nJOB B say.sub\nVARS B code="3"\n'
+        'JOB C say.sub\nVARS C code="0"\nPARENT A CHILD B\nPARENT B CHILD C\n',
+    )
+    dest = tmp_path / "out"
+    dest.mkdir()
+    result = cluster.run("dsub_dag", "--wait", "--dest", str(dest), "two.dag", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    nodes = json.loads(cluster.run("dq", "-dag", "1", "--json").stdout)[0]["nodes"]
+    clusters = {n["name"]: n["cluster"] for n in nodes}
+    for name, code in (("A", 0), ("B", 3)):
+        lines = (dest / f"{clusters[name]}.results.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        assert [r["exit_code"] for r in records] == [code, code], records
+        assert all(r["stdout"].strip() == f"said {name}" for r in records), records
+    # C never ran: nothing of it is fetched.
+    assert not (dest / f"{clusters['C']}.results.jsonl").exists()
+    assert not list(tmp_path.glob("*.results.jsonl"))
 
 
 def counting_job(folder: Path) -> None:
@@ -183,6 +210,21 @@ def test_after_from_python_waits_for_clusters(cluster: TestCluster, tmp_path: Pa
     ran = order(tmp_path)
     assert ran[0] == "prep" and ran[1:4] == ["sim"] * 3 and ran[4:6] == ["merge", "bad"]
     assert ran[6:] == ["anyway"]
+
+
+def test_after_honours_strict(cluster: TestCluster, tmp_path: Path) -> None:
+    from control_node.submit import SubmitError
+
+    counting_job(tmp_path)
+    sub = "executable = count.sh\narguments = one 0 99\nnot_a_key = 1\nqueue\n"
+    with client_of(cluster) as c:
+        prep = c.submit(sub, cwd=str(tmp_path))
+        with pytest.raises(SubmitError, match="not_a_key.*--strict"):
+            c.submit(sub, cwd=str(tmp_path), strict=True, after=[prep])
+        lenient = c.submit(sub, cwd=str(tmp_path), after=[prep])
+        assert any("not_a_key" in w for w in lenient.warnings)
+        lenient.wait(timeout=60)
+    assert json.loads(cluster.run("dq", "-dag", "--json").stdout)[0]["counts"] == {"done": 1}
 
 
 def test_splices_dirs_noop_done_and_config_run_as_read(

@@ -391,7 +391,8 @@ def _stage(
     if image is not None and images is not None:
         images.add_inline({sha: text for sha, text in msg.files.items() if sha == image.sha256})
         missing += images.missing([image])
-    linked = spool.inputs(parse_job_id(msg.job_id)[0], missing) if spool and missing else {}
+    holder = msg.inputs_from if msg.inputs_from is not None else parse_job_id(msg.job_id)[0]
+    linked = spool.inputs(holder, missing) if spool and missing else {}
     missing = [item for item in missing if item.name not in linked]
     if missing:
         with ftp_session(grant) as ftp:

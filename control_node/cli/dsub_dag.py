@@ -5,16 +5,21 @@
     dsub-dag --rerun-failed 7            # run again what of DAG 7 did not succeed
 
 Every node's submit file (with its VARS) and every script are read before anything
-is queued; a mistake is refused with the file and line."""
+is queued; a mistake is refused with the file and line. With ``--wait``, once the DAG
+has ended the results of every node's jobs are fetched as ``dsub --wait`` fetches a
+cluster's: each node's ``<cluster>.results.jsonl`` (and ``<cluster>.<proc>/`` folders
+for jobs with files) in ``--dest`` (default: the current directory)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from pathlib import Path
 
 from control_node.cli.common import add_connection_options, connect, run_command
-from control_node.connection import DfarmError
+from control_node.connection import DfarmError, NotFound
 from scheduler import protocol as p
 
 NOTIFICATIONS = ("Never", "Complete", "Error", "Always")
@@ -25,7 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dsub-dag", description="Submit a DAG file (HTCondor's DAGMan format)."
     )
     parser.add_argument("dag_file", nargs="?", help="the DAG file")
-    parser.add_argument("--wait", action="store_true", help="wait for the DAG to end")
+    parser.add_argument(
+        "--wait", action="store_true", help="wait for the DAG to end, then fetch its results"
+    )
+    parser.add_argument(
+        "--dest",
+        type=Path,
+        help="where --wait puts each node's results file and <cluster>.<proc>/ folders"
+        " (default: the current directory)",
+    )
     parser.add_argument(
         "--rerun-failed",
         type=int,
@@ -95,16 +108,33 @@ def _run(args: argparse.Namespace) -> int:
 
 def _wait(client: object, dag: int, args: argparse.Namespace) -> int:
     from control_node.client import Client
+    from control_node.results_report import results_report
 
     assert isinstance(client, Client)
     client.wait([str(dag)])
     info = client.dags([dag])[0]
+    clusters, fetched = node_clusters(info), []
+    with contextlib.suppress(NotFound):  # none of them queued a job (a PRE script failed)
+        fetched = client.fetch(clusters, dest=args.dest) if clusters else []
     counts = ", ".join(f"{n} {s}" for s, n in sorted(info.counts.items()))
     if not args.json:
         print(f"DAG {dag} {info.state}: {counts}")
         if info.reason:
             print(info.reason)
+        if fetched:
+            print(results_report(fetched))
     return 0 if info.state == "done" else 1
+
+
+def node_clusters(info: p.DagInfo) -> list[str]:
+    """The clusters of the DAG's nodes whose jobs were queued (those that ran, or were
+    removed), in the DAG's order: what ``--wait`` fetches."""
+    ran = ("queued", "post", "done", "failed", "removed")
+    return [
+        str(node.cluster)
+        for node in info.nodes
+        if node.cluster is not None and node.state in ran and node.started is not None
+    ]
 
 
 if __name__ == "__main__":

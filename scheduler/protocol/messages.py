@@ -436,6 +436,9 @@ class RunJob(Message):
     #: The job's latest checkpoint, fetched with ``ftp`` into the sandbox before it
     #: starts (None: it starts from the beginning).
     checkpoint: CheckpointFile | None = None
+    #: The cluster whose spool folder holds the inputs (a DAG's, for its nodes' jobs:
+    #: ``ftp``'s ``input`` is that folder too); None: the job's own.
+    inputs_from: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
