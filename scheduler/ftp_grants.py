@@ -57,6 +57,8 @@ class Grant:
     max_bytes: int | None = None
     #: Whether an upload may replace an existing file (rewriting it in place).
     replace: bool = True
+    #: For a fetch: the owners of the jobs whose results it reads.
+    owners: tuple[str, ...] = ()
 
 
 class GrantAuthorizer:
@@ -150,6 +152,13 @@ class GrantAuthorizer:
                 del self._expires[user]
                 self._uploaded.pop(user, None)
         return len(old)
+
+    def grant_of(self, user: str) -> Grant | None:
+        """``user``'s grant while it is valid, else None."""
+        try:
+            return self._grant(user)
+        except AuthenticationFailed:
+            return None
 
     def _grant(self, user: str) -> Grant:
         with self._lock:
