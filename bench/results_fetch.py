@@ -114,7 +114,7 @@ def measure(runs: int, quick: bool, parts: frozenset[int] = PARTS) -> list[tuple
 
 def trivial_parts(
     client: Client, root: Path, home: Path, runs: int, small: int, large: int, rounds: int,
-    parts: set[int],
+    parts: frozenset[int],
 ) -> list[tuple[str, ...]]:  # fmt: skip
     """Parts 1 and 2: ``dsub --wait`` of trivial jobs (part 2 needs part 1's rate)."""
     rows: list[tuple[str, ...]] = []

@@ -81,12 +81,10 @@ def _open_all(grant: p.FtpGrant, name: str, wanted: list[Download]) -> dict[Down
                         os.close(fd)
                     break
                 for item, ok in zip(part, flags, strict=True):
-                    if ok:
-                        fd = next(given, None)
-                        if fd is not None:
-                            opened[item] = fd
-                for fd in given:  # more than announced: not ours to keep
-                    os.close(fd)
+                    if ok and (one := next(given, None)) is not None:
+                        opened[item] = one
+                for extra in given:  # more than announced: not ours to keep
+                    os.close(extra)
         except BaseException:
             for fd in opened.values():
                 os.close(fd)

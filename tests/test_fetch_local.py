@@ -9,12 +9,13 @@ import pwd
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import TestCluster, write
+from test_results_file import connect
 
 from control_node import fetch_local, results
-from control_node.client import Client
 from control_node.connection import DfarmError
 from control_node.fetch_downloads import Download
 from scheduler.result_fds import _may_receive
@@ -62,7 +63,7 @@ def test_the_files_of_a_grant_are_copied_and_checked(spool: Spool, tmp_path: Pat
     assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()) == ["a/big.bin"]
 
 
-def exchange(name: str, request: Callable[[str], dict[str, object]]) -> tuple[dict, int]:
+def exchange(name: str, request: Callable[[str], dict[str, Any]]) -> tuple[dict[str, Any], int]:
     """One request on the scheduler's socket (made from its nonce): the answer and the
     number of descriptors that came with it (closed)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
@@ -163,7 +164,7 @@ def test_a_fetch_on_the_schedulers_machine_copies_in_place(
         left_for_ftp.append(len(left))
         return left
 
-    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+    with connect(cluster) as client:
         submitted = client.submit(tmp_path / "job.sub", cwd=str(tmp_path))
         submitted.wait(timeout=120)
         monkeypatch.setattr(results, "copy_in_place", counted)
@@ -201,7 +202,7 @@ def test_a_damaged_file_is_told_not_written(
 ) -> None:
     write(tmp_path / "job.sh", JOB, executable=True)
     write(tmp_path / "job.sub", SUBMIT.replace("queue 4", "queue 1"))
-    with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as client:
+    with connect(cluster) as client:
         submitted = client.submit(tmp_path / "job.sub", cwd=str(tmp_path))
         submitted.wait(timeout=120)
         spooled = cluster.config.spool_dir / str(submitted.id) / "0" / "outputs" / "big.bin"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from conftest import TestCluster, wait_until, write
 
@@ -19,7 +20,7 @@ def test_dfetch_and_dresults_of_a_dag_take_its_node_clusters(
     submitted = cluster.run("dsub_dag", "two.dag", cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
 
-    def dag() -> dict:
+    def dag() -> dict[str, Any]:
         return json.loads(cluster.run("dq", "-dag", "1", "--json").stdout)[0]
 
     wait_until(lambda: dag()["state"] == "done", what="the DAG done")
