@@ -41,13 +41,24 @@ from control_node.local_cluster import LocalCluster  # noqa: E402
 PARTS = frozenset({1, 2, 3, 4})
 
 
+#: ``dfetch`` with the copy in place turned off: every large file over FTP.
+OVER_FTP = (
+    "-c",
+    "import sys; from control_node import results;"
+    " results.copy_in_place = lambda grant, name, downloads, damaged: downloads;"
+    " from control_node.cli.dfetch import main; sys.exit(main(sys.argv[1:]))",
+)
+
+
 def command(name: str, *args: str, cwd: Path, home: Path) -> float:
-    """Seconds one of dfarm's commands takes, run as a user runs it."""
+    """Seconds one of dfarm's commands takes, run as a user runs it (``name``: its
+    module in ``control_node.cli``, or :data:`OVER_FTP`'s first word with the rest in
+    ``args``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DFARM_")}
     env["DFARM_HOME"] = str(home)
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", f"control_node.cli.{name}", *args],
+        [sys.executable, *(["-c"] if name == "-c" else ["-m", f"control_node.cli.{name}"]), *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -106,7 +117,7 @@ def measure(runs: int, quick: bool, parts: frozenset[int] = PARTS) -> list[tuple
                 if 3 in parts:
                     rows.append(kib_part(client, root, home, runs, large))
                 if 4 in parts:
-                    rows.append(large_files_part(client, root, home, runs, big_jobs, big_mib))
+                    rows += large_files_part(client, root, home, runs, big_jobs, big_mib)
         finally:
             cluster.stop()
     return rows
@@ -167,9 +178,10 @@ def kib_part(client: Client, root: Path, home: Path, runs: int, jobs: int) -> tu
 
 def large_files_part(
     client: Client, root: Path, home: Path, runs: int, jobs: int, mib: int
-) -> tuple[str, ...]:
+) -> list[tuple[str, ...]]:
     """Part 4: ``dfetch`` of jobs with a large output file each against the loopback
-    copy of the same files, the two alternating."""
+    copy of the same files, and ``dfetch`` made to download over FTP (as a client on
+    another machine does), the three alternating."""
     sub = submit_file(
         root,
         "big",
@@ -179,20 +191,27 @@ def large_files_part(
     )
     cid, _ = run_to_last_exit(client, sub, jobs)
     megabytes = jobs * mib
-    fetch_rates, copy_rates = [], []
+    fetch_rates, copy_rates, ftp_rates = [], [], []
     for number in range(runs):
         dest = root / f"big-{number}"
         seconds = command("dfetch", "--dest", str(dest), str(cid), cwd=root, home=home)
         fetch_rates.append(megabytes / seconds)
-        copy_rates.append(megabytes / plain_copy(home, cid, root / f"copy-{number}"))
         shutil.rmtree(dest)
+        copy_rates.append(megabytes / plain_copy(home, cid, root / f"copy-{number}"))
         shutil.rmtree(root / f"copy-{number}")
+        seconds = command(*OVER_FTP, "--dest", str(dest), str(cid), cwd=root, home=home)
+        ftp_rates.append(megabytes / seconds)
+        shutil.rmtree(dest)
     ratio = statistics.median(fetch_rates) / statistics.median(copy_rates)
-    return (
-        f"4. dfetch of {jobs} x {mib} MiB output files (MiB/s)", show(fetch_rates, ".0f"),
-        f"loopback copy {show(copy_rates, '.0f')}", f"{ratio:.2f}", ">= 0.70",
-        verdict(ratio >= 0.7),
-    )  # fmt: skip
+    ftp_ratio = statistics.median(ftp_rates) / statistics.median(copy_rates)
+    return [
+        (f"4. dfetch of {jobs} x {mib} MiB output files (MiB/s)", show(fetch_rates, ".0f"),
+         f"loopback copy {show(copy_rates, '.0f')}", f"{ratio:.2f}", ">= 0.70",
+         verdict(ratio >= 0.7)),
+        ("for reference: the same dfetch over FTP, as from another machine (MiB/s)",
+         show(ftp_rates, ".0f"), f"loopback copy {show(copy_rates, '.0f')}", f"{ftp_ratio:.2f}",
+         "-", ""),
+    ]  # fmt: skip
 
 
 def show(values: list[float], fmt: str = ".2f") -> str:

@@ -5,7 +5,10 @@ covers (:mod:`scheduler.result_fds`); each is copied in the kernel
 (``copy_file_range``, else ``sendfile``) to a temporary name, its copy's SHA-256
 checked against the one recorded when the file arrived, and renamed only when whole
 and right. Only files with a recorded hash are taken this way: the check, not the
-socket's name, makes sure the bytes are the spool's. Whatever cannot be taken (no
+socket's name, makes sure the bytes are the spool's. A file that the scheduler
+says is still the version it hashed when the job's result arrived (its inode,
+size, modification and change times) is not hashed again: SHA-256 costs more CPU
+than the copy itself. Whatever cannot be taken (no
 such socket here, an account the scheduler does not hand files to, a file it did
 not open) is left for FTP.
 """
@@ -49,19 +52,23 @@ def copy_in_place(
     except (OSError, ValueError):
         return downloads
     try:
-        with ThreadPoolExecutor(min(COPIERS, len(opened))) as pool:
-            for problem in pool.map(lambda pair: _copy(*pair), opened.items()):
-                if problem:
-                    damaged.append(problem)
+        if opened:
+            with ThreadPoolExecutor(min(COPIERS, len(opened))) as pool:
+                for problem in pool.map(lambda pair: _copy(pair[0], *pair[1]), opened.items()):
+                    if problem:
+                        damaged.append(problem)
     finally:
-        for fd in opened.values():
+        for fd, _ in opened.values():
             os.close(fd)
     return [d for d in downloads if d not in opened]
 
 
-def _open_all(grant: p.FtpGrant, name: str, wanted: list[Download]) -> dict[Download, int]:
-    """A descriptor of each file the scheduler opened for us."""
-    opened: dict[Download, int] = {}
+def _open_all(
+    grant: p.FtpGrant, name: str, wanted: list[Download]
+) -> dict[Download, tuple[int, str | None]]:
+    """A descriptor of each file the scheduler opened for us, and the SHA-256 it
+    vouches for (the file is still the version it hashed), if any."""
+    opened: dict[Download, tuple[int, str | None]] = {}
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
         sock.settimeout(TIMEOUT)
         sock.connect("\0" + name)
@@ -80,20 +87,24 @@ def _open_all(grant: p.FtpGrant, name: str, wanted: list[Download]) -> dict[Down
                     for fd in fds:
                         os.close(fd)
                     break
+                shas = iter(answer.get("verified") or [])
                 for item, ok in zip(part, flags, strict=True):
                     if ok and (one := next(given, None)) is not None:
-                        opened[item] = one
+                        sha = next(shas, None)
+                        opened[item] = (one, sha if isinstance(sha, str) else None)
                 for extra in given:  # more than announced: not ours to keep
                     os.close(extra)
         except BaseException:
-            for fd in opened.values():
+            for fd, _ in opened.values():
                 os.close(fd)
             raise
     return opened
 
 
-def _copy(item: Download, source: int) -> str | None:
-    """Copy one file to its place; what is wrong with it, or None."""
+def _copy(item: Download, source: int, verified: str | None) -> str | None:
+    """Copy one file to its place; what is wrong with it, or None. A file the
+    scheduler vouches for (``verified``: the recorded SHA-256) is not hashed again:
+    the kernel's copy of it is checked by its size."""
     local = item.local
     local.parent.mkdir(parents=True, exist_ok=True)
     tmp = local.with_name(f".{local.name}.part")
@@ -101,7 +112,7 @@ def _copy(item: Download, source: int) -> str | None:
     out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
     try:
         copied = _copy_range(source, out, size)
-        sha = _sha256(out, copied)
+        sha = verified if verified == item.expected else _sha256(out, copied)
     finally:
         os.close(out)
     if copied != size or sha != item.expected:

@@ -7,10 +7,12 @@ holds the grant's password, and is handed an open, read-only descriptor of each
 file the grant lets it read (``SCM_RIGHTS``). It copies them in the kernel
 (``copy_file_range``) and checks each copy's SHA-256 against the one recorded when
 the file arrived, so moving the bytes costs one copy instead of a loopback
-transfer. Nothing of the spool becomes readable by anyone else: a descriptor goes
-only to the process that asked, and only if its account (``SO_PEERCRED``) is the
-jobs' owner's, the scheduler's own or root's. Where any of that does not hold, the
-client downloads over FTP as a remote one does.
+transfer. A file that is still the version the scheduler hashed when the job's
+result arrived (the same inode, size, modification and change times, as a worker
+checks the inputs in its cache) is not hashed again. Nothing of the spool becomes
+readable by anyone else: a descriptor goes only to the process that asked, and only
+if its account (``SO_PEERCRED``) is the jobs' owner's, the scheduler's own or root's.
+Where any of that does not hold, the client downloads over FTP as a remote one does.
 
 The exchange, one JSON message each way per step on a ``SOCK_SEQPACKET`` socket:
 the scheduler sends ``{"nonce": HEX}``; the client sends ``{"user": GRANT_USER,
@@ -34,6 +36,7 @@ import stat
 import struct
 import sys
 import threading
+from collections import OrderedDict
 
 from scheduler.ftp_grants import GrantAuthorizer
 from scheduler.transport.local_reads import MOST_PATHS, proof
@@ -44,6 +47,8 @@ log = logging.getLogger(__name__)
 MOST_REQUEST = 1 << 20
 #: Seconds a connection may stay silent before it is closed.
 IDLE = 60.0
+#: Files whose hashed version is remembered, the latest hashed.
+REMEMBERED = 200_000
 
 
 class ResultFdServer:
@@ -57,6 +62,29 @@ class ResultFdServer:
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="result-fds", daemon=True)
+        #: The version of each file hashed since the start (by device and inode: size,
+        #: modification and change times) and its SHA-256.
+        self._hashed: OrderedDict[tuple[int, int], tuple[int, int, int, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def hashed(self, status: os.stat_result, sha: str) -> None:
+        """A result file of this version (its status before it was read) has the
+        SHA-256 ``sha`` (from :func:`scheduler.result_hashes.hash_results`'s thread)."""
+        with self._lock:
+            self._hashed[(status.st_dev, status.st_ino)] = _version(status, sha)
+            self._hashed.move_to_end((status.st_dev, status.st_ino))
+            if len(self._hashed) > REMEMBERED:
+                self._hashed.popitem(last=False)
+
+    def _verified(self, fd: int) -> str | None:
+        """The SHA-256 the file of ``fd`` was hashed to, if it is still the version
+        hashed (the same inode, size, modification and change times); else None."""
+        status = os.fstat(fd)
+        with self._lock:
+            known = self._hashed.get((status.st_dev, status.st_ino))
+        if known is None or known[:3] != _version(status, "")[:3]:
+            return None
+        return known[3]
 
     def start(self) -> None:
         """Listen (on Linux: elsewhere :attr:`name` stays None)."""
@@ -131,13 +159,14 @@ class ResultFdServer:
             return {"error": "authentication failed"}
         if not _may_receive(uid, grant.owners):
             return {"error": "this account may not read these results in place"}
-        opened = []
+        opened, verified = [], []
         for path in paths:
             fd = self._open(user, grant.root, str(path))
             opened.append(fd is not None)
             if fd is not None:
                 fds.append(fd)
-        return {"open": opened}
+                verified.append(self._verified(fd))
+        return {"open": opened, "verified": verified}
 
     def _open(self, user: str, root: str, path: str) -> int | None:
         """A read-only descriptor of the regular file ``path`` (under ``root``) if the
@@ -153,6 +182,10 @@ class ResultFdServer:
             os.close(fd)
             return None
         return fd
+
+
+def _version(status: os.stat_result, sha: str) -> tuple[int, int, int, str]:
+    return status.st_size, status.st_mtime_ns, status.st_ctime_ns, sha
 
 
 def _may_receive(uid: int, owners: tuple[str, ...]) -> bool:

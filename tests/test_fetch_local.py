@@ -84,7 +84,7 @@ def test_only_the_grants_password_opens_its_files(spool: Spool) -> None:
     paths = ["7/0/outputs/big.bin", "7/0/../../7/0/outputs/big.bin", "8/0/outputs/big.bin"]
     right = exchange(name, lambda n: {"user": grant.user, "proof": proof(grant.password, n),
                                       "paths": paths})  # fmt: skip
-    assert right == ({"open": [True, True, False]}, 2)
+    assert right == ({"open": [True, True, False], "verified": [None, None]}, 2)
     # The password itself, a proof for another nonce or another grant's: refused.
     for made in (
         lambda n: {"user": grant.user, "proof": grant.password, "paths": paths},
@@ -96,6 +96,24 @@ def test_only_the_grants_password_opens_its_files(spool: Spool) -> None:
     revoked = exchange(name, lambda n: {"user": grant.user, "proof": proof(grant.password, n),
                                         "paths": paths})  # fmt: skip
     assert revoked == ({"error": "authentication failed"}, 0)
+
+
+def test_the_scheduler_vouches_only_for_the_version_it_hashed(spool: Spool) -> None:
+    sha = put(spool, 7, 0, b"data")
+    path = spool.job_dir(7, 0) / "outputs" / "big.bin"
+    spool.local_reads.hashed(os.stat(path), sha)
+    grant = spool.grant_fetch([(7, 0)], HOST, owners=("someone",))
+    name = spool.local_reads.name
+    assert name is not None
+
+    def ask(nonce: str) -> dict[str, Any]:
+        return {"user": grant.user, "proof": proof(grant.password, nonce),
+                "paths": ["7/0/outputs/big.bin"]}  # fmt: skip
+
+    assert exchange(name, ask) == ({"open": [True], "verified": [sha]}, 1)
+    with open(path, "r+b") as f:  # the same size, another content
+        f.write(b"D")
+    assert exchange(name, ask) == ({"open": [True], "verified": [None]}, 1)
 
 
 def test_another_account_is_handed_nothing(spool: Spool, tmp_path: Path) -> None:
@@ -164,12 +182,22 @@ def test_a_fetch_on_the_schedulers_machine_copies_in_place(
         left_for_ftp.append(len(left))
         return left
 
+    hashed: list[int] = []
+    sha256 = fetch_local._sha256
+
+    def counted_hash(fd: int, size: int) -> str:
+        hashed.append(size)
+        return sha256(fd, size)
+
     with connect(cluster) as client:
         submitted = client.submit(tmp_path / "job.sub", cwd=str(tmp_path))
         submitted.wait(timeout=120)
         monkeypatch.setattr(results, "copy_in_place", counted)
+        monkeypatch.setattr(fetch_local, "_sha256", counted_hash)
         client.fetch([str(submitted.id)], dest=tmp_path / "here", per_job=False)
         assert left_for_ftp == [0]
+        # Each file is still the version the scheduler hashed: none is hashed again.
+        assert hashed == []
         monkeypatch.setattr(results, "copy_in_place", lambda grant, name, d, damaged: d)
         client.fetch([str(submitted.id)], dest=tmp_path / "ftp", per_job=False)
 
