@@ -4,11 +4,11 @@ The scheduler hands over an open, read-only descriptor of each file a fetch gran
 covers (:mod:`scheduler.result_fds`); each is copied in the kernel
 (``copy_file_range``, else ``sendfile``) to a temporary name, its copy's SHA-256
 checked against the one recorded when the file arrived, and renamed only when whole
-and right. Only files with a recorded hash are taken this way: the check, not the
-socket's name, makes sure the bytes are the spool's. A file that the scheduler
-says is still the version it hashed when the job's result arrived (its inode,
-size, modification and change times) is not hashed again: SHA-256 costs more CPU
-than the copy itself. Whatever cannot be taken (no
+and right. Only files with a recorded hash are taken this way, and only from a
+socket that proves it knows the grant's password (which never travels there). A
+file that the scheduler says is still the version it hashed when the job's result
+arrived (its inode, size, modification and change times) is not hashed again:
+SHA-256 costs more CPU than the copy itself. Whatever cannot be taken (no
 such socket here, an account the scheduler does not hand files to, a file it did
 not open) is left for FTP.
 """
@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import hmac
 import json
 import os
+import secrets
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
@@ -49,7 +51,7 @@ def copy_in_place(
         return downloads
     try:
         opened = _open_all(grant, name, wanted)
-    except (OSError, ValueError):
+    except (OSError, ValueError, KeyError, TypeError):
         return downloads
     try:
         if opened:
@@ -74,16 +76,23 @@ def _open_all(
         sock.connect("\0" + name)
         nonce = json.loads(sock.recv(MOST_ANSWER))["nonce"]
         key = proof(grant.password, str(nonce))
+        ours = secrets.token_hex(16)
+        theirs = proof(grant.password, ours, "scheduler")
         try:
             for at in range(0, len(wanted), MOST_PATHS):
                 part = wanted[at : at + MOST_PATHS]
-                request = {"user": grant.user, "proof": key, "paths": [d.remote for d in part]}
+                paths = [d.remote for d in part]
+                request = {"user": grant.user, "proof": key, "nonce": ours, "paths": paths}
                 sock.sendall(json.dumps(request).encode())
                 data, fds, _, _ = socket.recv_fds(sock, MOST_ANSWER, MOST_PATHS)
                 answer = json.loads(data) if data else {"error": "no answer"}
                 given = iter(fds)
                 flags = answer.get("open") if isinstance(answer, dict) else None
-                if not isinstance(flags, list) or len(flags) != len(part):
+                if (
+                    not isinstance(flags, list)
+                    or len(flags) != len(part)
+                    or not hmac.compare_digest(str(answer.get("proof", "")), theirs)
+                ):
                     for fd in fds:
                         os.close(fd)
                     break

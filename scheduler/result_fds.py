@@ -149,6 +149,8 @@ class ResultFdServer:
     def _answer(self, data: bytes, nonce: str, uid: int, fds: list[int]) -> dict[str, object]:
         """The answer to one request; the descriptors to attach are added to ``fds``."""
         request = json.loads(data)
+        if not isinstance(request, dict):
+            return {"error": "a request is a JSON object"}
         user, paths = str(request.get("user", "")), request.get("paths")
         if not isinstance(paths, list) or len(paths) > MOST_PATHS:
             return {"error": f"name a list of at most {MOST_PATHS} paths"}
@@ -166,7 +168,12 @@ class ResultFdServer:
             if fd is not None:
                 fds.append(fd)
                 verified.append(self._verified(fd))
-        return {"open": opened, "verified": verified}
+        theirs = str(request.get("nonce", ""))
+        return {
+            "open": opened,
+            "verified": verified,
+            "proof": proof(grant.password, theirs, "scheduler"),
+        }
 
     def _open(self, user: str, root: str, path: str) -> int | None:
         """A read-only descriptor of the regular file ``path`` (under ``root``) if the

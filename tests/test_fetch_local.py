@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,8 @@ def test_only_the_grants_password_opens_its_files(spool: Spool) -> None:
     paths = ["7/0/outputs/big.bin", "7/0/../../7/0/outputs/big.bin", "8/0/outputs/big.bin"]
     right = exchange(name, lambda n: {"user": grant.user, "proof": proof(grant.password, n),
                                       "paths": paths})  # fmt: skip
-    assert right == ({"open": [True, True, False], "verified": [None, None]}, 2)
+    assert right == ({"open": [True, True, False], "verified": [None, None],
+                      "proof": proof(grant.password, "", "scheduler")}, 2)  # fmt: skip
     # The password itself, a proof for another nonce or another grant's: refused.
     for made in (
         lambda n: {"user": grant.user, "proof": grant.password, "paths": paths},
@@ -107,13 +109,14 @@ def test_the_scheduler_vouches_only_for_the_version_it_hashed(spool: Spool) -> N
     assert name is not None
 
     def ask(nonce: str) -> dict[str, Any]:
-        return {"user": grant.user, "proof": proof(grant.password, nonce),
+        return {"user": grant.user, "proof": proof(grant.password, nonce), "nonce": "ab" * 16,
                 "paths": ["7/0/outputs/big.bin"]}  # fmt: skip
 
-    assert exchange(name, ask) == ({"open": [True], "verified": [sha]}, 1)
+    mine = proof(grant.password, "ab" * 16, "scheduler")
+    assert exchange(name, ask) == ({"open": [True], "verified": [sha], "proof": mine}, 1)
     with open(path, "r+b") as f:  # the same size, another content
         f.write(b"D")
-    assert exchange(name, ask) == ({"open": [True], "verified": [None]}, 1)
+    assert exchange(name, ask) == ({"open": [True], "verified": [None], "proof": mine}, 1)
 
 
 def test_another_account_is_handed_nothing(spool: Spool, tmp_path: Path) -> None:
@@ -239,3 +242,35 @@ def test_a_damaged_file_is_told_not_written(
         with pytest.raises(DfarmError, match="big.bin is damaged in the spool"):
             client.fetch([str(submitted.id)], dest=tmp_path / "here", per_job=False)
     assert not list((tmp_path / "here").rglob("big.bin*"))
+
+
+def test_nothing_is_taken_from_a_socket_that_cannot_prove_the_password(
+    spool: Spool, tmp_path: Path
+) -> None:
+    sha = put(spool, 7, 0, b"the real result")
+    grant = spool.grant_fetch([(7, 0)], HOST, owners=("someone",))
+    bogus = tmp_path / "bogus"
+    bogus.write_bytes(b"an impostor's file")
+    name = f"dfarm-test-impostor-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as server:
+        server.bind("\0" + name)
+        server.listen(1)
+        asked: list[dict[str, Any]] = []
+
+        def impostor() -> None:
+            conn, _ = server.accept()
+            with conn, open(bogus, "rb") as f:
+                conn.sendall(json.dumps({"nonce": "cd" * 16}).encode())
+                asked.append(json.loads(conn.recv(65536)))
+                answer = {"open": [True], "verified": [sha], "proof": "00" * 32}
+                socket.send_fds(conn, [json.dumps(answer).encode()], [f.fileno()])
+
+        thread = threading.Thread(target=impostor)
+        thread.start()
+        wanted = [item(7, 0, tmp_path / "dest" / "big.bin", sha)]
+        damaged: list[str] = []
+        assert fetch_local.copy_in_place(grant, name, wanted, damaged) == wanted
+        thread.join()
+    assert not (tmp_path / "dest").exists() and damaged == []
+    # What it was sent is of no use to log in with.
+    assert grant.password not in json.dumps(asked)

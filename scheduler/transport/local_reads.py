@@ -9,7 +9,10 @@ import hmac
 MOST_PATHS = 64
 
 
-def proof(password: str, nonce: str) -> str:
-    """What a client sends to show it holds a grant's ``password`` without sending it
-    (so that nothing it sends is of use to whoever answers in the scheduler's place)."""
-    return hmac.new(password.encode(), bytes.fromhex(nonce), hashlib.sha256).hexdigest()
+def proof(password: str, nonce: str, by: str = "client") -> str:
+    """What one end sends (``by``: ``client`` or ``scheduler``) to show the other that
+    it holds a grant's ``password`` without sending it: the client, so that nothing it
+    sends is of use to whoever answers in the scheduler's place; the scheduler, so
+    that the client takes nothing from such an impostor."""
+    message = by.encode() + b":" + bytes.fromhex(nonce)
+    return hmac.new(password.encode(), message, hashlib.sha256).hexdigest()
