@@ -1,6 +1,6 @@
 """Results of big clusters: ``dsub --wait`` and ``dfetch`` against the jobs' own speed.
 
-    .venv/bin/python bench/results_fetch.py [--runs 3] [--quick]
+    .venv/bin/python bench/results_fetch.py [--runs 3] [--quick] [--parts 1,2,3,4]
 
 On a local cluster of 2 one-slot workers, in a temporary directory:
 
@@ -38,14 +38,27 @@ from staging import loopback_copy  # noqa: E402
 from control_node import Client  # noqa: E402
 from control_node.local_cluster import LocalCluster  # noqa: E402
 
+PARTS = frozenset({1, 2, 3, 4})
+
+
+#: ``dfetch`` with the copy in place turned off: every large file over FTP.
+OVER_FTP = (
+    "-c",
+    "import sys; from control_node import results;"
+    " results.copy_in_place = lambda grant, name, downloads, damaged: downloads;"
+    " from control_node.cli.dfetch import main; sys.exit(main(sys.argv[1:]))",
+)
+
 
 def command(name: str, *args: str, cwd: Path, home: Path) -> float:
-    """Seconds one of dfarm's commands takes, run as a user runs it."""
+    """Seconds one of dfarm's commands takes, run as a user runs it (``name``: its
+    module in ``control_node.cli``, or :data:`OVER_FTP`'s first word with the rest in
+    ``args``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DFARM_")}
     env["DFARM_HOME"] = str(home)
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", f"control_node.cli.{name}", *args],
+        [sys.executable, *(["-c"] if name == "-c" else ["-m", f"control_node.cli.{name}"]), *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -84,13 +97,12 @@ def plain_copy(home: Path, cluster: int, dest: Path) -> float:
     return sum(loopback_copy(path, dest / f"{n}.bin", keep=True) for n, path in enumerate(sources))
 
 
-def measure(runs: int, quick: bool) -> list[tuple[str, ...]]:
+def measure(runs: int, quick: bool, parts: frozenset[int] = PARTS) -> list[tuple[str, ...]]:
     small, large, rounds, big_jobs, big_mib = (
         (500, 2000, 3, 20, 10) if quick else (2000, 10000, 5, 100, 10)
     )
     with tempfile.TemporaryDirectory(prefix="dfarm-bench-") as tmp:
         root = Path(tmp)
-        trivial = "#!/bin/sh\nexit 0\n"
         cluster = LocalCluster(root / "home", workers=2, slots=1)
         access = cluster.start()
         home = cluster.home
@@ -100,72 +112,106 @@ def measure(runs: int, quick: bool) -> list[tuple[str, ...]]:
                 deadline = time.monotonic() + 30
                 while len(client.workers()) < 2 and time.monotonic() < deadline:
                     time.sleep(0.05)
-                sub = submit_file(root, "small", small, trivial)
-                run, waited = [], []
-                for number in range(runs):
-                    run.append(run_to_last_exit(client, sub, small)[1])
-                    out = root / f"small-{number}"
-                    out.mkdir()
-                    waited.append(command("dsub", "--wait", str(sub), cwd=out, home=home))
-                ratio = statistics.median(waited) / statistics.median(run)
-                rows.append(
-                    (f"1. dsub --wait, {small} trivial jobs (s)", show(waited),
-                     f"submit to last exit {show(run)}", f"{ratio:.2f}", "<= 1.30",
-                     verdict(ratio <= 1.3))
-                )  # fmt: skip
-                base_rate = small / statistics.median(waited)
-                sub = submit_file(root, "large", large, trivial)
-                out = root / "large"
-                out.mkdir()
-                rates = [
-                    large / command("dsub", "--wait", str(sub), cwd=out, home=home)
-                    for _ in range(rounds)
-                ]
-                ratio = statistics.median(rates) / base_rate
-                flat = rates[-1] >= 0.9 * rates[0]
-                rows.append(
-                    (f"2. dsub --wait, {large} trivial jobs, {rounds} rounds in one home (jobs/s)",
-                     " ".join(f"{r:.0f}" for r in rates), f"{small} jobs {base_rate:.0f}",
-                     f"{ratio:.2f}", ">= 0.90, last round >= 0.9x the first",
-                     verdict(ratio >= 0.9 and flat))
-                )  # fmt: skip
-                sub = submit_file(root, "kib", large, "#!/bin/sh\nhead -c 1024 /dev/zero\n")
-                cid, _ = run_to_last_exit(client, sub, large)
-                fetches = []
-                for number in range(runs):
-                    dest = root / f"kib-{number}"
-                    fetches.append(command("dfetch", "--dest", str(dest), str(cid), cwd=root,
-                                           home=home))  # fmt: skip
-                rows.append(
-                    (f"3. dfetch of {large} jobs with 1 KiB of stdout (s)", show(fetches), "-",
-                     "-", "< 2 s", verdict(statistics.median(fetches) < 2))
-                )  # fmt: skip
-                sub = submit_file(
-                    root,
-                    "big",
-                    big_jobs,
-                    f"#!/bin/sh\nhead -c {big_mib * 2**20} /dev/zero > out.bin\n",
-                    "transfer_output_files = out.bin\n",
-                )
-                cid, _ = run_to_last_exit(client, sub, big_jobs)
-                megabytes = big_jobs * big_mib
-                fetch_rates, copy_rates = [], []
-                for number in range(runs):
-                    dest = root / f"big-{number}"
-                    seconds = command("dfetch", "--dest", str(dest), str(cid), cwd=root, home=home)
-                    fetch_rates.append(megabytes / seconds)
-                    copy_rates.append(megabytes / plain_copy(home, cid, root / f"copy-{number}"))
-                    shutil.rmtree(dest)
-                    shutil.rmtree(root / f"copy-{number}")
-                ratio = statistics.median(fetch_rates) / statistics.median(copy_rates)
-                rows.append(
-                    (f"4. dfetch of {big_jobs} x {big_mib} MiB output files (MiB/s)",
-                     show(fetch_rates, ".0f"), f"loopback copy {show(copy_rates, '.0f')}",
-                     f"{ratio:.2f}", ">= 0.70", verdict(ratio >= 0.7))
-                )  # fmt: skip
+                if parts & {1, 2}:
+                    rows += trivial_parts(client, root, home, runs, small, large, rounds, parts)
+                if 3 in parts:
+                    rows.append(kib_part(client, root, home, runs, large))
+                if 4 in parts:
+                    rows += large_files_part(client, root, home, runs, big_jobs, big_mib)
         finally:
             cluster.stop()
     return rows
+
+
+def trivial_parts(
+    client: Client, root: Path, home: Path, runs: int, small: int, large: int, rounds: int,
+    parts: frozenset[int],
+) -> list[tuple[str, ...]]:  # fmt: skip
+    """Parts 1 and 2: ``dsub --wait`` of trivial jobs (part 2 needs part 1's rate)."""
+    rows: list[tuple[str, ...]] = []
+    trivial = "#!/bin/sh\nexit 0\n"
+    sub = submit_file(root, "small", small, trivial)
+    run, waited = [], []
+    for number in range(runs):
+        run.append(run_to_last_exit(client, sub, small)[1])
+        out = root / f"small-{number}"
+        out.mkdir()
+        waited.append(command("dsub", "--wait", str(sub), cwd=out, home=home))
+    ratio = statistics.median(waited) / statistics.median(run)
+    if 1 in parts:
+        rows.append(
+            (f"1. dsub --wait, {small} trivial jobs (s)", show(waited),
+             f"submit to last exit {show(run)}", f"{ratio:.2f}", "<= 1.30",
+             verdict(ratio <= 1.3))
+        )  # fmt: skip
+    if 2 not in parts:
+        return rows
+    base_rate = small / statistics.median(waited)
+    sub = submit_file(root, "large", large, trivial)
+    out = root / "large"
+    out.mkdir()
+    rates = [large / command("dsub", "--wait", str(sub), cwd=out, home=home) for _ in range(rounds)]
+    ratio = statistics.median(rates) / base_rate
+    flat = rates[-1] >= 0.9 * rates[0]
+    rows.append(
+        (f"2. dsub --wait, {large} trivial jobs, {rounds} rounds in one home (jobs/s)",
+         " ".join(f"{r:.0f}" for r in rates), f"{small} jobs {base_rate:.0f}",
+         f"{ratio:.2f}", ">= 0.90, last round >= 0.9x the first",
+         verdict(ratio >= 0.9 and flat))
+    )  # fmt: skip
+    return rows
+
+
+def kib_part(client: Client, root: Path, home: Path, runs: int, jobs: int) -> tuple[str, ...]:
+    """Part 3: ``dfetch`` of finished jobs that printed 1 KiB each."""
+    sub = submit_file(root, "kib", jobs, "#!/bin/sh\nhead -c 1024 /dev/zero\n")
+    cid, _ = run_to_last_exit(client, sub, jobs)
+    fetches = []
+    for number in range(runs):
+        dest = root / f"kib-{number}"
+        fetches.append(command("dfetch", "--dest", str(dest), str(cid), cwd=root, home=home))
+    return (
+        f"3. dfetch of {jobs} jobs with 1 KiB of stdout (s)", show(fetches), "-", "-", "< 2 s",
+        verdict(statistics.median(fetches) < 2),
+    )  # fmt: skip
+
+
+def large_files_part(
+    client: Client, root: Path, home: Path, runs: int, jobs: int, mib: int
+) -> list[tuple[str, ...]]:
+    """Part 4: ``dfetch`` of jobs with a large output file each against the loopback
+    copy of the same files, and ``dfetch`` made to download over FTP (as a client on
+    another machine does), the three alternating."""
+    sub = submit_file(
+        root,
+        "big",
+        jobs,
+        f"#!/bin/sh\nhead -c {mib * 2**20} /dev/zero > out.bin\n",
+        "transfer_output_files = out.bin\n",
+    )
+    cid, _ = run_to_last_exit(client, sub, jobs)
+    megabytes = jobs * mib
+    fetch_rates, copy_rates, ftp_rates = [], [], []
+    for number in range(runs):
+        dest = root / f"big-{number}"
+        seconds = command("dfetch", "--dest", str(dest), str(cid), cwd=root, home=home)
+        fetch_rates.append(megabytes / seconds)
+        shutil.rmtree(dest)
+        copy_rates.append(megabytes / plain_copy(home, cid, root / f"copy-{number}"))
+        shutil.rmtree(root / f"copy-{number}")
+        seconds = command(*OVER_FTP, "--dest", str(dest), str(cid), cwd=root, home=home)
+        ftp_rates.append(megabytes / seconds)
+        shutil.rmtree(dest)
+    ratio = statistics.median(fetch_rates) / statistics.median(copy_rates)
+    ftp_ratio = statistics.median(ftp_rates) / statistics.median(copy_rates)
+    return [
+        (f"4. dfetch of {jobs} x {mib} MiB output files (MiB/s)", show(fetch_rates, ".0f"),
+         f"loopback copy {show(copy_rates, '.0f')}", f"{ratio:.2f}", ">= 0.70",
+         verdict(ratio >= 0.7)),
+        ("for reference: the same dfetch over FTP, as from another machine (MiB/s)",
+         show(ftp_rates, ".0f"), f"loopback copy {show(copy_rates, '.0f')}", f"{ftp_ratio:.2f}",
+         "-", ""),
+    ]  # fmt: skip
 
 
 def show(values: list[float], fmt: str = ".2f") -> str:
@@ -186,8 +232,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a first look")
+    parser.add_argument(
+        "--parts", default="1,2,3,4", help="which parts to run, by number (default: all)"
+    )
     args = parser.parse_args()
-    rows = measure(args.runs, args.quick)
+    rows = measure(args.runs, args.quick, frozenset(int(n) for n in args.parts.split(",")))
     print(f"median of {args.runs} runs [min-max]")
     print(tabulate(rows, headers=HEADERS, disable_numparse=True))
     return 0

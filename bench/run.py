@@ -218,7 +218,7 @@ def main() -> int:
 
     print("results of big clusters: dsub --wait and dfetch ...", file=sys.stderr)
     for i, row in enumerate(results_fetch.measure(args.runs, args.quick)):
-        label = row[0].split(". ", 1)[1]
+        label = row[0].split(". ", 1)[-1]
         rows.append((f"7. {label}" if i == 0 else f"   {label}", *row[1:]))
 
     dag_nodes = 2_000 if args.quick else 10_000

@@ -22,6 +22,7 @@ from typing import Any
 from control_node import results_file
 from control_node.connection import Connection, DfarmError, Pushed, SchedulerUnavailable
 from control_node.fetch_downloads import Download, download_all
+from control_node.fetch_local import copy_in_place
 from control_node.results_file import ClusterResultsFile, results_path
 from scheduler import protocol as p
 
@@ -397,6 +398,8 @@ class Fetcher:
                     if d.expected is not None
                 )
             else:
+                if reply.local is not None:
+                    downloads = copy_in_place(reply.download, reply.local, downloads, self._damaged)
                 download_all(reply.download, downloads, self._damaged)
         # Each file is rewritten whole: at most every few seconds while results come,
         # so that a cluster's fetch writes it a few times, not once a reply.

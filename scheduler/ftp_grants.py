@@ -60,6 +60,8 @@ class Grant:
     #: The folder the grant's ``<root>/input`` stands for (a DAG's inputs, read by
     #: the jobs of its nodes' clusters); None: its own.
     inputs: str | None = None
+    #: For a fetch: the owners of the jobs whose results it reads.
+    owners: tuple[str, ...] = ()
 
 
 class GrantAuthorizer:
@@ -153,6 +155,13 @@ class GrantAuthorizer:
                 del self._expires[user]
                 self._uploaded.pop(user, None)
         return len(old)
+
+    def grant_of(self, user: str) -> Grant | None:
+        """``user``'s grant while it is valid, else None."""
+        try:
+            return self._grant(user)
+        except AuthenticationFailed:
+            return None
 
     def _grant(self, user: str) -> Grant:
         with self._lock:

@@ -7,6 +7,7 @@ names a ``log``: a reply for thousands of jobs costs a few queries, not a few pe
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 from scheduler import protocol as p
@@ -65,8 +66,11 @@ def on_fetch_results(state: SchedulerState, conn: Caller, msg: p.FetchResults) -
     results = state.store.results.of_jobs(keys)
     logged = [(j.cluster, j.proc) for j in sent if j.spec.log]
     events = state.store.events_of(logged) if logged else {}
+    in_large = set(large)
+    owners = tuple(sorted({j.owner for j in sent if (j.cluster, j.proc) in in_large}))
     return p.JobResults(
-        download=state.spool.grant_fetch(large, conn.local_host) if large else None,
+        download=state.spool.grant_fetch(large, conn.local_host, owners=owners) if large else None,
+        local=state.spool.local_reads.name if large and _loopback(conn.local_host) else None,
         files={
             j.id: {name: p.pack_bytes(data) for name, data in small[(j.cluster, j.proc)].items()}
             for j in sent
@@ -88,6 +92,18 @@ def on_fetch_results(state: SchedulerState, conn: Caller, msg: p.FetchResults) -
         },
         large=[f"{c}.{proc}" for c, proc in large],
     )
+
+
+def _loopback(host: str) -> bool:
+    """Whether the caller reached the scheduler on a loopback address (so runs on
+    this machine, where it may read the spool's files in place)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def _spool_folders(state: SchedulerState, clusters: set[int]) -> set[tuple[int, int]]:

@@ -17,13 +17,18 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 #: Bytes read at a time while hashing.
 BLOCK = 1 << 20
 
 
-def hash_results(job_dir: Path) -> dict[str, tuple[str, int]]:
+#: Told of each file hashed: its status before it was read, and its SHA-256.
+OnHashed = Callable[[os.stat_result, str], None]
+
+
+def hash_results(job_dir: Path, on_hashed: OnHashed | None = None) -> dict[str, tuple[str, int]]:
     """SHA-256 and size of every result file in ``job_dir`` (``stdout``, ``stderr``,
     ``outputs/NAME``), by name; links and the folders of attempts are left out."""
     found: dict[str, tuple[str, int]] = {}
@@ -35,14 +40,14 @@ def hash_results(job_dir: Path) -> dict[str, tuple[str, int]]:
         for entry in entries:
             if entry.name.startswith("."):
                 continue  # an attempt's folder, a file being written
-            digest = file_hash(Path(entry.path))
+            digest = file_hash(Path(entry.path), on_hashed)
             if digest is not None:
                 name = entry.name if folder == job_dir else f"outputs/{entry.name}"
                 found[name] = digest
     return found
 
 
-def file_hash(path: Path) -> tuple[str, int] | None:
+def file_hash(path: Path, on_hashed: OnHashed | None = None) -> tuple[str, int] | None:
     """SHA-256 and size of the plain file ``path`` (None: not one, or unreadable)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -51,7 +56,8 @@ def file_hash(path: Path) -> tuple[str, int] | None:
     digest = hashlib.sha256()
     size = 0
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
             return None
         while block := os.read(fd, BLOCK):
             digest.update(block)
@@ -60,6 +66,8 @@ def file_hash(path: Path) -> tuple[str, int] | None:
         return None
     finally:
         os.close(fd)
+    if on_hashed is not None:
+        on_hashed(before, digest.hexdigest())
     return digest.hexdigest(), size
 
 

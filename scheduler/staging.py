@@ -62,6 +62,7 @@ from scheduler.protocol import (
     pack_bytes,
     unpack_bytes,
 )
+from scheduler.result_fds import ResultFdServer
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +293,8 @@ class Spool:
         self.port: int = self._server.socket.getsockname()[1]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="ftp", daemon=True)
+        #: Fetch grants' files handed to clients on this machine.
+        self.local_reads = ResultFdServer(self.authorizer)
         logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
 
     def use_clock(self, clock: Callable[[], float]) -> None:
@@ -300,6 +303,7 @@ class Spool:
 
     def start(self) -> None:
         self._thread.start()
+        self.local_reads.start()
         log.info("FTP server on port %d over %s", self.port, self.root)
 
     def _serve(self) -> None:
@@ -309,6 +313,7 @@ class Spool:
 
     def stop(self) -> None:
         self._stop.set()
+        self.local_reads.stop()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self._server.close_all()
@@ -382,11 +387,14 @@ class Spool:
         max_bytes: int | None = None,
         replace: bool = True,
         inputs: str | None = None,
+        owners: tuple[str, ...] = (),
     ) -> FtpGrant:
         raw = secrets.token_bytes(26)
         user, password = "g" + raw[:8].hex(), base64.urlsafe_b64encode(raw[8:]).decode()
         expires = self.authorizer.clock() + ttl
-        grant = Grant(user, password, str(root), tuple(rules), expires, max_bytes, replace, inputs)
+        grant = Grant(
+            user, password, str(root), tuple(rules), expires, max_bytes, replace, inputs, owners
+        )
         self.authorizer.add(grant)
         return FtpGrant(
             host=host,
@@ -452,10 +460,18 @@ class Spool:
         rules.append(Rule(str(self.checkpoint_dir(cluster, proc)), READ_WRITE))
         return self._issue(root, rules, ttl, host, inputs=None if inputs is None else folder)
 
-    def grant_fetch(self, jobs: list[tuple[int, int]], host: str, ttl: float = 900) -> FtpGrant:
-        """For a user: read the results of these jobs (their own, checked by the caller)."""
+    def grant_fetch(
+        self,
+        jobs: list[tuple[int, int]],
+        host: str,
+        ttl: float = 900,
+        owners: tuple[str, ...] = (),
+    ) -> FtpGrant:
+        """For a user: read the results of these jobs (their own, checked by the
+        caller), over FTP or, on this machine, in place (:mod:`scheduler.result_fds`,
+        which hands their files only to the account of ``owners``, their jobs' owners)."""
         rules = [Rule(str(self.job_dir(c, p)), READ) for c, p in jobs]
-        return self._issue(self.root, rules, ttl, host)
+        return self._issue(self.root, rules, ttl, host, owners=owners)
 
     def grant_probe(
         self, host: str, owner: str = "", max_bytes: int = 0, ttl: float = 60

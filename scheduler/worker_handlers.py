@@ -275,7 +275,7 @@ async def _hash_and_finish(
     state: SchedulerState, worker: WorkerState, msg: p.JobFinished, job_dir: Path
 ) -> None:
     try:
-        hashes = await asyncio.to_thread(hash_results, job_dir)
+        hashes = await asyncio.to_thread(hash_results, job_dir, state.spool.local_reads.hashed)
     except Exception:
         log.exception("internal error hashing the result of %s", msg.job_id)
         worker.link.send(p.Error(id=msg.id, message="internal error taking the result",

@@ -2,7 +2,8 @@
 
 Each cluster's results go to ``<cluster>.results.jsonl`` (see
 :mod:`control_node.results_file`); a job gets a ``<cluster>.<proc>/`` folder only when
-it has files worth one, or with ``--per-job``.
+it has files worth one, or with ``--per-job``. A DAG's id (one that names no cluster
+of yours) fetches the results of each of its node clusters.
 
 Exit status: 0 when every job named is finished and its results were fetched, 1 when
 one of them failed (a non-zero exit, a signal, held or removed) or on an error, 2 when
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from control_node import render
 from control_node.cli.common import add_connection_options, connect, run_command
+from control_node.cli.results_options import add_per_job_option
+from control_node.results_dags import expand_dags
 from control_node.results_report import fetch_progress, results_report
 from scheduler import protocol as p
 
@@ -28,16 +31,13 @@ def main(argv: list[str] | None = None) -> int:
         epilog="exit status: 0 all fetched and succeeded, 1 a job failed or an error,"
         " 2 a job has not finished yet",
     )
-    parser.add_argument("ids", nargs="+", metavar="ID", help="cluster or cluster.proc")
+    parser.add_argument(
+        "ids", nargs="+", metavar="ID", help="cluster, cluster.proc or DAG (its node clusters)"
+    )
     parser.add_argument(
         "--dest", type=Path, help="folder for the results files and <cluster>.<proc>/ folders"
     )
-    parser.add_argument(
-        "--per-job",
-        action="store_true",
-        help="a <cluster>.<proc>/ folder for every job (default: only for jobs with output"
-        " files, a large stdout or stderr, or a failure)",
-    )
+    add_per_job_option(parser)
     parser.add_argument(
         "--here",
         action="store_true",
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             progress = None if args.json else fetch_progress(sys.stderr)
             try:
                 fetched = client.fetch(
-                    args.ids,
+                    expand_dags(client, args.ids),
                     dest=args.dest,
                     submit_paths=not args.here,
                     unfinished=unfinished,

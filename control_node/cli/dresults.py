@@ -7,6 +7,7 @@ import csv
 import io
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tabulate import tabulate
@@ -15,6 +16,7 @@ from control_node import render
 from control_node.cli.common import add_connection_options, connect, run_command
 from control_node.client import Client
 from control_node.connection import DfarmError
+from control_node.results_dags import dag_clusters
 from control_node.results_file import SUFFIX, read_results
 from control_node.sweep import Sweep, histogram_lines
 from scheduler import protocol as p
@@ -31,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "cluster",
         metavar="CLUSTER",
-        help="cluster id, or a results file (<cluster>.results.jsonl) to read without a scheduler",
+        help="cluster id, DAG id (its node clusters' jobs together), or a results file"
+        " (<cluster>.results.jsonl) to read without a scheduler",
     )
     parser.add_argument("--csv", action="store_true", help="print one CSV row per job")
     parser.add_argument("--plot", metavar="FILE.png", type=Path, help="write a density plot")
@@ -55,15 +58,17 @@ def main(argv: list[str] | None = None) -> int:
         if from_file:
             sweep = read_file(Path(args.cluster))
             args.cluster = str(sweep.jobs[0].cluster)
+            source = Source(int(args.cluster))
         else:
             with connect(args) as client:
-                sweep = watch(client, args) if args.watch else fetch(client, args.cluster)
+                source = find_source(client, int(args.cluster))
+                sweep = watch(client, args, source) if args.watch else fetch(client, source)
         if args.json:
-            print(render.dump_json({"cluster": int(args.cluster), **sweep.report()}))
+            print(render.dump_json({**source.json(), **sweep.report()}))
         elif args.csv:
             print(csv_text(sweep), end="")
         elif not args.watch:
-            print(report_text(sweep, args.cluster, args.key, table=not args.summary))
+            print(report_text(sweep, source.label(), args.key, table=not args.summary))
         if args.plot:
             write_plot(sweep, args)
         return 0
@@ -71,10 +76,40 @@ def main(argv: list[str] | None = None) -> int:
     return run_command("dresults", body)
 
 
-def fetch(client: Client, cluster: str) -> Sweep:
-    jobs = client.cluster_jobs(int(cluster))
+@dataclass(frozen=True)
+class Source:
+    """Where a sweep's jobs are: a cluster, or a DAG's node clusters."""
+
+    number: int
+    #: For a DAG: its node clusters.
+    clusters: tuple[int, ...] | None = None
+
+    def label(self) -> str:
+        if self.clusters is None:
+            return f"Cluster {self.number}"
+        return f"DAG {self.number} (clusters {' '.join(map(str, self.clusters))})"
+
+    def json(self) -> dict[str, object]:
+        if self.clusters is None:
+            return {"cluster": self.number}
+        return {"dag": self.number, "clusters": list(self.clusters)}
+
+
+def find_source(client: Client, number: int) -> Source:
+    """Cluster ``number``, or DAG ``number`` when no cluster of yours has that number."""
+    clusters = dag_clusters(client, number)
+    return Source(number) if clusters is None else Source(number, tuple(clusters))
+
+
+def fetch(client: Client, source: Source) -> Sweep:
+    if source.clusters is None:
+        jobs = client.cluster_jobs(source.number)
+        if not jobs:
+            raise DfarmError(f"no job of yours in cluster {source.number}")
+        return Sweep(jobs)
+    jobs = [job for cluster in source.clusters for job in client.cluster_jobs(cluster)]
     if not jobs:
-        raise DfarmError(f"no job of yours in cluster {cluster}")
+        raise DfarmError(f"DAG {source.number} has submitted no node yet")
     return Sweep(jobs)
 
 
@@ -91,12 +126,14 @@ def read_file(path: Path) -> Sweep:
     return Sweep([r.job for r in records])
 
 
-def watch(client: Client, args: argparse.Namespace) -> Sweep:
+def watch(client: Client, args: argparse.Namespace, source: Source) -> Sweep:
     """Redraw the summary until no job is idle or running; returns the last state."""
     tty = sys.stdout.isatty()
     while True:
-        sweep = fetch(client, args.cluster)
-        text = report_text(sweep, args.cluster, args.key, table=False)
+        if source.clusters is not None:  # nodes submitted since
+            source = find_source(client, source.number)
+        sweep = fetch(client, source)
+        text = report_text(sweep, source.label(), args.key, table=False)
         if not (args.json or args.csv):
             print((CLEAR if tty else "") + text + "\n", flush=True)
         if not sweep.pending:
@@ -110,7 +147,7 @@ def key_of(sweep: Sweep, key: str | None) -> str | None:
     return key or (sweep.keys[0] if sweep.keys else None)
 
 
-def report_text(sweep: Sweep, cluster: str, key: str | None, table: bool = True) -> str:
+def report_text(sweep: Sweep, label: str, key: str | None, table: bool = True) -> str:
     """The table of jobs, the summary, the histogram and the contributions."""
     parts = []
     if table:
@@ -123,7 +160,7 @@ def report_text(sweep: Sweep, cluster: str, key: str | None, table: bool = True)
         ]  # fmt: skip
         parts.append(tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True))
     parts.append(
-        f"Cluster {cluster}: {len(sweep.jobs)} jobs, {len(sweep.done)} results,"
+        f"{label}: {len(sweep.jobs)} jobs, {len(sweep.done)} results,"
         f" {len(sweep.failures)} failures, {len(sweep.pending)} pending"
     )
     summary = sweep.summary()

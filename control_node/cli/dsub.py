@@ -16,6 +16,7 @@ from typing import TextIO
 from control_node import render
 from control_node.cli.common import add_connection_options, connect, run_command
 from control_node.cli.dryrun import dry_run
+from control_node.cli.results_options import add_per_job_option
 from control_node.results import failed
 from control_node.results_report import results_report
 from scheduler import protocol as p
@@ -47,12 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dest", type=Path, help="where --wait puts the results file and <cluster>.<proc>/ folders"
     )
-    parser.add_argument(
-        "--per-job",
-        action="store_true",
-        help="with --wait: a <cluster>.<proc>/ folder for every job (default: only for jobs"
-        " with output files, a large stdout or stderr, or a failure)",
-    )
+    add_per_job_option(parser)
     parser.add_argument("--timeout", type=float, help="seconds --wait waits at most")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the cluster id")
     parser.add_argument(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from control_node import render
 from control_node.cli.common import add_connection_options, connect, run_command
+from control_node.cli.results_options import add_per_job_option
 from control_node.connection import SchedulerUnavailable
 from control_node.fetch_stream import wait_and_fetch
 from control_node.results import FetchedJob, describe_status, failed, seconds_text
@@ -56,12 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dest", type=Path, help="folder for the results files and <cluster>.<proc>/ folders"
     )
-    parser.add_argument(
-        "--per-job",
-        action="store_true",
-        help="a <cluster>.<proc>/ folder for every job (default: only for jobs with output"
-        " files, a large stdout or stderr, or a failure)",
-    )
+    add_per_job_option(parser)
     parser.add_argument("--no-fetch", action="store_true", help="only wait")
     add_connection_options(parser)
     args = parser.parse_args(argv)

@@ -313,6 +313,10 @@ class JobResults(Message):
     #: The jobs that have files in the spool, under ``download``: only these need
     #: looking for there (a client of an older scheduler looks for every job's).
     large: list[str] | None = None
+    #: For a client that reached the scheduler on a loopback address: the abstract
+    #: Unix socket where ``download`` also hands out the files themselves
+    #: (:mod:`scheduler.result_fds`).
+    local: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
