@@ -13,7 +13,10 @@ With each hash, the version of the file it was taken from is recorded (device,
 inode, size, modification and change times in nanoseconds): a file still of that
 version need not be hashed again to be vouched for (:mod:`scheduler.result_fds`),
 before a restart of the scheduler or after it. Any write to the file, a truncation,
-or another file in its place changes one of them.
+or another file in its place changes one of them: where the kernel stamps times a
+clock tick at a time, a write in the same tick as the version's change time would
+not, so a file changed less than :data:`SETTLE_NS` before it is hashed is first left
+to settle that long (a fraction of the hashing itself).
 
 Small results travel inside messages and are kept in SQLite itself.
 """
@@ -23,11 +26,15 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 from pathlib import Path
 from typing import NamedTuple
 
 #: Bytes read at a time while hashing.
 BLOCK = 1 << 20
+#: Nanoseconds a file's change time must lie in the past for its version to tell
+#: any later write (more than a clock tick, 10 ms at most on Linux).
+SETTLE_NS = 20_000_000
 #: Largest value an SQLite integer holds.
 _MOST = (1 << 63) - 1
 
@@ -82,13 +89,13 @@ def hash_results(job_dir: Path) -> dict[str, FileHash]:
 
 def file_hash(path: Path) -> tuple[str, int] | None:
     """SHA-256 and size of the plain file ``path`` (None: not one, or unreadable)."""
-    found = _hash(path)
+    found = _hash(path, versioned=False)
     return None if found is None else (found.sha256, found.size)
 
 
-def _hash(path: Path) -> FileHash | None:
-    """:func:`file_hash` and the version hashed (None if the file changed while it was
-    read)."""
+def _hash(path: Path, versioned: bool = True) -> FileHash | None:
+    """:func:`file_hash` and, if ``versioned``, the version hashed (None if the file
+    changed while it was read)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
@@ -96,15 +103,21 @@ def _hash(path: Path) -> FileHash | None:
     digest = hashlib.sha256()
     size = 0
     try:
-        before = os.fstat(fd)
+        now, before = time.time_ns(), os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
             return None
+        young = SETTLE_NS - (now - before.st_ctime_ns)
+        if versioned and 0 < young <= SETTLE_NS:
+            time.sleep(young / 1e9)
+            now, before = time.time_ns(), os.fstat(fd)
         while block := os.read(fd, BLOCK):
             digest.update(block)
             size += len(block)
         version: FileVersion | None = FileVersion.of(before)
         if version != FileVersion.of(os.fstat(fd)) or size != before.st_size:
             version = None  # written to while it was read
+        elif not versioned or now - before.st_ctime_ns < SETTLE_NS:
+            version = None  # not settled (a change time ahead of the clock)
     except OSError:
         return None
     finally:

@@ -4,10 +4,12 @@ restart of the scheduler too; any change to it makes the copy hashed."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
 import sqlite3
+import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -21,7 +23,8 @@ from test_results_file import connect
 from control_node import fetch_local
 from control_node.connection import DfarmError
 from scheduler import database as database_module
-from scheduler.result_hashes import FileHash, FileVersion, hash_results
+from scheduler import result_hashes
+from scheduler.result_hashes import SETTLE_NS, FileHash, FileVersion, hash_results
 from scheduler.schema import MIGRATIONS, RESULT_HASH_VERSIONS
 from scheduler.staging import Spool
 from scheduler.store import Store
@@ -38,6 +41,16 @@ def test_hashing_records_the_version_read(tmp_path: Path) -> None:
     for name, hashed in found.items():
         assert hashed.size == (job_dir / name).stat().st_size
         assert hashed.version == FileVersion.of((job_dir / name).stat())
+        # Just written, but hashed only once a later write would change its times.
+        assert time.time_ns() - hashed.version.ctime_ns >= SETTLE_NS
+
+
+def test_a_file_changed_ahead_of_the_clock_gets_no_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "stdout").write_bytes(b"out")
+    monkeypatch.setattr(result_hashes.time, "time_ns", lambda: 0)
+    assert hash_results(tmp_path) == {"stdout": FileHash(hashlib.sha256(b"out").hexdigest(), 3)}
 
 
 def test_a_database_of_the_previous_schema_keeps_its_hashes(
