@@ -14,7 +14,9 @@ On a local cluster of 2 one-slot workers, in a temporary directory:
 4. ``dfetch`` of 100 jobs with a 10 MiB output file each, against a plain copy of the
    same bytes: each of the spool's files over a loopback socket to a new file (the
    baseline of bench/staging.py); and the same ``dfetch`` just after a restart of the
-   scheduler (the restart itself not timed).
+   scheduler (the restart itself not timed);
+5. ``dfetch`` over FTP (as from another machine) of 400 jobs with a 256 KiB output
+   file each (a download per file), against the loopback copy of the same files.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from staging import loopback_copy  # noqa: E402
 from control_node import Client  # noqa: E402
 from control_node.local_cluster import LocalCluster  # noqa: E402
 
-PARTS = frozenset({1, 2, 3, 4})
+PARTS = frozenset({1, 2, 3, 4, 5})
 
 
 #: ``dfetch`` with the copy in place turned off: every large file over FTP.
@@ -118,6 +120,8 @@ def measure(runs: int, quick: bool, parts: frozenset[int] = PARTS) -> list[tuple
                     rows += trivial_parts(client, root, home, runs, small, large, rounds, parts)
                 if 3 in parts:
                     rows.append(kib_part(client, root, home, runs, large))
+                if 5 in parts:
+                    rows.append(medium_files_part(client, root, home, runs, small // 5))
                 if 4 in parts:
                     restart = lambda: restart_scheduler(cluster)  # noqa: E731
                     rows += large_files_part(client, root, home, runs, big_jobs, big_mib, restart)
@@ -234,6 +238,32 @@ def large_files_part(
     ]  # fmt: skip
 
 
+def medium_files_part(
+    client: Client, root: Path, home: Path, runs: int, jobs: int
+) -> tuple[str, ...]:
+    """Part 5: ``dfetch`` over FTP of jobs with a 256 KiB output file each against the
+    loopback copy of the same files, alternating."""
+    sub = submit_file(
+        root, "medium", jobs, "#!/bin/sh\nhead -c 262144 /dev/zero > out.bin\n",
+        "transfer_output_files = out.bin\n",
+    )  # fmt: skip
+    cid, _ = run_to_last_exit(client, sub, jobs)
+    megabytes = jobs / 4
+    ftp_rates, copy_rates = [], []
+    for number in range(runs):
+        dest = root / f"medium-{number}"
+        seconds = command(*OVER_FTP, "--dest", str(dest), str(cid), cwd=root, home=home)
+        ftp_rates.append(megabytes / seconds)
+        shutil.rmtree(dest)
+        copy_rates.append(megabytes / plain_copy(home, cid, dest))
+        shutil.rmtree(dest)
+    ratio = statistics.median(ftp_rates) / statistics.median(copy_rates)
+    return (
+        f"5. dfetch over FTP of {jobs} x 256 KiB output files (MiB/s)", show(ftp_rates, ".0f"),
+        f"loopback copy {show(copy_rates, '.0f')}", f"{ratio:.2f}", "-", "",
+    )  # fmt: skip
+
+
 def show(values: list[float], fmt: str = ".2f") -> str:
     return (
         f"{format(statistics.median(values), fmt)} "
@@ -253,7 +283,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a first look")
     parser.add_argument(
-        "--parts", default="1,2,3,4", help="which parts to run, by number (default: all)"
+        "--parts", default="1,2,3,4,5", help="which parts to run, by number (default: all)"
     )
     args = parser.parse_args()
     rows = measure(args.runs, args.quick, frozenset(int(n) for n in args.parts.split(",")))
