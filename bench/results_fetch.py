@@ -13,7 +13,10 @@ On a local cluster of 2 one-slot workers, in a temporary directory:
 3. ``dfetch`` of 10,000 finished jobs that printed 1 KiB each;
 4. ``dfetch`` of 100 jobs with a 10 MiB output file each, against a plain copy of the
    same bytes: each of the spool's files over a loopback socket to a new file (the
-   baseline of bench/staging.py).
+   baseline of bench/staging.py); and the same ``dfetch`` just after a restart of the
+   scheduler (the restart itself not timed);
+5. ``dfetch`` over FTP (as from another machine) of 400 jobs with a 256 KiB output
+   file each (a download per file), against the loopback copy of the same files.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tabulate import tabulate
@@ -38,7 +42,7 @@ from staging import loopback_copy  # noqa: E402
 from control_node import Client  # noqa: E402
 from control_node.local_cluster import LocalCluster  # noqa: E402
 
-PARTS = frozenset({1, 2, 3, 4})
+PARTS = frozenset({1, 2, 3, 4, 5})
 
 
 #: ``dfetch`` with the copy in place turned off: every large file over FTP.
@@ -116,8 +120,11 @@ def measure(runs: int, quick: bool, parts: frozenset[int] = PARTS) -> list[tuple
                     rows += trivial_parts(client, root, home, runs, small, large, rounds, parts)
                 if 3 in parts:
                     rows.append(kib_part(client, root, home, runs, large))
+                if 5 in parts:
+                    rows.append(medium_files_part(client, root, home, runs, small // 5))
                 if 4 in parts:
-                    rows += large_files_part(client, root, home, runs, big_jobs, big_mib)
+                    restart = lambda: restart_scheduler(cluster)  # noqa: E731
+                    rows += large_files_part(client, root, home, runs, big_jobs, big_mib, restart)
         finally:
             cluster.stop()
     return rows
@@ -176,12 +183,22 @@ def kib_part(client: Client, root: Path, home: Path, runs: int, jobs: int) -> tu
     )  # fmt: skip
 
 
+def restart_scheduler(cluster: LocalCluster) -> None:
+    """Stop the scheduler and start it again (its workers come back on their own)."""
+    process = cluster.processes["scheduler"]
+    process.terminate()
+    process.wait(timeout=60)
+    cluster.start_scheduler(*cluster.scheduler_args)
+
+
 def large_files_part(
-    client: Client, root: Path, home: Path, runs: int, jobs: int, mib: int
-) -> list[tuple[str, ...]]:
+    client: Client, root: Path, home: Path, runs: int, jobs: int, mib: int,
+    restart: Callable[[], None],
+) -> list[tuple[str, ...]]:  # fmt: skip
     """Part 4: ``dfetch`` of jobs with a large output file each against the loopback
-    copy of the same files, and ``dfetch`` made to download over FTP (as a client on
-    another machine does), the three alternating."""
+    copy of the same files, ``dfetch`` made to download over FTP (as a client on
+    another machine does), and ``dfetch`` just after the scheduler restarted (which
+    ends the connection of ``client``), the four alternating."""
     sub = submit_file(
         root,
         "big",
@@ -191,7 +208,7 @@ def large_files_part(
     )
     cid, _ = run_to_last_exit(client, sub, jobs)
     megabytes = jobs * mib
-    fetch_rates, copy_rates, ftp_rates = [], [], []
+    fetch_rates, copy_rates, ftp_rates, restarted_rates = [], [], [], []
     for number in range(runs):
         dest = root / f"big-{number}"
         seconds = command("dfetch", "--dest", str(dest), str(cid), cwd=root, home=home)
@@ -202,16 +219,49 @@ def large_files_part(
         seconds = command(*OVER_FTP, "--dest", str(dest), str(cid), cwd=root, home=home)
         ftp_rates.append(megabytes / seconds)
         shutil.rmtree(dest)
+        restart()
+        seconds = command("dfetch", "--dest", str(dest), str(cid), cwd=root, home=home)
+        restarted_rates.append(megabytes / seconds)
+        shutil.rmtree(dest)
+    copies = f"loopback copy {show(copy_rates, '.0f')}"
     ratio = statistics.median(fetch_rates) / statistics.median(copy_rates)
     ftp_ratio = statistics.median(ftp_rates) / statistics.median(copy_rates)
+    restarted_ratio = statistics.median(restarted_rates) / statistics.median(copy_rates)
     return [
         (f"4. dfetch of {jobs} x {mib} MiB output files (MiB/s)", show(fetch_rates, ".0f"),
-         f"loopback copy {show(copy_rates, '.0f')}", f"{ratio:.2f}", ">= 0.70",
-         verdict(ratio >= 0.7)),
+         copies, f"{ratio:.2f}", ">= 0.70", verdict(ratio >= 0.7)),
+        ("   the same dfetch just after a restart of the scheduler (MiB/s)",
+         show(restarted_rates, ".0f"), copies, f"{restarted_ratio:.2f}", ">= 0.70",
+         verdict(restarted_ratio >= 0.7)),
         ("for reference: the same dfetch over FTP, as from another machine (MiB/s)",
-         show(ftp_rates, ".0f"), f"loopback copy {show(copy_rates, '.0f')}", f"{ftp_ratio:.2f}",
-         "-", ""),
+         show(ftp_rates, ".0f"), copies, f"{ftp_ratio:.2f}", "-", ""),
     ]  # fmt: skip
+
+
+def medium_files_part(
+    client: Client, root: Path, home: Path, runs: int, jobs: int
+) -> tuple[str, ...]:
+    """Part 5: ``dfetch`` over FTP of jobs with a 256 KiB output file each against the
+    loopback copy of the same files, alternating."""
+    sub = submit_file(
+        root, "medium", jobs, "#!/bin/sh\nhead -c 262144 /dev/zero > out.bin\n",
+        "transfer_output_files = out.bin\n",
+    )  # fmt: skip
+    cid, _ = run_to_last_exit(client, sub, jobs)
+    megabytes = jobs / 4
+    ftp_rates, copy_rates = [], []
+    for number in range(runs):
+        dest = root / f"medium-{number}"
+        seconds = command(*OVER_FTP, "--dest", str(dest), str(cid), cwd=root, home=home)
+        ftp_rates.append(megabytes / seconds)
+        shutil.rmtree(dest)
+        copy_rates.append(megabytes / plain_copy(home, cid, dest))
+        shutil.rmtree(dest)
+    ratio = statistics.median(ftp_rates) / statistics.median(copy_rates)
+    return (
+        f"5. dfetch over FTP of {jobs} x 256 KiB output files (MiB/s)", show(ftp_rates, ".0f"),
+        f"loopback copy {show(copy_rates, '.0f')}", f"{ratio:.2f}", "-", "",
+    )  # fmt: skip
 
 
 def show(values: list[float], fmt: str = ".2f") -> str:
@@ -233,7 +283,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a first look")
     parser.add_argument(
-        "--parts", default="1,2,3,4", help="which parts to run, by number (default: all)"
+        "--parts", default="1,2,3,4,5", help="which parts to run, by number (default: all)"
     )
     args = parser.parse_args()
     rows = measure(args.runs, args.quick, frozenset(int(n) for n in args.parts.split(",")))

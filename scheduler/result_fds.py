@@ -8,8 +8,11 @@ file the grant lets it read (``SCM_RIGHTS``). It copies them in the kernel
 (``copy_file_range``) and checks each copy's SHA-256 against the one recorded when
 the file arrived, so moving the bytes costs one copy instead of a loopback
 transfer. A file that is still the version the scheduler hashed when the job's
-result arrived (the same inode, size, modification and change times, as a worker
-checks the inputs in its cache) is not hashed again. Nothing of the spool becomes
+result arrived (the same device, inode, size, modification and change times, as a
+worker checks the inputs in its cache) is not hashed again: the version is recorded
+with the hash (:mod:`scheduler.result_hashes`), and each fetch reply offering local
+reads tells this server the versions of the files it covers (:meth:`vouch`), so this
+holds after a restart of the scheduler as well. Nothing of the spool becomes
 readable by anyone else: a descriptor goes only to the process that asked, and only
 if its account (``SO_PEERCRED``) is the jobs' owner's, the scheduler's own or root's.
 Where any of that does not hold, the client downloads over FTP as a remote one does.
@@ -37,8 +40,10 @@ import struct
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from scheduler.ftp_grants import GrantAuthorizer
+from scheduler.result_hashes import FileVersion
 from scheduler.transport.local_reads import MOST_PATHS, proof
 
 log = logging.getLogger(__name__)
@@ -47,7 +52,7 @@ log = logging.getLogger(__name__)
 MOST_REQUEST = 1 << 20
 #: Seconds a connection may stay silent before it is closed.
 IDLE = 60.0
-#: Files whose hashed version is remembered, the latest hashed.
+#: Files whose hashed version is remembered, the latest told.
 REMEMBERED = 200_000
 
 
@@ -62,29 +67,32 @@ class ResultFdServer:
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="result-fds", daemon=True)
-        #: The version of each file hashed since the start (by device and inode: size,
-        #: modification and change times) and its SHA-256.
-        self._hashed: OrderedDict[tuple[int, int], tuple[int, int, int, str]] = OrderedDict()
+        #: The version hashed of each file of recent fetches (by device and inode),
+        #: and its SHA-256.
+        self._hashed: OrderedDict[tuple[int, int], tuple[FileVersion, str]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def hashed(self, status: os.stat_result, sha: str) -> None:
-        """A result file of this version (its status before it was read) has the
-        SHA-256 ``sha`` (from :func:`scheduler.result_hashes.hash_results`'s thread)."""
+    def vouch(self, versions: Iterable[tuple[FileVersion, str]]) -> None:
+        """Result files of these versions had these SHA-256 when hashed (as recorded
+        with the hashes: :meth:`scheduler.result_table.ResultTable.versions_of`)."""
         with self._lock:
-            self._hashed[(status.st_dev, status.st_ino)] = _version(status, sha)
-            self._hashed.move_to_end((status.st_dev, status.st_ino))
-            if len(self._hashed) > REMEMBERED:
+            for version, sha in versions:
+                key = (version.device, version.inode)
+                self._hashed[key] = (version, sha)
+                self._hashed.move_to_end(key)
+            while len(self._hashed) > REMEMBERED:
                 self._hashed.popitem(last=False)
 
     def _verified(self, fd: int) -> str | None:
         """The SHA-256 the file of ``fd`` was hashed to, if it is still the version
-        hashed (the same inode, size, modification and change times); else None."""
-        status = os.fstat(fd)
+        hashed (the same device, inode, size, modification and change times); else
+        None."""
+        version = FileVersion.of(os.fstat(fd))
         with self._lock:
-            known = self._hashed.get((status.st_dev, status.st_ino))
-        if known is None or known[:3] != _version(status, "")[:3]:
+            known = self._hashed.get((version.device, version.inode))
+        if known is None or known[0] != version:
             return None
-        return known[3]
+        return known[1]
 
     def start(self) -> None:
         """Listen (on Linux: elsewhere :attr:`name` stays None)."""
@@ -189,10 +197,6 @@ class ResultFdServer:
             os.close(fd)
             return None
         return fd
-
-
-def _version(status: os.stat_result, sha: str) -> tuple[int, int, int, str]:
-    return status.st_size, status.st_mtime_ns, status.st_ctime_ns, sha
 
 
 def _may_receive(uid: int, owners: tuple[str, ...]) -> bool:

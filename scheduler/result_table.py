@@ -1,6 +1,6 @@
 """What finished jobs left in the database: small result files (``job_files``),
-results (``job_results``), the hashes of large files (``result_hashes``), and which
-jobs' results expired (``expired``)."""
+results (``job_results``), the hashes of large files and the versions hashed
+(``result_hashes``), and which jobs' results expired (``expired``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from scheduler.database import Database
 from scheduler.job_records import JobResult
 from scheduler.protocol import JobState
+from scheduler.result_hashes import FileHash, FileVersion
 
 
 class ResultTable:
@@ -108,8 +109,9 @@ class ResultTable:
             db.execute("DELETE FROM job_files WHERE cluster=? AND proc=?", (cluster, proc))
             db.execute("DELETE FROM result_hashes WHERE cluster=? AND proc=?", (cluster, proc))
 
-    def save_hashes(self, cluster: int, proc: int, hashes: dict[str, tuple[str, int]]) -> None:
-        """The SHA-256 and size of each large result file of a job, by name."""
+    def save_hashes(self, cluster: int, proc: int, hashes: dict[str, FileHash]) -> None:
+        """The SHA-256, size and version hashed of each large result file of a job, by
+        name."""
         forget = "DELETE FROM result_hashes WHERE cluster=? AND proc=?"
         if not hashes:
             self._database.statement(forget, (cluster, proc))
@@ -117,9 +119,27 @@ class ResultTable:
         with self._database.transaction() as db:
             db.execute(forget, (cluster, proc))
             db.executemany(
-                "INSERT INTO result_hashes (cluster, proc, name, sha256, size) VALUES (?,?,?,?,?)",
-                [(cluster, proc, name, sha, size) for name, (sha, size) in hashes.items()],
+                "INSERT INTO result_hashes (cluster, proc, name, sha256, size, device, inode,"
+                " mtime_ns, ctime_ns) VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (cluster, proc, name, found.sha256, found.size, *_version_columns(found))
+                    for name, found in hashes.items()
+                ],
             )
+
+    def versions_of(self, keys: Iterable[tuple[int, int]]) -> list[tuple[FileVersion, str]]:
+        """The version of each large result file of these jobs that its recorded hash
+        was taken from, with that hash (files recorded without one are left out)."""
+        found: list[tuple[FileVersion, str]] = []
+        for cluster, chunk in _chunks(keys):
+            rows = self._database.query(
+                "SELECT device, inode, size, mtime_ns, ctime_ns, sha256 FROM result_hashes"
+                f" WHERE cluster=? AND proc IN ({','.join('?' * len(chunk))})"
+                " AND ctime_ns IS NOT NULL",
+                (cluster, *chunk),
+            )
+            found += [(FileVersion(*tuple(row)[:5]), row["sha256"]) for row in rows]
+        return found
 
     def hashes(self, cluster: int, proc: int) -> dict[str, tuple[str, int]]:
         """What :meth:`save_hashes` recorded for a job."""
@@ -173,6 +193,12 @@ class ResultTable:
                 "SELECT COALESCE(SUM(bytes), 0) AS n FROM result_bytes WHERE owner=?", (owner,)
             )
         return int(rows[0]["n"])
+
+
+def _version_columns(found: FileHash) -> tuple[int | None, ...]:
+    """The columns ``device, inode, mtime_ns, ctime_ns`` of a hash (its size has its own)."""
+    v = found.version
+    return (None,) * 4 if v is None else (v.device, v.inode, v.mtime_ns, v.ctime_ns)
 
 
 def _chunks(keys: Iterable[tuple[int, int]], size: int = 500) -> Iterator[tuple[int, list[int]]]:

@@ -176,6 +176,13 @@ WORKER_INCARNATION = """
 ALTER TABLE workers ADD COLUMN incarnation TEXT NOT NULL DEFAULT '';
 """
 
+RESULT_HASH_VERSIONS = """
+ALTER TABLE result_hashes ADD COLUMN device INTEGER;
+ALTER TABLE result_hashes ADD COLUMN inode INTEGER;
+ALTER TABLE result_hashes ADD COLUMN mtime_ns INTEGER;
+ALTER TABLE result_hashes ADD COLUMN ctime_ns INTEGER;
+"""
+
 #: Ordered migrations; ``PRAGMA user_version`` says how many have run.
 MIGRATIONS: list[Migration] = [
     """
@@ -332,4 +339,8 @@ MIGRATIONS: list[Migration] = [
     # the worker process last registered under each name (scheduler/worker_handlers.py):
     # a process that comes back lists every attempt it was given since
     WORKER_INCARNATION,
+    # the version (device, inode, size, times in ns) of each result file its hash was
+    # taken from: a file still of that version is read in place without hashing it
+    # again, after a restart too (scheduler/result_fds.py); NULL: none recorded
+    RESULT_HASH_VERSIONS,
 ]

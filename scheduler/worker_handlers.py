@@ -18,7 +18,7 @@ from scheduler.job_results import extract_result
 from scheduler.matching.attributes import slot_attributes
 from scheduler.policies import Verdict, evaluate, retries_folded
 from scheduler.protocol import JobState
-from scheduler.result_hashes import hash_results
+from scheduler.result_hashes import FileHash, hash_results
 from scheduler.starting import revoke_grant
 from scheduler.state import SchedulerState
 from scheduler.submission import safe_name, safe_result_name
@@ -275,7 +275,7 @@ async def _hash_and_finish(
     state: SchedulerState, worker: WorkerState, msg: p.JobFinished, job_dir: Path
 ) -> None:
     try:
-        hashes = await asyncio.to_thread(hash_results, job_dir, state.spool.local_reads.hashed)
+        hashes = await asyncio.to_thread(hash_results, job_dir)
     except Exception:
         log.exception("internal error hashing the result of %s", msg.job_id)
         worker.link.send(p.Error(id=msg.id, message="internal error taking the result",
@@ -292,7 +292,7 @@ def _finish(
     state: SchedulerState,
     worker: WorkerState,
     msg: p.JobFinished,
-    hashes: dict[str, tuple[str, int]],
+    hashes: dict[str, FileHash],
     job_dir: Path | None,
 ) -> p.Message:
     """Record the end of an attempt whose large results (if any) are in ``job_dir``

@@ -20,6 +20,7 @@ from control_node import fetch_local, results
 from control_node.connection import DfarmError
 from control_node.fetch_downloads import Download
 from scheduler.result_fds import _may_receive
+from scheduler.result_hashes import FileVersion
 from scheduler.staging import Spool
 from scheduler.transport.local_reads import proof
 
@@ -103,7 +104,7 @@ def test_only_the_grants_password_opens_its_files(spool: Spool) -> None:
 def test_the_scheduler_vouches_only_for_the_version_it_hashed(spool: Spool) -> None:
     sha = put(spool, 7, 0, b"data")
     path = spool.job_dir(7, 0) / "outputs" / "big.bin"
-    spool.local_reads.hashed(os.stat(path), sha)
+    spool.local_reads.vouch([(FileVersion.of(os.stat(path)), sha)])
     grant = spool.grant_fetch([(7, 0)], HOST, owners=("someone",))
     name = spool.local_reads.name
     assert name is not None

@@ -11,6 +11,7 @@ from conftest import write
 
 from scheduler import database as database_module
 from scheduler import schema
+from scheduler.result_hashes import FileHash
 from scheduler.store import Store
 
 
@@ -79,7 +80,7 @@ def test_the_hash_table_migration_keeps_what_was_stored(
         assert new.results.files(cluster, 0) == {"stdout": b"kept"}
         assert new.accounts.user_verifier("alice") is not None
         assert new.clusters.cluster_owner(cluster) == ("alice", False)
-        new.results.save_hashes(cluster, 0, {"outputs/a": ("ab" * 32, 5)})
+        new.results.save_hashes(cluster, 0, {"outputs/a": FileHash("ab" * 32, 5)})
         assert new.results.hashes(cluster, 0) == {"outputs/a": ("ab" * 32, 5)}
     finally:
         new.close()
