@@ -170,7 +170,10 @@ def test_a_fan_is_queued_together_and_its_jobs_read_the_dags_inputs(
     assert not state.spool.input_dir(clusters["A"]).exists()
     inserts: list[int] = []
     real = state.store.insert_clusters
-    state.store.insert_clusters = lambda parts, *a: (inserts.append(len(parts)), real(parts, *a))  # type: ignore[method-assign]
+    state.store.insert_clusters = lambda parts, *a, **k: (
+        inserts.append(len(parts)),
+        real(parts, *a, **k),
+    )  # type: ignore[method-assign]
     _finish(state, link, f"{clusters['A']}.0", 0)
     assert inserts == [5]  # the five children, in one transaction
     assert _states(state, dag) == {"A": "done", **dict.fromkeys(fan, "queued")}
