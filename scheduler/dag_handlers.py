@@ -67,23 +67,24 @@ def on_submit_dag(state: SchedulerState, conn: Caller, msg: p.SubmitDag) -> p.Me
         state.spool.name_uploads(msg.dag, msg.uploads, sizes)
         warnings: list[str] = []
         inputs = state.spool.input_dir(msg.dag)
-        #: Per submit file, the latest node whose jobs were stored in full: its jobs
-        #: as given, and its seq.
-        stored: dict[str, tuple[list[p.JobSpec], int]] = {}
+        #: Per submit file, the latest node whose jobs were stored in full: its jobs,
+        #: their fields as given, and its seq.
+        stored: dict[str, tuple[list[p.JobSpec], list[dict[str, Any]], int]] = {}
         for seq, given in enumerate(msg.nodes):
             _check_after(state, conn, given)
             if given.done or not given.jobs:
                 continue
             running.append(given.name)
             earlier = stored.get(given.submit_file)
-            if earlier is not None and _alike(earlier[0], given.jobs):
+            if earlier is not None and _alike(earlier[0], earlier[1], given.jobs):
                 # Jobs written alike (a submit file without VARS): stored once, and
                 # checked once.
-                texts[given.name] = same_as(earlier[1])
+                texts[given.name] = same_as(earlier[2])
                 continue
+            fields = [dict(vars(spec)) for spec in given.jobs]
+            stored[given.submit_file] = (given.jobs, fields, seq)
             node_specs = state.mailer.addressed(given.jobs, conn.name)
             text = texts[given.name] = specs_text(node_specs)
-            stored[given.submit_file] = (given.jobs, seq)
             if text not in checked:
                 checked[text] = check_submission(node_specs, inputs, mail=state.mailer.configured)
                 warnings.extend(w for w in dict.fromkeys(checked[text]) if w not in warnings)
@@ -129,11 +130,13 @@ def on_submit_dag(state: SchedulerState, conn: Caller, msg: p.SubmitDag) -> p.Me
     return p.DagSubmitted(dag=msg.dag, clusters=cluster_of, warnings=warnings)
 
 
-def _alike(some: list[p.JobSpec], others: list[p.JobSpec]) -> bool:
-    """Whether two nodes' jobs are equal (as ``==`` says, field by field, compared
-    faster: their fields' dicts)."""
-    return len(some) == len(others) and all(
-        a is b or vars(a) == vars(b) for a, b in zip(some, others, strict=True)
+def _alike(jobs: list[p.JobSpec], fields: list[dict[str, Any]], specs: list[p.JobSpec]) -> bool:
+    """Whether ``specs`` are equal to ``jobs``, whose ``fields`` (their dicts, copied
+    before anything was kept on them) were taken: a spec's dict holds every field,
+    so equal dicts are equal specs (a value kept on one only makes them differ)."""
+    return len(jobs) == len(specs) and all(
+        spec is job or vars(spec) == kept
+        for job, kept, spec in zip(jobs, fields, specs, strict=True)
     )
 
 
