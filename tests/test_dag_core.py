@@ -9,6 +9,7 @@ import sqlite3
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from core_fakes import FakeClock, close_state, open_state, register, runs, user
@@ -170,10 +171,12 @@ def test_a_fan_is_queued_together_and_its_jobs_read_the_dags_inputs(
     assert not state.spool.input_dir(clusters["A"]).exists()
     inserts: list[int] = []
     real = state.store.insert_clusters
-    state.store.insert_clusters = lambda parts, *a, **k: (
-        inserts.append(len(parts)),
-        real(parts, *a, **k),
-    )  # type: ignore[method-assign]
+
+    def counted(parts: list[Any], *args: Any, **kwargs: Any) -> None:
+        inserts.append(len(parts))
+        real(parts, *args, **kwargs)
+
+    state.store.insert_clusters = counted  # type: ignore[method-assign]
     _finish(state, link, f"{clusters['A']}.0", 0)
     assert inserts == [5]  # the five children, in one transaction
     assert _states(state, dag) == {"A": "done", **dict.fromkeys(fan, "queued")}
