@@ -131,6 +131,9 @@ def per_job(nodes: int, workers: int, slots: int, runs: int) -> tuple[str, float
         ])  # fmt: skip
     flat = statistics.median(r["total_cpu_us"] for r in results["flat"])
     dag = statistics.median(r["total_cpu_us"] for r in results["dag"])
+    for kind, found in results.items():
+        each = ", ".join(f"{r['total_cpu_us']:.0f}" for r in found)
+        print(f"{kind}: total CPU us/job of each run, in order: {each}")
     headers = ["submission", "jobs", "submit CPU us/job", "run CPU us/job",
                "total CPU us/job", "wall s"]  # fmt: skip
     return tabulate(rows, headers, tablefmt="github"), dag / flat

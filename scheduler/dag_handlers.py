@@ -17,7 +17,7 @@ from scheduler.callers import Caller
 from scheduler.connection import RequestError
 from scheduler.dag_book import DagRun
 from scheduler.dag_parts import MAX_NODES, gather
-from scheduler.dag_store import DagRow, NodeRow, specs_text
+from scheduler.dag_store import DagRow, NodeRow, same_as, specs_text
 from scheduler.quota import QuotaError
 from scheduler.staging import StagingError, upload_sizes
 from scheduler.state import SchedulerState, refuse_if_disk_full
@@ -53,7 +53,8 @@ def on_submit_dag(state: SchedulerState, conn: Caller, msg: p.SubmitDag) -> p.Me
     settings = _settings(msg)
     scripts = _scripts(conn.name, msg)
     now = state.clock()
-    specs: dict[str, list[p.JobSpec]] = {}
+    #: The nodes that run jobs.
+    running: list[str] = []
     #: Each node's jobs as stored; nodes of one submit file are checked once.
     texts: dict[str, str] = {}
     checked: dict[str, list[str]] = {}
@@ -66,23 +67,33 @@ def on_submit_dag(state: SchedulerState, conn: Caller, msg: p.SubmitDag) -> p.Me
         state.spool.name_uploads(msg.dag, msg.uploads, sizes)
         warnings: list[str] = []
         inputs = state.spool.input_dir(msg.dag)
-        for given in msg.nodes:
+        #: Per submit file, the latest node whose jobs were stored in full: its jobs,
+        #: their fields as given, and its seq.
+        stored: dict[str, tuple[list[p.JobSpec], list[dict[str, Any]], int]] = {}
+        for seq, given in enumerate(msg.nodes):
             _check_after(state, conn, given)
             if given.done or not given.jobs:
                 continue
-            specs[given.name] = state.mailer.addressed(given.jobs, conn.name)
-            text = texts[given.name] = specs_text(specs[given.name])
+            running.append(given.name)
+            earlier = stored.get(given.submit_file)
+            if earlier is not None and _alike(earlier[0], earlier[1], given.jobs):
+                # Jobs written alike (a submit file without VARS): stored once, and
+                # checked once.
+                texts[given.name] = same_as(earlier[2])
+                continue
+            fields = [dict(vars(spec)) for spec in given.jobs]
+            stored[given.submit_file] = (given.jobs, fields, seq)
+            node_specs = state.mailer.addressed(given.jobs, conn.name)
+            text = texts[given.name] = specs_text(node_specs)
             if text not in checked:
-                checked[text] = check_submission(
-                    specs[given.name], inputs, mail=state.mailer.configured
-                )
+                checked[text] = check_submission(node_specs, inputs, mail=state.mailer.configured)
                 warnings.extend(w for w in dict.fromkeys(checked[text]) if w not in warnings)
     except (SubmissionError, StagingError, p.ProtocolError) as exc:
         raise RequestError(str(exc), "invalid") from None
     except QuotaError as exc:
         raise RequestError(str(exc), "quota") from None
     book = state.dags
-    cluster_of = _node_clusters(state, conn, msg, list(specs))
+    cluster_of = _node_clusters(state, conn, msg, running)
     nodes = [
         NodeRow(
             seq=seq,
@@ -119,24 +130,36 @@ def on_submit_dag(state: SchedulerState, conn: Caller, msg: p.SubmitDag) -> p.Me
     return p.DagSubmitted(dag=msg.dag, clusters=cluster_of, warnings=warnings)
 
 
+def _alike(jobs: list[p.JobSpec], fields: list[dict[str, Any]], specs: list[p.JobSpec]) -> bool:
+    """Whether ``specs`` are equal to ``jobs``, whose ``fields`` (their dicts, copied
+    before anything was kept on them) were taken: a spec's dict holds every field,
+    so equal dicts are equal specs (a value kept on one only makes them differ)."""
+    return len(jobs) == len(specs) and all(
+        spec is job or vars(spec) == kept
+        for job, kept, spec in zip(jobs, fields, specs, strict=True)
+    )
+
+
 def _node_clusters(
     state: SchedulerState, conn: Caller, msg: p.SubmitDag, running: list[str]
 ) -> dict[str, int]:
     """The cluster of each node that runs jobs: the one its client reserved, or a new one."""
     now = state.clock()
     given = {node.name: node.cluster for node in msg.nodes if node.cluster is not None}
+    submit_files = {node.name: node.submit_file for node in msg.nodes}
     cluster_of: dict[str, int] = {}
+    runs = set(running)
     for name, cluster in given.items():
         owner = state.store.clusters.cluster_owner(cluster)
         if owner is None or owner[0] != conn.name or owner[1] or cluster == msg.dag:
             raise RequestError(f"node {name}: cluster {cluster} was not reserved by you", "invalid")
-        if name in running:
+        if name in runs:
             cluster_of[name] = cluster
-        state.dags.tables.close_cluster(cluster, now)
+        state.dags.tables.close_cluster(cluster, now, submit_files[name])
         state.reservations.submitted(cluster)
         state.store.remember(state.spool.end_upload(cluster))
     new = [name for name in running if name not in cluster_of]
-    fresh = state.dags.tables.reserve_clusters(conn.name, now, len(new), msg.dag)
+    fresh = state.dags.tables.reserve_clusters(conn.name, now, [submit_files[n] for n in new])
     cluster_of.update(zip(new, fresh, strict=True))
     return {name: cluster_of[name] for name in running}
 

@@ -18,6 +18,9 @@ _SAVE_NODE = (
 )
 #: Distinct node job lists kept decoded (nodes of one submit file often share one).
 SPECS_KEPT = 256
+#: A node's stored jobs that are those of an earlier node: this, then its seq (never
+#: the start of a JSON list).
+SAME_AS = "@"
 #: Nodes whose stored jobs one read brings (the node asked for and those after it,
 #: most often queued soon after), and the most kept waiting to be asked for.
 READ_AHEAD = 256
@@ -102,31 +105,38 @@ class DagTables:
                 [(dag.id, parent, n.seq) for n in nodes for parent in n.parents],
             )
 
-    def reserve_clusters(self, owner: str, now: float, count: int, dag: int) -> list[int]:
-        """``count`` cluster ids for nodes, marked submitted (a restart keeps them)."""
-        if not count:
+    def reserve_clusters(self, owner: str, now: float, submit_files: list[str]) -> list[int]:
+        """A cluster id for each node of ``submit_files``, its row naming that file and
+        marked submitted (a restart keeps them; the node's jobs are queued in it
+        without writing the row again)."""
+        if not submit_files:
             return []
-        name = f"DAG {dag}"
         with self.db.transaction() as db:
-            # One statement for all (the ids are those above the largest before it
-            # that carry the DAG's name: nothing else is written meanwhile).
+            # One statement for all (the ids are those above the largest before it:
+            # nothing else is written meanwhile).
             before = db.execute("SELECT COALESCE(MAX(id), 0) FROM clusters").fetchone()[0]
             db.executemany(
                 "INSERT INTO clusters (owner, created, submit_file, submitted) VALUES (?,?,?,?)",
-                [(owner, now, name, now)] * count,
+                [(owner, now, name, now) for name in submit_files],
             )
             rows = db.execute(
-                "SELECT id FROM clusters WHERE id > ? AND submit_file = ? ORDER BY id",
-                (before, name),
+                "SELECT id FROM clusters WHERE id > ? AND owner = ? ORDER BY id", (before, owner)
             ).fetchall()
             ids = [int(row[0]) for row in rows]
-            assert len(ids) == count, (len(ids), count)
+            assert len(ids) == len(submit_files), (len(ids), len(submit_files))
             return ids
 
     # One statement each, inside the caller's unit (no savepoint of their own).
 
-    def close_cluster(self, cluster: int, now: float) -> None:
-        self.db.statement("UPDATE clusters SET submitted=? WHERE id=?", (now, cluster))
+    def close_cluster(self, cluster: int, now: float, submit_file: str | None = None) -> None:
+        """Mark a reserved cluster submitted (a node's: naming its submit file)."""
+        if submit_file is None:
+            self.db.statement("UPDATE clusters SET submitted=? WHERE id=?", (now, cluster))
+        else:
+            self.db.statement(
+                "UPDATE clusters SET submitted=?, submit_file=? WHERE id=?",
+                (now, submit_file, cluster),
+            )
 
     def save_node(self, dag: int, node: NodeRow) -> None:
         """Write the node's row in the open unit: queued, as job rows are, and written
@@ -166,13 +176,21 @@ class DagTables:
             text = self._read_ahead(dag, seq)
             if text is None:
                 return []
-        found = self._specs.get(text)
+        key = f"{dag}{text}" if text.startswith(SAME_AS) else text
+        found = self._specs.get(key)
         if found is None:
+            if key is not text:
+                text = self._stored_specs(dag, int(text[len(SAME_AS) :]))
             found = [from_wire(JobSpec, item, "spec") for item in json.loads(text)]
             if len(self._specs) >= SPECS_KEPT:
                 self._specs.pop(next(iter(self._specs)))
-            self._specs[text] = found
+            self._specs[key] = found
         return list(found)
+
+    def _stored_specs(self, dag: int, seq: int) -> str:
+        """The jobs stored in full in node ``seq``'s row (one that others refer to)."""
+        rows = self.db.query("SELECT specs FROM dag_nodes WHERE dag=? AND seq=?", (dag, seq))
+        return str(rows[0]["specs"])
 
     def _read_ahead(self, dag: int, seq: int) -> str | None:
         """The stored jobs of node ``seq``, those of the nodes after it kept for later."""
@@ -248,6 +266,11 @@ class DagTables:
         """The DAG and node whose jobs are ``cluster``, if any."""
         rows = self.db.query("SELECT dag, seq FROM dag_nodes WHERE cluster=?", (cluster,))
         return (rows[0]["dag"], rows[0]["seq"]) if rows else None
+
+
+def same_as(seq: int) -> str:
+    """The stored jobs of a node whose jobs are those of the earlier node ``seq``."""
+    return f"{SAME_AS}{seq}"
 
 
 def specs_text(specs: list[JobSpec]) -> str:

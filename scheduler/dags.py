@@ -154,7 +154,8 @@ def _submit(state: SchedulerState, run: DagRun, batch: Batch) -> None:
         [
             (cluster, owner, node.submit_file, specs, node.first_proc)
             for node, cluster, specs in batch
-        ]
+        ],
+        named=True,
     )
     for (node, cluster, _), jobs in zip(batch, made, strict=True):
         for job in jobs:

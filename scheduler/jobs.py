@@ -201,10 +201,14 @@ class JobTable:
         return self.submit_clusters([(cluster, owner, submit_file, specs, first)], last)[0]
 
     def submit_clusters(
-        self, parts: list[tuple[int, str, str, list[JobSpec], int]], last: bool = True
+        self,
+        parts: list[tuple[int, str, str, list[JobSpec], int]],
+        last: bool = True,
+        named: bool = False,
     ) -> list[list[Job]]:
         """:meth:`submit` of several clusters (cluster, owner, submit file, specs, first
-        proc) in one transaction: the jobs of each."""
+        proc) in one transaction: the jobs of each (``named``: see
+        :meth:`Store.insert_clusters`)."""
         now = self.clock()
         made = [
             [
@@ -215,7 +219,10 @@ class JobTable:
             for cluster, owner, _, specs, first in parts
         ]  # fmt: skip
         self.store.insert_clusters(
-            [(part[0], part[2], jobs) for part, jobs in zip(parts, made, strict=True)], now, last
+            [(part[0], part[2], jobs) for part, jobs in zip(parts, made, strict=True)],
+            now,
+            last,
+            named,
         )
         for part, some in zip(parts, made, strict=True):
             if some:

@@ -45,18 +45,25 @@ class Store(Database):
         self.insert_clusters([(cluster, submit_file, jobs)], now, last)
 
     def insert_clusters(
-        self, parts: list[tuple[int, str, list[Job]]], now: float, last: bool = True
+        self,
+        parts: list[tuple[int, str, list[Job]]],
+        now: float,
+        last: bool = True,
+        named: bool = False,
     ) -> None:
         """:meth:`insert_jobs` for several clusters (cluster, submit file, jobs) at once,
-        in one transaction (the nodes of a DAG queued together)."""
+        in one transaction (the nodes of a DAG queued together). ``named``: the
+        clusters' rows already name their submit file and are marked submitted (a
+        DAG's node clusters), so they are not written again."""
         with self.alone() as db:
-            db.executemany(
-                "UPDATE clusters SET submit_file=?, submitted=? WHERE id=?",
-                [
-                    (submit_file, now if last else None, cluster)
-                    for cluster, submit_file, _ in parts
-                ],
-            )
+            if not named:
+                db.executemany(
+                    "UPDATE clusters SET submit_file=?, submitted=? WHERE id=?",
+                    [
+                        (submit_file, now if last else None, cluster)
+                        for cluster, submit_file, _ in parts
+                    ],
+                )
             db.executemany(
                 f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({','.join('?' * len(_ALL_COLUMNS))})",
                 [

@@ -9,6 +9,7 @@ import sqlite3
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from core_fakes import FakeClock, close_state, open_state, register, runs, user
@@ -170,7 +171,12 @@ def test_a_fan_is_queued_together_and_its_jobs_read_the_dags_inputs(
     assert not state.spool.input_dir(clusters["A"]).exists()
     inserts: list[int] = []
     real = state.store.insert_clusters
-    state.store.insert_clusters = lambda parts, *a: (inserts.append(len(parts)), real(parts, *a))  # type: ignore[method-assign]
+
+    def counted(parts: list[Any], *args: Any, **kwargs: Any) -> None:
+        inserts.append(len(parts))
+        real(parts, *args, **kwargs)
+
+    state.store.insert_clusters = counted  # type: ignore[method-assign]
     _finish(state, link, f"{clusters['A']}.0", 0)
     assert inserts == [5]  # the five children, in one transaction
     assert _states(state, dag) == {"A": "done", **dict.fromkeys(fan, "queued")}
@@ -183,6 +189,50 @@ def test_a_fan_is_queued_together_and_its_jobs_read_the_dags_inputs(
     run_unit(state, "pass", lambda: schedule_once(state))
     assert {m.inputs_from for m in link.of(p.RunJob)} == {dag}
     for name in fan:
+        _finish(state, link, f"{clusters[name]}.0", 0)
+    assert set(_states(state, dag).values()) == {"done"}
+    close_state(state)
+
+
+def test_nodes_with_jobs_alike_store_them_once_and_read_them_after_a_restart(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    home = tmp_path / "home"
+    state = open_state(home, clock)
+    message = _dag(state, ["A", "B", "C", "D"], dict.fromkeys(["B", "C", "D"], ["A"]))
+    # C's jobs differ (as a submit file's VARS make them): stored in full.
+    c = message.nodes[2]
+    message.nodes[2] = replace(c, jobs=[replace(c.jobs[0], arguments=["x", "y"])])
+    reply = run_unit(state, "submit", lambda: on_submit_dag(state, user("alice"), message))
+    assert isinstance(reply, p.DagSubmitted), reply
+    dag, clusters = reply.dag, reply.clusters
+    stored = {
+        r["name"]: r["specs"]
+        for r in state.store.query("SELECT name, specs FROM dag_nodes WHERE dag=?", (dag,))
+    }
+    assert stored["B"] == "@0" and stored["A"].startswith("[")
+    assert stored["C"].startswith("[") and '"x","y"' in stored["C"]
+    # Each node's cluster names its submit file from the start, and is written once.
+    files = state.store.query(
+        f"SELECT submit_file, submitted FROM clusters WHERE id IN ({','.join('?' * 4)})",
+        tuple(clusters.values()),
+    )
+    assert {(r["submit_file"], r["submitted"] is not None) for r in files} == {("job.sub", True)}
+    link = register(state, "w1", slots=1)
+    run_unit(state, "pass", lambda: schedule_once(state))
+    close_state(state)
+    # Opened again (nothing read ahead or decoded kept): the children's jobs are
+    # read from the rows they refer to.
+    state = open_state(home, clock)
+    link = register(state, "w1", slots=4)
+    run_unit(state, "pass", lambda: schedule_once(state))
+    _finish(state, link, f"{clusters['A']}.0", 0)
+    jobs = {j.cluster: j.spec for j in state.jobs.active.values()}
+    first = message.nodes[0].jobs[0]
+    assert jobs[clusters["B"]] == jobs[clusters["D"]] == first
+    assert jobs[clusters["C"]] == replace(first, arguments=["x", "y"])
+    run_unit(state, "pass", lambda: schedule_once(state))
+    for name in ("B", "C", "D"):
         _finish(state, link, f"{clusters[name]}.0", 0)
     assert set(_states(state, dag).values()) == {"done"}
     close_state(state)
