@@ -1,4 +1,5 @@
-"""A slot's sandbox is reused within a cluster only when a job left it as staged."""
+"""A slot's sandbox is reused within a cluster, or for the next cluster of the same
+owner and account, only when a job left it as staged."""
 
 from __future__ import annotations
 
@@ -109,6 +110,37 @@ def test_other_cluster_or_failed_attempt_gets_a_fresh_sandbox(
     second = sandbox.directory
     sandbox.finish(reusable=False)
     assert not second.exists()
+
+
+def test_the_next_cluster_of_the_same_owner_reuses_the_sandbox(
+    sandbox: Sandbox, cache: InputCache
+) -> None:
+    exe, a = (cached(cache, n, n.encode()) for n in ("job.sh", "a.txt"))
+    sandbox.prepare(1, "1.0-0", owner="ann")
+    sandbox.stage(sources(cache, exe, a))
+    first = sandbox.directory
+    sandbox.stdout.write(b"of cluster 1\n")
+    sandbox.finish(reusable=True)
+    sandbox.prepare(2, "2.0-0", owner="ann")
+    sandbox.stage(sources(cache, exe))
+    assert sandbox.directory == first and sandbox.cluster == 2
+    assert os.listdir(first) == ["job.sh"]  # cluster 1's other input is gone
+    assert sandbox.stdout.read() == b""
+
+
+@pytest.mark.parametrize("other", [None, "bob"], ids=["owner unknown", "another owner"])
+def test_another_owner_gets_a_fresh_sandbox_and_files(
+    sandbox: Sandbox, cache: InputCache, other: str | None
+) -> None:
+    exe = cached(cache, "job.sh", b"#!/bin/sh\n")
+    sandbox.prepare(1, "1.0-0", owner="ann")
+    sandbox.stage(sources(cache, exe))
+    first, out = sandbox.directory, sandbox.stdout
+    out.write(b"secret of ann\n")
+    sandbox.finish(reusable=True)
+    sandbox.prepare(2, "2.0-0", owner=other)
+    assert sandbox.directory != first and not first.exists()
+    assert out.closed and os.listdir(sandbox.directory) == []
 
 
 JOB = """#!/bin/sh

@@ -500,11 +500,13 @@ class Worker:
         if dropped:
             log.info("%d queued job(s) dropped: the scheduler gives them out again", len(dropped))
 
-    def _sandbox(self, cluster: int) -> Sandbox:
-        """An idle slot's sandbox, preferably one last used by ``cluster``."""
-        for i, sandbox in enumerate(self.sandboxes):
-            if sandbox.cluster == cluster:
-                return self.sandboxes.pop(i)
+    def _sandbox(self, cluster: int, owner: str) -> Sandbox:
+        """An idle slot's sandbox, preferably one last used by ``cluster``, else by
+        another cluster of ``owner``."""
+        for wanted in (lambda s: s.cluster == cluster, lambda s: s.owner == owner):
+            for i, sandbox in enumerate(self.sandboxes):
+                if wanted(sandbox):
+                    return self.sandboxes.pop(i)
         if self.sandboxes:
             return self.sandboxes.pop()
         self._sandboxes_made += 1
@@ -512,7 +514,7 @@ class Worker:
 
     async def _run(self, attempt: Attempt) -> None:
         """Run ``attempt``, then the chain of attempts queued behind it, in a slot thread."""
-        sandbox = self._sandbox(p.parse_job_id(attempt.msg.job_id)[0])
+        sandbox = self._sandbox(p.parse_job_id(attempt.msg.job_id)[0], attempt.msg.owner)
         released = False
 
         def release() -> None:

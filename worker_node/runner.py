@@ -267,7 +267,8 @@ def run_attempt(
     began = time.monotonic()
     image: Prepared | None = None
     try:
-        sandbox.prepare(parse_job_id(msg.job_id)[0], f"{msg.job_id}-{msg.attempt}", account)
+        name = f"{msg.job_id}-{msg.attempt}"
+        sandbox.prepare(parse_job_id(msg.job_id)[0], name, account, msg.owner)
         try:
             images = containers.files if containers is not None else None
             image_file = _with_grant(
