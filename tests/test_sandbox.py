@@ -171,3 +171,22 @@ def test_jobs_of_one_cluster_in_one_slot_see_only_their_own_files(
         assert (job / "stdout").read_text() == f"{expected}\nproc {i}\n"
         made = job / "made.txt"
         assert (made.read_text() == f"made by {i}\n") if i % 2 else not made.exists()
+
+
+def test_the_next_cluster_of_the_owner_runs_in_the_kept_sandbox_with_its_own_inputs(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=1, slots=1)
+    write(tmp_path / "job.sh", "#!/bin/sh\npwd\nls -A\n", executable=True)
+    for name in ("a", "b"):
+        write(tmp_path / f"{name}.txt", f"{name}\n")
+        write(
+            tmp_path / f"{name}.sub",
+            f"executable = job.sh\ntransfer_input_files = {name}.txt\nqueue\n",
+        )
+    for name in ("a", "b"):
+        result = cluster.run("dsub", "--wait", "--per-job", f"{name}.sub", cwd=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+    first, second = ((tmp_path / f"{c}.0" / "stdout").read_text().split("\n") for c in (1, 2))
+    assert first[1:] == ["a.txt", "job.sh", ""] and second[1:] == ["b.txt", "job.sh", ""]
+    assert second[0] == first[0]  # the same folder, kept: no folder made for cluster 2
