@@ -338,7 +338,7 @@ def latency_rows(runs: int) -> list[tuple[str, ...]]:
         phases = measure_phases(client, runs)
     assert base is not None
     ratio = mine / base
-    table = [
+    table: list[tuple[str, ...]] = [
         (f"submit(sq, 3).result(), median of {runs} (ms)", f"{mine * 1000:.1f}",
          f"{base * 1000:.1f}", f"{ratio:.2f}", f"<= {TARGETS['latency']:.2f}",
          "met" if ratio <= TARGETS["latency"] else "NOT met")
