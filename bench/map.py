@@ -1,6 +1,7 @@
 """``Client.map`` beside Dask's ``client.map``, both on 2 workers of 1 slot.
 
     .venv/bin/python bench/map.py [--items 10000] [--quick]
+    .venv/bin/python bench/map.py --latency [--runs 60]
 
 dfarm: a local cluster (scheduler and 2 workers of 1 slot, as ``dfarm up -w 2``,
 whose workers keep warm interpreters by default) and ``client.map(sq, range(N))``
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -322,11 +324,43 @@ def rows(items: int, few: int, sizes: list[int], latency_runs: int = 20) -> list
 HEADERS = ("Client.map", "dfarm", "Dask", "ratio", "target", "")
 
 
+def latency_rows(runs: int) -> list[tuple[str, ...]]:
+    """``submit(sq, 3).result()`` beside Dask's one task, in turns, and its phases
+    (milliseconds): the latency target alone, for a quick look."""
+    if dask_reason() is not None:
+        raise SystemExit(f"--latency needs Dask: {dask_reason()}")
+    with dask_client() as dask, dfarm_client() as client:
+        mine, base = paired(
+            lambda: timed(lambda: client.submit(sq, 3).result()),
+            lambda: timed(lambda: dask.submit(sq, 3, pure=False).result()),
+            runs,
+        )
+        phases = measure_phases(client, runs)
+    assert base is not None
+    ratio = mine / base
+    table: list[tuple[str, ...]] = [
+        (f"submit(sq, 3).result(), median of {runs} (ms)", f"{mine * 1000:.1f}",
+         f"{base * 1000:.1f}", f"{ratio:.2f}", f"<= {TARGETS['latency']:.2f}",
+         "met" if ratio <= TARGETS["latency"] else "NOT met")
+    ]  # fmt: skip
+    for key, text in PHASES.items():
+        table.append(
+            (f"  of which: {text} (ms)", f"{phases[key][0] * 1000:.1f}", "-", "-", "-", "-")
+        )
+    return table
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a first look")
+    parser.add_argument("--latency", action="store_true", help="the latency of a call only")
+    parser.add_argument("--runs", type=int, default=60, help="rounds of --latency")
     args = parser.parse_args()
+    if args.latency:
+        print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(tabulate(latency_rows(args.runs), headers=HEADERS, disable_numparse=True))
+        return 0
     items = 2_000 if args.quick else args.items
     few = min(items, 100 if args.quick else 300)
     table = rows(items, few, [10, 100])

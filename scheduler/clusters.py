@@ -44,6 +44,7 @@ def abandon_cluster(state: SchedulerState, cluster: int, why: str) -> None:
     state.partial_clusters.pop(cluster, None)
     state.store.remember(state.spool.end_upload(cluster))
     state.effects.defer("drop uploads", partial(state.spool.drop_uploads, cluster))
+    state.effects.defer("forget its size", partial(state.quota.forget, [cluster]))
     jobs = [job for job in state.jobs.active.values() if job.cluster == cluster]
     now = state.clock()
     with state.store.transaction():

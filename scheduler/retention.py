@@ -35,9 +35,12 @@ class Retention:
         keep_seconds: float,
         clock: Callable[[], float],
         effects: Effects,
+        removed: Callable[[list[int]], None] = lambda clusters: None,
     ):
         self.store, self.spool, self.keep_seconds = store, spool, keep_seconds
         self.clock, self.effects = clock, effects
+        #: Told of the clusters whose files a sweep removed (the quota's kept sizes).
+        self.removed = removed
         self._last_sweep = 0.0
         #: The last measurement of the spool's size: when, and how many bytes.
         self._usage: tuple[float, int] | None = None
@@ -74,6 +77,7 @@ class Retention:
             with contextlib.suppress(OSError):
                 (self.spool.root / str(cluster)).rmdir()
         self._usage = None
+        self.removed(sorted({cluster for cluster, _ in expired} | set(idle)))
 
     def spool_bytes(self) -> int:
         """Bytes in the spool (inputs and large results) plus small results in SQLite."""

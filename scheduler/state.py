@@ -127,8 +127,12 @@ class SchedulerState:
         self.effects = Effects(store.remember)
         self.disk = disk or DiskSpace(config.home, config.min_free_space, wall=clock)
         self.mailer = Mailer(config.mail, store, spool.job_dir, clock)
-        self.quota = Quota(store, spool, config.upload_limit, config.spool_quota)
-        self.retention = Retention(store, spool, config.result_retention, clock, self.effects)
+        self.quota = Quota(
+            store, spool, config.upload_limit, config.spool_quota, busy=self._may_grow
+        )
+        self.retention = Retention(
+            store, spool, config.result_retention, clock, self.effects, self.quota.forget
+        )
         self.reservations = Reservations(config.reservation_ttl, clock=clock, undo=store.remember)
         self.guard = HandshakeGuard(config.auth_failure_limit, config.auth_failure_window)
         self.jobs = JobTable(store, halflife=config.usage_halflife, clock=clock)
@@ -152,6 +156,16 @@ class SchedulerState:
         self.probes = {}
         self.run_times = RunTimes(undo)
         self.known_users = None
+
+    def _may_grow(self, cluster: int) -> bool:
+        """Whether files may still be added to ``cluster``'s folder: a reservation, a
+        cluster still being submitted, one with jobs in the queue, or a running DAG's."""
+        return (
+            cluster in self.reservations
+            or cluster in self.partial_clusters
+            or self.summary.last_proc(cluster) is not None
+            or cluster in self.dags.runs
+        )
 
 
 def disk_full_error(state: SchedulerState, exc: BaseException) -> p.Error:

@@ -140,3 +140,36 @@ def test_usage_walks_only_the_folders_of_the_users_clusters_still_in_the_spool(
     names = {path.name for path in walked}
     assert names == {str(kept), str(uploading), str(others)} and str(cleaned) not in names
     assert walked.count(state.spool.root / str(others)) == 1  # bob's measure only
+
+
+def test_a_cluster_at_rest_is_walked_once_until_retention_removes_files(
+    state: SchedulerState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quota = state.quota
+    at_rest, busy = (state.store.clusters.reserve_cluster("ann", 0.0) for _ in range(2))
+    state.reservations.add(busy, 0.0)  # its jobs may still bring files
+    write(state.spool.input_dir(at_rest) / "in.dat", "x" * 100)
+    write(state.spool.job_dir(at_rest, 0) / "out.dat", "y" * 50)
+    write(state.spool.input_dir(busy) / "in.dat", "z" * 10)
+    walked: list[str] = []
+
+    def recording(root: Path, skip: Collection[str] = ()) -> int:
+        walked.append(root.name)
+        return tree_size(root, skip)
+
+    monkeypatch.setattr(quota_module, "tree_size", recording)
+    assert [quota.usage("ann") for _ in range(3)] == [160] * 3
+    assert walked.count(str(at_rest)) == 1 and walked.count(str(busy)) == 3
+    write(state.spool.input_dir(busy) / "more.dat", "w" * 5)
+    assert quota.usage("ann") == 165  # a busy cluster's files counted as they come
+    # Retention removes the job's results, and says so: the folder is walked again.
+    state.spool.clear_job_dir(at_rest, 0)
+    state.retention.removed([at_rest])
+    assert quota.usage("ann") == 115 and walked.count(str(at_rest)) == 2
+    # A folder removed whole is no longer counted, without being told.
+    state.spool.remove_cluster(at_rest)
+    assert quota.usage("ann") == 15
+    # Its reservation submitted and its jobs gone, the other is at rest too.
+    state.reservations.submitted(busy)
+    assert [quota.usage("ann") for _ in range(2)] == [15, 15]
+    assert walked.count(str(busy)) == 7  # once more, then kept

@@ -1,4 +1,5 @@
-"""A slot's sandbox is reused within a cluster only when a job left it as staged."""
+"""A slot's sandbox is reused within a cluster, or for the next cluster of the same
+owner and account, only when a job left it as staged."""
 
 from __future__ import annotations
 
@@ -111,6 +112,37 @@ def test_other_cluster_or_failed_attempt_gets_a_fresh_sandbox(
     assert not second.exists()
 
 
+def test_the_next_cluster_of_the_same_owner_reuses_the_sandbox(
+    sandbox: Sandbox, cache: InputCache
+) -> None:
+    exe, a = (cached(cache, n, n.encode()) for n in ("job.sh", "a.txt"))
+    sandbox.prepare(1, "1.0-0", owner="ann")
+    sandbox.stage(sources(cache, exe, a))
+    first = sandbox.directory
+    sandbox.stdout.write(b"of cluster 1\n")
+    sandbox.finish(reusable=True)
+    sandbox.prepare(2, "2.0-0", owner="ann")
+    sandbox.stage(sources(cache, exe))
+    assert sandbox.directory == first and sandbox.cluster == 2
+    assert os.listdir(first) == ["job.sh"]  # cluster 1's other input is gone
+    assert sandbox.stdout.read() == b""
+
+
+@pytest.mark.parametrize("other", [None, "bob"], ids=["owner unknown", "another owner"])
+def test_another_owner_gets_a_fresh_sandbox_and_files(
+    sandbox: Sandbox, cache: InputCache, other: str | None
+) -> None:
+    exe = cached(cache, "job.sh", b"#!/bin/sh\n")
+    sandbox.prepare(1, "1.0-0", owner="ann")
+    sandbox.stage(sources(cache, exe))
+    first, out = sandbox.directory, sandbox.stdout
+    out.write(b"secret of ann\n")
+    sandbox.finish(reusable=True)
+    sandbox.prepare(2, "2.0-0", owner=other)
+    assert sandbox.directory != first and not first.exists()
+    assert out.closed and os.listdir(sandbox.directory) == []
+
+
 JOB = """#!/bin/sh
 ls -A
 echo "proc $1"
@@ -139,3 +171,22 @@ def test_jobs_of_one_cluster_in_one_slot_see_only_their_own_files(
         assert (job / "stdout").read_text() == f"{expected}\nproc {i}\n"
         made = job / "made.txt"
         assert (made.read_text() == f"made by {i}\n") if i % 2 else not made.exists()
+
+
+def test_the_next_cluster_of_the_owner_runs_in_the_kept_sandbox_with_its_own_inputs(
+    make_cluster: Callable[..., TestCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=1, slots=1)
+    write(tmp_path / "job.sh", "#!/bin/sh\npwd\nls -A\n", executable=True)
+    for name in ("a", "b"):
+        write(tmp_path / f"{name}.txt", f"{name}\n")
+        write(
+            tmp_path / f"{name}.sub",
+            f"executable = job.sh\ntransfer_input_files = {name}.txt\nqueue\n",
+        )
+    for name in ("a", "b"):
+        result = cluster.run("dsub", "--wait", "--per-job", f"{name}.sub", cwd=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+    first, second = ((tmp_path / f"{c}.0" / "stdout").read_text().split("\n") for c in (1, 2))
+    assert first[1:] == ["a.txt", "job.sh", ""] and second[1:] == ["b.txt", "job.sh", ""]
+    assert second[0] == first[0]  # the same folder, kept: no folder made for cluster 2

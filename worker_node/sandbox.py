@@ -1,12 +1,15 @@
-"""A slot's sandbox directory and output files, reused between jobs of one cluster.
+"""A slot's sandbox directory and output files, reused between jobs of one owner.
 
 On a busy or virtualised disk, creating and deleting a directory or an
 anonymous file costs 0.1 to 0.9 ms each: more than starting a short job. A slot
 therefore keeps its sandbox, the inputs linked into it and its stdout/stderr
-files for the next job of the same cluster (so of the same owner), provided the
-job left the sandbox exactly as it was staged: nothing but its inputs, still
-linked to the cache, and the directory's mode unchanged. Anything else, a
-failed attempt, or a job of another cluster gets a fresh sandbox and fresh files.
+files for the next job of the same cluster, or of another cluster of the same
+owner run as the same account (one ``Client.submit`` call is a cluster of its
+own), provided the job left the sandbox exactly as it was staged: nothing but
+its inputs, still linked to the cache, and the directory's mode unchanged. The
+next job finds only its own inputs there (the others are unlinked) and empty
+output files. Anything else, a failed attempt, or a job of another owner or
+account gets a fresh sandbox and fresh files.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class Sandbox:
         self.directory = root
         #: The cluster whose job last ran here; None when nothing is set up.
         self.cluster: int | None = None
+        #: The owner of that job, when known.
+        self.owner: str | None = None
         #: Inputs linked into the directory: name -> inode of the cache entry (or
         #: spool file) it is a link to.
         self.staged: dict[str, int] = {}
@@ -52,20 +57,26 @@ class Sandbox:
         assert self._files is not None, "prepare() the sandbox first"
         return self._files[1]
 
-    def prepare(self, cluster: int, name: str, account: Account | None = None) -> None:
-        """Ready the sandbox for a job of ``cluster``, empty output files included;
-        a fresh sandbox is made as ``<root>/<name>``, a name never used before, with
-        mode 0700, owned by ``account`` (the job's) when given. A reused one already
-        is: a cluster has one owner."""
-        if self.cluster == cluster and self._files is not None:
+    def prepare(
+        self, cluster: int, name: str, account: Account | None = None, owner: str | None = None
+    ) -> None:
+        """Ready the sandbox for a job of ``cluster`` (of ``owner``, when known), empty
+        output files included; a fresh sandbox is made as ``<root>/<name>``, a name
+        never used before, with mode 0700, owned by ``account`` (the job's) when
+        given. A reused one already is: it was kept for the same cluster (a cluster
+        has one owner), or for the same owner and account."""
+        ids = None if account is None else (account.uid, account.gid)
+        same_owner = owner is not None and owner == self.owner and ids == self._owner
+        if self._files is not None and (self.cluster == cluster or same_owner):
             for f in self._files:
                 f.seek(0)
                 f.truncate()
+            self.cluster = cluster
             return
         self.discard()
         self.directory = self.root / name
         self.directory.mkdir(mode=0o700)
-        self._owner = None if account is None else (account.uid, account.gid)
+        self._owner = ids
         if account is not None:
             os.chown(self.directory, account.uid, account.gid)
         self._mode = stat.S_IMODE(os.lstat(self.directory).st_mode)
@@ -76,7 +87,7 @@ class Sandbox:
             tempfile.TemporaryFile(dir=parent),  # noqa: SIM115
             tempfile.TemporaryFile(dir=parent),  # noqa: SIM115
         )
-        self.cluster = cluster
+        self.cluster, self.owner = cluster, owner
 
     def stage(self, sources: dict[str, tuple[Path, int]]) -> None:
         """Link exactly these inputs into the directory: name -> (the file to link,
@@ -131,7 +142,7 @@ class Sandbox:
         if self.directory != self.root:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = self.root
-        self.cluster = None
+        self.cluster = self.owner = None
         self.staged = {}
 
 
