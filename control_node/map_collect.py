@@ -57,6 +57,9 @@ def ended(
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         pending.difference_update(job.id for job in done)
+        # Jobs that ended together are given in item order, whatever order their ends
+        # were read in (a stop_when hit in an earlier chunk comes first).
+        done.sort(key=lambda job: p.parse_job_id(job.id))
         for start in range(0, len(done), BATCH_JOBS):
             yield from _with_results(conn, done[start : start + BATCH_JOBS])
         if not pending:

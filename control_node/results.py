@@ -22,7 +22,6 @@ from typing import Any
 from control_node import results_file
 from control_node.connection import Connection, DfarmError, Pushed, SchedulerUnavailable
 from control_node.fetch_downloads import Download, download_all
-from control_node.fetch_local import copy_in_place
 from control_node.results_file import ClusterResultsFile, results_path
 from scheduler import protocol as p
 
@@ -399,6 +398,9 @@ class Fetcher:
                 )
             else:
                 if reply.local is not None:
+                    # Imported here: the commands that only show the queue never copy.
+                    from control_node.fetch_local import copy_in_place
+
                     downloads = copy_in_place(reply.download, reply.local, downloads, self._damaged)
                 download_all(reply.download, downloads, self._damaged)
         # Each file is rewritten whole: at most every few seconds while results come,

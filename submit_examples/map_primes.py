@@ -1,4 +1,4 @@
-"""Client.map: count the primes below each bound on the farm, then find the first
+"""Client.map: count the primes below each bound on the farm, then search for a
 twin-prime pair above a million, stopping the search at the first hit.
 
     .venv/bin/python submit_examples/map_primes.py      # with a cluster up (dfarm up)
@@ -37,6 +37,9 @@ def main() -> None:
         found = client.map(twin_pair, range(1_000_001, 1_002_001, 2), chunk_size=25, stop_when=bool)
         # The first result to arrive that met stop_when; the other jobs were removed.
         print(f"twin primes above a million: {found.hit} ({len(found.not_run)} items never run)")
+        # Items that end together are taken in order, so this is most often the
+        # lowest pair, (1000037, 1000039); a chunk delayed on a busy worker can let a
+        # later pair arrive first.
 
 
 if __name__ == "__main__":

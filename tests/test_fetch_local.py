@@ -16,7 +16,7 @@ import pytest
 from conftest import TestCluster, write
 from test_results_file import connect
 
-from control_node import fetch_local, results
+from control_node import fetch_local
 from control_node.connection import DfarmError
 from control_node.fetch_downloads import Download
 from scheduler.result_fds import _may_receive
@@ -178,7 +178,7 @@ def test_a_fetch_on_the_schedulers_machine_copies_in_place(
 ) -> None:
     write(tmp_path / "job.sh", JOB, executable=True)
     write(tmp_path / "job.sub", SUBMIT)
-    real = results.copy_in_place
+    real = fetch_local.copy_in_place
     left_for_ftp: list[int] = []
 
     def counted(*args: object, **kwargs: object) -> list[Download]:
@@ -196,18 +196,18 @@ def test_a_fetch_on_the_schedulers_machine_copies_in_place(
     with connect(cluster) as client:
         submitted = client.submit(tmp_path / "job.sub", cwd=str(tmp_path))
         submitted.wait(timeout=120)
-        monkeypatch.setattr(results, "copy_in_place", counted)
+        monkeypatch.setattr(fetch_local, "copy_in_place", counted)
         monkeypatch.setattr(fetch_local, "_sha256", counted_hash)
         client.fetch([str(submitted.id)], dest=tmp_path / "here", per_job=False)
         assert left_for_ftp == [0]
         # Each file is still the version the scheduler hashed: none is hashed again.
         assert hashed == []
-        monkeypatch.setattr(results, "copy_in_place", lambda grant, name, d, damaged: d)
+        monkeypatch.setattr(fetch_local, "copy_in_place", lambda grant, name, d, damaged: d)
         client.fetch([str(submitted.id)], dest=tmp_path / "ftp", per_job=False)
 
         # A copy cut half-way leaves a temporary file, never a short one; a second
         # fetch ends as the first.
-        monkeypatch.setattr(results, "copy_in_place", real)
+        monkeypatch.setattr(fetch_local, "copy_in_place", real)
         copies: list[int] = []
         whole = fetch_local._copy_range
 

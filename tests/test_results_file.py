@@ -161,10 +161,10 @@ def test_a_fetch_broken_half_way_and_repeated_ends_with_identical_files(
         executable=True,
     )
     monkeypatch.chdir(tmp_path)
-    from control_node import results
+    from control_node import fetch_local
 
     # Over FTP, as a client on another machine fetches (tests/test_fetch_local.py: in place).
-    monkeypatch.setattr(results, "copy_in_place", lambda grant, name, d, damaged: d)
+    monkeypatch.setattr(fetch_local, "copy_in_place", lambda grant, name, d, damaged: d)
     write(
         tmp_path / "job.sub",
         "executable = job.sh\narguments = $(Process)\nshould_transfer_files = YES\n"
