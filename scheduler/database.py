@@ -532,10 +532,11 @@ class Database:
         self._units[-1].undo.append(lambda: self._unqueue(key, before))
 
     def replace_later(self, sql: str, key: Hashable, args: tuple[object, ...]) -> None:
-        """Replace one row (``sql`` is an ``INSERT OR REPLACE``), as part of the open unit
-        (or of one of its own): queued like a job's row, and written before the next
-        read or the commit, once for each ``key`` however often it changed (a user's
-        usage changes with each of their jobs that ends)."""
+        """Write one row (``sql`` is an ``INSERT OR REPLACE``, or an ``UPDATE`` of the
+        row ``key`` names), as part of the open unit (or of one of its own): queued
+        like a job's row, and written before the next read or the commit, once for
+        each ``key`` however often it changed (a user's usage changes with each of
+        their jobs that ends)."""
         with self._lock:
             if not self._units:
                 with self.transaction():
