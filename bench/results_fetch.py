@@ -48,8 +48,8 @@ PARTS = frozenset({1, 2, 3, 4, 5})
 #: ``dfetch`` with the copy in place turned off: every large file over FTP.
 OVER_FTP = (
     "-c",
-    "import sys; from control_node import results;"
-    " results.copy_in_place = lambda grant, name, downloads, damaged: downloads;"
+    "import sys; from control_node import fetch_local;"
+    " fetch_local.copy_in_place = lambda grant, name, downloads, damaged: downloads;"
     " from control_node.cli.dfetch import main; sys.exit(main(sys.argv[1:]))",
 )
 
