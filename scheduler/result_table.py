@@ -60,14 +60,9 @@ class ResultTable:
     def files_of(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], dict[str, bytes]]:
         """:meth:`files` of many jobs, a query per cluster and 500 procs."""
         found: dict[tuple[int, int], dict[str, bytes]] = {}
-        for cluster, chunk in _chunks(keys):
-            rows = self._database.query(
-                "SELECT proc, name, data FROM job_files WHERE cluster=?"
-                f" AND proc IN ({','.join('?' * len(chunk))}) ORDER BY proc, name",
-                (cluster, *chunk),
-            )
-            for row in rows:
-                found.setdefault((cluster, row["proc"]), {})[row["name"]] = bytes(row["data"])
+        rows = self._rows_of("SELECT proc, name, data FROM job_files", keys, " ORDER BY proc, name")
+        for cluster, row in rows:
+            found.setdefault((cluster, row["proc"]), {})[row["name"]] = bytes(row["data"])
         return found
 
     def hashes_of(
@@ -75,31 +70,18 @@ class ResultTable:
     ) -> dict[tuple[int, int], dict[str, tuple[str, int]]]:
         """:meth:`hashes` of many jobs (only those that have some), a few queries."""
         found: dict[tuple[int, int], dict[str, tuple[str, int]]] = {}
-        for cluster, chunk in _chunks(keys):
-            rows = self._database.query(
-                "SELECT proc, name, sha256, size FROM result_hashes WHERE cluster=?"
-                f" AND proc IN ({','.join('?' * len(chunk))})",
-                (cluster, *chunk),
-            )
-            for row in rows:
-                found.setdefault((cluster, row["proc"]), {})[row["name"]] = (
-                    row["sha256"],
-                    row["size"],
-                )
+        for cluster, row in self._rows_of(
+            "SELECT proc, name, sha256, size FROM result_hashes", keys
+        ):
+            found.setdefault((cluster, row["proc"]), {})[row["name"]] = (row["sha256"], row["size"])
         return found
 
     def of_jobs(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], JobResult]:
         """The recorded results of these jobs, by (cluster, proc)."""
         found: dict[tuple[int, int], JobResult] = {}
-        for cluster, chunk in _chunks(keys):
-            rows = self._database.query(
-                "SELECT proc, value, error FROM job_results WHERE cluster=?"
-                f" AND proc IN ({','.join('?' * len(chunk))})",
-                (cluster, *chunk),
-            )
-            for r in rows:
-                value = None if r["value"] is None else json.loads(r["value"])
-                found[(cluster, r["proc"])] = JobResult(value, r["error"])
+        for cluster, r in self._rows_of("SELECT proc, value, error FROM job_results", keys):
+            value = None if r["value"] is None else json.loads(r["value"])
+            found[(cluster, r["proc"])] = JobResult(value, r["error"])
         return found
 
     def clear_files(self, cluster: int, proc: int) -> None:
@@ -130,16 +112,23 @@ class ResultTable:
     def versions_of(self, keys: Iterable[tuple[int, int]]) -> list[tuple[FileVersion, str]]:
         """The version of each large result file of these jobs that its recorded hash
         was taken from, with that hash (files recorded without one are left out)."""
-        found: list[tuple[FileVersion, str]] = []
+        rows = self._rows_of(
+            "SELECT device, inode, size, mtime_ns, ctime_ns, sha256 FROM result_hashes",
+            keys,
+            " AND ctime_ns IS NOT NULL",
+        )
+        return [(FileVersion(*tuple(row)[:5]), row["sha256"]) for _, row in rows]
+
+    def _rows_of(
+        self, select: str, keys: Iterable[tuple[int, int]], tail: str = ""
+    ) -> Iterator[tuple[int, sqlite3.Row]]:
+        """Each row of ``select`` (``SELECT ... FROM table``) for these jobs, with its
+        cluster: a query per cluster and 500 procs; ``tail`` ends each query."""
         for cluster, chunk in _chunks(keys):
-            rows = self._database.query(
-                "SELECT device, inode, size, mtime_ns, ctime_ns, sha256 FROM result_hashes"
-                f" WHERE cluster=? AND proc IN ({','.join('?' * len(chunk))})"
-                " AND ctime_ns IS NOT NULL",
-                (cluster, *chunk),
-            )
-            found += [(FileVersion(*tuple(row)[:5]), row["sha256"]) for row in rows]
-        return found
+            marks = ",".join("?" * len(chunk))
+            query = f"{select} WHERE cluster=? AND proc IN ({marks}){tail}"
+            for row in self._database.query(query, (cluster, *chunk)):
+                yield cluster, row
 
     def hashes(self, cluster: int, proc: int) -> dict[str, tuple[str, int]]:
         """What :meth:`save_hashes` recorded for a job."""
