@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from control_node import results
+from control_node import job_queries, results
 from control_node.connection import Connection, Endpoint, find_endpoint
 from control_node.handles import Cluster, DagRun, cluster_id
 from control_node.results_file import ResultRecord, read_results
@@ -343,7 +343,7 @@ class Client:
 
         Asked for a page at a time, so that no reply outgrows a frame; ``limit``
         stops after that many jobs (0: all)."""
-        return results.query_jobs(self.conn, list(ids or []), states, all_users, limit)
+        return job_queries.query_jobs(self.conn, list(ids or []), states, all_users, limit)
 
     def job_pages(
         self,
@@ -351,11 +351,11 @@ class Client:
         states: list[str] | None = None,
         all_users: bool = False,
         limit: int = 0,
-        page: int = results.PAGE,
+        page: int = job_queries.PAGE,
     ) -> Iterator[list[p.JobInfo]]:
         """As :meth:`jobs`, a page of at most ``page`` jobs at a time, each asked for
         when the one before has been used (memory stays flat for any queue)."""
-        return results.job_pages(self.conn, list(ids or []), states, all_users, limit, page)
+        return job_queries.job_pages(self.conn, list(ids or []), states, all_users, limit, page)
 
     def wire_pages(
         self,
@@ -363,11 +363,11 @@ class Client:
         states: list[str] | None = None,
         all_users: bool = False,
         limit: int = 0,
-        page: int = results.PAGE,
+        page: int = job_queries.PAGE,
     ) -> Iterator[list[dict[str, Any]]]:
         """As :meth:`job_pages`, each record as the JSON object it came as (what
         ``dq --json`` writes), the next page asked for while this one is used."""
-        return results.wire_pages(self.conn, list(ids or []), states, all_users, limit, page)
+        return job_queries.wire_pages(self.conn, list(ids or []), states, all_users, limit, page)
 
     def batches(self, clusters: list[int] | None = None, all_users: bool = False) -> p.BatchList:
         """The batch view: per batch (cluster, or ``JobBatchName``) its jobs done,

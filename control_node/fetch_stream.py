@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from control_node.connection import Connection
-from control_node.results import DONE_STATES, FetchedJob, Fetcher, _order, query_jobs, seconds_text
+from control_node.job_queries import query_jobs
+from control_node.results import DONE_STATES, FetchedJob, Fetcher, _order, seconds_text
 from scheduler import protocol as p
 
 #: Finished jobs fetched together at most.

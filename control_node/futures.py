@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from control_node import map_collect, mapping, results
 from control_node.connection import DfarmError
 from control_node.job_await import await_job
+from control_node.job_queries import query_jobs
 from scheduler import protocol as p
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class Future:
         """Whether the job has ended (completed, held or removed)."""
         if self._row is not None:
             return True
-        found = results.query_jobs(self.client.conn, [self.id], states=[])
+        found = query_jobs(self.client.conn, [self.id], states=[])
         return not found or found[0].state in results.DONE_STATES
 
     def result(self, timeout: float | None = None) -> Any:

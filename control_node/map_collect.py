@@ -15,6 +15,7 @@ import cloudpickle
 from control_node import results
 from control_node.connection import Connection
 from control_node.job_await import await_job
+from control_node.job_queries import query_jobs
 from control_node.map_records import ItemStats, MapJobFailed, RemoteError, Row
 from control_node.map_runner import Outcome
 from control_node.map_submit import RESULT_FILE, scratch
@@ -49,11 +50,7 @@ def ended(
     clusters = sorted({p.parse_job_id(job_id)[0] for job_id in job_ids})
     conn.request(p.Subscribe(clusters=clusters, states=sorted(results.DONE_STATES)))
     pending = set(job_ids)
-    done = [
-        job
-        for job in results.query_jobs(conn, job_ids, states=[])
-        if job.state in results.DONE_STATES
-    ]
+    done = [job for job in query_jobs(conn, job_ids, states=[]) if job.state in results.DONE_STATES]
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         pending.difference_update(job.id for job in done)
@@ -124,7 +121,7 @@ def await_after(
     conn.request(p.AwaitClusters(clusters=[cluster]))
     pending = set(job_ids)
     done = False
-    for job in results.query_jobs(conn, job_ids, states=[]):
+    for job in query_jobs(conn, job_ids, states=[]):
         if job.state in results.DONE_STATES and job.id in pending:
             pending.discard(job.id)
             yield job
@@ -142,7 +139,7 @@ def await_after(
             done = True
         if done and pending:
             # Updates sent before the cluster's end came first; what is left never ran.
-            found = results.query_jobs(conn, sorted(pending), states=[])
+            found = query_jobs(conn, sorted(pending), states=[])
             for job in found:
                 if job.state in results.DONE_STATES:
                     pending.discard(job.id)

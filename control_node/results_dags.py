@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from control_node.client import Client
 from control_node.connection import DfarmError
-from control_node.results import query_jobs
+from control_node.job_queries import query_jobs
 
 
 def dag_clusters(client: Client, number: int) -> list[int] | None:

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from control_node.connection import Connection
-from control_node.results import PAGE, RECORD_BYTES, failed, query_jobs
+from control_node.job_queries import PAGE, RECORD_BYTES, query_jobs
+from control_node.results import failed
 from scheduler import protocol as p
 
 #: condor_watch_q's groups of job states, as ``-exit`` names them.
