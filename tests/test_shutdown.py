@@ -20,8 +20,9 @@ from control_node import Client
 from worker_node.__main__ import defer_stop_signals
 from worker_node.__main__ import run as run_worker
 from worker_node.cgroups import _hierarchies
-from worker_node.daemon import Worker, WorkerConfig
+from worker_node.daemon import Worker
 from worker_node.metrics import Sampler
+from worker_node.worker_config import WorkerConfig
 
 
 def gated(tmp_path: Path, count: int = 1) -> Path:

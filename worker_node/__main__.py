@@ -22,9 +22,10 @@ from scheduler.protocol import (
 from scheduler.transport.tls import normalize_fingerprint
 from worker_node import container_runtimes, machine_attributes
 from worker_node.credential import CREDENTIAL_ENV, load_secret, worker_name
-from worker_node.daemon import Worker, WorkerConfig
+from worker_node.daemon import Worker
 from worker_node.drain import drain
 from worker_node.metrics import Sampler
+from worker_node.worker_config import WorkerConfig
 
 log = logging.getLogger("worker_node")
 
