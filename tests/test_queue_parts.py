@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import TestCluster, wait_until, write
 
-import control_node.results
+import control_node.job_queries
 import control_node.submit
 from control_node import Client
 from control_node.connection import DfarmError
@@ -25,7 +25,7 @@ def test_cluster_in_parts_and_queue_in_pages(
     cluster: TestCluster = make_cluster(workers=0)
     monkeypatch.setattr(control_node.submit, "PART", 3)
     monkeypatch.setattr(control_node.submit, "FIRST_PART", 1)
-    monkeypatch.setattr(control_node.results, "PAGE", 2)
+    monkeypatch.setattr(control_node.job_queries, "PAGE", 2)
     write(tmp_path / "job.sh", "#!/bin/sh\necho $1\n", True)
     write(tmp_path / "job.sub", "executable = job.sh\narguments = $(Process)\nqueue 7\n")
     with Client(scheduler=f"127.0.0.1:{cluster.access.port}", token=cluster.token) as me:
